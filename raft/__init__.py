@@ -1,0 +1,1 @@
+"""TideMQ raft package."""
