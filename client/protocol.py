@@ -1,0 +1,279 @@
+"""The TideMQ wire protocol: frames and the typed messages they carry.
+
+A frame is `u32 length | u8 version | payload`, big-endian; `length` counts the version
+byte and the payload. The payload is a msgpack-encoded `Envelope(id, body)` where `body`
+is one of the tagged msgspec Structs below. The request id lets one connection carry many
+requests in flight; responses carry the id of their request and may arrive in any order.
+
+The first frame on every connection is `Hello`: it names the protocol version, who is
+connecting (a client, or a peer node) and the cluster token, if the cluster has one.
+
+`FrameDecoder` is sans-I/O (like h11): feed it bytes, take whole frames out. It refuses a
+length above `max_frame_bytes` before buffering anything, so a hostile 2 GB length costs
+the server nothing; it raises `RemoteProtocolError` and the caller closes that connection.
+
+The protocol lives in the client package (as Kafka keeps its protocol in `clients/`), so
+the client installs and runs without the broker. Broker-to-broker (Raft) messages ride the
+same frames; their bodies are defined by the broker and carried here as opaque bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Union
+
+import msgspec
+
+from client.errors import LocalProtocolError, RemoteProtocolError
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
+_HEADER = struct.Struct(">IB")
+HEADER_SIZE = _HEADER.size
+
+# acks values, as Kafka spells them on the wire.
+ACKS_NONE, ACKS_LEADER, ACKS_ALL = 0, 1, -1
+# isolation levels for Fetch.
+READ_UNCOMMITTED, READ_COMMITTED = 0, 1
+# ListOffsets special timestamps.
+LATEST, EARLIEST = -1, -2
+
+
+class _Msg(msgspec.Struct, tag=True, array_like=True, omit_defaults=False):
+    """Base of every frame body: tagged by class name, encoded as a compact array."""
+
+
+# --- connection set-up -------------------------------------------------------------
+
+class Hello(_Msg):
+    version: int
+    client_id: str = ""
+    token: str | None = None
+    peer_node: int | None = None  # set when another broker connects
+
+
+class HelloOk(_Msg):
+    node_id: int
+    version: int = PROTOCOL_VERSION
+
+
+# --- errors --------------------------------------------------------------------------
+
+class ErrorResponse(_Msg):
+    code: int
+    message: str = ""
+    leader_id: int | None = None
+    leader_addr: str | None = None
+
+
+class Ok(_Msg):
+    pass
+
+
+# --- metadata and admin ------------------------------------------------------------
+
+class NodeInfo(_Msg):
+    node_id: int
+    addr: str
+    alive: bool = True
+
+
+class PartitionInfo(_Msg):
+    partition: int
+    leader: int | None
+    replicas: list[int]
+    in_sync: list[int] = []
+    high_watermark: int = 0
+    log_start_offset: int = 0
+
+
+class TopicInfo(_Msg):
+    name: str
+    partitions: list[PartitionInfo]
+    configs: dict[str, str] = {}
+    internal: bool = False
+
+
+class Metadata(_Msg):
+    topics: list[str] | None = None  # None: every topic
+
+
+class MetadataResponse(_Msg):
+    nodes: list[NodeInfo]
+    topics: list[TopicInfo]
+    controller: int | None = None
+    missing: list[str] = []
+
+
+class CreateTopic(_Msg):
+    name: str
+    partitions: int = 1
+    replication: int = 1
+    configs: dict[str, str] = {}
+
+
+class DeleteTopic(_Msg):
+    name: str
+
+
+# --- producing -----------------------------------------------------------------------
+
+class InitProducerId(_Msg):
+    transactional_id: str | None = None
+    timeout_ms: int = 60_000
+
+
+class ProducerIdResponse(_Msg):
+    producer_id: int
+    producer_epoch: int
+
+
+class Produce(_Msg):
+    topic: str
+    partition: int
+    records: bytes  # one RecordBatch v2, built by the producer
+    acks: int = ACKS_ALL
+    timeout_ms: int = 30_000
+
+
+class ProduceResponse(_Msg):
+    base_offset: int
+    last_offset: int
+    log_start_offset: int = 0
+    duplicate: bool = False  # a retried idempotent batch: these are its original offsets
+
+
+# --- consuming -----------------------------------------------------------------------
+
+class FetchPartition(_Msg):
+    topic: str
+    partition: int
+    offset: int
+    max_bytes: int = 1024 * 1024
+
+
+class Fetch(_Msg):
+    partitions: list[FetchPartition]
+    max_wait_ms: int = 500
+    min_bytes: int = 1
+    max_bytes: int = 16 * 1024 * 1024
+    isolation: int = READ_COMMITTED
+
+
+class AbortedTxn(_Msg):
+    producer_id: int
+    first_offset: int
+
+
+class FetchResult(_Msg):
+    topic: str
+    partition: int
+    error: int = 0
+    error_message: str = ""
+    high_watermark: int = 0
+    last_stable_offset: int = 0
+    log_start_offset: int = 0
+    records: bytes = b""
+    aborted: list[AbortedTxn] = []
+    leader_id: int | None = None
+
+
+class FetchResponse(_Msg):
+    results: list[FetchResult]
+
+
+class ListOffsets(_Msg):
+    topic: str
+    partition: int
+    timestamp: int = LATEST  # LATEST, EARLIEST or a time in ms
+
+
+class ListOffsetsResponse(_Msg):
+    offset: int
+    timestamp: int = -1
+
+
+# --- broker to broker ----------------------------------------------------------------
+
+class PeerMessages(_Msg):
+    """Raft messages of many groups from one node to another, encoded by the broker."""
+
+    payload: bytes
+
+
+Body = Union[
+    Hello, HelloOk, ErrorResponse, Ok,
+    Metadata, MetadataResponse, CreateTopic, DeleteTopic,
+    InitProducerId, ProducerIdResponse, Produce, ProduceResponse,
+    Fetch, FetchResponse, ListOffsets, ListOffsetsResponse,
+    PeerMessages,
+]
+
+
+class Envelope(msgspec.Struct, array_like=True):
+    id: int
+    body: Body
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Envelope)
+
+
+def encode_frame(request_id: int, body: _Msg, version: int = PROTOCOL_VERSION) -> bytes:
+    """One whole frame, ready to write."""
+    try:
+        payload = _encoder.encode(Envelope(request_id, body))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise LocalProtocolError(f"cannot encode {type(body).__name__}: {exc}") from exc
+    return _HEADER.pack(len(payload) + 1, version) + payload
+
+
+def decode_payload(payload: bytes | memoryview) -> Envelope:
+    """The envelope in one frame's payload; `RemoteProtocolError` if it is not one."""
+    try:
+        return _decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise RemoteProtocolError(f"malformed frame payload: {exc}") from exc
+
+
+class FrameDecoder:
+    """Splits a byte stream into frames; holds at most one partial frame.
+
+    `feed()` bytes as they arrive, then call `next_frame()` until it returns None.
+    """
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buf = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._pos and self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    def next_frame(self) -> tuple[int, bytes] | None:
+        """(version, payload) of the next whole frame, or None if more bytes are needed."""
+        if self.buffered < HEADER_SIZE:
+            return None
+        length, version = _HEADER.unpack_from(self._buf, self._pos)
+        if length < 1 or length - 1 > self.max_frame_bytes:
+            raise RemoteProtocolError(
+                f"frame length {length} outside 1..{self.max_frame_bytes + 1}; closing the connection"
+            )
+        if version != PROTOCOL_VERSION:
+            raise RemoteProtocolError(f"unsupported protocol version {version} (this node speaks {PROTOCOL_VERSION})")
+        end = self._pos + 4 + length
+        if len(self._buf) < end:
+            return None
+        payload = bytes(self._buf[self._pos + HEADER_SIZE:end])
+        self._pos = end
+        if self._pos > 1 << 20:
+            del self._buf[: self._pos]
+            self._pos = 0
+        return version, payload
