@@ -219,6 +219,14 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Envelope)
 
 
+def split_addr(addr: str) -> tuple[str, int]:
+    """("host", port) from "host:port" (or "[::1]:port")."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"address {addr!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 def encode_frame(request_id: int, body: _Msg, version: int = PROTOCOL_VERSION) -> bytes:
     """One whole frame, ready to write."""
     try:

@@ -1,0 +1,152 @@
+"""One multiplexed connection from a client to a node, on anyio (runs under trio and
+asyncio).
+
+Requests get ids; the reader task matches each response to its waiter, so many requests
+are in flight on one socket. `open_connection()` owns the reader task (trio's `open_*`
+idiom): leaving its block closes the socket and fails whatever is still waiting with
+`ConnectionClosedError` (its outcome is unknown, so a caller must not assume either way).
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import anyio
+from anyio.abc import ByteStream
+
+from client.errors import ConnectionClosedError, RemoteProtocolError, TideMQError, error_for
+from client.protocol import (
+    DEFAULT_MAX_FRAME_BYTES, ErrorResponse, FrameDecoder, Hello, HelloOk, PROTOCOL_VERSION,
+    decode_payload, encode_frame, split_addr,
+)
+
+
+class _Waiter:
+    __slots__ = ("event", "body")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.body: object = None
+
+
+class Connection:
+    """Use `open_connection()`; a Connection lives inside its block."""
+
+    def __init__(self, stream: ByteStream, addr: str, max_frame_bytes: int) -> None:
+        self.addr = addr
+        self.node_id: int | None = None
+        self._stream = stream
+        self._ids = itertools.count(1)
+        self._waiters: dict[int, _Waiter] = {}
+        self._send_lock = anyio.Lock()
+        self._decoder = FrameDecoder(max_frame_bytes)
+        self._closed: BaseException | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    async def request(self, body: object) -> object:
+        """Send one request and wait for its answer; an error answer raises its exception.
+
+        Bound the wait with a cancel scope (`anyio.fail_after`), not an argument.
+        """
+        if self._closed is not None:
+            raise ConnectionClosedError(f"connection to {self.addr} is closed: {self._closed}")
+        rid = next(self._ids)
+        waiter = self._waiters[rid] = _Waiter()
+        try:
+            await self._send(rid, body)
+            await waiter.event.wait()
+        finally:
+            self._waiters.pop(rid, None)
+        resp = waiter.body
+        if isinstance(resp, BaseException):
+            raise resp
+        if isinstance(resp, ErrorResponse):
+            raise error_for(resp.code, resp.message, leader_id=resp.leader_id, leader_addr=resp.leader_addr)
+        return resp
+
+    async def send_only(self, body: object) -> None:
+        """Send a request that gets no answer (a produce with acks=0)."""
+        if self._closed is not None:
+            raise ConnectionClosedError(f"connection to {self.addr} is closed: {self._closed}")
+        await self._send(next(self._ids), body)
+
+    async def _send(self, rid: int, body: object) -> None:
+        frame = encode_frame(rid, body)
+        try:
+            async with self._send_lock:
+                await self._stream.send(frame)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            self._fail(ConnectionClosedError(f"connection to {self.addr} lost: {exc!r}"))
+            raise ConnectionClosedError(f"connection to {self.addr} lost while sending: {exc!r}") from exc
+
+    async def _next_envelope(self):
+        while True:
+            frame = self._decoder.next_frame()
+            if frame is not None:
+                return decode_payload(frame[1])
+            data = await self._stream.receive(256 * 1024)
+            self._decoder.feed(data)
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                env = await self._next_envelope()
+                waiter = self._waiters.get(env.id)
+                if waiter is not None:
+                    waiter.body = env.body
+                    waiter.event.set()
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            self._fail(ConnectionClosedError(f"connection to {self.addr} closed by the node ({type(exc).__name__})"))
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._closed is None:
+            self._closed = exc
+        for waiter in self._waiters.values():
+            if not waiter.event.is_set():
+                waiter.body = exc
+                waiter.event.set()
+
+    async def _handshake(self, client_id: str, token: str | None) -> None:
+        await self._send(0, Hello(PROTOCOL_VERSION, client_id, token))
+        env = await self._next_envelope()
+        if isinstance(env.body, ErrorResponse):
+            raise error_for(env.body.code, env.body.message)
+        if not isinstance(env.body, HelloOk):
+            raise RemoteProtocolError(f"node answered Hello with {type(env.body).__name__}")
+        self.node_id = env.body.node_id
+
+
+@asynccontextmanager
+async def open_connection(
+    addr: str, *, token: str | None = None, client_id: str = "tidemq-client",
+    connect_timeout: float = 5.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+) -> AsyncIterator[Connection]:
+    host, port = split_addr(addr)
+    try:
+        with anyio.fail_after(connect_timeout):
+            stream = await anyio.connect_tcp(host, port)
+    except (OSError, TimeoutError) as exc:
+        raise ConnectionClosedError(f"cannot connect to {addr}: {exc!r}; is the node running?") from exc
+    conn = Connection(stream, addr, max_frame_bytes)
+    async with stream:
+        try:
+            with anyio.fail_after(connect_timeout):
+                await conn._handshake(client_id, token)
+        except TimeoutError as exc:
+            raise ConnectionClosedError(f"node at {addr} did not answer Hello within {connect_timeout}s") from exc
+        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
+            raise ConnectionClosedError(f"node at {addr} closed the connection during Hello") from exc
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(conn._read_loop)
+            try:
+                yield conn
+            finally:
+                conn._fail(ConnectionClosedError(f"connection to {addr} closed"))
+                tg.cancel_scope.cancel()

@@ -1,0 +1,36 @@
+"""Prometheus metrics of one node, on a registry of its own (several nodes may share a
+process in tests) and served over HTTP by prometheus-client on the configured address."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from node.config import parse_addr
+
+
+class NodeMetrics:
+    def __init__(self, node_id: int) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("tidemq_requests", "Requests served", ["kind", "outcome"], registry=r)
+        self.latency = Histogram(
+            "tidemq_request_seconds", "Request latency", ["kind"], registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.bytes_in = Counter("tidemq_produce_bytes", "Record batch bytes accepted", ["topic"], registry=r)
+        self.bytes_out = Counter("tidemq_fetch_bytes", "Record batch bytes served", ["topic"], registry=r)
+        self.protocol_errors = Counter("tidemq_protocol_errors", "Connections closed for a protocol violation", registry=r)
+        self.auth_failures = Counter("tidemq_auth_failures", "Connections refused for a bad token", registry=r)
+        self.leaders = Gauge("tidemq_partition_leader", "1 when this node leads the partition", ["topic", "partition"], registry=r)
+        self.high_watermark = Gauge("tidemq_high_watermark", "Committed offset (exclusive)", ["topic", "partition"], registry=r)
+        self.under_replicated = Gauge("tidemq_under_replicated_partitions", "Led partitions with a replica behind", registry=r)
+        self.fsyncs = Counter("tidemq_fsyncs", "Log fsyncs (group commits)", registry=r)
+
+    def observe_request(self, kind: str, seconds: float, outcome: str) -> None:
+        self.requests.labels(kind, outcome).inc()
+        self.latency.labels(kind).observe(seconds)
+
+    def serve(self, addr: str) -> None:
+        """Start the HTTP endpoint (a daemon thread of prometheus-client's)."""
+        host, port = parse_addr(addr)
+        start_http_server(port, addr=host, registry=self.registry)

@@ -1,0 +1,188 @@
+"""The broker's TCP front door: accept, authenticate, frame, dispatch, answer.
+
+Each connection gets a reader (this module) and a writer task; every request runs in its
+own task, so one slow request (a long-poll fetch, an acks=all produce) never holds up
+the others on the same connection. A per-connection limit on requests in flight gives
+backpressure: when it is reached the reader stops reading.
+
+A frame that breaks the protocol (bad length, unknown type, garbage, wrong version, no
+Hello in time) closes that connection only; nothing else is affected. A handler that
+raises a `TideMQError` answers with its code; anything else is logged and answered
+with UNKNOWN, and the node keeps serving.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+from typing import Awaitable, Callable, Protocol
+
+import trio
+
+from client.errors import AuthFailedError, ErrorCode, RemoteProtocolError, TideMQError, UnsupportedVersionError
+from client.protocol import (
+    ErrorResponse, FrameDecoder, Hello, HelloOk, PeerMessages, PROTOCOL_VERSION, encode_frame, decode_payload,
+)
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT_S = 10.0
+_READ_CHUNK = 256 * 1024
+
+
+class Handler(Protocol):
+    async def handle(self, body: object, client: "ClientInfo") -> object | None:
+        """The response body for a request body, or None to send nothing (acks=0)."""
+
+
+class ClientInfo:
+    """What the server knows about the far end of one connection."""
+
+    def __init__(self, addr: str, client_id: str) -> None:
+        self.addr = addr
+        self.client_id = client_id
+
+
+def error_body(exc: TideMQError) -> ErrorResponse:
+    return ErrorResponse(
+        int(exc.code), exc.message,
+        leader_id=exc.details.get("leader_id"),  # type: ignore[arg-type]
+        leader_addr=exc.details.get("leader_addr"),  # type: ignore[arg-type]
+    )
+
+
+class Server:
+    def __init__(
+        self,
+        node_id: int,
+        handler: Handler,
+        on_peer_messages: Callable[[int, bytes], None],
+        *,
+        token: str | None = None,
+        max_frame_bytes: int,
+        max_inflight: int = 256,
+        metrics=None,
+    ) -> None:
+        self.node_id = node_id
+        self.handler = handler
+        self.on_peer_messages = on_peer_messages
+        self.token = token
+        self.max_frame_bytes = max_frame_bytes
+        self.max_inflight = max_inflight
+        self.metrics = metrics
+        self.connections = 0
+
+    async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        task_status.started(listeners)
+        await trio.serve_listeners(self._serve_connection, listeners)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        try:
+            peer = stream.socket.getpeername()
+            addr = f"{peer[0]}:{peer[1]}"
+        except OSError:
+            addr = "?"
+        self.connections += 1
+        try:
+            await self._run(stream, addr)
+        except RemoteProtocolError as exc:
+            log.warning("closing connection from %s: %s", addr, exc)
+            if self.metrics:
+                self.metrics.protocol_errors.inc()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            pass
+        finally:
+            self.connections -= 1
+            with trio.move_on_after(1) as cs:
+                cs.shield = True
+                await stream.aclose()
+
+    async def _run(self, stream: trio.SocketStream, addr: str) -> None:
+        decoder = FrameDecoder(self.max_frame_bytes)
+
+        async def next_envelope():
+            while True:
+                frame = decoder.next_frame()
+                if frame is not None:
+                    return decode_payload(frame[1])
+                data = await stream.receive_some(_READ_CHUNK)
+                if not data:
+                    return None
+                decoder.feed(data)
+
+        hello = None
+        with trio.move_on_after(HELLO_TIMEOUT_S) as cs:
+            hello = await next_envelope()
+        if cs.cancelled_caught:
+            raise RemoteProtocolError(f"no Hello within {HELLO_TIMEOUT_S}s")
+        if hello is None:
+            return
+        if not isinstance(hello.body, Hello):
+            raise RemoteProtocolError(f"first frame must be Hello, got {type(hello.body).__name__}")
+        refusal: TideMQError | None = None
+        if hello.body.version != PROTOCOL_VERSION:
+            refusal = UnsupportedVersionError(f"node speaks protocol {PROTOCOL_VERSION}, client {hello.body.version}")
+        elif self.token is not None and not hmac.compare_digest((hello.body.token or "").encode(), self.token.encode()):
+            refusal = AuthFailedError("missing or wrong cluster token: pass token= or set TIDEMQ_TOKEN")
+            if self.metrics:
+                self.metrics.auth_failures.inc()
+        await stream.send_all(encode_frame(hello.id, error_body(refusal) if refusal else HelloOk(self.node_id)))
+        if refusal:
+            return
+        body: Hello = hello.body
+
+        if body.peer_node is not None:
+            while (env := await next_envelope()) is not None:
+                if not isinstance(env.body, PeerMessages):
+                    raise RemoteProtocolError(f"peer connection sent {type(env.body).__name__}")
+                self.on_peer_messages(body.peer_node, env.body.payload)
+            return
+
+        client = ClientInfo(addr, body.client_id)
+        send, receive = trio.open_memory_channel[bytes](math.inf)
+        inflight = trio.Semaphore(self.max_inflight)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer, stream, receive)
+            async with send:
+                while (env := await next_envelope()) is not None:
+                    await inflight.acquire()
+                    nursery.start_soon(self._answer, env, client, send, inflight)
+                # Reader done (EOF): let in-flight requests finish, then the writer drains.
+            nursery.cancel_scope.deadline = trio.current_time() + 30
+
+    async def _answer(self, env, client: ClientInfo, send: trio.MemorySendChannel, inflight: trio.Semaphore) -> None:
+        kind = type(env.body).__name__
+        start = trio.current_time()
+        resp = None
+        try:
+            try:
+                resp = await self.handler.handle(env.body, client)
+            except TideMQError as exc:
+                resp = error_body(exc)
+            except Exception as exc:  # the node must keep serving everyone else
+                log.exception("request %s failed", kind)
+                resp = ErrorResponse(int(ErrorCode.UNKNOWN), f"{type(exc).__name__}: {exc}")
+            if resp is not None:
+                try:
+                    send.send_nowait(encode_frame(env.id, resp))
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    pass
+        finally:
+            inflight.release()
+            if self.metrics:
+                self.metrics.observe_request(kind, trio.current_time() - start,
+                                             "error" if isinstance(resp, ErrorResponse) else "ok")
+
+    @staticmethod
+    async def _writer(stream: trio.SocketStream, receive: trio.MemoryReceiveChannel) -> None:
+        async with receive:
+            async for frame in receive:
+                frames = [frame]
+                while len(frames) < 64:
+                    try:
+                        frames.append(receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await stream.send_all(b"".join(frames))
