@@ -1,0 +1,153 @@
+"""The cluster metadata: the controller's replicated state machine (Raft group 0).
+
+Every node applies the same committed commands in the same order and so holds the same
+`ClusterState`. Anything non-deterministic (which nodes get which replicas) is decided
+by the proposer and written into the command, so applying stays a pure function. The
+state is small and is snapshotted whole (msgpack) so group 0's log can be compacted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Union
+
+import msgspec
+
+from client.errors import InvalidConfigError, NotEnoughReplicasError, TopicExistsError, UnknownTopicError
+
+TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+MAX_PARTITIONS = 10_000
+PRODUCER_ID_BLOCK = 1000
+
+
+class TopicMeta(msgspec.Struct):
+    name: str
+    first_group: int              # Raft group id of partition 0; partition p is first_group + p
+    replicas: list[list[int]]     # per partition, the preferred leader first
+    configs: dict[str, str] = {}
+    internal: bool = False
+
+    def group(self, partition: int) -> int:
+        return self.first_group + partition
+
+
+class _Cmd(msgspec.Struct, tag=True, array_like=True):
+    pass
+
+
+class CreateTopicCmd(_Cmd):
+    name: str
+    replicas: list[list[int]]
+    configs: dict[str, str] = {}
+    internal: bool = False
+
+
+class DeleteTopicCmd(_Cmd):
+    name: str
+
+
+class AllocateProducerIds(_Cmd):
+    node_id: int
+
+
+Command = Union[CreateTopicCmd, DeleteTopicCmd, AllocateProducerIds]
+_cmd_encoder = msgspec.msgpack.Encoder()
+_cmd_decoder = msgspec.msgpack.Decoder(Command)
+
+
+def encode_command(cmd: _Cmd) -> bytes:
+    return _cmd_encoder.encode(cmd)
+
+
+def decode_command(data: bytes) -> _Cmd:
+    return _cmd_decoder.decode(data)
+
+
+class ClusterState(msgspec.Struct):
+    nodes: dict[int, str] = {}
+    topics: dict[str, TopicMeta] = {}
+    next_group: int = 1
+    next_producer_id: int = 1
+    applied: int = -1             # last applied offset of group 0
+
+    def apply(self, cmd: _Cmd) -> object:
+        """Apply one committed command; returns its result, or the error it deserved.
+
+        Errors are returned, not raised: a command that lost a race (two creates of one
+        name) still commits, and every node must come to the same verdict.
+        """
+        if isinstance(cmd, CreateTopicCmd):
+            if cmd.name in self.topics:
+                return TopicExistsError(f"topic {cmd.name!r} already exists")
+            meta = TopicMeta(cmd.name, self.next_group, cmd.replicas, dict(cmd.configs), cmd.internal)
+            self.next_group += len(cmd.replicas)
+            self.topics[cmd.name] = meta
+            return meta
+        if isinstance(cmd, DeleteTopicCmd):
+            if self.topics.pop(cmd.name, None) is None:
+                return UnknownTopicError(f"topic {cmd.name!r} does not exist")
+            return None
+        if isinstance(cmd, AllocateProducerIds):
+            first = self.next_producer_id
+            self.next_producer_id += PRODUCER_ID_BLOCK
+            return range(first, first + PRODUCER_ID_BLOCK)
+        raise TypeError(f"unknown command {cmd!r}")
+
+    def partitions_of(self, node_id: int):
+        """(topic meta, partition) of every replica this node hosts."""
+        for meta in self.topics.values():
+            for p, replicas in enumerate(meta.replicas):
+                if node_id in replicas:
+                    yield meta, p
+
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(ClusterState)
+
+
+def encode_state(state: ClusterState) -> bytes:
+    return _state_encoder.encode(state)
+
+
+def decode_state(data: bytes) -> ClusterState:
+    return _state_decoder.decode(data)
+
+
+def validate_topic(name: str, partitions: int, replication: int, live_nodes: int) -> None:
+    if not TOPIC_NAME.match(name) or name in (".", ".."):
+        raise InvalidConfigError(f"topic name {name!r} must be 1-200 of [A-Za-z0-9._-]")
+    if not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
+        raise InvalidConfigError(f"partitions must be 1..{MAX_PARTITIONS}, got {partitions!r}")
+    if not isinstance(replication, int) or replication < 1:
+        raise InvalidConfigError(f"replication must be >= 1, got {replication!r}")
+    if replication > live_nodes:
+        raise NotEnoughReplicasError(f"replication {replication} > {live_nodes} live nodes")
+
+
+def assign_replicas(state: ClusterState, nodes: list[int], partitions: int, replication: int) -> list[list[int]]:
+    """Spread replicas and preferred leaders evenly, counting what nodes already host.
+
+    Each partition's leader is the node leading fewest partitions so far; its followers
+    are the nodes hosting fewest replicas, so topics created one after another still even
+    out across the cluster.
+    """
+    lead = Counter({n: 0 for n in nodes})
+    host = Counter({n: 0 for n in nodes})
+    for meta in state.topics.values():
+        for replicas in meta.replicas:
+            if replicas and replicas[0] in lead:
+                lead[replicas[0]] += 1
+            for r in replicas:
+                if r in host:
+                    host[r] += 1
+    result = []
+    for _ in range(partitions):
+        leader = min(nodes, key=lambda n: (lead[n], host[n], n))
+        followers = sorted((n for n in nodes if n != leader), key=lambda n: (host[n], n))[: replication - 1]
+        replicas = [leader, *followers]
+        lead[leader] += 1
+        for r in replicas:
+            host[r] += 1
+        result.append(replicas)
+    return result

@@ -1,0 +1,59 @@
+from collections import Counter
+
+import pytest
+from hypothesis import given, strategies as st
+
+from client.errors import InvalidConfigError, NotEnoughReplicasError, TopicExistsError, UnknownTopicError
+from node.metadata import (
+    AllocateProducerIds, ClusterState, CreateTopicCmd, DeleteTopicCmd, assign_replicas, decode_command,
+    decode_state, encode_command, encode_state, validate_topic,
+)
+
+
+def test_create_delete_and_races_are_deterministic():
+    s = ClusterState(nodes={1: "a", 2: "b", 3: "c"})
+    meta = s.apply(CreateTopicCmd("orders", [[1, 2], [2, 3]]))
+    assert meta.group(0) == 1 and meta.group(1) == 2 and s.next_group == 3
+    assert isinstance(s.apply(CreateTopicCmd("orders", [[3]])), TopicExistsError)
+    assert s.apply(DeleteTopicCmd("orders")) is None
+    assert isinstance(s.apply(DeleteTopicCmd("orders")), UnknownTopicError)
+    again = s.apply(CreateTopicCmd("orders", [[1]]))
+    assert again.first_group == 3  # group ids are never reused
+
+
+def test_producer_id_blocks_do_not_overlap():
+    s = ClusterState()
+    a, b = s.apply(AllocateProducerIds(1)), s.apply(AllocateProducerIds(2))
+    assert not set(a) & set(b)
+
+
+def test_state_and_commands_round_trip():
+    s = ClusterState(nodes={1: "x"})
+    s.apply(CreateTopicCmd("t", [[1]], {"retention.ms": "5"}))
+    assert decode_state(encode_state(s)) == s
+    cmd = CreateTopicCmd("t", [[1, 2]], internal=True)
+    assert decode_command(encode_command(cmd)) == cmd
+
+
+@pytest.mark.parametrize("name,parts,repl,live,err", [
+    ("", 1, 1, 3, InvalidConfigError), ("a/b", 1, 1, 3, InvalidConfigError), ("..", 1, 1, 3, InvalidConfigError),
+    ("ok", 0, 1, 3, InvalidConfigError), ("ok", 1, 0, 3, InvalidConfigError), ("ok", 1, 4, 3, NotEnoughReplicasError),
+])
+def test_validation(name, parts, repl, live, err):
+    with pytest.raises(err):
+        validate_topic(name, parts, repl, live)
+
+
+@given(st.lists(st.tuples(st.integers(1, 12), st.integers(1, 3)), min_size=1, max_size=8))
+def test_assignment_is_even(topics):
+    nodes = [1, 2, 3]
+    s = ClusterState()
+    for i, (parts, repl) in enumerate(topics):
+        replicas = assign_replicas(s, nodes, parts, repl)
+        assert all(len(set(r)) == repl for r in replicas)
+        s.apply(CreateTopicCmd(f"t{i}", replicas))
+    leaders = Counter(r[0] for m in s.topics.values() for r in m.replicas)
+    hosted = Counter(n for m in s.topics.values() for r in m.replicas for n in r)
+    assert max(leaders[n] for n in nodes) - min(leaders[n] for n in nodes) <= 1
+    # Leaders come first (they carry the load); replica counts may trail by one more.
+    assert max(hosted[n] for n in nodes) - min(hosted[n] for n in nodes) <= 2
