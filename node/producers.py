@@ -1,0 +1,100 @@
+"""Idempotent-producer state of one partition: who wrote which sequence numbers.
+
+A producer stamps each batch with (producer id, epoch, base sequence); sequences count
+records per partition from 0. The leader keeps, for every producer, the last five
+batches it wrote (Kafka's window: a producer has at most five requests in flight), so:
+
+- a retry of one of those batches is a duplicate: answer with its original offsets,
+  write nothing;
+- a batch that skips sequence numbers is refused (OUT_OF_ORDER_SEQUENCE), so a lost
+  batch can never be silently overtaken by a later one;
+- a batch from an older epoch is refused (PRODUCER_FENCED).
+
+The state is derived only from committed entries, in log order, on every replica, so it
+is the same everywhere and survives leader changes: a new leader replays its log before
+it takes writes. In-flight (proposed, not yet committed) batches of the current leader
+sit in `pending` on top, and are dropped when it loses leadership.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from client.errors import OutOfOrderSequenceError, ProducerFencedError, UnknownProducerError
+
+WINDOW = 5
+
+
+@dataclass(frozen=True)
+class BatchRef:
+    first_seq: int
+    last_seq: int
+    base_offset: int
+    last_offset: int
+
+
+@dataclass
+class _Producer:
+    epoch: int
+    batches: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
+
+    @property
+    def last_seq(self) -> int:
+        return self.batches[-1].last_seq if self.batches else -1
+
+
+class ProducerState:
+    def __init__(self) -> None:
+        self._committed: dict[int, _Producer] = {}
+        self._pending: dict[int, _Producer] = {}
+
+    def __len__(self) -> int:
+        return len(self._committed)
+
+    def _current(self, pid: int) -> _Producer | None:
+        return self._pending.get(pid) or self._committed.get(pid)
+
+    def check(self, pid: int, epoch: int, first_seq: int, count: int) -> BatchRef | None:
+        """Validate a new batch: None if it may be appended, its BatchRef if it is a
+        duplicate; raises if it must be refused."""
+        last_seq = first_seq + count - 1
+        cur = self._current(pid)
+        if cur is None:
+            if first_seq != 0:
+                raise UnknownProducerError(
+                    f"producer {pid} has no state here and its batch starts at sequence {first_seq}, not 0")
+            return None
+        if epoch < cur.epoch:
+            raise ProducerFencedError(f"producer {pid} epoch {epoch} is fenced by epoch {cur.epoch}")
+        if epoch > cur.epoch:
+            if first_seq != 0:
+                raise OutOfOrderSequenceError(f"producer {pid} new epoch {epoch} must start at sequence 0, not {first_seq}")
+            return None
+        for ref in cur.batches:
+            if ref.first_seq == first_seq and ref.last_seq == last_seq:
+                return ref
+        if first_seq != cur.last_seq + 1:
+            raise OutOfOrderSequenceError(
+                f"producer {pid} epoch {epoch}: expected sequence {cur.last_seq + 1}, got {first_seq}")
+        return None
+
+    def add_pending(self, pid: int, epoch: int, ref: BatchRef) -> None:
+        cur = self._current(pid)
+        entry = _Producer(epoch, deque(cur.batches if cur and cur.epoch == epoch else (), maxlen=WINDOW))
+        entry.batches.append(ref)
+        self._pending[pid] = entry
+
+    def clear_pending(self) -> None:
+        self._pending.clear()
+
+    def apply(self, pid: int, epoch: int, ref: BatchRef) -> None:
+        """A committed batch, in log order (every replica calls this identically)."""
+        cur = self._committed.get(pid)
+        if cur is None or epoch != cur.epoch:
+            cur = self._committed[pid] = _Producer(epoch)
+        if not cur.batches or ref.base_offset > cur.batches[-1].last_offset:
+            cur.batches.append(ref)
+        pend = self._pending.get(pid)
+        if pend is not None and pend.batches and pend.batches[-1].last_offset <= ref.last_offset:
+            del self._pending[pid]
