@@ -1,1 +1,74 @@
-"""TideMQ segments package."""
+"""TideMQ segments: the on-disk partition log.
+
+Record batches in Kafka's v2 format (`segments.batch`, `segments.control`), segment
+files with sparse offset and time indexes (`segments.segment`, `segments.index`),
+and the partition log with recovery, truncation, retention and leader epochs
+(`segments.log`). The package imports nothing else of TideMQ, and does blocking file
+I/O only: callers on trio run it in a worker thread or accept the blocking.
+"""
+
+from .batch import (
+    BatchHeader,
+    Record,
+    TimestampType,
+    build_batch,
+    decode_records,
+    iter_batches,
+    parse_header,
+    stamp,
+    stamped,
+    stamped_prefix,
+    verify,
+)
+from .compression import Compression
+from .config import LogConfig
+from .control import (
+    ControlType,
+    build_control_batch,
+    build_transaction_marker,
+    control_type_of,
+    transaction_marker_of,
+)
+from .errors import (
+    BatchTooLargeError,
+    CorruptBatchError,
+    InvalidEpochError,
+    InvalidOffsetError,
+    LogClosedError,
+    OffsetOutOfRangeError,
+    SegmentError,
+    TruncatedBatchError,
+    UnsupportedCompressionError,
+)
+from .log import Log
+
+__all__ = [
+    "BatchHeader",
+    "BatchTooLargeError",
+    "Compression",
+    "ControlType",
+    "CorruptBatchError",
+    "InvalidEpochError",
+    "InvalidOffsetError",
+    "Log",
+    "LogClosedError",
+    "LogConfig",
+    "OffsetOutOfRangeError",
+    "Record",
+    "SegmentError",
+    "TimestampType",
+    "TruncatedBatchError",
+    "UnsupportedCompressionError",
+    "build_batch",
+    "build_control_batch",
+    "build_transaction_marker",
+    "control_type_of",
+    "decode_records",
+    "iter_batches",
+    "parse_header",
+    "stamp",
+    "stamped",
+    "stamped_prefix",
+    "transaction_marker_of",
+    "verify",
+]

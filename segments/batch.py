@@ -1,0 +1,459 @@
+"""Kafka RecordBatch v2 (magic 2): the one format from producer to disk to consumer.
+
+Layout (big-endian), byte-compatible with Kafka's DefaultRecordBatch::
+
+    0  baseOffset int64        set by the leader (stamp)     \\ not covered
+    8  batchLength int32       bytes after this field          | by the CRC
+   12  partitionLeaderEpoch    set by the leader = Raft term  /
+   16  magic int8 = 2
+   17  crc uint32              CRC-32C of bytes 21..end
+   21  attributes int16        0-2 compression, 3 timestamp type, 4 transactional, 5 control
+   23  lastOffsetDelta int32
+   27  baseTimestamp int64
+   35  maxTimestamp int64
+   43  producerId int64
+   51  producerEpoch int16
+   53  baseSequence int32
+   57  recordCount int32
+   61  records (compressed as one stream when attributes say so)
+
+Each record: length varint, attributes int8, timestampDelta varlong, offsetDelta
+varint, key (varint length, -1 = null), value (same), header count varint, then
+headers (key: varint length + UTF-8, value: varint length + bytes, -1 = null).
+
+Because the CRC starts at the attributes, the leader can stamp the base offset and
+its epoch into a producer's batch without recomputing it, and the broker's hot path
+is `verify` (header sanity + one CRC) then `stamped_prefix` + write: records are never
+unpacked there.
+
+Public API:
+
+- `Record(offset, timestamp, key, value, headers)` and `BatchHeader` (every header
+  field plus `last_offset`, `next_offset`, `size`, `compression`, `timestamp_type`,
+  `is_transactional`, `is_control`).
+- `build_batch(records, *, compression, base_offset, leader_epoch, producer_id,
+  producer_epoch, base_sequence, transactional, control, timestamp_type) -> bytes`.
+- `parse_header(buf, pos=0)`: the header alone, cheap.
+- `verify(buf, pos=0)`: header + full length + CRC + offset/count consistency.
+- `stamp(buf, base_offset, leader_epoch, pos=0)` in place, `stamped(...)` as a copy,
+  `stamped_prefix(header, base_offset, leader_epoch)` for zero-copy writes.
+- `decode_records(buf, pos=0) -> list[Record]`: verify, decompress, decode.
+- `iter_batches(buf, *, check_crc=True, allow_partial=False)`: split a concatenation.
+
+Control batches (transaction markers, leader change, Raft configuration) are built
+and read by `segments.control` on top of this module.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import time
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple, TypeAlias
+
+from crc32c import crc32c
+
+from .compression import Compression, codec_of, compress, decompress
+from .errors import CorruptBatchError, TruncatedBatchError
+from .varint import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, append_varint, read_varint
+
+MAGIC = 2
+HEADER = struct.Struct(">qiibIhiqqqhii")
+HEADER_SIZE = HEADER.size  # 61
+LOG_OVERHEAD = 12  # baseOffset + batchLength: the bytes batchLength does not count
+MIN_BATCH_LENGTH = HEADER_SIZE - LOG_OVERHEAD  # 49, a batch without records
+EPOCH_OFFSET = 12
+MAGIC_OFFSET = 16
+CRC_OFFSET = 17
+ATTRIBUTES_OFFSET = 21
+
+COMPRESSION_MASK = 0x07
+TIMESTAMP_TYPE_MASK = 0x08
+TRANSACTIONAL_MASK = 0x10
+CONTROL_MASK = 0x20
+
+_PREFIX = struct.Struct(">qii")  # baseOffset, batchLength, partitionLeaderEpoch
+_INT64 = struct.Struct(">q")
+_INT32 = struct.Struct(">i")
+_MIN_RECORD_SIZE = 7  # length, attributes, ts delta, offset delta, key, value, header count
+
+
+class TimestampType(enum.IntEnum):
+    """Attributes bit 3: whose clock the timestamps are."""
+
+    CREATE_TIME = 0
+    LOG_APPEND_TIME = 1
+
+
+Headers: TypeAlias = tuple[tuple[str, bytes | None], ...]
+
+
+class Record(NamedTuple):
+    """One decoded record. `headers` keeps order and duplicates, as Kafka does."""
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+
+
+# What build_batch accepts per record: a Record (its offset is ignored, offsets are
+# base_offset + position) or (key, value, headers, timestamp-or-None-for-now).
+RecordInput: TypeAlias = (
+    Record
+    | tuple[
+        bytes | bytearray | memoryview | None,
+        bytes | bytearray | memoryview | None,
+        Iterable[tuple[str, bytes | None]],
+        int | None,
+    ]
+)
+
+
+class BatchHeader(NamedTuple):
+    """The 61-byte batch header, field by field, plus derived values."""
+
+    base_offset: int
+    length: int
+    leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+    @property
+    def size(self) -> int:
+        """Bytes of the whole batch, header included."""
+        return self.length + LOG_OVERHEAD
+
+    @property
+    def compression(self) -> Compression:
+        return Compression(self.attributes & COMPRESSION_MASK)
+
+    @property
+    def timestamp_type(self) -> TimestampType:
+        return TimestampType(bool(self.attributes & TIMESTAMP_TYPE_MASK))
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & TRANSACTIONAL_MASK)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & CONTROL_MASK)
+
+
+_Buffer: TypeAlias = bytes | bytearray | memoryview
+
+
+def parse_header(buf: _Buffer, pos: int = 0) -> BatchHeader:
+    """Parse and sanity-check the header of the batch at `buf[pos:]`.
+
+    Checks what the header alone can show: length in range, magic 2, a known codec,
+    non-negative record count and offset delta. The records are not looked at and
+    need not be in `buf`. Raises TruncatedBatchError when the header itself is cut.
+    """
+    available = len(buf) - pos
+    if available >= LOG_OVERHEAD:
+        length = _INT32.unpack_from(buf, pos + 8)[0]
+        if length < MIN_BATCH_LENGTH:
+            raise CorruptBatchError(
+                f"batch length {length} at byte {pos} is out of range "
+                f"(a v2 batch has at least {MIN_BATCH_LENGTH})"
+            )
+    if available > MAGIC_OFFSET and buf[pos + MAGIC_OFFSET] != MAGIC:
+        raise CorruptBatchError(
+            f"bad magic {buf[pos + MAGIC_OFFSET]} at byte {pos + MAGIC_OFFSET} (expected {MAGIC})"
+        )
+    if available < HEADER_SIZE:
+        raise TruncatedBatchError(
+            f"batch header truncated at byte {pos + available}: "
+            f"{available} of {HEADER_SIZE} header bytes present",
+            needed=HEADER_SIZE,
+            available=available,
+        )
+    header = BatchHeader._make(HEADER.unpack_from(buf, pos))
+    codec_of(header.attributes & COMPRESSION_MASK)
+    if header.record_count < 0:
+        raise CorruptBatchError(f"negative record count {header.record_count} at byte {pos}")
+    if header.last_offset_delta < 0:
+        raise CorruptBatchError(
+            f"negative last offset delta {header.last_offset_delta} at byte {pos}"
+        )
+    return header
+
+
+def verify(buf: _Buffer, pos: int = 0) -> BatchHeader:
+    """Check the batch at `buf[pos:]` without decoding its records; return its header.
+
+    The broker's once-per-batch check: `parse_header`, the whole batch present, the
+    CRC-32C over attributes..end, and the offset range agreeing with the record count
+    (Kafka's own rule for v2 batches: count >= 1 and lastOffsetDelta == count - 1).
+    """
+    header = parse_header(buf, pos)
+    end = pos + header.length + LOG_OVERHEAD
+    if len(buf) < end:
+        available = len(buf) - pos
+        raise TruncatedBatchError(
+            f"batch at byte {pos} truncated at byte {len(buf)}: "
+            f"{available} of {header.size} bytes present",
+            needed=header.size,
+            available=available,
+        )
+    actual = crc32c(memoryview(buf)[pos + ATTRIBUTES_OFFSET : end])
+    if actual != header.crc:
+        raise CorruptBatchError(
+            f"CRC mismatch in batch at byte {pos}: header says {header.crc:#010x}, "
+            f"data gives {actual:#010x}"
+        )
+    if header.record_count < 1 or header.last_offset_delta != header.record_count - 1:
+        raise CorruptBatchError(
+            f"record count mismatch in batch at byte {pos}: {header.record_count} records "
+            f"but last offset delta {header.last_offset_delta}"
+        )
+    return header
+
+
+def stamp(buf: bytearray | memoryview, base_offset: int, leader_epoch: int, pos: int = 0) -> None:
+    """Set the base offset and partition leader epoch in place (the CRC stays valid)."""
+    _INT64.pack_into(buf, pos, base_offset)
+    _INT32.pack_into(buf, pos + EPOCH_OFFSET, leader_epoch)
+
+
+def stamped(buf: _Buffer, base_offset: int, leader_epoch: int) -> bytes:
+    """A copy of the single batch `buf` with base offset and epoch set."""
+    out = bytearray(buf)
+    stamp(out, base_offset, leader_epoch)
+    return bytes(out)
+
+
+def stamped_prefix(header: BatchHeader, base_offset: int, leader_epoch: int) -> bytes:
+    """The first 16 bytes of the batch once stamped.
+
+    Writing this followed by `batch[16:]` stores the stamped batch without copying it.
+    """
+    return _PREFIX.pack(base_offset, header.length, leader_epoch)
+
+
+def _check_range(name: str, value: int, lo: int, hi: int) -> None:
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} {value} is out of range [{lo}, {hi}]")
+
+
+def _append_bytes(out: bytearray, data: bytes | bytearray | memoryview | None) -> None:
+    if data is None:
+        out.append(1)  # zig-zag -1
+    else:
+        append_varint(out, len(data))
+        out += data
+
+
+def build_batch(
+    records: Iterable[RecordInput],
+    *,
+    compression: Compression = Compression.NONE,
+    base_offset: int = 0,
+    leader_epoch: int = -1,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    transactional: bool = False,
+    control: bool = False,
+    timestamp_type: TimestampType | int = TimestampType.CREATE_TIME,
+) -> bytes:
+    """Encode records as one v2 batch with offsets base_offset, base_offset+1, ...
+
+    Each item is a `Record` (its offset is ignored) or a (key, value, headers,
+    timestamp) tuple where a None timestamp means now. The batch's base timestamp is
+    the first record's, as in Kafka. Raises ValueError for an empty batch or a field
+    out of its wire range, UnsupportedCompressionError for snappy/lz4.
+    """
+    compression = Compression(compression)
+    _check_range("base offset", base_offset, INT64_MIN, INT64_MAX)
+    _check_range("leader epoch", leader_epoch, INT32_MIN, INT32_MAX)
+    _check_range("producer id", producer_id, INT64_MIN, INT64_MAX)
+    _check_range("producer epoch", producer_epoch, -(1 << 15), (1 << 15) - 1)
+    _check_range("base sequence", base_sequence, INT32_MIN, INT32_MAX)
+    body = bytearray()
+    rec = bytearray()
+    count = 0
+    base_ts = max_ts = 0
+    now_ms: int | None = None
+    for item in records:
+        if isinstance(item, Record):
+            key, value, headers, ts = item.key, item.value, item.headers, item.timestamp
+        else:
+            key, value, headers, ts = item
+        if ts is None:
+            if now_ms is None:
+                now_ms = int(time.time() * 1000)
+            ts = now_ms
+        _check_range("timestamp", ts, INT64_MIN, INT64_MAX)
+        if count == 0:
+            base_ts = max_ts = ts
+        elif ts > max_ts:
+            max_ts = ts
+        ts_delta = ts - base_ts
+        _check_range("timestamp delta", ts_delta, INT64_MIN, INT64_MAX)
+        del rec[:]
+        rec.append(0)  # record attributes: unused, always 0
+        append_varint(rec, ts_delta)
+        append_varint(rec, count)
+        _append_bytes(rec, key)
+        _append_bytes(rec, value)
+        headers = tuple(headers)
+        append_varint(rec, len(headers))
+        for h_key, h_value in headers:
+            _append_bytes(rec, h_key.encode("utf-8"))
+            _append_bytes(rec, h_value)
+        if len(rec) > INT32_MAX:
+            raise ValueError(f"record {count} is larger than an int32 length allows")
+        append_varint(body, len(rec))
+        body += rec
+        count += 1
+    if count == 0:
+        raise ValueError("a batch holds at least one record")
+    _check_range("record count", count, 1, INT32_MAX)
+    section = compress(compression, body) if compression is not Compression.NONE else body
+    attributes = int(compression)
+    if timestamp_type:
+        attributes |= TIMESTAMP_TYPE_MASK
+    if transactional:
+        attributes |= TRANSACTIONAL_MASK
+    if control:
+        attributes |= CONTROL_MASK
+    length = MIN_BATCH_LENGTH + len(section)
+    if length > INT32_MAX:
+        raise ValueError(f"batch of {length} bytes does not fit an int32 length")
+    out = bytearray(HEADER_SIZE)
+    HEADER.pack_into(
+        out, 0, base_offset, length, leader_epoch, MAGIC, 0, attributes, count - 1,
+        base_ts, max_ts, producer_id, producer_epoch, base_sequence, count,
+    )
+    out += section
+    struct.pack_into(">I", out, CRC_OFFSET, crc32c(memoryview(out)[ATTRIBUTES_OFFSET:]))
+    return bytes(out)
+
+
+def _read_bytes(data: bytes, pos: int, end: int, what: str) -> tuple[bytes | None, int]:
+    n, pos = read_varint(data, pos, end, 5)
+    if n == -1:
+        return None, pos
+    if n < -1 or pos + n > end:
+        raise CorruptBatchError(f"{what} length {n} at byte {pos} is out of range")
+    return data[pos : pos + n], pos + n
+
+
+def decode_records(buf: _Buffer, pos: int = 0) -> list[Record]:
+    """Verify and fully decode the batch at `buf[pos:]`.
+
+    Raises CorruptBatchError on any inconsistency (CRC, a bad varint, a record whose
+    length disagrees with its fields, a record count that disagrees with the data,
+    offset deltas out of order, bytes left over) and never returns partial results.
+    Positions in messages are relative to the records section.
+    """
+    header = verify(buf, pos)
+    section = memoryview(buf)[pos + HEADER_SIZE : pos + header.size]
+    data = decompress(header.compression, section)
+    end = len(data)
+    count = header.record_count
+    if count * _MIN_RECORD_SIZE > end:
+        raise CorruptBatchError(
+            f"record count mismatch: {count} records cannot fit in {end} bytes of records"
+        )
+    log_append = header.attributes & TIMESTAMP_TYPE_MASK
+    base_offset, base_ts, max_ts = header.base_offset, header.base_timestamp, header.max_timestamp
+    records: list[Record] = []
+    p = 0
+    last_delta = -1
+    for i in range(count):
+        length, p = read_varint(data, p, end, 5)
+        start = p
+        stop = p + length
+        if length < _MIN_RECORD_SIZE - 1 or stop > end:
+            raise CorruptBatchError(f"record {i} length {length} at byte {start} is out of range")
+        p += 1  # attributes
+        ts_delta, p = read_varint(data, p, stop, 10)
+        offset_delta, p = read_varint(data, p, stop, 5)
+        if offset_delta <= last_delta or offset_delta > header.last_offset_delta:
+            raise CorruptBatchError(
+                f"record {i} offset delta {offset_delta} is out of order "
+                f"(previous {last_delta}, last offset delta {header.last_offset_delta})"
+            )
+        last_delta = offset_delta
+        key, p = _read_bytes(data, p, stop, "key")
+        value, p = _read_bytes(data, p, stop, "value")
+        n_headers, p = read_varint(data, p, stop, 5)
+        if n_headers < 0 or n_headers * 2 > stop - p:
+            raise CorruptBatchError(f"record {i} header count {n_headers} is out of range")
+        headers = []
+        for _ in range(n_headers):
+            raw_key, p = _read_bytes(data, p, stop, "header key")
+            if raw_key is None:
+                raise CorruptBatchError(f"record {i} has a null header key")
+            try:
+                h_key = raw_key.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CorruptBatchError(f"record {i} header key is not UTF-8") from None
+            h_value, p = _read_bytes(data, p, stop, "header value")
+            headers.append((h_key, h_value))
+        if p != stop:
+            raise CorruptBatchError(
+                f"record {i} length {length} disagrees with its fields ({p - start} bytes)"
+            )
+        ts = max_ts if log_append else base_ts + ts_delta
+        records.append(Record(base_offset + offset_delta, ts, key, value, tuple(headers)))
+    if p != end:
+        raise CorruptBatchError(
+            f"record count mismatch: {end - p} bytes left after {count} records"
+        )
+    return records
+
+
+def iter_batches(
+    buf: _Buffer, *, check_crc: bool = True, allow_partial: bool = False
+) -> Iterator[tuple[BatchHeader, memoryview]]:
+    """Split a concatenation of batches (a fetch response, a segment) into batches.
+
+    Yields (header, view of the whole batch). A partial batch at the end raises
+    TruncatedBatchError after every complete batch was yielded, or, with
+    `allow_partial=True`, ends the iteration quietly (a fetch response cut at
+    max_bytes by an older broker). `check_crc=False` trusts the bytes (they were
+    verified when appended) and only parses headers.
+    """
+    view = memoryview(buf)
+    pos = 0
+    total = len(view)
+    while pos < total:
+        try:
+            header = verify(view, pos) if check_crc else parse_header(view, pos)
+            if not check_crc and pos + header.size > total:
+                raise TruncatedBatchError(
+                    f"batch at byte {pos} truncated at byte {total}: "
+                    f"{total - pos} of {header.size} bytes present",
+                    needed=header.size,
+                    available=total - pos,
+                )
+        except TruncatedBatchError:
+            if allow_partial:
+                return
+            raise
+        end = pos + header.size
+        yield header, view[pos:end]
+        pos = end

@@ -1,0 +1,55 @@
+"""Small durable metadata files, written atomically (Kafka's checkpoint format).
+
+A checkpoint is text: a version line, a count line, then one line of space-separated
+integers per entry. It is written to `<name>.tmp`, fsynced, renamed over the old file
+and the directory fsynced, so a crash leaves either the old or the new file, never a
+mix. These files change rarely (a new leader epoch, a new log start offset), so they
+are always fsynced whatever the log's fsync policy.
+
+`read_checkpoint` returns None for a missing or malformed file: every checkpoint in
+this package can be rebuilt or defaulted, so the caller decides how.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def write_checkpoint(path: str, version: int, entries: list[tuple[int, ...]]) -> None:
+    """Atomically replace `path` with `entries` under `version`."""
+    lines = [str(version), str(len(entries))]
+    lines.extend(" ".join(str(v) for v in entry) for entry in entries)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write("\n".join(lines) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_directory(os.path.dirname(path) or ".")
+
+
+def read_checkpoint(path: str, version: int, width: int) -> list[tuple[int, ...]] | None:
+    """The entries of `path` (each `width` integers), or None if missing or malformed."""
+    try:
+        with open(path, encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    try:
+        if len(lines) < 2 or int(lines[0]) != version or int(lines[1]) != len(lines) - 2:
+            return None
+        entries = [tuple(int(v) for v in line.split()) for line in lines[2:]]
+    except ValueError:
+        return None
+    if any(len(entry) != width for entry in entries):
+        return None
+    return entries
+
+
+def fsync_directory(path: str) -> None:
+    """Make file creations, renames and deletions in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,558 @@
+"""Log: one partition's log, a directory of segments. The Raft log IS this log.
+
+Directory layout::
+
+    00000000000000000000.log         batches, back to back, as producers built them
+    00000000000000000000.index       sparse offset index (see segments.index)
+    00000000000000000000.timeindex   sparse time index
+    00000000000000004096.log ...     the next segment, named by its base offset
+    leader-epoch-checkpoint          (epoch, start offset) per epoch change
+    log-start-offset-checkpoint      the log start offset, when it is inside a segment
+
+Public API (offsets are Kafka offsets = Raft indexes; epochs are Raft terms):
+
+- `Log.open(path, config=LogConfig(), *, clock_ms=None) -> Log`: create or recover.
+- `log_start_offset`, `next_offset` (log end offset), `size_bytes`, `segment_count`,
+  `last_epoch`, `segment_base_offsets()`.
+- `append(batch, leader_epoch) -> (base_offset, last_offset)` assigns the offsets;
+  `append_at(batch, base_offset, leader_epoch)` for a replica copying the leader
+  (base_offset must be `next_offset`); `append_many(batches, leader_epoch)` writes
+  several with one fsync (group commit).
+- `read(offset, max_bytes, max_offset=None) -> bytes`: whole batches from the one
+  holding `offset`; `batches(from_offset, max_bytes=None)` yields (header, bytes).
+- `term_at(offset)`, `end_offset_for_epoch(epoch)`, `offset_for_timestamp(ts_ms)`.
+- `truncate_after(offset)`, `reset_to(offset)`, `delete_before(offset)`,
+  `apply_retention(now_ms)`, `roll()`, `flush()`, `flush_if_due(now_ms=None)`,
+  `close()`.
+
+Recovery on open: the active (last) segment is always scanned batch by batch with
+every CRC verified, offsets checked contiguous and epochs non-decreasing, and cut at
+the first batch that fails. A sealed segment is trusted when its indexes validate and
+the batches after its last index entry verify; otherwise it is scanned the same way,
+and if it has a bad batch the log ends there: later segments are deleted, since what
+follows a hole cannot be trusted. So what was fsynced before the damage survives and
+what was torn is never served.
+
+Leader epochs: kept in a LeaderEpochCache persisted in `leader-epoch-checkpoint`,
+written (and fsynced) before the first batch of a new epoch, so the file always
+covers what is on disk, plus possibly epochs past the end after a crash. On open the
+cache is cut to the recovered log, then checked against the epochs of every batch the
+recovery scanned; if the file is missing, malformed or disagrees, the cache is
+rebuilt from all batch headers. The cache describes exactly the offsets in the log:
+it is cleared when the log becomes empty.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+from sortedcontainers import SortedDict
+
+from .batch import BatchHeader, verify
+from .checkpoint import fsync_directory, read_checkpoint, write_checkpoint
+from .config import LogConfig
+from .epochs import LeaderEpochCache
+from .errors import (
+    BatchTooLargeError,
+    CorruptBatchError,
+    InvalidEpochError,
+    InvalidOffsetError,
+    LogClosedError,
+    OffsetOutOfRangeError,
+)
+from .segment import LogSegment, RecoveryResult
+from .varint import INT32_MAX
+
+EPOCH_CHECKPOINT = "leader-epoch-checkpoint"
+LOG_START_CHECKPOINT = "log-start-offset-checkpoint"
+_CHECKPOINT_VERSION = 0
+_Bytes = bytes | bytearray | memoryview
+
+
+def _monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+def _transitions(entries: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """Epoch changes over offsets [lo, hi) from sorted (epoch, start) entries, with the
+    epoch in force at `lo` first."""
+    out: list[tuple[int, int]] = []
+    for epoch, start in entries:
+        if start <= lo:
+            out = [(epoch, lo)]
+        elif start < hi:
+            out.append((epoch, start))
+    return out
+
+
+class Log:
+    """A partition log. Use `Log.open`; not thread-safe (one owner drives it)."""
+
+    def __init__(self, path: str, config: LogConfig, clock_ms: Callable[[], int]) -> None:
+        self.path = path
+        self.config = config
+        self._clock_ms = clock_ms
+        self._segments: SortedDict = SortedDict()  # base offset -> LogSegment
+        self._log_start = 0
+        self._epochs = LeaderEpochCache()
+        self._last_sync_ms = clock_ms()
+        self._unsynced = False
+        self._closed = False
+
+    # -- opening and recovery --------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str, config: LogConfig | None = None, *, clock_ms: Callable[[], int] | None = None) -> Log:
+        """Open the log in directory `path` (created if missing), recovering it.
+
+        `clock_ms` (monotonic milliseconds by default) drives the "interval" fsync
+        policy only; retention takes its time as an argument.
+        """
+        log = cls(path, config or LogConfig(), clock_ms or _monotonic_ms)
+        os.makedirs(path, exist_ok=True)
+        log._load()
+        return log
+
+    def _load(self) -> None:
+        interval = self.config.index_interval_bytes
+        bases = self._scan_directory()
+        segments = [LogSegment.open(self.path, base, interval) for base in bases]
+        recovered: list[tuple[LogSegment, RecoveryResult]] = []
+        i = 0
+        while i < len(segments):
+            segment = segments[i]
+            following = segments[i + 1].base_offset if i + 1 < len(segments) else None
+            if following is not None and segment.load(following):
+                i += 1
+                continue
+            recovered.append((segment, segment.recover()))
+            if following is not None and segment.next_offset != following:
+                for later in segments[i + 1 :]:
+                    later.delete()
+                del segments[i + 1 :]
+            i += 1
+
+        start_entries = read_checkpoint(os.path.join(self.path, LOG_START_CHECKPOINT), _CHECKPOINT_VERSION, 1)
+        saved_start = start_entries[0][0] if start_entries else None
+        if saved_start is not None and segments and saved_start > segments[-1].next_offset:
+            # Only reset_to moves the start past the end: it was interrupted; finish it.
+            for segment in segments:
+                segment.delete()
+            segments = []
+        if not segments:
+            segments = [LogSegment.create(self.path, saved_start or 0, interval)]
+        for segment in segments:
+            self._segments[segment.base_offset] = segment
+        self._log_start = max(saved_start or 0, segments[0].base_offset)
+        self._delete_segments_below(self._log_start)
+        self._load_epochs([(s, r) for s, r in recovered if not s.closed])
+
+    def _scan_directory(self) -> list[int]:
+        """Base offsets of the `.log` files; removes leftover temp and orphan index files."""
+        bases: set[int] = set()
+        others: list[tuple[int, str]] = []
+        for name in os.listdir(self.path):
+            stem, dot, suffix = name.partition(".")
+            if suffix == "tmp" or name.endswith(".tmp"):
+                os.unlink(os.path.join(self.path, name))
+            elif dot and len(stem) == 20 and stem.isdigit():
+                if suffix == "log":
+                    bases.add(int(stem))
+                elif suffix in ("index", "timeindex"):
+                    others.append((int(stem), name))
+        for base, name in others:
+            if base not in bases:
+                os.unlink(os.path.join(self.path, name))
+        return sorted(bases)
+
+    def _load_epochs(self, recovered: list[tuple[LogSegment, RecoveryResult]]) -> None:
+        path = os.path.join(self.path, EPOCH_CHECKPOINT)
+        saved = read_checkpoint(path, _CHECKPOINT_VERSION, 2)
+        cache: LeaderEpochCache | None = None
+        if saved is not None:
+            try:
+                cache = LeaderEpochCache([(e, s) for e, s in saved])
+            except (InvalidEpochError, ValueError):
+                cache = None
+        end = self.next_offset
+        if cache is not None:
+            cache.truncate_from_end(end)
+            cache.truncate_from_start(self._log_start)
+            if self._log_start == end:
+                cache.clear()
+            elif not cache.entries() or not self._epochs_agree(cache, recovered):
+                cache = None
+        if cache is None:
+            cache = self._rebuild_epochs()
+        self._epochs = cache
+        if saved is None or [tuple(e) for e in saved] != cache.entries():
+            self._save_epochs()
+
+    def _epochs_agree(self, cache: LeaderEpochCache, recovered: list[tuple[LogSegment, RecoveryResult]]) -> bool:
+        entries = cache.entries()
+        for segment, result in recovered:
+            lo, hi = max(segment.base_offset, self._log_start), segment.next_offset
+            if lo < hi and _transitions(entries, lo, hi) != _transitions(result.epochs, lo, hi):
+                return False
+        return True
+
+    def _rebuild_epochs(self) -> LeaderEpochCache:
+        """The cache from every batch header; a batch whose epoch goes back ends the log."""
+        cache = LeaderEpochCache()
+        for segment in list(self._segments.values()):
+            for _pos, header in segment.headers():
+                if header.next_offset <= self._log_start:
+                    continue
+                try:
+                    cache.assign(header.leader_epoch, header.base_offset)
+                except InvalidEpochError:
+                    self._truncate_to(header.base_offset)
+                    cache.truncate_from_start(self._log_start)
+                    return cache
+        cache.truncate_from_start(self._log_start)
+        return cache
+
+    # -- properties -------------------------------------------------------------------
+
+    @property
+    def _active(self) -> LogSegment:
+        return self._segments.peekitem(-1)[1]
+
+    @property
+    def log_start_offset(self) -> int:
+        """The first offset a reader may ask for."""
+        return self._log_start
+
+    @property
+    def next_offset(self) -> int:
+        """The log end offset: the offset the next appended record gets."""
+        return self._active.next_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(segment.size for segment in self._segments.values())
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    @property
+    def last_epoch(self) -> int | None:
+        """The epoch of the last batch, None for an empty log."""
+        return self._epochs.last_epoch
+
+    def segment_base_offsets(self) -> list[int]:
+        return list(self._segments.keys())
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"log {self.path} is closed")
+
+    def _segment_for(self, offset: int) -> LogSegment:
+        return self._segments.peekitem(self._segments.bisect_right(offset) - 1)[1]
+
+    def _check_range(self, offset: int) -> None:
+        if not self._log_start <= offset <= self.next_offset:
+            raise OffsetOutOfRangeError(offset, self._log_start, self.next_offset)
+
+    # -- appending --------------------------------------------------------------------
+
+    def append(self, batch: _Bytes, leader_epoch: int) -> tuple[int, int]:
+        """Verify `batch` once, give it the next offsets, stamp them and `leader_epoch`
+        into it, write it. Returns (base offset, last offset).
+
+        Raises CorruptBatchError (nothing written), BatchTooLargeError, or
+        InvalidEpochError for an epoch below `last_epoch` or negative.
+        """
+        return self._append([batch], leader_epoch, None)[0]
+
+    def append_at(self, batch: _Bytes, base_offset: int, leader_epoch: int) -> tuple[int, int]:
+        """`append` for a replica: `base_offset` must equal `next_offset`
+        (InvalidOffsetError otherwise; truncate first to resolve a conflict)."""
+        return self._append([batch], leader_epoch, base_offset)[0]
+
+    def append_many(self, batches: Sequence[_Bytes], leader_epoch: int) -> list[tuple[int, int]]:
+        """Append several batches in order with one fsync (group commit). All are
+        verified before any is written, so a corrupt one rejects the whole call."""
+        return self._append(batches, leader_epoch, None)
+
+    def _append(self, batches: Sequence[_Bytes], leader_epoch: int, base_offset: int | None) -> list[tuple[int, int]]:
+        self._check_open()
+        if leader_epoch < 0 or leader_epoch > INT32_MAX:
+            raise InvalidEpochError(f"leader epoch {leader_epoch} is not a valid epoch")
+        last_epoch = self._epochs.last_epoch
+        if last_epoch is not None and leader_epoch < last_epoch:
+            raise InvalidEpochError(f"leader epoch {leader_epoch} is below the log's last epoch {last_epoch}")
+        max_bytes = self.config.max_batch_bytes
+        headers: list[BatchHeader] = []
+        for batch in batches:
+            header = verify(batch)
+            if header.size != len(batch):
+                raise CorruptBatchError(f"{len(batch) - header.size} bytes follow the batch")
+            if header.size > max_bytes:
+                raise BatchTooLargeError(f"batch of {header.size} bytes exceeds max_batch_bytes {max_bytes}")
+            headers.append(header)
+        offset = self.next_offset
+        if base_offset is not None and base_offset != offset:
+            raise InvalidOffsetError(base_offset, offset)
+        if not headers:
+            return []
+        if self._epochs.assign(leader_epoch, offset):
+            self._save_epochs()  # before the data: the file must cover what is on disk
+        results = []
+        for header, batch in zip(headers, batches):
+            self._maybe_roll(header, offset)
+            self._active.append(header, batch, offset, leader_epoch)
+            last = offset + header.last_offset_delta
+            results.append((offset, last))
+            offset = last + 1
+        self._unsynced = True
+        policy = self.config.fsync
+        if policy == "always":
+            self._sync()
+        elif policy == "interval":
+            self.flush_if_due()
+        return results
+
+    def _maybe_roll(self, header: BatchHeader, offset: int) -> None:
+        active = self._active
+        if active.size == 0:
+            return
+        cfg = self.config
+        if (
+            active.size + header.size > cfg.segment_bytes
+            or (
+                cfg.segment_ms is not None
+                and active.first_timestamp is not None
+                and header.max_timestamp - active.first_timestamp > cfg.segment_ms
+            )
+            or offset + header.last_offset_delta - active.base_offset > INT32_MAX
+        ):
+            self._roll()
+
+    def roll(self) -> None:
+        """Seal the active segment and start a new one (no-op if it is empty)."""
+        self._check_open()
+        if self._active.size:
+            self._roll()
+
+    def _roll(self) -> None:
+        durable = self.config.fsync != "never"
+        self._active.flush(fsync=durable)
+        segment = LogSegment.create(self.path, self.next_offset, self.config.index_interval_bytes)
+        self._segments[segment.base_offset] = segment
+        if durable:
+            fsync_directory(self.path)
+
+    # -- durability ---------------------------------------------------------------------
+
+    def _sync(self) -> None:
+        self._active.flush(fsync=True)
+        self._unsynced = False
+        self._last_sync_ms = self._clock_ms()
+
+    def flush(self) -> None:
+        """fsync everything appended so far, whatever the policy."""
+        self._check_open()
+        self._sync()
+
+    def flush_if_due(self, now_ms: int | None = None) -> bool:
+        """Under the "interval" policy, fsync if `fsync_interval_ms` passed since the
+        last sync (`now_ms` on the log's clock, read when None). True if it synced."""
+        self._check_open()
+        if self.config.fsync != "interval" or not self._unsynced:
+            return False
+        now = self._clock_ms() if now_ms is None else now_ms
+        if now - self._last_sync_ms < self.config.fsync_interval_ms:
+            return False
+        self._sync()
+        return True
+
+    def close(self) -> None:
+        """Flush (fsync unless the policy is "never") and close every segment."""
+        if self._closed:
+            return
+        if self.config.fsync != "never":
+            self._sync()
+        for segment in self._segments.values():
+            segment.close()
+        self._closed = True
+
+    def _save_epochs(self) -> None:
+        write_checkpoint(os.path.join(self.path, EPOCH_CHECKPOINT), _CHECKPOINT_VERSION, self._epochs.entries())
+
+    def _save_log_start(self, offset: int) -> None:
+        write_checkpoint(os.path.join(self.path, LOG_START_CHECKPOINT), _CHECKPOINT_VERSION, [(offset,)])
+
+    # -- reading ------------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> bytes:
+        """Whole batches starting with the one holding `offset`, exactly as stored.
+
+        At most `max_bytes`, except that the first batch is returned whatever its size
+        (Kafka's rule: a big batch never blocks a consumer); never a batch holding an
+        offset >= `max_offset` (the high watermark, exclusive). Reads stay within one
+        segment. Empty at the log end. OffsetOutOfRangeError outside
+        [log_start_offset, next_offset].
+        """
+        self._check_open()
+        self._check_range(offset)
+        if offset == self.next_offset or (max_offset is not None and offset >= max_offset):
+            return b""
+        return self._segment_for(offset).read(offset, max_bytes, max_offset)
+
+    def batches(self, from_offset: int, max_bytes: int | None = None) -> Iterator[tuple[BatchHeader, bytes]]:
+        """(header, bytes) of each batch from the one holding `from_offset` to the end,
+        across segments; with `max_bytes`, stop before exceeding it (but always yield
+        at least one batch). The range is checked now, the batches read lazily; do not
+        truncate the log while iterating."""
+        self._check_open()
+        self._check_range(from_offset)
+        return self._iter_batches(from_offset, max_bytes)
+
+    def _iter_batches(self, offset: int, max_bytes: int | None) -> Iterator[tuple[BatchHeader, bytes]]:
+        total = 0
+        start = self._segments.bisect_right(offset) - 1
+        for base in list(self._segments.keys())[max(start, 0) :]:
+            segment = self._segments.get(base)
+            if segment is None:
+                return
+            for header, data in segment.iter_batches(max(offset, base)):
+                total += header.size
+                if max_bytes is not None and total > max_bytes and total > header.size:
+                    return
+                yield header, data
+
+    def term_at(self, offset: int) -> int | None:
+        """The leader epoch of the batch holding `offset`; None outside the log."""
+        if not self._log_start <= offset < self.next_offset:
+            return None
+        return self._epochs.epoch_at(offset)
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int] | None:
+        """(largest epoch <= `epoch` in the log, the offset after its last record):
+        Kafka's OffsetsForLeaderEpoch. For the last epoch the end is `next_offset`;
+        for an epoch below all known ones, (`epoch`, first epoch's start). None when
+        `epoch` is above `last_epoch` or the log is empty."""
+        return self._epochs.end_offset_for(epoch, self.next_offset)
+
+    def offset_for_timestamp(self, ts_ms: int) -> int | None:
+        """The first offset (>= log start) of the first batch whose max timestamp is
+        >= `ts_ms`, or None. Batch granularity: records are not decoded."""
+        self._check_open()
+        for segment in self._segments.values():
+            if segment.next_offset <= self._log_start:
+                continue
+            offset = segment.first_offset_at_or_after_time(ts_ms, self._log_start)
+            if offset is not None:
+                return max(offset, self._log_start)
+        return None
+
+    # -- truncation and retention ---------------------------------------------------------
+
+    def truncate_after(self, offset: int) -> int:
+        """Keep offsets <= `offset`, drop the rest (Raft conflict resolution).
+
+        Whole batches: one straddling `offset` is dropped too, so the returned new
+        `next_offset` can be below `offset + 1`. OffsetOutOfRangeError below
+        `log_start_offset - 1`.
+        """
+        self._check_open()
+        if offset >= self.next_offset - 1:
+            return self.next_offset
+        if offset < self._log_start - 1:
+            raise OffsetOutOfRangeError(offset, self._log_start, self.next_offset)
+        self._truncate_to(offset + 1)
+        if self.next_offset < self._log_start:
+            # The dropped batch straddled the log start: nothing below it may come back.
+            self.reset_to(self._log_start)
+        return self.next_offset
+
+    def _truncate_to(self, end: int) -> None:
+        """Drop every batch holding an offset >= `end`; keeps the epochs in step."""
+        deleted = False
+        while len(self._segments) > 1 and self._active.base_offset >= end:
+            self._segments.popitem(-1)[1].delete()
+            deleted = True
+        self._active.truncate_to(end)
+        if self.config.fsync != "never":
+            self._active.flush(fsync=True)
+            if deleted:
+                fsync_directory(self.path)
+        changed = self._epochs.truncate_from_end(self.next_offset)
+        if self.next_offset == self._log_start and self._epochs.last_epoch is not None:
+            self._epochs.clear()
+            changed = True
+        if changed:
+            self._save_epochs()
+
+    def reset_to(self, offset: int) -> None:
+        """Drop everything; the log restarts empty at `offset` (a follower far behind
+        the leader's log start). Crash-safe: the new start is saved first, and open
+        completes an interrupted reset."""
+        self._check_open()
+        self._save_log_start(offset)
+        for segment in list(self._segments.values()):
+            segment.delete()
+        self._segments.clear()
+        segment = LogSegment.create(self.path, offset, self.config.index_interval_bytes)
+        self._segments[offset] = segment
+        fsync_directory(self.path)
+        self._log_start = offset
+        self._epochs.clear()
+        self._save_epochs()
+
+    def delete_before(self, offset: int) -> int:
+        """Advance the log start to `offset` (a Raft snapshot or retention); delete the
+        segments wholly below it. Returns how many segments were deleted.
+        OffsetOutOfRangeError beyond `next_offset`."""
+        self._check_open()
+        if offset <= self._log_start:
+            return 0
+        if offset > self.next_offset:
+            raise OffsetOutOfRangeError(offset, self._log_start, self.next_offset)
+        self._save_log_start(offset)
+        self._log_start = offset
+        deleted = self._delete_segments_below(offset)
+        changed = self._epochs.truncate_from_start(offset)
+        if offset == self.next_offset and self._epochs.last_epoch is not None:
+            self._epochs.clear()
+            changed = True
+        if changed:
+            self._save_epochs()
+        return deleted
+
+    def _delete_segments_below(self, offset: int) -> int:
+        if self._active.size and self._active.next_offset <= offset:
+            self._roll()
+        deleted = 0
+        while len(self._segments) > 1 and self._segments.peekitem(0)[1].next_offset <= offset:
+            self._segments.popitem(0)[1].delete()
+            deleted += 1
+        if deleted and self.config.fsync != "never":
+            fsync_directory(self.path)
+        return deleted
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Delete the oldest sealed segments past `retention_ms` (by their newest
+        timestamp) or beyond `retention_bytes`; never the active one. Returns how many."""
+        self._check_open()
+        cfg = self.config
+        sealed = list(self._segments.values())[:-1]
+        count = 0
+        if cfg.retention_ms is not None:
+            while count < len(sealed):
+                newest = sealed[count].max_timestamp
+                if newest is not None and now_ms - newest <= cfg.retention_ms:
+                    break
+                count += 1
+        if cfg.retention_bytes is not None:
+            excess = self.size_bytes - cfg.retention_bytes - sum(s.size for s in sealed[:count])
+            while count < len(sealed) and excess - sealed[count].size >= 0:
+                excess -= sealed[count].size
+                count += 1
+        if count == 0:
+            return 0
+        return self.delete_before(max(sealed[count - 1].next_offset, self._log_start))

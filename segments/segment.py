@@ -1,0 +1,397 @@
+"""LogSegment: one `.log` file of whole batches and its two sparse indexes.
+
+A segment holds the batches with offsets from its base offset (its file name, 20
+digits) up to the next segment's. It knows nothing of other segments, retention or
+fsync policy; `segments.log.Log` decides those and calls:
+
+- `LogSegment.create(directory, base_offset, index_interval_bytes)` /
+  `LogSegment.open(...)` (open does no I/O beyond opening the file: the log then
+  calls `load()` for a sealed segment or `recover()` for the active one).
+- `append(header, batch, base_offset, leader_epoch) -> position`: writes the stamped
+  batch (a 16-byte prefix then the producer's bytes, no copy) and maybe an index entry.
+- `find(offset) -> (position, header) | None`: the batch holding `offset`, through the
+  offset index and a short forward scan of headers.
+- `read(offset, max_bytes, max_offset) -> bytes`: whole batches, Kafka's size rule.
+- `iter_batches(offset) -> (header, bytes)` for replication and tooling.
+- `recover() -> RecoveryResult`: read every batch, verify CRC, offsets contiguous and
+  epochs non-decreasing, cut the file at the first batch that fails (a torn write or
+  corruption: nothing after it can be trusted), rebuild both indexes.
+- `load() -> bool`: trust a sealed segment after checking its indexes and the batches
+  after the last index entry (CRC included); False means "call recover()".
+- `truncate_to(offset)`: drop every batch holding an offset >= `offset`.
+- `flush(fsync)`, `close()`, `delete()`.
+
+I/O is plain blocking `os.pread`/`os.writev` on a file opened O_APPEND: reads never
+move a file position, appends always land at the end (also after a truncate), and
+there is no user-space buffer, so a read sees every completed append and a crash
+leaves at worst one torn batch at the tail for `recover()` to cut.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from .batch import HEADER_SIZE, LOG_OVERHEAD, BatchHeader, parse_header, stamped_prefix, verify
+from .errors import CorruptBatchError, LogClosedError
+from .index import OffsetIndex, TimeIndex
+
+_SCAN_CHUNK = 1 << 20
+_WALK = struct.Struct(">qi")  # baseOffset, batchLength
+_LAST_DELTA = struct.Struct(">i")  # lastOffsetDelta, at byte 23
+_LAST_DELTA_POS = 23
+
+
+def segment_file_name(base_offset: int, suffix: str) -> str:
+    """`00000000000000000042.log` for base offset 42 and suffix ".log"."""
+    return f"{base_offset:020d}{suffix}"
+
+
+class RecoveryResult(NamedTuple):
+    """What `LogSegment.recover()` found."""
+
+    valid_bytes: int
+    truncated_bytes: int
+    error: str | None  # why the tail was cut, None if nothing was
+    epochs: list[tuple[int, int]]  # (epoch, first offset) at each epoch change
+
+
+class _Scan:
+    """Iterate (position, header) over the batches in a file range, checking each.
+
+    Stops at the first batch that is torn, corrupt, out of offset order or whose
+    epoch goes backwards, leaving the reason in `error` and its position in `end`.
+    """
+
+    def __init__(self, fd: int, start: int, end: int, expected_offset: int | None, check_crc: bool) -> None:
+        self.fd = fd
+        self.start = start
+        self.file_end = end
+        self.expected = expected_offset
+        self.check_crc = check_crc
+        self.error: str | None = None
+        self.end = start
+
+    def __iter__(self) -> Iterator[tuple[int, BatchHeader]]:
+        fd, pos, file_end = self.fd, self.start, self.file_end
+        expected = self.expected
+        prev_epoch = None
+        buf = b""
+        buf_pos = pos  # file position of buf[0]
+        while pos < file_end:
+            rel = pos - buf_pos
+            if rel + HEADER_SIZE > len(buf):
+                buf = os.pread(fd, min(_SCAN_CHUNK, file_end - pos), pos)
+                buf_pos, rel = pos, 0
+            try:
+                header = parse_header(buf, rel)
+                if rel + header.size > len(buf):
+                    if pos + header.size <= file_end:
+                        buf = os.pread(fd, max(header.size, min(_SCAN_CHUNK, file_end - pos)), pos)
+                        buf_pos, rel = pos, 0
+                    if rel + header.size > len(buf):
+                        raise CorruptBatchError(
+                            f"torn batch at byte {pos}: {file_end - pos} of {header.size} bytes in the file"
+                        )
+                if self.check_crc:
+                    verify(buf, rel)
+                if expected is not None and header.base_offset != expected:
+                    raise CorruptBatchError(
+                        f"batch at byte {pos} has base offset {header.base_offset}, expected {expected}"
+                    )
+                if prev_epoch is not None and header.leader_epoch < prev_epoch:
+                    raise CorruptBatchError(
+                        f"batch at byte {pos} has leader epoch {header.leader_epoch} "
+                        f"after epoch {prev_epoch}"
+                    )
+            except CorruptBatchError as exc:
+                self.error = str(exc)
+                self.end = pos
+                return
+            prev_epoch = header.leader_epoch
+            expected = header.next_offset
+            yield pos, header
+            pos += header.size
+            self.end = pos
+
+
+class LogSegment:
+    """One segment: a `.log` file plus `.index` and `.timeindex` beside it."""
+
+    def __init__(self, directory: str, base_offset: int, index_interval_bytes: int, fd: int) -> None:
+        self.directory = directory
+        self.base_offset = base_offset
+        self.index_interval_bytes = index_interval_bytes
+        self.log_path = os.path.join(directory, segment_file_name(base_offset, ".log"))
+        self.offset_index = OffsetIndex(
+            os.path.join(directory, segment_file_name(base_offset, ".index")), base_offset
+        )
+        self.time_index = TimeIndex(
+            os.path.join(directory, segment_file_name(base_offset, ".timeindex")), base_offset
+        )
+        self._fd = fd
+        self.size = os.fstat(fd).st_size
+        self.next_offset = base_offset
+        self.first_timestamp: int | None = None  # max timestamp of the first batch
+        self.max_timestamp: int | None = None
+        self._offset_of_max_ts = base_offset
+        self._dirty = False
+        self._hint = (-1, 0)  # (offset, position) where the last read stopped
+
+    # -- life cycle ---------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: str, base_offset: int, index_interval_bytes: int) -> LogSegment:
+        """A new empty segment (replacing any leftover files of that name)."""
+        path = os.path.join(directory, segment_file_name(base_offset, ".log"))
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        segment = cls(directory, base_offset, index_interval_bytes, fd)
+        segment.offset_index.reset()
+        segment.time_index.reset()
+        return segment
+
+    @classmethod
+    def open(cls, directory: str, base_offset: int, index_interval_bytes: int) -> LogSegment:
+        """An existing segment; call `load()` or `recover()` before using it."""
+        path = os.path.join(directory, segment_file_name(base_offset, ".log"))
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        return cls(directory, base_offset, index_interval_bytes, fd)
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def _check_open(self) -> None:
+        if self._fd < 0:
+            raise LogClosedError(f"segment {self.log_path} is closed")
+
+    def flush(self, fsync: bool) -> None:
+        """Write buffered index entries; with `fsync`, make data and indexes durable."""
+        self._check_open()
+        self.offset_index.flush(fsync)
+        self.time_index.flush(fsync)
+        if fsync and self._dirty:
+            os.fdatasync(self._fd)
+        if fsync:
+            self._dirty = False
+
+    def close(self) -> None:
+        """Write buffered index entries and close the file (no fsync: see `flush`)."""
+        if self._fd < 0:
+            return
+        self.offset_index.flush(False)
+        self.time_index.flush(False)
+        os.close(self._fd)
+        self._fd = -1
+
+    def delete(self) -> None:
+        """Close and remove the segment's three files."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    # -- writing ------------------------------------------------------------------
+
+    def append(self, header: BatchHeader, batch: bytes | bytearray | memoryview, base_offset: int, leader_epoch: int) -> int:
+        """Write a verified batch stamped with `base_offset` and `leader_epoch`.
+
+        `base_offset` must be `next_offset` (the log checks). Returns the position.
+        """
+        self._check_open()
+        position = self.size
+        parts = [stamped_prefix(header, base_offset, leader_epoch), memoryview(batch)[16:]]
+        total = header.size
+        written = os.writev(self._fd, parts)
+        while written < total:  # a short write: finish it from where it stopped
+            view = memoryview(b"".join(parts))[written:]
+            written += os.write(self._fd, view)
+        self.size = position + total
+        self._dirty = True
+        self._track(position, base_offset, header)
+        return position
+
+    def _track(self, position: int, base_offset: int, header: BatchHeader) -> None:
+        """Account for a batch now at `position` with base offset `base_offset`:
+        offsets, timestamps and (every index_interval_bytes) index entries."""
+        last_indexed = self.offset_index.last()[1] if len(self.offset_index) else 0
+        max_ts = header.max_timestamp
+        if self.max_timestamp is None:
+            self.first_timestamp = max_ts
+        if self.max_timestamp is None or max_ts > self.max_timestamp:
+            self.max_timestamp = max_ts
+            self._offset_of_max_ts = base_offset
+        if position - last_indexed >= self.index_interval_bytes:
+            self.offset_index.append(base_offset, position)
+            self.time_index.maybe_append(self.max_timestamp, self._offset_of_max_ts)
+        self.next_offset = base_offset + header.last_offset_delta + 1
+
+    # -- reading ------------------------------------------------------------------
+
+    def _header_at(self, position: int) -> BatchHeader:
+        return parse_header(os.pread(self._fd, HEADER_SIZE, position))
+
+    def find(self, offset: int) -> tuple[int, BatchHeader] | None:
+        """(position, header) of the batch holding `offset`, None past the end."""
+        self._check_open()
+        if offset >= self.next_offset:
+            return None
+        hint_offset, hint_pos = self._hint
+        if hint_offset == offset and hint_pos < self.size:
+            position = hint_pos
+        else:
+            position = self.offset_index.lookup(offset)[1]
+        while position < self.size:
+            header = self._header_at(position)
+            if header.base_offset + header.last_offset_delta >= offset:
+                return position, header
+            position += header.size
+        return None
+
+    def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> bytes:
+        """Whole batches from the one holding `offset`: at most `max_bytes`, but the
+        first batch whatever its size; none with an offset >= `max_offset`."""
+        found = self.find(offset)
+        if found is None:
+            return b""
+        position, first = found
+        if max_offset is not None and first.last_offset >= max_offset:
+            return b""
+        want = min(max(max_bytes, first.size), self.size - position)
+        buf = os.pread(self._fd, want, position)
+        end = first.size
+        next_offset = first.next_offset
+        limit = len(buf) - _LAST_DELTA_POS - 4
+        while end <= limit:
+            base, length = _WALK.unpack_from(buf, end)
+            last = base + _LAST_DELTA.unpack_from(buf, end + _LAST_DELTA_POS)[0]
+            stop = end + length + LOG_OVERHEAD
+            if stop > len(buf) or (max_offset is not None and last >= max_offset):
+                break
+            end = stop
+            next_offset = last + 1
+        self._hint = (next_offset, position + end)
+        return buf if end == len(buf) else buf[:end]
+
+    def iter_batches(self, offset: int) -> Iterator[tuple[BatchHeader, bytes]]:
+        """(header, bytes) of each batch from the one holding `offset` to the end."""
+        found = self.find(offset)
+        if found is None:
+            return
+        position = found[0]
+        for pos, header in _Scan(self._fd, position, self.size, None, check_crc=False):
+            yield header, os.pread(self._fd, header.size, pos)
+
+    def headers(self, start: int = 0) -> Iterator[tuple[int, BatchHeader]]:
+        """(position, header) of each batch from file position `start` (no CRC check)."""
+        self._check_open()
+        return iter(_Scan(self._fd, start, self.size, None, check_crc=False))
+
+    def first_offset_at_or_after_time(self, timestamp: int, min_offset: int) -> int | None:
+        """Base offset of the first batch holding offsets >= `min_offset` whose max
+        timestamp is >= `timestamp`, found through the time index and a short scan."""
+        self._check_open()
+        if self.max_timestamp is None or self.max_timestamp < timestamp:
+            return None
+        start_offset = max(self.time_index.lookup(timestamp) or self.base_offset, min_offset)
+        found = self.find(start_offset)
+        if found is None:
+            return None
+        for _pos, header in self.headers(found[0]):
+            if header.max_timestamp >= timestamp:
+                return header.base_offset
+        return None
+
+    # -- recovery and truncation -----------------------------------------------------
+
+    def _reset_stats(self) -> None:
+        self.next_offset = self.base_offset
+        self.first_timestamp = self.max_timestamp = None
+        self._offset_of_max_ts = self.base_offset
+        self._hint = (-1, 0)
+
+    def recover(self) -> RecoveryResult:
+        """Scan and verify every batch, cut at the first bad one, rebuild the indexes."""
+        self._check_open()
+        file_size = os.fstat(self._fd).st_size
+        self._reset_stats()
+        self.offset_index.reset()
+        self.time_index.reset()
+        self.size = 0
+        epochs: list[tuple[int, int]] = []
+        scan = _Scan(self._fd, 0, file_size, self.base_offset, check_crc=True)
+        for position, header in scan:
+            self.size = position + header.size
+            self._track(position, header.base_offset, header)
+            if not epochs or epochs[-1][0] != header.leader_epoch:
+                epochs.append((header.leader_epoch, header.base_offset))
+        truncated = file_size - scan.end
+        if truncated:
+            os.ftruncate(self._fd, scan.end)
+            self._dirty = True
+        self.size = scan.end
+        return RecoveryResult(scan.end, truncated, scan.error, epochs)
+
+    def load(self, next_segment_base: int) -> bool:
+        """Adopt a sealed segment's indexes if they are sound.
+
+        Validates both index files against the log size and `next_segment_base`, then
+        verifies (CRC included) every batch after the last offset index entry up to
+        the end of the file, which also proves that entry points at a batch start.
+        Returns False when anything is off; the caller then runs `recover()`.
+        """
+        self._check_open()
+        self._reset_stats()
+        if not self.offset_index.load(self.size, next_segment_base):
+            return False
+        if not self.time_index.load(next_segment_base):
+            return False
+        if not self._load_tail(check_crc=True):
+            return False
+        return self.next_offset == next_segment_base
+
+    def _load_tail(self, check_crc: bool) -> bool:
+        """Set offsets and timestamps from the indexes plus a scan of the batches after
+        the last offset index entry; False if that scan finds a bad batch."""
+        start_offset, start = self.offset_index.last()
+        if self.size == 0:
+            return True
+        self.first_timestamp = self._header_at(0).max_timestamp
+        last_time_entry = self.time_index.last_entry()
+        if last_time_entry is not None:
+            self.max_timestamp = last_time_entry[0]
+            self._offset_of_max_ts = self.base_offset + last_time_entry[1]
+        scan = _Scan(self._fd, start, self.size, start_offset, check_crc)
+        for _pos, header in scan:
+            if self.max_timestamp is None or header.max_timestamp > self.max_timestamp:
+                self.max_timestamp = header.max_timestamp
+                self._offset_of_max_ts = header.base_offset
+            self.next_offset = header.next_offset
+        return scan.error is None and scan.end == self.size
+
+    def truncate_to(self, offset: int) -> int:
+        """Remove every batch holding an offset >= `offset`; return bytes removed.
+
+        A batch that straddles `offset` goes too (a batch is never split), so
+        `next_offset` afterwards may be below `offset`.
+        """
+        found = self.find(offset)
+        if found is None:
+            return 0
+        position = found[0]
+        removed = self.size - position
+        os.ftruncate(self._fd, position)
+        self.size = position
+        self._dirty = True
+        self.offset_index.truncate_to_position(position)
+        self.time_index.truncate_to_offset(found[1].base_offset)
+        self._reset_stats()
+        if not self._load_tail(check_crc=False):
+            raise CorruptBatchError(f"segment {self.log_path} does not scan after truncation")
+        return removed
