@@ -157,7 +157,9 @@ class LogSegment:
         """An existing segment; call `load()` or `recover()` before using it."""
         path = os.path.join(directory, segment_file_name(base_offset, ".log"))
         fd = os.open(path, os.O_RDWR | os.O_APPEND)
-        return cls(directory, base_offset, index_interval_bytes, fd)
+        segment = cls(directory, base_offset, index_interval_bytes, fd)
+        segment._dirty = True  # a previous process may have left pages unsynced
+        return segment
 
     @property
     def closed(self) -> bool:
