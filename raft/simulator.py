@@ -1,0 +1,730 @@
+"""A deterministic world for Raft cores: one seed drives everything.
+
+The simulator owns the clock (a float, 1.0 = one node tick) and an event queue
+(a heap ordered by time then sequence number). Nodes are ``RaftNode`` cores over
+``MemoryStorage``; the network drops, delays, duplicates and reorders
+messages and can be cut symmetrically or one way; nodes crash (losing the
+Ready they were persisting) and restart from their durable storage; slow nodes
+have slow disks and links. No trio, no wall clock, no global randomness: the
+same seed replays the same run, event for event (TigerBeetle's VOPR idea).
+
+A ``Checker`` looks at every step: at most one leader per term, log matching
+(every persisted entry agrees with every other copy of it, predecessor
+included), leader completeness (a leader holds every entry committed in an
+earlier term), state machine safety (no two nodes apply different entries or
+reach different states at an offset) and no committed entry is ever truncated.
+After the chaos the world heals, and liveness is checked: a leader emerges and
+every proposal it accepts commits and reaches every member within bounds.
+
+``python -m raft.simulator`` is not the entry point: ``scripts/simulate`` is
+(the command line, progress display and process pool live there, because this
+package imports no clock and no rich).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import heapq
+import traceback
+import zlib
+from typing import Any, Sequence
+
+from raft.core import Config, NotLeader, ProposalDropped, RaftNode, Ready
+from raft.storage import MemoryStorage
+from raft.types import (
+    Append,
+    ConfChange,
+    ConfChangeOp,
+    ConfState,
+    Entry,
+    InstallSnapshot,
+    Message,
+    Role,
+)
+
+_M64 = (1 << 64) - 1
+
+
+class Prng:
+    """SplitMix64: small, fast enough, and stable across Python versions (unlike
+    ``random.Random.randrange``), so a seed means the same run everywhere."""
+
+    def __init__(self, seed: int) -> None:
+        self._s = seed & _M64
+
+    def next64(self) -> int:
+        self._s = (self._s + 0x9E3779B97F4A7C15) & _M64
+        z = self._s
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+        return z ^ (z >> 31)
+
+    def random(self) -> float:
+        return (self.next64() >> 11) * (1.0 / (1 << 53))
+
+    def randrange(self, start: int, stop: int) -> int:
+        if stop <= start:
+            raise ValueError("empty range")
+        return start + self.next64() % (stop - start)
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + (b - a) * self.random()
+
+    def chance(self, p: float) -> bool:
+        return self.random() < p
+
+    def choice(self, seq: Sequence[Any]) -> Any:
+        return seq[self.randrange(0, len(seq))]
+
+    def fork(self) -> Prng:
+        return Prng(self.next64())
+
+
+class Violation(Exception):
+    """A safety or liveness property failed; the message says which and where."""
+
+
+# Event kinds, in the heap as (time, seq, kind, node, payload).
+_TICK, _DELIVER, _IO, _CONTROL, _RESTART = range(5)
+
+
+@dataclasses.dataclass
+class SimOptions:
+    """What one simulated run looks like. ``nodes`` None: drawn from 3..7 by the seed."""
+
+    nodes: int | None = None
+    chaos_ticks: tuple[int, int] = (150, 400)
+    cycles: int = 2  #: chaos, heal, check liveness; this many times
+    election_tick: int = 10
+    heartbeat_tick: int = 2
+    max_size_per_msg: int = 256
+    max_inflight_msgs: int = 4
+    elect_bound: int = 300  #: ticks after healing for a settled leader
+    commit_bound: int = 40  #: ticks for proposals to commit once the leader accepted them
+    converge_bound: int = 120  #: ticks for every member to apply them
+    perfect: bool = False  #: no faults at all (the benchmark's world)
+    trace_len: int = 60
+
+
+@dataclasses.dataclass
+class SimResult:
+    seed: int
+    nodes: int
+    steps: int
+    ticks: int
+    faults: dict[str, int]
+    proposals: int
+    committed: int
+    elections: int
+    snapshots: int
+    violation: str | None = None
+    trace: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.violation is None
+
+
+class SimNode:
+    def __init__(self, world: World, node_id: int, conf: ConfState) -> None:
+        self.world = world
+        self.id = node_id
+        self.storage = MemoryStorage(conf)
+        self.core: RaftNode | None = None
+        self.incarnation = 0
+        self.io_busy = False
+        self.slow = 1.0
+        self.skew = world.rng.uniform(0.95, 1.05)
+        self.sm_digest = 0
+        self.applied = -1
+        self.registered_commit = -1  # the checker walked this node's commits up to here
+        self.seen_role = Role.FOLLOWER
+        self.seen_term = 0
+        self.start()
+
+    @property
+    def up(self) -> bool:
+        return self.core is not None
+
+    def start(self) -> None:
+        w = self.world
+        snap = self.storage.snapshot()
+        self.sm_digest = int(snap.data) if snap.data else 0
+        self.applied = snap.index
+        self.registered_commit = max(self.registered_commit, snap.index)
+        self.core = RaftNode(
+            Config(
+                id=self.id,
+                rng=w.rng.fork(),
+                election_tick=w.opts.election_tick,
+                heartbeat_tick=w.opts.heartbeat_tick,
+                max_size_per_msg=w.opts.max_size_per_msg,
+                max_inflight_msgs=w.opts.max_inflight_msgs,
+                max_committed_size_per_ready=1024,
+            ),
+            self.storage,
+        )
+        self.seen_role = Role.FOLLOWER
+        self.seen_term = self.core.term
+        self.io_busy = False
+
+
+class Checker:
+    """Raft's safety properties, checked incrementally as the world moves."""
+
+    def __init__(self) -> None:
+        self.leaders: dict[int, int] = {}  # term -> node
+        # Log matching: (last, term) names an entry; every copy must agree on its
+        # start, content and predecessor, which by induction makes prefixes equal.
+        self.entries: dict[tuple[int, int], tuple[int, int, bytes, int, int]] = {}
+        # Committed entries by start offset, and start by last offset.
+        self.committed: dict[int, Entry] = {}
+        self.committed_by_last: dict[int, int] = {}
+        self.max_commit = -1
+        self.digests: dict[int, int] = {}  # last offset -> state machine digest after it
+
+    def leader_observed(self, node: SimNode) -> None:
+        core = node.core
+        assert core is not None
+        prev = self.leaders.setdefault(core.term, node.id)
+        if prev != node.id:
+            raise Violation(f"election safety: nodes {prev} and {node.id} both lead term {core.term}")
+        # Leader completeness: every entry committed so far is in the new leader's log.
+        for index in range(core.commit + 1, self.max_commit + 1):
+            e = self.committed.get(index)
+            if e is not None and e.term < core.term and index >= core.log.first_index():
+                if core.log_term(index) != e.term:
+                    raise Violation(
+                        f"leader completeness: leader {node.id} of term {core.term} lacks committed "
+                        f"entry {e.index}-{e.last} term {e.term}"
+                    )
+
+    def persisted(self, node: SimNode, entries: Sequence[Entry]) -> None:
+        """Log matching for entries a node just made durable."""
+        st = node.storage
+        first = entries[0].index
+        if first - 1 == st.snapshot().index:
+            prev_last, prev_term = st.snapshot().index, st.snapshot().term
+        else:
+            prev = st.entries(first - 1, first, 0)[0]
+            prev_last, prev_term = prev.last, prev.term
+        for e in entries:
+            rec = (e.index, int(e.kind), e.data, prev_last, prev_term)
+            known = self.entries.setdefault((e.last, e.term), rec)
+            if known != rec:
+                raise Violation(
+                    f"log matching: node {node.id} holds entry ending {e.last} term {e.term} "
+                    f"as {rec[0]}/{rec[3]}:{rec[4]}, another node as {known[0]}/{known[3]}:{known[4]}"
+                )
+            prev_last, prev_term = e.last, e.term
+
+    def removing(self, node: SimNode, entries: Sequence[Entry]) -> None:
+        """Entries are about to leave a node's log (truncation or snapshot install)."""
+        for e in entries:
+            c = self.committed.get(e.index)
+            if c is not None and c.term == e.term:
+                raise Violation(f"committed entry {e.index}-{e.last} term {e.term} removed from node {node.id}")
+
+    def commit_observed(self, node: SimNode, commit: int, worlds_leaders: Sequence[SimNode]) -> None:
+        """A node made ``commit`` durable: every entry through it is committed."""
+        if commit <= node.registered_commit:
+            return
+        st = node.storage
+        lo = max(node.registered_commit + 1, st.first_index())
+        for e in st.entries(lo, commit + 1, 1 << 62):
+            self.commit_entry(node, e)
+            for lead in worlds_leaders:
+                core = lead.core
+                if core is not None and core.term > e.term and e.index >= core.log.first_index():
+                    if core.log_term(e.index) != e.term:
+                        raise Violation(
+                            f"leader completeness: leader {lead.id} of term {core.term} lacks entry "
+                            f"{e.index}-{e.last} term {e.term} committed by node {node.id}"
+                        )
+        node.registered_commit = commit
+
+    def commit_entry(self, node: SimNode, e: Entry) -> None:
+        known = self.committed.setdefault(e.index, e)
+        if known != e:
+            raise Violation(
+                f"state machine safety: node {node.id} committed {e.index}-{e.last} term {e.term} "
+                f"but {known.index}-{known.last} term {known.term} was committed there"
+            )
+        self.committed_by_last[e.last] = e.index
+        self.max_commit = max(self.max_commit, e.last)
+
+    def applied(self, node: SimNode, e: Entry) -> None:
+        if e.index != node.applied + 1:
+            raise Violation(f"node {node.id} applied {e.index} after {node.applied}")
+        self.commit_entry(node, e)
+        node.sm_digest = zlib.crc32(b"%d:%d:%d:%d:" % (e.index, e.last, e.term, e.kind) + e.data, node.sm_digest)
+        node.applied = e.last
+        known = self.digests.setdefault(e.last, node.sm_digest)
+        if known != node.sm_digest:
+            raise Violation(f"state machine safety: node {node.id} state after {e.last} differs")
+
+    def snapshot_installed(self, node: SimNode, index: int, term: int, data: bytes) -> None:
+        start = self.committed_by_last.get(index)
+        if start is None or self.committed[start].term != term:
+            raise Violation(f"node {node.id} installed a snapshot at {index} term {term} that is not committed")
+        if data and self.digests.get(index) not in (None, int(data)):
+            raise Violation(f"node {node.id} installed a snapshot at {index} whose state differs")
+
+
+class World:
+    def __init__(self, seed: int, opts: SimOptions | None = None) -> None:
+        self.seed = seed
+        self.opts = opts or SimOptions()
+        self.rng = Prng(seed)
+        n = self.opts.nodes or self.rng.randrange(3, 8)
+        self.ids = list(range(1, n + 1))
+        conf = ConfState(voters=tuple(self.ids))
+        self.now = 0.0
+        self.ticks = 0
+        self.steps = 0
+        self._seq = 0
+        self._events: list[tuple[float, int, int, int, Any]] = []
+        self.check = Checker()
+        self.nodes = {i: SimNode(self, i, conf) for i in self.ids}
+        self.blocked: set[tuple[int, int]] = set()
+        self.cycle = 0
+        self.drop = self.dup = 0.0
+        self.delay = (0.05, 0.2)
+        self.disk = (0.0, 0.0)
+        self.chaos_until = 0
+        self.faults: collections.Counter[str] = collections.Counter()
+        self.proposals = 0
+        self.elections = 0
+        self.snapshots = 0
+        self.trace: collections.deque[tuple[float, str, int, Any]] = collections.deque(maxlen=self.opts.trace_len)
+        # Liveness bookkeeping after the heal.
+        self.healed_at: int | None = None
+        self.live_leader: int | None = None
+        self.live_term = 0
+        self.live_props: list[Entry] = []
+        self.live_proposed_at = 0
+        self._candidate_leader: tuple[int, int] | None = None
+        self._candidate_since = 0
+        self.done = False
+        if not self.opts.perfect:
+            self._new_chaos()
+        for i in self.ids:
+            self._push(self.rng.uniform(0.0, 1.0), _TICK, i, None)
+        self._push(0.5, _CONTROL, 0, None)
+
+    # -- the event loop -----------------------------------------------------------
+
+    def _push(self, t: float, kind: int, node: int, payload: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (t, self._seq, kind, node, payload))
+
+    def run(self, max_ticks: int | None = None) -> SimResult:
+        violation: str | None = None
+        try:
+            o = self.opts
+            cycle_ticks = o.chaos_ticks[1] + o.elect_bound + o.converge_bound + 100
+            limit = max_ticks if max_ticks is not None else o.cycles * cycle_ticks
+            while not self.done and self._events:
+                t, _, kind, node, payload = heapq.heappop(self._events)
+                self.now = t
+                self.steps += 1
+                if kind == _TICK:
+                    self._on_tick(node)
+                elif kind == _DELIVER:
+                    self._on_deliver(payload)
+                elif kind == _IO:
+                    self._on_io(node, payload)
+                elif kind == _CONTROL:
+                    self._on_control()
+                    if self.ticks >= limit:
+                        if max_ticks is None:
+                            raise Violation(f"run did not finish within {limit} ticks")
+                        break
+                else:
+                    self._on_restart(node)
+        except Violation as v:
+            violation = str(v)
+        except Exception as e:  # an exception inside a core is a finding, not a crash
+            violation = f"exception: {e!r}\n" + "".join(traceback.format_exception(e)[-6:])
+        return SimResult(
+            seed=self.seed,
+            nodes=len(self.ids),
+            steps=self.steps,
+            ticks=self.ticks,
+            faults=dict(self.faults),
+            proposals=self.proposals,
+            committed=self.check.max_commit + 1,
+            elections=self.elections,
+            snapshots=self.snapshots,
+            violation=violation,
+            trace=self.format_trace() if violation else [],
+        )
+
+    def format_trace(self) -> list[str]:
+        return [f"{t:9.3f} {what:<9} n{node} {detail}" for t, what, node, detail in self.trace]
+
+    def _on_tick(self, i: int) -> None:
+        node = self.nodes[i]
+        if node.core is not None:
+            node.core.tick()
+            self._after(node)
+        self._push(self.now + node.skew, _TICK, i, None)
+
+    def _on_deliver(self, m: Message) -> None:
+        node = self.nodes[m.to]
+        if node.core is None or (m.frm, m.to) in self.blocked:
+            return
+        self.trace.append((self.now, "recv", m.to, _brief(m)))
+        node.core.step(m)
+        self._after(node)
+
+    def _on_io(self, i: int, payload: tuple[int, Ready]) -> None:
+        incarnation, rd = payload
+        node = self.nodes[i]
+        if node.core is None or node.incarnation != incarnation:
+            return  # crashed meanwhile: that Ready never reached the disk
+        self._finish_ready(node, rd)
+
+    def _on_restart(self, i: int) -> None:
+        node = self.nodes[i]
+        if node.core is None:
+            node.start()
+            self.trace.append((self.now, "restart", i, f"term={node.core.term if node.core else '?'}"))
+            self._after(node)
+
+    def _after(self, node: SimNode) -> None:
+        core = node.core
+        assert core is not None
+        if core.role == Role.LEADER and (node.seen_role != Role.LEADER or node.seen_term != core.term):
+            self.elections += 1
+            self.trace.append((self.now, "leader", node.id, f"term={core.term}"))
+            self.check.leader_observed(node)
+        node.seen_role, node.seen_term = core.role, core.term
+        if not node.io_busy and core.has_ready():
+            self._start_ready(node)
+
+    def _start_ready(self, node: SimNode) -> None:
+        core = node.core
+        assert core is not None
+        rd = core.ready()
+        node.io_busy = True
+        if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
+            lo, hi = self.disk
+            latency = self.rng.uniform(lo, hi) * node.slow
+            if latency > 0:
+                self._push(self.now + latency, _IO, node.id, (node.incarnation, rd))
+                return
+        self._finish_ready(node, rd)
+
+    def _finish_ready(self, node: SimNode, rd: Ready) -> None:
+        """Do what the Ready asks, in the documented order, checking as we go."""
+        core = node.core
+        assert core is not None
+        st = node.storage
+        chk = self.check
+        if rd.snapshot is not None:
+            s = rd.snapshot
+            chk.removing(node, [e for e in st.all_entries() if e.last > s.index])
+            chk.snapshot_installed(node, s.index, s.term, s.data)
+            st.apply_snapshot(s)
+            node.sm_digest = int(s.data) if s.data else node.sm_digest
+            node.applied = s.index
+            node.registered_commit = max(node.registered_commit, s.index)
+            self.trace.append((self.now, "snapshot", node.id, f"installed at {s.index}"))
+            self.snapshots += 1
+        if rd.entries:
+            first = rd.entries[0].index
+            if st.last_index() >= first:
+                chk.removing(node, [e for e in st.all_entries() if e.index >= first])
+            st.append(rd.entries)
+            chk.persisted(node, rd.entries)
+        if rd.hard_state is not None:
+            old = st.hard_state
+            hs = rd.hard_state
+            if hs.term < old.term or (hs.term == old.term and old.vote and hs.vote != old.vote):
+                raise Violation(f"node {node.id} hard state went from {old} to {hs}")
+            if hs.commit < old.commit:
+                raise Violation(f"node {node.id} commit went back from {old.commit} to {hs.commit}")
+            st.set_hard_state(hs)
+            leaders = [n for n in self.nodes.values() if n.core is not None and n.core.role == Role.LEADER]
+            chk.commit_observed(node, hs.commit, leaders)
+        for m in rd.messages:
+            self._send(m)
+        for e in rd.committed_entries:
+            chk.applied(node, e)
+        core.advance(rd)
+        node.io_busy = False
+        if core.has_ready():
+            self._start_ready(node)
+
+    def _send(self, m: Message) -> None:
+        if (m.frm, m.to) in self.blocked:
+            return
+        dst = self.nodes[m.to]
+        src = self.nodes[m.frm]
+        if self.drop and self.rng.chance(self.drop):
+            return
+        lo, hi = self.delay
+        slow = max(dst.slow, src.slow)
+        self._push(self.now + self.rng.uniform(lo, hi) * slow, _DELIVER, m.to, m)
+        if self.dup and self.rng.chance(self.dup):
+            self._push(self.now + self.rng.uniform(lo, hi) * slow, _DELIVER, m.to, m)
+
+    # -- the world's will: faults, workload, healing, liveness ---------------------
+
+    def _on_control(self) -> None:
+        self.ticks += 1
+        self._push(self.now + 1.0, _CONTROL, 0, None)
+        if self.ticks < self.chaos_until:
+            self._chaos()
+            self._workload(self.rng.chance(0.5))
+        elif self.healed_at is None:
+            self._heal()
+        else:
+            self._liveness()
+
+    def _up(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.core is not None]
+
+    def _leaders(self) -> list[SimNode]:
+        return [n for n in self._up() if n.core is not None and n.core.role == Role.LEADER]
+
+    def _chaos(self) -> None:
+        r = self.rng
+        if r.chance(0.02):
+            self._fault_crash()
+        if r.chance(0.03):
+            self._fault_partition()
+        if self.blocked and r.chance(0.05):
+            self.blocked.clear()
+            self.faults["heal_partition"] += 1
+            self.trace.append((self.now, "heal", 0, "partitions cleared"))
+        if r.chance(0.01):
+            node = r.choice(list(self.nodes.values()))
+            node.slow = 1.0 if node.slow > 1.0 else r.choice([5.0, 20.0])
+            self.faults["slow"] += 1
+        if r.chance(0.015):
+            self._fault_transfer()
+        if r.chance(0.02):
+            self._membership()
+        if r.chance(0.03):
+            self._compact(r.choice(self._up() or list(self.nodes.values())))
+
+    def _fault_crash(self) -> None:
+        r = self.rng
+        up = self._up()
+        if not up:
+            return
+        node = r.choice(up)
+        node.core = None
+        node.incarnation += 1
+        node.io_busy = False
+        self.faults["crash"] += 1
+        self.trace.append((self.now, "crash", node.id, ""))
+        self._push(self.now + r.uniform(3.0, 60.0), _RESTART, node.id, None)
+
+    def _fault_partition(self) -> None:
+        r = self.rng
+        kind = r.randrange(0, 3)
+        ids = self.ids
+        if kind == 0:  # isolate one node (often the leader)
+            leaders = self._leaders()
+            victim = r.choice(leaders).id if leaders and r.chance(0.6) else r.choice(ids)
+            for o in ids:
+                if o != victim:
+                    self.blocked.add((victim, o))
+                    self.blocked.add((o, victim))
+            self.faults["partition_isolate"] += 1
+            detail = f"isolate {victim}"
+        elif kind == 1:  # random split in two
+            side = {i for i in ids if r.chance(0.5)}
+            for a in ids:
+                for b in ids:
+                    if (a in side) != (b in side):
+                        self.blocked.add((a, b))
+            self.faults["partition_split"] += 1
+            detail = f"split {sorted(side)}"
+        else:  # one-way cuts
+            a = r.choice(ids)
+            b = r.choice([i for i in ids if i != a])
+            self.blocked.add((a, b))
+            self.faults["partition_oneway"] += 1
+            detail = f"cut {a}->{b}"
+        self.trace.append((self.now, "partition", 0, detail))
+
+    def _fault_transfer(self) -> None:
+        leaders = self._leaders()
+        if not leaders:
+            return
+        lead = self.rng.choice(leaders)
+        assert lead.core is not None
+        others = [v for v in lead.core.conf.voters if v != lead.id]
+        if others:
+            to = self.rng.choice(others)
+            lead.core.transfer_leadership(to)
+            self.faults["transfer"] += 1
+            self.trace.append((self.now, "transfer", lead.id, f"to {to}"))
+            self._after(lead)
+
+    def _membership(self) -> None:
+        leaders = self._leaders()
+        if not leaders:
+            return
+        lead = self.rng.choice(leaders)
+        core = lead.core
+        assert core is not None
+        conf = core.conf
+        options: list[ConfChange] = []
+        for i in self.ids:
+            if i in conf.learners:
+                options.append(ConfChange(ConfChangeOp.PROMOTE, i))
+                options.append(ConfChange(ConfChangeOp.REMOVE, i))
+            elif i not in conf.voters:
+                options.append(ConfChange(ConfChangeOp.ADD_LEARNER, i))
+            elif i != lead.id and len(conf.voters) > 2:
+                options.append(ConfChange(ConfChangeOp.REMOVE, i))
+        if not options:
+            return
+        change = self.rng.choice(options)
+        try:
+            core.propose_conf_change(change)
+        except ProposalDropped:
+            return
+        self.faults[f"conf_{change.op.name.lower()}"] += 1
+        self.trace.append((self.now, "conf", lead.id, f"{change.op.name} {change.node}"))
+        self._after(lead)
+
+    def _compact(self, node: SimNode) -> None:
+        """Retention/snapshot: drop the applied prefix, keeping a digest of the state."""
+        if node.core is None or node.applied <= node.storage.first_index():
+            return
+        index = self.rng.randrange(node.storage.first_index(), node.applied + 1)
+        # Snap down to an entry boundary.
+        e = node.storage.entries(index, index + 1, 0)[0]
+        index = e.last if e.last <= node.applied else e.index - 1
+        if index < node.storage.first_index():
+            return
+        digest = self.check.digests.get(index)
+        if digest is None:
+            return
+        node.storage.compact(index, str(digest).encode())
+        self.faults["compact"] += 1
+
+    def _workload(self, propose: bool) -> list[Entry]:
+        if not propose:
+            return []
+        leaders = self._leaders()
+        if not leaders:
+            return []
+        lead = self.rng.choice(leaders)
+        core = lead.core
+        assert core is not None
+        out = []
+        for _ in range(self.rng.randrange(1, 4)):
+            body = b"p%d-%d\n" % (self.seed, self.proposals) + bytes(self.rng.randrange(0, 256) for _ in range(self.rng.randrange(0, 40)))
+            try:
+                out.append(core.propose(body, self.rng.randrange(1, 6)))
+            except (NotLeader, ProposalDropped):
+                break
+            self.proposals += 1
+        self._after(lead)
+        return out
+
+    def _new_chaos(self) -> None:
+        """Start a period of faults with freshly drawn network conditions."""
+        r = self.rng
+        self.drop = r.choice([0.0, 0.01, 0.05, 0.1, 0.2])
+        self.dup = r.choice([0.0, 0.02, 0.1])
+        self.delay = (0.05, r.choice([0.3, 1.0, 3.0]))
+        self.disk = (0.0, r.choice([0.05, 0.3, 1.0]))
+        self.chaos_until = self.ticks + r.randrange(*self.opts.chaos_ticks)
+        self.healed_at = None
+        self.live_leader = None
+        self.live_props = []
+        self._candidate_leader = None
+
+    def _heal(self) -> None:
+        self.healed_at = self.ticks
+        self.blocked.clear()
+        self.drop = 0.0
+        self.dup = 0.0
+        self.delay = (0.05, 0.5)
+        for node in self.nodes.values():
+            node.slow = 1.0
+            if node.core is None:
+                node.start()
+                self._after(node)
+        self.trace.append((self.now, "HEAL", 0, "network healed, all nodes up"))
+
+    def _liveness(self) -> None:
+        assert self.healed_at is not None
+        since = self.ticks - self.healed_at
+        if self.live_leader is None:
+            lead = self._settled_leader()
+            if since > self.opts.elect_bound:
+                raise Violation(f"liveness: no settled leader {since} ticks after the network healed")
+            # Settled means: the same leader for two check-quorum periods of healed
+            # network, so a step-down decided on pre-heal silence is behind us.
+            key = (lead.id, lead.core.term) if lead is not None and lead.core is not None else None
+            if key != self._candidate_leader:
+                self._candidate_leader, self._candidate_since = key, self.ticks
+            if lead is None or self.ticks - self._candidate_since < 2 * self.opts.election_tick:
+                return
+            self.live_leader, self.live_term = lead.id, lead.core.term if lead.core else 0
+            self.live_proposed_at = self.ticks
+            self.live_props = self._workload(True)
+            if not self.live_props:
+                raise Violation(f"liveness: settled leader {lead.id} refused proposals")
+            self.trace.append((self.now, "live", lead.id, f"proposed {len(self.live_props)}"))
+            return
+        lead = self.nodes[self.live_leader]
+        if lead.core is None or lead.core.role != Role.LEADER or lead.core.term != self.live_term:
+            raise Violation(f"liveness: leader {self.live_leader} lost leadership after the network healed")
+        waited = self.ticks - self.live_proposed_at
+        committed = all(self.check.committed.get(e.index) == e for e in self.live_props)
+        if not committed:
+            if waited > self.opts.commit_bound:
+                raise Violation(f"liveness: proposals not committed {waited} ticks after the leader accepted them")
+            return
+        last = self.live_props[-1].last
+        members = lead.core.conf.members()
+        if all(self.nodes[m].applied >= last for m in members):
+            self.cycle += 1
+            if self.cycle >= self.opts.cycles:
+                self.done = True
+            else:
+                self._new_chaos()
+        elif waited > self.opts.converge_bound:
+            behind = [m for m in members if self.nodes[m].applied < last]
+            raise Violation(f"liveness: members {behind} did not apply through {last} in {waited} ticks")
+
+    def _settled_leader(self) -> SimNode | None:
+        """A leader that committed an entry of its term and that every member follows."""
+        for lead in self._leaders():
+            core = lead.core
+            assert core is not None
+            if core.log_term(core.commit) != core.term or core.lead_transferee:
+                continue
+            if all(
+                (n := self.nodes[m].core) is not None and n.term == core.term and n.leader == lead.id
+                for m in core.conf.members()
+            ):
+                return lead
+        return None
+
+
+def _brief(m: Message) -> str:
+    name = type(m).__name__
+    if isinstance(m, Append):
+        ents = f"{m.entries[0].index}..{m.entries[-1].last}" if m.entries else "-"
+        return f"{name} from {m.frm} t{m.term} prev={m.prev_index}/{m.prev_term} ents={ents} commit={m.commit}"
+    if isinstance(m, InstallSnapshot):
+        return f"{name} from {m.frm} t{m.term} at {m.snapshot.index}/{m.snapshot.term}"
+    fields = {k: getattr(m, k) for k in m.__struct_fields__ if k not in ("to", "frm", "term")}
+    return f"{name} from {m.frm} t{m.term} {fields}"
+
+
+def run_seed(seed: int, opts: SimOptions | None = None) -> SimResult:
+    """Run one world to completion (or to its first violation)."""
+    return World(seed, opts).run()
