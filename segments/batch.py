@@ -76,6 +76,7 @@ CONTROL_MASK = 0x20
 _PREFIX = struct.Struct(">qii")  # baseOffset, batchLength, partitionLeaderEpoch
 _INT64 = struct.Struct(">q")
 _INT32 = struct.Struct(">i")
+_MAX_CODEC = max(Compression)
 _MIN_RECORD_SIZE = 7  # length, attributes, ts delta, offset delta, key, value, header count
 
 
@@ -189,7 +190,8 @@ def parse_header(buf: _Buffer, pos: int = 0) -> BatchHeader:
             available=available,
         )
     header = BatchHeader._make(HEADER.unpack_from(buf, pos))
-    codec_of(header.attributes & COMPRESSION_MASK)
+    if header.attributes & COMPRESSION_MASK > _MAX_CODEC:
+        codec_of(header.attributes & COMPRESSION_MASK)  # raises, naming the codec
     if header.record_count < 0:
         raise CorruptBatchError(f"negative record count {header.record_count} at byte {pos}")
     if header.last_offset_delta < 0:

@@ -133,6 +133,16 @@ class OffsetIndex(_SparseIndex):
             return self.base_offset, 0
         return self.base_offset + self._keys[i], self._values[i]
 
+    def floor_position(self, position: int) -> int:
+        """The largest indexed batch position <= `position` (0 when none is)."""
+        i = bisect_right(self._values, position) - 1
+        return self._values[i] if i >= 0 else 0
+
+    @property
+    def last_position(self) -> int:
+        """The last entry's position, 0 when empty."""
+        return self._values[-1] if self._values else 0
+
     def last(self) -> tuple[int, int]:
         """The last entry as `lookup` returns it."""
         if not self._keys:

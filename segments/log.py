@@ -95,6 +95,7 @@ class Log:
         self.config = config
         self._clock_ms = clock_ms
         self._segments: SortedDict = SortedDict()  # base offset -> LogSegment
+        self._active: LogSegment  # the last segment, the one appends go to
         self._log_start = 0
         self._epochs = LeaderEpochCache()
         self._last_sync_ms = clock_ms()
@@ -144,7 +145,7 @@ class Log:
         if not segments:
             segments = [LogSegment.create(self.path, saved_start or 0, interval)]
         for segment in segments:
-            self._segments[segment.base_offset] = segment
+            self._add_segment(segment)
         self._log_start = max(saved_start or 0, segments[0].base_offset)
         self._delete_segments_below(self._log_start)
         self._load_epochs([(s, r) for s, r in recovered if not s.closed])
@@ -216,9 +217,15 @@ class Log:
 
     # -- properties -------------------------------------------------------------------
 
-    @property
-    def _active(self) -> LogSegment:
-        return self._segments.peekitem(-1)[1]
+    def _add_segment(self, segment: LogSegment) -> None:
+        self._segments[segment.base_offset] = segment
+        self._active = self._segments.peekitem(-1)[1]
+
+    def _pop_segment(self, index: int) -> LogSegment:
+        segment = self._segments.popitem(index)[1]
+        if self._segments:
+            self._active = self._segments.peekitem(-1)[1]
+        return segment
 
     @property
     def log_start_offset(self) -> int:
@@ -251,6 +258,8 @@ class Log:
             raise LogClosedError(f"log {self.path} is closed")
 
     def _segment_for(self, offset: int) -> LogSegment:
+        if offset >= self._active.base_offset:
+            return self._active
         return self._segments.peekitem(self._segments.bisect_right(offset) - 1)[1]
 
     def _check_range(self, offset: int) -> None:
@@ -341,8 +350,7 @@ class Log:
     def _roll(self) -> None:
         durable = self.config.fsync != "never"
         self._active.flush(fsync=durable)
-        segment = LogSegment.create(self.path, self.next_offset, self.config.index_interval_bytes)
-        self._segments[segment.base_offset] = segment
+        self._add_segment(LogSegment.create(self.path, self.next_offset, self.config.index_interval_bytes))
         if durable:
             fsync_directory(self.path)
 
@@ -397,9 +405,12 @@ class Log:
         segment. Empty at the log end. OffsetOutOfRangeError outside
         [log_start_offset, next_offset].
         """
-        self._check_open()
-        self._check_range(offset)
-        if offset == self.next_offset or (max_offset is not None and offset >= max_offset):
+        if self._closed:
+            raise LogClosedError(f"log {self.path} is closed")
+        end = self._active.next_offset
+        if not self._log_start <= offset <= end:
+            raise OffsetOutOfRangeError(offset, self._log_start, end)
+        if offset == end or (max_offset is not None and offset >= max_offset):
             return b""
         return self._segment_for(offset).read(offset, max_bytes, max_offset)
 
@@ -474,7 +485,7 @@ class Log:
         """Drop every batch holding an offset >= `end`; keeps the epochs in step."""
         deleted = False
         while len(self._segments) > 1 and self._active.base_offset >= end:
-            self._segments.popitem(-1)[1].delete()
+            self._pop_segment(-1).delete()
             deleted = True
         self._active.truncate_to(end)
         if self.config.fsync != "never":
@@ -497,8 +508,7 @@ class Log:
         for segment in list(self._segments.values()):
             segment.delete()
         self._segments.clear()
-        segment = LogSegment.create(self.path, offset, self.config.index_interval_bytes)
-        self._segments[offset] = segment
+        self._add_segment(LogSegment.create(self.path, offset, self.config.index_interval_bytes))
         fsync_directory(self.path)
         self._log_start = offset
         self._epochs.clear()
@@ -529,7 +539,7 @@ class Log:
             self._roll()
         deleted = 0
         while len(self._segments) > 1 and self._segments.peekitem(0)[1].next_offset <= offset:
-            self._segments.popitem(0)[1].delete()
+            self._pop_segment(0).delete()
             deleted += 1
         if deleted and self.config.fsync != "never":
             fsync_directory(self.path)

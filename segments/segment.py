@@ -222,14 +222,13 @@ class LogSegment:
     def _track(self, position: int, base_offset: int, header: BatchHeader) -> None:
         """Account for a batch now at `position` with base offset `base_offset`:
         offsets, timestamps and (every index_interval_bytes) index entries."""
-        last_indexed = self.offset_index.last()[1] if len(self.offset_index) else 0
         max_ts = header.max_timestamp
         if self.max_timestamp is None:
             self.first_timestamp = max_ts
         if self.max_timestamp is None or max_ts > self.max_timestamp:
             self.max_timestamp = max_ts
             self._offset_of_max_ts = base_offset
-        if position - last_indexed >= self.index_interval_bytes:
+        if position - self.offset_index.last_position >= self.index_interval_bytes:
             self.offset_index.append(base_offset, position)
             self.time_index.maybe_append(self.max_timestamp, self._offset_of_max_ts)
         self.next_offset = base_offset + header.last_offset_delta + 1
@@ -258,28 +257,53 @@ class LogSegment:
 
     def read(self, offset: int, max_bytes: int, max_offset: int | None = None) -> bytes:
         """Whole batches from the one holding `offset`: at most `max_bytes`, but the
-        first batch whatever its size; none with an offset >= `max_offset`."""
-        found = self.find(offset)
-        if found is None:
+        first batch whatever its size; none with an offset >= `max_offset`.
+
+        The hot path of a consumer: where the previous read stopped is remembered, so
+        a sequential reader needs no index lookup, and the bytes to read end at the
+        segment end or, through the offset index, at a known batch start if that
+        gives up at most 1/8 of `max_bytes`. So the common read is one exact `pread`,
+        returned without a copy. Otherwise it reads `max_bytes` and cuts after the
+        last whole batch (a copy).
+        """
+        self._check_open()
+        if offset >= self.next_offset:
             return b""
-        position, first = found
-        if max_offset is not None and first.last_offset >= max_offset:
+        hint_offset, position = self._hint
+        if hint_offset != offset or position >= self.size:
+            found = self.find(offset)
+            if found is None:
+                return b""
+            position = found[0]
+        fd, size = self._fd, self.size
+        limit = position + max(max_bytes, HEADER_SIZE)
+        if limit >= size:
+            limit = size
+        else:
+            boundary = self.offset_index.floor_position(limit)
+            if boundary > position and limit - boundary <= max_bytes >> 3:
+                limit = boundary
+        buf = os.pread(fd, limit - position, position)
+        base, length = _WALK.unpack_from(buf, 0)
+        last = base + _LAST_DELTA.unpack_from(buf, _LAST_DELTA_POS)[0]
+        if max_offset is not None and last >= max_offset:
             return b""
-        want = min(max(max_bytes, first.size), self.size - position)
-        buf = os.pread(self._fd, want, position)
-        end = first.size
-        next_offset = first.next_offset
-        limit = len(buf) - _LAST_DELTA_POS - 4
-        while end <= limit:
+        end = length + LOG_OVERHEAD
+        if end > len(buf):  # the first batch alone is larger than max_bytes
+            buf += os.pread(fd, end - len(buf), position + len(buf))
+        next_offset = last + 1
+        total = len(buf)
+        stop_walk = total - _LAST_DELTA_POS - 4
+        while end <= stop_walk:
             base, length = _WALK.unpack_from(buf, end)
             last = base + _LAST_DELTA.unpack_from(buf, end + _LAST_DELTA_POS)[0]
             stop = end + length + LOG_OVERHEAD
-            if stop > len(buf) or (max_offset is not None and last >= max_offset):
+            if stop > total or (max_offset is not None and last >= max_offset):
                 break
             end = stop
             next_offset = last + 1
         self._hint = (next_offset, position + end)
-        return buf if end == len(buf) else buf[:end]
+        return buf if end == total else buf[:end]
 
     def iter_batches(self, offset: int) -> Iterator[tuple[BatchHeader, bytes]]:
         """(header, bytes) of each batch from the one holding `offset` to the end."""
