@@ -357,7 +357,7 @@ class Log:
     # -- durability ---------------------------------------------------------------------
 
     def _sync(self) -> None:
-        self._active.flush(fsync=True)
+        self._active.sync()
         self._unsynced = False
         self._last_sync_ms = self._clock_ms()
 
@@ -489,7 +489,7 @@ class Log:
             deleted = True
         self._active.truncate_to(end)
         if self.config.fsync != "never":
-            self._active.flush(fsync=True)
+            self._active.sync()
             if deleted:
                 fsync_directory(self.path)
         changed = self._epochs.truncate_from_end(self.next_offset)

@@ -19,7 +19,7 @@ fsync policy; `segments.log.Log` decides those and calls:
 - `load() -> bool`: trust a sealed segment after checking its indexes and the batches
   after the last index entry (CRC included); False means "call recover()".
 - `truncate_to(offset)`: drop every batch holding an offset >= `offset`.
-- `flush(fsync)`, `close()`, `delete()`.
+- `sync()` (data only), `flush(fsync)` (indexes too), `close()`, `delete()`.
 
 I/O is plain blocking `os.pread`/`os.writev` on a file opened O_APPEND: reads never
 move a file position, appends always land at the end (also after a truncate), and
@@ -169,15 +169,25 @@ class LogSegment:
         if self._fd < 0:
             raise LogClosedError(f"segment {self.log_path} is closed")
 
+    def sync(self) -> None:
+        """fdatasync the log file if anything was written since the last sync.
+
+        Only the data: the active segment's indexes are rebuilt on open anyway, so
+        syncing them on every append would buy nothing.
+        """
+        self._check_open()
+        if self._dirty:
+            os.fdatasync(self._fd)
+            self._dirty = False
+
     def flush(self, fsync: bool) -> None:
-        """Write buffered index entries; with `fsync`, make data and indexes durable."""
+        """Write buffered index entries; with `fsync`, make data and indexes durable
+        (when the segment is sealed by a roll)."""
         self._check_open()
         self.offset_index.flush(fsync)
         self.time_index.flush(fsync)
-        if fsync and self._dirty:
-            os.fdatasync(self._fd)
         if fsync:
-            self._dirty = False
+            self.sync()
 
     def close(self) -> None:
         """Write buffered index entries and close the file (no fsync: see `flush`)."""
