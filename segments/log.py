@@ -129,10 +129,13 @@ class Log:
                 i += 1
                 continue
             recovered.append((segment, segment.recover()))
-            if following is not None and segment.next_offset != following:
-                for later in segments[i + 1 :]:
-                    later.delete()
-                del segments[i + 1 :]
+            if following is not None:
+                if segment.next_offset != following:
+                    for later in segments[i + 1 :]:
+                        later.delete()
+                    del segments[i + 1 :]
+                else:  # sealed and sound: persist its rebuilt indexes now
+                    segment.flush(fsync=self.config.fsync != "never")
             i += 1
 
         start_entries = read_checkpoint(os.path.join(self.path, LOG_START_CHECKPOINT), _CHECKPOINT_VERSION, 1)
@@ -504,6 +507,8 @@ class Log:
         the leader's log start). Crash-safe: the new start is saved first, and open
         completes an interrupted reset."""
         self._check_open()
+        if offset < 0:
+            raise ValueError(f"cannot reset the log to negative offset {offset}")
         self._save_log_start(offset)
         for segment in list(self._segments.values()):
             segment.delete()

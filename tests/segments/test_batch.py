@@ -90,6 +90,9 @@ def test_kafka_python_parses_what_we_build(case):
     assert kb.validate_crc()
     assert kb.base_offset == kwargs["base_offset"]
     assert kb.producer_id == kwargs["producer_id"]
+    assert (kb.producer_epoch, kb.base_sequence) == (kwargs["producer_epoch"], kwargs["base_sequence"])
+    assert (kb.first_timestamp, kb.max_timestamp) == (recs[0][3], max(r[3] for r in recs))
+    assert kb.leader_epoch == kwargs["leader_epoch"] and kb.compression_type == kwargs["compression"]
     assert kb.is_transactional == kwargs["transactional"]
     got = [(r.offset, r.timestamp, r.key, r.value, tuple(r.headers)) for r in kb]
     assert got == [(kwargs["base_offset"] + i, ts, k, v, h) for i, (k, v, h, ts) in enumerate(recs)]
@@ -115,7 +118,12 @@ def test_we_parse_what_kafka_python_builds(recs, codec, transactional):
         assert builder.append(i, ts, k, v, list(h)) is not None
     buf = bytes(builder.build())
     header = verify(buf)
+    kafka_view = DefaultRecordBatch(buf)
     assert header.is_transactional == transactional
+    assert (header.base_timestamp, header.max_timestamp) == (recs[0][3], max(r[3] for r in recs))
+    assert (header.crc, header.last_offset, header.producer_id) == (
+        kafka_view.crc, kafka_view.last_offset, kafka_view.producer_id
+    )
     assert decode_records(buf) == [Record(i, ts, k, v, h) for i, (k, v, h, ts) in enumerate(recs)]
 
 
