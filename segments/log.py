@@ -68,6 +68,7 @@ from .varint import INT32_MAX
 EPOCH_CHECKPOINT = "leader-epoch-checkpoint"
 LOG_START_CHECKPOINT = "log-start-offset-checkpoint"
 _CHECKPOINT_VERSION = 0
+_READ_CHUNK = 1 << 20  # bytes read at a time by batches()
 _Bytes = bytes | bytearray | memoryview
 
 
@@ -428,12 +429,13 @@ class Log:
 
     def _iter_batches(self, offset: int, max_bytes: int | None) -> Iterator[tuple[BatchHeader, bytes]]:
         total = 0
+        chunk = min(max_bytes, _READ_CHUNK) if max_bytes is not None else _READ_CHUNK
         start = self._segments.bisect_right(offset) - 1
         for base in list(self._segments.keys())[max(start, 0) :]:
             segment = self._segments.get(base)
             if segment is None:
                 return
-            for header, data in segment.iter_batches(max(offset, base)):
+            for header, data in segment.iter_batches(max(offset, base), chunk):
                 total += header.size
                 if max_bytes is not None and total > max_bytes and total > header.size:
                     return

@@ -59,23 +59,39 @@ class RecoveryResult(NamedTuple):
 
 
 class _Scan:
-    """Iterate (position, header) over the batches in a file range, checking each.
+    """Iterate (position, header, bytes or None) over the batches in a file range.
 
-    Stops at the first batch that is torn, corrupt, out of offset order or whose
-    epoch goes backwards, leaving the reason in `error` and its position in `end`.
+    Checks each batch: whole within the range, base offset continuing the previous
+    one (from `expected_offset` when given), epoch not going backwards and, with
+    `check_crc`, its CRC. Stops at the first that fails, leaving the reason in
+    `error` and its position in `end`. Reads `chunk` bytes at a time; without
+    `need_body` (and without `check_crc`) it reads only headers and yields None for
+    the bytes.
     """
 
-    def __init__(self, fd: int, start: int, end: int, expected_offset: int | None, check_crc: bool) -> None:
+    def __init__(
+        self,
+        fd: int,
+        start: int,
+        end: int,
+        expected_offset: int | None,
+        *,
+        check_crc: bool,
+        need_body: bool,
+        chunk: int = _SCAN_CHUNK,
+    ) -> None:
         self.fd = fd
         self.start = start
         self.file_end = end
         self.expected = expected_offset
         self.check_crc = check_crc
+        self.need_body = need_body or check_crc
+        self.chunk = max(chunk, HEADER_SIZE)
         self.error: str | None = None
         self.end = start
 
-    def __iter__(self) -> Iterator[tuple[int, BatchHeader]]:
-        fd, pos, file_end = self.fd, self.start, self.file_end
+    def __iter__(self) -> Iterator[tuple[int, BatchHeader, memoryview | None]]:
+        fd, pos, file_end, chunk = self.fd, self.start, self.file_end, self.chunk
         expected = self.expected
         prev_epoch = None
         buf = b""
@@ -83,20 +99,23 @@ class _Scan:
         while pos < file_end:
             rel = pos - buf_pos
             if rel + HEADER_SIZE > len(buf):
-                buf = os.pread(fd, min(_SCAN_CHUNK, file_end - pos), pos)
+                buf = os.pread(fd, min(chunk, file_end - pos), pos)
                 buf_pos, rel = pos, 0
+            view = None
             try:
                 header = parse_header(buf, rel)
-                if rel + header.size > len(buf):
-                    if pos + header.size <= file_end:
-                        buf = os.pread(fd, max(header.size, min(_SCAN_CHUNK, file_end - pos)), pos)
+                size = header.size
+                if pos + size > file_end:
+                    raise CorruptBatchError(
+                        f"torn batch at byte {pos}: {file_end - pos} of {size} bytes in the file"
+                    )
+                if self.need_body:
+                    if rel + size > len(buf):
+                        buf = os.pread(fd, max(size, min(chunk, file_end - pos)), pos)
                         buf_pos, rel = pos, 0
-                    if rel + header.size > len(buf):
-                        raise CorruptBatchError(
-                            f"torn batch at byte {pos}: {file_end - pos} of {header.size} bytes in the file"
-                        )
-                if self.check_crc:
-                    verify(buf, rel)
+                    if self.check_crc:
+                        verify(buf, rel)
+                    view = memoryview(buf)[rel : rel + size]
                 if expected is not None and header.base_offset != expected:
                     raise CorruptBatchError(
                         f"batch at byte {pos} has base offset {header.base_offset}, expected {expected}"
@@ -112,8 +131,8 @@ class _Scan:
                 return
             prev_epoch = header.leader_epoch
             expected = header.next_offset
-            yield pos, header
-            pos += header.size
+            yield pos, header, view
+            pos += size
             self.end = pos
 
 
@@ -315,19 +334,22 @@ class LogSegment:
         self._hint = (next_offset, position + end)
         return buf if end == total else buf[:end]
 
-    def iter_batches(self, offset: int) -> Iterator[tuple[BatchHeader, bytes]]:
-        """(header, bytes) of each batch from the one holding `offset` to the end."""
+    def iter_batches(self, offset: int, chunk_bytes: int = _SCAN_CHUNK) -> Iterator[tuple[BatchHeader, bytes]]:
+        """(header, bytes) of each batch from the one holding `offset` to the end,
+        reading about `chunk_bytes` at a time (no CRC check: verified on append)."""
         found = self.find(offset)
         if found is None:
             return
-        position = found[0]
-        for pos, header in _Scan(self._fd, position, self.size, None, check_crc=False):
-            yield header, os.pread(self._fd, header.size, pos)
+        scan = _Scan(self._fd, found[0], self.size, None, check_crc=False, need_body=True, chunk=chunk_bytes)
+        for _pos, header, view in scan:
+            yield header, bytes(view)  # need_body: always a view
 
     def headers(self, start: int = 0) -> Iterator[tuple[int, BatchHeader]]:
-        """(position, header) of each batch from file position `start` (no CRC check)."""
+        """(position, header) of each batch from file position `start`, reading only
+        the headers (no CRC check)."""
         self._check_open()
-        return iter(_Scan(self._fd, start, self.size, None, check_crc=False))
+        scan = _Scan(self._fd, start, self.size, None, check_crc=False, need_body=False, chunk=HEADER_SIZE)
+        return ((pos, header) for pos, header, _view in scan)
 
     def first_offset_at_or_after_time(self, timestamp: int, min_offset: int) -> int | None:
         """Base offset of the first batch holding offsets >= `min_offset` whose max
@@ -335,7 +357,8 @@ class LogSegment:
         self._check_open()
         if self.max_timestamp is None or self.max_timestamp < timestamp:
             return None
-        start_offset = max(self.time_index.lookup(timestamp) or self.base_offset, min_offset)
+        indexed = self.time_index.lookup(timestamp)
+        start_offset = max(self.base_offset if indexed is None else indexed, min_offset)
         found = self.find(start_offset)
         if found is None:
             return None
@@ -361,8 +384,8 @@ class LogSegment:
         self.time_index.reset()
         self.size = 0
         epochs: list[tuple[int, int]] = []
-        scan = _Scan(self._fd, 0, file_size, self.base_offset, check_crc=True)
-        for position, header in scan:
+        scan = _Scan(self._fd, 0, file_size, self.base_offset, check_crc=True, need_body=True)
+        for position, header, _view in scan:
             self.size = position + header.size
             self._track(position, header.base_offset, header)
             if not epochs or epochs[-1][0] != header.leader_epoch:
@@ -388,7 +411,10 @@ class LogSegment:
             return False
         if not self.time_index.load(next_segment_base):
             return False
-        if not self._load_tail(check_crc=True):
+        try:
+            if not self._load_tail(check_crc=True):
+                return False
+        except CorruptBatchError:  # the first batch's header, read for its timestamp
             return False
         return self.next_offset == next_segment_base
 
@@ -403,8 +429,8 @@ class LogSegment:
         if last_time_entry is not None:
             self.max_timestamp = last_time_entry[0]
             self._offset_of_max_ts = self.base_offset + last_time_entry[1]
-        scan = _Scan(self._fd, start, self.size, start_offset, check_crc)
-        for _pos, header in scan:
+        scan = _Scan(self._fd, start, self.size, start_offset, check_crc=check_crc, need_body=False)
+        for _pos, header, _view in scan:
             if self.max_timestamp is None or header.max_timestamp > self.max_timestamp:
                 self.max_timestamp = header.max_timestamp
                 self._offset_of_max_ts = header.base_offset
