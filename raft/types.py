@@ -119,11 +119,13 @@ class SoftState(msgspec.Struct, frozen=True):
 
 # ---------------------------------------------------------------------------
 # Messages. They carry no group id: the node wraps them with one and batches
-# many groups' messages between the same two nodes into one frame.
+# many groups' messages between the same two nodes into one frame. They encode
+# as msgpack arrays whose first element is a small integer tag (the type), so a
+# heartbeat is a handful of bytes.
 # ---------------------------------------------------------------------------
 
 
-class Append(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="app"):
+class Append(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=1):
     """AppendEntries: entries follow the entry ending at (prev_index, prev_term)."""
 
     to: int
@@ -135,7 +137,7 @@ class Append(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="app"):
     commit: int
 
 
-class AppendResponse(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="app_resp"):
+class AppendResponse(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=2):
     """Reply to Append or InstallSnapshot.
 
     On success ``index`` is the last offset now known to match the leader. On
@@ -154,7 +156,7 @@ class AppendResponse(msgspec.Struct, frozen=True, array_like=True, gc=False, tag
     hint_term: int = 0
 
 
-class Vote(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="vote"):
+class Vote(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=3):
     """RequestVote, or a pre-vote (``pre_vote``) sent at term + 1 without changing term.
 
     ``transfer`` marks a campaign started by TimeoutNow: it bypasses the
@@ -170,7 +172,7 @@ class Vote(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="vote"):
     transfer: bool = False
 
 
-class VoteResponse(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="vote_resp"):
+class VoteResponse(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=4):
     to: int
     frm: int
     term: int
@@ -178,7 +180,7 @@ class VoteResponse(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="
     pre_vote: bool = False
 
 
-class Heartbeat(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="hb"):
+class Heartbeat(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=5):
     """Leader liveness; ``commit`` is min(follower's match, leader commit), which is
     always safe for the follower to adopt."""
 
@@ -188,13 +190,13 @@ class Heartbeat(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="hb"
     commit: int
 
 
-class HeartbeatResponse(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="hb_resp"):
+class HeartbeatResponse(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=6):
     to: int
     frm: int
     term: int
 
 
-class InstallSnapshot(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="snap"):
+class InstallSnapshot(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=7):
     """Sent to a follower whose next entry the leader no longer has."""
 
     to: int
@@ -203,7 +205,7 @@ class InstallSnapshot(msgspec.Struct, frozen=True, array_like=True, gc=False, ta
     snapshot: Snapshot
 
 
-class TimeoutNow(msgspec.Struct, frozen=True, array_like=True, gc=False, tag="timeout_now"):
+class TimeoutNow(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=8):
     """Leadership transfer: the receiver starts an election at once (no pre-vote)."""
 
     to: int

@@ -7,7 +7,7 @@ exactly which messages move, which lets each test pin down one rule.
 from __future__ import annotations
 
 import random
-from typing import Iterable
+from typing import Callable, Iterable
 
 from raft import (
     Config,
@@ -70,6 +70,7 @@ class Cluster:
         self.blocked: set[tuple[int, int]] = set()
         self.down: set[int] = set()
         self.sent: list[Message] = []  # every message that left a node, for assertions
+        self.drop_if: Callable[[Message], bool] | None = None  # lose matching messages
         self.inflight: list[Message] = []
 
     def add_node(self, i: int, conf: ConfState = ConfState()) -> None:
@@ -96,6 +97,8 @@ class Cluster:
         msgs, self.inflight = self.inflight, []
         for m in msgs:
             if m.to in self.down or (m.frm, m.to) in self.blocked or m.to not in self.nodes:
+                continue
+            if self.drop_if is not None and self.drop_if(m):
                 continue
             self.nodes[m.to].step(m)
         return bool(msgs)
