@@ -187,8 +187,8 @@ class Log:
             cache.truncate_from_start(self._log_start)
             if self._log_start == end:
                 cache.clear()
-            elif not cache.entries() or not self._epochs_agree(cache, recovered):
-                cache = None
+            elif cache.epoch_at(self._log_start) is None or not self._epochs_agree(cache, recovered):
+                cache = None  # it must cover the whole log and agree with what was scanned
         if cache is None:
             cache = self._rebuild_epochs()
         self._epochs = cache
@@ -204,18 +204,23 @@ class Log:
         return True
 
     def _rebuild_epochs(self) -> LeaderEpochCache:
-        """The cache from every batch header; a batch whose epoch goes back ends the log."""
+        """The cache from every batch header. A batch whose epoch goes back (only a
+        damaged header can do that: appends refuse it) ends the log there."""
         cache = LeaderEpochCache()
-        for segment in list(self._segments.values()):
-            for _pos, header in segment.headers():
-                if header.next_offset <= self._log_start:
-                    continue
-                try:
-                    cache.assign(header.leader_epoch, header.base_offset)
-                except InvalidEpochError:
-                    self._truncate_to(header.base_offset)
-                    cache.truncate_from_start(self._log_start)
-                    return cache
+        bad: int | None = None
+        headers = (h for segment in self._segments.values() for _pos, h in segment.headers())
+        for header in headers:
+            if header.next_offset <= self._log_start:
+                continue
+            if cache.last_epoch is not None and header.leader_epoch < cache.last_epoch:
+                bad = header.base_offset
+                break
+            cache.assign(header.leader_epoch, header.base_offset)
+        if bad is not None:
+            if bad < self._log_start:  # the batch straddles the log start
+                self.reset_to(self._log_start)
+                return LeaderEpochCache()
+            self._truncate_to(bad)
         cache.truncate_from_start(self._log_start)
         return cache
 

@@ -260,3 +260,15 @@ def test_empty_active_segment_after_roll_crash(tmp_path):
     assert _contents(log) == written
     assert log.append(make_batch(1), 3) == (end, end)
     log.close()
+
+
+def test_epoch_going_back_across_segments_ends_the_log(tmp_path):
+    written = _write(tmp_path, epochs=(2, 3, 4))
+    files = _segment_files(tmp_path)
+    with open(files[-1], "r+b") as f:  # the active segment's first batch claims epoch 1
+        f.seek(12)
+        f.write((1).to_bytes(4, "big"))
+    kept = sum(len(_batch_spans(p)) for p in files[:-1])
+    log = Log.open(str(tmp_path), CONFIG)
+    _check_prefix(log, written, kept)
+    log.close()
