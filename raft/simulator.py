@@ -180,6 +180,9 @@ class Checker:
         self.entries: dict[tuple[int, int], tuple[int, int, bytes, int, int]] = {}
         # Committed entries by start offset, and start by last offset.
         self.committed: dict[int, Entry] = {}
+        # A term at or after the one in which each was committed: the reporting node's
+        # term (it learned the commit from a leader of that term or an earlier one).
+        self.commit_term: dict[int, int] = {}
         self.committed_by_last: dict[int, int] = {}
         self.max_commit = -1
         self.digests: dict[int, int] = {}  # last offset -> state machine digest after it
@@ -193,7 +196,7 @@ class Checker:
         # Leader completeness: every entry committed so far is in the new leader's log.
         for index in range(core.commit + 1, self.max_commit + 1):
             e = self.committed.get(index)
-            if e is not None and e.term < core.term and index >= core.log.first_index():
+            if e is not None and self.commit_term[index] < core.term and index >= core.log.first_index():
                 if core.log_term(index) != e.term:
                     raise Violation(
                         f"leader completeness: leader {node.id} of term {core.term} lacks committed "
@@ -236,7 +239,7 @@ class Checker:
             self.commit_entry(node, e)
             for lead in worlds_leaders:
                 core = lead.core
-                if core is not None and core.term > e.term and e.index >= core.log.first_index():
+                if core is not None and core.term > self.commit_term[e.index] and e.index >= core.log.first_index():
                     if core.log_term(e.index) != e.term:
                         raise Violation(
                             f"leader completeness: leader {lead.id} of term {core.term} lacks entry "
@@ -246,6 +249,9 @@ class Checker:
 
     def commit_entry(self, node: SimNode, e: Entry) -> None:
         known = self.committed.setdefault(e.index, e)
+        if known is e:
+            assert node.core is not None
+            self.commit_term[e.index] = node.core.term
         if known != e:
             raise Violation(
                 f"state machine safety: node {node.id} committed {e.index}-{e.last} term {e.term} "
@@ -288,6 +294,7 @@ class World:
         self.check = Checker()
         self.nodes = {i: SimNode(self, i, conf) for i in self.ids}
         self.blocked: set[tuple[int, int]] = set()
+        self.net_epoch = 0
         self.cycle = 0
         self.drop = self.dup = 0.0
         self.delay = (0.05, 0.2)
@@ -371,9 +378,10 @@ class World:
             self._after(node)
         self._push(self.now + node.skew, _TICK, i, None)
 
-    def _on_deliver(self, m: Message) -> None:
+    def _on_deliver(self, payload: tuple[int, Message]) -> None:
+        epoch, m = payload
         node = self.nodes[m.to]
-        if node.core is None or (m.frm, m.to) in self.blocked:
+        if node.core is None or (m.frm, m.to) in self.blocked or epoch != self.net_epoch:
             return
         self.trace.append((self.now, "recv", m.to, _brief(m)))
         node.core.step(m)
@@ -467,9 +475,9 @@ class World:
             return
         lo, hi = self.delay
         slow = max(dst.slow, src.slow)
-        self._push(self.now + self.rng.uniform(lo, hi) * slow, _DELIVER, m.to, m)
+        self._push(self.now + self.rng.uniform(lo, hi) * slow, _DELIVER, m.to, (self.net_epoch, m))
         if self.dup and self.rng.chance(self.dup):
-            self._push(self.now + self.rng.uniform(lo, hi) * slow, _DELIVER, m.to, m)
+            self._push(self.now + self.rng.uniform(lo, hi) * slow, _DELIVER, m.to, (self.net_epoch, m))
 
     # -- the world's will: faults, workload, healing, liveness ---------------------
 
@@ -586,7 +594,10 @@ class World:
                 options.append(ConfChange(ConfChangeOp.REMOVE, i))
         if not options:
             return
-        change = self.rng.choice(options)
+        promotes = [o for o in options if o.op == ConfChangeOp.PROMOTE]
+        # Removals are easy to draw and promotions often refused (the learner must
+        # have caught up), so lean towards growing the group back.
+        change = self.rng.choice(promotes if promotes and self.rng.chance(0.7) else options)
         try:
             core.propose_conf_change(change)
         except ProposalDropped:
@@ -646,6 +657,9 @@ class World:
 
     def _heal(self) -> None:
         self.healed_at = self.ticks
+        # Healing resets the links: what was still in flight is lost (as with a TCP
+        # reconnect), so a message delayed for ages cannot arrive in the healed world.
+        self.net_epoch += 1
         self.blocked.clear()
         self.drop = 0.0
         self.dup = 0.0
