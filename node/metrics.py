@@ -24,7 +24,7 @@ class NodeMetrics:
         self.leaders = Gauge("tidemq_partition_leader", "1 when this node leads the partition", ["topic", "partition"], registry=r)
         self.high_watermark = Gauge("tidemq_high_watermark", "Committed offset (exclusive)", ["topic", "partition"], registry=r)
         self.under_replicated = Gauge("tidemq_under_replicated_partitions", "Led partitions with a replica behind", registry=r)
-        self.fsyncs = Counter("tidemq_fsyncs", "Log fsyncs (group commits)", registry=r)
+        self.fsyncs = Gauge("tidemq_log_fsyncs", "Log fsyncs since start (one per group commit)", registry=r)
 
     def observe_request(self, kind: str, seconds: float, outcome: str) -> None:
         self.requests.labels(kind, outcome).inc()

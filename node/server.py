@@ -32,8 +32,14 @@ _READ_CHUNK = 256 * 1024
 
 
 class Handler(Protocol):
-    async def handle(self, body: object, client: "ClientInfo") -> object | None:
-        """The response body for a request body, or None to send nothing (acks=0)."""
+    def dispatch(self, body: object, client: "ClientInfo") -> Awaitable[object | None]:
+        """Start serving a request; the awaitable gives the response body, or None to
+        send nothing (acks=0).
+
+        Called synchronously, in the order requests arrived on the connection, so a
+        handler can do order-sensitive work (an idempotent producer's pipelined
+        batches) before its first await, whatever order trio runs the tasks in.
+        """
 
 
 class ClientInfo:
@@ -50,6 +56,10 @@ def error_body(exc: TideMQError) -> ErrorResponse:
         leader_id=exc.details.get("leader_id"),  # type: ignore[arg-type]
         leader_addr=exc.details.get("leader_addr"),  # type: ignore[arg-type]
     )
+
+
+async def _raise(exc: Exception) -> None:
+    raise exc
 
 
 class Server:
@@ -148,17 +158,21 @@ class Server:
             async with send:
                 while (env := await next_envelope()) is not None:
                     await inflight.acquire()
-                    nursery.start_soon(self._answer, env, client, send, inflight)
+                    try:
+                        pending = self.handler.dispatch(env.body, client)
+                    except Exception as exc:
+                        pending = _raise(exc)
+                    nursery.start_soon(self._answer, env, pending, send, inflight)
                 # Reader done (EOF): let in-flight requests finish, then the writer drains.
             nursery.cancel_scope.deadline = trio.current_time() + 30
 
-    async def _answer(self, env, client: ClientInfo, send: trio.MemorySendChannel, inflight: trio.Semaphore) -> None:
+    async def _answer(self, env, pending: Awaitable[object | None], send: trio.MemorySendChannel, inflight: trio.Semaphore) -> None:
         kind = type(env.body).__name__
         start = trio.current_time()
         resp = None
         try:
             try:
-                resp = await self.handler.handle(env.body, client)
+                resp = await pending
             except TideMQError as exc:
                 resp = error_body(exc)
             except Exception as exc:  # the node must keep serving everyone else

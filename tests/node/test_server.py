@@ -16,7 +16,10 @@ from node.server import Server
 class EchoHandler:
     """Answers ListOffsets with its timestamp, fails UnknownTopic for topic 'missing'."""
 
-    async def handle(self, body, client):
+    def dispatch(self, body, client):
+        return self.handle(body)
+
+    async def handle(self, body):
         if isinstance(body, ListOffsets):
             if body.topic == "missing":
                 raise UnknownTopicError("topic 'missing' does not exist")

@@ -1,0 +1,182 @@
+"""Request handlers: what each client request does on this node.
+
+`dispatch` runs synchronously in the order requests arrived on a connection (see
+`node.server`): produce proposes before returning its awaitable, so an idempotent
+producer's pipelined batches reach the log in the order it sent them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Awaitable
+
+import trio
+
+from client.errors import (
+    InvalidRequestError, NotLeaderError, OffsetOutOfRangeError, TideMQError, UnknownTopicError, ShuttingDownError,
+)
+from client.protocol import (
+    EARLIEST, LATEST, CreateTopic, DeleteTopic, Fetch, FetchResponse, FetchResult, InitProducerId, ListOffsets,
+    ListOffsetsResponse, Metadata, MetadataResponse, NodeInfo, Ok, PartitionInfo, Produce, ProducerIdResponse,
+    TopicInfo,
+)
+from node.metadata import CreateTopicCmd, DeleteTopicCmd, assign_replicas, validate_topic
+
+if TYPE_CHECKING:
+    from node.broker import Broker
+    from node.partition import Partition
+
+MAX_WAIT_MS = 30_000
+
+
+class Api:
+    def __init__(self, broker: "Broker") -> None:
+        self.broker = broker
+        self._handlers = {
+            Metadata: self.metadata, CreateTopic: self.create_topic, DeleteTopic: self.delete_topic,
+            InitProducerId: self.init_producer_id, Fetch: self.fetch, ListOffsets: self.list_offsets,
+        }
+
+    def dispatch(self, body: object, client) -> Awaitable[object | None]:
+        if self.broker.shutting_down:
+            raise ShuttingDownError(f"node {self.broker.id} is shutting down; use another node")
+        if isinstance(body, Produce):
+            return self.produce(body)
+        handler = self._handlers.get(type(body))
+        if handler is None:
+            raise InvalidRequestError(f"{type(body).__name__} is not a request this node serves")
+        return handler(body)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def partition(self, topic: str, partition: int) -> "Partition":
+        b = self.broker
+        part = b.partitions.get((topic, partition))
+        if part is not None:
+            return part
+        meta = b.state.topics.get(topic)
+        if meta is None:
+            raise UnknownTopicError(f"topic {topic!r} does not exist; create it first (Admin.create_topic)")
+        if not 0 <= partition < len(meta.replicas):
+            raise UnknownTopicError(f"topic {topic!r} has partitions 0..{len(meta.replicas) - 1}, not {partition}")
+        leader = b.leader_of(meta.group(partition))
+        raise NotLeaderError(f"node {b.id} holds no replica of {topic}-{partition}",
+                             leader_id=leader, leader_addr=b.addr_of(leader))
+
+    # -- metadata and admin -------------------------------------------------------------------
+
+    async def metadata(self, req: Metadata) -> MetadataResponse:
+        b = self.broker
+        live = set(b.live_nodes())
+        nodes = [NodeInfo(nid, addr, nid in live) for nid, addr in sorted(b.cfg.peers.items())]
+        names = list(b.state.topics) if req.topics is None else req.topics
+        topics, missing = [], []
+        for name in names:
+            meta = b.state.topics.get(name)
+            if meta is None:
+                missing.append(name)
+                continue
+            parts = []
+            for p, replicas in enumerate(meta.replicas):
+                local = b.partitions.get((name, p))
+                info = PartitionInfo(p, b.leader_of(meta.group(p)), list(replicas))
+                if local is not None and local.is_leader:
+                    st = local.core.status()
+                    info.in_sync = sorted(pid for pid, pr in st.progress.items() if pr.recent_active and pr.lag == 0)
+                    info.high_watermark = local.high_watermark
+                    info.log_start_offset = local.storage.log.log_start_offset
+                parts.append(info)
+            topics.append(TopicInfo(name, parts, dict(meta.configs), meta.internal))
+        controller = b.controller.core.leader or None
+        return MetadataResponse(nodes, topics, controller, missing)
+
+    async def create_topic(self, req: CreateTopic) -> Ok:
+        b = self.broker
+        b.controller_leader_check()
+        live = b.live_nodes()
+        validate_topic(req.name, req.partitions, req.replication, len(live))
+        if req.name.startswith("__"):
+            raise InvalidRequestError(f"topic names starting with '__' are reserved for TideMQ's internal topics")
+        replicas = assign_replicas(b.state, live, req.partitions, req.replication)
+        await b.run_command(CreateTopicCmd(req.name, replicas, dict(req.configs)))
+        return Ok()
+
+    async def delete_topic(self, req: DeleteTopic) -> Ok:
+        await self.broker.run_command(DeleteTopicCmd(req.name))
+        return Ok()
+
+    async def init_producer_id(self, req: InitProducerId) -> ProducerIdResponse:
+        return ProducerIdResponse(await self.broker.next_producer_id(), 0)
+
+    # -- producing ------------------------------------------------------------------------------
+
+    def produce(self, req: Produce) -> Awaitable[object | None]:
+        part = self.partition(req.topic, req.partition)
+        timeout_s = max(0.001, min(req.timeout_ms, 300_000) / 1000)
+        pending = part.produce(req.records, req.acks, timeout_s)
+        self.broker.metrics.bytes_in.labels(req.topic).inc(len(req.records))
+        return pending
+
+    # -- consuming ------------------------------------------------------------------------------
+
+    def _read(self, req: Fetch) -> tuple[list[FetchResult], int]:
+        results, total = [], 0
+        budget = req.max_bytes
+        for fp in req.partitions:
+            res = FetchResult(fp.topic, fp.partition)
+            try:
+                part = self.partition(fp.topic, fp.partition)
+                if not part.is_leader:
+                    raise part.not_leader()
+                records = part.read(fp.offset, min(fp.max_bytes, max(budget, 1))) if budget > 0 else b""
+                res.records = records
+                res.high_watermark = res.last_stable_offset = part.high_watermark
+                res.log_start_offset = part.storage.log.log_start_offset
+                budget -= len(records)
+                total += len(records)
+            except TideMQError as exc:
+                res.error, res.error_message = int(exc.code), exc.message
+                res.leader_id = exc.details.get("leader_id")  # type: ignore[assignment]
+                if isinstance(exc, OffsetOutOfRangeError):
+                    res.log_start_offset = exc.details.get("log_start_offset", 0)  # type: ignore[assignment]
+                    res.high_watermark = exc.details.get("high_watermark", 0)  # type: ignore[assignment]
+            results.append(res)
+        return results, total
+
+    async def fetch(self, req: Fetch) -> FetchResponse:
+        """Long poll: answer as soon as min_bytes are there, an error occurs, or
+        max_wait_ms passes."""
+        if not req.partitions:
+            raise InvalidRequestError("fetch names no partitions")
+        deadline = trio.current_time() + min(max(req.max_wait_ms, 0), MAX_WAIT_MS) / 1000
+        while True:
+            results, total = self._read(req)
+            if total >= req.min_bytes or any(r.error for r in results) or trio.current_time() >= deadline:
+                break
+            event = trio.Event()
+            parts = [self.broker.partitions[(r.topic, r.partition)] for r in results]
+            for part in parts:
+                part.add_hw_waiter(event)
+            try:
+                with trio.move_on_at(deadline):
+                    await event.wait()
+            finally:
+                for part in parts:
+                    part.remove_hw_waiter(event)
+        for r in results:
+            if r.records:
+                self.broker.metrics.bytes_out.labels(r.topic).inc(len(r.records))
+        return FetchResponse(results)
+
+    async def list_offsets(self, req: ListOffsets) -> ListOffsetsResponse:
+        part = self.partition(req.topic, req.partition)
+        if not part.is_leader:
+            raise part.not_leader()
+        log, hw = part.storage.log, part.high_watermark
+        if req.timestamp == LATEST:
+            return ListOffsetsResponse(hw)
+        if req.timestamp == EARLIEST:
+            return ListOffsetsResponse(log.log_start_offset)
+        if req.timestamp < 0:
+            raise InvalidRequestError(f"timestamp {req.timestamp} is neither LATEST (-1), EARLIEST (-2) nor a time in ms")
+        found = log.offset_for_timestamp(req.timestamp)
+        return ListOffsetsResponse(hw if found is None or found >= hw else found, req.timestamp)

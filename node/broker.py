@@ -1,0 +1,356 @@
+"""The broker process: every Raft group this node hosts, and the tasks that serve them.
+
+Group 0 is the controller: every node is a voter, and its committed commands
+(`node.metadata`) say which topics exist and where their replicas live. Applying a
+CreateTopic on a node that hosts a replica opens that partition's log and Raft group;
+the preferred leader (first replica) campaigns at once so leaders spread evenly, and a
+balancer hands leadership back to it after a failover once it has caught up.
+
+Raft messages for all groups travel between two nodes over one link per direction
+(`node.peers`), batched per write: a tick's heartbeats for every group share a frame.
+Leaders also gossip which groups they lead, so any node can answer Metadata for
+partitions it does not host.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import signal
+from pathlib import Path
+
+import msgspec
+import trio
+
+from client.errors import NotControllerError, ShuttingDownError, TideMQError
+from node.config import NodeConfig, parse_addr
+from node.metadata import (
+    AllocateProducerIds, ClusterState, DeleteTopicCmd, TopicMeta, decode_command, decode_state, encode_command, encode_state,
+)
+from node.metrics import NodeMetrics
+from node.partition import Partition
+from node.peers import PeerTransport
+from node.replica import Replica
+from node.server import Server
+from node.storage import LogStorage
+from raft.core import Config as RaftConfig, RaftNode
+from raft.types import ConfState, Entry, EntryKind, Message, Role
+import segments
+
+log = logging.getLogger(__name__)
+
+CONTROLLER_GROUP = 0
+SNAPSHOT_EVERY = 1000          # controller entries between snapshots
+GOSSIP_INTERVAL_S = 0.5
+BALANCE_INTERVAL_S = 2.0
+
+
+class PeerBatch(msgspec.Struct, array_like=True):
+    messages: list[tuple[int, Message]]
+    leaders: dict[int, tuple[int, int]] = {}   # group -> (leader, term), from its leader
+
+
+_peer_encoder = msgspec.msgpack.Encoder()
+_peer_decoder = msgspec.msgpack.Decoder(PeerBatch)
+
+
+def encode_peer_items(items: list) -> bytes:
+    messages = [i for i in items if isinstance(i, tuple)]
+    leaders: dict[int, tuple[int, int]] = {}
+    for i in items:
+        if isinstance(i, dict):
+            leaders.update(i)
+    return _peer_encoder.encode(PeerBatch(messages, leaders))
+
+
+class Broker:
+    def __init__(self, config: NodeConfig) -> None:
+        self.cfg = config
+        self.id = config.node_id
+        self.metrics = NodeMetrics(self.id)
+        self.state = ClusterState(nodes=dict(config.peers))
+        self.replicas: dict[int, Replica] = {}
+        self.partitions: dict[tuple[str, int], Partition] = {}
+        self.leaders: dict[int, tuple[int, int]] = {}
+        self.transport = PeerTransport(self.id, config.peers, config.token, encode_peer_items)
+        from node.api import Api
+        self.api = Api(self)
+        self.server = Server(self.id, self.api, self._on_peer_payload, token=config.token,
+                             max_frame_bytes=config.max_frame_bytes,
+                             max_inflight=config.max_inflight_per_connection, metrics=self.metrics)
+        self._cmd_results: dict[int, object] = {}
+        self._replayed_until = -1
+        self._producer_ids: list[int] = []
+        self._nursery: trio.Nursery | None = None
+        self.shutting_down = False
+        self.ready = trio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.controller = self._open_controller()
+            nursery.start_soon(self.controller.run)
+            host, port = parse_addr(self.cfg.listen)
+            listeners = await nursery.start(self.server.serve, host, port)
+            nursery.start_soon(self.transport.run)
+            nursery.start_soon(self._ticker)
+            nursery.start_soon(self._gossip)
+            nursery.start_soon(self._balancer)
+            if self.cfg.fsync == "interval":
+                nursery.start_soon(self._interval_flusher)
+            if self.cfg.metrics:
+                self.metrics.serve(self.cfg.metrics)
+            self.ready.set()
+            log.info("node %s serving on %s", self.id, self.cfg.listen)
+            task_status.started(listeners)
+
+    async def shutdown(self, transfer_timeout_s: float = 5.0) -> None:
+        """Graceful stop: hand every led group to a caught-up follower, flush, close."""
+        self.shutting_down = True
+        with trio.move_on_after(transfer_timeout_s):
+            while True:
+                led = [r for r in self.replicas.values() if r.is_leader and len(r.core.conf.voters) > 1]
+                if not led:
+                    break
+                for r in led:
+                    target = self._transfer_target(r)
+                    if target is not None and r.core.lead_transferee == 0:
+                        r.core.transfer_leadership(target)
+                        r.wake()
+                await trio.sleep(0.05)
+        for r in list(self.replicas.values()):
+            await r.close()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    @staticmethod
+    def _transfer_target(r: Replica) -> int | None:
+        st = r.core.status()
+        followers = [(p.match, pid) for pid, p in st.progress.items()
+                     if pid != r.core.id and pid in r.core.conf.voters and p.recent_active]
+        return max(followers)[1] if followers else None
+
+    # -- groups ---------------------------------------------------------------------------
+
+    def _raft_config(self, applied: int | None = None) -> RaftConfig:
+        return RaftConfig(id=self.id, rng=random.Random(), election_tick=self.cfg.election_ticks,
+                          heartbeat_tick=self.cfg.heartbeat_ticks, max_size_per_msg=1 << 20,
+                          applied=applied)
+
+    def _log_config(self, configs: dict[str, str] | None = None) -> segments.LogConfig:
+        configs = configs or {}
+        return segments.LogConfig(
+            segment_bytes=int(configs.get("segment.bytes", self.cfg.segment_bytes)),
+            retention_ms=int(configs["retention.ms"]) if "retention.ms" in configs else 7 * 24 * 3600 * 1000,
+            retention_bytes=int(configs["retention.bytes"]) if "retention.bytes" in configs else None,
+            fsync="never",  # the node syncs once per Ready itself (group commit)
+            max_batch_bytes=self.cfg.max_batch_bytes,
+        )
+
+    def _open_controller(self) -> Replica:
+        voters = tuple(sorted(self.cfg.peers))
+        storage = LogStorage(self.cfg.data_dir / "__controller", self._log_config(), ConfState(voters=voters))
+        snap = storage.snapshot()
+        if snap.data:
+            self.state = decode_state(snap.data)
+            for meta in list(self.state.topics.values()):
+                self._open_topic(meta)
+        core = RaftNode(self._raft_config(applied=snap.index), storage)
+        self._replayed_until = core.commit  # entries up to here were applied before a restart
+        replica = Replica(CONTROLLER_GROUP, "__controller", storage, core, self._send_raft, self._apply_controller,
+                          fsync=self.cfg.fsync == "always", leader_addr=self.addr_of)
+        self.replicas[CONTROLLER_GROUP] = replica
+        if len(voters) == 1:
+            core.campaign()
+            replica.wake()
+        return replica
+
+    def _apply_controller(self, replica: Replica, entries: list[Entry]) -> None:
+        for e in entries:
+            if e.kind != EntryKind.NORMAL:
+                continue
+            for rec in segments.decode_records(e.data):
+                cmd = decode_command(rec.value)
+                result = self.state.apply(cmd)
+                if isinstance(result, TopicMeta):
+                    self._open_topic(result, fresh=e.last > self._replayed_until)
+                elif isinstance(cmd, DeleteTopicCmd) and result is None:
+                    self._close_topic(cmd.name)
+                self._cmd_results[e.last] = result
+            self.state.applied = e.last
+        if self.state.applied - replica.storage.first_index() >= SNAPSHOT_EVERY:
+            replica.storage.compact(self.state.applied, encode_state(self.state))
+
+    def _open_topic(self, meta: TopicMeta, fresh: bool = False) -> None:
+        for p, replicas in enumerate(meta.replicas):
+            if self.id not in replicas or meta.group(p) in self.replicas:
+                continue
+            name = f"{meta.name}-{p}"
+            storage = LogStorage(self.cfg.data_dir / name, self._log_config(meta.configs),
+                                 ConfState(voters=tuple(sorted(replicas))))
+            core = RaftNode(self._raft_config(), storage)
+            part = Partition(meta.group(p), name, storage, core, self._send_raft,
+                             fsync=self.cfg.fsync == "always", leader_addr=self.addr_of,
+                             on_role_change=self._role_changed,
+                             topic=meta.name, partition=p, max_batch_bytes=self.cfg.max_batch_bytes)
+            self.replicas[part.group] = part
+            self.partitions[(meta.name, p)] = part
+            if self._nursery is not None:
+                self._nursery.start_soon(part.run)
+            if (fresh or len(replicas) == 1) and replicas[0] == self.id:
+                core.campaign()
+            part.wake()
+
+    def _close_topic(self, name: str) -> None:
+        for (topic, p), part in list(self.partitions.items()):
+            if topic != name:
+                continue
+            del self.partitions[(topic, p)]
+            self.replicas.pop(part.group, None)
+            self.leaders.pop(part.group, None)
+
+            async def remove(part=part):
+                await part.close()
+                await trio.to_thread.run_sync(shutil.rmtree, part.storage.path, True)
+
+            if self._nursery is not None:
+                self._nursery.start_soon(remove)
+
+    def _role_changed(self, replica: Replica) -> None:
+        if isinstance(replica, Partition):
+            self.metrics.leaders.labels(replica.topic, str(replica.partition)).set(1 if replica.is_leader else 0)
+        if replica.is_leader:
+            self.leaders[replica.group] = (self.id, replica.core.term)
+            self._broadcast_leaders({replica.group: (self.id, replica.core.term)})
+
+    # -- controller commands --------------------------------------------------------------
+
+    def controller_leader_check(self) -> None:
+        c = self.controller
+        if not c.ready_for_writes():
+            leader = c.core.leader if c.core.leader != self.id else None
+            raise NotControllerError(
+                f"node {self.id} is not the controller" + (f"; node {leader} is" if leader else "; no controller elected yet"),
+                leader_id=leader, leader_addr=self.addr_of(leader) if leader else None)
+
+    async def run_command(self, cmd, timeout_s: float = 10.0) -> object:
+        """Propose a controller command and return its result once applied here."""
+        self.controller_leader_check()
+        data = segments.build_batch([(None, encode_command(cmd), (), None)])
+        waiter = self.controller.propose(data, 1)
+        entry = await self.controller.wait(waiter, timeout_s)
+        result = self._cmd_results.pop(entry.last, None)
+        if isinstance(result, TideMQError):
+            raise result
+        return result
+
+    async def next_producer_id(self) -> int:
+        if not self._producer_ids:
+            block = await self.run_command(AllocateProducerIds(self.id))
+            self._producer_ids = list(reversed(block))
+        return self._producer_ids.pop()
+
+    # -- network --------------------------------------------------------------------------
+
+    def addr_of(self, node: int | None) -> str | None:
+        return self.cfg.peers.get(node) if node else None
+
+    def _send_raft(self, group: int, to: int, msg: Message) -> None:
+        self.transport.send(to, (group, msg))
+
+    def _broadcast_leaders(self, leaders: dict[int, tuple[int, int]]) -> None:
+        for pid in self.transport.links:
+            self.transport.send(pid, leaders)
+
+    def _on_peer_payload(self, frm: int, payload: bytes) -> None:
+        try:
+            batch = _peer_decoder.decode(payload)
+        except msgspec.DecodeError as exc:
+            log.warning("dropping a malformed peer batch from node %s: %s", frm, exc)
+            return
+        for group, (leader, term) in batch.leaders.items():
+            known = self.leaders.get(group)
+            if known is None or term >= known[1]:
+                self.leaders[group] = (leader, term)
+        for group, msg in batch.messages:
+            replica = self.replicas.get(group)
+            if replica is not None and not replica.closed:
+                replica.step(msg)
+
+    def leader_of(self, group: int) -> int | None:
+        replica = self.replicas.get(group)
+        if replica is not None and replica.core.leader:
+            return replica.core.leader
+        known = self.leaders.get(group)
+        return known[0] if known else None
+
+    def live_nodes(self) -> list[int]:
+        return sorted([self.id] + [pid for pid, link in self.transport.links.items() if link.connected])
+
+    # -- periodic work ----------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        interval = self.cfg.tick_ms / 1000
+        while True:
+            await trio.sleep(interval)
+            for replica in list(self.replicas.values()):
+                if not replica.closed:
+                    replica.tick()
+
+    async def _gossip(self) -> None:
+        while True:
+            await trio.sleep(GOSSIP_INTERVAL_S)
+            led = {g: (self.id, r.core.term) for g, r in self.replicas.items() if r.is_leader}
+            self.leaders.update(led)
+            if led:
+                self._broadcast_leaders(led)
+            under = 0
+            for (topic, p), part in self.partitions.items():
+                if part.is_leader:
+                    self.metrics.high_watermark.labels(topic, str(p)).set(part.high_watermark)
+                    under += bool(part.core.status().under_replicated())
+            self.metrics.under_replicated.set(under)
+            self.metrics.fsyncs.set(sum(r.fsyncs for r in self.replicas.values()))
+
+    async def _balancer(self) -> None:
+        """Give leadership back to each partition's preferred replica once it has caught up."""
+        while True:
+            await trio.sleep(BALANCE_INTERVAL_S)
+            if self.shutting_down:
+                continue
+            for part in list(self.partitions.values()):
+                meta = self.state.topics.get(part.topic)
+                if meta is None or not part.is_leader or part.core.lead_transferee:
+                    continue
+                preferred = meta.replicas[part.partition][0]
+                if preferred == self.id:
+                    continue
+                st = part.core.status()
+                pr = st.progress.get(preferred)
+                if pr is not None and pr.recent_active and pr.match == st.last_index:
+                    part.core.transfer_leadership(preferred)
+                    part.wake()
+
+    async def _interval_flusher(self) -> None:
+        while True:
+            await trio.sleep(self.cfg.fsync_interval_ms / 1000)
+            for r in list(self.replicas.values()):
+                if not r.closed:
+                    await trio.to_thread.run_sync(r.storage.sync)
+
+
+async def serve(config: NodeConfig) -> None:
+    """Run a node until SIGTERM/SIGINT, then shut down gracefully."""
+    broker = Broker(config)
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            await nursery.start(broker.run)
+            async for sig in signals:
+                log.info("node %s: signal %s, shutting down", config.node_id, signal.Signals(sig).name)
+                await broker.shutdown()
+                break
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,236 @@
+"""One Raft group on this node: its storage, its core, and the task that drives them.
+
+The core is pure and synchronous, so any task may call `step`, `tick` or `propose` on
+it at any time (trio runs one task at a time); it then calls `wake()`. The driver task
+turns the core's Ready into I/O, in the order Raft requires:
+
+1. write the new entries and hard state, then fsync once for all of them: everything
+   that arrived while the previous fsync ran is in this Ready, which is the group
+   commit (the fsync runs in a worker thread, so the node keeps serving meanwhile);
+2. only then send the messages (persist before send: a vote or an ack never leaves
+   before the state it promises is on disk);
+3. apply the committed entries and wake whoever waits on them;
+4. `advance`.
+
+Produce waiters are keyed by their entry's last offset and resolved when that offset
+commits with the same term (success) or with another term (the entry was overwritten
+by a new leader: NOT_LEADER, so the producer retries and idempotence dedups).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import trio
+from sortedcontainers import SortedDict
+
+from client.errors import NotLeaderError, RequestTimeoutError, ShuttingDownError
+from raft.core import NotLeader, ProposalDropped, RaftNode
+from raft.types import Entry, Message, Role
+from node.storage import LogStorage
+
+log = logging.getLogger(__name__)
+
+
+class _Waiter:
+    __slots__ = ("entry", "event", "error", "durable_only")
+
+    def __init__(self, entry: Entry, durable_only: bool) -> None:
+        self.entry = entry
+        self.event = trio.Event()
+        self.error: Exception | None = None
+        self.durable_only = durable_only
+
+
+class Replica:
+    def __init__(
+        self,
+        group: int,
+        name: str,
+        storage: LogStorage,
+        core: RaftNode,
+        send: Callable[[int, int, Message], None],
+        apply: Callable[["Replica", list[Entry]], None],
+        *,
+        fsync: bool,
+        leader_addr: Callable[[int], str | None],
+        on_role_change: Callable[["Replica"], None] | None = None,
+    ) -> None:
+        self.group = group
+        self.name = name
+        self.storage = storage
+        self.core = core
+        self._send = send
+        self._apply = apply
+        self._fsync = fsync
+        self._leader_addr = leader_addr
+        self._on_role_change = on_role_change
+        self._wakeup = trio.Event()
+        self._waiters: SortedDict = SortedDict()  # last offset -> [_Waiter]
+        self._hw_waiters: set[trio.Event] = set()
+        self.durable = storage.last_index()
+        self.applied = core.log.applied
+        self.applied_term = 0
+        self.closed = False
+        self.fsyncs = 0
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def step(self, msg: Message) -> None:
+        self.core.step(msg)
+        self.wake()
+
+    def tick(self) -> None:
+        self.core.tick()
+        self.wake()
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.core.role == Role.LEADER
+
+    @property
+    def high_watermark(self) -> int:
+        """The first offset not yet committed (exclusive bound for consumers)."""
+        return min(self.core.commit, self.applied) + 1
+
+    def ready_for_writes(self) -> bool:
+        """A leader that has applied an entry of its own term: every entry of earlier
+        terms is committed and applied, so producer state is complete."""
+        return self.is_leader and self.applied_term == self.core.term
+
+    def not_leader(self) -> NotLeaderError:
+        leader = self.core.leader
+        return NotLeaderError(
+            f"node {self.core.id} does not lead {self.name}" + (f"; node {leader} does" if leader else "; no leader elected yet"),
+            leader_id=leader or None, leader_addr=self._leader_addr(leader) if leader else None,
+        )
+
+    def check_writable(self) -> None:
+        if self.closed:
+            raise ShuttingDownError(f"{self.name} is closing on node {self.core.id}")
+        if not self.ready_for_writes():
+            if self.is_leader:
+                err = self.not_leader()
+                err.message = f"node {self.core.id} was just elected for {self.name} and is catching up; retry shortly"
+                err.details["leader_id"] = self.core.id
+                raise err
+            raise self.not_leader()
+
+    # -- producing ------------------------------------------------------------------------
+
+    def propose(self, data: bytes, count: int, *, durable_only: bool = False) -> _Waiter:
+        """Propose a batch; the waiter fires when it commits (or, with durable_only, when
+        the leader's own copy is on disk: acks=1)."""
+        try:
+            entry = self.core.propose(data, count)
+        except (NotLeader, ProposalDropped):
+            raise self.not_leader() from None
+        waiter = _Waiter(entry, durable_only)
+        self._waiters.setdefault(entry.last, []).append(waiter)
+        self.wake()
+        return waiter
+
+    async def wait(self, waiter: _Waiter, timeout_s: float) -> Entry:
+        with trio.move_on_after(timeout_s):
+            await waiter.event.wait()
+        if not waiter.event.is_set():
+            raise RequestTimeoutError(
+                f"{self.name}: offsets {waiter.entry.index}-{waiter.entry.last} not committed within {timeout_s:.1f}s; "
+                "the write may still commit (an idempotent retry is safe)")
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.entry
+
+    def add_hw_waiter(self, event: trio.Event) -> None:
+        self._hw_waiters.add(event)
+
+    def remove_hw_waiter(self, event: trio.Event) -> None:
+        self._hw_waiters.discard(event)
+
+    # -- the driver -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while not self.closed:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            while self.core.has_ready():
+                await self._handle_ready()
+
+    async def _handle_ready(self) -> None:
+        core = self.core
+        rd = core.ready()
+        if rd.snapshot is not None:
+            self.storage.apply_snapshot(rd.snapshot)
+        if rd.entries:
+            self.storage.append(rd.entries)
+        if rd.hard_state is not None:
+            self.storage.set_hard_state(rd.hard_state)
+        if rd.entries and self._fsync:
+            await trio.to_thread.run_sync(self.storage.sync)
+            self.fsyncs += 1
+        if rd.entries:
+            self.durable = rd.entries[-1].last
+            self._release_durable()
+        for m in rd.messages:
+            self._send(self.group, m.to, m)
+        if rd.snapshot is not None:
+            self.applied = rd.snapshot.index
+        if rd.committed_entries:
+            self._apply(self, rd.committed_entries)
+            last = rd.committed_entries[-1]
+            self.applied = last.last
+            self.applied_term = last.term
+            self._release_committed(rd.committed_entries)
+            events, self._hw_waiters = self._hw_waiters, set()
+            for ev in events:
+                ev.set()
+        core.advance(rd)
+        if rd.soft_state is not None:
+            self.role_changed()
+
+    def role_changed(self) -> None:
+        if self._on_role_change is not None:
+            self._on_role_change(self)
+
+    def _release_durable(self) -> None:
+        for last in list(self._waiters.irange(maximum=self.durable)):
+            remaining = []
+            for w in self._waiters[last]:
+                if w.durable_only:
+                    w.event.set()
+                else:
+                    remaining.append(w)
+            if remaining:
+                self._waiters[last] = remaining
+            else:
+                del self._waiters[last]
+
+    def _release_committed(self, entries: list[Entry]) -> None:
+        """Resolve waiters whose offsets are now committed, by whichever entry covers them."""
+        if not self._waiters:
+            return
+        top = entries[-1].last
+        committed_terms = {e.last: e.term for e in entries}
+        for last in list(self._waiters.irange(maximum=top)):
+            for w in self._waiters.pop(last):
+                term = committed_terms.get(w.entry.last)
+                if term != w.entry.term:
+                    w.error = self.not_leader()
+                    w.error.message = f"{self.name}: the write at {w.entry.index} was overwritten by a new leader; retry"
+                w.event.set()
+
+    async def close(self) -> None:
+        self.closed = True
+        self.wake()
+        for waiters in self._waiters.values():
+            for w in waiters:
+                w.error = ShuttingDownError(f"{self.name} closed on node {self.core.id}; the write's outcome is unknown")
+                w.event.set()
+        self._waiters.clear()
+        await trio.to_thread.run_sync(self.storage.close)

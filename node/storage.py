@@ -1,0 +1,222 @@
+"""The Raft core's storage over a segments log: one directory per group.
+
+    <dir>/00000000000000000000.log ...   the partition log (segments.Log): the Raft log
+    <dir>/raft-state                     term, vote, commit, the log-start snapshot
+                                         metadata, and the CONFIG entries in the log
+    <dir>/snapshot                       group 0 only: the controller state at the snapshot
+
+Entries map to batches one to one: a NORMAL entry's data is the producer's batch (the
+log stamps its offset and epoch); a NOOP is a LEADER_CHANGE control batch and a CONFIG
+entry a RAFT_CONFIG control batch carrying the encoded ConfState. Control batches are
+built with no timestamp so every replica writes identical bytes.
+
+`raft-state` is small and rewritten atomically (temp file, fsync, rename, directory
+fsync) whenever term, vote, membership or the log start change; the commit index in it
+may lag, which Raft tolerates (a restarted node learns commit from its leader).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import crc32c
+import msgspec
+
+from raft.storage import StorageError
+from raft.types import ConfState, Entry, EntryKind, HardState, Snapshot
+from segments import ControlType, Log, LogConfig, build_control_batch, control_type_of, decode_records
+from segments.checkpoint import fsync_directory
+
+NO_TIMESTAMP = -1
+
+
+class _State(msgspec.Struct):
+    hard: HardState
+    snap_index: int
+    snap_term: int
+    snap_conf: ConfState
+    configs: list[Entry] = []
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(crc32c.crc32c(data).to_bytes(4, "big") + data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_directory(str(path.parent))
+
+
+def _read_checked(path: Path) -> bytes | None:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if len(raw) < 4 or int.from_bytes(raw[:4], "big") != crc32c.crc32c(raw[4:]):
+        raise StorageError(f"{path} is damaged (checksum mismatch); restore it or remove the replica's directory to resync it from its peers")
+    return raw[4:]
+
+
+def entry_to_batch(e: Entry) -> bytes:
+    if e.kind == EntryKind.NORMAL:
+        return e.data
+    if e.kind == EntryKind.NOOP:
+        return build_control_batch(ControlType.LEADER_CHANGE, timestamp=NO_TIMESTAMP)
+    return build_control_batch(ControlType.RAFT_CONFIG, e.data, timestamp=NO_TIMESTAMP)
+
+
+def batch_to_entry(header, data: bytes) -> Entry:
+    kind, payload = EntryKind.NORMAL, data
+    if header.is_control and not header.is_transactional:
+        ctype = control_type_of(data)
+        if ctype == ControlType.LEADER_CHANGE:
+            kind, payload = EntryKind.NOOP, b""
+        elif ctype == ControlType.RAFT_CONFIG:
+            kind, payload = EntryKind.CONFIG, decode_records(data)[0].value or b""
+    return Entry(header.base_offset, header.last_offset, header.leader_epoch, kind, payload)
+
+
+class LogStorage:
+    """`raft.storage.Storage` over a `segments.Log`, plus the write side the node's
+    driver calls for each Ready."""
+
+    def __init__(self, path: Path, log_config: LogConfig, initial: ConfState) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.log = Log.open(str(self.path), log_config)
+        raw = _read_checked(self.path / "raft-state")
+        if raw is None:
+            start = self.log.log_start_offset
+            self._state = _State(HardState(commit=start - 1), start - 1, 0, initial)
+            self._save()
+        else:
+            self._state = msgspec.msgpack.decode(raw, type=_State)
+        self._check_against_log()
+
+    def _check_against_log(self) -> None:
+        """Repair what a crash between the log and raft-state writes can leave."""
+        st = self._state
+        last = self.log.next_offset - 1
+        if st.hard.commit > last:
+            # Only possible when fsync was not "always": the committed tail was lost here.
+            # Clamp, so the core starts; the leader re-replicates the tail.
+            st.hard = HardState(st.hard.term, st.hard.vote, last)
+        st.configs = [c for c in st.configs if c.last <= last]
+        if self.log.log_start_offset - 1 > st.snap_index:
+            st.snap_index = self.log.log_start_offset - 1
+
+    def _save(self) -> None:
+        _write_atomic(self.path / "raft-state", msgspec.msgpack.encode(self._state))
+
+    # -- the read side ---------------------------------------------------------------
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self._state.hard, self._state.snap_conf
+
+    def first_index(self) -> int:
+        return self._state.snap_index + 1
+
+    def last_index(self) -> int:
+        return self.log.next_offset - 1
+
+    def term(self, index: int) -> int:
+        if index == self._state.snap_index:
+            return self._state.snap_term
+        term = self.log.term_at(index) if index > self._state.snap_index else None
+        if term is None:
+            raise StorageError(f"offset {index} is outside the log [{self.first_index()}, {self.last_index()}]")
+        return term
+
+    def entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
+        if lo >= hi:
+            return []
+        if lo <= self._state.snap_index or lo > self.last_index():
+            raise StorageError(f"entries from {lo}: outside the log [{self.first_index()}, {self.last_index()}]")
+        out: list[Entry] = []
+        size = 0
+        for header, data in self.log.batches(lo):
+            if header.base_offset >= hi or (out and size + len(data) > max_bytes):
+                break
+            out.append(batch_to_entry(header, data))
+            size += len(data)
+        return out
+
+    def snapshot(self) -> Snapshot:
+        st = self._state
+        data = b""
+        if st.snap_index >= 0:
+            data = _read_checked(self.path / "snapshot") or b""
+        return Snapshot(st.snap_index, st.snap_term, st.snap_conf, data)
+
+    def config_entries(self) -> Sequence[Entry]:
+        return list(self._state.configs)
+
+    # -- the write side ----------------------------------------------------------------
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Write entries (not yet fsynced: call `sync()`), first cutting a conflicting
+        suffix the leader overwrote."""
+        if not entries:
+            return
+        first = entries[0].index
+        if first <= self.log.next_offset - 1:
+            self.log.truncate_after(first - 1)
+            if any(c.last >= first for c in self._state.configs):
+                self._state.configs = [c for c in self._state.configs if c.last < first]
+                self._save()
+        configs = False
+        for e in entries:
+            self.log.append_at(entry_to_batch(e), e.index, e.term)
+            if e.kind == EntryKind.CONFIG:
+                self._state.configs.append(e)
+                configs = True
+        if configs:
+            self._save()
+
+    def sync(self) -> None:
+        """fsync what `append` wrote (safe in a worker thread while the event loop reads)."""
+        self.log.flush()
+
+    def set_hard_state(self, hs: HardState) -> None:
+        old = self._state.hard
+        self._state.hard = hs
+        if (hs.term, hs.vote) != (old.term, old.vote):
+            self._save()
+
+    def apply_snapshot(self, snap: Snapshot) -> None:
+        """The leader no longer has our next entry: restart the log after `snap.index`."""
+        if snap.data:
+            _write_atomic(self.path / "snapshot", snap.data)
+        self.log.reset_to(snap.index + 1)
+        st = self._state
+        st.snap_index, st.snap_term, st.snap_conf, st.configs = snap.index, snap.term, snap.conf, []
+        st.hard = HardState(st.hard.term, st.hard.vote, max(st.hard.commit, snap.index))
+        self._save()
+
+    def compact(self, index: int, data: bytes = b"") -> None:
+        """Drop the log through `index` (applied), recording `data` as the snapshot.
+
+        Group 0 calls this with the controller state; a data partition calls it from
+        retention with no data.
+        """
+        st = self._state
+        if index <= st.snap_index:
+            return
+        term = self.term(index)
+        conf = st.snap_conf
+        for c in st.configs:
+            if c.last <= index:
+                conf = ConfState.decode(c.data)
+        if data:
+            _write_atomic(self.path / "snapshot", data)
+        st.snap_index, st.snap_term, st.snap_conf = index, term, conf
+        st.configs = [c for c in st.configs if c.last > index]
+        self._save()
+        self.log.delete_before(index + 1)
+
+    def close(self) -> None:
+        self._save()
+        self.log.close()

@@ -1,0 +1,198 @@
+"""Launch and manage a local TideMQ cluster on loopback.
+
+    scripts/cluster up [--nodes 3] [--base-port 9401] [--dir run/cluster] [--fsync always]
+    scripts/cluster status
+    scripts/cluster stop N | start N | restart N | kill N     (one node)
+    scripts/cluster down [--wipe]
+
+Each node runs as `python -m node` in its own process, with its data, log file and pid
+under the run directory. `up` waits until every node answers and the controller has a
+leader, then prints the bootstrap address. `down` sends SIGTERM (graceful: leadership
+moves away, logs are flushed) and SIGKILLs whatever is still alive after a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import trio
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from client.connection import open_connection  # noqa: E402
+from client.errors import TideMQError  # noqa: E402
+from client.protocol import Metadata  # noqa: E402
+
+console = Console()
+
+
+def layout(run_dir: Path) -> dict:
+    with open(run_dir / "cluster.json") as f:
+        return json.load(f)
+
+
+def pid_of(run_dir: Path, node: int) -> int | None:
+    try:
+        pid = int((run_dir / f"n{node}" / "pid").read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return None
+    return pid
+
+
+def start_node(run_dir: Path, spec: dict, node: int) -> int:
+    ndir = run_dir / f"n{node}"
+    ndir.mkdir(parents=True, exist_ok=True)
+    peers = ",".join(f"{i}={a}" for i, a in spec["peers"].items())
+    cmd = [sys.executable, "-m", "node", "--id", str(node), "--listen", spec["peers"][str(node)],
+           "--peers", peers, "--data", str(ndir / "data"), "--fsync", spec["fsync"],
+           "--metrics", f"127.0.0.1:{spec['metrics_base'] + node}"]
+    if spec.get("token"):
+        cmd += ["--token", spec["token"]]
+    with open(ndir / "node.log", "ab") as logf:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+    (ndir / "pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def stop_node(run_dir: Path, node: int, sig: int = signal.SIGTERM, timeout: float = 15.0) -> bool:
+    pid = pid_of(run_dir, node)
+    if pid is None:
+        return False
+    os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pid_of(run_dir, node) is None:
+            return True
+        time.sleep(0.05)
+    console.print(f"[yellow]node {node} ignored SIGTERM for {timeout}s; sending SIGKILL[/]")
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+async def probe(addr: str, token: str | None) -> tuple[bool, int | None, str]:
+    try:
+        with trio.fail_after(2):
+            async with open_connection(addr, token=token, connect_timeout=1) as conn:
+                md = await conn.request(Metadata(topics=[]))
+                return True, md.controller, ""
+    except (TideMQError, trio.TooSlowError, OSError) as exc:
+        return False, None, str(exc) or type(exc).__name__
+
+
+async def wait_ready(spec: dict, timeout: float) -> None:
+    deadline = trio.current_time() + timeout
+    with console.status("waiting for the nodes and a controller leader...") as status:
+        while True:
+            states = [await probe(a, spec.get("token")) for a in spec["peers"].values()]
+            up = sum(ok for ok, _, _ in states)
+            ctrl = {c for ok, c, _ in states if ok and c is not None}
+            status.update(f"{up}/{len(states)} nodes answering, controller: {ctrl or 'none yet'}")
+            if up == len(states) and ctrl:
+                return
+            if trio.current_time() > deadline:
+                raise SystemExit(f"cluster not ready after {timeout}s; see the node.log files under {spec['dir']}")
+            await trio.sleep(0.2)
+
+
+def cmd_up(args) -> None:
+    run_dir = Path(args.dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = run_dir / "cluster.json"
+    if spec_path.exists():
+        spec = layout(run_dir)
+    else:
+        spec = {"peers": {str(i): f"127.0.0.1:{args.base_port + i - 1}" for i in range(1, args.nodes + 1)},
+                "fsync": args.fsync, "token": args.token or os.environ.get("TIDEMQ_TOKEN"),
+                "metrics_base": args.base_port + 100 - 1, "dir": str(run_dir)}
+        spec_path.write_text(json.dumps(spec, indent=2))
+    for node in map(int, spec["peers"]):
+        if pid_of(run_dir, node) is None:
+            pid = start_node(run_dir, spec, node)
+            console.print(f"started node {node} (pid {pid}) on {spec['peers'][str(node)]}")
+        else:
+            console.print(f"node {node} already running")
+    trio.run(wait_ready, spec, args.timeout)
+    bootstrap = ",".join(spec["peers"].values())
+    console.print(f"[green]cluster up.[/] bootstrap: [bold]{bootstrap}[/]   (scripts/cluster down to stop)")
+
+
+def cmd_status(args) -> None:
+    run_dir = Path(args.dir).resolve()
+    spec = layout(run_dir)
+    table = Table("node", "address", "pid", "answers", "controller", "metrics")
+
+    async def main():
+        for node, addr in spec["peers"].items():
+            ok, ctrl, err = await probe(addr, spec.get("token"))
+            pid = pid_of(run_dir, int(node))
+            table.add_row(node, addr, str(pid or "-"), "yes" if ok else f"[red]no[/] {err[:40]}",
+                          str(ctrl or "-"), f"http://127.0.0.1:{spec['metrics_base'] + int(node)}/")
+
+    trio.run(main)
+    console.print(table)
+
+
+def cmd_down(args) -> None:
+    run_dir = Path(args.dir).resolve()
+    if not (run_dir / "cluster.json").exists():
+        console.print("no cluster here")
+        return
+    spec = layout(run_dir)
+    for node in map(int, spec["peers"]):
+        if stop_node(run_dir, node, timeout=args.timeout):
+            console.print(f"stopped node {node}")
+    if args.wipe:
+        shutil.rmtree(run_dir)
+        console.print(f"removed {run_dir}")
+
+
+def cmd_one(args) -> None:
+    run_dir = Path(args.dir).resolve()
+    spec = layout(run_dir)
+    if args.cmd in ("stop", "restart"):
+        stop_node(run_dir, args.node)
+    if args.cmd == "kill":
+        stop_node(run_dir, args.node, signal.SIGKILL, timeout=5)
+    if args.cmd in ("start", "restart"):
+        start_node(run_dir, spec, args.node)
+    console.print(f"{args.cmd} node {args.node}: done")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="scripts/cluster", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dir", default=str(ROOT / "run" / "cluster"), help="run directory (default run/cluster)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start the cluster (creating it if needed) and wait until it serves")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--base-port", type=int, default=9401)
+    up.add_argument("--fsync", choices=["always", "interval", "never"], default="always")
+    up.add_argument("--token", default=None)
+    up.add_argument("--timeout", type=float, default=60)
+    sub.add_parser("status", help="which nodes answer, and who is controller")
+    down = sub.add_parser("down", help="stop every node (SIGTERM, then SIGKILL)")
+    down.add_argument("--wipe", action="store_true", help="also delete the run directory and its data")
+    down.add_argument("--timeout", type=float, default=15)
+    for name in ("stop", "start", "restart", "kill"):
+        sp = sub.add_parser(name, help=f"{name} one node")
+        sp.add_argument("node", type=int)
+    args = p.parse_args()
+    {"up": cmd_up, "status": cmd_status, "down": cmd_down}.get(args.cmd, cmd_one)(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Brokers in one trio run: create topics, produce with every acks, fetch, errors."""
+
+import pytest
+import trio
+
+from client.connection import open_connection
+from client.errors import (
+    CorruptBatchError, InvalidConfigError, NotLeaderError, NotControllerError, OffsetOutOfRangeError,
+    TopicExistsError, UnknownTopicError, OutOfOrderSequenceError,
+)
+from client.protocol import (
+    ACKS_ALL, ACKS_LEADER, ACKS_NONE, CreateTopic, DeleteTopic, Fetch, FetchPartition, InitProducerId,
+    ListOffsets, Metadata, Produce, EARLIEST, LATEST,
+)
+from segments import build_batch, iter_batches, decode_records
+from tests.cluster import local_cluster
+
+
+def batch(values, **kw):
+    return build_batch([(None, v, (), None) for v in values], **kw)
+
+
+async def controller_conn_addr(cluster):
+    cid = await cluster.wait_controller()
+    return cluster.peers[cid]
+
+
+async def test_create_produce_fetch(tmp_path):
+    async with local_cluster(tmp_path) as cluster:
+        addr = await controller_conn_addr(cluster)
+        async with open_connection(addr) as conn:
+            await conn.request(CreateTopic("orders", partitions=3, replication=3))
+            with pytest.raises(TopicExistsError):
+                await conn.request(CreateTopic("orders", partitions=1, replication=1))
+            with pytest.raises(InvalidConfigError):
+                await conn.request(CreateTopic("bad/name", partitions=1, replication=1))
+        leaders = await cluster.wait_leaders("orders")
+        assert sorted(leaders) == [0, 1, 2]
+        assert len(set(leaders.values())) == 3, "preferred leaders spread over the three nodes"
+        leader = leaders[0]
+        async with open_connection(cluster.peers[leader]) as conn:
+            r1 = await conn.request(Produce("orders", 0, batch([b"a", b"b"])))
+            r2 = await conn.request(Produce("orders", 0, batch([b"c"]), acks=ACKS_LEADER))
+            await conn.send_only(Produce("orders", 0, batch([b"d"]), acks=ACKS_NONE))
+            assert (r1.base_offset, r1.last_offset) == (1, 2)  # offset 0 is the leader's no-op
+            assert r2.base_offset == 3
+            with trio.fail_after(5):
+                values = []
+                offset = 0
+                while len(values) < 4:
+                    resp = await conn.request(Fetch([FetchPartition("orders", 0, offset)], max_wait_ms=200))
+                    res = resp.results[0]
+                    assert res.error == 0, res.error_message
+                    for header, data in iter_batches(res.records):
+                        offset = header.last_offset + 1
+                        if not header.is_control:
+                            values += [r.value for r in decode_records(data)]
+            assert values == [b"a", b"b", b"c", b"d"]
+            assert (await conn.request(ListOffsets("orders", 0, LATEST))).offset == 5
+            assert (await conn.request(ListOffsets("orders", 0, EARLIEST))).offset == 0
+        follower = next(n for n in cluster.peers if n != leader)
+        async with open_connection(cluster.peers[follower]) as conn:
+            with pytest.raises(NotLeaderError) as err:
+                await conn.request(Produce("orders", 0, batch([b"x"])))
+            assert err.value.leader_addr == cluster.peers[leader]
+            md = await conn.request(Metadata(["orders", "nope"]))
+            assert md.missing == ["nope"]
+            assert [p.leader for p in md.topics[0].partitions] == [leaders[p] for p in range(3)]
+
+
+async def test_bad_input_gets_typed_errors(tmp_path):
+    async with local_cluster(tmp_path, n=1) as cluster:
+        async with open_connection(cluster.peers[1]) as conn:
+            await conn.request(CreateTopic("t", partitions=1, replication=1))
+            await cluster.wait_leaders("t")
+            with pytest.raises(UnknownTopicError):
+                await conn.request(Produce("missing", 0, batch([b"x"])))
+            with pytest.raises(UnknownTopicError):
+                await conn.request(Produce("t", 5, batch([b"x"])))
+            good = bytearray(batch([b"hello"]))
+            good[-1] ^= 0xFF
+            with pytest.raises(CorruptBatchError, match="CRC"):
+                await conn.request(Produce("t", 0, bytes(good)))
+            with pytest.raises(CorruptBatchError):
+                await conn.request(Produce("t", 0, b"garbage"))
+            resp = await conn.request(Fetch([FetchPartition("t", 0, 99)], max_wait_ms=0))
+            assert resp.results[0].error == OffsetOutOfRangeError.code
+            ok = await conn.request(Produce("t", 0, batch([b"fine"])))
+            assert ok.base_offset == 1
+
+
+async def test_idempotent_retries_do_not_duplicate(tmp_path):
+    async with local_cluster(tmp_path, n=1) as cluster:
+        async with open_connection(cluster.peers[1]) as conn:
+            await conn.request(CreateTopic("t", partitions=1, replication=1))
+            await cluster.wait_leaders("t")
+            pid = (await conn.request(InitProducerId())).producer_id
+            b0 = batch([b"a", b"b"], producer_id=pid, producer_epoch=0, base_sequence=0)
+            b1 = batch([b"c"], producer_id=pid, producer_epoch=0, base_sequence=2)
+            r0 = await conn.request(Produce("t", 0, b0))
+            r0_again = await conn.request(Produce("t", 0, b0))
+            assert r0_again.duplicate and r0_again.base_offset == r0.base_offset
+            with pytest.raises(OutOfOrderSequenceError):
+                await conn.request(Produce("t", 0, batch([b"z"], producer_id=pid, producer_epoch=0, base_sequence=7)))
+            r1 = await conn.request(Produce("t", 0, b1))
+            assert r1.base_offset == r0.last_offset + 1
+            assert (await conn.request(ListOffsets("t", 0))).offset == r1.last_offset + 1
+
+
+async def test_controller_only_commands_redirect(tmp_path):
+    async with local_cluster(tmp_path) as cluster:
+        cid = await cluster.wait_controller()
+        other = next(n for n in cluster.peers if n != cid)
+        async with open_connection(cluster.peers[other]) as conn:
+            with pytest.raises(NotControllerError) as err:
+                await conn.request(CreateTopic("x", 1, 1))
+            assert err.value.details["leader_addr"] == cluster.peers[cid]
