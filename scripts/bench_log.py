@@ -4,17 +4,18 @@
                       [--records 100] [--record-bytes 1024] [--fetch-kb 1024] [--rounds 5]
 
 The batches (RecordBatch v2, uncompressed, all distinct) are built before any timing.
-Then, per round: write the same bytes to a plain file with os.write (plus fdatasync
-per write under --fsync always, once at the end under interval), append them to a Log
-(verify CRC + stamp + write + index update, same fsync policy), read the plain file
-back with os.pread in fetch-sized chunks, and read the log back with
+Each round writes the same bytes twice: to a plain file with os.write (plus fdatasync
+per write under --fsync always, once at the end under interval) and to a Log with
+append (verify CRC + stamp + write + index update, same fsync policy). Then it reads
+both back: the plain file with os.pread in fetch-sized chunks, the log with
 Log.read(offset, fetch size) from offset 0 to the end, walking each response's batch
-headers for the next offset as a consumer does. The two sides alternate which goes
-first, and os.sync() runs before each timed write so neither inherits the other's
-dirty pages (the kernel throttles writers past vm.dirty_ratio). The table shows the
-best round's throughput and the median over rounds of the per-round log / plain
-ratio, which a noisy neighbour on a shared machine disturbs least. Reads come from
-the page cache: this measures the engine's overhead, not the disk.
+headers for the next offset as a consumer does.
+
+The two sides take turns in slices of a few MB, swapping who goes first each slice,
+so the kernel's writeback bursts and a neighbour's load on this shared machine fall
+on both alike; the table shows the best round's throughput and the median over
+rounds of the per-round log / plain ratio. Reads come from the page cache: this
+measures the engine's overhead, not the disk.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 
 from crc32c import crc32c
 from rich.console import Console
@@ -56,101 +56,116 @@ def build_batches(total_bytes: int, records: int, record_bytes: int) -> list[byt
     return out
 
 
-def plain_write(path: str, batches: list[bytes], fsync: str) -> float:
-    start = time.perf_counter()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-    try:
-        for batch in batches:
+BLOCK = 32  # batches (about 3 MB) per timed slice; the two sides alternate slices
+
+
+def timed_writes(plain_path: str, log_path: str, batches: list[bytes], config: LogConfig) -> tuple[float, float]:
+    """Seconds spent writing the plain file and appending to the log.
+
+    The two sides take turns in slices of BLOCK batches, swapping who goes first each
+    slice, so the kernel's writeback bursts and a neighbour's load fall on both alike.
+    """
+    fsync = config.fsync
+    fd = os.open(plain_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    log = Log.open(log_path, config)
+
+    def plain(block: list[bytes]) -> None:
+        for batch in block:
             os.write(fd, batch)
             if fsync == "always":
                 os.fdatasync(fd)
-        if fsync == "interval":
-            os.fdatasync(fd)
-    finally:
-        os.close(fd)
-    return time.perf_counter() - start
 
+    def append(block: list[bytes]) -> None:
+        for batch in block:
+            log.append(batch, 1)
 
-def plain_read(path: str, chunk: int) -> tuple[float, int]:
-    start = time.perf_counter()
-    fd = os.open(path, os.O_RDONLY)
-    total = 0
+    spent = [0.0, 0.0]
     try:
-        while True:
-            data = os.pread(fd, chunk, total)
-            if not data:
-                break
-            total += len(data)
+        for n, k in enumerate(range(0, len(batches), BLOCK)):
+            block = batches[k : k + BLOCK]
+            sides = [(0, plain), (1, append)]
+            for side, write in sides if n % 2 == 0 else reversed(sides):
+                start = time.perf_counter()
+                write(block)
+                spent[side] += time.perf_counter() - start
+        if fsync == "interval":  # both end durable
+            start = time.perf_counter()
+            os.fdatasync(fd)
+            spent[0] += time.perf_counter() - start
+            start = time.perf_counter()
+            log.flush()
+            spent[1] += time.perf_counter() - start
     finally:
         os.close(fd)
-    return time.perf_counter() - start, total
+        log.close()
+    return spent[0], spent[1]
 
 
-def log_append(path: str, batches: list[bytes], config: LogConfig) -> float:
-    log = Log.open(path, config)
-    start = time.perf_counter()
-    for batch in batches:
-        log.append(batch, 1)
-    if config.fsync == "interval":
-        log.flush()
-    elapsed = time.perf_counter() - start
-    log.close()
-    return elapsed
+def timed_reads(plain_path: str, log_path: str, config: LogConfig, chunk: int) -> tuple[float, float, int, int]:
+    """Seconds spent reading the plain file and the log (and bytes read by each),
+    taking turns in slices of BLOCK read calls like `timed_writes`."""
+    fd = os.open(plain_path, os.O_RDONLY)
+    log = Log.open(log_path, config)
+    state = {"plain_pos": 0, "plain_done": False, "offset": 0, "log_bytes": 0}
+    end = log.next_offset
 
+    def plain() -> None:
+        for _ in range(BLOCK):
+            data = os.pread(fd, chunk, state["plain_pos"])
+            if not data:
+                state["plain_done"] = True
+                return
+            state["plain_pos"] += len(data)
 
-def log_read(path: str, config: LogConfig, chunk: int) -> tuple[float, int]:
-    log = Log.open(path, config)
-    start = time.perf_counter()
-    offset, total, end = 0, 0, log.next_offset
-    while offset < end:
-        data = log.read(offset, chunk)
-        total += len(data)
-        pos, size = 0, len(data)
-        while pos < size:  # the next fetch starts after the last batch, as in a consumer
-            base, length = _WALK.unpack_from(data, pos)
-            offset = base + _LAST_DELTA.unpack_from(data, pos + 23)[0] + 1
-            pos += length + 12
-    elapsed = time.perf_counter() - start
-    log.close()
-    return elapsed, total
+    def fetch() -> None:
+        for _ in range(BLOCK):
+            if state["offset"] >= end:
+                return
+            data = log.read(state["offset"], chunk)
+            state["log_bytes"] += len(data)
+            pos, size = 0, len(data)
+            while pos < size:  # the next fetch starts after the last batch, as in a consumer
+                base, length = _WALK.unpack_from(data, pos)
+                state["offset"] = base + _LAST_DELTA.unpack_from(data, pos + 23)[0] + 1
+                pos += length + 12
+
+    spent = [0.0, 0.0]
+    try:
+        n = 0
+        while not state["plain_done"] or state["offset"] < end:
+            sides = [(0, plain), (1, fetch)]
+            for side, read in sides if n % 2 == 0 else reversed(sides):
+                start = time.perf_counter()
+                read()
+                spent[side] += time.perf_counter() - start
+            n += 1
+    finally:
+        os.close(fd)
+        log.close()
+    return spent[0], spent[1], state["plain_pos"], state["log_bytes"]
 
 
 def run_rounds(args: argparse.Namespace, base_dir: str, batches: list[bytes], config: LogConfig, console: Console) -> tuple[dict[str, float], dict[str, list[float]]]:
     total = sum(len(b) for b in batches)
-    chunk = args.fetch_kb * 1024
     plain_path = os.path.join(base_dir, "plain.bin")
     log_path = os.path.join(base_dir, "log")
     best: dict[str, float] = {}
     ratios: dict[str, list[float]] = {"log append": [], "log read": []}
     for round_no in range(args.rounds):
         shutil.rmtree(log_path, ignore_errors=True)
-        writes: list[tuple[str, Callable[[], float]]] = [
-            ("plain write", lambda: plain_write(plain_path, batches, args.fsync)),
-            ("log append", lambda: log_append(log_path, batches, config)),
-        ]
-        reads: list[tuple[str, Callable[[], tuple[float, int]]]] = [
-            ("plain read", lambda: plain_read(plain_path, chunk)),
-            ("log read", lambda: log_read(log_path, config, chunk)),
-        ]
-        if round_no % 2:
-            writes.reverse()
-            reads.reverse()
-        results: dict[str, float] = {}
-        for name, write in writes:
-            os.sync()
-            results[name] = write()
-        for name, read in reads:
-            elapsed, got = read()
-            if got != total:
-                raise SystemExit(f"{name} returned {got} bytes, wrote {total}")
-            results[name] = elapsed
+        os.sync()
+        plain_w, log_w = timed_writes(plain_path, log_path, batches, config)
+        plain_r, log_r, plain_bytes, log_bytes = timed_reads(plain_path, log_path, config, args.fetch_kb * 1024)
+        if plain_bytes != total or log_bytes != total:
+            raise SystemExit(f"read back {plain_bytes} (plain) and {log_bytes} (log) bytes, wrote {total}")
+        results = {"plain write": plain_w, "log append": log_w, "plain read": plain_r, "log read": log_r}
         for name, seconds in results.items():
             best[name] = min(best.get(name, float("inf")), seconds)
-        ratios["log append"].append(results["plain write"] / results["log append"])
-        ratios["log read"].append(results["plain read"] / results["log read"])
+        ratios["log append"].append(plain_w / log_w)
+        ratios["log read"].append(plain_r / log_r)
         console.print(
             f"round {round_no + 1}: "
-            + ", ".join(f"{name} {total / s / 1e6:,.0f} MB/s" for name, s in sorted(results.items()))
+            + ", ".join(f"{name} {total / s / 1e6:,.0f} MB/s" for name, s in results.items())
         )
         os.unlink(plain_path)
     shutil.rmtree(log_path, ignore_errors=True)
