@@ -113,15 +113,20 @@ class Broker:
         self.shutting_down = True
         with trio.move_on_after(transfer_timeout_s):
             while True:
-                led = [r for r in self.replicas.values() if r.is_leader and len(r.core.conf.voters) > 1]
-                if not led:
-                    break
-                for r in led:
+                moving = False
+                for r in self.replicas.values():
+                    if not r.is_leader:
+                        continue
                     target = self._transfer_target(r)
-                    if target is not None and r.core.lead_transferee == 0:
+                    if target is None:
+                        continue  # nobody to hand it to: the group goes down with us
+                    moving = True
+                    if r.core.lead_transferee == 0:
                         r.core.transfer_leadership(target)
                         r.wake()
-                await trio.sleep(0.05)
+                if not moving:
+                    break
+                await trio.sleep(0.02)
         for r in list(self.replicas.values()):
             await r.close()
         if self._nursery is not None:

@@ -101,3 +101,94 @@ async def local_cluster(tmp_path: Path, n: int = 3, **overrides):
             for node in list(cluster.brokers):
                 await cluster.stop(node, graceful=False)
             nursery.cancel_scope.cancel()
+
+
+class ProcessCluster:
+    """Real `python -m node` processes on loopback; every process is killed on exit."""
+
+    def __init__(self, base: Path, n: int = 3, fsync: str = "always", token: str | None = None) -> None:
+        import sys
+        self.base = base
+        self.python = sys.executable
+        self.peers = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(n))}
+        self.fsync = fsync
+        self.token = token
+        self.procs: dict[int, trio.Process] = {}
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(self.peers.values())
+
+    async def start(self, node: int) -> None:
+        root = Path(__file__).resolve().parent.parent
+        peers = ",".join(f"{i}={a}" for i, a in self.peers.items())
+        cmd = [self.python, "-m", "node", "--id", str(node), "--listen", self.peers[node], "--peers", peers,
+               "--data", str(self.base / f"n{node}"), "--fsync", self.fsync, "--tick-ms", "20"]
+        if self.token:
+            cmd += ["--token", self.token]
+        logf = open(self.base / f"n{node}.log", "ab")
+        self.procs[node] = await trio.lowlevel.open_process(cmd, cwd=root, stdout=logf, stderr=logf)
+        logf.close()
+
+    def kill(self, node: int, sig: int = 9) -> None:
+        proc = self.procs[node]
+        if proc.returncode is None:
+            proc.send_signal(sig)
+
+    async def wait_exit(self, node: int, timeout: float = 15) -> int:
+        with trio.fail_after(timeout):
+            return await self.procs[node].wait()
+
+    async def request(self, node: int, body, timeout: float = 10):
+        with trio.fail_after(timeout):
+            async with open_connection(self.peers[node], token=self.token, connect_timeout=2) as conn:
+                return await conn.request(body)
+
+    async def wait_ready(self, timeout: float = 30) -> int:
+        """The controller leader's id, once every started node answers."""
+        with trio.fail_after(timeout):
+            while True:
+                try:
+                    answers = [await self.request(n, Metadata(topics=[]), timeout=2) for n in self.procs
+                               if self.procs[n].returncode is None]
+                    ctrl = {a.controller for a in answers}
+                    if len(ctrl) == 1 and None not in ctrl:
+                        return ctrl.pop()
+                except (TideMQError, OSError, trio.TooSlowError):
+                    pass
+                await trio.sleep(0.1)
+
+    async def leader_of(self, topic: str, partition: int, timeout: float = 20) -> int:
+        with trio.fail_after(timeout):
+            while True:
+                for n in self.procs:
+                    if self.procs[n].returncode is not None:
+                        continue
+                    try:
+                        md = await self.request(n, Metadata([topic]), timeout=2)
+                        leader = md.topics[0].partitions[partition].leader if md.topics else None
+                        if leader and self.procs.get(leader) and self.procs[leader].returncode is None:
+                            return leader
+                    except (TideMQError, OSError, trio.TooSlowError):
+                        pass
+                await trio.sleep(0.1)
+
+    async def aclose(self) -> None:
+        for node, proc in self.procs.items():
+            if proc.returncode is None:
+                proc.kill()
+        with trio.move_on_after(10):
+            for proc in self.procs.values():
+                await proc.wait()
+
+
+@asynccontextmanager
+async def process_cluster(tmp_path: Path, n: int = 3, **kw):
+    cluster = ProcessCluster(tmp_path, n, **kw)
+    try:
+        for node in cluster.peers:
+            await cluster.start(node)
+        yield cluster
+    finally:
+        with trio.CancelScope(shield=True):
+            await cluster.aclose()
