@@ -101,6 +101,11 @@ class Log:
         self._epochs = LeaderEpochCache()
         self._last_sync_ms = clock_ms()
         self._unsynced = False
+        # Sealed segments and directory changes not yet fsynced (the "never" policy
+        # defers them, and a previous process may have left any of them unsynced);
+        # `flush()` syncs them all, so it always makes the whole log durable.
+        self._pending_sync: list[LogSegment] = []
+        self._dir_unsynced = True
         self._closed = False
 
     # -- opening and recovery --------------------------------------------------------
@@ -150,6 +155,7 @@ class Log:
             segments = [LogSegment.create(self.path, saved_start or 0, interval)]
         for segment in segments:
             self._add_segment(segment)
+        self._pending_sync = segments[:-1]
         self._log_start = max(saved_start or 0, segments[0].base_offset)
         self._delete_segments_below(self._log_start)
         self._load_epochs([(s, r) for s, r in recovered if not s.closed])
@@ -357,21 +363,43 @@ class Log:
             self._roll()
 
     def _roll(self) -> None:
+        sealed = self._active
         durable = self.config.fsync != "never"
-        self._active.flush(fsync=durable)
+        sealed.flush(fsync=durable)
+        if not durable:
+            self._pending_sync.append(sealed)
         self._add_segment(LogSegment.create(self.path, self.next_offset, self.config.index_interval_bytes))
-        if durable:
+        self._directory_changed()
+
+    def _directory_changed(self) -> None:
+        """A segment file was created or deleted: make that durable per the policy."""
+        if self.config.fsync != "never":
             fsync_directory(self.path)
+        else:
+            self._dir_unsynced = True
 
     # -- durability ---------------------------------------------------------------------
 
     def _sync(self) -> None:
+        pending, self._pending_sync = self._pending_sync, []
+        for segment in pending:
+            if not segment.closed:
+                segment.flush(fsync=True)
+        if self._dir_unsynced:
+            self._dir_unsynced = False
+            fsync_directory(self.path)
         self._active.sync()
         self._unsynced = False
         self._last_sync_ms = self._clock_ms()
 
     def flush(self) -> None:
-        """fsync everything appended so far, whatever the policy."""
+        """fsync everything appended so far (also sealed segments and directory
+        changes the policy deferred), whatever the policy.
+
+        It may run in a worker thread while the owner appends and reads (an append
+        racing it is synced by the next flush), but not concurrently with roll(),
+        truncation, reset, deletion, retention or close.
+        """
         self._check_open()
         self._sync()
 
@@ -500,8 +528,8 @@ class Log:
         self._active.truncate_to(end)
         if self.config.fsync != "never":
             self._active.sync()
-            if deleted:
-                fsync_directory(self.path)
+        if deleted:
+            self._directory_changed()
         changed = self._epochs.truncate_from_end(self.next_offset)
         if self.next_offset == self._log_start and self._epochs.last_epoch is not None:
             self._epochs.clear()
@@ -553,8 +581,8 @@ class Log:
         while len(self._segments) > 1 and self._segments.peekitem(0)[1].next_offset <= offset:
             self._pop_segment(0).delete()
             deleted += 1
-        if deleted and self.config.fsync != "never":
-            fsync_directory(self.path)
+        if deleted:
+            self._directory_changed()
         return deleted
 
     def apply_retention(self, now_ms: int) -> int:

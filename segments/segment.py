@@ -196,8 +196,14 @@ class LogSegment:
         """
         self._check_open()
         if self._dirty:
-            os.fdatasync(self._fd)
+            # Cleared first: an append racing this sync (from another thread) marks
+            # the segment dirty again for the next sync instead of being forgotten.
             self._dirty = False
+            try:
+                os.fdatasync(self._fd)
+            except BaseException:
+                self._dirty = True
+                raise
 
     def flush(self, fsync: bool) -> None:
         """Write buffered index entries; with `fsync`, make data and indexes durable

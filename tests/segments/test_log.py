@@ -372,3 +372,34 @@ def test_config_validation():
         LogConfig(segment_bytes=1 << 31)
     with pytest.raises(ValueError):
         LogConfig(retention_ms=-5)
+
+
+def test_flush_syncs_everything_the_never_policy_deferred(tmp_path, monkeypatch):
+    synced: list[str] = []
+
+    def record(fd):
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+
+    monkeypatch.setattr(os, "fdatasync", record)
+    monkeypatch.setattr(os, "fsync", record)
+    log = _open(tmp_path)
+    _fill(log, 30)
+    assert log.segment_count > 3
+    assert not [name for name in synced if name.endswith(".log")]  # "never" deferred them
+    synced.clear()  # (the epoch checkpoint is always synced: it was)
+    log.flush()
+    logs = {f"{base:020d}.log" for base in log.segment_base_offsets()}
+    assert logs <= set(synced)  # sealed segments too, not only the active one
+    assert "log" in synced  # the directory: the new segment files are durable
+    synced.clear()
+    log.flush()
+    assert synced == []  # nothing new
+    log.append(make_batch(), 1)
+    log.flush()
+    assert synced == [f"{log.segment_base_offsets()[-1]:020d}.log"]
+    log.close()
+    synced.clear()
+    reopened = _open(tmp_path)
+    reopened.flush()  # a previous process may have left anything unsynced
+    assert logs <= set(synced)
+    reopened.close()
