@@ -143,10 +143,17 @@ async def open_connection(
             raise ConnectionClosedError(f"node at {addr} did not answer Hello within {connect_timeout}s") from exc
         except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
             raise ConnectionClosedError(f"node at {addr} closed the connection during Hello") from exc
+        # The body's own exception is re-raised outside the task group, so callers see
+        # it as is rather than wrapped in an ExceptionGroup.
+        body_error: BaseException | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(conn._read_loop)
             try:
                 yield conn
+            except BaseException as exc:
+                body_error = exc
             finally:
                 conn._fail(ConnectionClosedError(f"connection to {addr} closed"))
                 tg.cancel_scope.cancel()
+        if body_error is not None:
+            raise body_error

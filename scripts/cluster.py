@@ -1,10 +1,11 @@
 """Launch and manage a local TideMQ cluster on loopback.
 
-    scripts/cluster up [--nodes 3] [--base-port 9401] [--dir run/cluster] [--fsync always]
+    scripts/cluster up [--nodes 3] [--port 9401] [--dir .tidemq] [--fsync always]
     scripts/cluster status
-    scripts/cluster stop N | start N | restart N | kill N     (one node)
+    scripts/cluster kill N | pause N | resume N | stop N | start N | restart N
     scripts/cluster down [--wipe]
 
+Every command takes `--dir DIR` (default `.tidemq/` in the repository).
 Each node runs as `python -m node` in its own process, with its data, log file and pid
 under the run directory. `up` waits until every node answers and the controller has a
 leader, then prints the bootstrap address. `down` sends SIGTERM (graceful: leadership
@@ -116,9 +117,9 @@ def cmd_up(args) -> None:
     if spec_path.exists():
         spec = layout(run_dir)
     else:
-        spec = {"peers": {str(i): f"127.0.0.1:{args.base_port + i - 1}" for i in range(1, args.nodes + 1)},
+        spec = {"peers": {str(i): f"127.0.0.1:{args.port + i - 1}" for i in range(1, args.nodes + 1)},
                 "fsync": args.fsync, "token": args.token or os.environ.get("TIDEMQ_TOKEN"),
-                "metrics_base": args.base_port + 100 - 1, "dir": str(run_dir)}
+                "metrics_base": args.port + 100 - 1, "dir": str(run_dir)}
         spec_path.write_text(json.dumps(spec, indent=2))
     for node in map(int, spec["peers"]):
         if pid_of(run_dir, node) is None:
@@ -127,24 +128,59 @@ def cmd_up(args) -> None:
         else:
             console.print(f"node {node} already running")
     trio.run(wait_ready, spec, args.timeout)
-    bootstrap = ",".join(spec["peers"].values())
-    console.print(f"[green]cluster up.[/] bootstrap: [bold]{bootstrap}[/]   (scripts/cluster down to stop)")
+    console.print(f"[green]cluster up[/] in {run_dir} (scripts/cluster down to stop)")
+    print("bootstrap: " + ",".join(spec["peers"].values()), flush=True)
 
 
 def cmd_status(args) -> None:
     run_dir = Path(args.dir).resolve()
     spec = layout(run_dir)
-    table = Table("node", "address", "pid", "answers", "controller", "metrics")
+    nodes = Table("node", "address", "pid", "state", "controller", "metrics", title="nodes")
+    parts = Table("topic", "partition", "leader", "replicas", "in sync", "high watermark", title="partitions")
 
     async def main():
         for node, addr in spec["peers"].items():
             ok, ctrl, err = await probe(addr, spec.get("token"))
             pid = pid_of(run_dir, int(node))
-            table.add_row(node, addr, str(pid or "-"), "yes" if ok else f"[red]no[/] {err[:40]}",
-                          str(ctrl or "-"), f"http://127.0.0.1:{spec['metrics_base'] + int(node)}/")
+            state = "serving" if ok else ("paused or stuck" if pid else "down")
+            if pid and process_state(pid) == "T":
+                state = "paused (SIGSTOP)"
+            nodes.add_row(node, addr, str(pid or "-"), state if ok else f"[red]{state}[/] {err[:40]}",
+                          str(ctrl or "-"), f"http://127.0.0.1:{spec['metrics_base'] + int(node)}/metrics")
+        # Each partition's in-sync set and high watermark come from its leader's answer.
+        answers = {}
+        for node, addr in spec["peers"].items():
+            try:
+                with trio.fail_after(2):
+                    async with open_connection(addr, token=spec.get("token"), connect_timeout=1) as conn:
+                        answers[int(node)] = await conn.request(Metadata())
+            except (TideMQError, trio.TooSlowError, OSError):
+                continue
+        if not answers:
+            return
+        best = {}
+        for node, md in answers.items():
+            for t in md.topics:
+                for p in t.partitions:
+                    key = (t.name, p.partition)
+                    if key not in best or p.leader == node:
+                        best[key] = p
+        for (topic, _), p in sorted(best.items()):
+            parts.add_row(topic, str(p.partition), str(p.leader or "[red]none[/]"), ",".join(map(str, p.replicas)),
+                          ",".join(map(str, p.in_sync)) or "?", str(p.high_watermark) if p.in_sync else "?")
 
     trio.run(main)
-    console.print(table)
+    console.print(nodes)
+    if parts.row_count:
+        console.print(parts)
+
+
+def process_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
 
 
 def cmd_down(args) -> None:
@@ -164,31 +200,49 @@ def cmd_down(args) -> None:
 def cmd_one(args) -> None:
     run_dir = Path(args.dir).resolve()
     spec = layout(run_dir)
-    if args.cmd in ("stop", "restart"):
-        stop_node(run_dir, args.node)
+    if str(args.node) not in spec["peers"]:
+        raise SystemExit(f"no node {args.node} in this cluster (nodes: {', '.join(spec['peers'])})")
+    pid = pid_of(run_dir, args.node)
+    if args.cmd in ("pause", "resume", "kill") and pid is None:
+        raise SystemExit(f"node {args.node} is not running")
     if args.cmd == "kill":
         stop_node(run_dir, args.node, signal.SIGKILL, timeout=5)
+    elif args.cmd == "pause":
+        os.kill(pid, signal.SIGSTOP)
+    elif args.cmd == "resume":
+        os.kill(pid, signal.SIGCONT)
+    if args.cmd in ("stop", "restart"):
+        if pid is not None and process_state(pid) == "T":
+            os.kill(pid, signal.SIGCONT)
+        stop_node(run_dir, args.node)
     if args.cmd in ("start", "restart"):
+        if pid_of(run_dir, args.node) is not None:
+            raise SystemExit(f"node {args.node} is already running")
         start_node(run_dir, spec, args.node)
     console.print(f"{args.cmd} node {args.node}: done")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="scripts/cluster", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dir", default=str(ROOT / "run" / "cluster"), help="run directory (default run/cluster)")
+    default_dir = str(ROOT / ".tidemq")
+    p.add_argument("--dir", default=default_dir, help="run directory: data, logs, pids (default .tidemq/)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", default=argparse.SUPPRESS, help="run directory (default .tidemq/)")
     sub = p.add_subparsers(dest="cmd", required=True)
-    up = sub.add_parser("up", help="start the cluster (creating it if needed) and wait until it serves")
+    up = sub.add_parser("up", parents=[common], help="start the cluster (restarting a stopped one with its data)")
     up.add_argument("--nodes", type=int, default=3)
-    up.add_argument("--base-port", type=int, default=9401)
+    up.add_argument("--port", type=int, default=9401, help="first node's port; node N listens on PORT+N-1")
     up.add_argument("--fsync", choices=["always", "interval", "never"], default="always")
-    up.add_argument("--token", default=None)
+    up.add_argument("--token", default=None, help="cluster token (default: $TIDEMQ_TOKEN)")
     up.add_argument("--timeout", type=float, default=60)
-    sub.add_parser("status", help="which nodes answer, and who is controller")
-    down = sub.add_parser("down", help="stop every node (SIGTERM, then SIGKILL)")
+    sub.add_parser("status", parents=[common], help="nodes, and each partition's leader, replicas and high watermark")
+    down = sub.add_parser("down", parents=[common], help="stop every node (SIGTERM, then SIGKILL)")
     down.add_argument("--wipe", action="store_true", help="also delete the run directory and its data")
     down.add_argument("--timeout", type=float, default=15)
-    for name in ("stop", "start", "restart", "kill"):
-        sp = sub.add_parser(name, help=f"{name} one node")
+    for name, text in [("kill", "SIGKILL one node"), ("pause", "SIGSTOP one node"), ("resume", "SIGCONT one node"),
+                       ("stop", "SIGTERM one node (graceful)"), ("start", "start a stopped or killed node with its data"),
+                       ("restart", "stop, then start one node")]:
+        sp = sub.add_parser(name, parents=[common], help=text)
         sp.add_argument("node", type=int)
     args = p.parse_args()
     {"up": cmd_up, "status": cmd_status, "down": cmd_down}.get(args.cmd, cmd_one)(args)
