@@ -100,11 +100,13 @@ class SimOptions:
     heartbeat_tick: int = 2
     max_size_per_msg: int = 256
     max_inflight_msgs: int = 4
+    max_committed_size_per_ready: int = 1024
     elect_bound: int = 300  #: ticks after healing for a settled leader
     commit_bound: int = 40  #: ticks for proposals to commit once the leader accepted them
     converge_bound: int = 120  #: ticks for every member to apply them
     perfect: bool = False  #: no faults at all (the benchmark's world)
     trace_len: int = 60
+    check: bool = True  #: run the safety checker (the benchmark turns it off)
 
 
 @dataclasses.dataclass
@@ -161,7 +163,7 @@ class SimNode:
                 heartbeat_tick=w.opts.heartbeat_tick,
                 max_size_per_msg=w.opts.max_size_per_msg,
                 max_inflight_msgs=w.opts.max_inflight_msgs,
-                max_committed_size_per_ready=1024,
+                max_committed_size_per_ready=w.opts.max_committed_size_per_ready,
             ),
             self.storage,
         )
@@ -278,6 +280,29 @@ class Checker:
             raise Violation(f"node {node.id} installed a snapshot at {index} whose state differs")
 
 
+class StateTracker(Checker):
+    """Only what the world needs to run (applied offsets and state digests), none of
+    the safety checks: the benchmark uses it to time the cores alone."""
+
+    def leader_observed(self, node: SimNode) -> None:
+        pass
+
+    def persisted(self, node: SimNode, entries: Sequence[Entry]) -> None:
+        pass
+
+    def removing(self, node: SimNode, entries: Sequence[Entry]) -> None:
+        pass
+
+    def commit_observed(self, node: SimNode, commit: int, worlds_leaders: Sequence[SimNode]) -> None:
+        pass
+
+    def commit_entry(self, node: SimNode, e: Entry) -> None:
+        self.max_commit = max(self.max_commit, e.last)
+
+    def snapshot_installed(self, node: SimNode, index: int, term: int, data: bytes) -> None:
+        pass
+
+
 class World:
     def __init__(self, seed: int, opts: SimOptions | None = None) -> None:
         self.seed = seed
@@ -291,7 +316,7 @@ class World:
         self.steps = 0
         self._seq = 0
         self._events: list[tuple[float, int, int, int, Any]] = []
-        self.check = Checker()
+        self.check = Checker() if self.opts.check else StateTracker()
         self.nodes = {i: SimNode(self, i, conf) for i in self.ids}
         self.blocked: set[tuple[int, int]] = set()
         self.net_epoch = 0
@@ -369,7 +394,10 @@ class World:
         )
 
     def format_trace(self) -> list[str]:
-        return [f"{t:9.3f} {what:<9} n{node} {detail}" for t, what, node, detail in self.trace]
+        return [
+            f"{t:9.3f} {what:<9} n{node} {_brief(detail) if what == 'recv' else detail}"
+            for t, what, node, detail in self.trace
+        ]
 
     def _on_tick(self, i: int) -> None:
         node = self.nodes[i]
@@ -383,7 +411,7 @@ class World:
         node = self.nodes[m.to]
         if node.core is None or (m.frm, m.to) in self.blocked or epoch != self.net_epoch:
             return
-        self.trace.append((self.now, "recv", m.to, _brief(m)))
+        self.trace.append((self.now, "recv", m.to, m))
         node.core.step(m)
         self._after(node)
 
@@ -393,6 +421,7 @@ class World:
         if node.core is None or node.incarnation != incarnation:
             return  # crashed meanwhile: that Ready never reached the disk
         self._finish_ready(node, rd)
+        self._start_ready(node)
 
     def _on_restart(self, i: int) -> None:
         node = self.nodes[i]
@@ -413,17 +442,19 @@ class World:
             self._start_ready(node)
 
     def _start_ready(self, node: SimNode) -> None:
+        """Take Readys until one needs the (simulated) disk, which takes time."""
         core = node.core
         assert core is not None
-        rd = core.ready()
-        node.io_busy = True
-        if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
-            lo, hi = self.disk
-            latency = self.rng.uniform(lo, hi) * node.slow
-            if latency > 0:
-                self._push(self.now + latency, _IO, node.id, (node.incarnation, rd))
-                return
-        self._finish_ready(node, rd)
+        while not node.io_busy and core.has_ready():
+            rd = core.ready()
+            node.io_busy = True
+            if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
+                lo, hi = self.disk
+                latency = self.rng.uniform(lo, hi) * node.slow
+                if latency > 0:
+                    self._push(self.now + latency, _IO, node.id, (node.incarnation, rd))
+                    return
+            self._finish_ready(node, rd)
 
     def _finish_ready(self, node: SimNode, rd: Ready) -> None:
         """Do what the Ready asks, in the documented order, checking as we go."""
@@ -463,8 +494,6 @@ class World:
             chk.applied(node, e)
         core.advance(rd)
         node.io_busy = False
-        if core.has_ready():
-            self._start_ready(node)
 
     def _send(self, m: Message) -> None:
         if (m.frm, m.to) in self.blocked:
@@ -663,7 +692,8 @@ class World:
         self.blocked.clear()
         self.drop = 0.0
         self.dup = 0.0
-        self.delay = (0.05, 0.5)
+        if not self.opts.perfect:
+            self.delay = (0.05, 0.5)
         for node in self.nodes.values():
             node.slow = 1.0
             if node.core is None:
@@ -705,7 +735,7 @@ class World:
         members = lead.core.conf.members()
         if all(self.nodes[m].applied >= last for m in members):
             self.cycle += 1
-            if self.cycle >= self.opts.cycles:
+            if self.cycle >= self.opts.cycles or self.opts.perfect:
                 self.done = True
             else:
                 self._new_chaos()
@@ -737,6 +767,57 @@ def _brief(m: Message) -> str:
         return f"{name} from {m.frm} t{m.term} at {m.snapshot.index}/{m.snapshot.term}"
     fields = {k: getattr(m, k) for k in m.__struct_fields__ if k not in ("to", "frm", "term")}
     return f"{name} from {m.frm} t{m.term} {fields}"
+
+
+def run_load(
+    seed: int, nodes: int, ticks: int, per_tick: int, size: int, count: int, check: bool = False
+) -> tuple[int, int, int]:
+    """Throughput world: a perfect network, a leader fed ``per_tick`` proposals of
+    ``size`` bytes and ``count`` records every tick for ``ticks`` ticks, then run
+    until everything committed everywhere. Returns (proposals, committed offsets,
+    steps). Used by scripts/bench_raft.py to time the cores alone."""
+    opts = SimOptions(
+        nodes=nodes,
+        perfect=True,
+        max_size_per_msg=1 << 20,
+        max_inflight_msgs=256,
+        max_committed_size_per_ready=64 << 20,
+        check=check,
+    )
+    w = World(seed, opts)
+    w.chaos_until = 1 << 62  # no heal/liveness phases: this loop drives the world
+    lead = None
+    proposed = 0
+    body = bytes(size)
+    last = -1
+    t_end = None
+    while w._events:
+        t, _, kind, node, payload = heapq.heappop(w._events)
+        w.now = t
+        w.steps += 1
+        if kind == _TICK:
+            w._on_tick(node)
+        elif kind == _DELIVER:
+            w._on_deliver(payload)
+        elif kind == _IO:
+            w._on_io(node, payload)
+        elif kind == _CONTROL:
+            w.ticks += 1
+            w._push(w.now + 1.0, _CONTROL, 0, None)
+            leaders = w._leaders()
+            if lead is None and leaders:
+                lead = leaders[0]
+                t_end = w.ticks + ticks
+            if lead is not None and t_end is not None and w.ticks <= t_end:
+                core = lead.core
+                assert core is not None
+                for _ in range(per_tick):
+                    last = core.propose(body, count).last
+                    proposed += 1
+                w._after(lead)
+            elif lead is not None and all(n.applied >= last for n in w.nodes.values()):
+                break
+    return proposed, w.check.max_commit + 1, w.steps
 
 
 def run_seed(seed: int, opts: SimOptions | None = None) -> SimResult:
