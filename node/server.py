@@ -95,14 +95,18 @@ class Server:
         except OSError:
             addr = "?"
         self.connections += 1
+        # Whatever happens on one connection ends there: nothing may escape into the
+        # listener's nursery, or one bad client would stop the node.
         try:
             await self._run(stream, addr)
-        except RemoteProtocolError as exc:
-            log.warning("closing connection from %s: %s", addr, exc)
+        except* RemoteProtocolError as group:
+            log.warning("closing connection from %s: %s", addr, group.exceptions[0])
             if self.metrics:
                 self.metrics.protocol_errors.inc()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass
+        except* Exception:
+            log.exception("connection from %s failed", addr)
         finally:
             self.connections -= 1
             with trio.move_on_after(1) as cs:

@@ -106,13 +106,16 @@ async def local_cluster(tmp_path: Path, n: int = 3, **overrides):
 class ProcessCluster:
     """Real `python -m node` processes on loopback; every process is killed on exit."""
 
-    def __init__(self, base: Path, n: int = 3, fsync: str = "always", token: str | None = None) -> None:
+    def __init__(self, base: Path, n: int = 3, fsync: str = "always", token: str | None = None,
+                 tick_ms: int = 20) -> None:
         import sys
         self.base = base
         self.python = sys.executable
         self.peers = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(n))}
         self.fsync = fsync
         self.token = token
+        self.tick_ms = tick_ms
+        self.extra_args: list[str] = []
         self.procs: dict[int, trio.Process] = {}
 
     @property
@@ -123,9 +126,10 @@ class ProcessCluster:
         root = Path(__file__).resolve().parent.parent
         peers = ",".join(f"{i}={a}" for i, a in self.peers.items())
         cmd = [self.python, "-m", "node", "--id", str(node), "--listen", self.peers[node], "--peers", peers,
-               "--data", str(self.base / f"n{node}"), "--fsync", self.fsync, "--tick-ms", "20"]
+               "--data", str(self.base / f"n{node}"), "--fsync", self.fsync, "--tick-ms", str(self.tick_ms)]
         if self.token:
             cmd += ["--token", self.token]
+        cmd += self.extra_args
         logf = open(self.base / f"n{node}.log", "ab")
         self.procs[node] = await trio.lowlevel.open_process(cmd, cwd=root, stdout=logf, stderr=logf)
         logf.close()
@@ -158,7 +162,7 @@ class ProcessCluster:
                     pass
                 await trio.sleep(0.1)
 
-    async def leader_of(self, topic: str, partition: int, timeout: float = 20) -> int:
+    async def leader_of(self, topic: str, partition: int, timeout: float = 20, poll_s: float = 0.1) -> int:
         with trio.fail_after(timeout):
             while True:
                 for n in self.procs:
@@ -171,7 +175,7 @@ class ProcessCluster:
                             return leader
                     except (TideMQError, OSError, trio.TooSlowError):
                         pass
-                await trio.sleep(0.1)
+                await trio.sleep(poll_s)
 
     async def aclose(self) -> None:
         for node, proc in self.procs.items():

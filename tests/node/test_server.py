@@ -95,6 +95,8 @@ async def test_garbage_after_hello_closes_connection(nursery):
         while chunk := await bad.receive_some(100):
             data += chunk
     assert data  # HelloOk arrived, then the close
+    async with open_connection(addr) as conn:  # and the node still serves
+        assert (await conn.request(ListOffsets("ok", 0, 3))).offset == 3
 
 
 async def test_token_required(nursery):

@@ -167,6 +167,19 @@ def test_roll_by_size_and_offsets_stay_contiguous(tmp_path):
     log.close()
 
 
+def test_batch_larger_than_a_segment_gets_one_of_its_own(tmp_path):
+    fds = len(os.listdir("/proc/self/fd"))
+    log = _open(tmp_path, LogConfig(segment_bytes=1000, fsync="never"))
+    big = make_batch(2, size=3000)
+    assert log.append(big, 1) == (0, 1)  # into the empty first segment
+    assert log.append(big, 1) == (2, 3)  # rolls first
+    log.append(make_batch(1), 1)
+    assert log.segment_base_offsets() == [0, 2, 4]
+    assert log.read(2, 1) == stamped(big, 2, 1)
+    log.close()
+    assert len(os.listdir("/proc/self/fd")) == fds  # no segment was replaced and leaked
+
+
 def test_roll_by_age_uses_record_time(tmp_path):
     config = LogConfig(segment_ms=1000, fsync="never")
     log = _open(tmp_path, config)

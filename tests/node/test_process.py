@@ -1,0 +1,76 @@
+"""A live node process: admin, every acks level, hostile frames, token, metrics."""
+
+import struct
+import urllib.request
+
+import pytest
+import trio
+
+from client.connection import open_connection
+from client.errors import AuthFailedError, MessageTooLargeError, UnknownTopicError
+from client.protocol import (
+    ACKS_LEADER, ACKS_NONE, CreateTopic, DeleteTopic, Fetch, FetchPartition, Hello, ListOffsets, Metadata,
+    PROTOCOL_VERSION, Produce, encode_frame,
+)
+from segments import build_batch
+from tests.cluster import free_ports, process_cluster
+
+
+async def test_live_node_survives_hostile_clients(tmp_path):
+    async with process_cluster(tmp_path, n=1, token="tok") as c:
+        await c.wait_ready()
+        await c.request(1, CreateTopic("t", partitions=2, replication=1))
+        await c.leader_of("t", 1)
+        host, port = c.peers[1].split(":")
+        garbage = [
+            struct.pack(">IB", 2**31 - 1, PROTOCOL_VERSION),                          # a 2 GB frame
+            b"\xde\xad\xbe\xef" * 64,                                                   # noise
+            encode_frame(0, Hello(PROTOCOL_VERSION, token="tok")) + b"\x00\x00\x00\x03\x01\x91\xc0",  # bad body
+            encode_frame(0, Hello(PROTOCOL_VERSION, token="tok")) + struct.pack(">IB", 100, PROTOCOL_VERSION) + b"x",  # torn
+        ]
+        for g in garbage:
+            s = await trio.open_tcp_stream(host, int(port))
+            await s.send_all(g)
+            await s.send_eof()
+            with trio.fail_after(15):
+                while await s.receive_some(4096):
+                    pass
+            await s.aclose()
+        with pytest.raises(AuthFailedError):
+            async with open_connection(c.peers[1], token="wrong"):
+                pass
+        async with open_connection(c.peers[1], token="tok") as conn:
+            r_all = await conn.request(Produce("t", 0, build_batch([(b"k", b"all", (), None)])))
+            r_one = await conn.request(Produce("t", 0, build_batch([(b"k", b"one", (), None)]), acks=ACKS_LEADER))
+            await conn.send_only(Produce("t", 0, build_batch([(b"k", b"none", (), None)]), acks=ACKS_NONE))
+            assert r_one.base_offset == r_all.base_offset + 1
+            with trio.fail_after(5):
+                while (await conn.request(ListOffsets("t", 0))).offset < r_one.base_offset + 2:
+                    await trio.sleep(0.02)
+            with pytest.raises(MessageTooLargeError):
+                await conn.request(Produce("t", 1, build_batch([(None, b"x" * (9 << 20), (), None)])))
+            res = (await conn.request(Fetch([FetchPartition("t", 0, 0)], max_wait_ms=0))).results[0]
+            assert res.error == 0 and res.high_watermark == r_one.base_offset + 2
+            await conn.request(DeleteTopic("t"))
+            with pytest.raises(UnknownTopicError):
+                await conn.request(Produce("t", 0, build_batch([(None, b"x", (), None)])))
+            assert (await conn.request(Metadata())).topics == []
+
+
+async def test_metrics_endpoint(tmp_path):
+    from tests.cluster import ProcessCluster
+    (mport,) = free_ports(1)
+    async with process_cluster(tmp_path, n=1) as c:
+        c.procs[1].kill()
+        await c.procs[1].wait()
+        c.extra_args = ["--metrics", f"127.0.0.1:{mport}"]
+        await c.start(1)
+        await c.wait_ready()
+        await c.request(1, CreateTopic("m", partitions=1, replication=1))
+        await c.leader_of("m", 0)
+        await c.request(1, Produce("m", 0, build_batch([(None, b"x", (), None)])))
+        body = await trio.to_thread.run_sync(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode())
+        assert 'tidemq_requests_total{kind="Produce",outcome="ok"} 1.0' in body
+        assert 'tidemq_partition_leader{partition="0",topic="m"} 1.0' in body
+        assert "tidemq_request_seconds_bucket" in body and "tidemq_under_replicated_partitions" in body
