@@ -171,6 +171,30 @@ def parse_header(buf: _Buffer, pos: int = 0) -> BatchHeader:
     need not be in `buf`. Raises TruncatedBatchError when the header itself is cut.
     """
     available = len(buf) - pos
+    if available < HEADER_SIZE:
+        _check_partial_header(buf, pos, available)
+    header = BatchHeader._make(HEADER.unpack_from(buf, pos))
+    if header.length < MIN_BATCH_LENGTH:
+        raise CorruptBatchError(
+            f"batch length {header.length} at byte {pos} is out of range "
+            f"(a v2 batch has at least {MIN_BATCH_LENGTH})"
+        )
+    if header.magic != MAGIC:
+        raise CorruptBatchError(f"bad magic {header.magic} at byte {pos + MAGIC_OFFSET} (expected {MAGIC})")
+    if header.attributes & COMPRESSION_MASK > _MAX_CODEC:
+        codec_of(header.attributes & COMPRESSION_MASK)  # raises, naming the codec
+    if header.record_count < 0:
+        raise CorruptBatchError(f"negative record count {header.record_count} at byte {pos}")
+    if header.last_offset_delta < 0:
+        raise CorruptBatchError(
+            f"negative last offset delta {header.last_offset_delta} at byte {pos}"
+        )
+    return header
+
+
+def _check_partial_header(buf: _Buffer, pos: int, available: int) -> None:
+    """Raise for a header cut short: CorruptBatchError if what is there is already
+    wrong (length, magic), else TruncatedBatchError."""
     if available >= LOG_OVERHEAD:
         length = _INT32.unpack_from(buf, pos + 8)[0]
         if length < MIN_BATCH_LENGTH:
@@ -182,23 +206,12 @@ def parse_header(buf: _Buffer, pos: int = 0) -> BatchHeader:
         raise CorruptBatchError(
             f"bad magic {buf[pos + MAGIC_OFFSET]} at byte {pos + MAGIC_OFFSET} (expected {MAGIC})"
         )
-    if available < HEADER_SIZE:
-        raise TruncatedBatchError(
-            f"batch header truncated at byte {pos + available}: "
-            f"{available} of {HEADER_SIZE} header bytes present",
-            needed=HEADER_SIZE,
-            available=available,
-        )
-    header = BatchHeader._make(HEADER.unpack_from(buf, pos))
-    if header.attributes & COMPRESSION_MASK > _MAX_CODEC:
-        codec_of(header.attributes & COMPRESSION_MASK)  # raises, naming the codec
-    if header.record_count < 0:
-        raise CorruptBatchError(f"negative record count {header.record_count} at byte {pos}")
-    if header.last_offset_delta < 0:
-        raise CorruptBatchError(
-            f"negative last offset delta {header.last_offset_delta} at byte {pos}"
-        )
-    return header
+    raise TruncatedBatchError(
+        f"batch header truncated at byte {pos + available}: "
+        f"{available} of {HEADER_SIZE} header bytes present",
+        needed=HEADER_SIZE,
+        available=available,
+    )
 
 
 def verify(buf: _Buffer, pos: int = 0) -> BatchHeader:

@@ -323,12 +323,18 @@ class Log:
             raise InvalidOffsetError(base_offset, offset)
         if not headers:
             return []
-        if self._epochs.assign(leader_epoch, offset):
+        if leader_epoch != last_epoch and self._epochs.assign(leader_epoch, offset):
             self._save_epochs()  # before the data: the file must cover what is on disk
         results = []
+        segment_bytes = self.config.segment_bytes
         for header, batch in zip(headers, batches):
-            self._maybe_roll(header, offset)
-            self._active.append(header, batch, offset, leader_epoch)
+            active = self._active
+            if active.size and (
+                active.size + header.size > segment_bytes or self._should_roll(active, header, offset)
+            ):
+                self._roll()
+                active = self._active
+            active.append(header, batch, offset, leader_epoch)
             last = offset + header.last_offset_delta
             results.append((offset, last))
             offset = last + 1
@@ -340,21 +346,15 @@ class Log:
             self.flush_if_due()
         return results
 
-    def _maybe_roll(self, header: BatchHeader, offset: int) -> None:
-        active = self._active
-        if active.size == 0:
-            return
-        cfg = self.config
-        if (
-            active.size + header.size > cfg.segment_bytes
-            or (
-                cfg.segment_ms is not None
-                and active.first_timestamp is not None
-                and header.max_timestamp - active.first_timestamp > cfg.segment_ms
-            )
-            or offset + header.last_offset_delta - active.base_offset > INT32_MAX
-        ):
-            self._roll()
+    def _should_roll(self, active: LogSegment, header: BatchHeader, offset: int) -> bool:
+        """Besides size: roll on age (the batch's time past the segment's first
+        batch's) or when the batch's offsets would not fit the index's 4 bytes."""
+        segment_ms = self.config.segment_ms
+        return (
+            segment_ms is not None
+            and active.first_timestamp is not None
+            and header.max_timestamp - active.first_timestamp > segment_ms
+        ) or offset + header.last_offset_delta - active.base_offset > INT32_MAX
 
     def roll(self) -> None:
         """Seal the active segment and start a new one (no-op if it is empty)."""
