@@ -381,6 +381,10 @@ class Log:
     # -- durability ---------------------------------------------------------------------
 
     def _sync(self) -> None:
+        # The active segment is read first: if an append in the owner's thread rolls
+        # it while this runs in a worker, it is still synced here (and again, being
+        # sealed, by the next flush), so what was appended before the call is durable.
+        active = self._active
         pending, self._pending_sync = self._pending_sync, []
         for segment in pending:
             if not segment.closed:
@@ -388,7 +392,7 @@ class Log:
         if self._dir_unsynced:
             self._dir_unsynced = False
             fsync_directory(self.path)
-        self._active.sync()
+        active.sync()
         self._unsynced = False
         self._last_sync_ms = self._clock_ms()
 

@@ -416,3 +416,28 @@ def test_flush_syncs_everything_the_never_policy_deferred(tmp_path, monkeypatch)
     reopened.flush()  # a previous process may have left anything unsynced
     assert logs <= set(synced)
     reopened.close()
+
+
+def test_flush_racing_a_roll_still_syncs_what_was_appended_before_it(tmp_path, monkeypatch):
+    # The node calls flush() in a worker thread while its event loop goes on
+    # appending; an append that rolls in the middle must not let the flush skip the
+    # segment holding what was appended before the flush began.
+    import segments.log as log_module
+
+    synced: list[str] = []
+    monkeypatch.setattr(os, "fdatasync", lambda fd: synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+    log = _open(tmp_path, LogConfig(segment_bytes=1000, fsync="never"))
+    log.append(make_batch(2, size=300), 1)  # "A", in the first segment
+    real_fsync_directory = log_module.fsync_directory
+    raced = []
+
+    def fsync_directory_while_the_owner_appends(path):
+        if not raced:
+            raced.append(log.append(make_batch(2, size=300), 1))  # rolls: a new active segment
+        real_fsync_directory(path)
+
+    monkeypatch.setattr(log_module, "fsync_directory", fsync_directory_while_the_owner_appends)
+    log.flush()
+    assert raced and log.segment_count == 2
+    assert f"{0:020d}.log" in synced
+    log.close()
