@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from sortedcontainers import SortedDict
 
-from .batch import BatchHeader, verify
+from .batch import LOG_OVERHEAD, BatchHeader, verify
 from .checkpoint import fsync_directory, read_checkpoint, write_checkpoint
 from .config import LogConfig
 from .epochs import LeaderEpochCache
@@ -303,22 +303,27 @@ class Log:
         return self._append(batches, leader_epoch, None)
 
     def _append(self, batches: Sequence[_Bytes], leader_epoch: int, base_offset: int | None) -> list[tuple[int, int]]:
-        self._check_open()
-        if leader_epoch < 0 or leader_epoch > INT32_MAX:
-            raise InvalidEpochError(f"leader epoch {leader_epoch} is not a valid epoch")
+        # The broker's hot path: kept free of property calls and helpers on purpose.
+        if self._closed:
+            raise LogClosedError(f"log {self.path} is closed")
         last_epoch = self._epochs.last_epoch
+        if not 0 <= leader_epoch <= INT32_MAX:
+            raise InvalidEpochError(f"leader epoch {leader_epoch} is not a valid epoch")
         if last_epoch is not None and leader_epoch < last_epoch:
             raise InvalidEpochError(f"leader epoch {leader_epoch} is below the log's last epoch {last_epoch}")
-        max_bytes = self.config.max_batch_bytes
+        cfg = self.config
+        max_bytes = cfg.max_batch_bytes
         headers: list[BatchHeader] = []
         for batch in batches:
             header = verify(batch)
-            if header.size != len(batch):
-                raise CorruptBatchError(f"{len(batch) - header.size} bytes follow the batch")
-            if header.size > max_bytes:
-                raise BatchTooLargeError(f"batch of {header.size} bytes exceeds max_batch_bytes {max_bytes}")
+            size = header.length + LOG_OVERHEAD
+            if size != len(batch):
+                raise CorruptBatchError(f"{len(batch) - size} bytes follow the batch")
+            if size > max_bytes:
+                raise BatchTooLargeError(f"batch of {size} bytes exceeds max_batch_bytes {max_bytes}")
             headers.append(header)
-        offset = self.next_offset
+        active = self._active
+        offset = active.next_offset
         if base_offset is not None and base_offset != offset:
             raise InvalidOffsetError(base_offset, offset)
         if not headers:
@@ -326,35 +331,28 @@ class Log:
         if leader_epoch != last_epoch and self._epochs.assign(leader_epoch, offset):
             self._save_epochs()  # before the data: the file must cover what is on disk
         results = []
-        segment_bytes = self.config.segment_bytes
+        segment_bytes, segment_ms = cfg.segment_bytes, cfg.segment_ms
         for header, batch in zip(headers, batches):
-            active = self._active
+            last = offset + header.last_offset_delta
             if active.size and (
-                active.size + header.size > segment_bytes or self._should_roll(active, header, offset)
+                active.size + header.length + LOG_OVERHEAD > segment_bytes
+                or last - active.base_offset > INT32_MAX  # relative offsets are 4 bytes
+                or (
+                    segment_ms is not None  # age, in record time (Kafka's rule)
+                    and header.max_timestamp - active.first_timestamp > segment_ms
+                )
             ):
                 self._roll()
                 active = self._active
             active.append(header, batch, offset, leader_epoch)
-            last = offset + header.last_offset_delta
             results.append((offset, last))
             offset = last + 1
         self._unsynced = True
-        policy = self.config.fsync
-        if policy == "always":
+        if cfg.fsync == "always":
             self._sync()
-        elif policy == "interval":
+        elif cfg.fsync == "interval":
             self.flush_if_due()
         return results
-
-    def _should_roll(self, active: LogSegment, header: BatchHeader, offset: int) -> bool:
-        """Besides size: roll on age (the batch's time past the segment's first
-        batch's) or when the batch's offsets would not fit the index's 4 bytes."""
-        segment_ms = self.config.segment_ms
-        return (
-            segment_ms is not None
-            and active.first_timestamp is not None
-            and header.max_timestamp - active.first_timestamp > segment_ms
-        ) or offset + header.last_offset_delta - active.base_offset > INT32_MAX
 
     def roll(self) -> None:
         """Seal the active segment and start a new one (no-op if it is empty)."""

@@ -241,10 +241,11 @@ class LogSegment:
 
         `base_offset` must be `next_offset` (the log checks). Returns the position.
         """
-        self._check_open()
+        if self._fd < 0:
+            raise LogClosedError(f"segment {self.log_path} is closed")
         position = self.size
         parts = [stamped_prefix(header, base_offset, leader_epoch), memoryview(batch)[16:]]
-        total = header.size
+        total = header.length + LOG_OVERHEAD
         written = os.writev(self._fd, parts)
         while written < total:  # a short write: finish it from where it stopped
             view = memoryview(b"".join(parts))[written:]
