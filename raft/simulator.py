@@ -145,10 +145,6 @@ class SimNode:
         self.seen_term = 0
         self.start()
 
-    @property
-    def up(self) -> bool:
-        return self.core is not None
-
     def start(self) -> None:
         w = self.world
         snap = self.storage.snapshot()
@@ -351,30 +347,32 @@ class World:
         self._seq += 1
         heapq.heappush(self._events, (t, self._seq, kind, node, payload))
 
-    def run(self, max_ticks: int | None = None) -> SimResult:
+    def step(self) -> int:
+        """Process the next event; returns its kind."""
+        t, _, kind, node, payload = heapq.heappop(self._events)
+        self.now = t
+        self.steps += 1
+        if kind == _TICK:
+            self._on_tick(node)
+        elif kind == _DELIVER:
+            self._on_deliver(payload)
+        elif kind == _IO:
+            self._on_io(node, payload)
+        elif kind == _CONTROL:
+            self._on_control()
+        else:
+            self._on_restart(node)
+        return kind
+
+    def run(self) -> SimResult:
+        """Run to the end of the last cycle, or to the first violation."""
         violation: str | None = None
         try:
             o = self.opts
-            cycle_ticks = o.chaos_ticks[1] + o.elect_bound + o.converge_bound + 100
-            limit = max_ticks if max_ticks is not None else o.cycles * cycle_ticks
-            while not self.done and self._events:
-                t, _, kind, node, payload = heapq.heappop(self._events)
-                self.now = t
-                self.steps += 1
-                if kind == _TICK:
-                    self._on_tick(node)
-                elif kind == _DELIVER:
-                    self._on_deliver(payload)
-                elif kind == _IO:
-                    self._on_io(node, payload)
-                elif kind == _CONTROL:
-                    self._on_control()
-                    if self.ticks >= limit:
-                        if max_ticks is None:
-                            raise Violation(f"run did not finish within {limit} ticks")
-                        break
-                else:
-                    self._on_restart(node)
+            limit = o.cycles * (o.chaos_ticks[1] + o.elect_bound + o.converge_bound + 100)
+            while not self.done:
+                if self.step() == _CONTROL and self.ticks >= limit:
+                    raise Violation(f"run did not finish within {limit} ticks")
         except Violation as v:
             violation = str(v)
         except Exception as e:  # an exception inside a core is a finding, not a crash
@@ -515,7 +513,8 @@ class World:
         self._push(self.now + 1.0, _CONTROL, 0, None)
         if self.ticks < self.chaos_until:
             self._chaos()
-            self._workload(self.rng.chance(0.5))
+            if self.rng.chance(0.5):
+                self._workload()
         elif self.healed_at is None:
             self._heal()
         else:
@@ -651,9 +650,8 @@ class World:
         node.storage.compact(index, str(digest).encode())
         self.faults["compact"] += 1
 
-    def _workload(self, propose: bool) -> list[Entry]:
-        if not propose:
-            return []
+    def _workload(self) -> list[Entry]:
+        """A client proposes a few batches to a node that believes it leads."""
         leaders = self._leaders()
         if not leaders:
             return []
@@ -717,7 +715,7 @@ class World:
                 return
             self.live_leader, self.live_term = lead.id, lead.core.term if lead.core else 0
             self.live_proposed_at = self.ticks
-            self.live_props = self._workload(True)
+            self.live_props = self._workload()
             if not self.live_props:
                 raise Violation(f"liveness: settled leader {lead.id} refused proposals")
             self.trace.append((self.now, "live", lead.id, f"proposed {len(self.live_props)}"))
@@ -774,7 +772,7 @@ def run_load(
 ) -> tuple[int, int, int]:
     """Throughput world: a perfect network, a leader fed ``per_tick`` proposals of
     ``size`` bytes and ``count`` records every tick for ``ticks`` ticks, then run
-    until everything committed everywhere. Returns (proposals, committed offsets,
+    until everything is applied everywhere. Returns (proposals, committed offsets,
     steps). Used by scripts/bench_raft.py to time the cores alone."""
     opts = SimOptions(
         nodes=nodes,
@@ -784,40 +782,40 @@ def run_load(
         max_committed_size_per_ready=64 << 20,
         check=check,
     )
-    w = World(seed, opts)
-    w.chaos_until = 1 << 62  # no heal/liveness phases: this loop drives the world
-    lead = None
-    proposed = 0
-    body = bytes(size)
-    last = -1
-    t_end = None
-    while w._events:
-        t, _, kind, node, payload = heapq.heappop(w._events)
-        w.now = t
-        w.steps += 1
-        if kind == _TICK:
-            w._on_tick(node)
-        elif kind == _DELIVER:
-            w._on_deliver(payload)
-        elif kind == _IO:
-            w._on_io(node, payload)
-        elif kind == _CONTROL:
-            w.ticks += 1
-            w._push(w.now + 1.0, _CONTROL, 0, None)
-            leaders = w._leaders()
-            if lead is None and leaders:
-                lead = leaders[0]
-                t_end = w.ticks + ticks
-            if lead is not None and t_end is not None and w.ticks <= t_end:
-                core = lead.core
-                assert core is not None
-                for _ in range(per_tick):
-                    last = core.propose(body, count).last
-                    proposed += 1
-                w._after(lead)
-            elif lead is not None and all(n.applied >= last for n in w.nodes.values()):
-                break
-    return proposed, w.check.max_commit + 1, w.steps
+    w = LoadWorld(seed, opts, ticks, per_tick, bytes(size), count)
+    while not w.done:
+        w.step()
+    return w.proposals, w.check.max_commit + 1, w.steps
+
+
+class LoadWorld(World):
+    """A World whose control tick feeds the leader instead of making chaos."""
+
+    def __init__(self, seed: int, opts: SimOptions, ticks: int, per_tick: int, body: bytes, count: int) -> None:
+        super().__init__(seed, opts)
+        self.load_ticks, self.per_tick, self.body, self.count = ticks, per_tick, body, count
+        self.lead: SimNode | None = None
+        self.load_end = 0
+        self.last = -1
+
+    def _on_control(self) -> None:
+        self.ticks += 1
+        self._push(self.now + 1.0, _CONTROL, 0, None)
+        if self.lead is None:
+            leaders = self._leaders()
+            if not leaders:
+                return
+            self.lead = leaders[0]
+            self.load_end = self.ticks + self.load_ticks
+        core = self.lead.core
+        assert core is not None
+        if self.ticks <= self.load_end:
+            for _ in range(self.per_tick):
+                self.last = core.propose(self.body, self.count).last
+            self.proposals += self.per_tick
+            self._after(self.lead)
+        elif all(n.applied >= self.last for n in self.nodes.values()):
+            self.done = True
 
 
 def run_seed(seed: int, opts: SimOptions | None = None) -> SimResult:

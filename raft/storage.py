@@ -178,15 +178,6 @@ class MemoryStorage:
         """Every entry held, for checkers and tests."""
         return list(self._entries)
 
-    def copy(self) -> MemoryStorage:
-        """An independent copy (the simulator's crash keeps the durable state)."""
-        other = MemoryStorage.__new__(MemoryStorage)
-        other._hard = self._hard
-        other._snap = self._snap
-        other._entries = list(self._entries)
-        other._starts = list(self._starts)
-        return other
-
     # -- helpers --------------------------------------------------------------
 
     def _pos(self, index: int) -> int:

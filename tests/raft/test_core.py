@@ -320,3 +320,14 @@ def test_restart_refuses_a_commit_beyond_the_durable_log():
     st.set_hard_state(HardState(term=1, vote=1, commit=4))
     with pytest.raises(RaftInvariantError):
         make_node(1, storage=st)
+
+
+def test_config_and_proposal_arguments_are_validated():
+    with pytest.raises(ValueError):
+        make_node(0)
+    with pytest.raises(ValueError):
+        make_node(1, election_tick=2, heartbeat_tick=2)
+    c = Cluster()
+    c.elect(1)
+    with pytest.raises(ValueError):
+        c.nodes[1].propose(b"x", 0)
