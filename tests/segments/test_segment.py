@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from segments.batch import iter_batches, verify
+from segments.batch import iter_batches, stamped, verify
 from segments.errors import LogClosedError
 from segments.segment import LogSegment, segment_file_name
 
@@ -135,19 +135,21 @@ def test_load_trusts_a_sound_sealed_segment_and_refuses_a_damaged_one(tmp_path):
 
 def test_truncate_to(tmp_path):
     segment, written = _filled(tmp_path)
-    first, last = written[20]
-    removed = segment.truncate_to(first + (last - first) // 2 + 1 if last > first else first)
-    assert removed > 0
-    assert segment.next_offset in (first, last + 1)
-    segment.truncate_to(first)
+    first, last = written[23]  # a batch of four records
+    assert last == first + 3
+    removed = segment.truncate_to(first + 2)  # inside it: the batch goes whole
     assert segment.next_offset == first
+    assert removed == sum(verify(make_batch(1 + i % 4, ts=0, size=50)).size for i in range(23, 40))
+    assert segment.truncate_to(first) == 0  # nothing left at or past it
     assert segment.size == os.path.getsize(segment.log_path)
     assert all(pos < segment.size for _, pos in segment.offset_index.entries())
-    assert segment.max_timestamp == max(1000 + 10 * i + (i % 4) for i in range(20))
+    assert segment.max_timestamp == max(1000 + 10 * i + (i % 4) for i in range(23))
+    assert segment.find(first - 1)[1].last_offset == first - 1
     # Appends continue at the cut.
     batch = make_batch(2)
     segment.append(verify(batch), batch, first, 9)
     assert segment.find(first)[1].leader_epoch == 9
+    assert segment.read(first, 10**6) == stamped(batch, first, 9)
     segment.truncate_to(0)
     assert (segment.size, segment.next_offset, segment.max_timestamp) == (0, 0, None)
     segment.close()
