@@ -161,12 +161,14 @@ class Log:
         self._load_epochs([(s, r) for s, r in recovered if not s.closed])
 
     def _scan_directory(self) -> list[int]:
-        """Base offsets of the `.log` files; removes leftover temp and orphan index files."""
+        """Base offsets of the `.log` files; removes our leftover checkpoint temp files
+        and orphan index files. Files of other names are left alone: the directory may
+        be shared (the node keeps its Raft state beside the log)."""
         bases: set[int] = set()
         others: list[tuple[int, str]] = []
         for name in os.listdir(self.path):
             stem, dot, suffix = name.partition(".")
-            if suffix == "tmp" or name.endswith(".tmp"):
+            if name in (EPOCH_CHECKPOINT + ".tmp", LOG_START_CHECKPOINT + ".tmp"):
                 os.unlink(os.path.join(self.path, name))
             elif dot and len(stem) == 20 and stem.isdigit():
                 if suffix == "log":

@@ -243,10 +243,11 @@ def test_leftover_files_are_cleaned(tmp_path):
     (tmp_path / f"{99999:020d}.index").write_bytes(b"\x00" * 8)
     (tmp_path / f"{99999:020d}.timeindex").write_bytes(b"")
     (tmp_path / "unrelated.txt").write_text("kept")
+    (tmp_path / "raft-state.tmp").write_text("someone else's")
     log = Log.open(str(tmp_path), CONFIG)
     names = os.listdir(tmp_path)
-    assert not any(n.endswith(".tmp") or n.startswith(f"{99999:020d}") for n in names)
-    assert "unrelated.txt" in names
+    assert not any(n == EPOCH_CHECKPOINT + ".tmp" or n.startswith(f"{99999:020d}") for n in names)
+    assert "unrelated.txt" in names and "raft-state.tmp" in names
     log.close()
 
 
