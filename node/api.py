@@ -93,7 +93,7 @@ class Api:
         b = self.broker
         b.controller_leader_check()
         live = b.live_nodes()
-        validate_topic(req.name, req.partitions, req.replication, len(live))
+        validate_topic(req.name, req.partitions, req.replication, len(live), req.configs)
         if req.name.startswith("__"):
             raise InvalidRequestError(f"topic names starting with '__' are reserved for TideMQ's internal topics")
         replicas = assign_replicas(b.state, live, req.partitions, req.replication)

@@ -18,6 +18,7 @@ import logging
 import random
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import msgspec
@@ -100,6 +101,7 @@ class Broker:
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._gossip)
             nursery.start_soon(self._balancer)
+            nursery.start_soon(self._retention)
             if self.cfg.fsync == "interval":
                 nursery.start_soon(self._interval_flusher)
             if self.cfg.metrics:
@@ -150,6 +152,7 @@ class Broker:
         configs = configs or {}
         return segments.LogConfig(
             segment_bytes=int(configs.get("segment.bytes", self.cfg.segment_bytes)),
+            segment_ms=int(configs["segment.ms"]) if "segment.ms" in configs else 7 * 24 * 3600 * 1000,
             retention_ms=int(configs["retention.ms"]) if "retention.ms" in configs else 7 * 24 * 3600 * 1000,
             retention_bytes=int(configs["retention.bytes"]) if "retention.bytes" in configs else None,
             fsync="never",  # the node syncs once per Ready itself (group commit)
@@ -344,8 +347,15 @@ class Broker:
         while True:
             await trio.sleep(self.cfg.fsync_interval_ms / 1000)
             for r in list(self.replicas.values()):
-                if not r.closed:
-                    await trio.to_thread.run_sync(r.storage.sync)
+                await r.sync()
+
+    async def _retention(self) -> None:
+        """Delete old segments by each topic's retention.ms / retention.bytes; a follower
+        that falls behind the new log start is sent a snapshot and restarts from it."""
+        while True:
+            await trio.sleep(self.cfg.retention_check_ms / 1000)
+            for part in list(self.partitions.values()):
+                await part.apply_retention(int(time.time() * 1000))
 
 
 async def serve(config: NodeConfig) -> None:

@@ -114,7 +114,21 @@ def decode_state(data: bytes) -> ClusterState:
     return _state_decoder.decode(data)
 
 
-def validate_topic(name: str, partitions: int, replication: int, live_nodes: int) -> None:
+TOPIC_CONFIGS = {
+    "retention.ms": "delete segments whose newest record is older (ms)",
+    "retention.bytes": "delete the oldest segments while the partition is larger (bytes)",
+    "segment.bytes": "roll the active segment at this size (bytes)",
+    "segment.ms": "roll the active segment when its records span this long (ms)",
+}
+
+
+def validate_topic(name: str, partitions: int, replication: int, live_nodes: int,
+                   configs: dict[str, str] | None = None) -> None:
+    for key, value in (configs or {}).items():
+        if key not in TOPIC_CONFIGS:
+            raise InvalidConfigError(f"unknown topic config {key!r}; known: {', '.join(sorted(TOPIC_CONFIGS))}")
+        if not str(value).isdigit() or int(value) <= 0:
+            raise InvalidConfigError(f"topic config {key}={value!r} must be a positive integer")
     if not TOPIC_NAME.match(name) or name in (".", ".."):
         raise InvalidConfigError(f"topic name {name!r} must be 1-200 of [A-Za-z0-9._-]")
     if not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:

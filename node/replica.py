@@ -67,6 +67,9 @@ class Replica:
         self._leader_addr = leader_addr
         self._on_role_change = on_role_change
         self._wakeup = trio.Event()
+        # Held while the storage changes shape (append, truncate, snapshot, retention)
+        # or syncs in a worker thread: a sync must never overlap a truncation.
+        self.io_lock = trio.Lock()
         self._waiters: SortedDict = SortedDict()  # last offset -> [_Waiter]
         self._hw_waiters: set[trio.Event] = set()
         self.durable = storage.last_index()
@@ -160,7 +163,8 @@ class Replica:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             while self.core.has_ready():
-                await self._handle_ready()
+                async with self.io_lock:
+                    await self._handle_ready()
 
     async def _handle_ready(self) -> None:
         core = self.core
@@ -225,6 +229,17 @@ class Replica:
                     w.error.message = f"{self.name}: the write at {w.entry.index} was overwritten by a new leader; retry"
                 w.event.set()
 
+    async def sync(self) -> None:
+        """fsync in a worker thread (the interval policy's timer)."""
+        async with self.io_lock:
+            if not self.closed:
+                await trio.to_thread.run_sync(self.storage.sync)
+
+    async def apply_retention(self, now_ms: int) -> None:
+        async with self.io_lock:
+            if not self.closed:
+                self.storage.apply_retention(now_ms, self.applied)
+
     async def close(self) -> None:
         self.closed = True
         self.wake()
@@ -233,4 +248,5 @@ class Replica:
                 w.error = ShuttingDownError(f"{self.name} closed on node {self.core.id}; the write's outcome is unknown")
                 w.event.set()
         self._waiters.clear()
-        await trio.to_thread.run_sync(self.storage.close)
+        async with self.io_lock:
+            await trio.to_thread.run_sync(self.storage.close)

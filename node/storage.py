@@ -217,6 +217,15 @@ class LogStorage:
         self._save()
         self.log.delete_before(index + 1)
 
+    def apply_retention(self, now_ms: int, applied: int) -> int:
+        """Drop whole old segments that retention allows, never past `applied` (only
+        committed data may go: a follower still needs the rest). Returns the new log
+        start offset."""
+        boundary = self.log.retention_offset(now_ms)
+        if boundary is not None and boundary - 1 <= applied:
+            self.compact(boundary - 1)
+        return self.log.log_start_offset
+
     def close(self) -> None:
         self._save()
         self.log.close()

@@ -22,7 +22,7 @@ Public API (offsets are Kafka offsets = Raft indexes; epochs are Raft terms):
   holding `offset`; `batches(from_offset, max_bytes=None)` yields (header, bytes).
 - `term_at(offset)`, `end_offset_for_epoch(epoch)`, `offset_for_timestamp(ts_ms)`.
 - `truncate_after(offset)`, `reset_to(offset)`, `delete_before(offset)`,
-  `apply_retention(now_ms)`, `roll()`, `flush()`, `flush_if_due(now_ms=None)`,
+  `retention_offset(now_ms)`, `apply_retention(now_ms)`, `roll()`, `flush()`, `flush_if_due(now_ms=None)`,
   `close()`.
 
 Recovery on open: the active (last) segment is always scanned batch by batch with
@@ -589,9 +589,11 @@ class Log:
             self._directory_changed()
         return deleted
 
-    def apply_retention(self, now_ms: int) -> int:
-        """Delete the oldest sealed segments past `retention_ms` (by their newest
-        timestamp) or beyond `retention_bytes`; never the active one. Returns how many."""
+    def retention_offset(self, now_ms: int) -> int | None:
+        """The log start retention would move to now, or None: the end of the oldest
+        sealed segments past `retention_ms` (by their newest timestamp) or beyond
+        `retention_bytes`; never into the active one. A replicated caller clamps it to
+        what is committed before deleting (see `apply_retention`)."""
         self._check_open()
         cfg = self.config
         sealed = list(self._segments.values())[:-1]
@@ -608,5 +610,10 @@ class Log:
                 excess -= sealed[count].size
                 count += 1
         if count == 0:
-            return 0
-        return self.delete_before(max(sealed[count - 1].next_offset, self._log_start))
+            return None
+        return max(sealed[count - 1].next_offset, self._log_start)
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Delete the segments `retention_offset` allows. Returns how many."""
+        offset = self.retention_offset(now_ms)
+        return 0 if offset is None else self.delete_before(offset)

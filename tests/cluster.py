@@ -35,6 +35,7 @@ class LocalCluster:
         self.overrides = overrides
         self.brokers: dict[int, Broker] = {}
         self._scopes: dict[int, trio.CancelScope] = {}
+        self._done: dict[int, trio.Event] = {}
 
     @property
     def bootstrap(self) -> str:
@@ -47,10 +48,16 @@ class LocalCluster:
     async def start(self, node: int) -> Broker:
         broker = Broker(self.config(node))
 
+        done = trio.Event()
+        self._done[node] = done
+
         async def run(task_status=trio.TASK_STATUS_IGNORED):
-            with trio.CancelScope() as scope:
-                self._scopes[node] = scope
-                await broker.run(task_status=task_status)
+            try:
+                with trio.CancelScope() as scope:
+                    self._scopes[node] = scope
+                    await broker.run(task_status=task_status)
+            finally:
+                done.set()
 
         await self.nursery.start(run)
         self.brokers[node] = broker
@@ -61,7 +68,8 @@ class LocalCluster:
         if graceful:
             await broker.shutdown()
         self._scopes.pop(node).cancel()
-        if not graceful:
+        await self._done.pop(node).wait()
+        if not graceful:  # what the OS does for a killed process: close the files, unsynced data stays in the page cache
             for r in broker.replicas.values():
                 r.storage.log.close()
 

@@ -115,3 +115,40 @@ async def test_controller_only_commands_redirect(tmp_path):
             with pytest.raises(NotControllerError) as err:
                 await conn.request(CreateTopic("x", 1, 1))
             assert err.value.details["leader_addr"] == cluster.peers[cid]
+
+
+async def test_retention_and_follower_restart_from_log_start(tmp_path):
+    """A follower that was down while retention dropped the prefix it lacks restarts
+    from the leader's log start (a snapshot of the partition) and then catches up."""
+    async with local_cluster(tmp_path, retention_check_ms=50) as cluster:
+        addr = await controller_conn_addr(cluster)
+        async with open_connection(addr) as conn:
+            with pytest.raises(InvalidConfigError, match="unknown topic config"):
+                await conn.request(CreateTopic("r", 1, 3, {"retention.hours": "1"}))
+            await conn.request(CreateTopic("r", 1, 3, {"segment.bytes": "4096", "retention.bytes": "8192"}))
+        leader = (await cluster.wait_leaders("r"))[0]
+        ctrl = await cluster.wait_controller()
+        lagger = next(n for n in cluster.peers if n not in (leader, ctrl))
+        await cluster.stop(lagger, graceful=False)
+        async with open_connection(cluster.peers[leader]) as conn:
+            for i in range(60):
+                await conn.request(Produce("r", 0, batch([b"%04d" % i + b"x" * 500])))
+            leader_log = cluster.brokers[leader].partitions[("r", 0)].storage.log
+            with trio.fail_after(10):
+                while leader_log.segment_count > 4:  # ~8 KiB kept in 4 KiB segments + the active one
+                    await trio.sleep(0.05)
+            start = (await conn.request(ListOffsets("r", 0, EARLIEST))).offset
+            end = (await conn.request(ListOffsets("r", 0, LATEST))).offset
+        assert start > 0
+        await cluster.start(lagger)
+        with trio.fail_after(15):
+            while True:
+                part = cluster.brokers[lagger].partitions.get(("r", 0))
+                if part is not None and part.storage.log.next_offset >= end:
+                    break
+                await trio.sleep(0.05)
+        log = part.storage.log
+        assert log.log_start_offset >= start
+        ours = log.read(max(log.log_start_offset, start), 1 << 20)
+        theirs = cluster.brokers[leader].partitions[("r", 0)].storage.log.read(max(log.log_start_offset, start), 1 << 20)
+        assert ours and ours[:len(theirs)] == theirs[:len(ours)]
