@@ -87,7 +87,7 @@ def test_fast_backtracking_skips_a_whole_conflicting_term_per_round_trip():
         c.storage[i].append(common + tail)
         c.storage[i].set_hard_state(HardState(term=term, vote=0, commit=0))
         c.restart(i)
-    lead = c.elect(1)
+    c.elect(1)
     c.flush()
     rejects = [m for m in c.sent if isinstance(m, AppendResponse) and m.frm == 2 and m.reject]
     assert 1 <= len(rejects) <= 3
