@@ -193,6 +193,89 @@ class ListOffsetsResponse(_Msg):
     timestamp: int = -1
 
 
+# --- consumer groups ---------------------------------------------------------------
+# The coordinator of a group is the leader of partition hash(group) of the internal
+# `__consumer_offsets` topic. Membership follows Kafka's KIP-848 shape: the member
+# heartbeats the partitions it owns; the coordinator answers with its target assignment
+# (sticky, computed on the broker), handing out a partition only once its previous owner
+# has reported it released, so a rebalance moves only what must move.
+
+class TopicPartition(_Msg):
+    topic: str
+    partition: int
+
+
+class FindCoordinator(_Msg):
+    group: str
+
+
+class CoordinatorResponse(_Msg):
+    node_id: int
+    addr: str
+
+
+class GroupHeartbeat(_Msg):
+    group: str
+    member_id: str = ""                 # "" to join; the coordinator assigns one
+    member_epoch: int = 0               # 0 to join, -1 to leave
+    topics: list[str] = []
+    owned: list[TopicPartition] = []    # what the member holds right now
+    client_id: str = ""
+    session_timeout_ms: int = 10_000
+    rebalance_timeout_ms: int = 30_000
+
+
+class GroupHeartbeatResponse(_Msg):
+    member_id: str
+    member_epoch: int
+    assignment: list[TopicPartition]    # what the member should hold now
+    heartbeat_interval_ms: int = 1000
+
+
+class OffsetCommit(_Msg):
+    group: str
+    offsets: list[tuple[str, int, int]]  # (topic, partition, next offset to consume)
+    member_id: str = ""                   # "" for simple (group-less) commits
+    member_epoch: int = -1
+
+
+class OffsetFetch(_Msg):
+    group: str
+    partitions: list[TopicPartition] | None = None   # None: all the group has
+
+
+class OffsetFetchResponse(_Msg):
+    offsets: list[tuple[str, int, int]]
+
+
+class ListGroups(_Msg):
+    pass
+
+
+class ListGroupsResponse(_Msg):
+    groups: list[str]
+
+
+class DescribeGroup(_Msg):
+    group: str
+
+
+class MemberInfo(_Msg):
+    member_id: str
+    client_id: str
+    member_epoch: int
+    assignment: list[TopicPartition]
+    topics: list[str] = []
+
+
+class DescribeGroupResponse(_Msg):
+    group: str
+    state: str                           # empty | stable | reconciling
+    epoch: int
+    members: list[MemberInfo]
+    offsets: list[tuple[str, int, int]]
+
+
 # --- broker to broker ----------------------------------------------------------------
 
 class PeerMessages(_Msg):
@@ -206,6 +289,8 @@ Body = Union[
     Metadata, MetadataResponse, CreateTopic, DeleteTopic,
     InitProducerId, ProducerIdResponse, Produce, ProduceResponse,
     Fetch, FetchResponse, ListOffsets, ListOffsetsResponse,
+    FindCoordinator, CoordinatorResponse, GroupHeartbeat, GroupHeartbeatResponse, OffsetCommit, OffsetFetch,
+    OffsetFetchResponse, ListGroups, ListGroupsResponse, DescribeGroup, DescribeGroupResponse,
     PeerMessages,
 ]
 

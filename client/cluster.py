@@ -1,0 +1,252 @@
+"""What every client class shares: bootstrap, metadata, one connection per node, and
+following leaders.
+
+`ClusterClient` keeps one multiplexed connection per node, each owned by a task of the
+client's task group (so connections open lazily from any task and close with the
+client). Requests to a partition leader, the controller or a group coordinator retry
+invisibly on NOT_LEADER, NOT_CONTROLLER, NOT_COORDINATOR and lost connections, following
+the leader hint or refreshing metadata, until the caller's deadline (a cancel scope).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any, Callable
+
+import anyio
+
+from client.connection import Connection, open_connection
+from client.errors import (
+    ConnectionClosedError, CoordinatorNotAvailableError, NotControllerError, NotCoordinatorError, NotLeaderError,
+    ShuttingDownError, TideMQError, UnknownTopicError, RequestTimeoutError,
+)
+from client.protocol import (
+    CoordinatorResponse, FindCoordinator, Metadata, MetadataResponse, TopicInfo,
+)
+
+RETRY_BACKOFF_S = (0.02, 0.5)   # first and largest backoff between retries
+
+
+def bootstrap_list(bootstrap: str | list[str] | None) -> list[str]:
+    if bootstrap is None:
+        bootstrap = os.environ.get("TIDEMQ_BOOTSTRAP", "127.0.0.1:9401")
+    addrs = bootstrap.split(",") if isinstance(bootstrap, str) else list(bootstrap)
+    addrs = [a.strip() for a in addrs if a.strip()]
+    if not addrs:
+        raise ValueError("bootstrap names no node; pass 'HOST:PORT[,HOST:PORT...]'")
+    return addrs
+
+
+class _NodeLink:
+    """The task that owns one node's connection; requests borrow it."""
+
+    def __init__(self, addr: str) -> None:
+        self.addr = addr
+        self.conn: Connection | None = None
+        self.ready = anyio.Event()
+        self.error: BaseException | None = None
+        self.done = anyio.Event()
+        self.close = anyio.Event()
+
+
+class ClusterClient:
+    def __init__(self, bootstrap: str | list[str] | None = None, *, token: str | None = None,
+                 client_id: str = "tidemq", request_timeout: float = 30.0, connect_timeout: float = 5.0) -> None:
+        self.bootstrap = bootstrap_list(bootstrap)
+        self.token = token if token is not None else (os.environ.get("TIDEMQ_TOKEN") or None)
+        self.client_id = client_id
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.nodes: dict[int, str] = {}
+        self.topics: dict[str, TopicInfo] = {}
+        self.controller: int | None = None
+        self._links: dict[str, _NodeLink] = {}
+        self._coordinators: dict[str, str] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._metadata_lock = anyio.Lock()
+
+    async def __aenter__(self) -> "ClusterClient":
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        assert self._tg is not None
+        for link in self._links.values():
+            link.close.set()
+        self._tg.cancel_scope.cancel()
+        return await self._tg.__aexit__(*exc)
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _own(self, link: _NodeLink) -> None:
+        try:
+            async with open_connection(link.addr, token=self.token, client_id=self.client_id,
+                                       connect_timeout=self.connect_timeout) as conn:
+                link.conn = conn
+                link.ready.set()
+                await link.close.wait()
+        except BaseException as exc:  # recorded for whoever waits; the link is dropped
+            link.error = exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            link.ready.set()
+            link.done.set()
+            if self._links.get(link.addr) is link:
+                del self._links[link.addr]
+
+    async def connection(self, addr: str) -> Connection:
+        link = self._links.get(link_key := addr)
+        if link is None or (link.conn is not None and link.conn.closed):
+            if link is not None:
+                link.close.set()
+            link = self._links[link_key] = _NodeLink(addr)
+            assert self._tg is not None, "use the client inside `async with`"
+            self._tg.start_soon(self._own, link)
+        await link.ready.wait()
+        if link.conn is None or link.conn.closed:
+            err = link.error
+            if isinstance(err, TideMQError):
+                raise err
+            raise ConnectionClosedError(f"cannot reach node at {addr}: {err}")
+        return link.conn
+
+    async def request(self, addr: str, body: object) -> Any:
+        """One request to one node, bounded by `request_timeout`."""
+        with anyio.fail_after(self.request_timeout):
+            conn = await self.connection(addr)
+            try:
+                return await conn.request(body)
+            except ConnectionClosedError:
+                link = self._links.get(addr)
+                if link is not None:
+                    link.close.set()
+                raise
+
+    # -- metadata -------------------------------------------------------------------------
+
+    def _candidates(self) -> list[str]:
+        known = list(self.nodes.values())
+        return known + [a for a in self.bootstrap if a not in known]
+
+    async def request_any(self, body: object) -> Any:
+        """Ask each known node in turn until one answers (metadata, lookups)."""
+        last: Exception | None = None
+        for addr in self._candidates():
+            try:
+                return await self.request(addr, body)
+            except (ConnectionClosedError, ShuttingDownError, TimeoutError) as exc:
+                last = exc
+        raise ConnectionClosedError(f"no node answered (tried {', '.join(self._candidates())}): {last}")
+
+    async def refresh_metadata(self, topics: list[str] | None = None) -> MetadataResponse:
+        async with self._metadata_lock:
+            md: MetadataResponse = await self.request_any(Metadata(topics))
+            self.nodes = {n.node_id: n.addr for n in md.nodes}
+            self.controller = md.controller
+            for t in md.topics:
+                self.topics[t.name] = t
+            for name in md.missing:
+                self.topics.pop(name, None)
+            if topics is None:
+                for name in list(self.topics):
+                    if name not in {t.name for t in md.topics}:
+                        del self.topics[name]
+            return md
+
+    async def topic(self, name: str, refresh: bool = False) -> TopicInfo:
+        if refresh or name not in self.topics:
+            await self.refresh_metadata([name])
+        info = self.topics.get(name)
+        if info is None:
+            raise UnknownTopicError(f"topic {name!r} does not exist; create it first (Admin.create_topic)")
+        return info
+
+    async def partition_count(self, name: str) -> int:
+        return len((await self.topic(name)).partitions)
+
+    # -- routing with retries ---------------------------------------------------------------
+
+    async def _retrying(self, attempt: Callable[[], Any], what: str) -> Any:
+        """Run `attempt` until it succeeds or fails with a non-retriable error; retriable
+        failures back off with jitter. Bound it with the caller's cancel scope."""
+        backoff = RETRY_BACKOFF_S[0]
+        while True:
+            try:
+                return await attempt()
+            except (NotLeaderError, NotControllerError, NotCoordinatorError, CoordinatorNotAvailableError,
+                    ConnectionClosedError, ShuttingDownError, RequestTimeoutError, TimeoutError) as exc:
+                if isinstance(exc, TideMQError) and not exc.retriable:
+                    raise
+                await anyio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, RETRY_BACKOFF_S[1])
+
+    async def leader_request(self, topic: str, partition: int, body: object) -> Any:
+        """Send to the partition's leader, following leadership changes."""
+        hint: list[str | None] = [None]
+
+        async def attempt():
+            addr = hint[0]
+            hint[0] = None
+            if addr is None:
+                info = await self.topic(topic)
+                if not 0 <= partition < len(info.partitions):
+                    raise UnknownTopicError(f"topic {topic!r} has no partition {partition}")
+                leader = info.partitions[partition].leader
+                if leader is None or leader not in self.nodes:
+                    await self.refresh_metadata([topic])
+                    leader = self.topics[topic].partitions[partition].leader if topic in self.topics else None
+                    if leader is None:
+                        raise NotLeaderError(f"{topic}-{partition} has no leader yet")
+                addr = self.nodes[leader]
+            try:
+                return await self.request(addr, body)
+            except NotLeaderError as exc:
+                hint[0] = exc.leader_addr if exc.leader_addr != addr else None
+                if hint[0] is None:
+                    await self.refresh_metadata([topic])
+                raise
+            except (ConnectionClosedError, TimeoutError):
+                await self.refresh_metadata([topic])
+                raise
+
+        return await self._retrying(attempt, f"{topic}-{partition}")
+
+    async def controller_request(self, body: object) -> Any:
+        hint: list[str | None] = [None]
+
+        async def attempt():
+            addr = hint[0] or (self.nodes.get(self.controller) if self.controller else None)
+            hint[0] = None
+            if addr is None:
+                await self.refresh_metadata([])
+                addr = self.nodes.get(self.controller) if self.controller else None
+                if addr is None:
+                    raise NotControllerError("no controller elected yet")
+            try:
+                return await self.request(addr, body)
+            except NotControllerError as exc:
+                hint[0] = exc.details.get("leader_addr")  # type: ignore[assignment]
+                self.controller = None
+                raise
+            except (ConnectionClosedError, TimeoutError):
+                self.controller = None
+                raise
+
+        return await self._retrying(attempt, "controller")
+
+    async def coordinator_request(self, group: str, body: object) -> Any:
+        async def attempt():
+            addr = self._coordinators.get(group)
+            if addr is None:
+                resp: CoordinatorResponse = await self.request_any(FindCoordinator(group))
+                addr = self._coordinators[group] = resp.addr
+            try:
+                return await self.request(addr, body)
+            except (NotCoordinatorError, CoordinatorNotAvailableError, ConnectionClosedError, TimeoutError):
+                self._coordinators.pop(group, None)
+                raise
+
+        return await self._retrying(attempt, f"group {group}")

@@ -1,0 +1,358 @@
+"""Consumer: read topics, alone, in a group, or as a broadcast listener.
+
+    async with Consumer(bootstrap, group="billing", topics=["orders"]) as consumer:
+        async for msg in consumer:
+            ...
+            await consumer.commit()          # what the iterator has handed out
+        # or
+        await consumer.run(handler, mode="serial" | "concurrent", concurrency=16, timeout=5.0)
+
+- In a group, the partitions are shared among the group's members by the broker
+  (`client.group`); committed offsets live in the replicated `__consumer_offsets` topic,
+  so a restarted or replacement member resumes where the group left off.
+- `broadcast=True`: every instance reads every partition from the end of the log, as a
+  group of its own (nothing to share, nothing to commit).
+- Without a group: all partitions, from `offset_reset`; nothing is committed.
+
+`run()` gives the two processing modes. Both commit only the lowest offset not yet
+finished in each partition (a sorted set of what is in flight), so a crash redelivers
+unfinished messages and never skips one:
+- serial: messages of one key are handled one at a time, in offset order; different keys
+  run in parallel up to `concurrency`, so one slow key never blocks its partition
+  (`order="partition"` handles a partition strictly one message at a time);
+- concurrent: up to `concurrency` handlers in flight, in any order.
+A handler that raises or exceeds `timeout` (it is cancelled) is retried in place with
+exponential backoff up to `retries` times; after that the failure is logged and the
+message counts as done.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple
+
+import anyio
+from sortedcontainers import SortedSet
+
+from client.cluster import ClusterClient
+from client.errors import InvalidConfigError, OffsetOutOfRangeError, TideMQError, UnknownTopicError
+from client.protocol import (
+    EARLIEST, LATEST, READ_COMMITTED, READ_UNCOMMITTED, Fetch, FetchPartition, ListOffsets,
+)
+from segments.batch import decode_records, iter_batches
+
+log = logging.getLogger(__name__)
+
+TopicPartition = tuple[str, int]
+COMMIT_INTERVAL_S = 1.0
+
+
+class Message(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+    timestamp: int
+
+
+class _Assigned:
+    """One partition this consumer reads: where it is, what is in flight."""
+
+    def __init__(self, position: int) -> None:
+        self.position = position          # next offset to fetch
+        self.handed = position            # next offset after what the iterator handed out
+        self.pending: SortedSet = SortedSet()   # offsets handed to handlers, not finished
+        self.scope = anyio.CancelScope()
+        self.revoked = False
+
+
+class Consumer:
+    def __init__(
+        self,
+        bootstrap: str | list[str] | None = None,
+        *,
+        group: str | None = None,
+        topics: list[str],
+        offset_reset: str = "latest",
+        broadcast: bool = False,
+        isolation: str = "read_committed",
+        token: str | None = None,
+        session_timeout: float = 10.0,
+        rebalance_timeout: float = 30.0,
+        max_wait: float = 0.5,
+        fetch_max_bytes: int = 1024 * 1024,
+        buffer: int = 10_000,
+        request_timeout: float = 30.0,
+        client_id: str = "tidemq-consumer",
+    ) -> None:
+        if offset_reset not in ("earliest", "latest"):
+            raise InvalidConfigError(f"offset_reset must be 'earliest' or 'latest', not {offset_reset!r}")
+        if isolation not in ("read_committed", "read_uncommitted"):
+            raise InvalidConfigError(f"isolation must be 'read_committed' or 'read_uncommitted', not {isolation!r}")
+        if not topics or isinstance(topics, str):
+            raise InvalidConfigError("topics must be a non-empty list of topic names")
+        self.group = group
+        self.topics = list(topics)
+        self.broadcast = broadcast
+        self.offset_reset = "latest" if broadcast else offset_reset
+        self.isolation = READ_COMMITTED if isolation == "read_committed" else READ_UNCOMMITTED
+        self.session_timeout = session_timeout
+        self.rebalance_timeout = rebalance_timeout
+        self.max_wait = max_wait
+        self.fetch_max_bytes = fetch_max_bytes
+        self.client_id = client_id
+        self.cluster = ClusterClient(bootstrap, token=token, client_id=client_id, request_timeout=request_timeout)
+        self._assigned: dict[TopicPartition, _Assigned] = {}
+        self._send, self._receive = anyio.create_memory_object_stream[tuple[_Assigned, Message]](buffer)
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._member = None
+        self._member_cm = None
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> "Consumer":
+        await self.cluster.__aenter__()
+        try:
+            self._tg = anyio.create_task_group()
+            await self._tg.__aenter__()
+            if self.group is not None and not self.broadcast:
+                from client.group import GroupMember
+                self._member = GroupMember(
+                    self.cluster, self.group, self.topics, session_timeout=self.session_timeout,
+                    rebalance_timeout=self.rebalance_timeout, client_id=self.client_id,
+                    on_assigned=self._on_assigned, on_revoked=self._on_revoked)
+                await self._member.__aenter__()
+            else:
+                parts = set()
+                for topic in self.topics:
+                    n = await self.cluster.partition_count(topic)
+                    parts.update((topic, p) for p in range(n))
+                await self._on_assigned(parts)
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        try:
+            if self._member is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.rebalance_timeout):
+                    await self._member.__aexit__(None, None, None)
+        finally:
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+                await self._tg.__aexit__(None, None, None)
+            await self.cluster.__aexit__(None, None, None)
+
+    # -- assignment -----------------------------------------------------------------------------------
+
+    async def _on_assigned(self, parts: set[TopicPartition]) -> None:
+        committed: dict[TopicPartition, int | None] = {}
+        if self._member is not None:
+            committed = await self._member.committed(list(parts))
+        for tp in parts:
+            offset = committed.get(tp)
+            if offset is None:
+                offset = await self._reset_offset(tp)
+            state = self._assigned[tp] = _Assigned(offset)
+            assert self._tg is not None
+            self._tg.start_soon(self._fetch_loop, tp, state)
+
+    async def _on_revoked(self, parts: set[TopicPartition]) -> None:
+        """Stop fetching, let in-flight handlers finish (bounded), commit, forget."""
+        states = {tp: self._assigned[tp] for tp in parts if tp in self._assigned}
+        for state in states.values():
+            state.revoked = True
+            state.scope.cancel()
+        with anyio.move_on_after(self.rebalance_timeout / 2):
+            while any(s.pending for s in states.values()):
+                await anyio.sleep(0.01)
+        if self._member is not None:
+            offsets = {tp: self._commit_point(s) for tp, s in states.items()}
+            try:
+                await self._member.commit(offsets)
+            except TideMQError as exc:
+                log.warning("commit on revoke failed for %s: %s", sorted(offsets), exc)
+        for tp in states:
+            self._assigned.pop(tp, None)
+
+    async def _reset_offset(self, tp: TopicPartition) -> int:
+        ts = EARLIEST if self.offset_reset == "earliest" else LATEST
+        resp = await self.cluster.leader_request(tp[0], tp[1], ListOffsets(tp[0], tp[1], ts))
+        return resp.offset
+
+    # -- fetching ---------------------------------------------------------------------------------------
+
+    async def _fetch_loop(self, tp: TopicPartition, state: _Assigned) -> None:
+        topic, p = tp
+        with state.scope:
+            while True:
+                req = Fetch([FetchPartition(topic, p, state.position, self.fetch_max_bytes)],
+                            max_wait_ms=int(self.max_wait * 1000), isolation=self.isolation)
+                try:
+                    resp = await self.cluster.leader_request(topic, p, req)
+                except UnknownTopicError:
+                    log.warning("%s-%s disappeared; stop reading it", topic, p)
+                    return
+                res = resp.results[0]
+                if res.error:
+                    if res.error == OffsetOutOfRangeError.code:
+                        state.position = await self._reset_offset(tp)
+                        log.warning("%s-%s: offset out of range, reset to %s (%s)", topic, p, state.position, self.offset_reset)
+                        continue
+                    # Leadership moved under us: the retrying request path finds the new leader.
+                    await self.cluster.refresh_metadata([topic])
+                    await anyio.sleep(0.05)
+                    continue
+                for header, data in iter_batches(res.records):
+                    if header.is_control:
+                        state.position = max(state.position, header.last_offset + 1)
+                        continue
+                    for rec in decode_records(data):
+                        if rec.offset < state.position:
+                            continue
+                        msg = Message(topic, p, rec.offset, rec.key, rec.value, rec.headers, rec.timestamp)
+                        await self._send.send((state, msg))
+                        state.position = rec.offset + 1
+
+    # -- the iterator ------------------------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        while True:
+            state, msg = await self._receive.receive()
+            if state.revoked or self._assigned.get((msg.topic, msg.partition)) is not state:
+                continue  # fetched before a rebalance took the partition away
+            state.handed = msg.offset + 1
+            return msg
+
+    async def commit(self) -> None:
+        """Commit, for every assigned partition, the offset after the last message handed
+        out (by the iterator) or the lowest unfinished one (by `run`)."""
+        if self._member is None:
+            if self.broadcast:
+                return  # a broadcast instance is a group of its own: nothing to share
+            raise InvalidConfigError("commit() needs a group: Consumer(..., group='name')")
+        offsets = {tp: self._commit_point(s) for tp, s in self._assigned.items()}
+        if offsets:
+            await self._member.commit(offsets)
+
+    @staticmethod
+    def _commit_point(state: _Assigned) -> int:
+        return state.pending[0] if state.pending else state.handed
+
+    # -- run: handlers with modes -------------------------------------------------------------------------
+
+    async def run(
+        self,
+        handler: Callable[[Message], Awaitable[Any]],
+        *,
+        mode: str = "serial",
+        concurrency: int = 16,
+        timeout: float | None = None,
+        order: str = "key",
+        retries: int = 3,
+        backoff: float = 0.1,
+        max_messages: int | None = None,
+    ) -> None:
+        """Handle messages until cancelled (or `max_messages` are finished)."""
+        if mode not in ("serial", "concurrent"):
+            raise InvalidConfigError(f"mode must be 'serial' or 'concurrent', not {mode!r}")
+        if order not in ("key", "partition"):
+            raise InvalidConfigError(f"order must be 'key' or 'partition', not {order!r}")
+        if concurrency < 1:
+            raise InvalidConfigError("concurrency must be >= 1")
+        slots = anyio.Semaphore(concurrency)
+        finished = 0
+        done_all = anyio.Event()
+        lanes: dict[tuple, deque] = {}     # serial mode: (topic, partition, key) -> waiting messages
+
+        async def handle(state: _Assigned, msg: Message) -> None:
+            nonlocal finished
+            for attempt in range(retries + 1):
+                try:
+                    if timeout is None:
+                        await handler(msg)
+                    else:
+                        with anyio.fail_after(timeout):
+                            await handler(msg)
+                    break
+                except Exception as exc:
+                    if attempt == retries:
+                        log.error("handler failed on %s-%s@%s after %d attempt(s): %r",
+                                  msg.topic, msg.partition, msg.offset, attempt + 1, exc)
+                    else:
+                        await anyio.sleep(backoff * 2 ** attempt * (0.5 + random.random()))
+            state.pending.discard(msg.offset)
+            finished += 1
+            if max_messages is not None and finished >= max_messages:
+                done_all.set()
+
+        async def concurrent_worker(state: _Assigned, msg: Message) -> None:
+            try:
+                await handle(state, msg)
+            finally:
+                slots.release()
+
+        async def lane_worker(lane_key: tuple, state: _Assigned) -> None:
+            queue = lanes[lane_key]
+            try:
+                while queue:
+                    msg = queue[0]
+                    await handle(state, msg)
+                    queue.popleft()
+            finally:
+                del lanes[lane_key]
+                slots.release()
+
+        async def committer() -> None:
+            if self._member is None:
+                return
+            while True:
+                await anyio.sleep(COMMIT_INTERVAL_S)
+                try:
+                    await self.commit()
+                except TideMQError as exc:
+                    log.warning("periodic commit failed: %s", exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(committer)
+
+            async def feed() -> None:
+                async for msg in self:
+                    if max_messages is not None and finished >= max_messages:
+                        break
+                    state = self._assigned[(msg.topic, msg.partition)]
+                    state.pending.add(msg.offset)
+                    if mode == "concurrent":
+                        await slots.acquire()
+                        tg.start_soon(concurrent_worker, state, msg)
+                        continue
+                    lane_key = (msg.topic, msg.partition) + ((msg.key,) if order == "key" else ())
+                    queue = lanes.get(lane_key)
+                    if queue is not None:
+                        queue.append(msg)      # this key is busy: wait behind it, in order
+                        continue
+                    await slots.acquire()
+                    lanes[lane_key] = deque([msg])
+                    tg.start_soon(lane_worker, lane_key, state)
+
+            tg.start_soon(feed)
+            await done_all.wait() if max_messages is not None else anyio.sleep_forever()
+            tg.cancel_scope.cancel()
+        if self._member is not None:
+            await self.commit()
+

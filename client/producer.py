@@ -1,0 +1,278 @@
+"""Producer: send messages, get them acknowledged, never twice.
+
+`send()` returns once the message is acknowledged (acks="all" by default: committed on
+a majority). Underneath, messages to the same partition are gathered into one record
+batch until it is `batch_bytes` big or `linger` has passed, so many concurrent sends
+share a batch and one round trip. Per partition up to `max_in_flight` batches are in
+flight at once.
+
+Idempotence (on by default): the producer gets a producer id from the cluster and
+numbers the records of each partition; a batch retried after a timeout, a lost
+connection or a leader change is recognised by the leader and not written again. A
+batch that reaches a new leader before the one ahead of it (OUT_OF_ORDER_SEQUENCE) waits
+for its predecessor and is retried, so order holds per partition.
+
+Partitioning: a key hashes with Kafka's murmur2 (serial messages: one key, one
+partition, in order); no key spreads whole batches over partitions (sticky).
+
+Timeouts: `request_timeout` bounds each request, `delivery_timeout` the whole send
+including retries; a send that cannot be acknowledged in time raises
+`RequestTimeoutError` (its outcome is unknown: it may still have been written once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import anyio
+
+from client.cluster import ClusterClient
+from client.errors import (
+    InvalidConfigError, MessageTooLargeError, OutOfOrderSequenceError, RequestTimeoutError, TideMQError,
+)
+from client.partitioner import StickyPartitioner, partition_for_key
+from client.protocol import ACKS_ALL, ACKS_LEADER, ACKS_NONE, InitProducerId, Produce, ProduceResponse
+from segments.batch import build_batch
+from segments.compression import Compression
+
+Headers = Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None
+
+_ACKS = {"all": ACKS_ALL, -1: ACKS_ALL, 1: ACKS_LEADER, "1": ACKS_LEADER, "leader": ACKS_LEADER,
+         0: ACKS_NONE, "0": ACKS_NONE, "none": ACKS_NONE}
+_RECORD_OVERHEAD = 24   # varints and attributes per record, near enough for sizing
+
+
+class RecordMetadata(NamedTuple):
+    topic: str
+    partition: int
+    offset: int          # -1 for acks=0 (nobody told us)
+    timestamp: int
+
+
+class _Batch:
+    """Messages gathered for one partition; every send in it waits on `done`."""
+
+    __slots__ = ("records", "size", "created", "done", "error", "base_offset", "sequence", "data")
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes | None, tuple, int]] = []
+        self.size = 61
+        self.created = time.monotonic()
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
+        self.base_offset = -1
+        self.sequence = -1
+        self.data = b""
+
+
+class _PartitionQueue:
+    def __init__(self) -> None:
+        self.open: _Batch | None = None
+        self.sealed: deque[_Batch] = deque()
+        self.inflight: deque[_Batch] = deque()
+        self.wakeup = anyio.Event()
+        self.next_sequence = 0
+        self.running = False
+
+
+class Producer:
+    def __init__(
+        self,
+        bootstrap: str | list[str] | None = None,
+        *,
+        token: str | None = None,
+        acks: str | int = "all",
+        idempotent: bool = True,
+        linger: float = 0.005,
+        batch_bytes: int = 256 * 1024,
+        max_in_flight: int = 5,
+        compression: str = "none",
+        request_timeout: float = 30.0,
+        delivery_timeout: float = 120.0,
+        client_id: str = "tidemq-producer",
+    ) -> None:
+        if acks not in _ACKS:
+            raise InvalidConfigError(f"acks must be 'all', 1 or 0, not {acks!r}")
+        self.acks = _ACKS[acks]
+        if idempotent and self.acks != ACKS_ALL:
+            raise InvalidConfigError("an idempotent producer needs acks='all' (pass idempotent=False for acks 0 or 1)")
+        try:
+            self.compression = Compression[compression.upper()]
+        except KeyError:
+            raise InvalidConfigError(f"compression must be none, gzip or zstd, not {compression!r}") from None
+        if not 1 <= max_in_flight <= 5 and idempotent:
+            raise InvalidConfigError("an idempotent producer keeps 1..5 batches in flight per partition")
+        self.idempotent = idempotent
+        self.linger = linger
+        self.batch_bytes = batch_bytes
+        self.max_in_flight = max_in_flight
+        self.request_timeout = request_timeout
+        self.delivery_timeout = delivery_timeout
+        self.cluster = ClusterClient(bootstrap, token=token, client_id=client_id, request_timeout=request_timeout)
+        self.producer_id = -1
+        self.producer_epoch = -1
+        self._queues: dict[tuple[str, int], _PartitionQueue] = {}
+        self._sticky = StickyPartitioner()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> "Producer":
+        await self.cluster.__aenter__()
+        try:
+            if self.idempotent:
+                with anyio.fail_after(self.delivery_timeout):
+                    resp = await self.cluster.controller_request(InitProducerId())
+                self.producer_id, self.producer_epoch = resp.producer_id, resp.producer_epoch
+            self._tg = anyio.create_task_group()
+            await self._tg.__aenter__()
+        except BaseException:
+            await self.cluster.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        self._closed = True
+        try:
+            if exc_type is None:
+                await self.flush()
+        finally:
+            assert self._tg is not None
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
+            await self.cluster.__aexit__(None, None, None)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
+                   partition: int | None = None, timestamp: int | None = None) -> RecordMetadata:
+        """Send one message and wait until it is acknowledged."""
+        batch, index, p = await self._append(topic, value, key, headers, partition, timestamp)
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        ts = batch.records[index][3]
+        return RecordMetadata(topic, p, batch.base_offset + index if batch.base_offset >= 0 else -1, ts)
+
+    async def _append(self, topic, value, key, headers, partition, timestamp) -> tuple[_Batch, int, int]:
+        if self._closed or self._tg is None:
+            raise RuntimeError("use the producer inside `async with Producer(...)`")
+        if value is not None and not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"value must be bytes or None, not {type(value).__name__}")
+        if key is not None and not isinstance(key, (bytes, bytearray, memoryview)):
+            raise TypeError(f"key must be bytes or None, not {type(key).__name__}")
+        hdrs = tuple(headers.items()) if isinstance(headers, Mapping) else tuple(headers or ())
+        for h in hdrs:
+            if not (isinstance(h[0], str) and (h[1] is None or isinstance(h[1], (bytes, bytearray)))):
+                raise TypeError("headers map str names to bytes values")
+        n = await self.cluster.partition_count(topic)
+        if partition is None:
+            p = partition_for_key(bytes(key), n) if key is not None else self._sticky.partition(topic, n)
+        elif not 0 <= partition < n:
+            raise InvalidConfigError(f"topic {topic!r} has partitions 0..{n - 1}, not {partition}")
+        else:
+            p = partition
+        size = _RECORD_OVERHEAD + len(key or b"") + len(value or b"") + sum(len(k) + len(v or b"") for k, v in hdrs)
+        if size + 61 > self.batch_bytes * 4 and size > 1024 * 1024:
+            raise MessageTooLargeError(f"message of {size} bytes exceeds the 1 MiB batch limit")
+        q = self._queues.get((topic, p))
+        if q is None:
+            q = self._queues[(topic, p)] = _PartitionQueue()
+        batch = q.open
+        if batch is not None and batch.size + size > self.batch_bytes and batch.records:
+            self._seal(topic, p, q, n)
+            batch = None
+        if batch is None:
+            batch = q.open = _Batch()
+            self._tg.start_soon(self._linger, topic, p, q, batch, n)
+        ts = timestamp if timestamp is not None else int(time.time() * 1000)
+        batch.records.append((key, value, hdrs, ts))
+        batch.size += size
+        if not q.running:
+            q.running = True
+            self._tg.start_soon(self._sender, topic, p, q)
+        return batch, len(batch.records) - 1, p
+
+    async def _linger(self, topic: str, p: int, q: _PartitionQueue, batch: _Batch, n: int) -> None:
+        await anyio.sleep(self.linger)
+        if q.open is batch:
+            self._seal(topic, p, q, n)
+
+    def _seal(self, topic: str, p: int, q: _PartitionQueue, n: int) -> None:
+        batch = q.open
+        assert batch is not None
+        q.open = None
+        if self.idempotent:
+            batch.sequence = q.next_sequence
+            q.next_sequence += len(batch.records)
+        batch.data = build_batch(batch.records, compression=self.compression, producer_id=self.producer_id,
+                                 producer_epoch=self.producer_epoch, base_sequence=batch.sequence)
+        q.sealed.append(batch)
+        q.wakeup.set()
+        if batch.records[0][0] is None:
+            self._sticky.next_batch(topic, n)
+
+    async def _sender(self, topic: str, p: int, q: _PartitionQueue) -> None:
+        """Send sealed batches in order, up to max_in_flight at a time."""
+        async with anyio.create_task_group() as tg:
+            while True:
+                while not q.sealed:
+                    await q.wakeup.wait()
+                    q.wakeup = anyio.Event()
+                while len(q.inflight) >= self.max_in_flight:
+                    await q.inflight[0].done.wait()
+                    while q.inflight and q.inflight[0].done.is_set():
+                        q.inflight.popleft()
+                batch = q.sealed.popleft()
+                predecessor = q.inflight[-1] if q.inflight else None
+                q.inflight.append(batch)
+                tg.start_soon(self._deliver, topic, p, batch, predecessor)
+
+    async def _deliver(self, topic: str, p: int, batch: _Batch, predecessor: _Batch | None) -> None:
+        remaining = batch.created + self.delivery_timeout - time.monotonic()
+        request = Produce(topic, p, batch.data, self.acks, int(self.request_timeout * 1000))
+        try:
+            with anyio.fail_after(max(remaining, 0.001)):
+                if self.acks == ACKS_NONE:
+                    info = await self.cluster.topic(topic)
+                    leader = info.partitions[p].leader
+                    conn = await self.cluster.connection(self.cluster.nodes[leader])
+                    await conn.send_only(request)
+                else:
+                    while True:
+                        try:
+                            resp: ProduceResponse = await self.cluster.leader_request(topic, p, request)
+                            batch.base_offset = resp.base_offset
+                            break
+                        except OutOfOrderSequenceError:
+                            # The batch ahead of us has not landed yet (it is being
+                            # retried): wait for it, then go again.
+                            if predecessor is None:
+                                raise
+                            await predecessor.done.wait()
+                            if predecessor.error is not None:
+                                raise
+                            predecessor = None
+        except TimeoutError:
+            batch.error = RequestTimeoutError(
+                f"{len(batch.records)} message(s) to {topic}-{p} not acknowledged within delivery_timeout="
+                f"{self.delivery_timeout}s; they may or may not have been written")
+        except (TideMQError, OSError) as exc:
+            batch.error = exc
+        finally:
+            batch.done.set()
+
+    async def flush(self) -> None:
+        """Send everything gathered so far and wait until all of it is acknowledged."""
+        batches = []
+        for (topic, p), q in self._queues.items():
+            if q.open is not None and q.open.records:
+                batches.append(q.open)
+                self._seal(topic, p, q, await self.cluster.partition_count(topic))
+            batches.extend(q.sealed)
+            batches.extend(q.inflight)
+        for b in batches:
+            await b.done.wait()
