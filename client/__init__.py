@@ -1,1 +1,9 @@
-"""TideMQ client package."""
+"""TideMQ client library: `Admin`, `Producer`, `Consumer` (anyio: runs under trio and
+asyncio); `client.sync` has blocking versions for scripts; `tidemq` is the CLI."""
+
+from client.admin import Admin
+from client.consumer import Consumer, Message
+from client.errors import TideMQError
+from client.producer import Producer, RecordMetadata
+
+__all__ = ["Admin", "Consumer", "Message", "Producer", "RecordMetadata", "TideMQError"]
