@@ -26,6 +26,7 @@ from client.protocol import (
 )
 
 RETRY_BACKOFF_S = (0.02, 0.5)   # first and largest backoff between retries
+METADATA_WAIT_S = 1.0           # how long a topic may take to reach every node
 
 
 def bootstrap_list(bootstrap: str | list[str] | None) -> list[str]:
@@ -61,6 +62,8 @@ class ClusterClient:
         self.nodes: dict[int, str] = {}
         self.topics: dict[str, TopicInfo] = {}
         self.controller: int | None = None
+        self.metadata_version = 0
+        self.last_metadata: MetadataResponse | None = None
         self._links: dict[str, _NodeLink] = {}
         self._coordinators: dict[str, str] = {}
         self._tg: anyio.abc.TaskGroup | None = None
@@ -113,12 +116,12 @@ class ClusterClient:
             raise ConnectionClosedError(f"cannot reach node at {addr}: {err}")
         return link.conn
 
-    async def request(self, addr: str, body: object) -> Any:
+    async def request(self, addr: str, body: object, sent: anyio.Event | None = None) -> Any:
         """One request to one node, bounded by `request_timeout`."""
         with anyio.fail_after(self.request_timeout):
             conn = await self.connection(addr)
             try:
-                return await conn.request(body)
+                return await conn.request(body, sent)
             except ConnectionClosedError:
                 link = self._links.get(addr)
                 if link is not None:
@@ -141,9 +144,15 @@ class ClusterClient:
                 last = exc
         raise ConnectionClosedError(f"no node answered (tried {', '.join(self._candidates())}): {last}")
 
-    async def refresh_metadata(self, topics: list[str] | None = None) -> MetadataResponse:
+    async def refresh_metadata(self, topics: list[str] | None = None, *, seen: int | None = None) -> MetadataResponse:
+        """Ask a node for fresh metadata. With `seen` (a `metadata_version` read before
+        the caller decided to refresh), skip it if another task refreshed meanwhile:
+        thousands of sends that miss the cache at once cost one round trip."""
         async with self._metadata_lock:
+            if seen is not None and self.metadata_version != seen and self.last_metadata is not None:
+                return self.last_metadata
             md: MetadataResponse = await self.request_any(Metadata(topics))
+            self.metadata_version += 1
             self.nodes = {n.node_id: n.addr for n in md.nodes}
             self.controller = md.controller
             for t in md.topics:
@@ -151,14 +160,23 @@ class ClusterClient:
             for name in md.missing:
                 self.topics.pop(name, None)
             if topics is None:
+                present = {t.name for t in md.topics}
                 for name in list(self.topics):
-                    if name not in {t.name for t in md.topics}:
+                    if name not in present:
                         del self.topics[name]
+            self.last_metadata = md
             return md
 
     async def topic(self, name: str, refresh: bool = False) -> TopicInfo:
+        """The topic's metadata. A topic unknown to the node asked may just not have
+        reached it yet (nodes apply the controller's log at their own pace): ask again,
+        for up to `METADATA_WAIT_S`, before calling it unknown."""
         if refresh or name not in self.topics:
-            await self.refresh_metadata([name])
+            await self.refresh_metadata([name], seen=None if refresh else self.metadata_version)
+            with anyio.move_on_after(METADATA_WAIT_S):
+                while name not in self.topics:
+                    await anyio.sleep(0.02)
+                    await self.refresh_metadata([name], seen=None)
         info = self.topics.get(name)
         if info is None:
             raise UnknownTopicError(f"topic {name!r} does not exist; create it first (Admin.create_topic)")
@@ -183,33 +201,34 @@ class ClusterClient:
                 await anyio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, RETRY_BACKOFF_S[1])
 
-    async def leader_request(self, topic: str, partition: int, body: object) -> Any:
+    async def leader_request(self, topic: str, partition: int, body: object, sent: anyio.Event | None = None) -> Any:
         """Send to the partition's leader, following leadership changes."""
         hint: list[str | None] = [None]
 
         async def attempt():
             addr = hint[0]
             hint[0] = None
+            seen = self.metadata_version
             if addr is None:
                 info = await self.topic(topic)
                 if not 0 <= partition < len(info.partitions):
                     raise UnknownTopicError(f"topic {topic!r} has no partition {partition}")
                 leader = info.partitions[partition].leader
                 if leader is None or leader not in self.nodes:
-                    await self.refresh_metadata([topic])
+                    await self.refresh_metadata([topic], seen=seen)
                     leader = self.topics[topic].partitions[partition].leader if topic in self.topics else None
                     if leader is None:
                         raise NotLeaderError(f"{topic}-{partition} has no leader yet")
                 addr = self.nodes[leader]
             try:
-                return await self.request(addr, body)
+                return await self.request(addr, body, sent)
             except NotLeaderError as exc:
                 hint[0] = exc.leader_addr if exc.leader_addr != addr else None
                 if hint[0] is None:
-                    await self.refresh_metadata([topic])
+                    await self.refresh_metadata([topic], seen=seen)
                 raise
             except (ConnectionClosedError, TimeoutError):
-                await self.refresh_metadata([topic])
+                await self.refresh_metadata([topic], seen=seen)
                 raise
 
         return await self._retrying(attempt, f"{topic}-{partition}")
@@ -218,10 +237,11 @@ class ClusterClient:
         hint: list[str | None] = [None]
 
         async def attempt():
+            seen = self.metadata_version
             addr = hint[0] or (self.nodes.get(self.controller) if self.controller else None)
             hint[0] = None
             if addr is None:
-                await self.refresh_metadata([])
+                await self.refresh_metadata([], seen=seen)
                 addr = self.nodes.get(self.controller) if self.controller else None
                 if addr is None:
                     raise NotControllerError("no controller elected yet")

@@ -48,10 +48,11 @@ class Connection:
     def closed(self) -> bool:
         return self._closed is not None
 
-    async def request(self, body: object) -> object:
+    async def request(self, body: object, sent: anyio.Event | None = None) -> object:
         """Send one request and wait for its answer; an error answer raises its exception.
 
-        Bound the wait with a cancel scope (`anyio.fail_after`), not an argument.
+        `sent` is set once the request is written, so a caller can order pipelined
+        requests on the wire. Bound the wait with a cancel scope, not an argument.
         """
         if self._closed is not None:
             raise ConnectionClosedError(f"connection to {self.addr} is closed: {self._closed}")
@@ -59,6 +60,8 @@ class Connection:
         waiter = self._waiters[rid] = _Waiter()
         try:
             await self._send(rid, body)
+            if sent is not None:
+                sent.set()
             await waiter.event.wait()
         finally:
             self._waiters.pop(rid, None)

@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import anyio
 
 from client.cluster import ClusterClient
 from client.errors import (
     InvalidConfigError, MessageTooLargeError, OutOfOrderSequenceError, RequestTimeoutError, TideMQError,
+    UnknownProducerError,
 )
 from client.partitioner import StickyPartitioner, partition_for_key
 from client.protocol import ACKS_ALL, ACKS_LEADER, ACKS_NONE, InitProducerId, Produce, ProduceResponse
@@ -54,17 +56,51 @@ class RecordMetadata(NamedTuple):
 class _Batch:
     """Messages gathered for one partition; every send in it waits on `done`."""
 
-    __slots__ = ("records", "size", "created", "done", "error", "base_offset", "sequence", "data")
+    __slots__ = ("records", "size", "created", "done", "sent", "error", "base_offset", "sequence", "data", "acked_at")
 
     def __init__(self) -> None:
         self.records: list[tuple[bytes | None, bytes | None, tuple, int]] = []
         self.size = 61
         self.created = time.monotonic()
         self.done = anyio.Event()
+        self.sent = anyio.Event()   # first written to a socket: the next batch may follow
         self.error: BaseException | None = None
         self.base_offset = -1
         self.sequence = -1
         self.data = b""
+        self.acked_at: float | None = None
+
+
+class Delivery:
+    """The pending acknowledgement of one submitted message: `await` it for its
+    RecordMetadata (or the error that made the send fail)."""
+
+    __slots__ = ("topic", "partition", "_batch", "_index")
+
+    def __init__(self, topic: str, partition: int, batch: _Batch, index: int) -> None:
+        self.topic, self.partition, self._batch, self._index = topic, partition, batch, index
+
+    @property
+    def done(self) -> bool:
+        return self._batch.done.is_set()
+
+    @property
+    def acked_at(self) -> float | None:
+        """time.monotonic() when the acknowledgement arrived (for latency measurements)."""
+        return self._batch.acked_at
+
+    def result(self) -> RecordMetadata:
+        batch = self._batch
+        if not batch.done.is_set():
+            raise RuntimeError("not acknowledged yet: await the delivery first")
+        if batch.error is not None:
+            raise batch.error
+        offset = batch.base_offset + self._index if batch.base_offset >= 0 else -1
+        return RecordMetadata(self.topic, self.partition, offset, batch.records[self._index][3])
+
+    def __await__(self):
+        yield from self._batch.done.wait().__await__()
+        return self.result()
 
 
 class _PartitionQueue:
@@ -88,6 +124,7 @@ class Producer:
         linger: float = 0.005,
         batch_bytes: int = 256 * 1024,
         max_in_flight: int = 5,
+        buffer_bytes: int = 32 * 1024 * 1024,
         compression: str = "none",
         request_timeout: float = 30.0,
         delivery_timeout: float = 120.0,
@@ -108,6 +145,9 @@ class Producer:
         self.linger = linger
         self.batch_bytes = batch_bytes
         self.max_in_flight = max_in_flight
+        self.buffer_bytes = buffer_bytes
+        self._buffered = 0
+        self._space = anyio.Event()
         self.request_timeout = request_timeout
         self.delivery_timeout = delivery_timeout
         self.cluster = ClusterClient(bootstrap, token=token, client_id=client_id, request_timeout=request_timeout)
@@ -150,12 +190,21 @@ class Producer:
     async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
                    partition: int | None = None, timestamp: int | None = None) -> RecordMetadata:
         """Send one message and wait until it is acknowledged."""
+        delivery = await self.submit(topic, value, key=key, headers=headers, partition=partition, timestamp=timestamp)
+        return await delivery
+
+    async def submit(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
+                     partition: int | None = None, timestamp: int | None = None) -> "Delivery":
+        """Queue one message and return at once with a `Delivery` to await later.
+
+        For high rates from one task: no task per message, and a thousand deliveries
+        of one batch resolve together. Waits only while `buffer_bytes` of messages are
+        already queued and unacknowledged (backpressure).
+        """
+        while self._buffered >= self.buffer_bytes:
+            await self._space.wait()
         batch, index, p = await self._append(topic, value, key, headers, partition, timestamp)
-        await batch.done.wait()
-        if batch.error is not None:
-            raise batch.error
-        ts = batch.records[index][3]
-        return RecordMetadata(topic, p, batch.base_offset + index if batch.base_offset >= 0 else -1, ts)
+        return Delivery(topic, p, batch, index)
 
     async def _append(self, topic, value, key, headers, partition, timestamp) -> tuple[_Batch, int, int]:
         if self._closed or self._tg is None:
@@ -164,18 +213,23 @@ class Producer:
             raise TypeError(f"value must be bytes or None, not {type(value).__name__}")
         if key is not None and not isinstance(key, (bytes, bytearray, memoryview)):
             raise TypeError(f"key must be bytes or None, not {type(key).__name__}")
-        hdrs = tuple(headers.items()) if isinstance(headers, Mapping) else tuple(headers or ())
-        for h in hdrs:
-            if not (isinstance(h[0], str) and (h[1] is None or isinstance(h[1], (bytes, bytearray)))):
-                raise TypeError("headers map str names to bytes values")
-        n = await self.cluster.partition_count(topic)
+        hdrs: tuple = ()
+        if headers:
+            hdrs = tuple(headers.items()) if isinstance(headers, Mapping) else tuple(headers)
+            for h in hdrs:
+                if not (isinstance(h[0], str) and (h[1] is None or isinstance(h[1], (bytes, bytearray)))):
+                    raise TypeError("headers map str names to bytes values")
+        info = self.cluster.topics.get(topic)
+        n = len(info.partitions) if info is not None else await self.cluster.partition_count(topic)
         if partition is None:
             p = partition_for_key(bytes(key), n) if key is not None else self._sticky.partition(topic, n)
         elif not 0 <= partition < n:
             raise InvalidConfigError(f"topic {topic!r} has partitions 0..{n - 1}, not {partition}")
         else:
             p = partition
-        size = _RECORD_OVERHEAD + len(key or b"") + len(value or b"") + sum(len(k) + len(v or b"") for k, v in hdrs)
+        size = _RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
+        if hdrs:
+            size += sum(len(k) + len(v or b"") for k, v in hdrs)
         if size + 61 > self.batch_bytes * 4 and size > 1024 * 1024:
             raise MessageTooLargeError(f"message of {size} bytes exceeds the 1 MiB batch limit")
         q = self._queues.get((topic, p))
@@ -191,6 +245,7 @@ class Producer:
         ts = timestamp if timestamp is not None else int(time.time() * 1000)
         batch.records.append((key, value, hdrs, ts))
         batch.size += size
+        self._buffered += size
         if not q.running:
             q.running = True
             self._tg.start_soon(self._sender, topic, p, q)
@@ -242,12 +297,14 @@ class Producer:
                     conn = await self.cluster.connection(self.cluster.nodes[leader])
                     await conn.send_only(request)
                 else:
+                    if predecessor is not None:
+                        await predecessor.sent.wait()   # keep the wire order of the sequence numbers
                     while True:
                         try:
-                            resp: ProduceResponse = await self.cluster.leader_request(topic, p, request)
+                            resp: ProduceResponse = await self.cluster.leader_request(topic, p, request, batch.sent)
                             batch.base_offset = resp.base_offset
                             break
-                        except OutOfOrderSequenceError:
+                        except (OutOfOrderSequenceError, UnknownProducerError):
                             # The batch ahead of us has not landed yet (it is being
                             # retried): wait for it, then go again.
                             if predecessor is None:
@@ -263,6 +320,12 @@ class Producer:
         except (TideMQError, OSError) as exc:
             batch.error = exc
         finally:
+            batch.sent.set()
+            batch.acked_at = time.monotonic()
+            self._buffered -= batch.size - 61
+            if self._buffered < self.buffer_bytes:
+                self._space.set()
+                self._space = anyio.Event()
             batch.done.set()
 
     async def flush(self) -> None:

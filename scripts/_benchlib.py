@@ -1,0 +1,58 @@
+"""Shared pieces of the client benchmarks: a real three-node cluster on loopback, a topic,
+latency percentiles and the results table."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from client import Admin  # noqa: E402
+from tests.cluster import ProcessCluster  # noqa: E402
+
+console = Console()
+
+
+@asynccontextmanager
+async def bench_cluster(nodes: int = 3, fsync: str = "always"):
+    with tempfile.TemporaryDirectory(prefix="tidemq-bench-") as tmp:
+        c = ProcessCluster(Path(tmp), nodes, fsync=fsync, tick_ms=int(__import__("os").environ.get("TICK", "50")))
+        try:
+            for n in c.peers:
+                await c.start(n)
+            await c.wait_ready()
+            yield c
+        finally:
+            with trio.CancelScope(shield=True):
+                await c.aclose()
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int, replication: int) -> None:
+    async with Admin(bootstrap) as admin:
+        await admin.create_topic(name, partitions, replication)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def report(title: str, count: int, size: int, seconds: float, latencies: list[float] | None) -> None:
+    table = Table("messages", "bytes each", "seconds", "msgs/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", title=title)
+    lat = sorted(latencies or [])
+    fmt = (lambda q: f"{percentile(lat, q) * 1000:.1f}") if lat else (lambda q: "-")
+    table.add_row(f"{count:,}", str(size), f"{seconds:.2f}", f"{count / seconds:,.0f}",
+                  f"{count * size / seconds / 1e6:.1f}", fmt(0.5), fmt(0.99), fmt(0.999))
+    console.print(table)
+    if lat:
+        console.print(f"mean latency {statistics.mean(lat) * 1000:.1f} ms")
