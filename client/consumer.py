@@ -107,7 +107,11 @@ class Consumer:
         self.client_id = client_id
         self.cluster = ClusterClient(bootstrap, token=token, client_id=client_id, request_timeout=request_timeout)
         self._assigned: dict[TopicPartition, _Assigned] = {}
-        self._send, self._receive = anyio.create_memory_object_stream[tuple[_Assigned, Message]](buffer)
+        # Whole fetched batches travel through the stream; the iterator takes messages
+        # from `_ready` one by one (a per-message channel hop would cost more than the rest).
+        self._send, self._receive = anyio.create_memory_object_stream[tuple[_Assigned, list[Message]]](
+            max(1, buffer // 500))
+        self._ready: deque[tuple[_Assigned, Message]] = deque()
         self._tg: anyio.abc.TaskGroup | None = None
         self._member = None
         self._member_cm = None
@@ -215,16 +219,15 @@ class Consumer:
                     await self.cluster.refresh_metadata([topic])
                     await anyio.sleep(0.05)
                     continue
+                messages: list[Message] = []
                 for header, data in iter_batches(res.records):
-                    if header.is_control:
-                        state.position = max(state.position, header.last_offset + 1)
-                        continue
-                    for rec in decode_records(data):
-                        if rec.offset < state.position:
-                            continue
-                        msg = Message(topic, p, rec.offset, rec.key, rec.value, rec.headers, rec.timestamp)
-                        await self._send.send((state, msg))
-                        state.position = rec.offset + 1
+                    if not header.is_control:
+                        position = state.position
+                        messages.extend(Message(topic, p, r.offset, r.key, r.value, r.headers, r.timestamp)
+                                        for r in decode_records(data) if r.offset >= position)
+                    state.position = max(state.position, header.last_offset + 1)
+                if messages:
+                    await self._send.send((state, messages))
 
     # -- the iterator ------------------------------------------------------------------------------------
 
@@ -232,9 +235,13 @@ class Consumer:
         return self
 
     async def __anext__(self) -> Message:
+        ready = self._ready
         while True:
-            state, msg = await self._receive.receive()
-            if state.revoked or self._assigned.get((msg.topic, msg.partition)) is not state:
+            if not ready:
+                state, messages = await self._receive.receive()
+                ready.extend((state, m) for m in messages)
+            state, msg = ready.popleft()
+            if state.revoked:
                 continue  # fetched before a rebalance took the partition away
             state.handed = msg.offset + 1
             return msg

@@ -1,0 +1,50 @@
+"""Consume throughput on a three-node cluster (replication 3): fill a topic, then read
+it back from the beginning through a Consumer.
+
+    scripts/bench consume [--messages 500000] [--size 100] [--partitions 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import trio
+from rich.progress import Progress
+
+from _benchlib import bench_cluster, console, create_topic, report
+from bench_produce import produce
+from client import Consumer
+
+
+async def consume(bootstrap: str, topic: str, messages: int, progress=None) -> float:
+    async with Consumer(bootstrap, topics=[topic], offset_reset="earliest") as consumer:
+        task = progress.add_task("consuming", total=messages) if progress else None
+        start = time.perf_counter()
+        count = 0
+        async for _ in consumer:
+            count += 1
+            if progress and count % 10_000 == 0:
+                progress.update(task, completed=count)
+            if count == messages:
+                break
+        return time.perf_counter() - start
+
+
+async def main(args) -> None:
+    async with bench_cluster(fsync=args.fsync) as c:
+        await create_topic(c.bootstrap, "bench", args.partitions, 3)
+        with Progress(console=console, transient=True) as progress:
+            await produce(c.bootstrap, "bench", args.messages, args.size, progress)
+            elapsed = await consume(c.bootstrap, "bench", args.messages, progress)
+    report(f"consume: 3 nodes, replication 3, {args.partitions} partitions, from the beginning",
+           args.messages, args.size, elapsed, None)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(prog="scripts/bench consume", description=__doc__.split("\n\n")[0])
+    p.add_argument("--messages", type=int, default=500_000)
+    p.add_argument("--size", type=int, default=100)
+    p.add_argument("--partitions", type=int, default=6)
+    p.add_argument("--fsync", choices=["always", "interval", "never"], default="always")
+    trio.run(main, p.parse_args())
