@@ -97,13 +97,14 @@ class SimOptions:
     chaos_ticks: tuple[int, int] = (150, 400)
     cycles: int = 2  #: chaos, heal, check liveness; this many times
     election_tick: int = 10
-    heartbeat_tick: int = 2
-    max_size_per_msg: int = 256
-    max_inflight_msgs: int = 4
+    # None: drawn per seed, so the sweep covers tiny and large messages and windows.
+    heartbeat_tick: int | None = None
+    max_size_per_msg: int | None = None
+    max_inflight_msgs: int | None = None
     max_committed_size_per_ready: int = 1024
     elect_bound: int = 300  #: ticks after healing for a settled leader
-    commit_bound: int = 40  #: ticks for proposals to commit once the leader accepted them
-    converge_bound: int = 120  #: ticks for every member to apply them
+    commit_bound: int = 40  #: ticks for proposals to commit once accepted (+2 per batch queued before them)
+    converge_bound: int = 120  #: ticks for every member to apply them (+2 per batch it lags)
     perfect: bool = False  #: no faults at all (the benchmark's world)
     trace_len: int = 60
     check: bool = True  #: run the safety checker (the benchmark turns it off)
@@ -156,9 +157,9 @@ class SimNode:
                 id=self.id,
                 rng=w.rng.fork(),
                 election_tick=w.opts.election_tick,
-                heartbeat_tick=w.opts.heartbeat_tick,
-                max_size_per_msg=w.opts.max_size_per_msg,
-                max_inflight_msgs=w.opts.max_inflight_msgs,
+                heartbeat_tick=w.heartbeat_tick,
+                max_size_per_msg=w.max_size_per_msg,
+                max_inflight_msgs=w.max_inflight_msgs,
                 max_committed_size_per_ready=w.opts.max_committed_size_per_ready,
             ),
             self.storage,
@@ -304,7 +305,11 @@ class World:
         self.seed = seed
         self.opts = opts or SimOptions()
         self.rng = Prng(seed)
-        n = self.opts.nodes or self.rng.randrange(3, 8)
+        o = self.opts
+        n = o.nodes or self.rng.randrange(3, 8)
+        self.heartbeat_tick = o.heartbeat_tick or self.rng.choice([1, 2, 3])
+        self.max_size_per_msg = o.max_size_per_msg or self.rng.choice([0, 64, 256, 4096])
+        self.max_inflight_msgs = o.max_inflight_msgs or self.rng.choice([1, 4, 64])
         self.ids = list(range(1, n + 1))
         conf = ConfState(voters=tuple(self.ids))
         self.now = 0.0
@@ -316,6 +321,8 @@ class World:
         self.nodes = {i: SimNode(self, i, conf) for i in self.ids}
         self.blocked: set[tuple[int, int]] = set()
         self.net_epoch = 0
+        self.fifo = True
+        self.link_last: dict[tuple[int, int], float] = {}
         self.cycle = 0
         self.drop = self.dup = 0.0
         self.delay = (0.05, 0.2)
@@ -332,6 +339,8 @@ class World:
         self.live_term = 0
         self.live_props: list[Entry] = []
         self.live_proposed_at = 0
+        self.live_commit_by = 0
+        self.live_converge_by = 0
         self._candidate_leader: tuple[int, int] | None = None
         self._candidate_since = 0
         self.done = False
@@ -502,7 +511,12 @@ class World:
             return
         lo, hi = self.delay
         slow = max(dst.slow, src.slow)
-        self._push(self.now + self.rng.uniform(lo, hi) * slow, _DELIVER, m.to, (self.net_epoch, m))
+        at = self.now + self.rng.uniform(lo, hi) * slow
+        if self.fifo:  # a healed link behaves like a TCP connection: in order
+            link = (m.frm, m.to)
+            at = max(at, self.link_last.get(link, 0.0) + 1e-6)
+            self.link_last[link] = at
+        self._push(at, _DELIVER, m.to, (self.net_epoch, m))
         if self.dup and self.rng.chance(self.dup):
             self._push(self.now + self.rng.uniform(lo, hi) * slow, _DELIVER, m.to, (self.net_epoch, m))
 
@@ -676,6 +690,7 @@ class World:
         self.dup = r.choice([0.0, 0.02, 0.1])
         self.delay = (0.05, r.choice([0.3, 1.0, 3.0]))
         self.disk = (0.0, r.choice([0.05, 0.3, 1.0]))
+        self.fifo = False
         self.chaos_until = self.ticks + r.randrange(*self.opts.chaos_ticks)
         self.healed_at = None
         self.live_leader = None
@@ -685,13 +700,17 @@ class World:
     def _heal(self) -> None:
         self.healed_at = self.ticks
         # Healing resets the links: what was still in flight is lost (as with a TCP
-        # reconnect), so a message delayed for ages cannot arrive in the healed world.
+        # reconnect), so a message delayed for ages cannot arrive in the healed world;
+        # from now on links deliver in order and disks and nodes are back to speed.
         self.net_epoch += 1
         self.blocked.clear()
         self.drop = 0.0
         self.dup = 0.0
+        self.fifo = True
+        self.link_last.clear()
         if not self.opts.perfect:
             self.delay = (0.05, 0.5)
+            self.disk = (0.0, 0.05)
         for node in self.nodes.values():
             node.slow = 1.0
             if node.core is None:
@@ -713,8 +732,16 @@ class World:
                 self._candidate_leader, self._candidate_since = key, self.ticks
             if lead is None or self.ticks - self._candidate_since < 2 * self.opts.election_tick:
                 return
-            self.live_leader, self.live_term = lead.id, lead.core.term if lead.core else 0
+            core = lead.core
+            assert core is not None
+            self.live_leader, self.live_term = lead.id, core.term
             self.live_proposed_at = self.ticks
+            # The bounds grow with the backlog the proposals queue behind: with one
+            # batch per message and a window of one, a healed link still moves at
+            # least one batch per two ticks.
+            behind = min(self.nodes[m].applied for m in core.conf.members())
+            self.live_commit_by = self.ticks + self.opts.commit_bound + 2 * self._batches_after(core, core.commit)
+            self.live_converge_by = self.ticks + self.opts.converge_bound + 2 * self._batches_after(core, behind)
             self.live_props = self._workload()
             if not self.live_props:
                 raise Violation(f"liveness: settled leader {lead.id} refused proposals")
@@ -726,7 +753,7 @@ class World:
         waited = self.ticks - self.live_proposed_at
         committed = all(self.check.committed.get(e.index) == e for e in self.live_props)
         if not committed:
-            if waited > self.opts.commit_bound:
+            if self.ticks > self.live_commit_by:
                 raise Violation(f"liveness: proposals not committed {waited} ticks after the leader accepted them")
             return
         last = self.live_props[-1].last
@@ -737,9 +764,16 @@ class World:
                 self.done = True
             else:
                 self._new_chaos()
-        elif waited > self.opts.converge_bound:
+        elif self.ticks > self.live_converge_by:
             behind = [m for m in members if self.nodes[m].applied < last]
             raise Violation(f"liveness: members {behind} did not apply through {last} in {waited} ticks")
+
+    @staticmethod
+    def _batches_after(core: RaftNode, index: int) -> int:
+        """How many batches the leader's log holds after ``index``."""
+        lo = max(index + 1, core.log.first_index())
+        ents = core.log.entries(lo, core.log.last_index() + 1, 1 << 62)
+        return len(ents) if ents else 0
 
     def _settled_leader(self) -> SimNode | None:
         """A leader that committed an entry of its term and that every member follows."""
