@@ -27,7 +27,7 @@ from sortedcontainers import SortedDict
 
 from client.errors import NotLeaderError, RequestTimeoutError, ShuttingDownError
 from raft.core import NotLeader, ProposalDropped, RaftNode
-from raft.types import Entry, Message, Role
+from raft.types import Entry, Message, Role, Snapshot
 from node.storage import LogStorage
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,8 @@ class Replica:
             self._wakeup = trio.Event()
             while self.core.has_ready():
                 async with self.io_lock:
+                    if self.closed:  # close() took the lock first: the storage is gone
+                        return
                     await self._handle_ready()
 
     async def _handle_ready(self) -> None:
@@ -171,6 +173,7 @@ class Replica:
         rd = core.ready()
         if rd.snapshot is not None:
             self.storage.apply_snapshot(rd.snapshot)
+            self.restore(rd.snapshot)
         if rd.entries:
             self.storage.append(rd.entries)
         if rd.hard_state is not None:
@@ -197,6 +200,10 @@ class Replica:
         core.advance(rd)
         if rd.soft_state is not None:
             self.role_changed()
+
+    def restore(self, snap: Snapshot) -> None:
+        """The leader's snapshot replaced our log up to `snap.index`: a replica whose
+        state machine keeps derived state rebuilds it from `snap.data` here."""
 
     def role_changed(self) -> None:
         if self._on_role_change is not None:

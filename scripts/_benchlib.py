@@ -28,7 +28,7 @@ async def bench_cluster(nodes: int = 3, fsync: str = "always"):
         c = ProcessCluster(Path(tmp), nodes, fsync=fsync, tick_ms=int(__import__("os").environ.get("TICK", "50")))
         try:
             for n in c.peers:
-                await c.start(n)
+                c.start(n)
             await c.wait_ready()
             yield c
         finally:

@@ -37,7 +37,7 @@ async def run(kills: int, tick_ms: int) -> list[float]:
         c = ProcessCluster(Path(tmp), 3, fsync="always", tick_ms=tick_ms)
         try:
             for n in c.peers:
-                await c.start(n)
+                c.start(n)
             ctrl = await c.wait_ready()
             await c.request(ctrl, CreateTopic("failover", partitions=1, replication=3))
             pid = (await c.request(ctrl, InitProducerId())).producer_id
@@ -67,7 +67,7 @@ async def run(kills: int, tick_ms: int) -> list[float]:
                     await write()
                     times.append(time.perf_counter() - t0)
                     await c.wait_exit(victim)
-                    await c.start(victim)
+                    c.start(victim)
                     await c.wait_ready()
                     await trio.sleep(1.0)  # let it catch up before the next kill
                     progress.advance(task)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-from contextlib import asynccontextmanager
+import subprocess
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import trio
@@ -124,13 +125,14 @@ class ProcessCluster:
         self.token = token
         self.tick_ms = tick_ms
         self.extra_args: list[str] = []
-        self.procs: dict[int, trio.Process] = {}
+        self.procs: dict[int, subprocess.Popen] = {}
 
     @property
     def bootstrap(self) -> str:
         return ",".join(self.peers.values())
 
-    async def start(self, node: int) -> None:
+    def start(self, node: int) -> None:
+        """Start one node process (plain subprocess, so sync tests can use it too)."""
         root = Path(__file__).resolve().parent.parent
         peers = ",".join(f"{i}={a}" for i, a in self.peers.items())
         cmd = [self.python, "-m", "node", "--id", str(node), "--listen", self.peers[node], "--peers", peers,
@@ -138,18 +140,22 @@ class ProcessCluster:
         if self.token:
             cmd += ["--token", self.token]
         cmd += self.extra_args
-        logf = open(self.base / f"n{node}.log", "ab")
-        self.procs[node] = await trio.lowlevel.open_process(cmd, cwd=root, stdout=logf, stderr=logf)
-        logf.close()
+        with open(self.base / f"n{node}.log", "ab") as logf:
+            self.procs[node] = subprocess.Popen(cmd, cwd=root, stdout=logf, stderr=logf)
+
+    def alive(self, node: int) -> bool:
+        proc = self.procs.get(node)
+        return proc is not None and proc.poll() is None
 
     def kill(self, node: int, sig: int = 9) -> None:
-        proc = self.procs[node]
-        if proc.returncode is None:
-            proc.send_signal(sig)
+        if self.alive(node):
+            self.procs[node].send_signal(sig)
 
     async def wait_exit(self, node: int, timeout: float = 15) -> int:
         with trio.fail_after(timeout):
-            return await self.procs[node].wait()
+            while (code := self.procs[node].poll()) is None:
+                await trio.sleep(0.02)
+        return code
 
     async def request(self, node: int, body, timeout: float = 10):
         with trio.fail_after(timeout):
@@ -162,7 +168,7 @@ class ProcessCluster:
             while True:
                 try:
                     answers = [await self.request(n, Metadata(topics=[]), timeout=2) for n in self.procs
-                               if self.procs[n].returncode is None]
+                               if self.alive(n)]
                     ctrl = {a.controller for a in answers}
                     if len(ctrl) == 1 and None not in ctrl:
                         return ctrl.pop()
@@ -174,24 +180,43 @@ class ProcessCluster:
         with trio.fail_after(timeout):
             while True:
                 for n in self.procs:
-                    if self.procs[n].returncode is not None:
+                    if not self.alive(n):
                         continue
                     try:
                         md = await self.request(n, Metadata([topic]), timeout=2)
                         leader = md.topics[0].partitions[partition].leader if md.topics else None
-                        if leader and self.procs.get(leader) and self.procs[leader].returncode is None:
+                        if leader and self.alive(leader):
                             return leader
                     except (TideMQError, OSError, trio.TooSlowError):
                         pass
                 await trio.sleep(poll_s)
 
-    async def aclose(self) -> None:
-        for node, proc in self.procs.items():
-            if proc.returncode is None:
+    def close(self) -> None:
+        """Kill every node and reap it (bounded)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
                 proc.kill()
-        with trio.move_on_after(10):
-            for proc in self.procs.values():
-                await proc.wait()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+@contextmanager
+def running_cluster(base: Path, n: int = 3, **kw):
+    """A process cluster for synchronous tests (asyncio clients, blocking facades)."""
+    cluster = ProcessCluster(base, n, **kw)
+    try:
+        for node in cluster.peers:
+            cluster.start(node)
+        trio.run(cluster.wait_ready)
+        yield cluster
+    finally:
+        cluster.close()
 
 
 @asynccontextmanager
@@ -199,7 +224,7 @@ async def process_cluster(tmp_path: Path, n: int = 3, **kw):
     cluster = ProcessCluster(tmp_path, n, **kw)
     try:
         for node in cluster.peers:
-            await cluster.start(node)
+            cluster.start(node)
         yield cluster
     finally:
         with trio.CancelScope(shield=True):

@@ -56,7 +56,7 @@ async def test_sigkill_leader_loses_nothing_acknowledged(tmp_path):
                 killed = leader
                 c.kill(killed, signal.SIGKILL)
                 await c.wait_exit(killed)
-        await c.start(killed)
+        c.start(killed)
         await c.wait_ready()
         leader = await c.leader_of("d", 0)
         values, hw = await read_all(c, "d", leader)
@@ -67,7 +67,7 @@ async def test_sigkill_leader_loses_nothing_acknowledged(tmp_path):
         assert await c.wait_exit(leader) == 0
         new_leader = await c.leader_of("d", 0, timeout=5)
         assert new_leader != leader
-        await c.start(leader)
+        c.start(leader)
         await c.wait_ready()
         for n in c.peers:
             c.kill(n, signal.SIGTERM)

@@ -61,10 +61,10 @@ async def test_metrics_endpoint(tmp_path):
     from tests.cluster import ProcessCluster
     (mport,) = free_ports(1)
     async with process_cluster(tmp_path, n=1) as c:
-        c.procs[1].kill()
-        await c.procs[1].wait()
+        c.kill(1)
+        await c.wait_exit(1)
         c.extra_args = ["--metrics", f"127.0.0.1:{mport}"]
-        await c.start(1)
+        c.start(1)
         await c.wait_ready()
         await c.request(1, CreateTopic("m", partitions=1, replication=1))
         await c.leader_of("m", 0)
