@@ -1,0 +1,146 @@
+"""Consumer modes against in-process brokers: iterator, serial and concurrent run(),
+handler timeouts and retries, broadcast."""
+
+import trio
+import pytest
+
+from client import Admin, Consumer, Producer
+from client.errors import InvalidConfigError
+from tests.cluster import local_cluster
+
+
+async def setup(c, topic="t", partitions=1):
+    async with Admin(c.bootstrap) as admin:
+        await admin.create_topic(topic, partitions=partitions, replication=min(3, len(c.peers)))
+
+
+async def test_serial_mode_keeps_key_order_and_slow_keys_block_only_themselves(tmp_path):
+    async with local_cluster(tmp_path, n=1) as c:
+        await setup(c)
+        async with Producer(c.bootstrap) as producer:
+            for i in range(10):
+                await producer.submit("t", b"slow-%d" % i, key=b"slow")
+                await producer.submit("t", b"fast-%d" % i, key=b"fast")
+            await producer.flush()
+        seen = {b"slow": [], b"fast": []}
+        fast_done_at = slow_done_at = None
+        running = {b"slow": 0, b"fast": 0}
+
+        async def handler(msg):
+            nonlocal fast_done_at, slow_done_at
+            running[msg.key] += 1
+            assert running[msg.key] == 1, "one message of a key at a time"
+            await trio.sleep(0.05 if msg.key == b"slow" else 0)
+            running[msg.key] -= 1
+            seen[msg.key].append(int(msg.value.split(b"-")[1]))
+            if len(seen[b"fast"]) == 10 and fast_done_at is None:
+                fast_done_at = trio.current_time()
+            if len(seen[b"slow"]) == 10:
+                slow_done_at = trio.current_time()
+
+        async with Consumer(c.bootstrap, topics=["t"], offset_reset="earliest") as consumer:
+            with trio.fail_after(10):
+                await consumer.run(handler, mode="serial", concurrency=4, max_messages=20)
+        assert seen[b"slow"] == list(range(10)) and seen[b"fast"] == list(range(10))
+        assert fast_done_at < slow_done_at - 0.2, "the fast key finished long before the slow one"
+
+
+async def test_partition_order_is_one_at_a_time(tmp_path):
+    async with local_cluster(tmp_path, n=1) as c:
+        await setup(c)
+        async with Producer(c.bootstrap) as producer:
+            for i in range(20):
+                await producer.submit("t", b"%d" % i, key=b"k%d" % (i % 5))
+            await producer.flush()
+        order, active = [], 0
+
+        async def handler(msg):
+            nonlocal active
+            active += 1
+            assert active == 1
+            await trio.sleep(0.001)
+            order.append(int(msg.value))
+            active -= 1
+
+        async with Consumer(c.bootstrap, topics=["t"], offset_reset="earliest") as consumer:
+            with trio.fail_after(10):
+                await consumer.run(handler, mode="serial", order="partition", concurrency=8, max_messages=20)
+        assert order == list(range(20))
+
+
+async def test_concurrent_mode_runs_handlers_in_parallel(tmp_path):
+    async with local_cluster(tmp_path, n=1) as c:
+        await setup(c, partitions=2)
+        async with Producer(c.bootstrap) as producer:
+            for i in range(40):
+                await producer.submit("t", b"%d" % i)
+            await producer.flush()
+        peak, active, done = 0, 0, []
+
+        async def handler(msg):
+            nonlocal peak, active
+            active += 1
+            peak = max(peak, active)
+            await trio.sleep(0.02)
+            active -= 1
+            done.append(int(msg.value))
+
+        async with Consumer(c.bootstrap, topics=["t"], offset_reset="earliest") as consumer:
+            with trio.fail_after(10):
+                await consumer.run(handler, mode="concurrent", concurrency=8, max_messages=40)
+        assert sorted(done) == list(range(40))
+        assert 2 < peak <= 8
+
+
+async def test_handler_timeout_cancels_and_retries(tmp_path):
+    async with local_cluster(tmp_path, n=1) as c:
+        await setup(c)
+        async with Producer(c.bootstrap) as producer:
+            await producer.send("t", b"stuck")
+            await producer.send("t", b"fine")
+        attempts = {b"stuck": 0, b"fine": 0}
+        cancelled = 0
+
+        async def handler(msg):
+            nonlocal cancelled
+            attempts[msg.value] += 1
+            if msg.value == b"stuck":
+                try:
+                    await trio.sleep(10)
+                except trio.Cancelled:
+                    cancelled += 1
+                    raise
+
+        async with Consumer(c.bootstrap, topics=["t"], offset_reset="earliest") as consumer:
+            with trio.fail_after(10):
+                await consumer.run(handler, mode="concurrent", timeout=0.1, retries=2, backoff=0.01, max_messages=2)
+        assert attempts == {b"stuck": 3, b"fine": 1}
+        assert cancelled == 3
+
+
+async def test_broadcast_every_instance_sees_every_new_message(tmp_path):
+    async with local_cluster(tmp_path, n=1) as c:
+        await setup(c, partitions=3)
+        async with Producer(c.bootstrap) as producer:
+            await producer.send("t", b"old")
+            async with Consumer(c.bootstrap, topics=["t"], broadcast=True) as a, \
+                    Consumer(c.bootstrap, topics=["t"], broadcast=True, offset_reset="earliest") as b:
+                for i in range(30):
+                    await producer.submit("t", b"%d" % i)
+                await producer.flush()
+                for consumer in (a, b):
+                    got = []
+                    with trio.fail_after(10):
+                        async for msg in consumer:
+                            got.append(int(msg.value))  # "old" predates them: never seen
+                            if len(got) == 30:
+                                break
+                    assert sorted(got) == list(range(30))
+                    await consumer.commit()  # a broadcast instance has nothing to share: a no-op
+
+
+async def test_consumer_argument_errors():
+    with pytest.raises(InvalidConfigError):
+        Consumer("127.0.0.1:1", topics="t")
+    with pytest.raises(InvalidConfigError):
+        Consumer("127.0.0.1:1", topics=["t"], offset_reset="middle")
