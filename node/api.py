@@ -35,6 +35,7 @@ class Api:
             Metadata: self.metadata, CreateTopic: self.create_topic, DeleteTopic: self.delete_topic,
             InitProducerId: self.init_producer_id, Fetch: self.fetch, ListOffsets: self.list_offsets,
         }
+        self._handlers.update(broker.coordinator.handlers())
 
     def dispatch(self, body: object, client) -> Awaitable[object | None]:
         if self.broker.shutting_down:
@@ -101,6 +102,9 @@ class Api:
         return Ok()
 
     async def delete_topic(self, req: DeleteTopic) -> Ok:
+        meta = self.broker.state.topics.get(req.name)
+        if meta is not None and meta.internal:
+            raise InvalidRequestError(f"{req.name} is an internal topic; it cannot be deleted")
         await self.broker.run_command(DeleteTopicCmd(req.name))
         return Ok()
 
@@ -110,6 +114,9 @@ class Api:
     # -- producing ------------------------------------------------------------------------------
 
     def produce(self, req: Produce) -> Awaitable[object | None]:
+        meta = self.broker.state.topics.get(req.topic)
+        if meta is not None and meta.internal:
+            raise InvalidRequestError(f"{req.topic} is an internal topic; clients may read it but not produce to it")
         part = self.partition(req.topic, req.partition)
         timeout_s = max(0.001, min(req.timeout_ms, 300_000) / 1000)
         pending = part.produce(req.records, req.acks, timeout_s)

@@ -26,6 +26,7 @@ import trio
 
 from client.errors import NotControllerError, ShuttingDownError, TideMQError
 from node.config import NodeConfig, parse_addr
+from node.coordinator import OFFSETS_TOPIC, GroupCoordinator, OffsetsPartition
 from node.metadata import (
     AllocateProducerIds, ClusterState, DeleteTopicCmd, TopicMeta, decode_command, decode_state, encode_command, encode_state,
 )
@@ -75,6 +76,7 @@ class Broker:
         self.partitions: dict[tuple[str, int], Partition] = {}
         self.leaders: dict[int, tuple[int, int]] = {}
         self.transport = PeerTransport(self.id, config.peers, config.token, encode_peer_items)
+        self.coordinator = GroupCoordinator(self)
         from node.api import Api
         self.api = Api(self)
         self.server = Server(self.id, self.api, self._on_peer_payload, token=config.token,
@@ -102,6 +104,7 @@ class Broker:
             nursery.start_soon(self._gossip)
             nursery.start_soon(self._balancer)
             nursery.start_soon(self._retention)
+            nursery.start_soon(self.coordinator.run)
             if self.cfg.fsync == "interval":
                 nursery.start_soon(self._interval_flusher)
             if self.cfg.metrics:
@@ -201,7 +204,8 @@ class Broker:
             storage = LogStorage(self.cfg.data_dir / name, self._log_config(meta.configs),
                                  ConfState(voters=tuple(sorted(replicas))))
             core = RaftNode(self._raft_config(), storage)
-            part = Partition(meta.group(p), name, storage, core, self._send_raft,
+            kind = OffsetsPartition if meta.internal and meta.name == OFFSETS_TOPIC else Partition
+            part = kind(meta.group(p), name, storage, core, self._send_raft,
                              fsync=self.cfg.fsync == "always", leader_addr=self.addr_of,
                              on_role_change=self._role_changed,
                              topic=meta.name, partition=p, max_batch_bytes=self.cfg.max_batch_bytes)

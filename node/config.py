@@ -47,6 +47,7 @@ class NodeConfig:
     max_batch_bytes: int = 8 * 1024 * 1024
     max_frame_bytes: int = 16 * 1024 * 1024 + 4096
     max_inflight_per_connection: int = 256
+    offsets_partitions: int = 8          # partitions of __consumer_offsets (fixed once created)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -55,6 +56,8 @@ class NodeConfig:
         if self.peers.get(self.node_id, self.listen) != self.listen:
             raise ValueError(f"--peers says node {self.node_id} is at {self.peers[self.node_id]}, --listen says {self.listen}")
         self.peers.setdefault(self.node_id, self.listen)
+        if self.offsets_partitions < 1:
+            raise ValueError(f"offsets_partitions must be >= 1, not {self.offsets_partitions}")
         if self.fsync not in ("always", "interval", "never"):
             raise ValueError(f"fsync must be always, interval or never, not {self.fsync!r}")
         parse_addr(self.listen)

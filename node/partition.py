@@ -20,7 +20,7 @@ import segments
 
 class Partition(Replica):
     def __init__(self, *args, topic: str, partition: int, max_batch_bytes: int, **kwargs) -> None:
-        super().__init__(*args, apply=Partition._apply_entries, **kwargs)
+        super().__init__(*args, apply=type(self)._apply_entries, **kwargs)  # subclasses (offsets) override it
         self.topic = topic
         self.partition = partition
         self.max_batch_bytes = max_batch_bytes

@@ -1,0 +1,545 @@
+"""Consumer groups on the broker: the `__consumer_offsets` topic, its state machine, and
+the coordinator that answers the group requests.
+
+Where a group lives: partition `murmur2(group) % n` of `__consumer_offsets` (n = 8 by
+default, `NodeConfig.offsets_partitions`); the leader of that partition is the group's
+coordinator. The controller leader creates the topic as soon as it is elected
+(replication min(3, nodes), spread over every configured node).
+
+What is replicated (the log of that partition, applied on every replica by
+`OffsetsPartition`): committed offsets, and which members exist (id, client id,
+timeouts) plus the group epoch. Offsets make a failover lose no commit; the member list
+makes a failover safe: a new coordinator knows who may still hold partitions and hands
+nothing out until each of them has reported what it owns or expired (see
+`node.membership`), so no partition is ever read by two members, even across a
+failover, and members keep their partitions through it instead of rejoining.
+
+What is not replicated: heartbeats, owned partitions, targets. They live in a
+`Coordination` (this node's live state for one offsets partition while it leads it, for
+one Raft term) and are rebuilt from the members' next heartbeats.
+
+Records (msgpack key -> msgpack value; a None value deletes):
+    (0, group, topic, partition) -> next offset to consume
+    (1, group, member id)        -> (client id, session timeout ms, rebalance timeout ms)
+    (2, group)                   -> group epoch
+
+The log does not grow without bound: instead of time/size retention, an offsets partition
+snapshots its state into the Raft snapshot every `SNAPSHOT_EVERY` entries and drops the
+log before it (a follower that falls behind installs that snapshot).
+
+Requests that change state propose synchronously in `Api.dispatch` (in arrival order) and
+then wait for the commit, as produce does: two commits pipelined on one connection reach
+the log in the order sent, so a later offset is never overwritten by an earlier one.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import msgspec
+import trio
+
+from client.errors import (
+    CoordinatorNotAvailableError, IllegalGenerationError, InvalidRequestError, NotCoordinatorError, NotLeaderError,
+    TideMQError, TopicExistsError, UnknownMemberError, UnknownTopicError,
+)
+from client.partitioner import partition_for_key
+from client.protocol import (
+    CoordinatorResponse, DescribeGroup, DescribeGroupResponse, FindCoordinator, GroupHeartbeat,
+    GroupHeartbeatResponse, ListGroups, ListGroupsResponse, MemberInfo, OffsetCommit, OffsetFetch,
+    OffsetFetchResponse, Ok, TopicPartition as WireTopicPartition,
+)
+from node.assignor import TopicPartition
+from node.membership import Group, Member
+from node.metadata import CreateTopicCmd, assign_replicas
+from node.partition import Partition
+from raft.types import Entry, EntryKind, Snapshot
+import segments
+
+if TYPE_CHECKING:
+    from node.broker import Broker
+
+log = logging.getLogger(__name__)
+
+OFFSETS_TOPIC = "__consumer_offsets"
+OFFSETS_SEGMENT_BYTES = 16 * 1024 * 1024
+SNAPSHOT_EVERY = 10_000          # offsets-partition entries between snapshots
+JANITOR_INTERVAL_S = 0.1         # expiry checks, background persistence, topic creation
+WRITE_TIMEOUT_S = 10.0
+MAX_NAME = 255
+MAX_COMMIT_PARTITIONS = 10_000
+MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 100, 3_600_000
+
+_OFFSET, _MEMBER, _EPOCH = 0, 1, 2
+MemberMeta = tuple[str, int, int]
+Record = tuple[bytes, bytes | None]
+
+_enc = msgspec.msgpack.Encoder()
+_key_dec = msgspec.msgpack.Decoder()
+_int_dec = msgspec.msgpack.Decoder(int)
+_meta_dec = msgspec.msgpack.Decoder(tuple[str, int, int])
+
+
+def offset_record(group: str, topic: str, partition: int, offset: int | None) -> Record:
+    return _enc.encode((_OFFSET, group, topic, partition)), None if offset is None else _enc.encode(offset)
+
+
+def member_record(group: str, member_id: str, meta: MemberMeta | None) -> Record:
+    return _enc.encode((_MEMBER, group, member_id)), None if meta is None else _enc.encode(meta)
+
+
+def epoch_record(group: str, epoch: int) -> Record:
+    return _enc.encode((_EPOCH, group)), _enc.encode(epoch)
+
+
+# -- the replicated state ---------------------------------------------------------------
+
+@dataclass
+class GroupData:
+    epoch: int = 0
+    members: dict[str, MemberMeta] = field(default_factory=dict)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+class _GroupSnap(msgspec.Struct, array_like=True):
+    epoch: int
+    members: dict[str, tuple[str, int, int]]
+    offsets: list[tuple[str, int, int]]
+
+
+class _Snapshot(msgspec.Struct, array_like=True):
+    groups: dict[str, _GroupSnap]
+
+
+class OffsetsState:
+    """What one `__consumer_offsets` partition's log says: per group, its committed
+    offsets, its members and its epoch. Every replica applies the same records in the
+    same order, so every replica holds the same state."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, GroupData] = {}
+
+    def apply(self, key: bytes, value: bytes | None) -> None:
+        try:
+            k = _key_dec.decode(key)
+            match k:
+                case [0, str() as group, str() as topic, int() as partition]:
+                    offsets = self._group(group).offsets
+                    if value is None:
+                        offsets.pop((topic, partition), None)
+                    else:
+                        offsets[(topic, partition)] = _int_dec.decode(value)
+                case [1, str() as group, str() as member_id]:
+                    members = self._group(group).members
+                    if value is None:
+                        members.pop(member_id, None)
+                    else:
+                        members[member_id] = _meta_dec.decode(value)
+                case [2, str() as group] if value is not None:
+                    data = self._group(group)
+                    data.epoch = max(data.epoch, _int_dec.decode(value))
+                case _:
+                    log.warning("%s: skipping a record with an unknown key %r", OFFSETS_TOPIC, k)
+        except msgspec.DecodeError as exc:   # deterministic: every replica skips it alike
+            log.warning("%s: skipping a malformed record: %s", OFFSETS_TOPIC, exc)
+
+    def _group(self, name: str) -> GroupData:
+        data = self.groups.get(name)
+        if data is None:
+            data = self.groups[name] = GroupData()
+        return data
+
+    def encode(self) -> bytes:
+        return _enc.encode(_Snapshot({
+            name: _GroupSnap(d.epoch, dict(d.members), [(t, p, o) for (t, p), o in sorted(d.offsets.items())])
+            for name, d in self.groups.items()
+        }))
+
+    @classmethod
+    def decode(cls, data: bytes) -> "OffsetsState":
+        state = cls()
+        for name, g in msgspec.msgpack.decode(data, type=_Snapshot).groups.items():
+            state.groups[name] = GroupData(g.epoch, dict(g.members), {(t, p): o for t, p, o in g.offsets})
+        return state
+
+
+class OffsetsPartition(Partition):
+    """A `__consumer_offsets` partition: applies its records into `OffsetsState` on every
+    replica, snapshots instead of retention, and, while it leads, carries this node's live
+    group state (`coordination`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        snap = self.storage.snapshot()
+        self.offsets = OffsetsState.decode(snap.data) if snap.data else OffsetsState()
+        self._coordination: Coordination | None = None
+        self.persist_lock = trio.Lock()
+
+    def _apply_entries(self, entries: list[Entry]) -> None:
+        # Only the coordinator writes here (clients may not produce to internal topics), so
+        # there is no producer state to keep.
+        for e in entries:
+            if e.kind != EntryKind.NORMAL or segments.parse_header(e.data).is_control:
+                continue
+            for rec in segments.decode_records(e.data):
+                if rec.key is not None:
+                    self.offsets.apply(rec.key, rec.value)
+
+    def restore(self, snap: Snapshot) -> None:
+        self.offsets = OffsetsState.decode(snap.data) if snap.data else OffsetsState()
+
+    def role_changed(self) -> None:
+        self._coordination = None
+        super().role_changed()
+
+    async def apply_retention(self, now_ms: int) -> None:
+        """Offsets are kept until overwritten: snapshot the state and drop the log before
+        it, rather than deleting old segments by age or size."""
+        async with self.io_lock:
+            if not self.closed and self.applied - self.storage.first_index() >= SNAPSHOT_EVERY:
+                self.storage.compact(self.applied, self.offsets.encode())
+
+    def coordination(self, now: float) -> "Coordination":
+        """This node's live group state for the current term (built on first use once the
+        leader has applied its whole log)."""
+        c = self._coordination
+        if c is None or c.term != self.core.term:
+            c = self._coordination = Coordination(self.core.term, self.offsets, now)
+        return c
+
+    def is_coordinating(self, c: "Coordination") -> bool:
+        return self._coordination is c and self.ready_for_writes() and not self.closed
+
+    def propose_records(self, records: list[Record]):
+        """Propose now (synchronously, so proposals keep arrival order); wait with `wait`."""
+        self.check_writable()
+        data = segments.build_batch([(k, v, (), None) for k, v in records])
+        return self.propose(data, len(records))
+
+
+class Coordination:
+    """The live groups of one offsets partition while this node leads it, for one term."""
+
+    def __init__(self, term: int, state: OffsetsState, now: float) -> None:
+        self.term = term
+        self.groups: dict[str, Group] = {}
+        for name, data in state.groups.items():
+            if data.members:
+                g = self.groups[name] = Group(name, data.epoch)
+                for member_id, meta in data.members.items():
+                    g.load(member_id, meta, now)
+
+    def group(self, name: str, state: OffsetsState) -> Group:
+        g = self.groups.get(name)
+        if g is None:
+            data = state.groups.get(name)
+            g = self.groups[name] = Group(name, data.epoch if data else 0)
+        return g
+
+    def diff(self, state: OffsetsState) -> list[Record]:
+        """The records that make the log's member lists and epochs match this state."""
+        records: list[Record] = []
+        for name, g in self.groups.items():
+            data = state.groups.get(name) or GroupData()
+            for member_id, m in g.members.items():
+                if data.members.get(member_id) != m.meta:
+                    records.append(member_record(name, member_id, m.meta))
+            records += [member_record(name, mid, None) for mid in data.members if mid not in g.members]
+            if g.epoch > data.epoch:
+                records.append(epoch_record(name, g.epoch))
+        for name, data in state.groups.items():
+            if name not in self.groups:
+                records += [member_record(name, mid, None) for mid in data.members]
+        return records
+
+    def mark_persisted(self, state: OffsetsState, now: float, count: Callable[[str], int]) -> None:
+        for name, g in self.groups.items():
+            data = state.groups.get(name)
+            for m in list(g.members.values()):
+                if not m.persisted and data is not None and m.member_id in data.members:
+                    g.mark_persisted(m.member_id, now, count)
+
+    def drop_idle(self, state: OffsetsState) -> None:
+        """Forget live groups with no members once the log agrees (offsets stay)."""
+        for name, g in list(self.groups.items()):
+            data = state.groups.get(name)
+            if not g.members and (data is None or (not data.members and data.epoch >= g.epoch)):
+                del self.groups[name]
+
+
+# -- the coordinator ----------------------------------------------------------------------
+
+def _check_name(what: str, value: object) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME:
+        raise InvalidRequestError(f"{what} must be a string of 1-{MAX_NAME} characters, got {value!r}")
+    return value
+
+
+def _check_timeout(what: str, value: int) -> int:
+    if not MIN_TIMEOUT_MS <= value <= MAX_TIMEOUT_MS:
+        raise InvalidRequestError(f"{what} must be {MIN_TIMEOUT_MS}..{MAX_TIMEOUT_MS} ms, got {value}")
+    return value
+
+
+def _wire(tps: frozenset[TopicPartition] | set[TopicPartition]) -> list[WireTopicPartition]:
+    return [WireTopicPartition(t, p) for t, p in sorted(tps)]
+
+
+async def _value(v: Any) -> Any:
+    return v
+
+
+class GroupCoordinator:
+    """Serves the group requests on every node (each answers for the groups whose
+    offsets partition it leads) and runs the janitor: expiry, background persistence of
+    membership changes, and creating `__consumer_offsets`."""
+
+    def __init__(self, broker: "Broker") -> None:
+        self.broker = broker
+        self._creating = False
+        self._nursery: trio.Nursery | None = None
+
+    def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
+        return {
+            FindCoordinator: self.find_coordinator, GroupHeartbeat: self.heartbeat, OffsetCommit: self.offset_commit,
+            OffsetFetch: self.offset_fetch, ListGroups: self.list_groups, DescribeGroup: self.describe_group,
+        }
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def partition_count(self, topic: str) -> int:
+        meta = self.broker.state.topics.get(topic)
+        return len(meta.replicas) if meta is not None else 0
+
+    def _offsets_partition_of(self, group: str) -> tuple[int, int]:
+        """(offsets partition, its Raft group id) of a group."""
+        meta = self.broker.state.topics.get(OFFSETS_TOPIC)
+        if meta is None:
+            raise CoordinatorNotAvailableError(f"{OFFSETS_TOPIC} is not created yet; retry shortly")
+        p = partition_for_key(group.encode(), len(meta.replicas))
+        return p, meta.group(p)
+
+    def _local(self, group: str) -> tuple[OffsetsPartition, Coordination]:
+        """The offsets partition and live state of a group this node coordinates, or the
+        error that sends the client elsewhere (or back later)."""
+        _check_name("group", group)
+        b = self.broker
+        p, raft_group = self._offsets_partition_of(group)
+        part = b.partitions.get((OFFSETS_TOPIC, p))
+        if part is None or not part.is_leader:
+            leader = b.leader_of(raft_group)
+            raise NotCoordinatorError(
+                f"node {b.id} does not coordinate group {group!r}" + (f"; node {leader} does" if leader else ""),
+                leader_id=leader, leader_addr=b.addr_of(leader))
+        assert isinstance(part, OffsetsPartition)
+        if part.closed or not part.ready_for_writes():
+            raise CoordinatorNotAvailableError(f"node {b.id} was just elected coordinator of {group!r} and is loading")
+        return part, part.coordination(trio.current_time())
+
+    def find_coordinator(self, req: FindCoordinator) -> Awaitable[CoordinatorResponse]:
+        _check_name("group", req.group)
+        _, raft_group = self._offsets_partition_of(req.group)
+        leader = self.broker.leader_of(raft_group)
+        addr = self.broker.addr_of(leader)
+        if leader is None or addr is None:
+            raise CoordinatorNotAvailableError(f"the coordinator of group {req.group!r} is being elected; retry shortly")
+        return _value(CoordinatorResponse(leader, addr))
+
+    # -- membership ------------------------------------------------------------------------
+
+    def heartbeat(self, req: GroupHeartbeat) -> Awaitable[GroupHeartbeatResponse]:
+        """Join (epoch 0), leave (-1) or heartbeat; state changes happen here, in arrival
+        order; a join or leave then waits until the log knows about it."""
+        if req.member_epoch < -1:
+            raise InvalidRequestError(f"member_epoch {req.member_epoch}: use 0 to join, -1 to leave, or the epoch you were given")
+        if req.member_id or req.member_epoch != 0:
+            _check_name("member_id", req.member_id)
+        for t in req.topics:
+            _check_name("topic", t)
+        if req.member_epoch == 0 and not req.topics:
+            raise InvalidRequestError("a member joins with at least one topic")
+        for tp in req.owned:
+            if tp.partition < 0:
+                raise InvalidRequestError(f"owned partition {tp.topic}-{tp.partition} is negative")
+        _check_timeout("session_timeout_ms", req.session_timeout_ms)
+        _check_timeout("rebalance_timeout_ms", req.rebalance_timeout_ms)
+        part, coord = self._local(req.group)
+        now = trio.current_time()
+        count = self.partition_count
+        g = coord.group(req.group, part.offsets)
+        g.refresh(now, count)
+        owned = [(tp.topic, tp.partition) for tp in req.owned]
+        if req.member_epoch == -1:
+            if g.leave(req.member_id, now, count):
+                log.info("group %s: member %s left", req.group, req.member_id)
+            return self._after_leave(part, coord, req.member_id)
+        if req.member_epoch == 0:
+            m = g.join(req.member_id or uuid.uuid4().hex, req.client_id, req.topics, owned, req.session_timeout_ms,
+                       req.rebalance_timeout_ms, now, count)
+            return self._after_join(part, coord, g, m)
+        m = g.heartbeat(req.member_id, req.topics, owned, now, count)
+        return _value(self._answer(g, m))
+
+    def _answer(self, g: Group, m: Member) -> GroupHeartbeatResponse:
+        assignment, epoch, interval = g.answer(m, trio.current_time())
+        return GroupHeartbeatResponse(m.member_id, epoch, _wire(assignment), interval)
+
+    async def _after_join(self, part: OffsetsPartition, coord: Coordination, g: Group, m: Member) -> GroupHeartbeatResponse:
+        if not m.persisted:
+            log.info("group %s: member %s (%s) joins", g.name, m.member_id, m.client_id)
+            await self.persist(part, coord)
+        if g.members.get(m.member_id) is not m:
+            raise UnknownMemberError(f"member {m.member_id!r} was removed from group {g.name!r} while joining; rejoin")
+        return self._answer(g, m)
+
+    async def _after_leave(self, part: OffsetsPartition, coord: Coordination, member_id: str) -> GroupHeartbeatResponse:
+        await self.persist(part, coord)
+        return GroupHeartbeatResponse(member_id, -1, [], 0)
+
+    async def persist(self, part: OffsetsPartition, coord: Coordination) -> None:
+        """Write what the log lacks of the live membership, wait for the commit, then let
+        the newly durable members in."""
+        async with part.persist_lock:
+            if not part.is_coordinating(coord):
+                raise NotCoordinatorError(f"node {self.broker.id} no longer coordinates {part.name}")
+            records = coord.diff(part.offsets)
+            if records:
+                try:
+                    await part.wait(part.propose_records(records), WRITE_TIMEOUT_S)
+                except NotLeaderError as exc:
+                    raise NotCoordinatorError(exc.message, **exc.details) from None
+            if part.is_coordinating(coord):
+                coord.mark_persisted(part.offsets, trio.current_time(), self.partition_count)
+
+    # -- offsets ---------------------------------------------------------------------------
+
+    def offset_commit(self, req: OffsetCommit) -> Awaitable[Ok]:
+        if len(req.offsets) > MAX_COMMIT_PARTITIONS:
+            raise InvalidRequestError(f"at most {MAX_COMMIT_PARTITIONS} partitions per commit, got {len(req.offsets)}")
+        for topic, p, offset in req.offsets:
+            _check_name("topic", topic)
+            if p < 0 or offset < 0:
+                raise InvalidRequestError(f"commit of {topic}-{p} at {offset}: partition and offset must be >= 0")
+            if not p < self.partition_count(topic):
+                raise UnknownTopicError(f"cannot commit {topic}-{p}: no such topic or partition")
+        part, coord = self._local(req.group)
+        if req.member_id:
+            g = coord.groups.get(req.group)
+            m = g.members.get(req.member_id) if g is not None else None
+            if m is None:
+                raise UnknownMemberError(
+                    f"group {req.group!r} has no member {req.member_id!r} (expired or fenced); its commit is refused")
+            if m.owned is not None:
+                stray = sorted({(t, p) for t, p, _ in req.offsets} - m.may_hold())
+                if stray:
+                    raise IllegalGenerationError(
+                        f"member {req.member_id!r} of {req.group!r} does not hold {stray}; they were reassigned")
+        if not req.offsets:
+            return _value(Ok())
+        waiter = part.propose_records([offset_record(req.group, t, p, o) for t, p, o in req.offsets])
+        return self._committed(part, waiter)
+
+    async def _committed(self, part: OffsetsPartition, waiter) -> Ok:
+        try:
+            await part.wait(waiter, WRITE_TIMEOUT_S)
+        except NotLeaderError as exc:
+            raise NotCoordinatorError(exc.message, **exc.details) from None
+        return Ok()
+
+    def offset_fetch(self, req: OffsetFetch) -> Awaitable[OffsetFetchResponse]:
+        part, _ = self._local(req.group)
+        data = part.offsets.groups.get(req.group)
+        offsets = data.offsets if data is not None else {}
+        if req.partitions is None:
+            wanted = sorted(offsets)
+        else:
+            wanted = [(tp.topic, tp.partition) for tp in req.partitions]
+        return _value(OffsetFetchResponse([(t, p, offsets[(t, p)]) for t, p in wanted if (t, p) in offsets]))
+
+    # -- inspection ------------------------------------------------------------------------
+
+    def _led(self) -> list[OffsetsPartition]:
+        return [part for (topic, _), part in self.broker.partitions.items()
+                if topic == OFFSETS_TOPIC and isinstance(part, OffsetsPartition)
+                and part.ready_for_writes() and not part.closed]
+
+    def list_groups(self, req: ListGroups) -> Awaitable[ListGroupsResponse]:
+        """The groups this node coordinates (with members or committed offsets); a client
+        asks every node and merges."""
+        now = trio.current_time()
+        names: set[str] = set()
+        for part in self._led():
+            names |= {n for n, g in part.coordination(now).groups.items() if g.members}
+            names |= {n for n, d in part.offsets.groups.items() if d.members or d.offsets}
+        return _value(ListGroupsResponse(sorted(names)))
+
+    def describe_group(self, req: DescribeGroup) -> Awaitable[DescribeGroupResponse]:
+        part, coord = self._local(req.group)
+        g = coord.groups.get(req.group)
+        data = part.offsets.groups.get(req.group)
+        offsets = [(t, p, o) for (t, p), o in sorted(data.offsets.items())] if data else []
+        if g is None:
+            return _value(DescribeGroupResponse(req.group, "empty", data.epoch if data else 0, [], offsets))
+        members = [MemberInfo(m.member_id, m.client_id, m.epoch, _wire(m.owned or frozenset()), sorted(m.topics or ()))
+                   for m in sorted(g.members.values(), key=lambda m: m.member_id)]
+        return _value(DescribeGroupResponse(req.group, g.state, g.epoch, members, offsets))
+
+    # -- the janitor -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            while True:
+                await trio.sleep(JANITOR_INTERVAL_S)
+                if self.broker.shutting_down:
+                    continue
+                self._maybe_create_topic()
+                self._sweep()
+
+    def _sweep(self) -> None:
+        now = trio.current_time()
+        count = self.partition_count
+        for part in self._led():
+            coord = part.coordination(now)
+            for g in coord.groups.values():
+                g.refresh(now, count)
+                for member_id, why in g.expire(now, count):
+                    log.info("group %s: member %s removed: %s", g.name, member_id, why)
+            coord.drop_idle(part.offsets)
+            if not part.persist_lock.locked() and coord.diff(part.offsets):
+                assert self._nursery is not None
+                self._nursery.start_soon(self._persist_quietly, part, coord)
+
+    async def _persist_quietly(self, part: OffsetsPartition, coord: Coordination) -> None:
+        try:
+            await self.persist(part, coord)
+        except TideMQError as exc:   # the next sweep retries (or a new leader takes over)
+            log.info("%s: membership not persisted yet: %s", part.name, exc.message)
+
+    def _maybe_create_topic(self) -> None:
+        b = self.broker
+        if self._creating or OFFSETS_TOPIC in b.state.topics or not b.controller.ready_for_writes():
+            return
+        self._creating = True
+        assert self._nursery is not None
+        self._nursery.start_soon(self._create_topic)
+
+    async def _create_topic(self) -> None:
+        """Spread over every configured node (not just the live ones): the topic is
+        created once, for the cluster's lifetime."""
+        b = self.broker
+        try:
+            nodes = sorted(b.cfg.peers)
+            replicas = assign_replicas(b.state, nodes, b.cfg.offsets_partitions, min(3, len(nodes)))
+            await b.run_command(CreateTopicCmd(OFFSETS_TOPIC, replicas, {"segment.bytes": str(OFFSETS_SEGMENT_BYTES)},
+                                               internal=True))
+            log.info("created %s with %d partitions", OFFSETS_TOPIC, len(replicas))
+        except TopicExistsError:
+            pass
+        except TideMQError as exc:   # lost the controller, or a timeout: the next sweep retries
+            log.info("creating %s failed, will retry: %s", OFFSETS_TOPIC, exc.message)
+        finally:
+            self._creating = False

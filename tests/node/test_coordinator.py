@@ -1,0 +1,262 @@
+"""Group coordinators in an in-process cluster: finding them, membership through raw
+heartbeats, offsets through commits, failover and restart."""
+
+import pytest
+import trio
+
+from client.cluster import ClusterClient
+from client.connection import open_connection
+from client.errors import (
+    IllegalGenerationError, InvalidRequestError, NotCoordinatorError, UnknownMemberError, UnknownTopicError,
+)
+from client.partitioner import partition_for_key
+from client.protocol import (
+    CreateTopic, DeleteTopic, DescribeGroup, Fetch, FetchPartition, FindCoordinator, GroupHeartbeat, ListGroups,
+    OffsetCommit, OffsetFetch, Produce, TopicPartition,
+)
+from node.coordinator import OFFSETS_TOPIC
+from segments import build_batch
+from tests.cluster import local_cluster
+
+OFFSETS_PARTITIONS = 2
+
+
+def cluster(tmp_path, n=3):
+    return local_cluster(tmp_path, n, offsets_partitions=OFFSETS_PARTITIONS)
+
+
+async def setup(c, client, topic="t", partitions=4):
+    await c.wait_leaders(OFFSETS_TOPIC)
+    with trio.fail_after(10):
+        await client.controller_request(CreateTopic(topic, partitions, min(3, len(c.peers))))
+    await c.wait_leaders(topic)
+
+
+def coordinator_of(c, group):
+    p = partition_for_key(group.encode(), OFFSETS_PARTITIONS)
+    return next(b.id for b in c.brokers.values()
+                if (part := b.partitions.get((OFFSETS_TOPIC, p))) is not None and part.ready_for_writes())
+
+
+class Member:
+    """A group member driven by hand, one heartbeat at a time."""
+
+    def __init__(self, client, group, member_id, topics=("t",), session_ms=10_000, rebalance_ms=30_000):
+        self.client, self.group, self.member_id = client, group, member_id
+        self.topics, self.session_ms, self.rebalance_ms = list(topics), session_ms, rebalance_ms
+        self.epoch = 0
+        self.owned: set = set()
+        self.assignment: set = set()
+        self.interval_ms = 0
+
+    async def beat(self, owned=None, epoch=None):
+        if owned is not None:
+            self.owned = set(owned)
+        req = GroupHeartbeat(self.group, self.member_id, self.epoch if epoch is None else epoch, self.topics,
+                             [TopicPartition(t, p) for t, p in sorted(self.owned)], "test", self.session_ms,
+                             self.rebalance_ms)
+        with trio.fail_after(10):
+            resp = await self.client.coordinator_request(self.group, req)
+        self.epoch = resp.member_epoch
+        self.assignment = {(tp.topic, tp.partition) for tp in resp.assignment}
+        self.interval_ms = resp.heartbeat_interval_ms
+        return self.assignment
+
+    async def take(self):
+        """Heartbeat, hold what is assigned (and release what is not), report it."""
+        self.owned = set(await self.beat())
+        return await self.beat()
+
+    async def leave(self):
+        return await self.beat(owned=set(), epoch=-1)
+
+
+async def settle(members, rounds=6):
+    """Every member takes what it is given and lets go of the rest, until stable."""
+    for _ in range(rounds):
+        for m in members:
+            await m.take()
+    return [m.owned for m in members]
+
+
+async def test_find_coordinator_and_internal_topic_rules(tmp_path):
+    async with cluster(tmp_path) as c, ClusterClient(c.bootstrap) as client:
+        await setup(c, client)
+        meta = next(iter(c.brokers.values())).state.topics[OFFSETS_TOPIC]
+        assert meta.internal and len(meta.replicas) == OFFSETS_PARTITIONS
+        assert all(len(r) == 3 for r in meta.replicas)
+        expected = coordinator_of(c, "billing")
+        for node, addr in c.peers.items():
+            async with open_connection(addr) as conn:
+                resp = await conn.request(FindCoordinator("billing"))
+                assert (resp.node_id, resp.addr) == (expected, c.peers[expected]), f"asked node {node}"
+                with pytest.raises(InvalidRequestError):
+                    await conn.request(FindCoordinator(""))
+        other = next(n for n in c.peers if n != expected)
+        async with open_connection(c.peers[other]) as conn:
+            with pytest.raises(NotCoordinatorError):
+                await conn.request(OffsetFetch("billing"))
+        leader = (await c.wait_leaders(OFFSETS_TOPIC))[0]
+        async with open_connection(c.peers[leader]) as conn:
+            with pytest.raises(InvalidRequestError, match="internal"):
+                await conn.request(Produce(OFFSETS_TOPIC, 0, build_batch([(b"k", b"v", (), None)])))
+            resp = await conn.request(Fetch([FetchPartition(OFFSETS_TOPIC, 0, 0)], max_wait_ms=0))
+            assert resp.results[0].error == 0, "internal topics can be read"
+        with pytest.raises(InvalidRequestError, match="internal"):
+            with trio.fail_after(10):
+                await client.controller_request(DeleteTopic(OFFSETS_TOPIC))
+
+
+async def test_join_split_leave_moves_only_what_must_move(tmp_path):
+    async with cluster(tmp_path) as c, ClusterClient(c.bootstrap) as client:
+        await setup(c, client)
+        everything = {("t", p) for p in range(4)}
+        a = Member(client, "g", "a")
+        assert await a.take() == everything
+        assert a.epoch == 1 and a.interval_ms > 250, "a stable member heartbeats at the steady pace"
+        b = Member(client, "g", "b")
+        assert await b.beat() == set(), "b gets nothing while a holds it all"
+        assert b.interval_ms <= 250, "a member waiting for partitions heartbeats fast"
+        kept = await a.beat()
+        assert len(kept) == 2 and kept < everything
+        assert await b.beat() == set(), "a has not released yet"
+        await a.beat(owned=kept)
+        assert await b.beat() == everything - kept
+        await settle([a, b])
+        assert a.owned == kept and b.owned == everything - kept, "only two partitions moved"
+        assert a.epoch == b.epoch == 2
+        await a.leave()
+        assert await b.take() == everything
+        with pytest.raises(UnknownMemberError):
+            await a.beat(epoch=2)
+        # The client rejoins with epoch 0 and its member id: accepted as a rejoin.
+        await a.beat(owned=set(), epoch=0)
+        await settle([a, b])
+        assert a.owned | b.owned == everything and len(a.owned) == len(b.owned) == 2
+
+
+async def test_a_silent_member_expires_and_a_stubborn_one_is_fenced(tmp_path):
+    async with cluster(tmp_path, n=1) as c, ClusterClient(c.bootstrap) as client:
+        await setup(c, client, partitions=2)
+        a = Member(client, "g", "a", session_ms=600)
+        b = Member(client, "g", "b", session_ms=600)
+        await settle([a, b], rounds=3)
+        assert len(a.owned) == len(b.owned) == 1
+        # b stops heartbeating: after its session timeout a gets its partition.
+        with trio.fail_after(5):
+            while len(await a.take()) < 2:
+                await trio.sleep(0.1)
+        with pytest.raises(UnknownMemberError):
+            await b.beat()
+        # c joins; a never gives anything back: past its rebalance timeout it is fenced.
+        a.rebalance_ms = 500
+        await a.beat(epoch=0)   # timeouts are taken at (re)join
+        cm = Member(client, "g", "c", session_ms=5000)
+        await cm.beat()
+        with trio.fail_after(5):
+            with pytest.raises(UnknownMemberError):
+                while True:
+                    await a.beat(owned={("t", 0), ("t", 1)})
+                    await trio.sleep(0.1)
+        with trio.fail_after(5):
+            while len(await cm.take()) < 2:
+                await trio.sleep(0.05)
+
+
+async def test_commits_fetches_and_who_may_commit(tmp_path):
+    async with cluster(tmp_path) as c, ClusterClient(c.bootstrap) as client:
+        await setup(c, client)
+
+        async def commit(offsets, member_id="", group="g"):
+            with trio.fail_after(10):
+                return await client.coordinator_request(group, OffsetCommit(group, offsets, member_id))
+
+        async def fetch(partitions=None, group="g"):
+            with trio.fail_after(10):
+                resp = await client.coordinator_request(group, OffsetFetch(group, partitions))
+            return {(t, p): o for t, p, o in resp.offsets}
+
+        await commit([("t", 0, 5), ("t", 1, 7)])              # a simple (group-less) commit
+        await commit([("t", 0, 6)])
+        assert await fetch() == {("t", 0): 6, ("t", 1): 7}
+        assert await fetch([TopicPartition("t", 1), TopicPartition("t", 3)]) == {("t", 1): 7}
+        assert await fetch(group="other") == {}
+        with pytest.raises(UnknownMemberError):
+            await commit([("t", 0, 9)], member_id="nobody")
+        a = Member(client, "g", "a")
+        b = Member(client, "g", "b")
+        await settle([a, b])
+        mine, theirs = sorted(a.owned)[0], sorted(b.owned)[0]
+        await commit([(*mine, 11)], member_id="a")
+        with pytest.raises(IllegalGenerationError):
+            await commit([(*mine, 12), (*theirs, 12)], member_id="a")
+        with pytest.raises(UnknownTopicError):
+            await commit([("nope", 0, 1)])
+        with pytest.raises(InvalidRequestError):
+            await commit([("t", 0, -1)])
+        assert (await fetch())[mine] == 11
+
+
+async def test_offsets_and_members_survive_failover_and_restart(tmp_path):
+    async with cluster(tmp_path) as c, ClusterClient(c.bootstrap) as client:
+        await setup(c, client)
+        a = Member(client, "g", "a")
+        await settle([a])
+        offsets = [("t", p, 100 + p) for p in range(4)]
+        with trio.fail_after(10):
+            await client.coordinator_request("g", OffsetCommit("g", offsets, "a"))
+        old = coordinator_of(c, "g")
+        await c.stop(old, graceful=False)
+        # The new coordinator has every offset, and knows a: a keeps its partitions.
+        with trio.fail_after(10):
+            resp = await client.coordinator_request("g", OffsetFetch("g"))
+        assert sorted(resp.offsets) == offsets
+        assert await a.beat() == a.owned
+        assert coordinator_of(c, "g") != old
+        # ...while a newcomer waits until a has reported, then gets its share.
+        b = Member(client, "g", "b")
+        await settle([a, b])
+        assert len(a.owned) == len(b.owned) == 2
+        with trio.fail_after(10):
+            desc = await client.coordinator_request("g", DescribeGroup("g"))
+        assert desc.state == "stable" and {m.member_id for m in desc.members} == {"a", "b"}
+        await c.start(old)
+        for node in list(c.brokers):
+            await c.stop(node, graceful=False)
+        for node in c.peers:
+            await c.start(node)
+        with trio.fail_after(15):
+            resp = await client.coordinator_request("g", OffsetFetch("g"))
+        assert sorted(resp.offsets) == offsets
+
+
+async def test_describe_and_list_groups(tmp_path):
+    async with cluster(tmp_path) as c, ClusterClient(c.bootstrap) as client:
+        await setup(c, client)
+        a = Member(client, "g1", "a")
+        b = Member(client, "g1", "b", topics=("t", "u"))
+        await a.take()
+        await b.beat()
+        with trio.fail_after(10):
+            await client.coordinator_request("g2", OffsetCommit("g2", [("t", 0, 3)]))
+            desc = await client.coordinator_request("g1", DescribeGroup("g1"))
+        assert desc.state == "reconciling" and desc.epoch == 2
+        members = {m.member_id: m for m in desc.members}
+        assert set(members) == {"a", "b"} and members["b"].topics == ["t", "u"]
+        assert len(members["a"].assignment) == 4 and members["b"].assignment == []
+        await settle([a, b])
+        with trio.fail_after(10):
+            desc = await client.coordinator_request("g1", DescribeGroup("g1"))
+            empty = await client.coordinator_request("g3", DescribeGroup("g3"))
+            g2 = await client.coordinator_request("g2", DescribeGroup("g2"))
+        assert desc.state == "stable"
+        assert sorted(tp.partition for m in desc.members for tp in m.assignment) == [0, 1, 2, 3]
+        assert (empty.state, empty.members, empty.offsets) == ("empty", [], [])
+        assert (g2.state, g2.offsets) == ("empty", [("t", 0, 3)])
+        listed = set()
+        for addr in c.peers.values():
+            async with open_connection(addr) as conn:
+                names = (await conn.request(ListGroups())).groups
+            assert not listed & set(names), "each group is listed by its coordinator only"
+            listed |= set(names)
+        assert listed == {"g1", "g2"}
