@@ -35,6 +35,12 @@ through `on_revoked` (so the consumer commits), then sends the leave; an exit by
 error or a cancellation only sends the leave (shielded, bounded), so the partitions
 move at once instead of after the session timeout. An error raised by a callback or a
 non-retriable heartbeat error (a bad group name) ends the block and is re-raised as is.
+
+Its exit is bounded on its own (revocation by `rebalance_timeout`, the leave by 5 s,
+shielded). Like anything that owns a task group, enter and exit it with `async with` or
+an `AsyncExitStack`: a manual `__aexit__` must run in the same cancel-scope nesting as
+`__aenter__` did (no new `CancelScope`/`move_on_after` around it), or trio and anyio
+refuse it ("cancel scope stack corrupted").
 """
 
 from __future__ import annotations
@@ -196,7 +202,8 @@ class GroupMember:
         try:
             if exc_type is None and self._error is None:
                 self._closing = True      # keep heartbeating, take nothing new, give all back
-                await self._release_all()
+                with anyio.move_on_after(self.rebalance_timeout):   # the coordinator fences us then anyway
+                    await self._release_all()
         finally:
             self._tg.cancel_scope.cancel()
             try:
