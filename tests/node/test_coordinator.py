@@ -1,6 +1,7 @@
 """Group coordinators in an in-process cluster: finding them, membership through raw
 heartbeats, offsets through commits, failover and restart."""
 
+import msgspec
 import pytest
 import trio
 
@@ -14,7 +15,8 @@ from client.protocol import (
     CreateTopic, DeleteTopic, DescribeGroup, Fetch, FetchPartition, FindCoordinator, GroupHeartbeat, ListGroups,
     OffsetCommit, OffsetFetch, Produce, TopicPartition,
 )
-from node.coordinator import OFFSETS_TOPIC
+import node.coordinator as coordinator_module
+from node.coordinator import OFFSETS_TOPIC, OffsetsState, epoch_record, member_record, offset_record
 from segments import build_batch
 from tests.cluster import local_cluster
 
@@ -33,7 +35,8 @@ async def setup(c, client, topic="t", partitions=4):
 
 
 def coordinator_of(c, group):
-    p = partition_for_key(group.encode(), OFFSETS_PARTITIONS)
+    n = len(next(iter(c.brokers.values())).state.topics[OFFSETS_TOPIC].replicas)
+    p = partition_for_key(group.encode(), n)
     return next(b.id for b in c.brokers.values()
                 if (part := b.partitions.get((OFFSETS_TOPIC, p))) is not None and part.ready_for_writes())
 
@@ -260,3 +263,57 @@ async def test_describe_and_list_groups(tmp_path):
             assert not listed & set(names), "each group is listed by its coordinator only"
             listed |= set(names)
         assert listed == {"g1", "g2"}
+
+
+def test_offsets_state_applies_records_and_round_trips():
+    s = OffsetsState()
+    for key, value in [
+        offset_record("g", "t", 0, 5), offset_record("g", "t", 1, 9), offset_record("g", "t", 0, 6),
+        member_record("g", "m1", ("c", 1000, 2000)), member_record("g", "m2", ("c", 1000, 2000)),
+        member_record("g", "m2", None), epoch_record("g", 4), epoch_record("g", 3),
+        offset_record("h", "u", 2, 1), offset_record("h", "u", 2, None),
+        (b"\xc1garbage", b"1"), (msgspec.msgpack.encode((9, "g")), b"\x01"),
+    ]:
+        s.apply(key, value)
+    g = s.groups["g"]
+    assert g.offsets == {("t", 0): 6, ("t", 1): 9}
+    assert g.members == {"m1": ("c", 1000, 2000)}
+    assert g.epoch == 4, "epochs never go back"
+    assert s.groups["h"].offsets == {}, "a None value deletes"
+    back = OffsetsState.decode(s.encode())
+    assert {n: vars(d) for n, d in back.groups.items()} == {n: vars(d) for n, d in s.groups.items()}
+
+
+async def test_offsets_are_snapshotted_not_expired_and_a_lagging_replica_installs_the_snapshot(tmp_path, monkeypatch):
+    monkeypatch.setattr(coordinator_module, "SNAPSHOT_EVERY", 20)
+    async with local_cluster(tmp_path, 3, offsets_partitions=1, retention_check_ms=50) as c, \
+            ClusterClient(c.bootstrap) as client:
+        await setup(c, client)
+        leader = coordinator_of(c, "g")
+        controller = await c.wait_controller()
+        lagger = next(n for n in c.peers if n not in (leader, controller))
+        await c.stop(lagger, graceful=False)
+        for i in range(60):
+            with trio.fail_after(10):
+                await client.coordinator_request("g", OffsetCommit("g", [("t", i % 4, i)]))
+        expected = {("t", p): 56 + p for p in range(4)}
+        part = c.brokers[leader].partitions[(OFFSETS_TOPIC, 0)]
+        with trio.fail_after(10):
+            while part.storage.first_index() <= 40:
+                await trio.sleep(0.05)
+        await c.start(lagger)
+        with trio.fail_after(15):
+            while True:
+                behind = c.brokers[lagger].partitions.get((OFFSETS_TOPIC, 0))   # once the controller log replayed
+                data = behind.offsets.groups.get("g") if behind is not None else None
+                if data is not None and data.offsets == expected:
+                    break
+                await trio.sleep(0.05)
+        assert behind.storage.first_index() > 1, "it caught up from the leader's snapshot, not by replaying the log"
+        for node in list(c.brokers):
+            await c.stop(node, graceful=False)
+        for node in c.peers:
+            await c.start(node)
+        with trio.fail_after(15):
+            resp = await client.coordinator_request("g", OffsetFetch("g"))
+        assert {(t, p): o for t, p, o in resp.offsets} == expected
