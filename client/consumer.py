@@ -31,12 +31,14 @@ from __future__ import annotations
 import logging
 import random
 from collections import deque
+from contextlib import AsyncExitStack
 from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple
 
 import anyio
 from sortedcontainers import SortedSet
 
 from client.cluster import ClusterClient
+from client.group import GroupMember
 from client.errors import InvalidConfigError, OffsetOutOfRangeError, TideMQError, UnknownTopicError
 from client.protocol import (
     EARLIEST, LATEST, READ_COMMITTED, READ_UNCOMMITTED, Fetch, FetchPartition, ListOffsets,
@@ -112,9 +114,10 @@ class Consumer:
         self._send, self._receive = anyio.create_memory_object_stream[tuple[_Assigned, list[Message]]](
             max(1, buffer // 500))
         self._ready: deque[tuple[_Assigned, Message]] = deque()
+        self._active_handlers = 0   # run() handlers running now (a revocation waits for them)
         self._tg: anyio.abc.TaskGroup | None = None
-        self._member = None
-        self._member_cm = None
+        self._member: GroupMember | None = None
+        self._stack: AsyncExitStack
 
     @property
     def assignment(self) -> set[TopicPartition]:
@@ -123,17 +126,20 @@ class Consumer:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def __aenter__(self) -> "Consumer":
-        await self.cluster.__aenter__()
+        # The exit stack unwinds in reverse: leave the group (revoking and committing
+        # through `_on_revoked`), stop the fetch tasks, close the connections.
+        stack = AsyncExitStack()
+        await stack.__aenter__()
         try:
-            self._tg = anyio.create_task_group()
-            await self._tg.__aenter__()
+            await stack.enter_async_context(self.cluster)
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(self._tg.cancel_scope.cancel)
             if self.group is not None and not self.broadcast:
-                from client.group import GroupMember
                 self._member = GroupMember(
                     self.cluster, self.group, self.topics, session_timeout=self.session_timeout,
                     rebalance_timeout=self.rebalance_timeout, client_id=self.client_id,
                     on_assigned=self._on_assigned, on_revoked=self._on_revoked)
-                await self._member.__aenter__()
+                await stack.enter_async_context(self._member)
             else:
                 parts = set()
                 for topic in self.topics:
@@ -141,23 +147,15 @@ class Consumer:
                     parts.update((topic, p) for p in range(n))
                 await self._on_assigned(parts)
         except BaseException:
-            await self._close()
+            await stack.aclose()
             raise
+        self._stack = stack
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        await self._close()
-
-    async def _close(self) -> None:
-        try:
-            if self._member is not None:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(self.rebalance_timeout):
-                    await self._member.__aexit__(None, None, None)
-        finally:
-            if self._tg is not None:
-                self._tg.cancel_scope.cancel()
-                await self._tg.__aexit__(None, None, None)
-            await self.cluster.__aexit__(None, None, None)
+        # Unwound without the body's exception, so it propagates as is (not wrapped in
+        # an ExceptionGroup by the task groups on the way out).
+        await self._stack.aclose()
 
     # -- assignment -----------------------------------------------------------------------------------
 
@@ -180,7 +178,7 @@ class Consumer:
             state.revoked = True
             state.scope.cancel()
         with anyio.move_on_after(self.rebalance_timeout / 2):
-            while any(s.pending for s in states.values()):
+            while self._active_handlers and any(s.pending for s in states.values()):
                 await anyio.sleep(0.01)
         if self._member is not None:
             offsets = {tp: self._commit_point(s) for tp, s in states.items()}
@@ -288,6 +286,13 @@ class Consumer:
         lanes: dict[tuple, deque] = {}     # serial mode: (topic, partition, key) -> waiting messages
 
         async def handle(state: _Assigned, msg: Message) -> None:
+            self._active_handlers += 1
+            try:
+                await attempts(state, msg)
+            finally:
+                self._active_handlers -= 1
+
+        async def attempts(state: _Assigned, msg: Message) -> None:
             nonlocal finished
             for attempt in range(retries + 1):
                 try:
@@ -358,7 +363,7 @@ class Consumer:
                     tg.start_soon(lane_worker, lane_key, state)
 
             tg.start_soon(feed)
-            await done_all.wait() if max_messages is not None else anyio.sleep_forever()
+            await (done_all.wait() if max_messages is not None else anyio.sleep_forever())
             tg.cancel_scope.cancel()
         if self._member is not None:
             await self.commit()
