@@ -289,7 +289,13 @@ def _wire(tps: frozenset[TopicPartition] | set[TopicPartition]) -> list[WireTopi
 
 
 async def _value(v: Any) -> Any:
+    """An answer known at dispatch, as the awaitable `Api.dispatch` hands the server."""
     return v
+
+
+def _not_coordinator(exc: NotLeaderError) -> NotCoordinatorError:
+    """A lost offsets-partition leadership is, to a group client, a moved coordinator."""
+    return NotCoordinatorError(exc.message, **exc.details)
 
 
 class GroupCoordinator:
@@ -410,7 +416,7 @@ class GroupCoordinator:
                 try:
                     await part.wait(part.propose_records(records), WRITE_TIMEOUT_S)
                 except NotLeaderError as exc:
-                    raise NotCoordinatorError(exc.message, **exc.details) from None
+                    raise _not_coordinator(exc) from None
             if part.is_coordinating(coord):
                 coord.mark_persisted(part.offsets, trio.current_time(), self.partition_count)
 
@@ -439,14 +445,17 @@ class GroupCoordinator:
                         f"member {req.member_id!r} of {req.group!r} does not hold {stray}; they were reassigned")
         if not req.offsets:
             return _value(Ok())
-        waiter = part.propose_records([offset_record(req.group, t, p, o) for t, p, o in req.offsets])
+        try:
+            waiter = part.propose_records([offset_record(req.group, t, p, o) for t, p, o in req.offsets])
+        except NotLeaderError as exc:
+            raise _not_coordinator(exc) from None
         return self._committed(part, waiter)
 
     async def _committed(self, part: OffsetsPartition, waiter) -> Ok:
         try:
             await part.wait(waiter, WRITE_TIMEOUT_S)
         except NotLeaderError as exc:
-            raise NotCoordinatorError(exc.message, **exc.details) from None
+            raise _not_coordinator(exc) from None
         return Ok()
 
     def offset_fetch(self, req: OffsetFetch) -> Awaitable[OffsetFetchResponse]:
