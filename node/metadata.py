@@ -142,9 +142,10 @@ def validate_topic(name: str, partitions: int, replication: int, live_nodes: int
 def assign_replicas(state: ClusterState, nodes: list[int], partitions: int, replication: int) -> list[list[int]]:
     """Spread replicas and preferred leaders evenly, counting what nodes already host.
 
-    Each partition's leader is the node leading fewest partitions so far; its followers
-    are the nodes hosting fewest replicas, so topics created one after another still even
-    out across the cluster.
+    Each partition goes to the nodes hosting fewest replicas so far (so disk and
+    replication load stay within one partition of each other), and among those the one
+    leading fewest partitions is its preferred leader; topics created one after another
+    still even out across the cluster.
     """
     lead = Counter({n: 0 for n in nodes})
     host = Counter({n: 0 for n in nodes})
@@ -157,9 +158,9 @@ def assign_replicas(state: ClusterState, nodes: list[int], partitions: int, repl
                     host[r] += 1
     result = []
     for _ in range(partitions):
-        leader = min(nodes, key=lambda n: (lead[n], host[n], n))
-        followers = sorted((n for n in nodes if n != leader), key=lambda n: (host[n], n))[: replication - 1]
-        replicas = [leader, *followers]
+        chosen = sorted(nodes, key=lambda n: (host[n], lead[n], n))[:replication]
+        leader = min(chosen, key=lambda n: (lead[n], host[n], n))
+        replicas = [leader, *sorted((n for n in chosen if n != leader), key=lambda n: (host[n], n))]
         lead[leader] += 1
         for r in replicas:
             host[r] += 1
