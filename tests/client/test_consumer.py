@@ -144,3 +144,26 @@ async def test_consumer_argument_errors():
         Consumer("127.0.0.1:1", topics="t")
     with pytest.raises(InvalidConfigError):
         Consumer("127.0.0.1:1", topics=["t"], offset_reset="middle")
+
+
+async def test_consumption_continues_across_leader_failover(tmp_path):
+    async with local_cluster(tmp_path) as c:
+        async with Admin(c.bootstrap) as admin:
+            info = await admin.create_topic("fo", partitions=1, replication=3)
+        leader = info.partitions[0].leader
+        got = []
+        async with Producer(c.bootstrap) as producer, \
+                Consumer(c.bootstrap, topics=["fo"], offset_reset="earliest") as consumer:
+            for i in range(100):
+                await producer.submit("fo", b"%d" % i)
+            await producer.flush()
+            with trio.fail_after(20):
+                async for msg in consumer:
+                    got.append(int(msg.value))
+                    if len(got) == 50:
+                        await c.stop(leader, graceful=False)
+                        for i in range(100, 150):
+                            await producer.submit("fo", b"%d" % i)
+                    if len(got) == 150:
+                        break
+        assert got == list(range(150))
