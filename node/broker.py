@@ -43,7 +43,6 @@ import segments
 log = logging.getLogger(__name__)
 
 CONTROLLER_GROUP = 0
-SNAPSHOT_EVERY = 1000          # controller entries between snapshots
 GOSSIP_INTERVAL_S = 0.5
 BALANCE_INTERVAL_S = 2.0
 
@@ -173,7 +172,8 @@ class Broker:
         core = RaftNode(self._raft_config(applied=snap.index), storage)
         self._replayed_until = core.commit  # entries up to here were applied before a restart
         replica = Replica(CONTROLLER_GROUP, "__controller", storage, core, self._send_raft, self._apply_controller,
-                          fsync=self.cfg.fsync == "always", leader_addr=self.addr_of)
+                          fsync=self.cfg.fsync == "always", leader_addr=self.addr_of,
+                          on_restore=self._restore_controller)
         self.replicas[CONTROLLER_GROUP] = replica
         if len(voters) == 1:
             core.campaign()
@@ -193,8 +193,18 @@ class Broker:
                     self._close_topic(cmd.name)
                 self._cmd_results[e.last] = result
             self.state.applied = e.last
-        if self.state.applied - replica.storage.first_index() >= SNAPSHOT_EVERY:
+        if self.state.applied - replica.storage.first_index() >= self.cfg.controller_snapshot_every:
             replica.storage.compact(self.state.applied, encode_state(self.state))
+
+    def _restore_controller(self, snap) -> None:
+        """A controller snapshot from the leader replaced our metadata log: adopt its
+        state, opening and closing this node's replicas to match."""
+        new = decode_state(snap.data)
+        for name in set(self.state.topics) - set(new.topics):
+            self._close_topic(name)
+        self.state = new
+        for meta in list(new.topics.values()):
+            self._open_topic(meta)
 
     def _open_topic(self, meta: TopicMeta, fresh: bool = False) -> None:
         for p, replicas in enumerate(meta.replicas):

@@ -44,6 +44,7 @@ class NodeConfig:
     heartbeat_ticks: int = 2
     segment_bytes: int = 128 * 1024 * 1024
     retention_check_ms: int = 60_000
+    controller_snapshot_every: int = 1000   # controller entries between snapshots
     max_batch_bytes: int = 8 * 1024 * 1024
     max_frame_bytes: int = 16 * 1024 * 1024 + 4096
     max_inflight_per_connection: int = 256

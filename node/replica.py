@@ -56,6 +56,7 @@ class Replica:
         fsync: bool,
         leader_addr: Callable[[int], str | None],
         on_role_change: Callable[["Replica"], None] | None = None,
+        on_restore: Callable[[Snapshot], None] | None = None,
     ) -> None:
         self.group = group
         self.name = name
@@ -66,6 +67,7 @@ class Replica:
         self._fsync = fsync
         self._leader_addr = leader_addr
         self._on_role_change = on_role_change
+        self._on_restore = on_restore
         self._wakeup = trio.Event()
         # Held while the storage changes shape (append, truncate, snapshot, retention)
         # or syncs in a worker thread: a sync must never overlap a truncation.
@@ -204,6 +206,8 @@ class Replica:
     def restore(self, snap: Snapshot) -> None:
         """The leader's snapshot replaced our log up to `snap.index`: a replica whose
         state machine keeps derived state rebuilds it from `snap.data` here."""
+        if self._on_restore is not None:
+            self._on_restore(snap)
 
     def role_changed(self) -> None:
         if self._on_role_change is not None:

@@ -152,3 +152,23 @@ async def test_retention_and_follower_restart_from_log_start(tmp_path):
         ours = log.read(max(log.log_start_offset, start), 1 << 20)
         theirs = cluster.brokers[leader].partitions[("r", 0)].storage.log.read(max(log.log_start_offset, start), 1 << 20)
         assert ours and ours[:len(theirs)] == theirs[:len(ours)]
+
+
+async def test_controller_snapshot_brings_a_lagging_node_up_to_date(tmp_path):
+    async with local_cluster(tmp_path, controller_snapshot_every=5) as cluster:
+        ctrl = await cluster.wait_controller()
+        lagger = next(n for n in cluster.peers if n != ctrl)
+        await cluster.stop(lagger, graceful=False)
+        async with open_connection(cluster.peers[ctrl]) as conn:
+            for i in range(12):
+                await conn.request(CreateTopic(f"t{i}", partitions=1, replication=2))
+            await conn.request(DeleteTopic("t0"))
+        assert cluster.brokers[ctrl].controller.storage.first_index() > 5   # the log was compacted
+        await cluster.start(lagger)
+        with trio.fail_after(15):
+            while True:
+                b = cluster.brokers[lagger]
+                if set(b.state.topics) >= {f"t{i}" for i in range(1, 12)}:
+                    break
+                await trio.sleep(0.05)
+        assert "t0" not in b.state.topics
