@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from datetime import datetime
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -34,6 +35,8 @@ from client.errors import (
     InvalidConfigError, MessageTooLargeError, OutOfOrderSequenceError, RequestTimeoutError, TideMQError,
     UnknownProducerError,
 )
+from client.delay import H_DUE, H_PARTITION, H_TARGET, TIER_CONFIG, TIER_PREFIX, pick_tier, tier_name
+from client.delay import due_ms as delay_due_ms
 from client.partitioner import StickyPartitioner, partition_for_key
 from client.protocol import ACKS_ALL, ACKS_LEADER, ACKS_NONE, InitProducerId, Produce, ProduceResponse
 from segments.batch import build_batch
@@ -155,6 +158,7 @@ class Producer:
         self.producer_epoch = -1
         self._queues: dict[tuple[str, int], _PartitionQueue] = {}
         self._sticky = StickyPartitioner()
+        self._tier_list: list[int] = []
         self._tg: anyio.abc.TaskGroup | None = None
         self._closed = False
 
@@ -188,13 +192,22 @@ class Producer:
     # -- sending ---------------------------------------------------------------------------------
 
     async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
-                   partition: int | None = None, timestamp: int | None = None) -> RecordMetadata:
-        """Send one message and wait until it is acknowledged."""
-        delivery = await self.submit(topic, value, key=key, headers=headers, partition=partition, timestamp=timestamp)
+                   partition: int | None = None, timestamp: int | None = None, delay: float | None = None,
+                   deliver_at: datetime | float | None = None) -> RecordMetadata:
+        """Send one message and wait until it is acknowledged.
+
+        With `delay` (seconds) or `deliver_at` (a datetime or epoch seconds) the message
+        becomes visible in `topic`, with a fresh offset there, no earlier than its due
+        time; it is acknowledged once durably stored in the delay tier, and the metadata
+        returned says where (the tier topic).
+        """
+        delivery = await self.submit(topic, value, key=key, headers=headers, partition=partition,
+                                     timestamp=timestamp, delay=delay, deliver_at=deliver_at)
         return await delivery
 
     async def submit(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
-                     partition: int | None = None, timestamp: int | None = None) -> "Delivery":
+                     partition: int | None = None, timestamp: int | None = None, delay: float | None = None,
+                     deliver_at: datetime | float | None = None) -> "Delivery":
         """Queue one message and return at once with a `Delivery` to await later.
 
         For high rates from one task: no task per message, and a thousand deliveries
@@ -203,8 +216,39 @@ class Producer:
         """
         while self._buffered >= self.buffer_bytes:
             await self._space.wait()
+        due = delay_due_ms(delay, deliver_at)
+        if due is not None:
+            topic, headers, partition = await self._delayed(topic, headers, partition, due)
         batch, index, p = await self._append(topic, value, key, headers, partition, timestamp)
         return Delivery(topic, p, batch, index)
+
+    async def _delayed(self, topic: str, headers: Headers, partition: int | None, due: int):
+        """Route a delayed message to the delay tier that fits, its target in headers."""
+        n = await self.cluster.partition_count(topic)      # an unknown target fails now, not later
+        if partition is not None and not 0 <= partition < n:
+            raise InvalidConfigError(f"topic {topic!r} has partitions 0..{n - 1}, not {partition}")
+        tiers = await self._tiers()
+        tier = pick_tier(tiers, due - int(time.time() * 1000))
+        extra = [(H_TARGET, topic.encode()), (H_DUE, str(due).encode())]
+        if partition is not None:
+            extra.append((H_PARTITION, str(partition).encode()))
+        base = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+        return tier_name(tier), base + extra, None
+
+    async def _tiers(self) -> list[int]:
+        if not self._tier_list:
+            with anyio.move_on_after(self.request_timeout):
+                while True:
+                    md = await self.cluster.refresh_metadata()
+                    found = sorted(int(t.configs[TIER_CONFIG]) for t in md.topics
+                                   if t.internal and t.name.startswith(TIER_PREFIX) and TIER_CONFIG in t.configs)
+                    if found:
+                        self._tier_list = found
+                        break
+                    await anyio.sleep(0.1)
+            if not self._tier_list:
+                raise InvalidConfigError("the cluster has no delay tiers yet (its controller creates them at start); retry")
+        return self._tier_list
 
     async def _append(self, topic, value, key, headers, partition, timestamp) -> tuple[_Batch, int, int]:
         if self._closed or self._tg is None:

@@ -19,6 +19,7 @@ from client.protocol import (
     ListOffsetsResponse, Metadata, MetadataResponse, NodeInfo, Ok, PartitionInfo, Produce, ProducerIdResponse,
     TopicInfo,
 )
+from client.delay import TIER_PREFIX
 from node.metadata import CreateTopicCmd, DeleteTopicCmd, assign_replicas, validate_topic
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ class Api:
 
     def produce(self, req: Produce) -> Awaitable[object | None]:
         meta = self.broker.state.topics.get(req.topic)
-        if meta is not None and meta.internal:
+        if meta is not None and meta.internal and not meta.name.startswith(TIER_PREFIX):
             raise InvalidRequestError(f"{req.topic} is an internal topic; clients may read it but not produce to it")
         part = self.partition(req.topic, req.partition)
         timeout_s = max(0.001, min(req.timeout_ms, 300_000) / 1000)

@@ -27,6 +27,7 @@ import trio
 from client.errors import NotControllerError, ShuttingDownError, TideMQError
 from node.config import NodeConfig, parse_addr
 from node.coordinator import OFFSETS_TOPIC, GroupCoordinator, OffsetsPartition
+from node.delay import DelayPartition, DelayService
 from node.metadata import (
     AllocateProducerIds, ClusterState, DeleteTopicCmd, TopicMeta, decode_command, decode_state, encode_command, encode_state,
 )
@@ -76,6 +77,7 @@ class Broker:
         self.leaders: dict[int, tuple[int, int]] = {}
         self.transport = PeerTransport(self.id, config.peers, config.token, encode_peer_items)
         self.coordinator = GroupCoordinator(self)
+        self.delay = DelayService(self)
         from node.api import Api
         self.api = Api(self)
         self.server = Server(self.id, self.api, self._on_peer_payload, token=config.token,
@@ -104,6 +106,7 @@ class Broker:
             nursery.start_soon(self._balancer)
             nursery.start_soon(self._retention)
             nursery.start_soon(self.coordinator.run)
+            nursery.start_soon(self.delay.run)
             if self.cfg.fsync == "interval":
                 nursery.start_soon(self._interval_flusher)
             if self.cfg.metrics:
@@ -214,11 +217,15 @@ class Broker:
             storage = LogStorage(self.cfg.data_dir / name, self._log_config(meta.configs),
                                  ConfState(voters=tuple(sorted(replicas))))
             core = RaftNode(self._raft_config(), storage)
-            kind = OffsetsPartition if meta.internal and meta.name == OFFSETS_TOPIC else Partition
+            kind, extra = Partition, {}
+            if meta.internal and meta.name == OFFSETS_TOPIC:
+                kind = OffsetsPartition
+            elif (tier := self.delay.partition_kind(meta)) is not None:
+                kind, extra = DelayPartition, tier
             part = kind(meta.group(p), name, storage, core, self._send_raft,
-                             fsync=self.cfg.fsync == "always", leader_addr=self.addr_of,
-                             on_role_change=self._role_changed,
-                             topic=meta.name, partition=p, max_batch_bytes=self.cfg.max_batch_bytes)
+                        fsync=self.cfg.fsync == "always", leader_addr=self.addr_of,
+                        on_role_change=self._role_changed,
+                        topic=meta.name, partition=p, max_batch_bytes=self.cfg.max_batch_bytes, **extra)
             self.replicas[part.group] = part
             self.partitions[(meta.name, p)] = part
             if self._nursery is not None:

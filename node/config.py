@@ -29,6 +29,16 @@ def parse_peers(spec: str) -> dict[int, str]:
     return peers
 
 
+def _tiers(spec: str) -> list[int]:
+    try:
+        tiers = sorted({int(float(x) * 1000) for x in spec.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--delay-tiers wants seconds like 0.5,1,2, not {spec!r}") from None
+    if not tiers or tiers[0] <= 0:
+        raise argparse.ArgumentTypeError("--delay-tiers needs positive durations")
+    return tiers
+
+
 @dataclass
 class NodeConfig:
     node_id: int
@@ -45,6 +55,8 @@ class NodeConfig:
     segment_bytes: int = 128 * 1024 * 1024
     retention_check_ms: int = 60_000
     controller_snapshot_every: int = 1000   # controller entries between snapshots
+    delay_tiers_ms: list[int] | None = None  # the delay ladder (None: client.delay.DEFAULT_TIERS_MS)
+    delay_partitions: int = 3
     max_batch_bytes: int = 8 * 1024 * 1024
     max_frame_bytes: int = 16 * 1024 * 1024 + 4096
     max_inflight_per_connection: int = 256
@@ -75,6 +87,8 @@ class NodeConfig:
         p.add_argument("--metrics", help="HOST:PORT for the Prometheus endpoint")
         p.add_argument("--fsync", choices=["always", "interval", "never"])
         p.add_argument("--tick-ms", dest="tick_ms", type=int)
+        p.add_argument("--delay-tiers", dest="delay_tiers_ms", type=_tiers,
+                       help="delay ladder in seconds, e.g. 0.5,1,2 (default 0.1,0.5,1,5,30,120,600,3600,21600,86400)")
         args = p.parse_args(argv)
         values: dict = {}
         if args.config:

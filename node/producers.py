@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from client.errors import OutOfOrderSequenceError, ProducerFencedError, UnknownProducerError
+from client.errors import DuplicateSequenceError, OutOfOrderSequenceError, ProducerFencedError, UnknownProducerError
 
 WINDOW = 5
 
@@ -74,6 +74,11 @@ class ProducerState:
         for ref in cur.batches:
             if ref.first_seq == first_seq and ref.last_seq == last_seq:
                 return ref
+        if last_seq <= cur.last_seq and first_seq < cur.batches[0].first_seq:
+            # Older than the window: written before, offsets no longer known (Kafka's
+            # DUPLICATE_SEQUENCE_NUMBER). A replaying delay scheduler relies on this.
+            raise DuplicateSequenceError(
+                f"producer {pid} epoch {epoch}: sequences {first_seq}-{last_seq} were already written")
         if first_seq != cur.last_seq + 1:
             raise OutOfOrderSequenceError(
                 f"producer {pid} epoch {epoch}: expected sequence {cur.last_seq + 1}, got {first_seq}")

@@ -36,6 +36,7 @@ class ControlType(enum.IntEnum):
     COMMIT = 1
     LEADER_CHANGE = 2
     RAFT_CONFIG = 6
+    DELAY_CHECKPOINT = 100  # TideMQ's own: a delay scheduler's progress, in its own partition
 
 
 def build_control_batch(

@@ -67,3 +67,13 @@ def test_any_retry_pattern_never_duplicates(ops):
             written.extend(range(seq, seq + cnt))
             offset += cnt
     assert written == list(range(next_seq))
+
+
+def test_sequences_older_than_the_window_are_known_duplicates():
+    from client.errors import DuplicateSequenceError
+    s = ProducerState()
+    for i in range(10):
+        write(s, 3, 0, i, 1, 100 + i)
+    with pytest.raises(DuplicateSequenceError, match="already written"):
+        s.check(3, 0, 2, 1)
+    assert s.check(3, 0, 8, 1) == BatchRef(8, 8, 108, 108)   # still in the window: offsets known

@@ -1,0 +1,56 @@
+"""Delayed delivery: the conventions producer and broker share.
+
+A delayed message is written to an internal delay topic, one per tier of a ladder
+(`__delay_100ms` ... `__delay_24h`, each with its tier in the `delay.ms` config). Every
+message in a tier waits the same time, so a tier is FIFO and its scheduler (on each
+delay partition's leader) only ever looks at the head. On leaving a tier a message
+whose due time is still a tier or more away goes to the largest tier that fits (a long
+delay cascades down the ladder); otherwise the scheduler waits out the remainder and
+writes it to its target topic. The message carries its target and due time in headers.
+
+The ladder (default `DEFAULT_TIERS_MS`): each tier is at most ~6x the one below, so a
+delay of up to 7 days takes a handful of hops, and the smallest tier (100 ms) bounds how
+late a very short delay can be.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+DEFAULT_TIERS_MS = (100, 500, 1_000, 5_000, 30_000, 120_000, 600_000, 3_600_000, 21_600_000, 86_400_000)
+TIER_PREFIX = "__delay_"
+TIER_CONFIG = "delay.ms"
+H_TARGET = "tidemq.delay.target"
+H_PARTITION = "tidemq.delay.partition"
+H_DUE = "tidemq.delay.due"
+DELAY_HEADERS = (H_TARGET, H_PARTITION, H_DUE)
+
+
+def tier_name(ms: int) -> str:
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
+        if ms % size == 0:
+            return f"{TIER_PREFIX}{ms // size}{unit}"
+    return f"{TIER_PREFIX}{ms}ms"
+
+
+def pick_tier(tiers_ms: list[int] | tuple[int, ...], remaining_ms: int) -> int:
+    """The largest tier no longer than what remains (the smallest if none is)."""
+    fitting = [t for t in tiers_ms if t <= remaining_ms]
+    return max(fitting) if fitting else min(tiers_ms)
+
+
+def due_ms(delay: float | None, deliver_at: datetime | float | None, now_ms: int | None = None) -> int | None:
+    """The due time in epoch ms, or None for an immediate send."""
+    if delay is not None and deliver_at is not None:
+        raise ValueError("give delay or deliver_at, not both")
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    if delay is not None:
+        if delay < 0:
+            raise ValueError(f"delay must be >= 0 seconds, got {delay}")
+        return now + int(delay * 1000) if delay > 0 else None
+    if deliver_at is not None:
+        at = deliver_at.timestamp() if isinstance(deliver_at, datetime) else float(deliver_at)
+        due = int(at * 1000)
+        return due if due > now else None
+    return None

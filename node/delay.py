@@ -1,0 +1,257 @@
+"""The delay tier: schedulers that move delayed messages down the ladder and out.
+
+See client/delay.py for the ladder and the headers. Here:
+
+- `DelayService` creates the tier topics once (controller leader, like the offsets
+  topic) and runs one `Scheduler` per delay partition this node leads.
+- A scheduler reads its partition from the head, in log order. For each message it
+  waits until `entered + tier` (entered = the record's timestamp), then routes it:
+  `due - eligible >= smallest tier` goes to the largest tier that fits, stamped with the
+  *planned* eligible time; otherwise it waits until `due` and writes the message to its
+  target. Routing depends only on the message, never on when the scheduler got to it,
+  so a replay after a failover makes exactly the same writes.
+- Exactly once: the scheduler of a delay partition writes with a producer id of its own
+  (fixed for the partition, epoch 0), one record per batch, numbering records per
+  destination partition in log order. Its progress (next offset, and the next sequence
+  number per destination) is a DELAY_CHECKPOINT control batch in the delay partition
+  itself, replicated with it; every replica keeps the latest in memory. A new leader
+  resumes from the last checkpoint and replays: the destinations' idempotence answers
+  DUPLICATE for what was already written, so nothing is lost and nothing doubles.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+import trio
+
+from client.cluster import ClusterClient
+from client.delay import DEFAULT_TIERS_MS, DELAY_HEADERS, H_DUE, H_PARTITION, H_TARGET, TIER_CONFIG, TIER_PREFIX, \
+    pick_tier, tier_name
+from client.errors import DuplicateSequenceError, NotLeaderError, TideMQError, TopicExistsError, UnknownTopicError
+from client.partitioner import partition_for_key
+from client.protocol import Produce
+from node.metadata import CreateTopicCmd, assign_replicas
+from node.partition import Partition
+from raft.types import Entry
+from segments import ControlType, build_batch, build_control_batch, control_type_of, decode_records, iter_batches, \
+    parse_header
+
+if TYPE_CHECKING:
+    from node.broker import Broker
+
+log = logging.getLogger(__name__)
+
+DELAY_PID_BASE = 1 << 40          # + the partition's Raft group id; controller ids stay far below
+CHECKPOINT_EVERY = 64             # moved messages between checkpoints (at most)
+CHECKPOINT_INTERVAL_S = 0.5
+JANITOR_INTERVAL_S = 0.2
+
+
+class Checkpoint(msgspec.Struct, array_like=True):
+    offset: int                               # next offset of the delay partition to route
+    seqs: dict[str, int] = {}                 # "topic/partition" -> next sequence number
+
+
+_ckpt_encoder = msgspec.msgpack.Encoder()
+_ckpt_decoder = msgspec.msgpack.Decoder(Checkpoint)
+
+
+class DelayPartition(Partition):
+    """A partition of a tier topic: remembers its scheduler's latest committed checkpoint."""
+
+    def __init__(self, *args, tier_ms: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.tier_ms = tier_ms
+        self.checkpoint: Checkpoint | None = None
+
+    def _apply_entries(self, entries: list[Entry]) -> None:
+        super()._apply_entries(entries)
+        for e in entries:
+            if not e.data:
+                continue
+            h = parse_header(e.data)
+            if h.is_control and not h.is_transactional and control_type_of(e.data) == ControlType.DELAY_CHECKPOINT:
+                self.checkpoint = _ckpt_decoder.decode(decode_records(e.data)[0].value)
+
+
+def _sleep_until_ms(ms: int):
+    return trio.sleep(max(0.0, (ms - time.time() * 1000) / 1000))
+
+
+class Scheduler:
+    def __init__(self, part: DelayPartition, service: "DelayService") -> None:
+        self.part = part
+        self.service = service
+        self.pid = DELAY_PID_BASE + part.group
+        self.moved = 0
+
+    async def run(self) -> None:
+        part = self.part
+        while not part.ready_for_writes():          # its no-op applies: the checkpoint is current
+            if not part.is_leader or part.closed:
+                return
+            await trio.sleep(0.01)
+        ckpt = part.checkpoint or Checkpoint(part.storage.log.log_start_offset)
+        pos, seqs = ckpt.offset, dict(ckpt.seqs)
+        since, last_ckpt = 0, trio.current_time()
+        while part.is_leader and not part.closed:
+            try:
+                data = part.read(pos, 1 << 20)
+            except TideMQError:                      # retention passed us: resume at the start
+                pos = part.storage.log.log_start_offset
+                continue
+            if not data:
+                if since:
+                    await self._checkpoint(pos, seqs)
+                    since, last_ckpt = 0, trio.current_time()
+                event = trio.Event()
+                part.add_hw_waiter(event)
+                with trio.move_on_after(1.0):
+                    await event.wait()
+                part.remove_hw_waiter(event)
+                continue
+            for header, batch in iter_batches(data):
+                if header.is_control:
+                    pos = max(pos, header.last_offset + 1)
+                    continue
+                for rec in decode_records(batch):
+                    if rec.offset < pos:
+                        continue
+                    await self._route(rec, seqs)
+                    pos = rec.offset + 1
+                    since += 1
+                    if since >= CHECKPOINT_EVERY or trio.current_time() - last_ckpt > CHECKPOINT_INTERVAL_S:
+                        await self._checkpoint(pos, seqs)
+                        since, last_ckpt = 0, trio.current_time()
+
+    async def _route(self, rec, seqs: dict[str, int]) -> None:
+        headers = dict(rec.headers)
+        try:
+            due = int(headers[H_DUE])
+            target = headers[H_TARGET].decode()
+        except (KeyError, ValueError, AttributeError):
+            log.warning("%s@%d carries no valid delay headers; dropped", self.part.name, rec.offset)
+            return
+        tiers = self.service.tiers
+        eligible = rec.timestamp + self.part.tier_ms
+        await _sleep_until_ms(eligible)
+        remaining = due - eligible
+        cluster = self.service.cluster
+        if remaining >= tiers[0]:
+            topic = tier_name(pick_tier(tiers, remaining))
+            n = await cluster.partition_count(topic)
+            dest, out_headers, ts = (topic, self.part.partition % n), rec.headers, eligible
+        else:
+            await _sleep_until_ms(due)
+            try:
+                n = await cluster.partition_count(target)
+            except UnknownTopicError:
+                log.warning("%s@%d: target topic %r is gone; message dropped", self.part.name, rec.offset, target)
+                return
+            if H_PARTITION in headers:
+                p = int(headers[H_PARTITION]) % n
+            elif rec.key is not None:
+                p = partition_for_key(rec.key, n)
+            else:
+                p = rec.offset % n
+            dest = (target, p)
+            out_headers = tuple(h for h in rec.headers if h[0] not in DELAY_HEADERS)
+            ts = due
+        key = f"{dest[0]}/{dest[1]}"
+        seq = seqs.get(key, 0)
+        data = build_batch([(rec.key, rec.value, out_headers, ts)], producer_id=self.pid, producer_epoch=0,
+                           base_sequence=seq)
+        try:
+            await cluster.leader_request(dest[0], dest[1], Produce(dest[0], dest[1], data, timeout_ms=10_000))
+        except DuplicateSequenceError:
+            pass  # written before a failover; the replay finds it done
+        seqs[key] = seq + 1
+        self.moved += 1
+
+    async def _checkpoint(self, pos: int, seqs: dict[str, int]) -> None:
+        value = _ckpt_encoder.encode(Checkpoint(pos, dict(seqs)))
+        waiter = self.part.propose(build_control_batch(ControlType.DELAY_CHECKPOINT, value, timestamp=-1), 1)
+        await self.part.wait(waiter, 10.0)
+
+
+class DelayService:
+    def __init__(self, broker: "Broker") -> None:
+        self.broker = broker
+        self.tiers = sorted(broker.cfg.delay_tiers_ms or DEFAULT_TIERS_MS)
+        self.cluster: ClusterClient | None = None
+        self._scopes: dict[int, trio.CancelScope] = {}
+        self._creating = False
+        self._nursery: trio.Nursery | None = None
+
+    def partition_kind(self, meta) -> dict | None:
+        """Constructor arguments for a tier topic's partitions, or None for other topics."""
+        if meta.internal and meta.name.startswith(TIER_PREFIX):
+            return {"tier_ms": int(meta.configs[TIER_CONFIG])}
+        return None
+
+    async def run(self) -> None:
+        b = self.broker
+        peers = [b.cfg.listen] + [a for n, a in sorted(b.cfg.peers.items()) if n != b.id]
+        async with ClusterClient(peers, token=b.cfg.token, client_id=f"node-{b.id}-delay",
+                                 request_timeout=10.0) as cluster, trio.open_nursery() as nursery:
+            self.cluster = cluster
+            self._nursery = nursery
+            while True:
+                if not b.shutting_down:
+                    self._maybe_create_topics()
+                    self._reconcile()
+                await trio.sleep(JANITOR_INTERVAL_S)
+
+    def _reconcile(self) -> None:
+        """One scheduler per led delay partition; none elsewhere."""
+        assert self._nursery is not None
+        for part in list(self.broker.partitions.values()):
+            if not isinstance(part, DelayPartition):
+                continue
+            running = part.group in self._scopes
+            if part.is_leader and not part.closed and not running:
+                self._nursery.start_soon(self._run_scheduler, part)
+            elif running and (not part.is_leader or part.closed):
+                self._scopes.pop(part.group).cancel()
+
+    async def _run_scheduler(self, part: DelayPartition) -> None:
+        with trio.CancelScope() as scope:
+            self._scopes[part.group] = scope
+            try:
+                await Scheduler(part, self).run()
+            except (NotLeaderError, TideMQError) as exc:
+                log.info("%s: scheduler stopped: %s", part.name, exc)
+            finally:
+                if self._scopes.get(part.group) is scope:
+                    del self._scopes[part.group]
+
+    def _maybe_create_topics(self) -> None:
+        b = self.broker
+        if self._creating or not b.controller.ready_for_writes():
+            return
+        missing = [t for t in self.tiers if tier_name(t) not in b.state.topics]
+        if missing:
+            self._creating = True
+            assert self._nursery is not None
+            self._nursery.start_soon(self._create_topics, missing)
+
+    async def _create_topics(self, missing: list[int]) -> None:
+        b = self.broker
+        try:
+            nodes = sorted(b.cfg.peers)
+            for tier in missing:
+                replicas = assign_replicas(b.state, nodes, b.cfg.delay_partitions, min(3, len(nodes)))
+                configs = {TIER_CONFIG: str(tier), "retention.ms": str(max(7 * 86_400_000, 3 * tier))}
+                try:
+                    await b.run_command(CreateTopicCmd(tier_name(tier), replicas, configs, internal=True))
+                except TopicExistsError:
+                    pass
+        except TideMQError as exc:
+            log.info("creating delay tiers failed, will retry: %s", exc.message)
+        finally:
+            self._creating = False
+
