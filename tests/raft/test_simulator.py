@@ -48,6 +48,7 @@ def test_ci_seed_sweep(nodes):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # about 10 minutes on 2 cores; the default per-test limit is 300 s
 def test_ten_thousand_seeds():
     results = _sweep([(seed, None) for seed in range(10_000)])  # cluster size drawn per seed
     bad = [r for r in results if not r.ok]
