@@ -627,7 +627,10 @@ class RaftNode:
             self._conf_base_index = s.index
             self._conf_log = []
             self.conf = s.conf
-        self._send(AppendResponse(to=m.frm, frm=self.id, term=self.term, index=self.log.last_index()))
+        # Acknowledge only what is known to match the leader: the committed prefix
+        # (after a restore that is the snapshot index). An uncommitted suffix past
+        # it may be another leader's and must not count as replicated.
+        self._send(AppendResponse(to=m.frm, frm=self.id, term=self.term, index=self.log.committed))
 
     # ---------------------------------------------------------------- membership
 

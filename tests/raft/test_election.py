@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from raft import AppendResponse, Config, ConfState, MemoryStorage, RaftNode, Role, Vote, VoteResponse
+from raft import Append, AppendResponse, Config, ConfState, MemoryStorage, RaftNode, Role, Vote, VoteResponse
 from tests.raft.harness import Cluster, drain, make_node
 
 
@@ -72,8 +72,6 @@ def test_split_vote_is_resolved_by_a_later_election():
 def test_candidate_steps_down_for_a_leader_of_its_term():
     node, st = make_node(1, pre_vote=False)
     node.campaign()
-    from raft import Append
-
     node.step(Append(to=1, frm=2, term=1, prev_index=-1, prev_term=0, entries=(), commit=-1))
     assert node.role == Role.FOLLOWER and node.leader == 2
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from raft import ConfState, Entry, EntryKind, InstallSnapshot, ProgressState, Snapshot
+from raft import Append, ConfState, Entry, EntryKind, InstallSnapshot, ProgressState, Snapshot
 from tests.raft.harness import Cluster, drain, make_node, persist
 
 
@@ -49,27 +49,29 @@ def test_snapshot_is_handed_over_in_ready_before_later_committed_entries():
 
 def test_follower_holding_the_snapshot_entry_keeps_its_log():
     node, st = make_node(2)
-    from raft import Append
-
     ents = (Entry(0, 4, 1, EntryKind.NORMAL, b"a"), Entry(5, 9, 1, EntryKind.NORMAL, b"b"), Entry(10, 10, 1))
     node.step(Append(to=2, frm=1, term=1, prev_index=-1, prev_term=0, entries=ents, commit=-1))
     drain(node, st)
     node.step(InstallSnapshot(to=2, frm=1, term=1, snapshot=Snapshot(index=9, term=1, conf=ConfState((1, 2, 3)))))
     rd = persist(node, st)
     assert rd.snapshot is None and node.commit == 9
-    assert [m.index for m in rd.messages] == [10]
+    # Only the committed prefix is acknowledged: offset 10 is not known to match.
+    assert [m.index for m in rd.messages] == [9]
     assert st.last_index() == 10
 
 
-def test_stale_snapshot_is_ignored():
+def test_stale_snapshot_acknowledges_only_the_committed_prefix():
+    # A delayed snapshot reaches a follower that committed past it and also holds
+    # an uncommitted suffix from an old term: acknowledging its last offset would
+    # let the leader count that suffix as replicated.
     node, st = make_node(2)
-    from raft import Append
-
-    node.step(Append(to=2, frm=1, term=1, prev_index=-1, prev_term=0, entries=(Entry(0, 9, 1),), commit=9))
+    ents = (Entry(0, 9, 1), Entry(10, 19, 1))
+    node.step(Append(to=2, frm=1, term=1, prev_index=-1, prev_term=0, entries=ents, commit=9))
     drain(node, st)
-    node.step(InstallSnapshot(to=2, frm=1, term=1, snapshot=Snapshot(index=5, term=1)))
+    node.step(InstallSnapshot(to=2, frm=3, term=2, snapshot=Snapshot(index=5, term=1)))
     rd = persist(node, st)
     assert rd.snapshot is None and node.commit == 9
+    assert [m.index for m in rd.messages] == [9]
 
 
 def test_lost_snapshot_is_sent_again_after_an_election_timeout():
