@@ -69,7 +69,7 @@ class Api:
     async def metadata(self, req: Metadata) -> MetadataResponse:
         b = self.broker
         live = set(b.live_nodes())
-        nodes = [NodeInfo(nid, addr, nid in live) for nid, addr in sorted(b.cfg.peers.items())]
+        nodes = [NodeInfo(nid, b.cfg.client_addr(nid), nid in live) for nid in sorted(b.cfg.peers)]
         names = list(b.state.topics) if req.topics is None else req.topics
         topics, missing = [], []
         for name in names:

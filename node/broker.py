@@ -286,7 +286,8 @@ class Broker:
     # -- network --------------------------------------------------------------------------
 
     def addr_of(self, node: int | None) -> str | None:
-        return self.cfg.peers.get(node) if node else None
+        """The address clients are told for `node` (leader and coordinator hints)."""
+        return self.cfg.client_addr(node) if node else None
 
     def _send_raft(self, group: int, to: int, msg: Message) -> None:
         self.transport.send(to, (group, msg))

@@ -4,7 +4,10 @@
         --peers 1=127.0.0.1:9401,2=127.0.0.1:9402,3=127.0.0.1:9403 --data data/n1
 
 The peer list names every node of the cluster including this one; it is the initial
-membership of the controller group (group 0).
+membership of the controller group (group 0). `--advertise` (optional, same shape)
+names the address clients are told to use for each node, in metadata and in leader and
+coordinator hints, when it is not the address this node dials (a proxy or NAT between
+clients and nodes; the chaos runner puts a fault-injecting proxy on every link).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class NodeConfig:
     listen: str
     data_dir: Path
     peers: dict[int, str] = field(default_factory=dict)
+    advertise: dict[int, str] = field(default_factory=dict)   # node -> address for clients; default: peers
     token: str | None = None
     metrics: str | None = None          # HOST:PORT of the Prometheus endpoint, or None
     fsync: str = "always"               # always | interval | never (see docs/node.md)
@@ -74,6 +78,14 @@ class NodeConfig:
         if self.fsync not in ("always", "interval", "never"):
             raise ValueError(f"fsync must be always, interval or never, not {self.fsync!r}")
         parse_addr(self.listen)
+        if set(self.advertise) - set(self.peers):
+            raise ValueError(f"--advertise names nodes that --peers does not: {sorted(set(self.advertise) - set(self.peers))}")
+        for addr in self.advertise.values():
+            parse_addr(addr)
+
+    def client_addr(self, node: int) -> str | None:
+        """Where clients reach `node`: its advertised address, else its peer address."""
+        return self.advertise.get(node) or self.peers.get(node)
 
     @classmethod
     def from_args(cls, argv: list[str] | None = None) -> "NodeConfig":
@@ -82,6 +94,7 @@ class NodeConfig:
         p.add_argument("--id", dest="node_id", type=int)
         p.add_argument("--listen", help="HOST:PORT for clients and peers")
         p.add_argument("--peers", help="every node of the cluster: ID=HOST:PORT,...")
+        p.add_argument("--advertise", help="address clients should use for each node: ID=HOST:PORT,... (default: --peers)")
         p.add_argument("--data", dest="data_dir", type=Path, help="data directory")
         p.add_argument("--token", help="cluster token (default: $TIDEMQ_TOKEN)")
         p.add_argument("--metrics", help="HOST:PORT for the Prometheus endpoint")
@@ -94,14 +107,15 @@ class NodeConfig:
         if args.config:
             with open(args.config, "rb") as f:
                 values.update(tomllib.load(f))
-            if isinstance(values.get("peers"), dict):
-                values["peers"] = {int(k): v for k, v in values["peers"].items()}
-            elif isinstance(values.get("peers"), str):
-                values["peers"] = parse_peers(values["peers"])
+            for key in ("peers", "advertise"):
+                if isinstance(values.get(key), dict):
+                    values[key] = {int(k): v for k, v in values[key].items()}
+                elif isinstance(values.get(key), str):
+                    values[key] = parse_peers(values[key])
         for f in fields(cls):
             v = getattr(args, f.name, None)
             if v is not None:
-                values[f.name] = parse_peers(v) if f.name == "peers" else v
+                values[f.name] = parse_peers(v) if f.name in ("peers", "advertise") else v
         values.setdefault("token", os.environ.get("TIDEMQ_TOKEN") or None)
         missing = [n for n in ("node_id", "listen", "data_dir") if values.get(n) is None]
         if missing:

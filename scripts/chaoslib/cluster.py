@@ -1,0 +1,204 @@
+"""The cluster under test: real `python -m node` processes wired through a `ProxyNet`.
+
+Each node listens on its real loopback port, dials its peers through the proxies of its
+outgoing links (`--peers`) and tells clients the client proxies (`--advertise`), so every
+byte between two nodes, and between a client and a node, crosses a proxy the nemesis
+controls. The runner itself (leader lookups, settle checks, the final high watermarks)
+talks to the nodes' real ports: what it observes is not subject to the faults.
+
+Every process is started in its own session (a ^C to the runner does not reach it) and
+killed by `close()`, which the runner calls in a `finally`.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from client.connection import open_connection
+from client.errors import TideMQError
+from client.protocol import Metadata, MetadataResponse
+from scripts.chaoslib.proxy import ProxyNet
+
+ROOT = Path(__file__).resolve().parents[2]
+STOP_TIMEOUT_S = 20.0          # graceful stop: 5 s of leadership transfer, then closing logs
+
+
+class NodeError(Exception):
+    """A node process did what the runner cannot work around (it would not start)."""
+
+
+class ChaosCluster:
+    def __init__(self, run_dir: Path, real: dict[int, str], net: ProxyNet, *, tick_ms: int = 50,
+                 fsync: str = "always") -> None:
+        self.run_dir = run_dir
+        self.real = dict(real)
+        self.net = net
+        self.tick_ms = tick_ms
+        self.fsync = fsync
+        self.nodes = sorted(real)
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.paused: set[int] = set()
+
+    def data_dir(self, node: int) -> Path:
+        return self.run_dir / f"n{node}" / "data"
+
+    # -- processes ------------------------------------------------------------------------
+
+    def command(self, node: int) -> list[str]:
+        peers = ",".join(f"{i}={a}" for i, a in self.net.peers_for(node).items())
+        advertise = ",".join(f"{i}={a}" for i, a in self.net.advertised().items())
+        return [sys.executable, "-m", "node", "--id", str(node), "--listen", self.real[node], "--peers", peers,
+                "--advertise", advertise, "--data", str(self.data_dir(node)), "--fsync", self.fsync,
+                "--tick-ms", str(self.tick_ms)]
+
+    def start(self, node: int) -> None:
+        if self.alive(node):
+            raise NodeError(f"node {node} is already running")
+        (self.run_dir / f"n{node}").mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / f"n{node}" / "node.log", "ab") as logf:
+            self.procs[node] = subprocess.Popen(self.command(node), cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+        self.paused.discard(node)
+
+    def alive(self, node: int) -> bool:
+        proc = self.procs.get(node)
+        return proc is not None and proc.poll() is None
+
+    def pid(self, node: int) -> int | None:
+        return self.procs[node].pid if self.alive(node) else None
+
+    def signal(self, node: int, sig: int) -> None:
+        if not self.alive(node):
+            return
+        if sig in (signal.SIGTERM, signal.SIGINT) and node in self.paused:
+            self.signal(node, signal.SIGCONT)   # a stopped process cannot handle SIGTERM
+        self.procs[node].send_signal(sig)
+        if sig == signal.SIGSTOP:
+            self.paused.add(node)
+        elif sig == signal.SIGCONT:
+            self.paused.discard(node)
+
+    async def wait_exit(self, node: int, timeout: float) -> int | None:
+        """The exit code, or None if it is still running after `timeout`."""
+        with trio.move_on_after(timeout):
+            while (code := self.procs[node].poll()) is None:
+                await trio.sleep(0.02)
+            self.paused.discard(node)
+            return code
+        return None
+
+    async def kill(self, node: int) -> None:
+        self.signal(node, signal.SIGKILL)
+        if node in self.procs:
+            await self.wait_exit(node, 10)
+
+    async def stop(self, node: int) -> tuple[int | None, bool]:
+        """Graceful stop (SIGTERM); SIGKILL after STOP_TIMEOUT_S. Returns (exit code,
+        whether it stopped by itself)."""
+        self.signal(node, signal.SIGTERM)
+        code = await self.wait_exit(node, STOP_TIMEOUT_S)
+        if code is None:
+            await self.kill(node)
+            return self.procs[node].poll(), False
+        return code, True
+
+    def close(self) -> None:
+        """Kill every node and reap it (bounded); safe to call twice."""
+        for node, proc in self.procs.items():
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.paused.clear()
+
+    # -- looking at it (real ports, bounded) ------------------------------------------------
+
+    def reachable(self) -> list[int]:
+        return [n for n in self.nodes if self.alive(n) and n not in self.paused]
+
+    async def metadata(self, node: int, topics: list[str] | None = None, timeout: float = 2.0) -> MetadataResponse | None:
+        try:
+            with trio.fail_after(timeout):
+                async with open_connection(self.real[node], connect_timeout=timeout) as conn:
+                    return await conn.request(Metadata(topics))
+        except (TideMQError, OSError, trio.TooSlowError):
+            return None
+
+    async def all_metadata(self) -> dict[int, MetadataResponse]:
+        out: dict[int, MetadataResponse] = {}
+
+        async def one(n: int) -> None:
+            md = await self.metadata(n)
+            if md is not None:
+                out[n] = md
+
+        async with trio.open_nursery() as nursery:
+            for n in self.reachable():
+                nursery.start_soon(one, n)
+        return out
+
+    async def wait_ready(self, timeout: float) -> int:
+        """The controller's id, once every running node answers and they agree on it."""
+        with trio.fail_after(timeout):
+            while True:
+                answers = await self.all_metadata()
+                ctrl = {md.controller for md in answers.values()}
+                if answers and len(answers) == len(self.reachable()) and len(ctrl) == 1 and None not in ctrl:
+                    return ctrl.pop()
+                await trio.sleep(0.1)
+
+    async def partitions(self, answers: dict[int, MetadataResponse] | None = None) -> dict[tuple[str, int], dict]:
+        """(topic, partition) -> {"leader", "replicas", "in_sync", "hw", "internal"}, each
+        partition as its self-declared leader reports it (nobody leads it: leader None)."""
+        if answers is None:
+            answers = await self.all_metadata()
+        out: dict[tuple[str, int], dict] = {}
+        for node, md in answers.items():
+            for t in md.topics:
+                for p in t.partitions:
+                    key = (t.name, p.partition)
+                    mine = p.leader == node
+                    if key not in out or (mine and out[key]["leader"] is None):
+                        out[key] = {"leader": node if mine else None, "replicas": list(p.replicas),
+                                    "in_sync": list(p.in_sync) if mine else [], "hw": p.high_watermark if mine else None,
+                                    "internal": t.internal}
+        return out
+
+    async def controller(self) -> int | None:
+        answers = await self.all_metadata()
+        for node, md in answers.items():
+            if md.controller == node:
+                return node
+        return None
+
+    async def settle(self, timeout: float) -> tuple[bool, float, list[str]]:
+        """Wait until every node answers and every partition has a leader that has seen
+        all its replicas caught up (lag 0) at least once since the wait began: then every
+        replica holds everything committed before it. Returns (settled, seconds, what was
+        still missing)."""
+        start = trio.current_time()
+        caught_up: set[tuple[str, int]] = set()
+        missing: list[str] = ["no answer yet"]
+        with trio.move_on_after(timeout):
+            while True:
+                answers = await self.all_metadata()
+                parts = await self.partitions(answers)
+                answering = len(answers)
+                for key, p in parts.items():
+                    if p["leader"] is not None and set(p["replicas"]) <= set(p["in_sync"]):
+                        caught_up.add(key)
+                missing = [f"{t}-{p}" for (t, p) in sorted(parts) if (t, p) not in caught_up]
+                if answering < len(self.nodes):
+                    missing.append(f"{len(self.nodes) - answering} node(s) not answering")
+                if parts and not missing:
+                    return True, trio.current_time() - start, []
+                await trio.sleep(0.2)
+        return False, trio.current_time() - start, missing

@@ -1,0 +1,178 @@
+"""One chaos run from start to verdict: cluster and proxies up, workloads on, the
+nemesis's schedule, heal, drain, replica comparison, every process stopped, the checker.
+
+    report = await run_chaos(Options(duration=120, seed=7, run_dir=Path("...")), say=print)
+
+Everything the run does is bounded in time: setup, each fault (its duration), each
+settle, the drain and the replica comparison have their own limits and the whole run an
+overall one; whatever happens, `finally` kills every node process the run started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import trio
+
+from scripts.chaoslib.checker import Report, check_history
+from scripts.chaoslib.cluster import ChaosCluster
+from scripts.chaoslib.history import FORMAT_VERSION, History, read_history
+from scripts.chaoslib.nemesis import FAULTS, Nemesis, make_schedule
+from scripts.chaoslib.proxy import ProxyNet
+from scripts.chaoslib.workloads import WORKLOADS, Context
+from segments import Log, LogConfig
+from tests.cluster import free_ports
+
+
+@dataclass
+class Options:
+    run_dir: Path
+    duration: float = 300.0
+    seed: int = 0
+    faults: list[str] = field(default_factory=lambda: list(FAULTS))
+    workloads: list[str] = field(default_factory=lambda: ["queue"])
+    nodes: int = 3
+    tick_ms: int = 50
+    settle_timeout: float = 30.0      # before each fault, after the last
+    drain_timeout: float = 150.0      # workloads finishing after `stop`
+    setup_timeout: float = 90.0
+
+
+async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report:
+    """Run, then check the history; the report says what (if anything) went wrong."""
+    unknown = set(opts.workloads) - set(WORKLOADS)
+    if unknown:
+        raise ValueError(f"unknown workloads {sorted(unknown)}; choose from {', '.join(sorted(WORKLOADS))}")
+    run_dir = opts.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    schedule = make_schedule(opts.seed, opts.duration, opts.faults, opts.nodes)
+    (run_dir / "schedule.json").write_text(json.dumps([s.to_json() for s in schedule], indent=1))
+    history = History(run_dir / "history.jsonl")
+    history.record("run", version=FORMAT_VERSION, seed=opts.seed, duration=opts.duration, faults=opts.faults,
+                   workloads=opts.workloads, nodes=opts.nodes, tick_ms=opts.tick_ms)
+    history.record("schedule", steps=[s.to_json() for s in schedule])
+    say(f"seed {opts.seed}: {len(schedule)} faults over {opts.duration:.0f}s ({', '.join(opts.faults) or 'none'}); "
+        f"run directory {run_dir}")
+    real = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(free_ports(opts.nodes))}
+    net = ProxyNet(real)
+    cluster = ChaosCluster(run_dir, real, net, tick_ms=opts.tick_ms)
+    limit = opts.setup_timeout + opts.duration + 2 * opts.settle_timeout + opts.drain_timeout + 180
+    try:
+        with trio.fail_after(limit):
+            async with trio.open_nursery() as nursery:
+                await net.start(nursery)
+                for n in cluster.nodes:
+                    cluster.start(n)
+                with trio.fail_after(opts.setup_timeout):
+                    await cluster.wait_ready(opts.setup_timeout)
+                    ctx = Context(net.bootstrap, history, opts.seed, say)
+                    workloads = [WORKLOADS[name](ctx) for name in opts.workloads]
+                    for w in workloads:
+                        await w.setup()
+                    await cluster.settle(opts.settle_timeout)
+                say(f"cluster up (nodes {', '.join(f'n{n}={a}' for n, a in real.items())}); clients via {net.bootstrap}")
+                await _chaos(opts, cluster, net, history, workloads, schedule, say)
+                await compare_replicas(cluster, history, opts.settle_timeout, say)
+                nursery.cancel_scope.cancel()
+        history.record("end")
+    finally:
+        cluster.close()
+        history.close()
+    report = check_history(read_history(history.path))
+    (run_dir / "summary.json").write_text(json.dumps({
+        "seed": opts.seed, "ok": report.ok, "metrics": report.metrics,
+        "checks": [{"name": v.name, "count": v.count, "exercised": v.exercised, "examples": v.examples}
+                   for v in report.verdicts]}, indent=1))
+    return report
+
+
+async def _chaos(opts: Options, cluster: ChaosCluster, net: ProxyNet, history: History, workloads: list,
+                 schedule: list, say: Callable[[str], None]) -> None:
+    nemesis = Nemesis(cluster, net, history, say, opts.settle_timeout)
+    stop = trio.Event()
+    history.start()
+    history.record("phase", name="start")
+    async with trio.open_nursery() as work:
+        for w in workloads:
+            work.start_soon(w.run, stop)
+        with trio.move_on_after(opts.duration):
+            await nemesis.run(schedule)
+            await trio.sleep_forever()
+        with trio.CancelScope(shield=True):
+            await nemesis.heal()
+        history.record("phase", name="healed")
+        settled, seconds, missing = await cluster.settle(opts.settle_timeout)
+        history.record("settle", step=None, ok=settled, seconds=seconds, missing=missing[:10])
+        say(f"[{history.now():7.2f}s] faults over, all healed; cluster settled: {settled} ({seconds:.1f}s)"
+            + (f" still missing {', '.join(missing[:5])}" if missing else ""))
+        history.record("phase", name="writes_stopped")
+        stop.set()
+        work.cancel_scope.deadline = trio.current_time() + opts.drain_timeout
+    if work.cancel_scope.cancelled_caught:
+        say(f"[red]workloads did not drain within {opts.drain_timeout:.0f}s[/]")
+        history.record("drain", workload="*", ok=False, detail=f"cancelled after {opts.drain_timeout:.0f}s")
+    history.record("phase", name="drained")
+    say(f"[{history.now():7.2f}s] workloads drained")
+
+
+async def compare_replicas(cluster: ChaosCluster, history: History, settle_timeout: float,
+                           say: Callable[[str], None]) -> None:
+    """Stop every node gracefully and compare each partition's committed bytes (up to the
+    high watermark its leader reported before the stop) across its replicas."""
+    settled, _, missing = await cluster.settle(settle_timeout)
+    parts = await cluster.partitions()
+    for n in cluster.nodes:
+        code, by_itself = await cluster.stop(n)
+        history.record("node_stop", node=n, code=code, by_itself=by_itself, step=None)
+    differ = 0
+    for (topic, p), info in sorted(parts.items()):
+        if info["hw"] is None:
+            history.record("replicas", topic=topic, partition=p, high_watermark=None, equal=True, compared=False,
+                           detail="no leader answered before the stop")
+            continue
+        result = await trio.to_thread.run_sync(
+            _compare, [cluster.data_dir(n) / f"{topic}-{p}" for n in info["replicas"]], info["hw"])
+        history.record("replicas", topic=topic, partition=p, high_watermark=info["hw"], compared=True,
+                       settled=settled, **result)
+        differ += not result["equal"]
+    say(f"[{history.now():7.2f}s] compared {len(parts)} partitions across replicas: "
+        + ("all equal" if not differ else f"[red]{differ} differ[/]"))
+
+
+def _compare(paths: list[Path], hw: int) -> dict:
+    """Read each replica's log (`<run>/n<i>/data/<topic>-<p>`) from the latest common log
+    start to `hw` and compare the batches byte for byte."""
+    opened: list[tuple[str, Log]] = []
+    try:
+        for path in paths:
+            opened.append((path.parent.parent.name, Log.open(str(path), LogConfig(fsync="never"))))
+        start = max(log.log_start_offset for _, log in opened)
+        batches: dict[str, list[tuple[int, bytes]]] = {}
+        lagging = []
+        for name, log in opened:
+            if log.next_offset < hw:
+                lagging.append(name)
+            elif start < hw:
+                batches[name] = [(h.base_offset, bytes(d)) for h, d in log.batches(start) if h.base_offset < hw]
+            else:
+                batches[name] = []
+    finally:
+        for _, log in opened:
+            log.close()
+    digests = {name: hashlib.sha256(b"".join(d for _, d in bs)).hexdigest()[:16] for name, bs in batches.items()}
+    first_difference = None
+    if len(set(digests.values())) > 1:
+        names = list(batches)
+        for i, (offset, data) in enumerate(batches[names[0]]):
+            if any(i >= len(batches[n]) or batches[n][i] != (offset, data) for n in names[1:]):
+                first_difference = offset
+                break
+        else:
+            first_difference = min(bs[len(batches[names[0]])][0] for bs in batches.values()
+                                   if len(bs) > len(batches[names[0]]))
+    return {"equal": len(set(digests.values())) <= 1, "start": start, "digests": digests, "lagging": lagging,
+            "first_difference": first_difference}

@@ -1,0 +1,121 @@
+"""The workload interface: what the runner gives a workload and expects of it.
+
+A workload is a class with a `name`, the `topics` it owns, `setup()` and `run(stop)`;
+it writes what happened into the run's history (docs/chaos.md has the event types) and
+leaves the judging to the checker.
+
+The run's contract with a workload:
+
+1. `setup()` once the cluster is up, before the clock starts (create topics);
+2. `run(stop)` from time 0 while faults are injected. When `stop` is set the faults are
+   over and healed: finish every send (each ends as acked, failed or unknown), read the
+   final committed log of every owned topic (`read_final_logs`), let readers catch up
+   and record where they ended, then return. The runner cancels a workload that has not
+   returned within its drain timeout, and the checker then reports the run incomplete.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import trio
+
+from client import Admin
+from client.cluster import ClusterClient
+from client.errors import TideMQError, TopicExistsError
+from client.protocol import EARLIEST, READ_COMMITTED, Fetch, FetchPartition, ListOffsets
+from scripts.chaoslib.history import History, text
+from segments import decode_records, iter_batches
+
+LOG_CHUNK = 2000                # records per `log` event
+
+
+@dataclass
+class Context:
+    """What a workload gets from the runner."""
+
+    bootstrap: str                      # the client proxies: every client byte crosses a fault point
+    history: History
+    seed: int
+    say: Callable[[str], None]          # one line to the console
+    partitions: int = 6
+    replication: int = 3
+
+    def rng(self, name: str) -> random.Random:
+        """A random stream of its own for each part of a workload, from the run's seed."""
+        return random.Random(f"tidemq-chaos-{self.seed}-{name}")
+
+
+class Workload(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @property
+    @abstractmethod
+    def topics(self) -> list[str]:
+        """The topics this workload writes and reads (created by `setup`, compared across
+        replicas at the end)."""
+
+    async def setup(self) -> None:
+        """Create the workload's topics (a retry after a lost answer finds them made)."""
+        async with Admin(self.ctx.bootstrap, request_timeout=30) as admin:
+            for topic in self.topics:
+                try:
+                    await admin.create_topic(topic, partitions=self.ctx.partitions, replication=self.ctx.replication)
+                except TopicExistsError:
+                    await admin.wait_for_leaders(topic)
+
+    @abstractmethod
+    async def run(self, stop: trio.Event) -> None:
+        """Work until `stop`, then drain (see the module docstring) and return."""
+
+
+async def read_final_logs(ctx: Context, topics: list[str], timeout: float = 60.0) -> dict[tuple[str, int], int]:
+    """Read every partition of `topics` from its log start to its high watermark
+    (read_committed, through the client proxies) into `log` events. Returns, per
+    partition, the offset after its last data record (what a consumer group that has
+    everything commits). Raises trio.TooSlowError after `timeout`."""
+    ends: dict[tuple[str, int], int] = {}
+    with trio.fail_after(timeout):
+        async with ClusterClient(ctx.bootstrap, request_timeout=5, client_id="chaos-final-read") as cluster:
+            for topic in topics:
+                for p in range(await cluster.partition_count(topic)):
+                    ends[(topic, p)] = await _read_partition(ctx, cluster, topic, p)
+    return ends
+
+
+async def _read_partition(ctx: Context, cluster: ClusterClient, topic: str, p: int) -> int:
+    offset = (await cluster.leader_request(topic, p, ListOffsets(topic, p, EARLIEST))).offset
+    chunk: list[list] = []
+    after_data = 0
+    while True:
+        try:
+            resp = await cluster.leader_request(
+                topic, p, Fetch([FetchPartition(topic, p, offset, 1 << 20)], max_wait_ms=0, isolation=READ_COMMITTED))
+        except TideMQError:
+            await trio.sleep(0.1)
+            continue
+        res = resp.results[0]
+        if res.error:
+            await cluster.refresh_metadata([topic])
+            await trio.sleep(0.1)
+            continue
+        for header, data in iter_batches(res.records):
+            if not header.is_control:
+                for r in decode_records(data):
+                    if r.offset >= offset:
+                        chunk.append([r.offset, text(r.key), text(r.value)])
+                        after_data = r.offset + 1
+            offset = max(offset, header.last_offset + 1)
+        done = offset >= res.high_watermark
+        if len(chunk) >= LOG_CHUNK or done:
+            ctx.history.record("log", topic=topic, partition=p, high_watermark=res.high_watermark,
+                               isolation="read_committed", records=chunk, last=done)
+            chunk = []
+        if done:
+            return after_data

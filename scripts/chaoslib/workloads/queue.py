@@ -1,0 +1,266 @@
+"""The queue workload: idempotent producers writing keyed sequences, a consumer group
+reading them and committing offsets.
+
+Writers. Each writer `wN` sends values `wN-kK-S` with key `kK` (S counts per writer and
+key from 0), paced at `rate` messages a second, up to `MAX_PENDING` unacknowledged, with
+the client's idempotent `Producer` (acks=all). Every send ends in the history as acked
+(with its offset), failed (the broker refused it outright) or unknown (a timeout or lost
+connection: it may or may not be in the log). After any failed or unknown outcome the
+writer drops the producer and starts a new session with a new producer id, as an
+application would after a fatal send error; it never resends (so a message can appear
+at most once and any duplicate is the system's). The checker holds order per session
+strictly and across sessions by real time.
+
+Consumers. `consumers` members of one group read the topic from the earliest offset,
+record every message handed to them, and commit what they handed out about every second.
+Each member leaves and a fresh instance rejoins after a seeded lifetime (`churn`), so
+partitions move between members while faults run. An observer reads the group's
+committed offsets twice a second (through the client proxies, as any client would); the
+checker requires them never to go backwards.
+
+Drain. Once `stop` is set the writers finish their sends, the final logs are read, the
+members keep consuming (no more churn) until the group has committed past the last record
+of every partition, then leave; the group's final offsets are recorded last.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from typing import NamedTuple
+
+import trio
+
+from client import Consumer, Producer
+from client.cluster import ClusterClient
+from client.errors import (
+    AuthFailedError, CorruptBatchError, InvalidConfigError, InvalidRequestError, MessageTooLargeError, TideMQError,
+    UnknownTopicError,
+)
+from client.group import fetch_offsets
+from client.producer import Delivery
+from scripts.chaoslib.history import text
+from scripts.chaoslib.workloads.base import Context, Workload, read_final_logs
+
+MAX_PENDING = 50                # unacknowledged sends per writer
+POLL_S = 0.01
+COMMIT_EVERY_S = 1.0
+OBSERVE_EVERY_S = 0.5
+# The broker refused these before proposing anything: the message is certainly not written.
+DEFINITE = (AuthFailedError, CorruptBatchError, InvalidConfigError, InvalidRequestError, MessageTooLargeError,
+            UnknownTopicError)
+
+
+class _Pending(NamedTuple):
+    delivery: Delivery
+    value: str
+    key: str
+    seq: int
+    t: float
+
+
+class QueueWorkload(Workload):
+    name = "queue"
+
+    def __init__(self, ctx: Context, *, writers: int = 4, keys: int = 12, rate: float = 40.0, consumers: int = 3,
+                 churn: tuple[float, float] | None = (15.0, 45.0), request_timeout: float = 5.0,
+                 delivery_timeout: float = 20.0, drain_timeout: float = 90.0) -> None:
+        super().__init__(ctx)
+        self.writers = writers
+        self.keys = keys
+        self.rate = rate
+        self.consumers = consumers
+        self.churn = churn
+        self.request_timeout = request_timeout
+        self.delivery_timeout = delivery_timeout
+        self.drain_timeout = drain_timeout
+        self.topic = "chaos-queue"
+        self.group = "chaos-queue-group"
+
+    @property
+    def topics(self) -> list[str]:
+        return [self.topic]
+
+    async def run(self, stop: trio.Event) -> None:
+        h = self.ctx.history
+        done_reading = trio.Event()
+        async with trio.open_nursery() as readers:
+            for slot in range(1, self.consumers + 1):
+                readers.start_soon(self._consume, slot, stop, done_reading)
+            readers.start_soon(self._observe, done_reading)
+            async with trio.open_nursery() as writers:
+                for n in range(1, self.writers + 1):
+                    writers.start_soon(self._write, f"w{n}", stop)
+            ends = await read_final_logs(self.ctx, self.topics)
+            caught_up, detail = await self._wait_group(ends)
+            h.record("drain", workload=self.name, ok=caught_up, detail=detail)
+            if not caught_up:
+                self.ctx.say(f"[red]queue: the group did not catch up: {detail}[/]")
+            done_reading.set()
+        await self._record_final_offsets()
+
+    # -- writers -------------------------------------------------------------------------------
+
+    async def _write(self, writer: str, stop: trio.Event) -> None:
+        h = self.ctx.history
+        rng = self.ctx.rng(writer)
+        seqs: dict[str, int] = defaultdict(int)
+        session = 0
+        while not stop.is_set():
+            session += 1
+            pending: list[_Pending] = []
+            try:
+                async with Producer(self.ctx.bootstrap, request_timeout=self.request_timeout,
+                                    delivery_timeout=self.delivery_timeout, client_id=f"{writer}.{session}") as producer:
+                    h.record("session", writer=writer, session=session, producer_id=producer.producer_id)
+                    broken = False
+                    next_at = time.monotonic()
+                    while not stop.is_set() and not broken:
+                        broken = self._resolve_done(writer, session, pending)
+                        if broken:
+                            break
+                        if len(pending) >= MAX_PENDING:
+                            await trio.sleep(POLL_S)
+                            continue
+                        key = f"k{rng.randrange(self.keys)}"
+                        seq = seqs[key]
+                        seqs[key] += 1
+                        value = f"{writer}-{key}-{seq}"
+                        t = h.now()
+                        delivery = await producer.submit(self.topic, value.encode(), key=key.encode())
+                        pending.append(_Pending(delivery, value, key, seq, t))
+                        next_at = max(next_at + 1 / self.rate, time.monotonic() - 1.0)
+                        await trio.sleep(max(0.0, next_at - time.monotonic()))
+                    while pending:   # every outcome arrives within the producer's delivery timeout
+                        self._resolve_done(writer, session, pending)
+                        await trio.sleep(POLL_S)
+            except (TideMQError, OSError, TimeoutError) as exc:
+                h.record("session_error", writer=writer, session=session, error=repr(exc)[:300])
+                await trio.sleep(0.5)
+            finally:
+                # Deliveries the producer never resolved (it failed to open, or was cancelled).
+                self._resolve_done(writer, session, pending)
+                for p in pending:
+                    h.record("send", t=p.t, t_end=h.now(), writer=writer, session=session, topic=self.topic,
+                             partition=p.delivery.partition, key=p.key, seq=p.seq, value=p.value,
+                             outcome="unknown", offset=None, idempotent=True,
+                             error="the producer closed before an outcome")
+                pending.clear()
+
+    def _resolve_done(self, writer: str, session: int, pending: list[_Pending]) -> bool:
+        """Record and remove every send that has its outcome (in any order: a stalled
+        partition must not hold back the others); True if any of them failed."""
+        broken = False
+        still = []
+        for p in pending:
+            if p.delivery.done:
+                broken |= self._resolve(writer, session, p)
+            else:
+                still.append(p)
+        pending[:] = still
+        return broken
+
+    def _resolve(self, writer: str, session: int, p: _Pending) -> bool:
+        """Record one send's outcome; True if the session must end (any error)."""
+        h = self.ctx.history
+        d = p.delivery
+        t_end = h.at(d.acked_at) if d.acked_at is not None else h.now()
+        fields = dict(t=p.t, t_end=t_end, writer=writer, session=session, topic=self.topic, partition=d.partition,
+                      key=p.key, seq=p.seq, value=p.value, idempotent=True)
+        try:
+            md = d.result()
+        except DEFINITE as exc:
+            h.record("send", **fields, outcome="failed", offset=None, error=repr(exc)[:300])
+            return True
+        except (TideMQError, OSError) as exc:
+            h.record("send", **fields, outcome="unknown", offset=None, error=repr(exc)[:300])
+            return True
+        h.record("send", **fields, outcome="acked", offset=md.offset)
+        return False
+
+    # -- consumers -------------------------------------------------------------------------------
+
+    async def _consume(self, slot: int, stop: trio.Event, done: trio.Event) -> None:
+        h = self.ctx.history
+        rng = self.ctx.rng(f"consumer-{slot}")
+        instance = 0
+        while not done.is_set():
+            instance += 1
+            cid = f"c{slot}.{instance}"
+            lifetime = rng.uniform(*self.churn) if self.churn else math.inf
+            leave_at = time.monotonic() + lifetime
+            try:
+                async with Consumer(self.ctx.bootstrap, group=self.group, topics=self.topics, offset_reset="earliest",
+                                    session_timeout=6.0, rebalance_timeout=10.0, request_timeout=self.request_timeout,
+                                    client_id=cid) as consumer:
+                    h.record("member", consumer=cid, event="joined")
+                    last_commit = time.monotonic()
+                    while not done.is_set() and (stop.is_set() or time.monotonic() < leave_at):
+                        with trio.move_on_after(0.25):
+                            msg = await consumer.__anext__()
+                            h.record("delivery", consumer=cid, group=self.group, isolation="read_committed",
+                                     topic=msg.topic, partition=msg.partition, offset=msg.offset, key=text(msg.key),
+                                     value=text(msg.value), wall_ms=int(time.time() * 1000))
+                        if time.monotonic() - last_commit >= COMMIT_EVERY_S:
+                            last_commit = time.monotonic()
+                            await self._commit(consumer, cid)
+                h.record("member", consumer=cid, event="left")
+            except (TideMQError, OSError, TimeoutError) as exc:
+                h.record("member", consumer=cid, event="error", error=repr(exc)[:300])
+                await trio.sleep(0.5)
+
+    async def _commit(self, consumer: Consumer, cid: str) -> None:
+        h = self.ctx.history
+        t = h.now()
+        partitions = sorted(consumer.assignment)
+        try:
+            await consumer.commit()
+        except (TideMQError, TimeoutError) as exc:
+            h.record("commit", t=t, t_end=h.now(), consumer=cid, group=self.group, partitions=partitions,
+                     outcome="failed", error=repr(exc)[:300])
+        else:
+            h.record("commit", t=t, t_end=h.now(), consumer=cid, group=self.group, partitions=partitions, outcome="ok")
+
+    # -- the group's committed offsets -----------------------------------------------------------
+
+    async def _observe(self, done: trio.Event) -> None:
+        async with ClusterClient(self.ctx.bootstrap, request_timeout=3.0, client_id="chaos-observer") as cluster:
+            while not done.is_set():
+                await self._observe_once(cluster)
+                with trio.move_on_after(OBSERVE_EVERY_S):
+                    await done.wait()
+
+    async def _observe_once(self, cluster: ClusterClient, final: bool = False) -> bool:
+        h = self.ctx.history
+        t = h.now()
+        try:
+            offsets = await fetch_offsets(cluster, self.group)
+        except (TideMQError, TimeoutError, OSError):
+            return False
+        h.record("offsets", t=t, t_end=h.now(), group=self.group, final=final,
+                 offsets=sorted([t_, p, o] for (t_, p), o in offsets.items() if o is not None))
+        return True
+
+    async def _wait_group(self, ends: dict[tuple[str, int], int]) -> tuple[bool, str]:
+        """Wait until the group has committed every partition's last record."""
+        behind: dict[tuple[str, int], tuple[int | None, int]] = {}
+        async with ClusterClient(self.ctx.bootstrap, request_timeout=3.0, client_id="chaos-drain") as cluster:
+            with trio.move_on_after(self.drain_timeout):
+                while True:
+                    try:
+                        committed = await fetch_offsets(cluster, self.group, list(ends))
+                    except (TideMQError, TimeoutError, OSError):
+                        committed = {}
+                    behind = {tp: (committed.get(tp), end) for tp, end in ends.items()
+                              if end > 0 and (committed.get(tp) or 0) < end}
+                    if not behind:
+                        return True, ""
+                    await trio.sleep(0.5)
+        return False, "; ".join(f"{t}-{p} committed {c} of {e}" for (t, p), (c, e) in sorted(behind.items()))
+
+    async def _record_final_offsets(self) -> None:
+        async with ClusterClient(self.ctx.bootstrap, request_timeout=3.0, client_id="chaos-final-offsets") as cluster:
+            with trio.move_on_after(30):
+                while not await self._observe_once(cluster, final=True):
+                    await trio.sleep(0.5)
