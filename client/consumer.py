@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections import deque
 from contextlib import AsyncExitStack
 from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple
@@ -39,9 +40,10 @@ from sortedcontainers import SortedSet
 
 from client.cluster import ClusterClient
 from client.group import GroupMember
-from client.errors import InvalidConfigError, OffsetOutOfRangeError, TideMQError, UnknownTopicError
+from client.errors import InvalidConfigError, OffsetOutOfRangeError, TideMQError, TopicExistsError, UnknownTopicError
+from client.producer import Producer
 from client.protocol import (
-    EARLIEST, LATEST, READ_COMMITTED, READ_UNCOMMITTED, Fetch, FetchPartition, ListOffsets,
+    EARLIEST, LATEST, READ_COMMITTED, READ_UNCOMMITTED, CreateTopic, Fetch, FetchPartition, ListOffsets,
 )
 from segments.batch import decode_records, iter_batches
 
@@ -270,44 +272,64 @@ class Consumer:
         timeout: float | None = None,
         order: str = "key",
         retries: int = 3,
-        backoff: float = 0.1,
+        backoff: float = 0.5,
+        max_backoff: float = 60.0,
+        dead_letter: bool = True,
         max_messages: int | None = None,
     ) -> None:
-        """Handle messages until cancelled (or `max_messages` are finished)."""
+        """Handle messages until cancelled (or `max_messages` are finished).
+
+        A handler that raises or runs past `timeout` (it is cancelled) has failed. It is
+        tried again up to `retries` times with exponential backoff and jitter
+        (`backoff` * 2**n, at most `max_backoff` seconds):
+        - serial mode retries in place, so the key's order holds while other keys flow;
+        - concurrent mode (with a group) sends the message through the delay tier to the
+          group's retry topic `<group>.retry`, which this group alone reads, so the
+          partition keeps flowing; the attempt count travels in a header.
+        After the last attempt the message goes to the group's dead-letter topic
+        `<group>.dlq` (with `dead_letter`, and a group) with headers naming its origin,
+        the attempts, the last error and the time; without a group it is logged.
+        """
         if mode not in ("serial", "concurrent"):
             raise InvalidConfigError(f"mode must be 'serial' or 'concurrent', not {mode!r}")
         if order not in ("key", "partition"):
             raise InvalidConfigError(f"order must be 'key' or 'partition', not {order!r}")
-        if concurrency < 1:
-            raise InvalidConfigError("concurrency must be >= 1")
+        if concurrency < 1 or retries < 0 or backoff < 0:
+            raise InvalidConfigError("concurrency must be >= 1, retries and backoff >= 0")
+        grouped = self._member is not None
+        via_topic = grouped and mode == "concurrent" and retries > 0
+        async with AsyncExitStack() as stack:
+            producer = None
+            sources: list[Consumer] = [self]
+            if grouped and (via_topic or dead_letter):
+                await ensure_topics(self.cluster, ([retry_topic(self.group)] if via_topic else [])
+                                    + ([dead_letter_topic(self.group)] if dead_letter else []))
+                producer = await stack.enter_async_context(Producer(
+                    self.cluster.bootstrap, token=self.cluster.token, client_id=f"{self.client_id}-retry"))
+            if via_topic:
+                sources.append(await stack.enter_async_context(Consumer(
+                    self.cluster.bootstrap, group=self.group, topics=[retry_topic(self.group)],
+                    offset_reset="earliest", token=self.cluster.token, session_timeout=self.session_timeout,
+                    rebalance_timeout=self.rebalance_timeout, max_wait=self.max_wait,
+                    client_id=f"{self.client_id}-retries")))
+            policy = _RetryPolicy(self.group, handler, timeout, retries, backoff, max_backoff,
+                                  producer if via_topic else None, producer if dead_letter else None)
+            await self._run(sources, policy, mode, concurrency, order, max_messages)
+
+    async def _run(self, sources: list["Consumer"], policy: "_RetryPolicy", mode: str, concurrency: int,
+                   order: str, max_messages: int | None) -> None:
         slots = anyio.Semaphore(concurrency)
         finished = 0
         done_all = anyio.Event()
         lanes: dict[tuple, deque] = {}     # serial mode: (topic, partition, key) -> waiting messages
 
         async def handle(state: _Assigned, msg: Message) -> None:
+            nonlocal finished
             self._active_handlers += 1
             try:
-                await attempts(state, msg)
+                await policy.handle(msg, in_place=mode == "serial")
             finally:
                 self._active_handlers -= 1
-
-        async def attempts(state: _Assigned, msg: Message) -> None:
-            nonlocal finished
-            for attempt in range(retries + 1):
-                try:
-                    if timeout is None:
-                        await handler(msg)
-                    else:
-                        with anyio.fail_after(timeout):
-                            await handler(msg)
-                    break
-                except Exception as exc:
-                    if attempt == retries:
-                        log.error("handler failed on %s-%s@%s after %d attempt(s): %r",
-                                  msg.topic, msg.partition, msg.offset, attempt + 1, exc)
-                    else:
-                        await anyio.sleep(backoff * 2 ** attempt * (0.5 + random.random()))
             state.pending.discard(msg.offset)
             finished += 1
             if max_messages is not None and finished >= max_messages:
@@ -323,48 +345,140 @@ class Consumer:
             queue = lanes[lane_key]
             try:
                 while queue:
-                    msg = queue[0]
-                    await handle(state, msg)
+                    await handle(state, queue[0])
                     queue.popleft()
             finally:
                 del lanes[lane_key]
                 slots.release()
 
         async def committer() -> None:
-            if self._member is None:
-                return
             while True:
                 await anyio.sleep(COMMIT_INTERVAL_S)
-                try:
-                    await self.commit()
-                except TideMQError as exc:
-                    log.warning("periodic commit failed: %s", exc)
+                for source in sources:
+                    try:
+                        await source.commit()
+                    except TideMQError as exc:
+                        log.warning("periodic commit failed: %s", exc)
+
+        async def feed(source: Consumer) -> None:
+            async for msg in source:
+                state = source._assigned.get((msg.topic, msg.partition))
+                if state is None:
+                    continue
+                state.pending.add(msg.offset)
+                if mode == "concurrent":
+                    await slots.acquire()
+                    tg.start_soon(concurrent_worker, state, msg)
+                    continue
+                lane_key = (msg.topic, msg.partition) + ((msg.key,) if order == "key" else ())
+                queue = lanes.get(lane_key)
+                if queue is not None:
+                    queue.append(msg)      # this key is busy: wait behind it, in order
+                    continue
+                await slots.acquire()
+                lanes[lane_key] = deque([msg])
+                tg.start_soon(lane_worker, lane_key, state)
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(committer)
-
-            async def feed() -> None:
-                async for msg in self:
-                    if max_messages is not None and finished >= max_messages:
-                        break
-                    state = self._assigned[(msg.topic, msg.partition)]
-                    state.pending.add(msg.offset)
-                    if mode == "concurrent":
-                        await slots.acquire()
-                        tg.start_soon(concurrent_worker, state, msg)
-                        continue
-                    lane_key = (msg.topic, msg.partition) + ((msg.key,) if order == "key" else ())
-                    queue = lanes.get(lane_key)
-                    if queue is not None:
-                        queue.append(msg)      # this key is busy: wait behind it, in order
-                        continue
-                    await slots.acquire()
-                    lanes[lane_key] = deque([msg])
-                    tg.start_soon(lane_worker, lane_key, state)
-
-            tg.start_soon(feed)
+            if self._member is not None:
+                tg.start_soon(committer)
+            for source in sources:
+                tg.start_soon(feed, source)
             await (done_all.wait() if max_messages is not None else anyio.sleep_forever())
             tg.cancel_scope.cancel()
         if self._member is not None:
-            await self.commit()
+            for source in sources:
+                await source.commit()
 
+
+# -- failure handling -------------------------------------------------------------------------
+
+H_ATTEMPT = "tidemq.attempt"
+H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET = "tidemq.origin.topic", "tidemq.origin.partition", "tidemq.origin.offset"
+H_DLQ_ERROR, H_DLQ_TIME = "tidemq.dlq.error", "tidemq.dlq.time"
+_OURS = (H_ATTEMPT, H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET, H_DLQ_ERROR, H_DLQ_TIME)
+
+
+def retry_topic(group: str) -> str:
+    return f"{group}.retry"
+
+
+def dead_letter_topic(group: str) -> str:
+    return f"{group}.dlq"
+
+
+def origin_of(msg: Message) -> tuple[str, int, int, int]:
+    """(topic, partition, offset, attempts so far) of a message, following retries."""
+    h = dict(msg.headers)
+    if H_ORIGIN_TOPIC in h:
+        return (h[H_ORIGIN_TOPIC].decode(), int(h[H_ORIGIN_PARTITION]), int(h[H_ORIGIN_OFFSET]),
+                int(h.get(H_ATTEMPT, b"0")))
+    return msg.topic, msg.partition, msg.offset, 0
+
+
+def user_headers(msg: Message) -> list[tuple[str, bytes | None]]:
+    return [h for h in msg.headers if h[0] not in _OURS]
+
+
+async def ensure_topics(cluster: ClusterClient, names: list[str], partitions: int = 3) -> None:
+    """Create the group's retry/dead-letter topics if they do not exist yet."""
+    for name in names:
+        try:
+            await cluster.topic(name)
+            continue
+        except UnknownTopicError:
+            pass
+        md = await cluster.refresh_metadata([])
+        replication = min(3, sum(1 for n in md.nodes if n.alive))
+        try:
+            await cluster.controller_request(CreateTopic(name, partitions, replication))
+        except TopicExistsError:
+            pass
+        await cluster.topic(name)
+
+
+class _RetryPolicy:
+    def __init__(self, group, handler, timeout, retries, backoff, max_backoff, retry_producer, dlq_producer) -> None:
+        self.group, self.handler, self.timeout = group, handler, timeout
+        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
+        self.retry_producer, self.dlq_producer = retry_producer, dlq_producer
+
+    def delay(self, failures: int) -> float:
+        return min(self.max_backoff, self.backoff * 2 ** (failures - 1)) * (0.5 + random.random())
+
+    async def handle(self, msg: Message, in_place: bool) -> None:
+        topic, partition, offset, attempts = origin_of(msg)
+        while True:
+            attempts += 1
+            try:
+                if self.timeout is None:
+                    await self.handler(msg)
+                else:
+                    with anyio.fail_after(self.timeout):
+                        await self.handler(msg)
+                return
+            except Exception as exc:
+                error = exc if not isinstance(exc, TimeoutError) else TimeoutError(f"handler ran past {self.timeout}s")
+            if attempts > self.retries:
+                await self._dead_letter(msg, topic, partition, offset, attempts, error)
+                return
+            if in_place or self.retry_producer is None:
+                await anyio.sleep(self.delay(attempts))
+                continue
+            headers = user_headers(msg) + [
+                (H_ORIGIN_TOPIC, topic.encode()), (H_ORIGIN_PARTITION, b"%d" % partition),
+                (H_ORIGIN_OFFSET, b"%d" % offset), (H_ATTEMPT, b"%d" % attempts)]
+            await self.retry_producer.send(retry_topic(self.group), msg.value, key=msg.key, headers=headers,
+                                           delay=self.delay(attempts))
+            return
+
+    async def _dead_letter(self, msg, topic, partition, offset, attempts, error) -> None:
+        text = f"{type(error).__name__}: {error}"
+        if self.dlq_producer is None:
+            log.error("handler failed on %s-%s@%s after %d attempt(s): %s", topic, partition, offset, attempts, text)
+            return
+        headers = user_headers(msg) + [
+            (H_ORIGIN_TOPIC, topic.encode()), (H_ORIGIN_PARTITION, b"%d" % partition),
+            (H_ORIGIN_OFFSET, b"%d" % offset), (H_ATTEMPT, b"%d" % attempts),
+            (H_DLQ_ERROR, text.encode()[:4096]), (H_DLQ_TIME, b"%d" % int(time.time() * 1000))]
+        await self.dlq_producer.send(dead_letter_topic(self.group), msg.value, key=msg.key, headers=headers)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextlib import AsyncExitStack
 from datetime import datetime
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
@@ -165,29 +166,31 @@ class Producer:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> "Producer":
-        await self.cluster.__aenter__()
+        stack = AsyncExitStack()
+        await stack.__aenter__()
         try:
+            await stack.enter_async_context(self.cluster)
             if self.idempotent:
                 with anyio.fail_after(self.delivery_timeout):
                     resp = await self.cluster.controller_request(InitProducerId())
                 self.producer_id, self.producer_epoch = resp.producer_id, resp.producer_epoch
-            self._tg = anyio.create_task_group()
-            await self._tg.__aenter__()
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(self._tg.cancel_scope.cancel)
         except BaseException:
-            await self.cluster.__aexit__(None, None, None)
+            await stack.aclose()
             raise
+        self._stack = stack
         return self
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
+        # A clean exit delivers what is queued; any exit unwinds every task group in
+        # order even if one raises (a cancellation must not leave a nursery open).
         self._closed = True
         try:
             if exc_type is None:
                 await self.flush()
         finally:
-            assert self._tg is not None
-            self._tg.cancel_scope.cancel()
-            await self._tg.__aexit__(None, None, None)
-            await self.cluster.__aexit__(None, None, None)
+            await self._stack.aclose()
 
     # -- sending ---------------------------------------------------------------------------------
 

@@ -1,0 +1,79 @@
+"""Dead letters: look at what a group gave up on, and send it back.
+
+A consumer group's `run()` writes a message it could not handle after its last retry to
+`<group>.dlq`, with headers saying where it came from (topic, partition, offset), how
+many attempts were made, the last error and when. `replay` sends dead letters back to
+their original topic (user headers kept, TideMQ's own dropped, so the attempt count
+starts again) and remembers how far it got in the group `<group>.dlq-replay`, so a
+second replay never sends the same dead letter twice.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import anyio
+
+from client.consumer import (
+    H_ATTEMPT, H_DLQ_ERROR, H_DLQ_TIME, Consumer, Message, dead_letter_topic, origin_of, user_headers,
+)
+from client.cluster import ClusterClient
+from client.group import commit_offsets, fetch_offsets
+from client.producer import Producer
+
+
+class DeadLetter(NamedTuple):
+    message: Message          # as stored in the dead-letter topic
+    topic: str                # where it came from
+    partition: int
+    offset: int
+    attempts: int
+    error: str
+    time_ms: int
+
+
+def as_dead_letter(msg: Message) -> DeadLetter:
+    topic, partition, offset, _ = origin_of(msg)
+    h = dict(msg.headers)
+    return DeadLetter(msg, topic, partition, offset, int(h.get(H_ATTEMPT, b"0")),
+                      (h.get(H_DLQ_ERROR) or b"").decode(errors="replace"), int(h.get(H_DLQ_TIME, b"0")))
+
+
+async def _read(bootstrap, topic: str, idle: float, limit: int | None, token) -> list[Message]:
+    out: list[Message] = []
+    async with Consumer(bootstrap, topics=[topic], offset_reset="earliest", token=token, max_wait=0.1) as consumer:
+        while limit is None or len(out) < limit:
+            with anyio.move_on_after(idle) as scope:
+                out.append(await consumer.__anext__())
+            if scope.cancelled_caught:
+                break
+    return out
+
+
+async def list_dead_letters(bootstrap: str | list[str] | None, group: str, *, idle: float = 1.0,
+                            limit: int | None = None, token: str | None = None) -> list[DeadLetter]:
+    """Every dead letter of `group` (reads until `idle` seconds pass with nothing new)."""
+    return [as_dead_letter(m) for m in await _read(bootstrap, dead_letter_topic(group), idle, limit, token)]
+
+
+async def replay_dead_letters(bootstrap: str | list[str] | None, group: str, *, idle: float = 1.0,
+                              token: str | None = None) -> list[DeadLetter]:
+    """Send the dead letters of `group` not replayed before back to their topics."""
+    replay_group = f"{group}.dlq-replay"
+    async with ClusterClient(bootstrap, token=token) as cluster:
+        done = await fetch_offsets(cluster, replay_group)
+        msgs = [m for m in await _read(bootstrap, dead_letter_topic(group), idle, None, token)
+                if m.offset >= (done.get((m.topic, m.partition)) or 0)]
+        letters = [as_dead_letter(m) for m in msgs]
+        async with Producer(bootstrap, token=token) as producer:
+            for letter in letters:
+                await producer.submit(letter.topic, letter.message.value, key=letter.message.key,
+                                      headers=user_headers(letter.message), partition=letter.partition)
+            await producer.flush()
+        # Only now that they are resent: a crash before this replays them again, never loses them.
+        last: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            last[(m.topic, m.partition)] = max(last.get((m.topic, m.partition), 0), m.offset + 1)
+        if last:
+            await commit_offsets(cluster, replay_group, last)
+    return letters
