@@ -536,7 +536,7 @@ def availability(ix: Index) -> dict[str, object]:
         "sends": len(sends), "acked": outcomes["acked"], "failed": outcomes["failed"], "unknown": outcomes["unknown"],
         "unknown_in_log": landed,
         "write_seconds": round(end, 2),
-        "acked_per_second": round(len(acks) / end, 1) if end > 0 else 0.0,
+        "acked_per_second": round(len(acks) / end, 2) if end > 0 else 0.0,
         "longest_no_ack_seconds": round(gap, 3), "longest_no_ack_window": [round(a, 2), round(b, 2)],
         "faults_during_longest_window": during,
         "deliveries": deliveries, "redeliveries": deliveries - distinct,

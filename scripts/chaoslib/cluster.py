@@ -180,24 +180,24 @@ class ChaosCluster:
         return None
 
     async def settle(self, timeout: float) -> tuple[bool, float, list[str]]:
-        """Wait until every node answers and every partition has a leader that has seen
-        all its replicas caught up (lag 0) at least once since the wait began: then every
-        replica holds everything committed before it. Returns (settled, seconds, what was
-        still missing)."""
+        """Wait until every node answers and every replica of every partition has been
+        seen caught up (lag 0, by the leader of the moment) at least once since the wait
+        began: then every replica holds everything committed before it. Returns (settled,
+        seconds, what was still missing)."""
         start = trio.current_time()
-        caught_up: set[tuple[str, int]] = set()
+        caught_up: dict[tuple[str, int], set[int]] = {}
         missing: list[str] = ["no answer yet"]
         with trio.move_on_after(timeout):
             while True:
                 answers = await self.all_metadata()
                 parts = await self.partitions(answers)
-                answering = len(answers)
                 for key, p in parts.items():
-                    if p["leader"] is not None and set(p["replicas"]) <= set(p["in_sync"]):
-                        caught_up.add(key)
-                missing = [f"{t}-{p}" for (t, p) in sorted(parts) if (t, p) not in caught_up]
-                if answering < len(self.nodes):
-                    missing.append(f"{len(self.nodes) - answering} node(s) not answering")
+                    if p["leader"] is not None:
+                        caught_up.setdefault(key, set()).update(p["in_sync"], [p["leader"]])
+                missing = [f"{t}-{p}" for (t, p), info in sorted(parts.items())
+                           if not set(info["replicas"]) <= caught_up.get((t, p), set())]
+                if len(answers) < len(self.nodes):
+                    missing.append(f"{len(self.nodes) - len(answers)} node(s) not answering")
                 if parts and not missing:
                     return True, trio.current_time() - start, []
                 await trio.sleep(0.2)
