@@ -40,17 +40,23 @@ async def test_concurrent_retries_through_the_delay_tier_then_dead_letter_and_re
             if msg.value == b"bad" or (msg.value == b"flaky" and len(calls[b"flaky"]) < 3):
                 raise RuntimeError(f"cannot handle {msg.value!r}")
 
+        letters = []
+
+        async def dead_lettered():
+            letters.extend(await list_dead_letters(c.bootstrap, "workers", idle=0.3))
+            return bool(letters)
+
         async with Consumer(c.bootstrap, group="workers", topics=["jobs"], offset_reset="earliest") as consumer:
-            await run_until(consumer, handler, lambda: len(calls[b"flaky"]) == 3 and len(calls[b"bad"]) == 3,
-                            mode="concurrent", retries=2, backoff=0.2)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(consumer.run, handler, mode="concurrent", retries=2, backoff=0.2))
+                with trio.fail_after(30):
+                    while not (len(calls[b"flaky"]) == 3 and len(calls[b"bad"]) == 3 and await dead_lettered()):
+                        await trio.sleep(0.05)
+                nursery.cancel_scope.cancel()
         assert calls[b"good"] == [b"0"]                        # the partition kept flowing
         assert calls[b"flaky"] == [b"0", b"1", b"2"]           # the attempt count travels with it
         gaps = [b - a for a, b in zip(stamps[b"flaky"], stamps[b"flaky"][1:])]
         assert gaps[0] >= 0.1 - 0.01 and gaps[1] >= 0.2 - 0.01   # backoff 0.2*2**n with jitter 0.5..1.5
-
-        with trio.fail_after(20):
-            while not (letters := await list_dead_letters(c.bootstrap, "workers", idle=0.5)):
-                await trio.sleep(0.1)
         (letter,) = letters
         h = dict(letter.message.headers)
         assert (letter.topic, letter.partition, letter.attempts) == ("jobs", 0, 3)
