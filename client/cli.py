@@ -1,0 +1,604 @@
+"""`tidemq`: topics, producing, consuming, groups and the cluster from a shell.
+
+    tidemq topic create orders --partitions 3 --replication 3 --config retention.ms=86400000
+    tidemq topic list | topic describe orders | topic delete orders
+    printf 'a\\nb\\n' | tidemq produce orders [--key K | --key-separator :]
+    tidemq consume orders [--group G] [--from-beginning] [--max N] [--timeout S] [--format json]
+    tidemq group list | group describe G
+    tidemq cluster status
+
+`--bootstrap` (default $TIDEMQ_BOOTSTRAP, else 127.0.0.1:9401) and `--token` (default
+$TIDEMQ_TOKEN) go before or after the command. Every failure the cluster reports is one
+line on stderr saying what happened and what to do, with exit status 1; usage errors exit
+with 2, Ctrl-C with 130.
+
+Tables go to stdout through rich; consumed messages are written plainly (a message's
+bytes are never read as markup). Each command runs the async client under trio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from base64 import b64encode
+from collections import deque
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import IO, Any, AsyncIterator
+
+import anyio
+from rich.console import Console
+from rich.table import Table
+
+from client.admin import Admin
+from client.cluster import ClusterClient
+from client.consumer import Consumer, Message
+from client.errors import (
+    AuthFailedError, ConnectionClosedError, TideMQError, TopicExistsError, UnknownTopicError,
+)
+from client.group import describe_group
+from client.producer import Delivery, Producer
+from client.protocol import (
+    DescribeGroupResponse, ListGroups, ListGroupsResponse, ListOffsets, Metadata, MetadataResponse,
+    PartitionInfo, TopicInfo,
+)
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9401"
+NODE_ANSWER_S = 3.0           # how long one node may take to answer a survey (describe, status, group list)
+COMMIT_INTERVAL_S = 1.0       # how often `consume --group` commits while it runs
+
+
+class CliError(Exception):
+    """A failure explained for the user: the message is printed as the whole error line."""
+
+
+@dataclass
+class Env:
+    """What every command gets: where the cluster is, and where to write."""
+
+    bootstrap: str
+    token: str | None
+    out: Console            # tables and summaries
+    err: Console            # progress spinners (stderr, so stdout stays clean for pipes)
+    stdout: IO[str]         # consumed messages, written raw
+
+
+# -- the shared plumbing -------------------------------------------------------------------------
+
+@asynccontextmanager
+async def _admin(env: Env) -> AsyncIterator[Admin]:
+    """An Admin that has proven the cluster answers: an unreachable cluster fails here, at
+    once and with advice, instead of after an admin call's retries run out."""
+    async with Admin(env.bootstrap, token=env.token, client_id="tidemq-cli") as admin:
+        try:
+            await admin.cluster.refresh_metadata([])
+        except ConnectionClosedError:
+            raise CliError(f"cannot reach {env.bootstrap}: is the cluster up? run scripts/cluster up "
+                           "(or point --bootstrap / TIDEMQ_BOOTSTRAP at a node)") from None
+        yield admin
+
+
+async def _topic(admin: Admin, name: str) -> TopicInfo:
+    try:
+        return await admin.describe_topic(name)
+    except UnknownTopicError:
+        raise CliError(f"topic {name!r} does not exist: create it with `tidemq topic create {name}` "
+                       "(see `tidemq topic list`)") from None
+
+
+async def _survey(cluster: ClusterClient, topics: list[str] | None) -> tuple[MetadataResponse, dict[int, MetadataResponse]]:
+    """Metadata from one node, then from every node at once (each bounded by NODE_ANSWER_S).
+
+    Only a partition's leader knows its in-sync replicas and high watermark, so views that
+    show them must ask every node and take each partition from its leader's answer."""
+    md = await cluster.refresh_metadata(topics)
+    answers: dict[int, MetadataResponse] = {}
+
+    async def ask(node_id: int, addr: str) -> None:
+        with anyio.move_on_after(NODE_ANSWER_S):
+            try:
+                answers[node_id] = await cluster.request(addr, Metadata(topics))
+            except TideMQError:
+                pass   # shown as not answering
+
+    async with anyio.create_task_group() as tg:
+        for node in md.nodes:
+            tg.start_soon(ask, node.node_id, node.addr)
+    return md, answers
+
+
+def _leader_view(topic: TopicInfo, answers: dict[int, MetadataResponse]) -> list[tuple[PartitionInfo, bool]]:
+    """Each partition as its leader describes it, with whether that view is the leader's."""
+    rows = []
+    for p in topic.partitions:
+        view = answers.get(p.leader) if p.leader is not None else None
+        theirs = next((t for t in view.topics if t.name == topic.name), None) if view else None
+        if theirs is not None and p.partition < len(theirs.partitions) and theirs.partitions[p.partition].leader == p.leader:
+            rows.append((theirs.partitions[p.partition], True))
+        else:
+            rows.append((p, False))
+    return rows
+
+
+def _partition_table(title: str, topics: list[TopicInfo], answers: dict[int, MetadataResponse]) -> Table:
+    table = Table("topic", "partition", "leader", "replicas", "in sync", "high watermark", "log start", title=title)
+    for t in topics:
+        for p, from_leader in _leader_view(t, answers):
+            leader = str(p.leader) if p.leader is not None else "none"
+            if from_leader:
+                table.add_row(t.name, str(p.partition), leader, _ids(p.replicas), _ids(p.in_sync),
+                              str(p.high_watermark), str(p.log_start_offset))
+            else:  # the leader did not answer (or there is none): its numbers are unknown
+                table.add_row(t.name, str(p.partition), leader, _ids(p.replicas), "?", "?", "?")
+    return table
+
+
+def _ids(ids: list[int]) -> str:
+    return ",".join(map(str, ids)) or "-"
+
+
+def _text(data: bytes | None) -> str:
+    """Bytes as text when they are UTF-8, else their repr (so binary stays one visible line)."""
+    if data is None:
+        return repr(None)
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return repr(data)
+
+
+def _json_bytes(data: bytes | None) -> str | dict[str, str] | None:
+    """JSON has no bytes: UTF-8 as a string, anything else as {"base64": ...} (lossless)."""
+    if data is None:
+        return None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return {"base64": b64encode(data).decode()}
+
+
+def format_message(msg: Message, fmt: str) -> str:
+    """One consumed message as one output line (`text`: its value; `json`: everything)."""
+    if fmt == "text":
+        return _text(msg.value)
+    return json.dumps({
+        "topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
+        "key": _json_bytes(msg.key), "value": _json_bytes(msg.value),
+        "headers": [[name, _json_bytes(value)] for name, value in msg.headers],
+        "timestamp": msg.timestamp,
+    }, ensure_ascii=False)
+
+
+# -- topic --------------------------------------------------------------------------------------
+
+async def topic_create(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        with env.err.status(f"creating {args.name} and waiting for its partition leaders..."):
+            try:
+                info = await admin.create_topic(args.name, args.partitions, args.replication, dict(args.config))
+            except TopicExistsError:
+                raise CliError(f"topic {args.name!r} already exists (see `tidemq topic describe {args.name}`)") from None
+    assert info is not None
+    env.out.print(f"created topic {info.name}: {len(info.partitions)} partition(s), "
+                  f"replication {args.replication}")
+
+
+async def topic_list(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        md = await admin.describe_cluster()
+    table = Table("topic", "partitions", "replication", "configs")
+    for t in sorted(md.topics, key=lambda t: t.name):
+        if t.internal and not args.internal:
+            continue
+        replication = len(t.partitions[0].replicas) if t.partitions else 0
+        configs = " ".join(f"{k}={v}" for k, v in sorted(t.configs.items()))
+        table.add_row(t.name, str(len(t.partitions)), str(replication), configs or "-")
+    if table.row_count:
+        env.out.print(table)
+    else:
+        env.out.print("no topics (create one with `tidemq topic create NAME`)")
+
+
+async def topic_describe(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        info = await _topic(admin, args.name)
+        _, answers = await _survey(admin.cluster, [args.name])
+    configs = " ".join(f"{k}={v}" for k, v in sorted(info.configs.items()))
+    env.out.print(f"topic {info.name}: {len(info.partitions)} partition(s)"
+                  + (", internal" if info.internal else "") + (f", {configs}" if configs else ""))
+    env.out.print(_partition_table("", [info], answers))
+
+
+async def topic_delete(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        await _topic(admin, args.name)
+        await admin.delete_topic(args.name)
+    env.out.print(f"deleted topic {args.name}")
+
+
+# -- produce --------------------------------------------------------------------------------------
+
+@dataclass
+class _Sent:
+    """What a produce run achieved, per partition, and its first failure."""
+
+    offsets: dict[int, list[int]] = field(default_factory=dict)   # partition -> [count, first, last]
+    failed: int = 0
+    first_error: BaseException | None = None
+
+    def tally(self, delivery: Delivery) -> None:
+        """Count one finished delivery (acknowledged or failed)."""
+        try:
+            meta = delivery.result()
+        except (TideMQError, OSError) as exc:   # what a send reports; counted, the first one shown
+            self.failed += 1
+            self.first_error = self.first_error or exc
+            return
+        entry = self.offsets.get(meta.partition)
+        if entry is None:
+            self.offsets[meta.partition] = [1, meta.offset, meta.offset]
+        else:
+            entry[0] += 1
+            entry[1], entry[2] = min(entry[1], meta.offset), max(entry[2], meta.offset)
+
+    @property
+    def count(self) -> int:
+        return sum(e[0] for e in self.offsets.values())
+
+
+def _split_line(line: bytes, key: bytes | None, separator: bytes | None, lineno: int) -> tuple[bytes | None, bytes]:
+    line = line.removesuffix(b"\n").removesuffix(b"\r")
+    if separator is None:
+        return key, line
+    k, sep, value = line.partition(separator)
+    if not sep:
+        raise CliError(f"line {lineno} has no key separator {separator.decode()!r}: write KEY{separator.decode()}VALUE "
+                       "on every line, or drop --key-separator")
+    return k, value
+
+
+async def produce(env: Env, args: argparse.Namespace, stdin: IO[bytes]) -> None:
+    """Send stdin's lines in order, many in flight at once so they share batches.
+
+    `Producer.submit` returns once a line is queued (so lines keep their order in each
+    partition) and hands back a delivery to check later; awaiting `send` per line would
+    cost a round trip per line. Deliveries are tallied as they complete, so a long stream
+    holds only the unacknowledged ones.
+    """
+    key = args.key.encode() if args.key is not None else None
+    separator = args.key_separator.encode() if args.key_separator is not None else None
+    async with _admin(env) as admin:
+        await _topic(admin, args.topic)
+    sent = _Sent()
+    pending: deque[Delivery] = deque()
+    bad_line: CliError | None = None
+    async with Producer(env.bootstrap, token=env.token, client_id="tidemq-cli") as producer:
+        with env.err.status("sending...") as status:
+            lineno = 0
+            while line := await anyio.to_thread.run_sync(stdin.readline):
+                lineno += 1
+                try:
+                    k, value = _split_line(line, key, separator, lineno)
+                except CliError as exc:
+                    bad_line = exc
+                    break
+                pending.append(await producer.submit(args.topic, value, key=k))
+                while pending and pending[0].done:
+                    sent.tally(pending.popleft())
+                if lineno % 1000 == 0:
+                    status.update(f"sending... {lineno} lines read, {sent.count} acknowledged")
+            await producer.flush()
+            while pending:
+                sent.tally(pending.popleft())
+    _print_sent(env, args.topic, sent)
+    if sent.first_error is not None:
+        raise CliError(f"{sent.failed} message(s) were not acknowledged; the first error: "
+                       f"{_explain(sent.first_error) or sent.first_error}")
+    if bad_line is not None:
+        raise bad_line
+
+
+def _print_sent(env: Env, topic: str, sent: _Sent) -> None:
+    if not sent.offsets:
+        env.out.print(f"sent nothing to {topic}")
+        return
+    env.out.print(f"sent {sent.count} message(s) to {topic}, {len(sent.offsets)} partition(s)")
+    table = Table("partition", "messages", "first offset", "last offset")
+    for p, (count, first, last) in sorted(sent.offsets.items()):
+        table.add_row(str(p), str(count), str(first), str(last))
+    env.out.print(table)
+
+
+# -- consume --------------------------------------------------------------------------------------
+
+async def consume(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        await _topic(admin, args.topic)
+    consumer = Consumer(env.bootstrap, token=env.token, group=args.group, topics=[args.topic],
+                        offset_reset="earliest" if args.from_beginning else "latest", client_id="tidemq-cli")
+    count = 0
+    async with consumer:
+        last_commit = time.monotonic()
+        try:
+            while args.max is None or count < args.max:
+                msg: Message | None = None
+                with anyio.move_on_after(args.timeout):
+                    msg = await consumer.__anext__()
+                if msg is None:
+                    break
+                env.stdout.write(format_message(msg, args.format) + "\n")
+                count += 1
+                if args.group is not None and time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                    env.stdout.flush()   # commit only what has really been written out
+                    await consumer.commit()
+                    last_commit = time.monotonic()
+        finally:
+            env.stdout.flush()
+        if args.group is not None:
+            # Leaving the group commits too (on Ctrl-C as well), but only logs a failure;
+            # this commit reports one to the user.
+            await consumer.commit()
+    env.err.print(f"consumed {count} message(s) from {args.topic}" +
+                  (f", committed for group {args.group}" if args.group is not None else ""))
+
+
+# -- group ----------------------------------------------------------------------------------------
+
+async def group_list(env: Env, args: argparse.Namespace) -> None:
+    """Each node lists the groups it coordinates; ask them all at once and merge.
+
+    Unlike `client.group.list_groups` (one node after another, silent about the ones
+    that do not answer), a stuck node costs NODE_ANSWER_S rather than a request timeout,
+    and the user is told whose groups may be missing."""
+    async with _admin(env) as admin:
+        md = await admin.cluster.refresh_metadata([])
+        found: dict[str, int] = {}
+        errors: dict[int, str] = {}
+
+        async def ask(node_id: int, addr: str) -> None:
+            try:
+                with anyio.fail_after(NODE_ANSWER_S):
+                    resp: ListGroupsResponse = await admin.cluster.request(addr, ListGroups())
+            except (TideMQError, TimeoutError) as exc:
+                errors[node_id] = _explain(exc) or repr(exc)
+                return
+            for g in resp.groups:
+                found[g] = node_id
+
+        async with anyio.create_task_group() as tg:
+            for node in md.nodes:
+                tg.start_soon(ask, node.node_id, node.addr)
+    if len(errors) == len(md.nodes):
+        by_error: dict[str, list[int]] = {}
+        for node_id, error in sorted(errors.items()):
+            by_error.setdefault(error, []).append(node_id)
+        raise CliError("no node listed its groups: " + "; ".join(
+            f"{error} (node{'s' if len(ids) > 1 else ''} {_ids(ids)})" for error, ids in by_error.items()))
+    for node_id, error in sorted(errors.items()):
+        env.err.print(f"node {node_id} did not answer ({error}); its groups are missing", style="yellow")
+    if not found:
+        env.out.print("no consumer groups")
+        return
+    table = Table("group", "coordinator")
+    for g, node_id in sorted(found.items()):
+        table.add_row(g, str(node_id))
+    env.out.print(table)
+
+
+def _group_lag_rows(desc: DescribeGroupResponse, high_watermarks: dict[tuple[str, int], int | None]) -> list[tuple[str, ...]]:
+    """(topic, partition, member, committed, high watermark, lag) for every partition the
+    group owns or has committed. Lag = high watermark - committed; '-' where either is unknown."""
+    owner = {(tp.topic, tp.partition): m.client_id or m.member_id for m in desc.members for tp in m.assignment}
+    committed = {(t, p): off for t, p, off in desc.offsets}
+    rows = []
+    for tp in sorted(set(owner) | set(committed)):
+        c, hw = committed.get(tp), high_watermarks.get(tp)
+        lag = str(max(hw - c, 0)) if c is not None and hw is not None else "-"
+        rows.append((tp[0], str(tp[1]), owner.get(tp, "-"), "-" if c is None else str(c),
+                     "?" if hw is None else str(hw), lag))
+    return rows
+
+
+async def group_describe(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        desc = await describe_group(admin.cluster, args.group)
+        parts = {(tp.topic, tp.partition) for m in desc.members for tp in m.assignment}
+        parts |= {(t, p) for t, p, _ in desc.offsets}
+        hws: dict[tuple[str, int], int | None] = {}
+
+        async def high_watermark(topic: str, partition: int) -> None:
+            hws[(topic, partition)] = None
+            with anyio.move_on_after(NODE_ANSWER_S):
+                try:
+                    resp = await admin.cluster.leader_request(topic, partition, ListOffsets(topic, partition))
+                    hws[(topic, partition)] = resp.offset
+                except TideMQError:
+                    pass   # a deleted topic, say: shown as "?"
+
+        async with anyio.create_task_group() as tg:
+            for topic, partition in parts:
+                tg.start_soon(high_watermark, topic, partition)
+    env.out.print(f"group {desc.group}: {desc.state}, epoch {desc.epoch}, {len(desc.members)} member(s)")
+    if not desc.members and not desc.offsets:
+        env.out.print("no members and no committed offsets: the group does not exist (yet), "
+                      "or its offsets were removed (see `tidemq group list`)")
+    if desc.members:
+        members = Table("member", "client", "epoch", "topics", "assigned")
+        for m in sorted(desc.members, key=lambda m: m.member_id):
+            assigned = " ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(m.assignment, key=lambda tp: (tp.topic, tp.partition)))
+            members.add_row(m.member_id, m.client_id, str(m.member_epoch), ",".join(m.topics) or "-", assigned or "-")
+        env.out.print(members)
+    rows = _group_lag_rows(desc, hws)
+    if rows:
+        table = Table("topic", "partition", "owner", "committed", "high watermark", "lag")
+        for row in rows:
+            table.add_row(*row)
+        env.out.print(table)
+
+
+# -- cluster --------------------------------------------------------------------------------------
+
+async def cluster_status(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        md, answers = await _survey(admin.cluster, None)
+    nodes = Table("node", "address", "alive (controller's view)", "answered us", "role", title="nodes")
+    for n in md.nodes:
+        nodes.add_row(str(n.node_id), n.addr, "yes" if n.alive else "no", "yes" if n.node_id in answers else "no",
+                      "controller" if n.node_id == md.controller else "")
+    env.out.print(nodes)
+    env.out.print(f"controller: node {md.controller}" if md.controller is not None else "controller: none elected")
+    shown = sorted((t for t in md.topics if args.internal or not t.internal), key=lambda t: t.name)
+    if shown:
+        env.out.print(_partition_table("partitions", shown, answers))
+    hidden = [p for t in md.topics if t.internal and not args.internal for p in t.partitions]
+    if hidden:
+        leaderless = sum(p.leader is None for p in hidden)
+        env.out.print(f"{len(hidden)} partition(s) of internal topics not shown, {leaderless} without a leader "
+                      "(--internal shows them)")
+
+
+# -- the command line --------------------------------------------------------------------------------
+
+def _config_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _seconds(text: str) -> float:
+    s = float(text)
+    if s <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {s}")
+    return s
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tidemq", description="Manage and use a TideMQ cluster.")
+    # Connection options work before or after the command: the leaf parsers inherit them
+    # with SUPPRESS defaults, so a value given after the command wins and none is lost.
+    def connection_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+        p.add_argument("--bootstrap", metavar="HOST:PORT[,...]",
+                       default=os.environ.get("TIDEMQ_BOOTSTRAP") or DEFAULT_BOOTSTRAP if defaults else argparse.SUPPRESS,
+                       help=f"nodes to start from (default $TIDEMQ_BOOTSTRAP, else {DEFAULT_BOOTSTRAP})")
+        p.add_argument("--token", default=os.environ.get("TIDEMQ_TOKEN") if defaults else argparse.SUPPRESS,
+                       help="the cluster token (default $TIDEMQ_TOKEN)")
+
+    connection_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    connection_options(common, defaults=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def leaf(group: Any, name: str, run: Callable[..., Awaitable[None]], text: str) -> argparse.ArgumentParser:
+        p = group.add_parser(name, parents=[common], help=text, description=text)
+        p.set_defaults(run=run)
+        return p
+
+    topic = commands.add_parser("topic", help="create, list, describe, delete topics").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    p = leaf(topic, "create", topic_create, "create a topic; returns once every partition has a leader")
+    p.add_argument("name")
+    p.add_argument("--partitions", type=_positive, default=1)
+    p.add_argument("--replication", type=_positive, default=1, help="replicas per partition (<= live nodes)")
+    p.add_argument("--config", type=_config_pair, action="append", default=[], metavar="KEY=VALUE",
+                   help="topic config, repeatable: retention.ms, retention.bytes, segment.bytes, segment.ms")
+    p = leaf(topic, "list", topic_list, "list topics")
+    p.add_argument("--internal", action="store_true", help="include internal topics (__consumer_offsets...)")
+    p = leaf(topic, "describe", topic_describe, "partitions: leader, replicas, in sync, high watermark")
+    p.add_argument("name")
+    p = leaf(topic, "delete", topic_delete, "delete a topic and its data")
+    p.add_argument("name")
+
+    p = leaf(commands, "produce", produce, "send stdin's lines, one message per line, then print a summary")
+    p.add_argument("topic")
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--key", help="the key of every message (one key: one partition, in order)")
+    keys.add_argument("--key-separator", metavar="SEP", help="split each line at the first SEP into KEY and VALUE")
+
+    p = leaf(commands, "consume", consume, "print messages as they arrive")
+    p.add_argument("topic")
+    p.add_argument("--group", help="consume as this group's member and commit what was printed")
+    p.add_argument("--from-beginning", action="store_true",
+                   help="start at the log start where nothing is committed (default: only new messages)")
+    p.add_argument("--max", type=_positive, metavar="N", help="stop after N messages")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="stop when no message arrives for this long")
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="text: the value (repr if not UTF-8); json: one object per line with every field")
+
+    group = commands.add_parser("group", help="consumer groups").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    leaf(group, "list", group_list, "list the consumer groups of every coordinator")
+    p = leaf(group, "describe", group_describe, "members, assignment, committed offsets and lag")
+    p.add_argument("group")
+
+    cluster = commands.add_parser("cluster", help="the cluster's nodes and partitions").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    p = leaf(cluster, "status", cluster_status, "nodes, controller, and every partition's leader")
+    p.add_argument("--internal", action="store_true", help="also list the partitions of internal topics")
+    return parser
+
+
+def _explain(exc: BaseException) -> str | None:
+    """The one-line explanation of an error worth explaining (None: a bug, let it show)."""
+    if isinstance(exc, CliError):
+        return str(exc)
+    if isinstance(exc, AuthFailedError):
+        return "the cluster refused our token: pass --token or set TIDEMQ_TOKEN to the cluster's token"
+    if isinstance(exc, ConnectionClosedError):
+        return f"lost the cluster ({exc.message}); check it with `tidemq cluster status` or scripts/cluster status"
+    if isinstance(exc, TideMQError):
+        return exc.message
+    if isinstance(exc, TimeoutError):
+        return ("the cluster did not answer in time: it may be electing leaders or overloaded; "
+                "check `tidemq cluster status` and try again")
+    return None
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit status is the return value (0 ok, 1 failed, 2 usage, 130 Ctrl-C)."""
+    args = build_parser().parse_args(argv)
+    interactive = sys.stdout.isatty()
+    env = Env(bootstrap=args.bootstrap, token=args.token or None,
+              out=Console(file=sys.stdout, markup=False, highlight=False, width=None if interactive else 200),
+              err=Console(file=sys.stderr, markup=False, highlight=False), stdout=sys.stdout)
+    run: Callable[..., Awaitable[None]] = args.run
+    command = partial(run, env, args, sys.stdin.buffer) if run is produce else partial(run, env, args)
+    try:
+        anyio.run(command, backend="trio")
+    except BrokenPipeError:
+        # The reader went away (`tidemq consume ... | head`): not an error. Point stdout at
+        # /dev/null so the interpreter's final flush does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - sorted below: explained, Ctrl-C, or re-raised
+        leaves = _leaves(exc)
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            return 130
+        explained = [_explain(leaf) for leaf in leaves]
+        if None in explained:
+            raise
+        print(f"tidemq: error: {explained[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""Blocking `Admin`, `Producer` and `Consumer` for scripts, notebooks and REPLs.
+
+    from client import sync
+
+    with sync.Producer("127.0.0.1:9401") as producer:
+        meta = producer.send("orders", b"paid", key=b"order-17")
+
+    with sync.Consumer("127.0.0.1:9401", group="billing", topics=["orders"]) as consumer:
+        for msg in consumer:
+            ...
+            consumer.commit()
+
+Each object runs its async twin (`client.Admin`, `client.Producer`, `client.Consumer`)
+on a trio event loop in a background thread (anyio's blocking portal) and hands every
+call to that loop. Nothing is re-implemented: retries, batching, idempotence and group
+membership are the async classes' own, so both faces behave alike. Each object has its
+own thread, so closing one never waits on another.
+
+Cancel scopes do not cross threads, so the blocking face takes a timeout where the async
+one takes a scope: `Consumer.poll(timeout)`. Use these classes from plain code only: a
+blocking call made on an event loop's thread would stall that loop (and deadlock if the
+loop also hosts the brokers), so it is refused with `RuntimeError`.
+"""
+
+from __future__ import annotations
+
+import functools
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Callable, ContextManager, Generic, Iterator, TypeVar
+
+import anyio
+import sniffio
+from anyio.abc import TaskStatus
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from client.admin import Admin as AsyncAdmin
+from client.consumer import Consumer as AsyncConsumer, Message
+from client.producer import Delivery, Headers, Producer as AsyncProducer, RecordMetadata
+from client.protocol import MetadataResponse, TopicInfo
+
+__all__ = ["Admin", "Consumer", "Producer"]
+
+T = TypeVar("T")
+A = TypeVar("A", AsyncAdmin, AsyncProducer, AsyncConsumer)
+
+
+class _LeaveWithError(Exception):
+    """Raised inside the loop so the async client's `__aexit__` sees that the caller's
+    `with` block failed (a Producer then skips its final flush, as it does in async code)."""
+
+
+def _refuse_inside_event_loop() -> None:
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return
+    raise RuntimeError(
+        f"client.sync blocks its thread, and this thread runs a {library} event loop; "
+        "in async code use client.Admin, client.Producer and client.Consumer")
+
+
+class _Blocking(Generic[A]):
+    """Owns the portal thread and keeps the async client entered in one task there.
+
+    The host task (`_host`) stays inside `async with client` until `close()`. Every call
+    waits on its own future and on the host's: if the client dies (an error in one of its
+    background tasks ends its task group), a blocked call raises that error instead of
+    waiting forever.
+    """
+
+    def __init__(self, make: Callable[[], A]) -> None:
+        _refuse_inside_event_loop()
+        self._portal_cm: ContextManager[BlockingPortal] = start_blocking_portal("trio")
+        self._portal = self._portal_cm.__enter__()
+        self._closed = False
+        self._failed = False
+        try:
+            self._async: A = self._portal.call(make)
+            self._host_done, _ = self._portal.start_task(self._host)
+        except BaseException:
+            self._closed = True
+            self._stop_portal()
+            raise
+
+    async def _host(self, *, task_status: TaskStatus[None]) -> None:
+        self._leave = anyio.Event()
+        try:
+            async with self._async:
+                task_status.started()
+                await self._leave.wait()
+                if self._failed:
+                    raise _LeaveWithError
+        except* _LeaveWithError:
+            pass
+
+    def _stop_portal(self) -> None:
+        # Whatever still runs on the loop can no longer finish (its client is closed):
+        # cancel it rather than wait.
+        try:
+            self._portal.call(self._portal.stop, True)
+        finally:
+            self._portal_cm.__exit__(None, None, None)
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run `fn` (async or not) on the loop and wait for it, or for the client's end."""
+        _refuse_inside_event_loop()
+        if self._closed:
+            raise RuntimeError(f"this {type(self).__name__} is closed")
+        future: Future[Any] = self._portal.start_task_soon(functools.partial(fn, *args, **kwargs))
+        try:
+            wait([future, self._host_done], return_when=FIRST_COMPLETED)
+        except BaseException:  # KeyboardInterrupt while waiting: stop the call on the loop too
+            future.cancel()
+            raise
+        if not future.done():
+            future.cancel()
+            self._host_done.result()   # raises what ended the client
+            raise RuntimeError(f"this {type(self).__name__} stopped")
+        return future.result()
+
+    def close(self) -> None:
+        """Leave the async client's context (a Producer flushes first), stop the thread."""
+        self._finish(failed=False)
+
+    def _finish(self, failed: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._failed = failed
+        try:
+            self._portal.call(self._leave.set)
+            self._host_done.result()
+        finally:
+            self._stop_portal()
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._finish(failed=exc_type is not None)
+
+
+class Admin(_Blocking[AsyncAdmin]):
+    """Blocking `client.Admin`: topics and the cluster's shape."""
+
+    def __init__(self, bootstrap: str | list[str] | None = None, *, token: str | None = None,
+                 request_timeout: float = 30.0, client_id: str = "tidemq-admin") -> None:
+        super().__init__(functools.partial(AsyncAdmin, bootstrap, token=token, request_timeout=request_timeout,
+                                           client_id=client_id))
+
+    def create_topic(self, name: str, partitions: int = 1, replication: int = 1,
+                     configs: dict[str, str | int] | None = None, *, wait: bool = True) -> TopicInfo | None:
+        """Create a topic; with `wait`, return its description once every partition has a leader."""
+        return self._call(self._async.create_topic, name, partitions, replication, configs, wait=wait)
+
+    def wait_for_leaders(self, name: str) -> TopicInfo:
+        return self._call(self._async.wait_for_leaders, name)
+
+    def delete_topic(self, name: str) -> None:
+        self._call(self._async.delete_topic, name)
+
+    def list_topics(self, internal: bool = False) -> list[str]:
+        return self._call(self._async.list_topics, internal)
+
+    def describe_topic(self, name: str) -> TopicInfo:
+        return self._call(self._async.describe_topic, name)
+
+    def describe_cluster(self) -> MetadataResponse:
+        return self._call(self._async.describe_cluster)
+
+
+class Producer(_Blocking[AsyncProducer]):
+    """Blocking `client.Producer`.
+
+    `send` returns once the message is acknowledged: a round trip per call. For many
+    messages use `submit`, which returns as soon as the message is queued (so submitted
+    messages keep their order) with a future for the acknowledgement: they share batches.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | list[str] | None = None,
+        *,
+        token: str | None = None,
+        acks: str | int = "all",
+        idempotent: bool = True,
+        linger: float = 0.005,
+        batch_bytes: int = 256 * 1024,
+        max_in_flight: int = 5,
+        buffer_bytes: int = 32 * 1024 * 1024,
+        compression: str = "none",
+        request_timeout: float = 30.0,
+        delivery_timeout: float = 120.0,
+        client_id: str = "tidemq-producer",
+    ) -> None:
+        super().__init__(functools.partial(
+            AsyncProducer, bootstrap, token=token, acks=acks, idempotent=idempotent, linger=linger,
+            batch_bytes=batch_bytes, max_in_flight=max_in_flight, buffer_bytes=buffer_bytes,
+            compression=compression, request_timeout=request_timeout, delivery_timeout=delivery_timeout,
+            client_id=client_id))
+
+    def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
+             partition: int | None = None, timestamp: int | None = None, delay: float | None = None,
+             deliver_at: datetime | float | None = None) -> RecordMetadata:
+        """Send one message and wait until it is acknowledged (see `client.Producer.send`
+        for `delay` and `deliver_at`)."""
+        return self._call(self._async.send, topic, value, key=key, headers=headers, partition=partition,
+                          timestamp=timestamp, delay=delay, deliver_at=deliver_at)
+
+    def submit(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
+               partition: int | None = None, timestamp: int | None = None, delay: float | None = None,
+               deliver_at: datetime | float | None = None) -> Future[RecordMetadata]:
+        """Queue one message and return once it is queued, with a future that resolves to
+        its RecordMetadata when acknowledged (or raises what made the send fail)."""
+        delivery: Delivery = self._call(self._async.submit, topic, value, key=key, headers=headers,
+                                        partition=partition, timestamp=timestamp, delay=delay, deliver_at=deliver_at)
+        return self._portal.start_task_soon(_acknowledged, delivery)
+
+    def flush(self) -> None:
+        """Wait until everything sent so far (from any thread) is acknowledged."""
+        self._call(self._async.flush)
+
+
+async def _acknowledged(delivery: Delivery) -> RecordMetadata:
+    return await delivery
+
+
+class Consumer(_Blocking[AsyncConsumer]):
+    """Blocking `client.Consumer`: iterate for messages, `poll(timeout)` to wait bounded."""
+
+    def __init__(
+        self,
+        bootstrap: str | list[str] | None = None,
+        *,
+        group: str | None = None,
+        topics: list[str],
+        offset_reset: str = "latest",
+        broadcast: bool = False,
+        isolation: str = "read_committed",
+        token: str | None = None,
+        session_timeout: float = 10.0,
+        rebalance_timeout: float = 30.0,
+        max_wait: float = 0.5,
+        fetch_max_bytes: int = 1024 * 1024,
+        buffer: int = 10_000,
+        request_timeout: float = 30.0,
+        client_id: str = "tidemq-consumer",
+    ) -> None:
+        super().__init__(functools.partial(
+            AsyncConsumer, bootstrap, group=group, topics=topics, offset_reset=offset_reset, broadcast=broadcast,
+            isolation=isolation, token=token, session_timeout=session_timeout,
+            rebalance_timeout=rebalance_timeout, max_wait=max_wait, fetch_max_bytes=fetch_max_bytes,
+            buffer=buffer, request_timeout=request_timeout, client_id=client_id))
+
+    def __iter__(self) -> Iterator[Message]:
+        return self
+
+    def __next__(self) -> Message:
+        """The next message; waits as long as it takes (a consumer's stream has no end)."""
+        return self._call(self._async.__anext__)
+
+    def poll(self, timeout: float | None = None) -> Message | None:
+        """The next message, or None if none arrives within `timeout` seconds."""
+        return self._call(self._next_within, timeout)
+
+    async def _next_within(self, timeout: float | None) -> Message | None:
+        with anyio.move_on_after(timeout):
+            return await self._async.__anext__()
+        return None
+
+    def commit(self) -> None:
+        """Commit the offset after the last message handed out, in every assigned partition."""
+        self._call(self._async.commit)
+
+    @property
+    def assignment(self) -> set[tuple[str, int]]:
+        """The (topic, partition) pairs this consumer reads now."""
+        return self._call(lambda: self._async.assignment)

@@ -1,0 +1,203 @@
+"""The `tidemq` command against three live node processes with a cluster token.
+
+Most commands run in-process through `main([...])` (stdout and stderr captured); the
+console script itself runs as a subprocess where a real pipe or a real exit matters.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import trio
+
+from client.cli import main
+from client.cluster import ClusterClient
+from client.group import GroupMember, commit_offsets, describe_group
+from client.partitioner import partition_for_key
+from client.producer import Producer
+from tests.cluster import free_ports, running_cluster
+
+pytestmark = pytest.mark.timeout(60)
+
+TOKEN = "cli-token"
+TIDEMQ = Path(sys.executable).with_name("tidemq")
+
+
+class Result(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+
+def rows(text: str, cells: int) -> list[list[str]]:
+    """The body rows of the rich tables in `text` that have `cells` columns."""
+    found = []
+    for line in text.splitlines():
+        if line.startswith("│"):
+            row = [c.strip() for c in line.strip().strip("│").split("│")]
+            if len(row) == cells:
+                found.append(row)
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with running_cluster(tmp_path_factory.mktemp("cli"), n=3, fsync="never", token=TOKEN) as c:
+        yield c
+
+
+@pytest.fixture
+def tidemq(cluster, capsys, monkeypatch):
+    """Run `tidemq ARGS...` in-process; the cluster comes from the environment, as a user's would."""
+    monkeypatch.setenv("TIDEMQ_BOOTSTRAP", cluster.bootstrap)
+    monkeypatch.setenv("TIDEMQ_TOKEN", TOKEN)
+
+    def run(*argv: str, stdin: bytes = b"") -> Result:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return run
+
+
+def test_topic_create_list_describe_delete(tidemq):
+    r = tidemq("topic", "create", "life", "--partitions", "3", "--replication", "3", "--config", "retention.ms=60000")
+    assert r.code == 0 and "created topic life: 3 partition(s), replication 3" in r.out
+    listed = tidemq("topic", "list")
+    assert ["life", "3", "3", "retention.ms=60000"] in rows(listed.out, 4)
+    described = tidemq("topic", "describe", "life")
+    parts = rows(described.out, 7)
+    assert [p[1] for p in parts] == ["0", "1", "2"]
+    for topic, _, leader, replicas, in_sync, hw, log_start in parts:
+        assert topic == "life" and leader in replicas.split(",") and len(replicas.split(",")) == 3
+        assert leader in in_sync.split(",") and int(hw) >= 0 and log_start == "0"
+    again = tidemq("topic", "create", "life")
+    assert again.code == 1 and again.err == "tidemq: error: topic 'life' already exists (see `tidemq topic describe life`)\n"
+    assert tidemq("topic", "delete", "life").out == "deleted topic life\n"
+    gone = tidemq("topic", "describe", "life")
+    assert gone.code == 1 and "does not exist: create it with `tidemq topic create life`" in gone.err
+    assert "life" not in tidemq("topic", "list").out
+
+
+def test_piped_lines_come_back_in_order(tidemq, cluster):
+    assert tidemq("topic", "create", "lines").code == 0
+    lines = [f"line {i}" for i in range(300)]
+    env = {"PATH": "", "TIDEMQ_BOOTSTRAP": cluster.bootstrap, "TIDEMQ_TOKEN": TOKEN}
+    produced = subprocess.run([str(TIDEMQ), "produce", "lines"], input="\n".join(lines) + "\n", env=env,
+                              capture_output=True, text=True, timeout=30)
+    assert produced.returncode == 0, produced.stderr
+    assert "sent 300 message(s) to lines, 1 partition(s)" in produced.stdout
+    [[partition, count, first, last]] = rows(produced.stdout, 4)
+    assert (partition, count, int(last) - int(first)) == ("0", "300", 299)
+    first_five = tidemq("consume", "lines", "--from-beginning", "--max", "5")
+    assert first_five.code == 0 and first_five.out.splitlines() == lines[:5]
+    everything = tidemq("consume", "lines", "--from-beginning", "--timeout", "1")
+    assert everything.out.splitlines() == lines
+    assert everything.err == "consumed 300 message(s) from lines\n"
+
+
+def test_keys_split_from_lines_and_json_output(tidemq):
+    assert tidemq("topic", "create", "keyed", "--partitions", "4").code == 0
+    r = tidemq("produce", "keyed", "--key-separator", ":", stdin=b"k1:first\nk2:x:y\nk1:second\n")
+    assert r.code == 0 and "sent 3 message(s) to keyed" in r.out
+    out = tidemq("consume", "keyed", "--from-beginning", "--max", "3", "--format", "json").out
+    messages = [json.loads(line) for line in out.splitlines()]
+    assert sorted((m["key"], m["value"]) for m in messages) == [("k1", "first"), ("k1", "second"), ("k2", "x:y")]
+    for m in messages:
+        assert m["topic"] == "keyed" and m["partition"] == partition_for_key(m["key"].encode(), 4)
+        assert m["headers"] == [] and m["timestamp"] > 0 and m["offset"] >= 0
+    k1 = [m for m in messages if m["key"] == "k1"]
+    assert [m["value"] for m in k1] == ["first", "second"] and k1[0]["offset"] < k1[1]["offset"]
+
+    bad = tidemq("produce", "keyed", "--key-separator", ":", stdin=b"k3:fine\nno separator here\nk3:never\n")
+    assert bad.code == 1 and "sent 1 message(s)" in bad.out
+    assert bad.err == ("tidemq: error: line 2 has no key separator ':': write KEY:VALUE on every line, "
+                       "or drop --key-separator\n")
+
+
+def test_one_key_for_every_line_and_binary_values(tidemq):
+    assert tidemq("topic", "create", "onekey", "--partitions", "3").code == 0
+    assert tidemq("produce", "onekey", "--key", "user-7", stdin=b"a\n\xff\xfe\nc\n").code == 0
+    out = tidemq("consume", "onekey", "--from-beginning", "--max", "3", "--format", "json").out
+    messages = [json.loads(line) for line in out.splitlines()]
+    assert {m["partition"] for m in messages} == {partition_for_key(b"user-7", 3)}
+    assert [m["value"] for m in messages] == ["a", {"base64": "//4="}, "c"]
+    text = tidemq("consume", "onekey", "--from-beginning", "--max", "3").out
+    assert text.splitlines() == ["a", repr(b"\xff\xfe"), "c"]
+
+
+def test_consume_with_a_group_commits_what_it_printed(tidemq):
+    assert tidemq("topic", "create", "grp", "--partitions", "2").code == 0
+    lines = [f"m{i}" for i in range(10)]
+    assert {partition_for_key(line.encode(), 2) for line in lines} == {0, 1}   # both partitions end with data
+    keyed = "".join(f"{line}={line}\n" for line in lines).encode()
+    assert tidemq("produce", "grp", "--key-separator", "=", stdin=keyed).code == 0
+    first = tidemq("consume", "grp", "--group", "readers", "--from-beginning", "--max", "4")
+    assert first.code == 0 and first.err == "consumed 4 message(s) from grp, committed for group readers\n"
+    rest = tidemq("consume", "grp", "--group", "readers", "--from-beginning", "--timeout", "3")
+    assert sorted(first.out.splitlines() + rest.out.splitlines()) == sorted(lines)
+    lag = rows(tidemq("group", "describe", "readers").out, 6)
+    assert [(r[0], r[1], r[5]) for r in lag] == [("grp", "0", "0"), ("grp", "1", "0")]
+
+
+async def test_group_list_and_describe_show_members_offsets_and_lag(tidemq, cluster):
+    cli = trio.to_thread.run_sync
+    assert (await cli(tidemq, "topic", "create", "gt")).code == 0
+    async with Producer(cluster.bootstrap, token=TOKEN) as producer:
+        for _ in range(5):
+            last = await producer.send("gt", b"x")
+    async with ClusterClient(cluster.bootstrap, token=TOKEN) as client:
+        await commit_offsets(client, "audit", {("gt", 0): last.offset - 2})
+        async with GroupMember(client, "live", ["gt"], client_id="member-a") as member:
+            with trio.fail_after(20):   # until the coordinator has heard that the member holds gt-0
+                while not any(m.assignment for m in (await describe_group(client, "live")).members):
+                    await trio.sleep(0.05)
+            listed = await cli(tidemq, "group", "list")
+            live = await cli(tidemq, "group", "describe", "live")
+    assert {"audit", "live"} <= {row[0] for row in rows(listed.out, 2)}
+    assert "group live:" in live.out and "1 member(s)" in live.out
+    [[member_id, client_id, _, topics, assigned]] = rows(live.out, 5)
+    assert (member_id, client_id, topics, assigned) == (member.member_id, "member-a", "gt", "gt-0")
+    assert ["gt", "0", "member-a", "-", str(last.offset + 1), "-"] in rows(live.out, 6)
+    audit = await cli(tidemq, "group", "describe", "audit")
+    assert "0 member(s)" in audit.out
+    assert rows(audit.out, 6) == [["gt", "0", "-", str(last.offset - 2), str(last.offset + 1), "3"]]
+
+
+def test_cluster_status_names_every_node_and_the_controller(tidemq, cluster):
+    assert tidemq("topic", "create", "st", "--replication", "3").code == 0
+    r = tidemq("cluster", "status")
+    nodes = rows(r.out, 5)
+    assert [n[:4] for n in nodes] == [[str(i), cluster.peers[i], "yes", "yes"] for i in (1, 2, 3)]
+    [controller] = [n[0] for n in nodes if n[4] == "controller"]
+    assert f"controller: node {controller}" in r.out
+    [st] = [p for p in rows(r.out, 7) if p[0] == "st"]
+    assert st[2] in st[3].split(",") and st[4] != "?"
+    assert not [p for p in rows(r.out, 7) if p[0].startswith("__")]
+    with_internal = tidemq("cluster", "status", "--internal")
+    assert {"st", "__consumer_offsets"} <= {p[0] for p in rows(with_internal.out, 7)}
+
+
+def test_unreachable_cluster_is_one_line_of_advice():
+    (port,) = free_ports(1)
+    r = subprocess.run([str(TIDEMQ), "--bootstrap", f"127.0.0.1:{port}", "topic", "list"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == (f"tidemq: error: cannot reach 127.0.0.1:{port}: is the cluster up? run scripts/cluster up "
+                        "(or point --bootstrap / TIDEMQ_BOOTSTRAP at a node)\n")
+
+
+def test_wrong_token_and_bad_usage(tidemq):
+    r = tidemq("topic", "list", "--token", "not-the-token")
+    assert r.code == 1
+    assert r.err == "tidemq: error: the cluster refused our token: pass --token or set TIDEMQ_TOKEN to the cluster's token\n"
+    with pytest.raises(SystemExit) as usage:
+        tidemq("topic", "create", "x", "--config", "no-equals-sign")
+    assert usage.value.code == 2
