@@ -10,20 +10,23 @@ See client/delay.py for the ladder and the headers. Here:
   *planned* eligible time; otherwise it waits until `due` and writes the message to its
   target. Routing depends only on the message, never on when the scheduler got to it,
   so a replay after a failover makes exactly the same writes.
+- Throughput: everything at the head that is due moves at once, one batch per
+  destination partition, the destinations in parallel.
 - Exactly once: the scheduler of a delay partition writes with a producer id of its own
-  (fixed for the partition, epoch 0), one record per batch, numbering records per
-  destination partition in log order. Its progress (next offset, and the next sequence
+  (fixed for the partition, epoch 0), numbering records per destination partition in
+  log order, so every record has the same sequence number however it is batched. Its progress (next offset, and the next sequence
   number per destination) is a DELAY_CHECKPOINT control batch in the delay partition
   itself, replicated with it; every replica keeps the latest in memory. A new leader
   resumes from the last checkpoint and replays: the destinations' idempotence answers
-  DUPLICATE for what was already written, so nothing is lost and nothing doubles.
+  DUPLICATE for what was already written (a batch straddling what was written is
+  retried a record at a time), so nothing is lost and nothing doubles.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgspec
 import trio
@@ -31,7 +34,9 @@ import trio
 from client.cluster import ClusterClient
 from client.delay import DEFAULT_TIERS_MS, DELAY_HEADERS, H_DUE, H_PARTITION, H_TARGET, TIER_CONFIG, TIER_PREFIX, \
     pick_tier, tier_name
-from client.errors import DuplicateSequenceError, NotLeaderError, TideMQError, TopicExistsError, UnknownTopicError
+from client.errors import (
+    DuplicateSequenceError, NotLeaderError, OutOfOrderSequenceError, TideMQError, TopicExistsError, UnknownTopicError,
+)
 from client.partitioner import partition_for_key
 from client.protocol import Produce
 from node.metadata import CreateTopicCmd, assign_replicas
@@ -46,7 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DELAY_PID_BASE = 1 << 40          # + the partition's Raft group id; controller ids stay far below
-CHECKPOINT_EVERY = 64             # moved messages between checkpoints (at most)
+CHECKPOINT_EVERY = 1000           # moved messages between checkpoints (at most)
+MAX_MOVE = 2000                   # records moved in one round (one batch per destination)
 CHECKPOINT_INTERVAL_S = 0.5
 JANITOR_INTERVAL_S = 0.2
 
@@ -78,8 +84,17 @@ class DelayPartition(Partition):
                 self.checkpoint = _ckpt_decoder.decode(decode_records(e.data)[0].value)
 
 
-def _sleep_until_ms(ms: int):
-    return trio.sleep(max(0.0, (ms - time.time() * 1000) / 1000))
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _Move(NamedTuple):
+    """Where one delay record goes and when, decided from the record alone."""
+
+    offset: int
+    send_at: int                  # wall ms: the planned eligible time, or the due time
+    dest: tuple[str, int] | None  # None: the target is gone, drop it
+    record: tuple                 # (key, value, headers, timestamp) to write
 
 
 class Scheduler:
@@ -97,80 +112,127 @@ class Scheduler:
             await trio.sleep(0.01)
         ckpt = part.checkpoint or Checkpoint(part.storage.log.log_start_offset)
         pos, seqs = ckpt.offset, dict(ckpt.seqs)
+        pending: list[_Move] = []                   # read, in log order, not yet moved
         since, last_ckpt = 0, trio.current_time()
         while part.is_leader and not part.closed:
-            try:
-                data = part.read(pos, 1 << 20)
-            except TideMQError:                      # retention passed us: resume at the start
-                pos = part.storage.log.log_start_offset
-                continue
-            if not data:
-                if since:
-                    await self._checkpoint(pos, seqs)
-                    since, last_ckpt = 0, trio.current_time()
-                event = trio.Event()
-                part.add_hw_waiter(event)
-                with trio.move_on_after(1.0):
-                    await event.wait()
-                part.remove_hw_waiter(event)
-                continue
-            for header, batch in iter_batches(data):
-                if header.is_control:
-                    pos = max(pos, header.last_offset + 1)
-                    continue
-                for rec in decode_records(batch):
-                    if rec.offset < pos:
-                        continue
-                    await self._route(rec, seqs)
-                    pos = rec.offset + 1
-                    since += 1
-                    if since >= CHECKPOINT_EVERY or trio.current_time() - last_ckpt > CHECKPOINT_INTERVAL_S:
+            if not pending:
+                read = await self._read(pos)
+                if read is None:
+                    if since:
                         await self._checkpoint(pos, seqs)
                         since, last_ckpt = 0, trio.current_time()
+                    continue
+                pending, pos_after_read = read
+                if not pending:                      # only control batches (checkpoints)
+                    pos = pos_after_read
+                    continue
+            head = pending[0]
+            await trio.sleep(max(0.0, (head.send_at - _now_ms()) / 1000))
+            # Everything at the head that is due by now moves together, one batch per
+            # destination, the destinations in parallel.
+            now = _now_ms()
+            due = 0
+            while due < len(pending) and due < MAX_MOVE and pending[due].send_at <= now:
+                due += 1
+            moves, pending = pending[:due], pending[due:]
+            await self._move(moves, seqs)
+            pos = pending[0].offset if pending else max(pos, moves[-1].offset + 1, pos_after_read)
+            since += len(moves)
+            if since >= CHECKPOINT_EVERY or trio.current_time() - last_ckpt > CHECKPOINT_INTERVAL_S:
+                await self._checkpoint(pos, seqs)
+                since, last_ckpt = 0, trio.current_time()
 
-    async def _route(self, rec, seqs: dict[str, int]) -> None:
+    async def _read(self, pos: int) -> tuple[list[_Move], int] | None:
+        """The records from `pos` on, routed; None after waiting a while for more."""
+        part = self.part
+        try:
+            data = part.read(pos, 1 << 20)
+        except TideMQError:                          # retention passed us: resume at the start
+            return [], part.storage.log.log_start_offset
+        if not data:
+            event = trio.Event()
+            part.add_hw_waiter(event)
+            with trio.move_on_after(CHECKPOINT_INTERVAL_S):
+                await event.wait()
+            part.remove_hw_waiter(event)
+            return None
+        moves, end = [], pos
+        for header, batch in iter_batches(data):
+            end = max(end, header.last_offset + 1)
+            if header.is_control:
+                continue
+            for rec in decode_records(batch):
+                if rec.offset >= pos:
+                    moves.append(await self._route(rec))
+        return moves, end
+
+    async def _route(self, rec) -> _Move:
         headers = dict(rec.headers)
+        eligible = rec.timestamp + self.part.tier_ms
         try:
             due = int(headers[H_DUE])
             target = headers[H_TARGET].decode()
         except (KeyError, ValueError, AttributeError):
             log.warning("%s@%d carries no valid delay headers; dropped", self.part.name, rec.offset)
-            return
+            return _Move(rec.offset, eligible, None, ())
         tiers = self.service.tiers
-        eligible = rec.timestamp + self.part.tier_ms
-        await _sleep_until_ms(eligible)
-        remaining = due - eligible
         cluster = self.service.cluster
+        remaining = due - eligible
         if remaining >= tiers[0]:
             topic = tier_name(pick_tier(tiers, remaining))
             n = await cluster.partition_count(topic)
-            dest, out_headers, ts = (topic, self.part.partition % n), rec.headers, eligible
-        else:
-            await _sleep_until_ms(due)
-            try:
-                n = await cluster.partition_count(target)
-            except UnknownTopicError:
-                log.warning("%s@%d: target topic %r is gone; message dropped", self.part.name, rec.offset, target)
-                return
-            if H_PARTITION in headers:
-                p = int(headers[H_PARTITION]) % n
-            elif rec.key is not None:
-                p = partition_for_key(rec.key, n)
-            else:
-                p = rec.offset % n
-            dest = (target, p)
-            out_headers = tuple(h for h in rec.headers if h[0] not in DELAY_HEADERS)
-            ts = due
-        key = f"{dest[0]}/{dest[1]}"
-        seq = seqs.get(key, 0)
-        data = build_batch([(rec.key, rec.value, out_headers, ts)], producer_id=self.pid, producer_epoch=0,
-                           base_sequence=seq)
+            return _Move(rec.offset, eligible, (topic, self.part.partition % n),
+                         (rec.key, rec.value, rec.headers, eligible))
         try:
-            await cluster.leader_request(dest[0], dest[1], Produce(dest[0], dest[1], data, timeout_ms=10_000))
+            n = await cluster.partition_count(target)
+        except UnknownTopicError:
+            log.warning("%s@%d: target topic %r is gone; message dropped", self.part.name, rec.offset, target)
+            return _Move(rec.offset, max(eligible, due), None, ())
+        if H_PARTITION in headers:
+            p = int(headers[H_PARTITION]) % n
+        elif rec.key is not None:
+            p = partition_for_key(rec.key, n)
+        else:
+            p = rec.offset % n
+        out_headers = tuple(h for h in rec.headers if h[0] not in DELAY_HEADERS)
+        return _Move(rec.offset, max(eligible, due), (target, p), (rec.key, rec.value, out_headers, due))
+
+    async def _move(self, moves: list[_Move], seqs: dict[str, int]) -> None:
+        """Write `moves` with sequence numbers assigned in log order per destination
+        (so a replay numbers every record the same, however it is batched)."""
+        by_dest: dict[tuple[str, int], list[tuple[int, tuple]]] = {}
+        for m in moves:
+            if m.dest is None:
+                continue
+            key = f"{m.dest[0]}/{m.dest[1]}"
+            seq = seqs.get(key, 0)
+            seqs[key] = seq + 1
+            by_dest.setdefault(m.dest, []).append((seq, m.record))
+        async with trio.open_nursery() as nursery:
+            for dest, items in by_dest.items():
+                nursery.start_soon(self._write, dest, items)
+        self.moved += len(moves)
+
+    async def _write(self, dest: tuple[str, int], items: list[tuple[int, tuple]]) -> None:
+        cluster = self.service.cluster
+        topic, p = dest
+
+        async def produce(first_seq: int, records: list[tuple]) -> None:
+            data = build_batch(records, producer_id=self.pid, producer_epoch=0, base_sequence=first_seq)
+            await cluster.leader_request(topic, p, Produce(topic, p, data, timeout_ms=10_000))
+
+        try:
+            await produce(items[0][0], [r for _, r in items])
         except DuplicateSequenceError:
-            pass  # written before a failover; the replay finds it done
-        seqs[key] = seq + 1
-        self.moved += 1
+            pass                                     # all written before a failover
+        except OutOfOrderSequenceError:
+            # A replay whose batch straddles what the previous leader wrote: one record at
+            # a time, each either already there (duplicate) or the next one.
+            for seq, record in items:
+                try:
+                    await produce(seq, [record])
+                except DuplicateSequenceError:
+                    pass
 
     async def _checkpoint(self, pos: int, seqs: dict[str, int]) -> None:
         value = _ckpt_encoder.encode(Checkpoint(pos, dict(seqs)))

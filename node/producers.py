@@ -74,8 +74,9 @@ class ProducerState:
         for ref in cur.batches:
             if ref.first_seq == first_seq and ref.last_seq == last_seq:
                 return ref
-        if last_seq <= cur.last_seq and first_seq < cur.batches[0].first_seq:
-            # Older than the window: written before, offsets no longer known (Kafka's
+        if last_seq <= cur.last_seq:
+            # Every record is already written, in batches cut differently or older than
+            # the window: a duplicate whose offsets are not known (Kafka's
             # DUPLICATE_SEQUENCE_NUMBER). A replaying delay scheduler relies on this.
             raise DuplicateSequenceError(
                 f"producer {pid} epoch {epoch}: sequences {first_seq}-{last_seq} were already written")
