@@ -41,6 +41,7 @@ from client.consumer import Consumer, Message
 from client.errors import (
     AuthFailedError, ConnectionClosedError, TideMQError, TopicExistsError, UnknownTopicError,
 )
+from client.dlq import list_dead_letters, replay_dead_letters
 from client.group import describe_group
 from client.producer import Delivery, Producer
 from client.protocol import (
@@ -287,7 +288,7 @@ async def produce(env: Env, args: argparse.Namespace, stdin: IO[bytes]) -> None:
                 except CliError as exc:
                     bad_line = exc
                     break
-                pending.append(await producer.submit(args.topic, value, key=k))
+                pending.append(await producer.submit(args.topic, value, key=k, delay=args.delay))
                 while pending and pending[0].done:
                     sent.tally(pending.popleft())
                 if lineno % 1000 == 0:
@@ -485,6 +486,42 @@ def _seconds(text: str) -> float:
     return s
 
 
+def _duration(text: str) -> float:
+    """Seconds from "30s", "500ms", "2m", "1h", "1d" or a plain number of seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    for unit in ("ms", "s", "m", "h", "d"):
+        if t.endswith(unit):
+            number, scale = t[: -len(unit)], units[unit]
+            break
+    else:
+        number, scale = t, 1
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30s, 500ms, 2m, 1h") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a delay cannot be negative: {text!r}")
+    return value
+
+
+async def dlq_list(env: Env, args: argparse.Namespace) -> None:
+    letters = await list_dead_letters(env.bootstrap, args.group, idle=args.idle, token=env.token)
+    table = Table("topic", "partition", "offset", "attempts", "failed at", "last error", "value",
+                  title=f"dead letters of group {args.group} ({len(letters)})")
+    for d in letters:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.time_ms / 1000)) if d.time_ms else "?"
+        table.add_row(d.topic, str(d.partition), str(d.offset), str(d.attempts), when, d.error[:80],
+                      _text(d.message.value)[:60])
+    env.out.print(table)
+
+
+async def dlq_replay(env: Env, args: argparse.Namespace) -> None:
+    letters = await replay_dead_letters(env.bootstrap, args.group, idle=args.idle, token=env.token)
+    env.out.print(f"replayed {len(letters)} dead letter(s) of group {args.group} to their topics"
+                  + (f": {', '.join(sorted({d.topic for d in letters}))}" if letters else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidemq", description="Manage and use a TideMQ cluster.")
     # Connection options work before or after the command: the leaf parsers inherit them
@@ -526,6 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--key", help="the key of every message (one key: one partition, in order)")
     keys.add_argument("--key-separator", metavar="SEP", help="split each line at the first SEP into KEY and VALUE")
+    p.add_argument("--delay", type=_duration, metavar="DURATION",
+                   help="deliver each message this much later: 30s, 500ms, 2m, 1h (through the delay tiers)")
 
     p = leaf(commands, "consume", consume, "print messages as they arrive")
     p.add_argument("topic")
@@ -542,6 +581,15 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(group, "list", group_list, "list the consumer groups of every coordinator")
     p = leaf(group, "describe", group_describe, "members, assignment, committed offsets and lag")
     p.add_argument("group")
+
+    dlq = commands.add_parser("dlq", help="a group's dead letters").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    for name, run, text in (("list", dlq_list, "show the group's dead letters with their origin and last error"),
+                            ("replay", dlq_replay, "send the dead letters not replayed before back to their topics")):
+        p = leaf(dlq, name, run, text)
+        p.add_argument("group")
+        p.add_argument("--idle", type=_seconds, default=1.0, metavar="SECONDS",
+                       help="stop reading once nothing new arrives for this long (default 1)")
 
     cluster = commands.add_parser("cluster", help="the cluster's nodes and partitions").add_subparsers(
         dest="action", required=True, metavar="ACTION")

@@ -70,8 +70,16 @@ class _Assigned:
         self.position = position          # next offset to fetch
         self.handed = position            # next offset after what the iterator handed out
         self.pending: SortedSet = SortedSet()   # offsets handed to handlers, not finished
+        self.controls: dict[int, int] = {}      # control batches ahead: base offset -> next offset
         self.scope = anyio.CancelScope()
         self.revoked = False
+
+    def hand_out(self, offset: int) -> None:
+        """`offset` was handed out; step over control batches right after it, so the
+        committed position passes Raft no-ops and markers (lag 0 when caught up)."""
+        self.handed = max(self.handed, offset)
+        while self.handed in self.controls:
+            self.handed = self.controls.pop(self.handed)
 
 
 class Consumer:
@@ -221,11 +229,14 @@ class Consumer:
                     continue
                 messages: list[Message] = []
                 for header, data in iter_batches(res.records):
+                    if header.is_control and header.last_offset >= state.position:
+                        state.controls[header.base_offset] = header.last_offset + 1
                     if not header.is_control:
                         position = state.position
                         messages.extend(Message(topic, p, r.offset, r.key, r.value, r.headers, r.timestamp)
                                         for r in decode_records(data) if r.offset >= position)
                     state.position = max(state.position, header.last_offset + 1)
+                state.hand_out(state.handed)        # nothing pending before a control batch
                 if messages:
                     await self._send.send((state, messages))
 
@@ -243,7 +254,7 @@ class Consumer:
             state, msg = ready.popleft()
             if state.revoked:
                 continue  # fetched before a rebalance took the partition away
-            state.handed = msg.offset + 1
+            state.hand_out(msg.offset + 1)
             return msg
 
     async def commit(self) -> None:

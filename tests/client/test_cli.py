@@ -201,3 +201,41 @@ def test_wrong_token_and_bad_usage(tidemq):
     with pytest.raises(SystemExit) as usage:
         tidemq("topic", "create", "x", "--config", "no-equals-sign")
     assert usage.value.code == 2
+
+
+def test_produce_with_delay_arrives_no_earlier(tidemq):
+    import time
+    assert tidemq("topic", "create", "later").code == 0
+    start = time.time()
+    r = tidemq("produce", "later", "--delay", "1500ms", stdin=b"soon\n")
+    assert r.code == 0 and "sent 1 message(s)" in r.out
+    got = tidemq("consume", "later", "--from-beginning", "--max", "1", "--timeout", "10")
+    assert got.out.splitlines() == ["soon"] and time.time() - start >= 1.5
+    with pytest.raises(SystemExit) as exit_:
+        tidemq("produce", "later", "--delay", "soonish", stdin=b"x\n")
+    assert exit_.value.code == 2
+
+
+def test_dlq_list_and_replay(tidemq, cluster):
+    from client.consumer import H_ATTEMPT, H_DLQ_ERROR, H_DLQ_TIME, H_ORIGIN_OFFSET, H_ORIGIN_PARTITION, \
+        H_ORIGIN_TOPIC
+    assert tidemq("topic", "create", "work").code == 0
+    assert tidemq("topic", "create", "crew.dlq").code == 0
+
+    async def dead_letter() -> None:
+        async with Producer(cluster.bootstrap, token=TOKEN) as producer:
+            await producer.send("crew.dlq", b"poison", headers=[
+                (H_ORIGIN_TOPIC, b"work"), (H_ORIGIN_PARTITION, b"0"), (H_ORIGIN_OFFSET, b"7"),
+                (H_ATTEMPT, b"4"), (H_DLQ_ERROR, b"ValueError: bad input"), (H_DLQ_TIME, b"1700000000000")])
+
+    trio.run(dead_letter)
+    listed = tidemq("dlq", "list", "crew", "--idle", "0.5")
+    assert listed.code == 0
+    [[topic, partition, offset, attempts, _, error, value]] = rows(listed.out, 7)
+    assert (topic, partition, offset, attempts, value) == ("work", "0", "7", "4", "poison")
+    assert error.startswith("ValueError: bad input")
+    assert "replayed 1 dead letter(s) of group crew to their topics: work" in tidemq(
+        "dlq", "replay", "crew", "--idle", "0.5").out
+    assert "replayed 0 dead letter(s)" in tidemq("dlq", "replay", "crew", "--idle", "0.5").out
+    back = tidemq("consume", "work", "--from-beginning", "--max", "1", "--timeout", "10")
+    assert back.out.splitlines() == ["poison"]

@@ -88,3 +88,24 @@ async def test_commit_point_is_lowest_unfinished_then_redelivered(tmp_path):
             with trio.fail_after(10):
                 await take(consumer, 1, again)
         assert again == [5]
+
+
+async def test_committed_position_steps_over_control_batches(tmp_path):
+    from client.cluster import ClusterClient
+    from client.group import fetch_offsets
+    async with local_cluster(tmp_path) as c:
+        await fill(c, "ctl", 3, partitions=1)        # offset 0 is the leader's no-op, then 1..3
+        leader = next(n for n, b in c.brokers.items() if b.partitions[("ctl", 0)].is_leader)
+        got: list[int] = []
+        async with Consumer(c.bootstrap, topics=["ctl"], group="ctl", offset_reset="earliest") as consumer:
+            with trio.fail_after(10):
+                await take(consumer, 3, got)
+            await consumer.commit()
+            async with ClusterClient(c.bootstrap) as cluster:
+                assert await fetch_offsets(cluster, "ctl") == {("ctl", 0): 4}
+                await c.stop(leader)                   # the next leader writes its no-op at 4
+                with trio.fail_after(15):
+                    while (await fetch_offsets(cluster, "ctl")).get(("ctl", 0)) != 5:
+                        with trio.move_on_after(0.3):
+                            await consumer.__anext__()
+                        await consumer.commit()
