@@ -86,7 +86,7 @@ class Violation(Exception):
 
 
 # Event kinds, in the heap as (time, seq, kind, node, payload).
-_TICK, _DELIVER, _IO, _CONTROL, _RESTART = range(5)
+_TICK, _DELIVER, _IO, _CONTROL, _RESTART, _CRASH = range(6)
 
 
 @dataclasses.dataclass
@@ -369,8 +369,10 @@ class World:
             self._on_io(node, payload)
         elif kind == _CONTROL:
             self._on_control()
-        else:
+        elif kind == _RESTART:
             self._on_restart(node)
+        else:
+            self._crash(self.nodes[node], "crash_new_leader")
         return kind
 
     def run(self) -> SimResult:
@@ -444,6 +446,10 @@ class World:
             self.elections += 1
             self.trace.append((self.now, "leader", node.id, f"term={core.term}"))
             self.check.leader_observed(node)
+            if self.ticks < self.chaos_until and self.rng.chance(0.1):
+                # A leader dying moments into its term, mid-way through replicating
+                # older entries, is how Figure 8's histories begin.
+                self._push(self.now + self.rng.uniform(0.1, 2.0), _CRASH, node.id, None)
         node.seen_role, node.seen_term = core.role, core.term
         if not node.io_busy and core.has_ready():
             self._start_ready(node)
@@ -562,17 +568,20 @@ class World:
             self._compact(r.choice(self._up() or list(self.nodes.values())))
 
     def _fault_crash(self) -> None:
-        r = self.rng
         up = self._up()
-        if not up:
+        if up:
+            self._crash(self.rng.choice(up), "crash")
+
+    def _crash(self, node: SimNode, kind: str) -> None:
+        """Stop a node at once: the Ready it was persisting never reaches the disk."""
+        if node.core is None or self.healed_at is not None:
             return
-        node = r.choice(up)
         node.core = None
         node.incarnation += 1
         node.io_busy = False
-        self.faults["crash"] += 1
-        self.trace.append((self.now, "crash", node.id, ""))
-        self._push(self.now + r.uniform(3.0, 60.0), _RESTART, node.id, None)
+        self.faults[kind] += 1
+        self.trace.append((self.now, "crash", node.id, kind))
+        self._push(self.now + self.rng.uniform(3.0, 60.0), _RESTART, node.id, None)
 
     def _fault_partition(self) -> None:
         r = self.rng
