@@ -162,7 +162,7 @@ class ProcessCluster:
             async with open_connection(self.peers[node], token=self.token, connect_timeout=2) as conn:
                 return await conn.request(body)
 
-    async def wait_ready(self, timeout: float = 30) -> int:
+    async def wait_ready(self, timeout: float = 60) -> int:
         """The controller leader's id, once every started node answers."""
         with trio.fail_after(timeout):
             while True:

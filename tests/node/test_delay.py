@@ -58,7 +58,7 @@ async def test_each_tier_and_cascades_never_early(tmp_path):
     assert sorted(v for v, _, _ in got) == sorted(due)                # each once
     for value, arrived, msg in got:
         assert arrived >= due[value] - 0.01, f"{value} early by {due[value] - arrived:.3f}s"
-        assert arrived - due[value] < 1.0, f"{value} late by {arrived - due[value]:.3f}s"
+        assert arrived - due[value] < 2.0, f"{value} late by {arrived - due[value]:.3f}s"
         assert msg.headers == (("trace", value),)                       # delay headers stripped
         assert not any(h[0] in DELAY_HEADERS for h in msg.headers)
 
@@ -122,5 +122,6 @@ async def test_default_ladder_and_deliver_at(tmp_path):
                 await producer.send("d", b"past", deliver_at=start - 10)      # due already: at once
     arrival = {v: t for v, t, _ in got}
     assert arrival[b"past"] < start + 1.0
-    assert start + 1.3 <= arrival[b"a"] < start + 1.3 + 0.5
-    assert start + 2.2 <= arrival[b"b"] < start + 2.2 + 0.5
+    # Never early; how late is the bench's business (scripts/bench delay), here only bounded.
+    assert start + 1.3 <= arrival[b"a"] < start + 1.3 + 2.0
+    assert start + 2.2 <= arrival[b"b"] < start + 2.2 + 2.0
