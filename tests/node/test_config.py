@@ -1,0 +1,38 @@
+import pytest
+
+from node.config import NodeConfig
+
+
+def test_flags(tmp_path):
+    cfg = NodeConfig.from_args(["--id", "2", "--listen", "127.0.0.1:9402", "--data", str(tmp_path),
+                                "--peers", "1=127.0.0.1:9401,2=127.0.0.1:9402", "--fsync", "interval",
+                                "--delay-tiers", "0.5,1,2"])
+    assert (cfg.node_id, cfg.peers[1], cfg.fsync, cfg.delay_tiers_ms) == (2, "127.0.0.1:9401", "interval", [500, 1000, 2000])
+
+
+def test_toml_file_and_flags_win(tmp_path):
+    path = tmp_path / "node.toml"
+    path.write_text('node_id = 1\nlisten = "127.0.0.1:9401"\ndata_dir = "d"\ntick_ms = 20\n'
+                    '[peers]\n1 = "127.0.0.1:9401"\n2 = "127.0.0.1:9402"\n')
+    cfg = NodeConfig.from_args(["--config", str(path), "--tick-ms", "30"])
+    assert cfg.peers == {1: "127.0.0.1:9401", 2: "127.0.0.1:9402"} and cfg.tick_ms == 30
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--listen", "127.0.0.1:1", "--data", "d"], "missing --id"),
+    (["--id", "1", "--listen", "nope", "--data", "d"], "HOST:PORT"),
+    (["--id", "1", "--listen", "127.0.0.1:1", "--data", "d", "--peers", "1=127.0.0.1:2"], "--listen says"),
+    (["--id", "1", "--listen", "127.0.0.1:1", "--data", "d", "--delay-tiers", "x"], "--delay-tiers"),
+])
+def test_bad_settings_exit_with_a_clear_message(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        NodeConfig.from_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_toml_key(tmp_path, capsys):
+    path = tmp_path / "node.toml"
+    path.write_text('node_id = 1\nlisten = "127.0.0.1:9401"\ndata_dir = "d"\nwhatever = 1\n')
+    with pytest.raises(SystemExit):
+        NodeConfig.from_args(["--config", str(path)])
+    assert "whatever" in capsys.readouterr().err
