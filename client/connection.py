@@ -16,7 +16,7 @@ from typing import AsyncIterator
 import anyio
 from anyio.abc import ByteStream
 
-from client.errors import ConnectionClosedError, RemoteProtocolError, TideMQError, error_for
+from client.errors import ConnectionClosedError, RemoteProtocolError, error_for
 from client.protocol import (
     DEFAULT_MAX_FRAME_BYTES, ErrorResponse, FrameDecoder, Hello, HelloOk, PROTOCOL_VERSION,
     decode_payload, encode_frame, split_addr,

@@ -9,7 +9,7 @@ from client.errors import (
     TopicExistsError, UnknownTopicError, OutOfOrderSequenceError,
 )
 from client.protocol import (
-    ACKS_ALL, ACKS_LEADER, ACKS_NONE, CreateTopic, DeleteTopic, Fetch, FetchPartition, InitProducerId,
+    ACKS_LEADER, ACKS_NONE, CreateTopic, DeleteTopic, Fetch, FetchPartition, InitProducerId,
     ListOffsets, Metadata, Produce, EARLIEST, LATEST,
 )
 from segments import build_batch, iter_batches, decode_records

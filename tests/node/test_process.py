@@ -69,7 +69,6 @@ async def test_live_node_survives_hostile_clients(tmp_path):
 
 
 async def test_metrics_endpoint(tmp_path):
-    from tests.cluster import ProcessCluster
     (mport,) = free_ports(1)
     async with process_cluster(tmp_path, n=1) as c:
         c.kill(1)
