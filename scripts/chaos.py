@@ -7,7 +7,7 @@ Starts three `python -m node` processes on loopback with a fault-injecting TCP p
 every link (node to node, client to node), runs the workloads, injects the faults of a
 schedule drawn from the seed (printed as they happen), heals, drains, compares the
 replicas, and checks the history. Writes `history.jsonl`, `schedule.json`,
-`summary.json` and each node's log into the run directory. Exits 1 on any violation
+`summary.json`, the clients' log and each node's log into the run directory. Exits 1 on any violation
 (2 on bad arguments), so a failing seed is a bug report: `--seed S --duration D --faults
 F` replays the same schedule. docs/chaos.md explains the faults, the history and the checks.
 """
@@ -15,6 +15,7 @@ F` replays the same schedule. docs/chaos.md explains the faults, the history and
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import sys
 import time
@@ -58,7 +59,18 @@ def render(report: Report, console: Console) -> None:
     stats.add_row("longest window with no acknowledged write",
                   f"{m['longest_no_ack_seconds']:.2f} s (t={window[0]}..{window[1]})"
                   + (f" during {', '.join(m['faults_during_longest_window'])}" if m["faults_during_longest_window"] else ""))
+    pw = m["longest_partition_no_ack_window"]
+    stats.add_row("longest window with no acknowledged write to one partition",
+                  f"{m['longest_partition_no_ack_seconds']:.2f} s on {m['longest_partition_no_ack']} (t={pw[0]}..{pw[1]})")
+    if m.get("delayed_lateness_ms"):
+        lat = m["delayed_lateness_ms"]
+        stats.add_row("delayed messages: first delivery after due (ms)",
+                      f"p50 {lat['p50']}, p99 {lat['p99']}, max {lat['max']} ({lat['delivered']} delivered)")
     stats.add_row("deliveries (redelivered)", f"{m['deliveries']} ({m['redeliveries']})")
+    if m["client_errors"]:
+        stats.add_row("errors that escaped the client library",
+                      ", ".join(f"{k} {n}" for k, n in sorted(m["client_errors"].items()))
+                      + f"; first: {m['client_error_example']}")
     stats.add_row("faults injected", ", ".join(f"{k} {n}" for k, n in sorted(m["faults"].items())) or "none")
     console.print(stats)
 
@@ -80,7 +92,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=None, help="schedule seed (default: random, printed)")
     p.add_argument("--faults", type=parse_faults, default=list(FAULTS),
                    help=f"comma-separated subset of {','.join(FAULTS)}; 'all' (default) or '' for none")
-    p.add_argument("--workloads", default="queue", help=f"comma-separated: {', '.join(sorted(WORKLOADS))}")
+    p.add_argument("--workloads", default=",".join(WORKLOADS),
+                   help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all)")
     p.add_argument("--dir", type=Path, default=None, help="run directory (default .chaos/<time>-seed<S>)")
     p.add_argument("--tick-ms", type=int, default=50, help="the nodes' Raft tick (default 50, the node default)")
     p.add_argument("--check", type=Path, metavar="HISTORY", help="only check an existing history.jsonl")
@@ -101,6 +114,9 @@ def main() -> int:
     unknown = [w for w in workloads if w not in WORKLOADS]
     if unknown:
         p.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(sorted(WORKLOADS))}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=run_dir / "clients.log", level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     opts = Options(run_dir=run_dir, duration=args.duration, seed=seed, faults=args.faults, workloads=workloads,
                    tick_ms=args.tick_ms)
     report = trio.run(run_chaos, opts, console.print)

@@ -78,6 +78,8 @@ class Index:
     faults: list[dict] = field(default_factory=list)
     drains: list[dict] = field(default_factory=list)
     stops: list[dict] = field(default_factory=list)
+    client_errors: list[dict] = field(default_factory=list)   # what escaped a Consumer or Producer
+    node_errors: list[dict] = field(default_factory=list)
     writes_stopped: float | None = None
     ended: bool = False
     _where: dict[tuple[str, str], list[TP | tuple[str, int, int]]] | None = None
@@ -119,6 +121,10 @@ class Index:
                 ix.drains.append(e)
             elif kind == "node_stop":
                 ix.stops.append(e)
+            elif kind == "node_errors":
+                ix.node_errors.append(e)
+            elif kind == "session_error" or (kind == "member" and e.get("event") == "error"):
+                ix.client_errors.append(e)
             elif kind == "phase" and e.get("name") == "writes_stopped":
                 ix.writes_stopped = e["t"]
             elif kind == "run":
@@ -280,7 +286,8 @@ class KeyOrder:
     """Per writer and key, in the key's partition: within one producer session the log
     keeps the send order (idempotent pipelining promises it); across sessions, a message
     acknowledged before another was submitted comes first (real-time order). A message
-    whose outcome was unknown may land late, but never before one acknowledged earlier."""
+    whose outcome was unknown may land late, but never before one acknowledged earlier.
+    Delayed messages are exempt: different delays reorder them on purpose."""
 
     name = "per-key order violations"
 
@@ -288,7 +295,7 @@ class KeyOrder:
         v = Verdict(self.name)
         lanes: dict[tuple[str, str, str | None], list[tuple[Send, int]]] = defaultdict(list)
         for s in ix.sends.values():
-            locs = ix.where(s.topic, s.value)
+            locs = ix.where(s.topic, s.value) if s.deliver_at is None else []
             if locs:
                 lanes[(s.topic, s.writer, s.key)].append((s, locs[0][1]))
         for (topic, writer, key), items in sorted(lanes.items(), key=lambda kv: str(kv[0])):
@@ -418,6 +425,23 @@ class GracefulStops:
         return v
 
 
+class NodeErrors:
+    """Faults are expected; a node failing while it handles them is not. Every ERROR a
+    node logged is counted, with the exceptions under it as examples."""
+
+    name = "errors logged by nodes"
+
+    def run(self, ix: Index) -> Verdict:
+        v = Verdict(self.name)
+        for e in ix.node_errors:
+            shown = e.get("exceptions") or e.get("lines") or []
+            v.count += e["errors"] or sum(n for _, n in shown)
+            for text_, n in shown:
+                if len(v.examples) < EXAMPLES:
+                    v.examples.append(f"n{e['node']}: {text_} (x{n})")
+        return v
+
+
 class DelayedEarly:
     name = "delayed messages delivered early"
 
@@ -492,7 +516,7 @@ class AbortedServed:
 
 CHECKS: list[Check] = [
     Complete(), Lost(), Misplaced(), Duplicates(), Unexplained(), FailedWritten(), KeyOrder(), OffsetsBackwards(),
-    GroupSkipped(), DirtyReads(), ReplicasDiffer(), GracefulStops(), DelayedEarly(), TornTransactions(),
+    GroupSkipped(), DirtyReads(), ReplicasDiffer(), GracefulStops(), NodeErrors(), DelayedEarly(), TornTransactions(),
     AbortedServed(),
 ]
 
@@ -529,7 +553,26 @@ def availability(ix: Index) -> dict[str, object]:
     healed = {f["step"]: f["t"] for f in ix.faults if f.get("phase") == "end"}
     during = [f"#{f['step']} {f['kind']}" for f in ix.faults
               if f.get("phase") == "start" and f["t"] < b and healed.get(f["step"], float("inf")) > a]
+    by_partition: dict[TP, list[float]] = defaultdict(list)
+    for s in sends:
+        if s.outcome == "acked" and s.partition is not None and 0 <= s.t_end <= end:
+            by_partition[(s.topic, s.partition)].append(s.t_end)
+    worst = (0.0, "", 0.0, 0.0)
+    for (topic, p), times in sorted(by_partition.items()):
+        times.sort()
+        pedges = [0.0] + times + [end]
+        g, x, y = max((y - x, x, y) for x, y in zip(pedges, pedges[1:]))
+        if g > worst[0]:
+            worst = (g, f"{topic}-{p}", x, y)
     landed = sum(1 for s in sends if s.outcome == "unknown" and ix.where(s.topic, s.value))
+    first_seen: dict[str, int] = {}
+    for d in ix.deliveries:
+        if d.value is not None and (d.value not in first_seen or d.wall_ms < first_seen[d.value]):
+            first_seen[d.value] = d.wall_ms
+    late = sorted(first_seen[s.value] - s.deliver_at for s in sends
+                  if s.deliver_at is not None and s.value in first_seen)
+    lateness = {"delivered": len(late), "p50": late[len(late) // 2], "p99": late[int(len(late) * 0.99)],
+                "max": late[-1]} if late else {}
     deliveries = len(ix.deliveries)
     distinct = len({(d.group, d.topic, d.partition, d.offset) for d in ix.deliveries})
     return {
@@ -539,7 +582,11 @@ def availability(ix: Index) -> dict[str, object]:
         "acked_per_second": round(len(acks) / end, 2) if end > 0 else 0.0,
         "longest_no_ack_seconds": round(gap, 3), "longest_no_ack_window": [round(a, 2), round(b, 2)],
         "faults_during_longest_window": during,
-        "deliveries": deliveries, "redeliveries": deliveries - distinct,
+        "longest_partition_no_ack_seconds": round(worst[0], 3), "longest_partition_no_ack": worst[1],
+        "longest_partition_no_ack_window": [round(worst[2], 2), round(worst[3], 2)],
+        "deliveries": deliveries, "redeliveries": deliveries - distinct, "delayed_lateness_ms": lateness,
+        "client_errors": dict(Counter(e["error"].split("(")[0] for e in ix.client_errors)),
+        "client_error_example": ix.client_errors[0]["error"] if ix.client_errors else "",
         "faults": dict(Counter(f["kind"] for f in ix.faults if f.get("phase") == "start")),
     }
 

@@ -145,10 +145,21 @@ class ChaosCluster:
                 nursery.start_soon(one, n)
         return out
 
+    def log_tail(self, node: int, lines: int = 5) -> str:
+        try:
+            with open(self.run_dir / f"n{node}" / "node.log", errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
     async def wait_ready(self, timeout: float) -> int:
         """The controller's id, once every running node answers and they agree on it."""
         with trio.fail_after(timeout):
             while True:
+                for n, proc in self.procs.items():
+                    if proc.poll() is not None:
+                        raise NodeError(f"node {n} exited with code {proc.returncode} while starting:\n"
+                                        + self.log_tail(n))
                 answers = await self.all_metadata()
                 ctrl = {md.controller for md in answers.values()}
                 if answers and len(answers) == len(self.reachable()) and len(ctrl) == 1 and None not in ctrl:
@@ -179,13 +190,14 @@ class ChaosCluster:
                 return node
         return None
 
-    async def settle(self, timeout: float) -> tuple[bool, float, list[str]]:
-        """Wait until every node answers and every replica of every partition has been
-        seen caught up (lag 0, by the leader of the moment) at least once since the wait
-        began: then every replica holds everything committed before it. Returns (settled,
-        seconds, what was still missing)."""
+    async def settle(self, timeout: float, caught_up: bool = False) -> tuple[bool, float, list[str]]:
+        """Wait until every node answers and every partition has a leader; with
+        `caught_up`, also until every replica of every partition has been seen caught up
+        (lag 0, by the leader of the moment) at least once since the wait began: then
+        every replica holds everything committed before it. Returns (settled, seconds,
+        what was still missing)."""
         start = trio.current_time()
-        caught_up: dict[tuple[str, int], set[int]] = {}
+        seen: dict[tuple[str, int], set[int]] = {}
         missing: list[str] = ["no answer yet"]
         with trio.move_on_after(timeout):
             while True:
@@ -193,9 +205,13 @@ class ChaosCluster:
                 parts = await self.partitions(answers)
                 for key, p in parts.items():
                     if p["leader"] is not None:
-                        caught_up.setdefault(key, set()).update(p["in_sync"], [p["leader"]])
-                missing = [f"{t}-{p}" for (t, p), info in sorted(parts.items())
-                           if not set(info["replicas"]) <= caught_up.get((t, p), set())]
+                        seen.setdefault(key, set()).update(p["in_sync"], [p["leader"]])
+                if caught_up:
+                    missing = [f"{t}-{p}" for (t, p), info in sorted(parts.items())
+                               if not set(info["replicas"]) <= seen.get((t, p), set())]
+                else:
+                    missing = [f"{t}-{p} has no leader" for (t, p), info in sorted(parts.items())
+                               if info["leader"] is None]
                 if len(answers) < len(self.nodes):
                     missing.append(f"{len(self.nodes) - len(answers)} node(s) not answering")
                 if parts and not missing:

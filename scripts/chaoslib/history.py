@@ -31,6 +31,30 @@ def text(b: bytes | None) -> str | None:
     return "hex:" + bytes(b).hex() if s.startswith("hex:") else s
 
 
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """An exception for the history: the leaves of an exception group, each with where it
+    was raised (file:line), so an error escaping the client library can be traced."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+
+    walk(exc)
+    parts = []
+    for e in leaves:
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = f" at {Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}" if tb is not None else ""
+        parts.append(f"{type(e).__name__}({str(e)[:80]!r}){where}")
+    grouped = f"{type(exc).__name__} of " if isinstance(exc, BaseExceptionGroup) else ""
+    return (grouped + "; ".join(parts))[:limit]
+
+
 class History:
     """Appends events to `path`. `now()` is the run clock; `start()` sets its zero."""
 

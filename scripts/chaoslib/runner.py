@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,7 +36,7 @@ class Options:
     duration: float = 300.0
     seed: int = 0
     faults: list[str] = field(default_factory=lambda: list(FAULTS))
-    workloads: list[str] = field(default_factory=lambda: ["queue"])
+    workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
     nodes: int = 3
     tick_ms: int = 50
     settle_timeout: float = 30.0      # before each fault, after the last
@@ -77,6 +79,7 @@ async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report
                 say(f"cluster up (nodes {', '.join(f'n{n}={a}' for n, a in real.items())}); clients via {net.bootstrap}")
                 await _chaos(opts, cluster, net, history, workloads, schedule, say)
                 await compare_replicas(cluster, history, opts.settle_timeout, say)
+                record_node_errors(cluster, history, say)
                 nursery.cancel_scope.cancel()
         history.record("end")
     finally:
@@ -106,7 +109,7 @@ async def _chaos(opts: Options, cluster: ChaosCluster, net: ProxyNet, history: H
             await nemesis.heal()
         history.record("phase", name="healed")
         settled, seconds, missing = await cluster.settle(opts.settle_timeout)
-        history.record("settle", step=None, ok=settled, seconds=seconds, missing=missing[:10])
+        history.record("settle", step=None, ok=settled, caught_up=False, seconds=seconds, missing=missing[:10])
         say(f"[{history.now():7.2f}s] faults over, all healed; cluster settled: {settled} ({seconds:.1f}s)"
             + (f" still missing {', '.join(missing[:5])}" if missing else ""))
         history.record("phase", name="writes_stopped")
@@ -123,7 +126,7 @@ async def compare_replicas(cluster: ChaosCluster, history: History, settle_timeo
                            say: Callable[[str], None]) -> None:
     """Stop every node gracefully and compare each partition's committed bytes (up to the
     high watermark its leader reported before the stop) across its replicas."""
-    settled, _, missing = await cluster.settle(settle_timeout)
+    settled, _, missing = await cluster.settle(settle_timeout, caught_up=True)
     parts = await cluster.partitions()
     for n in cluster.nodes:
         code, by_itself = await cluster.stop(n)
@@ -141,6 +144,30 @@ async def compare_replicas(cluster: ChaosCluster, history: History, settle_timeo
         differ += not result["equal"]
     say(f"[{history.now():7.2f}s] compared {len(parts)} partitions across replicas: "
         + ("all equal" if not differ else f"[red]{differ} differ[/]"))
+
+
+_EXCEPTION_LINE = re.compile(r"^[\s|]*((?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception)\b.*)$")
+
+
+def record_node_errors(cluster: ChaosCluster, history: History, say: Callable[[str], None]) -> None:
+    """Scan every node's log for ERROR lines and the exceptions under them: a clean
+    run logs none (faults are expected; a node failing while handling them is not)."""
+    for n in cluster.nodes:
+        path = cluster.run_dir / f"n{n}" / "node.log"
+        errors: Counter[str] = Counter()
+        exceptions: Counter[str] = Counter()
+        if path.exists():
+            with open(path, errors="replace") as f:
+                for line in f:
+                    if " ERROR " in line:
+                        errors[line.split(" ERROR ", 1)[1].strip()[:160]] += 1
+                    elif (m := _EXCEPTION_LINE.match(line.rstrip())) and ":" in m.group(1):
+                        exceptions[m.group(1)[:200]] += 1
+        if errors or exceptions:
+            history.record("node_errors", node=n, errors=sum(errors.values()),
+                           lines=errors.most_common(20), exceptions=exceptions.most_common(20))
+            say(f"[red]n{n} logged {sum(errors.values())} error(s)[/]: "
+                + "; ".join(e for e, _ in (exceptions.most_common(2) or errors.most_common(2))))
 
 
 def _compare(paths: list[Path], hw: int) -> dict:

@@ -291,3 +291,20 @@ def test_history_round_trip_and_a_torn_last_line(tmp_path):
         f.write("\n" + json.dumps({"type": "end", "t": 2}) + "\n")
     with pytest.raises(ValueError, match="not a JSON event"):
         list(read_history(tmp_path / "history.jsonl"))
+
+
+def test_errors_logged_by_nodes_are_flagged():
+    h = clean().event("node_errors", t=22.5, node=1, errors=3, lines=[["node.server: connection failed", 3]],
+                      exceptions=[["raft.log.RaftInvariantError: commit 6 is beyond the last offset 1", 3]])
+    report = check_history(h.finish())
+    assert counts(report) == {"errors logged by nodes": 3}
+    assert "RaftInvariantError" in verdict(report, "errors logged").examples[0]
+
+
+def test_errors_escaping_the_client_library_are_counted_not_judged():
+    h = clean().event("member", t=3.0, consumer="c1.1", event="error",
+                      error="ExceptionGroup of TimeoutError('') at _tasks.py:155")
+    h.event("session_error", t=4.0, writer="w1", session=2, error="ConnectionClosedError('x') at cluster.py:120")
+    report = check_history(h.finish())
+    assert report.ok
+    assert report.metrics["client_errors"] == {"ExceptionGroup of TimeoutError": 1, "ConnectionClosedError": 1}

@@ -80,16 +80,40 @@ async def read_final_logs(ctx: Context, topics: list[str], timeout: float = 60.0
     (read_committed, through the client proxies) into `log` events. Returns, per
     partition, the offset after its last data record (what a consumer group that has
     everything commits). Raises trio.TooSlowError after `timeout`."""
+
+    def record(topic: str, p: int, hw: int, records: list[list], last: bool) -> None:
+        ctx.history.record("log", topic=topic, partition=p, high_watermark=hw, isolation="read_committed",
+                           records=records, last=last)
+
+    return await _read_logs(ctx, topics, timeout, record)
+
+
+async def committed_values(ctx: Context, topics: list[str], timeout: float = 60.0) -> set[str]:
+    """Every value in the committed logs of `topics` now (read as `read_final_logs` does,
+    recording nothing): for a workload waiting until something has landed."""
+    values: set[str] = set()
+
+    def collect(topic: str, p: int, hw: int, records: list[list], last: bool) -> None:
+        values.update(r[2] for r in records if r[2] is not None)
+
+    await _read_logs(ctx, topics, timeout, collect)
+    return values
+
+
+Sink = Callable[[str, int, int, list, bool], None]
+
+
+async def _read_logs(ctx: Context, topics: list[str], timeout: float, sink: Sink) -> dict[tuple[str, int], int]:
     ends: dict[tuple[str, int], int] = {}
     with trio.fail_after(timeout):
         async with ClusterClient(ctx.bootstrap, request_timeout=5, client_id="chaos-final-read") as cluster:
             for topic in topics:
                 for p in range(await cluster.partition_count(topic)):
-                    ends[(topic, p)] = await _read_partition(ctx, cluster, topic, p)
+                    ends[(topic, p)] = await _read_partition(cluster, topic, p, sink)
     return ends
 
 
-async def _read_partition(ctx: Context, cluster: ClusterClient, topic: str, p: int) -> int:
+async def _read_partition(cluster: ClusterClient, topic: str, p: int, sink: Sink) -> int:
     offset = (await cluster.leader_request(topic, p, ListOffsets(topic, p, EARLIEST))).offset
     chunk: list[list] = []
     after_data = 0
@@ -114,8 +138,7 @@ async def _read_partition(ctx: Context, cluster: ClusterClient, topic: str, p: i
             offset = max(offset, header.last_offset + 1)
         done = offset >= res.high_watermark
         if len(chunk) >= LOG_CHUNK or done:
-            ctx.history.record("log", topic=topic, partition=p, high_watermark=res.high_watermark,
-                               isolation="read_committed", records=chunk, last=done)
+            sink(topic, p, res.high_watermark, chunk, done)
             chunk = []
         if done:
             return after_data

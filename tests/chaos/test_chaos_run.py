@@ -1,0 +1,48 @@
+"""A seeded chaos run of about a minute and a half: the faults the seed draws, every
+workload (queue and delayed), then the checker. CI runs it on every `scripts/test`; a failure prints
+the checker's findings and the schedule as it happened, and leaves the run directory
+(history, node logs, data) under pytest's tmp_path for a look."""
+
+import pytest
+import trio
+
+from scripts.chaoslib.checker import NodeErrors
+from scripts.chaoslib.history import read_history
+from scripts.chaoslib.nemesis import FAULTS
+from scripts.chaoslib.runner import Options, run_chaos
+
+SEED = 45          # drop, one-way, pause, latency, restart, bridge partition, kill, one-way in 90 s
+DURATION = 90.0
+# Every fault but the torn tail, which today stalls the torn replica for good (a Raft bug:
+# tests/chaos/test_torn_tail.py). Put it back when that test passes.
+FAULTS_NOW = [f for f in FAULTS if f != "torn"]
+# Node errors already reported, that a run may or may not hit (a race): tolerated here,
+# still counted by `scripts/chaos`. Remove an entry once its bug is fixed.
+KNOWN_NODE_ERRORS = {
+    # node/server.py Server._writer: its batching loop catches trio.WouldBlock but not
+    # trio.EndOfChannel, so a client connection that closes while answers are being
+    # written ends in an unhandled exception (logged as ERROR, the collected frames lost).
+    "trio.EndOfChannel",
+}
+
+
+def unknown_node_errors(history_path) -> list[str]:
+    return [f"n{e['node']}: {line}" for e in read_history(history_path) if e["type"] == "node_errors"
+            for line, _ in (e["exceptions"] or e["lines"]) if not any(k in line for k in KNOWN_NODE_ERRORS)]
+
+
+@pytest.mark.timeout(280)
+async def test_seeded_chaos_run_loses_nothing(tmp_path):
+    said: list[str] = []
+    opts = Options(run_dir=tmp_path / "run", duration=DURATION, seed=SEED, faults=FAULTS_NOW,
+                   settle_timeout=20.0, drain_timeout=60.0, setup_timeout=60.0)
+    with trio.fail_after(260):
+        report = await run_chaos(opts, say=said.append)
+    story = "\n".join(said)
+    violations = [v for v in report.violations if v.name != NodeErrors.name]
+    assert not violations, f"{report.describe()}\n\nthe run:\n{story}"
+    assert not unknown_node_errors(opts.run_dir / "history.jsonl"), f"{report.describe()}\n\nthe run:\n{story}"
+    m = report.metrics
+    assert m["acked"] > 2000, f"too little traffic to mean anything: {m}\n{story}"
+    assert m["deliveries"] >= m["acked"], m
+    assert sum(m["faults"].values()) >= 5, f"too few faults carried out: {m['faults']}\n{story}"
