@@ -309,7 +309,10 @@ class Broker:
         for group, msg in batch.messages:
             replica = self.replicas.get(group)
             if replica is not None and not replica.closed:
-                replica.step(msg)
+                try:
+                    replica.step(msg)
+                except Exception:  # one group's failure must not cut the link every group shares
+                    log.exception("%s: message from node %s failed: %r", replica.name, frm, msg)
 
     def leader_of(self, group: int) -> int | None:
         replica = self.replicas.get(group)

@@ -577,7 +577,11 @@ class RaftNode:
         elif isinstance(m, Heartbeat):
             self.election_elapsed = 0
             self.leader = m.frm
-            if self.log.commit_to(m.commit):
+            # The leader sends min(our match, its commit). Our log can be shorter than the
+            # match it remembers only if we lost an acknowledged tail (a torn or damaged
+            # disk); commit what we hold, and the next Append's prev check brings the
+            # leader back to where our log really ends.
+            if self.log.commit_to(min(m.commit, self.log.last_index())):
                 self._fold_committed_conf()
             self._send(HeartbeatResponse(to=m.frm, frm=self.id, term=self.term))
         elif isinstance(m, InstallSnapshot):
