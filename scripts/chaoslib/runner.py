@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import trio
 
@@ -146,7 +146,21 @@ async def compare_replicas(cluster: ChaosCluster, history: History, settle_timeo
         + ("all equal" if not differ else f"[red]{differ} differ[/]"))
 
 
-_EXCEPTION_LINE = re.compile(r"^[\s|]*((?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception)\b.*)$")
+_TRACEBACK = re.compile(r"^([\s|]*)Traceback \(most recent call last\):")
+
+
+def exception_lines(lines: Iterable[str]) -> Iterator[str]:
+    """The exception line ending each traceback in a log (`trio.EndOfChannel`,
+    `raft.log.RaftInvariantError: commit 6 ...`), also inside exception groups' boxes:
+    it is the first line after the frames at the traceback header's own indentation."""
+    col: int | None = None
+    for line in lines:
+        line = line.rstrip("\n")
+        if m := _TRACEBACK.match(line):
+            col = len(m.group(1))
+        elif col is not None and len(line) > col and not line[col].isspace() and set(line[:col]) <= set(" |"):
+            yield line[col:].strip()
+            col = None
 
 
 def record_node_errors(cluster: ChaosCluster, history: History, say: Callable[[str], None]) -> None:
@@ -154,15 +168,12 @@ def record_node_errors(cluster: ChaosCluster, history: History, say: Callable[[s
     run logs none (faults are expected; a node failing while handling them is not)."""
     for n in cluster.nodes:
         path = cluster.run_dir / f"n{n}" / "node.log"
-        errors: Counter[str] = Counter()
-        exceptions: Counter[str] = Counter()
-        if path.exists():
-            with open(path, errors="replace") as f:
-                for line in f:
-                    if " ERROR " in line:
-                        errors[line.split(" ERROR ", 1)[1].strip()[:160]] += 1
-                    elif (m := _EXCEPTION_LINE.match(line.rstrip())) and ":" in m.group(1):
-                        exceptions[m.group(1)[:200]] += 1
+        if not path.exists():
+            continue
+        with open(path, errors="replace") as f:
+            lines = f.readlines()
+        errors = Counter(line.split(" ERROR ", 1)[1].strip()[:160] for line in lines if " ERROR " in line)
+        exceptions = Counter(e[:200] for e in exception_lines(lines))
         if errors or exceptions:
             history.record("node_errors", node=n, errors=sum(errors.values()),
                            lines=errors.most_common(20), exceptions=exceptions.most_common(20))

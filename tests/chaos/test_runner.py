@@ -25,15 +25,33 @@ def test_node_errors_are_found_in_the_logs(tmp_path):
         "    | Traceback (most recent call last):\n"
         "    |     raise RaftInvariantError(f\"commit {index} is beyond\")\n"
         "    | raft.log.RaftInvariantError: commit 6 is beyond the last offset 1\n")
-    (tmp_path / "n2" / "node.log").write_text("2026-01-01 00:00:00,000 n2 INFO node.broker: node 2 serving\n")
+    (tmp_path / "n2" / "node.log").write_text(
+        "2026-01-01 00:00:00,000 n2 INFO node.broker: node 2 serving\n"
+        "2026-01-01 00:00:02,000 n2 ERROR node.server: connection from 127.0.0.1:2 failed\n"
+        "  + Exception Group Traceback (most recent call last):\n"
+        "  |   File \"/work/main/node/server.py\", line 101, in _serve_connection\n"
+        "  | ExceptionGroup: Exceptions from Trio nursery (1 sub-exception)\n"
+        "  +-+---------------- 1 ----------------\n"
+        "    | Traceback (most recent call last):\n"
+        "    |   File \"/work/main/node/server.py\", line 203, in _writer\n"
+        "    |     frames.append(receive.receive_nowait())\n"
+        "    |                   ^^^^^^^^^^^^^^^^^^^^^^^^\n"
+        "    | trio.EndOfChannel\n"
+        "    +------------------------------------\n"
+        "2026-01-01 00:00:03,000 n2 ERROR node.api: request Fetch failed\n"
+        "Traceback (most recent call last):\n"
+        "  File \"/work/main/node/api.py\", line 1, in fetch\n"
+        "    raise KeyError(3)\n"
+        "KeyError: 3\n")
     history = History(tmp_path / "h.jsonl")
     said: list[str] = []
     record_node_errors(FakeCluster(tmp_path), history, said.append)
     history.close()
     events = list(read_history(tmp_path / "h.jsonl"))
-    assert len(events) == 1 and events[0]["node"] == 1 and events[0]["errors"] == 1
+    assert [e["node"] for e in events] == [1, 2] and [e["errors"] for e in events] == [1, 2]
     assert events[0]["exceptions"] == [["raft.log.RaftInvariantError: commit 6 is beyond the last offset 1", 1]]
-    assert len(Index.build(events).node_errors) == 1 and "RaftInvariantError" in said[0]
+    assert events[1]["exceptions"] == [["trio.EndOfChannel", 1], ["KeyError: 3", 1]]
+    assert len(Index.build(events).node_errors) == 2 and "RaftInvariantError" in said[0]
 
 
 def make_replica(path: Path, values: list[bytes], epoch: int = 1) -> None:

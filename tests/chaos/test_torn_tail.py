@@ -1,13 +1,11 @@
 """The torn-tail fault on its own: a follower killed, its active segment's tail cut, and
 restarted, must repair its log and catch up again from the leader.
 
-This fails today (found by the chaos run, seed 35): the restarted follower's log ends
-before what the leader recorded as its match, the leader's heartbeat carries that commit
-index, and the follower's Raft core raises RaftInvariantError("commit N is beyond the
-last offset M") in `RaftLog.commit_to`. The error escapes `Broker._on_peer_payload`, so
-the server drops the whole peer connection: the leader reconnects, sends the same
-heartbeat, and the follower never receives anything from that leader again, for any
-partition. Remove the xfail once raft/ handles a follower whose log went backwards.
+Found by the chaos run (seed 35): the restarted follower's log ended before what the
+leader remembered as its match. The follower raised on the heartbeat's commit index
+(now clamped to its own log), the error cut the peer link for every group (now caught
+per group), and the leader ignored the follower's rejections as stale (now a rejection
+whose hint lies below the match lowers the match and probes from there).
 """
 
 import pytest
@@ -33,8 +31,6 @@ async def produce(c, value: bytes) -> int:
                 await trio.sleep(0.1)
 
 
-@pytest.mark.xfail(strict=True, reason="raft: a follower restarted with a torn tail hits RaftInvariantError on the "
-                                       "leader's heartbeat commit and never catches up (see module docstring)")
 async def test_a_follower_with_a_torn_tail_catches_up(tmp_path):
     async with process_cluster(tmp_path, fsync="always") as c:
         ctrl = await c.wait_ready()
