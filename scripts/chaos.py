@@ -7,9 +7,10 @@ Starts three `python -m node` processes on loopback with a fault-injecting TCP p
 every link (node to node, client to node), runs the workloads, injects the faults of a
 schedule drawn from the seed (printed as they happen), heals, drains, compares the
 replicas, and checks the history. Writes `history.jsonl`, `schedule.json`,
-`summary.json`, the clients' log and each node's log into the run directory. Exits 1 on any violation
-(2 on bad arguments), so a failing seed is a bug report: `--seed S --duration D --faults
-F` replays the same schedule. docs/chaos.md explains the faults, the history and the checks.
+`summary.json`, the clients' log and each node's log into the run directory. Exits 1 on
+any violation, 2 when the run itself could not finish (or on bad arguments), so a
+failing seed is a bug report: `--seed S --duration D --faults F` replays the same
+schedule. docs/chaos.md explains the faults, the history and the checks.
 """
 
 from __future__ import annotations
@@ -119,7 +120,15 @@ def main() -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     opts = Options(run_dir=run_dir, duration=args.duration, seed=seed, faults=args.faults, workloads=workloads,
                    tick_ms=args.tick_ms)
-    report = trio.run(run_chaos, opts, console.print)
+    try:
+        report = trio.run(run_chaos, opts, console.print)
+    except Exception as exc:  # noqa: BLE001 - the run itself broke: say how, judge what was recorded
+        console.print(f"[red]the run stopped early: {type(exc).__name__}: {exc}[/]")
+        history = run_dir / "history.jsonl"
+        if history.exists():
+            render(check_history(read_history(history)), console)
+        console.print(f"seed {seed}: [red]no verdict[/]; node logs and history in {run_dir}")
+        return 2
     render(report, console)
     verdict = "[green]no violations[/]" if report.ok else f"[red]{len(report.violations)} check(s) violated[/]"
     console.print(f"seed {seed}: {verdict}; history in {run_dir / 'history.jsonl'}")

@@ -1,8 +1,8 @@
 """The history of a chaos run: one JSON object per line, written as things happen.
 
 Every event has `type` and `t` (seconds on the run clock, `time.monotonic()` minus the
-moment the workloads started, so setup is negative and a schedule step's `at` is
-directly comparable). The types and their fields are documented in docs/chaos.md; the
+moment the workloads started, so a schedule step's `at` is directly comparable; the
+`run` and `schedule` header events carry 0). The types and their fields are documented in docs/chaos.md; the
 checker (`scripts/chaoslib/checker.py`) reads nothing else, so a history file alone is
 enough to re-check a run (`scripts/chaos --check DIR/history.jsonl`).
 

@@ -54,9 +54,9 @@ async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report
     schedule = make_schedule(opts.seed, opts.duration, opts.faults, opts.nodes)
     (run_dir / "schedule.json").write_text(json.dumps([s.to_json() for s in schedule], indent=1))
     history = History(run_dir / "history.jsonl")
-    history.record("run", version=FORMAT_VERSION, seed=opts.seed, duration=opts.duration, faults=opts.faults,
+    history.record("run", t=0.0, version=FORMAT_VERSION, seed=opts.seed, duration=opts.duration, faults=opts.faults,
                    workloads=opts.workloads, nodes=opts.nodes, tick_ms=opts.tick_ms)
-    history.record("schedule", steps=[s.to_json() for s in schedule])
+    history.record("schedule", t=0.0, steps=[s.to_json() for s in schedule])
     say(f"seed {opts.seed}: {len(schedule)} faults over {opts.duration:.0f}s ({', '.join(opts.faults) or 'none'}); "
         f"run directory {run_dir}")
     real = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(free_ports(opts.nodes))}

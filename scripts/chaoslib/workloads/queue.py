@@ -14,7 +14,8 @@ strictly and across sessions by real time.
 Consumers. `consumers` members of one group read the topic from the earliest offset,
 record every message handed to them, and commit what they handed out about every second.
 Each member leaves and a fresh instance rejoins after a seeded lifetime (`churn`), so
-partitions move between members while faults run. An observer reads the group's
+partitions move between members while faults run, and sooner if its commits keep failing
+(its membership is gone). An observer reads the group's
 committed offsets twice a second (through the client proxies, as any client would); the
 checker requires them never to go backwards.
 
@@ -48,6 +49,7 @@ MAX_PENDING = 200               # unacknowledged sends per writer: a stalled par
 POLL_S = 0.01
 COMMIT_EVERY_S = 1.0
 OBSERVE_EVERY_S = 0.5
+REJOIN_AFTER_FAILED_COMMITS = 8  # in a row, about a second apart
 # The broker refused these before proposing anything: the message is certainly not written.
 DEFINITE = (AuthFailedError, CorruptBatchError, InvalidConfigError, InvalidRequestError, MessageTooLargeError,
             UnknownTopicError)
@@ -109,8 +111,12 @@ class QueueWorkload(Workload):
                 for n in range(1, self.writers + 1):
                     writers.start_soon(self._write, f"{self.writer_prefix}{n}", stop)
             await self._before_final_read()
-            ends = await read_final_logs(self.ctx, self.topics)
-            caught_up, detail = await self._wait_group(ends)
+            try:
+                ends = await read_final_logs(self.ctx, self.topics)
+            except trio.TooSlowError:
+                caught_up, detail = False, "the final read of the logs timed out"
+            else:
+                caught_up, detail = await self._wait_group(ends)
             h.record("drain", workload=self.name, ok=caught_up, detail=detail)
             if not caught_up:
                 self.ctx.say(f"[red]{self.name}: the group did not catch up: {detail}[/]")
@@ -231,7 +237,13 @@ class QueueWorkload(Workload):
                                     client_id=cid) as consumer:
                     h.record("member", consumer=cid, event="joined")
                     last_commit = time.monotonic()
+                    failed_commits = 0
                     while not done.is_set() and (stop.is_set() or time.monotonic() < leave_at):
+                        if failed_commits >= REJOIN_AFTER_FAILED_COMMITS:
+                            # What an application does when its member is gone (fenced, or its
+                            # GroupMember failed while the Consumer goes on fetching): start over.
+                            h.record("member", consumer=cid, event="rejoin", reason=f"{failed_commits} commits failed")
+                            break
                         with trio.move_on_after(0.25):
                             msg = await consumer.__anext__()
                             h.record("delivery", consumer=cid, group=self.group, isolation="read_committed",
@@ -239,7 +251,7 @@ class QueueWorkload(Workload):
                                      value=text(msg.value), wall_ms=int(time.time() * 1000))
                         if time.monotonic() - last_commit >= COMMIT_EVERY_S:
                             last_commit = time.monotonic()
-                            await self._commit(consumer, cid)
+                            failed_commits = 0 if await self._commit(consumer, cid) else failed_commits + 1
                 h.record("member", consumer=cid, event="left")
             except Exception as exc:  # noqa: BLE001 - a client failure is a finding to record, not the run's end
                 # The client library is under test too: whatever escapes a Consumer (even
@@ -247,7 +259,7 @@ class QueueWorkload(Workload):
                 h.record("member", consumer=cid, event="error", error=describe_error(exc))
                 await trio.sleep(0.5)
 
-    async def _commit(self, consumer: Consumer, cid: str) -> None:
+    async def _commit(self, consumer: Consumer, cid: str) -> bool:
         h = self.ctx.history
         t = h.now()
         partitions = sorted(consumer.assignment)
@@ -256,8 +268,9 @@ class QueueWorkload(Workload):
         except (TideMQError, TimeoutError) as exc:
             h.record("commit", t=t, t_end=h.now(), consumer=cid, group=self.group, partitions=partitions,
                      outcome="failed", error=repr(exc)[:300])
-        else:
-            h.record("commit", t=t, t_end=h.now(), consumer=cid, group=self.group, partitions=partitions, outcome="ok")
+            return False
+        h.record("commit", t=t, t_end=h.now(), consumer=cid, group=self.group, partitions=partitions, outcome="ok")
+        return True
 
     # -- the group's committed offsets -----------------------------------------------------------
 
