@@ -805,6 +805,14 @@ class RaftNode:
                 self._send_append(m.frm)
 
     def _handle_append_response(self, m: AppendResponse, pr: Progress) -> None:
+        if m.reject and m.index >= pr.match > m.hint_index:
+            # The follower's log now ends before what it acknowledged: it lost a tail (a
+            # damaged disk, cut on recovery). Lowering a match is always safe (it can only
+            # delay a commit); start again from where its log really matches.
+            pr.match = m.hint_index
+            pr.become_probe()
+            self._send_append(m.frm)
+            return
         if m.reject:
             probe_from = self.log.find_conflict_by_term(min(m.hint_index, m.index - 1), m.hint_term)
             if pr.maybe_decrease_to(m.index, probe_from + 1):

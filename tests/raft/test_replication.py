@@ -200,3 +200,26 @@ def test_storage_starting_at_a_later_offset():
     e = c.propose(1, b"x", 3)
     assert (e.index, e.last) == (1001, 1003)
     assert c.log(2) == [(1000, 1000, 1), (1001, 1003, 1)]
+
+
+def test_follower_that_lost_an_acknowledged_tail_catches_up_again():
+    """A damaged disk cut a follower's log below what it had acknowledged: the leader's
+    heartbeat commit must not break it, and the leader must stop trusting the old match."""
+    from raft.types import HardState
+    from tests.raft.harness import Cluster
+    c = Cluster()
+    c.elect(1)
+    for _ in range(6):
+        c.propose(1)
+    before = c.nodes[1].status().progress[2].match
+    c.crash(2)
+    st = c.storage[2]
+    keep = c.log(2)[2][1]                      # cut after the third entry
+    st.truncate_after(keep)
+    st.set_hard_state(HardState(st.hard_state.term, st.hard_state.vote, min(st.hard_state.commit, keep)))
+    c.restart(2)
+    c.tick(3)                                  # heartbeats carry the old commit: no exception
+    assert c.storage[2].last_index() == keep and c.nodes[1].status().progress[2].match == before
+    c.propose(1)                               # the next append is rejected below the match
+    assert c.log(2) == c.log(1)
+    assert c.nodes[1].status().progress[2].match == c.nodes[1].log.last_index()
