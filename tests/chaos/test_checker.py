@@ -308,3 +308,16 @@ def test_errors_escaping_the_client_library_are_counted_not_judged():
     report = check_history(h.finish())
     assert report.ok
     assert report.metrics["client_errors"] == {"ExceptionGroup of TimeoutError": 1, "ConnectionClosedError": 1}
+
+
+def test_delayed_messages_are_exempt_from_key_order_but_not_from_loss():
+    h = Hist()
+    h.send("d1-k1-0", seq=0, t=0.0, t_end=0.1, deliver_at=9_000).logged("d1-k1-0", 1)   # a longer delay
+    h.send("d1-k1-1", seq=1, t=0.2, t_end=0.3, deliver_at=2_000).logged("d1-k1-1", 0)   # landed first
+    h.delivery("d1-k1-1", 0, wall_ms=2_050).delivery("d1-k1-0", 1, wall_ms=9_010)
+    h.offsets(10.0, 10.1, {("t", 0): 2}, final=True)
+    report = check_history(h.finish())
+    assert report.ok, report.describe()
+    assert report.metrics["delayed_lateness_ms"] == {"delivered": 2, "p50": 50, "p99": 50, "max": 50}
+    h.send("d1-k1-2", seq=2, t=0.4, t_end=0.5, deliver_at=3_000)                        # acked, never landed
+    assert counts(check_history(h.finish())) == {"acknowledged messages lost": 1}
