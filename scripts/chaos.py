@@ -60,9 +60,11 @@ def render(report: Report, console: Console) -> None:
     stats.add_row("longest window with no acknowledged write",
                   f"{m['longest_no_ack_seconds']:.2f} s (t={window[0]}..{window[1]})"
                   + (f" during {', '.join(m['faults_during_longest_window'])}" if m["faults_during_longest_window"] else ""))
-    pw = m["longest_partition_no_ack_window"]
-    stats.add_row("longest window with no acknowledged write to one partition",
-                  f"{m['longest_partition_no_ack_seconds']:.2f} s on {m['longest_partition_no_ack']} (t={pw[0]}..{pw[1]})")
+    if m["longest_partition_no_ack"]:
+        pw = m["longest_partition_no_ack_window"]
+        stats.add_row("longest window with no acknowledged write to one partition",
+                      f"{m['longest_partition_no_ack_seconds']:.2f} s on {m['longest_partition_no_ack']} "
+                      f"(t={pw[0]}..{pw[1]})")
     if m.get("delayed_lateness_ms"):
         lat = m["delayed_lateness_ms"]
         stats.add_row("delayed messages: first delivery after due (ms)",
