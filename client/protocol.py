@@ -276,6 +276,52 @@ class DescribeGroupResponse(_Msg):
     offsets: list[tuple[str, int, int]]
 
 
+# --- transactions ---------------------------------------------------------------------
+# The coordinator of a transactional id is the leader of partition hash(id) of the
+# internal `__transaction_state` topic. `InitProducerId(transactional_id=...)` goes there
+# and returns the id kept for that transactional id with a bumped epoch (fencing older
+# producers). A producer registers each partition (`AddPartitionsToTxn`) before its first
+# transactional write there, and the group offsets it wants committed with the
+# transaction (`TxnOffsetCommit`); `EndTxn` answers once the outcome is complete: markers
+# written to every partition of the transaction and the offsets committed.
+
+class FindTransactionCoordinator(_Msg):
+    transactional_id: str
+
+
+class AddPartitionsToTxn(_Msg):
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    partitions: list[TopicPartition] = []
+
+
+class TxnOffsetCommit(_Msg):
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    group: str
+    offsets: list[tuple[str, int, int]] = []   # (topic, partition, next offset to consume)
+
+
+class EndTxn(_Msg):
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    commit: bool = True
+
+
+class WriteTxnMarker(_Msg):
+    """Coordinator to partition leader: append a COMMIT/ABORT marker for a producer."""
+
+    topic: str
+    partition: int
+    producer_id: int
+    producer_epoch: int
+    commit: bool
+    coordinator_epoch: int = 0
+
+
 # --- broker to broker ----------------------------------------------------------------
 
 class PeerMessages(_Msg):
@@ -292,6 +338,7 @@ Body = Union[
     FindCoordinator, CoordinatorResponse, GroupHeartbeat, GroupHeartbeatResponse, OffsetCommit, OffsetFetch,
     OffsetFetchResponse, ListGroups, ListGroupsResponse, DescribeGroup, DescribeGroupResponse,
     PeerMessages,
+    FindTransactionCoordinator, AddPartitionsToTxn, TxnOffsetCommit, EndTxn, WriteTxnMarker,
 ]
 
 

@@ -17,7 +17,7 @@ from client.errors import (
 from client.protocol import (
     EARLIEST, LATEST, CreateTopic, DeleteTopic, Fetch, FetchResponse, FetchResult, InitProducerId, ListOffsets,
     ListOffsetsResponse, Metadata, MetadataResponse, NodeInfo, Ok, PartitionInfo, Produce, ProducerIdResponse,
-    TopicInfo,
+    TopicInfo, WriteTxnMarker,
 )
 from client.delay import TIER_PREFIX
 from node.metadata import CreateTopicCmd, DeleteTopicCmd, assign_replicas, validate_topic
@@ -37,12 +37,15 @@ class Api:
             InitProducerId: self.init_producer_id, Fetch: self.fetch, ListOffsets: self.list_offsets,
         }
         self._handlers.update(broker.coordinator.handlers())
+        self._handlers.update(broker.transactions.handlers())
 
     def dispatch(self, body: object, client) -> Awaitable[object | None]:
         if self.broker.shutting_down:
             raise ShuttingDownError(f"node {self.broker.id} is shutting down; use another node")
         if isinstance(body, Produce):
             return self.produce(body)
+        if isinstance(body, WriteTxnMarker):
+            return self.write_txn_marker(body)
         handler = self._handlers.get(type(body))
         if handler is None:
             raise InvalidRequestError(f"{type(body).__name__} is not a request this node serves")
@@ -109,7 +112,15 @@ class Api:
         await self.broker.run_command(DeleteTopicCmd(req.name))
         return Ok()
 
-    async def init_producer_id(self, req: InitProducerId) -> ProducerIdResponse:
+    def init_producer_id(self, req: InitProducerId) -> Awaitable[ProducerIdResponse]:
+        """A transactional id goes to its transaction coordinator (which keeps its
+        producer id and bumps the epoch); a plain idempotent producer gets a fresh id
+        from the controller."""
+        if req.transactional_id is not None:
+            return self.broker.transactions.init_producer_id(req)
+        return self._new_producer_id()
+
+    async def _new_producer_id(self) -> ProducerIdResponse:
         return ProducerIdResponse(await self.broker.next_producer_id(), 0)
 
     # -- producing ------------------------------------------------------------------------------
@@ -124,6 +135,13 @@ class Api:
         self.broker.metrics.bytes_in.labels(req.topic).inc(len(req.records))
         return pending
 
+    def write_txn_marker(self, req: WriteTxnMarker) -> Awaitable[Ok]:
+        """Append a transaction marker as the partition leader (from a transaction
+        coordinator); proposes synchronously, like produce, so it keeps arrival order."""
+        part = self.partition(req.topic, req.partition)
+        return part.write_marker(req.producer_id, req.producer_epoch, req.commit, req.coordinator_epoch,
+                                 timeout_s=10.0)
+
     # -- consuming ------------------------------------------------------------------------------
 
     def _read(self, req: Fetch) -> tuple[list[FetchResult], int]:
@@ -135,9 +153,13 @@ class Api:
                 part = self.partition(fp.topic, fp.partition)
                 if not part.is_leader:
                     raise part.not_leader()
-                records = part.read(fp.offset, min(fp.max_bytes, max(budget, 1))) if budget > 0 else b""
-                res.records = records
-                res.high_watermark = res.last_stable_offset = part.high_watermark
+                if budget > 0:
+                    records, lso, aborted = part.read_isolated(fp.offset, min(fp.max_bytes, max(budget, 1)),
+                                                               req.isolation)
+                else:
+                    records, lso, aborted = b"", part.last_stable_offset, []
+                res.records, res.aborted = records, aborted
+                res.high_watermark, res.last_stable_offset = part.high_watermark, lso
                 res.log_start_offset = part.storage.log.log_start_offset
                 budget -= len(records)
                 total += len(records)

@@ -36,6 +36,7 @@ from node.partition import Partition
 from node.peers import PeerTransport
 from node.replica import Replica
 from node.server import Server
+from node.transactions import TXN_TOPIC, TransactionCoordinator, TxnStatePartition
 from node.storage import LogStorage
 from raft.core import Config as RaftConfig, RaftNode
 from raft.types import ConfState, Entry, EntryKind, Message, Role
@@ -78,6 +79,7 @@ class Broker:
         self.transport = PeerTransport(self.id, config.peers, config.token, encode_peer_items)
         self.coordinator = GroupCoordinator(self)
         self.delay = DelayService(self)
+        self.transactions = TransactionCoordinator(self)
         from node.api import Api
         self.api = Api(self)
         self.server = Server(self.id, self.api, self._on_peer_payload, token=config.token,
@@ -107,6 +109,7 @@ class Broker:
             nursery.start_soon(self._retention)
             nursery.start_soon(self.coordinator.run)
             nursery.start_soon(self.delay.run)
+            nursery.start_soon(self.transactions.run)
             if self.cfg.fsync == "interval":
                 nursery.start_soon(self._interval_flusher)
             if self.cfg.metrics:
@@ -220,6 +223,8 @@ class Broker:
             kind, extra = Partition, {}
             if meta.internal and meta.name == OFFSETS_TOPIC:
                 kind = OffsetsPartition
+            elif meta.internal and meta.name == TXN_TOPIC:
+                kind = TxnStatePartition
             elif (tier := self.delay.partition_kind(meta)) is not None:
                 kind, extra = DelayPartition, tier
             part = kind(meta.group(p), name, storage, core, self._send_raft,

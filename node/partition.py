@@ -4,18 +4,69 @@ Produce validates a batch once (CRC, size, not a control batch), checks idempote
 against the producer state, and proposes the bytes unchanged; the log stamps offsets and
 epoch. Fetch reads whole batches up to the high watermark, so a consumer never sees an
 uncommitted (and possibly later overwritten) batch.
+
+Transactions: every replica derives from committed batches, in log order, which
+producers have a transaction open here (the offset of its first transactional batch)
+and which transactions were aborted (producer, first offset, marker offset). So a new
+leader or a restarted node (it replays its log) answers exactly as the old one did:
+read_committed fetches stop at the last stable offset (the first offset of the oldest
+open transaction, or the high watermark) and carry the aborted transactions overlapping
+the range read, which the consumer drops.
 """
 
 from __future__ import annotations
 
-from typing import Awaitable
+from bisect import bisect_left
+from typing import Awaitable, NamedTuple
 
-from client.errors import CorruptBatchError, InvalidRequestError, MessageTooLargeError, OffsetOutOfRangeError
-from client.protocol import ACKS_LEADER, ACKS_NONE, ProduceResponse
+from client.errors import (
+    CorruptBatchError, InvalidRequestError, MessageTooLargeError, OffsetOutOfRangeError, ProducerFencedError,
+)
+from client.protocol import ACKS_LEADER, ACKS_NONE, READ_COMMITTED, AbortedTxn, Ok, ProduceResponse
 from node.producers import BatchRef, ProducerState
 from node.replica import Replica
 from raft.types import Entry, EntryKind
 import segments
+
+
+class Aborted(NamedTuple):
+    marker_offset: int
+    producer_id: int
+    first_offset: int
+
+
+class TxnIndex:
+    """Open and aborted transactions of one partition, from its committed batches."""
+
+    def __init__(self) -> None:
+        self.open: dict[int, int] = {}              # producer id -> first offset of its open transaction
+        self.aborted: list[Aborted] = []            # in marker order (log order)
+        self.coordinator_epochs: dict[int, int] = {}
+
+    def data(self, pid: int, offset: int) -> None:
+        self.open.setdefault(pid, offset)
+
+    def marker(self, pid: int, commit: bool, offset: int, coordinator_epoch: int) -> None:
+        first = self.open.pop(pid, None)
+        if first is not None and not commit:
+            self.aborted.append(Aborted(offset, pid, first))
+        self.coordinator_epochs[pid] = max(coordinator_epoch, self.coordinator_epochs.get(pid, -1))
+
+    def first_open(self) -> int | None:
+        return min(self.open.values()) if self.open else None
+
+    def aborted_in(self, start: int, end: int) -> list[AbortedTxn]:
+        """Aborted transactions with data in [start, end): their marker is at or after
+        `start` and their first offset before `end`."""
+        i = bisect_left(self.aborted, (start,))
+        return [AbortedTxn(a.producer_id, a.first_offset) for a in self.aborted[i:] if a.first_offset < end]
+
+    def forget_before(self, offset: int) -> None:
+        """Retention dropped the log before `offset`: aborted transactions wholly before
+        it can no longer be read."""
+        i = bisect_left(self.aborted, (offset,))
+        if i:
+            del self.aborted[:i]
 
 
 class Partition(Replica):
@@ -25,6 +76,8 @@ class Partition(Replica):
         self.partition = partition
         self.max_batch_bytes = max_batch_bytes
         self.producers = ProducerState()
+        self.txns = TxnIndex()
+        self._pending_coordinator_epochs: dict[int, int] = {}
 
     # -- producing ------------------------------------------------------------------------
 
@@ -71,32 +124,90 @@ class Partition(Replica):
             await self.wait(waiters[0], timeout_s)
         return ProduceResponse(dup.base_offset, dup.last_offset, self.storage.log.log_start_offset, duplicate=True)
 
+    def write_marker(self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int,
+                     timeout_s: float) -> Awaitable[Ok]:
+        """Append a transaction marker (synchronously up to the proposal). Always
+        written, even if no open transaction is known here: a transactional batch may
+        still be in flight, and a marker that closes nothing is harmless. A marker from
+        an older coordinator epoch than one already seen for the producer is a zombie
+        coordinator's and is refused; a higher producer epoch fences older batches."""
+        self.check_writable()
+        seen = max(self.txns.coordinator_epochs.get(producer_id, -1),
+                   self._pending_coordinator_epochs.get(producer_id, -1))
+        if coordinator_epoch < seen:
+            raise ProducerFencedError(
+                f"{self.name}: marker from coordinator epoch {coordinator_epoch}, but {seen} was already seen")
+        self.producers.fence(producer_id, producer_epoch)
+        self._pending_coordinator_epochs[producer_id] = coordinator_epoch
+        data = segments.build_transaction_marker(commit, producer_id=producer_id, producer_epoch=producer_epoch,
+                                                 coordinator_epoch=coordinator_epoch)
+        return self._marker_written(self.propose(data, 1), timeout_s)
+
+    async def _marker_written(self, waiter, timeout_s: float) -> Ok:
+        await self.wait(waiter, timeout_s)
+        return Ok()
+
     def _apply_entries(self, entries: list[Entry]) -> None:
         for e in entries:
             if e.kind != EntryKind.NORMAL:
                 continue
             h = segments.parse_header(e.data)
-            if h.producer_id >= 0:
-                self.producers.apply(h.producer_id, h.producer_epoch, BatchRef(
-                    h.base_sequence, h.base_sequence + e.last - e.index, e.index, e.last))
+            if h.producer_id < 0:
+                continue
+            if h.is_control:
+                if h.is_transactional:
+                    kind, coordinator_epoch = segments.transaction_marker_of(e.data)
+                    self.txns.marker(h.producer_id, kind == segments.ControlType.COMMIT, e.index, coordinator_epoch)
+                    self.producers.apply_marker(h.producer_id, h.producer_epoch)
+                continue
+            self.producers.apply(h.producer_id, h.producer_epoch, BatchRef(
+                h.base_sequence, h.base_sequence + e.last - e.index, e.index, e.last))
+            if h.is_transactional:
+                self.txns.data(h.producer_id, e.index)
 
     def role_changed(self) -> None:
         # In-flight batches of a past leadership are resolved by the log, not by memory.
         self.producers.clear_pending()
+        self._pending_coordinator_epochs.clear()
         super().role_changed()
+
+    async def apply_retention(self, now_ms: int) -> None:
+        await super().apply_retention(now_ms)
+        self.txns.forget_before(self.storage.log.log_start_offset)
 
     # -- consuming ------------------------------------------------------------------------
 
+    @property
+    def last_stable_offset(self) -> int:
+        """The first offset a read_committed consumer may not read yet: the start of the
+        oldest open transaction, or the high watermark."""
+        hw = self.high_watermark
+        first = self.txns.first_open()
+        return hw if first is None else min(first, hw)
+
     def read(self, offset: int, max_bytes: int) -> bytes:
+        """Committed batches from `offset` (read_uncommitted: up to the high watermark)."""
+        return self.read_isolated(offset, max_bytes, 0)[0]
+
+    def read_isolated(self, offset: int, max_bytes: int, isolation: int) -> tuple[bytes, int, list[AbortedTxn]]:
+        """(batches, last stable offset, aborted transactions in what was read). A
+        read_committed read stops at the last stable offset."""
         log = self.storage.log
         hw = self.high_watermark
         if not log.log_start_offset <= offset <= hw:
             raise OffsetOutOfRangeError(
                 f"{self.name}: offset {offset} outside [{log.log_start_offset}, {hw}]",
                 log_start_offset=log.log_start_offset, high_watermark=hw)
-        if offset == hw:
-            return b""
-        return log.read(offset, max_bytes, max_offset=hw)
+        lso = self.last_stable_offset
+        if isolation != READ_COMMITTED:
+            return (b"" if offset == hw else log.read(offset, max_bytes, max_offset=hw)), lso, []
+        if offset >= lso:
+            return b"", lso, []
+        data = log.read(offset, max_bytes, max_offset=lso)
+        end = offset
+        for header, _ in segments.iter_batches(data, check_crc=False):
+            end = header.last_offset + 1
+        return data, lso, self.txns.aborted_in(offset, end)
 
 
 async def _nothing() -> None:

@@ -10,6 +10,11 @@ batches it wrote (Kafka's window: a producer has at most five requests in flight
   batch can never be silently overtaken by a later one;
 - a batch from an older epoch is refused (PRODUCER_FENCED).
 
+Transaction markers carry an epoch too: a marker written with a bumped epoch (the
+coordinator aborting for a new producer or a timeout) raises the partition's epoch for
+that producer, so a zombie's late batch is refused instead of opening a transaction
+that no marker would ever close (`fence` at proposal, `apply_marker` once committed).
+
 The state is derived only from committed entries, in log order, on every replica, so it
 is the same everywhere and survives leader changes: a new leader replays its log before
 it takes writes. In-flight (proposed, not yet committed) batches of the current leader
@@ -103,4 +108,22 @@ class ProducerState:
             cur.batches.append(ref)
         pend = self._pending.get(pid)
         if pend is not None and pend.batches and pend.batches[-1].last_offset <= ref.last_offset:
+            del self._pending[pid]
+
+    def fence(self, pid: int, epoch: int) -> None:
+        """A marker of `epoch` was proposed: refuse older epochs from now on, before it
+        commits (a batch slipping in after the marker would stay open forever)."""
+        cur = self._current(pid)
+        if cur is not None and epoch < cur.epoch:
+            raise ProducerFencedError(f"marker for producer {pid} epoch {epoch} is fenced by epoch {cur.epoch}")
+        if cur is None or epoch > cur.epoch:
+            self._pending[pid] = _Producer(epoch)
+
+    def apply_marker(self, pid: int, epoch: int) -> None:
+        """A committed marker: a higher epoch starts the producer afresh (sequence 0)."""
+        cur = self._committed.get(pid)
+        if cur is None or epoch > cur.epoch:
+            self._committed[pid] = _Producer(epoch)
+        pend = self._pending.get(pid)
+        if pend is not None and not pend.batches and pend.epoch <= epoch:
             del self._pending[pid]

@@ -1,0 +1,487 @@
+"""Transactions on the broker: the `__transaction_state` topic, its state machine, and the
+transaction coordinator (Kafka's model).
+
+Where a transactional id lives: partition `murmur2(id) % n` of `__transaction_state`
+(n = `NodeConfig.txn_partitions`); its leader is the id's coordinator. The controller
+leader creates the topic as soon as it is elected, as it does `__consumer_offsets`.
+
+What is replicated: one record per transactional id (key: the id, value: `TxnMeta`),
+applied into memory on every replica by `TxnStatePartition`: the producer id kept for
+the id, its current epoch, the transaction's status, its partitions and the group
+offsets sent with it. Each change is written and committed before it is acted upon, so
+a new coordinator (after a failover) knows every decision taken and finishes it.
+
+The life of a transaction:
+
+    EMPTY/COMPLETE_* --AddPartitionsToTxn/TxnOffsetCommit--> ONGOING
+    ONGOING --EndTxn(commit)--> PREPARE_COMMIT --offsets, markers--> COMPLETE_COMMIT
+    ONGOING --EndTxn(abort), timeout, new producer--> PREPARE_ABORT --markers--> COMPLETE_ABORT
+
+Once PREPARE_* is committed the outcome is decided: the coordinator (or, after a
+failover, the next one: its janitor finishes every PREPARE_* it finds) commits the
+group offsets through the group coordinator's ordinary commit path (on commit only),
+then appends a COMMIT/ABORT marker to every partition of the transaction, and only then
+writes COMPLETE_*. `EndTxn` answers after that, so a returned commit is visible.
+
+Offsets are committed before the markers, not after: a consumer restarting between the
+two resumes after inputs whose outputs are decided but not yet visible (they become
+visible when the markers land); the reverse order would let it reprocess inputs whose
+outputs are already visible, duplicating them. Redoing either step is harmless (the
+same offsets again; a marker for a producer with no open transaction closes nothing).
+
+Fencing: `InitProducerId` for an id bumps its epoch (aborting, with the new epoch, a
+transaction left open), so the previous producer's requests to the coordinator get
+PRODUCER_FENCED, and the abort markers raise each partition's epoch for the producer id
+so its late batches are refused too. A transaction open past its timeout is aborted the
+same way (epoch bumped), which fences its producer as well. Markers carry the
+coordinator epoch (the Raft term of the state partition); a partition refuses a marker
+older than one it has seen for that producer, so a deposed coordinator cannot abort a
+later transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import msgspec
+import trio
+
+from client.cluster import ClusterClient
+from client.errors import (
+    CoordinatorNotAvailableError, InvalidRequestError, NotCoordinatorError, NotLeaderError, ProducerFencedError,
+    RequestTimeoutError, TideMQError, TopicExistsError, UnknownTopicError,
+)
+from client.partitioner import partition_for_key
+from client.protocol import (
+    AddPartitionsToTxn, CoordinatorResponse, EndTxn, FindTransactionCoordinator, InitProducerId, Ok, OffsetCommit,
+    ProducerIdResponse, TxnOffsetCommit, WriteTxnMarker,
+)
+from node.metadata import CreateTopicCmd, assign_replicas
+from node.partition import Partition
+from raft.types import Entry, EntryKind, Snapshot
+import segments
+
+if TYPE_CHECKING:
+    from node.broker import Broker
+
+log = logging.getLogger(__name__)
+
+TXN_TOPIC = "__transaction_state"
+TXN_SEGMENT_BYTES = 16 * 1024 * 1024
+SNAPSHOT_EVERY = 10_000
+JANITOR_INTERVAL_S = 0.2
+WRITE_TIMEOUT_S = 10.0
+COMPLETE_TIMEOUT_S = 20.0        # one attempt at writing every marker; the janitor retries
+MAX_EPOCH = 32767                # the batch header's producer epoch is an int16
+MAX_NAME = 255
+MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 100, 15 * 60_000
+MAX_TXN_PARTITIONS = 10_000
+
+
+class TxnStatus(enum.IntEnum):
+    EMPTY = 0
+    ONGOING = 1
+    PREPARE_COMMIT = 2
+    PREPARE_ABORT = 3
+    COMPLETE_COMMIT = 4
+    COMPLETE_ABORT = 5
+
+
+PREPARED = (TxnStatus.PREPARE_COMMIT, TxnStatus.PREPARE_ABORT)
+
+
+class TxnMeta(msgspec.Struct, array_like=True, frozen=True):
+    producer_id: int
+    producer_epoch: int
+    status: int
+    timeout_ms: int
+    started_ms: int = 0                                           # wall clock: replicas agree on it
+    partitions: list[tuple[str, int]] = []
+    offsets: dict[str, list[tuple[str, int, int]]] = {}          # group -> (topic, partition, offset)
+
+
+_enc = msgspec.msgpack.Encoder()
+_meta_dec = msgspec.msgpack.Decoder(TxnMeta)
+_snap_dec = msgspec.msgpack.Decoder(dict[str, TxnMeta])
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class TxnStatePartition(Partition):
+    """A `__transaction_state` partition: applies its records into `txns` on every
+    replica, snapshots instead of retention, and, while it leads, carries this node's
+    per-term coordination (locks, running completions)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        snap = self.storage.snapshot()
+        self.txn_meta: dict[str, TxnMeta] = _snap_dec.decode(snap.data) if snap.data else {}
+        self._coordination: TxnCoordination | None = None
+
+    def _apply_entries(self, entries: list[Entry]) -> None:
+        # Only the coordinator writes here (clients may not produce to internal topics).
+        for e in entries:
+            if e.kind != EntryKind.NORMAL or segments.parse_header(e.data).is_control:
+                continue
+            for rec in segments.decode_records(e.data):
+                if rec.key is None:
+                    continue
+                tid = bytes(rec.key).decode()
+                if rec.value is None:
+                    self.txn_meta.pop(tid, None)
+                    continue
+                try:
+                    self.txn_meta[tid] = _meta_dec.decode(rec.value)
+                except msgspec.DecodeError as exc:   # deterministic: every replica skips it alike
+                    log.warning("%s: skipping a malformed record for %r: %s", TXN_TOPIC, tid, exc)
+
+    def restore(self, snap: Snapshot) -> None:
+        self.txn_meta = _snap_dec.decode(snap.data) if snap.data else {}
+
+    def role_changed(self) -> None:
+        self._coordination = None
+        super().role_changed()
+
+    async def apply_retention(self, now_ms: int) -> None:
+        """The state is kept until overwritten: snapshot it and drop the log before it."""
+        async with self.io_lock:
+            if not self.closed and self.applied - self.storage.first_index() >= SNAPSHOT_EVERY:
+                self.storage.compact(self.applied, _enc.encode(self.txn_meta))
+
+    def coordination(self) -> "TxnCoordination":
+        c = self._coordination
+        if c is None or c.term != self.core.term:
+            c = self._coordination = TxnCoordination(self.core.term)
+        return c
+
+    def is_coordinating(self, c: "TxnCoordination") -> bool:
+        return self._coordination is c and self.ready_for_writes() and not self.closed
+
+    def propose_meta(self, tid: str, meta: TxnMeta):
+        self.check_writable()
+        data = segments.build_batch([(tid.encode(), _enc.encode(meta), (), None)])
+        return self.propose(data, 1)
+
+
+class TxnCoordination:
+    """This node's live state for one transaction-state partition while it leads it, for
+    one Raft term: one lock per transactional id (its requests, completions and timeout
+    aborts run one at a time), and which ids have a janitor task running."""
+
+    def __init__(self, term: int) -> None:
+        self.term = term
+        self._locks: dict[str, trio.Lock] = {}
+        self.busy: set[str] = set()
+
+    def lock(self, tid: str) -> trio.Lock:
+        lock = self._locks.get(tid)
+        if lock is None:
+            lock = self._locks[tid] = trio.Lock()
+        return lock
+
+
+def _check_name(what: str, value: object) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME:
+        raise InvalidRequestError(f"{what} must be a string of 1-{MAX_NAME} characters, got {value!r}")
+    return value
+
+
+def _check_producer(tid: str, meta: TxnMeta | None, pid: int, epoch: int) -> TxnMeta:
+    if meta is None:
+        raise InvalidRequestError(f"transactional id {tid!r} is unknown here; call InitProducerId first")
+    if pid != meta.producer_id or epoch < meta.producer_epoch:
+        raise ProducerFencedError(
+            f"transactional id {tid!r}: producer {pid} epoch {epoch} is fenced by producer {meta.producer_id} "
+            f"epoch {meta.producer_epoch}")
+    if epoch > meta.producer_epoch:
+        raise InvalidRequestError(f"transactional id {tid!r}: epoch {epoch} was never issued")
+    return meta
+
+
+class TransactionCoordinator:
+    """Answers the transaction requests on every node (each for the ids whose state
+    partition it leads) and runs the janitor: topic creation, timeout aborts, and
+    finishing decided transactions after a failover."""
+
+    def __init__(self, broker: "Broker") -> None:
+        self.broker = broker
+        self.cluster: ClusterClient | None = None
+        self._creating = False
+        self._nursery: trio.Nursery | None = None
+
+    def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
+        return {
+            FindTransactionCoordinator: self.find_coordinator, AddPartitionsToTxn: self.add_partitions,
+            TxnOffsetCommit: self.txn_offset_commit, EndTxn: self.end_txn,
+        }
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def _state_partition_of(self, tid: str) -> tuple[int, int]:
+        meta = self.broker.state.topics.get(TXN_TOPIC)
+        if meta is None:
+            raise CoordinatorNotAvailableError(f"{TXN_TOPIC} is not created yet; retry shortly")
+        p = partition_for_key(tid.encode(), len(meta.replicas))
+        return p, meta.group(p)
+
+    def _local(self, tid: str) -> tuple[TxnStatePartition, TxnCoordination]:
+        _check_name("transactional_id", tid)
+        b = self.broker
+        p, raft_group = self._state_partition_of(tid)
+        part = b.partitions.get((TXN_TOPIC, p))
+        if part is None or not part.is_leader:
+            leader = b.leader_of(raft_group)
+            raise NotCoordinatorError(
+                f"node {b.id} does not coordinate transactional id {tid!r}" + (f"; node {leader} does" if leader else ""),
+                leader_id=leader, leader_addr=b.addr_of(leader))
+        assert isinstance(part, TxnStatePartition)
+        if part.closed or not part.ready_for_writes() or self.cluster is None:
+            raise CoordinatorNotAvailableError(f"node {b.id} was just elected coordinator of {tid!r} and is loading")
+        return part, part.coordination()
+
+    async def find_coordinator(self, req: FindTransactionCoordinator) -> CoordinatorResponse:
+        _check_name("transactional_id", req.transactional_id)
+        _, raft_group = self._state_partition_of(req.transactional_id)
+        leader = self.broker.leader_of(raft_group)
+        addr = self.broker.addr_of(leader)
+        if leader is None or addr is None:
+            raise CoordinatorNotAvailableError(
+                f"the coordinator of transactional id {req.transactional_id!r} is being elected; retry shortly")
+        return CoordinatorResponse(leader, addr)
+
+    # -- state changes -----------------------------------------------------------------------
+
+    async def _write(self, part: TxnStatePartition, coord: TxnCoordination, tid: str, meta: TxnMeta) -> TxnMeta:
+        """Replicate the new state of `tid` and return it once committed and applied."""
+        if not part.is_coordinating(coord):
+            raise NotCoordinatorError(f"node {self.broker.id} no longer coordinates {part.name}")
+        try:
+            await part.wait(part.propose_meta(tid, meta), WRITE_TIMEOUT_S)
+        except NotLeaderError as exc:
+            raise NotCoordinatorError(exc.message, **exc.details) from None
+        return meta
+
+    async def _complete(self, part: TxnStatePartition, coord: TxnCoordination, tid: str, meta: TxnMeta) -> TxnMeta:
+        """Carry out a decided (PREPARE_*) transaction: offsets (commit only), markers on
+        every partition, then COMPLETE_*. Every step may be redone."""
+        assert self.cluster is not None
+        commit = meta.status == TxnStatus.PREPARE_COMMIT
+        cluster = self.cluster
+        try:
+            with trio.fail_after(COMPLETE_TIMEOUT_S):
+                if commit:
+                    for group, offsets in sorted(meta.offsets.items()):
+                        try:
+                            await cluster.coordinator_request(group, OffsetCommit(group, offsets))
+                        except UnknownTopicError as exc:
+                            log.warning("transaction %r: offsets of group %s not committed: %s", tid, group, exc.message)
+                async with trio.open_nursery() as nursery:
+                    for topic, p in meta.partitions:
+                        nursery.start_soon(self._write_marker, part, coord, topic, p, meta, commit)
+        except trio.TooSlowError:
+            raise RequestTimeoutError(
+                f"transaction {tid!r}: markers not all written within {COMPLETE_TIMEOUT_S:.0f}s; it will be completed, retry") from None
+        done = TxnMeta(meta.producer_id, meta.producer_epoch,
+                       TxnStatus.COMPLETE_COMMIT if commit else TxnStatus.COMPLETE_ABORT, meta.timeout_ms)
+        log.info("transaction %r (producer %d epoch %d) %s over %d partition(s)", tid, meta.producer_id,
+                 meta.producer_epoch, "committed" if commit else "aborted", len(meta.partitions))
+        return await self._write(part, coord, tid, done)
+
+    async def _write_marker(self, part: TxnStatePartition, coord: TxnCoordination, topic: str, p: int, meta: TxnMeta,
+                            commit: bool) -> None:
+        assert self.cluster is not None
+        if not part.is_coordinating(coord):
+            raise NotCoordinatorError(f"node {self.broker.id} no longer coordinates {part.name}")
+        req = WriteTxnMarker(topic, p, meta.producer_id, meta.producer_epoch, commit, coord.term)
+        try:
+            await self.cluster.leader_request(topic, p, req)
+        except UnknownTopicError:
+            log.warning("%s-%d is gone; no marker written there", topic, p)
+        except ProducerFencedError as exc:   # a newer coordinator wrote there: we are deposed
+            raise NotCoordinatorError(exc.message) from None
+
+    async def _abort_fenced(self, part: TxnStatePartition, coord: TxnCoordination, tid: str, meta: TxnMeta) -> TxnMeta:
+        """Abort an open transaction with a bumped epoch, fencing its producer."""
+        prepared = TxnMeta(meta.producer_id, min(meta.producer_epoch + 1, MAX_EPOCH), TxnStatus.PREPARE_ABORT,
+                           meta.timeout_ms, meta.started_ms, meta.partitions, meta.offsets)
+        await self._write(part, coord, tid, prepared)
+        return await self._complete(part, coord, tid, prepared)
+
+    # -- requests --------------------------------------------------------------------------
+
+    def init_producer_id(self, req: InitProducerId) -> Awaitable[ProducerIdResponse]:
+        assert req.transactional_id is not None
+        if not MIN_TIMEOUT_MS <= req.timeout_ms <= MAX_TIMEOUT_MS:
+            raise InvalidRequestError(f"transaction timeout must be {MIN_TIMEOUT_MS}..{MAX_TIMEOUT_MS} ms, got {req.timeout_ms}")
+        part, coord = self._local(req.transactional_id)
+        return self._init(part, coord, req.transactional_id, req.timeout_ms)
+
+    async def _init(self, part: TxnStatePartition, coord: TxnCoordination, tid: str, timeout_ms: int) -> ProducerIdResponse:
+        assert self.cluster is not None
+        async with coord.lock(tid):
+            meta = part.txn_meta.get(tid)
+            if meta is not None and meta.status == TxnStatus.ONGOING:
+                meta = await self._abort_fenced(part, coord, tid, meta)
+            elif meta is not None and meta.status in PREPARED:
+                meta = await self._complete(part, coord, tid, meta)
+            if meta is None or meta.producer_epoch >= MAX_EPOCH:
+                resp: ProducerIdResponse = await self.cluster.controller_request(InitProducerId())
+                pid, epoch = resp.producer_id, 0
+            else:
+                pid, epoch = meta.producer_id, meta.producer_epoch + 1
+            await self._write(part, coord, tid, TxnMeta(pid, epoch, TxnStatus.EMPTY, timeout_ms))
+            log.info("transactional id %r: producer %d epoch %d", tid, pid, epoch)
+            return ProducerIdResponse(pid, epoch)
+
+    def _begin(self, meta: TxnMeta) -> TxnMeta:
+        if meta.status == TxnStatus.ONGOING:
+            return meta
+        return TxnMeta(meta.producer_id, meta.producer_epoch, TxnStatus.ONGOING, meta.timeout_ms, _now_ms())
+
+    def add_partitions(self, req: AddPartitionsToTxn) -> Awaitable[Ok]:
+        if len(req.partitions) > MAX_TXN_PARTITIONS:
+            raise InvalidRequestError(f"at most {MAX_TXN_PARTITIONS} partitions per request")
+        for tp in req.partitions:
+            meta = self.broker.state.topics.get(tp.topic)
+            if meta is None or not 0 <= tp.partition < len(meta.replicas):
+                raise UnknownTopicError(f"cannot add {tp.topic}-{tp.partition} to a transaction: no such partition")
+            if meta.internal:
+                raise InvalidRequestError(f"{tp.topic} is an internal topic; it cannot be written in a transaction")
+        part, coord = self._local(req.transactional_id)
+        return self._add(part, coord, req)
+
+    async def _add(self, part: TxnStatePartition, coord: TxnCoordination, req: AddPartitionsToTxn) -> Ok:
+        tid = req.transactional_id
+        async with coord.lock(tid):
+            meta = _check_producer(tid, part.txn_meta.get(tid), req.producer_id, req.producer_epoch)
+            if meta.status in PREPARED:
+                meta = await self._complete(part, coord, tid, meta)
+            new = self._begin(meta)
+            parts = sorted(set(new.partitions) | {(tp.topic, tp.partition) for tp in req.partitions})
+            if new is not meta or parts != new.partitions:
+                await self._write(part, coord, tid, TxnMeta(new.producer_id, new.producer_epoch, new.status,
+                                                            new.timeout_ms, new.started_ms, parts, new.offsets))
+            return Ok()
+
+    def txn_offset_commit(self, req: TxnOffsetCommit) -> Awaitable[Ok]:
+        _check_name("group", req.group)
+        for topic, p, offset in req.offsets:
+            _check_name("topic", topic)
+            if p < 0 or offset < 0:
+                raise InvalidRequestError(f"offset of {topic}-{p} at {offset}: partition and offset must be >= 0")
+        part, coord = self._local(req.transactional_id)
+        return self._offsets(part, coord, req)
+
+    async def _offsets(self, part: TxnStatePartition, coord: TxnCoordination, req: TxnOffsetCommit) -> Ok:
+        tid = req.transactional_id
+        async with coord.lock(tid):
+            meta = _check_producer(tid, part.txn_meta.get(tid), req.producer_id, req.producer_epoch)
+            if meta.status in PREPARED:
+                meta = await self._complete(part, coord, tid, meta)
+            new = self._begin(meta)
+            offsets = {g: list(o) for g, o in new.offsets.items()}
+            merged = {(t, p): o for t, p, o in offsets.get(req.group, [])}
+            merged.update({(t, p): o for t, p, o in req.offsets})
+            offsets[req.group] = [(t, p, o) for (t, p), o in sorted(merged.items())]
+            await self._write(part, coord, tid, TxnMeta(new.producer_id, new.producer_epoch, new.status,
+                                                        new.timeout_ms, new.started_ms, new.partitions, offsets))
+            return Ok()
+
+    def end_txn(self, req: EndTxn) -> Awaitable[Ok]:
+        part, coord = self._local(req.transactional_id)
+        return self._end(part, coord, req)
+
+    async def _end(self, part: TxnStatePartition, coord: TxnCoordination, req: EndTxn) -> Ok:
+        tid = req.transactional_id
+        wanted = TxnStatus.PREPARE_COMMIT if req.commit else TxnStatus.PREPARE_ABORT
+        done = TxnStatus.COMPLETE_COMMIT if req.commit else TxnStatus.COMPLETE_ABORT
+        async with coord.lock(tid):
+            meta = _check_producer(tid, part.txn_meta.get(tid), req.producer_id, req.producer_epoch)
+            if meta.status == TxnStatus.ONGOING:
+                meta = await self._write(part, coord, tid, TxnMeta(
+                    meta.producer_id, meta.producer_epoch, wanted, meta.timeout_ms, meta.started_ms, meta.partitions,
+                    meta.offsets))
+            if meta.status == wanted:
+                meta = await self._complete(part, coord, tid, meta)
+            if meta.status not in (done, TxnStatus.EMPTY):
+                raise InvalidRequestError(
+                    f"transactional id {tid!r}: cannot {'commit' if req.commit else 'abort'}, "
+                    f"the transaction is {TxnStatus(meta.status).name}")
+            return Ok()
+
+    # -- the janitor -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        b = self.broker
+        peers = [b.cfg.listen] + [a for n, a in sorted(b.cfg.peers.items()) if n != b.id]
+        async with ClusterClient(peers, token=b.cfg.token, client_id=f"node-{b.id}-txn",
+                                 request_timeout=10.0) as cluster, trio.open_nursery() as nursery:
+            self.cluster = cluster
+            self._nursery = nursery
+            while True:
+                await trio.sleep(JANITOR_INTERVAL_S)
+                if b.shutting_down:
+                    continue
+                self._maybe_create_topic()
+                self._sweep()
+
+    def _sweep(self) -> None:
+        assert self._nursery is not None
+        now = _now_ms()
+        for (topic, _), part in list(self.broker.partitions.items()):
+            if topic != TXN_TOPIC or not isinstance(part, TxnStatePartition) or not part.ready_for_writes() \
+                    or part.closed:
+                continue
+            coord = part.coordination()
+            for tid, meta in list(part.txn_meta.items()):
+                if tid in coord.busy:
+                    continue
+                if meta.status in PREPARED or (
+                        meta.status == TxnStatus.ONGOING and now - meta.started_ms > meta.timeout_ms):
+                    coord.busy.add(tid)
+                    self._nursery.start_soon(self._finish, part, coord, tid)
+
+    async def _finish(self, part: TxnStatePartition, coord: TxnCoordination, tid: str) -> None:
+        """Finish a decided transaction (after a failover), or abort a timed-out one."""
+        try:
+            async with coord.lock(tid):
+                meta = part.txn_meta.get(tid)
+                if meta is None or not part.is_coordinating(coord):
+                    return
+                if meta.status in PREPARED:
+                    await self._complete(part, coord, tid, meta)
+                elif meta.status == TxnStatus.ONGOING and _now_ms() - meta.started_ms > meta.timeout_ms:
+                    log.info("transaction %r timed out after %d ms; aborting", tid, meta.timeout_ms)
+                    await self._abort_fenced(part, coord, tid, meta)
+        except TideMQError as exc:   # the next sweep retries (or a new coordinator takes over)
+            log.info("transaction %r not finished yet: %s", tid, exc.message)
+        finally:
+            coord.busy.discard(tid)
+
+    def _maybe_create_topic(self) -> None:
+        b = self.broker
+        if self._creating or TXN_TOPIC in b.state.topics or not b.controller.ready_for_writes():
+            return
+        self._creating = True
+        assert self._nursery is not None
+        self._nursery.start_soon(self._create_topic)
+
+    async def _create_topic(self) -> None:
+        b = self.broker
+        try:
+            nodes = sorted(b.cfg.peers)
+            replicas = assign_replicas(b.state, nodes, b.cfg.txn_partitions, min(3, len(nodes)))
+            await b.run_command(CreateTopicCmd(TXN_TOPIC, replicas, {"segment.bytes": str(TXN_SEGMENT_BYTES)},
+                                               internal=True))
+            log.info("created %s with %d partitions", TXN_TOPIC, len(replicas))
+        except TopicExistsError:
+            pass
+        except TideMQError as exc:   # lost the controller, or a timeout: the next sweep retries
+            log.info("creating %s failed, will retry: %s", TXN_TOPIC, exc.message)
+        finally:
+            self._creating = False
