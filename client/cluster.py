@@ -22,7 +22,7 @@ from client.errors import (
     ShuttingDownError, TideMQError, UnknownTopicError, RequestTimeoutError,
 )
 from client.protocol import (
-    CoordinatorResponse, FindCoordinator, Metadata, MetadataResponse, TopicInfo,
+    CoordinatorResponse, FindCoordinator, FindTransactionCoordinator, Metadata, MetadataResponse, TopicInfo,
 )
 
 RETRY_BACKOFF_S = (0.02, 0.5)   # first and largest backoff between retries
@@ -258,15 +258,24 @@ class ClusterClient:
         return await self._retrying(attempt, "controller")
 
     async def coordinator_request(self, group: str, body: object) -> Any:
+        """Send to the group's coordinator, following it as it moves."""
+        return await self._via_coordinator(group, FindCoordinator(group), body, f"group {group}")
+
+    async def transaction_coordinator_request(self, transactional_id: str, body: object) -> Any:
+        """Send to the transactional id's coordinator, following it as it moves."""
+        return await self._via_coordinator("\0txn:" + transactional_id, FindTransactionCoordinator(transactional_id),
+                                           body, f"transactional id {transactional_id}")
+
+    async def _via_coordinator(self, cache_key: str, find: object, body: object, what: str) -> Any:
         async def attempt():
-            addr = self._coordinators.get(group)
+            addr = self._coordinators.get(cache_key)
             if addr is None:
-                resp: CoordinatorResponse = await self.request_any(FindCoordinator(group))
-                addr = self._coordinators[group] = resp.addr
+                resp: CoordinatorResponse = await self.request_any(find)
+                addr = self._coordinators[cache_key] = resp.addr
             try:
                 return await self.request(addr, body)
             except (NotCoordinatorError, CoordinatorNotAvailableError, ConnectionClosedError, TimeoutError):
-                self._coordinators.pop(group, None)
+                self._coordinators.pop(cache_key, None)
                 raise
 
-        return await self._retrying(attempt, f"group {group}")
+        return await self._retrying(attempt, what)

@@ -40,7 +40,9 @@ from sortedcontainers import SortedSet
 
 from client.cluster import ClusterClient
 from client.group import GroupMember
-from client.errors import InvalidConfigError, OffsetOutOfRangeError, TideMQError, TopicExistsError, UnknownTopicError
+from client.errors import (
+    InvalidConfigError, OffsetOutOfRangeError, ProducerFencedError, TideMQError, TopicExistsError, UnknownTopicError,
+)
 from client.producer import Producer
 from client.protocol import (
     EARLIEST, LATEST, READ_COMMITTED, READ_UNCOMMITTED, CreateTopic, Fetch, FetchPartition, ListOffsets,
@@ -125,6 +127,7 @@ class Consumer:
             max(1, buffer // 500))
         self._ready: deque[tuple[_Assigned, Message]] = deque()
         self._active_handlers = 0   # run() handlers running now (a revocation waits for them)
+        self._txn_commits = False   # run(producer=...): only transactions commit offsets
         self._tg: anyio.abc.TaskGroup | None = None
         self._member: GroupMember | None = None
         self._stack: AsyncExitStack
@@ -190,7 +193,7 @@ class Consumer:
         with anyio.move_on_after(self.rebalance_timeout / 2):
             while self._active_handlers and any(s.pending for s in states.values()):
                 await anyio.sleep(0.01)
-        if self._member is not None:
+        if self._member is not None and not self._txn_commits:
             offsets = {tp: self._commit_point(s) for tp, s in states.items()}
             try:
                 await self._member.commit(offsets)
@@ -228,10 +231,19 @@ class Consumer:
                     await anyio.sleep(0.05)
                     continue
                 messages: list[Message] = []
+                # Aborted transactions (read_committed): from its first offset until its
+                # marker, a producer's transactional batches are dropped (Kafka's rule).
+                aborted = sorted((a.first_offset, a.producer_id) for a in res.aborted)
+                aborting: set[int] = set()
                 for header, data in iter_batches(res.records):
-                    if header.is_control and header.last_offset >= state.position:
+                    while aborted and aborted[0][0] <= header.base_offset:
+                        aborting.add(aborted.pop(0)[1])
+                    skip = header.is_control or (header.is_transactional and header.producer_id in aborting)
+                    if header.is_control and header.is_transactional:
+                        aborting.discard(header.producer_id)
+                    if skip and header.last_offset >= state.position:
                         state.controls[header.base_offset] = header.last_offset + 1
-                    if not header.is_control:
+                    if not skip:
                         position = state.position
                         messages.extend(Message(topic, p, r.offset, r.key, r.value, r.headers, r.timestamp)
                                         for r in decode_records(data) if r.offset >= position)
@@ -264,9 +276,16 @@ class Consumer:
             if self.broadcast:
                 return  # a broadcast instance is a group of its own: nothing to share
             raise InvalidConfigError("commit() needs a group: Consumer(..., group='name')")
+        if self._txn_commits:
+            raise InvalidConfigError("this consumer's offsets are committed by its transactions (run(producer=...))")
         offsets = {tp: self._commit_point(s) for tp, s in self._assigned.items()}
         if offsets:
             await self._member.commit(offsets)
+
+    def commit_points(self) -> dict[TopicPartition, int]:
+        """Per assigned partition, the offset `commit()` would commit now (what a
+        transactional producer's `send_offsets` commits with its transaction)."""
+        return {tp: self._commit_point(s) for tp, s in self._assigned.items()}
 
     @staticmethod
     def _commit_point(state: _Assigned) -> int:
@@ -287,8 +306,18 @@ class Consumer:
         max_backoff: float = 60.0,
         dead_letter: bool = True,
         max_messages: int | None = None,
+        producer: Producer | None = None,
     ) -> None:
         """Handle messages until cancelled (or `max_messages` are finished).
+
+        With `producer` (a transactional Producer; the handler sends through it), each
+        message is handled in a transaction of its own that also commits the message's
+        offset: its outputs and its consumption commit together or not at all, so a
+        crash anywhere yields each output once (exactly-once). Messages are then handled
+        one at a time, in order; a failed attempt is aborted and retried in place, and
+        after the last one the dead letter (with `dead_letter`) is written in the
+        transaction that commits the offset. Nothing else commits this consumer's
+        offsets from then on (not `commit()`, not a revocation, not closing).
 
         A handler that raises or runs past `timeout` (it is cancelled) has failed. It is
         tried again up to `retries` times with exponential backoff and jitter
@@ -308,6 +337,18 @@ class Consumer:
         if concurrency < 1 or retries < 0 or backoff < 0:
             raise InvalidConfigError("concurrency must be >= 1, retries and backoff >= 0")
         grouped = self._member is not None
+        if producer is not None:
+            if not grouped or producer.transactional_id is None:
+                raise InvalidConfigError("run(producer=...) needs a group and a transactional producer")
+            if dead_letter:
+                await ensure_topics(self.cluster, [dead_letter_topic(self.group)])
+            policy = _RetryPolicy(self.group, handler, timeout, retries, backoff, max_backoff, None,
+                                  producer if dead_letter else None)
+            # From now on only transactions commit this consumer's offsets: a commit on
+            # revocation or close would also cover messages whose transaction aborted.
+            self._txn_commits = True
+            await self._run_transactional(producer, policy, max_messages)
+            return
         via_topic = grouped and mode == "concurrent" and retries > 0
         async with AsyncExitStack() as stack:
             producer = None
@@ -326,6 +367,49 @@ class Consumer:
             policy = _RetryPolicy(self.group, handler, timeout, retries, backoff, max_backoff,
                                   producer if via_topic else None, producer if dead_letter else None)
             await self._run(sources, policy, mode, concurrency, order, max_messages)
+
+    async def _run_transactional(self, producer: Producer, policy: "_RetryPolicy", max_messages: int | None) -> None:
+        finished = 0
+        while max_messages is None or finished < max_messages:
+            msg = await self.__anext__()
+            state = self._assigned.get((msg.topic, msg.partition))
+            if state is None:
+                continue
+            state.pending.add(msg.offset)
+            self._active_handlers += 1
+            try:
+                await self._handle_in_transaction(producer, policy, state, msg)
+            finally:
+                self._active_handlers -= 1
+                state.pending.discard(msg.offset)
+            finished += 1
+
+    async def _handle_in_transaction(self, producer: Producer, policy: "_RetryPolicy", state: _Assigned,
+                                     msg: Message) -> None:
+        """One message, one transaction: the handler's sends and the offset after the
+        message (past any control batches right behind it) commit together."""
+        topic, partition, offset, attempts = origin_of(msg)
+        while True:
+            attempts += 1
+            try:
+                async with producer.transaction():
+                    if policy.timeout is None:
+                        await policy.handler(msg)
+                    else:
+                        with anyio.fail_after(policy.timeout):
+                            await policy.handler(msg)
+                    await producer.send_offsets(self, {(msg.topic, msg.partition): state.handed})
+                return
+            except ProducerFencedError:
+                raise
+            except Exception as exc:
+                error = exc if not isinstance(exc, TimeoutError) else TimeoutError(f"handler ran past {policy.timeout}s")
+            if attempts > policy.retries:
+                async with producer.transaction():
+                    await policy._dead_letter(msg, topic, partition, offset, attempts, error)
+                    await producer.send_offsets(self, {(msg.topic, msg.partition): state.handed})
+                return
+            await anyio.sleep(policy.delay(attempts))
 
     async def _run(self, sources: list["Consumer"], policy: "_RetryPolicy", mode: str, concurrency: int,
                    order: str, max_messages: int | None) -> None:

@@ -18,30 +18,54 @@ partition, in order); no key spreads whole batches over partitions (sticky).
 Timeouts: `request_timeout` bounds each request, `delivery_timeout` the whole send
 including retries; a send that cannot be acknowledged in time raises
 `RequestTimeoutError` (its outcome is unknown: it may still have been written once).
+
+Transactions (`transactional_id="..."`, Kafka's model): every send happens inside a
+transaction, and the messages of one transaction, over any partitions, become visible
+to read_committed consumers all together on commit, or never (abort):
+
+    async with Producer(bootstrap, transactional_id="billing-1") as producer:
+        async with producer.transaction():      # commit on normal exit, abort on exception
+            await producer.send("orders", b"...")
+            await producer.send_offsets(consumer)   # the consumer's offsets, committed with it
+
+Starting a producer with a transactional id fences every older producer with the same
+id (their sends and commits fail with `ProducerFencedError`) and aborts a transaction
+they left open. Before the first send to a partition in a transaction the producer
+registers it with the transaction coordinator, which writes the commit or abort markers
+there when the transaction ends.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, AsyncIterator, NamedTuple
 
 import anyio
 
 from client.cluster import ClusterClient
 from client.errors import (
-    InvalidConfigError, MessageTooLargeError, OutOfOrderSequenceError, RequestTimeoutError, TideMQError,
-    UnknownProducerError,
+    InvalidConfigError, MessageTooLargeError, OutOfOrderSequenceError, ProducerFencedError, RequestTimeoutError,
+    TideMQError, UnknownProducerError,
 )
 from client.delay import H_DUE, H_PARTITION, H_TARGET, TIER_CONFIG, TIER_PREFIX, pick_tier, tier_name
 from client.delay import due_ms as delay_due_ms
 from client.partitioner import StickyPartitioner, partition_for_key
-from client.protocol import ACKS_ALL, ACKS_LEADER, ACKS_NONE, InitProducerId, Produce, ProduceResponse
+from client.protocol import (
+    ACKS_ALL, ACKS_LEADER, ACKS_NONE, AddPartitionsToTxn, EndTxn, InitProducerId, Produce, ProduceResponse,
+    TopicPartition, TxnOffsetCommit,
+)
 from segments.batch import build_batch
 from segments.compression import Compression
+
+if TYPE_CHECKING:
+    from client.consumer import Consumer
+
+log = logging.getLogger(__name__)
 
 Headers = Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None
 
@@ -133,6 +157,8 @@ class Producer:
         request_timeout: float = 30.0,
         delivery_timeout: float = 120.0,
         client_id: str = "tidemq-producer",
+        transactional_id: str | None = None,
+        transaction_timeout: float = 60.0,
     ) -> None:
         if acks not in _ACKS:
             raise InvalidConfigError(f"acks must be 'all', 1 or 0, not {acks!r}")
@@ -145,7 +171,19 @@ class Producer:
             raise InvalidConfigError(f"compression must be none, gzip or zstd, not {compression!r}") from None
         if not 1 <= max_in_flight <= 5 and idempotent:
             raise InvalidConfigError("an idempotent producer keeps 1..5 batches in flight per partition")
+        if transactional_id is not None and not idempotent:
+            raise InvalidConfigError("a transactional producer is idempotent (leave idempotent=True)")
+        if transactional_id is not None and not 0.1 <= transaction_timeout <= 900:
+            raise InvalidConfigError("transaction_timeout must be 0.1..900 seconds")
         self.idempotent = idempotent
+        self.transactional_id = transactional_id
+        self.transaction_timeout = transaction_timeout
+        self._txn_open = False
+        self._txn_partitions: set[tuple[str, int]] = set()
+        self._txn_enlisting: dict[tuple[str, int], anyio.Event] = {}
+        self._txn_offsets = False
+        self._txn_error: BaseException | None = None   # a send of the open transaction failed
+        self._fenced: ProducerFencedError | None = None
         self.linger = linger
         self.batch_bytes = batch_bytes
         self.max_in_flight = max_in_flight
@@ -171,9 +209,7 @@ class Producer:
         try:
             await stack.enter_async_context(self.cluster)
             if self.idempotent:
-                with anyio.fail_after(self.delivery_timeout):
-                    resp = await self.cluster.controller_request(InitProducerId())
-                self.producer_id, self.producer_epoch = resp.producer_id, resp.producer_epoch
+                await self._init_producer_id()
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)
         except BaseException:
@@ -185,12 +221,31 @@ class Producer:
     async def __aexit__(self, exc_type, exc, tb) -> None:
         # A clean exit delivers what is queued; any exit unwinds every task group in
         # order even if one raises (a cancellation must not leave a nursery open).
-        self._closed = True
         try:
             if exc_type is None:
                 await self.flush()
+            if self._txn_open and self._fenced is None:
+                # Left open: abort now rather than hold back read_committed consumers
+                # until the transaction times out.
+                with anyio.move_on_after(self.request_timeout, shield=True):
+                    try:
+                        await self.abort()
+                    except TideMQError as exc:
+                        log.warning("aborting the open transaction on close failed: %s", exc)
         finally:
+            self._closed = True
             await self._stack.aclose()
+
+    async def _init_producer_id(self) -> None:
+        """A fresh producer id (idempotent), or, with a transactional id, the id's
+        producer id with a new epoch: older producers of that id are fenced from now on."""
+        with anyio.fail_after(self.delivery_timeout):
+            if self.transactional_id is None:
+                resp = await self.cluster.controller_request(InitProducerId())
+            else:
+                resp = await self.cluster.transaction_coordinator_request(
+                    self.transactional_id, InitProducerId(self.transactional_id, int(self.transaction_timeout * 1000)))
+        self.producer_id, self.producer_epoch = resp.producer_id, resp.producer_epoch
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -220,6 +275,8 @@ class Producer:
         while self._buffered >= self.buffer_bytes:
             await self._space.wait()
         due = delay_due_ms(delay, deliver_at)
+        if due is not None and self.transactional_id is not None:
+            raise InvalidConfigError("delayed messages cannot be part of a transaction")
         if due is not None:
             topic, headers, partition = await self._delayed(topic, headers, partition, due)
         batch, index, p = await self._append(topic, value, key, headers, partition, timestamp)
@@ -274,6 +331,8 @@ class Producer:
             raise InvalidConfigError(f"topic {topic!r} has partitions 0..{n - 1}, not {partition}")
         else:
             p = partition
+        if self.transactional_id is not None:
+            await self._enlist(topic, p)
         size = _RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
         if hdrs:
             size += sum(len(k) + len(v or b"") for k, v in hdrs)
@@ -311,7 +370,8 @@ class Producer:
             batch.sequence = q.next_sequence
             q.next_sequence += len(batch.records)
         batch.data = build_batch(batch.records, compression=self.compression, producer_id=self.producer_id,
-                                 producer_epoch=self.producer_epoch, base_sequence=batch.sequence)
+                                 producer_epoch=self.producer_epoch, base_sequence=batch.sequence,
+                                 transactional=self.transactional_id is not None)
         q.sealed.append(batch)
         q.wakeup.set()
         if batch.records[0][0] is None:
@@ -367,6 +427,10 @@ class Producer:
         except (TideMQError, OSError) as exc:
             batch.error = exc
         finally:
+            if batch.error is not None and self.transactional_id is not None:
+                self._txn_error = self._txn_error or batch.error
+                if isinstance(batch.error, ProducerFencedError):
+                    self._fenced = batch.error
             batch.sent.set()
             batch.acked_at = time.monotonic()
             self._buffered -= batch.size - 61
@@ -386,3 +450,136 @@ class Producer:
             batches.extend(q.inflight)
         for b in batches:
             await b.done.wait()
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self.transactional_id is None:
+            raise RuntimeError("transactions need a transactional producer: Producer(..., transactional_id='...')")
+        if self._fenced is not None:
+            raise ProducerFencedError(f"this producer was fenced and can write nothing more: {self._fenced.message}")
+        if self._tg is None or self._closed:
+            raise RuntimeError("use the producer inside `async with Producer(...)`")
+
+    def _check_open(self) -> None:
+        self._check_usable()
+        if not self._txn_open:
+            raise RuntimeError("no transaction is open: call begin_transaction() or use `async with producer.transaction()`")
+
+    async def _txn_request(self, body: object) -> object:
+        assert self.transactional_id is not None
+        try:
+            with anyio.fail_after(self.delivery_timeout):
+                return await self.cluster.transaction_coordinator_request(self.transactional_id, body)
+        except ProducerFencedError as exc:
+            self._fenced = exc
+            raise
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"transaction coordinator of {self.transactional_id!r} did not answer within {self.delivery_timeout}s") from None
+
+    async def _enlist(self, topic: str, p: int) -> None:
+        """Register the partition with the coordinator before the transaction's first
+        write there (concurrent sends to it wait for the one registration)."""
+        self._check_open()
+        tp = (topic, p)
+        if tp in self._txn_partitions:
+            return
+        pending = self._txn_enlisting.get(tp)
+        if pending is not None:
+            await pending.wait()
+            if tp not in self._txn_partitions:
+                raise self._txn_error or RuntimeError(f"{topic}-{p} could not join the transaction")
+            return
+        pending = self._txn_enlisting[tp] = anyio.Event()
+        try:
+            await self._txn_request(AddPartitionsToTxn(self.transactional_id, self.producer_id, self.producer_epoch,
+                                                       [TopicPartition(topic, p)]))
+            self._txn_partitions.add(tp)
+        except Exception as exc:
+            self._txn_error = self._txn_error or exc
+            raise
+        finally:
+            del self._txn_enlisting[tp]
+            pending.set()
+
+    async def begin_transaction(self) -> None:
+        """Open a transaction: every send until commit or abort belongs to it."""
+        self._check_usable()
+        if self._txn_open:
+            raise RuntimeError("a transaction is already open; commit or abort it first")
+        self._txn_open = True
+        self._txn_partitions = set()
+        self._txn_offsets = False
+        self._txn_error = None
+
+    async def send_offsets(self, consumer: "Consumer", offsets: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Commit the consumer group's offsets with this transaction: they become the
+        group's committed offsets exactly when it commits, and never if it aborts.
+        By default the consumer's current commit points (what it handed out and
+        finished); `offsets` maps (topic, partition) to the next offset to consume."""
+        self._check_open()
+        if consumer.group is None or consumer.broadcast:
+            raise InvalidConfigError("send_offsets needs a consumer in a group: Consumer(..., group='name')")
+        points = consumer.commit_points() if offsets is None else dict(offsets)
+        if not points:
+            return
+        await self._txn_request(TxnOffsetCommit(self.transactional_id, self.producer_id, self.producer_epoch,
+                                                consumer.group, [(t, p, o) for (t, p), o in sorted(points.items())]))
+        self._txn_offsets = True
+
+    async def commit_transaction(self) -> None:
+        """Deliver every send of the transaction, then commit it: when this returns, all
+        of it is visible to read_committed consumers. If a send failed, this raises its
+        error and the transaction stays open: abort it."""
+        self._check_open()
+        await self.flush()
+        if self._txn_error is not None:
+            raise self._txn_error
+        await self._end(commit=True)
+
+    async def abort(self) -> None:
+        """Abort the open transaction: none of its messages or offsets ever become
+        visible to read_committed consumers."""
+        self._check_open()
+        try:
+            await self.flush()          # wait for what is in flight; its outcome no longer matters
+        except TideMQError:
+            pass
+        await self._end(commit=False)
+        if self._txn_error is not None:
+            # A failed send leaves the partition's sequence numbers unknown: start a new
+            # epoch (the transaction is complete, so this fences no one but ourselves).
+            self._txn_error = None
+            await self._init_producer_id()
+            self._queues.clear()
+
+    async def _end(self, commit: bool) -> None:
+        if self._txn_partitions or self._txn_offsets:
+            await self._txn_request(EndTxn(self.transactional_id, self.producer_id, self.producer_epoch, commit))
+        self._txn_open = False
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator["Producer"]:
+        """`async with producer.transaction():` commits on normal exit and aborts when
+        the body raises (or is cancelled), re-raising its exception."""
+        await self.begin_transaction()
+        try:
+            yield self
+        except BaseException:
+            await self._abort_quietly()
+            raise
+        try:
+            await self.commit_transaction()
+        except BaseException:
+            await self._abort_quietly()
+            raise
+
+    async def _abort_quietly(self) -> None:
+        if not self._txn_open or self._fenced is not None:
+            return
+        with anyio.move_on_after(self.request_timeout, shield=True):
+            try:
+                await self.abort()
+            except TideMQError as exc:   # the coordinator aborts it at its timeout
+                log.warning("aborting transaction of %r failed: %s", self.transactional_id, exc)

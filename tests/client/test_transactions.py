@@ -1,0 +1,241 @@
+"""Transactional producers against an in-process three-node cluster: atomic commit over
+topics, abort, read_committed versus read_uncommitted, fencing, timeout, offsets
+committed with a transaction, and a coordinator killed between prepare and markers."""
+
+import random
+
+import pytest
+import trio
+
+from client import Admin, Consumer, Producer
+from client.cluster import ClusterClient
+from client.errors import ProducerFencedError
+from client.partitioner import partition_for_key
+from client.protocol import READ_COMMITTED, EndTxn, Fetch, FetchPartition, OffsetFetch, Produce
+from node.transactions import TXN_TOPIC, TxnStatus
+from segments import build_batch
+from tests.cluster import local_cluster
+
+
+def cluster(tmp_path):
+    return local_cluster(tmp_path, 3, offsets_partitions=2, txn_partitions=2)
+
+
+async def topics(c, *specs):
+    async with Admin(c.bootstrap) as admin:
+        for name, partitions in specs:
+            await admin.create_topic(name, partitions=partitions, replication=3)
+    await c.wait_leaders(TXN_TOPIC)
+
+
+async def read(c, names, isolation="read_committed", quiet=1.5, timeout=20):
+    """Every message of `names` from the start, once nothing new came for `quiet` s."""
+    out = []
+    with trio.fail_after(timeout):
+        async with Consumer(c.bootstrap, topics=list(names), offset_reset="earliest", isolation=isolation) as cons:
+            while True:
+                with trio.move_on_after(quiet) as idle:
+                    out.append(await cons.__anext__())
+                if idle.cancelled_caught:
+                    return out
+
+
+def values(msgs):
+    return sorted(m.value for m in msgs)
+
+
+async def test_commit_is_visible_together_and_abort_only_uncommitted(tmp_path):
+    async with cluster(tmp_path) as c:
+        await topics(c, ("orders", 2), ("ledger", 1))
+        with trio.fail_after(30):
+            async with Producer(c.bootstrap, transactional_id="billing-1") as producer:
+                async with producer.transaction():
+                    for i in range(10):
+                        await producer.submit("orders", b"o%d" % i, key=b"k%d" % i)
+                    await producer.send("ledger", b"l0")
+                await producer.begin_transaction()
+                await producer.send("orders", b"dropped", key=b"k1")
+                await producer.send("ledger", b"dropped")
+                await producer.abort()
+                with pytest.raises(KeyError):
+                    async with producer.transaction():
+                        await producer.send("ledger", b"also dropped")
+                        raise KeyError("the body failed")
+                async with producer.transaction():
+                    await producer.send("ledger", b"l1")
+        committed = values(await read(c, ["orders", "ledger"]))
+        assert committed == sorted([b"o%d" % i for i in range(10)] + [b"l0", b"l1"])
+        everything = values(await read(c, ["orders", "ledger"], isolation="read_uncommitted"))
+        assert everything == sorted(committed + [b"dropped", b"dropped", b"also dropped"])
+
+
+async def fetch(client, topic, p, isolation, offset=0):
+    resp = await client.leader_request(topic, p, Fetch([FetchPartition(topic, p, offset)], max_wait_ms=0,
+                                                       isolation=isolation))
+    return resp.results[0]
+
+
+async def test_open_transaction_holds_back_read_committed_at_the_last_stable_offset(tmp_path):
+    async with cluster(tmp_path) as c:
+        await topics(c, ("t", 1))
+        with trio.fail_after(30):
+            async with Producer(c.bootstrap, transactional_id="slow") as txn, Producer(c.bootstrap) as plain, \
+                    ClusterClient(c.bootstrap) as client:
+                await plain.send("t", b"before")
+                await txn.begin_transaction()
+                first = await txn.send("t", b"in txn")
+                await plain.send("t", b"after")            # committed, but behind the open transaction
+                res = await fetch(client, "t", 0, READ_COMMITTED)
+                assert res.last_stable_offset == first.offset < res.high_watermark
+                assert [m.value for m in await read(c, ["t"], quiet=0.5)] == [b"before"]
+                assert len(await read(c, ["t"], "read_uncommitted", quiet=0.5)) == 3
+                await txn.commit_transaction()
+                res = await fetch(client, "t", 0, READ_COMMITTED)
+                assert res.last_stable_offset == res.high_watermark and res.aborted == []
+        assert [m.value for m in await read(c, ["t"])] == [b"before", b"in txn", b"after"]
+
+
+async def test_new_producer_fences_the_old_one_and_aborts_its_transaction(tmp_path):
+    async with cluster(tmp_path) as c:
+        await topics(c, ("t", 2))
+        with trio.fail_after(40):
+            async with Producer(c.bootstrap, transactional_id="app") as zombie, ClusterClient(c.bootstrap) as client:
+                await zombie.begin_transaction()
+                await zombie.send("t", b"zombie-0", partition=0)
+                pid, epoch = zombie.producer_id, zombie.producer_epoch
+                async with Producer(c.bootstrap, transactional_id="app") as fresh:
+                    assert fresh.producer_id == pid and fresh.producer_epoch > epoch
+                    # Its open transaction was aborted, and everything it tries is refused:
+                    # by the coordinator (a new partition, a commit) and by the partition
+                    # the abort marker fenced.
+                    with pytest.raises(ProducerFencedError):
+                        await zombie.send("t", b"zombie-1", partition=1)
+                    with pytest.raises(ProducerFencedError):
+                        await client.transaction_coordinator_request("app", EndTxn("app", pid, epoch, commit=True))
+                    late = build_batch([(None, b"zombie-2", (), None)], producer_id=pid, producer_epoch=epoch,
+                                       base_sequence=1, transactional=True)
+                    with pytest.raises(ProducerFencedError):
+                        await client.leader_request("t", 0, Produce("t", 0, late))
+                    with pytest.raises(ProducerFencedError):
+                        await zombie.commit_transaction()
+                    async with fresh.transaction():
+                        await fresh.send("t", b"fresh", partition=0)
+        assert [m.value for m in await read(c, ["t"])] == [b"fresh"]
+        assert values(await read(c, ["t"], "read_uncommitted")) == [b"fresh", b"zombie-0"]
+
+
+async def test_coordinator_aborts_a_transaction_past_its_timeout(tmp_path):
+    async with cluster(tmp_path) as c:
+        await topics(c, ("t", 1))
+        with trio.fail_after(30):
+            async with Producer(c.bootstrap, transactional_id="stuck", transaction_timeout=0.5) as producer, \
+                    ClusterClient(c.bootstrap) as client:
+                await producer.begin_transaction()
+                first = await producer.send("t", b"never")
+                while (await fetch(client, "t", 0, READ_COMMITTED)).last_stable_offset == first.offset:
+                    await trio.sleep(0.1)
+                res = await fetch(client, "t", 0, READ_COMMITTED, offset=first.offset)
+                assert res.records and [(a.producer_id, a.first_offset) for a in res.aborted] \
+                    == [(producer.producer_id, first.offset)]
+                with pytest.raises(ProducerFencedError):
+                    await producer.commit_transaction()
+        assert await read(c, ["t"], quiet=0.5) == []
+
+
+async def test_offsets_sent_with_a_transaction_commit_with_it(tmp_path):
+    async with cluster(tmp_path) as c:
+        await topics(c, ("in", 1), ("out", 1))
+        with trio.fail_after(40):
+            async with Producer(c.bootstrap) as plain:
+                for i in range(4):
+                    await plain.send("in", b"%d" % i)
+            async with Consumer(c.bootstrap, group="pipe", topics=["in"], offset_reset="earliest") as consumer, \
+                    Producer(c.bootstrap, transactional_id="pipe-1") as producer, \
+                    ClusterClient(c.bootstrap) as client:
+
+                async def committed():
+                    resp = await client.coordinator_request("pipe", OffsetFetch("pipe"))
+                    return dict(((t, p), o) for t, p, o in resp.offsets)
+
+                msgs = [await consumer.__anext__() for _ in range(2)]
+                async with producer.transaction():
+                    for m in msgs:
+                        await producer.send("out", m.value + b"!")
+                    await producer.send_offsets(consumer)
+                done = msgs[-1].offset + 1
+                assert await committed() == {("in", 0): done}
+                msgs = [await consumer.__anext__() for _ in range(2)]
+                await producer.begin_transaction()
+                await producer.send("out", b"lost")
+                await producer.send_offsets(consumer)
+                await producer.abort()
+                assert await committed() == {("in", 0): done}
+        assert [m.value for m in await read(c, ["out"])] == [b"0!", b"1!"]
+
+
+async def test_transaction_completes_after_its_coordinator_dies_between_prepare_and_markers(tmp_path):
+    async with cluster(tmp_path) as c:
+        await topics(c, ("a", 2), ("b", 1))
+        n = len(c.brokers[1].state.topics[TXN_TOPIC].replicas)
+        state_partition = partition_for_key(b"crashy", n)
+
+        def coordinator():
+            return next(b for b in c.brokers.values()
+                        if (part := b.partitions.get((TXN_TOPIC, state_partition))) is not None
+                        and part.ready_for_writes())
+
+        with trio.fail_after(60):
+            async with Producer(c.bootstrap, transactional_id="crashy", request_timeout=2,
+                                delivery_timeout=40) as producer:
+                await producer.begin_transaction()
+                for i in range(6):
+                    await producer.send("a", b"a%d" % i, key=b"%d" % i)
+                await producer.send("b", b"b")
+                doomed = coordinator()
+
+                async def hang(*args):   # the coordinator "crashes" right after PREPARE_COMMIT
+                    await trio.sleep_forever()
+
+                doomed.transactions._complete = hang
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(producer.commit_transaction)
+                    part = doomed.partitions[(TXN_TOPIC, state_partition)]
+                    while part.txn_meta["crashy"].status != TxnStatus.PREPARE_COMMIT:
+                        await trio.sleep(0.02)
+                    assert await read(c, ["a", "b"], quiet=0.5) == []     # decided, but no marker yet
+                    await c.stop(doomed.id, graceful=False)
+                # commit_transaction returned: the new coordinator finished it
+                assert coordinator().partitions[(TXN_TOPIC, state_partition)].txn_meta["crashy"].status \
+                    == TxnStatus.COMPLETE_COMMIT
+        got = values(await read(c, ["a", "b"]))
+        assert got == sorted([b"a%d" % i for i in range(6)] + [b"b"])
+
+
+async def test_consume_process_produce_is_exactly_once_across_crashes(tmp_path):
+    """Each round runs a pipeline for a random while and is then cut off (cancelled
+    mid-handler or mid-commit); the next round's producer fences the previous one. Every
+    input ends up in the output exactly once."""
+    rng = random.Random(7)
+    count = 40
+    async with cluster(tmp_path) as c:
+        await topics(c, ("in", 2), ("out", 2))
+        async with Producer(c.bootstrap) as plain:
+            for i in range(count):
+                await plain.submit("in", b"%d" % i, key=b"%d" % i)
+            await plain.flush()
+
+        async def handler(msg):
+            await producer.send("out", msg.value, key=msg.key)
+            await trio.sleep(rng.random() * 0.05)
+
+        with trio.fail_after(120):
+            for _ in range(20):
+                async with Consumer(c.bootstrap, group="eo", topics=["in"], offset_reset="earliest",
+                                    session_timeout=2) as consumer, \
+                        Producer(c.bootstrap, transactional_id="eo-1") as producer:
+                    with trio.move_on_after(0.5 + rng.random() * 2):
+                        await consumer.run(handler, producer=producer)
+                if len(await read(c, ["out"], quiet=0.5)) >= count:
+                    break
+        out = await read(c, ["out"])
+        assert sorted(int(m.value) for m in out) == list(range(count))
