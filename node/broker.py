@@ -19,12 +19,11 @@ import random
 import shutil
 import signal
 import time
-from pathlib import Path
 
 import msgspec
 import trio
 
-from client.errors import NotControllerError, ShuttingDownError, TideMQError
+from client.errors import NotControllerError, TideMQError
 from node.config import NodeConfig, parse_addr
 from node.coordinator import OFFSETS_TOPIC, GroupCoordinator, OffsetsPartition
 from node.delay import DelayPartition, DelayService
@@ -39,7 +38,7 @@ from node.server import Server
 from node.transactions import TXN_TOPIC, TransactionCoordinator, TxnStatePartition
 from node.storage import LogStorage
 from raft.core import Config as RaftConfig, RaftNode
-from raft.types import ConfState, Entry, EntryKind, Message, Role
+from raft.types import ConfState, Entry, EntryKind, Message
 import segments
 
 log = logging.getLogger(__name__)

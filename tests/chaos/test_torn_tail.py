@@ -8,7 +8,6 @@ per group), and the leader ignored the follower's rejections as stale (now a rej
 whose hint lies below the match lowers the match and probes from there).
 """
 
-import pytest
 import signal
 import trio
 
