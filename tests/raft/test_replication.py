@@ -205,8 +205,6 @@ def test_storage_starting_at_a_later_offset():
 def test_follower_that_lost_an_acknowledged_tail_catches_up_again():
     """A damaged disk cut a follower's log below what it had acknowledged: the leader's
     heartbeat commit must not break it, and the leader must stop trusting the old match."""
-    from raft.types import HardState
-    from tests.raft.harness import Cluster
     c = Cluster()
     c.elect(1)
     for _ in range(6):
