@@ -100,7 +100,7 @@ class Api:
         live = b.live_nodes()
         validate_topic(req.name, req.partitions, req.replication, len(live), req.configs)
         if req.name.startswith("__"):
-            raise InvalidRequestError(f"topic names starting with '__' are reserved for TideMQ's internal topics")
+            raise InvalidRequestError("topic names starting with '__' are reserved for TideMQ's internal topics")
         replicas = assign_replicas(b.state, live, req.partitions, req.replication)
         await b.run_command(CreateTopicCmd(req.name, replicas, dict(req.configs)))
         return Ok()

@@ -23,12 +23,13 @@ import time
 import msgspec
 import trio
 
-from client.errors import NotControllerError, TideMQError
+from client.errors import NotControllerError, TideMQError, TopicExistsError
 from node.config import NodeConfig, parse_addr
 from node.coordinator import OFFSETS_TOPIC, GroupCoordinator, OffsetsPartition
 from node.delay import DelayPartition, DelayService
 from node.metadata import (
-    AllocateProducerIds, ClusterState, DeleteTopicCmd, TopicMeta, decode_command, decode_state, encode_command, encode_state,
+    AllocateProducerIds, ClusterState, CreateTopicCmd, DeleteTopicCmd, TopicMeta, decode_command, decode_state, encode_command, encode_state,
+    assign_replicas,
 )
 from node.metrics import NodeMetrics
 from node.partition import Partition
@@ -86,6 +87,8 @@ class Broker:
                              max_inflight=config.max_inflight_per_connection, metrics=self.metrics)
         self._cmd_results: dict[int, object] = {}
         self._replayed_until = -1
+        self._creating: set[str] = set()
+        self._create_lock = trio.Lock()
         self._producer_ids: list[int] = []
         self._nursery: trio.Nursery | None = None
         self.shutting_down = False
@@ -280,6 +283,33 @@ class Broker:
         if isinstance(result, TideMQError):
             raise result
         return result
+
+    def ensure_internal_topic(self, name: str, partitions: int, configs: dict[str, str]) -> None:
+        """Create an internal topic if it is missing (on the controller leader; a no-op
+        elsewhere). Services call this from their janitors until it exists. Creations
+        run one at a time, so each placement counts the topics created before it and
+        the internal topics' leaders spread like any others'."""
+        if (name in self.state.topics or name in self._creating or self._nursery is None
+                or not self.controller.ready_for_writes()):
+            return
+        self._creating.add(name)
+        self._nursery.start_soon(self._create_internal_topic, name, partitions, configs)
+
+    async def _create_internal_topic(self, name: str, partitions: int, configs: dict[str, str]) -> None:
+        try:
+            async with self._create_lock:
+                if name in self.state.topics:
+                    return
+                nodes = sorted(self.cfg.peers)   # every configured node: created once, for good
+                replicas = assign_replicas(self.state, nodes, partitions, min(3, len(nodes)))
+                await self.run_command(CreateTopicCmd(name, replicas, configs, internal=True))
+                log.info("created %s with %d partitions", name, partitions)
+        except TopicExistsError:
+            pass
+        except TideMQError as exc:   # lost the controller, or a timeout: the next sweep retries
+            log.info("creating %s failed, will retry: %s", name, exc.message)
+        finally:
+            self._creating.discard(name)
 
     async def next_producer_id(self) -> int:
         if not self._producer_ids:

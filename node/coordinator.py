@@ -44,7 +44,7 @@ import trio
 
 from client.errors import (
     CoordinatorNotAvailableError, IllegalGenerationError, InvalidRequestError, NotCoordinatorError, NotLeaderError,
-    TideMQError, TopicExistsError, UnknownMemberError, UnknownTopicError,
+    TideMQError, UnknownMemberError, UnknownTopicError,
 )
 from client.partitioner import partition_for_key
 from client.protocol import (
@@ -54,7 +54,6 @@ from client.protocol import (
 )
 from node.assignor import TopicPartition
 from node.membership import Group, Member
-from node.metadata import CreateTopicCmd, assign_replicas
 from node.partition import Partition
 from raft.types import Entry, EntryKind, Snapshot
 import segments
@@ -305,7 +304,6 @@ class GroupCoordinator:
 
     def __init__(self, broker: "Broker") -> None:
         self.broker = broker
-        self._creating = False
         self._nursery: trio.Nursery | None = None
 
     def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
@@ -529,26 +527,5 @@ class GroupCoordinator:
             log.info("%s: membership not persisted yet: %s", part.name, exc.message)
 
     def _maybe_create_topic(self) -> None:
-        b = self.broker
-        if self._creating or OFFSETS_TOPIC in b.state.topics or not b.controller.ready_for_writes():
-            return
-        self._creating = True
-        assert self._nursery is not None
-        self._nursery.start_soon(self._create_topic)
-
-    async def _create_topic(self) -> None:
-        """Spread over every configured node (not just the live ones): the topic is
-        created once, for the cluster's lifetime."""
-        b = self.broker
-        try:
-            nodes = sorted(b.cfg.peers)
-            replicas = assign_replicas(b.state, nodes, b.cfg.offsets_partitions, min(3, len(nodes)))
-            await b.run_command(CreateTopicCmd(OFFSETS_TOPIC, replicas, {"segment.bytes": str(OFFSETS_SEGMENT_BYTES)},
-                                               internal=True))
-            log.info("created %s with %d partitions", OFFSETS_TOPIC, len(replicas))
-        except TopicExistsError:
-            pass
-        except TideMQError as exc:   # lost the controller, or a timeout: the next sweep retries
-            log.info("creating %s failed, will retry: %s", OFFSETS_TOPIC, exc.message)
-        finally:
-            self._creating = False
+        self.broker.ensure_internal_topic(OFFSETS_TOPIC, self.broker.cfg.offsets_partitions,
+                                          {"segment.bytes": str(OFFSETS_SEGMENT_BYTES)})

@@ -35,11 +35,10 @@ from client.cluster import ClusterClient
 from client.delay import DEFAULT_TIERS_MS, DELAY_HEADERS, H_DUE, H_PARTITION, H_TARGET, TIER_CONFIG, TIER_PREFIX, \
     pick_tier, tier_name
 from client.errors import (
-    DuplicateSequenceError, NotLeaderError, OutOfOrderSequenceError, TideMQError, TopicExistsError, UnknownTopicError,
+    DuplicateSequenceError, NotLeaderError, OutOfOrderSequenceError, TideMQError, UnknownTopicError,
 )
 from client.partitioner import partition_for_key
 from client.protocol import Produce
-from node.metadata import CreateTopicCmd, assign_replicas
 from node.partition import Partition
 from raft.types import Entry
 from segments import ControlType, build_batch, build_control_batch, control_type_of, decode_records, iter_batches, \
@@ -246,7 +245,6 @@ class DelayService:
         self.tiers = sorted(broker.cfg.delay_tiers_ms or DEFAULT_TIERS_MS)
         self.cluster: ClusterClient | None = None
         self._scopes: dict[int, trio.CancelScope] = {}
-        self._creating = False
         self._nursery: trio.Nursery | None = None
 
     def partition_kind(self, meta) -> dict | None:
@@ -292,28 +290,7 @@ class DelayService:
                     del self._scopes[part.group]
 
     def _maybe_create_topics(self) -> None:
-        b = self.broker
-        if self._creating or not b.controller.ready_for_writes():
-            return
-        missing = [t for t in self.tiers if tier_name(t) not in b.state.topics]
-        if missing:
-            self._creating = True
-            assert self._nursery is not None
-            self._nursery.start_soon(self._create_topics, missing)
-
-    async def _create_topics(self, missing: list[int]) -> None:
-        b = self.broker
-        try:
-            nodes = sorted(b.cfg.peers)
-            for tier in missing:
-                replicas = assign_replicas(b.state, nodes, b.cfg.delay_partitions, min(3, len(nodes)))
-                configs = {TIER_CONFIG: str(tier), "retention.ms": str(max(7 * 86_400_000, 3 * tier))}
-                try:
-                    await b.run_command(CreateTopicCmd(tier_name(tier), replicas, configs, internal=True))
-                except TopicExistsError:
-                    pass
-        except TideMQError as exc:
-            log.info("creating delay tiers failed, will retry: %s", exc.message)
-        finally:
-            self._creating = False
+        for tier in self.tiers:
+            self.broker.ensure_internal_topic(tier_name(tier), self.broker.cfg.delay_partitions, {
+                TIER_CONFIG: str(tier), "retention.ms": str(max(7 * 86_400_000, 3 * tier))})
 

@@ -52,14 +52,13 @@ import trio
 from client.cluster import ClusterClient
 from client.errors import (
     CoordinatorNotAvailableError, InvalidRequestError, NotCoordinatorError, NotLeaderError, ProducerFencedError,
-    RequestTimeoutError, TideMQError, TopicExistsError, UnknownTopicError,
+    RequestTimeoutError, TideMQError, UnknownTopicError,
 )
 from client.partitioner import partition_for_key
 from client.protocol import (
     AddPartitionsToTxn, CoordinatorResponse, EndTxn, FindTransactionCoordinator, InitProducerId, Ok, OffsetCommit,
     ProducerIdResponse, TxnOffsetCommit, WriteTxnMarker,
 )
-from node.metadata import CreateTopicCmd, assign_replicas
 from node.partition import Partition
 from raft.types import Entry, EntryKind, Snapshot
 import segments
@@ -211,7 +210,6 @@ class TransactionCoordinator:
     def __init__(self, broker: "Broker") -> None:
         self.broker = broker
         self.cluster: ClusterClient | None = None
-        self._creating = False
         self._nursery: trio.Nursery | None = None
 
     def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
@@ -464,24 +462,5 @@ class TransactionCoordinator:
             coord.busy.discard(tid)
 
     def _maybe_create_topic(self) -> None:
-        b = self.broker
-        if self._creating or TXN_TOPIC in b.state.topics or not b.controller.ready_for_writes():
-            return
-        self._creating = True
-        assert self._nursery is not None
-        self._nursery.start_soon(self._create_topic)
-
-    async def _create_topic(self) -> None:
-        b = self.broker
-        try:
-            nodes = sorted(b.cfg.peers)
-            replicas = assign_replicas(b.state, nodes, b.cfg.txn_partitions, min(3, len(nodes)))
-            await b.run_command(CreateTopicCmd(TXN_TOPIC, replicas, {"segment.bytes": str(TXN_SEGMENT_BYTES)},
-                                               internal=True))
-            log.info("created %s with %d partitions", TXN_TOPIC, len(replicas))
-        except TopicExistsError:
-            pass
-        except TideMQError as exc:   # lost the controller, or a timeout: the next sweep retries
-            log.info("creating %s failed, will retry: %s", TXN_TOPIC, exc.message)
-        finally:
-            self._creating = False
+        self.broker.ensure_internal_topic(TXN_TOPIC, self.broker.cfg.txn_partitions,
+                                          {"segment.bytes": str(TXN_SEGMENT_BYTES)})
