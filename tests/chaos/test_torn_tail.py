@@ -9,6 +9,7 @@ whose hint lies below the match lowers the match and probes from there).
 """
 
 import signal
+
 import trio
 
 from client.errors import TideMQError

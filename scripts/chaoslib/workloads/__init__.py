@@ -3,14 +3,18 @@
 `WORKLOADS` maps names to classes; `scripts/chaos --workloads` picks from it (all of
 them by default). A new kind of traffic is a new module here implementing `Workload`
 (`base.py`), one line in `WORKLOADS`, and, if it needs them, new checks in
-`scripts/chaoslib/checker.py`: `delayed.py` is one (the queue workload with delays), and
-the transactional checks are already there for the transactional workload to come.
+`scripts/chaoslib/checker.py`. `queue.py` is the base; `delayed.py` (the queue workload
+with delays) and `transactions.py` (transactional writers over two topics, a
+read_committed group) were added that way.
 """
 
 from scripts.chaoslib.workloads.base import Context, Workload, read_final_logs
 from scripts.chaoslib.workloads.delayed import DelayedWorkload
 from scripts.chaoslib.workloads.queue import QueueWorkload
+from scripts.chaoslib.workloads.transactions import TransactionsWorkload
 
-WORKLOADS: dict[str, type[Workload]] = {QueueWorkload.name: QueueWorkload, DelayedWorkload.name: DelayedWorkload}
+WORKLOADS: dict[str, type[Workload]] = {
+    w.name: w for w in (QueueWorkload, DelayedWorkload, TransactionsWorkload)}
 
-__all__ = ["WORKLOADS", "Context", "DelayedWorkload", "QueueWorkload", "Workload", "read_final_logs"]
+__all__ = ["WORKLOADS", "Context", "DelayedWorkload", "QueueWorkload", "TransactionsWorkload", "Workload",
+           "read_final_logs"]
