@@ -179,6 +179,15 @@ def test_replicas_that_differ_are_flagged():
     assert counts(check_history(clean().finish(replicas_equal=False))) == {"replicas whose committed logs differ": 2}
 
 
+def test_a_replica_short_of_the_high_watermark_differs_once_the_cluster_settled():
+    h = clean().event("replicas", t=22.5, topic="u", partition=0, high_watermark=5, compared=True, equal=True,
+                      lagging=["n2"], settled=True)
+    assert counts(check_history(h.finish())) == {"replicas whose committed logs differ": 1}
+    h = clean().event("replicas", t=22.5, topic="u", partition=0, high_watermark=5, compared=True, equal=True,
+                      lagging=["n2"], settled=False)
+    assert counts(check_history(h.finish())) == {"run incomplete (final read, drain, replica comparison)": 1}
+
+
 def test_an_incomplete_run_is_not_a_pass():
     assert counts(check_history(clean().finish(end=False))) == {"run incomplete (final read, drain, replica comparison)": 1}
     h = clean().event("drain", t=20.5, workload="queue", ok=False, detail="t-0 committed 1 of 3")
