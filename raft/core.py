@@ -581,9 +581,13 @@ class RaftNode:
             # match it remembers only if we lost an acknowledged tail (a torn or damaged
             # disk); commit what we hold, and the next Append's prev check brings the
             # leader back to where our log really ends.
-            if self.log.commit_to(min(m.commit, self.log.last_index())):
+            last = self.log.last_index()
+            if self.log.commit_to(min(m.commit, last)):
                 self._fold_committed_conf()
-            self._send(HeartbeatResponse(to=m.frm, frm=self.id, term=self.term))
+            # A healthy follower always holds the commit it is sent (it is <= its match);
+            # one that does not lost a tail, and says so, so an idle leader repairs it too.
+            self._send(HeartbeatResponse(to=m.frm, frm=self.id, term=self.term,
+                                         lost_tail=last if last < m.commit else -1))
         elif isinstance(m, InstallSnapshot):
             self.election_elapsed = 0
             self.leader = m.frm
@@ -797,6 +801,9 @@ class RaftNode:
         if isinstance(m, AppendResponse):
             self._handle_append_response(m, pr)
         elif isinstance(m, HeartbeatResponse):
+            if 0 <= m.lost_tail < pr.match:
+                pr.match = m.lost_tail      # safe: a lower match can only delay a commit
+                pr.become_probe()
             if pr.state == ProgressState.PROBE:
                 pr.probe_sent = False
             elif pr.state == ProgressState.REPLICATE and pr.inflights.full():
@@ -805,10 +812,12 @@ class RaftNode:
                 self._send_append(m.frm)
 
     def _handle_append_response(self, m: AppendResponse, pr: Progress) -> None:
-        if m.reject and m.index >= pr.match > m.hint_index:
+        if m.reject and m.index == pr.next - 1 and m.index >= pr.match > m.hint_index:
             # The follower's log now ends before what it acknowledged: it lost a tail (a
             # damaged disk, cut on recovery). Lowering a match is always safe (it can only
-            # delay a commit); start again from where its log really matches.
+            # delay a commit); start again from where its log really matches. Only a reply
+            # to the latest append counts: a delayed or duplicated old rejection has the
+            # same shape and would send the leader back for nothing.
             pr.match = m.hint_index
             pr.become_probe()
             self._send_append(m.frm)
