@@ -10,7 +10,6 @@ whose hint lies below the match lowers the match and probes from there).
 
 import signal
 
-import pytest
 import trio
 
 from client.errors import TideMQError
@@ -59,15 +58,11 @@ async def test_a_follower_with_a_torn_tail_catches_up(tmp_path):
         assert follower in in_sync, f"n{follower} never caught up after its torn tail was repaired"
 
 
-@pytest.mark.xfail(strict=True, reason="raft: an idle group never repairs a follower's lost tail (found by the chaos "
-                                       "run, seed 184 before its CI seed changed); see the test's docstring")
 async def test_an_idle_follower_with_a_torn_tail_is_repaired(tmp_path):
-    """The same tear on a partition that takes no more writes. Nothing repairs the
-    follower: the leader learns of a lost tail only from a rejected append, an idle group
-    sends none, and heartbeats carry no log position, so the leader keeps the follower's
-    old match and reports it in sync while it holds nothing. The committed data has two
-    copies where the metadata says three, until the next write or election. (The
-    chaos run met it on the idle `__delay_10m-2`: its one entry, garbled, never came back.)"""
+    """The same tear on a partition that takes no more writes (found by the chaos run on
+    the idle `__delay_10m-2`, seed 184). An idle group sends no appends, so the follower's
+    heartbeat answer says where its log really ends (`lost_tail`) and the leader lowers
+    its match and re-sends."""
     async with process_cluster(tmp_path, fsync="always") as c:
         ctrl = await c.wait_ready()
         await c.request(ctrl, CreateTopic("torn", partitions=1, replication=3))

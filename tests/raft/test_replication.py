@@ -216,8 +216,29 @@ def test_follower_that_lost_an_acknowledged_tail_catches_up_again():
     st.truncate_after(keep)
     st.set_hard_state(HardState(st.hard_state.term, st.hard_state.vote, min(st.hard_state.commit, keep)))
     c.restart(2)
+    from raft.types import HeartbeatResponse
+    c.drop_if = lambda m: isinstance(m, HeartbeatResponse)   # only the append path may repair it here
     c.tick(3)                                  # heartbeats carry the old commit: no exception
     assert c.storage[2].last_index() == keep and c.nodes[1].status().progress[2].match == before
     c.propose(1)                               # the next append is rejected below the match
+    assert c.log(2) == c.log(1)
+    assert c.nodes[1].status().progress[2].match == c.nodes[1].log.last_index()
+
+
+def test_idle_leader_repairs_a_follower_that_lost_a_tail():
+    """No new writes: the follower's heartbeat answer says where its log ends."""
+    from raft.types import HardState
+    from tests.raft.harness import Cluster
+    c = Cluster()
+    c.elect(1)
+    for _ in range(6):
+        c.propose(1)
+    c.crash(2)
+    st = c.storage[2]
+    keep = c.log(2)[2][1]
+    st.truncate_after(keep)
+    st.set_hard_state(HardState(st.hard_state.term, st.hard_state.vote, min(st.hard_state.commit, keep)))
+    c.restart(2)
+    c.tick(3)
     assert c.log(2) == c.log(1)
     assert c.nodes[1].status().progress[2].match == c.nodes[1].log.last_index()
