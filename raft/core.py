@@ -587,7 +587,7 @@ class RaftNode:
             # A healthy follower always holds the commit it is sent (it is <= its match);
             # one that does not lost a tail, and says so, so an idle leader repairs it too.
             self._send(HeartbeatResponse(to=m.frm, frm=self.id, term=self.term,
-                                         lost_tail=last if last < m.commit else -1))
+                                         lost_tail=last if last < m.commit else None))
         elif isinstance(m, InstallSnapshot):
             self.election_elapsed = 0
             self.leader = m.frm
@@ -801,7 +801,7 @@ class RaftNode:
         if isinstance(m, AppendResponse):
             self._handle_append_response(m, pr)
         elif isinstance(m, HeartbeatResponse):
-            if 0 <= m.lost_tail < pr.match:
+            if m.lost_tail is not None and m.lost_tail < pr.match:
                 pr.match = m.lost_tail      # safe: a lower match can only delay a commit
                 pr.become_probe()
             if pr.state == ProgressState.PROBE:

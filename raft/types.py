@@ -191,13 +191,13 @@ class Heartbeat(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=5):
 
 
 class HeartbeatResponse(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=6):
-    """``lost_tail`` is the follower's last offset when its log ends before the commit
-    the heartbeat carried (it lost an acknowledged tail), else -1."""
+    """``lost_tail`` is the follower's last offset (-1 for an empty log) when its log
+    ends before the commit the heartbeat carried (it lost an acknowledged tail), else None."""
 
     to: int
     frm: int
     term: int
-    lost_tail: int = -1
+    lost_tail: int | None = None
 
 
 class InstallSnapshot(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=7):

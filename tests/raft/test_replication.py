@@ -242,3 +242,18 @@ def test_idle_leader_repairs_a_follower_that_lost_a_tail():
     c.tick(3)
     assert c.log(2) == c.log(1)
     assert c.nodes[1].status().progress[2].match == c.nodes[1].log.last_index()
+
+
+def test_idle_leader_repairs_a_follower_whose_whole_log_was_lost():
+    from raft.types import HardState
+    from tests.raft.harness import Cluster
+    c = Cluster()
+    c.elect(1)
+    c.propose(1)
+    c.crash(2)
+    st = c.storage[2]
+    st.truncate_after(-1)
+    st.set_hard_state(HardState(st.hard_state.term, st.hard_state.vote, -1))
+    c.restart(2)
+    c.tick(3)
+    assert c.log(2) == c.log(1)
