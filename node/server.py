@@ -58,6 +58,22 @@ def error_body(exc: TideMQError) -> ErrorResponse:
     )
 
 
+def _typed_leaves(group: BaseExceptionGroup) -> list[TideMQError] | None:
+    """The group's leaf exceptions if every one is a TideMQError, else None."""
+    leaves: list[TideMQError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            sub = _typed_leaves(exc)
+            if sub is None:
+                return None
+            leaves.extend(sub)
+        elif isinstance(exc, TideMQError):
+            leaves.append(exc)
+        else:
+            return None
+    return leaves
+
+
 async def _raise(exc: Exception) -> None:
     raise exc
 
@@ -179,6 +195,15 @@ class Server:
                 resp = await pending
             except TideMQError as exc:
                 resp = error_body(exc)
+            except ExceptionGroup as group:
+                # A handler fanned out (markers to many partitions) and its tasks failed
+                # with typed errors: answer with the first, as if it had been raised alone.
+                typed = _typed_leaves(group)
+                if typed is None:
+                    log.exception("request %s failed", kind)
+                    resp = ErrorResponse(int(ErrorCode.UNKNOWN), f"{type(group).__name__}: {group}")
+                else:
+                    resp = error_body(typed[0])
             except Exception as exc:  # the node must keep serving everyone else
                 log.exception("request %s failed", kind)
                 resp = ErrorResponse(int(ErrorCode.UNKNOWN), f"{type(exc).__name__}: {exc}")

@@ -25,6 +25,11 @@ class EchoHandler:
                 raise UnknownTopicError("topic 'missing' does not exist")
             if body.topic == "boom":
                 raise RuntimeError("handler bug")
+            if body.topic == "fanout":
+                async with trio.open_nursery() as nursery:   # typed errors from child tasks
+                    async def fail():
+                        raise UnknownTopicError("fanned out")
+                    nursery.start_soon(fail)
             if body.topic == "slow":
                 await trio.sleep(0.3)
             return ListOffsetsResponse(body.timestamp)
@@ -64,6 +69,8 @@ async def test_typed_errors_and_handler_bugs_keep_connection(nursery):
             await conn.request(ListOffsets("missing", 0))
         with pytest.raises(UnknownError, match="handler bug"):
             await conn.request(ListOffsets("boom", 0))
+        with pytest.raises(UnknownTopicError, match="fanned out"):
+            await conn.request(ListOffsets("fanout", 0))
         assert (await conn.request(ListOffsets("ok", 0, 5))).offset == 5
 
 
