@@ -24,6 +24,11 @@ KNOWN_NODE_ERRORS = {
     # trio.EndOfChannel, so a client connection that closes while answers are being
     # written ends in an unhandled exception (logged as ERROR, the collected frames lost).
     "trio.EndOfChannel",
+    # node/transactions.py TransactionCoordinator._complete: a marker write refused as
+    # stale raises NotCoordinatorError inside a nursery; the ExceptionGroup is no
+    # TideMQError, so EndTxn answers UNKNOWN and the server logs it as ERROR.
+    "marker from coordinator epoch",
+    "no longer coordinates __transaction_state",
 }
 
 
