@@ -11,11 +11,7 @@ from scripts.chaoslib.history import read_history
 from scripts.chaoslib.nemesis import FAULTS
 from scripts.chaoslib.runner import Options, run_chaos
 
-SEED = 133         # isolate, restart, kill, one-way, isolate, bridge partition, torn, pause, latency in 90 s
-# Its torn tail lands on a busy partition (chaos-queue-2, while the set of topics stays as
-# it is). A torn tail on an idle partition is never repaired today (a Raft bug pinned by
-# tests/chaos/test_torn_tail.py::test_an_idle_follower_with_a_torn_tail_is_repaired, xfail):
-# `scripts/chaos` reports it; this run keeps CI about everything else until it is fixed.
+SEED = 184         # pause, kill, torn, restart, one-way, drop, latency, bridge partition, isolate in 90 s
 DURATION = 90.0
 # Node errors already reported, that a run may or may not hit (a race): tolerated here,
 # still counted by `scripts/chaos`. Remove an entry once its bug is fixed.
@@ -24,11 +20,6 @@ KNOWN_NODE_ERRORS = {
     # trio.EndOfChannel, so a client connection that closes while answers are being
     # written ends in an unhandled exception (logged as ERROR, the collected frames lost).
     "trio.EndOfChannel",
-    # node/transactions.py TransactionCoordinator._complete: a marker write refused as
-    # stale raises NotCoordinatorError inside a nursery; the ExceptionGroup is no
-    # TideMQError, so EndTxn answers UNKNOWN and the server logs it as ERROR.
-    "marker from coordinator epoch",
-    "no longer coordinates __transaction_state",
 }
 
 
