@@ -140,8 +140,8 @@ class ClusterClient:
         for addr in self._candidates():
             try:
                 return await self.request(addr, body)
-            except (ConnectionClosedError, ShuttingDownError, TimeoutError) as exc:
-                last = exc
+            except (ConnectionClosedError, ShuttingDownError, CoordinatorNotAvailableError, TimeoutError) as exc:
+                last = exc   # that node cannot answer now (gone, closing, still loading): ask the next
         raise ConnectionClosedError(f"no node answered (tried {', '.join(self._candidates())}): {last}")
 
     async def refresh_metadata(self, topics: list[str] | None = None, *, seen: int | None = None) -> MetadataResponse:

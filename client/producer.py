@@ -49,6 +49,7 @@ import anyio
 
 from client.cluster import ClusterClient
 from client.errors import (
+    ConnectionClosedError,
     InvalidConfigError, MessageTooLargeError, OutOfOrderSequenceError, ProducerFencedError, RequestTimeoutError,
     TideMQError, UnknownProducerError,
 )
@@ -426,6 +427,13 @@ class Producer:
                 f"{self.delivery_timeout}s; they may or may not have been written")
         except (TideMQError, OSError) as exc:
             batch.error = exc
+        except BaseException:
+            # Cancelled (the producer is closing on an error): the outcome is unknown,
+            # and a waiting send must not read that as an acknowledgement.
+            batch.error = ConnectionClosedError(
+                f"{len(batch.records)} message(s) to {topic}-{p}: the producer closed before an acknowledgement; "
+                "they may or may not have been written")
+            raise
         finally:
             if batch.error is not None and self.transactional_id is not None:
                 self._txn_error = self._txn_error or batch.error

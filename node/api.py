@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Awaitable
 import trio
 
 from client.errors import (
+    CoordinatorNotAvailableError,
     InvalidRequestError, NotLeaderError, OffsetOutOfRangeError, TideMQError, UnknownTopicError, ShuttingDownError,
 )
 from client.protocol import (
@@ -60,6 +61,7 @@ class Api:
             return part
         meta = b.state.topics.get(topic)
         if meta is None:
+            self._check_loaded()
             raise UnknownTopicError(f"topic {topic!r} does not exist; create it first (Admin.create_topic)")
         if not 0 <= partition < len(meta.replicas):
             raise UnknownTopicError(f"topic {topic!r} has partitions 0..{len(meta.replicas) - 1}, not {partition}")
@@ -69,7 +71,16 @@ class Api:
 
     # -- metadata and admin -------------------------------------------------------------------
 
+    def _check_loaded(self) -> None:
+        """A restarted node replays its controller log before it may say a topic does
+        not exist (it would be believed: a delay scheduler or a transaction coordinator
+        would treat the topic as deleted)."""
+        if not self.broker.metadata_loaded():
+            raise CoordinatorNotAvailableError(
+                f"node {self.broker.id} is still loading the cluster metadata; retry or ask another node")
+
     async def metadata(self, req: Metadata) -> MetadataResponse:
+        self._check_loaded()
         b = self.broker
         live = set(b.live_nodes())
         nodes = [NodeInfo(nid, b.cfg.client_addr(nid), nid in live) for nid in sorted(b.cfg.peers)]

@@ -265,6 +265,10 @@ class Broker:
 
     # -- controller commands --------------------------------------------------------------
 
+    def metadata_loaded(self) -> bool:
+        """Whether this node has re-applied the controller log it had before a restart."""
+        return self.controller.applied >= self._replayed_until
+
     def controller_leader_check(self) -> None:
         c = self.controller
         if not c.ready_for_writes():

@@ -226,6 +226,6 @@ class Server:
                 while len(frames) < 64:
                     try:
                         frames.append(receive.receive_nowait())
-                    except trio.WouldBlock:
+                    except (trio.WouldBlock, trio.EndOfChannel):  # nothing more now / the reader finished
                         break
                 await stream.send_all(b"".join(frames))
