@@ -812,12 +812,11 @@ class RaftNode:
                 self._send_append(m.frm)
 
     def _handle_append_response(self, m: AppendResponse, pr: Progress) -> None:
-        if m.reject and m.index == pr.next - 1 and m.index >= pr.match > m.hint_index:
+        if m.reject and m.index >= pr.match > m.hint_index:
             # The follower's log now ends before what it acknowledged: it lost a tail (a
             # damaged disk, cut on recovery). Lowering a match is always safe (it can only
-            # delay a commit); start again from where its log really matches. Only a reply
-            # to the latest append counts: a delayed or duplicated old rejection has the
-            # same shape and would send the leader back for nothing.
+            # delay a commit); start again from where its log really matches. (A delayed or
+            # duplicated old rejection has the same shape and costs a needless re-probe.)
             pr.match = m.hint_index
             pr.become_probe()
             self._send_append(m.frm)
