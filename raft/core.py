@@ -802,8 +802,10 @@ class RaftNode:
             self._handle_append_response(m, pr)
         elif isinstance(m, HeartbeatResponse):
             if m.lost_tail is not None and m.lost_tail < pr.match:
-                pr.match = m.lost_tail      # safe: a lower match can only delay a commit
+                # Lost a tail (see above): forget the match, probe from where its log ends.
+                pr.match = -1
                 pr.become_probe()
+                pr.next = max(m.lost_tail + 1, self.log.first_index())
             if pr.state == ProgressState.PROBE:
                 pr.probe_sent = False
             elif pr.state == ProgressState.REPLICATE and pr.inflights.full():
@@ -814,11 +816,12 @@ class RaftNode:
     def _handle_append_response(self, m: AppendResponse, pr: Progress) -> None:
         if m.reject and m.index >= pr.match > m.hint_index:
             # The follower's log now ends before what it acknowledged: it lost a tail (a
-            # damaged disk, cut on recovery). Lowering a match is always safe (it can only
-            # delay a commit); start again from where its log really matches. (A delayed or
-            # duplicated old rejection has the same shape and costs a needless re-probe.)
-            pr.match = m.hint_index
+            # damaged disk, cut on recovery). Its hint is not known to match, so forget
+            # the match altogether (always safe: a lower match can only delay a commit)
+            # and probe from the hint; the next acknowledgement says what matches.
+            pr.match = -1
             pr.become_probe()
+            pr.next = max(m.hint_index + 1, self.log.first_index())
             self._send_append(m.frm)
             return
         if m.reject:
