@@ -135,14 +135,23 @@ class ClusterClient:
         return known + [a for a in self.bootstrap if a not in known]
 
     async def request_any(self, body: object) -> Any:
-        """Ask each known node in turn until one answers (metadata, lookups)."""
-        last: Exception | None = None
-        for addr in self._candidates():
-            try:
-                return await self.request(addr, body)
-            except (ConnectionClosedError, ShuttingDownError, CoordinatorNotAvailableError, TimeoutError) as exc:
-                last = exc   # that node cannot answer now (gone, closing, still loading): ask the next
-        raise ConnectionClosedError(f"no node answered (tried {', '.join(self._candidates())}): {last}")
+        """Ask each known node in turn until one answers (metadata, lookups). While some
+        node is only still loading (just restarted), go round again, for up to
+        `request_timeout`: a whole cluster restarting is busy, not gone."""
+        deadline = anyio.current_time() + self.request_timeout
+        while True:
+            last: Exception | None = None
+            loading = False
+            for addr in self._candidates():
+                try:
+                    return await self.request(addr, body)
+                except CoordinatorNotAvailableError as exc:
+                    last, loading = exc, True
+                except (ConnectionClosedError, ShuttingDownError, TimeoutError) as exc:
+                    last = exc   # that node cannot answer now (gone, closing): ask the next
+            if not loading or anyio.current_time() >= deadline:
+                raise ConnectionClosedError(f"no node answered (tried {', '.join(self._candidates())}): {last}")
+            await anyio.sleep(0.05)
 
     async def refresh_metadata(self, topics: list[str] | None = None, *, seen: int | None = None) -> MetadataResponse:
         """Ask a node for fresh metadata. With `seen` (a `metadata_version` read before
