@@ -28,12 +28,12 @@ def unknown_node_errors(history_path) -> list[str]:
             for line, _ in (e["exceptions"] or e["lines"]) if not any(k in line for k in KNOWN_NODE_ERRORS)]
 
 
-@pytest.mark.timeout(280)
+@pytest.mark.timeout(420)
 async def test_seeded_chaos_run_loses_nothing(tmp_path):
     said: list[str] = []
     opts = Options(run_dir=tmp_path / "run", duration=DURATION, seed=SEED, faults=list(FAULTS),
-                   settle_timeout=20.0, drain_timeout=60.0, setup_timeout=60.0)
-    with trio.fail_after(260):
+                   settle_timeout=20.0, drain_timeout=150.0, setup_timeout=60.0)  # a busy CI machine drains slowly
+    with trio.fail_after(400):
         report = await run_chaos(opts, say=said.append)
     story = "\n".join(said)
     violations = [v for v in report.violations if v.name != NodeErrors.name]
