@@ -322,6 +322,101 @@ class WriteTxnMarker(_Msg):
     coordinator_epoch: int = 0
 
 
+class ListTransactions(_Msg):
+    """Ask one node for the transactional ids it coordinates (send to every node)."""
+
+
+class TxnInfo(_Msg):
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    state: str                                  # empty | ongoing | prepare_commit | prepare_abort |
+    #                                             complete_commit | complete_abort
+    partitions: list[TopicPartition] = []
+    groups: list[str] = []
+    started_ms: int = 0                         # when the open transaction began (0: none open)
+    updated_ms: int = 0                         # last state change
+    timeout_ms: int = 0
+    coordinator: int = -1                       # node answering
+
+
+class ListTransactionsResponse(_Msg):
+    transactions: list[TxnInfo]
+
+
+class DescribeTransaction(_Msg):
+    """Sent to the id's coordinator; answered with a `TxnInfo`."""
+
+    transactional_id: str
+
+
+# --- half messages (check-back transactions, RocketMQ's model) --------------------------
+# A half message is produced into partition hash(producer_group) of the internal
+# `__half_messages` topic: durable and replicated, but in no consumer's topic. That
+# partition's leader is the group's half coordinator: `EndHalf` decides it (commit copies
+# it to its target topic exactly once, abort drops it), and `PollHalfChecks` is how live
+# producers of the group are asked about halves nobody decided in time.
+
+class EndHalf(_Msg):
+    producer_group: str
+    partition: int                              # of __half_messages
+    offset: int
+    commit: bool
+    reason: str = ""
+
+
+class EndHalfResponse(_Msg):
+    outcome: str                                # committed | aborted
+    topic: str = ""
+    partition: int = -1                         # where a committed half landed
+    offset: int = -1
+    reason: str = ""
+
+
+class PollHalfChecks(_Msg):
+    producer_group: str
+    max_wait_ms: int = 1000
+    limit: int = 100
+
+
+class HalfCheck(_Msg):
+    partition: int
+    offset: int
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp: int
+    check: int                                  # 1 for the first check-back of this half
+
+
+class HalfChecks(_Msg):
+    checks: list[HalfCheck]
+
+
+class ListHalves(_Msg):
+    producer_group: str | None = None
+    resolved: bool = False                      # also recently decided halves, with why
+
+
+class HalfInfo(_Msg):
+    producer_group: str
+    partition: int
+    offset: int
+    topic: str
+    key: bytes | None
+    created_ms: int
+    checks: int
+    state: str                                  # pending | committing | committed | aborted
+    reason: str = ""
+    target_partition: int = -1
+    target_offset: int = -1
+
+
+class ListHalvesResponse(_Msg):
+    halves: list[HalfInfo]
+
+
 # --- broker to broker ----------------------------------------------------------------
 
 class PeerMessages(_Msg):
@@ -339,6 +434,8 @@ Body = Union[
     OffsetFetchResponse, ListGroups, ListGroupsResponse, DescribeGroup, DescribeGroupResponse,
     PeerMessages,
     FindTransactionCoordinator, AddPartitionsToTxn, TxnOffsetCommit, EndTxn, WriteTxnMarker,
+    ListTransactions, TxnInfo, ListTransactionsResponse, DescribeTransaction,
+    EndHalf, EndHalfResponse, PollHalfChecks, HalfCheck, HalfChecks, ListHalves, HalfInfo, ListHalvesResponse,
 ]
 
 
