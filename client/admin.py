@@ -1,15 +1,37 @@
-"""Admin: create, delete, list and describe topics; look at the cluster.
+"""Admin: create, delete, list and describe topics; look at the cluster and its transactions.
 
 Admin requests go to the controller leader (followed invisibly). `create_topic` returns
 once every partition has an elected leader, so a producer can use the topic at once.
+`describe_transaction` asks the id's transaction coordinator; `list_transactions` asks
+every live node at once, since each knows only the ids whose `__transaction_state`
+partition it leads.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import anyio
 
 from client.cluster import ClusterClient
-from client.protocol import CreateTopic, DeleteTopic, MetadataResponse, TopicInfo
+from client.errors import CoordinatorNotAvailableError, TideMQError
+from client.protocol import (
+    CreateTopic, DeleteTopic, DescribeTransaction, ListTransactions, ListTransactionsResponse, MetadataResponse,
+    TopicInfo, TxnInfo,
+)
+
+TXN_STATE_TOPIC = "__transaction_state"
+NODE_ANSWER_S = 3.0
+
+
+class TransactionSurvey(NamedTuple):
+    """Every node's answer to ListTransactions, and what is missing from it."""
+
+    transactions: list[TxnInfo]          # one per transactional id, sorted by id
+    answered: list[int]                  # nodes that answered
+    unanswered: dict[int, str]           # node id -> why it gave no answer
+    uncovered: list[int]                 # state partitions whose leader gave no answer (or none is elected):
+    #                                      their ids are missing from `transactions`
 
 
 class Admin:
@@ -55,3 +77,61 @@ class Admin:
 
     async def describe_cluster(self) -> MetadataResponse:
         return await self.cluster.refresh_metadata()
+
+    # -- transactions ----------------------------------------------------------------------
+
+    async def describe_transaction(self, transactional_id: str) -> TxnInfo:
+        """The id's state, partitions, groups and times, from its coordinator. An id no
+        producer has used raises `InvalidRequestError` saying so."""
+        with anyio.fail_after(self.request_timeout):
+            return await self.cluster.transaction_coordinator_request(
+                transactional_id, DescribeTransaction(transactional_id))
+
+    async def list_transactions(self, *, node_timeout: float = NODE_ANSWER_S) -> list[TxnInfo]:
+        """Every transactional id the cluster knows, sorted by id. Raises
+        `CoordinatorNotAvailableError` (retry shortly) when some state partition's leader
+        did not answer, rather than return a list that silently lacks its ids;
+        `survey_transactions` gives what did answer."""
+        survey = await self.survey_transactions(node_timeout=node_timeout)
+        if survey.uncovered:
+            why = "; ".join(f"node {n}: {e}" for n, e in sorted(survey.unanswered.items())) or "no leader elected"
+            raise CoordinatorNotAvailableError(
+                f"{TXN_STATE_TOPIC} partition(s) {','.join(map(str, survey.uncovered))} did not answer ({why}); "
+                "their transactions are unknown, retry shortly")
+        return survey.transactions
+
+    async def survey_transactions(self, *, node_timeout: float = NODE_ANSWER_S) -> TransactionSurvey:
+        """Ask every live node at once (each bounded by `node_timeout`, so one stuck node
+        costs that, not a request timeout) for the ids it coordinates, and say which
+        state partitions are not covered by an answer.
+
+        A partition is covered when the node the metadata names as its leader answered;
+        that node lists its ids. An id seen twice (its leadership moved during the
+        survey) is kept in its most recently updated form."""
+        md = await self.cluster.refresh_metadata(None)
+        state = next((t for t in md.topics if t.name == TXN_STATE_TOPIC), None)
+        answered: dict[int, list[TxnInfo]] = {}
+        unanswered: dict[int, str] = {}
+
+        async def ask(node_id: int, addr: str) -> None:
+            try:
+                with anyio.fail_after(node_timeout):
+                    resp: ListTransactionsResponse = await self.cluster.request(addr, ListTransactions())
+                answered[node_id] = resp.transactions
+            except TimeoutError:
+                unanswered[node_id] = f"no answer within {node_timeout:g}s"
+            except TideMQError as exc:
+                unanswered[node_id] = exc.message
+
+        async with anyio.create_task_group() as tg:
+            for node in md.nodes:
+                if node.alive:
+                    tg.start_soon(ask, node.node_id, node.addr)
+        found: dict[str, TxnInfo] = {}
+        for infos in answered.values():
+            for info in infos:
+                seen = found.get(info.transactional_id)
+                if seen is None or info.updated_ms > seen.updated_ms:
+                    found[info.transactional_id] = info
+        uncovered = [p.partition for p in state.partitions if p.leader not in answered] if state else []
+        return TransactionSurvey([found[t] for t in sorted(found)], sorted(answered), unanswered, uncovered)

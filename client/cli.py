@@ -5,6 +5,7 @@
     printf 'a\\nb\\n' | tidemq produce orders [--key K | --key-separator :]
     tidemq consume orders [--group G] [--from-beginning] [--max N] [--timeout S] [--format json]
     tidemq group list | group describe G
+    tidemq txn list | txn describe ID [--format json]
     tidemq cluster status
 
 `--bootstrap` (default $TIDEMQ_BOOTSTRAP, else 127.0.0.1:9401) and `--token` (default
@@ -39,14 +40,14 @@ from client.admin import Admin
 from client.cluster import ClusterClient
 from client.consumer import Consumer, Message
 from client.errors import (
-    AuthFailedError, ConnectionClosedError, TideMQError, TopicExistsError, UnknownTopicError,
+    AuthFailedError, ConnectionClosedError, InvalidRequestError, TideMQError, TopicExistsError, UnknownTopicError,
 )
 from client.dlq import list_dead_letters, replay_dead_letters
 from client.group import describe_group
 from client.producer import Delivery, Producer
 from client.protocol import (
     DescribeGroupResponse, ListGroups, ListGroupsResponse, ListOffsets, Metadata, MetadataResponse,
-    PartitionInfo, TopicInfo,
+    PartitionInfo, TopicInfo, TxnInfo,
 )
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9401"
@@ -442,6 +443,103 @@ async def group_describe(env: Env, args: argparse.Namespace) -> None:
         env.out.print(table)
 
 
+# -- txn ------------------------------------------------------------------------------------------
+
+OPEN_STATES = ("ongoing", "prepare_commit", "prepare_abort")
+
+
+def _age(ms: float) -> str:
+    """A duration for people: 850ms, 12.3s, 4m05s, 2h03m, 3d04h."""
+    ms = max(ms, 0)
+    if ms < 1000:
+        return f"{ms:.0f}ms"
+    s = ms / 1000
+    if s < 60:
+        return f"{s:.1f}s"
+    m, s = divmod(int(s), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+def _txn_times(info: TxnInfo, now_ms: float) -> tuple[str, str]:
+    """(age of the open transaction or '-', time since the id's last state change or '-')."""
+    age = _age(now_ms - info.started_ms) if info.state in OPEN_STATES and info.started_ms else "-"
+    changed = f"{_age(now_ms - info.updated_ms)} ago" if info.updated_ms else "-"
+    return age, changed
+
+
+def _txn_json(info: TxnInfo, now_ms: float) -> dict[str, Any]:
+    return {
+        "transactional_id": info.transactional_id, "state": info.state, "producer_id": info.producer_id,
+        "producer_epoch": info.producer_epoch,
+        "partitions": [[tp.topic, tp.partition] for tp in sorted(info.partitions, key=lambda tp: (tp.topic, tp.partition))],
+        "groups": list(info.groups), "started_ms": info.started_ms or None, "updated_ms": info.updated_ms or None,
+        "age_ms": int(now_ms - info.started_ms) if info.state in OPEN_STATES and info.started_ms else None,
+        "timeout_ms": info.timeout_ms, "coordinator": info.coordinator,
+    }
+
+
+async def txn_list(env: Env, args: argparse.Namespace) -> None:
+    """Every node lists the ids it coordinates; partitions whose coordinator did not
+    answer are named on stderr (their ids are missing), as `group list` does for nodes."""
+    async with _admin(env) as admin:
+        survey = await admin.survey_transactions(node_timeout=NODE_ANSWER_S)
+    if not survey.answered:
+        raise CliError("no node listed its transactions: " + "; ".join(
+            f"node {n}: {e}" for n, e in sorted(survey.unanswered.items())))
+    for node_id, error in sorted(survey.unanswered.items()):
+        env.err.print(f"node {node_id} did not answer ({error}); the transactions it coordinates are missing",
+                      style="yellow")
+    if survey.uncovered and not survey.unanswered:
+        env.err.print(f"__transaction_state partition(s) {_ids(survey.uncovered)} have no leader yet; "
+                      "their transactions are missing", style="yellow")
+    found = survey.transactions
+    now_ms = time.time() * 1000
+    if args.format == "json":
+        env.stdout.write(json.dumps([_txn_json(t, now_ms) for t in found]) + "\n")
+        return
+    if not found:
+        env.out.print("no transactions (a producer with a transactional_id creates one)")
+        return
+    table = Table("transactional id", "state", "producer id", "epoch", "partitions", "groups", "age", "changed",
+                  "coordinator")
+    for t in found:
+        age, changed = _txn_times(t, now_ms)
+        table.add_row(t.transactional_id, t.state, str(t.producer_id), str(t.producer_epoch), str(len(t.partitions)),
+                      ",".join(t.groups) or "-", age, changed, str(t.coordinator))
+    env.out.print(table)
+
+
+async def txn_describe(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        try:
+            info = await admin.describe_transaction(args.id)
+        except InvalidRequestError as exc:
+            raise CliError(f"{exc.message} (see `tidemq txn list`)") from None
+    now_ms = time.time() * 1000
+    if args.format == "json":
+        env.stdout.write(json.dumps(_txn_json(info, now_ms)) + "\n")
+        return
+    age, changed = _txn_times(info, now_ms)
+    env.out.print(f"transaction {info.transactional_id}: {info.state}, producer {info.producer_id} "
+                  f"epoch {info.producer_epoch}, coordinator node {info.coordinator}")
+    env.out.print(("open for " + age if age != "-" else "no transaction open")
+                  + f", timeout {_age(info.timeout_ms)}, last change {changed}")
+    env.out.print("groups: " + (", ".join(info.groups) if info.groups else "none"))
+    if info.partitions:
+        table = Table("topic", "partition", title=f"partitions ({len(info.partitions)})")
+        for tp in sorted(info.partitions, key=lambda tp: (tp.topic, tp.partition)):
+            table.add_row(tp.topic, str(tp.partition))
+        env.out.print(table)
+    else:
+        env.out.print("partitions: none")
+
+
 # -- cluster --------------------------------------------------------------------------------------
 
 async def cluster_status(env: Env, args: argparse.Namespace) -> None:
@@ -581,6 +679,14 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(group, "list", group_list, "list the consumer groups of every coordinator")
     p = leaf(group, "describe", group_describe, "members, assignment, committed offsets and lag")
     p.add_argument("group")
+
+    txn = commands.add_parser("txn", help="transactions (transactional producers)").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    p = leaf(txn, "list", txn_list, "list every transactional id: state, producer, partitions, age")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="json: one array on stdout")
+    p = leaf(txn, "describe", txn_describe, "one transactional id: state, partitions, groups, age, coordinator")
+    p.add_argument("id", metavar="ID", help="the transactional id")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="json: one object on stdout")
 
     dlq = commands.add_parser("dlq", help="a group's dead letters").add_subparsers(
         dest="action", required=True, metavar="ACTION")

@@ -44,7 +44,8 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 import msgspec
 import trio
@@ -56,8 +57,9 @@ from client.errors import (
 )
 from client.partitioner import partition_for_key
 from client.protocol import (
-    AddPartitionsToTxn, CoordinatorResponse, EndTxn, FindTransactionCoordinator, InitProducerId, Ok, OffsetCommit,
-    ProducerIdResponse, TxnOffsetCommit, WriteTxnMarker,
+    AddPartitionsToTxn, CoordinatorResponse, DescribeTransaction, EndTxn, FindTransactionCoordinator, InitProducerId,
+    ListTransactions, ListTransactionsResponse, Ok, OffsetCommit, ProducerIdResponse, TopicPartition, TxnInfo,
+    TxnOffsetCommit, WriteTxnMarker,
 )
 from node.partition import Partition
 from raft.types import Entry, EntryKind, Snapshot
@@ -100,6 +102,7 @@ class TxnMeta(msgspec.Struct, array_like=True, frozen=True):
     started_ms: int = 0                                           # wall clock: replicas agree on it
     partitions: list[tuple[str, int]] = []
     offsets: dict[str, list[tuple[str, int, int]]] = {}          # group -> (topic, partition, offset)
+    updated_ms: int = 0                                           # wall clock of the write (stamped by _write)
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -216,6 +219,7 @@ class TransactionCoordinator:
         return {
             FindTransactionCoordinator: self.find_coordinator, AddPartitionsToTxn: self.add_partitions,
             TxnOffsetCommit: self.txn_offset_commit, EndTxn: self.end_txn,
+            ListTransactions: self.list_transactions, DescribeTransaction: self.describe_transaction,
         }
 
     # -- routing ---------------------------------------------------------------------------
@@ -258,6 +262,7 @@ class TransactionCoordinator:
         """Replicate the new state of `tid` and return it once committed and applied."""
         if not part.is_coordinating(coord):
             raise NotCoordinatorError(f"node {self.broker.id} no longer coordinates {part.name}")
+        meta = msgspec.structs.replace(meta, updated_ms=_now_ms())
         try:
             await part.wait(part.propose_meta(tid, meta), WRITE_TIMEOUT_S)
         except NotLeaderError as exc:
@@ -336,10 +341,24 @@ class TransactionCoordinator:
             log.info("transactional id %r: producer %d epoch %d", tid, pid, epoch)
             return ProducerIdResponse(pid, epoch)
 
-    def _begin(self, meta: TxnMeta) -> TxnMeta:
-        if meta.status == TxnStatus.ONGOING:
-            return meta
-        return TxnMeta(meta.producer_id, meta.producer_epoch, TxnStatus.ONGOING, meta.timeout_ms, _now_ms())
+    @asynccontextmanager
+    async def _ongoing(self, part: TxnStatePartition, coord: TxnCoordination, tid: str, pid: int,
+                       epoch: int) -> AsyncIterator[tuple[TxnMeta, bool]]:
+        """The shared prologue of the requests that add to a transaction
+        (AddPartitionsToTxn, TxnOffsetCommit): hold the id's lock for the whole request,
+        refuse a fenced producer, finish a decided (PREPARE_*) transaction first (the
+        producer's retried request may arrive before the janitor got to it), and yield
+        the ONGOING state to extend, with whether this request is the one that began it
+        (the caller writes the state then, even if it adds nothing). One helper, so the
+        two requests cannot drift apart in how they check and begin."""
+        async with coord.lock(tid):
+            meta = _check_producer(tid, part.txn_meta.get(tid), pid, epoch)
+            if meta.status in PREPARED:
+                meta = await self._complete(part, coord, tid, meta)
+            if meta.status == TxnStatus.ONGOING:
+                yield meta, False
+            else:
+                yield TxnMeta(meta.producer_id, meta.producer_epoch, TxnStatus.ONGOING, meta.timeout_ms, _now_ms()), True
 
     def add_partitions(self, req: AddPartitionsToTxn) -> Awaitable[Ok]:
         if len(req.partitions) > MAX_TXN_PARTITIONS:
@@ -355,13 +374,9 @@ class TransactionCoordinator:
 
     async def _add(self, part: TxnStatePartition, coord: TxnCoordination, req: AddPartitionsToTxn) -> Ok:
         tid = req.transactional_id
-        async with coord.lock(tid):
-            meta = _check_producer(tid, part.txn_meta.get(tid), req.producer_id, req.producer_epoch)
-            if meta.status in PREPARED:
-                meta = await self._complete(part, coord, tid, meta)
-            new = self._begin(meta)
+        async with self._ongoing(part, coord, tid, req.producer_id, req.producer_epoch) as (new, began):
             parts = sorted(set(new.partitions) | {(tp.topic, tp.partition) for tp in req.partitions})
-            if new is not meta or parts != new.partitions:
+            if began or parts != new.partitions:
                 await self._write(part, coord, tid, TxnMeta(new.producer_id, new.producer_epoch, new.status,
                                                             new.timeout_ms, new.started_ms, parts, new.offsets))
             return Ok()
@@ -377,11 +392,7 @@ class TransactionCoordinator:
 
     async def _offsets(self, part: TxnStatePartition, coord: TxnCoordination, req: TxnOffsetCommit) -> Ok:
         tid = req.transactional_id
-        async with coord.lock(tid):
-            meta = _check_producer(tid, part.txn_meta.get(tid), req.producer_id, req.producer_epoch)
-            if meta.status in PREPARED:
-                meta = await self._complete(part, coord, tid, meta)
-            new = self._begin(meta)
+        async with self._ongoing(part, coord, tid, req.producer_id, req.producer_epoch) as (new, _):
             offsets = {g: list(o) for g, o in new.offsets.items()}
             merged = {(t, p): o for t, p, o in offsets.get(req.group, [])}
             merged.update({(t, p): o for t, p, o in req.offsets})
@@ -411,6 +422,39 @@ class TransactionCoordinator:
                     f"transactional id {tid!r}: cannot {'commit' if req.commit else 'abort'}, "
                     f"the transaction is {TxnStatus(meta.status).name}")
             return Ok()
+
+    # -- looking at transactions ---------------------------------------------------------------
+
+    def _info(self, tid: str, meta: TxnMeta) -> TxnInfo:
+        status = TxnStatus(meta.status)
+        is_open = status in (TxnStatus.ONGOING, *PREPARED)
+        return TxnInfo(
+            tid, meta.producer_id, meta.producer_epoch, status.name.lower(),
+            [TopicPartition(t, p) for t, p in meta.partitions], sorted(meta.offsets),
+            started_ms=meta.started_ms if is_open else 0, updated_ms=meta.updated_ms, timeout_ms=meta.timeout_ms,
+            coordinator=self.broker.id)
+
+    async def list_transactions(self, req: ListTransactions) -> ListTransactionsResponse:
+        """The ids of every state partition this node leads and has caught up on. Each
+        id has one coordinator, so a caller asking every node sees each id once; a
+        partition whose leader is just being elected is missing until it is."""
+        found = []
+        for (topic, _), part in sorted(self.broker.partitions.items()):
+            if topic != TXN_TOPIC or not isinstance(part, TxnStatePartition) or part.closed \
+                    or not part.ready_for_writes():
+                continue
+            found.extend(self._info(tid, meta) for tid, meta in sorted(part.txn_meta.items()))
+        return ListTransactionsResponse(found)
+
+    async def describe_transaction(self, req: DescribeTransaction) -> TxnInfo:
+        """The id's state as its coordinator knows it (read without the id's lock: a
+        transaction stuck completing must still be visible)."""
+        part, _ = self._local(req.transactional_id)
+        meta = part.txn_meta.get(req.transactional_id)
+        if meta is None:
+            raise InvalidRequestError(
+                f"transactional id {req.transactional_id!r} is unknown: no producer has used it")
+        return self._info(req.transactional_id, meta)
 
     # -- the janitor -------------------------------------------------------------------------
 

@@ -239,3 +239,43 @@ def test_dlq_list_and_replay(tidemq, cluster):
     assert "replayed 0 dead letter(s)" in tidemq("dlq", "replay", "crew", "--idle", "0.5").out
     back = tidemq("consume", "work", "--from-beginning", "--max", "1", "--timeout", "10")
     assert back.out.splitlines() == ["poison"]
+
+
+async def test_txn_list_and_describe_follow_a_transaction(tidemq, cluster):
+    from client.protocol import TxnOffsetCommit
+
+    cli = trio.to_thread.run_sync
+    assert (await cli(tidemq, "topic", "create", "tx", "--partitions", "2")).code == 0
+    with trio.fail_after(30):
+        async with Producer(cluster.bootstrap, token=TOKEN, transactional_id="cli-open") as producer:
+            await producer.begin_transaction()
+            await producer.send("tx", b"a", partition=0)
+            await producer.send("tx", b"b", partition=1)
+            await producer.cluster.transaction_coordinator_request("cli-open", TxnOffsetCommit(
+                "cli-open", producer.producer_id, producer.producer_epoch, "cli-g", [("tx", 0, 1)]))
+            listed = await cli(tidemq, "txn", "list")
+            described = await cli(tidemq, "txn", "describe", "cli-open")
+            await producer.commit_transaction()
+        done = await cli(tidemq, "txn", "describe", "cli-open", "--format", "json")
+        as_json = await cli(tidemq, "txn", "list", "--format", "json")
+    [row] = [r for r in rows(listed.out, 9) if r[0] == "cli-open"]
+    tid, state, pid, epoch, partitions, groups, age, changed, coordinator = row
+    assert (tid, state, pid, epoch, partitions, groups) == (
+        "cli-open", "ongoing", str(producer.producer_id), str(producer.producer_epoch), "2", "cli-g")
+    assert age.endswith("s") and changed.endswith(" ago") and coordinator in {"1", "2", "3"}
+    assert described.code == 0
+    assert described.out.startswith(f"transaction cli-open: ongoing, producer {producer.producer_id} epoch "
+                                    f"{producer.producer_epoch}, coordinator node {coordinator}\n")
+    assert "open for " in described.out and "groups: cli-g" in described.out
+    assert rows(described.out, 2) == [["tx", "0"], ["tx", "1"]]
+    info = json.loads(done.out)
+    assert info["state"] == "complete_commit" and info["age_ms"] is None and info["coordinator"] == int(coordinator)
+    assert info["updated_ms"] >= info["timeout_ms"] > 0 and info["partitions"] == []
+    assert "cli-open" in {t["transactional_id"] for t in json.loads(as_json.out)}
+
+
+def test_txn_describe_of_an_unknown_id_is_one_line(tidemq):
+    r = tidemq("txn", "describe", "nobody-used-this")
+    assert r.code == 1 and r.out == ""
+    assert r.err == ("tidemq: error: transactional id 'nobody-used-this' is unknown: no producer has used it "
+                     "(see `tidemq txn list`)\n")
