@@ -51,10 +51,16 @@ from client.cluster import ClusterClient
 from client.errors import (
     ConnectionClosedError,
     InvalidConfigError, MessageTooLargeError, OutOfOrderSequenceError, ProducerFencedError, RequestTimeoutError,
-    TideMQError, UnknownProducerError,
+    TideMQError, UnknownProducerError, UnknownTopicError,
 )
 from client.delay import H_DUE, H_PARTITION, H_TARGET, TIER_CONFIG, TIER_PREFIX, pick_tier, tier_name
 from client.delay import due_ms as delay_due_ms
+from client.half import (
+    DEFAULT_CHECK_AFTER_S, DEFAULT_MAX_CHECKS, H_CHECK_AFTER, H_GROUP, H_MAX_CHECKS, HALF_TOPIC, Checker, HalfMessage,
+    check_settings, end_half, half_partition, parse_half_id, run_checker,
+)
+from client.half import H_PARTITION as H_HALF_PARTITION
+from client.half import H_TARGET as H_HALF_TARGET
 from client.partitioner import StickyPartitioner, partition_for_key
 from client.protocol import (
     ACKS_ALL, ACKS_LEADER, ACKS_NONE, AddPartitionsToTxn, EndTxn, InitProducerId, Produce, ProduceResponse,
@@ -160,6 +166,11 @@ class Producer:
         client_id: str = "tidemq-producer",
         transactional_id: str | None = None,
         transaction_timeout: float = 60.0,
+        producer_group: str | None = None,
+        transaction_checker: Checker | None = None,
+        check_after: float = DEFAULT_CHECK_AFTER_S,
+        max_checks: int = DEFAULT_MAX_CHECKS,
+        checker_timeout: float = 30.0,
     ) -> None:
         if acks not in _ACKS:
             raise InvalidConfigError(f"acks must be 'all', 1 or 0, not {acks!r}")
@@ -176,6 +187,14 @@ class Producer:
             raise InvalidConfigError("a transactional producer is idempotent (leave idempotent=True)")
         if transactional_id is not None and not 0.1 <= transaction_timeout <= 900:
             raise InvalidConfigError("transaction_timeout must be 0.1..900 seconds")
+        check_settings(producer_group, check_after, max_checks)
+        if transaction_checker is not None and producer_group is None:
+            raise InvalidConfigError("a transaction_checker answers for a producer_group: pass producer_group=...")
+        self.producer_group = producer_group
+        self.transaction_checker = transaction_checker
+        self.check_after = check_after
+        self.max_checks = max_checks
+        self.checker_timeout = checker_timeout
         self.idempotent = idempotent
         self.transactional_id = transactional_id
         self.transaction_timeout = transaction_timeout
@@ -213,6 +232,9 @@ class Producer:
                 await self._init_producer_id()
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)
+            if self.transaction_checker is not None:
+                self._tg.start_soon(run_checker, self.cluster, self.producer_group, self.transaction_checker,
+                                    self.checker_timeout)
         except BaseException:
             await stack.aclose()
             raise
@@ -282,6 +304,58 @@ class Producer:
             topic, headers, partition = await self._delayed(topic, headers, partition, due)
         batch, index, p = await self._append(topic, value, key, headers, partition, timestamp)
         return Delivery(topic, p, batch, index)
+
+    async def send_half(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
+                        partition: int | None = None, timestamp: int | None = None) -> HalfMessage:
+        """Store a half message: durable and replicated once this returns, visible to
+        no consumer until `commit()`ed on the returned HalfMessage (`abort()` drops it).
+        If nobody decides within `check_after` seconds, the cluster asks a live producer
+        of this `producer_group` through its `transaction_checker` (client/half.py)."""
+        if self.producer_group is None:
+            raise InvalidConfigError("send_half needs a producer group: Producer(..., producer_group='my-service')")
+        if self.transactional_id is not None:
+            raise InvalidConfigError("half messages cannot be part of a transaction; use a producer without "
+                                     "transactional_id")
+        n = await self.cluster.partition_count(topic)      # an unknown target fails now, not at commit
+        if partition is not None and not 0 <= partition < n:
+            raise InvalidConfigError(f"topic {topic!r} has partitions 0..{n - 1}, not {partition}")
+        base = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+        extra = [(H_HALF_TARGET, topic.encode()), (H_GROUP, self.producer_group.encode()),
+                 (H_CHECK_AFTER, str(int(self.check_after * 1000)).encode()),
+                 (H_MAX_CHECKS, str(self.max_checks).encode())]
+        if partition is not None:
+            extra.append((H_HALF_PARTITION, str(partition).encode()))
+        hp = half_partition(self.producer_group, await self._half_partitions())
+        md = await self.send(HALF_TOPIC, value, key=key, headers=base + extra, partition=hp, timestamp=timestamp)
+        return HalfMessage(self.cluster, self.producer_group, md.partition, md.offset, topic, key, value,
+                           tuple(base), md.timestamp)
+
+    async def commit_half(self, half_id: str) -> RecordMetadata:
+        """Commit a half message by its id (`HalfMessage.id`), e.g. from another process
+        of the same producer group; where it landed."""
+        p, offset = parse_half_id(half_id)
+        resp = await end_half(self.cluster, self._group_for_halves(), p, offset, True)
+        return RecordMetadata(resp.topic, resp.partition, resp.offset, -1)
+
+    async def abort_half(self, half_id: str, reason: str = "aborted by the producer") -> None:
+        p, offset = parse_half_id(half_id)
+        await end_half(self.cluster, self._group_for_halves(), p, offset, False, reason)
+
+    def _group_for_halves(self) -> str:
+        if self.producer_group is None:
+            raise InvalidConfigError("deciding half messages needs Producer(..., producer_group=...)")
+        return self.producer_group
+
+    async def _half_partitions(self) -> int:
+        """Partitions of `__half_messages`, waiting a little for a starting cluster's
+        controller to create it."""
+        with anyio.move_on_after(self.request_timeout):
+            while True:
+                try:
+                    return await self.cluster.partition_count(HALF_TOPIC)
+                except UnknownTopicError:
+                    await anyio.sleep(0.1)
+        raise InvalidConfigError(f"the cluster has no {HALF_TOPIC} topic yet (its controller creates it at start); retry")
 
     async def _delayed(self, topic: str, headers: Headers, partition: int | None, due: int):
         """Route a delayed message to the delay tier that fits, its target in headers."""

@@ -21,6 +21,7 @@ from client.protocol import (
     TopicInfo, WriteTxnMarker,
 )
 from client.delay import TIER_PREFIX
+from client.half import HALF_TOPIC
 from node.metadata import CreateTopicCmd, DeleteTopicCmd, assign_replicas, validate_topic
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class Api:
         }
         self._handlers.update(broker.coordinator.handlers())
         self._handlers.update(broker.transactions.handlers())
+        self._handlers.update(broker.halves.handlers())
 
     def dispatch(self, body: object, client) -> Awaitable[object | None]:
         if self.broker.shutting_down:
@@ -138,7 +140,7 @@ class Api:
 
     def produce(self, req: Produce) -> Awaitable[object | None]:
         meta = self.broker.state.topics.get(req.topic)
-        if meta is not None and meta.internal and not meta.name.startswith(TIER_PREFIX):
+        if meta is not None and meta.internal and not (meta.name.startswith(TIER_PREFIX) or meta.name == HALF_TOPIC):
             raise InvalidRequestError(f"{req.topic} is an internal topic; clients may read it but not produce to it")
         part = self.partition(req.topic, req.partition)
         timeout_s = max(0.001, min(req.timeout_ms, 300_000) / 1000)

@@ -27,6 +27,7 @@ from client.errors import NotControllerError, TideMQError, TopicExistsError
 from node.config import NodeConfig, parse_addr
 from node.coordinator import OFFSETS_TOPIC, GroupCoordinator, OffsetsPartition
 from node.delay import DelayPartition, DelayService
+from node.half import HalfCoordinator, HalfPartition
 from node.metadata import (
     AllocateProducerIds, ClusterState, CreateTopicCmd, DeleteTopicCmd, TopicMeta, decode_command, decode_state, encode_command, encode_state,
     assign_replicas,
@@ -80,6 +81,7 @@ class Broker:
         self.coordinator = GroupCoordinator(self)
         self.delay = DelayService(self)
         self.transactions = TransactionCoordinator(self)
+        self.halves = HalfCoordinator(self)
         from node.api import Api
         self.api = Api(self)
         self.server = Server(self.id, self.api, self._on_peer_payload, token=config.token,
@@ -112,6 +114,7 @@ class Broker:
             nursery.start_soon(self.coordinator.run)
             nursery.start_soon(self.delay.run)
             nursery.start_soon(self.transactions.run)
+            nursery.start_soon(self.halves.run)
             if self.cfg.fsync == "interval":
                 nursery.start_soon(self._interval_flusher)
             if self.cfg.metrics:
@@ -227,6 +230,8 @@ class Broker:
                 kind = OffsetsPartition
             elif meta.internal and meta.name == TXN_TOPIC:
                 kind = TxnStatePartition
+            elif self.halves.partition_kind(meta):
+                kind = HalfPartition
             elif (tier := self.delay.partition_kind(meta)) is not None:
                 kind, extra = DelayPartition, tier
             part = kind(meta.group(p), name, storage, core, self._send_raft,

@@ -66,6 +66,7 @@ class NodeConfig:
     max_inflight_per_connection: int = 256
     offsets_partitions: int = 8          # partitions of __consumer_offsets (fixed once created)
     txn_partitions: int = 4              # partitions of __transaction_state (fixed once created)
+    half_partitions: int = 4             # partitions of __half_messages (fixed once created)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -78,6 +79,8 @@ class NodeConfig:
             raise ValueError(f"offsets_partitions must be >= 1, not {self.offsets_partitions}")
         if self.txn_partitions < 1:
             raise ValueError(f"txn_partitions must be >= 1, not {self.txn_partitions}")
+        if self.half_partitions < 1:
+            raise ValueError(f"half_partitions must be >= 1, not {self.half_partitions}")
         if self.fsync not in ("always", "interval", "never"):
             raise ValueError(f"fsync must be always, interval or never, not {self.fsync!r}")
         parse_addr(self.listen)

@@ -12,9 +12,10 @@ See client/delay.py for the ladder and the headers. Here:
   so a replay after a failover makes exactly the same writes.
 - Throughput: everything at the head that is due moves at once, one batch per
   destination partition, the destinations in parallel.
-- Exactly once: the scheduler of a delay partition writes with a producer id of its own
-  (fixed for the partition, epoch 0), numbering records per destination partition in
-  log order, so every record has the same sequence number however it is batched. Its progress (next offset, and the next sequence
+- Exactly once (node/relay.py): the scheduler of a delay partition writes with a producer
+  id of its own (fixed for the partition, epoch 0), numbering records per destination
+  partition in log order, so every record has the same sequence number however it is
+  batched. Its progress (next offset, and the next sequence
   number per destination) is a DELAY_CHECKPOINT control batch in the delay partition
   itself, replicated with it; every replica keeps the latest in memory. A new leader
   resumes from the last checkpoint and replays: the destinations' idempotence answers
@@ -34,14 +35,12 @@ import trio
 from client.cluster import ClusterClient
 from client.delay import DEFAULT_TIERS_MS, DELAY_HEADERS, H_DUE, H_PARTITION, H_TARGET, TIER_CONFIG, TIER_PREFIX, \
     pick_tier, tier_name
-from client.errors import (
-    DuplicateSequenceError, NotLeaderError, OutOfOrderSequenceError, TideMQError, UnknownTopicError,
-)
+from client.errors import NotLeaderError, TideMQError, UnknownTopicError
 from client.partitioner import partition_for_key
-from client.protocol import Produce
 from node.partition import Partition
+from node.relay import relay
 from raft.types import Entry
-from segments import ControlType, build_batch, build_control_batch, control_type_of, decode_records, iter_batches, \
+from segments import ControlType, build_control_batch, control_type_of, decode_records, iter_batches, \
     parse_header
 
 if TYPE_CHECKING:
@@ -209,29 +208,8 @@ class Scheduler:
             by_dest.setdefault(m.dest, []).append((seq, m.record))
         async with trio.open_nursery() as nursery:
             for dest, items in by_dest.items():
-                nursery.start_soon(self._write, dest, items)
+                nursery.start_soon(relay, self.service.cluster, self.pid, dest, items)
         self.moved += len(moves)
-
-    async def _write(self, dest: tuple[str, int], items: list[tuple[int, tuple]]) -> None:
-        cluster = self.service.cluster
-        topic, p = dest
-
-        async def produce(first_seq: int, records: list[tuple]) -> None:
-            data = build_batch(records, producer_id=self.pid, producer_epoch=0, base_sequence=first_seq)
-            await cluster.leader_request(topic, p, Produce(topic, p, data, timeout_ms=10_000))
-
-        try:
-            await produce(items[0][0], [r for _, r in items])
-        except DuplicateSequenceError:
-            pass                                     # all written before a failover
-        except OutOfOrderSequenceError:
-            # A replay whose batch straddles what the previous leader wrote: one record at
-            # a time, each either already there (duplicate) or the next one.
-            for seq, record in items:
-                try:
-                    await produce(seq, [record])
-                except DuplicateSequenceError:
-                    pass
 
     async def _checkpoint(self, pos: int, seqs: dict[str, int]) -> None:
         value = _ckpt_encoder.encode(Checkpoint(pos, dict(seqs)))

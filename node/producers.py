@@ -57,6 +57,16 @@ class ProducerState:
     def __len__(self) -> int:
         return len(self._committed)
 
+    def export(self) -> list[tuple[int, int, list[tuple[int, int, int, int]]]]:
+        """The committed state, for a partition that snapshots instead of keeping its log."""
+        return [(pid, p.epoch, [(b.first_seq, b.last_seq, b.base_offset, b.last_offset) for b in p.batches])
+                for pid, p in self._committed.items()]
+
+    def load(self, exported: list[tuple[int, int, list[tuple[int, int, int, int]]]]) -> None:
+        self._committed = {pid: _Producer(epoch, deque((BatchRef(*b) for b in batches), maxlen=WINDOW))
+                           for pid, epoch, batches in exported}
+        self._pending.clear()
+
     def _current(self, pid: int) -> _Producer | None:
         return self._pending.get(pid) or self._committed.get(pid)
 

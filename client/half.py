@@ -1,0 +1,163 @@
+"""Half messages with check-back (RocketMQ's transactional messages): the client side.
+
+For a local database transaction that must publish a message if and only if it commits:
+
+    async with Producer(bootstrap, producer_group="orders-svc", transaction_checker=check) as p:
+        half = await p.send_half("orders", value, key=b"order-7")   # stored, not visible
+        await save_order_in_local_db()
+        await half.commit()                                          # or half.abort()
+
+A half message is produced (idempotently, acks=all) into partition hash(producer_group)
+of the internal `__half_messages` topic, its target and check-back settings in headers.
+Nothing reads that topic but the cluster, so the half is durable and replicated yet in
+no consumer's topic, and it never holds back the last stable offset of its target.
+That partition's leader is the group's half coordinator: `commit()` makes it copy the
+message to its target exactly once (a fresh offset there), `abort()` drops it. A half
+nobody decides within `check_after` seconds is offered to a live producer of the same
+group, whose `transaction_checker` answers True (commit), False (abort) or None (ask
+again later, with backoff); after `max_checks` checks without an answer the coordinator
+aborts it and records why (`tidemq half list --resolved`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+import anyio
+
+from client.errors import (
+    ConnectionClosedError, CoordinatorNotAvailableError, InvalidConfigError, NotLeaderError, RequestTimeoutError,
+    TideMQError,
+)
+from client.partitioner import partition_for_key
+from client.protocol import EndHalf, EndHalfResponse, HalfCheck, PollHalfChecks
+
+if TYPE_CHECKING:
+    from client.cluster import ClusterClient
+    from client.producer import RecordMetadata
+
+log = logging.getLogger(__name__)
+
+HALF_TOPIC = "__half_messages"
+H_TARGET = "tidemq.half.target"
+H_PARTITION = "tidemq.half.partition"
+H_GROUP = "tidemq.half.group"
+H_CHECK_AFTER = "tidemq.half.check_after_ms"
+H_MAX_CHECKS = "tidemq.half.max_checks"
+HALF_HEADERS = (H_TARGET, H_PARTITION, H_GROUP, H_CHECK_AFTER, H_MAX_CHECKS)
+
+DEFAULT_CHECK_AFTER_S = 6.0
+DEFAULT_MAX_CHECKS = 15
+MAX_GROUP_NAME = 255
+POLL_WAIT_MS = 5_000
+
+Checker = Callable[["HalfMessage"], Awaitable["bool | None"]]
+
+
+def half_partition(producer_group: str, partitions: int) -> int:
+    """The `__half_messages` partition (and so the coordinator) of a producer group."""
+    return partition_for_key(producer_group.encode(), partitions)
+
+
+def parse_half_id(half_id: str) -> tuple[int, int]:
+    """(partition, offset) from a half id "P:OFFSET"."""
+    p, sep, off = half_id.partition(":")
+    if not sep or not p.isdigit() or not off.isdigit():
+        raise InvalidConfigError(f"half id {half_id!r} is not PARTITION:OFFSET (as send_half returned it)")
+    return int(p), int(off)
+
+
+class HalfMessage:
+    """A half message: stored and replicated, visible to no consumer until committed.
+
+    Also what a `transaction_checker` is handed: `key`, `value`, `headers` as sent,
+    `check` counting the check-backs of this half so far (1 for the first)."""
+
+    def __init__(self, cluster: "ClusterClient", producer_group: str, partition: int, offset: int, topic: str,
+                 key: bytes | None, value: bytes | None, headers: tuple, timestamp: int, check: int = 0) -> None:
+        self._cluster = cluster
+        self.producer_group = producer_group
+        self.partition = partition          # of __half_messages
+        self.offset = offset
+        self.topic = topic                  # the target topic
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.timestamp = timestamp
+        self.check = check
+
+    @property
+    def id(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+    def __repr__(self) -> str:
+        return f"HalfMessage(id={self.id!r}, topic={self.topic!r}, key={self.key!r})"
+
+    async def commit(self) -> "RecordMetadata":
+        """Make it visible in its topic (exactly once); where it landed."""
+        from client.producer import RecordMetadata
+        resp = await end_half(self._cluster, self.producer_group, self.partition, self.offset, True)
+        return RecordMetadata(resp.topic, resp.partition, resp.offset, self.timestamp)
+
+    async def abort(self, reason: str = "aborted by the producer") -> None:
+        """Discard it; no consumer ever sees it."""
+        await end_half(self._cluster, self.producer_group, self.partition, self.offset, False, reason)
+
+
+async def end_half(cluster: "ClusterClient", producer_group: str, partition: int, offset: int, commit: bool,
+                   reason: str = "") -> EndHalfResponse:
+    """Decide a half message at its coordinator, following it as it moves. Deciding the
+    same way twice is fine (the first answer is repeated); the other way is an error."""
+    return await cluster.leader_request(HALF_TOPIC, partition, EndHalf(producer_group, partition, offset, commit, reason))
+
+
+def check_settings(producer_group: str | None, check_after: float, max_checks: int) -> None:
+    if producer_group is not None and (not isinstance(producer_group, str)
+                                       or not 0 < len(producer_group) <= MAX_GROUP_NAME):
+        raise InvalidConfigError(f"producer_group must be a string of 1-{MAX_GROUP_NAME} characters")
+    if not 0 < check_after <= 86_400:
+        raise InvalidConfigError(f"check_after must be in (0, 86400] seconds, got {check_after}")
+    if not 1 <= max_checks <= 1000:
+        raise InvalidConfigError(f"max_checks must be in 1..1000, got {max_checks}")
+
+
+async def run_checker(cluster: "ClusterClient", producer_group: str, checker: Checker, timeout: float) -> None:
+    """Answer the group's check-backs for as long as the producer lives: long-poll the
+    group's coordinator, ask `checker` about each half, report its decision. A checker
+    that raises or overruns `timeout` counts as "ask again later"."""
+    backoff = 0.1
+    while True:
+        try:
+            n = await cluster.partition_count(HALF_TOPIC)
+            p = half_partition(producer_group, n)
+            resp = await cluster.leader_request(HALF_TOPIC, p, PollHalfChecks(producer_group, POLL_WAIT_MS))
+            backoff = 0.1
+        except (NotLeaderError, CoordinatorNotAvailableError, ConnectionClosedError, RequestTimeoutError,
+                TimeoutError, TideMQError) as exc:
+            log.info("check-back poll for group %r failed, retrying: %s", producer_group, exc)
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            continue
+        for c in resp.checks:
+            await _answer(cluster, producer_group, checker, c, timeout)
+
+
+async def _answer(cluster: "ClusterClient", group: str, checker: Checker, c: HalfCheck, timeout: float) -> None:
+    msg = HalfMessage(cluster, group, c.partition, c.offset, c.topic, c.key, c.value, tuple(c.headers),
+                      c.timestamp, c.check)
+    decision = None
+    try:
+        with anyio.fail_after(timeout):
+            decision = await checker(msg)
+    except Exception as exc:  # the user's code: log, and let the coordinator ask again
+        log.warning("transaction_checker failed on half %s (check %d): %r; it will be asked again",
+                    msg.id, c.check, exc)
+        return
+    if decision is None:
+        return
+    try:
+        await end_half(cluster, group, c.partition, c.offset, bool(decision),
+                       "" if decision else f"transaction_checker answered abort on check {c.check}")
+    except TideMQError as exc:   # decided meanwhile, or the coordinator moved: it asks again if need be
+        log.info("deciding half %s after a check-back failed: %s", msg.id, exc)

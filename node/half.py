@@ -1,0 +1,517 @@
+"""Half messages with check-back: their partition's state and the group's coordinator.
+
+Storage (see docs/node.md "Half messages" for why): a half message is a record in
+partition hash(producer_group) of `__half_messages`, written by the producer like any
+idempotent send. What happens to it is written to the same partition by its leader, the
+group's half coordinator, as HALF_OP control batches: CHECK (a check-back was made),
+COMMIT (with the target partition, decided once), ABORT (with why), WRITTEN (copied to
+its target, with the offset there). Every replica applies both kinds in log order into
+`HalfPartition`: the pending halves (with their payload), the relay sequence number of
+each committed half per target partition, and the recently decided ones. The state is
+snapshotted, never lost to retention, so a pending half survives anything its partition
+survives.
+
+Commit is exactly once: COMMIT fixes the target partition and, as it applies, takes the
+next relay sequence number for it; the coordinator then writes the message with its own
+producer id (node/relay.py) and records WRITTEN. A new leader rewrites whatever is
+committed and not yet WRITTEN with the same sequence numbers, so the target's
+idempotence drops what its predecessor already wrote.
+
+Check-back: a half undecided `check_after` after it was sent gets a CHECK record and is
+offered to a producer of its group that long-polls `PollHalfChecks`; the next check
+waits twice as long (at most `MAX_CHECK_INTERVAL_MS`), and after `max_checks` checks the
+coordinator aborts it, saying whether any producer of the group was polling.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import msgspec
+import trio
+
+from client.cluster import ClusterClient
+from client.errors import (
+    CoordinatorNotAvailableError, InvalidRequestError, NotLeaderError, RequestTimeoutError, TideMQError,
+    UnknownTopicError,
+)
+from client.half import (
+    H_CHECK_AFTER, H_GROUP, H_MAX_CHECKS, H_PARTITION, H_TARGET, HALF_HEADERS, HALF_TOPIC, MAX_GROUP_NAME,
+    half_partition,
+)
+from client.partitioner import partition_for_key
+from client.protocol import (
+    EndHalf, EndHalfResponse, HalfCheck, HalfChecks, HalfInfo, ListHalves, ListHalvesResponse, PollHalfChecks,
+)
+from node.partition import Partition
+from node.relay import relay
+from raft.types import Entry, EntryKind, Snapshot
+import segments
+
+if TYPE_CHECKING:
+    from node.broker import Broker
+
+log = logging.getLogger(__name__)
+
+HALF_PID_BASE = 1 << 41            # + the partition's Raft group id (delay schedulers use 1 << 40)
+SNAPSHOT_EVERY = 10_000
+MAX_CHECK_INTERVAL_MS = 60_000
+MAX_RESOLVED = 1000                # recently decided halves kept for `half list --resolved`
+MAX_MOVE = 500                     # committed halves relayed in one round
+JANITOR_INTERVAL_S = 0.2
+WRITE_TIMEOUT_S = 10.0
+COMMIT_WAIT_S = 20.0
+MAX_POLL_WAIT_MS = 30_000
+POLLER_ALIVE_S = 15.0
+MAX_ASKS = 10_000                  # check-backs queued per group for its pollers
+SEGMENT_BYTES = 16 * 1024 * 1024
+
+OP_CHECK, OP_COMMIT, OP_ABORT, OP_WRITTEN = range(4)
+
+
+class Half(msgspec.Struct, array_like=True):
+    offset: int
+    group: str
+    topic: str
+    partition: int | None               # asked for by the producer
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+    created_ms: int
+    check_after_ms: int
+    max_checks: int
+    checks: int = 0
+    last_check_ms: int = 0
+    dest: int = -1                      # target partition, once committed
+    seq: int = -1                       # relay sequence number there
+    reason: str = ""                    # why it was committed
+
+    def next_check_ms(self) -> int:
+        if self.checks == 0:
+            return self.created_ms + self.check_after_ms
+        return self.last_check_ms + min(self.check_after_ms << self.checks, MAX_CHECK_INTERVAL_MS)
+
+
+class Resolved(msgspec.Struct, array_like=True):
+    offset: int
+    group: str
+    topic: str
+    key: bytes | None
+    created_ms: int
+    checks: int
+    state: str                          # committed | aborted | dropped
+    reason: str
+    dest: int = -1
+    target_offset: int = -1
+
+
+class Op(msgspec.Struct, array_like=True):
+    kind: int
+    offset: int
+    at_ms: int
+    reason: str = ""
+    dest: int = -1
+    target_offset: int = -1
+
+
+class HalfState(msgspec.Struct, array_like=True):
+    pending: list[Half]
+    seqs: dict[str, int]
+    resolved: list[Resolved]
+    producers: list[tuple[int, int, list[tuple[int, int, int, int]]]]
+
+
+_ops_enc = msgspec.msgpack.Encoder()
+_ops_dec = msgspec.msgpack.Decoder(list[Op])
+_state_dec = msgspec.msgpack.Decoder(HalfState)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def parse_half(rec: Any) -> Half:
+    """The half message in a record of `__half_messages`; InvalidRequestError if the
+    record is not one (its producer hears why; replicas skip it alike)."""
+    headers = dict(rec.headers)
+    try:
+        group = headers[H_GROUP].decode()
+        topic = headers[H_TARGET].decode()
+        partition = int(headers[H_PARTITION]) if H_PARTITION in headers else None
+        check_after = int(headers[H_CHECK_AFTER])
+        max_checks = int(headers[H_MAX_CHECKS])
+    except (KeyError, ValueError, AttributeError) as exc:
+        raise InvalidRequestError(f"{HALF_TOPIC} takes only half messages (Producer.send_half); "
+                                  f"header {exc} is missing or malformed") from None
+    if not 0 < len(group) <= MAX_GROUP_NAME or not topic or check_after <= 0 or max_checks < 1:
+        raise InvalidRequestError(f"half message with bad settings: group {group!r}, target {topic!r}, "
+                                  f"check_after {check_after} ms, max_checks {max_checks}")
+    user_headers = [h for h in rec.headers if h[0] not in HALF_HEADERS]
+    return Half(rec.offset, group, topic, partition, rec.key, rec.value, user_headers, rec.timestamp,
+                check_after, max_checks)
+
+
+class HalfPartition(Partition):
+    """A `__half_messages` partition: its half messages' state on every replica."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending: dict[int, Half] = {}
+        self.to_write: dict[int, Half] = {}               # committed, not yet WRITTEN, in decision order
+        self.seqs: dict[str, int] = {}
+        self.resolved: OrderedDict[int, Resolved] = OrderedDict()
+        self.partition_count = 0                          # of the topic, set by the coordinator
+        self._changed = trio.Event()
+        snap = self.storage.snapshot()
+        if snap.data:
+            self._load(snap.data)
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _apply_entries(self, entries: list[Entry]) -> None:
+        super()._apply_entries(entries)
+        for e in entries:
+            if e.kind != EntryKind.NORMAL:
+                continue
+            h = segments.parse_header(e.data)
+            if h.is_control:
+                if not h.is_transactional and segments.control_type_of(e.data) == segments.ControlType.HALF_OP:
+                    for op in _ops_dec.decode(segments.decode_records(e.data)[0].value):
+                        self._apply_op(op)
+                continue
+            for rec in segments.decode_records(e.data):
+                try:
+                    self.pending[rec.offset] = parse_half(rec)
+                except InvalidRequestError as exc:   # checked at produce; a replay skips alike
+                    log.warning("%s@%d: %s", self.name, rec.offset, exc.message)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _apply_op(self, op: Op) -> None:
+        h = self.pending.get(op.offset)
+        if h is None:
+            return
+        if op.kind == OP_WRITTEN:
+            del self.pending[op.offset]
+            self.to_write.pop(op.offset, None)
+            state = "committed" if op.target_offset >= 0 or not op.reason else "dropped"
+            self._remember(h, state, op.reason or h.reason, op.target_offset)
+        elif h.dest >= 0:
+            return                                   # decided to commit: nothing else applies
+        elif op.kind == OP_CHECK:
+            h.checks += 1
+            h.last_check_ms = op.at_ms
+        elif op.kind == OP_COMMIT:
+            h.dest = op.dest
+            h.reason = op.reason
+            key = f"{h.topic}/{h.dest}"
+            h.seq = self.seqs.get(key, 0)
+            self.seqs[key] = h.seq + 1
+            self.to_write[op.offset] = h
+        elif op.kind == OP_ABORT:
+            del self.pending[op.offset]
+            self._remember(h, "aborted", op.reason)
+
+    def _remember(self, h: Half, state: str, reason: str, target_offset: int = -1) -> None:
+        self.resolved[h.offset] = Resolved(h.offset, h.group, h.topic, h.key, h.created_ms, h.checks, state, reason,
+                                           h.dest, target_offset)
+        while len(self.resolved) > MAX_RESOLVED:
+            self.resolved.popitem(last=False)
+
+    async def changed(self, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) for the next applied entry."""
+        with trio.move_on_after(timeout_s):
+            await self._changed.wait()
+
+    def _dump(self) -> bytes:
+        return _ops_enc.encode(HalfState(list(self.pending.values()), self.seqs, list(self.resolved.values()),
+                                         self.producers.export()))
+
+    def _load(self, data: bytes) -> None:
+        st = _state_dec.decode(data)
+        self.pending = {h.offset: h for h in st.pending}
+        self.to_write = {h.offset: h for h in sorted((h for h in st.pending if h.dest >= 0),
+                                                     key=lambda h: (h.topic, h.dest, h.seq))}
+        self.seqs = dict(st.seqs)
+        self.resolved = OrderedDict((r.offset, r) for r in st.resolved)
+        self.producers.load(st.producers)
+
+    def restore(self, snap: Snapshot) -> None:
+        self.pending, self.to_write, self.seqs, self.resolved = {}, {}, {}, OrderedDict()
+        if snap.data:
+            self._load(snap.data)
+
+    async def apply_retention(self, now_ms: int) -> None:
+        """Pending halves are kept until decided: snapshot the state, then drop the log."""
+        async with self.io_lock:
+            if not self.closed and self.applied - self.storage.first_index() >= SNAPSHOT_EVERY:
+                self.storage.compact(self.applied, self._dump())
+
+    # -- writing --------------------------------------------------------------------------
+
+    def produce(self, records: bytes, acks: int, timeout_s: float):
+        """A producer's batch here must hold half messages of groups this partition
+        coordinates (a malformed batch goes on to the usual checks and their errors)."""
+        try:
+            recs = segments.decode_records(records)
+        except segments.SegmentError:
+            recs = []
+        n = self.partition_count
+        for rec in recs:
+            half = parse_half(rec)
+            if n and half_partition(half.group, n) != self.partition:
+                raise InvalidRequestError(f"producer group {half.group!r} keeps its half messages in "
+                                          f"{HALF_TOPIC}-{half_partition(half.group, n)}, not {self.name}")
+        return super().produce(records, acks, timeout_s)
+
+    async def write_ops(self, ops: list[Op]) -> None:
+        self.check_writable()
+        data = segments.build_control_batch(segments.ControlType.HALF_OP, _ops_enc.encode(ops), timestamp=-1)
+        await self.wait(self.propose(data, 1), WRITE_TIMEOUT_S)
+
+
+class HalfCoordinator:
+    """Answers the half-message requests on every node (each for the `__half_messages`
+    partitions it leads), and, on each such partition, relays committed halves and
+    makes the check-backs."""
+
+    def __init__(self, broker: "Broker") -> None:
+        self.broker = broker
+        self.cluster: ClusterClient | None = None
+        self._nursery: trio.Nursery | None = None
+        self._scopes: dict[int, trio.CancelScope] = {}
+        self._asks: dict[str, deque[HalfCheck]] = {}    # group -> check-backs waiting for a poller
+        self._asked = trio.Event()
+        self._polled: dict[str, float] = {}              # group -> when a producer last polled
+
+    def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
+        return {EndHalf: self.end_half, PollHalfChecks: self.poll, ListHalves: self.list_halves}
+
+    def partition_kind(self, meta) -> bool:
+        return meta.internal and meta.name == HALF_TOPIC
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _led(self, partition: int) -> HalfPartition:
+        b = self.broker
+        part = b.partitions.get((HALF_TOPIC, partition))
+        if part is None:
+            meta = b.state.topics.get(HALF_TOPIC)
+            if meta is None:
+                raise CoordinatorNotAvailableError(f"{HALF_TOPIC} is not created yet; retry shortly")
+            if not 0 <= partition < len(meta.replicas):
+                raise InvalidRequestError(f"{HALF_TOPIC} has partitions 0..{len(meta.replicas) - 1}, not {partition}")
+            leader = b.leader_of(meta.group(partition))
+            raise NotLeaderError(f"node {b.id} holds no replica of {HALF_TOPIC}-{partition}",
+                                 leader_id=leader, leader_addr=b.addr_of(leader))
+        assert isinstance(part, HalfPartition)
+        part.check_writable()
+        return part
+
+    async def end_half(self, req: EndHalf) -> EndHalfResponse:
+        part = self._led(req.partition)
+        h = part.pending.get(req.offset)
+        if h is not None and h.group != req.producer_group:
+            raise InvalidRequestError(f"half {req.partition}:{req.offset} belongs to producer group {h.group!r}, "
+                                      f"not {req.producer_group!r}")
+        if h is not None and h.dest < 0:
+            if req.commit:
+                try:
+                    dest = await self._destination(h)
+                except UnknownTopicError:
+                    await part.write_ops([Op(OP_ABORT, h.offset, _now_ms(), f"target topic {h.topic!r} does not exist")])
+                    raise UnknownTopicError(f"half {req.partition}:{req.offset} was aborted: its target topic "
+                                            f"{h.topic!r} does not exist") from None
+                await part.write_ops([Op(OP_COMMIT, h.offset, _now_ms(), req.reason or "committed by the producer",
+                                         dest=dest)])
+            else:
+                await part.write_ops([Op(OP_ABORT, h.offset, _now_ms(), req.reason or "aborted by the producer")])
+        return await self._outcome(part, req)
+
+    async def _outcome(self, part: HalfPartition, req: EndHalf) -> EndHalfResponse:
+        """The half's decision once it is final: a commit answers when the message is
+        in its topic."""
+        with trio.move_on_after(COMMIT_WAIT_S):
+            while True:
+                r = part.resolved.get(req.offset)
+                h = part.pending.get(req.offset)
+                if r is not None:
+                    break
+                if h is None:
+                    raise InvalidRequestError(
+                        f"no half message at {HALF_TOPIC}-{req.partition} offset {req.offset} (or it was decided "
+                        f"too long ago to remember); check the id send_half returned")
+                if h.dest < 0 and req.commit is False:
+                    raise RequestTimeoutError(f"half {req.partition}:{req.offset}: abort not applied yet; retry")
+                if h.dest >= 0 and not req.commit:
+                    raise InvalidRequestError(f"half {req.partition}:{req.offset} was already committed")
+                await part.changed(1.0)
+                part.check_writable()
+        if r is None:
+            raise RequestTimeoutError(f"half {req.partition}:{req.offset} is committed and still being written to "
+                                      f"{part.pending[req.offset].topic}; retry to learn where it landed")
+        if req.commit != (r.state == "committed"):
+            raise InvalidRequestError(f"half {req.partition}:{req.offset} was already {r.state}: {r.reason}")
+        return EndHalfResponse(r.state, r.topic, r.dest, r.target_offset, r.reason)
+
+    async def _destination(self, h: Half) -> int:
+        assert self.cluster is not None
+        n = await self.cluster.partition_count(h.topic)
+        if h.partition is not None:
+            return h.partition % n
+        if h.key is not None:
+            return partition_for_key(h.key, n)
+        return h.offset % n
+
+    async def poll(self, req: PollHalfChecks) -> HalfChecks:
+        if not isinstance(req.producer_group, str) or not 0 < len(req.producer_group) <= MAX_GROUP_NAME:
+            raise InvalidRequestError(f"producer_group must be a string of 1-{MAX_GROUP_NAME} characters")
+        n = len(self.broker.state.topics[HALF_TOPIC].replicas) if HALF_TOPIC in self.broker.state.topics else 0
+        part = self._led(half_partition(req.producer_group, n) if n else 0)
+        group = req.producer_group
+        self._polled[group] = trio.current_time()
+        out: list[HalfCheck] = []
+        with trio.move_on_after(max(0, min(req.max_wait_ms, MAX_POLL_WAIT_MS)) / 1000):
+            while True:
+                queue = self._asks.get(group)
+                while queue and len(out) < max(1, req.limit):
+                    c = queue.popleft()
+                    h = part.pending.get(c.offset)
+                    if h is not None and h.dest < 0:      # still undecided
+                        out.append(c)
+                if out or not part.is_leader:
+                    break
+                await self._asked.wait()
+        self._polled[group] = trio.current_time()
+        return HalfChecks(out)
+
+    async def list_halves(self, req: ListHalves) -> ListHalvesResponse:
+        now = _now_ms()
+        out: list[HalfInfo] = []
+        for (topic, p), part in list(self.broker.partitions.items()):
+            if topic != HALF_TOPIC or not isinstance(part, HalfPartition) or not part.ready_for_writes():
+                continue
+            for h in part.pending.values():
+                if req.producer_group in (None, h.group):
+                    out.append(HalfInfo(h.group, p, h.offset, h.topic, h.key, h.created_ms, h.checks,
+                                        "committing" if h.dest >= 0 else "pending",
+                                        "" if h.dest >= 0 else f"next check in {max(0, h.next_check_ms() - now)} ms",
+                                        h.dest))
+            if req.resolved:
+                for r in part.resolved.values():
+                    if req.producer_group in (None, r.group):
+                        out.append(HalfInfo(r.group, p, r.offset, r.topic, r.key, r.created_ms, r.checks, r.state,
+                                            r.reason, r.dest, r.target_offset))
+        return ListHalvesResponse(out)
+
+    # -- the leader's work ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        b = self.broker
+        peers = [b.cfg.listen] + [a for n, a in sorted(b.cfg.peers.items()) if n != b.id]
+        async with ClusterClient(peers, token=b.cfg.token, client_id=f"node-{b.id}-half",
+                                 request_timeout=10.0) as cluster, trio.open_nursery() as nursery:
+            self.cluster = cluster
+            self._nursery = nursery
+            while True:
+                if not b.shutting_down:
+                    b.ensure_internal_topic(HALF_TOPIC, b.cfg.half_partitions, {"segment.bytes": str(SEGMENT_BYTES)})
+                    self._reconcile()
+                await trio.sleep(JANITOR_INTERVAL_S)
+
+    def _reconcile(self) -> None:
+        assert self._nursery is not None
+        meta = self.broker.state.topics.get(HALF_TOPIC)
+        for (topic, _), part in list(self.broker.partitions.items()):
+            if topic != HALF_TOPIC or not isinstance(part, HalfPartition):
+                continue
+            if meta is not None:
+                part.partition_count = len(meta.replicas)
+            running = part.group in self._scopes
+            if part.is_leader and not part.closed and not running:
+                self._nursery.start_soon(self._lead, part)
+            elif running and (not part.is_leader or part.closed):
+                self._scopes.pop(part.group).cancel()
+
+    async def _lead(self, part: HalfPartition) -> None:
+        with trio.CancelScope() as scope:
+            self._scopes[part.group] = scope
+            try:
+                while not part.ready_for_writes():    # its no-op applies: the state is current
+                    if not part.is_leader or part.closed:
+                        return
+                    await trio.sleep(0.01)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._relay_loop, part)
+                    nursery.start_soon(self._check_loop, part)
+            except* TideMQError as eg:   # lost the lead or a write timed out: the janitor restarts it
+                log.info("%s: half coordinator stopped: %s", part.name, eg.exceptions[0])
+            finally:
+                if self._scopes.get(part.group) is scope:
+                    del self._scopes[part.group]
+
+    async def _relay_loop(self, part: HalfPartition) -> None:
+        """Copy committed halves to their targets, in decision order, then record it."""
+        pid = HALF_PID_BASE + part.group
+        while part.is_leader and not part.closed:
+            if not part.to_write:
+                await part.changed(1.0)
+                continue
+            batch = list(part.to_write.values())[:MAX_MOVE]
+            by_dest: dict[tuple[str, int], list[Half]] = {}
+            for h in batch:
+                by_dest.setdefault((h.topic, h.dest), []).append(h)
+            ops: list[Op] = []
+
+            async def write(dest: tuple[str, int], halves: list[Half]) -> None:
+                items = [(h.seq, (h.key, h.value, tuple(h.headers), h.created_ms)) for h in halves]
+                try:
+                    offsets = await relay(self.cluster, pid, dest, items)
+                except UnknownTopicError:
+                    ops.extend(Op(OP_WRITTEN, h.offset, _now_ms(), f"target topic {dest[0]!r} was deleted; dropped")
+                               for h in halves)
+                    return
+                ops.extend(Op(OP_WRITTEN, h.offset, _now_ms(), dest=dest[1], target_offset=-1 if o is None else o)
+                           for h, o in zip(halves, offsets))
+
+            try:
+                async with trio.open_nursery() as nursery:
+                    for dest, halves in by_dest.items():
+                        nursery.start_soon(write, dest, halves)
+            except* TideMQError as eg:     # written or not, retried: the relay is idempotent
+                log.info("%s: relaying committed halves failed, retrying: %s", part.name, eg.exceptions[0])
+                await trio.sleep(0.5)
+            if ops:
+                await part.write_ops(ops)
+
+    async def _check_loop(self, part: HalfPartition) -> None:
+        while part.is_leader and not part.closed:
+            now = _now_ms()
+            ops: list[Op] = []
+            asks: list[tuple[str, HalfCheck]] = []
+            for h in list(part.pending.values()):
+                if h.dest >= 0 or h.next_check_ms() > now:
+                    continue
+                if h.checks >= h.max_checks:
+                    ops.append(Op(OP_ABORT, h.offset, now, self._why_abort(h)))
+                else:
+                    ops.append(Op(OP_CHECK, h.offset, now))
+                    asks.append((h.group, HalfCheck(part.partition, h.offset, h.topic, h.key, h.value,
+                                                    list(h.headers), h.created_ms, h.checks + 1)))
+            if ops:
+                await part.write_ops(ops)
+                for group, c in asks:
+                    self._asks.setdefault(group, deque(maxlen=MAX_ASKS)).append(c)
+                self._asked.set()
+                self._asked = trio.Event()
+            await trio.sleep(JANITOR_INTERVAL_S)
+
+    def _why_abort(self, h: Half) -> str:
+        polled = self._polled.get(h.group)
+        if polled is None or trio.current_time() - polled > POLLER_ALIVE_S:
+            return (f"no decision after {h.checks} check-backs: no live producer of group {h.group!r} "
+                    "was polling for check-backs (max_checks reached)")
+        return f"no decision after {h.checks} check-backs: the group's checker kept answering 'unknown' (max_checks reached)"
