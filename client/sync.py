@@ -10,6 +10,11 @@
             ...
             consumer.commit()
 
+    with sync.Producer("127.0.0.1:9401", transactional_id="billing-1") as producer:
+        with producer.transaction():            # commit on normal exit, abort on exception
+            producer.send("orders", b"...")
+            producer.send_offsets(consumer)     # the consumer's offsets commit with it
+
 Each object runs its async twin (`client.Admin`, `client.Producer`, `client.Consumer`)
 on a trio event loop in a background thread (anyio's blocking portal) and hands every
 call to that loop. Nothing is re-implemented: retries, batching, idempotence and group
@@ -25,10 +30,11 @@ loop also hosts the brokers), so it is refused with `RuntimeError`.
 from __future__ import annotations
 
 import functools
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Callable, ContextManager, Generic, Iterator, TypeVar
+from typing import Any, Callable, ContextManager, Generic, Iterator, Mapping, TypeVar
 
 import anyio
 import sniffio
@@ -38,7 +44,8 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from client.admin import Admin as AsyncAdmin
 from client.consumer import Consumer as AsyncConsumer, Message
 from client.producer import Delivery, Headers, Producer as AsyncProducer, RecordMetadata
-from client.protocol import MetadataResponse, TopicInfo
+from client.admin import TransactionSurvey
+from client.protocol import MetadataResponse, TopicInfo, TxnInfo
 
 __all__ = ["Admin", "Consumer", "Producer"]
 
@@ -171,6 +178,17 @@ class Admin(_Blocking[AsyncAdmin]):
     def describe_cluster(self) -> MetadataResponse:
         return self._call(self._async.describe_cluster)
 
+    def describe_transaction(self, transactional_id: str) -> TxnInfo:
+        """The id's state, partitions, groups and times (see `client.Admin.describe_transaction`)."""
+        return self._call(self._async.describe_transaction, transactional_id)
+
+    def list_transactions(self, *, node_timeout: float = 3.0) -> list[TxnInfo]:
+        """Every transactional id the cluster knows (see `client.Admin.list_transactions`)."""
+        return self._call(self._async.list_transactions, node_timeout=node_timeout)
+
+    def survey_transactions(self, *, node_timeout: float = 3.0) -> TransactionSurvey:
+        return self._call(self._async.survey_transactions, node_timeout=node_timeout)
+
 
 class Producer(_Blocking[AsyncProducer]):
     """Blocking `client.Producer`.
@@ -178,6 +196,10 @@ class Producer(_Blocking[AsyncProducer]):
     `send` returns once the message is acknowledged: a round trip per call. For many
     messages use `submit`, which returns as soon as the message is queued (so submitted
     messages keep their order) with a future for the acknowledgement: they share batches.
+
+    With `transactional_id`, sends belong to transactions (`with producer.transaction():`
+    or begin/commit/abort), exactly as in `client.Producer`: the async producer keeps the
+    transaction's state, these methods only carry the calls to its loop.
     """
 
     def __init__(
@@ -195,12 +217,14 @@ class Producer(_Blocking[AsyncProducer]):
         request_timeout: float = 30.0,
         delivery_timeout: float = 120.0,
         client_id: str = "tidemq-producer",
+        transactional_id: str | None = None,
+        transaction_timeout: float = 60.0,
     ) -> None:
         super().__init__(functools.partial(
             AsyncProducer, bootstrap, token=token, acks=acks, idempotent=idempotent, linger=linger,
             batch_bytes=batch_bytes, max_in_flight=max_in_flight, buffer_bytes=buffer_bytes,
             compression=compression, request_timeout=request_timeout, delivery_timeout=delivery_timeout,
-            client_id=client_id))
+            client_id=client_id, transactional_id=transactional_id, transaction_timeout=transaction_timeout))
 
     def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
              partition: int | None = None, timestamp: int | None = None, delay: float | None = None,
@@ -222,6 +246,47 @@ class Producer(_Blocking[AsyncProducer]):
     def flush(self) -> None:
         """Wait until everything sent so far (from any thread) is acknowledged."""
         self._call(self._async.flush)
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    @property
+    def transactional_id(self) -> str | None:
+        return self._async.transactional_id
+
+    def begin_transaction(self) -> None:
+        """Open a transaction: every send until commit or abort belongs to it."""
+        self._call(self._async.begin_transaction)
+
+    def commit_transaction(self) -> None:
+        """Deliver every send of the transaction, then commit it: when this returns, all of
+        it is visible to read_committed consumers. If a send failed this raises its error
+        and the transaction stays open: abort it."""
+        self._call(self._async.commit_transaction)
+
+    def abort(self) -> None:
+        """Abort the open transaction: none of its messages or offsets ever become visible
+        to read_committed consumers."""
+        self._call(self._async.abort)
+
+    def send_offsets(self, consumer: "Consumer", offsets: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Commit the group consumer's offsets with the open transaction (by default its
+        current commit points). The points are read on the consumer's own loop: its
+        assignment changes there, and reading it from this producer's thread could race."""
+        if offsets is None:
+            offsets = consumer._call(consumer._async.commit_points)
+        self._call(self._async.send_offsets, consumer._async, offsets)
+
+    @contextmanager
+    def transaction(self) -> Iterator["Producer"]:
+        """`with producer.transaction():` commits on normal exit and aborts when the body
+        raises, re-raising its exception. The async producer's own `transaction()` runs
+        on the loop for the length of the block (the portal carries the body's exception
+        into it), so both faces decide alike."""
+        _refuse_inside_event_loop()
+        if self._closed:
+            raise RuntimeError(f"this {type(self).__name__} is closed")
+        with self._portal.wrap_async_context_manager(self._async.transaction()):
+            yield self
 
 
 async def _acknowledged(delivery: Delivery) -> RecordMetadata:

@@ -163,3 +163,76 @@ def test_a_dead_client_fails_a_blocked_call_instead_of_hanging():
 async def test_refused_on_an_event_loop_thread():
     with pytest.raises(RuntimeError, match="event loop"):
         sync.Admin("127.0.0.1:1")
+
+
+def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    """The group's committed offsets, asked of its coordinator directly."""
+    from client.cluster import ClusterClient
+    from client.protocol import OffsetFetch
+
+    async def fetch():
+        async with ClusterClient(bootstrap) as client:
+            resp = await client.coordinator_request(group, OffsetFetch(group))
+            return {(t, p): o for t, p, o in resp.offsets}
+
+    return anyio.run(fetch, backend="trio")
+
+
+def test_transactions_commit_abort_and_the_with_block(bootstrap):
+    with sync.Admin(bootstrap) as admin:
+        admin.create_topic("txa", partitions=2)
+        admin.create_topic("txb")
+    with sync.Producer(bootstrap, transactional_id="sync-txn") as producer:
+        assert producer.transactional_id == "sync-txn"
+        with producer.transaction() as same:
+            assert same is producer
+            for i in range(4):
+                producer.submit("txa", b"a%d" % i, key=b"%d" % i)
+            producer.send("txb", b"b0")
+        producer.begin_transaction()
+        producer.send("txa", b"aborted", key=b"0")
+        producer.abort()
+        with pytest.raises(KeyError, match="the body failed"):
+            with producer.transaction():
+                producer.send("txb", b"also aborted")
+                raise KeyError("the body failed")
+        producer.begin_transaction()
+        producer.send("txb", b"b1")
+        producer.commit_transaction()
+        with pytest.raises(RuntimeError, match="no transaction is open"):
+            producer.commit_transaction()
+    with sync.Admin(bootstrap) as admin:
+        info = admin.describe_transaction("sync-txn")
+        assert info.state == "complete_commit" and "sync-txn" in {t.transactional_id for t in admin.list_transactions()}
+    with sync.Consumer(bootstrap, topics=["txa", "txb"], offset_reset="earliest") as consumer:
+        committed = sorted(m.value for m in drain(consumer))
+    assert committed == [b"a0", b"a1", b"a2", b"a3", b"b0", b"b1"]
+    with sync.Consumer(bootstrap, topics=["txa", "txb"], offset_reset="earliest",
+                       isolation="read_uncommitted") as consumer:
+        everything = sorted(m.value for m in drain(consumer))
+    assert everything == sorted(committed + [b"aborted", b"also aborted"])
+
+
+def test_send_offsets_commit_only_with_the_transaction(bootstrap):
+    with sync.Admin(bootstrap) as admin:
+        admin.create_topic("txin")
+        admin.create_topic("txout")
+    with sync.Producer(bootstrap) as plain:
+        for i in range(4):
+            plain.send("txin", b"%d" % i)
+    with sync.Consumer(bootstrap, group="sync-pipe", topics=["txin"], offset_reset="earliest") as consumer, \
+            sync.Producer(bootstrap, transactional_id="sync-pipe-1") as producer:
+        first = [next(consumer) for _ in range(2)]
+        with producer.transaction():
+            for m in first:
+                producer.send("txout", m.value + b"!")
+            producer.send_offsets(consumer)
+        assert committed_offsets(bootstrap, "sync-pipe") == {("txin", 0): first[-1].offset + 1}
+        third = next(consumer)
+        producer.begin_transaction()
+        producer.send("txout", third.value + b"!")
+        producer.send_offsets(consumer)
+        producer.abort()
+        assert committed_offsets(bootstrap, "sync-pipe") == {("txin", 0): first[-1].offset + 1}
+    with sync.Consumer(bootstrap, topics=["txout"], offset_reset="earliest") as reader:
+        assert [m.value for m in drain(reader)] == [b"0!", b"1!"]
