@@ -86,7 +86,7 @@ class ClusterClient:
     async def _own(self, link: _NodeLink) -> None:
         try:
             async with open_connection(link.addr, token=self.token, client_id=self.client_id,
-                                       connect_timeout=self.connect_timeout) as conn:
+                                       connect_timeout=self.connect_timeout, watchdog=True) as conn:
                 link.conn = conn
                 link.ready.set()
                 await link.close.wait()
@@ -117,16 +117,35 @@ class ClusterClient:
         return link.conn
 
     async def request(self, addr: str, body: object, sent: anyio.Event | None = None) -> Any:
-        """One request to one node, bounded by `request_timeout`."""
-        with anyio.fail_after(self.request_timeout):
-            conn = await self.connection(addr)
-            try:
-                return await conn.request(body, sent)
-            except ConnectionClosedError:
-                link = self._links.get(addr)
-                if link is not None:
-                    link.close.set()
-                raise
+        """One request to one node, bounded by `request_timeout` (plus the long-poll
+        wait of a fetch).
+
+        A request left unanswered that long drops its connection, even if its caller
+        gave up sooner (see client.connection): a node that went silent (SIGSTOP, a
+        blackholed route) fails every other request on it at once with a retriable
+        ConnectionClosedError, and the next request dials afresh.
+        """
+        patience = self.request_timeout + max(getattr(body, "max_wait_ms", 0) or 0, 0) / 1000
+        conn: Connection | None = None
+        try:
+            with anyio.fail_after(patience):
+                conn = await self.connection(addr)
+                return await conn.request(body, sent, timeout=patience)
+        except TimeoutError:
+            if conn is not None:
+                conn.abandon(f"no answer within {patience:g}s")
+                self._drop(addr, conn)
+            raise
+        except ConnectionClosedError:
+            if conn is not None:
+                self._drop(addr, conn)
+            raise
+
+    def _drop(self, addr: str, conn: Connection) -> None:
+        """Close the link that owns `conn` (not a newer one another task dialed since)."""
+        link = self._links.get(addr)
+        if link is not None and link.conn is conn:
+            link.close.set()
 
     # -- metadata -------------------------------------------------------------------------
 

@@ -5,6 +5,13 @@ Requests get ids; the reader task matches each response to its waiter, so many r
 are in flight on one socket. `open_connection()` owns the reader task (trio's `open_*`
 idiom): leaving its block closes the socket and fails whatever is still waiting with
 `ConnectionClosedError` (its outcome is unknown, so a caller must not assume either way).
+
+A request may carry a `timeout`: if its answer has not come within it, the node (or the
+route to it) is taken to be silent, and the whole connection is failed at once (Kafka's
+NetworkClient does the same). Every other waiter then gets a retriable
+`ConnectionClosedError` instead of sitting out its own timeout behind a blackhole, and
+the owner dials afresh. The deadline holds even if the caller gave up earlier (a shorter
+cancel scope): the node still owes that answer, and its silence is what counts.
 """
 
 from __future__ import annotations
@@ -43,28 +50,39 @@ class Connection:
         self._send_lock = anyio.Lock()
         self._decoder = FrameDecoder(max_frame_bytes)
         self._closed: BaseException | None = None
+        self._deadlines: dict[int, float] = {}   # request id -> when its answer is overdue
+        self._deadline_added = anyio.Event()
 
     @property
     def closed(self) -> bool:
         return self._closed is not None
 
-    async def request(self, body: object, sent: anyio.Event | None = None) -> object:
+    async def request(self, body: object, sent: anyio.Event | None = None, *, timeout: float | None = None) -> object:
         """Send one request and wait for its answer; an error answer raises its exception.
 
         `sent` is set once the request is written, so a caller can order pipelined
-        requests on the wire. Bound the wait with a cancel scope, not an argument.
+        requests on the wire. Bound the caller's wait with a cancel scope; `timeout` is
+        not that: it says when a missing answer means the connection is dead (see the
+        module docstring), which needs `open_connection(..., watchdog=True)`.
         """
         if self._closed is not None:
             raise ConnectionClosedError(f"connection to {self.addr} is closed: {self._closed}")
         rid = next(self._ids)
         waiter = self._waiters[rid] = _Waiter()
+        if timeout is not None:
+            self._deadlines[rid] = anyio.current_time() + timeout
+            self._deadline_added.set()
+        written = False
         try:
             await self._send(rid, body)
+            written = True
             if sent is not None:
                 sent.set()
             await waiter.event.wait()
         finally:
             self._waiters.pop(rid, None)
+            if not written:
+                self._deadlines.pop(rid, None)   # never on the wire: no answer is owed
         resp = waiter.body
         if isinstance(resp, BaseException):
             raise resp
@@ -99,6 +117,7 @@ class Connection:
         try:
             while True:
                 env = await self._next_envelope()
+                self._deadlines.pop(env.id, None)
                 waiter = self._waiters.get(env.id)
                 if waiter is not None:
                     waiter.body = env.body
@@ -107,6 +126,26 @@ class Connection:
             self._fail(ConnectionClosedError(f"connection to {self.addr} closed by the node ({type(exc).__name__})"))
         except RemoteProtocolError as exc:
             self._fail(exc)
+
+    async def _watchdog(self) -> None:
+        """Fail the connection once any request's answer is overdue."""
+        while self._closed is None:
+            if not self._deadlines:
+                await self._deadline_added.wait()
+                self._deadline_added = anyio.Event()
+                continue
+            due = min(self._deadlines.values())
+            if anyio.current_time() >= due:
+                self.abandon(f"node at {self.addr} did not answer a request in time; dropping the connection")
+                return
+            with anyio.move_on_after(due - anyio.current_time()):
+                await self._deadline_added.wait()     # an earlier deadline may have come
+                self._deadline_added = anyio.Event()
+
+    def abandon(self, reason: str) -> None:
+        """Give the connection up as dead: every waiter fails now with a retriable
+        ConnectionClosedError, and so does every later request (the owner redials)."""
+        self._fail(ConnectionClosedError(f"connection to {self.addr} dropped: {reason}"))
 
     def _fail(self, exc: BaseException) -> None:
         if self._closed is None:
@@ -129,8 +168,10 @@ class Connection:
 @asynccontextmanager
 async def open_connection(
     addr: str, *, token: str | None = None, client_id: str = "tidemq-client",
-    connect_timeout: float = 5.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    connect_timeout: float = 5.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, watchdog: bool = False,
 ) -> AsyncIterator[Connection]:
+    """Connect and say Hello. With `watchdog`, a request sent with a `timeout` that goes
+    unanswered that long fails the connection (see the module docstring)."""
     host, port = split_addr(addr)
     try:
         with anyio.fail_after(connect_timeout):
@@ -151,6 +192,8 @@ async def open_connection(
         body_error: BaseException | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(conn._read_loop)
+            if watchdog:
+                tg.start_soon(conn._watchdog)
             try:
                 yield conn
             except BaseException as exc:

@@ -1,0 +1,101 @@
+"""Clients against nodes that go silent: every client link runs through a fault-injecting
+TCP proxy (scripts/chaoslib/proxy.py) in the test's own trio run, so a test can blackhole
+a node (connection open, nothing comes back) and heal it again.
+
+- a request that times out drops its connection: the other requests on it fail at once
+  with a retriable error, and the next one dials afresh;
+- an idempotent producer whose batch timed out starts a new sequence line and goes on
+  sending, without duplicating anything acknowledged;
+- a consumer rides out its group coordinator going silent in the middle of a revoke.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from client.cluster import ClusterClient
+from client.errors import ConnectionClosedError
+from client.protocol import Metadata
+from scripts.chaoslib.proxy import ProxyNet
+from tests.cluster import LocalCluster
+
+
+@asynccontextmanager
+async def proxied_cluster(tmp_path, n: int = 1, **overrides):
+    """In-process nodes that clients reach only through one proxy per node
+    (`net.client[node]`); nodes talk to each other directly."""
+    async with trio.open_nursery() as nursery:
+        cluster = LocalCluster(nursery, tmp_path, n, **overrides)
+        net = ProxyNet(cluster.peers)
+        for link in net.client.values():
+            await nursery.start(link.serve)
+        cluster.overrides["advertise"] = net.advertised()
+        try:
+            for node in cluster.peers:
+                await cluster.start(node)
+            await cluster.wait_controller()
+            yield cluster, net
+        finally:
+            net.heal()
+            for node in list(cluster.brokers):
+                await cluster.stop(node, graceful=False)
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_timed_out_request_drops_its_connection(tmp_path):
+    async with proxied_cluster(tmp_path) as (c, net):
+        link = net.client[1]
+        with trio.fail_after(30):
+            async with ClusterClient(net.bootstrap, request_timeout=1.0) as client:
+                addr = net.advertised()[1]
+                await client.request(addr, Metadata([]))
+                assert link.accepted == 1
+                link.cut()
+                outcome = {}
+
+                async def first():
+                    start = trio.current_time()
+                    with pytest.raises(TimeoutError):
+                        await client.request(addr, Metadata([]))
+                    outcome["first"] = trio.current_time() - start
+
+                async def second():
+                    await trio.sleep(0.5)      # its own timeout would end at 1.5 s
+                    start = trio.current_time()
+                    with pytest.raises(ConnectionClosedError):
+                        await client.request(addr, Metadata([]))
+                    outcome["second"] = trio.current_time() - start
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(first)
+                    nursery.start_soon(second)
+                assert 0.9 <= outcome["first"] < 1.3
+                assert outcome["second"] < 0.8, "failed with the connection, not at its own timeout"
+                link.heal()
+                await client.request(addr, Metadata([]))
+                assert link.accepted == 2, "the next request dialed afresh"
+
+
+async def test_a_caller_giving_up_early_still_drops_a_silent_connection(tmp_path):
+    """A shorter cancel scope (a heartbeat, a delivery timeout) does not make a silent
+    node look alive: its request was still owed an answer within request_timeout."""
+    async with proxied_cluster(tmp_path) as (c, net):
+        link = net.client[1]
+        with trio.fail_after(30):
+            async with ClusterClient(net.bootstrap, request_timeout=1.0) as client:
+                addr = net.advertised()[1]
+                await client.request(addr, Metadata([]))
+                link.cut()
+                with trio.move_on_after(0.3):
+                    await client.request(addr, Metadata([]))
+                start = trio.current_time()
+                with pytest.raises(ConnectionClosedError):
+                    await client.request(addr, Metadata([]))
+                assert trio.current_time() - start < 0.9
+                link.heal()
+                await client.request(addr, Metadata([]))
+                assert link.accepted == 2
+
