@@ -12,6 +12,16 @@ connection or a leader change is recognised by the leader and not written again.
 batch that reaches a new leader before the one ahead of it (OUT_OF_ORDER_SEQUENCE) waits
 for its predecessor and is retried, so order holds per partition.
 
+A batch that fails for good (its delivery timed out with the outcome unknown, or the
+leader refused it) leaves a gap in its partition's sequence numbers: every later batch
+would be refused as OUT_OF_ORDER_SEQUENCE, forever. So, as Kafka's producer does since
+KIP-360, that partition then starts a new sequence line: once its in-flight batches have
+settled, it takes a fresh producer id and numbers its unsent batches from 0 again. The
+failed batch is never sent again (it may or may not have been written once), so nothing
+acknowledged is duplicated. A transactional producer does not do this on its own: its
+producer id and epoch belong to the transaction, so the failure fails the transaction
+(commit raises it) and `abort()` starts the new epoch.
+
 Partitioning: a key hashes with Kafka's murmur2 (serial messages: one key, one
 partition, in order); no key spreads whole batches over partitions (sticky).
 
@@ -139,12 +149,16 @@ class Delivery:
 
 
 class _PartitionQueue:
-    def __init__(self) -> None:
+    def __init__(self, producer_id: int, producer_epoch: int) -> None:
         self.open: _Batch | None = None
         self.sealed: deque[_Batch] = deque()
         self.inflight: deque[_Batch] = deque()
         self.wakeup = anyio.Event()
+        # The sequence line of this partition: (producer id, epoch) and the next number.
+        self.producer_id = producer_id
+        self.producer_epoch = producer_epoch
         self.next_sequence = 0
+        self.line_broken = False    # a batch failed: start a new line before sending more
         self.running = False
 
 
@@ -415,7 +429,7 @@ class Producer:
             raise MessageTooLargeError(f"message of {size} bytes exceeds the 1 MiB batch limit")
         q = self._queues.get((topic, p))
         if q is None:
-            q = self._queues[(topic, p)] = _PartitionQueue()
+            q = self._queues[(topic, p)] = _PartitionQueue(self.producer_id, self.producer_epoch)
         batch = q.open
         if batch is not None and batch.size + size > self.batch_bytes and batch.records:
             self._seal(topic, p, q, n)
@@ -441,16 +455,57 @@ class Producer:
         batch = q.open
         assert batch is not None
         q.open = None
-        if self.idempotent:
-            batch.sequence = q.next_sequence
-            q.next_sequence += len(batch.records)
-        batch.data = build_batch(batch.records, compression=self.compression, producer_id=self.producer_id,
-                                 producer_epoch=self.producer_epoch, base_sequence=batch.sequence,
-                                 transactional=self.transactional_id is not None)
+        self._number(q, batch)
         q.sealed.append(batch)
         q.wakeup.set()
         if batch.records[0][0] is None:
             self._sticky.next_batch(topic, n)
+
+    def _number(self, q: _PartitionQueue, batch: _Batch) -> None:
+        """Give the batch the next sequence numbers of its partition's line and build it."""
+        if self.idempotent:
+            batch.sequence = q.next_sequence
+            q.next_sequence += len(batch.records)
+        batch.data = build_batch(batch.records, compression=self.compression, producer_id=q.producer_id,
+                                 producer_epoch=q.producer_epoch, base_sequence=batch.sequence,
+                                 transactional=self.transactional_id is not None)
+
+    async def _new_sequence_line(self, topic: str, p: int, q: _PartitionQueue) -> None:
+        """After a failed batch (see the module docstring): wait until every batch in
+        flight on the old line has settled, take a fresh producer id, and renumber the
+        batches not sent yet from 0. While no id can be had, unsent batches past their
+        delivery timeout fail (they were never sent, so they were not written)."""
+        for batch in list(q.inflight):
+            await batch.done.wait()
+        q.inflight.clear()
+        backoff = 0.05
+        while True:
+            now = time.monotonic()
+            while q.sealed and q.sealed[0].created + self.delivery_timeout <= now:
+                batch = q.sealed.popleft()
+                batch.error = RequestTimeoutError(
+                    f"{len(batch.records)} message(s) to {topic}-{p} not sent within delivery_timeout="
+                    f"{self.delivery_timeout}s (no new producer id); they were not written")
+                self._settle(topic, p, batch)
+            if not q.sealed:
+                return          # nothing to renumber: the next batch starts the line again
+            budget = min(self.request_timeout, q.sealed[0].created + self.delivery_timeout - now)
+            with anyio.move_on_after(max(budget, 0.001)):
+                try:
+                    resp = await self.cluster.controller_request(InitProducerId())
+                except TideMQError as exc:
+                    log.warning("%s-%s: no new producer id yet: %s", topic, p, exc)
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, 1.0)
+                    continue
+                log.info("%s-%s: a batch failed; new sequence line with producer id %s (was %s)",
+                         topic, p, resp.producer_id, q.producer_id)
+                q.producer_id, q.producer_epoch = resp.producer_id, resp.producer_epoch
+                q.next_sequence = 0
+                for batch in q.sealed:
+                    self._number(q, batch)
+                q.line_broken = False
+                return
 
     async def _sender(self, topic: str, p: int, q: _PartitionQueue) -> None:
         """Send sealed batches in order, up to max_in_flight at a time."""
@@ -463,12 +518,16 @@ class Producer:
                     await q.inflight[0].done.wait()
                     while q.inflight and q.inflight[0].done.is_set():
                         q.inflight.popleft()
+                if q.line_broken:
+                    await self._new_sequence_line(topic, p, q)
+                    continue
                 batch = q.sealed.popleft()
                 predecessor = q.inflight[-1] if q.inflight else None
                 q.inflight.append(batch)
-                tg.start_soon(self._deliver, topic, p, batch, predecessor)
+                tg.start_soon(self._deliver, topic, p, q, batch, predecessor)
 
-    async def _deliver(self, topic: str, p: int, batch: _Batch, predecessor: _Batch | None) -> None:
+    async def _deliver(self, topic: str, p: int, q: _PartitionQueue, batch: _Batch,
+                       predecessor: _Batch | None) -> None:
         remaining = batch.created + self.delivery_timeout - time.monotonic()
         request = Produce(topic, p, batch.data, self.acks, int(self.request_timeout * 1000))
         try:
@@ -509,17 +568,23 @@ class Producer:
                 "they may or may not have been written")
             raise
         finally:
-            if batch.error is not None and self.transactional_id is not None:
-                self._txn_error = self._txn_error or batch.error
-                if isinstance(batch.error, ProducerFencedError):
-                    self._fenced = batch.error
-            batch.sent.set()
-            batch.acked_at = time.monotonic()
-            self._buffered -= batch.size - 61
-            if self._buffered < self.buffer_bytes:
-                self._space.set()
-                self._space = anyio.Event()
-            batch.done.set()
+            if batch.error is not None and self.idempotent and self.transactional_id is None:
+                q.line_broken = True
+            self._settle(topic, p, batch)
+
+    def _settle(self, topic: str, p: int, batch: _Batch) -> None:
+        """The batch is done, acknowledged or failed: wake its sends, free its buffer."""
+        if batch.error is not None and self.transactional_id is not None:
+            self._txn_error = self._txn_error or batch.error
+            if isinstance(batch.error, ProducerFencedError):
+                self._fenced = batch.error
+        batch.sent.set()
+        batch.acked_at = time.monotonic()
+        self._buffered -= batch.size - 61
+        if self._buffered < self.buffer_bytes:
+            self._space.set()
+            self._space = anyio.Event()
+        batch.done.set()
 
     async def flush(self) -> None:
         """Send everything gathered so far and wait until all of it is acknowledged."""

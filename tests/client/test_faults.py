@@ -16,10 +16,11 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
+from client import Admin, Consumer, Producer
 from client.cluster import ClusterClient
-from client.errors import ConnectionClosedError
+from client.errors import ConnectionClosedError, RequestTimeoutError
 from client.protocol import Metadata
-from scripts.chaoslib.proxy import ProxyNet
+from scripts.chaoslib.proxy import DOWN, UP, ProxyNet
 from tests.cluster import LocalCluster
 
 
@@ -98,4 +99,72 @@ async def test_a_caller_giving_up_early_still_drops_a_silent_connection(tmp_path
                 link.heal()
                 await client.request(addr, Metadata([]))
                 assert link.accepted == 2
+
+
+async def read_values(bootstrap, topic, quiet=1.0, timeout=20, isolation="read_committed"):
+    """Every value in `topic` from the start, once nothing new came for `quiet` s."""
+    out = []
+    with trio.fail_after(timeout):
+        async with Consumer(bootstrap, topics=[topic], offset_reset="earliest", isolation=isolation) as consumer:
+            while True:
+                with trio.move_on_after(quiet) as idle:
+                    out.append((await consumer.__anext__()).value)
+                if idle.cancelled_caught:
+                    return out
+
+
+@pytest.mark.parametrize("direction", [UP, DOWN], ids=["request-lost", "answer-lost"])
+async def test_idempotent_producer_goes_on_after_a_batch_timed_out(tmp_path, direction):
+    """The timed-out batch was not written (request lost) or was (answer lost): either
+    way later sends succeed, and nothing is written twice."""
+    async with proxied_cluster(tmp_path) as (c, net):
+        link = net.client[1]
+        async with Admin(net.bootstrap) as admin:
+            await admin.create_topic("t", partitions=1, replication=1)
+        with trio.fail_after(60):
+            async with Producer(net.bootstrap, request_timeout=1.0, delivery_timeout=2.0, linger=0) as producer:
+                await producer.send("t", b"a")
+                first_line = producer._queues[("t", 0)].producer_id
+                link.cut(direction)
+                with pytest.raises(RequestTimeoutError):
+                    await producer.send("t", b"b")
+                link.drop_connections()     # what was held back is gone (a request: never written)
+                link.heal()
+                acked = [await producer.send("t", v) for v in (b"c", b"d")]
+                deliveries = [await producer.submit("t", b"e%d" % i) for i in range(20)]
+                acked += [await d for d in deliveries]
+                assert producer._queues[("t", 0)].producer_id != first_line, "a new sequence line"
+        values = await read_values(net.bootstrap, "t")
+        expected = [b"a"] + ([b"b"] if direction is DOWN else []) + [b"c", b"d"] + [b"e%d" % i for i in range(20)]
+        assert values == expected
+        assert [md.offset for md in acked] == sorted({md.offset for md in acked})
+
+
+async def test_transactional_producer_fails_the_transaction_and_recovers_by_abort(tmp_path):
+    """A transactional producer keeps its id and epoch for the transaction: a timed-out
+    send fails the commit; the abort starts a new epoch and the next transaction works."""
+    async with proxied_cluster(tmp_path, offsets_partitions=1, txn_partitions=1) as (c, net):
+        link = net.client[1]
+        async with Admin(net.bootstrap) as admin:
+            await admin.create_topic("t", partitions=1, replication=1)
+        with trio.fail_after(60):
+            async with Producer(net.bootstrap, transactional_id="tx", request_timeout=1.0, delivery_timeout=2.0,
+                                linger=0) as producer:
+                async with producer.transaction():
+                    await producer.send("t", b"a")
+                epoch = producer.producer_epoch
+                await producer.begin_transaction()
+                await producer.send("t", b"b1")
+                link.cut(UP)
+                with pytest.raises(RequestTimeoutError):
+                    await producer.send("t", b"b2")
+                link.drop_connections()
+                link.heal()
+                with pytest.raises(RequestTimeoutError):
+                    await producer.commit_transaction()
+                await producer.abort()
+                assert producer.producer_epoch > epoch
+                async with producer.transaction():
+                    await producer.send("t", b"c")
+        assert await read_values(net.bootstrap, "t") == [b"a", b"c"]
 
