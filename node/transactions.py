@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
@@ -80,6 +81,9 @@ MAX_EPOCH = 32767                # the batch header's producer epoch is an int16
 MAX_NAME = 255
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 100, 15 * 60_000
 MAX_TXN_PARTITIONS = 10_000
+# Test hook: while the file this names exists, a decided transaction waits after its
+# PREPARE_* record and before its offsets and markers (see `_hold_before_markers`).
+HOLD_MARKERS_ENV = "TIDEMQ_TEST_HOLD_MARKERS"
 
 
 class TxnStatus(enum.IntEnum):
@@ -214,6 +218,7 @@ class TransactionCoordinator:
         self.broker = broker
         self.cluster: ClusterClient | None = None
         self._nursery: trio.Nursery | None = None
+        self._hold_path = os.environ.get(HOLD_MARKERS_ENV) or None
 
     def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
         return {
@@ -275,6 +280,8 @@ class TransactionCoordinator:
         assert self.cluster is not None
         commit = meta.status == TxnStatus.PREPARE_COMMIT
         cluster = self.cluster
+        if self._hold_path is not None:
+            await self._hold_before_markers(tid)
         try:
             with trio.fail_after(COMPLETE_TIMEOUT_S):
                 if commit:
@@ -294,6 +301,18 @@ class TransactionCoordinator:
         log.info("transaction %r (producer %d epoch %d) %s over %d partition(s)", tid, meta.producer_id,
                  meta.producer_epoch, "committed" if commit else "aborted", len(meta.partitions))
         return await self._write(part, coord, tid, done)
+
+    async def _hold_before_markers(self, tid: str) -> None:
+        """A test hook, off unless $TIDEMQ_TEST_HOLD_MARKERS is set when the node starts:
+        while that file exists, wait here, with the outcome decided and nothing written
+        anywhere else. A test can then SIGKILL a real coordinator process at exactly
+        this point (between prepare and markers), which no signal timed from outside
+        hits reliably."""
+        assert self._hold_path is not None
+        if os.path.exists(self._hold_path):
+            log.warning("transaction %r held before its markers while %s exists (test hook)", tid, self._hold_path)
+        while os.path.exists(self._hold_path):
+            await trio.sleep(0.02)
 
     async def _write_marker(self, part: TxnStatePartition, coord: TxnCoordination, topic: str, p: int, meta: TxnMeta,
                             commit: bool) -> None:
