@@ -68,9 +68,11 @@ class Message(NamedTuple):
 class _Assigned:
     """One partition this consumer reads: where it is, what is in flight."""
 
-    def __init__(self, position: int) -> None:
-        self.position = position          # next offset to fetch
-        self.handed = position            # next offset after what the iterator handed out
+    def __init__(self, position: int | None) -> None:
+        # None until known (a group member looks its committed offset up after the
+        # assignment, see `_on_assigned`); nothing is committed for it until then.
+        self.position: int = position  # type: ignore[assignment]   # next offset to fetch
+        self.handed: int | None = position   # next offset after what the iterator handed out
         self.pending: SortedSet = SortedSet()   # offsets handed to handlers, not finished
         self.controls: dict[int, int] = {}      # control batches ahead: base offset -> next offset
         self.scope = anyio.CancelScope()
@@ -173,16 +175,44 @@ class Consumer:
     # -- assignment -----------------------------------------------------------------------------------
 
     async def _on_assigned(self, parts: set[TopicPartition]) -> None:
-        committed: dict[TopicPartition, int | None] = {}
-        if self._member is not None:
-            committed = await self._member.committed(list(parts))
-        for tp in parts:
-            offset = committed.get(tp)
-            if offset is None:
-                offset = await self._reset_offset(tp)
-            state = self._assigned[tp] = _Assigned(offset)
-            assert self._tg is not None
-            self._tg.start_soon(self._fetch_loop, tp, state)
+        """Without a group: start every partition at `offset_reset` now. In a group:
+        claim the partitions and return at once; a task of their own looks up where
+        they start. A callback that waited on a coordinator gone silent would hold up
+        the member's reconciliation, and a failure here would end the whole consumer."""
+        assert self._tg is not None
+        if self._member is None:
+            for tp in parts:
+                state = self._assigned[tp] = _Assigned(await self._reset_offset(tp))
+                self._tg.start_soon(self._fetch_loop, tp, state)
+            return
+        states = {tp: _Assigned(None) for tp in parts}
+        self._assigned.update(states)
+        self._tg.start_soon(self._start_from_committed, states)
+
+    async def _start_from_committed(self, states: dict[TopicPartition, _Assigned]) -> None:
+        """Fetch the group's committed offsets for newly assigned partitions (one
+        request for all), retrying while the coordinator cannot answer, then start
+        their fetch loops (which reset those with nothing committed). Partitions
+        revoked meanwhile are dropped: nothing was read from them, nothing committed."""
+        assert self._member is not None and self._tg is not None
+        backoff = 0.05
+        while True:
+            live = {tp: s for tp, s in states.items() if not s.revoked}
+            if not live:
+                return
+            try:
+                committed = await self._member.committed(sorted(live))
+                break
+            except (TideMQError, TimeoutError) as exc:
+                if isinstance(exc, TideMQError) and not exc.retriable:
+                    raise
+                log.warning("committed offsets of %s not fetched yet: %r", sorted(live), exc)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+        for tp, state in live.items():
+            if not state.revoked:
+                state.position = state.handed = committed.get(tp)  # type: ignore[assignment]
+                self._tg.start_soon(self._fetch_loop, tp, state)
 
     async def _on_revoked(self, parts: set[TopicPartition]) -> None:
         """Stop fetching, let in-flight handlers finish (bounded), commit, forget."""
@@ -194,11 +224,14 @@ class Consumer:
             while self._active_handlers and any(s.pending for s in states.values()):
                 await anyio.sleep(0.01)
         if self._member is not None and not self._txn_commits:
-            offsets = {tp: self._commit_point(s) for tp, s in states.items()}
+            offsets = self._points(states)
             try:
                 await self._member.commit(offsets)
-            except TideMQError as exc:
-                log.warning("commit on revoke failed for %s: %s", sorted(offsets), exc)
+            except (TideMQError, TimeoutError) as exc:
+                # The coordinator is gone or silent: give the partitions up anyway. Their
+                # next owner starts from the last commit that did land, so what was
+                # read since is delivered again (never lost).
+                log.warning("commit on revoke failed for %s: %r", sorted(offsets), exc)
         for tp in states:
             self._assigned.pop(tp, None)
 
@@ -212,6 +245,8 @@ class Consumer:
     async def _fetch_loop(self, tp: TopicPartition, state: _Assigned) -> None:
         topic, p = tp
         with state.scope:
+            if state.position is None:
+                state.position = state.handed = await self._reset_offset(tp)
             while True:
                 req = Fetch([FetchPartition(topic, p, state.position, self.fetch_max_bytes)],
                             max_wait_ms=int(self.max_wait * 1000), isolation=self.isolation)
@@ -227,7 +262,11 @@ class Consumer:
                         log.warning("%s-%s: offset out of range, reset to %s (%s)", topic, p, state.position, self.offset_reset)
                         continue
                     # Leadership moved under us: the retrying request path finds the new leader.
-                    await self.cluster.refresh_metadata([topic])
+                    with anyio.move_on_after(self.cluster.request_timeout):
+                        try:
+                            await self.cluster.refresh_metadata([topic])
+                        except TideMQError as exc:   # no node answers now: ask again next round
+                            log.info("%s-%s: metadata refresh failed: %s", topic, p, exc)
                     await anyio.sleep(0.05)
                     continue
                 messages: list[Message] = []
@@ -278,17 +317,22 @@ class Consumer:
             raise InvalidConfigError("commit() needs a group: Consumer(..., group='name')")
         if self._txn_commits:
             raise InvalidConfigError("this consumer's offsets are committed by its transactions (run(producer=...))")
-        offsets = {tp: self._commit_point(s) for tp, s in self._assigned.items()}
+        offsets = self._points(self._assigned)
         if offsets:
             await self._member.commit(offsets)
 
     def commit_points(self) -> dict[TopicPartition, int]:
         """Per assigned partition, the offset `commit()` would commit now (what a
         transactional producer's `send_offsets` commits with its transaction)."""
-        return {tp: self._commit_point(s) for tp, s in self._assigned.items()}
+        return self._points(self._assigned)
 
     @staticmethod
-    def _commit_point(state: _Assigned) -> int:
+    def _points(states: dict[TopicPartition, _Assigned]) -> dict[TopicPartition, int]:
+        """Commit points of the partitions whose position is known."""
+        return {tp: point for tp, s in states.items() if (point := Consumer._commit_point(s)) is not None}
+
+    @staticmethod
+    def _commit_point(state: _Assigned) -> int | None:
         return state.pending[0] if state.pending else state.handed
 
     # -- run: handlers with modes -------------------------------------------------------------------------
@@ -452,8 +496,8 @@ class Consumer:
                 for source in sources:
                     try:
                         await source.commit()
-                    except TideMQError as exc:
-                        log.warning("periodic commit failed: %s", exc)
+                    except (TideMQError, TimeoutError) as exc:   # a later commit covers it
+                        log.warning("periodic commit failed: %r", exc)
 
         async def feed(source: Consumer) -> None:
             async for msg in source:

@@ -168,3 +168,51 @@ async def test_transactional_producer_fails_the_transaction_and_recovers_by_abor
                     await producer.send("t", b"c")
         assert await read_values(net.bootstrap, "t") == [b"a", b"c"]
 
+
+async def produce(bootstrap, topic, values):
+    async with Producer(bootstrap) as producer:
+        for v in values:
+            await producer.submit(topic, v, key=v)
+        await producer.flush()
+
+
+@pytest.mark.parametrize("when", ["revoke", "assign"])
+async def test_consumer_rides_out_a_silent_coordinator(tmp_path, when):
+    """The coordinator goes silent while the member gives its partitions up (revoke: the
+    commit times out) or just as they are handed to it (assign: the committed-offset
+    lookup times out). The consumer lives on, rejoins after the heal, and reads every
+    message (some twice is allowed, none lost)."""
+    async with proxied_cluster(tmp_path, offsets_partitions=1) as (c, net):
+        link = net.client[1]
+        async with Admin(net.bootstrap) as admin:
+            await admin.create_topic("t", partitions=2, replication=1)
+        before = [b"a%d" % i for i in range(10)]
+        after = [b"b%d" % i for i in range(10)]
+        await produce(net.bootstrap, "t", before)
+        seen: list[bytes] = []
+        with trio.fail_after(60):
+            async with Consumer(net.bootstrap, group="g", topics=["t"], offset_reset="earliest",
+                                session_timeout=1.5, request_timeout=1.0) as consumer:
+                if when == "assign":
+                    lookup = consumer._member.committed
+
+                    async def silent_lookup(parts):
+                        consumer._member.committed = lookup
+                        link.cut()          # the coordinator falls silent as the assignment arrives
+                        return await lookup(parts)
+
+                    consumer._member.committed = silent_lookup
+                else:
+                    while set(before) - set(seen):
+                        seen.append((await consumer.__anext__()).value)
+                    await consumer.commit()
+                    link.cut()
+                with trio.fail_after(10):      # cut until the member has given up what it held
+                    while not link.is_cut or consumer.assignment:
+                        await trio.sleep(0.05)
+                await trio.sleep(1.0)       # and a little longer: it keeps trying to rejoin
+                link.heal()
+                await produce(net.bootstrap, "t", after)
+                while set(before + after) - set(seen):
+                    seen.append((await consumer.__anext__()).value)
+        assert set(seen) == set(before + after)
