@@ -26,7 +26,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from client.errors import DuplicateSequenceError, OutOfOrderSequenceError, ProducerFencedError, UnknownProducerError
+from client.errors import (
+    DuplicateSequenceError, OutOfOrderSequenceError, ProducerFencedError, RequestTimeoutError, UnknownProducerError,
+)
 
 WINDOW = 5
 
@@ -90,9 +92,18 @@ class ProducerState:
             if ref.first_seq == first_seq and ref.last_seq == last_seq:
                 return ref
         if last_seq <= cur.last_seq:
+            committed = self._committed.get(pid)
+            if committed is None or committed.epoch != epoch or last_seq > committed.last_seq:
+                # Covered only by batches still in flight here, which a leader change may
+                # yet discard: calling it written now could lose it (found by a chaos run:
+                # a relay replaying record by record was told "written", then the batch
+                # holding it was overwritten). Their fate decides; ask again.
+                raise RequestTimeoutError(
+                    f"producer {pid} epoch {epoch}: sequences {first_seq}-{last_seq} are in a batch not committed "
+                    "yet; retry shortly")
             # Every record is already written, in batches cut differently or older than
             # the window: a duplicate whose offsets are not known (Kafka's
-            # DUPLICATE_SEQUENCE_NUMBER). A replaying delay scheduler relies on this.
+            # DUPLICATE_SEQUENCE_NUMBER). The delay and half relays rely on this.
             raise DuplicateSequenceError(
                 f"producer {pid} epoch {epoch}: sequences {first_seq}-{last_seq} were already written")
         if first_seq != cur.last_seq + 1:

@@ -77,3 +77,19 @@ def test_sequences_older_than_the_window_are_known_duplicates():
     with pytest.raises(DuplicateSequenceError, match="already written"):
         s.check(3, 0, 2, 1)
     assert s.check(3, 0, 8, 1) == BatchRef(8, 8, 108, 108)   # still in the window: offsets known
+
+
+def test_a_range_covered_only_by_an_uncommitted_batch_is_not_called_written():
+    """A replay cut differently from a batch still in flight must not be told "written":
+    a leader change may yet discard that batch."""
+    from client.errors import DuplicateSequenceError, RequestTimeoutError
+    s = ProducerState()
+    write(s, 4, 0, 0, 3, 0)
+    write(s, 4, 0, 3, 2, 3, commit=False)                   # 3-4 in flight
+    with pytest.raises(RequestTimeoutError, match="not committed yet"):
+        s.check(4, 0, 3, 1)
+    with pytest.raises(DuplicateSequenceError):             # 0-2 are committed
+        s.check(4, 0, 1, 1)
+    s.apply(4, 0, BatchRef(3, 4, 3, 4))
+    with pytest.raises(DuplicateSequenceError):
+        s.check(4, 0, 3, 1)
