@@ -30,8 +30,8 @@ loop also hosts the brokers), so it is refused with `RuntimeError`.
 from __future__ import annotations
 
 import functools
-from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Callable, ContextManager, Generic, Iterator, Mapping, TypeVar
@@ -268,7 +268,7 @@ class Producer(_Blocking[AsyncProducer]):
         to read_committed consumers."""
         self._call(self._async.abort)
 
-    def send_offsets(self, consumer: "Consumer", offsets: Mapping[tuple[str, int], int] | None = None) -> None:
+    def send_offsets(self, consumer: Consumer, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
         """Commit the group consumer's offsets with the open transaction (by default its
         current commit points). The points are read on the consumer's own loop: its
         assignment changes there, and reading it from this producer's thread could race."""
@@ -277,7 +277,7 @@ class Producer(_Blocking[AsyncProducer]):
         self._call(self._async.send_offsets, consumer._async, offsets)
 
     @contextmanager
-    def transaction(self) -> Iterator["Producer"]:
+    def transaction(self) -> Iterator[Producer]:
         """`with producer.transaction():` commits on normal exit and aborts when the body
         raises, re-raising its exception. The async producer's own `transaction()` runs
         on the loop for the length of the block (the portal carries the body's exception

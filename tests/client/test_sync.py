@@ -192,10 +192,9 @@ def test_transactions_commit_abort_and_the_with_block(bootstrap):
         producer.begin_transaction()
         producer.send("txa", b"aborted", key=b"0")
         producer.abort()
-        with pytest.raises(KeyError, match="the body failed"):
-            with producer.transaction():
-                producer.send("txb", b"also aborted")
-                raise KeyError("the body failed")
+        with pytest.raises(KeyError, match="the body failed"), producer.transaction():
+            producer.send("txb", b"also aborted")
+            raise KeyError("the body failed")
         producer.begin_transaction()
         producer.send("txb", b"b1")
         producer.commit_transaction()

@@ -164,7 +164,7 @@ async def test_pipeline_killed_at_random_points_outputs_each_input_once(cluster,
             await plain.submit("eo-in", b"%d" % i, key=b"%d" % i)
         await plain.flush()
     progress = tmp_path / "progress"
-    log = open(tmp_path / "pipeline.log", "ab")
+    log = (tmp_path / "pipeline.log").open("ab")     # the children's output, closed below
 
     def spawn() -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-c", CHILD, cluster.bootstrap, str(progress)], cwd=ROOT,
