@@ -75,8 +75,10 @@ class HalfMessage:
     `check` counting the check-backs of this half so far (1 for the first)."""
 
     def __init__(self, cluster: "ClusterClient", producer_group: str, partition: int, offset: int, topic: str,
-                 key: bytes | None, value: bytes | None, headers: tuple, timestamp: int, check: int = 0) -> None:
+                 key: bytes | None, value: bytes | None, headers: tuple, timestamp: int, check: int = 0,
+                 timeout: float = 120.0) -> None:
         self._cluster = cluster
+        self._timeout = timeout
         self.producer_group = producer_group
         self.partition = partition          # of __half_messages
         self.offset = offset
@@ -97,19 +99,30 @@ class HalfMessage:
     async def commit(self) -> "RecordMetadata":
         """Make it visible in its topic (exactly once); where it landed."""
         from client.producer import RecordMetadata
-        resp = await end_half(self._cluster, self.producer_group, self.partition, self.offset, True)
+        resp = await end_half(self._cluster, self.producer_group, self.partition, self.offset, True,
+                              timeout=self._timeout)
         return RecordMetadata(resp.topic, resp.partition, resp.offset, self.timestamp)
 
     async def abort(self, reason: str = "aborted by the producer") -> None:
         """Discard it; no consumer ever sees it."""
-        await end_half(self._cluster, self.producer_group, self.partition, self.offset, False, reason)
+        await end_half(self._cluster, self.producer_group, self.partition, self.offset, False, reason,
+                       timeout=self._timeout)
 
 
 async def end_half(cluster: "ClusterClient", producer_group: str, partition: int, offset: int, commit: bool,
-                   reason: str = "") -> EndHalfResponse:
-    """Decide a half message at its coordinator, following it as it moves. Deciding the
-    same way twice is fine (the first answer is repeated); the other way is an error."""
-    return await cluster.leader_request(HALF_TOPIC, partition, EndHalf(producer_group, partition, offset, commit, reason))
+                   reason: str = "", *, timeout: float = 120.0) -> EndHalfResponse:
+    """Decide a half message at its coordinator, following it as it moves, for up to
+    `timeout` seconds. Deciding the same way twice is fine (the first answer is
+    repeated); the other way is an error."""
+    try:
+        with anyio.fail_after(timeout):
+            return await cluster.leader_request(HALF_TOPIC, partition,
+                                                EndHalf(producer_group, partition, offset, commit, reason))
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"half {partition}:{offset}: no answer to {'commit' if commit else 'abort'} within {timeout:g}s; "
+            "the decision may or may not be recorded: decide again (it is idempotent), or leave it to the "
+            "check-back") from None
 
 
 def check_settings(producer_group: str | None, check_after: float, max_checks: int) -> None:
@@ -145,7 +158,7 @@ async def run_checker(cluster: "ClusterClient", producer_group: str, checker: Ch
 
 async def _answer(cluster: "ClusterClient", group: str, checker: Checker, c: HalfCheck, timeout: float) -> None:
     msg = HalfMessage(cluster, group, c.partition, c.offset, c.topic, c.key, c.value, tuple(c.headers),
-                      c.timestamp, c.check)
+                      c.timestamp, c.check, timeout)
     decision = None
     try:
         with anyio.fail_after(timeout):
@@ -158,6 +171,6 @@ async def _answer(cluster: "ClusterClient", group: str, checker: Checker, c: Hal
         return
     try:
         await end_half(cluster, group, c.partition, c.offset, bool(decision),
-                       "" if decision else f"transaction_checker answered abort on check {c.check}")
+                       "" if decision else f"transaction_checker answered abort on check {c.check}", timeout=timeout)
     except TideMQError as exc:   # decided meanwhile, or the coordinator moved: it asks again if need be
         log.info("deciding half %s after a check-back failed: %s", msg.id, exc)

@@ -342,18 +342,19 @@ class Producer:
         hp = half_partition(self.producer_group, await self._half_partitions())
         md = await self.send(HALF_TOPIC, value, key=key, headers=base + extra, partition=hp, timestamp=timestamp)
         return HalfMessage(self.cluster, self.producer_group, md.partition, md.offset, topic, key, value,
-                           tuple(base), md.timestamp)
+                           tuple(base), md.timestamp, timeout=self.delivery_timeout)
 
     async def commit_half(self, half_id: str) -> RecordMetadata:
         """Commit a half message by its id (`HalfMessage.id`), e.g. from another process
         of the same producer group; where it landed."""
         p, offset = parse_half_id(half_id)
-        resp = await end_half(self.cluster, self._group_for_halves(), p, offset, True)
+        resp = await end_half(self.cluster, self._group_for_halves(), p, offset, True, timeout=self.delivery_timeout)
         return RecordMetadata(resp.topic, resp.partition, resp.offset, -1)
 
     async def abort_half(self, half_id: str, reason: str = "aborted by the producer") -> None:
         p, offset = parse_half_id(half_id)
-        await end_half(self.cluster, self._group_for_halves(), p, offset, False, reason)
+        await end_half(self.cluster, self._group_for_halves(), p, offset, False, reason,
+                       timeout=self.delivery_timeout)
 
     def _group_for_halves(self) -> str:
         if self.producer_group is None:

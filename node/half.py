@@ -133,7 +133,14 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def parse_half(rec: Any) -> Half:
+def records_at(e: Entry, base_offset: int) -> list[tuple[int, Any]]:
+    """(offset, record) for each record of an entry. Its bytes may not carry their
+    offsets yet (the log stamps them as it writes, and a leader applies the entries it
+    proposed): count from the entry's index, never from the bytes."""
+    return [(e.index + rec.offset - base_offset, rec) for rec in segments.decode_records(e.data)]
+
+
+def parse_half(rec: Any, offset: int = -1) -> Half:
     """The half message in a record of `__half_messages`; InvalidRequestError if the
     record is not one (its producer hears why; replicas skip it alike)."""
     headers = dict(rec.headers)
@@ -150,7 +157,7 @@ def parse_half(rec: Any) -> Half:
         raise InvalidRequestError(f"half message with bad settings: group {group!r}, target {topic!r}, "
                                   f"check_after {check_after} ms, max_checks {max_checks}")
     user_headers = [h for h in rec.headers if h[0] not in HALF_HEADERS]
-    return Half(rec.offset, group, topic, partition, rec.key, rec.value, user_headers, rec.timestamp,
+    return Half(offset, group, topic, partition, rec.key, rec.value, user_headers, rec.timestamp,
                 check_after, max_checks)
 
 
@@ -182,9 +189,9 @@ class HalfPartition(Partition):
                     for op in _ops_dec.decode(segments.decode_records(e.data)[0].value):
                         self._apply_op(op)
                 continue
-            for rec in segments.decode_records(e.data):
+            for offset, rec in records_at(e, h.base_offset):
                 try:
-                    self.pending[rec.offset] = parse_half(rec)
+                    self.pending[offset] = parse_half(rec, offset)
                 except InvalidRequestError as exc:   # checked at produce; a replay skips alike
                     log.warning("%s@%d: %s", self.name, rec.offset, exc.message)
         self._changed.set()
