@@ -4,7 +4,8 @@ Admin requests go to the controller leader (followed invisibly). `create_topic` 
 once every partition has an elected leader, so a producer can use the topic at once.
 `describe_transaction` asks the id's transaction coordinator; `list_transactions` asks
 every live node at once, since each knows only the ids whose `__transaction_state`
-partition it leads.
+partition it leads. `list_halves` does the same for the half messages of
+`__half_messages` partitions.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import anyio
 
 from client.cluster import ClusterClient
 from client.errors import CoordinatorNotAvailableError, TideMQError
+from client.half import HALF_TOPIC
 from client.protocol import (
-    CreateTopic, DeleteTopic, DescribeTransaction, ListTransactions, ListTransactionsResponse, MetadataResponse,
+    CreateTopic, DeleteTopic, DescribeTransaction, HalfInfo, ListHalves, ListTransactions, MetadataResponse,
     TopicInfo, TxnInfo,
 )
 
@@ -32,6 +34,15 @@ class TransactionSurvey(NamedTuple):
     unanswered: dict[int, str]           # node id -> why it gave no answer
     uncovered: list[int]                 # state partitions whose leader gave no answer (or none is elected):
     #                                      their ids are missing from `transactions`
+
+
+class HalfSurvey(NamedTuple):
+    """Every node's answer to ListHalves, and what is missing from it."""
+
+    halves: list[HalfInfo]               # sorted by group, partition, offset
+    answered: list[int]
+    unanswered: dict[int, str]
+    uncovered: list[int]                 # __half_messages partitions whose leader gave no answer
 
 
 class Admin:
@@ -108,16 +119,45 @@ class Admin:
         A partition is covered when the node the metadata names as its leader answered;
         that node lists its ids. An id seen twice (its leadership moved during the
         survey) is kept in its most recently updated form."""
+        answers, unanswered, uncovered = await self._ask_every_node(ListTransactions(), TXN_STATE_TOPIC, node_timeout)
+        found: dict[str, TxnInfo] = {}
+        for resp in answers.values():
+            for info in resp.transactions:
+                seen = found.get(info.transactional_id)
+                if seen is None or info.updated_ms > seen.updated_ms:
+                    found[info.transactional_id] = info
+        return TransactionSurvey([found[t] for t in sorted(found)], sorted(answers), unanswered, uncovered)
+
+    # -- half messages ---------------------------------------------------------------------
+
+    async def list_halves(self, producer_group: str | None = None, *, resolved: bool = False,
+                          node_timeout: float = NODE_ANSWER_S) -> HalfSurvey:
+        """Pending half messages (with the check-backs made so far) of one producer group
+        or all, from every node at once; with `resolved`, also the recently decided ones
+        and why. Partitions whose leader did not answer are named in `uncovered`."""
+        answers, unanswered, uncovered = await self._ask_every_node(
+            ListHalves(producer_group, resolved), HALF_TOPIC, node_timeout)
+        found: dict[tuple[int, int], HalfInfo] = {}
+        for resp in answers.values():
+            for h in resp.halves:
+                found[(h.partition, h.offset)] = h
+        halves = sorted(found.values(), key=lambda h: (h.producer_group, h.partition, h.offset))
+        return HalfSurvey(halves, sorted(answers), unanswered, uncovered)
+
+    async def _ask_every_node(self, body: object, topic: str, node_timeout: float
+                              ) -> tuple[dict[int, object], dict[int, str], list[int]]:
+        """Ask every live node at once (each bounded by `node_timeout`, so one stuck node
+        costs that, not a request timeout). (answers by node, why the others gave none,
+        partitions of `topic` whose leader did not answer.)"""
         md = await self.cluster.refresh_metadata(None)
-        state = next((t for t in md.topics if t.name == TXN_STATE_TOPIC), None)
-        answered: dict[int, list[TxnInfo]] = {}
+        state = next((t for t in md.topics if t.name == topic), None)
+        answers: dict[int, object] = {}
         unanswered: dict[int, str] = {}
 
         async def ask(node_id: int, addr: str) -> None:
             try:
                 with anyio.fail_after(node_timeout):
-                    resp: ListTransactionsResponse = await self.cluster.request(addr, ListTransactions())
-                answered[node_id] = resp.transactions
+                    answers[node_id] = await self.cluster.request(addr, body)
             except TimeoutError:
                 unanswered[node_id] = f"no answer within {node_timeout:g}s"
             except TideMQError as exc:
@@ -127,11 +167,5 @@ class Admin:
             for node in md.nodes:
                 if node.alive:
                     tg.start_soon(ask, node.node_id, node.addr)
-        found: dict[str, TxnInfo] = {}
-        for infos in answered.values():
-            for info in infos:
-                seen = found.get(info.transactional_id)
-                if seen is None or info.updated_ms > seen.updated_ms:
-                    found[info.transactional_id] = info
-        uncovered = [p.partition for p in state.partitions if p.leader not in answered] if state else []
-        return TransactionSurvey([found[t] for t in sorted(found)], sorted(answered), unanswered, uncovered)
+        uncovered = [p.partition for p in state.partitions if p.leader not in answers] if state else []
+        return answers, unanswered, uncovered

@@ -6,6 +6,7 @@
     tidemq consume orders [--group G] [--from-beginning] [--max N] [--timeout S] [--format json]
     tidemq group list | group describe G
     tidemq txn list | txn describe ID [--format json]
+    tidemq half list [--group G] [--resolved] [--format json]
     tidemq cluster status
 
 `--bootstrap` (default $TIDEMQ_BOOTSTRAP, else 127.0.0.1:9401) and `--token` (default
@@ -47,7 +48,7 @@ from client.group import describe_group
 from client.producer import Delivery, Producer
 from client.protocol import (
     DescribeGroupResponse, ListGroups, ListGroupsResponse, ListOffsets, Metadata, MetadataResponse,
-    PartitionInfo, TopicInfo, TxnInfo,
+    HalfInfo, PartitionInfo, TopicInfo, TxnInfo,
 )
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9401"
@@ -138,6 +139,43 @@ def _partition_table(title: str, topics: list[TopicInfo], answers: dict[int, Met
             else:  # the leader did not answer (or there is none): its numbers are unknown
                 table.add_row(t.name, str(p.partition), leader, _ids(p.replicas), "?", "?", "?")
     return table
+
+
+def _half_json(h: HalfInfo, now_ms: float) -> dict[str, Any]:
+    return {
+        "id": f"{h.partition}:{h.offset}", "producer_group": h.producer_group, "topic": h.topic,
+        "key": _json_bytes(h.key), "state": h.state, "checks": h.checks, "age_ms": int(now_ms - h.created_ms),
+        "reason": h.reason or None,
+        "landed": [h.target_partition, h.target_offset] if h.state == "committed" else None,
+    }
+
+
+async def half_list(env: Env, args: argparse.Namespace) -> None:
+    """Pending half messages (and with --resolved the recently decided ones and why),
+    from every node; partitions whose coordinator did not answer are named on stderr."""
+    async with _admin(env) as admin:
+        survey = await admin.list_halves(args.group, resolved=args.resolved, node_timeout=NODE_ANSWER_S)
+    if not survey.answered:
+        raise CliError("no node listed its half messages: " + "; ".join(
+            f"node {n}: {e}" for n, e in sorted(survey.unanswered.items())))
+    if survey.uncovered:
+        env.err.print(f"__half_messages partition(s) {_ids(survey.uncovered)} did not answer; "
+                      "their half messages are missing", style="yellow")
+    now_ms = time.time() * 1000
+    if args.format == "json":
+        env.stdout.write(json.dumps([_half_json(h, now_ms) for h in survey.halves]) + "\n")
+        return
+    if not survey.halves:
+        env.out.print("no half messages pending" + (" or recently decided" if args.resolved else ""))
+        return
+    table = Table("id", "group", "topic", "key", "state", "checks", "age", "note")
+    for h in survey.halves:
+        note = h.reason
+        if h.state == "committed":
+            note = f"landed at {h.topic}-{h.target_partition}@{h.target_offset}" if h.target_offset >= 0 else note
+        table.add_row(f"{h.partition}:{h.offset}", h.producer_group, h.topic, _text(h.key) if h.key else "-",
+                      h.state, str(h.checks), _age(now_ms - h.created_ms), note or "-")
+    env.out.print(table)
 
 
 def _ids(ids: list[int]) -> str:
@@ -687,6 +725,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(txn, "describe", txn_describe, "one transactional id: state, partitions, groups, age, coordinator")
     p.add_argument("id", metavar="ID", help="the transactional id")
     p.add_argument("--format", choices=["table", "json"], default="table", help="json: one object on stdout")
+
+    half = commands.add_parser("half", help="half messages (send_half: check-back transactions)").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    p = leaf(half, "list", half_list, "pending half messages: group, target, checks made, age, next check")
+    p.add_argument("--group", help="only this producer group's")
+    p.add_argument("--resolved", action="store_true",
+                   help="also the recently decided ones: committed (where they landed) or aborted (why)")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="json: one array on stdout")
 
     dlq = commands.add_parser("dlq", help="a group's dead letters").add_subparsers(
         dest="action", required=True, metavar="ACTION")

@@ -279,3 +279,26 @@ def test_txn_describe_of_an_unknown_id_is_one_line(tidemq):
     assert r.code == 1 and r.out == ""
     assert r.err == ("tidemq: error: transactional id 'nobody-used-this' is unknown: no producer has used it "
                      "(see `tidemq txn list`)\n")
+
+
+async def test_half_list_shows_pending_and_decided_halves(tidemq, cluster):
+    cli = trio.to_thread.run_sync
+    assert (await cli(tidemq, "topic", "create", "half-cli", "--partitions", "2")).code == 0
+    with trio.fail_after(40):
+        async with Producer(cluster.bootstrap, token=TOKEN, producer_group="cli-svc", check_after=60) as producer:
+            waiting = await producer.send_half("half-cli", b"w", key=b"wait")
+            done = await producer.send_half("half-cli", b"d", key=b"done")
+            dropped = await producer.send_half("half-cli", b"x", key=b"drop")
+            landed = await done.commit()
+            await dropped.abort("the order was cancelled")
+            pending = await cli(tidemq, "half", "list", "--group", "cli-svc")
+            everything = await cli(tidemq, "half", "list", "--group", "cli-svc", "--resolved", "--format", "json")
+            await waiting.abort()
+    assert pending.code == 0
+    [row] = rows(pending.out, 8)
+    assert row[:6] == [waiting.id, "cli-svc", "half-cli", "wait", "pending", "0"]
+    assert row[7].startswith("next check in")
+    by_id = {h["id"]: h for h in json.loads(everything.out)}
+    assert by_id[done.id]["state"] == "committed" and by_id[done.id]["landed"] == [landed.partition, landed.offset]
+    assert by_id[dropped.id]["state"] == "aborted" and by_id[dropped.id]["reason"] == "the order was cancelled"
+    assert by_id[waiting.id]["state"] == "pending" and by_id[waiting.id]["key"] == "wait"

@@ -6,10 +6,8 @@ import pytest
 import trio
 
 from client import Admin, Consumer, Producer
-from client.cluster import ClusterClient
 from client.errors import InvalidConfigError, InvalidRequestError
 from client.half import HALF_TOPIC
-from client.protocol import ListHalves
 from tests.cluster import local_cluster
 
 
@@ -35,14 +33,10 @@ async def read(c, name, quiet=1.5, timeout=30, isolation="read_committed"):
                     return out
 
 
-async def halves(c, group=None, resolved=True):
-    async with ClusterClient(c.bootstrap) as client:
-        found = {}
-        for addr in list(client.nodes.values()) or c.bootstrap.split(","):
-            resp = await client.request(addr, ListHalves(group, resolved))
-            for h in resp.halves:
-                found[(h.partition, h.offset)] = h
-        return found
+async def halves(c, group=None):
+    async with Admin(c.bootstrap) as admin:
+        survey = await admin.list_halves(group, resolved=True)
+    return {(h.partition, h.offset): h for h in survey.halves}
 
 
 async def wait_for(predicate, timeout=20):

@@ -11,8 +11,6 @@ from pathlib import Path
 import trio
 
 from client import Admin, Consumer, Producer
-from client.cluster import ClusterClient
-from client.protocol import ListHalves
 from tests.cluster import process_cluster
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -36,16 +34,9 @@ trio.run(main, sys.argv[1])
 
 
 async def every_half(bootstrap):
-    found = {}
-    async with ClusterClient(bootstrap) as client:
-        for addr in bootstrap.split(","):
-            try:
-                resp = await client.request(addr, ListHalves(None, True))
-            except Exception:   # a node between leaders answers nothing useful: ask the others
-                continue
-            for h in resp.halves:
-                found[f"{h.partition}:{h.offset}"] = h
-    return found
+    async with Admin(bootstrap) as admin:
+        survey = await admin.list_halves(resolved=True)
+    return {f"{h.partition}:{h.offset}": h for h in survey.halves}
 
 
 async def test_check_back_after_the_producer_process_is_killed(tmp_path):
