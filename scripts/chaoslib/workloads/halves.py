@@ -2,7 +2,9 @@
 messages) written by services with a local database, read by a consumer group.
 
 Each writer plays a service: `send_half`, then its "local transaction" (commits, or on
-purpose about one time in five rolls back), then `commit()` / `abort()`. The local
+purpose about one time in five rolls back), then `commit()` / `abort()`; about one time
+in ten it "crashes" between its local commit and `commit()`, leaving the half to the
+check-back. The local
 database is `db` (values whose local transaction committed) plus `deciding` (sent, not
 decided yet); every writer's producer has a `transaction_checker` that answers from it,
 True / False / None (still deciding), as a real service would. So the guarantee checked
@@ -12,8 +14,9 @@ whose local transaction rolled back, or that never got that far, is never there.
 
 How sends are recorded:
 - `commit()` answered: acked, at the offset it returned;
-- `commit()` failed with the local transaction committed: acked with no offset (the
-  check-back must deliver it; the checker finds it by value) and the session ends;
+- `commit()` failed, or was never called, with the local transaction committed: acked
+  with no offset (the check-back must deliver it; the checker finds it by value), and
+  after a failure the session ends;
 - rolled back on purpose, or `send_half` itself failed: failed (must never appear).
 Keys are unique per message: half messages promise no order once a commit fails and the
 check-back lands it later, and the checker holds keys to their order.
@@ -42,9 +45,10 @@ class HalvesWorkload(QueueWorkload):
     producer_group = "chaos-halves-svc"
 
     def __init__(self, ctx, *, writers: int = 2, rate: float = 4.0, consumers: int = 2, rollback: float = 0.2,
-                 check_after: float = 1.0, land_timeout: float = 120.0, **kwargs) -> None:
+                 forget: float = 0.1, check_after: float = 1.0, land_timeout: float = 120.0, **kwargs) -> None:
         super().__init__(ctx, writers=writers, rate=rate, consumers=consumers, **kwargs)
         self.rollback = rollback
+        self.forget = forget
         self.check_after = check_after
         self.land_timeout = land_timeout
         self.db: set[str] = set()
@@ -104,6 +108,11 @@ class HalvesWorkload(QueueWorkload):
             return True
         self.db.add(value)
         self.deciding.discard(value)
+        if rng.random() < self.forget:
+            self._landing.add(value)
+            h.record("send", t=t, t_end=h.now(), partition=None, **fields, outcome="acked", offset=None,
+                     error="committed locally, then 'crashed' before commit(): the check-back owes it")
+            return True
         try:
             md = await half.commit()
         except (TideMQError, OSError, TimeoutError) as exc:
