@@ -30,6 +30,7 @@ loop also hosts the brokers), so it is refused with `RuntimeError`.
 from __future__ import annotations
 
 import functools
+import inspect
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from datetime import datetime
@@ -44,7 +45,8 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from client.admin import Admin as AsyncAdmin
 from client.consumer import Consumer as AsyncConsumer, Message
 from client.producer import Delivery, Headers, Producer as AsyncProducer, RecordMetadata
-from client.admin import TransactionSurvey
+from client.admin import HalfSurvey, TransactionSurvey
+from client.half import DEFAULT_CHECK_AFTER_S, DEFAULT_MAX_CHECKS, HalfMessage as AsyncHalfMessage
 from client.protocol import MetadataResponse, TopicInfo, TxnInfo
 
 __all__ = ["Admin", "Consumer", "Producer"]
@@ -189,6 +191,12 @@ class Admin(_Blocking[AsyncAdmin]):
     def survey_transactions(self, *, node_timeout: float = 3.0) -> TransactionSurvey:
         return self._call(self._async.survey_transactions, node_timeout=node_timeout)
 
+    def list_halves(self, producer_group: str | None = None, *, resolved: bool = False,
+                    node_timeout: float = 3.0) -> HalfSurvey:
+        """Pending (and with `resolved`, recently decided) half messages (see
+        `client.Admin.list_halves`)."""
+        return self._call(self._async.list_halves, producer_group, resolved=resolved, node_timeout=node_timeout)
+
 
 class Producer(_Blocking[AsyncProducer]):
     """Blocking `client.Producer`.
@@ -200,6 +208,9 @@ class Producer(_Blocking[AsyncProducer]):
     With `transactional_id`, sends belong to transactions (`with producer.transaction():`
     or begin/commit/abort), exactly as in `client.Producer`: the async producer keeps the
     transaction's state, these methods only carry the calls to its loop.
+
+    With `producer_group`, `send_half` stores half messages (client/half.py); a
+    `transaction_checker` may be a plain function (run in a worker thread) or async.
     """
 
     def __init__(
@@ -219,12 +230,19 @@ class Producer(_Blocking[AsyncProducer]):
         client_id: str = "tidemq-producer",
         transactional_id: str | None = None,
         transaction_timeout: float = 60.0,
+        producer_group: str | None = None,
+        transaction_checker: Callable[[AsyncHalfMessage], Any] | None = None,
+        check_after: float = DEFAULT_CHECK_AFTER_S,
+        max_checks: int = DEFAULT_MAX_CHECKS,
+        checker_timeout: float = 30.0,
     ) -> None:
         super().__init__(functools.partial(
             AsyncProducer, bootstrap, token=token, acks=acks, idempotent=idempotent, linger=linger,
             batch_bytes=batch_bytes, max_in_flight=max_in_flight, buffer_bytes=buffer_bytes,
             compression=compression, request_timeout=request_timeout, delivery_timeout=delivery_timeout,
-            client_id=client_id, transactional_id=transactional_id, transaction_timeout=transaction_timeout))
+            client_id=client_id, transactional_id=transactional_id, transaction_timeout=transaction_timeout,
+            producer_group=producer_group, transaction_checker=_async_checker(transaction_checker),
+            check_after=check_after, max_checks=max_checks, checker_timeout=checker_timeout))
 
     def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
              partition: int | None = None, timestamp: int | None = None, delay: float | None = None,
@@ -246,6 +264,21 @@ class Producer(_Blocking[AsyncProducer]):
     def flush(self) -> None:
         """Wait until everything sent so far (from any thread) is acknowledged."""
         self._call(self._async.flush)
+
+    # -- half messages -------------------------------------------------------------------------
+
+    def send_half(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
+                  partition: int | None = None, timestamp: int | None = None) -> HalfMessage:
+        """Store a half message, invisible until `commit()`ed (see `client.Producer.send_half`)."""
+        half = self._call(self._async.send_half, topic, value, key=key, headers=headers, partition=partition,
+                          timestamp=timestamp)
+        return HalfMessage(self, half)
+
+    def commit_half(self, half_id: str) -> RecordMetadata:
+        return self._call(self._async.commit_half, half_id)
+
+    def abort_half(self, half_id: str, reason: str = "aborted by the producer") -> None:
+        self._call(self._async.abort_half, half_id, reason)
 
     # -- transactions ----------------------------------------------------------------------------
 
@@ -287,6 +320,37 @@ class Producer(_Blocking[AsyncProducer]):
             raise RuntimeError(f"this {type(self).__name__} is closed")
         with self._portal.wrap_async_context_manager(self._async.transaction()):
             yield self
+
+
+class HalfMessage:
+    """Blocking face of `client.half.HalfMessage`: the same fields, blocking decisions."""
+
+    def __init__(self, producer: Producer, half: AsyncHalfMessage) -> None:
+        self._producer = producer
+        self._half = half
+        self.id, self.topic, self.key, self.value = half.id, half.topic, half.key, half.value
+        self.headers, self.timestamp = half.headers, half.timestamp
+
+    def __repr__(self) -> str:
+        return f"sync.{self._half!r}"
+
+    def commit(self) -> RecordMetadata:
+        """Make it visible in its topic (exactly once); where it landed."""
+        return self._producer._call(self._half.commit)
+
+    def abort(self, reason: str = "aborted by the producer") -> None:
+        self._producer._call(self._half.abort, reason)
+
+
+def _async_checker(checker: Callable[[AsyncHalfMessage], Any] | None):
+    """A plain checker function runs in a worker thread (it may block on a database)."""
+    if checker is None or inspect.iscoroutinefunction(checker):
+        return checker
+
+    async def in_thread(msg: AsyncHalfMessage) -> bool | None:
+        return await anyio.to_thread.run_sync(checker, msg)
+
+    return in_thread
 
 
 async def _acknowledged(delivery: Delivery) -> RecordMetadata:

@@ -235,3 +235,34 @@ def test_send_offsets_commit_only_with_the_transaction(bootstrap):
         assert committed_offsets(bootstrap, "sync-pipe") == {("txin", 0): first[-1].offset + 1}
     with sync.Consumer(bootstrap, topics=["txout"], offset_reset="earliest") as reader:
         assert [m.value for m in drain(reader)] == [b"0!", b"1!"]
+
+
+def test_half_messages_with_a_plain_function_checker(bootstrap):
+    """The blocking face: send_half, commit and abort block; a plain-function checker
+    runs in a worker thread and decides what nobody committed."""
+    import time
+    with sync.Admin(bootstrap) as admin:
+        admin.create_topic("sync-half", partitions=1)
+    with sync.Producer(bootstrap, producer_group="sync-svc", check_after=0.3) as producer:
+        kept = producer.send_half("sync-half", b"kept", key=b"a")
+        dropped = producer.send_half("sync-half", b"dropped", key=b"b")
+        assert kept.commit().topic == "sync-half"
+        dropped.abort()
+        producer.send_half("sync-half", b"left", key=b"c")          # nobody decides it here
+    asked = []
+
+    def check(msg):                                                  # blocking, like a DB query
+        asked.append(msg.key)
+        return msg.key == b"c"
+
+    with sync.Producer(bootstrap, producer_group="sync-svc", transaction_checker=check) as producer, \
+            sync.Admin(bootstrap) as admin:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = {h.key: h.state for h in admin.list_halves("sync-svc", resolved=True).halves}
+            if states.get(b"c") == "committed":
+                break
+            time.sleep(0.2)
+    assert asked == [b"c"] and states == {b"a": "committed", b"b": "aborted", b"c": "committed"}
+    with sync.Consumer(bootstrap, topics=["sync-half"], offset_reset="earliest") as consumer:
+        assert [m.value for m in drain(consumer)] == [b"kept", b"left"]
