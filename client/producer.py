@@ -214,7 +214,9 @@ class Producer:
         self.transaction_timeout = transaction_timeout
         self._txn_open = False
         self._txn_partitions: set[tuple[str, int]] = set()
-        self._txn_enlisting: dict[tuple[str, int], anyio.Event] = {}
+        self._txn_wanted: set[tuple[str, int]] = set()       # to register, in the next AddPartitionsToTxn
+        self._txn_round = anyio.Event()                       # set when a registration round ends
+        self._txn_enlisting = False                           # the registering task is running
         self._txn_offsets = False
         self._txn_error: BaseException | None = None   # a send of the open transaction failed
         self._fenced: ProducerFencedError | None = None
@@ -422,7 +424,8 @@ class Producer:
         else:
             p = partition
         if self.transactional_id is not None:
-            await self._enlist(topic, p)
+            self._check_open()
+            self._want_enlisted((topic, p))
         size = _RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
         if hdrs:
             size += sum(len(k) + len(v or b"") for k, v in hdrs)
@@ -539,6 +542,8 @@ class Producer:
                     conn = await self.cluster.connection(self.cluster.nodes[leader])
                     await conn.send_only(request)
                 else:
+                    if self.transactional_id is not None:
+                        await self._enlisted((topic, p))
                     if predecessor is not None:
                         await predecessor.sent.wait()   # keep the wire order of the sequence numbers
                     while True:
@@ -626,30 +631,46 @@ class Producer:
             raise RequestTimeoutError(
                 f"transaction coordinator of {self.transactional_id!r} did not answer within {self.delivery_timeout}s") from None
 
-    async def _enlist(self, topic: str, p: int) -> None:
-        """Register the partition with the coordinator before the transaction's first
-        write there (concurrent sends to it wait for the one registration)."""
-        self._check_open()
-        tp = (topic, p)
-        if tp in self._txn_partitions:
+    # A partition joins the transaction (AddPartitionsToTxn) before the transaction's first
+    # batch there is sent. Sends only note the partition; one task registers everything
+    # noted within a linger in a single request, as Kafka's sender does, so a transaction
+    # over three partitions costs one coordinator round trip, not three in a row.
+
+    def _want_enlisted(self, tp: tuple[str, int]) -> None:
+        if tp in self._txn_partitions or tp in self._txn_wanted:
             return
-        pending = self._txn_enlisting.get(tp)
-        if pending is not None:
-            await pending.wait()
-            if tp not in self._txn_partitions:
-                raise self._txn_error or RuntimeError(f"{topic}-{p} could not join the transaction")
-            return
-        pending = self._txn_enlisting[tp] = anyio.Event()
+        self._txn_wanted.add(tp)
+        if not self._txn_enlisting:
+            assert self._tg is not None
+            self._txn_enlisting = True
+            self._tg.start_soon(self._enlister)
+
+    async def _enlister(self) -> None:
         try:
-            await self._txn_request(AddPartitionsToTxn(self.transactional_id, self.producer_id, self.producer_epoch,
-                                                       [TopicPartition(topic, p)]))
-            self._txn_partitions.add(tp)
-        except Exception as exc:
-            self._txn_error = self._txn_error or exc
-            raise
+            while self._txn_wanted:
+                await anyio.sleep(self.linger)             # gather what the next sends go to
+                wanted, self._txn_wanted = self._txn_wanted, set()
+                try:
+                    await self._txn_request(AddPartitionsToTxn(
+                        self.transactional_id, self.producer_id, self.producer_epoch,
+                        [TopicPartition(t, p) for t, p in sorted(wanted)]))
+                    self._txn_partitions |= wanted
+                except Exception as exc:   # every batch waiting on it fails with this, and so does commit
+                    self._txn_error = self._txn_error or exc
+                finally:
+                    done, self._txn_round = self._txn_round, anyio.Event()
+                    done.set()
         finally:
-            del self._txn_enlisting[tp]
-            pending.set()
+            self._txn_enlisting = False
+
+    async def _enlisted(self, tp: tuple[str, int]) -> None:
+        """Wait until the partition is part of the transaction (or registering failed)."""
+        while tp not in self._txn_partitions:
+            if self._txn_error is not None:
+                raise self._txn_error
+            round_ended = self._txn_round
+            self._want_enlisted(tp)
+            await round_ended.wait()
 
     async def begin_transaction(self) -> None:
         """Open a transaction: every send until commit or abort belongs to it."""
@@ -658,6 +679,7 @@ class Producer:
             raise RuntimeError("a transaction is already open; commit or abort it first")
         self._txn_open = True
         self._txn_partitions = set()
+        self._txn_wanted = set()
         self._txn_offsets = False
         self._txn_error = None
 

@@ -239,3 +239,25 @@ async def test_consume_process_produce_is_exactly_once_across_crashes(tmp_path):
                     break
         out = await read(c, ["out"])
         assert sorted(int(m.value) for m in out) == list(range(count))
+
+
+async def test_a_transaction_registers_its_partitions_in_one_request(tmp_path):
+    """Sends only note their partitions; one AddPartitionsToTxn carries all of them (a
+    round trip to the coordinator per partition, in a row, made transactions slow)."""
+    async with cluster(tmp_path) as c:
+        await topics(c, ("spread", 3))
+        with trio.fail_after(30):
+            async with Producer(c.bootstrap, transactional_id="one-trip") as producer:
+                asked = []
+                real = producer._txn_request
+
+                async def counting(body):
+                    asked.append((type(body).__name__, len(getattr(body, "partitions", ()))))
+                    return await real(body)
+
+                producer._txn_request = counting
+                async with producer.transaction():
+                    for i in range(9):
+                        await producer.submit("spread", b"m%d" % i, partition=i % 3)
+                assert asked == [("AddPartitionsToTxn", 3), ("EndTxn", 0)]
+        assert values(await read(c, ["spread"])) == sorted(b"m%d" % i for i in range(9))
