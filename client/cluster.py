@@ -195,6 +195,13 @@ class ClusterClient:
             self.last_metadata = md
             return md
 
+    async def topic_exists(self, name: str) -> bool:
+        """Whether the topic exists, as the controller leader knows it. Any other node
+        may lag behind the controller log (or be replaying it after a restart); ask this
+        before acting on a topic being gone."""
+        md: MetadataResponse = await self.controller_request(Metadata([name], authoritative=True))
+        return name not in md.missing
+
     async def topic(self, name: str, refresh: bool = False) -> TopicInfo:
         """The topic's metadata. A topic unknown to the node asked may just not have
         reached it yet (nodes apply the controller's log at their own pace): ask again,

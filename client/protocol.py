@@ -96,6 +96,10 @@ class TopicInfo(_Msg):
 
 class Metadata(_Msg):
     topics: list[str] | None = None  # None: every topic
+    # Only the controller leader answers (NOT_CONTROLLER elsewhere): its "missing" is
+    # the truth, where any other node may merely lag. Asked before treating a topic as
+    # deleted and acting on it (dropping a delayed message, skipping a marker).
+    authoritative: bool = False
 
 
 class MetadataResponse(_Msg):

@@ -84,6 +84,8 @@ class Api:
     async def metadata(self, req: Metadata) -> MetadataResponse:
         self._check_loaded()
         b = self.broker
+        if req.authoritative:
+            b.controller_leader_check()     # it has applied every committed topic change
         live = set(b.live_nodes())
         nodes = [NodeInfo(nid, b.cfg.client_addr(nid), nid in live) for nid in sorted(b.cfg.peers)]
         names = list(b.state.topics) if req.topics is None else req.topics

@@ -35,7 +35,7 @@ import trio
 from client.cluster import ClusterClient
 from client.delay import DEFAULT_TIERS_MS, DELAY_HEADERS, H_DUE, H_PARTITION, H_TARGET, TIER_CONFIG, TIER_PREFIX, \
     pick_tier, tier_name
-from client.errors import NotLeaderError, TideMQError, UnknownTopicError
+from client.errors import CoordinatorNotAvailableError, TideMQError, UnknownTopicError
 from client.partitioner import partition_for_key
 from node.partition import Partition
 from node.relay import relay
@@ -184,6 +184,9 @@ class Scheduler:
         try:
             n = await cluster.partition_count(target)
         except UnknownTopicError:
+            if await cluster.topic_exists(target):   # only the node asked lags: this scheduler starts over
+                raise CoordinatorNotAvailableError(f"{self.part.name}: {target!r} is not known to the node asked "
+                                                   "yet") from None
             log.warning("%s@%d: target topic %r is gone; message dropped", self.part.name, rec.offset, target)
             return _Move(rec.offset, max(eligible, due), None, ())
         if H_PARTITION in headers:
@@ -261,8 +264,8 @@ class DelayService:
             self._scopes[part.group] = scope
             try:
                 await Scheduler(part, self).run()
-            except (NotLeaderError, TideMQError) as exc:
-                log.info("%s: scheduler stopped: %s", part.name, exc)
+            except* TideMQError as group:   # moves fan out; the janitor starts it again from its checkpoint
+                log.info("%s: scheduler stopped: %s", part.name, group.exceptions[0])
             finally:
                 if self._scopes.get(part.group) is scope:
                     del self._scopes[part.group]

@@ -329,6 +329,10 @@ class HalfCoordinator:
                 try:
                     dest = await self._destination(h)
                 except UnknownTopicError:
+                    assert self.cluster is not None
+                    if await self.cluster.topic_exists(h.topic):   # only the node asked lags
+                        raise CoordinatorNotAvailableError(f"{h.topic!r} is not known to the node asked yet; "
+                                                           "retry") from None
                     await part.write_ops([Op(OP_ABORT, h.offset, _now_ms(), f"target topic {h.topic!r} does not exist")])
                     raise UnknownTopicError(f"half {req.partition}:{req.offset} was aborted: its target topic "
                                             f"{h.topic!r} does not exist") from None
@@ -478,6 +482,8 @@ class HalfCoordinator:
                 try:
                     offsets = await relay(self.cluster, pid, dest, items)
                 except UnknownTopicError:
+                    if await self.cluster.topic_exists(dest[0]):   # only the node asked lags: retried
+                        raise
                     ops.extend(Op(OP_WRITTEN, h.offset, _now_ms(), f"target topic {dest[0]!r} was deleted; dropped")
                                for h in halves)
                     return

@@ -286,10 +286,7 @@ class TransactionCoordinator:
             with trio.fail_after(COMPLETE_TIMEOUT_S):
                 if commit:
                     for group, offsets in sorted(meta.offsets.items()):
-                        try:
-                            await cluster.coordinator_request(group, OffsetCommit(group, offsets))
-                        except UnknownTopicError as exc:
-                            log.warning("transaction %r: offsets of group %s not committed: %s", tid, group, exc.message)
+                        await self._commit_offsets(tid, group, offsets)
                 async with trio.open_nursery() as nursery:
                     for topic, p in meta.partitions:
                         nursery.start_soon(self._write_marker, part, coord, topic, p, meta, commit)
@@ -301,6 +298,23 @@ class TransactionCoordinator:
         log.info("transaction %r (producer %d epoch %d) %s over %d partition(s)", tid, meta.producer_id,
                  meta.producer_epoch, "committed" if commit else "aborted", len(meta.partitions))
         return await self._write(part, coord, tid, done)
+
+    async def _commit_offsets(self, tid: str, group: str, offsets: list[tuple[str, int, int]]) -> None:
+        """The group offsets of a committing transaction. Offsets of a topic deleted
+        meanwhile are dropped; a topic the group's coordinator does not know merely yet
+        (it lags the controller log) is retried, never skipped."""
+        assert self.cluster is not None
+        try:
+            await self.cluster.coordinator_request(group, OffsetCommit(group, offsets))
+        except UnknownTopicError as exc:
+            kept = [o for o in offsets if await self.cluster.topic_exists(o[0])]
+            if kept == offsets:
+                raise RequestTimeoutError(f"transaction {tid!r}: group {group}'s coordinator does not know its "
+                                          f"topics yet ({exc.message}); retrying") from None
+            log.warning("transaction %r: offsets of deleted topics not committed for group %s: %s", tid, group,
+                        sorted({t for t, _, _ in offsets} - {t for t, _, _ in kept}))
+            if kept:
+                await self.cluster.coordinator_request(group, OffsetCommit(group, kept))
 
     async def _hold_before_markers(self, tid: str) -> None:
         """A test hook, off unless $TIDEMQ_TEST_HOLD_MARKERS is set when the node starts:
@@ -323,6 +337,9 @@ class TransactionCoordinator:
         try:
             await self.cluster.leader_request(topic, p, req)
         except UnknownTopicError:
+            if await self.cluster.topic_exists(topic):     # only the node asked lags: never skip a marker then
+                raise RequestTimeoutError(f"{topic}-{p} is not known to the node asked yet; the marker is retried") \
+                    from None
             log.warning("%s-%d is gone; no marker written there", topic, p)
         except ProducerFencedError as exc:   # a newer coordinator wrote there: we are deposed
             raise NotCoordinatorError(exc.message) from None
@@ -519,8 +536,8 @@ class TransactionCoordinator:
                 elif meta.status == TxnStatus.ONGOING and _now_ms() - meta.started_ms > meta.timeout_ms:
                     log.info("transaction %r timed out after %d ms; aborting", tid, meta.timeout_ms)
                     await self._abort_fenced(part, coord, tid, meta)
-        except TideMQError as exc:   # the next sweep retries (or a new coordinator takes over)
-            log.info("transaction %r not finished yet: %s", tid, exc.message)
+        except* TideMQError as group:   # the next sweep retries (or a new coordinator takes over)
+            log.info("transaction %r not finished yet: %s", tid, group.exceptions[0])
         finally:
             coord.busy.discard(tid)
 

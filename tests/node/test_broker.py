@@ -172,3 +172,37 @@ async def test_controller_snapshot_brings_a_lagging_node_up_to_date(tmp_path):
                 if set(b.state.topics) >= {f"t{i}" for i in range(1, 12)} and "t0" not in b.state.topics:
                     break
                 await trio.sleep(0.05)
+
+
+async def test_a_restarted_node_is_loading_until_it_has_caught_up_with_the_controller(tmp_path):
+    """The commit index on disk lags (it is saved only with a term or a vote), so a
+    restarted node must not call itself loaded before a live controller leader told it
+    how far to apply: until then it would call existing topics missing, and a delay
+    scheduler or a transaction coordinator would act on that."""
+    async with local_cluster(tmp_path) as cluster:
+        addr = await controller_conn_addr(cluster)
+        async with open_connection(addr) as conn:
+            await conn.request(CreateTopic("kept", partitions=1, replication=3))
+        ctrl = await cluster.wait_controller()
+        node = next(n for n in cluster.peers if n != ctrl)
+        await cluster.stop(node, graceful=False)
+        broker = await cluster.start(node)
+        with trio.fail_after(10):
+            while not broker.metadata_loaded():
+                await trio.sleep(0)
+        assert "kept" in broker.state.topics
+
+
+async def test_only_the_controller_answers_whether_a_topic_exists(tmp_path):
+    from client.cluster import ClusterClient
+    async with local_cluster(tmp_path) as cluster:
+        addr = await controller_conn_addr(cluster)
+        async with open_connection(addr) as conn:
+            await conn.request(CreateTopic("here", partitions=1, replication=3))
+        ctrl = await cluster.wait_controller()
+        follower = next(a for n, a in cluster.peers.items() if n != ctrl)
+        with trio.fail_after(20):
+            async with ClusterClient(follower) as client:
+                assert await client.topic_exists("here") and not await client.topic_exists("gone")
+                with pytest.raises(NotControllerError):
+                    await client.request(follower, Metadata(["here"], authoritative=True))

@@ -144,7 +144,7 @@ async def main(bootstrap, progress):
 trio.run(main, sys.argv[1], sys.argv[2])
 """
 
-INPUTS = 60
+INPUTS = 300      # enough that every kill lands mid-stream, however fast the pipeline runs
 KILLS = 6
 
 
