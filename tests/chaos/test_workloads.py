@@ -51,6 +51,6 @@ def test_delayed_messages_carry_their_due_time_and_land_by_value(tmp_path):
 
 def test_workloads_own_distinct_topics_groups_and_names():
     classes = list(WORKLOADS.values())
-    assert {c.name for c in classes} == {"queue", "delayed", "transactions"}
+    assert {c.name for c in classes} == {"queue", "delayed", "transactions", "halves"}
     for attr in ("topic", "group", "writer_prefix", "member_prefix"):
         assert len({getattr(c, attr) for c in classes}) == len(classes), attr
