@@ -23,6 +23,7 @@ import time
 import msgspec
 import trio
 
+from client.cluster import ClusterClient
 from client.errors import NotControllerError, TideMQError, TopicExistsError
 from node.config import NodeConfig, parse_addr
 from node.coordinator import OFFSETS_TOPIC, GroupCoordinator, OffsetsPartition
@@ -332,6 +333,12 @@ class Broker:
             log.info("creating %s failed, will retry: %s", name, exc.message)
         finally:
             self._creating.discard(name)
+
+    def internal_client(self, purpose: str) -> ClusterClient:
+        """A client for one of this node's services (delay tier, transactions, half
+        messages): it asks this node first, then its peers."""
+        peers = [self.cfg.listen] + [a for n, a in sorted(self.cfg.peers.items()) if n != self.id]
+        return ClusterClient(peers, token=self.cfg.token, client_id=f"node-{self.id}-{purpose}", request_timeout=10.0)
 
     async def next_producer_id(self) -> int:
         if not self._producer_ids:

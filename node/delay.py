@@ -38,6 +38,7 @@ from client.delay import DEFAULT_TIERS_MS, DELAY_HEADERS, H_DUE, H_PARTITION, H_
 from client.errors import CoordinatorNotAvailableError, TideMQError, UnknownTopicError
 from client.partitioner import partition_for_key
 from node.partition import Partition
+from node.leadership import LeaderTasks
 from node.relay import relay
 from raft.types import Entry
 from segments import ControlType, build_control_batch, control_type_of, decode_records, iter_batches, \
@@ -103,11 +104,9 @@ class Scheduler:
         self.moved = 0
 
     async def run(self) -> None:
+        """Started once the partition's leader applied its no-op (node/leadership.py): the
+        checkpoint is current."""
         part = self.part
-        while not part.ready_for_writes():          # its no-op applies: the checkpoint is current
-            if not part.is_leader or part.closed:
-                return
-            await trio.sleep(0.01)
         ckpt = part.checkpoint or Checkpoint(part.storage.log.log_start_offset)
         pos, seqs = ckpt.offset, dict(ckpt.seqs)
         pending: list[_Move] = []                   # read, in log order, not yet moved
@@ -225,8 +224,7 @@ class DelayService:
         self.broker = broker
         self.tiers = sorted(broker.cfg.delay_tiers_ms or DEFAULT_TIERS_MS)
         self.cluster: ClusterClient | None = None
-        self._scopes: dict[int, trio.CancelScope] = {}
-        self._nursery: trio.Nursery | None = None
+        self._schedulers = LeaderTasks("scheduler", lambda part: Scheduler(part, self).run())
 
     def partition_kind(self, meta) -> dict | None:
         """Constructor arguments for a tier topic's partitions, or None for other topics."""
@@ -236,39 +234,15 @@ class DelayService:
 
     async def run(self) -> None:
         b = self.broker
-        peers = [b.cfg.listen] + [a for n, a in sorted(b.cfg.peers.items()) if n != b.id]
-        async with ClusterClient(peers, token=b.cfg.token, client_id=f"node-{b.id}-delay",
-                                 request_timeout=10.0) as cluster, trio.open_nursery() as nursery:
+        async with b.internal_client("delay") as cluster, trio.open_nursery() as nursery:
             self.cluster = cluster
-            self._nursery = nursery
             while True:
                 if not b.shutting_down:
                     self._maybe_create_topics()
-                    self._reconcile()
+                    # One scheduler per led delay partition; a stopped one restarts from its checkpoint.
+                    self._schedulers.reconcile(nursery, [p for p in b.partitions.values()
+                                                         if isinstance(p, DelayPartition)])
                 await trio.sleep(JANITOR_INTERVAL_S)
-
-    def _reconcile(self) -> None:
-        """One scheduler per led delay partition; none elsewhere."""
-        assert self._nursery is not None
-        for part in list(self.broker.partitions.values()):
-            if not isinstance(part, DelayPartition):
-                continue
-            running = part.group in self._scopes
-            if part.is_leader and not part.closed and not running:
-                self._nursery.start_soon(self._run_scheduler, part)
-            elif running and (not part.is_leader or part.closed):
-                self._scopes.pop(part.group).cancel()
-
-    async def _run_scheduler(self, part: DelayPartition) -> None:
-        with trio.CancelScope() as scope:
-            self._scopes[part.group] = scope
-            try:
-                await Scheduler(part, self).run()
-            except* TideMQError as group:   # moves fan out; the janitor starts it again from its checkpoint
-                log.info("%s: scheduler stopped: %s", part.name, group.exceptions[0])
-            finally:
-                if self._scopes.get(part.group) is scope:
-                    del self._scopes[part.group]
 
     def _maybe_create_topics(self) -> None:
         for tier in self.tiers:

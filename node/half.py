@@ -35,7 +35,7 @@ import trio
 
 from client.cluster import ClusterClient
 from client.errors import (
-    CoordinatorNotAvailableError, InvalidRequestError, NotLeaderError, RequestTimeoutError, TideMQError,
+    CoordinatorNotAvailableError, InvalidRequestError, RequestTimeoutError, TideMQError,
     UnknownTopicError,
 )
 from client.half import (
@@ -46,6 +46,7 @@ from client.partitioner import partition_for_key
 from client.protocol import (
     EndHalf, EndHalfResponse, HalfCheck, HalfChecks, HalfInfo, ListHalves, ListHalvesResponse, PollHalfChecks,
 )
+from node.leadership import LeaderTasks
 from node.partition import Partition
 from node.relay import relay
 from raft.types import Entry, EntryKind, Snapshot
@@ -288,8 +289,7 @@ class HalfCoordinator:
     def __init__(self, broker: "Broker") -> None:
         self.broker = broker
         self.cluster: ClusterClient | None = None
-        self._nursery: trio.Nursery | None = None
-        self._scopes: dict[int, trio.CancelScope] = {}
+        self._leading = LeaderTasks("half coordinator", self._lead)
         self._asks: dict[str, deque[HalfCheck]] = {}    # group -> check-backs waiting for a poller
         self._asked = trio.Event()
         self._polled: dict[str, float] = {}              # group -> when a producer last polled
@@ -303,17 +303,11 @@ class HalfCoordinator:
     # -- requests --------------------------------------------------------------------------
 
     def _led(self, partition: int) -> HalfPartition:
-        b = self.broker
-        part = b.partitions.get((HALF_TOPIC, partition))
-        if part is None:
-            meta = b.state.topics.get(HALF_TOPIC)
-            if meta is None:
-                raise CoordinatorNotAvailableError(f"{HALF_TOPIC} is not created yet; retry shortly")
-            if not 0 <= partition < len(meta.replicas):
-                raise InvalidRequestError(f"{HALF_TOPIC} has partitions 0..{len(meta.replicas) - 1}, not {partition}")
-            leader = b.leader_of(meta.group(partition))
-            raise NotLeaderError(f"node {b.id} holds no replica of {HALF_TOPIC}-{partition}",
-                                 leader_id=leader, leader_addr=b.addr_of(leader))
+        """The `__half_messages` partition, if this node leads it and is caught up
+        (NOT_LEADER with the leader's address otherwise, which the client follows)."""
+        if HALF_TOPIC not in self.broker.state.topics:
+            raise CoordinatorNotAvailableError(f"{HALF_TOPIC} is not created yet; retry shortly")
+        part = self.broker.api.partition(HALF_TOPIC, partition)
         assert isinstance(part, HalfPartition)
         part.check_writable()
         return part
@@ -422,47 +416,22 @@ class HalfCoordinator:
 
     async def run(self) -> None:
         b = self.broker
-        peers = [b.cfg.listen] + [a for n, a in sorted(b.cfg.peers.items()) if n != b.id]
-        async with ClusterClient(peers, token=b.cfg.token, client_id=f"node-{b.id}-half",
-                                 request_timeout=10.0) as cluster, trio.open_nursery() as nursery:
+        async with b.internal_client("half") as cluster, trio.open_nursery() as nursery:
             self.cluster = cluster
-            self._nursery = nursery
             while True:
                 if not b.shutting_down:
                     b.ensure_internal_topic(HALF_TOPIC, b.cfg.half_partitions, {"segment.bytes": str(SEGMENT_BYTES)})
-                    self._reconcile()
+                    meta = b.state.topics.get(HALF_TOPIC)
+                    parts = [p for p in b.partitions.values() if isinstance(p, HalfPartition)]
+                    for part in parts:
+                        part.partition_count = len(meta.replicas) if meta is not None else 0
+                    self._leading.reconcile(nursery, parts)
                 await trio.sleep(JANITOR_INTERVAL_S)
 
-    def _reconcile(self) -> None:
-        assert self._nursery is not None
-        meta = self.broker.state.topics.get(HALF_TOPIC)
-        for (topic, _), part in list(self.broker.partitions.items()):
-            if topic != HALF_TOPIC or not isinstance(part, HalfPartition):
-                continue
-            if meta is not None:
-                part.partition_count = len(meta.replicas)
-            running = part.group in self._scopes
-            if part.is_leader and not part.closed and not running:
-                self._nursery.start_soon(self._lead, part)
-            elif running and (not part.is_leader or part.closed):
-                self._scopes.pop(part.group).cancel()
-
     async def _lead(self, part: HalfPartition) -> None:
-        with trio.CancelScope() as scope:
-            self._scopes[part.group] = scope
-            try:
-                while not part.ready_for_writes():    # its no-op applies: the state is current
-                    if not part.is_leader or part.closed:
-                        return
-                    await trio.sleep(0.01)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._relay_loop, part)
-                    nursery.start_soon(self._check_loop, part)
-            except* TideMQError as eg:   # lost the lead or a write timed out: the janitor restarts it
-                log.info("%s: half coordinator stopped: %s", part.name, eg.exceptions[0])
-            finally:
-                if self._scopes.get(part.group) is scope:
-                    del self._scopes[part.group]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._relay_loop, part)
+            nursery.start_soon(self._check_loop, part)
 
     async def _relay_loop(self, part: HalfPartition) -> None:
         """Copy committed halves to their targets, in decision order, then record it."""

@@ -279,7 +279,6 @@ class TransactionCoordinator:
         every partition, then COMPLETE_*. Every step may be redone."""
         assert self.cluster is not None
         commit = meta.status == TxnStatus.PREPARE_COMMIT
-        cluster = self.cluster
         if self._hold_path is not None:
             await self._hold_before_markers(tid)
         try:
@@ -496,9 +495,7 @@ class TransactionCoordinator:
 
     async def run(self) -> None:
         b = self.broker
-        peers = [b.cfg.listen] + [a for n, a in sorted(b.cfg.peers.items()) if n != b.id]
-        async with ClusterClient(peers, token=b.cfg.token, client_id=f"node-{b.id}-txn",
-                                 request_timeout=10.0) as cluster, trio.open_nursery() as nursery:
+        async with b.internal_client("txn") as cluster, trio.open_nursery() as nursery:
             self.cluster = cluster
             self._nursery = nursery
             while True:
