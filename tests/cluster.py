@@ -9,6 +9,7 @@ from pathlib import Path
 
 import trio
 
+from client import Consumer
 from client.connection import open_connection
 from client.errors import TideMQError
 from client.protocol import Metadata
@@ -229,3 +230,16 @@ async def process_cluster(tmp_path: Path, n: int = 3, **kw):
     finally:
         with trio.CancelScope(shield=True):
             await cluster.aclose()
+
+
+async def read_all(bootstrap: str, topics: list[str], *, isolation: str = "read_committed", quiet: float = 1.5,
+                   timeout: float = 30) -> list:
+    """Every message of `topics` from the start, once nothing new came for `quiet` s."""
+    out = []
+    with trio.fail_after(timeout):
+        async with Consumer(bootstrap, topics=list(topics), offset_reset="earliest", isolation=isolation) as cons:
+            while True:
+                with trio.move_on_after(quiet) as idle:
+                    out.append(await cons.__anext__())
+                if idle.cancelled_caught:
+                    return out

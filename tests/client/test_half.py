@@ -5,10 +5,10 @@ half never holding back its topic, and the coordinator failing over mid-commit."
 import pytest
 import trio
 
-from client import Admin, Consumer, Producer
+from client import Admin, Producer
 from client.errors import InvalidConfigError, InvalidRequestError
 from client.half import HALF_TOPIC
-from tests.cluster import local_cluster
+from tests.cluster import local_cluster, read_all
 
 
 def cluster(tmp_path):
@@ -22,15 +22,7 @@ async def topic(c, name="orders", partitions=2):
 
 
 async def read(c, name, quiet=1.5, timeout=30, isolation="read_committed"):
-    """Every message of `name` from the start, once nothing new came for `quiet` s."""
-    out = []
-    with trio.fail_after(timeout):
-        async with Consumer(c.bootstrap, topics=[name], offset_reset="earliest", isolation=isolation) as cons:
-            while True:
-                with trio.move_on_after(quiet) as idle:
-                    out.append(await cons.__anext__())
-                if idle.cancelled_caught:
-                    return out
+    return await read_all(c.bootstrap, [name], isolation=isolation, quiet=quiet, timeout=timeout)
 
 
 async def halves(c, group=None):

@@ -14,7 +14,7 @@ from client.partitioner import partition_for_key
 from client.protocol import READ_COMMITTED, EndTxn, Fetch, FetchPartition, OffsetFetch, Produce
 from node.transactions import TXN_TOPIC, TxnStatus
 from segments import build_batch
-from tests.cluster import local_cluster
+from tests.cluster import local_cluster, read_all
 
 
 def cluster(tmp_path):
@@ -29,15 +29,7 @@ async def topics(c, *specs):
 
 
 async def read(c, names, isolation="read_committed", quiet=1.5, timeout=20):
-    """Every message of `names` from the start, once nothing new came for `quiet` s."""
-    out = []
-    with trio.fail_after(timeout):
-        async with Consumer(c.bootstrap, topics=list(names), offset_reset="earliest", isolation=isolation) as cons:
-            while True:
-                with trio.move_on_after(quiet) as idle:
-                    out.append(await cons.__anext__())
-                if idle.cancelled_caught:
-                    return out
+    return await read_all(c.bootstrap, names, isolation=isolation, quiet=quiet, timeout=timeout)
 
 
 def values(msgs):

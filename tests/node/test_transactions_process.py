@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from client import Admin, Consumer, Producer
+from client import Admin, Producer
 from client.cluster import ClusterClient
 from client.errors import ProducerFencedError
 from client.protocol import ListOffsets, OffsetFetch
 from node.transactions import HOLD_MARKERS_ENV
-from tests.cluster import ProcessCluster
+from tests.cluster import ProcessCluster, read_all
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,15 +59,7 @@ async def create(c, *specs) -> None:
 
 
 async def read(c, names, isolation="read_committed", quiet=1.0, timeout=30):
-    """Every message of `names` from the start, once nothing new came for `quiet` s."""
-    out = []
-    with trio.fail_after(timeout):
-        async with Consumer(c.bootstrap, topics=list(names), offset_reset="earliest", isolation=isolation) as cons:
-            while True:
-                with trio.move_on_after(quiet) as idle:
-                    out.append(await cons.__anext__())
-                if idle.cancelled_caught:
-                    return out
+    return await read_all(c.bootstrap, names, isolation=isolation, quiet=quiet, timeout=timeout)
 
 
 def values(msgs):

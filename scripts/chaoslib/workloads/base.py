@@ -102,6 +102,23 @@ async def committed_values(ctx: Context, topics: list[str], timeout: float = 60.
     return values
 
 
+async def wait_landed(ctx: Context, topics: list[str], values: set[str], timeout: float) -> int:
+    """Wait (at most `timeout`) until every one of `values` is in the committed logs of
+    `topics`; how many are still missing then (0: all landed)."""
+    missing = len(values)
+    with trio.move_on_after(timeout):
+        while True:
+            try:
+                landed = await committed_values(ctx, topics, timeout=timeout)
+            except trio.TooSlowError:
+                landed = set()
+            missing = len(values - landed)
+            if not missing:
+                return 0
+            await trio.sleep(1.0)
+    return missing
+
+
 Sink = Callable[[str, int, int, list, bool], None]
 
 

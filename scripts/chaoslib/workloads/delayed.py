@@ -23,7 +23,7 @@ import time
 import trio
 
 from client.producer import Delivery, RecordMetadata
-from scripts.chaoslib.workloads.base import Context, committed_values
+from scripts.chaoslib.workloads.base import Context, wait_landed
 from scripts.chaoslib.workloads.queue import Message, Pending, QueueWorkload
 
 
@@ -59,16 +59,7 @@ class DelayedWorkload(QueueWorkload):
     async def _before_final_read(self) -> None:
         """Past the last due time, until every acknowledged message is in the target."""
         await trio.sleep(max(0.0, self._last_due_ms / 1000 - time.time()) + 0.5)
-        missing = len(self._acked)
-        with trio.move_on_after(self.land_timeout):
-            while True:
-                try:
-                    landed = await committed_values(self.ctx, self.topics, timeout=self.land_timeout)
-                except trio.TooSlowError:
-                    landed = set()
-                missing = len(self._acked - landed)
-                if not missing:
-                    return
-                await trio.sleep(1.0)
-        self.ctx.say(f"[red]{self.name}: {missing} acknowledged delayed message(s) not in {self.topic} "
-                     f"{self.land_timeout:.0f}s after the last was due[/]")
+        missing = await wait_landed(self.ctx, self.topics, self._acked, self.land_timeout)
+        if missing:
+                self.ctx.say(f"[red]{self.name}: {missing} acknowledged delayed message(s) not in {self.topic} "
+                         f"{self.land_timeout:.0f}s after the last was due[/]")

@@ -25,14 +25,13 @@ check-back lands it later, and the checker holds keys to their order.
 from __future__ import annotations
 
 import random
-import time
 
 import trio
 
 from client import Producer
 from client.errors import TideMQError
 from scripts.chaoslib.history import describe_error
-from scripts.chaoslib.workloads.base import committed_values
+from scripts.chaoslib.workloads.base import wait_landed
 from scripts.chaoslib.workloads.queue import QueueWorkload
 
 
@@ -127,18 +126,9 @@ class HalvesWorkload(QueueWorkload):
         """Until every half whose commit() failed has been committed by a check-back."""
         if not self._landing:
             return
-        missing = len(self._landing)
-        deadline = time.monotonic() + self.land_timeout
         async with Producer(self.ctx.bootstrap, producer_group=self.producer_group, transaction_checker=self._check,
                             client_id="halves-checker"):   # a live producer of the group to be asked
-            while time.monotonic() < deadline:
-                try:
-                    landed = await committed_values(self.ctx, self.topics, timeout=30)
-                except trio.TooSlowError:
-                    landed = set()
-                missing = len(self._landing - landed)
-                if not missing:
-                    return
-                await trio.sleep(1.0)
-        self.ctx.say(f"[red]{self.name}: {missing} half message(s) committed locally are not in {self.topic} "
-                     f"{self.land_timeout:.0f}s after the writers stopped[/]")
+            missing = await wait_landed(self.ctx, self.topics, self._landing, self.land_timeout)
+        if missing:
+                self.ctx.say(f"[red]{self.name}: {missing} half message(s) committed locally are not in {self.topic} "
+                         f"{self.land_timeout:.0f}s after the writers stopped[/]")
