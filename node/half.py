@@ -194,7 +194,7 @@ class HalfPartition(Partition):
                 try:
                     self.pending[offset] = parse_half(rec, offset)
                 except InvalidRequestError as exc:   # checked at produce; a replay skips alike
-                    log.warning("%s@%d: %s", self.name, rec.offset, exc.message)
+                    log.warning("%s@%d: %s", self.name, offset, exc.message)
         self._changed.set()
         self._changed = trio.Event()
 
