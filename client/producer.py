@@ -144,7 +144,11 @@ class Delivery:
         return RecordMetadata(self.topic, self.partition, offset, batch.records[self._index][3])
 
     def __await__(self):
-        yield from self._batch.done.wait().__await__()
+        # An acknowledged delivery answers at once, as a finished asyncio Future does:
+        # collecting a million deliveries must not cost a million trips through the
+        # scheduler (that was a fifth of a produce benchmark's client time).
+        if not self._batch.done.is_set():
+            yield from self._batch.done.wait().__await__()
         return self.result()
 
 
