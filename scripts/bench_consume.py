@@ -16,6 +16,8 @@ from _benchlib import bench_cluster, console, create_topic, report
 from bench_produce import produce
 from client import Consumer
 
+SETTLE_S = 2.0
+
 
 async def consume(bootstrap: str, topic: str, messages: int, progress=None) -> float:
     async with Consumer(bootstrap, topics=[topic], offset_reset="earliest") as consumer:
@@ -36,6 +38,7 @@ async def main(args) -> None:
         await create_topic(c.bootstrap, "bench", args.partitions, 3)
         with Progress(console=console, transient=True) as progress:
             await produce(c.bootstrap, "bench", args.messages, args.size, progress)
+            await trio.sleep(SETTLE_S)    # followers finish applying and syncing: time the reads alone
             elapsed = await consume(c.bootstrap, "bench", args.messages, progress)
     report(f"consume: 3 nodes, replication 3, {args.partitions} partitions, from the beginning",
            args.messages, args.size, elapsed, None)
