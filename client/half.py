@@ -26,10 +26,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 import anyio
 
-from client.errors import (
-    ConnectionClosedError, CoordinatorNotAvailableError, InvalidConfigError, NotLeaderError, RequestTimeoutError,
-    TideMQError,
-)
+from client.errors import InvalidConfigError, RequestTimeoutError, TideMQError
 from client.partitioner import partition_for_key
 from client.protocol import EndHalf, EndHalfResponse, HalfCheck, PollHalfChecks
 
@@ -146,8 +143,7 @@ async def run_checker(cluster: "ClusterClient", producer_group: str, checker: Ch
             p = half_partition(producer_group, n)
             resp = await cluster.leader_request(HALF_TOPIC, p, PollHalfChecks(producer_group, POLL_WAIT_MS))
             backoff = 0.1
-        except (NotLeaderError, CoordinatorNotAvailableError, ConnectionClosedError, RequestTimeoutError,
-                TimeoutError, TideMQError) as exc:
+        except (TideMQError, TimeoutError) as exc:
             log.info("check-back poll for group %r failed, retrying: %s", producer_group, exc)
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
