@@ -223,8 +223,13 @@ async def test_coordinator_process_killed_between_prepare_and_markers(cluster):
                 # commit_transaction returned: the next coordinator finished it.
             finally:
                 cluster.hold.unlink(missing_ok=True)
-            info = await admin.describe_transaction("proc-crashy")
-            assert info.state == "complete_commit" and info.coordinator != doomed
+            # commit_transaction returned: the next coordinator completed it. Ask until the
+            # answer comes from that coordinator (the first answer may come from a node that
+            # has not yet heard that it lost the coordination).
+            with trio.move_on_after(20):
+                while (info := await admin.describe_transaction("proc-crashy")).state != "complete_commit":
+                    await trio.sleep(0.2)
+            assert (info.state, info.coordinator != doomed) == ("complete_commit", True), info
         assert values(await read(cluster, ["ka", "kb"])) == expected
         cluster.start(doomed)
         await cluster.wait_ready()
