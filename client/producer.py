@@ -217,8 +217,11 @@ class Producer:
         self.transactional_id = transactional_id
         self.transaction_timeout = transaction_timeout
         self._txn_open = False
+        self._txn_number = 0                           # this producer's transactions so far (the coordinator
+        #                                                refuses late requests of ended ones)
         self._txn_partitions: set[tuple[str, int]] = set()
         self._txn_wanted: set[tuple[str, int]] = set()       # to register, in the next AddPartitionsToTxn
+        self._txn_registering: set[tuple[str, int]] = set()  # in the AddPartitionsToTxn on its way
         self._txn_round = anyio.Event()                       # set when a registration round ends
         self._txn_enlisting = False                           # the registering task is running
         self._txn_offsets = False
@@ -641,7 +644,7 @@ class Producer:
     # over three partitions costs one coordinator round trip, not three in a row.
 
     def _want_enlisted(self, tp: tuple[str, int]) -> None:
-        if tp in self._txn_partitions or tp in self._txn_wanted:
+        if tp in self._txn_partitions or tp in self._txn_wanted or tp in self._txn_registering:
             return
         self._txn_wanted.add(tp)
         if not self._txn_enlisting:
@@ -651,17 +654,19 @@ class Producer:
 
     async def _enlister(self) -> None:
         try:
-            while self._txn_wanted:
+            while self._txn_wanted and self._txn_open:
                 await anyio.sleep(self.linger)             # gather what the next sends go to
                 wanted, self._txn_wanted = self._txn_wanted, set()
+                self._txn_registering = wanted
                 try:
                     await self._txn_request(AddPartitionsToTxn(
                         self.transactional_id, self.producer_id, self.producer_epoch,
-                        [TopicPartition(t, p) for t, p in sorted(wanted)]))
+                        [TopicPartition(t, p) for t, p in sorted(wanted)], self._txn_number))
                     self._txn_partitions |= wanted
                 except Exception as exc:   # every batch waiting on it fails with this, and so does commit
                     self._txn_error = self._txn_error or exc
                 finally:
+                    self._txn_registering = set()
                     done, self._txn_round = self._txn_round, anyio.Event()
                     done.set()
         finally:
@@ -682,6 +687,7 @@ class Producer:
         if self._txn_open:
             raise RuntimeError("a transaction is already open; commit or abort it first")
         self._txn_open = True
+        self._txn_number += 1
         self._txn_partitions = set()
         self._txn_wanted = set()
         self._txn_offsets = False
@@ -699,7 +705,8 @@ class Producer:
         if not points:
             return
         await self._txn_request(TxnOffsetCommit(self.transactional_id, self.producer_id, self.producer_epoch,
-                                                consumer.group, [(t, p, o) for (t, p), o in sorted(points.items())]))
+                                                consumer.group, [(t, p, o) for (t, p), o in sorted(points.items())],
+                                                self._txn_number))
         self._txn_offsets = True
 
     async def commit_transaction(self) -> None:

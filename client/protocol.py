@@ -298,6 +298,10 @@ class AddPartitionsToTxn(_Msg):
     producer_id: int
     producer_epoch: int
     partitions: list[TopicPartition] = []
+    # The producer's count of its transactions (1, 2, ...; 0: unchecked): a request that
+    # arrives after its transaction ended (a late duplicate) is refused, instead of
+    # beginning a transaction nobody will end.
+    transaction: int = 0
 
 
 class TxnOffsetCommit(_Msg):
@@ -306,6 +310,7 @@ class TxnOffsetCommit(_Msg):
     producer_epoch: int
     group: str
     offsets: list[tuple[str, int, int]] = []   # (topic, partition, next offset to consume)
+    transaction: int = 0                        # as in AddPartitionsToTxn
 
 
 class EndTxn(_Msg):

@@ -107,6 +107,7 @@ class TxnMeta(msgspec.Struct, array_like=True, frozen=True):
     partitions: list[tuple[str, int]] = []
     offsets: dict[str, list[tuple[str, int, int]]] = {}          # group -> (topic, partition, offset)
     updated_ms: int = 0                                           # wall clock of the write (stamped by _write)
+    number: int = 0                                               # the producer's count of the transaction
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -293,7 +294,8 @@ class TransactionCoordinator:
             raise RequestTimeoutError(
                 f"transaction {tid!r}: markers not all written within {COMPLETE_TIMEOUT_S:.0f}s; it will be completed, retry") from None
         done = TxnMeta(meta.producer_id, meta.producer_epoch,
-                       TxnStatus.COMPLETE_COMMIT if commit else TxnStatus.COMPLETE_ABORT, meta.timeout_ms)
+                       TxnStatus.COMPLETE_COMMIT if commit else TxnStatus.COMPLETE_ABORT, meta.timeout_ms,
+                       number=meta.number)
         log.info("transaction %r (producer %d epoch %d) %s over %d partition(s)", tid, meta.producer_id,
                  meta.producer_epoch, "committed" if commit else "aborted", len(meta.partitions))
         return await self._write(part, coord, tid, done)
@@ -345,8 +347,8 @@ class TransactionCoordinator:
 
     async def _abort_fenced(self, part: TxnStatePartition, coord: TxnCoordination, tid: str, meta: TxnMeta) -> TxnMeta:
         """Abort an open transaction with a bumped epoch, fencing its producer."""
-        prepared = TxnMeta(meta.producer_id, min(meta.producer_epoch + 1, MAX_EPOCH), TxnStatus.PREPARE_ABORT,
-                           meta.timeout_ms, meta.started_ms, meta.partitions, meta.offsets)
+        prepared = msgspec.structs.replace(meta, producer_epoch=min(meta.producer_epoch + 1, MAX_EPOCH),
+                                           status=TxnStatus.PREPARE_ABORT)
         await self._write(part, coord, tid, prepared)
         return await self._complete(part, coord, tid, prepared)
 
@@ -378,22 +380,29 @@ class TransactionCoordinator:
 
     @asynccontextmanager
     async def _ongoing(self, part: TxnStatePartition, coord: TxnCoordination, tid: str, pid: int,
-                       epoch: int) -> AsyncIterator[tuple[TxnMeta, bool]]:
+                       epoch: int, number: int) -> AsyncIterator[tuple[TxnMeta, bool]]:
         """The shared prologue of the requests that add to a transaction
         (AddPartitionsToTxn, TxnOffsetCommit): hold the id's lock for the whole request,
         refuse a fenced producer, finish a decided (PREPARE_*) transaction first (the
         producer's retried request may arrive before the janitor got to it), and yield
         the ONGOING state to extend, with whether this request is the one that began it
         (the caller writes the state then, even if it adds nothing). One helper, so the
-        two requests cannot drift apart in how they check and begin."""
+        two requests cannot drift apart in how they check and begin. A request numbered for
+        a transaction that already ended is a late duplicate (its connection dropped, the
+        node ran it anyway) and is refused: it must not begin a transaction nobody ends."""
         async with coord.lock(tid):
             meta = _check_producer(tid, part.txn_meta.get(tid), pid, epoch)
             if meta.status in PREPARED:
                 meta = await self._complete(part, coord, tid, meta)
-            if meta.status == TxnStatus.ONGOING:
+            open_ = meta.status == TxnStatus.ONGOING
+            if number and (number < meta.number or (number == meta.number and not open_)):
+                raise InvalidRequestError(f"transactional id {tid!r}: a late request for transaction {number}, "
+                                          f"which already ended; ignored")
+            if open_:
                 yield meta, False
             else:
-                yield TxnMeta(meta.producer_id, meta.producer_epoch, TxnStatus.ONGOING, meta.timeout_ms, _now_ms()), True
+                yield TxnMeta(meta.producer_id, meta.producer_epoch, TxnStatus.ONGOING, meta.timeout_ms, _now_ms(),
+                              number=number), True
 
     def add_partitions(self, req: AddPartitionsToTxn) -> Awaitable[Ok]:
         if len(req.partitions) > MAX_TXN_PARTITIONS:
@@ -409,11 +418,11 @@ class TransactionCoordinator:
 
     async def _add(self, part: TxnStatePartition, coord: TxnCoordination, req: AddPartitionsToTxn) -> Ok:
         tid = req.transactional_id
-        async with self._ongoing(part, coord, tid, req.producer_id, req.producer_epoch) as (new, began):
+        async with self._ongoing(part, coord, tid, req.producer_id, req.producer_epoch,
+                                 req.transaction) as (new, began):
             parts = sorted(set(new.partitions) | {(tp.topic, tp.partition) for tp in req.partitions})
             if began or parts != new.partitions:
-                await self._write(part, coord, tid, TxnMeta(new.producer_id, new.producer_epoch, new.status,
-                                                            new.timeout_ms, new.started_ms, parts, new.offsets))
+                await self._write(part, coord, tid, msgspec.structs.replace(new, partitions=parts))
             return Ok()
 
     def txn_offset_commit(self, req: TxnOffsetCommit) -> Awaitable[Ok]:
@@ -427,13 +436,13 @@ class TransactionCoordinator:
 
     async def _offsets(self, part: TxnStatePartition, coord: TxnCoordination, req: TxnOffsetCommit) -> Ok:
         tid = req.transactional_id
-        async with self._ongoing(part, coord, tid, req.producer_id, req.producer_epoch) as (new, _):
+        async with self._ongoing(part, coord, tid, req.producer_id, req.producer_epoch,
+                                 req.transaction) as (new, _):
             offsets = {g: list(o) for g, o in new.offsets.items()}
             merged = {(t, p): o for t, p, o in offsets.get(req.group, [])}
             merged.update({(t, p): o for t, p, o in req.offsets})
             offsets[req.group] = [(t, p, o) for (t, p), o in sorted(merged.items())]
-            await self._write(part, coord, tid, TxnMeta(new.producer_id, new.producer_epoch, new.status,
-                                                        new.timeout_ms, new.started_ms, new.partitions, offsets))
+            await self._write(part, coord, tid, msgspec.structs.replace(new, offsets=offsets))
             return Ok()
 
     def end_txn(self, req: EndTxn) -> Awaitable[Ok]:
@@ -447,9 +456,7 @@ class TransactionCoordinator:
         async with coord.lock(tid):
             meta = _check_producer(tid, part.txn_meta.get(tid), req.producer_id, req.producer_epoch)
             if meta.status == TxnStatus.ONGOING:
-                meta = await self._write(part, coord, tid, TxnMeta(
-                    meta.producer_id, meta.producer_epoch, wanted, meta.timeout_ms, meta.started_ms, meta.partitions,
-                    meta.offsets))
+                meta = await self._write(part, coord, tid, msgspec.structs.replace(meta, status=wanted))
             if meta.status == wanted:
                 meta = await self._complete(part, coord, tid, meta)
             if meta.status not in (done, TxnStatus.EMPTY):

@@ -253,3 +253,27 @@ async def test_a_transaction_registers_its_partitions_in_one_request(tmp_path):
                         await producer.submit("spread", b"m%d" % i, partition=i % 3)
                 assert asked == [("AddPartitionsToTxn", 3), ("EndTxn", 0)]
         assert values(await read(c, ["spread"])) == sorted(b"m%d" % i for i in range(9))
+
+
+async def test_a_late_duplicate_request_of_an_ended_transaction_begins_nothing(tmp_path):
+    """A request whose connection dropped may still run on the node after its
+    transaction ended; numbered, it is refused instead of beginning a transaction that
+    nobody would end."""
+    from client import Admin
+    from client.errors import InvalidRequestError
+    from client.protocol import AddPartitionsToTxn, TopicPartition
+    async with cluster(tmp_path) as c:
+        await topics(c, ("late", 1))
+        with trio.fail_after(30):
+            async with Producer(c.bootstrap, transactional_id="late-1") as producer, Admin(c.bootstrap) as admin:
+                async with producer.transaction():
+                    await producer.send("late", b"x")
+                late = AddPartitionsToTxn("late-1", producer.producer_id, producer.producer_epoch,
+                                          [TopicPartition("late", 0)], transaction=1)
+                with pytest.raises(InvalidRequestError, match="late request for transaction 1"):
+                    await producer.cluster.transaction_coordinator_request("late-1", late)
+                assert (await admin.describe_transaction("late-1")).state == "complete_commit"
+                async with producer.transaction():              # the next one is number 2: welcome
+                    await producer.send("late", b"y")
+                assert (await admin.describe_transaction("late-1")).state == "complete_commit"
+        assert values(await read(c, ["late"])) == [b"x", b"y"]
