@@ -24,7 +24,11 @@ import msgspec
 import trio
 
 from client.cluster import ClusterClient
-from client.errors import NotControllerError, TideMQError, TopicExistsError
+from client.errors import (
+    CoordinatorNotAvailableError, NotControllerError, NotCoordinatorError, TideMQError, TopicExistsError,
+)
+from client.partitioner import partition_for_key
+from client.protocol import CoordinatorResponse
 from node.config import NodeConfig, parse_addr
 from node.coordinator import OFFSETS_TOPIC, GroupCoordinator, OffsetsPartition
 from node.delay import DelayPartition, DelayService
@@ -333,6 +337,40 @@ class Broker:
             log.info("creating %s failed, will retry: %s", name, exc.message)
         finally:
             self._creating.discard(name)
+
+    # -- coordinators: the leader of partition hash(key) of an internal topic --------------
+
+    def _coordinating(self, topic: str, key: str) -> tuple[int, int]:
+        """(partition, Raft group) of internal `topic` that coordinates `key` (a consumer
+        group in __consumer_offsets, a transactional id in __transaction_state)."""
+        meta = self.state.topics.get(topic)
+        if meta is None:
+            raise CoordinatorNotAvailableError(f"{topic} is not created yet; retry shortly")
+        p = partition_for_key(key.encode(), len(meta.replicas))
+        return p, meta.group(p)
+
+    def find_coordinator(self, topic: str, key: str, what: str) -> CoordinatorResponse:
+        """Where the coordinator of `key` is, as this node knows it."""
+        leader = self.leader_of(self._coordinating(topic, key)[1])
+        addr = self.addr_of(leader)
+        if leader is None or addr is None:
+            raise CoordinatorNotAvailableError(f"the coordinator of {what} is being elected; retry shortly")
+        return CoordinatorResponse(leader, addr)
+
+    def coordinating_partition(self, topic: str, key: str, what: str) -> Partition:
+        """The partition coordinating `key`, if this node leads it and has caught up;
+        NOT_COORDINATOR with the leader's address otherwise (clients follow it), or
+        COORDINATOR_NOT_AVAILABLE while a new leader is still applying its log."""
+        p, raft_group = self._coordinating(topic, key)
+        part = self.partitions.get((topic, p))
+        if part is None or not part.is_leader:
+            leader = self.leader_of(raft_group)
+            raise NotCoordinatorError(
+                f"node {self.id} does not coordinate {what}" + (f"; node {leader} does" if leader else ""),
+                leader_id=leader, leader_addr=self.addr_of(leader))
+        if part.closed or not part.ready_for_writes():
+            raise CoordinatorNotAvailableError(f"node {self.id} was just elected coordinator of {what} and is loading")
+        return part
 
     def internal_client(self, purpose: str) -> ClusterClient:
         """A client for one of this node's services (delay tier, transactions, half

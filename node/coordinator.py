@@ -43,10 +43,9 @@ import msgspec
 import trio
 
 from client.errors import (
-    CoordinatorNotAvailableError, IllegalGenerationError, InvalidRequestError, NotCoordinatorError, NotLeaderError,
+    IllegalGenerationError, InvalidRequestError, NotCoordinatorError, NotLeaderError,
     TideMQError, UnknownMemberError, UnknownTopicError,
 )
-from client.partitioner import partition_for_key
 from client.protocol import (
     CoordinatorResponse, DescribeGroup, DescribeGroupResponse, FindCoordinator, GroupHeartbeat,
     GroupHeartbeatResponse, ListGroups, ListGroupsResponse, MemberInfo, OffsetCommit, OffsetFetch,
@@ -318,39 +317,17 @@ class GroupCoordinator:
         meta = self.broker.state.topics.get(topic)
         return len(meta.replicas) if meta is not None else 0
 
-    def _offsets_partition_of(self, group: str) -> tuple[int, int]:
-        """(offsets partition, its Raft group id) of a group."""
-        meta = self.broker.state.topics.get(OFFSETS_TOPIC)
-        if meta is None:
-            raise CoordinatorNotAvailableError(f"{OFFSETS_TOPIC} is not created yet; retry shortly")
-        p = partition_for_key(group.encode(), len(meta.replicas))
-        return p, meta.group(p)
-
     def _local(self, group: str) -> tuple[OffsetsPartition, Coordination]:
         """The offsets partition and live state of a group this node coordinates, or the
         error that sends the client elsewhere (or back later)."""
         _check_name("group", group)
-        b = self.broker
-        p, raft_group = self._offsets_partition_of(group)
-        part = b.partitions.get((OFFSETS_TOPIC, p))
-        if part is None or not part.is_leader:
-            leader = b.leader_of(raft_group)
-            raise NotCoordinatorError(
-                f"node {b.id} does not coordinate group {group!r}" + (f"; node {leader} does" if leader else ""),
-                leader_id=leader, leader_addr=b.addr_of(leader))
+        part = self.broker.coordinating_partition(OFFSETS_TOPIC, group, f"group {group!r}")
         assert isinstance(part, OffsetsPartition)
-        if part.closed or not part.ready_for_writes():
-            raise CoordinatorNotAvailableError(f"node {b.id} was just elected coordinator of {group!r} and is loading")
         return part, part.coordination(trio.current_time())
 
     def find_coordinator(self, req: FindCoordinator) -> Awaitable[CoordinatorResponse]:
         _check_name("group", req.group)
-        _, raft_group = self._offsets_partition_of(req.group)
-        leader = self.broker.leader_of(raft_group)
-        addr = self.broker.addr_of(leader)
-        if leader is None or addr is None:
-            raise CoordinatorNotAvailableError(f"the coordinator of group {req.group!r} is being elected; retry shortly")
-        return _value(CoordinatorResponse(leader, addr))
+        return _value(self.broker.find_coordinator(OFFSETS_TOPIC, req.group, f"group {req.group!r}"))
 
     # -- membership ------------------------------------------------------------------------
 

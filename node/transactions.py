@@ -56,7 +56,6 @@ from client.errors import (
     CoordinatorNotAvailableError, InvalidRequestError, NotCoordinatorError, NotLeaderError, ProducerFencedError,
     RequestTimeoutError, TideMQError, UnknownTopicError,
 )
-from client.partitioner import partition_for_key
 from client.protocol import (
     AddPartitionsToTxn, CoordinatorResponse, DescribeTransaction, EndTxn, FindTransactionCoordinator, InitProducerId,
     ListTransactions, ListTransactionsResponse, Ok, OffsetCommit, ProducerIdResponse, TopicPartition, TxnInfo,
@@ -230,37 +229,18 @@ class TransactionCoordinator:
 
     # -- routing ---------------------------------------------------------------------------
 
-    def _state_partition_of(self, tid: str) -> tuple[int, int]:
-        meta = self.broker.state.topics.get(TXN_TOPIC)
-        if meta is None:
-            raise CoordinatorNotAvailableError(f"{TXN_TOPIC} is not created yet; retry shortly")
-        p = partition_for_key(tid.encode(), len(meta.replicas))
-        return p, meta.group(p)
-
     def _local(self, tid: str) -> tuple[TxnStatePartition, TxnCoordination]:
         _check_name("transactional_id", tid)
-        b = self.broker
-        p, raft_group = self._state_partition_of(tid)
-        part = b.partitions.get((TXN_TOPIC, p))
-        if part is None or not part.is_leader:
-            leader = b.leader_of(raft_group)
-            raise NotCoordinatorError(
-                f"node {b.id} does not coordinate transactional id {tid!r}" + (f"; node {leader} does" if leader else ""),
-                leader_id=leader, leader_addr=b.addr_of(leader))
+        part = self.broker.coordinating_partition(TXN_TOPIC, tid, f"transactional id {tid!r}")
         assert isinstance(part, TxnStatePartition)
-        if part.closed or not part.ready_for_writes() or self.cluster is None:
-            raise CoordinatorNotAvailableError(f"node {b.id} was just elected coordinator of {tid!r} and is loading")
+        if self.cluster is None:
+            raise CoordinatorNotAvailableError(f"node {self.broker.id} is starting its transaction coordinator")
         return part, part.coordination()
 
     async def find_coordinator(self, req: FindTransactionCoordinator) -> CoordinatorResponse:
         _check_name("transactional_id", req.transactional_id)
-        _, raft_group = self._state_partition_of(req.transactional_id)
-        leader = self.broker.leader_of(raft_group)
-        addr = self.broker.addr_of(leader)
-        if leader is None or addr is None:
-            raise CoordinatorNotAvailableError(
-                f"the coordinator of transactional id {req.transactional_id!r} is being elected; retry shortly")
-        return CoordinatorResponse(leader, addr)
+        return self.broker.find_coordinator(TXN_TOPIC, req.transactional_id,
+                                            f"transactional id {req.transactional_id!r}")
 
     # -- state changes -----------------------------------------------------------------------
 
