@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 from contextlib import asynccontextmanager, contextmanager
@@ -17,16 +18,43 @@ from node.broker import Broker
 from node.config import NodeConfig
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_handed_out: set[int] = set()
+
+
 def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    """Ports for servers that start (and restart) later, below the kernel's ephemeral range.
+
+    A port taken from bind(0) and closed again is one the kernel may hand to the next
+    bind(0) (a chaos proxy) or use as the source port of an outgoing connection before the
+    node binds it, or while a killed node is down: "Address already in use". Ports below the
+    ephemeral range are never chosen by the kernel; this process never hands one out twice.
+    """
+    low, _ = _ephemeral_range()
+    floor = 10000 if low > 12000 else 1024
+    rng = random.Random()
+    ports: list[int] = []
+    for _ in range(5000):
+        if len(ports) == n:
+            return ports
+        port = rng.randrange(floor, low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        ports.append(port)
+    raise RuntimeError(f"no {n} free loopback ports between {floor} and {low}")
 
 
 class LocalCluster:
