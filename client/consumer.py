@@ -237,7 +237,7 @@ class Consumer:
 
     async def _reset_offset(self, tp: TopicPartition) -> int:
         ts = EARLIEST if self.offset_reset == "earliest" else LATEST
-        resp = await self.cluster.leader_request(tp[0], tp[1], ListOffsets(tp[0], tp[1], ts))
+        resp = await self.cluster.leader_request(tp[0], tp[1], ListOffsets(tp[0], tp[1], ts, self.isolation))
         return resp.offset
 
     # -- fetching ---------------------------------------------------------------------------------------

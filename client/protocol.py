@@ -190,6 +190,10 @@ class ListOffsets(_Msg):
     topic: str
     partition: int
     timestamp: int = LATEST  # LATEST, EARLIEST or a time in ms
+    # READ_COMMITTED caps the answer at the last stable offset (Kafka's rule): a
+    # read_committed consumer starting at "latest" must not skip past the start of a
+    # transaction that is still open and may yet commit.
+    isolation: int = READ_UNCOMMITTED
 
 
 class ListOffsetsResponse(_Msg):

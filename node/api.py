@@ -16,7 +16,7 @@ from client.errors import (
     InvalidRequestError, NotLeaderError, OffsetOutOfRangeError, TideMQError, UnknownTopicError, ShuttingDownError,
 )
 from client.protocol import (
-    EARLIEST, LATEST, CreateTopic, DeleteTopic, Fetch, FetchResponse, FetchResult, InitProducerId, ListOffsets,
+    EARLIEST, LATEST, READ_COMMITTED, CreateTopic, DeleteTopic, Fetch, FetchResponse, FetchResult, InitProducerId, ListOffsets,
     ListOffsetsResponse, Metadata, MetadataResponse, NodeInfo, Ok, PartitionInfo, Produce, ProducerIdResponse,
     TopicInfo, WriteTxnMarker,
 )
@@ -216,12 +216,13 @@ class Api:
         part = self.partition(req.topic, req.partition)
         if not part.is_leader:
             raise part.not_leader()
-        log, hw = part.storage.log, part.high_watermark
+        log = part.storage.log
+        end = part.last_stable_offset if req.isolation == READ_COMMITTED else part.high_watermark
         if req.timestamp == LATEST:
-            return ListOffsetsResponse(hw)
+            return ListOffsetsResponse(end)
         if req.timestamp == EARLIEST:
             return ListOffsetsResponse(log.log_start_offset)
         if req.timestamp < 0:
             raise InvalidRequestError(f"timestamp {req.timestamp} is neither LATEST (-1), EARLIEST (-2) nor a time in ms")
         found = log.offset_for_timestamp(req.timestamp)
-        return ListOffsetsResponse(hw if found is None or found >= hw else found, req.timestamp)
+        return ListOffsetsResponse(end if found is None or found >= end else found, req.timestamp)

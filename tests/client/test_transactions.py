@@ -11,7 +11,9 @@ from client import Admin, Consumer, Producer
 from client.cluster import ClusterClient
 from client.errors import ProducerFencedError
 from client.partitioner import partition_for_key
-from client.protocol import READ_COMMITTED, EndTxn, Fetch, FetchPartition, OffsetFetch, Produce
+from client.protocol import (
+    LATEST, READ_COMMITTED, EndTxn, Fetch, FetchPartition, ListOffsets, OffsetFetch, Produce,
+)
 from node.transactions import TXN_TOPIC, TxnStatus
 from segments import build_batch
 from tests.cluster import local_cluster, read_all
@@ -81,7 +83,19 @@ async def test_open_transaction_holds_back_read_committed_at_the_last_stable_off
                 assert res.last_stable_offset == first.offset < res.high_watermark
                 assert [m.value for m in await read(c, ["t"], quiet=0.5)] == [b"before"]
                 assert len(await read(c, ["t"], "read_uncommitted", quiet=0.5)) == 3
-                await txn.commit_transaction()
+                # "latest" for a read_committed reader is the last stable offset: one that
+                # starts now must not skip the open transaction, which may yet commit.
+                latest = await client.leader_request("t", 0, ListOffsets("t", 0, LATEST, READ_COMMITTED))
+                assert latest.offset == first.offset
+                latest = await client.leader_request("t", 0, ListOffsets("t", 0, LATEST))
+                assert latest.offset == res.high_watermark
+                async with Consumer(c.bootstrap, topics=["t"], offset_reset="latest") as late:
+                    while ("t", 0) not in late.commit_points():     # its start is looked up
+                        await trio.sleep(0.02)
+                    assert late.commit_points()[("t", 0)] == first.offset
+                    await txn.commit_transaction()
+                    got = [(await late.__anext__()).value for _ in range(2)]
+                assert got == [b"in txn", b"after"]
                 res = await fetch(client, "t", 0, READ_COMMITTED)
                 assert res.last_stable_offset == res.high_watermark and res.aborted == []
         assert [m.value for m in await read(c, ["t"])] == [b"before", b"in txn", b"after"]
