@@ -41,6 +41,7 @@ class ErrorCode(enum.IntEnum):
     REBALANCE_IN_PROGRESS = 22
     ILLEGAL_GENERATION = 23
     SHUTTING_DOWN = 24
+    INVALID_TXN_STATE = 25
 
 
 class TideMQError(Exception):
@@ -117,6 +118,8 @@ UnknownMemberError = _error("UnknownMemberError", ErrorCode.UNKNOWN_MEMBER, Fals
 RebalanceInProgressError = _error("RebalanceInProgressError", ErrorCode.REBALANCE_IN_PROGRESS, True, "The group is rebalancing; rejoin.")
 IllegalGenerationError = _error("IllegalGenerationError", ErrorCode.ILLEGAL_GENERATION, False, "The member's generation is stale; rejoin.")
 ShuttingDownError = _error("ShuttingDownError", ErrorCode.SHUTTING_DOWN, True, "The node is shutting down; try another.")
+InvalidTxnStateError = _error("InvalidTxnStateError", ErrorCode.INVALID_TXN_STATE, False,
+                              "The transaction does not allow this now (e.g. a partition written before it was added).")
 
 _BY_CODE: dict[int, type[TideMQError]] = {
     cls.code: cls

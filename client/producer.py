@@ -540,7 +540,7 @@ class Producer:
     async def _deliver(self, topic: str, p: int, q: _PartitionQueue, batch: _Batch,
                        predecessor: _Batch | None) -> None:
         remaining = batch.created + self.delivery_timeout - time.monotonic()
-        request = Produce(topic, p, batch.data, self.acks, int(self.request_timeout * 1000))
+        request = Produce(topic, p, batch.data, self.acks, int(self.request_timeout * 1000), self.transactional_id)
         try:
             with anyio.fail_after(max(remaining, 0.001)):
                 if self.acks == ACKS_NONE:

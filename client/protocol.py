@@ -138,6 +138,10 @@ class Produce(_Msg):
     records: bytes  # one RecordBatch v2, built by the producer
     acks: int = ACKS_ALL
     timeout_ms: int = 30_000
+    # Set by a transactional producer: the partition leader verifies with the id's
+    # coordinator that this partition is in the producer's ongoing transaction before it
+    # accepts the transaction's first batch here (Kafka's KIP-890 part 1).
+    transactional_id: str | None = None
 
 
 class ProduceResponse(_Msg):
@@ -306,6 +310,9 @@ class AddPartitionsToTxn(_Msg):
     # arrives after its transaction ended (a late duplicate) is refused, instead of
     # beginning a transaction nobody will end.
     transaction: int = 0
+    # Sent by a partition leader, not a producer: only check that the (one) partition is
+    # in the producer's ongoing transaction; change nothing.
+    verify_only: bool = False
 
 
 class TxnOffsetCommit(_Msg):

@@ -146,7 +146,7 @@ class Api:
             raise InvalidRequestError(f"{req.topic} is an internal topic; clients may read it but not produce to it")
         part = self.partition(req.topic, req.partition)
         timeout_s = max(0.001, min(req.timeout_ms, 300_000) / 1000)
-        pending = part.produce(req.records, req.acks, timeout_s)
+        pending = part.produce(req.records, req.acks, timeout_s, req.transactional_id)
         self.broker.metrics.bytes_in.labels(req.topic).inc(len(req.records))
         return pending
 

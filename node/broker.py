@@ -210,6 +210,10 @@ class Broker:
                     self._close_topic(cmd.name)
                 self._cmd_results[e.last] = result
             self.state.applied = e.last
+        if not self._loaded and entries:
+            # Checked as each batch applies, when applied meets the commit index; asked
+            # only by requests, a follower under a stream of commits could stay "loading".
+            self._loaded = self._caught_up(entries[-1].last)
         if self.state.applied - replica.storage.first_index() >= self.cfg.controller_snapshot_every:
             replica.storage.compact(self.state.applied, encode_state(self.state))
 
@@ -242,7 +246,7 @@ class Broker:
                 kind, extra = DelayPartition, tier
             part = kind(meta.group(p), name, storage, core, self._send_raft,
                         fsync=self.cfg.fsync == "always", leader_addr=self.addr_of,
-                        on_role_change=self._role_changed,
+                        on_role_change=self._role_changed, txn_verifier=self.transactions.verify_partition,
                         topic=meta.name, partition=p, max_batch_bytes=self.cfg.max_batch_bytes, **extra)
             self.replicas[part.group] = part
             self.partitions[(meta.name, p)] = part
@@ -286,11 +290,14 @@ class Broker:
         message, a transaction coordinator skipped a marker). Until then a missing topic
         may merely not be replayed yet."""
         if not self._loaded:
-            c = self.controller
-            leader = c.core.leader
-            caught_up = c.ready_for_writes() if leader == self.id else bool(leader) and c.applied >= c.core.commit
-            self._loaded = caught_up and c.applied >= self._replayed_until
+            self._loaded = self._caught_up(self.controller.applied)
         return self._loaded
+
+    def _caught_up(self, applied: int) -> bool:
+        c = self.controller
+        leader = c.core.leader
+        caught_up = c.ready_for_writes() if leader == self.id else bool(leader) and applied >= c.core.commit
+        return caught_up and applied >= self._replayed_until
 
     def controller_leader_check(self) -> None:
         c = self.controller

@@ -260,7 +260,7 @@ class HalfPartition(Partition):
 
     # -- writing --------------------------------------------------------------------------
 
-    def produce(self, records: bytes, acks: int, timeout_s: float):
+    def produce(self, records: bytes, acks: int, timeout_s: float, transactional_id: str | None = None):
         """A producer's batch here must hold half messages of groups this partition
         coordinates (a malformed batch goes on to the usual checks and their errors)."""
         try:
@@ -273,7 +273,7 @@ class HalfPartition(Partition):
             if n and half_partition(half.group, n) != self.partition:
                 raise InvalidRequestError(f"producer group {half.group!r} keeps its half messages in "
                                           f"{HALF_TOPIC}-{half_partition(half.group, n)}, not {self.name}")
-        return super().produce(records, acks, timeout_s)
+        return super().produce(records, acks, timeout_s, transactional_id)
 
     async def write_ops(self, ops: list[Op]) -> None:
         self.check_writable()

@@ -17,10 +17,13 @@ the range read, which the consumer drops.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Awaitable, NamedTuple
+from typing import Awaitable, Callable, Coroutine, NamedTuple
+
+import trio
 
 from client.errors import (
-    CorruptBatchError, InvalidRequestError, MessageTooLargeError, OffsetOutOfRangeError, ProducerFencedError,
+    CoordinatorNotAvailableError, CorruptBatchError, InvalidRequestError, MessageTooLargeError,
+    InvalidTxnStateError, OffsetOutOfRangeError, ProducerFencedError, RequestTimeoutError, ShuttingDownError, TideMQError,
 )
 from client.protocol import ACKS_LEADER, ACKS_NONE, READ_COMMITTED, AbortedTxn, Ok, ProduceResponse
 from node.producers import BatchRef, ProducerState
@@ -69,8 +72,52 @@ class TxnIndex:
             del self.aborted[:i]
 
 
+# Asks the transactional id's coordinator whether (topic, partition) is in the ongoing
+# transaction of (producer id, epoch); raises a TideMQError if not.
+TxnVerifier = Callable[[str, int, int, str, int], Awaitable[object]]
+VERIFY_TIMEOUT_S = 10.0
+
+
+class _Held:
+    """A transactional batch waiting for its transaction to be verified."""
+
+    __slots__ = ("records", "acks", "timeout_s", "done", "answer", "error", "abandoned")
+
+    def __init__(self, records: bytes, acks: int, timeout_s: float) -> None:
+        self.records, self.acks, self.timeout_s = records, acks, timeout_s
+        self.done = trio.Event()
+        self.answer: Coroutine[object, None, ProduceResponse | None] | None = None
+        self.error: TideMQError | None = None
+        self.abandoned = False   # its request gave up waiting: nobody will await the answer
+
+    async def wait(self) -> ProduceResponse | None:
+        try:
+            with trio.move_on_after(self.timeout_s):
+                await self.done.wait()
+        finally:
+            self.abandoned = not self.done.is_set()
+        if self.abandoned:
+            raise RequestTimeoutError(f"the transaction was not verified within {self.timeout_s:.1f}s; retry")
+        if self.error is not None:
+            raise self.error
+        assert self.answer is not None
+        return await self.answer
+
+
+class _Verification:
+    """One producer's batches held while its coordinator is asked (arrival order), and
+    whether a marker for it was written meanwhile."""
+
+    __slots__ = ("held", "ended")
+
+    def __init__(self) -> None:
+        self.held: list[_Held] = []
+        self.ended = False
+
+
 class Partition(Replica):
-    def __init__(self, *args, topic: str, partition: int, max_batch_bytes: int, **kwargs) -> None:
+    def __init__(self, *args, topic: str, partition: int, max_batch_bytes: int,
+                 txn_verifier: TxnVerifier | None = None, **kwargs) -> None:
         super().__init__(*args, apply=type(self)._apply_entries, **kwargs)  # subclasses (offsets) override it
         self.topic = topic
         self.partition = partition
@@ -78,12 +125,27 @@ class Partition(Replica):
         self.producers = ProducerState()
         self.txns = TxnIndex()
         self._pending_coordinator_epochs: dict[int, int] = {}
+        self._txn_verifier = txn_verifier
+        self._txn_verified: dict[int, int] = {}        # producer id -> epoch verified for its open transaction
+        self._verifying: dict[int, _Verification] = {}
+        self._tasks: trio.Nursery | None = None
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._tasks = nursery
+            try:
+                await super().run()
+            finally:
+                nursery.cancel_scope.cancel()
 
     # -- producing ------------------------------------------------------------------------
 
-    def produce(self, records: bytes, acks: int, timeout_s: float) -> Awaitable[ProduceResponse | None]:
+    def produce(self, records: bytes, acks: int, timeout_s: float,
+                transactional_id: str | None = None) -> Awaitable[ProduceResponse | None]:
         """Synchronous up to the proposal (so pipelined batches keep their order), then
-        an awaitable for the acknowledgement."""
+        an awaitable for the acknowledgement. The first batch of a transaction here
+        waits for its coordinator's word first, and the producer's later batches queue
+        behind it in arrival order."""
         self.check_writable()
         if len(records) > self.max_batch_bytes:
             raise MessageTooLargeError(
@@ -100,10 +162,17 @@ class Partition(Replica):
         if header.record_count != count:
             raise CorruptBatchError(f"{self.name}: record count {header.record_count} but offset delta says {count}")
         pid = header.producer_id
-        if pid >= 0:
+        unverified = (header.is_transactional and self._txn_verifier is not None
+                      and self._txn_verified.get(pid) != header.producer_epoch)
+        if pid >= 0 and pid not in self._verifying:   # else: checked once the batches ahead are in
             dup = self.producers.check(pid, header.producer_epoch, header.base_sequence, count)
             if dup is not None:
                 return self._answer_duplicate(dup, timeout_s)
+        if unverified or pid in self._verifying:
+            if transactional_id is None:
+                raise InvalidRequestError(f"{self.name}: a transactional batch needs its producer's transactional_id "
+                                          "in the Produce request")
+            return self._hold(pid, header.producer_epoch, transactional_id, records, acks, timeout_s)
         waiter = self.propose(records, count, durable_only=acks == ACKS_LEADER)
         if pid >= 0:
             first_seq = header.base_sequence
@@ -112,6 +181,54 @@ class Partition(Replica):
         if acks == ACKS_NONE:
             return _nothing()
         return self._answer(waiter, timeout_s)
+
+    def _hold(self, pid: int, epoch: int, tid: str, records: bytes, acks: int,
+              timeout_s: float) -> Awaitable[ProduceResponse | None]:
+        """Hold a transactional batch until the coordinator confirms that this partition
+        is in the producer's ongoing transaction. Unverified, a batch from a producer
+        that never added the partition, or a late one of a transaction that already
+        ended, would open a transaction here that no marker closes, holding back every
+        read_committed reader (Kafka's hanging transaction, KIP-890 part 1)."""
+        if self._tasks is None:
+            raise CoordinatorNotAvailableError(f"{self.name} is starting on node {self.core.id}; retry")
+        held = _Held(records, acks, timeout_s)
+        verification = self._verifying.get(pid)
+        if verification is None:
+            verification = self._verifying[pid] = _Verification()
+            self._tasks.start_soon(self._verify, pid, epoch, tid)
+        verification.held.append(held)
+        return held.wait()
+
+    async def _verify(self, pid: int, epoch: int, tid: str) -> None:
+        error: TideMQError | None = ShuttingDownError(f"{self.name} closed on node {self.core.id}; retry")
+        try:
+            with trio.fail_after(VERIFY_TIMEOUT_S):
+                await self._txn_verifier(tid, pid, epoch, self.topic, self.partition)
+            error = None
+            if self._verifying[pid].ended:   # a marker meanwhile: these batches are late
+                error = InvalidTxnStateError(f"{self.name}: the transaction of {tid!r} ended while its batch waited")
+        except trio.TooSlowError:
+            error = CoordinatorNotAvailableError(
+                f"{self.name}: the coordinator of transactional id {tid!r} did not confirm the transaction in time")
+        except TideMQError as exc:
+            error = exc if not exc.retriable else CoordinatorNotAvailableError(   # it moves: the producer retries
+                f"{self.name}: could not verify the transaction of {tid!r} with its coordinator: {exc.message}")
+        finally:
+            queue = self._verifying.pop(pid).held
+            if error is None:
+                self._txn_verified[pid] = epoch
+            for held in queue:   # in arrival order, synchronously: they keep their order in the log
+                if error is not None:
+                    held.error = error
+                else:
+                    try:
+                        held.answer = self.produce(held.records, held.acks, held.timeout_s, tid)  # type: ignore[assignment]
+                    except TideMQError as exc:
+                        held.error = exc
+                    else:
+                        if held.abandoned:
+                            held.answer.close()   # proposed all the same: a retry is answered DUPLICATE
+                held.done.set()
 
     async def _answer(self, waiter, timeout_s: float) -> ProduceResponse:
         entry = await self.wait(waiter, timeout_s)
@@ -139,6 +256,9 @@ class Partition(Replica):
                 f"{self.name}: marker from coordinator epoch {coordinator_epoch}, but {seen} was already seen")
         self.producers.fence(producer_id, producer_epoch)
         self._pending_coordinator_epochs[producer_id] = coordinator_epoch
+        self._txn_verified.pop(producer_id, None)   # the next transaction is verified afresh
+        if producer_id in self._verifying:
+            self._verifying[producer_id].ended = True
         data = segments.build_transaction_marker(commit, producer_id=producer_id, producer_epoch=producer_epoch,
                                                  coordinator_epoch=coordinator_epoch)
         return self._marker_written(self.propose(data, 1), timeout_s)
@@ -169,6 +289,7 @@ class Partition(Replica):
         # In-flight batches of a past leadership are resolved by the log, not by memory.
         self.producers.clear_pending()
         self._pending_coordinator_epochs.clear()
+        self._txn_verified.clear()
         super().role_changed()
 
     async def apply_retention(self, now_ms: int) -> None:

@@ -53,8 +53,8 @@ import trio
 
 from client.cluster import ClusterClient
 from client.errors import (
-    CoordinatorNotAvailableError, InvalidRequestError, NotCoordinatorError, NotLeaderError, ProducerFencedError,
-    RequestTimeoutError, TideMQError, UnknownTopicError,
+    CoordinatorNotAvailableError, InvalidRequestError, InvalidTxnStateError, NotCoordinatorError, NotLeaderError,
+    ProducerFencedError, RequestTimeoutError, TideMQError, UnknownTopicError,
 )
 from client.protocol import (
     AddPartitionsToTxn, CoordinatorResponse, DescribeTransaction, EndTxn, FindTransactionCoordinator, InitProducerId,
@@ -385,6 +385,8 @@ class TransactionCoordinator:
                               number=number), True
 
     def add_partitions(self, req: AddPartitionsToTxn) -> Awaitable[Ok]:
+        if req.verify_only:
+            return self._verify(req)
         if len(req.partitions) > MAX_TXN_PARTITIONS:
             raise InvalidRequestError(f"at most {MAX_TXN_PARTITIONS} partitions per request")
         for tp in req.partitions:
@@ -404,6 +406,28 @@ class TransactionCoordinator:
             if began or parts != new.partitions:
                 await self._write(part, coord, tid, msgspec.structs.replace(new, partitions=parts))
             return Ok()
+
+    async def _verify(self, req: AddPartitionsToTxn) -> Ok:
+        """A partition leader asks before it accepts the first batch of a transaction."""
+        if len(req.partitions) != 1:
+            raise InvalidRequestError("verify_only checks exactly one partition")
+        tid, (tp,) = req.transactional_id, req.partitions
+        part, _ = self._local(tid)
+        meta = _check_producer(tid, part.txn_meta.get(tid), req.producer_id, req.producer_epoch)
+        if meta.status != TxnStatus.ONGOING or (tp.topic, tp.partition) not in meta.partitions:
+            raise InvalidTxnStateError(
+                f"transactional id {tid!r}: {tp.topic}-{tp.partition} is not in an ongoing transaction of producer "
+                f"{req.producer_id} epoch {req.producer_epoch} (state {TxnStatus(meta.status).name.lower()}); "
+                "add the partition first (AddPartitionsToTxn)")
+        return Ok()
+
+    async def verify_partition(self, tid: str, pid: int, epoch: int, topic: str, partition: int) -> None:
+        """For this node's partition leaders: is `topic-partition` in the ongoing
+        transaction of (pid, epoch)? Raises if not (see `Partition._hold`)."""
+        if self.cluster is None:
+            raise CoordinatorNotAvailableError(f"node {self.broker.id} is starting its transaction coordinator")
+        await self.cluster.transaction_coordinator_request(
+            tid, AddPartitionsToTxn(tid, pid, epoch, [TopicPartition(topic, partition)], verify_only=True))
 
     def txn_offset_commit(self, req: TxnOffsetCommit) -> Awaitable[Ok]:
         _check_name("group", req.group)
