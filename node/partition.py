@@ -213,6 +213,9 @@ class Partition(Replica):
         except TideMQError as exc:
             error = exc if not exc.retriable else CoordinatorNotAvailableError(   # it moves: the producer retries
                 f"{self.name}: could not verify the transaction of {tid!r} with its coordinator: {exc.message}")
+        except (OSError, TimeoutError) as exc:   # the coordinator's node is unreachable: never take this node down
+            error = CoordinatorNotAvailableError(
+                f"{self.name}: could not reach the coordinator of transactional id {tid!r}: {exc!r}")
         finally:
             queue = self._verifying.pop(pid).held
             if error is None:

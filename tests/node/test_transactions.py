@@ -164,3 +164,36 @@ async def test_a_partition_accepts_a_transaction_only_once_its_coordinator_confi
                 with pytest.raises(InvalidTxnStateError):
                     await client.leader_request("t", 0, Produce("t", 0, batch(pid, 4), transactional_id="good"))
                 assert await lso() > offsets[-1]
+
+
+async def test_a_marker_written_while_the_coordinator_is_asked_fails_the_held_batches(tmp_path):
+    async with local_cluster(tmp_path, 3, offsets_partitions=1, txn_partitions=1) as c:
+        async with ClusterClient(c.bootstrap) as client:
+            with trio.fail_after(40):
+                await client.controller_request(CreateTopic("t", 1, 3))
+                leader = (await c.wait_leaders("t"))[0]
+                part = c.brokers[leader].partitions[("t", 0)]
+                asked, answer = trio.Event(), trio.Event()
+                verify = part._txn_verifier
+
+                async def slow_verifier(*args):
+                    await verify(*args)          # the coordinator says yes...
+                    asked.set()
+                    await answer.wait()          # ...but the answer is slow to arrive
+
+                part._txn_verifier = slow_verifier
+                pid = await begin(client, "slow", "t")
+                data = build_batch([(None, b"v", (), None)], producer_id=pid, producer_epoch=0, base_sequence=0,
+                                   transactional=True)
+                async with trio.open_nursery() as nursery:
+                    async def produce():
+                        with pytest.raises(InvalidTxnStateError, match="ended while its batch waited"):
+                            await client.leader_request("t", 0, Produce("t", 0, data, transactional_id="slow"))
+
+                    nursery.start_soon(produce)
+                    await asked.wait()
+                    await client.leader_request("t", 0, WriteTxnMarker("t", 0, pid, 0, commit=False,
+                                                                       coordinator_epoch=1))
+                    answer.set()
+                lso = (await client.leader_request("t", 0, ListOffsets("t", 0, isolation=READ_COMMITTED))).offset
+                assert lso == part.high_watermark                 # nothing left open
