@@ -144,9 +144,11 @@ async def test_commits_survive_the_coordinator_failing_over(tmp_path):
                         for h in sent:
                             n.start_soon(h.commit)
 
+                part = c.brokers[leader].partitions[(HALF_TOPIC, sent[0].partition)]
                 async with trio.open_nursery() as n:
                     n.start_soon(commit_all)
-                    await trio.sleep(0.05)
+                    while not part.to_write:         # kill it with commits decided but not yet copied
+                        await trio.sleep(0.001)
                     await c.stop(leader, graceful=False)
                 await c.start(leader)
                 for h in sent:                                    # every answer is final and the same
