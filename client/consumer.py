@@ -41,7 +41,8 @@ from sortedcontainers import SortedSet
 from client.cluster import ClusterClient
 from client.group import GroupMember
 from client.errors import (
-    InvalidConfigError, OffsetOutOfRangeError, ProducerFencedError, TideMQError, TopicExistsError, UnknownTopicError,
+    IllegalGenerationError, InvalidConfigError, OffsetOutOfRangeError, ProducerFencedError, TideMQError,
+    TopicExistsError, UnknownMemberError, UnknownTopicError, UnstableOffsetCommitError,
 )
 from client.producer import Producer
 from client.protocol import (
@@ -138,6 +139,12 @@ class Consumer:
     def assignment(self) -> set[TopicPartition]:
         return set(self._assigned)
 
+    @property
+    def membership(self) -> tuple[str, int] | None:
+        """(member id, member epoch) in the group, or None outside group membership: a
+        transaction's `send_offsets` is checked against it (KIP-447)."""
+        return None if self._member is None else (self._member.member_id, self._member.member_epoch)
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def __aenter__(self) -> "Consumer":
@@ -206,7 +213,8 @@ class Consumer:
             except (TideMQError, TimeoutError) as exc:
                 if isinstance(exc, TideMQError) and not exc.retriable:
                     raise
-                log.warning("committed offsets of %s not fetched yet: %r", sorted(live), exc)
+                (log.info if isinstance(exc, UnstableOffsetCommitError) else log.warning)(
+                    "committed offsets of %s not fetched yet: %r", sorted(live), exc)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
         for tp, state in live.items():
@@ -433,27 +441,34 @@ class Consumer:
         """One message, one transaction: the handler's sends and the offset after the
         message (past any control batches right behind it) commit together."""
         topic, partition, offset, attempts = origin_of(msg)
-        while True:
-            attempts += 1
-            try:
-                async with producer.transaction():
-                    if policy.timeout is None:
-                        await policy.handler(msg)
-                    else:
-                        with anyio.fail_after(policy.timeout):
+        try:
+            while True:
+                attempts += 1
+                try:
+                    async with producer.transaction():
+                        if policy.timeout is None:
                             await policy.handler(msg)
-                    await producer.send_offsets(self, {(msg.topic, msg.partition): state.handed})
-                return
-            except ProducerFencedError:
-                raise
-            except Exception as exc:
-                error = exc if not isinstance(exc, TimeoutError) else TimeoutError(f"handler ran past {policy.timeout}s")
-            if attempts > policy.retries:
-                async with producer.transaction():
-                    await policy._dead_letter(msg, topic, partition, offset, attempts, error)
-                    await producer.send_offsets(self, {(msg.topic, msg.partition): state.handed})
-                return
-            await anyio.sleep(policy.delay(attempts))
+                        else:
+                            with anyio.fail_after(policy.timeout):
+                                await policy.handler(msg)
+                        await producer.send_offsets(self, {(msg.topic, msg.partition): state.handed})
+                    return
+                except (ProducerFencedError, UnknownMemberError, IllegalGenerationError):
+                    raise
+                except Exception as exc:
+                    error = exc if not isinstance(exc, TimeoutError) else TimeoutError(
+                        f"handler ran past {policy.timeout}s")
+                if attempts > policy.retries:
+                    async with producer.transaction():
+                        await policy._dead_letter(msg, topic, partition, offset, attempts, error)
+                        await producer.send_offsets(self, {(msg.topic, msg.partition): state.handed})
+                    return
+                await anyio.sleep(policy.delay(attempts))
+        except (UnknownMemberError, IllegalGenerationError) as exc:
+            # This member lost the partition (fenced, or it was reassigned): the
+            # transaction aborted, and the partition's new owner handles the message.
+            log.warning("%s-%d@%d left to the partition's new owner: %s", msg.topic, msg.partition, msg.offset,
+                        exc.message)
 
     async def _run(self, sources: list["Consumer"], policy: "_RetryPolicy", mode: str, concurrency: int,
                    order: str, max_messages: int | None) -> None:

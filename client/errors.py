@@ -42,6 +42,7 @@ class ErrorCode(enum.IntEnum):
     ILLEGAL_GENERATION = 23
     SHUTTING_DOWN = 24
     INVALID_TXN_STATE = 25
+    UNSTABLE_OFFSET_COMMIT = 26
 
 
 class TideMQError(Exception):
@@ -120,6 +121,8 @@ IllegalGenerationError = _error("IllegalGenerationError", ErrorCode.ILLEGAL_GENE
 ShuttingDownError = _error("ShuttingDownError", ErrorCode.SHUTTING_DOWN, True, "The node is shutting down; try another.")
 InvalidTxnStateError = _error("InvalidTxnStateError", ErrorCode.INVALID_TXN_STATE, False,
                               "The transaction does not allow this now (e.g. a partition written before it was added).")
+UnstableOffsetCommitError = _error("UnstableOffsetCommitError", ErrorCode.UNSTABLE_OFFSET_COMMIT, True,
+                                   "A transaction will commit this offset but is not decided yet; retry shortly.")
 
 _BY_CODE: dict[int, type[TideMQError]] = {
     cls.code: cls

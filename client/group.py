@@ -103,11 +103,13 @@ async def commit_offsets(cluster: ClusterClient, group: str,
 
 async def fetch_offsets(cluster: ClusterClient, group: str,
                         partitions: Iterable[TopicPartition | WireTopicPartition] | None = None,
-                        ) -> dict[TopicPartition, int | None]:
+                        require_stable: bool = False) -> dict[TopicPartition, int | None]:
     """The group's committed offsets: for the given partitions (None where nothing is
-    committed), or every partition the group has committed when `partitions` is None."""
+    committed), or every partition the group has committed when `partitions` is None.
+    `require_stable`: raise UnstableOffsetCommitError (retriable) while a transaction
+    that will commit one of them is undecided, for a consumer about to start there."""
     wanted = None if partitions is None else [_tp(tp) for tp in partitions]
-    body = OffsetFetch(group, None if wanted is None else _wire(wanted))
+    body = OffsetFetch(group, None if wanted is None else _wire(wanted), require_stable)
     with anyio.fail_after(cluster.request_timeout):
         resp = await cluster.coordinator_request(group, body)
     found: dict[TopicPartition, int | None] = {(t, p): o for t, p, o in resp.offsets}
@@ -244,8 +246,9 @@ class GroupMember:
 
     async def committed(self, partitions: Iterable[TopicPartition | WireTopicPartition],
                         ) -> dict[TopicPartition, int | None]:
-        """The group's committed offsets for these partitions (None: nothing committed)."""
-        return await fetch_offsets(self.cluster, self.group, partitions)
+        """The group's committed offsets for these partitions (None: nothing committed),
+        once no undecided transaction is about to move them (the member starts there)."""
+        return await fetch_offsets(self.cluster, self.group, partitions, require_stable=True)
 
     # -- heartbeats ------------------------------------------------------------------------------
 

@@ -704,9 +704,16 @@ class Producer:
         points = consumer.commit_points() if offsets is None else dict(offsets)
         if not points:
             return
-        await self._txn_request(TxnOffsetCommit(self.transactional_id, self.producer_id, self.producer_epoch,
-                                                consumer.group, [(t, p, o) for (t, p), o in sorted(points.items())],
-                                                self._txn_number))
+        member_id, member_epoch = consumer.membership or ("", -1)
+        try:
+            await self._txn_request(TxnOffsetCommit(
+                self.transactional_id, self.producer_id, self.producer_epoch, consumer.group,
+                [(t, p, o) for (t, p), o in sorted(points.items())], self._txn_number, member_id, member_epoch))
+        except BaseException as exc:
+            # The offsets may or may not be in the transaction (or the member lost the
+            # partitions): it must not commit now.
+            self._txn_error = self._txn_error or exc
+            raise
         self._txn_offsets = True
 
     async def commit_transaction(self) -> None:

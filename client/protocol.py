@@ -254,6 +254,10 @@ class OffsetCommit(_Msg):
 class OffsetFetch(_Msg):
     group: str
     partitions: list[TopicPartition] | None = None   # None: all the group has
+    # A consumer about to start from these offsets: refused (UNSTABLE_OFFSET_COMMIT,
+    # retriable) while a transaction that carries offsets for one of them is undecided,
+    # since its commit would move the offset past inputs the consumer is about to read.
+    require_stable: bool = False
 
 
 class OffsetFetchResponse(_Msg):
@@ -322,6 +326,35 @@ class TxnOffsetCommit(_Msg):
     group: str
     offsets: list[tuple[str, int, int]] = []   # (topic, partition, next offset to consume)
     transaction: int = 0                        # as in AddPartitionsToTxn
+    # The consumer's membership (KIP-447): refused unless that member still holds the
+    # partitions; "" for a consumer outside group membership.
+    member_id: str = ""
+    member_epoch: int = -1
+
+
+class PendTxnOffsets(_Msg):
+    """Transaction coordinator to group coordinator: a transaction will commit offsets
+    for these partitions of the group; check that the member still holds them and record
+    them as pending (replicated) until `EndTxnOffsets`."""
+
+    group: str
+    transactional_id: str
+    transaction: int
+    partitions: list[TopicPartition]
+    member_id: str = ""
+    member_epoch: int = -1
+    timeout_ms: int = 60_000        # the transaction's timeout: a pending entry outlives it by a margin at most
+
+
+class EndTxnOffsets(_Msg):
+    """Transaction coordinator to group coordinator: the transaction is decided; on
+    commit write its offsets; either way clear what it had pending for their partitions."""
+
+    group: str
+    transactional_id: str
+    transaction: int
+    commit: bool
+    offsets: list[tuple[str, int, int]] = []
 
 
 class EndTxn(_Msg):
@@ -453,7 +486,8 @@ Body = Union[
     FindCoordinator, CoordinatorResponse, GroupHeartbeat, GroupHeartbeatResponse, OffsetCommit, OffsetFetch,
     OffsetFetchResponse, ListGroups, ListGroupsResponse, DescribeGroup, DescribeGroupResponse,
     PeerMessages,
-    FindTransactionCoordinator, AddPartitionsToTxn, TxnOffsetCommit, EndTxn, WriteTxnMarker,
+    FindTransactionCoordinator, AddPartitionsToTxn, TxnOffsetCommit, PendTxnOffsets, EndTxnOffsets, EndTxn,
+    WriteTxnMarker,
     ListTransactions, TxnInfo, ListTransactionsResponse, DescribeTransaction,
     EndHalf, EndHalfResponse, PollHalfChecks, HalfCheck, HalfChecks, ListHalves, HalfInfo, ListHalvesResponse,
 ]

@@ -22,6 +22,8 @@ Records (msgpack key -> msgpack value; a None value deletes):
     (0, group, topic, partition) -> next offset to consume
     (1, group, member id)        -> (client id, session timeout ms, rebalance timeout ms)
     (2, group)                   -> group epoch
+    (3, group, topic, partition) -> (transactional id, transaction, expiry ms): a transaction
+                                    will commit this offset (Kafka's KIP-447, see `pend_txn_offsets`)
 
 The log does not grow without bound: instead of time/size retention, an offsets partition
 snapshots its state into the Raft snapshot every `SNAPSHOT_EVERY` entries and drops the
@@ -35,6 +37,7 @@ the log in the order sent, so a later offset is never overwritten by an earlier 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
@@ -43,13 +46,13 @@ import msgspec
 import trio
 
 from client.errors import (
-    IllegalGenerationError, InvalidRequestError, NotCoordinatorError, NotLeaderError,
-    TideMQError, UnknownMemberError, UnknownTopicError,
+    IllegalGenerationError, InvalidRequestError, InvalidTxnStateError, NotCoordinatorError, NotLeaderError,
+    TideMQError, UnknownMemberError, UnknownTopicError, UnstableOffsetCommitError,
 )
 from client.protocol import (
-    CoordinatorResponse, DescribeGroup, DescribeGroupResponse, FindCoordinator, GroupHeartbeat,
+    CoordinatorResponse, DescribeGroup, DescribeGroupResponse, EndTxnOffsets, FindCoordinator, GroupHeartbeat,
     GroupHeartbeatResponse, ListGroups, ListGroupsResponse, MemberInfo, OffsetCommit, OffsetFetch,
-    OffsetFetchResponse, Ok, TopicPartition as WireTopicPartition,
+    OffsetFetchResponse, Ok, PendTxnOffsets, TopicPartition as WireTopicPartition,
 )
 from node.assignor import TopicPartition
 from node.membership import Group, Member
@@ -71,14 +74,18 @@ MAX_NAME = 255
 MAX_COMMIT_PARTITIONS = 10_000
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 100, 3_600_000
 
-_OFFSET, _MEMBER, _EPOCH = 0, 1, 2
+PENDING_MARGIN_MS = 60_000        # a pending transactional offset outlives its transaction's timeout by this
+
+_OFFSET, _MEMBER, _EPOCH, _PENDING = 0, 1, 2, 3
 MemberMeta = tuple[str, int, int]
+Pending = tuple[str, int, int]   # (transactional id, transaction number, expiry in wall-clock ms)
 Record = tuple[bytes, bytes | None]
 
 _enc = msgspec.msgpack.Encoder()
 _key_dec = msgspec.msgpack.Decoder()
 _int_dec = msgspec.msgpack.Decoder(int)
 _meta_dec = msgspec.msgpack.Decoder(tuple[str, int, int])
+_pending_dec = msgspec.msgpack.Decoder(tuple[str, int, int])
 
 
 def offset_record(group: str, topic: str, partition: int, offset: int | None) -> Record:
@@ -93,6 +100,10 @@ def epoch_record(group: str, epoch: int) -> Record:
     return _enc.encode((_EPOCH, group)), _enc.encode(epoch)
 
 
+def pending_record(group: str, topic: str, partition: int, pending: Pending | None) -> Record:
+    return _enc.encode((_PENDING, group, topic, partition)), None if pending is None else _enc.encode(pending)
+
+
 # -- the replicated state ---------------------------------------------------------------
 
 @dataclass
@@ -100,12 +111,19 @@ class GroupData:
     epoch: int = 0
     members: dict[str, MemberMeta] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    pending: dict[TopicPartition, Pending] = field(default_factory=dict)
+
+    def pending_on(self, tp: TopicPartition, now_ms: int) -> Pending | None:
+        """The undecided transaction that will commit `tp`'s offset, if any."""
+        p = self.pending.get(tp)
+        return p if p is not None and p[2] > now_ms else None
 
 
 class _GroupSnap(msgspec.Struct, array_like=True):
     epoch: int
     members: dict[str, tuple[str, int, int]]
     offsets: list[tuple[str, int, int]]
+    pending: list[tuple[str, int, str, int, int]] = []
 
 
 class _Snapshot(msgspec.Struct, array_like=True):
@@ -139,6 +157,12 @@ class OffsetsState:
                 case [2, str() as group] if value is not None:
                     data = self._group(group)
                     data.epoch = max(data.epoch, _int_dec.decode(value))
+                case [3, str() as group, str() as topic, int() as partition]:
+                    pending = self._group(group).pending
+                    if value is None:
+                        pending.pop((topic, partition), None)
+                    else:
+                        pending[(topic, partition)] = _pending_dec.decode(value)
                 case _:
                     log.warning("%s: skipping a record with an unknown key %r", OFFSETS_TOPIC, k)
         except msgspec.DecodeError as exc:   # deterministic: every replica skips it alike
@@ -152,7 +176,8 @@ class OffsetsState:
 
     def encode(self) -> bytes:
         return _enc.encode(_Snapshot({
-            name: _GroupSnap(d.epoch, dict(d.members), [(t, p, o) for (t, p), o in sorted(d.offsets.items())])
+            name: _GroupSnap(d.epoch, dict(d.members), [(t, p, o) for (t, p), o in sorted(d.offsets.items())],
+                             [(t, p, *pend) for (t, p), pend in sorted(d.pending.items())])
             for name, d in self.groups.items()
         }))
 
@@ -160,7 +185,8 @@ class OffsetsState:
     def decode(cls, data: bytes) -> "OffsetsState":
         state = cls()
         for name, g in msgspec.msgpack.decode(data, type=_Snapshot).groups.items():
-            state.groups[name] = GroupData(g.epoch, dict(g.members), {(t, p): o for t, p, o in g.offsets})
+            state.groups[name] = GroupData(g.epoch, dict(g.members), {(t, p): o for t, p, o in g.offsets},
+                                           {(t, p): (tid, n, exp) for t, p, tid, n, exp in g.pending})
         return state
 
 
@@ -224,6 +250,9 @@ class Coordination:
     def __init__(self, term: int, state: OffsetsState, now: float) -> None:
         self.term = term
         self.groups: dict[str, Group] = {}
+        # (group, partition) -> pending-offset writes proposed, not yet committed: a
+        # stable fetch must not read past them
+        self.pending_writes: dict[tuple[str, TopicPartition], int] = {}
         for name, data in state.groups.items():
             if data.members:
                 g = self.groups[name] = Group(name, data.epoch)
@@ -282,6 +311,24 @@ def _check_timeout(what: str, value: int) -> int:
     return value
 
 
+def _check_holder(coord: "Coordination", group: str, member_id: str, tps: set[TopicPartition], what: str) -> None:
+    """A member's commit: it must exist and may hold every partition it commits."""
+    g = coord.groups.get(group)
+    m = g.members.get(member_id) if g is not None else None
+    if m is None:
+        raise UnknownMemberError(
+            f"group {group!r} has no member {member_id!r} (expired or fenced); its {what} is refused")
+    if m.owned is not None:
+        stray = sorted(tps - m.may_hold())
+        if stray:
+            raise IllegalGenerationError(
+                f"member {member_id!r} of {group!r} does not hold {stray}; they were reassigned")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def _wire(tps: frozenset[TopicPartition] | set[TopicPartition]) -> list[WireTopicPartition]:
     return [WireTopicPartition(t, p) for t, p in sorted(tps)]
 
@@ -309,6 +356,7 @@ class GroupCoordinator:
         return {
             FindCoordinator: self.find_coordinator, GroupHeartbeat: self.heartbeat, OffsetCommit: self.offset_commit,
             OffsetFetch: self.offset_fetch, ListGroups: self.list_groups, DescribeGroup: self.describe_group,
+            PendTxnOffsets: self.pend_txn_offsets, EndTxnOffsets: self.end_txn_offsets,
         }
 
     # -- routing ---------------------------------------------------------------------------
@@ -408,40 +456,102 @@ class GroupCoordinator:
                 raise UnknownTopicError(f"cannot commit {topic}-{p}: no such topic or partition")
         part, coord = self._local(req.group)
         if req.member_id:
-            g = coord.groups.get(req.group)
-            m = g.members.get(req.member_id) if g is not None else None
-            if m is None:
-                raise UnknownMemberError(
-                    f"group {req.group!r} has no member {req.member_id!r} (expired or fenced); its commit is refused")
-            if m.owned is not None:
-                stray = sorted({(t, p) for t, p, _ in req.offsets} - m.may_hold())
-                if stray:
-                    raise IllegalGenerationError(
-                        f"member {req.member_id!r} of {req.group!r} does not hold {stray}; they were reassigned")
-        if not req.offsets:
+            _check_holder(coord, req.group, req.member_id, {(t, p) for t, p, _ in req.offsets}, "commit")
+        return self._write(part, coord, [offset_record(req.group, t, p, o) for t, p, o in req.offsets])
+
+    def _write(self, part: OffsetsPartition, coord: Coordination, records: list[Record],
+               pending: set[tuple[str, TopicPartition]] | None = None) -> Awaitable[Ok]:
+        """Propose now (arrival order), answer once committed. `pending` names the
+        (group, partition)s these records make pending, counted as such from now on."""
+        if not records:
             return _value(Ok())
         try:
-            waiter = part.propose_records([offset_record(req.group, t, p, o) for t, p, o in req.offsets])
+            waiter = part.propose_records(records)
         except NotLeaderError as exc:
             raise _not_coordinator(exc) from None
-        return self._committed(part, waiter)
+        pending = pending or set()
+        for key in pending:
+            coord.pending_writes[key] = coord.pending_writes.get(key, 0) + 1
+        return self._committed(part, coord, waiter, pending)
 
-    async def _committed(self, part: OffsetsPartition, waiter) -> Ok:
+    async def _committed(self, part: OffsetsPartition, coord: Coordination, waiter,
+                         pending: set[tuple[str, TopicPartition]]) -> Ok:
         try:
             await part.wait(waiter, WRITE_TIMEOUT_S)
         except NotLeaderError as exc:
             raise _not_coordinator(exc) from None
+        finally:
+            for key in pending:
+                left = coord.pending_writes.pop(key) - 1
+                if left:
+                    coord.pending_writes[key] = left
         return Ok()
 
     def offset_fetch(self, req: OffsetFetch) -> Awaitable[OffsetFetchResponse]:
-        part, _ = self._local(req.group)
-        data = part.offsets.groups.get(req.group)
-        offsets = data.offsets if data is not None else {}
+        part, coord = self._local(req.group)
+        data = part.offsets.groups.get(req.group) or GroupData()
+        offsets = data.offsets
         if req.partitions is None:
             wanted = sorted(offsets)
         else:
             wanted = [(tp.topic, tp.partition) for tp in req.partitions]
+        if req.require_stable:
+            now = _now_ms()
+            for tp in wanted:
+                pend = data.pending_on(tp, now)
+                if pend is not None or (req.group, tp) in coord.pending_writes:
+                    who = f"transaction {pend[0]!r}" if pend else "a transaction"
+                    raise UnstableOffsetCommitError(
+                        f"group {req.group!r}: {who} will commit the offset of {tp[0]}-{tp[1]} and is not decided "
+                        "yet; retry shortly")
         return _value(OffsetFetchResponse([(t, p, offsets[(t, p)]) for t, p in wanted if (t, p) in offsets]))
+
+    # -- transactional offsets (Kafka's KIP-447) -----------------------------------------------
+    # A transaction's offsets are committed when it commits, by its coordinator. Between
+    # `send_offsets` and that, the member that sent them may be fenced and its partition
+    # handed to another member; were that one to start from the old committed offset, it
+    # would process again inputs whose outputs the transaction is about to commit. So the
+    # transaction coordinator first has the group check that the member still holds the
+    # partitions (refused otherwise: the transaction must abort) and record them as
+    # pending, replicated; a consumer starting on a pending partition waits
+    # (`require_stable`) until the transaction is decided and its offsets written.
+
+    def pend_txn_offsets(self, req: PendTxnOffsets) -> Awaitable[Ok]:
+        if len(req.partitions) > MAX_COMMIT_PARTITIONS:
+            raise InvalidRequestError(f"at most {MAX_COMMIT_PARTITIONS} partitions per request")
+        tps = {(tp.topic, tp.partition) for tp in req.partitions}
+        part, coord = self._local(req.group)
+        if req.member_id:
+            _check_holder(coord, req.group, req.member_id, tps, "transactional commit")
+        data = part.offsets.groups.get(req.group) or GroupData()
+        now, tid = _now_ms(), req.transactional_id
+        expires = now + max(0, min(req.timeout_ms, MAX_TIMEOUT_MS)) + PENDING_MARGIN_MS
+        records = []
+        for t, p in sorted(tps):
+            other = data.pending_on((t, p), now)
+            if other is not None and other[0] != tid:
+                raise InvalidTxnStateError(
+                    f"group {req.group!r}: transaction {other[0]!r} is still committing the offset of {t}-{p}")
+            if other is None or other[1] != req.transaction:
+                records.append(pending_record(req.group, t, p, (tid, req.transaction, expires)))
+        return self._write(part, coord, records, {(req.group, tp) for tp in tps})
+
+    def end_txn_offsets(self, req: EndTxnOffsets) -> Awaitable[Ok]:
+        if req.commit:
+            for topic, p, _ in req.offsets:
+                if not p < self.partition_count(topic):
+                    raise UnknownTopicError(f"cannot commit {topic}-{p}: no such topic or partition")
+        part, coord = self._local(req.group)
+        data = part.offsets.groups.get(req.group) or GroupData()
+        now, records = _now_ms(), []
+        for t, p, o in req.offsets:
+            pend = data.pending.get((t, p))
+            if pend is None or pend[:2] != (req.transactional_id, req.transaction):
+                continue   # done already (a redo must not move a later commit back), or never pended
+            if req.commit and pend[2] > now:
+                records.append(offset_record(req.group, t, p, o))
+            records.append(pending_record(req.group, t, p, None))
+        return self._write(part, coord, records)
 
     # -- inspection ------------------------------------------------------------------------
 

@@ -58,8 +58,8 @@ from client.errors import (
 )
 from client.protocol import (
     AddPartitionsToTxn, CoordinatorResponse, DescribeTransaction, EndTxn, FindTransactionCoordinator, InitProducerId,
-    ListTransactions, ListTransactionsResponse, Ok, OffsetCommit, ProducerIdResponse, TopicPartition, TxnInfo,
-    TxnOffsetCommit, WriteTxnMarker,
+    EndTxnOffsets, ListTransactions, ListTransactionsResponse, Ok, PendTxnOffsets, ProducerIdResponse, TopicPartition,
+    TxnInfo, TxnOffsetCommit, WriteTxnMarker,
 )
 from node.partition import Partition
 from raft.types import Entry, EntryKind, Snapshot
@@ -264,9 +264,8 @@ class TransactionCoordinator:
             await self._hold_before_markers(tid)
         try:
             with trio.fail_after(COMPLETE_TIMEOUT_S):
-                if commit:
-                    for group, offsets in sorted(meta.offsets.items()):
-                        await self._commit_offsets(tid, group, offsets)
+                for group, offsets in sorted(meta.offsets.items()):
+                    await self._end_offsets(tid, meta.number, group, offsets, commit)
                 async with trio.open_nursery() as nursery:
                     for topic, p in meta.partitions:
                         nursery.start_soon(self._write_marker, part, coord, topic, p, meta, commit)
@@ -280,13 +279,15 @@ class TransactionCoordinator:
                  meta.producer_epoch, "committed" if commit else "aborted", len(meta.partitions))
         return await self._write(part, coord, tid, done)
 
-    async def _commit_offsets(self, tid: str, group: str, offsets: list[tuple[str, int, int]]) -> None:
-        """The group offsets of a committing transaction. Offsets of a topic deleted
-        meanwhile are dropped; a topic the group's coordinator does not know merely yet
-        (it lags the controller log) is retried, never skipped."""
+    async def _end_offsets(self, tid: str, number: int, group: str, offsets: list[tuple[str, int, int]],
+                           commit: bool) -> None:
+        """The group offsets of a decided transaction: written on commit, and either way
+        no longer pending. Offsets of a topic deleted meanwhile are dropped; a topic the
+        group's coordinator does not know merely yet (it lags the controller log) is
+        retried, never skipped."""
         assert self.cluster is not None
         try:
-            await self.cluster.coordinator_request(group, OffsetCommit(group, offsets))
+            await self.cluster.coordinator_request(group, EndTxnOffsets(group, tid, number, commit, offsets))
         except UnknownTopicError as exc:
             kept = [o for o in offsets if await self.cluster.topic_exists(o[0])]
             if kept == offsets:
@@ -295,7 +296,7 @@ class TransactionCoordinator:
             log.warning("transaction %r: offsets of deleted topics not committed for group %s: %s", tid, group,
                         sorted({t for t, _, _ in offsets} - {t for t, _, _ in kept}))
             if kept:
-                await self.cluster.coordinator_request(group, OffsetCommit(group, kept))
+                await self.cluster.coordinator_request(group, EndTxnOffsets(group, tid, number, commit, kept))
 
     async def _hold_before_markers(self, tid: str) -> None:
         """A test hook, off unless $TIDEMQ_TEST_HOLD_MARKERS is set when the node starts:
@@ -439,6 +440,11 @@ class TransactionCoordinator:
         return self._offsets(part, coord, req)
 
     async def _offsets(self, part: TxnStatePartition, coord: TxnCoordination, req: TxnOffsetCommit) -> Ok:
+        """Record the offsets with the transaction, then have the group check the member
+        and hold them pending (node/coordinator.py, KIP-447). In this order, whatever the
+        group holds pending is in the transaction's state, so its end clears it; a refusal
+        reaches the producer, whose transaction then cannot commit."""
+        assert self.cluster is not None
         tid = req.transactional_id
         async with self._ongoing(part, coord, tid, req.producer_id, req.producer_epoch,
                                  req.transaction) as (new, _):
@@ -446,7 +452,15 @@ class TransactionCoordinator:
             merged = {(t, p): o for t, p, o in offsets.get(req.group, [])}
             merged.update({(t, p): o for t, p, o in req.offsets})
             offsets[req.group] = [(t, p, o) for (t, p), o in sorted(merged.items())]
-            await self._write(part, coord, tid, msgspec.structs.replace(new, offsets=offsets))
+            new = await self._write(part, coord, tid, msgspec.structs.replace(new, offsets=offsets))
+            pend = PendTxnOffsets(req.group, tid, new.number, [TopicPartition(t, p) for t, p, _ in req.offsets],
+                                  req.member_id, req.member_epoch, new.timeout_ms)
+            try:
+                with trio.fail_after(WRITE_TIMEOUT_S):
+                    await self.cluster.coordinator_request(req.group, pend)
+            except trio.TooSlowError:
+                raise RequestTimeoutError(f"group {req.group!r}: its coordinator did not take the transaction's "
+                                          "offsets in time; retry") from None
             return Ok()
 
     def end_txn(self, req: EndTxn) -> Awaitable[Ok]:

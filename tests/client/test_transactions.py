@@ -291,3 +291,41 @@ async def test_a_late_duplicate_request_of_an_ended_transaction_begins_nothing(t
                     await producer.send("late", b"y")
                 assert (await admin.describe_transaction("late-1")).state == "complete_commit"
         assert values(await read(c, ["late"])) == [b"x", b"y"]
+
+
+async def test_a_partition_handed_over_mid_commit_starts_after_the_transactions_offsets(tmp_path):
+    """KIP-447: a member's transaction carries its input offsets; it is decided but not
+    complete when the member goes and the partition passes to another. Starting from the
+    offset committed before would process that input again, next to the output the
+    transaction is about to make visible. The next owner waits until the offsets land."""
+    hold = tmp_path / "hold-markers"
+    async with cluster(tmp_path) as c:
+        await topics(c, ("in", 1), ("out", 1))
+        for b in c.brokers.values():
+            b.transactions._hold_path = str(hold)       # the test hook of test_transactions_process.py
+        with trio.fail_after(60):
+            async with Producer(c.bootstrap) as p:
+                for i in range(5):
+                    await p.send("in", b"m%d" % i)
+            async with Producer(c.bootstrap, transactional_id="worker-a") as pa, Admin(c.bootstrap) as admin:
+                hold.write_text("")
+
+                async def worker_a():
+                    async with Consumer(c.bootstrap, group="g", topics=["in"], offset_reset="earliest") as a:
+                        async def handler(msg):
+                            await pa.send("out", msg.value)
+                        await a.run(handler, producer=pa, max_messages=1)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(worker_a)
+                    while (await admin.describe_transaction("worker-a")).state != "prepare_commit":
+                        await trio.sleep(0.02)
+                    nursery.cancel_scope.cancel()           # worker A goes; its commit is decided, not done
+                async with Consumer(c.bootstrap, group="g", topics=["in"], offset_reset="earliest") as b:
+                    with trio.move_on_after(1.5):
+                        got = await b.__anext__()
+                        pytest.fail(f"the next owner read {got.value!r} before the transaction's offsets landed")
+                    hold.unlink()
+                    first = await b.__anext__()
+                assert first.value == b"m1"
+    assert [m.value for m in await read(c, ["out"])] == [b"m0"]

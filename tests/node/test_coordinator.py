@@ -8,15 +8,16 @@ import trio
 from client.cluster import ClusterClient
 from client.connection import open_connection
 from client.errors import (
-    IllegalGenerationError, InvalidRequestError, NotCoordinatorError, UnknownMemberError, UnknownTopicError,
+    IllegalGenerationError, InvalidRequestError, InvalidTxnStateError, NotCoordinatorError, UnknownMemberError,
+    UnknownTopicError, UnstableOffsetCommitError,
 )
 from client.partitioner import partition_for_key
 from client.protocol import (
-    CreateTopic, DeleteTopic, DescribeGroup, Fetch, FetchPartition, FindCoordinator, GroupHeartbeat, ListGroups,
-    OffsetCommit, OffsetFetch, Produce, TopicPartition,
+    CreateTopic, DeleteTopic, DescribeGroup, EndTxnOffsets, Fetch, FetchPartition, FindCoordinator, GroupHeartbeat,
+    ListGroups, OffsetCommit, OffsetFetch, PendTxnOffsets, Produce, TopicPartition,
 )
 import node.coordinator as coordinator_module
-from node.coordinator import OFFSETS_TOPIC, OffsetsState, epoch_record, member_record, offset_record
+from node.coordinator import OFFSETS_TOPIC, OffsetsState, epoch_record, member_record, offset_record, pending_record
 from segments import build_batch
 from tests.cluster import local_cluster
 
@@ -200,6 +201,53 @@ async def test_commits_fetches_and_who_may_commit(tmp_path):
         assert (await fetch())[mine] == 11
 
 
+async def test_transactional_offsets_are_checked_held_pending_and_written_once(tmp_path):
+    """KIP-447: a transaction's offsets are checked against the member that sends them
+    and held pending; a consumer starting there waits for the outcome."""
+    async with cluster(tmp_path) as c, ClusterClient(c.bootstrap) as client:
+        await setup(c, client)
+
+        async def ask(body):
+            with trio.fail_after(10):
+                return await client.coordinator_request("g", body)
+
+        async def fetch(stable=True):
+            resp = await ask(OffsetFetch("g", [TopicPartition(*mine)], stable))
+            return {(t, p): o for t, p, o in resp.offsets}.get(mine)
+
+        def pend(tid, number, member="a", tps=None):
+            return PendTxnOffsets("g", tid, number, [TopicPartition(*tp) for tp in (tps or [mine])], member, 1)
+
+        a, b = Member(client, "g", "a"), Member(client, "g", "b")
+        await settle([a, b])
+        mine, theirs = sorted(a.owned)[0], sorted(b.owned)[0]
+        await ask(OffsetCommit("g", [(*mine, 5)]))
+        with pytest.raises(UnknownMemberError):
+            await ask(pend("tx", 1, member="nobody"))
+        with pytest.raises(IllegalGenerationError):
+            await ask(pend("tx", 1, tps=[mine, theirs]))
+        assert await fetch() == 5                                  # refusals leave nothing pending
+
+        await ask(pend("tx", 1))
+        await ask(pend("tx", 1))                                   # a retry is fine
+        with pytest.raises(UnstableOffsetCommitError, match="'tx' will commit the offset"):
+            await fetch()
+        assert await fetch(stable=False) == 5                      # tools still see the committed offset
+        with pytest.raises(InvalidTxnStateError, match="'tx' is still committing"):
+            await ask(pend("other", 1))
+        await ask(EndTxnOffsets("g", "tx", 1, commit=True, offsets=[(*mine, 8)]))
+        assert await fetch() == 8
+        await ask(OffsetCommit("g", [(*mine, 9)], "a"))            # the owner moves on
+        await ask(EndTxnOffsets("g", "tx", 1, commit=True, offsets=[(*mine, 8)]))
+        assert await fetch() == 9, "a redone end must not move a later commit back"
+
+        await ask(pend("tx", 2))
+        await ask(EndTxnOffsets("g", "tx", 2, commit=False, offsets=[(*mine, 12)]))
+        assert await fetch() == 9                                  # aborted: unchanged, and stable again
+        await ask(EndTxnOffsets("g", "never-pended", 1, commit=True, offsets=[(*mine, 20)]))
+        assert await fetch() == 9
+
+
 async def test_offsets_and_members_survive_failover_and_restart(tmp_path):
     async with cluster(tmp_path) as c, ClusterClient(c.bootstrap) as client:
         await setup(c, client)
@@ -273,6 +321,8 @@ def test_offsets_state_applies_records_and_round_trips():
         member_record("g", "m2", None), epoch_record("g", 4), epoch_record("g", 3),
         offset_record("h", "u", 2, 1), offset_record("h", "u", 2, None),
         (b"\xc1garbage", b"1"), (msgspec.msgpack.encode((9, "g")), b"\x01"),
+        pending_record("g", "t", 2, ("txn-1", 3, 10**13)), pending_record("g", "t", 3, ("txn-2", 1, 10**13)),
+        pending_record("g", "t", 3, None),
     ]:
         s.apply(key, value)
     g = s.groups["g"]
@@ -280,6 +330,7 @@ def test_offsets_state_applies_records_and_round_trips():
     assert g.members == {"m1": ("c", 1000, 2000)}
     assert g.epoch == 4, "epochs never go back"
     assert s.groups["h"].offsets == {}, "a None value deletes"
+    assert g.pending == {("t", 2): ("txn-1", 3, 10**13)}
     back = OffsetsState.decode(s.encode())
     assert {n: vars(d) for n, d in back.groups.items()} == {n: vars(d) for n, d in s.groups.items()}
 
