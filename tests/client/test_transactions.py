@@ -328,4 +328,4 @@ async def test_a_partition_handed_over_mid_commit_starts_after_the_transactions_
                     hold.unlink()
                     first = await b.__anext__()
                 assert first.value == b"m1"
-    assert [m.value for m in await read(c, ["out"])] == [b"m0"]
+        assert [m.value for m in await read(c, ["out"])] == [b"m0"]
