@@ -307,11 +307,14 @@ async def test_a_partition_handed_over_mid_commit_starts_after_the_transactions_
             async with Producer(c.bootstrap) as p:
                 for i in range(5):
                     await p.send("in", b"m%d" % i)
-            async with Producer(c.bootstrap, transactional_id="worker-a") as pa, Admin(c.bootstrap) as admin:
+            # A short request_timeout bounds its shielded abort on cancel, which waits on the held commit.
+            async with Producer(c.bootstrap, transactional_id="worker-a", request_timeout=2.0) as pa, \
+                    Admin(c.bootstrap) as admin:
                 hold.write_text("")
 
                 async def worker_a():
-                    async with Consumer(c.bootstrap, group="g", topics=["in"], offset_reset="earliest") as a:
+                    async with Consumer(c.bootstrap, group="g", topics=["in"], offset_reset="earliest",
+                                        session_timeout=1.0) as a:
                         async def handler(msg):
                             await pa.send("out", msg.value)
                         await a.run(handler, producer=pa, max_messages=1)
@@ -320,7 +323,7 @@ async def test_a_partition_handed_over_mid_commit_starts_after_the_transactions_
                     nursery.start_soon(worker_a)
                     while (await admin.describe_transaction("worker-a")).state != "prepare_commit":
                         await trio.sleep(0.02)
-                    nursery.cancel_scope.cancel()           # worker A goes; its commit is decided, not done
+                    nursery.cancel_scope.cancel()   # worker A vanishes (expires); its commit is decided, not done
                 async with Consumer(c.bootstrap, group="g", topics=["in"], offset_reset="earliest") as b:
                     with trio.move_on_after(1.5):
                         got = await b.__anext__()
