@@ -22,8 +22,8 @@ from typing import Awaitable, Callable, Coroutine, NamedTuple
 import trio
 
 from client.errors import (
-    CoordinatorNotAvailableError, CorruptBatchError, InvalidRequestError, MessageTooLargeError,
-    InvalidTxnStateError, OffsetOutOfRangeError, ProducerFencedError, RequestTimeoutError, ShuttingDownError, TideMQError,
+    CoordinatorNotAvailableError, CorruptBatchError, InvalidRequestError, InvalidTxnStateError, MessageTooLargeError,
+    OffsetOutOfRangeError, ProducerFencedError, RequestTimeoutError, ShuttingDownError, TideMQError,
 )
 from client.protocol import ACKS_LEADER, ACKS_NONE, READ_COMMITTED, AbortedTxn, Ok, ProduceResponse
 from node.producers import BatchRef, ProducerState
