@@ -431,16 +431,19 @@ async def group_list(env: Env, args: argparse.Namespace) -> None:
 
 
 def _group_lag_rows(desc: DescribeGroupResponse, high_watermarks: dict[tuple[str, int], int | None]) -> list[tuple[str, ...]]:
-    """(topic, partition, member, committed, high watermark, lag) for every partition the
-    group owns or has committed. Lag = high watermark - committed; '-' where either is unknown."""
+    """(topic, partition, member, committed, high watermark, lag, pending transaction) for
+    every partition the group owns or has committed. Lag = high watermark - committed; '-'
+    where either is unknown. A pending transaction will commit the partition's offset when
+    it ends; a member starting on that partition waits for it."""
     owner = {(tp.topic, tp.partition): m.client_id or m.member_id for m in desc.members for tp in m.assignment}
     committed = {(t, p): off for t, p, off in desc.offsets}
+    pending = {(t, p): tid for t, p, tid in desc.pending}
     rows = []
-    for tp in sorted(set(owner) | set(committed)):
+    for tp in sorted(set(owner) | set(committed) | set(pending)):
         c, hw = committed.get(tp), high_watermarks.get(tp)
         lag = str(max(hw - c, 0)) if c is not None and hw is not None else "-"
         rows.append((tp[0], str(tp[1]), owner.get(tp, "-"), "-" if c is None else str(c),
-                     "?" if hw is None else str(hw), lag))
+                     "?" if hw is None else str(hw), lag, pending.get(tp, "-")))
     return rows
 
 
@@ -448,7 +451,7 @@ async def group_describe(env: Env, args: argparse.Namespace) -> None:
     async with _admin(env) as admin:
         desc = await describe_group(admin.cluster, args.group)
         parts = {(tp.topic, tp.partition) for m in desc.members for tp in m.assignment}
-        parts |= {(t, p) for t, p, _ in desc.offsets}
+        parts |= {(t, p) for t, p, _ in desc.offsets} | {(t, p) for t, p, _ in desc.pending}
         hws: dict[tuple[str, int], int | None] = {}
 
         async def high_watermark(topic: str, partition: int) -> None:
@@ -475,7 +478,7 @@ async def group_describe(env: Env, args: argparse.Namespace) -> None:
         env.out.print(members)
     rows = _group_lag_rows(desc, hws)
     if rows:
-        table = Table("topic", "partition", "owner", "committed", "high watermark", "lag")
+        table = Table("topic", "partition", "owner", "committed", "high watermark", "lag", "pending transaction")
         for row in rows:
             table.add_row(*row)
         env.out.print(table)

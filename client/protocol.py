@@ -290,6 +290,7 @@ class DescribeGroupResponse(_Msg):
     epoch: int
     members: list[MemberInfo]
     offsets: list[tuple[str, int, int]]
+    pending: list[tuple[str, int, str]] = []   # (topic, partition, transactional id) about to commit its offset
 
 
 # --- transactions ---------------------------------------------------------------------

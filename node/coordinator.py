@@ -575,11 +575,14 @@ class GroupCoordinator:
         g = coord.groups.get(req.group)
         data = part.offsets.groups.get(req.group)
         offsets = [(t, p, o) for (t, p), o in sorted(data.offsets.items())] if data else []
+        now = _now_ms()
+        pending = [(t, p, pend[0]) for (t, p) in sorted(data.pending)
+                   if (pend := data.pending_on((t, p), now)) is not None] if data else []
         if g is None:
-            return _value(DescribeGroupResponse(req.group, "empty", data.epoch if data else 0, [], offsets))
+            return _value(DescribeGroupResponse(req.group, "empty", data.epoch if data else 0, [], offsets, pending))
         members = [MemberInfo(m.member_id, m.client_id, m.epoch, _wire(m.owned or frozenset()), sorted(m.topics or ()))
                    for m in sorted(g.members.values(), key=lambda m: m.member_id)]
-        return _value(DescribeGroupResponse(req.group, g.state, g.epoch, members, offsets))
+        return _value(DescribeGroupResponse(req.group, g.state, g.epoch, members, offsets, pending))
 
     # -- the janitor -------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from client.cluster import ClusterClient
 from client.group import GroupMember, commit_offsets, describe_group
 from client.partitioner import partition_for_key
 from client.producer import Producer
+from client.protocol import PendTxnOffsets, TopicPartition
 from tests.cluster import free_ports, running_cluster
 
 pytestmark = pytest.mark.timeout(60)
@@ -143,7 +144,7 @@ def test_consume_with_a_group_commits_what_it_printed(tidemq):
     assert first.code == 0 and first.err == "consumed 4 message(s) from grp, committed for group readers\n"
     rest = tidemq("consume", "grp", "--group", "readers", "--from-beginning", "--timeout", "3")
     assert sorted(first.out.splitlines() + rest.out.splitlines()) == sorted(lines)
-    lag = rows(tidemq("group", "describe", "readers").out, 6)
+    lag = rows(tidemq("group", "describe", "readers").out, 7)
     assert [(r[0], r[1], r[5]) for r in lag] == [("grp", "0", "0"), ("grp", "1", "0")]
 
 
@@ -155,6 +156,8 @@ async def test_group_list_and_describe_show_members_offsets_and_lag(tidemq, clus
             last = await producer.send("gt", b"x")
     async with ClusterClient(cluster.bootstrap, token=TOKEN) as client:
         await commit_offsets(client, "audit", {("gt", 0): last.offset - 2})
+        # a transaction about to commit audit's offset of gt-0 (as its coordinator records it)
+        await client.coordinator_request("audit", PendTxnOffsets("audit", "billing-7", 1, [TopicPartition("gt", 0)]))
         async with GroupMember(client, "live", ["gt"], client_id="member-a") as member:
             with trio.fail_after(20):   # until the coordinator has heard that the member holds gt-0
                 while not any(m.assignment for m in (await describe_group(client, "live")).members):
@@ -165,10 +168,10 @@ async def test_group_list_and_describe_show_members_offsets_and_lag(tidemq, clus
     assert "group live:" in live.out and "1 member(s)" in live.out
     [[member_id, client_id, _, topics, assigned]] = rows(live.out, 5)
     assert (member_id, client_id, topics, assigned) == (member.member_id, "member-a", "gt", "gt-0")
-    assert ["gt", "0", "member-a", "-", str(last.offset + 1), "-"] in rows(live.out, 6)
+    assert ["gt", "0", "member-a", "-", str(last.offset + 1), "-", "-"] in rows(live.out, 7)
     audit = await cli(tidemq, "group", "describe", "audit")
     assert "0 member(s)" in audit.out
-    assert rows(audit.out, 6) == [["gt", "0", "-", str(last.offset - 2), str(last.offset + 1), "3"]]
+    assert rows(audit.out, 7) == [["gt", "0", "-", str(last.offset - 2), str(last.offset + 1), "3", "billing-7"]]
 
 
 def test_cluster_status_names_every_node_and_the_controller(tidemq, cluster):
