@@ -104,6 +104,14 @@ def pending_record(group: str, topic: str, partition: int, pending: Pending | No
     return _enc.encode((_PENDING, group, topic, partition)), None if pending is None else _enc.encode(pending)
 
 
+def _put(table: dict, key: object, value: bytes | None, decoder: msgspec.msgpack.Decoder) -> None:
+    """Apply one record to its table: a None value deletes."""
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = decoder.decode(value)
+
+
 # -- the replicated state ---------------------------------------------------------------
 
 @dataclass
@@ -143,26 +151,14 @@ class OffsetsState:
             k = _key_dec.decode(key)
             match k:
                 case [0, str() as group, str() as topic, int() as partition]:
-                    offsets = self._group(group).offsets
-                    if value is None:
-                        offsets.pop((topic, partition), None)
-                    else:
-                        offsets[(topic, partition)] = _int_dec.decode(value)
+                    _put(self._group(group).offsets, (topic, partition), value, _int_dec)
                 case [1, str() as group, str() as member_id]:
-                    members = self._group(group).members
-                    if value is None:
-                        members.pop(member_id, None)
-                    else:
-                        members[member_id] = _meta_dec.decode(value)
+                    _put(self._group(group).members, member_id, value, _meta_dec)
                 case [2, str() as group] if value is not None:
                     data = self._group(group)
                     data.epoch = max(data.epoch, _int_dec.decode(value))
                 case [3, str() as group, str() as topic, int() as partition]:
-                    pending = self._group(group).pending
-                    if value is None:
-                        pending.pop((topic, partition), None)
-                    else:
-                        pending[(topic, partition)] = _pending_dec.decode(value)
+                    _put(self._group(group).pending, (topic, partition), value, _pending_dec)
                 case _:
                     log.warning("%s: skipping a record with an unknown key %r", OFFSETS_TOPIC, k)
         except msgspec.DecodeError as exc:   # deterministic: every replica skips it alike
