@@ -70,6 +70,11 @@ def render(report: Report, console: Console) -> None:
         stats.add_row("delayed messages: first delivery after due (ms)",
                       f"p50 {lat['p50']}, p99 {lat['p99']}, max {lat['max']} ({lat['delivered']} delivered)")
     stats.add_row("deliveries (redelivered)", f"{m['deliveries']} ({m['redeliveries']})")
+    if m.get("pipeline"):
+        pipe = m["pipeline"]
+        stats.add_row("pipeline: inputs / outputs / dead letters",
+                      f"{pipe['inputs']} / {pipe['outputs']} / {pipe['dead_letters']}; "
+                      f"{pipe['zombies']} zombies staged ({pipe['zombies_expired']} expired by the coordinator)")
     if m["client_errors"]:
         stats.add_row("errors that escaped the client library",
                       ", ".join(f"{k} {n}" for k, n in sorted(m["client_errors"].items()))

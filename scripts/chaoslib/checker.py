@@ -6,7 +6,8 @@ replica comparison), then runs every `Check` over it. A check is a small object 
 `name` and `run(index) -> Verdict`; a verdict counts violations (every check here must
 count 0) and keeps a few examples. Adding a check is adding a class to `CHECKS`; the
 checks for delayed and transactional messages read fields that only those workloads
-write (`deliver_at`, `txn`), and say "not exercised" when a history has none.
+write (`deliver_at`, `txn`), and the pipeline check the `pipeline` event; each says "not
+exercised" when a history has none.
 
 Everything is judged against the final committed logs that the runner reads after the
 faults are healed (the `log` events), never against what a client believed: a client's
@@ -74,6 +75,8 @@ class Index:
     deliveries: list[Delivery] = field(default_factory=list)
     observations: dict[str, list[Observation]] = field(default_factory=lambda: defaultdict(list))
     txns: dict[str, dict] = field(default_factory=dict)
+    pipelines: list[dict] = field(default_factory=list)       # consume-process-produce: its topics
+    zombies: list[dict] = field(default_factory=list)
     replicas: list[dict] = field(default_factory=list)
     faults: list[dict] = field(default_factory=list)
     drains: list[dict] = field(default_factory=list)
@@ -113,6 +116,10 @@ class Index:
                     e["t"], e.get("t_end", e["t"]), {(t, p): o for t, p, o in e["offsets"]}, bool(e.get("final"))))
             elif kind == "txn":
                 ix.txns[e["txn"]] = e
+            elif kind == "pipeline":
+                ix.pipelines.append(e)
+            elif kind == "zombie":
+                ix.zombies.append(e)
             elif kind == "replicas":
                 ix.replicas.append(e)
             elif kind == "fault":
@@ -153,6 +160,10 @@ class Index:
         """Must `s` be in the final read-committed log if it was acknowledged? Not a
         member of an aborted or undecided transaction."""
         return s.txn is None or self.txns.get(s.txn, {}).get("outcome") == "committed"
+
+    def pipeline_outputs(self) -> set[str]:
+        """Topics a pipeline writes: their records are its inputs' results, not sends."""
+        return {t for p in self.pipelines for t in p["outputs"] + p.get("dead_letters", [])}
 
     def final_offsets(self, group: str) -> dict[TP, int] | None:
         finals = [o for o in self.observations.get(group, []) if o.final]
@@ -203,6 +214,9 @@ class Complete:
         for group in sorted({d.group for d in ix.deliveries if d.group}):
             if ix.final_offsets(group) is None:
                 v.add(f"no final committed offsets of group {group}")
+        for topic in sorted(ix.pipeline_outputs()):
+            if not ix.topic_read(topic):
+                v.add(f"the final log of {topic} (a pipeline's output) was not read")
         for d in ix.drains:
             if not d.get("ok"):
                 v.add(f"{d.get('workload')}: drain incomplete: {d.get('detail', '')}")
@@ -259,11 +273,16 @@ class Duplicates:
 
 
 class Unexplained:
+    """Every record is a send's; a pipeline's outputs are its inputs' (`PipelineOnce`)."""
+
     name = "records in the log that nobody sent"
 
     def run(self, ix: Index) -> Verdict:
         v = Verdict(self.name)
+        outputs = ix.pipeline_outputs()
         for (t, p), records in sorted(ix.logs.items()):
+            if t in outputs:
+                continue
             for offset, (key, value) in sorted(records.items()):
                 s = ix.sends.get(value) if value is not None else None
                 if s is None or s.topic != t:
@@ -521,10 +540,56 @@ class AbortedServed:
         return v
 
 
+class PipelineOnce:
+    """Consume-process-produce is exactly once: an input's result (its output `out:<value>`,
+    or its dead letter, the input itself, after the handler failed every retry) is in the
+    final read_committed logs exactly when the group committed past the input, and then
+    once. Judged per copy of the input in the final input log (an acknowledged input that
+    is not there is `Lost`'s); an output whose input was never written counts too."""
+
+    name = "pipeline inputs processed other than exactly once"
+
+    def run(self, ix: Index) -> Verdict:
+        v = Verdict(self.name)
+        if not ix.pipelines:
+            v.exercised = False
+        for pipe in ix.pipelines:
+            inputs, prefix = pipe["input"], pipe["prefix"]
+            outputs, dead = pipe["outputs"], pipe.get("dead_letters", [])
+            if not ix.topic_read(inputs) or not all(ix.topic_read(t) for t in outputs + dead):
+                continue                      # `Complete` says which read is missing
+            final = ix.final_offsets(pipe["group"])
+            expected: Counter[str | None] = Counter()
+            for (t, p), records in ix.logs.items():
+                if t == inputs:
+                    upto = final.get((t, p), 0) if final is not None else ix.log_hw.get((t, p), 0)
+                    expected.update(value for offset, (_, value) in records.items() if offset < upto)
+            results: dict[str | None, list[str]] = defaultdict(list)
+            for (t, p), records in sorted(ix.logs.items()):
+                for offset, (_, value) in sorted(records.items()):
+                    if t in outputs and value is not None and value.startswith(prefix):
+                        results[value[len(prefix):]].append(f"{t}-{p}@{offset}")
+                    elif t in outputs:
+                        v.add(f"{t}-{p}@{offset} holds {value!r}, not an output ({prefix}<input>)")
+                    elif t in dead:
+                        results[value].append(f"{t}-{p}@{offset} (dead letter)")
+            for value in sorted(set(expected) | set(results), key=str):
+                want, got = expected[value], results.get(value, [])
+                if len(got) == want:
+                    continue
+                if value is None or not ix.where(inputs, value):
+                    v.add(f"{', '.join(got)}: the input {value!r} is not in {inputs}")
+                else:
+                    at = ", ".join(f"{inputs}-{p}@{o}" for p, o in ix.where(inputs, value))
+                    v.add(f"{value} ({at}; {want} below the group's committed offset) has {len(got)} result(s)"
+                          + (f": {', '.join(got)}" if got else ""))
+        return v
+
+
 CHECKS: list[Check] = [
     Complete(), Lost(), Misplaced(), Duplicates(), Unexplained(), FailedWritten(), KeyOrder(), OffsetsBackwards(),
     GroupSkipped(), DirtyReads(), ReplicasDiffer(), GracefulStops(), NodeErrors(), DelayedEarly(), TornTransactions(),
-    AbortedServed(),
+    AbortedServed(), PipelineOnce(),
 ]
 
 
@@ -595,7 +660,24 @@ def availability(ix: Index) -> dict[str, object]:
         "client_errors": dict(Counter(e["error"].split("(")[0] for e in ix.client_errors)),
         "client_error_example": ix.client_errors[0]["error"] if ix.client_errors else "",
         "faults": dict(Counter(f["kind"] for f in ix.faults if f.get("phase") == "start")),
+        "pipeline": pipeline_counts(ix),
     }
+
+
+def pipeline_counts(ix: Index) -> dict[str, int]:
+    """How much the pipeline did: inputs in the final input log, outputs and dead letters
+    in its final logs, zombies staged (and how many of them the coordinator removed)."""
+    if not ix.pipelines:
+        return {}
+    inputs = {p["input"] for p in ix.pipelines}
+    outputs = {t for p in ix.pipelines for t in p["outputs"]}
+    dead = {t for p in ix.pipelines for t in p.get("dead_letters", [])}
+
+    def records(topics: set[str]) -> int:
+        return sum(len(r) for (t, _), r in ix.logs.items() if t in topics)
+
+    return {"inputs": records(inputs), "outputs": records(outputs), "dead_letters": records(dead),
+            "zombies": len(ix.zombies), "zombies_expired": sum(1 for z in ix.zombies if z.get("removed"))}
 
 
 def check_index(ix: Index, checks: list[Check] | None = None) -> Report:

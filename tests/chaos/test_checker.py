@@ -51,7 +51,7 @@ class Hist:
         out = list(self.events)
         out.append({"type": "phase", "t": 20.0, "name": "writes_stopped"})
         for (topic, p), records in sorted(self.logs.items()):
-            hw = max(r[0] for r in records) + 1
+            hw = max((r[0] for r in records), default=-1) + 1
             out.append(dict(type="log", t=21.0, topic=topic, partition=p, high_watermark=hw,
                             isolation="read_committed", records=sorted(records), last=True))
             out.append(dict(type="replicas", t=22.0, topic=topic, partition=p, high_watermark=hw, compared=True,
@@ -90,7 +90,9 @@ def test_a_clean_history_passes_every_check():
     assert report.metrics["acked"] == 4 and report.metrics["deliveries"] == 4
     assert {v.name for v in report.verdicts if not v.exercised} == {
         "delayed messages delivered early", "transactions seen in part by read_committed readers",
-        "aborted transaction data served to read_committed readers", "graceful stops (SIGTERM) that failed"}
+        "aborted transaction data served to read_committed readers", "graceful stops (SIGTERM) that failed",
+        "pipeline inputs processed other than exactly once"}
+    assert report.metrics["pipeline"] == {}
 
 
 def test_a_lost_acknowledged_message_is_flagged():
@@ -330,3 +332,77 @@ def test_delayed_messages_are_exempt_from_key_order_but_not_from_loss():
     assert report.metrics["delayed_lateness_ms"] == {"delivered": 2, "p50": 50, "p99": 50, "max": 50}
     h.send("d1-k1-2", seq=2, t=0.4, t_end=0.5, deliver_at=3_000)                        # acked, never landed
     assert counts(check_history(h.finish())) == {"acknowledged messages lost": 1}
+
+
+def pipeline(committed: dict[tuple[str, int], int] | None = None) -> Hist:
+    """Feeder f1 writes four inputs to `in` (two partitions, one an unknown send that
+    landed); each has one result in `out`, one of them a dead letter in `dlq`; a zombie
+    was staged; the group `pg` committed past every input."""
+    h = Hist()
+    h.event("pipeline", t=0.0, workload="pipeline", input="in", outputs=["out"], dead_letters=["dlq"],
+            prefix="out:", group="pg")
+    inputs = [("f1-k1-0", 0, 0, "acked"), ("f1-k1-1", 0, 1, "acked"), ("f1-k2-0", 1, 0, "unknown"),
+              ("f1-k2-1", 1, 1, "acked")]
+    for i, (value, p, o, outcome) in enumerate(inputs):
+        key = value.split("-")[1]
+        h.send(value, writer="f1", key=key, seq=int(value[-1]), topic="in", partition=p, outcome=outcome,
+               offset=o if outcome == "acked" else None, t=i / 10)
+        h.logged(value, o, topic="in", partition=p, key=key)
+        h.delivery(value, o, consumer="pw1.1", group="pg", topic="in", partition=p, t=1.0 + i / 10)
+    h.logged("out:f1-k1-0", 0, topic="out").logged("out:f1-k1-1", 2, topic="out")
+    h.logged("out:f1-k2-0", 0, topic="out", partition=1, key="k2")
+    h.logged("f1-k2-1", 0, topic="dlq", key="k2")                  # the handler failed every retry
+    h.event("zombie", t=1.2, t_end=7.2, consumer="pw1.1", group="pg", topic="in", partition=0, offset=1,
+            value="f1-k1-1", removed=True, error=None)
+    h.offsets(8.0, 8.1, committed or {("in", 0): 2, ("in", 1): 2}, final=True, group="pg")
+    return h
+
+
+def test_a_pipeline_with_one_result_per_input_passes():
+    report = check_history(pipeline().finish())
+    assert report.ok, report.describe()
+    assert verdict(report, "pipeline").exercised
+    assert report.metrics["pipeline"] == {"inputs": 4, "outputs": 3, "dead_letters": 1, "zombies": 1,
+                                          "zombies_expired": 1}
+
+
+def test_a_duplicated_pipeline_output_is_flagged():
+    h = pipeline().logged("out:f1-k1-1", 3, topic="out")           # the zombie's transaction committed too
+    report = check_history(h.finish())
+    assert counts(report) == {"pipeline inputs processed other than exactly once": 1}
+    assert verdict(report, "pipeline").examples == [
+        "f1-k1-1 (in-0@1; 1 below the group's committed offset) has 2 result(s): out-0@2, out-0@3"]
+    h = pipeline().logged("f1-k1-0", 1, topic="dlq")               # an output and a dead letter
+    assert counts(check_history(h.finish())) == {"pipeline inputs processed other than exactly once": 1}
+
+
+def test_a_missing_pipeline_output_is_flagged():
+    h = pipeline()
+    h.logs[("out", 1)] = []                                         # f1-k2-0 committed, never output
+    report = check_history(h.finish())
+    assert counts(report) == {"pipeline inputs processed other than exactly once": 1}
+    assert verdict(report, "pipeline").examples == [
+        "f1-k2-0 (in-1@0; 1 below the group's committed offset) has 0 result(s)"]
+
+
+def test_a_pipeline_output_with_no_input_is_flagged():
+    h = pipeline().logged("out:f1-k9-0", 1, topic="out", partition=1)
+    report = check_history(h.finish())
+    assert counts(report) == {"pipeline inputs processed other than exactly once": 1}   # not "nobody sent"
+    assert verdict(report, "pipeline").examples == ["out-1@1: the input 'f1-k9-0' is not in in"]
+    h = pipeline().logged("garbage", 1, topic="out", partition=1)
+    assert "not an output" in verdict(check_history(h.finish()), "pipeline").examples[0]
+
+
+def test_a_pipeline_output_without_its_offset_commit_is_flagged():
+    h = pipeline(committed={("in", 0): 2, ("in", 1): 1})      # the dead letter of in-1@1 landed, its offset not
+    report = check_history(h.finish())
+    assert counts(report) == {"pipeline inputs processed other than exactly once": 1}
+    assert "0 below the group's committed offset" in verdict(report, "pipeline").examples[0]
+
+
+def test_a_pipeline_whose_outputs_were_not_read_is_incomplete():
+    h = pipeline()
+    del h.logs[("dlq", 0)]
+    report = check_history(h.finish())
+    assert counts(report) == {"run incomplete (final read, drain, replica comparison)": 1}

@@ -3,9 +3,10 @@
 import time
 from collections import defaultdict
 
+from client import Message
 from client.producer import RecordMetadata
-from scripts.chaoslib.history import History
-from scripts.chaoslib.workloads import WORKLOADS, Context, DelayedWorkload, QueueWorkload
+from scripts.chaoslib.history import History, read_history
+from scripts.chaoslib.workloads import WORKLOADS, Context, DelayedWorkload, PipelineWorkload, QueueWorkload
 from scripts.chaoslib.workloads.queue import Pending
 
 
@@ -51,6 +52,38 @@ def test_delayed_messages_carry_their_due_time_and_land_by_value(tmp_path):
 
 def test_workloads_own_distinct_topics_groups_and_names():
     classes = list(WORKLOADS.values())
-    assert {c.name for c in classes} == {"queue", "delayed", "transactions", "halves"}
+    assert {c.name for c in classes} == {"queue", "delayed", "transactions", "halves", "pipeline"}
     for attr in ("topic", "group", "writer_prefix", "member_prefix"):
         assert len({getattr(c, attr) for c in classes}) == len(classes), attr
+
+
+class Outputs:
+    """What a pipeline handler sends, in place of a transactional Producer."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes | None]] = []
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None = None) -> None:
+        self.sent.append((topic, value, key))
+
+
+class NoMember:
+    membership = None          # a consumer outside the group: nothing for the coordinator to drop
+
+
+async def test_a_pipeline_handler_sends_one_output_naming_its_input_and_stages_zombies(tmp_path):
+    ctx = context(tmp_path)
+    w = PipelineWorkload(ctx, zombie=0.0)
+    out = Outputs()
+    msg = Message("chaos-pipe-in", 2, 7, b"k3", b"f1-k3-4", (), 0)
+    await w._handle(NoMember(), out, "pw1.1", ctx.rng("pipeline-pw1"), msg)
+    assert out.sent == [("chaos-pipe-out", b"out:f1-k3-4", b"k3")]
+    w = PipelineWorkload(ctx, zombie=1.0, session_timeout=0.01)    # every call a zombie
+    await w._handle(NoMember(), out, "pw1.1", ctx.rng("pipeline-pw1"), msg)
+    assert len(out.sent) == 2, "a zombie still sends, late: its transaction is what must abort"
+    ctx.history.close()
+    events = list(read_history(tmp_path / "h.jsonl"))
+    assert [e["type"] for e in events] == ["delivery", "delivery", "zombie"]
+    assert events[0]["group"] == "chaos-pipe-group" and events[0]["offset"] == 7
+    assert events[2]["removed"] is False and events[2]["error"] == "not a member"
+    assert w.topics == ["chaos-pipe-in", "chaos-pipe-out", "chaos-pipe-group.dlq"]
