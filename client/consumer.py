@@ -33,7 +33,7 @@ import random
 import time
 from collections import deque
 from contextlib import AsyncExitStack
-from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, NamedTuple
 
 import anyio
 from sortedcontainers import SortedSet
@@ -69,7 +69,7 @@ class Message(NamedTuple):
 class _Assigned:
     """One partition this consumer reads: where it is, what is in flight."""
 
-    def __init__(self, position: int | None) -> None:
+    def __init__(self, position: int | None, epoch: int = -1) -> None:
         # None until known (a group member looks its committed offset up after the
         # assignment, see `_on_assigned`); nothing is committed for it until then.
         self.position: int = position  # type: ignore[assignment]   # next offset to fetch
@@ -78,6 +78,7 @@ class _Assigned:
         self.controls: dict[int, int] = {}      # control batches ahead: base offset -> next offset
         self.scope = anyio.CancelScope()
         self.revoked = False
+        self.epoch = epoch                      # the member epoch it was assigned at (-1: no group)
 
     def hand_out(self, offset: int) -> None:
         """`offset` was handed out; step over control batches right after it, so the
@@ -139,11 +140,19 @@ class Consumer:
     def assignment(self) -> set[TopicPartition]:
         return set(self._assigned)
 
-    @property
-    def membership(self) -> tuple[str, int] | None:
-        """(member id, member epoch) in the group, or None outside group membership: a
-        transaction's `send_offsets` is checked against it (KIP-447)."""
-        return None if self._member is None else (self._member.member_id, self._member.member_epoch)
+    def membership_for(self, partitions: Iterable[TopicPartition]) -> tuple[str, int] | None:
+        """(member id, the member epoch it got `partitions` at: the oldest) for a
+        transaction's `send_offsets`, which the group checks (KIP-447); None outside group
+        membership. Raises IllegalGenerationError for a partition it does not hold now."""
+        if self._member is None:
+            return None
+        epochs = []
+        for tp in partitions:
+            state = self._assigned.get(tp)
+            if state is None or state.revoked:
+                raise IllegalGenerationError(f"{tp[0]}-{tp[1]} is not assigned to this consumer (any more)")
+            epochs.append(state.epoch)
+        return self._member.member_id, min(epochs, default=self._member.member_epoch)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -192,7 +201,7 @@ class Consumer:
                 state = self._assigned[tp] = _Assigned(await self._reset_offset(tp))
                 self._tg.start_soon(self._fetch_loop, tp, state)
             return
-        states = {tp: _Assigned(None) for tp in parts}
+        states = {tp: _Assigned(None, self._member.member_epoch) for tp in parts}
         self._assigned.update(states)
         self._tg.start_soon(self._start_from_committed, states)
 
@@ -451,6 +460,7 @@ class Consumer:
                         else:
                             with anyio.fail_after(policy.timeout):
                                 await policy.handler(msg)
+                        self._check_still_held(state, msg)
                         await producer.send_offsets(self, {(msg.topic, msg.partition): state.handed})
                     return
                 except (ProducerFencedError, UnknownMemberError, IllegalGenerationError):
@@ -461,6 +471,7 @@ class Consumer:
                 if attempts > policy.retries:
                     async with producer.transaction():
                         await policy._dead_letter(msg, topic, partition, offset, attempts, error)
+                        self._check_still_held(state, msg)
                         await producer.send_offsets(self, {(msg.topic, msg.partition): state.handed})
                     return
                 await anyio.sleep(policy.delay(attempts))
@@ -469,6 +480,12 @@ class Consumer:
             # transaction aborted, and the partition's new owner handles the message.
             log.warning("%s-%d@%d left to the partition's new owner: %s", msg.topic, msg.partition, msg.offset,
                         exc.message)
+
+    def _check_still_held(self, state: _Assigned, msg: Message) -> None:
+        """The handler ran long: its partition may have been revoked meanwhile (and even
+        handed back to this member, as a new assignment). Its offsets must not commit."""
+        if state.revoked or self._assigned.get((msg.topic, msg.partition)) is not state:
+            raise IllegalGenerationError(f"{msg.topic}-{msg.partition} was revoked while its message was handled")
 
     async def _run(self, sources: list["Consumer"], policy: "_RetryPolicy", mode: str, concurrency: int,
                    order: str, max_messages: int | None) -> None:

@@ -704,8 +704,8 @@ class Producer:
         points = consumer.commit_points() if offsets is None else dict(offsets)
         if not points:
             return
-        member_id, member_epoch = consumer.membership or ("", -1)
         try:
+            member_id, member_epoch = consumer.membership_for(points) or ("", -1)
             await self._txn_request(TxnOffsetCommit(
                 self.transactional_id, self.producer_id, self.producer_epoch, consumer.group,
                 [(t, p, o) for (t, p), o in sorted(points.items())], self._txn_number, member_id, member_epoch))

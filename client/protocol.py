@@ -328,7 +328,8 @@ class TxnOffsetCommit(_Msg):
     offsets: list[tuple[str, int, int]] = []   # (topic, partition, next offset to consume)
     transaction: int = 0                        # as in AddPartitionsToTxn
     # The consumer's membership (KIP-447): refused unless that member still holds the
-    # partitions; "" for a consumer outside group membership.
+    # partitions, and got them no earlier than its latest (re)join (member_epoch: the
+    # member epoch when it was assigned them; -1 unchecked). "" outside group membership.
     member_id: str = ""
     member_epoch: int = -1
 

@@ -307,13 +307,19 @@ def _check_timeout(what: str, value: int) -> int:
     return value
 
 
-def _check_holder(coord: "Coordination", group: str, member_id: str, tps: set[TopicPartition], what: str) -> None:
-    """A member's commit: it must exist and may hold every partition it commits."""
+def _check_holder(coord: "Coordination", group: str, member_id: str, tps: set[TopicPartition], what: str,
+                  assigned_epoch: int | None = None) -> None:
+    """A member's commit: it must exist and may hold every partition it commits; with
+    `assigned_epoch` (when the member got them), not from before its latest (re)join."""
     g = coord.groups.get(group)
     m = g.members.get(member_id) if g is not None else None
     if m is None:
         raise UnknownMemberError(
             f"group {group!r} has no member {member_id!r} (expired or fenced); its {what} is refused")
+    if assigned_epoch is not None and 0 <= assigned_epoch < m.joined_epoch:
+        raise IllegalGenerationError(
+            f"member {member_id!r} of {group!r} rejoined at epoch {m.joined_epoch}; its {what} for partitions "
+            f"assigned at epoch {assigned_epoch} is stale")
     if m.owned is not None:
         stray = sorted(tps - m.may_hold())
         if stray:
@@ -518,7 +524,7 @@ class GroupCoordinator:
         tps = {(tp.topic, tp.partition) for tp in req.partitions}
         part, coord = self._local(req.group)
         if req.member_id:
-            _check_holder(coord, req.group, req.member_id, tps, "transactional commit")
+            _check_holder(coord, req.group, req.member_id, tps, "transactional commit", req.member_epoch)
         data = part.offsets.groups.get(req.group) or GroupData()
         now, tid = _now_ms(), req.transactional_id
         expires = now + max(0, min(req.timeout_ms, MAX_TIMEOUT_MS)) + PENDING_MARGIN_MS

@@ -50,6 +50,9 @@ class Member:
     epoch: int = 0
     revoking_since: float | None = None              # since when it holds something it must give back
     persisted: bool = False                          # its join is committed in the log
+    # The group epoch when this incarnation joined: work on partitions assigned before it
+    # (a handler still running from before a rejoin) is stale, and its commits are refused.
+    joined_epoch: int = 0
 
     @property
     def meta(self) -> tuple[str, int, int]:
@@ -87,11 +90,15 @@ class Group:
         partitions). A new member gets nothing until `mark_persisted`."""
         m = self.members.get(member_id)
         if m is None:
+            # A removed member's removal moved the group epoch on: this incarnation's
+            # epochs are above any its previous one was given.
             m = self.members[member_id] = Member(member_id, client_id, session_timeout_ms, rebalance_timeout_ms, now,
-                                                 epoch=self.epoch)
+                                                 epoch=self.epoch, joined_epoch=self.epoch)
         else:
             m.client_id, m.session_timeout_ms, m.rebalance_timeout_ms = client_id, session_timeout_ms, rebalance_timeout_ms
             m.sent = EMPTY  # a rejoining member dropped whatever it was told before
+            self.epoch += 1   # ...and what it was given before is stale from now on
+            m.joined_epoch = self.epoch
         self._report(m, topics, owned, now, count)
         return m
 

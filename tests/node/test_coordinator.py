@@ -215,8 +215,9 @@ async def test_transactional_offsets_are_checked_held_pending_and_written_once(t
             resp = await ask(OffsetFetch("g", [TopicPartition(*mine)], stable))
             return {(t, p): o for t, p, o in resp.offsets}.get(mine)
 
-        def pend(tid, number, member="a", tps=None):
-            return PendTxnOffsets("g", tid, number, [TopicPartition(*tp) for tp in (tps or [mine])], member, 1)
+        def pend(tid, number, member="a", tps=None, epoch=None):
+            return PendTxnOffsets("g", tid, number, [TopicPartition(*tp) for tp in (tps or [mine])], member,
+                                  a.epoch if epoch is None else epoch)
 
         a, b = Member(client, "g", "a"), Member(client, "g", "b")
         await settle([a, b])
@@ -246,6 +247,17 @@ async def test_transactional_offsets_are_checked_held_pending_and_written_once(t
         assert await fetch() == 9                                  # aborted: unchanged, and stable again
         await ask(EndTxnOffsets("g", "never-pended", 1, commit=True, offsets=[(*mine, 20)]))
         assert await fetch() == 9
+
+        # a rejoins (same member id, having given everything up) and gets its partitions
+        # back: a handler still running from before must not commit what it read then.
+        before = a.epoch
+        await a.beat(owned=set(), epoch=0)
+        await settle([a, b])
+        assert mine in a.owned and a.epoch > before
+        with pytest.raises(IllegalGenerationError, match="stale"):
+            await ask(pend("tx", 3, epoch=before))
+        await ask(pend("tx", 3))
+        assert await fetch(stable=False) == 9
 
 
 async def test_offsets_and_members_survive_failover_and_restart(tmp_path):

@@ -207,3 +207,19 @@ def test_simulated_honest_clients_never_share_a_partition(data):
                 for tp in c.held:
                     assert tp not in holders, f"{tp} held by {holders[tp]} and {c.mid} after {op}"
                     holders[tp] = c.mid
+
+
+def test_every_incarnation_of_a_member_gets_epochs_above_the_previous_ones():
+    """A handler of the previous incarnation may still be running after a rejoin; what it
+    was assigned must compare as stale (KIP-447 fencing of transactional offsets)."""
+    count = counts_of({"t": 2})
+    g = Group("g")
+    first, epoch, _ = g.answer(joined(g, "a", 0, count), 0)
+    assert first and g.members["a"].joined_epoch <= epoch
+    rejoined = g.join("a", "c", ["t"], [], SESSION_MS, REBALANCE_MS, 1, count)   # same id, epoch 0: gave all up
+    assert rejoined.joined_epoch > epoch
+    again, epoch2, _ = g.answer(rejoined, 1)
+    assert again == first and epoch2 >= rejoined.joined_epoch
+    g.leave("a", 2, count)
+    back = joined(g, "a", 3, count)                                             # removed, then a new member
+    assert back.joined_epoch > epoch2
