@@ -140,6 +140,11 @@ class Consumer:
     def assignment(self) -> set[TopicPartition]:
         return set(self._assigned)
 
+    @property
+    def membership(self) -> tuple[str, int] | None:
+        """(member id, current member epoch) in the group; None outside group membership."""
+        return None if self._member is None else (self._member.member_id, self._member.member_epoch)
+
     def membership_for(self, partitions: Iterable[TopicPartition]) -> tuple[str, int] | None:
         """(member id, the member epoch it got `partitions` at: the oldest) for a
         transaction's `send_offsets`, which the group checks (KIP-447); None outside group
