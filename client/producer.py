@@ -60,8 +60,8 @@ import anyio
 from client.cluster import ClusterClient
 from client.errors import (
     ConnectionClosedError,
-    InvalidConfigError, MessageTooLargeError, OutOfOrderSequenceError, ProducerFencedError, RequestTimeoutError,
-    TideMQError, UnknownProducerError, UnknownTopicError,
+    InvalidConfigError, InvalidTxnStateError, MessageTooLargeError, OutOfOrderSequenceError, ProducerFencedError,
+    RequestTimeoutError, TideMQError, UnknownProducerError, UnknownTopicError,
 )
 from client.delay import H_DUE, H_PARTITION, H_TARGET, TIER_CONFIG, TIER_PREFIX, pick_tier, tier_name
 from client.delay import due_ms as delay_due_ms
@@ -226,6 +226,7 @@ class Producer:
         self._txn_enlisting = False                           # the registering task is running
         self._txn_offsets = False
         self._txn_error: BaseException | None = None   # a send of the open transaction failed
+        self._abort_failed: TideMQError | None = None  # the open transaction's abort was refused or lost
         self._fenced: ProducerFencedError | None = None
         self.linger = linger
         self.batch_bytes = batch_bytes
@@ -684,6 +685,11 @@ class Producer:
     async def begin_transaction(self) -> None:
         """Open a transaction: every send until commit or abort belongs to it."""
         self._check_usable()
+        if self._txn_open and self._abort_failed is not None:
+            raise InvalidTxnStateError(
+                f"transactional id {self.transactional_id!r}: the previous transaction is still open here, its "
+                f"outcome unknown (aborting it failed: {self._abort_failed}); call abort() again, or close this "
+                "producer and open a new one with the same transactional_id, which fences this one and ends it")
         if self._txn_open:
             raise RuntimeError("a transaction is already open; commit or abort it first")
         self._txn_open = True
@@ -746,6 +752,7 @@ class Producer:
         if self._txn_partitions or self._txn_offsets:
             await self._txn_request(EndTxn(self.transactional_id, self.producer_id, self.producer_epoch, commit))
         self._txn_open = False
+        self._abort_failed = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator["Producer"]:
@@ -770,4 +777,7 @@ class Producer:
             try:
                 await self.abort()
             except TideMQError as exc:   # the coordinator aborts it at its timeout
+                self._abort_failed = exc
                 log.warning("aborting transaction of %r failed: %s", self.transactional_id, exc)
+        if self._txn_open and self._abort_failed is None:
+            self._abort_failed = RequestTimeoutError(f"no answer within {self.request_timeout}s")

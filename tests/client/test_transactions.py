@@ -332,3 +332,32 @@ async def test_a_partition_handed_over_mid_commit_starts_after_the_transactions_
                     first = await b.__anext__()
                 assert first.value == b"m1"
         assert [m.value for m in await read(c, ["out"])] == [b"m0"]
+
+
+async def test_a_transaction_left_open_by_a_failed_abort_is_named_as_such(tmp_path):
+    """A commit without an answer, then an abort without one: the outcome is unknown and
+    the transaction still open here. The next begin says so and what to do, instead of
+    a bare 'already open'; an abort that goes through lets the producer go on."""
+    from client.errors import InvalidTxnStateError, RequestTimeoutError
+    async with cluster(tmp_path) as c:
+        await topics(c, ("t", 1))
+        with trio.fail_after(30):
+            async with Producer(c.bootstrap, transactional_id="stuck", request_timeout=2.0) as p:
+                real = p._txn_request
+
+                async def unanswered_end(body):
+                    if isinstance(body, EndTxn):
+                        raise RequestTimeoutError("no answer (test)")
+                    return await real(body)
+
+                p._txn_request = unanswered_end
+                with pytest.raises(RequestTimeoutError):
+                    async with p.transaction():
+                        await p.send("t", b"x")
+                with pytest.raises(InvalidTxnStateError, match="outcome unknown"):
+                    await p.begin_transaction()
+                p._txn_request = real
+                await p.abort()
+                async with p.transaction():
+                    await p.send("t", b"y")
+        assert values(await read(c, ["t"])) == [b"y"]
