@@ -481,6 +481,10 @@ class Consumer:
                     return
                 await anyio.sleep(policy.delay(attempts))
         except (UnknownMemberError, IllegalGenerationError) as exc:
+            if not state.revoked and self._assigned.get((msg.topic, msg.partition)) is state:
+                # Refused although this consumer still reads the partition: dropping the
+                # message would let the next transaction commit past it. Stop instead.
+                raise
             # This member lost the partition (fenced, or it was reassigned): the
             # transaction aborted, and the partition's new owner handles the message.
             log.warning("%s-%d@%d left to the partition's new owner: %s", msg.topic, msg.partition, msg.offset,
