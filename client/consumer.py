@@ -145,19 +145,19 @@ class Consumer:
         """(member id, current member epoch) in the group; None outside group membership."""
         return None if self._member is None else (self._member.member_id, self._member.member_epoch)
 
-    def membership_for(self, partitions: Iterable[TopicPartition]) -> tuple[str, int] | None:
-        """(member id, the member epoch it got `partitions` at: the oldest) for a
+    def membership_for(self, partitions: Iterable[TopicPartition]) -> tuple[str, dict[TopicPartition, int]] | None:
+        """(member id, the member epoch each partition was assigned at) for a
         transaction's `send_offsets`, which the group checks (KIP-447); None outside group
         membership. Raises IllegalGenerationError for a partition it does not hold now."""
         if self._member is None:
             return None
-        epochs = []
+        epochs = {}
         for tp in partitions:
             state = self._assigned.get(tp)
             if state is None or state.revoked:
                 raise IllegalGenerationError(f"{tp[0]}-{tp[1]} is not assigned to this consumer (any more)")
-            epochs.append(state.epoch)
-        return self._member.member_id, min(epochs, default=self._member.member_epoch)
+            epochs[tp] = state.epoch
+        return self._member.member_id, epochs
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

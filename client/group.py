@@ -228,13 +228,21 @@ class GroupMember:
             assert self._tg is not None
             self._tg.cancel_scope.cancel()
 
-    async def _leave(self) -> None:
-        body = GroupHeartbeat(self.group, self.member_id, -1, self.topics, [], self.client_id,
+    async def _leave(self, member_id: str | None = None) -> None:
+        body = GroupHeartbeat(self.group, member_id or self.member_id, -1, self.topics, [], self.client_id,
                               int(self.session_timeout * 1000), int(self.rebalance_timeout * 1000))
         try:
             await self.cluster.coordinator_request(self.group, body)
         except TideMQError as exc:   # best effort: the session timeout removes us anyway
             log.info("group %s: leave not acknowledged: %s", self.group, exc)
+
+    async def _leave_soon(self, member_id: str) -> None:
+        """Leave as a former incarnation, in the background: best effort, bounded."""
+        with anyio.move_on_after(LEAVE_TIMEOUT_S):
+            try:
+                await self._leave(member_id)
+            except (TimeoutError, OSError) as exc:
+                log.info("group %s: leave of former member %s not sent: %r", self.group, member_id, exc)
 
     # -- offsets --------------------------------------------------------------------------------
 
@@ -292,12 +300,17 @@ class GroupMember:
             self._changed.set()
 
     async def _lose(self, why: str) -> None:
-        """Fenced, expired or out of touch: give everything up, then rejoin as the same
-        member with epoch 0."""
+        """Fenced, expired or out of touch: give everything up, then rejoin as a new
+        member. A new id, because a handler of this incarnation may still be running and
+        commit: the group must not take it for the member that the partition goes to
+        next, even if that is this consumer again (KIP-447)."""
         if self._held:
             log.warning("group %s: member %s gives up %d partitions: %s", self.group, self.member_id,
                         len(self._held), why)
         await self._release_all()
+        old, self.member_id = self.member_id, uuid.uuid4().hex
+        assert self._tg is not None
+        self._tg.start_soon(self._leave_soon, old)   # frees its partitions before it would expire
         self.member_epoch = 0
         self._last_ok = None
         self._interval = 0.0

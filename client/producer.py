@@ -711,10 +711,12 @@ class Producer:
         if not points:
             return
         try:
-            member_id, member_epoch = consumer.membership_for(points) or ("", -1)
+            member_id, epochs = consumer.membership_for(points) or ("", {})
+            tps = sorted(points)
             await self._txn_request(TxnOffsetCommit(
                 self.transactional_id, self.producer_id, self.producer_epoch, consumer.group,
-                [(t, p, o) for (t, p), o in sorted(points.items())], self._txn_number, member_id, member_epoch))
+                [(t, p, points[t, p]) for t, p in tps], self._txn_number, member_id,
+                [epochs[tp] for tp in tps] if epochs else []))
         except BaseException as exc:
             # The offsets may or may not be in the transaction (or the member lost the
             # partitions): it must not commit now.

@@ -327,11 +327,11 @@ class TxnOffsetCommit(_Msg):
     group: str
     offsets: list[tuple[str, int, int]] = []   # (topic, partition, next offset to consume)
     transaction: int = 0                        # as in AddPartitionsToTxn
-    # The consumer's membership (KIP-447): refused unless that member still holds the
-    # partitions, and got them no earlier than its latest (re)join (member_epoch: the
-    # member epoch when it was assigned them; -1 unchecked). "" outside group membership.
+    # The consumer's membership (KIP-447): refused unless that member still holds each
+    # partition, given to it no later than the epoch listed for it (the member epoch it
+    # was assigned at, in the order of `offsets`; empty: unchecked). "" outside a group.
     member_id: str = ""
-    member_epoch: int = -1
+    assigned_epochs: list[int] = []
 
 
 class PendTxnOffsets(_Msg):
@@ -344,7 +344,7 @@ class PendTxnOffsets(_Msg):
     transaction: int
     partitions: list[TopicPartition]
     member_id: str = ""
-    member_epoch: int = -1
+    assigned_epochs: list[int] = []   # as in TxnOffsetCommit, in the order of `partitions`
     timeout_ms: int = 60_000        # the transaction's timeout: a pending entry outlives it by a margin at most
 
 

@@ -40,7 +40,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 import msgspec
 import trio
@@ -308,23 +308,25 @@ def _check_timeout(what: str, value: int) -> int:
 
 
 def _check_holder(coord: "Coordination", group: str, member_id: str, tps: set[TopicPartition], what: str,
-                  assigned_epoch: int | None = None) -> None:
+                  assigned: Mapping[TopicPartition, int] | None = None) -> None:
     """A member's commit: it must exist and may hold every partition it commits; with
-    `assigned_epoch` (when the member got them), not from before its latest (re)join."""
+    `assigned` (the epoch the member says it got each one at), not on the strength of
+    an earlier holding of a partition it gave up and got back since."""
     g = coord.groups.get(group)
     m = g.members.get(member_id) if g is not None else None
     if m is None:
         raise UnknownMemberError(
             f"group {group!r} has no member {member_id!r} (expired or fenced); its {what} is refused")
-    if assigned_epoch is not None and 0 <= assigned_epoch < m.joined_epoch:
-        raise IllegalGenerationError(
-            f"member {member_id!r} of {group!r} rejoined at epoch {m.joined_epoch}; its {what} for partitions "
-            f"assigned at epoch {assigned_epoch} is stale")
     if m.owned is not None:
         stray = sorted(tps - m.may_hold())
         if stray:
             raise IllegalGenerationError(
                 f"member {member_id!r} of {group!r} does not hold {stray}; they were reassigned")
+    stale = sorted(tp for tp, epoch in (assigned or {}).items() if 0 <= epoch < m.since.get(tp, 0))
+    if stale:
+        raise IllegalGenerationError(
+            f"member {member_id!r} of {group!r} was given {stale} again since the epoch its {what} "
+            f"names; it is stale")
 
 
 def _now_ms() -> int:
@@ -521,10 +523,13 @@ class GroupCoordinator:
     def pend_txn_offsets(self, req: PendTxnOffsets) -> Awaitable[Ok]:
         if len(req.partitions) > MAX_COMMIT_PARTITIONS:
             raise InvalidRequestError(f"at most {MAX_COMMIT_PARTITIONS} partitions per request")
+        if req.assigned_epochs and len(req.assigned_epochs) != len(req.partitions):
+            raise InvalidRequestError(f"{len(req.assigned_epochs)} assigned epochs for {len(req.partitions)} partitions")
         tps = {(tp.topic, tp.partition) for tp in req.partitions}
         part, coord = self._local(req.group)
         if req.member_id:
-            _check_holder(coord, req.group, req.member_id, tps, "transactional commit", req.member_epoch)
+            epochs = {(tp.topic, tp.partition): e for tp, e in zip(req.partitions, req.assigned_epochs)}
+            _check_holder(coord, req.group, req.member_id, tps, "transactional commit", epochs)
         data = part.offsets.groups.get(req.group) or GroupData()
         now, tid = _now_ms(), req.transactional_id
         expires = now + max(0, min(req.timeout_ms, MAX_TIMEOUT_MS)) + PENDING_MARGIN_MS

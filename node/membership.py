@@ -22,7 +22,7 @@ reconciled to: it catches up as soon as it has nothing left to give back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from client.errors import UnknownMemberError
@@ -50,9 +50,10 @@ class Member:
     epoch: int = 0
     revoking_since: float | None = None              # since when it holds something it must give back
     persisted: bool = False                          # its join is committed in the log
-    # The group epoch when this incarnation joined: work on partitions assigned before it
-    # (a handler still running from before a rejoin) is stale, and its commits are refused.
-    joined_epoch: int = 0
+    # The epoch each partition it may hold was first sent to it at (0: it said it owned it
+    # before this coordinator could tell): a commit naming an earlier epoch for one comes
+    # from a handler of a holding it gave up since, and is refused (KIP-447).
+    since: dict[TopicPartition, int] = field(default_factory=dict)
 
     @property
     def meta(self) -> tuple[str, int, int]:
@@ -93,12 +94,12 @@ class Group:
             # A removed member's removal moved the group epoch on: this incarnation's
             # epochs are above any its previous one was given.
             m = self.members[member_id] = Member(member_id, client_id, session_timeout_ms, rebalance_timeout_ms, now,
-                                                 epoch=self.epoch, joined_epoch=self.epoch)
+                                                 epoch=self.epoch)
         else:
             m.client_id, m.session_timeout_ms, m.rebalance_timeout_ms = client_id, session_timeout_ms, rebalance_timeout_ms
             m.sent = EMPTY  # a rejoining member dropped whatever it was told before
-            self.epoch += 1   # ...and what it was given before is stale from now on
-            m.joined_epoch = self.epoch
+            m.since.clear()
+            self.epoch += 1   # ...and what it gets again is sent at a later epoch
         self._report(m, topics, owned, now, count)
         return m
 
@@ -226,6 +227,13 @@ class Group:
         m.sent = assignment
         if target is None or (m.owned or EMPTY) <= target:
             m.epoch = self.epoch
+        owned = m.owned or EMPTY
+        for tp in set(m.since) - assignment - owned:
+            del m.since[tp]
+        for tp in owned - m.since.keys():
+            m.since[tp] = 0
+        for tp in assignment - m.since.keys():
+            m.since[tp] = m.epoch
         self._update_clock(m, now)
         pending = target is None or not m.persisted or m.owned != target
         interval = min(PENDING_HEARTBEAT_MS, m.steady_interval_ms()) if pending else m.steady_interval_ms()

@@ -436,6 +436,8 @@ class TransactionCoordinator:
             _check_name("topic", topic)
             if p < 0 or offset < 0:
                 raise InvalidRequestError(f"offset of {topic}-{p} at {offset}: partition and offset must be >= 0")
+        if req.assigned_epochs and len(req.assigned_epochs) != len(req.offsets):
+            raise InvalidRequestError(f"{len(req.assigned_epochs)} assigned epochs for {len(req.offsets)} offsets")
         part, coord = self._local(req.transactional_id)
         return self._offsets(part, coord, req)
 
@@ -454,7 +456,7 @@ class TransactionCoordinator:
             offsets[req.group] = [(t, p, o) for (t, p), o in sorted(merged.items())]
             new = await self._write(part, coord, tid, msgspec.structs.replace(new, offsets=offsets))
             pend = PendTxnOffsets(req.group, tid, new.number, [TopicPartition(t, p) for t, p, _ in req.offsets],
-                                  req.member_id, req.member_epoch, new.timeout_ms)
+                                  req.member_id, req.assigned_epochs, new.timeout_ms)
             try:
                 with trio.fail_after(WRITE_TIMEOUT_S):
                     await self.cluster.coordinator_request(req.group, pend)

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from client.cluster import ClusterClient
-from client.errors import InvalidConfigError, InvalidRequestError
+from client.errors import InvalidConfigError, InvalidRequestError, UnknownMemberError
 from client.group import GroupMember, commit_offsets, describe_group, fetch_offsets, list_groups
 from client.protocol import CreateTopic, FindCoordinator, GroupHeartbeat
 from node.coordinator import OFFSETS_TOPIC
@@ -142,12 +142,17 @@ def test_a_fenced_member_revokes_everything_and_rejoins(tmp_path, backend):
                     await until(lambda: ledger.of("a") == EVERYTHING)
                     # Someone removes a from the group (as an expiry would): a's next
                     # heartbeat gets UNKNOWN_MEMBER; it revokes all, then rejoins.
+                    first = a.member_id
                     with anyio.fail_after(10):
-                        await client.coordinator_request("g", GroupHeartbeat("g", a.member_id, -1))
+                        await client.coordinator_request("g", GroupHeartbeat("g", first, -1))
                     await until(lambda: len(ledger.events) >= 3)
                     assert ledger.events[1] == ("a", "-", frozenset(EVERYTHING))
                     assert ledger.events[2] == ("a", "+", frozenset(EVERYTHING))
-                    # The member's commits from before and after are accepted: it is a member again.
+                    # It came back under a new id: a handler of the first incarnation that
+                    # commits late is refused, the new member's commits are accepted.
+                    assert a.member_id != first
+                    with pytest.raises(UnknownMemberError):
+                        await commit_offsets(client, "g", {("t", 0): 3}, member_id=first)
                     await a.commit({("t", 0): 5})
                     assert await a.committed([("t", 0)]) == {("t", 0): 5}
 

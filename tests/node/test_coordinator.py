@@ -216,8 +216,9 @@ async def test_transactional_offsets_are_checked_held_pending_and_written_once(t
             return {(t, p): o for t, p, o in resp.offsets}.get(mine)
 
         def pend(tid, number, member="a", tps=None, epoch=None):
-            return PendTxnOffsets("g", tid, number, [TopicPartition(*tp) for tp in (tps or [mine])], member,
-                                  a.epoch if epoch is None else epoch)
+            tps = tps or [mine]
+            return PendTxnOffsets("g", tid, number, [TopicPartition(*tp) for tp in tps], member,
+                                  [a.epoch if epoch is None else epoch] * len(tps))
 
         a, b = Member(client, "g", "a"), Member(client, "g", "b")
         await settle([a, b])

@@ -209,17 +209,32 @@ def test_simulated_honest_clients_never_share_a_partition(data):
                     holders[tp] = c.mid
 
 
-def test_every_incarnation_of_a_member_gets_epochs_above_the_previous_ones():
-    """A handler of the previous incarnation may still be running after a rejoin; what it
-    was assigned must compare as stale (KIP-447 fencing of transactional offsets)."""
+def test_a_partition_given_back_is_sent_at_a_later_epoch():
+    """A handler of an earlier holding of a partition may still be running when its member
+    gets the partition back; the epoch that handler names must compare as stale
+    (`Member.since`, KIP-447 fencing of transactional offsets)."""
     count = counts_of({"t": 2})
     g = Group("g")
-    first, epoch, _ = g.answer(joined(g, "a", 0, count), 0)
-    assert first and g.members["a"].joined_epoch <= epoch
-    rejoined = g.join("a", "c", ["t"], [], SESSION_MS, REBALANCE_MS, 1, count)   # same id, epoch 0: gave all up
-    assert rejoined.joined_epoch > epoch
-    again, epoch2, _ = g.answer(rejoined, 1)
-    assert again == first and epoch2 >= rejoined.joined_epoch
-    g.leave("a", 2, count)
-    back = joined(g, "a", 3, count)                                             # removed, then a new member
-    assert back.joined_epoch > epoch2
+    both, e1, _ = g.answer(joined(g, "a", 0, count), 0)
+    a = g.members["a"]
+    assert len(both) == 2 and a.since == {tp: e1 for tp in both}
+    beat(g, "a", both, 0, count)
+    joined(g, "b", 1, count)
+    (kept,), _, _ = beat(g, "a", both, 1, count)                 # a is told to give one up
+    beat(g, "a", [kept], 1, count)
+    (moved,), _, _ = beat(g, "b", [], 1, count)
+    assert a.since == {kept: e1}, "what a gave up is forgotten"
+    g.leave("b", 2, count)
+    again, e2, _ = beat(g, "a", [kept], 2, count)
+    assert again == both and e2 > e1
+    assert a.since == {kept: e1, moved: e2}, "given back: sent at a later epoch; kept: unchanged"
+    # A rejoin (same id, epoch 0, having given everything up): every partition is new.
+    g.join("a", "c", ["t"], [], SESSION_MS, REBALANCE_MS, 3, count)
+    assert a.since == {}
+    back, e3, _ = g.answer(a, 3)
+    assert back == both and e3 > e2 and a.since == {tp: e3 for tp in both}
+    # After a failover nobody knows when a got what it reports owning: no epoch is stale.
+    g2 = Group("g", g.epoch)
+    g2.load("a", a.meta, 4)
+    beat(g2, "a", both, 4, count)
+    assert g2.members["a"].since == {tp: 0 for tp in both}
