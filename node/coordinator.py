@@ -308,7 +308,7 @@ def _check_timeout(what: str, value: int) -> int:
 
 
 def _check_holder(coord: "Coordination", group: str, member_id: str, tps: set[TopicPartition], what: str,
-                  assigned: Mapping[TopicPartition, int] | None = None) -> None:
+                  assigned: Mapping[TopicPartition, int] | None = None) -> Member:
     """A member's commit: it must exist and may hold every partition it commits; with
     `assigned` (the epoch the member says it got each one at), not on the strength of
     an earlier holding of a partition it gave up and got back since."""
@@ -327,6 +327,7 @@ def _check_holder(coord: "Coordination", group: str, member_id: str, tps: set[To
         raise IllegalGenerationError(
             f"member {member_id!r} of {group!r} was given {stale} again since the epoch its {what} "
             f"names; it is stale")
+    return m
 
 
 def _now_ms() -> int:
@@ -459,9 +460,15 @@ class GroupCoordinator:
             if not p < self.partition_count(topic):
                 raise UnknownTopicError(f"cannot commit {topic}-{p}: no such topic or partition")
         part, coord = self._local(req.group)
+        offsets = req.offsets
         if req.member_id:
-            _check_holder(coord, req.group, req.member_id, {(t, p) for t, p, _ in req.offsets}, "commit")
-        return self._write(part, coord, [offset_record(req.group, t, p, o) for t, p, o in req.offsets])
+            m = _check_holder(coord, req.group, req.member_id, {(t, p) for t, p, _ in offsets}, "commit")
+            # A member's commit points only move forward, so a lower one from the same
+            # member is a late copy of an earlier request (resent after a timeout, or
+            # overtaken by the commit on revoke): writing it would move the offset back.
+            offsets = [(t, p, o) for t, p, o in offsets if o >= m.committed.get((t, p), 0)]
+            m.committed.update({(t, p): o for t, p, o in offsets})
+        return self._write(part, coord, [offset_record(req.group, t, p, o) for t, p, o in offsets])
 
     def _write(self, part: OffsetsPartition, coord: Coordination, records: list[Record],
                pending: set[tuple[str, TopicPartition]] | None = None) -> Awaitable[Ok]:

@@ -54,6 +54,7 @@ class Member:
     # before this coordinator could tell): a commit naming an earlier epoch for one comes
     # from a handler of a holding it gave up since, and is refused (KIP-447).
     since: dict[TopicPartition, int] = field(default_factory=dict)
+    committed: dict[TopicPartition, int] = field(default_factory=dict)   # the highest it committed (this term)
 
     @property
     def meta(self) -> tuple[str, int, int]:

@@ -199,6 +199,14 @@ async def test_commits_fetches_and_who_may_commit(tmp_path):
         with pytest.raises(InvalidRequestError):
             await commit([("t", 0, -1)])
         assert (await fetch())[mine] == 11
+        # A late copy of a's earlier commit (resent after a timeout, overtaken by its
+        # commit on revoke) must not move the offset back; a tool's reset may.
+        await commit([(*mine, 10)], member_id="a")
+        assert (await fetch())[mine] == 11
+        await commit([(*mine, 13)], member_id="a")
+        assert (await fetch())[mine] == 13
+        await commit([(*mine, 4)])
+        assert (await fetch())[mine] == 4
 
 
 async def test_transactional_offsets_are_checked_held_pending_and_written_once(tmp_path):
