@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
 COMMIT_INTERVAL_S = 1.0
+REFUSED_RETRY_S = 0.2          # run(producer=): offsets refused, partition still held: try again after
 
 
 class Message(NamedTuple):
@@ -453,47 +454,63 @@ class Consumer:
     async def _handle_in_transaction(self, producer: Producer, policy: "_RetryPolicy", state: _Assigned,
                                      msg: Message) -> None:
         """One message, one transaction: the handler's sends and the offset after the
-        message (past any control batches right behind it) commit together."""
+        message (past any control batches right behind it) commit together. A message is
+        left alone only once this consumer has given its partition up; until then it is
+        tried again, so no later transaction of the partition commits past it."""
         topic, partition, offset, attempts = origin_of(msg)
-        try:
-            while True:
-                attempts += 1
-                try:
-                    async with producer.transaction():
-                        if policy.timeout is None:
-                            await policy.handler(msg)
-                        else:
-                            with anyio.fail_after(policy.timeout):
-                                await policy.handler(msg)
-                        self._check_still_held(state, msg)
-                        await producer.send_offsets(self, {(msg.topic, msg.partition): state.handed})
-                    return
-                except (ProducerFencedError, UnknownMemberError, IllegalGenerationError):
-                    raise
-                except Exception as exc:
-                    error = exc if not isinstance(exc, TimeoutError) else TimeoutError(
-                        f"handler ran past {policy.timeout}s")
-                if attempts > policy.retries:
-                    async with producer.transaction():
+        error: Exception | None = None
+        refused_at: float | None = None
+        while True:
+            if not self._still_held(state, msg):
+                # The transaction aborted; the partition's new owner handles the message.
+                log.warning("%s-%d@%d left to the partition's new owner", msg.topic, msg.partition, msg.offset)
+                return
+            dead = error is not None and attempts > policy.retries
+            try:
+                async with producer.transaction():
+                    if dead:
                         await policy._dead_letter(msg, topic, partition, offset, attempts, error)
-                        self._check_still_held(state, msg)
-                        await producer.send_offsets(self, {(msg.topic, msg.partition): state.handed})
-                    return
-                await anyio.sleep(policy.delay(attempts))
-        except (UnknownMemberError, IllegalGenerationError) as exc:
-            if not state.revoked and self._assigned.get((msg.topic, msg.partition)) is state:
-                # Refused although this consumer still reads the partition: dropping the
-                # message would let the next transaction commit past it. Stop instead.
+                    elif policy.timeout is None:
+                        await policy.handler(msg)
+                    else:
+                        with anyio.fail_after(policy.timeout):
+                            await policy.handler(msg)
+                    self._check_still_held(state, msg)
+                    await producer.send_offsets(self, {(msg.topic, msg.partition): state.handed})
+                return
+            except ProducerFencedError:
                 raise
-            # This member lost the partition (fenced, or it was reassigned): the
-            # transaction aborted, and the partition's new owner handles the message.
-            log.warning("%s-%d@%d left to the partition's new owner: %s", msg.topic, msg.partition, msg.offset,
-                        exc.message)
+            except (UnknownMemberError, IllegalGenerationError) as exc:
+                # The group refused the offsets: this member was fenced or lost the
+                # partition and hears of it at its next heartbeat. Until then the message
+                # is still ours: try again (bounded: a refusal that outlasts a rebalance
+                # timeout is a fault to surface, not to wait out).
+                if not self._still_held(state, msg):
+                    continue
+                now = anyio.current_time()
+                refused_at = now if refused_at is None else refused_at
+                if now - refused_at > self.rebalance_timeout:
+                    raise
+                log.info("%s-%d@%d: offsets refused (%s); trying again while the partition is held",
+                         msg.topic, msg.partition, msg.offset, exc.message)
+                await anyio.sleep(REFUSED_RETRY_S)
+                continue
+            except Exception as exc:
+                if dead:
+                    raise
+                error = exc if not isinstance(exc, TimeoutError) else TimeoutError(
+                    f"handler ran past {policy.timeout}s")
+            attempts += 1
+            if attempts <= policy.retries:
+                await anyio.sleep(policy.delay(attempts))
+
+    def _still_held(self, state: _Assigned, msg: Message) -> bool:
+        return not state.revoked and self._assigned.get((msg.topic, msg.partition)) is state
 
     def _check_still_held(self, state: _Assigned, msg: Message) -> None:
         """The handler ran long: its partition may have been revoked meanwhile (and even
         handed back to this member, as a new assignment). Its offsets must not commit."""
-        if state.revoked or self._assigned.get((msg.topic, msg.partition)) is not state:
+        if not self._still_held(state, msg):
             raise IllegalGenerationError(f"{msg.topic}-{msg.partition} was revoked while its message was handled")
 
     async def _run(self, sources: list["Consumer"], policy: "_RetryPolicy", mode: str, concurrency: int,

@@ -9,7 +9,8 @@ import trio
 
 from client import Admin, Consumer, Producer
 from client.cluster import ClusterClient
-from client.errors import ProducerFencedError
+from client.dlq import list_dead_letters
+from client.errors import IllegalGenerationError, ProducerFencedError
 from client.partitioner import partition_for_key
 from client.protocol import (
     LATEST, READ_COMMITTED, EndTxn, Fetch, FetchPartition, ListOffsets, OffsetFetch, Produce,
@@ -332,6 +333,70 @@ async def test_a_partition_handed_over_mid_commit_starts_after_the_transactions_
                     first = await b.__anext__()
                 assert first.value == b"m1"
         assert [m.value for m in await read(c, ["out"])] == [b"m0"]
+
+
+async def test_offsets_refused_while_the_partition_is_held_are_tried_again(tmp_path, monkeypatch):
+    """The group refuses a transaction's offsets (as it does for a member fenced before it
+    hears so) while the consumer still holds the partition: the message is neither
+    dropped (a later transaction would commit past it) nor does run() stop; the handler
+    runs again in a new transaction and each input gets one output."""
+    from node import coordinator
+
+    refusals = []
+    check = coordinator._check_holder
+
+    def refuse_once(coord, group, member_id, tps, what, assigned=None):
+        if what == "transactional commit" and not refusals:
+            refusals.append(sorted(tps))
+            raise IllegalGenerationError("refused once by the test")
+        return check(coord, group, member_id, tps, what, assigned)
+
+    monkeypatch.setattr(coordinator, "_check_holder", refuse_once)
+    async with cluster(tmp_path) as c:
+        await topics(c, ("in", 1), ("out", 1))
+        with trio.fail_after(60):
+            async with Producer(c.bootstrap) as p:
+                for i in range(3):
+                    await p.send("in", b"m%d" % i)
+            calls = []
+            async with Producer(c.bootstrap, transactional_id="worker") as tp, \
+                    Consumer(c.bootstrap, group="g", topics=["in"], offset_reset="earliest") as consumer:
+                async def handler(msg):
+                    calls.append(msg.value)
+                    await tp.send("out", b"out:" + msg.value)
+                await consumer.run(handler, producer=tp, max_messages=3)
+        assert refusals == [[("in", 0)]]
+        assert calls == [b"m0", b"m0", b"m1", b"m2"]
+        assert [m.value for m in await read(c, ["out"])] == [b"out:m0", b"out:m1", b"out:m2"]
+
+
+async def test_a_failing_input_is_retried_then_dead_lettered_in_its_transaction(tmp_path):
+    """run(producer=): each failed attempt aborts its transaction (its outputs never
+    show); after the last retry the dead letter and the input's offset commit together."""
+    async with cluster(tmp_path) as c:
+        await topics(c, ("in", 1), ("out", 1))
+        with trio.fail_after(60):
+            async with Producer(c.bootstrap) as p:
+                for v in (b"ok-0", b"bad", b"ok-1"):
+                    await p.send("in", v)
+            calls = []
+            async with Producer(c.bootstrap, transactional_id="worker") as tp, \
+                    Consumer(c.bootstrap, group="g", topics=["in"], offset_reset="earliest") as consumer:
+                async def handler(msg):
+                    calls.append(msg.value)
+                    await tp.send("out", b"out:" + msg.value)
+                    if msg.value == b"bad":
+                        raise ValueError("cannot handle it")
+                await consumer.run(handler, producer=tp, retries=2, backoff=0.05, max_messages=3)
+            letters = await list_dead_letters(c.bootstrap, "g", idle=0.5)
+        assert calls == [b"ok-0", b"bad", b"bad", b"bad", b"ok-1"]
+        assert [m.value for m in await read(c, ["out"])] == [b"out:ok-0", b"out:ok-1"]
+        [bad] = [m.offset for m in await read(c, ["in"]) if m.value == b"bad"]
+        assert [(d.message.value, d.topic, d.offset, d.attempts) for d in letters] == [(b"bad", "in", bad, 3)]
+        async with Consumer(c.bootstrap, group="g", topics=["in"], offset_reset="earliest") as again:
+            with trio.move_on_after(2):
+                got = await again.__anext__()
+                pytest.fail(f"the group's offset did not pass the dead-lettered input: read {got.value!r}")
 
 
 async def test_a_transaction_left_open_by_a_failed_abort_is_named_as_such(tmp_path):
