@@ -54,7 +54,9 @@ class Member:
     # before this coordinator could tell): a commit naming an earlier epoch for one comes
     # from a handler of a holding it gave up since, and is refused (KIP-447).
     since: dict[TopicPartition, int] = field(default_factory=dict)
-    committed: dict[TopicPartition, int] = field(default_factory=dict)   # the highest it committed (this term)
+    # The highest offset it committed for each partition it holds (in this term): a
+    # lower one from it is a late copy of an earlier request.
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
 
     @property
     def meta(self) -> tuple[str, int, int]:
@@ -231,6 +233,7 @@ class Group:
         owned = m.owned or EMPTY
         for tp in set(m.since) - assignment - owned:
             del m.since[tp]
+            m.committed.pop(tp, None)   # a later holding starts from the group's offset then
         for tp in owned - m.since.keys():
             m.since[tp] = 0
         for tp in assignment - m.since.keys():
