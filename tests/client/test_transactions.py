@@ -31,6 +31,14 @@ async def topics(c, *specs):
     await c.wait_leaders(TXN_TOPIC)
 
 
+async def inputs(c, values):
+    """Topics `in` and `out` (one partition each), with `values` written to `in`."""
+    await topics(c, ("in", 1), ("out", 1))
+    async with Producer(c.bootstrap) as p:
+        for v in values:
+            await p.send("in", v)
+
+
 async def read(c, names, isolation="read_committed", quiet=1.5, timeout=20):
     return await read_all(c.bootstrap, names, isolation=isolation, quiet=quiet, timeout=timeout)
 
@@ -151,11 +159,8 @@ async def test_coordinator_aborts_a_transaction_past_its_timeout(tmp_path):
 
 async def test_offsets_sent_with_a_transaction_commit_with_it(tmp_path):
     async with cluster(tmp_path) as c:
-        await topics(c, ("in", 1), ("out", 1))
         with trio.fail_after(40):
-            async with Producer(c.bootstrap) as plain:
-                for i in range(4):
-                    await plain.send("in", b"%d" % i)
+            await inputs(c, [b"%d" % i for i in range(4)])
             async with Consumer(c.bootstrap, group="pipe", topics=["in"], offset_reset="earliest") as consumer, \
                     Producer(c.bootstrap, transactional_id="pipe-1") as producer, \
                     ClusterClient(c.bootstrap) as client:
@@ -301,13 +306,10 @@ async def test_a_partition_handed_over_mid_commit_starts_after_the_transactions_
     transaction is about to make visible. The next owner waits until the offsets land."""
     hold = tmp_path / "hold-markers"
     async with cluster(tmp_path) as c:
-        await topics(c, ("in", 1), ("out", 1))
         for b in c.brokers.values():
             b.transactions._hold_path = str(hold)       # the test hook of test_transactions_process.py
         with trio.fail_after(60):
-            async with Producer(c.bootstrap) as p:
-                for i in range(5):
-                    await p.send("in", b"m%d" % i)
+            await inputs(c, [b"m%d" % i for i in range(5)])
             # A short request_timeout bounds its shielded abort on cancel, which waits on the held commit.
             async with Producer(c.bootstrap, transactional_id="worker-a", request_timeout=2.0) as pa, \
                     Admin(c.bootstrap) as admin:
@@ -335,6 +337,21 @@ async def test_a_partition_handed_over_mid_commit_starts_after_the_transactions_
         assert [m.value for m in await read(c, ["out"])] == [b"m0"]
 
 
+async def out_per_input(c, n, **run_kw):
+    """Group `g` turns `n` inputs into `out:<input>` with `run(producer=)`, one
+    transaction each; an input `bad` fails. Returns the inputs in the order handled."""
+    calls = []
+    async with Producer(c.bootstrap, transactional_id="worker") as tp, \
+            Consumer(c.bootstrap, group="g", topics=["in"], offset_reset="earliest") as consumer:
+        async def handler(msg):
+            calls.append(msg.value)
+            await tp.send("out", b"out:" + msg.value)
+            if msg.value == b"bad":
+                raise ValueError("cannot handle it")
+        await consumer.run(handler, producer=tp, max_messages=n, **run_kw)
+    return calls
+
+
 async def test_offsets_refused_while_the_partition_is_held_are_tried_again(tmp_path, monkeypatch):
     """The group refuses a transaction's offsets (as it does for a member fenced before it
     hears so) while the consumer still holds the partition: the message is neither
@@ -353,18 +370,9 @@ async def test_offsets_refused_while_the_partition_is_held_are_tried_again(tmp_p
 
     monkeypatch.setattr(coordinator, "_check_holder", refuse_once)
     async with cluster(tmp_path) as c:
-        await topics(c, ("in", 1), ("out", 1))
         with trio.fail_after(60):
-            async with Producer(c.bootstrap) as p:
-                for i in range(3):
-                    await p.send("in", b"m%d" % i)
-            calls = []
-            async with Producer(c.bootstrap, transactional_id="worker") as tp, \
-                    Consumer(c.bootstrap, group="g", topics=["in"], offset_reset="earliest") as consumer:
-                async def handler(msg):
-                    calls.append(msg.value)
-                    await tp.send("out", b"out:" + msg.value)
-                await consumer.run(handler, producer=tp, max_messages=3)
+            await inputs(c, [b"m0", b"m1", b"m2"])
+            calls = await out_per_input(c, 3)
         assert refusals == [[("in", 0)]]
         assert calls == [b"m0", b"m0", b"m1", b"m2"]
         assert [m.value for m in await read(c, ["out"])] == [b"out:m0", b"out:m1", b"out:m2"]
@@ -374,20 +382,9 @@ async def test_a_failing_input_is_retried_then_dead_lettered_in_its_transaction(
     """run(producer=): each failed attempt aborts its transaction (its outputs never
     show); after the last retry the dead letter and the input's offset commit together."""
     async with cluster(tmp_path) as c:
-        await topics(c, ("in", 1), ("out", 1))
         with trio.fail_after(60):
-            async with Producer(c.bootstrap) as p:
-                for v in (b"ok-0", b"bad", b"ok-1"):
-                    await p.send("in", v)
-            calls = []
-            async with Producer(c.bootstrap, transactional_id="worker") as tp, \
-                    Consumer(c.bootstrap, group="g", topics=["in"], offset_reset="earliest") as consumer:
-                async def handler(msg):
-                    calls.append(msg.value)
-                    await tp.send("out", b"out:" + msg.value)
-                    if msg.value == b"bad":
-                        raise ValueError("cannot handle it")
-                await consumer.run(handler, producer=tp, retries=2, backoff=0.05, max_messages=3)
+            await inputs(c, [b"ok-0", b"bad", b"ok-1"])
+            calls = await out_per_input(c, 3, retries=2, backoff=0.05)
             letters = await list_dead_letters(c.bootstrap, "g", idle=0.5)
         assert calls == [b"ok-0", b"bad", b"bad", b"bad", b"ok-1"]
         assert [m.value for m in await read(c, ["out"])] == [b"out:ok-0", b"out:ok-1"]
