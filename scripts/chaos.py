@@ -60,10 +60,10 @@ def render(report: Report, console: Console) -> None:
     stats.add_row("longest window with no acknowledged write",
                   f"{m['longest_no_ack_seconds']:.2f} s (t={window[0]}..{window[1]})"
                   + (f" during {', '.join(m['faults_during_longest_window'])}" if m["faults_during_longest_window"] else ""))
-    if m["longest_partition_no_ack"]:
-        pw = m["longest_partition_no_ack_window"]
-        stats.add_row("longest window with no acknowledged write to one partition",
-                      f"{m['longest_partition_no_ack_seconds']:.2f} s on {m['longest_partition_no_ack']} "
+    if m["longest_partition_wait"]:
+        pw = m["longest_partition_wait_window"]
+        stats.add_row("longest wait on one partition (a write outstanding, none acknowledged)",
+                      f"{m['longest_partition_wait_seconds']:.2f} s on {m['longest_partition_wait']} "
                       f"(t={pw[0]}..{pw[1]})")
     if m.get("delayed_lateness_ms"):
         lat = m["delayed_lateness_ms"]

@@ -17,6 +17,7 @@ acknowledgement is a promise, the log is what was kept.
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple, Protocol
@@ -625,17 +626,7 @@ def availability(ix: Index) -> dict[str, object]:
     healed = {f["step"]: f["t"] for f in ix.faults if f.get("phase") == "end"}
     during = [f"#{f['step']} {f['kind']}" for f in ix.faults
               if f.get("phase") == "start" and f["t"] < b and healed.get(f["step"], float("inf")) > a]
-    by_partition: dict[TP, list[float]] = defaultdict(list)
-    for s in sends:
-        if s.outcome == "acked" and s.partition is not None and 0 <= s.t_end <= end:
-            by_partition[(s.topic, s.partition)].append(s.t_end)
-    worst = (0.0, "", 0.0, 0.0)
-    for (topic, p), times in sorted(by_partition.items()):
-        times.sort()
-        pedges = [0.0] + times + [end]
-        g, x, y = max((y - x, x, y) for x, y in zip(pedges, pedges[1:]))
-        if g > worst[0]:
-            worst = (g, f"{topic}-{p}", x, y)
+    worst = longest_partition_wait(sends, end)
     landed = sum(1 for s in sends if s.outcome == "unknown" and ix.where(s.topic, s.value))
     first_seen: dict[str, int] = {}
     for d in ix.deliveries:
@@ -654,14 +645,44 @@ def availability(ix: Index) -> dict[str, object]:
         "acked_per_second": round(len(acks) / end, 2) if end > 0 else 0.0,
         "longest_no_ack_seconds": round(gap, 3), "longest_no_ack_window": [round(a, 2), round(b, 2)],
         "faults_during_longest_window": during,
-        "longest_partition_no_ack_seconds": round(worst[0], 3), "longest_partition_no_ack": worst[1],
-        "longest_partition_no_ack_window": [round(worst[2], 2), round(worst[3], 2)],
+        "longest_partition_wait_seconds": round(worst[0], 3), "longest_partition_wait": worst[1],
+        "longest_partition_wait_window": [round(worst[2], 2), round(worst[3], 2)],
         "deliveries": deliveries, "redeliveries": deliveries - distinct, "delayed_lateness_ms": lateness,
         "client_errors": dict(Counter(e["error"].split("(")[0] for e in ix.client_errors)),
         "client_error_example": ix.client_errors[0]["error"] if ix.client_errors else "",
         "faults": dict(Counter(f["kind"] for f in ix.faults if f.get("phase") == "start")),
         "pipeline": pipeline_counts(ix),
     }
+
+
+def longest_partition_wait(sends: list[Send], end: float) -> tuple[float, str, float, float]:
+    """(seconds, partition, from, to): the longest time one partition had a write
+    outstanding and acknowledged none. A gap between acknowledgements alone would also
+    count the time nobody wrote there (a low-rate workload's random keys can leave a
+    partition alone for half a minute); this counts from the later of the previous
+    acknowledgement and the oldest write still outstanding."""
+    by_partition: dict[TP, list[Send]] = defaultdict(list)
+    for s in sends:
+        if s.partition is not None and s.t < end:
+            by_partition[(s.topic, s.partition)].append(s)
+    worst = (0.0, "", 0.0, 0.0)
+    for (topic, p), ss in sorted(by_partition.items()):
+        ss.sort(key=lambda s: s.t)
+        acks = sorted(s.t_end for s in ss if s.outcome == "acked" and 0 <= s.t_end <= end)
+        outstanding: list[tuple[float, float]] = []   # heap of (submitted, outcome time)
+        i, previous = 0, 0.0
+        for y in acks:
+            while i < len(ss) and ss[i].t < y:
+                heapq.heappush(outstanding, (ss[i].t, ss[i].t_end))
+                i += 1
+            while outstanding and outstanding[0][1] < y:
+                heapq.heappop(outstanding)
+            if outstanding:
+                x = max(previous, outstanding[0][0])
+                if y - x > worst[0]:
+                    worst = (y - x, f"{topic}-{p}", x, y)
+            previous = y
+    return worst
 
 
 def pipeline_counts(ix: Index) -> dict[str, int]:

@@ -280,6 +280,16 @@ def test_availability_finds_the_longest_window_without_acknowledgements():
     assert m["acked_per_second"] == 0.25 and m["faults"] == {"kill": 1, "pause": 1}
 
 
+def test_a_partition_waits_only_while_a_write_to_it_is_outstanding():
+    """Nobody writing to a partition is not the partition being unavailable."""
+    h = Hist()
+    for i, (t, t_end) in enumerate([(1.0, 1.1), (12.0, 12.2), (13.0, 19.0), (18.5, 19.5)]):
+        h.send(f"w1-k1-{i}", seq=i, offset=i, t=t, t_end=t_end).logged(f"w1-k1-{i}", i)
+    m = check_history(h.finish()).metrics
+    assert m["longest_no_ack_seconds"] == 11.1                 # nothing written from 1.1 to 12.0
+    assert m["longest_partition_wait_seconds"] == 6.0 and m["longest_partition_wait_window"] == [13.0, 19.0]
+
+
 def test_every_check_has_a_distinct_name():
     names = [c.name for c in CHECKS]
     assert len(names) == len(set(names))
