@@ -60,6 +60,7 @@ class ClusterClient:
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
         self.nodes: dict[int, str] = {}
+        self._turn = -1                       # where `_candidates` starts next
         self.topics: dict[str, TopicInfo] = {}
         self.controller: int | None = None
         self.metadata_version = 0
@@ -150,8 +151,12 @@ class ClusterClient:
     # -- metadata -------------------------------------------------------------------------
 
     def _candidates(self) -> list[str]:
+        """Every node, starting one further each call: a node that answers but is cut off
+        from its peers must not be the only one ever asked (its metadata is stale)."""
         known = list(self.nodes.values())
-        return known + [a for a in self.bootstrap if a not in known]
+        every = known + [a for a in self.bootstrap if a not in known]
+        self._turn = (self._turn + 1) % max(1, len(every))
+        return every[self._turn:] + every[:self._turn]
 
     async def request_any(self, body: object) -> Any:
         """Ask each known node in turn until one answers (metadata, lookups). While some
@@ -161,7 +166,8 @@ class ClusterClient:
         while True:
             last: Exception | None = None
             loading = False
-            for addr in self._candidates():
+            candidates = self._candidates()
+            for addr in candidates:
                 try:
                     return await self.request(addr, body)
                 except CoordinatorNotAvailableError as exc:
@@ -169,7 +175,7 @@ class ClusterClient:
                 except (ConnectionClosedError, ShuttingDownError, TimeoutError) as exc:
                     last = exc   # that node cannot answer now (gone, closing): ask the next
             if not loading or anyio.current_time() >= deadline:
-                raise ConnectionClosedError(f"no node answered (tried {', '.join(self._candidates())}): {last}")
+                raise ConnectionClosedError(f"no node answered (tried {', '.join(candidates)}): {last}")
             await anyio.sleep(0.05)
 
     async def refresh_metadata(self, topics: list[str] | None = None, *, seen: int | None = None) -> MetadataResponse:

@@ -424,9 +424,14 @@ class Broker:
 
     def leader_of(self, group: int) -> int | None:
         replica = self.replicas.get(group)
-        if replica is not None and replica.core.leader:
-            return replica.core.leader
         known = self.leaders.get(group)
+        if replica is not None:
+            if replica.core.leader:
+                return replica.core.leader
+            # A replica that knows of no leader (an election; or it led, and stepped down
+            # when cut off from its peers) must not name the one it last heard of, least
+            # of all itself: clients would come back here. Only one of a later term.
+            return known[0] if known and known[1] > replica.core.term else None
         return known[0] if known else None
 
     def live_nodes(self) -> list[int]:

@@ -18,22 +18,31 @@ import trio
 
 from client import Admin, Consumer, Producer
 from client.cluster import ClusterClient
-from client.errors import ConnectionClosedError, RequestTimeoutError
+from client.errors import ConnectionClosedError, NotEnoughReplicasError, RequestTimeoutError
 from client.protocol import Metadata
 from scripts.chaoslib.proxy import DOWN, UP, ProxyNet
 from tests.cluster import LocalCluster
 
 
 @asynccontextmanager
-async def proxied_cluster(tmp_path, n: int = 1, **overrides):
+async def proxied_cluster(tmp_path, n: int = 1, peer_links: bool = False, **overrides):
     """In-process nodes that clients reach only through one proxy per node
-    (`net.client[node]`); nodes talk to each other directly."""
+    (`net.client[node]`); nodes talk to each other directly, or with `peer_links`
+    through a proxy per direction too (`net.peer[(i, j)]`)."""
     async with trio.open_nursery() as nursery:
         cluster = LocalCluster(nursery, tmp_path, n, **overrides)
         net = ProxyNet(cluster.peers)
-        for link in net.client.values():
+        for link in net.links if peer_links else net.client.values():
             await nursery.start(link.serve)
         cluster.overrides["advertise"] = net.advertised()
+        if peer_links:
+            direct = cluster.config
+
+            def config(node):
+                cfg = direct(node)
+                cfg.peers = net.peers_for(node)
+                return cfg
+            cluster.config = config
         try:
             for node in cluster.peers:
                 await cluster.start(node)
@@ -216,3 +225,31 @@ async def test_consumer_rides_out_a_silent_coordinator(tmp_path, when):
                 while set(before + after) - set(seen):
                     seen.append((await consumer.__anext__()).value)
         assert set(seen) == set(before + after)
+
+
+async def test_clients_leave_a_leader_cut_off_from_its_peers(tmp_path):
+    """A leader loses its peers but not its clients: it steps down, the other two elect a
+    leader, and a producer writes there within seconds, not when the cut heals, although
+    the cut-off node still answers (stale) metadata requests and is the first node the
+    client knows."""
+    async with proxied_cluster(tmp_path, n=3, peer_links=True) as (c, net):
+        with trio.fail_after(60):
+            async with Admin(net.bootstrap) as admin:
+                while True:
+                    try:
+                        await admin.create_topic("t", partitions=3, replication=3)
+                        break
+                    except NotEnoughReplicasError:   # the peer links are still coming up
+                        await trio.sleep(0.1)
+            while 1 not in (leaders := await c.wait_leaders("t")).values():
+                await trio.sleep(0.1)      # (partitions spread their leaders; n1's is the case)
+            partition = min(p for p, node in leaders.items() if node == 1)
+            async with Producer(net.bootstrap, request_timeout=2.0) as producer:
+                await producer.send("t", b"before", partition=partition)
+                net.cut(net.touching(1, clients=False))
+                start = trio.current_time()
+                written = await producer.send("t", b"after", partition=partition)
+                took = trio.current_time() - start
+                net.heal()
+        assert took < 10, f"the write waited {took:.1f}s for a leader"
+        assert written.offset is not None
