@@ -739,10 +739,17 @@ class Producer:
         visible to read_committed consumers."""
         self._check_open()
         try:
-            await self.flush()          # wait for what is in flight; its outcome no longer matters
-        except TideMQError:
-            pass
-        await self._end(commit=False)
+            try:
+                await self.flush()      # wait for what is in flight; its outcome no longer matters
+            except TideMQError:
+                pass
+            await self._end(commit=False)
+        except BaseException as exc:
+            # Refused, unanswered or interrupted: the outcome is unknown and the
+            # transaction still open here; the next begin says so.
+            self._abort_failed = exc if isinstance(exc, TideMQError) else RequestTimeoutError(
+                "the abort was interrupted before an answer")
+            raise
         if self._txn_error is not None:
             # A failed send leaves the partition's sequence numbers unknown: start a new
             # epoch (the transaction is complete, so this fences no one but ourselves).
@@ -779,7 +786,4 @@ class Producer:
             try:
                 await self.abort()
             except TideMQError as exc:   # the coordinator aborts it at its timeout
-                self._abort_failed = exc
                 log.warning("aborting transaction of %r failed: %s", self.transactional_id, exc)
-        if self._txn_open and self._abort_failed is None:
-            self._abort_failed = RequestTimeoutError(f"no answer within {self.request_timeout}s")

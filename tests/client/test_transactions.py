@@ -418,6 +418,10 @@ async def test_a_transaction_left_open_by_a_failed_abort_is_named_as_such(tmp_pa
                         await p.send("t", b"x")
                 with pytest.raises(InvalidTxnStateError, match="outcome unknown"):
                     await p.begin_transaction()
+                with pytest.raises(RequestTimeoutError):    # an explicit abort without an answer: the same
+                    await p.abort()
+                with pytest.raises(InvalidTxnStateError, match="outcome unknown"):
+                    await p.begin_transaction()
                 p._txn_request = real
                 await p.abort()
                 async with p.transaction():
