@@ -25,7 +25,7 @@ from typing import Protocol
 
 from raft.log import RaftInvariantError, RaftLog
 from raft.progress import Progress, ProgressState
-from raft.storage import Storage
+from raft.storage import Storage, StorageError
 from raft.types import (
     NONE,
     Append,
@@ -354,11 +354,18 @@ class RaftNode:
                 self._bcast_append()
         hs = self._hard_state()
         ss = self._soft_state()
+        entries = list(self.log.unstable)
+        if entries and entries[0].index <= self.log.committed and self._storage_holds(entries[0]):
+            # Storage would cut committed entries it already holds and write them again.
+            raise RaftInvariantError(
+                f"Ready would rewrite committed entry {entries[0].index}-{entries[0].last} "
+                f"term {entries[0].term}, which storage already holds (commit {self.log.committed})"
+            )
         rd = Ready(
             hard_state=hs if hs != self._prev_hard else None,
             soft_state=ss if ss != self._prev_soft else None,
             snapshot=self.log.unstable_snapshot,
-            entries=list(self.log.unstable),
+            entries=entries,
             committed_entries=self.log.next_committed_entries(self.cfg.max_committed_size_per_ready),
             messages=self.msgs,
         )
@@ -379,15 +386,22 @@ class RaftNode:
         if rd.snapshot is not None:
             self.log.stable_snap_to(rd.snapshot.index)
             self.log.applied_to(rd.snapshot.index)
-        if rd.entries:
-            last = rd.entries[-1]
-            self.log.stable_to(last.last, last.term)
+        self.log.stable_to(rd.entries)
         if rd.committed_entries:
             self.log.applied_to(rd.committed_entries[-1].last)
         if self.role == Role.LEADER:
             # Our own copy counts towards commit only once it is durable.
             if self.prs[self.id].maybe_update(self.log.last_stable_index()) and self._maybe_commit():
                 self._bcast_append()
+
+    def _storage_holds(self, e: Entry) -> bool:
+        st = self.log.storage
+        if not st.first_index() <= e.index <= st.last_index():
+            return False
+        try:
+            return st.term(e.index) == e.term and st.entries(e.index, e.index + 1, 0)[0].last == e.last
+        except StorageError:
+            return False
 
     def status(self) -> Status:
         progress: dict[int, PeerStatus] = {}

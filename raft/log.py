@@ -226,17 +226,35 @@ class RaftLog:
     def has_next_committed_entries(self) -> bool:
         return max(self.applied + 1, self.first_index()) <= self.committed
 
-    def stable_to(self, index: int, term: int) -> None:
-        """The caller made entries through ``index`` durable; forget them here if the
-        entry there is still the one that was handed out."""
-        if not self.unstable or index < self.unstable_offset:
-            return
-        e = self._unstable_at(index)
-        if e is None or e.term != term or e.last != index:
-            return
-        pos = bisect.bisect_right(self.unstable, index, key=_entry_key)
-        del self.unstable[:pos]
-        self.unstable_offset = index + 1
+    def stable_to(self, written: Sequence[Entry]) -> None:
+        """The caller made ``written`` durable (a Ready's entries, which began at
+        ``unstable_offset`` when it was taken). Forget here the longest prefix of it
+        that is still the same entry (start, end, term) in ``unstable``.
+
+        Steps may land while the write is in flight, and a conflicting Append can
+        replace the tail of what is being written: the prefix before the conflict is
+        on disk all the same and must be credited, or the next Ready would start
+        below it (possibly below commit) and have storage cut and rewrite it. Like
+        etcd's in-progress offsets, only the replaced tail is written again.
+        """
+        if not written or not self.unstable or self.unstable_snapshot is not None:
+            return  # nothing pending, or a newer snapshot will replace the log anyway
+        if written[0].index != self.unstable_offset:
+            return  # the log was cut below the write meanwhile: it all goes again
+        n = min(len(written), len(self.unstable))
+        last = self.unstable[n - 1]
+        w = written[n - 1]
+        if not (last.index == w.index and last.last == w.last and last.term == w.term):
+            # The tail was replaced: find where (a prefix matches, by log matching).
+            n = 0
+            for u, w in zip(self.unstable, written):
+                if u.index != w.index or u.last != w.last or u.term != w.term:
+                    break
+                n += 1
+            if n == 0:
+                return
+        self.unstable_offset = self.unstable[n - 1].last + 1
+        del self.unstable[:n]
 
     def stable_snap_to(self, index: int) -> None:
         if self.unstable_snapshot is not None and self.unstable_snapshot.index == index:

@@ -331,3 +331,31 @@ def test_config_and_proposal_arguments_are_validated():
     c.elect(1)
     with pytest.raises(ValueError):
         c.nodes[1].propose(b"x", 0)
+
+
+def test_a_write_whose_tail_is_overwritten_in_flight_still_counts_as_durable():
+    # Issue 20 (simulator seed 777667): node 2 writes 0..5 (commit 3) from leader 1;
+    # before the write lands, leader 3 of term 2 replaces 4..5. The write then lands.
+    node, st = follower_with([], term=1)
+    first = (E(0, 1, 1), E(2, 3, 1), E(4, 5, 1))
+    node.step(Append(to=2, frm=1, term=1, prev_index=-1, prev_term=0, entries=first, commit=3))
+    rd = node.ready()
+    assert [e.index for e in rd.entries] == [0, 2, 4] and node.commit == 3
+    node.step(Append(to=2, frm=3, term=2, prev_index=3, prev_term=1, entries=(E(4, 4, 2, b"new"),), commit=3))
+    st.append(rd.entries)  # the first write lands, its last entry already replaced
+    st.set_hard_state(rd.hard_state)
+    node.advance(rd)
+    # Only the replaced tail is written again: storage never cuts below commit.
+    rd2 = node.ready()
+    assert [(e.index, e.term) for e in rd2.entries] == [(4, 2)]
+    st.append(rd2.entries)
+    node.advance(rd2)
+    assert [(e.index, e.last, e.term) for e in st.all_entries()] == [(0, 1, 1), (2, 3, 1), (4, 4, 2)]
+
+
+def test_ready_refuses_to_rewrite_committed_entries_storage_holds():
+    node, st = follower_with([E(0, 1, 1), E(2, 3, 1)], term=1, commit=3)
+    node.log.unstable_offset = 2  # as if the core had lost track of what is durable
+    node.log.unstable = [E(2, 3, 1)]
+    with pytest.raises(RaftInvariantError):
+        node.ready()

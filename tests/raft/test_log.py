@@ -69,11 +69,31 @@ def test_unstable_entries_shadow_storage_until_stable():
     log.append(batches([(2, 2)], start=3))  # replaces offsets 3..5 from 3
     assert log.last_index() == 4 and log.term(3) == 2 and log.term(5) is None
     assert [e.index for e in log.entries(0, 10, 1 << 20)] == [0, 3]
-    log.stable_to(4, 1)  # a stale report (wrong term) changes nothing
+    log.stable_to(batches([(2, 1)], start=3))  # a stale report (other term) changes nothing
     assert log.unstable
     s.append(log.unstable)
-    log.stable_to(4, 2)
+    log.stable_to(list(log.unstable))
     assert not log.unstable and log.last_index() == 4
+
+
+def test_stable_to_credits_the_written_prefix_whose_tail_was_replaced():
+    log = RaftLog(storage([(3, 1)]), committed=2, applied=2)
+    written = batches([(2, 1), (2, 1), (2, 1)], start=3)  # 3-4, 5-6, 7-8 in flight
+    log.append(written)
+    log.commit_to(6)
+    log.append(batches([(1, 2)], start=7))  # a new leader replaces 7-8 meanwhile
+    log.storage.append(written)
+    log.stable_to(written)
+    assert log.unstable_offset == 7 and [(e.index, e.term) for e in log.unstable] == [(7, 2)]
+
+
+def test_stable_to_credits_nothing_when_the_log_was_cut_below_the_write():
+    log = RaftLog(storage([(3, 1)]), committed=0, applied=0)
+    written = batches([(2, 1)], start=3)
+    log.append(written)
+    log.append(batches([(1, 2)], start=1))  # replaces from 1: below what was written
+    log.stable_to(written)
+    assert log.unstable_offset == 1 and [(e.index, e.term) for e in log.unstable] == [(1, 2)]
 
 
 def test_append_refuses_to_overwrite_committed_offsets():
