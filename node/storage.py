@@ -24,6 +24,7 @@ from typing import Sequence
 import crc32c
 import msgspec
 
+from raft.log import RaftInvariantError
 from raft.storage import StorageError
 from raft.types import ConfState, Entry, EntryKind, HardState, Snapshot
 from segments import ControlType, Log, LogConfig, build_control_batch, control_type_of, decode_records
@@ -163,6 +164,11 @@ class LogStorage:
             return
         first = entries[0].index
         if first <= self.log.next_offset - 1:
+            if first <= self._state.hard.commit:
+                raise RaftInvariantError(
+                    f"{self.path}: asked to cut the log after {first - 1}, below commit "
+                    f"{self._state.hard.commit}; committed entries are never rewritten"
+                )
             self.log.truncate_after(first - 1)
             if any(c.last >= first for c in self._state.configs):
                 self._state.configs = [c for c in self._state.configs if c.last < first]

@@ -31,6 +31,7 @@ import zlib
 from typing import Any, Sequence
 
 from raft.core import Config, NotLeader, ProposalDropped, RaftNode, Ready
+from raft.simdisk import SimDisk
 from raft.storage import MemoryStorage
 from raft.types import (
     Append,
@@ -87,6 +88,8 @@ class Violation(Exception):
 
 # Event kinds, in the heap as (time, seq, kind, node, payload).
 _TICK, _DELIVER, _IO, _CONTROL, _RESTART, _CRASH = range(6)
+# The steps of persisting one Ready (an _IO event's stage).
+_CUT, _WRITE, _HARD_STATE, _FSYNC = range(4)
 
 
 @dataclasses.dataclass
@@ -133,7 +136,7 @@ class SimNode:
     def __init__(self, world: World, node_id: int, conf: ConfState) -> None:
         self.world = world
         self.id = node_id
-        self.storage = MemoryStorage(conf)
+        self.disk = SimDisk(conf)
         self.core: RaftNode | None = None
         self.incarnation = 0
         self.io_busy = False
@@ -145,6 +148,11 @@ class SimNode:
         self.seen_role = Role.FOLLOWER
         self.seen_term = 0
         self.start()
+
+    @property
+    def storage(self) -> MemoryStorage:
+        """What the running core reads (writes not yet fsynced included)."""
+        return self.disk.live
 
     def start(self) -> None:
         w = self.world
@@ -221,12 +229,21 @@ class Checker:
                 )
             prev_last, prev_term = e.last, e.term
 
-    def removing(self, node: SimNode, entries: Sequence[Entry]) -> None:
-        """Entries are about to leave a node's log (truncation or snapshot install)."""
+    def removing(self, node: SimNode, entries: Sequence[Entry], written: Sequence[Entry] = ()) -> None:
+        """Entries are about to leave a node's log (truncation or snapshot install);
+        ``written`` is what takes their place."""
+        new = {e.index: e for e in written}
         for e in entries:
             c = self.committed.get(e.index)
             if c is not None and c.term == e.term:
-                raise Violation(f"committed entry {e.index}-{e.last} term {e.term} removed from node {node.id}")
+                w = new.get(e.index)
+                if w is not None and (w.last, w.term, w.data) == (e.last, e.term, e.data):
+                    how = "cut and rewritten identically"
+                elif w is not None:
+                    how = f"replaced by {w.index}-{w.last} term {w.term}"
+                else:
+                    how = "removed"
+                raise Violation(f"committed entry {e.index}-{e.last} term {e.term} {how} on node {node.id}")
 
     def commit_observed(self, node: SimNode, commit: int, worlds_leaders: Sequence[SimNode]) -> None:
         """A node made ``commit`` durable: every entry through it is committed."""
@@ -287,7 +304,7 @@ class StateTracker(Checker):
     def persisted(self, node: SimNode, entries: Sequence[Entry]) -> None:
         pass
 
-    def removing(self, node: SimNode, entries: Sequence[Entry]) -> None:
+    def removing(self, node: SimNode, entries: Sequence[Entry], written: Sequence[Entry] = ()) -> None:
         pass
 
     def commit_observed(self, node: SimNode, commit: int, worlds_leaders: Sequence[SimNode]) -> None:
@@ -424,11 +441,14 @@ class World:
         node.core.step(m)
         self._after(node)
 
-    def _on_io(self, i: int, payload: tuple[int, Ready]) -> None:
-        incarnation, rd = payload
+    def _on_io(self, i: int, payload: tuple[int, Ready, int]) -> None:
+        incarnation, rd, stage = payload
         node = self.nodes[i]
         if node.core is None or node.incarnation != incarnation:
-            return  # crashed meanwhile: that Ready never reached the disk
+            return  # crashed meanwhile: the rest of that Ready never reached the disk
+        if stage < _FSYNC:
+            self._write_stage(node, rd, stage)
+            return
         self._finish_ready(node, rd)
         self._start_ready(node)
 
@@ -465,42 +485,59 @@ class World:
                 lo, hi = self.disk
                 latency = self.rng.uniform(lo, hi) * node.slow
                 if latency > 0:
-                    self._push(self.now + latency, _IO, node.id, (node.incarnation, rd))
+                    # Each step of the write lands at its own moment, so a crash can
+                    # fall between any two of them (see raft.simdisk).
+                    at = sorted(self.rng.uniform(0.0, latency) for _ in range(_FSYNC))
+                    for stage in range(_FSYNC):
+                        self._push(self.now + at[stage], _IO, node.id, (node.incarnation, rd, stage))
+                    self._push(self.now + latency, _IO, node.id, (node.incarnation, rd, _FSYNC))
                     return
+            for stage in range(_FSYNC):
+                self._write_stage(node, rd, stage)
             self._finish_ready(node, rd)
 
-    def _finish_ready(self, node: SimNode, rd: Ready) -> None:
-        """Do what the Ready asks, in the documented order, checking as we go."""
-        core = node.core
-        assert core is not None
-        st = node.storage
+    def _write_stage(self, node: SimNode, rd: Ready, stage: int) -> None:
+        """One step of persisting a Ready, as the node's LogStorage takes them."""
+        disk = node.disk
         chk = self.check
-        if rd.snapshot is not None:
+        if stage == _CUT:
             s = rd.snapshot
-            chk.removing(node, [e for e in st.all_entries() if e.last > s.index])
-            chk.snapshot_installed(node, s.index, s.term, s.data)
-            st.apply_snapshot(s)
-            node.sm_digest = int(s.data) if s.data else node.sm_digest
-            node.applied = s.index
-            node.registered_commit = max(node.registered_commit, s.index)
-            self.trace.append((self.now, "snapshot", node.id, f"installed at {s.index}"))
-            self.snapshots += 1
-        if rd.entries:
-            first = rd.entries[0].index
-            if st.last_index() >= first:
-                chk.removing(node, [e for e in st.all_entries() if e.index >= first])
-            st.append(rd.entries)
-            chk.persisted(node, rd.entries)
-        if rd.hard_state is not None:
-            old = st.hard_state
+            if s is not None:
+                chk.removing(node, [e for e in disk.live.all_entries() if e.last > s.index])
+                chk.snapshot_installed(node, s.index, s.term, s.data)
+                disk.apply_snapshot(s)
+                node.sm_digest = int(s.data) if s.data else node.sm_digest
+                node.applied = s.index
+                node.registered_commit = max(node.registered_commit, s.index)
+                self.trace.append((self.now, "snapshot", node.id, f"installed at {s.index}"))
+                self.snapshots += 1
+            if rd.entries:
+                first = rd.entries[0].index
+                if disk.live.last_index() >= first:
+                    chk.removing(node, [e for e in disk.live.all_entries() if e.index >= first], rd.entries)
+                    disk.cut_after(first - 1)
+        elif stage == _WRITE:
+            disk.append(rd.entries)
+        elif stage == _HARD_STATE and rd.hard_state is not None:
+            old = disk.live.hard_state
             hs = rd.hard_state
             if hs.term < old.term or (hs.term == old.term and old.vote and hs.vote != old.vote):
                 raise Violation(f"node {node.id} hard state went from {old} to {hs}")
             if hs.commit < old.commit:
                 raise Violation(f"node {node.id} commit went back from {old.commit} to {hs.commit}")
-            st.set_hard_state(hs)
+            disk.set_hard_state(hs)
+
+    def _finish_ready(self, node: SimNode, rd: Ready) -> None:
+        """fsync, then send, apply and advance, checking as we go."""
+        core = node.core
+        assert core is not None
+        node.disk.sync()
+        chk = self.check
+        if rd.entries:
+            chk.persisted(node, rd.entries)
+        if rd.hard_state is not None:
             leaders = [n for n in self.nodes.values() if n.core is not None and n.core.role == Role.LEADER]
-            chk.commit_observed(node, hs.commit, leaders)
+            chk.commit_observed(node, rd.hard_state.commit, leaders)
         for m in rd.messages:
             self._send(m)
         for e in rd.committed_entries:
@@ -579,6 +616,11 @@ class World:
         node.core = None
         node.incarnation += 1
         node.io_busy = False
+        if node.disk.unsynced:
+            lost = node.disk.crash(keep=self.rng.randrange(0, node.disk.unsynced + 1))
+            self.faults["unsynced_lost" if lost else "unsynced_kept"] += 1
+        else:
+            node.disk.crash(keep=0)
         self.faults[kind] += 1
         self.trace.append((self.now, "crash", node.id, kind))
         self._push(self.now + self.rng.uniform(3.0, 60.0), _RESTART, node.id, None)
@@ -670,7 +712,7 @@ class World:
         digest = self.check.digests.get(index)
         if digest is None:
             return
-        node.storage.compact(index, str(digest).encode())
+        node.disk.compact(index, str(digest).encode())
         self.faults["compact"] += 1
 
     def _workload(self) -> list[Entry]:

@@ -174,6 +174,13 @@ class MemoryStorage:
         del self._starts[:pos]
         return self._snap
 
+    def clone(self) -> MemoryStorage:
+        """An independent copy (entries are immutable, so the lists are enough)."""
+        c = MemoryStorage.__new__(MemoryStorage)
+        c._hard, c._snap = self._hard, self._snap
+        c._entries, c._starts = list(self._entries), list(self._starts)
+        return c
+
     def all_entries(self) -> list[Entry]:
         """Every entry held, for checkers and tests."""
         return list(self._entries)

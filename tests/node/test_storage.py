@@ -1,0 +1,47 @@
+"""LogStorage: the Raft core's storage over a segments log."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.storage import LogStorage
+from raft import ConfState, Entry, EntryKind, HardState
+from raft.log import RaftInvariantError
+from segments import LogConfig, build_batch
+
+
+def _entry(index: int, term: int) -> Entry:
+    return Entry(index, index, term, EntryKind.NORMAL, build_batch([(None, b"v%d" % index, (), 0)]))
+
+
+def _open(tmp_path) -> LogStorage:
+    return LogStorage(tmp_path / "g", LogConfig(fsync="always"), ConfState((1, 2, 3)))
+
+
+def test_a_conflicting_uncommitted_suffix_is_cut_and_replaced(tmp_path):
+    st = _open(tmp_path)
+    st.append([_entry(i, 1) for i in range(4)])
+    st.set_hard_state(HardState(term=1, vote=1, commit=1))
+    st.append([_entry(2, 2)])
+    st.sync()
+    assert st.last_index() == 2 and st.term(2) == 2 and st.term(1) == 1
+
+
+def test_refuses_to_cut_at_or_below_commit(tmp_path):
+    st = _open(tmp_path)
+    st.append([_entry(i, 1) for i in range(4)])
+    st.set_hard_state(HardState(term=1, vote=1, commit=2))
+    with pytest.raises(RaftInvariantError):
+        st.append([_entry(2, 1)])  # even an identical rewrite of a committed entry
+    assert st.last_index() == 3 and st.term(3) == 1
+
+
+def test_commit_survives_a_reopen_only_as_far_as_the_log(tmp_path):
+    st = _open(tmp_path)
+    st.append([_entry(i, 1) for i in range(3)])
+    st.set_hard_state(HardState(term=2, vote=1, commit=5))  # term change: saved now
+    st.sync()
+    st.close()
+    again = _open(tmp_path)
+    assert again.initial_state()[0] == HardState(term=2, vote=1, commit=2)
+    again.close()
