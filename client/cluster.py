@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import anyio
 
-from client.connection import Connection, open_connection
+from client.connection import Connection, PeerAuth, open_connection
 from client.errors import (
     ConnectionClosedError, CoordinatorNotAvailableError, NotControllerError, NotCoordinatorError, NotLeaderError,
     ShuttingDownError, TideMQError, UnknownTopicError, RequestTimeoutError,
@@ -53,8 +53,14 @@ class _NodeLink:
 
 class ClusterClient:
     def __init__(self, bootstrap: str | list[str] | None = None, *, token: str | None = None,
-                 client_id: str = "tidemq", request_timeout: float = 30.0, connect_timeout: float = 5.0) -> None:
+                 client_id: str = "tidemq", request_timeout: float = 30.0, connect_timeout: float = 5.0,
+                 peer: PeerAuth | None = None, node_addrs: dict[int, str] | None = None) -> None:
+        """`peer` and `node_addrs` are for a node's own services: it connects as a peer,
+        and reaches node N at `node_addrs[N]` (its peer listener) whatever address
+        metadata and hints name for clients."""
         self.bootstrap = bootstrap_list(bootstrap)
+        self.peer = peer
+        self.node_addrs = dict(node_addrs or {})
         self.token = token if token is not None else (os.environ.get("TIDEMQ_TOKEN") or None)
         self.client_id = client_id
         self.request_timeout = request_timeout
@@ -87,7 +93,7 @@ class ClusterClient:
     async def _own(self, link: _NodeLink) -> None:
         try:
             async with open_connection(link.addr, token=self.token, client_id=self.client_id,
-                                       connect_timeout=self.connect_timeout, watchdog=True) as conn:
+                                       connect_timeout=self.connect_timeout, watchdog=True, peer=self.peer) as conn:
                 link.conn = conn
                 link.ready.set()
                 await link.close.wait()
@@ -187,7 +193,7 @@ class ClusterClient:
                 return self.last_metadata
             md: MetadataResponse = await self.request_any(Metadata(topics))
             self.metadata_version += 1
-            self.nodes = {n.node_id: n.addr for n in md.nodes}
+            self.nodes = {n.node_id: self.node_addrs.get(n.node_id, n.addr) for n in md.nodes}
             self.controller = md.controller
             for t in md.topics:
                 self.topics[t.name] = t
@@ -264,7 +270,8 @@ class ClusterClient:
             try:
                 return await self.request(addr, body, sent)
             except NotLeaderError as exc:
-                hint[0] = exc.leader_addr if exc.leader_addr != addr else None
+                hint[0] = self._hinted(exc)
+                hint[0] = hint[0] if hint[0] != addr else None
                 if hint[0] is None:
                     await self.refresh_metadata([topic], seen=seen)
                 raise
@@ -289,7 +296,7 @@ class ClusterClient:
             try:
                 return await self.request(addr, body)
             except NotControllerError as exc:
-                hint[0] = exc.details.get("leader_addr")  # type: ignore[assignment]
+                hint[0] = self._hinted(exc)
                 self.controller = None
                 raise
             except (ConnectionClosedError, TimeoutError):
@@ -297,6 +304,14 @@ class ClusterClient:
                 raise
 
         return await self._retrying(attempt, "controller")
+
+    def _hinted(self, exc: TideMQError) -> str | None:
+        """Where an error says the leader is (by id first: a node's own client routes
+        to peer listeners)."""
+        leader = exc.details.get("leader_id")
+        if isinstance(leader, int) and leader in self.node_addrs:
+            return self.node_addrs[leader]
+        return exc.details.get("leader_addr")  # type: ignore[return-value]
 
     async def coordinator_request(self, group: str, body: object) -> Any:
         """Send to the group's coordinator, following it as it moves."""
@@ -312,7 +327,7 @@ class ClusterClient:
             addr = self._coordinators.get(cache_key)
             if addr is None:
                 resp: CoordinatorResponse = await self.request_any(find)
-                addr = self._coordinators[cache_key] = resp.addr
+                addr = self._coordinators[cache_key] = self.node_addrs.get(resp.node_id, resp.addr)
             try:
                 return await self.request(addr, body)
             except (NotCoordinatorError, CoordinatorNotAvailableError, ConnectionClosedError, TimeoutError):

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import itertools
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Protocol
 
 import anyio
 from anyio.abc import ByteStream
 
 from client.errors import ConnectionClosedError, RemoteProtocolError, error_for
 from client.protocol import (
-    DEFAULT_MAX_FRAME_BYTES, ErrorResponse, FrameDecoder, Hello, HelloOk, PROTOCOL_VERSION,
+    DEFAULT_MAX_FRAME_BYTES, ErrorResponse, FrameDecoder, Hello, HelloOk, PeerChallenge, PeerProof, PROTOCOL_VERSION,
     decode_payload, encode_frame, split_addr,
 )
 
@@ -155,9 +155,13 @@ class Connection:
                 waiter.body = exc
                 waiter.event.set()
 
-    async def _handshake(self, client_id: str, token: str | None) -> None:
-        await self._send(0, Hello(PROTOCOL_VERSION, client_id, token))
+    async def _handshake(self, client_id: str, token: str | None, peer: PeerAuth | None) -> None:
+        hello = Hello(PROTOCOL_VERSION, client_id, token) if peer is None else peer.hello(client_id)
+        await self._send(0, hello)
         env = await self._next_envelope()
+        if peer is not None and isinstance(env.body, PeerChallenge):
+            await self._send(0, PeerProof(peer.prove(hello, env.body)))
+            env = await self._next_envelope()
         if isinstance(env.body, ErrorResponse):
             raise error_for(env.body.code, env.body.message)
         if not isinstance(env.body, HelloOk):
@@ -165,13 +169,28 @@ class Connection:
         self.node_id = env.body.node_id
 
 
+class PeerAuth(Protocol):
+    """How a node proves itself on another node's peer listener (the node implements
+    it; a client never holds the secret)."""
+
+    def hello(self, client_id: str) -> Hello:
+        """The Hello that opens a peer connection, with a fresh challenge."""
+        ...
+
+    def prove(self, hello: Hello, challenge: PeerChallenge) -> bytes:
+        """Check the listener's proof, and answer its challenge; raises on a bad proof."""
+        ...
+
+
 @asynccontextmanager
 async def open_connection(
     addr: str, *, token: str | None = None, client_id: str = "tidemq-client",
     connect_timeout: float = 5.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, watchdog: bool = False,
+    peer: PeerAuth | None = None,
 ) -> AsyncIterator[Connection]:
     """Connect and say Hello. With `watchdog`, a request sent with a `timeout` that goes
-    unanswered that long fails the connection (see the module docstring)."""
+    unanswered that long fails the connection (see the module docstring). With `peer`,
+    the connection is a node's, to another node's peer listener."""
     host, port = split_addr(addr)
     try:
         with anyio.fail_after(connect_timeout):
@@ -182,7 +201,7 @@ async def open_connection(
     async with stream:
         try:
             with anyio.fail_after(connect_timeout):
-                await conn._handshake(client_id, token)
+                await conn._handshake(client_id, token, peer)
         except TimeoutError as exc:
             raise ConnectionClosedError(f"node at {addr} did not answer Hello within {connect_timeout}s") from exc
         except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:

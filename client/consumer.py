@@ -41,7 +41,7 @@ from sortedcontainers import SortedSet
 from client.cluster import ClusterClient
 from client.group import GroupMember
 from client.errors import (
-    IllegalGenerationError, InvalidConfigError, OffsetOutOfRangeError, ProducerFencedError, TideMQError,
+    CorruptBatchError, IllegalGenerationError, InvalidConfigError, OffsetOutOfRangeError, ProducerFencedError, TideMQError,
     TopicExistsError, UnknownMemberError, UnknownTopicError, UnstableOffsetCommitError,
 )
 from client.producer import Producer
@@ -49,6 +49,7 @@ from client.protocol import (
     EARLIEST, LATEST, READ_COMMITTED, READ_UNCOMMITTED, CreateTopic, Fetch, FetchPartition, ListOffsets,
 )
 from segments.batch import decode_records, iter_batches
+from segments.errors import SegmentError
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +129,10 @@ class Consumer:
         self._assigned: dict[TopicPartition, _Assigned] = {}
         # Whole fetched batches travel through the stream; the iterator takes messages
         # from `_ready` one by one (a per-message channel hop would cost more than the rest).
-        self._send, self._receive = anyio.create_memory_object_stream[tuple[_Assigned, list[Message]]](
+        # A partition that cannot be read on sends its error in place of a message.
+        self._send, self._receive = anyio.create_memory_object_stream[tuple[_Assigned, list[Message | TideMQError]]](
             max(1, buffer // 500))
-        self._ready: deque[tuple[_Assigned, Message]] = deque()
+        self._ready: deque[tuple[_Assigned, Message | TideMQError]] = deque()
         self._active_handlers = 0   # run() handlers running now (a revocation waits for them)
         self._txn_commits = False   # run(producer=...): only transactions commit offsets
         self._tg: anyio.abc.TaskGroup | None = None
@@ -292,27 +294,44 @@ class Consumer:
                             log.info("%s-%s: metadata refresh failed: %s", topic, p, exc)
                     await anyio.sleep(0.05)
                     continue
-                messages: list[Message] = []
-                # Aborted transactions (read_committed): from its first offset until its
-                # marker, a producer's transactional batches are dropped (Kafka's rule).
-                aborted = sorted((a.first_offset, a.producer_id) for a in res.aborted)
-                aborting: set[int] = set()
-                for header, data in iter_batches(res.records):
-                    while aborted and aborted[0][0] <= header.base_offset:
-                        aborting.add(aborted.pop(0)[1])
-                    skip = header.is_control or (header.is_transactional and header.producer_id in aborting)
-                    if header.is_control and header.is_transactional:
-                        aborting.discard(header.producer_id)
-                    if skip and header.last_offset >= state.position:
-                        state.controls[header.base_offset] = header.last_offset + 1
-                    if not skip:
-                        position = state.position
-                        messages.extend(Message(topic, p, r.offset, r.key, r.value, r.headers, r.timestamp)
-                                        for r in decode_records(data) if r.offset >= position)
-                    state.position = max(state.position, header.last_offset + 1)
+                try:
+                    messages = self._decode(topic, p, state, res)
+                except SegmentError as exc:
+                    # Bit rot on the leader's disk (the broker validated it on the way in):
+                    # say where, stop this partition, and let every other one go on.
+                    at = state.position
+                    err = CorruptBatchError(
+                        f"{topic}-{p}: the data at offset {at} cannot be decoded ({exc}); stopped reading this "
+                        "partition. The leader's copy is damaged: restore that replica, or move the group's "
+                        "offset past it", topic=topic, partition=p, offset=at)
+                    await self._send.send((state, [err]))
+                    return
                 state.hand_out(state.handed)        # nothing pending before a control batch
                 if messages:
                     await self._send.send((state, messages))
+
+    def _decode(self, topic: str, p: int, state: _Assigned, res) -> list[Message | TideMQError]:
+        """The messages of one fetch result from the position on, skipping control
+        batches and, read_committed, aborted transactions."""
+        messages: list[Message | TideMQError] = []
+        # Aborted transactions (read_committed): from its first offset until its
+        # marker, a producer's transactional batches are dropped (Kafka's rule).
+        aborted = sorted((a.first_offset, a.producer_id) for a in res.aborted)
+        aborting: set[int] = set()
+        for header, data in iter_batches(res.records):
+            while aborted and aborted[0][0] <= header.base_offset:
+                aborting.add(aborted.pop(0)[1])
+            skip = header.is_control or (header.is_transactional and header.producer_id in aborting)
+            if header.is_control and header.is_transactional:
+                aborting.discard(header.producer_id)
+            if skip and header.last_offset >= state.position:
+                state.controls[header.base_offset] = header.last_offset + 1
+            if not skip:
+                position = state.position
+                messages.extend(Message(topic, p, r.offset, r.key, r.value, r.headers, r.timestamp)
+                                for r in decode_records(data) if r.offset >= position)
+            state.position = max(state.position, header.last_offset + 1)
+        return messages
 
     # -- the iterator ------------------------------------------------------------------------------------
 
@@ -328,6 +347,8 @@ class Consumer:
             state, msg = ready.popleft()
             if state.revoked:
                 continue  # fetched before a rebalance took the partition away
+            if isinstance(msg, TideMQError):
+                raise msg   # that partition cannot be read on; the others go on
             state.hand_out(msg.offset + 1)
             return msg
 

@@ -25,6 +25,7 @@ H_TARGET = "tidemq.delay.target"
 H_PARTITION = "tidemq.delay.partition"
 H_DUE = "tidemq.delay.due"
 DELAY_HEADERS = (H_TARGET, H_PARTITION, H_DUE)
+MAX_DELAY_MS = 366 * 86_400_000   # the furthest a message may be delayed (brokers refuse beyond)
 
 
 def tier_name(ms: int) -> str:
@@ -46,11 +47,13 @@ def due_ms(delay: float | None, deliver_at: datetime | float | None, now_ms: int
         raise ValueError("give delay or deliver_at, not both")
     now = int(time.time() * 1000) if now_ms is None else now_ms
     if delay is not None:
-        if delay < 0:
-            raise ValueError(f"delay must be >= 0 seconds, got {delay}")
+        if not 0 <= delay <= MAX_DELAY_MS / 1000:
+            raise ValueError(f"delay must be 0..{MAX_DELAY_MS // 1000} seconds, got {delay}")
         return now + int(delay * 1000) if delay > 0 else None
     if deliver_at is not None:
         at = deliver_at.timestamp() if isinstance(deliver_at, datetime) else float(deliver_at)
         due = int(at * 1000)
+        if due > now + MAX_DELAY_MS:
+            raise ValueError(f"deliver_at may be at most {MAX_DELAY_MS // 86_400_000} days from now")
         return due if due > now else None
     return None

@@ -43,6 +43,9 @@ class ErrorCode(enum.IntEnum):
     SHUTTING_DOWN = 24
     INVALID_TXN_STATE = 25
     UNSTABLE_OFFSET_COMMIT = 26
+    CLUSTER_AUTHORIZATION_FAILED = 27
+    UNSUPPORTED_COMPRESSION = 28
+    INVALID_TIMESTAMP = 29
 
 
 class TideMQError(Exception):
@@ -123,6 +126,13 @@ InvalidTxnStateError = _error("InvalidTxnStateError", ErrorCode.INVALID_TXN_STAT
                               "The transaction does not allow this now (e.g. a partition written before it was added).")
 UnstableOffsetCommitError = _error("UnstableOffsetCommitError", ErrorCode.UNSTABLE_OFFSET_COMMIT, True,
                                    "A transaction will commit this offset but is not decided yet; retry shortly.")
+UnsupportedCompressionError = _error("UnsupportedCompressionError", ErrorCode.UNSUPPORTED_COMPRESSION, False,
+                                     "The batch's compression codec is not accepted (use none, gzip or zstd).")
+InvalidTimestampError = _error("InvalidTimestampError", ErrorCode.INVALID_TIMESTAMP, False,
+                               "A record's timestamp is negative or too far from the broker's clock.")
+ClusterAuthorizationError = _error("ClusterAuthorizationError", ErrorCode.CLUSTER_AUTHORIZATION_FAILED, False,
+                                   "Only the cluster's own nodes may send this (Raft and broker-to-broker requests), "
+                                   "and only on the peer listener.")
 
 _BY_CODE: dict[int, type[TideMQError]] = {
     cls.code: cls

@@ -49,12 +49,28 @@ class Hello(_Msg):
     version: int
     client_id: str = ""
     token: str | None = None
-    peer_node: int | None = None  # set when another broker connects
+    peer_node: int | None = None  # set when another broker connects (peer listener only)
+    nonce: bytes | None = None    # a peer's challenge to the node it dials
 
 
 class HelloOk(_Msg):
     node_id: int
     version: int = PROTOCOL_VERSION
+
+
+class PeerChallenge(_Msg):
+    """The peer listener's answer to a peer's Hello: its own challenge, and its proof
+    that it holds the peer secret (so a node never talks Raft to an impostor either)."""
+
+    node_id: int
+    nonce: bytes
+    proof: bytes
+
+
+class PeerProof(_Msg):
+    """The dialing peer's proof that it holds the peer secret."""
+
+    proof: bytes
 
 
 # --- errors --------------------------------------------------------------------------
@@ -481,7 +497,7 @@ class PeerMessages(_Msg):
 
 
 Body = Union[
-    Hello, HelloOk, ErrorResponse, Ok,
+    Hello, HelloOk, PeerChallenge, PeerProof, ErrorResponse, Ok,
     Metadata, MetadataResponse, CreateTopic, DeleteTopic,
     InitProducerId, ProducerIdResponse, Produce, ProduceResponse,
     Fetch, FetchResponse, ListOffsets, ListOffsetsResponse,

@@ -113,7 +113,7 @@ class Api:
         b = self.broker
         b.controller_leader_check()
         live = b.live_nodes()
-        validate_topic(req.name, req.partitions, req.replication, len(live), req.configs)
+        validate_topic(req.name, req.partitions, req.replication, len(live), req.configs, b.cfg.config_minimums)
         if req.name.startswith("__"):
             raise InvalidRequestError("topic names starting with '__' are reserved for TideMQ's internal topics")
         replicas = assign_replicas(b.state, live, req.partitions, req.replication)

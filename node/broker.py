@@ -35,10 +35,12 @@ from node.delay import DelayPartition, DelayService
 from node.half import HalfCoordinator, HalfPartition
 from node.metadata import (
     AllocateProducerIds, ClusterState, CreateTopicCmd, DeleteTopicCmd, TopicMeta, decode_command, decode_state, encode_command, encode_state,
-    assign_replicas,
+    DAY_MS, assign_replicas, topic_config,
 )
 from node.metrics import NodeMetrics
-from node.partition import Partition
+from node.partition import BatchLimits, Partition
+from node.peerauth import PeerCredential, new_secret
+from node.peerguard import MAX_TERM, refusal as peer_refusal
 from node.peers import PeerTransport
 from node.replica import Replica
 from node.server import Server
@@ -78,11 +80,14 @@ class Broker:
         self.cfg = config
         self.id = config.node_id
         self.metrics = NodeMetrics(self.id)
-        self.state = ClusterState(nodes=dict(config.peers))
+        self.state = ClusterState(nodes=dict(config.advertise))
         self.replicas: dict[int, Replica] = {}
         self.partitions: dict[tuple[str, int], Partition] = {}
         self.leaders: dict[int, tuple[int, int]] = {}
-        self.transport = PeerTransport(self.id, config.peers, config.token, encode_peer_items)
+        self.batch_limits = BatchLimits(config.max_batch_bytes, config.max_records_bytes,
+                                        config.message_timestamp_before_max_ms, config.message_timestamp_after_max_ms)
+        self.credential = PeerCredential(self.id, config.peer_secret or new_secret())
+        self.transport = PeerTransport(self.id, config.peers, self.credential, encode_peer_items)
         self.coordinator = GroupCoordinator(self)
         self.delay = DelayService(self)
         self.transactions = TransactionCoordinator(self)
@@ -92,6 +97,10 @@ class Broker:
         self.server = Server(self.id, self.api, self._on_peer_payload, token=config.token,
                              max_frame_bytes=config.max_frame_bytes,
                              max_inflight=config.max_inflight_per_connection, metrics=self.metrics)
+        self.peer_server = Server(self.id, self.api, self._on_peer_payload,
+                                  max_frame_bytes=config.max_frame_bytes,
+                                  max_inflight=config.max_inflight_per_connection, metrics=self.metrics,
+                                  peer_auth=self.credential, peer_ids=config.peers)
         self._cmd_results: dict[int, object] = {}
         self._replayed_until = -1
         self._loaded = False
@@ -110,6 +119,11 @@ class Broker:
             self._nursery = nursery
             self.controller = self._open_controller()
             nursery.start_soon(self.controller.run)
+            host, port = parse_addr(self.cfg.peer_listen)
+            peer_listeners = await nursery.start(self.peer_server.serve, host, port)
+            if port == 0:   # a one-node cluster on any free port: dial ourselves there
+                bound = peer_listeners[0].socket.getsockname()
+                self.cfg.peer_listen = self.cfg.peers[self.id] = f"{host}:{bound[1]}"
             host, port = parse_addr(self.cfg.listen)
             listeners = await nursery.start(self.server.serve, host, port)
             nursery.start_soon(self.transport.run)
@@ -126,7 +140,7 @@ class Broker:
             if self.cfg.metrics:
                 self.metrics.serve(self.cfg.metrics)
             self.ready.set()
-            log.info("node %s serving on %s", self.id, self.cfg.listen)
+            log.info("node %s serving clients on %s, peers on %s", self.id, self.cfg.listen, self.cfg.peer_listen)
             task_status.started(listeners)
 
     async def shutdown(self, transfer_timeout_s: float = 5.0) -> None:
@@ -170,10 +184,10 @@ class Broker:
     def _log_config(self, configs: dict[str, str] | None = None) -> segments.LogConfig:
         configs = configs or {}
         return segments.LogConfig(
-            segment_bytes=int(configs.get("segment.bytes", self.cfg.segment_bytes)),
-            segment_ms=int(configs["segment.ms"]) if "segment.ms" in configs else 7 * 24 * 3600 * 1000,
-            retention_ms=int(configs["retention.ms"]) if "retention.ms" in configs else 7 * 24 * 3600 * 1000,
-            retention_bytes=int(configs["retention.bytes"]) if "retention.bytes" in configs else None,
+            segment_bytes=topic_config(configs, "segment.bytes", self.cfg.segment_bytes, self.cfg.config_minimums),
+            segment_ms=topic_config(configs, "segment.ms", 7 * DAY_MS, self.cfg.config_minimums),
+            retention_ms=topic_config(configs, "retention.ms", 7 * DAY_MS),
+            retention_bytes=topic_config(configs, "retention.bytes", None),
             fsync="never",  # the node syncs once per Ready itself (group commit)
             max_batch_bytes=self.cfg.max_batch_bytes,
         )
@@ -247,7 +261,7 @@ class Broker:
             part = kind(meta.group(p), name, storage, core, self._send_raft,
                         fsync=self.cfg.fsync == "always", leader_addr=self.addr_of,
                         on_role_change=self._role_changed, txn_verifier=self.transactions.verify_partition,
-                        topic=meta.name, partition=p, max_batch_bytes=self.cfg.max_batch_bytes, **extra)
+                        topic=meta.name, partition=p, limits=self.batch_limits, **extra)
             self.replicas[part.group] = part
             self.partitions[(meta.name, p)] = part
             if self._nursery is not None:
@@ -381,9 +395,10 @@ class Broker:
 
     def internal_client(self, purpose: str) -> ClusterClient:
         """A client for one of this node's services (delay tier, transactions, half
-        messages): it asks this node first, then its peers."""
-        peers = [self.cfg.listen] + [a for n, a in sorted(self.cfg.peers.items()) if n != self.id]
-        return ClusterClient(peers, token=self.cfg.token, client_id=f"node-{self.id}-{purpose}", request_timeout=10.0)
+        messages): it reaches every node, this one first, on its peer listener, as a peer."""
+        peers = [self.cfg.peers[self.id]] + [a for n, a in sorted(self.cfg.peers.items()) if n != self.id]
+        return ClusterClient(peers, client_id=f"node-{self.id}-{purpose}", request_timeout=10.0,
+                             peer=self.credential, node_addrs=self.cfg.peers)
 
     async def next_producer_id(self) -> int:
         if not self._producer_ids:
@@ -411,12 +426,19 @@ class Broker:
             log.warning("dropping a malformed peer batch from node %s: %s", frm, exc)
             return
         for group, (leader, term) in batch.leaders.items():
+            if leader not in self.cfg.peers or not 0 <= term <= MAX_TERM:
+                continue
             known = self.leaders.get(group)
             if known is None or term >= known[1]:
                 self.leaders[group] = (leader, term)
         for group, msg in batch.messages:
             replica = self.replicas.get(group)
             if replica is not None and not replica.closed:
+                why = peer_refusal(frm, self.id, replica.core.conf.members(), msg)
+                if why is not None:
+                    log.warning("%s: dropping %s from node %s: it %s", replica.name, type(msg).__name__, frm, why)
+                    self.metrics.peer_messages_refused.inc()
+                    continue
                 try:
                     replica.step(msg)
                 except Exception:  # one group's failure must not cut the link every group shares
@@ -461,6 +483,7 @@ class Broker:
                     under += bool(part.core.status().under_replicated())
             self.metrics.under_replicated.set(under)
             self.metrics.fsyncs.set(sum(r.fsyncs for r in self.replicas.values()))
+            self.metrics.apply_errors.set(sum(r.apply_errors for r in self.replicas.values()))
 
     async def _balancer(self) -> None:
         """Give leadership back to each partition's preferred replica once it has caught up."""

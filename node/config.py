@@ -1,13 +1,19 @@
 """Node settings: from command-line flags, a TOML file, or both (flags win).
 
-    python -m node --id 1 --listen 127.0.0.1:9401 \
-        --peers 1=127.0.0.1:9401,2=127.0.0.1:9402,3=127.0.0.1:9403 --data data/n1
+    TIDEMQ_PEER_SECRET=... python -m node --id 1 --listen 127.0.0.1:9401 \
+        --peer-listen 127.0.0.1:9501 \
+        --peers 1=127.0.0.1:9501,2=127.0.0.1:9502,3=127.0.0.1:9503 \
+        --advertise 1=127.0.0.1:9401,2=127.0.0.1:9402,3=127.0.0.1:9403 --data data/n1
 
-The peer list names every node of the cluster including this one; it is the initial
-membership of the controller group (group 0). `--advertise` (optional, same shape)
-names the address clients are told to use for each node, in metadata and in leader and
-coordinator hints, when it is not the address this node dials (a proxy or NAT between
-clients and nodes; the chaos runner puts a fault-injecting proxy on every link).
+A node has two listeners: `--listen` for clients and `--peer-listen` for the other
+nodes (Raft and broker-to-broker requests), as Kafka separates its inter-broker
+listener. `--peers` names every node's peer listener, this one's included; it is the
+initial membership of the controller group (group 0). `--advertise` names every node's
+client address, which clients are told in metadata and in leader and coordinator hints
+(the chaos runner puts a fault-injecting proxy on every link, so these differ from the
+addresses the nodes bind). Nodes prove themselves to each other with the peer secret
+(`--peer-secret` or, better, `$TIDEMQ_PEER_SECRET`, which `ps` does not show); a
+one-node cluster without one makes a throwaway secret of its own.
 """
 
 from __future__ import annotations
@@ -47,8 +53,10 @@ class NodeConfig:
     node_id: int
     listen: str
     data_dir: Path
-    peers: dict[int, str] = field(default_factory=dict)
-    advertise: dict[int, str] = field(default_factory=dict)   # node -> address for clients; default: peers
+    peers: dict[int, str] = field(default_factory=dict)      # node -> its peer listener
+    advertise: dict[int, str] = field(default_factory=dict)  # node -> its client address
+    peer_listen: str | None = None      # default: this node in `peers`, else the client host, any port
+    peer_secret: str | None = None
     token: str | None = None
     metrics: str | None = None          # HOST:PORT of the Prometheus endpoint, or None
     fsync: str = "always"               # always | interval | never (see docs/node.md)
@@ -57,11 +65,16 @@ class NodeConfig:
     election_ticks: int = 10
     heartbeat_ticks: int = 2
     segment_bytes: int = 128 * 1024 * 1024
+    min_segment_bytes: int = 1 << 20    # the least segment.bytes a topic may set
+    min_segment_ms: int = 60_000        # the least segment.ms a topic may set
     retention_check_ms: int = 60_000
     controller_snapshot_every: int = 1000   # controller entries between snapshots
     delay_tiers_ms: list[int] | None = None  # the delay ladder (None: client.delay.DEFAULT_TIERS_MS)
     delay_partitions: int = 3
     max_batch_bytes: int = 8 * 1024 * 1024
+    max_records_bytes: int = 32 * 1024 * 1024    # a batch's records, decompressed
+    message_timestamp_before_max_ms: int | None = None        # how old a create time may be (None: any)
+    message_timestamp_after_max_ms: int | None = 3_600_000    # how far ahead of this node's clock
     max_frame_bytes: int = 16 * 1024 * 1024 + 4096
     max_inflight_per_connection: int = 256
     offsets_partitions: int = 8          # partitions of __consumer_offsets (fixed once created)
@@ -70,11 +83,23 @@ class NodeConfig:
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
-        if not self.peers:
-            self.peers = {self.node_id: self.listen}
-        if self.peers.get(self.node_id, self.listen) != self.listen:
-            raise ValueError(f"--peers says node {self.node_id} is at {self.peers[self.node_id]}, --listen says {self.listen}")
-        self.peers.setdefault(self.node_id, self.listen)
+        parse_addr(self.listen)
+        if self.peer_listen is None:
+            self.peer_listen = self.peers.get(self.node_id) or f"{parse_addr(self.listen)[0]}:0"
+        parse_addr(self.peer_listen)
+        if self.peers.get(self.node_id, self.peer_listen) != self.peer_listen:
+            raise ValueError(f"--peers says node {self.node_id} is at {self.peers[self.node_id]}, "
+                             f"--peer-listen says {self.peer_listen}")
+        self.peers.setdefault(self.node_id, self.peer_listen)
+        if self.peer_listen == self.listen:
+            raise ValueError("--peer-listen must differ from --listen: clients never reach the peer listener")
+        self.advertise.setdefault(self.node_id, self.listen)
+        unadvertised = sorted(set(self.peers) - set(self.advertise))
+        if unadvertised:
+            raise ValueError(f"--advertise must name the client address of every node in --peers; missing {unadvertised}")
+        if self.peer_secret is None and len(self.peers) > 1:
+            raise ValueError("a cluster of several nodes needs a peer secret: set TIDEMQ_PEER_SECRET (or --peer-secret) "
+                             "to the same value on every node; scripts/cluster up makes one")
         if self.offsets_partitions < 1:
             raise ValueError(f"offsets_partitions must be >= 1, not {self.offsets_partitions}")
         if self.txn_partitions < 1:
@@ -83,24 +108,31 @@ class NodeConfig:
             raise ValueError(f"half_partitions must be >= 1, not {self.half_partitions}")
         if self.fsync not in ("always", "interval", "never"):
             raise ValueError(f"fsync must be always, interval or never, not {self.fsync!r}")
-        parse_addr(self.listen)
         if set(self.advertise) - set(self.peers):
             raise ValueError(f"--advertise names nodes that --peers does not: {sorted(set(self.advertise) - set(self.peers))}")
         for addr in self.advertise.values():
             parse_addr(addr)
 
+    @property
+    def config_minimums(self) -> dict[str, int]:
+        """The least topic config values this node accepts (and clamps to on apply)."""
+        return {"segment.bytes": self.min_segment_bytes, "segment.ms": self.min_segment_ms}
+
     def client_addr(self, node: int) -> str | None:
-        """Where clients reach `node`: its advertised address, else its peer address."""
-        return self.advertise.get(node) or self.peers.get(node)
+        """Where clients reach `node` (never its peer listener)."""
+        return self.advertise.get(node)
 
     @classmethod
     def from_args(cls, argv: list[str] | None = None) -> "NodeConfig":
         p = argparse.ArgumentParser(prog="python -m node", description="Run one TideMQ broker node.")
         p.add_argument("--config", type=Path, help="TOML file with the same keys as the flags (node_id, listen, peers, data_dir, ...)")
         p.add_argument("--id", dest="node_id", type=int)
-        p.add_argument("--listen", help="HOST:PORT for clients and peers")
-        p.add_argument("--peers", help="every node of the cluster: ID=HOST:PORT,...")
-        p.add_argument("--advertise", help="address clients should use for each node: ID=HOST:PORT,... (default: --peers)")
+        p.add_argument("--listen", help="HOST:PORT for clients")
+        p.add_argument("--peer-listen", dest="peer_listen", help="HOST:PORT for the other nodes (default: this node in --peers)")
+        p.add_argument("--peers", help="every node's peer listener: ID=HOST:PORT,...")
+        p.add_argument("--advertise", help="every node's client address: ID=HOST:PORT,... (this node's default: --listen)")
+        p.add_argument("--peer-secret", dest="peer_secret",
+                       help="shared secret the nodes prove to each other (default: $TIDEMQ_PEER_SECRET)")
         p.add_argument("--data", dest="data_dir", type=Path, help="data directory")
         p.add_argument("--token", help="cluster token (default: $TIDEMQ_TOKEN)")
         p.add_argument("--metrics", help="HOST:PORT for the Prometheus endpoint")
@@ -123,6 +155,7 @@ class NodeConfig:
             if v is not None:
                 values[f.name] = parse_peers(v) if f.name in ("peers", "advertise") else v
         values.setdefault("token", os.environ.get("TIDEMQ_TOKEN") or None)
+        values.setdefault("peer_secret", os.environ.get("TIDEMQ_PEER_SECRET") or None)
         missing = [n for n in ("node_id", "listen", "data_dir") if values.get(n) is None]
         if missing:
             p.error("missing " + ", ".join("--" + m.replace("node_id", "id").replace("data_dir", "data") for m in missing))

@@ -33,16 +33,17 @@ import msgspec
 import trio
 
 from client.cluster import ClusterClient
-from client.delay import DEFAULT_TIERS_MS, DELAY_HEADERS, H_DUE, H_PARTITION, H_TARGET, TIER_CONFIG, TIER_PREFIX, \
-    pick_tier, tier_name
-from client.errors import CoordinatorNotAvailableError, TideMQError, UnknownTopicError
+from client.delay import DEFAULT_TIERS_MS, DELAY_HEADERS, H_DUE, H_PARTITION, H_TARGET, MAX_DELAY_MS, TIER_CONFIG, \
+    TIER_PREFIX, pick_tier, tier_name
+from client.errors import CoordinatorNotAvailableError, InvalidRequestError, TideMQError, UnknownTopicError
+from node.metadata import TOPIC_NAME
 from client.partitioner import partition_for_key
 from node.partition import Partition
 from node.leadership import LeaderTasks
 from node.relay import relay
 from raft.types import Entry
-from segments import ControlType, build_control_batch, control_type_of, decode_records, iter_batches, \
-    parse_header
+from segments import ControlType, SegmentError, build_control_batch, control_type_of, decode_records, \
+    iter_batches, parse_header
 
 if TYPE_CHECKING:
     from node.broker import Broker
@@ -72,6 +73,29 @@ class DelayPartition(Partition):
         super().__init__(*args, **kwargs)
         self.tier_ms = tier_ms
         self.checkpoint: Checkpoint | None = None
+
+    def produce(self, records: bytes, acks: int, timeout_s: float, transactional_id: str | None = None):
+        """Clients reach a tier only through the delay API's records: each names a target
+        topic and a due time no further than MAX_DELAY_MS ahead (checked here, so the
+        scheduler never meets a record it cannot route)."""
+        self.validate(records)
+        horizon = _now_ms() + MAX_DELAY_MS
+        for rec in decode_records(records):
+            headers = dict(rec.headers)
+            try:
+                due = int(headers[H_DUE])
+                target = (headers[H_TARGET] or b"").decode()
+                partition = int(headers[H_PARTITION]) if headers.get(H_PARTITION) is not None else 0
+            except (KeyError, ValueError, UnicodeDecodeError):
+                raise InvalidRequestError(f"{self.name}: a delayed message needs {H_TARGET} and an integer {H_DUE} "
+                                          "header (send it with Producer.send(..., delay=...))") from None
+            if not 0 <= due <= horizon:
+                raise InvalidRequestError(f"{self.name}: due time {due} is not within {MAX_DELAY_MS // 86_400_000} "
+                                          "days from now")
+            if not TOPIC_NAME.match(target) or target.startswith("__") or partition < 0:
+                raise InvalidRequestError(f"{self.name}: {target!r} (partition {partition}) is not a topic a "
+                                          "delayed message can go to")
+        return super().produce(records, acks, timeout_s, transactional_id)
 
     def _apply_entries(self, entries: list[Entry]) -> None:
         super()._apply_entries(entries)
@@ -158,7 +182,13 @@ class Scheduler:
             end = max(end, header.last_offset + 1)
             if header.is_control:
                 continue
-            for rec in decode_records(batch):
+            try:
+                records = decode_records(batch)
+            except SegmentError as exc:   # in the log before batches were validated, or bit rot
+                log.warning("%s: skipping offsets %d-%d, which cannot be decoded: %s", self.part.name,
+                            header.base_offset, header.last_offset, exc)
+                continue
+            for rec in records:
                 if rec.offset >= pos:
                     moves.append(await self._route(rec))
         return moves, end

@@ -262,13 +262,10 @@ class HalfPartition(Partition):
 
     def produce(self, records: bytes, acks: int, timeout_s: float, transactional_id: str | None = None):
         """A producer's batch here must hold half messages of groups this partition
-        coordinates (a malformed batch goes on to the usual checks and their errors)."""
-        try:
-            recs = segments.decode_records(records)
-        except segments.SegmentError:
-            recs = []
+        coordinates (checked once the batch itself passed the usual validation)."""
+        self.validate(records)
         n = self.partition_count
-        for rec in recs:
+        for rec in segments.decode_records(records):
             half = parse_half(rec)
             if n and half_partition(half.group, n) != self.partition:
                 raise InvalidRequestError(f"producer group {half.group!r} keeps its half messages in "

@@ -8,6 +8,7 @@ state is small and is snapshotted whole (msgpack) so group 0's log can be compac
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from typing import Union
@@ -19,6 +20,8 @@ from client.errors import InvalidConfigError, NotEnoughReplicasError, TopicExist
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 MAX_PARTITIONS = 10_000
 PRODUCER_ID_BLOCK = 1000
+
+log = logging.getLogger(__name__)
 
 
 class TopicMeta(msgspec.Struct):
@@ -114,21 +117,52 @@ def decode_state(data: bytes) -> ClusterState:
     return _state_decoder.decode(data)
 
 
-TOPIC_CONFIGS = {
-    "retention.ms": "delete segments whose newest record is older (ms)",
-    "retention.bytes": "delete the oldest segments while the partition is larger (bytes)",
-    "segment.bytes": "roll the active segment at this size (bytes)",
-    "segment.ms": "roll the active segment when its records span this long (ms)",
+DAY_MS = 24 * 3600 * 1000
+#: What a client may set on a topic: meaning, least and most value. The least values keep
+#: a careless config from rolling a segment per batch (a file descriptor each); the most
+#: keep segment positions inside the 32-bit index.
+TOPIC_CONFIGS: dict[str, tuple[str, int, int]] = {
+    "retention.ms": ("delete segments whose newest record is older (ms)", 1, 1 << 62),
+    "retention.bytes": ("delete the oldest segments while the partition is larger (bytes)", 1, 1 << 62),
+    "segment.bytes": ("roll the active segment at this size (bytes)", 1 << 20, (1 << 31) - 1),
+    "segment.ms": ("roll the active segment when its records span this long (ms)", 60_000, 1 << 62),
 }
 
 
+def topic_config(configs: dict[str, str], key: str, default: int | None,
+                 least: dict[str, int] | None = None) -> int | None:
+    """A topic config as the log will use it. What is in the controller's log is data
+    that may predate a check (or be bad): out of range is clamped, garbage is the
+    default; never an exception on apply. `least` overrides the least values (the
+    node's own minimums)."""
+    raw = configs.get(key)
+    if raw is None:
+        return default
+    _, least_v, most = TOPIC_CONFIGS[key]
+    least_v = (least or {}).get(key, least_v)
+    return _clamp(key, raw, least_v, most, default)
+
+
+def _clamp(key: str, raw: str, least: int, most: int, default: int | None) -> int | None:
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        log.warning("topic config %s=%r is not an integer; using the default %s", key, raw, default)
+        return default
+    if not least <= value <= most:
+        log.warning("topic config %s=%s is outside %d..%d; clamped", key, value, least, most)
+    return min(max(value, least), most)
+
+
 def validate_topic(name: str, partitions: int, replication: int, live_nodes: int,
-                   configs: dict[str, str] | None = None) -> None:
+                   configs: dict[str, str] | None = None, least: dict[str, int] | None = None) -> None:
     for key, value in (configs or {}).items():
         if key not in TOPIC_CONFIGS:
             raise InvalidConfigError(f"unknown topic config {key!r}; known: {', '.join(sorted(TOPIC_CONFIGS))}")
-        if not str(value).isdigit() or int(value) <= 0:
-            raise InvalidConfigError(f"topic config {key}={value!r} must be a positive integer")
+        _, least_v, most = TOPIC_CONFIGS[key]
+        least_v = (least or {}).get(key, least_v)
+        if not isinstance(value, str) or not value.isdigit() or not least_v <= int(value) <= most:
+            raise InvalidConfigError(f"topic config {key}={value!r} must be an integer in {least_v}..{most}")
     if not TOPIC_NAME.match(name) or name in (".", ".."):
         raise InvalidConfigError(f"topic name {name!r} must be 1-200 of [A-Za-z0-9._-]")
     if not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:

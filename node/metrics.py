@@ -20,10 +20,18 @@ class NodeMetrics:
         self.bytes_in = Counter("tidemq_produce_bytes", "Record batch bytes accepted", ["topic"], registry=r)
         self.bytes_out = Counter("tidemq_fetch_bytes", "Record batch bytes served", ["topic"], registry=r)
         self.protocol_errors = Counter("tidemq_protocol_errors", "Connections closed for a protocol violation", registry=r)
-        self.auth_failures = Counter("tidemq_auth_failures", "Connections refused for a bad token", registry=r)
+        self.auth_failures = Counter("tidemq_auth_failures",
+                                     "Connections refused: bad token, wrong peer secret, or a peer Hello on the client listener",
+                                     registry=r)
+        self.peer_messages_refused = Counter("tidemq_peer_messages_refused",
+                                             "Raft messages from a peer dropped for a forged sender, non-membership or "
+                                             "values out of range", registry=r)
         self.leaders = Gauge("tidemq_partition_leader", "1 when this node leads the partition", ["topic", "partition"], registry=r)
         self.high_watermark = Gauge("tidemq_high_watermark", "Committed offset (exclusive)", ["topic", "partition"], registry=r)
         self.under_replicated = Gauge("tidemq_under_replicated_partitions", "Led partitions with a replica behind", registry=r)
+        self.apply_errors = Gauge("tidemq_apply_errors",
+                                  "Committed entries skipped because they failed to apply (bad data in the log)",
+                                  registry=r)
         self.fsyncs = Gauge("tidemq_log_fsyncs", "Log fsyncs since start (one per group commit)", registry=r)
 
     def observe_request(self, kind: str, seconds: float, outcome: str) -> None:

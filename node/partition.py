@@ -16,14 +16,17 @@ the range read, which the consumer drops.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from bisect import bisect_left
 from typing import Awaitable, Callable, Coroutine, NamedTuple
 
 import trio
 
 from client.errors import (
-    CoordinatorNotAvailableError, CorruptBatchError, InvalidRequestError, InvalidTxnStateError, MessageTooLargeError,
-    OffsetOutOfRangeError, ProducerFencedError, RequestTimeoutError, ShuttingDownError, TideMQError,
+    CoordinatorNotAvailableError, CorruptBatchError, InvalidRequestError, InvalidTimestampError, InvalidTxnStateError,
+    MessageTooLargeError, OffsetOutOfRangeError, ProducerFencedError, RequestTimeoutError, ShuttingDownError,
+    TideMQError, UnsupportedCompressionError,
 )
 from client.protocol import ACKS_LEADER, ACKS_NONE, READ_COMMITTED, AbortedTxn, Ok, ProduceResponse
 from node.producers import BatchRef, ProducerState
@@ -115,13 +118,23 @@ class _Verification:
         self.ended = False
 
 
+@dataclasses.dataclass(frozen=True)
+class BatchLimits:
+    """What a producer's batch must fit before it is proposed (see `segments.validate`)."""
+
+    max_batch_bytes: int = 8 * 1024 * 1024
+    max_records_bytes: int = 32 * 1024 * 1024       # decompressed
+    timestamp_before_max_ms: int | None = None        # how old a create time may be (None: any)
+    timestamp_after_max_ms: int | None = 3_600_000    # how far in the future (None: any)
+
+
 class Partition(Replica):
-    def __init__(self, *args, topic: str, partition: int, max_batch_bytes: int,
+    def __init__(self, *args, topic: str, partition: int, limits: BatchLimits = BatchLimits(),
                  txn_verifier: TxnVerifier | None = None, **kwargs) -> None:
         super().__init__(*args, apply=type(self)._apply_entries, **kwargs)  # subclasses (offsets) override it
         self.topic = topic
         self.partition = partition
-        self.max_batch_bytes = max_batch_bytes
+        self.limits = limits
         self.producers = ProducerState()
         self.txns = TxnIndex()
         self._pending_coordinator_epochs: dict[int, int] = {}
@@ -147,20 +160,8 @@ class Partition(Replica):
         waits for its coordinator's word first, and the producer's later batches queue
         behind it in arrival order."""
         self.check_writable()
-        if len(records) > self.max_batch_bytes:
-            raise MessageTooLargeError(
-                f"batch of {len(records)} bytes exceeds the limit of {self.max_batch_bytes}; send smaller batches")
-        try:
-            header = segments.verify(records)
-        except segments.CorruptBatchError as exc:
-            raise CorruptBatchError(f"{self.name}: {exc}") from None
-        if header.size != len(records):
-            raise CorruptBatchError(f"{self.name}: {len(records) - header.size} bytes after the batch; send one batch per request")
-        if header.is_control:
-            raise InvalidRequestError("producers may not write control batches")
+        header = self.validate(records)
         count = header.last_offset_delta + 1
-        if header.record_count != count:
-            raise CorruptBatchError(f"{self.name}: record count {header.record_count} but offset delta says {count}")
         pid = header.producer_id
         unverified = (header.is_transactional and self._txn_verifier is not None
                       and self._txn_verified.get(pid) != header.producer_epoch)
@@ -181,6 +182,30 @@ class Partition(Replica):
         if acks == ACKS_NONE:
             return _nothing()
         return self._answer(waiter, timeout_s)
+
+    def validate(self, records: bytes) -> segments.BatchHeader:
+        """Everything a producer's batch must be before it is proposed: once in the log
+        it is replayed on every replica and read by every consumer, so what cannot be
+        decoded, or carries a time far off, is refused here with a typed error."""
+        lim = self.limits
+        if len(records) > lim.max_batch_bytes:
+            raise MessageTooLargeError(
+                f"batch of {len(records)} bytes exceeds the limit of {lim.max_batch_bytes}; send smaller batches")
+        now = int(time.time() * 1000)
+        try:
+            header = segments.validate(
+                records, max_records_bytes=lim.max_records_bytes,
+                min_timestamp=None if lim.timestamp_before_max_ms is None else now - lim.timestamp_before_max_ms,
+                max_timestamp=None if lim.timestamp_after_max_ms is None else now + lim.timestamp_after_max_ms)
+        except segments.UnsupportedCompressionError as exc:
+            raise UnsupportedCompressionError(f"{self.name}: {exc}") from None
+        except segments.InvalidTimestampError as exc:
+            raise InvalidTimestampError(f"{self.name}: {exc}") from None
+        except segments.CorruptBatchError as exc:
+            raise CorruptBatchError(f"{self.name}: {exc}") from None
+        if header.is_control:
+            raise InvalidRequestError("producers may not write control batches")
+        return header
 
     def _hold(self, pid: int, epoch: int, tid: str, records: bytes, acks: int,
               timeout_s: float) -> Awaitable[ProduceResponse | None]:

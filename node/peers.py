@@ -1,5 +1,6 @@
-"""Outgoing links to the other nodes: one connection per peer carries the Raft messages
-of every group, batched.
+"""Outgoing links to the other nodes: one connection per peer, to its peer listener,
+carries the Raft messages of every group, batched. Each link first runs the peer
+secret's challenge-response (node.peerauth) both ways.
 
 Raft tolerates lost messages, so a link never blocks its caller: `send()` appends to the
 peer's outbox and returns. The link task drains the whole outbox into one frame per
@@ -15,22 +16,27 @@ from typing import Callable
 
 import trio
 
-from client.protocol import Hello, PeerMessages, PROTOCOL_VERSION, encode_frame
+from client.errors import AuthFailedError, RemoteProtocolError, TideMQError, error_for
+from client.protocol import (
+    ErrorResponse, FrameDecoder, HelloOk, PeerChallenge, PeerMessages, PeerProof, decode_payload, encode_frame,
+)
 from node.config import parse_addr
+from node.peerauth import PeerCredential
 
 log = logging.getLogger(__name__)
 
 MAX_OUTBOX = 100_000
 CONNECT_TIMEOUT_S = 2.0
+HANDSHAKE_MAX_FRAME_BYTES = 64 * 1024
 
 
 class PeerLink:
-    def __init__(self, node_id: int, peer_id: int, addr: str, token: str | None,
+    def __init__(self, node_id: int, peer_id: int, addr: str, credential: PeerCredential,
                  encode: Callable[[list], bytes]) -> None:
         self.node_id = node_id
         self.peer_id = peer_id
         self.addr = addr
-        self.token = token
+        self.credential = credential
         self.encode = encode
         self.outbox: list = []
         self.wakeup = trio.Event()
@@ -43,6 +49,32 @@ class PeerLink:
             self.outbox.clear()
         self.outbox.append(item)
         self.wakeup.set()
+
+    async def _handshake(self, stream: trio.SocketStream) -> None:
+        """Prove ourselves to the peer's listener and check it holds the secret too."""
+        decoder = FrameDecoder(HANDSHAKE_MAX_FRAME_BYTES)
+
+        async def answer() -> object:
+            while (frame := decoder.next_frame()) is None:
+                data = await stream.receive_some(HANDSHAKE_MAX_FRAME_BYTES)
+                if not data:
+                    raise trio.BrokenResourceError("closed during the handshake")
+                decoder.feed(data)
+            return decode_payload(frame[1]).body
+
+        hello = self.credential.hello(f"node-{self.node_id}")
+        await stream.send_all(encode_frame(0, hello))
+        challenge = await answer()
+        if isinstance(challenge, ErrorResponse):
+            raise error_for(challenge.code, challenge.message)
+        if not isinstance(challenge, PeerChallenge) or challenge.node_id != self.peer_id:
+            raise AuthFailedError(f"{self.addr} is not node {self.peer_id}'s peer listener")
+        await stream.send_all(encode_frame(0, PeerProof(self.credential.prove(hello, challenge))))
+        ok = await answer()
+        if isinstance(ok, ErrorResponse):
+            raise error_for(ok.code, ok.message)
+        if not isinstance(ok, HelloOk):
+            raise RemoteProtocolError(f"node {self.peer_id} answered the handshake with {type(ok).__name__}")
 
     async def run(self) -> None:
         backoff = 0.05
@@ -58,10 +90,8 @@ class PeerLink:
                 continue
             try:
                 async with stream:
-                    await stream.send_all(encode_frame(0, Hello(PROTOCOL_VERSION, f"node-{self.node_id}",
-                                                                self.token, peer_node=self.node_id)))
-                    # The server answers Hello; a refusal closes the stream, which the
-                    # next send notices. The answer itself needs no reading for peers.
+                    with trio.fail_after(CONNECT_TIMEOUT_S):
+                        await self._handshake(stream)
                     self.connected = True
                     backoff = 0.05
                     while True:
@@ -70,8 +100,11 @@ class PeerLink:
                         items, self.outbox = self.outbox, []
                         if items:
                             await stream.send_all(encode_frame(0, PeerMessages(self.encode(items))))
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
                 log.info("link %s -> %s lost: %s", self.node_id, self.peer_id, exc)
+            except TideMQError as exc:   # refused: wrong secret, not a member, not a peer listener
+                log.warning("link %s -> %s refused: %s", self.node_id, self.peer_id, exc)
+                self.outbox.clear()
             finally:
                 self.connected = False
             await trio.sleep(backoff)
@@ -79,9 +112,9 @@ class PeerLink:
 
 
 class PeerTransport:
-    def __init__(self, node_id: int, peers: dict[int, str], token: str | None,
+    def __init__(self, node_id: int, peers: dict[int, str], credential: PeerCredential,
                  encode: Callable[[list], bytes]) -> None:
-        self.links = {pid: PeerLink(node_id, pid, addr, token, encode)
+        self.links = {pid: PeerLink(node_id, pid, addr, credential, encode)
                       for pid, addr in peers.items() if pid != node_id}
 
     def send(self, to: int, item: object) -> None:

@@ -79,6 +79,7 @@ class Replica:
         self.applied_term = 0
         self.closed = False
         self.fsyncs = 0
+        self.apply_errors = 0
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -183,6 +184,8 @@ class Replica:
         if rd.entries and self._fsync:
             await trio.to_thread.run_sync(self.storage.sync)
             self.fsyncs += 1
+        elif self.storage.state_dirty:   # a vote or term is durable before anyone hears of it
+            await trio.to_thread.run_sync(self.storage.sync, False)
         if rd.entries:
             self.durable = rd.entries[-1].last
             self._release_durable()
@@ -191,7 +194,7 @@ class Replica:
         if rd.snapshot is not None:
             self.applied = rd.snapshot.index
         if rd.committed_entries:
-            self._apply(self, rd.committed_entries)
+            self._apply_guarded(rd.committed_entries)
             last = rd.committed_entries[-1]
             self.applied = last.last
             self.applied_term = last.term
@@ -202,6 +205,18 @@ class Replica:
         core.advance(rd)
         if rd.soft_state is not None:
             self.role_changed()
+
+    def _apply_guarded(self, entries: list[Entry]) -> None:
+        """Apply committed entries one at a time; one that raises is skipped with a
+        warning and counted. What is in the log is data that may be bad (written before
+        a check existed, or by a bug), and an exception here would stop the node again
+        at every replay. The verdict is the same on every replica, so they stay alike."""
+        for e in entries:
+            try:
+                self._apply(self, [e])
+            except Exception:
+                self.apply_errors += 1
+                log.exception("%s: skipped committed entry %d-%d, which failed to apply", self.name, e.index, e.last)
 
     def restore(self, snap: Snapshot) -> None:
         """The leader's snapshot replaced our log up to `snap.index`: a replica whose

@@ -9,6 +9,12 @@ A frame that breaks the protocol (bad length, unknown type, garbage, wrong versi
 Hello in time) closes that connection only; nothing else is affected. A handler that
 raises a `TideMQError` answers with its code; anything else is logged and answered
 with UNKNOWN, and the node keeps serving.
+
+A node runs two of these (Kafka's client and inter-broker listeners): the client
+listener checks the cluster token and refuses every peer Hello and broker-to-broker
+request with CLUSTER_AUTHORIZATION_FAILED; the peer listener admits only the cluster's
+nodes, each proving the peer secret (node.peerauth), and carries their Raft traffic and
+their requests to each other.
 """
 
 from __future__ import annotations
@@ -16,18 +22,25 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Collection, Protocol
 
 import trio
 
-from client.errors import AuthFailedError, ErrorCode, RemoteProtocolError, TideMQError, UnsupportedVersionError
-from client.protocol import (
-    ErrorResponse, FrameDecoder, Hello, HelloOk, PeerMessages, PROTOCOL_VERSION, encode_frame, decode_payload,
+from client.errors import (
+    AuthFailedError, ClusterAuthorizationError, ErrorCode, RemoteProtocolError, TideMQError, UnsupportedVersionError,
 )
+from client.protocol import (
+    EndTxnOffsets, ErrorResponse, FrameDecoder, Hello, HelloOk, PeerMessages, PeerProof, PendTxnOffsets,
+    PROTOCOL_VERSION, WriteTxnMarker, encode_frame, decode_payload,
+)
+from node.peerauth import PeerCredential
 
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
+HELLO_MAX_FRAME_BYTES = 64 * 1024
+#: Requests only the cluster's nodes send each other (never served on the client listener).
+PEER_ONLY = (PeerMessages, WriteTxnMarker, PendTxnOffsets, EndTxnOffsets)
 _READ_CHUNK = 256 * 1024
 
 
@@ -43,11 +56,13 @@ class Handler(Protocol):
 
 
 class ClientInfo:
-    """What the server knows about the far end of one connection."""
+    """What the server knows about the far end of one connection; `peer_node` is set
+    only for a node authenticated on the peer listener."""
 
-    def __init__(self, addr: str, client_id: str) -> None:
+    def __init__(self, addr: str, client_id: str, peer_node: int | None = None) -> None:
         self.addr = addr
         self.client_id = client_id
+        self.peer_node = peer_node
 
 
 def error_body(exc: TideMQError) -> ErrorResponse:
@@ -89,8 +104,15 @@ class Server:
         max_frame_bytes: int,
         max_inflight: int = 256,
         metrics=None,
+        peer_auth: PeerCredential | None = None,
+        peer_ids: Collection[int] = (),
     ) -> None:
+        """With `peer_auth` this is the peer listener: only the nodes in `peer_ids`,
+        proving the peer secret, get in; without, the client listener, which refuses
+        every peer and broker-to-broker request."""
         self.node_id = node_id
+        self.peer_auth = peer_auth
+        self.peer_ids = frozenset(peer_ids)
         self.handler = handler
         self.on_peer_messages = on_peer_messages
         self.token = token
@@ -130,7 +152,9 @@ class Server:
                 await stream.aclose()
 
     async def _run(self, stream: trio.SocketStream, addr: str) -> None:
-        decoder = FrameDecoder(self.max_frame_bytes)
+        # Until Hello is accepted a frame may be small: an unauthenticated stranger must
+        # not make the node buffer and decode megabytes.
+        decoder = FrameDecoder(HELLO_MAX_FRAME_BYTES)
 
         async def next_envelope():
             while True:
@@ -142,49 +166,69 @@ class Server:
                     return None
                 decoder.feed(data)
 
-        hello = None
         with trio.move_on_after(HELLO_TIMEOUT_S) as cs:
             hello = await next_envelope()
+            if hello is None:
+                return
+            if not isinstance(hello.body, Hello):
+                raise RemoteProtocolError(f"first frame must be Hello, got {type(hello.body).__name__}")
+            refusal = await self._admit(hello.body, stream, next_envelope)
         if cs.cancelled_caught:
             raise RemoteProtocolError(f"no Hello within {HELLO_TIMEOUT_S}s")
-        if hello is None:
-            return
-        if not isinstance(hello.body, Hello):
-            raise RemoteProtocolError(f"first frame must be Hello, got {type(hello.body).__name__}")
-        refusal: TideMQError | None = None
-        if hello.body.version != PROTOCOL_VERSION:
-            refusal = UnsupportedVersionError(f"node speaks protocol {PROTOCOL_VERSION}, client {hello.body.version}")
-        elif self.token is not None and not hmac.compare_digest((hello.body.token or "").encode(), self.token.encode()):
-            refusal = AuthFailedError("missing or wrong cluster token: pass token= or set TIDEMQ_TOKEN")
-            if self.metrics:
-                self.metrics.auth_failures.inc()
+        if refusal is not None and self.metrics:
+            self.metrics.auth_failures.inc()
         await stream.send_all(encode_frame(hello.id, error_body(refusal) if refusal else HelloOk(self.node_id)))
-        if refusal:
+        if refusal is not None:
             return
+        decoder.max_frame_bytes = self.max_frame_bytes
         body: Hello = hello.body
+        client = ClientInfo(addr, body.client_id, body.peer_node if self.peer_auth is not None else None)
 
-        if body.peer_node is not None:
-            while (env := await next_envelope()) is not None:
-                if not isinstance(env.body, PeerMessages):
-                    raise RemoteProtocolError(f"peer connection sent {type(env.body).__name__}")
-                self.on_peer_messages(body.peer_node, env.body.payload)
-            return
-
-        client = ClientInfo(addr, body.client_id)
         send, receive = trio.open_memory_channel[bytes](math.inf)
         inflight = trio.Semaphore(self.max_inflight)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer, stream, receive)
             async with send:
                 while (env := await next_envelope()) is not None:
+                    if client.peer_node is not None and isinstance(env.body, PeerMessages):
+                        self.on_peer_messages(client.peer_node, env.body.payload)
+                        continue
                     await inflight.acquire()
-                    try:
-                        pending = self.handler.dispatch(env.body, client)
-                    except Exception as exc:
-                        pending = _raise(exc)
+                    if client.peer_node is None and isinstance(env.body, PEER_ONLY):
+                        pending = _raise(ClusterAuthorizationError(
+                            f"{type(env.body).__name__} is for the cluster's nodes only, on their peer listener"))
+                    else:
+                        try:
+                            pending = self.handler.dispatch(env.body, client)
+                        except Exception as exc:
+                            pending = _raise(exc)
                     nursery.start_soon(self._answer, env, pending, send, inflight)
                 # Reader done (EOF): let in-flight requests finish, then the writer drains.
             nursery.cancel_scope.deadline = trio.current_time() + 30
+
+    async def _admit(self, hello: Hello, stream: trio.SocketStream, next_envelope) -> TideMQError | None:
+        """Check a Hello (and, on the peer listener, run the secret's challenge); the
+        refusal to answer with, or None to go on."""
+        if hello.version != PROTOCOL_VERSION:
+            return UnsupportedVersionError(f"node speaks protocol {PROTOCOL_VERSION}, client {hello.version}")
+        if self.peer_auth is None:
+            if hello.peer_node is not None:
+                return ClusterAuthorizationError(
+                    "this is the client listener: nodes reach each other on their --peer-listen address")
+            if self.token is not None and not hmac.compare_digest((hello.token or "").encode(), self.token.encode()):
+                return AuthFailedError("missing or wrong cluster token: pass token= or set TIDEMQ_TOKEN")
+            return None
+        if hello.peer_node is None or not hello.nonce or len(hello.nonce) > 256:
+            return ClusterAuthorizationError("the peer listener serves only the cluster's nodes; clients use --listen")
+        if hello.peer_node not in self.peer_ids:
+            return ClusterAuthorizationError(f"node {hello.peer_node} is not a member of this cluster")
+        challenge, expected = self.peer_auth.challenge(hello)
+        await stream.send_all(encode_frame(0, challenge))
+        answer = await next_envelope()
+        if answer is None or not isinstance(answer.body, PeerProof) or not self.peer_auth.verify(expected, answer.body.proof):
+            log.warning("refused a peer connection claiming to be node %s: wrong peer secret", hello.peer_node)
+            return AuthFailedError("wrong peer secret")
+        return None
 
     async def _answer(self, env, pending: Awaitable[object | None], send: trio.MemorySendChannel, inflight: trio.Semaphore) -> None:
         kind = type(env.body).__name__

@@ -88,6 +88,7 @@ class LogStorage:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.log = Log.open(str(self.path), log_config)
+        self.state_dirty = False
         raw = _read_checked(self.path / "raft-state")
         if raw is None:
             start = self.log.log_start_offset
@@ -172,25 +173,31 @@ class LogStorage:
             self.log.truncate_after(first - 1)
             if any(c.last >= first for c in self._state.configs):
                 self._state.configs = [c for c in self._state.configs if c.last < first]
-                self._save()
-        configs = False
+                self.state_dirty = True
         for e in entries:
             self.log.append_at(entry_to_batch(e), e.index, e.term)
             if e.kind == EntryKind.CONFIG:
                 self._state.configs.append(e)
-                configs = True
-        if configs:
-            self._save()
+                self.state_dirty = True
 
-    def sync(self) -> None:
-        """fsync what `append` wrote (safe in a worker thread while the event loop reads)."""
-        self.log.flush()
+    def sync(self, log: bool = True) -> None:
+        """Make `raft-state` durable if a term, vote or membership change is pending, then
+        (with `log`) fsync what `append` wrote. Runs in a worker thread while the event
+        loop reads. The state goes first: configs it names beyond the log are dropped
+        on open, while a log entry whose CONFIG the state missed would be misread."""
+        if self.state_dirty:
+            self.state_dirty = False
+            self._save()
+        if log:
+            self.log.flush()
 
     def set_hard_state(self, hs: HardState) -> None:
+        """Record the hard state; a term or vote change must be made durable by `sync`
+        before any message that relies on it leaves (`state_dirty` says so)."""
         old = self._state.hard
         self._state.hard = hs
         if (hs.term, hs.vote) != (old.term, old.vote):
-            self._save()
+            self.state_dirty = True
 
     def apply_snapshot(self, snap: Snapshot) -> None:
         """The leader no longer has our next entry: restart the log after `snap.index`."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -38,9 +39,29 @@ from client.protocol import Metadata  # noqa: E402
 console = Console()
 
 
+PEER_PORT_OFFSET = 200   # node N's peer listener: --port + 200 + N - 1
+
+
 def layout(run_dir: Path) -> dict:
+    """The cluster's spec; `peers` are the nodes' client addresses, `peer_listen` their
+    peer listeners (added to a spec written before nodes had one)."""
     with open(run_dir / "cluster.json") as f:
-        return json.load(f)
+        spec = json.load(f)
+    if "peer_listen" not in spec:
+        spec["peer_listen"] = {n: f"127.0.0.1:{int(a.rsplit(':', 1)[1]) + PEER_PORT_OFFSET}"
+                               for n, a in spec["peers"].items()}
+    return spec
+
+
+def peer_secret(run_dir: Path) -> str:
+    """The secret the nodes prove to each other, made once per cluster directory (never
+    on a command line, where `ps` would show it)."""
+    path = run_dir / "peer-secret"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 def pid_of(run_dir: Path, node: int) -> int | None:
@@ -58,14 +79,17 @@ def pid_of(run_dir: Path, node: int) -> int | None:
 def start_node(run_dir: Path, spec: dict, node: int) -> int:
     ndir = run_dir / f"n{node}"
     ndir.mkdir(parents=True, exist_ok=True)
-    peers = ",".join(f"{i}={a}" for i, a in spec["peers"].items())
+    peers = ",".join(f"{i}={a}" for i, a in spec["peer_listen"].items())
+    advertise = ",".join(f"{i}={a}" for i, a in spec["peers"].items())
     cmd = [sys.executable, "-m", "node", "--id", str(node), "--listen", spec["peers"][str(node)],
-           "--peers", peers, "--data", str(ndir / "data"), "--fsync", spec["fsync"],
+           "--peer-listen", spec["peer_listen"][str(node)], "--peers", peers, "--advertise", advertise,
+           "--data", str(ndir / "data"), "--fsync", spec["fsync"],
            "--metrics", f"127.0.0.1:{spec['metrics_base'] + node}"]
     if spec.get("token"):
         cmd += ["--token", spec["token"]]
+    env = dict(os.environ, TIDEMQ_PEER_SECRET=peer_secret(run_dir))
     with open(ndir / "node.log", "ab") as logf:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     (ndir / "pid").write_text(str(proc.pid))
     return proc.pid
 
@@ -118,13 +142,16 @@ def cmd_up(args) -> None:
         spec = layout(run_dir)
     else:
         spec = {"peers": {str(i): f"127.0.0.1:{args.port + i - 1}" for i in range(1, args.nodes + 1)},
+                "peer_listen": {str(i): f"127.0.0.1:{args.port + PEER_PORT_OFFSET + i - 1}"
+                                for i in range(1, args.nodes + 1)},
                 "fsync": args.fsync, "token": args.token or os.environ.get("TIDEMQ_TOKEN"),
                 "metrics_base": args.port + 100 - 1, "dir": str(run_dir)}
         spec_path.write_text(json.dumps(spec, indent=2))
     for node in map(int, spec["peers"]):
         if pid_of(run_dir, node) is None:
             pid = start_node(run_dir, spec, node)
-            console.print(f"started node {node} (pid {pid}) on {spec['peers'][str(node)]}")
+            console.print(f"started node {node} (pid {pid}) on {spec['peers'][str(node)]} "
+                          f"(peers: {spec['peer_listen'][str(node)]})")
         else:
             console.print(f"node {node} already running")
     trio.run(wait_ready, spec, args.timeout)
@@ -231,7 +258,8 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", parents=[common], help="start the cluster (restarting a stopped one with its data)")
     up.add_argument("--nodes", type=int, default=3)
-    up.add_argument("--port", type=int, default=9401, help="first node's port; node N listens on PORT+N-1")
+    up.add_argument("--port", type=int, default=9401,
+                    help="first node's client port; node N listens on PORT+N-1, its peer listener on PORT+200+N-1")
     up.add_argument("--fsync", choices=["always", "interval", "never"], default="always")
     up.add_argument("--token", default=None, help="cluster token (default: $TIDEMQ_TOKEN)")
     up.add_argument("--timeout", type=float, default=60)

@@ -18,6 +18,7 @@ from .batch import (
     stamp,
     stamped,
     stamped_prefix,
+    validate,
     verify,
 )
 from .compression import Compression
@@ -34,6 +35,7 @@ from .errors import (
     CorruptBatchError,
     InvalidEpochError,
     InvalidOffsetError,
+    InvalidTimestampError,
     LogClosedError,
     OffsetOutOfRangeError,
     SegmentError,
@@ -50,6 +52,7 @@ __all__ = [
     "CorruptBatchError",
     "InvalidEpochError",
     "InvalidOffsetError",
+    "InvalidTimestampError",
     "Log",
     "LogClosedError",
     "LogConfig",
@@ -69,6 +72,7 @@ __all__ = [
     "stamp",
     "stamped",
     "stamped_prefix",
+    "validate",
     "transaction_marker_of",
     "verify",
 ]

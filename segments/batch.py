@@ -38,6 +38,8 @@ Public API:
 - `stamp(buf, base_offset, leader_epoch, pos=0)` in place, `stamped(...)` as a copy,
   `stamped_prefix(header, base_offset, leader_epoch)` for zero-copy writes.
 - `decode_records(buf, pos=0) -> list[Record]`: verify, decompress, decode.
+- `validate(buf, *, max_records_bytes, min_timestamp, max_timestamp)`: a producer's
+  batch checked as Kafka's LogValidator would, before it goes into the log.
 - `iter_batches(buf, *, check_crc=True, allow_partial=False)`: split a concatenation.
 
 Control batches (transaction markers, leader change, Raft configuration) are built
@@ -55,7 +57,7 @@ from typing import NamedTuple, TypeAlias
 from crc32c import crc32c
 
 from .compression import Compression, codec_of, compress, decompress
-from .errors import CorruptBatchError, TruncatedBatchError
+from .errors import CorruptBatchError, InvalidTimestampError, TruncatedBatchError, UnsupportedCompressionError
 from .varint import INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, append_varint, read_varint
 
 MAGIC = 2
@@ -439,6 +441,53 @@ def decode_records(buf: _Buffer, pos: int = 0) -> list[Record]:
             f"record count mismatch: {end - p} bytes left after {count} records"
         )
     return records
+
+
+def validate(buf: _Buffer, *, max_records_bytes: int, min_timestamp: int | None = None,
+             max_timestamp: int | None = None) -> BatchHeader:
+    """Check a producer's batch the way Kafka's LogValidator does before it is written:
+    one whole batch, CRC, a codec the log can read, records that decompress within
+    `max_records_bytes` and decode, offset deltas 0..n-1 with the count to match, create
+    times (other than -1, none) within [min_timestamp, max_timestamp], and a max
+    timestamp that is the records' own. The bytes are stored as they are, so what
+    passes here can always be decoded again (by a consumer, a replica, a scheduler).
+
+    Raises CorruptBatchError, UnsupportedCompressionError or InvalidTimestampError.
+    """
+    header = verify(buf)
+    if header.size != len(buf):
+        raise CorruptBatchError(f"{len(buf) - header.size} bytes after the batch; send one batch per request")
+    codec = codec_of(header.compression)
+    if codec not in (Compression.NONE, Compression.GZIP, Compression.ZSTD):
+        raise UnsupportedCompressionError(f"{codec.name} batches are not accepted; use none, gzip or zstd")
+    if header.attributes & TIMESTAMP_TYPE_MASK:
+        raise InvalidTimestampError("producers send create times; the broker sets LogAppendTime itself")
+    if header.is_control:
+        return header   # the caller decides who may write control batches
+    section = memoryview(buf)[HEADER_SIZE : header.size]
+    if codec is not Compression.NONE:
+        decompress(codec, section, limit=max_records_bytes)   # a bomb fails before decoding
+    records = decode_records(buf)
+    if len(records) != header.last_offset_delta + 1:
+        raise CorruptBatchError(f"{len(records)} records but the last offset delta says {header.last_offset_delta + 1}")
+    newest = -1
+    for i, r in enumerate(records):
+        if r.offset - header.base_offset != i:
+            raise CorruptBatchError(f"record {i} has offset delta {r.offset - header.base_offset}, not {i}")
+        if r.timestamp == -1:
+            continue
+        if r.timestamp < 0:
+            raise InvalidTimestampError(f"record {i} has timestamp {r.timestamp}")
+        if min_timestamp is not None and r.timestamp < min_timestamp:
+            raise InvalidTimestampError(f"record {i} timestamp {r.timestamp} is older than the topic accepts "
+                                        f"({min_timestamp})")
+        if max_timestamp is not None and r.timestamp > max_timestamp:
+            raise InvalidTimestampError(f"record {i} timestamp {r.timestamp} is too far in the future "
+                                        f"(the node accepts up to {max_timestamp}); check the producer's clock")
+        newest = max(newest, r.timestamp)
+    if newest != -1 and newest != header.max_timestamp:
+        raise CorruptBatchError(f"max timestamp {header.max_timestamp} is not the records' newest ({newest})")
+    return header
 
 
 def iter_batches(

@@ -53,21 +53,32 @@ def compress(codec: Compression, data: bytes | bytearray | memoryview) -> bytes:
     raise UnsupportedCompressionError(f"cannot compress with {codec.name}: codec not available")
 
 
-def decompress(codec: Compression, data: bytes | bytearray | memoryview) -> bytes:
-    """Decompress a records section; damaged input raises CorruptBatchError."""
+def decompress(codec: Compression, data: bytes | bytearray | memoryview, limit: int | None = None) -> bytes:
+    """Decompress a records section; damaged input raises CorruptBatchError, and so
+    does output beyond `limit` bytes (a few KiB of zeros can claim gigabytes)."""
     if codec is Compression.NONE:
         return bytes(data)
     if codec is Compression.GZIP:
         try:
-            return gzip.decompress(data)
+            d = zlib.decompressobj(wbits=31)   # the gzip container
+            out = d.decompress(data, (limit + 1) if limit is not None else 0)
+            if not d.eof and (limit is None or len(out) <= limit):
+                raise CorruptBatchError("gzip records section is truncated")
         except (OSError, EOFError, zlib.error) as exc:
             raise CorruptBatchError(f"gzip records section does not decompress: {exc}") from None
+        return _within(out, limit)
     if codec is Compression.ZSTD:
         # Frames written by streaming compressors (Kafka's Java client) may omit the
         # content size, so read as a stream rather than with one-shot decompress().
         try:
             with _ZSTD_DECOMPRESSOR.stream_reader(data, read_across_frames=True) as reader:
-                return reader.read()
+                return _within(reader.read() if limit is None else reader.read(limit + 1), limit)
         except zstandard.ZstdError as exc:
             raise CorruptBatchError(f"zstd records section does not decompress: {exc}") from None
     raise UnsupportedCompressionError(f"cannot decompress {codec.name}: codec not available")
+
+
+def _within(out: bytes, limit: int | None) -> bytes:
+    if limit is not None and len(out) > limit:
+        raise CorruptBatchError(f"records section decompresses to more than {limit} bytes")
+    return out

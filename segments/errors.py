@@ -47,6 +47,10 @@ class UnsupportedCompressionError(SegmentError):
     """The batch uses a compression codec this build cannot encode or decode."""
 
 
+class InvalidTimestampError(SegmentError):
+    """A record's timestamp is outside what the log accepts (negative, or too far from now)."""
+
+
 class OffsetOutOfRangeError(SegmentError):
     """An offset outside [log_start_offset, next_offset]."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import subprocess
@@ -11,11 +12,13 @@ from pathlib import Path
 import trio
 
 from client import Consumer
+from client.cluster import ClusterClient
 from client.connection import open_connection
 from client.errors import TideMQError
 from client.protocol import Metadata
 from node.broker import Broker
 from node.config import NodeConfig
+from node.peerauth import PeerCredential
 
 
 def _ephemeral_range() -> tuple[int, int]:
@@ -57,11 +60,27 @@ def free_ports(n: int) -> list[int]:
     raise RuntimeError(f"no {n} free loopback ports between {floor} and {low}")
 
 
+PEER_SECRET = "tidemq-tests-peer-secret-0123456789"
+
+
+def peer_client(peer_addrs: dict[int, str], as_node: int = 1) -> ClusterClient:
+    """A client that speaks as node `as_node` on the peer listeners (for tests of
+    broker-to-broker requests, which clients may not send)."""
+    return ClusterClient(list(peer_addrs.values()), peer=PeerCredential(as_node, PEER_SECRET),
+                         node_addrs=dict(peer_addrs))
+
+
 class LocalCluster:
+    """`peers` are the nodes' client addresses (what tests connect to); `peer_addrs`
+    their peer listeners."""
+
     def __init__(self, nursery: trio.Nursery, base: Path, n: int, **overrides) -> None:
         self.nursery = nursery
         self.base = base
-        self.peers = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(n))}
+        ports = free_ports(2 * n)
+        self.peers = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports[:n])}
+        self.peer_addrs = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports[n:])}
+        self.advertise = overrides.pop("advertise", None) or dict(self.peers)
         self.overrides = overrides
         self.brokers: dict[int, Broker] = {}
         self._scopes: dict[int, trio.CancelScope] = {}
@@ -73,7 +92,12 @@ class LocalCluster:
 
     def config(self, node: int) -> NodeConfig:
         return NodeConfig(node_id=node, listen=self.peers[node], data_dir=self.base / f"n{node}",
-                          peers=dict(self.peers), fsync="never", tick_ms=20, **self.overrides)
+                          peer_listen=self.peer_addrs[node], peers=dict(self.peer_addrs),
+                          advertise=dict(self.advertise), peer_secret=PEER_SECRET,
+                          fsync="never", tick_ms=20, **self.overrides)
+
+    def peer_client(self, as_node: int = 1) -> ClusterClient:
+        return peer_client(self.peer_addrs, as_node)
 
     async def start(self, node: int) -> Broker:
         broker = Broker(self.config(node))
@@ -149,7 +173,9 @@ class ProcessCluster:
         import sys
         self.base = base
         self.python = sys.executable
-        self.peers = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(n))}
+        ports = free_ports(2 * n)
+        self.peers = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports[:n])}   # client addresses
+        self.peer_addrs = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports[n:])}
         self.fsync = fsync
         self.token = token
         self.tick_ms = tick_ms
@@ -163,14 +189,20 @@ class ProcessCluster:
     def start(self, node: int) -> None:
         """Start one node process (plain subprocess, so sync tests can use it too)."""
         root = Path(__file__).resolve().parent.parent
-        peers = ",".join(f"{i}={a}" for i, a in self.peers.items())
-        cmd = [self.python, "-m", "node", "--id", str(node), "--listen", self.peers[node], "--peers", peers,
+        peers = ",".join(f"{i}={a}" for i, a in self.peer_addrs.items())
+        advertise = ",".join(f"{i}={a}" for i, a in self.peers.items())
+        cmd = [self.python, "-m", "node", "--id", str(node), "--listen", self.peers[node],
+               "--peer-listen", self.peer_addrs[node], "--peers", peers, "--advertise", advertise,
                "--data", str(self.base / f"n{node}"), "--fsync", self.fsync, "--tick-ms", str(self.tick_ms)]
         if self.token:
             cmd += ["--token", self.token]
         cmd += self.extra_args
+        env = dict(os.environ, TIDEMQ_PEER_SECRET=PEER_SECRET)
         with open(self.base / f"n{node}.log", "ab") as logf:
-            self.procs[node] = subprocess.Popen(cmd, cwd=root, stdout=logf, stderr=logf)
+            self.procs[node] = subprocess.Popen(cmd, cwd=root, stdout=logf, stderr=logf, env=env)
+
+    def peer_client(self, as_node: int = 1) -> ClusterClient:
+        return peer_client(self.peer_addrs, as_node)
 
     def alive(self, node: int) -> bool:
         proc = self.procs.get(node)

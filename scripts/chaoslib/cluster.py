@@ -12,6 +12,8 @@ killed by `close()`, which the runner calls in a `finally`.
 
 from __future__ import annotations
 
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -43,6 +45,7 @@ class ChaosCluster:
         self.nodes = sorted(real)
         self.procs: dict[int, subprocess.Popen] = {}
         self.paused: set[int] = set()
+        self.peer_secret = secrets.token_urlsafe(32)   # the nodes' shared peer secret for this run
 
     def data_dir(self, node: int) -> Path:
         return self.run_dir / f"n{node}" / "data"
@@ -52,7 +55,8 @@ class ChaosCluster:
     def command(self, node: int) -> list[str]:
         peers = ",".join(f"{i}={a}" for i, a in self.net.peers_for(node).items())
         advertise = ",".join(f"{i}={a}" for i, a in self.net.advertised().items())
-        return [sys.executable, "-m", "node", "--id", str(node), "--listen", self.real[node], "--peers", peers,
+        return [sys.executable, "-m", "node", "--id", str(node), "--listen", self.real[node],
+                "--peer-listen", self.net.real_peer[node], "--peers", peers,
                 "--advertise", advertise, "--data", str(self.data_dir(node)), "--fsync", self.fsync,
                 "--tick-ms", str(self.tick_ms)]
 
@@ -62,7 +66,8 @@ class ChaosCluster:
         (self.run_dir / f"n{node}").mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / f"n{node}" / "node.log", "ab") as logf:
             self.procs[node] = subprocess.Popen(self.command(node), cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
+                                                start_new_session=True,
+                                                env=dict(os.environ, TIDEMQ_PEER_SECRET=self.peer_secret))
         self.paused.discard(node)
 
     def alive(self, node: int) -> bool:

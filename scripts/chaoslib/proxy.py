@@ -208,11 +208,13 @@ class LinkProxy:
 class ProxyNet:
     """Every link of an n-node cluster through its own proxy (see the module docstring)."""
 
-    def __init__(self, real: dict[int, str]) -> None:
+    def __init__(self, real: dict[int, str], real_peer: dict[int, str] | None = None) -> None:
+        """`real`: the nodes' client listeners; `real_peer`: their peer listeners."""
         self.real = dict(real)
+        self.real_peer = dict(real_peer or real)
         self.nodes = sorted(real)
         self.peer: dict[tuple[int, int], LinkProxy] = {
-            (i, j): LinkProxy(f"n{i}->n{j}", real[j]) for i in self.nodes for j in self.nodes if i != j}
+            (i, j): LinkProxy(f"n{i}->n{j}", self.real_peer[j]) for i in self.nodes for j in self.nodes if i != j}
         self.client: dict[int, LinkProxy] = {j: LinkProxy(f"clients->n{j}", real[j]) for j in self.nodes}
 
     @property
@@ -224,11 +226,11 @@ class ProxyNet:
             await nursery.start(link.serve)
 
     def peers_for(self, node: int) -> dict[int, str]:
-        """The --peers map of `node`: itself at its real address, every other node at the
-        proxy of the link node -> other."""
+        """The --peers map of `node`: itself at its real peer listener, every other node
+        at the proxy of the link node -> other."""
         out = {}
         for j in self.nodes:
-            addr = self.real[j] if j == node else self.peer[(node, j)].addr
+            addr = self.real_peer[j] if j == node else self.peer[(node, j)].addr
             assert addr is not None, "start the proxies first"
             out[j] = addr
         return out

@@ -59,8 +59,10 @@ async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report
     history.record("schedule", t=0.0, steps=[s.to_json() for s in schedule])
     say(f"seed {opts.seed}: {len(schedule)} faults over {opts.duration:.0f}s ({', '.join(opts.faults) or 'none'}); "
         f"run directory {run_dir}")
-    real = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(free_ports(opts.nodes))}
-    net = ProxyNet(real)
+    ports = free_ports(2 * opts.nodes)
+    real = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[:opts.nodes])}
+    real_peer = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[opts.nodes:])}
+    net = ProxyNet(real, real_peer)
     cluster = ChaosCluster(run_dir, real, net, tick_ms=opts.tick_ms)
     limit = opts.setup_timeout + opts.duration + 2 * opts.settle_timeout + opts.drain_timeout + 180
     try:

@@ -176,14 +176,15 @@ async def test_target_down_closes_the_dialers_connection():
 
 async def test_proxy_net_wires_every_link():
     real = {1: "127.0.0.1:1", 2: "127.0.0.1:2", 3: "127.0.0.1:3"}
-    net = ProxyNet(real)
+    real_peer = {1: "127.0.0.1:11", 2: "127.0.0.1:12", 3: "127.0.0.1:13"}
+    net = ProxyNet(real, real_peer)
     async with trio.open_nursery() as nursery:
         await net.start(nursery)
         assert len(net.links) == 6 + 3
         peers = net.peers_for(2)
-        assert peers[2] == real[2]
+        assert peers[2] == real_peer[2]
         assert peers[1] == net.peer[(2, 1)].addr and peers[3] == net.peer[(2, 3)].addr
-        assert net.peer[(2, 1)].target == real[1]
+        assert net.peer[(2, 1)].target == real_peer[1]
         assert set(net.advertised()) == {1, 2, 3} and net.client[3].target == real[3]
         assert len({link.addr for link in net.links}) == 9
         touching = net.touching(1)

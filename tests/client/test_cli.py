@@ -157,7 +157,8 @@ async def test_group_list_and_describe_show_members_offsets_and_lag(tidemq, clus
     async with ClusterClient(cluster.bootstrap, token=TOKEN) as client:
         await commit_offsets(client, "audit", {("gt", 0): last.offset - 2})
         # a transaction about to commit audit's offset of gt-0 (as its coordinator records it)
-        await client.coordinator_request("audit", PendTxnOffsets("audit", "billing-7", 1, [TopicPartition("gt", 0)]))
+        async with cluster.peer_client() as node:   # as the transaction coordinator, a node, sends it
+            await node.coordinator_request("audit", PendTxnOffsets("audit", "billing-7", 1, [TopicPartition("gt", 0)]))
         async with GroupMember(client, "live", ["gt"], client_id="member-a") as member:
             with trio.fail_after(20):   # until the coordinator has heard that the member holds gt-0
                 while not any(m.assignment for m in (await describe_group(client, "live")).members):

@@ -31,10 +31,10 @@ async def proxied_cluster(tmp_path, n: int = 1, peer_links: bool = False, **over
     through a proxy per direction too (`net.peer[(i, j)]`)."""
     async with trio.open_nursery() as nursery:
         cluster = LocalCluster(nursery, tmp_path, n, **overrides)
-        net = ProxyNet(cluster.peers)
+        net = ProxyNet(cluster.peers, cluster.peer_addrs)
         for link in net.links if peer_links else net.client.values():
             await nursery.start(link.serve)
-        cluster.overrides["advertise"] = net.advertised()
+        cluster.advertise = net.advertised()
         if peer_links:
             direct = cluster.config
 

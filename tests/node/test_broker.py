@@ -120,7 +120,7 @@ async def test_controller_only_commands_redirect(tmp_path):
 async def test_retention_and_follower_restart_from_log_start(tmp_path):
     """A follower that was down while retention dropped the prefix it lacks restarts
     from the leader's log start (a snapshot of the partition) and then catches up."""
-    async with local_cluster(tmp_path, retention_check_ms=50) as cluster:
+    async with local_cluster(tmp_path, retention_check_ms=50, min_segment_bytes=1024) as cluster:
         addr = await controller_conn_addr(cluster)
         async with open_connection(addr) as conn:
             with pytest.raises(InvalidConfigError, match="unknown topic config"):

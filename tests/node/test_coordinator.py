@@ -212,12 +212,14 @@ async def test_commits_fetches_and_who_may_commit(tmp_path):
 async def test_transactional_offsets_are_checked_held_pending_and_written_once(tmp_path):
     """KIP-447: a transaction's offsets are checked against the member that sends them
     and held pending; a consumer starting there waits for the outcome."""
-    async with cluster(tmp_path) as c, ClusterClient(c.bootstrap) as client:
+    async with cluster(tmp_path) as c, ClusterClient(c.bootstrap) as client, c.peer_client() as node:
         await setup(c, client)
 
         async def ask(body):
             with trio.fail_after(10):
-                return await client.coordinator_request("g", body)
+                # Pend and End come from a transaction coordinator: a node, on the peer listener.
+                return await (node if isinstance(body, (PendTxnOffsets, EndTxnOffsets)) else client).coordinator_request(
+                    "g", body)
 
         async def fetch(stable=True):
             resp = await ask(OffsetFetch("g", [TopicPartition(*mine)], stable))

@@ -6,10 +6,14 @@ import pytest
 import trio
 
 from client.connection import open_connection
-from client.errors import AuthFailedError, ConnectionClosedError, UnknownTopicError, UnknownError
-from client.protocol import (
-    ListOffsets, ListOffsetsResponse, Metadata, PROTOCOL_VERSION, Produce, encode_frame, Hello,
+from client.errors import (
+    AuthFailedError, ClusterAuthorizationError, ConnectionClosedError, UnknownTopicError, UnknownError,
 )
+from client.protocol import (
+    EndTxnOffsets, ListOffsets, ListOffsetsResponse, Metadata, PeerMessages, PeerProof, PendTxnOffsets,
+    PROTOCOL_VERSION, Produce, WriteTxnMarker, encode_frame, Hello,
+)
+from node.peerauth import PeerCredential
 from node.server import Server
 
 
@@ -131,13 +135,69 @@ async def test_connection_refused_is_clear():
             pass
 
 
-async def test_peer_connection_delivers_payloads(nursery):
-    from client.protocol import PeerMessages
-    addr, payloads = await start(nursery)
-    s = await trio.open_tcp_stream("127.0.0.1", int(addr.split(":")[1]))
-    await s.send_all(encode_frame(0, Hello(PROTOCOL_VERSION, peer_node=2)) + encode_frame(0, PeerMessages(b"abc")))
-    with trio.fail_after(5):
-        while not payloads:
-            await trio.sleep(0.01)
+SECRET = "peer-secret-for-the-server-tests"
+
+
+async def start_peer_listener(nursery, secret=SECRET, peer_ids=(1, 2, 3)):
+    payloads = []
+    server = Server(1, EchoHandler(), lambda frm, payload: payloads.append((frm, payload)), max_frame_bytes=1 << 20,
+                    peer_auth=PeerCredential(1, secret), peer_ids=peer_ids)
+    listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+    return f"127.0.0.1:{listeners[0].socket.getsockname()[1]}", payloads
+
+
+async def test_a_node_with_the_secret_gets_in_and_its_raft_traffic_is_delivered(nursery):
+    addr, payloads = await start_peer_listener(nursery)
+    async with open_connection(addr, peer=PeerCredential(2, SECRET)) as conn:
+        assert conn.node_id == 1
+        await conn.send_only(PeerMessages(b"abc"))
+        assert (await conn.request(ListOffsets("ok", 0, 3))).offset == 3   # requests too
     assert payloads == [(2, b"abc")]
-    await s.aclose()
+
+
+async def test_a_wrong_peer_secret_is_refused_and_delivers_nothing(nursery):
+    addr, payloads = await start_peer_listener(nursery)
+    with pytest.raises(AuthFailedError, match="does not hold"):
+        # The listener proves itself first: a dialer with another secret refuses it.
+        async with open_connection(addr, peer=PeerCredential(2, "another-secret-entirely")):
+            pass
+    s = await trio.open_tcp_stream("127.0.0.1", int(addr.split(":")[1]))
+    await s.send_all(encode_frame(0, Hello(PROTOCOL_VERSION, peer_node=2, nonce=b"n" * 32))
+                     + encode_frame(0, PeerProof(b"x" * 32)) + encode_frame(0, PeerMessages(b"abc")))
+    with trio.fail_after(5):
+        data = b""
+        while chunk := await s.receive_some(65536):
+            data += chunk
+    assert b"wrong peer secret" in data and payloads == []
+
+
+async def test_only_members_and_only_nodes_get_onto_the_peer_listener(nursery):
+    addr, _ = await start_peer_listener(nursery, peer_ids=(1, 2))
+    with pytest.raises(ClusterAuthorizationError, match="not a member"):
+        async with open_connection(addr, peer=PeerCredential(7, SECRET)):
+            pass
+    with pytest.raises(ClusterAuthorizationError, match="clients use --listen"):
+        async with open_connection(addr):
+            pass
+
+
+async def test_the_client_listener_refuses_peers_and_broker_to_broker_requests(nursery):
+    addr, payloads = await start(nursery)
+    with pytest.raises(ClusterAuthorizationError, match="client listener"):
+        async with open_connection(addr, peer=PeerCredential(2, SECRET)):
+            pass
+    async with open_connection(addr) as conn:
+        for body in (PeerMessages(b"abc"), WriteTxnMarker("t", 0, 1, 0, True, 1),
+                     PendTxnOffsets("g", "tid", 1, []), EndTxnOffsets("g", "tid", 1, True, [])):
+            with pytest.raises(ClusterAuthorizationError, match="nodes only"):
+                await conn.request(body)
+        assert (await conn.request(ListOffsets("ok", 0, 4))).offset == 4   # the connection goes on
+    assert payloads == []
+
+
+async def test_a_big_frame_before_hello_closes_the_connection(nursery):
+    addr, _ = await start(nursery)
+    s = await trio.open_tcp_stream("127.0.0.1", int(addr.split(":")[1]))
+    await s.send_all(struct.pack(">IB", 1 << 20, PROTOCOL_VERSION) + b"\0" * 1000)
+    with trio.fail_after(5):
+        assert await s.receive_some(100) == b""

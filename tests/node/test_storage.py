@@ -45,3 +45,14 @@ def test_commit_survives_a_reopen_only_as_far_as_the_log(tmp_path):
     again = _open(tmp_path)
     assert again.initial_state()[0] == HardState(term=2, vote=1, commit=2)
     again.close()
+
+
+def test_a_vote_is_written_by_sync_not_on_the_event_loop(tmp_path):
+    st = _open(tmp_path)
+    before = (tmp_path / "g" / "raft-state").read_bytes()
+    st.set_hard_state(HardState(term=3, vote=2, commit=-1))
+    assert st.state_dirty and (tmp_path / "g" / "raft-state").read_bytes() == before
+    st.sync(log=False)      # the replica runs this in a worker thread before sending
+    assert not st.state_dirty
+    again = _open(tmp_path)
+    assert again.initial_state()[0] == HardState(term=3, vote=2, commit=-1)

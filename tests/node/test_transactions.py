@@ -62,7 +62,7 @@ async def begin(client, tid, *topics):
 
 async def test_markers_close_transactions_and_survive_a_restart(tmp_path):
     async with local_cluster(tmp_path, 3, offsets_partitions=1, txn_partitions=1) as c:
-        async with ClusterClient(c.bootstrap) as client:
+        async with ClusterClient(c.bootstrap) as client, c.peer_client() as node:
             with trio.fail_after(30):
                 await client.controller_request(CreateTopic("t", 1, 3))
                 await c.wait_leaders("t")
@@ -89,11 +89,12 @@ async def test_markers_close_transactions_and_survive_a_restart(tmp_path):
                 res = await fetch(READ_COMMITTED)
                 assert res.last_stable_offset == first and res.records == b""
                 assert (await fetch(READ_UNCOMMITTED)).last_stable_offset == first
-                await client.leader_request("t", 0, WriteTxnMarker("t", 0, a, 0, commit=False, coordinator_epoch=3))
-                await client.leader_request("t", 0, WriteTxnMarker("t", 0, b, 0, commit=True, coordinator_epoch=3))
+                # Markers come from a transaction coordinator: a node, on the peer listener.
+                await node.leader_request("t", 0, WriteTxnMarker("t", 0, a, 0, commit=False, coordinator_epoch=3))
+                await node.leader_request("t", 0, WriteTxnMarker("t", 0, b, 0, commit=True, coordinator_epoch=3))
                 # A deposed coordinator (older epoch) may not write a marker any more.
                 with pytest.raises(ProducerFencedError):
-                    await client.leader_request("t", 0, WriteTxnMarker("t", 0, a, 0, commit=True, coordinator_epoch=2))
+                    await node.leader_request("t", 0, WriteTxnMarker("t", 0, a, 0, commit=True, coordinator_epoch=2))
                 res = await fetch(READ_COMMITTED)
                 assert res.last_stable_offset == res.high_watermark > plain
                 assert res.aborted == [AbortedTxn(a, first)]
@@ -168,7 +169,7 @@ async def test_a_partition_accepts_a_transaction_only_once_its_coordinator_confi
 
 async def test_a_marker_written_while_the_coordinator_is_asked_fails_the_held_batches(tmp_path):
     async with local_cluster(tmp_path, 3, offsets_partitions=1, txn_partitions=1) as c:
-        async with ClusterClient(c.bootstrap) as client:
+        async with ClusterClient(c.bootstrap) as client, c.peer_client() as node:
             with trio.fail_after(40):
                 await client.controller_request(CreateTopic("t", 1, 3))
                 leader = (await c.wait_leaders("t"))[0]
@@ -192,8 +193,8 @@ async def test_a_marker_written_while_the_coordinator_is_asked_fails_the_held_ba
 
                     nursery.start_soon(produce)
                     await asked.wait()
-                    await client.leader_request("t", 0, WriteTxnMarker("t", 0, pid, 0, commit=False,
-                                                                       coordinator_epoch=1))
+                    await node.leader_request("t", 0, WriteTxnMarker("t", 0, pid, 0, commit=False,
+                                                                     coordinator_epoch=1))
                     answer.set()
                 lso = (await client.leader_request("t", 0, ListOffsets("t", 0, isolation=READ_COMMITTED))).offset
                 assert lso == part.high_watermark                 # nothing left open

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 from segments.batch import (
+    ATTRIBUTES_OFFSET,
     HEADER_SIZE,
     Record,
     TimestampType,
@@ -20,10 +21,11 @@ from segments.batch import (
     stamp,
     stamped,
     stamped_prefix,
+    validate,
     verify,
 )
 from segments.compression import Compression
-from segments.errors import CorruptBatchError, TruncatedBatchError, UnsupportedCompressionError
+from segments.errors import CorruptBatchError, InvalidTimestampError, TruncatedBatchError, UnsupportedCompressionError
 from segments.varint import append_varint, read_varint, size_of_varint
 
 from .helpers import make_batch, recrc
@@ -365,3 +367,63 @@ def test_varint_limits():
         read_varint(b"\xff" * 9 + b"\x7f", 0, 10, 10)
     with pytest.raises(CorruptBatchError, match="ends inside a varint at byte 2"):
         read_varint(b"\x00\x00\x80", 2, 3, 5)
+
+
+# -- validate: a producer's batch before it goes into the log -------------------------------
+
+
+def _recs(n, ts=1_700_000_000_000):
+    return [(b"k%d" % i, b"v%d" % i, (), ts + i) for i in range(n)]
+
+
+def test_validate_accepts_what_build_batch_makes():
+    for codec in (Compression.NONE, Compression.GZIP, Compression.ZSTD):
+        data = build_batch(_recs(5), compression=codec)
+        h = validate(data, max_records_bytes=1 << 20, min_timestamp=0, max_timestamp=1 << 60)
+        assert h.record_count == 5
+
+
+def test_validate_refuses_garbage_records_with_a_valid_crc():
+    good = bytearray(build_batch(_recs(3)))
+    good[HEADER_SIZE] = 0x7F                       # the first record's length
+    garbage = recrc(good)
+    verify(garbage)                                # the CRC is fine...
+    with pytest.raises(CorruptBatchError):
+        validate(garbage, max_records_bytes=1 << 20)   # ...the records are not
+
+
+def test_validate_refuses_codecs_it_cannot_read_and_log_append_time():
+    data = bytearray(build_batch(_recs(1)))
+    for attrs, err in ((int(Compression.LZ4), UnsupportedCompressionError), (0x08, InvalidTimestampError)):
+        b = bytearray(data)
+        b[ATTRIBUTES_OFFSET:ATTRIBUTES_OFFSET + 2] = attrs.to_bytes(2, "big")
+        with pytest.raises(err):
+            validate(recrc(b), max_records_bytes=1 << 20)
+
+
+def test_validate_bounds_the_decompressed_size():
+    bomb = build_batch([(None, bytes(4 << 20), (), 1)], compression=Compression.GZIP)
+    assert len(bomb) < 64 * 1024
+    with pytest.raises(CorruptBatchError, match="more than"):
+        validate(bomb, max_records_bytes=1 << 20)
+    zbomb = build_batch([(None, bytes(4 << 20), (), 1)], compression=Compression.ZSTD)
+    with pytest.raises(CorruptBatchError, match="more than"):
+        validate(zbomb, max_records_bytes=1 << 20)
+
+
+def test_validate_checks_timestamps_against_the_window():
+    data = build_batch(_recs(2, ts=5_000))
+    validate(data, max_records_bytes=1 << 20, min_timestamp=1_000, max_timestamp=10_000)
+    with pytest.raises(InvalidTimestampError, match="future"):
+        validate(data, max_records_bytes=1 << 20, max_timestamp=5_000)
+    with pytest.raises(InvalidTimestampError, match="older"):
+        validate(data, max_records_bytes=1 << 20, min_timestamp=5_001)
+    year_9999 = build_batch([(None, b"x", (), 253_402_300_799_000)])
+    with pytest.raises(InvalidTimestampError):
+        validate(year_9999, max_records_bytes=1 << 20, max_timestamp=10_000)
+
+
+def test_validate_refuses_trailing_bytes():
+    data = build_batch(_recs(1))
+    with pytest.raises(CorruptBatchError, match="after the batch"):
+        validate(data + b"\0", max_records_bytes=1 << 20)
