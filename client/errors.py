@@ -46,6 +46,7 @@ class ErrorCode(enum.IntEnum):
     CLUSTER_AUTHORIZATION_FAILED = 27
     UNSUPPORTED_COMPRESSION = 28
     INVALID_TIMESTAMP = 29
+    CONNECTION_LIMIT = 30
 
 
 class TideMQError(Exception):
@@ -130,6 +131,8 @@ UnsupportedCompressionError = _error("UnsupportedCompressionError", ErrorCode.UN
                                      "The batch's compression codec is not accepted (use none, gzip or zstd).")
 InvalidTimestampError = _error("InvalidTimestampError", ErrorCode.INVALID_TIMESTAMP, False,
                                "A record's timestamp is negative or too far from the broker's clock.")
+ConnectionLimitError = _error("ConnectionLimitError", ErrorCode.CONNECTION_LIMIT, True,
+                              "The node has as many connections as it allows; retry, or ask another node.")
 ClusterAuthorizationError = _error("ClusterAuthorizationError", ErrorCode.CLUSTER_AUTHORIZATION_FAILED, False,
                                    "Only the cluster's own nodes may send this (Raft and broker-to-broker requests), "
                                    "and only on the peer listener.")

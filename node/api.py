@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from node.partition import Partition
 
 MAX_WAIT_MS = 30_000
+MAX_FETCH_BYTES = 16 * 1024 * 1024     # one fetch answer at most (a single larger batch still goes whole)
+MAX_FETCH_PARTITIONS = 1000
 
 
 class Api:
@@ -161,7 +163,7 @@ class Api:
 
     def _read(self, req: Fetch) -> tuple[list[FetchResult], int]:
         results, total = [], 0
-        budget = req.max_bytes
+        budget = min(req.max_bytes, MAX_FETCH_BYTES)
         for fp in req.partitions:
             res = FetchResult(fp.topic, fp.partition)
             try:
@@ -169,7 +171,7 @@ class Api:
                 if not part.is_leader:
                     raise part.not_leader()
                 if budget > 0:
-                    records, lso, aborted = part.read_isolated(fp.offset, min(fp.max_bytes, max(budget, 1)),
+                    records, lso, aborted = part.read_isolated(fp.offset, max(1, min(fp.max_bytes, budget)),
                                                                req.isolation)
                 else:
                     records, lso, aborted = b"", part.last_stable_offset, []
@@ -190,8 +192,8 @@ class Api:
     async def fetch(self, req: Fetch) -> FetchResponse:
         """Long poll: answer as soon as min_bytes are there, an error occurs, or
         max_wait_ms passes."""
-        if not req.partitions:
-            raise InvalidRequestError("fetch names no partitions")
+        if not 0 < len(req.partitions) <= MAX_FETCH_PARTITIONS:
+            raise InvalidRequestError(f"a fetch names 1..{MAX_FETCH_PARTITIONS} partitions, not {len(req.partitions)}")
         deadline = trio.current_time() + min(max(req.max_wait_ms, 0), MAX_WAIT_MS) / 1000
         while True:
             results, total = self._read(req)

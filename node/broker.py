@@ -43,7 +43,7 @@ from node.peerauth import PeerCredential, new_secret
 from node.peerguard import MAX_TERM, refusal as peer_refusal
 from node.peers import PeerTransport
 from node.replica import Replica
-from node.server import Server
+from node.server import ConnectionLimits, Server
 from node.transactions import TXN_TOPIC, TransactionCoordinator, TxnStatePartition
 from node.storage import LogStorage
 from raft.core import Config as RaftConfig, RaftNode
@@ -94,13 +94,15 @@ class Broker:
         self.halves = HalfCoordinator(self)
         from node.api import Api
         self.api = Api(self)
+        limits = ConnectionLimits(config.max_connections, config.max_queued_bytes_per_connection,
+                                  config.idle_timeout_s)
         self.server = Server(self.id, self.api, self._on_peer_payload, token=config.token,
                              max_frame_bytes=config.max_frame_bytes,
-                             max_inflight=config.max_inflight_per_connection, metrics=self.metrics)
+                             max_inflight=config.max_inflight_per_connection, metrics=self.metrics, limits=limits)
         self.peer_server = Server(self.id, self.api, self._on_peer_payload,
                                   max_frame_bytes=config.max_frame_bytes,
                                   max_inflight=config.max_inflight_per_connection, metrics=self.metrics,
-                                  peer_auth=self.credential, peer_ids=config.peers)
+                                  peer_auth=self.credential, peer_ids=config.peers, limits=limits)
         self._cmd_results: dict[int, object] = {}
         self._replayed_until = -1
         self._loaded = False

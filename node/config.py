@@ -77,6 +77,9 @@ class NodeConfig:
     message_timestamp_after_max_ms: int | None = 3_600_000    # how far ahead of this node's clock
     max_frame_bytes: int = 16 * 1024 * 1024 + 4096
     max_inflight_per_connection: int = 256
+    max_connections: int = 1000              # per listener
+    max_queued_bytes_per_connection: int = 64 * 1024 * 1024   # answers not yet read by the client
+    idle_timeout_s: float = 600.0            # a client connection with nothing asked or owed
     offsets_partitions: int = 8          # partitions of __consumer_offsets (fixed once created)
     txn_partitions: int = 4              # partitions of __transaction_state (fixed once created)
     half_partitions: int = 4             # partitions of __half_messages (fixed once created)

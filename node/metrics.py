@@ -23,6 +23,8 @@ class NodeMetrics:
         self.auth_failures = Counter("tidemq_auth_failures",
                                      "Connections refused: bad token, wrong peer secret, or a peer Hello on the client listener",
                                      registry=r)
+        self.connections_refused = Counter("tidemq_connections_refused",
+                                           "Connections refused because the listener was at its cap", registry=r)
         self.peer_messages_refused = Counter("tidemq_peer_messages_refused",
                                              "Raft messages from a peer dropped for a forged sender, non-membership or "
                                              "values out of range", registry=r)

@@ -19,6 +19,7 @@ their requests to each other.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import math
@@ -27,7 +28,7 @@ from typing import Awaitable, Callable, Collection, Protocol
 import trio
 
 from client.errors import (
-    AuthFailedError, ClusterAuthorizationError, ErrorCode, RemoteProtocolError, TideMQError, UnsupportedVersionError,
+    AuthFailedError, ClusterAuthorizationError, ConnectionLimitError, ErrorCode, RemoteProtocolError, TideMQError, UnsupportedVersionError,
 )
 from client.protocol import (
     EndTxnOffsets, ErrorResponse, FrameDecoder, Hello, HelloOk, PeerMessages, PeerProof, PendTxnOffsets,
@@ -93,6 +94,44 @@ async def _raise(exc: Exception) -> None:
     raise exc
 
 
+class _Outbox:
+    """Answers waiting to be written, with their bytes counted: past the budget the
+    reader stops taking requests until the client reads (TCP backpressure, as Kafka
+    mutes a channel whose sends are pending)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.queued = 0
+        self.send, self.receive = trio.open_memory_channel[bytes](math.inf)
+        self._drained = trio.Event()
+
+    def put(self, frame: bytes) -> None:
+        try:
+            self.send.send_nowait(frame)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return
+        self.queued += len(frame)
+
+    def sent(self, n: int) -> None:
+        self.queued -= n
+        if self.queued <= self.budget:
+            self._drained.set()
+
+    async def wait_below_budget(self) -> None:
+        while self.queued > self.budget:
+            self._drained = trio.Event()
+            await self._drained.wait()
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionLimits:
+    """What one listener lets connections hold (docs/security.md lists the defaults)."""
+
+    max_connections: int = 1000
+    max_queued_bytes: int = 64 * 1024 * 1024   # answers written but not yet read, per connection
+    idle_timeout_s: float | None = 600.0      # a client connection with nothing asked or owed (Kafka: 10 min)
+
+
 class Server:
     def __init__(
         self,
@@ -106,6 +145,7 @@ class Server:
         metrics=None,
         peer_auth: PeerCredential | None = None,
         peer_ids: Collection[int] = (),
+        limits: ConnectionLimits = ConnectionLimits(),
     ) -> None:
         """With `peer_auth` this is the peer listener: only the nodes in `peer_ids`,
         proving the peer secret, get in; without, the client listener, which refuses
@@ -119,6 +159,7 @@ class Server:
         self.max_frame_bytes = max_frame_bytes
         self.max_inflight = max_inflight
         self.metrics = metrics
+        self.limits = limits
         self.connections = 0
 
     async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -136,6 +177,13 @@ class Server:
         # Whatever happens on one connection ends there: nothing may escape into the
         # listener's nursery, or one bad client would stop the node.
         try:
+            if self.connections > self.limits.max_connections:
+                if self.metrics:
+                    self.metrics.connections_refused.inc()
+                with trio.move_on_after(1):
+                    await stream.send_all(encode_frame(0, error_body(ConnectionLimitError(
+                        f"node {self.node_id} has {self.limits.max_connections} connections open; retry later"))))
+                return
             await self._run(stream, addr)
         except* RemoteProtocolError as group:
             log.warning("closing connection from %s: %s", addr, group.exceptions[0])
@@ -184,12 +232,25 @@ class Server:
         body: Hello = hello.body
         client = ClientInfo(addr, body.client_id, body.peer_node if self.peer_auth is not None else None)
 
-        send, receive = trio.open_memory_channel[bytes](math.inf)
+        outbox = _Outbox(self.limits.max_queued_bytes)
         inflight = trio.Semaphore(self.max_inflight)
+        idle_s = None if client.peer_node is not None else self.limits.idle_timeout_s
+
+        async def next_request():
+            """The next envelope; None at EOF, or once the connection sat idle too long
+            (nothing asked, nothing owed)."""
+            while True:
+                await outbox.wait_below_budget()   # a client that never reads is not read either
+                with trio.move_on_after(idle_s if idle_s is not None else math.inf) as idle:
+                    return await next_envelope()
+                if idle.cancelled_caught and inflight.value == self.max_inflight and not outbox.queued:
+                    log.info("closing connection from %s: idle for %ss", addr, idle_s)
+                    return None
+
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._writer, stream, receive)
-            async with send:
-                while (env := await next_envelope()) is not None:
+            nursery.start_soon(self._writer, stream, outbox)
+            async with outbox.send:
+                while (env := await next_request()) is not None:
                     if client.peer_node is not None and isinstance(env.body, PeerMessages):
                         self.on_peer_messages(client.peer_node, env.body.payload)
                         continue
@@ -202,7 +263,7 @@ class Server:
                             pending = self.handler.dispatch(env.body, client)
                         except Exception as exc:
                             pending = _raise(exc)
-                    nursery.start_soon(self._answer, env, pending, send, inflight)
+                    nursery.start_soon(self._answer, env, pending, outbox, inflight)
                 # Reader done (EOF): let in-flight requests finish, then the writer drains.
             nursery.cancel_scope.deadline = trio.current_time() + 30
 
@@ -230,7 +291,7 @@ class Server:
             return AuthFailedError("wrong peer secret")
         return None
 
-    async def _answer(self, env, pending: Awaitable[object | None], send: trio.MemorySendChannel, inflight: trio.Semaphore) -> None:
+    async def _answer(self, env, pending: Awaitable[object | None], outbox: _Outbox, inflight: trio.Semaphore) -> None:
         kind = type(env.body).__name__
         start = trio.current_time()
         resp = None
@@ -252,10 +313,7 @@ class Server:
                 log.exception("request %s failed", kind)
                 resp = ErrorResponse(int(ErrorCode.UNKNOWN), f"{type(exc).__name__}: {exc}")
             if resp is not None:
-                try:
-                    send.send_nowait(encode_frame(env.id, resp))
-                except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    pass
+                outbox.put(encode_frame(env.id, resp))
         finally:
             inflight.release()
             if self.metrics:
@@ -263,13 +321,15 @@ class Server:
                                              "error" if isinstance(resp, ErrorResponse) else "ok")
 
     @staticmethod
-    async def _writer(stream: trio.SocketStream, receive: trio.MemoryReceiveChannel) -> None:
-        async with receive:
-            async for frame in receive:
+    async def _writer(stream: trio.SocketStream, outbox: _Outbox) -> None:
+        async with outbox.receive:
+            async for frame in outbox.receive:
                 frames = [frame]
                 while len(frames) < 64:
                     try:
-                        frames.append(receive.receive_nowait())
+                        frames.append(outbox.receive.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):  # nothing more now / the reader finished
                         break
                 await stream.send_all(b"".join(frames))
+                outbox.sent(sum(len(f) for f in frames))
+

@@ -3,7 +3,8 @@
     <dir>/00000000000000000000.log ...   the partition log (segments.Log): the Raft log
     <dir>/raft-state                     term, vote, commit, the log-start snapshot
                                          metadata, and the CONFIG entries in the log
-    <dir>/snapshot                       group 0 only: the controller state at the snapshot
+    <dir>/snapshot                       group 0 (and half messages): the state machine at the
+                                         snapshot, with the index, term and membership it covers
 
 Entries map to batches one to one: a NORMAL entry's data is the producer's batch (the
 log stamps its offset and epoch); a NOOP is a LEADER_CHANGE control batch and a CONFIG
@@ -31,6 +32,20 @@ from segments import ControlType, Log, LogConfig, build_control_batch, control_t
 from segments.checkpoint import fsync_directory
 
 NO_TIMESTAMP = -1
+
+
+class _SnapFile(msgspec.Struct, array_like=True):
+    """`snapshot`: the state machine's data and the log position it covers, in one
+    atomic file, so a crash between it and `raft-state` cannot pair data of one index
+    with the log of another (the entries after the old index would apply twice)."""
+
+    index: int
+    term: int
+    conf: ConfState
+    data: bytes
+
+
+_SNAP_MAGIC = b"TSN1"
 
 
 class _State(msgspec.Struct):
@@ -97,6 +112,36 @@ class LogStorage:
         else:
             self._state = msgspec.msgpack.decode(raw, type=_State)
         self._check_against_log()
+        self._finish_snapshot()
+
+    def _read_snapshot(self) -> _SnapFile | None:
+        raw = _read_checked(self.path / "snapshot")
+        if raw is None:
+            return None
+        if raw.startswith(_SNAP_MAGIC):
+            return msgspec.msgpack.decode(raw[len(_SNAP_MAGIC):], type=_SnapFile)
+        st = self._state   # written before snapshots named their index: it is raft-state's
+        return _SnapFile(st.snap_index, st.snap_term, st.snap_conf, raw)
+
+    def _write_snapshot(self, index: int, term: int, conf: ConfState, data: bytes) -> None:
+        _write_atomic(self.path / "snapshot", _SNAP_MAGIC + msgspec.msgpack.encode(_SnapFile(index, term, conf, data)))
+
+    def _finish_snapshot(self) -> None:
+        """A crash after the snapshot file but before raft-state (compaction, or a
+        snapshot from the leader): the file is whole and names its index, so finish
+        moving the log start there."""
+        snap = self._read_snapshot()
+        st = self._state
+        if snap is None or snap.index <= st.snap_index:
+            return
+        st.snap_index, st.snap_term, st.snap_conf = snap.index, snap.term, snap.conf
+        st.configs = [c for c in st.configs if c.last > snap.index]
+        st.hard = HardState(st.hard.term, st.hard.vote, max(st.hard.commit, snap.index))
+        if self.log.next_offset - 1 >= snap.index and self.log.term_at(snap.index) == snap.term:
+            self.log.delete_before(snap.index + 1)
+        else:
+            self.log.reset_to(snap.index + 1)
+        self._save()
 
     def _check_against_log(self) -> None:
         """Repair what a crash between the log and raft-state writes can leave."""
@@ -148,9 +193,8 @@ class LogStorage:
 
     def snapshot(self) -> Snapshot:
         st = self._state
-        data = b""
-        if st.snap_index >= 0:
-            data = _read_checked(self.path / "snapshot") or b""
+        file = self._read_snapshot() if st.snap_index >= 0 else None
+        data = file.data if file is not None and file.index == st.snap_index else b""
         return Snapshot(st.snap_index, st.snap_term, st.snap_conf, data)
 
     def config_entries(self) -> Sequence[Entry]:
@@ -202,7 +246,7 @@ class LogStorage:
     def apply_snapshot(self, snap: Snapshot) -> None:
         """The leader no longer has our next entry: restart the log after `snap.index`."""
         if snap.data:
-            _write_atomic(self.path / "snapshot", snap.data)
+            self._write_snapshot(snap.index, snap.term, snap.conf, snap.data)
         self.log.reset_to(snap.index + 1)
         st = self._state
         st.snap_index, st.snap_term, st.snap_conf, st.configs = snap.index, snap.term, snap.conf, []
@@ -224,7 +268,7 @@ class LogStorage:
             if c.last <= index:
                 conf = ConfState.decode(c.data)
         if data:
-            _write_atomic(self.path / "snapshot", data)
+            self._write_snapshot(index, term, conf, data)
         st.snap_index, st.snap_term, st.snap_conf = index, term, conf
         st.configs = [c for c in st.configs if c.last > index]
         self._save()

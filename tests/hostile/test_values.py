@@ -103,3 +103,20 @@ async def test_topic_configs_out_of_range_are_refused(cluster, configs):
             await client.controller_request(CreateTopic("cfg", 1, 3, configs))
     dead = [n for n in cluster.procs if not cluster.alive(n)]
     assert not dead
+
+
+async def test_a_fetch_is_bounded_whatever_it_asks_for(cluster):
+    from client.protocol import Fetch, FetchPartition
+    from node.api import MAX_FETCH_BYTES, MAX_FETCH_PARTITIONS
+    now = int(time.time() * 1000)
+    async with ClusterClient(cluster.bootstrap) as client:
+        await client.controller_request(CreateTopic("wide", 1, 3))
+        for i in range(24):
+            await produce(client, "wide", build_batch([(None, bytes(1 << 20), (), now + i)]))
+        resp = await client.leader_request("wide", 0, Fetch([FetchPartition("wide", 0, 0, 1 << 62)],
+                                                            max_bytes=1 << 62, max_wait_ms=0))
+        assert 0 < len(resp.results[0].records) <= MAX_FETCH_BYTES + (1 << 21)
+        with pytest.raises(InvalidRequestError, match="partitions"):
+            await client.leader_request("wide", 0, Fetch([FetchPartition("wide", 0, 0)] * (MAX_FETCH_PARTITIONS + 1),
+                                                         max_wait_ms=0))
+    await assert_unharmed(cluster)

@@ -7,18 +7,20 @@ import trio
 
 from client.connection import open_connection
 from client.errors import (
-    AuthFailedError, ClusterAuthorizationError, ConnectionClosedError, UnknownTopicError, UnknownError,
+    AuthFailedError, ClusterAuthorizationError, ConnectionClosedError, ConnectionLimitError, UnknownTopicError, UnknownError,
 )
 from client.protocol import (
-    EndTxnOffsets, ListOffsets, ListOffsetsResponse, Metadata, PeerMessages, PeerProof, PendTxnOffsets,
+    EndTxnOffsets, FetchResponse, FetchResult, ListOffsets, ListOffsetsResponse, Metadata, PeerMessages, PeerProof, PendTxnOffsets,
     PROTOCOL_VERSION, Produce, WriteTxnMarker, encode_frame, Hello,
 )
 from node.peerauth import PeerCredential
-from node.server import Server
+from node.server import ConnectionLimits, Server
 
 
 class EchoHandler:
     """Answers ListOffsets with its timestamp, fails UnknownTopic for topic 'missing'."""
+
+    served = 0
 
     def dispatch(self, body, client):
         return self.handle(body)
@@ -36,16 +38,19 @@ class EchoHandler:
                     nursery.start_soon(fail)
             if body.topic == "slow":
                 await trio.sleep(0.3)
+            if body.topic == "big":
+                self.served += 1
+                return FetchResponse([FetchResult("big", 0, records=b"x" * 65536)])
             return ListOffsetsResponse(body.timestamp)
         if isinstance(body, Produce) and body.acks == 0:
             return None
         return ListOffsetsResponse(-99)
 
 
-async def start(nursery, token=None, max_frame=1 << 20):
+async def start(nursery, token=None, max_frame=1 << 20, limits=ConnectionLimits(), handler=None):
     peer_payloads = []
-    server = Server(1, EchoHandler(), lambda frm, payload: peer_payloads.append((frm, payload)),
-                    token=token, max_frame_bytes=max_frame)
+    server = Server(1, handler or EchoHandler(), lambda frm, payload: peer_payloads.append((frm, payload)),
+                    token=token, max_frame_bytes=max_frame, limits=limits)
     listeners = await nursery.start(server.serve, "127.0.0.1", 0)
     port = listeners[0].socket.getsockname()[1]
     return f"127.0.0.1:{port}", peer_payloads
@@ -201,3 +206,42 @@ async def test_a_big_frame_before_hello_closes_the_connection(nursery):
     await s.send_all(struct.pack(">IB", 1 << 20, PROTOCOL_VERSION) + b"\0" * 1000)
     with trio.fail_after(5):
         assert await s.receive_some(100) == b""
+
+async def test_a_client_that_never_reads_its_answers_is_not_read_either(nursery):
+    handler = EchoHandler()
+    addr, _ = await start(nursery, limits=ConnectionLimits(max_queued_bytes=256 * 1024), handler=handler)
+    s = await trio.open_tcp_stream("127.0.0.1", int(addr.split(":")[1]))
+    await s.send_all(encode_frame(0, Hello(PROTOCOL_VERSION)))
+    requests = b"".join(encode_frame(i, ListOffsets("big", 0, i)) for i in range(1, 2001))
+
+    async def flood():
+        with trio.move_on_after(3):
+            await s.send_all(requests)     # blocks once the node stops reading
+
+    await flood()
+    # 2,000 answers of 64 KiB would be 128 MiB queued; the node stopped at its budget
+    # plus what the sockets buffer.
+    assert handler.served < 600, handler.served
+    async with open_connection(addr) as other:          # everyone else is served
+        assert (await other.request(ListOffsets("ok", 0, 9))).offset == 9
+    await s.aclose()
+
+
+async def test_connections_beyond_the_cap_are_refused_with_a_retriable_error(nursery):
+    addr, _ = await start(nursery, limits=ConnectionLimits(max_connections=2))
+    async with open_connection(addr), open_connection(addr):
+        with pytest.raises(ConnectionLimitError) as err:
+            async with open_connection(addr):
+                pass
+        assert err.value.retriable
+    async with open_connection(addr) as conn:           # room again once they closed
+        assert (await conn.request(ListOffsets("ok", 0, 1))).offset == 1
+
+
+async def test_an_idle_client_connection_is_closed(nursery):
+    addr, _ = await start(nursery, limits=ConnectionLimits(idle_timeout_s=0.3))
+    async with open_connection(addr) as conn:
+        assert (await conn.request(ListOffsets("slow", 0, 1))).offset == 1   # in flight: not idle
+        await trio.sleep(0.8)
+        with pytest.raises(ConnectionClosedError):
+            await conn.request(ListOffsets("ok", 0, 2))

@@ -56,3 +56,24 @@ def test_a_vote_is_written_by_sync_not_on_the_event_loop(tmp_path):
     assert not st.state_dirty
     again = _open(tmp_path)
     assert again.initial_state()[0] == HardState(term=3, vote=2, commit=-1)
+
+
+def test_a_crash_between_the_snapshot_file_and_raft_state_is_finished_on_open(tmp_path, monkeypatch):
+    st = _open(tmp_path)
+    st.append([_entry(i, 1) for i in range(6)])
+    st.set_hard_state(HardState(term=1, vote=1, commit=5))
+    st.sync()
+    st.compact(1, b"state-at-1")
+
+    def crash():
+        raise OSError("power cut")
+
+    monkeypatch.setattr(st, "_save", crash)
+    with pytest.raises(OSError):
+        st.compact(3, b"state-at-3")          # the snapshot file is written, raft-state is not
+    monkeypatch.undo()
+    again = _open(tmp_path)
+    snap = again.snapshot()
+    # Data and index agree: the entries after 3 apply once, on top of state-at-3.
+    assert (snap.index, snap.term, snap.data) == (3, 1, b"state-at-3")
+    assert again.first_index() == 4 and again.last_index() == 5
