@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import shutil
 import signal
 import time
@@ -53,6 +54,12 @@ import segments
 log = logging.getLogger(__name__)
 
 CONTROLLER_GROUP = 0
+#: A partition's directory names its topic incarnation: `<topic>-<p>.g<raft group>`.
+PARTITION_DIR = re.compile(r"^(?P<topic>.+)-(?P<partition>\d+)\.g(?P<group>\d+)$")
+
+
+def partition_dir(meta: TopicMeta, p: int) -> str:
+    return f"{meta.name}-{p}.g{meta.group(p)}"
 GOSSIP_INTERVAL_S = 0.5
 BALANCE_INTERVAL_S = 2.0
 
@@ -105,6 +112,7 @@ class Broker:
                                   peer_auth=self.credential, peer_ids=config.peers, limits=limits)
         self._cmd_results: dict[int, object] = {}
         self._replayed_until = -1
+        self._replaying = True
         self._loaded = False
         self._creating: set[str] = set()
         self._create_lock = trio.Lock()
@@ -200,10 +208,10 @@ class Broker:
         snap = storage.snapshot()
         if snap.data:
             self.state = decode_state(snap.data)
-            for meta in list(self.state.topics.values()):
-                self._open_topic(meta)
         core = RaftNode(self._raft_config(applied=snap.index), storage)
         self._replayed_until = core.commit  # entries up to here were applied before a restart
+        if self._replayed_until <= self.state.applied:
+            self._finish_replay()
         replica = Replica(CONTROLLER_GROUP, "__controller", storage, core, self._send_raft, self._apply_controller,
                           fsync=self.cfg.fsync == "always", leader_addr=self.addr_of,
                           on_restore=self._restore_controller)
@@ -220,12 +228,16 @@ class Broker:
             for rec in segments.decode_records(e.data):
                 cmd = decode_command(rec.value)
                 result = self.state.apply(cmd)
-                if isinstance(result, TopicMeta):
+                if self._replaying:
+                    pass     # replicas open once the replay is done, for the topics that are left
+                elif isinstance(result, TopicMeta):
                     self._open_topic(result, fresh=e.last > self._replayed_until)
                 elif isinstance(cmd, DeleteTopicCmd) and result is None:
                     self._close_topic(cmd.name)
                 self._cmd_results[e.last] = result
             self.state.applied = e.last
+        if self._replaying and entries and entries[-1].last >= self._replayed_until:
+            self._finish_replay()       # (checked for every kind of entry: the log may end on a no-op)
         if not self._loaded and entries:
             # Checked as each batch applies, when applied meets the commit index; asked
             # only by requests, a follower under a stream of commits could stay "loading".
@@ -237,10 +249,32 @@ class Broker:
         """A controller snapshot from the leader replaced our metadata log: adopt its
         state, opening and closing this node's replicas to match."""
         new = decode_state(snap.data)
-        for name in set(self.state.topics) - set(new.topics):
-            self._close_topic(name)
+        for name, meta in self.state.topics.items():
+            if name not in new.topics or new.topics[name].first_group != meta.first_group:
+                self._close_topic(name)          # deleted, or deleted and created again
         self.state = new
+        if self._replaying:
+            self._finish_replay()
+            return
         for meta in list(new.topics.values()):
+            self._open_topic(meta)
+
+    def _finish_replay(self) -> None:
+        """The controller log is re-applied up to what this node knew committed: open the
+        replicas of the topics that are left, and remove the directories of deleted
+        incarnations (a deletion a crash interrupted). Opening them only now means a
+        topic deleted and created again under its name never has its old incarnation's
+        cleanup run over the new one's data, on replay or ever."""
+        self._replaying = False
+        keep = {partition_dir(meta, p) for meta, p in self.state.partitions_of(self.id)}
+        for child in sorted(self.cfg.data_dir.iterdir()) if self.cfg.data_dir.exists() else []:
+            m = PARTITION_DIR.match(child.name)
+            # A group at or past next_group is of a topic created after what we replayed:
+            # the log will open it again.
+            if m and child.name not in keep and int(m["group"]) < self.state.next_group:
+                log.info("removing %s: its topic was deleted", child)
+                shutil.rmtree(child, ignore_errors=True)
+        for meta in list(self.state.topics.values()):
             self._open_topic(meta)
 
     def _open_topic(self, meta: TopicMeta, fresh: bool = False) -> None:
@@ -248,8 +282,11 @@ class Broker:
             if self.id not in replicas or meta.group(p) in self.replicas:
                 continue
             name = f"{meta.name}-{p}"
-            storage = LogStorage(self.cfg.data_dir / name, self._log_config(meta.configs),
-                                 ConfState(voters=tuple(sorted(replicas))))
+            path = self.cfg.data_dir / partition_dir(meta, p)
+            legacy = self.cfg.data_dir / name
+            if not path.exists() and legacy.is_dir():   # written before directories named their incarnation
+                legacy.rename(path)
+            storage = LogStorage(path, self._log_config(meta.configs), ConfState(voters=tuple(sorted(replicas))))
             core = RaftNode(self._raft_config(), storage)
             kind, extra = Partition, {}
             if meta.internal and meta.name == OFFSETS_TOPIC:

@@ -12,6 +12,7 @@ killed by `close()`, which the runner calls in a `finally`.
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 import signal
@@ -28,6 +29,13 @@ from scripts.chaoslib.proxy import ProxyNet
 
 ROOT = Path(__file__).resolve().parents[2]
 STOP_TIMEOUT_S = 20.0          # graceful stop: 5 s of leadership transfer, then closing logs
+
+
+def partition_path(data_dir: Path, topic: str, partition: int) -> Path:
+    """A partition's directory on a node: `<topic>-<p>.g<raft group>` (docs/node.md), the
+    newest incarnation of the name if a deleted one is still there."""
+    found = [d for d in data_dir.glob(f"{glob.escape(topic)}-{partition}.g*") if d.name.rsplit(".g", 1)[1].isdigit()]
+    return max(found, key=lambda d: int(d.name.rsplit(".g", 1)[1])) if found else data_dir / f"{topic}-{partition}"
 
 
 class NodeError(Exception):

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator
 import trio
 
 from scripts.chaoslib.checker import Report, check_history
-from scripts.chaoslib.cluster import ChaosCluster
+from scripts.chaoslib.cluster import ChaosCluster, partition_path
 from scripts.chaoslib.history import FORMAT_VERSION, History, read_history
 from scripts.chaoslib.nemesis import FAULTS, Nemesis, make_schedule
 from scripts.chaoslib.proxy import ProxyNet
@@ -140,7 +140,7 @@ async def compare_replicas(cluster: ChaosCluster, history: History, settle_timeo
                            detail="no leader answered before the stop")
             continue
         result = await trio.to_thread.run_sync(
-            _compare, [cluster.data_dir(n) / f"{topic}-{p}" for n in info["replicas"]], info["hw"])
+            _compare, [partition_path(cluster.data_dir(n), topic, p) for n in info["replicas"]], info["hw"])
         history.record("replicas", topic=topic, partition=p, high_watermark=info["hw"], compared=True,
                        settled=settled, **result)
         differ += not result["equal"]

@@ -3,6 +3,7 @@
 import pytest
 import trio
 
+from client.cluster import ClusterClient
 from client.connection import open_connection
 from client.errors import (
     CorruptBatchError, InvalidConfigError, NotLeaderError, NotControllerError, OffsetOutOfRangeError,
@@ -206,3 +207,60 @@ async def test_only_the_controller_answers_whether_a_topic_exists(tmp_path):
                 assert await client.topic_exists("here") and not await client.topic_exists("gone")
                 with pytest.raises(NotControllerError):
                     await client.request(follower, Metadata(["here"], authoritative=True))
+
+
+async def test_a_topic_deleted_and_created_again_keeps_its_new_data_across_restarts(tmp_path):
+    """Each incarnation of a name has its own directories: the old one's cleanup, also
+    replayed after a restart, never touches the new one's data."""
+    async with local_cluster(tmp_path) as cluster:
+        async with ClusterClient(cluster.bootstrap) as client:
+            await client.controller_request(CreateTopic("again", 1, 3))
+            await cluster.wait_leaders("again")
+            await client.leader_request("again", 0, Produce("again", 0, batch([b"old"])))
+            await client.controller_request(DeleteTopic("again"))
+            await client.controller_request(CreateTopic("again", 1, 3))
+            await cluster.wait_leaders("again")
+            await client.leader_request("again", 0, Produce("again", 0, batch([b"new"])))
+        dirs = sorted(p.name for p in (tmp_path / "n1").iterdir() if p.name.startswith("again-"))
+        assert len(dirs) == 1 and dirs[0].startswith("again-0.g")
+        for node in list(cluster.brokers):
+            await cluster.stop(node, graceful=False)
+        for node in cluster.peers:
+            await cluster.start(node)
+        leaders = await cluster.wait_leaders("again", timeout=20)
+        part = cluster.brokers[leaders[0]].partitions[("again", 0)]
+        with trio.fail_after(10):
+            while part.high_watermark < 2:      # the new incarnation's leader-change batch and "new"
+                await trio.sleep(0.05)
+        values, log, at = [], part.storage.log, 0
+        while at < log.next_offset:          # a read stays within one segment
+            for h, data in iter_batches(log.read(at, 1 << 20)):
+                values += [] if h.is_control else [r.value for r in decode_records(data)]
+                at = h.last_offset + 1
+        assert values == [b"new"]
+
+
+async def test_a_partition_directory_of_the_old_layout_is_adopted(tmp_path):
+    async with local_cluster(tmp_path, n=1) as cluster:
+        async with ClusterClient(cluster.bootstrap) as client:
+            await client.controller_request(CreateTopic("old", 1, 1))
+            await cluster.wait_leaders("old")
+            await client.leader_request("old", 0, Produce("old", 0, batch([b"kept"])))
+        await cluster.stop(1, graceful=False)
+        (new,) = (tmp_path / "n1").glob("old-0.g*")
+        new.rename(tmp_path / "n1" / "old-0")            # as a node before topic incarnations left it
+        broker = await cluster.start(1)
+        await cluster.wait_leaders("old")
+        assert not (tmp_path / "n1" / "old-0").exists() and new.exists()
+        assert broker.partitions[("old", 0)].storage.log.next_offset >= 2
+
+
+async def test_replicas_open_after_a_restart_whose_controller_log_ends_on_a_no_op(tmp_path):
+    async with local_cluster(tmp_path, n=1) as cluster:
+        async with ClusterClient(cluster.bootstrap) as client:
+            await client.controller_request(CreateTopic("kept", 1, 1))
+        for _ in range(2):          # the second restart replays a log that ends on the first's no-op
+            await cluster.stop(1, graceful=True)
+            await cluster.start(1)
+            await cluster.wait_controller()
+        await cluster.wait_leaders("kept")

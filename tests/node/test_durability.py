@@ -8,6 +8,7 @@ import trio
 from client.errors import TideMQError
 from client.protocol import CreateTopic, Fetch, FetchPartition, InitProducerId, Produce
 from segments import Log, LogConfig, build_batch, decode_records, iter_batches
+from scripts.chaoslib.cluster import partition_path
 from tests.cluster import process_cluster
 
 
@@ -76,7 +77,7 @@ async def test_sigkill_leader_loses_nothing_acknowledged(tmp_path):
     # Every replica holds the same committed bytes.
     logs = []
     for n in (1, 2, 3):
-        log = Log.open(str(tmp_path / f"n{n}" / "d-0"), LogConfig(fsync="never"))
+        log = Log.open(str(partition_path(tmp_path / f"n{n}", "d", 0)), LogConfig(fsync="never"))
         logs.append(log.read(0, 1 << 30, max_offset=hw))
         log.close()
     assert logs[0] == logs[1] == logs[2] and logs[0]
