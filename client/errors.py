@@ -47,6 +47,7 @@ class ErrorCode(enum.IntEnum):
     UNSUPPORTED_COMPRESSION = 28
     INVALID_TIMESTAMP = 29
     CONNECTION_LIMIT = 30
+    STORAGE_ERROR = 31
 
 
 class TideMQError(Exception):
@@ -131,6 +132,8 @@ UnsupportedCompressionError = _error("UnsupportedCompressionError", ErrorCode.UN
                                      "The batch's compression codec is not accepted (use none, gzip or zstd).")
 InvalidTimestampError = _error("InvalidTimestampError", ErrorCode.INVALID_TIMESTAMP, False,
                                "A record's timestamp is negative or too far from the broker's clock.")
+StorageError = _error("StorageError", ErrorCode.STORAGE_ERROR, True,
+                      "The node cannot take the write now (its data disk is full); retry later or elsewhere.")
 ConnectionLimitError = _error("ConnectionLimitError", ErrorCode.CONNECTION_LIMIT, True,
                               "The node has as many connections as it allows; retry, or ask another node.")
 ClusterAuthorizationError = _error("ClusterAuthorizationError", ErrorCode.CLUSTER_AUTHORIZATION_FAILED, False,

@@ -34,6 +34,7 @@ from node.config import NodeConfig, parse_addr
 from node.coordinator import OFFSETS_TOPIC, GroupCoordinator, OffsetsPartition
 from node.delay import DelayPartition, DelayService
 from node.half import HalfCoordinator, HalfPartition
+from node.diskspace import DiskSpace
 from node.metadata import (
     AllocateProducerIds, ClusterState, CreateTopicCmd, DeleteTopicCmd, TopicMeta, decode_command, decode_state, encode_command, encode_state,
     DAY_MS, assign_replicas, topic_config,
@@ -93,8 +94,10 @@ class Broker:
         self.leaders: dict[int, tuple[int, int]] = {}
         self.batch_limits = BatchLimits(config.max_batch_bytes, config.max_records_bytes,
                                         config.message_timestamp_before_max_ms, config.message_timestamp_after_max_ms)
+        self.disk = DiskSpace(str(config.data_dir), config.min_free_bytes)
         self.credential = PeerCredential(self.id, config.peer_secret or new_secret())
-        self.transport = PeerTransport(self.id, config.peers, self.credential, encode_peer_items)
+        self.transport = PeerTransport(self.id, config.peers, self.credential, encode_peer_items,
+                                       max_payload=config.max_frame_bytes // 2)
         self.coordinator = GroupCoordinator(self)
         self.delay = DelayService(self)
         self.transactions = TransactionCoordinator(self)
@@ -300,7 +303,7 @@ class Broker:
             part = kind(meta.group(p), name, storage, core, self._send_raft,
                         fsync=self.cfg.fsync == "always", leader_addr=self.addr_of,
                         on_role_change=self._role_changed, txn_verifier=self.transactions.verify_partition,
-                        topic=meta.name, partition=p, limits=self.batch_limits, **extra)
+                        topic=meta.name, partition=p, limits=self.batch_limits, disk=self.disk, **extra)
             self.replicas[part.group] = part
             self.partitions[(meta.name, p)] = part
             if self._nursery is not None:

@@ -73,6 +73,7 @@ class NodeConfig:
     delay_partitions: int = 3
     max_batch_bytes: int = 8 * 1024 * 1024
     max_records_bytes: int = 32 * 1024 * 1024    # a batch's records, decompressed
+    min_free_bytes: int = 64 * 1024 * 1024       # below this free on the data disk, produce is refused (retriable)
     message_timestamp_before_max_ms: int | None = None        # how old a create time may be (None: any)
     message_timestamp_after_max_ms: int | None = 3_600_000    # how far ahead of this node's clock
     max_frame_bytes: int = 16 * 1024 * 1024 + 4096

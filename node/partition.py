@@ -29,6 +29,7 @@ from client.errors import (
     TideMQError, UnsupportedCompressionError,
 )
 from client.protocol import ACKS_LEADER, ACKS_NONE, READ_COMMITTED, AbortedTxn, Ok, ProduceResponse
+from node.diskspace import DiskSpace
 from node.producers import BatchRef, ProducerState
 from node.replica import Replica
 from raft.types import Entry, EntryKind
@@ -130,11 +131,12 @@ class BatchLimits:
 
 class Partition(Replica):
     def __init__(self, *args, topic: str, partition: int, limits: BatchLimits = BatchLimits(),
-                 txn_verifier: TxnVerifier | None = None, **kwargs) -> None:
+                 disk: DiskSpace | None = None, txn_verifier: TxnVerifier | None = None, **kwargs) -> None:
         super().__init__(*args, apply=type(self)._apply_entries, **kwargs)  # subclasses (offsets) override it
         self.topic = topic
         self.partition = partition
         self.limits = limits
+        self.disk = disk
         self.producers = ProducerState()
         self.txns = TxnIndex()
         self._pending_coordinator_epochs: dict[int, int] = {}
@@ -191,6 +193,8 @@ class Partition(Replica):
         if len(records) > lim.max_batch_bytes:
             raise MessageTooLargeError(
                 f"batch of {len(records)} bytes exceeds the limit of {lim.max_batch_bytes}; send smaller batches")
+        if self.disk is not None:
+            self.disk.check(len(records))
         now = int(time.time() * 1000)
         try:
             header = segments.validate(
@@ -309,7 +313,7 @@ class Partition(Replica):
                     self.producers.apply_marker(h.producer_id, h.producer_epoch)
                 continue
             self.producers.apply(h.producer_id, h.producer_epoch, BatchRef(
-                h.base_sequence, h.base_sequence + e.last - e.index, e.index, e.last))
+                h.base_sequence, h.base_sequence + e.last - e.index, e.index, e.last), h.max_timestamp)
             if h.is_transactional:
                 self.txns.data(h.producer_id, e.index)
 

@@ -28,12 +28,14 @@ log = logging.getLogger(__name__)
 MAX_OUTBOX = 100_000
 CONNECT_TIMEOUT_S = 2.0
 HANDSHAKE_MAX_FRAME_BYTES = 64 * 1024
+DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024   # half the default frame limit: room for the envelope
 
 
 class PeerLink:
     def __init__(self, node_id: int, peer_id: int, addr: str, credential: PeerCredential,
-                 encode: Callable[[list], bytes]) -> None:
+                 encode: Callable[[list], bytes], max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.node_id = node_id
+        self.max_payload = max_payload
         self.peer_id = peer_id
         self.addr = addr
         self.credential = credential
@@ -49,6 +51,23 @@ class PeerLink:
             self.outbox.clear()
         self.outbox.append(item)
         self.wakeup.set()
+
+    def _payloads(self, items: list) -> list[bytes]:
+        """The outbox encoded in as few frames as fit the peer's frame limit: a follower
+        far behind gets its catch-up in pieces instead of one frame it must refuse (and
+        the link dropped and redialed, again and again). Halving re-encodes, but only
+        when a drain is that large."""
+        if not items:
+            return []
+        payload = self.encode(items)
+        if len(payload) <= self.max_payload or len(items) == 1:
+            if len(payload) > self.max_payload:
+                log.warning("link %s -> %s: one message of %d bytes exceeds the %d-byte frame; dropped (Raft "
+                            "resends)", self.node_id, self.peer_id, len(payload), self.max_payload)
+                return []
+            return [payload]
+        half = len(items) // 2
+        return self._payloads(items[:half]) + self._payloads(items[half:])
 
     async def _handshake(self, stream: trio.SocketStream) -> None:
         """Prove ourselves to the peer's listener and check it holds the secret too."""
@@ -98,8 +117,8 @@ class PeerLink:
                         await self.wakeup.wait()
                         self.wakeup = trio.Event()
                         items, self.outbox = self.outbox, []
-                        if items:
-                            await stream.send_all(encode_frame(0, PeerMessages(self.encode(items))))
+                        for payload in self._payloads(items):
+                            await stream.send_all(encode_frame(0, PeerMessages(payload)))
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
                 log.info("link %s -> %s lost: %s", self.node_id, self.peer_id, exc)
             except TideMQError as exc:   # refused: wrong secret, not a member, not a peer listener
@@ -113,8 +132,8 @@ class PeerLink:
 
 class PeerTransport:
     def __init__(self, node_id: int, peers: dict[int, str], credential: PeerCredential,
-                 encode: Callable[[list], bytes]) -> None:
-        self.links = {pid: PeerLink(node_id, pid, addr, credential, encode)
+                 encode: Callable[[list], bytes], max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.links = {pid: PeerLink(node_id, pid, addr, credential, encode, max_payload)
                       for pid, addr in peers.items() if pid != node_id}
 
     def send(self, to: int, item: object) -> None:

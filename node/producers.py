@@ -31,6 +31,8 @@ from client.errors import (
 )
 
 WINDOW = 5
+PRODUCER_EXPIRATION_MS = 7 * 24 * 3600 * 1000
+MAX_EXPIRED_REMEMBERED = 100_000
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class BatchRef:
 class _Producer:
     epoch: int
     batches: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
+    last_ts: int = -1            # newest batch time (ms); -1: not known yet (loaded from a snapshot)
 
     @property
     def last_seq(self) -> int:
@@ -52,9 +55,17 @@ class _Producer:
 
 
 class ProducerState:
-    def __init__(self) -> None:
-        self._committed: dict[int, _Producer] = {}
+    """`expiration_ms`: a producer with no batch for that long (by the log's own batch
+    times, so every replica expires alike) is forgotten (Kafka's
+    `producer.id.expiration.ms`): producer ids a client can mint are otherwise state
+    kept forever. Its next batch is taken as a fresh start, whatever its sequence."""
+
+    def __init__(self, expiration_ms: int = PRODUCER_EXPIRATION_MS) -> None:
+        self.expiration_ms = expiration_ms
+        self._committed: dict[int, _Producer] = {}     # least recently written first
         self._pending: dict[int, _Producer] = {}
+        self._expired: dict[int, None] = {}            # recently forgotten ids, bounded
+        self._clock = -1                               # newest batch time applied
 
     def __len__(self) -> int:
         return len(self._committed)
@@ -78,7 +89,7 @@ class ProducerState:
         last_seq = first_seq + count - 1
         cur = self._current(pid)
         if cur is None:
-            if first_seq != 0:
+            if first_seq != 0 and pid not in self._expired:
                 raise UnknownProducerError(
                     f"producer {pid} has no state here and its batch starts at sequence {first_seq}, not 0")
             return None
@@ -120,16 +131,38 @@ class ProducerState:
     def clear_pending(self) -> None:
         self._pending.clear()
 
-    def apply(self, pid: int, epoch: int, ref: BatchRef) -> None:
+    def apply(self, pid: int, epoch: int, ref: BatchRef, timestamp: int = -1) -> None:
         """A committed batch, in log order (every replica calls this identically)."""
-        cur = self._committed.get(pid)
+        cur = self._committed.pop(pid, None)
         if cur is None or epoch != cur.epoch:
-            cur = self._committed[pid] = _Producer(epoch)
+            cur = _Producer(epoch)
+        self._committed[pid] = cur                     # now the most recently written
+        self._expired.pop(pid, None)
         if not cur.batches or ref.base_offset > cur.batches[-1].last_offset:
             cur.batches.append(ref)
+        self._clock = max(self._clock, timestamp)
+        cur.last_ts = max(cur.last_ts, timestamp, self._clock)
+        self._expire()
         pend = self._pending.get(pid)
         if pend is not None and pend.batches and pend.batches[-1].last_offset <= ref.last_offset:
             del self._pending[pid]
+
+    def _expire(self) -> None:
+        if self._clock < 0:
+            return                                     # no batch time seen yet
+        horizon = self._clock - self.expiration_ms
+        while self._committed:
+            pid, oldest = next(iter(self._committed.items()))
+            if oldest.last_ts == -1:                   # loaded: its clock starts now
+                oldest.last_ts = self._clock
+                self._committed[pid] = self._committed.pop(pid)
+                continue
+            if oldest.last_ts >= horizon or self._pending.get(pid) is not None:
+                return
+            del self._committed[pid]
+            self._expired[pid] = None
+            if len(self._expired) > MAX_EXPIRED_REMEMBERED:
+                del self._expired[next(iter(self._expired))]
 
     def fence(self, pid: int, epoch: int) -> None:
         """A marker of `epoch` was proposed: refuse older epochs from now on, before it

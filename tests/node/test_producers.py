@@ -93,3 +93,26 @@ def test_a_range_covered_only_by_an_uncommitted_batch_is_not_called_written():
     s.apply(4, 0, BatchRef(3, 4, 3, 4))
     with pytest.raises(DuplicateSequenceError):
         s.check(4, 0, 3, 1)
+
+
+def test_idle_producers_expire_by_the_logs_own_clock_and_may_start_again():
+    day = 86_400_000
+    s = ProducerState(expiration_ms=day)
+    s.apply(1, 0, BatchRef(0, 4, 0, 4), timestamp=1_000)
+    s.apply(2, 0, BatchRef(0, 0, 5, 5), timestamp=1_000 + day // 2)
+    assert len(s) == 2
+    s.apply(2, 0, BatchRef(1, 1, 6, 6), timestamp=2_000 + day)     # producer 1 idle for over a day
+    assert len(s) == 1
+    assert s.check(1, 0, 5, 1) is None          # forgotten: its next batch is a fresh start
+    with pytest.raises(UnknownProducerError):
+        s.check(3, 0, 5, 1)                     # never seen: still refused
+
+
+def test_producers_loaded_from_a_snapshot_expire_only_after_a_full_period():
+    day = 86_400_000
+    s = ProducerState(expiration_ms=day)
+    s.load([(1, 0, [(0, 0, 0, 0)])])
+    s.apply(2, 0, BatchRef(0, 0, 1, 1), timestamp=10 * day)        # the loaded one's clock starts here
+    assert len(s) == 2
+    s.apply(2, 0, BatchRef(1, 1, 2, 2), timestamp=11 * day + 1)
+    assert len(s) == 1

@@ -1,0 +1,42 @@
+"""Peer links: authenticated to the peer listener, and a large drain split into frames
+the peer accepts."""
+
+import trio
+
+from node.peerauth import PeerCredential
+from node.peers import PeerLink
+from node.server import Server
+
+SECRET = "peer-secret-for-the-link-tests"
+
+
+def _link(max_payload: int, addr: str = "127.0.0.1:1") -> PeerLink:
+    return PeerLink(2, 1, addr, PeerCredential(2, SECRET), lambda items: b"".join(items), max_payload)
+
+
+def test_a_large_outbox_is_split_into_frames_that_fit():
+    items = [b"%04d" % i for i in range(7)]
+    payloads = _link(10)._payloads(items)
+    assert all(len(p) <= 10 for p in payloads) and b"".join(payloads) == b"".join(items)
+    assert _link(10)._payloads([b"x" * 20]) == []          # one message too large: dropped, Raft resends
+
+
+async def test_a_link_delivers_a_large_drain_in_pieces(nursery):
+    got = []
+
+    class Nothing:
+        def dispatch(self, body, client):
+            raise AssertionError("no requests here")
+
+    server = Server(1, Nothing(), lambda frm, payload: got.append((frm, payload)), max_frame_bytes=4096,
+                    peer_auth=PeerCredential(1, SECRET), peer_ids=(1, 2))
+    listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+    link = _link(2048, f"127.0.0.1:{listeners[0].socket.getsockname()[1]}")
+    nursery.start_soon(link.run)
+    items = [bytes([i]) * 1000 for i in range(10)]         # 10 KB: more than one frame may hold
+    for item in items:
+        link.send(item)
+    with trio.fail_after(10):
+        while sum(len(p) for _, p in got) < 10_000:
+            await trio.sleep(0.01)
+    assert len(got) >= 5 and b"".join(p for _, p in got) == b"".join(items) and {f for f, _ in got} == {2}
