@@ -19,7 +19,7 @@ import anyio
 from client.connection import Connection, PeerAuth, open_connection
 from client.errors import (
     ConnectionClosedError, CoordinatorNotAvailableError, NotControllerError, NotCoordinatorError, NotLeaderError,
-    ShuttingDownError, TideMQError, UnknownTopicError, RequestTimeoutError,
+    ShuttingDownError, StorageError, TideMQError, UnknownTopicError, RequestTimeoutError,
 )
 from client.protocol import (
     CoordinatorResponse, FindCoordinator, FindTransactionCoordinator, Metadata, MetadataResponse, TopicInfo,
@@ -242,7 +242,7 @@ class ClusterClient:
             try:
                 return await attempt()
             except (NotLeaderError, NotControllerError, NotCoordinatorError, CoordinatorNotAvailableError,
-                    ConnectionClosedError, ShuttingDownError, RequestTimeoutError, TimeoutError) as exc:
+                    ConnectionClosedError, ShuttingDownError, RequestTimeoutError, StorageError, TimeoutError) as exc:
                 if isinstance(exc, TideMQError) and not exc.retriable:
                     raise
                 await anyio.sleep(backoff * (0.5 + random.random()))

@@ -48,6 +48,7 @@ class ErrorCode(enum.IntEnum):
     INVALID_TIMESTAMP = 29
     CONNECTION_LIMIT = 30
     STORAGE_ERROR = 31
+    LIMIT_EXCEEDED = 32
 
 
 class TideMQError(Exception):
@@ -132,6 +133,8 @@ UnsupportedCompressionError = _error("UnsupportedCompressionError", ErrorCode.UN
                                      "The batch's compression codec is not accepted (use none, gzip or zstd).")
 InvalidTimestampError = _error("InvalidTimestampError", ErrorCode.INVALID_TIMESTAMP, False,
                                "A record's timestamp is negative or too far from the broker's clock.")
+LimitExceededError = _error("LimitExceededError", ErrorCode.LIMIT_EXCEEDED, False,
+                            "A per-group limit (members, pending half messages) is reached; docs/security.md lists them.")
 StorageError = _error("StorageError", ErrorCode.STORAGE_ERROR, True,
                       "The node cannot take the write now (its data disk is full); retry later or elsewhere.")
 ConnectionLimitError = _error("ConnectionLimitError", ErrorCode.CONNECTION_LIMIT, True,

@@ -313,9 +313,11 @@ class Broker:
             part.wake()
 
     def _close_topic(self, name: str) -> None:
+        closed = []
         for (topic, p), part in list(self.partitions.items()):
             if topic != name:
                 continue
+            closed.append(p)
             del self.partitions[(topic, p)]
             self.replicas.pop(part.group, None)
             self.leaders.pop(part.group, None)
@@ -326,6 +328,7 @@ class Broker:
 
             if self._nursery is not None:
                 self._nursery.start_soon(remove)
+        self.metrics.forget_topic(name, closed)
 
     def _role_changed(self, replica: Replica) -> None:
         if isinstance(replica, Partition):
@@ -489,13 +492,15 @@ class Broker:
     def leader_of(self, group: int) -> int | None:
         replica = self.replicas.get(group)
         known = self.leaders.get(group)
-        if replica is not None:
+        if replica is not None and not replica.closed:
             if replica.core.leader:
                 return replica.core.leader
             # A replica that knows of no leader (an election; or it led, and stepped down
             # when cut off from its peers) must not name the one it last heard of, least
             # of all itself: clients would come back here. Only one of a later term.
             return known[0] if known and known[1] > replica.core.term else None
+        if replica is not None and known and known[0] == self.id:
+            return None        # ours went offline (a storage error): the peers elect another
         return known[0] if known else None
 
     def live_nodes(self) -> list[int]:

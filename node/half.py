@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import msgspec
@@ -35,6 +35,7 @@ import trio
 
 from client.cluster import ClusterClient
 from client.errors import (
+    LimitExceededError,
     CoordinatorNotAvailableError, InvalidRequestError, RequestTimeoutError, TideMQError,
     UnknownTopicError,
 )
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 HALF_PID_BASE = 1 << 41            # + the partition's Raft group id (delay schedulers use 1 << 40)
 SNAPSHOT_EVERY = 10_000
 MAX_CHECK_INTERVAL_MS = 60_000
+MAX_PENDING_PER_GROUP = 10_000     # half messages of one producer group awaiting their outcome
 MAX_RESOLVED = 1000                # recently decided halves kept for `half list --resolved`
 MAX_MOVE = 500                     # committed halves relayed in one round
 JANITOR_INTERVAL_S = 0.2
@@ -265,11 +267,19 @@ class HalfPartition(Partition):
         coordinates (checked once the batch itself passed the usual validation)."""
         self.validate(records)
         n = self.partition_count
+        incoming: Counter[str] = Counter()
         for rec in segments.decode_records(records):
             half = parse_half(rec)
             if n and half_partition(half.group, n) != self.partition:
                 raise InvalidRequestError(f"producer group {half.group!r} keeps its half messages in "
                                           f"{HALF_TOPIC}-{half_partition(half.group, n)}, not {self.name}")
+            incoming[half.group] += 1
+        for group, count in incoming.items():
+            held = sum(1 for h in self.pending.values() if h.group == group)
+            if held + count > MAX_PENDING_PER_GROUP:
+                raise LimitExceededError(
+                    f"producer group {group!r} has {held} half messages pending (the limit is {MAX_PENDING_PER_GROUP}); "
+                    "commit or roll back some first")
         return super().produce(records, acks, timeout_s, transactional_id)
 
     async def write_ops(self, ops: list[Op]) -> None:

@@ -25,11 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from client.errors import UnknownMemberError
+from client.errors import LimitExceededError, UnknownMemberError
 from node.assignor import TopicPartition, assign
 
 PartitionCount = Callable[[str], int]   # topic -> partitions (0: no such topic)
 
+MAX_MEMBERS = 1000                       # members of one group (Kafka's group.consumer.max.size is 200)
 STEADY_HEARTBEATS_PER_SESSION = 4        # a steady member heartbeats 4 times per session timeout...
 MAX_STEADY_HEARTBEAT_MS = 3000           # ...but at least every 3 s, so rebalances start fast
 PENDING_HEARTBEAT_MS = 250               # while it has something to give back or to receive
@@ -93,6 +94,9 @@ class Group:
         """Member epoch 0: a new member, or a known one rejoining (after it lost its
         partitions). A new member gets nothing until `mark_persisted`."""
         m = self.members.get(member_id)
+        if m is None and len(self.members) >= MAX_MEMBERS:
+            raise LimitExceededError(f"group has {len(self.members)} members, the most it takes; a new member "
+                                     "joins once one leaves or expires")
         if m is None:
             # A removed member's removal moved the group epoch on: this incarnation's
             # epochs are above any its previous one was given.

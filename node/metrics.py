@@ -36,6 +36,17 @@ class NodeMetrics:
                                   registry=r)
         self.fsyncs = Gauge("tidemq_log_fsyncs", "Log fsyncs since start (one per group commit)", registry=r)
 
+    def forget_topic(self, topic: str, partitions: list[int]) -> None:
+        """Drop a deleted topic's label sets: topics come and go, series must not pile up."""
+        for metric, labels in ((self.bytes_in, [(topic,)]), (self.bytes_out, [(topic,)]),
+                               (self.leaders, [(topic, str(p)) for p in partitions]),
+                               (self.high_watermark, [(topic, str(p)) for p in partitions])):
+            for values in labels:
+                try:
+                    metric.remove(*values)
+                except KeyError:
+                    pass
+
     def observe_request(self, kind: str, seconds: float, outcome: str) -> None:
         self.requests.labels(kind, outcome).inc()
         self.latency.labels(kind).observe(seconds)

@@ -80,6 +80,7 @@ class Replica:
         self.closed = False
         self.fsyncs = 0
         self.apply_errors = 0
+        self.offline: OSError | None = None
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -118,6 +119,10 @@ class Replica:
         )
 
     def check_writable(self) -> None:
+        if self.offline is not None:
+            err = NotLeaderError(f"{self.name} is offline on node {self.core.id} after a storage error "
+                                 f"({self.offline}); another replica will lead it")
+            raise err
         if self.closed:
             raise ShuttingDownError(f"{self.name} is closing on node {self.core.id}")
         if not self.ready_for_writes():
@@ -166,10 +171,20 @@ class Replica:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             while self.core.has_ready():
-                async with self.io_lock:
-                    if self.closed:  # close() took the lock first: the storage is gone
-                        return
-                    await self._handle_ready()
+                try:
+                    async with self.io_lock:
+                        if self.closed:  # close() took the lock first: the storage is gone
+                            return
+                        await self._handle_ready()
+                except OSError as exc:
+                    # The disk failed or filled under a write: this replica's state on
+                    # disk is now uncertain, so it goes offline (Kafka takes a log dir
+                    # offline); the node and its other replicas go on, and the peers
+                    # carry this group. A restart recovers it from its log.
+                    log.error("%s: taken offline on node %s after a storage error: %s", self.name, self.core.id, exc)
+                    self.offline = exc
+                    await self.close()
+                    return
 
     async def _handle_ready(self) -> None:
         core = self.core
@@ -275,4 +290,7 @@ class Replica:
                 w.event.set()
         self._waiters.clear()
         async with self.io_lock:
-            await trio.to_thread.run_sync(self.storage.close)
+            try:
+                await trio.to_thread.run_sync(self.storage.close)
+            except OSError as exc:     # closing flushes: a full disk may refuse that too
+                log.error("%s: closing its log failed: %s", self.name, exc)

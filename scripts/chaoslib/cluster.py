@@ -55,6 +55,23 @@ class ChaosCluster:
         self.paused: set[int] = set()
         self.peer_secret = secrets.token_urlsafe(32)   # the nodes' shared peer secret for this run
 
+    @classmethod
+    def on_loopback(cls, run_dir: Path, nodes: int, **kw) -> "ChaosCluster":
+        """`nodes` nodes on free loopback ports, every link through its own proxy."""
+        from tests.cluster import free_ports   # the one place that hands out ports, never twice
+        ports = free_ports(2 * nodes)
+        real = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[:nodes])}
+        real_peer = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[nodes:])}
+        return cls(run_dir, real, ProxyNet(real, real_peer), **kw)
+
+    async def start_all(self, nursery: trio.Nursery, timeout: float) -> None:
+        """Start the proxies and every node; return once all answer with a controller."""
+        await self.net.start(nursery)
+        for n in self.nodes:
+            self.start(n)
+        with trio.fail_after(timeout):
+            await self.wait_ready(timeout)
+
     def data_dir(self, node: int) -> Path:
         return self.run_dir / f"n{node}" / "data"
 

@@ -27,7 +27,6 @@ from scripts.chaoslib.nemesis import FAULTS, Nemesis, make_schedule
 from scripts.chaoslib.proxy import ProxyNet
 from scripts.chaoslib.workloads import WORKLOADS, Context
 from segments import Log, LogConfig
-from tests.cluster import free_ports
 
 
 @dataclass
@@ -59,26 +58,20 @@ async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report
     history.record("schedule", t=0.0, steps=[s.to_json() for s in schedule])
     say(f"seed {opts.seed}: {len(schedule)} faults over {opts.duration:.0f}s ({', '.join(opts.faults) or 'none'}); "
         f"run directory {run_dir}")
-    ports = free_ports(2 * opts.nodes)
-    real = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[:opts.nodes])}
-    real_peer = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[opts.nodes:])}
-    net = ProxyNet(real, real_peer)
-    cluster = ChaosCluster(run_dir, real, net, tick_ms=opts.tick_ms)
+    cluster = ChaosCluster.on_loopback(run_dir, opts.nodes, tick_ms=opts.tick_ms)
+    net = cluster.net
     limit = opts.setup_timeout + opts.duration + 2 * opts.settle_timeout + opts.drain_timeout + 180
     try:
         with trio.fail_after(limit):
             async with trio.open_nursery() as nursery:
-                await net.start(nursery)
-                for n in cluster.nodes:
-                    cluster.start(n)
+                await cluster.start_all(nursery, opts.setup_timeout)
                 with trio.fail_after(opts.setup_timeout):
-                    await cluster.wait_ready(opts.setup_timeout)
                     ctx = Context(net.bootstrap, history, opts.seed, say)
                     workloads = [WORKLOADS[name](ctx) for name in opts.workloads]
                     for w in workloads:
                         await w.setup()
                     await cluster.settle(opts.settle_timeout)
-                say(f"cluster up (nodes {', '.join(f'n{n}={a}' for n, a in real.items())}); clients via {net.bootstrap}")
+                say(f"cluster up (nodes {', '.join(f'n{n}={a}' for n, a in cluster.real.items())}); clients via {net.bootstrap}")
                 await _chaos(opts, cluster, net, history, workloads, schedule, say)
                 await compare_replicas(cluster, history, opts.settle_timeout, say)
                 record_node_errors(cluster, history, say)

@@ -35,7 +35,6 @@ from scripts.chaoslib.proxy import ProxyNet
 from scripts.chaoslib.runner import exception_lines
 from scripts.fuzzlib.shapes import CANARY, DATA_TOPICS, RAW, RAW_WEIGHT, SHAPES, Finding, Req, Target, prepare_bombs
 from segments import Log, LogConfig
-from tests.cluster import free_ports
 
 PARTITION_DIR = re.compile(r"^(?P<topic>.+)-(?P<partition>\d+)\.g(?P<group>\d+)$")
 EXAMPLES = 5          # examples kept per kind of violation
@@ -397,25 +396,20 @@ async def run_fuzz(opts: Options, say: Callable[[str], None] = print,
     hostile clients run. Raises if the run itself cannot go on (nodes will not start)."""
     report = Report(opts.seed, opts.duration, opts.clients)
     opts.run_dir.mkdir(parents=True, exist_ok=True)
-    ports = free_ports(6)
-    real = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports[:3])}
-    net = ProxyNet(real, {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports[3:])})
-    cluster = ChaosCluster(opts.run_dir, real, net, tick_ms=opts.tick_ms, fsync=opts.fsync)
+    cluster = ChaosCluster.on_loopback(opts.run_dir, 3, tick_ms=opts.tick_ms, fsync=opts.fsync)
+    net = cluster.net
     canary = Canary()
     limit = opts.setup_timeout + opts.duration + opts.request_timeout + opts.canary_wait + 600
     try:
         with trio.fail_after(limit):
             async with trio.open_nursery() as nursery:
-                await net.start(nursery)
-                for n in cluster.nodes:
-                    cluster.start(n)
+                await cluster.start_all(nursery, opts.setup_timeout)
                 with trio.fail_after(opts.setup_timeout):
-                    await cluster.wait_ready(opts.setup_timeout)
                     async with Admin(net.bootstrap) as admin:
                         for topic, parts in {CANARY: 3, **DATA_TOPICS}.items():
                             await admin.create_topic(topic, partitions=parts, replication=min(3, parts + 1))
                     await trio.to_thread.run_sync(prepare_bombs)
-                say(f"cluster up in {opts.run_dir} (nodes {', '.join(f'n{n}={a}' for n, a in real.items())}); "
+                say(f"cluster up in {opts.run_dir} (nodes {', '.join(f'n{n}={a}' for n, a in cluster.real.items())}); "
                     f"{opts.clients} hostile clients for {opts.duration:.0f}s")
                 routes = Routes(cluster)
                 async with trio.open_nursery() as watchers:

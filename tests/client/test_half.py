@@ -155,3 +155,19 @@ async def test_commits_survive_the_coordinator_failing_over(tmp_path):
                     assert (await h.commit()).topic == "orders"
             values = sorted(m.value for m in await read(c, "orders"))
             assert values == sorted(b"m%d" % i for i in range(40))
+
+
+async def test_a_group_holds_at_most_so_many_pending_halves(tmp_path, monkeypatch):
+    import node.half
+    from client.errors import LimitExceededError
+    monkeypatch.setattr(node.half, "MAX_PENDING_PER_GROUP", 2)
+    async with cluster(tmp_path) as c:
+        await topic(c)
+        with trio.fail_after(60):
+            async with Producer(c.bootstrap, producer_group="capped") as p:
+                first = await p.send_half("orders", b"1")
+                await p.send_half("orders", b"2")
+                with pytest.raises(LimitExceededError, match="pending"):
+                    await p.send_half("orders", b"3")
+                await first.abort()                      # room again once one is decided
+                await p.send_half("orders", b"4")

@@ -9,21 +9,15 @@ import pytest
 import trio
 
 from client import Admin, Producer
-from tests.cluster import ProcessCluster, read_all
+from tests.cluster import ProcessCluster, read_all, running_cluster
 
 _canary = itertools.count()
 
 
 @pytest.fixture(scope="package")
 def cluster(tmp_path_factory):
-    c = ProcessCluster(tmp_path_factory.mktemp("hostile"), 3, fsync="never")
-    try:
-        for n in c.peers:
-            c.start(n)
-        trio.run(c.wait_ready)
+    with running_cluster(tmp_path_factory.mktemp("hostile"), 3, fsync="never") as c:
         yield c
-    finally:
-        c.close()
 
 
 async def assert_unharmed(c: ProcessCluster, messages: int = 20) -> None:

@@ -240,3 +240,16 @@ def test_a_partition_given_back_is_sent_at_a_later_epoch():
     g2.load("a", a.meta, 4)
     beat(g2, "a", both, 4, count)
     assert g2.members["a"].since == {tp: 0 for tp in both}
+
+
+def test_a_group_takes_at_most_max_members(monkeypatch):
+    import node.membership
+    from client.errors import LimitExceededError
+    monkeypatch.setattr(node.membership, "MAX_MEMBERS", 3)
+    count = counts_of({"t": 4})
+    g = Group("g")
+    for mid in ("a", "b", "c"):
+        joined(g, mid, 0, count)
+    with pytest.raises(LimitExceededError):
+        joined(g, "d", 0, count)
+    joined(g, "a", 1, count)                   # a known member may still rejoin

@@ -35,3 +35,32 @@ async def test_an_entry_that_fails_to_apply_is_skipped_everywhere_and_on_replay(
         with trio.fail_after(20):
             while "after" not in restarted.state.topics or restarted.replicas[CONTROLLER_GROUP].apply_errors < 1:
                 await trio.sleep(0.05)
+
+
+async def test_a_storage_error_takes_the_replica_offline_not_the_node(tmp_path):
+    import errno
+
+    from client.errors import NotLeaderError
+    from client.protocol import Produce
+    async with local_cluster(tmp_path, 3) as c:
+        async with ClusterClient(c.bootstrap) as client:
+            await client.controller_request(CreateTopic("disk", 1, 3))
+            leader = (await c.wait_leaders("disk"))[0]
+            part = c.brokers[leader].partitions[("disk", 0)]
+
+            def full(entries):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            part.storage.append = full
+            with trio.fail_after(30):
+                # The write that meets the full disk takes the leader's replica offline;
+                # the producer's retries find the new leader on another node.
+                await client.leader_request("disk", 0, Produce("disk", 0, build_batch([(None, b"x", (), None)])))
+            assert part.offline is not None and not c.brokers[leader].shutting_down
+            try:
+                part.check_writable()
+                raise AssertionError("an offline replica took a write")
+            except NotLeaderError as exc:
+                assert "storage error" in exc.message
+            await client.controller_request(CreateTopic("other", 1, 3))   # the node goes on
+            await c.wait_leaders("other")
