@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 OFFSETS_TOPIC = "__consumer_offsets"
 OFFSETS_SEGMENT_BYTES = 16 * 1024 * 1024
 SNAPSHOT_EVERY = 10_000          # offsets-partition entries between snapshots
+OFFSETS_RETENTION_MS = 7 * 24 * 3600 * 1000   # a group with no members keeps its offsets this long (Kafka: 7 days)
+DELETED_TOPIC_GRACE_MS = 10 * 60 * 1000       # offsets of a topic not known here go after this much quiet
+EXPIRY_CHECK_S = 60.0
 JANITOR_INTERVAL_S = 0.1         # expiry checks, background persistence, topic creation
 WRITE_TIMEOUT_S = 10.0
 MAX_NAME = 255
@@ -120,6 +123,11 @@ class GroupData:
     members: dict[str, MemberMeta] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     pending: dict[TopicPartition, Pending] = field(default_factory=dict)
+    last_write_ms: int = -1      # newest record of this group in the log (its batch time)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.members or self.offsets or self.pending)
 
     def pending_on(self, tp: TopicPartition, now_ms: int) -> Pending | None:
         """The undecided transaction that will commit `tp`'s offset, if any."""
@@ -132,6 +140,7 @@ class _GroupSnap(msgspec.Struct, array_like=True):
     members: dict[str, tuple[str, int, int]]
     offsets: list[tuple[str, int, int]]
     pending: list[tuple[str, int, str, int, int]] = []
+    last_write_ms: int = -1
 
 
 class _Snapshot(msgspec.Struct, array_like=True):
@@ -146,9 +155,12 @@ class OffsetsState:
     def __init__(self) -> None:
         self.groups: dict[str, GroupData] = {}
 
-    def apply(self, key: bytes, value: bytes | None) -> None:
+    def apply(self, key: bytes, value: bytes | None, timestamp: int = -1) -> None:
         try:
             k = _key_dec.decode(key)
+            if isinstance(k, list) and len(k) > 1 and isinstance(k[1], str):
+                data = self._group(k[1])
+                data.last_write_ms = max(data.last_write_ms, timestamp)
             match k:
                 case [0, str() as group, str() as topic, int() as partition]:
                     _put(self._group(group).offsets, (topic, partition), value, _int_dec)
@@ -161,8 +173,28 @@ class OffsetsState:
                     _put(self._group(group).pending, (topic, partition), value, _pending_dec)
                 case _:
                     log.warning("%s: skipping a record with an unknown key %r", OFFSETS_TOPIC, k)
+            if value is None and isinstance(k, list) and len(k) > 1 and isinstance(k[1], str):
+                if (data := self.groups.get(k[1])) is not None and data.empty:
+                    del self.groups[k[1]]      # nothing left of it (its offsets expired or were reset)
         except msgspec.DecodeError as exc:   # deterministic: every replica skips it alike
             log.warning("%s: skipping a malformed record: %s", OFFSETS_TOPIC, exc)
+
+    def expired(self, now_ms: int, retention_ms: int, topic_exists: Callable[[str], bool] | None) -> list[Record]:
+        """Tombstones for what a group no longer needs: every offset of a group with no
+        members and nothing written for `retention_ms` (Kafka's
+        `offsets.retention.minutes`), and, with `topic_exists`, offsets of deleted topics
+        in groups idle for a while (a topic this node has not heard of yet is not
+        deleted: its group just wrote)."""
+        out: list[Record] = []
+        for name, data in self.groups.items():
+            idle = now_ms - data.last_write_ms
+            if data.last_write_ms < 0 or idle < min(retention_ms, DELETED_TOPIC_GRACE_MS):
+                continue
+            for (topic, p) in data.offsets:
+                if (not data.members and not data.pending and idle >= retention_ms) or (
+                        topic_exists is not None and not topic_exists(topic)):
+                    out.append(offset_record(name, topic, p, None))
+        return out
 
     def _group(self, name: str) -> GroupData:
         data = self.groups.get(name)
@@ -173,7 +205,7 @@ class OffsetsState:
     def encode(self) -> bytes:
         return _enc.encode(_Snapshot({
             name: _GroupSnap(d.epoch, dict(d.members), [(t, p, o) for (t, p), o in sorted(d.offsets.items())],
-                             [(t, p, *pend) for (t, p), pend in sorted(d.pending.items())])
+                             [(t, p, *pend) for (t, p), pend in sorted(d.pending.items())], d.last_write_ms)
             for name, d in self.groups.items()
         }))
 
@@ -182,7 +214,8 @@ class OffsetsState:
         state = cls()
         for name, g in msgspec.msgpack.decode(data, type=_Snapshot).groups.items():
             state.groups[name] = GroupData(g.epoch, dict(g.members), {(t, p): o for t, p, o in g.offsets},
-                                           {(t, p): (tid, n, exp) for t, p, tid, n, exp in g.pending})
+                                           {(t, p): (tid, n, exp) for t, p, tid, n, exp in g.pending},
+                                           g.last_write_ms)
         return state
 
 
@@ -206,7 +239,7 @@ class OffsetsPartition(Partition):
                 continue
             for rec in segments.decode_records(e.data):
                 if rec.key is not None:
-                    self.offsets.apply(rec.key, rec.value)
+                    self.offsets.apply(rec.key, rec.value, rec.timestamp)
 
     def restore(self, snap: Snapshot) -> None:
         self.offsets = OffsetsState.decode(snap.data) if snap.data else OffsetsState()
@@ -356,6 +389,7 @@ class GroupCoordinator:
     def __init__(self, broker: "Broker") -> None:
         self.broker = broker
         self._nursery: trio.Nursery | None = None
+        self._expiry_checked = 0.0
 
     def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
         return {
@@ -623,6 +657,31 @@ class GroupCoordinator:
             if not part.persist_lock.locked() and coord.diff(part.offsets):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._persist_quietly, part, coord)
+        if now - self._expiry_checked >= EXPIRY_CHECK_S:
+            self._expiry_checked = now
+            self._expire_offsets()
+
+    def _expire_offsets(self) -> None:
+        """Tombstones for dead groups' offsets and deleted topics' offsets (on the
+        partitions this node leads; the log carries them to every replica)."""
+        b = self.broker
+        topic_exists = (lambda t: t in b.state.topics) if b.metadata_loaded() else None
+        now_ms = int(time.time() * 1000)
+        for part in self._led():
+            coord = part.coordination(trio.current_time())
+            live = {name for name, g in coord.groups.items() if g.members}
+            records = [r for r in part.offsets.expired(now_ms, OFFSETS_RETENTION_MS, topic_exists)
+                       if _key_dec.decode(r[0])[1] not in live]
+            if records:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._write_quietly, part, records)
+
+    async def _write_quietly(self, part: OffsetsPartition, records: list[Record]) -> None:
+        try:
+            await part.wait(part.propose_records(records), 10.0)
+            log.info("%s: expired %d committed offsets (dead groups, deleted topics)", part.name, len(records))
+        except TideMQError as exc:   # the next check tries again
+            log.info("%s: offsets not expired yet: %s", part.name, exc.message)
 
     async def _persist_quietly(self, part: OffsetsPartition, coord: Coordination) -> None:
         try:

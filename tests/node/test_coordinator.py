@@ -352,7 +352,7 @@ def test_offsets_state_applies_records_and_round_trips():
     assert g.offsets == {("t", 0): 6, ("t", 1): 9}
     assert g.members == {"m1": ("c", 1000, 2000)}
     assert g.epoch == 4, "epochs never go back"
-    assert s.groups["h"].offsets == {}, "a None value deletes"
+    assert "h" not in s.groups, "a None value deletes, and a group with nothing left goes"
     assert g.pending == {("t", 2): ("txn-1", 3, 10**13)}
     back = OffsetsState.decode(s.encode())
     assert {n: vars(d) for n, d in back.groups.items()} == {n: vars(d) for n, d in s.groups.items()}
@@ -391,3 +391,41 @@ async def test_offsets_are_snapshotted_not_expired_and_a_lagging_replica_install
         with trio.fail_after(15):
             resp = await client.coordinator_request("g", OffsetFetch("g"))
         assert {(t, p): o for t, p, o in resp.offsets} == expected
+
+
+def test_dead_groups_and_deleted_topics_lose_their_offsets_by_the_logs_clock():
+    import msgspec
+    day = 86_400_000
+    st = OffsetsState()
+    st.apply(*offset_record("dead", "t", 0, 5), 1_000)
+    st.apply(*offset_record("live", "t", 0, 7), 1_000)
+    st.apply(*member_record("live", "m1", ("c", 3000, 60_000)), 1_000)
+    st.apply(*offset_record("moved-on", "old-topic", 0, 1), 1_000)
+    st.apply(*offset_record("moved-on", "t", 1, 2), 1_000)
+    st.apply(*member_record("moved-on", "m2", ("c", 3000, 60_000)), 1_000)
+    st.apply(*offset_record("fresh", "new-topic", 0, 1), 8 * day)     # just written: a topic not heard of yet
+    expired = st.expired(8 * day + 1_000, 7 * day, lambda topic: topic == "t")
+    keys = sorted(tuple(msgspec.msgpack.decode(k)[1:]) for k, v in expired)
+    assert keys == [("dead", "t", 0), ("moved-on", "old-topic", 0)] and all(v is None for _, v in expired)
+    for k, v in expired:
+        st.apply(k, v, 8 * day + 2_000)
+    assert "dead" not in st.groups                       # nothing left of it: gone from the state
+    assert st.groups["moved-on"].offsets == {("t", 1): 2} and st.groups["live"].offsets == {("t", 0): 7}
+    again = OffsetsState.decode(st.encode())             # the clock survives a snapshot
+    assert again.groups["fresh"].last_write_ms == 8 * day
+
+
+async def test_the_coordinator_expires_a_dead_groups_offsets(tmp_path, monkeypatch):
+    import node.coordinator
+    monkeypatch.setattr(node.coordinator, "OFFSETS_RETENTION_MS", 500)
+    monkeypatch.setattr(node.coordinator, "DELETED_TOPIC_GRACE_MS", 500)
+    monkeypatch.setattr(node.coordinator, "EXPIRY_CHECK_S", 0.2)
+    async with cluster(tmp_path) as c, ClusterClient(c.bootstrap) as client:
+        await client.controller_request(CreateTopic("exp", 1, 3))
+        await c.wait_leaders("exp")
+        await client.coordinator_request("forgotten", OffsetCommit("forgotten", [("exp", 0, 5)]))
+        fetched = await client.coordinator_request("forgotten", OffsetFetch("forgotten"))
+        assert fetched.offsets == [("exp", 0, 5)]
+        with trio.fail_after(20):
+            while (await client.coordinator_request("forgotten", OffsetFetch("forgotten"))).offsets:
+                await trio.sleep(0.2)
