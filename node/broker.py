@@ -43,7 +43,7 @@ from node.metrics import NodeMetrics
 from node.partition import BatchLimits, Partition
 from node.peerauth import PeerCredential, new_secret
 from node.peerguard import MAX_TERM, refusal as peer_refusal
-from node.peers import PeerTransport
+from node.peers import PeerTransport, Reassembler
 from node.replica import Replica
 from node.server import ConnectionLimits, Server
 from node.transactions import TXN_TOPIC, TransactionCoordinator, TxnStatePartition
@@ -96,6 +96,7 @@ class Broker:
                                         config.message_timestamp_before_max_ms, config.message_timestamp_after_max_ms)
         self.disk = DiskSpace(str(config.data_dir), config.min_free_bytes)
         self.credential = PeerCredential(self.id, config.peer_secret or new_secret())
+        self._reassembler = Reassembler()
         self.transport = PeerTransport(self.id, config.peers, self.credential, encode_peer_items,
                                        max_payload=config.max_frame_bytes // 2)
         self.coordinator = GroupCoordinator(self)
@@ -465,8 +466,11 @@ class Broker:
             self.transport.send(pid, leaders)
 
     def _on_peer_payload(self, frm: int, payload: bytes) -> None:
+        whole = self._reassembler.feed(frm, payload)
+        if whole is None:
+            return
         try:
-            batch = _peer_decoder.decode(payload)
+            batch = _peer_decoder.decode(whole)
         except msgspec.DecodeError as exc:
             log.warning("dropping a malformed peer batch from node %s: %s", frm, exc)
             return

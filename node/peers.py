@@ -2,6 +2,9 @@
 carries the Raft messages of every group, batched. Each link first runs the peer
 secret's challenge-response (node.peerauth) both ways.
 
+A drain larger than a frame goes in several; a single message larger than a frame (a big
+snapshot) goes in pieces the receiver's `Reassembler` puts back together.
+
 Raft tolerates lost messages, so a link never blocks its caller: `send()` appends to the
 peer's outbox and returns. The link task drains the whole outbox into one frame per
 write (so a tick's heartbeats for a thousand groups travel as one frame), reconnects
@@ -12,6 +15,7 @@ rather than growing without bound: Raft will resend what matters.
 from __future__ import annotations
 
 import logging
+import struct
 from typing import Callable
 
 import trio
@@ -29,6 +33,7 @@ MAX_OUTBOX = 100_000
 CONNECT_TIMEOUT_S = 2.0
 HANDSHAKE_MAX_FRAME_BYTES = 64 * 1024
 DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024   # half the default frame limit: room for the envelope
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024   # one message sent in pieces (a snapshot) at most
 
 
 class PeerLink:
@@ -44,6 +49,7 @@ class PeerLink:
         self.wakeup = trio.Event()
         self.connected = False
         self.dropped = 0
+        self._fragments = 0
 
     def send(self, item: object) -> None:
         if len(self.outbox) >= MAX_OUTBOX:
@@ -60,12 +66,15 @@ class PeerLink:
         if not items:
             return []
         payload = self.encode(items)
-        if len(payload) <= self.max_payload or len(items) == 1:
-            if len(payload) > self.max_payload:
-                log.warning("link %s -> %s: one message of %d bytes exceeds the %d-byte frame; dropped (Raft "
-                            "resends)", self.node_id, self.peer_id, len(payload), self.max_payload)
-                return []
+        if len(payload) <= self.max_payload:
             return [payload]
+        if len(items) == 1:      # one message larger than a frame (a big snapshot): in pieces
+            if len(payload) > MAX_MESSAGE_BYTES:
+                log.warning("link %s -> %s: a message of %d bytes exceeds %d; dropped (Raft resends)",
+                            self.node_id, self.peer_id, len(payload), MAX_MESSAGE_BYTES)
+                return []
+            self._fragments += 1
+            return fragments(self._fragments, payload, self.max_payload)
         half = len(items) // 2
         return self._payloads(items[:half]) + self._payloads(items[half:])
 
@@ -128,6 +137,52 @@ class PeerLink:
                 self.connected = False
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
+
+
+_FRAGMENT = struct.Struct(">4sQII")   # magic, message number, piece index, piece count
+_MAGIC = b"TFRG"
+
+
+def fragments(number: int, payload: bytes, max_payload: int) -> list[bytes]:
+    """One encoded peer batch cut into pieces that each fit a frame."""
+    size = max(1, max_payload - _FRAGMENT.size)
+    count = -(-len(payload) // size)
+    return [_FRAGMENT.pack(_MAGIC, number, i, count) + payload[i * size:(i + 1) * size] for i in range(count)]
+
+
+class Reassembler:
+    """The receiving side of `fragments`: one message in pieces per peer at a time, at
+    most MAX_MESSAGE_BYTES; a piece out of turn drops what was gathered (Raft resends
+    what it still needs), so a peer can never make this node hold more than that."""
+
+    def __init__(self) -> None:
+        self._partial: dict[int, tuple[int, int, list[bytes], int]] = {}   # peer -> (number, count, pieces, size)
+
+    def feed(self, frm: int, payload: bytes) -> bytes | None:
+        """The whole payload once complete; None while gathering or for a bad piece.
+        Payloads that are not pieces come back as they are."""
+        if not payload.startswith(_MAGIC) or len(payload) < _FRAGMENT.size:
+            return payload
+        _, number, index, count = _FRAGMENT.unpack_from(payload)
+        piece = payload[_FRAGMENT.size:]
+        cur = self._partial.get(frm)
+        if index == 0:
+            cur = (number, count, [], 0)
+        if cur is None or cur[0] != number or cur[1] != count or len(cur[2]) != index:
+            self._partial.pop(frm, None)
+            log.warning("dropping a message in pieces from node %s: piece %d of %d out of turn", frm, index, count)
+            return None
+        pieces, size = cur[2], cur[3] + len(piece)
+        if size > MAX_MESSAGE_BYTES:
+            self._partial.pop(frm, None)
+            log.warning("dropping a message in pieces from node %s: over %d bytes", frm, MAX_MESSAGE_BYTES)
+            return None
+        pieces.append(piece)
+        if len(pieces) < count:
+            self._partial[frm] = (number, count, pieces, size)
+            return None
+        self._partial.pop(frm, None)
+        return b"".join(pieces)
 
 
 class PeerTransport:

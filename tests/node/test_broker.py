@@ -264,3 +264,21 @@ async def test_replicas_open_after_a_restart_whose_controller_log_ends_on_a_no_o
             await cluster.start(1)
             await cluster.wait_controller()
         await cluster.wait_leaders("kept")
+
+
+async def test_a_controller_snapshot_larger_than_a_peer_frame_arrives_in_pieces(tmp_path):
+    frame = 16 * 1024
+    async with local_cluster(tmp_path, controller_snapshot_every=5, max_frame_bytes=frame) as cluster:
+        ctrl = await cluster.wait_controller()
+        lagger = next(n for n in cluster.peers if n != ctrl)
+        await cluster.stop(lagger, graceful=False)
+        names = [f"{i:03d}-" + "n" * 190 for i in range(60)]      # the state alone is several frames
+        async with ClusterClient(cluster.bootstrap) as client:
+            for name in names:
+                await client.controller_request(CreateTopic(name, partitions=1, replication=1))
+        snap = cluster.brokers[ctrl].controller.storage.snapshot()
+        assert len(snap.data) > frame
+        await cluster.start(lagger)
+        with trio.fail_after(20):
+            while not set(names) <= set(cluster.brokers[lagger].state.topics):
+                await trio.sleep(0.05)

@@ -4,7 +4,8 @@ the peer accepts."""
 import trio
 
 from node.peerauth import PeerCredential
-from node.peers import PeerLink
+import node.peers
+from node.peers import PeerLink, Reassembler
 from node.server import Server
 
 SECRET = "peer-secret-for-the-link-tests"
@@ -18,7 +19,27 @@ def test_a_large_outbox_is_split_into_frames_that_fit():
     items = [b"%04d" % i for i in range(7)]
     payloads = _link(10)._payloads(items)
     assert all(len(p) <= 10 for p in payloads) and b"".join(payloads) == b"".join(items)
-    assert _link(10)._payloads([b"x" * 20]) == []          # one message too large: dropped, Raft resends
+
+
+
+def test_one_message_larger_than_a_frame_goes_in_pieces_and_comes_back_whole():
+    big = bytes(range(256)) * 40                            # 10 KB, frames of 1 KB
+    pieces = _link(1024)._payloads([big])
+    assert len(pieces) > 10 and all(len(p) <= 1024 for p in pieces)
+    r = Reassembler()
+    assert [r.feed(2, p) for p in pieces[:-1]] == [None] * (len(pieces) - 1)
+    assert r.feed(2, pieces[-1]) == big
+    assert r.feed(2, b"plain") == b"plain"                  # what is not in pieces passes through
+
+
+def test_pieces_out_of_turn_or_too_many_bytes_are_dropped(monkeypatch):
+    pieces = _link(1024)._payloads([b"y" * 5000])
+    r = Reassembler()
+    r.feed(3, pieces[0])
+    assert r.feed(3, pieces[2]) is None                     # a gap: what was gathered goes
+    assert all(r.feed(3, p) is None for p in pieces[1:])    # no piece 0 since: nothing completes
+    monkeypatch.setattr(node.peers, "MAX_MESSAGE_BYTES", 3000)
+    assert [r.feed(3, p) for p in pieces] == [None] * len(pieces)
 
 
 async def test_a_link_delivers_a_large_drain_in_pieces(nursery):
