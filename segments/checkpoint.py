@@ -3,8 +3,9 @@
 A checkpoint is text: a version line, a count line, then one line of space-separated
 integers per entry. It is written to `<name>.tmp`, fsynced, renamed over the old file
 and the directory fsynced, so a crash leaves either the old or the new file, never a
-mix. These files change rarely (a new leader epoch, a new log start offset), so they
-are always fsynced whatever the log's fsync policy.
+mix. They are fsynced at once, except for a log whose owner syncs it itself (the
+"never" policy: the node fsyncs once per Ready, in a worker thread): there the log
+fsyncs them with its next flush, so no event loop waits on them.
 
 `read_checkpoint` returns None for a missing or malformed file: every checkpoint in
 this package can be rebuilt or defaulted, so the caller decides how.
@@ -15,17 +16,31 @@ from __future__ import annotations
 import os
 
 
-def write_checkpoint(path: str, version: int, entries: list[tuple[int, ...]]) -> None:
-    """Atomically replace `path` with `entries` under `version`."""
+def write_checkpoint(path: str, version: int, entries: list[tuple[int, ...]], sync: bool = True) -> None:
+    """Atomically replace `path` with `entries` under `version`; without `sync` the
+    caller fsyncs the file (`fsync_file`) and its directory later."""
     lines = [str(version), str(len(entries))]
     lines.extend(" ".join(str(v) for v in entry) for entry in entries)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="ascii") as f:
         f.write("\n".join(lines) + "\n")
         f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            os.fsync(f.fileno())
     os.replace(tmp, path)
-    fsync_directory(os.path.dirname(path) or ".")
+    if sync:
+        fsync_directory(os.path.dirname(path) or ".")
+
+
+def fsync_file(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_checkpoint(path: str, version: int, width: int) -> list[tuple[int, ...]] | None:

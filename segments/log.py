@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator, Sequence
 from sortedcontainers import SortedDict
 
 from .batch import LOG_OVERHEAD, BatchHeader, verify
-from .checkpoint import fsync_directory, read_checkpoint, write_checkpoint
+from .checkpoint import fsync_directory, fsync_file, read_checkpoint, write_checkpoint
 from .config import LogConfig
 from .epochs import LeaderEpochCache
 from .errors import (
@@ -106,6 +106,7 @@ class Log:
         # `flush()` syncs them all, so it always makes the whole log durable.
         self._pending_sync: list[LogSegment] = []
         self._dir_unsynced = True
+        self._checkpoints_unsynced: set[str] = set()
         self._closed = False
 
     # -- opening and recovery --------------------------------------------------------
@@ -389,6 +390,9 @@ class Log:
         for segment in pending:
             if not segment.closed:
                 segment.flush(fsync=True)
+        names, self._checkpoints_unsynced = self._checkpoints_unsynced, set()
+        for name in names:
+            fsync_file(os.path.join(self.path, name))
         if self._dir_unsynced:
             self._dir_unsynced = False
             fsync_directory(self.path)
@@ -430,10 +434,20 @@ class Log:
         self._closed = True
 
     def _save_epochs(self) -> None:
-        write_checkpoint(os.path.join(self.path, EPOCH_CHECKPOINT), _CHECKPOINT_VERSION, self._epochs.entries())
+        self._write_checkpoint(EPOCH_CHECKPOINT, self._epochs.entries())
 
     def _save_log_start(self, offset: int) -> None:
-        write_checkpoint(os.path.join(self.path, LOG_START_CHECKPOINT), _CHECKPOINT_VERSION, [(offset,)])
+        self._write_checkpoint(LOG_START_CHECKPOINT, [(offset,)])
+
+    def _write_checkpoint(self, name: str, entries: list[tuple[int, ...]]) -> None:
+        """Under "never" the owner syncs: the file is fsynced by the next flush (before
+        the active segment, so once a flush returns the file covers what is on disk;
+        after a crash before it, open rebuilds a stale or torn one from the batches)."""
+        deferred = self.config.fsync == "never"
+        write_checkpoint(os.path.join(self.path, name), _CHECKPOINT_VERSION, entries, sync=not deferred)
+        if deferred:
+            self._checkpoints_unsynced.add(name)
+            self._dir_unsynced = True
 
     # -- reading ------------------------------------------------------------------------
 
