@@ -294,17 +294,9 @@ class Consumer:
                             log.info("%s-%s: metadata refresh failed: %s", topic, p, exc)
                     await anyio.sleep(0.05)
                     continue
-                try:
-                    messages = self._decode(topic, p, state, res)
-                except SegmentError as exc:
-                    # Bit rot on the leader's disk (the broker validated it on the way in):
-                    # say where, stop this partition, and let every other one go on.
-                    at = state.position
-                    err = CorruptBatchError(
-                        f"{topic}-{p}: the data at offset {at} cannot be decoded ({exc}); stopped reading this "
-                        "partition. The leader's copy is damaged: restore that replica, or move the group's "
-                        "offset past it", topic=topic, partition=p, offset=at)
-                    await self._send.send((state, [err]))
+                messages = self._decode(topic, p, state, res)
+                if messages and isinstance(messages[-1], TideMQError):
+                    await self._send.send((state, messages))   # what came before it, then the error
                     return
                 state.hand_out(state.handed)        # nothing pending before a control batch
                 if messages:
@@ -312,8 +304,23 @@ class Consumer:
 
     def _decode(self, topic: str, p: int, state: _Assigned, res) -> list[Message | TideMQError]:
         """The messages of one fetch result from the position on, skipping control
-        batches and, read_committed, aborted transactions."""
+        batches and, read_committed, aborted transactions. A batch that cannot be
+        decoded (bit rot on the leader's disk: the broker validated it on the way in)
+        ends the list with a CorruptBatchError saying where; the partition stops there
+        and every other one goes on."""
         messages: list[Message | TideMQError] = []
+        try:
+            self._decode_into(messages, topic, p, state, res)
+            return messages
+        except SegmentError as exc:
+            at = state.position
+            return messages + [CorruptBatchError(
+                f"{topic}-{p}: the data at offset {at} cannot be decoded ({exc}); stopped reading this partition. "
+                "The leader's copy is damaged: restore that replica, or move the group's offset past it",
+                topic=topic, partition=p, offset=at)]
+
+    @staticmethod
+    def _decode_into(messages: list[Message | TideMQError], topic: str, p: int, state: _Assigned, res) -> None:
         # Aborted transactions (read_committed): from its first offset until its
         # marker, a producer's transactional batches are dropped (Kafka's rule).
         aborted = sorted((a.first_offset, a.producer_id) for a in res.aborted)
@@ -331,7 +338,6 @@ class Consumer:
                 messages.extend(Message(topic, p, r.offset, r.key, r.value, r.headers, r.timestamp)
                                 for r in decode_records(data) if r.offset >= position)
             state.position = max(state.position, header.last_offset + 1)
-        return messages
 
     # -- the iterator ------------------------------------------------------------------------------------
 

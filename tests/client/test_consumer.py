@@ -167,3 +167,35 @@ async def test_consumption_continues_across_leader_failover(tmp_path):
                     if len(got) == 150:
                         break
         assert got == list(range(150))
+
+
+async def test_an_undecodable_batch_in_the_log_is_a_typed_error_and_other_partitions_go_on(tmp_path):
+    """Bit rot (or data from before batches were validated): the consumer says which
+    topic, partition and offset, stops that partition, and reads the others."""
+    from client.errors import CorruptBatchError
+    from segments import build_batch
+    from segments.batch import HEADER_SIZE
+    from tests.segments.helpers import recrc
+    async with local_cluster(tmp_path) as c:
+        async with Admin(c.bootstrap) as admin:
+            await admin.create_topic("rot", partitions=2, replication=3)
+        leaders = await c.wait_leaders("rot")
+        async with Producer(c.bootstrap) as producer:
+            await producer.send("rot", b"good-0", partition=0)
+            await producer.send("rot", b"good-1", partition=1)
+        bad = bytearray(build_batch([(None, b"x" * 20, (), None)]))
+        bad[HEADER_SIZE] = 0x7F                                # CRC-valid, records that do not decode
+        part = c.brokers[leaders[0]].partitions[("rot", 0)]
+        await part.wait(part.propose(recrc(bad), 1), 10)       # straight into the log, past validation
+        async with Producer(c.bootstrap) as producer:
+            await producer.send("rot", b"later-1", partition=1)
+        seen, error = [], None
+        with trio.fail_after(30):
+            async with Consumer(c.bootstrap, topics=["rot"], offset_reset="earliest") as consumer:
+                while len(seen) < 3 or error is None:
+                    try:
+                        seen.append((await consumer.__anext__()).value)
+                    except CorruptBatchError as exc:
+                        error = exc
+        assert sorted(seen) == [b"good-0", b"good-1", b"later-1"]
+        assert error.details["topic"] == "rot" and error.details["partition"] == 0 and "offset" in error.message
