@@ -28,7 +28,8 @@ from typing import Awaitable, Callable, Collection, Protocol
 import trio
 
 from client.errors import (
-    AuthFailedError, ClusterAuthorizationError, ConnectionLimitError, ErrorCode, RemoteProtocolError, TideMQError, UnsupportedVersionError,
+    AuthFailedError, ClusterAuthorizationError, ConnectionLimitError, ErrorCode, RemoteProtocolError, TideMQError,
+    UnsupportedVersionError,
 )
 from client.protocol import (
     EndTxnOffsets, ErrorResponse, FrameDecoder, Hello, HelloOk, PeerMessages, PeerProof, PendTxnOffsets,
