@@ -270,8 +270,8 @@ class ClusterClient:
             try:
                 return await self.request(addr, body, sent)
             except NotLeaderError as exc:
-                hint[0] = self._hinted(exc)
-                hint[0] = hint[0] if hint[0] != addr else None
+                hinted = self._hinted(exc)
+                hint[0] = hinted if hinted != addr else None
                 if hint[0] is None:
                     await self.refresh_metadata([topic], seen=seen)
                 raise

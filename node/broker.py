@@ -232,11 +232,10 @@ class Broker:
             for rec in segments.decode_records(e.data):
                 cmd = decode_command(rec.value)
                 result = self.state.apply(cmd)
-                if self._replaying:
-                    pass     # replicas open once the replay is done, for the topics that are left
-                elif isinstance(result, TopicMeta):
+                # While replaying, replicas wait: they open at the end, for the topics that are left.
+                if isinstance(result, TopicMeta) and not self._replaying:
                     self._open_topic(result, fresh=e.last > self._replayed_until)
-                elif isinstance(cmd, DeleteTopicCmd) and result is None:
+                elif isinstance(cmd, DeleteTopicCmd) and result is None and not self._replaying:
                     self._close_topic(cmd.name)
                 self._cmd_results[e.last] = result
             self.state.applied = e.last

@@ -120,9 +120,8 @@ class Replica:
 
     def check_writable(self) -> None:
         if self.offline is not None:
-            err = NotLeaderError(f"{self.name} is offline on node {self.core.id} after a storage error "
+            raise NotLeaderError(f"{self.name} is offline on node {self.core.id} after a storage error "
                                  f"({self.offline}); another replica will lead it")
-            raise err
         if self.closed:
             raise ShuttingDownError(f"{self.name} is closing on node {self.core.id}")
         if not self.ready_for_writes():

@@ -14,7 +14,6 @@ import trio
 from client import Admin, Producer
 from client.cluster import ClusterClient
 from client.protocol import PROTOCOL_VERSION, Fetch, FetchPartition, Hello, encode_frame, split_addr
-from segments import build_batch
 from tests.cluster import read_all
 from tests.hostile.conftest import assert_unharmed
 
