@@ -124,6 +124,7 @@ class Broker:
         self._nursery: trio.Nursery | None = None
         self.shutting_down = False
         self.ready = trio.Event()
+        self._controller_snapshot_due = trio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -145,6 +146,7 @@ class Broker:
             nursery.start_soon(self._gossip)
             nursery.start_soon(self._balancer)
             nursery.start_soon(self._retention)
+            nursery.start_soon(self._controller_snapshots)
             nursery.start_soon(self.coordinator.run)
             nursery.start_soon(self.delay.run)
             nursery.start_soon(self.transactions.run)
@@ -246,7 +248,7 @@ class Broker:
             # only by requests, a follower under a stream of commits could stay "loading".
             self._loaded = self._caught_up(entries[-1].last)
         if self.state.applied - replica.storage.first_index() >= self.cfg.controller_snapshot_every:
-            replica.storage.compact(self.state.applied, encode_state(self.state))
+            self._controller_snapshot_due.set()
 
     def _restore_controller(self, snap) -> None:
         """A controller snapshot from the leader replaced our metadata log: adopt its
@@ -559,6 +561,14 @@ class Broker:
             await trio.sleep(self.cfg.fsync_interval_ms / 1000)
             for r in list(self.replicas.values()):
                 await r.sync()
+
+    async def _controller_snapshots(self) -> None:
+        """Snapshot the controller state once enough entries piled up (off the apply
+        path, so its fsyncs run in a worker thread)."""
+        while True:
+            await self._controller_snapshot_due.wait()
+            self._controller_snapshot_due = trio.Event()
+            await self.controller.snapshot_state(self.cfg.controller_snapshot_every, lambda: encode_state(self.state))
 
     async def _retention(self) -> None:
         """Delete old segments by each topic's retention.ms / retention.bytes; a follower

@@ -251,9 +251,7 @@ class OffsetsPartition(Partition):
     async def apply_retention(self, now_ms: int) -> None:
         """Offsets are kept until overwritten: snapshot the state and drop the log before
         it, rather than deleting old segments by age or size."""
-        async with self.io_lock:
-            if not self.closed and self.applied - self.storage.first_index() >= SNAPSHOT_EVERY:
-                self.storage.compact(self.applied, self.offsets.encode())
+        await self.snapshot_state(SNAPSHOT_EVERY, lambda: self.offsets.encode())
 
     def coordination(self, now: float) -> "Coordination":
         """This node's live group state for the current term (built on first use once the

@@ -256,9 +256,7 @@ class HalfPartition(Partition):
 
     async def apply_retention(self, now_ms: int) -> None:
         """Pending halves are kept until decided: snapshot the state, then drop the log."""
-        async with self.io_lock:
-            if not self.closed and self.applied - self.storage.first_index() >= SNAPSHOT_EVERY:
-                self.storage.compact(self.applied, self._dump())
+        await self.snapshot_state(SNAPSHOT_EVERY, self._dump)
 
     # -- writing --------------------------------------------------------------------------
 

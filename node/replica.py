@@ -189,7 +189,11 @@ class Replica:
         core = self.core
         rd = core.ready()
         if rd.snapshot is not None:
-            self.storage.apply_snapshot(rd.snapshot)
+            # The data, then the emptied log, then (by the sync below) the state naming
+            # them: a crash between any two leaves what open finishes.
+            await trio.to_thread.run_sync(self.storage.write_snapshot, rd.snapshot)
+            self.storage.install_snapshot(rd.snapshot)
+            await trio.to_thread.run_sync(self.storage.log.flush)
             self.restore(rd.snapshot)
         if rd.entries:
             self.storage.append(rd.entries)
@@ -278,7 +282,29 @@ class Replica:
     async def apply_retention(self, now_ms: int) -> None:
         async with self.io_lock:
             if not self.closed:
-                self.storage.apply_retention(now_ms, self.applied)
+                point = self.storage.retention_point(now_ms, self.applied)
+                if point is not None:
+                    await self._compact(point, b"")
+
+    async def snapshot_state(self, every: int, dump: Callable[[], bytes]) -> None:
+        """Snapshot a state machine kept until overwritten (`dump()` at the applied
+        index) and drop the log before it, once `every` entries piled up since the last."""
+        async with self.io_lock:
+            if not self.closed and self.applied - self.storage.first_index() >= every:
+                await self._compact(self.applied, dump())
+
+    async def _compact(self, index: int, data: bytes) -> None:
+        """`LogStorage.compact` with its fsyncs in a worker thread (the caller holds the
+        io lock, so no Ready moves the log meanwhile; the segments stay until the new
+        start is durable)."""
+        point = self.storage.compaction_point(index)
+        if point is None:
+            return
+        snap = Snapshot(point.index, point.term, point.conf, data)
+        await trio.to_thread.run_sync(self.storage.write_snapshot, snap)
+        self.storage.move_start(snap)
+        await trio.to_thread.run_sync(self.storage.sync, False)
+        self.storage.drop_compacted()
 
     async def close(self) -> None:
         self.closed = True

@@ -106,9 +106,11 @@ class LogStorage:
         self.state_dirty = False
         raw = _read_checked(self.path / "raft-state")
         if raw is None:
+            # Saved by the first Ready's sync, in a worker thread: a crash before then
+            # leaves no raft-state, and this makes the same one again.
             start = self.log.log_start_offset
             self._state = _State(HardState(commit=start - 1), start - 1, 0, initial)
-            self._save()
+            self.state_dirty = True
         else:
             self._state = msgspec.msgpack.decode(raw, type=_State)
         self._check_against_log()
@@ -123,25 +125,26 @@ class LogStorage:
         st = self._state   # written before snapshots named their index: it is raft-state's
         return _SnapFile(st.snap_index, st.snap_term, st.snap_conf, raw)
 
-    def _write_snapshot(self, index: int, term: int, conf: ConfState, data: bytes) -> None:
-        _write_atomic(self.path / "snapshot", _SNAP_MAGIC + msgspec.msgpack.encode(_SnapFile(index, term, conf, data)))
-
     def _finish_snapshot(self) -> None:
         """A crash after the snapshot file but before raft-state (compaction, or a
         snapshot from the leader): the file is whole and names its index, so finish
         moving the log start there."""
         snap = self._read_snapshot()
         st = self._state
-        if snap is None or snap.index <= st.snap_index:
+        if snap is None or snap.index < st.snap_index or (snap.index, snap.term, snap.conf) == (
+                st.snap_index, st.snap_term, st.snap_conf):
             return
+        # (An equal index with another term: the log was reset to it and raft-state not
+        # yet saved, so `_check_against_log` took the index from the log alone.)
         st.snap_index, st.snap_term, st.snap_conf = snap.index, snap.term, snap.conf
         st.configs = [c for c in st.configs if c.last > snap.index]
         st.hard = HardState(st.hard.term, st.hard.vote, max(st.hard.commit, snap.index))
-        if self.log.next_offset - 1 >= snap.index and self.log.term_at(snap.index) == snap.term:
-            self.log.delete_before(snap.index + 1)
-        else:
-            self.log.reset_to(snap.index + 1)
-        self._save()
+        if self.log.log_start_offset <= snap.index:    # the log start has not moved yet
+            if self.log.next_offset - 1 >= snap.index and self.log.term_at(snap.index) == snap.term:
+                self.log.delete_before(snap.index + 1)
+            else:
+                self.log.reset_to(snap.index + 1)
+        self.state_dirty = True   # redone from the same files if we crash again first
 
     def _check_against_log(self) -> None:
         """Repair what a crash between the log and raft-state writes can leave."""
@@ -243,45 +246,68 @@ class LogStorage:
         if (hs.term, hs.vote) != (old.term, old.vote):
             self.state_dirty = True
 
-    def apply_snapshot(self, snap: Snapshot) -> None:
-        """The leader no longer has our next entry: restart the log after `snap.index`."""
+    def write_snapshot(self, snap: Snapshot) -> None:
+        """Make a snapshot's data durable (fsynced: call from a worker thread) before
+        `install_snapshot` or `move_start` moves the log start past what it covers."""
         if snap.data:
-            self._write_snapshot(snap.index, snap.term, snap.conf, snap.data)
+            _write_atomic(self.path / "snapshot",
+                          _SNAP_MAGIC + msgspec.msgpack.encode(_SnapFile(snap.index, snap.term, snap.conf, snap.data)))
+
+    def install_snapshot(self, snap: Snapshot) -> None:
+        """The leader no longer has our next entry: restart the log after `snap.index`
+        (its data written first by `write_snapshot`; `sync` saves the new state, and a
+        crash before that finishes the move on open)."""
         self.log.reset_to(snap.index + 1)
         st = self._state
         st.snap_index, st.snap_term, st.snap_conf, st.configs = snap.index, snap.term, snap.conf, []
         st.hard = HardState(st.hard.term, st.hard.vote, max(st.hard.commit, snap.index))
-        self._save()
+        self.state_dirty = True
 
-    def compact(self, index: int, data: bytes = b"") -> None:
-        """Drop the log through `index` (applied), recording `data` as the snapshot.
-
-        Group 0 calls this with the controller state; a data partition calls it from
-        retention with no data.
-        """
+    def compaction_point(self, index: int) -> Snapshot | None:
+        """The snapshot header for dropping the log through `index` (None if it is
+        already gone); its `data` is the caller's to fill."""
         st = self._state
         if index <= st.snap_index:
-            return
-        term = self.term(index)
+            return None
         conf = st.snap_conf
         for c in st.configs:
             if c.last <= index:
                 conf = ConfState.decode(c.data)
-        if data:
-            self._write_snapshot(index, term, conf, data)
-        st.snap_index, st.snap_term, st.snap_conf = index, term, conf
-        st.configs = [c for c in st.configs if c.last > index]
-        self._save()
-        self.log.delete_before(index + 1)
+        return Snapshot(index, self.term(index), conf, b"")
 
-    def apply_retention(self, now_ms: int, applied: int) -> int:
-        """Drop whole old segments that retention allows, never past `applied` (only
-        committed data may go: a follower still needs the rest). Returns the new log
-        start offset."""
+    def move_start(self, snap: Snapshot) -> None:
+        """Record `snap` (its data already durable) as covering the log through its
+        index; `sync(log=False)` makes that durable, then `drop_compacted` frees the
+        segments. In that order a crash at any step leaves a log that opens."""
+        st = self._state
+        st.snap_index, st.snap_term, st.snap_conf = snap.index, snap.term, snap.conf
+        st.configs = [c for c in st.configs if c.last > snap.index]
+        self.state_dirty = True
+
+    def drop_compacted(self) -> None:
+        self.log.delete_before(self._state.snap_index + 1)
+
+    def compact(self, index: int, data: bytes = b"") -> None:
+        """Drop the log through `index` (applied), recording `data` as the snapshot, all
+        in the calling thread (the node's replicas do these steps with the fsyncs in a
+        worker thread: `Replica.compact`)."""
+        point = self.compaction_point(index)
+        if point is None:
+            return
+        snap = Snapshot(point.index, point.term, point.conf, data)
+        self.write_snapshot(snap)
+        self.move_start(snap)
+        self.sync(log=False)
+        self.drop_compacted()
+
+    def retention_point(self, now_ms: int, applied: int) -> int | None:
+        """The last offset retention lets go (whole old segments by the topic's
+        retention), never past `applied`: only committed data may go, as a follower
+        still needs the rest."""
         boundary = self.log.retention_offset(now_ms)
         if boundary is not None and boundary - 1 <= applied:
-            self.compact(boundary - 1)
-        return self.log.log_start_offset
+            return boundary - 1
+        return None
 
     def close(self) -> None:
         self._save()

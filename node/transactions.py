@@ -155,9 +155,7 @@ class TxnStatePartition(Partition):
 
     async def apply_retention(self, now_ms: int) -> None:
         """The state is kept until overwritten: snapshot it and drop the log before it."""
-        async with self.io_lock:
-            if not self.closed and self.applied - self.storage.first_index() >= SNAPSHOT_EVERY:
-                self.storage.compact(self.applied, _enc.encode(self.txn_meta))
+        await self.snapshot_state(SNAPSHOT_EVERY, lambda: _enc.encode(self.txn_meta))
 
     def coordination(self) -> "TxnCoordination":
         c = self._coordination

@@ -558,7 +558,8 @@ class Log:
     def reset_to(self, offset: int) -> None:
         """Drop everything; the log restarts empty at `offset` (a follower far behind
         the leader's log start). Crash-safe: the new start is saved first, and open
-        completes an interrupted reset."""
+        completes an interrupted reset. Durable per the policy (under "never", once the
+        owner's next `flush` returns)."""
         self._check_open()
         if offset < 0:
             raise ValueError(f"cannot reset the log to negative offset {offset}")
@@ -567,7 +568,7 @@ class Log:
             segment.delete()
         self._segments.clear()
         self._add_segment(LogSegment.create(self.path, offset, self.config.index_interval_bytes))
-        fsync_directory(self.path)
+        self._directory_changed()
         self._log_start = offset
         self._epochs.clear()
         self._save_epochs()

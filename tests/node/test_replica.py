@@ -1,10 +1,16 @@
 """Replica: what is in the log is data; an entry that fails to apply is skipped on every
-replica (and again on replay) instead of stopping the node."""
+replica (and again on replay) instead of stopping the node; no fsync runs on the event
+loop."""
+
+import os
+import threading
+import traceback
 
 import trio
 
 from client.cluster import ClusterClient
-from client.protocol import CreateTopic
+from client.connection import open_connection
+from client.protocol import CreateTopic, DeleteTopic
 from node.broker import CONTROLLER_GROUP
 from segments import build_batch
 from segments.batch import HEADER_SIZE
@@ -64,3 +70,35 @@ async def test_a_storage_error_takes_the_replica_offline_not_the_node(tmp_path):
                 assert "storage error" in exc.message
             await client.controller_request(CreateTopic("other", 1, 3))   # the node goes on
             await c.wait_leaders("other")
+
+
+async def test_no_fsync_runs_on_the_event_loop(tmp_path, monkeypatch):
+    """Topic replicas opened by the controller's apply, controller snapshots, a
+    snapshot installed on a node that fell behind, a restart: every fsync runs in a
+    worker thread, so a slow disk never stalls the node's other work."""
+    fsync, on_loop = os.fsync, []
+
+    def recording_fsync(fd):
+        if threading.current_thread() is threading.main_thread():
+            on_loop.append("".join(traceback.format_stack(limit=9)))
+        return fsync(fd)
+
+    async with local_cluster(tmp_path, 3, controller_snapshot_every=5) as c:
+        ctrl = await c.wait_controller()
+        monkeypatch.setattr(os, "fsync", recording_fsync)
+        lagger = next(n for n in c.peers if n != ctrl)
+        await c.stop(lagger, graceful=False)
+        async with open_connection(c.peers[ctrl]) as conn:
+            for i in range(8):
+                await conn.request(CreateTopic(f"t{i}", partitions=1, replication=2))
+            await conn.request(DeleteTopic("t0"))
+        with trio.fail_after(10):
+            while c.brokers[ctrl].replicas[CONTROLLER_GROUP].storage.first_index() <= 5:
+                await trio.sleep(0.02)
+        await c.start(lagger)
+        with trio.fail_after(15):
+            while (not set(c.brokers[lagger].state.topics) >= {f"t{i}" for i in range(1, 8)}
+                   or "t0" in c.brokers[lagger].state.topics):
+                await trio.sleep(0.05)
+        assert c.brokers[lagger].replicas[CONTROLLER_GROUP].storage.first_index() > 5   # from the snapshot
+    assert not on_loop, on_loop[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from node.storage import LogStorage
-from raft import ConfState, Entry, EntryKind, HardState
+from raft import ConfState, Entry, EntryKind, HardState, Snapshot
 from raft.log import RaftInvariantError
 from segments import LogConfig, build_batch
 
@@ -49,6 +49,8 @@ def test_commit_survives_a_reopen_only_as_far_as_the_log(tmp_path):
 
 def test_a_vote_is_written_by_sync_not_on_the_event_loop(tmp_path):
     st = _open(tmp_path)
+    assert st.state_dirty and not (tmp_path / "g" / "raft-state").exists()   # a new log: saved by the first sync
+    st.sync(log=False)
     before = (tmp_path / "g" / "raft-state").read_bytes()
     st.set_hard_state(HardState(term=3, vote=2, commit=-1))
     assert st.state_dirty and (tmp_path / "g" / "raft-state").read_bytes() == before
@@ -77,3 +79,18 @@ def test_a_crash_between_the_snapshot_file_and_raft_state_is_finished_on_open(tm
     # Data and index agree: the entries after 3 apply once, on top of state-at-3.
     assert (snap.index, snap.term, snap.data) == (3, 1, b"state-at-3")
     assert again.first_index() == 4 and again.last_index() == 5
+
+
+def test_a_crash_after_a_snapshot_reset_the_log_but_before_raft_state_is_finished_on_open(tmp_path):
+    st = _open(tmp_path)
+    st.append([_entry(i, 1) for i in range(3)])
+    st.set_hard_state(HardState(term=1, vote=1, commit=2))
+    st.sync()
+    snap = Snapshot(10, 3, ConfState((1, 2)), b"leader-state-at-10")
+    st.write_snapshot(snap)         # the replica's order: data, emptied log, then raft-state
+    st.install_snapshot(snap)
+    st.log.flush()
+    st.log.close()                  # the crash: raft-state still names the old log
+    again = _open(tmp_path)
+    assert (again.first_index(), again.last_index(), again.term(10)) == (11, 10, 3)
+    assert again.snapshot() == snap and again.initial_state() == (HardState(1, 1, 10), ConfState((1, 2)))
