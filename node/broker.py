@@ -305,7 +305,8 @@ class Broker:
             part = kind(meta.group(p), name, storage, core, self._send_raft,
                         fsync=self.cfg.fsync == "always", leader_addr=self.addr_of,
                         on_role_change=self._role_changed, txn_verifier=self.transactions.verify_partition,
-                        topic=meta.name, partition=p, limits=self.batch_limits, disk=self.disk, **extra)
+                        topic=meta.name, partition=p, limits=self.batch_limits, disk=self.disk,
+                        producer_expiration_ms=self.cfg.producer_id_expiration_ms, **extra)
             self.replicas[part.group] = part
             self.partitions[(meta.name, p)] = part
             if self._nursery is not None:

@@ -81,6 +81,8 @@ class NodeConfig:
     max_connections: int = 1000              # per listener
     max_queued_bytes_per_connection: int = 64 * 1024 * 1024   # answers not yet read by the client
     idle_timeout_s: float = 600.0            # a client connection with nothing asked or owed
+    offsets_retention_ms: int = 7 * 24 * 3600 * 1000   # a group with no members keeps its offsets this long
+    producer_id_expiration_ms: int = 7 * 24 * 3600 * 1000   # an idle producer id's dedup state, by log time
     offsets_partitions: int = 8          # partitions of __consumer_offsets (fixed once created)
     txn_partitions: int = 4              # partitions of __transaction_state (fixed once created)
     half_partitions: int = 4             # partitions of __half_messages (fixed once created)
@@ -110,6 +112,9 @@ class NodeConfig:
             raise ValueError(f"txn_partitions must be >= 1, not {self.txn_partitions}")
         if self.half_partitions < 1:
             raise ValueError(f"half_partitions must be >= 1, not {self.half_partitions}")
+        for name in ("offsets_retention_ms", "producer_id_expiration_ms"):
+            if getattr(self, name) < 1000:
+                raise ValueError(f"{name} must be at least 1000, not {getattr(self, name)}")
         if self.fsync not in ("always", "interval", "never"):
             raise ValueError(f"fsync must be always, interval or never, not {self.fsync!r}")
         if set(self.advertise) - set(self.peers):

@@ -68,7 +68,6 @@ log = logging.getLogger(__name__)
 OFFSETS_TOPIC = "__consumer_offsets"
 OFFSETS_SEGMENT_BYTES = 16 * 1024 * 1024
 SNAPSHOT_EVERY = 10_000          # offsets-partition entries between snapshots
-OFFSETS_RETENTION_MS = 7 * 24 * 3600 * 1000   # a group with no members keeps its offsets this long (Kafka: 7 days)
 DELETED_TOPIC_GRACE_MS = 10 * 60 * 1000       # offsets of a topic not known here go after this much quiet
 EXPIRY_CHECK_S = 60.0
 JANITOR_INTERVAL_S = 0.1         # expiry checks, background persistence, topic creation
@@ -655,7 +654,9 @@ class GroupCoordinator:
             if not part.persist_lock.locked() and coord.diff(part.offsets):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._persist_quietly, part, coord)
-        if now - self._expiry_checked >= EXPIRY_CHECK_S:
+        # (checked at least twice per retention, so a short one set for tests or
+        # broadcast instances is honoured within half of itself)
+        if now - self._expiry_checked >= min(EXPIRY_CHECK_S, self.broker.cfg.offsets_retention_ms / 2000):
             self._expiry_checked = now
             self._expire_offsets()
 
@@ -668,7 +669,7 @@ class GroupCoordinator:
         for part in self._led():
             coord = part.coordination(trio.current_time())
             live = {name for name, g in coord.groups.items() if g.members}
-            records = [r for r in part.offsets.expired(now_ms, OFFSETS_RETENTION_MS, topic_exists)
+            records = [r for r in part.offsets.expired(now_ms, b.cfg.offsets_retention_ms, topic_exists)
                        if _key_dec.decode(r[0])[1] not in live]
             if records:
                 assert self._nursery is not None

@@ -30,7 +30,7 @@ from client.errors import (
 )
 from client.protocol import ACKS_LEADER, ACKS_NONE, READ_COMMITTED, AbortedTxn, Ok, ProduceResponse
 from node.diskspace import DiskSpace
-from node.producers import BatchRef, ProducerState
+from node.producers import PRODUCER_EXPIRATION_MS, BatchRef, ProducerState
 from node.replica import Replica
 from raft.types import Entry, EntryKind
 import segments
@@ -131,13 +131,14 @@ class BatchLimits:
 
 class Partition(Replica):
     def __init__(self, *args, topic: str, partition: int, limits: BatchLimits = BatchLimits(),
-                 disk: DiskSpace | None = None, txn_verifier: TxnVerifier | None = None, **kwargs) -> None:
+                 disk: DiskSpace | None = None, txn_verifier: TxnVerifier | None = None,
+                 producer_expiration_ms: int = PRODUCER_EXPIRATION_MS, **kwargs) -> None:
         super().__init__(*args, apply=type(self)._apply_entries, **kwargs)  # subclasses (offsets) override it
         self.topic = topic
         self.partition = partition
         self.limits = limits
         self.disk = disk
-        self.producers = ProducerState()
+        self.producers = ProducerState(producer_expiration_ms)
         self.txns = TxnIndex()
         self._pending_coordinator_epochs: dict[int, int] = {}
         self._txn_verifier = txn_verifier

@@ -301,7 +301,8 @@ class Replica:
         if point is None:
             return
         snap = Snapshot(point.index, point.term, point.conf, data)
-        await trio.to_thread.run_sync(self.storage.write_snapshot, snap)
+        if data:
+            await trio.to_thread.run_sync(self.storage.write_snapshot, snap)
         self.storage.move_start(snap)
         await trio.to_thread.run_sync(self.storage.sync, False)
         self.storage.drop_compacted()

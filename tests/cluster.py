@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -169,7 +170,7 @@ class ProcessCluster:
     """Real `python -m node` processes on loopback; every process is killed on exit."""
 
     def __init__(self, base: Path, n: int = 3, fsync: str = "always", token: str | None = None,
-                 tick_ms: int = 20) -> None:
+                 tick_ms: int = 20, settings: dict[str, int | str] | None = None) -> None:
         import sys
         self.base = base
         self.python = sys.executable
@@ -180,6 +181,9 @@ class ProcessCluster:
         self.token = token
         self.tick_ms = tick_ms
         self.extra_args: list[str] = []
+        # NodeConfig fields without a flag, for every node, and per node on top
+        self.settings: dict[str, int | str] = dict(settings or {})
+        self.node_settings: dict[int, dict[str, int | str]] = {}
         self.procs: dict[int, subprocess.Popen] = {}
 
     @property
@@ -197,6 +201,11 @@ class ProcessCluster:
         if self.token:
             cmd += ["--token", self.token]
         cmd += self.extra_args
+        settings = {**self.settings, **self.node_settings.get(node, {})}
+        if settings:
+            toml = self.base / f"n{node}.toml"
+            toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
+            cmd += ["--config", str(toml)]
         env = dict(os.environ, TIDEMQ_PEER_SECRET=PEER_SECRET)
         with open(self.base / f"n{node}.log", "ab") as logf:
             self.procs[node] = subprocess.Popen(cmd, cwd=root, stdout=logf, stderr=logf, env=env)

@@ -24,8 +24,8 @@ from tests.cluster import local_cluster
 OFFSETS_PARTITIONS = 2
 
 
-def cluster(tmp_path, n=3):
-    return local_cluster(tmp_path, n, offsets_partitions=OFFSETS_PARTITIONS)
+def cluster(tmp_path, n=3, **overrides):
+    return local_cluster(tmp_path, n, offsets_partitions=OFFSETS_PARTITIONS, **overrides)
 
 
 async def setup(c, client, topic="t", partitions=4):
@@ -417,10 +417,8 @@ def test_dead_groups_and_deleted_topics_lose_their_offsets_by_the_logs_clock():
 
 async def test_the_coordinator_expires_a_dead_groups_offsets(tmp_path, monkeypatch):
     import node.coordinator
-    monkeypatch.setattr(node.coordinator, "OFFSETS_RETENTION_MS", 500)
     monkeypatch.setattr(node.coordinator, "DELETED_TOPIC_GRACE_MS", 500)
-    monkeypatch.setattr(node.coordinator, "EXPIRY_CHECK_S", 0.2)
-    async with cluster(tmp_path) as c, ClusterClient(c.bootstrap) as client:
+    async with cluster(tmp_path, offsets_retention_ms=1000) as c, ClusterClient(c.bootstrap) as client:
         await client.controller_request(CreateTopic("exp", 1, 3))
         await c.wait_leaders("exp")
         await client.coordinator_request("forgotten", OffsetCommit("forgotten", [("exp", 0, 5)]))
