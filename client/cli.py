@@ -4,6 +4,7 @@
     tidemq topic list | topic describe orders | topic delete orders
     printf 'a\\nb\\n' | tidemq produce orders [--key K | --key-separator :]
     tidemq consume orders [--group G] [--from-beginning] [--max N] [--timeout S] [--format json]
+    tidemq consume orders --broadcast [--group G [--instance ID]]
     tidemq group list | group describe G
     tidemq txn list | txn describe ID [--format json]
     tidemq half list [--group G] [--resolved] [--format json]
@@ -39,7 +40,7 @@ from rich.table import Table
 
 from client.admin import Admin
 from client.cluster import ClusterClient
-from client.consumer import Consumer, Message
+from client.consumer import Consumer, Message, split_instance_group
 from client.errors import (
     AuthFailedError, ConnectionClosedError, InvalidRequestError, TideMQError, TopicExistsError, UnknownTopicError,
 )
@@ -359,7 +360,10 @@ def _print_sent(env: Env, topic: str, sent: _Sent) -> None:
 async def consume(env: Env, args: argparse.Namespace) -> None:
     async with _admin(env) as admin:
         await _topic(admin, args.topic)
+    if args.instance is not None and not args.broadcast:
+        raise CliError("--instance names a broadcast instance: add --broadcast")
     consumer = Consumer(env.bootstrap, token=env.token, group=args.group, topics=[args.topic],
+                        broadcast=args.broadcast, instance_id=args.instance,
                         offset_reset="earliest" if args.from_beginning else "latest", client_id="tidemq-cli")
     count = 0
     async with consumer:
@@ -384,35 +388,33 @@ async def consume(env: Env, args: argparse.Namespace) -> None:
             # this commit reports one to the user.
             await consumer.commit()
     env.err.print(f"consumed {count} message(s) from {args.topic}" +
-                  (f", committed for group {args.group}" if args.group is not None else ""))
+                  (f", committed for group {consumer.group}" if args.group is not None else ""))
 
 
 # -- group ----------------------------------------------------------------------------------------
 
-async def group_list(env: Env, args: argparse.Namespace) -> None:
-    """Each node lists the groups it coordinates; ask them all at once and merge.
+async def _survey_groups(env: Env, admin: Admin) -> dict[str, int]:
+    """Each node lists the groups it coordinates; ask them all at once and merge (group ->
+    coordinator). Unlike `client.group.list_groups` (one node after another, silent
+    about the ones that do not answer), a stuck node costs NODE_ANSWER_S rather than a
+    request timeout, and the user is told whose groups may be missing."""
+    md = await admin.cluster.refresh_metadata([])
+    found: dict[str, int] = {}
+    errors: dict[int, str] = {}
 
-    Unlike `client.group.list_groups` (one node after another, silent about the ones
-    that do not answer), a stuck node costs NODE_ANSWER_S rather than a request timeout,
-    and the user is told whose groups may be missing."""
-    async with _admin(env) as admin:
-        md = await admin.cluster.refresh_metadata([])
-        found: dict[str, int] = {}
-        errors: dict[int, str] = {}
+    async def ask(node_id: int, addr: str) -> None:
+        try:
+            with anyio.fail_after(NODE_ANSWER_S):
+                resp: ListGroupsResponse = await admin.cluster.request(addr, ListGroups())
+        except (TideMQError, TimeoutError) as exc:
+            errors[node_id] = _explain(exc) or repr(exc)
+            return
+        for g in resp.groups:
+            found[g] = node_id
 
-        async def ask(node_id: int, addr: str) -> None:
-            try:
-                with anyio.fail_after(NODE_ANSWER_S):
-                    resp: ListGroupsResponse = await admin.cluster.request(addr, ListGroups())
-            except (TideMQError, TimeoutError) as exc:
-                errors[node_id] = _explain(exc) or repr(exc)
-                return
-            for g in resp.groups:
-                found[g] = node_id
-
-        async with anyio.create_task_group() as tg:
-            for node in md.nodes:
-                tg.start_soon(ask, node.node_id, node.addr)
+    async with anyio.create_task_group() as tg:
+        for node in md.nodes:
+            tg.start_soon(ask, node.node_id, node.addr)
     if len(errors) == len(md.nodes):
         by_error: dict[str, list[int]] = {}
         for node_id, error in sorted(errors.items()):
@@ -421,12 +423,103 @@ async def group_list(env: Env, args: argparse.Namespace) -> None:
             f"{error} (node{'s' if len(ids) > 1 else ''} {_ids(ids)})" for error, ids in by_error.items()))
     for node_id, error in sorted(errors.items()):
         env.err.print(f"node {node_id} did not answer ({error}); its groups are missing", style="yellow")
+    return found
+
+
+@dataclass
+class _GroupState:
+    desc: DescribeGroupResponse | None             # None: its coordinator did not answer
+    high_watermarks: dict[tuple[str, int], int | None] = field(default_factory=dict)
+
+    @property
+    def lag(self) -> int | None:
+        """Messages behind over every committed partition; None where one is unknown."""
+        if self.desc is None:
+            return None
+        total = 0
+        for t, p, committed in self.desc.offsets:
+            hw = self.high_watermarks.get((t, p))
+            if hw is None:
+                return None
+            total += max(hw - committed, 0)
+        return total
+
+
+async def _group_states(admin: Admin, names: list[str]) -> dict[str, _GroupState]:
+    """Describe each group and read the high watermark of every partition it owns or
+    has committed, all at once, each answer bounded by NODE_ANSWER_S."""
+    states = {name: _GroupState(None) for name in names}
+    hws: dict[tuple[str, int], int | None] = {}
+
+    async def high_watermark(topic: str, partition: int) -> None:
+        hws[(topic, partition)] = None
+        with anyio.move_on_after(NODE_ANSWER_S):
+            try:
+                resp = await admin.cluster.leader_request(topic, partition, ListOffsets(topic, partition))
+                hws[(topic, partition)] = resp.offset
+            except TideMQError:
+                pass   # a deleted topic, say: shown as "?"
+
+    async def describe(name: str) -> None:
+        with anyio.move_on_after(NODE_ANSWER_S * 2):
+            try:
+                states[name].desc = await describe_group(admin.cluster, name)
+            except TideMQError:
+                pass
+
+    async with anyio.create_task_group() as tg:
+        for name in names:
+            tg.start_soon(describe, name)
+    parts = set()
+    for st in states.values():
+        if st.desc is not None:
+            d = st.desc
+            parts |= {(tp.topic, tp.partition) for m in d.members for tp in m.assignment}
+            parts |= {(t, p) for t, p, _ in d.offsets} | {(t, p) for t, p, _ in d.pending}
+    async with anyio.create_task_group() as tg:
+        for topic, partition in parts:
+            tg.start_soon(high_watermark, topic, partition)
+    for st in states.values():
+        st.high_watermarks = hws
+    return states
+
+
+def _lag_text(lag: int | None) -> str:
+    return "?" if lag is None else str(lag)
+
+
+async def group_list(env: Env, args: argparse.Namespace) -> None:
+    """Every group with its coordinator, members and lag; a broadcast group's instances
+    (`notifier@host-a`) are shown under it."""
+    async with _admin(env) as admin:
+        found = await _survey_groups(env, admin)
+        states = await _group_states(admin, sorted(found))
     if not found:
         env.out.print("no consumer groups")
         return
-    table = Table("group", "coordinator")
-    for g, node_id in sorted(found.items()):
-        table.add_row(g, str(node_id))
+    plain: list[str] = []
+    broadcast: dict[str, list[tuple[str, str]]] = {}
+    for name in sorted(found):
+        if (parts := split_instance_group(name)) is not None:
+            broadcast.setdefault(parts[0], []).append((parts[1], name))
+        else:
+            plain.append(name)
+    table = Table("group", "instance", "coordinator", "members", "lag")
+    for family in sorted(set(plain) | set(broadcast)):
+        if family in plain:
+            st = states[family]
+            table.add_row(family, "-", str(found[family]), "?" if st.desc is None else str(len(st.desc.members)),
+                          _lag_text(st.lag))
+        instances = broadcast.get(family, [])
+        if instances:
+            lags = [states[name].lag for _, name in instances]
+            table.add_row(family, f"broadcast: {len(instances)} instance(s)", "-",
+                          str(sum(len(states[n].desc.members) for _, n in instances if states[n].desc)),
+                          "?" if None in lags else str(sum(lag for lag in lags if lag is not None)))
+            for instance, name in instances:
+                st = states[name]
+                table.add_row("", instance, str(found[name]), "?" if st.desc is None else str(len(st.desc.members)),
+                              _lag_text(st.lag))
     env.out.print(table)
 
 
@@ -447,25 +540,34 @@ def _group_lag_rows(desc: DescribeGroupResponse, high_watermarks: dict[tuple[str
     return rows
 
 
+def _seen(desc: DescribeGroupResponse, now_ms: float) -> tuple[str, str]:
+    """(last seen, expires) of a broadcast instance: live while it has members; else
+    its last commit or departure, and when its offsets go if it stays away."""
+    if desc.members:
+        return "now (live)", "-"
+    if desc.last_write_ms < 0:
+        return "never", "-"
+    seen = f"{_age(now_ms - desc.last_write_ms)} ago"
+    if not desc.retention_ms:
+        return seen, "-"
+    left = desc.last_write_ms + desc.retention_ms - now_ms
+    return seen, (f"in {_age(left)}" if left > 0 else "due now")
+
+
 async def group_describe(env: Env, args: argparse.Namespace) -> None:
     async with _admin(env) as admin:
-        desc = await describe_group(admin.cluster, args.group)
-        parts = {(tp.topic, tp.partition) for m in desc.members for tp in m.assignment}
-        parts |= {(t, p) for t, p, _ in desc.offsets} | {(t, p) for t, p, _ in desc.pending}
-        hws: dict[tuple[str, int], int | None] = {}
-
-        async def high_watermark(topic: str, partition: int) -> None:
-            hws[(topic, partition)] = None
-            with anyio.move_on_after(NODE_ANSWER_S):
-                try:
-                    resp = await admin.cluster.leader_request(topic, partition, ListOffsets(topic, partition))
-                    hws[(topic, partition)] = resp.offset
-                except TideMQError:
-                    pass   # a deleted topic, say: shown as "?"
-
-        async with anyio.create_task_group() as tg:
-            for topic, partition in parts:
-                tg.start_soon(high_watermark, topic, partition)
+        states = await _group_states(admin, [args.group])
+        st = states[args.group]
+        if st.desc is None:
+            raise CliError(f"the coordinator of group {args.group!r} did not answer within {NODE_ANSWER_S * 2:.0f}s; "
+                           "try again (check `tidemq cluster status`)")
+        instances = sorted(name for name in await _survey_groups(env, admin)
+                           if (parts := split_instance_group(name)) is not None and parts[0] == args.group)
+        inst_states = await _group_states(admin, instances) if instances else {}
+    desc = st.desc
+    if instances and not desc.members and not desc.offsets:
+        _print_instances(env, args.group, inst_states)
+        return
     env.out.print(f"group {desc.group}: {desc.state}, epoch {desc.epoch}, {len(desc.members)} member(s)")
     if not desc.members and not desc.offsets:
         env.out.print("no members and no committed offsets: the group does not exist (yet), "
@@ -476,12 +578,29 @@ async def group_describe(env: Env, args: argparse.Namespace) -> None:
             assigned = " ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(m.assignment, key=lambda tp: (tp.topic, tp.partition)))
             members.add_row(m.member_id, m.client_id, str(m.member_epoch), ",".join(m.topics) or "-", assigned or "-")
         env.out.print(members)
-    rows = _group_lag_rows(desc, hws)
+    rows = _group_lag_rows(desc, st.high_watermarks)
     if rows:
         table = Table("topic", "partition", "owner", "committed", "high watermark", "lag", "pending transaction")
         for row in rows:
             table.add_row(*row)
         env.out.print(table)
+    if instances:
+        _print_instances(env, args.group, inst_states)
+
+
+def _print_instances(env: Env, group: str, states: dict[str, _GroupState]) -> None:
+    env.out.print(f"broadcast group {group}: {len(states)} instance(s), each reading every partition")
+    now_ms = time.time() * 1000
+    table = Table("instance", "consumer group", "members", "lag", "last seen", "expires")
+    for name, st in sorted(states.items()):
+        instance = split_instance_group(name)[1]  # type: ignore[index]
+        if st.desc is None:
+            table.add_row(instance, name, "?", "?", "?", "?")
+            continue
+        seen, expires = _seen(st.desc, now_ms)
+        table.add_row(instance, name, str(len(st.desc.members)), _lag_text(st.lag), seen, expires)
+    env.out.print(table)
+    env.out.print(f"(partitions of one instance: tidemq group describe {group}@INSTANCE)")
 
 
 # -- txn ------------------------------------------------------------------------------------------
@@ -646,12 +765,13 @@ def _duration(text: str) -> float:
 
 async def dlq_list(env: Env, args: argparse.Namespace) -> None:
     letters = await list_dead_letters(env.bootstrap, args.group, idle=args.idle, token=env.token)
-    table = Table("topic", "partition", "offset", "attempts", "failed at", "last error", "value",
-                  title=f"dead letters of group {args.group} ({len(letters)})")
+    instances = any(d.instance is not None for d in letters)     # a broadcast group's: say whose
+    table = Table("topic", "partition", "offset", *(("instance",) if instances else ()), "attempts", "failed at",
+                  "last error", "value", title=f"dead letters of group {args.group} ({len(letters)})")
     for d in letters:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.time_ms / 1000)) if d.time_ms else "?"
-        table.add_row(d.topic, str(d.partition), str(d.offset), str(d.attempts), when, d.error[:80],
-                      _text(d.message.value)[:60])
+        table.add_row(d.topic, str(d.partition), str(d.offset), *((d.instance or "-",) if instances else ()),
+                      str(d.attempts), when, d.error[:80], _text(d.message.value)[:60])
     env.out.print(table)
 
 
@@ -659,6 +779,9 @@ async def dlq_replay(env: Env, args: argparse.Namespace) -> None:
     letters = await replay_dead_letters(env.bootstrap, args.group, idle=args.idle, token=env.token)
     env.out.print(f"replayed {len(letters)} dead letter(s) of group {args.group} to their topics"
                   + (f": {', '.join(sorted({d.topic for d in letters}))}" if letters else ""))
+    instances = sorted({d.instance for d in letters if d.instance is not None})
+    if instances:
+        env.out.print(f"(broadcast instances {', '.join(instances)} get theirs back through {args.group}.retry)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -708,6 +831,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(commands, "consume", consume, "print messages as they arrive")
     p.add_argument("topic")
     p.add_argument("--group", help="consume as this group's member and commit what was printed")
+    p.add_argument("--broadcast", action="store_true",
+                   help="get every message: with --group, as the group's instance (its own offsets, resumed "
+                        "on restart); without, an ephemeral listener from the end of the log")
+    p.add_argument("--instance", metavar="ID", help="this broadcast instance's id (default: the host name)")
     p.add_argument("--from-beginning", action="store_true",
                    help="start at the log start where nothing is committed (default: only new messages)")
     p.add_argument("--max", type=_positive, metavar="N", help="stop after N messages")

@@ -10,8 +10,13 @@
 - In a group, the partitions are shared among the group's members by the broker
   (`client.group`); committed offsets live in the replicated `__consumer_offsets` topic,
   so a restarted or replacement member resumes where the group left off.
-- `broadcast=True`: every instance reads every partition from the end of the log, as a
-  group of its own (nothing to share, nothing to commit).
+- `broadcast=True, group="notifier"`: every instance reads every partition as a consumer
+  group of its own, `notifier@<instance_id>` (`instance_id` defaults to the host name):
+  it commits its own offsets, resumes after them when it restarts with the same
+  instance id, and a new instance starts at `offset_reset`. `tidemq group describe
+  notifier` lists the instances; one idle longer than the offsets' retention is expired.
+- `broadcast=True` without a group: an ephemeral listener that reads every partition
+  from the end of the log and keeps no position (`commit()` does nothing).
 - Without a group: all partitions, from `offset_reset`; nothing is committed.
 
 `run()` gives the two processing modes. Both commit only the lowest offset not yet
@@ -24,12 +29,20 @@ unfinished messages and never skips one:
 A handler that raises or exceeds `timeout` (it is cancelled) is retried in place with
 exponential backoff up to `retries` times; after that the failure is logged and the
 message counts as done.
+
+The instances of a broadcast group share the group's retry and dead-letter topics
+(`notifier.retry`, `notifier.dlq`): every message an instance puts there names it in a
+`tidemq.instance` header, and an instance handles only the retries addressed to it.
+Instance ids come and go with hosts and pods; topics per instance would pile up two
+topics for every instance that ever ran, while one dead-letter topic per group is where
+an operator looks. Retries are rare, so reading past the others' costs little.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import socket
 import time
 from collections import deque
 from contextlib import AsyncExitStack
@@ -99,6 +112,7 @@ class Consumer:
         topics: list[str],
         offset_reset: str = "latest",
         broadcast: bool = False,
+        instance_id: str | None = None,
         isolation: str = "read_committed",
         token: str | None = None,
         session_timeout: float = 10.0,
@@ -115,10 +129,20 @@ class Consumer:
             raise InvalidConfigError(f"isolation must be 'read_committed' or 'read_uncommitted', not {isolation!r}")
         if not topics or isinstance(topics, str):
             raise InvalidConfigError("topics must be a non-empty list of topic names")
-        self.group = group
         self.topics = list(topics)
         self.broadcast = broadcast
-        self.offset_reset = "latest" if broadcast else offset_reset
+        # The group a broadcast instance belongs to names its retry and dead-letter
+        # topics; `group` is the consumer group it really is (the instance's own).
+        self.broadcast_group: str | None = None
+        self.instance_id: str | None = None
+        if broadcast and group is not None:
+            self.broadcast_group, self.instance_id = group, broadcast_instance(instance_id)
+            group = instance_group(group, self.instance_id)
+        elif instance_id is not None:
+            raise InvalidConfigError("instance_id names a broadcast instance: Consumer(..., broadcast=True, group=...)")
+        self.group = group
+        # (the ephemeral listener keeps no position, so it starts at the end)
+        self.offset_reset = "latest" if broadcast and group is None else offset_reset
         self.isolation = READ_COMMITTED if isolation == "read_committed" else READ_UNCOMMITTED
         self.session_timeout = session_timeout
         self.rebalance_timeout = rebalance_timeout
@@ -173,7 +197,7 @@ class Consumer:
             await stack.enter_async_context(self.cluster)
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)
-            if self.group is not None and not self.broadcast:
+            if self.group is not None:
                 self._member = GroupMember(
                     self.cluster, self.group, self.topics, session_timeout=self.session_timeout,
                     rebalance_timeout=self.rebalance_timeout, client_id=self.client_id,
@@ -363,7 +387,7 @@ class Consumer:
         out (by the iterator) or the lowest unfinished one (by `run`)."""
         if self._member is None:
             if self.broadcast:
-                return  # a broadcast instance is a group of its own: nothing to share
+                return  # an ephemeral broadcast listener keeps no position
             raise InvalidConfigError("commit() needs a group: Consumer(..., group='name')")
         if self._txn_commits:
             raise InvalidConfigError("this consumer's offsets are committed by its transactions (run(producer=...))")
@@ -431,12 +455,13 @@ class Consumer:
         if concurrency < 1 or retries < 0 or backoff < 0:
             raise InvalidConfigError("concurrency must be >= 1, retries and backoff >= 0")
         grouped = self._member is not None
+        family = self.broadcast_group or self.group     # names the retry and dead-letter topics
         if producer is not None:
             if not grouped or producer.transactional_id is None:
                 raise InvalidConfigError("run(producer=...) needs a group and a transactional producer")
             if dead_letter:
-                await ensure_topics(self.cluster, [dead_letter_topic(self.group)])
-            policy = _RetryPolicy(self.group, handler, timeout, retries, backoff, max_backoff, None,
+                await ensure_topics(self.cluster, [dead_letter_topic(family)])
+            policy = _RetryPolicy(family, self.instance_id, handler, timeout, retries, backoff, max_backoff, None,
                                   producer if dead_letter else None)
             # From now on only transactions commit this consumer's offsets: a commit on
             # revocation or close would also cover messages whose transaction aborted.
@@ -444,21 +469,24 @@ class Consumer:
             await self._run_transactional(producer, policy, max_messages)
             return
         via_topic = grouped and mode == "concurrent" and retries > 0
+        # A broadcast instance also reads the retry topic for its dead letters replayed
+        # to it (`tidemq dlq replay`): the original topic would reach every instance.
+        reads_retries = via_topic or (self.broadcast_group is not None and dead_letter)
         async with AsyncExitStack() as stack:
             producer = None
             sources: list[Consumer] = [self]
-            if grouped and (via_topic or dead_letter):
-                await ensure_topics(self.cluster, ([retry_topic(self.group)] if via_topic else [])
-                                    + ([dead_letter_topic(self.group)] if dead_letter else []))
+            if grouped and (reads_retries or dead_letter):
+                await ensure_topics(self.cluster, ([retry_topic(family)] if reads_retries else [])
+                                    + ([dead_letter_topic(family)] if dead_letter else []))
                 producer = await stack.enter_async_context(Producer(
                     self.cluster.bootstrap, token=self.cluster.token, client_id=f"{self.client_id}-retry"))
-            if via_topic:
+            if reads_retries:
                 sources.append(await stack.enter_async_context(Consumer(
-                    self.cluster.bootstrap, group=self.group, topics=[retry_topic(self.group)],
-                    offset_reset="earliest", token=self.cluster.token, session_timeout=self.session_timeout,
-                    rebalance_timeout=self.rebalance_timeout, max_wait=self.max_wait,
-                    client_id=f"{self.client_id}-retries")))
-            policy = _RetryPolicy(self.group, handler, timeout, retries, backoff, max_backoff,
+                    self.cluster.bootstrap, group=family, broadcast=self.broadcast, instance_id=self.instance_id,
+                    topics=[retry_topic(family)], offset_reset="earliest", token=self.cluster.token,
+                    session_timeout=self.session_timeout, rebalance_timeout=self.rebalance_timeout,
+                    max_wait=self.max_wait, client_id=f"{self.client_id}-retries")))
+            policy = _RetryPolicy(family, self.instance_id, handler, timeout, retries, backoff, max_backoff,
                                   producer if via_topic else None, producer if dead_letter else None)
             await self._run(sources, policy, mode, concurrency, order, max_messages)
 
@@ -587,8 +615,8 @@ class Consumer:
         async def feed(source: Consumer) -> None:
             async for msg in source:
                 state = source._assigned.get((msg.topic, msg.partition))
-                if state is None:
-                    continue
+                if state is None or (source is not self and not policy.addressed_here(msg)):
+                    continue      # (another instance's retry: passed, and committed past)
                 state.pending.add(msg.offset)
                 if mode == "concurrent":
                     await slots.acquire()
@@ -620,7 +648,31 @@ class Consumer:
 H_ATTEMPT = "tidemq.attempt"
 H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET = "tidemq.origin.topic", "tidemq.origin.partition", "tidemq.origin.offset"
 H_DLQ_ERROR, H_DLQ_TIME = "tidemq.dlq.error", "tidemq.dlq.time"
-_OURS = (H_ATTEMPT, H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET, H_DLQ_ERROR, H_DLQ_TIME)
+H_INSTANCE = "tidemq.instance"      # the broadcast instance a retry or dead letter belongs to
+_OURS = (H_ATTEMPT, H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET, H_DLQ_ERROR, H_DLQ_TIME, H_INSTANCE)
+
+
+def broadcast_instance(instance_id: str | None) -> str:
+    """A broadcast instance's id: given, or this host's name (one instance per host
+    needs no setting)."""
+    iid = socket.gethostname() if instance_id is None else instance_id
+    if not isinstance(iid, str) or not iid or "@" in iid or len(iid) > 128:
+        raise InvalidConfigError(f"instance_id must be 1-128 characters without '@', not {iid!r}")
+    return iid
+
+
+def instance_group(group: str, instance_id: str) -> str:
+    """The consumer group a broadcast instance is: `notifier@host-a`."""
+    if not isinstance(group, str) or not group:
+        raise InvalidConfigError(f"group must be a non-empty string, not {group!r}")
+    return f"{group}@{instance_id}"
+
+
+def split_instance_group(name: str) -> tuple[str, str] | None:
+    """(broadcast group, instance id) of an instance's consumer group; None for any
+    other group name."""
+    group, at, instance = name.rpartition("@")
+    return (group, instance) if at and group and instance else None
 
 
 def retry_topic(group: str) -> str:
@@ -662,10 +714,18 @@ async def ensure_topics(cluster: ClusterClient, names: list[str], partitions: in
 
 
 class _RetryPolicy:
-    def __init__(self, group, handler, timeout, retries, backoff, max_backoff, retry_producer, dlq_producer) -> None:
+    def __init__(self, group, instance, handler, timeout, retries, backoff, max_backoff, retry_producer,
+                 dlq_producer) -> None:
         self.group, self.handler, self.timeout = group, handler, timeout
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.retry_producer, self.dlq_producer = retry_producer, dlq_producer
+        self.instance = None if instance is None else instance.encode()
+        self._ours = [] if instance is None else [(H_INSTANCE, self.instance)]
+
+    def addressed_here(self, msg: Message) -> bool:
+        """Is a message of the retry topic this consumer's to handle? A broadcast
+        instance takes those naming it; a plain group those naming no instance."""
+        return dict(msg.headers).get(H_INSTANCE) == self.instance
 
     def delay(self, failures: int) -> float:
         return min(self.max_backoff, self.backoff * 2 ** (failures - 1)) * (0.5 + random.random())
@@ -691,7 +751,7 @@ class _RetryPolicy:
                 continue
             headers = user_headers(msg) + [
                 (H_ORIGIN_TOPIC, topic.encode()), (H_ORIGIN_PARTITION, b"%d" % partition),
-                (H_ORIGIN_OFFSET, b"%d" % offset), (H_ATTEMPT, b"%d" % attempts)]
+                (H_ORIGIN_OFFSET, b"%d" % offset), (H_ATTEMPT, b"%d" % attempts)] + self._ours
             await self.retry_producer.send(retry_topic(self.group), msg.value, key=msg.key, headers=headers,
                                            delay=self.delay(attempts))
             return
@@ -704,5 +764,5 @@ class _RetryPolicy:
         headers = user_headers(msg) + [
             (H_ORIGIN_TOPIC, topic.encode()), (H_ORIGIN_PARTITION, b"%d" % partition),
             (H_ORIGIN_OFFSET, b"%d" % offset), (H_ATTEMPT, b"%d" % attempts),
-            (H_DLQ_ERROR, text.encode()[:4096]), (H_DLQ_TIME, b"%d" % int(time.time() * 1000))]
+            (H_DLQ_ERROR, text.encode()[:4096]), (H_DLQ_TIME, b"%d" % int(time.time() * 1000))] + self._ours
         await self.dlq_producer.send(dead_letter_topic(self.group), msg.value, key=msg.key, headers=headers)

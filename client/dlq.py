@@ -5,7 +5,9 @@ A consumer group's `run()` writes a message it could not handle after its last r
 many attempts were made, the last error and when. `replay` sends dead letters back to
 their original topic (user headers kept, TideMQ's own dropped, so the attempt count
 starts again) and remembers how far it got in the group `<group>.dlq-replay`, so a
-second replay never sends the same dead letter twice.
+second replay never sends the same dead letter twice. A broadcast instance's dead
+letter (it names the instance) goes back to that instance alone, through the group's
+retry topic: its original topic would deliver it to every instance again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import NamedTuple
 import anyio
 
 from client.consumer import (
-    H_ATTEMPT, H_DLQ_ERROR, H_DLQ_TIME, Consumer, Message, dead_letter_topic, origin_of, user_headers,
+    H_ATTEMPT, H_DLQ_ERROR, H_DLQ_TIME, H_INSTANCE, H_ORIGIN_OFFSET, H_ORIGIN_PARTITION, H_ORIGIN_TOPIC, Consumer,
+    Message, dead_letter_topic, ensure_topics, origin_of, retry_topic, user_headers,
 )
 from client.cluster import ClusterClient
 from client.group import commit_offsets, fetch_offsets
@@ -30,13 +33,16 @@ class DeadLetter(NamedTuple):
     attempts: int
     error: str
     time_ms: int
+    instance: str | None = None      # the broadcast instance that gave up on it
 
 
 def as_dead_letter(msg: Message) -> DeadLetter:
     topic, partition, offset, _ = origin_of(msg)
     h = dict(msg.headers)
+    instance = h.get(H_INSTANCE)
     return DeadLetter(msg, topic, partition, offset, int(h.get(H_ATTEMPT, b"0")),
-                      (h.get(H_DLQ_ERROR) or b"").decode(errors="replace"), int(h.get(H_DLQ_TIME, b"0")))
+                      (h.get(H_DLQ_ERROR) or b"").decode(errors="replace"), int(h.get(H_DLQ_TIME, b"0")),
+                      None if instance is None else instance.decode(errors="replace"))
 
 
 async def _read(bootstrap, topic: str, idle: float, limit: int | None, token) -> list[Message]:
@@ -65,10 +71,18 @@ async def replay_dead_letters(bootstrap: str | list[str] | None, group: str, *, 
         msgs = [m for m in await _read(bootstrap, dead_letter_topic(group), idle, None, token)
                 if m.offset >= (done.get((m.topic, m.partition)) or 0)]
         letters = [as_dead_letter(m) for m in msgs]
+        if any(letter.instance is not None for letter in letters):
+            await ensure_topics(cluster, [retry_topic(group)])
         async with Producer(bootstrap, token=token) as producer:
             for letter in letters:
-                await producer.submit(letter.topic, letter.message.value, key=letter.message.key,
-                                      headers=user_headers(letter.message), partition=letter.partition)
+                m = letter.message
+                if letter.instance is None:
+                    await producer.submit(letter.topic, m.value, key=m.key, headers=user_headers(m),
+                                          partition=letter.partition)
+                    continue
+                await producer.submit(retry_topic(group), m.value, key=m.key, headers=user_headers(m) + [
+                    (H_ORIGIN_TOPIC, letter.topic.encode()), (H_ORIGIN_PARTITION, b"%d" % letter.partition),
+                    (H_ORIGIN_OFFSET, b"%d" % letter.offset), (H_INSTANCE, letter.instance.encode())])
             await producer.flush()
         # Only now that they are resent: a crash before this replays them again, never loses them.
         last: dict[tuple[str, int], int] = {}

@@ -705,7 +705,7 @@ class Producer:
         By default the consumer's current commit points (what it handed out and
         finished); `offsets` maps (topic, partition) to the next offset to consume."""
         self._check_open()
-        if consumer.group is None or consumer.broadcast:
+        if consumer.group is None:
             raise InvalidConfigError("send_offsets needs a consumer in a group: Consumer(..., group='name')")
         points = consumer.commit_points() if offsets is None else dict(offsets)
         if not points:

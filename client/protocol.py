@@ -307,6 +307,8 @@ class DescribeGroupResponse(_Msg):
     members: list[MemberInfo]
     offsets: list[tuple[str, int, int]]
     pending: list[tuple[str, int, str]] = []   # (topic, partition, transactional id) about to commit its offset
+    last_write_ms: int = -1              # the group's newest commit or membership change (wall clock); -1: none
+    retention_ms: int = 0                # how long it keeps its offsets once it has no members
 
 
 # --- transactions ---------------------------------------------------------------------

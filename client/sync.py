@@ -368,6 +368,7 @@ class Consumer(_Blocking[AsyncConsumer]):
         topics: list[str],
         offset_reset: str = "latest",
         broadcast: bool = False,
+        instance_id: str | None = None,
         isolation: str = "read_committed",
         token: str | None = None,
         session_timeout: float = 10.0,
@@ -380,7 +381,7 @@ class Consumer(_Blocking[AsyncConsumer]):
     ) -> None:
         super().__init__(functools.partial(
             AsyncConsumer, bootstrap, group=group, topics=topics, offset_reset=offset_reset, broadcast=broadcast,
-            isolation=isolation, token=token, session_timeout=session_timeout,
+            instance_id=instance_id, isolation=isolation, token=token, session_timeout=session_timeout,
             rebalance_timeout=rebalance_timeout, max_wait=max_wait, fetch_max_bytes=fetch_max_bytes,
             buffer=buffer, request_timeout=request_timeout, client_id=client_id))
 

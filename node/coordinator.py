@@ -623,11 +623,13 @@ class GroupCoordinator:
         now = _now_ms()
         pending = [(t, p, pend[0]) for (t, p) in sorted(data.pending)
                    if (pend := data.pending_on((t, p), now)) is not None] if data else []
+        written, retention = (data.last_write_ms if data else -1), self.broker.cfg.offsets_retention_ms
         if g is None:
-            return _value(DescribeGroupResponse(req.group, "empty", data.epoch if data else 0, [], offsets, pending))
+            return _value(DescribeGroupResponse(req.group, "empty", data.epoch if data else 0, [], offsets, pending,
+                                                written, retention))
         members = [MemberInfo(m.member_id, m.client_id, m.epoch, _wire(m.owned or frozenset()), sorted(m.topics or ()))
                    for m in sorted(g.members.values(), key=lambda m: m.member_id)]
-        return _value(DescribeGroupResponse(req.group, g.state, g.epoch, members, offsets, pending))
+        return _value(DescribeGroupResponse(req.group, g.state, g.epoch, members, offsets, pending, written, retention))
 
     # -- the janitor -------------------------------------------------------------------------
 

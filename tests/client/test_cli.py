@@ -165,7 +165,7 @@ async def test_group_list_and_describe_show_members_offsets_and_lag(tidemq, clus
                     await trio.sleep(0.05)
             listed = await cli(tidemq, "group", "list")
             live = await cli(tidemq, "group", "describe", "live")
-    assert {"audit", "live"} <= {row[0] for row in rows(listed.out, 2)}
+    assert {"audit", "live"} <= {row[0] for row in rows(listed.out, 5)}
     assert "group live:" in live.out and "1 member(s)" in live.out
     [[member_id, client_id, _, topics, assigned]] = rows(live.out, 5)
     assert (member_id, client_id, topics, assigned) == (member.member_id, "member-a", "gt", "gt-0")

@@ -118,7 +118,7 @@ async def test_handler_timeout_cancels_and_retries(tmp_path):
         assert cancelled == 3
 
 
-async def test_broadcast_every_instance_sees_every_new_message(tmp_path):
+async def test_an_ephemeral_broadcast_listener_sees_every_new_message(tmp_path):
     async with local_cluster(tmp_path, n=1) as c:
         await setup(c, partitions=3)
         async with Producer(c.bootstrap) as producer:
@@ -136,7 +136,7 @@ async def test_broadcast_every_instance_sees_every_new_message(tmp_path):
                             if len(got) == 30:
                                 break
                     assert sorted(got) == list(range(30))
-                    await consumer.commit()  # a broadcast instance has nothing to share: a no-op
+                    await consumer.commit()  # an ephemeral listener (no group) keeps no position: a no-op
 
 
 async def test_consumer_argument_errors():
