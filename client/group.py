@@ -89,7 +89,7 @@ async def commit_offsets(cluster: ClusterClient, group: str,
                          member_id: str = "", member_epoch: int = -1) -> None:
     """Commit next-offsets-to-consume for a group; returns once replicated (acks=all).
 
-    With `member_id=""` it is a simple commit that any tool or broadcast consumer may
+    With `member_id=""` it is a simple commit that any tool may
     make; a member's commit is refused if the coordinator no longer knows the member
     (UnknownMemberError) or if it does not hold a partition (IllegalGenerationError).
     Bounded by the client's `request_timeout`.

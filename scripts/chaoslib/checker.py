@@ -77,6 +77,7 @@ class Index:
     observations: dict[str, list[Observation]] = field(default_factory=lambda: defaultdict(list))
     txns: dict[str, dict] = field(default_factory=dict)
     pipelines: list[dict] = field(default_factory=list)       # consume-process-produce: its topics
+    broadcasts: list[dict] = field(default_factory=list)      # a broadcast topic and its instances' groups
     zombies: list[dict] = field(default_factory=list)
     replicas: list[dict] = field(default_factory=list)
     faults: list[dict] = field(default_factory=list)
@@ -119,6 +120,8 @@ class Index:
                 ix.txns[e["txn"]] = e
             elif kind == "pipeline":
                 ix.pipelines.append(e)
+            elif kind == "broadcast":
+                ix.broadcasts.append(e)
             elif kind == "zombie":
                 ix.zombies.append(e)
             elif kind == "replicas":
@@ -587,10 +590,34 @@ class PipelineOnce:
         return v
 
 
+class BroadcastMissed:
+    """Every instance of a broadcast group is handed every acknowledged message of its
+    topic (at least once: a restarted instance may see again what it had not committed,
+    never miss what came while it was away)."""
+
+    name = "acknowledged broadcast messages an instance never got"
+
+    def run(self, ix: Index) -> Verdict:
+        v = Verdict(self.name)
+        if not ix.broadcasts:
+            v.exercised = False
+        for b in ix.broadcasts:
+            topic = b["topic"]
+            acked = [s for s in ix.sends.values()
+                     if s.topic == topic and s.outcome == "acked" and ix.visible(s) and ix.where(topic, s.value)]
+            for group in b["instances"]:
+                got = {d.value for d in ix.deliveries if d.group == group and d.topic == topic}
+                for s in sorted(acked, key=lambda s: s.t):
+                    if s.value not in got:
+                        p, o = ix.where(topic, s.value)[0]
+                        v.add(f"instance {group} never got {s.value} ({topic}-{p}@{o}, acked at t={s.t_end:.2f})")
+        return v
+
+
 CHECKS: list[Check] = [
     Complete(), Lost(), Misplaced(), Duplicates(), Unexplained(), FailedWritten(), KeyOrder(), OffsetsBackwards(),
     GroupSkipped(), DirtyReads(), ReplicasDiffer(), GracefulStops(), NodeErrors(), DelayedEarly(), TornTransactions(),
-    AbortedServed(), PipelineOnce(),
+    AbortedServed(), PipelineOnce(), BroadcastMissed(),
 ]
 
 

@@ -1,5 +1,5 @@
 """A seeded chaos run of about a minute and a half: the faults the seed draws, every
-workload (queue, delayed, transactions, halves, pipeline), then the checker (every check,
+workload (queue, delayed, transactions, halves, pipeline, broadcast), then the checker (every check,
 node errors included). CI runs it on every `scripts/test`; a failure prints the
 checker's findings and the schedule as it happened, and leaves the run directory
 (history, node logs, data) under pytest's tmp_path."""

@@ -91,7 +91,7 @@ def test_a_clean_history_passes_every_check():
     assert {v.name for v in report.verdicts if not v.exercised} == {
         "delayed messages delivered early", "transactions seen in part by read_committed readers",
         "aborted transaction data served to read_committed readers", "graceful stops (SIGTERM) that failed",
-        "pipeline inputs processed other than exactly once"}
+        "pipeline inputs processed other than exactly once", "acknowledged broadcast messages an instance never got"}
     assert report.metrics["pipeline"] == {}
 
 
@@ -416,3 +416,30 @@ def test_a_pipeline_whose_outputs_were_not_read_is_incomplete():
     del h.logs[("dlq", 0)]
     report = check_history(h.finish())
     assert counts(report) == {"run incomplete (final read, drain, replica comparison)": 1}
+
+
+def broadcast(missing_for_b: bool) -> Hist:
+    """Two instances of a broadcast group on topic `t`: `g@a` got everything; `g@b`,
+    restarted in between, missed `w1-k1-1` if asked to."""
+    h = clean().event("broadcast", t=0.0, topic="t", group="g", instances=["g@a", "g@b"])
+    for value, offset, partition in [("w1-k1-0", 0, 0), ("w1-k1-1", 1, 0), ("w2-k1-0", 2, 0), ("w1-k2-0", 0, 1)]:
+        h.delivery(value, offset, partition=partition, group="g@a", consumer="bc1.1")
+        if not (missing_for_b and value == "w1-k1-1"):
+            h.delivery(value, offset, partition=partition, group="g@b",
+                       consumer="bc2.1" if value == "w1-k1-0" else "bc2.2")
+    for group in ("g@a", "g@b"):
+        h.offsets(2.0, 2.1, {("t", 0): 3 if group == "g@a" or not missing_for_b else 1, ("t", 1): 1}, final=True,
+                  group=group)
+    return h
+
+
+def test_every_broadcast_instance_got_every_acknowledged_message():
+    report = check_history(broadcast(missing_for_b=False).finish())
+    assert report.ok, report.describe()
+    assert verdict(report, "acknowledged broadcast messages").exercised
+
+
+def test_a_broadcast_instance_that_missed_a_message_is_flagged():
+    report = check_history(broadcast(missing_for_b=True).finish())
+    assert counts(report) == {"acknowledged broadcast messages an instance never got": 1}
+    assert "instance g@b never got w1-k1-1 (t-0@1" in verdict(report, "acknowledged broadcast").examples[0]

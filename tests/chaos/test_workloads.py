@@ -52,7 +52,7 @@ def test_delayed_messages_carry_their_due_time_and_land_by_value(tmp_path):
 
 def test_workloads_own_distinct_topics_groups_and_names():
     classes = list(WORKLOADS.values())
-    assert {c.name for c in classes} == {"queue", "delayed", "transactions", "halves", "pipeline"}
+    assert {c.name for c in classes} == {"queue", "delayed", "transactions", "halves", "pipeline", "broadcast"}
     for attr in ("topic", "group", "writer_prefix", "member_prefix"):
         assert len({getattr(c, attr) for c in classes}) == len(classes), attr
 
@@ -87,3 +87,17 @@ async def test_a_pipeline_handler_sends_one_output_naming_its_input_and_stages_z
     assert events[0]["group"] == "chaos-pipe-group" and events[0]["offset"] == 7
     assert events[2]["removed"] is False and events[2]["error"] == "not a member"
     assert w.topics == ["chaos-pipe-in", "chaos-pipe-out", "chaos-pipe-group.dlq"]
+
+
+def test_broadcast_instances_are_groups_of_their_own_and_only_one_restarts(tmp_path):
+    import math
+
+    from scripts.chaoslib.workloads import BroadcastWorkload
+    w = BroadcastWorkload(context(tmp_path))
+    assert w.groups == ["chaos-broadcast@a", "chaos-broadcast@b"]
+    rng = w.ctx.rng("lifetimes")
+    assert w._lifetime(1, rng) == math.inf and 8.0 <= w._lifetime(2, rng) <= 25.0
+    assert 2.0 <= w._downtime(2, rng) <= 8.0
+    consumer = w._consumer(2, "bc2.1")
+    assert (consumer.group, consumer.broadcast, consumer.broadcast_group) == ("chaos-broadcast@b", True,
+                                                                              "chaos-broadcast")

@@ -7,10 +7,12 @@ them by default). A new kind of traffic is a new module here implementing `Workl
 with delays) and `transactions.py` (transactional writers over two topics, a
 read_committed group) and `halves.py` (half messages with check-back from services with
 a local database) and `pipeline.py` (consume-process-produce in transactions, with
-zombies) were added that way.
+zombies) and `broadcast.py` (two instances of a broadcast group, one restarting) were
+added that way.
 """
 
 from scripts.chaoslib.workloads.base import Context, Workload, read_final_logs
+from scripts.chaoslib.workloads.broadcast import BroadcastWorkload
 from scripts.chaoslib.workloads.delayed import DelayedWorkload
 from scripts.chaoslib.workloads.halves import HalvesWorkload
 from scripts.chaoslib.workloads.pipeline import PipelineWorkload
@@ -18,7 +20,8 @@ from scripts.chaoslib.workloads.queue import QueueWorkload
 from scripts.chaoslib.workloads.transactions import TransactionsWorkload
 
 WORKLOADS: dict[str, type[Workload]] = {
-    w.name: w for w in (QueueWorkload, DelayedWorkload, TransactionsWorkload, HalvesWorkload, PipelineWorkload)}
+    w.name: w for w in (QueueWorkload, DelayedWorkload, TransactionsWorkload, HalvesWorkload, PipelineWorkload,
+                        BroadcastWorkload)}
 
-__all__ = ["WORKLOADS", "Context", "DelayedWorkload", "HalvesWorkload", "PipelineWorkload", "QueueWorkload",
+__all__ = ["WORKLOADS", "BroadcastWorkload", "Context", "DelayedWorkload", "HalvesWorkload", "PipelineWorkload", "QueueWorkload",
            "TransactionsWorkload", "Workload", "read_final_logs"]

@@ -100,6 +100,11 @@ class QueueWorkload(Workload):
     def topics(self) -> list[str]:
         return [self.topic]
 
+    @property
+    def groups(self) -> list[str]:
+        """The consumer groups that read the topic (each observed and drained)."""
+        return [self.group]
+
     async def run(self, stop: trio.Event) -> None:
         h = self.ctx.history
         done_reading = trio.Event()
@@ -229,12 +234,9 @@ class QueueWorkload(Workload):
         while not done.is_set():
             instance += 1
             cid = f"{self.member_prefix}{slot}.{instance}"
-            lifetime = rng.uniform(*self.churn) if self.churn else math.inf
-            leave_at = time.monotonic() + lifetime
+            leave_at = time.monotonic() + self._lifetime(slot, rng)
             try:
-                async with Consumer(self.ctx.bootstrap, group=self.group, topics=self.topics, offset_reset="earliest",
-                                    session_timeout=6.0, rebalance_timeout=10.0, request_timeout=self.request_timeout,
-                                    client_id=cid) as consumer:
+                async with self._consumer(slot, cid) as consumer:
                     h.record("member", consumer=cid, event="joined")
                     last_commit = time.monotonic()
                     failed_commits = 0
@@ -246,18 +248,35 @@ class QueueWorkload(Workload):
                             break
                         with trio.move_on_after(0.25):
                             msg = await consumer.__anext__()
-                            h.record("delivery", consumer=cid, group=self.group, isolation="read_committed",
+                            h.record("delivery", consumer=cid, group=consumer.group, isolation="read_committed",
                                      topic=msg.topic, partition=msg.partition, offset=msg.offset, key=text(msg.key),
                                      value=text(msg.value), wall_ms=int(time.time() * 1000))
                         if time.monotonic() - last_commit >= COMMIT_EVERY_S:
                             last_commit = time.monotonic()
                             failed_commits = 0 if await self._commit(consumer, cid) else failed_commits + 1
                 h.record("member", consumer=cid, event="left")
+                if not stop.is_set():
+                    with trio.move_on_after(self._downtime(slot, rng)):
+                        await stop.wait()
             except Exception as exc:  # noqa: BLE001 - a client failure is a finding to record, not the run's end
                 # The client library is under test too: whatever escapes a Consumer (even
                 # an exception group) is recorded, and a fresh member takes the slot.
                 h.record("member", consumer=cid, event="error", error=describe_error(exc))
                 await trio.sleep(0.5)
+
+    def _lifetime(self, slot: int, rng: random.Random) -> float:
+        """How long slot `slot`'s next consumer stays before it leaves (seeded)."""
+        return rng.uniform(*self.churn) if self.churn else math.inf
+
+    def _downtime(self, slot: int, rng: random.Random) -> float:
+        """How long the slot stays empty after a consumer left (until `stop`)."""
+        return 0.0
+
+    def _consumer(self, slot: int, cid: str) -> Consumer:
+        """The consumer slot `slot` runs for its next lifetime."""
+        return Consumer(self.ctx.bootstrap, group=self.group, topics=self.topics, offset_reset="earliest",
+                        session_timeout=6.0, rebalance_timeout=10.0, request_timeout=self.request_timeout,
+                        client_id=cid)
 
     async def _commit(self, consumer: Consumer, cid: str) -> bool:
         h = self.ctx.history
@@ -266,10 +285,10 @@ class QueueWorkload(Workload):
         try:
             await consumer.commit()
         except (TideMQError, TimeoutError) as exc:
-            h.record("commit", t=t, t_end=h.now(), consumer=cid, group=self.group, partitions=partitions,
+            h.record("commit", t=t, t_end=h.now(), consumer=cid, group=consumer.group, partitions=partitions,
                      outcome="failed", error=repr(exc)[:300])
             return False
-        h.record("commit", t=t, t_end=h.now(), consumer=cid, group=self.group, partitions=partitions, outcome="ok")
+        h.record("commit", t=t, t_end=h.now(), consumer=cid, group=consumer.group, partitions=partitions, outcome="ok")
         return True
 
     # -- the group's committed offsets -----------------------------------------------------------
@@ -282,32 +301,38 @@ class QueueWorkload(Workload):
                     await done.wait()
 
     async def _observe_once(self, cluster: ClusterClient, final: bool = False) -> bool:
+        """Record every group's committed offsets; False if any could not be read."""
         h = self.ctx.history
-        t = h.now()
-        try:
-            offsets = await fetch_offsets(cluster, self.group)
-        except (TideMQError, TimeoutError, OSError):
-            return False
-        h.record("offsets", t=t, t_end=h.now(), group=self.group, final=final,
-                 offsets=sorted([t_, p, o] for (t_, p), o in offsets.items() if o is not None))
-        return True
+        ok = True
+        for group in self.groups:
+            t = h.now()
+            try:
+                offsets = await fetch_offsets(cluster, group)
+            except (TideMQError, TimeoutError, OSError):
+                ok = False
+                continue
+            h.record("offsets", t=t, t_end=h.now(), group=group, final=final,
+                     offsets=sorted([t_, p, o] for (t_, p), o in offsets.items() if o is not None))
+        return ok
 
     async def _wait_group(self, ends: dict[tuple[str, int], int]) -> tuple[bool, str]:
-        """Wait until the group has committed every partition's last record."""
-        behind: dict[tuple[str, int], tuple[int | None, int]] = {}
+        """Wait until every group has committed every partition's last record."""
+        behind: dict[tuple[str, str, int], tuple[int | None, int]] = {}
         async with ClusterClient(self.ctx.bootstrap, request_timeout=3.0, client_id="chaos-drain") as cluster:
             with trio.move_on_after(self.drain_timeout):
                 while True:
-                    try:
-                        committed = await fetch_offsets(cluster, self.group, list(ends))
-                    except (TideMQError, TimeoutError, OSError):
-                        committed = {}
-                    behind = {tp: (committed.get(tp), end) for tp, end in ends.items()
-                              if end > 0 and (committed.get(tp) or 0) < end}
+                    behind = {}
+                    for group in self.groups:
+                        try:
+                            committed = await fetch_offsets(cluster, group, list(ends))
+                        except (TideMQError, TimeoutError, OSError):
+                            committed = {}
+                        behind.update({(group, *tp): (committed.get(tp), end) for tp, end in ends.items()
+                                       if end > 0 and (committed.get(tp) or 0) < end})
                     if not behind:
                         return True, ""
                     await trio.sleep(0.5)
-        return False, "; ".join(f"{t}-{p} committed {c} of {e}" for (t, p), (c, e) in sorted(behind.items()))
+        return False, "; ".join(f"{g}: {t}-{p} committed {c} of {e}" for (g, t, p), (c, e) in sorted(behind.items()))
 
     async def _record_final_offsets(self) -> None:
         async with ClusterClient(self.ctx.bootstrap, request_timeout=3.0, client_id="chaos-final-offsets") as cluster:
