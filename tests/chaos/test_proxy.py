@@ -118,19 +118,19 @@ async def test_one_way_cut_delivers_requests_but_holds_answers():
 async def test_latency_delays_each_direction():
     async with trio.open_nursery() as nursery:
         proxy, host, port = await start_proxy(nursery, await echo_server(nursery))
-        proxy.set_delay(0.15)
+        proxy.set_delay(1.0)
         stream = await trio.open_tcp_stream(host, port)
         start = trio.current_time()
         await stream.send_all(b"ping")
-        with trio.fail_after(5):
+        with trio.fail_after(10):
             assert await read_exactly(stream, 4) == b"ping"
-        assert trio.current_time() - start >= 0.3          # up and down
+        assert trio.current_time() - start >= 2.0          # up and down
         proxy.heal()
         start = trio.current_time()
         await stream.send_all(b"pong")
-        with trio.fail_after(5):
+        with trio.fail_after(10):
             assert await read_exactly(stream, 4) == b"pong"
-        assert trio.current_time() - start < 0.15
+        assert trio.current_time() - start < 1.0, "healed: no delay left in either direction"
         await stream.aclose()
         nursery.cancel_scope.cancel()
 

@@ -64,26 +64,27 @@ async def test_a_timed_out_request_drops_its_connection(tmp_path):
                 await client.request(addr, Metadata([]))
                 assert link.accepted == 1
                 link.cut()
-                outcome = {}
+                ended: list[str] = []
+                waited = {}
 
                 async def first():
                     start = trio.current_time()
                     with pytest.raises(TimeoutError):
                         await client.request(addr, Metadata([]))
-                    outcome["first"] = trio.current_time() - start
+                    waited["first"] = trio.current_time() - start
+                    ended.append("first")
 
                 async def second():
-                    await trio.sleep(0.5)      # its own timeout would end at 1.5 s
-                    start = trio.current_time()
-                    with pytest.raises(ConnectionClosedError):
+                    await trio.sleep(0.5)      # its own timeout would end half a second after the first's
+                    with pytest.raises(ConnectionClosedError):   # not TimeoutError: it went with the connection
                         await client.request(addr, Metadata([]))
-                    outcome["second"] = trio.current_time() - start
+                    ended.append("second")
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(first)
                     nursery.start_soon(second)
-                assert 0.9 <= outcome["first"] < 1.3
-                assert outcome["second"] < 0.8, "failed with the connection, not at its own timeout"
+                assert waited["first"] >= 0.9, "the first waited out its request timeout"
+                assert ended == ["first", "second"], "the first's timeout dropped the connection under the second"
                 link.heal()
                 await client.request(addr, Metadata([]))
                 assert link.accepted == 2, "the next request dialed afresh"
@@ -101,10 +102,8 @@ async def test_a_caller_giving_up_early_still_drops_a_silent_connection(tmp_path
                 link.cut()
                 with trio.move_on_after(0.3):
                     await client.request(addr, Metadata([]))
-                start = trio.current_time()
-                with pytest.raises(ConnectionClosedError):
+                with pytest.raises(ConnectionClosedError):   # not its own TimeoutError: the connection went
                     await client.request(addr, Metadata([]))
-                assert trio.current_time() - start < 0.9
                 link.heal()
                 await client.request(addr, Metadata([]))
                 assert link.accepted == 2

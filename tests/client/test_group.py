@@ -223,11 +223,12 @@ async def test_a_member_out_of_touch_gives_up_its_partitions_in_time(tmp_path):
     async with local_cluster(tmp_path, 1, offsets_partitions=1) as c, ClusterClient(c.bootstrap) as client:
         await create_topic(c)
         ledger = Ledger()
-        async with GroupMember(client, "g", ["t"], session_timeout=1.5, **ledger.callbacks("a")):
+        async with GroupMember(client, "g", ["t"], session_timeout=6.0, **ledger.callbacks("a")):
             await until(lambda: ledger.of("a") == EVERYTHING)
             await c.stop(1, graceful=False)
             stopped = trio.current_time()
-            await until(lambda: not ledger.holder, timeout=5)
-            assert trio.current_time() - stopped < 1.5, "given up before the coordinator's session timeout"
+            await until(lambda: not ledger.holder, timeout=10)
+            # at 2/3 of it after the last answer: 2 s to spare, whatever the load
+            assert trio.current_time() - stopped < 6.0, "given up before the coordinator's session timeout"
             await c.start(1)
             await until(lambda: ledger.of("a") == EVERYTHING, timeout=15)

@@ -75,7 +75,7 @@ async def test_delivery_timeout_fires(tmp_path):
             start = trio.current_time()
             with pytest.raises(RequestTimeoutError, match="delivery_timeout"):
                 await producer.send("lonely", b"lost")
-            assert 3.0 <= trio.current_time() - start < 6
+            assert trio.current_time() - start >= 3.0, "not before its delivery timeout"
 
 
 async def test_sends_survive_leader_failover_exactly_once(tmp_path):
