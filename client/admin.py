@@ -18,8 +18,15 @@ from client.cluster import ClusterClient
 from client.errors import CoordinatorNotAvailableError, TideMQError
 from client.half import HALF_TOPIC
 from client.protocol import (
-    CreateTopic, DeleteTopic, DescribeTransaction, HalfInfo, ListHalves, ListTransactions, MetadataResponse,
-    TopicInfo, TxnInfo,
+    CreateTopic,
+    DeleteTopic,
+    DescribeTransaction,
+    HalfInfo,
+    ListHalves,
+    ListTransactions,
+    MetadataResponse,
+    TopicInfo,
+    TxnInfo,
 )
 
 TXN_STATE_TOPIC = "__transaction_state"
@@ -51,7 +58,7 @@ class Admin:
         self.cluster = ClusterClient(bootstrap, token=token, client_id=client_id, request_timeout=request_timeout)
         self.request_timeout = request_timeout
 
-    async def __aenter__(self) -> "Admin":
+    async def __aenter__(self) -> Admin:
         await self.cluster.__aenter__()
         return self
 

@@ -28,11 +28,11 @@ import sys
 import time
 from base64 import b64encode
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import IO, Any, AsyncIterator
+from typing import IO, Any
 
 import anyio
 from rich.console import Console
@@ -41,15 +41,28 @@ from rich.table import Table
 from client.admin import Admin
 from client.cluster import ClusterClient
 from client.consumer import Consumer, Message, split_instance_group
-from client.errors import (
-    AuthFailedError, ConnectionClosedError, InvalidRequestError, TideMQError, TopicExistsError, UnknownTopicError,
-)
 from client.dlq import list_dead_letters, replay_dead_letters
+from client.errors import (
+    AuthFailedError,
+    ConnectionClosedError,
+    InvalidRequestError,
+    TideMQError,
+    TopicExistsError,
+    UnknownTopicError,
+)
 from client.group import describe_group
 from client.producer import Delivery, Producer
 from client.protocol import (
-    DescribeGroupResponse, ListGroups, ListGroupsResponse, ListOffsets, Metadata, MetadataResponse,
-    HalfInfo, PartitionInfo, TopicInfo, TxnInfo,
+    DescribeGroupResponse,
+    HalfInfo,
+    ListGroups,
+    ListGroupsResponse,
+    ListOffsets,
+    Metadata,
+    MetadataResponse,
+    PartitionInfo,
+    TopicInfo,
+    TxnInfo,
 )
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9401"

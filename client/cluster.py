@@ -12,17 +12,31 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 
 from client.connection import Connection, PeerAuth, open_connection
 from client.errors import (
-    ConnectionClosedError, CoordinatorNotAvailableError, NotControllerError, NotCoordinatorError, NotLeaderError,
-    ShuttingDownError, StorageError, TideMQError, UnknownTopicError, RequestTimeoutError,
+    ConnectionClosedError,
+    CoordinatorNotAvailableError,
+    NotControllerError,
+    NotCoordinatorError,
+    NotLeaderError,
+    RequestTimeoutError,
+    ShuttingDownError,
+    StorageError,
+    TideMQError,
+    UnknownTopicError,
 )
 from client.protocol import (
-    CoordinatorResponse, FindCoordinator, FindTransactionCoordinator, Metadata, MetadataResponse, TopicInfo,
+    CoordinatorResponse,
+    FindCoordinator,
+    FindTransactionCoordinator,
+    Metadata,
+    MetadataResponse,
+    TopicInfo,
 )
 
 RETRY_BACKOFF_S = (0.02, 0.5)   # first and largest backoff between retries
@@ -76,7 +90,7 @@ class ClusterClient:
         self._tg: anyio.abc.TaskGroup | None = None
         self._metadata_lock = anyio.Lock()
 
-    async def __aenter__(self) -> "ClusterClient":
+    async def __aenter__(self) -> ClusterClient:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         return self

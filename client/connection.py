@@ -17,16 +17,26 @@ cancel scope): the node still owes that answer, and its silence is what counts.
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Protocol
+from typing import Protocol
 
 import anyio
 from anyio.abc import ByteStream
 
 from client.errors import ConnectionClosedError, RemoteProtocolError, error_for
 from client.protocol import (
-    DEFAULT_MAX_FRAME_BYTES, ErrorResponse, FrameDecoder, Hello, HelloOk, PeerChallenge, PeerProof, PROTOCOL_VERSION,
-    decode_payload, encode_frame, split_addr,
+    DEFAULT_MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    ErrorResponse,
+    FrameDecoder,
+    Hello,
+    HelloOk,
+    PeerChallenge,
+    PeerProof,
+    decode_payload,
+    encode_frame,
+    split_addr,
 )
 
 

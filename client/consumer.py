@@ -45,21 +45,37 @@ import random
 import socket
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import anyio
 from sortedcontainers import SortedSet
 
 from client.cluster import ClusterClient
-from client.group import GroupMember
 from client.errors import (
-    CorruptBatchError, IllegalGenerationError, InvalidConfigError, OffsetOutOfRangeError, ProducerFencedError, TideMQError,
-    TopicExistsError, UnknownMemberError, UnknownTopicError, UnstableOffsetCommitError,
+    CorruptBatchError,
+    IllegalGenerationError,
+    InvalidConfigError,
+    OffsetOutOfRangeError,
+    ProducerFencedError,
+    TideMQError,
+    TopicExistsError,
+    UnknownMemberError,
+    UnknownTopicError,
+    UnstableOffsetCommitError,
 )
+from client.group import GroupMember
 from client.producer import Producer
 from client.protocol import (
-    EARLIEST, LATEST, READ_COMMITTED, READ_UNCOMMITTED, CreateTopic, Fetch, FetchPartition, ListOffsets,
+    EARLIEST,
+    LATEST,
+    READ_COMMITTED,
+    READ_UNCOMMITTED,
+    CreateTopic,
+    Fetch,
+    FetchPartition,
+    ListOffsets,
 )
 from segments.batch import decode_records, iter_batches
 from segments.errors import SegmentError
@@ -188,7 +204,7 @@ class Consumer:
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> "Consumer":
+    async def __aenter__(self) -> Consumer:
         # The exit stack unwinds in reverse: leave the group (revoking and committing
         # through `_on_revoked`), stop the fetch tasks, close the connections.
         stack = AsyncExitStack()
@@ -490,7 +506,7 @@ class Consumer:
                                   producer if via_topic else None, producer if dead_letter else None)
             await self._run(sources, policy, mode, concurrency, order, max_messages)
 
-    async def _run_transactional(self, producer: Producer, policy: "_RetryPolicy", max_messages: int | None) -> None:
+    async def _run_transactional(self, producer: Producer, policy: _RetryPolicy, max_messages: int | None) -> None:
         finished = 0
         while max_messages is None or finished < max_messages:
             msg = await self.__anext__()
@@ -506,7 +522,7 @@ class Consumer:
                 state.pending.discard(msg.offset)
             finished += 1
 
-    async def _handle_in_transaction(self, producer: Producer, policy: "_RetryPolicy", state: _Assigned,
+    async def _handle_in_transaction(self, producer: Producer, policy: _RetryPolicy, state: _Assigned,
                                      msg: Message) -> None:
         """One message, one transaction: the handler's sends and the offset after the
         message (past any control batches right behind it) commit together. A message is
@@ -568,7 +584,7 @@ class Consumer:
         if not self._still_held(state, msg):
             raise IllegalGenerationError(f"{msg.topic}-{msg.partition} was revoked while its message was handled")
 
-    async def _run(self, sources: list["Consumer"], policy: "_RetryPolicy", mode: str, concurrency: int,
+    async def _run(self, sources: list[Consumer], policy: _RetryPolicy, mode: str, concurrency: int,
                    order: str, max_messages: int | None) -> None:
         slots = anyio.Semaphore(concurrency)
         finished = 0

@@ -16,11 +16,23 @@ from typing import NamedTuple
 
 import anyio
 
-from client.consumer import (
-    H_ATTEMPT, H_DLQ_ERROR, H_DLQ_TIME, H_INSTANCE, H_ORIGIN_OFFSET, H_ORIGIN_PARTITION, H_ORIGIN_TOPIC, Consumer,
-    Message, dead_letter_topic, ensure_topics, origin_of, retry_topic, user_headers,
-)
 from client.cluster import ClusterClient
+from client.consumer import (
+    H_ATTEMPT,
+    H_DLQ_ERROR,
+    H_DLQ_TIME,
+    H_INSTANCE,
+    H_ORIGIN_OFFSET,
+    H_ORIGIN_PARTITION,
+    H_ORIGIN_TOPIC,
+    Consumer,
+    Message,
+    dead_letter_topic,
+    ensure_topics,
+    origin_of,
+    retry_topic,
+    user_headers,
+)
 from client.group import commit_offsets, fetch_offsets
 from client.producer import Producer
 

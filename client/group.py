@@ -48,16 +48,28 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import anyio
 
 from client.cluster import ClusterClient
 from client.errors import (
-    ConnectionClosedError, InvalidConfigError, ShuttingDownError, TideMQError, UnknownMemberError,
+    ConnectionClosedError,
+    InvalidConfigError,
+    ShuttingDownError,
+    TideMQError,
+    UnknownMemberError,
 )
 from client.protocol import (
-    DescribeGroup, DescribeGroupResponse, GroupHeartbeat, ListGroups, OffsetCommit, OffsetFetch,
+    DescribeGroup,
+    DescribeGroupResponse,
+    GroupHeartbeat,
+    ListGroups,
+    OffsetCommit,
+    OffsetFetch,
+)
+from client.protocol import (
     TopicPartition as WireTopicPartition,
 )
 
@@ -191,7 +203,7 @@ class GroupMember:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def __aenter__(self) -> "GroupMember":
+    async def __aenter__(self) -> GroupMember:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._guard, self._heartbeat_loop)

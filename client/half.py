@@ -22,7 +22,8 @@ aborts it and records why (`tidemq half list --resolved`).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -71,7 +72,7 @@ class HalfMessage:
     Also what a `transaction_checker` is handed: `key`, `value`, `headers` as sent,
     `check` counting the check-backs of this half so far (1 for the first)."""
 
-    def __init__(self, cluster: "ClusterClient", producer_group: str, partition: int, offset: int, topic: str,
+    def __init__(self, cluster: ClusterClient, producer_group: str, partition: int, offset: int, topic: str,
                  key: bytes | None, value: bytes | None, headers: tuple, timestamp: int, check: int = 0,
                  timeout: float = 120.0) -> None:
         self._cluster = cluster
@@ -93,7 +94,7 @@ class HalfMessage:
     def __repr__(self) -> str:
         return f"HalfMessage(id={self.id!r}, topic={self.topic!r}, key={self.key!r})"
 
-    async def commit(self) -> "RecordMetadata":
+    async def commit(self) -> RecordMetadata:
         """Make it visible in its topic (exactly once); where it landed."""
         from client.producer import RecordMetadata
         resp = await end_half(self._cluster, self.producer_group, self.partition, self.offset, True,
@@ -106,7 +107,7 @@ class HalfMessage:
                        timeout=self._timeout)
 
 
-async def end_half(cluster: "ClusterClient", producer_group: str, partition: int, offset: int, commit: bool,
+async def end_half(cluster: ClusterClient, producer_group: str, partition: int, offset: int, commit: bool,
                    reason: str = "", *, timeout: float = 120.0) -> EndHalfResponse:
     """Decide a half message at its coordinator, following it as it moves, for up to
     `timeout` seconds. Deciding the same way twice is fine (the first answer is
@@ -132,7 +133,7 @@ def check_settings(producer_group: str | None, check_after: float, max_checks: i
         raise InvalidConfigError(f"max_checks must be in 1..1000, got {max_checks}")
 
 
-async def run_checker(cluster: "ClusterClient", producer_group: str, checker: Checker, timeout: float) -> None:
+async def run_checker(cluster: ClusterClient, producer_group: str, checker: Checker, timeout: float) -> None:
     """Answer the group's check-backs for as long as the producer lives: long-poll the
     group's coordinator, ask `checker` about each half, report its decision. A checker
     that raises or overruns `timeout` counts as "ask again later"."""
@@ -152,7 +153,7 @@ async def run_checker(cluster: "ClusterClient", producer_group: str, checker: Ch
             await _answer(cluster, producer_group, checker, c, timeout)
 
 
-async def _answer(cluster: "ClusterClient", group: str, checker: Checker, c: HalfCheck, timeout: float) -> None:
+async def _answer(cluster: ClusterClient, group: str, checker: Checker, c: HalfCheck, timeout: float) -> None:
     msg = HalfMessage(cluster, group, c.partition, c.offset, c.topic, c.key, c.value, tuple(c.headers),
                       c.timestamp, c.check, timeout)
     decision = None

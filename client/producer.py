@@ -50,31 +50,57 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, AsyncIterator, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
 
 from client.cluster import ClusterClient
-from client.errors import (
-    ConnectionClosedError,
-    InvalidConfigError, InvalidTxnStateError, MessageTooLargeError, OutOfOrderSequenceError, ProducerFencedError,
-    RequestTimeoutError, TideMQError, UnknownProducerError, UnknownTopicError,
-)
 from client.delay import H_DUE, H_PARTITION, H_TARGET, TIER_CONFIG, TIER_PREFIX, pick_tier, tier_name
 from client.delay import due_ms as delay_due_ms
+from client.errors import (
+    ConnectionClosedError,
+    InvalidConfigError,
+    InvalidTxnStateError,
+    MessageTooLargeError,
+    OutOfOrderSequenceError,
+    ProducerFencedError,
+    RequestTimeoutError,
+    TideMQError,
+    UnknownProducerError,
+    UnknownTopicError,
+)
 from client.half import (
-    DEFAULT_CHECK_AFTER_S, DEFAULT_MAX_CHECKS, H_CHECK_AFTER, H_GROUP, H_MAX_CHECKS, HALF_TOPIC, Checker, HalfMessage,
-    check_settings, end_half, half_partition, parse_half_id, run_checker,
+    DEFAULT_CHECK_AFTER_S,
+    DEFAULT_MAX_CHECKS,
+    H_CHECK_AFTER,
+    H_GROUP,
+    H_MAX_CHECKS,
+    HALF_TOPIC,
+    Checker,
+    HalfMessage,
+    check_settings,
+    end_half,
+    half_partition,
+    parse_half_id,
+    run_checker,
 )
 from client.half import H_PARTITION as H_HALF_PARTITION
 from client.half import H_TARGET as H_HALF_TARGET
 from client.partitioner import StickyPartitioner, partition_for_key
 from client.protocol import (
-    ACKS_ALL, ACKS_LEADER, ACKS_NONE, AddPartitionsToTxn, EndTxn, InitProducerId, Produce, ProduceResponse,
-    TopicPartition, TxnOffsetCommit,
+    ACKS_ALL,
+    ACKS_LEADER,
+    ACKS_NONE,
+    AddPartitionsToTxn,
+    EndTxn,
+    InitProducerId,
+    Produce,
+    ProduceResponse,
+    TopicPartition,
+    TxnOffsetCommit,
 )
 from segments.batch import build_batch
 from segments.compression import Compression
@@ -247,7 +273,7 @@ class Producer:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def __aenter__(self) -> "Producer":
+    async def __aenter__(self) -> Producer:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
@@ -312,7 +338,7 @@ class Producer:
 
     async def submit(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
                      partition: int | None = None, timestamp: int | None = None, delay: float | None = None,
-                     deliver_at: datetime | float | None = None) -> "Delivery":
+                     deliver_at: datetime | float | None = None) -> Delivery:
         """Queue one message and return at once with a `Delivery` to await later.
 
         For high rates from one task: no task per message, and a thousand deliveries
@@ -699,7 +725,7 @@ class Producer:
         self._txn_offsets = False
         self._txn_error = None
 
-    async def send_offsets(self, consumer: "Consumer", offsets: Mapping[tuple[str, int], int] | None = None) -> None:
+    async def send_offsets(self, consumer: Consumer, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
         """Commit the consumer group's offsets with this transaction: they become the
         group's committed offsets exactly when it commits, and never if it aborts.
         By default the consumer's current commit points (what it handed out and
@@ -764,7 +790,7 @@ class Producer:
         self._abort_failed = None
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator["Producer"]:
+    async def transaction(self) -> AsyncIterator[Producer]:
         """`async with producer.transaction():` commits on normal exit and aborts when
         the body raises (or is cancelled), re-raising its exception."""
         await self.begin_transaction()

@@ -20,7 +20,6 @@ same frames; their bodies are defined by the broker and carried here as opaque b
 from __future__ import annotations
 
 import struct
-from typing import Union
 
 import msgspec
 
@@ -498,19 +497,57 @@ class PeerMessages(_Msg):
     payload: bytes
 
 
-Body = Union[
-    Hello, HelloOk, PeerChallenge, PeerProof, ErrorResponse, Ok,
-    Metadata, MetadataResponse, CreateTopic, DeleteTopic,
-    InitProducerId, ProducerIdResponse, Produce, ProduceResponse,
-    Fetch, FetchResponse, ListOffsets, ListOffsetsResponse,
-    FindCoordinator, CoordinatorResponse, GroupHeartbeat, GroupHeartbeatResponse, OffsetCommit, OffsetFetch,
-    OffsetFetchResponse, ListGroups, ListGroupsResponse, DescribeGroup, DescribeGroupResponse,
-    PeerMessages,
-    FindTransactionCoordinator, AddPartitionsToTxn, TxnOffsetCommit, PendTxnOffsets, EndTxnOffsets, EndTxn,
-    WriteTxnMarker,
-    ListTransactions, TxnInfo, ListTransactionsResponse, DescribeTransaction,
-    EndHalf, EndHalfResponse, PollHalfChecks, HalfCheck, HalfChecks, ListHalves, HalfInfo, ListHalvesResponse,
-]
+Body = (
+    Hello
+    | HelloOk
+    | PeerChallenge
+    | PeerProof
+    | ErrorResponse
+    | Ok
+    | Metadata
+    | MetadataResponse
+    | CreateTopic
+    | DeleteTopic
+    | InitProducerId
+    | ProducerIdResponse
+    | Produce
+    | ProduceResponse
+    | Fetch
+    | FetchResponse
+    | ListOffsets
+    | ListOffsetsResponse
+    | FindCoordinator
+    | CoordinatorResponse
+    | GroupHeartbeat
+    | GroupHeartbeatResponse
+    | OffsetCommit
+    | OffsetFetch
+    | OffsetFetchResponse
+    | ListGroups
+    | ListGroupsResponse
+    | DescribeGroup
+    | DescribeGroupResponse
+    | PeerMessages
+    | FindTransactionCoordinator
+    | AddPartitionsToTxn
+    | TxnOffsetCommit
+    | PendTxnOffsets
+    | EndTxnOffsets
+    | EndTxn
+    | WriteTxnMarker
+    | ListTransactions
+    | TxnInfo
+    | ListTransactionsResponse
+    | DescribeTransaction
+    | EndHalf
+    | EndHalfResponse
+    | PollHalfChecks
+    | HalfCheck
+    | HalfChecks
+    | ListHalves
+    | HalfInfo
+    | ListHalvesResponse
+)
 
 
 class Envelope(msgspec.Struct, array_like=True):

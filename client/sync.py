@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Callable, ContextManager, Generic, Iterator, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import sniffio
@@ -43,10 +44,13 @@ from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from client.admin import Admin as AsyncAdmin
-from client.consumer import Consumer as AsyncConsumer, Message
-from client.producer import Delivery, Headers, Producer as AsyncProducer, RecordMetadata
 from client.admin import HalfSurvey, TransactionSurvey
-from client.half import DEFAULT_CHECK_AFTER_S, DEFAULT_MAX_CHECKS, HalfMessage as AsyncHalfMessage
+from client.consumer import Consumer as AsyncConsumer
+from client.consumer import Message
+from client.half import DEFAULT_CHECK_AFTER_S, DEFAULT_MAX_CHECKS
+from client.half import HalfMessage as AsyncHalfMessage
+from client.producer import Delivery, Headers, RecordMetadata
+from client.producer import Producer as AsyncProducer
 from client.protocol import MetadataResponse, TopicInfo, TxnInfo
 
 __all__ = ["Admin", "Consumer", "Producer"]
@@ -81,7 +85,7 @@ class _Blocking(Generic[A]):
 
     def __init__(self, make: Callable[[], A]) -> None:
         _refuse_inside_event_loop()
-        self._portal_cm: ContextManager[BlockingPortal] = start_blocking_portal("trio")
+        self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal("trio")
         self._portal = self._portal_cm.__enter__()
         self._closed = False
         self._failed = False

@@ -7,21 +7,44 @@ producer's pipelined batches reach the log in the order it sent them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Awaitable
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 import trio
 
+from client.delay import TIER_PREFIX
 from client.errors import (
     CoordinatorNotAvailableError,
-    InvalidRequestError, NotLeaderError, OffsetOutOfRangeError, TideMQError, UnknownTopicError, ShuttingDownError,
+    InvalidRequestError,
+    NotLeaderError,
+    OffsetOutOfRangeError,
+    ShuttingDownError,
+    TideMQError,
+    UnknownTopicError,
 )
-from client.protocol import (
-    EARLIEST, LATEST, READ_COMMITTED, CreateTopic, DeleteTopic, Fetch, FetchResponse, FetchResult, InitProducerId, ListOffsets,
-    ListOffsetsResponse, Metadata, MetadataResponse, NodeInfo, Ok, PartitionInfo, Produce, ProducerIdResponse,
-    TopicInfo, WriteTxnMarker,
-)
-from client.delay import TIER_PREFIX
 from client.half import HALF_TOPIC
+from client.protocol import (
+    EARLIEST,
+    LATEST,
+    READ_COMMITTED,
+    CreateTopic,
+    DeleteTopic,
+    Fetch,
+    FetchResponse,
+    FetchResult,
+    InitProducerId,
+    ListOffsets,
+    ListOffsetsResponse,
+    Metadata,
+    MetadataResponse,
+    NodeInfo,
+    Ok,
+    PartitionInfo,
+    Produce,
+    ProducerIdResponse,
+    TopicInfo,
+    WriteTxnMarker,
+)
 from node.metadata import CreateTopicCmd, DeleteTopicCmd, assign_replicas, validate_topic
 
 if TYPE_CHECKING:
@@ -34,7 +57,7 @@ MAX_FETCH_PARTITIONS = 1000
 
 
 class Api:
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self._handlers = {
             Metadata: self.metadata, CreateTopic: self.create_topic, DeleteTopic: self.delete_topic,
@@ -58,7 +81,7 @@ class Api:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def partition(self, topic: str, partition: int) -> "Partition":
+    def partition(self, topic: str, partition: int) -> Partition:
         b = self.broker
         part = b.partitions.get((topic, partition))
         if part is not None:

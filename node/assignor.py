@@ -26,7 +26,7 @@ give the same answer on any node.
 
 from __future__ import annotations
 
-from typing import Collection, Mapping
+from collections.abc import Collection, Mapping
 
 TopicPartition = tuple[str, int]
 

@@ -24,33 +24,49 @@ import time
 import msgspec
 import trio
 
+import segments
 from client.cluster import ClusterClient
 from client.errors import (
-    CoordinatorNotAvailableError, NotControllerError, NotCoordinatorError, TideMQError, TopicExistsError,
+    CoordinatorNotAvailableError,
+    NotControllerError,
+    NotCoordinatorError,
+    TideMQError,
+    TopicExistsError,
 )
 from client.partitioner import partition_for_key
 from client.protocol import CoordinatorResponse
 from node.config import NodeConfig, parse_addr
 from node.coordinator import OFFSETS_TOPIC, GroupCoordinator, OffsetsPartition
 from node.delay import DelayPartition, DelayService
-from node.half import HalfCoordinator, HalfPartition
 from node.diskspace import DiskSpace
+from node.half import HalfCoordinator, HalfPartition
 from node.metadata import (
-    AllocateProducerIds, ClusterState, CreateTopicCmd, DeleteTopicCmd, TopicMeta, decode_command, decode_state, encode_command, encode_state,
-    DAY_MS, assign_replicas, topic_config,
+    DAY_MS,
+    AllocateProducerIds,
+    ClusterState,
+    CreateTopicCmd,
+    DeleteTopicCmd,
+    TopicMeta,
+    assign_replicas,
+    decode_command,
+    decode_state,
+    encode_command,
+    encode_state,
+    topic_config,
 )
 from node.metrics import NodeMetrics
 from node.partition import BatchLimits, Partition
 from node.peerauth import PeerCredential, new_secret
-from node.peerguard import MAX_TERM, refusal as peer_refusal
+from node.peerguard import MAX_TERM
+from node.peerguard import refusal as peer_refusal
 from node.peers import PeerTransport, Reassembler
 from node.replica import Replica
 from node.server import ConnectionLimits, Server
-from node.transactions import TXN_TOPIC, TransactionCoordinator, TxnStatePartition
 from node.storage import LogStorage
-from raft.core import Config as RaftConfig, RaftNode
+from node.transactions import TXN_TOPIC, TransactionCoordinator, TxnStatePartition
+from raft.core import Config as RaftConfig
+from raft.core import RaftNode
 from raft.types import ConfState, Entry, EntryKind, Message
-import segments
 
 log = logging.getLogger(__name__)
 

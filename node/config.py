@@ -132,7 +132,7 @@ class NodeConfig:
         return self.advertise.get(node)
 
     @classmethod
-    def from_args(cls, argv: list[str] | None = None) -> "NodeConfig":
+    def from_args(cls, argv: list[str] | None = None) -> NodeConfig:
         p = argparse.ArgumentParser(prog="python -m node", description="Run one TideMQ broker node.")
         p.add_argument("--config", type=Path, help="TOML file with the same keys as the flags (node_id, listen, peers, data_dir, ...)")
         p.add_argument("--id", dest="node_id", type=int)

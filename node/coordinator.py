@@ -39,26 +39,49 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
 
+import segments
 from client.errors import (
-    IllegalGenerationError, InvalidRequestError, InvalidTxnStateError, NotCoordinatorError, NotLeaderError,
-    TideMQError, UnknownMemberError, UnknownTopicError, UnstableOffsetCommitError,
+    IllegalGenerationError,
+    InvalidRequestError,
+    InvalidTxnStateError,
+    NotCoordinatorError,
+    NotLeaderError,
+    TideMQError,
+    UnknownMemberError,
+    UnknownTopicError,
+    UnstableOffsetCommitError,
 )
 from client.protocol import (
-    CoordinatorResponse, DescribeGroup, DescribeGroupResponse, EndTxnOffsets, FindCoordinator, GroupHeartbeat,
-    GroupHeartbeatResponse, ListGroups, ListGroupsResponse, MemberInfo, OffsetCommit, OffsetFetch,
-    OffsetFetchResponse, Ok, PendTxnOffsets, TopicPartition as WireTopicPartition,
+    CoordinatorResponse,
+    DescribeGroup,
+    DescribeGroupResponse,
+    EndTxnOffsets,
+    FindCoordinator,
+    GroupHeartbeat,
+    GroupHeartbeatResponse,
+    ListGroups,
+    ListGroupsResponse,
+    MemberInfo,
+    OffsetCommit,
+    OffsetFetch,
+    OffsetFetchResponse,
+    Ok,
+    PendTxnOffsets,
+)
+from client.protocol import (
+    TopicPartition as WireTopicPartition,
 )
 from node.assignor import TopicPartition
 from node.membership import Group, Member
 from node.partition import Partition
 from raft.types import Entry, EntryKind, Snapshot
-import segments
 
 if TYPE_CHECKING:
     from node.broker import Broker
@@ -209,7 +232,7 @@ class OffsetsState:
         }))
 
     @classmethod
-    def decode(cls, data: bytes) -> "OffsetsState":
+    def decode(cls, data: bytes) -> OffsetsState:
         state = cls()
         for name, g in msgspec.msgpack.decode(data, type=_Snapshot).groups.items():
             state.groups[name] = GroupData(g.epoch, dict(g.members), {(t, p): o for t, p, o in g.offsets},
@@ -252,7 +275,7 @@ class OffsetsPartition(Partition):
         it, rather than deleting old segments by age or size."""
         await self.snapshot_state(SNAPSHOT_EVERY, lambda: self.offsets.encode())
 
-    def coordination(self, now: float) -> "Coordination":
+    def coordination(self, now: float) -> Coordination:
         """This node's live group state for the current term (built on first use once the
         leader has applied its whole log)."""
         c = self._coordination
@@ -260,7 +283,7 @@ class OffsetsPartition(Partition):
             c = self._coordination = Coordination(self.core.term, self.offsets, now)
         return c
 
-    def is_coordinating(self, c: "Coordination") -> bool:
+    def is_coordinating(self, c: Coordination) -> bool:
         return self._coordination is c and self.ready_for_writes() and not self.closed
 
     def propose_records(self, records: list[Record]):
@@ -337,7 +360,7 @@ def _check_timeout(what: str, value: int) -> int:
     return value
 
 
-def _check_holder(coord: "Coordination", group: str, member_id: str, tps: set[TopicPartition], what: str,
+def _check_holder(coord: Coordination, group: str, member_id: str, tps: set[TopicPartition], what: str,
                   assigned: Mapping[TopicPartition, int] | None = None) -> Member:
     """A member's commit: it must exist and may hold every partition it commits; with
     `assigned` (the epoch the member says it got each one at), not on the strength of
@@ -383,7 +406,7 @@ class GroupCoordinator:
     offsets partition it leads) and runs the janitor: expiry, background persistence of
     membership changes, and creating `__consumer_offsets`."""
 
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self._nursery: trio.Nursery | None = None
         self._expiry_checked = 0.0

@@ -33,17 +33,34 @@ import msgspec
 import trio
 
 from client.cluster import ClusterClient
-from client.delay import DEFAULT_TIERS_MS, DELAY_HEADERS, H_DUE, H_PARTITION, H_TARGET, MAX_DELAY_MS, TIER_CONFIG, \
-    TIER_PREFIX, pick_tier, tier_name
+from client.delay import (
+    DEFAULT_TIERS_MS,
+    DELAY_HEADERS,
+    H_DUE,
+    H_PARTITION,
+    H_TARGET,
+    MAX_DELAY_MS,
+    TIER_CONFIG,
+    TIER_PREFIX,
+    pick_tier,
+    tier_name,
+)
 from client.errors import CoordinatorNotAvailableError, InvalidRequestError, TideMQError, UnknownTopicError
-from node.metadata import TOPIC_NAME
 from client.partitioner import partition_for_key
-from node.partition import Partition
 from node.leadership import LeaderTasks
+from node.metadata import TOPIC_NAME
+from node.partition import Partition
 from node.relay import relay
 from raft.types import Entry
-from segments import ControlType, SegmentError, build_control_batch, control_type_of, decode_records, \
-    iter_batches, parse_header
+from segments import (
+    ControlType,
+    SegmentError,
+    build_control_batch,
+    control_type_of,
+    decode_records,
+    iter_batches,
+    parse_header,
+)
 
 if TYPE_CHECKING:
     from node.broker import Broker
@@ -121,7 +138,7 @@ class _Move(NamedTuple):
 
 
 class Scheduler:
-    def __init__(self, part: DelayPartition, service: "DelayService") -> None:
+    def __init__(self, part: DelayPartition, service: DelayService) -> None:
         self.part = part
         self.service = service
         self.pid = DELAY_PID_BASE + part.group
@@ -250,7 +267,7 @@ class Scheduler:
 
 
 class DelayService:
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.tiers = sorted(broker.cfg.delay_tiers_ms or DEFAULT_TIERS_MS)
         self.cluster: ClusterClient | None = None

@@ -28,30 +28,48 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, OrderedDict, deque
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
 
+import segments
 from client.cluster import ClusterClient
 from client.errors import (
+    CoordinatorNotAvailableError,
+    InvalidRequestError,
     LimitExceededError,
-    CoordinatorNotAvailableError, InvalidRequestError, RequestTimeoutError, TideMQError,
+    RequestTimeoutError,
+    TideMQError,
     UnknownTopicError,
 )
 from client.half import (
-    H_CHECK_AFTER, H_GROUP, H_MAX_CHECKS, H_PARTITION, H_TARGET, HALF_HEADERS, HALF_TOPIC, MAX_GROUP_NAME,
+    H_CHECK_AFTER,
+    H_GROUP,
+    H_MAX_CHECKS,
+    H_PARTITION,
+    H_TARGET,
+    HALF_HEADERS,
+    HALF_TOPIC,
+    MAX_GROUP_NAME,
     half_partition,
 )
 from client.partitioner import partition_for_key
 from client.protocol import (
-    EndHalf, EndHalfResponse, HalfCheck, HalfChecks, HalfInfo, ListHalves, ListHalvesResponse, PollHalfChecks,
+    EndHalf,
+    EndHalfResponse,
+    HalfCheck,
+    HalfChecks,
+    HalfInfo,
+    ListHalves,
+    ListHalvesResponse,
+    PollHalfChecks,
 )
 from node.leadership import LeaderTasks
 from node.partition import Partition
 from node.relay import relay
 from raft.types import Entry, EntryKind, Snapshot
-import segments
 
 if TYPE_CHECKING:
     from node.broker import Broker
@@ -291,7 +309,7 @@ class HalfCoordinator:
     partitions it leads), and, on each such partition, relays committed halves and
     makes the check-backs."""
 
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.cluster: ClusterClient | None = None
         self._leading = LeaderTasks("half coordinator", self._lead)
@@ -451,7 +469,7 @@ class HalfCoordinator:
                 by_dest.setdefault((h.topic, h.dest), []).append(h)
             ops: list[Op] = []
 
-            async def write(dest: tuple[str, int], halves: list[Half]) -> None:
+            async def write(dest: tuple[str, int], halves: list[Half], ops: list[Op] = ops) -> None:
                 items = [(h.seq, (h.key, h.value, tuple(h.headers), h.created_ms)) for h in halves]
                 try:
                     offsets = await relay(self.cluster, pid, dest, items)

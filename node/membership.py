@@ -22,8 +22,8 @@ reconciled to: it catches up as soon as it has nothing left to give back.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from client.errors import LimitExceededError, UnknownMemberError
 from node.assignor import TopicPartition, assign

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from typing import Union
 
 import msgspec
 
@@ -54,7 +53,7 @@ class AllocateProducerIds(_Cmd):
     node_id: int
 
 
-Command = Union[CreateTopicCmd, DeleteTopicCmd, AllocateProducerIds]
+Command = CreateTopicCmd | DeleteTopicCmd | AllocateProducerIds
 _cmd_encoder = msgspec.msgpack.Encoder()
 _cmd_decoder = msgspec.msgpack.Decoder(Command)
 

@@ -19,21 +19,31 @@ from __future__ import annotations
 import dataclasses
 import time
 from bisect import bisect_left
-from typing import Awaitable, Callable, Coroutine, NamedTuple
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import NamedTuple
 
 import trio
 
+import segments
 from client.errors import (
-    CoordinatorNotAvailableError, CorruptBatchError, InvalidRequestError, InvalidTimestampError, InvalidTxnStateError,
-    MessageTooLargeError, OffsetOutOfRangeError, ProducerFencedError, RequestTimeoutError, ShuttingDownError,
-    TideMQError, UnsupportedCompressionError,
+    CoordinatorNotAvailableError,
+    CorruptBatchError,
+    InvalidRequestError,
+    InvalidTimestampError,
+    InvalidTxnStateError,
+    MessageTooLargeError,
+    OffsetOutOfRangeError,
+    ProducerFencedError,
+    RequestTimeoutError,
+    ShuttingDownError,
+    TideMQError,
+    UnsupportedCompressionError,
 )
 from client.protocol import ACKS_LEADER, ACKS_NONE, READ_COMMITTED, AbortedTxn, Ok, ProduceResponse
 from node.diskspace import DiskSpace
 from node.producers import PRODUCER_EXPIRATION_MS, BatchRef, ProducerState
 from node.replica import Replica
 from raft.types import Entry, EntryKind
-import segments
 
 
 class Aborted(NamedTuple):

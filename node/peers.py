@@ -16,13 +16,20 @@ from __future__ import annotations
 
 import logging
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 import trio
 
 from client.errors import AuthFailedError, RemoteProtocolError, TideMQError, error_for
 from client.protocol import (
-    ErrorResponse, FrameDecoder, HelloOk, PeerChallenge, PeerMessages, PeerProof, decode_payload, encode_frame,
+    ErrorResponse,
+    FrameDecoder,
+    HelloOk,
+    PeerChallenge,
+    PeerMessages,
+    PeerProof,
+    decode_payload,
+    encode_frame,
 )
 from node.config import parse_addr
 from node.peerauth import PeerCredential

@@ -27,7 +27,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from client.errors import (
-    DuplicateSequenceError, OutOfOrderSequenceError, ProducerFencedError, RequestTimeoutError, UnknownProducerError,
+    DuplicateSequenceError,
+    OutOfOrderSequenceError,
+    ProducerFencedError,
+    RequestTimeoutError,
+    UnknownProducerError,
 )
 
 WINDOW = 5

@@ -20,15 +20,15 @@ by a new leader: NOT_LEADER, so the producer retries and idempotence dedups).
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import trio
 from sortedcontainers import SortedDict
 
 from client.errors import NotLeaderError, RequestTimeoutError, ShuttingDownError
+from node.storage import LogStorage
 from raft.core import NotLeader, ProposalDropped, RaftNode
 from raft.types import Entry, Message, Role, Snapshot
-from node.storage import LogStorage
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,11 @@ class Replica:
         storage: LogStorage,
         core: RaftNode,
         send: Callable[[int, int, Message], None],
-        apply: Callable[["Replica", list[Entry]], None],
+        apply: Callable[[Replica, list[Entry]], None],
         *,
         fsync: bool,
         leader_addr: Callable[[int], str | None],
-        on_role_change: Callable[["Replica"], None] | None = None,
+        on_role_change: Callable[[Replica], None] | None = None,
         on_restore: Callable[[Snapshot], None] | None = None,
     ) -> None:
         self.group = group

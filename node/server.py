@@ -23,17 +23,33 @@ import dataclasses
 import hmac
 import logging
 import math
-from typing import Awaitable, Callable, Collection, Protocol
+from collections.abc import Awaitable, Callable, Collection
+from typing import Protocol
 
 import trio
 
 from client.errors import (
-    AuthFailedError, ClusterAuthorizationError, ConnectionLimitError, ErrorCode, RemoteProtocolError, TideMQError,
+    AuthFailedError,
+    ClusterAuthorizationError,
+    ConnectionLimitError,
+    ErrorCode,
+    RemoteProtocolError,
+    TideMQError,
     UnsupportedVersionError,
 )
 from client.protocol import (
-    EndTxnOffsets, ErrorResponse, FrameDecoder, Hello, HelloOk, PeerMessages, PeerProof, PendTxnOffsets,
-    PROTOCOL_VERSION, WriteTxnMarker, encode_frame, decode_payload,
+    PROTOCOL_VERSION,
+    EndTxnOffsets,
+    ErrorResponse,
+    FrameDecoder,
+    Hello,
+    HelloOk,
+    PeerMessages,
+    PeerProof,
+    PendTxnOffsets,
+    WriteTxnMarker,
+    decode_payload,
+    encode_frame,
 )
 from node.peerauth import PeerCredential
 
@@ -47,7 +63,7 @@ _READ_CHUNK = 256 * 1024
 
 
 class Handler(Protocol):
-    def dispatch(self, body: object, client: "ClientInfo") -> Awaitable[object | None]:
+    def dispatch(self, body: object, client: ClientInfo) -> Awaitable[object | None]:
         """Start serving a request; the awaitable gives the response body, or None to
         send nothing (acks=0).
 

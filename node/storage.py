@@ -19,8 +19,8 @@ may lag, which Raft tolerates (a restarted node learns commit from its leader).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import crc32c
 import msgspec

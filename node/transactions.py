@@ -45,25 +45,46 @@ import enum
 import logging
 import os
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
 
+import segments
 from client.cluster import ClusterClient
 from client.errors import (
-    CoordinatorNotAvailableError, InvalidRequestError, InvalidTxnStateError, NotCoordinatorError, NotLeaderError,
-    ProducerFencedError, RequestTimeoutError, TideMQError, UnknownTopicError,
+    CoordinatorNotAvailableError,
+    InvalidRequestError,
+    InvalidTxnStateError,
+    NotCoordinatorError,
+    NotLeaderError,
+    ProducerFencedError,
+    RequestTimeoutError,
+    TideMQError,
+    UnknownTopicError,
 )
 from client.protocol import (
-    AddPartitionsToTxn, CoordinatorResponse, DescribeTransaction, EndTxn, FindTransactionCoordinator, InitProducerId,
-    EndTxnOffsets, ListTransactions, ListTransactionsResponse, Ok, PendTxnOffsets, ProducerIdResponse, TopicPartition,
-    TxnInfo, TxnOffsetCommit, WriteTxnMarker,
+    AddPartitionsToTxn,
+    CoordinatorResponse,
+    DescribeTransaction,
+    EndTxn,
+    EndTxnOffsets,
+    FindTransactionCoordinator,
+    InitProducerId,
+    ListTransactions,
+    ListTransactionsResponse,
+    Ok,
+    PendTxnOffsets,
+    ProducerIdResponse,
+    TopicPartition,
+    TxnInfo,
+    TxnOffsetCommit,
+    WriteTxnMarker,
 )
 from node.partition import Partition
 from raft.types import Entry, EntryKind, Snapshot
-import segments
 
 if TYPE_CHECKING:
     from node.broker import Broker
@@ -157,13 +178,13 @@ class TxnStatePartition(Partition):
         """The state is kept until overwritten: snapshot it and drop the log before it."""
         await self.snapshot_state(SNAPSHOT_EVERY, lambda: _enc.encode(self.txn_meta))
 
-    def coordination(self) -> "TxnCoordination":
+    def coordination(self) -> TxnCoordination:
         c = self._coordination
         if c is None or c.term != self.core.term:
             c = self._coordination = TxnCoordination(self.core.term)
         return c
 
-    def is_coordinating(self, c: "TxnCoordination") -> bool:
+    def is_coordinating(self, c: TxnCoordination) -> bool:
         return self._coordination is c and self.ready_for_writes() and not self.closed
 
     def propose_meta(self, tid: str, meta: TxnMeta):
@@ -212,7 +233,7 @@ class TransactionCoordinator:
     partition it leads) and runs the janitor: topic creation, timeout aborts, and
     finishing decided transactions after a failover."""
 
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.cluster: ClusterClient | None = None
         self._nursery: trio.Nursery | None = None

@@ -10,7 +10,7 @@ truncation is represented before the caller has carried it out.
 from __future__ import annotations
 
 import bisect
-from typing import Sequence
+from collections.abc import Sequence
 
 from raft.storage import Storage, StorageError
 from raft.types import Entry, Snapshot

@@ -20,7 +20,7 @@ reach.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from raft.storage import MemoryStorage
 from raft.types import ConfState, Entry, EntryKind, HardState, Snapshot

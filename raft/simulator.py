@@ -28,7 +28,8 @@ import dataclasses
 import heapq
 import traceback
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from raft.core import Config, NotLeader, ProposalDropped, RaftNode, Ready
 from raft.simdisk import SimDisk

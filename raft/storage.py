@@ -11,7 +11,8 @@ tests and the simulator use.
 from __future__ import annotations
 
 import bisect
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from raft.types import ConfState, Entry, EntryKind, HardState, Snapshot
 

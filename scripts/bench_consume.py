@@ -10,10 +10,10 @@ import argparse
 import time
 
 import trio
-from rich.progress import Progress
-
 from _benchlib import bench_cluster, console, create_topic, report
 from bench_produce import produce
+from rich.progress import Progress
+
 from client import Consumer
 
 SETTLE_S = 2.0

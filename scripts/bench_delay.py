@@ -13,10 +13,10 @@ import struct
 import time
 
 import trio
+from _benchlib import bench_cluster, console, create_topic, percentile
 from rich.progress import Progress
 from rich.table import Table
 
-from _benchlib import bench_cluster, console, create_topic, percentile
 from client import Admin, Consumer, Producer
 from client.delay import DEFAULT_TIERS_MS, tier_name
 
@@ -37,7 +37,7 @@ async def main(args) -> None:
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task("delivered", total=args.messages)
                 start = time.time()
-                for i in range(args.messages):
+                for _ in range(args.messages):
                     delay = rng.uniform(args.min, args.max)
                     due = time.time() + delay
                     await producer.submit("later", struct.pack(">d", due), delay=delay)

@@ -15,9 +15,9 @@ import struct
 import time
 
 import trio
+from _benchlib import bench_cluster, console, create_topic, report
 from rich.progress import Progress
 
-from _benchlib import bench_cluster, console, create_topic, report
 from client import Consumer, Producer
 
 

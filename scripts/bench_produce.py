@@ -13,9 +13,9 @@ import argparse
 import time
 
 import trio
+from _benchlib import bench_cluster, console, create_topic, report
 from rich.progress import Progress
 
-from _benchlib import bench_cluster, console, create_topic, report
 from client import Producer
 
 

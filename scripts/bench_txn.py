@@ -26,10 +26,10 @@ import statistics
 import time
 
 import trio
+from _benchlib import bench_cluster, console, create_topic, percentile
 from rich.progress import Progress
 from rich.table import Column, Table
 
-from _benchlib import bench_cluster, console, create_topic, percentile
 from client import Consumer, Producer
 
 TOPIC = "txn-bench"

@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from client.errors import ErrorCode  # noqa: E402
 from scripts.fuzzlib.runner import Options, Report, run_fuzz  # noqa: E402
 from scripts.fuzzlib.shapes import RAW, SHAPES  # noqa: E402
-from client.errors import ErrorCode  # noqa: E402
 
 
 def replay_command(opts: Options) -> str:

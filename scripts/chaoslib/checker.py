@@ -19,8 +19,9 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 EXAMPLES = 5
 
@@ -90,7 +91,7 @@ class Index:
     _where: dict[tuple[str, str], list[TP | tuple[str, int, int]]] | None = None
 
     @classmethod
-    def build(cls, events: Iterable[dict]) -> "Index":
+    def build(cls, events: Iterable[dict]) -> Index:
         ix = cls()
         for e in events:
             kind = e["type"]

@@ -56,9 +56,9 @@ class ChaosCluster:
         self.peer_secret = secrets.token_urlsafe(32)   # the nodes' shared peer secret for this run
 
     @classmethod
-    def on_loopback(cls, run_dir: Path, nodes: int, **kw) -> "ChaosCluster":
+    def on_loopback(cls, run_dir: Path, nodes: int, **kw) -> ChaosCluster:
         """`nodes` nodes on free loopback ports, every link through its own proxy."""
-        from tests.cluster import free_ports   # the one place that hands out ports, never twice
+        from tests.cluster import free_ports  # the one place that hands out ports, never twice
         ports = free_ports(2 * nodes)
         real = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[:nodes])}
         real_peer = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[nodes:])}
@@ -139,7 +139,7 @@ class ChaosCluster:
 
     def close(self) -> None:
         """Kill every node and reap it (bounded); safe to call twice."""
-        for node, proc in self.procs.items():
+        for proc in self.procs.values():
             if proc.poll() is None:
                 proc.kill()
         for proc in self.procs.values():

@@ -14,9 +14,9 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import msgspec
 import trio
@@ -24,10 +24,19 @@ import trio
 from client import Admin, Consumer, Producer
 from client.cluster import ClusterClient
 from client.errors import (
-    ConnectionClosedError, ErrorCode, LocalProtocolError, RemoteProtocolError, TideMQError,
+    ConnectionClosedError,
+    ErrorCode,
+    LocalProtocolError,
+    RemoteProtocolError,
+    TideMQError,
 )
 from client.protocol import (
-    FindCoordinator, FindTransactionCoordinator, GroupHeartbeat, GroupHeartbeatResponse, InitProducerId, Produce,
+    FindCoordinator,
+    FindTransactionCoordinator,
+    GroupHeartbeat,
+    GroupHeartbeatResponse,
+    InitProducerId,
+    Produce,
     ProducerIdResponse,
 )
 from scripts.chaoslib.cluster import ChaosCluster
@@ -119,7 +128,7 @@ class Routes:
 
     async def refresh_forever(self) -> None:
         while True:
-            for node, md in (await self.cluster.all_metadata()).items():
+            for md in (await self.cluster.all_metadata()).values():
                 self.controller = md.controller or self.controller
                 for t in md.topics:
                     for p in t.partitions:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import random
 import struct
 import time
-from typing import Any, Awaitable, Callable, NamedTuple
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
 
 import trio
 from crc32c import crc32c
@@ -28,13 +29,46 @@ from crc32c import crc32c
 from client.connection import open_connection
 from client.delay import H_DUE, H_PARTITION, H_TARGET
 from client.errors import ClusterAuthorizationError, ErrorCode, TideMQError
-from client.half import H_GROUP, H_TARGET as H_HALF_TARGET
+from client.half import H_GROUP
+from client.half import H_TARGET as H_HALF_TARGET
 from client.protocol import (
-    DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION, AddPartitionsToTxn, CreateTopic, DeleteTopic, DescribeGroup,
-    DescribeTransaction, EndHalf, EndTxn, EndTxnOffsets, ErrorResponse, Fetch, FetchPartition, FrameDecoder,
-    GroupHeartbeat, Hello, HelloOk, InitProducerId, ListGroups, ListHalves, ListOffsets, ListTransactions, Metadata,
-    OffsetCommit, OffsetFetch, PeerChallenge, PeerMessages, PeerProof, PendTxnOffsets, PollHalfChecks, Produce,
-    TopicPartition, TxnOffsetCommit, WriteTxnMarker, decode_payload, encode_frame, split_addr,
+    DEFAULT_MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    AddPartitionsToTxn,
+    CreateTopic,
+    DeleteTopic,
+    DescribeGroup,
+    DescribeTransaction,
+    EndHalf,
+    EndTxn,
+    EndTxnOffsets,
+    ErrorResponse,
+    Fetch,
+    FetchPartition,
+    FrameDecoder,
+    GroupHeartbeat,
+    Hello,
+    HelloOk,
+    InitProducerId,
+    ListGroups,
+    ListHalves,
+    ListOffsets,
+    ListTransactions,
+    Metadata,
+    OffsetCommit,
+    OffsetFetch,
+    PeerChallenge,
+    PeerMessages,
+    PeerProof,
+    PendTxnOffsets,
+    PollHalfChecks,
+    Produce,
+    TopicPartition,
+    TxnOffsetCommit,
+    WriteTxnMarker,
+    decode_payload,
+    encode_frame,
+    split_addr,
 )
 from segments import Compression, build_batch, build_transaction_marker
 from segments.batch import ATTRIBUTES_OFFSET, CRC_OFFSET, HEADER_SIZE, MIN_BATCH_LENGTH
@@ -89,7 +123,7 @@ def wild_name(rng: random.Random) -> str:
 
 
 def long_str(rng: random.Random) -> str:
-    return rng.choice(["", "x" * 10_000, "ü" * 3_000, "\x00\xff", "m-%d" % rng.randrange(100), " "])
+    return rng.choice(["", "x" * 10_000, "ü" * 3_000, "\x00\xff", f"m-{rng.randrange(100)}", " "])
 
 
 def data_tp(rng: random.Random) -> tuple[str, int]:
@@ -574,7 +608,7 @@ async def raw_peer_as_client(rng, t):
         return "CLUSTER_AUTHORIZATION_FAILED"
     except TideMQError as exc:
         if exc.code == ErrorCode.UNKNOWN and type(exc).__name__ == "UnknownError":
-            raise Finding(f"UNKNOWN answer on the peer listener: {exc}")
+            raise Finding(f"UNKNOWN answer on the peer listener: {exc}") from exc
         return type(exc).__name__
     raise Finding("the peer listener admitted a client without the peer secret")
 

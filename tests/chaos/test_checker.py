@@ -20,30 +20,30 @@ class Hist:
 
     def send(self, value: str, *, writer: str = "w1", session: int = 1, key: str = "k1", seq: int = 0,
              topic: str = "t", partition: int = 0, outcome: str = "acked", offset: int | None = None,
-             t: float = 0.0, t_end: float | None = None, **extra) -> "Hist":
+             t: float = 0.0, t_end: float | None = None, **extra) -> Hist:
         self.events.append(dict(type="send", t=t, t_end=t + 0.1 if t_end is None else t_end, writer=writer,
                                 session=session, topic=topic, partition=partition, key=key, seq=seq, value=value,
                                 outcome=outcome, offset=offset, idempotent=True, **extra))
         return self
 
-    def logged(self, value: str, offset: int, *, topic: str = "t", partition: int = 0, key: str = "k1") -> "Hist":
+    def logged(self, value: str, offset: int, *, topic: str = "t", partition: int = 0, key: str = "k1") -> Hist:
         self.logs.setdefault((topic, partition), []).append([offset, key, value])
         return self
 
     def delivery(self, value: str, offset: int, *, consumer: str = "c1.1", group: str | None = "g", topic: str = "t",
-                 partition: int = 0, t: float = 1.0, wall_ms: int = 0, isolation: str = "read_committed") -> "Hist":
+                 partition: int = 0, t: float = 1.0, wall_ms: int = 0, isolation: str = "read_committed") -> Hist:
         self.events.append(dict(type="delivery", t=t, wall_ms=wall_ms, consumer=consumer, group=group,
                                 isolation=isolation, topic=topic, partition=partition, offset=offset, key="k1",
                                 value=value))
         return self
 
     def offsets(self, t: float, t_end: float, offsets: dict[tuple[str, int], int], final: bool = False,
-                group: str = "g") -> "Hist":
+                group: str = "g") -> Hist:
         self.events.append(dict(type="offsets", t=t, t_end=t_end, group=group, final=final,
                                 offsets=[[tp[0], tp[1], o] for tp, o in offsets.items()]))
         return self
 
-    def event(self, type: str, **fields) -> "Hist":
+    def event(self, type: str, **fields) -> Hist:
         self.events.append(dict(type=type, **fields))
         return self
 

@@ -20,7 +20,7 @@ async def echo_server(nursery: trio.Nursery, received: list[bytes] | None = None
                 pass
 
     listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
-    return "127.0.0.1:%d" % listeners[0].socket.getsockname()[1]
+    return f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
 
 
 async def start_proxy(nursery: trio.Nursery, target: str) -> tuple[LinkProxy, str, int]:
@@ -161,7 +161,7 @@ async def test_target_down_closes_the_dialers_connection():
     async with trio.open_nursery() as nursery:
         dead = trio.socket.socket()
         await dead.bind(("127.0.0.1", 0))
-        target = "127.0.0.1:%d" % dead.getsockname()[1]
+        target = f"127.0.0.1:{dead.getsockname()[1]}"
         dead.close()                                    # nothing listens there
         _, host, port = await start_proxy(nursery, target)
         stream = await trio.open_tcp_stream(host, port)

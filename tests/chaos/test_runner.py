@@ -88,7 +88,7 @@ def test_describe_error_names_the_leaves_of_a_group_and_where_they_came_from():
         try:
             boom()
         except TimeoutError as exc:
-            raise ExceptionGroup("wrapped", [exc, ValueError("bad")])
+            raise ExceptionGroup("wrapped", [exc, ValueError("bad")]) from None
     except ExceptionGroup as group:
         text = describe_error(group)
     assert text.startswith("ExceptionGroup of TimeoutError('slow') at test_runner.py:")

@@ -96,7 +96,7 @@ async def test_every_instance_gets_every_message_once_and_a_restart_resumes(clus
         for name, consumer in (("a", a), ("b", b), ("c", c)):
             await take(consumer, 30, got[name])
             await consumer.commit()
-        async with instance(boot, "b") as b_again:      # another process with b's id: shares b's partitions
+        async with instance(boot, "b"):      # another process with b's id: shares b's partitions
             pass
         for name in got:
             assert sorted(m.value for m in got[name]) == sorted(first), name

@@ -1,8 +1,8 @@
 """Consumer modes against in-process brokers: iterator, serial and concurrent run(),
 handler timeouts and retries, broadcast."""
 
-import trio
 import pytest
+import trio
 
 from client import Admin, Consumer, Producer
 from client.errors import InvalidConfigError

@@ -1,7 +1,8 @@
-from collections import Counter
 import random
+from collections import Counter
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2 as kafka_murmur2
 
 from client.partitioner import StickyPartitioner, murmur2, partition_for_key

@@ -1,14 +1,27 @@
 import struct
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from client.errors import (
-    ErrorCode, NotLeaderError, RemoteProtocolError, UnknownError, UnknownTopicError, error_for,
+    ErrorCode,
+    NotLeaderError,
+    RemoteProtocolError,
+    UnknownError,
+    UnknownTopicError,
+    error_for,
 )
 from client.protocol import (
-    FetchPartition, Fetch, FrameDecoder, Hello, Produce, ProduceResponse, encode_frame, decode_payload,
     PROTOCOL_VERSION,
+    Fetch,
+    FetchPartition,
+    FrameDecoder,
+    Hello,
+    Produce,
+    ProduceResponse,
+    decode_payload,
+    encode_frame,
 )
 
 

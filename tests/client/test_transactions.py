@@ -13,7 +13,14 @@ from client.dlq import list_dead_letters
 from client.errors import IllegalGenerationError, ProducerFencedError
 from client.partitioner import partition_for_key
 from client.protocol import (
-    LATEST, READ_COMMITTED, EndTxn, Fetch, FetchPartition, ListOffsets, OffsetFetch, Produce,
+    LATEST,
+    READ_COMMITTED,
+    EndTxn,
+    Fetch,
+    FetchPartition,
+    ListOffsets,
+    OffsetFetch,
+    Produce,
 )
 from node.transactions import TXN_TOPIC, TxnStatus
 from segments import build_batch

@@ -12,7 +12,14 @@ from client.cluster import ClusterClient
 from client.connection import open_connection
 from client.errors import AuthFailedError, ClusterAuthorizationError
 from client.protocol import (
-    PROTOCOL_VERSION, EndTxnOffsets, Hello, PeerMessages, PendTxnOffsets, WriteTxnMarker, encode_frame, split_addr,
+    PROTOCOL_VERSION,
+    EndTxnOffsets,
+    Hello,
+    PeerMessages,
+    PendTxnOffsets,
+    WriteTxnMarker,
+    encode_frame,
+    split_addr,
 )
 from node.broker import PeerBatch
 from node.peerauth import PeerCredential

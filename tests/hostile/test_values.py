@@ -8,17 +8,21 @@ import time
 
 import pytest
 import trio
+from crc32c import crc32c
 
 from client.cluster import ClusterClient
 from client.delay import H_DUE, H_TARGET, tier_name
 from client.errors import (
-    CorruptBatchError, InvalidConfigError, InvalidRequestError, InvalidTimestampError, UnsupportedCompressionError,
+    CorruptBatchError,
+    InvalidConfigError,
+    InvalidRequestError,
+    InvalidTimestampError,
+    UnsupportedCompressionError,
 )
 from client.half import HALF_TOPIC
 from client.protocol import CreateTopic, Produce
 from segments import Compression, build_batch
 from segments.batch import ATTRIBUTES_OFFSET, CRC_OFFSET, HEADER_SIZE
-from crc32c import crc32c
 from tests.hostile.conftest import assert_unharmed
 
 pytestmark = pytest.mark.timeout(180)

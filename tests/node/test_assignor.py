@@ -1,6 +1,7 @@
 """The group assignor as a pure function: valid, balanced, sticky, minimal movement."""
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.assignor import assign
 

@@ -6,14 +6,30 @@ import trio
 from client.cluster import ClusterClient
 from client.connection import open_connection
 from client.errors import (
-    CorruptBatchError, InvalidConfigError, NotLeaderError, NotControllerError, OffsetOutOfRangeError,
-    TopicExistsError, UnknownTopicError, OutOfOrderSequenceError,
+    CorruptBatchError,
+    InvalidConfigError,
+    NotControllerError,
+    NotLeaderError,
+    OffsetOutOfRangeError,
+    OutOfOrderSequenceError,
+    TopicExistsError,
+    UnknownTopicError,
 )
 from client.protocol import (
-    ACKS_LEADER, ACKS_NONE, CreateTopic, DeleteTopic, Fetch, FetchPartition, InitProducerId,
-    ListOffsets, Metadata, Produce, EARLIEST, LATEST,
+    ACKS_LEADER,
+    ACKS_NONE,
+    EARLIEST,
+    LATEST,
+    CreateTopic,
+    DeleteTopic,
+    Fetch,
+    FetchPartition,
+    InitProducerId,
+    ListOffsets,
+    Metadata,
+    Produce,
 )
-from segments import build_batch, iter_batches, decode_records
+from segments import build_batch, decode_records, iter_batches
 from tests.cluster import local_cluster
 
 

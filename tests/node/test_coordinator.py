@@ -5,18 +5,35 @@ import msgspec
 import pytest
 import trio
 
+import node.coordinator as coordinator_module
 from client.cluster import ClusterClient
 from client.connection import open_connection
 from client.errors import (
-    IllegalGenerationError, InvalidRequestError, InvalidTxnStateError, NotCoordinatorError, UnknownMemberError,
-    UnknownTopicError, UnstableOffsetCommitError,
+    IllegalGenerationError,
+    InvalidRequestError,
+    InvalidTxnStateError,
+    NotCoordinatorError,
+    UnknownMemberError,
+    UnknownTopicError,
+    UnstableOffsetCommitError,
 )
 from client.partitioner import partition_for_key
 from client.protocol import (
-    CreateTopic, DeleteTopic, DescribeGroup, EndTxnOffsets, Fetch, FetchPartition, FindCoordinator, GroupHeartbeat,
-    ListGroups, OffsetCommit, OffsetFetch, PendTxnOffsets, Produce, TopicPartition,
+    CreateTopic,
+    DeleteTopic,
+    DescribeGroup,
+    EndTxnOffsets,
+    Fetch,
+    FetchPartition,
+    FindCoordinator,
+    GroupHeartbeat,
+    ListGroups,
+    OffsetCommit,
+    OffsetFetch,
+    PendTxnOffsets,
+    Produce,
+    TopicPartition,
 )
-import node.coordinator as coordinator_module
 from node.coordinator import OFFSETS_TOPIC, OffsetsState, epoch_record, member_record, offset_record, pending_record
 from segments import build_batch
 from tests.cluster import local_cluster

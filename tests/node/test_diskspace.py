@@ -41,6 +41,7 @@ async def test_a_full_disk_refuses_produce_with_a_retriable_error_and_reads_go_o
 
 def test_free_space_is_read_from_the_filesystem(tmp_path):
     import pytest
+
     from node.diskspace import DiskSpace
     assert DiskSpace(str(tmp_path), 0).free_bytes() > 0
     with pytest.raises(StorageError):

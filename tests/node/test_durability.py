@@ -7,8 +7,8 @@ import trio
 
 from client.errors import TideMQError
 from client.protocol import CreateTopic, Fetch, FetchPartition, InitProducerId, Produce
-from segments import Log, LogConfig, build_batch, decode_records, iter_batches
 from scripts.chaoslib.cluster import partition_path
+from segments import Log, LogConfig, build_batch, decode_records, iter_batches
 from tests.cluster import process_cluster
 
 

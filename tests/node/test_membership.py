@@ -2,7 +2,8 @@
 expiry, failover, and a randomized simulation that no partition is ever held twice."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from client.errors import UnknownMemberError
 from node.membership import PENDING_HEARTBEAT_MS, Group

@@ -1,12 +1,21 @@
 from collections import Counter
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from client.errors import InvalidConfigError, NotEnoughReplicasError, TopicExistsError, UnknownTopicError
 from node.metadata import (
-    AllocateProducerIds, ClusterState, CreateTopicCmd, DeleteTopicCmd, assign_replicas, decode_command,
-    decode_state, encode_command, encode_state, validate_topic,
+    AllocateProducerIds,
+    ClusterState,
+    CreateTopicCmd,
+    DeleteTopicCmd,
+    assign_replicas,
+    decode_command,
+    decode_state,
+    encode_command,
+    encode_state,
+    validate_topic,
 )
 
 

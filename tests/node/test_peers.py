@@ -3,8 +3,8 @@ the peer accepts."""
 
 import trio
 
-from node.peerauth import PeerCredential
 import node.peers
+from node.peerauth import PeerCredential
 from node.peers import PeerLink, Reassembler
 from node.server import Server
 

@@ -9,8 +9,18 @@ import trio
 from client.connection import open_connection
 from client.errors import AuthFailedError, MessageTooLargeError, NotControllerError, NotLeaderError, UnknownTopicError
 from client.protocol import (
-    ACKS_LEADER, ACKS_NONE, CreateTopic, DeleteTopic, Fetch, FetchPartition, Hello, ListOffsets, Metadata,
-    PROTOCOL_VERSION, Produce, encode_frame,
+    ACKS_LEADER,
+    ACKS_NONE,
+    PROTOCOL_VERSION,
+    CreateTopic,
+    DeleteTopic,
+    Fetch,
+    FetchPartition,
+    Hello,
+    ListOffsets,
+    Metadata,
+    Produce,
+    encode_frame,
 )
 from segments import build_batch
 from tests.cluster import free_ports, process_cluster

@@ -7,11 +7,28 @@ import trio
 
 from client.connection import open_connection
 from client.errors import (
-    AuthFailedError, ClusterAuthorizationError, ConnectionClosedError, ConnectionLimitError, UnknownTopicError, UnknownError,
+    AuthFailedError,
+    ClusterAuthorizationError,
+    ConnectionClosedError,
+    ConnectionLimitError,
+    UnknownError,
+    UnknownTopicError,
 )
 from client.protocol import (
-    EndTxnOffsets, FetchResponse, FetchResult, ListOffsets, ListOffsetsResponse, Metadata, PeerMessages, PeerProof, PendTxnOffsets,
-    PROTOCOL_VERSION, Produce, WriteTxnMarker, encode_frame, Hello,
+    PROTOCOL_VERSION,
+    EndTxnOffsets,
+    FetchResponse,
+    FetchResult,
+    Hello,
+    ListOffsets,
+    ListOffsetsResponse,
+    Metadata,
+    PeerMessages,
+    PeerProof,
+    PendTxnOffsets,
+    Produce,
+    WriteTxnMarker,
+    encode_frame,
 )
 from node.peerauth import PeerCredential
 from node.server import ConnectionLimits, Server

@@ -8,8 +8,19 @@ import trio
 from client.cluster import ClusterClient
 from client.errors import InvalidRequestError, InvalidTxnStateError, ProducerFencedError
 from client.protocol import (
-    READ_COMMITTED, READ_UNCOMMITTED, AbortedTxn, AddPartitionsToTxn, CreateTopic, EndTxn, Fetch, FetchPartition,
-    InitProducerId, ListOffsets, Produce, TopicPartition, WriteTxnMarker,
+    READ_COMMITTED,
+    READ_UNCOMMITTED,
+    AbortedTxn,
+    AddPartitionsToTxn,
+    CreateTopic,
+    EndTxn,
+    Fetch,
+    FetchPartition,
+    InitProducerId,
+    ListOffsets,
+    Produce,
+    TopicPartition,
+    WriteTxnMarker,
 )
 from node.partition import TxnIndex
 from node.producers import BatchRef, ProducerState

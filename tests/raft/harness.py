@@ -7,7 +7,7 @@ exactly which messages move, which lets each test pin down one rule.
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from raft import (
     Config,

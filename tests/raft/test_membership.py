@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from raft import Append, Heartbeat, ConfChange, ConfChangeOp, ConfState, Entry, EntryKind, ProposalDropped, Role
+from raft import Append, ConfChange, ConfChangeOp, ConfState, Entry, EntryKind, Heartbeat, ProposalDropped, Role
 from tests.raft.harness import Cluster, make_node, persist
 
 ADD, PROMOTE, REMOVE = ConfChangeOp.ADD_LEARNER, ConfChangeOp.PROMOTE, ConfChangeOp.REMOVE

@@ -47,7 +47,7 @@ def test_max_size_per_msg_splits_entries_but_sends_at_least_one():
     lead = c.elect(1)
     c.isolate(2)
     c.isolate(3)
-    for i in range(4):
+    for _ in range(4):
         lead.propose(b"x" * 6, 1)
     lead.propose(b"y" * 50, 1)  # bigger than the limit on its own
     drain(lead, c.storage[1])

@@ -37,7 +37,12 @@ import trio
 from client import Consumer, Producer
 from client.cluster import ClusterClient
 from client.errors import (
-    AuthFailedError, CorruptBatchError, InvalidConfigError, InvalidRequestError, MessageTooLargeError, TideMQError,
+    AuthFailedError,
+    CorruptBatchError,
+    InvalidConfigError,
+    InvalidRequestError,
+    MessageTooLargeError,
+    TideMQError,
     UnknownTopicError,
 )
 from client.group import fetch_offsets
