@@ -36,25 +36,31 @@ NODE_ANSWER_S = 3.0
 class TransactionSurvey(NamedTuple):
     """Every node's answer to ListTransactions, and what is missing from it."""
 
-    transactions: list[TxnInfo]          # one per transactional id, sorted by id
-    answered: list[int]                  # nodes that answered
-    unanswered: dict[int, str]           # node id -> why it gave no answer
-    uncovered: list[int]                 # state partitions whose leader gave no answer (or none is elected):
+    transactions: list[TxnInfo]  # one per transactional id, sorted by id
+    answered: list[int]  # nodes that answered
+    unanswered: dict[int, str]  # node id -> why it gave no answer
+    uncovered: list[int]  # state partitions whose leader gave no answer (or none is elected):
     #                                      their ids are missing from `transactions`
 
 
 class HalfSurvey(NamedTuple):
     """Every node's answer to ListHalves, and what is missing from it."""
 
-    halves: list[HalfInfo]               # sorted by group, partition, offset
+    halves: list[HalfInfo]  # sorted by group, partition, offset
     answered: list[int]
     unanswered: dict[int, str]
-    uncovered: list[int]                 # __half_messages partitions whose leader gave no answer
+    uncovered: list[int]  # __half_messages partitions whose leader gave no answer
 
 
 class Admin:
-    def __init__(self, bootstrap: str | list[str] | None = None, *, token: str | None = None,
-                 request_timeout: float = 30.0, client_id: str = "tidemq-admin") -> None:
+    def __init__(
+        self,
+        bootstrap: str | list[str] | None = None,
+        *,
+        token: str | None = None,
+        request_timeout: float = 30.0,
+        client_id: str = "tidemq-admin",
+    ) -> None:
         self.cluster = ClusterClient(bootstrap, token=token, client_id=client_id, request_timeout=request_timeout)
         self.request_timeout = request_timeout
 
@@ -65,8 +71,15 @@ class Admin:
     async def __aexit__(self, *exc) -> None:
         await self.cluster.__aexit__(*exc)
 
-    async def create_topic(self, name: str, partitions: int = 1, replication: int = 1,
-                           configs: dict[str, str | int] | None = None, *, wait: bool = True) -> TopicInfo | None:
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        replication: int = 1,
+        configs: dict[str, str | int] | None = None,
+        *,
+        wait: bool = True,
+    ) -> TopicInfo | None:
         """Create a topic; with `wait`, return its description once every partition has a leader."""
         body = CreateTopic(name, partitions, replication, {k: str(v) for k, v in (configs or {}).items()})
         with anyio.fail_after(self.request_timeout):
@@ -103,7 +116,8 @@ class Admin:
         producer has used raises `InvalidRequestError` saying so."""
         with anyio.fail_after(self.request_timeout):
             return await self.cluster.transaction_coordinator_request(
-                transactional_id, DescribeTransaction(transactional_id))
+                transactional_id, DescribeTransaction(transactional_id)
+            )
 
     async def list_transactions(self, *, node_timeout: float = NODE_ANSWER_S) -> list[TxnInfo]:
         """Every transactional id the cluster knows, sorted by id. Raises
@@ -115,7 +129,8 @@ class Admin:
             why = "; ".join(f"node {n}: {e}" for n, e in sorted(survey.unanswered.items())) or "no leader elected"
             raise CoordinatorNotAvailableError(
                 f"{TXN_STATE_TOPIC} partition(s) {','.join(map(str, survey.uncovered))} did not answer ({why}); "
-                "their transactions are unknown, retry shortly")
+                "their transactions are unknown, retry shortly"
+            )
         return survey.transactions
 
     async def survey_transactions(self, *, node_timeout: float = NODE_ANSWER_S) -> TransactionSurvey:
@@ -137,13 +152,15 @@ class Admin:
 
     # -- half messages ---------------------------------------------------------------------
 
-    async def list_halves(self, producer_group: str | None = None, *, resolved: bool = False,
-                          node_timeout: float = NODE_ANSWER_S) -> HalfSurvey:
+    async def list_halves(
+        self, producer_group: str | None = None, *, resolved: bool = False, node_timeout: float = NODE_ANSWER_S
+    ) -> HalfSurvey:
         """Pending half messages (with the check-backs made so far) of one producer group
         or all, from every node at once; with `resolved`, also the recently decided ones
         and why. Partitions whose leader did not answer are named in `uncovered`."""
         answers, unanswered, uncovered = await self._ask_every_node(
-            ListHalves(producer_group, resolved), HALF_TOPIC, node_timeout)
+            ListHalves(producer_group, resolved), HALF_TOPIC, node_timeout
+        )
         found: dict[tuple[int, int], HalfInfo] = {}
         for resp in answers.values():
             for h in resp.halves:
@@ -151,8 +168,9 @@ class Admin:
         halves = sorted(found.values(), key=lambda h: (h.producer_group, h.partition, h.offset))
         return HalfSurvey(halves, sorted(answers), unanswered, uncovered)
 
-    async def _ask_every_node(self, body: object, topic: str, node_timeout: float
-                              ) -> tuple[dict[int, object], dict[int, str], list[int]]:
+    async def _ask_every_node(
+        self, body: object, topic: str, node_timeout: float
+    ) -> tuple[dict[int, object], dict[int, str], list[int]]:
         """Ask every live node at once (each bounded by `node_timeout`, so one stuck node
         costs that, not a request timeout). (answers by node, why the others gave none,
         partitions of `topic` whose leader did not answer.)"""

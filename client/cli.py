@@ -66,8 +66,8 @@ from client.protocol import (
 )
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9401"
-NODE_ANSWER_S = 3.0           # how long one node may take to answer a survey (describe, status, group list)
-COMMIT_INTERVAL_S = 1.0       # how often `consume --group` commits while it runs
+NODE_ANSWER_S = 3.0  # how long one node may take to answer a survey (describe, status, group list)
+COMMIT_INTERVAL_S = 1.0  # how often `consume --group` commits while it runs
 
 
 class CliError(Exception):
@@ -80,12 +80,13 @@ class Env:
 
     bootstrap: str
     token: str | None
-    out: Console            # tables and summaries
-    err: Console            # progress spinners (stderr, so stdout stays clean for pipes)
-    stdout: IO[str]         # consumed messages, written raw
+    out: Console  # tables and summaries
+    err: Console  # progress spinners (stderr, so stdout stays clean for pipes)
+    stdout: IO[str]  # consumed messages, written raw
 
 
 # -- the shared plumbing -------------------------------------------------------------------------
+
 
 @asynccontextmanager
 async def _admin(env: Env) -> AsyncIterator[Admin]:
@@ -95,8 +96,10 @@ async def _admin(env: Env) -> AsyncIterator[Admin]:
         try:
             await admin.cluster.refresh_metadata([])
         except ConnectionClosedError:
-            raise CliError(f"cannot reach {env.bootstrap}: is the cluster up? run scripts/cluster up "
-                           "(or point --bootstrap / TIDEMQ_BOOTSTRAP at a node)") from None
+            raise CliError(
+                f"cannot reach {env.bootstrap}: is the cluster up? run scripts/cluster up "
+                "(or point --bootstrap / TIDEMQ_BOOTSTRAP at a node)"
+            ) from None
         yield admin
 
 
@@ -104,11 +107,14 @@ async def _topic(admin: Admin, name: str) -> TopicInfo:
     try:
         return await admin.describe_topic(name)
     except UnknownTopicError:
-        raise CliError(f"topic {name!r} does not exist: create it with `tidemq topic create {name}` "
-                       "(see `tidemq topic list`)") from None
+        raise CliError(
+            f"topic {name!r} does not exist: create it with `tidemq topic create {name}` (see `tidemq topic list`)"
+        ) from None
 
 
-async def _survey(cluster: ClusterClient, topics: list[str] | None) -> tuple[MetadataResponse, dict[int, MetadataResponse]]:
+async def _survey(
+    cluster: ClusterClient, topics: list[str] | None
+) -> tuple[MetadataResponse, dict[int, MetadataResponse]]:
     """Metadata from one node, then from every node at once (each bounded by NODE_ANSWER_S).
 
     Only a partition's leader knows its in-sync replicas and high watermark, so views that
@@ -121,7 +127,7 @@ async def _survey(cluster: ClusterClient, topics: list[str] | None) -> tuple[Met
             try:
                 answers[node_id] = await cluster.request(addr, Metadata(topics))
             except TideMQError:
-                pass   # shown as not answering
+                pass  # shown as not answering
 
     async with anyio.create_task_group() as tg:
         for node in md.nodes:
@@ -135,7 +141,11 @@ def _leader_view(topic: TopicInfo, answers: dict[int, MetadataResponse]) -> list
     for p in topic.partitions:
         view = answers.get(p.leader) if p.leader is not None else None
         theirs = next((t for t in view.topics if t.name == topic.name), None) if view else None
-        if theirs is not None and p.partition < len(theirs.partitions) and theirs.partitions[p.partition].leader == p.leader:
+        if (
+            theirs is not None
+            and p.partition < len(theirs.partitions)
+            and theirs.partitions[p.partition].leader == p.leader
+        ):
             rows.append((theirs.partitions[p.partition], True))
         else:
             rows.append((p, False))
@@ -148,8 +158,15 @@ def _partition_table(title: str, topics: list[TopicInfo], answers: dict[int, Met
         for p, from_leader in _leader_view(t, answers):
             leader = str(p.leader) if p.leader is not None else "none"
             if from_leader:
-                table.add_row(t.name, str(p.partition), leader, _ids(p.replicas), _ids(p.in_sync),
-                              str(p.high_watermark), str(p.log_start_offset))
+                table.add_row(
+                    t.name,
+                    str(p.partition),
+                    leader,
+                    _ids(p.replicas),
+                    _ids(p.in_sync),
+                    str(p.high_watermark),
+                    str(p.log_start_offset),
+                )
             else:  # the leader did not answer (or there is none): its numbers are unknown
                 table.add_row(t.name, str(p.partition), leader, _ids(p.replicas), "?", "?", "?")
     return table
@@ -157,8 +174,13 @@ def _partition_table(title: str, topics: list[TopicInfo], answers: dict[int, Met
 
 def _half_json(h: HalfInfo, now_ms: float) -> dict[str, Any]:
     return {
-        "id": f"{h.partition}:{h.offset}", "producer_group": h.producer_group, "topic": h.topic,
-        "key": _json_bytes(h.key), "state": h.state, "checks": h.checks, "age_ms": int(now_ms - h.created_ms),
+        "id": f"{h.partition}:{h.offset}",
+        "producer_group": h.producer_group,
+        "topic": h.topic,
+        "key": _json_bytes(h.key),
+        "state": h.state,
+        "checks": h.checks,
+        "age_ms": int(now_ms - h.created_ms),
         "reason": h.reason or None,
         "landed": [h.target_partition, h.target_offset] if h.state == "committed" else None,
     }
@@ -170,11 +192,15 @@ async def half_list(env: Env, args: argparse.Namespace) -> None:
     async with _admin(env) as admin:
         survey = await admin.list_halves(args.group, resolved=args.resolved, node_timeout=NODE_ANSWER_S)
     if not survey.answered:
-        raise CliError("no node listed its half messages: " + "; ".join(
-            f"node {n}: {e}" for n, e in sorted(survey.unanswered.items())))
+        raise CliError(
+            "no node listed its half messages: "
+            + "; ".join(f"node {n}: {e}" for n, e in sorted(survey.unanswered.items()))
+        )
     if survey.uncovered:
-        env.err.print(f"__half_messages partition(s) {_ids(survey.uncovered)} did not answer; "
-                      "their half messages are missing", style="yellow")
+        env.err.print(
+            f"__half_messages partition(s) {_ids(survey.uncovered)} did not answer; their half messages are missing",
+            style="yellow",
+        )
     now_ms = time.time() * 1000
     if args.format == "json":
         env.stdout.write(json.dumps([_half_json(h, now_ms) for h in survey.halves]) + "\n")
@@ -187,8 +213,16 @@ async def half_list(env: Env, args: argparse.Namespace) -> None:
         note = h.reason
         if h.state == "committed":
             note = f"landed at {h.topic}-{h.target_partition}@{h.target_offset}" if h.target_offset >= 0 else note
-        table.add_row(f"{h.partition}:{h.offset}", h.producer_group, h.topic, _text(h.key) if h.key else "-",
-                      h.state, str(h.checks), _age(now_ms - h.created_ms), note or "-")
+        table.add_row(
+            f"{h.partition}:{h.offset}",
+            h.producer_group,
+            h.topic,
+            _text(h.key) if h.key else "-",
+            h.state,
+            str(h.checks),
+            _age(now_ms - h.created_ms),
+            note or "-",
+        )
     env.out.print(table)
 
 
@@ -220,15 +254,22 @@ def format_message(msg: Message, fmt: str) -> str:
     """One consumed message as one output line (`text`: its value; `json`: everything)."""
     if fmt == "text":
         return _text(msg.value)
-    return json.dumps({
-        "topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
-        "key": _json_bytes(msg.key), "value": _json_bytes(msg.value),
-        "headers": [[name, _json_bytes(value)] for name, value in msg.headers],
-        "timestamp": msg.timestamp,
-    }, ensure_ascii=False)
+    return json.dumps(
+        {
+            "topic": msg.topic,
+            "partition": msg.partition,
+            "offset": msg.offset,
+            "key": _json_bytes(msg.key),
+            "value": _json_bytes(msg.value),
+            "headers": [[name, _json_bytes(value)] for name, value in msg.headers],
+            "timestamp": msg.timestamp,
+        },
+        ensure_ascii=False,
+    )
 
 
 # -- topic --------------------------------------------------------------------------------------
+
 
 async def topic_create(env: Env, args: argparse.Namespace) -> None:
     async with _admin(env) as admin:
@@ -236,10 +277,11 @@ async def topic_create(env: Env, args: argparse.Namespace) -> None:
             try:
                 info = await admin.create_topic(args.name, args.partitions, args.replication, dict(args.config))
             except TopicExistsError:
-                raise CliError(f"topic {args.name!r} already exists (see `tidemq topic describe {args.name}`)") from None
+                raise CliError(
+                    f"topic {args.name!r} already exists (see `tidemq topic describe {args.name}`)"
+                ) from None
     assert info is not None
-    env.out.print(f"created topic {info.name}: {len(info.partitions)} partition(s), "
-                  f"replication {args.replication}")
+    env.out.print(f"created topic {info.name}: {len(info.partitions)} partition(s), replication {args.replication}")
 
 
 async def topic_list(env: Env, args: argparse.Namespace) -> None:
@@ -263,8 +305,11 @@ async def topic_describe(env: Env, args: argparse.Namespace) -> None:
         info = await _topic(admin, args.name)
         _, answers = await _survey(admin.cluster, [args.name])
     configs = " ".join(f"{k}={v}" for k, v in sorted(info.configs.items()))
-    env.out.print(f"topic {info.name}: {len(info.partitions)} partition(s)"
-                  + (", internal" if info.internal else "") + (f", {configs}" if configs else ""))
+    env.out.print(
+        f"topic {info.name}: {len(info.partitions)} partition(s)"
+        + (", internal" if info.internal else "")
+        + (f", {configs}" if configs else "")
+    )
     env.out.print(_partition_table("", [info], answers))
 
 
@@ -277,11 +322,12 @@ async def topic_delete(env: Env, args: argparse.Namespace) -> None:
 
 # -- produce --------------------------------------------------------------------------------------
 
+
 @dataclass
 class _Sent:
     """What a produce run achieved, per partition, and its first failure."""
 
-    offsets: dict[int, list[int]] = field(default_factory=dict)   # partition -> [count, first, last]
+    offsets: dict[int, list[int]] = field(default_factory=dict)  # partition -> [count, first, last]
     failed: int = 0
     first_error: BaseException | None = None
 
@@ -289,7 +335,7 @@ class _Sent:
         """Count one finished delivery (acknowledged or failed)."""
         try:
             meta = delivery.result()
-        except (TideMQError, OSError) as exc:   # what a send reports; counted, the first one shown
+        except (TideMQError, OSError) as exc:  # what a send reports; counted, the first one shown
             self.failed += 1
             self.first_error = self.first_error or exc
             return
@@ -311,8 +357,10 @@ def _split_line(line: bytes, key: bytes | None, separator: bytes | None, lineno:
         return key, line
     k, sep, value = line.partition(separator)
     if not sep:
-        raise CliError(f"line {lineno} has no key separator {separator.decode()!r}: write KEY{separator.decode()}VALUE "
-                       "on every line, or drop --key-separator")
+        raise CliError(
+            f"line {lineno} has no key separator {separator.decode()!r}: write KEY{separator.decode()}VALUE "
+            "on every line, or drop --key-separator"
+        )
     return k, value
 
 
@@ -351,8 +399,10 @@ async def produce(env: Env, args: argparse.Namespace, stdin: IO[bytes]) -> None:
                 sent.tally(pending.popleft())
     _print_sent(env, args.topic, sent)
     if sent.first_error is not None:
-        raise CliError(f"{sent.failed} message(s) were not acknowledged; the first error: "
-                       f"{_explain(sent.first_error) or sent.first_error}")
+        raise CliError(
+            f"{sent.failed} message(s) were not acknowledged; the first error: "
+            f"{_explain(sent.first_error) or sent.first_error}"
+        )
     if bad_line is not None:
         raise bad_line
 
@@ -370,14 +420,22 @@ def _print_sent(env: Env, topic: str, sent: _Sent) -> None:
 
 # -- consume --------------------------------------------------------------------------------------
 
+
 async def consume(env: Env, args: argparse.Namespace) -> None:
     async with _admin(env) as admin:
         await _topic(admin, args.topic)
     if args.instance is not None and not args.broadcast:
         raise CliError("--instance names a broadcast instance: add --broadcast")
-    consumer = Consumer(env.bootstrap, token=env.token, group=args.group, topics=[args.topic],
-                        broadcast=args.broadcast, instance_id=args.instance,
-                        offset_reset="earliest" if args.from_beginning else "latest", client_id="tidemq-cli")
+    consumer = Consumer(
+        env.bootstrap,
+        token=env.token,
+        group=args.group,
+        topics=[args.topic],
+        broadcast=args.broadcast,
+        instance_id=args.instance,
+        offset_reset="earliest" if args.from_beginning else "latest",
+        client_id="tidemq-cli",
+    )
     count = 0
     async with consumer:
         last_commit = time.monotonic()
@@ -391,7 +449,7 @@ async def consume(env: Env, args: argparse.Namespace) -> None:
                 env.stdout.write(format_message(msg, args.format) + "\n")
                 count += 1
                 if args.group is not None and time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
-                    env.stdout.flush()   # commit only what has really been written out
+                    env.stdout.flush()  # commit only what has really been written out
                     await consumer.commit()
                     last_commit = time.monotonic()
         finally:
@@ -400,11 +458,14 @@ async def consume(env: Env, args: argparse.Namespace) -> None:
             # Leaving the group commits too (on Ctrl-C as well), but only logs a failure;
             # this commit reports one to the user.
             await consumer.commit()
-    env.err.print(f"consumed {count} message(s) from {args.topic}" +
-                  (f", committed for group {consumer.group}" if args.group is not None else ""))
+    env.err.print(
+        f"consumed {count} message(s) from {args.topic}"
+        + (f", committed for group {consumer.group}" if args.group is not None else "")
+    )
 
 
 # -- group ----------------------------------------------------------------------------------------
+
 
 async def _survey_groups(env: Env, admin: Admin) -> dict[str, int]:
     """Each node lists the groups it coordinates; ask them all at once and merge (group ->
@@ -432,8 +493,10 @@ async def _survey_groups(env: Env, admin: Admin) -> dict[str, int]:
         by_error: dict[str, list[int]] = {}
         for node_id, error in sorted(errors.items()):
             by_error.setdefault(error, []).append(node_id)
-        raise CliError("no node listed its groups: " + "; ".join(
-            f"{error} (node{'s' if len(ids) > 1 else ''} {_ids(ids)})" for error, ids in by_error.items()))
+        raise CliError(
+            "no node listed its groups: "
+            + "; ".join(f"{error} (node{'s' if len(ids) > 1 else ''} {_ids(ids)})" for error, ids in by_error.items())
+        )
     for node_id, error in sorted(errors.items()):
         env.err.print(f"node {node_id} did not answer ({error}); its groups are missing", style="yellow")
     return found
@@ -441,7 +504,7 @@ async def _survey_groups(env: Env, admin: Admin) -> dict[str, int]:
 
 @dataclass
 class _GroupState:
-    desc: DescribeGroupResponse | None             # None: its coordinator did not answer
+    desc: DescribeGroupResponse | None  # None: its coordinator did not answer
     high_watermarks: dict[tuple[str, int], int | None] = field(default_factory=dict)
 
     @property
@@ -471,7 +534,7 @@ async def _group_states(admin: Admin, names: list[str]) -> dict[str, _GroupState
                 resp = await admin.cluster.leader_request(topic, partition, ListOffsets(topic, partition))
                 hws[(topic, partition)] = resp.offset
             except TideMQError:
-                pass   # a deleted topic, say: shown as "?"
+                pass  # a deleted topic, say: shown as "?"
 
     async def describe(name: str) -> None:
         with anyio.move_on_after(NODE_ANSWER_S * 2):
@@ -521,22 +584,38 @@ async def group_list(env: Env, args: argparse.Namespace) -> None:
     for family in sorted(set(plain) | set(broadcast)):
         if family in plain:
             st = states[family]
-            table.add_row(family, "-", str(found[family]), "?" if st.desc is None else str(len(st.desc.members)),
-                          _lag_text(st.lag))
+            table.add_row(
+                family,
+                "-",
+                str(found[family]),
+                "?" if st.desc is None else str(len(st.desc.members)),
+                _lag_text(st.lag),
+            )
         instances = broadcast.get(family, [])
         if instances:
             lags = [states[name].lag for _, name in instances]
-            table.add_row(family, f"broadcast: {len(instances)} instance(s)", "-",
-                          str(sum(len(states[n].desc.members) for _, n in instances if states[n].desc)),
-                          "?" if None in lags else str(sum(lag for lag in lags if lag is not None)))
+            table.add_row(
+                family,
+                f"broadcast: {len(instances)} instance(s)",
+                "-",
+                str(sum(len(states[n].desc.members) for _, n in instances if states[n].desc)),
+                "?" if None in lags else str(sum(lag for lag in lags if lag is not None)),
+            )
             for instance, name in instances:
                 st = states[name]
-                table.add_row("", instance, str(found[name]), "?" if st.desc is None else str(len(st.desc.members)),
-                              _lag_text(st.lag))
+                table.add_row(
+                    "",
+                    instance,
+                    str(found[name]),
+                    "?" if st.desc is None else str(len(st.desc.members)),
+                    _lag_text(st.lag),
+                )
     env.out.print(table)
 
 
-def _group_lag_rows(desc: DescribeGroupResponse, high_watermarks: dict[tuple[str, int], int | None]) -> list[tuple[str, ...]]:
+def _group_lag_rows(
+    desc: DescribeGroupResponse, high_watermarks: dict[tuple[str, int], int | None]
+) -> list[tuple[str, ...]]:
     """(topic, partition, member, committed, high watermark, lag, pending transaction) for
     every partition the group owns or has committed. Lag = high watermark - committed; '-'
     where either is unknown. A pending transaction will commit the partition's offset when
@@ -548,8 +627,17 @@ def _group_lag_rows(desc: DescribeGroupResponse, high_watermarks: dict[tuple[str
     for tp in sorted(set(owner) | set(committed) | set(pending)):
         c, hw = committed.get(tp), high_watermarks.get(tp)
         lag = str(max(hw - c, 0)) if c is not None and hw is not None else "-"
-        rows.append((tp[0], str(tp[1]), owner.get(tp, "-"), "-" if c is None else str(c),
-                     "?" if hw is None else str(hw), lag, pending.get(tp, "-")))
+        rows.append(
+            (
+                tp[0],
+                str(tp[1]),
+                owner.get(tp, "-"),
+                "-" if c is None else str(c),
+                "?" if hw is None else str(hw),
+                lag,
+                pending.get(tp, "-"),
+            )
+        )
     return rows
 
 
@@ -572,10 +660,15 @@ async def group_describe(env: Env, args: argparse.Namespace) -> None:
         states = await _group_states(admin, [args.group])
         st = states[args.group]
         if st.desc is None:
-            raise CliError(f"the coordinator of group {args.group!r} did not answer within {NODE_ANSWER_S * 2:.0f}s; "
-                           "try again (check `tidemq cluster status`)")
-        instances = sorted(name for name in await _survey_groups(env, admin)
-                           if (parts := split_instance_group(name)) is not None and parts[0] == args.group)
+            raise CliError(
+                f"the coordinator of group {args.group!r} did not answer within {NODE_ANSWER_S * 2:.0f}s; "
+                "try again (check `tidemq cluster status`)"
+            )
+        instances = sorted(
+            name
+            for name in await _survey_groups(env, admin)
+            if (parts := split_instance_group(name)) is not None and parts[0] == args.group
+        )
         inst_states = await _group_states(admin, instances) if instances else {}
     desc = st.desc
     if instances and not desc.members and not desc.offsets:
@@ -583,12 +676,16 @@ async def group_describe(env: Env, args: argparse.Namespace) -> None:
         return
     env.out.print(f"group {desc.group}: {desc.state}, epoch {desc.epoch}, {len(desc.members)} member(s)")
     if not desc.members and not desc.offsets:
-        env.out.print("no members and no committed offsets: the group does not exist (yet), "
-                      "or its offsets were removed (see `tidemq group list`)")
+        env.out.print(
+            "no members and no committed offsets: the group does not exist (yet), "
+            "or its offsets were removed (see `tidemq group list`)"
+        )
     if desc.members:
         members = Table("member", "client", "epoch", "topics", "assigned")
         for m in sorted(desc.members, key=lambda m: m.member_id):
-            assigned = " ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(m.assignment, key=lambda tp: (tp.topic, tp.partition)))
+            assigned = " ".join(
+                f"{tp.topic}-{tp.partition}" for tp in sorted(m.assignment, key=lambda tp: (tp.topic, tp.partition))
+            )
             members.add_row(m.member_id, m.client_id, str(m.member_epoch), ",".join(m.topics) or "-", assigned or "-")
         env.out.print(members)
     rows = _group_lag_rows(desc, st.high_watermarks)
@@ -648,12 +745,19 @@ def _txn_times(info: TxnInfo, now_ms: float) -> tuple[str, str]:
 
 def _txn_json(info: TxnInfo, now_ms: float) -> dict[str, Any]:
     return {
-        "transactional_id": info.transactional_id, "state": info.state, "producer_id": info.producer_id,
+        "transactional_id": info.transactional_id,
+        "state": info.state,
+        "producer_id": info.producer_id,
         "producer_epoch": info.producer_epoch,
-        "partitions": [[tp.topic, tp.partition] for tp in sorted(info.partitions, key=lambda tp: (tp.topic, tp.partition))],
-        "groups": list(info.groups), "started_ms": info.started_ms or None, "updated_ms": info.updated_ms or None,
+        "partitions": [
+            [tp.topic, tp.partition] for tp in sorted(info.partitions, key=lambda tp: (tp.topic, tp.partition))
+        ],
+        "groups": list(info.groups),
+        "started_ms": info.started_ms or None,
+        "updated_ms": info.updated_ms or None,
         "age_ms": int(now_ms - info.started_ms) if info.state in OPEN_STATES and info.started_ms else None,
-        "timeout_ms": info.timeout_ms, "coordinator": info.coordinator,
+        "timeout_ms": info.timeout_ms,
+        "coordinator": info.coordinator,
     }
 
 
@@ -663,14 +767,20 @@ async def txn_list(env: Env, args: argparse.Namespace) -> None:
     async with _admin(env) as admin:
         survey = await admin.survey_transactions(node_timeout=NODE_ANSWER_S)
     if not survey.answered:
-        raise CliError("no node listed its transactions: " + "; ".join(
-            f"node {n}: {e}" for n, e in sorted(survey.unanswered.items())))
+        raise CliError(
+            "no node listed its transactions: "
+            + "; ".join(f"node {n}: {e}" for n, e in sorted(survey.unanswered.items()))
+        )
     for node_id, error in sorted(survey.unanswered.items()):
-        env.err.print(f"node {node_id} did not answer ({error}); the transactions it coordinates are missing",
-                      style="yellow")
+        env.err.print(
+            f"node {node_id} did not answer ({error}); the transactions it coordinates are missing", style="yellow"
+        )
     if survey.uncovered and not survey.unanswered:
-        env.err.print(f"__transaction_state partition(s) {_ids(survey.uncovered)} have no leader yet; "
-                      "their transactions are missing", style="yellow")
+        env.err.print(
+            f"__transaction_state partition(s) {_ids(survey.uncovered)} have no leader yet; "
+            "their transactions are missing",
+            style="yellow",
+        )
     found = survey.transactions
     now_ms = time.time() * 1000
     if args.format == "json":
@@ -679,12 +789,22 @@ async def txn_list(env: Env, args: argparse.Namespace) -> None:
     if not found:
         env.out.print("no transactions (a producer with a transactional_id creates one)")
         return
-    table = Table("transactional id", "state", "producer id", "epoch", "partitions", "groups", "age", "changed",
-                  "coordinator")
+    table = Table(
+        "transactional id", "state", "producer id", "epoch", "partitions", "groups", "age", "changed", "coordinator"
+    )
     for t in found:
         age, changed = _txn_times(t, now_ms)
-        table.add_row(t.transactional_id, t.state, str(t.producer_id), str(t.producer_epoch), str(len(t.partitions)),
-                      ",".join(t.groups) or "-", age, changed, str(t.coordinator))
+        table.add_row(
+            t.transactional_id,
+            t.state,
+            str(t.producer_id),
+            str(t.producer_epoch),
+            str(len(t.partitions)),
+            ",".join(t.groups) or "-",
+            age,
+            changed,
+            str(t.coordinator),
+        )
     env.out.print(table)
 
 
@@ -699,10 +819,14 @@ async def txn_describe(env: Env, args: argparse.Namespace) -> None:
         env.stdout.write(json.dumps(_txn_json(info, now_ms)) + "\n")
         return
     age, changed = _txn_times(info, now_ms)
-    env.out.print(f"transaction {info.transactional_id}: {info.state}, producer {info.producer_id} "
-                  f"epoch {info.producer_epoch}, coordinator node {info.coordinator}")
-    env.out.print(("open for " + age if age != "-" else "no transaction open")
-                  + f", timeout {_age(info.timeout_ms)}, last change {changed}")
+    env.out.print(
+        f"transaction {info.transactional_id}: {info.state}, producer {info.producer_id} "
+        f"epoch {info.producer_epoch}, coordinator node {info.coordinator}"
+    )
+    env.out.print(
+        ("open for " + age if age != "-" else "no transaction open")
+        + f", timeout {_age(info.timeout_ms)}, last change {changed}"
+    )
     env.out.print("groups: " + (", ".join(info.groups) if info.groups else "none"))
     if info.partitions:
         table = Table("topic", "partition", title=f"partitions ({len(info.partitions)})")
@@ -715,13 +839,19 @@ async def txn_describe(env: Env, args: argparse.Namespace) -> None:
 
 # -- cluster --------------------------------------------------------------------------------------
 
+
 async def cluster_status(env: Env, args: argparse.Namespace) -> None:
     async with _admin(env) as admin:
         md, answers = await _survey(admin.cluster, None)
     nodes = Table("node", "address", "alive (controller's view)", "answered us", "role", title="nodes")
     for n in md.nodes:
-        nodes.add_row(str(n.node_id), n.addr, "yes" if n.alive else "no", "yes" if n.node_id in answers else "no",
-                      "controller" if n.node_id == md.controller else "")
+        nodes.add_row(
+            str(n.node_id),
+            n.addr,
+            "yes" if n.alive else "no",
+            "yes" if n.node_id in answers else "no",
+            "controller" if n.node_id == md.controller else "",
+        )
     env.out.print(nodes)
     env.out.print(f"controller: node {md.controller}" if md.controller is not None else "controller: none elected")
     shown = sorted((t for t in md.topics if args.internal or not t.internal), key=lambda t: t.name)
@@ -730,11 +860,14 @@ async def cluster_status(env: Env, args: argparse.Namespace) -> None:
     hidden = [p for t in md.topics if t.internal and not args.internal for p in t.partitions]
     if hidden:
         leaderless = sum(p.leader is None for p in hidden)
-        env.out.print(f"{len(hidden)} partition(s) of internal topics not shown, {leaderless} without a leader "
-                      "(--internal shows them)")
+        env.out.print(
+            f"{len(hidden)} partition(s) of internal topics not shown, {leaderless} without a leader "
+            "(--internal shows them)"
+        )
 
 
 # -- the command line --------------------------------------------------------------------------------
+
 
 def _config_pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
@@ -778,20 +911,39 @@ def _duration(text: str) -> float:
 
 async def dlq_list(env: Env, args: argparse.Namespace) -> None:
     letters = await list_dead_letters(env.bootstrap, args.group, idle=args.idle, token=env.token)
-    instances = any(d.instance is not None for d in letters)     # a broadcast group's: say whose
-    table = Table("topic", "partition", "offset", *(("instance",) if instances else ()), "attempts", "failed at",
-                  "last error", "value", title=f"dead letters of group {args.group} ({len(letters)})")
+    instances = any(d.instance is not None for d in letters)  # a broadcast group's: say whose
+    table = Table(
+        "topic",
+        "partition",
+        "offset",
+        *(("instance",) if instances else ()),
+        "attempts",
+        "failed at",
+        "last error",
+        "value",
+        title=f"dead letters of group {args.group} ({len(letters)})",
+    )
     for d in letters:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.time_ms / 1000)) if d.time_ms else "?"
-        table.add_row(d.topic, str(d.partition), str(d.offset), *((d.instance or "-",) if instances else ()),
-                      str(d.attempts), when, d.error[:80], _text(d.message.value)[:60])
+        table.add_row(
+            d.topic,
+            str(d.partition),
+            str(d.offset),
+            *((d.instance or "-",) if instances else ()),
+            str(d.attempts),
+            when,
+            d.error[:80],
+            _text(d.message.value)[:60],
+        )
     env.out.print(table)
 
 
 async def dlq_replay(env: Env, args: argparse.Namespace) -> None:
     letters = await replay_dead_letters(env.bootstrap, args.group, idle=args.idle, token=env.token)
-    env.out.print(f"replayed {len(letters)} dead letter(s) of group {args.group} to their topics"
-                  + (f": {', '.join(sorted({d.topic for d in letters}))}" if letters else ""))
+    env.out.print(
+        f"replayed {len(letters)} dead letter(s) of group {args.group} to their topics"
+        + (f": {', '.join(sorted({d.topic for d in letters}))}" if letters else "")
+    )
     instances = sorted({d.instance for d in letters if d.instance is not None})
     if instances:
         env.out.print(f"(broadcast instances {', '.join(instances)} get theirs back through {args.group}.retry)")
@@ -799,14 +951,21 @@ async def dlq_replay(env: Env, args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidemq", description="Manage and use a TideMQ cluster.")
+
     # Connection options work before or after the command: the leaf parsers inherit them
     # with SUPPRESS defaults, so a value given after the command wins and none is lost.
     def connection_options(p: argparse.ArgumentParser, defaults: bool) -> None:
-        p.add_argument("--bootstrap", metavar="HOST:PORT[,...]",
-                       default=os.environ.get("TIDEMQ_BOOTSTRAP") or DEFAULT_BOOTSTRAP if defaults else argparse.SUPPRESS,
-                       help=f"nodes to start from (default $TIDEMQ_BOOTSTRAP, else {DEFAULT_BOOTSTRAP})")
-        p.add_argument("--token", default=os.environ.get("TIDEMQ_TOKEN") if defaults else argparse.SUPPRESS,
-                       help="the cluster token (default $TIDEMQ_TOKEN)")
+        p.add_argument(
+            "--bootstrap",
+            metavar="HOST:PORT[,...]",
+            default=os.environ.get("TIDEMQ_BOOTSTRAP") or DEFAULT_BOOTSTRAP if defaults else argparse.SUPPRESS,
+            help=f"nodes to start from (default $TIDEMQ_BOOTSTRAP, else {DEFAULT_BOOTSTRAP})",
+        )
+        p.add_argument(
+            "--token",
+            default=os.environ.get("TIDEMQ_TOKEN") if defaults else argparse.SUPPRESS,
+            help="the cluster token (default $TIDEMQ_TOKEN)",
+        )
 
     connection_options(parser, defaults=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -819,13 +978,20 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     topic = commands.add_parser("topic", help="create, list, describe, delete topics").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
+        dest="action", required=True, metavar="ACTION"
+    )
     p = leaf(topic, "create", topic_create, "create a topic; returns once every partition has a leader")
     p.add_argument("name")
     p.add_argument("--partitions", type=_positive, default=1)
     p.add_argument("--replication", type=_positive, default=1, help="replicas per partition (<= live nodes)")
-    p.add_argument("--config", type=_config_pair, action="append", default=[], metavar="KEY=VALUE",
-                   help="topic config, repeatable: retention.ms, retention.bytes, segment.bytes, segment.ms")
+    p.add_argument(
+        "--config",
+        type=_config_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="topic config, repeatable: retention.ms, retention.bytes, segment.bytes, segment.ms",
+    )
     p = leaf(topic, "list", topic_list, "list topics")
     p.add_argument("--internal", action="store_true", help="include internal topics (__consumer_offsets...)")
     p = leaf(topic, "describe", topic_describe, "partitions: leader, replicas, in sync, high watermark")
@@ -838,31 +1004,47 @@ def build_parser() -> argparse.ArgumentParser:
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--key", help="the key of every message (one key: one partition, in order)")
     keys.add_argument("--key-separator", metavar="SEP", help="split each line at the first SEP into KEY and VALUE")
-    p.add_argument("--delay", type=_duration, metavar="DURATION",
-                   help="deliver each message this much later: 30s, 500ms, 2m, 1h (through the delay tiers)")
+    p.add_argument(
+        "--delay",
+        type=_duration,
+        metavar="DURATION",
+        help="deliver each message this much later: 30s, 500ms, 2m, 1h (through the delay tiers)",
+    )
 
     p = leaf(commands, "consume", consume, "print messages as they arrive")
     p.add_argument("topic")
     p.add_argument("--group", help="consume as this group's member and commit what was printed")
-    p.add_argument("--broadcast", action="store_true",
-                   help="get every message: with --group, as the group's instance (its own offsets, resumed "
-                        "on restart); without, an ephemeral listener from the end of the log")
+    p.add_argument(
+        "--broadcast",
+        action="store_true",
+        help="get every message: with --group, as the group's instance (its own offsets, resumed "
+        "on restart); without, an ephemeral listener from the end of the log",
+    )
     p.add_argument("--instance", metavar="ID", help="this broadcast instance's id (default: the host name)")
-    p.add_argument("--from-beginning", action="store_true",
-                   help="start at the log start where nothing is committed (default: only new messages)")
+    p.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the log start where nothing is committed (default: only new messages)",
+    )
     p.add_argument("--max", type=_positive, metavar="N", help="stop after N messages")
     p.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="stop when no message arrives for this long")
-    p.add_argument("--format", choices=["text", "json"], default="text",
-                   help="text: the value (repr if not UTF-8); json: one object per line with every field")
+    p.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="text: the value (repr if not UTF-8); json: one object per line with every field",
+    )
 
     group = commands.add_parser("group", help="consumer groups").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
+        dest="action", required=True, metavar="ACTION"
+    )
     leaf(group, "list", group_list, "list the consumer groups of every coordinator")
     p = leaf(group, "describe", group_describe, "members, assignment, committed offsets and lag")
     p.add_argument("group")
 
     txn = commands.add_parser("txn", help="transactions (transactional producers)").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
+        dest="action", required=True, metavar="ACTION"
+    )
     p = leaf(txn, "list", txn_list, "list every transactional id: state, producer, partitions, age")
     p.add_argument("--format", choices=["table", "json"], default="table", help="json: one array on stdout")
     p = leaf(txn, "describe", txn_describe, "one transactional id: state, partitions, groups, age, coordinator")
@@ -870,24 +1052,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table", help="json: one object on stdout")
 
     half = commands.add_parser("half", help="half messages (send_half: check-back transactions)").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
+        dest="action", required=True, metavar="ACTION"
+    )
     p = leaf(half, "list", half_list, "pending half messages: group, target, checks made, age, next check")
     p.add_argument("--group", help="only this producer group's")
-    p.add_argument("--resolved", action="store_true",
-                   help="also the recently decided ones: committed (where they landed) or aborted (why)")
+    p.add_argument(
+        "--resolved",
+        action="store_true",
+        help="also the recently decided ones: committed (where they landed) or aborted (why)",
+    )
     p.add_argument("--format", choices=["table", "json"], default="table", help="json: one array on stdout")
 
     dlq = commands.add_parser("dlq", help="a group's dead letters").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    for name, run, text in (("list", dlq_list, "show the group's dead letters with their origin and last error"),
-                            ("replay", dlq_replay, "send the dead letters not replayed before back to their topics")):
+        dest="action", required=True, metavar="ACTION"
+    )
+    for name, run, text in (
+        ("list", dlq_list, "show the group's dead letters with their origin and last error"),
+        ("replay", dlq_replay, "send the dead letters not replayed before back to their topics"),
+    ):
         p = leaf(dlq, name, run, text)
         p.add_argument("group")
-        p.add_argument("--idle", type=_seconds, default=1.0, metavar="SECONDS",
-                       help="stop reading once nothing new arrives for this long (default 1)")
+        p.add_argument(
+            "--idle",
+            type=_seconds,
+            default=1.0,
+            metavar="SECONDS",
+            help="stop reading once nothing new arrives for this long (default 1)",
+        )
 
     cluster = commands.add_parser("cluster", help="the cluster's nodes and partitions").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
+        dest="action", required=True, metavar="ACTION"
+    )
     p = leaf(cluster, "status", cluster_status, "nodes, controller, and every partition's leader")
     p.add_argument("--internal", action="store_true", help="also list the partitions of internal topics")
     return parser
@@ -904,8 +1099,10 @@ def _explain(exc: BaseException) -> str | None:
     if isinstance(exc, TideMQError):
         return exc.message
     if isinstance(exc, TimeoutError):
-        return ("the cluster did not answer in time: it may be electing leaders or overloaded; "
-                "check `tidemq cluster status` and try again")
+        return (
+            "the cluster did not answer in time: it may be electing leaders or overloaded; "
+            "check `tidemq cluster status` and try again"
+        )
     return None
 
 
@@ -919,9 +1116,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit status is the return value (0 ok, 1 failed, 2 usage, 130 Ctrl-C)."""
     args = build_parser().parse_args(argv)
     interactive = sys.stdout.isatty()
-    env = Env(bootstrap=args.bootstrap, token=args.token or None,
-              out=Console(file=sys.stdout, markup=False, highlight=False, width=None if interactive else 200),
-              err=Console(file=sys.stderr, markup=False, highlight=False), stdout=sys.stdout)
+    env = Env(
+        bootstrap=args.bootstrap,
+        token=args.token or None,
+        out=Console(file=sys.stdout, markup=False, highlight=False, width=None if interactive else 200),
+        err=Console(file=sys.stderr, markup=False, highlight=False),
+        stdout=sys.stdout,
+    )
     run: Callable[..., Awaitable[None]] = args.run
     command = partial(run, env, args, sys.stdin.buffer) if run is produce else partial(run, env, args)
     try:

@@ -39,8 +39,8 @@ from client.protocol import (
     TopicInfo,
 )
 
-RETRY_BACKOFF_S = (0.02, 0.5)   # first and largest backoff between retries
-METADATA_WAIT_S = 1.0           # how long a topic may take to reach every node
+RETRY_BACKOFF_S = (0.02, 0.5)  # first and largest backoff between retries
+METADATA_WAIT_S = 1.0  # how long a topic may take to reach every node
 
 
 def bootstrap_list(bootstrap: str | list[str] | None) -> list[str]:
@@ -66,9 +66,17 @@ class _NodeLink:
 
 
 class ClusterClient:
-    def __init__(self, bootstrap: str | list[str] | None = None, *, token: str | None = None,
-                 client_id: str = "tidemq", request_timeout: float = 30.0, connect_timeout: float = 5.0,
-                 peer: PeerAuth | None = None, node_addrs: dict[int, str] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str | list[str] | None = None,
+        *,
+        token: str | None = None,
+        client_id: str = "tidemq",
+        request_timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        peer: PeerAuth | None = None,
+        node_addrs: dict[int, str] | None = None,
+    ) -> None:
         """`peer` and `node_addrs` are for a node's own services: it connects as a peer,
         and reaches node N at `node_addrs[N]` (its peer listener) whatever address
         metadata and hints name for clients."""
@@ -80,7 +88,7 @@ class ClusterClient:
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
         self.nodes: dict[int, str] = {}
-        self._turn = -1                       # where `_candidates` starts next
+        self._turn = -1  # where `_candidates` starts next
         self.topics: dict[str, TopicInfo] = {}
         self.controller: int | None = None
         self.metadata_version = 0
@@ -106,8 +114,14 @@ class ClusterClient:
 
     async def _own(self, link: _NodeLink) -> None:
         try:
-            async with open_connection(link.addr, token=self.token, client_id=self.client_id,
-                                       connect_timeout=self.connect_timeout, watchdog=True, peer=self.peer) as conn:
+            async with open_connection(
+                link.addr,
+                token=self.token,
+                client_id=self.client_id,
+                connect_timeout=self.connect_timeout,
+                watchdog=True,
+                peer=self.peer,
+            ) as conn:
                 link.conn = conn
                 link.ready.set()
                 await link.close.wait()
@@ -176,7 +190,7 @@ class ClusterClient:
         known = list(self.nodes.values())
         every = known + [a for a in self.bootstrap if a not in known]
         self._turn = (self._turn + 1) % max(1, len(every))
-        return every[self._turn:] + every[:self._turn]
+        return every[self._turn :] + every[: self._turn]
 
     async def request_any(self, body: object) -> Any:
         """Ask each known node in turn until one answers (metadata, lookups). While some
@@ -193,7 +207,7 @@ class ClusterClient:
                 except CoordinatorNotAvailableError as exc:
                     last, loading = exc, True
                 except (ConnectionClosedError, ShuttingDownError, TimeoutError) as exc:
-                    last = exc   # that node cannot answer now (gone, closing): ask the next
+                    last = exc  # that node cannot answer now (gone, closing): ask the next
             if not loading or anyio.current_time() >= deadline:
                 raise ConnectionClosedError(f"no node answered (tried {', '.join(candidates)}): {last}")
             await anyio.sleep(0.05)
@@ -255,8 +269,17 @@ class ClusterClient:
         while True:
             try:
                 return await attempt()
-            except (NotLeaderError, NotControllerError, NotCoordinatorError, CoordinatorNotAvailableError,
-                    ConnectionClosedError, ShuttingDownError, RequestTimeoutError, StorageError, TimeoutError) as exc:
+            except (
+                NotLeaderError,
+                NotControllerError,
+                NotCoordinatorError,
+                CoordinatorNotAvailableError,
+                ConnectionClosedError,
+                ShuttingDownError,
+                RequestTimeoutError,
+                StorageError,
+                TimeoutError,
+            ) as exc:
                 if isinstance(exc, TideMQError) and not exc.retriable:
                     raise
                 await anyio.sleep(backoff * (0.5 + random.random()))
@@ -333,8 +356,12 @@ class ClusterClient:
 
     async def transaction_coordinator_request(self, transactional_id: str, body: object) -> Any:
         """Send to the transactional id's coordinator, following it as it moves."""
-        return await self._via_coordinator("\0txn:" + transactional_id, FindTransactionCoordinator(transactional_id),
-                                           body, f"transactional id {transactional_id}")
+        return await self._via_coordinator(
+            "\0txn:" + transactional_id,
+            FindTransactionCoordinator(transactional_id),
+            body,
+            f"transactional id {transactional_id}",
+        )
 
     async def _via_coordinator(self, cache_key: str, find: object, body: object, what: str) -> Any:
         async def attempt():

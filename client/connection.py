@@ -60,7 +60,7 @@ class Connection:
         self._send_lock = anyio.Lock()
         self._decoder = FrameDecoder(max_frame_bytes)
         self._closed: BaseException | None = None
-        self._deadlines: dict[int, float] = {}   # request id -> when its answer is overdue
+        self._deadlines: dict[int, float] = {}  # request id -> when its answer is overdue
         self._deadline_added = anyio.Event()
 
     @property
@@ -92,7 +92,7 @@ class Connection:
         finally:
             self._waiters.pop(rid, None)
             if not written:
-                self._deadlines.pop(rid, None)   # never on the wire: no answer is owed
+                self._deadlines.pop(rid, None)  # never on the wire: no answer is owed
         resp = waiter.body
         if isinstance(resp, BaseException):
             raise resp
@@ -149,7 +149,7 @@ class Connection:
                 self.abandon(f"node at {self.addr} did not answer a request in time; dropping the connection")
                 return
             with anyio.move_on_after(due - anyio.current_time()):
-                await self._deadline_added.wait()     # an earlier deadline may have come
+                await self._deadline_added.wait()  # an earlier deadline may have come
                 self._deadline_added = anyio.Event()
 
     def abandon(self, reason: str) -> None:
@@ -194,8 +194,13 @@ class PeerAuth(Protocol):
 
 @asynccontextmanager
 async def open_connection(
-    addr: str, *, token: str | None = None, client_id: str = "tidemq-client",
-    connect_timeout: float = 5.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, watchdog: bool = False,
+    addr: str,
+    *,
+    token: str | None = None,
+    client_id: str = "tidemq-client",
+    connect_timeout: float = 5.0,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    watchdog: bool = False,
     peer: PeerAuth | None = None,
 ) -> AsyncIterator[Connection]:
     """Connect and say Hello. With `watchdog`, a request sent with a `timeout` that goes

@@ -84,7 +84,7 @@ log = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
 COMMIT_INTERVAL_S = 1.0
-REFUSED_RETRY_S = 0.2          # run(producer=): offsets refused, partition still held: try again after
+REFUSED_RETRY_S = 0.2  # run(producer=): offsets refused, partition still held: try again after
 
 
 class Message(NamedTuple):
@@ -104,12 +104,12 @@ class _Assigned:
         # None until known (a group member looks its committed offset up after the
         # assignment, see `_on_assigned`); nothing is committed for it until then.
         self.position: int = position  # type: ignore[assignment]   # next offset to fetch
-        self.handed: int | None = position   # next offset after what the iterator handed out
-        self.pending: SortedSet = SortedSet()   # offsets handed to handlers, not finished
-        self.controls: dict[int, int] = {}      # control batches ahead: base offset -> next offset
+        self.handed: int | None = position  # next offset after what the iterator handed out
+        self.pending: SortedSet = SortedSet()  # offsets handed to handlers, not finished
+        self.controls: dict[int, int] = {}  # control batches ahead: base offset -> next offset
         self.scope = anyio.CancelScope()
         self.revoked = False
-        self.epoch = epoch                      # the member epoch it was assigned at (-1: no group)
+        self.epoch = epoch  # the member epoch it was assigned at (-1: no group)
 
     def hand_out(self, offset: int) -> None:
         """`offset` was handed out; step over control batches right after it, so the
@@ -171,10 +171,11 @@ class Consumer:
         # from `_ready` one by one (a per-message channel hop would cost more than the rest).
         # A partition that cannot be read on sends its error in place of a message.
         self._send, self._receive = anyio.create_memory_object_stream[tuple[_Assigned, list[Message | TideMQError]]](
-            max(1, buffer // 500))
+            max(1, buffer // 500)
+        )
         self._ready: deque[tuple[_Assigned, Message | TideMQError]] = deque()
-        self._active_handlers = 0   # run() handlers running now (a revocation waits for them)
-        self._txn_commits = False   # run(producer=...): only transactions commit offsets
+        self._active_handlers = 0  # run() handlers running now (a revocation waits for them)
+        self._txn_commits = False  # run(producer=...): only transactions commit offsets
         self._tg: anyio.abc.TaskGroup | None = None
         self._member: GroupMember | None = None
         self._stack: AsyncExitStack
@@ -215,9 +216,15 @@ class Consumer:
             stack.callback(self._tg.cancel_scope.cancel)
             if self.group is not None:
                 self._member = GroupMember(
-                    self.cluster, self.group, self.topics, session_timeout=self.session_timeout,
-                    rebalance_timeout=self.rebalance_timeout, client_id=self.client_id,
-                    on_assigned=self._on_assigned, on_revoked=self._on_revoked)
+                    self.cluster,
+                    self.group,
+                    self.topics,
+                    session_timeout=self.session_timeout,
+                    rebalance_timeout=self.rebalance_timeout,
+                    client_id=self.client_id,
+                    on_assigned=self._on_assigned,
+                    on_revoked=self._on_revoked,
+                )
                 await stack.enter_async_context(self._member)
             else:
                 parts = set()
@@ -271,7 +278,8 @@ class Consumer:
                 if isinstance(exc, TideMQError) and not exc.retriable:
                     raise
                 (log.info if isinstance(exc, UnstableOffsetCommitError) else log.warning)(
-                    "committed offsets of %s not fetched yet: %r", sorted(live), exc)
+                    "committed offsets of %s not fetched yet: %r", sorted(live), exc
+                )
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
         for tp, state in live.items():
@@ -313,8 +321,11 @@ class Consumer:
             if state.position is None:
                 state.position = state.handed = await self._reset_offset(tp)
             while True:
-                req = Fetch([FetchPartition(topic, p, state.position, self.fetch_max_bytes)],
-                            max_wait_ms=int(self.max_wait * 1000), isolation=self.isolation)
+                req = Fetch(
+                    [FetchPartition(topic, p, state.position, self.fetch_max_bytes)],
+                    max_wait_ms=int(self.max_wait * 1000),
+                    isolation=self.isolation,
+                )
                 try:
                     resp = await self.cluster.leader_request(topic, p, req)
                 except UnknownTopicError:
@@ -324,21 +335,23 @@ class Consumer:
                 if res.error:
                     if res.error == OffsetOutOfRangeError.code:
                         state.position = await self._reset_offset(tp)
-                        log.warning("%s-%s: offset out of range, reset to %s (%s)", topic, p, state.position, self.offset_reset)
+                        log.warning(
+                            "%s-%s: offset out of range, reset to %s (%s)", topic, p, state.position, self.offset_reset
+                        )
                         continue
                     # Leadership moved under us: the retrying request path finds the new leader.
                     with anyio.move_on_after(self.cluster.request_timeout):
                         try:
                             await self.cluster.refresh_metadata([topic])
-                        except TideMQError as exc:   # no node answers now: ask again next round
+                        except TideMQError as exc:  # no node answers now: ask again next round
                             log.info("%s-%s: metadata refresh failed: %s", topic, p, exc)
                     await anyio.sleep(0.05)
                     continue
                 messages = self._decode(topic, p, state, res)
                 if messages and isinstance(messages[-1], TideMQError):
-                    await self._send.send((state, messages))   # what came before it, then the error
+                    await self._send.send((state, messages))  # what came before it, then the error
                     return
-                state.hand_out(state.handed)        # nothing pending before a control batch
+                state.hand_out(state.handed)  # nothing pending before a control batch
                 if messages:
                     await self._send.send((state, messages))
 
@@ -354,10 +367,15 @@ class Consumer:
             return messages
         except SegmentError as exc:
             at = state.position
-            return messages + [CorruptBatchError(
-                f"{topic}-{p}: the data at offset {at} cannot be decoded ({exc}); stopped reading this partition. "
-                "The leader's copy is damaged: restore that replica, or move the group's offset past it",
-                topic=topic, partition=p, offset=at)]
+            return messages + [
+                CorruptBatchError(
+                    f"{topic}-{p}: the data at offset {at} cannot be decoded ({exc}); stopped reading this partition. "
+                    "The leader's copy is damaged: restore that replica, or move the group's offset past it",
+                    topic=topic,
+                    partition=p,
+                    offset=at,
+                )
+            ]
 
     @staticmethod
     def _decode_into(messages: list[Message | TideMQError], topic: str, p: int, state: _Assigned, res) -> None:
@@ -375,8 +393,11 @@ class Consumer:
                 state.controls[header.base_offset] = header.last_offset + 1
             if not skip:
                 position = state.position
-                messages.extend(Message(topic, p, r.offset, r.key, r.value, r.headers, r.timestamp)
-                                for r in decode_records(data) if r.offset >= position)
+                messages.extend(
+                    Message(topic, p, r.offset, r.key, r.value, r.headers, r.timestamp)
+                    for r in decode_records(data)
+                    if r.offset >= position
+                )
             state.position = max(state.position, header.last_offset + 1)
 
     # -- the iterator ------------------------------------------------------------------------------------
@@ -394,7 +415,7 @@ class Consumer:
             if state.revoked:
                 continue  # fetched before a rebalance took the partition away
             if isinstance(msg, TideMQError):
-                raise msg   # that partition cannot be read on; the others go on
+                raise msg  # that partition cannot be read on; the others go on
             state.hand_out(msg.offset + 1)
             return msg
 
@@ -471,14 +492,23 @@ class Consumer:
         if concurrency < 1 or retries < 0 or backoff < 0:
             raise InvalidConfigError("concurrency must be >= 1, retries and backoff >= 0")
         grouped = self._member is not None
-        family = self.broadcast_group or self.group     # names the retry and dead-letter topics
+        family = self.broadcast_group or self.group  # names the retry and dead-letter topics
         if producer is not None:
             if not grouped or producer.transactional_id is None:
                 raise InvalidConfigError("run(producer=...) needs a group and a transactional producer")
             if dead_letter:
                 await ensure_topics(self.cluster, [dead_letter_topic(family)])
-            policy = _RetryPolicy(family, self.instance_id, handler, timeout, retries, backoff, max_backoff, None,
-                                  producer if dead_letter else None)
+            policy = _RetryPolicy(
+                family,
+                self.instance_id,
+                handler,
+                timeout,
+                retries,
+                backoff,
+                max_backoff,
+                None,
+                producer if dead_letter else None,
+            )
             # From now on only transactions commit this consumer's offsets: a commit on
             # revocation or close would also cover messages whose transaction aborted.
             self._txn_commits = True
@@ -492,18 +522,43 @@ class Consumer:
             producer = None
             sources: list[Consumer] = [self]
             if grouped and (reads_retries or dead_letter):
-                await ensure_topics(self.cluster, ([retry_topic(family)] if reads_retries else [])
-                                    + ([dead_letter_topic(family)] if dead_letter else []))
-                producer = await stack.enter_async_context(Producer(
-                    self.cluster.bootstrap, token=self.cluster.token, client_id=f"{self.client_id}-retry"))
+                await ensure_topics(
+                    self.cluster,
+                    ([retry_topic(family)] if reads_retries else [])
+                    + ([dead_letter_topic(family)] if dead_letter else []),
+                )
+                producer = await stack.enter_async_context(
+                    Producer(self.cluster.bootstrap, token=self.cluster.token, client_id=f"{self.client_id}-retry")
+                )
             if reads_retries:
-                sources.append(await stack.enter_async_context(Consumer(
-                    self.cluster.bootstrap, group=family, broadcast=self.broadcast, instance_id=self.instance_id,
-                    topics=[retry_topic(family)], offset_reset="earliest", token=self.cluster.token,
-                    session_timeout=self.session_timeout, rebalance_timeout=self.rebalance_timeout,
-                    max_wait=self.max_wait, client_id=f"{self.client_id}-retries")))
-            policy = _RetryPolicy(family, self.instance_id, handler, timeout, retries, backoff, max_backoff,
-                                  producer if via_topic else None, producer if dead_letter else None)
+                sources.append(
+                    await stack.enter_async_context(
+                        Consumer(
+                            self.cluster.bootstrap,
+                            group=family,
+                            broadcast=self.broadcast,
+                            instance_id=self.instance_id,
+                            topics=[retry_topic(family)],
+                            offset_reset="earliest",
+                            token=self.cluster.token,
+                            session_timeout=self.session_timeout,
+                            rebalance_timeout=self.rebalance_timeout,
+                            max_wait=self.max_wait,
+                            client_id=f"{self.client_id}-retries",
+                        )
+                    )
+                )
+            policy = _RetryPolicy(
+                family,
+                self.instance_id,
+                handler,
+                timeout,
+                retries,
+                backoff,
+                max_backoff,
+                producer if via_topic else None,
+                producer if dead_letter else None,
+            )
             await self._run(sources, policy, mode, concurrency, order, max_messages)
 
     async def _run_transactional(self, producer: Producer, policy: _RetryPolicy, max_messages: int | None) -> None:
@@ -522,8 +577,9 @@ class Consumer:
                 state.pending.discard(msg.offset)
             finished += 1
 
-    async def _handle_in_transaction(self, producer: Producer, policy: _RetryPolicy, state: _Assigned,
-                                     msg: Message) -> None:
+    async def _handle_in_transaction(
+        self, producer: Producer, policy: _RetryPolicy, state: _Assigned, msg: Message
+    ) -> None:
         """One message, one transaction: the handler's sends and the offset after the
         message (past any control batches right behind it) commit together. A message is
         left alone only once this consumer has given its partition up; until then it is
@@ -562,15 +618,21 @@ class Consumer:
                 refused_at = now if refused_at is None else refused_at
                 if now - refused_at > self.rebalance_timeout:
                     raise
-                log.info("%s-%d@%d: offsets refused (%s); trying again while the partition is held",
-                         msg.topic, msg.partition, msg.offset, exc.message)
+                log.info(
+                    "%s-%d@%d: offsets refused (%s); trying again while the partition is held",
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    exc.message,
+                )
                 await anyio.sleep(REFUSED_RETRY_S)
                 continue
             except Exception as exc:
                 if dead:
                     raise
-                error = exc if not isinstance(exc, TimeoutError) else TimeoutError(
-                    f"handler ran past {policy.timeout}s")
+                error = (
+                    exc if not isinstance(exc, TimeoutError) else TimeoutError(f"handler ran past {policy.timeout}s")
+                )
             attempts += 1
             if attempts <= policy.retries:
                 await anyio.sleep(policy.delay(attempts))
@@ -584,12 +646,19 @@ class Consumer:
         if not self._still_held(state, msg):
             raise IllegalGenerationError(f"{msg.topic}-{msg.partition} was revoked while its message was handled")
 
-    async def _run(self, sources: list[Consumer], policy: _RetryPolicy, mode: str, concurrency: int,
-                   order: str, max_messages: int | None) -> None:
+    async def _run(
+        self,
+        sources: list[Consumer],
+        policy: _RetryPolicy,
+        mode: str,
+        concurrency: int,
+        order: str,
+        max_messages: int | None,
+    ) -> None:
         slots = anyio.Semaphore(concurrency)
         finished = 0
         done_all = anyio.Event()
-        lanes: dict[tuple, deque] = {}     # serial mode: (topic, partition, key) -> waiting messages
+        lanes: dict[tuple, deque] = {}  # serial mode: (topic, partition, key) -> waiting messages
 
         async def handle(state: _Assigned, msg: Message) -> None:
             nonlocal finished
@@ -625,14 +694,14 @@ class Consumer:
                 for source in sources:
                     try:
                         await source.commit()
-                    except (TideMQError, TimeoutError) as exc:   # a later commit covers it
+                    except (TideMQError, TimeoutError) as exc:  # a later commit covers it
                         log.warning("periodic commit failed: %r", exc)
 
         async def feed(source: Consumer) -> None:
             async for msg in source:
                 state = source._assigned.get((msg.topic, msg.partition))
                 if state is None or (source is not self and not policy.addressed_here(msg)):
-                    continue      # (another instance's retry: passed, and committed past)
+                    continue  # (another instance's retry: passed, and committed past)
                 state.pending.add(msg.offset)
                 if mode == "concurrent":
                     await slots.acquire()
@@ -641,7 +710,7 @@ class Consumer:
                 lane_key = (msg.topic, msg.partition) + ((msg.key,) if order == "key" else ())
                 queue = lanes.get(lane_key)
                 if queue is not None:
-                    queue.append(msg)      # this key is busy: wait behind it, in order
+                    queue.append(msg)  # this key is busy: wait behind it, in order
                     continue
                 await slots.acquire()
                 lanes[lane_key] = deque([msg])
@@ -662,9 +731,13 @@ class Consumer:
 # -- failure handling -------------------------------------------------------------------------
 
 H_ATTEMPT = "tidemq.attempt"
-H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET = "tidemq.origin.topic", "tidemq.origin.partition", "tidemq.origin.offset"
+H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET = (
+    "tidemq.origin.topic",
+    "tidemq.origin.partition",
+    "tidemq.origin.offset",
+)
 H_DLQ_ERROR, H_DLQ_TIME = "tidemq.dlq.error", "tidemq.dlq.time"
-H_INSTANCE = "tidemq.instance"      # the broadcast instance a retry or dead letter belongs to
+H_INSTANCE = "tidemq.instance"  # the broadcast instance a retry or dead letter belongs to
 _OURS = (H_ATTEMPT, H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET, H_DLQ_ERROR, H_DLQ_TIME, H_INSTANCE)
 
 
@@ -703,8 +776,12 @@ def origin_of(msg: Message) -> tuple[str, int, int, int]:
     """(topic, partition, offset, attempts so far) of a message, following retries."""
     h = dict(msg.headers)
     if H_ORIGIN_TOPIC in h:
-        return (h[H_ORIGIN_TOPIC].decode(), int(h[H_ORIGIN_PARTITION]), int(h[H_ORIGIN_OFFSET]),
-                int(h.get(H_ATTEMPT, b"0")))
+        return (
+            h[H_ORIGIN_TOPIC].decode(),
+            int(h[H_ORIGIN_PARTITION]),
+            int(h[H_ORIGIN_OFFSET]),
+            int(h.get(H_ATTEMPT, b"0")),
+        )
     return msg.topic, msg.partition, msg.offset, 0
 
 
@@ -730,8 +807,9 @@ async def ensure_topics(cluster: ClusterClient, names: list[str], partitions: in
 
 
 class _RetryPolicy:
-    def __init__(self, group, instance, handler, timeout, retries, backoff, max_backoff, retry_producer,
-                 dlq_producer) -> None:
+    def __init__(
+        self, group, instance, handler, timeout, retries, backoff, max_backoff, retry_producer, dlq_producer
+    ) -> None:
         self.group, self.handler, self.timeout = group, handler, timeout
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.retry_producer, self.dlq_producer = retry_producer, dlq_producer
@@ -765,11 +843,19 @@ class _RetryPolicy:
             if in_place or self.retry_producer is None:
                 await anyio.sleep(self.delay(attempts))
                 continue
-            headers = user_headers(msg) + [
-                (H_ORIGIN_TOPIC, topic.encode()), (H_ORIGIN_PARTITION, b"%d" % partition),
-                (H_ORIGIN_OFFSET, b"%d" % offset), (H_ATTEMPT, b"%d" % attempts)] + self._ours
-            await self.retry_producer.send(retry_topic(self.group), msg.value, key=msg.key, headers=headers,
-                                           delay=self.delay(attempts))
+            headers = (
+                user_headers(msg)
+                + [
+                    (H_ORIGIN_TOPIC, topic.encode()),
+                    (H_ORIGIN_PARTITION, b"%d" % partition),
+                    (H_ORIGIN_OFFSET, b"%d" % offset),
+                    (H_ATTEMPT, b"%d" % attempts),
+                ]
+                + self._ours
+            )
+            await self.retry_producer.send(
+                retry_topic(self.group), msg.value, key=msg.key, headers=headers, delay=self.delay(attempts)
+            )
             return
 
     async def _dead_letter(self, msg, topic, partition, offset, attempts, error) -> None:
@@ -777,8 +863,16 @@ class _RetryPolicy:
         if self.dlq_producer is None:
             log.error("handler failed on %s-%s@%s after %d attempt(s): %s", topic, partition, offset, attempts, text)
             return
-        headers = user_headers(msg) + [
-            (H_ORIGIN_TOPIC, topic.encode()), (H_ORIGIN_PARTITION, b"%d" % partition),
-            (H_ORIGIN_OFFSET, b"%d" % offset), (H_ATTEMPT, b"%d" % attempts),
-            (H_DLQ_ERROR, text.encode()[:4096]), (H_DLQ_TIME, b"%d" % int(time.time() * 1000))] + self._ours
+        headers = (
+            user_headers(msg)
+            + [
+                (H_ORIGIN_TOPIC, topic.encode()),
+                (H_ORIGIN_PARTITION, b"%d" % partition),
+                (H_ORIGIN_OFFSET, b"%d" % offset),
+                (H_ATTEMPT, b"%d" % attempts),
+                (H_DLQ_ERROR, text.encode()[:4096]),
+                (H_DLQ_TIME, b"%d" % int(time.time() * 1000)),
+            ]
+            + self._ours
+        )
         await self.dlq_producer.send(dead_letter_topic(self.group), msg.value, key=msg.key, headers=headers)

@@ -25,7 +25,7 @@ H_TARGET = "tidemq.delay.target"
 H_PARTITION = "tidemq.delay.partition"
 H_DUE = "tidemq.delay.due"
 DELAY_HEADERS = (H_TARGET, H_PARTITION, H_DUE)
-MAX_DELAY_MS = 366 * 86_400_000   # the furthest a message may be delayed (brokers refuse beyond)
+MAX_DELAY_MS = 366 * 86_400_000  # the furthest a message may be delayed (brokers refuse beyond)
 
 
 def tier_name(ms: int) -> str:

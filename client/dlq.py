@@ -38,23 +38,30 @@ from client.producer import Producer
 
 
 class DeadLetter(NamedTuple):
-    message: Message          # as stored in the dead-letter topic
-    topic: str                # where it came from
+    message: Message  # as stored in the dead-letter topic
+    topic: str  # where it came from
     partition: int
     offset: int
     attempts: int
     error: str
     time_ms: int
-    instance: str | None = None      # the broadcast instance that gave up on it
+    instance: str | None = None  # the broadcast instance that gave up on it
 
 
 def as_dead_letter(msg: Message) -> DeadLetter:
     topic, partition, offset, _ = origin_of(msg)
     h = dict(msg.headers)
     instance = h.get(H_INSTANCE)
-    return DeadLetter(msg, topic, partition, offset, int(h.get(H_ATTEMPT, b"0")),
-                      (h.get(H_DLQ_ERROR) or b"").decode(errors="replace"), int(h.get(H_DLQ_TIME, b"0")),
-                      None if instance is None else instance.decode(errors="replace"))
+    return DeadLetter(
+        msg,
+        topic,
+        partition,
+        offset,
+        int(h.get(H_ATTEMPT, b"0")),
+        (h.get(H_DLQ_ERROR) or b"").decode(errors="replace"),
+        int(h.get(H_DLQ_TIME, b"0")),
+        None if instance is None else instance.decode(errors="replace"),
+    )
 
 
 async def _read(bootstrap, topic: str, idle: float, limit: int | None, token) -> list[Message]:
@@ -68,20 +75,30 @@ async def _read(bootstrap, topic: str, idle: float, limit: int | None, token) ->
     return out
 
 
-async def list_dead_letters(bootstrap: str | list[str] | None, group: str, *, idle: float = 1.0,
-                            limit: int | None = None, token: str | None = None) -> list[DeadLetter]:
+async def list_dead_letters(
+    bootstrap: str | list[str] | None,
+    group: str,
+    *,
+    idle: float = 1.0,
+    limit: int | None = None,
+    token: str | None = None,
+) -> list[DeadLetter]:
     """Every dead letter of `group` (reads until `idle` seconds pass with nothing new)."""
     return [as_dead_letter(m) for m in await _read(bootstrap, dead_letter_topic(group), idle, limit, token)]
 
 
-async def replay_dead_letters(bootstrap: str | list[str] | None, group: str, *, idle: float = 1.0,
-                              token: str | None = None) -> list[DeadLetter]:
+async def replay_dead_letters(
+    bootstrap: str | list[str] | None, group: str, *, idle: float = 1.0, token: str | None = None
+) -> list[DeadLetter]:
     """Send the dead letters of `group` not replayed before back to their topics."""
     replay_group = f"{group}.dlq-replay"
     async with ClusterClient(bootstrap, token=token) as cluster:
         done = await fetch_offsets(cluster, replay_group)
-        msgs = [m for m in await _read(bootstrap, dead_letter_topic(group), idle, None, token)
-                if m.offset >= (done.get((m.topic, m.partition)) or 0)]
+        msgs = [
+            m
+            for m in await _read(bootstrap, dead_letter_topic(group), idle, None, token)
+            if m.offset >= (done.get((m.topic, m.partition)) or 0)
+        ]
         letters = [as_dead_letter(m) for m in msgs]
         if any(letter.instance is not None for letter in letters):
             await ensure_topics(cluster, [retry_topic(group)])
@@ -89,12 +106,22 @@ async def replay_dead_letters(bootstrap: str | list[str] | None, group: str, *, 
             for letter in letters:
                 m = letter.message
                 if letter.instance is None:
-                    await producer.submit(letter.topic, m.value, key=m.key, headers=user_headers(m),
-                                          partition=letter.partition)
+                    await producer.submit(
+                        letter.topic, m.value, key=m.key, headers=user_headers(m), partition=letter.partition
+                    )
                     continue
-                await producer.submit(retry_topic(group), m.value, key=m.key, headers=user_headers(m) + [
-                    (H_ORIGIN_TOPIC, letter.topic.encode()), (H_ORIGIN_PARTITION, b"%d" % letter.partition),
-                    (H_ORIGIN_OFFSET, b"%d" % letter.offset), (H_INSTANCE, letter.instance.encode())])
+                await producer.submit(
+                    retry_topic(group),
+                    m.value,
+                    key=m.key,
+                    headers=user_headers(m)
+                    + [
+                        (H_ORIGIN_TOPIC, letter.topic.encode()),
+                        (H_ORIGIN_PARTITION, b"%d" % letter.partition),
+                        (H_ORIGIN_OFFSET, b"%d" % letter.offset),
+                        (H_INSTANCE, letter.instance.encode()),
+                    ],
+                )
             await producer.flush()
         # Only now that they are resent: a crash before this replays them again, never loses them.
         last: dict[tuple[str, int], int] = {}

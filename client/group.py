@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 TopicPartition = tuple[str, int]
 PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
 
-LOST_FRACTION = 2 / 3          # of the session timeout without an answer: give everything up
+LOST_FRACTION = 2 / 3  # of the session timeout without an answer: give everything up
 LEAVE_TIMEOUT_S = 5.0
 
 
@@ -96,9 +96,15 @@ async def _nothing(_: set[TopicPartition]) -> None:
 
 # -- offsets and inspection without membership ------------------------------------------------
 
-async def commit_offsets(cluster: ClusterClient, group: str,
-                         offsets: Mapping[TopicPartition | WireTopicPartition, int], *,
-                         member_id: str = "", member_epoch: int = -1) -> None:
+
+async def commit_offsets(
+    cluster: ClusterClient,
+    group: str,
+    offsets: Mapping[TopicPartition | WireTopicPartition, int],
+    *,
+    member_id: str = "",
+    member_epoch: int = -1,
+) -> None:
     """Commit next-offsets-to-consume for a group; returns once replicated (acks=all).
 
     With `member_id=""` it is a simple commit that any tool may
@@ -113,9 +119,12 @@ async def commit_offsets(cluster: ClusterClient, group: str,
         await cluster.coordinator_request(group, body)
 
 
-async def fetch_offsets(cluster: ClusterClient, group: str,
-                        partitions: Iterable[TopicPartition | WireTopicPartition] | None = None,
-                        require_stable: bool = False) -> dict[TopicPartition, int | None]:
+async def fetch_offsets(
+    cluster: ClusterClient,
+    group: str,
+    partitions: Iterable[TopicPartition | WireTopicPartition] | None = None,
+    require_stable: bool = False,
+) -> dict[TopicPartition, int | None]:
     """The group's committed offsets: for the given partitions (None where nothing is
     committed), or every partition the group has committed when `partitions` is None.
     `require_stable`: raise UnstableOffsetCommitError (retriable) while a transaction
@@ -152,6 +161,7 @@ async def describe_group(cluster: ClusterClient, group: str) -> DescribeGroupRes
 
 # -- membership -----------------------------------------------------------------------------
 
+
 class GroupMember:
     """One member of a consumer group; use it as `async with` (it owns its tasks)."""
 
@@ -180,18 +190,18 @@ class GroupMember:
         self.rebalance_timeout = rebalance_timeout
         self.client_id = client_id
         self.member_id = uuid.uuid4().hex
-        self.member_epoch = 0                    # 0: (re)join at the next heartbeat
+        self.member_epoch = 0  # 0: (re)join at the next heartbeat
         self._on_assigned = on_assigned or _nothing
         self._on_revoked = on_revoked or _nothing
-        self._target: set[TopicPartition] = set()      # what the coordinator last said to hold
-        self._held: set[TopicPartition] = set()        # what we report as owned
-        self._announced: set[TopicPartition] = set()   # handed to on_assigned, not yet revoked
-        self._last_ok: float | None = None             # send time of the last answered heartbeat
+        self._target: set[TopicPartition] = set()  # what the coordinator last said to hold
+        self._held: set[TopicPartition] = set()  # what we report as owned
+        self._announced: set[TopicPartition] = set()  # handed to on_assigned, not yet revoked
+        self._last_ok: float | None = None  # send time of the last answered heartbeat
         self._interval = 0.0
         self._closing = False
-        self._changed = anyio.Event()       # the target moved: reconcile
-        self._beat_now = anyio.Event()      # something to report: heartbeat without waiting
-        self._progress = anyio.Event()      # held/announced changed: for whoever waits on them
+        self._changed = anyio.Event()  # the target moved: reconcile
+        self._beat_now = anyio.Event()  # something to report: heartbeat without waiting
+        self._progress = anyio.Event()  # held/announced changed: for whoever waits on them
         self._error: BaseException | None = None
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -215,8 +225,8 @@ class GroupMember:
         suppress = False
         try:
             if exc_type is None and self._error is None:
-                self._closing = True      # keep heartbeating, take nothing new, give all back
-                with anyio.move_on_after(self.rebalance_timeout):   # the coordinator fences us then anyway
+                self._closing = True  # keep heartbeating, take nothing new, give all back
+                with anyio.move_on_after(self.rebalance_timeout):  # the coordinator fences us then anyway
                     await self._release_all()
         finally:
             self._tg.cancel_scope.cancel()
@@ -241,11 +251,19 @@ class GroupMember:
             self._tg.cancel_scope.cancel()
 
     async def _leave(self, member_id: str | None = None) -> None:
-        body = GroupHeartbeat(self.group, member_id or self.member_id, -1, self.topics, [], self.client_id,
-                              int(self.session_timeout * 1000), int(self.rebalance_timeout * 1000))
+        body = GroupHeartbeat(
+            self.group,
+            member_id or self.member_id,
+            -1,
+            self.topics,
+            [],
+            self.client_id,
+            int(self.session_timeout * 1000),
+            int(self.rebalance_timeout * 1000),
+        )
         try:
             await self.cluster.coordinator_request(self.group, body)
-        except TideMQError as exc:   # best effort: the session timeout removes us anyway
+        except TideMQError as exc:  # best effort: the session timeout removes us anyway
             log.info("group %s: leave not acknowledged: %s", self.group, exc)
 
     async def _leave_soon(self, member_id: str) -> None:
@@ -261,11 +279,14 @@ class GroupMember:
     async def commit(self, offsets: Mapping[TopicPartition | WireTopicPartition, int]) -> None:
         """Commit next-offsets-to-consume for partitions this member holds (or is
         revoking); see `commit_offsets` for the errors."""
-        await commit_offsets(self.cluster, self.group, offsets, member_id=self.member_id,
-                             member_epoch=self.member_epoch)
+        await commit_offsets(
+            self.cluster, self.group, offsets, member_id=self.member_id, member_epoch=self.member_epoch
+        )
 
-    async def committed(self, partitions: Iterable[TopicPartition | WireTopicPartition],
-                        ) -> dict[TopicPartition, int | None]:
+    async def committed(
+        self,
+        partitions: Iterable[TopicPartition | WireTopicPartition],
+    ) -> dict[TopicPartition, int | None]:
         """The group's committed offsets for these partitions (None: nothing committed),
         once no undecided transaction is about to move them (the member starts there)."""
         return await fetch_offsets(self.cluster, self.group, partitions, require_stable=True)
@@ -281,7 +302,7 @@ class GroupMember:
 
     async def _heartbeat(self) -> None:
         if self._closing and self.member_epoch == 0:
-            self._interval = self.session_timeout   # lost while leaving: nothing to rejoin for
+            self._interval = self.session_timeout  # lost while leaving: nothing to rejoin for
             return
         now = anyio.current_time()
         session = self.session_timeout
@@ -289,13 +310,21 @@ class GroupMember:
         if now >= lost_at:
             await self._lose(f"no heartbeat answered for {now - self._last_ok:.1f}s")  # type: ignore[operator]
             return
-        body = GroupHeartbeat(self.group, self.member_id, self.member_epoch, self.topics, _wire(self._held),
-                              self.client_id, int(session * 1000), int(self.rebalance_timeout * 1000))
+        body = GroupHeartbeat(
+            self.group,
+            self.member_id,
+            self.member_epoch,
+            self.topics,
+            _wire(self._held),
+            self.client_id,
+            int(session * 1000),
+            int(self.rebalance_timeout * 1000),
+        )
         try:
             with anyio.fail_after(max(0.05, min(lost_at - now, session / 2, self.cluster.request_timeout))):
                 resp = await self.cluster.coordinator_request(self.group, body)
         except TimeoutError:
-            self._interval = 0.0     # try again at once (the loss check above runs first)
+            self._interval = 0.0  # try again at once (the loss check above runs first)
             return
         except UnknownMemberError as exc:
             await self._lose(exc.message)
@@ -306,7 +335,7 @@ class GroupMember:
         if self._closing:
             return
         assignment = {(tp.topic, tp.partition) for tp in resp.assignment}
-        self._held |= assignment     # ours from now on: the next heartbeat reports them
+        self._held |= assignment  # ours from now on: the next heartbeat reports them
         if assignment != self._target:
             self._target = assignment
             self._changed.set()
@@ -317,12 +346,13 @@ class GroupMember:
         commit: the group must not take it for the member that the partition goes to
         next, even if that is this consumer again (KIP-447)."""
         if self._held:
-            log.warning("group %s: member %s gives up %d partitions: %s", self.group, self.member_id,
-                        len(self._held), why)
+            log.warning(
+                "group %s: member %s gives up %d partitions: %s", self.group, self.member_id, len(self._held), why
+            )
         await self._release_all()
         old, self.member_id = self.member_id, uuid.uuid4().hex
         assert self._tg is not None
-        self._tg.start_soon(self._leave_soon, old)   # frees its partitions before it would expire
+        self._tg.start_soon(self._leave_soon, old)  # frees its partitions before it would expire
         self.member_epoch = 0
         self._last_ok = None
         self._interval = 0.0
@@ -351,7 +381,7 @@ class GroupMember:
                 self._announced -= revoke
                 self._release(revoke)
                 continue
-            withdrawn = self._held - self._target - self._announced   # claimed, never announced
+            withdrawn = self._held - self._target - self._announced  # claimed, never announced
             if withdrawn:
                 self._release(withdrawn)
             assign = (self._target & self._held) - self._announced

@@ -72,15 +72,26 @@ class HalfMessage:
     Also what a `transaction_checker` is handed: `key`, `value`, `headers` as sent,
     `check` counting the check-backs of this half so far (1 for the first)."""
 
-    def __init__(self, cluster: ClusterClient, producer_group: str, partition: int, offset: int, topic: str,
-                 key: bytes | None, value: bytes | None, headers: tuple, timestamp: int, check: int = 0,
-                 timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        cluster: ClusterClient,
+        producer_group: str,
+        partition: int,
+        offset: int,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: tuple,
+        timestamp: int,
+        check: int = 0,
+        timeout: float = 120.0,
+    ) -> None:
         self._cluster = cluster
         self._timeout = timeout
         self.producer_group = producer_group
-        self.partition = partition          # of __half_messages
+        self.partition = partition  # of __half_messages
         self.offset = offset
-        self.topic = topic                  # the target topic
+        self.topic = topic  # the target topic
         self.key = key
         self.value = value
         self.headers = headers
@@ -97,35 +108,49 @@ class HalfMessage:
     async def commit(self) -> RecordMetadata:
         """Make it visible in its topic (exactly once); where it landed."""
         from client.producer import RecordMetadata
-        resp = await end_half(self._cluster, self.producer_group, self.partition, self.offset, True,
-                              timeout=self._timeout)
+
+        resp = await end_half(
+            self._cluster, self.producer_group, self.partition, self.offset, True, timeout=self._timeout
+        )
         return RecordMetadata(resp.topic, resp.partition, resp.offset, self.timestamp)
 
     async def abort(self, reason: str = "aborted by the producer") -> None:
         """Discard it; no consumer ever sees it."""
-        await end_half(self._cluster, self.producer_group, self.partition, self.offset, False, reason,
-                       timeout=self._timeout)
+        await end_half(
+            self._cluster, self.producer_group, self.partition, self.offset, False, reason, timeout=self._timeout
+        )
 
 
-async def end_half(cluster: ClusterClient, producer_group: str, partition: int, offset: int, commit: bool,
-                   reason: str = "", *, timeout: float = 120.0) -> EndHalfResponse:
+async def end_half(
+    cluster: ClusterClient,
+    producer_group: str,
+    partition: int,
+    offset: int,
+    commit: bool,
+    reason: str = "",
+    *,
+    timeout: float = 120.0,
+) -> EndHalfResponse:
     """Decide a half message at its coordinator, following it as it moves, for up to
     `timeout` seconds. Deciding the same way twice is fine (the first answer is
     repeated); the other way is an error."""
     try:
         with anyio.fail_after(timeout):
-            return await cluster.leader_request(HALF_TOPIC, partition,
-                                                EndHalf(producer_group, partition, offset, commit, reason))
+            return await cluster.leader_request(
+                HALF_TOPIC, partition, EndHalf(producer_group, partition, offset, commit, reason)
+            )
     except TimeoutError:
         raise RequestTimeoutError(
             f"half {partition}:{offset}: no answer to {'commit' if commit else 'abort'} within {timeout:g}s; "
             "the decision may or may not be recorded: decide again (it is idempotent), or leave it to the "
-            "check-back") from None
+            "check-back"
+        ) from None
 
 
 def check_settings(producer_group: str | None, check_after: float, max_checks: int) -> None:
-    if producer_group is not None and (not isinstance(producer_group, str)
-                                       or not 0 < len(producer_group) <= MAX_GROUP_NAME):
+    if producer_group is not None and (
+        not isinstance(producer_group, str) or not 0 < len(producer_group) <= MAX_GROUP_NAME
+    ):
         raise InvalidConfigError(f"producer_group must be a string of 1-{MAX_GROUP_NAME} characters")
     if not 0 < check_after <= 86_400:
         raise InvalidConfigError(f"check_after must be in (0, 86400] seconds, got {check_after}")
@@ -154,20 +179,29 @@ async def run_checker(cluster: ClusterClient, producer_group: str, checker: Chec
 
 
 async def _answer(cluster: ClusterClient, group: str, checker: Checker, c: HalfCheck, timeout: float) -> None:
-    msg = HalfMessage(cluster, group, c.partition, c.offset, c.topic, c.key, c.value, tuple(c.headers),
-                      c.timestamp, c.check, timeout)
+    msg = HalfMessage(
+        cluster, group, c.partition, c.offset, c.topic, c.key, c.value, tuple(c.headers), c.timestamp, c.check, timeout
+    )
     decision = None
     try:
         with anyio.fail_after(timeout):
             decision = await checker(msg)
     except Exception as exc:  # the user's code: log, and let the coordinator ask again
-        log.warning("transaction_checker failed on half %s (check %d): %r; it will be asked again",
-                    msg.id, c.check, exc)
+        log.warning(
+            "transaction_checker failed on half %s (check %d): %r; it will be asked again", msg.id, c.check, exc
+        )
         return
     if decision is None:
         return
     try:
-        await end_half(cluster, group, c.partition, c.offset, bool(decision),
-                       "" if decision else f"transaction_checker answered abort on check {c.check}", timeout=timeout)
-    except TideMQError as exc:   # decided meanwhile, or the coordinator moved: it asks again if need be
+        await end_half(
+            cluster,
+            group,
+            c.partition,
+            c.offset,
+            bool(decision),
+            "" if decision else f"transaction_checker answered abort on check {c.check}",
+            timeout=timeout,
+        )
+    except TideMQError as exc:  # decided meanwhile, or the coordinator moved: it asks again if need be
         log.info("deciding half %s after a check-back failed: %s", msg.id, exc)

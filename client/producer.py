@@ -112,15 +112,23 @@ log = logging.getLogger(__name__)
 
 Headers = Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None
 
-_ACKS = {"all": ACKS_ALL, -1: ACKS_ALL, 1: ACKS_LEADER, "1": ACKS_LEADER, "leader": ACKS_LEADER,
-         0: ACKS_NONE, "0": ACKS_NONE, "none": ACKS_NONE}
-_RECORD_OVERHEAD = 24   # varints and attributes per record, near enough for sizing
+_ACKS = {
+    "all": ACKS_ALL,
+    -1: ACKS_ALL,
+    1: ACKS_LEADER,
+    "1": ACKS_LEADER,
+    "leader": ACKS_LEADER,
+    0: ACKS_NONE,
+    "0": ACKS_NONE,
+    "none": ACKS_NONE,
+}
+_RECORD_OVERHEAD = 24  # varints and attributes per record, near enough for sizing
 
 
 class RecordMetadata(NamedTuple):
     topic: str
     partition: int
-    offset: int          # -1 for acks=0 (nobody told us)
+    offset: int  # -1 for acks=0 (nobody told us)
     timestamp: int
 
 
@@ -134,7 +142,7 @@ class _Batch:
         self.size = 61
         self.created = time.monotonic()
         self.done = anyio.Event()
-        self.sent = anyio.Event()   # first written to a socket: the next batch may follow
+        self.sent = anyio.Event()  # first written to a socket: the next batch may follow
         self.error: BaseException | None = None
         self.base_offset = -1
         self.sequence = -1
@@ -188,7 +196,7 @@ class _PartitionQueue:
         self.producer_id = producer_id
         self.producer_epoch = producer_epoch
         self.next_sequence = 0
-        self.line_broken = False    # a batch failed: start a new line before sending more
+        self.line_broken = False  # a batch failed: start a new line before sending more
         self.running = False
 
 
@@ -243,15 +251,15 @@ class Producer:
         self.transactional_id = transactional_id
         self.transaction_timeout = transaction_timeout
         self._txn_open = False
-        self._txn_number = 0                           # this producer's transactions so far (the coordinator
+        self._txn_number = 0  # this producer's transactions so far (the coordinator
         #                                                refuses late requests of ended ones)
         self._txn_partitions: set[tuple[str, int]] = set()
-        self._txn_wanted: set[tuple[str, int]] = set()       # to register, in the next AddPartitionsToTxn
+        self._txn_wanted: set[tuple[str, int]] = set()  # to register, in the next AddPartitionsToTxn
         self._txn_registering: set[tuple[str, int]] = set()  # in the AddPartitionsToTxn on its way
-        self._txn_round = anyio.Event()                       # set when a registration round ends
-        self._txn_enlisting = False                           # the registering task is running
+        self._txn_round = anyio.Event()  # set when a registration round ends
+        self._txn_enlisting = False  # the registering task is running
         self._txn_offsets = False
-        self._txn_error: BaseException | None = None   # a send of the open transaction failed
+        self._txn_error: BaseException | None = None  # a send of the open transaction failed
         self._abort_failed: TideMQError | None = None  # the open transaction's abort was refused or lost
         self._fenced: ProducerFencedError | None = None
         self.linger = linger
@@ -283,8 +291,9 @@ class Producer:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)
             if self.transaction_checker is not None:
-                self._tg.start_soon(run_checker, self.cluster, self.producer_group, self.transaction_checker,
-                                    self.checker_timeout)
+                self._tg.start_soon(
+                    run_checker, self.cluster, self.producer_group, self.transaction_checker, self.checker_timeout
+                )
         except BaseException:
             await stack.aclose()
             raise
@@ -317,14 +326,24 @@ class Producer:
                 resp = await self.cluster.controller_request(InitProducerId())
             else:
                 resp = await self.cluster.transaction_coordinator_request(
-                    self.transactional_id, InitProducerId(self.transactional_id, int(self.transaction_timeout * 1000)))
+                    self.transactional_id, InitProducerId(self.transactional_id, int(self.transaction_timeout * 1000))
+                )
         self.producer_id, self.producer_epoch = resp.producer_id, resp.producer_epoch
 
     # -- sending ---------------------------------------------------------------------------------
 
-    async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
-                   partition: int | None = None, timestamp: int | None = None, delay: float | None = None,
-                   deliver_at: datetime | float | None = None) -> RecordMetadata:
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+        delay: float | None = None,
+        deliver_at: datetime | float | None = None,
+    ) -> RecordMetadata:
         """Send one message and wait until it is acknowledged.
 
         With `delay` (seconds) or `deliver_at` (a datetime or epoch seconds) the message
@@ -332,13 +351,30 @@ class Producer:
         time; it is acknowledged once durably stored in the delay tier, and the metadata
         returned says where (the tier topic).
         """
-        delivery = await self.submit(topic, value, key=key, headers=headers, partition=partition,
-                                     timestamp=timestamp, delay=delay, deliver_at=deliver_at)
+        delivery = await self.submit(
+            topic,
+            value,
+            key=key,
+            headers=headers,
+            partition=partition,
+            timestamp=timestamp,
+            delay=delay,
+            deliver_at=deliver_at,
+        )
         return await delivery
 
-    async def submit(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
-                     partition: int | None = None, timestamp: int | None = None, delay: float | None = None,
-                     deliver_at: datetime | float | None = None) -> Delivery:
+    async def submit(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+        delay: float | None = None,
+        deliver_at: datetime | float | None = None,
+    ) -> Delivery:
         """Queue one message and return at once with a `Delivery` to await later.
 
         For high rates from one task: no task per message, and a thousand deliveries
@@ -355,8 +391,16 @@ class Producer:
         batch, index, p = await self._append(topic, value, key, headers, partition, timestamp)
         return Delivery(topic, p, batch, index)
 
-    async def send_half(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
-                        partition: int | None = None, timestamp: int | None = None) -> HalfMessage:
+    async def send_half(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> HalfMessage:
         """Store a half message: durable and replicated once this returns, visible to
         no consumer until `commit()`ed on the returned HalfMessage (`abort()` drops it).
         If nobody decides within `check_after` seconds, the cluster asks a live producer
@@ -364,21 +408,35 @@ class Producer:
         if self.producer_group is None:
             raise InvalidConfigError("send_half needs a producer group: Producer(..., producer_group='my-service')")
         if self.transactional_id is not None:
-            raise InvalidConfigError("half messages cannot be part of a transaction; use a producer without "
-                                     "transactional_id")
-        n = await self.cluster.partition_count(topic)      # an unknown target fails now, not at commit
+            raise InvalidConfigError(
+                "half messages cannot be part of a transaction; use a producer without transactional_id"
+            )
+        n = await self.cluster.partition_count(topic)  # an unknown target fails now, not at commit
         if partition is not None and not 0 <= partition < n:
             raise InvalidConfigError(f"topic {topic!r} has partitions 0..{n - 1}, not {partition}")
         base = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
-        extra = [(H_HALF_TARGET, topic.encode()), (H_GROUP, self.producer_group.encode()),
-                 (H_CHECK_AFTER, str(int(self.check_after * 1000)).encode()),
-                 (H_MAX_CHECKS, str(self.max_checks).encode())]
+        extra = [
+            (H_HALF_TARGET, topic.encode()),
+            (H_GROUP, self.producer_group.encode()),
+            (H_CHECK_AFTER, str(int(self.check_after * 1000)).encode()),
+            (H_MAX_CHECKS, str(self.max_checks).encode()),
+        ]
         if partition is not None:
             extra.append((H_HALF_PARTITION, str(partition).encode()))
         hp = half_partition(self.producer_group, await self._half_partitions())
         md = await self.send(HALF_TOPIC, value, key=key, headers=base + extra, partition=hp, timestamp=timestamp)
-        return HalfMessage(self.cluster, self.producer_group, md.partition, md.offset, topic, key, value,
-                           tuple(base), md.timestamp, timeout=self.delivery_timeout)
+        return HalfMessage(
+            self.cluster,
+            self.producer_group,
+            md.partition,
+            md.offset,
+            topic,
+            key,
+            value,
+            tuple(base),
+            md.timestamp,
+            timeout=self.delivery_timeout,
+        )
 
     async def commit_half(self, half_id: str) -> RecordMetadata:
         """Commit a half message by its id (`HalfMessage.id`), e.g. from another process
@@ -389,8 +447,7 @@ class Producer:
 
     async def abort_half(self, half_id: str, reason: str = "aborted by the producer") -> None:
         p, offset = parse_half_id(half_id)
-        await end_half(self.cluster, self._group_for_halves(), p, offset, False, reason,
-                       timeout=self.delivery_timeout)
+        await end_half(self.cluster, self._group_for_halves(), p, offset, False, reason, timeout=self.delivery_timeout)
 
     def _group_for_halves(self) -> str:
         if self.producer_group is None:
@@ -406,11 +463,13 @@ class Producer:
                     return await self.cluster.partition_count(HALF_TOPIC)
                 except UnknownTopicError:
                     await anyio.sleep(0.1)
-        raise InvalidConfigError(f"the cluster has no {HALF_TOPIC} topic yet (its controller creates it at start); retry")
+        raise InvalidConfigError(
+            f"the cluster has no {HALF_TOPIC} topic yet (its controller creates it at start); retry"
+        )
 
     async def _delayed(self, topic: str, headers: Headers, partition: int | None, due: int):
         """Route a delayed message to the delay tier that fits, its target in headers."""
-        n = await self.cluster.partition_count(topic)      # an unknown target fails now, not later
+        n = await self.cluster.partition_count(topic)  # an unknown target fails now, not later
         if partition is not None and not 0 <= partition < n:
             raise InvalidConfigError(f"topic {topic!r} has partitions 0..{n - 1}, not {partition}")
         tiers = await self._tiers()
@@ -426,14 +485,19 @@ class Producer:
             with anyio.move_on_after(self.request_timeout):
                 while True:
                     md = await self.cluster.refresh_metadata()
-                    found = sorted(int(t.configs[TIER_CONFIG]) for t in md.topics
-                                   if t.internal and t.name.startswith(TIER_PREFIX) and TIER_CONFIG in t.configs)
+                    found = sorted(
+                        int(t.configs[TIER_CONFIG])
+                        for t in md.topics
+                        if t.internal and t.name.startswith(TIER_PREFIX) and TIER_CONFIG in t.configs
+                    )
                     if found:
                         self._tier_list = found
                         break
                     await anyio.sleep(0.1)
             if not self._tier_list:
-                raise InvalidConfigError("the cluster has no delay tiers yet (its controller creates them at start); retry")
+                raise InvalidConfigError(
+                    "the cluster has no delay tiers yet (its controller creates them at start); retry"
+                )
         return self._tier_list
 
     async def _append(self, topic, value, key, headers, partition, timestamp) -> tuple[_Batch, int, int]:
@@ -504,9 +568,14 @@ class Producer:
         if self.idempotent:
             batch.sequence = q.next_sequence
             q.next_sequence += len(batch.records)
-        batch.data = build_batch(batch.records, compression=self.compression, producer_id=q.producer_id,
-                                 producer_epoch=q.producer_epoch, base_sequence=batch.sequence,
-                                 transactional=self.transactional_id is not None)
+        batch.data = build_batch(
+            batch.records,
+            compression=self.compression,
+            producer_id=q.producer_id,
+            producer_epoch=q.producer_epoch,
+            base_sequence=batch.sequence,
+            transactional=self.transactional_id is not None,
+        )
 
     async def _new_sequence_line(self, topic: str, p: int, q: _PartitionQueue) -> None:
         """After a failed batch (see the module docstring): wait until every batch in
@@ -523,10 +592,11 @@ class Producer:
                 batch = q.sealed.popleft()
                 batch.error = RequestTimeoutError(
                     f"{len(batch.records)} message(s) to {topic}-{p} not sent within delivery_timeout="
-                    f"{self.delivery_timeout}s (no new producer id); they were not written")
+                    f"{self.delivery_timeout}s (no new producer id); they were not written"
+                )
                 self._settle(topic, p, batch)
             if not q.sealed:
-                return          # nothing to renumber: the next batch starts the line again
+                return  # nothing to renumber: the next batch starts the line again
             budget = min(self.request_timeout, q.sealed[0].created + self.delivery_timeout - now)
             with anyio.move_on_after(max(budget, 0.001)):
                 try:
@@ -536,8 +606,13 @@ class Producer:
                     await anyio.sleep(backoff)
                     backoff = min(backoff * 2, 1.0)
                     continue
-                log.info("%s-%s: a batch failed; new sequence line with producer id %s (was %s)",
-                         topic, p, resp.producer_id, q.producer_id)
+                log.info(
+                    "%s-%s: a batch failed; new sequence line with producer id %s (was %s)",
+                    topic,
+                    p,
+                    resp.producer_id,
+                    q.producer_id,
+                )
                 q.producer_id, q.producer_epoch = resp.producer_id, resp.producer_epoch
                 q.next_sequence = 0
                 for batch in q.sealed:
@@ -564,8 +639,7 @@ class Producer:
                 q.inflight.append(batch)
                 tg.start_soon(self._deliver, topic, p, q, batch, predecessor)
 
-    async def _deliver(self, topic: str, p: int, q: _PartitionQueue, batch: _Batch,
-                       predecessor: _Batch | None) -> None:
+    async def _deliver(self, topic: str, p: int, q: _PartitionQueue, batch: _Batch, predecessor: _Batch | None) -> None:
         remaining = batch.created + self.delivery_timeout - time.monotonic()
         request = Produce(topic, p, batch.data, self.acks, int(self.request_timeout * 1000), self.transactional_id)
         try:
@@ -579,7 +653,7 @@ class Producer:
                     if self.transactional_id is not None:
                         await self._enlisted((topic, p))
                     if predecessor is not None:
-                        await predecessor.sent.wait()   # keep the wire order of the sequence numbers
+                        await predecessor.sent.wait()  # keep the wire order of the sequence numbers
                     while True:
                         try:
                             resp: ProduceResponse = await self.cluster.leader_request(topic, p, request, batch.sent)
@@ -597,7 +671,8 @@ class Producer:
         except TimeoutError:
             batch.error = RequestTimeoutError(
                 f"{len(batch.records)} message(s) to {topic}-{p} not acknowledged within delivery_timeout="
-                f"{self.delivery_timeout}s; they may or may not have been written")
+                f"{self.delivery_timeout}s; they may or may not have been written"
+            )
         except (TideMQError, OSError) as exc:
             batch.error = exc
         except BaseException:
@@ -605,7 +680,8 @@ class Producer:
             # and a waiting send must not read that as an acknowledgement.
             batch.error = ConnectionClosedError(
                 f"{len(batch.records)} message(s) to {topic}-{p}: the producer closed before an acknowledgement; "
-                "they may or may not have been written")
+                "they may or may not have been written"
+            )
             raise
         finally:
             if batch.error is not None and self.idempotent and self.transactional_id is None:
@@ -651,7 +727,9 @@ class Producer:
     def _check_open(self) -> None:
         self._check_usable()
         if not self._txn_open:
-            raise RuntimeError("no transaction is open: call begin_transaction() or use `async with producer.transaction()`")
+            raise RuntimeError(
+                "no transaction is open: call begin_transaction() or use `async with producer.transaction()`"
+            )
 
     async def _txn_request(self, body: object) -> object:
         assert self.transactional_id is not None
@@ -663,7 +741,8 @@ class Producer:
             raise
         except TimeoutError:
             raise RequestTimeoutError(
-                f"transaction coordinator of {self.transactional_id!r} did not answer within {self.delivery_timeout}s") from None
+                f"transaction coordinator of {self.transactional_id!r} did not answer within {self.delivery_timeout}s"
+            ) from None
 
     # A partition joins the transaction (AddPartitionsToTxn) before the transaction's first
     # batch there is sent. Sends only note the partition; one task registers everything
@@ -682,15 +761,21 @@ class Producer:
     async def _enlister(self) -> None:
         try:
             while self._txn_wanted and self._txn_open:
-                await anyio.sleep(self.linger)             # gather what the next sends go to
+                await anyio.sleep(self.linger)  # gather what the next sends go to
                 wanted, self._txn_wanted = self._txn_wanted, set()
                 self._txn_registering = wanted
                 try:
-                    await self._txn_request(AddPartitionsToTxn(
-                        self.transactional_id, self.producer_id, self.producer_epoch,
-                        [TopicPartition(t, p) for t, p in sorted(wanted)], self._txn_number))
+                    await self._txn_request(
+                        AddPartitionsToTxn(
+                            self.transactional_id,
+                            self.producer_id,
+                            self.producer_epoch,
+                            [TopicPartition(t, p) for t, p in sorted(wanted)],
+                            self._txn_number,
+                        )
+                    )
                     self._txn_partitions |= wanted
-                except Exception as exc:   # every batch waiting on it fails with this, and so does commit
+                except Exception as exc:  # every batch waiting on it fails with this, and so does commit
                     self._txn_error = self._txn_error or exc
                 finally:
                     self._txn_registering = set()
@@ -715,7 +800,8 @@ class Producer:
             raise InvalidTxnStateError(
                 f"transactional id {self.transactional_id!r}: the previous transaction is still open here, its "
                 f"outcome unknown (aborting it failed: {self._abort_failed}); call abort() again, or close this "
-                "producer and open a new one with the same transactional_id, which fences this one and ends it")
+                "producer and open a new one with the same transactional_id, which fences this one and ends it"
+            )
         if self._txn_open:
             raise RuntimeError("a transaction is already open; commit or abort it first")
         self._txn_open = True
@@ -739,10 +825,18 @@ class Producer:
         try:
             member_id, epochs = consumer.membership_for(points) or ("", {})
             tps = sorted(points)
-            await self._txn_request(TxnOffsetCommit(
-                self.transactional_id, self.producer_id, self.producer_epoch, consumer.group,
-                [(t, p, points[t, p]) for t, p in tps], self._txn_number, member_id,
-                [epochs[tp] for tp in tps] if epochs else []))
+            await self._txn_request(
+                TxnOffsetCommit(
+                    self.transactional_id,
+                    self.producer_id,
+                    self.producer_epoch,
+                    consumer.group,
+                    [(t, p, points[t, p]) for t, p in tps],
+                    self._txn_number,
+                    member_id,
+                    [epochs[tp] for tp in tps] if epochs else [],
+                )
+            )
         except BaseException as exc:
             # The offsets may or may not be in the transaction (or the member lost the
             # partitions): it must not commit now.
@@ -766,15 +860,18 @@ class Producer:
         self._check_open()
         try:
             try:
-                await self.flush()      # wait for what is in flight; its outcome no longer matters
+                await self.flush()  # wait for what is in flight; its outcome no longer matters
             except TideMQError:
                 pass
             await self._end(commit=False)
         except BaseException as exc:
             # Refused, unanswered or interrupted: the outcome is unknown and the
             # transaction still open here; the next begin says so.
-            self._abort_failed = exc if isinstance(exc, TideMQError) else RequestTimeoutError(
-                "the abort was interrupted before an answer")
+            self._abort_failed = (
+                exc
+                if isinstance(exc, TideMQError)
+                else RequestTimeoutError("the abort was interrupted before an answer")
+            )
             raise
         if self._txn_error is not None:
             # A failed send leaves the partition's sequence numbers unknown: start a new
@@ -811,5 +908,5 @@ class Producer:
         with anyio.move_on_after(self.request_timeout, shield=True):
             try:
                 await self.abort()
-            except TideMQError as exc:   # the coordinator aborts it at its timeout
+            except TideMQError as exc:  # the coordinator aborts it at its timeout
                 log.warning("aborting transaction of %r failed: %s", self.transactional_id, exc)

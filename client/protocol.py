@@ -44,12 +44,13 @@ class _Msg(msgspec.Struct, tag=True, array_like=True, omit_defaults=False):
 
 # --- connection set-up -------------------------------------------------------------
 
+
 class Hello(_Msg):
     version: int
     client_id: str = ""
     token: str | None = None
     peer_node: int | None = None  # set when another broker connects (peer listener only)
-    nonce: bytes | None = None    # a peer's challenge to the node it dials
+    nonce: bytes | None = None  # a peer's challenge to the node it dials
 
 
 class HelloOk(_Msg):
@@ -74,6 +75,7 @@ class PeerProof(_Msg):
 
 # --- errors --------------------------------------------------------------------------
 
+
 class ErrorResponse(_Msg):
     code: int
     message: str = ""
@@ -86,6 +88,7 @@ class Ok(_Msg):
 
 
 # --- metadata and admin ------------------------------------------------------------
+
 
 class NodeInfo(_Msg):
     node_id: int
@@ -137,6 +140,7 @@ class DeleteTopic(_Msg):
 
 # --- producing -----------------------------------------------------------------------
 
+
 class InitProducerId(_Msg):
     transactional_id: str | None = None
     timeout_ms: int = 60_000
@@ -167,6 +171,7 @@ class ProduceResponse(_Msg):
 
 
 # --- consuming -----------------------------------------------------------------------
+
 
 class FetchPartition(_Msg):
     topic: str
@@ -227,6 +232,7 @@ class ListOffsetsResponse(_Msg):
 # (sticky, computed on the broker), handing out a partition only once its previous owner
 # has reported it released, so a rebalance moves only what must move.
 
+
 class TopicPartition(_Msg):
     topic: str
     partition: int
@@ -243,10 +249,10 @@ class CoordinatorResponse(_Msg):
 
 class GroupHeartbeat(_Msg):
     group: str
-    member_id: str = ""                 # "" to join; the coordinator assigns one
-    member_epoch: int = 0               # 0 to join, -1 to leave
+    member_id: str = ""  # "" to join; the coordinator assigns one
+    member_epoch: int = 0  # 0 to join, -1 to leave
     topics: list[str] = []
-    owned: list[TopicPartition] = []    # what the member holds right now
+    owned: list[TopicPartition] = []  # what the member holds right now
     client_id: str = ""
     session_timeout_ms: int = 10_000
     rebalance_timeout_ms: int = 30_000
@@ -255,20 +261,20 @@ class GroupHeartbeat(_Msg):
 class GroupHeartbeatResponse(_Msg):
     member_id: str
     member_epoch: int
-    assignment: list[TopicPartition]    # what the member should hold now
+    assignment: list[TopicPartition]  # what the member should hold now
     heartbeat_interval_ms: int = 1000
 
 
 class OffsetCommit(_Msg):
     group: str
     offsets: list[tuple[str, int, int]]  # (topic, partition, next offset to consume)
-    member_id: str = ""                   # "" for simple (group-less) commits
+    member_id: str = ""  # "" for simple (group-less) commits
     member_epoch: int = -1
 
 
 class OffsetFetch(_Msg):
     group: str
-    partitions: list[TopicPartition] | None = None   # None: all the group has
+    partitions: list[TopicPartition] | None = None  # None: all the group has
     # A consumer about to start from these offsets: refused (UNSTABLE_OFFSET_COMMIT,
     # retriable) while a transaction that carries offsets for one of them is undecided,
     # since its commit would move the offset past inputs the consumer is about to read.
@@ -301,13 +307,13 @@ class MemberInfo(_Msg):
 
 class DescribeGroupResponse(_Msg):
     group: str
-    state: str                           # empty | stable | reconciling
+    state: str  # empty | stable | reconciling
     epoch: int
     members: list[MemberInfo]
     offsets: list[tuple[str, int, int]]
-    pending: list[tuple[str, int, str]] = []   # (topic, partition, transactional id) about to commit its offset
-    last_write_ms: int = -1              # the group's newest commit or membership change (wall clock); -1: none
-    retention_ms: int = 0                # how long it keeps its offsets once it has no members
+    pending: list[tuple[str, int, str]] = []  # (topic, partition, transactional id) about to commit its offset
+    last_write_ms: int = -1  # the group's newest commit or membership change (wall clock); -1: none
+    retention_ms: int = 0  # how long it keeps its offsets once it has no members
 
 
 # --- transactions ---------------------------------------------------------------------
@@ -318,6 +324,7 @@ class DescribeGroupResponse(_Msg):
 # transactional write there, and the group offsets it wants committed with the
 # transaction (`TxnOffsetCommit`); `EndTxn` answers once the outcome is complete: markers
 # written to every partition of the transaction and the offsets committed.
+
 
 class FindTransactionCoordinator(_Msg):
     transactional_id: str
@@ -342,8 +349,8 @@ class TxnOffsetCommit(_Msg):
     producer_id: int
     producer_epoch: int
     group: str
-    offsets: list[tuple[str, int, int]] = []   # (topic, partition, next offset to consume)
-    transaction: int = 0                        # as in AddPartitionsToTxn
+    offsets: list[tuple[str, int, int]] = []  # (topic, partition, next offset to consume)
+    transaction: int = 0  # as in AddPartitionsToTxn
     # The consumer's membership (KIP-447): refused unless that member still holds each
     # partition, given to it no later than the epoch listed for it (the member epoch it
     # was assigned at, in the order of `offsets`; empty: unchecked). "" outside a group.
@@ -361,8 +368,8 @@ class PendTxnOffsets(_Msg):
     transaction: int
     partitions: list[TopicPartition]
     member_id: str = ""
-    assigned_epochs: list[int] = []   # as in TxnOffsetCommit, in the order of `partitions`
-    timeout_ms: int = 60_000        # the transaction's timeout: a pending entry outlives it by a margin at most
+    assigned_epochs: list[int] = []  # as in TxnOffsetCommit, in the order of `partitions`
+    timeout_ms: int = 60_000  # the transaction's timeout: a pending entry outlives it by a margin at most
 
 
 class EndTxnOffsets(_Msg):
@@ -402,14 +409,14 @@ class TxnInfo(_Msg):
     transactional_id: str
     producer_id: int
     producer_epoch: int
-    state: str                                  # empty | ongoing | prepare_commit | prepare_abort |
+    state: str  # empty | ongoing | prepare_commit | prepare_abort |
     #                                             complete_commit | complete_abort
     partitions: list[TopicPartition] = []
     groups: list[str] = []
-    started_ms: int = 0                         # when the open transaction began (0: none open)
-    updated_ms: int = 0                         # last state change
+    started_ms: int = 0  # when the open transaction began (0: none open)
+    updated_ms: int = 0  # last state change
     timeout_ms: int = 0
-    coordinator: int = -1                       # node answering
+    coordinator: int = -1  # node answering
 
 
 class ListTransactionsResponse(_Msg):
@@ -429,18 +436,19 @@ class DescribeTransaction(_Msg):
 # it to its target topic exactly once, abort drops it), and `PollHalfChecks` is how live
 # producers of the group are asked about halves nobody decided in time.
 
+
 class EndHalf(_Msg):
     producer_group: str
-    partition: int                              # of __half_messages
+    partition: int  # of __half_messages
     offset: int
     commit: bool
     reason: str = ""
 
 
 class EndHalfResponse(_Msg):
-    outcome: str                                # committed | aborted
+    outcome: str  # committed | aborted
     topic: str = ""
-    partition: int = -1                         # where a committed half landed
+    partition: int = -1  # where a committed half landed
     offset: int = -1
     reason: str = ""
 
@@ -459,7 +467,7 @@ class HalfCheck(_Msg):
     value: bytes | None
     headers: list[tuple[str, bytes]]
     timestamp: int
-    check: int                                  # 1 for the first check-back of this half
+    check: int  # 1 for the first check-back of this half
 
 
 class HalfChecks(_Msg):
@@ -468,7 +476,7 @@ class HalfChecks(_Msg):
 
 class ListHalves(_Msg):
     producer_group: str | None = None
-    resolved: bool = False                      # also recently decided halves, with why
+    resolved: bool = False  # also recently decided halves, with why
 
 
 class HalfInfo(_Msg):
@@ -479,7 +487,7 @@ class HalfInfo(_Msg):
     key: bytes | None
     created_ms: int
     checks: int
-    state: str                                  # pending | committing | committed | aborted
+    state: str  # pending | committing | committed | aborted
     reason: str = ""
     target_partition: int = -1
     target_offset: int = -1
@@ -490,6 +498,7 @@ class ListHalvesResponse(_Msg):
 
 
 # --- broker to broker ----------------------------------------------------------------
+
 
 class PeerMessages(_Msg):
     """Raft messages of many groups from one node to another, encoded by the broker."""
@@ -619,7 +628,7 @@ class FrameDecoder:
         end = self._pos + 4 + length
         if len(self._buf) < end:
             return None
-        payload = bytes(self._buf[self._pos + HEADER_SIZE:end])
+        payload = bytes(self._buf[self._pos + HEADER_SIZE : end])
         self._pos = end
         if self._pos > 1 << 20:
             del self._buf[: self._pos]

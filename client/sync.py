@@ -71,7 +71,8 @@ def _refuse_inside_event_loop() -> None:
         return
     raise RuntimeError(
         f"client.sync blocks its thread, and this thread runs a {library} event loop; "
-        "in async code use client.Admin, client.Producer and client.Consumer")
+        "in async code use client.Admin, client.Producer and client.Consumer"
+    )
 
 
 class _Blocking(Generic[A]):
@@ -129,7 +130,7 @@ class _Blocking(Generic[A]):
             raise
         if not future.done():
             future.cancel()
-            self._host_done.result()   # raises what ended the client
+            self._host_done.result()  # raises what ended the client
             raise RuntimeError(f"this {type(self).__name__} stopped")
         return future.result()
 
@@ -151,21 +152,36 @@ class _Blocking(Generic[A]):
     def __enter__(self: T) -> T:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._finish(failed=exc_type is not None)
 
 
 class Admin(_Blocking[AsyncAdmin]):
     """Blocking `client.Admin`: topics and the cluster's shape."""
 
-    def __init__(self, bootstrap: str | list[str] | None = None, *, token: str | None = None,
-                 request_timeout: float = 30.0, client_id: str = "tidemq-admin") -> None:
-        super().__init__(functools.partial(AsyncAdmin, bootstrap, token=token, request_timeout=request_timeout,
-                                           client_id=client_id))
+    def __init__(
+        self,
+        bootstrap: str | list[str] | None = None,
+        *,
+        token: str | None = None,
+        request_timeout: float = 30.0,
+        client_id: str = "tidemq-admin",
+    ) -> None:
+        super().__init__(
+            functools.partial(AsyncAdmin, bootstrap, token=token, request_timeout=request_timeout, client_id=client_id)
+        )
 
-    def create_topic(self, name: str, partitions: int = 1, replication: int = 1,
-                     configs: dict[str, str | int] | None = None, *, wait: bool = True) -> TopicInfo | None:
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        replication: int = 1,
+        configs: dict[str, str | int] | None = None,
+        *,
+        wait: bool = True,
+    ) -> TopicInfo | None:
         """Create a topic; with `wait`, return its description once every partition has a leader."""
         return self._call(self._async.create_topic, name, partitions, replication, configs, wait=wait)
 
@@ -195,8 +211,9 @@ class Admin(_Blocking[AsyncAdmin]):
     def survey_transactions(self, *, node_timeout: float = 3.0) -> TransactionSurvey:
         return self._call(self._async.survey_transactions, node_timeout=node_timeout)
 
-    def list_halves(self, producer_group: str | None = None, *, resolved: bool = False,
-                    node_timeout: float = 3.0) -> HalfSurvey:
+    def list_halves(
+        self, producer_group: str | None = None, *, resolved: bool = False, node_timeout: float = 3.0
+    ) -> HalfSurvey:
         """Pending (and with `resolved`, recently decided) half messages (see
         `client.Admin.list_halves`)."""
         return self._call(self._async.list_halves, producer_group, resolved=resolved, node_timeout=node_timeout)
@@ -240,29 +257,82 @@ class Producer(_Blocking[AsyncProducer]):
         max_checks: int = DEFAULT_MAX_CHECKS,
         checker_timeout: float = 30.0,
     ) -> None:
-        super().__init__(functools.partial(
-            AsyncProducer, bootstrap, token=token, acks=acks, idempotent=idempotent, linger=linger,
-            batch_bytes=batch_bytes, max_in_flight=max_in_flight, buffer_bytes=buffer_bytes,
-            compression=compression, request_timeout=request_timeout, delivery_timeout=delivery_timeout,
-            client_id=client_id, transactional_id=transactional_id, transaction_timeout=transaction_timeout,
-            producer_group=producer_group, transaction_checker=_async_checker(transaction_checker),
-            check_after=check_after, max_checks=max_checks, checker_timeout=checker_timeout))
+        super().__init__(
+            functools.partial(
+                AsyncProducer,
+                bootstrap,
+                token=token,
+                acks=acks,
+                idempotent=idempotent,
+                linger=linger,
+                batch_bytes=batch_bytes,
+                max_in_flight=max_in_flight,
+                buffer_bytes=buffer_bytes,
+                compression=compression,
+                request_timeout=request_timeout,
+                delivery_timeout=delivery_timeout,
+                client_id=client_id,
+                transactional_id=transactional_id,
+                transaction_timeout=transaction_timeout,
+                producer_group=producer_group,
+                transaction_checker=_async_checker(transaction_checker),
+                check_after=check_after,
+                max_checks=max_checks,
+                checker_timeout=checker_timeout,
+            )
+        )
 
-    def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
-             partition: int | None = None, timestamp: int | None = None, delay: float | None = None,
-             deliver_at: datetime | float | None = None) -> RecordMetadata:
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+        delay: float | None = None,
+        deliver_at: datetime | float | None = None,
+    ) -> RecordMetadata:
         """Send one message and wait until it is acknowledged (see `client.Producer.send`
         for `delay` and `deliver_at`)."""
-        return self._call(self._async.send, topic, value, key=key, headers=headers, partition=partition,
-                          timestamp=timestamp, delay=delay, deliver_at=deliver_at)
+        return self._call(
+            self._async.send,
+            topic,
+            value,
+            key=key,
+            headers=headers,
+            partition=partition,
+            timestamp=timestamp,
+            delay=delay,
+            deliver_at=deliver_at,
+        )
 
-    def submit(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
-               partition: int | None = None, timestamp: int | None = None, delay: float | None = None,
-               deliver_at: datetime | float | None = None) -> Future[RecordMetadata]:
+    def submit(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+        delay: float | None = None,
+        deliver_at: datetime | float | None = None,
+    ) -> Future[RecordMetadata]:
         """Queue one message and return once it is queued, with a future that resolves to
         its RecordMetadata when acknowledged (or raises what made the send fail)."""
-        delivery: Delivery = self._call(self._async.submit, topic, value, key=key, headers=headers,
-                                        partition=partition, timestamp=timestamp, delay=delay, deliver_at=deliver_at)
+        delivery: Delivery = self._call(
+            self._async.submit,
+            topic,
+            value,
+            key=key,
+            headers=headers,
+            partition=partition,
+            timestamp=timestamp,
+            delay=delay,
+            deliver_at=deliver_at,
+        )
         return self._portal.start_task_soon(_acknowledged, delivery)
 
     def flush(self) -> None:
@@ -271,11 +341,20 @@ class Producer(_Blocking[AsyncProducer]):
 
     # -- half messages -------------------------------------------------------------------------
 
-    def send_half(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Headers = None,
-                  partition: int | None = None, timestamp: int | None = None) -> HalfMessage:
+    def send_half(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Headers = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> HalfMessage:
         """Store a half message, invisible until `commit()`ed (see `client.Producer.send_half`)."""
-        half = self._call(self._async.send_half, topic, value, key=key, headers=headers, partition=partition,
-                          timestamp=timestamp)
+        half = self._call(
+            self._async.send_half, topic, value, key=key, headers=headers, partition=partition, timestamp=timestamp
+        )
         return HalfMessage(self, half)
 
     def commit_half(self, half_id: str) -> RecordMetadata:
@@ -383,11 +462,26 @@ class Consumer(_Blocking[AsyncConsumer]):
         request_timeout: float = 30.0,
         client_id: str = "tidemq-consumer",
     ) -> None:
-        super().__init__(functools.partial(
-            AsyncConsumer, bootstrap, group=group, topics=topics, offset_reset=offset_reset, broadcast=broadcast,
-            instance_id=instance_id, isolation=isolation, token=token, session_timeout=session_timeout,
-            rebalance_timeout=rebalance_timeout, max_wait=max_wait, fetch_max_bytes=fetch_max_bytes,
-            buffer=buffer, request_timeout=request_timeout, client_id=client_id))
+        super().__init__(
+            functools.partial(
+                AsyncConsumer,
+                bootstrap,
+                group=group,
+                topics=topics,
+                offset_reset=offset_reset,
+                broadcast=broadcast,
+                instance_id=instance_id,
+                isolation=isolation,
+                token=token,
+                session_timeout=session_timeout,
+                rebalance_timeout=rebalance_timeout,
+                max_wait=max_wait,
+                fetch_max_bytes=fetch_max_bytes,
+                buffer=buffer,
+                request_timeout=request_timeout,
+                client_id=client_id,
+            )
+        )
 
     def __iter__(self) -> Iterator[Message]:
         return self

@@ -11,8 +11,11 @@ from node.config import NodeConfig
 
 def main(argv: list[str] | None = None) -> None:
     config = NodeConfig.from_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s n{config.node_id} %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s n{config.node_id} %(levelname)s %(name)s: %(message)s",
+    )
     try:
         trio.run(serve, config)
     except KeyboardInterrupt:

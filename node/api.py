@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from node.partition import Partition
 
 MAX_WAIT_MS = 30_000
-MAX_FETCH_BYTES = 16 * 1024 * 1024     # one fetch answer at most (a single larger batch still goes whole)
+MAX_FETCH_BYTES = 16 * 1024 * 1024  # one fetch answer at most (a single larger batch still goes whole)
 MAX_FETCH_PARTITIONS = 1000
 
 
@@ -60,8 +60,12 @@ class Api:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self._handlers = {
-            Metadata: self.metadata, CreateTopic: self.create_topic, DeleteTopic: self.delete_topic,
-            InitProducerId: self.init_producer_id, Fetch: self.fetch, ListOffsets: self.list_offsets,
+            Metadata: self.metadata,
+            CreateTopic: self.create_topic,
+            DeleteTopic: self.delete_topic,
+            InitProducerId: self.init_producer_id,
+            Fetch: self.fetch,
+            ListOffsets: self.list_offsets,
         }
         self._handlers.update(broker.coordinator.handlers())
         self._handlers.update(broker.transactions.handlers())
@@ -93,8 +97,9 @@ class Api:
         if not 0 <= partition < len(meta.replicas):
             raise UnknownTopicError(f"topic {topic!r} has partitions 0..{len(meta.replicas) - 1}, not {partition}")
         leader = b.leader_of(meta.group(partition))
-        raise NotLeaderError(f"node {b.id} holds no replica of {topic}-{partition}",
-                             leader_id=leader, leader_addr=b.addr_of(leader))
+        raise NotLeaderError(
+            f"node {b.id} holds no replica of {topic}-{partition}", leader_id=leader, leader_addr=b.addr_of(leader)
+        )
 
     # -- metadata and admin -------------------------------------------------------------------
 
@@ -104,13 +109,14 @@ class Api:
         would treat the topic as deleted)."""
         if not self.broker.metadata_loaded():
             raise CoordinatorNotAvailableError(
-                f"node {self.broker.id} is still loading the cluster metadata; retry or ask another node")
+                f"node {self.broker.id} is still loading the cluster metadata; retry or ask another node"
+            )
 
     async def metadata(self, req: Metadata) -> MetadataResponse:
         self._check_loaded()
         b = self.broker
         if req.authoritative:
-            b.controller_leader_check()     # it has applied every committed topic change
+            b.controller_leader_check()  # it has applied every committed topic change
         live = set(b.live_nodes())
         nodes = [NodeInfo(nid, b.cfg.client_addr(nid), nid in live) for nid in sorted(b.cfg.peers)]
         names = list(b.state.topics) if req.topics is None else req.topics
@@ -179,8 +185,7 @@ class Api:
         """Append a transaction marker as the partition leader (from a transaction
         coordinator); proposes synchronously, like produce, so it keeps arrival order."""
         part = self.partition(req.topic, req.partition)
-        return part.write_marker(req.producer_id, req.producer_epoch, req.commit, req.coordinator_epoch,
-                                 timeout_s=10.0)
+        return part.write_marker(req.producer_id, req.producer_epoch, req.commit, req.coordinator_epoch, timeout_s=10.0)
 
     # -- consuming ------------------------------------------------------------------------------
 
@@ -194,8 +199,9 @@ class Api:
                 if not part.is_leader:
                     raise part.not_leader()
                 if budget > 0:
-                    records, lso, aborted = part.read_isolated(fp.offset, max(1, min(fp.max_bytes, budget)),
-                                                               req.isolation)
+                    records, lso, aborted = part.read_isolated(
+                        fp.offset, max(1, min(fp.max_bytes, budget)), req.isolation
+                    )
                 else:
                     records, lso, aborted = b"", part.last_stable_offset, []
                 res.records, res.aborted = records, aborted
@@ -248,6 +254,8 @@ class Api:
         if req.timestamp == EARLIEST:
             return ListOffsetsResponse(log.log_start_offset)
         if req.timestamp < 0:
-            raise InvalidRequestError(f"timestamp {req.timestamp} is neither LATEST (-1), EARLIEST (-2) nor a time in ms")
+            raise InvalidRequestError(
+                f"timestamp {req.timestamp} is neither LATEST (-1), EARLIEST (-2) nor a time in ms"
+            )
         found = log.offset_for_timestamp(req.timestamp)
         return ListOffsetsResponse(end if found is None or found >= end else found, req.timestamp)

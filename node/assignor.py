@@ -76,7 +76,7 @@ def _balance(result: dict[str, set[TopicPartition]], eligible: Mapping[str, list
         moved = False
         for donor in sorted(result, key=lambda m: (-len(result[m]), m)):
             load = len(result[donor])
-            best: tuple[int, str, str] | None = None     # (receiver load, receiver, topic)
+            best: tuple[int, str, str] | None = None  # (receiver load, receiver, topic)
             for topic in sorted({tp[0] for tp in result[donor]}):
                 receiver = min(eligible[topic], key=lambda c: (len(result[c]), c))
                 if len(result[receiver]) < load - 1:

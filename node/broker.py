@@ -77,13 +77,15 @@ PARTITION_DIR = re.compile(r"^(?P<topic>.+)-(?P<partition>\d+)\.g(?P<group>\d+)$
 
 def partition_dir(meta: TopicMeta, p: int) -> str:
     return f"{meta.name}-{p}.g{meta.group(p)}"
+
+
 GOSSIP_INTERVAL_S = 0.5
 BALANCE_INTERVAL_S = 2.0
 
 
 class PeerBatch(msgspec.Struct, array_like=True):
     messages: list[tuple[int, Message]]
-    leaders: dict[int, tuple[int, int]] = {}   # group -> (leader, term), from its leader
+    leaders: dict[int, tuple[int, int]] = {}  # group -> (leader, term), from its leader
 
 
 _peer_encoder = msgspec.msgpack.Encoder()
@@ -108,28 +110,47 @@ class Broker:
         self.replicas: dict[int, Replica] = {}
         self.partitions: dict[tuple[str, int], Partition] = {}
         self.leaders: dict[int, tuple[int, int]] = {}
-        self.batch_limits = BatchLimits(config.max_batch_bytes, config.max_records_bytes,
-                                        config.message_timestamp_before_max_ms, config.message_timestamp_after_max_ms)
+        self.batch_limits = BatchLimits(
+            config.max_batch_bytes,
+            config.max_records_bytes,
+            config.message_timestamp_before_max_ms,
+            config.message_timestamp_after_max_ms,
+        )
         self.disk = DiskSpace(str(config.data_dir), config.min_free_bytes)
         self.credential = PeerCredential(self.id, config.peer_secret or new_secret())
         self._reassembler = Reassembler()
-        self.transport = PeerTransport(self.id, config.peers, self.credential, encode_peer_items,
-                                       max_payload=config.max_frame_bytes // 2)
+        self.transport = PeerTransport(
+            self.id, config.peers, self.credential, encode_peer_items, max_payload=config.max_frame_bytes // 2
+        )
         self.coordinator = GroupCoordinator(self)
         self.delay = DelayService(self)
         self.transactions = TransactionCoordinator(self)
         self.halves = HalfCoordinator(self)
         from node.api import Api
+
         self.api = Api(self)
-        limits = ConnectionLimits(config.max_connections, config.max_queued_bytes_per_connection,
-                                  config.idle_timeout_s)
-        self.server = Server(self.id, self.api, self._on_peer_payload, token=config.token,
-                             max_frame_bytes=config.max_frame_bytes,
-                             max_inflight=config.max_inflight_per_connection, metrics=self.metrics, limits=limits)
-        self.peer_server = Server(self.id, self.api, self._on_peer_payload,
-                                  max_frame_bytes=config.max_frame_bytes,
-                                  max_inflight=config.max_inflight_per_connection, metrics=self.metrics,
-                                  peer_auth=self.credential, peer_ids=config.peers, limits=limits)
+        limits = ConnectionLimits(config.max_connections, config.max_queued_bytes_per_connection, config.idle_timeout_s)
+        self.server = Server(
+            self.id,
+            self.api,
+            self._on_peer_payload,
+            token=config.token,
+            max_frame_bytes=config.max_frame_bytes,
+            max_inflight=config.max_inflight_per_connection,
+            metrics=self.metrics,
+            limits=limits,
+        )
+        self.peer_server = Server(
+            self.id,
+            self.api,
+            self._on_peer_payload,
+            max_frame_bytes=config.max_frame_bytes,
+            max_inflight=config.max_inflight_per_connection,
+            metrics=self.metrics,
+            peer_auth=self.credential,
+            peer_ids=config.peers,
+            limits=limits,
+        )
         self._cmd_results: dict[int, object] = {}
         self._replayed_until = -1
         self._replaying = True
@@ -152,7 +173,7 @@ class Broker:
             nursery.start_soon(self.controller.run)
             host, port = parse_addr(self.cfg.peer_listen)
             peer_listeners = await nursery.start(self.peer_server.serve, host, port)
-            if port == 0:   # a one-node cluster on any free port: dial ourselves there
+            if port == 0:  # a one-node cluster on any free port: dial ourselves there
                 bound = peer_listeners[0].socket.getsockname()
                 self.cfg.peer_listen = self.cfg.peers[self.id] = f"{host}:{bound[1]}"
             host, port = parse_addr(self.cfg.listen)
@@ -202,16 +223,24 @@ class Broker:
     @staticmethod
     def _transfer_target(r: Replica) -> int | None:
         st = r.core.status()
-        followers = [(p.match, pid) for pid, p in st.progress.items()
-                     if pid != r.core.id and pid in r.core.conf.voters and p.recent_active]
+        followers = [
+            (p.match, pid)
+            for pid, p in st.progress.items()
+            if pid != r.core.id and pid in r.core.conf.voters and p.recent_active
+        ]
         return max(followers)[1] if followers else None
 
     # -- groups ---------------------------------------------------------------------------
 
     def _raft_config(self, applied: int | None = None) -> RaftConfig:
-        return RaftConfig(id=self.id, rng=random.Random(), election_tick=self.cfg.election_ticks,
-                          heartbeat_tick=self.cfg.heartbeat_ticks, max_size_per_msg=1 << 20,
-                          applied=applied)
+        return RaftConfig(
+            id=self.id,
+            rng=random.Random(),
+            election_tick=self.cfg.election_ticks,
+            heartbeat_tick=self.cfg.heartbeat_ticks,
+            max_size_per_msg=1 << 20,
+            applied=applied,
+        )
 
     def _log_config(self, configs: dict[str, str] | None = None) -> segments.LogConfig:
         configs = configs or {}
@@ -234,9 +263,17 @@ class Broker:
         self._replayed_until = core.commit  # entries up to here were applied before a restart
         if self._replayed_until <= self.state.applied:
             self._finish_replay()
-        replica = Replica(CONTROLLER_GROUP, "__controller", storage, core, self._send_raft, self._apply_controller,
-                          fsync=self.cfg.fsync == "always", leader_addr=self.addr_of,
-                          on_restore=self._restore_controller)
+        replica = Replica(
+            CONTROLLER_GROUP,
+            "__controller",
+            storage,
+            core,
+            self._send_raft,
+            self._apply_controller,
+            fsync=self.cfg.fsync == "always",
+            leader_addr=self.addr_of,
+            on_restore=self._restore_controller,
+        )
         self.replicas[CONTROLLER_GROUP] = replica
         if len(voters) == 1:
             core.campaign()
@@ -258,7 +295,7 @@ class Broker:
                 self._cmd_results[e.last] = result
             self.state.applied = e.last
         if self._replaying and entries and entries[-1].last >= self._replayed_until:
-            self._finish_replay()       # (checked for every kind of entry: the log may end on a no-op)
+            self._finish_replay()  # (checked for every kind of entry: the log may end on a no-op)
         if not self._loaded and entries:
             # Checked as each batch applies, when applied meets the commit index; asked
             # only by requests, a follower under a stream of commits could stay "loading".
@@ -272,7 +309,7 @@ class Broker:
         new = decode_state(snap.data)
         for name, meta in self.state.topics.items():
             if name not in new.topics or new.topics[name].first_group != meta.first_group:
-                self._close_topic(name)          # deleted, or deleted and created again
+                self._close_topic(name)  # deleted, or deleted and created again
         self.state = new
         if self._replaying:
             self._finish_replay()
@@ -305,7 +342,7 @@ class Broker:
             name = f"{meta.name}-{p}"
             path = self.cfg.data_dir / partition_dir(meta, p)
             legacy = self.cfg.data_dir / name
-            if not path.exists() and legacy.is_dir():   # written before directories named their incarnation
+            if not path.exists() and legacy.is_dir():  # written before directories named their incarnation
                 legacy.rename(path)
             storage = LogStorage(path, self._log_config(meta.configs), ConfState(voters=tuple(sorted(replicas))))
             core = RaftNode(self._raft_config(), storage)
@@ -318,11 +355,23 @@ class Broker:
                 kind = HalfPartition
             elif (tier := self.delay.partition_kind(meta)) is not None:
                 kind, extra = DelayPartition, tier
-            part = kind(meta.group(p), name, storage, core, self._send_raft,
-                        fsync=self.cfg.fsync == "always", leader_addr=self.addr_of,
-                        on_role_change=self._role_changed, txn_verifier=self.transactions.verify_partition,
-                        topic=meta.name, partition=p, limits=self.batch_limits, disk=self.disk,
-                        producer_expiration_ms=self.cfg.producer_id_expiration_ms, **extra)
+            part = kind(
+                meta.group(p),
+                name,
+                storage,
+                core,
+                self._send_raft,
+                fsync=self.cfg.fsync == "always",
+                leader_addr=self.addr_of,
+                on_role_change=self._role_changed,
+                txn_verifier=self.transactions.verify_partition,
+                topic=meta.name,
+                partition=p,
+                limits=self.batch_limits,
+                disk=self.disk,
+                producer_expiration_ms=self.cfg.producer_id_expiration_ms,
+                **extra,
+            )
             self.replicas[part.group] = part
             self.partitions[(meta.name, p)] = part
             if self._nursery is not None:
@@ -382,8 +431,11 @@ class Broker:
         if not c.ready_for_writes():
             leader = c.core.leader if c.core.leader != self.id else None
             raise NotControllerError(
-                f"node {self.id} is not the controller" + (f"; node {leader} is" if leader else "; no controller elected yet"),
-                leader_id=leader, leader_addr=self.addr_of(leader) if leader else None)
+                f"node {self.id} is not the controller"
+                + (f"; node {leader} is" if leader else "; no controller elected yet"),
+                leader_id=leader,
+                leader_addr=self.addr_of(leader) if leader else None,
+            )
 
     async def run_command(self, cmd, timeout_s: float = 10.0) -> object:
         """Propose a controller command and return its result once applied here."""
@@ -401,8 +453,12 @@ class Broker:
         elsewhere). Services call this from their janitors until it exists. Creations
         run one at a time, so each placement counts the topics created before it and
         the internal topics' leaders spread like any others'."""
-        if (name in self.state.topics or name in self._creating or self._nursery is None
-                or not self.controller.ready_for_writes()):
+        if (
+            name in self.state.topics
+            or name in self._creating
+            or self._nursery is None
+            or not self.controller.ready_for_writes()
+        ):
             return
         self._creating.add(name)
         self._nursery.start_soon(self._create_internal_topic, name, partitions, configs)
@@ -412,13 +468,13 @@ class Broker:
             async with self._create_lock:
                 if name in self.state.topics:
                     return
-                nodes = sorted(self.cfg.peers)   # every configured node: created once, for good
+                nodes = sorted(self.cfg.peers)  # every configured node: created once, for good
                 replicas = assign_replicas(self.state, nodes, partitions, min(3, len(nodes)))
                 await self.run_command(CreateTopicCmd(name, replicas, configs, internal=True))
                 log.info("created %s with %d partitions", name, partitions)
         except TopicExistsError:
             pass
-        except TideMQError as exc:   # lost the controller, or a timeout: the next sweep retries
+        except TideMQError as exc:  # lost the controller, or a timeout: the next sweep retries
             log.info("creating %s failed, will retry: %s", name, exc.message)
         finally:
             self._creating.discard(name)
@@ -452,7 +508,9 @@ class Broker:
             leader = self.leader_of(raft_group)
             raise NotCoordinatorError(
                 f"node {self.id} does not coordinate {what}" + (f"; node {leader} does" if leader else ""),
-                leader_id=leader, leader_addr=self.addr_of(leader))
+                leader_id=leader,
+                leader_addr=self.addr_of(leader),
+            )
         if part.closed or not part.ready_for_writes():
             raise CoordinatorNotAvailableError(f"node {self.id} was just elected coordinator of {what} and is loading")
         return part
@@ -461,8 +519,13 @@ class Broker:
         """A client for one of this node's services (delay tier, transactions, half
         messages): it reaches every node, this one first, on its peer listener, as a peer."""
         peers = [self.cfg.peers[self.id]] + [a for n, a in sorted(self.cfg.peers.items()) if n != self.id]
-        return ClusterClient(peers, client_id=f"node-{self.id}-{purpose}", request_timeout=10.0,
-                             peer=self.credential, node_addrs=self.cfg.peers)
+        return ClusterClient(
+            peers,
+            client_id=f"node-{self.id}-{purpose}",
+            request_timeout=10.0,
+            peer=self.credential,
+            node_addrs=self.cfg.peers,
+        )
 
     async def next_producer_id(self) -> int:
         if not self._producer_ids:
@@ -522,7 +585,7 @@ class Broker:
             # of all itself: clients would come back here. Only one of a later term.
             return known[0] if known and known[1] > replica.core.term else None
         if replica is not None and known and known[0] == self.id:
-            return None        # ours went offline (a storage error): the peers elect another
+            return None  # ours went offline (a storage error): the peers elect another
         return known[0] if known else None
 
     def live_nodes(self) -> list[int]:

@@ -53,39 +53,39 @@ class NodeConfig:
     node_id: int
     listen: str
     data_dir: Path
-    peers: dict[int, str] = field(default_factory=dict)      # node -> its peer listener
+    peers: dict[int, str] = field(default_factory=dict)  # node -> its peer listener
     advertise: dict[int, str] = field(default_factory=dict)  # node -> its client address
-    peer_listen: str | None = None      # default: this node in `peers`, else the client host, any port
+    peer_listen: str | None = None  # default: this node in `peers`, else the client host, any port
     peer_secret: str | None = None
     token: str | None = None
-    metrics: str | None = None          # HOST:PORT of the Prometheus endpoint, or None
-    fsync: str = "always"               # always | interval | never (see docs/node.md)
+    metrics: str | None = None  # HOST:PORT of the Prometheus endpoint, or None
+    fsync: str = "always"  # always | interval | never (see docs/node.md)
     fsync_interval_ms: int = 50
-    tick_ms: int = 50                   # one Raft tick
+    tick_ms: int = 50  # one Raft tick
     election_ticks: int = 10
     heartbeat_ticks: int = 2
     segment_bytes: int = 128 * 1024 * 1024
-    min_segment_bytes: int = 1 << 20    # the least segment.bytes a topic may set
-    min_segment_ms: int = 60_000        # the least segment.ms a topic may set
+    min_segment_bytes: int = 1 << 20  # the least segment.bytes a topic may set
+    min_segment_ms: int = 60_000  # the least segment.ms a topic may set
     retention_check_ms: int = 60_000
-    controller_snapshot_every: int = 1000   # controller entries between snapshots
+    controller_snapshot_every: int = 1000  # controller entries between snapshots
     delay_tiers_ms: list[int] | None = None  # the delay ladder (None: client.delay.DEFAULT_TIERS_MS)
     delay_partitions: int = 3
     max_batch_bytes: int = 8 * 1024 * 1024
-    max_records_bytes: int = 32 * 1024 * 1024    # a batch's records, decompressed
-    min_free_bytes: int = 64 * 1024 * 1024       # below this free on the data disk, produce is refused (retriable)
-    message_timestamp_before_max_ms: int | None = None        # how old a create time may be (None: any)
-    message_timestamp_after_max_ms: int | None = 3_600_000    # how far ahead of this node's clock
+    max_records_bytes: int = 32 * 1024 * 1024  # a batch's records, decompressed
+    min_free_bytes: int = 64 * 1024 * 1024  # below this free on the data disk, produce is refused (retriable)
+    message_timestamp_before_max_ms: int | None = None  # how old a create time may be (None: any)
+    message_timestamp_after_max_ms: int | None = 3_600_000  # how far ahead of this node's clock
     max_frame_bytes: int = 16 * 1024 * 1024 + 4096
     max_inflight_per_connection: int = 256
-    max_connections: int = 1000              # per listener
-    max_queued_bytes_per_connection: int = 64 * 1024 * 1024   # answers not yet read by the client
-    idle_timeout_s: float = 600.0            # a client connection with nothing asked or owed
-    offsets_retention_ms: int = 7 * 24 * 3600 * 1000   # a group with no members keeps its offsets this long
-    producer_id_expiration_ms: int = 7 * 24 * 3600 * 1000   # an idle producer id's dedup state, by log time
-    offsets_partitions: int = 8          # partitions of __consumer_offsets (fixed once created)
-    txn_partitions: int = 4              # partitions of __transaction_state (fixed once created)
-    half_partitions: int = 4             # partitions of __half_messages (fixed once created)
+    max_connections: int = 1000  # per listener
+    max_queued_bytes_per_connection: int = 64 * 1024 * 1024  # answers not yet read by the client
+    idle_timeout_s: float = 600.0  # a client connection with nothing asked or owed
+    offsets_retention_ms: int = 7 * 24 * 3600 * 1000  # a group with no members keeps its offsets this long
+    producer_id_expiration_ms: int = 7 * 24 * 3600 * 1000  # an idle producer id's dedup state, by log time
+    offsets_partitions: int = 8  # partitions of __consumer_offsets (fixed once created)
+    txn_partitions: int = 4  # partitions of __transaction_state (fixed once created)
+    half_partitions: int = 4  # partitions of __half_messages (fixed once created)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -94,18 +94,24 @@ class NodeConfig:
             self.peer_listen = self.peers.get(self.node_id) or f"{parse_addr(self.listen)[0]}:0"
         parse_addr(self.peer_listen)
         if self.peers.get(self.node_id, self.peer_listen) != self.peer_listen:
-            raise ValueError(f"--peers says node {self.node_id} is at {self.peers[self.node_id]}, "
-                             f"--peer-listen says {self.peer_listen}")
+            raise ValueError(
+                f"--peers says node {self.node_id} is at {self.peers[self.node_id]}, "
+                f"--peer-listen says {self.peer_listen}"
+            )
         self.peers.setdefault(self.node_id, self.peer_listen)
         if self.peer_listen == self.listen:
             raise ValueError("--peer-listen must differ from --listen: clients never reach the peer listener")
         self.advertise.setdefault(self.node_id, self.listen)
         unadvertised = sorted(set(self.peers) - set(self.advertise))
         if unadvertised:
-            raise ValueError(f"--advertise must name the client address of every node in --peers; missing {unadvertised}")
+            raise ValueError(
+                f"--advertise must name the client address of every node in --peers; missing {unadvertised}"
+            )
         if self.peer_secret is None and len(self.peers) > 1:
-            raise ValueError("a cluster of several nodes needs a peer secret: set TIDEMQ_PEER_SECRET (or --peer-secret) "
-                             "to the same value on every node; scripts/cluster up makes one")
+            raise ValueError(
+                "a cluster of several nodes needs a peer secret: set TIDEMQ_PEER_SECRET (or --peer-secret) "
+                "to the same value on every node; scripts/cluster up makes one"
+            )
         if self.offsets_partitions < 1:
             raise ValueError(f"offsets_partitions must be >= 1, not {self.offsets_partitions}")
         if self.txn_partitions < 1:
@@ -118,7 +124,9 @@ class NodeConfig:
         if self.fsync not in ("always", "interval", "never"):
             raise ValueError(f"fsync must be always, interval or never, not {self.fsync!r}")
         if set(self.advertise) - set(self.peers):
-            raise ValueError(f"--advertise names nodes that --peers does not: {sorted(set(self.advertise) - set(self.peers))}")
+            raise ValueError(
+                f"--advertise names nodes that --peers does not: {sorted(set(self.advertise) - set(self.peers))}"
+            )
         for addr in self.advertise.values():
             parse_addr(addr)
 
@@ -134,21 +142,36 @@ class NodeConfig:
     @classmethod
     def from_args(cls, argv: list[str] | None = None) -> NodeConfig:
         p = argparse.ArgumentParser(prog="python -m node", description="Run one TideMQ broker node.")
-        p.add_argument("--config", type=Path, help="TOML file with the same keys as the flags (node_id, listen, peers, data_dir, ...)")
+        p.add_argument(
+            "--config",
+            type=Path,
+            help="TOML file with the same keys as the flags (node_id, listen, peers, data_dir, ...)",
+        )
         p.add_argument("--id", dest="node_id", type=int)
         p.add_argument("--listen", help="HOST:PORT for clients")
-        p.add_argument("--peer-listen", dest="peer_listen", help="HOST:PORT for the other nodes (default: this node in --peers)")
+        p.add_argument(
+            "--peer-listen", dest="peer_listen", help="HOST:PORT for the other nodes (default: this node in --peers)"
+        )
         p.add_argument("--peers", help="every node's peer listener: ID=HOST:PORT,...")
-        p.add_argument("--advertise", help="every node's client address: ID=HOST:PORT,... (this node's default: --listen)")
-        p.add_argument("--peer-secret", dest="peer_secret",
-                       help="shared secret the nodes prove to each other (default: $TIDEMQ_PEER_SECRET)")
+        p.add_argument(
+            "--advertise", help="every node's client address: ID=HOST:PORT,... (this node's default: --listen)"
+        )
+        p.add_argument(
+            "--peer-secret",
+            dest="peer_secret",
+            help="shared secret the nodes prove to each other (default: $TIDEMQ_PEER_SECRET)",
+        )
         p.add_argument("--data", dest="data_dir", type=Path, help="data directory")
         p.add_argument("--token", help="cluster token (default: $TIDEMQ_TOKEN)")
         p.add_argument("--metrics", help="HOST:PORT for the Prometheus endpoint")
         p.add_argument("--fsync", choices=["always", "interval", "never"])
         p.add_argument("--tick-ms", dest="tick_ms", type=int)
-        p.add_argument("--delay-tiers", dest="delay_tiers_ms", type=_tiers,
-                       help="delay ladder in seconds, e.g. 0.5,1,2 (default 0.1,0.5,1,5,30,120,600,3600,21600,86400)")
+        p.add_argument(
+            "--delay-tiers",
+            dest="delay_tiers_ms",
+            type=_tiers,
+            help="delay ladder in seconds, e.g. 0.5,1,2 (default 0.1,0.5,1,5,30,120,600,3600,21600,86400)",
+        )
         args = p.parse_args(argv)
         values: dict = {}
         if args.config:
@@ -167,7 +190,9 @@ class NodeConfig:
         values.setdefault("peer_secret", os.environ.get("TIDEMQ_PEER_SECRET") or None)
         missing = [n for n in ("node_id", "listen", "data_dir") if values.get(n) is None]
         if missing:
-            p.error("missing " + ", ".join("--" + m.replace("node_id", "id").replace("data_dir", "data") for m in missing))
+            p.error(
+                "missing " + ", ".join("--" + m.replace("node_id", "id").replace("data_dir", "data") for m in missing)
+            )
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             p.error(f"unknown settings in {args.config}: {', '.join(sorted(unknown))}")

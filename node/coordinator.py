@@ -90,20 +90,20 @@ log = logging.getLogger(__name__)
 
 OFFSETS_TOPIC = "__consumer_offsets"
 OFFSETS_SEGMENT_BYTES = 16 * 1024 * 1024
-SNAPSHOT_EVERY = 10_000          # offsets-partition entries between snapshots
-DELETED_TOPIC_GRACE_MS = 10 * 60 * 1000       # offsets of a topic not known here go after this much quiet
+SNAPSHOT_EVERY = 10_000  # offsets-partition entries between snapshots
+DELETED_TOPIC_GRACE_MS = 10 * 60 * 1000  # offsets of a topic not known here go after this much quiet
 EXPIRY_CHECK_S = 60.0
-JANITOR_INTERVAL_S = 0.1         # expiry checks, background persistence, topic creation
+JANITOR_INTERVAL_S = 0.1  # expiry checks, background persistence, topic creation
 WRITE_TIMEOUT_S = 10.0
 MAX_NAME = 255
 MAX_COMMIT_PARTITIONS = 10_000
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 100, 3_600_000
 
-PENDING_MARGIN_MS = 60_000        # a pending transactional offset outlives its transaction's timeout by this
+PENDING_MARGIN_MS = 60_000  # a pending transactional offset outlives its transaction's timeout by this
 
 _OFFSET, _MEMBER, _EPOCH, _PENDING = 0, 1, 2, 3
 MemberMeta = tuple[str, int, int]
-Pending = tuple[str, int, int]   # (transactional id, transaction number, expiry in wall-clock ms)
+Pending = tuple[str, int, int]  # (transactional id, transaction number, expiry in wall-clock ms)
 Record = tuple[bytes, bytes | None]
 
 _enc = msgspec.msgpack.Encoder()
@@ -139,13 +139,14 @@ def _put(table: dict, key: object, value: bytes | None, decoder: msgspec.msgpack
 
 # -- the replicated state ---------------------------------------------------------------
 
+
 @dataclass
 class GroupData:
     epoch: int = 0
     members: dict[str, MemberMeta] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     pending: dict[TopicPartition, Pending] = field(default_factory=dict)
-    last_write_ms: int = -1      # newest record of this group in the log (its batch time)
+    last_write_ms: int = -1  # newest record of this group in the log (its batch time)
 
     @property
     def empty(self) -> bool:
@@ -197,8 +198,8 @@ class OffsetsState:
                     log.warning("%s: skipping a record with an unknown key %r", OFFSETS_TOPIC, k)
             if value is None and isinstance(k, list) and len(k) > 1 and isinstance(k[1], str):
                 if (data := self.groups.get(k[1])) is not None and data.empty:
-                    del self.groups[k[1]]      # nothing left of it (its offsets expired or were reset)
-        except msgspec.DecodeError as exc:   # deterministic: every replica skips it alike
+                    del self.groups[k[1]]  # nothing left of it (its offsets expired or were reset)
+        except msgspec.DecodeError as exc:  # deterministic: every replica skips it alike
             log.warning("%s: skipping a malformed record: %s", OFFSETS_TOPIC, exc)
 
     def expired(self, now_ms: int, retention_ms: int, topic_exists: Callable[[str], bool] | None) -> list[Record]:
@@ -212,9 +213,10 @@ class OffsetsState:
             idle = now_ms - data.last_write_ms
             if data.last_write_ms < 0 or idle < min(retention_ms, DELETED_TOPIC_GRACE_MS):
                 continue
-            for (topic, p) in data.offsets:
+            for topic, p in data.offsets:
                 if (not data.members and not data.pending and idle >= retention_ms) or (
-                        topic_exists is not None and not topic_exists(topic)):
+                    topic_exists is not None and not topic_exists(topic)
+                ):
                     out.append(offset_record(name, topic, p, None))
         return out
 
@@ -225,19 +227,32 @@ class OffsetsState:
         return data
 
     def encode(self) -> bytes:
-        return _enc.encode(_Snapshot({
-            name: _GroupSnap(d.epoch, dict(d.members), [(t, p, o) for (t, p), o in sorted(d.offsets.items())],
-                             [(t, p, *pend) for (t, p), pend in sorted(d.pending.items())], d.last_write_ms)
-            for name, d in self.groups.items()
-        }))
+        return _enc.encode(
+            _Snapshot(
+                {
+                    name: _GroupSnap(
+                        d.epoch,
+                        dict(d.members),
+                        [(t, p, o) for (t, p), o in sorted(d.offsets.items())],
+                        [(t, p, *pend) for (t, p), pend in sorted(d.pending.items())],
+                        d.last_write_ms,
+                    )
+                    for name, d in self.groups.items()
+                }
+            )
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> OffsetsState:
         state = cls()
         for name, g in msgspec.msgpack.decode(data, type=_Snapshot).groups.items():
-            state.groups[name] = GroupData(g.epoch, dict(g.members), {(t, p): o for t, p, o in g.offsets},
-                                           {(t, p): (tid, n, exp) for t, p, tid, n, exp in g.pending},
-                                           g.last_write_ms)
+            state.groups[name] = GroupData(
+                g.epoch,
+                dict(g.members),
+                {(t, p): o for t, p, o in g.offsets},
+                {(t, p): (tid, n, exp) for t, p, tid, n, exp in g.pending},
+                g.last_write_ms,
+            )
         return state
 
 
@@ -348,6 +363,7 @@ class Coordination:
 
 # -- the coordinator ----------------------------------------------------------------------
 
+
 def _check_name(what: str, value: object) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME:
         raise InvalidRequestError(f"{what} must be a string of 1-{MAX_NAME} characters, got {value!r}")
@@ -360,8 +376,14 @@ def _check_timeout(what: str, value: int) -> int:
     return value
 
 
-def _check_holder(coord: Coordination, group: str, member_id: str, tps: set[TopicPartition], what: str,
-                  assigned: Mapping[TopicPartition, int] | None = None) -> Member:
+def _check_holder(
+    coord: Coordination,
+    group: str,
+    member_id: str,
+    tps: set[TopicPartition],
+    what: str,
+    assigned: Mapping[TopicPartition, int] | None = None,
+) -> Member:
     """A member's commit: it must exist and may hold every partition it commits; with
     `assigned` (the epoch the member says it got each one at), not on the strength of
     an earlier holding of a partition it gave up and got back since."""
@@ -369,17 +391,19 @@ def _check_holder(coord: Coordination, group: str, member_id: str, tps: set[Topi
     m = g.members.get(member_id) if g is not None else None
     if m is None:
         raise UnknownMemberError(
-            f"group {group!r} has no member {member_id!r} (expired or fenced); its {what} is refused")
+            f"group {group!r} has no member {member_id!r} (expired or fenced); its {what} is refused"
+        )
     if m.owned is not None:
         stray = sorted(tps - m.may_hold())
         if stray:
             raise IllegalGenerationError(
-                f"member {member_id!r} of {group!r} does not hold {stray}; they were reassigned")
+                f"member {member_id!r} of {group!r} does not hold {stray}; they were reassigned"
+            )
     stale = sorted(tp for tp, epoch in (assigned or {}).items() if 0 <= epoch < m.since.get(tp, 0))
     if stale:
         raise IllegalGenerationError(
-            f"member {member_id!r} of {group!r} was given {stale} again since the epoch its {what} "
-            f"names; it is stale")
+            f"member {member_id!r} of {group!r} was given {stale} again since the epoch its {what} names; it is stale"
+        )
     return m
 
 
@@ -413,9 +437,14 @@ class GroupCoordinator:
 
     def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
         return {
-            FindCoordinator: self.find_coordinator, GroupHeartbeat: self.heartbeat, OffsetCommit: self.offset_commit,
-            OffsetFetch: self.offset_fetch, ListGroups: self.list_groups, DescribeGroup: self.describe_group,
-            PendTxnOffsets: self.pend_txn_offsets, EndTxnOffsets: self.end_txn_offsets,
+            FindCoordinator: self.find_coordinator,
+            GroupHeartbeat: self.heartbeat,
+            OffsetCommit: self.offset_commit,
+            OffsetFetch: self.offset_fetch,
+            ListGroups: self.list_groups,
+            DescribeGroup: self.describe_group,
+            PendTxnOffsets: self.pend_txn_offsets,
+            EndTxnOffsets: self.end_txn_offsets,
         }
 
     # -- routing ---------------------------------------------------------------------------
@@ -442,7 +471,9 @@ class GroupCoordinator:
         """Join (epoch 0), leave (-1) or heartbeat; state changes happen here, in arrival
         order; a join or leave then waits until the log knows about it."""
         if req.member_epoch < -1:
-            raise InvalidRequestError(f"member_epoch {req.member_epoch}: use 0 to join, -1 to leave, or the epoch you were given")
+            raise InvalidRequestError(
+                f"member_epoch {req.member_epoch}: use 0 to join, -1 to leave, or the epoch you were given"
+            )
         if req.member_id or req.member_epoch != 0:
             _check_name("member_id", req.member_id)
         for t in req.topics:
@@ -465,8 +496,16 @@ class GroupCoordinator:
                 log.info("group %s: member %s left", req.group, req.member_id)
             return self._after_leave(part, coord, req.member_id)
         if req.member_epoch == 0:
-            m = g.join(req.member_id or uuid.uuid4().hex, req.client_id, req.topics, owned, req.session_timeout_ms,
-                       req.rebalance_timeout_ms, now, count)
+            m = g.join(
+                req.member_id or uuid.uuid4().hex,
+                req.client_id,
+                req.topics,
+                owned,
+                req.session_timeout_ms,
+                req.rebalance_timeout_ms,
+                now,
+                count,
+            )
             return self._after_join(part, coord, g, m)
         m = g.heartbeat(req.member_id, req.topics, owned, now, count)
         return _value(self._answer(g, m))
@@ -475,7 +514,9 @@ class GroupCoordinator:
         assignment, epoch, interval = g.answer(m, trio.current_time())
         return GroupHeartbeatResponse(m.member_id, epoch, _wire(assignment), interval)
 
-    async def _after_join(self, part: OffsetsPartition, coord: Coordination, g: Group, m: Member) -> GroupHeartbeatResponse:
+    async def _after_join(
+        self, part: OffsetsPartition, coord: Coordination, g: Group, m: Member
+    ) -> GroupHeartbeatResponse:
         if not m.persisted:
             log.info("group %s: member %s (%s) joins", g.name, m.member_id, m.client_id)
             await self.persist(part, coord)
@@ -524,8 +565,13 @@ class GroupCoordinator:
             m.committed.update({(t, p): o for t, p, o in offsets})
         return self._write(part, coord, [offset_record(req.group, t, p, o) for t, p, o in offsets])
 
-    def _write(self, part: OffsetsPartition, coord: Coordination, records: list[Record],
-               pending: set[tuple[str, TopicPartition]] | None = None) -> Awaitable[Ok]:
+    def _write(
+        self,
+        part: OffsetsPartition,
+        coord: Coordination,
+        records: list[Record],
+        pending: set[tuple[str, TopicPartition]] | None = None,
+    ) -> Awaitable[Ok]:
         """Propose now (arrival order), answer once committed. `pending` names the
         (group, partition)s these records make pending, counted as such from now on."""
         if not records:
@@ -539,8 +585,9 @@ class GroupCoordinator:
             coord.pending_writes[key] = coord.pending_writes.get(key, 0) + 1
         return self._committed(part, coord, waiter, pending)
 
-    async def _committed(self, part: OffsetsPartition, coord: Coordination, waiter,
-                         pending: set[tuple[str, TopicPartition]]) -> Ok:
+    async def _committed(
+        self, part: OffsetsPartition, coord: Coordination, waiter, pending: set[tuple[str, TopicPartition]]
+    ) -> Ok:
         try:
             await part.wait(waiter, WRITE_TIMEOUT_S)
         except NotLeaderError as exc:
@@ -568,7 +615,8 @@ class GroupCoordinator:
                     who = f"transaction {pend[0]!r}" if pend else "a transaction"
                     raise UnstableOffsetCommitError(
                         f"group {req.group!r}: {who} will commit the offset of {tp[0]}-{tp[1]} and is not decided "
-                        "yet; retry shortly")
+                        "yet; retry shortly"
+                    )
         return _value(OffsetFetchResponse([(t, p, offsets[(t, p)]) for t, p in wanted if (t, p) in offsets]))
 
     # -- transactional offsets (Kafka's KIP-447) -----------------------------------------------
@@ -585,7 +633,9 @@ class GroupCoordinator:
         if len(req.partitions) > MAX_COMMIT_PARTITIONS:
             raise InvalidRequestError(f"at most {MAX_COMMIT_PARTITIONS} partitions per request")
         if req.assigned_epochs and len(req.assigned_epochs) != len(req.partitions):
-            raise InvalidRequestError(f"{len(req.assigned_epochs)} assigned epochs for {len(req.partitions)} partitions")
+            raise InvalidRequestError(
+                f"{len(req.assigned_epochs)} assigned epochs for {len(req.partitions)} partitions"
+            )
         tps = {(tp.topic, tp.partition) for tp in req.partitions}
         part, coord = self._local(req.group)
         if req.member_id:
@@ -599,7 +649,8 @@ class GroupCoordinator:
             other = data.pending_on((t, p), now)
             if other is not None and other[0] != tid:
                 raise InvalidTxnStateError(
-                    f"group {req.group!r}: transaction {other[0]!r} is still committing the offset of {t}-{p}")
+                    f"group {req.group!r}: transaction {other[0]!r} is still committing the offset of {t}-{p}"
+                )
             if other is None or other[1] != req.transaction:
                 records.append(pending_record(req.group, t, p, (tid, req.transaction, expires)))
         return self._write(part, coord, records, {(req.group, tp) for tp in tps})
@@ -615,7 +666,7 @@ class GroupCoordinator:
         for t, p, o in req.offsets:
             pend = data.pending.get((t, p))
             if pend is None or pend[:2] != (req.transactional_id, req.transaction):
-                continue   # done already (a redo must not move a later commit back), or never pended
+                continue  # done already (a redo must not move a later commit back), or never pended
             if req.commit and pend[2] > now:
                 records.append(offset_record(req.group, t, p, o))
             records.append(pending_record(req.group, t, p, None))
@@ -624,9 +675,14 @@ class GroupCoordinator:
     # -- inspection ------------------------------------------------------------------------
 
     def _led(self) -> list[OffsetsPartition]:
-        return [part for (topic, _), part in self.broker.partitions.items()
-                if topic == OFFSETS_TOPIC and isinstance(part, OffsetsPartition)
-                and part.ready_for_writes() and not part.closed]
+        return [
+            part
+            for (topic, _), part in self.broker.partitions.items()
+            if topic == OFFSETS_TOPIC
+            and isinstance(part, OffsetsPartition)
+            and part.ready_for_writes()
+            and not part.closed
+        ]
 
     def list_groups(self, req: ListGroups) -> Awaitable[ListGroupsResponse]:
         """The groups this node coordinates (with members or committed offsets); a client
@@ -644,14 +700,22 @@ class GroupCoordinator:
         data = part.offsets.groups.get(req.group)
         offsets = [(t, p, o) for (t, p), o in sorted(data.offsets.items())] if data else []
         now = _now_ms()
-        pending = [(t, p, pend[0]) for (t, p) in sorted(data.pending)
-                   if (pend := data.pending_on((t, p), now)) is not None] if data else []
+        pending = (
+            [(t, p, pend[0]) for (t, p) in sorted(data.pending) if (pend := data.pending_on((t, p), now)) is not None]
+            if data
+            else []
+        )
         written, retention = (data.last_write_ms if data else -1), self.broker.cfg.offsets_retention_ms
         if g is None:
-            return _value(DescribeGroupResponse(req.group, "empty", data.epoch if data else 0, [], offsets, pending,
-                                                written, retention))
-        members = [MemberInfo(m.member_id, m.client_id, m.epoch, _wire(m.owned or frozenset()), sorted(m.topics or ()))
-                   for m in sorted(g.members.values(), key=lambda m: m.member_id)]
+            return _value(
+                DescribeGroupResponse(
+                    req.group, "empty", data.epoch if data else 0, [], offsets, pending, written, retention
+                )
+            )
+        members = [
+            MemberInfo(m.member_id, m.client_id, m.epoch, _wire(m.owned or frozenset()), sorted(m.topics or ()))
+            for m in sorted(g.members.values(), key=lambda m: m.member_id)
+        ]
         return _value(DescribeGroupResponse(req.group, g.state, g.epoch, members, offsets, pending, written, retention))
 
     # -- the janitor -------------------------------------------------------------------------
@@ -694,8 +758,11 @@ class GroupCoordinator:
         for part in self._led():
             coord = part.coordination(trio.current_time())
             live = {name for name, g in coord.groups.items() if g.members}
-            records = [r for r in part.offsets.expired(now_ms, b.cfg.offsets_retention_ms, topic_exists)
-                       if _key_dec.decode(r[0])[1] not in live]
+            records = [
+                r
+                for r in part.offsets.expired(now_ms, b.cfg.offsets_retention_ms, topic_exists)
+                if _key_dec.decode(r[0])[1] not in live
+            ]
             if records:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._write_quietly, part, records)
@@ -704,15 +771,16 @@ class GroupCoordinator:
         try:
             await part.wait(part.propose_records(records), 10.0)
             log.info("%s: expired %d committed offsets (dead groups, deleted topics)", part.name, len(records))
-        except TideMQError as exc:   # the next check tries again
+        except TideMQError as exc:  # the next check tries again
             log.info("%s: offsets not expired yet: %s", part.name, exc.message)
 
     async def _persist_quietly(self, part: OffsetsPartition, coord: Coordination) -> None:
         try:
             await self.persist(part, coord)
-        except TideMQError as exc:   # the next sweep retries (or a new leader takes over)
+        except TideMQError as exc:  # the next sweep retries (or a new leader takes over)
             log.info("%s: membership not persisted yet: %s", part.name, exc.message)
 
     def _maybe_create_topic(self) -> None:
-        self.broker.ensure_internal_topic(OFFSETS_TOPIC, self.broker.cfg.offsets_partitions,
-                                          {"segment.bytes": str(OFFSETS_SEGMENT_BYTES)})
+        self.broker.ensure_internal_topic(
+            OFFSETS_TOPIC, self.broker.cfg.offsets_partitions, {"segment.bytes": str(OFFSETS_SEGMENT_BYTES)}
+        )

@@ -67,16 +67,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DELAY_PID_BASE = 1 << 40          # + the partition's Raft group id; controller ids stay far below
-CHECKPOINT_EVERY = 1000           # moved messages between checkpoints (at most)
-MAX_MOVE = 2000                   # records moved in one round (one batch per destination)
+DELAY_PID_BASE = 1 << 40  # + the partition's Raft group id; controller ids stay far below
+CHECKPOINT_EVERY = 1000  # moved messages between checkpoints (at most)
+MAX_MOVE = 2000  # records moved in one round (one batch per destination)
 CHECKPOINT_INTERVAL_S = 0.5
 JANITOR_INTERVAL_S = 0.2
 
 
 class Checkpoint(msgspec.Struct, array_like=True):
-    offset: int                               # next offset of the delay partition to route
-    seqs: dict[str, int] = {}                 # "topic/partition" -> next sequence number
+    offset: int  # next offset of the delay partition to route
+    seqs: dict[str, int] = {}  # "topic/partition" -> next sequence number
 
 
 _ckpt_encoder = msgspec.msgpack.Encoder()
@@ -104,14 +104,18 @@ class DelayPartition(Partition):
                 target = (headers[H_TARGET] or b"").decode()
                 partition = int(headers[H_PARTITION]) if headers.get(H_PARTITION) is not None else 0
             except (KeyError, ValueError, UnicodeDecodeError):
-                raise InvalidRequestError(f"{self.name}: a delayed message needs {H_TARGET} and an integer {H_DUE} "
-                                          "header (send it with Producer.send(..., delay=...))") from None
+                raise InvalidRequestError(
+                    f"{self.name}: a delayed message needs {H_TARGET} and an integer {H_DUE} "
+                    "header (send it with Producer.send(..., delay=...))"
+                ) from None
             if not 0 <= due <= horizon:
-                raise InvalidRequestError(f"{self.name}: due time {due} is not within {MAX_DELAY_MS // 86_400_000} "
-                                          "days from now")
+                raise InvalidRequestError(
+                    f"{self.name}: due time {due} is not within {MAX_DELAY_MS // 86_400_000} days from now"
+                )
             if not TOPIC_NAME.match(target) or target.startswith("__") or partition < 0:
-                raise InvalidRequestError(f"{self.name}: {target!r} (partition {partition}) is not a topic a "
-                                          "delayed message can go to")
+                raise InvalidRequestError(
+                    f"{self.name}: {target!r} (partition {partition}) is not a topic a delayed message can go to"
+                )
         return super().produce(records, acks, timeout_s, transactional_id)
 
     def _apply_entries(self, entries: list[Entry]) -> None:
@@ -132,9 +136,9 @@ class _Move(NamedTuple):
     """Where one delay record goes and when, decided from the record alone."""
 
     offset: int
-    send_at: int                  # wall ms: the planned eligible time, or the due time
+    send_at: int  # wall ms: the planned eligible time, or the due time
     dest: tuple[str, int] | None  # None: the target is gone, drop it
-    record: tuple                 # (key, value, headers, timestamp) to write
+    record: tuple  # (key, value, headers, timestamp) to write
 
 
 class Scheduler:
@@ -150,7 +154,7 @@ class Scheduler:
         part = self.part
         ckpt = part.checkpoint or Checkpoint(part.storage.log.log_start_offset)
         pos, seqs = ckpt.offset, dict(ckpt.seqs)
-        pending: list[_Move] = []                   # read, in log order, not yet moved
+        pending: list[_Move] = []  # read, in log order, not yet moved
         since, last_ckpt = 0, trio.current_time()
         while part.is_leader and not part.closed:
             if not pending:
@@ -161,7 +165,7 @@ class Scheduler:
                         since, last_ckpt = 0, trio.current_time()
                     continue
                 pending, pos_after_read = read
-                if not pending:                      # only control batches (checkpoints)
+                if not pending:  # only control batches (checkpoints)
                     pos = pos_after_read
                     continue
             head = pending[0]
@@ -185,7 +189,7 @@ class Scheduler:
         part = self.part
         try:
             data = part.read(pos, 1 << 20)
-        except TideMQError:                          # retention passed us: resume at the start
+        except TideMQError:  # retention passed us: resume at the start
             return [], part.storage.log.log_start_offset
         if not data:
             event = trio.Event()
@@ -201,9 +205,14 @@ class Scheduler:
                 continue
             try:
                 records = decode_records(batch)
-            except SegmentError as exc:   # in the log before batches were validated, or bit rot
-                log.warning("%s: skipping offsets %d-%d, which cannot be decoded: %s", self.part.name,
-                            header.base_offset, header.last_offset, exc)
+            except SegmentError as exc:  # in the log before batches were validated, or bit rot
+                log.warning(
+                    "%s: skipping offsets %d-%d, which cannot be decoded: %s",
+                    self.part.name,
+                    header.base_offset,
+                    header.last_offset,
+                    exc,
+                )
                 continue
             for rec in records:
                 if rec.offset >= pos:
@@ -225,14 +234,16 @@ class Scheduler:
         if remaining >= tiers[0]:
             topic = tier_name(pick_tier(tiers, remaining))
             n = await cluster.partition_count(topic)
-            return _Move(rec.offset, eligible, (topic, self.part.partition % n),
-                         (rec.key, rec.value, rec.headers, eligible))
+            return _Move(
+                rec.offset, eligible, (topic, self.part.partition % n), (rec.key, rec.value, rec.headers, eligible)
+            )
         try:
             n = await cluster.partition_count(target)
         except UnknownTopicError:
-            if await cluster.topic_exists(target):   # only the node asked lags: this scheduler starts over
-                raise CoordinatorNotAvailableError(f"{self.part.name}: {target!r} is not known to the node asked "
-                                                   "yet") from None
+            if await cluster.topic_exists(target):  # only the node asked lags: this scheduler starts over
+                raise CoordinatorNotAvailableError(
+                    f"{self.part.name}: {target!r} is not known to the node asked yet"
+                ) from None
             log.warning("%s@%d: target topic %r is gone; message dropped", self.part.name, rec.offset, target)
             return _Move(rec.offset, max(eligible, due), None, ())
         if H_PARTITION in headers:
@@ -287,12 +298,15 @@ class DelayService:
                 if not b.shutting_down:
                     self._maybe_create_topics()
                     # One scheduler per led delay partition; a stopped one restarts from its checkpoint.
-                    self._schedulers.reconcile(nursery, [p for p in b.partitions.values()
-                                                         if isinstance(p, DelayPartition)])
+                    self._schedulers.reconcile(
+                        nursery, [p for p in b.partitions.values() if isinstance(p, DelayPartition)]
+                    )
                 await trio.sleep(JANITOR_INTERVAL_S)
 
     def _maybe_create_topics(self) -> None:
         for tier in self.tiers:
-            self.broker.ensure_internal_topic(tier_name(tier), self.broker.cfg.delay_partitions, {
-                TIER_CONFIG: str(tier), "retention.ms": str(max(7 * 86_400_000, 3 * tier))})
-
+            self.broker.ensure_internal_topic(
+                tier_name(tier),
+                self.broker.cfg.delay_partitions,
+                {TIER_CONFIG: str(tier), "retention.ms": str(max(7 * 86_400_000, 3 * tier))},
+            )

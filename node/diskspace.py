@@ -37,4 +37,5 @@ class DiskSpace:
         if free - incoming < self.min_free_bytes:
             raise StorageError(
                 f"the data disk has {free >> 20} MiB free, below the {self.min_free_bytes >> 20} MiB this node keeps "
-                "for replication; writes resume once retention or an operator frees space")
+                "for replication; writes resume once retention or an operator frees space"
+            )

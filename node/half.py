@@ -76,18 +76,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HALF_PID_BASE = 1 << 41            # + the partition's Raft group id (delay schedulers use 1 << 40)
+HALF_PID_BASE = 1 << 41  # + the partition's Raft group id (delay schedulers use 1 << 40)
 SNAPSHOT_EVERY = 10_000
 MAX_CHECK_INTERVAL_MS = 60_000
-MAX_PENDING_PER_GROUP = 10_000     # half messages of one producer group awaiting their outcome
-MAX_RESOLVED = 1000                # recently decided halves kept for `half list --resolved`
-MAX_MOVE = 500                     # committed halves relayed in one round
+MAX_PENDING_PER_GROUP = 10_000  # half messages of one producer group awaiting their outcome
+MAX_RESOLVED = 1000  # recently decided halves kept for `half list --resolved`
+MAX_MOVE = 500  # committed halves relayed in one round
 JANITOR_INTERVAL_S = 0.2
 WRITE_TIMEOUT_S = 10.0
 COMMIT_WAIT_S = 20.0
 MAX_POLL_WAIT_MS = 30_000
 POLLER_ALIVE_S = 15.0
-MAX_ASKS = 10_000                  # check-backs queued per group for its pollers
+MAX_ASKS = 10_000  # check-backs queued per group for its pollers
 SEGMENT_BYTES = 16 * 1024 * 1024
 
 OP_CHECK, OP_COMMIT, OP_ABORT, OP_WRITTEN = range(4)
@@ -97,7 +97,7 @@ class Half(msgspec.Struct, array_like=True):
     offset: int
     group: str
     topic: str
-    partition: int | None               # asked for by the producer
+    partition: int | None  # asked for by the producer
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes | None]]
@@ -106,9 +106,9 @@ class Half(msgspec.Struct, array_like=True):
     max_checks: int
     checks: int = 0
     last_check_ms: int = 0
-    dest: int = -1                      # target partition, once committed
-    seq: int = -1                       # relay sequence number there
-    reason: str = ""                    # why it was committed
+    dest: int = -1  # target partition, once committed
+    seq: int = -1  # relay sequence number there
+    reason: str = ""  # why it was committed
 
     def next_check_ms(self) -> int:
         if self.checks == 0:
@@ -123,7 +123,7 @@ class Resolved(msgspec.Struct, array_like=True):
     key: bytes | None
     created_ms: int
     checks: int
-    state: str                          # committed | aborted | dropped
+    state: str  # committed | aborted | dropped
     reason: str
     dest: int = -1
     target_offset: int = -1
@@ -172,14 +172,18 @@ def parse_half(rec: Any, offset: int = -1) -> Half:
         check_after = int(headers[H_CHECK_AFTER])
         max_checks = int(headers[H_MAX_CHECKS])
     except (KeyError, ValueError, AttributeError) as exc:
-        raise InvalidRequestError(f"{HALF_TOPIC} takes only half messages (Producer.send_half); "
-                                  f"header {exc} is missing or malformed") from None
+        raise InvalidRequestError(
+            f"{HALF_TOPIC} takes only half messages (Producer.send_half); header {exc} is missing or malformed"
+        ) from None
     if not 0 < len(group) <= MAX_GROUP_NAME or not topic or check_after <= 0 or max_checks < 1:
-        raise InvalidRequestError(f"half message with bad settings: group {group!r}, target {topic!r}, "
-                                  f"check_after {check_after} ms, max_checks {max_checks}")
+        raise InvalidRequestError(
+            f"half message with bad settings: group {group!r}, target {topic!r}, "
+            f"check_after {check_after} ms, max_checks {max_checks}"
+        )
     user_headers = [h for h in rec.headers if h[0] not in HALF_HEADERS]
-    return Half(offset, group, topic, partition, rec.key, rec.value, user_headers, rec.timestamp,
-                check_after, max_checks)
+    return Half(
+        offset, group, topic, partition, rec.key, rec.value, user_headers, rec.timestamp, check_after, max_checks
+    )
 
 
 class HalfPartition(Partition):
@@ -188,10 +192,10 @@ class HalfPartition(Partition):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pending: dict[int, Half] = {}
-        self.to_write: dict[int, Half] = {}               # committed, not yet WRITTEN, in decision order
+        self.to_write: dict[int, Half] = {}  # committed, not yet WRITTEN, in decision order
         self.seqs: dict[str, int] = {}
         self.resolved: OrderedDict[int, Resolved] = OrderedDict()
-        self.partition_count = 0                          # of the topic, set by the coordinator
+        self.partition_count = 0  # of the topic, set by the coordinator
         self._changed = trio.Event()
         snap = self.storage.snapshot()
         if snap.data:
@@ -213,7 +217,7 @@ class HalfPartition(Partition):
             for offset, rec in records_at(e, h.base_offset):
                 try:
                     self.pending[offset] = parse_half(rec, offset)
-                except InvalidRequestError as exc:   # checked at produce; a replay skips alike
+                except InvalidRequestError as exc:  # checked at produce; a replay skips alike
                     log.warning("%s@%d: %s", self.name, offset, exc.message)
         self._changed.set()
         self._changed = trio.Event()
@@ -228,7 +232,7 @@ class HalfPartition(Partition):
             state = "committed" if op.target_offset >= 0 or not op.reason else "dropped"
             self._remember(h, state, op.reason or h.reason, op.target_offset)
         elif h.dest >= 0:
-            return                                   # decided to commit: nothing else applies
+            return  # decided to commit: nothing else applies
         elif op.kind == OP_CHECK:
             h.checks += 1
             h.last_check_ms = op.at_ms
@@ -244,8 +248,9 @@ class HalfPartition(Partition):
             self._remember(h, "aborted", op.reason)
 
     def _remember(self, h: Half, state: str, reason: str, target_offset: int = -1) -> None:
-        self.resolved[h.offset] = Resolved(h.offset, h.group, h.topic, h.key, h.created_ms, h.checks, state, reason,
-                                           h.dest, target_offset)
+        self.resolved[h.offset] = Resolved(
+            h.offset, h.group, h.topic, h.key, h.created_ms, h.checks, state, reason, h.dest, target_offset
+        )
         while len(self.resolved) > MAX_RESOLVED:
             self.resolved.popitem(last=False)
 
@@ -255,14 +260,16 @@ class HalfPartition(Partition):
             await self._changed.wait()
 
     def _dump(self) -> bytes:
-        return _ops_enc.encode(HalfState(list(self.pending.values()), self.seqs, list(self.resolved.values()),
-                                         self.producers.export()))
+        return _ops_enc.encode(
+            HalfState(list(self.pending.values()), self.seqs, list(self.resolved.values()), self.producers.export())
+        )
 
     def _load(self, data: bytes) -> None:
         st = _state_dec.decode(data)
         self.pending = {h.offset: h for h in st.pending}
-        self.to_write = {h.offset: h for h in sorted((h for h in st.pending if h.dest >= 0),
-                                                     key=lambda h: (h.topic, h.dest, h.seq))}
+        self.to_write = {
+            h.offset: h for h in sorted((h for h in st.pending if h.dest >= 0), key=lambda h: (h.topic, h.dest, h.seq))
+        }
         self.seqs = dict(st.seqs)
         self.resolved = OrderedDict((r.offset, r) for r in st.resolved)
         self.producers.load(st.producers)
@@ -287,15 +294,18 @@ class HalfPartition(Partition):
         for rec in segments.decode_records(records):
             half = parse_half(rec)
             if n and half_partition(half.group, n) != self.partition:
-                raise InvalidRequestError(f"producer group {half.group!r} keeps its half messages in "
-                                          f"{HALF_TOPIC}-{half_partition(half.group, n)}, not {self.name}")
+                raise InvalidRequestError(
+                    f"producer group {half.group!r} keeps its half messages in "
+                    f"{HALF_TOPIC}-{half_partition(half.group, n)}, not {self.name}"
+                )
             incoming[half.group] += 1
         for group, count in incoming.items():
             held = sum(1 for h in self.pending.values() if h.group == group)
             if held + count > MAX_PENDING_PER_GROUP:
                 raise LimitExceededError(
                     f"producer group {group!r} has {held} half messages pending (the limit is {MAX_PENDING_PER_GROUP}); "
-                    "commit or roll back some first")
+                    "commit or roll back some first"
+                )
         return super().produce(records, acks, timeout_s, transactional_id)
 
     async def write_ops(self, ops: list[Op]) -> None:
@@ -313,9 +323,9 @@ class HalfCoordinator:
         self.broker = broker
         self.cluster: ClusterClient | None = None
         self._leading = LeaderTasks("half coordinator", self._lead)
-        self._asks: dict[str, deque[HalfCheck]] = {}    # group -> check-backs waiting for a poller
+        self._asks: dict[str, deque[HalfCheck]] = {}  # group -> check-backs waiting for a poller
         self._asked = trio.Event()
-        self._polled: dict[str, float] = {}              # group -> when a producer last polled
+        self._polled: dict[str, float] = {}  # group -> when a producer last polled
 
     def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
         return {EndHalf: self.end_half, PollHalfChecks: self.poll, ListHalves: self.list_halves}
@@ -339,22 +349,28 @@ class HalfCoordinator:
         part = self._led(req.partition)
         h = part.pending.get(req.offset)
         if h is not None and h.group != req.producer_group:
-            raise InvalidRequestError(f"half {req.partition}:{req.offset} belongs to producer group {h.group!r}, "
-                                      f"not {req.producer_group!r}")
+            raise InvalidRequestError(
+                f"half {req.partition}:{req.offset} belongs to producer group {h.group!r}, not {req.producer_group!r}"
+            )
         if h is not None and h.dest < 0:
             if req.commit:
                 try:
                     dest = await self._destination(h)
                 except UnknownTopicError:
                     assert self.cluster is not None
-                    if await self.cluster.topic_exists(h.topic):   # only the node asked lags
-                        raise CoordinatorNotAvailableError(f"{h.topic!r} is not known to the node asked yet; "
-                                                           "retry") from None
-                    await part.write_ops([Op(OP_ABORT, h.offset, _now_ms(), f"target topic {h.topic!r} does not exist")])
-                    raise UnknownTopicError(f"half {req.partition}:{req.offset} was aborted: its target topic "
-                                            f"{h.topic!r} does not exist") from None
-                await part.write_ops([Op(OP_COMMIT, h.offset, _now_ms(), req.reason or "committed by the producer",
-                                         dest=dest)])
+                    if await self.cluster.topic_exists(h.topic):  # only the node asked lags
+                        raise CoordinatorNotAvailableError(
+                            f"{h.topic!r} is not known to the node asked yet; retry"
+                        ) from None
+                    await part.write_ops(
+                        [Op(OP_ABORT, h.offset, _now_ms(), f"target topic {h.topic!r} does not exist")]
+                    )
+                    raise UnknownTopicError(
+                        f"half {req.partition}:{req.offset} was aborted: its target topic {h.topic!r} does not exist"
+                    ) from None
+                await part.write_ops(
+                    [Op(OP_COMMIT, h.offset, _now_ms(), req.reason or "committed by the producer", dest=dest)]
+                )
             else:
                 await part.write_ops([Op(OP_ABORT, h.offset, _now_ms(), req.reason or "aborted by the producer")])
         return await self._outcome(part, req)
@@ -371,7 +387,8 @@ class HalfCoordinator:
                 if h is None:
                     raise InvalidRequestError(
                         f"no half message at {HALF_TOPIC}-{req.partition} offset {req.offset} (or it was decided "
-                        f"too long ago to remember); check the id send_half returned")
+                        f"too long ago to remember); check the id send_half returned"
+                    )
                 if h.dest < 0 and req.commit is False:
                     raise RequestTimeoutError(f"half {req.partition}:{req.offset}: abort not applied yet; retry")
                 if h.dest >= 0 and not req.commit:
@@ -379,8 +396,10 @@ class HalfCoordinator:
                 await part.changed(1.0)
                 part.check_writable()
         if r is None:
-            raise RequestTimeoutError(f"half {req.partition}:{req.offset} is committed and still being written to "
-                                      f"{part.pending[req.offset].topic}; retry to learn where it landed")
+            raise RequestTimeoutError(
+                f"half {req.partition}:{req.offset} is committed and still being written to "
+                f"{part.pending[req.offset].topic}; retry to learn where it landed"
+            )
         if req.commit != (r.state == "committed"):
             raise InvalidRequestError(f"half {req.partition}:{req.offset} was already {r.state}: {r.reason}")
         return EndHalfResponse(r.state, r.topic, r.dest, r.target_offset, r.reason)
@@ -408,7 +427,7 @@ class HalfCoordinator:
                 while queue and len(out) < max(1, req.limit):
                     c = queue.popleft()
                     h = part.pending.get(c.offset)
-                    if h is not None and h.dest < 0:      # still undecided
+                    if h is not None and h.dest < 0:  # still undecided
                         out.append(c)
                 if out or not part.is_leader:
                     break
@@ -424,15 +443,38 @@ class HalfCoordinator:
                 continue
             for h in part.pending.values():
                 if req.producer_group in (None, h.group):
-                    out.append(HalfInfo(h.group, p, h.offset, h.topic, h.key, h.created_ms, h.checks,
-                                        "committing" if h.dest >= 0 else "pending",
-                                        "" if h.dest >= 0 else f"next check in {max(0, h.next_check_ms() - now)} ms",
-                                        h.dest))
+                    out.append(
+                        HalfInfo(
+                            h.group,
+                            p,
+                            h.offset,
+                            h.topic,
+                            h.key,
+                            h.created_ms,
+                            h.checks,
+                            "committing" if h.dest >= 0 else "pending",
+                            "" if h.dest >= 0 else f"next check in {max(0, h.next_check_ms() - now)} ms",
+                            h.dest,
+                        )
+                    )
             if req.resolved:
                 for r in part.resolved.values():
                     if req.producer_group in (None, r.group):
-                        out.append(HalfInfo(r.group, p, r.offset, r.topic, r.key, r.created_ms, r.checks, r.state,
-                                            r.reason, r.dest, r.target_offset))
+                        out.append(
+                            HalfInfo(
+                                r.group,
+                                p,
+                                r.offset,
+                                r.topic,
+                                r.key,
+                                r.created_ms,
+                                r.checks,
+                                r.state,
+                                r.reason,
+                                r.dest,
+                                r.target_offset,
+                            )
+                        )
         return ListHalvesResponse(out)
 
     # -- the leader's work ------------------------------------------------------------------
@@ -474,19 +516,23 @@ class HalfCoordinator:
                 try:
                     offsets = await relay(self.cluster, pid, dest, items)
                 except UnknownTopicError:
-                    if await self.cluster.topic_exists(dest[0]):   # only the node asked lags: retried
+                    if await self.cluster.topic_exists(dest[0]):  # only the node asked lags: retried
                         raise
-                    ops.extend(Op(OP_WRITTEN, h.offset, _now_ms(), f"target topic {dest[0]!r} was deleted; dropped")
-                               for h in halves)
+                    ops.extend(
+                        Op(OP_WRITTEN, h.offset, _now_ms(), f"target topic {dest[0]!r} was deleted; dropped")
+                        for h in halves
+                    )
                     return
-                ops.extend(Op(OP_WRITTEN, h.offset, _now_ms(), dest=dest[1], target_offset=-1 if o is None else o)
-                           for h, o in zip(halves, offsets))
+                ops.extend(
+                    Op(OP_WRITTEN, h.offset, _now_ms(), dest=dest[1], target_offset=-1 if o is None else o)
+                    for h, o in zip(halves, offsets)
+                )
 
             try:
                 async with trio.open_nursery() as nursery:
                     for dest, halves in by_dest.items():
                         nursery.start_soon(write, dest, halves)
-            except* TideMQError as eg:     # written or not, retried: the relay is idempotent
+            except* TideMQError as eg:  # written or not, retried: the relay is idempotent
                 log.info("%s: relaying committed halves failed, retrying: %s", part.name, eg.exceptions[0])
                 await trio.sleep(0.5)
             if ops:
@@ -504,8 +550,21 @@ class HalfCoordinator:
                     ops.append(Op(OP_ABORT, h.offset, now, self._why_abort(h)))
                 else:
                     ops.append(Op(OP_CHECK, h.offset, now))
-                    asks.append((h.group, HalfCheck(part.partition, h.offset, h.topic, h.key, h.value,
-                                                    list(h.headers), h.created_ms, h.checks + 1)))
+                    asks.append(
+                        (
+                            h.group,
+                            HalfCheck(
+                                part.partition,
+                                h.offset,
+                                h.topic,
+                                h.key,
+                                h.value,
+                                list(h.headers),
+                                h.created_ms,
+                                h.checks + 1,
+                            ),
+                        )
+                    )
             if ops:
                 await part.write_ops(ops)
                 for group, c in asks:
@@ -517,6 +576,8 @@ class HalfCoordinator:
     def _why_abort(self, h: Half) -> str:
         polled = self._polled.get(h.group)
         if polled is None or trio.current_time() - polled > POLLER_ALIVE_S:
-            return (f"no decision after {h.checks} check-backs: no live producer of group {h.group!r} "
-                    "was polling for check-backs (max_checks reached)")
+            return (
+                f"no decision after {h.checks} check-backs: no live producer of group {h.group!r} "
+                "was polling for check-backs (max_checks reached)"
+            )
         return f"no decision after {h.checks} check-backs: the group's checker kept answering 'unknown' (max_checks reached)"

@@ -20,11 +20,12 @@ from node.replica import Replica
 
 log = logging.getLogger(__name__)
 
+
 class LeaderTasks:
     def __init__(self, what: str, work: Callable[[Replica], Awaitable[None]]) -> None:
         self.what = what
         self._work = work
-        self._running: dict[int, tuple[int, trio.CancelScope]] = {}   # group -> (term, scope)
+        self._running: dict[int, tuple[int, trio.CancelScope]] = {}  # group -> (term, scope)
 
     def reconcile(self, nursery: trio.Nursery, parts: Iterable[Replica]) -> None:
         for part in parts:
@@ -43,7 +44,7 @@ class LeaderTasks:
         with scope:
             try:
                 await self._work(part)
-            except* TideMQError as group:   # lost the lead, or a write timed out: reconcile starts it again
+            except* TideMQError as group:  # lost the lead, or a write timed out: reconcile starts it again
                 log.info("%s: %s stopped: %s", part.name, self.what, group.exceptions[0])
             finally:
                 if self._running.get(part.group, (0, None))[1] is scope:

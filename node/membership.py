@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from client.errors import LimitExceededError, UnknownMemberError
 from node.assignor import TopicPartition, assign
 
-PartitionCount = Callable[[str], int]   # topic -> partitions (0: no such topic)
+PartitionCount = Callable[[str], int]  # topic -> partitions (0: no such topic)
 
-MAX_MEMBERS = 1000                       # members of one group (Kafka's group.consumer.max.size is 200)
-STEADY_HEARTBEATS_PER_SESSION = 4        # a steady member heartbeats 4 times per session timeout...
-MAX_STEADY_HEARTBEAT_MS = 3000           # ...but at least every 3 s, so rebalances start fast
-PENDING_HEARTBEAT_MS = 250               # while it has something to give back or to receive
+MAX_MEMBERS = 1000  # members of one group (Kafka's group.consumer.max.size is 200)
+STEADY_HEARTBEATS_PER_SESSION = 4  # a steady member heartbeats 4 times per session timeout...
+MAX_STEADY_HEARTBEAT_MS = 3000  # ...but at least every 3 s, so rebalances start fast
+PENDING_HEARTBEAT_MS = 250  # while it has something to give back or to receive
 
 EMPTY: frozenset[TopicPartition] = frozenset()
 
@@ -45,12 +45,12 @@ class Member:
     session_timeout_ms: int
     rebalance_timeout_ms: int
     last_heard: float
-    topics: frozenset[str] | None = None             # None: not heard since this coordinator took over
-    owned: frozenset[TopicPartition] | None = None   # what it last reported holding; None: unknown
-    sent: frozenset[TopicPartition] = EMPTY          # what it was last told to hold
+    topics: frozenset[str] | None = None  # None: not heard since this coordinator took over
+    owned: frozenset[TopicPartition] | None = None  # what it last reported holding; None: unknown
+    sent: frozenset[TopicPartition] = EMPTY  # what it was last told to hold
     epoch: int = 0
-    revoking_since: float | None = None              # since when it holds something it must give back
-    persisted: bool = False                          # its join is committed in the log
+    revoking_since: float | None = None  # since when it holds something it must give back
+    persisted: bool = False  # its join is committed in the log
     # The epoch each partition it may hold was first sent to it at (0: it said it owned it
     # before this coordinator could tell): a commit naming an earlier epoch for one comes
     # from a handler of a holding it gave up since, and is refused (KIP-447).
@@ -76,7 +76,7 @@ class Group:
         self.name = name
         self.epoch = epoch
         self.members: dict[str, Member] = {}
-        self.counts: dict[str, int] = {}                      # partition counts the targets were built on
+        self.counts: dict[str, int] = {}  # partition counts the targets were built on
         # member id -> target; None while some member's ownership is unknown.
         self.targets: dict[str, frozenset[TopicPartition]] | None = {}
 
@@ -89,47 +89,66 @@ class Group:
         self.members[member_id] = Member(member_id, client_id, session_ms, rebalance_ms, now, persisted=True)
         self.targets = None
 
-    def join(self, member_id: str, client_id: str, topics: Iterable[str], owned: Iterable[TopicPartition],
-             session_timeout_ms: int, rebalance_timeout_ms: int, now: float, count: PartitionCount) -> Member:
+    def join(
+        self,
+        member_id: str,
+        client_id: str,
+        topics: Iterable[str],
+        owned: Iterable[TopicPartition],
+        session_timeout_ms: int,
+        rebalance_timeout_ms: int,
+        now: float,
+        count: PartitionCount,
+    ) -> Member:
         """Member epoch 0: a new member, or a known one rejoining (after it lost its
         partitions). A new member gets nothing until `mark_persisted`."""
         m = self.members.get(member_id)
         if m is None and len(self.members) >= MAX_MEMBERS:
-            raise LimitExceededError(f"group has {len(self.members)} members, the most it takes; a new member "
-                                     "joins once one leaves or expires")
+            raise LimitExceededError(
+                f"group has {len(self.members)} members, the most it takes; a new member "
+                "joins once one leaves or expires"
+            )
         if m is None:
             # A removed member's removal moved the group epoch on: this incarnation's
             # epochs are above any its previous one was given.
-            m = self.members[member_id] = Member(member_id, client_id, session_timeout_ms, rebalance_timeout_ms, now,
-                                                 epoch=self.epoch)
+            m = self.members[member_id] = Member(
+                member_id, client_id, session_timeout_ms, rebalance_timeout_ms, now, epoch=self.epoch
+            )
         else:
-            m.client_id, m.session_timeout_ms, m.rebalance_timeout_ms = client_id, session_timeout_ms, rebalance_timeout_ms
+            m.client_id, m.session_timeout_ms, m.rebalance_timeout_ms = (
+                client_id,
+                session_timeout_ms,
+                rebalance_timeout_ms,
+            )
             m.sent = EMPTY  # a rejoining member dropped whatever it was told before
             m.since.clear()
-            self.epoch += 1   # ...and what it gets again is sent at a later epoch
+            self.epoch += 1  # ...and what it gets again is sent at a later epoch
         self._report(m, topics, owned, now, count)
         return m
 
-    def heartbeat(self, member_id: str, topics: Iterable[str], owned: Iterable[TopicPartition], now: float,
-                  count: PartitionCount) -> Member:
+    def heartbeat(
+        self, member_id: str, topics: Iterable[str], owned: Iterable[TopicPartition], now: float, count: PartitionCount
+    ) -> Member:
         m = self.members.get(member_id)
         if m is None:
             raise UnknownMemberError(
-                f"group {self.name!r} has no member {member_id!r} (it left or was expired); rejoin with epoch 0")
+                f"group {self.name!r} has no member {member_id!r} (it left or was expired); rejoin with epoch 0"
+            )
         self._report(m, topics, owned, now, count)
         return m
 
-    def _report(self, m: Member, topics: Iterable[str], owned: Iterable[TopicPartition], now: float,
-                count: PartitionCount) -> None:
+    def _report(
+        self, m: Member, topics: Iterable[str], owned: Iterable[TopicPartition], now: float, count: PartitionCount
+    ) -> None:
         m.last_heard = now
         m.owned = frozenset(owned)
         new_topics = frozenset(topics)
         changed = False
-        if new_topics and new_topics != m.topics:   # an empty list keeps the subscription
+        if new_topics and new_topics != m.topics:  # an empty list keeps the subscription
             m.topics = new_topics
             changed = m.persisted
         if self.targets is None and all(o.owned is not None for o in self.members.values()):
-            changed = True                           # the last unknown owner reported
+            changed = True  # the last unknown owner reported
         if changed:
             self._changed(now, count)
         else:
@@ -191,11 +210,11 @@ class Group:
     def _changed(self, now: float, count: PartitionCount) -> None:
         self.counts = self._counts(count)
         if any(m.owned is None for m in self.members.values()):
-            self.targets = None      # nothing visible changes until the unknown owners report
+            self.targets = None  # nothing visible changes until the unknown owners report
         else:
             self.epoch += 1
             active = {mid: m for mid, m in self.members.items() if m.persisted}
-            if self.targets is None:   # rebuilt after a failover: stick to what members hold
+            if self.targets is None:  # rebuilt after a failover: stick to what members hold
                 previous = {mid: m.owned or EMPTY for mid, m in active.items()}
             else:
                 previous = {mid: self.targets.get(mid, EMPTY) for mid in active}
@@ -222,7 +241,7 @@ class Group:
         reported; remembers the assignment as sent."""
         target = self.target_of(m)
         if target is None:
-            assignment = m.owned or EMPTY           # ownership elsewhere unknown: keep, take nothing
+            assignment = m.owned or EMPTY  # ownership elsewhere unknown: keep, take nothing
         elif not m.persisted:
             assignment = EMPTY
         else:
@@ -237,7 +256,7 @@ class Group:
         owned = m.owned or EMPTY
         for tp in set(m.since) - assignment - owned:
             del m.since[tp]
-            m.committed.pop(tp, None)   # a later holding starts from the group's offset then
+            m.committed.pop(tp, None)  # a later holding starts from the group's offset then
         for tp in owned - m.since.keys():
             m.since[tp] = 0
         for tp in assignment - m.since.keys():

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 class TopicMeta(msgspec.Struct):
     name: str
-    first_group: int              # Raft group id of partition 0; partition p is first_group + p
-    replicas: list[list[int]]     # per partition, the preferred leader first
+    first_group: int  # Raft group id of partition 0; partition p is first_group + p
+    replicas: list[list[int]]  # per partition, the preferred leader first
     configs: dict[str, str] = {}
     internal: bool = False
 
@@ -71,7 +71,7 @@ class ClusterState(msgspec.Struct):
     topics: dict[str, TopicMeta] = {}
     next_group: int = 1
     next_producer_id: int = 1
-    applied: int = -1             # last applied offset of group 0
+    applied: int = -1  # last applied offset of group 0
 
     def apply(self, cmd: _Cmd) -> object:
         """Apply one committed command; returns its result, or the error it deserved.
@@ -128,8 +128,9 @@ TOPIC_CONFIGS: dict[str, tuple[str, int, int]] = {
 }
 
 
-def topic_config(configs: dict[str, str], key: str, default: int | None,
-                 least: dict[str, int] | None = None) -> int | None:
+def topic_config(
+    configs: dict[str, str], key: str, default: int | None, least: dict[str, int] | None = None
+) -> int | None:
     """A topic config as the log will use it. What is in the controller's log is data
     that may predate a check (or be bad): out of range is clamped, garbage is the
     default; never an exception on apply. `least` overrides the least values (the
@@ -153,8 +154,14 @@ def _clamp(key: str, raw: str, least: int, most: int, default: int | None) -> in
     return min(max(value, least), most)
 
 
-def validate_topic(name: str, partitions: int, replication: int, live_nodes: int,
-                   configs: dict[str, str] | None = None, least: dict[str, int] | None = None) -> None:
+def validate_topic(
+    name: str,
+    partitions: int,
+    replication: int,
+    live_nodes: int,
+    configs: dict[str, str] | None = None,
+    least: dict[str, int] | None = None,
+) -> None:
     for key, value in (configs or {}).items():
         if key not in TOPIC_CONFIGS:
             raise InvalidConfigError(f"unknown topic config {key!r}; known: {', '.join(sorted(TOPIC_CONFIGS))}")

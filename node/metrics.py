@@ -14,33 +14,54 @@ class NodeMetrics:
         r = self.registry
         self.requests = Counter("tidemq_requests", "Requests served", ["kind", "outcome"], registry=r)
         self.latency = Histogram(
-            "tidemq_request_seconds", "Request latency", ["kind"], registry=r,
+            "tidemq_request_seconds",
+            "Request latency",
+            ["kind"],
+            registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.bytes_in = Counter("tidemq_produce_bytes", "Record batch bytes accepted", ["topic"], registry=r)
         self.bytes_out = Counter("tidemq_fetch_bytes", "Record batch bytes served", ["topic"], registry=r)
-        self.protocol_errors = Counter("tidemq_protocol_errors", "Connections closed for a protocol violation", registry=r)
-        self.auth_failures = Counter("tidemq_auth_failures",
-                                     "Connections refused: bad token, wrong peer secret, or a peer Hello on the client listener",
-                                     registry=r)
-        self.connections_refused = Counter("tidemq_connections_refused",
-                                           "Connections refused because the listener was at its cap", registry=r)
-        self.peer_messages_refused = Counter("tidemq_peer_messages_refused",
-                                             "Raft messages from a peer dropped for a forged sender, non-membership or "
-                                             "values out of range", registry=r)
-        self.leaders = Gauge("tidemq_partition_leader", "1 when this node leads the partition", ["topic", "partition"], registry=r)
-        self.high_watermark = Gauge("tidemq_high_watermark", "Committed offset (exclusive)", ["topic", "partition"], registry=r)
-        self.under_replicated = Gauge("tidemq_under_replicated_partitions", "Led partitions with a replica behind", registry=r)
-        self.apply_errors = Gauge("tidemq_apply_errors",
-                                  "Committed entries skipped because they failed to apply (bad data in the log)",
-                                  registry=r)
+        self.protocol_errors = Counter(
+            "tidemq_protocol_errors", "Connections closed for a protocol violation", registry=r
+        )
+        self.auth_failures = Counter(
+            "tidemq_auth_failures",
+            "Connections refused: bad token, wrong peer secret, or a peer Hello on the client listener",
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "tidemq_connections_refused", "Connections refused because the listener was at its cap", registry=r
+        )
+        self.peer_messages_refused = Counter(
+            "tidemq_peer_messages_refused",
+            "Raft messages from a peer dropped for a forged sender, non-membership or values out of range",
+            registry=r,
+        )
+        self.leaders = Gauge(
+            "tidemq_partition_leader", "1 when this node leads the partition", ["topic", "partition"], registry=r
+        )
+        self.high_watermark = Gauge(
+            "tidemq_high_watermark", "Committed offset (exclusive)", ["topic", "partition"], registry=r
+        )
+        self.under_replicated = Gauge(
+            "tidemq_under_replicated_partitions", "Led partitions with a replica behind", registry=r
+        )
+        self.apply_errors = Gauge(
+            "tidemq_apply_errors",
+            "Committed entries skipped because they failed to apply (bad data in the log)",
+            registry=r,
+        )
         self.fsyncs = Gauge("tidemq_log_fsyncs", "Log fsyncs since start (one per group commit)", registry=r)
 
     def forget_topic(self, topic: str, partitions: list[int]) -> None:
         """Drop a deleted topic's label sets: topics come and go, series must not pile up."""
-        for metric, labels in ((self.bytes_in, [(topic,)]), (self.bytes_out, [(topic,)]),
-                               (self.leaders, [(topic, str(p)) for p in partitions]),
-                               (self.high_watermark, [(topic, str(p)) for p in partitions])):
+        for metric, labels in (
+            (self.bytes_in, [(topic,)]),
+            (self.bytes_out, [(topic,)]),
+            (self.leaders, [(topic, str(p)) for p in partitions]),
+            (self.high_watermark, [(topic, str(p)) for p in partitions]),
+        ):
             for values in labels:
                 try:
                     metric.remove(*values)

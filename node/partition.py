@@ -56,8 +56,8 @@ class TxnIndex:
     """Open and aborted transactions of one partition, from its committed batches."""
 
     def __init__(self) -> None:
-        self.open: dict[int, int] = {}              # producer id -> first offset of its open transaction
-        self.aborted: list[Aborted] = []            # in marker order (log order)
+        self.open: dict[int, int] = {}  # producer id -> first offset of its open transaction
+        self.aborted: list[Aborted] = []  # in marker order (log order)
         self.coordinator_epochs: dict[int, int] = {}
 
     def data(self, pid: int, offset: int) -> None:
@@ -102,7 +102,7 @@ class _Held:
         self.done = trio.Event()
         self.answer: Coroutine[object, None, ProduceResponse | None] | None = None
         self.error: TideMQError | None = None
-        self.abandoned = False   # its request gave up waiting: nobody will await the answer
+        self.abandoned = False  # its request gave up waiting: nobody will await the answer
 
     async def wait(self) -> ProduceResponse | None:
         try:
@@ -134,15 +134,23 @@ class BatchLimits:
     """What a producer's batch must fit before it is proposed (see `segments.validate`)."""
 
     max_batch_bytes: int = 8 * 1024 * 1024
-    max_records_bytes: int = 32 * 1024 * 1024       # decompressed
-    timestamp_before_max_ms: int | None = None        # how old a create time may be (None: any)
-    timestamp_after_max_ms: int | None = 3_600_000    # how far in the future (None: any)
+    max_records_bytes: int = 32 * 1024 * 1024  # decompressed
+    timestamp_before_max_ms: int | None = None  # how old a create time may be (None: any)
+    timestamp_after_max_ms: int | None = 3_600_000  # how far in the future (None: any)
 
 
 class Partition(Replica):
-    def __init__(self, *args, topic: str, partition: int, limits: BatchLimits = BatchLimits(),
-                 disk: DiskSpace | None = None, txn_verifier: TxnVerifier | None = None,
-                 producer_expiration_ms: int = PRODUCER_EXPIRATION_MS, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        topic: str,
+        partition: int,
+        limits: BatchLimits = BatchLimits(),
+        disk: DiskSpace | None = None,
+        txn_verifier: TxnVerifier | None = None,
+        producer_expiration_ms: int = PRODUCER_EXPIRATION_MS,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, apply=type(self)._apply_entries, **kwargs)  # subclasses (offsets) override it
         self.topic = topic
         self.partition = partition
@@ -152,7 +160,7 @@ class Partition(Replica):
         self.txns = TxnIndex()
         self._pending_coordinator_epochs: dict[int, int] = {}
         self._txn_verifier = txn_verifier
-        self._txn_verified: dict[int, int] = {}        # producer id -> epoch verified for its open transaction
+        self._txn_verified: dict[int, int] = {}  # producer id -> epoch verified for its open transaction
         self._verifying: dict[int, _Verification] = {}
         self._tasks: trio.Nursery | None = None
 
@@ -166,8 +174,9 @@ class Partition(Replica):
 
     # -- producing ------------------------------------------------------------------------
 
-    def produce(self, records: bytes, acks: int, timeout_s: float,
-                transactional_id: str | None = None) -> Awaitable[ProduceResponse | None]:
+    def produce(
+        self, records: bytes, acks: int, timeout_s: float, transactional_id: str | None = None
+    ) -> Awaitable[ProduceResponse | None]:
         """Synchronous up to the proposal (so pipelined batches keep their order), then
         an awaitable for the acknowledgement. The first batch of a transaction here
         waits for its coordinator's word first, and the producer's later batches queue
@@ -176,22 +185,29 @@ class Partition(Replica):
         header = self.validate(records)
         count = header.last_offset_delta + 1
         pid = header.producer_id
-        unverified = (header.is_transactional and self._txn_verifier is not None
-                      and self._txn_verified.get(pid) != header.producer_epoch)
-        if pid >= 0 and pid not in self._verifying:   # else: checked once the batches ahead are in
+        unverified = (
+            header.is_transactional
+            and self._txn_verifier is not None
+            and self._txn_verified.get(pid) != header.producer_epoch
+        )
+        if pid >= 0 and pid not in self._verifying:  # else: checked once the batches ahead are in
             dup = self.producers.check(pid, header.producer_epoch, header.base_sequence, count)
             if dup is not None:
                 return self._answer_duplicate(dup, timeout_s)
         if unverified or pid in self._verifying:
             if transactional_id is None:
-                raise InvalidRequestError(f"{self.name}: a transactional batch needs its producer's transactional_id "
-                                          "in the Produce request")
+                raise InvalidRequestError(
+                    f"{self.name}: a transactional batch needs its producer's transactional_id in the Produce request"
+                )
             return self._hold(pid, header.producer_epoch, transactional_id, records, acks, timeout_s)
         waiter = self.propose(records, count, durable_only=acks == ACKS_LEADER)
         if pid >= 0:
             first_seq = header.base_sequence
-            self.producers.add_pending(pid, header.producer_epoch, BatchRef(
-                first_seq, first_seq + count - 1, waiter.entry.index, waiter.entry.last))
+            self.producers.add_pending(
+                pid,
+                header.producer_epoch,
+                BatchRef(first_seq, first_seq + count - 1, waiter.entry.index, waiter.entry.last),
+            )
         if acks == ACKS_NONE:
             return _nothing()
         return self._answer(waiter, timeout_s)
@@ -203,15 +219,18 @@ class Partition(Replica):
         lim = self.limits
         if len(records) > lim.max_batch_bytes:
             raise MessageTooLargeError(
-                f"batch of {len(records)} bytes exceeds the limit of {lim.max_batch_bytes}; send smaller batches")
+                f"batch of {len(records)} bytes exceeds the limit of {lim.max_batch_bytes}; send smaller batches"
+            )
         if self.disk is not None:
             self.disk.check(len(records))
         now = int(time.time() * 1000)
         try:
             header = segments.validate(
-                records, max_records_bytes=lim.max_records_bytes,
+                records,
+                max_records_bytes=lim.max_records_bytes,
                 min_timestamp=None if lim.timestamp_before_max_ms is None else now - lim.timestamp_before_max_ms,
-                max_timestamp=None if lim.timestamp_after_max_ms is None else now + lim.timestamp_after_max_ms)
+                max_timestamp=None if lim.timestamp_after_max_ms is None else now + lim.timestamp_after_max_ms,
+            )
         except segments.UnsupportedCompressionError as exc:
             raise UnsupportedCompressionError(f"{self.name}: {exc}") from None
         except segments.InvalidTimestampError as exc:
@@ -222,8 +241,9 @@ class Partition(Replica):
             raise InvalidRequestError("producers may not write control batches")
         return header
 
-    def _hold(self, pid: int, epoch: int, tid: str, records: bytes, acks: int,
-              timeout_s: float) -> Awaitable[ProduceResponse | None]:
+    def _hold(
+        self, pid: int, epoch: int, tid: str, records: bytes, acks: int, timeout_s: float
+    ) -> Awaitable[ProduceResponse | None]:
         """Hold a transactional batch until the coordinator confirms that this partition
         is in the producer's ongoing transaction. Unverified, a batch from a producer
         that never added the partition, or a late one of a transaction that already
@@ -245,22 +265,29 @@ class Partition(Replica):
             with trio.fail_after(VERIFY_TIMEOUT_S):
                 await self._txn_verifier(tid, pid, epoch, self.topic, self.partition)
             error = None
-            if self._verifying[pid].ended:   # a marker meanwhile: these batches are late
+            if self._verifying[pid].ended:  # a marker meanwhile: these batches are late
                 error = InvalidTxnStateError(f"{self.name}: the transaction of {tid!r} ended while its batch waited")
         except trio.TooSlowError:
             error = CoordinatorNotAvailableError(
-                f"{self.name}: the coordinator of transactional id {tid!r} did not confirm the transaction in time")
+                f"{self.name}: the coordinator of transactional id {tid!r} did not confirm the transaction in time"
+            )
         except TideMQError as exc:
-            error = exc if not exc.retriable else CoordinatorNotAvailableError(   # it moves: the producer retries
-                f"{self.name}: could not verify the transaction of {tid!r} with its coordinator: {exc.message}")
-        except (OSError, TimeoutError) as exc:   # the coordinator's node is unreachable: never take this node down
+            error = (
+                exc
+                if not exc.retriable
+                else CoordinatorNotAvailableError(  # it moves: the producer retries
+                    f"{self.name}: could not verify the transaction of {tid!r} with its coordinator: {exc.message}"
+                )
+            )
+        except (OSError, TimeoutError) as exc:  # the coordinator's node is unreachable: never take this node down
             error = CoordinatorNotAvailableError(
-                f"{self.name}: could not reach the coordinator of transactional id {tid!r}: {exc!r}")
+                f"{self.name}: could not reach the coordinator of transactional id {tid!r}: {exc!r}"
+            )
         finally:
             queue = self._verifying.pop(pid).held
             if error is None:
                 self._txn_verified[pid] = epoch
-            for held in queue:   # in arrival order, synchronously: they keep their order in the log
+            for held in queue:  # in arrival order, synchronously: they keep their order in the log
                 if error is not None:
                     held.error = error
                 else:
@@ -270,7 +297,7 @@ class Partition(Replica):
                         held.error = exc
                     else:
                         if held.abandoned:
-                            held.answer.close()   # proposed all the same: a retry is answered DUPLICATE
+                            held.answer.close()  # proposed all the same: a retry is answered DUPLICATE
                 held.done.set()
 
     async def _answer(self, waiter, timeout_s: float) -> ProduceResponse:
@@ -284,26 +311,30 @@ class Partition(Replica):
             await self.wait(waiters[0], timeout_s)
         return ProduceResponse(dup.base_offset, dup.last_offset, self.storage.log.log_start_offset, duplicate=True)
 
-    def write_marker(self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int,
-                     timeout_s: float) -> Awaitable[Ok]:
+    def write_marker(
+        self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int, timeout_s: float
+    ) -> Awaitable[Ok]:
         """Append a transaction marker (synchronously up to the proposal). Always
         written, even if no open transaction is known here: a transactional batch may
         still be in flight, and a marker that closes nothing is harmless. A marker from
         an older coordinator epoch than one already seen for the producer is a zombie
         coordinator's and is refused; a higher producer epoch fences older batches."""
         self.check_writable()
-        seen = max(self.txns.coordinator_epochs.get(producer_id, -1),
-                   self._pending_coordinator_epochs.get(producer_id, -1))
+        seen = max(
+            self.txns.coordinator_epochs.get(producer_id, -1), self._pending_coordinator_epochs.get(producer_id, -1)
+        )
         if coordinator_epoch < seen:
             raise ProducerFencedError(
-                f"{self.name}: marker from coordinator epoch {coordinator_epoch}, but {seen} was already seen")
+                f"{self.name}: marker from coordinator epoch {coordinator_epoch}, but {seen} was already seen"
+            )
         self.producers.fence(producer_id, producer_epoch)
         self._pending_coordinator_epochs[producer_id] = coordinator_epoch
-        self._txn_verified.pop(producer_id, None)   # the next transaction is verified afresh
+        self._txn_verified.pop(producer_id, None)  # the next transaction is verified afresh
         if producer_id in self._verifying:
             self._verifying[producer_id].ended = True
-        data = segments.build_transaction_marker(commit, producer_id=producer_id, producer_epoch=producer_epoch,
-                                                 coordinator_epoch=coordinator_epoch)
+        data = segments.build_transaction_marker(
+            commit, producer_id=producer_id, producer_epoch=producer_epoch, coordinator_epoch=coordinator_epoch
+        )
         return self._marker_written(self.propose(data, 1), timeout_s)
 
     async def _marker_written(self, waiter, timeout_s: float) -> Ok:
@@ -323,8 +354,12 @@ class Partition(Replica):
                     self.txns.marker(h.producer_id, kind == segments.ControlType.COMMIT, e.index, coordinator_epoch)
                     self.producers.apply_marker(h.producer_id, h.producer_epoch)
                 continue
-            self.producers.apply(h.producer_id, h.producer_epoch, BatchRef(
-                h.base_sequence, h.base_sequence + e.last - e.index, e.index, e.last), h.max_timestamp)
+            self.producers.apply(
+                h.producer_id,
+                h.producer_epoch,
+                BatchRef(h.base_sequence, h.base_sequence + e.last - e.index, e.index, e.last),
+                h.max_timestamp,
+            )
             if h.is_transactional:
                 self.txns.data(h.producer_id, e.index)
 
@@ -361,7 +396,9 @@ class Partition(Replica):
         if not log.log_start_offset <= offset <= hw:
             raise OffsetOutOfRangeError(
                 f"{self.name}: offset {offset} outside [{log.log_start_offset}, {hw}]",
-                log_start_offset=log.log_start_offset, high_watermark=hw)
+                log_start_offset=log.log_start_offset,
+                high_watermark=hw,
+            )
         lso = self.last_stable_offset
         if isolation != READ_COMMITTED:
             return (b"" if offset == hw else log.read(offset, max_bytes, max_offset=hw)), lso, []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from raft.types import Append, AppendResponse, Heartbeat, InstallSnapshot, Message, Vote
 
-MAX_TERM = (1 << 31) - 1   # stored as the batch's partition leader epoch (int32)
+MAX_TERM = (1 << 31) - 1  # stored as the batch's partition leader epoch (int32)
 MAX_OFFSET = (1 << 63) - 1
 
 

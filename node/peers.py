@@ -39,13 +39,20 @@ log = logging.getLogger(__name__)
 MAX_OUTBOX = 100_000
 CONNECT_TIMEOUT_S = 2.0
 HANDSHAKE_MAX_FRAME_BYTES = 64 * 1024
-DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024   # half the default frame limit: room for the envelope
-MAX_MESSAGE_BYTES = 512 * 1024 * 1024   # one message sent in pieces (a snapshot) at most
+DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024  # half the default frame limit: room for the envelope
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # one message sent in pieces (a snapshot) at most
 
 
 class PeerLink:
-    def __init__(self, node_id: int, peer_id: int, addr: str, credential: PeerCredential,
-                 encode: Callable[[list], bytes], max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+    def __init__(
+        self,
+        node_id: int,
+        peer_id: int,
+        addr: str,
+        credential: PeerCredential,
+        encode: Callable[[list], bytes],
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+    ) -> None:
         self.node_id = node_id
         self.max_payload = max_payload
         self.peer_id = peer_id
@@ -75,10 +82,15 @@ class PeerLink:
         payload = self.encode(items)
         if len(payload) <= self.max_payload:
             return [payload]
-        if len(items) == 1:      # one message larger than a frame (a big snapshot): in pieces
+        if len(items) == 1:  # one message larger than a frame (a big snapshot): in pieces
             if len(payload) > MAX_MESSAGE_BYTES:
-                log.warning("link %s -> %s: a message of %d bytes exceeds %d; dropped (Raft resends)",
-                            self.node_id, self.peer_id, len(payload), MAX_MESSAGE_BYTES)
+                log.warning(
+                    "link %s -> %s: a message of %d bytes exceeds %d; dropped (Raft resends)",
+                    self.node_id,
+                    self.peer_id,
+                    len(payload),
+                    MAX_MESSAGE_BYTES,
+                )
                 return []
             self._fragments += 1
             return fragments(self._fragments, payload, self.max_payload)
@@ -137,7 +149,7 @@ class PeerLink:
                             await stream.send_all(encode_frame(0, PeerMessages(payload)))
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
                 log.info("link %s -> %s lost: %s", self.node_id, self.peer_id, exc)
-            except TideMQError as exc:   # refused: wrong secret, not a member, not a peer listener
+            except TideMQError as exc:  # refused: wrong secret, not a member, not a peer listener
                 log.warning("link %s -> %s refused: %s", self.node_id, self.peer_id, exc)
                 self.outbox.clear()
             finally:
@@ -146,7 +158,7 @@ class PeerLink:
             backoff = min(backoff * 2, 1.0)
 
 
-_FRAGMENT = struct.Struct(">4sQII")   # magic, message number, piece index, piece count
+_FRAGMENT = struct.Struct(">4sQII")  # magic, message number, piece index, piece count
 _MAGIC = b"TFRG"
 
 
@@ -154,7 +166,7 @@ def fragments(number: int, payload: bytes, max_payload: int) -> list[bytes]:
     """One encoded peer batch cut into pieces that each fit a frame."""
     size = max(1, max_payload - _FRAGMENT.size)
     count = -(-len(payload) // size)
-    return [_FRAGMENT.pack(_MAGIC, number, i, count) + payload[i * size:(i + 1) * size] for i in range(count)]
+    return [_FRAGMENT.pack(_MAGIC, number, i, count) + payload[i * size : (i + 1) * size] for i in range(count)]
 
 
 class Reassembler:
@@ -163,7 +175,7 @@ class Reassembler:
     what it still needs), so a peer can never make this node hold more than that."""
 
     def __init__(self) -> None:
-        self._partial: dict[int, tuple[int, int, list[bytes], int]] = {}   # peer -> (number, count, pieces, size)
+        self._partial: dict[int, tuple[int, int, list[bytes], int]] = {}  # peer -> (number, count, pieces, size)
 
     def feed(self, frm: int, payload: bytes) -> bytes | None:
         """The whole payload once complete; None while gathering or for a bad piece.
@@ -171,7 +183,7 @@ class Reassembler:
         if not payload.startswith(_MAGIC) or len(payload) < _FRAGMENT.size:
             return payload
         _, number, index, count = _FRAGMENT.unpack_from(payload)
-        piece = payload[_FRAGMENT.size:]
+        piece = payload[_FRAGMENT.size :]
         cur = self._partial.get(frm)
         if index == 0:
             cur = (number, count, [], 0)
@@ -193,10 +205,19 @@ class Reassembler:
 
 
 class PeerTransport:
-    def __init__(self, node_id: int, peers: dict[int, str], credential: PeerCredential,
-                 encode: Callable[[list], bytes], max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
-        self.links = {pid: PeerLink(node_id, pid, addr, credential, encode, max_payload)
-                      for pid, addr in peers.items() if pid != node_id}
+    def __init__(
+        self,
+        node_id: int,
+        peers: dict[int, str],
+        credential: PeerCredential,
+        encode: Callable[[list], bytes],
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+    ) -> None:
+        self.links = {
+            pid: PeerLink(node_id, pid, addr, credential, encode, max_payload)
+            for pid, addr in peers.items()
+            if pid != node_id
+        }
 
     def send(self, to: int, item: object) -> None:
         link = self.links.get(to)

@@ -51,7 +51,7 @@ class BatchRef:
 class _Producer:
     epoch: int
     batches: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
-    last_ts: int = -1            # newest batch time (ms); -1: not known yet (loaded from a snapshot)
+    last_ts: int = -1  # newest batch time (ms); -1: not known yet (loaded from a snapshot)
 
     @property
     def last_seq(self) -> int:
@@ -66,22 +66,26 @@ class ProducerState:
 
     def __init__(self, expiration_ms: int = PRODUCER_EXPIRATION_MS) -> None:
         self.expiration_ms = expiration_ms
-        self._committed: dict[int, _Producer] = {}     # least recently written first
+        self._committed: dict[int, _Producer] = {}  # least recently written first
         self._pending: dict[int, _Producer] = {}
-        self._expired: dict[int, None] = {}            # recently forgotten ids, bounded
-        self._clock = -1                               # newest batch time applied
+        self._expired: dict[int, None] = {}  # recently forgotten ids, bounded
+        self._clock = -1  # newest batch time applied
 
     def __len__(self) -> int:
         return len(self._committed)
 
     def export(self) -> list[tuple[int, int, list[tuple[int, int, int, int]]]]:
         """The committed state, for a partition that snapshots instead of keeping its log."""
-        return [(pid, p.epoch, [(b.first_seq, b.last_seq, b.base_offset, b.last_offset) for b in p.batches])
-                for pid, p in self._committed.items()]
+        return [
+            (pid, p.epoch, [(b.first_seq, b.last_seq, b.base_offset, b.last_offset) for b in p.batches])
+            for pid, p in self._committed.items()
+        ]
 
     def load(self, exported: list[tuple[int, int, list[tuple[int, int, int, int]]]]) -> None:
-        self._committed = {pid: _Producer(epoch, deque((BatchRef(*b) for b in batches), maxlen=WINDOW))
-                           for pid, epoch, batches in exported}
+        self._committed = {
+            pid: _Producer(epoch, deque((BatchRef(*b) for b in batches), maxlen=WINDOW))
+            for pid, epoch, batches in exported
+        }
         self._pending.clear()
 
     def _current(self, pid: int) -> _Producer | None:
@@ -95,13 +99,16 @@ class ProducerState:
         if cur is None:
             if first_seq != 0 and pid not in self._expired:
                 raise UnknownProducerError(
-                    f"producer {pid} has no state here and its batch starts at sequence {first_seq}, not 0")
+                    f"producer {pid} has no state here and its batch starts at sequence {first_seq}, not 0"
+                )
             return None
         if epoch < cur.epoch:
             raise ProducerFencedError(f"producer {pid} epoch {epoch} is fenced by epoch {cur.epoch}")
         if epoch > cur.epoch:
             if first_seq != 0:
-                raise OutOfOrderSequenceError(f"producer {pid} new epoch {epoch} must start at sequence 0, not {first_seq}")
+                raise OutOfOrderSequenceError(
+                    f"producer {pid} new epoch {epoch} must start at sequence 0, not {first_seq}"
+                )
             return None
         for ref in cur.batches:
             if ref.first_seq == first_seq and ref.last_seq == last_seq:
@@ -115,15 +122,18 @@ class ProducerState:
                 # holding it was overwritten). Their fate decides; ask again.
                 raise RequestTimeoutError(
                     f"producer {pid} epoch {epoch}: sequences {first_seq}-{last_seq} are in a batch not committed "
-                    "yet; retry shortly")
+                    "yet; retry shortly"
+                )
             # Every record is already written, in batches cut differently or older than
             # the window: a duplicate whose offsets are not known (Kafka's
             # DUPLICATE_SEQUENCE_NUMBER). The delay and half relays rely on this.
             raise DuplicateSequenceError(
-                f"producer {pid} epoch {epoch}: sequences {first_seq}-{last_seq} were already written")
+                f"producer {pid} epoch {epoch}: sequences {first_seq}-{last_seq} were already written"
+            )
         if first_seq != cur.last_seq + 1:
             raise OutOfOrderSequenceError(
-                f"producer {pid} epoch {epoch}: expected sequence {cur.last_seq + 1}, got {first_seq}")
+                f"producer {pid} epoch {epoch}: expected sequence {cur.last_seq + 1}, got {first_seq}"
+            )
         return None
 
     def add_pending(self, pid: int, epoch: int, ref: BatchRef) -> None:
@@ -140,7 +150,7 @@ class ProducerState:
         cur = self._committed.pop(pid, None)
         if cur is None or epoch != cur.epoch:
             cur = _Producer(epoch)
-        self._committed[pid] = cur                     # now the most recently written
+        self._committed[pid] = cur  # now the most recently written
         self._expired.pop(pid, None)
         if not cur.batches or ref.base_offset > cur.batches[-1].last_offset:
             cur.batches.append(ref)
@@ -153,11 +163,11 @@ class ProducerState:
 
     def _expire(self) -> None:
         if self._clock < 0:
-            return                                     # no batch time seen yet
+            return  # no batch time seen yet
         horizon = self._clock - self.expiration_ms
         while self._committed:
             pid, oldest = next(iter(self._committed.items()))
-            if oldest.last_ts == -1:                   # loaded: its clock starts now
+            if oldest.last_ts == -1:  # loaded: its clock starts now
                 oldest.last_ts = self._clock
                 self._committed[pid] = self._committed.pop(pid)
                 continue

@@ -18,8 +18,9 @@ from segments import build_batch
 RELAY_TIMEOUT_MS = 10_000
 
 
-async def relay(cluster: ClusterClient, producer_id: int, dest: tuple[str, int],
-                items: list[tuple[int, tuple]]) -> list[int | None]:
+async def relay(
+    cluster: ClusterClient, producer_id: int, dest: tuple[str, int], items: list[tuple[int, tuple]]
+) -> list[int | None]:
     """Write `items` ((sequence, (key, value, headers, timestamp)), consecutive
     sequences) to `dest`; the offset each record has there, or None where a replay found
     it written long ago (its offset is no longer known)."""
@@ -30,7 +31,7 @@ async def relay(cluster: ClusterClient, producer_id: int, dest: tuple[str, int],
         try:
             resp = await cluster.leader_request(topic, p, Produce(topic, p, data, timeout_ms=RELAY_TIMEOUT_MS))
         except DuplicateSequenceError:
-            return [None] * len(records)     # all written before, in batches cut otherwise
+            return [None] * len(records)  # all written before, in batches cut otherwise
         return list(range(resp.base_offset, resp.base_offset + len(records)))
 
     try:

@@ -114,14 +114,18 @@ class Replica:
     def not_leader(self) -> NotLeaderError:
         leader = self.core.leader
         return NotLeaderError(
-            f"node {self.core.id} does not lead {self.name}" + (f"; node {leader} does" if leader else "; no leader elected yet"),
-            leader_id=leader or None, leader_addr=self._leader_addr(leader) if leader else None,
+            f"node {self.core.id} does not lead {self.name}"
+            + (f"; node {leader} does" if leader else "; no leader elected yet"),
+            leader_id=leader or None,
+            leader_addr=self._leader_addr(leader) if leader else None,
         )
 
     def check_writable(self) -> None:
         if self.offline is not None:
-            raise NotLeaderError(f"{self.name} is offline on node {self.core.id} after a storage error "
-                                 f"({self.offline}); another replica will lead it")
+            raise NotLeaderError(
+                f"{self.name} is offline on node {self.core.id} after a storage error "
+                f"({self.offline}); another replica will lead it"
+            )
         if self.closed:
             raise ShuttingDownError(f"{self.name} is closing on node {self.core.id}")
         if not self.ready_for_writes():
@@ -152,7 +156,8 @@ class Replica:
         if not waiter.event.is_set():
             raise RequestTimeoutError(
                 f"{self.name}: offsets {waiter.entry.index}-{waiter.entry.last} not committed within {timeout_s:.1f}s; "
-                "the write may still commit (an idempotent retry is safe)")
+                "the write may still commit (an idempotent retry is safe)"
+            )
         if waiter.error is not None:
             raise waiter.error
         return waiter.entry
@@ -202,7 +207,7 @@ class Replica:
         if rd.entries and self._fsync:
             await trio.to_thread.run_sync(self.storage.sync)
             self.fsyncs += 1
-        elif self.storage.state_dirty:   # a vote or term is durable before anyone hears of it
+        elif self.storage.state_dirty:  # a vote or term is durable before anyone hears of it
             await trio.to_thread.run_sync(self.storage.sync, False)
         if rd.entries:
             self.durable = rd.entries[-1].last
@@ -270,7 +275,9 @@ class Replica:
                 term = committed_terms.get(w.entry.last)
                 if term != w.entry.term:
                     w.error = self.not_leader()
-                    w.error.message = f"{self.name}: the write at {w.entry.index} was overwritten by a new leader; retry"
+                    w.error.message = (
+                        f"{self.name}: the write at {w.entry.index} was overwritten by a new leader; retry"
+                    )
                 w.event.set()
 
     async def sync(self) -> None:
@@ -312,11 +319,13 @@ class Replica:
         self.wake()
         for waiters in self._waiters.values():
             for w in waiters:
-                w.error = ShuttingDownError(f"{self.name} closed on node {self.core.id}; the write's outcome is unknown")
+                w.error = ShuttingDownError(
+                    f"{self.name} closed on node {self.core.id}; the write's outcome is unknown"
+                )
                 w.event.set()
         self._waiters.clear()
         async with self.io_lock:
             try:
                 await trio.to_thread.run_sync(self.storage.close)
-            except OSError as exc:     # closing flushes: a full disk may refuse that too
+            except OSError as exc:  # closing flushes: a full disk may refuse that too
                 log.error("%s: closing its log failed: %s", self.name, exc)

@@ -85,7 +85,8 @@ class ClientInfo:
 
 def error_body(exc: TideMQError) -> ErrorResponse:
     return ErrorResponse(
-        int(exc.code), exc.message,
+        int(exc.code),
+        exc.message,
         leader_id=exc.details.get("leader_id"),  # type: ignore[arg-type]
         leader_addr=exc.details.get("leader_addr"),  # type: ignore[arg-type]
     )
@@ -145,8 +146,8 @@ class ConnectionLimits:
     """What one listener lets connections hold (docs/security.md lists the defaults)."""
 
     max_connections: int = 1000
-    max_queued_bytes: int = 64 * 1024 * 1024   # answers written but not yet read, per connection
-    idle_timeout_s: float | None = 600.0      # a client connection with nothing asked or owed (Kafka: 10 min)
+    max_queued_bytes: int = 64 * 1024 * 1024  # answers written but not yet read, per connection
+    idle_timeout_s: float | None = 600.0  # a client connection with nothing asked or owed (Kafka: 10 min)
 
 
 class Server:
@@ -198,8 +199,16 @@ class Server:
                 if self.metrics:
                     self.metrics.connections_refused.inc()
                 with trio.move_on_after(1):
-                    await stream.send_all(encode_frame(0, error_body(ConnectionLimitError(
-                        f"node {self.node_id} has {self.limits.max_connections} connections open; retry later"))))
+                    await stream.send_all(
+                        encode_frame(
+                            0,
+                            error_body(
+                                ConnectionLimitError(
+                                    f"node {self.node_id} has {self.limits.max_connections} connections open; retry later"
+                                )
+                            ),
+                        )
+                    )
                 return
             await self._run(stream, addr)
         except* RemoteProtocolError as group:
@@ -257,7 +266,7 @@ class Server:
             """The next envelope; None at EOF, or once the connection sat idle too long
             (nothing asked, nothing owed)."""
             while True:
-                await outbox.wait_below_budget()   # a client that never reads is not read either
+                await outbox.wait_below_budget()  # a client that never reads is not read either
                 with trio.move_on_after(idle_s if idle_s is not None else math.inf) as idle:
                     return await next_envelope()
                 if idle.cancelled_caught and inflight.value == self.max_inflight and not outbox.queued:
@@ -273,8 +282,11 @@ class Server:
                         continue
                     await inflight.acquire()
                     if client.peer_node is None and isinstance(env.body, PEER_ONLY):
-                        pending = _raise(ClusterAuthorizationError(
-                            f"{type(env.body).__name__} is for the cluster's nodes only, on their peer listener"))
+                        pending = _raise(
+                            ClusterAuthorizationError(
+                                f"{type(env.body).__name__} is for the cluster's nodes only, on their peer listener"
+                            )
+                        )
                     else:
                         try:
                             pending = self.handler.dispatch(env.body, client)
@@ -292,7 +304,8 @@ class Server:
         if self.peer_auth is None:
             if hello.peer_node is not None:
                 return ClusterAuthorizationError(
-                    "this is the client listener: nodes reach each other on their --peer-listen address")
+                    "this is the client listener: nodes reach each other on their --peer-listen address"
+                )
             if self.token is not None and not hmac.compare_digest((hello.token or "").encode(), self.token.encode()):
                 return AuthFailedError("missing or wrong cluster token: pass token= or set TIDEMQ_TOKEN")
             return None
@@ -303,7 +316,11 @@ class Server:
         challenge, expected = self.peer_auth.challenge(hello)
         await stream.send_all(encode_frame(0, challenge))
         answer = await next_envelope()
-        if answer is None or not isinstance(answer.body, PeerProof) or not self.peer_auth.verify(expected, answer.body.proof):
+        if (
+            answer is None
+            or not isinstance(answer.body, PeerProof)
+            or not self.peer_auth.verify(expected, answer.body.proof)
+        ):
             log.warning("refused a peer connection claiming to be node %s: wrong peer secret", hello.peer_node)
             return AuthFailedError("wrong peer secret")
         return None
@@ -334,8 +351,9 @@ class Server:
         finally:
             inflight.release()
             if self.metrics:
-                self.metrics.observe_request(kind, trio.current_time() - start,
-                                             "error" if isinstance(resp, ErrorResponse) else "ok")
+                self.metrics.observe_request(
+                    kind, trio.current_time() - start, "error" if isinstance(resp, ErrorResponse) else "ok"
+                )
 
     @staticmethod
     async def _writer(stream: trio.SocketStream, outbox: _Outbox) -> None:
@@ -349,4 +367,3 @@ class Server:
                         break
                 await stream.send_all(b"".join(frames))
                 outbox.sent(sum(len(f) for f in frames))
-

@@ -72,7 +72,9 @@ def _read_checked(path: Path) -> bytes | None:
     except FileNotFoundError:
         return None
     if len(raw) < 4 or int.from_bytes(raw[:4], "big") != crc32c.crc32c(raw[4:]):
-        raise StorageError(f"{path} is damaged (checksum mismatch); restore it or remove the replica's directory to resync it from its peers")
+        raise StorageError(
+            f"{path} is damaged (checksum mismatch); restore it or remove the replica's directory to resync it from its peers"
+        )
     return raw[4:]
 
 
@@ -121,8 +123,8 @@ class LogStorage:
         if raw is None:
             return None
         if raw.startswith(_SNAP_MAGIC):
-            return msgspec.msgpack.decode(raw[len(_SNAP_MAGIC):], type=_SnapFile)
-        st = self._state   # written before snapshots named their index: it is raft-state's
+            return msgspec.msgpack.decode(raw[len(_SNAP_MAGIC) :], type=_SnapFile)
+        st = self._state  # written before snapshots named their index: it is raft-state's
         return _SnapFile(st.snap_index, st.snap_term, st.snap_conf, raw)
 
     def _finish_snapshot(self) -> None:
@@ -131,20 +133,23 @@ class LogStorage:
         moving the log start there."""
         snap = self._read_snapshot()
         st = self._state
-        if snap is None or snap.index < st.snap_index or (snap.index, snap.term, snap.conf) == (
-                st.snap_index, st.snap_term, st.snap_conf):
+        if (
+            snap is None
+            or snap.index < st.snap_index
+            or (snap.index, snap.term, snap.conf) == (st.snap_index, st.snap_term, st.snap_conf)
+        ):
             return
         # (An equal index with another term: the log was reset to it and raft-state not
         # yet saved, so `_check_against_log` took the index from the log alone.)
         st.snap_index, st.snap_term, st.snap_conf = snap.index, snap.term, snap.conf
         st.configs = [c for c in st.configs if c.last > snap.index]
         st.hard = HardState(st.hard.term, st.hard.vote, max(st.hard.commit, snap.index))
-        if self.log.log_start_offset <= snap.index:    # the log start has not moved yet
+        if self.log.log_start_offset <= snap.index:  # the log start has not moved yet
             if self.log.next_offset - 1 >= snap.index and self.log.term_at(snap.index) == snap.term:
                 self.log.delete_before(snap.index + 1)
             else:
                 self.log.reset_to(snap.index + 1)
-        self.state_dirty = True   # redone from the same files if we crash again first
+        self.state_dirty = True  # redone from the same files if we crash again first
 
     def _check_against_log(self) -> None:
         """Repair what a crash between the log and raft-state writes can leave."""
@@ -250,8 +255,10 @@ class LogStorage:
         """Make a snapshot's data durable (fsynced: call from a worker thread) before
         `install_snapshot` or `move_start` moves the log start past what it covers."""
         if snap.data:
-            _write_atomic(self.path / "snapshot",
-                          _SNAP_MAGIC + msgspec.msgpack.encode(_SnapFile(snap.index, snap.term, snap.conf, snap.data)))
+            _write_atomic(
+                self.path / "snapshot",
+                _SNAP_MAGIC + msgspec.msgpack.encode(_SnapFile(snap.index, snap.term, snap.conf, snap.data)),
+            )
 
     def install_snapshot(self, snap: Snapshot) -> None:
         """The leader no longer has our next entry: restart the log after `snap.index`

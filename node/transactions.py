@@ -96,8 +96,8 @@ TXN_SEGMENT_BYTES = 16 * 1024 * 1024
 SNAPSHOT_EVERY = 10_000
 JANITOR_INTERVAL_S = 0.2
 WRITE_TIMEOUT_S = 10.0
-COMPLETE_TIMEOUT_S = 20.0        # one attempt at writing every marker; the janitor retries
-MAX_EPOCH = 32767                # the batch header's producer epoch is an int16
+COMPLETE_TIMEOUT_S = 20.0  # one attempt at writing every marker; the janitor retries
+MAX_EPOCH = 32767  # the batch header's producer epoch is an int16
 MAX_NAME = 255
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 100, 15 * 60_000
 MAX_TXN_PARTITIONS = 10_000
@@ -123,11 +123,11 @@ class TxnMeta(msgspec.Struct, array_like=True, frozen=True):
     producer_epoch: int
     status: int
     timeout_ms: int
-    started_ms: int = 0                                           # wall clock: replicas agree on it
+    started_ms: int = 0  # wall clock: replicas agree on it
     partitions: list[tuple[str, int]] = []
-    offsets: dict[str, list[tuple[str, int, int]]] = {}          # group -> (topic, partition, offset)
-    updated_ms: int = 0                                           # wall clock of the write (stamped by _write)
-    number: int = 0                                               # the producer's count of the transaction
+    offsets: dict[str, list[tuple[str, int, int]]] = {}  # group -> (topic, partition, offset)
+    updated_ms: int = 0  # wall clock of the write (stamped by _write)
+    number: int = 0  # the producer's count of the transaction
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -164,7 +164,7 @@ class TxnStatePartition(Partition):
                     continue
                 try:
                     self.txn_meta[tid] = _meta_dec.decode(rec.value)
-                except msgspec.DecodeError as exc:   # deterministic: every replica skips it alike
+                except msgspec.DecodeError as exc:  # deterministic: every replica skips it alike
                     log.warning("%s: skipping a malformed record for %r: %s", TXN_TOPIC, tid, exc)
 
     def restore(self, snap: Snapshot) -> None:
@@ -222,7 +222,8 @@ def _check_producer(tid: str, meta: TxnMeta | None, pid: int, epoch: int) -> Txn
     if pid != meta.producer_id or epoch < meta.producer_epoch:
         raise ProducerFencedError(
             f"transactional id {tid!r}: producer {pid} epoch {epoch} is fenced by producer {meta.producer_id} "
-            f"epoch {meta.producer_epoch}")
+            f"epoch {meta.producer_epoch}"
+        )
     if epoch > meta.producer_epoch:
         raise InvalidRequestError(f"transactional id {tid!r}: epoch {epoch} was never issued")
     return meta
@@ -241,9 +242,12 @@ class TransactionCoordinator:
 
     def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
         return {
-            FindTransactionCoordinator: self.find_coordinator, AddPartitionsToTxn: self.add_partitions,
-            TxnOffsetCommit: self.txn_offset_commit, EndTxn: self.end_txn,
-            ListTransactions: self.list_transactions, DescribeTransaction: self.describe_transaction,
+            FindTransactionCoordinator: self.find_coordinator,
+            AddPartitionsToTxn: self.add_partitions,
+            TxnOffsetCommit: self.txn_offset_commit,
+            EndTxn: self.end_txn,
+            ListTransactions: self.list_transactions,
+            DescribeTransaction: self.describe_transaction,
         }
 
     # -- routing ---------------------------------------------------------------------------
@@ -258,8 +262,9 @@ class TransactionCoordinator:
 
     async def find_coordinator(self, req: FindTransactionCoordinator) -> CoordinatorResponse:
         _check_name("transactional_id", req.transactional_id)
-        return self.broker.find_coordinator(TXN_TOPIC, req.transactional_id,
-                                            f"transactional id {req.transactional_id!r}")
+        return self.broker.find_coordinator(
+            TXN_TOPIC, req.transactional_id, f"transactional id {req.transactional_id!r}"
+        )
 
     # -- state changes -----------------------------------------------------------------------
 
@@ -290,16 +295,28 @@ class TransactionCoordinator:
                         nursery.start_soon(self._write_marker, part, coord, topic, p, meta, commit)
         except trio.TooSlowError:
             raise RequestTimeoutError(
-                f"transaction {tid!r}: markers not all written within {COMPLETE_TIMEOUT_S:.0f}s; it will be completed, retry") from None
-        done = TxnMeta(meta.producer_id, meta.producer_epoch,
-                       TxnStatus.COMPLETE_COMMIT if commit else TxnStatus.COMPLETE_ABORT, meta.timeout_ms,
-                       number=meta.number)
-        log.info("transaction %r (producer %d epoch %d) %s over %d partition(s)", tid, meta.producer_id,
-                 meta.producer_epoch, "committed" if commit else "aborted", len(meta.partitions))
+                f"transaction {tid!r}: markers not all written within {COMPLETE_TIMEOUT_S:.0f}s; it will be completed, retry"
+            ) from None
+        done = TxnMeta(
+            meta.producer_id,
+            meta.producer_epoch,
+            TxnStatus.COMPLETE_COMMIT if commit else TxnStatus.COMPLETE_ABORT,
+            meta.timeout_ms,
+            number=meta.number,
+        )
+        log.info(
+            "transaction %r (producer %d epoch %d) %s over %d partition(s)",
+            tid,
+            meta.producer_id,
+            meta.producer_epoch,
+            "committed" if commit else "aborted",
+            len(meta.partitions),
+        )
         return await self._write(part, coord, tid, done)
 
-    async def _end_offsets(self, tid: str, number: int, group: str, offsets: list[tuple[str, int, int]],
-                           commit: bool) -> None:
+    async def _end_offsets(
+        self, tid: str, number: int, group: str, offsets: list[tuple[str, int, int]], commit: bool
+    ) -> None:
         """The group offsets of a decided transaction: written on commit, and either way
         no longer pending. Offsets of a topic deleted meanwhile are dropped; a topic the
         group's coordinator does not know merely yet (it lags the controller log) is
@@ -310,10 +327,16 @@ class TransactionCoordinator:
         except UnknownTopicError as exc:
             kept = [o for o in offsets if await self.cluster.topic_exists(o[0])]
             if kept == offsets:
-                raise RequestTimeoutError(f"transaction {tid!r}: group {group}'s coordinator does not know its "
-                                          f"topics yet ({exc.message}); retrying") from None
-            log.warning("transaction %r: offsets of deleted topics not committed for group %s: %s", tid, group,
-                        sorted({t for t, _, _ in offsets} - {t for t, _, _ in kept}))
+                raise RequestTimeoutError(
+                    f"transaction {tid!r}: group {group}'s coordinator does not know its "
+                    f"topics yet ({exc.message}); retrying"
+                ) from None
+            log.warning(
+                "transaction %r: offsets of deleted topics not committed for group %s: %s",
+                tid,
+                group,
+                sorted({t for t, _, _ in offsets} - {t for t, _, _ in kept}),
+            )
             if kept:
                 await self.cluster.coordinator_request(group, EndTxnOffsets(group, tid, number, commit, kept))
 
@@ -329,8 +352,9 @@ class TransactionCoordinator:
         while os.path.exists(self._hold_path):
             await trio.sleep(0.02)
 
-    async def _write_marker(self, part: TxnStatePartition, coord: TxnCoordination, topic: str, p: int, meta: TxnMeta,
-                            commit: bool) -> None:
+    async def _write_marker(
+        self, part: TxnStatePartition, coord: TxnCoordination, topic: str, p: int, meta: TxnMeta, commit: bool
+    ) -> None:
         assert self.cluster is not None
         if not part.is_coordinating(coord):
             raise NotCoordinatorError(f"node {self.broker.id} no longer coordinates {part.name}")
@@ -338,17 +362,19 @@ class TransactionCoordinator:
         try:
             await self.cluster.leader_request(topic, p, req)
         except UnknownTopicError:
-            if await self.cluster.topic_exists(topic):     # only the node asked lags: never skip a marker then
-                raise RequestTimeoutError(f"{topic}-{p} is not known to the node asked yet; the marker is retried") \
-                    from None
+            if await self.cluster.topic_exists(topic):  # only the node asked lags: never skip a marker then
+                raise RequestTimeoutError(
+                    f"{topic}-{p} is not known to the node asked yet; the marker is retried"
+                ) from None
             log.warning("%s-%d is gone; no marker written there", topic, p)
-        except ProducerFencedError as exc:   # a newer coordinator wrote there: we are deposed
+        except ProducerFencedError as exc:  # a newer coordinator wrote there: we are deposed
             raise NotCoordinatorError(exc.message) from None
 
     async def _abort_fenced(self, part: TxnStatePartition, coord: TxnCoordination, tid: str, meta: TxnMeta) -> TxnMeta:
         """Abort an open transaction with a bumped epoch, fencing its producer."""
-        prepared = msgspec.structs.replace(meta, producer_epoch=min(meta.producer_epoch + 1, MAX_EPOCH),
-                                           status=TxnStatus.PREPARE_ABORT)
+        prepared = msgspec.structs.replace(
+            meta, producer_epoch=min(meta.producer_epoch + 1, MAX_EPOCH), status=TxnStatus.PREPARE_ABORT
+        )
         await self._write(part, coord, tid, prepared)
         return await self._complete(part, coord, tid, prepared)
 
@@ -357,11 +383,15 @@ class TransactionCoordinator:
     def init_producer_id(self, req: InitProducerId) -> Awaitable[ProducerIdResponse]:
         assert req.transactional_id is not None
         if not MIN_TIMEOUT_MS <= req.timeout_ms <= MAX_TIMEOUT_MS:
-            raise InvalidRequestError(f"transaction timeout must be {MIN_TIMEOUT_MS}..{MAX_TIMEOUT_MS} ms, got {req.timeout_ms}")
+            raise InvalidRequestError(
+                f"transaction timeout must be {MIN_TIMEOUT_MS}..{MAX_TIMEOUT_MS} ms, got {req.timeout_ms}"
+            )
         part, coord = self._local(req.transactional_id)
         return self._init(part, coord, req.transactional_id, req.timeout_ms)
 
-    async def _init(self, part: TxnStatePartition, coord: TxnCoordination, tid: str, timeout_ms: int) -> ProducerIdResponse:
+    async def _init(
+        self, part: TxnStatePartition, coord: TxnCoordination, tid: str, timeout_ms: int
+    ) -> ProducerIdResponse:
         assert self.cluster is not None
         async with coord.lock(tid):
             meta = part.txn_meta.get(tid)
@@ -379,8 +409,9 @@ class TransactionCoordinator:
             return ProducerIdResponse(pid, epoch)
 
     @asynccontextmanager
-    async def _ongoing(self, part: TxnStatePartition, coord: TxnCoordination, tid: str, pid: int,
-                       epoch: int, number: int) -> AsyncIterator[tuple[TxnMeta, bool]]:
+    async def _ongoing(
+        self, part: TxnStatePartition, coord: TxnCoordination, tid: str, pid: int, epoch: int, number: int
+    ) -> AsyncIterator[tuple[TxnMeta, bool]]:
         """The shared prologue of the requests that add to a transaction
         (AddPartitionsToTxn, TxnOffsetCommit): hold the id's lock for the whole request,
         refuse a fenced producer, finish a decided (PREPARE_*) transaction first (the
@@ -396,13 +427,23 @@ class TransactionCoordinator:
                 meta = await self._complete(part, coord, tid, meta)
             open_ = meta.status == TxnStatus.ONGOING
             if number and (number < meta.number or (number == meta.number and not open_)):
-                raise InvalidRequestError(f"transactional id {tid!r}: a late request for transaction {number}, "
-                                          f"which already ended; ignored")
+                raise InvalidRequestError(
+                    f"transactional id {tid!r}: a late request for transaction {number}, which already ended; ignored"
+                )
             if open_:
                 yield meta, False
             else:
-                yield TxnMeta(meta.producer_id, meta.producer_epoch, TxnStatus.ONGOING, meta.timeout_ms, _now_ms(),
-                              number=number), True
+                yield (
+                    TxnMeta(
+                        meta.producer_id,
+                        meta.producer_epoch,
+                        TxnStatus.ONGOING,
+                        meta.timeout_ms,
+                        _now_ms(),
+                        number=number,
+                    ),
+                    True,
+                )
 
     def add_partitions(self, req: AddPartitionsToTxn) -> Awaitable[Ok]:
         if req.verify_only:
@@ -420,8 +461,10 @@ class TransactionCoordinator:
 
     async def _add(self, part: TxnStatePartition, coord: TxnCoordination, req: AddPartitionsToTxn) -> Ok:
         tid = req.transactional_id
-        async with self._ongoing(part, coord, tid, req.producer_id, req.producer_epoch,
-                                 req.transaction) as (new, began):
+        async with self._ongoing(part, coord, tid, req.producer_id, req.producer_epoch, req.transaction) as (
+            new,
+            began,
+        ):
             parts = sorted(set(new.partitions) | {(tp.topic, tp.partition) for tp in req.partitions})
             if began or parts != new.partitions:
                 await self._write(part, coord, tid, msgspec.structs.replace(new, partitions=parts))
@@ -438,7 +481,8 @@ class TransactionCoordinator:
             raise InvalidTxnStateError(
                 f"transactional id {tid!r}: {tp.topic}-{tp.partition} is not in an ongoing transaction of producer "
                 f"{req.producer_id} epoch {req.producer_epoch} (state {TxnStatus(meta.status).name.lower()}); "
-                "add the partition first (AddPartitionsToTxn)")
+                "add the partition first (AddPartitionsToTxn)"
+            )
         return Ok()
 
     async def verify_partition(self, tid: str, pid: int, epoch: int, topic: str, partition: int) -> None:
@@ -447,7 +491,8 @@ class TransactionCoordinator:
         if self.cluster is None:
             raise CoordinatorNotAvailableError(f"node {self.broker.id} is starting its transaction coordinator")
         await self.cluster.transaction_coordinator_request(
-            tid, AddPartitionsToTxn(tid, pid, epoch, [TopicPartition(topic, partition)], verify_only=True))
+            tid, AddPartitionsToTxn(tid, pid, epoch, [TopicPartition(topic, partition)], verify_only=True)
+        )
 
     def txn_offset_commit(self, req: TxnOffsetCommit) -> Awaitable[Ok]:
         _check_name("group", req.group)
@@ -467,21 +512,28 @@ class TransactionCoordinator:
         reaches the producer, whose transaction then cannot commit."""
         assert self.cluster is not None
         tid = req.transactional_id
-        async with self._ongoing(part, coord, tid, req.producer_id, req.producer_epoch,
-                                 req.transaction) as (new, _):
+        async with self._ongoing(part, coord, tid, req.producer_id, req.producer_epoch, req.transaction) as (new, _):
             offsets = {g: list(o) for g, o in new.offsets.items()}
             merged = {(t, p): o for t, p, o in offsets.get(req.group, [])}
             merged.update({(t, p): o for t, p, o in req.offsets})
             offsets[req.group] = [(t, p, o) for (t, p), o in sorted(merged.items())]
             new = await self._write(part, coord, tid, msgspec.structs.replace(new, offsets=offsets))
-            pend = PendTxnOffsets(req.group, tid, new.number, [TopicPartition(t, p) for t, p, _ in req.offsets],
-                                  req.member_id, req.assigned_epochs, new.timeout_ms)
+            pend = PendTxnOffsets(
+                req.group,
+                tid,
+                new.number,
+                [TopicPartition(t, p) for t, p, _ in req.offsets],
+                req.member_id,
+                req.assigned_epochs,
+                new.timeout_ms,
+            )
             try:
                 with trio.fail_after(WRITE_TIMEOUT_S):
                     await self.cluster.coordinator_request(req.group, pend)
             except trio.TooSlowError:
-                raise RequestTimeoutError(f"group {req.group!r}: its coordinator did not take the transaction's "
-                                          "offsets in time; retry") from None
+                raise RequestTimeoutError(
+                    f"group {req.group!r}: its coordinator did not take the transaction's offsets in time; retry"
+                ) from None
             return Ok()
 
     def end_txn(self, req: EndTxn) -> Awaitable[Ok]:
@@ -501,7 +553,8 @@ class TransactionCoordinator:
             if meta.status not in (done, TxnStatus.EMPTY):
                 raise InvalidRequestError(
                     f"transactional id {tid!r}: cannot {'commit' if req.commit else 'abort'}, "
-                    f"the transaction is {TxnStatus(meta.status).name}")
+                    f"the transaction is {TxnStatus(meta.status).name}"
+                )
             return Ok()
 
     # -- looking at transactions ---------------------------------------------------------------
@@ -510,10 +563,17 @@ class TransactionCoordinator:
         status = TxnStatus(meta.status)
         is_open = status in (TxnStatus.ONGOING, *PREPARED)
         return TxnInfo(
-            tid, meta.producer_id, meta.producer_epoch, status.name.lower(),
-            [TopicPartition(t, p) for t, p in meta.partitions], sorted(meta.offsets),
-            started_ms=meta.started_ms if is_open else 0, updated_ms=meta.updated_ms, timeout_ms=meta.timeout_ms,
-            coordinator=self.broker.id)
+            tid,
+            meta.producer_id,
+            meta.producer_epoch,
+            status.name.lower(),
+            [TopicPartition(t, p) for t, p in meta.partitions],
+            sorted(meta.offsets),
+            started_ms=meta.started_ms if is_open else 0,
+            updated_ms=meta.updated_ms,
+            timeout_ms=meta.timeout_ms,
+            coordinator=self.broker.id,
+        )
 
     async def list_transactions(self, req: ListTransactions) -> ListTransactionsResponse:
         """The ids of every state partition this node leads and has caught up on. Each
@@ -521,8 +581,12 @@ class TransactionCoordinator:
         partition whose leader is just being elected is missing until it is."""
         found = []
         for (topic, _), part in sorted(self.broker.partitions.items()):
-            if topic != TXN_TOPIC or not isinstance(part, TxnStatePartition) or part.closed \
-                    or not part.ready_for_writes():
+            if (
+                topic != TXN_TOPIC
+                or not isinstance(part, TxnStatePartition)
+                or part.closed
+                or not part.ready_for_writes()
+            ):
                 continue
             found.extend(self._info(tid, meta) for tid, meta in sorted(part.txn_meta.items()))
         return ListTransactionsResponse(found)
@@ -533,8 +597,7 @@ class TransactionCoordinator:
         part, _ = self._local(req.transactional_id)
         meta = part.txn_meta.get(req.transactional_id)
         if meta is None:
-            raise InvalidRequestError(
-                f"transactional id {req.transactional_id!r} is unknown: no producer has used it")
+            raise InvalidRequestError(f"transactional id {req.transactional_id!r} is unknown: no producer has used it")
         return self._info(req.transactional_id, meta)
 
     # -- the janitor -------------------------------------------------------------------------
@@ -555,15 +618,20 @@ class TransactionCoordinator:
         assert self._nursery is not None
         now = _now_ms()
         for (topic, _), part in list(self.broker.partitions.items()):
-            if topic != TXN_TOPIC or not isinstance(part, TxnStatePartition) or not part.ready_for_writes() \
-                    or part.closed:
+            if (
+                topic != TXN_TOPIC
+                or not isinstance(part, TxnStatePartition)
+                or not part.ready_for_writes()
+                or part.closed
+            ):
                 continue
             coord = part.coordination()
             for tid, meta in list(part.txn_meta.items()):
                 if tid in coord.busy:
                     continue
                 if meta.status in PREPARED or (
-                        meta.status == TxnStatus.ONGOING and now - meta.started_ms > meta.timeout_ms):
+                    meta.status == TxnStatus.ONGOING and now - meta.started_ms > meta.timeout_ms
+                ):
                     coord.busy.add(tid)
                     self._nursery.start_soon(self._finish, part, coord, tid)
 
@@ -579,11 +647,12 @@ class TransactionCoordinator:
                 elif meta.status == TxnStatus.ONGOING and _now_ms() - meta.started_ms > meta.timeout_ms:
                     log.info("transaction %r timed out after %d ms; aborting", tid, meta.timeout_ms)
                     await self._abort_fenced(part, coord, tid, meta)
-        except* TideMQError as group:   # the next sweep retries (or a new coordinator takes over)
+        except* TideMQError as group:  # the next sweep retries (or a new coordinator takes over)
             log.info("transaction %r not finished yet: %s", tid, group.exceptions[0])
         finally:
             coord.busy.discard(tid)
 
     def _maybe_create_topic(self) -> None:
-        self.broker.ensure_internal_topic(TXN_TOPIC, self.broker.cfg.txn_partitions,
-                                          {"segment.bytes": str(TXN_SEGMENT_BYTES)})
+        self.broker.ensure_internal_topic(
+            TXN_TOPIC, self.broker.cfg.txn_partitions, {"segment.bytes": str(TXN_SEGMENT_BYTES)}
+        )

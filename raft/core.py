@@ -558,9 +558,7 @@ class RaftNode:
 
     def _handle_vote(self, m: Vote) -> None:
         can_vote = (
-            self.vote == m.frm
-            or (self.vote == NONE and self.leader == NONE)
-            or (m.pre_vote and m.term > self.term)
+            self.vote == m.frm or (self.vote == NONE and self.leader == NONE) or (m.pre_vote and m.term > self.term)
         )
         if can_vote and self.log.is_up_to_date(m.last_index, m.last_term):
             # A granted response carries the requested term, so a pre-candidate
@@ -600,8 +598,9 @@ class RaftNode:
                 self._fold_committed_conf()
             # A healthy follower always holds the commit it is sent (it is <= its match);
             # one that does not lost a tail, and says so, so an idle leader repairs it too.
-            self._send(HeartbeatResponse(to=m.frm, frm=self.id, term=self.term,
-                                         lost_tail=last if last < m.commit else None))
+            self._send(
+                HeartbeatResponse(to=m.frm, frm=self.id, term=self.term, lost_tail=last if last < m.commit else None)
+            )
         elif isinstance(m, InstallSnapshot):
             self.election_elapsed = 0
             self.leader = m.frm

@@ -726,7 +726,9 @@ class World:
         assert core is not None
         out = []
         for _ in range(self.rng.randrange(1, 4)):
-            body = b"p%d-%d\n" % (self.seed, self.proposals) + bytes(self.rng.randrange(0, 256) for _ in range(self.rng.randrange(0, 40)))
+            body = b"p%d-%d\n" % (self.seed, self.proposals) + bytes(
+                self.rng.randrange(0, 256) for _ in range(self.rng.randrange(0, 40))
+            )
             try:
                 out.append(core.propose(body, self.rng.randrange(1, 6)))
             except (NotLeader, ProposalDropped):

@@ -217,13 +217,4 @@ class TimeoutNow(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=8):
     term: int
 
 
-Message = (
-    Append
-    | AppendResponse
-    | Vote
-    | VoteResponse
-    | Heartbeat
-    | HeartbeatResponse
-    | InstallSnapshot
-    | TimeoutNow
-)
+Message = Append | AppendResponse | Vote | VoteResponse | Heartbeat | HeartbeatResponse | InstallSnapshot | TimeoutNow

@@ -51,8 +51,16 @@ def report(title: str, count: int, size: int, seconds: float, latencies: list[fl
     table = Table("messages", "bytes each", "seconds", "msgs/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", title=title)
     lat = sorted(latencies or [])
     fmt = (lambda q: f"{percentile(lat, q) * 1000:.1f}") if lat else (lambda q: "-")
-    table.add_row(f"{count:,}", str(size), f"{seconds:.2f}", f"{count / seconds:,.0f}",
-                  f"{count * size / seconds / 1e6:.1f}", fmt(0.5), fmt(0.99), fmt(0.999))
+    table.add_row(
+        f"{count:,}",
+        str(size),
+        f"{seconds:.2f}",
+        f"{count / seconds:,.0f}",
+        f"{count * size / seconds / 1e6:.1f}",
+        fmt(0.5),
+        fmt(0.99),
+        fmt(0.999),
+    )
     console.print(table)
     if lat:
         console.print(f"mean latency {statistics.mean(lat) * 1000:.1f} ms")

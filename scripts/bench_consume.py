@@ -38,10 +38,15 @@ async def main(args) -> None:
         await create_topic(c.bootstrap, "bench", args.partitions, 3)
         with Progress(console=console, transient=True) as progress:
             await produce(c.bootstrap, "bench", args.messages, args.size, progress)
-            await trio.sleep(SETTLE_S)    # followers finish applying and syncing: time the reads alone
+            await trio.sleep(SETTLE_S)  # followers finish applying and syncing: time the reads alone
             elapsed = await consume(c.bootstrap, "bench", args.messages, progress)
-    report(f"consume: 3 nodes, replication 3, {args.partitions} partitions, from the beginning",
-           args.messages, args.size, elapsed, None)
+    report(
+        f"consume: 3 nodes, replication 3, {args.partitions} partitions, from the beginning",
+        args.messages,
+        args.size,
+        elapsed,
+        None,
+    )
 
 
 if __name__ == "__main__":

@@ -26,14 +26,16 @@ async def main(args) -> None:
     errors: list[float] = []
     async with bench_cluster() as c:
         await create_topic(c.bootstrap, "later", 6, 3)
-        async with Admin(c.bootstrap) as admin:           # the ladder is created at start-up
+        async with Admin(c.bootstrap) as admin:  # the ladder is created at start-up
             with trio.fail_after(60):
                 while not {tier_name(t) for t in DEFAULT_TIERS_MS} <= set(await admin.list_topics(internal=True)):
                     await trio.sleep(0.2)
                 for t in DEFAULT_TIERS_MS:
                     await admin.wait_for_leaders(tier_name(t))
-        async with Consumer(c.bootstrap, topics=["later"], offset_reset="earliest") as consumer, \
-                Producer(c.bootstrap) as producer:
+        async with (
+            Consumer(c.bootstrap, topics=["later"], offset_reset="earliest") as consumer,
+            Producer(c.bootstrap) as producer,
+        ):
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task("delivered", total=args.messages)
                 start = time.time()
@@ -51,10 +53,25 @@ async def main(args) -> None:
                         break
     errors.sort()
     early = sum(1 for e in errors if e < 0)
-    table = Table("messages", "delays s", "submitted in s", "p50 late ms", "p99 late ms", "max late ms", "early",
-                  title="delayed delivery: delivered minus due (3 nodes, replication 3, default ladder)")
-    table.add_row(f"{len(errors):,}", f"{args.min:g}-{args.max:g}", f"{sent:.1f}", f"{percentile(errors, 0.5) * 1000:.1f}",
-                  f"{percentile(errors, 0.99) * 1000:.1f}", f"{errors[-1] * 1000:.1f}", str(early))
+    table = Table(
+        "messages",
+        "delays s",
+        "submitted in s",
+        "p50 late ms",
+        "p99 late ms",
+        "max late ms",
+        "early",
+        title="delayed delivery: delivered minus due (3 nodes, replication 3, default ladder)",
+    )
+    table.add_row(
+        f"{len(errors):,}",
+        f"{args.min:g}-{args.max:g}",
+        f"{sent:.1f}",
+        f"{percentile(errors, 0.5) * 1000:.1f}",
+        f"{percentile(errors, 0.99) * 1000:.1f}",
+        f"{errors[-1] * 1000:.1f}",
+        str(early),
+    )
     console.print(table)
 
 

@@ -26,8 +26,10 @@ async def main(args) -> None:
     latencies: list[float] = []
     async with bench_cluster(fsync=args.fsync) as c:
         await create_topic(c.bootstrap, "e2e", args.partitions, 3)
-        async with Consumer(c.bootstrap, topics=["e2e"], offset_reset="latest") as consumer, \
-                Producer(c.bootstrap, linger=0.002, buffer_bytes=4 << 20) as producer:
+        async with (
+            Consumer(c.bootstrap, topics=["e2e"], offset_reset="latest") as consumer,
+            Producer(c.bootstrap, linger=0.002, buffer_bytes=4 << 20) as producer,
+        ):
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task("producing and consuming", total=args.messages)
                 start = time.perf_counter()
@@ -50,8 +52,14 @@ async def main(args) -> None:
                         if len(latencies) == args.messages:
                             break
                 elapsed = time.perf_counter() - start
-    report(f"end to end: 3 nodes, replication 3, acks=all, {args.partitions} partitions"
-           + (f", paced at {args.rate:,} msgs/s" if args.rate else ""), args.messages, args.size, elapsed, latencies)
+    report(
+        f"end to end: 3 nodes, replication 3, acks=all, {args.partitions} partitions"
+        + (f", paced at {args.rate:,} msgs/s" if args.rate else ""),
+        args.messages,
+        args.size,
+        elapsed,
+        latencies,
+    )
 
 
 if __name__ == "__main__":

@@ -84,8 +84,13 @@ def main() -> None:
     times = trio.run(run, args.kills, args.tick_ms)
     table = Table("kills", "median s", "p90 s", "max s", "min s", title="leader kill -> first acknowledged write")
     times.sort()
-    table.add_row(str(len(times)), f"{statistics.median(times):.3f}", f"{times[int(len(times) * 0.9) - 1]:.3f}",
-                  f"{max(times):.3f}", f"{min(times):.3f}")
+    table.add_row(
+        str(len(times)),
+        f"{statistics.median(times):.3f}",
+        f"{times[int(len(times) * 0.9) - 1]:.3f}",
+        f"{max(times):.3f}",
+        f"{min(times):.3f}",
+    )
     console.print(table)
 
 

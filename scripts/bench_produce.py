@@ -19,7 +19,9 @@ from rich.progress import Progress
 from client import Producer
 
 
-async def produce(bootstrap: str, topic: str, messages: int, size: int, progress=None, buffer_bytes: int = 4 << 20) -> tuple[float, list[float]]:
+async def produce(
+    bootstrap: str, topic: str, messages: int, size: int, progress=None, buffer_bytes: int = 4 << 20
+) -> tuple[float, list[float]]:
     """Submit every message from one task (no task per message) and time each from its
     submission to its acknowledgement."""
     payload = b"x" * size
@@ -42,8 +44,13 @@ async def main(args) -> None:
         await create_topic(c.bootstrap, "bench", args.partitions, 3)
         with Progress(console=console, transient=True) as progress:
             elapsed, lat = await produce(c.bootstrap, "bench", args.messages, args.size, progress)
-    report(f"produce: 3 nodes, replication 3, acks=all, fsync={args.fsync}, {args.partitions} partitions",
-           args.messages, args.size, elapsed, lat)
+    report(
+        f"produce: 3 nodes, replication 3, acks=all, fsync={args.fsync}, {args.partitions} partitions",
+        args.messages,
+        args.size,
+        elapsed,
+        lat,
+    )
 
 
 if __name__ == "__main__":

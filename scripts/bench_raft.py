@@ -28,7 +28,9 @@ from raft.simulator import run_load  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ticks", type=int, default=200, help="ticks of sustained load (default 200)")
-    ap.add_argument("--per-tick", type=int, action="append", help="proposals per tick (repeatable; default 10, 100, 500)")
+    ap.add_argument(
+        "--per-tick", type=int, action="append", help="proposals per tick (repeatable; default 10, 100, 500)"
+    )
     ap.add_argument("--size", type=int, default=256, help="bytes per proposed batch (default 256)")
     ap.add_argument("--count", type=int, default=10, help="records per batch (default 10)")
     ap.add_argument("--nodes", type=int, default=3)
@@ -42,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     for per_tick in args.per_tick or [10, 100, 500]:
         start = time.perf_counter()
         proposed, committed, steps = run_load(
-            seed=1, nodes=args.nodes, ticks=args.ticks, per_tick=per_tick, size=args.size, count=args.count, check=args.check
+            seed=1,
+            nodes=args.nodes,
+            ticks=args.ticks,
+            per_tick=per_tick,
+            size=args.size,
+            count=args.count,
+            check=args.check,
         )
         wall = time.perf_counter() - start
         table.add_row(

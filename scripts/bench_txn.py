@@ -49,8 +49,9 @@ class Phase:
         self.seconds = 0.0
 
 
-async def run_phase(bootstrap: str, producers: int, transactions: int, size: int, abort_every: int,
-                    progress: Progress) -> Phase:
+async def run_phase(
+    bootstrap: str, producers: int, transactions: int, size: int, abort_every: int, progress: Progress
+) -> Phase:
     """`transactions` transactions spread over `producers` producers running at once."""
     phase = Phase(producers)
     payload = b"x" * size
@@ -85,7 +86,7 @@ async def run_phase(bootstrap: str, producers: int, transactions: int, size: int
             ready = trio.Event()
             readies.append(ready)
             nursery.start_soon(one, n, count, ready, go)
-        for ready in readies:          # producer ids and connections first: not timed
+        for ready in readies:  # producer ids and connections first: not timed
             await ready.wait()
         start = time.perf_counter()
         go.set()
@@ -97,8 +98,9 @@ async def run_phase(bootstrap: str, producers: int, transactions: int, size: int
 async def read_all(bootstrap: str, isolation: str, expected: int, progress: Progress) -> float:
     """Seconds to receive `expected` messages of the topic from its beginning."""
     task = progress.add_task(f"reading ({isolation})", total=expected)
-    async with Consumer(bootstrap, topics=[TOPIC], offset_reset="earliest", isolation=isolation,
-                        fetch_max_bytes=4 << 20) as consumer:
+    async with Consumer(
+        bootstrap, topics=[TOPIC], offset_reset="earliest", isolation=isolation, fetch_max_bytes=4 << 20
+    ) as consumer:
         start = time.perf_counter()
         count = 0
         if expected:
@@ -125,47 +127,75 @@ async def main(args) -> None:
         await create_topic(c.bootstrap, TOPIC, PARTITIONS, 3)
         with Progress(console=console, transient=True) as progress:
             for producers in counts:
-                phases.append(await run_phase(c.bootstrap, producers, args.transactions, args.size,
-                                              args.abort_every, progress))
+                phases.append(
+                    await run_phase(c.bootstrap, producers, args.transactions, args.size, args.abort_every, progress)
+                )
             written = list(phases)
-            if args.fill:   # more of the same data, so the reads below last long enough to compare
-                written.append(await run_phase(c.bootstrap, max(counts), args.fill, args.size, args.abort_every,
-                                               progress))
+            if args.fill:  # more of the same data, so the reads below last long enough to compare
+                written.append(
+                    await run_phase(c.bootstrap, max(counts), args.fill, args.size, args.abort_every, progress)
+                )
             committed = sum(p.committed for p in written) * PER_TXN
             everything = committed + sum(p.aborted for p in written) * PER_TXN
             for _ in range(args.reads):
                 reads["read_committed"].append(await read_all(c.bootstrap, "read_committed", committed, progress))
-                reads["read_uncommitted"].append(await read_all(c.bootstrap, "read_uncommitted", everything,
-                                                                progress))
+                reads["read_uncommitted"].append(await read_all(c.bootstrap, "read_uncommitted", everything, progress))
 
     aborted = sum(p.aborted for p in phases)
-    table = Table("producers", "txns", "seconds", "txn/s", "msgs/s", "commit ms p50 / p99 / p99.9", "txn ms p50 / p99",
-                  title=f"transactions: 3 nodes, replication 3, acks=all, fsync={args.fsync}, "
-                        f"{PER_TXN} x {args.size} B over {PARTITIONS} partitions each"
-                        + (f", every {args.abort_every}th aborted" if args.abort_every else ""))
+    table = Table(
+        "producers",
+        "txns",
+        "seconds",
+        "txn/s",
+        "msgs/s",
+        "commit ms p50 / p99 / p99.9",
+        "txn ms p50 / p99",
+        title=f"transactions: 3 nodes, replication 3, acks=all, fsync={args.fsync}, "
+        f"{PER_TXN} x {args.size} B over {PARTITIONS} partitions each"
+        + (f", every {args.abort_every}th aborted" if args.abort_every else ""),
+    )
     for p in phases:
         done = p.committed + p.aborted
-        table.add_row(str(p.producers), f"{done:,}", f"{p.seconds:.2f}", f"{done / p.seconds:,.1f}",
-                      f"{done * PER_TXN / p.seconds:,.0f}",
-                      f"{ms(p.commit_s, 0.5)} / {ms(p.commit_s, 0.99)} / {ms(p.commit_s, 0.999)}",
-                      f"{ms(p.txn_s, 0.5)} / {ms(p.txn_s, 0.99)}")
+        table.add_row(
+            str(p.producers),
+            f"{done:,}",
+            f"{p.seconds:.2f}",
+            f"{done / p.seconds:,.1f}",
+            f"{done * PER_TXN / p.seconds:,.0f}",
+            f"{ms(p.commit_s, 0.5)} / {ms(p.commit_s, 0.99)} / {ms(p.commit_s, 0.999)}",
+            f"{ms(p.txn_s, 0.5)} / {ms(p.txn_s, 0.99)}",
+        )
     console.print(table)
     every = [s for p in phases for s in p.commit_s]
     if every:
-        console.print(f"mean commit latency {statistics.mean(every) * 1000:.1f} ms over {len(every):,} commits"
-                      + (f" ({aborted:,} transactions aborted)" if aborted else ""))
+        console.print(
+            f"mean commit latency {statistics.mean(every) * 1000:.1f} ms over {len(every):,} commits"
+            + (f" ({aborted:,} transactions aborted)" if aborted else "")
+        )
 
     best = {iso: min(times) for iso, times in reads.items()}
     median = {iso: statistics.median(times) for iso, times in reads.items()}
     delivered = {"read_committed": committed, "read_uncommitted": everything}
-    table = Table(Column("isolation", no_wrap=True), "messages", "best s", "median s", "msgs/s", "vs uncommitted",
-                  title=f"consuming the same transactional data from the beginning ({TOPIC}, {PARTITIONS} "
-                        f"partitions; best and median of {args.reads} reads; msgs/s and the ratio: best / median)")
+    table = Table(
+        Column("isolation", no_wrap=True),
+        "messages",
+        "best s",
+        "median s",
+        "msgs/s",
+        "vs uncommitted",
+        title=f"consuming the same transactional data from the beginning ({TOPIC}, {PARTITIONS} "
+        f"partitions; best and median of {args.reads} reads; msgs/s and the ratio: best / median)",
+    )
     for iso in ("read_uncommitted", "read_committed"):
         vs = [delivered[iso] / m[iso] / (delivered["read_uncommitted"] / m["read_uncommitted"]) for m in (best, median)]
-        table.add_row(iso, f"{delivered[iso]:,}", f"{best[iso]:.3f}", f"{median[iso]:.3f}",
-                      f"{delivered[iso] / best[iso]:,.0f} / {delivered[iso] / median[iso]:,.0f}",
-                      f"{vs[0]:.2f}x / {vs[1]:.2f}x")
+        table.add_row(
+            iso,
+            f"{delivered[iso]:,}",
+            f"{best[iso]:.3f}",
+            f"{median[iso]:.3f}",
+            f"{delivered[iso] / best[iso]:,.0f} / {delivered[iso] / median[iso]:,.0f}",
+            f"{vs[0]:.2f}x / {vs[1]:.2f}x",
+        )
     console.print(table)
 
 
@@ -176,8 +206,13 @@ if __name__ == "__main__":
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--abort-every", type=int, default=0, metavar="N", help="abort every Nth transaction (0: none)")
     p.add_argument("--reads", type=int, default=5, help="reads of the topic per isolation (best and median shown)")
-    p.add_argument("--fill", type=int, default=3000, metavar="N",
-                   help="untimed transactions of the same shape written before the reads (default 3000), so "
-                        "they read enough to compare")
+    p.add_argument(
+        "--fill",
+        type=int,
+        default=3000,
+        metavar="N",
+        help="untimed transactions of the same shape written before the reads (default 3000), so "
+        "they read enough to compare",
+    )
     p.add_argument("--fsync", choices=["always", "interval", "never"], default="always")
     trio.run(main, p.parse_args())

@@ -53,32 +53,43 @@ def render(report: Report, console: Console) -> None:
             console.print(f"    {e}")
     m = report.metrics
     stats = Table("measure", "value", title="availability and throughput")
-    stats.add_row("sends: acked / failed / unknown", f"{m['acked']} / {m['failed']} / {m['unknown']}"
-                  f" ({m['unknown_in_log']} unknown found in the log)")
+    stats.add_row(
+        "sends: acked / failed / unknown",
+        f"{m['acked']} / {m['failed']} / {m['unknown']} ({m['unknown_in_log']} unknown found in the log)",
+    )
     stats.add_row("acknowledged writes per second", f"{m['acked_per_second']} over {m['write_seconds']} s")
     window = m["longest_no_ack_window"]
-    stats.add_row("longest window with no acknowledged write",
-                  f"{m['longest_no_ack_seconds']:.2f} s (t={window[0]}..{window[1]})"
-                  + (f" during {', '.join(m['faults_during_longest_window'])}" if m["faults_during_longest_window"] else ""))
+    stats.add_row(
+        "longest window with no acknowledged write",
+        f"{m['longest_no_ack_seconds']:.2f} s (t={window[0]}..{window[1]})"
+        + (f" during {', '.join(m['faults_during_longest_window'])}" if m["faults_during_longest_window"] else ""),
+    )
     if m["longest_partition_wait"]:
         pw = m["longest_partition_wait_window"]
-        stats.add_row("longest wait on one partition (a write outstanding, none acknowledged)",
-                      f"{m['longest_partition_wait_seconds']:.2f} s on {m['longest_partition_wait']} "
-                      f"(t={pw[0]}..{pw[1]})")
+        stats.add_row(
+            "longest wait on one partition (a write outstanding, none acknowledged)",
+            f"{m['longest_partition_wait_seconds']:.2f} s on {m['longest_partition_wait']} (t={pw[0]}..{pw[1]})",
+        )
     if m.get("delayed_lateness_ms"):
         lat = m["delayed_lateness_ms"]
-        stats.add_row("delayed messages: first delivery after due (ms)",
-                      f"p50 {lat['p50']}, p99 {lat['p99']}, max {lat['max']} ({lat['delivered']} delivered)")
+        stats.add_row(
+            "delayed messages: first delivery after due (ms)",
+            f"p50 {lat['p50']}, p99 {lat['p99']}, max {lat['max']} ({lat['delivered']} delivered)",
+        )
     stats.add_row("deliveries (redelivered)", f"{m['deliveries']} ({m['redeliveries']})")
     if m.get("pipeline"):
         pipe = m["pipeline"]
-        stats.add_row("pipeline: inputs / outputs / dead letters",
-                      f"{pipe['inputs']} / {pipe['outputs']} / {pipe['dead_letters']}; "
-                      f"{pipe['zombies']} zombies staged ({pipe['zombies_expired']} expired by the coordinator)")
+        stats.add_row(
+            "pipeline: inputs / outputs / dead letters",
+            f"{pipe['inputs']} / {pipe['outputs']} / {pipe['dead_letters']}; "
+            f"{pipe['zombies']} zombies staged ({pipe['zombies_expired']} expired by the coordinator)",
+        )
     if m["client_errors"]:
-        stats.add_row("errors that escaped the client library",
-                      ", ".join(f"{k} {n}" for k, n in sorted(m["client_errors"].items()))
-                      + f"; first: {m['client_error_example']}")
+        stats.add_row(
+            "errors that escaped the client library",
+            ", ".join(f"{k} {n}" for k, n in sorted(m["client_errors"].items()))
+            + f"; first: {m['client_error_example']}",
+        )
     stats.add_row("faults injected", ", ".join(f"{k} {n}" for k, n in sorted(m["faults"].items())) or "none")
     console.print(stats)
 
@@ -94,14 +105,24 @@ def parse_faults(spec: str) -> list[str]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(prog="scripts/chaos", description=__doc__.split("\n\n")[0],
-                                epilog="faults: " + "; ".join(f"{k}: {v}" for k, v in FAULTS.items()))
+    p = argparse.ArgumentParser(
+        prog="scripts/chaos",
+        description=__doc__.split("\n\n")[0],
+        epilog="faults: " + "; ".join(f"{k}: {v}" for k, v in FAULTS.items()),
+    )
     p.add_argument("--duration", type=float, default=300.0, help="seconds of faults and traffic (default 300)")
     p.add_argument("--seed", type=int, default=None, help="schedule seed (default: random, printed)")
-    p.add_argument("--faults", type=parse_faults, default=list(FAULTS),
-                   help=f"comma-separated subset of {','.join(FAULTS)}; 'all' (default) or '' for none")
-    p.add_argument("--workloads", default=",".join(WORKLOADS),
-                   help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all)")
+    p.add_argument(
+        "--faults",
+        type=parse_faults,
+        default=list(FAULTS),
+        help=f"comma-separated subset of {','.join(FAULTS)}; 'all' (default) or '' for none",
+    )
+    p.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all)",
+    )
     p.add_argument("--dir", type=Path, default=None, help="run directory (default .chaos/<time>-seed<S>)")
     p.add_argument("--tick-ms", type=int, default=50, help="the nodes' Raft tick (default 50, the node default)")
     p.add_argument("--check", type=Path, metavar="HISTORY", help="only check an existing history.jsonl")
@@ -116,17 +137,24 @@ def main() -> int:
     if args.dir is None:
         runs = ROOT / ".chaos"
         runs.mkdir(exist_ok=True)
-        (runs / ".gitignore").write_text("*\n")   # run directories are not source
+        (runs / ".gitignore").write_text("*\n")  # run directories are not source
     run_dir = args.dir or ROOT / ".chaos" / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = [w for w in workloads if w not in WORKLOADS]
     if unknown:
         p.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(sorted(WORKLOADS))}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(filename=run_dir / "clients.log", level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    opts = Options(run_dir=run_dir, duration=args.duration, seed=seed, faults=args.faults, workloads=workloads,
-                   tick_ms=args.tick_ms)
+    logging.basicConfig(
+        filename=run_dir / "clients.log", level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    opts = Options(
+        run_dir=run_dir,
+        duration=args.duration,
+        seed=seed,
+        faults=args.faults,
+        workloads=workloads,
+        tick_ms=args.tick_ms,
+    )
     try:
         report = trio.run(run_chaos, opts, console.print)
     except Exception as exc:  # noqa: BLE001 - the run itself broke: say how, judge what was recorded

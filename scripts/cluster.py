@@ -39,7 +39,7 @@ from client.protocol import Metadata  # noqa: E402
 console = Console()
 
 
-PEER_PORT_OFFSET = 200   # node N's peer listener: --port + 200 + N - 1
+PEER_PORT_OFFSET = 200  # node N's peer listener: --port + 200 + N - 1
 
 
 def layout(run_dir: Path) -> dict:
@@ -48,8 +48,9 @@ def layout(run_dir: Path) -> dict:
     with open(run_dir / "cluster.json") as f:
         spec = json.load(f)
     if "peer_listen" not in spec:
-        spec["peer_listen"] = {n: f"127.0.0.1:{int(a.rsplit(':', 1)[1]) + PEER_PORT_OFFSET}"
-                               for n, a in spec["peers"].items()}
+        spec["peer_listen"] = {
+            n: f"127.0.0.1:{int(a.rsplit(':', 1)[1]) + PEER_PORT_OFFSET}" for n, a in spec["peers"].items()
+        }
     return spec
 
 
@@ -81,10 +82,27 @@ def start_node(run_dir: Path, spec: dict, node: int) -> int:
     ndir.mkdir(parents=True, exist_ok=True)
     peers = ",".join(f"{i}={a}" for i, a in spec["peer_listen"].items())
     advertise = ",".join(f"{i}={a}" for i, a in spec["peers"].items())
-    cmd = [sys.executable, "-m", "node", "--id", str(node), "--listen", spec["peers"][str(node)],
-           "--peer-listen", spec["peer_listen"][str(node)], "--peers", peers, "--advertise", advertise,
-           "--data", str(ndir / "data"), "--fsync", spec["fsync"],
-           "--metrics", f"127.0.0.1:{spec['metrics_base'] + node}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "node",
+        "--id",
+        str(node),
+        "--listen",
+        spec["peers"][str(node)],
+        "--peer-listen",
+        spec["peer_listen"][str(node)],
+        "--peers",
+        peers,
+        "--advertise",
+        advertise,
+        "--data",
+        str(ndir / "data"),
+        "--fsync",
+        spec["fsync"],
+        "--metrics",
+        f"127.0.0.1:{spec['metrics_base'] + node}",
+    ]
     if spec.get("token"):
         cmd += ["--token", spec["token"]]
     env = dict(os.environ, TIDEMQ_PEER_SECRET=peer_secret(run_dir))
@@ -141,17 +159,24 @@ def cmd_up(args) -> None:
     if spec_path.exists():
         spec = layout(run_dir)
     else:
-        spec = {"peers": {str(i): f"127.0.0.1:{args.port + i - 1}" for i in range(1, args.nodes + 1)},
-                "peer_listen": {str(i): f"127.0.0.1:{args.port + PEER_PORT_OFFSET + i - 1}"
-                                for i in range(1, args.nodes + 1)},
-                "fsync": args.fsync, "token": args.token or os.environ.get("TIDEMQ_TOKEN"),
-                "metrics_base": args.port + 100 - 1, "dir": str(run_dir)}
+        spec = {
+            "peers": {str(i): f"127.0.0.1:{args.port + i - 1}" for i in range(1, args.nodes + 1)},
+            "peer_listen": {
+                str(i): f"127.0.0.1:{args.port + PEER_PORT_OFFSET + i - 1}" for i in range(1, args.nodes + 1)
+            },
+            "fsync": args.fsync,
+            "token": args.token or os.environ.get("TIDEMQ_TOKEN"),
+            "metrics_base": args.port + 100 - 1,
+            "dir": str(run_dir),
+        }
         spec_path.write_text(json.dumps(spec, indent=2))
     for node in map(int, spec["peers"]):
         if pid_of(run_dir, node) is None:
             pid = start_node(run_dir, spec, node)
-            console.print(f"started node {node} (pid {pid}) on {spec['peers'][str(node)]} "
-                          f"(peers: {spec['peer_listen'][str(node)]})")
+            console.print(
+                f"started node {node} (pid {pid}) on {spec['peers'][str(node)]} "
+                f"(peers: {spec['peer_listen'][str(node)]})"
+            )
         else:
             console.print(f"node {node} already running")
     trio.run(wait_ready, spec, args.timeout)
@@ -172,8 +197,14 @@ def cmd_status(args) -> None:
             state = "serving" if ok else ("paused or stuck" if pid else "down")
             if pid and process_state(pid) == "T":
                 state = "paused (SIGSTOP)"
-            nodes.add_row(node, addr, str(pid or "-"), state if ok else f"[red]{state}[/] {err[:40]}",
-                          str(ctrl or "-"), f"http://127.0.0.1:{spec['metrics_base'] + int(node)}/metrics")
+            nodes.add_row(
+                node,
+                addr,
+                str(pid or "-"),
+                state if ok else f"[red]{state}[/] {err[:40]}",
+                str(ctrl or "-"),
+                f"http://127.0.0.1:{spec['metrics_base'] + int(node)}/metrics",
+            )
         # Each partition's in-sync set and high watermark come from its leader's answer.
         answers = {}
         for node, addr in spec["peers"].items():
@@ -193,8 +224,14 @@ def cmd_status(args) -> None:
                     if key not in best or p.leader == node:
                         best[key] = p
         for (topic, _), p in sorted(best.items()):
-            parts.add_row(topic, str(p.partition), str(p.leader or "[red]none[/]"), ",".join(map(str, p.replicas)),
-                          ",".join(map(str, p.in_sync)) or "?", str(p.high_watermark) if p.in_sync else "?")
+            parts.add_row(
+                topic,
+                str(p.partition),
+                str(p.leader or "[red]none[/]"),
+                ",".join(map(str, p.replicas)),
+                ",".join(map(str, p.in_sync)) or "?",
+                str(p.high_watermark) if p.in_sync else "?",
+            )
 
     trio.run(main)
     console.print(nodes)
@@ -258,8 +295,12 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", parents=[common], help="start the cluster (restarting a stopped one with its data)")
     up.add_argument("--nodes", type=int, default=3)
-    up.add_argument("--port", type=int, default=9401,
-                    help="first node's client port; node N listens on PORT+N-1, its peer listener on PORT+200+N-1")
+    up.add_argument(
+        "--port",
+        type=int,
+        default=9401,
+        help="first node's client port; node N listens on PORT+N-1, its peer listener on PORT+200+N-1",
+    )
     up.add_argument("--fsync", choices=["always", "interval", "never"], default="always")
     up.add_argument("--token", default=None, help="cluster token (default: $TIDEMQ_TOKEN)")
     up.add_argument("--timeout", type=float, default=60)
@@ -267,9 +308,14 @@ def main() -> None:
     down = sub.add_parser("down", parents=[common], help="stop every node (SIGTERM, then SIGKILL)")
     down.add_argument("--wipe", action="store_true", help="also delete the run directory and its data")
     down.add_argument("--timeout", type=float, default=15)
-    for name, text in [("kill", "SIGKILL one node"), ("pause", "SIGSTOP one node"), ("resume", "SIGCONT one node"),
-                       ("stop", "SIGTERM one node (graceful)"), ("start", "start a stopped or killed node with its data"),
-                       ("restart", "stop, then start one node")]:
+    for name, text in [
+        ("kill", "SIGKILL one node"),
+        ("pause", "SIGSTOP one node"),
+        ("resume", "SIGCONT one node"),
+        ("stop", "SIGTERM one node (graceful)"),
+        ("start", "start a stopped or killed node with its data"),
+        ("restart", "stop, then start one node"),
+    ]:
         sp = sub.add_parser(name, parents=[common], help=text)
         sp.add_argument("node", type=int)
     args = p.parse_args()

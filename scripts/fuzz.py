@@ -49,21 +49,29 @@ def render(report: Report, opts: Options, console: Console) -> None:
     table.add_row("answered normally", str(report.outcomes["ok"] + report.outcomes["sent"]))
     refusals = sorted(((k, n) for k, n in report.outcomes.items() if k in ErrorCode.__members__), key=lambda kv: -kv[1])
     table.add_row("typed refusals by code", "\n".join(f"{k}: {n}" for k, n in refusals) or "none")
-    others = [f"{k}: {n}" for k, n in report.outcomes.items() if k not in ErrorCode.__members__ and k not in ("ok", "sent")]
+    others = [
+        f"{k}: {n}" for k, n in report.outcomes.items() if k not in ErrorCode.__members__ and k not in ("ok", "sent")
+    ]
     if others:
         table.add_row("[red]closed / unanswered / other[/]", "\n".join(others))
     raw = sorted(report.raw.items(), key=lambda kv: -kv[1])
     table.add_row(f"raw frames ({sum(report.raw.values())})", "\n".join(f"{k}: {n}" for k, n in raw[:12]) or "none")
     c = report.canary
     if c:
-        table.add_row("canary", f"{c['acked']} acknowledged, {c['failed']} failed sends, {c['read']} read back; "
-                                f"lost {c['lost']}, duplicated {c['duplicated']}")
+        table.add_row(
+            "canary",
+            f"{c['acked']} acknowledged, {c['failed']} failed sends, {c['read']} read back; "
+            f"lost {c['lost']}, duplicated {c['duplicated']}",
+        )
         table.add_row("canary live consumer", f"saw {c['live consumer saw']} ({c['live redeliveries']} redelivered)")
     if report.replicas:
-        table.add_row("replicas compared", f"{report.replicas['compared']} partitions, "
-                                           f"{len(report.replicas['differ'])} differ")
-    table.add_row("max node RSS (MB)", ", ".join(f"n{n} {mb:.0f}" for n, mb in sorted(report.rss_mb.items()))
-                  + f" (limit {opts.max_rss_mb:g})")
+        table.add_row(
+            "replicas compared", f"{report.replicas['compared']} partitions, {len(report.replicas['differ'])} differ"
+        )
+    table.add_row(
+        "max node RSS (MB)",
+        ", ".join(f"n{n} {mb:.0f}" for n, mb in sorted(report.rss_mb.items())) + f" (limit {opts.max_rss_mb:g})",
+    )
     logged = [f"n{n}: {line}" for n, lines in sorted(report.node_log.items()) for line in lines[:3]]
     table.add_row("node log errors (first per node)", "\n".join(logged) or "none")
     console.print(table)
@@ -82,8 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None, help="seed of every client (default: random, printed)")
     p.add_argument("--clients", type=int, default=8, help="concurrent hostile clients (default 8)")
     p.add_argument("--max-rss-mb", type=float, default=1024.0, help="node memory limit in MB (default 1024)")
-    p.add_argument("--fsync", choices=("always", "interval", "never"), default="never",
-                   help="the nodes' fsync policy (default never: no node is killed here)")
+    p.add_argument(
+        "--fsync",
+        choices=("always", "interval", "never"),
+        default="never",
+        help="the nodes' fsync policy (default never: no node is killed here)",
+    )
     p.add_argument("--dir", type=Path, default=None, help="run directory (default .fuzz/<time>-seed<S>)")
     args = p.parse_args(argv)
     if args.clients < 1 or args.duration <= 0:
@@ -91,20 +103,32 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     if args.dir is None:
         (ROOT / ".fuzz").mkdir(exist_ok=True)
-        (ROOT / ".fuzz" / ".gitignore").write_text("*\n")    # run directories are not source
+        (ROOT / ".fuzz" / ".gitignore").write_text("*\n")  # run directories are not source
     run_dir = args.dir or ROOT / ".fuzz" / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(filename=run_dir / "clients.log", level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    opts = Options(run_dir=run_dir, seed=seed, duration=args.duration, clients=args.clients,
-                   max_rss_mb=args.max_rss_mb, fsync=args.fsync)
+    logging.basicConfig(
+        filename=run_dir / "clients.log", level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    opts = Options(
+        run_dir=run_dir,
+        seed=seed,
+        duration=args.duration,
+        clients=args.clients,
+        max_rss_mb=args.max_rss_mb,
+        fsync=args.fsync,
+    )
     console = Console(highlight=False)
     console.print(f"seed {seed}: replay with [bold]{replay_command(opts)}[/]")
-    columns = (TextColumn("fuzzing"), BarColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-               TextColumn("{task.fields[status]}"))
+    columns = (
+        TextColumn("fuzzing"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
     last_line = [0.0]
 
-    def plain_progress(fraction: float, status: str) -> None:     # no terminal: a line every 15 s
+    def plain_progress(fraction: float, status: str) -> None:  # no terminal: a line every 15 s
         if time.monotonic() - last_line[0] >= 15 or fraction >= 1.0:
             last_line[0] = time.monotonic()
             console.print(f"{fraction * 100:5.1f}% {status}")
@@ -128,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     if report.ok:
         console.print(f"seed {seed}: [green]no violations[/]; node logs in {run_dir}")
         return 0
-    console.print(f"seed {seed}: [red]{sum(report.violations.values())} violation(s)[/]; node logs in {run_dir}\n"
-                  f"replay: [bold]{replay_command(opts)}[/]")
+    console.print(
+        f"seed {seed}: [red]{sum(report.violations.values())} violation(s)[/]; node logs in {run_dir}\n"
+        f"replay: [bold]{replay_command(opts)}[/]"
+    )
     return 1
 
 

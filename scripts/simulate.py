@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=1000, help="how many seeds to run (default 1000)")
     ap.add_argument("--start", type=int, default=0, help="first seed (default 0)")
     ap.add_argument("--seed", type=int, help="run just this seed")
-    ap.add_argument("--nodes", type=int, choices=range(3, 8), metavar="3..7", help="nodes per world (default: drawn per seed)")
+    ap.add_argument(
+        "--nodes", type=int, choices=range(3, 8), metavar="3..7", help="nodes per world (default: drawn per seed)"
+    )
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
     ap.add_argument("--trace", action="store_true", help="print the trace tail even when a seed passes (with --seed)")
     args = ap.parse_args(argv)

@@ -178,8 +178,7 @@ def parse_header(buf: _Buffer, pos: int = 0) -> BatchHeader:
     header = BatchHeader._make(HEADER.unpack_from(buf, pos))
     if header.length < MIN_BATCH_LENGTH:
         raise CorruptBatchError(
-            f"batch length {header.length} at byte {pos} is out of range "
-            f"(a v2 batch has at least {MIN_BATCH_LENGTH})"
+            f"batch length {header.length} at byte {pos} is out of range (a v2 batch has at least {MIN_BATCH_LENGTH})"
         )
     if header.magic != MAGIC:
         raise CorruptBatchError(f"bad magic {header.magic} at byte {pos + MAGIC_OFFSET} (expected {MAGIC})")
@@ -188,9 +187,7 @@ def parse_header(buf: _Buffer, pos: int = 0) -> BatchHeader:
     if header.record_count < 0:
         raise CorruptBatchError(f"negative record count {header.record_count} at byte {pos}")
     if header.last_offset_delta < 0:
-        raise CorruptBatchError(
-            f"negative last offset delta {header.last_offset_delta} at byte {pos}"
-        )
+        raise CorruptBatchError(f"negative last offset delta {header.last_offset_delta} at byte {pos}")
     return header
 
 
@@ -201,16 +198,12 @@ def _check_partial_header(buf: _Buffer, pos: int, available: int) -> None:
         length = _INT32.unpack_from(buf, pos + 8)[0]
         if length < MIN_BATCH_LENGTH:
             raise CorruptBatchError(
-                f"batch length {length} at byte {pos} is out of range "
-                f"(a v2 batch has at least {MIN_BATCH_LENGTH})"
+                f"batch length {length} at byte {pos} is out of range (a v2 batch has at least {MIN_BATCH_LENGTH})"
             )
     if available > MAGIC_OFFSET and buf[pos + MAGIC_OFFSET] != MAGIC:
-        raise CorruptBatchError(
-            f"bad magic {buf[pos + MAGIC_OFFSET]} at byte {pos + MAGIC_OFFSET} (expected {MAGIC})"
-        )
+        raise CorruptBatchError(f"bad magic {buf[pos + MAGIC_OFFSET]} at byte {pos + MAGIC_OFFSET} (expected {MAGIC})")
     raise TruncatedBatchError(
-        f"batch header truncated at byte {pos + available}: "
-        f"{available} of {HEADER_SIZE} header bytes present",
+        f"batch header truncated at byte {pos + available}: {available} of {HEADER_SIZE} header bytes present",
         needed=HEADER_SIZE,
         available=available,
     )
@@ -228,16 +221,14 @@ def verify(buf: _Buffer, pos: int = 0) -> BatchHeader:
     if len(buf) < end:
         available = len(buf) - pos
         raise TruncatedBatchError(
-            f"batch at byte {pos} truncated at byte {len(buf)}: "
-            f"{available} of {header.size} bytes present",
+            f"batch at byte {pos} truncated at byte {len(buf)}: {available} of {header.size} bytes present",
             needed=header.size,
             available=available,
         )
     actual = crc32c(memoryview(buf)[pos + ATTRIBUTES_OFFSET : end])
     if actual != header.crc:
         raise CorruptBatchError(
-            f"CRC mismatch in batch at byte {pos}: header says {header.crc:#010x}, "
-            f"data gives {actual:#010x}"
+            f"CRC mismatch in batch at byte {pos}: header says {header.crc:#010x}, data gives {actual:#010x}"
         )
     if header.record_count < 1 or header.last_offset_delta != header.record_count - 1:
         raise CorruptBatchError(
@@ -360,8 +351,21 @@ def build_batch(
         raise ValueError(f"batch of {length} bytes does not fit an int32 length")
     out = bytearray(HEADER_SIZE)
     HEADER.pack_into(
-        out, 0, base_offset, length, leader_epoch, MAGIC, 0, attributes, count - 1,
-        base_ts, max_ts, producer_id, producer_epoch, base_sequence, count,
+        out,
+        0,
+        base_offset,
+        length,
+        leader_epoch,
+        MAGIC,
+        0,
+        attributes,
+        count - 1,
+        base_ts,
+        max_ts,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        count,
     )
     out += section
     struct.pack_into(">I", out, CRC_OFFSET, crc32c(memoryview(out)[ATTRIBUTES_OFFSET:]))
@@ -391,9 +395,7 @@ def decode_records(buf: _Buffer, pos: int = 0) -> list[Record]:
     end = len(data)
     count = header.record_count
     if count * _MIN_RECORD_SIZE > end:
-        raise CorruptBatchError(
-            f"record count mismatch: {count} records cannot fit in {end} bytes of records"
-        )
+        raise CorruptBatchError(f"record count mismatch: {count} records cannot fit in {end} bytes of records")
     log_append = header.attributes & TIMESTAMP_TYPE_MASK
     base_offset, base_ts, max_ts = header.base_offset, header.base_timestamp, header.max_timestamp
     records: list[Record] = []
@@ -431,20 +433,17 @@ def decode_records(buf: _Buffer, pos: int = 0) -> list[Record]:
             h_value, p = _read_bytes(data, p, stop, "header value")
             headers.append((h_key, h_value))
         if p != stop:
-            raise CorruptBatchError(
-                f"record {i} length {length} disagrees with its fields ({p - start} bytes)"
-            )
+            raise CorruptBatchError(f"record {i} length {length} disagrees with its fields ({p - start} bytes)")
         ts = max_ts if log_append else base_ts + ts_delta
         records.append(Record(base_offset + offset_delta, ts, key, value, tuple(headers)))
     if p != end:
-        raise CorruptBatchError(
-            f"record count mismatch: {end - p} bytes left after {count} records"
-        )
+        raise CorruptBatchError(f"record count mismatch: {end - p} bytes left after {count} records")
     return records
 
 
-def validate(buf: _Buffer, *, max_records_bytes: int, min_timestamp: int | None = None,
-             max_timestamp: int | None = None) -> BatchHeader:
+def validate(
+    buf: _Buffer, *, max_records_bytes: int, min_timestamp: int | None = None, max_timestamp: int | None = None
+) -> BatchHeader:
     """Check a producer's batch the way Kafka's LogValidator does before it is written:
     one whole batch, CRC, a codec the log can read, records that decompress within
     `max_records_bytes` and decode, offset deltas 0..n-1 with the count to match, create
@@ -463,10 +462,10 @@ def validate(buf: _Buffer, *, max_records_bytes: int, min_timestamp: int | None 
     if header.attributes & TIMESTAMP_TYPE_MASK:
         raise InvalidTimestampError("producers send create times; the broker sets LogAppendTime itself")
     if header.is_control:
-        return header   # the caller decides who may write control batches
+        return header  # the caller decides who may write control batches
     section = memoryview(buf)[HEADER_SIZE : header.size]
     if codec is not Compression.NONE:
-        decompress(codec, section, limit=max_records_bytes)   # a bomb fails before decoding
+        decompress(codec, section, limit=max_records_bytes)  # a bomb fails before decoding
     records = decode_records(buf)
     if len(records) != header.last_offset_delta + 1:
         raise CorruptBatchError(f"{len(records)} records but the last offset delta says {header.last_offset_delta + 1}")
@@ -479,11 +478,14 @@ def validate(buf: _Buffer, *, max_records_bytes: int, min_timestamp: int | None 
         if r.timestamp < 0:
             raise InvalidTimestampError(f"record {i} has timestamp {r.timestamp}")
         if min_timestamp is not None and r.timestamp < min_timestamp:
-            raise InvalidTimestampError(f"record {i} timestamp {r.timestamp} is older than the topic accepts "
-                                        f"({min_timestamp})")
+            raise InvalidTimestampError(
+                f"record {i} timestamp {r.timestamp} is older than the topic accepts ({min_timestamp})"
+            )
         if max_timestamp is not None and r.timestamp > max_timestamp:
-            raise InvalidTimestampError(f"record {i} timestamp {r.timestamp} is too far in the future "
-                                        f"(the node accepts up to {max_timestamp}); check the producer's clock")
+            raise InvalidTimestampError(
+                f"record {i} timestamp {r.timestamp} is too far in the future "
+                f"(the node accepts up to {max_timestamp}); check the producer's clock"
+            )
         newest = max(newest, r.timestamp)
     if newest != -1 and newest != header.max_timestamp:
         raise CorruptBatchError(f"max timestamp {header.max_timestamp} is not the records' newest ({newest})")
@@ -509,8 +511,7 @@ def iter_batches(
             header = verify(view, pos) if check_crc else parse_header(view, pos)
             if not check_crc and pos + header.size > total:
                 raise TruncatedBatchError(
-                    f"batch at byte {pos} truncated at byte {total}: "
-                    f"{total - pos} of {header.size} bytes present",
+                    f"batch at byte {pos} truncated at byte {total}: {total - pos} of {header.size} bytes present",
                     needed=header.size,
                     available=total - pos,
                 )

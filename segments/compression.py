@@ -60,7 +60,7 @@ def decompress(codec: Compression, data: bytes | bytearray | memoryview, limit: 
         return bytes(data)
     if codec is Compression.GZIP:
         try:
-            d = zlib.decompressobj(wbits=31)   # the gzip container
+            d = zlib.decompressobj(wbits=31)  # the gzip container
             out = d.decompress(data, (limit + 1) if limit is not None else 0)
             if not d.eof and (limit is None or len(out) <= limit):
                 raise CorruptBatchError("gzip records section is truncated")

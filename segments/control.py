@@ -37,7 +37,7 @@ class ControlType(enum.IntEnum):
     LEADER_CHANGE = 2
     RAFT_CONFIG = 6
     DELAY_CHECKPOINT = 100  # TideMQ's own: a delay scheduler's progress, in its own partition
-    HALF_OP = 101           # TideMQ's own: decisions and check-backs of half messages, in their partition
+    HALF_OP = 101  # TideMQ's own: decisions and check-backs of half messages, in their partition
 
 
 def build_control_batch(

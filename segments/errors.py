@@ -55,10 +55,7 @@ class OffsetOutOfRangeError(SegmentError):
     """An offset outside [log_start_offset, next_offset]."""
 
     def __init__(self, offset: int, log_start_offset: int, next_offset: int) -> None:
-        super().__init__(
-            f"offset {offset} is out of range: the log holds "
-            f"[{log_start_offset}, {next_offset})"
-        )
+        super().__init__(f"offset {offset} is out of range: the log holds [{log_start_offset}, {next_offset})")
         self.offset = offset
         self.log_start_offset = log_start_offset
         self.next_offset = next_offset
@@ -68,9 +65,7 @@ class InvalidOffsetError(SegmentError):
     """An append whose base offset is not the log's next offset."""
 
     def __init__(self, offset: int, expected: int) -> None:
-        super().__init__(
-            f"non-contiguous append: batch base offset {offset}, log end offset {expected}"
-        )
+        super().__init__(f"non-contiguous append: batch base offset {offset}, log end offset {expected}")
         self.offset = offset
         self.expected = expected
 

@@ -160,9 +160,7 @@ class OffsetIndex(_SparseIndex):
         positions inside the log and offsets below `max_offset` (exclusive).
         """
         entries = self._load_entries()
-        if entries is None or not _valid_offset_entries(
-            entries, log_size, max_offset - self.base_offset
-        ):
+        if entries is None or not _valid_offset_entries(entries, log_size, max_offset - self.base_offset):
             self._install([])
             return False
         self._install(entries)

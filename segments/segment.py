@@ -106,9 +106,7 @@ class _Scan:
                 header = parse_header(buf, rel)
                 size = header.size
                 if pos + size > file_end:
-                    raise CorruptBatchError(
-                        f"torn batch at byte {pos}: {file_end - pos} of {size} bytes in the file"
-                    )
+                    raise CorruptBatchError(f"torn batch at byte {pos}: {file_end - pos} of {size} bytes in the file")
                 if self.need_body:
                     if rel + size > len(buf):
                         buf = os.pread(fd, max(size, min(chunk, file_end - pos)), pos)
@@ -122,8 +120,7 @@ class _Scan:
                     )
                 if prev_epoch is not None and header.leader_epoch < prev_epoch:
                     raise CorruptBatchError(
-                        f"batch at byte {pos} has leader epoch {header.leader_epoch} "
-                        f"after epoch {prev_epoch}"
+                        f"batch at byte {pos} has leader epoch {header.leader_epoch} after epoch {prev_epoch}"
                     )
             except CorruptBatchError as exc:
                 self.error = str(exc)
@@ -144,12 +141,8 @@ class LogSegment:
         self.base_offset = base_offset
         self.index_interval_bytes = index_interval_bytes
         self.log_path = os.path.join(directory, segment_file_name(base_offset, ".log"))
-        self.offset_index = OffsetIndex(
-            os.path.join(directory, segment_file_name(base_offset, ".index")), base_offset
-        )
-        self.time_index = TimeIndex(
-            os.path.join(directory, segment_file_name(base_offset, ".timeindex")), base_offset
-        )
+        self.offset_index = OffsetIndex(os.path.join(directory, segment_file_name(base_offset, ".index")), base_offset)
+        self.time_index = TimeIndex(os.path.join(directory, segment_file_name(base_offset, ".timeindex")), base_offset)
         self._fd = fd
         self.size = os.fstat(fd).st_size
         self.next_offset = base_offset
@@ -236,7 +229,9 @@ class LogSegment:
 
     # -- writing ------------------------------------------------------------------
 
-    def append(self, header: BatchHeader, batch: bytes | bytearray | memoryview, base_offset: int, leader_epoch: int) -> int:
+    def append(
+        self, header: BatchHeader, batch: bytes | bytearray | memoryview, base_offset: int, leader_epoch: int
+    ) -> int:
         """Write a verified batch stamped with `base_offset` and `leader_epoch`.
 
         `base_offset` must be `next_offset` (the log checks). Returns the position.

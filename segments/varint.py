@@ -53,9 +53,7 @@ def read_varint(buf: bytes | bytearray | memoryview, pos: int, end: int, max_byt
             break
         shift += 7
         if pos - start >= max_bytes:
-            raise CorruptBatchError(
-                f"bad varint at byte {start}: longer than {max_bytes} bytes"
-            )
+            raise CorruptBatchError(f"bad varint at byte {start}: longer than {max_bytes} bytes")
     if z >> (32 if max_bytes == 5 else 64):
         kind = "an int32" if max_bytes == 5 else "an int64"
         raise CorruptBatchError(f"bad varint at byte {start}: the value does not fit {kind}")

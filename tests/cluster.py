@@ -67,8 +67,9 @@ PEER_SECRET = "tidemq-tests-peer-secret-0123456789"
 def peer_client(peer_addrs: dict[int, str], as_node: int = 1) -> ClusterClient:
     """A client that speaks as node `as_node` on the peer listeners (for tests of
     broker-to-broker requests, which clients may not send)."""
-    return ClusterClient(list(peer_addrs.values()), peer=PeerCredential(as_node, PEER_SECRET),
-                         node_addrs=dict(peer_addrs))
+    return ClusterClient(
+        list(peer_addrs.values()), peer=PeerCredential(as_node, PEER_SECRET), node_addrs=dict(peer_addrs)
+    )
 
 
 class LocalCluster:
@@ -92,10 +93,18 @@ class LocalCluster:
         return ",".join(self.peers.values())
 
     def config(self, node: int) -> NodeConfig:
-        return NodeConfig(node_id=node, listen=self.peers[node], data_dir=self.base / f"n{node}",
-                          peer_listen=self.peer_addrs[node], peers=dict(self.peer_addrs),
-                          advertise=dict(self.advertise), peer_secret=PEER_SECRET,
-                          fsync="never", tick_ms=20, **self.overrides)
+        return NodeConfig(
+            node_id=node,
+            listen=self.peers[node],
+            data_dir=self.base / f"n{node}",
+            peer_listen=self.peer_addrs[node],
+            peers=dict(self.peer_addrs),
+            advertise=dict(self.advertise),
+            peer_secret=PEER_SECRET,
+            fsync="never",
+            tick_ms=20,
+            **self.overrides,
+        )
 
     def peer_client(self, as_node: int = 1) -> ClusterClient:
         return peer_client(self.peer_addrs, as_node)
@@ -124,7 +133,9 @@ class LocalCluster:
             await broker.shutdown()
         self._scopes.pop(node).cancel()
         await self._done.pop(node).wait()
-        if not graceful:  # what the OS does for a killed process: close the files, unsynced data stays in the page cache
+        if (
+            not graceful
+        ):  # what the OS does for a killed process: close the files, unsynced data stays in the page cache
             for r in broker.replicas.values():
                 r.storage.log.close()
 
@@ -169,13 +180,21 @@ async def local_cluster(tmp_path: Path, n: int = 3, **overrides):
 class ProcessCluster:
     """Real `python -m node` processes on loopback; every process is killed on exit."""
 
-    def __init__(self, base: Path, n: int = 3, fsync: str = "always", token: str | None = None,
-                 tick_ms: int = 20, settings: dict[str, int | str] | None = None) -> None:
+    def __init__(
+        self,
+        base: Path,
+        n: int = 3,
+        fsync: str = "always",
+        token: str | None = None,
+        tick_ms: int = 20,
+        settings: dict[str, int | str] | None = None,
+    ) -> None:
         import sys
+
         self.base = base
         self.python = sys.executable
         ports = free_ports(2 * n)
-        self.peers = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports[:n])}   # client addresses
+        self.peers = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports[:n])}  # client addresses
         self.peer_addrs = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports[n:])}
         self.fsync = fsync
         self.token = token
@@ -195,9 +214,27 @@ class ProcessCluster:
         root = Path(__file__).resolve().parent.parent
         peers = ",".join(f"{i}={a}" for i, a in self.peer_addrs.items())
         advertise = ",".join(f"{i}={a}" for i, a in self.peers.items())
-        cmd = [self.python, "-m", "node", "--id", str(node), "--listen", self.peers[node],
-               "--peer-listen", self.peer_addrs[node], "--peers", peers, "--advertise", advertise,
-               "--data", str(self.base / f"n{node}"), "--fsync", self.fsync, "--tick-ms", str(self.tick_ms)]
+        cmd = [
+            self.python,
+            "-m",
+            "node",
+            "--id",
+            str(node),
+            "--listen",
+            self.peers[node],
+            "--peer-listen",
+            self.peer_addrs[node],
+            "--peers",
+            peers,
+            "--advertise",
+            advertise,
+            "--data",
+            str(self.base / f"n{node}"),
+            "--fsync",
+            self.fsync,
+            "--tick-ms",
+            str(self.tick_ms),
+        ]
         if self.token:
             cmd += ["--token", self.token]
         cmd += self.extra_args
@@ -237,8 +274,9 @@ class ProcessCluster:
         with trio.fail_after(timeout):
             while True:
                 try:
-                    answers = [await self.request(n, Metadata(topics=[]), timeout=2) for n in self.procs
-                               if self.alive(n)]
+                    answers = [
+                        await self.request(n, Metadata(topics=[]), timeout=2) for n in self.procs if self.alive(n)
+                    ]
                     ctrl = {a.controller for a in answers}
                     if len(ctrl) == 1 and None not in ctrl:
                         return ctrl.pop()
@@ -301,8 +339,9 @@ async def process_cluster(tmp_path: Path, n: int = 3, **kw):
             await cluster.aclose()
 
 
-async def read_all(bootstrap: str, topics: list[str], *, isolation: str = "read_committed", quiet: float = 1.5,
-                   timeout: float = 30) -> list:
+async def read_all(
+    bootstrap: str, topics: list[str], *, isolation: str = "read_committed", quiet: float = 1.5, timeout: float = 30
+) -> list:
     """Every message of `topics` from the start, once nothing new came for `quiet` s."""
     out = []
     with trio.fail_after(timeout):

@@ -33,7 +33,9 @@ def examples() -> list[tuple[str, str]]:
 
 def test_readme_examples_run(tmp_path):
     blocks = examples()
-    assert [lang for lang, _ in blocks] == ["bash", "python", "python", "python", "python"], "the README's examples moved: update this test"
+    assert [lang for lang, _ in blocks] == ["bash", "python", "python", "python", "python"], (
+        "the README's examples moved: update this test"
+    )
     tidemq = Path(sys.executable).with_name("tidemq")
     with running_cluster(tmp_path, n=3, fsync="never") as cluster:
         env = {**os.environ, "TIDEMQ_BOOTSTRAP": cluster.bootstrap}

@@ -36,13 +36,13 @@ class Send(NamedTuple):
     seq: int
     topic: str
     partition: int | None
-    outcome: str            # acked | failed | unknown
+    outcome: str  # acked | failed | unknown
     offset: int | None
-    t: float                # submitted
-    t_end: float            # outcome known
+    t: float  # submitted
+    t_end: float  # outcome known
     idempotent: bool
     deliver_at: int | None  # wall-clock ms before which no consumer may see it (delayed messages)
-    txn: str | None         # transaction id (transactional messages)
+    txn: str | None  # transaction id (transactional messages)
 
 
 class Delivery(NamedTuple):
@@ -70,21 +70,21 @@ class Index:
 
     run: dict = field(default_factory=dict)
     sends: dict[str, Send] = field(default_factory=dict)
-    reused_values: list[str] = field(default_factory=list)     # two sends with one value: a workload bug
+    reused_values: list[str] = field(default_factory=list)  # two sends with one value: a workload bug
     logs: dict[TP, dict[int, tuple[str | None, str | None]]] = field(default_factory=dict)
     log_hw: dict[TP, int] = field(default_factory=dict)
     log_complete: set[TP] = field(default_factory=set)
     deliveries: list[Delivery] = field(default_factory=list)
     observations: dict[str, list[Observation]] = field(default_factory=lambda: defaultdict(list))
     txns: dict[str, dict] = field(default_factory=dict)
-    pipelines: list[dict] = field(default_factory=list)       # consume-process-produce: its topics
-    broadcasts: list[dict] = field(default_factory=list)      # a broadcast topic and its instances' groups
+    pipelines: list[dict] = field(default_factory=list)  # consume-process-produce: its topics
+    broadcasts: list[dict] = field(default_factory=list)  # a broadcast topic and its instances' groups
     zombies: list[dict] = field(default_factory=list)
     replicas: list[dict] = field(default_factory=list)
     faults: list[dict] = field(default_factory=list)
     drains: list[dict] = field(default_factory=list)
     stops: list[dict] = field(default_factory=list)
-    client_errors: list[dict] = field(default_factory=list)   # what escaped a Consumer or Producer
+    client_errors: list[dict] = field(default_factory=list)  # what escaped a Consumer or Producer
     node_errors: list[dict] = field(default_factory=list)
     writes_stopped: float | None = None
     ended: bool = False
@@ -96,9 +96,22 @@ class Index:
         for e in events:
             kind = e["type"]
             if kind == "send":
-                s = Send(e["value"], e["writer"], e.get("session", 0), e.get("key"), e.get("seq", -1), e["topic"],
-                         e.get("partition"), e["outcome"], e.get("offset"), e["t"], e.get("t_end", e["t"]),
-                         e.get("idempotent", True), e.get("deliver_at"), e.get("txn"))
+                s = Send(
+                    e["value"],
+                    e["writer"],
+                    e.get("session", 0),
+                    e.get("key"),
+                    e.get("seq", -1),
+                    e["topic"],
+                    e.get("partition"),
+                    e["outcome"],
+                    e.get("offset"),
+                    e["t"],
+                    e.get("t_end", e["t"]),
+                    e.get("idempotent", True),
+                    e.get("deliver_at"),
+                    e.get("txn"),
+                )
                 if s.value in ix.sends:
                     ix.reused_values.append(s.value)
                 ix.sends[s.value] = s
@@ -111,12 +124,25 @@ class Index:
                 if e.get("last"):
                     ix.log_complete.add(tp)
             elif kind == "delivery":
-                ix.deliveries.append(Delivery(e["consumer"], e.get("group"), e.get("isolation", "read_committed"),
-                                              e["topic"], e["partition"], e["offset"], e.get("value"), e["t"],
-                                              e.get("wall_ms", 0)))
+                ix.deliveries.append(
+                    Delivery(
+                        e["consumer"],
+                        e.get("group"),
+                        e.get("isolation", "read_committed"),
+                        e["topic"],
+                        e["partition"],
+                        e["offset"],
+                        e.get("value"),
+                        e["t"],
+                        e.get("wall_ms", 0),
+                    )
+                )
             elif kind == "offsets":
-                ix.observations[e["group"]].append(Observation(
-                    e["t"], e.get("t_end", e["t"]), {(t, p): o for t, p, o in e["offsets"]}, bool(e.get("final"))))
+                ix.observations[e["group"]].append(
+                    Observation(
+                        e["t"], e.get("t_end", e["t"]), {(t, p): o for t, p, o in e["offsets"]}, bool(e.get("final"))
+                    )
+                )
             elif kind == "txn":
                 ix.txns[e["txn"]] = e
             elif kind == "pipeline":
@@ -201,6 +227,7 @@ class Check(Protocol):
 
 # -- the checks ------------------------------------------------------------------------------
 
+
 class Complete:
     """A run that could not read its final logs, drain its consumers or compare its
     replicas proves nothing: say so instead of passing."""
@@ -231,8 +258,10 @@ class Complete:
             if not r.get("compared", True):
                 v.add(f"replicas of {r['topic']}-{r['partition']} not compared: {r.get('detail', '')}")
             elif r.get("lagging") and not r.get("settled", True):
-                v.add(f"{', '.join(r['lagging'])} of {r['topic']}-{r['partition']} end before its high watermark "
-                      f"{r['high_watermark']}: the cluster never settled, so they may just be behind")
+                v.add(
+                    f"{', '.join(r['lagging'])} of {r['topic']}-{r['partition']} end before its high watermark "
+                    f"{r['high_watermark']}: the cluster never settled, so they may just be behind"
+                )
         for value in ix.reused_values[:EXAMPLES]:
             v.add(f"two sends share the value {value!r}: the history cannot tell them apart")
         return v
@@ -259,8 +288,10 @@ class Misplaced:
                 continue
             locs = ix.where(s.topic, s.value)
             if locs and (s.partition, s.offset) not in locs:
-                v.add(f"{s.value} acked at {s.topic}-{s.partition}@{s.offset}, found at "
-                      + ", ".join(f"{s.topic}-{p}@{o}" for p, o in locs))
+                v.add(
+                    f"{s.value} acked at {s.topic}-{s.partition}@{s.offset}, found at "
+                    + ", ".join(f"{s.topic}-{p}@{o}" for p, o in locs)
+                )
         return v
 
 
@@ -272,8 +303,10 @@ class Duplicates:
         for s in ix.sends.values():
             locs = ix.where(s.topic, s.value) if s.idempotent else []
             if len(locs) > 1:
-                v.add(f"{s.value} ({s.outcome}) is in the log {len(locs)} times: "
-                      + ", ".join(f"{s.topic}-{p}@{o}" for p, o in locs))
+                v.add(
+                    f"{s.value} ({s.outcome}) is in the log {len(locs)} times: "
+                    + ", ".join(f"{s.topic}-{p}@{o}" for p, o in locs)
+                )
         return v
 
 
@@ -331,8 +364,11 @@ class KeyOrder:
                 session_items.sort(key=lambda x: x[0].seq)
                 for (a, oa), (b, ob) in zip(session_items, session_items[1:]):
                     if ob <= oa:
-                        bad.setdefault(b.value, f"{topic} {writer}/{key}: seq {b.seq} at offset {ob} is not after "
-                                                f"seq {a.seq} at offset {oa} (same session {a.session})")
+                        bad.setdefault(
+                            b.value,
+                            f"{topic} {writer}/{key}: seq {b.seq} at offset {ob} is not after "
+                            f"seq {a.seq} at offset {oa} (same session {a.session})",
+                        )
             # Real time: sweep submissions in time order against acknowledgements before them.
             acks = sorted((s.t_end, off, s) for s, off in items if s.outcome == "acked")
             acked_before = [a[0] for a in acks]
@@ -343,9 +379,12 @@ class KeyOrder:
                 i = bisect.bisect_left(acked_before, s.t) - 1
                 if i >= 0 and prefix_max[i][0] > off:
                     first = prefix_max[i][1]
-                    bad.setdefault(s.value, f"{topic} {writer}/{key}: seq {s.seq} (submitted t={s.t:.2f}) at offset "
-                                            f"{off}, before seq {first.seq} acknowledged at t={first.t_end:.2f} "
-                                            f"at offset {prefix_max[i][0]}")
+                    bad.setdefault(
+                        s.value,
+                        f"{topic} {writer}/{key}: seq {s.seq} (submitted t={s.t:.2f}) at offset "
+                        f"{off}, before seq {first.seq} acknowledged at t={first.t_end:.2f} "
+                        f"at offset {prefix_max[i][0]}",
+                    )
             for example in bad.values():
                 v.add(example)
         return v
@@ -373,8 +412,10 @@ class OffsetsBackwards:
                     j += 1
                 for tp, off in o.offsets.items():
                     if tp in high and off < high[tp][0]:
-                        v.add(f"group {group} {tp[0]}-{tp[1]}: read {off} at t={o.t:.2f} after {high[tp][0]} "
-                              f"was read by t={high[tp][1]:.2f}")
+                        v.add(
+                            f"group {group} {tp[0]}-{tp[1]}: read {off} at t={o.t:.2f} after {high[tp][0]} "
+                            f"was read by t={high[tp][1]:.2f}"
+                        )
         return v
 
 
@@ -395,7 +436,9 @@ class GroupSkipped:
             for tp, upto in sorted(final.items()):
                 for offset, (_, value) in sorted(ix.logs.get(tp, {}).items()):
                     if offset < upto and (tp[0], tp[1], offset) not in got:
-                        v.add(f"group {group}: {tp[0]}-{tp[1]}@{offset} ({value}) below committed {upto}, never delivered")
+                        v.add(
+                            f"group {group}: {tp[0]}-{tp[1]}@{offset} ({value}) below committed {upto}, never delivered"
+                        )
         return v
 
 
@@ -416,8 +459,10 @@ class DirtyReads:
             held = ix.logs[tp].get(d.offset)
             if held is None or held[1] != d.value:
                 what = "nothing" if held is None else repr(held[1])
-                v.add(f"{d.consumer} got {d.value!r} at {d.topic}-{d.partition}@{d.offset} (t={d.t:.2f}); "
-                      f"the log holds {what} there")
+                v.add(
+                    f"{d.consumer} got {d.value!r} at {d.topic}-{d.partition}@{d.offset} (t={d.t:.2f}); "
+                    f"the log holds {what} there"
+                )
         return v
 
 
@@ -434,11 +479,15 @@ class ReplicasDiffer:
             v.exercised = False
         for r in ix.replicas:
             if not r["equal"]:
-                v.add(f"{r['topic']}-{r['partition']}: replicas differ from offset {r.get('first_difference')} "
-                      f"(high watermark {r['high_watermark']})")
+                v.add(
+                    f"{r['topic']}-{r['partition']}: replicas differ from offset {r.get('first_difference')} "
+                    f"(high watermark {r['high_watermark']})"
+                )
             elif r.get("lagging") and r.get("settled", True):
-                v.add(f"{r['topic']}-{r['partition']}: {', '.join(r['lagging'])} end before the high watermark "
-                      f"{r['high_watermark']}, though reported in sync")
+                v.add(
+                    f"{r['topic']}-{r['partition']}: {', '.join(r['lagging'])} end before the high watermark "
+                    f"{r['high_watermark']}, though reported in sync"
+                )
         return v
 
 
@@ -451,8 +500,10 @@ class GracefulStops:
             v.exercised = False
         for s in ix.stops:
             if s.get("code") != 0 or not s.get("by_itself", True):
-                v.add(f"node {s['node']} at t={s['t']:.2f}: exit code {s.get('code')}"
-                      + ("" if s.get("by_itself", True) else ", needed SIGKILL"))
+                v.add(
+                    f"node {s['node']} at t={s['t']:.2f}: exit code {s.get('code')}"
+                    + ("" if s.get("by_itself", True) else ", needed SIGKILL")
+                )
         return v
 
 
@@ -484,8 +535,10 @@ class DelayedEarly:
         for d in ix.deliveries:
             s = delayed.get(d.value) if d.value is not None else None
             if s is not None and d.wall_ms < s.deliver_at:
-                v.add(f"{s.value} due at {s.deliver_at} ms delivered to {d.consumer} at {d.wall_ms} ms "
-                      f"({(s.deliver_at - d.wall_ms) / 1000:.3f} s early)")
+                v.add(
+                    f"{s.value} due at {s.deliver_at} ms delivered to {d.consumer} at {d.wall_ms} ms "
+                    f"({(s.deliver_at - d.wall_ms) / 1000:.3f} s early)"
+                )
         return v
 
 
@@ -533,8 +586,9 @@ class AbortedServed:
         members = _members(ix)
         if not members:
             v.exercised = False
-        aborted = {s.value: txn for txn, ss in members.items()
-                   if ix.txns.get(txn, {}).get("outcome") == "aborted" for s in ss}
+        aborted = {
+            s.value: txn for txn, ss in members.items() if ix.txns.get(txn, {}).get("outcome") == "aborted" for s in ss
+        }
         for value, txn in sorted(aborted.items()):
             s = ix.sends[value]
             for p, o in ix.where(s.topic, value):
@@ -562,7 +616,7 @@ class PipelineOnce:
             inputs, prefix = pipe["input"], pipe["prefix"]
             outputs, dead = pipe["outputs"], pipe.get("dead_letters", [])
             if not ix.topic_read(inputs) or not all(ix.topic_read(t) for t in outputs + dead):
-                continue                      # `Complete` says which read is missing
+                continue  # `Complete` says which read is missing
             final = ix.final_offsets(pipe["group"])
             expected: Counter[str | None] = Counter()
             for (t, p), records in ix.logs.items():
@@ -573,7 +627,7 @@ class PipelineOnce:
             for (t, p), records in sorted(ix.logs.items()):
                 for offset, (_, value) in sorted(records.items()):
                     if t in outputs and value is not None and value.startswith(prefix):
-                        results[value[len(prefix):]].append(f"{t}-{p}@{offset}")
+                        results[value[len(prefix) :]].append(f"{t}-{p}@{offset}")
                     elif t in outputs:
                         v.add(f"{t}-{p}@{offset} holds {value!r}, not an output ({prefix}<input>)")
                     elif t in dead:
@@ -586,8 +640,10 @@ class PipelineOnce:
                     v.add(f"{', '.join(got)}: the input {value!r} is not in {inputs}")
                 else:
                     at = ", ".join(f"{inputs}-{p}@{o}" for p, o in ix.where(inputs, value))
-                    v.add(f"{value} ({at}; {want} below the group's committed offset) has {len(got)} result(s)"
-                          + (f": {', '.join(got)}" if got else ""))
+                    v.add(
+                        f"{value} ({at}; {want} below the group's committed offset) has {len(got)} result(s)"
+                        + (f": {', '.join(got)}" if got else "")
+                    )
         return v
 
 
@@ -604,8 +660,11 @@ class BroadcastMissed:
             v.exercised = False
         for b in ix.broadcasts:
             topic = b["topic"]
-            acked = [s for s in ix.sends.values()
-                     if s.topic == topic and s.outcome == "acked" and ix.visible(s) and ix.where(topic, s.value)]
+            acked = [
+                s
+                for s in ix.sends.values()
+                if s.topic == topic and s.outcome == "acked" and ix.visible(s) and ix.where(topic, s.value)
+            ]
             for group in b["instances"]:
                 got = {d.value for d in ix.deliveries if d.group == group and d.topic == topic}
                 for s in sorted(acked, key=lambda s: s.t):
@@ -616,13 +675,29 @@ class BroadcastMissed:
 
 
 CHECKS: list[Check] = [
-    Complete(), Lost(), Misplaced(), Duplicates(), Unexplained(), FailedWritten(), KeyOrder(), OffsetsBackwards(),
-    GroupSkipped(), DirtyReads(), ReplicasDiffer(), GracefulStops(), NodeErrors(), DelayedEarly(), TornTransactions(),
-    AbortedServed(), PipelineOnce(), BroadcastMissed(),
+    Complete(),
+    Lost(),
+    Misplaced(),
+    Duplicates(),
+    Unexplained(),
+    FailedWritten(),
+    KeyOrder(),
+    OffsetsBackwards(),
+    GroupSkipped(),
+    DirtyReads(),
+    ReplicasDiffer(),
+    GracefulStops(),
+    NodeErrors(),
+    DelayedEarly(),
+    TornTransactions(),
+    AbortedServed(),
+    PipelineOnce(),
+    BroadcastMissed(),
 ]
 
 
 # -- availability and the report -----------------------------------------------------------
+
 
 @dataclass
 class Report:
@@ -652,30 +727,44 @@ def availability(ix: Index) -> dict[str, object]:
     edges = [0.0] + acks + [end]
     gap, a, b = max(((y - x, x, y) for x, y in zip(edges, edges[1:])), default=(0.0, 0.0, 0.0))
     healed = {f["step"]: f["t"] for f in ix.faults if f.get("phase") == "end"}
-    during = [f"#{f['step']} {f['kind']}" for f in ix.faults
-              if f.get("phase") == "start" and f["t"] < b and healed.get(f["step"], float("inf")) > a]
+    during = [
+        f"#{f['step']} {f['kind']}"
+        for f in ix.faults
+        if f.get("phase") == "start" and f["t"] < b and healed.get(f["step"], float("inf")) > a
+    ]
     worst = longest_partition_wait(sends, end)
     landed = sum(1 for s in sends if s.outcome == "unknown" and ix.where(s.topic, s.value))
     first_seen: dict[str, int] = {}
     for d in ix.deliveries:
         if d.value is not None and (d.value not in first_seen or d.wall_ms < first_seen[d.value]):
             first_seen[d.value] = d.wall_ms
-    late = sorted(first_seen[s.value] - s.deliver_at for s in sends
-                  if s.deliver_at is not None and s.value in first_seen)
-    lateness = {"delivered": len(late), "p50": late[len(late) // 2], "p99": late[int(len(late) * 0.99)],
-                "max": late[-1]} if late else {}
+    late = sorted(
+        first_seen[s.value] - s.deliver_at for s in sends if s.deliver_at is not None and s.value in first_seen
+    )
+    lateness = (
+        {"delivered": len(late), "p50": late[len(late) // 2], "p99": late[int(len(late) * 0.99)], "max": late[-1]}
+        if late
+        else {}
+    )
     deliveries = len(ix.deliveries)
     distinct = len({(d.group, d.topic, d.partition, d.offset) for d in ix.deliveries})
     return {
-        "sends": len(sends), "acked": outcomes["acked"], "failed": outcomes["failed"], "unknown": outcomes["unknown"],
+        "sends": len(sends),
+        "acked": outcomes["acked"],
+        "failed": outcomes["failed"],
+        "unknown": outcomes["unknown"],
         "unknown_in_log": landed,
         "write_seconds": round(end, 2),
         "acked_per_second": round(len(acks) / end, 2) if end > 0 else 0.0,
-        "longest_no_ack_seconds": round(gap, 3), "longest_no_ack_window": [round(a, 2), round(b, 2)],
+        "longest_no_ack_seconds": round(gap, 3),
+        "longest_no_ack_window": [round(a, 2), round(b, 2)],
         "faults_during_longest_window": during,
-        "longest_partition_wait_seconds": round(worst[0], 3), "longest_partition_wait": worst[1],
+        "longest_partition_wait_seconds": round(worst[0], 3),
+        "longest_partition_wait": worst[1],
         "longest_partition_wait_window": [round(worst[2], 2), round(worst[3], 2)],
-        "deliveries": deliveries, "redeliveries": deliveries - distinct, "delayed_lateness_ms": lateness,
+        "deliveries": deliveries,
+        "redeliveries": deliveries - distinct,
+        "delayed_lateness_ms": lateness,
         "client_errors": dict(Counter(e["error"].split("(")[0] for e in ix.client_errors)),
         "client_error_example": ix.client_errors[0]["error"] if ix.client_errors else "",
         "faults": dict(Counter(f["kind"] for f in ix.faults if f.get("phase") == "start")),
@@ -697,7 +786,7 @@ def longest_partition_wait(sends: list[Send], end: float) -> tuple[float, str, f
     for (topic, p), ss in sorted(by_partition.items()):
         ss.sort(key=lambda s: s.t)
         acks = sorted(s.t_end for s in ss if s.outcome == "acked" and 0 <= s.t_end <= end)
-        outstanding: list[tuple[float, float]] = []   # heap of (submitted, outcome time)
+        outstanding: list[tuple[float, float]] = []  # heap of (submitted, outcome time)
         i, previous = 0, 0.0
         for y in acks:
             while i < len(ss) and ss[i].t < y:
@@ -725,8 +814,13 @@ def pipeline_counts(ix: Index) -> dict[str, int]:
     def records(topics: set[str]) -> int:
         return sum(len(r) for (t, _), r in ix.logs.items() if t in topics)
 
-    return {"inputs": records(inputs), "outputs": records(outputs), "dead_letters": records(dead),
-            "zombies": len(ix.zombies), "zombies_expired": sum(1 for z in ix.zombies if z.get("removed"))}
+    return {
+        "inputs": records(inputs),
+        "outputs": records(outputs),
+        "dead_letters": records(dead),
+        "zombies": len(ix.zombies),
+        "zombies_expired": sum(1 for z in ix.zombies if z.get("removed")),
+    }
 
 
 def check_index(ix: Index, checks: list[Check] | None = None) -> Report:

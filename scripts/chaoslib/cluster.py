@@ -28,7 +28,7 @@ from client.protocol import Metadata, MetadataResponse
 from scripts.chaoslib.proxy import ProxyNet
 
 ROOT = Path(__file__).resolve().parents[2]
-STOP_TIMEOUT_S = 20.0          # graceful stop: 5 s of leadership transfer, then closing logs
+STOP_TIMEOUT_S = 20.0  # graceful stop: 5 s of leadership transfer, then closing logs
 
 
 def partition_path(data_dir: Path, topic: str, partition: int) -> Path:
@@ -43,8 +43,9 @@ class NodeError(Exception):
 
 
 class ChaosCluster:
-    def __init__(self, run_dir: Path, real: dict[int, str], net: ProxyNet, *, tick_ms: int = 50,
-                 fsync: str = "always") -> None:
+    def __init__(
+        self, run_dir: Path, real: dict[int, str], net: ProxyNet, *, tick_ms: int = 50, fsync: str = "always"
+    ) -> None:
         self.run_dir = run_dir
         self.real = dict(real)
         self.net = net
@@ -53,12 +54,13 @@ class ChaosCluster:
         self.nodes = sorted(real)
         self.procs: dict[int, subprocess.Popen] = {}
         self.paused: set[int] = set()
-        self.peer_secret = secrets.token_urlsafe(32)   # the nodes' shared peer secret for this run
+        self.peer_secret = secrets.token_urlsafe(32)  # the nodes' shared peer secret for this run
 
     @classmethod
     def on_loopback(cls, run_dir: Path, nodes: int, **kw) -> ChaosCluster:
         """`nodes` nodes on free loopback ports, every link through its own proxy."""
         from tests.cluster import free_ports  # the one place that hands out ports, never twice
+
         ports = free_ports(2 * nodes)
         real = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[:nodes])}
         real_peer = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[nodes:])}
@@ -80,19 +82,41 @@ class ChaosCluster:
     def command(self, node: int) -> list[str]:
         peers = ",".join(f"{i}={a}" for i, a in self.net.peers_for(node).items())
         advertise = ",".join(f"{i}={a}" for i, a in self.net.advertised().items())
-        return [sys.executable, "-m", "node", "--id", str(node), "--listen", self.real[node],
-                "--peer-listen", self.net.real_peer[node], "--peers", peers,
-                "--advertise", advertise, "--data", str(self.data_dir(node)), "--fsync", self.fsync,
-                "--tick-ms", str(self.tick_ms)]
+        return [
+            sys.executable,
+            "-m",
+            "node",
+            "--id",
+            str(node),
+            "--listen",
+            self.real[node],
+            "--peer-listen",
+            self.net.real_peer[node],
+            "--peers",
+            peers,
+            "--advertise",
+            advertise,
+            "--data",
+            str(self.data_dir(node)),
+            "--fsync",
+            self.fsync,
+            "--tick-ms",
+            str(self.tick_ms),
+        ]
 
     def start(self, node: int) -> None:
         if self.alive(node):
             raise NodeError(f"node {node} is already running")
         (self.run_dir / f"n{node}").mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / f"n{node}" / "node.log", "ab") as logf:
-            self.procs[node] = subprocess.Popen(self.command(node), cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
-                                                start_new_session=True,
-                                                env=dict(os.environ, TIDEMQ_PEER_SECRET=self.peer_secret))
+            self.procs[node] = subprocess.Popen(
+                self.command(node),
+                cwd=ROOT,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=dict(os.environ, TIDEMQ_PEER_SECRET=self.peer_secret),
+            )
         self.paused.discard(node)
 
     def alive(self, node: int) -> bool:
@@ -106,7 +130,7 @@ class ChaosCluster:
         if not self.alive(node):
             return
         if sig in (signal.SIGTERM, signal.SIGINT) and node in self.paused:
-            self.signal(node, signal.SIGCONT)   # a stopped process cannot handle SIGTERM
+            self.signal(node, signal.SIGCONT)  # a stopped process cannot handle SIGTERM
         self.procs[node].send_signal(sig)
         if sig == signal.SIGSTOP:
             self.paused.add(node)
@@ -154,7 +178,9 @@ class ChaosCluster:
     def reachable(self) -> list[int]:
         return [n for n in self.nodes if self.alive(n) and n not in self.paused]
 
-    async def metadata(self, node: int, topics: list[str] | None = None, timeout: float = 2.0) -> MetadataResponse | None:
+    async def metadata(
+        self, node: int, topics: list[str] | None = None, timeout: float = 2.0
+    ) -> MetadataResponse | None:
         try:
             with trio.fail_after(timeout):
                 async with open_connection(self.real[node], connect_timeout=timeout) as conn:
@@ -188,8 +214,9 @@ class ChaosCluster:
             while True:
                 for n, proc in self.procs.items():
                     if proc.poll() is not None:
-                        raise NodeError(f"node {n} exited with code {proc.returncode} while starting:\n"
-                                        + self.log_tail(n))
+                        raise NodeError(
+                            f"node {n} exited with code {proc.returncode} while starting:\n" + self.log_tail(n)
+                        )
                 answers = await self.all_metadata()
                 ctrl = {md.controller for md in answers.values()}
                 if answers and len(answers) == len(self.reachable()) and len(ctrl) == 1 and None not in ctrl:
@@ -208,9 +235,13 @@ class ChaosCluster:
                     key = (t.name, p.partition)
                     mine = p.leader == node
                     if key not in out or (mine and out[key]["leader"] is None):
-                        out[key] = {"leader": node if mine else None, "replicas": list(p.replicas),
-                                    "in_sync": list(p.in_sync) if mine else [], "hw": p.high_watermark if mine else None,
-                                    "internal": t.internal}
+                        out[key] = {
+                            "leader": node if mine else None,
+                            "replicas": list(p.replicas),
+                            "in_sync": list(p.in_sync) if mine else [],
+                            "hw": p.high_watermark if mine else None,
+                            "internal": t.internal,
+                        }
         return out
 
     async def controller(self) -> int | None:
@@ -237,11 +268,15 @@ class ChaosCluster:
                     if p["leader"] is not None:
                         seen.setdefault(key, set()).update(p["in_sync"], [p["leader"]])
                 if caught_up:
-                    missing = [f"{t}-{p}" for (t, p), info in sorted(parts.items())
-                               if not set(info["replicas"]) <= seen.get((t, p), set())]
+                    missing = [
+                        f"{t}-{p}"
+                        for (t, p), info in sorted(parts.items())
+                        if not set(info["replicas"]) <= seen.get((t, p), set())
+                    ]
                 else:
-                    missing = [f"{t}-{p} has no leader" for (t, p), info in sorted(parts.items())
-                               if info["leader"] is None]
+                    missing = [
+                        f"{t}-{p} has no leader" for (t, p), info in sorted(parts.items()) if info["leader"] is None
+                    ]
                 if len(answers) < len(self.nodes):
                     missing.append(f"{len(self.nodes) - len(answers)} node(s) not answering")
                 if parts and not missing:

@@ -46,8 +46,8 @@ FAULTS: dict[str, str] = {
 }
 NODE_FAULTS = ("kill", "pause", "restart", "torn")
 
-WARMUP_S = 3.0          # workloads run fault-free this long first
-GAP_S = (2.0, 6.0)      # quiet time between two faults
+WARMUP_S = 3.0  # workloads run fault-free this long first
+GAP_S = (2.0, 6.0)  # quiet time between two faults
 TEAR_MAX_BYTES = 512
 
 
@@ -57,8 +57,8 @@ class Step:
     at: float
     kind: str
     duration: float
-    target: str                      # "leader", "controller" or "n<id>"
-    pick: float                      # which data partition's leader (or node, if none leads)
+    target: str  # "leader", "controller" or "n<id>"
+    pick: float  # which data partition's leader (or node, if none leads)
     params: dict = field(default_factory=dict)
 
     def describe(self, node: int | None = None, other: int | None = None) -> str:
@@ -69,16 +69,25 @@ class Step:
         kind = self.kind
         peer = f"n{other}" if other is not None else "a peer"
         if kind == "partition":
-            what = (f"partition {who} from the other nodes" if p["mode"] == "minority"
-                    else f"partition {who} <-/-> {peer} (the third node bridges)")
+            what = (
+                f"partition {who} from the other nodes"
+                if p["mode"] == "minority"
+                else f"partition {who} <-/-> {peer} (the third node bridges)"
+            )
         elif kind == "oneway":
-            what = {"peer-out": f"one-way cut {who} -> {peer}",
-                    "peer-in": f"one-way cut {peer} -> {who}",
-                    "client-responses": f"one-way cut: {who}'s answers to clients"}[p["mode"]]
+            what = {
+                "peer-out": f"one-way cut {who} -> {peer}",
+                "peer-in": f"one-way cut {peer} -> {who}",
+                "client-responses": f"one-way cut: {who}'s answers to clients",
+            }[p["mode"]]
         elif kind == "latency":
-            what = f"latency {p['delay'] * 1000:.0f} ms on " + ("all links" if p["scope"] == "all" else f"{who}'s links")
+            what = f"latency {p['delay'] * 1000:.0f} ms on " + (
+                "all links" if p["scope"] == "all" else f"{who}'s links"
+            )
         elif kind == "drop":
-            what = f"drop connections every {p['every']:.1f} s on " + ("all links" if p["scope"] == "all" else f"{who}'s links")
+            what = f"drop connections every {p['every']:.1f} s on " + (
+                "all links" if p["scope"] == "all" else f"{who}'s links"
+            )
         elif kind == "torn":
             what = f"kill {who}, tear {len(p['tears'])} segment tail(s), restart"
         else:
@@ -115,9 +124,15 @@ def make_schedule(seed: int, duration: float, faults: list[str], nodes: int = 3)
             length = rng.uniform(0.5, 3)
         elif kind == "torn":
             length = rng.uniform(1, 4)
-            params["tears"] = [{"pick": rng.random(), "mode": rng.choice(["cut", "garble"]),
-                                "bytes": rng.randint(1, TEAR_MAX_BYTES), "salt": rng.getrandbits(32)}
-                               for _ in range(rng.randint(1, 3))]
+            params["tears"] = [
+                {
+                    "pick": rng.random(),
+                    "mode": rng.choice(["cut", "garble"]),
+                    "bytes": rng.randint(1, TEAR_MAX_BYTES),
+                    "salt": rng.getrandbits(32),
+                }
+                for _ in range(rng.randint(1, 3))
+            ]
         elif kind == "partition":
             length = rng.uniform(3, 15)
             params["mode"] = rng.choice(["minority", "bridge"])
@@ -175,8 +190,14 @@ def tear_tails(data_dir: Path, tears: list[dict]) -> list[dict]:
 
 
 class Nemesis:
-    def __init__(self, cluster: ChaosCluster, net: ProxyNet, history: History, say: Callable[[str], None],
-                 settle_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        cluster: ChaosCluster,
+        net: ProxyNet,
+        history: History,
+        say: Callable[[str], None],
+        settle_timeout: float = 30.0,
+    ) -> None:
         self.cluster = cluster
         self.net = net
         self.history = history
@@ -189,11 +210,14 @@ class Nemesis:
             await trio.sleep(max(0.0, step.at - self.history.now()))
             caught_up = step.kind == "torn"
             settled, seconds, missing = await self.cluster.settle(self.settle_timeout, caught_up=caught_up)
-            self.history.record("settle", step=step.index, ok=settled, caught_up=caught_up, seconds=seconds,
-                                missing=missing[:10])
+            self.history.record(
+                "settle", step=step.index, ok=settled, caught_up=caught_up, seconds=seconds, missing=missing[:10]
+            )
             if not settled:
-                self.say(f"[yellow]cluster not settled after {seconds:.0f}s before step #{step.index}: "
-                         f"{', '.join(missing[:5])}[/]")
+                self.say(
+                    f"[yellow]cluster not settled after {seconds:.0f}s before step #{step.index}: "
+                    f"{', '.join(missing[:5])}[/]"
+                )
             await self.execute(step, settled)
 
     async def resolve(self, step: Step) -> int:
@@ -220,11 +244,20 @@ class Nemesis:
         other = self._other(step, node)
         kind = step.kind
         if kind == "torn" and not settled:
-            kind = "kill"   # see the module docstring: tearing an unsettled cluster may lose committed data
+            kind = "kill"  # see the module docstring: tearing an unsettled cluster may lose committed data
         desc = step.describe(node, other) + ("  [not settled: a kill, no tear]" if kind != step.kind else "")
         self.say(f"[{self.history.now():7.2f}s] #{step.index} {desc}")
-        self.history.record("fault", step=step.index, kind=step.kind, phase="start", nodes=[node],
-                            other=other, detail=desc, params=step.params, carried_out_as=kind)
+        self.history.record(
+            "fault",
+            step=step.index,
+            kind=step.kind,
+            phase="start",
+            nodes=[node],
+            other=other,
+            detail=desc,
+            params=step.params,
+            carried_out_as=kind,
+        )
         self.history.flush()
         detail: dict = {}
         try:
@@ -233,8 +266,10 @@ class Nemesis:
             with trio.CancelScope(shield=True):
                 await self.heal(node)
                 self.history.record("fault", step=step.index, kind=step.kind, phase="end", nodes=[node], **detail)
-                self.say(f"[{self.history.now():7.2f}s] #{step.index} healed"
-                         + (f" ({', '.join(f'{k}={v}' for k, v in detail.items())})" if detail else ""))
+                self.say(
+                    f"[{self.history.now():7.2f}s] #{step.index} healed"
+                    + (f" ({', '.join(f'{k}={v}' for k, v in detail.items())})" if detail else "")
+                )
 
     async def heal(self, node: int | None = None) -> None:
         """Undo every fault: links healed, paused nodes resumed, stopped nodes started."""

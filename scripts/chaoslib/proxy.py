@@ -37,13 +37,13 @@ import trio
 from client.protocol import split_addr
 
 CHUNK = 64 * 1024
-QUEUE_CHUNKS = 64              # per direction: ~4 MiB read ahead of a slow or delayed far end
+QUEUE_CHUNKS = 64  # per direction: ~4 MiB read ahead of a slow or delayed far end
 CONNECT_TIMEOUT_S = 2.0
 
 
 class Direction(enum.Enum):
-    UP = "up"        # dialer -> target
-    DOWN = "down"    # target -> dialer
+    UP = "up"  # dialer -> target
+    DOWN = "down"  # target -> dialer
 
 
 UP, DOWN = Direction.UP, Direction.DOWN
@@ -72,7 +72,7 @@ class LinkProxy:
     def __init__(self, name: str, target: str) -> None:
         self.name = name
         self.target = target
-        self.addr: str | None = None             # HOST:PORT, once `serve` has started
+        self.addr: str | None = None  # HOST:PORT, once `serve` has started
         self.delay = 0.0
         self._open = {UP: True, DOWN: True}
         self._changed = trio.Event()
@@ -152,7 +152,7 @@ class LinkProxy:
                     with trio.fail_after(CONNECT_TIMEOUT_S):
                         upstream = await trio.open_tcp_stream(host, port)
                 except (OSError, trio.TooSlowError):
-                    conn.reset = True   # target down: the dialer sees a refused/reset connection
+                    conn.reset = True  # target down: the dialer sees a refused/reset connection
                     return
                 conn.streams.append(upstream)
                 async with trio.open_nursery() as nursery:
@@ -166,8 +166,7 @@ class LinkProxy:
                 with trio.CancelScope(shield=True):
                     await s.aclose()
 
-    async def _direction(self, src: trio.SocketStream, dst: trio.SocketStream, d: Direction,
-                         conn: _Connection) -> None:
+    async def _direction(self, src: trio.SocketStream, dst: trio.SocketStream, d: Direction, conn: _Connection) -> None:
         """Forward one direction of one connection: a reader and a writer joined by a
         bounded queue of (due time, chunk); b"" marks the end of the stream."""
         send, receive = trio.open_memory_channel[tuple[float, bytes]](QUEUE_CHUNKS)
@@ -214,7 +213,8 @@ class ProxyNet:
         self.real_peer = dict(real_peer or real)
         self.nodes = sorted(real)
         self.peer: dict[tuple[int, int], LinkProxy] = {
-            (i, j): LinkProxy(f"n{i}->n{j}", self.real_peer[j]) for i in self.nodes for j in self.nodes if i != j}
+            (i, j): LinkProxy(f"n{i}->n{j}", self.real_peer[j]) for i in self.nodes for j in self.nodes if i != j
+        }
         self.client: dict[int, LinkProxy] = {j: LinkProxy(f"clients->n{j}", real[j]) for j in self.nodes}
 
     @property

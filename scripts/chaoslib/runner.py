@@ -38,8 +38,8 @@ class Options:
     workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
     nodes: int = 3
     tick_ms: int = 50
-    settle_timeout: float = 30.0      # before each fault, after the last
-    drain_timeout: float = 150.0      # workloads finishing after `stop`
+    settle_timeout: float = 30.0  # before each fault, after the last
+    drain_timeout: float = 150.0  # workloads finishing after `stop`
     setup_timeout: float = 90.0
 
 
@@ -53,11 +53,22 @@ async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report
     schedule = make_schedule(opts.seed, opts.duration, opts.faults, opts.nodes)
     (run_dir / "schedule.json").write_text(json.dumps([s.to_json() for s in schedule], indent=1))
     history = History(run_dir / "history.jsonl")
-    history.record("run", t=0.0, version=FORMAT_VERSION, seed=opts.seed, duration=opts.duration, faults=opts.faults,
-                   workloads=opts.workloads, nodes=opts.nodes, tick_ms=opts.tick_ms)
+    history.record(
+        "run",
+        t=0.0,
+        version=FORMAT_VERSION,
+        seed=opts.seed,
+        duration=opts.duration,
+        faults=opts.faults,
+        workloads=opts.workloads,
+        nodes=opts.nodes,
+        tick_ms=opts.tick_ms,
+    )
     history.record("schedule", t=0.0, steps=[s.to_json() for s in schedule])
-    say(f"seed {opts.seed}: {len(schedule)} faults over {opts.duration:.0f}s ({', '.join(opts.faults) or 'none'}); "
-        f"run directory {run_dir}")
+    say(
+        f"seed {opts.seed}: {len(schedule)} faults over {opts.duration:.0f}s ({', '.join(opts.faults) or 'none'}); "
+        f"run directory {run_dir}"
+    )
     cluster = ChaosCluster.on_loopback(run_dir, opts.nodes, tick_ms=opts.tick_ms)
     net = cluster.net
     limit = opts.setup_timeout + opts.duration + 2 * opts.settle_timeout + opts.drain_timeout + 180
@@ -71,7 +82,9 @@ async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report
                     for w in workloads:
                         await w.setup()
                     await cluster.settle(opts.settle_timeout)
-                say(f"cluster up (nodes {', '.join(f'n{n}={a}' for n, a in cluster.real.items())}); clients via {net.bootstrap}")
+                say(
+                    f"cluster up (nodes {', '.join(f'n{n}={a}' for n, a in cluster.real.items())}); clients via {net.bootstrap}"
+                )
                 await _chaos(opts, cluster, net, history, workloads, schedule, say)
                 await compare_replicas(cluster, history, opts.settle_timeout, say)
                 record_node_errors(cluster, history, say)
@@ -81,15 +94,32 @@ async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report
         cluster.close()
         history.close()
     report = check_history(read_history(history.path))
-    (run_dir / "summary.json").write_text(json.dumps({
-        "seed": opts.seed, "ok": report.ok, "metrics": report.metrics,
-        "checks": [{"name": v.name, "count": v.count, "exercised": v.exercised, "examples": v.examples}
-                   for v in report.verdicts]}, indent=1))
+    (run_dir / "summary.json").write_text(
+        json.dumps(
+            {
+                "seed": opts.seed,
+                "ok": report.ok,
+                "metrics": report.metrics,
+                "checks": [
+                    {"name": v.name, "count": v.count, "exercised": v.exercised, "examples": v.examples}
+                    for v in report.verdicts
+                ],
+            },
+            indent=1,
+        )
+    )
     return report
 
 
-async def _chaos(opts: Options, cluster: ChaosCluster, net: ProxyNet, history: History, workloads: list,
-                 schedule: list, say: Callable[[str], None]) -> None:
+async def _chaos(
+    opts: Options,
+    cluster: ChaosCluster,
+    net: ProxyNet,
+    history: History,
+    workloads: list,
+    schedule: list,
+    say: Callable[[str], None],
+) -> None:
     nemesis = Nemesis(cluster, net, history, say, opts.settle_timeout)
     stop = trio.Event()
     history.start()
@@ -105,8 +135,10 @@ async def _chaos(opts: Options, cluster: ChaosCluster, net: ProxyNet, history: H
         history.record("phase", name="healed")
         settled, seconds, missing = await cluster.settle(opts.settle_timeout)
         history.record("settle", step=None, ok=settled, caught_up=False, seconds=seconds, missing=missing[:10])
-        say(f"[{history.now():7.2f}s] faults over, all healed; cluster settled: {settled} ({seconds:.1f}s)"
-            + (f" still missing {', '.join(missing[:5])}" if missing else ""))
+        say(
+            f"[{history.now():7.2f}s] faults over, all healed; cluster settled: {settled} ({seconds:.1f}s)"
+            + (f" still missing {', '.join(missing[:5])}" if missing else "")
+        )
         history.record("phase", name="writes_stopped")
         stop.set()
         work.cancel_scope.deadline = trio.current_time() + opts.drain_timeout
@@ -117,8 +149,9 @@ async def _chaos(opts: Options, cluster: ChaosCluster, net: ProxyNet, history: H
     say(f"[{history.now():7.2f}s] workloads drained")
 
 
-async def compare_replicas(cluster: ChaosCluster, history: History, settle_timeout: float,
-                           say: Callable[[str], None]) -> None:
+async def compare_replicas(
+    cluster: ChaosCluster, history: History, settle_timeout: float, say: Callable[[str], None]
+) -> None:
     """Stop every node gracefully and compare each partition's committed bytes (up to the
     high watermark its leader reported before the stop) across its replicas."""
     settled, _, missing = await cluster.settle(settle_timeout, caught_up=True)
@@ -129,16 +162,27 @@ async def compare_replicas(cluster: ChaosCluster, history: History, settle_timeo
     differ = 0
     for (topic, p), info in sorted(parts.items()):
         if info["hw"] is None:
-            history.record("replicas", topic=topic, partition=p, high_watermark=None, equal=True, compared=False,
-                           detail="no leader answered before the stop")
+            history.record(
+                "replicas",
+                topic=topic,
+                partition=p,
+                high_watermark=None,
+                equal=True,
+                compared=False,
+                detail="no leader answered before the stop",
+            )
             continue
         result = await trio.to_thread.run_sync(
-            _compare, [partition_path(cluster.data_dir(n), topic, p) for n in info["replicas"]], info["hw"])
-        history.record("replicas", topic=topic, partition=p, high_watermark=info["hw"], compared=True,
-                       settled=settled, **result)
+            _compare, [partition_path(cluster.data_dir(n), topic, p) for n in info["replicas"]], info["hw"]
+        )
+        history.record(
+            "replicas", topic=topic, partition=p, high_watermark=info["hw"], compared=True, settled=settled, **result
+        )
         differ += not result["equal"]
-    say(f"[{history.now():7.2f}s] compared {len(parts)} partitions across replicas: "
-        + ("all equal" if not differ else f"[red]{differ} differ[/]"))
+    say(
+        f"[{history.now():7.2f}s] compared {len(parts)} partitions across replicas: "
+        + ("all equal" if not differ else f"[red]{differ} differ[/]")
+    )
 
 
 _TRACEBACK = re.compile(r"^([\s|]*)Traceback \(most recent call last\):")
@@ -170,10 +214,17 @@ def record_node_errors(cluster: ChaosCluster, history: History, say: Callable[[s
         errors = Counter(line.split(" ERROR ", 1)[1].strip()[:160] for line in lines if " ERROR " in line)
         exceptions = Counter(e[:200] for e in exception_lines(lines))
         if errors or exceptions:
-            history.record("node_errors", node=n, errors=sum(errors.values()),
-                           lines=errors.most_common(20), exceptions=exceptions.most_common(20))
-            say(f"[red]n{n} logged {sum(errors.values())} error(s)[/]: "
-                + "; ".join(e for e, _ in (exceptions.most_common(2) or errors.most_common(2))))
+            history.record(
+                "node_errors",
+                node=n,
+                errors=sum(errors.values()),
+                lines=errors.most_common(20),
+                exceptions=exceptions.most_common(20),
+            )
+            say(
+                f"[red]n{n} logged {sum(errors.values())} error(s)[/]: "
+                + "; ".join(e for e, _ in (exceptions.most_common(2) or errors.most_common(2)))
+            )
 
 
 def _compare(paths: list[Path], hw: int) -> dict:
@@ -205,7 +256,13 @@ def _compare(paths: list[Path], hw: int) -> dict:
                 first_difference = offset
                 break
         else:
-            first_difference = min(bs[len(batches[names[0]])][0] for bs in batches.values()
-                                   if len(bs) > len(batches[names[0]]))
-    return {"equal": len(set(digests.values())) <= 1, "start": start, "digests": digests, "lagging": lagging,
-            "first_difference": first_difference}
+            first_difference = min(
+                bs[len(batches[names[0]])][0] for bs in batches.values() if len(bs) > len(batches[names[0]])
+            )
+    return {
+        "equal": len(set(digests.values())) <= 1,
+        "start": start,
+        "digests": digests,
+        "lagging": lagging,
+        "first_difference": first_difference,
+    }

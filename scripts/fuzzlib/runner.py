@@ -46,7 +46,7 @@ from scripts.fuzzlib.shapes import CANARY, DATA_TOPICS, RAW, RAW_WEIGHT, SHAPES,
 from segments import Log, LogConfig
 
 PARTITION_DIR = re.compile(r"^(?P<topic>.+)-(?P<partition>\d+)\.g(?P<group>\d+)$")
-EXAMPLES = 5          # examples kept per kind of violation
+EXAMPLES = 5  # examples kept per kind of violation
 
 
 @dataclass
@@ -58,9 +58,9 @@ class Options:
     max_rss_mb: float = 1024.0
     fsync: str = "never"
     tick_ms: int = 50
-    request_timeout: float = 60.0    # a well-formed request unanswered this long is a finding
+    request_timeout: float = 60.0  # a well-formed request unanswered this long is a finding
     setup_timeout: float = 90.0
-    canary_wait: float = 30.0        # for the live consumer to see every acknowledged value
+    canary_wait: float = 30.0  # for the live consumer to see every acknowledged value
 
 
 @dataclass
@@ -70,15 +70,15 @@ class Report:
     clients: int
     violations: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
-    outcomes: Counter = field(default_factory=Counter)     # well-formed requests: ok, or the refusal's code
-    raw: Counter = field(default_factory=Counter)          # raw shapes: how the node took them
+    outcomes: Counter = field(default_factory=Counter)  # well-formed requests: ok, or the refusal's code
+    raw: Counter = field(default_factory=Counter)  # raw shapes: how the node took them
     shapes: Counter = field(default_factory=Counter)
     canary: dict = field(default_factory=dict)
     rss_mb: dict[int, float] = field(default_factory=dict)
     replicas: dict = field(default_factory=dict)
     node_log: dict[int, list[str]] = field(default_factory=dict)
-    exits: dict[int, str] = field(default_factory=dict)              # node -> what it last got, its log's end
-    recent: dict[int, deque] = field(default_factory=dict)           # node -> the last requests sent to it
+    exits: dict[int, str] = field(default_factory=dict)  # node -> what it last got, its log's end
+    recent: dict[int, deque] = field(default_factory=dict)  # node -> the last requests sent to it
 
     def sent(self, node: int, what: str) -> None:
         self.recent.setdefault(node, deque(maxlen=8)).append(what)
@@ -96,12 +96,14 @@ class Report:
         refusals = sum(n for k, n in self.outcomes.items() if k in ErrorCode.__members__)
         top = ", ".join(f"{k} {n}" for k, n in self.outcomes.most_common(6) if k in ErrorCode.__members__)
         bad = sum(self.violations.values())
-        return (f"{sum(self.outcomes.values())} requests, {refusals} refused ({top}); {sum(self.raw.values())} raw"
-                + (f"; [red]{bad} violations[/]" if bad else ""))
+        return f"{sum(self.outcomes.values())} requests, {refusals} refused ({top}); {sum(self.raw.values())} raw" + (
+            f"; [red]{bad} violations[/]" if bad else ""
+        )
 
 
 def describe(body: object, limit: int = 500) -> str:
     """A request, short enough to print: long bytes, strings and lists abbreviated."""
+
     def short(v: object) -> object:
         if isinstance(v, (bytes, bytearray)):
             return f"<{len(v)} bytes {bytes(v[:48]).hex()}{'…' if len(v) > 48 else ''}>"
@@ -112,6 +114,7 @@ def describe(body: object, limit: int = 500) -> str:
         if isinstance(v, msgspec.Struct):
             return describe(v, limit)
         return v
+
     if not isinstance(body, msgspec.Struct):
         return repr(body)[:limit]
     fields = ", ".join(f"{f}={short(getattr(body, f))!s}" for f in body.__struct_fields__)
@@ -144,14 +147,15 @@ class HostileClient:
         self.rng = random.Random(opts.seed * 1000 + index)
         self.index, self.opts, self.cluster, self.routes, self.report = index, opts, cluster, routes, report
         self.mem: dict[str, dict] = {"pids": {}, "members": {}}
-        self.raw_slots = trio.Semaphore(2)   # raw shapes wait for the node to close: in the background
+        self.raw_slots = trio.Semaphore(2)  # raw shapes wait for the node to close: in the background
         self.node_at = {addr: n for n, addr in cluster.real.items()}
 
     async def run(self, stop_at: float) -> None:
         names = list(SHAPES) + list(RAW)
         weights = [w for w, _ in SHAPES.values()] + [RAW_WEIGHT] * len(RAW)
-        async with ClusterClient(list(self.cluster.real.values()), client_id=f"fuzz-{self.index}",
-                                 request_timeout=self.opts.request_timeout) as client:
+        async with ClusterClient(
+            list(self.cluster.real.values()), client_id=f"fuzz-{self.index}", request_timeout=self.opts.request_timeout
+        ) as client:
             async with trio.open_nursery() as background:
                 while trio.current_time() < stop_at:
                     name = self.rng.choices(names, weights)[0]
@@ -167,7 +171,7 @@ class HostileClient:
                     await trio.sleep(self.rng.uniform(0.02, 0.15))
 
     async def send(self, client: ClusterClient, name: str, req: Req, node: int) -> None:
-        detour = self.rng.random() < 0.15          # sometimes the wrong node, on purpose
+        detour = self.rng.random() < 0.15  # sometimes the wrong node, on purpose
         route, addr = req.route, self.cluster.real[node]
         if route[0] == "leader" and not detour and (leader := self.routes.leaders.get((route[1], route[2]))):
             addr = self.cluster.real.get(leader, addr)
@@ -202,11 +206,11 @@ class HostileClient:
                         rep.violation("broker-only request served", what)
             except ConnectionClosedError as exc:
                 outcome = "closed"
-                if self.cluster.alive(node):        # else the node's exit is the finding
+                if self.cluster.alive(node):  # else the node's exit is the finding
                     rep.violation("connection closed on a well-formed request", f"{what} -> {exc}")
             except TimeoutError:
                 outcome = "hung"
-            except LocalProtocolError as exc:      # the fuzzer's own bug: say so, it is not the node's
+            except LocalProtocolError as exc:  # the fuzzer's own bug: say so, it is not the node's
                 outcome = "unsendable"
                 rep.violation("fuzzer could not encode a request", f"{what} -> {exc}")
             except RemoteProtocolError as exc:
@@ -262,7 +266,7 @@ class Canary:
                         await producer.send(CANARY, value, key=b"k%d" % (n % 16))
                         self.acked.append(value)
                     except (TideMQError, TimeoutError):
-                        self.failed += 1     # outcome unknown: neither lost nor acknowledged
+                        self.failed += 1  # outcome unknown: neither lost nor acknowledged
                     n += 1
                     await trio.sleep(0.03)
         except TideMQError as exc:
@@ -270,8 +274,9 @@ class Canary:
 
     async def consume(self, bootstrap: str, stop: trio.Event, report: Report) -> None:
         try:
-            async with Consumer(bootstrap, topics=[CANARY], group="canary-check", offset_reset="earliest",
-                                client_id="canary-consumer") as consumer:
+            async with Consumer(
+                bootstrap, topics=[CANARY], group="canary-check", offset_reset="earliest", client_id="canary-consumer"
+            ) as consumer:
                 committed = trio.current_time()
                 while not stop.is_set():
                     with trio.move_on_after(0.5):
@@ -281,7 +286,7 @@ class Canary:
                         try:
                             await consumer.commit()
                         except TideMQError:
-                            pass   # a commit lost in a rebalance only means redelivery
+                            pass  # a commit lost in a rebalance only means redelivery
         except TideMQError as exc:
             report.violation("canary consumer failed", repr(exc))
 
@@ -304,14 +309,23 @@ def check_canary(canary: Canary, final: list[bytes], report: Report) -> None:
     dup = sorted(v for v, n in counts.items() if n > 1)
     phantom = sorted(v for v in counts if v not in canary.attempted)
     late = [v for v in canary.acked if not canary.seen[v]]
-    for kind, values in (("canary lost an acknowledged value", lost), ("canary value stored twice", dup),
-                         ("canary value never sent", phantom),
-                         ("live canary consumer missed acknowledged values", late)):
+    for kind, values in (
+        ("canary lost an acknowledged value", lost),
+        ("canary value stored twice", dup),
+        ("canary value never sent", phantom),
+        ("live canary consumer missed acknowledged values", late),
+    ):
         if values:
             report.violation(kind, f"{len(values)}: {b', '.join(values[:10]).decode()}")
-    report.canary = {"acked": len(canary.acked), "failed": canary.failed, "read": len(final), "lost": len(lost),
-                     "duplicated": len(dup), "live consumer saw": sum(canary.seen.values()),
-                     "live redeliveries": sum(n - 1 for n in canary.seen.values() if n > 1)}
+    report.canary = {
+        "acked": len(canary.acked),
+        "failed": canary.failed,
+        "read": len(final),
+        "lost": len(lost),
+        "duplicated": len(dup),
+        "live consumer saw": sum(canary.seen.values()),
+        "live redeliveries": sum(n - 1 for n in canary.seen.values() if n > 1),
+    }
 
 
 def read_rss_mb(pid: int) -> float | None:
@@ -338,8 +352,10 @@ async def watch_nodes(cluster: ChaosCluster, report: Report) -> None:
                 code = cluster.procs[n].poll()
                 report.violation("node exited", f"n{n} exited with code {code} (see below)")
                 last = "\n".join(f"  {r}" for r in report.recent.get(n, []))
-                report.exits[n] = (f"n{n} exited with code {code}; the last requests sent to it:\n{last}\n"
-                                   f"its log ends ({cluster.run_dir / f'n{n}' / 'node.log'}):\n{cluster.log_tail(n, 15)}")
+                report.exits[n] = (
+                    f"n{n} exited with code {code}; the last requests sent to it:\n{last}\n"
+                    f"its log ends ({cluster.run_dir / f'n{n}' / 'node.log'}):\n{cluster.log_tail(n, 15)}"
+                )
         await trio.sleep(0.5)
 
 
@@ -367,7 +383,7 @@ def compare_partition(paths: dict[int, Path], hw: int) -> str | None:
 
 
 async def compare_replicas(cluster: ChaosCluster, hws: dict[tuple[str, int], int], report: Report) -> None:
-    dirs: dict[tuple[str, int], dict[int, dict[int, Path]]] = {}   # (topic, p) -> group -> node -> dir
+    dirs: dict[tuple[str, int], dict[int, dict[int, Path]]] = {}  # (topic, p) -> group -> node -> dir
     for n in cluster.nodes:
         data = cluster.data_dir(n)
         for child in sorted(data.iterdir()) if data.exists() else []:
@@ -379,7 +395,7 @@ async def compare_replicas(cluster: ChaosCluster, hws: dict[tuple[str, int], int
         if key not in dirs:
             report.violation("replica directory missing", f"{key[0]}-{key[1]} (high watermark {hw})")
             continue
-        newest = dirs[key][max(dirs[key])]      # a re-created topic's incarnation has the highest group
+        newest = dirs[key][max(dirs[key])]  # a re-created topic's incarnation has the highest group
         problem = await trio.to_thread.run_sync(compare_partition, newest, hw)
         compared += 1
         if problem:
@@ -399,8 +415,9 @@ def scan_node_logs(cluster: ChaosCluster, report: Report) -> None:
             report.node_log[n] = [f"{k} (x{c})" for k, c in found.most_common(8)]
 
 
-async def run_fuzz(opts: Options, say: Callable[[str], None] = print,
-                   progress: Callable[[float, str], None] | None = None) -> Report:
+async def run_fuzz(
+    opts: Options, say: Callable[[str], None] = print, progress: Callable[[float, str], None] | None = None
+) -> Report:
     """Run the fuzzer; `progress(fraction, status)` is called twice a second while the
     hostile clients run. Raises if the run itself cannot go on (nodes will not start)."""
     report = Report(opts.seed, opts.duration, opts.clients)
@@ -418,8 +435,10 @@ async def run_fuzz(opts: Options, say: Callable[[str], None] = print,
                         for topic, parts in {CANARY: 3, **DATA_TOPICS}.items():
                             await admin.create_topic(topic, partitions=parts, replication=min(3, parts + 1))
                     await trio.to_thread.run_sync(prepare_bombs)
-                say(f"cluster up in {opts.run_dir} (nodes {', '.join(f'n{n}={a}' for n, a in cluster.real.items())}); "
-                    f"{opts.clients} hostile clients for {opts.duration:.0f}s")
+                say(
+                    f"cluster up in {opts.run_dir} (nodes {', '.join(f'n{n}={a}' for n, a in cluster.real.items())}); "
+                    f"{opts.clients} hostile clients for {opts.duration:.0f}s"
+                )
                 routes = Routes(cluster)
                 async with trio.open_nursery() as watchers:
                     watchers.start_soon(watch_nodes, cluster, report)
@@ -429,15 +448,17 @@ async def run_fuzz(opts: Options, say: Callable[[str], None] = print,
                     if not settled:
                         say(f"replicas not all caught up after 30 s: {', '.join(missing[:5])}")
                     hws = {k: v["hw"] for k, v in (await cluster.partitions()).items() if v["hw"] is not None}
-                    watchers.cancel_scope.cancel()     # stopping the nodes now is no crash
-                for n in cluster.nodes:                # with the proxies still up: leadership moves
+                    watchers.cancel_scope.cancel()  # stopping the nodes now is no crash
+                for n in cluster.nodes:  # with the proxies still up: leadership moves
                     code, by_itself = await cluster.stop(n)
                     if code or not by_itself:
                         say(f"n{n} stopped with exit code {code}" + ("" if by_itself else " (SIGKILLed)"))
                 nursery.cancel_scope.cancel()
         await compare_replicas(cluster, hws, report)
-        say(f"compared {report.replicas['compared']} partitions across replicas: "
-            + ("all equal" if not report.replicas["differ"] else f"[red]{len(report.replicas['differ'])} differ[/]"))
+        say(
+            f"compared {report.replicas['compared']} partitions across replicas: "
+            + ("all equal" if not report.replicas["differ"] else f"[red]{len(report.replicas['differ'])} differ[/]")
+        )
     finally:
         cluster.close()
     scan_node_logs(cluster, report)
@@ -447,8 +468,16 @@ async def run_fuzz(opts: Options, say: Callable[[str], None] = print,
     return report
 
 
-async def _fuzz(opts: Options, cluster: ChaosCluster, net: ProxyNet, routes: Routes, canary: Canary, report: Report,
-                say: Callable[[str], None], progress: Callable[[float, str], None] | None) -> None:
+async def _fuzz(
+    opts: Options,
+    cluster: ChaosCluster,
+    net: ProxyNet,
+    routes: Routes,
+    canary: Canary,
+    report: Report,
+    say: Callable[[str], None],
+    progress: Callable[[float, str], None] | None,
+) -> None:
     """The clients and the canary for `duration`, then the canary's verdict."""
     stop_producing, stop_consuming = trio.Event(), trio.Event()
     start = trio.current_time()
@@ -468,7 +497,9 @@ async def _fuzz(opts: Options, cluster: ChaosCluster, net: ProxyNet, routes: Rou
             progress(1.0, report.status())
         stop_producing.set()
         with trio.move_on_after(opts.canary_wait):
-            while any(not canary.seen[v] for v in canary.acked) or len(canary.attempted) - canary.failed > len(canary.acked):
+            while any(not canary.seen[v] for v in canary.acked) or len(canary.attempted) - canary.failed > len(
+                canary.acked
+            ):
                 await trio.sleep(0.2)
         stop_consuming.set()
     say(f"[{trio.current_time() - start:6.1f}s] canary: {len(canary.acked)} acknowledged; reading it back afresh")

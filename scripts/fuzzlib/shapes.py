@@ -75,8 +75,8 @@ from segments.batch import ATTRIBUTES_OFFSET, CRC_OFFSET, HEADER_SIZE, MIN_BATCH
 from segments.compression import compress
 
 CANARY = "canary"
-DATA_TOPICS = {"fz-a": 3, "fz-b": 1}                 # created at start; hostile writes land here
-CHURN_TOPICS = [f"fz-t{i}" for i in range(6)]         # created and deleted by the clients
+DATA_TOPICS = {"fz-a": 3, "fz-b": 1}  # created at start; hostile writes land here
+CHURN_TOPICS = [f"fz-t{i}" for i in range(6)]  # created and deleted by the clients
 GROUPS = [f"fz-g{i}" for i in range(4)]
 TXN_IDS = [f"fz-tx{i}" for i in range(4)]
 INTERNAL = ["__consumer_offsets", "__transaction_state", "__half_messages", "__delay_100ms"]
@@ -85,13 +85,13 @@ EPOCHS = [-(1 << 15), -1, 0, 1, (1 << 15) - 1]
 NAMES = ["", ".", "..", "a" * 300, "a" * 200, "ü🙂名前", "__x", "x/../y", "\x00", " ", "-", "fz-t0", "a.b_c-D"]
 YEAR_9999_MS = 253_402_300_799_000
 
-Route = tuple   # ("leader", topic, p) | ("controller",) | ("any",) | ("group", g) | ("txn", id)
+Route = tuple  # ("leader", topic, p) | ("controller",) | ("any",) | ("group", g) | ("txn", id)
 
 
 class Req(NamedTuple):
     route: Route
     body: Any
-    expect: ErrorCode | None = None   # the only acceptable refusal, when there is one
+    expect: ErrorCode | None = None  # the only acceptable refusal, when there is one
 
 
 class Finding(Exception):
@@ -105,10 +105,12 @@ def shape(weight: int = 1):
     def register(fn):
         SHAPES[fn.__name__] = (weight, fn)
         return fn
+
     return register
 
 
 # -- values ------------------------------------------------------------------------------
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -145,8 +147,10 @@ def read_tp(rng: random.Random) -> tuple[str, int]:
 
 def records(rng: random.Random, ts: int | None = None, size: int = 2000) -> list:
     headers = [("h", rng.randbytes(rng.randrange(8)))] if rng.random() < 0.3 else []
-    return [(rng.choice([None, b"k%d" % rng.randrange(100)]), rng.randbytes(rng.randrange(size)), headers, ts)
-            for _ in range(rng.randint(1, 5))]
+    return [
+        (rng.choice([None, b"k%d" % rng.randrange(100)]), rng.randbytes(rng.randrange(size)), headers, ts)
+        for _ in range(rng.randint(1, 5))
+    ]
 
 
 def recrc(buf: bytes | bytearray) -> bytes:
@@ -183,6 +187,7 @@ def _produce(rng: random.Random, batch: bytes, tp: tuple[str, int] | None = None
 
 # -- produce -------------------------------------------------------------------------------
 
+
 @shape(3)
 def produce_valid(rng, mem):
     codec = rng.choice([Compression.NONE, Compression.GZIP, Compression.ZSTD])
@@ -203,7 +208,7 @@ def produce_random_bytes(rng, mem):
 @shape(2)
 def produce_truncated(rng, mem):
     good = build_batch(records(rng))
-    return _produce(rng, good[:rng.randrange(1, len(good))])
+    return _produce(rng, good[: rng.randrange(1, len(good))])
 
 
 @shape(2)
@@ -227,7 +232,9 @@ def produce_garbage_records(rng, mem):
 def produce_codec_bits(rng, mem):
     good = build_batch(records(rng), compression=rng.choice([Compression.NONE, Compression.GZIP]))
     attrs = struct.unpack_from(">h", good, ATTRIBUTES_OFFSET)[0]
-    attrs = (attrs & ~0x07) | rng.choice([2, 3, 5, 6, 7]) if rng.random() < 0.7 else attrs | rng.choice([0x08, 0x20, 0x40])
+    attrs = (
+        (attrs & ~0x07) | rng.choice([2, 3, 5, 6, 7]) if rng.random() < 0.7 else attrs | rng.choice([0x08, 0x20, 0x40])
+    )
     tp = data_tp(rng) if rng.random() < 0.6 else (rng.choice(INTERNAL), rng.randrange(3))
     return _produce(rng, patched(good, ATTRIBUTES_OFFSET, ">h", attrs), tp)
 
@@ -258,11 +265,17 @@ def produce_counts(rng, mem):
 @shape(3)
 def produce_internal(rng, mem):
     """Valid batches into internal topics, with delay/half headers made up."""
-    headers = [(k, rng.choice(vals)) for k, vals in (
-        (H_TARGET, [b"fz-a", b"", b"__consumer_offsets", b"nope", b"fz-b"]),
-        (H_DUE, [b"-5", b"0", b"99999999999999999999", b"abc", str(now_ms() + 200).encode()]),
-        (H_PARTITION, [b"-1", b"0", b"99", b"x"]), (H_HALF_TARGET, [b"fz-a", b"__transaction_state", b""]),
-        (H_GROUP, [b"fz-g0", b"", b"x" * 5000])) if rng.random() < 0.6]
+    headers = [
+        (k, rng.choice(vals))
+        for k, vals in (
+            (H_TARGET, [b"fz-a", b"", b"__consumer_offsets", b"nope", b"fz-b"]),
+            (H_DUE, [b"-5", b"0", b"99999999999999999999", b"abc", str(now_ms() + 200).encode()]),
+            (H_PARTITION, [b"-1", b"0", b"99", b"x"]),
+            (H_HALF_TARGET, [b"fz-a", b"__transaction_state", b""]),
+            (H_GROUP, [b"fz-g0", b"", b"x" * 5000]),
+        )
+        if rng.random() < 0.6
+    ]
     batch = build_batch([(None, rng.randbytes(rng.randrange(100)), headers, None)])
     return _produce(rng, batch, (rng.choice(INTERNAL), rng.choice([0, 0, 1, -1, 99])))
 
@@ -275,8 +288,12 @@ def produce_nowhere(rng, mem):
 
 @shape(1)
 def produce_acks(rng, mem):
-    return _produce(rng, build_batch(records(rng)), acks=rng.choice([2, -2, 100, -(1 << 31), 1 << 62]),
-                    timeout_ms=rng.choice([-1, 0, 1, 1 << 62]))
+    return _produce(
+        rng,
+        build_batch(records(rng)),
+        acks=rng.choice([2, -2, 100, -(1 << 31), 1 << 62]),
+        timeout_ms=rng.choice([-1, 0, 1, 1 << 62]),
+    )
 
 
 @shape(1)
@@ -289,8 +306,12 @@ def produce_acks_none(rng, mem):
 @shape(3)
 def produce_forged_idempotent(rng, mem):
     pid = rng.choice([0, 1, 2, rng.randrange(1000), 1 << 62, -5])
-    batch = build_batch(records(rng), producer_id=pid, producer_epoch=rng.choice(EPOCHS),
-                        base_sequence=rng.choice([0, 1, -5, (1 << 31) - 1, rng.randrange(1000)]))
+    batch = build_batch(
+        records(rng),
+        producer_id=pid,
+        producer_epoch=rng.choice(EPOCHS),
+        base_sequence=rng.choice([0, 1, -5, (1 << 31) - 1, rng.randrange(1000)]),
+    )
     return _produce(rng, batch)
 
 
@@ -298,35 +319,51 @@ def produce_forged_idempotent(rng, mem):
 def produce_transactional(rng, mem):
     tid = rng.choice(TXN_IDS + [wild_name(rng), None])
     pid, epoch = mem.get("pids", {}).get(tid) or (rng.randrange(100), rng.choice(EPOCHS))
-    batch = build_batch(records(rng), producer_id=pid, producer_epoch=epoch, base_sequence=rng.randrange(3),
-                        transactional=True)
+    batch = build_batch(
+        records(rng), producer_id=pid, producer_epoch=epoch, base_sequence=rng.randrange(3), transactional=True
+    )
     return _produce(rng, batch, transactional_id=tid)
 
 
 @shape(1)
 def produce_control(rng, mem):
     """A client forging a COMMIT/ABORT marker."""
-    batch = build_transaction_marker(rng.random() < 0.5, producer_id=rng.randrange(100),
-                                     producer_epoch=rng.choice(EPOCHS[1:]), coordinator_epoch=rng.randrange(1 << 20))
+    batch = build_transaction_marker(
+        rng.random() < 0.5,
+        producer_id=rng.randrange(100),
+        producer_epoch=rng.choice(EPOCHS[1:]),
+        coordinator_epoch=rng.randrange(1 << 20),
+    )
     return _produce(rng, batch)
 
 
 # -- read ------------------------------------------------------------------------------------
 
+
 @shape(3)
 def fetch(rng, mem):
-    parts = [FetchPartition(*read_tp(rng), rng.choice([-1, 0, 1, 1 << 62, rng.randrange(100)]),
-                            rng.choice([0, -1, 1 << 62, 1 << 20])) for _ in range(rng.randint(1, 4))]
-    body = Fetch(parts, max_wait_ms=rng.choice([0, 100, -1, 1 << 62]), min_bytes=rng.choice([0, 1, 1 << 62]),
-                 max_bytes=rng.choice([0, -1, 1 << 62, 1 << 20]), isolation=rng.choice([0, 1, 2, -1]))
+    parts = [
+        FetchPartition(
+            *read_tp(rng), rng.choice([-1, 0, 1, 1 << 62, rng.randrange(100)]), rng.choice([0, -1, 1 << 62, 1 << 20])
+        )
+        for _ in range(rng.randint(1, 4))
+    ]
+    body = Fetch(
+        parts,
+        max_wait_ms=rng.choice([0, 100, -1, 1 << 62]),
+        min_bytes=rng.choice([0, 1, 1 << 62]),
+        max_bytes=rng.choice([0, -1, 1 << 62, 1 << 20]),
+        isolation=rng.choice([0, 1, 2, -1]),
+    )
     return Req(("leader", parts[0].topic, parts[0].partition), body)
 
 
 @shape(1)
 def fetch_many(rng, mem):
     n = rng.choice([1000, 1001, 2000])
-    parts = [FetchPartition(*data_tp(rng), 0, 1 << 20) if i % 2 else FetchPartition(f"nope-{i}", i, 0)
-             for i in range(n)]
+    parts = [
+        FetchPartition(*data_tp(rng), 0, 1 << 20) if i % 2 else FetchPartition(f"nope-{i}", i, 0) for i in range(n)
+    ]
     return Req(("any",), Fetch(parts, max_wait_ms=rng.choice([0, 1 << 62]), max_bytes=1 << 62))
 
 
@@ -345,14 +382,26 @@ def metadata(rng, mem):
 
 # -- admin -----------------------------------------------------------------------------------
 
+
 @shape(2)
 def create_topic(rng, mem):
     name = rng.choice(CHURN_TOPICS) if rng.random() < 0.5 else wild_name(rng)
-    configs = dict(rng.choice([
-        [], [("segment.bytes", "1")], [("segment.bytes", str(1 << 31))], [("segment.ms", "1")],
-        [("retention.ms", "-5")], [("x", "1")], [("retention.ms", "abc")], [("segment.bytes", "")],
-        [("segment.bytes", str(1 << 20)), ("retention.ms", "60000")]]))
-    partitions = rng.choice([0, -1, 10 ** 6, 1, 2, 3]) if rng.random() < 0.6 else rng.randint(1, 3)
+    configs = dict(
+        rng.choice(
+            [
+                [],
+                [("segment.bytes", "1")],
+                [("segment.bytes", str(1 << 31))],
+                [("segment.ms", "1")],
+                [("retention.ms", "-5")],
+                [("x", "1")],
+                [("retention.ms", "abc")],
+                [("segment.bytes", "")],
+                [("segment.bytes", str(1 << 20)), ("retention.ms", "60000")],
+            ]
+        )
+    )
+    partitions = rng.choice([0, -1, 10**6, 1, 2, 3]) if rng.random() < 0.6 else rng.randint(1, 3)
     replication = rng.choice([0, 99, -1, 1, 2, 3])
     return Req(("controller",), CreateTopic(name, partitions, replication, configs))
 
@@ -364,6 +413,7 @@ def delete_topic(rng, mem):
 
 
 # -- producers and transactions --------------------------------------------------------------
+
 
 @shape(2)
 def init_producer_id(rng, mem):
@@ -384,8 +434,12 @@ def _txn_ids(rng, mem) -> tuple[str, int, int]:
 def add_partitions_to_txn(rng, mem):
     tid, pid, epoch = _txn_ids(rng, mem)
     parts = [TopicPartition(*read_tp(rng)) for _ in range(rng.randint(0, 4))]
-    return Req(("txn", tid), AddPartitionsToTxn(tid, pid, epoch, parts, transaction=rng.choice([0, 1, -1, 1 << 62]),
-                                                verify_only=rng.random() < 0.2))
+    return Req(
+        ("txn", tid),
+        AddPartitionsToTxn(
+            tid, pid, epoch, parts, transaction=rng.choice([0, 1, -1, 1 << 62]), verify_only=rng.random() < 0.2
+        ),
+    )
 
 
 @shape(2)
@@ -398,8 +452,15 @@ def end_txn(rng, mem):
 def txn_offset_commit(rng, mem):
     tid, pid, epoch = _txn_ids(rng, mem)
     offsets = [(*read_tp(rng), rng.choice([-5, 0, 1 << 62])) for _ in range(rng.randint(0, 3))]
-    body = TxnOffsetCommit(tid, pid, epoch, rng.choice(GROUPS + [long_str(rng)]), offsets,
-                           member_id=long_str(rng), assigned_epochs=[wild_int(rng) for _ in range(rng.randint(0, 4))])
+    body = TxnOffsetCommit(
+        tid,
+        pid,
+        epoch,
+        rng.choice(GROUPS + [long_str(rng)]),
+        offsets,
+        member_id=long_str(rng),
+        assigned_epochs=[wild_int(rng) for _ in range(rng.randint(0, 4))],
+    )
     return Req(("txn", tid), body)
 
 
@@ -413,6 +474,7 @@ def describe_transactions(rng, mem):
 
 # -- groups ------------------------------------------------------------------------------------
 
+
 @shape(3)
 def group_heartbeat(rng, mem):
     group = rng.choice(GROUPS) if rng.random() < 0.8 else long_str(rng)
@@ -421,9 +483,16 @@ def group_heartbeat(rng, mem):
         member_id, epoch = rng.choice(["", member_id, long_str(rng)]), rng.choice([-2, -1, 0, 1, 1 << 31, 1 << 62])
     topics = rng.choice([["fz-a"], ["fz-a", "fz-b"], [], ["nope"], ["__consumer_offsets"], ["x" * 1000] * 3])
     owned = [TopicPartition(*read_tp(rng)) for _ in range(rng.randint(0, 3))]
-    body = GroupHeartbeat(group, member_id, epoch, topics, owned, client_id=long_str(rng),
-                          session_timeout_ms=rng.choice([10_000, 0, -1, 1 << 62, 1000]),
-                          rebalance_timeout_ms=rng.choice([30_000, 0, -1, 1 << 62]))
+    body = GroupHeartbeat(
+        group,
+        member_id,
+        epoch,
+        topics,
+        owned,
+        client_id=long_str(rng),
+        session_timeout_ms=rng.choice([10_000, 0, -1, 1 << 62, 1000]),
+        rebalance_timeout_ms=rng.choice([30_000, 0, -1, 1 << 62]),
+    )
     return Req(("group", group), body)
 
 
@@ -438,42 +507,57 @@ def offset_commit(rng, mem):
 @shape(2)
 def group_reads(rng, mem):
     group = rng.choice(GROUPS + [long_str(rng), "canary-check"])
-    body = rng.choice([OffsetFetch(group, rng.choice([None, [TopicPartition(*read_tp(rng))]]),
-                                   require_stable=rng.random() < 0.5),
-                       DescribeGroup(group), ListGroups()])
+    body = rng.choice(
+        [
+            OffsetFetch(group, rng.choice([None, [TopicPartition(*read_tp(rng))]]), require_stable=rng.random() < 0.5),
+            DescribeGroup(group),
+            ListGroups(),
+        ]
+    )
     return Req(("group", group), body)
 
 
 # -- half messages -------------------------------------------------------------------------------
 
+
 @shape(1)
 def halves(rng, mem):
     group = rng.choice(["fz-pg", long_str(rng)])
-    body = rng.choice([
-        EndHalf(group, rng.choice([0, -1, 1 << 31]), rng.choice([0, -1, 1 << 62]), rng.random() < 0.5, long_str(rng)),
-        PollHalfChecks(group, max_wait_ms=rng.choice([0, -1, 1 << 62]), limit=rng.choice([0, -1, 1 << 31, 10])),
-        ListHalves(rng.choice([None, group]), resolved=rng.random() < 0.5)])
+    body = rng.choice(
+        [
+            EndHalf(
+                group, rng.choice([0, -1, 1 << 31]), rng.choice([0, -1, 1 << 62]), rng.random() < 0.5, long_str(rng)
+            ),
+            PollHalfChecks(group, max_wait_ms=rng.choice([0, -1, 1 << 62]), limit=rng.choice([0, -1, 1 << 31, 10])),
+            ListHalves(rng.choice([None, group]), resolved=rng.random() < 0.5),
+        ]
+    )
     return Req(("any",), body)
 
 
 # -- broker-only requests, on the client listener ---------------------------------------------------
 
+
 @shape(2)
 def broker_only(rng, mem):
     topic, p = data_tp(rng)
-    body = rng.choice([
-        WriteTxnMarker(topic, p, rng.randrange(100), rng.choice(EPOCHS), rng.random() < 0.5, wild_int(rng)),
-        PendTxnOffsets(rng.choice(GROUPS), rng.choice(TXN_IDS), 1, [TopicPartition(topic, p)]),
-        EndTxnOffsets(rng.choice(GROUPS), rng.choice(TXN_IDS), 1, commit=True, offsets=[(topic, p, 1 << 62)]),
-        PeerMessages(rng.randbytes(rng.randrange(200)))])
+    body = rng.choice(
+        [
+            WriteTxnMarker(topic, p, rng.randrange(100), rng.choice(EPOCHS), rng.random() < 0.5, wild_int(rng)),
+            PendTxnOffsets(rng.choice(GROUPS), rng.choice(TXN_IDS), 1, [TopicPartition(topic, p)]),
+            EndTxnOffsets(rng.choice(GROUPS), rng.choice(TXN_IDS), 1, commit=True, offsets=[(topic, p, 1 << 62)]),
+            PeerMessages(rng.randbytes(rng.randrange(200))),
+        ]
+    )
     return Req(("leader", topic, p), body, ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
 
 
 # -- raw frames, each on a connection of its own -----------------------------------------------------
 
+
 class Target(NamedTuple):
-    client: str   # a node's client listener
-    peer: str     # the same node's peer listener
+    client: str  # a node's client listener
+    peer: str  # the same node's peer listener
 
 
 async def exchange(addr: str, data: bytes, *, want: int | None = None, wait: float = 15.0) -> tuple[list, bool]:
@@ -513,8 +597,12 @@ def _checked(bodies: list) -> list:
 
 
 def _outcome(bodies: list, closed: bool) -> str:
-    kinds = [(ErrorCode(b.code).name if b.code in ErrorCode._value2member_map_ else f"code {b.code}")
-             if isinstance(b, ErrorResponse) else type(b).__name__ for b in bodies]
+    kinds = [
+        (ErrorCode(b.code).name if b.code in ErrorCode._value2member_map_ else f"code {b.code}")
+        if isinstance(b, ErrorResponse)
+        else type(b).__name__
+        for b in bodies
+    ]
     return "+".join(kinds[:2] + (["closed"] if closed else ["open"]))
 
 
@@ -527,7 +615,9 @@ async def raw_garbage(rng: random.Random, t: Target) -> str:
 
 
 async def raw_bad_version(rng, t):
-    return _outcome(*await exchange(t.client, encode_frame(0, Hello(PROTOCOL_VERSION), version=rng.choice([0, 2, 255]))))
+    return _outcome(
+        *await exchange(t.client, encode_frame(0, Hello(PROTOCOL_VERSION), version=rng.choice([0, 2, 255])))
+    )
 
 
 async def raw_huge_length(rng, t):
@@ -555,7 +645,9 @@ async def raw_bad_hello(rng, t):
         data = encode_frame(0, Hello(rng.choice([0, 2, -1, 1 << 62]), token="t" * rng.randrange(5000)))
         want = ErrorCode.UNSUPPORTED_VERSION
     else:
-        data = _hello(peer_node=rng.choice([1, 2, 3, -1]), nonce=rng.randbytes(32)) + encode_frame(1, PeerMessages(b"x"))
+        data = _hello(peer_node=rng.choice([1, 2, 3, -1]), nonce=rng.randbytes(32)) + encode_frame(
+            1, PeerMessages(b"x")
+        )
         want = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
     bodies, closed = await exchange(t.client, data)
     if not bodies or not isinstance(bodies[0], ErrorResponse) or bodies[0].code != want:
@@ -571,8 +663,13 @@ async def raw_bad_payload(rng, t):
 
 async def raw_duplicate_ids(rng, t):
     """Well-formed requests with repeated and out-of-order ids: every one is answered."""
-    bodies = [Metadata([]), ListGroups(), ListOffsets(CANARY, 0), Fetch([FetchPartition(CANARY, 1, 0)], max_wait_ms=0),
-              OffsetFetch("fz-g0")]
+    bodies = [
+        Metadata([]),
+        ListGroups(),
+        ListOffsets(CANARY, 0),
+        Fetch([FetchPartition(CANARY, 1, 0)], max_wait_ms=0),
+        OffsetFetch("fz-g0"),
+    ]
     ids = [7, 7, 3, 9, 3, 0, 0]
     data = _hello() + b"".join(encode_frame(i, rng.choice(bodies)) for i in ids)
     got, closed = await exchange(t.client, data, want=len(ids) + 1, wait=30)
@@ -585,8 +682,10 @@ async def raw_never_read(rng, t):
     """Pipeline big answers and never read them; the node must not buffer them all."""
     host, port = split_addr(t.client)
     stream = await trio.open_tcp_stream(host, port)
-    frames = [encode_frame(i, Fetch([FetchPartition("fz-a", 0, 0, 1 << 20)], max_wait_ms=0) if i % 4
-                           else Metadata()) for i in range(1, 201)]
+    frames = [
+        encode_frame(i, Fetch([FetchPartition("fz-a", 0, 0, 1 << 20)], max_wait_ms=0) if i % 4 else Metadata())
+        for i in range(1, 201)
+    ]
     try:
         with trio.move_on_after(rng.uniform(2, 5)):
             await stream.send_all(_hello() + b"".join(frames))
@@ -626,7 +725,19 @@ async def raw_peer_bad_proof(rng, t):
 
 
 RAW: dict[str, Callable[[random.Random, Target], Awaitable[str]]] = {
-    f.__name__: f for f in (raw_garbage, raw_bad_version, raw_huge_length, raw_no_hello, raw_huge_hello,
-                            raw_bad_hello, raw_bad_payload, raw_duplicate_ids, raw_never_read, raw_peer_as_client,
-                            raw_peer_bad_proof)}
-RAW_WEIGHT = 1   # each raw shape, against the request shapes' weights
+    f.__name__: f
+    for f in (
+        raw_garbage,
+        raw_bad_version,
+        raw_huge_length,
+        raw_no_hello,
+        raw_huge_hello,
+        raw_bad_hello,
+        raw_bad_payload,
+        raw_duplicate_ids,
+        raw_never_read,
+        raw_peer_as_client,
+        raw_peer_bad_proof,
+    )
+}
+RAW_WEIGHT = 1  # each raw shape, against the request shapes' weights

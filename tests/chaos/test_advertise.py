@@ -11,14 +11,27 @@ from node.config import NodeConfig
 from segments import build_batch
 from tests.cluster import local_cluster
 
-NOT_READY = (NotControllerError, CoordinatorNotAvailableError)   # a controller or coordinator being elected
+NOT_READY = (NotControllerError, CoordinatorNotAvailableError)  # a controller or coordinator being elected
 FAKE = {1: "127.0.0.1:1101", 2: "127.0.0.1:1102", 3: "127.0.0.1:1103"}
 
 
 def test_advertise_flag_parses_and_is_checked(tmp_path):
-    cfg = NodeConfig.from_args(["--id", "1", "--listen", "127.0.0.1:9401", "--data", str(tmp_path),
-                                "--peers", "1=127.0.0.1:9501,2=127.0.0.1:9502", "--peer-secret", "s" * 16,
-                                "--advertise", "1=127.0.0.1:7001,2=127.0.0.1:7002"])
+    cfg = NodeConfig.from_args(
+        [
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:9401",
+            "--data",
+            str(tmp_path),
+            "--peers",
+            "1=127.0.0.1:9501,2=127.0.0.1:9502",
+            "--peer-secret",
+            "s" * 16,
+            "--advertise",
+            "1=127.0.0.1:7001,2=127.0.0.1:7002",
+        ]
+    )
     assert cfg.advertise == {1: "127.0.0.1:7001", 2: "127.0.0.1:7002"}
     assert cfg.client_addr(2) == "127.0.0.1:7002"
     plain = NodeConfig(node_id=1, listen="127.0.0.1:9401", data_dir=tmp_path, peers={1: "127.0.0.1:9501"})
@@ -26,8 +39,10 @@ def test_advertise_flag_parses_and_is_checked(tmp_path):
     with pytest.raises(ValueError, match="names nodes"):
         NodeConfig(node_id=1, listen="127.0.0.1:9401", data_dir=tmp_path, advertise={5: "127.0.0.1:7005"})
     toml = tmp_path / "node.toml"
-    toml.write_text('node_id = 1\nlisten = "127.0.0.1:9401"\ndata_dir = "d"\npeer_secret = "0123456789abcdef"\n'
-                    'peers = "1=127.0.0.1:9501,2=127.0.0.1:9502"\nadvertise = { 2 = "127.0.0.1:7002" }\n')
+    toml.write_text(
+        'node_id = 1\nlisten = "127.0.0.1:9401"\ndata_dir = "d"\npeer_secret = "0123456789abcdef"\n'
+        'peers = "1=127.0.0.1:9501,2=127.0.0.1:9502"\nadvertise = { 2 = "127.0.0.1:7002" }\n'
+    )
     assert NodeConfig.from_args(["--config", str(toml)]).advertise == {1: "127.0.0.1:9401", 2: "127.0.0.1:7002"}
 
 
@@ -49,7 +64,7 @@ async def test_clients_are_told_the_advertised_addresses(tmp_path):
         other = next(n for n in c.peers if n != owner)
         async with open_connection(c.peers[other]) as conn:
             with trio.fail_after(10):
-                while True:       # the leader's gossip reaches `other` within half a second
+                while True:  # the leader's gossip reaches `other` within half a second
                     with pytest.raises(NotLeaderError) as err:
                         await conn.request(Produce("adv", 0, build_batch([(None, b"x", (), None)])))
                     if err.value.leader_addr is not None:

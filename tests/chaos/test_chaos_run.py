@@ -11,16 +11,23 @@ from scripts.chaoslib.nemesis import FAULTS
 from scripts.chaoslib.runner import Options, run_chaos
 from scripts.chaoslib.workloads import WORKLOADS
 
-SEED = 184         # pause, kill, torn, restart, one-way, drop, latency, bridge partition, isolate in 90 s
+SEED = 184  # pause, kill, torn, restart, one-way, drop, latency, bridge partition, isolate in 90 s
 DURATION = 90.0
 
 
 @pytest.mark.timeout(420)
 async def test_seeded_chaos_run_loses_nothing(tmp_path):
     said: list[str] = []
-    opts = Options(run_dir=tmp_path / "run", duration=DURATION, seed=SEED, faults=list(FAULTS),
-                   workloads=list(WORKLOADS),
-                   settle_timeout=20.0, drain_timeout=150.0, setup_timeout=60.0)  # a busy CI machine drains slowly
+    opts = Options(
+        run_dir=tmp_path / "run",
+        duration=DURATION,
+        seed=SEED,
+        faults=list(FAULTS),
+        workloads=list(WORKLOADS),
+        settle_timeout=20.0,
+        drain_timeout=150.0,
+        setup_timeout=60.0,
+    )  # a busy CI machine drains slowly
     with trio.fail_after(400):
         report = await run_chaos(opts, say=said.append)
     story = "\n".join(said)

@@ -21,7 +21,7 @@ def test_a_seed_gives_the_same_schedule_every_time():
 def test_a_longer_run_of_the_same_seed_starts_with_the_same_steps():
     short = make_schedule(5, 120, list(FAULTS))
     long = make_schedule(5, 900, list(FAULTS))
-    assert [s.to_json() for s in long[:len(short) - 1]] == [s.to_json() for s in short[:-1]]
+    assert [s.to_json() for s in long[: len(short) - 1]] == [s.to_json() for s in short[:-1]]
 
 
 def test_steps_run_one_at_a_time_within_the_run_and_use_only_chosen_faults():
@@ -39,8 +39,16 @@ def test_every_fault_kind_is_drawn_and_described():
     steps = make_schedule(1, 3600, list(FAULTS))
     assert {s.kind for s in steps} == set(FAULTS)
     modes = {(s.kind, s.params.get("mode") or s.params.get("scope")) for s in steps}
-    assert {("partition", "minority"), ("partition", "bridge"), ("oneway", "peer-out"), ("oneway", "peer-in"),
-            ("oneway", "client-responses"), ("latency", "all"), ("latency", "node"), ("drop", "all")} <= modes
+    assert {
+        ("partition", "minority"),
+        ("partition", "bridge"),
+        ("oneway", "peer-out"),
+        ("oneway", "peer-in"),
+        ("oneway", "client-responses"),
+        ("latency", "all"),
+        ("latency", "node"),
+        ("drop", "all"),
+    } <= modes
     assert sum(s.target == "leader" for s in steps) > len(steps) / 3, "leaders are preferred"
     for s in steps:
         assert s.describe().endswith(f"for {s.duration:.1f}s")
@@ -64,6 +72,7 @@ def write_log(path, n: int) -> list[bytes]:
 
 def read_values(path) -> list[bytes]:
     from segments import decode_records
+
     log = Log.open(str(path), LogConfig(fsync="never"))
     try:
         return [r.value for _, data in log.batches(log.log_start_offset) for r in decode_records(data)]
@@ -84,7 +93,7 @@ def test_a_torn_tail_is_cut_by_recovery_and_nothing_before_it(tmp_path, mode):
         assert os.path.getsize(data / "t-0" / "00000000000000000000.log") == size - 150
     survived = read_values(data / "t-0")
     assert 0 < len(survived) < len(values)
-    assert survived == values[:len(survived)], "recovery keeps a prefix, never a garbled record"
+    assert survived == values[: len(survived)], "recovery keeps a prefix, never a garbled record"
     assert read_values(data / "t-1") == values, "other partitions are untouched"
 
 
@@ -93,4 +102,5 @@ def test_tear_picks_topic_partitions_only_and_skips_empty_segments(tmp_path):
     (data / "__controller").mkdir(parents=True)
     Log.open(str(data / "empty-0"), LogConfig(fsync="never")).close()
     assert tear_tails(data, [{"pick": 0.99, "mode": "cut", "bytes": 10, "salt": 1}]) == [
-        {"dir": "empty-0", "skipped": "empty active segment"}]
+        {"dir": "empty-0", "skipped": "empty active segment"}
+    ]

@@ -51,7 +51,7 @@ async def test_forwards_both_ways_and_half_close():
                 assert await read_exactly(stream, len(payload)) == payload
         await stream.send_eof()
         with trio.fail_after(5):
-            assert await stream.receive_some(10) == b""   # the echo server saw EOF and closed
+            assert await stream.receive_some(10) == b""  # the echo server saw EOF and closed
         await stream.aclose()
         assert proxy.forwarded[UP] == proxy.forwarded[DOWN] == len(payload)
         nursery.cancel_scope.cancel()
@@ -84,7 +84,7 @@ async def test_new_connection_waits_while_cut_and_proceeds_on_heal():
     async with trio.open_nursery() as nursery:
         proxy, host, port = await start_proxy(nursery, await echo_server(nursery, received))
         proxy.cut()
-        stream = await trio.open_tcp_stream(host, port)   # the proxy accepts, but does not dial on
+        stream = await trio.open_tcp_stream(host, port)  # the proxy accepts, but does not dial on
         await stream.send_all(b"hello")
         await trio.sleep(0.3)
         assert received == [] and proxy.connections == 1
@@ -124,7 +124,7 @@ async def test_latency_delays_each_direction():
         await stream.send_all(b"ping")
         with trio.fail_after(10):
             assert await read_exactly(stream, 4) == b"ping"
-        assert trio.current_time() - start >= 2.0          # up and down
+        assert trio.current_time() - start >= 2.0  # up and down
         proxy.heal()
         start = trio.current_time()
         await stream.send_all(b"pong")
@@ -144,7 +144,7 @@ async def test_drop_resets_open_connections_and_new_ones_work():
             assert await read_exactly(stream, 1) == b"x"
         assert proxy.drop_connections() == 1
         with trio.fail_after(5):
-            with pytest.raises(trio.BrokenResourceError):   # RST, not a clean EOF
+            with pytest.raises(trio.BrokenResourceError):  # RST, not a clean EOF
                 while True:
                     if not await stream.receive_some(10):
                         raise AssertionError("a dropped connection must be reset, not closed cleanly")
@@ -162,7 +162,7 @@ async def test_target_down_closes_the_dialers_connection():
         dead = trio.socket.socket()
         await dead.bind(("127.0.0.1", 0))
         target = f"127.0.0.1:{dead.getsockname()[1]}"
-        dead.close()                                    # nothing listens there
+        dead.close()  # nothing listens there
         _, host, port = await start_proxy(nursery, target)
         stream = await trio.open_tcp_stream(host, port)
         with trio.fail_after(5):

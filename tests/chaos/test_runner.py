@@ -23,26 +23,28 @@ def test_node_errors_are_found_in_the_logs(tmp_path):
         "  | ExceptionGroup:  (1 sub-exception)\n"
         "  +-+---------------- 1 ----------------\n"
         "    | Traceback (most recent call last):\n"
-        "    |     raise RaftInvariantError(f\"commit {index} is beyond\")\n"
-        "    | raft.log.RaftInvariantError: commit 6 is beyond the last offset 1\n")
+        '    |     raise RaftInvariantError(f"commit {index} is beyond")\n'
+        "    | raft.log.RaftInvariantError: commit 6 is beyond the last offset 1\n"
+    )
     (tmp_path / "n2" / "node.log").write_text(
         "2026-01-01 00:00:00,000 n2 INFO node.broker: node 2 serving\n"
         "2026-01-01 00:00:02,000 n2 ERROR node.server: connection from 127.0.0.1:2 failed\n"
         "  + Exception Group Traceback (most recent call last):\n"
-        "  |   File \"/work/main/node/server.py\", line 101, in _serve_connection\n"
+        '  |   File "/work/main/node/server.py", line 101, in _serve_connection\n'
         "  | ExceptionGroup: Exceptions from Trio nursery (1 sub-exception)\n"
         "  +-+---------------- 1 ----------------\n"
         "    | Traceback (most recent call last):\n"
-        "    |   File \"/work/main/node/server.py\", line 203, in _writer\n"
+        '    |   File "/work/main/node/server.py", line 203, in _writer\n'
         "    |     frames.append(receive.receive_nowait())\n"
         "    |                   ^^^^^^^^^^^^^^^^^^^^^^^^\n"
         "    | trio.EndOfChannel\n"
         "    +------------------------------------\n"
         "2026-01-01 00:00:03,000 n2 ERROR node.api: request Fetch failed\n"
         "Traceback (most recent call last):\n"
-        "  File \"/work/main/node/api.py\", line 1, in fetch\n"
+        '  File "/work/main/node/api.py", line 1, in fetch\n'
         "    raise KeyError(3)\n"
-        "KeyError: 3\n")
+        "KeyError: 3\n"
+    )
     history = History(tmp_path / "h.jsonl")
     said: list[str] = []
     record_node_errors(FakeCluster(tmp_path), history, said.append)
@@ -64,7 +66,7 @@ def make_replica(path: Path, values: list[bytes], epoch: int = 1) -> None:
 def test_replicas_are_compared_up_to_the_high_watermark(tmp_path):
     paths = [tmp_path / f"n{i}" / "data" / "t-0" for i in (1, 2, 3)]
     make_replica(paths[0], [b"a", b"b", b"c", b"x"])
-    make_replica(paths[1], [b"a", b"b", b"c", b"y"])      # differs only above the high watermark
+    make_replica(paths[1], [b"a", b"b", b"c", b"y"])  # differs only above the high watermark
     make_replica(paths[2], [b"a", b"b", b"c"])
     same = _compare(paths, hw=3)
     assert same["equal"] and same["lagging"] == [] and same["first_difference"] is None

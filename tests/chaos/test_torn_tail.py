@@ -39,18 +39,18 @@ async def test_a_follower_with_a_torn_tail_catches_up(tmp_path):
         for i in range(30):
             leader = await produce(c, b"value-%02d" % i)
         follower = next(n for n in c.peers if n != leader)
-        await trio.sleep(0.5)                       # the follower has it all and has acknowledged it
+        await trio.sleep(0.5)  # the follower has it all and has acknowledged it
         c.kill(follower, signal.SIGKILL)
         await c.wait_exit(follower)
         torn = tear_tails(tmp_path / f"n{follower}", [{"pick": 0.99, "mode": "cut", "bytes": 150, "salt": 1}])
         assert torn[0]["dir"].startswith("torn-0.g") and torn[0]["bytes"] == 150
         c.start(follower)
         await c.wait_ready()
-        for i in range(30, 40):                     # and the partition keeps taking writes
+        for i in range(30, 40):  # and the partition keeps taking writes
             await produce(c, b"value-%02d" % i)
         in_sync: list[int] = []
         with trio.move_on_after(10):
-            while follower not in in_sync:          # as its leader (whoever that is by now) sees it
+            while follower not in in_sync:  # as its leader (whoever that is by now) sees it
                 await trio.sleep(0.2)
                 leader = await c.leader_of("torn", 0)
                 in_sync = (await c.request(leader, Metadata(["torn"]))).topics[0].partitions[0].in_sync
@@ -76,7 +76,7 @@ async def test_an_idle_follower_with_a_torn_tail_is_repaired(tmp_path):
         tear_tails(tmp_path / f"n{follower}", [{"pick": 0.99, "mode": "cut", "bytes": 1000, "salt": 1}])
         c.start(follower)
         await c.wait_ready()
-        await trio.sleep(5)                          # dozens of heartbeats, no write
+        await trio.sleep(5)  # dozens of heartbeats, no write
         leader = await c.leader_of("torn", 0)
         hw = (await c.request(leader, Metadata(["torn"]))).topics[0].partitions[0].high_watermark
         c.kill(follower, signal.SIGTERM)

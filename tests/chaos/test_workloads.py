@@ -68,7 +68,7 @@ class Outputs:
 
 
 class NoMember:
-    membership = None          # a consumer outside the group: nothing for the coordinator to drop
+    membership = None  # a consumer outside the group: nothing for the coordinator to drop
 
 
 async def test_a_pipeline_handler_sends_one_output_naming_its_input_and_stages_zombies(tmp_path):
@@ -78,7 +78,7 @@ async def test_a_pipeline_handler_sends_one_output_naming_its_input_and_stages_z
     msg = Message("chaos-pipe-in", 2, 7, b"k3", b"f1-k3-4", (), 0)
     await w._handle(NoMember(), out, "pw1.1", ctx.rng("pipeline-pw1"), msg)
     assert out.sent == [("chaos-pipe-out", b"out:f1-k3-4", b"k3")]
-    w = PipelineWorkload(ctx, zombie=1.0, session_timeout=0.01)    # every call a zombie
+    w = PipelineWorkload(ctx, zombie=1.0, session_timeout=0.01)  # every call a zombie
     await w._handle(NoMember(), out, "pw1.1", ctx.rng("pipeline-pw1"), msg)
     assert len(out.sent) == 2, "a zombie still sends, late: its transaction is what must abort"
     ctx.history.close()
@@ -93,11 +93,15 @@ def test_broadcast_instances_are_groups_of_their_own_and_only_one_restarts(tmp_p
     import math
 
     from scripts.chaoslib.workloads import BroadcastWorkload
+
     w = BroadcastWorkload(context(tmp_path))
     assert w.groups == ["chaos-broadcast@a", "chaos-broadcast@b"]
     rng = w.ctx.rng("lifetimes")
     assert w._lifetime(1, rng) == math.inf and 8.0 <= w._lifetime(2, rng) <= 25.0
     assert 2.0 <= w._downtime(2, rng) <= 8.0
     consumer = w._consumer(2, "bc2.1")
-    assert (consumer.group, consumer.broadcast, consumer.broadcast_group) == ("chaos-broadcast@b", True,
-                                                                              "chaos-broadcast")
+    assert (consumer.group, consumer.broadcast, consumer.broadcast_group) == (
+        "chaos-broadcast@b",
+        True,
+        "chaos-broadcast",
+    )

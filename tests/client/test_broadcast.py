@@ -46,14 +46,14 @@ async def positioned(consumer: Consumer, partitions: int) -> None:
     """Until the instance holds every partition and knows where it reads from (a new
     instance starts at the end of the log: what is sent before that is not its)."""
     with trio.fail_after(30):
-        while len(consumer.assignment) < partitions or any(
-                s.position is None for s in consumer._assigned.values()):
+        while len(consumer.assignment) < partitions or any(s.position is None for s in consumer._assigned.values()):
             await trio.sleep(0.05)
 
 
 def instance(bootstrap: str, iid: str, **kw) -> Consumer:
-    return Consumer(bootstrap, topics=["news"], broadcast=True, group="notifier", instance_id=iid,
-                    session_timeout=3.0, **kw)
+    return Consumer(
+        bootstrap, topics=["news"], broadcast=True, group="notifier", instance_id=iid, session_timeout=3.0, **kw
+    )
 
 
 def per_key(msgs: list[Message]) -> dict[bytes | None, list[bytes | None]]:
@@ -96,7 +96,7 @@ async def test_every_instance_gets_every_message_once_and_a_restart_resumes(clus
         for name, consumer in (("a", a), ("b", b), ("c", c)):
             await take(consumer, 30, got[name])
             await consumer.commit()
-        async with instance(boot, "b"):      # another process with b's id: shares b's partitions
+        async with instance(boot, "b"):  # another process with b's id: shares b's partitions
             pass
         for name in got:
             assert sorted(m.value for m in got[name]) == sorted(first), name
@@ -106,10 +106,10 @@ async def test_every_instance_gets_every_message_once_and_a_restart_resumes(clus
         for name, consumer in (("a", a), ("c", c)):
             await take(consumer, 60, got[name])
     got_b: list[Message] = []
-    async with instance(boot, "b") as b:                # resumes after what it committed
+    async with instance(boot, "b") as b:  # resumes after what it committed
         await take(b, 30, got_b)
         with trio.move_on_after(2):
-            await take(b, 1, got_b)                      # and nothing more
+            await take(b, 1, got_b)  # and nothing more
     assert sorted(m.value for m in got_b) == sorted(missed)
     assert per_key(got_b) == per_key([Message("news", 0, 0, KEYS[i % 5], v, (), 0) for i, v in enumerate(missed)])
     for name in ("a", "c"):
@@ -135,13 +135,15 @@ async def test_a_failing_handler_retries_and_dead_letters_on_its_own_instance(cl
             seen[name].append(msg.value)
             if msg.value == b"poison" and name in broken:
                 raise ValueError("b cannot take poison")
+
         return handle
 
     async def run(name: str, consumer: Consumer, finished: int) -> None:
         """Until `finished` messages are done (then run() commits and returns)."""
         with trio.fail_after(60):
-            await consumer.run(handler(name), mode="concurrent", retries=1, backoff=0.05, max_backoff=0.1,
-                               max_messages=finished)
+            await consumer.run(
+                handler(name), mode="concurrent", retries=1, backoff=0.05, max_backoff=0.1, max_messages=finished
+            )
 
     async def idle(name: str, consumer: Consumer, seconds: float) -> None:
         with trio.move_on_after(seconds):
@@ -155,7 +157,7 @@ async def test_a_failing_handler_retries_and_dead_letters_on_its_own_instance(cl
                 await producer.send("news", v, key=v)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run, "a", a, 3)
-            nursery.start_soon(run, "b", b, 4)   # poison twice: handed to the retry topic, then dead-lettered
+            nursery.start_soon(run, "b", b, 4)  # poison twice: handed to the retry topic, then dead-lettered
     assert sorted(seen["a"]) == [b"fine-1", b"fine-2", b"poison"]
     assert sorted(seen["b"]) == [b"fine-1", b"fine-2", b"poison", b"poison"]
     letters = await list_dead_letters(boot, "notifier", idle=1.0)
@@ -182,7 +184,7 @@ async def test_group_list_and_describe_show_instances_lag_and_expiry(cluster):
         async with instance(boot, "b") as b:
             await positioned(b, 3)
             await b.commit()
-        await publish(boot, "news", "x", 10)             # b is gone: it falls 10 behind
+        await publish(boot, "news", "x", 10)  # b is gone: it falls 10 behind
         await take(a, 10, [])
         await a.commit()
         code, listed = await trio.to_thread.run_sync(cli, boot, "group", "list")
@@ -209,12 +211,22 @@ async def test_group_list_and_describe_show_instances_lag_and_expiry(cluster):
 async def test_the_cli_consumes_as_a_broadcast_instance(cluster):
     boot = cluster.bootstrap
     sent = await publish(boot, "news", "cli", 8)
-    args = ("consume", "news", "--broadcast", "--group", "notifier", "--instance", "shell", "--from-beginning",
-            "--timeout", "3")
+    args = (
+        "consume",
+        "news",
+        "--broadcast",
+        "--group",
+        "notifier",
+        "--instance",
+        "shell",
+        "--from-beginning",
+        "--timeout",
+        "3",
+    )
     code, out = await trio.to_thread.run_sync(cli, boot, *args)
     assert code == 0 and "committed for group notifier@shell" in out
     assert sorted(line.encode() for line in out.splitlines() if line.startswith("cli-")) == sorted(sent)
-    code, again = await trio.to_thread.run_sync(cli, boot, *args)   # resumes: nothing new
+    code, again = await trio.to_thread.run_sync(cli, boot, *args)  # resumes: nothing new
     assert code == 0 and "consumed 0 message(s)" in again
     code, out = await trio.to_thread.run_sync(cli, boot, "consume", "news", "--instance", "x")
     assert code != 0 and "--broadcast" in out
@@ -224,8 +236,9 @@ def test_instance_ids_are_checked():
     with pytest.raises(InvalidConfigError):
         Consumer("127.0.0.1:1", topics=["t"], broadcast=True, group="g", instance_id="a@b")
     with pytest.raises(InvalidConfigError):
-        Consumer("127.0.0.1:1", topics=["t"], group="g", instance_id="a")      # not broadcast
+        Consumer("127.0.0.1:1", topics=["t"], group="g", instance_id="a")  # not broadcast
     import socket
+
     assert Consumer("127.0.0.1:1", topics=["t"], broadcast=True, group="g").group == f"g@{socket.gethostname()}"
     ephemeral = Consumer("127.0.0.1:1", topics=["t"], broadcast=True, offset_reset="earliest")
     assert ephemeral.group is None and ephemeral.offset_reset == "latest"

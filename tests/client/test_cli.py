@@ -80,7 +80,10 @@ def test_topic_create_list_describe_delete(tidemq):
         assert topic == "life" and leader in replicas.split(",") and len(replicas.split(",")) == 3
         assert leader in in_sync.split(",") and int(hw) >= 0 and log_start == "0"
     again = tidemq("topic", "create", "life")
-    assert again.code == 1 and again.err == "tidemq: error: topic 'life' already exists (see `tidemq topic describe life`)\n"
+    assert (
+        again.code == 1
+        and again.err == "tidemq: error: topic 'life' already exists (see `tidemq topic describe life`)\n"
+    )
     assert tidemq("topic", "delete", "life").out == "deleted topic life\n"
     gone = tidemq("topic", "describe", "life")
     assert gone.code == 1 and "does not exist: create it with `tidemq topic create life`" in gone.err
@@ -91,8 +94,14 @@ def test_piped_lines_come_back_in_order(tidemq, cluster):
     assert tidemq("topic", "create", "lines").code == 0
     lines = [f"line {i}" for i in range(300)]
     env = {"PATH": "", "TIDEMQ_BOOTSTRAP": cluster.bootstrap, "TIDEMQ_TOKEN": TOKEN}
-    produced = subprocess.run([str(TIDEMQ), "produce", "lines"], input="\n".join(lines) + "\n", env=env,
-                              capture_output=True, text=True, timeout=30)
+    produced = subprocess.run(
+        [str(TIDEMQ), "produce", "lines"],
+        input="\n".join(lines) + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert produced.returncode == 0, produced.stderr
     assert "sent 300 message(s) to lines, 1 partition(s)" in produced.stdout
     [[partition, count, first, last]] = rows(produced.stdout, 4)
@@ -119,8 +128,9 @@ def test_keys_split_from_lines_and_json_output(tidemq):
 
     bad = tidemq("produce", "keyed", "--key-separator", ":", stdin=b"k3:fine\nno separator here\nk3:never\n")
     assert bad.code == 1 and "sent 1 message(s)" in bad.out
-    assert bad.err == ("tidemq: error: line 2 has no key separator ':': write KEY:VALUE on every line, "
-                       "or drop --key-separator\n")
+    assert bad.err == (
+        "tidemq: error: line 2 has no key separator ':': write KEY:VALUE on every line, or drop --key-separator\n"
+    )
 
 
 def test_one_key_for_every_line_and_binary_values(tidemq):
@@ -137,7 +147,7 @@ def test_one_key_for_every_line_and_binary_values(tidemq):
 def test_consume_with_a_group_commits_what_it_printed(tidemq):
     assert tidemq("topic", "create", "grp", "--partitions", "2").code == 0
     lines = [f"m{i}" for i in range(10)]
-    assert {partition_for_key(line.encode(), 2) for line in lines} == {0, 1}   # both partitions end with data
+    assert {partition_for_key(line.encode(), 2) for line in lines} == {0, 1}  # both partitions end with data
     keyed = "".join(f"{line}={line}\n" for line in lines).encode()
     assert tidemq("produce", "grp", "--key-separator", "=", stdin=keyed).code == 0
     first = tidemq("consume", "grp", "--group", "readers", "--from-beginning", "--max", "4")
@@ -157,10 +167,10 @@ async def test_group_list_and_describe_show_members_offsets_and_lag(tidemq, clus
     async with ClusterClient(cluster.bootstrap, token=TOKEN) as client:
         await commit_offsets(client, "audit", {("gt", 0): last.offset - 2})
         # a transaction about to commit audit's offset of gt-0 (as its coordinator records it)
-        async with cluster.peer_client() as node:   # as the transaction coordinator, a node, sends it
+        async with cluster.peer_client() as node:  # as the transaction coordinator, a node, sends it
             await node.coordinator_request("audit", PendTxnOffsets("audit", "billing-7", 1, [TopicPartition("gt", 0)]))
         async with GroupMember(client, "live", ["gt"], client_id="member-a") as member:
-            with trio.fail_after(20):   # until the coordinator has heard that the member holds gt-0
+            with trio.fail_after(20):  # until the coordinator has heard that the member holds gt-0
                 while not any(m.assignment for m in (await describe_group(client, "live")).members):
                     await trio.sleep(0.05)
             listed = await cli(tidemq, "group", "list")
@@ -191,17 +201,23 @@ def test_cluster_status_names_every_node_and_the_controller(tidemq, cluster):
 
 def test_unreachable_cluster_is_one_line_of_advice():
     (port,) = free_ports(1)
-    r = subprocess.run([str(TIDEMQ), "--bootstrap", f"127.0.0.1:{port}", "topic", "list"],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [str(TIDEMQ), "--bootstrap", f"127.0.0.1:{port}", "topic", "list"], capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 1 and r.stdout == ""
-    assert r.stderr == (f"tidemq: error: cannot reach 127.0.0.1:{port}: is the cluster up? run scripts/cluster up "
-                        "(or point --bootstrap / TIDEMQ_BOOTSTRAP at a node)\n")
+    assert r.stderr == (
+        f"tidemq: error: cannot reach 127.0.0.1:{port}: is the cluster up? run scripts/cluster up "
+        "(or point --bootstrap / TIDEMQ_BOOTSTRAP at a node)\n"
+    )
 
 
 def test_wrong_token_and_bad_usage(tidemq):
     r = tidemq("topic", "list", "--token", "not-the-token")
     assert r.code == 1
-    assert r.err == "tidemq: error: the cluster refused our token: pass --token or set TIDEMQ_TOKEN to the cluster's token\n"
+    assert (
+        r.err
+        == "tidemq: error: the cluster refused our token: pass --token or set TIDEMQ_TOKEN to the cluster's token\n"
+    )
     with pytest.raises(SystemExit) as usage:
         tidemq("topic", "create", "x", "--config", "no-equals-sign")
     assert usage.value.code == 2
@@ -209,6 +225,7 @@ def test_wrong_token_and_bad_usage(tidemq):
 
 def test_produce_with_delay_arrives_no_earlier(tidemq):
     import time
+
     assert tidemq("topic", "create", "later").code == 0
     start = time.time()
     r = tidemq("produce", "later", "--delay", "1500ms", stdin=b"soon\n")
@@ -222,14 +239,24 @@ def test_produce_with_delay_arrives_no_earlier(tidemq):
 
 def test_dlq_list_and_replay(tidemq, cluster):
     from client.consumer import H_ATTEMPT, H_DLQ_ERROR, H_DLQ_TIME, H_ORIGIN_OFFSET, H_ORIGIN_PARTITION, H_ORIGIN_TOPIC
+
     assert tidemq("topic", "create", "work").code == 0
     assert tidemq("topic", "create", "crew.dlq").code == 0
 
     async def dead_letter() -> None:
         async with Producer(cluster.bootstrap, token=TOKEN) as producer:
-            await producer.send("crew.dlq", b"poison", headers=[
-                (H_ORIGIN_TOPIC, b"work"), (H_ORIGIN_PARTITION, b"0"), (H_ORIGIN_OFFSET, b"7"),
-                (H_ATTEMPT, b"4"), (H_DLQ_ERROR, b"ValueError: bad input"), (H_DLQ_TIME, b"1700000000000")])
+            await producer.send(
+                "crew.dlq",
+                b"poison",
+                headers=[
+                    (H_ORIGIN_TOPIC, b"work"),
+                    (H_ORIGIN_PARTITION, b"0"),
+                    (H_ORIGIN_OFFSET, b"7"),
+                    (H_ATTEMPT, b"4"),
+                    (H_DLQ_ERROR, b"ValueError: bad input"),
+                    (H_DLQ_TIME, b"1700000000000"),
+                ],
+            )
 
     trio.run(dead_letter)
     listed = tidemq("dlq", "list", "crew", "--idle", "0.5")
@@ -237,8 +264,10 @@ def test_dlq_list_and_replay(tidemq, cluster):
     [[topic, partition, offset, attempts, _, error, value]] = rows(listed.out, 7)
     assert (topic, partition, offset, attempts, value) == ("work", "0", "7", "4", "poison")
     assert error.startswith("ValueError: bad input")
-    assert "replayed 1 dead letter(s) of group crew to their topics: work" in tidemq(
-        "dlq", "replay", "crew", "--idle", "0.5").out
+    assert (
+        "replayed 1 dead letter(s) of group crew to their topics: work"
+        in tidemq("dlq", "replay", "crew", "--idle", "0.5").out
+    )
     assert "replayed 0 dead letter(s)" in tidemq("dlq", "replay", "crew", "--idle", "0.5").out
     back = tidemq("consume", "work", "--from-beginning", "--max", "1", "--timeout", "10")
     assert back.out.splitlines() == ["poison"]
@@ -254,8 +283,10 @@ async def test_txn_list_and_describe_follow_a_transaction(tidemq, cluster):
             await producer.begin_transaction()
             await producer.send("tx", b"a", partition=0)
             await producer.send("tx", b"b", partition=1)
-            await producer.cluster.transaction_coordinator_request("cli-open", TxnOffsetCommit(
-                "cli-open", producer.producer_id, producer.producer_epoch, "cli-g", [("tx", 0, 1)]))
+            await producer.cluster.transaction_coordinator_request(
+                "cli-open",
+                TxnOffsetCommit("cli-open", producer.producer_id, producer.producer_epoch, "cli-g", [("tx", 0, 1)]),
+            )
             listed = await cli(tidemq, "txn", "list")
             described = await cli(tidemq, "txn", "describe", "cli-open")
             await producer.commit_transaction()
@@ -264,11 +295,19 @@ async def test_txn_list_and_describe_follow_a_transaction(tidemq, cluster):
     [row] = [r for r in rows(listed.out, 9) if r[0] == "cli-open"]
     tid, state, pid, epoch, partitions, groups, age, changed, coordinator = row
     assert (tid, state, pid, epoch, partitions, groups) == (
-        "cli-open", "ongoing", str(producer.producer_id), str(producer.producer_epoch), "2", "cli-g")
+        "cli-open",
+        "ongoing",
+        str(producer.producer_id),
+        str(producer.producer_epoch),
+        "2",
+        "cli-g",
+    )
     assert age.endswith("s") and changed.endswith(" ago") and coordinator in {"1", "2", "3"}
     assert described.code == 0
-    assert described.out.startswith(f"transaction cli-open: ongoing, producer {producer.producer_id} epoch "
-                                    f"{producer.producer_epoch}, coordinator node {coordinator}\n")
+    assert described.out.startswith(
+        f"transaction cli-open: ongoing, producer {producer.producer_id} epoch "
+        f"{producer.producer_epoch}, coordinator node {coordinator}\n"
+    )
     assert "open for " in described.out and "groups: cli-g" in described.out
     assert rows(described.out, 2) == [["tx", "0"], ["tx", "1"]]
     info = json.loads(done.out)
@@ -280,8 +319,10 @@ async def test_txn_list_and_describe_follow_a_transaction(tidemq, cluster):
 def test_txn_describe_of_an_unknown_id_is_one_line(tidemq):
     r = tidemq("txn", "describe", "nobody-used-this")
     assert r.code == 1 and r.out == ""
-    assert r.err == ("tidemq: error: transactional id 'nobody-used-this' is unknown: no producer has used it "
-                     "(see `tidemq txn list`)\n")
+    assert r.err == (
+        "tidemq: error: transactional id 'nobody-used-this' is unknown: no producer has used it "
+        "(see `tidemq txn list`)\n"
+    )
 
 
 async def test_half_list_shows_pending_and_decided_halves(tidemq, cluster):

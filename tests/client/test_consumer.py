@@ -123,8 +123,10 @@ async def test_an_ephemeral_broadcast_listener_sees_every_new_message(tmp_path):
         await setup(c, partitions=3)
         async with Producer(c.bootstrap) as producer:
             await producer.send("t", b"old")
-            async with Consumer(c.bootstrap, topics=["t"], broadcast=True) as a, \
-                    Consumer(c.bootstrap, topics=["t"], broadcast=True, offset_reset="earliest") as b:
+            async with (
+                Consumer(c.bootstrap, topics=["t"], broadcast=True) as a,
+                Consumer(c.bootstrap, topics=["t"], broadcast=True, offset_reset="earliest") as b,
+            ):
                 for i in range(30):
                     await producer.submit("t", b"%d" % i)
                 await producer.flush()
@@ -152,8 +154,10 @@ async def test_consumption_continues_across_leader_failover(tmp_path):
             info = await admin.create_topic("fo", partitions=1, replication=3)
         leader = info.partitions[0].leader
         got = []
-        async with Producer(c.bootstrap) as producer, \
-                Consumer(c.bootstrap, topics=["fo"], offset_reset="earliest") as consumer:
+        async with (
+            Producer(c.bootstrap) as producer,
+            Consumer(c.bootstrap, topics=["fo"], offset_reset="earliest") as consumer,
+        ):
             for i in range(100):
                 await producer.submit("fo", b"%d" % i)
             await producer.flush()
@@ -176,6 +180,7 @@ async def test_an_undecodable_batch_in_the_log_is_a_typed_error_and_other_partit
     from segments import build_batch
     from segments.batch import HEADER_SIZE
     from tests.segments.helpers import recrc
+
     async with local_cluster(tmp_path) as c:
         async with Admin(c.bootstrap) as admin:
             await admin.create_topic("rot", partitions=2, replication=3)
@@ -184,9 +189,9 @@ async def test_an_undecodable_batch_in_the_log_is_a_typed_error_and_other_partit
             await producer.send("rot", b"good-0", partition=0)
             await producer.send("rot", b"good-1", partition=1)
         bad = bytearray(build_batch([(None, b"x" * 20, (), None)]))
-        bad[HEADER_SIZE] = 0x7F                                # CRC-valid, records that do not decode
+        bad[HEADER_SIZE] = 0x7F  # CRC-valid, records that do not decode
         part = c.brokers[leaders[0]].partitions[("rot", 0)]
-        await part.wait(part.propose(recrc(bad), 1), 10)       # straight into the log, past validation
+        await part.wait(part.propose(recrc(bad), 1), 10)  # straight into the log, past validation
         async with Producer(c.bootstrap) as producer:
             await producer.send("rot", b"later-1", partition=1)
         seen, error = [], None

@@ -39,7 +39,7 @@ async def test_members_share_partitions_and_rebalance_on_join_and_leave(tmp_path
                         await trio.sleep(0.02)
                 assert not a.assignment & b.assignment
                 kept = set(a.assignment)
-            with trio.fail_after(10):   # b left: a gets everything back, keeping what it had
+            with trio.fail_after(10):  # b left: a gets everything back, keeping what it had
                 while len(a.assignment) != 4:
                     await trio.sleep(0.02)
             assert kept <= a.assignment
@@ -58,7 +58,7 @@ async def test_group_resumes_from_committed_offsets(tmp_path):
             with trio.fail_after(10):
                 await take(consumer, 60, rest)
             with trio.move_on_after(0.5):
-                await take(consumer, 1, rest)   # nothing more: no message twice
+                await take(consumer, 1, rest)  # nothing more: no message twice
         assert sorted(first + rest) == list(range(100))
 
 
@@ -70,7 +70,7 @@ async def test_commit_point_is_lowest_unfinished_then_redelivered(tmp_path):
 
         async def handler(msg):
             if int(msg.value) == 5:
-                await release.wait()         # offset of "5" stays unfinished
+                await release.wait()  # offset of "5" stays unfinished
             done.append(int(msg.value))
 
         async with Consumer(c.bootstrap, topics=["cc"], group="cc", offset_reset="earliest") as consumer:
@@ -79,7 +79,7 @@ async def test_commit_point_is_lowest_unfinished_then_redelivered(tmp_path):
                 with trio.fail_after(10):
                     while len(done) < 29:
                         await trio.sleep(0.01)
-                await trio.sleep(1.5)   # a periodic commit happens meanwhile
+                await trio.sleep(1.5)  # a periodic commit happens meanwhile
                 nursery.cancel_scope.cancel()
             assert 5 not in done
         # The crashed-out member's commit stopped at "5": a new member starts there.
@@ -93,8 +93,9 @@ async def test_commit_point_is_lowest_unfinished_then_redelivered(tmp_path):
 async def test_committed_position_steps_over_control_batches(tmp_path):
     from client.cluster import ClusterClient
     from client.group import fetch_offsets
+
     async with local_cluster(tmp_path) as c:
-        await fill(c, "ctl", 3, partitions=1)        # offset 0 is the leader's no-op, then 1..3
+        await fill(c, "ctl", 3, partitions=1)  # offset 0 is the leader's no-op, then 1..3
         leader = next(n for n, b in c.brokers.items() if b.partitions[("ctl", 0)].is_leader)
         got: list[int] = []
         async with Consumer(c.bootstrap, topics=["ctl"], group="ctl", offset_reset="earliest") as consumer:
@@ -103,7 +104,7 @@ async def test_committed_position_steps_over_control_batches(tmp_path):
             await consumer.commit()
             async with ClusterClient(c.bootstrap) as cluster:
                 assert await fetch_offsets(cluster, "ctl") == {("ctl", 0): 4}
-                await c.stop(leader)                   # the next leader writes its no-op at 4
+                await c.stop(leader)  # the next leader writes its no-op at 4
                 with trio.fail_after(15):
                     while (await fetch_offsets(cluster, "ctl")).get(("ctl", 0)) != 5:
                         with trio.move_on_after(0.3):

@@ -42,6 +42,7 @@ async def proxied_cluster(tmp_path, n: int = 1, peer_links: bool = False, **over
                 cfg = direct(node)
                 cfg.peers = net.peers_for(node)
                 return cfg
+
             cluster.config = config
         try:
             for node in cluster.peers:
@@ -75,8 +76,8 @@ async def test_a_timed_out_request_drops_its_connection(tmp_path):
                     ended.append("first")
 
                 async def second():
-                    await trio.sleep(0.5)      # its own timeout would end half a second after the first's
-                    with pytest.raises(ConnectionClosedError):   # not TimeoutError: it went with the connection
+                    await trio.sleep(0.5)  # its own timeout would end half a second after the first's
+                    with pytest.raises(ConnectionClosedError):  # not TimeoutError: it went with the connection
                         await client.request(addr, Metadata([]))
                     ended.append("second")
 
@@ -102,7 +103,7 @@ async def test_a_caller_giving_up_early_still_drops_a_silent_connection(tmp_path
                 link.cut()
                 with trio.move_on_after(0.3):
                     await client.request(addr, Metadata([]))
-                with pytest.raises(ConnectionClosedError):   # not its own TimeoutError: the connection went
+                with pytest.raises(ConnectionClosedError):  # not its own TimeoutError: the connection went
                     await client.request(addr, Metadata([]))
                 link.heal()
                 await client.request(addr, Metadata([]))
@@ -136,7 +137,7 @@ async def test_idempotent_producer_goes_on_after_a_batch_timed_out(tmp_path, dir
                 link.cut(direction)
                 with pytest.raises(RequestTimeoutError):
                     await producer.send("t", b"b")
-                link.drop_connections()     # what was held back is gone (a request: never written)
+                link.drop_connections()  # what was held back is gone (a request: never written)
                 link.heal()
                 acked = [await producer.send("t", v) for v in (b"c", b"d")]
                 deliveries = [await producer.submit("t", b"e%d" % i) for i in range(20)]
@@ -156,8 +157,9 @@ async def test_transactional_producer_fails_the_transaction_and_recovers_by_abor
         async with Admin(net.bootstrap) as admin:
             await admin.create_topic("t", partitions=1, replication=1)
         with trio.fail_after(60):
-            async with Producer(net.bootstrap, transactional_id="tx", request_timeout=1.0, delivery_timeout=2.0,
-                                linger=0) as producer:
+            async with Producer(
+                net.bootstrap, transactional_id="tx", request_timeout=1.0, delivery_timeout=2.0, linger=0
+            ) as producer:
                 async with producer.transaction():
                     await producer.send("t", b"a")
                 epoch = producer.producer_epoch
@@ -199,14 +201,20 @@ async def test_consumer_rides_out_a_silent_coordinator(tmp_path, when):
         await produce(net.bootstrap, "t", before)
         seen: list[bytes] = []
         with trio.fail_after(60):
-            async with Consumer(net.bootstrap, group="g", topics=["t"], offset_reset="earliest",
-                                session_timeout=1.5, request_timeout=1.0) as consumer:
+            async with Consumer(
+                net.bootstrap,
+                group="g",
+                topics=["t"],
+                offset_reset="earliest",
+                session_timeout=1.5,
+                request_timeout=1.0,
+            ) as consumer:
                 if when == "assign":
                     lookup = consumer._member.committed
 
                     async def silent_lookup(parts):
                         consumer._member.committed = lookup
-                        link.cut()          # the coordinator falls silent as the assignment arrives
+                        link.cut()  # the coordinator falls silent as the assignment arrives
                         return await lookup(parts)
 
                     consumer._member.committed = silent_lookup
@@ -215,10 +223,10 @@ async def test_consumer_rides_out_a_silent_coordinator(tmp_path, when):
                         seen.append((await consumer.__anext__()).value)
                     await consumer.commit()
                     link.cut()
-                with trio.fail_after(10):      # cut until the member has given up what it held
+                with trio.fail_after(10):  # cut until the member has given up what it held
                     while not link.is_cut or consumer.assignment:
                         await trio.sleep(0.05)
-                await trio.sleep(1.0)       # and a little longer: it keeps trying to rejoin
+                await trio.sleep(1.0)  # and a little longer: it keeps trying to rejoin
                 link.heal()
                 await produce(net.bootstrap, "t", after)
                 while set(before + after) - set(seen):
@@ -238,10 +246,10 @@ async def test_clients_leave_a_leader_cut_off_from_its_peers(tmp_path):
                     try:
                         await admin.create_topic("t", partitions=3, replication=3)
                         break
-                    except NotEnoughReplicasError:   # the peer links are still coming up
+                    except NotEnoughReplicasError:  # the peer links are still coming up
                         await trio.sleep(0.1)
             while 1 not in (leaders := await c.wait_leaders("t")).values():
-                await trio.sleep(0.1)      # (partitions spread their leaders; n1's is the case)
+                await trio.sleep(0.1)  # (partitions spread their leaders; n1's is the case)
             partition = min(p for p, node in leaders.items() if node == 1)
             async with Producer(net.bootstrap, request_timeout=2.0) as producer:
                 await producer.send("t", b"before", partition=partition)

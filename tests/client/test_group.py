@@ -104,6 +104,7 @@ async def until(predicate, timeout: float = 10.0) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_members_hand_partitions_over_without_overlap(tmp_path, backend):
     with cluster_thread(tmp_path) as c:
+
         async def body():
             ledger = Ledger()
             async with ClusterClient(c.bootstrap) as client:
@@ -135,6 +136,7 @@ def test_members_hand_partitions_over_without_overlap(tmp_path, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_fenced_member_revokes_everything_and_rejoins(tmp_path, backend):
     with cluster_thread(tmp_path) as c:
+
         async def body():
             ledger = Ledger()
             async with ClusterClient(c.bootstrap) as client:
@@ -162,8 +164,10 @@ def test_a_fenced_member_revokes_everything_and_rejoins(tmp_path, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_errors_end_the_block_unwrapped(tmp_path, backend):
     with cluster_thread(tmp_path) as c:
+
         async def body():
             async with ClusterClient(c.bootstrap) as client:
+
                 async def broken(tps):
                     raise ValueError("the consumer failed")
 
@@ -204,8 +208,10 @@ async def test_coordinator_failover_moves_nothing(tmp_path):
     async with local_cluster(tmp_path, 3, offsets_partitions=2) as c, ClusterClient(c.bootstrap) as client:
         await create_topic(c)
         ledger = Ledger()
-        async with GroupMember(client, "g", ["t"], session_timeout=4, **ledger.callbacks("a")) as a, \
-                GroupMember(client, "g", ["t"], session_timeout=4, **ledger.callbacks("b")) as b:
+        async with (
+            GroupMember(client, "g", ["t"], session_timeout=4, **ledger.callbacks("a")) as a,
+            GroupMember(client, "g", ["t"], session_timeout=4, **ledger.callbacks("b")) as b,
+        ):
             await until(lambda: len(ledger.of("a")) == len(ledger.of("b")) == 2)
             events = len(ledger.events)
             coordinator = (await client.request_any(FindCoordinator("g"))).node_id

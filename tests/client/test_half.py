@@ -47,18 +47,21 @@ async def test_commit_makes_it_visible_once_and_abort_never(tmp_path):
                 assert await read(c, "orders", quiet=0.5, isolation="read_uncommitted") == []
                 where = await kept.commit()
                 assert where.topic == "orders" and where.offset >= 0
-                assert await kept.commit() == where                   # repeating the decision is fine
+                assert await kept.commit() == where  # repeating the decision is fine
                 await dropped.abort()
                 with pytest.raises(InvalidRequestError, match="already committed"):
                     await kept.abort()
                 with pytest.raises(InvalidRequestError, match="already aborted"):
                     await p.commit_half(dropped.id)
             msgs = await read(c, "orders")
-            assert [(m.key, m.value, m.headers, m.partition, m.offset) for m in msgs] == \
-                [(b"o7", b"order-7", (("h", b"v"),), where.partition, where.offset)]
+            assert [(m.key, m.value, m.headers, m.partition, m.offset) for m in msgs] == [
+                (b"o7", b"order-7", (("h", b"v"),), where.partition, where.offset)
+            ]
             states = {h.offset: (h.state, h.reason) for h in (await halves(c)).values()}
-            assert states == {kept.offset: ("committed", "committed by the producer"),
-                              dropped.offset: ("aborted", "aborted by the producer")}
+            assert states == {
+                kept.offset: ("committed", "committed by the producer"),
+                dropped.offset: ("aborted", "aborted by the producer"),
+            }
 
 
 async def test_bad_use_is_refused_clearly(tmp_path):
@@ -96,7 +99,7 @@ async def test_check_back_asks_a_live_producer_of_the_group(tmp_path):
 
         async def check(msg):
             asked.append((msg.key, msg.check))
-            return {b"yes": True, b"no": False}.get(msg.key)   # None: ask again later
+            return {b"yes": True, b"no": False}.get(msg.key)  # None: ask again later
 
         with trio.fail_after(90):
             # The first producer "dies" without deciding anything.
@@ -104,9 +107,12 @@ async def test_check_back_asks_a_live_producer_of_the_group(tmp_path):
                 for key in (b"yes", b"no", b"unsure"):
                     await p.send_half("orders", key, key=key)
             async with Producer(c.bootstrap, producer_group="svc", transaction_checker=check):
+
                 async def decided():
-                    return len([h for h in (await halves(c, "svc")).values()
-                                if h.state in ("committed", "aborted")]) == 3
+                    return (
+                        len([h for h in (await halves(c, "svc")).values() if h.state in ("committed", "aborted")]) == 3
+                    )
+
                 await wait_for(decided, timeout=60)
             final = {h.key: h for h in (await halves(c, "svc")).values()}
             assert final[b"yes"].state == "committed"
@@ -126,6 +132,7 @@ async def test_max_checks_abort_says_no_producer_was_polling(tmp_path):
 
             async def aborted():
                 return any(h.state == "aborted" for h in (await halves(c, "gone")).values())
+
             await wait_for(aborted, timeout=30)
             (h,) = (await halves(c, "gone")).values()
             assert h.checks == 2 and "no live producer of group 'gone'" in h.reason
@@ -147,11 +154,11 @@ async def test_commits_survive_the_coordinator_failing_over(tmp_path):
                 part = c.brokers[leader].partitions[(HALF_TOPIC, sent[0].partition)]
                 async with trio.open_nursery() as n:
                     n.start_soon(commit_all)
-                    while not part.to_write:         # kill it with commits decided but not yet copied
+                    while not part.to_write:  # kill it with commits decided but not yet copied
                         await trio.sleep(0.001)
                     await c.stop(leader, graceful=False)
                 await c.start(leader)
-                for h in sent:                                    # every answer is final and the same
+                for h in sent:  # every answer is final and the same
                     assert (await h.commit()).topic == "orders"
             values = sorted(m.value for m in await read(c, "orders"))
             assert values == sorted(b"m%d" % i for i in range(40))
@@ -160,6 +167,7 @@ async def test_commits_survive_the_coordinator_failing_over(tmp_path):
 async def test_a_group_holds_at_most_so_many_pending_halves(tmp_path, monkeypatch):
     import node.half
     from client.errors import LimitExceededError
+
     monkeypatch.setattr(node.half, "MAX_PENDING_PER_GROUP", 2)
     async with cluster(tmp_path) as c:
         await topic(c)
@@ -169,5 +177,5 @@ async def test_a_group_holds_at_most_so_many_pending_halves(tmp_path, monkeypatc
                 await p.send_half("orders", b"2")
                 with pytest.raises(LimitExceededError, match="pending"):
                     await p.send_half("orders", b"3")
-                await first.abort()                      # room again once one is decided
+                await first.abort()  # room again once one is decided
                 await p.send_half("orders", b"4")

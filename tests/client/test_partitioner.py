@@ -11,9 +11,12 @@ from client.partitioner import StickyPartitioner, murmur2, partition_for_key
 def test_kafka_reference_vectors():
     # From Kafka's UtilsTest.testMurmur2.
     cases = {
-        b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
+        b"21": -973932308,
+        b"foobar": -790332482,
+        b"a-little-bit-long-string": -985981536,
         b"a-little-bit-longer-string": -1486304829,
-        b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971, b"abc": 479470107,
+        b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+        b"abc": 479470107,
     }
     for key, want in cases.items():
         assert murmur2(key) == want, key

@@ -28,8 +28,10 @@ async def test_keys_land_where_kafka_puts_them_in_order(tmp_path):
         async with Admin(c.bootstrap) as admin:
             await admin.create_topic("orders", partitions=4, replication=3)
         async with Producer(c.bootstrap) as producer:
-            deliveries = [await producer.submit("orders", b"%d" % i, key=b"user-%d" % (i % 7),
-                                                headers={"n": b"%d" % i}) for i in range(300)]
+            deliveries = [
+                await producer.submit("orders", b"%d" % i, key=b"user-%d" % (i % 7), headers={"n": b"%d" % i})
+                for i in range(300)
+            ]
             mds = [await d for d in deliveries]
         assert all(md.partition == partition_for_key(b"user-%d" % (i % 7), 4) for i, md in enumerate(mds))
         msgs = await read_all(c.bootstrap, "orders", 300)

@@ -29,7 +29,7 @@ def frames_of(data: bytes, chunks: list[int], max_frame: int = 1 << 20):
     dec = FrameDecoder(max_frame)
     out, pos = [], 0
     for n in chunks + [len(data)]:
-        dec.feed(data[pos:pos + n])
+        dec.feed(data[pos : pos + n])
         pos += n
         while (f := dec.next_frame()) is not None:
             out.append(decode_payload(f[1]))
@@ -81,6 +81,7 @@ def test_garbage_payload_is_a_remote_error(garbage):
 
 def test_unknown_type_tag_rejected():
     import msgspec
+
     payload = msgspec.msgpack.encode([1, ["NoSuchRequest", 1]])
     with pytest.raises(RemoteProtocolError):
         decode_payload(payload)
@@ -88,6 +89,7 @@ def test_unknown_type_tag_rejected():
 
 def test_wrong_field_type_rejected():
     import msgspec
+
     payload = msgspec.msgpack.encode([1, ["Produce", 5, 0, b"", -1, 1]])
     with pytest.raises(RemoteProtocolError, match="str"):
         decode_payload(payload)

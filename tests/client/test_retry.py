@@ -53,10 +53,10 @@ async def test_concurrent_retries_through_the_delay_tier_then_dead_letter_and_re
                     while not (len(calls[b"flaky"]) == 3 and len(calls[b"bad"]) == 3 and await dead_lettered()):
                         await trio.sleep(0.05)
                 nursery.cancel_scope.cancel()
-        assert calls[b"good"] == [b"0"]                        # the partition kept flowing
-        assert calls[b"flaky"] == [b"0", b"1", b"2"]           # the attempt count travels with it
+        assert calls[b"good"] == [b"0"]  # the partition kept flowing
+        assert calls[b"flaky"] == [b"0", b"1", b"2"]  # the attempt count travels with it
         gaps = [b - a for a, b in zip(stamps[b"flaky"], stamps[b"flaky"][1:])]
-        assert gaps[0] >= 0.1 - 0.01 and gaps[1] >= 0.2 - 0.01   # backoff 0.2*2**n with jitter 0.5..1.5
+        assert gaps[0] >= 0.1 - 0.01 and gaps[1] >= 0.2 - 0.01  # backoff 0.2*2**n with jitter 0.5..1.5
         (letter,) = letters
         h = dict(letter.message.headers)
         assert (letter.topic, letter.partition, letter.attempts) == ("jobs", 0, 3)
@@ -74,12 +74,12 @@ async def test_concurrent_retries_through_the_delay_tier_then_dead_letter_and_re
                     if len(seen) == 3:
                         break
             with trio.move_on_after(1.0):
-                seen.append((await other.__anext__()).value)   # a retry copy here would be a bug
+                seen.append((await other.__anext__()).value)  # a retry copy here would be a bug
         assert sorted(seen) == [b"bad", b"flaky", b"good"]
 
         replayed = await replay_dead_letters(c.bootstrap, "workers", idle=0.5)
         assert [r.message.value for r in replayed] == [b"bad"]
-        assert await replay_dead_letters(c.bootstrap, "workers", idle=0.5) == []   # never twice
+        assert await replay_dead_letters(c.bootstrap, "workers", idle=0.5) == []  # never twice
         async with Consumer(c.bootstrap, topics=["jobs"], offset_reset="earliest") as reader:
             values = []
             with trio.fail_after(10):
@@ -87,7 +87,7 @@ async def test_concurrent_retries_through_the_delay_tier_then_dead_letter_and_re
                     values.append((msg.value, msg.headers))
                     if len(values) == 4:
                         break
-        assert values[-1] == (b"bad", (("user", b"bad"),))      # back in its topic, a fresh start
+        assert values[-1] == (b"bad", (("user", b"bad"),))  # back in its topic, a fresh start
 
 
 async def test_serial_retries_in_place_keep_key_order_while_other_keys_flow(tmp_path):
@@ -112,4 +112,4 @@ async def test_serial_retries_in_place_keep_key_order_while_other_keys_flow(tmp_
         async with Consumer(c.bootstrap, group="ser", topics=["s"], offset_reset="earliest") as consumer:
             await run_until(consumer, handler, lambda: len(order) == 6, mode="serial", retries=3, backoff=0.3)
         assert [v for v in order if v.startswith(b"a")] == [b"a0", b"a1", b"a2"]
-        assert order.index(b"b2") < order.index(b"a0")          # b did not wait for a's retries
+        assert order.index(b"b2") < order.index(b"a0")  # b did not wait for a's retries

@@ -21,7 +21,7 @@ from client.partitioner import partition_for_key
 from client.sync import _Blocking
 from tests.cluster import running_cluster
 
-pytestmark = pytest.mark.timeout(60)   # a facade that hangs must fail, not stall the run
+pytestmark = pytest.mark.timeout(60)  # a facade that hangs must fail, not stall the run
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +206,9 @@ def test_transactions_commit_abort_and_the_with_block(bootstrap):
     with sync.Consumer(bootstrap, topics=["txa", "txb"], offset_reset="earliest") as consumer:
         committed = sorted(m.value for m in drain(consumer))
     assert committed == [b"a0", b"a1", b"a2", b"a3", b"b0", b"b1"]
-    with sync.Consumer(bootstrap, topics=["txa", "txb"], offset_reset="earliest",
-                       isolation="read_uncommitted") as consumer:
+    with sync.Consumer(
+        bootstrap, topics=["txa", "txb"], offset_reset="earliest", isolation="read_uncommitted"
+    ) as consumer:
         everything = sorted(m.value for m in drain(consumer))
     assert everything == sorted(committed + [b"aborted", b"also aborted"])
 
@@ -219,8 +220,10 @@ def test_send_offsets_commit_only_with_the_transaction(bootstrap):
     with sync.Producer(bootstrap) as plain:
         for i in range(4):
             plain.send("txin", b"%d" % i)
-    with sync.Consumer(bootstrap, group="sync-pipe", topics=["txin"], offset_reset="earliest") as consumer, \
-            sync.Producer(bootstrap, transactional_id="sync-pipe-1") as producer:
+    with (
+        sync.Consumer(bootstrap, group="sync-pipe", topics=["txin"], offset_reset="earliest") as consumer,
+        sync.Producer(bootstrap, transactional_id="sync-pipe-1") as producer,
+    ):
         first = [next(consumer) for _ in range(2)]
         with producer.transaction():
             for m in first:
@@ -241,6 +244,7 @@ def test_half_messages_with_a_plain_function_checker(bootstrap):
     """The blocking face: send_half, commit and abort block; a plain-function checker
     runs in a worker thread and decides what nobody committed."""
     import time
+
     with sync.Admin(bootstrap) as admin:
         admin.create_topic("sync-half", partitions=1)
     with sync.Producer(bootstrap, producer_group="sync-svc", check_after=0.3) as producer:
@@ -248,15 +252,17 @@ def test_half_messages_with_a_plain_function_checker(bootstrap):
         dropped = producer.send_half("sync-half", b"dropped", key=b"b")
         assert kept.commit().topic == "sync-half"
         dropped.abort()
-        producer.send_half("sync-half", b"left", key=b"c")          # nobody decides it here
+        producer.send_half("sync-half", b"left", key=b"c")  # nobody decides it here
     asked = []
 
-    def check(msg):                                                  # blocking, like a DB query
+    def check(msg):  # blocking, like a DB query
         asked.append(msg.key)
         return msg.key == b"c"
 
-    with sync.Producer(bootstrap, producer_group="sync-svc", transaction_checker=check) as producer, \
-            sync.Admin(bootstrap) as admin:
+    with (
+        sync.Producer(bootstrap, producer_group="sync-svc", transaction_checker=check) as producer,
+        sync.Admin(bootstrap) as admin,
+    ):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             states = {h.key: h.state for h in admin.list_halves("sync-svc", resolved=True).halves}

@@ -80,8 +80,9 @@ async def test_commit_is_visible_together_and_abort_only_uncommitted(tmp_path):
 
 
 async def fetch(client, topic, p, isolation, offset=0):
-    resp = await client.leader_request(topic, p, Fetch([FetchPartition(topic, p, offset)], max_wait_ms=0,
-                                                       isolation=isolation))
+    resp = await client.leader_request(
+        topic, p, Fetch([FetchPartition(topic, p, offset)], max_wait_ms=0, isolation=isolation)
+    )
     return resp.results[0]
 
 
@@ -89,12 +90,15 @@ async def test_open_transaction_holds_back_read_committed_at_the_last_stable_off
     async with cluster(tmp_path) as c:
         await topics(c, ("t", 1))
         with trio.fail_after(30):
-            async with Producer(c.bootstrap, transactional_id="slow") as txn, Producer(c.bootstrap) as plain, \
-                    ClusterClient(c.bootstrap) as client:
+            async with (
+                Producer(c.bootstrap, transactional_id="slow") as txn,
+                Producer(c.bootstrap) as plain,
+                ClusterClient(c.bootstrap) as client,
+            ):
                 await plain.send("t", b"before")
                 await txn.begin_transaction()
                 first = await txn.send("t", b"in txn")
-                await plain.send("t", b"after")            # committed, but behind the open transaction
+                await plain.send("t", b"after")  # committed, but behind the open transaction
                 res = await fetch(client, "t", 0, READ_COMMITTED)
                 assert res.last_stable_offset == first.offset < res.high_watermark
                 assert [m.value for m in await read(c, ["t"], quiet=0.5)] == [b"before"]
@@ -106,7 +110,7 @@ async def test_open_transaction_holds_back_read_committed_at_the_last_stable_off
                 latest = await client.leader_request("t", 0, ListOffsets("t", 0, LATEST))
                 assert latest.offset == res.high_watermark
                 async with Consumer(c.bootstrap, topics=["t"], offset_reset="latest") as late:
-                    while ("t", 0) not in late.commit_points():     # its start is looked up
+                    while ("t", 0) not in late.commit_points():  # its start is looked up
                         await trio.sleep(0.02)
                     assert late.commit_points()[("t", 0)] == first.offset
                     await txn.commit_transaction()
@@ -134,8 +138,13 @@ async def test_new_producer_fences_the_old_one_and_aborts_its_transaction(tmp_pa
                         await zombie.send("t", b"zombie-1", partition=1)
                     with pytest.raises(ProducerFencedError):
                         await client.transaction_coordinator_request("app", EndTxn("app", pid, epoch, commit=True))
-                    late = build_batch([(None, b"zombie-2", (), None)], producer_id=pid, producer_epoch=epoch,
-                                       base_sequence=1, transactional=True)
+                    late = build_batch(
+                        [(None, b"zombie-2", (), None)],
+                        producer_id=pid,
+                        producer_epoch=epoch,
+                        base_sequence=1,
+                        transactional=True,
+                    )
                     with pytest.raises(ProducerFencedError):
                         await client.leader_request("t", 0, Produce("t", 0, late))
                     with pytest.raises(ProducerFencedError):
@@ -150,15 +159,18 @@ async def test_coordinator_aborts_a_transaction_past_its_timeout(tmp_path):
     async with cluster(tmp_path) as c:
         await topics(c, ("t", 1))
         with trio.fail_after(30):
-            async with Producer(c.bootstrap, transactional_id="stuck", transaction_timeout=0.5) as producer, \
-                    ClusterClient(c.bootstrap) as client:
+            async with (
+                Producer(c.bootstrap, transactional_id="stuck", transaction_timeout=0.5) as producer,
+                ClusterClient(c.bootstrap) as client,
+            ):
                 await producer.begin_transaction()
                 first = await producer.send("t", b"never")
                 while (await fetch(client, "t", 0, READ_COMMITTED)).last_stable_offset == first.offset:
                     await trio.sleep(0.1)
                 res = await fetch(client, "t", 0, READ_COMMITTED, offset=first.offset)
-                assert res.records and [(a.producer_id, a.first_offset) for a in res.aborted] \
-                    == [(producer.producer_id, first.offset)]
+                assert res.records and [(a.producer_id, a.first_offset) for a in res.aborted] == [
+                    (producer.producer_id, first.offset)
+                ]
                 with pytest.raises(ProducerFencedError):
                     await producer.commit_transaction()
         assert await read(c, ["t"], quiet=0.5) == []
@@ -168,9 +180,11 @@ async def test_offsets_sent_with_a_transaction_commit_with_it(tmp_path):
     async with cluster(tmp_path) as c:
         with trio.fail_after(40):
             await inputs(c, [b"%d" % i for i in range(4)])
-            async with Consumer(c.bootstrap, group="pipe", topics=["in"], offset_reset="earliest") as consumer, \
-                    Producer(c.bootstrap, transactional_id="pipe-1") as producer, \
-                    ClusterClient(c.bootstrap) as client:
+            async with (
+                Consumer(c.bootstrap, group="pipe", topics=["in"], offset_reset="earliest") as consumer,
+                Producer(c.bootstrap, transactional_id="pipe-1") as producer,
+                ClusterClient(c.bootstrap) as client,
+            ):
 
                 async def committed():
                     resp = await client.coordinator_request("pipe", OffsetFetch("pipe"))
@@ -199,20 +213,23 @@ async def test_transaction_completes_after_its_coordinator_dies_between_prepare_
         state_partition = partition_for_key(b"crashy", n)
 
         def coordinator():
-            return next(b for b in c.brokers.values()
-                        if (part := b.partitions.get((TXN_TOPIC, state_partition))) is not None
-                        and part.ready_for_writes())
+            return next(
+                b
+                for b in c.brokers.values()
+                if (part := b.partitions.get((TXN_TOPIC, state_partition))) is not None and part.ready_for_writes()
+            )
 
         with trio.fail_after(60):
-            async with Producer(c.bootstrap, transactional_id="crashy", request_timeout=2,
-                                delivery_timeout=40) as producer:
+            async with Producer(
+                c.bootstrap, transactional_id="crashy", request_timeout=2, delivery_timeout=40
+            ) as producer:
                 await producer.begin_transaction()
                 for i in range(6):
                     await producer.send("a", b"a%d" % i, key=b"%d" % i)
                 await producer.send("b", b"b")
                 doomed = coordinator()
 
-                async def hang(*args):   # the coordinator "crashes" right after PREPARE_COMMIT
+                async def hang(*args):  # the coordinator "crashes" right after PREPARE_COMMIT
                     await trio.sleep_forever()
 
                 doomed.transactions._complete = hang
@@ -221,11 +238,13 @@ async def test_transaction_completes_after_its_coordinator_dies_between_prepare_
                     part = doomed.partitions[(TXN_TOPIC, state_partition)]
                     while part.txn_meta["crashy"].status != TxnStatus.PREPARE_COMMIT:
                         await trio.sleep(0.02)
-                    assert await read(c, ["a", "b"], quiet=0.5) == []     # decided, but no marker yet
+                    assert await read(c, ["a", "b"], quiet=0.5) == []  # decided, but no marker yet
                     await c.stop(doomed.id, graceful=False)
                 # commit_transaction returned: the new coordinator finished it
-                assert coordinator().partitions[(TXN_TOPIC, state_partition)].txn_meta["crashy"].status \
+                assert (
+                    coordinator().partitions[(TXN_TOPIC, state_partition)].txn_meta["crashy"].status
                     == TxnStatus.COMPLETE_COMMIT
+                )
         got = values(await read(c, ["a", "b"]))
         assert got == sorted([b"a%d" % i for i in range(6)] + [b"b"])
 
@@ -249,9 +268,12 @@ async def test_consume_process_produce_is_exactly_once_across_crashes(tmp_path):
 
         with trio.fail_after(120):
             for _ in range(20):
-                async with Consumer(c.bootstrap, group="eo", topics=["in"], offset_reset="earliest",
-                                    session_timeout=2) as consumer, \
-                        Producer(c.bootstrap, transactional_id="eo-1") as producer:
+                async with (
+                    Consumer(
+                        c.bootstrap, group="eo", topics=["in"], offset_reset="earliest", session_timeout=2
+                    ) as consumer,
+                    Producer(c.bootstrap, transactional_id="eo-1") as producer,
+                ):
                     with trio.move_on_after(0.5 + rng.random() * 2):
                         await consumer.run(handler, producer=producer)
                 if len(await read(c, ["out"], quiet=0.5)) >= count:
@@ -289,18 +311,20 @@ async def test_a_late_duplicate_request_of_an_ended_transaction_begins_nothing(t
     from client import Admin
     from client.errors import InvalidRequestError
     from client.protocol import AddPartitionsToTxn, TopicPartition
+
     async with cluster(tmp_path) as c:
         await topics(c, ("late", 1))
         with trio.fail_after(30):
             async with Producer(c.bootstrap, transactional_id="late-1") as producer, Admin(c.bootstrap) as admin:
                 async with producer.transaction():
                     await producer.send("late", b"x")
-                late = AddPartitionsToTxn("late-1", producer.producer_id, producer.producer_epoch,
-                                          [TopicPartition("late", 0)], transaction=1)
+                late = AddPartitionsToTxn(
+                    "late-1", producer.producer_id, producer.producer_epoch, [TopicPartition("late", 0)], transaction=1
+                )
                 with pytest.raises(InvalidRequestError, match="late request for transaction 1"):
                     await producer.cluster.transaction_coordinator_request("late-1", late)
                 assert (await admin.describe_transaction("late-1")).state == "complete_commit"
-                async with producer.transaction():              # the next one is number 2: welcome
+                async with producer.transaction():  # the next one is number 2: welcome
                     await producer.send("late", b"y")
                 assert (await admin.describe_transaction("late-1")).state == "complete_commit"
         assert values(await read(c, ["late"])) == [b"x", b"y"]
@@ -314,26 +338,31 @@ async def test_a_partition_handed_over_mid_commit_starts_after_the_transactions_
     hold = tmp_path / "hold-markers"
     async with cluster(tmp_path) as c:
         for b in c.brokers.values():
-            b.transactions._hold_path = str(hold)       # the test hook of test_transactions_process.py
+            b.transactions._hold_path = str(hold)  # the test hook of test_transactions_process.py
         with trio.fail_after(60):
             await inputs(c, [b"m%d" % i for i in range(5)])
             # A short request_timeout bounds its shielded abort on cancel, which waits on the held commit.
-            async with Producer(c.bootstrap, transactional_id="worker-a", request_timeout=2.0) as pa, \
-                    Admin(c.bootstrap) as admin:
+            async with (
+                Producer(c.bootstrap, transactional_id="worker-a", request_timeout=2.0) as pa,
+                Admin(c.bootstrap) as admin,
+            ):
                 hold.write_text("")
 
                 async def worker_a():
-                    async with Consumer(c.bootstrap, group="g", topics=["in"], offset_reset="earliest",
-                                        session_timeout=1.0) as a:
+                    async with Consumer(
+                        c.bootstrap, group="g", topics=["in"], offset_reset="earliest", session_timeout=1.0
+                    ) as a:
+
                         async def handler(msg):
                             await pa.send("out", msg.value)
+
                         await a.run(handler, producer=pa, max_messages=1)
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(worker_a)
                     while (await admin.describe_transaction("worker-a")).state != "prepare_commit":
                         await trio.sleep(0.02)
-                    nursery.cancel_scope.cancel()   # worker A vanishes (expires); its commit is decided, not done
+                    nursery.cancel_scope.cancel()  # worker A vanishes (expires); its commit is decided, not done
                 async with Consumer(c.bootstrap, group="g", topics=["in"], offset_reset="earliest") as b:
                     with trio.move_on_after(1.5):
                         got = await b.__anext__()
@@ -348,13 +377,17 @@ async def out_per_input(c, n, **run_kw):
     """Group `g` turns `n` inputs into `out:<input>` with `run(producer=)`, one
     transaction each; an input `bad` fails. Returns the inputs in the order handled."""
     calls = []
-    async with Producer(c.bootstrap, transactional_id="worker") as tp, \
-            Consumer(c.bootstrap, group="g", topics=["in"], offset_reset="earliest") as consumer:
+    async with (
+        Producer(c.bootstrap, transactional_id="worker") as tp,
+        Consumer(c.bootstrap, group="g", topics=["in"], offset_reset="earliest") as consumer,
+    ):
+
         async def handler(msg):
             calls.append(msg.value)
             await tp.send("out", b"out:" + msg.value)
             if msg.value == b"bad":
                 raise ValueError("cannot handle it")
+
         await consumer.run(handler, producer=tp, max_messages=n, **run_kw)
     return calls
 
@@ -408,6 +441,7 @@ async def test_a_transaction_left_open_by_a_failed_abort_is_named_as_such(tmp_pa
     the transaction still open here. The next begin says so and what to do, instead of
     a bare 'already open'; an abort that goes through lets the producer go on."""
     from client.errors import InvalidTxnStateError, RequestTimeoutError
+
     async with cluster(tmp_path) as c:
         await topics(c, ("t", 1))
         with trio.fail_after(30):
@@ -425,7 +459,7 @@ async def test_a_transaction_left_open_by_a_failed_abort_is_named_as_such(tmp_pa
                         await p.send("t", b"x")
                 with pytest.raises(InvalidTxnStateError, match="outcome unknown"):
                     await p.begin_transaction()
-                with pytest.raises(RequestTimeoutError):    # an explicit abort without an answer: the same
+                with pytest.raises(RequestTimeoutError):  # an explicit abort without an answer: the same
                     await p.abort()
                 with pytest.raises(InvalidTxnStateError, match="outcome unknown"):
                     await p.begin_transaction()

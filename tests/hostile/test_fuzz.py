@@ -20,15 +20,20 @@ CLIENTS = 4
 @pytest.mark.timeout(300)
 async def test_seeded_fuzz_run_finds_nothing(tmp_path):
     said: list[str] = []
-    opts = Options(run_dir=tmp_path / "run", seed=SEED, duration=DURATION, clients=CLIENTS,
-                   setup_timeout=120.0)   # a busy CI machine starts nodes slowly
+    opts = Options(
+        run_dir=tmp_path / "run", seed=SEED, duration=DURATION, clients=CLIENTS, setup_timeout=120.0
+    )  # a busy CI machine starts nodes slowly
     with trio.fail_after(290):
         report = await run_fuzz(opts, say=said.append)
     story = "\n".join(said)
-    found = "\n".join(f"{kind} ({n}):\n    " + "\n    ".join(report.examples.get(kind, []))
-                      for kind, n in report.violations.most_common())
-    assert report.ok, (f"{found}\n\nreplay: scripts/fuzz --seed {SEED} --duration {DURATION:g} --clients {CLIENTS}"
-                       f"\nnode logs: {opts.run_dir}\n{story}")
+    found = "\n".join(
+        f"{kind} ({n}):\n    " + "\n    ".join(report.examples.get(kind, []))
+        for kind, n in report.violations.most_common()
+    )
+    assert report.ok, (
+        f"{found}\n\nreplay: scripts/fuzz --seed {SEED} --duration {DURATION:g} --clients {CLIENTS}"
+        f"\nnode logs: {opts.run_dir}\n{story}"
+    )
     # Enough happened to mean something.
     assert sum(report.outcomes.values()) > 300, f"too little traffic: {report.outcomes}\n{story}"
     assert len(report.shapes) >= 0.8 * (len(SHAPES) + len(RAW)), f"few shapes drawn: {sorted(report.shapes)}"

@@ -54,8 +54,10 @@ async def test_a_client_cannot_open_a_peer_connection(cluster):
             pass
     host, port = split_addr(cluster.peer_addrs[node])
     s = await trio.open_tcp_stream(host, port)
-    await s.send_all(encode_frame(0, Hello(PROTOCOL_VERSION, peer_node=2, nonce=b"n" * 32))
-                     + encode_frame(0, PeerMessages(_forged(0, [huge]))))   # no proof, straight to Raft
+    await s.send_all(
+        encode_frame(0, Hello(PROTOCOL_VERSION, peer_node=2, nonce=b"n" * 32))
+        + encode_frame(0, PeerMessages(_forged(0, [huge])))
+    )  # no proof, straight to Raft
     with trio.fail_after(10):
         while await s.receive_some(65536):
             pass
@@ -71,9 +73,13 @@ async def test_broker_to_broker_requests_are_refused_to_clients(cluster):
         await victim.begin_transaction()
         await victim.send("victim-out", b"kept")
         async with ClusterClient(cluster.bootstrap) as client:
-            for body in (WriteTxnMarker("victim-out", 0, victim.producer_id, victim.producer_epoch, commit=False,
-                                        coordinator_epoch=1 << 30),
-                         PendTxnOffsets("g", "victim", 1, []), EndTxnOffsets("g", "victim", 1, commit=True)):
+            for body in (
+                WriteTxnMarker(
+                    "victim-out", 0, victim.producer_id, victim.producer_epoch, commit=False, coordinator_epoch=1 << 30
+                ),
+                PendTxnOffsets("g", "victim", 1, []),
+                EndTxnOffsets("g", "victim", 1, commit=True),
+            ):
                 with pytest.raises(ClusterAuthorizationError):
                     await client.leader_request("victim-out", 0, body)
         await victim.commit_transaction()
@@ -87,8 +93,8 @@ async def test_a_node_forging_or_overflowing_raft_messages_is_ignored(cluster):
     not fit a batch's leader epoch, is dropped before any replica sees it."""
     target = 1
     forged = [
-        Heartbeat(to=target, frm=3, term=(1 << 40), commit=0),             # sent by 2, signed as 3
-        Heartbeat(to=target, frm=2, term=(1 << 40), commit=0),             # term beyond int32
+        Heartbeat(to=target, frm=3, term=(1 << 40), commit=0),  # sent by 2, signed as 3
+        Heartbeat(to=target, frm=2, term=(1 << 40), commit=0),  # term beyond int32
         InstallSnapshot(to=target, frm=2, term=1 << 40, snapshot=Snapshot(10**9, 1 << 40)),
     ]
     async with open_connection(cluster.peer_addrs[target], peer=PeerCredential(2, PEER_SECRET)) as conn:

@@ -45,7 +45,7 @@ async def test_a_client_that_never_reads_does_not_grow_the_node(cluster):
     s = await trio.open_tcp_stream(host, port)
     await s.send_all(encode_frame(0, Hello(PROTOCOL_VERSION)))
     fetch = Fetch([FetchPartition("unread", 0, 0, 4 << 20)], max_wait_ms=0, max_bytes=4 << 20)
-    with trio.move_on_after(8):             # 2,000 answers of ~4 MiB would be 8 GiB
+    with trio.move_on_after(8):  # 2,000 answers of ~4 MiB would be 8 GiB
         await s.send_all(b"".join(encode_frame(i, fetch) for i in range(1, 2001)))
     grown = rss_mb(pid) - before
     assert grown < 400, f"node {leader} grew by {grown:.0f} MB serving a client that never reads"
@@ -59,7 +59,7 @@ async def test_a_big_frame_before_hello_costs_nothing(cluster):
     await s.send_all(struct.pack(">IB", (1 << 31) - 1, PROTOCOL_VERSION) + b"\0" * 65536)
     with trio.fail_after(10):
         while await s.receive_some(4096):
-            pass                              # the node closes the connection
+            pass  # the node closes the connection
     await s.aclose()
     await assert_unharmed(cluster)
 
@@ -75,11 +75,11 @@ async def test_a_topic_deleted_and_created_again_keeps_its_data_through_a_kill(c
                 try:
                     await admin.create_topic("reborn", partitions=1, replication=3)
                     break
-                except Exception:            # the deletion still settling on some node
+                except Exception:  # the deletion still settling on some node
                     await trio.sleep(0.2)
         async with Producer(cluster.bootstrap) as producer:
             await producer.send("reborn", b"second life")
-    for n in list(cluster.procs):             # every node replays create, delete, create
+    for n in list(cluster.procs):  # every node replays create, delete, create
         cluster.kill(n, signal.SIGKILL)
         await cluster.wait_exit(n)
         cluster.start(n)

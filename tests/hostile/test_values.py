@@ -78,13 +78,17 @@ async def test_clocks_and_delays_far_off_are_refused(cluster):
         with pytest.raises(InvalidTimestampError):
             await produce(client, tier, build_batch([(None, b"x", ((H_TARGET, b"clock"), (H_DUE, b"1")), year_9999)]))
         with pytest.raises(InvalidRequestError, match="due time"):
-            await produce(client, tier, build_batch([(None, b"x", ((H_TARGET, b"clock"),
-                                                                  (H_DUE, str(year_9999).encode())), now)]))
+            await produce(
+                client, tier, build_batch([(None, b"x", ((H_TARGET, b"clock"), (H_DUE, str(year_9999).encode())), now)])
+            )
         with pytest.raises(InvalidRequestError, match="needs"):
             await produce(client, tier, build_batch([(None, b"x", (), now)]))
         with pytest.raises(InvalidRequestError, match="not a topic"):
-            await produce(client, tier, build_batch([(None, b"x", ((H_TARGET, b"__consumer_offsets"),
-                                                                  (H_DUE, str(now).encode())), now)]))
+            await produce(
+                client,
+                tier,
+                build_batch([(None, b"x", ((H_TARGET, b"__consumer_offsets"), (H_DUE, str(now).encode())), now)]),
+            )
     await assert_unharmed(cluster)
 
 
@@ -97,10 +101,16 @@ async def test_internal_topics_take_no_plain_writes(cluster):
     await assert_unharmed(cluster)
 
 
-@pytest.mark.parametrize("configs", [
-    {"segment.bytes": str(1 << 31)}, {"segment.bytes": "1"}, {"segment.ms": "1"}, {"retention.ms": "-5"},
-    {"segment.bytes": "12abc"},
-])
+@pytest.mark.parametrize(
+    "configs",
+    [
+        {"segment.bytes": str(1 << 31)},
+        {"segment.bytes": "1"},
+        {"segment.ms": "1"},
+        {"retention.ms": "-5"},
+        {"segment.bytes": "12abc"},
+    ],
+)
 async def test_topic_configs_out_of_range_are_refused(cluster, configs):
     async with ClusterClient(cluster.bootstrap) as client:
         with pytest.raises(InvalidConfigError, match="must be an integer in"):
@@ -112,15 +122,18 @@ async def test_topic_configs_out_of_range_are_refused(cluster, configs):
 async def test_a_fetch_is_bounded_whatever_it_asks_for(cluster):
     from client.protocol import Fetch, FetchPartition
     from node.api import MAX_FETCH_BYTES, MAX_FETCH_PARTITIONS
+
     now = int(time.time() * 1000)
     async with ClusterClient(cluster.bootstrap) as client:
         await client.controller_request(CreateTopic("wide", 1, 3))
         for i in range(24):
             await produce(client, "wide", build_batch([(None, bytes(1 << 20), (), now + i)]))
-        resp = await client.leader_request("wide", 0, Fetch([FetchPartition("wide", 0, 0, 1 << 62)],
-                                                            max_bytes=1 << 62, max_wait_ms=0))
+        resp = await client.leader_request(
+            "wide", 0, Fetch([FetchPartition("wide", 0, 0, 1 << 62)], max_bytes=1 << 62, max_wait_ms=0)
+        )
         assert 0 < len(resp.results[0].records) <= MAX_FETCH_BYTES + (1 << 21)
         with pytest.raises(InvalidRequestError, match="partitions"):
-            await client.leader_request("wide", 0, Fetch([FetchPartition("wide", 0, 0)] * (MAX_FETCH_PARTITIONS + 1),
-                                                         max_wait_ms=0))
+            await client.leader_request(
+                "wide", 0, Fetch([FetchPartition("wide", 0, 0)] * (MAX_FETCH_PARTITIONS + 1), max_wait_ms=0)
+            )
     await assert_unharmed(cluster)

@@ -45,7 +45,8 @@ def check_valid_and_balanced(result, subs, counts):
         for y in result:
             if len(result[x]) >= len(result[y]) + 2:
                 assert not any(tp[0] in subs[y] for tp in result[x]), (
-                    f"{x} has {len(result[x])}, {y} has {len(result[y])} and could take one")
+                    f"{x} has {len(result[x])}, {y} has {len(result[y])} and could take one"
+                )
 
 
 def moved(before, after):

@@ -167,8 +167,10 @@ async def test_retention_and_follower_restart_from_log_start(tmp_path):
         log = part.storage.log
         assert log.log_start_offset >= start
         ours = log.read(max(log.log_start_offset, start), 1 << 20)
-        theirs = cluster.brokers[leader].partitions[("r", 0)].storage.log.read(max(log.log_start_offset, start), 1 << 20)
-        assert ours and ours[:len(theirs)] == theirs[:len(ours)]
+        theirs = (
+            cluster.brokers[leader].partitions[("r", 0)].storage.log.read(max(log.log_start_offset, start), 1 << 20)
+        )
+        assert ours and ours[: len(theirs)] == theirs[: len(ours)]
 
 
 async def test_controller_snapshot_brings_a_lagging_node_up_to_date(tmp_path):
@@ -180,7 +182,7 @@ async def test_controller_snapshot_brings_a_lagging_node_up_to_date(tmp_path):
             for i in range(12):
                 await conn.request(CreateTopic(f"t{i}", partitions=1, replication=2))
             await conn.request(DeleteTopic("t0"))
-        assert cluster.brokers[ctrl].controller.storage.first_index() > 5   # the log was compacted
+        assert cluster.brokers[ctrl].controller.storage.first_index() > 5  # the log was compacted
         await cluster.start(lagger)
         with trio.fail_after(15):
             while True:
@@ -212,6 +214,7 @@ async def test_a_restarted_node_is_loading_until_it_has_caught_up_with_the_contr
 
 async def test_only_the_controller_answers_whether_a_topic_exists(tmp_path):
     from client.cluster import ClusterClient
+
     async with local_cluster(tmp_path) as cluster:
         addr = await controller_conn_addr(cluster)
         async with open_connection(addr) as conn:
@@ -246,10 +249,10 @@ async def test_a_topic_deleted_and_created_again_keeps_its_new_data_across_resta
         leaders = await cluster.wait_leaders("again", timeout=20)
         part = cluster.brokers[leaders[0]].partitions[("again", 0)]
         with trio.fail_after(10):
-            while part.high_watermark < 2:      # the new incarnation's leader-change batch and "new"
+            while part.high_watermark < 2:  # the new incarnation's leader-change batch and "new"
                 await trio.sleep(0.05)
         values, log, at = [], part.storage.log, 0
-        while at < log.next_offset:          # a read stays within one segment
+        while at < log.next_offset:  # a read stays within one segment
             for h, data in iter_batches(log.read(at, 1 << 20)):
                 values += [] if h.is_control else [r.value for r in decode_records(data)]
                 at = h.last_offset + 1
@@ -264,7 +267,7 @@ async def test_a_partition_directory_of_the_old_layout_is_adopted(tmp_path):
             await client.leader_request("old", 0, Produce("old", 0, batch([b"kept"])))
         await cluster.stop(1, graceful=False)
         (new,) = (tmp_path / "n1").glob("old-0.g*")
-        new.rename(tmp_path / "n1" / "old-0")            # as a node before topic incarnations left it
+        new.rename(tmp_path / "n1" / "old-0")  # as a node before topic incarnations left it
         broker = await cluster.start(1)
         await cluster.wait_leaders("old")
         assert not (tmp_path / "n1" / "old-0").exists() and new.exists()
@@ -275,7 +278,7 @@ async def test_replicas_open_after_a_restart_whose_controller_log_ends_on_a_no_o
     async with local_cluster(tmp_path, n=1) as cluster:
         async with ClusterClient(cluster.bootstrap) as client:
             await client.controller_request(CreateTopic("kept", 1, 1))
-        for _ in range(2):          # the second restart replays a log that ends on the first's no-op
+        for _ in range(2):  # the second restart replays a log that ends on the first's no-op
             await cluster.stop(1, graceful=True)
             await cluster.start(1)
             await cluster.wait_controller()
@@ -288,7 +291,7 @@ async def test_a_controller_snapshot_larger_than_a_peer_frame_arrives_in_pieces(
         ctrl = await cluster.wait_controller()
         lagger = next(n for n in cluster.peers if n != ctrl)
         await cluster.stop(lagger, graceful=False)
-        names = [f"{i:03d}-" + "n" * 190 for i in range(60)]      # the state alone is several frames
+        names = [f"{i:03d}-" + "n" * 190 for i in range(60)]  # the state alone is several frames
         async with ClusterClient(cluster.bootstrap) as client:
             for name in names:
                 await client.controller_request(CreateTopic(name, partitions=1, replication=1))

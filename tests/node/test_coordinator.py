@@ -55,8 +55,11 @@ async def setup(c, client, topic="t", partitions=4):
 def coordinator_of(c, group):
     n = len(next(iter(c.brokers.values())).state.topics[OFFSETS_TOPIC].replicas)
     p = partition_for_key(group.encode(), n)
-    return next(b.id for b in c.brokers.values()
-                if (part := b.partitions.get((OFFSETS_TOPIC, p))) is not None and part.ready_for_writes())
+    return next(
+        b.id
+        for b in c.brokers.values()
+        if (part := b.partitions.get((OFFSETS_TOPIC, p))) is not None and part.ready_for_writes()
+    )
 
 
 class Member:
@@ -73,9 +76,16 @@ class Member:
     async def beat(self, owned=None, epoch=None):
         if owned is not None:
             self.owned = set(owned)
-        req = GroupHeartbeat(self.group, self.member_id, self.epoch if epoch is None else epoch, self.topics,
-                             [TopicPartition(t, p) for t, p in sorted(self.owned)], "test", self.session_ms,
-                             self.rebalance_ms)
+        req = GroupHeartbeat(
+            self.group,
+            self.member_id,
+            self.epoch if epoch is None else epoch,
+            self.topics,
+            [TopicPartition(t, p) for t, p in sorted(self.owned)],
+            "test",
+            self.session_ms,
+            self.rebalance_ms,
+        )
         with trio.fail_after(10):
             resp = await self.client.coordinator_request(self.group, req)
         self.epoch = resp.member_epoch
@@ -171,7 +181,7 @@ async def test_a_silent_member_expires_and_a_stubborn_one_is_fenced(tmp_path):
             await b.beat()
         # c joins; a never gives anything back: past its rebalance timeout it is fenced.
         a.rebalance_ms = 500
-        await a.beat(epoch=0)   # timeouts are taken at (re)join
+        await a.beat(epoch=0)  # timeouts are taken at (re)join
         cm = Member(client, "g", "c", session_ms=5000)
         await cm.beat()
         with trio.fail_after(5):
@@ -197,7 +207,7 @@ async def test_commits_fetches_and_who_may_commit(tmp_path):
                 resp = await client.coordinator_request(group, OffsetFetch(group, partitions))
             return {(t, p): o for t, p, o in resp.offsets}
 
-        await commit([("t", 0, 5), ("t", 1, 7)])              # a simple (group-less) commit
+        await commit([("t", 0, 5), ("t", 1, 7)])  # a simple (group-less) commit
         await commit([("t", 0, 6)])
         assert await fetch() == {("t", 0): 6, ("t", 1): 7}
         assert await fetch([TopicPartition("t", 1), TopicPartition("t", 3)]) == {("t", 1): 7}
@@ -235,8 +245,9 @@ async def test_transactional_offsets_are_checked_held_pending_and_written_once(t
         async def ask(body):
             with trio.fail_after(10):
                 # Pend and End come from a transaction coordinator: a node, on the peer listener.
-                return await (node if isinstance(body, (PendTxnOffsets, EndTxnOffsets)) else client).coordinator_request(
-                    "g", body)
+                return await (
+                    node if isinstance(body, (PendTxnOffsets, EndTxnOffsets)) else client
+                ).coordinator_request("g", body)
 
         async def fetch(stable=True):
             resp = await ask(OffsetFetch("g", [TopicPartition(*mine)], stable))
@@ -244,8 +255,14 @@ async def test_transactional_offsets_are_checked_held_pending_and_written_once(t
 
         def pend(tid, number, member="a", tps=None, epoch=None):
             tps = tps or [mine]
-            return PendTxnOffsets("g", tid, number, [TopicPartition(*tp) for tp in tps], member,
-                                  [a.epoch if epoch is None else epoch] * len(tps))
+            return PendTxnOffsets(
+                "g",
+                tid,
+                number,
+                [TopicPartition(*tp) for tp in tps],
+                member,
+                [a.epoch if epoch is None else epoch] * len(tps),
+            )
 
         a, b = Member(client, "g", "a"), Member(client, "g", "b")
         await settle([a, b])
@@ -255,24 +272,24 @@ async def test_transactional_offsets_are_checked_held_pending_and_written_once(t
             await ask(pend("tx", 1, member="nobody"))
         with pytest.raises(IllegalGenerationError):
             await ask(pend("tx", 1, tps=[mine, theirs]))
-        assert await fetch() == 5                                  # refusals leave nothing pending
+        assert await fetch() == 5  # refusals leave nothing pending
 
         await ask(pend("tx", 1))
-        await ask(pend("tx", 1))                                   # a retry is fine
+        await ask(pend("tx", 1))  # a retry is fine
         with pytest.raises(UnstableOffsetCommitError, match="'tx' will commit the offset"):
             await fetch()
-        assert await fetch(stable=False) == 5                      # tools still see the committed offset
+        assert await fetch(stable=False) == 5  # tools still see the committed offset
         with pytest.raises(InvalidTxnStateError, match="'tx' is still committing"):
             await ask(pend("other", 1))
         await ask(EndTxnOffsets("g", "tx", 1, commit=True, offsets=[(*mine, 8)]))
         assert await fetch() == 8
-        await ask(OffsetCommit("g", [(*mine, 9)], "a"))            # the owner moves on
+        await ask(OffsetCommit("g", [(*mine, 9)], "a"))  # the owner moves on
         await ask(EndTxnOffsets("g", "tx", 1, commit=True, offsets=[(*mine, 8)]))
         assert await fetch() == 9, "a redone end must not move a later commit back"
 
         await ask(pend("tx", 2))
         await ask(EndTxnOffsets("g", "tx", 2, commit=False, offsets=[(*mine, 12)]))
-        assert await fetch() == 9                                  # aborted: unchanged, and stable again
+        assert await fetch() == 9  # aborted: unchanged, and stable again
         await ask(EndTxnOffsets("g", "never-pended", 1, commit=True, offsets=[(*mine, 20)]))
         assert await fetch() == 9
 
@@ -356,12 +373,20 @@ async def test_describe_and_list_groups(tmp_path):
 def test_offsets_state_applies_records_and_round_trips():
     s = OffsetsState()
     for key, value in [
-        offset_record("g", "t", 0, 5), offset_record("g", "t", 1, 9), offset_record("g", "t", 0, 6),
-        member_record("g", "m1", ("c", 1000, 2000)), member_record("g", "m2", ("c", 1000, 2000)),
-        member_record("g", "m2", None), epoch_record("g", 4), epoch_record("g", 3),
-        offset_record("h", "u", 2, 1), offset_record("h", "u", 2, None),
-        (b"\xc1garbage", b"1"), (msgspec.msgpack.encode((9, "g")), b"\x01"),
-        pending_record("g", "t", 2, ("txn-1", 3, 10**13)), pending_record("g", "t", 3, ("txn-2", 1, 10**13)),
+        offset_record("g", "t", 0, 5),
+        offset_record("g", "t", 1, 9),
+        offset_record("g", "t", 0, 6),
+        member_record("g", "m1", ("c", 1000, 2000)),
+        member_record("g", "m2", ("c", 1000, 2000)),
+        member_record("g", "m2", None),
+        epoch_record("g", 4),
+        epoch_record("g", 3),
+        offset_record("h", "u", 2, 1),
+        offset_record("h", "u", 2, None),
+        (b"\xc1garbage", b"1"),
+        (msgspec.msgpack.encode((9, "g")), b"\x01"),
+        pending_record("g", "t", 2, ("txn-1", 3, 10**13)),
+        pending_record("g", "t", 3, ("txn-2", 1, 10**13)),
         pending_record("g", "t", 3, None),
     ]:
         s.apply(key, value)
@@ -377,8 +402,10 @@ def test_offsets_state_applies_records_and_round_trips():
 
 async def test_offsets_are_snapshotted_not_expired_and_a_lagging_replica_installs_the_snapshot(tmp_path, monkeypatch):
     monkeypatch.setattr(coordinator_module, "SNAPSHOT_EVERY", 20)
-    async with local_cluster(tmp_path, 3, offsets_partitions=1, retention_check_ms=50) as c, \
-            ClusterClient(c.bootstrap) as client:
+    async with (
+        local_cluster(tmp_path, 3, offsets_partitions=1, retention_check_ms=50) as c,
+        ClusterClient(c.bootstrap) as client,
+    ):
         await setup(c, client)
         leader = coordinator_of(c, "g")
         controller = await c.wait_controller()
@@ -395,7 +422,7 @@ async def test_offsets_are_snapshotted_not_expired_and_a_lagging_replica_install
         await c.start(lagger)
         with trio.fail_after(15):
             while True:
-                behind = c.brokers[lagger].partitions.get((OFFSETS_TOPIC, 0))   # once the controller log replayed
+                behind = c.brokers[lagger].partitions.get((OFFSETS_TOPIC, 0))  # once the controller log replayed
                 data = behind.offsets.groups.get("g") if behind is not None else None
                 if data is not None and data.offsets == expected:
                     break
@@ -412,6 +439,7 @@ async def test_offsets_are_snapshotted_not_expired_and_a_lagging_replica_install
 
 def test_dead_groups_and_deleted_topics_lose_their_offsets_by_the_logs_clock():
     import msgspec
+
     day = 86_400_000
     st = OffsetsState()
     st.apply(*offset_record("dead", "t", 0, 5), 1_000)
@@ -420,20 +448,21 @@ def test_dead_groups_and_deleted_topics_lose_their_offsets_by_the_logs_clock():
     st.apply(*offset_record("moved-on", "old-topic", 0, 1), 1_000)
     st.apply(*offset_record("moved-on", "t", 1, 2), 1_000)
     st.apply(*member_record("moved-on", "m2", ("c", 3000, 60_000)), 1_000)
-    st.apply(*offset_record("fresh", "new-topic", 0, 1), 8 * day)     # just written: a topic not heard of yet
+    st.apply(*offset_record("fresh", "new-topic", 0, 1), 8 * day)  # just written: a topic not heard of yet
     expired = st.expired(8 * day + 1_000, 7 * day, lambda topic: topic == "t")
     keys = sorted(tuple(msgspec.msgpack.decode(k)[1:]) for k, v in expired)
     assert keys == [("dead", "t", 0), ("moved-on", "old-topic", 0)] and all(v is None for _, v in expired)
     for k, v in expired:
         st.apply(k, v, 8 * day + 2_000)
-    assert "dead" not in st.groups                       # nothing left of it: gone from the state
+    assert "dead" not in st.groups  # nothing left of it: gone from the state
     assert st.groups["moved-on"].offsets == {("t", 1): 2} and st.groups["live"].offsets == {("t", 0): 7}
-    again = OffsetsState.decode(st.encode())             # the clock survives a snapshot
+    again = OffsetsState.decode(st.encode())  # the clock survives a snapshot
     assert again.groups["fresh"].last_write_ms == 8 * day
 
 
 async def test_the_coordinator_expires_a_dead_groups_offsets(tmp_path, monkeypatch):
     import node.coordinator
+
     monkeypatch.setattr(node.coordinator, "DELETED_TOPIC_GRACE_MS", 500)
     async with cluster(tmp_path, offsets_retention_ms=1000) as c, ClusterClient(c.bootstrap) as client:
         await client.controller_request(CreateTopic("exp", 1, 3))

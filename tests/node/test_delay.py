@@ -38,12 +38,17 @@ async def collect(bootstrap, topic, count, timeout):
 
 def test_ladder_helpers():
     assert [tier_name(t) for t in (100, 500, 1000, 120_000, 3_600_000)] == [
-        "__delay_100ms", "__delay_500ms", "__delay_1s", "__delay_2m", "__delay_1h"]
+        "__delay_100ms",
+        "__delay_500ms",
+        "__delay_1s",
+        "__delay_2m",
+        "__delay_1h",
+    ]
     assert pick_tier(LADDER, 1999) == 1000 and pick_tier(LADDER, 5000) == 2000 and pick_tier(LADDER, 10) == 500
 
 
 async def test_each_tier_and_cascades_never_early(tmp_path):
-    delays = [0.0, 0.2, 0.6, 1.2, 2.5, 4.3, 6.1]   # below, on and across tiers; 6.1 s cascades 2+2+2
+    delays = [0.0, 0.2, 0.6, 1.2, 2.5, 4.3, 6.1]  # below, on and across tiers; 6.1 s cascades 2+2+2
     async with local_cluster(tmp_path, delay_tiers_ms=LADDER) as c:
         await ready(c.bootstrap, "orders")
         due = {}
@@ -55,11 +60,11 @@ async def test_each_tier_and_cascades_never_early(tmp_path):
                 due[value] = start + d
                 assert md.topic == ("orders" if d == 0 else tier_name(pick_tier(LADDER, int(d * 1000))))
         got = await collect(c.bootstrap, "orders", len(delays), timeout=20)
-    assert sorted(v for v, _, _ in got) == sorted(due)                # each once
+    assert sorted(v for v, _, _ in got) == sorted(due)  # each once
     for value, arrived, msg in got:
         assert arrived >= due[value] - 0.01, f"{value} early by {due[value] - arrived:.3f}s"
         assert arrived - due[value] < 2.0, f"{value} late by {arrived - due[value]:.3f}s"
-        assert msg.headers == (("trace", value),)                       # delay headers stripped
+        assert msg.headers == (("trace", value),)  # delay headers stripped
         assert not any(h[0] in DELAY_HEADERS for h in msg.headers)
 
 
@@ -72,14 +77,16 @@ async def test_scheduler_leader_failover_loses_and_doubles_nothing(tmp_path):
                 await producer.submit("fo", b"%d" % i, delay=1.0 + (i % 20) * 0.1)
             await producer.flush()
         # Stop the node leading the most delay partitions while everything is pending.
-        counts = {n: sum(1 for (t, _), p in b.partitions.items() if t.startswith("__delay_") and p.is_leader)
-                  for n, b in c.brokers.items()}
+        counts = {
+            n: sum(1 for (t, _), p in b.partitions.items() if t.startswith("__delay_") and p.is_leader)
+            for n, b in c.brokers.items()
+        }
         victim = max(counts, key=counts.get)
         await trio.sleep(1.2)
         await c.stop(victim, graceful=False)
         got = await collect(c.bootstrap, "fo", 60, timeout=30)
         with trio.move_on_after(1.5):
-            got += await collect(c.bootstrap, "fo", 61, timeout=60)   # anything extra would be a duplicate
+            got += await collect(c.bootstrap, "fo", 61, timeout=60)  # anything extra would be a duplicate
     values = [v for v, _, _ in got[:60]]
     assert sorted(values, key=int) == [b"%d" % i for i in range(60)]
     for value, arrived, _ in got:
@@ -112,16 +119,18 @@ async def test_default_ladder_and_deliver_at(tmp_path):
         await ready(c.bootstrap, "d", tiers=[100, 500, 1000])
         got = []
         async with trio.open_nursery() as nursery:
+
             async def consume():
                 got.extend(await collect(c.bootstrap, "d", 3, timeout=20))
+
             nursery.start_soon(consume)
             async with Producer(c.bootstrap) as producer:
                 start = time.time()
                 await producer.send("d", b"a", delay=1.3)
                 await producer.send("d", b"b", deliver_at=start + 2.2)
-                await producer.send("d", b"past", deliver_at=start - 10)      # due already: at once
+                await producer.send("d", b"past", deliver_at=start - 10)  # due already: at once
     arrival = {v: t for v, t, _ in got}
-    assert arrival[b"past"] < start + 3.0     # at once (bounded loosely: CI machines are busy)
+    assert arrival[b"past"] < start + 3.0  # at once (bounded loosely: CI machines are busy)
     # Never early; how late is the bench's business (scripts/bench delay), here only bounded.
     assert start + 1.3 <= arrival[b"a"] < start + 1.3 + 2.0
     assert start + 2.2 <= arrival[b"b"] < start + 2.2 + 2.0

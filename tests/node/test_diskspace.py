@@ -22,7 +22,7 @@ async def test_a_full_disk_refuses_produce_with_a_retriable_error_and_reads_go_o
             await client.leader_request("full", 0, Produce("full", 0, batch(b"before")))
             disk = c.brokers[leader].disk
             real = disk.free_bytes
-            disk.free_bytes = lambda: 10 << 20          # 10 MiB left, below the 64 MiB kept free
+            disk.free_bytes = lambda: 10 << 20  # 10 MiB left, below the 64 MiB kept free
             try:
                 err = None
                 try:
@@ -43,6 +43,7 @@ def test_free_space_is_read_from_the_filesystem(tmp_path):
     import pytest
 
     from node.diskspace import DiskSpace
+
     assert DiskSpace(str(tmp_path), 0).free_bytes() > 0
     with pytest.raises(StorageError):
         DiskSpace(str(tmp_path), 1 << 62).check(1)

@@ -9,7 +9,7 @@ def test_records_are_numbered_from_the_entry_not_from_unstamped_bytes():
     """A leader applies the entries it proposed before the log stamped their offsets:
     the bytes still say 0 (a chaos run found halves keyed by 0 and 1 overwriting each
     other, and the wrong message relayed)."""
-    data = build_batch([(b"k1", b"a", (), 1), (b"k2", b"b", (), 2)])          # base offset 0
+    data = build_batch([(b"k1", b"a", (), 1), (b"k2", b"b", (), 2)])  # base offset 0
     entry = Entry(40, 41, 3, EntryKind.NORMAL, data)
     assert [(off, rec.value) for off, rec in records_at(entry, 0)] == [(40, b"a"), (41, b"b")]
     stamped = build_batch([(b"k1", b"a", (), 1), (b"k2", b"b", (), 2)], base_offset=40)

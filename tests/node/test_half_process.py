@@ -45,8 +45,13 @@ async def test_check_back_after_the_producer_process_is_killed(tmp_path):
             await c.wait_ready()
             async with Admin(c.bootstrap) as admin:
                 await admin.create_topic("orders", partitions=3, replication=3)
-            child = subprocess.Popen([sys.executable, "-c", CHILD, c.bootstrap], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            child = subprocess.Popen(
+                [sys.executable, "-c", CHILD, c.bootstrap],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             try:
                 line = await trio.to_thread.run_sync(child.stdout.readline)
                 assert line, child.stderr.read()
@@ -73,9 +78,10 @@ async def test_check_back_after_the_producer_process_is_killed(tmp_path):
             assert by_key["no"].state == "aborted" and "answered abort" in by_key["no"].reason
             assert by_key["unsure"].state == "aborted" and by_key["unsure"].checks == 3
             assert "kept answering 'unknown'" in by_key["unsure"].reason
-            assert by_key["orphan"].state == "aborted" and "no live producer of group 'orphans'" in \
-                by_key["orphan"].reason
-            assert set(asked) == {b"yes", b"no", b"unsure"}          # only the group's own halves
+            assert (
+                by_key["orphan"].state == "aborted" and "no live producer of group 'orphans'" in by_key["orphan"].reason
+            )
+            assert set(asked) == {b"yes", b"no", b"unsure"}  # only the group's own halves
 
             got = []
             async with Consumer(c.bootstrap, topics=["orders"], offset_reset="earliest") as cons:

@@ -55,7 +55,9 @@ def test_what_was_sent_counts_as_held_until_the_member_reports():
     joined(g, "b", 0.1, count)
     # a never reports (its next heartbeat is not due yet): what it was sent stays taken.
     assert g.answer(g.members["b"], 0.2)[0] == set()
-    assert beat(g, "a", set(), 0.3, count)[0] == {("t", 0)}, "a reported it dropped nothing it had... it keeps its target"
+    assert beat(g, "a", set(), 0.3, count)[0] == {("t", 0)}, (
+        "a reported it dropped nothing it had... it keeps its target"
+    )
 
 
 def test_leave_expiry_and_rebalance_timeout():
@@ -75,7 +77,7 @@ def test_leave_expiry_and_rebalance_timeout():
     c, _, _ = beat(g, "c", set(), 4, count)
     beat(g, "c", c, 4, count)
     g.members["c"].rebalance_timeout_ms = 1000
-    joined(g, "d", 4, count)   # from now on c must give one back
+    joined(g, "d", 4, count)  # from now on c must give one back
     beat(g, "c", c, 4.5, count)
     beat(g, "c", c, 4.9, count)
     assert g.expire(4.9, count) == []
@@ -161,13 +163,16 @@ def test_simulated_honest_clients_never_share_a_partition(data):
         except UnknownMemberError:
             return
         assignment, _, _ = g.answer(m, now)
-        c.held |= assignment          # taken on at once
+        c.held |= assignment  # taken on at once
         c.assignment = set(assignment)
         c.last_ok = now
 
     for _ in range(data.draw(st.integers(5, 60))):
-        op = data.draw(st.sampled_from(["join", "beat", "beat", "beat", "release", "leave", "crash", "time",
-                                        "persist", "failover", "grow"]))
+        op = data.draw(
+            st.sampled_from(
+                ["join", "beat", "beat", "beat", "release", "leave", "crash", "time", "persist", "failover", "grow"]
+            )
+        )
         live = [c for c in clients.values() if c.alive]
         if op == "join" or not live:
             c = clients.setdefault(mid := next(names), _Client(mid))
@@ -189,7 +194,7 @@ def test_simulated_honest_clients_never_share_a_partition(data):
             now += data.draw(st.floats(0.1, 2 * SESSION_MS / 1000))
             for c in live:
                 if now - c.last_ok >= SESSION_MS / 1000 * 2 / 3:
-                    c.held.clear()     # lost contact: give everything up before the coordinator expires it
+                    c.held.clear()  # lost contact: give everything up before the coordinator expires it
             g.expire(now, count)
         elif op == "persist":
             for m in list(g.members.values()):
@@ -221,8 +226,8 @@ def test_a_partition_given_back_is_sent_at_a_later_epoch():
     assert len(both) == 2 and a.since == {tp: e1 for tp in both}
     beat(g, "a", both, 0, count)
     joined(g, "b", 1, count)
-    (kept,), _, _ = beat(g, "a", both, 1, count)                 # a is told to give one up
-    a.committed.update({tp: 10 for tp in both})                 # (what the coordinator notes on commits)
+    (kept,), _, _ = beat(g, "a", both, 1, count)  # a is told to give one up
+    a.committed.update({tp: 10 for tp in both})  # (what the coordinator notes on commits)
     beat(g, "a", [kept], 1, count)
     (moved,), _, _ = beat(g, "b", [], 1, count)
     assert a.since == {kept: e1}, "what a gave up is forgotten"
@@ -246,6 +251,7 @@ def test_a_partition_given_back_is_sent_at_a_later_epoch():
 def test_a_group_takes_at_most_max_members(monkeypatch):
     import node.membership
     from client.errors import LimitExceededError
+
     monkeypatch.setattr(node.membership, "MAX_MEMBERS", 3)
     count = counts_of({"t": 4})
     g = Group("g")
@@ -253,4 +259,4 @@ def test_a_group_takes_at_most_max_members(monkeypatch):
         joined(g, mid, 0, count)
     with pytest.raises(LimitExceededError):
         joined(g, "d", 0, count)
-    joined(g, "a", 1, count)                   # a known member may still rejoin
+    joined(g, "a", 1, count)  # a known member may still rejoin

@@ -44,10 +44,17 @@ def test_state_and_commands_round_trip():
     assert decode_command(encode_command(cmd)) == cmd
 
 
-@pytest.mark.parametrize("name,parts,repl,live,err", [
-    ("", 1, 1, 3, InvalidConfigError), ("a/b", 1, 1, 3, InvalidConfigError), ("..", 1, 1, 3, InvalidConfigError),
-    ("ok", 0, 1, 3, InvalidConfigError), ("ok", 1, 0, 3, InvalidConfigError), ("ok", 1, 4, 3, NotEnoughReplicasError),
-])
+@pytest.mark.parametrize(
+    "name,parts,repl,live,err",
+    [
+        ("", 1, 1, 3, InvalidConfigError),
+        ("a/b", 1, 1, 3, InvalidConfigError),
+        ("..", 1, 1, 3, InvalidConfigError),
+        ("ok", 0, 1, 3, InvalidConfigError),
+        ("ok", 1, 0, 3, InvalidConfigError),
+        ("ok", 1, 4, 3, NotEnoughReplicasError),
+    ],
+)
 def test_validation(name, parts, repl, live, err):
     with pytest.raises(err):
         validate_topic(name, parts, repl, live)

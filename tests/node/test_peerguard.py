@@ -18,19 +18,34 @@ def test_a_well_formed_message_passes():
     assert refusal(2, 1, MEMBERS, msg) is None
 
 
-@pytest.mark.parametrize("frm,msg,why", [
-    (3, Heartbeat(to=1, frm=2, term=1, commit=0), "claims to come from node 2"),
-    (2, Heartbeat(to=3, frm=2, term=1, commit=0), "addressed to node 3"),
-    (4, Heartbeat(to=1, frm=4, term=1, commit=0), "not a member"),
-    (2, Heartbeat(to=1, frm=2, term=MAX_TERM + 1, commit=0), "outside"),
-    (2, Heartbeat(to=1, frm=2, term=-1, commit=0), "outside"),
-    (2, Heartbeat(to=1, frm=2, term=1, commit=-5), "commit out of range"),
-    (2, Vote(to=1, frm=2, term=3, last_index=1 << 63, last_term=1), "out of range"),
-    (2, AppendResponse(to=1, frm=2, term=3, index=-7), "out of range"),
-    (2, Append(to=1, frm=2, term=5, prev_index=9, prev_term=4, entries=(E(11, 12, 5),), commit=9), "malformed entry"),
-    (2, Append(to=1, frm=2, term=5, prev_index=9, prev_term=4, entries=(E(10, 12, 6),), commit=9), "malformed entry"),
-    (2, Append(to=1, frm=2, term=5, prev_index=9, prev_term=4, entries=(E(10, 8, 5),), commit=9), "malformed entry"),
-    (2, InstallSnapshot(to=1, frm=2, term=5, snapshot=Snapshot(10, 9, ConfState((1, 2, 3)))), "snapshot"),
-])
+@pytest.mark.parametrize(
+    "frm,msg,why",
+    [
+        (3, Heartbeat(to=1, frm=2, term=1, commit=0), "claims to come from node 2"),
+        (2, Heartbeat(to=3, frm=2, term=1, commit=0), "addressed to node 3"),
+        (4, Heartbeat(to=1, frm=4, term=1, commit=0), "not a member"),
+        (2, Heartbeat(to=1, frm=2, term=MAX_TERM + 1, commit=0), "outside"),
+        (2, Heartbeat(to=1, frm=2, term=-1, commit=0), "outside"),
+        (2, Heartbeat(to=1, frm=2, term=1, commit=-5), "commit out of range"),
+        (2, Vote(to=1, frm=2, term=3, last_index=1 << 63, last_term=1), "out of range"),
+        (2, AppendResponse(to=1, frm=2, term=3, index=-7), "out of range"),
+        (
+            2,
+            Append(to=1, frm=2, term=5, prev_index=9, prev_term=4, entries=(E(11, 12, 5),), commit=9),
+            "malformed entry",
+        ),
+        (
+            2,
+            Append(to=1, frm=2, term=5, prev_index=9, prev_term=4, entries=(E(10, 12, 6),), commit=9),
+            "malformed entry",
+        ),
+        (
+            2,
+            Append(to=1, frm=2, term=5, prev_index=9, prev_term=4, entries=(E(10, 8, 5),), commit=9),
+            "malformed entry",
+        ),
+        (2, InstallSnapshot(to=1, frm=2, term=5, snapshot=Snapshot(10, 9, ConfState((1, 2, 3)))), "snapshot"),
+    ],
+)
 def test_refused(frm, msg, why):
     assert why in (refusal(frm, 1, MEMBERS, msg) or "")

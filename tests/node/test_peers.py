@@ -21,23 +21,22 @@ def test_a_large_outbox_is_split_into_frames_that_fit():
     assert all(len(p) <= 10 for p in payloads) and b"".join(payloads) == b"".join(items)
 
 
-
 def test_one_message_larger_than_a_frame_goes_in_pieces_and_comes_back_whole():
-    big = bytes(range(256)) * 40                            # 10 KB, frames of 1 KB
+    big = bytes(range(256)) * 40  # 10 KB, frames of 1 KB
     pieces = _link(1024)._payloads([big])
     assert len(pieces) > 10 and all(len(p) <= 1024 for p in pieces)
     r = Reassembler()
     assert [r.feed(2, p) for p in pieces[:-1]] == [None] * (len(pieces) - 1)
     assert r.feed(2, pieces[-1]) == big
-    assert r.feed(2, b"plain") == b"plain"                  # what is not in pieces passes through
+    assert r.feed(2, b"plain") == b"plain"  # what is not in pieces passes through
 
 
 def test_pieces_out_of_turn_or_too_many_bytes_are_dropped(monkeypatch):
     pieces = _link(1024)._payloads([b"y" * 5000])
     r = Reassembler()
     r.feed(3, pieces[0])
-    assert r.feed(3, pieces[2]) is None                     # a gap: what was gathered goes
-    assert all(r.feed(3, p) is None for p in pieces[1:])    # no piece 0 since: nothing completes
+    assert r.feed(3, pieces[2]) is None  # a gap: what was gathered goes
+    assert all(r.feed(3, p) is None for p in pieces[1:])  # no piece 0 since: nothing completes
     monkeypatch.setattr(node.peers, "MAX_MESSAGE_BYTES", 3000)
     assert [r.feed(3, p) for p in pieces] == [None] * len(pieces)
 
@@ -49,12 +48,18 @@ async def test_a_link_delivers_a_large_drain_in_pieces(nursery):
         def dispatch(self, body, client):
             raise AssertionError("no requests here")
 
-    server = Server(1, Nothing(), lambda frm, payload: got.append((frm, payload)), max_frame_bytes=4096,
-                    peer_auth=PeerCredential(1, SECRET), peer_ids=(1, 2))
+    server = Server(
+        1,
+        Nothing(),
+        lambda frm, payload: got.append((frm, payload)),
+        max_frame_bytes=4096,
+        peer_auth=PeerCredential(1, SECRET),
+        peer_ids=(1, 2),
+    )
     listeners = await nursery.start(server.serve, "127.0.0.1", 0)
     link = _link(2048, f"127.0.0.1:{listeners[0].socket.getsockname()[1]}")
     nursery.start_soon(link.run)
-    items = [bytes([i]) * 1000 for i in range(10)]         # 10 KB: more than one frame may hold
+    items = [bytes([i]) * 1000 for i in range(10)]  # 10 KB: more than one frame may hold
     for item in items:
         link.send(item)
     with trio.fail_after(10):

@@ -44,10 +44,12 @@ async def test_live_node_survives_hostile_clients(tmp_path):
         await c.leader_of("t", 1)
         host, port = c.peers[1].split(":")
         garbage = [
-            struct.pack(">IB", 2**31 - 1, PROTOCOL_VERSION),                          # a 2 GB frame
-            b"\xde\xad\xbe\xef" * 64,                                                   # noise
+            struct.pack(">IB", 2**31 - 1, PROTOCOL_VERSION),  # a 2 GB frame
+            b"\xde\xad\xbe\xef" * 64,  # noise
             encode_frame(0, Hello(PROTOCOL_VERSION, token="tok")) + b"\x00\x00\x00\x03\x01\x91\xc0",  # bad body
-            encode_frame(0, Hello(PROTOCOL_VERSION, token="tok")) + struct.pack(">IB", 100, PROTOCOL_VERSION) + b"x",  # torn
+            encode_frame(0, Hello(PROTOCOL_VERSION, token="tok"))
+            + struct.pack(">IB", 100, PROTOCOL_VERSION)
+            + b"x",  # torn
         ]
         for g in garbage:
             s = await trio.open_tcp_stream(host, int(port))
@@ -89,14 +91,15 @@ async def test_metrics_endpoint(tmp_path):
         await create_topic(c, CreateTopic("m", partitions=1, replication=1))
         await c.leader_of("m", 0)
         with trio.fail_after(10):
-            while True:   # a leader answers NOT_LEADER ("catching up") until it has applied its no-op
+            while True:  # a leader answers NOT_LEADER ("catching up") until it has applied its no-op
                 try:
                     await c.request(1, Produce("m", 0, build_batch([(None, b"x", (), None)])))
                     break
                 except NotLeaderError:
                     await trio.sleep(0.02)
         body = await trio.to_thread.run_sync(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode())
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+        )
         assert 'tidemq_requests_total{kind="Produce",outcome="ok"} 1.0' in body
         assert 'tidemq_partition_leader{partition="0",topic="m"} 1.0' in body
         assert "tidemq_request_seconds_bucket" in body and "tidemq_under_replicated_partitions" in body

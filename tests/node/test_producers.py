@@ -42,10 +42,10 @@ def test_gap_fenced_and_unknown():
 def test_pending_counts_until_leadership_lost():
     s = ProducerState()
     write(s, 1, 0, 0, 2, 0, commit=False)
-    assert s.check(1, 0, 0, 2) == BatchRef(0, 1, 0, 1)       # retry while in flight
-    assert s.check(1, 0, 2, 1) is None                       # pipelined next batch
+    assert s.check(1, 0, 0, 2) == BatchRef(0, 1, 0, 1)  # retry while in flight
+    assert s.check(1, 0, 2, 1) is None  # pipelined next batch
     s.clear_pending()
-    assert s.check(1, 0, 0, 2) is None                       # never committed: may be written again
+    assert s.check(1, 0, 0, 2) is None  # never committed: may be written again
 
 
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 4), st.booleans()), max_size=60))
@@ -72,24 +72,26 @@ def test_any_retry_pattern_never_duplicates(ops):
 
 def test_sequences_older_than_the_window_are_known_duplicates():
     from client.errors import DuplicateSequenceError
+
     s = ProducerState()
     for i in range(10):
         write(s, 3, 0, i, 1, 100 + i)
     with pytest.raises(DuplicateSequenceError, match="already written"):
         s.check(3, 0, 2, 1)
-    assert s.check(3, 0, 8, 1) == BatchRef(8, 8, 108, 108)   # still in the window: offsets known
+    assert s.check(3, 0, 8, 1) == BatchRef(8, 8, 108, 108)  # still in the window: offsets known
 
 
 def test_a_range_covered_only_by_an_uncommitted_batch_is_not_called_written():
     """A replay cut differently from a batch still in flight must not be told "written":
     a leader change may yet discard that batch."""
     from client.errors import DuplicateSequenceError, RequestTimeoutError
+
     s = ProducerState()
     write(s, 4, 0, 0, 3, 0)
-    write(s, 4, 0, 3, 2, 3, commit=False)                   # 3-4 in flight
+    write(s, 4, 0, 3, 2, 3, commit=False)  # 3-4 in flight
     with pytest.raises(RequestTimeoutError, match="not committed yet"):
         s.check(4, 0, 3, 1)
-    with pytest.raises(DuplicateSequenceError):             # 0-2 are committed
+    with pytest.raises(DuplicateSequenceError):  # 0-2 are committed
         s.check(4, 0, 1, 1)
     s.apply(4, 0, BatchRef(3, 4, 3, 4))
     with pytest.raises(DuplicateSequenceError):
@@ -102,18 +104,18 @@ def test_idle_producers_expire_by_the_logs_own_clock_and_may_start_again():
     s.apply(1, 0, BatchRef(0, 4, 0, 4), timestamp=1_000)
     s.apply(2, 0, BatchRef(0, 0, 5, 5), timestamp=1_000 + day // 2)
     assert len(s) == 2
-    s.apply(2, 0, BatchRef(1, 1, 6, 6), timestamp=2_000 + day)     # producer 1 idle for over a day
+    s.apply(2, 0, BatchRef(1, 1, 6, 6), timestamp=2_000 + day)  # producer 1 idle for over a day
     assert len(s) == 1
-    assert s.check(1, 0, 5, 1) is None          # forgotten: its next batch is a fresh start
+    assert s.check(1, 0, 5, 1) is None  # forgotten: its next batch is a fresh start
     with pytest.raises(UnknownProducerError):
-        s.check(3, 0, 5, 1)                     # never seen: still refused
+        s.check(3, 0, 5, 1)  # never seen: still refused
 
 
 def test_producers_loaded_from_a_snapshot_expire_only_after_a_full_period():
     day = 86_400_000
     s = ProducerState(expiration_ms=day)
     s.load([(1, 0, [(0, 0, 0, 0)])])
-    s.apply(2, 0, BatchRef(0, 0, 1, 1), timestamp=10 * day)        # the loaded one's clock starts here
+    s.apply(2, 0, BatchRef(0, 0, 1, 1), timestamp=10 * day)  # the loaded one's clock starts here
     assert len(s) == 2
     s.apply(2, 0, BatchRef(1, 1, 2, 2), timestamp=11 * day + 1)
     assert len(s) == 1

@@ -20,7 +20,7 @@ from tests.segments.helpers import recrc
 
 def _undecodable() -> bytes:
     b = bytearray(build_batch([(None, b"not a command" * 4, (), 1)]))
-    b[HEADER_SIZE] = 0x7F          # a record length that cannot be
+    b[HEADER_SIZE] = 0x7F  # a record length that cannot be
     return recrc(b)
 
 
@@ -28,16 +28,16 @@ async def test_an_entry_that_fails_to_apply_is_skipped_everywhere_and_on_replay(
     async with local_cluster(tmp_path, 3) as c:
         ctrl = await c.wait_controller()
         leader = c.brokers[ctrl].replicas[CONTROLLER_GROUP]
-        waiter = leader.propose(_undecodable(), 1)     # as if it had been written before any check
+        waiter = leader.propose(_undecodable(), 1)  # as if it had been written before any check
         await leader.wait(waiter, 10)
         with trio.fail_after(10):
             while not all(b.replicas[CONTROLLER_GROUP].apply_errors == 1 for b in c.brokers.values()):
                 await trio.sleep(0.02)
         async with ClusterClient(c.bootstrap) as client:
-            await client.controller_request(CreateTopic("after", 1, 3))   # the controller goes on
+            await client.controller_request(CreateTopic("after", 1, 3))  # the controller goes on
         other = next(n for n in c.brokers if n != ctrl)
         await c.stop(other, graceful=False)
-        restarted = await c.start(other)                   # replays the bad entry from its log
+        restarted = await c.start(other)  # replays the bad entry from its log
         with trio.fail_after(20):
             while "after" not in restarted.state.topics or restarted.replicas[CONTROLLER_GROUP].apply_errors < 1:
                 await trio.sleep(0.05)
@@ -48,6 +48,7 @@ async def test_a_storage_error_takes_the_replica_offline_not_the_node(tmp_path):
 
     from client.errors import NotLeaderError
     from client.protocol import Produce
+
     async with local_cluster(tmp_path, 3) as c:
         async with ClusterClient(c.bootstrap) as client:
             await client.controller_request(CreateTopic("disk", 1, 3))
@@ -68,7 +69,7 @@ async def test_a_storage_error_takes_the_replica_offline_not_the_node(tmp_path):
                 raise AssertionError("an offline replica took a write")
             except NotLeaderError as exc:
                 assert "storage error" in exc.message
-            await client.controller_request(CreateTopic("other", 1, 3))   # the node goes on
+            await client.controller_request(CreateTopic("other", 1, 3))  # the node goes on
             await c.wait_leaders("other")
 
 
@@ -97,8 +98,10 @@ async def test_no_fsync_runs_on_the_event_loop(tmp_path, monkeypatch):
                 await trio.sleep(0.02)
         await c.start(lagger)
         with trio.fail_after(15):
-            while (not set(c.brokers[lagger].state.topics) >= {f"t{i}" for i in range(1, 8)}
-                   or "t0" in c.brokers[lagger].state.topics):
+            while (
+                not set(c.brokers[lagger].state.topics) >= {f"t{i}" for i in range(1, 8)}
+                or "t0" in c.brokers[lagger].state.topics
+            ):
                 await trio.sleep(0.05)
-        assert c.brokers[lagger].replicas[CONTROLLER_GROUP].storage.first_index() > 5   # from the snapshot
+        assert c.brokers[lagger].replicas[CONTROLLER_GROUP].storage.first_index() > 5  # from the snapshot
     assert not on_loop, on_loop[0]

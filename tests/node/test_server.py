@@ -49,9 +49,11 @@ class EchoHandler:
             if body.topic == "boom":
                 raise RuntimeError("handler bug")
             if body.topic == "fanout":
-                async with trio.open_nursery() as nursery:   # typed errors from child tasks
+                async with trio.open_nursery() as nursery:  # typed errors from child tasks
+
                     async def fail():
                         raise UnknownTopicError("fanned out")
+
                     nursery.start_soon(fail)
             if body.topic == "slow":
                 await trio.sleep(0.3)
@@ -66,8 +68,14 @@ class EchoHandler:
 
 async def start(nursery, token=None, max_frame=1 << 20, limits=ConnectionLimits(), handler=None):
     peer_payloads = []
-    server = Server(1, handler or EchoHandler(), lambda frm, payload: peer_payloads.append((frm, payload)),
-                    token=token, max_frame_bytes=max_frame, limits=limits)
+    server = Server(
+        1,
+        handler or EchoHandler(),
+        lambda frm, payload: peer_payloads.append((frm, payload)),
+        token=token,
+        max_frame_bytes=max_frame,
+        limits=limits,
+    )
     listeners = await nursery.start(server.serve, "127.0.0.1", 0)
     port = listeners[0].socket.getsockname()[1]
     return f"127.0.0.1:{port}", peer_payloads
@@ -100,13 +108,16 @@ async def test_typed_errors_and_handler_bugs_keep_connection(nursery):
         assert (await conn.request(ListOffsets("ok", 0, 5))).offset == 5
 
 
-@pytest.mark.parametrize("garbage", [
-    b"\x00\x00\x00\x00\x01",                                  # zero length
-    struct.pack(">IB", 2**31, PROTOCOL_VERSION),               # 2 GB length
-    struct.pack(">IB", 5, 7) + b"abcd",                        # unknown version
-    struct.pack(">IB", 5, PROTOCOL_VERSION) + b"\xc1\xc1\xc1\xc1",  # not msgpack
-    encode_frame(3, Metadata()),                                # no Hello first
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x00\x00\x00\x00\x01",  # zero length
+        struct.pack(">IB", 2**31, PROTOCOL_VERSION),  # 2 GB length
+        struct.pack(">IB", 5, 7) + b"abcd",  # unknown version
+        struct.pack(">IB", 5, PROTOCOL_VERSION) + b"\xc1\xc1\xc1\xc1",  # not msgpack
+        encode_frame(3, Metadata()),  # no Hello first
+    ],
+)
 async def test_hostile_frames_close_only_that_connection(nursery, garbage):
     addr, _ = await start(nursery)
     async with open_connection(addr) as good:
@@ -162,8 +173,14 @@ SECRET = "peer-secret-for-the-server-tests"
 
 async def start_peer_listener(nursery, secret=SECRET, peer_ids=(1, 2, 3)):
     payloads = []
-    server = Server(1, EchoHandler(), lambda frm, payload: payloads.append((frm, payload)), max_frame_bytes=1 << 20,
-                    peer_auth=PeerCredential(1, secret), peer_ids=peer_ids)
+    server = Server(
+        1,
+        EchoHandler(),
+        lambda frm, payload: payloads.append((frm, payload)),
+        max_frame_bytes=1 << 20,
+        peer_auth=PeerCredential(1, secret),
+        peer_ids=peer_ids,
+    )
     listeners = await nursery.start(server.serve, "127.0.0.1", 0)
     return f"127.0.0.1:{listeners[0].socket.getsockname()[1]}", payloads
 
@@ -173,7 +190,7 @@ async def test_a_node_with_the_secret_gets_in_and_its_raft_traffic_is_delivered(
     async with open_connection(addr, peer=PeerCredential(2, SECRET)) as conn:
         assert conn.node_id == 1
         await conn.send_only(PeerMessages(b"abc"))
-        assert (await conn.request(ListOffsets("ok", 0, 3))).offset == 3   # requests too
+        assert (await conn.request(ListOffsets("ok", 0, 3))).offset == 3  # requests too
     assert payloads == [(2, b"abc")]
 
 
@@ -184,8 +201,11 @@ async def test_a_wrong_peer_secret_is_refused_and_delivers_nothing(nursery):
         async with open_connection(addr, peer=PeerCredential(2, "another-secret-entirely")):
             pass
     s = await trio.open_tcp_stream("127.0.0.1", int(addr.split(":")[1]))
-    await s.send_all(encode_frame(0, Hello(PROTOCOL_VERSION, peer_node=2, nonce=b"n" * 32))
-                     + encode_frame(0, PeerProof(b"x" * 32)) + encode_frame(0, PeerMessages(b"abc")))
+    await s.send_all(
+        encode_frame(0, Hello(PROTOCOL_VERSION, peer_node=2, nonce=b"n" * 32))
+        + encode_frame(0, PeerProof(b"x" * 32))
+        + encode_frame(0, PeerMessages(b"abc"))
+    )
     with trio.fail_after(5):
         data = b""
         while chunk := await s.receive_some(65536):
@@ -209,11 +229,15 @@ async def test_the_client_listener_refuses_peers_and_broker_to_broker_requests(n
         async with open_connection(addr, peer=PeerCredential(2, SECRET)):
             pass
     async with open_connection(addr) as conn:
-        for body in (PeerMessages(b"abc"), WriteTxnMarker("t", 0, 1, 0, True, 1),
-                     PendTxnOffsets("g", "tid", 1, []), EndTxnOffsets("g", "tid", 1, True, [])):
+        for body in (
+            PeerMessages(b"abc"),
+            WriteTxnMarker("t", 0, 1, 0, True, 1),
+            PendTxnOffsets("g", "tid", 1, []),
+            EndTxnOffsets("g", "tid", 1, True, []),
+        ):
             with pytest.raises(ClusterAuthorizationError, match="nodes only"):
                 await conn.request(body)
-        assert (await conn.request(ListOffsets("ok", 0, 4))).offset == 4   # the connection goes on
+        assert (await conn.request(ListOffsets("ok", 0, 4))).offset == 4  # the connection goes on
     assert payloads == []
 
 
@@ -224,6 +248,7 @@ async def test_a_big_frame_before_hello_closes_the_connection(nursery):
     with trio.fail_after(5):
         assert await s.receive_some(100) == b""
 
+
 async def test_a_client_that_never_reads_its_answers_is_not_read_either(nursery):
     handler = EchoHandler()
     addr, _ = await start(nursery, limits=ConnectionLimits(max_queued_bytes=256 * 1024), handler=handler)
@@ -233,13 +258,13 @@ async def test_a_client_that_never_reads_its_answers_is_not_read_either(nursery)
 
     async def flood():
         with trio.move_on_after(3):
-            await s.send_all(requests)     # blocks once the node stops reading
+            await s.send_all(requests)  # blocks once the node stops reading
 
     await flood()
     # 2,000 answers of 64 KiB would be 128 MiB queued; the node stopped at its budget
     # plus what the sockets buffer.
     assert handler.served < 600, handler.served
-    async with open_connection(addr) as other:          # everyone else is served
+    async with open_connection(addr) as other:  # everyone else is served
         assert (await other.request(ListOffsets("ok", 0, 9))).offset == 9
     await s.aclose()
 
@@ -251,14 +276,14 @@ async def test_connections_beyond_the_cap_are_refused_with_a_retriable_error(nur
             async with open_connection(addr):
                 pass
         assert err.value.retriable
-    async with open_connection(addr) as conn:           # room again once they closed
+    async with open_connection(addr) as conn:  # room again once they closed
         assert (await conn.request(ListOffsets("ok", 0, 1))).offset == 1
 
 
 async def test_an_idle_client_connection_is_closed(nursery):
     addr, _ = await start(nursery, limits=ConnectionLimits(idle_timeout_s=0.3))
     async with open_connection(addr) as conn:
-        assert (await conn.request(ListOffsets("slow", 0, 1))).offset == 1   # in flight: not idle
+        assert (await conn.request(ListOffsets("slow", 0, 1))).offset == 1  # in flight: not idle
         await trio.sleep(0.8)
         with pytest.raises(ConnectionClosedError):
             await conn.request(ListOffsets("ok", 0, 2))

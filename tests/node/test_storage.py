@@ -49,12 +49,12 @@ def test_commit_survives_a_reopen_only_as_far_as_the_log(tmp_path):
 
 def test_a_vote_is_written_by_sync_not_on_the_event_loop(tmp_path):
     st = _open(tmp_path)
-    assert st.state_dirty and not (tmp_path / "g" / "raft-state").exists()   # a new log: saved by the first sync
+    assert st.state_dirty and not (tmp_path / "g" / "raft-state").exists()  # a new log: saved by the first sync
     st.sync(log=False)
     before = (tmp_path / "g" / "raft-state").read_bytes()
     st.set_hard_state(HardState(term=3, vote=2, commit=-1))
     assert st.state_dirty and (tmp_path / "g" / "raft-state").read_bytes() == before
-    st.sync(log=False)      # the replica runs this in a worker thread before sending
+    st.sync(log=False)  # the replica runs this in a worker thread before sending
     assert not st.state_dirty
     again = _open(tmp_path)
     assert again.initial_state()[0] == HardState(term=3, vote=2, commit=-1)
@@ -72,7 +72,7 @@ def test_a_crash_between_the_snapshot_file_and_raft_state_is_finished_on_open(tm
 
     monkeypatch.setattr(st, "_save", crash)
     with pytest.raises(OSError):
-        st.compact(3, b"state-at-3")          # the snapshot file is written, raft-state is not
+        st.compact(3, b"state-at-3")  # the snapshot file is written, raft-state is not
     monkeypatch.undo()
     again = _open(tmp_path)
     snap = again.snapshot()
@@ -87,10 +87,10 @@ def test_a_crash_after_a_snapshot_reset_the_log_but_before_raft_state_is_finishe
     st.set_hard_state(HardState(term=1, vote=1, commit=2))
     st.sync()
     snap = Snapshot(10, 3, ConfState((1, 2)), b"leader-state-at-10")
-    st.write_snapshot(snap)         # the replica's order: data, emptied log, then raft-state
+    st.write_snapshot(snap)  # the replica's order: data, emptied log, then raft-state
     st.install_snapshot(snap)
     st.log.flush()
-    st.log.close()                  # the crash: raft-state still names the old log
+    st.log.close()  # the crash: raft-state still names the old log
     again = _open(tmp_path)
     assert (again.first_index(), again.last_index(), again.term(10)) == (11, 10, 3)
     assert again.snapshot() == snap and again.initial_state() == (HardState(1, 1, 10), ConfState((1, 2)))

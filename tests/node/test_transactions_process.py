@@ -39,7 +39,7 @@ def cluster(tmp_path_factory):
     base = tmp_path_factory.mktemp("txnproc")
     (base / "node.toml").write_text("offsets_partitions = 2\ntxn_partitions = 2\n")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(HOLD_MARKERS_ENV, str(base / "hold"))     # inherited by the node processes
+        mp.setenv(HOLD_MARKERS_ENV, str(base / "hold"))  # inherited by the node processes
         c = ProcessCluster(base, 3, fsync="never")
         c.extra_args = ["--config", str(base / "node.toml")]
         c.hold = base / "hold"
@@ -75,7 +75,7 @@ async def test_commit_over_two_topics_becomes_visible_together(cluster):
                 await producer.submit("pa", b"a%d" % i, key=b"%d" % i)
             await producer.send("pb", b"b")
             await producer.flush()
-            assert await read(cluster, ["pa", "pb"], quiet=0.5) == []      # written, not yet committed
+            assert await read(cluster, ["pa", "pb"], quiet=0.5) == []  # written, not yet committed
             await producer.commit_transaction()
         # commit_transaction returned: every marker is written, all of it is visible.
         assert values(await read(cluster, ["pa", "pb"], quiet=0.5)) == sorted([b"a%d" % i for i in range(6)] + [b"b"])
@@ -98,15 +98,17 @@ async def test_abort_is_invisible_to_read_committed_only(cluster):
 async def test_a_zombie_producer_is_fenced(cluster):
     await create(cluster, ("zz", 2))
     with trio.fail_after(60):
-        async with Producer(cluster.bootstrap, transactional_id="proc-zombie") as zombie, \
-                Admin(cluster.bootstrap) as admin:
+        async with (
+            Producer(cluster.bootstrap, transactional_id="proc-zombie") as zombie,
+            Admin(cluster.bootstrap) as admin,
+        ):
             await zombie.begin_transaction()
             await zombie.send("zz", b"zombie-0", partition=0)
             async with Producer(cluster.bootstrap, transactional_id="proc-zombie") as fresh:
                 info = await admin.describe_transaction("proc-zombie")
                 assert (info.producer_id, info.producer_epoch) == (zombie.producer_id, fresh.producer_epoch)
                 assert fresh.producer_epoch > zombie.producer_epoch
-                assert info.state == "empty"                   # the zombie's transaction was aborted
+                assert info.state == "empty"  # the zombie's transaction was aborted
                 with pytest.raises(ProducerFencedError):
                     await zombie.send("zz", b"zombie-1", partition=1)
                 with pytest.raises(ProducerFencedError):
@@ -136,7 +138,7 @@ async def main(bootstrap, progress):
 trio.run(main, sys.argv[1], sys.argv[2])
 """
 
-INPUTS = 300      # enough that every kill lands mid-stream, however fast the pipeline runs
+INPUTS = 300  # enough that every kill lands mid-stream, however fast the pipeline runs
 KILLS = 6
 
 
@@ -156,11 +158,12 @@ async def test_pipeline_killed_at_random_points_outputs_each_input_once(cluster,
             await plain.submit("eo-in", b"%d" % i, key=b"%d" % i)
         await plain.flush()
     progress = tmp_path / "progress"
-    log = (tmp_path / "pipeline.log").open("ab")     # the children's output, closed below
+    log = (tmp_path / "pipeline.log").open("ab")  # the children's output, closed below
 
     def spawn() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", CHILD, cluster.bootstrap, str(progress)], cwd=ROOT,
-                                stdout=log, stderr=log)
+        return subprocess.Popen(
+            [sys.executable, "-c", CHILD, cluster.bootstrap, str(progress)], cwd=ROOT, stdout=log, stderr=log
+        )
 
     child = None
     try:
@@ -181,28 +184,36 @@ async def test_pipeline_killed_at_random_points_outputs_each_input_once(cluster,
             await trio.to_thread.run_sync(child.wait)
             out = await read(cluster, ["eo-out"])
             async with ClusterClient(cluster.bootstrap) as client:
-                committed = {(t, p): o for t, p, o in
-                             (await client.coordinator_request("eo", OffsetFetch("eo"))).offsets}
-                ends = {("eo-in", p): (await client.leader_request("eo-in", p, ListOffsets("eo-in", p))).offset
-                        for p in (0, 1)}
+                committed = {
+                    (t, p): o for t, p, o in (await client.coordinator_request("eo", OffsetFetch("eo"))).offsets
+                }
+                ends = {
+                    ("eo-in", p): (await client.leader_request("eo-in", p, ListOffsets("eo-in", p))).offset
+                    for p in (0, 1)
+                }
     finally:
         if child is not None and child.poll() is None:
             child.kill()
             child.wait(10)
         log.close()
-    assert sorted(int(m.value) for m in out) == list(range(INPUTS))     # each input once: none lost, none twice
-    assert committed == ends          # offsets commit with (before the markers of) each transaction
-    assert handled(progress) >= INPUTS    # more: the inputs whose transaction a kill aborted, handled again
+    assert sorted(int(m.value) for m in out) == list(range(INPUTS))  # each input once: none lost, none twice
+    assert committed == ends  # offsets commit with (before the markers of) each transaction
+    assert handled(progress) >= INPUTS  # more: the inputs whose transaction a kill aborted, handled again
 
 
 # -- coordinator killed between prepare and markers -----------------------------------------------
+
 
 async def test_coordinator_process_killed_between_prepare_and_markers(cluster):
     await create(cluster, ("ka", 2), ("kb", 1))
     expected = sorted([b"a%d" % i for i in range(6)] + [b"b"])
     with trio.fail_after(90):
-        async with Producer(cluster.bootstrap, transactional_id="proc-crashy", request_timeout=10,
-                            delivery_timeout=60) as producer, Admin(cluster.bootstrap) as admin:
+        async with (
+            Producer(
+                cluster.bootstrap, transactional_id="proc-crashy", request_timeout=10, delivery_timeout=60
+            ) as producer,
+            Admin(cluster.bootstrap) as admin,
+        ):
             await producer.begin_transaction()
             for i in range(6):
                 await producer.send("ka", b"a%d" % i, key=b"%d" % i)

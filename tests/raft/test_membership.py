@@ -126,7 +126,11 @@ def test_uncommitted_config_is_reverted_when_truncated():
     assert node.conf == conf  # in effect as soon as it is in the log
     persist(node, st)
     # A leader of term 2 never had it: its entry at offset 1 replaces the config entry.
-    node.step(Append(to=2, frm=3, term=2, prev_index=0, prev_term=1, entries=(Entry(1, 4, 2, EntryKind.NORMAL, b"x"),), commit=0))
+    node.step(
+        Append(
+            to=2, frm=3, term=2, prev_index=0, prev_term=1, entries=(Entry(1, 4, 2, EntryKind.NORMAL, b"x"),), commit=0
+        )
+    )
     assert node.conf == ConfState((1, 2, 3))
     persist(node, st)
     # And a restart agrees (the CONFIG entry is gone from storage).

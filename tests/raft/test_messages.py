@@ -25,7 +25,15 @@ ENC = msgspec.msgpack.Encoder()
 DEC = msgspec.msgpack.Decoder(Message)
 
 EXAMPLES = [
-    Append(to=2, frm=1, term=3, prev_index=9, prev_term=2, entries=(Entry(10, 14, 3, EntryKind.NORMAL, b"\n\x00batch"),), commit=9),
+    Append(
+        to=2,
+        frm=1,
+        term=3,
+        prev_index=9,
+        prev_term=2,
+        entries=(Entry(10, 14, 3, EntryKind.NORMAL, b"\n\x00batch"),),
+        commit=9,
+    ),
     AppendResponse(to=1, frm=2, term=3, index=9, reject=True, hint_index=4, hint_term=1),
     Vote(to=2, frm=1, term=4, last_index=14, last_term=3, pre_vote=True),
     VoteResponse(to=1, frm=2, term=4, granted=True, pre_vote=True),

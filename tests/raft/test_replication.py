@@ -212,15 +212,16 @@ def test_follower_that_lost_an_acknowledged_tail_catches_up_again():
     before = c.nodes[1].status().progress[2].match
     c.crash(2)
     st = c.storage[2]
-    keep = c.log(2)[2][1]                      # cut after the third entry
+    keep = c.log(2)[2][1]  # cut after the third entry
     st.truncate_after(keep)
     st.set_hard_state(HardState(st.hard_state.term, st.hard_state.vote, min(st.hard_state.commit, keep)))
     c.restart(2)
     from raft.types import HeartbeatResponse
-    c.drop_if = lambda m: isinstance(m, HeartbeatResponse)   # only the append path may repair it here
-    c.tick(3)                                  # heartbeats carry the old commit: no exception
+
+    c.drop_if = lambda m: isinstance(m, HeartbeatResponse)  # only the append path may repair it here
+    c.tick(3)  # heartbeats carry the old commit: no exception
     assert c.storage[2].last_index() == keep and c.nodes[1].status().progress[2].match == before
-    c.propose(1)                               # the next append is rejected below the match
+    c.propose(1)  # the next append is rejected below the match
     assert c.log(2) == c.log(1)
     assert c.nodes[1].status().progress[2].match == c.nodes[1].log.last_index()
 
@@ -229,6 +230,7 @@ def test_idle_leader_repairs_a_follower_that_lost_a_tail():
     """No new writes: the follower's heartbeat answer says where its log ends."""
     from raft.types import HardState
     from tests.raft.harness import Cluster
+
     c = Cluster()
     c.elect(1)
     for _ in range(6):
@@ -247,6 +249,7 @@ def test_idle_leader_repairs_a_follower_that_lost_a_tail():
 def test_idle_leader_repairs_a_follower_whose_whole_log_was_lost():
     from raft.types import HardState
     from tests.raft.harness import Cluster
+
     c = Cluster()
     c.elect(1)
     c.propose(1)

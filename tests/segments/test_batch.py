@@ -75,9 +75,7 @@ def test_build_then_decode_is_exact_inverse(case):
     assert header.base_timestamp == recs[0][3]
     assert header.max_timestamp == max(r[3] for r in recs)
     assert header.last_offset == kwargs["base_offset"] + len(recs) - 1
-    expected = [
-        Record(kwargs["base_offset"] + i, ts, k, v, h) for i, (k, v, h, ts) in enumerate(recs)
-    ]
+    expected = [Record(kwargs["base_offset"] + i, ts, k, v, h) for i, (k, v, h, ts) in enumerate(recs)]
     assert decode_records(buf) == expected
     # Records themselves are accepted as input (their offsets are ignored).
     assert build_batch(expected, **kwargs) == buf
@@ -124,7 +122,9 @@ def test_we_parse_what_kafka_python_builds(recs, codec, transactional):
     assert header.is_transactional == transactional
     assert (header.base_timestamp, header.max_timestamp) == (recs[0][3], max(r[3] for r in recs))
     assert (header.crc, header.last_offset, header.producer_id) == (
-        kafka_view.crc, kafka_view.last_offset, kafka_view.producer_id
+        kafka_view.crc,
+        kafka_view.last_offset,
+        kafka_view.producer_id,
     )
     assert decode_records(buf) == [Record(i, ts, k, v, h) for i, (k, v, h, ts) in enumerate(recs)]
 
@@ -152,8 +152,9 @@ def test_compressed_batch_is_smaller_and_kafka_reads_it():
 
 
 def test_log_append_time_reports_max_timestamp():
-    buf = build_batch([(None, b"a", (), 10), (None, b"b", (), 30), (None, b"c", (), 20)],
-                      timestamp_type=TimestampType.LOG_APPEND_TIME)
+    buf = build_batch(
+        [(None, b"a", (), 10), (None, b"b", (), 30), (None, b"c", (), 20)], timestamp_type=TimestampType.LOG_APPEND_TIME
+    )
     header = verify(buf)
     assert header.timestamp_type is TimestampType.LOG_APPEND_TIME
     assert [r.timestamp for r in decode_records(buf)] == [30, 30, 30]
@@ -385,18 +386,18 @@ def test_validate_accepts_what_build_batch_makes():
 
 def test_validate_refuses_garbage_records_with_a_valid_crc():
     good = bytearray(build_batch(_recs(3)))
-    good[HEADER_SIZE] = 0x7F                       # the first record's length
+    good[HEADER_SIZE] = 0x7F  # the first record's length
     garbage = recrc(good)
-    verify(garbage)                                # the CRC is fine...
+    verify(garbage)  # the CRC is fine...
     with pytest.raises(CorruptBatchError):
-        validate(garbage, max_records_bytes=1 << 20)   # ...the records are not
+        validate(garbage, max_records_bytes=1 << 20)  # ...the records are not
 
 
 def test_validate_refuses_codecs_it_cannot_read_and_log_append_time():
     data = bytearray(build_batch(_recs(1)))
     for attrs, err in ((int(Compression.LZ4), UnsupportedCompressionError), (0x08, InvalidTimestampError)):
         b = bytearray(data)
-        b[ATTRIBUTES_OFFSET:ATTRIBUTES_OFFSET + 2] = attrs.to_bytes(2, "big")
+        b[ATTRIBUTES_OFFSET : ATTRIBUTES_OFFSET + 2] = attrs.to_bytes(2, "big")
         with pytest.raises(err):
             validate(recrc(b), max_records_bytes=1 << 20)
 

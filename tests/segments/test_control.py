@@ -22,7 +22,11 @@ from .helpers import recrc
 
 def test_kafka_values():
     assert [(t.name, int(t)) for t in ControlType] == [
-        ("ABORT", 0), ("COMMIT", 1), ("LEADER_CHANGE", 2), ("RAFT_CONFIG", 6), ("DELAY_CHECKPOINT", 100),
+        ("ABORT", 0),
+        ("COMMIT", 1),
+        ("LEADER_CHANGE", 2),
+        ("RAFT_CONFIG", 6),
+        ("DELAY_CHECKPOINT", 100),
         ("HALF_OP", 101),
     ]
 

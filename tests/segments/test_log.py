@@ -85,7 +85,10 @@ def test_append_at_requires_the_log_end(tmp_path):
     follower = _open(tmp_path / "b")
     _fill(leader, 3, epoch=2)
     for header, data in leader.batches(0):
-        assert follower.append_at(data, header.base_offset, header.leader_epoch) == (header.base_offset, header.last_offset)
+        assert follower.append_at(data, header.base_offset, header.leader_epoch) == (
+            header.base_offset,
+            header.last_offset,
+        )
     assert follower.read(0, 10**6) == leader.read(0, 10**6)
     with pytest.raises(InvalidOffsetError) as err:
         follower.append_at(make_batch(), 100, 2)

@@ -18,7 +18,9 @@ GB = 1 << 30
 @pytest.mark.slow
 def test_one_gigabyte_append_read_reopen(tmp_path):
     template = build_batch([(b"key-%d" % i, bytes(1024), (), 1_000 + i) for i in range(100)])
-    config = LogConfig(fsync="never", segment_bytes=128 << 20, max_batch_bytes=1 << 20, segment_ms=None, retention_ms=None)
+    config = LogConfig(
+        fsync="never", segment_bytes=128 << 20, max_batch_bytes=1 << 20, segment_ms=None, retention_ms=None
+    )
     log = Log.open(str(tmp_path), config)
     count = GB // len(template)
     for n in range(count):

@@ -20,8 +20,19 @@ from scripts.chaoslib.workloads.queue import QueueWorkload
 from scripts.chaoslib.workloads.transactions import TransactionsWorkload
 
 WORKLOADS: dict[str, type[Workload]] = {
-    w.name: w for w in (QueueWorkload, DelayedWorkload, TransactionsWorkload, HalvesWorkload, PipelineWorkload,
-                        BroadcastWorkload)}
+    w.name: w
+    for w in (QueueWorkload, DelayedWorkload, TransactionsWorkload, HalvesWorkload, PipelineWorkload, BroadcastWorkload)
+}
 
-__all__ = ["WORKLOADS", "BroadcastWorkload", "Context", "DelayedWorkload", "HalvesWorkload", "PipelineWorkload", "QueueWorkload",
-           "TransactionsWorkload", "Workload", "read_final_logs"]
+__all__ = [
+    "WORKLOADS",
+    "BroadcastWorkload",
+    "Context",
+    "DelayedWorkload",
+    "HalvesWorkload",
+    "PipelineWorkload",
+    "QueueWorkload",
+    "TransactionsWorkload",
+    "Workload",
+    "read_final_logs",
+]

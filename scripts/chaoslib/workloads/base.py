@@ -31,17 +31,17 @@ from client.protocol import EARLIEST, READ_COMMITTED, AbortedTxn, Fetch, FetchPa
 from scripts.chaoslib.history import History, text
 from segments import Record, decode_records, iter_batches
 
-LOG_CHUNK = 2000                # records per `log` event
+LOG_CHUNK = 2000  # records per `log` event
 
 
 @dataclass
 class Context:
     """What a workload gets from the runner."""
 
-    bootstrap: str                      # the client proxies: every client byte crosses a fault point
+    bootstrap: str  # the client proxies: every client byte crosses a fault point
     history: History
     seed: int
-    say: Callable[[str], None]          # one line to the console
+    say: Callable[[str], None]  # one line to the console
     partitions: int = 6
     replication: int = 3
 
@@ -52,7 +52,7 @@ class Context:
 
 class Workload(ABC):
     name: ClassVar[str]
-    partitions: ClassVar[int | None] = None     # per topic; None: the run's default (Context.partitions)
+    partitions: ClassVar[int | None] = None  # per topic; None: the run's default (Context.partitions)
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -68,8 +68,9 @@ class Workload(ABC):
         async with Admin(self.ctx.bootstrap, request_timeout=30) as admin:
             for topic in self.topics:
                 try:
-                    await admin.create_topic(topic, partitions=self.partitions or self.ctx.partitions,
-                                             replication=self.ctx.replication)
+                    await admin.create_topic(
+                        topic, partitions=self.partitions or self.ctx.partitions, replication=self.ctx.replication
+                    )
                 except TopicExistsError:
                     await admin.wait_for_leaders(topic)
 
@@ -85,8 +86,9 @@ async def read_final_logs(ctx: Context, topics: list[str], timeout: float = 60.0
     everything commits). Raises trio.TooSlowError after `timeout`."""
 
     def record(topic: str, p: int, hw: int, records: list[list], last: bool) -> None:
-        ctx.history.record("log", topic=topic, partition=p, high_watermark=hw, isolation="read_committed",
-                           records=records, last=last)
+        ctx.history.record(
+            "log", topic=topic, partition=p, high_watermark=hw, isolation="read_committed", records=records, last=last
+        )
 
     return await _read_logs(ctx, topics, timeout, record)
 
@@ -144,7 +146,8 @@ async def _read_partition(cluster: ClusterClient, topic: str, p: int, sink: Sink
     while True:
         try:
             resp = await cluster.leader_request(
-                topic, p, Fetch([FetchPartition(topic, p, offset, 1 << 20)], max_wait_ms=0, isolation=READ_COMMITTED))
+                topic, p, Fetch([FetchPartition(topic, p, offset, 1 << 20)], max_wait_ms=0, isolation=READ_COMMITTED)
+            )
         except TideMQError:
             await trio.sleep(0.1)
             continue
@@ -166,7 +169,7 @@ async def _read_partition(cluster: ClusterClient, topic: str, p: int, sink: Sink
         if done:
             return after_data
         if not res.records:
-            await trio.sleep(0.1)          # held at the last stable offset by an open transaction
+            await trio.sleep(0.1)  # held at the last stable offset by an open transaction
 
 
 def _committed(records: bytes, aborted: list[AbortedTxn]) -> Iterator[Record]:

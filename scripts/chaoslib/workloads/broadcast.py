@@ -25,20 +25,27 @@ from client.consumer import instance_group
 from scripts.chaoslib.workloads.base import Context
 from scripts.chaoslib.workloads.queue import QueueWorkload
 
-INSTANCES = ("a", "b")            # slot 1 stays, slot 2 restarts
+INSTANCES = ("a", "b")  # slot 1 stays, slot 2 restarts
 
 
 class BroadcastWorkload(QueueWorkload):
     name = "broadcast"
     topic = "chaos-broadcast"
-    group = "chaos-broadcast"      # the broadcast group: its instances are the consumer groups
+    group = "chaos-broadcast"  # the broadcast group: its instances are the consumer groups
     writer_prefix = "bw"
     member_prefix = "bc"
     partitions = 3
 
-    def __init__(self, ctx: Context, *, writers: int = 2, rate: float = 15.0,
-                 churn: tuple[float, float] | None = (8.0, 25.0), downtime: tuple[float, float] = (2.0, 8.0),
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        writers: int = 2,
+        rate: float = 15.0,
+        churn: tuple[float, float] | None = (8.0, 25.0),
+        downtime: tuple[float, float] = (2.0, 8.0),
+        **kwargs,
+    ) -> None:
         super().__init__(ctx, writers=writers, rate=rate, consumers=len(INSTANCES), churn=churn, **kwargs)
         self.downtime = downtime
 
@@ -57,6 +64,15 @@ class BroadcastWorkload(QueueWorkload):
         return rng.uniform(*self.downtime)
 
     def _consumer(self, slot: int, cid: str) -> Consumer:
-        return Consumer(self.ctx.bootstrap, broadcast=True, group=self.group, instance_id=INSTANCES[slot - 1],
-                        topics=self.topics, offset_reset="earliest", session_timeout=6.0, rebalance_timeout=10.0,
-                        request_timeout=self.request_timeout, client_id=cid)
+        return Consumer(
+            self.ctx.bootstrap,
+            broadcast=True,
+            group=self.group,
+            instance_id=INSTANCES[slot - 1],
+            topics=self.topics,
+            offset_reset="earliest",
+            session_timeout=6.0,
+            rebalance_timeout=10.0,
+            request_timeout=self.request_timeout,
+            client_id=cid,
+        )

@@ -34,8 +34,17 @@ class DelayedWorkload(QueueWorkload):
     writer_prefix = "d"
     member_prefix = "dc"
 
-    def __init__(self, ctx: Context, *, writers: int = 2, rate: float = 5.0, consumers: int = 2,
-                 delay: tuple[float, float] = (0.1, 15.0), land_timeout: float = 60.0, **kwargs) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        writers: int = 2,
+        rate: float = 5.0,
+        consumers: int = 2,
+        delay: tuple[float, float] = (0.1, 15.0),
+        land_timeout: float = 60.0,
+        **kwargs,
+    ) -> None:
         super().__init__(ctx, writers=writers, rate=rate, consumers=consumers, **kwargs)
         self.delay = delay
         self.land_timeout = land_timeout
@@ -45,12 +54,12 @@ class DelayedWorkload(QueueWorkload):
     def _compose(self, writer: str, rng: random.Random, seqs: dict[str, int]) -> Message:
         m = super()._compose(writer, rng, seqs)
         at = time.time() + rng.uniform(*self.delay)
-        due = int(at * 1000)                      # what the producer computes from deliver_at
+        due = int(at * 1000)  # what the producer computes from deliver_at
         self._last_due_ms = max(self._last_due_ms, due)
         return m._replace(submit={"deliver_at": at}, extra={"deliver_at": due})
 
     def _partition_of(self, d: Delivery) -> int | None:
-        return None      # chosen when the message leaves the delay tier
+        return None  # chosen when the message leaves the delay tier
 
     def _acked_at(self, p: Pending, md: RecordMetadata) -> dict:
         self._acked.add(p.value)
@@ -61,5 +70,7 @@ class DelayedWorkload(QueueWorkload):
         await trio.sleep(max(0.0, self._last_due_ms / 1000 - time.time()) + 0.5)
         missing = await wait_landed(self.ctx, self.topics, self._acked, self.land_timeout)
         if missing:
-                self.ctx.say(f"[red]{self.name}: {missing} acknowledged delayed message(s) not in {self.topic} "
-                         f"{self.land_timeout:.0f}s after the last was due[/]")
+            self.ctx.say(
+                f"[red]{self.name}: {missing} acknowledged delayed message(s) not in {self.topic} "
+                f"{self.land_timeout:.0f}s after the last was due[/]"
+            )

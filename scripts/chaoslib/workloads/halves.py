@@ -43,8 +43,19 @@ class HalvesWorkload(QueueWorkload):
     member_prefix = "hc"
     producer_group = "chaos-halves-svc"
 
-    def __init__(self, ctx, *, writers: int = 2, rate: float = 4.0, consumers: int = 2, rollback: float = 0.2,
-                 forget: float = 0.1, check_after: float = 1.0, land_timeout: float = 120.0, **kwargs) -> None:
+    def __init__(
+        self,
+        ctx,
+        *,
+        writers: int = 2,
+        rate: float = 4.0,
+        consumers: int = 2,
+        rollback: float = 0.2,
+        forget: float = 0.1,
+        check_after: float = 1.0,
+        land_timeout: float = 120.0,
+        **kwargs,
+    ) -> None:
         super().__init__(ctx, writers=writers, rate=rate, consumers=consumers, **kwargs)
         self.rollback = rollback
         self.forget = forget
@@ -52,7 +63,7 @@ class HalvesWorkload(QueueWorkload):
         self.land_timeout = land_timeout
         self.db: set[str] = set()
         self.deciding: set[str] = set()
-        self._landing: set[str] = set()       # committed locally, commit() failed: the check-back owes them
+        self._landing: set[str] = set()  # committed locally, commit() failed: the check-back owes them
 
     async def _check(self, msg) -> bool | None:
         value = msg.value.decode()
@@ -68,10 +79,16 @@ class HalvesWorkload(QueueWorkload):
         while not stop.is_set():
             session += 1
             try:
-                async with Producer(self.ctx.bootstrap, request_timeout=self.request_timeout,
-                                    delivery_timeout=self.delivery_timeout, client_id=f"{writer}.{session}",
-                                    producer_group=self.producer_group, transaction_checker=self._check,
-                                    check_after=self.check_after, max_checks=30) as producer:
+                async with Producer(
+                    self.ctx.bootstrap,
+                    request_timeout=self.request_timeout,
+                    delivery_timeout=self.delivery_timeout,
+                    client_id=f"{writer}.{session}",
+                    producer_group=self.producer_group,
+                    transaction_checker=self._check,
+                    check_after=self.check_after,
+                    max_checks=30,
+                ) as producer:
                     h.record("session", writer=writer, session=session, producer_id=producer.producer_id)
                     while not stop.is_set():
                         n += 1
@@ -85,39 +102,70 @@ class HalvesWorkload(QueueWorkload):
     async def _one(self, producer: Producer, writer: str, session: int, value: str, rng: random.Random) -> bool:
         """One service transaction; False when the session must end (an error)."""
         h = self.ctx.history
-        fields = dict(writer=writer, session=session, topic=self.topic, key=value, seq=0, value=value,
-                      idempotent=True)
+        fields = dict(writer=writer, session=session, topic=self.topic, key=value, seq=0, value=value, idempotent=True)
         t = h.now()
         self.deciding.add(value)
         try:
             half = await producer.send_half(self.topic, value.encode(), key=value.encode())
         except (TideMQError, OSError, TimeoutError) as exc:
-            self.deciding.discard(value)          # never got to the local transaction: the check-back aborts it
-            h.record("send", t=t, t_end=h.now(), partition=None, **fields, outcome="failed", offset=None,
-                     error=f"send_half failed, so the local transaction never ran: {exc!r}"[:300])
+            self.deciding.discard(value)  # never got to the local transaction: the check-back aborts it
+            h.record(
+                "send",
+                t=t,
+                t_end=h.now(),
+                partition=None,
+                **fields,
+                outcome="failed",
+                offset=None,
+                error=f"send_half failed, so the local transaction never ran: {exc!r}"[:300],
+            )
             return False
         if rng.random() < self.rollback:
             self.deciding.discard(value)
             try:
                 await half.abort("the local transaction rolled back")
             except (TideMQError, OSError, TimeoutError):
-                pass                               # the check-back answers False
-            h.record("send", t=t, t_end=h.now(), partition=None, **fields, outcome="failed", offset=None,
-                     error="rolled back on purpose")
+                pass  # the check-back answers False
+            h.record(
+                "send",
+                t=t,
+                t_end=h.now(),
+                partition=None,
+                **fields,
+                outcome="failed",
+                offset=None,
+                error="rolled back on purpose",
+            )
             return True
         self.db.add(value)
         self.deciding.discard(value)
         if rng.random() < self.forget:
             self._landing.add(value)
-            h.record("send", t=t, t_end=h.now(), partition=None, **fields, outcome="acked", offset=None,
-                     error="committed locally, then 'crashed' before commit(): the check-back owes it")
+            h.record(
+                "send",
+                t=t,
+                t_end=h.now(),
+                partition=None,
+                **fields,
+                outcome="acked",
+                offset=None,
+                error="committed locally, then 'crashed' before commit(): the check-back owes it",
+            )
             return True
         try:
             md = await half.commit()
         except (TideMQError, OSError, TimeoutError) as exc:
             self._landing.add(value)
-            h.record("send", t=t, t_end=h.now(), partition=None, **fields, outcome="acked", offset=None,
-                     error=f"commit() failed, the check-back owes it: {exc!r}"[:300])
+            h.record(
+                "send",
+                t=t,
+                t_end=h.now(),
+                partition=None,
+                **fields,
+                outcome="acked",
+                offset=None,
+                error=f"commit() failed, the check-back owes it: {exc!r}"[:300],
+            )
             return False
         h.record("send", t=t, t_end=h.now(), partition=md.partition, **fields, outcome="acked", offset=md.offset)
         return True
@@ -126,9 +174,15 @@ class HalvesWorkload(QueueWorkload):
         """Until every half whose commit() failed has been committed by a check-back."""
         if not self._landing:
             return
-        async with Producer(self.ctx.bootstrap, producer_group=self.producer_group, transaction_checker=self._check,
-                            client_id="halves-checker"):   # a live producer of the group to be asked
+        async with Producer(
+            self.ctx.bootstrap,
+            producer_group=self.producer_group,
+            transaction_checker=self._check,
+            client_id="halves-checker",
+        ):  # a live producer of the group to be asked
             missing = await wait_landed(self.ctx, self.topics, self._landing, self.land_timeout)
         if missing:
-                self.ctx.say(f"[red]{self.name}: {missing} half message(s) committed locally are not in {self.topic} "
-                         f"{self.land_timeout:.0f}s after the writers stopped[/]")
+            self.ctx.say(
+                f"[red]{self.name}: {missing} half message(s) committed locally are not in {self.topic} "
+                f"{self.land_timeout:.0f}s after the writers stopped[/]"
+            )

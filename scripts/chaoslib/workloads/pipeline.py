@@ -48,7 +48,7 @@ from scripts.chaoslib.history import describe_error, text
 from scripts.chaoslib.workloads.base import Context, read_final_logs
 from scripts.chaoslib.workloads.queue import QueueWorkload
 
-PREFIX = "out:"                 # an output's value: PREFIX + the input's value
+PREFIX = "out:"  # an output's value: PREFIX + the input's value
 
 
 class PipelineWorkload(QueueWorkload):
@@ -60,9 +60,20 @@ class PipelineWorkload(QueueWorkload):
     writer_prefix = "f"
     member_prefix = "pw"
 
-    def __init__(self, ctx: Context, *, writers: int = 1, rate: float = 5.0, consumers: int = 3,
-                 zombie: float = 1 / 150, session_timeout: float = 3.0, rebalance_timeout: float = 10.0,
-                 transaction_timeout: float = 10.0, retries: int = 8, **kwargs) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        writers: int = 1,
+        rate: float = 5.0,
+        consumers: int = 3,
+        zombie: float = 1 / 150,
+        session_timeout: float = 3.0,
+        rebalance_timeout: float = 10.0,
+        transaction_timeout: float = 10.0,
+        retries: int = 8,
+        **kwargs,
+    ) -> None:
         super().__init__(ctx, writers=writers, rate=rate, consumers=consumers, churn=None, **kwargs)
         self.zombie = zombie
         self.session_timeout = session_timeout
@@ -77,8 +88,15 @@ class PipelineWorkload(QueueWorkload):
 
     async def run(self, stop: trio.Event) -> None:
         h = self.ctx.history
-        h.record("pipeline", workload=self.name, input=self.topic, outputs=[self.out_topic],
-                 dead_letters=[self.dlq_topic], prefix=PREFIX, group=self.group)
+        h.record(
+            "pipeline",
+            workload=self.name,
+            input=self.topic,
+            outputs=[self.out_topic],
+            dead_letters=[self.dlq_topic],
+            prefix=PREFIX,
+            group=self.group,
+        )
         done_reading = trio.Event()
         async with trio.open_nursery() as readers:
             readers.start_soon(self._observe, done_reading)
@@ -94,7 +112,7 @@ class PipelineWorkload(QueueWorkload):
                     caught_up, detail = False, "the final read of the input log timed out"
                 else:
                     caught_up, detail = await self._wait_group(ends)
-                workers.cancel_scope.cancel()    # outputs are read once no worker can add any
+                workers.cancel_scope.cancel()  # outputs are read once no worker can add any
             try:
                 await read_final_logs(self.ctx, [self.out_topic, self.dlq_topic])
             except trio.TooSlowError:
@@ -117,27 +135,59 @@ class PipelineWorkload(QueueWorkload):
             session += 1
             cid = f"{worker}.{session}"
             try:
-                async with Consumer(self.ctx.bootstrap, group=self.group, topics=[self.topic], offset_reset="earliest",
-                                    session_timeout=self.session_timeout, rebalance_timeout=self.rebalance_timeout,
-                                    request_timeout=self.request_timeout, client_id=cid) as consumer, \
-                        Producer(self.ctx.bootstrap, transactional_id=f"chaos-pipe-{worker}",
-                                 transaction_timeout=self.transaction_timeout, request_timeout=self.request_timeout,
-                                 delivery_timeout=self.delivery_timeout, client_id=f"{cid}.txn") as producer:
-                    h.record("member", consumer=cid, event="joined", transactional_id=f"chaos-pipe-{worker}",
-                             producer_id=producer.producer_id)
-                    await consumer.run(partial(self._handle, consumer, producer, cid, rng), producer=producer,
-                                       retries=self.retries, backoff=0.5, max_backoff=4.0)
+                async with (
+                    Consumer(
+                        self.ctx.bootstrap,
+                        group=self.group,
+                        topics=[self.topic],
+                        offset_reset="earliest",
+                        session_timeout=self.session_timeout,
+                        rebalance_timeout=self.rebalance_timeout,
+                        request_timeout=self.request_timeout,
+                        client_id=cid,
+                    ) as consumer,
+                    Producer(
+                        self.ctx.bootstrap,
+                        transactional_id=f"chaos-pipe-{worker}",
+                        transaction_timeout=self.transaction_timeout,
+                        request_timeout=self.request_timeout,
+                        delivery_timeout=self.delivery_timeout,
+                        client_id=f"{cid}.txn",
+                    ) as producer,
+                ):
+                    h.record(
+                        "member",
+                        consumer=cid,
+                        event="joined",
+                        transactional_id=f"chaos-pipe-{worker}",
+                        producer_id=producer.producer_id,
+                    )
+                    await consumer.run(
+                        partial(self._handle, consumer, producer, cid, rng),
+                        producer=producer,
+                        retries=self.retries,
+                        backoff=0.5,
+                        max_backoff=4.0,
+                    )
             except Exception as exc:  # noqa: BLE001 - recorded; the next session fences this one
                 h.record("member", consumer=cid, event="error", error=describe_error(exc))
                 await trio.sleep(0.5)
 
-    async def _handle(self, consumer: Consumer, producer: Producer, cid: str, rng: random.Random,
-                      msg: Message) -> None:
+    async def _handle(self, consumer: Consumer, producer: Producer, cid: str, rng: random.Random, msg: Message) -> None:
         """One input, one output, inside the transaction `run` opened for it."""
         value = text(msg.value)
-        self.ctx.history.record("delivery", consumer=cid, group=self.group, isolation="read_committed",
-                                topic=msg.topic, partition=msg.partition, offset=msg.offset, key=text(msg.key),
-                                value=value, wall_ms=int(time.time() * 1000))
+        self.ctx.history.record(
+            "delivery",
+            consumer=cid,
+            group=self.group,
+            isolation="read_committed",
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=text(msg.key),
+            value=value,
+            wall_ms=int(time.time() * 1000),
+        )
         if rng.random() < self.zombie:
             await self._stall(consumer, cid, msg)
         await producer.send(self.out_topic, f"{PREFIX}{value}".encode(), key=msg.key)
@@ -152,8 +202,19 @@ class PipelineWorkload(QueueWorkload):
             removed, error = await self._expire(consumer)
             await trio.sleep(self.session_timeout)
         finally:
-            h.record("zombie", t=t, t_end=h.now(), consumer=cid, group=self.group, topic=msg.topic,
-                     partition=msg.partition, offset=msg.offset, value=text(msg.value), removed=removed, error=error)
+            h.record(
+                "zombie",
+                t=t,
+                t_end=h.now(),
+                consumer=cid,
+                group=self.group,
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                value=text(msg.value),
+                removed=removed,
+                error=error,
+            )
 
     async def _expire(self, consumer: Consumer) -> tuple[bool, str | None]:
         """Have the coordinator drop `consumer`'s member now, as its session's expiry
@@ -161,14 +222,22 @@ class PipelineWorkload(QueueWorkload):
         membership = consumer.membership
         if membership is None:
             return False, "not a member"
-        leave = GroupHeartbeat(self.group, membership[0], -1, [self.topic], [], "chaos-pipe-expirer",
-                               int(self.session_timeout * 1000), int(self.rebalance_timeout * 1000))
+        leave = GroupHeartbeat(
+            self.group,
+            membership[0],
+            -1,
+            [self.topic],
+            [],
+            "chaos-pipe-expirer",
+            int(self.session_timeout * 1000),
+            int(self.rebalance_timeout * 1000),
+        )
         try:
             with trio.fail_after(self.request_timeout):
-                async with ClusterClient(self.ctx.bootstrap, request_timeout=self.request_timeout,
-                                         client_id="chaos-pipe-expirer") as cluster:
+                async with ClusterClient(
+                    self.ctx.bootstrap, request_timeout=self.request_timeout, client_id="chaos-pipe-expirer"
+                ) as cluster:
                     await cluster.coordinator_request(self.group, leave)
         except (TideMQError, TimeoutError, OSError, trio.TooSlowError) as exc:
             return False, repr(exc)[:300]
         return True, None
-

@@ -50,14 +50,20 @@ from client.producer import Delivery, RecordMetadata
 from scripts.chaoslib.history import describe_error, text
 from scripts.chaoslib.workloads.base import Context, Workload, read_final_logs
 
-MAX_PENDING = 200               # unacknowledged sends per writer: a stalled partition must not stall the rest
+MAX_PENDING = 200  # unacknowledged sends per writer: a stalled partition must not stall the rest
 POLL_S = 0.01
 COMMIT_EVERY_S = 1.0
 OBSERVE_EVERY_S = 0.5
 REJOIN_AFTER_FAILED_COMMITS = 8  # in a row, about a second apart
 # The broker refused these before proposing anything: the message is certainly not written.
-DEFINITE = (AuthFailedError, CorruptBatchError, InvalidConfigError, InvalidRequestError, MessageTooLargeError,
-            UnknownTopicError)
+DEFINITE = (
+    AuthFailedError,
+    CorruptBatchError,
+    InvalidConfigError,
+    InvalidRequestError,
+    MessageTooLargeError,
+    UnknownTopicError,
+)
 
 
 class Pending(NamedTuple):
@@ -68,7 +74,7 @@ class Pending(NamedTuple):
     key: str
     seq: int
     t: float
-    extra: dict            # fields of the send event that the workload adds (deliver_at, ...)
+    extra: dict  # fields of the send event that the workload adds (deliver_at, ...)
 
 
 class Message(NamedTuple):
@@ -77,8 +83,8 @@ class Message(NamedTuple):
     value: str
     key: str
     seq: int
-    submit: dict           # extra keyword arguments for Producer.submit
-    extra: dict            # extra fields for the send event
+    submit: dict  # extra keyword arguments for Producer.submit
+    extra: dict  # extra fields for the send event
 
 
 class QueueWorkload(Workload):
@@ -88,9 +94,19 @@ class QueueWorkload(Workload):
     writer_prefix = "w"
     member_prefix = "c"
 
-    def __init__(self, ctx: Context, *, writers: int = 4, keys: int = 12, rate: float = 20.0, consumers: int = 3,
-                 churn: tuple[float, float] | None = (15.0, 45.0), request_timeout: float = 5.0,
-                 delivery_timeout: float = 20.0, drain_timeout: float = 90.0) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        writers: int = 4,
+        keys: int = 12,
+        rate: float = 20.0,
+        consumers: int = 3,
+        churn: tuple[float, float] | None = (15.0, 45.0),
+        request_timeout: float = 5.0,
+        delivery_timeout: float = 20.0,
+        drain_timeout: float = 90.0,
+    ) -> None:
         super().__init__(ctx)
         self.writers = writers
         self.keys = keys
@@ -144,8 +160,12 @@ class QueueWorkload(Workload):
             session += 1
             pending: list[Pending] = []
             try:
-                async with Producer(self.ctx.bootstrap, request_timeout=self.request_timeout,
-                                    delivery_timeout=self.delivery_timeout, client_id=f"{writer}.{session}") as producer:
+                async with Producer(
+                    self.ctx.bootstrap,
+                    request_timeout=self.request_timeout,
+                    delivery_timeout=self.delivery_timeout,
+                    client_id=f"{writer}.{session}",
+                ) as producer:
                     h.record("session", writer=writer, session=session, producer_id=producer.producer_id)
                     broken = False
                     next_at = time.monotonic()
@@ -162,7 +182,7 @@ class QueueWorkload(Workload):
                         pending.append(Pending(delivery, m.value, m.key, m.seq, t, m.extra))
                         next_at = max(next_at + 1 / self.rate, time.monotonic() - 1.0)
                         await trio.sleep(max(0.0, next_at - time.monotonic()))
-                    while pending:   # every outcome arrives within the producer's delivery timeout
+                    while pending:  # every outcome arrives within the producer's delivery timeout
                         self._resolve_done(writer, session, pending)
                         await trio.sleep(POLL_S)
             except Exception as exc:  # noqa: BLE001 - as for consumers: recorded, and a new session starts
@@ -172,10 +192,23 @@ class QueueWorkload(Workload):
                 # Deliveries the producer never resolved (it failed to open, or was cancelled).
                 self._resolve_done(writer, session, pending)
                 for p in pending:
-                    h.record("send", t=p.t, t_end=h.now(), writer=writer, session=session, topic=self.topic,
-                             partition=self._partition_of(p.delivery), key=p.key, seq=p.seq, value=p.value,
-                             outcome="unknown", offset=None, idempotent=True,
-                             error="the producer closed before an outcome", **p.extra)
+                    h.record(
+                        "send",
+                        t=p.t,
+                        t_end=h.now(),
+                        writer=writer,
+                        session=session,
+                        topic=self.topic,
+                        partition=self._partition_of(p.delivery),
+                        key=p.key,
+                        seq=p.seq,
+                        value=p.value,
+                        outcome="unknown",
+                        offset=None,
+                        idempotent=True,
+                        error="the producer closed before an outcome",
+                        **p.extra,
+                    )
                 pending.clear()
 
     def _resolve_done(self, writer: str, session: int, pending: list[Pending]) -> bool:
@@ -196,8 +229,19 @@ class QueueWorkload(Workload):
         h = self.ctx.history
         d = p.delivery
         t_end = h.at(d.acked_at) if d.acked_at is not None else h.now()
-        fields = dict(t=p.t, t_end=t_end, writer=writer, session=session, topic=self.topic,
-                      partition=self._partition_of(d), key=p.key, seq=p.seq, value=p.value, idempotent=True, **p.extra)
+        fields = dict(
+            t=p.t,
+            t_end=t_end,
+            writer=writer,
+            session=session,
+            topic=self.topic,
+            partition=self._partition_of(d),
+            key=p.key,
+            seq=p.seq,
+            value=p.value,
+            idempotent=True,
+            **p.extra,
+        )
         try:
             md = d.result()
         except DEFINITE as exc:
@@ -253,9 +297,18 @@ class QueueWorkload(Workload):
                             break
                         with trio.move_on_after(0.25):
                             msg = await consumer.__anext__()
-                            h.record("delivery", consumer=cid, group=consumer.group, isolation="read_committed",
-                                     topic=msg.topic, partition=msg.partition, offset=msg.offset, key=text(msg.key),
-                                     value=text(msg.value), wall_ms=int(time.time() * 1000))
+                            h.record(
+                                "delivery",
+                                consumer=cid,
+                                group=consumer.group,
+                                isolation="read_committed",
+                                topic=msg.topic,
+                                partition=msg.partition,
+                                offset=msg.offset,
+                                key=text(msg.key),
+                                value=text(msg.value),
+                                wall_ms=int(time.time() * 1000),
+                            )
                         if time.monotonic() - last_commit >= COMMIT_EVERY_S:
                             last_commit = time.monotonic()
                             failed_commits = 0 if await self._commit(consumer, cid) else failed_commits + 1
@@ -279,9 +332,16 @@ class QueueWorkload(Workload):
 
     def _consumer(self, slot: int, cid: str) -> Consumer:
         """The consumer slot `slot` runs for its next lifetime."""
-        return Consumer(self.ctx.bootstrap, group=self.group, topics=self.topics, offset_reset="earliest",
-                        session_timeout=6.0, rebalance_timeout=10.0, request_timeout=self.request_timeout,
-                        client_id=cid)
+        return Consumer(
+            self.ctx.bootstrap,
+            group=self.group,
+            topics=self.topics,
+            offset_reset="earliest",
+            session_timeout=6.0,
+            rebalance_timeout=10.0,
+            request_timeout=self.request_timeout,
+            client_id=cid,
+        )
 
     async def _commit(self, consumer: Consumer, cid: str) -> bool:
         h = self.ctx.history
@@ -290,8 +350,16 @@ class QueueWorkload(Workload):
         try:
             await consumer.commit()
         except (TideMQError, TimeoutError) as exc:
-            h.record("commit", t=t, t_end=h.now(), consumer=cid, group=consumer.group, partitions=partitions,
-                     outcome="failed", error=repr(exc)[:300])
+            h.record(
+                "commit",
+                t=t,
+                t_end=h.now(),
+                consumer=cid,
+                group=consumer.group,
+                partitions=partitions,
+                outcome="failed",
+                error=repr(exc)[:300],
+            )
             return False
         h.record("commit", t=t, t_end=h.now(), consumer=cid, group=consumer.group, partitions=partitions, outcome="ok")
         return True
@@ -316,8 +384,14 @@ class QueueWorkload(Workload):
             except (TideMQError, TimeoutError, OSError):
                 ok = False
                 continue
-            h.record("offsets", t=t, t_end=h.now(), group=group, final=final,
-                     offsets=sorted([t_, p, o] for (t_, p), o in offsets.items() if o is not None))
+            h.record(
+                "offsets",
+                t=t,
+                t_end=h.now(),
+                group=group,
+                final=final,
+                offsets=sorted([t_, p, o] for (t_, p), o in offsets.items() if o is not None),
+            )
         return ok
 
     async def _wait_group(self, ends: dict[tuple[str, int], int]) -> tuple[bool, str]:
@@ -332,8 +406,13 @@ class QueueWorkload(Workload):
                             committed = await fetch_offsets(cluster, group, list(ends))
                         except (TideMQError, TimeoutError, OSError):
                             committed = {}
-                        behind.update({(group, *tp): (committed.get(tp), end) for tp, end in ends.items()
-                                       if end > 0 and (committed.get(tp) or 0) < end})
+                        behind.update(
+                            {
+                                (group, *tp): (committed.get(tp), end)
+                                for tp, end in ends.items()
+                                if end > 0 and (committed.get(tp) or 0) < end
+                            }
+                        )
                     if not behind:
                         return True, ""
                     await trio.sleep(0.5)

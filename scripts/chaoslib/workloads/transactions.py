@@ -38,7 +38,7 @@ from scripts.chaoslib.workloads.base import Context
 from scripts.chaoslib.workloads.queue import DEFINITE, Message, QueueWorkload
 
 ABORT_SHARE = 0.25
-MESSAGES = (2, 6)               # per transaction, alternating between the two topics
+MESSAGES = (2, 6)  # per transaction, alternating between the two topics
 
 
 class TransactionsWorkload(QueueWorkload):
@@ -50,8 +50,16 @@ class TransactionsWorkload(QueueWorkload):
     writer_prefix = "t"
     member_prefix = "tc"
 
-    def __init__(self, ctx: Context, *, writers: int = 2, rate: float = 2.0, consumers: int = 2,
-                 transaction_timeout: float = 10.0, **kwargs) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        writers: int = 2,
+        rate: float = 2.0,
+        consumers: int = 2,
+        transaction_timeout: float = 10.0,
+        **kwargs,
+    ) -> None:
         super().__init__(ctx, writers=writers, rate=rate, consumers=consumers, **kwargs)
         self.transaction_timeout = transaction_timeout
 
@@ -69,17 +77,28 @@ class TransactionsWorkload(QueueWorkload):
         while not stop.is_set():
             session += 1
             try:
-                async with Producer(self.ctx.bootstrap, transactional_id=f"chaos-{writer}",
-                                    transaction_timeout=self.transaction_timeout, request_timeout=self.request_timeout,
-                                    delivery_timeout=self.delivery_timeout, client_id=f"{writer}.{session}") as producer:
-                    h.record("session", writer=writer, session=session, producer_id=producer.producer_id,
-                             transactional_id=f"chaos-{writer}")
+                async with Producer(
+                    self.ctx.bootstrap,
+                    transactional_id=f"chaos-{writer}",
+                    transaction_timeout=self.transaction_timeout,
+                    request_timeout=self.request_timeout,
+                    delivery_timeout=self.delivery_timeout,
+                    client_id=f"{writer}.{session}",
+                ) as producer:
+                    h.record(
+                        "session",
+                        writer=writer,
+                        session=session,
+                        producer_id=producer.producer_id,
+                        transactional_id=f"chaos-{writer}",
+                    )
                     next_at = time.monotonic()
                     while not stop.is_set():
                         count += 1
                         messages = [self._compose(writer, rng, seqs) for _ in range(rng.randint(*MESSAGES))]
-                        if not await self._transaction(producer, writer, session, f"{writer}-x{count}", messages,
-                                                       abort=rng.random() < ABORT_SHARE):
+                        if not await self._transaction(
+                            producer, writer, session, f"{writer}-x{count}", messages, abort=rng.random() < ABORT_SHARE
+                        ):
                             break
                         next_at = max(next_at + 1 / self.rate, time.monotonic() - 1.0)
                         await trio.sleep(max(0.0, next_at - time.monotonic()))
@@ -87,8 +106,9 @@ class TransactionsWorkload(QueueWorkload):
                 h.record("session_error", writer=writer, session=session, error=describe_error(exc))
                 await trio.sleep(0.5)
 
-    async def _transaction(self, producer: Producer, writer: str, session: int, txn: str, messages: list[Message],
-                           abort: bool) -> bool:
+    async def _transaction(
+        self, producer: Producer, writer: str, session: int, txn: str, messages: list[Message], abort: bool
+    ) -> bool:
         """One transaction, recorded; True if it ended cleanly (committed or aborted as
         meant) and the session may go on."""
         h = self.ctx.history
@@ -110,25 +130,44 @@ class TransactionsWorkload(QueueWorkload):
             error = describe_error(exc)
             failed_send = any(d.done and _failed(d) for _, _, _, d in sent) or asked is None
             if not abort and not failed_send:
-                outcome = "unknown"             # the commit was asked for; its answer is lost
+                outcome = "unknown"  # the commit was asked for; its answer is lost
             with trio.move_on_after(self.request_timeout):
                 try:
                     await producer.abort()
                 except (TideMQError, RuntimeError):
-                    pass      # none open any more, or not acknowledged: the coordinator aborts it at its timeout
+                    pass  # none open any more, or not acknowledged: the coordinator aborts it at its timeout
         finally:
             for topic, m, t, d in sent:
                 self._record_send(writer, session, topic, m, t, d, txn)
-            h.record("txn", t=asked if asked is not None else h.now(), t_end=h.now(), txn=txn, producer=writer,
-                     session=session, intent="abort" if abort else "commit", outcome=outcome, error=error,
-                     messages=len(sent))
+            h.record(
+                "txn",
+                t=asked if asked is not None else h.now(),
+                t_end=h.now(),
+                txn=txn,
+                producer=writer,
+                session=session,
+                intent="abort" if abort else "commit",
+                outcome=outcome,
+                error=error,
+                messages=len(sent),
+            )
         return error is None
 
     def _record_send(self, writer: str, session: int, topic: str, m: Message, t: float, d: Delivery, txn: str) -> None:
         h = self.ctx.history
-        fields = dict(t=t, t_end=h.at(d.acked_at) if d.acked_at is not None else h.now(), writer=writer,
-                      session=session, topic=topic, partition=d.partition, key=m.key, seq=m.seq, value=m.value,
-                      idempotent=True, txn=txn)
+        fields = dict(
+            t=t,
+            t_end=h.at(d.acked_at) if d.acked_at is not None else h.now(),
+            writer=writer,
+            session=session,
+            topic=topic,
+            partition=d.partition,
+            key=m.key,
+            seq=m.seq,
+            value=m.value,
+            idempotent=True,
+            txn=txn,
+        )
         if not d.done:
             h.record("send", **fields, outcome="unknown", offset=None, error="no outcome when the transaction ended")
             return
