@@ -10,7 +10,7 @@ partition it leads. `list_halves` does the same for the half messages of
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import anyio
 
@@ -170,7 +170,7 @@ class Admin:
 
     async def _ask_every_node(
         self, body: object, topic: str, node_timeout: float
-    ) -> tuple[dict[int, object], dict[int, str], list[int]]:
+    ) -> tuple[dict[int, Any], dict[int, str], list[int]]:
         """Ask every live node at once (each bounded by `node_timeout`, so one stuck node
         costs that, not a request timeout). (answers by node, why the others gave none,
         partitions of `topic` whose leader did not answer.)"""

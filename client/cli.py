@@ -598,7 +598,7 @@ async def group_list(env: Env, args: argparse.Namespace) -> None:
                 family,
                 f"broadcast: {len(instances)} instance(s)",
                 "-",
-                str(sum(len(states[n].desc.members) for _, n in instances if states[n].desc)),
+                str(sum(len(d.members) for _, n in instances if (d := states[n].desc) is not None)),
                 "?" if None in lags else str(sum(lag for lag in lags if lag is not None)),
             )
             for instance, name in instances:
@@ -623,7 +623,7 @@ def _group_lag_rows(
     owner = {(tp.topic, tp.partition): m.client_id or m.member_id for m in desc.members for tp in m.assignment}
     committed = {(t, p): off for t, p, off in desc.offsets}
     pending = {(t, p): tid for t, p, tid in desc.pending}
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for tp in sorted(set(owner) | set(committed) | set(pending)):
         c, hw = committed.get(tp), high_watermarks.get(tp)
         lag = str(max(hw - c, 0)) if c is not None and hw is not None else "-"

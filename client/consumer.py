@@ -114,6 +114,7 @@ class _Assigned:
     def hand_out(self, offset: int) -> None:
         """`offset` was handed out; step over control batches right after it, so the
         committed position passes Raft no-ops and markers (lag 0 when caught up)."""
+        assert self.handed is not None, "handed out before the position was known"
         self.handed = max(self.handed, offset)
         while self.handed in self.controls:
             self.handed = self.controls.pop(self.handed)
@@ -227,7 +228,7 @@ class Consumer:
                 )
                 await stack.enter_async_context(self._member)
             else:
-                parts = set()
+                parts: set[TopicPartition] = set()
                 for topic in self.topics:
                     n = await self.cluster.partition_count(topic)
                     parts.update((topic, p) for p in range(n))
@@ -351,6 +352,7 @@ class Consumer:
                 if messages and isinstance(messages[-1], TideMQError):
                     await self._send.send((state, messages))  # what came before it, then the error
                     return
+                assert state.handed is not None  # known once the position is
                 state.hand_out(state.handed)  # nothing pending before a control batch
                 if messages:
                     await self._send.send((state, messages))
@@ -491,10 +493,9 @@ class Consumer:
             raise InvalidConfigError(f"order must be 'key' or 'partition', not {order!r}")
         if concurrency < 1 or retries < 0 or backoff < 0:
             raise InvalidConfigError("concurrency must be >= 1, retries and backoff >= 0")
-        grouped = self._member is not None
-        family = self.broadcast_group or self.group  # names the retry and dead-letter topics
+        family = self.broadcast_group or self.group  # names the retry and dead-letter topics; None: no group
         if producer is not None:
-            if not grouped or producer.transactional_id is None:
+            if family is None or producer.transactional_id is None:
                 raise InvalidConfigError("run(producer=...) needs a group and a transactional producer")
             if dead_letter:
                 await ensure_topics(self.cluster, [dead_letter_topic(family)])
@@ -514,14 +515,14 @@ class Consumer:
             self._txn_commits = True
             await self._run_transactional(producer, policy, max_messages)
             return
-        via_topic = grouped and mode == "concurrent" and retries > 0
+        via_topic = family is not None and mode == "concurrent" and retries > 0
         # A broadcast instance also reads the retry topic for its dead letters replayed
         # to it (`tidemq dlq replay`): the original topic would reach every instance.
         reads_retries = via_topic or (self.broadcast_group is not None and dead_letter)
         async with AsyncExitStack() as stack:
             producer = None
             sources: list[Consumer] = [self]
-            if grouped and (reads_retries or dead_letter):
+            if family is not None and (reads_retries or dead_letter):
                 await ensure_topics(
                     self.cluster,
                     ([retry_topic(family)] if reads_retries else [])
@@ -530,24 +531,24 @@ class Consumer:
                 producer = await stack.enter_async_context(
                     Producer(self.cluster.bootstrap, token=self.cluster.token, client_id=f"{self.client_id}-retry")
                 )
-            if reads_retries:
-                sources.append(
-                    await stack.enter_async_context(
-                        Consumer(
-                            self.cluster.bootstrap,
-                            group=family,
-                            broadcast=self.broadcast,
-                            instance_id=self.instance_id,
-                            topics=[retry_topic(family)],
-                            offset_reset="earliest",
-                            token=self.cluster.token,
-                            session_timeout=self.session_timeout,
-                            rebalance_timeout=self.rebalance_timeout,
-                            max_wait=self.max_wait,
-                            client_id=f"{self.client_id}-retries",
+                if reads_retries:
+                    sources.append(
+                        await stack.enter_async_context(
+                            Consumer(
+                                self.cluster.bootstrap,
+                                group=family,
+                                broadcast=self.broadcast,
+                                instance_id=self.instance_id,
+                                topics=[retry_topic(family)],
+                                offset_reset="earliest",
+                                token=self.cluster.token,
+                                session_timeout=self.session_timeout,
+                                rebalance_timeout=self.rebalance_timeout,
+                                max_wait=self.max_wait,
+                                client_id=f"{self.client_id}-retries",
+                            )
                         )
                     )
-                )
             policy = _RetryPolicy(
                 family,
                 self.instance_id,
@@ -603,6 +604,7 @@ class Consumer:
                         with anyio.fail_after(policy.timeout):
                             await policy.handler(msg)
                     self._check_still_held(state, msg)
+                    assert state.handed is not None  # past the message just handled
                     await producer.send_offsets(self, {(msg.topic, msg.partition): state.handed})
                 return
             except ProducerFencedError:
@@ -773,16 +775,30 @@ def dead_letter_topic(group: str) -> str:
 
 
 def origin_of(msg: Message) -> tuple[str, int, int, int]:
-    """(topic, partition, offset, attempts so far) of a message, following retries."""
+    """(topic, partition, offset, attempts so far) of a message, following retries. A
+    message whose origin headers do not parse (anyone may write to a retry topic) is
+    taken as its own origin."""
     h = dict(msg.headers)
-    if H_ORIGIN_TOPIC in h:
-        return (
-            h[H_ORIGIN_TOPIC].decode(),
-            int(h[H_ORIGIN_PARTITION]),
-            int(h[H_ORIGIN_OFFSET]),
-            int(h.get(H_ATTEMPT, b"0")),
-        )
+    topic = h.get(H_ORIGIN_TOPIC)
+    if topic is not None:
+        try:
+            return (
+                topic.decode(),
+                int(h.get(H_ORIGIN_PARTITION) or b""),
+                int(h.get(H_ORIGIN_OFFSET) or b""),
+                int(h.get(H_ATTEMPT) or b"0"),
+            )
+        except ValueError:
+            pass
     return msg.topic, msg.partition, msg.offset, 0
+
+
+def int_header(msg: Message, name: str) -> int:
+    """A TideMQ header's integer value; 0 if absent or malformed."""
+    try:
+        return int(dict(msg.headers).get(name) or b"0")
+    except ValueError:
+        return 0
 
 
 def user_headers(msg: Message) -> list[tuple[str, bytes | None]]:

@@ -29,6 +29,7 @@ from client.consumer import (
     Message,
     dead_letter_topic,
     ensure_topics,
+    int_header,
     origin_of,
     retry_topic,
     user_headers,
@@ -57,9 +58,9 @@ def as_dead_letter(msg: Message) -> DeadLetter:
         topic,
         partition,
         offset,
-        int(h.get(H_ATTEMPT, b"0")),
+        int_header(msg, H_ATTEMPT),
         (h.get(H_DLQ_ERROR) or b"").decode(errors="replace"),
-        int(h.get(H_DLQ_TIME, b"0")),
+        int_header(msg, H_DLQ_TIME),
         None if instance is None else instance.decode(errors="replace"),
     )
 

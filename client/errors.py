@@ -83,10 +83,6 @@ class ConnectionClosedError(TideMQError):
     retriable = True
 
 
-def _error(name: str, code: ErrorCode, retriable: bool, doc: str) -> type[TideMQError]:
-    return type(name, (TideMQError,), {"code": code, "retriable": retriable, "__doc__": doc})
-
-
 class NotLeaderError(TideMQError):
     """This node does not lead the partition (or group); `leader_addr` says who might."""
 
@@ -102,127 +98,201 @@ class NotLeaderError(TideMQError):
         return self.details.get("leader_addr")  # type: ignore[return-value]
 
 
-UnknownError = _error("UnknownError", ErrorCode.UNKNOWN, False, "The broker failed in a way it could not classify.")
-UnknownTopicError = _error("UnknownTopicError", ErrorCode.UNKNOWN_TOPIC, False, "No such topic or partition.")
-CorruptBatchError = _error(
-    "CorruptBatchError", ErrorCode.CORRUPT_BATCH, False, "The record batch failed validation (CRC, length, magic)."
-)
-MessageTooLargeError = _error(
-    "MessageTooLargeError", ErrorCode.MESSAGE_TOO_LARGE, False, "The batch or frame exceeds the configured limit."
-)
-RequestTimeoutError = _error(
-    "RequestTimeoutError", ErrorCode.TIMEOUT, True, "The request did not complete in time; its outcome is unknown."
-)
-InvalidRequestError = _error(
-    "InvalidRequestError", ErrorCode.INVALID_REQUEST, False, "The request is malformed or its arguments are invalid."
-)
-AuthFailedError = _error("AuthFailedError", ErrorCode.AUTH_FAILED, False, "Missing or wrong cluster token.")
-TopicExistsError = _error("TopicExistsError", ErrorCode.TOPIC_EXISTS, False, "A topic of that name already exists.")
-InvalidConfigError = _error(
-    "InvalidConfigError", ErrorCode.INVALID_CONFIG, False, "A topic or client setting is out of range."
-)
-NotEnoughReplicasError = _error(
-    "NotEnoughReplicasError", ErrorCode.NOT_ENOUGH_REPLICAS, True, "Too few live nodes for the requested replication."
-)
-OffsetOutOfRangeError = _error(
-    "OffsetOutOfRangeError",
-    ErrorCode.OFFSET_OUT_OF_RANGE,
-    False,
-    "The offset is below the log start or beyond its end.",
-)
-OutOfOrderSequenceError = _error(
-    "OutOfOrderSequenceError",
-    ErrorCode.OUT_OF_ORDER_SEQUENCE,
-    False,
-    "An idempotent producer skipped sequence numbers.",
-)
-DuplicateSequenceError = _error(
-    "DuplicateSequenceError",
-    ErrorCode.DUPLICATE_SEQUENCE,
-    False,
-    "The batch was already written (the broker answers with its offsets).",
-)
-UnknownProducerError = _error(
-    "UnknownProducerError", ErrorCode.UNKNOWN_PRODUCER, False, "The broker has no state for this producer id."
-)
-ProducerFencedError = _error(
-    "ProducerFencedError", ErrorCode.PRODUCER_FENCED, False, "A newer producer with the same id took over."
-)
-UnsupportedVersionError = _error(
-    "UnsupportedVersionError", ErrorCode.UNSUPPORTED_VERSION, False, "The peer speaks another protocol version."
-)
-NotControllerError = _error(
-    "NotControllerError", ErrorCode.NOT_CONTROLLER, True, "This node does not lead the controller group."
-)
-CoordinatorNotAvailableError = _error(
-    "CoordinatorNotAvailableError",
-    ErrorCode.COORDINATOR_NOT_AVAILABLE,
-    True,
-    "The coordinator is loading or has no leader.",
-)
-NotCoordinatorError = _error(
-    "NotCoordinatorError", ErrorCode.NOT_COORDINATOR, True, "Another node coordinates this group."
-)
-UnknownMemberError = _error(
-    "UnknownMemberError", ErrorCode.UNKNOWN_MEMBER, False, "The group does not know this member (it was expired)."
-)
-RebalanceInProgressError = _error(
-    "RebalanceInProgressError", ErrorCode.REBALANCE_IN_PROGRESS, True, "The group is rebalancing; rejoin."
-)
-IllegalGenerationError = _error(
-    "IllegalGenerationError", ErrorCode.ILLEGAL_GENERATION, False, "The member's generation is stale; rejoin."
-)
-ShuttingDownError = _error(
-    "ShuttingDownError", ErrorCode.SHUTTING_DOWN, True, "The node is shutting down; try another."
-)
-InvalidTxnStateError = _error(
-    "InvalidTxnStateError",
-    ErrorCode.INVALID_TXN_STATE,
-    False,
-    "The transaction does not allow this now (e.g. a partition written before it was added).",
-)
-UnstableOffsetCommitError = _error(
-    "UnstableOffsetCommitError",
-    ErrorCode.UNSTABLE_OFFSET_COMMIT,
-    True,
-    "A transaction will commit this offset but is not decided yet; retry shortly.",
-)
-UnsupportedCompressionError = _error(
-    "UnsupportedCompressionError",
-    ErrorCode.UNSUPPORTED_COMPRESSION,
-    False,
-    "The batch's compression codec is not accepted (use none, gzip or zstd).",
-)
-InvalidTimestampError = _error(
-    "InvalidTimestampError",
-    ErrorCode.INVALID_TIMESTAMP,
-    False,
-    "A record's timestamp is negative or too far from the broker's clock.",
-)
-LimitExceededError = _error(
-    "LimitExceededError",
-    ErrorCode.LIMIT_EXCEEDED,
-    False,
-    "A per-group limit (members, pending half messages) is reached; docs/security.md lists them.",
-)
-StorageError = _error(
-    "StorageError",
-    ErrorCode.STORAGE_ERROR,
-    True,
-    "The node cannot take the write now (its data disk is full); retry later or elsewhere.",
-)
-ConnectionLimitError = _error(
-    "ConnectionLimitError",
-    ErrorCode.CONNECTION_LIMIT,
-    True,
-    "The node has as many connections as it allows; retry, or ask another node.",
-)
-ClusterAuthorizationError = _error(
-    "ClusterAuthorizationError",
-    ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
-    False,
-    "Only the cluster's own nodes may send this (Raft and broker-to-broker requests), and only on the peer listener.",
-)
+class UnknownError(TideMQError):
+    """The broker failed in a way it could not classify."""
+
+    code = ErrorCode.UNKNOWN
+
+
+class UnknownTopicError(TideMQError):
+    """No such topic or partition."""
+
+    code = ErrorCode.UNKNOWN_TOPIC
+
+
+class CorruptBatchError(TideMQError):
+    """The record batch failed validation (CRC, length, magic)."""
+
+    code = ErrorCode.CORRUPT_BATCH
+
+
+class MessageTooLargeError(TideMQError):
+    """The batch or frame exceeds the configured limit."""
+
+    code = ErrorCode.MESSAGE_TOO_LARGE
+
+
+class RequestTimeoutError(TideMQError):
+    """The request did not complete in time; its outcome is unknown."""
+
+    code = ErrorCode.TIMEOUT
+    retriable = True
+
+
+class InvalidRequestError(TideMQError):
+    """The request is malformed or its arguments are invalid."""
+
+    code = ErrorCode.INVALID_REQUEST
+
+
+class AuthFailedError(TideMQError):
+    """Missing or wrong cluster token."""
+
+    code = ErrorCode.AUTH_FAILED
+
+
+class TopicExistsError(TideMQError):
+    """A topic of that name already exists."""
+
+    code = ErrorCode.TOPIC_EXISTS
+
+
+class InvalidConfigError(TideMQError):
+    """A topic or client setting is out of range."""
+
+    code = ErrorCode.INVALID_CONFIG
+
+
+class NotEnoughReplicasError(TideMQError):
+    """Too few live nodes for the requested replication."""
+
+    code = ErrorCode.NOT_ENOUGH_REPLICAS
+    retriable = True
+
+
+class OffsetOutOfRangeError(TideMQError):
+    """The offset is below the log start or beyond its end."""
+
+    code = ErrorCode.OFFSET_OUT_OF_RANGE
+
+
+class OutOfOrderSequenceError(TideMQError):
+    """An idempotent producer skipped sequence numbers."""
+
+    code = ErrorCode.OUT_OF_ORDER_SEQUENCE
+
+
+class DuplicateSequenceError(TideMQError):
+    """The batch was already written (the broker answers with its offsets)."""
+
+    code = ErrorCode.DUPLICATE_SEQUENCE
+
+
+class UnknownProducerError(TideMQError):
+    """The broker has no state for this producer id."""
+
+    code = ErrorCode.UNKNOWN_PRODUCER
+
+
+class ProducerFencedError(TideMQError):
+    """A newer producer with the same id took over."""
+
+    code = ErrorCode.PRODUCER_FENCED
+
+
+class UnsupportedVersionError(TideMQError):
+    """The peer speaks another protocol version."""
+
+    code = ErrorCode.UNSUPPORTED_VERSION
+
+
+class NotControllerError(TideMQError):
+    """This node does not lead the controller group."""
+
+    code = ErrorCode.NOT_CONTROLLER
+    retriable = True
+
+
+class CoordinatorNotAvailableError(TideMQError):
+    """The coordinator is loading or has no leader."""
+
+    code = ErrorCode.COORDINATOR_NOT_AVAILABLE
+    retriable = True
+
+
+class NotCoordinatorError(TideMQError):
+    """Another node coordinates this group."""
+
+    code = ErrorCode.NOT_COORDINATOR
+    retriable = True
+
+
+class UnknownMemberError(TideMQError):
+    """The group does not know this member (it was expired)."""
+
+    code = ErrorCode.UNKNOWN_MEMBER
+
+
+class RebalanceInProgressError(TideMQError):
+    """The group is rebalancing; rejoin."""
+
+    code = ErrorCode.REBALANCE_IN_PROGRESS
+    retriable = True
+
+
+class IllegalGenerationError(TideMQError):
+    """The member's generation is stale; rejoin."""
+
+    code = ErrorCode.ILLEGAL_GENERATION
+
+
+class ShuttingDownError(TideMQError):
+    """The node is shutting down; try another."""
+
+    code = ErrorCode.SHUTTING_DOWN
+    retriable = True
+
+
+class InvalidTxnStateError(TideMQError):
+    """The transaction does not allow this now (e.g. a partition written before it was added)."""
+
+    code = ErrorCode.INVALID_TXN_STATE
+
+
+class UnstableOffsetCommitError(TideMQError):
+    """A transaction will commit this offset but is not decided yet; retry shortly."""
+
+    code = ErrorCode.UNSTABLE_OFFSET_COMMIT
+    retriable = True
+
+
+class UnsupportedCompressionError(TideMQError):
+    """The batch's compression codec is not accepted (use none, gzip or zstd)."""
+
+    code = ErrorCode.UNSUPPORTED_COMPRESSION
+
+
+class InvalidTimestampError(TideMQError):
+    """A record's timestamp is negative or too far from the broker's clock."""
+
+    code = ErrorCode.INVALID_TIMESTAMP
+
+
+class LimitExceededError(TideMQError):
+    """A per-group limit (members, pending half messages) is reached; docs/security.md lists them."""
+
+    code = ErrorCode.LIMIT_EXCEEDED
+
+
+class StorageError(TideMQError):
+    """The node cannot take the write now (its data disk is full); retry later or elsewhere."""
+
+    code = ErrorCode.STORAGE_ERROR
+    retriable = True
+
+
+class ConnectionLimitError(TideMQError):
+    """The node has as many connections as it allows; retry, or ask another node."""
+
+    code = ErrorCode.CONNECTION_LIMIT
+    retriable = True
+
+
+class ClusterAuthorizationError(TideMQError):
+    """Only the cluster's own nodes may send this (Raft and broker-to-broker requests), and only on the peer listener."""
+
+    code = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+
 
 _BY_CODE: dict[int, type[TideMQError]] = {
     cls.code: cls

@@ -100,7 +100,7 @@ async def _nothing(_: set[TopicPartition]) -> None:
 async def commit_offsets(
     cluster: ClusterClient,
     group: str,
-    offsets: Mapping[TopicPartition | WireTopicPartition, int],
+    offsets: Mapping[TopicPartition, int] | Mapping[WireTopicPartition, int],
     *,
     member_id: str = "",
     member_epoch: int = -1,
@@ -276,7 +276,7 @@ class GroupMember:
 
     # -- offsets --------------------------------------------------------------------------------
 
-    async def commit(self, offsets: Mapping[TopicPartition | WireTopicPartition, int]) -> None:
+    async def commit(self, offsets: Mapping[TopicPartition, int] | Mapping[WireTopicPartition, int]) -> None:
         """Commit next-offsets-to-consume for partitions this member holds (or is
         revoking); see `commit_offsets` for the errors."""
         await commit_offsets(

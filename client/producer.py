@@ -65,6 +65,7 @@ from client.errors import (
     InvalidConfigError,
     InvalidTxnStateError,
     MessageTooLargeError,
+    NotLeaderError,
     OutOfOrderSequenceError,
     ProducerFencedError,
     RequestTimeoutError,
@@ -110,7 +111,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Headers = Mapping[str, bytes] | Sequence[tuple[str, bytes]] | None
+Headers = Mapping[str, bytes | None] | Sequence[tuple[str, bytes | None]] | None
 
 _ACKS = {
     "all": ACKS_ALL,
@@ -138,7 +139,9 @@ class _Batch:
     __slots__ = ("records", "size", "created", "done", "sent", "error", "base_offset", "sequence", "data", "acked_at")
 
     def __init__(self) -> None:
-        self.records: list[tuple[bytes | None, bytes | None, tuple, int]] = []
+        self.records: list[
+            tuple[bytes | bytearray | memoryview | None, bytes | bytearray | memoryview | None, tuple, int]
+        ] = []
         self.size = 61
         self.created = time.monotonic()
         self.done = anyio.Event()
@@ -291,6 +294,7 @@ class Producer:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._tg.cancel_scope.cancel)
             if self.transaction_checker is not None:
+                assert self.producer_group is not None  # (the constructor insists on one)
                 self._tg.start_soon(
                     run_checker, self.cluster, self.producer_group, self.transaction_checker, self.checker_timeout
                 )
@@ -415,7 +419,7 @@ class Producer:
         if partition is not None and not 0 <= partition < n:
             raise InvalidConfigError(f"topic {topic!r} has partitions 0..{n - 1}, not {partition}")
         base = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
-        extra = [
+        extra: list[tuple[str, bytes | None]] = [
             (H_HALF_TARGET, topic.encode()),
             (H_GROUP, self.producer_group.encode()),
             (H_CHECK_AFTER, str(int(self.check_after * 1000)).encode()),
@@ -647,6 +651,8 @@ class Producer:
                 if self.acks == ACKS_NONE:
                     info = await self.cluster.topic(topic)
                     leader = info.partitions[p].leader
+                    if leader is None or leader not in self.cluster.nodes:
+                        raise NotLeaderError(f"{topic}-{p} has no leader now")
                     conn = await self.cluster.connection(self.cluster.nodes[leader])
                     await conn.send_only(request)
                 else:
@@ -731,6 +737,12 @@ class Producer:
                 "no transaction is open: call begin_transaction() or use `async with producer.transaction()`"
             )
 
+    @property
+    def _txn_id(self) -> str:
+        if self.transactional_id is None:
+            raise InvalidConfigError("transactions need Producer(..., transactional_id='...')")
+        return self.transactional_id
+
     async def _txn_request(self, body: object) -> object:
         assert self.transactional_id is not None
         try:
@@ -767,7 +779,7 @@ class Producer:
                 try:
                     await self._txn_request(
                         AddPartitionsToTxn(
-                            self.transactional_id,
+                            self._txn_id,
                             self.producer_id,
                             self.producer_epoch,
                             [TopicPartition(t, p) for t, p in sorted(wanted)],
@@ -827,7 +839,7 @@ class Producer:
             tps = sorted(points)
             await self._txn_request(
                 TxnOffsetCommit(
-                    self.transactional_id,
+                    self._txn_id,
                     self.producer_id,
                     self.producer_epoch,
                     consumer.group,
@@ -882,7 +894,7 @@ class Producer:
 
     async def _end(self, commit: bool) -> None:
         if self._txn_partitions or self._txn_offsets:
-            await self._txn_request(EndTxn(self.transactional_id, self.producer_id, self.producer_epoch, commit))
+            await self._txn_request(EndTxn(self._txn_id, self.producer_id, self.producer_epoch, commit))
         self._txn_open = False
         self._abort_failed = None
 

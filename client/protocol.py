@@ -20,6 +20,7 @@ same frames; their bodies are defined by the broker and carried here as opaque b
 from __future__ import annotations
 
 import struct
+from typing import cast
 
 import msgspec
 
@@ -465,7 +466,7 @@ class HalfCheck(_Msg):
     topic: str
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
     timestamp: int
     check: int  # 1 for the first check-back of this half
 
@@ -576,10 +577,12 @@ def split_addr(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def encode_frame(request_id: int, body: _Msg, version: int = PROTOCOL_VERSION) -> bytes:
+def encode_frame(request_id: int, body: object, version: int = PROTOCOL_VERSION) -> bytes:
     """One whole frame, ready to write."""
+    if not isinstance(body, _Msg):
+        raise LocalProtocolError(f"{type(body).__name__} is not a message of the protocol")
     try:
-        payload = _encoder.encode(Envelope(request_id, body))
+        payload = _encoder.encode(Envelope(request_id, cast(Body, body)))
     except (TypeError, ValueError, OverflowError) as exc:
         raise LocalProtocolError(f"cannot encode {type(body).__name__}: {exc}") from exc
     return _HEADER.pack(len(payload) + 1, version) + payload

@@ -7,8 +7,8 @@ producer's pipelined batches reach the log in the order it sent them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -59,7 +59,7 @@ MAX_FETCH_PARTITIONS = 1000
 class Api:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self._handlers = {
+        self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
             Metadata: self.metadata,
             CreateTopic: self.create_topic,
             DeleteTopic: self.delete_topic,
@@ -118,7 +118,7 @@ class Api:
         if req.authoritative:
             b.controller_leader_check()  # it has applied every committed topic change
         live = set(b.live_nodes())
-        nodes = [NodeInfo(nid, b.cfg.client_addr(nid), nid in live) for nid in sorted(b.cfg.peers)]
+        nodes = [NodeInfo(nid, b.cfg.advertise[nid], nid in live) for nid in sorted(b.cfg.peers)]
         names = list(b.state.topics) if req.topics is None else req.topics
         topics, missing = [], []
         for name in names:

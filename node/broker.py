@@ -269,7 +269,7 @@ class Broker:
             storage,
             core,
             self._send_raft,
-            self._apply_controller,
+            apply=self._apply_controller,
             fsync=self.cfg.fsync == "always",
             leader_addr=self.addr_of,
             on_restore=self._restore_controller,
@@ -285,7 +285,7 @@ class Broker:
             if e.kind != EntryKind.NORMAL:
                 continue
             for rec in segments.decode_records(e.data):
-                cmd = decode_command(rec.value)
+                cmd = decode_command(rec.value or b"")
                 result = self.state.apply(cmd)
                 # While replaying, replicas wait: they open at the end, for the topics that are left.
                 if isinstance(result, TopicMeta) and not self._replaying:
@@ -346,7 +346,8 @@ class Broker:
                 legacy.rename(path)
             storage = LogStorage(path, self._log_config(meta.configs), ConfState(voters=tuple(sorted(replicas))))
             core = RaftNode(self._raft_config(), storage)
-            kind, extra = Partition, {}
+            kind: type[Partition] = Partition
+            extra: dict[str, object] = {}
             if meta.internal and meta.name == OFFSETS_TOPIC:
                 kind = OffsetsPartition
             elif meta.internal and meta.name == TXN_TOPIC:
@@ -530,6 +531,7 @@ class Broker:
     async def next_producer_id(self) -> int:
         if not self._producer_ids:
             block = await self.run_command(AllocateProducerIds(self.id))
+            assert isinstance(block, list)  # the command's result: a block of ids
             self._producer_ids = list(reversed(block))
         return self._producer_ids.pop()
 

@@ -55,7 +55,7 @@ class NodeConfig:
     data_dir: Path
     peers: dict[int, str] = field(default_factory=dict)  # node -> its peer listener
     advertise: dict[int, str] = field(default_factory=dict)  # node -> its client address
-    peer_listen: str | None = None  # default: this node in `peers`, else the client host, any port
+    peer_listen: str = ""  # default: this node in `peers`, else the client host, any port
     peer_secret: str | None = None
     token: str | None = None
     metrics: str | None = None  # HOST:PORT of the Prometheus endpoint, or None
@@ -90,7 +90,7 @@ class NodeConfig:
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
         parse_addr(self.listen)
-        if self.peer_listen is None:
+        if not self.peer_listen:
             self.peer_listen = self.peers.get(self.node_id) or f"{parse_addr(self.listen)[0]}:0"
         parse_addr(self.peer_listen)
         if self.peers.get(self.node_id, self.peer_listen) != self.peer_listen:
@@ -182,10 +182,10 @@ class NodeConfig:
                     values[key] = {int(k): v for k, v in values[key].items()}
                 elif isinstance(values.get(key), str):
                     values[key] = parse_peers(values[key])
-        for f in fields(cls):
-            v = getattr(args, f.name, None)
+        for fld in fields(cls):
+            v = getattr(args, fld.name, None)
             if v is not None:
-                values[f.name] = parse_peers(v) if f.name in ("peers", "advertise") else v
+                values[fld.name] = parse_peers(v) if fld.name in ("peers", "advertise") else v
         values.setdefault("token", os.environ.get("TIDEMQ_TOKEN") or None)
         values.setdefault("peer_secret", os.environ.get("TIDEMQ_PEER_SECRET") or None)
         missing = [n for n in ("node_id", "listen", "data_dir") if values.get(n) is None]

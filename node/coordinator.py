@@ -197,7 +197,7 @@ class OffsetsState:
                 case _:
                     log.warning("%s: skipping a record with an unknown key %r", OFFSETS_TOPIC, k)
             if value is None and isinstance(k, list) and len(k) > 1 and isinstance(k[1], str):
-                if (data := self.groups.get(k[1])) is not None and data.empty:
+                if (left := self.groups.get(k[1])) is not None and left.empty:
                     del self.groups[k[1]]  # nothing left of it (its offsets expired or were reset)
         except msgspec.DecodeError as exc:  # deterministic: every replica skips it alike
             log.warning("%s: skipping a malformed record: %s", OFFSETS_TOPIC, exc)

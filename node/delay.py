@@ -100,9 +100,9 @@ class DelayPartition(Partition):
         for rec in decode_records(records):
             headers = dict(rec.headers)
             try:
-                due = int(headers[H_DUE])
+                due = int(headers[H_DUE] or b"")  # a null value: ValueError, refused below
                 target = (headers[H_TARGET] or b"").decode()
-                partition = int(headers[H_PARTITION]) if headers.get(H_PARTITION) is not None else 0
+                partition = int(raw) if (raw := headers.get(H_PARTITION)) is not None else 0
             except (KeyError, ValueError, UnicodeDecodeError):
                 raise InvalidRequestError(
                     f"{self.name}: a delayed message needs {H_TARGET} and an integer {H_DUE} "
@@ -125,7 +125,7 @@ class DelayPartition(Partition):
                 continue
             h = parse_header(e.data)
             if h.is_control and not h.is_transactional and control_type_of(e.data) == ControlType.DELAY_CHECKPOINT:
-                self.checkpoint = _ckpt_decoder.decode(decode_records(e.data)[0].value)
+                self.checkpoint = _ckpt_decoder.decode(decode_records(e.data)[0].value or b"")
 
 
 def _now_ms() -> int:
@@ -230,6 +230,7 @@ class Scheduler:
             return _Move(rec.offset, eligible, None, ())
         tiers = self.service.tiers
         cluster = self.service.cluster
+        assert cluster is not None  # connected before any scheduler starts
         remaining = due - eligible
         if remaining >= tiers[0]:
             topic = tier_name(pick_tier(tiers, remaining))
@@ -266,9 +267,11 @@ class Scheduler:
             seq = seqs.get(key, 0)
             seqs[key] = seq + 1
             by_dest.setdefault(m.dest, []).append((seq, m.record))
+        cluster = self.service.cluster
+        assert cluster is not None
         async with trio.open_nursery() as nursery:
             for dest, items in by_dest.items():
-                nursery.start_soon(relay, self.service.cluster, self.pid, dest, items)
+                nursery.start_soon(relay, cluster, self.pid, dest, items)
         self.moved += len(moves)
 
     async def _checkpoint(self, pos: int, seqs: dict[str, int]) -> None:
@@ -282,7 +285,9 @@ class DelayService:
         self.broker = broker
         self.tiers = sorted(broker.cfg.delay_tiers_ms or DEFAULT_TIERS_MS)
         self.cluster: ClusterClient | None = None
-        self._schedulers = LeaderTasks("scheduler", lambda part: Scheduler(part, self).run())
+        self._schedulers: LeaderTasks[DelayPartition] = LeaderTasks(
+            "scheduler", lambda part: Scheduler(part, self).run()
+        )
 
     def partition_kind(self, meta) -> dict | None:
         """Constructor arguments for a tier topic's partitions, or None for other topics."""

@@ -211,7 +211,7 @@ class HalfPartition(Partition):
             h = segments.parse_header(e.data)
             if h.is_control:
                 if not h.is_transactional and segments.control_type_of(e.data) == segments.ControlType.HALF_OP:
-                    for op in _ops_dec.decode(segments.decode_records(e.data)[0].value):
+                    for op in _ops_dec.decode(segments.decode_records(e.data)[0].value or b""):
                         self._apply_op(op)
                 continue
             for offset, rec in records_at(e, h.base_offset):
@@ -501,6 +501,8 @@ class HalfCoordinator:
     async def _relay_loop(self, part: HalfPartition) -> None:
         """Copy committed halves to their targets, in decision order, then record it."""
         pid = HALF_PID_BASE + part.group
+        cluster = self.cluster
+        assert cluster is not None  # connected before any leader task starts
         while part.is_leader and not part.closed:
             if not part.to_write:
                 await part.changed(1.0)
@@ -514,9 +516,9 @@ class HalfCoordinator:
             async def write(dest: tuple[str, int], halves: list[Half], ops: list[Op] = ops) -> None:
                 items = [(h.seq, (h.key, h.value, tuple(h.headers), h.created_ms)) for h in halves]
                 try:
-                    offsets = await relay(self.cluster, pid, dest, items)
+                    offsets = await relay(cluster, pid, dest, items)
                 except UnknownTopicError:
-                    if await self.cluster.topic_exists(dest[0]):  # only the node asked lags: retried
+                    if await cluster.topic_exists(dest[0]):  # only the node asked lags: retried
                         raise
                     ops.extend(
                         Op(OP_WRITTEN, h.offset, _now_ms(), f"target topic {dest[0]!r} was deleted; dropped")

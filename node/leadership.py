@@ -12,22 +12,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Generic, TypeVar
 
 import trio
 
 from client.errors import TideMQError
 from node.replica import Replica
 
+R = TypeVar("R", bound=Replica)
+
 log = logging.getLogger(__name__)
 
 
-class LeaderTasks:
-    def __init__(self, what: str, work: Callable[[Replica], Awaitable[None]]) -> None:
+class LeaderTasks(Generic[R]):
+    def __init__(self, what: str, work: Callable[[R], Awaitable[None]]) -> None:
         self.what = what
         self._work = work
         self._running: dict[int, tuple[int, trio.CancelScope]] = {}  # group -> (term, scope)
 
-    def reconcile(self, nursery: trio.Nursery, parts: Iterable[Replica]) -> None:
+    def reconcile(self, nursery: trio.Nursery, parts: Iterable[R]) -> None:
         for part in parts:
             running = self._running.get(part.group)
             leading = part.is_leader and not part.closed
@@ -40,7 +43,7 @@ class LeaderTasks:
                 self._running[part.group] = (part.core.term, scope)
                 nursery.start_soon(self._run, part, scope)
 
-    async def _run(self, part: Replica, scope: trio.CancelScope) -> None:
+    async def _run(self, part: R, scope: trio.CancelScope) -> None:
         with scope:
             try:
                 await self._work(part)

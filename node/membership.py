@@ -218,7 +218,7 @@ class Group:
                 previous = {mid: m.owned or EMPTY for mid, m in active.items()}
             else:
                 previous = {mid: self.targets.get(mid, EMPTY) for mid in active}
-            result = assign({mid: m.topics or EMPTY for mid, m in active.items()}, self.counts, previous)
+            result = assign({mid: m.topics or frozenset() for mid, m in active.items()}, self.counts, previous)
             self.targets = {mid: frozenset(tps) for mid, tps in result.items()}
         for m in self.members.values():
             self._update_clock(m, now)

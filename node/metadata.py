@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from typing import overload
 
 import msgspec
 
@@ -128,6 +129,12 @@ TOPIC_CONFIGS: dict[str, tuple[str, int, int]] = {
 }
 
 
+@overload
+def topic_config(configs: dict[str, str], key: str, default: int, least: dict[str, int] | None = None) -> int: ...
+@overload
+def topic_config(
+    configs: dict[str, str], key: str, default: int | None, least: dict[str, int] | None = None
+) -> int | None: ...
 def topic_config(
     configs: dict[str, str], key: str, default: int | None, least: dict[str, int] | None = None
 ) -> int | None:

@@ -262,6 +262,7 @@ class Partition(Replica):
     async def _verify(self, pid: int, epoch: int, tid: str) -> None:
         error: TideMQError | None = ShuttingDownError(f"{self.name} closed on node {self.core.id}; retry")
         try:
+            assert self._txn_verifier is not None  # (verifying starts only with a verifier)
             with trio.fail_after(VERIFY_TIMEOUT_S):
                 await self._txn_verifier(tid, pid, epoch, self.topic, self.partition)
             error = None
@@ -292,12 +293,13 @@ class Partition(Replica):
                     held.error = error
                 else:
                     try:
-                        held.answer = self.produce(held.records, held.acks, held.timeout_s, tid)  # type: ignore[assignment]
+                        answer = self.produce(held.records, held.acks, held.timeout_s, tid)
                     except TideMQError as exc:
                         held.error = exc
                     else:
+                        held.answer = answer  # type: ignore[assignment]   # produce's awaitable is a coroutine
                         if held.abandoned:
-                            held.answer.close()  # proposed all the same: a retry is answered DUPLICATE
+                            answer.close()  # type: ignore[attr-defined]   # proposed all the same: a retry is answered DUPLICATE
                 held.done.set()
 
     async def _answer(self, waiter, timeout_s: float) -> ProduceResponse:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import trio
 from sortedcontainers import SortedDict
@@ -51,8 +52,8 @@ class Replica:
         storage: LogStorage,
         core: RaftNode,
         send: Callable[[int, int, Message], None],
-        apply: Callable[[Replica, list[Entry]], None],
         *,
+        apply: Callable[[Any, list[Entry]], None],  # (a subclass's own method: the replica is its first argument)
         fsync: bool,
         leader_addr: Callable[[int], str | None],
         on_role_change: Callable[[Replica], None] | None = None,

@@ -281,6 +281,7 @@ class Server:
                         self.on_peer_messages(client.peer_node, env.body.payload)
                         continue
                     await inflight.acquire()
+                    pending: Awaitable[object | None]
                     if client.peer_node is None and isinstance(env.body, PEER_ONLY):
                         pending = _raise(
                             ClusterAuthorizationError(

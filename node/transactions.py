@@ -579,7 +579,7 @@ class TransactionCoordinator:
         """The ids of every state partition this node leads and has caught up on. Each
         id has one coordinator, so a caller asking every node sees each id once; a
         partition whose leader is just being elected is missing until it is."""
-        found = []
+        found: list[TxnInfo] = []
         for (topic, _), part in sorted(self.broker.partitions.items()):
             if (
                 topic != TXN_TOPIC

@@ -819,8 +819,8 @@ class World:
             else:
                 self._new_chaos()
         elif self.ticks > self.live_converge_by:
-            behind = [m for m in members if self.nodes[m].applied < last]
-            raise Violation(f"liveness: members {behind} did not apply through {last} in {waited} ticks")
+            lagging = [m for m in members if self.nodes[m].applied < last]
+            raise Violation(f"liveness: members {lagging} did not apply through {last} in {waited} ticks")
 
     @staticmethod
     def _batches_after(core: RaftNode, index: int) -> int:

@@ -303,6 +303,10 @@ def build_batch(
     count = 0
     base_ts = max_ts = 0
     now_ms: int | None = None
+    key: bytes | bytearray | memoryview | None
+    value: bytes | bytearray | memoryview | None
+    headers: Iterable[tuple[str, bytes | None]]
+    ts: int | None
     for item in records:
         if isinstance(item, Record):
             key, value, headers, ts = item.key, item.value, item.headers, item.timestamp
@@ -325,9 +329,9 @@ def build_batch(
         append_varint(rec, count)
         _append_bytes(rec, key)
         _append_bytes(rec, value)
-        headers = tuple(headers)
-        append_varint(rec, len(headers))
-        for h_key, h_value in headers:
+        pairs = tuple(headers)
+        append_varint(rec, len(pairs))
+        for h_key, h_value in pairs:
             _append_bytes(rec, h_key.encode("utf-8"))
             _append_bytes(rec, h_value)
         if len(rec) > INT32_MAX:

@@ -14,9 +14,10 @@ this package can be rebuilt or defaulted, so the caller decides how.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 
-def write_checkpoint(path: str, version: int, entries: list[tuple[int, ...]], sync: bool = True) -> None:
+def write_checkpoint(path: str, version: int, entries: Sequence[tuple[int, ...]], sync: bool = True) -> None:
     """Atomically replace `path` with `entries` under `version`; without `sync` the
     caller fsyncs the file (`fsync_file`) and its directory later."""
     lines = [str(version), str(len(entries))]

@@ -240,7 +240,7 @@ class Log:
         self._active = self._segments.peekitem(-1)[1]
 
     def _pop_segment(self, index: int) -> LogSegment:
-        segment = self._segments.popitem(index)[1]
+        segment: LogSegment = self._segments.popitem(index)[1]
         if self._segments:
             self._active = self._segments.peekitem(-1)[1]
         return segment
@@ -278,7 +278,8 @@ class Log:
     def _segment_for(self, offset: int) -> LogSegment:
         if offset >= self._active.base_offset:
             return self._active
-        return self._segments.peekitem(self._segments.bisect_right(offset) - 1)[1]
+        segment: LogSegment = self._segments.peekitem(self._segments.bisect_right(offset) - 1)[1]
+        return segment
 
     def _check_range(self, offset: int) -> None:
         if not self._log_start <= offset <= self.next_offset:
@@ -342,6 +343,7 @@ class Log:
                 or last - active.base_offset > INT32_MAX  # relative offsets are 4 bytes
                 or (
                     segment_ms is not None  # age, in record time (Kafka's rule)
+                    and active.first_timestamp is not None
                     and header.max_timestamp - active.first_timestamp > segment_ms
                 )
             ):
@@ -439,7 +441,7 @@ class Log:
     def _save_log_start(self, offset: int) -> None:
         self._write_checkpoint(LOG_START_CHECKPOINT, [(offset,)])
 
-    def _write_checkpoint(self, name: str, entries: list[tuple[int, ...]]) -> None:
+    def _write_checkpoint(self, name: str, entries: Sequence[tuple[int, ...]]) -> None:
         """Under "never" the owner syncs: the file is fsynced by the next flush (before
         the active segment, so once a flush returns the file covers what is on disk;
         after a crash before it, open rebuilds a stale or torn one from the batches)."""
@@ -512,7 +514,7 @@ class Log:
         for segment in self._segments.values():
             if segment.next_offset <= self._log_start:
                 continue
-            offset = segment.first_offset_at_or_after_time(ts_ms, self._log_start)
+            offset: int | None = segment.first_offset_at_or_after_time(ts_ms, self._log_start)
             if offset is not None:
                 return max(offset, self._log_start)
         return None
@@ -626,7 +628,8 @@ class Log:
                 count += 1
         if count == 0:
             return None
-        return max(sealed[count - 1].next_offset, self._log_start)
+        end: int = sealed[count - 1].next_offset
+        return max(end, self._log_start)
 
     def apply_retention(self, now_ms: int) -> int:
         """Delete the segments `retention_offset` allows. Returns how many."""

@@ -239,7 +239,7 @@ class LogSegment:
         if self._fd < 0:
             raise LogClosedError(f"segment {self.log_path} is closed")
         position = self.size
-        parts = [stamped_prefix(header, base_offset, leader_epoch), memoryview(batch)[16:]]
+        parts: list[bytes | memoryview] = [stamped_prefix(header, base_offset, leader_epoch), memoryview(batch)[16:]]
         total = header.length + LOG_OVERHEAD
         written = os.writev(self._fd, parts)
         while written < total:  # a short write: finish it from where it stopped
@@ -344,7 +344,8 @@ class LogSegment:
             return
         scan = _Scan(self._fd, found[0], self.size, None, check_crc=False, need_body=True, chunk=chunk_bytes)
         for _pos, header, view in scan:
-            yield header, bytes(view)  # need_body: always a view
+            assert view is not None  # need_body: always a view
+            yield header, bytes(view)
 
     def headers(self, start: int = 0) -> Iterator[tuple[int, BatchHeader]]:
         """(position, header) of each batch from file position `start`, reading only
