@@ -531,7 +531,7 @@ class Broker:
     async def next_producer_id(self) -> int:
         if not self._producer_ids:
             block = await self.run_command(AllocateProducerIds(self.id))
-            assert isinstance(block, list)  # the command's result: a block of ids
+            assert isinstance(block, range)  # the command's result: a block of ids
             self._producer_ids = list(reversed(block))
         return self._producer_ids.pop()
 
