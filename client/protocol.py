@@ -39,14 +39,14 @@ READ_UNCOMMITTED, READ_COMMITTED = 0, 1
 LATEST, EARLIEST = -1, -2
 
 
-class _Msg(msgspec.Struct, tag=True, array_like=True, omit_defaults=False):
+class WireMessage(msgspec.Struct, tag=True, array_like=True, omit_defaults=False):
     """Base of every frame body: tagged by class name, encoded as a compact array."""
 
 
 # --- connection set-up -------------------------------------------------------------
 
 
-class Hello(_Msg):
+class Hello(WireMessage):
     version: int
     client_id: str = ""
     token: str | None = None
@@ -54,12 +54,12 @@ class Hello(_Msg):
     nonce: bytes | None = None  # a peer's challenge to the node it dials
 
 
-class HelloOk(_Msg):
+class HelloOk(WireMessage):
     node_id: int
     version: int = PROTOCOL_VERSION
 
 
-class PeerChallenge(_Msg):
+class PeerChallenge(WireMessage):
     """The peer listener's answer to a peer's Hello: its own challenge, and its proof
     that it holds the peer secret (so a node never talks Raft to an impostor either)."""
 
@@ -68,7 +68,7 @@ class PeerChallenge(_Msg):
     proof: bytes
 
 
-class PeerProof(_Msg):
+class PeerProof(WireMessage):
     """The dialing peer's proof that it holds the peer secret."""
 
     proof: bytes
@@ -77,27 +77,27 @@ class PeerProof(_Msg):
 # --- errors --------------------------------------------------------------------------
 
 
-class ErrorResponse(_Msg):
+class ErrorResponse(WireMessage):
     code: int
     message: str = ""
     leader_id: int | None = None
     leader_addr: str | None = None
 
 
-class Ok(_Msg):
+class Ok(WireMessage):
     pass
 
 
 # --- metadata and admin ------------------------------------------------------------
 
 
-class NodeInfo(_Msg):
+class NodeInfo(WireMessage):
     node_id: int
     addr: str
     alive: bool = True
 
 
-class PartitionInfo(_Msg):
+class PartitionInfo(WireMessage):
     partition: int
     leader: int | None
     replicas: list[int]
@@ -106,14 +106,14 @@ class PartitionInfo(_Msg):
     log_start_offset: int = 0
 
 
-class TopicInfo(_Msg):
+class TopicInfo(WireMessage):
     name: str
     partitions: list[PartitionInfo]
     configs: dict[str, str] = {}
     internal: bool = False
 
 
-class Metadata(_Msg):
+class Metadata(WireMessage):
     topics: list[str] | None = None  # None: every topic
     # Only the controller leader answers (NOT_CONTROLLER elsewhere): its "missing" is
     # the truth, where any other node may merely lag. Asked before treating a topic as
@@ -121,38 +121,38 @@ class Metadata(_Msg):
     authoritative: bool = False
 
 
-class MetadataResponse(_Msg):
+class MetadataResponse(WireMessage):
     nodes: list[NodeInfo]
     topics: list[TopicInfo]
     controller: int | None = None
     missing: list[str] = []
 
 
-class CreateTopic(_Msg):
+class CreateTopic(WireMessage):
     name: str
     partitions: int = 1
     replication: int = 1
     configs: dict[str, str] = {}
 
 
-class DeleteTopic(_Msg):
+class DeleteTopic(WireMessage):
     name: str
 
 
 # --- producing -----------------------------------------------------------------------
 
 
-class InitProducerId(_Msg):
+class InitProducerId(WireMessage):
     transactional_id: str | None = None
     timeout_ms: int = 60_000
 
 
-class ProducerIdResponse(_Msg):
+class ProducerIdResponse(WireMessage):
     producer_id: int
     producer_epoch: int
 
 
-class Produce(_Msg):
+class Produce(WireMessage):
     topic: str
     partition: int
     records: bytes  # one RecordBatch v2, built by the producer
@@ -164,7 +164,7 @@ class Produce(_Msg):
     transactional_id: str | None = None
 
 
-class ProduceResponse(_Msg):
+class ProduceResponse(WireMessage):
     base_offset: int
     last_offset: int
     log_start_offset: int = 0
@@ -174,14 +174,14 @@ class ProduceResponse(_Msg):
 # --- consuming -----------------------------------------------------------------------
 
 
-class FetchPartition(_Msg):
+class FetchPartition(WireMessage):
     topic: str
     partition: int
     offset: int
     max_bytes: int = 1024 * 1024
 
 
-class Fetch(_Msg):
+class Fetch(WireMessage):
     partitions: list[FetchPartition]
     max_wait_ms: int = 500
     min_bytes: int = 1
@@ -189,12 +189,12 @@ class Fetch(_Msg):
     isolation: int = READ_COMMITTED
 
 
-class AbortedTxn(_Msg):
+class AbortedTxn(WireMessage):
     producer_id: int
     first_offset: int
 
 
-class FetchResult(_Msg):
+class FetchResult(WireMessage):
     topic: str
     partition: int
     error: int = 0
@@ -207,11 +207,11 @@ class FetchResult(_Msg):
     leader_id: int | None = None
 
 
-class FetchResponse(_Msg):
+class FetchResponse(WireMessage):
     results: list[FetchResult]
 
 
-class ListOffsets(_Msg):
+class ListOffsets(WireMessage):
     topic: str
     partition: int
     timestamp: int = LATEST  # LATEST, EARLIEST or a time in ms
@@ -221,7 +221,7 @@ class ListOffsets(_Msg):
     isolation: int = READ_UNCOMMITTED
 
 
-class ListOffsetsResponse(_Msg):
+class ListOffsetsResponse(WireMessage):
     offset: int
     timestamp: int = -1
 
@@ -234,21 +234,21 @@ class ListOffsetsResponse(_Msg):
 # has reported it released, so a rebalance moves only what must move.
 
 
-class TopicPartition(_Msg):
+class TopicPartition(WireMessage):
     topic: str
     partition: int
 
 
-class FindCoordinator(_Msg):
+class FindCoordinator(WireMessage):
     group: str
 
 
-class CoordinatorResponse(_Msg):
+class CoordinatorResponse(WireMessage):
     node_id: int
     addr: str
 
 
-class GroupHeartbeat(_Msg):
+class GroupHeartbeat(WireMessage):
     group: str
     member_id: str = ""  # "" to join; the coordinator assigns one
     member_epoch: int = 0  # 0 to join, -1 to leave
@@ -259,21 +259,21 @@ class GroupHeartbeat(_Msg):
     rebalance_timeout_ms: int = 30_000
 
 
-class GroupHeartbeatResponse(_Msg):
+class GroupHeartbeatResponse(WireMessage):
     member_id: str
     member_epoch: int
     assignment: list[TopicPartition]  # what the member should hold now
     heartbeat_interval_ms: int = 1000
 
 
-class OffsetCommit(_Msg):
+class OffsetCommit(WireMessage):
     group: str
     offsets: list[tuple[str, int, int]]  # (topic, partition, next offset to consume)
     member_id: str = ""  # "" for simple (group-less) commits
     member_epoch: int = -1
 
 
-class OffsetFetch(_Msg):
+class OffsetFetch(WireMessage):
     group: str
     partitions: list[TopicPartition] | None = None  # None: all the group has
     # A consumer about to start from these offsets: refused (UNSTABLE_OFFSET_COMMIT,
@@ -282,23 +282,23 @@ class OffsetFetch(_Msg):
     require_stable: bool = False
 
 
-class OffsetFetchResponse(_Msg):
+class OffsetFetchResponse(WireMessage):
     offsets: list[tuple[str, int, int]]
 
 
-class ListGroups(_Msg):
+class ListGroups(WireMessage):
     pass
 
 
-class ListGroupsResponse(_Msg):
+class ListGroupsResponse(WireMessage):
     groups: list[str]
 
 
-class DescribeGroup(_Msg):
+class DescribeGroup(WireMessage):
     group: str
 
 
-class MemberInfo(_Msg):
+class MemberInfo(WireMessage):
     member_id: str
     client_id: str
     member_epoch: int
@@ -306,7 +306,7 @@ class MemberInfo(_Msg):
     topics: list[str] = []
 
 
-class DescribeGroupResponse(_Msg):
+class DescribeGroupResponse(WireMessage):
     group: str
     state: str  # empty | stable | reconciling
     epoch: int
@@ -327,11 +327,11 @@ class DescribeGroupResponse(_Msg):
 # written to every partition of the transaction and the offsets committed.
 
 
-class FindTransactionCoordinator(_Msg):
+class FindTransactionCoordinator(WireMessage):
     transactional_id: str
 
 
-class AddPartitionsToTxn(_Msg):
+class AddPartitionsToTxn(WireMessage):
     transactional_id: str
     producer_id: int
     producer_epoch: int
@@ -345,7 +345,7 @@ class AddPartitionsToTxn(_Msg):
     verify_only: bool = False
 
 
-class TxnOffsetCommit(_Msg):
+class TxnOffsetCommit(WireMessage):
     transactional_id: str
     producer_id: int
     producer_epoch: int
@@ -359,54 +359,18 @@ class TxnOffsetCommit(_Msg):
     assigned_epochs: list[int] = []
 
 
-class PendTxnOffsets(_Msg):
-    """Transaction coordinator to group coordinator: a transaction will commit offsets
-    for these partitions of the group; check that the member still holds them and record
-    them as pending (replicated) until `EndTxnOffsets`."""
-
-    group: str
-    transactional_id: str
-    transaction: int
-    partitions: list[TopicPartition]
-    member_id: str = ""
-    assigned_epochs: list[int] = []  # as in TxnOffsetCommit, in the order of `partitions`
-    timeout_ms: int = 60_000  # the transaction's timeout: a pending entry outlives it by a margin at most
-
-
-class EndTxnOffsets(_Msg):
-    """Transaction coordinator to group coordinator: the transaction is decided; on
-    commit write its offsets; either way clear what it had pending for their partitions."""
-
-    group: str
-    transactional_id: str
-    transaction: int
-    commit: bool
-    offsets: list[tuple[str, int, int]] = []
-
-
-class EndTxn(_Msg):
+class EndTxn(WireMessage):
     transactional_id: str
     producer_id: int
     producer_epoch: int
     commit: bool = True
 
 
-class WriteTxnMarker(_Msg):
-    """Coordinator to partition leader: append a COMMIT/ABORT marker for a producer."""
-
-    topic: str
-    partition: int
-    producer_id: int
-    producer_epoch: int
-    commit: bool
-    coordinator_epoch: int = 0
-
-
-class ListTransactions(_Msg):
+class ListTransactions(WireMessage):
     """Ask one node for the transactional ids it coordinates (send to every node)."""
 
 
-class TxnInfo(_Msg):
+class TxnInfo(WireMessage):
     transactional_id: str
     producer_id: int
     producer_epoch: int
@@ -420,11 +384,11 @@ class TxnInfo(_Msg):
     coordinator: int = -1  # node answering
 
 
-class ListTransactionsResponse(_Msg):
+class ListTransactionsResponse(WireMessage):
     transactions: list[TxnInfo]
 
 
-class DescribeTransaction(_Msg):
+class DescribeTransaction(WireMessage):
     """Sent to the id's coordinator; answered with a `TxnInfo`."""
 
     transactional_id: str
@@ -438,7 +402,7 @@ class DescribeTransaction(_Msg):
 # producers of the group are asked about halves nobody decided in time.
 
 
-class EndHalf(_Msg):
+class EndHalf(WireMessage):
     producer_group: str
     partition: int  # of __half_messages
     offset: int
@@ -446,7 +410,7 @@ class EndHalf(_Msg):
     reason: str = ""
 
 
-class EndHalfResponse(_Msg):
+class EndHalfResponse(WireMessage):
     outcome: str  # committed | aborted
     topic: str = ""
     partition: int = -1  # where a committed half landed
@@ -454,13 +418,13 @@ class EndHalfResponse(_Msg):
     reason: str = ""
 
 
-class PollHalfChecks(_Msg):
+class PollHalfChecks(WireMessage):
     producer_group: str
     max_wait_ms: int = 1000
     limit: int = 100
 
 
-class HalfCheck(_Msg):
+class HalfCheck(WireMessage):
     partition: int
     offset: int
     topic: str
@@ -471,16 +435,16 @@ class HalfCheck(_Msg):
     check: int  # 1 for the first check-back of this half
 
 
-class HalfChecks(_Msg):
+class HalfChecks(WireMessage):
     checks: list[HalfCheck]
 
 
-class ListHalves(_Msg):
+class ListHalves(WireMessage):
     producer_group: str | None = None
     resolved: bool = False  # also recently decided halves, with why
 
 
-class HalfInfo(_Msg):
+class HalfInfo(WireMessage):
     producer_group: str
     partition: int
     offset: int
@@ -494,17 +458,8 @@ class HalfInfo(_Msg):
     target_offset: int = -1
 
 
-class ListHalvesResponse(_Msg):
+class ListHalvesResponse(WireMessage):
     halves: list[HalfInfo]
-
-
-# --- broker to broker ----------------------------------------------------------------
-
-
-class PeerMessages(_Msg):
-    """Raft messages of many groups from one node to another, encoded by the broker."""
-
-    payload: bytes
 
 
 Body = (
@@ -537,14 +492,10 @@ Body = (
     | ListGroupsResponse
     | DescribeGroup
     | DescribeGroupResponse
-    | PeerMessages
     | FindTransactionCoordinator
     | AddPartitionsToTxn
     | TxnOffsetCommit
-    | PendTxnOffsets
-    | EndTxnOffsets
     | EndTxn
-    | WriteTxnMarker
     | ListTransactions
     | TxnInfo
     | ListTransactionsResponse
@@ -579,7 +530,7 @@ def split_addr(addr: str) -> tuple[str, int]:
 
 def encode_frame(request_id: int, body: object, version: int = PROTOCOL_VERSION) -> bytes:
     """One whole frame, ready to write."""
-    if not isinstance(body, _Msg):
+    if not isinstance(body, WireMessage):
         raise LocalProtocolError(f"{type(body).__name__} is not a message of the protocol")
     try:
         payload = _encoder.encode(Envelope(request_id, cast(Body, body)))

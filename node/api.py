@@ -43,9 +43,9 @@ from client.protocol import (
     Produce,
     ProducerIdResponse,
     TopicInfo,
-    WriteTxnMarker,
 )
 from node.metadata import CreateTopicCmd, DeleteTopicCmd, assign_replicas, validate_topic
+from node.peerprotocol import WriteTxnMarker
 
 if TYPE_CHECKING:
     from node.broker import Broker

@@ -62,7 +62,6 @@ from client.protocol import (
     CoordinatorResponse,
     DescribeGroup,
     DescribeGroupResponse,
-    EndTxnOffsets,
     FindCoordinator,
     GroupHeartbeat,
     GroupHeartbeatResponse,
@@ -73,7 +72,6 @@ from client.protocol import (
     OffsetFetch,
     OffsetFetchResponse,
     Ok,
-    PendTxnOffsets,
 )
 from client.protocol import (
     TopicPartition as WireTopicPartition,
@@ -81,6 +79,7 @@ from client.protocol import (
 from node.assignor import TopicPartition
 from node.membership import Group, Member
 from node.partition import Partition
+from node.peerprotocol import EndTxnOffsets, PendTxnOffsets
 from raft.types import Entry, EntryKind, Snapshot
 
 if TYPE_CHECKING:

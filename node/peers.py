@@ -26,13 +26,13 @@ from client.protocol import (
     FrameDecoder,
     HelloOk,
     PeerChallenge,
-    PeerMessages,
     PeerProof,
     decode_payload,
     encode_frame,
 )
 from node.config import parse_addr
 from node.peerauth import PeerCredential
+from node.peerprotocol import PeerMessages
 
 log = logging.getLogger(__name__)
 

@@ -39,26 +39,21 @@ from client.errors import (
 )
 from client.protocol import (
     PROTOCOL_VERSION,
-    EndTxnOffsets,
     ErrorResponse,
     FrameDecoder,
     Hello,
     HelloOk,
-    PeerMessages,
     PeerProof,
-    PendTxnOffsets,
-    WriteTxnMarker,
-    decode_payload,
     encode_frame,
 )
 from node.peerauth import PeerCredential
+from node.peerprotocol import PEER_ONLY, PeerMessages, decode_node_payload
 
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
 HELLO_MAX_FRAME_BYTES = 64 * 1024
 #: Requests only the cluster's nodes send each other (never served on the client listener).
-PEER_ONLY = (PeerMessages, WriteTxnMarker, PendTxnOffsets, EndTxnOffsets)
 _READ_CHUNK = 256 * 1024
 
 
@@ -234,7 +229,7 @@ class Server:
             while True:
                 frame = decoder.next_frame()
                 if frame is not None:
-                    return decode_payload(frame[1])
+                    return decode_node_payload(frame[1])
                 data = await stream.receive_some(_READ_CHUNK)
                 if not data:
                     return None

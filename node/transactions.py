@@ -70,20 +70,18 @@ from client.protocol import (
     CoordinatorResponse,
     DescribeTransaction,
     EndTxn,
-    EndTxnOffsets,
     FindTransactionCoordinator,
     InitProducerId,
     ListTransactions,
     ListTransactionsResponse,
     Ok,
-    PendTxnOffsets,
     ProducerIdResponse,
     TopicPartition,
     TxnInfo,
     TxnOffsetCommit,
-    WriteTxnMarker,
 )
 from node.partition import Partition
+from node.peerprotocol import EndTxnOffsets, PendTxnOffsets, WriteTxnMarker
 from raft.types import Entry, EntryKind, Snapshot
 
 if TYPE_CHECKING:

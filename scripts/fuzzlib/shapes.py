@@ -41,7 +41,6 @@ from client.protocol import (
     DescribeTransaction,
     EndHalf,
     EndTxn,
-    EndTxnOffsets,
     ErrorResponse,
     Fetch,
     FetchPartition,
@@ -58,18 +57,16 @@ from client.protocol import (
     OffsetCommit,
     OffsetFetch,
     PeerChallenge,
-    PeerMessages,
     PeerProof,
-    PendTxnOffsets,
     PollHalfChecks,
     Produce,
     TopicPartition,
     TxnOffsetCommit,
-    WriteTxnMarker,
     decode_payload,
     encode_frame,
     split_addr,
 )
+from scripts.fuzzlib.forged import EndTxnOffsets, PeerMessages, PendTxnOffsets, WriteTxnMarker
 from segments import Compression, build_batch, build_transaction_marker
 from segments.batch import ATTRIBUTES_OFFSET, CRC_OFFSET, HEADER_SIZE, MIN_BATCH_LENGTH
 from segments.compression import compress

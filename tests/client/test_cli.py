@@ -21,7 +21,10 @@ from client.cluster import ClusterClient
 from client.group import GroupMember, commit_offsets, describe_group
 from client.partitioner import partition_for_key
 from client.producer import Producer
-from client.protocol import PendTxnOffsets, TopicPartition
+from client.protocol import (
+    TopicPartition,
+)
+from node.peerprotocol import PendTxnOffsets
 from tests.cluster import free_ports, running_cluster
 
 pytestmark = pytest.mark.timeout(60)

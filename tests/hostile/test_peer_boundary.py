@@ -13,16 +13,13 @@ from client.connection import open_connection
 from client.errors import AuthFailedError, ClusterAuthorizationError
 from client.protocol import (
     PROTOCOL_VERSION,
-    EndTxnOffsets,
     Hello,
-    PeerMessages,
-    PendTxnOffsets,
-    WriteTxnMarker,
     encode_frame,
     split_addr,
 )
 from node.broker import PeerBatch
 from node.peerauth import PeerCredential
+from node.peerprotocol import EndTxnOffsets, PeerMessages, PendTxnOffsets, WriteTxnMarker
 from raft.types import Heartbeat, InstallSnapshot, Snapshot
 from tests.cluster import PEER_SECRET, read_all
 from tests.hostile.conftest import assert_unharmed

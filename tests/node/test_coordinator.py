@@ -22,7 +22,6 @@ from client.protocol import (
     CreateTopic,
     DeleteTopic,
     DescribeGroup,
-    EndTxnOffsets,
     Fetch,
     FetchPartition,
     FindCoordinator,
@@ -30,11 +29,11 @@ from client.protocol import (
     ListGroups,
     OffsetCommit,
     OffsetFetch,
-    PendTxnOffsets,
     Produce,
     TopicPartition,
 )
 from node.coordinator import OFFSETS_TOPIC, OffsetsState, epoch_record, member_record, offset_record, pending_record
+from node.peerprotocol import EndTxnOffsets, PendTxnOffsets
 from segments import build_batch
 from tests.cluster import local_cluster
 

@@ -16,21 +16,18 @@ from client.errors import (
 )
 from client.protocol import (
     PROTOCOL_VERSION,
-    EndTxnOffsets,
     FetchResponse,
     FetchResult,
     Hello,
     ListOffsets,
     ListOffsetsResponse,
     Metadata,
-    PeerMessages,
     PeerProof,
-    PendTxnOffsets,
     Produce,
-    WriteTxnMarker,
     encode_frame,
 )
 from node.peerauth import PeerCredential
+from node.peerprotocol import EndTxnOffsets, PeerMessages, PendTxnOffsets, WriteTxnMarker
 from node.server import ConnectionLimits, Server
 
 

@@ -20,9 +20,9 @@ from client.protocol import (
     ListOffsets,
     Produce,
     TopicPartition,
-    WriteTxnMarker,
 )
 from node.partition import TxnIndex
+from node.peerprotocol import WriteTxnMarker
 from node.producers import BatchRef, ProducerState
 from segments import build_batch
 from tests.cluster import local_cluster
