@@ -30,10 +30,10 @@ import anyio
 from client.errors import InvalidConfigError, RequestTimeoutError, TideMQError
 from client.partitioner import partition_for_key
 from client.protocol import EndHalf, EndHalfResponse, HalfCheck, PollHalfChecks
+from client.records import RecordMetadata
 
 if TYPE_CHECKING:
     from client.cluster import ClusterClient
-    from client.producer import RecordMetadata
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,6 @@ class HalfMessage:
 
     async def commit(self) -> RecordMetadata:
         """Make it visible in its topic (exactly once); where it landed."""
-        from client.producer import RecordMetadata
 
         resp = await end_half(
             self._cluster, self.producer_group, self.partition, self.offset, True, timeout=self._timeout

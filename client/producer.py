@@ -50,10 +50,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import Protocol
 
 import anyio
 
@@ -103,13 +103,26 @@ from client.protocol import (
     TopicPartition,
     TxnOffsetCommit,
 )
+from client.records import RecordMetadata
 from segments.batch import build_batch
 from segments.compression import Compression
 
-if TYPE_CHECKING:
-    from client.consumer import Consumer
-
 log = logging.getLogger(__name__)
+
+
+class GroupPosition(Protocol):
+    """What `send_offsets` needs of a consumer (a `Consumer` is one): its group, where
+    it stands, and its membership for the group's KIP-447 check."""
+
+    @property
+    def group(self) -> str | None: ...
+
+    def commit_points(self) -> dict[tuple[str, int], int]: ...
+
+    def membership_for(
+        self, partitions: Iterable[tuple[str, int]]
+    ) -> tuple[str, dict[tuple[str, int], int]] | None: ...
+
 
 Headers = Mapping[str, bytes | None] | Sequence[tuple[str, bytes | None]] | None
 
@@ -124,13 +137,6 @@ _ACKS = {
     "none": ACKS_NONE,
 }
 _RECORD_OVERHEAD = 24  # varints and attributes per record, near enough for sizing
-
-
-class RecordMetadata(NamedTuple):
-    topic: str
-    partition: int
-    offset: int  # -1 for acks=0 (nobody told us)
-    timestamp: int
 
 
 class _Batch:
@@ -823,7 +829,7 @@ class Producer:
         self._txn_offsets = False
         self._txn_error = None
 
-    async def send_offsets(self, consumer: Consumer, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
+    async def send_offsets(self, consumer: GroupPosition, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
         """Commit the consumer group's offsets with this transaction: they become the
         group's committed offsets exactly when it commits, and never if it aborts.
         By default the consumer's current commit points (what it handed out and
