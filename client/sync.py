@@ -36,7 +36,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 import anyio
 import sniffio
@@ -47,7 +47,6 @@ from client.admin import Admin as AsyncAdmin
 from client.admin import HalfSurvey, TransactionSurvey
 from client.consumer import Consumer as AsyncConsumer
 from client.consumer import Message
-from client.half import DEFAULT_CHECK_AFTER_S, DEFAULT_MAX_CHECKS
 from client.half import HalfMessage as AsyncHalfMessage
 from client.producer import Delivery, Headers, RecordMetadata
 from client.producer import Producer as AsyncProducer
@@ -56,6 +55,7 @@ from client.protocol import MetadataResponse, TopicInfo, TxnInfo
 __all__ = ["Admin", "Consumer", "Producer"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 A = TypeVar("A", AsyncAdmin, AsyncProducer, AsyncConsumer)
 
 
@@ -158,20 +158,47 @@ class _Blocking(Generic[A]):
         self._finish(failed=exc_type is not None)
 
 
+def _adapt_checker(options: dict[str, Any]) -> dict[str, Any]:
+    if "transaction_checker" in options:
+        options["transaction_checker"] = _async_checker(options["transaction_checker"])
+    return options
+
+
+def _async_checker(checker: Callable[[AsyncHalfMessage], Any] | None):
+    """A plain checker function runs in a worker thread (it may block on a database)."""
+    if checker is None or inspect.iscoroutinefunction(checker):
+        return checker
+
+    async def in_thread(msg: AsyncHalfMessage) -> bool | None:
+        return await anyio.to_thread.run_sync(checker, msg)
+
+    return in_thread
+
+
+def _twin_init(
+    async_cls: Callable[P, A], adapt: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> Callable[Concatenate[Any, P], None]:
+    """The `__init__` of a blocking twin: it takes exactly the async class's arguments
+    (its signature, shown by `help()` and editors, is the async class's), so an option
+    is added in one place. `adapt` rewrites keyword arguments that must change shape on
+    the way (a plain-function checker becomes async)."""
+
+    def __init__(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        options: dict[str, Any] = adapt(dict(kwargs)) if adapt is not None else dict(kwargs)
+        _Blocking.__init__(self, functools.partial(async_cls, *args, **options))
+
+    params: list[inspect.Parameter] = list(inspect.signature(async_cls).parameters.values())
+    __init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY), *params], return_annotation=None
+    )
+    __init__.__doc__ = f"Takes the arguments of the async `{async_cls.__module__}.{async_cls.__qualname__}`."
+    return __init__
+
+
 class Admin(_Blocking[AsyncAdmin]):
     """Blocking `client.Admin`: topics and the cluster's shape."""
 
-    def __init__(
-        self,
-        bootstrap: str | list[str] | None = None,
-        *,
-        token: str | None = None,
-        request_timeout: float = 30.0,
-        client_id: str = "tidemq-admin",
-    ) -> None:
-        super().__init__(
-            functools.partial(AsyncAdmin, bootstrap, token=token, request_timeout=request_timeout, client_id=client_id)
-        )
+    __init__ = _twin_init(AsyncAdmin)
 
     def create_topic(
         self,
@@ -234,53 +261,7 @@ class Producer(_Blocking[AsyncProducer]):
     `transaction_checker` may be a plain function (run in a worker thread) or async.
     """
 
-    def __init__(
-        self,
-        bootstrap: str | list[str] | None = None,
-        *,
-        token: str | None = None,
-        acks: str | int = "all",
-        idempotent: bool = True,
-        linger: float = 0.005,
-        batch_bytes: int = 256 * 1024,
-        max_in_flight: int = 5,
-        buffer_bytes: int = 32 * 1024 * 1024,
-        compression: str = "none",
-        request_timeout: float = 30.0,
-        delivery_timeout: float = 120.0,
-        client_id: str = "tidemq-producer",
-        transactional_id: str | None = None,
-        transaction_timeout: float = 60.0,
-        producer_group: str | None = None,
-        transaction_checker: Callable[[AsyncHalfMessage], Any] | None = None,
-        check_after: float = DEFAULT_CHECK_AFTER_S,
-        max_checks: int = DEFAULT_MAX_CHECKS,
-        checker_timeout: float = 30.0,
-    ) -> None:
-        super().__init__(
-            functools.partial(
-                AsyncProducer,
-                bootstrap,
-                token=token,
-                acks=acks,
-                idempotent=idempotent,
-                linger=linger,
-                batch_bytes=batch_bytes,
-                max_in_flight=max_in_flight,
-                buffer_bytes=buffer_bytes,
-                compression=compression,
-                request_timeout=request_timeout,
-                delivery_timeout=delivery_timeout,
-                client_id=client_id,
-                transactional_id=transactional_id,
-                transaction_timeout=transaction_timeout,
-                producer_group=producer_group,
-                transaction_checker=_async_checker(transaction_checker),
-                check_after=check_after,
-                max_checks=max_checks,
-                checker_timeout=checker_timeout,
-            )
-        )
+    __init__ = _twin_init(AsyncProducer, _adapt_checker)
 
     def send(
         self,
@@ -425,17 +406,6 @@ class HalfMessage:
         self._producer._call(self._half.abort, reason)
 
 
-def _async_checker(checker: Callable[[AsyncHalfMessage], Any] | None):
-    """A plain checker function runs in a worker thread (it may block on a database)."""
-    if checker is None or inspect.iscoroutinefunction(checker):
-        return checker
-
-    async def in_thread(msg: AsyncHalfMessage) -> bool | None:
-        return await anyio.to_thread.run_sync(checker, msg)
-
-    return in_thread
-
-
 async def _acknowledged(delivery: Delivery) -> RecordMetadata:
     return await delivery
 
@@ -443,45 +413,7 @@ async def _acknowledged(delivery: Delivery) -> RecordMetadata:
 class Consumer(_Blocking[AsyncConsumer]):
     """Blocking `client.Consumer`: iterate for messages, `poll(timeout)` to wait bounded."""
 
-    def __init__(
-        self,
-        bootstrap: str | list[str] | None = None,
-        *,
-        group: str | None = None,
-        topics: list[str],
-        offset_reset: str = "latest",
-        broadcast: bool = False,
-        instance_id: str | None = None,
-        isolation: str = "read_committed",
-        token: str | None = None,
-        session_timeout: float = 10.0,
-        rebalance_timeout: float = 30.0,
-        max_wait: float = 0.5,
-        fetch_max_bytes: int = 1024 * 1024,
-        buffer: int = 10_000,
-        request_timeout: float = 30.0,
-        client_id: str = "tidemq-consumer",
-    ) -> None:
-        super().__init__(
-            functools.partial(
-                AsyncConsumer,
-                bootstrap,
-                group=group,
-                topics=topics,
-                offset_reset=offset_reset,
-                broadcast=broadcast,
-                instance_id=instance_id,
-                isolation=isolation,
-                token=token,
-                session_timeout=session_timeout,
-                rebalance_timeout=rebalance_timeout,
-                max_wait=max_wait,
-                fetch_max_bytes=fetch_max_bytes,
-                buffer=buffer,
-                request_timeout=request_timeout,
-                client_id=client_id,
-            )
-        )
+    __init__ = _twin_init(AsyncConsumer)
 
     def __iter__(self) -> Iterator[Message]:
         return self
