@@ -139,6 +139,26 @@ _ACKS = {
 _RECORD_OVERHEAD = 24  # varints and attributes per record, near enough for sizing
 
 
+class _Transaction:
+    """One open transaction of a transactional producer: where it has written, what is
+    being registered with the coordinator, and what went wrong (after a failed send or
+    registration it can only be aborted)."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number  # the producer's transactions so far: the coordinator refuses late requests of ended ones
+        self.partitions: set[tuple[str, int]] = set()  # registered with the coordinator
+        self.wanted: set[tuple[str, int]] = set()  # to register, in the next AddPartitionsToTxn
+        self.registering: set[tuple[str, int]] = set()  # in the AddPartitionsToTxn on its way
+        self.round = anyio.Event()  # set when a registration round ends
+        self.enlisting = False  # the registering task is running
+        self.offsets = False  # consumer offsets were sent with it
+        self.error: BaseException | None = None  # a send or registration of it failed
+        self.abort_failed: TideMQError | None = None  # its abort was refused or lost: outcome unknown
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = self.error or exc
+
+
 class _Batch:
     """Messages gathered for one partition; every send in it waits on `done`."""
 
@@ -259,17 +279,8 @@ class Producer:
         self.idempotent = idempotent
         self.transactional_id = transactional_id
         self.transaction_timeout = transaction_timeout
-        self._txn_open = False
-        self._txn_number = 0  # this producer's transactions so far (the coordinator
-        #                                                refuses late requests of ended ones)
-        self._txn_partitions: set[tuple[str, int]] = set()
-        self._txn_wanted: set[tuple[str, int]] = set()  # to register, in the next AddPartitionsToTxn
-        self._txn_registering: set[tuple[str, int]] = set()  # in the AddPartitionsToTxn on its way
-        self._txn_round = anyio.Event()  # set when a registration round ends
-        self._txn_enlisting = False  # the registering task is running
-        self._txn_offsets = False
-        self._txn_error: BaseException | None = None  # a send of the open transaction failed
-        self._abort_failed: TideMQError | None = None  # the open transaction's abort was refused or lost
+        self._txn: _Transaction | None = None  # the open transaction
+        self._txn_count = 0
         self._fenced: ProducerFencedError | None = None
         self.linger = linger
         self.batch_bytes = batch_bytes
@@ -316,7 +327,7 @@ class Producer:
         try:
             if exc_type is None:
                 await self.flush()
-            if self._txn_open and self._fenced is None:
+            if self._txn is not None and self._fenced is None:
                 # Left open: abort now rather than hold back read_committed consumers
                 # until the transaction times out.
                 with anyio.move_on_after(self.request_timeout, shield=True):
@@ -532,8 +543,7 @@ class Producer:
         else:
             p = partition
         if self.transactional_id is not None:
-            self._check_open()
-            self._want_enlisted((topic, p))
+            self._want_enlisted(self._check_open(), (topic, p))
         size = _RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
         if hdrs:
             size += sum(len(k) + len(v or b"") for k, v in hdrs)
@@ -703,7 +713,8 @@ class Producer:
     def _settle(self, topic: str, p: int, batch: _Batch) -> None:
         """The batch is done, acknowledged or failed: wake its sends, free its buffer."""
         if batch.error is not None and self.transactional_id is not None:
-            self._txn_error = self._txn_error or batch.error
+            if self._txn is not None:
+                self._txn.fail(batch.error)
             if isinstance(batch.error, ProducerFencedError):
                 self._fenced = batch.error
         batch.sent.set()
@@ -736,12 +747,13 @@ class Producer:
         if self._tg is None or self._closed:
             raise RuntimeError("use the producer inside `async with Producer(...)`")
 
-    def _check_open(self) -> None:
+    def _check_open(self) -> _Transaction:
         self._check_usable()
-        if not self._txn_open:
+        if self._txn is None:
             raise RuntimeError(
                 "no transaction is open: call begin_transaction() or use `async with producer.transaction()`"
             )
+        return self._txn
 
     @property
     def _txn_id(self) -> str:
@@ -767,21 +779,21 @@ class Producer:
     # noted within a linger in a single request, as Kafka's sender does, so a transaction
     # over three partitions costs one coordinator round trip, not three in a row.
 
-    def _want_enlisted(self, tp: tuple[str, int]) -> None:
-        if tp in self._txn_partitions or tp in self._txn_wanted or tp in self._txn_registering:
+    def _want_enlisted(self, txn: _Transaction, tp: tuple[str, int]) -> None:
+        if tp in txn.partitions or tp in txn.wanted or tp in txn.registering:
             return
-        self._txn_wanted.add(tp)
-        if not self._txn_enlisting:
+        txn.wanted.add(tp)
+        if not txn.enlisting:
             assert self._tg is not None
-            self._txn_enlisting = True
-            self._tg.start_soon(self._enlister)
+            txn.enlisting = True
+            self._tg.start_soon(self._enlister, txn)
 
-    async def _enlister(self) -> None:
+    async def _enlister(self, txn: _Transaction) -> None:
         try:
-            while self._txn_wanted and self._txn_open:
+            while txn.wanted and self._txn is txn:
                 await anyio.sleep(self.linger)  # gather what the next sends go to
-                wanted, self._txn_wanted = self._txn_wanted, set()
-                self._txn_registering = wanted
+                wanted, txn.wanted = txn.wanted, set()
+                txn.registering = wanted
                 try:
                     await self._txn_request(
                         AddPartitionsToTxn(
@@ -789,52 +801,52 @@ class Producer:
                             self.producer_id,
                             self.producer_epoch,
                             [TopicPartition(t, p) for t, p in sorted(wanted)],
-                            self._txn_number,
+                            txn.number,
                         )
                     )
-                    self._txn_partitions |= wanted
+                    txn.partitions |= wanted
                 except Exception as exc:  # every batch waiting on it fails with this, and so does commit
-                    self._txn_error = self._txn_error or exc
+                    txn.fail(exc)
                 finally:
-                    self._txn_registering = set()
-                    done, self._txn_round = self._txn_round, anyio.Event()
+                    txn.registering = set()
+                    done, txn.round = txn.round, anyio.Event()
                     done.set()
         finally:
-            self._txn_enlisting = False
+            txn.enlisting = False
+            txn.round.set()  # a waiter of a transaction that ended meanwhile looks again
 
     async def _enlisted(self, tp: tuple[str, int]) -> None:
         """Wait until the partition is part of the transaction (or registering failed)."""
-        while tp not in self._txn_partitions:
-            if self._txn_error is not None:
-                raise self._txn_error
-            round_ended = self._txn_round
-            self._want_enlisted(tp)
+        txn = self._txn
+        while txn is None or tp not in txn.partitions:
+            if txn is None or self._txn is not txn:
+                raise InvalidTxnStateError(f"{tp[0]}-{tp[1]}: the transaction ended before this batch could be sent")
+            if txn.error is not None:
+                raise txn.error
+            round_ended = txn.round
+            self._want_enlisted(txn, tp)
             await round_ended.wait()
 
     async def begin_transaction(self) -> None:
         """Open a transaction: every send until commit or abort belongs to it."""
         self._check_usable()
-        if self._txn_open and self._abort_failed is not None:
+        if self._txn is not None and self._txn.abort_failed is not None:
             raise InvalidTxnStateError(
                 f"transactional id {self.transactional_id!r}: the previous transaction is still open here, its "
-                f"outcome unknown (aborting it failed: {self._abort_failed}); call abort() again, or close this "
+                f"outcome unknown (aborting it failed: {self._txn.abort_failed}); call abort() again, or close this "
                 "producer and open a new one with the same transactional_id, which fences this one and ends it"
             )
-        if self._txn_open:
+        if self._txn is not None:
             raise RuntimeError("a transaction is already open; commit or abort it first")
-        self._txn_open = True
-        self._txn_number += 1
-        self._txn_partitions = set()
-        self._txn_wanted = set()
-        self._txn_offsets = False
-        self._txn_error = None
+        self._txn_count += 1
+        self._txn = _Transaction(self._txn_count)
 
     async def send_offsets(self, consumer: GroupPosition, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
         """Commit the consumer group's offsets with this transaction: they become the
         group's committed offsets exactly when it commits, and never if it aborts.
         By default the consumer's current commit points (what it handed out and
         finished); `offsets` maps (topic, partition) to the next offset to consume."""
-        self._check_open()
+        txn = self._check_open()
         if consumer.group is None:
             raise InvalidConfigError("send_offsets needs a consumer in a group: Consumer(..., group='name')")
         points = consumer.commit_points() if offsets is None else dict(offsets)
@@ -850,7 +862,7 @@ class Producer:
                     self.producer_epoch,
                     consumer.group,
                     [(t, p, points[t, p]) for t, p in tps],
-                    self._txn_number,
+                    txn.number,
                     member_id,
                     [epochs[tp] for tp in tps] if epochs else [],
                 )
@@ -858,51 +870,49 @@ class Producer:
         except BaseException as exc:
             # The offsets may or may not be in the transaction (or the member lost the
             # partitions): it must not commit now.
-            self._txn_error = self._txn_error or exc
+            txn.fail(exc)
             raise
-        self._txn_offsets = True
+        txn.offsets = True
 
     async def commit_transaction(self) -> None:
         """Deliver every send of the transaction, then commit it: when this returns, all
         of it is visible to read_committed consumers. If a send failed, this raises its
         error and the transaction stays open: abort it."""
-        self._check_open()
+        txn = self._check_open()
         await self.flush()
-        if self._txn_error is not None:
-            raise self._txn_error
-        await self._end(commit=True)
+        if txn.error is not None:
+            raise txn.error
+        await self._end(txn, commit=True)
 
     async def abort(self) -> None:
         """Abort the open transaction: none of its messages or offsets ever become
         visible to read_committed consumers."""
-        self._check_open()
+        txn = self._check_open()
         try:
             try:
                 await self.flush()  # wait for what is in flight; its outcome no longer matters
             except TideMQError:
                 pass
-            await self._end(commit=False)
+            await self._end(txn, commit=False)
         except BaseException as exc:
             # Refused, unanswered or interrupted: the outcome is unknown and the
             # transaction still open here; the next begin says so.
-            self._abort_failed = (
+            txn.abort_failed = (
                 exc
                 if isinstance(exc, TideMQError)
                 else RequestTimeoutError("the abort was interrupted before an answer")
             )
             raise
-        if self._txn_error is not None:
+        if txn.error is not None:
             # A failed send leaves the partition's sequence numbers unknown: start a new
             # epoch (the transaction is complete, so this fences no one but ourselves).
-            self._txn_error = None
             await self._init_producer_id()
             self._queues.clear()
 
-    async def _end(self, commit: bool) -> None:
-        if self._txn_partitions or self._txn_offsets:
+    async def _end(self, txn: _Transaction, commit: bool) -> None:
+        if txn.partitions or txn.offsets:
             await self._txn_request(EndTxn(self._txn_id, self.producer_id, self.producer_epoch, commit))
-        self._txn_open = False
-        self._abort_failed = None
+        self._txn = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Producer]:
@@ -921,7 +931,7 @@ class Producer:
             raise
 
     async def _abort_quietly(self) -> None:
-        if not self._txn_open or self._fenced is not None:
+        if self._txn is None or self._fenced is not None:
             return
         with anyio.move_on_after(self.request_timeout, shield=True):
             try:
