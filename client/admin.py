@@ -10,7 +10,7 @@ partition it leads. `list_halves` does the same for the half messages of
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import anyio
 
@@ -25,6 +25,8 @@ from client.protocol import (
     ListHalves,
     ListTransactions,
     MetadataResponse,
+    R,
+    Request,
     TopicInfo,
     TxnInfo,
 )
@@ -169,14 +171,14 @@ class Admin:
         return HalfSurvey(halves, sorted(answers), unanswered, uncovered)
 
     async def _ask_every_node(
-        self, body: object, topic: str, node_timeout: float
-    ) -> tuple[dict[int, Any], dict[int, str], list[int]]:
+        self, body: Request[R], topic: str, node_timeout: float
+    ) -> tuple[dict[int, R], dict[int, str], list[int]]:
         """Ask every live node at once (each bounded by `node_timeout`, so one stuck node
         costs that, not a request timeout). (answers by node, why the others gave none,
         partitions of `topic` whose leader did not answer.)"""
         md = await self.cluster.refresh_metadata(None)
         state = next((t for t in md.topics if t.name == topic), None)
-        answers: dict[int, object] = {}
+        answers: dict[int, R] = {}
         unanswered: dict[int, str] = {}
 
         async def ask(node_id: int, addr: str) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 
@@ -36,9 +36,12 @@ from client.protocol import (
     FindTransactionCoordinator,
     Metadata,
     MetadataResponse,
+    R,
+    Request,
     TopicInfo,
 )
 
+T = TypeVar("T")
 RETRY_BACKOFF_S = (0.02, 0.5)  # first and largest backoff between retries
 METADATA_WAIT_S = 1.0  # how long a topic may take to reach every node
 
@@ -151,7 +154,7 @@ class ClusterClient:
             raise ConnectionClosedError(f"cannot reach node at {addr}: {err}")
         return link.conn
 
-    async def request(self, addr: str, body: object, sent: anyio.Event | None = None) -> Any:
+    async def request(self, addr: str, body: Request[R], sent: anyio.Event | None = None) -> R:
         """One request to one node, bounded by `request_timeout` (plus the long-poll
         wait of a fetch).
 
@@ -192,7 +195,7 @@ class ClusterClient:
         self._turn = (self._turn + 1) % max(1, len(every))
         return every[self._turn :] + every[: self._turn]
 
-    async def request_any(self, body: object) -> Any:
+    async def request_any(self, body: Request[R]) -> R:
         """Ask each known node in turn until one answers (metadata, lookups). While some
         node is only still loading (just restarted), go round again, for up to
         `request_timeout`: a whole cluster restarting is busy, not gone."""
@@ -262,7 +265,7 @@ class ClusterClient:
 
     # -- routing with retries ---------------------------------------------------------------
 
-    async def _retrying(self, attempt: Callable[[], Any], what: str) -> Any:
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
         """Run `attempt` until it succeeds or fails with a non-retriable error; retriable
         failures back off with jitter. Bound it with the caller's cancel scope."""
         backoff = RETRY_BACKOFF_S[0]
@@ -285,11 +288,11 @@ class ClusterClient:
                 await anyio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, RETRY_BACKOFF_S[1])
 
-    async def leader_request(self, topic: str, partition: int, body: object, sent: anyio.Event | None = None) -> Any:
+    async def leader_request(self, topic: str, partition: int, body: Request[R], sent: anyio.Event | None = None) -> R:
         """Send to the partition's leader, following leadership changes."""
         hint: list[str | None] = [None]
 
-        async def attempt():
+        async def attempt() -> R:
             addr = hint[0]
             hint[0] = None
             seen = self.metadata_version
@@ -318,10 +321,10 @@ class ClusterClient:
 
         return await self._retrying(attempt, f"{topic}-{partition}")
 
-    async def controller_request(self, body: object) -> Any:
+    async def controller_request(self, body: Request[R]) -> R:
         hint: list[str | None] = [None]
 
-        async def attempt():
+        async def attempt() -> R:
             seen = self.metadata_version
             addr = hint[0] or (self.nodes.get(self.controller) if self.controller else None)
             hint[0] = None
@@ -350,11 +353,11 @@ class ClusterClient:
             return self.node_addrs[leader]
         return exc.details.get("leader_addr")  # type: ignore[return-value]
 
-    async def coordinator_request(self, group: str, body: object) -> Any:
+    async def coordinator_request(self, group: str, body: Request[R]) -> R:
         """Send to the group's coordinator, following it as it moves."""
         return await self._via_coordinator(group, FindCoordinator(group), body, f"group {group}")
 
-    async def transaction_coordinator_request(self, transactional_id: str, body: object) -> Any:
+    async def transaction_coordinator_request(self, transactional_id: str, body: Request[R]) -> R:
         """Send to the transactional id's coordinator, following it as it moves."""
         return await self._via_coordinator(
             "\0txn:" + transactional_id,
@@ -363,8 +366,10 @@ class ClusterClient:
             f"transactional id {transactional_id}",
         )
 
-    async def _via_coordinator(self, cache_key: str, find: object, body: object, what: str) -> Any:
-        async def attempt():
+    async def _via_coordinator(
+        self, cache_key: str, find: Request[CoordinatorResponse], body: Request[R], what: str
+    ) -> R:
+        async def attempt() -> R:
             addr = self._coordinators.get(cache_key)
             if addr is None:
                 resp: CoordinatorResponse = await self.request_any(find)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Protocol, cast
 
 import anyio
 from anyio.abc import ByteStream
@@ -34,6 +34,8 @@ from client.protocol import (
     HelloOk,
     PeerChallenge,
     PeerProof,
+    R,
+    Request,
     decode_payload,
     encode_frame,
     split_addr,
@@ -67,7 +69,7 @@ class Connection:
     def closed(self) -> bool:
         return self._closed is not None
 
-    async def request(self, body: object, sent: anyio.Event | None = None, *, timeout: float | None = None) -> object:
+    async def request(self, body: Request[R], sent: anyio.Event | None = None, *, timeout: float | None = None) -> R:
         """Send one request and wait for its answer; an error answer raises its exception.
 
         `sent` is set once the request is written, so a caller can order pipelined
@@ -98,7 +100,7 @@ class Connection:
             raise resp
         if isinstance(resp, ErrorResponse):
             raise error_for(resp.code, resp.message, leader_id=resp.leader_id, leader_addr=resp.leader_addr)
-        return resp
+        return cast(R, resp)  # the node answers a request with its response type (or an error)
 
     async def send_only(self, body: object) -> None:
         """Send a request that gets no answer (a produce with acks=0)."""

@@ -100,6 +100,8 @@ from client.protocol import (
     InitProducerId,
     Produce,
     ProduceResponse,
+    R,
+    Request,
     TopicPartition,
     TxnOffsetCommit,
 )
@@ -761,7 +763,7 @@ class Producer:
             raise InvalidConfigError("transactions need Producer(..., transactional_id='...')")
         return self.transactional_id
 
-    async def _txn_request(self, body: object) -> object:
+    async def _txn_request(self, body: Request[R]) -> R:
         assert self.transactional_id is not None
         try:
             with anyio.fail_after(self.delivery_timeout):

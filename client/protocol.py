@@ -20,7 +20,7 @@ same frames; their bodies are defined by the broker and carried here as opaque b
 from __future__ import annotations
 
 import struct
-from typing import cast
+from typing import Generic, TypeVar, cast
 
 import msgspec
 
@@ -41,6 +41,15 @@ LATEST, EARLIEST = -1, -2
 
 class WireMessage(msgspec.Struct, tag=True, array_like=True, omit_defaults=False):
     """Base of every frame body: tagged by class name, encoded as a compact array."""
+
+
+R = TypeVar("R", bound=WireMessage)
+
+
+class Request(WireMessage, Generic[R]):
+    """A body that asks for an answer of type `R` (the type parameter is for readers and
+    type checkers: `await conn.request(Metadata())` is a `MetadataResponse`; the wire
+    carries only the body's own tag and fields)."""
 
 
 # --- connection set-up -------------------------------------------------------------
@@ -113,7 +122,7 @@ class TopicInfo(WireMessage):
     internal: bool = False
 
 
-class Metadata(WireMessage):
+class Metadata(Request["MetadataResponse"]):
     topics: list[str] | None = None  # None: every topic
     # Only the controller leader answers (NOT_CONTROLLER elsewhere): its "missing" is
     # the truth, where any other node may merely lag. Asked before treating a topic as
@@ -128,21 +137,21 @@ class MetadataResponse(WireMessage):
     missing: list[str] = []
 
 
-class CreateTopic(WireMessage):
+class CreateTopic(Request["Ok"]):
     name: str
     partitions: int = 1
     replication: int = 1
     configs: dict[str, str] = {}
 
 
-class DeleteTopic(WireMessage):
+class DeleteTopic(Request["Ok"]):
     name: str
 
 
 # --- producing -----------------------------------------------------------------------
 
 
-class InitProducerId(WireMessage):
+class InitProducerId(Request["ProducerIdResponse"]):
     transactional_id: str | None = None
     timeout_ms: int = 60_000
 
@@ -152,7 +161,7 @@ class ProducerIdResponse(WireMessage):
     producer_epoch: int
 
 
-class Produce(WireMessage):
+class Produce(Request["ProduceResponse"]):
     topic: str
     partition: int
     records: bytes  # one RecordBatch v2, built by the producer
@@ -181,7 +190,7 @@ class FetchPartition(WireMessage):
     max_bytes: int = 1024 * 1024
 
 
-class Fetch(WireMessage):
+class Fetch(Request["FetchResponse"]):
     partitions: list[FetchPartition]
     max_wait_ms: int = 500
     min_bytes: int = 1
@@ -211,7 +220,7 @@ class FetchResponse(WireMessage):
     results: list[FetchResult]
 
 
-class ListOffsets(WireMessage):
+class ListOffsets(Request["ListOffsetsResponse"]):
     topic: str
     partition: int
     timestamp: int = LATEST  # LATEST, EARLIEST or a time in ms
@@ -239,7 +248,7 @@ class TopicPartition(WireMessage):
     partition: int
 
 
-class FindCoordinator(WireMessage):
+class FindCoordinator(Request["CoordinatorResponse"]):
     group: str
 
 
@@ -248,7 +257,7 @@ class CoordinatorResponse(WireMessage):
     addr: str
 
 
-class GroupHeartbeat(WireMessage):
+class GroupHeartbeat(Request["GroupHeartbeatResponse"]):
     group: str
     member_id: str = ""  # "" to join; the coordinator assigns one
     member_epoch: int = 0  # 0 to join, -1 to leave
@@ -266,14 +275,14 @@ class GroupHeartbeatResponse(WireMessage):
     heartbeat_interval_ms: int = 1000
 
 
-class OffsetCommit(WireMessage):
+class OffsetCommit(Request["Ok"]):
     group: str
     offsets: list[tuple[str, int, int]]  # (topic, partition, next offset to consume)
     member_id: str = ""  # "" for simple (group-less) commits
     member_epoch: int = -1
 
 
-class OffsetFetch(WireMessage):
+class OffsetFetch(Request["OffsetFetchResponse"]):
     group: str
     partitions: list[TopicPartition] | None = None  # None: all the group has
     # A consumer about to start from these offsets: refused (UNSTABLE_OFFSET_COMMIT,
@@ -286,7 +295,7 @@ class OffsetFetchResponse(WireMessage):
     offsets: list[tuple[str, int, int]]
 
 
-class ListGroups(WireMessage):
+class ListGroups(Request["ListGroupsResponse"]):
     pass
 
 
@@ -294,7 +303,7 @@ class ListGroupsResponse(WireMessage):
     groups: list[str]
 
 
-class DescribeGroup(WireMessage):
+class DescribeGroup(Request["DescribeGroupResponse"]):
     group: str
 
 
@@ -327,11 +336,11 @@ class DescribeGroupResponse(WireMessage):
 # written to every partition of the transaction and the offsets committed.
 
 
-class FindTransactionCoordinator(WireMessage):
+class FindTransactionCoordinator(Request["CoordinatorResponse"]):
     transactional_id: str
 
 
-class AddPartitionsToTxn(WireMessage):
+class AddPartitionsToTxn(Request["Ok"]):
     transactional_id: str
     producer_id: int
     producer_epoch: int
@@ -345,7 +354,7 @@ class AddPartitionsToTxn(WireMessage):
     verify_only: bool = False
 
 
-class TxnOffsetCommit(WireMessage):
+class TxnOffsetCommit(Request["Ok"]):
     transactional_id: str
     producer_id: int
     producer_epoch: int
@@ -359,14 +368,14 @@ class TxnOffsetCommit(WireMessage):
     assigned_epochs: list[int] = []
 
 
-class EndTxn(WireMessage):
+class EndTxn(Request["Ok"]):
     transactional_id: str
     producer_id: int
     producer_epoch: int
     commit: bool = True
 
 
-class ListTransactions(WireMessage):
+class ListTransactions(Request["ListTransactionsResponse"]):
     """Ask one node for the transactional ids it coordinates (send to every node)."""
 
 
@@ -388,7 +397,7 @@ class ListTransactionsResponse(WireMessage):
     transactions: list[TxnInfo]
 
 
-class DescribeTransaction(WireMessage):
+class DescribeTransaction(Request["TxnInfo"]):
     """Sent to the id's coordinator; answered with a `TxnInfo`."""
 
     transactional_id: str
@@ -402,7 +411,7 @@ class DescribeTransaction(WireMessage):
 # producers of the group are asked about halves nobody decided in time.
 
 
-class EndHalf(WireMessage):
+class EndHalf(Request["EndHalfResponse"]):
     producer_group: str
     partition: int  # of __half_messages
     offset: int
@@ -418,7 +427,7 @@ class EndHalfResponse(WireMessage):
     reason: str = ""
 
 
-class PollHalfChecks(WireMessage):
+class PollHalfChecks(Request["HalfChecks"]):
     producer_group: str
     max_wait_ms: int = 1000
     limit: int = 100
@@ -439,7 +448,7 @@ class HalfChecks(WireMessage):
     checks: list[HalfCheck]
 
 
-class ListHalves(WireMessage):
+class ListHalves(Request["ListHalvesResponse"]):
     producer_group: str | None = None
     resolved: bool = False  # also recently decided halves, with why
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import msgspec
 
 from client.errors import RemoteProtocolError
-from client.protocol import Body, TopicPartition, WireMessage
+from client.protocol import Body, Ok, Request, TopicPartition, WireMessage
 
 
-class PendTxnOffsets(WireMessage):
+class PendTxnOffsets(Request[Ok]):
     """Transaction coordinator to group coordinator: a transaction will commit offsets
     for these partitions of the group; check that the member still holds them and record
     them as pending (replicated) until `EndTxnOffsets`."""
@@ -29,7 +29,7 @@ class PendTxnOffsets(WireMessage):
     timeout_ms: int = 60_000  # the transaction's timeout: a pending entry outlives it by a margin at most
 
 
-class EndTxnOffsets(WireMessage):
+class EndTxnOffsets(Request[Ok]):
     """Transaction coordinator to group coordinator: the transaction is decided; on
     commit write its offsets; either way clear what it had pending for their partitions."""
 
@@ -40,7 +40,7 @@ class EndTxnOffsets(WireMessage):
     offsets: list[tuple[str, int, int]] = []
 
 
-class WriteTxnMarker(WireMessage):
+class WriteTxnMarker(Request[Ok]):
     """Coordinator to partition leader: append a COMMIT/ABORT marker for a producer."""
 
     topic: str

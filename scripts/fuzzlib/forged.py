@@ -4,10 +4,10 @@ The client listener must refuse each with CLUSTER_AUTHORIZATION_FAILED."""
 
 from __future__ import annotations
 
-from client.protocol import TopicPartition, WireMessage
+from client.protocol import Ok, Request, TopicPartition, WireMessage
 
 
-class PendTxnOffsets(WireMessage):
+class PendTxnOffsets(Request[Ok]):
     group: str
     transactional_id: str
     transaction: int
@@ -17,7 +17,7 @@ class PendTxnOffsets(WireMessage):
     timeout_ms: int = 60_000
 
 
-class EndTxnOffsets(WireMessage):
+class EndTxnOffsets(Request[Ok]):
     group: str
     transactional_id: str
     transaction: int
@@ -25,7 +25,7 @@ class EndTxnOffsets(WireMessage):
     offsets: list[tuple[str, int, int]] = []
 
 
-class WriteTxnMarker(WireMessage):
+class WriteTxnMarker(Request[Ok]):
     topic: str
     partition: int
     producer_id: int
