@@ -19,82 +19,52 @@
   from the end of the log and keeps no position (`commit()` does nothing).
 - Without a group: all partitions, from `offset_reset`; nothing is committed.
 
-`run()` gives the two processing modes. Both commit only the lowest offset not yet
-finished in each partition (a sorted set of what is in flight), so a crash redelivers
-unfinished messages and never skips one:
-- serial: messages of one key are handled one at a time, in offset order; different keys
-  run in parallel up to `concurrency`, so one slow key never blocks its partition
-  (`order="partition"` handles a partition strictly one message at a time);
-- concurrent: up to `concurrency` handlers in flight, in any order.
-A handler that raises or exceeds `timeout` (it is cancelled) is retried in place with
-exponential backoff up to `retries` times; after that the failure is logged and the
-message counts as done.
-
-The instances of a broadcast group share the group's retry and dead-letter topics
-(`notifier.retry`, `notifier.dlq`): every message an instance puts there names it in a
-`tidemq.instance` header, and an instance handles only the retries addressed to it.
-Instance ids come and go with hosts and pods; topics per instance would pile up two
-topics for every instance that ever ran, while one dead-letter topic per group is where
-an operator looks. Retries are rare, so reading past the others' costs little.
+`run()` handles messages with a handler in serial or concurrent mode, with timeouts,
+retries and dead letters, or exactly-once in transactions: client/processor.py.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import socket
-import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AsyncExitStack
-from typing import Any, NamedTuple
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import AsyncExitStack, contextmanager
+from typing import Any
 
 import anyio
 from sortedcontainers import SortedSet
 
+from client import processor
 from client.cluster import ClusterClient
 from client.errors import (
     CorruptBatchError,
     IllegalGenerationError,
     InvalidConfigError,
     OffsetOutOfRangeError,
-    ProducerFencedError,
     TideMQError,
-    TopicExistsError,
-    UnknownMemberError,
     UnknownTopicError,
     UnstableOffsetCommitError,
 )
 from client.group import GroupMember
+from client.processor import Held
 from client.producer import Producer
 from client.protocol import (
     EARLIEST,
     LATEST,
     READ_COMMITTED,
     READ_UNCOMMITTED,
-    CreateTopic,
     Fetch,
     FetchPartition,
     ListOffsets,
 )
+from client.records import Message
 from segments.batch import decode_records, iter_batches
 from segments.errors import SegmentError
 
 log = logging.getLogger(__name__)
 
 TopicPartition = tuple[str, int]
-COMMIT_INTERVAL_S = 1.0
-REFUSED_RETRY_S = 0.2  # run(producer=): offsets refused, partition still held: try again after
-
-
-class Message(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes | None], ...]
-    timestamp: int
 
 
 class _Assigned:
@@ -448,7 +418,67 @@ class Consumer:
     def _commit_point(state: _Assigned) -> int | None:
         return state.pending[0] if state.pending else state.handed
 
-    # -- run: handlers with modes -------------------------------------------------------------------------
+    # -- for processors (client/processor.py): messages in flight ---------------------------------------
+
+    @property
+    def in_group(self) -> bool:
+        return self._member is not None
+
+    def hold(self, msg: Message) -> Held | None:
+        """Mark `msg` in flight: its offset holds the partition's commit point back until
+        `release`. None if its partition is no longer assigned here."""
+        state = self._assigned.get((msg.topic, msg.partition))
+        if state is None:
+            return None
+        state.pending.add(msg.offset)
+        return Held(msg, state)
+
+    def release(self, held: Held) -> None:
+        held.state.pending.discard(held.msg.offset)
+
+    def holds(self, held: Held) -> bool:
+        """Is the message's partition still this consumer's, in the same assignment (a
+        revoked partition may have been handed back since, as a new one)?"""
+        return not held.state.revoked and self._assigned.get((held.msg.topic, held.msg.partition)) is held.state
+
+    def position_after(self, held: Held) -> int:
+        """The offset after the held message, past control batches right behind it (what
+        a transaction commits for it)."""
+        handed = held.state.handed
+        assert handed is not None  # known once the message was handed out
+        return int(handed)
+
+    @contextmanager
+    def handling(self) -> Iterator[None]:
+        """Count a handler running (a revocation waits, bounded, for them to finish)."""
+        self._active_handlers += 1
+        try:
+            yield
+        finally:
+            self._active_handlers -= 1
+
+    def commit_by_transactions(self) -> None:
+        """From now on only transactions commit this consumer's offsets."""
+        self._txn_commits = True
+
+    def retry_reader(self, topic: str) -> Consumer:
+        """A consumer of the group's retry topic beside this one (same group or broadcast
+        instance, same settings), for `run()`'s retries."""
+        return Consumer(
+            self.cluster.bootstrap,
+            group=self.broadcast_group or self.group,
+            broadcast=self.broadcast,
+            instance_id=self.instance_id,
+            topics=[topic],
+            offset_reset="earliest",
+            token=self.cluster.token,
+            session_timeout=self.session_timeout,
+            rebalance_timeout=self.rebalance_timeout,
+            max_wait=self.max_wait,
+            client_id=f"{self.client_id}-retries",
+        )
+
+    # -- run: handlers with modes (client/processor.py) ------------------------------------------------
 
     async def run(
         self,
@@ -487,260 +517,23 @@ class Consumer:
         `<group>.dlq` (with `dead_letter`, and a group) with headers naming its origin,
         the attempts, the last error and the time; without a group it is logged.
         """
-        if mode not in ("serial", "concurrent"):
-            raise InvalidConfigError(f"mode must be 'serial' or 'concurrent', not {mode!r}")
-        if order not in ("key", "partition"):
-            raise InvalidConfigError(f"order must be 'key' or 'partition', not {order!r}")
-        if concurrency < 1 or retries < 0 or backoff < 0:
-            raise InvalidConfigError("concurrency must be >= 1, retries and backoff >= 0")
-        family = self.broadcast_group or self.group  # names the retry and dead-letter topics; None: no group
-        if producer is not None:
-            if family is None or producer.transactional_id is None:
-                raise InvalidConfigError("run(producer=...) needs a group and a transactional producer")
-            if dead_letter:
-                await ensure_topics(self.cluster, [dead_letter_topic(family)])
-            policy = _RetryPolicy(
-                family,
-                self.instance_id,
-                handler,
-                timeout,
-                retries,
-                backoff,
-                max_backoff,
-                None,
-                producer if dead_letter else None,
-            )
-            # From now on only transactions commit this consumer's offsets: a commit on
-            # revocation or close would also cover messages whose transaction aborted.
-            self._txn_commits = True
-            await self._run_transactional(producer, policy, max_messages)
-            return
-        via_topic = family is not None and mode == "concurrent" and retries > 0
-        # A broadcast instance also reads the retry topic for its dead letters replayed
-        # to it (`tidemq dlq replay`): the original topic would reach every instance.
-        reads_retries = via_topic or (self.broadcast_group is not None and dead_letter)
-        async with AsyncExitStack() as stack:
-            producer = None
-            sources: list[Consumer] = [self]
-            if family is not None and (reads_retries or dead_letter):
-                await ensure_topics(
-                    self.cluster,
-                    ([retry_topic(family)] if reads_retries else [])
-                    + ([dead_letter_topic(family)] if dead_letter else []),
-                )
-                producer = await stack.enter_async_context(
-                    Producer(self.cluster.bootstrap, token=self.cluster.token, client_id=f"{self.client_id}-retry")
-                )
-                if reads_retries:
-                    sources.append(
-                        await stack.enter_async_context(
-                            Consumer(
-                                self.cluster.bootstrap,
-                                group=family,
-                                broadcast=self.broadcast,
-                                instance_id=self.instance_id,
-                                topics=[retry_topic(family)],
-                                offset_reset="earliest",
-                                token=self.cluster.token,
-                                session_timeout=self.session_timeout,
-                                rebalance_timeout=self.rebalance_timeout,
-                                max_wait=self.max_wait,
-                                client_id=f"{self.client_id}-retries",
-                            )
-                        )
-                    )
-            policy = _RetryPolicy(
-                family,
-                self.instance_id,
-                handler,
-                timeout,
-                retries,
-                backoff,
-                max_backoff,
-                producer if via_topic else None,
-                producer if dead_letter else None,
-            )
-            await self._run(sources, policy, mode, concurrency, order, max_messages)
-
-    async def _run_transactional(self, producer: Producer, policy: _RetryPolicy, max_messages: int | None) -> None:
-        finished = 0
-        while max_messages is None or finished < max_messages:
-            msg = await self.__anext__()
-            state = self._assigned.get((msg.topic, msg.partition))
-            if state is None:
-                continue
-            state.pending.add(msg.offset)
-            self._active_handlers += 1
-            try:
-                await self._handle_in_transaction(producer, policy, state, msg)
-            finally:
-                self._active_handlers -= 1
-                state.pending.discard(msg.offset)
-            finished += 1
-
-    async def _handle_in_transaction(
-        self, producer: Producer, policy: _RetryPolicy, state: _Assigned, msg: Message
-    ) -> None:
-        """One message, one transaction: the handler's sends and the offset after the
-        message (past any control batches right behind it) commit together. A message is
-        left alone only once this consumer has given its partition up; until then it is
-        tried again, so no later transaction of the partition commits past it."""
-        topic, partition, offset, attempts = origin_of(msg)
-        error: Exception | None = None
-        refused_at: float | None = None
-        while True:
-            if not self._still_held(state, msg):
-                # The transaction aborted; the partition's new owner handles the message.
-                log.warning("%s-%d@%d left to the partition's new owner", msg.topic, msg.partition, msg.offset)
-                return
-            dead = error is not None and attempts > policy.retries
-            try:
-                async with producer.transaction():
-                    if dead:
-                        await policy._dead_letter(msg, topic, partition, offset, attempts, error)
-                    elif policy.timeout is None:
-                        await policy.handler(msg)
-                    else:
-                        with anyio.fail_after(policy.timeout):
-                            await policy.handler(msg)
-                    self._check_still_held(state, msg)
-                    assert state.handed is not None  # past the message just handled
-                    await producer.send_offsets(self, {(msg.topic, msg.partition): state.handed})
-                return
-            except ProducerFencedError:
-                raise
-            except (UnknownMemberError, IllegalGenerationError) as exc:
-                # The group refused the offsets: this member was fenced or lost the
-                # partition and hears of it at its next heartbeat. Until then the message
-                # is still ours: try again (bounded: a refusal that outlasts a rebalance
-                # timeout is a fault to surface, not to wait out).
-                if not self._still_held(state, msg):
-                    continue
-                now = anyio.current_time()
-                refused_at = now if refused_at is None else refused_at
-                if now - refused_at > self.rebalance_timeout:
-                    raise
-                log.info(
-                    "%s-%d@%d: offsets refused (%s); trying again while the partition is held",
-                    msg.topic,
-                    msg.partition,
-                    msg.offset,
-                    exc.message,
-                )
-                await anyio.sleep(REFUSED_RETRY_S)
-                continue
-            except Exception as exc:
-                if dead:
-                    raise
-                error = (
-                    exc if not isinstance(exc, TimeoutError) else TimeoutError(f"handler ran past {policy.timeout}s")
-                )
-            attempts += 1
-            if attempts <= policy.retries:
-                await anyio.sleep(policy.delay(attempts))
-
-    def _still_held(self, state: _Assigned, msg: Message) -> bool:
-        return not state.revoked and self._assigned.get((msg.topic, msg.partition)) is state
-
-    def _check_still_held(self, state: _Assigned, msg: Message) -> None:
-        """The handler ran long: its partition may have been revoked meanwhile (and even
-        handed back to this member, as a new assignment). Its offsets must not commit."""
-        if not self._still_held(state, msg):
-            raise IllegalGenerationError(f"{msg.topic}-{msg.partition} was revoked while its message was handled")
-
-    async def _run(
-        self,
-        sources: list[Consumer],
-        policy: _RetryPolicy,
-        mode: str,
-        concurrency: int,
-        order: str,
-        max_messages: int | None,
-    ) -> None:
-        slots = anyio.Semaphore(concurrency)
-        finished = 0
-        done_all = anyio.Event()
-        lanes: dict[tuple, deque] = {}  # serial mode: (topic, partition, key) -> waiting messages
-
-        async def handle(state: _Assigned, msg: Message) -> None:
-            nonlocal finished
-            self._active_handlers += 1
-            try:
-                await policy.handle(msg, in_place=mode == "serial")
-            finally:
-                self._active_handlers -= 1
-            state.pending.discard(msg.offset)
-            finished += 1
-            if max_messages is not None and finished >= max_messages:
-                done_all.set()
-
-        async def concurrent_worker(state: _Assigned, msg: Message) -> None:
-            try:
-                await handle(state, msg)
-            finally:
-                slots.release()
-
-        async def lane_worker(lane_key: tuple, state: _Assigned) -> None:
-            queue = lanes[lane_key]
-            try:
-                while queue:
-                    await handle(state, queue[0])
-                    queue.popleft()
-            finally:
-                del lanes[lane_key]
-                slots.release()
-
-        async def committer() -> None:
-            while True:
-                await anyio.sleep(COMMIT_INTERVAL_S)
-                for source in sources:
-                    try:
-                        await source.commit()
-                    except (TideMQError, TimeoutError) as exc:  # a later commit covers it
-                        log.warning("periodic commit failed: %r", exc)
-
-        async def feed(source: Consumer) -> None:
-            async for msg in source:
-                state = source._assigned.get((msg.topic, msg.partition))
-                if state is None or (source is not self and not policy.addressed_here(msg)):
-                    continue  # (another instance's retry: passed, and committed past)
-                state.pending.add(msg.offset)
-                if mode == "concurrent":
-                    await slots.acquire()
-                    tg.start_soon(concurrent_worker, state, msg)
-                    continue
-                lane_key = (msg.topic, msg.partition) + ((msg.key,) if order == "key" else ())
-                queue = lanes.get(lane_key)
-                if queue is not None:
-                    queue.append(msg)  # this key is busy: wait behind it, in order
-                    continue
-                await slots.acquire()
-                lanes[lane_key] = deque([msg])
-                tg.start_soon(lane_worker, lane_key, state)
-
-        async with anyio.create_task_group() as tg:
-            if self._member is not None:
-                tg.start_soon(committer)
-            for source in sources:
-                tg.start_soon(feed, source)
-            await (done_all.wait() if max_messages is not None else anyio.sleep_forever())
-            tg.cancel_scope.cancel()
-        if self._member is not None:
-            for source in sources:
-                await source.commit()
+        await processor.run(
+            self,
+            handler,
+            mode=mode,
+            concurrency=concurrency,
+            timeout=timeout,
+            order=order,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            dead_letter=dead_letter,
+            max_messages=max_messages,
+            producer=producer,
+        )
 
 
-# -- failure handling -------------------------------------------------------------------------
-
-H_ATTEMPT = "tidemq.attempt"
-H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET = (
-    "tidemq.origin.topic",
-    "tidemq.origin.partition",
-    "tidemq.origin.offset",
-)
-H_DLQ_ERROR, H_DLQ_TIME = "tidemq.dlq.error", "tidemq.dlq.time"
-H_INSTANCE = "tidemq.instance"  # the broadcast instance a retry or dead letter belongs to
-_OURS = (H_ATTEMPT, H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET, H_DLQ_ERROR, H_DLQ_TIME, H_INSTANCE)
+# -- broadcast instances ------------------------------------------------------------------------
 
 
 def broadcast_instance(instance_id: str | None) -> str:
@@ -764,131 +557,3 @@ def split_instance_group(name: str) -> tuple[str, str] | None:
     other group name."""
     group, at, instance = name.rpartition("@")
     return (group, instance) if at and group and instance else None
-
-
-def retry_topic(group: str) -> str:
-    return f"{group}.retry"
-
-
-def dead_letter_topic(group: str) -> str:
-    return f"{group}.dlq"
-
-
-def origin_of(msg: Message) -> tuple[str, int, int, int]:
-    """(topic, partition, offset, attempts so far) of a message, following retries. A
-    message whose origin headers do not parse (anyone may write to a retry topic) is
-    taken as its own origin."""
-    h = dict(msg.headers)
-    topic = h.get(H_ORIGIN_TOPIC)
-    if topic is not None:
-        try:
-            return (
-                topic.decode(),
-                int(h.get(H_ORIGIN_PARTITION) or b""),
-                int(h.get(H_ORIGIN_OFFSET) or b""),
-                int(h.get(H_ATTEMPT) or b"0"),
-            )
-        except ValueError:
-            pass
-    return msg.topic, msg.partition, msg.offset, 0
-
-
-def int_header(msg: Message, name: str) -> int:
-    """A TideMQ header's integer value; 0 if absent or malformed."""
-    try:
-        return int(dict(msg.headers).get(name) or b"0")
-    except ValueError:
-        return 0
-
-
-def user_headers(msg: Message) -> list[tuple[str, bytes | None]]:
-    return [h for h in msg.headers if h[0] not in _OURS]
-
-
-async def ensure_topics(cluster: ClusterClient, names: list[str], partitions: int = 3) -> None:
-    """Create the group's retry/dead-letter topics if they do not exist yet."""
-    for name in names:
-        try:
-            await cluster.topic(name)
-            continue
-        except UnknownTopicError:
-            pass
-        md = await cluster.refresh_metadata([])
-        replication = min(3, sum(1 for n in md.nodes if n.alive))
-        try:
-            await cluster.controller_request(CreateTopic(name, partitions, replication))
-        except TopicExistsError:
-            pass
-        await cluster.topic(name)
-
-
-class _RetryPolicy:
-    def __init__(
-        self, group, instance, handler, timeout, retries, backoff, max_backoff, retry_producer, dlq_producer
-    ) -> None:
-        self.group, self.handler, self.timeout = group, handler, timeout
-        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
-        self.retry_producer, self.dlq_producer = retry_producer, dlq_producer
-        self.instance = None if instance is None else instance.encode()
-        self._ours = [] if instance is None else [(H_INSTANCE, self.instance)]
-
-    def addressed_here(self, msg: Message) -> bool:
-        """Is a message of the retry topic this consumer's to handle? A broadcast
-        instance takes those naming it; a plain group those naming no instance."""
-        return dict(msg.headers).get(H_INSTANCE) == self.instance
-
-    def delay(self, failures: int) -> float:
-        return min(self.max_backoff, self.backoff * 2 ** (failures - 1)) * (0.5 + random.random())
-
-    async def handle(self, msg: Message, in_place: bool) -> None:
-        topic, partition, offset, attempts = origin_of(msg)
-        while True:
-            attempts += 1
-            try:
-                if self.timeout is None:
-                    await self.handler(msg)
-                else:
-                    with anyio.fail_after(self.timeout):
-                        await self.handler(msg)
-                return
-            except Exception as exc:
-                error = exc if not isinstance(exc, TimeoutError) else TimeoutError(f"handler ran past {self.timeout}s")
-            if attempts > self.retries:
-                await self._dead_letter(msg, topic, partition, offset, attempts, error)
-                return
-            if in_place or self.retry_producer is None:
-                await anyio.sleep(self.delay(attempts))
-                continue
-            headers = (
-                user_headers(msg)
-                + [
-                    (H_ORIGIN_TOPIC, topic.encode()),
-                    (H_ORIGIN_PARTITION, b"%d" % partition),
-                    (H_ORIGIN_OFFSET, b"%d" % offset),
-                    (H_ATTEMPT, b"%d" % attempts),
-                ]
-                + self._ours
-            )
-            await self.retry_producer.send(
-                retry_topic(self.group), msg.value, key=msg.key, headers=headers, delay=self.delay(attempts)
-            )
-            return
-
-    async def _dead_letter(self, msg, topic, partition, offset, attempts, error) -> None:
-        text = f"{type(error).__name__}: {error}"
-        if self.dlq_producer is None:
-            log.error("handler failed on %s-%s@%s after %d attempt(s): %s", topic, partition, offset, attempts, text)
-            return
-        headers = (
-            user_headers(msg)
-            + [
-                (H_ORIGIN_TOPIC, topic.encode()),
-                (H_ORIGIN_PARTITION, b"%d" % partition),
-                (H_ORIGIN_OFFSET, b"%d" % offset),
-                (H_ATTEMPT, b"%d" % attempts),
-                (H_DLQ_ERROR, text.encode()[:4096]),
-                (H_DLQ_TIME, b"%d" % int(time.time() * 1000)),
-            ]
-            + self._ours
-        )
-        await self.dlq_producer.send(dead_letter_topic(self.group), msg.value, key=msg.key, headers=headers)

@@ -1,6 +1,6 @@
 """Dead letters: look at what a group gave up on, and send it back.
 
-A consumer group's `run()` writes a message it could not handle after its last retry to
+A consumer group's `run()` (client/processor.py) writes a message it could not handle after its last retry to
 `<group>.dlq`, with headers saying where it came from (topic, partition, offset), how
 many attempts were made, the last error and when. `replay` sends dead letters back to
 their original topic (user headers kept, TideMQ's own dropped, so the attempt count
@@ -17,7 +17,9 @@ from typing import NamedTuple
 import anyio
 
 from client.cluster import ClusterClient
-from client.consumer import (
+from client.consumer import Consumer, Message
+from client.group import commit_offsets, fetch_offsets
+from client.processor import (
     H_ATTEMPT,
     H_DLQ_ERROR,
     H_DLQ_TIME,
@@ -25,8 +27,6 @@ from client.consumer import (
     H_ORIGIN_OFFSET,
     H_ORIGIN_PARTITION,
     H_ORIGIN_TOPIC,
-    Consumer,
-    Message,
     dead_letter_topic,
     ensure_topics,
     int_header,
@@ -34,7 +34,6 @@ from client.consumer import (
     retry_topic,
     user_headers,
 )
-from client.group import commit_offsets, fetch_offsets
 from client.producer import Producer
 
 
