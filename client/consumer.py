@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
@@ -48,7 +48,6 @@ from client.errors import (
 )
 from client.group import GroupMember
 from client.processor import Held
-from client.producer import Producer
 from client.protocol import (
     EARLIEST,
     LATEST,
@@ -480,57 +479,9 @@ class Consumer:
 
     # -- run: handlers with modes (client/processor.py) ------------------------------------------------
 
-    async def run(
-        self,
-        handler: Callable[[Message], Awaitable[Any]],
-        *,
-        mode: str = "serial",
-        concurrency: int = 16,
-        timeout: float | None = None,
-        order: str = "key",
-        retries: int = 3,
-        backoff: float = 0.5,
-        max_backoff: float = 60.0,
-        dead_letter: bool = True,
-        max_messages: int | None = None,
-        producer: Producer | None = None,
-    ) -> None:
-        """Handle messages until cancelled (or `max_messages` are finished).
-
-        With `producer` (a transactional Producer; the handler sends through it), each
-        message is handled in a transaction of its own that also commits the message's
-        offset: its outputs and its consumption commit together or not at all, so a
-        crash anywhere yields each output once (exactly-once). Messages are then handled
-        one at a time, in order; a failed attempt is aborted and retried in place, and
-        after the last one the dead letter (with `dead_letter`) is written in the
-        transaction that commits the offset. Nothing else commits this consumer's
-        offsets from then on (not `commit()`, not a revocation, not closing).
-
-        A handler that raises or runs past `timeout` (it is cancelled) has failed. It is
-        tried again up to `retries` times with exponential backoff and jitter
-        (`backoff` * 2**n, at most `max_backoff` seconds):
-        - serial mode retries in place, so the key's order holds while other keys flow;
-        - concurrent mode (with a group) sends the message through the delay tier to the
-          group's retry topic `<group>.retry`, which this group alone reads, so the
-          partition keeps flowing; the attempt count travels in a header.
-        After the last attempt the message goes to the group's dead-letter topic
-        `<group>.dlq` (with `dead_letter`, and a group) with headers naming its origin,
-        the attempts, the last error and the time; without a group it is logged.
-        """
-        await processor.run(
-            self,
-            handler,
-            mode=mode,
-            concurrency=concurrency,
-            timeout=timeout,
-            order=order,
-            retries=retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            dead_letter=dead_letter,
-            max_messages=max_messages,
-            producer=producer,
-        )
+    # Handle messages with a handler until cancelled (or `max_messages` are finished):
+    # `consumer.run(handler, mode=..., ...)`; client/processor.py says how.
+    run = processor.run
 
 
 # -- broadcast instances ------------------------------------------------------------------------

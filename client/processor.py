@@ -120,7 +120,28 @@ async def run(
     max_messages: int | None = None,
     producer: Producer | None = None,
 ) -> None:
-    """`Consumer.run` (its docstring says what each argument does)."""
+    """Handle messages until cancelled (or `max_messages` are finished).
+
+    With `producer` (a transactional Producer; the handler sends through it), each
+    message is handled in a transaction of its own that also commits the message's
+    offset: its outputs and its consumption commit together or not at all, so a
+    crash anywhere yields each output once (exactly-once). Messages are then handled
+    one at a time, in order; a failed attempt is aborted and retried in place, and
+    after the last one the dead letter (with `dead_letter`) is written in the
+    transaction that commits the offset. Nothing else commits this consumer's
+    offsets from then on (not `commit()`, not a revocation, not closing).
+
+    A handler that raises or runs past `timeout` (it is cancelled) has failed. It is
+    tried again up to `retries` times with exponential backoff and jitter
+    (`backoff` * 2**n, at most `max_backoff` seconds):
+    - serial mode retries in place, so the key's order holds while other keys flow;
+    - concurrent mode (with a group) sends the message through the delay tier to the
+      group's retry topic `<group>.retry`, which this group alone reads, so the
+      partition keeps flowing; the attempt count travels in a header.
+    After the last attempt the message goes to the group's dead-letter topic
+    `<group>.dlq` (with `dead_letter`, and a group) with headers naming its origin,
+    the attempts, the last error and the time; without a group it is logged.
+    """
     if mode not in ("serial", "concurrent"):
         raise InvalidConfigError(f"mode must be 'serial' or 'concurrent', not {mode!r}")
     if order not in ("key", "partition"):
