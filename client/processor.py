@@ -149,22 +149,18 @@ async def run(
     if concurrency < 1 or retries < 0 or backoff < 0:
         raise InvalidConfigError("concurrency must be >= 1, retries and backoff >= 0")
     family = consumer.broadcast_group or consumer.group  # names the retry and dead-letter topics; None: no group
+
+    def policy_with(retry_producer: Producer | None, dlq_producer: Producer | None) -> RetryPolicy:
+        return RetryPolicy(
+            family, consumer.instance_id, handler, timeout, retries, backoff, max_backoff, retry_producer, dlq_producer
+        )
+
     if producer is not None:
         if family is None or producer.transactional_id is None:
             raise InvalidConfigError("run(producer=...) needs a group and a transactional producer")
         if dead_letter:
             await ensure_topics(consumer.cluster, [dead_letter_topic(family)])
-        policy = RetryPolicy(
-            family,
-            consumer.instance_id,
-            handler,
-            timeout,
-            retries,
-            backoff,
-            max_backoff,
-            None,
-            producer if dead_letter else None,
-        )
+        policy = policy_with(None, producer if dead_letter else None)
         # From now on only transactions commit this consumer's offsets: a commit on
         # revocation or close would also cover messages whose transaction aborted.
         consumer.commit_by_transactions()
@@ -191,17 +187,7 @@ async def run(
             )
             if reads_retries:
                 sources.append(await stack.enter_async_context(consumer.retry_reader(retry_topic(family))))
-        policy = RetryPolicy(
-            family,
-            consumer.instance_id,
-            handler,
-            timeout,
-            retries,
-            backoff,
-            max_backoff,
-            retry_producer if via_topic else None,
-            retry_producer if dead_letter else None,
-        )
+        policy = policy_with(retry_producer if via_topic else None, retry_producer if dead_letter else None)
         await _run(consumer, sources, policy, mode, concurrency, order, max_messages)
 
 
