@@ -8,19 +8,16 @@ producer's pipelined batches reach the log in the order it sent them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
 from client.delay import TIER_PREFIX
 from client.errors import (
-    CoordinatorNotAvailableError,
     InvalidRequestError,
-    NotLeaderError,
     OffsetOutOfRangeError,
     ShuttingDownError,
     TideMQError,
-    UnknownTopicError,
 )
 from client.half import HALF_TOPIC
 from client.protocol import (
@@ -48,8 +45,8 @@ from node.metadata import CreateTopicCmd, DeleteTopicCmd, assign_replicas, valid
 from node.peerprotocol import WriteTxnMarker
 
 if TYPE_CHECKING:
-    from node.broker import Broker
-    from node.partition import Partition
+    from node.context import Node
+    from node.runtime import Handlers
 
 MAX_WAIT_MS = 30_000
 MAX_FETCH_BYTES = 16 * 1024 * 1024  # one fetch answer at most (a single larger batch still goes whole)
@@ -57,9 +54,17 @@ MAX_FETCH_PARTITIONS = 1000
 
 
 class Api:
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self._handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {
+    def __init__(
+        self,
+        node: Node,
+        services: Handlers,
+        init_transactional_producer: Callable[[InitProducerId], Awaitable[ProducerIdResponse]],
+    ) -> None:
+        """`services`: the coordinators' handlers; `init_transactional_producer`: the
+        transaction coordinator's answer to an InitProducerId with a transactional id."""
+        self.node = node
+        self._init_transactional = init_transactional_producer
+        self._handlers: Handlers = {
             Metadata: self.metadata,
             CreateTopic: self.create_topic,
             DeleteTopic: self.delete_topic,
@@ -67,13 +72,11 @@ class Api:
             Fetch: self.fetch,
             ListOffsets: self.list_offsets,
         }
-        self._handlers.update(broker.coordinator.handlers())
-        self._handlers.update(broker.transactions.handlers())
-        self._handlers.update(broker.halves.handlers())
+        self._handlers.update(services)
 
     def dispatch(self, body: object, client) -> Awaitable[object | None]:
-        if self.broker.shutting_down:
-            raise ShuttingDownError(f"node {self.broker.id} is shutting down; use another node")
+        if self.node.shutting_down:
+            raise ShuttingDownError(f"node {self.node.id} is shutting down; use another node")
         if isinstance(body, Produce):
             return self.produce(body)
         if isinstance(body, WriteTxnMarker):
@@ -83,38 +86,11 @@ class Api:
             raise InvalidRequestError(f"{type(body).__name__} is not a request this node serves")
         return handler(body)
 
-    # -- helpers ----------------------------------------------------------------------------
-
-    def partition(self, topic: str, partition: int) -> Partition:
-        b = self.broker
-        part = b.partitions.get((topic, partition))
-        if part is not None:
-            return part
-        meta = b.state.topics.get(topic)
-        if meta is None:
-            self._check_loaded()
-            raise UnknownTopicError(f"topic {topic!r} does not exist; create it first (Admin.create_topic)")
-        if not 0 <= partition < len(meta.replicas):
-            raise UnknownTopicError(f"topic {topic!r} has partitions 0..{len(meta.replicas) - 1}, not {partition}")
-        leader = b.leader_of(meta.group(partition))
-        raise NotLeaderError(
-            f"node {b.id} holds no replica of {topic}-{partition}", leader_id=leader, leader_addr=b.addr_of(leader)
-        )
-
     # -- metadata and admin -------------------------------------------------------------------
 
-    def _check_loaded(self) -> None:
-        """A restarted node replays its controller log before it may say a topic does
-        not exist (it would be believed: a delay scheduler or a transaction coordinator
-        would treat the topic as deleted)."""
-        if not self.broker.metadata_loaded():
-            raise CoordinatorNotAvailableError(
-                f"node {self.broker.id} is still loading the cluster metadata; retry or ask another node"
-            )
-
     async def metadata(self, req: Metadata) -> MetadataResponse:
-        self._check_loaded()
-        b = self.broker
+        self.node.check_loaded()
+        b = self.node
         if req.authoritative:
             b.controller_leader_check()  # it has applied every committed topic change
         live = set(b.live_nodes())
@@ -141,7 +117,7 @@ class Api:
         return MetadataResponse(nodes, topics, controller, missing)
 
     async def create_topic(self, req: CreateTopic) -> Ok:
-        b = self.broker
+        b = self.node
         b.controller_leader_check()
         live = b.live_nodes()
         validate_topic(req.name, req.partitions, req.replication, len(live), req.configs, b.cfg.config_minimums)
@@ -152,10 +128,10 @@ class Api:
         return Ok()
 
     async def delete_topic(self, req: DeleteTopic) -> Ok:
-        meta = self.broker.state.topics.get(req.name)
+        meta = self.node.state.topics.get(req.name)
         if meta is not None and meta.internal:
             raise InvalidRequestError(f"{req.name} is an internal topic; it cannot be deleted")
-        await self.broker.run_command(DeleteTopicCmd(req.name))
+        await self.node.run_command(DeleteTopicCmd(req.name))
         return Ok()
 
     def init_producer_id(self, req: InitProducerId) -> Awaitable[ProducerIdResponse]:
@@ -163,28 +139,28 @@ class Api:
         producer id and bumps the epoch); a plain idempotent producer gets a fresh id
         from the controller."""
         if req.transactional_id is not None:
-            return self.broker.transactions.init_producer_id(req)
+            return self._init_transactional(req)
         return self._new_producer_id()
 
     async def _new_producer_id(self) -> ProducerIdResponse:
-        return ProducerIdResponse(await self.broker.next_producer_id(), 0)
+        return ProducerIdResponse(await self.node.next_producer_id(), 0)
 
     # -- producing ------------------------------------------------------------------------------
 
     def produce(self, req: Produce) -> Awaitable[object | None]:
-        meta = self.broker.state.topics.get(req.topic)
+        meta = self.node.state.topics.get(req.topic)
         if meta is not None and meta.internal and not (meta.name.startswith(TIER_PREFIX) or meta.name == HALF_TOPIC):
             raise InvalidRequestError(f"{req.topic} is an internal topic; clients may read it but not produce to it")
-        part = self.partition(req.topic, req.partition)
+        part = self.node.local_partition(req.topic, req.partition)
         timeout_s = max(0.001, min(req.timeout_ms, 300_000) / 1000)
         pending = part.produce(req.records, req.acks, timeout_s, req.transactional_id)
-        self.broker.metrics.bytes_in.labels(req.topic).inc(len(req.records))
+        self.node.metrics.bytes_in.labels(req.topic).inc(len(req.records))
         return pending
 
     def write_txn_marker(self, req: WriteTxnMarker) -> Awaitable[Ok]:
         """Append a transaction marker as the partition leader (from a transaction
         coordinator); proposes synchronously, like produce, so it keeps arrival order."""
-        part = self.partition(req.topic, req.partition)
+        part = self.node.local_partition(req.topic, req.partition)
         return part.write_marker(req.producer_id, req.producer_epoch, req.commit, req.coordinator_epoch, timeout_s=10.0)
 
     # -- consuming ------------------------------------------------------------------------------
@@ -195,7 +171,7 @@ class Api:
         for fp in req.partitions:
             res = FetchResult(fp.topic, fp.partition)
             try:
-                part = self.partition(fp.topic, fp.partition)
+                part = self.node.local_partition(fp.topic, fp.partition)
                 if not part.is_leader:
                     raise part.not_leader()
                 if budget > 0:
@@ -229,7 +205,7 @@ class Api:
             if total >= req.min_bytes or any(r.error for r in results) or trio.current_time() >= deadline:
                 break
             event = trio.Event()
-            parts = [self.broker.partitions[(r.topic, r.partition)] for r in results]
+            parts = [self.node.partitions[(r.topic, r.partition)] for r in results]
             for part in parts:
                 part.add_hw_waiter(event)
             try:
@@ -240,11 +216,11 @@ class Api:
                     part.remove_hw_waiter(event)
         for r in results:
             if r.records:
-                self.broker.metrics.bytes_out.labels(r.topic).inc(len(r.records))
+                self.node.metrics.bytes_out.labels(r.topic).inc(len(r.records))
         return FetchResponse(results)
 
     async def list_offsets(self, req: ListOffsets) -> ListOffsetsResponse:
-        part = self.partition(req.topic, req.partition)
+        part = self.node.local_partition(req.topic, req.partition)
         if not part.is_leader:
             raise part.not_leader()
         log = part.storage.log

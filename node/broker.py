@@ -30,16 +30,19 @@ from client.errors import (
     CoordinatorNotAvailableError,
     NotControllerError,
     NotCoordinatorError,
+    NotLeaderError,
     TideMQError,
     TopicExistsError,
+    UnknownTopicError,
 )
 from client.partitioner import partition_for_key
 from client.protocol import CoordinatorResponse
+from node.api import Api
 from node.config import NodeConfig, parse_addr
-from node.coordinator import OFFSETS_TOPIC, GroupCoordinator, OffsetsPartition
-from node.delay import DelayPartition, DelayService
+from node.coordinator import GroupCoordinator
+from node.delay import DelayService
 from node.diskspace import DiskSpace
-from node.half import HalfCoordinator, HalfPartition
+from node.half import HalfCoordinator
 from node.metadata import (
     DAY_MS,
     AllocateProducerIds,
@@ -61,9 +64,10 @@ from node.peerguard import MAX_TERM
 from node.peerguard import refusal as peer_refusal
 from node.peers import PeerTransport, Reassembler
 from node.replica import Replica
+from node.runtime import CoordinatorRuntime
 from node.server import ConnectionLimits, Server
 from node.storage import LogStorage
-from node.transactions import TXN_TOPIC, TransactionCoordinator, TxnStatePartition
+from node.transactions import TransactionCoordinator
 from raft.core import Config as RaftConfig
 from raft.core import RaftNode
 from raft.types import ConfState, Entry, EntryKind, Message
@@ -126,9 +130,8 @@ class Broker:
         self.delay = DelayService(self)
         self.transactions = TransactionCoordinator(self)
         self.halves = HalfCoordinator(self)
-        from node.api import Api
-
-        self.api = Api(self)
+        self.runtime = CoordinatorRuntime(self, [self.coordinator, self.transactions, self.halves, self.delay])
+        self.api = Api(self, self.runtime.handlers(), self.transactions.init_producer_id)
         limits = ConnectionLimits(config.max_connections, config.max_queued_bytes_per_connection, config.idle_timeout_s)
         self.server = Server(
             self.id,
@@ -184,10 +187,7 @@ class Broker:
             nursery.start_soon(self._balancer)
             nursery.start_soon(self._retention)
             nursery.start_soon(self._controller_snapshots)
-            nursery.start_soon(self.coordinator.run)
-            nursery.start_soon(self.delay.run)
-            nursery.start_soon(self.transactions.run)
-            nursery.start_soon(self.halves.run)
+            nursery.start_soon(self.runtime.run)
             if self.cfg.fsync == "interval":
                 nursery.start_soon(self._interval_flusher)
             if self.cfg.metrics:
@@ -346,17 +346,7 @@ class Broker:
                 legacy.rename(path)
             storage = LogStorage(path, self._log_config(meta.configs), ConfState(voters=tuple(sorted(replicas))))
             core = RaftNode(self._raft_config(), storage)
-            kind: type[Partition] = Partition
-            extra: dict[str, object] = {}
-            if meta.internal and meta.name == OFFSETS_TOPIC:
-                kind = OffsetsPartition
-            elif meta.internal and meta.name == TXN_TOPIC:
-                kind = TxnStatePartition
-            elif self.halves.partition_kind(meta):
-                kind = HalfPartition
-            elif (tier := self.delay.partition_kind(meta)) is not None:
-                kind, extra = DelayPartition, tier
-            part = kind(
+            part = Partition(
                 meta.group(p),
                 name,
                 storage,
@@ -371,7 +361,7 @@ class Broker:
                 limits=self.batch_limits,
                 disk=self.disk,
                 producer_expiration_ms=self.cfg.producer_id_expiration_ms,
-                **extra,
+                shard=self.runtime.shard_for(meta),
             )
             self.replicas[part.group] = part
             self.partitions[(meta.name, p)] = part
@@ -426,6 +416,15 @@ class Broker:
         leader = c.core.leader
         caught_up = c.ready_for_writes() if leader == self.id else bool(leader) and applied >= c.core.commit
         return caught_up and applied >= self._replayed_until
+
+    def check_loaded(self) -> None:
+        """A restarted node replays its controller log before it may say a topic does
+        not exist (it would be believed: a delay scheduler or a transaction coordinator
+        would treat the topic as deleted)."""
+        if not self.metadata_loaded():
+            raise CoordinatorNotAvailableError(
+                f"node {self.id} is still loading the cluster metadata; retry or ask another node"
+            )
 
     def controller_leader_check(self) -> None:
         c = self.controller
@@ -515,6 +514,33 @@ class Broker:
         if part.closed or not part.ready_for_writes():
             raise CoordinatorNotAvailableError(f"node {self.id} was just elected coordinator of {what} and is loading")
         return part
+
+    def local_partition(self, topic: str, partition: int) -> Partition:
+        """This node's replica of a partition (led or not), or the error that sends the
+        client to the node that has one."""
+        part = self.partitions.get((topic, partition))
+        if part is not None:
+            return part
+        meta = self.state.topics.get(topic)
+        if meta is None:
+            self.check_loaded()
+            raise UnknownTopicError(f"topic {topic!r} does not exist; create it first (Admin.create_topic)")
+        if not 0 <= partition < len(meta.replicas):
+            raise UnknownTopicError(f"topic {topic!r} has partitions 0..{len(meta.replicas) - 1}, not {partition}")
+        leader = self.leader_of(meta.group(partition))
+        raise NotLeaderError(
+            f"node {self.id} holds no replica of {topic}-{partition}",
+            leader_id=leader,
+            leader_addr=self.addr_of(leader),
+        )
+
+    def led_partitions(self, topic: str) -> list[Partition]:
+        """The partitions of `topic` this node leads and has caught up on."""
+        return [
+            part
+            for (t, _), part in self.partitions.items()
+            if t == topic and part.ready_for_writes() and not part.closed
+        ]
 
     def internal_client(self, purpose: str) -> ClusterClient:
         """A client for one of this node's services (delay tier, transactions, half

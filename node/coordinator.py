@@ -6,8 +6,8 @@ default, `NodeConfig.offsets_partitions`); the leader of that partition is the g
 coordinator. The controller leader creates the topic as soon as it is elected
 (replication min(3, nodes), spread over every configured node).
 
-What is replicated (the log of that partition, applied on every replica by
-`OffsetsPartition`): committed offsets, and which members exist (id, client id,
+What is replicated (the log of that partition, applied on every replica by its
+`GroupShard`): committed offsets, and which members exist (id, client id,
 timeouts) plus the group epoch. Offsets make a failover lose no commit; the member list
 makes a failover safe: a new coordinator knows who may still hold partitions and hands
 nothing out until each of them has reported what it owns or expired (see
@@ -37,11 +37,10 @@ the log in the order sent, so a later offset is never overwritten by an earlier 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import trio
@@ -77,13 +76,13 @@ from client.protocol import (
     TopicPartition as WireTopicPartition,
 )
 from node.assignor import TopicPartition
+from node.context import NodeContext, check_name, now_ms
 from node.membership import Group, Member
-from node.partition import Partition
+from node.metadata import TopicMeta
+from node.partition import Partition, Shard, ShardFactory
 from node.peerprotocol import EndTxnOffsets, PendTxnOffsets
-from raft.types import Entry, EntryKind, Snapshot
-
-if TYPE_CHECKING:
-    from node.broker import Broker
+from node.runtime import Handlers, InternalTopic, Service
+from raft.types import Entry, EntryKind
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +91,7 @@ OFFSETS_SEGMENT_BYTES = 16 * 1024 * 1024
 SNAPSHOT_EVERY = 10_000  # offsets-partition entries between snapshots
 DELETED_TOPIC_GRACE_MS = 10 * 60 * 1000  # offsets of a topic not known here go after this much quiet
 EXPIRY_CHECK_S = 60.0
-JANITOR_INTERVAL_S = 0.1  # expiry checks, background persistence, topic creation
 WRITE_TIMEOUT_S = 10.0
-MAX_NAME = 255
 MAX_COMMIT_PARTITIONS = 10_000
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 100, 3_600_000
 
@@ -255,21 +252,22 @@ class OffsetsState:
         return state
 
 
-class OffsetsPartition(Partition):
-    """A `__consumer_offsets` partition: applies its records into `OffsetsState` on every
-    replica, snapshots instead of retention, and, while it leads, carries this node's live
-    group state (`coordination`)."""
+class GroupShard(Shard):
+    """A `__consumer_offsets` partition's state: its records applied into `OffsetsState`
+    on every replica, snapshotted instead of retention, and, while this node leads it,
+    the live group state (`coordination`)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        snap = self.storage.snapshot()
+    snapshot_every = SNAPSHOT_EVERY
+
+    def __init__(self, part: Partition) -> None:
+        super().__init__(part)
+        snap = part.storage.snapshot()
         self.offsets = OffsetsState.decode(snap.data) if snap.data else OffsetsState()
         self._coordination: Coordination | None = None
         self.persist_lock = trio.Lock()
 
-    def _apply_entries(self, entries: list[Entry]) -> None:
-        # Only the coordinator writes here (clients may not produce to internal topics), so
-        # there is no producer state to keep.
+    def apply(self, entries: list[Entry]) -> None:
+        # Only the coordinator writes here (clients may not produce to internal topics).
         for e in entries:
             if e.kind != EntryKind.NORMAL or segments.parse_header(e.data).is_control:
                 continue
@@ -277,41 +275,43 @@ class OffsetsPartition(Partition):
                 if rec.key is not None:
                     self.offsets.apply(rec.key, rec.value, rec.timestamp)
 
-    def restore(self, snap: Snapshot) -> None:
-        self.offsets = OffsetsState.decode(snap.data) if snap.data else OffsetsState()
+    def restore(self, data: bytes) -> None:
+        self.offsets = OffsetsState.decode(data) if data else OffsetsState()
+
+    def dump(self) -> bytes:
+        return self.offsets.encode()
 
     def role_changed(self) -> None:
         self._coordination = None
-        super().role_changed()
-
-    async def apply_retention(self, now_ms: int) -> None:
-        """Offsets are kept until overwritten: snapshot the state and drop the log before
-        it, rather than deleting old segments by age or size."""
-        await self.snapshot_state(SNAPSHOT_EVERY, lambda: self.offsets.encode())
 
     def coordination(self, now: float) -> Coordination:
         """This node's live group state for the current term (built on first use once the
         leader has applied its whole log)."""
         c = self._coordination
-        if c is None or c.term != self.core.term:
-            c = self._coordination = Coordination(self.core.term, self.offsets, now)
+        term = self.part.core.term
+        if c is None or c.term != term:
+            c = self._coordination = Coordination(self, term, now)
         return c
 
     def is_coordinating(self, c: Coordination) -> bool:
-        return self._coordination is c and self.ready_for_writes() and not self.closed
+        part = self.part
+        return self._coordination is c and part.ready_for_writes() and not part.closed
 
     def propose_records(self, records: list[Record]):
         """Propose now (synchronously, so proposals keep arrival order); wait with `wait`."""
-        self.check_writable()
+        self.part.check_writable()
         data = segments.build_batch([(k, v, (), None) for k, v in records])
-        return self.propose(data, len(records))
+        return self.part.propose(data, len(records))
 
 
 class Coordination:
-    """The live groups of one offsets partition while this node leads it, for one term."""
+    """The live groups of one offsets partition while this node leads it, for one term:
+    the shard a request works on, from its arrival to its answer."""
 
-    def __init__(self, term: int, state: OffsetsState, now: float) -> None:
+    def __init__(self, shard: GroupShard, term: int, now: float) -> None:
+        self.shard = shard
         self.term = term
+        state = shard.offsets
         self.groups: dict[str, Group] = {}
         # (group, partition) -> pending-offset writes proposed, not yet committed: a
         # stable fetch must not read past them
@@ -363,12 +363,6 @@ class Coordination:
 # -- the coordinator ----------------------------------------------------------------------
 
 
-def _check_name(what: str, value: object) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME:
-        raise InvalidRequestError(f"{what} must be a string of 1-{MAX_NAME} characters, got {value!r}")
-    return value
-
-
 def _check_timeout(what: str, value: int) -> int:
     if not MIN_TIMEOUT_MS <= value <= MAX_TIMEOUT_MS:
         raise InvalidRequestError(f"{what} must be {MIN_TIMEOUT_MS}..{MAX_TIMEOUT_MS} ms, got {value}")
@@ -406,10 +400,6 @@ def _check_holder(
     return m
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def _wire(tps: frozenset[TopicPartition] | set[TopicPartition]) -> list[WireTopicPartition]:
     return [WireTopicPartition(t, p) for t, p in sorted(tps)]
 
@@ -424,17 +414,25 @@ def _not_coordinator(exc: NotLeaderError) -> NotCoordinatorError:
     return NotCoordinatorError(exc.message, **exc.details)
 
 
-class GroupCoordinator:
+class GroupCoordinator(Service):
     """Serves the group requests on every node (each answers for the groups whose
-    offsets partition it leads) and runs the janitor: expiry, background persistence of
-    membership changes, and creating `__consumer_offsets`."""
+    offsets partition it leads); its janitor sweep expires members and offsets and
+    persists membership changes in the background."""
 
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self._nursery: trio.Nursery | None = None
+    purpose = "groups"
+
+    def __init__(self, ctx: NodeContext) -> None:
+        super().__init__(ctx)
         self._expiry_checked = 0.0
 
-    def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
+    def topics(self) -> list[InternalTopic]:
+        segment = {"segment.bytes": str(OFFSETS_SEGMENT_BYTES)}
+        return [InternalTopic(OFFSETS_TOPIC, self.ctx.cfg.offsets_partitions, segment)]
+
+    def shard(self, meta: TopicMeta) -> ShardFactory | None:
+        return GroupShard if meta.internal and meta.name == OFFSETS_TOPIC else None
+
+    def handlers(self) -> Handlers:
         return {
             FindCoordinator: self.find_coordinator,
             GroupHeartbeat: self.heartbeat,
@@ -449,20 +447,21 @@ class GroupCoordinator:
     # -- routing ---------------------------------------------------------------------------
 
     def partition_count(self, topic: str) -> int:
-        meta = self.broker.state.topics.get(topic)
+        meta = self.ctx.state.topics.get(topic)
         return len(meta.replicas) if meta is not None else 0
 
-    def _local(self, group: str) -> tuple[OffsetsPartition, Coordination]:
-        """The offsets partition and live state of a group this node coordinates, or the
-        error that sends the client elsewhere (or back later)."""
-        _check_name("group", group)
-        part = self.broker.coordinating_partition(OFFSETS_TOPIC, group, f"group {group!r}")
-        assert isinstance(part, OffsetsPartition)
-        return part, part.coordination(trio.current_time())
+    def _local(self, group: str) -> Coordination:
+        """The live state of a group this node coordinates (its offsets partition's
+        shard for this term), or the error that sends the client elsewhere (or back
+        later)."""
+        check_name("group", group)
+        part = self.ctx.coordinating_partition(OFFSETS_TOPIC, group, f"group {group!r}")
+        assert isinstance(part.shard, GroupShard)
+        return part.shard.coordination(trio.current_time())
 
     def find_coordinator(self, req: FindCoordinator) -> Awaitable[CoordinatorResponse]:
-        _check_name("group", req.group)
-        return _value(self.broker.find_coordinator(OFFSETS_TOPIC, req.group, f"group {req.group!r}"))
+        check_name("group", req.group)
+        return _value(self.ctx.find_coordinator(OFFSETS_TOPIC, req.group, f"group {req.group!r}"))
 
     # -- membership ------------------------------------------------------------------------
 
@@ -474,9 +473,9 @@ class GroupCoordinator:
                 f"member_epoch {req.member_epoch}: use 0 to join, -1 to leave, or the epoch you were given"
             )
         if req.member_id or req.member_epoch != 0:
-            _check_name("member_id", req.member_id)
+            check_name("member_id", req.member_id)
         for t in req.topics:
-            _check_name("topic", t)
+            check_name("topic", t)
         if req.member_epoch == 0 and not req.topics:
             raise InvalidRequestError("a member joins with at least one topic")
         for tp in req.owned:
@@ -484,16 +483,16 @@ class GroupCoordinator:
                 raise InvalidRequestError(f"owned partition {tp.topic}-{tp.partition} is negative")
         _check_timeout("session_timeout_ms", req.session_timeout_ms)
         _check_timeout("rebalance_timeout_ms", req.rebalance_timeout_ms)
-        part, coord = self._local(req.group)
+        coord = self._local(req.group)
         now = trio.current_time()
         count = self.partition_count
-        g = coord.group(req.group, part.offsets)
+        g = coord.group(req.group, coord.shard.offsets)
         g.refresh(now, count)
         owned = [(tp.topic, tp.partition) for tp in req.owned]
         if req.member_epoch == -1:
             if g.leave(req.member_id, now, count):
                 log.info("group %s: member %s left", req.group, req.member_id)
-            return self._after_leave(part, coord, req.member_id)
+            return self._after_leave(coord, req.member_id)
         if req.member_epoch == 0:
             m = g.join(
                 req.member_id or uuid.uuid4().hex,
@@ -505,7 +504,7 @@ class GroupCoordinator:
                 now,
                 count,
             )
-            return self._after_join(part, coord, g, m)
+            return self._after_join(coord, g, m)
         m = g.heartbeat(req.member_id, req.topics, owned, now, count)
         return _value(self._answer(g, m))
 
@@ -513,34 +512,33 @@ class GroupCoordinator:
         assignment, epoch, interval = g.answer(m, trio.current_time())
         return GroupHeartbeatResponse(m.member_id, epoch, _wire(assignment), interval)
 
-    async def _after_join(
-        self, part: OffsetsPartition, coord: Coordination, g: Group, m: Member
-    ) -> GroupHeartbeatResponse:
+    async def _after_join(self, coord: Coordination, g: Group, m: Member) -> GroupHeartbeatResponse:
         if not m.persisted:
             log.info("group %s: member %s (%s) joins", g.name, m.member_id, m.client_id)
-            await self.persist(part, coord)
+            await self.persist(coord)
         if g.members.get(m.member_id) is not m:
             raise UnknownMemberError(f"member {m.member_id!r} was removed from group {g.name!r} while joining; rejoin")
         return self._answer(g, m)
 
-    async def _after_leave(self, part: OffsetsPartition, coord: Coordination, member_id: str) -> GroupHeartbeatResponse:
-        await self.persist(part, coord)
+    async def _after_leave(self, coord: Coordination, member_id: str) -> GroupHeartbeatResponse:
+        await self.persist(coord)
         return GroupHeartbeatResponse(member_id, -1, [], 0)
 
-    async def persist(self, part: OffsetsPartition, coord: Coordination) -> None:
+    async def persist(self, coord: Coordination) -> None:
         """Write what the log lacks of the live membership, wait for the commit, then let
         the newly durable members in."""
-        async with part.persist_lock:
-            if not part.is_coordinating(coord):
-                raise NotCoordinatorError(f"node {self.broker.id} no longer coordinates {part.name}")
-            records = coord.diff(part.offsets)
+        shard = coord.shard
+        async with shard.persist_lock:
+            if not shard.is_coordinating(coord):
+                raise NotCoordinatorError(f"node {self.ctx.id} no longer coordinates {shard.part.name}")
+            records = coord.diff(shard.offsets)
             if records:
                 try:
-                    await part.wait(part.propose_records(records), WRITE_TIMEOUT_S)
+                    await shard.part.wait(shard.propose_records(records), WRITE_TIMEOUT_S)
                 except NotLeaderError as exc:
                     raise _not_coordinator(exc) from None
-            if part.is_coordinating(coord):
-                coord.mark_persisted(part.offsets, trio.current_time(), self.partition_count)
+            if shard.is_coordinating(coord):
+                coord.mark_persisted(shard.offsets, trio.current_time(), self.partition_count)
 
     # -- offsets ---------------------------------------------------------------------------
 
@@ -548,12 +546,12 @@ class GroupCoordinator:
         if len(req.offsets) > MAX_COMMIT_PARTITIONS:
             raise InvalidRequestError(f"at most {MAX_COMMIT_PARTITIONS} partitions per commit, got {len(req.offsets)}")
         for topic, p, offset in req.offsets:
-            _check_name("topic", topic)
+            check_name("topic", topic)
             if p < 0 or offset < 0:
                 raise InvalidRequestError(f"commit of {topic}-{p} at {offset}: partition and offset must be >= 0")
             if not p < self.partition_count(topic):
                 raise UnknownTopicError(f"cannot commit {topic}-{p}: no such topic or partition")
-        part, coord = self._local(req.group)
+        coord = self._local(req.group)
         offsets = req.offsets
         if req.member_id:
             m = _check_holder(coord, req.group, req.member_id, {(t, p) for t, p, _ in offsets}, "commit")
@@ -562,11 +560,10 @@ class GroupCoordinator:
             # overtaken by the commit on revoke): writing it would move the offset back.
             offsets = [(t, p, o) for t, p, o in offsets if o >= m.committed.get((t, p), 0)]
             m.committed.update({(t, p): o for t, p, o in offsets})
-        return self._write(part, coord, [offset_record(req.group, t, p, o) for t, p, o in offsets])
+        return self._write(coord, [offset_record(req.group, t, p, o) for t, p, o in offsets])
 
     def _write(
         self,
-        part: OffsetsPartition,
         coord: Coordination,
         records: list[Record],
         pending: set[tuple[str, TopicPartition]] | None = None,
@@ -576,19 +573,17 @@ class GroupCoordinator:
         if not records:
             return _value(Ok())
         try:
-            waiter = part.propose_records(records)
+            waiter = coord.shard.propose_records(records)
         except NotLeaderError as exc:
             raise _not_coordinator(exc) from None
         pending = pending or set()
         for key in pending:
             coord.pending_writes[key] = coord.pending_writes.get(key, 0) + 1
-        return self._committed(part, coord, waiter, pending)
+        return self._committed(coord, waiter, pending)
 
-    async def _committed(
-        self, part: OffsetsPartition, coord: Coordination, waiter, pending: set[tuple[str, TopicPartition]]
-    ) -> Ok:
+    async def _committed(self, coord: Coordination, waiter, pending: set[tuple[str, TopicPartition]]) -> Ok:
         try:
-            await part.wait(waiter, WRITE_TIMEOUT_S)
+            await coord.shard.part.wait(waiter, WRITE_TIMEOUT_S)
         except NotLeaderError as exc:
             raise _not_coordinator(exc) from None
         finally:
@@ -599,15 +594,15 @@ class GroupCoordinator:
         return Ok()
 
     def offset_fetch(self, req: OffsetFetch) -> Awaitable[OffsetFetchResponse]:
-        part, coord = self._local(req.group)
-        data = part.offsets.groups.get(req.group) or GroupData()
+        coord = self._local(req.group)
+        data = coord.shard.offsets.groups.get(req.group) or GroupData()
         offsets = data.offsets
         if req.partitions is None:
             wanted = sorted(offsets)
         else:
             wanted = [(tp.topic, tp.partition) for tp in req.partitions]
         if req.require_stable:
-            now = _now_ms()
+            now = now_ms()
             for tp in wanted:
                 pend = data.pending_on(tp, now)
                 if pend is not None or (req.group, tp) in coord.pending_writes:
@@ -636,12 +631,12 @@ class GroupCoordinator:
                 f"{len(req.assigned_epochs)} assigned epochs for {len(req.partitions)} partitions"
             )
         tps = {(tp.topic, tp.partition) for tp in req.partitions}
-        part, coord = self._local(req.group)
+        coord = self._local(req.group)
         if req.member_id:
             epochs = {(tp.topic, tp.partition): e for tp, e in zip(req.partitions, req.assigned_epochs)}
             _check_holder(coord, req.group, req.member_id, tps, "transactional commit", epochs)
-        data = part.offsets.groups.get(req.group) or GroupData()
-        now, tid = _now_ms(), req.transactional_id
+        data = coord.shard.offsets.groups.get(req.group) or GroupData()
+        now, tid = now_ms(), req.transactional_id
         expires = now + max(0, min(req.timeout_ms, MAX_TIMEOUT_MS)) + PENDING_MARGIN_MS
         records = []
         for t, p in sorted(tps):
@@ -652,16 +647,16 @@ class GroupCoordinator:
                 )
             if other is None or other[1] != req.transaction:
                 records.append(pending_record(req.group, t, p, (tid, req.transaction, expires)))
-        return self._write(part, coord, records, {(req.group, tp) for tp in tps})
+        return self._write(coord, records, {(req.group, tp) for tp in tps})
 
     def end_txn_offsets(self, req: EndTxnOffsets) -> Awaitable[Ok]:
         if req.commit:
             for topic, p, _ in req.offsets:
                 if not p < self.partition_count(topic):
                     raise UnknownTopicError(f"cannot commit {topic}-{p}: no such topic or partition")
-        part, coord = self._local(req.group)
-        data = part.offsets.groups.get(req.group) or GroupData()
-        now, records = _now_ms(), []
+        coord = self._local(req.group)
+        data = coord.shard.offsets.groups.get(req.group) or GroupData()
+        now, records = now_ms(), []
         for t, p, o in req.offsets:
             pend = data.pending.get((t, p))
             if pend is None or pend[:2] != (req.transactional_id, req.transaction):
@@ -669,42 +664,36 @@ class GroupCoordinator:
             if req.commit and pend[2] > now:
                 records.append(offset_record(req.group, t, p, o))
             records.append(pending_record(req.group, t, p, None))
-        return self._write(part, coord, records)
+        return self._write(coord, records)
 
     # -- inspection ------------------------------------------------------------------------
 
-    def _led(self) -> list[OffsetsPartition]:
-        return [
-            part
-            for (topic, _), part in self.broker.partitions.items()
-            if topic == OFFSETS_TOPIC
-            and isinstance(part, OffsetsPartition)
-            and part.ready_for_writes()
-            and not part.closed
-        ]
+    def _shards(self) -> list[GroupShard]:
+        """The offsets partitions this node leads and has caught up on."""
+        return [p.shard for p in self.ctx.led_partitions(OFFSETS_TOPIC) if isinstance(p.shard, GroupShard)]
 
     def list_groups(self, req: ListGroups) -> Awaitable[ListGroupsResponse]:
         """The groups this node coordinates (with members or committed offsets); a client
         asks every node and merges."""
         now = trio.current_time()
         names: set[str] = set()
-        for part in self._led():
-            names |= {n for n, g in part.coordination(now).groups.items() if g.members}
-            names |= {n for n, d in part.offsets.groups.items() if d.members or d.offsets}
+        for shard in self._shards():
+            names |= {n for n, g in shard.coordination(now).groups.items() if g.members}
+            names |= {n for n, d in shard.offsets.groups.items() if d.members or d.offsets}
         return _value(ListGroupsResponse(sorted(names)))
 
     def describe_group(self, req: DescribeGroup) -> Awaitable[DescribeGroupResponse]:
-        part, coord = self._local(req.group)
+        coord = self._local(req.group)
         g = coord.groups.get(req.group)
-        data = part.offsets.groups.get(req.group)
+        data = coord.shard.offsets.groups.get(req.group)
         offsets = [(t, p, o) for (t, p), o in sorted(data.offsets.items())] if data else []
-        now = _now_ms()
+        now = now_ms()
         pending = (
             [(t, p, pend[0]) for (t, p) in sorted(data.pending) if (pend := data.pending_on((t, p), now)) is not None]
             if data
             else []
         )
-        written, retention = (data.last_write_ms if data else -1), self.broker.cfg.offsets_retention_ms
+        written, retention = (data.last_write_ms if data else -1), self.ctx.cfg.offsets_retention_ms
         if g is None:
             return _value(
                 DescribeGroupResponse(
@@ -719,67 +708,52 @@ class GroupCoordinator:
 
     # -- the janitor -------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            while True:
-                await trio.sleep(JANITOR_INTERVAL_S)
-                if self.broker.shutting_down:
-                    continue
-                self._maybe_create_topic()
-                self._sweep()
-
-    def _sweep(self) -> None:
+    def sweep(self, led: list[Partition], nursery: trio.Nursery) -> None:
         now = trio.current_time()
         count = self.partition_count
-        for part in self._led():
-            coord = part.coordination(now)
+        shards = [p.shard for p in led if isinstance(p.shard, GroupShard)]
+        for shard in shards:
+            coord = shard.coordination(now)
             for g in coord.groups.values():
                 g.refresh(now, count)
                 for member_id, why in g.expire(now, count):
                     log.info("group %s: member %s removed: %s", g.name, member_id, why)
-            coord.drop_idle(part.offsets)
-            if not part.persist_lock.locked() and coord.diff(part.offsets):
-                assert self._nursery is not None
-                self._nursery.start_soon(self._persist_quietly, part, coord)
+            coord.drop_idle(shard.offsets)
+            if not shard.persist_lock.locked() and coord.diff(shard.offsets):
+                nursery.start_soon(self._persist_quietly, coord)
         # (checked at least twice per retention, so a short one set for tests or
         # broadcast instances is honoured within half of itself)
-        if now - self._expiry_checked >= min(EXPIRY_CHECK_S, self.broker.cfg.offsets_retention_ms / 2000):
+        if now - self._expiry_checked >= min(EXPIRY_CHECK_S, self.ctx.cfg.offsets_retention_ms / 2000):
             self._expiry_checked = now
-            self._expire_offsets()
+            self._expire_offsets(shards, nursery)
 
-    def _expire_offsets(self) -> None:
+    def _expire_offsets(self, shards: list[GroupShard], nursery: trio.Nursery) -> None:
         """Tombstones for dead groups' offsets and deleted topics' offsets (on the
         partitions this node leads; the log carries them to every replica)."""
-        b = self.broker
-        topic_exists = (lambda t: t in b.state.topics) if b.metadata_loaded() else None
-        now_ms = int(time.time() * 1000)
-        for part in self._led():
-            coord = part.coordination(trio.current_time())
+        ctx = self.ctx
+        topic_exists = (lambda t: t in ctx.state.topics) if ctx.metadata_loaded() else None
+        now = now_ms()
+        for shard in shards:
+            coord = shard.coordination(trio.current_time())
             live = {name for name, g in coord.groups.items() if g.members}
             records = [
                 r
-                for r in part.offsets.expired(now_ms, b.cfg.offsets_retention_ms, topic_exists)
+                for r in shard.offsets.expired(now, ctx.cfg.offsets_retention_ms, topic_exists)
                 if _key_dec.decode(r[0])[1] not in live
             ]
             if records:
-                assert self._nursery is not None
-                self._nursery.start_soon(self._write_quietly, part, records)
+                nursery.start_soon(self._write_quietly, shard, records)
 
-    async def _write_quietly(self, part: OffsetsPartition, records: list[Record]) -> None:
+    async def _write_quietly(self, shard: GroupShard, records: list[Record]) -> None:
+        name = shard.part.name
         try:
-            await part.wait(part.propose_records(records), 10.0)
-            log.info("%s: expired %d committed offsets (dead groups, deleted topics)", part.name, len(records))
+            await shard.part.wait(shard.propose_records(records), 10.0)
+            log.info("%s: expired %d committed offsets (dead groups, deleted topics)", name, len(records))
         except TideMQError as exc:  # the next check tries again
-            log.info("%s: offsets not expired yet: %s", part.name, exc.message)
+            log.info("%s: offsets not expired yet: %s", name, exc.message)
 
-    async def _persist_quietly(self, part: OffsetsPartition, coord: Coordination) -> None:
+    async def _persist_quietly(self, coord: Coordination) -> None:
         try:
-            await self.persist(part, coord)
+            await self.persist(coord)
         except TideMQError as exc:  # the next sweep retries (or a new leader takes over)
-            log.info("%s: membership not persisted yet: %s", part.name, exc.message)
-
-    def _maybe_create_topic(self) -> None:
-        self.broker.ensure_internal_topic(
-            OFFSETS_TOPIC, self.broker.cfg.offsets_partitions, {"segment.bytes": str(OFFSETS_SEGMENT_BYTES)}
-        )
+            log.info("%s: membership not persisted yet: %s", coord.shard.part.name, exc.message)

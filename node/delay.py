@@ -26,13 +26,11 @@ See client/delay.py for the ladder and the headers. Here:
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import msgspec
 import trio
 
-from client.cluster import ClusterClient
 from client.delay import (
     DEFAULT_TIERS_MS,
     DELAY_HEADERS,
@@ -47,10 +45,11 @@ from client.delay import (
 )
 from client.errors import CoordinatorNotAvailableError, InvalidRequestError, TideMQError, UnknownTopicError
 from client.partitioner import partition_for_key
-from node.leadership import LeaderTasks
-from node.metadata import TOPIC_NAME
-from node.partition import Partition
+from node.context import NodeContext, now_ms
+from node.metadata import TOPIC_NAME, TopicMeta
+from node.partition import Partition, Shard, ShardFactory
 from node.relay import relay
+from node.runtime import InternalTopic, Service
 from raft.types import Entry
 from segments import (
     ControlType,
@@ -62,16 +61,12 @@ from segments import (
     parse_header,
 )
 
-if TYPE_CHECKING:
-    from node.broker import Broker
-
 log = logging.getLogger(__name__)
 
 DELAY_PID_BASE = 1 << 40  # + the partition's Raft group id; controller ids stay far below
 CHECKPOINT_EVERY = 1000  # moved messages between checkpoints (at most)
 MAX_MOVE = 2000  # records moved in one round (one batch per destination)
 CHECKPOINT_INTERVAL_S = 0.5
-JANITOR_INTERVAL_S = 0.2
 
 
 class Checkpoint(msgspec.Struct, array_like=True):
@@ -83,20 +78,21 @@ _ckpt_encoder = msgspec.msgpack.Encoder()
 _ckpt_decoder = msgspec.msgpack.Decoder(Checkpoint)
 
 
-class DelayPartition(Partition):
-    """A partition of a tier topic: remembers its scheduler's latest committed checkpoint."""
+class TierShard(Shard):
+    """A partition of a tier topic: its tier, and its scheduler's latest committed
+    checkpoint (on every replica, so a new leader resumes from it)."""
 
-    def __init__(self, *args, tier_ms: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, part: Partition, tier_ms: int) -> None:
+        super().__init__(part)
         self.tier_ms = tier_ms
         self.checkpoint: Checkpoint | None = None
 
-    def produce(self, records: bytes, acks: int, timeout_s: float, transactional_id: str | None = None):
+    def check_produce(self, records: bytes) -> None:
         """Clients reach a tier only through the delay API's records: each names a target
         topic and a due time no further than MAX_DELAY_MS ahead (checked here, so the
         scheduler never meets a record it cannot route)."""
-        self.validate(records)
-        horizon = _now_ms() + MAX_DELAY_MS
+        name = self.part.name
+        horizon = now_ms() + MAX_DELAY_MS
         for rec in decode_records(records):
             headers = dict(rec.headers)
             try:
@@ -105,31 +101,25 @@ class DelayPartition(Partition):
                 partition = int(raw) if (raw := headers.get(H_PARTITION)) is not None else 0
             except (KeyError, ValueError, UnicodeDecodeError):
                 raise InvalidRequestError(
-                    f"{self.name}: a delayed message needs {H_TARGET} and an integer {H_DUE} "
+                    f"{name}: a delayed message needs {H_TARGET} and an integer {H_DUE} "
                     "header (send it with Producer.send(..., delay=...))"
                 ) from None
             if not 0 <= due <= horizon:
                 raise InvalidRequestError(
-                    f"{self.name}: due time {due} is not within {MAX_DELAY_MS // 86_400_000} days from now"
+                    f"{name}: due time {due} is not within {MAX_DELAY_MS // 86_400_000} days from now"
                 )
             if not TOPIC_NAME.match(target) or target.startswith("__") or partition < 0:
                 raise InvalidRequestError(
-                    f"{self.name}: {target!r} (partition {partition}) is not a topic a delayed message can go to"
+                    f"{name}: {target!r} (partition {partition}) is not a topic a delayed message can go to"
                 )
-        return super().produce(records, acks, timeout_s, transactional_id)
 
-    def _apply_entries(self, entries: list[Entry]) -> None:
-        super()._apply_entries(entries)
+    def apply(self, entries: list[Entry]) -> None:
         for e in entries:
             if not e.data:
                 continue
             h = parse_header(e.data)
             if h.is_control and not h.is_transactional and control_type_of(e.data) == ControlType.DELAY_CHECKPOINT:
                 self.checkpoint = _ckpt_decoder.decode(decode_records(e.data)[0].value or b"")
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class _Move(NamedTuple):
@@ -142,8 +132,9 @@ class _Move(NamedTuple):
 
 
 class Scheduler:
-    def __init__(self, part: DelayPartition, service: DelayService) -> None:
-        self.part = part
+    def __init__(self, shard: TierShard, service: DelayService) -> None:
+        self.shard = shard
+        self.part = part = shard.part
         self.service = service
         self.pid = DELAY_PID_BASE + part.group
         self.moved = 0
@@ -152,7 +143,7 @@ class Scheduler:
         """Started once the partition's leader applied its no-op (node/leadership.py): the
         checkpoint is current."""
         part = self.part
-        ckpt = part.checkpoint or Checkpoint(part.storage.log.log_start_offset)
+        ckpt = self.shard.checkpoint or Checkpoint(part.storage.log.log_start_offset)
         pos, seqs = ckpt.offset, dict(ckpt.seqs)
         pending: list[_Move] = []  # read, in log order, not yet moved
         since, last_ckpt = 0, trio.current_time()
@@ -169,10 +160,10 @@ class Scheduler:
                     pos = pos_after_read
                     continue
             head = pending[0]
-            await trio.sleep(max(0.0, (head.send_at - _now_ms()) / 1000))
+            await trio.sleep(max(0.0, (head.send_at - now_ms()) / 1000))
             # Everything at the head that is due by now moves together, one batch per
             # destination, the destinations in parallel.
-            now = _now_ms()
+            now = now_ms()
             due = 0
             while due < len(pending) and due < MAX_MOVE and pending[due].send_at <= now:
                 due += 1
@@ -221,7 +212,7 @@ class Scheduler:
 
     async def _route(self, rec) -> _Move:
         headers = dict(rec.headers)
-        eligible = rec.timestamp + self.part.tier_ms
+        eligible = rec.timestamp + self.shard.tier_ms
         try:
             due = int(headers[H_DUE])
             target = headers[H_TARGET].decode()
@@ -280,38 +271,34 @@ class Scheduler:
         await self.part.wait(waiter, 10.0)
 
 
-class DelayService:
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.tiers = sorted(broker.cfg.delay_tiers_ms or DEFAULT_TIERS_MS)
-        self.cluster: ClusterClient | None = None
-        self._schedulers: LeaderTasks[DelayPartition] = LeaderTasks(
-            "scheduler", lambda part: Scheduler(part, self).run()
-        )
+class DelayService(Service):
+    """The delay tiers: their topics, and one scheduler per tier partition this node leads."""
 
-    def partition_kind(self, meta) -> dict | None:
-        """Constructor arguments for a tier topic's partitions, or None for other topics."""
-        if meta.internal and meta.name.startswith(TIER_PREFIX):
-            return {"tier_ms": int(meta.configs[TIER_CONFIG])}
-        return None
+    purpose = "delay"
+    needs_client = True
+    leads_partitions = True
 
-    async def run(self) -> None:
-        b = self.broker
-        async with b.internal_client("delay") as cluster, trio.open_nursery() as nursery:
-            self.cluster = cluster
-            while True:
-                if not b.shutting_down:
-                    self._maybe_create_topics()
-                    # One scheduler per led delay partition; a stopped one restarts from its checkpoint.
-                    self._schedulers.reconcile(
-                        nursery, [p for p in b.partitions.values() if isinstance(p, DelayPartition)]
-                    )
-                await trio.sleep(JANITOR_INTERVAL_S)
+    def __init__(self, ctx: NodeContext) -> None:
+        super().__init__(ctx)
+        self.tiers = sorted(ctx.cfg.delay_tiers_ms or DEFAULT_TIERS_MS)
 
-    def _maybe_create_topics(self) -> None:
-        for tier in self.tiers:
-            self.broker.ensure_internal_topic(
+    def topics(self) -> list[InternalTopic]:
+        return [
+            InternalTopic(
                 tier_name(tier),
-                self.broker.cfg.delay_partitions,
+                self.ctx.cfg.delay_partitions,
                 {TIER_CONFIG: str(tier), "retention.ms": str(max(7 * 86_400_000, 3 * tier))},
             )
+            for tier in self.tiers
+        ]
+
+    def shard(self, meta: TopicMeta) -> ShardFactory | None:
+        if meta.internal and meta.name.startswith(TIER_PREFIX):
+            tier_ms = int(meta.configs[TIER_CONFIG])
+            return lambda part: TierShard(part, tier_ms)
+        return None
+
+    async def lead(self, part: Partition) -> None:
+        """A tier partition's scheduler; a stopped one restarts from its checkpoint."""
+        assert isinstance(part.shard, TierShard)
+        await Scheduler(part.shard, self).run()

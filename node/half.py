@@ -6,7 +6,7 @@ idempotent send. What happens to it is written to the same partition by its lead
 group's half coordinator, as HALF_OP control batches: CHECK (a check-back was made),
 COMMIT (with the target partition, decided once), ABORT (with why), WRITTEN (copied to
 its target, with the offset there). Every replica applies both kinds in log order into
-`HalfPartition`: the pending halves (with their payload), the relay sequence number of
+`HalfShard`: the pending halves (with their payload), the relay sequence number of
 each committed half per target partition, and the recently decided ones. The state is
 snapshotted, never lost to retention, so a pending half survives anything its partition
 survives.
@@ -26,16 +26,14 @@ coordinator aborts it, saying whether any producer of the group was polling.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import trio
 
 import segments
-from client.cluster import ClusterClient
 from client.errors import (
     CoordinatorNotAvailableError,
     InvalidRequestError,
@@ -66,13 +64,12 @@ from client.protocol import (
     ListHalvesResponse,
     PollHalfChecks,
 )
-from node.leadership import LeaderTasks
-from node.partition import Partition
+from node.context import NodeContext, now_ms
+from node.metadata import TopicMeta
+from node.partition import Partition, Shard, ShardFactory
 from node.relay import relay
-from raft.types import Entry, EntryKind, Snapshot
-
-if TYPE_CHECKING:
-    from node.broker import Broker
+from node.runtime import Handlers, InternalTopic, Service
+from raft.types import Entry, EntryKind
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +79,7 @@ MAX_CHECK_INTERVAL_MS = 60_000
 MAX_PENDING_PER_GROUP = 10_000  # half messages of one producer group awaiting their outcome
 MAX_RESOLVED = 1000  # recently decided halves kept for `half list --resolved`
 MAX_MOVE = 500  # committed halves relayed in one round
-JANITOR_INTERVAL_S = 0.2
+CHECK_INTERVAL_S = 0.2  # how often a leader looks for halves due a check-back
 WRITE_TIMEOUT_S = 10.0
 COMMIT_WAIT_S = 20.0
 MAX_POLL_WAIT_MS = 30_000
@@ -150,10 +147,6 @@ _ops_dec = msgspec.msgpack.Decoder(list[Op])
 _state_dec = msgspec.msgpack.Decoder(HalfState)
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def records_at(e: Entry, base_offset: int) -> list[tuple[int, Any]]:
     """(offset, record) for each record of an entry. Its bytes may not carry their
     offsets yet (the log stamps them as it writes, and a leader applies the entries it
@@ -186,25 +179,27 @@ def parse_half(rec: Any, offset: int = -1) -> Half:
     )
 
 
-class HalfPartition(Partition):
-    """A `__half_messages` partition: its half messages' state on every replica."""
+class HalfShard(Shard):
+    """A `__half_messages` partition's state on every replica: its half messages,
+    pending, decided and recently resolved (snapshotted instead of retention)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    snapshot_every = SNAPSHOT_EVERY
+
+    def __init__(self, part: Partition, partition_count: Callable[[], int]) -> None:
+        super().__init__(part)
         self.pending: dict[int, Half] = {}
         self.to_write: dict[int, Half] = {}  # committed, not yet WRITTEN, in decision order
         self.seqs: dict[str, int] = {}
         self.resolved: OrderedDict[int, Resolved] = OrderedDict()
-        self.partition_count = 0  # of the topic, set by the coordinator
+        self._partition_count = partition_count  # of the topic, as the cluster knows it
         self._changed = trio.Event()
-        snap = self.storage.snapshot()
+        snap = part.storage.snapshot()
         if snap.data:
             self._load(snap.data)
 
     # -- state ----------------------------------------------------------------------------
 
-    def _apply_entries(self, entries: list[Entry]) -> None:
-        super()._apply_entries(entries)
+    def apply(self, entries: list[Entry]) -> None:
         for e in entries:
             if e.kind != EntryKind.NORMAL:
                 continue
@@ -218,7 +213,7 @@ class HalfPartition(Partition):
                 try:
                     self.pending[offset] = parse_half(rec, offset)
                 except InvalidRequestError as exc:  # checked at produce; a replay skips alike
-                    log.warning("%s@%d: %s", self.name, offset, exc.message)
+                    log.warning("%s@%d: %s", self.part.name, offset, exc.message)
         self._changed.set()
         self._changed = trio.Event()
 
@@ -259,9 +254,11 @@ class HalfPartition(Partition):
         with trio.move_on_after(timeout_s):
             await self._changed.wait()
 
-    def _dump(self) -> bytes:
+    def dump(self) -> bytes:
         return _ops_enc.encode(
-            HalfState(list(self.pending.values()), self.seqs, list(self.resolved.values()), self.producers.export())
+            HalfState(
+                list(self.pending.values()), self.seqs, list(self.resolved.values()), self.part.producers.export()
+            )
         )
 
     def _load(self, data: bytes) -> None:
@@ -272,31 +269,26 @@ class HalfPartition(Partition):
         }
         self.seqs = dict(st.seqs)
         self.resolved = OrderedDict((r.offset, r) for r in st.resolved)
-        self.producers.load(st.producers)
+        self.part.producers.load(st.producers)
 
-    def restore(self, snap: Snapshot) -> None:
+    def restore(self, data: bytes) -> None:
         self.pending, self.to_write, self.seqs, self.resolved = {}, {}, {}, OrderedDict()
-        if snap.data:
-            self._load(snap.data)
-
-    async def apply_retention(self, now_ms: int) -> None:
-        """Pending halves are kept until decided: snapshot the state, then drop the log."""
-        await self.snapshot_state(SNAPSHOT_EVERY, self._dump)
+        if data:
+            self._load(data)
 
     # -- writing --------------------------------------------------------------------------
 
-    def produce(self, records: bytes, acks: int, timeout_s: float, transactional_id: str | None = None):
+    def check_produce(self, records: bytes) -> None:
         """A producer's batch here must hold half messages of groups this partition
-        coordinates (checked once the batch itself passed the usual validation)."""
-        self.validate(records)
-        n = self.partition_count
+        coordinates."""
+        n = self._partition_count()
         incoming: Counter[str] = Counter()
         for rec in segments.decode_records(records):
             half = parse_half(rec)
-            if n and half_partition(half.group, n) != self.partition:
+            if n and half_partition(half.group, n) != self.part.partition:
                 raise InvalidRequestError(
                     f"producer group {half.group!r} keeps its half messages in "
-                    f"{HALF_TOPIC}-{half_partition(half.group, n)}, not {self.name}"
+                    f"{HALF_TOPIC}-{half_partition(half.group, n)}, not {self.part.name}"
                 )
             incoming[half.group] += 1
         for group, count in incoming.items():
@@ -306,48 +298,59 @@ class HalfPartition(Partition):
                     f"producer group {group!r} has {held} half messages pending (the limit is {MAX_PENDING_PER_GROUP}); "
                     "commit or roll back some first"
                 )
-        return super().produce(records, acks, timeout_s, transactional_id)
 
     async def write_ops(self, ops: list[Op]) -> None:
-        self.check_writable()
+        part = self.part
+        part.check_writable()
         data = segments.build_control_batch(segments.ControlType.HALF_OP, _ops_enc.encode(ops), timestamp=-1)
-        await self.wait(self.propose(data, 1), WRITE_TIMEOUT_S)
+        await part.wait(part.propose(data, 1), WRITE_TIMEOUT_S)
 
 
-class HalfCoordinator:
+class HalfCoordinator(Service):
     """Answers the half-message requests on every node (each for the `__half_messages`
     partitions it leads), and, on each such partition, relays committed halves and
     makes the check-backs."""
 
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.cluster: ClusterClient | None = None
-        self._leading = LeaderTasks("half coordinator", self._lead)
+    purpose = "half"
+    needs_client = True
+    leads_partitions = True
+
+    def __init__(self, ctx: NodeContext) -> None:
+        super().__init__(ctx)
         self._asks: dict[str, deque[HalfCheck]] = {}  # group -> check-backs waiting for a poller
         self._asked = trio.Event()
         self._polled: dict[str, float] = {}  # group -> when a producer last polled
 
-    def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
+    def topics(self) -> list[InternalTopic]:
+        return [InternalTopic(HALF_TOPIC, self.ctx.cfg.half_partitions, {"segment.bytes": str(SEGMENT_BYTES)})]
+
+    def shard(self, meta: TopicMeta) -> ShardFactory | None:
+        if meta.internal and meta.name == HALF_TOPIC:
+            return lambda part: HalfShard(part, self._partition_count)
+        return None
+
+    def handlers(self) -> Handlers:
         return {EndHalf: self.end_half, PollHalfChecks: self.poll, ListHalves: self.list_halves}
 
-    def partition_kind(self, meta) -> bool:
-        return meta.internal and meta.name == HALF_TOPIC
+    def _partition_count(self) -> int:
+        meta = self.ctx.state.topics.get(HALF_TOPIC)
+        return len(meta.replicas) if meta is not None else 0
 
     # -- requests --------------------------------------------------------------------------
 
-    def _led(self, partition: int) -> HalfPartition:
-        """The `__half_messages` partition, if this node leads it and is caught up
-        (NOT_LEADER with the leader's address otherwise, which the client follows)."""
-        if HALF_TOPIC not in self.broker.state.topics:
+    def _led(self, partition: int) -> HalfShard:
+        """The `__half_messages` partition's state, if this node leads it and is caught
+        up (NOT_LEADER with the leader's address otherwise, which the client follows)."""
+        if HALF_TOPIC not in self.ctx.state.topics:
             raise CoordinatorNotAvailableError(f"{HALF_TOPIC} is not created yet; retry shortly")
-        part = self.broker.api.partition(HALF_TOPIC, partition)
-        assert isinstance(part, HalfPartition)
+        part = self.ctx.local_partition(HALF_TOPIC, partition)
+        assert isinstance(part.shard, HalfShard)
         part.check_writable()
-        return part
+        return part.shard
 
     async def end_half(self, req: EndHalf) -> EndHalfResponse:
-        part = self._led(req.partition)
-        h = part.pending.get(req.offset)
+        shard = self._led(req.partition)
+        h = shard.pending.get(req.offset)
         if h is not None and h.group != req.producer_group:
             raise InvalidRequestError(
                 f"half {req.partition}:{req.offset} belongs to producer group {h.group!r}, not {req.producer_group!r}"
@@ -362,26 +365,26 @@ class HalfCoordinator:
                         raise CoordinatorNotAvailableError(
                             f"{h.topic!r} is not known to the node asked yet; retry"
                         ) from None
-                    await part.write_ops(
-                        [Op(OP_ABORT, h.offset, _now_ms(), f"target topic {h.topic!r} does not exist")]
+                    await shard.write_ops(
+                        [Op(OP_ABORT, h.offset, now_ms(), f"target topic {h.topic!r} does not exist")]
                     )
                     raise UnknownTopicError(
                         f"half {req.partition}:{req.offset} was aborted: its target topic {h.topic!r} does not exist"
                     ) from None
-                await part.write_ops(
-                    [Op(OP_COMMIT, h.offset, _now_ms(), req.reason or "committed by the producer", dest=dest)]
+                await shard.write_ops(
+                    [Op(OP_COMMIT, h.offset, now_ms(), req.reason or "committed by the producer", dest=dest)]
                 )
             else:
-                await part.write_ops([Op(OP_ABORT, h.offset, _now_ms(), req.reason or "aborted by the producer")])
-        return await self._outcome(part, req)
+                await shard.write_ops([Op(OP_ABORT, h.offset, now_ms(), req.reason or "aborted by the producer")])
+        return await self._outcome(shard, req)
 
-    async def _outcome(self, part: HalfPartition, req: EndHalf) -> EndHalfResponse:
+    async def _outcome(self, shard: HalfShard, req: EndHalf) -> EndHalfResponse:
         """The half's decision once it is final: a commit answers when the message is
         in its topic."""
         with trio.move_on_after(COMMIT_WAIT_S):
             while True:
-                r = part.resolved.get(req.offset)
-                h = part.pending.get(req.offset)
+                r = shard.resolved.get(req.offset)
+                h = shard.pending.get(req.offset)
                 if r is not None:
                     break
                 if h is None:
@@ -393,12 +396,12 @@ class HalfCoordinator:
                     raise RequestTimeoutError(f"half {req.partition}:{req.offset}: abort not applied yet; retry")
                 if h.dest >= 0 and not req.commit:
                     raise InvalidRequestError(f"half {req.partition}:{req.offset} was already committed")
-                await part.changed(1.0)
-                part.check_writable()
+                await shard.changed(1.0)
+                shard.part.check_writable()
         if r is None:
             raise RequestTimeoutError(
                 f"half {req.partition}:{req.offset} is committed and still being written to "
-                f"{part.pending[req.offset].topic}; retry to learn where it landed"
+                f"{shard.pending[req.offset].topic}; retry to learn where it landed"
             )
         if req.commit != (r.state == "committed"):
             raise InvalidRequestError(f"half {req.partition}:{req.offset} was already {r.state}: {r.reason}")
@@ -416,8 +419,8 @@ class HalfCoordinator:
     async def poll(self, req: PollHalfChecks) -> HalfChecks:
         if not isinstance(req.producer_group, str) or not 0 < len(req.producer_group) <= MAX_GROUP_NAME:
             raise InvalidRequestError(f"producer_group must be a string of 1-{MAX_GROUP_NAME} characters")
-        n = len(self.broker.state.topics[HALF_TOPIC].replicas) if HALF_TOPIC in self.broker.state.topics else 0
-        part = self._led(half_partition(req.producer_group, n) if n else 0)
+        n = self._partition_count()
+        shard = self._led(half_partition(req.producer_group, n) if n else 0)
         group = req.producer_group
         self._polled[group] = trio.current_time()
         out: list[HalfCheck] = []
@@ -426,22 +429,23 @@ class HalfCoordinator:
                 queue = self._asks.get(group)
                 while queue and len(out) < max(1, req.limit):
                     c = queue.popleft()
-                    h = part.pending.get(c.offset)
+                    h = shard.pending.get(c.offset)
                     if h is not None and h.dest < 0:  # still undecided
                         out.append(c)
-                if out or not part.is_leader:
+                if out or not shard.part.is_leader:
                     break
                 await self._asked.wait()
         self._polled[group] = trio.current_time()
         return HalfChecks(out)
 
     async def list_halves(self, req: ListHalves) -> ListHalvesResponse:
-        now = _now_ms()
+        now = now_ms()
         out: list[HalfInfo] = []
-        for (topic, p), part in list(self.broker.partitions.items()):
-            if topic != HALF_TOPIC or not isinstance(part, HalfPartition) or not part.ready_for_writes():
+        for part in self.ctx.led_partitions(HALF_TOPIC):
+            shard, p = part.shard, part.partition
+            if not isinstance(shard, HalfShard):
                 continue
-            for h in part.pending.values():
+            for h in shard.pending.values():
                 if req.producer_group in (None, h.group):
                     out.append(
                         HalfInfo(
@@ -458,7 +462,7 @@ class HalfCoordinator:
                         )
                     )
             if req.resolved:
-                for r in part.resolved.values():
+                for r in shard.resolved.values():
                     if req.producer_group in (None, r.group):
                         out.append(
                             HalfInfo(
@@ -479,35 +483,23 @@ class HalfCoordinator:
 
     # -- the leader's work ------------------------------------------------------------------
 
-    async def run(self) -> None:
-        b = self.broker
-        async with b.internal_client("half") as cluster, trio.open_nursery() as nursery:
-            self.cluster = cluster
-            while True:
-                if not b.shutting_down:
-                    b.ensure_internal_topic(HALF_TOPIC, b.cfg.half_partitions, {"segment.bytes": str(SEGMENT_BYTES)})
-                    meta = b.state.topics.get(HALF_TOPIC)
-                    parts = [p for p in b.partitions.values() if isinstance(p, HalfPartition)]
-                    for part in parts:
-                        part.partition_count = len(meta.replicas) if meta is not None else 0
-                    self._leading.reconcile(nursery, parts)
-                await trio.sleep(JANITOR_INTERVAL_S)
-
-    async def _lead(self, part: HalfPartition) -> None:
+    async def lead(self, part: Partition) -> None:
+        shard = part.shard
+        assert isinstance(shard, HalfShard)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._relay_loop, part)
-            nursery.start_soon(self._check_loop, part)
+            nursery.start_soon(self._relay_loop, shard)
+            nursery.start_soon(self._check_loop, shard)
 
-    async def _relay_loop(self, part: HalfPartition) -> None:
+    async def _relay_loop(self, shard: HalfShard) -> None:
         """Copy committed halves to their targets, in decision order, then record it."""
-        pid = HALF_PID_BASE + part.group
+        pid = HALF_PID_BASE + shard.part.group
         cluster = self.cluster
         assert cluster is not None  # connected before any leader task starts
-        while part.is_leader and not part.closed:
-            if not part.to_write:
-                await part.changed(1.0)
+        while shard.part.is_leader and not shard.part.closed:
+            if not shard.to_write:
+                await shard.changed(1.0)
                 continue
-            batch = list(part.to_write.values())[:MAX_MOVE]
+            batch = list(shard.to_write.values())[:MAX_MOVE]
             by_dest: dict[tuple[str, int], list[Half]] = {}
             for h in batch:
                 by_dest.setdefault((h.topic, h.dest), []).append(h)
@@ -521,12 +513,12 @@ class HalfCoordinator:
                     if await cluster.topic_exists(dest[0]):  # only the node asked lags: retried
                         raise
                     ops.extend(
-                        Op(OP_WRITTEN, h.offset, _now_ms(), f"target topic {dest[0]!r} was deleted; dropped")
+                        Op(OP_WRITTEN, h.offset, now_ms(), f"target topic {dest[0]!r} was deleted; dropped")
                         for h in halves
                     )
                     return
                 ops.extend(
-                    Op(OP_WRITTEN, h.offset, _now_ms(), dest=dest[1], target_offset=-1 if o is None else o)
+                    Op(OP_WRITTEN, h.offset, now_ms(), dest=dest[1], target_offset=-1 if o is None else o)
                     for h, o in zip(halves, offsets)
                 )
 
@@ -535,17 +527,17 @@ class HalfCoordinator:
                     for dest, halves in by_dest.items():
                         nursery.start_soon(write, dest, halves)
             except* TideMQError as eg:  # written or not, retried: the relay is idempotent
-                log.info("%s: relaying committed halves failed, retrying: %s", part.name, eg.exceptions[0])
+                log.info("%s: relaying committed halves failed, retrying: %s", shard.part.name, eg.exceptions[0])
                 await trio.sleep(0.5)
             if ops:
-                await part.write_ops(ops)
+                await shard.write_ops(ops)
 
-    async def _check_loop(self, part: HalfPartition) -> None:
-        while part.is_leader and not part.closed:
-            now = _now_ms()
+    async def _check_loop(self, shard: HalfShard) -> None:
+        while shard.part.is_leader and not shard.part.closed:
+            now = now_ms()
             ops: list[Op] = []
             asks: list[tuple[str, HalfCheck]] = []
-            for h in list(part.pending.values()):
+            for h in list(shard.pending.values()):
                 if h.dest >= 0 or h.next_check_ms() > now:
                     continue
                 if h.checks >= h.max_checks:
@@ -556,7 +548,7 @@ class HalfCoordinator:
                         (
                             h.group,
                             HalfCheck(
-                                part.partition,
+                                shard.part.partition,
                                 h.offset,
                                 h.topic,
                                 h.key,
@@ -568,12 +560,12 @@ class HalfCoordinator:
                         )
                     )
             if ops:
-                await part.write_ops(ops)
+                await shard.write_ops(ops)
                 for group, c in asks:
                     self._asks.setdefault(group, deque(maxlen=MAX_ASKS)).append(c)
                 self._asked.set()
                 self._asked = trio.Event()
-            await trio.sleep(JANITOR_INTERVAL_S)
+            await trio.sleep(CHECK_INTERVAL_S)
 
     def _why_abort(self, h: Half) -> str:
         polled = self._polled.get(h.group)

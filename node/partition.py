@@ -12,6 +12,11 @@ leader or a restarted node (it replays its log) answers exactly as the old one d
 read_committed fetches stop at the last stable offset (the first offset of the oldest
 open transaction, or the high watermark) and carry the aborted transactions overlapping
 the range read, which the consumer drops.
+
+A partition of an internal topic keeps a state machine besides its log (a `Shard`:
+group offsets and members, transaction states, half messages, a delay tier's
+checkpoint), given by the service that owns the topic and applied after the
+partition's own producer state, on every replica alike.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from client.protocol import ACKS_LEADER, ACKS_NONE, READ_COMMITTED, AbortedTxn, 
 from node.diskspace import DiskSpace
 from node.producers import PRODUCER_EXPIRATION_MS, BatchRef, ProducerState
 from node.replica import Replica
-from raft.types import Entry, EntryKind
+from raft.types import Entry, EntryKind, Snapshot
 
 
 class Aborted(NamedTuple):
@@ -139,6 +144,38 @@ class BatchLimits:
     timestamp_after_max_ms: int | None = 3_600_000  # how far in the future (None: any)
 
 
+class Shard:
+    """The state machine of one partition of an internal topic, on every replica: what
+    its service derives from the committed log. The defaults keep nothing."""
+
+    #: Entries between snapshots for a state kept until overwritten (offsets,
+    #: transactions, halves): the partition snapshots `dump()` and drops the log before
+    #: it instead of deleting segments by age or size. None: the topic's retention.
+    snapshot_every: int | None = None
+
+    def __init__(self, part: Partition) -> None:
+        self.part = part
+
+    def apply(self, entries: list[Entry]) -> None:
+        """Committed entries, in log order (after the partition's producer state)."""
+
+    def restore(self, data: bytes) -> None:
+        """A snapshot replaced the log: rebuild from its data (a `dump()`, or b"")."""
+
+    def dump(self) -> bytes:
+        """The state at the applied index, for the snapshot (with `snapshot_every`)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no snapshot")
+
+    def check_produce(self, records: bytes) -> None:
+        """Refuse a client's batch (already validated) that this state cannot take."""
+
+    def role_changed(self) -> None:
+        """Leadership or term changed: drop what was live for the last term."""
+
+
+ShardFactory = Callable[["Partition"], Shard]
+
+
 class Partition(Replica):
     def __init__(
         self,
@@ -149,9 +186,10 @@ class Partition(Replica):
         disk: DiskSpace | None = None,
         txn_verifier: TxnVerifier | None = None,
         producer_expiration_ms: int = PRODUCER_EXPIRATION_MS,
+        shard: ShardFactory | None = None,
         **kwargs,
     ) -> None:
-        super().__init__(*args, apply=type(self)._apply_entries, **kwargs)  # subclasses (offsets) override it
+        super().__init__(*args, apply=Partition._apply_entries, **kwargs)
         self.topic = topic
         self.partition = partition
         self.limits = limits
@@ -163,6 +201,7 @@ class Partition(Replica):
         self._txn_verified: dict[int, int] = {}  # producer id -> epoch verified for its open transaction
         self._verifying: dict[int, _Verification] = {}
         self._tasks: trio.Nursery | None = None
+        self.shard = shard(self) if shard is not None else None
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -183,6 +222,8 @@ class Partition(Replica):
         behind it in arrival order."""
         self.check_writable()
         header = self.validate(records)
+        if self.shard is not None:
+            self.shard.check_produce(records)
         count = header.last_offset_delta + 1
         pid = header.producer_id
         unverified = (
@@ -364,8 +405,17 @@ class Partition(Replica):
             )
             if h.is_transactional:
                 self.txns.data(h.producer_id, e.index)
+        if self.shard is not None:
+            self.shard.apply(entries)
+
+    def restore(self, snap: Snapshot) -> None:
+        if self.shard is not None:
+            self.shard.restore(snap.data)
+        super().restore(snap)
 
     def role_changed(self) -> None:
+        if self.shard is not None:
+            self.shard.role_changed()
         # In-flight batches of a past leadership are resolved by the log, not by memory.
         self.producers.clear_pending()
         self._pending_coordinator_epochs.clear()
@@ -373,6 +423,9 @@ class Partition(Replica):
         super().role_changed()
 
     async def apply_retention(self, now_ms: int) -> None:
+        if self.shard is not None and self.shard.snapshot_every is not None:
+            await self.snapshot_state(self.shard.snapshot_every, self.shard.dump)
+            return
         await super().apply_retention(now_ms)
         self.txns.forget_before(self.storage.log.log_start_offset)
 

@@ -44,16 +44,13 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
 
 import segments
-from client.cluster import ClusterClient
 from client.errors import (
     CoordinatorNotAvailableError,
     InvalidRequestError,
@@ -80,23 +77,21 @@ from client.protocol import (
     TxnInfo,
     TxnOffsetCommit,
 )
-from node.partition import Partition
+from node.context import NodeContext, check_name, now_ms
+from node.metadata import TopicMeta
+from node.partition import Partition, Shard, ShardFactory
 from node.peerprotocol import EndTxnOffsets, PendTxnOffsets, WriteTxnMarker
-from raft.types import Entry, EntryKind, Snapshot
-
-if TYPE_CHECKING:
-    from node.broker import Broker
+from node.runtime import Handlers, InternalTopic, Service
+from raft.types import Entry, EntryKind
 
 log = logging.getLogger(__name__)
 
 TXN_TOPIC = "__transaction_state"
 TXN_SEGMENT_BYTES = 16 * 1024 * 1024
 SNAPSHOT_EVERY = 10_000
-JANITOR_INTERVAL_S = 0.2
 WRITE_TIMEOUT_S = 10.0
 COMPLETE_TIMEOUT_S = 20.0  # one attempt at writing every marker; the janitor retries
 MAX_EPOCH = 32767  # the batch header's producer epoch is an int16
-MAX_NAME = 255
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 100, 15 * 60_000
 MAX_TXN_PARTITIONS = 10_000
 # Test hook: while the file this names exists, a decided transaction waits after its
@@ -133,22 +128,20 @@ _meta_dec = msgspec.msgpack.Decoder(TxnMeta)
 _snap_dec = msgspec.msgpack.Decoder(dict[str, TxnMeta])
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-class TxnStatePartition(Partition):
-    """A `__transaction_state` partition: applies its records into `txns` on every
-    replica, snapshots instead of retention, and, while it leads, carries this node's
+class TxnShard(Shard):
+    """A `__transaction_state` partition's state: its records applied into `txn_meta` on
+    every replica, snapshotted instead of retention, and, while this node leads it, the
     per-term coordination (locks, running completions)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        snap = self.storage.snapshot()
+    snapshot_every = SNAPSHOT_EVERY
+
+    def __init__(self, part: Partition) -> None:
+        super().__init__(part)
+        snap = part.storage.snapshot()
         self.txn_meta: dict[str, TxnMeta] = _snap_dec.decode(snap.data) if snap.data else {}
         self._coordination: TxnCoordination | None = None
 
-    def _apply_entries(self, entries: list[Entry]) -> None:
+    def apply(self, entries: list[Entry]) -> None:
         # Only the coordinator writes here (clients may not produce to internal topics).
         for e in entries:
             if e.kind != EntryKind.NORMAL or segments.parse_header(e.data).is_control:
@@ -165,38 +158,40 @@ class TxnStatePartition(Partition):
                 except msgspec.DecodeError as exc:  # deterministic: every replica skips it alike
                     log.warning("%s: skipping a malformed record for %r: %s", TXN_TOPIC, tid, exc)
 
-    def restore(self, snap: Snapshot) -> None:
-        self.txn_meta = _snap_dec.decode(snap.data) if snap.data else {}
+    def restore(self, data: bytes) -> None:
+        self.txn_meta = _snap_dec.decode(data) if data else {}
+
+    def dump(self) -> bytes:
+        return _enc.encode(self.txn_meta)
 
     def role_changed(self) -> None:
         self._coordination = None
-        super().role_changed()
-
-    async def apply_retention(self, now_ms: int) -> None:
-        """The state is kept until overwritten: snapshot it and drop the log before it."""
-        await self.snapshot_state(SNAPSHOT_EVERY, lambda: _enc.encode(self.txn_meta))
 
     def coordination(self) -> TxnCoordination:
         c = self._coordination
-        if c is None or c.term != self.core.term:
-            c = self._coordination = TxnCoordination(self.core.term)
+        term = self.part.core.term
+        if c is None or c.term != term:
+            c = self._coordination = TxnCoordination(self, term)
         return c
 
     def is_coordinating(self, c: TxnCoordination) -> bool:
-        return self._coordination is c and self.ready_for_writes() and not self.closed
+        part = self.part
+        return self._coordination is c and part.ready_for_writes() and not part.closed
 
     def propose_meta(self, tid: str, meta: TxnMeta):
-        self.check_writable()
+        self.part.check_writable()
         data = segments.build_batch([(tid.encode(), _enc.encode(meta), (), None)])
-        return self.propose(data, 1)
+        return self.part.propose(data, 1)
 
 
 class TxnCoordination:
     """This node's live state for one transaction-state partition while it leads it, for
-    one Raft term: one lock per transactional id (its requests, completions and timeout
-    aborts run one at a time), and which ids have a janitor task running."""
+    one Raft term (the shard a request works on, from its arrival to its answer): one
+    lock per transactional id (its requests, completions and timeout aborts run one at a
+    time), and which ids have a janitor task running."""
 
-    def __init__(self, term: int) -> None:
+    def __init__(self, shard: TxnShard, term: int) -> None:
+        self.shard = shard
         self.term = term
         self._locks: dict[str, trio.Lock] = {}
         self.busy: set[str] = set()
@@ -206,12 +201,6 @@ class TxnCoordination:
         if lock is None:
             lock = self._locks[tid] = trio.Lock()
         return lock
-
-
-def _check_name(what: str, value: object) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME:
-        raise InvalidRequestError(f"{what} must be a string of 1-{MAX_NAME} characters, got {value!r}")
-    return value
 
 
 def _check_producer(tid: str, meta: TxnMeta | None, pid: int, epoch: int) -> TxnMeta:
@@ -227,18 +216,26 @@ def _check_producer(tid: str, meta: TxnMeta | None, pid: int, epoch: int) -> Txn
     return meta
 
 
-class TransactionCoordinator:
+class TransactionCoordinator(Service):
     """Answers the transaction requests on every node (each for the ids whose state
-    partition it leads) and runs the janitor: topic creation, timeout aborts, and
-    finishing decided transactions after a failover."""
+    partition it leads); its janitor sweep aborts timed-out transactions and finishes
+    decided ones after a failover."""
 
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.cluster: ClusterClient | None = None
-        self._nursery: trio.Nursery | None = None
+    purpose = "txn"
+    needs_client = True
+
+    def __init__(self, ctx: NodeContext) -> None:
+        super().__init__(ctx)
         self._hold_path = os.environ.get(HOLD_MARKERS_ENV) or None
 
-    def handlers(self) -> dict[type, Callable[[Any], Awaitable[Any]]]:
+    def topics(self) -> list[InternalTopic]:
+        segment = {"segment.bytes": str(TXN_SEGMENT_BYTES)}
+        return [InternalTopic(TXN_TOPIC, self.ctx.cfg.txn_partitions, segment)]
+
+    def shard(self, meta: TopicMeta) -> ShardFactory | None:
+        return TxnShard if meta.internal and meta.name == TXN_TOPIC else None
+
+    def handlers(self) -> Handlers:
         return {
             FindTransactionCoordinator: self.find_coordinator,
             AddPartitionsToTxn: self.add_partitions,
@@ -250,34 +247,34 @@ class TransactionCoordinator:
 
     # -- routing ---------------------------------------------------------------------------
 
-    def _local(self, tid: str) -> tuple[TxnStatePartition, TxnCoordination]:
-        _check_name("transactional_id", tid)
-        part = self.broker.coordinating_partition(TXN_TOPIC, tid, f"transactional id {tid!r}")
-        assert isinstance(part, TxnStatePartition)
+    def _local(self, tid: str) -> TxnCoordination:
+        """The live state of the partition coordinating `tid` (its shard for this term),
+        or the error that sends the client elsewhere (or back later)."""
+        check_name("transactional_id", tid)
+        part = self.ctx.coordinating_partition(TXN_TOPIC, tid, f"transactional id {tid!r}")
+        assert isinstance(part.shard, TxnShard)
         if self.cluster is None:
-            raise CoordinatorNotAvailableError(f"node {self.broker.id} is starting its transaction coordinator")
-        return part, part.coordination()
+            raise CoordinatorNotAvailableError(f"node {self.ctx.id} is starting its transaction coordinator")
+        return part.shard.coordination()
 
     async def find_coordinator(self, req: FindTransactionCoordinator) -> CoordinatorResponse:
-        _check_name("transactional_id", req.transactional_id)
-        return self.broker.find_coordinator(
-            TXN_TOPIC, req.transactional_id, f"transactional id {req.transactional_id!r}"
-        )
+        check_name("transactional_id", req.transactional_id)
+        return self.ctx.find_coordinator(TXN_TOPIC, req.transactional_id, f"transactional id {req.transactional_id!r}")
 
     # -- state changes -----------------------------------------------------------------------
 
-    async def _write(self, part: TxnStatePartition, coord: TxnCoordination, tid: str, meta: TxnMeta) -> TxnMeta:
+    async def _write(self, coord: TxnCoordination, tid: str, meta: TxnMeta) -> TxnMeta:
         """Replicate the new state of `tid` and return it once committed and applied."""
-        if not part.is_coordinating(coord):
-            raise NotCoordinatorError(f"node {self.broker.id} no longer coordinates {part.name}")
-        meta = msgspec.structs.replace(meta, updated_ms=_now_ms())
+        if not coord.shard.is_coordinating(coord):
+            raise NotCoordinatorError(f"node {self.ctx.id} no longer coordinates {coord.shard.part.name}")
+        meta = msgspec.structs.replace(meta, updated_ms=now_ms())
         try:
-            await part.wait(part.propose_meta(tid, meta), WRITE_TIMEOUT_S)
+            await coord.shard.part.wait(coord.shard.propose_meta(tid, meta), WRITE_TIMEOUT_S)
         except NotLeaderError as exc:
             raise NotCoordinatorError(exc.message, **exc.details) from None
         return meta
 
-    async def _complete(self, part: TxnStatePartition, coord: TxnCoordination, tid: str, meta: TxnMeta) -> TxnMeta:
+    async def _complete(self, coord: TxnCoordination, tid: str, meta: TxnMeta) -> TxnMeta:
         """Carry out a decided (PREPARE_*) transaction: offsets (commit only), markers on
         every partition, then COMPLETE_*. Every step may be redone."""
         assert self.cluster is not None
@@ -290,7 +287,7 @@ class TransactionCoordinator:
                     await self._end_offsets(tid, meta.number, group, offsets, commit)
                 async with trio.open_nursery() as nursery:
                     for topic, p in meta.partitions:
-                        nursery.start_soon(self._write_marker, part, coord, topic, p, meta, commit)
+                        nursery.start_soon(self._write_marker, coord, topic, p, meta, commit)
         except trio.TooSlowError:
             raise RequestTimeoutError(
                 f"transaction {tid!r}: markers not all written within {COMPLETE_TIMEOUT_S:.0f}s; it will be completed, retry"
@@ -310,7 +307,7 @@ class TransactionCoordinator:
             "committed" if commit else "aborted",
             len(meta.partitions),
         )
-        return await self._write(part, coord, tid, done)
+        return await self._write(coord, tid, done)
 
     async def _end_offsets(
         self, tid: str, number: int, group: str, offsets: list[tuple[str, int, int]], commit: bool
@@ -350,12 +347,10 @@ class TransactionCoordinator:
         while os.path.exists(self._hold_path):
             await trio.sleep(0.02)
 
-    async def _write_marker(
-        self, part: TxnStatePartition, coord: TxnCoordination, topic: str, p: int, meta: TxnMeta, commit: bool
-    ) -> None:
+    async def _write_marker(self, coord: TxnCoordination, topic: str, p: int, meta: TxnMeta, commit: bool) -> None:
         assert self.cluster is not None
-        if not part.is_coordinating(coord):
-            raise NotCoordinatorError(f"node {self.broker.id} no longer coordinates {part.name}")
+        if not coord.shard.is_coordinating(coord):
+            raise NotCoordinatorError(f"node {self.ctx.id} no longer coordinates {coord.shard.part.name}")
         req = WriteTxnMarker(topic, p, meta.producer_id, meta.producer_epoch, commit, coord.term)
         try:
             await self.cluster.leader_request(topic, p, req)
@@ -368,13 +363,13 @@ class TransactionCoordinator:
         except ProducerFencedError as exc:  # a newer coordinator wrote there: we are deposed
             raise NotCoordinatorError(exc.message) from None
 
-    async def _abort_fenced(self, part: TxnStatePartition, coord: TxnCoordination, tid: str, meta: TxnMeta) -> TxnMeta:
+    async def _abort_fenced(self, coord: TxnCoordination, tid: str, meta: TxnMeta) -> TxnMeta:
         """Abort an open transaction with a bumped epoch, fencing its producer."""
         prepared = msgspec.structs.replace(
             meta, producer_epoch=min(meta.producer_epoch + 1, MAX_EPOCH), status=TxnStatus.PREPARE_ABORT
         )
-        await self._write(part, coord, tid, prepared)
-        return await self._complete(part, coord, tid, prepared)
+        await self._write(coord, tid, prepared)
+        return await self._complete(coord, tid, prepared)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -384,31 +379,29 @@ class TransactionCoordinator:
             raise InvalidRequestError(
                 f"transaction timeout must be {MIN_TIMEOUT_MS}..{MAX_TIMEOUT_MS} ms, got {req.timeout_ms}"
             )
-        part, coord = self._local(req.transactional_id)
-        return self._init(part, coord, req.transactional_id, req.timeout_ms)
+        coord = self._local(req.transactional_id)
+        return self._init(coord, req.transactional_id, req.timeout_ms)
 
-    async def _init(
-        self, part: TxnStatePartition, coord: TxnCoordination, tid: str, timeout_ms: int
-    ) -> ProducerIdResponse:
+    async def _init(self, coord: TxnCoordination, tid: str, timeout_ms: int) -> ProducerIdResponse:
         assert self.cluster is not None
         async with coord.lock(tid):
-            meta = part.txn_meta.get(tid)
+            meta = coord.shard.txn_meta.get(tid)
             if meta is not None and meta.status == TxnStatus.ONGOING:
-                meta = await self._abort_fenced(part, coord, tid, meta)
+                meta = await self._abort_fenced(coord, tid, meta)
             elif meta is not None and meta.status in PREPARED:
-                meta = await self._complete(part, coord, tid, meta)
+                meta = await self._complete(coord, tid, meta)
             if meta is None or meta.producer_epoch >= MAX_EPOCH:
                 resp: ProducerIdResponse = await self.cluster.controller_request(InitProducerId())
                 pid, epoch = resp.producer_id, 0
             else:
                 pid, epoch = meta.producer_id, meta.producer_epoch + 1
-            await self._write(part, coord, tid, TxnMeta(pid, epoch, TxnStatus.EMPTY, timeout_ms))
+            await self._write(coord, tid, TxnMeta(pid, epoch, TxnStatus.EMPTY, timeout_ms))
             log.info("transactional id %r: producer %d epoch %d", tid, pid, epoch)
             return ProducerIdResponse(pid, epoch)
 
     @asynccontextmanager
     async def _ongoing(
-        self, part: TxnStatePartition, coord: TxnCoordination, tid: str, pid: int, epoch: int, number: int
+        self, coord: TxnCoordination, tid: str, pid: int, epoch: int, number: int
     ) -> AsyncIterator[tuple[TxnMeta, bool]]:
         """The shared prologue of the requests that add to a transaction
         (AddPartitionsToTxn, TxnOffsetCommit): hold the id's lock for the whole request,
@@ -420,9 +413,9 @@ class TransactionCoordinator:
         a transaction that already ended is a late duplicate (its connection dropped, the
         node ran it anyway) and is refused: it must not begin a transaction nobody ends."""
         async with coord.lock(tid):
-            meta = _check_producer(tid, part.txn_meta.get(tid), pid, epoch)
+            meta = _check_producer(tid, coord.shard.txn_meta.get(tid), pid, epoch)
             if meta.status in PREPARED:
-                meta = await self._complete(part, coord, tid, meta)
+                meta = await self._complete(coord, tid, meta)
             open_ = meta.status == TxnStatus.ONGOING
             if number and (number < meta.number or (number == meta.number and not open_)):
                 raise InvalidRequestError(
@@ -437,7 +430,7 @@ class TransactionCoordinator:
                         meta.producer_epoch,
                         TxnStatus.ONGOING,
                         meta.timeout_ms,
-                        _now_ms(),
+                        now_ms(),
                         number=number,
                     ),
                     True,
@@ -449,23 +442,23 @@ class TransactionCoordinator:
         if len(req.partitions) > MAX_TXN_PARTITIONS:
             raise InvalidRequestError(f"at most {MAX_TXN_PARTITIONS} partitions per request")
         for tp in req.partitions:
-            meta = self.broker.state.topics.get(tp.topic)
+            meta = self.ctx.state.topics.get(tp.topic)
             if meta is None or not 0 <= tp.partition < len(meta.replicas):
                 raise UnknownTopicError(f"cannot add {tp.topic}-{tp.partition} to a transaction: no such partition")
             if meta.internal:
                 raise InvalidRequestError(f"{tp.topic} is an internal topic; it cannot be written in a transaction")
-        part, coord = self._local(req.transactional_id)
-        return self._add(part, coord, req)
+        coord = self._local(req.transactional_id)
+        return self._add(coord, req)
 
-    async def _add(self, part: TxnStatePartition, coord: TxnCoordination, req: AddPartitionsToTxn) -> Ok:
+    async def _add(self, coord: TxnCoordination, req: AddPartitionsToTxn) -> Ok:
         tid = req.transactional_id
-        async with self._ongoing(part, coord, tid, req.producer_id, req.producer_epoch, req.transaction) as (
+        async with self._ongoing(coord, tid, req.producer_id, req.producer_epoch, req.transaction) as (
             new,
             began,
         ):
             parts = sorted(set(new.partitions) | {(tp.topic, tp.partition) for tp in req.partitions})
             if began or parts != new.partitions:
-                await self._write(part, coord, tid, msgspec.structs.replace(new, partitions=parts))
+                await self._write(coord, tid, msgspec.structs.replace(new, partitions=parts))
             return Ok()
 
     async def _verify(self, req: AddPartitionsToTxn) -> Ok:
@@ -473,8 +466,8 @@ class TransactionCoordinator:
         if len(req.partitions) != 1:
             raise InvalidRequestError("verify_only checks exactly one partition")
         tid, (tp,) = req.transactional_id, req.partitions
-        part, _ = self._local(tid)
-        meta = _check_producer(tid, part.txn_meta.get(tid), req.producer_id, req.producer_epoch)
+        coord = self._local(tid)
+        meta = _check_producer(tid, coord.shard.txn_meta.get(tid), req.producer_id, req.producer_epoch)
         if meta.status != TxnStatus.ONGOING or (tp.topic, tp.partition) not in meta.partitions:
             raise InvalidTxnStateError(
                 f"transactional id {tid!r}: {tp.topic}-{tp.partition} is not in an ongoing transaction of producer "
@@ -487,35 +480,35 @@ class TransactionCoordinator:
         """For this node's partition leaders: is `topic-partition` in the ongoing
         transaction of (pid, epoch)? Raises if not (see `Partition._hold`)."""
         if self.cluster is None:
-            raise CoordinatorNotAvailableError(f"node {self.broker.id} is starting its transaction coordinator")
+            raise CoordinatorNotAvailableError(f"node {self.ctx.id} is starting its transaction coordinator")
         await self.cluster.transaction_coordinator_request(
             tid, AddPartitionsToTxn(tid, pid, epoch, [TopicPartition(topic, partition)], verify_only=True)
         )
 
     def txn_offset_commit(self, req: TxnOffsetCommit) -> Awaitable[Ok]:
-        _check_name("group", req.group)
+        check_name("group", req.group)
         for topic, p, offset in req.offsets:
-            _check_name("topic", topic)
+            check_name("topic", topic)
             if p < 0 or offset < 0:
                 raise InvalidRequestError(f"offset of {topic}-{p} at {offset}: partition and offset must be >= 0")
         if req.assigned_epochs and len(req.assigned_epochs) != len(req.offsets):
             raise InvalidRequestError(f"{len(req.assigned_epochs)} assigned epochs for {len(req.offsets)} offsets")
-        part, coord = self._local(req.transactional_id)
-        return self._offsets(part, coord, req)
+        coord = self._local(req.transactional_id)
+        return self._offsets(coord, req)
 
-    async def _offsets(self, part: TxnStatePartition, coord: TxnCoordination, req: TxnOffsetCommit) -> Ok:
+    async def _offsets(self, coord: TxnCoordination, req: TxnOffsetCommit) -> Ok:
         """Record the offsets with the transaction, then have the group check the member
         and hold them pending (node/coordinator.py, KIP-447). In this order, whatever the
         group holds pending is in the transaction's state, so its end clears it; a refusal
         reaches the producer, whose transaction then cannot commit."""
         assert self.cluster is not None
         tid = req.transactional_id
-        async with self._ongoing(part, coord, tid, req.producer_id, req.producer_epoch, req.transaction) as (new, _):
+        async with self._ongoing(coord, tid, req.producer_id, req.producer_epoch, req.transaction) as (new, _):
             offsets = {g: list(o) for g, o in new.offsets.items()}
             merged = {(t, p): o for t, p, o in offsets.get(req.group, [])}
             merged.update({(t, p): o for t, p, o in req.offsets})
             offsets[req.group] = [(t, p, o) for (t, p), o in sorted(merged.items())]
-            new = await self._write(part, coord, tid, msgspec.structs.replace(new, offsets=offsets))
+            new = await self._write(coord, tid, msgspec.structs.replace(new, offsets=offsets))
             pend = PendTxnOffsets(
                 req.group,
                 tid,
@@ -535,19 +528,19 @@ class TransactionCoordinator:
             return Ok()
 
     def end_txn(self, req: EndTxn) -> Awaitable[Ok]:
-        part, coord = self._local(req.transactional_id)
-        return self._end(part, coord, req)
+        coord = self._local(req.transactional_id)
+        return self._end(coord, req)
 
-    async def _end(self, part: TxnStatePartition, coord: TxnCoordination, req: EndTxn) -> Ok:
+    async def _end(self, coord: TxnCoordination, req: EndTxn) -> Ok:
         tid = req.transactional_id
         wanted = TxnStatus.PREPARE_COMMIT if req.commit else TxnStatus.PREPARE_ABORT
         done = TxnStatus.COMPLETE_COMMIT if req.commit else TxnStatus.COMPLETE_ABORT
         async with coord.lock(tid):
-            meta = _check_producer(tid, part.txn_meta.get(tid), req.producer_id, req.producer_epoch)
+            meta = _check_producer(tid, coord.shard.txn_meta.get(tid), req.producer_id, req.producer_epoch)
             if meta.status == TxnStatus.ONGOING:
-                meta = await self._write(part, coord, tid, msgspec.structs.replace(meta, status=wanted))
+                meta = await self._write(coord, tid, msgspec.structs.replace(meta, status=wanted))
             if meta.status == wanted:
-                meta = await self._complete(part, coord, tid, meta)
+                meta = await self._complete(coord, tid, meta)
             if meta.status not in (done, TxnStatus.EMPTY):
                 raise InvalidRequestError(
                     f"transactional id {tid!r}: cannot {'commit' if req.commit else 'abort'}, "
@@ -570,7 +563,7 @@ class TransactionCoordinator:
             started_ms=meta.started_ms if is_open else 0,
             updated_ms=meta.updated_ms,
             timeout_ms=meta.timeout_ms,
-            coordinator=self.broker.id,
+            coordinator=self.ctx.id,
         )
 
     async def list_transactions(self, req: ListTransactions) -> ListTransactionsResponse:
@@ -578,79 +571,49 @@ class TransactionCoordinator:
         id has one coordinator, so a caller asking every node sees each id once; a
         partition whose leader is just being elected is missing until it is."""
         found: list[TxnInfo] = []
-        for (topic, _), part in sorted(self.broker.partitions.items()):
-            if (
-                topic != TXN_TOPIC
-                or not isinstance(part, TxnStatePartition)
-                or part.closed
-                or not part.ready_for_writes()
-            ):
-                continue
-            found.extend(self._info(tid, meta) for tid, meta in sorted(part.txn_meta.items()))
+        for part in sorted(self.ctx.led_partitions(TXN_TOPIC), key=lambda p: p.partition):
+            if isinstance(part.shard, TxnShard):
+                found.extend(self._info(tid, meta) for tid, meta in sorted(part.shard.txn_meta.items()))
         return ListTransactionsResponse(found)
 
     async def describe_transaction(self, req: DescribeTransaction) -> TxnInfo:
         """The id's state as its coordinator knows it (read without the id's lock: a
         transaction stuck completing must still be visible)."""
-        part, _ = self._local(req.transactional_id)
-        meta = part.txn_meta.get(req.transactional_id)
+        meta = self._local(req.transactional_id).shard.txn_meta.get(req.transactional_id)
         if meta is None:
             raise InvalidRequestError(f"transactional id {req.transactional_id!r} is unknown: no producer has used it")
         return self._info(req.transactional_id, meta)
 
     # -- the janitor -------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        b = self.broker
-        async with b.internal_client("txn") as cluster, trio.open_nursery() as nursery:
-            self.cluster = cluster
-            self._nursery = nursery
-            while True:
-                await trio.sleep(JANITOR_INTERVAL_S)
-                if b.shutting_down:
-                    continue
-                self._maybe_create_topic()
-                self._sweep()
-
-    def _sweep(self) -> None:
-        assert self._nursery is not None
-        now = _now_ms()
-        for (topic, _), part in list(self.broker.partitions.items()):
-            if (
-                topic != TXN_TOPIC
-                or not isinstance(part, TxnStatePartition)
-                or not part.ready_for_writes()
-                or part.closed
-            ):
+    def sweep(self, led: list[Partition], nursery: trio.Nursery) -> None:
+        now = now_ms()
+        for part in led:
+            if not isinstance(part.shard, TxnShard):
                 continue
-            coord = part.coordination()
-            for tid, meta in list(part.txn_meta.items()):
+            coord = part.shard.coordination()
+            for tid, meta in list(part.shard.txn_meta.items()):
                 if tid in coord.busy:
                     continue
                 if meta.status in PREPARED or (
                     meta.status == TxnStatus.ONGOING and now - meta.started_ms > meta.timeout_ms
                 ):
                     coord.busy.add(tid)
-                    self._nursery.start_soon(self._finish, part, coord, tid)
+                    nursery.start_soon(self._finish, coord, tid)
 
-    async def _finish(self, part: TxnStatePartition, coord: TxnCoordination, tid: str) -> None:
+    async def _finish(self, coord: TxnCoordination, tid: str) -> None:
         """Finish a decided transaction (after a failover), or abort a timed-out one."""
         try:
             async with coord.lock(tid):
-                meta = part.txn_meta.get(tid)
-                if meta is None or not part.is_coordinating(coord):
+                meta = coord.shard.txn_meta.get(tid)
+                if meta is None or not coord.shard.is_coordinating(coord):
                     return
                 if meta.status in PREPARED:
-                    await self._complete(part, coord, tid, meta)
-                elif meta.status == TxnStatus.ONGOING and _now_ms() - meta.started_ms > meta.timeout_ms:
+                    await self._complete(coord, tid, meta)
+                elif meta.status == TxnStatus.ONGOING and now_ms() - meta.started_ms > meta.timeout_ms:
                     log.info("transaction %r timed out after %d ms; aborting", tid, meta.timeout_ms)
-                    await self._abort_fenced(part, coord, tid, meta)
+                    await self._abort_fenced(coord, tid, meta)
         except* TideMQError as group:  # the next sweep retries (or a new coordinator takes over)
             log.info("transaction %r not finished yet: %s", tid, group.exceptions[0])
         finally:
             coord.busy.discard(tid)
-
-    def _maybe_create_topic(self) -> None:
-        self.broker.ensure_internal_topic(
-            TXN_TOPIC, self.broker.cfg.txn_partitions, {"segment.bytes": str(TXN_SEGMENT_BYTES)}
-        )

@@ -154,7 +154,7 @@ async def test_commits_survive_the_coordinator_failing_over(tmp_path):
                 part = c.brokers[leader].partitions[(HALF_TOPIC, sent[0].partition)]
                 async with trio.open_nursery() as n:
                     n.start_soon(commit_all)
-                    while not part.to_write:  # kill it with commits decided but not yet copied
+                    while not part.shard.to_write:  # kill it with commits decided but not yet copied
                         await trio.sleep(0.001)
                     await c.stop(leader, graceful=False)
                 await c.start(leader)

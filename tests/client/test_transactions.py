@@ -236,13 +236,13 @@ async def test_transaction_completes_after_its_coordinator_dies_between_prepare_
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(producer.commit_transaction)
                     part = doomed.partitions[(TXN_TOPIC, state_partition)]
-                    while part.txn_meta["crashy"].status != TxnStatus.PREPARE_COMMIT:
+                    while part.shard.txn_meta["crashy"].status != TxnStatus.PREPARE_COMMIT:
                         await trio.sleep(0.02)
                     assert await read(c, ["a", "b"], quiet=0.5) == []  # decided, but no marker yet
                     await c.stop(doomed.id, graceful=False)
                 # commit_transaction returned: the new coordinator finished it
                 assert (
-                    coordinator().partitions[(TXN_TOPIC, state_partition)].txn_meta["crashy"].status
+                    coordinator().partitions[(TXN_TOPIC, state_partition)].shard.txn_meta["crashy"].status
                     == TxnStatus.COMPLETE_COMMIT
                 )
         got = values(await read(c, ["a", "b"]))

@@ -400,7 +400,7 @@ def test_offsets_state_applies_records_and_round_trips():
 
 
 async def test_offsets_are_snapshotted_not_expired_and_a_lagging_replica_installs_the_snapshot(tmp_path, monkeypatch):
-    monkeypatch.setattr(coordinator_module, "SNAPSHOT_EVERY", 20)
+    monkeypatch.setattr(coordinator_module.GroupShard, "snapshot_every", 20)
     async with (
         local_cluster(tmp_path, 3, offsets_partitions=1, retention_check_ms=50) as c,
         ClusterClient(c.bootstrap) as client,
@@ -422,7 +422,7 @@ async def test_offsets_are_snapshotted_not_expired_and_a_lagging_replica_install
         with trio.fail_after(15):
             while True:
                 behind = c.brokers[lagger].partitions.get((OFFSETS_TOPIC, 0))  # once the controller log replayed
-                data = behind.offsets.groups.get("g") if behind is not None else None
+                data = behind.shard.offsets.groups.get("g") if behind is not None else None
                 if data is not None and data.offsets == expected:
                     break
                 await trio.sleep(0.05)

@@ -1,0 +1,127 @@
+"""The coordinator runtime: one owner for what every coordinator on a node needs.
+
+Groups, transactions, half messages and delay tiers are each a `Service` whose state
+lives in the partitions of internal topics it owns, one `Shard` per partition (Kafka's
+`CoordinatorRuntime` over `CoordinatorShard`s is the model). The runtime:
+
+- gives each new partition of an owned topic its shard (the broker asks `shard_for`);
+- creates the internal topics (on the controller leader, until they exist);
+- opens a service's internal client when it needs one (to write to other partitions);
+- runs one janitor: every `JANITOR_INTERVAL_S` each service sweeps the partitions it
+  leads and has caught up on (so its shards are complete), and a service with work per
+  partition and term (`lead`) gets one task per led partition, cancelled when the lead
+  or the term goes (`node.leadership`);
+- merges the services' request handlers for the API.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+import trio
+
+from node.leadership import LeaderTasks
+from node.partition import Partition, ShardFactory
+
+if TYPE_CHECKING:
+    from client.cluster import ClusterClient
+    from node.context import Node, NodeContext
+    from node.metadata import TopicMeta
+
+log = logging.getLogger(__name__)
+
+JANITOR_INTERVAL_S = 0.1
+
+Handlers = dict[type, Callable[[Any], Awaitable[Any]]]
+
+
+class InternalTopic(NamedTuple):
+    name: str
+    partitions: int
+    configs: dict[str, str]
+
+
+class Service:
+    """A coordinator on the runtime. Subclasses override what they use; the defaults
+    own no topic and do nothing."""
+
+    #: Names the service's internal client (`node-N-<purpose>`) and its log lines.
+    purpose: ClassVar[str]
+    #: Whether it writes through the cluster (delay moves, half relays, txn markers).
+    needs_client: ClassVar[bool] = False
+    #: Whether it runs `lead` on each partition it leads.
+    leads_partitions: ClassVar[bool] = False
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        #: The internal client, once the runtime opened it (with `needs_client`).
+        self.cluster: ClusterClient | None = None
+
+    def topics(self) -> list[InternalTopic]:
+        """The internal topics it needs created."""
+        return []
+
+    def shard(self, meta: TopicMeta) -> ShardFactory | None:
+        """The state machine for the partitions of `meta`, if the service owns it."""
+        return None
+
+    def handlers(self) -> Handlers:
+        return {}
+
+    def sweep(self, led: list[Partition], nursery: trio.Nursery) -> None:
+        """One janitor pass over the caught-up partitions this node leads."""
+
+    async def lead(self, part: Partition) -> None:
+        """Work on one led partition for one term (with `leads_partitions`)."""
+
+
+class CoordinatorRuntime:
+    def __init__(self, node: Node, services: list[Service]) -> None:
+        self._node = node
+        self.services = services
+        self._owner: dict[str, Service] = {}  # topic -> the service that owns it
+        self._leading = {s.purpose: LeaderTasks(s.purpose, s.lead) for s in services if s.leads_partitions}
+
+    def shard_for(self, meta: TopicMeta) -> ShardFactory | None:
+        for s in self.services:
+            factory = s.shard(meta)
+            if factory is not None:
+                self._owner[meta.name] = s
+                return factory
+        return None
+
+    def handlers(self) -> Handlers:
+        out: Handlers = {}
+        for s in self.services:
+            out.update(s.handlers())
+        return out
+
+    async def run(self) -> None:
+        async with AsyncExitStack() as stack:
+            for s in self.services:
+                if s.needs_client:
+                    s.cluster = await stack.enter_async_context(self._node.internal_client(s.purpose))
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            while True:
+                await trio.sleep(JANITOR_INTERVAL_S)
+                if not self._node.shutting_down:
+                    self.janitor(nursery)
+
+    def janitor(self, nursery: trio.Nursery) -> None:
+        node = self._node
+        for t in (t for s in self.services for t in s.topics()):
+            node.ensure_internal_topic(t.name, t.partitions, t.configs)
+        owned: dict[str, list[Partition]] = {s.purpose: [] for s in self.services}
+        for (topic, _), part in list(node.partitions.items()):
+            owner = self._owner.get(topic)
+            if owner is not None and part.shard is not None:
+                owned[owner.purpose].append(part)
+        for s in self.services:
+            parts = owned[s.purpose]
+            s.sweep([p for p in parts if p.ready_for_writes() and not p.closed], nursery)
+            tasks = self._leading.get(s.purpose)
+            if tasks is not None:
+                tasks.reconcile(nursery, parts)
