@@ -15,8 +15,8 @@ from typing import NamedTuple
 import anyio
 
 from client.cluster import ClusterClient
+from client.conventions import HALF_TOPIC, TXN_TOPIC
 from client.errors import CoordinatorNotAvailableError, TideMQError
-from client.half import HALF_TOPIC
 from client.protocol import (
     CreateTopic,
     DeleteTopic,
@@ -31,7 +31,6 @@ from client.protocol import (
     TxnInfo,
 )
 
-TXN_STATE_TOPIC = "__transaction_state"
 NODE_ANSWER_S = 3.0
 
 
@@ -130,7 +129,7 @@ class Admin:
         if survey.uncovered:
             why = "; ".join(f"node {n}: {e}" for n, e in sorted(survey.unanswered.items())) or "no leader elected"
             raise CoordinatorNotAvailableError(
-                f"{TXN_STATE_TOPIC} partition(s) {','.join(map(str, survey.uncovered))} did not answer ({why}); "
+                f"{TXN_TOPIC} partition(s) {','.join(map(str, survey.uncovered))} did not answer ({why}); "
                 "their transactions are unknown, retry shortly"
             )
         return survey.transactions
@@ -143,7 +142,7 @@ class Admin:
         A partition is covered when the node the metadata names as its leader answered;
         that node lists its ids. An id seen twice (its leadership moved during the
         survey) is kept in its most recently updated form."""
-        answers, unanswered, uncovered = await self._ask_every_node(ListTransactions(), TXN_STATE_TOPIC, node_timeout)
+        answers, unanswered, uncovered = await self._ask_every_node(ListTransactions(), TXN_TOPIC, node_timeout)
         found: dict[str, TxnInfo] = {}
         for resp in answers.values():
             for info in resp.transactions:

@@ -18,27 +18,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-DEFAULT_TIERS_MS = (100, 500, 1_000, 5_000, 30_000, 120_000, 600_000, 3_600_000, 21_600_000, 86_400_000)
-TIER_PREFIX = "__delay_"
-TIER_CONFIG = "delay.ms"
-H_TARGET = "tidemq.delay.target"
-H_PARTITION = "tidemq.delay.partition"
-H_DUE = "tidemq.delay.due"
-DELAY_HEADERS = (H_TARGET, H_PARTITION, H_DUE)
-MAX_DELAY_MS = 366 * 86_400_000  # the furthest a message may be delayed (brokers refuse beyond)
-
-
-def tier_name(ms: int) -> str:
-    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
-        if ms % size == 0:
-            return f"{TIER_PREFIX}{ms // size}{unit}"
-    return f"{TIER_PREFIX}{ms}ms"
-
-
-def pick_tier(tiers_ms: list[int] | tuple[int, ...], remaining_ms: int) -> int:
-    """The largest tier no longer than what remains (the smallest if none is)."""
-    fitting = [t for t in tiers_ms if t <= remaining_ms]
-    return max(fitting) if fitting else min(tiers_ms)
+from client.conventions import MAX_DELAY_MS
 
 
 def due_ms(delay: float | None, deliver_at: datetime | float | None, now_ms: int | None = None) -> int | None:

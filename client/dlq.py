@@ -18,8 +18,7 @@ import anyio
 
 from client.cluster import ClusterClient
 from client.consumer import Consumer, Message
-from client.group import commit_offsets, fetch_offsets
-from client.processor import (
+from client.conventions import (
     H_ATTEMPT,
     H_DLQ_ERROR,
     H_DLQ_TIME,
@@ -28,12 +27,10 @@ from client.processor import (
     H_ORIGIN_PARTITION,
     H_ORIGIN_TOPIC,
     dead_letter_topic,
-    ensure_topics,
-    int_header,
-    origin_of,
     retry_topic,
-    user_headers,
 )
+from client.group import commit_offsets, fetch_offsets
+from client.processor import ensure_topics, int_header, origin_of, user_headers
 from client.producer import Producer
 
 

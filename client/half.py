@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from client.conventions import HALF_TOPIC, MAX_GROUP_NAME, half_partition
 from client.errors import InvalidConfigError, RequestTimeoutError, TideMQError
-from client.partitioner import partition_for_key
 from client.protocol import EndHalf, EndHalfResponse, HalfCheck, PollHalfChecks
 from client.records import RecordMetadata
 
@@ -37,25 +37,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HALF_TOPIC = "__half_messages"
-H_TARGET = "tidemq.half.target"
-H_PARTITION = "tidemq.half.partition"
-H_GROUP = "tidemq.half.group"
-H_CHECK_AFTER = "tidemq.half.check_after_ms"
-H_MAX_CHECKS = "tidemq.half.max_checks"
-HALF_HEADERS = (H_TARGET, H_PARTITION, H_GROUP, H_CHECK_AFTER, H_MAX_CHECKS)
-
 DEFAULT_CHECK_AFTER_S = 6.0
 DEFAULT_MAX_CHECKS = 15
-MAX_GROUP_NAME = 255
 POLL_WAIT_MS = 5_000
 
 Checker = Callable[["HalfMessage"], Awaitable["bool | None"]]
-
-
-def half_partition(producer_group: str, partitions: int) -> int:
-    """The `__half_messages` partition (and so the coordinator) of a producer group."""
-    return partition_for_key(producer_group.encode(), partitions)
 
 
 def parse_half_id(half_id: str) -> tuple[int, int]:

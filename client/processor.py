@@ -36,6 +36,17 @@ from typing import Any, NamedTuple, Protocol
 import anyio
 
 from client.cluster import ClusterClient
+from client.conventions import (
+    H_ATTEMPT,
+    H_DLQ_ERROR,
+    H_DLQ_TIME,
+    H_INSTANCE,
+    H_ORIGIN_OFFSET,
+    H_ORIGIN_PARTITION,
+    H_ORIGIN_TOPIC,
+    dead_letter_topic,
+    retry_topic,
+)
 from client.errors import (
     IllegalGenerationError,
     InvalidConfigError,
@@ -353,23 +364,7 @@ async def _run(
 
 # -- failure handling -------------------------------------------------------------------------
 
-H_ATTEMPT = "tidemq.attempt"
-H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET = (
-    "tidemq.origin.topic",
-    "tidemq.origin.partition",
-    "tidemq.origin.offset",
-)
-H_DLQ_ERROR, H_DLQ_TIME = "tidemq.dlq.error", "tidemq.dlq.time"
-H_INSTANCE = "tidemq.instance"  # the broadcast instance a retry or dead letter belongs to
 _OURS = (H_ATTEMPT, H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET, H_DLQ_ERROR, H_DLQ_TIME, H_INSTANCE)
-
-
-def retry_topic(group: str) -> str:
-    return f"{group}.retry"
-
-
-def dead_letter_topic(group: str) -> str:
-    return f"{group}.dlq"
 
 
 def origin_of(msg: Message) -> tuple[str, int, int, int]:

@@ -58,7 +58,22 @@ from typing import Protocol
 import anyio
 
 from client.cluster import ClusterClient
-from client.delay import H_DUE, H_PARTITION, H_TARGET, TIER_CONFIG, TIER_PREFIX, pick_tier, tier_name
+from client.conventions import (
+    H_DELAY_DUE,
+    H_DELAY_PARTITION,
+    H_DELAY_TARGET,
+    H_HALF_CHECK_AFTER,
+    H_HALF_GROUP,
+    H_HALF_MAX_CHECKS,
+    H_HALF_PARTITION,
+    H_HALF_TARGET,
+    HALF_TOPIC,
+    TIER_CONFIG,
+    TIER_PREFIX,
+    half_partition,
+    pick_tier,
+    tier_name,
+)
 from client.delay import due_ms as delay_due_ms
 from client.errors import (
     ConnectionClosedError,
@@ -76,20 +91,13 @@ from client.errors import (
 from client.half import (
     DEFAULT_CHECK_AFTER_S,
     DEFAULT_MAX_CHECKS,
-    H_CHECK_AFTER,
-    H_GROUP,
-    H_MAX_CHECKS,
-    HALF_TOPIC,
     Checker,
     HalfMessage,
     check_settings,
     end_half,
-    half_partition,
     parse_half_id,
     run_checker,
 )
-from client.half import H_PARTITION as H_HALF_PARTITION
-from client.half import H_TARGET as H_HALF_TARGET
 from client.partitioner import StickyPartitioner, partition_for_key
 from client.protocol import (
     ACKS_ALL,
@@ -440,9 +448,9 @@ class Producer:
         base = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
         extra: list[tuple[str, bytes | None]] = [
             (H_HALF_TARGET, topic.encode()),
-            (H_GROUP, self.producer_group.encode()),
-            (H_CHECK_AFTER, str(int(self.check_after * 1000)).encode()),
-            (H_MAX_CHECKS, str(self.max_checks).encode()),
+            (H_HALF_GROUP, self.producer_group.encode()),
+            (H_HALF_CHECK_AFTER, str(int(self.check_after * 1000)).encode()),
+            (H_HALF_MAX_CHECKS, str(self.max_checks).encode()),
         ]
         if partition is not None:
             extra.append((H_HALF_PARTITION, str(partition).encode()))
@@ -497,9 +505,9 @@ class Producer:
             raise InvalidConfigError(f"topic {topic!r} has partitions 0..{n - 1}, not {partition}")
         tiers = await self._tiers()
         tier = pick_tier(tiers, due - int(time.time() * 1000))
-        extra = [(H_TARGET, topic.encode()), (H_DUE, str(due).encode())]
+        extra = [(H_DELAY_TARGET, topic.encode()), (H_DELAY_DUE, str(due).encode())]
         if partition is not None:
-            extra.append((H_PARTITION, str(partition).encode()))
+            extra.append((H_DELAY_PARTITION, str(partition).encode()))
         base = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
         return tier_name(tier), base + extra, None
 

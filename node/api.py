@@ -12,14 +12,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from client.delay import TIER_PREFIX
+from client.conventions import HALF_TOPIC, TIER_PREFIX
 from client.errors import (
     InvalidRequestError,
     OffsetOutOfRangeError,
     ShuttingDownError,
     TideMQError,
 )
-from client.half import HALF_TOPIC
 from client.protocol import (
     EARLIEST,
     LATEST,

@@ -69,7 +69,7 @@ class NodeConfig:
     min_segment_ms: int = 60_000  # the least segment.ms a topic may set
     retention_check_ms: int = 60_000
     controller_snapshot_every: int = 1000  # controller entries between snapshots
-    delay_tiers_ms: list[int] | None = None  # the delay ladder (None: client.delay.DEFAULT_TIERS_MS)
+    delay_tiers_ms: list[int] | None = None  # the delay ladder (None: client.conventions.DEFAULT_TIERS_MS)
     delay_partitions: int = 3
     max_batch_bytes: int = 8 * 1024 * 1024
     max_records_bytes: int = 32 * 1024 * 1024  # a batch's records, decompressed

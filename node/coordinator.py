@@ -46,6 +46,7 @@ import msgspec
 import trio
 
 import segments
+from client.conventions import OFFSETS_TOPIC
 from client.errors import (
     IllegalGenerationError,
     InvalidRequestError,
@@ -86,7 +87,6 @@ from raft.types import Entry, EntryKind
 
 log = logging.getLogger(__name__)
 
-OFFSETS_TOPIC = "__consumer_offsets"
 OFFSETS_SEGMENT_BYTES = 16 * 1024 * 1024
 SNAPSHOT_EVERY = 10_000  # offsets-partition entries between snapshots
 DELETED_TOPIC_GRACE_MS = 10 * 60 * 1000  # offsets of a topic not known here go after this much quiet

@@ -31,12 +31,12 @@ from typing import NamedTuple
 import msgspec
 import trio
 
-from client.delay import (
+from client.conventions import (
     DEFAULT_TIERS_MS,
     DELAY_HEADERS,
-    H_DUE,
-    H_PARTITION,
-    H_TARGET,
+    H_DELAY_DUE,
+    H_DELAY_PARTITION,
+    H_DELAY_TARGET,
     MAX_DELAY_MS,
     TIER_CONFIG,
     TIER_PREFIX,
@@ -96,12 +96,12 @@ class TierShard(Shard):
         for rec in decode_records(records):
             headers = dict(rec.headers)
             try:
-                due = int(headers[H_DUE] or b"")  # a null value: ValueError, refused below
-                target = (headers[H_TARGET] or b"").decode()
-                partition = int(raw) if (raw := headers.get(H_PARTITION)) is not None else 0
+                due = int(headers[H_DELAY_DUE] or b"")  # a null value: ValueError, refused below
+                target = (headers[H_DELAY_TARGET] or b"").decode()
+                partition = int(raw) if (raw := headers.get(H_DELAY_PARTITION)) is not None else 0
             except (KeyError, ValueError, UnicodeDecodeError):
                 raise InvalidRequestError(
-                    f"{name}: a delayed message needs {H_TARGET} and an integer {H_DUE} "
+                    f"{name}: a delayed message needs {H_DELAY_TARGET} and an integer {H_DELAY_DUE} "
                     "header (send it with Producer.send(..., delay=...))"
                 ) from None
             if not 0 <= due <= horizon:
@@ -214,8 +214,8 @@ class Scheduler:
         headers = dict(rec.headers)
         eligible = rec.timestamp + self.shard.tier_ms
         try:
-            due = int(headers[H_DUE])
-            target = headers[H_TARGET].decode()
+            due = int(headers[H_DELAY_DUE])
+            target = headers[H_DELAY_TARGET].decode()
         except (KeyError, ValueError, AttributeError):
             log.warning("%s@%d carries no valid delay headers; dropped", self.part.name, rec.offset)
             return _Move(rec.offset, eligible, None, ())
@@ -238,8 +238,8 @@ class Scheduler:
                 ) from None
             log.warning("%s@%d: target topic %r is gone; message dropped", self.part.name, rec.offset, target)
             return _Move(rec.offset, max(eligible, due), None, ())
-        if H_PARTITION in headers:
-            p = int(headers[H_PARTITION]) % n
+        if H_DELAY_PARTITION in headers:
+            p = int(headers[H_DELAY_PARTITION]) % n
         elif rec.key is not None:
             p = partition_for_key(rec.key, n)
         else:

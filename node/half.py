@@ -34,6 +34,17 @@ import msgspec
 import trio
 
 import segments
+from client.conventions import (
+    H_HALF_CHECK_AFTER,
+    H_HALF_GROUP,
+    H_HALF_MAX_CHECKS,
+    H_HALF_PARTITION,
+    H_HALF_TARGET,
+    HALF_HEADERS,
+    HALF_TOPIC,
+    MAX_GROUP_NAME,
+    half_partition,
+)
 from client.errors import (
     CoordinatorNotAvailableError,
     InvalidRequestError,
@@ -41,17 +52,6 @@ from client.errors import (
     RequestTimeoutError,
     TideMQError,
     UnknownTopicError,
-)
-from client.half import (
-    H_CHECK_AFTER,
-    H_GROUP,
-    H_MAX_CHECKS,
-    H_PARTITION,
-    H_TARGET,
-    HALF_HEADERS,
-    HALF_TOPIC,
-    MAX_GROUP_NAME,
-    half_partition,
 )
 from client.partitioner import partition_for_key
 from client.protocol import (
@@ -159,11 +159,11 @@ def parse_half(rec: Any, offset: int = -1) -> Half:
     record is not one (its producer hears why; replicas skip it alike)."""
     headers = dict(rec.headers)
     try:
-        group = headers[H_GROUP].decode()
-        topic = headers[H_TARGET].decode()
-        partition = int(headers[H_PARTITION]) if H_PARTITION in headers else None
-        check_after = int(headers[H_CHECK_AFTER])
-        max_checks = int(headers[H_MAX_CHECKS])
+        group = headers[H_HALF_GROUP].decode()
+        topic = headers[H_HALF_TARGET].decode()
+        partition = int(headers[H_HALF_PARTITION]) if H_HALF_PARTITION in headers else None
+        check_after = int(headers[H_HALF_CHECK_AFTER])
+        max_checks = int(headers[H_HALF_MAX_CHECKS])
     except (KeyError, ValueError, AttributeError) as exc:
         raise InvalidRequestError(
             f"{HALF_TOPIC} takes only half messages (Producer.send_half); header {exc} is missing or malformed"

@@ -51,6 +51,7 @@ import msgspec
 import trio
 
 import segments
+from client.conventions import TXN_TOPIC
 from client.errors import (
     CoordinatorNotAvailableError,
     InvalidRequestError,
@@ -86,7 +87,6 @@ from raft.types import Entry, EntryKind
 
 log = logging.getLogger(__name__)
 
-TXN_TOPIC = "__transaction_state"
 TXN_SEGMENT_BYTES = 16 * 1024 * 1024
 SNAPSHOT_EVERY = 10_000
 WRITE_TIMEOUT_S = 10.0

@@ -18,7 +18,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from client import Admin, Consumer, Producer
-from client.delay import DEFAULT_TIERS_MS, tier_name
+from client.conventions import DEFAULT_TIERS_MS, tier_name
 
 
 async def main(args) -> None:

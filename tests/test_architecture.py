@@ -23,8 +23,7 @@ ALLOWED = {
         "client.protocol",
         "client.errors",
         "client.partitioner",
-        "client.delay",
-        "client.half",
+        "client.conventions",
         "client.cluster",
     },
 }

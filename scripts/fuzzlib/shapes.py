@@ -27,10 +27,8 @@ import trio
 from crc32c import crc32c
 
 from client.connection import open_connection
-from client.delay import H_DUE, H_PARTITION, H_TARGET
+from client.conventions import H_DELAY_DUE, H_DELAY_PARTITION, H_DELAY_TARGET, H_HALF_GROUP, H_HALF_TARGET
 from client.errors import ClusterAuthorizationError, ErrorCode, TideMQError
-from client.half import H_GROUP
-from client.half import H_TARGET as H_HALF_TARGET
 from client.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
@@ -265,11 +263,11 @@ def produce_internal(rng, mem):
     headers = [
         (k, rng.choice(vals))
         for k, vals in (
-            (H_TARGET, [b"fz-a", b"", b"__consumer_offsets", b"nope", b"fz-b"]),
-            (H_DUE, [b"-5", b"0", b"99999999999999999999", b"abc", str(now_ms() + 200).encode()]),
-            (H_PARTITION, [b"-1", b"0", b"99", b"x"]),
+            (H_DELAY_TARGET, [b"fz-a", b"", b"__consumer_offsets", b"nope", b"fz-b"]),
+            (H_DELAY_DUE, [b"-5", b"0", b"99999999999999999999", b"abc", str(now_ms() + 200).encode()]),
+            (H_DELAY_PARTITION, [b"-1", b"0", b"99", b"x"]),
             (H_HALF_TARGET, [b"fz-a", b"__transaction_state", b""]),
-            (H_GROUP, [b"fz-g0", b"", b"x" * 5000]),
+            (H_HALF_GROUP, [b"fz-g0", b"", b"x" * 5000]),
         )
         if rng.random() < 0.6
     ]

@@ -241,7 +241,14 @@ def test_produce_with_delay_arrives_no_earlier(tidemq):
 
 
 def test_dlq_list_and_replay(tidemq, cluster):
-    from client.processor import H_ATTEMPT, H_DLQ_ERROR, H_DLQ_TIME, H_ORIGIN_OFFSET, H_ORIGIN_PARTITION, H_ORIGIN_TOPIC
+    from client.conventions import (
+        H_ATTEMPT,
+        H_DLQ_ERROR,
+        H_DLQ_TIME,
+        H_ORIGIN_OFFSET,
+        H_ORIGIN_PARTITION,
+        H_ORIGIN_TOPIC,
+    )
 
     assert tidemq("topic", "create", "work").code == 0
     assert tidemq("topic", "create", "crew.dlq").code == 0

@@ -6,8 +6,8 @@ import pytest
 import trio
 
 from client import Admin, Producer
+from client.conventions import HALF_TOPIC
 from client.errors import InvalidConfigError, InvalidRequestError
-from client.half import HALF_TOPIC
 from tests.cluster import local_cluster, read_all
 
 

@@ -8,8 +8,8 @@ from functools import partial
 import trio
 
 from client import Admin, Consumer, Producer
+from client.conventions import H_ATTEMPT, H_DLQ_ERROR, H_DLQ_TIME, H_ORIGIN_OFFSET, H_ORIGIN_TOPIC
 from client.dlq import list_dead_letters, replay_dead_letters
-from client.processor import H_ATTEMPT, H_DLQ_ERROR, H_DLQ_TIME, H_ORIGIN_OFFSET, H_ORIGIN_TOPIC
 from tests.cluster import local_cluster
 
 LADDER = [100, 500, 1000]

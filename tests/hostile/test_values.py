@@ -11,7 +11,7 @@ import trio
 from crc32c import crc32c
 
 from client.cluster import ClusterClient
-from client.delay import H_DUE, H_TARGET, tier_name
+from client.conventions import H_DELAY_DUE, H_DELAY_TARGET, HALF_TOPIC, tier_name
 from client.errors import (
     CorruptBatchError,
     InvalidConfigError,
@@ -19,7 +19,6 @@ from client.errors import (
     InvalidTimestampError,
     UnsupportedCompressionError,
 )
-from client.half import HALF_TOPIC
 from client.protocol import CreateTopic, Produce
 from segments import Compression, build_batch
 from segments.batch import ATTRIBUTES_OFFSET, CRC_OFFSET, HEADER_SIZE
@@ -76,10 +75,14 @@ async def test_clocks_and_delays_far_off_are_refused(cluster):
             await produce(client, "clock", build_batch([(None, b"x", (), year_9999)]))
         tier = tier_name(100)
         with pytest.raises(InvalidTimestampError):
-            await produce(client, tier, build_batch([(None, b"x", ((H_TARGET, b"clock"), (H_DUE, b"1")), year_9999)]))
+            await produce(
+                client, tier, build_batch([(None, b"x", ((H_DELAY_TARGET, b"clock"), (H_DELAY_DUE, b"1")), year_9999)])
+            )
         with pytest.raises(InvalidRequestError, match="due time"):
             await produce(
-                client, tier, build_batch([(None, b"x", ((H_TARGET, b"clock"), (H_DUE, str(year_9999).encode())), now)])
+                client,
+                tier,
+                build_batch([(None, b"x", ((H_DELAY_TARGET, b"clock"), (H_DELAY_DUE, str(year_9999).encode())), now)]),
             )
         with pytest.raises(InvalidRequestError, match="needs"):
             await produce(client, tier, build_batch([(None, b"x", (), now)]))
@@ -87,7 +90,9 @@ async def test_clocks_and_delays_far_off_are_refused(cluster):
             await produce(
                 client,
                 tier,
-                build_batch([(None, b"x", ((H_TARGET, b"__consumer_offsets"), (H_DUE, str(now).encode())), now)]),
+                build_batch(
+                    [(None, b"x", ((H_DELAY_TARGET, b"__consumer_offsets"), (H_DELAY_DUE, str(now).encode())), now)]
+                ),
             )
     await assert_unharmed(cluster)
 

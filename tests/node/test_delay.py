@@ -6,7 +6,7 @@ import time
 import trio
 
 from client import Admin, Consumer, Producer
-from client.delay import DELAY_HEADERS, pick_tier, tier_name
+from client.conventions import DELAY_HEADERS, pick_tier, tier_name
 from tests.cluster import local_cluster
 
 LADDER = [500, 1000, 2000]

@@ -41,8 +41,8 @@ import trio
 
 from client import Consumer, Message, Producer
 from client.cluster import ClusterClient
+from client.conventions import dead_letter_topic
 from client.errors import TideMQError
-from client.processor import dead_letter_topic
 from client.protocol import GroupHeartbeat
 from scripts.chaoslib.history import describe_error, text
 from scripts.chaoslib.workloads.base import Context, read_final_logs

@@ -1,0 +1,76 @@
+"""The names both sides of the wire agree on: internal topics, the delay ladder, and the
+headers TideMQ writes into messages.
+
+Clients write these and nodes read them (or the other way round), so they live in one
+module that both import, as Kafka's broker imports its `clients` module: a rename
+cannot drift apart on one side. What only one side needs stays with it.
+"""
+
+from __future__ import annotations
+
+from client.partitioner import partition_for_key
+
+# -- internal topics ---------------------------------------------------------------------------
+
+OFFSETS_TOPIC = "__consumer_offsets"  # committed offsets and group membership
+TXN_TOPIC = "__transaction_state"  # transactional ids, epochs and states
+HALF_TOPIC = "__half_messages"  # half messages awaiting their producer's decision
+
+# -- delayed delivery (see client/delay.py) ------------------------------------------------------
+
+DEFAULT_TIERS_MS = (100, 500, 1_000, 5_000, 30_000, 120_000, 600_000, 3_600_000, 21_600_000, 86_400_000)
+TIER_PREFIX = "__delay_"
+TIER_CONFIG = "delay.ms"
+MAX_DELAY_MS = 366 * 86_400_000  # the furthest a message may be delayed (brokers refuse beyond)
+H_DELAY_TARGET = "tidemq.delay.target"
+H_DELAY_PARTITION = "tidemq.delay.partition"
+H_DELAY_DUE = "tidemq.delay.due"
+DELAY_HEADERS = (H_DELAY_TARGET, H_DELAY_PARTITION, H_DELAY_DUE)
+
+
+def tier_name(ms: int) -> str:
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
+        if ms % size == 0:
+            return f"{TIER_PREFIX}{ms // size}{unit}"
+    return f"{TIER_PREFIX}{ms}ms"
+
+
+def pick_tier(tiers_ms: list[int] | tuple[int, ...], remaining_ms: int) -> int:
+    """The largest tier no longer than what remains (the smallest if none is)."""
+    fitting = [t for t in tiers_ms if t <= remaining_ms]
+    return max(fitting) if fitting else min(tiers_ms)
+
+
+# -- half messages (see client/half.py) ----------------------------------------------------------
+
+H_HALF_TARGET = "tidemq.half.target"
+H_HALF_PARTITION = "tidemq.half.partition"
+H_HALF_GROUP = "tidemq.half.group"
+H_HALF_CHECK_AFTER = "tidemq.half.check_after_ms"
+H_HALF_MAX_CHECKS = "tidemq.half.max_checks"
+HALF_HEADERS = (H_HALF_TARGET, H_HALF_PARTITION, H_HALF_GROUP, H_HALF_CHECK_AFTER, H_HALF_MAX_CHECKS)
+MAX_GROUP_NAME = 255  # of a producer group
+
+
+def half_partition(producer_group: str, partitions: int) -> int:
+    """The `__half_messages` partition (and so the coordinator) of a producer group."""
+    return partition_for_key(producer_group.encode(), partitions)
+
+
+# -- retries and dead letters (see client/processor.py) ------------------------------------------
+
+H_ATTEMPT = "tidemq.attempt"
+H_ORIGIN_TOPIC = "tidemq.origin.topic"
+H_ORIGIN_PARTITION = "tidemq.origin.partition"
+H_ORIGIN_OFFSET = "tidemq.origin.offset"
+H_DLQ_ERROR = "tidemq.dlq.error"
+H_DLQ_TIME = "tidemq.dlq.time"
+H_INSTANCE = "tidemq.instance"  # the broadcast instance a retry or dead letter belongs to
+
+
+def retry_topic(group: str) -> str:
+    return f"{group}.retry"
+
+
+def dead_letter_topic(group: str) -> str:
+    return f"{group}.dlq"
