@@ -5,5 +5,6 @@ from client.admin import Admin
 from client.consumer import Consumer, Message
 from client.errors import TideMQError
 from client.producer import Producer, RecordMetadata
+from client.records import GroupMetadata
 
-__all__ = ["Admin", "Consumer", "Message", "Producer", "RecordMetadata", "TideMQError"]
+__all__ = ["Admin", "Consumer", "GroupMetadata", "Message", "Producer", "RecordMetadata", "TideMQError"]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
@@ -39,7 +39,6 @@ from client import processor
 from client.cluster import ClusterClient
 from client.errors import (
     CorruptBatchError,
-    IllegalGenerationError,
     InvalidConfigError,
     OffsetOutOfRangeError,
     TideMQError,
@@ -57,7 +56,7 @@ from client.protocol import (
     FetchPartition,
     ListOffsets,
 )
-from client.records import Message
+from client.records import GroupMetadata, Message
 from segments.batch import decode_records, iter_batches
 from segments.errors import SegmentError
 
@@ -159,19 +158,17 @@ class Consumer:
         """(member id, current member epoch) in the group; None outside group membership."""
         return None if self._member is None else (self._member.member_id, self._member.member_epoch)
 
-    def membership_for(self, partitions: Iterable[TopicPartition]) -> tuple[str, dict[TopicPartition, int]] | None:
-        """(member id, the member epoch each partition was assigned at) for a
-        transaction's `send_offsets`, which the group checks (KIP-447); None outside group
-        membership. Raises IllegalGenerationError for a partition it does not hold now."""
+    def group_metadata(self) -> GroupMetadata:
+        """This consumer's group, membership and the epoch each partition it holds was
+        assigned at, for a transactional producer's `send_offsets` (the group checks them,
+        KIP-447). A consumer that commits without joining (manual assignment) is no
+        member: its offsets go unchecked, as Kafka's do."""
+        if self.group is None:
+            raise InvalidConfigError("only a consumer in a group has group metadata: Consumer(..., group='name')")
         if self._member is None:
-            return None
-        epochs = {}
-        for tp in partitions:
-            state = self._assigned.get(tp)
-            if state is None or state.revoked:
-                raise IllegalGenerationError(f"{tp[0]}-{tp[1]} is not assigned to this consumer (any more)")
-            epochs[tp] = state.epoch
-        return self._member.member_id, epochs
+            return GroupMetadata(self.group)
+        epochs = {tp: s.epoch for tp, s in self._assigned.items() if not s.revoked}
+        return GroupMetadata(self.group, self._member.member_id, epochs)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, AsyncExitStack
 from typing import Any, NamedTuple, Protocol
 
@@ -58,7 +58,7 @@ from client.errors import (
 )
 from client.producer import Producer
 from client.protocol import CreateTopic
-from client.records import Message
+from client.records import GroupMetadata, Message
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,7 @@ class Source(Protocol):
 
     def commit_points(self) -> dict[tuple[str, int], int]: ...
 
-    def membership_for(
-        self, partitions: Iterable[tuple[str, int]]
-    ) -> tuple[str, dict[tuple[str, int], int]] | None: ...
+    def group_metadata(self) -> GroupMetadata: ...
 
 
 async def run(

@@ -50,7 +50,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from typing import Protocol
@@ -77,6 +77,7 @@ from client.conventions import (
 from client.delay import due_ms as delay_due_ms
 from client.errors import (
     ConnectionClosedError,
+    IllegalGenerationError,
     InvalidConfigError,
     InvalidTxnStateError,
     MessageTooLargeError,
@@ -113,7 +114,7 @@ from client.protocol import (
     TopicPartition,
     TxnOffsetCommit,
 )
-from client.records import RecordMetadata
+from client.records import GroupMetadata, RecordMetadata
 from segments.batch import build_batch
 from segments.compression import Compression
 
@@ -121,17 +122,12 @@ log = logging.getLogger(__name__)
 
 
 class GroupPosition(Protocol):
-    """What `send_offsets` needs of a consumer (a `Consumer` is one): its group, where
-    it stands, and its membership for the group's KIP-447 check."""
-
-    @property
-    def group(self) -> str | None: ...
+    """What `send_offsets` may take instead of a `GroupMetadata` value (a `Consumer` is
+    one): where it stands in its group, and its group metadata."""
 
     def commit_points(self) -> dict[tuple[str, int], int]: ...
 
-    def membership_for(
-        self, partitions: Iterable[tuple[str, int]]
-    ) -> tuple[str, dict[tuple[str, int], int]] | None: ...
+    def group_metadata(self) -> GroupMetadata: ...
 
 
 Headers = Mapping[str, bytes | None] | Sequence[tuple[str, bytes | None]] | None
@@ -851,30 +847,41 @@ class Producer:
         self._txn_count += 1
         self._txn = _Transaction(self._txn_count)
 
-    async def send_offsets(self, consumer: GroupPosition, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
-        """Commit the consumer group's offsets with this transaction: they become the
+    async def send_offsets(
+        self, consumer: GroupPosition | GroupMetadata, offsets: Mapping[tuple[str, int], int] | None = None
+    ) -> None:
+        """Commit a consumer group's offsets with this transaction: they become the
         group's committed offsets exactly when it commits, and never if it aborts.
-        By default the consumer's current commit points (what it handed out and
-        finished); `offsets` maps (topic, partition) to the next offset to consume."""
+        `consumer` is a `Consumer` (by default its current commit points: what it handed
+        out and finished) or its `group_metadata()` (then `offsets` is required);
+        `offsets` maps (topic, partition) to the next offset to consume."""
         txn = self._check_open()
-        if consumer.group is None:
-            raise InvalidConfigError("send_offsets needs a consumer in a group: Consumer(..., group='name')")
-        points = consumer.commit_points() if offsets is None else dict(offsets)
+        if isinstance(consumer, GroupMetadata):
+            if offsets is None:
+                raise InvalidConfigError("send_offsets(group_metadata, offsets): name the offsets to commit")
+            meta, points = consumer, dict(offsets)
+        else:
+            meta = consumer.group_metadata()
+            points = consumer.commit_points() if offsets is None else dict(offsets)
         if not points:
             return
         try:
-            member_id, epochs = consumer.membership_for(points) or ("", {})
             tps = sorted(points)
+            if meta.member_id:
+                stray = [tp for tp in tps if tp not in meta.assigned_epochs]
+                if stray:
+                    t, p = stray[0]
+                    raise IllegalGenerationError(f"{t}-{p} is not assigned to this consumer (any more)")
             await self._txn_request(
                 TxnOffsetCommit(
                     self._txn_id,
                     self.producer_id,
                     self.producer_epoch,
-                    consumer.group,
+                    meta.group,
                     [(t, p, points[t, p]) for t, p in tps],
                     txn.number,
-                    member_id,
-                    [epochs[tp] for tp in tps] if epochs else [],
+                    meta.member_id,
+                    [meta.assigned_epochs[tp] for tp in tps] if meta.member_id else [],
                 )
             )
         except BaseException as exc:

@@ -1,7 +1,10 @@
-"""Record-level values: where a send landed, and a message as a consumer hands it out."""
+"""Record-level values: where a send landed, a message as a consumer hands it out, and
+what a transaction needs to know of a consumer group."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 
@@ -20,3 +23,15 @@ class Message(NamedTuple):
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...]
     timestamp: int
+
+
+@dataclass(frozen=True)
+class GroupMetadata:
+    """A consumer group as a transaction sees it (Kafka's `ConsumerGroupMetadata`), from
+    `Consumer.group_metadata()`: the group, and for a member of it, its id and the member
+    epoch each partition was assigned at, so the group can refuse offsets from a member
+    that no longer holds a partition (KIP-447)."""
+
+    group: str
+    member_id: str = ""
+    assigned_epochs: Mapping[tuple[str, int], int] = field(default_factory=dict)

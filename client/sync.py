@@ -51,6 +51,7 @@ from client.half import HalfMessage as AsyncHalfMessage
 from client.producer import Delivery, Headers, RecordMetadata
 from client.producer import Producer as AsyncProducer
 from client.protocol import MetadataResponse, TopicInfo, TxnInfo
+from client.records import GroupMetadata
 
 __all__ = ["Admin", "Consumer", "Producer"]
 
@@ -365,13 +366,18 @@ class Producer(_Blocking[AsyncProducer]):
         to read_committed consumers."""
         self._call(self._async.abort)
 
-    def send_offsets(self, consumer: Consumer, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
-        """Commit the group consumer's offsets with the open transaction (by default its
-        current commit points). The points are read on the consumer's own loop: its
-        assignment changes there, and reading it from this producer's thread could race."""
-        if offsets is None:
-            offsets = consumer._call(consumer._async.commit_points)
-        self._call(self._async.send_offsets, consumer._async, offsets)
+    def send_offsets(
+        self, consumer: Consumer | GroupMetadata, offsets: Mapping[tuple[str, int], int] | None = None
+    ) -> None:
+        """Commit a group consumer's offsets with the open transaction (by default its
+        current commit points), or, given its `group_metadata()`, the `offsets` named. A
+        consumer's points and metadata are read on its own loop: its assignment changes
+        there, and reading it from this producer's thread could race."""
+        if isinstance(consumer, Consumer):
+            if offsets is None:
+                offsets = consumer._call(consumer._async.commit_points)
+            consumer = consumer.group_metadata()
+        self._call(self._async.send_offsets, consumer, offsets)
 
     @contextmanager
     def transaction(self) -> Iterator[Producer]:
@@ -434,6 +440,10 @@ class Consumer(_Blocking[AsyncConsumer]):
     def commit(self) -> None:
         """Commit the offset after the last message handed out, in every assigned partition."""
         self._call(self._async.commit)
+
+    def group_metadata(self) -> GroupMetadata:
+        """For a transactional producer's `send_offsets` (see `client.Consumer.group_metadata`)."""
+        return self._call(self._async.group_metadata)
 
     @property
     def assignment(self) -> set[tuple[str, int]]:

@@ -10,7 +10,7 @@ import trio
 from client import Admin, Consumer, Producer
 from client.cluster import ClusterClient
 from client.dlq import list_dead_letters
-from client.errors import IllegalGenerationError, ProducerFencedError
+from client.errors import IllegalGenerationError, InvalidConfigError, ProducerFencedError
 from client.partitioner import partition_for_key
 from client.protocol import (
     LATEST,
@@ -204,6 +204,35 @@ async def test_offsets_sent_with_a_transaction_commit_with_it(tmp_path):
                 await producer.abort()
                 assert await committed() == {("in", 0): done}
         assert [m.value for m in await read(c, ["out"])] == [b"0!", b"1!"]
+
+
+async def test_offsets_sent_as_group_metadata_are_checked_against_the_assignment(tmp_path):
+    """Kafka's form: `send_offsets(consumer.group_metadata(), offsets)`. The metadata
+    carries the member and the epoch of each partition it holds; offsets of a partition
+    it does not hold are refused and the transaction can only abort."""
+    async with cluster(tmp_path) as c:
+        with trio.fail_after(40):
+            await inputs(c, [b"a", b"b"])
+            async with (
+                Consumer(c.bootstrap, group="meta", topics=["in"], offset_reset="earliest") as consumer,
+                Producer(c.bootstrap, transactional_id="meta-1") as producer,
+                ClusterClient(c.bootstrap) as client,
+            ):
+                first = await consumer.__anext__()
+                meta = consumer.group_metadata()
+                assert (meta.group, set(meta.assigned_epochs)) == ("meta", {("in", 0)}) and meta.member_id
+                async with producer.transaction():
+                    await producer.send("out", first.value)
+                    await producer.send_offsets(meta, {("in", 0): first.offset + 1})
+                resp = await client.coordinator_request("meta", OffsetFetch("meta"))
+                assert [(t, p, o) for t, p, o in resp.offsets] == [("in", 0, first.offset + 1)]
+
+                await producer.begin_transaction()
+                with pytest.raises(IllegalGenerationError):
+                    await producer.send_offsets(meta, {("out", 0): 1})  # never assigned to this member
+                with pytest.raises(InvalidConfigError):
+                    await producer.send_offsets(meta)  # metadata alone names no offsets
+                await producer.abort()
 
 
 async def test_transaction_completes_after_its_coordinator_dies_between_prepare_and_markers(tmp_path):
