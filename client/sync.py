@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime
 from types import TracebackType
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import anyio
 import sniffio
@@ -44,13 +43,11 @@ from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from client.admin import Admin as AsyncAdmin
-from client.admin import HalfSurvey, TransactionSurvey
 from client.consumer import Consumer as AsyncConsumer
 from client.consumer import Message
 from client.half import HalfMessage as AsyncHalfMessage
-from client.producer import Delivery, Headers, RecordMetadata
+from client.producer import Delivery, RecordMetadata
 from client.producer import Producer as AsyncProducer
-from client.protocol import MetadataResponse, TopicInfo, TxnInfo
 from client.records import GroupMetadata
 
 __all__ = ["Admin", "Consumer", "Producer"]
@@ -196,55 +193,43 @@ def _twin_init(
     return __init__
 
 
+R = TypeVar("R")
+
+
+@overload
+def _forward(method: Callable[Concatenate[Any, P], Awaitable[R]]) -> Callable[Concatenate[Any, P], R]: ...
+@overload
+def _forward(
+    method: Callable[Concatenate[Any, P], Awaitable[R]], then: Callable[[Any, R], T]
+) -> Callable[Concatenate[Any, P], T]: ...
+def _forward(method: Callable[..., Any], then: Callable[[Any, Any], Any] | None = None) -> Callable[..., Any]:
+    """A blocking twin's method: the async method's own arguments (its signature and
+    docstring, so an option is added in one place), run on the twin's loop; `then`
+    turns the async answer into the blocking one."""
+    name = method.__name__
+
+    def call(self: Any, /, *args: Any, **kwargs: Any) -> Any:
+        result = self._call(getattr(self._async, name), *args, **kwargs)
+        return result if then is None else then(self, result)
+
+    return functools.update_wrapper(call, method)
+
+
 class Admin(_Blocking[AsyncAdmin]):
     """Blocking `client.Admin`: topics and the cluster's shape."""
 
     __init__ = _twin_init(AsyncAdmin)
 
-    def create_topic(
-        self,
-        name: str,
-        partitions: int = 1,
-        replication: int = 1,
-        configs: dict[str, str | int] | None = None,
-        *,
-        wait: bool = True,
-    ) -> TopicInfo | None:
-        """Create a topic; with `wait`, return its description once every partition has a leader."""
-        return self._call(self._async.create_topic, name, partitions, replication, configs, wait=wait)
-
-    def wait_for_leaders(self, name: str) -> TopicInfo:
-        return self._call(self._async.wait_for_leaders, name)
-
-    def delete_topic(self, name: str) -> None:
-        self._call(self._async.delete_topic, name)
-
-    def list_topics(self, internal: bool = False) -> list[str]:
-        return self._call(self._async.list_topics, internal)
-
-    def describe_topic(self, name: str) -> TopicInfo:
-        return self._call(self._async.describe_topic, name)
-
-    def describe_cluster(self) -> MetadataResponse:
-        return self._call(self._async.describe_cluster)
-
-    def describe_transaction(self, transactional_id: str) -> TxnInfo:
-        """The id's state, partitions, groups and times (see `client.Admin.describe_transaction`)."""
-        return self._call(self._async.describe_transaction, transactional_id)
-
-    def list_transactions(self, *, node_timeout: float = 3.0) -> list[TxnInfo]:
-        """Every transactional id the cluster knows (see `client.Admin.list_transactions`)."""
-        return self._call(self._async.list_transactions, node_timeout=node_timeout)
-
-    def survey_transactions(self, *, node_timeout: float = 3.0) -> TransactionSurvey:
-        return self._call(self._async.survey_transactions, node_timeout=node_timeout)
-
-    def list_halves(
-        self, producer_group: str | None = None, *, resolved: bool = False, node_timeout: float = 3.0
-    ) -> HalfSurvey:
-        """Pending (and with `resolved`, recently decided) half messages (see
-        `client.Admin.list_halves`)."""
-        return self._call(self._async.list_halves, producer_group, resolved=resolved, node_timeout=node_timeout)
+    create_topic = _forward(AsyncAdmin.create_topic)
+    wait_for_leaders = _forward(AsyncAdmin.wait_for_leaders)
+    delete_topic = _forward(AsyncAdmin.delete_topic)
+    list_topics = _forward(AsyncAdmin.list_topics)
+    describe_topic = _forward(AsyncAdmin.describe_topic)
+    describe_cluster = _forward(AsyncAdmin.describe_cluster)
+    describe_transaction = _forward(AsyncAdmin.describe_transaction)
+    list_transactions = _forward(AsyncAdmin.list_transactions)
+    survey_transactions = _forward(AsyncAdmin.survey_transactions)
+    list_halves = _forward(AsyncAdmin.list_halves)
 
 
 class Producer(_Blocking[AsyncProducer]):
@@ -264,58 +249,13 @@ class Producer(_Blocking[AsyncProducer]):
 
     __init__ = _twin_init(AsyncProducer, _adapt_checker)
 
-    def send(
-        self,
-        topic: str,
-        value: bytes | None,
-        *,
-        key: bytes | None = None,
-        headers: Headers = None,
-        partition: int | None = None,
-        timestamp: int | None = None,
-        delay: float | None = None,
-        deliver_at: datetime | float | None = None,
-    ) -> RecordMetadata:
-        """Send one message and wait until it is acknowledged (see `client.Producer.send`
-        for `delay` and `deliver_at`)."""
-        return self._call(
-            self._async.send,
-            topic,
-            value,
-            key=key,
-            headers=headers,
-            partition=partition,
-            timestamp=timestamp,
-            delay=delay,
-            deliver_at=deliver_at,
-        )
-
-    def submit(
-        self,
-        topic: str,
-        value: bytes | None,
-        *,
-        key: bytes | None = None,
-        headers: Headers = None,
-        partition: int | None = None,
-        timestamp: int | None = None,
-        delay: float | None = None,
-        deliver_at: datetime | float | None = None,
-    ) -> Future[RecordMetadata]:
-        """Queue one message and return once it is queued, with a future that resolves to
-        its RecordMetadata when acknowledged (or raises what made the send fail)."""
-        delivery: Delivery = self._call(
-            self._async.submit,
-            topic,
-            value,
-            key=key,
-            headers=headers,
-            partition=partition,
-            timestamp=timestamp,
-            delay=delay,
-            deliver_at=deliver_at,
-        )
-        return self._portal.start_task_soon(_acknowledged, delivery)
+    send = _forward(AsyncProducer.send)
+    submit = _forward(
+        AsyncProducer.submit, lambda self, delivery: self._portal.start_task_soon(_acknowledged, delivery)
+    )
+    submit.__doc__ = """Queue one message and return once it is queued, with a
+    `concurrent.futures.Future` that resolves to its RecordMetadata when acknowledged (or
+    raises what made the send fail); the arguments are `client.Producer.submit`'s."""
 
     def flush(self) -> None:
         """Wait until everything sent so far (from any thread) is acknowledged."""
@@ -323,21 +263,7 @@ class Producer(_Blocking[AsyncProducer]):
 
     # -- half messages -------------------------------------------------------------------------
 
-    def send_half(
-        self,
-        topic: str,
-        value: bytes | None,
-        *,
-        key: bytes | None = None,
-        headers: Headers = None,
-        partition: int | None = None,
-        timestamp: int | None = None,
-    ) -> HalfMessage:
-        """Store a half message, invisible until `commit()`ed (see `client.Producer.send_half`)."""
-        half = self._call(
-            self._async.send_half, topic, value, key=key, headers=headers, partition=partition, timestamp=timestamp
-        )
-        return HalfMessage(self, half)
+    send_half = _forward(AsyncProducer.send_half, lambda self, half: HalfMessage(self, half))
 
     def commit_half(self, half_id: str) -> RecordMetadata:
         return self._call(self._async.commit_half, half_id)
