@@ -1,11 +1,17 @@
 """A deterministic world for Raft cores: one seed drives everything.
 
 The simulator owns the clock (a float, 1.0 = one node tick) and an event queue
-(a heap ordered by time then sequence number). Nodes are ``RaftNode`` cores over
-``MemoryStorage``; the network drops, delays, duplicates and reorders
-messages and can be cut symmetrically or one way; nodes crash (losing the
-Ready they were persisting) and restart from their durable storage; slow nodes
-have slow disks and links. No trio, no wall clock, no global randomness: the
+(a heap ordered by time then sequence number). Nodes are ``RaftNode`` cores whose
+Readys go through the production driver (``raft.driver.ReadyDriver``): its
+coroutine suspends on each blocking storage call, the world completes the call
+after a drawn disk latency, and a crash closes the coroutine wherever it waits.
+The disks are a ``DiskKind``: the model (``raft.simdisk``, the default here) or,
+injected by ``scripts/simulate`` since raft/ imports neither node/ nor segments/,
+the node's ``LogStorage`` over a segments log on a simulated file system that
+loses unsynced data and tears writes (``node.simstorage``); a restart reopens the
+storage from what the crash left. The network drops, delays, duplicates and
+reorders messages and can be cut symmetrically or one way; slow nodes have slow
+disks and links. No trio, no wall clock, no global randomness: the
 same seed replays the same run, event for event (TigerBeetle's VOPR idea).
 
 A ``Checker`` looks at every step: at most one leader per term, log matching
