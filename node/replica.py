@@ -1,16 +1,12 @@
 """One Raft group on this node: its storage, its core, and the task that drives them.
 
 The core is pure and synchronous, so any task may call `step`, `tick` or `propose` on
-it at any time (trio runs one task at a time); it then calls `wake()`. The driver task
-turns the core's Ready into I/O, in the order Raft requires:
-
-1. write the new entries and hard state, then fsync once for all of them: everything
-   that arrived while the previous fsync ran is in this Ready, which is the group
-   commit (the fsync runs in a worker thread, so the node keeps serving meanwhile);
-2. only then send the messages (persist before send: a vote or an ack never leaves
-   before the state it promises is on disk);
-3. apply the committed entries and wake whoever waits on them;
-4. `advance`.
+it at any time (trio runs one task at a time); it then calls `wake()`. The replica's
+task hands each Ready to the shared driver (`raft.driver.ReadyDriver`: persist with a
+group-commit fsync, then send, apply, advance; the order is documented there once),
+holding the io lock for each, with the fsyncs in worker threads. What is the node's
+own stays here: waiters, the io lock, going offline on a storage error, retention and
+state-machine snapshots.
 
 Produce waiters are keyed by their entry's last offset and resolved when that offset
 commits with the same term (success) or with another term (the entry was overwritten
@@ -28,7 +24,8 @@ from sortedcontainers import SortedDict
 
 from client.errors import NotLeaderError, RequestTimeoutError, ShuttingDownError
 from node.storage import LogStorage
-from raft.core import NotLeader, ProposalDropped, RaftNode
+from raft.core import NotLeader, ProposalDropped, RaftNode, Ready
+from raft.driver import ReadyDriver
 from raft.types import Entry, Message, Role, Snapshot
 
 log = logging.getLogger(__name__)
@@ -42,6 +39,41 @@ class _Waiter:
         self.event = trio.Event()
         self.error: Exception | None = None
         self.durable_only = durable_only
+
+
+async def _in_thread(fn: Callable[..., Any], /, *args: Any) -> Any:
+    """The driver's runner: blocking storage calls (fsyncs) in a worker thread."""
+    return await trio.to_thread.run_sync(fn, *args)
+
+
+class _Host:
+    """The replica as the driver's host (a separate object, so that the driver's hook
+    names do not crowd the replica's and its subclasses' own)."""
+
+    __slots__ = ("replica",)
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+
+    def restored(self, snap: Snapshot) -> None:
+        self.replica.restore(snap)
+
+    def persisted(self, rd: Ready) -> None:
+        if rd.entries:
+            r = self.replica
+            r.durable = rd.entries[-1].last
+            r._release_durable()
+
+    def send(self, msg: Message) -> None:
+        r = self.replica
+        r._send(r.group, msg.to, msg)
+
+    def apply(self, rd: Ready) -> None:
+        self.replica._applied(rd)
+
+    def advanced(self, rd: Ready) -> None:
+        if rd.soft_state is not None:
+            self.replica.role_changed()
 
 
 class Replica:
@@ -65,7 +97,6 @@ class Replica:
         self.core = core
         self._send = send
         self._apply = apply
-        self._fsync = fsync
         self._leader_addr = leader_addr
         self._on_role_change = on_role_change
         self._on_restore = on_restore
@@ -79,7 +110,7 @@ class Replica:
         self.applied = core.log.applied
         self.applied_term = 0
         self.closed = False
-        self.fsyncs = 0
+        self.driver = ReadyDriver(core, storage, _Host(self), _in_thread, fsync=fsync)
         self.apply_errors = 0
         self.offline: OSError | None = None
 
@@ -191,30 +222,16 @@ class Replica:
                     await self.close()
                     return
 
+    @property
+    def fsyncs(self) -> int:
+        """Log fsyncs made by Readys since start (one per group commit)."""
+        return self.driver.fsyncs
+
     async def _handle_ready(self) -> None:
-        core = self.core
-        rd = core.ready()
-        if rd.snapshot is not None:
-            # The data, then the emptied log, then (by the sync below) the state naming
-            # them: a crash between any two leaves what open finishes.
-            await trio.to_thread.run_sync(self.storage.write_snapshot, rd.snapshot)
-            self.storage.install_snapshot(rd.snapshot)
-            await trio.to_thread.run_sync(self.storage.log.flush)
-            self.restore(rd.snapshot)
-        if rd.entries:
-            self.storage.append(rd.entries)
-        if rd.hard_state is not None:
-            self.storage.set_hard_state(rd.hard_state)
-        if rd.entries and self._fsync:
-            await trio.to_thread.run_sync(self.storage.sync)
-            self.fsyncs += 1
-        elif self.storage.state_dirty:  # a vote or term is durable before anyone hears of it
-            await trio.to_thread.run_sync(self.storage.sync, False)
-        if rd.entries:
-            self.durable = rd.entries[-1].last
-            self._release_durable()
-        for m in rd.messages:
-            self._send(self.group, m.to, m)
+        await self.driver.handle_ready()
+
+    def _applied(self, rd: Ready) -> None:
+        """Step 3 of the driver: apply, then release the waiters the entries resolve."""
         if rd.snapshot is not None:
             self.applied = rd.snapshot.index
         if rd.committed_entries:
@@ -226,9 +243,6 @@ class Replica:
             events, self._hw_waiters = self._hw_waiters, set()
             for ev in events:
                 ev.set()
-        core.advance(rd)
-        if rd.soft_state is not None:
-            self.role_changed()
 
     def _apply_guarded(self, entries: list[Entry]) -> None:
         """Apply committed entries one at a time; one that raises is skipped with a

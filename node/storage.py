@@ -29,7 +29,7 @@ from raft.log import RaftInvariantError
 from raft.storage import StorageError
 from raft.types import ConfState, Entry, EntryKind, HardState, Snapshot
 from segments import ControlType, Log, LogConfig, build_control_batch, control_type_of, decode_records
-from segments.checkpoint import fsync_directory
+from segments.fs import OS, FileSystem, write_all
 
 NO_TIMESTAMP = -1
 
@@ -56,19 +56,21 @@ class _State(msgspec.Struct):
     configs: list[Entry] = []
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(crc32c.crc32c(data).to_bytes(4, "big") + data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_directory(str(path.parent))
-
-
-def _read_checked(path: Path) -> bytes | None:
+def _write_atomic(fs: FileSystem, path: Path, data: bytes) -> None:
+    tmp = str(path.with_name(path.name + ".tmp"))
+    fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        raw = path.read_bytes()
+        write_all(fs, fd, crc32c.crc32c(data).to_bytes(4, "big") + data)
+        fs.fsync(fd)
+    finally:
+        fs.close(fd)
+    fs.replace(tmp, str(path))
+    fs.fsync_directory(str(path.parent))
+
+
+def _read_checked(fs: FileSystem, path: Path) -> bytes | None:
+    try:
+        raw = fs.read_file(str(path))
     except FileNotFoundError:
         return None
     if len(raw) < 4 or int.from_bytes(raw[:4], "big") != crc32c.crc32c(raw[4:]):
@@ -101,12 +103,13 @@ class LogStorage:
     """`raft.storage.Storage` over a `segments.Log`, plus the write side the node's
     driver calls for each Ready."""
 
-    def __init__(self, path: Path, log_config: LogConfig, initial: ConfState) -> None:
+    def __init__(self, path: Path, log_config: LogConfig, initial: ConfState, *, fs: FileSystem = OS) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.log = Log.open(str(self.path), log_config)
+        self.fs = fs  # the real disk, or the simulator's (scripts/simulate.py)
+        fs.makedirs(str(self.path))
+        self.log = Log.open(str(self.path), log_config, fs=fs)
         self.state_dirty = False
-        raw = _read_checked(self.path / "raft-state")
+        raw = _read_checked(self.fs, self.path / "raft-state")
         if raw is None:
             # Saved by the first Ready's sync, in a worker thread: a crash before then
             # leaves no raft-state, and this makes the same one again.
@@ -119,7 +122,7 @@ class LogStorage:
         self._finish_snapshot()
 
     def _read_snapshot(self) -> _SnapFile | None:
-        raw = _read_checked(self.path / "snapshot")
+        raw = _read_checked(self.fs, self.path / "snapshot")
         if raw is None:
             return None
         if raw.startswith(_SNAP_MAGIC):
@@ -164,7 +167,7 @@ class LogStorage:
             st.snap_index = self.log.log_start_offset - 1
 
     def _save(self) -> None:
-        _write_atomic(self.path / "raft-state", msgspec.msgpack.encode(self._state))
+        _write_atomic(self.fs, self.path / "raft-state", msgspec.msgpack.encode(self._state))
 
     # -- the read side ---------------------------------------------------------------
 
@@ -243,6 +246,10 @@ class LogStorage:
         if log:
             self.log.flush()
 
+    def flush_log(self) -> None:
+        """fsync the log's files (the driver's step after `install_snapshot`; blocking)."""
+        self.log.flush()
+
     def set_hard_state(self, hs: HardState) -> None:
         """Record the hard state; a term or vote change must be made durable by `sync`
         before any message that relies on it leaves (`state_dirty` says so)."""
@@ -256,6 +263,7 @@ class LogStorage:
         `install_snapshot` or `move_start` moves the log start past what it covers."""
         if snap.data:
             _write_atomic(
+                self.fs,
                 self.path / "snapshot",
                 _SNAP_MAGIC + msgspec.msgpack.encode(_SnapFile(snap.index, snap.term, snap.conf, snap.data)),
             )

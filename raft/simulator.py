@@ -1,11 +1,17 @@
 """A deterministic world for Raft cores: one seed drives everything.
 
 The simulator owns the clock (a float, 1.0 = one node tick) and an event queue
-(a heap ordered by time then sequence number). Nodes are ``RaftNode`` cores over
-``MemoryStorage``; the network drops, delays, duplicates and reorders
-messages and can be cut symmetrically or one way; nodes crash (losing the
-Ready they were persisting) and restart from their durable storage; slow nodes
-have slow disks and links. No trio, no wall clock, no global randomness: the
+(a heap ordered by time then sequence number). Nodes are ``RaftNode`` cores whose
+Readys go through the production driver (``raft.driver.ReadyDriver``): its
+coroutine suspends on each blocking storage call, the world completes the call
+after a drawn disk latency, and a crash closes the coroutine wherever it waits.
+The disks are a ``DiskKind``: the model (``raft.simdisk``, the default here) or,
+injected by ``scripts/simulate`` since raft/ imports neither node/ nor segments/,
+the node's ``LogStorage`` over a segments log on a simulated file system that
+loses unsynced data and tears writes (``node.simstorage``); a restart reopens the
+storage from what the crash left. The network drops, delays, duplicates and
+reorders messages and can be cut symmetrically or one way; slow nodes have slow
+disks and links. No trio, no wall clock, no global randomness: the
 same seed replays the same run, event for event (TigerBeetle's VOPR idea).
 
 A ``Checker`` looks at every step: at most one leader per term, log matching
@@ -28,21 +34,25 @@ import dataclasses
 import heapq
 import traceback
 import zlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Protocol
 
 from raft.core import Config, NotLeader, ProposalDropped, RaftNode, Ready
+from raft.driver import ReadyDriver, ReadyStorage
 from raft.simdisk import SimDisk
-from raft.storage import MemoryStorage
+from raft.storage import Storage
 from raft.types import (
     Append,
     ConfChange,
     ConfChangeOp,
     ConfState,
     Entry,
+    EntryKind,
+    HardState,
     InstallSnapshot,
     Message,
     Role,
+    Snapshot,
 )
 
 _M64 = (1 << 64) - 1
@@ -89,8 +99,82 @@ class Violation(Exception):
 
 # Event kinds, in the heap as (time, seq, kind, node, payload).
 _TICK, _DELIVER, _IO, _CONTROL, _RESTART, _CRASH = range(6)
-# The steps of persisting one Ready (an _IO event's stage).
-_CUT, _WRITE, _HARD_STATE, _FSYNC = range(4)
+
+
+class NodeStorage(Storage, ReadyStorage, Protocol):
+    """What the core reads and the driver writes: one object, as `node.storage.LogStorage` is."""
+
+
+class NodeDisk(Protocol):
+    """One simulated node's disk and the storage open on it."""
+
+    @property
+    def storage(self) -> NodeStorage: ...
+
+    def compact(self, index: int, data: bytes) -> None:
+        """Drop the log through `index` (applied), keeping `data` as the snapshot."""
+        ...
+
+    def crash(self) -> str | None:
+        """Lose what was not durable; the fault's name for the counters, or None."""
+        ...
+
+    def reopen(self) -> None:
+        """Open the storage again from what the crash left (recovery)."""
+        ...
+
+
+class DiskKind(Protocol):
+    """A kind of simulated disk: the model (`ModelDisks`) or the production storage
+    (`node.simstorage.SegmentsDisks`, injected by scripts/simulate, since raft/ imports
+    neither node/ nor segments/)."""
+
+    name: str
+
+    def open(self, node_id: int, conf: ConfState, rng: Prng) -> NodeDisk: ...
+
+    def payload(self, body: bytes, count: int) -> bytes:
+        """What a client proposes: ``count`` records carrying ``body``."""
+        ...
+
+    def canon(self, data: bytes) -> bytes:
+        """A NORMAL entry's data as the checker compares it (the log may stamp what it
+        stores with the entry's offset and term, which the entry names anyway)."""
+        ...
+
+
+class ModelDisks:
+    """The model disk (`raft.simdisk.SimDisk`): fast, any bytes as payload."""
+
+    name = "model"
+
+    def open(self, node_id: int, conf: ConfState, rng: Prng) -> NodeDisk:
+        return SimDisk(conf, rng)
+
+    def payload(self, body: bytes, count: int) -> bytes:
+        return body
+
+    def canon(self, data: bytes) -> bytes:
+        return data
+
+
+class _DiskRequest:
+    """A blocking storage call the driver awaits: the world completes it at the
+    simulated disk's pace (or never, when the node crashes first)."""
+
+    __slots__ = ("fn", "args")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+
+    def __await__(self) -> Generator[_DiskRequest, Any, Any]:
+        return (yield self)
+
+
+async def _sim_run(fn: Callable[..., Any], /, *args: Any) -> Any:
+    """The driver's runner in the simulator: suspend until the world runs the call."""
+    return await _DiskRequest(fn, args)
 
 
 @dataclasses.dataclass
@@ -112,6 +196,9 @@ class SimOptions:
     perfect: bool = False  #: no faults at all (the benchmark's world)
     trace_len: int = 60
     check: bool = True  #: run the safety checker (the benchmark turns it off)
+    #: the nodes' disks: None is the model (`ModelDisks`); scripts/simulate passes the
+    #: production storage (`node.simstorage.SegmentsDisks`) for a share of the seeds
+    disks: DiskKind | None = None
 
 
 @dataclasses.dataclass
@@ -137,8 +224,10 @@ class SimNode:
     def __init__(self, world: World, node_id: int, conf: ConfState) -> None:
         self.world = world
         self.id = node_id
-        self.disk = SimDisk(conf)
+        self.disk = world.disks.open(node_id, conf, world.rng.fork())
         self.core: RaftNode | None = None
+        self.driver: ReadyDriver | None = None
+        self.pending: Any = None  # the driver coroutine waiting on the disk
         self.incarnation = 0
         self.io_busy = False
         self.slow = 1.0
@@ -151,9 +240,9 @@ class SimNode:
         self.start()
 
     @property
-    def storage(self) -> MemoryStorage:
+    def storage(self) -> NodeStorage:
         """What the running core reads (writes not yet fsynced included)."""
-        return self.disk.live
+        return self.disk.storage
 
     def start(self) -> None:
         w = self.world
@@ -173,9 +262,100 @@ class SimNode:
             ),
             self.storage,
         )
+        checked = _CheckedStorage(self, self.storage, self.storage.initial_state()[0])
+        self.driver = ReadyDriver(self.core, checked, _SimHost(self), _sim_run)
         self.seen_role = Role.FOLLOWER
         self.seen_term = self.core.term
         self.io_busy = False
+        self.pending = None
+
+    def restart(self) -> None:
+        """Reopen the storage from what the crash left, then start a fresh core on it."""
+        self.disk.reopen()
+        self.start()
+
+
+class _CheckedStorage:
+    """The node's storage as the driver writes it, with the checker watching what
+    leaves the log (truncation, snapshot install) and how the hard state moves."""
+
+    def __init__(self, node: SimNode, inner: NodeStorage, hs: HardState) -> None:
+        self.node = node
+        self.inner = inner
+        self.hs = hs
+
+    @property
+    def state_dirty(self) -> bool:
+        return self.inner.state_dirty
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        st = self.inner
+        if entries and st.last_index() >= entries[0].index:
+            canon = self.node.world.canon
+            gone = st.entries(entries[0].index, st.last_index() + 1, 1 << 62)
+            self.node.world.check.removing(self.node, [canon(e) for e in gone], [canon(e) for e in entries])
+        st.append(entries)
+
+    def set_hard_state(self, hs: HardState) -> None:
+        old = self.hs
+        if hs.term < old.term or (hs.term == old.term and old.vote and hs.vote != old.vote):
+            raise Violation(f"node {self.node.id} hard state went from {old} to {hs}")
+        if hs.commit < old.commit:
+            raise Violation(f"node {self.node.id} commit went back from {old.commit} to {hs.commit}")
+        self.hs = hs
+        self.inner.set_hard_state(hs)
+
+    def sync(self, log: bool = True) -> None:
+        self.inner.sync(log)
+
+    def write_snapshot(self, snap: Snapshot) -> None:
+        self.inner.write_snapshot(snap)
+
+    def install_snapshot(self, snap: Snapshot) -> None:
+        node, st, w = self.node, self.inner, self.node.world
+        lo = max(snap.index + 1, st.first_index())
+        if lo <= st.last_index():
+            w.check.removing(node, [w.canon(e) for e in st.entries(lo, st.last_index() + 1, 1 << 62)])
+        w.check.snapshot_installed(node, snap.index, snap.term, snap.data)
+        st.install_snapshot(snap)
+        w.trace.append((w.now, "snapshot", node.id, f"installed at {snap.index}"))
+        w.snapshots += 1
+
+    def flush_log(self) -> None:
+        self.inner.flush_log()
+
+
+class _SimHost:
+    """A simulated node as the driver's host: sends go to the simulated network, and
+    the checker sees each durable Ready and each applied entry."""
+
+    def __init__(self, node: SimNode) -> None:
+        self.node = node
+
+    def restored(self, snap: Snapshot) -> None:
+        node = self.node
+        node.sm_digest = int(snap.data) if snap.data else node.sm_digest
+        node.applied = snap.index
+        node.registered_commit = max(node.registered_commit, snap.index)
+
+    def persisted(self, rd: Ready) -> None:
+        node, w = self.node, self.node.world
+        if rd.entries:
+            w.check.persisted(node, [w.canon(e) for e in rd.entries])
+        if rd.hard_state is not None:
+            leaders = [n for n in w.nodes.values() if n.core is not None and n.core.role == Role.LEADER]
+            w.check.commit_observed(node, rd.hard_state.commit, leaders)
+
+    def send(self, msg: Message) -> None:
+        self.node.world._send(msg)
+
+    def apply(self, rd: Ready) -> None:
+        node, w = self.node, self.node.world
+        for e in rd.committed_entries:
+            w.check.applied(node, w.canon(e))
+
+    def advanced(self, rd: Ready) -> None:
+        pass
 
 
 class Checker:
@@ -194,6 +374,7 @@ class Checker:
         self.committed_by_last: dict[int, int] = {}
         self.max_commit = -1
         self.digests: dict[int, int] = {}  # last offset -> state machine digest after it
+        self.canon: Callable[[Entry], Entry] = lambda e: e  # the world's (see World.canon)
 
     def leader_observed(self, node: SimNode) -> None:
         core = node.core
@@ -252,7 +433,7 @@ class Checker:
             return
         st = node.storage
         lo = max(node.registered_commit + 1, st.first_index())
-        for e in st.entries(lo, commit + 1, 1 << 62):
+        for e in map(self.canon, st.entries(lo, commit + 1, 1 << 62)):
             self.commit_entry(node, e)
             for lead in worlds_leaders:
                 core = lead.core
@@ -336,6 +517,8 @@ class World:
         self._seq = 0
         self._events: list[tuple[float, int, int, int, Any]] = []
         self.check = Checker() if self.opts.check else StateTracker()
+        self.disks: DiskKind = self.opts.disks or ModelDisks()
+        self.check.canon = self.canon
         self.nodes = {i: SimNode(self, i, conf) for i in self.ids}
         self.blocked: set[tuple[int, int]] = set()
         self.net_epoch = 0
@@ -367,6 +550,13 @@ class World:
         for i in self.ids:
             self._push(self.rng.uniform(0.0, 1.0), _TICK, i, None)
         self._push(0.5, _CONTROL, 0, None)
+
+    def canon(self, e: Entry) -> Entry:
+        """An entry as the checker compares it (see `DiskKind.canon`)."""
+        if e.kind != EntryKind.NORMAL:
+            return e
+        data = self.disks.canon(e.data)
+        return e if data is e.data else Entry(e.index, e.last, e.term, e.kind, data)
 
     # -- the event loop -----------------------------------------------------------
 
@@ -442,21 +632,18 @@ class World:
         node.core.step(m)
         self._after(node)
 
-    def _on_io(self, i: int, payload: tuple[int, Ready, int]) -> None:
-        incarnation, rd, stage = payload
+    def _on_io(self, i: int, payload: tuple[int, Any, _DiskRequest]) -> None:
+        incarnation, coro, req = payload
         node = self.nodes[i]
         if node.core is None or node.incarnation != incarnation:
             return  # crashed meanwhile: the rest of that Ready never reached the disk
-        if stage < _FSYNC:
-            self._write_stage(node, rd, stage)
-            return
-        self._finish_ready(node, rd)
+        self._drive(node, coro, req.fn(*req.args))
         self._start_ready(node)
 
     def _on_restart(self, i: int) -> None:
         node = self.nodes[i]
         if node.core is None:
-            node.start()
+            node.restart()
             self.trace.append((self.now, "restart", i, f"term={node.core.term if node.core else '?'}"))
             self._after(node)
 
@@ -476,75 +663,31 @@ class World:
             self._start_ready(node)
 
     def _start_ready(self, node: SimNode) -> None:
-        """Take Readys until one needs the (simulated) disk, which takes time."""
-        core = node.core
-        assert core is not None
+        """Hand Readys to the node's driver until one waits on the (simulated) disk."""
+        core, driver = node.core, node.driver
+        assert core is not None and driver is not None
         while not node.io_busy and core.has_ready():
-            rd = core.ready()
             node.io_busy = True
-            if rd.entries or rd.hard_state is not None or rd.snapshot is not None:
-                lo, hi = self.disk
-                latency = self.rng.uniform(lo, hi) * node.slow
-                if latency > 0:
-                    # Each step of the write lands at its own moment, so a crash can
-                    # fall between any two of them (see raft.simdisk).
-                    at = sorted(self.rng.uniform(0.0, latency) for _ in range(_FSYNC))
-                    for stage in range(_FSYNC):
-                        self._push(self.now + at[stage], _IO, node.id, (node.incarnation, rd, stage))
-                    self._push(self.now + latency, _IO, node.id, (node.incarnation, rd, _FSYNC))
-                    return
-            for stage in range(_FSYNC):
-                self._write_stage(node, rd, stage)
-            self._finish_ready(node, rd)
+            self._drive(node, driver.handle_ready(), None)
 
-    def _write_stage(self, node: SimNode, rd: Ready, stage: int) -> None:
-        """One step of persisting a Ready, as the node's LogStorage takes them."""
-        disk = node.disk
-        chk = self.check
-        if stage == _CUT:
-            s = rd.snapshot
-            if s is not None:
-                chk.removing(node, [e for e in disk.live.all_entries() if e.last > s.index])
-                chk.snapshot_installed(node, s.index, s.term, s.data)
-                disk.apply_snapshot(s)
-                node.sm_digest = int(s.data) if s.data else node.sm_digest
-                node.applied = s.index
-                node.registered_commit = max(node.registered_commit, s.index)
-                self.trace.append((self.now, "snapshot", node.id, f"installed at {s.index}"))
-                self.snapshots += 1
-            if rd.entries:
-                first = rd.entries[0].index
-                if disk.live.last_index() >= first:
-                    chk.removing(node, [e for e in disk.live.all_entries() if e.index >= first], rd.entries)
-                    disk.cut_after(first - 1)
-        elif stage == _WRITE:
-            disk.append(rd.entries)
-        elif stage == _HARD_STATE and rd.hard_state is not None:
-            old = disk.live.hard_state
-            hs = rd.hard_state
-            if hs.term < old.term or (hs.term == old.term and old.vote and hs.vote != old.vote):
-                raise Violation(f"node {node.id} hard state went from {old} to {hs}")
-            if hs.commit < old.commit:
-                raise Violation(f"node {node.id} commit went back from {old.commit} to {hs.commit}")
-            disk.set_hard_state(hs)
-
-    def _finish_ready(self, node: SimNode, rd: Ready) -> None:
-        """fsync, then send, apply and advance, checking as we go."""
-        core = node.core
-        assert core is not None
-        node.disk.sync()
-        chk = self.check
-        if rd.entries:
-            chk.persisted(node, rd.entries)
-        if rd.hard_state is not None:
-            leaders = [n for n in self.nodes.values() if n.core is not None and n.core.role == Role.LEADER]
-            chk.commit_observed(node, rd.hard_state.commit, leaders)
-        for m in rd.messages:
-            self._send(m)
-        for e in rd.committed_entries:
-            chk.applied(node, e)
-        core.advance(rd)
-        node.io_busy = False
+    def _drive(self, node: SimNode, coro: Any, value: Any) -> None:
+        """Run the driver's coroutine to its next disk call, and schedule that call's
+        completion after a drawn latency (a crash before then drops the coroutine);
+        with no latency, the call completes at once."""
+        while True:
+            try:
+                req = coro.send(value)
+            except StopIteration:
+                node.io_busy = False
+                node.pending = None
+                return
+            lo, hi = self.disk
+            latency = self.rng.uniform(lo, hi) * node.slow
+            if latency > 0:
+                node.pending = coro
+                self._push(self.now + latency, _IO, node.id, (node.incarnation, coro, req))
+                return
+            value = req.fn(*req.args)
 
     def _send(self, m: Message) -> None:
         if (m.frm, m.to) in self.blocked:
@@ -617,11 +760,12 @@ class World:
         node.core = None
         node.incarnation += 1
         node.io_busy = False
-        if node.disk.unsynced:
-            lost = node.disk.crash(keep=self.rng.randrange(0, node.disk.unsynced + 1))
-            self.faults["unsynced_lost" if lost else "unsynced_kept"] += 1
-        else:
-            node.disk.crash(keep=0)
+        if node.pending is not None:  # the Ready in flight stops where it is
+            node.pending.close()
+            node.pending = None
+        lost = node.disk.crash()
+        if lost is not None:
+            self.faults[lost] += 1
         self.faults[kind] += 1
         self.trace.append((self.now, "crash", node.id, kind))
         self._push(self.now + self.rng.uniform(3.0, 60.0), _RESTART, node.id, None)
@@ -702,8 +846,8 @@ class World:
 
     def _compact(self, node: SimNode) -> None:
         """Retention/snapshot: drop the applied prefix, keeping a digest of the state."""
-        if node.core is None or node.applied <= node.storage.first_index():
-            return
+        if node.core is None or node.io_busy or node.applied <= node.storage.first_index():
+            return  # (the node compacts between Readys, under its io lock)
         index = self.rng.randrange(node.storage.first_index(), node.applied + 1)
         # Snap down to an entry boundary.
         e = node.storage.entries(index, index + 1, 0)[0]
@@ -730,7 +874,8 @@ class World:
                 self.rng.randrange(0, 256) for _ in range(self.rng.randrange(0, 40))
             )
             try:
-                out.append(core.propose(body, self.rng.randrange(1, 6)))
+                count = self.rng.randrange(1, 6)
+                out.append(core.propose(self.disks.payload(body, count), count))
             except (NotLeader, ProposalDropped):
                 break
             self.proposals += 1
@@ -768,7 +913,7 @@ class World:
         for node in self.nodes.values():
             node.slow = 1.0
             if node.core is None:
-                node.start()
+                node.restart()
                 self._after(node)
         self.trace.append((self.now, "HEAL", 0, "network healed, all nodes up"))
 
@@ -805,7 +950,7 @@ class World:
         if lead.core is None or lead.core.role != Role.LEADER or lead.core.term != self.live_term:
             raise Violation(f"liveness: leader {self.live_leader} lost leadership after the network healed")
         waited = self.ticks - self.live_proposed_at
-        committed = all(self.check.committed.get(e.index) == e for e in self.live_props)
+        committed = all(self.check.committed.get(e.index) == self.canon(e) for e in self.live_props)
         if not committed:
             if self.ticks > self.live_commit_by:
                 raise Violation(f"liveness: proposals not committed {waited} ticks after the leader accepted them")

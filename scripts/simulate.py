@@ -1,11 +1,21 @@
 """Run the deterministic Raft simulator over many seeds (see raft/simulator.py).
 
-    scripts/simulate --seeds 10000 [--nodes K] [--start S] [--jobs J]
+    scripts/simulate --seeds 10000 [--nodes K] [--start S] [--jobs J] [--storage KIND]
     scripts/simulate --seed 1234 --trace      # replay one seed and print its trace
 
 Each seed is a whole simulated world; a failing seed replays exactly, so the
-seed number is the bug report. Prints a summary: seeds run, steps, faults
-injected by kind, violations (with the seed and the last events before each).
+seed number is the bug report. Every seed drives its cores through the production
+Ready driver (raft/driver.py). `--storage` picks the disks under it:
+
+- `segments`: the node's own `LogStorage` over a segments log on a simulated file
+  system that loses unsynced data and tears writes on a crash (node/simstorage.py);
+  about half the model's speed;
+- `model`: the fast in-memory model of that storage (raft/simdisk.py);
+- `mixed` (the default): even seeds `segments`, odd seeds `model`, so a sweep covers
+  the production path on half its seeds and the model's speed on the rest.
+
+Prints a summary: seeds run, steps, faults injected by kind, violations (with the
+seed and the last events before each).
 """
 
 from __future__ import annotations
@@ -23,18 +33,29 @@ from rich.table import Table
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from node.simstorage import SegmentsDisks  # noqa: E402
 from raft.simulator import SimOptions, SimResult, run_seed  # noqa: E402
 
-_opts = SimOptions()
+STORAGES = ("mixed", "segments", "model")
+_nodes: int | None = None
+_storage = "mixed"
 
 
-def _init(nodes: int | None) -> None:
-    global _opts
-    _opts = SimOptions(nodes=nodes)
+def storage_of(seed: int, storage: str) -> str:
+    """Which disks a seed runs on (`mixed`: even seeds the production storage)."""
+    if storage == "mixed":
+        return "segments" if seed % 2 == 0 else "model"
+    return storage
+
+
+def _init(nodes: int | None, storage: str = "mixed") -> None:
+    global _nodes, _storage
+    _nodes, _storage = nodes, storage
 
 
 def _run(seed: int) -> SimResult:
-    return run_seed(seed, _opts)
+    disks = SegmentsDisks() if storage_of(seed, _storage) == "segments" else None
+    return run_seed(seed, SimOptions(nodes=_nodes, disks=disks))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         "--nodes", type=int, choices=range(3, 8), metavar="3..7", help="nodes per world (default: drawn per seed)"
     )
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
+    ap.add_argument(
+        "--storage",
+        choices=STORAGES,
+        default="mixed",
+        help="segments: the node's LogStorage on a simulated file system; model: the in-memory model; "
+        "mixed (default): even seeds segments, odd seeds model",
+    )
     ap.add_argument("--trace", action="store_true", help="print the trace tail even when a seed passes (with --seed)")
     args = ap.parse_args(argv)
     console = Console(stderr=False)
@@ -73,11 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         task = progress.add_task("seeds", total=len(seeds), bad=0)
         jobs = max(1, min(args.jobs, len(seeds)))
         if jobs == 1:
-            _init(args.nodes)
+            _init(args.nodes, args.storage)
             results = map(_run, seeds)
             pool = None
         else:
-            pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_init, initargs=(args.nodes,))
+            pool = multiprocessing.get_context("fork").Pool(
+                jobs, initializer=_init, initargs=(args.nodes, args.storage)
+            )
             results = pool.imap_unordered(_run, seeds, chunksize=4)
         try:
             for r in results:
@@ -99,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title="Raft simulation", show_header=False)
     table.add_row("seeds run", f"{len(seeds)} (from {seeds[0]})")
     table.add_row("nodes", str(args.nodes) if args.nodes else "3..7 per seed")
+    on_segments = sum(storage_of(s, args.storage) == "segments" for s in seeds)
+    table.add_row(
+        "storage", f"{args.storage}: {on_segments} seeds on segments, {len(seeds) - on_segments} on the model"
+    )
     table.add_row("steps (events)", f"{steps:,}")
     table.add_row("faults injected", f"{sum(faults.values()):,}")
     for k, v in sorted(faults.items()):
@@ -107,12 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     table.add_row("proposals / committed offsets", f"{proposals:,} / {committed:,}")
     table.add_row("snapshots installed", f"{snapshots:,}")
     table.add_row("violations", f"[red]{len(failures)}" if failures else "[green]0")
-    table.add_row("wall time", f"{elapsed:.1f} s")
+    table.add_row("wall time", f"{elapsed:.1f} s ({len(seeds) / elapsed:.1f} seeds/s)")
     console.print(table)
 
     for r in sorted(failures, key=lambda r: r.seed)[:5]:
         console.print(f"\n[red bold]seed {r.seed}[/] ({r.nodes} nodes): {r.violation}")
-        console.print(f"replay: scripts/simulate --seed {r.seed}" + (f" --nodes {args.nodes}" if args.nodes else ""))
+        console.print(
+            f"replay: scripts/simulate --seed {r.seed} --storage {args.storage}"
+            + (f" --nodes {args.nodes}" if args.nodes else "")
+        )
         console.print("\n".join(r.trace[-25:]), markup=False, highlight=False)
     if args.seed is not None and args.trace and not failures:
         console.print("(seed passed; the trace is recorded only on failure)")

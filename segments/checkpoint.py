@@ -16,39 +16,44 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from segments.fs import OS, FileSystem, write_all
 
-def write_checkpoint(path: str, version: int, entries: Sequence[tuple[int, ...]], sync: bool = True) -> None:
+
+def write_checkpoint(
+    path: str, version: int, entries: Sequence[tuple[int, ...]], sync: bool = True, fs: FileSystem = OS
+) -> None:
     """Atomically replace `path` with `entries` under `version`; without `sync` the
     caller fsyncs the file (`fsync_file`) and its directory later."""
     lines = [str(version), str(len(entries))]
     lines.extend(" ".join(str(v) for v in entry) for entry in entries)
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="ascii") as f:
-        f.write("\n".join(lines) + "\n")
-        f.flush()
-        if sync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if sync:
-        fsync_directory(os.path.dirname(path) or ".")
-
-
-def fsync_file(path: str) -> None:
+    fd = fs.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        write_all(fs, fd, ("\n".join(lines) + "\n").encode("ascii"))
+        if sync:
+            fs.fsync(fd)
+    finally:
+        fs.close(fd)
+    fs.replace(tmp, path)
+    if sync:
+        fs.fsync_directory(os.path.dirname(path) or ".")
+
+
+def fsync_file(path: str, fs: FileSystem = OS) -> None:
+    try:
+        fd = fs.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return
     try:
-        os.fsync(fd)
+        fs.fsync(fd)
     finally:
-        os.close(fd)
+        fs.close(fd)
 
 
-def read_checkpoint(path: str, version: int, width: int) -> list[tuple[int, ...]] | None:
+def read_checkpoint(path: str, version: int, width: int, fs: FileSystem = OS) -> list[tuple[int, ...]] | None:
     """The entries of `path` (each `width` integers), or None if missing or malformed."""
     try:
-        with open(path, encoding="ascii") as f:
-            lines = f.read().splitlines()
+        lines = fs.read_file(path).decode("ascii").splitlines()
     except (FileNotFoundError, UnicodeDecodeError):
         return None
     try:
@@ -62,10 +67,6 @@ def read_checkpoint(path: str, version: int, width: int) -> list[tuple[int, ...]
     return entries
 
 
-def fsync_directory(path: str) -> None:
+def fsync_directory(path: str, fs: FileSystem = OS) -> None:
     """Make file creations, renames and deletions in `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fs.fsync_directory(path)

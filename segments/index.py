@@ -25,6 +25,8 @@ import struct
 from array import array
 from bisect import bisect_left, bisect_right
 
+from segments.fs import OS, FileSystem, write_all
+
 
 class _SparseIndex:
     """Two parallel increasing arrays persisted as fixed-size big-endian entries."""
@@ -32,9 +34,10 @@ class _SparseIndex:
     _ENTRY: struct.Struct
     _KEY_CODE: str
 
-    def __init__(self, path: str, base_offset: int) -> None:
+    def __init__(self, path: str, base_offset: int, fs: FileSystem = OS) -> None:
         self.path = path
         self.base_offset = base_offset
+        self._fs = fs
         self._keys = array(self._KEY_CODE)
         self._values = array("I")
         self._written = 0  # entries already in the file
@@ -58,8 +61,7 @@ class _SparseIndex:
 
     def _load_entries(self) -> list[tuple[int, int]] | None:
         try:
-            with open(self.path, "rb") as f:
-                data = f.read()
+            data = self._fs.read_file(self.path)
         except FileNotFoundError:
             return None
         if len(data) % self._ENTRY.size:
@@ -79,8 +81,11 @@ class _SparseIndex:
         del self._keys[keep:]
         del self._values[keep:]
         if keep < self._written:
-            with open(self.path, "r+b") as f:
-                f.truncate(keep * self._ENTRY.size)
+            fd = self._fs.open(self.path, os.O_RDWR)
+            try:
+                self._fs.ftruncate(fd, keep * self._ENTRY.size)
+            finally:
+                self._fs.close(fd)
             self._written = keep
             self._pending = bytearray()
         else:
@@ -89,25 +94,27 @@ class _SparseIndex:
     def reset(self) -> None:
         """Drop every entry and empty the file (before a rebuild)."""
         self._install([])
-        with open(self.path, "wb"):
-            pass
+        self._fs.close(self._fs.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC))
 
     def flush(self, fsync: bool) -> None:
         """Write buffered entries to the file, then fsync it if asked."""
         if not self._pending and not fsync:
             return
-        with open(self.path, "ab") as f:
+        fs = self._fs
+        fd = fs.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
             if self._pending:
-                f.write(self._pending)
+                write_all(fs, fd, self._pending)
                 self._written = len(self._keys)
                 self._pending = bytearray()
             if fsync:
-                f.flush()
-                os.fsync(f.fileno())
+                fs.fsync(fd)
+        finally:
+            fs.close(fd)
 
     def delete(self) -> None:
         try:
-            os.unlink(self.path)
+            self._fs.unlink(self.path)
         except FileNotFoundError:
             pass
 

@@ -62,6 +62,7 @@ from .errors import (
     LogClosedError,
     OffsetOutOfRangeError,
 )
+from .fs import OS, FileSystem
 from .segment import LogSegment, RecoveryResult
 from .varint import INT32_MAX
 
@@ -91,7 +92,8 @@ def _transitions(entries: list[tuple[int, int]], lo: int, hi: int) -> list[tuple
 class Log:
     """A partition log. Use `Log.open`; not thread-safe (one owner drives it)."""
 
-    def __init__(self, path: str, config: LogConfig, clock_ms: Callable[[], int]) -> None:
+    def __init__(self, path: str, config: LogConfig, clock_ms: Callable[[], int], fs: FileSystem = OS) -> None:
+        self.fs = fs
         self.path = path
         self.config = config
         self._clock_ms = clock_ms
@@ -112,21 +114,28 @@ class Log:
     # -- opening and recovery --------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str, config: LogConfig | None = None, *, clock_ms: Callable[[], int] | None = None) -> Log:
+    def open(
+        cls,
+        path: str,
+        config: LogConfig | None = None,
+        *,
+        clock_ms: Callable[[], int] | None = None,
+        fs: FileSystem = OS,
+    ) -> Log:
         """Open the log in directory `path` (created if missing), recovering it.
 
         `clock_ms` (monotonic milliseconds by default) drives the "interval" fsync
         policy only; retention takes its time as an argument.
         """
-        log = cls(path, config or LogConfig(), clock_ms or _monotonic_ms)
-        os.makedirs(path, exist_ok=True)
+        log = cls(path, config or LogConfig(), clock_ms or _monotonic_ms, fs)
+        fs.makedirs(path)
         log._load()
         return log
 
     def _load(self) -> None:
         interval = self.config.index_interval_bytes
         bases = self._scan_directory()
-        segments = [LogSegment.open(self.path, base, interval) for base in bases]
+        segments = [LogSegment.open(self.path, base, interval, self.fs) for base in bases]
         recovered: list[tuple[LogSegment, RecoveryResult]] = []
         i = 0
         while i < len(segments):
@@ -145,7 +154,7 @@ class Log:
                     segment.flush(fsync=self.config.fsync != "never")
             i += 1
 
-        start_entries = read_checkpoint(os.path.join(self.path, LOG_START_CHECKPOINT), _CHECKPOINT_VERSION, 1)
+        start_entries = read_checkpoint(os.path.join(self.path, LOG_START_CHECKPOINT), _CHECKPOINT_VERSION, 1, self.fs)
         saved_start = start_entries[0][0] if start_entries else None
         if saved_start is not None and segments and saved_start > segments[-1].next_offset:
             # Only reset_to moves the start past the end: it was interrupted; finish it.
@@ -153,7 +162,7 @@ class Log:
                 segment.delete()
             segments = []
         if not segments:
-            segments = [LogSegment.create(self.path, saved_start or 0, interval)]
+            segments = [LogSegment.create(self.path, saved_start or 0, interval, self.fs)]
         for segment in segments:
             self._add_segment(segment)
         self._pending_sync = segments[:-1]
@@ -167,10 +176,10 @@ class Log:
         be shared (the node keeps its Raft state beside the log)."""
         bases: set[int] = set()
         others: list[tuple[int, str]] = []
-        for name in os.listdir(self.path):
+        for name in self.fs.listdir(self.path):
             stem, dot, suffix = name.partition(".")
             if name in (EPOCH_CHECKPOINT + ".tmp", LOG_START_CHECKPOINT + ".tmp"):
-                os.unlink(os.path.join(self.path, name))
+                self.fs.unlink(os.path.join(self.path, name))
             elif dot and len(stem) == 20 and stem.isdigit():
                 if suffix == "log":
                     bases.add(int(stem))
@@ -178,12 +187,12 @@ class Log:
                     others.append((int(stem), name))
         for base, name in others:
             if base not in bases:
-                os.unlink(os.path.join(self.path, name))
+                self.fs.unlink(os.path.join(self.path, name))
         return sorted(bases)
 
     def _load_epochs(self, recovered: list[tuple[LogSegment, RecoveryResult]]) -> None:
         path = os.path.join(self.path, EPOCH_CHECKPOINT)
-        saved = read_checkpoint(path, _CHECKPOINT_VERSION, 2)
+        saved = read_checkpoint(path, _CHECKPOINT_VERSION, 2, self.fs)
         cache: LeaderEpochCache | None = None
         if saved is not None:
             try:
@@ -371,13 +380,13 @@ class Log:
         sealed.flush(fsync=durable)
         if not durable:
             self._pending_sync.append(sealed)
-        self._add_segment(LogSegment.create(self.path, self.next_offset, self.config.index_interval_bytes))
+        self._add_segment(LogSegment.create(self.path, self.next_offset, self.config.index_interval_bytes, self.fs))
         self._directory_changed()
 
     def _directory_changed(self) -> None:
         """A segment file was created or deleted: make that durable per the policy."""
         if self.config.fsync != "never":
-            fsync_directory(self.path)
+            fsync_directory(self.path, self.fs)
         else:
             self._dir_unsynced = True
 
@@ -394,10 +403,10 @@ class Log:
                 segment.flush(fsync=True)
         names, self._checkpoints_unsynced = self._checkpoints_unsynced, set()
         for name in names:
-            fsync_file(os.path.join(self.path, name))
+            fsync_file(os.path.join(self.path, name), self.fs)
         if self._dir_unsynced:
             self._dir_unsynced = False
-            fsync_directory(self.path)
+            fsync_directory(self.path, self.fs)
         active.sync()
         self._unsynced = False
         self._last_sync_ms = self._clock_ms()
@@ -446,7 +455,7 @@ class Log:
         the active segment, so once a flush returns the file covers what is on disk;
         after a crash before it, open rebuilds a stale or torn one from the batches)."""
         deferred = self.config.fsync == "never"
-        write_checkpoint(os.path.join(self.path, name), _CHECKPOINT_VERSION, entries, sync=not deferred)
+        write_checkpoint(os.path.join(self.path, name), _CHECKPOINT_VERSION, entries, sync=not deferred, fs=self.fs)
         if deferred:
             self._checkpoints_unsynced.add(name)
             self._dir_unsynced = True
@@ -569,7 +578,7 @@ class Log:
         for segment in list(self._segments.values()):
             segment.delete()
         self._segments.clear()
-        self._add_segment(LogSegment.create(self.path, offset, self.config.index_interval_bytes))
+        self._add_segment(LogSegment.create(self.path, offset, self.config.index_interval_bytes, self.fs))
         self._directory_changed()
         self._log_start = offset
         self._epochs.clear()

@@ -21,7 +21,7 @@ fsync policy; `segments.log.Log` decides those and calls:
 - `truncate_to(offset)`: drop every batch holding an offset >= `offset`.
 - `sync()` (data only), `flush(fsync)` (indexes too), `close()`, `delete()`.
 
-I/O is plain blocking `os.pread`/`os.writev` on a file opened O_APPEND: reads never
+I/O is plain blocking `pread`/`writev` (through `segments.fs`) on a file opened O_APPEND: reads never
 move a file position, appends always land at the end (also after a truncate), and
 there is no user-space buffer, so a read sees every completed append and a crash
 leaves at worst one torn batch at the tail for `recover()` to cut.
@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 from .batch import HEADER_SIZE, LOG_OVERHEAD, BatchHeader, parse_header, stamped_prefix, verify
 from .errors import CorruptBatchError, LogClosedError
+from .fs import OS, FileSystem
 from .index import OffsetIndex, TimeIndex
 
 _SCAN_CHUNK = 1 << 20
@@ -71,6 +72,7 @@ class _Scan:
 
     def __init__(
         self,
+        fs: FileSystem,
         fd: int,
         start: int,
         end: int,
@@ -80,6 +82,7 @@ class _Scan:
         need_body: bool,
         chunk: int = _SCAN_CHUNK,
     ) -> None:
+        self.fs = fs
         self.fd = fd
         self.start = start
         self.file_end = end
@@ -91,7 +94,7 @@ class _Scan:
         self.end = start
 
     def __iter__(self) -> Iterator[tuple[int, BatchHeader, memoryview | None]]:
-        fd, pos, file_end, chunk = self.fd, self.start, self.file_end, self.chunk
+        pread, fd, pos, file_end, chunk = self.fs.pread, self.fd, self.start, self.file_end, self.chunk
         expected = self.expected
         prev_epoch = None
         buf = b""
@@ -99,7 +102,7 @@ class _Scan:
         while pos < file_end:
             rel = pos - buf_pos
             if rel + HEADER_SIZE > len(buf):
-                buf = os.pread(fd, min(chunk, file_end - pos), pos)
+                buf = pread(fd, min(chunk, file_end - pos), pos)
                 buf_pos, rel = pos, 0
             view = None
             try:
@@ -109,7 +112,7 @@ class _Scan:
                     raise CorruptBatchError(f"torn batch at byte {pos}: {file_end - pos} of {size} bytes in the file")
                 if self.need_body:
                     if rel + size > len(buf):
-                        buf = os.pread(fd, max(size, min(chunk, file_end - pos)), pos)
+                        buf = pread(fd, max(size, min(chunk, file_end - pos)), pos)
                         buf_pos, rel = pos, 0
                     if self.check_crc:
                         verify(buf, rel)
@@ -136,15 +139,22 @@ class _Scan:
 class LogSegment:
     """One segment: a `.log` file plus `.index` and `.timeindex` beside it."""
 
-    def __init__(self, directory: str, base_offset: int, index_interval_bytes: int, fd: int) -> None:
+    def __init__(
+        self, directory: str, base_offset: int, index_interval_bytes: int, fd: int, fs: FileSystem = OS
+    ) -> None:
         self.directory = directory
+        self._fs = fs
         self.base_offset = base_offset
         self.index_interval_bytes = index_interval_bytes
         self.log_path = os.path.join(directory, segment_file_name(base_offset, ".log"))
-        self.offset_index = OffsetIndex(os.path.join(directory, segment_file_name(base_offset, ".index")), base_offset)
-        self.time_index = TimeIndex(os.path.join(directory, segment_file_name(base_offset, ".timeindex")), base_offset)
+        self.offset_index = OffsetIndex(
+            os.path.join(directory, segment_file_name(base_offset, ".index")), base_offset, fs
+        )
+        self.time_index = TimeIndex(
+            os.path.join(directory, segment_file_name(base_offset, ".timeindex")), base_offset, fs
+        )
         self._fd = fd
-        self.size = os.fstat(fd).st_size
+        self.size = fs.size(fd)
         self.next_offset = base_offset
         self.first_timestamp: int | None = None  # max timestamp of the first batch
         self.max_timestamp: int | None = None
@@ -155,21 +165,21 @@ class LogSegment:
     # -- life cycle ---------------------------------------------------------------
 
     @classmethod
-    def create(cls, directory: str, base_offset: int, index_interval_bytes: int) -> LogSegment:
+    def create(cls, directory: str, base_offset: int, index_interval_bytes: int, fs: FileSystem = OS) -> LogSegment:
         """A new empty segment (replacing any leftover files of that name)."""
         path = os.path.join(directory, segment_file_name(base_offset, ".log"))
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-        segment = cls(directory, base_offset, index_interval_bytes, fd)
+        fd = fs.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        segment = cls(directory, base_offset, index_interval_bytes, fd, fs)
         segment.offset_index.reset()
         segment.time_index.reset()
         return segment
 
     @classmethod
-    def open(cls, directory: str, base_offset: int, index_interval_bytes: int) -> LogSegment:
+    def open(cls, directory: str, base_offset: int, index_interval_bytes: int, fs: FileSystem = OS) -> LogSegment:
         """An existing segment; call `load()` or `recover()` before using it."""
         path = os.path.join(directory, segment_file_name(base_offset, ".log"))
-        fd = os.open(path, os.O_RDWR | os.O_APPEND)
-        segment = cls(directory, base_offset, index_interval_bytes, fd)
+        fd = fs.open(path, os.O_RDWR | os.O_APPEND)
+        segment = cls(directory, base_offset, index_interval_bytes, fd, fs)
         segment._dirty = True  # a previous process may have left pages unsynced
         return segment
 
@@ -193,7 +203,7 @@ class LogSegment:
             # the segment dirty again for the next sync instead of being forgotten.
             self._dirty = False
             try:
-                os.fdatasync(self._fd)
+                self._fs.fdatasync(self._fd)
             except BaseException:
                 self._dirty = True
                 raise
@@ -213,17 +223,17 @@ class LogSegment:
             return
         self.offset_index.flush(False)
         self.time_index.flush(False)
-        os.close(self._fd)
+        self._fs.close(self._fd)
         self._fd = -1
 
     def delete(self) -> None:
         """Close and remove the segment's three files."""
         if self._fd >= 0:
-            os.close(self._fd)
+            self._fs.close(self._fd)
             self._fd = -1
         for path in (self.log_path, self.offset_index.path, self.time_index.path):
             try:
-                os.unlink(path)
+                self._fs.unlink(path)
             except FileNotFoundError:
                 pass
 
@@ -241,10 +251,10 @@ class LogSegment:
         position = self.size
         parts: list[bytes | memoryview] = [stamped_prefix(header, base_offset, leader_epoch), memoryview(batch)[16:]]
         total = header.length + LOG_OVERHEAD
-        written = os.writev(self._fd, parts)
+        written = self._fs.writev(self._fd, parts)
         while written < total:  # a short write: finish it from where it stopped
             view = memoryview(b"".join(parts))[written:]
-            written += os.write(self._fd, view)
+            written += self._fs.write(self._fd, view)
         self.size = position + total
         self._dirty = True
         self._track(position, base_offset, header)
@@ -267,7 +277,7 @@ class LogSegment:
     # -- reading ------------------------------------------------------------------
 
     def _header_at(self, position: int) -> BatchHeader:
-        return parse_header(os.pread(self._fd, HEADER_SIZE, position))
+        return parse_header(self._fs.pread(self._fd, HEADER_SIZE, position))
 
     def find(self, offset: int) -> tuple[int, BatchHeader] | None:
         """(position, header) of the batch holding `offset`, None past the end."""
@@ -314,14 +324,14 @@ class LogSegment:
             boundary = self.offset_index.floor_position(limit)
             if boundary > position and limit - boundary <= max_bytes >> 3:
                 limit = boundary
-        buf = os.pread(fd, limit - position, position)
+        buf = self._fs.pread(fd, limit - position, position)
         base, length = _WALK.unpack_from(buf, 0)
         last = base + _LAST_DELTA.unpack_from(buf, _LAST_DELTA_POS)[0]
         if max_offset is not None and last >= max_offset:
             return b""
         end = length + LOG_OVERHEAD
         if end > len(buf):  # the first batch alone is larger than max_bytes
-            buf += os.pread(fd, end - len(buf), position + len(buf))
+            buf += self._fs.pread(fd, end - len(buf), position + len(buf))
         next_offset = last + 1
         total = len(buf)
         stop_walk = total - _LAST_DELTA_POS - 4
@@ -342,7 +352,7 @@ class LogSegment:
         found = self.find(offset)
         if found is None:
             return
-        scan = _Scan(self._fd, found[0], self.size, None, check_crc=False, need_body=True, chunk=chunk_bytes)
+        scan = _Scan(self._fs, self._fd, found[0], self.size, None, check_crc=False, need_body=True, chunk=chunk_bytes)
         for _pos, header, view in scan:
             assert view is not None  # need_body: always a view
             yield header, bytes(view)
@@ -351,7 +361,7 @@ class LogSegment:
         """(position, header) of each batch from file position `start`, reading only
         the headers (no CRC check)."""
         self._check_open()
-        scan = _Scan(self._fd, start, self.size, None, check_crc=False, need_body=False, chunk=HEADER_SIZE)
+        scan = _Scan(self._fs, self._fd, start, self.size, None, check_crc=False, need_body=False, chunk=HEADER_SIZE)
         return ((pos, header) for pos, header, _view in scan)
 
     def first_offset_at_or_after_time(self, timestamp: int, min_offset: int) -> int | None:
@@ -381,13 +391,13 @@ class LogSegment:
     def recover(self) -> RecoveryResult:
         """Scan and verify every batch, cut at the first bad one, rebuild the indexes."""
         self._check_open()
-        file_size = os.fstat(self._fd).st_size
+        file_size = self._fs.size(self._fd)
         self._reset_stats()
         self.offset_index.reset()
         self.time_index.reset()
         self.size = 0
         epochs: list[tuple[int, int]] = []
-        scan = _Scan(self._fd, 0, file_size, self.base_offset, check_crc=True, need_body=True)
+        scan = _Scan(self._fs, self._fd, 0, file_size, self.base_offset, check_crc=True, need_body=True)
         for position, header, _view in scan:
             self.size = position + header.size
             self._track(position, header.base_offset, header)
@@ -395,7 +405,7 @@ class LogSegment:
                 epochs.append((header.leader_epoch, header.base_offset))
         truncated = file_size - scan.end
         if truncated:
-            os.ftruncate(self._fd, scan.end)
+            self._fs.ftruncate(self._fd, scan.end)
             self._dirty = True
         self.size = scan.end
         return RecoveryResult(scan.end, truncated, scan.error, epochs)
@@ -432,7 +442,7 @@ class LogSegment:
         if last_time_entry is not None:
             self.max_timestamp = last_time_entry[0]
             self._offset_of_max_ts = self.base_offset + last_time_entry[1]
-        scan = _Scan(self._fd, start, self.size, start_offset, check_crc=check_crc, need_body=False)
+        scan = _Scan(self._fs, self._fd, start, self.size, start_offset, check_crc=check_crc, need_body=False)
         for _pos, header, _view in scan:
             if self.max_timestamp is None or header.max_timestamp > self.max_timestamp:
                 self.max_timestamp = header.max_timestamp
@@ -451,7 +461,7 @@ class LogSegment:
             return 0
         position = found[0]
         removed = self.size - position
-        os.ftruncate(self._fd, position)
+        self._fs.ftruncate(self._fd, position)
         self.size = position
         self._dirty = True
         self.offset_index.truncate_to_position(position)

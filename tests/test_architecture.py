@@ -28,6 +28,9 @@ ALLOWED = {
     },
 }
 
+# The one node module a script may import: the production storage as the simulator's disk.
+SIMULATED_STORAGE = "node.simstorage"
+
 # The circles still open, as sets of modules (none: keep it that way).
 KNOWN_CIRCLES: set[frozenset[str]] = set()
 
@@ -72,7 +75,11 @@ def test_packages_import_only_what_the_map_allows():
                     wrong.append(f"{name} imports {target}: raft/ is sans-I/O")
                 continue
             if pkg == "scripts":
-                if target.split(".")[0] == "node":
+                # Scripts start nodes as processes; the simulator's runner alone builds
+                # the node's storage on a simulated disk.
+                if target.split(".")[0] == "node" and not (
+                    name == "scripts.simulate" and target.startswith(SIMULATED_STORAGE)
+                ):
                     wrong.append(f"{name} imports {target}: scripts start nodes as processes")
                 continue
             if not any(target == a or target.startswith(a + ".") for a in ALLOWED[pkg]):

@@ -18,7 +18,9 @@ from raft import (
     RaftNode,
     Ready,
     Role,
+    Snapshot,
 )
+from raft.driver import MemoryWriter, ReadyDriver, run_now, run_sync
 
 
 def make_node(
@@ -34,17 +36,34 @@ def make_node(
     return node, st
 
 
+class _Collect:
+    """The harness as a driver host: messages are handed back in the Ready, applied
+    entries collected."""
+
+    def __init__(self, applied: list[Entry] | None) -> None:
+        self.applied = applied
+
+    def restored(self, snap: Snapshot) -> None:
+        pass
+
+    def persisted(self, rd: Ready) -> None:
+        pass
+
+    def send(self, msg: Message) -> None:
+        pass  # the caller moves rd.messages
+
+    def apply(self, rd: Ready) -> None:
+        if self.applied is not None:
+            self.applied.extend(rd.committed_entries)
+
+    def advanced(self, rd: Ready) -> None:
+        pass
+
+
 def persist(node: RaftNode, st: MemoryStorage, applied: list[Entry] | None = None) -> Ready:
-    """Do what a Ready asks (install, append, record hard state), apply, advance."""
-    rd = node.ready()
-    if rd.snapshot is not None:
-        st.apply_snapshot(rd.snapshot)
-    st.append(rd.entries)
-    if rd.hard_state is not None:
-        st.set_hard_state(rd.hard_state)
-    if applied is not None:
-        applied.extend(rd.committed_entries)
-    node.advance(rd)
+    """Handle one Ready through the shared driver (raft.driver) on a memory disk."""
+    driver = ReadyDriver(node, MemoryWriter(st), _Collect(applied), run_now)
+    rd: Ready = run_sync(driver.handle_ready())
     return rd
 
 

@@ -434,10 +434,10 @@ def test_flush_racing_a_roll_still_syncs_what_was_appended_before_it(tmp_path, m
     real_fsync_directory = log_module.fsync_directory
     raced = []
 
-    def fsync_directory_while_the_owner_appends(path):
+    def fsync_directory_while_the_owner_appends(path, *fs):
         if not raced:
             raced.append(log.append(make_batch(2, size=300), 1))  # rolls: a new active segment
-        real_fsync_directory(path)
+        real_fsync_directory(path, *fs)
 
     monkeypatch.setattr(log_module, "fsync_directory", fsync_directory_while_the_owner_appends)
     log.flush()

@@ -1,0 +1,151 @@
+"""The shared Ready driver: the order of its steps, whatever the storage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from raft import ConfState, Entry, HardState, Message, Snapshot
+from raft.core import Ready
+from raft.driver import MemoryWriter, ReadyDriver, run_now, run_sync
+
+from .harness import make_node
+
+
+class Recording(MemoryWriter):
+    """A memory storage that logs every call into a shared journal."""
+
+    def __init__(self, storage: Any, journal: list[str]) -> None:
+        super().__init__(storage)
+        self.journal = journal
+        self.dirty = False
+
+    @property
+    def state_dirty(self) -> bool:
+        return self.dirty
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        self.journal.append("append")
+        super().append(entries)
+
+    def set_hard_state(self, hs: HardState) -> None:
+        self.journal.append("hard_state")
+        self.dirty = self.dirty or (hs.term, hs.vote) != (self.memory.hard_state.term, self.memory.hard_state.vote)
+        super().set_hard_state(hs)
+
+    def sync(self, log: bool = True) -> None:
+        self.journal.append("sync" if log else "sync_state")
+        self.dirty = False
+
+
+class Host:
+    def __init__(self, journal: list[str]) -> None:
+        self.journal = journal
+        self.sent: list[Message] = []
+
+    def restored(self, snap: Snapshot) -> None:
+        self.journal.append("restored")
+
+    def persisted(self, rd: Ready) -> None:
+        self.journal.append("persisted")
+
+    def send(self, msg: Message) -> None:
+        self.journal.append("send")
+        self.sent.append(msg)
+
+    def apply(self, rd: Ready) -> None:
+        self.journal.append("apply")
+
+    def advanced(self, rd: Ready) -> None:
+        self.journal.append("advanced")
+
+
+def _driver(fsync: bool = True):
+    node, st = make_node(1, voters=(1, 2, 3), pre_vote=False)
+    journal: list[str] = []
+    host = Host(journal)
+    return node, ReadyDriver(node, Recording(st, journal), host, run_now, fsync=fsync), journal, host
+
+
+def test_a_vote_is_durable_before_the_request_leaves():
+    node, driver, journal, host = _driver()
+    node.campaign()
+    run_sync(driver.handle_ready())
+    assert host.sent, "the campaign sent no vote requests"
+    # no entries: the term and self-vote are synced without a data fsync, then sent
+    assert journal.index("sync_state") < journal.index("send")
+    assert journal[-1] == "advanced"
+
+
+def test_entries_are_fsynced_once_before_any_message_and_applied_after():
+    node, driver, journal, host = _driver()
+    node.campaign()
+    run_sync(driver.handle_ready())
+    node.step(next(iter(_grants(node))))
+    journal.clear()
+    run_sync(driver.handle_ready())  # the leader's no-op: appended, fsynced, then sent
+    assert journal[0] == "append"
+    assert journal.index("sync") < journal.index("send")
+    assert journal.count("sync") == 1 and driver.fsyncs == 1
+
+
+def test_without_fsync_entries_are_not_synced_but_a_new_term_still_is():
+    node, driver, journal, _ = _driver(fsync=False)
+    node.campaign()
+    run_sync(driver.handle_ready())
+    node.step(next(iter(_grants(node))))
+    run_sync(driver.handle_ready())
+    assert "sync" not in journal and "sync_state" in journal and driver.fsyncs == 0
+
+
+def test_a_crash_at_the_fsync_sends_nothing():
+    node, st = make_node(1, voters=(1, 2, 3), pre_vote=False)
+    journal: list[str] = []
+    host = Host(journal)
+
+    class Suspend:
+        def __await__(self):
+            yield "disk"
+
+    async def run_later(fn, *args):
+        await Suspend()
+        return fn(*args)
+
+    driver = ReadyDriver(node, Recording(st, journal), host, run_later)
+    node.campaign()
+    coro = driver.handle_ready()
+    assert coro.send(None) == "disk"  # waiting on the sync
+    coro.close()  # the machine stops
+    assert "send" not in journal and not host.sent
+
+
+def test_a_snapshot_is_written_installed_and_flushed_before_the_state_is_rebuilt():
+    node, st = make_node(2, voters=(1, 2, 3))
+    journal: list[str] = []
+
+    class Snapshots(Recording):
+        def write_snapshot(self, snap: Snapshot) -> None:
+            journal.append("write_snapshot")
+
+        def install_snapshot(self, snap: Snapshot) -> None:
+            journal.append("install_snapshot")
+            super().install_snapshot(snap)
+
+        def flush_log(self) -> None:
+            journal.append("flush_log")
+
+    from raft import InstallSnapshot
+
+    driver = ReadyDriver(node, Snapshots(st, journal), Host(journal), run_now)
+    snap = Snapshot(index=9, term=1, conf=ConfState(voters=(1, 2, 3)), data=b"state")
+    node.step(InstallSnapshot(to=2, frm=1, term=1, snapshot=snap))
+    run_sync(driver.handle_ready())
+    order = [j for j in journal if j in ("write_snapshot", "install_snapshot", "flush_log", "restored", "send")]
+    assert order == ["write_snapshot", "install_snapshot", "flush_log", "restored", "send"]
+    assert st.first_index() == 10
+
+
+def _grants(node):
+    from raft import VoteResponse
+
+    return [VoteResponse(to=1, frm=v, term=node.term, granted=True) for v in (2, 3)]
