@@ -306,28 +306,14 @@ class Replica:
             if not self.closed:
                 point = self.storage.retention_point(now_ms, self.applied)
                 if point is not None:
-                    await self._compact(point, b"")
+                    await self.storage.compact_with(_in_thread, point)
 
     async def snapshot_state(self, every: int, dump: Callable[[], bytes]) -> None:
         """Snapshot a state machine kept until overwritten (`dump()` at the applied
         index) and drop the log before it, once `every` entries piled up since the last."""
         async with self.io_lock:
             if not self.closed and self.applied - self.storage.first_index() >= every:
-                await self._compact(self.applied, dump())
-
-    async def _compact(self, index: int, data: bytes) -> None:
-        """`LogStorage.compact` with its fsyncs in a worker thread (the caller holds the
-        io lock, so no Ready moves the log meanwhile; the segments stay until the new
-        start is durable)."""
-        point = self.storage.compaction_point(index)
-        if point is None:
-            return
-        snap = Snapshot(point.index, point.term, point.conf, data)
-        if data:
-            await trio.to_thread.run_sync(self.storage.write_snapshot, snap)
-        self.storage.move_start(snap)
-        await trio.to_thread.run_sync(self.storage.sync, False)
-        self.storage.drop_compacted()
+                await self.storage.compact_with(_in_thread, self.applied, dump())  # (no Ready moves the log meanwhile)
 
     async def close(self) -> None:
         self.closed = True

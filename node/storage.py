@@ -25,6 +25,7 @@ from pathlib import Path
 import crc32c
 import msgspec
 
+from raft.driver import Runner, run_now, run_sync
 from raft.log import RaftInvariantError
 from raft.storage import StorageError
 from raft.types import ConfState, Entry, EntryKind, HardState, Snapshot
@@ -302,18 +303,23 @@ class LogStorage:
     def drop_compacted(self) -> None:
         self.log.delete_before(self._state.snap_index + 1)
 
-    def compact(self, index: int, data: bytes = b"") -> None:
-        """Drop the log through `index` (applied), recording `data` as the snapshot, all
-        in the calling thread (the node's replicas do these steps with the fsyncs in a
-        worker thread: `Replica.compact`)."""
+    async def compact_with(self, run: Runner, index: int, data: bytes = b"") -> None:
+        """Drop the log through `index` (applied), recording `data` (if any) as the
+        snapshot, each blocking step through `run` (a replica's worker thread; the
+        segments stay until the new start is durable)."""
         point = self.compaction_point(index)
         if point is None:
             return
         snap = Snapshot(point.index, point.term, point.conf, data)
-        self.write_snapshot(snap)
+        if data:
+            await run(self.write_snapshot, snap)
         self.move_start(snap)
-        self.sync(log=False)
+        await run(self.sync, False)
         self.drop_compacted()
+
+    def compact(self, index: int, data: bytes = b"") -> None:
+        """`compact_with`, all in the calling thread."""
+        run_sync(self.compact_with(run_now, index, data))
 
     def retention_point(self, now_ms: int, applied: int) -> int | None:
         """The last offset retention lets go (whole old segments by the topic's
