@@ -130,7 +130,7 @@ async def test_garbage_after_hello_closes_connection(nursery):
     addr, _ = await start(nursery)
     bad = await trio.open_tcp_stream("127.0.0.1", int(addr.split(":")[1]))
     await bad.send_all(encode_frame(0, Hello(PROTOCOL_VERSION)))
-    await bad.send_all(struct.pack(">IB", 9, PROTOCOL_VERSION) + b"\x92\x01\x92\xa3Bad\x01")
+    await bad.send_all(struct.pack(">IB", 9, PROTOCOL_VERSION) + b"\x92\x01\x92\x01\xa3Bad")  # no tag first
     with trio.fail_after(5):
         data = b""
         while chunk := await bad.receive_some(100):
