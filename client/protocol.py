@@ -686,15 +686,17 @@ def describe_range(r: tuple[int, int] | None) -> str:
 def version_notes(
     ours: Mapping[str, tuple[int, int]], theirs: Mapping[str, tuple[int, int]], me: str, them: str
 ) -> list[str]:
-    """For an operator: each of our requests the link will not speak at our newest
-    version, with both ranges ("Metadata v1 (node 3 1..2, node 1 1..1)")."""
+    """For an operator: each request the two sides speak in different ranges, with the
+    version the link will use and both ranges ("Metadata v1 (node 1 1..1, node 3 1..2)",
+    "Echo unspoken (node 1 none, node 3 1..1)")."""
     agreed = agree(ours, theirs)
+    their_ranges = dict(theirs) if theirs else {name: (1, 1) for name in ours}
     notes = []
-    for name, r in sorted(ours.items()):
-        if agreed.get(name) != r[1]:
-            their = theirs.get(name) if theirs else (1, 1)
+    for name in sorted(set(ours) | set(their_ranges)):
+        mine, their = ours.get(name), their_ranges.get(name)
+        if mine != their:
             got = f"v{agreed[name]}" if name in agreed else "unspoken"
-            notes.append(f"{name} {got} ({me} {describe_range(r)}, {them} {describe_range(their)})")
+            notes.append(f"{name} {got} ({me} {describe_range(mine)}, {them} {describe_range(their)})")
     return notes
 
 

@@ -139,7 +139,7 @@ class PeerLink:
             "link %s -> %s up; %s",
             self.node_id,
             self.peer_id,
-            "protocol versions not at our newest: " + "; ".join(notes) if notes else "same protocol versions",
+            "protocol versions differ: " + "; ".join(notes) if notes else "same protocol versions",
         )
         name = tag_of(PeerMessages)
         if name not in self.versions:

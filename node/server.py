@@ -358,8 +358,8 @@ class Server:
         )
 
     def _note_versions(self, peer: int, hello: Hello) -> None:
-        """Log, once per peer and difference, what a peer of another version will be
-        answered at (an operator's view of a rolling upgrade)."""
+        """Log, once per peer and difference, where a peer speaks other versions than
+        this node (an operator's view of a rolling upgrade)."""
         notes = tuple(version_notes(self.versions, hello.versions, f"node {self.node_id}", f"node {peer}"))
         if notes and (peer, notes) not in self._noted:
             self._noted.add((peer, notes))
