@@ -2,11 +2,16 @@
 
 A frame is `u32 length | u8 version | payload`, big-endian; `length` counts the version
 byte and the payload. The payload is a msgpack-encoded `Envelope(id, body)` where `body`
-is one of the tagged msgspec Structs below. The request id lets one connection carry many
-requests in flight; responses carry the id of their request and may arrive in any order.
+is one of the tagged msgspec Structs below, and `version` is the version of it the body is
+written at. The request id lets one connection carry many requests in flight; responses
+carry the id (and the version) of their request and may arrive in any order.
 
-The first frame on every connection is `Hello`: it names the protocol version, who is
-connecting (a client, or a peer node) and the cluster token, if the cluster has one.
+The first frame on every connection is `Hello`: it names the handshake version
+(`PROTOCOL_VERSION`), who is connecting (a client, or a peer node), the cluster token, if
+the cluster has one, and the versions of each request the sender speaks; `HelloOk`
+answers with the node's. Each request then goes at the highest version both sides speak
+(Kafka's ApiVersions, folded into the handshake). How a message evolves without breaking
+older peers: `WireMessage`, `CLIENT_VERSIONS`, and docs/architecture.md.
 
 `FrameDecoder` is sans-I/O (like h11): feed it bytes, take whole frames out. It refuses a
 length above `max_frame_bytes` before buffering anything, so a hostile 2 GB length costs
