@@ -9,9 +9,9 @@ A frame that breaks the protocol (bad length, garbage, a handshake of another ve
 Hello in time) closes that connection only; nothing else is affected. A well-formed
 request this node does not speak, at that version or at all (a newer peer's), is
 answered UNSUPPORTED_VERSION naming it and this node's range, and the connection goes
-on. Each request is read at its frame's version and answered at it (client.protocol). A handler that
-raises a `TideMQError` answers with its code; anything else is logged and answered
-with UNKNOWN, and the node keeps serving.
+on. Each request is read at its frame's version and answered at it (client.protocol).
+A handler that raises a `TideMQError` answers with its code; anything else is logged
+and answered with UNKNOWN, and the node keeps serving.
 
 A node runs two of these (Kafka's client and inter-broker listeners): the client
 listener checks the cluster token and refuses every peer Hello and broker-to-broker
