@@ -77,6 +77,19 @@ class RemoteProtocolError(ProtocolError):
     """The peer sent something the protocol does not allow (its bug or hostility)."""
 
 
+class UnknownMessageError(RemoteProtocolError):
+    """A well-formed envelope whose body is of a type this build does not know: a newer
+    peer's request. The node answers it UNSUPPORTED_VERSION and keeps the connection."""
+
+    @property
+    def request_id(self) -> int:
+        return self.details["request_id"]  # type: ignore[return-value]
+
+    @property
+    def tag(self) -> str:
+        return self.details["tag"]  # type: ignore[return-value]
+
+
 class ConnectionClosedError(TideMQError):
     """The connection went away with requests in flight; their outcome is unknown."""
 
@@ -191,7 +204,8 @@ class ProducerFencedError(TideMQError):
 
 
 class UnsupportedVersionError(TideMQError):
-    """The peer speaks another protocol version."""
+    """No version of this request (or of the handshake) is spoken by both sides: the
+    message names the request and both sides' ranges. The connection stays up."""
 
     code = ErrorCode.UNSUPPORTED_VERSION
 
@@ -299,7 +313,15 @@ _BY_CODE: dict[int, type[TideMQError]] = {
     for cls in list(globals().values())
     if isinstance(cls, type)
     and issubclass(cls, TideMQError)
-    and cls not in (TideMQError, ProtocolError, LocalProtocolError, RemoteProtocolError, ConnectionClosedError)
+    and cls
+    not in (
+        TideMQError,
+        ProtocolError,
+        LocalProtocolError,
+        RemoteProtocolError,
+        UnknownMessageError,
+        ConnectionClosedError,
+    )
 }
 
 

@@ -2,11 +2,16 @@
 
 A frame is `u32 length | u8 version | payload`, big-endian; `length` counts the version
 byte and the payload. The payload is a msgpack-encoded `Envelope(id, body)` where `body`
-is one of the tagged msgspec Structs below. The request id lets one connection carry many
-requests in flight; responses carry the id of their request and may arrive in any order.
+is one of the tagged msgspec Structs below, and `version` is the version of it the body is
+written at. The request id lets one connection carry many requests in flight; responses
+carry the id (and the version) of their request and may arrive in any order.
 
-The first frame on every connection is `Hello`: it names the protocol version, who is
-connecting (a client, or a peer node) and the cluster token, if the cluster has one.
+The first frame on every connection is `Hello`: it names the handshake version
+(`PROTOCOL_VERSION`), who is connecting (a client, or a peer node), the cluster token, if
+the cluster has one, and the versions of each request the sender speaks; `HelloOk`
+answers with the node's. Each request then goes at the highest version both sides speak
+(Kafka's ApiVersions, folded into the handshake). How a message evolves without breaking
+older peers: `WireMessage`, `CLIENT_VERSIONS`, and docs/architecture.md.
 
 `FrameDecoder` is sans-I/O (like h11): feed it bytes, take whole frames out. It refuses a
 length above `max_frame_bytes` before buffering anything, so a hostile 2 GB length costs
@@ -19,14 +24,20 @@ same frames; their bodies are defined by the broker and carried here as opaque b
 
 from __future__ import annotations
 
+import functools
 import struct
-from typing import Generic, TypeVar, cast
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Generic, TypeVar, cast, get_args
 
 import msgspec
 
-from client.errors import LocalProtocolError, RemoteProtocolError
+from client.errors import LocalProtocolError, RemoteProtocolError, UnknownMessageError
 
+#: The version of the framing and of the handshake (`Hello`, `HelloOk`, `PeerChallenge`,
+#: `PeerProof`). It changes only for a change no older node could read at all; every
+#: other change is a new version of one request (`CLIENT_VERSIONS`).
 PROTOCOL_VERSION = 1
+MAX_MESSAGE_VERSION = 255  # the frame's version byte
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 _HEADER = struct.Struct(">IB")
 HEADER_SIZE = _HEADER.size
@@ -40,7 +51,17 @@ LATEST, EARLIEST = -1, -2
 
 
 class WireMessage(msgspec.Struct, tag=True, array_like=True, omit_defaults=False):
-    """Base of every frame body: tagged by class name, encoded as a compact array."""
+    """Base of every frame body: tagged by class name, encoded as a compact array.
+
+    A message evolves only by appending fields with defaults, each named in `added` with
+    the version of its request that brought it (checked at import by `check_evolution`):
+    encoding at an older version drops those trailing fields, and an older (shorter)
+    array decodes with their defaults, while a newer (longer) one decodes with its extra
+    trailing fields ignored. So never set `forbid_unknown_fields` on a message.
+    """
+
+    #: Fields appended after version 1: name -> the version that added it.
+    added: ClassVar[Mapping[str, int]] = {}
 
 
 R = TypeVar("R", bound=WireMessage)
@@ -55,17 +76,24 @@ class Request(WireMessage, Generic[R]):
 # --- connection set-up -------------------------------------------------------------
 
 
+# The handshake is outside per-request versions: it is always sent whole at frame version
+# PROTOCOL_VERSION, and it evolves only by appending fields with defaults, which an older
+# build reads past (so a newer peer's longer Hello is still accepted).
+
+
 class Hello(WireMessage):
-    version: int
+    version: int  # PROTOCOL_VERSION
     client_id: str = ""
     token: str | None = None
     peer_node: int | None = None  # set when another broker connects (peer listener only)
     nonce: bytes | None = None  # a peer's challenge to the node it dials
+    versions: dict[str, tuple[int, int]] = {}  # the requests the sender speaks: name -> (min, max)
 
 
 class HelloOk(WireMessage):
     node_id: int
     version: int = PROTOCOL_VERSION
+    versions: dict[str, tuple[int, int]] = {}  # the requests this listener serves: name -> (min, max)
 
 
 class PeerChallenge(WireMessage):
@@ -520,13 +548,201 @@ Body = (
 )
 
 
+#: The requests a client may send, each with the versions of it this build speaks
+#: (min, max). A request's answer (its response or an `ErrorResponse`) goes back at the
+#: request's version, and so does every message nested in either. To evolve one, append
+#: the field with a default, name it in the class's `added` with the new version, raise
+#: max here and record the new version in tests/client/wire_versions.json
+#: (docs/architecture.md, "Evolving the protocol"). Bodies only nodes send each other are
+#: in `node.peerprotocol.PEER_VERSIONS`.
+CLIENT_VERSIONS: dict[str, tuple[int, int]] = {
+    "Metadata": (1, 1),
+    "CreateTopic": (1, 1),
+    "DeleteTopic": (1, 1),
+    "InitProducerId": (1, 1),
+    "Produce": (1, 1),
+    "Fetch": (1, 1),
+    "ListOffsets": (1, 1),
+    "FindCoordinator": (1, 1),
+    "GroupHeartbeat": (1, 1),
+    "OffsetCommit": (1, 1),
+    "OffsetFetch": (1, 1),
+    "ListGroups": (1, 1),
+    "DescribeGroup": (1, 1),
+    "FindTransactionCoordinator": (1, 1),
+    "AddPartitionsToTxn": (1, 1),
+    "TxnOffsetCommit": (1, 1),
+    "EndTxn": (1, 1),
+    "ListTransactions": (1, 1),
+    "DescribeTransaction": (1, 1),
+    "EndHalf": (1, 1),
+    "PollHalfChecks": (1, 1),
+    "ListHalves": (1, 1),
+}
+
+
 class Envelope(msgspec.Struct, array_like=True):
     id: int
     body: Body
 
 
+E = TypeVar("E", bound=msgspec.Struct)
+
+
+def tag_of(cls: type[WireMessage]) -> str:
+    """The name a message travels under."""
+    return str(cls.__struct_config__.tag)
+
+
+def _nested(cls: type[WireMessage]) -> set[type[WireMessage]]:
+    """Every message type reachable from `cls`'s fields, `cls` included."""
+    seen: set[type[WireMessage]] = set()
+    todo: list[Any] = [cls]
+    while todo:
+        t = todo.pop()
+        if isinstance(t, type) and issubclass(t, WireMessage):
+            if t in seen:
+                continue
+            seen.add(t)
+            todo.extend(f.type for f in msgspec.structs.fields(t))
+        else:
+            todo.extend(get_args(t))
+    return seen
+
+
+@functools.cache
+def newest(cls: type[WireMessage]) -> int:
+    """The highest version any field of `cls`, or of a message inside it, was added at:
+    at or above it a message encodes whole."""
+    return max([1, *(v for t in _nested(cls) for v in t.added.values())])
+
+
+@functools.cache
+def fields_at(cls: type[WireMessage], version: int) -> tuple[str, ...]:
+    """The fields of `cls` a speaker of `version` knows: all but those added later."""
+    return tuple(name for name in cls.__struct_fields__ if cls.added.get(name, 1) <= version)
+
+
+def _as_of(value: object, version: int) -> object:
+    """`value` as plain data at `version`: every message is cut to its fields of then."""
+    if isinstance(value, WireMessage):
+        cls = type(value)
+        return [tag_of(cls), *(_as_of(getattr(value, name), version) for name in fields_at(cls, version))]
+    if isinstance(value, (list, tuple)):
+        return [_as_of(v, version) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_of(v, version) for k, v in value.items()}
+    return value
+
+
+def at_version(body: R, version: int) -> R:
+    """`body` as a speaker of `version` could have sent it: fields added later hold their
+    defaults (what the receiver of a frame at that version decodes, whatever trailing
+    fields a careless sender put beyond it)."""
+    if version >= newest(type(body)):
+        return body
+    return msgspec.msgpack.decode(_encoder.encode(_as_of(body, version)), type=type(body))
+
+
+def check_evolution(messages: Iterable[type[WireMessage]]) -> None:
+    """Refuse (TypeError, at import) a message that breaks the evolution rule: the fields
+    in `added` must be its last fields, in the order of their versions (each above 1),
+    each with a default; and no message may forbid unknown fields, or a newer peer's
+    longer message would be refused."""
+    for cls in {t for m in messages for t in _nested(m)}:
+        names = cls.__struct_fields__
+        later = names[len(names) - len(cls.added) :] if cls.added else ()
+        versions = [cls.added.get(n, 0) for n in later]
+        if (
+            set(later) != set(cls.added)
+            or versions != sorted(versions)
+            or min(versions, default=2) < 2
+            or len(cls.added) > len(cls.__struct_defaults__)
+        ):
+            raise TypeError(
+                f"{cls.__name__}: fields added after version 1 ({dict(cls.added)}) must be its last "
+                f"fields, in version order, each with a default"
+            )
+        if cls.__struct_config__.forbid_unknown_fields:
+            raise TypeError(f"{cls.__name__}: a wire message must read past fields a newer peer appends")
+
+
+check_evolution(get_args(Body))
+
+
+def agree(ours: Mapping[str, tuple[int, int]], theirs: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+    """name -> the highest version both sides speak, for every request of ours the other
+    side speaks in an overlapping range. Empty `theirs` is a peer from before versions
+    were negotiated: it speaks every request at version 1. Ranges that make no sense
+    (min above max, below 1) overlap nothing."""
+    out: dict[str, int] = {}
+    for name, (lo, hi) in ours.items():
+        their_lo, their_hi = theirs.get(name, (0, -1)) if theirs else (1, 1)
+        top = min(hi, their_hi)
+        if top >= max(lo, their_lo, 1):
+            out[name] = top
+    return out
+
+
+def describe_range(r: tuple[int, int] | None) -> str:
+    return "none" if r is None else f"{r[0]}..{r[1]}"
+
+
+def version_notes(
+    ours: Mapping[str, tuple[int, int]], theirs: Mapping[str, tuple[int, int]], me: str, them: str
+) -> list[str]:
+    """For an operator: each request the two sides speak in different ranges, with the
+    version the link will use and both ranges ("Metadata v1 (node 1 1..1, node 3 1..2)",
+    "Echo unspoken (node 1 none, node 3 1..1)")."""
+    agreed = agree(ours, theirs)
+    their_ranges = dict(theirs) if theirs else {name: (1, 1) for name in ours}
+    notes = []
+    for name in sorted(set(ours) | set(their_ranges)):
+        mine, their = ours.get(name), their_ranges.get(name)
+        if mine != their:
+            got = f"v{agreed[name]}" if name in agreed else "unspoken"
+            notes.append(f"{name} {got} ({me} {describe_range(mine)}, {them} {describe_range(their)})")
+    return notes
+
+
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Envelope)
+_peek = msgspec.msgpack.Decoder(list[Any])
+
+
+class EnvelopeDecoder(Generic[E]):
+    """Decodes a frame's payload into `envelope`; a well-formed envelope of a message this
+    build does not know (a newer peer's request) raises `UnknownMessageError` with its id
+    and tag, so the receiver can answer it and keep the connection."""
+
+    def __init__(self, envelope: type[E]) -> None:
+        self._decoder = msgspec.msgpack.Decoder(envelope)
+        body = {f.name: f.type for f in msgspec.structs.fields(envelope)}["body"]
+        self.tags = frozenset(tag_of(cls) for cls in get_args(body))
+
+    def decode(self, payload: bytes | memoryview) -> E:
+        try:
+            return self._decoder.decode(payload)
+        except msgspec.DecodeError as exc:
+            try:
+                env = _peek.decode(payload)
+            except msgspec.DecodeError:
+                env = []
+            tagged = (
+                len(env) >= 2
+                and isinstance(env[0], int)
+                and isinstance(env[1], list)
+                and bool(env[1])
+                and isinstance(env[1][0], str)
+            )
+            if not tagged:
+                raise RemoteProtocolError(f"malformed frame payload: {exc}") from exc
+            tag = env[1][0][:100]
+            if tag not in self.tags:
+                raise UnknownMessageError(f"unknown message {tag!r}", request_id=env[0], tag=tag) from exc
+            raise RemoteProtocolError(f"malformed {tag}: {exc}", tag=tag) from exc
+
+
+_decoder = EnvelopeDecoder(Envelope)
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -538,22 +754,26 @@ def split_addr(addr: str) -> tuple[str, int]:
 
 
 def encode_frame(request_id: int, body: object, version: int = PROTOCOL_VERSION) -> bytes:
-    """One whole frame, ready to write."""
+    """One whole frame carrying `body` at `version` (fields added later are left out);
+    the frame's version byte says which, so the receiver reads it at that version."""
     if not isinstance(body, WireMessage):
         raise LocalProtocolError(f"{type(body).__name__} is not a message of the protocol")
+    if not 1 <= version <= MAX_MESSAGE_VERSION:
+        raise LocalProtocolError(f"message version {version} outside 1..{MAX_MESSAGE_VERSION}")
     try:
-        payload = _encoder.encode(Envelope(request_id, cast(Body, body)))
+        if version >= newest(type(body)):
+            payload = _encoder.encode(Envelope(request_id, cast(Body, body)))
+        else:
+            payload = _encoder.encode([request_id, _as_of(body, version)])
     except (TypeError, ValueError, OverflowError) as exc:
         raise LocalProtocolError(f"cannot encode {type(body).__name__}: {exc}") from exc
     return _HEADER.pack(len(payload) + 1, version) + payload
 
 
 def decode_payload(payload: bytes | memoryview) -> Envelope:
-    """The envelope in one frame's payload; `RemoteProtocolError` if it is not one."""
-    try:
-        return _decoder.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise RemoteProtocolError(f"malformed frame payload: {exc}") from exc
+    """The envelope in one frame's payload; `RemoteProtocolError` if it is not one
+    (`UnknownMessageError` if it is one of a message this build does not know)."""
+    return _decoder.decode(payload)
 
 
 class FrameDecoder:
@@ -578,7 +798,8 @@ class FrameDecoder:
         return len(self._buf) - self._pos
 
     def next_frame(self) -> tuple[int, bytes] | None:
-        """(version, payload) of the next whole frame, or None if more bytes are needed."""
+        """(version, payload) of the next whole frame, or None if more bytes are needed.
+        Whether the body's type is spoken at that version is the receiver's to judge."""
         if self.buffered < HEADER_SIZE:
             return None
         length, version = _HEADER.unpack_from(self._buf, self._pos)
@@ -586,8 +807,8 @@ class FrameDecoder:
             raise RemoteProtocolError(
                 f"frame length {length} outside 1..{self.max_frame_bytes + 1}; closing the connection"
             )
-        if version != PROTOCOL_VERSION:
-            raise RemoteProtocolError(f"unsupported protocol version {version} (this node speaks {PROTOCOL_VERSION})")
+        if version < 1:
+            raise RemoteProtocolError("frame version 0: message versions start at 1; closing the connection")
         end = self._pos + 4 + length
         if len(self._buf) < end:
             return None

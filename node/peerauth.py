@@ -22,6 +22,7 @@ import secrets
 
 from client.errors import AuthFailedError
 from client.protocol import PROTOCOL_VERSION, Hello, PeerChallenge
+from node.peerprotocol import NODE_VERSIONS
 
 NONCE_BYTES = 32
 MIN_SECRET_CHARS = 16
@@ -49,7 +50,14 @@ class PeerCredential:
     # -- dialing another node -----------------------------------------------------------
 
     def hello(self, client_id: str) -> Hello:
-        return Hello(PROTOCOL_VERSION, client_id, None, peer_node=self.node_id, nonce=secrets.token_bytes(NONCE_BYTES))
+        return Hello(
+            PROTOCOL_VERSION,
+            client_id,
+            None,
+            peer_node=self.node_id,
+            nonce=secrets.token_bytes(NONCE_BYTES),
+            versions=NODE_VERSIONS,
+        )
 
     def prove(self, hello: Hello, challenge: PeerChallenge) -> bytes:
         assert hello.nonce is not None

@@ -5,14 +5,27 @@ The frames and the envelope are the client protocol's (`client.protocol`); these
 extend it. A client library never builds or decodes them, and the client listener
 refuses every one of them (`PEER_ONLY`) with `CLUSTER_AUTHORIZATION_FAILED`. On the wire
 a body is tagged by its class name, so moving these here changed no byte.
+
+They are versioned like the client's requests (`client.protocol.CLIENT_VERSIONS`), in
+`PEER_VERSIONS`; a node's peer listener serves, and its peer Hello offers, both.
 """
 
 from __future__ import annotations
 
+from typing import get_args
+
 import msgspec
 
-from client.errors import RemoteProtocolError
-from client.protocol import Body, Ok, Request, TopicPartition, WireMessage
+from client.protocol import (
+    CLIENT_VERSIONS,
+    Body,
+    EnvelopeDecoder,
+    Ok,
+    Request,
+    TopicPartition,
+    WireMessage,
+    check_evolution,
+)
 
 
 class PendTxnOffsets(Request[Ok]):
@@ -59,6 +72,19 @@ class PeerMessages(WireMessage):
 
 PEER_ONLY = (PeerMessages, WriteTxnMarker, PendTxnOffsets, EndTxnOffsets)
 
+#: What nodes send only each other, with the versions this build speaks (min, max); the
+#: rule is `CLIENT_VERSIONS`'s. `PeerMessages` is answered by nothing: its version is the
+#: one the link agreed on.
+PEER_VERSIONS: dict[str, tuple[int, int]] = {
+    "PeerMessages": (1, 1),
+    "WriteTxnMarker": (1, 1),
+    "PendTxnOffsets": (1, 1),
+    "EndTxnOffsets": (1, 1),
+}
+
+#: Everything a node speaks: what its peer listener serves and its peer Hello offers.
+NODE_VERSIONS: dict[str, tuple[int, int]] = {**CLIENT_VERSIONS, **PEER_VERSIONS}
+
 NodeBody = Body | PendTxnOffsets | EndTxnOffsets | WriteTxnMarker | PeerMessages
 
 
@@ -69,13 +95,11 @@ class NodeEnvelope(msgspec.Struct, array_like=True):
     body: NodeBody
 
 
-_decoder = msgspec.msgpack.Decoder(NodeEnvelope)
+check_evolution(get_args(NodeBody))
+_decoder = EnvelopeDecoder(NodeEnvelope)
 
 
 def decode_node_payload(payload: bytes | memoryview) -> NodeEnvelope:
     """The envelope in one frame's payload, as a node reads it; `RemoteProtocolError`
-    if it is not one."""
-    try:
-        return _decoder.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise RemoteProtocolError(f"malformed frame payload: {exc}") from exc
+    if it is not one (`UnknownMessageError`, answerable, for a type this build lacks)."""
+    return _decoder.decode(payload)

@@ -10,6 +10,11 @@ peer's outbox and returns. The link task drains the whole outbox into one frame 
 write (so a tick's heartbeats for a thousand groups travel as one frame), reconnects
 with capped exponential backoff, and drops the outbox while the peer is unreachable
 rather than growing without bound: Raft will resend what matters.
+
+The handshake negotiates versions as a client's does (client.connection): the link's
+Hello offers this node's ranges, the peer's HelloOk answers its own, and `PeerMessages`
+goes at the highest version both speak (`PeerLink.versions`). Where the two nodes differ
+(a rolling upgrade), the link says so in the log when it comes up.
 """
 
 from __future__ import annotations
@@ -20,15 +25,19 @@ from collections.abc import Callable
 
 import trio
 
-from client.errors import AuthFailedError, RemoteProtocolError, TideMQError, error_for
+from client.errors import AuthFailedError, RemoteProtocolError, TideMQError, UnsupportedVersionError, error_for
 from client.protocol import (
     ErrorResponse,
     FrameDecoder,
     HelloOk,
     PeerChallenge,
     PeerProof,
+    agree,
     decode_payload,
+    describe_range,
     encode_frame,
+    tag_of,
+    version_notes,
 )
 from node.config import parse_addr
 from node.peerauth import PeerCredential
@@ -64,6 +73,7 @@ class PeerLink:
         self.connected = False
         self.dropped = 0
         self._fragments = 0
+        self.versions: dict[str, int] = {}  # what the link agreed with the peer, per request
 
     def send(self, item: object) -> None:
         if len(self.outbox) >= MAX_OUTBOX:
@@ -97,8 +107,9 @@ class PeerLink:
         half = len(items) // 2
         return self._payloads(items[:half]) + self._payloads(items[half:])
 
-    async def _handshake(self, stream: trio.SocketStream) -> None:
-        """Prove ourselves to the peer's listener and check it holds the secret too."""
+    async def _handshake(self, stream: trio.SocketStream) -> int:
+        """Prove ourselves to the peer's listener and check it holds the secret too; the
+        version `PeerMessages` goes at on this link."""
         decoder = FrameDecoder(HANDSHAKE_MAX_FRAME_BYTES)
 
         async def answer() -> object:
@@ -122,6 +133,22 @@ class PeerLink:
             raise error_for(ok.code, ok.message)
         if not isinstance(ok, HelloOk):
             raise RemoteProtocolError(f"node {self.peer_id} answered the handshake with {type(ok).__name__}")
+        self.versions = agree(hello.versions, ok.versions)
+        notes = version_notes(hello.versions, ok.versions, f"node {self.node_id}", f"node {self.peer_id}")
+        log.info(
+            "link %s -> %s up; %s",
+            self.node_id,
+            self.peer_id,
+            "protocol versions differ: " + "; ".join(notes) if notes else "same protocol versions",
+        )
+        name = tag_of(PeerMessages)
+        if name not in self.versions:
+            raise UnsupportedVersionError(
+                f"no version of {name} both nodes speak (node {self.node_id} "
+                f"{describe_range(hello.versions.get(name))}, node {self.peer_id} "
+                f"{describe_range(ok.versions.get(name))})"
+            )
+        return self.versions[name]
 
     async def run(self) -> None:
         backoff = 0.05
@@ -138,7 +165,7 @@ class PeerLink:
             try:
                 async with stream:
                     with trio.fail_after(CONNECT_TIMEOUT_S):
-                        await self._handshake(stream)
+                        version = await self._handshake(stream)
                     self.connected = True
                     backoff = 0.05
                     while True:
@@ -146,7 +173,7 @@ class PeerLink:
                         self.wakeup = trio.Event()
                         items, self.outbox = self.outbox, []
                         for payload in self._payloads(items):
-                            await stream.send_all(encode_frame(0, PeerMessages(payload)))
+                            await stream.send_all(encode_frame(0, PeerMessages(payload), version))
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
                 log.info("link %s -> %s lost: %s", self.node_id, self.peer_id, exc)
             except TideMQError as exc:  # refused: wrong secret, not a member, not a peer listener

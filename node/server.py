@@ -5,10 +5,13 @@ own task, so one slow request (a long-poll fetch, an acks=all produce) never hol
 the others on the same connection. A per-connection limit on requests in flight gives
 backpressure: when it is reached the reader stops reading.
 
-A frame that breaks the protocol (bad length, unknown type, garbage, wrong version, no
-Hello in time) closes that connection only; nothing else is affected. A handler that
-raises a `TideMQError` answers with its code; anything else is logged and answered
-with UNKNOWN, and the node keeps serving.
+A frame that breaks the protocol (bad length, garbage, a handshake of another version, no
+Hello in time) closes that connection only; nothing else is affected. A well-formed
+request this node does not speak, at that version or at all (a newer peer's), is
+answered UNSUPPORTED_VERSION naming it and this node's range, and the connection goes
+on. Each request is read at its frame's version and answered at it (client.protocol).
+A handler that raises a `TideMQError` answers with its code; anything else is logged
+and answered with UNKNOWN, and the node keeps serving.
 
 A node runs two of these (Kafka's client and inter-broker listeners): the client
 listener checks the cluster token and refuses every peer Hello and broker-to-broker
@@ -35,19 +38,25 @@ from client.errors import (
     ErrorCode,
     RemoteProtocolError,
     TideMQError,
+    UnknownMessageError,
     UnsupportedVersionError,
 )
 from client.protocol import (
+    CLIENT_VERSIONS,
     PROTOCOL_VERSION,
     ErrorResponse,
     FrameDecoder,
     Hello,
     HelloOk,
     PeerProof,
+    at_version,
+    describe_range,
     encode_frame,
+    tag_of,
+    version_notes,
 )
 from node.peerauth import PeerCredential
-from node.peerprotocol import PEER_ONLY, PeerMessages, decode_node_payload
+from node.peerprotocol import NODE_VERSIONS, PEER_ONLY, NodeEnvelope, PeerMessages, decode_node_payload
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +183,9 @@ class Server:
         self.metrics = metrics
         self.limits = limits
         self.connections = 0
+        # What this listener serves, each request with the versions of it (HelloOk says so).
+        self.versions = NODE_VERSIONS if peer_auth is not None else CLIENT_VERSIONS
+        self._noted: set[tuple[int | None, tuple[str, ...]]] = set()
 
     async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -225,45 +237,72 @@ class Server:
         # not make the node buffer and decode megabytes.
         decoder = FrameDecoder(HELLO_MAX_FRAME_BYTES)
 
-        async def next_envelope():
+        async def next_frame() -> tuple[int, NodeEnvelope | UnknownMessageError] | None:
+            """(version, envelope) of the next frame, or an envelope of a message this
+            build does not know, to answer; None at EOF."""
             while True:
                 frame = decoder.next_frame()
                 if frame is not None:
-                    return decode_node_payload(frame[1])
+                    try:
+                        return frame[0], decode_node_payload(frame[1])
+                    except UnknownMessageError as exc:
+                        return frame[0], exc
                 data = await stream.receive_some(_READ_CHUNK)
                 if not data:
                     return None
                 decoder.feed(data)
 
+        async def next_envelope() -> NodeEnvelope | None:
+            """The next handshake envelope (nothing unknown is answered before Hello)."""
+            got = await next_frame()
+            if got is None:
+                return None
+            if isinstance(got[1], UnknownMessageError):
+                raise got[1]
+            return got[1]
+
         with trio.move_on_after(HELLO_TIMEOUT_S) as cs:
-            hello = await next_envelope()
-            if hello is None:
+            try:
+                first = await next_frame()
+            except RemoteProtocolError as exc:
+                if exc.details.get("tag") == tag_of(Hello):  # a Hello that does not decode: say why, then close
+                    with trio.move_on_after(1):
+                        await stream.send_all(encode_frame(0, error_body(exc)))
+                raise
+            if first is None:
                 return
+            hello_version, hello = first
+            if isinstance(hello, UnknownMessageError):
+                raise RemoteProtocolError(f"first frame must be Hello, got {hello.tag}")
             if not isinstance(hello.body, Hello):
                 raise RemoteProtocolError(f"first frame must be Hello, got {type(hello.body).__name__}")
-            refusal = await self._admit(hello.body, stream, next_envelope)
+            hello_id, body = hello.id, hello.body
+            refusal = await self._admit(body, hello_version, stream, next_envelope)
         if cs.cancelled_caught:
             raise RemoteProtocolError(f"no Hello within {HELLO_TIMEOUT_S}s")
         if refusal is not None and self.metrics:
             self.metrics.auth_failures.inc()
-        await stream.send_all(encode_frame(hello.id, error_body(refusal) if refusal else HelloOk(self.node_id)))
+        await stream.send_all(
+            encode_frame(hello_id, error_body(refusal) if refusal else HelloOk(self.node_id, versions=self.versions))
+        )
         if refusal is not None:
             return
         decoder.max_frame_bytes = self.max_frame_bytes
-        body: Hello = hello.body
         client = ClientInfo(addr, body.client_id, body.peer_node if self.peer_auth is not None else None)
+        if client.peer_node is not None:
+            self._note_versions(client.peer_node, body)
 
         outbox = _Outbox(self.limits.max_queued_bytes)
         inflight = trio.Semaphore(self.max_inflight)
         idle_s = None if client.peer_node is not None else self.limits.idle_timeout_s
 
         async def next_request():
-            """The next envelope; None at EOF, or once the connection sat idle too long
-            (nothing asked, nothing owed)."""
+            """The next (version, envelope); None at EOF, or once the connection sat idle
+            too long (nothing asked, nothing owed)."""
             while True:
                 await outbox.wait_below_budget()  # a client that never reads is not read either
                 with trio.move_on_after(idle_s if idle_s is not None else math.inf) as idle:
-                    return await next_envelope()
+                    return await next_frame()
                 if idle.cancelled_caught and inflight.value == self.max_inflight and not outbox.queued:
                     log.info("closing connection from %s: idle for %ss", addr, idle_s)
                     return None
@@ -271,8 +310,19 @@ class Server:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer, stream, outbox)
             async with outbox.send:
-                while (env := await next_request()) is not None:
+                while (got := await next_request()) is not None:
+                    version, env = got
+                    if isinstance(env, UnknownMessageError):
+                        refusal = UnsupportedVersionError(
+                            f"node {self.node_id} does not speak {env.tag!r} at any version (a newer peer's request?)",
+                            request=env.tag,
+                        )
+                        outbox.put(encode_frame(env.request_id, error_body(refusal), version))
+                        continue
                     if client.peer_node is not None and isinstance(env.body, PeerMessages):
+                        if (refused := self._refuse_version(env.body, version)) is not None:
+                            log.warning("dropping Raft messages from node %s: %s", client.peer_node, refused)
+                            continue
                         self.on_peer_messages(client.peer_node, env.body.payload)
                         continue
                     await inflight.acquire()
@@ -283,20 +333,50 @@ class Server:
                                 f"{type(env.body).__name__} is for the cluster's nodes only, on their peer listener"
                             )
                         )
+                    elif (refused := self._refuse_version(env.body, version)) is not None:
+                        pending = _raise(refused)
                     else:
                         try:
-                            pending = self.handler.dispatch(env.body, client)
+                            pending = self.handler.dispatch(at_version(env.body, version), client)
                         except Exception as exc:
                             pending = _raise(exc)
-                    nursery.start_soon(self._answer, env, pending, outbox, inflight)
+                    nursery.start_soon(self._answer, env, version, pending, outbox, inflight)
                 # Reader done (EOF): let in-flight requests finish, then the writer drains.
             nursery.cancel_scope.deadline = trio.current_time() + 30
 
-    async def _admit(self, hello: Hello, stream: trio.SocketStream, next_envelope) -> TideMQError | None:
+    def _refuse_version(self, body: object, version: int) -> UnsupportedVersionError | None:
+        """The refusal of a request this listener serves, but not at `version`; None to
+        go on (a body it does not serve at all is the handler's to refuse)."""
+        name = type(body).__name__
+        served = self.versions.get(name)
+        if served is None or served[0] <= version <= served[1]:
+            return None
+        return UnsupportedVersionError(
+            f"{name} v{version}: node {self.node_id} speaks {name} {describe_range(served)}",
+            request=name,
+            theirs=served,
+        )
+
+    def _note_versions(self, peer: int, hello: Hello) -> None:
+        """Log, once per peer and difference, where a peer speaks other versions than
+        this node (an operator's view of a rolling upgrade)."""
+        notes = tuple(version_notes(self.versions, hello.versions, f"node {self.node_id}", f"node {peer}"))
+        if notes and (peer, notes) not in self._noted:
+            self._noted.add((peer, notes))
+            log.info("peer node %s speaks other protocol versions: %s", peer, "; ".join(notes))
+
+    async def _admit(
+        self, hello: Hello, frame_version: int, stream: trio.SocketStream, next_envelope
+    ) -> TideMQError | None:
         """Check a Hello (and, on the peer listener, run the secret's challenge); the
         refusal to answer with, or None to go on."""
-        if hello.version != PROTOCOL_VERSION:
-            return UnsupportedVersionError(f"node speaks protocol {PROTOCOL_VERSION}, client {hello.version}")
+        if hello.version != PROTOCOL_VERSION or frame_version != PROTOCOL_VERSION:
+            return UnsupportedVersionError(
+                f"node speaks handshake (protocol) version {PROTOCOL_VERSION}, "
+                f"client sent {hello.version} in a frame of version {frame_version}",
+                request=tag_of(Hello),
+                theirs=(PROTOCOL_VERSION, PROTOCOL_VERSION),
+            )
         if self.peer_auth is None:
             if hello.peer_node is not None:
                 return ClusterAuthorizationError(
@@ -321,7 +401,9 @@ class Server:
             return AuthFailedError("wrong peer secret")
         return None
 
-    async def _answer(self, env, pending: Awaitable[object | None], outbox: _Outbox, inflight: trio.Semaphore) -> None:
+    async def _answer(
+        self, env, version: int, pending: Awaitable[object | None], outbox: _Outbox, inflight: trio.Semaphore
+    ) -> None:
         kind = type(env.body).__name__
         start = trio.current_time()
         resp = None
@@ -343,7 +425,7 @@ class Server:
                 log.exception("request %s failed", kind)
                 resp = ErrorResponse(int(ErrorCode.UNKNOWN), f"{type(exc).__name__}: {exc}")
             if resp is not None:
-                outbox.put(encode_frame(env.id, resp))
+                outbox.put(encode_frame(env.id, resp, version))
         finally:
             inflight.release()
             if self.metrics:

@@ -203,6 +203,9 @@ class ProcessCluster:
         # NodeConfig fields without a flag, for every node, and per node on top
         self.settings: dict[str, int | str] = dict(settings or {})
         self.node_settings: dict[int, dict[str, int | str]] = {}
+        # what runs a node instead of `python -m node` (its flags follow), per node: a
+        # node of another build (tests/nextversion.py)
+        self.node_commands: dict[int, list[str]] = {}
         self.procs: dict[int, subprocess.Popen] = {}
 
     @property
@@ -216,8 +219,7 @@ class ProcessCluster:
         advertise = ",".join(f"{i}={a}" for i, a in self.peers.items())
         cmd = [
             self.python,
-            "-m",
-            "node",
+            *self.node_commands.get(node, ["-m", "node"]),
             "--id",
             str(node),
             "--listen",

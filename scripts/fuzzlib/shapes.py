@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
+import msgspec
 import trio
 from crc32c import crc32c
 
@@ -30,6 +31,7 @@ from client.connection import open_connection
 from client.conventions import H_DELAY_DUE, H_DELAY_PARTITION, H_DELAY_TARGET, H_HALF_GROUP, H_HALF_TARGET
 from client.errors import ClusterAuthorizationError, ErrorCode, TideMQError
 from client.protocol import (
+    CLIENT_VERSIONS,
     DEFAULT_MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     AddPartitionsToTxn,
@@ -610,9 +612,10 @@ async def raw_garbage(rng: random.Random, t: Target) -> str:
 
 
 async def raw_bad_version(rng, t):
-    return _outcome(
-        *await exchange(t.client, encode_frame(0, Hello(PROTOCOL_VERSION), version=rng.choice([0, 2, 255])))
-    )
+    """A Hello in a frame of another version (0 is none at all: forged by hand)."""
+    frame = bytearray(encode_frame(0, Hello(PROTOCOL_VERSION)))
+    frame[4] = rng.choice([0, 2, 255])
+    return _outcome(*await exchange(t.client, bytes(frame)))
 
 
 async def raw_huge_length(rng, t):
@@ -719,6 +722,54 @@ async def raw_peer_bad_proof(rng, t):
     return _outcome(bodies, closed)
 
 
+def _raw_frame(obj: object, version: int = PROTOCOL_VERSION) -> bytes:
+    """A frame around any msgpack, not only what the protocol's classes can say."""
+    payload = msgspec.msgpack.encode(obj)
+    return struct.pack(">IB", len(payload) + 1, version) + payload
+
+
+async def raw_hello_versions(rng, t):
+    """A Hello whose version ranges are garbage, huge or name requests nobody has (with
+    trailing fields from a "newer" client), then requests at versions and of types the
+    node may not speak: each is answered, a typed error at worst, and the connection
+    goes on. A Hello whose ranges are not even a map of pairs is refused, typed."""
+    kind = rng.choice(["ranges", "huge", "names", "types"])
+    names = list(CLIENT_VERSIONS)
+    versions: object
+    if kind == "ranges":
+        versions = {n: [wild_int(rng), wild_int(rng)] for n in rng.sample(names, rng.randrange(1, len(names)))}
+    elif kind == "huge":
+        versions = {f"x{i}": [1, rng.choice(INTS)] for i in range(rng.choice([100, 1000, 3000]))}
+    elif kind == "names":
+        versions = {wild_name(rng) + long_str(rng)[:1000]: [1, 1] for _ in range(rng.randrange(1, 20))}
+    else:
+        versions = rng.choice(["x", [1, 2], {"Fetch": "b"}, {"Fetch": [1, 2, 3]}, {"Fetch": [1.5, 2]}])
+    trailing = rng.choice([[], ["from a newer client", 7], [None] * 20])
+    hello = _raw_frame([0, ["Hello", PROTOCOL_VERSION, "fz-versions", None, None, None, versions, *trailing]])
+    if kind == "types":
+        bodies, closed = await exchange(t.client, hello)
+        if not bodies or not isinstance(bodies[0], ErrorResponse) or bodies[0].code != ErrorCode.INVALID_REQUEST:
+            raise Finding(f"a Hello with versions {str(versions)[:60]}: {_outcome(bodies, closed)}")
+        return _outcome(bodies, closed)
+    unspoken = rng.choice([2, 3, 255])
+    data = (
+        hello
+        + encode_frame(1, Metadata([]), version=unspoken)
+        + _raw_frame([2, [f"FromTheFuture{rng.randrange(10)}", wild_int(rng)]], version=rng.randrange(1, 256))
+        + encode_frame(3, Metadata([]))
+    )
+    bodies, closed = await exchange(t.client, data, want=4)
+    refused = [b for b in bodies if isinstance(b, ErrorResponse) and b.code == ErrorCode.UNSUPPORTED_VERSION]
+    if (
+        len(bodies) < 4
+        or not isinstance(bodies[0], HelloOk)
+        or len(refused) != 2
+        or not any(type(b).__name__ == "MetadataResponse" for b in bodies)
+    ):
+        raise Finding(f"Hello with {kind} versions, then unspoken requests: {_outcome(bodies, closed)}")
+    return f"{kind}: answered"
+
+
 RAW: dict[str, Callable[[random.Random, Target], Awaitable[str]]] = {
     f.__name__: f
     for f in (
@@ -733,6 +784,7 @@ RAW: dict[str, Callable[[random.Random, Target], Awaitable[str]]] = {
         raw_never_read,
         raw_peer_as_client,
         raw_peer_bad_proof,
+        raw_hello_versions,
     )
 }
 RAW_WEIGHT = 1  # each raw shape, against the request shapes' weights

@@ -2,6 +2,7 @@
 
 import struct
 
+import msgspec
 import pytest
 import trio
 
@@ -11,23 +12,30 @@ from client.errors import (
     ClusterAuthorizationError,
     ConnectionClosedError,
     ConnectionLimitError,
+    ErrorCode,
     UnknownError,
     UnknownTopicError,
+    UnsupportedVersionError,
 )
 from client.protocol import (
+    CLIENT_VERSIONS,
     PROTOCOL_VERSION,
+    ErrorResponse,
     FetchResponse,
     FetchResult,
+    FrameDecoder,
     Hello,
+    HelloOk,
     ListOffsets,
     ListOffsetsResponse,
     Metadata,
     PeerProof,
     Produce,
+    decode_payload,
     encode_frame,
 )
 from node.peerauth import PeerCredential
-from node.peerprotocol import EndTxnOffsets, PeerMessages, PendTxnOffsets, WriteTxnMarker
+from node.peerprotocol import NODE_VERSIONS, EndTxnOffsets, PeerMessages, PendTxnOffsets, WriteTxnMarker
 from node.server import ConnectionLimits, Server
 
 
@@ -130,7 +138,7 @@ async def test_garbage_after_hello_closes_connection(nursery):
     addr, _ = await start(nursery)
     bad = await trio.open_tcp_stream("127.0.0.1", int(addr.split(":")[1]))
     await bad.send_all(encode_frame(0, Hello(PROTOCOL_VERSION)))
-    await bad.send_all(struct.pack(">IB", 9, PROTOCOL_VERSION) + b"\x92\x01\x92\xa3Bad\x01")
+    await bad.send_all(struct.pack(">IB", 9, PROTOCOL_VERSION) + b"\x92\x01\x92\x01\xa3Bad")  # no tag first
     with trio.fail_after(5):
         data = b""
         while chunk := await bad.receive_some(100):
@@ -284,3 +292,101 @@ async def test_an_idle_client_connection_is_closed(nursery):
         await trio.sleep(0.8)
         with pytest.raises(ConnectionClosedError):
             await conn.request(ListOffsets("ok", 0, 2))
+
+
+# -- versions -------------------------------------------------------------------------------
+
+
+async def raw_answers(addr: str, data: bytes, want: int) -> tuple[dict[int, object], bool]:
+    """Write raw frames; (answers by request id, whether the node closed) once `want`
+    answers came or the node closed."""
+    s = await trio.open_tcp_stream("127.0.0.1", int(addr.split(":")[1]))
+    got: dict[int, object] = {}
+    closed = False
+    async with s:
+        await s.send_all(data)
+        decoder = FrameDecoder()
+        with trio.fail_after(5):
+            while len(got) < want:
+                chunk = await s.receive_some(65536)
+                if not chunk:
+                    closed = True
+                    break
+                decoder.feed(chunk)
+                while (frame := decoder.next_frame()) is not None:
+                    env = decode_payload(frame[1])
+                    got[env.id] = env.body
+    return got, closed
+
+
+def raw_frame(obj: object, version: int = PROTOCOL_VERSION) -> bytes:
+    payload = msgspec.msgpack.encode(obj)
+    return struct.pack(">IB", len(payload) + 1, version) + payload
+
+
+async def test_hellook_offers_the_listeners_versions_and_requests_go_at_the_agreed_one(nursery):
+    addr, _ = await start(nursery)
+    async with open_connection(addr) as conn:
+        assert conn.node_versions == CLIENT_VERSIONS and conn.versions["ListOffsets"] == 1
+    peer_addr, _ = await start_peer_listener(nursery)
+    async with open_connection(peer_addr, peer=PeerCredential(2, SECRET)) as conn:
+        assert conn.node_versions == NODE_VERSIONS and conn.versions["WriteTxnMarker"] == 1
+
+
+async def test_unspoken_versions_and_unknown_requests_are_answered_and_the_connection_goes_on(nursery):
+    addr, _ = await start(nursery)
+    data = (
+        encode_frame(0, Hello(PROTOCOL_VERSION))
+        + encode_frame(1, ListOffsets("ok", 0, 1), version=2)  # a version this node lacks
+        + raw_frame([2, ["FromTheFuture", 1, "x"]], version=3)  # a request it lacks at all
+        + encode_frame(3, ListOffsets("ok", 0, 5))  # and the connection still serves
+    )
+    got, closed = await raw_answers(addr, data, 4)
+    assert not closed
+    assert isinstance(got[1], ErrorResponse) and got[1].code == ErrorCode.UNSUPPORTED_VERSION
+    assert got[1].message == "ListOffsets v2: node 1 speaks ListOffsets 1..1"
+    assert isinstance(got[2], ErrorResponse) and got[2].code == ErrorCode.UNSUPPORTED_VERSION
+    assert "'FromTheFuture'" in got[2].message
+    assert got[3] == ListOffsetsResponse(5)
+
+
+async def test_a_client_refuses_locally_what_the_node_does_not_speak(nursery):
+    addr, _ = await start(nursery)
+    async with open_connection(addr) as conn:
+        conn.speaks["ListOffsets"] = (2, 3)  # as a client that dropped version 1 would
+        conn.versions.pop("ListOffsets")
+        with pytest.raises(UnsupportedVersionError, match=r"ListOffsets: .*this side 2..3, node 1 at .* 1..1"):
+            await conn.request(ListOffsets("ok", 0, 1))
+        assert (await conn.request(Metadata())) is not None  # nothing was sent; the connection is fine
+
+
+@pytest.mark.parametrize(
+    "versions",
+    [
+        {"ListOffsets": [9, 1], "Fetch": [-5, -1], "Nope": [1, 1 << 62]},  # ranges that make no sense
+        {f"Unknown{i}": [1, 2] for i in range(2000)},  # a long list of names nobody knows
+        {},
+    ],
+)
+async def test_a_hello_with_garbage_ranges_is_admitted_and_served(nursery, versions):
+    addr, _ = await start(nursery)
+    hello = raw_frame([0, ["Hello", PROTOCOL_VERSION, "c", None, None, None, versions, "a newer field", 7]])
+    got, closed = await raw_answers(addr, hello + encode_frame(1, ListOffsets("ok", 0, 2)), 2)
+    assert isinstance(got[0], HelloOk) and got[1] == ListOffsetsResponse(2) and not closed
+
+
+@pytest.mark.parametrize(
+    "hello, code",
+    [
+        (raw_frame([0, ["Hello", PROTOCOL_VERSION, "c", None, None, None, "not a map"]]), ErrorCode.INVALID_REQUEST),
+        (raw_frame([0, ["Hello", PROTOCOL_VERSION, "c", None, None, None, {"A": [1]}]]), ErrorCode.INVALID_REQUEST),
+        (encode_frame(0, Hello(2)), ErrorCode.UNSUPPORTED_VERSION),  # another handshake
+        (encode_frame(0, Hello(PROTOCOL_VERSION), version=2), ErrorCode.UNSUPPORTED_VERSION),
+    ],
+)
+async def test_a_hello_that_cannot_be_read_gets_a_typed_answer_and_the_node_goes_on(nursery, hello, code):
+    addr, _ = await start(nursery)
+    got, closed = await raw_answers(addr, hello, 2)  # read on until the node closes
+    assert isinstance(got[0], ErrorResponse) and got[0].code == code and closed
+    async with open_connection(addr) as conn:
+        assert (await conn.request(ListOffsets("ok", 0, 6))).offset == 6
