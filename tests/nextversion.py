@@ -79,9 +79,9 @@ def run_node(argv: list[str]) -> None:
 
     def dispatch(self, body, client):
         if isinstance(body, Echo):
-            return echo(body, self.broker.id)
+            return echo(body, self.node.id)
         pending = serve(self, body, client)
-        return stamped(pending, self.broker.id) if isinstance(body, protocol.Metadata) else pending
+        return stamped(pending, self.node.id) if isinstance(body, protocol.Metadata) else pending
 
     Api.dispatch = dispatch  # type: ignore[method-assign]
     main(argv)

@@ -37,11 +37,24 @@ async def create_topic(c, req):
                 await trio.sleep(0.02)
 
 
+async def writable(c, topic, partition):
+    """Produce one record once the partition takes writes: a new leader answers
+    NOT_LEADER ("catching up") until it has applied its no-op."""
+    with trio.fail_after(10):
+        while True:
+            try:
+                return await c.request(1, Produce(topic, partition, build_batch([(None, b"x", (), None)])))
+            except NotLeaderError:
+                await trio.sleep(0.02)
+
+
 async def test_live_node_survives_hostile_clients(tmp_path):
     async with process_cluster(tmp_path, n=1, token="tok") as c:
         await c.wait_ready()
         await create_topic(c, CreateTopic("t", partitions=2, replication=1))
-        await c.leader_of("t", 1)
+        for p in (0, 1):
+            await c.leader_of("t", p)
+            await writable(c, "t", p)
         host, port = c.peers[1].split(":")
         garbage = [
             struct.pack(">IB", 2**31 - 1, PROTOCOL_VERSION),  # a 2 GB frame
@@ -90,13 +103,7 @@ async def test_metrics_endpoint(tmp_path):
         await c.wait_ready()
         await create_topic(c, CreateTopic("m", partitions=1, replication=1))
         await c.leader_of("m", 0)
-        with trio.fail_after(10):
-            while True:  # a leader answers NOT_LEADER ("catching up") until it has applied its no-op
-                try:
-                    await c.request(1, Produce("m", 0, build_batch([(None, b"x", (), None)])))
-                    break
-                except NotLeaderError:
-                    await trio.sleep(0.02)
+        await writable(c, "m", 0)
         body = await trio.to_thread.run_sync(
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
         )
