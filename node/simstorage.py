@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from node.storage import LogStorage
+from node.storage import LogStorage, decode_raft_state
 from raft.simulator import Prng
-from raft.types import ConfState
+from raft.types import ConfState, HardState
 from segments import LogConfig
 from segments.batch import build_batch
+from segments.log import LOG_START_CHECKPOINT
 from segments.simfs import SimFileSystem
 
 # Small segments, so the simulated logs roll and delete segments too; "never" because
@@ -34,6 +35,47 @@ class SegmentsDisk:
         self.path = Path(f"/sim/node-{node_id}")
         self.conf = conf
         self.storage = LogStorage(self.path, _CONFIG, conf, fs=self.fs)
+        self._durable: tuple[bytes, HardState, int] | None = None  # decoded raft-state, by its bytes
+        # joined once: the checker asks on every message, and Path joins are slow
+        self._state_file = str(self.path / "raft-state")
+        self._start_file = str(self.path / LOG_START_CHECKPOINT)
+
+    def _durable_state(self) -> tuple[HardState, int]:
+        """(term/vote/commit, snapshot index) of the durable `raft-state`; decoded again
+        only when an fsync replaced its bytes (the checker asks on every message)."""
+        raw = self.fs.durable_bytes(self._state_file)
+        if raw is None:
+            return HardState(), -1  # never saved: a crash leaves what a first open makes
+        if self._durable is None or self._durable[0] is not raw:
+            self._durable = (raw, *decode_raft_state(raw))
+        return self._durable[1], self._durable[2]
+
+    def durable_state(self) -> HardState:
+        return self._durable_state()[0]
+
+    def durable_through(self, index: int) -> bool:
+        """The live log through `index` survives a crash now: `index` is at or below the
+        durable snapshot, or the bytes of the segment up to the end of the batch holding
+        it are fsynced as they are now under a durable name (recovery scans a segment
+        from its start, so the whole prefix must be). Earlier segments are not looked
+        at: the log's flush syncs sealed segments before the active one."""
+        if index <= self._durable_state()[1]:
+            return True
+        if index < self.storage.first_index():  # compacted or replaced by a snapshot here
+            return index < self._durable_log_start()
+        where = self.storage.log.locate(index)
+        if where is None:
+            return False
+        path, position, size = where
+        return self.fs.durable_prefix(path, position + size)
+
+    def _durable_log_start(self) -> int:
+        """The log start a reopen would find in the durable log-start checkpoint (it
+        raises the snapshot index when a crash fell between the log's flush and the
+        `raft-state` save of a snapshot install); -1 without one."""
+        raw = self.fs.durable_bytes(self._start_file)
+        lines = raw.split() if raw else []
+        return int(lines[2]) if len(lines) == 3 else -1
 
     def compact(self, index: int, data: bytes) -> None:
         self.storage.compact(index, data)

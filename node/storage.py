@@ -81,6 +81,14 @@ def _read_checked(fs: FileSystem, path: Path) -> bytes | None:
     return raw[4:]
 
 
+def decode_raft_state(raw: bytes) -> tuple[HardState, int]:
+    """(hard state, snapshot index) from the bytes of a whole `raft-state` file (the
+    checksum, then the state): how the simulator reads the state a crash would leave
+    (`node.simstorage`) without opening the storage again."""
+    st = msgspec.msgpack.decode(raw[4:], type=_State)
+    return st.hard, st.snap_index
+
+
 def entry_to_batch(e: Entry) -> bytes:
     if e.kind == EntryKind.NORMAL:
         return e.data

@@ -120,6 +120,19 @@ class SimDisk:
             self.durable.append(self._unsynced)
             self._unsynced = []
 
+    # -- what a crash now would leave (the checker's persist-before-send rule) --------
+
+    def durable_state(self) -> HardState:
+        return self.durable.hard_state
+
+    def durable_through(self, index: int) -> bool:
+        """The live log through `index` survives a crash now (the durable image is a
+        prefix of the live one: truncations and snapshots change both at once)."""
+        d = self.durable
+        if index <= d.snapshot().index:
+            return True
+        return index <= d.last_index() and d.term(index) == self.live.term(index)
+
     # -- the world's side ------------------------------------------------------------
 
     def compact(self, index: int, data: bytes) -> None:

@@ -18,7 +18,10 @@ A ``Checker`` looks at every step: at most one leader per term, log matching
 (every persisted entry agrees with every other copy of it, predecessor
 included), leader completeness (a leader holds every entry committed in an
 earlier term), state machine safety (no two nodes apply different entries or
-reach different states at an offset) and no committed entry is ever truncated.
+reach different states at an offset), no committed entry is ever truncated, and
+persist before send (every message a node sends promises only what its disk already
+holds, as a crash at that instant would leave it: the term it speaks in, the vote it
+grants or asks for, the log it acknowledges; see `Checker`).
 After the chaos the world heals, and liveness is checked: a leader emerges and
 every proposal it accepts commits and reaches every member within bounds.
 
@@ -43,6 +46,7 @@ from raft.simdisk import SimDisk
 from raft.storage import Storage
 from raft.types import (
     Append,
+    AppendResponse,
     ConfChange,
     ConfChangeOp,
     ConfState,
@@ -53,6 +57,8 @@ from raft.types import (
     Message,
     Role,
     Snapshot,
+    Vote,
+    VoteResponse,
 )
 
 _M64 = (1 << 64) - 1
@@ -117,6 +123,15 @@ class NodeDisk(Protocol):
 
     def crash(self) -> str | None:
         """Lose what was not durable; the fault's name for the counters, or None."""
+        ...
+
+    def durable_state(self) -> HardState:
+        """The hard state a crash now would leave (its term and vote are what count)."""
+        ...
+
+    def durable_through(self, index: int) -> bool:
+        """Whether a crash now would keep the live log through the entry ending at
+        ``index`` as it is now (or ``index`` is at or below the durable snapshot)."""
         ...
 
     def reopen(self) -> None:
@@ -347,6 +362,7 @@ class _SimHost:
             w.check.commit_observed(node, rd.hard_state.commit, leaders)
 
     def send(self, msg: Message) -> None:
+        self.node.world.check.sent(self.node, msg)
         self.node.world._send(msg)
 
     def apply(self, rd: Ready) -> None:
@@ -359,7 +375,32 @@ class _SimHost:
 
 
 class Checker:
-    """Raft's safety properties, checked incrementally as the world moves."""
+    """Raft's safety properties, checked incrementally as the world moves.
+
+    Persist before send (`sent`): when a node sends a message, what the message
+    promises must already be on its disk, as a crash at that instant would leave it
+    (`NodeDisk.durable_state`, `NodeDisk.durable_through`). Checked on every message,
+    it catches a driver or storage that sends before it persists without waiting for
+    a crash to fall inside the window. What each message the core sends promises:
+
+    - any message of term T: the durable term is >= T (a node never speaks in a term
+      it could forget), except a pre-vote request and a granted pre-vote response,
+      which carry a future term the sender does not adopt and promise nothing;
+    - a Vote (real) or a granted VoteResponse (real) of term T: the durable hard state
+      has a vote for the candidate in T, or a later term (in which a vote in T can no
+      longer be cast);
+    - a successful AppendResponse of term T acknowledging ``index``: the log through
+      ``index`` is durable as the core holds it now (the entry ending there is the one
+      that matched the leader of T), or the durable term is later than T. A later
+      term supersedes the promise: the message was true of an earlier state, that
+      state was followed by the term change in memory, and a crash now leaves the
+      later state, just as it would had each step been persisted in turn;
+    - rejects (an AppendResponse with ``reject``, whose hint only steers the leader's
+      probe and never sets a match), heartbeats and their responses, InstallSnapshot,
+      TimeoutNow and a leader's Appends promise only their term: a leader may send
+      entries before its own fsync (its own copy counts towards commit only once
+      durable, in `RaftNode.advance`).
+    """
 
     def __init__(self) -> None:
         self.leaders: dict[int, int] = {}  # term -> node
@@ -391,6 +432,29 @@ class Checker:
                         f"leader completeness: leader {node.id} of term {core.term} lacks committed "
                         f"entry {e.index}-{e.last} term {e.term}"
                     )
+
+    def sent(self, node: SimNode, m: Message) -> None:
+        """Persist before send: what ``m`` promises is durable on ``node`` (see the class
+        docstring for each message's promise)."""
+        if isinstance(m, (Vote, VoteResponse)) and m.pre_vote and (isinstance(m, Vote) or m.granted):
+            return
+        hs = node.disk.durable_state()
+        if hs.term != m.term:
+            if hs.term < m.term:
+                raise Violation(f"persist before send: node {node.id} sent {_brief(m)} with term {hs.term} on disk")
+            return  # a later durable term supersedes what the message promised in m.term
+        if isinstance(m, Vote) or (isinstance(m, VoteResponse) and m.granted):
+            candidate = m.frm if isinstance(m, Vote) else m.to
+            if hs.vote != candidate:
+                raise Violation(
+                    f"persist before send: node {node.id} sent {_brief(m)} with vote {hs.vote} "
+                    f"in term {hs.term} on disk"
+                )
+        elif isinstance(m, AppendResponse) and not m.reject and not node.disk.durable_through(m.index):
+            raise Violation(
+                f"persist before send: node {node.id} acknowledged {m.index} in term {m.term} "
+                "before the log through it was durable"
+            )
 
     def persisted(self, node: SimNode, entries: Sequence[Entry]) -> None:
         """Log matching for entries a node just made durable."""
@@ -481,6 +545,9 @@ class StateTracker(Checker):
     the safety checks: the benchmark uses it to time the cores alone."""
 
     def leader_observed(self, node: SimNode) -> None:
+        pass
+
+    def sent(self, node: SimNode, m: Message) -> None:
         pass
 
     def persisted(self, node: SimNode, entries: Sequence[Entry]) -> None:

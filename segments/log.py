@@ -503,6 +503,20 @@ class Log:
                     return
                 yield header, data
 
+    def locate(self, offset: int) -> tuple[str, int, int] | None:
+        """(segment file, byte position, size) of the batch holding `offset`; None
+        outside the log. For checkers that ask a simulated file system whether those
+        bytes are durable yet (`raft.simulator`'s persist-before-send rule)."""
+        self._check_open()
+        if not self._log_start <= offset < self.next_offset:
+            return None
+        segment = self._segment_for(offset)
+        found = segment.find(offset)
+        if found is None:
+            return None
+        position, header = found
+        return segment.log_path, position, header.size
+
     def term_at(self, offset: int) -> int | None:
         """The leader epoch of the batch holding `offset`; None outside the log."""
         if not self._log_start <= offset < self.next_offset:

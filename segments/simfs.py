@@ -203,6 +203,26 @@ class SimFileSystem:
             inode.data = bytearray(survivor)
             inode.durable = survivor
 
+    # -- what a crash now would leave (for checkers) ----------------------------------
+
+    def durable_bytes(self, path: str) -> bytes | None:
+        """The bytes of `path` a crash now surely leaves (None: its name is not durable),
+        without crashing: the simulator's checker reads `raft-state` this way to see the
+        term and vote a node could not forget."""
+        inode = self._durable_names.get(self._norm(path))
+        return None if inode is None else inode.durable
+
+    def durable_prefix(self, path: str, length: int) -> bool:
+        """Whether a crash now keeps the first `length` bytes of `path` exactly as reads
+        see them now: its name durable (as this file) and those bytes fsynced since they
+        were last written. Whatever `crash()` draws, such a prefix survives."""
+        path = self._norm(path)
+        inode = self._names.get(path)
+        if inode is None or self._durable_names.get(path) is not inode:
+            return False
+        durable = inode.durable
+        return len(durable) >= length and inode.data[:length] == durable[:length]
+
     # -- for tests --------------------------------------------------------------------
 
     def exists(self, path: str) -> bool:

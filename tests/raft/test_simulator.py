@@ -11,8 +11,12 @@ import pytest
 
 import raft.core
 import raft.log
-from raft import Entry, EntryKind, VoteResponse
+import raft.simulator
+from raft import AppendResponse, Entry, EntryKind, HardState, VoteResponse
+from raft.simdisk import SimDisk
 from raft.simulator import Checker, Prng, SimOptions, SimResult, Violation, World, run_seed
+
+from .broken import SendsBeforeFsync, SendsEarly
 
 CI_SEEDS_PER_SIZE = 60  # x 5 cluster sizes = 300 seeds in the default run
 
@@ -147,3 +151,64 @@ def test_checker_tells_replaced_from_rewritten():
         chk.removing(w.nodes[1], [old], [old])
     with pytest.raises(Violation, match="replaced by 0-0 term 2"):
         chk.removing(w.nodes[1], [old], [Entry(0, 0, 2, EntryKind.NORMAL, b"b")])
+
+
+# -- persist before send ----------------------------------------------------------------
+
+
+def _first_violation(seeds: range, opts: SimOptions | None = None) -> tuple[int, str] | None:
+    for seed in seeds:
+        r = run_seed(seed, opts)
+        if not r.ok:
+            assert r.violation is not None
+            return seed, r.violation
+    return None
+
+
+def test_checker_catches_a_driver_that_sends_before_persisting(monkeypatch):
+    monkeypatch.setattr(raft.simulator, "ReadyDriver", SendsEarly)
+    found = _first_violation(range(3))
+    assert found is not None and "persist before send" in found[1], found
+    # the first campaign's vote requests leave before the candidate's new term is on disk
+    assert found[0] == 0 and "with term" in found[1], found
+
+
+def test_checker_catches_acks_sent_before_the_entries_fsync(monkeypatch):
+    # Term and vote are durable before the sends; only the acknowledgements are early.
+    # A crash has to fall between the send and the fsync to make this lose data, which
+    # 40 seeds did not manage; the rule needs no crash.
+    monkeypatch.setattr(raft.simulator, "ReadyDriver", SendsBeforeFsync)
+    found = _first_violation(range(3))
+    assert found is not None and "acknowledged" in found[1] and "before the log through it" in found[1], found
+
+
+def test_checker_vote_and_ack_rules_on_the_model_disk():
+    w = World(5, SimOptions(nodes=3))
+    node = w.nodes[1]
+    disk = node.disk
+    assert isinstance(disk, SimDisk)
+    chk = w.check
+    # A granted vote must be durable: first only in memory, then synced.
+    disk.set_hard_state(HardState(term=2, vote=3))
+    grant = VoteResponse(to=3, frm=1, term=2, granted=True)
+    with pytest.raises(Violation, match="with term 0 on disk"):
+        chk.sent(node, grant)
+    disk.sync(False)
+    chk.sent(node, grant)
+    with pytest.raises(Violation, match="with vote 3 in term 2"):
+        chk.sent(node, VoteResponse(to=2, frm=1, term=2, granted=True))
+    chk.sent(node, VoteResponse(to=2, frm=1, term=2, granted=False))  # a refusal promises nothing
+    chk.sent(node, VoteResponse(to=2, frm=1, term=7, granted=True, pre_vote=True))  # nor does a pre-vote
+    # An ack of an appended entry: only once fsynced.
+    disk.append([Entry(0, 2, 2, EntryKind.NORMAL, b"x")])
+    ack = AppendResponse(to=3, frm=1, term=2, index=2)
+    with pytest.raises(Violation, match="acknowledged 2 in term 2"):
+        chk.sent(node, ack)
+    chk.sent(node, AppendResponse(to=3, frm=1, term=2, index=2, reject=True, hint_index=2, hint_term=2))
+    disk.sync()
+    chk.sent(node, ack)
+    # A later durable term supersedes an older term's promise.
+    disk.append([Entry(3, 3, 2, EntryKind.NORMAL, b"y")])
+    disk.set_hard_state(HardState(term=3, vote=0))
+    disk.sync(False)
+    chk.sent(node, AppendResponse(to=3, frm=1, term=2, index=3))
