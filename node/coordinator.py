@@ -80,9 +80,9 @@ from node.assignor import TopicPartition
 from node.context import NodeContext, check_name, now_ms
 from node.membership import Group, Member
 from node.metadata import TopicMeta
-from node.partition import Partition, Shard, ShardFactory
+from node.partition import Partition, ShardFactory
 from node.peerprotocol import EndTxnOffsets, PendTxnOffsets
-from node.runtime import Handlers, InternalTopic, Service
+from node.runtime import CoordinatorShard, Handlers, InternalTopic, Service
 from raft.types import Entry, EntryKind
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ class OffsetsState:
         return state
 
 
-class GroupShard(Shard):
+class GroupShard(CoordinatorShard["Coordination"]):
     """A `__consumer_offsets` partition's state: its records applied into `OffsetsState`
     on every replica, snapshotted instead of retention, and, while this node leads it,
     the live group state (`coordination`)."""
@@ -263,7 +263,6 @@ class GroupShard(Shard):
         super().__init__(part)
         snap = part.storage.snapshot()
         self.offsets = OffsetsState.decode(snap.data) if snap.data else OffsetsState()
-        self._coordination: Coordination | None = None
         self.persist_lock = trio.Lock()
 
     def apply(self, entries: list[Entry]) -> None:
@@ -281,21 +280,8 @@ class GroupShard(Shard):
     def dump(self) -> bytes:
         return self.offsets.encode()
 
-    def role_changed(self) -> None:
-        self._coordination = None
-
-    def coordination(self, now: float) -> Coordination:
-        """This node's live group state for the current term (built on first use once the
-        leader has applied its whole log)."""
-        c = self._coordination
-        term = self.part.core.term
-        if c is None or c.term != term:
-            c = self._coordination = Coordination(self, term, now)
-        return c
-
-    def is_coordinating(self, c: Coordination) -> bool:
-        part = self.part
-        return self._coordination is c and part.ready_for_writes() and not part.closed
+    def new_live(self, term: int) -> Coordination:
+        return Coordination(self, term, trio.current_time())
 
     def propose_records(self, records: list[Record]):
         """Propose now (synchronously, so proposals keep arrival order); wait with `wait`."""
@@ -457,7 +443,7 @@ class GroupCoordinator(Service):
         check_name("group", group)
         part = self.ctx.coordinating_partition(OFFSETS_TOPIC, group, f"group {group!r}")
         assert isinstance(part.shard, GroupShard)
-        return part.shard.coordination(trio.current_time())
+        return part.shard.coordination()
 
     def find_coordinator(self, req: FindCoordinator) -> Awaitable[CoordinatorResponse]:
         check_name("group", req.group)
@@ -675,10 +661,9 @@ class GroupCoordinator(Service):
     def list_groups(self, req: ListGroups) -> Awaitable[ListGroupsResponse]:
         """The groups this node coordinates (with members or committed offsets); a client
         asks every node and merges."""
-        now = trio.current_time()
         names: set[str] = set()
         for shard in self._shards():
-            names |= {n for n, g in shard.coordination(now).groups.items() if g.members}
+            names |= {n for n, g in shard.coordination().groups.items() if g.members}
             names |= {n for n, d in shard.offsets.groups.items() if d.members or d.offsets}
         return _value(ListGroupsResponse(sorted(names)))
 
@@ -713,7 +698,7 @@ class GroupCoordinator(Service):
         count = self.partition_count
         shards = [p.shard for p in led if isinstance(p.shard, GroupShard)]
         for shard in shards:
-            coord = shard.coordination(now)
+            coord = shard.coordination()
             for g in coord.groups.values():
                 g.refresh(now, count)
                 for member_id, why in g.expire(now, count):
@@ -734,7 +719,7 @@ class GroupCoordinator(Service):
         topic_exists = (lambda t: t in ctx.state.topics) if ctx.metadata_loaded() else None
         now = now_ms()
         for shard in shards:
-            coord = shard.coordination(trio.current_time())
+            coord = shard.coordination()
             live = {name for name, g in coord.groups.items() if g.members}
             records = [
                 r

@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, TypeVar
 
 import trio
 
 from node.leadership import LeaderTasks
-from node.partition import Partition, ShardFactory
+from node.partition import Partition, Shard, ShardFactory
 
 if TYPE_CHECKING:
     from client.cluster import ClusterClient
@@ -36,6 +36,40 @@ log = logging.getLogger(__name__)
 JANITOR_INTERVAL_S = 0.1
 
 Handlers = dict[type, Callable[[Any], Awaitable[Any]]]
+
+
+L = TypeVar("L")
+
+
+class CoordinatorShard(Shard, Generic[L]):
+    """A shard that serves requests while this node leads its partition. Its live state
+    (members' heartbeats, per-id locks: what is not replicated) belongs to one Raft
+    term: built on first use once the leader has caught up, dropped when leadership or
+    the term changes, so nothing carries from one term into the next, where another
+    leader may have worked. A request keeps the live state it started with and checks
+    `is_coordinating` after every wait."""
+
+    def __init__(self, part: Partition) -> None:
+        super().__init__(part)
+        self._live: L | None = None
+        self._live_term = -1
+
+    def new_live(self, term: int) -> L:
+        """The live state of a new term, from what the log holds."""
+        raise NotImplementedError
+
+    def coordination(self) -> L:
+        term = self.part.core.term
+        if self._live is None or self._live_term != term:
+            self._live, self._live_term = self.new_live(term), term
+        return self._live
+
+    def is_coordinating(self, live: L) -> bool:
+        part = self.part
+        return self._live is live and part.ready_for_writes() and not part.closed
+
+    def role_changed(self) -> None:
+        self._live = None
 
 
 class InternalTopic(NamedTuple):

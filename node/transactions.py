@@ -80,9 +80,9 @@ from client.protocol import (
 )
 from node.context import NodeContext, check_name, now_ms
 from node.metadata import TopicMeta
-from node.partition import Partition, Shard, ShardFactory
+from node.partition import Partition, ShardFactory
 from node.peerprotocol import EndTxnOffsets, PendTxnOffsets, WriteTxnMarker
-from node.runtime import Handlers, InternalTopic, Service
+from node.runtime import CoordinatorShard, Handlers, InternalTopic, Service
 from raft.types import Entry, EntryKind
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ _meta_dec = msgspec.msgpack.Decoder(TxnMeta)
 _snap_dec = msgspec.msgpack.Decoder(dict[str, TxnMeta])
 
 
-class TxnShard(Shard):
+class TxnShard(CoordinatorShard["TxnCoordination"]):
     """A `__transaction_state` partition's state: its records applied into `txn_meta` on
     every replica, snapshotted instead of retention, and, while this node leads it, the
     per-term coordination (locks, running completions)."""
@@ -139,7 +139,6 @@ class TxnShard(Shard):
         super().__init__(part)
         snap = part.storage.snapshot()
         self.txn_meta: dict[str, TxnMeta] = _snap_dec.decode(snap.data) if snap.data else {}
-        self._coordination: TxnCoordination | None = None
 
     def apply(self, entries: list[Entry]) -> None:
         # Only the coordinator writes here (clients may not produce to internal topics).
@@ -164,19 +163,8 @@ class TxnShard(Shard):
     def dump(self) -> bytes:
         return _enc.encode(self.txn_meta)
 
-    def role_changed(self) -> None:
-        self._coordination = None
-
-    def coordination(self) -> TxnCoordination:
-        c = self._coordination
-        term = self.part.core.term
-        if c is None or c.term != term:
-            c = self._coordination = TxnCoordination(self, term)
-        return c
-
-    def is_coordinating(self, c: TxnCoordination) -> bool:
-        part = self.part
-        return self._coordination is c and part.ready_for_writes() and not part.closed
+    def new_live(self, term: int) -> TxnCoordination:
+        return TxnCoordination(self, term)
 
     def propose_meta(self, tid: str, meta: TxnMeta):
         self.part.check_writable()
