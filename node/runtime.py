@@ -66,7 +66,7 @@ class CoordinatorShard(Shard, Generic[L]):
 
     def is_coordinating(self, live: L) -> bool:
         part = self.part
-        return self._live is live and part.ready_for_writes() and not part.closed
+        return self._live is live and self._live_term == part.core.term and part.ready_for_writes() and not part.closed
 
     def role_changed(self) -> None:
         self._live = None
