@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     table.add_row("proposals / committed offsets", f"{proposals:,} / {committed:,}")
     table.add_row("snapshots installed", f"{snapshots:,}")
     table.add_row("violations", f"[red]{len(failures)}" if failures else "[green]0")
+    if failures:
+        table.add_row("failing seeds", ", ".join(str(r.seed) for r in sorted(failures, key=lambda r: r.seed)))
     table.add_row("wall time", f"{elapsed:.1f} s ({len(seeds) / elapsed:.1f} seeds/s)")
     console.print(table)
 

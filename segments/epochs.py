@@ -27,6 +27,16 @@ class LeaderEpochCache:
         for epoch, start in entries or ():
             self.assign(epoch, start)
 
+    @classmethod
+    def load(cls, entries: list[tuple[int, int]]) -> LeaderEpochCache:
+        """A cache from saved entries, which must already be strictly increasing in both
+        epoch and start offset (ValueError otherwise): `assign` would quietly replace
+        the entries a damaged file puts out of order."""
+        pairs = list(entries)
+        if any(e1 <= e0 or s1 <= s0 for (e0, s0), (e1, s1) in zip(pairs, pairs[1:])):
+            raise ValueError(f"saved leader epochs out of order: {pairs}")
+        return cls(pairs)
+
     def entries(self) -> list[tuple[int, int]]:
         return list(zip(self._epochs, self._starts))
 

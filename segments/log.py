@@ -196,7 +196,7 @@ class Log:
         cache: LeaderEpochCache | None = None
         if saved is not None:
             try:
-                cache = LeaderEpochCache([(e, s) for e, s in saved])
+                cache = LeaderEpochCache.load([(e, s) for e, s in saved])
             except (InvalidEpochError, ValueError):
                 cache = None
         end = self.next_offset

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from crc32c import crc32c
 
 from segments.checkpoint import read_checkpoint, write_checkpoint
 from segments.epochs import LeaderEpochCache
@@ -63,12 +64,36 @@ def test_checkpoint_round_trip_and_malformed_files(tmp_path):
     path = str(tmp_path / "cp")
     assert read_checkpoint(path, 0, 2) is None
     write_checkpoint(path, 0, [(1, 0), (3, 10)])
-    assert open(path).read() == "0\n2\n1 0\n3 10\n"  # Kafka's checkpoint text format
+    crc = crc32c(b"2\n1 0\n3 10\n")
+    assert open(path).read() == f"0 crc32c:{crc:08x}\n2\n1 0\n3 10\n"  # Kafka's text format, checksummed
     assert read_checkpoint(path, 0, 2) == [(1, 0), (3, 10)]
     assert not os.path.exists(path + ".tmp")
     assert read_checkpoint(path, 1, 2) is None  # another version
     assert read_checkpoint(path, 0, 1) is None  # another width
-    for text in ("0\n3\n1 0\n", "0\nx\n", "", "0\n1\n1 a\n", "\xff"):
+    for text in ("0\n3\n1 0\n", "0\nx\n", "", "0\n1\n1 a\n", "\xff", "0 crc32c:00000000\n1\n1 0\n", "0 x y\n1\n1 0\n"):
         with open(path, "w", encoding="latin-1") as f:
             f.write(text)
         assert read_checkpoint(path, 0, 2) is None
+    with open(path, "w") as f:
+        f.write("0\n2\n1 0\n3 10\n")  # written before the checksum
+    assert read_checkpoint(path, 0, 2) == [(1, 0), (3, 10)]
+
+
+def test_a_torn_checkpoint_reads_as_missing_never_as_smaller_numbers(tmp_path):
+    """A crash may leave a checkpoint renamed over the old one but only partly written
+    (the log defers its fsync to the next flush): every cut must read as None, so the
+    log rebuilds from its batches instead of trusting "5 4" for "5 482"."""
+    path = str(tmp_path / "cp")
+    write_checkpoint(path, 0, [(3, 389), (5, 482)])
+    whole = open(path, "rb").read()
+    for cut in range(len(whole) - 1):
+        with open(path, "wb") as f:
+            f.write(whole[:cut])
+        assert read_checkpoint(path, 0, 2) is None, whole[:cut]
+
+
+def test_saved_epochs_out_of_order_are_refused_not_rearranged():
+    assert LeaderEpochCache.load([(1, 0), (3, 10)]).entries() == [(1, 0), (3, 10)]
+    for bad in ([(3, 389), (5, 4)], [(3, 10), (3, 20)], [(5, 10), (3, 20)], [(1, 5), (2, 5)]):
+        with pytest.raises(ValueError):
+            LeaderEpochCache.load(bad)
