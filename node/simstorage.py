@@ -18,7 +18,8 @@ from raft.simulator import Prng
 from raft.types import ConfState, HardState
 from segments import LogConfig
 from segments.batch import build_batch
-from segments.log import LOG_START_CHECKPOINT
+from segments.checkpoint import parse_checkpoint
+from segments.log import CHECKPOINT_VERSION, LOG_START_CHECKPOINT
 from segments.simfs import SimFileSystem
 
 # Small segments, so the simulated logs roll and delete segments too; "never" because
@@ -74,8 +75,8 @@ class SegmentsDisk:
         raises the snapshot index when a crash fell between the log's flush and the
         `raft-state` save of a snapshot install); -1 without one."""
         raw = self.fs.durable_bytes(self._start_file)
-        lines = raw.split() if raw else []
-        return int(lines[2]) if len(lines) == 3 else -1
+        entries = parse_checkpoint(raw, CHECKPOINT_VERSION, 1) if raw else None
+        return entries[0][0] if entries else -1
 
     def compact(self, index: int, data: bytes) -> None:
         self.storage.compact(index, data)

@@ -66,6 +66,11 @@ def read_checkpoint(path: str, version: int, width: int, fs: FileSystem = OS) ->
         raw = fs.read_file(path)
     except FileNotFoundError:
         return None
+    return parse_checkpoint(raw, version, width)
+
+
+def parse_checkpoint(raw: bytes, version: int, width: int) -> list[tuple[int, ...]] | None:
+    """`read_checkpoint` of a file's bytes."""
     first, _, body = raw.partition(b"\n")
     head = first.split(b" ")
     if len(head) == 2:

@@ -68,7 +68,7 @@ from .varint import INT32_MAX
 
 EPOCH_CHECKPOINT = "leader-epoch-checkpoint"
 LOG_START_CHECKPOINT = "log-start-offset-checkpoint"
-_CHECKPOINT_VERSION = 0
+CHECKPOINT_VERSION = 0
 _READ_CHUNK = 1 << 20  # bytes read at a time by batches()
 _Bytes = bytes | bytearray | memoryview
 
@@ -154,7 +154,7 @@ class Log:
                     segment.flush(fsync=self.config.fsync != "never")
             i += 1
 
-        start_entries = read_checkpoint(os.path.join(self.path, LOG_START_CHECKPOINT), _CHECKPOINT_VERSION, 1, self.fs)
+        start_entries = read_checkpoint(os.path.join(self.path, LOG_START_CHECKPOINT), CHECKPOINT_VERSION, 1, self.fs)
         saved_start = start_entries[0][0] if start_entries else None
         if saved_start is not None and segments and saved_start > segments[-1].next_offset:
             # Only reset_to moves the start past the end: it was interrupted; finish it.
@@ -192,7 +192,7 @@ class Log:
 
     def _load_epochs(self, recovered: list[tuple[LogSegment, RecoveryResult]]) -> None:
         path = os.path.join(self.path, EPOCH_CHECKPOINT)
-        saved = read_checkpoint(path, _CHECKPOINT_VERSION, 2, self.fs)
+        saved = read_checkpoint(path, CHECKPOINT_VERSION, 2, self.fs)
         cache: LeaderEpochCache | None = None
         if saved is not None:
             try:
@@ -455,7 +455,7 @@ class Log:
         the active segment, so once a flush returns the file covers what is on disk;
         after a crash before it, open rebuilds a stale or torn one from the batches)."""
         deferred = self.config.fsync == "never"
-        write_checkpoint(os.path.join(self.path, name), _CHECKPOINT_VERSION, entries, sync=not deferred, fs=self.fs)
+        write_checkpoint(os.path.join(self.path, name), CHECKPOINT_VERSION, entries, sync=not deferred, fs=self.fs)
         if deferred:
             self._checkpoints_unsynced.add(name)
             self._dir_unsynced = True

@@ -97,3 +97,5 @@ def test_what_a_crash_would_leave_is_read_from_the_file_system():
     # Compaction moves the durable start: what it dropped counts as kept.
     st.compact(1)
     assert disk.durable_through(0) and disk.durable_through(3)
+    st.flush_log()
+    assert disk._durable_log_start() == 2, "the durable log-start checkpoint names the new start"
