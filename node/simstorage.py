@@ -96,6 +96,7 @@ class SegmentsDisks:
     """`raft.simulator.DiskKind` for the production storage."""
 
     name = "segments"
+    stamps = True
 
     def open(self, node_id: int, conf: ConfState, rng: Prng) -> SegmentsDisk:
         return SegmentsDisk(node_id, conf, rng)

@@ -145,6 +145,8 @@ class DiskKind(Protocol):
     neither node/ nor segments/)."""
 
     name: str
+    #: Whether the log stamps what it stores (then the checker compares `canon` data).
+    stamps: bool
 
     def open(self, node_id: int, conf: ConfState, rng: Prng) -> NodeDisk: ...
 
@@ -162,6 +164,7 @@ class ModelDisks:
     """The model disk (`raft.simdisk.SimDisk`): fast, any bytes as payload."""
 
     name = "model"
+    stamps = False
 
     def open(self, node_id: int, conf: ConfState, rng: Prng) -> NodeDisk:
         return SimDisk(conf, rng)
@@ -356,7 +359,7 @@ class _SimHost:
     def persisted(self, rd: Ready) -> None:
         node, w = self.node, self.node.world
         if rd.entries:
-            w.check.persisted(node, [w.canon(e) for e in rd.entries])
+            w.check.persisted(node, [w.canon(e) for e in rd.entries] if w.disks.stamps else rd.entries)
         if rd.hard_state is not None:
             leaders = [n for n in w.nodes.values() if n.core is not None and n.core.role == Role.LEADER]
             w.check.commit_observed(node, rd.hard_state.commit, leaders)
@@ -367,8 +370,9 @@ class _SimHost:
 
     def apply(self, rd: Ready) -> None:
         node, w = self.node, self.node.world
+        canon = w.canon if w.disks.stamps else None
         for e in rd.committed_entries:
-            w.check.applied(node, w.canon(e))
+            w.check.applied(node, canon(e) if canon else e)
 
     def advanced(self, rd: Ready) -> None:
         pass
