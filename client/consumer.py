@@ -57,7 +57,7 @@ from client.protocol import (
     ListOffsets,
 )
 from client.records import GroupMetadata, Message
-from segments.batch import decode_records, iter_batches
+from segments.batch import codec_in_use, decode_records, iter_batches
 from segments.errors import SegmentError
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,7 @@ class Consumer:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Consumer:
+        await anyio.to_thread.run_sync(codec_in_use)  # load the record codec now, not in the first fetch
         # The exit stack unwinds in reverse: leave the group (revoking and committing
         # through `_on_revoked`), stop the fetch tasks, close the connections.
         stack = AsyncExitStack()
