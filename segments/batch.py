@@ -713,7 +713,7 @@ def _build_compiled(
     anything else goes pure before it is iterated, so the pure codec always sees the
     records unconsumed.
     """
-    if compression not in (Compression.NONE, Compression.GZIP, Compression.ZSTD):
+    if not items or compression not in (Compression.NONE, Compression.GZIP, Compression.ZSTD):
         return None
     try:
         if items and type(items[0]) is Record:
@@ -723,22 +723,20 @@ def _build_compiled(
         )
         append = builder.append
         now_ms: int | None = None
-        offset = 0
-        for key, value, headers, ts in items:  # type: ignore[misc]
+        for offset, (key, value, headers, ts) in enumerate(items):  # type: ignore[misc]
             if ts is None:
                 if now_ms is None:
                     now_ms = int(time.time() * 1000)
                 ts = now_ms
             elif ts < 0:
                 return None
-            if type(headers) is not list:
+            if not headers:
+                headers = _NO_HEADERS  # whatever empty thing it was, the pure codec writes 0 headers
+            elif type(headers) is not list:
                 if type(headers) is not tuple:
                     return None
-                headers = list(headers) if headers else _NO_HEADERS
+                headers = list(headers)
             append(offset, ts, key, value, headers)
-            offset += 1
-        if offset == 0:
-            return None
         out: bytearray = builder.build()
     except Exception:  # noqa: BLE001 - the pure codec raises its own error for it
         return None
