@@ -187,6 +187,21 @@ def test_negative_null_length_is_read_by_the_compiled_codec_only():
     assert decode_records(odd) == [Record(0, 1_000, None, b"v", ())]
 
 
+def test_overlong_varint_is_read_by_the_compiled_codec_only():
+    # A key length of 1 in six varint bytes: Kafka's int32 varint has at most five. The
+    # pure codec (and so validate) refuses it; aiokafka reads up to ten for any field.
+    rec = bytes([0x00, 0x00, 0x00, 0x82, 0x80, 0x80, 0x80, 0x80, 0x00]) + b"k" + bytes([0x02]) + b"v" + bytes([0x00])
+    section = bytearray()
+    append_varint(section, len(rec))
+    section += rec
+    head = bytearray(build_batch_pure([(b"k", b"v", (), 1_000)])[:HEADER_SIZE])
+    struct.pack_into(">i", head, 8, HEADER_SIZE - 12 + len(section))
+    odd = recrc(bytes(head) + bytes(section))
+    with pytest.raises(CorruptBatchError, match="longer than 5 bytes"):
+        validate(odd, max_records_bytes=1 << 20)
+    assert decode_records(odd) == [Record(0, 1_000, b"k", b"v", ())]
+
+
 def test_record_attributes_high_bit_is_read_two_ways():
     # Kafka and the pure codec read a record's attributes as one (unused) byte; aiokafka
     # reads a varint, so a crafted record with attributes 0x80 parses differently and
