@@ -51,14 +51,15 @@ and read by `segments.control` on top of this module.
 The compiled codec: per record, Python costs about 3 us to build and 3-4 us to decode,
 which caps a producer and a consumer well below the brokers. aiokafka's Cython record
 module (`aiokafka.record._crecords`) speaks this format and is used, when importable,
-for the records section: `build_batch` and `decode_records` keep their contract and
-their outputs exactly (tests/segments/test_codec.py holds them to the pure codec byte
-for byte), by handing anything the compiled code would treat differently to the pure
-codec (control and log-append-time batches, negative timestamps, any error) and by
-checking what it cannot be trusted with (offsets, timestamp overflow, reads past the
-end). `TIDEMQ_PURE_CODEC=1` rules it out. `validate`, the broker's gate for hostile
-input, always decodes with the pure codec: it is the stricter of the two (see
-docs/segments.md, "Compiled codec").
+for the records section. `build_batch` gives the pure codec's bytes, byte for byte, and
+`decode_records` its records and errors (tests/segments/test_codec.py), by handing
+anything the compiled code would treat differently to the pure codec (control and
+log-append-time batches, negative timestamps, any error) and by checking what it cannot
+be trusted with (offsets, timestamp overflow, reads past the end). Three encodings no
+Kafka producer writes are still read by it where the pure codec refuses or reads them
+otherwise; `validate`, the broker's gate for hostile input, therefore always decodes
+with the pure codec (docs/segments.md, "Compiled codec"). `TIDEMQ_PURE_CODEC=1` rules
+the compiled codec out.
 """
 
 from __future__ import annotations
@@ -469,11 +470,12 @@ def decode_records(buf: _Buffer, pos: int = 0) -> list[Record]:
     offset deltas out of order, bytes left over) and never returns partial results.
     Positions in messages are relative to the records section.
 
-    Uses the compiled codec when it is loaded; the records are the same as
-    `decode_records_pure` gives for every batch `validate` accepts except one whose
-    record attributes byte has its high bit set (docs/segments.md, "Compiled codec").
-    Any error, and any batch the compiled code cannot be trusted with, goes to the
-    pure codec, so errors are always the pure codec's.
+    Uses the compiled codec when it is loaded. The records are those
+    `decode_records_pure` gives for every batch `validate` accepts, except one whose
+    record attributes byte has its high bit set, and it reads two encodings the pure
+    codec refuses (a null length other than -1, an int32 varint over 5 bytes; see
+    docs/segments.md, "Compiled codec"). Otherwise any error, and any batch the
+    compiled code cannot be trusted with, goes to the pure codec: its errors.
     """
     codec = _compiled()
     if codec is not None:
@@ -484,8 +486,8 @@ def decode_records(buf: _Buffer, pos: int = 0) -> list[Record]:
 
 
 def decode_records_pure(buf: _Buffer, pos: int = 0) -> list[Record]:
-    """`decode_records` in pure Python: the reference, and the strict decoder `validate`
-    uses (it refuses every malformed encoding the format allows to be written)."""
+    """`decode_records` in pure Python: the reference, and the decoder `validate` uses,
+    being strict where aiokafka's reader is not."""
     header = verify(buf, pos)
     section = memoryview(buf)[pos + HEADER_SIZE : pos + header.size]
     data = decompress(header.compression, section)
