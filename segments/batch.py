@@ -40,7 +40,7 @@ Public API:
 - `decode_records(buf, pos=0) -> list[Record]`: verify, decompress, decode.
 - `build_batch_pure` / `decode_records_pure`: the pure-Python codec, the reference the
   compiled one is held to; `codec_in_use()` names the codec `build_batch` and
-  `decode_records` use (see "The compiled codec" below).
+  `decode_records` use, `reload_codec()` chooses again (see "The compiled codec" below).
 - `validate(buf, *, max_records_bytes, min_timestamp, max_timestamp)`: a producer's
   batch checked as Kafka's LogValidator would, before it goes into the log.
 - `iter_batches(buf, *, check_crc=True, allow_partial=False)`: split a concatenation.
@@ -58,8 +58,8 @@ log-append-time batches, negative timestamps, any error) and by checking what it
 be trusted with (offsets, timestamp overflow, reads past the end). Three encodings no
 Kafka producer writes are still read by it where the pure codec refuses or reads them
 otherwise; `validate`, the broker's gate for hostile input, therefore always decodes
-with the pure codec (docs/segments.md, "Compiled codec"). `TIDEMQ_PURE_CODEC=1` rules
-the compiled codec out.
+with the pure codec (docs/segments.md, "Compiled codec"). `TIDEMQ_PURE_CODEC=1` in the
+environment at the first use (or at `reload_codec()`) rules the compiled codec out.
 """
 
 from __future__ import annotations
@@ -634,7 +634,7 @@ class _CompiledCodec(NamedTuple):
     reader: Any  # aiokafka's DefaultRecordBatch
 
 
-_loaded: list[_CompiledCodec | None] = []  # [] until the first use tried the import
+_chosen: list[_CompiledCodec | None] = []  # [] until the first use chose (None: the pure codec)
 _NO_HEADERS: list[tuple[str, bytes | None]] = []  # shared, read only: aiokafka wants a list
 _PAD = bytes(16)
 _offset_of = itemgetter(0)
@@ -650,14 +650,20 @@ def codec_in_use() -> str:
     return "pure" if codec is None else codec.name
 
 
+def reload_codec() -> str:
+    """Choose the codec again, reading TIDEMQ_PURE_CODEC anew (tests switch codecs this
+    way); returns `codec_in_use()`."""
+    _chosen.clear()
+    return codec_in_use()
+
+
 def _compiled() -> _CompiledCodec | None:
-    """The compiled codec, unless TIDEMQ_PURE_CODEC rules it out (read on every call, so
-    a test can switch codecs) or it cannot be imported."""
-    if os.environ.get(PURE_CODEC_ENV, "") not in ("", "0"):
-        return None
-    if not _loaded:
-        _loaded.append(_load_compiled())
-    return _loaded[0]
+    """The compiled codec, unless TIDEMQ_PURE_CODEC rules it out or it cannot be
+    imported. Chosen once: reading the environment costs more than a small batch's build."""
+    if not _chosen:
+        pure = os.environ.get(PURE_CODEC_ENV, "") not in ("", "0")
+        _chosen.append(None if pure else _load_compiled())
+    return _chosen[0]
 
 
 def _load_compiled() -> _CompiledCodec | None:

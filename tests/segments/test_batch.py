@@ -23,6 +23,7 @@ from segments.batch import (
     decode_records,
     iter_batches,
     parse_header,
+    reload_codec,
     stamp,
     stamped,
     stamped_prefix,
@@ -50,7 +51,9 @@ def codec(request):
             mp.setenv(PURE_CODEC_ENV, "1")
         else:
             mp.delenv(PURE_CODEC_ENV, raising=False)
+        assert (reload_codec() == "pure") == (request.param == "pure")
         yield request.param
+    reload_codec()
 
 
 @st.composite

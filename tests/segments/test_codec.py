@@ -30,6 +30,7 @@ from segments.batch import (
     codec_in_use,
     decode_records,
     decode_records_pure,
+    reload_codec,
     validate,
 )
 from segments.compression import Compression
@@ -100,6 +101,10 @@ def stamps(recs) -> list[int | None]:
 def compiled_on(monkeypatch):
     """These tests choose the codec themselves, whatever the environment says."""
     monkeypatch.delenv(PURE_CODEC_ENV, raising=False)
+    reload_codec()
+    yield
+    monkeypatch.undo()
+    reload_codec()
 
 
 def test_compiled_codec_is_loaded():
@@ -242,15 +247,18 @@ def test_the_pure_codec_when_ruled_out(monkeypatch):
     want = build_batch_pure(recs, compression=Compression.ZSTD)
     for value in ("1", "yes"):
         monkeypatch.setenv(PURE_CODEC_ENV, value)
-        assert codec_in_use() == "pure"
+        assert codec_in_use().startswith("aiokafka")  # chosen once, until asked again
+        assert reload_codec() == "pure"
         with (
             mock.patch.object(batch, "_build_compiled", side_effect=AssertionError("compiled codec used")),
             mock.patch.object(batch, "_decode_compiled", side_effect=AssertionError("compiled codec used")),
         ):
             assert build_batch(recs, compression=Compression.ZSTD) == want
             assert decode_records(want) == decode_records_pure(want)
+        monkeypatch.delenv(PURE_CODEC_ENV)
+        reload_codec()
     monkeypatch.setenv(PURE_CODEC_ENV, "0")
-    assert codec_in_use().startswith("aiokafka")
+    assert reload_codec().startswith("aiokafka")
 
 
 def test_the_pure_codec_when_aiokafka_is_missing():
