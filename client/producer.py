@@ -115,7 +115,7 @@ from client.protocol import (
     TxnOffsetCommit,
 )
 from client.records import GroupMetadata, RecordMetadata
-from segments.batch import build_batch
+from segments.batch import build_batch, codec_in_use
 from segments.compression import Compression
 
 log = logging.getLogger(__name__)
@@ -308,6 +308,9 @@ class Producer:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Producer:
+        # Load the record codec now (the compiled one's import takes ~0.15 s), in a worker
+        # thread, rather than inside the first send.
+        await anyio.to_thread.run_sync(codec_in_use)
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:

@@ -38,21 +38,40 @@ Public API:
 - `stamp(buf, base_offset, leader_epoch, pos=0)` in place, `stamped(...)` as a copy,
   `stamped_prefix(header, base_offset, leader_epoch)` for zero-copy writes.
 - `decode_records(buf, pos=0) -> list[Record]`: verify, decompress, decode.
+- `build_batch_pure` / `decode_records_pure`: the pure-Python codec, the reference the
+  compiled one is held to; `codec_in_use()` names the codec `build_batch` and
+  `decode_records` use, `reload_codec()` chooses again (see "The compiled codec" below).
 - `validate(buf, *, max_records_bytes, min_timestamp, max_timestamp)`: a producer's
   batch checked as Kafka's LogValidator would, before it goes into the log.
 - `iter_batches(buf, *, check_crc=True, allow_partial=False)`: split a concatenation.
 
 Control batches (transaction markers, leader change, Raft configuration) are built
 and read by `segments.control` on top of this module.
+
+The compiled codec: per record, Python costs about 3 us to build and 3-4 us to decode,
+which caps a producer and a consumer well below the brokers. aiokafka's Cython record
+module (`aiokafka.record._crecords`) speaks this format and is used, when importable,
+for the records section. `build_batch` gives the pure codec's bytes, byte for byte, and
+`decode_records` its records and errors (tests/segments/test_codec.py), by handing
+anything the compiled code would treat differently to the pure codec (control and
+log-append-time batches, negative timestamps, any error) and by checking what it cannot
+be trusted with (offsets, timestamp overflow, reads past the end). Three encodings no
+Kafka producer writes are still read by it where the pure codec refuses or reads them
+otherwise; `validate`, the broker's gate for hostile input, therefore always decodes
+with the pure codec (docs/segments.md, "Compiled codec"). `TIDEMQ_PURE_CODEC=1` in the
+environment at the first use (or at `reload_codec()`) rules the compiled codec out.
 """
 
 from __future__ import annotations
 
 import enum
+import os
 import struct
+import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple, TypeAlias
+from operator import itemgetter
+from typing import Any, NamedTuple, TypeAlias
 
 from crc32c import crc32c
 
@@ -291,13 +310,71 @@ def build_batch(
     timestamp) tuple where a None timestamp means now. The batch's base timestamp is
     the first record's, as in Kafka. Raises ValueError for an empty batch or a field
     out of its wire range, UnsupportedCompressionError for snappy/lz4.
+
+    Uses the compiled codec when it is loaded and the batch is one it writes exactly as
+    `build_batch_pure` does (the bytes are the same either way); otherwise, and for
+    any error, the pure codec, so errors are always the pure codec's.
     """
-    compression = Compression(compression)
+    codec = _compiled()
+    if codec is not None and not control and not timestamp_type:
+        compression = Compression(compression)
+        _check_producer_fields(base_offset, leader_epoch, producer_id, producer_epoch, base_sequence)
+        items = records if isinstance(records, list | tuple) else list(records)
+        out = _build_compiled(
+            codec,
+            items,
+            compression,
+            base_offset,
+            leader_epoch,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            transactional,
+        )
+        if out is not None:
+            return out
+        records = items
+    return build_batch_pure(
+        records,
+        compression=compression,
+        base_offset=base_offset,
+        leader_epoch=leader_epoch,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
+        transactional=transactional,
+        control=control,
+        timestamp_type=timestamp_type,
+    )
+
+
+def _check_producer_fields(
+    base_offset: int, leader_epoch: int, producer_id: int, producer_epoch: int, base_sequence: int
+) -> None:
     _check_range("base offset", base_offset, INT64_MIN, INT64_MAX)
     _check_range("leader epoch", leader_epoch, INT32_MIN, INT32_MAX)
     _check_range("producer id", producer_id, INT64_MIN, INT64_MAX)
     _check_range("producer epoch", producer_epoch, -(1 << 15), (1 << 15) - 1)
     _check_range("base sequence", base_sequence, INT32_MIN, INT32_MAX)
+
+
+def build_batch_pure(
+    records: Iterable[RecordInput],
+    *,
+    compression: Compression = Compression.NONE,
+    base_offset: int = 0,
+    leader_epoch: int = -1,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    transactional: bool = False,
+    control: bool = False,
+    timestamp_type: TimestampType | int = TimestampType.CREATE_TIME,
+) -> bytes:
+    """`build_batch` in pure Python: the reference the compiled codec is tested against
+    and the codec wherever the compiled one is not loaded or not exact."""
+    compression = Compression(compression)
+    _check_producer_fields(base_offset, leader_epoch, producer_id, producer_epoch, base_sequence)
     body = bytearray()
     rec = bytearray()
     count = 0
@@ -392,7 +469,25 @@ def decode_records(buf: _Buffer, pos: int = 0) -> list[Record]:
     length disagrees with its fields, a record count that disagrees with the data,
     offset deltas out of order, bytes left over) and never returns partial results.
     Positions in messages are relative to the records section.
+
+    Uses the compiled codec when it is loaded. The records are those
+    `decode_records_pure` gives for every batch `validate` accepts, except one whose
+    record attributes byte has its high bit set, and it reads two encodings the pure
+    codec refuses (a null length other than -1, an int32 varint over 5 bytes; see
+    docs/segments.md, "Compiled codec"). Otherwise any error, and any batch the
+    compiled code cannot be trusted with, goes to the pure codec: its errors.
     """
+    codec = _compiled()
+    if codec is not None:
+        records = _decode_compiled(codec, buf, pos)
+        if records is not None:
+            return records
+    return decode_records_pure(buf, pos)
+
+
+def decode_records_pure(buf: _Buffer, pos: int = 0) -> list[Record]:
+    """`decode_records` in pure Python: the reference, and the decoder `validate` uses,
+    being strict where aiokafka's reader is not."""
     header = verify(buf, pos)
     section = memoryview(buf)[pos + HEADER_SIZE : pos + header.size]
     data = decompress(header.compression, section)
@@ -470,7 +565,7 @@ def validate(
     section = memoryview(buf)[HEADER_SIZE : header.size]
     if codec is not Compression.NONE:
         decompress(codec, section, limit=max_records_bytes)  # a bomb fails before decoding
-    records = decode_records(buf)
+    records = decode_records_pure(buf)
     if len(records) != header.last_offset_delta + 1:
         raise CorruptBatchError(f"{len(records)} records but the last offset delta says {header.last_offset_delta + 1}")
     newest = -1
@@ -526,3 +621,185 @@ def iter_batches(
         end = pos + header.size
         yield header, view[pos:end]
         pos = end
+
+
+# -- the compiled codec --------------------------------------------------------------------------------------
+
+PURE_CODEC_ENV = "TIDEMQ_PURE_CODEC"
+
+
+class _CompiledCodec(NamedTuple):
+    name: str
+    builder: Any  # aiokafka's DefaultRecordBatchBuilder (Cython, untyped)
+    reader: Any  # aiokafka's DefaultRecordBatch
+
+
+_chosen: list[_CompiledCodec | None] = []  # [] until the first use chose (None: the pure codec)
+_NO_HEADERS: list[tuple[str, bytes | None]] = []  # shared, read only: aiokafka wants a list
+_PAD = bytes(16)
+_offset_of = itemgetter(0)
+_timestamp_of = itemgetter(1)
+_new_record = tuple.__new__
+
+
+def codec_in_use() -> str:
+    """Which codec `build_batch` and `decode_records` use now: "pure", or the compiled
+    one's name and version. The first call imports the compiled codec (about 0.15 s, all
+    of aiokafka's package), so a client calls it at start rather than on its first send."""
+    codec = _compiled()
+    return "pure" if codec is None else codec.name
+
+
+def reload_codec() -> str:
+    """Choose the codec again, reading TIDEMQ_PURE_CODEC anew (tests switch codecs this
+    way); returns `codec_in_use()`."""
+    _chosen.clear()
+    return codec_in_use()
+
+
+def _compiled() -> _CompiledCodec | None:
+    """The compiled codec, unless TIDEMQ_PURE_CODEC rules it out or it cannot be
+    imported. Chosen once: reading the environment costs more than a small batch's build."""
+    if not _chosen:
+        pure = os.environ.get(PURE_CODEC_ENV, "") not in ("", "0")
+        _chosen.append(None if pure else _load_compiled())
+    return _chosen[0]
+
+
+def _load_compiled() -> _CompiledCodec | None:
+    """Import aiokafka's Cython record module (never its pure-Python twin, which is
+    slower than ours) and refuse it unless it writes and reads a sample batch exactly as
+    the pure codec does: a release that changed its format is not used."""
+    try:
+        from aiokafka.record._crecords.default_records import (  # type: ignore[import-not-found,unused-ignore]
+            DefaultRecordBatch,
+            DefaultRecordBatchBuilder,
+        )
+    except ImportError:
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        name = f"aiokafka {version('aiokafka')}"
+    except PackageNotFoundError:  # pragma: no cover - imported but not installed as a distribution
+        name = "aiokafka"
+    codec = _CompiledCodec(name, DefaultRecordBatchBuilder, DefaultRecordBatch)
+    sample: list[RecordInput] = [
+        (b"k", b"v" * 300, (("h", b"x"), ("n", None)), 1_700_000_000_000),
+        (None, b"", (), 1_700_000_000_007),
+    ]
+    want = build_batch_pure(sample, base_offset=5, producer_id=7, producer_epoch=1, base_sequence=3, transactional=True)
+    try:
+        got = _build_compiled(codec, sample, Compression.NONE, 5, -1, 7, 1, 3, True)
+        ok = got == want and _decode_compiled(codec, want, 0) == decode_records_pure(want)
+    except Exception:  # noqa: BLE001 - any failure of the self-check means: do not use it
+        ok = False
+    return codec if ok else None
+
+
+def _build_compiled(
+    codec: _CompiledCodec,
+    items: list[RecordInput] | tuple[RecordInput, ...],
+    compression: Compression,
+    base_offset: int,
+    leader_epoch: int,
+    producer_id: int,
+    producer_epoch: int,
+    base_sequence: int,
+    transactional: bool,
+) -> bytes | None:
+    """`build_batch` with aiokafka writing the records; None where it would differ.
+
+    What aiokafka does not do as we do, and how this copes: it writes base offset 0 and
+    epoch -1 (stamped here, outside the CRC); it reads the time per record (a None
+    timestamp becomes the same `now` for the whole batch here, as in the pure codec);
+    it takes a first timestamp of -1 for "none yet" (negative timestamps go pure, which
+    also rules out int64 overflow of a delta); it wraps an oversized batch length
+    (checked); it compresses with its own settings and needs cramjam for zstd (it writes
+    the records uncompressed and ours compresses them, as `build_batch_pure` does).
+    Headers it wants as a list of (str, bytes) tuples: a list or tuple is handed over,
+    anything else goes pure before it is iterated, so the pure codec always sees the
+    records unconsumed.
+    """
+    if not items or compression not in (Compression.NONE, Compression.GZIP, Compression.ZSTD):
+        return None
+    try:
+        if items and type(items[0]) is Record:
+            items = [(r.key, r.value, r.headers, r.timestamp) for r in items]  # type: ignore[union-attr]
+        builder = codec.builder(
+            MAGIC, 0, 1 if transactional else 0, producer_id, producer_epoch, base_sequence, sys.maxsize
+        )
+        append = builder.append
+        now_ms: int | None = None
+        for offset, (key, value, headers, ts) in enumerate(items):  # type: ignore[misc]
+            if ts is None:
+                if now_ms is None:
+                    now_ms = int(time.time() * 1000)
+                ts = now_ms
+            elif ts < 0:
+                return None
+            if not headers:
+                headers = _NO_HEADERS  # whatever empty thing it was, the pure codec writes 0 headers
+            elif type(headers) is not list:
+                if type(headers) is not tuple:
+                    return None
+                headers = list(headers)
+            append(offset, ts, key, value, headers)
+        out: bytearray = builder.build()
+    except Exception:  # noqa: BLE001 - the pure codec raises its own error for it
+        return None
+    length = len(out) - LOG_OVERHEAD
+    if length > INT32_MAX:
+        return None
+    if compression is Compression.NONE:
+        _PREFIX.pack_into(out, 0, base_offset, length, leader_epoch)
+        return bytes(out)
+    section = compress(compression, memoryview(out)[HEADER_SIZE:])
+    length = MIN_BATCH_LENGTH + len(section)
+    if length > INT32_MAX:
+        return None
+    fields = HEADER.unpack_from(out)
+    head = bytearray(HEADER_SIZE)
+    HEADER.pack_into(head, 0, base_offset, length, leader_epoch, MAGIC, 0, fields[5] | compression, *fields[6:])
+    head += section
+    struct.pack_into(">I", head, CRC_OFFSET, crc32c(memoryview(head)[ATTRIBUTES_OFFSET:]))
+    return bytes(head)
+
+
+def _decode_compiled(codec: _CompiledCodec, buf: _Buffer, pos: int) -> list[Record] | None:
+    """`decode_records` with aiokafka reading the records; None where it may differ.
+
+    Our `verify` runs first (aiokafka checks no CRC unless asked). aiokafka reads
+    varints without a bound, trusting a zero byte to end them: it gets a copy of the
+    batch followed by 16 zero bytes it is not told about, so a malformed batch cannot
+    make it read past memory we own. It does not check offset deltas (checked here:
+    exactly 0..n-1, which is all `verify` and the pure decoder allow) and adds the base
+    timestamp to a delta in int64 (a negative base timestamp or a negative result goes
+    pure, which rules out a wrapped sum). It decompresses with its own codecs (ours
+    decompress here, and it gets the records uncompressed). Any exception: pure.
+    """
+    header = verify(buf, pos)  # the pure decoder's first step: its errors are the same
+    view = memoryview(buf)
+    end = pos + header.size
+    try:
+        if header.attributes & COMPRESSION_MASK:
+            data = decompress(header.compression, view[pos + HEADER_SIZE : end])
+            head = bytearray(view[pos : pos + HEADER_SIZE])
+            head[ATTRIBUTES_OFFSET + 1] &= 0xFF ^ COMPRESSION_MASK
+            whole = b"".join((head, data, _PAD))
+        else:
+            whole = b"".join((view[pos:end], _PAD))
+        reader = codec.reader(memoryview(whole)[: len(whole) - len(_PAD)])
+        records: list[Record] = [
+            _new_record(Record, (r.offset, r.timestamp, r.key, r.value, tuple(r.headers))) for r in reader
+        ]
+    except Exception:  # noqa: BLE001 - the pure codec raises its own error for it
+        return None
+    base = header.base_offset
+    if list(map(_offset_of, records)) != list(range(base, base + len(records))):
+        return None
+    if not header.attributes & TIMESTAMP_TYPE_MASK and (
+        header.base_timestamp < 0 or min(map(_timestamp_of, records)) < 0
+    ):
+        return None
+    return records

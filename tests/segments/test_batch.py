@@ -1,4 +1,8 @@
-"""RecordBatch v2 codec: round trips, Kafka compatibility both ways, typed errors."""
+"""RecordBatch v2 codec: round trips, Kafka compatibility both ways, typed errors.
+
+Every test here runs twice: with the compiled codec (when aiokafka is installed) and
+with TIDEMQ_PURE_CODEC=1; test_codec.py holds the two to each other.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,14 @@ from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchB
 from segments.batch import (
     ATTRIBUTES_OFFSET,
     HEADER_SIZE,
+    PURE_CODEC_ENV,
     Record,
     TimestampType,
     build_batch,
     decode_records,
     iter_batches,
     parse_header,
+    reload_codec,
     stamp,
     stamped,
     stamped_prefix,
@@ -35,6 +41,19 @@ INT32 = st.integers(-(1 << 31), (1 << 31) - 1)
 maybe_bytes = st.none() | st.binary(max_size=40)
 headers = st.lists(st.tuples(st.text(max_size=8), maybe_bytes), max_size=3).map(tuple)
 CODECS = st.sampled_from([Compression.NONE, Compression.GZIP, Compression.ZSTD])
+
+
+@pytest.fixture(scope="module", autouse=True, params=["compiled", "pure"])
+def codec(request):
+    """The codec build_batch and decode_records use for this module's run."""
+    with pytest.MonkeyPatch.context() as mp:
+        if request.param == "pure":
+            mp.setenv(PURE_CODEC_ENV, "1")
+        else:
+            mp.delenv(PURE_CODEC_ENV, raising=False)
+        assert (reload_codec() == "pure") == (request.param == "pure")
+        yield request.param
+    reload_codec()
 
 
 @st.composite
