@@ -471,10 +471,9 @@ def decode_records(buf: _Buffer, pos: int = 0) -> list[Record]:
     Positions in messages are relative to the records section.
 
     Uses the compiled codec when it is loaded. The records are those
-    `decode_records_pure` gives for every batch `validate` accepts, except one whose
-    record attributes byte has its high bit set, and it reads two encodings the pure
-    codec refuses (a null length other than -1, an int32 varint over 5 bytes; see
-    docs/segments.md, "Compiled codec"). Otherwise any error, and any batch the
+    `decode_records_pure` gives for every batch `validate` accepts; it also reads
+    encodings `validate` refuses (a null length other than -1, an int32 varint over 5
+    bytes, record attributes other than 0; see docs/segments.md, "Compiled codec"). Otherwise any error, and any batch the
     compiled code cannot be trusted with, goes to the pure codec: its errors.
     """
     codec = _compiled()
@@ -485,9 +484,11 @@ def decode_records(buf: _Buffer, pos: int = 0) -> list[Record]:
     return decode_records_pure(buf, pos)
 
 
-def decode_records_pure(buf: _Buffer, pos: int = 0) -> list[Record]:
+def decode_records_pure(buf: _Buffer, pos: int = 0, *, strict: bool = False) -> list[Record]:
     """`decode_records` in pure Python: the reference, and the decoder `validate` uses,
-    being strict where aiokafka's reader is not."""
+    being strict where aiokafka's reader is not. With `strict` (validate), a record's
+    attributes byte must be 0: Kafka producers write nothing else, and the compiled
+    reader takes the byte as a varint, so another value would read differently there."""
     header = verify(buf, pos)
     section = memoryview(buf)[pos + HEADER_SIZE : pos + header.size]
     data = decompress(header.compression, section)
@@ -506,6 +507,8 @@ def decode_records_pure(buf: _Buffer, pos: int = 0) -> list[Record]:
         stop = p + length
         if length < _MIN_RECORD_SIZE - 1 or stop > end:
             raise CorruptBatchError(f"record {i} length {length} at byte {start} is out of range")
+        if strict and data[p]:
+            raise CorruptBatchError(f"record {i} has attributes {data[p]:#04x}; record attributes are unused and 0")
         p += 1  # attributes
         ts_delta, p = read_varint(data, p, stop, 10)
         offset_delta, p = read_varint(data, p, stop, 5)
@@ -565,7 +568,7 @@ def validate(
     section = memoryview(buf)[HEADER_SIZE : header.size]
     if codec is not Compression.NONE:
         decompress(codec, section, limit=max_records_bytes)  # a bomb fails before decoding
-    records = decode_records_pure(buf)
+    records = decode_records_pure(buf, strict=True)
     if len(records) != header.last_offset_delta + 1:
         raise CorruptBatchError(f"{len(records)} records but the last offset delta says {header.last_offset_delta + 1}")
     newest = -1

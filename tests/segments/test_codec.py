@@ -207,11 +207,11 @@ def test_overlong_varint_is_read_by_the_compiled_codec_only():
     assert decode_records(odd) == [Record(0, 1_000, b"k", b"v", ())]
 
 
-def test_record_attributes_high_bit_is_read_two_ways():
+def test_record_attributes_high_bit_is_read_two_ways_so_validate_refuses_it():
     # Kafka and the pure codec read a record's attributes as one (unused) byte; aiokafka
     # reads a varint, so a crafted record with attributes 0x80 parses differently and
-    # still consistently. validate accepts it today: the reason docs/segments.md asks for
-    # validate to refuse record attributes other than 0.
+    # still consistently. validate refuses any attributes other than 0, so no log holds
+    # a record the two codecs (or a Java client) would read apart.
     value = b"VALUE"
     rec = bytearray([0x80, 0x00, 0x00, 0x00])  # attributes, ts delta 0, offset delta 0, key b""
     append_varint(rec, len(value))
@@ -224,7 +224,8 @@ def test_record_attributes_high_bit_is_read_two_ways():
     head = bytearray(template[:HEADER_SIZE])
     struct.pack_into(">i", head, 8, HEADER_SIZE - 12 + len(section))
     crafted = recrc(bytes(head) + bytes(section))
-    validate(crafted, max_records_bytes=1 << 20)
+    with pytest.raises(CorruptBatchError, match="attributes 0x80"):
+        validate(crafted, max_records_bytes=1 << 20)
     assert decode_records_pure(crafted) == [Record(0, 1_000, b"", value, (("", b""),))]
     assert decode_records(crafted) == [Record(0, 1_000, value, b"\x00", ())]
 
