@@ -252,6 +252,12 @@ class _PartitionQueue:
 
 
 class Producer:
+    """Sends messages (see the module docstring). The batching knobs: `linger` is the
+    longest a message waits in an open batch while a request to its partition is
+    outstanding (an idle partition sends at once, so it costs a lone send nothing);
+    `batch_bytes` seals a batch early; `max_in_flight` bounds the batches sent and not
+    yet settled per partition."""
+
     def __init__(
         self,
         bootstrap: str | list[str] | None = None,
