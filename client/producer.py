@@ -1,10 +1,21 @@
 """Producer: send messages, get them acknowledged, never twice.
 
 `send()` returns once the message is acknowledged (acks="all" by default: committed on
-a majority). Underneath, messages to the same partition are gathered into one record
-batch until it is `batch_bytes` big or `linger` has passed, so many concurrent sends
-share a batch and one round trip. Per partition up to `max_in_flight` batches are in
-flight at once.
+a majority). Underneath, messages to the same partition are gathered into record
+batches, and `linger` is paid only while a request is outstanding (a Nagle-like rule):
+
+- a partition with no batch in flight sends at once, so a caller awaiting one send at a
+  time pays a round trip and no timer (the messages queued in the same turn of the
+  event loop still share that batch);
+- while a batch to the partition is in flight, new messages gather behind it and go as
+  one batch as soon as every request in flight there has settled, the batch reaches
+  `batch_bytes`, or `linger` has passed since its first message, whichever comes first.
+
+So many concurrent sends to one partition share a batch and one round trip (and the
+broker commits them with one fsync), and a quiet partition never waits on a timer. A
+batch sealed by size or linger goes while others are still in flight, up to
+`max_in_flight` per partition (an idempotent producer: 1..5, the broker's window of
+recent batches per producer); with `max_in_flight=1` batches go strictly one at a time.
 
 Idempotence (on by default): the producer gets a producer id from the cluster and
 numbers the records of each partition; a batch retried after a timeout, a lost
@@ -222,11 +233,16 @@ class Delivery:
 
 
 class _PartitionQueue:
-    def __init__(self, producer_id: int, producer_epoch: int) -> None:
+    """One partition's batches: the open one gathering records, the sealed ones waiting
+    to be sent, and those sent and not yet settled; one sender task works it."""
+
+    def __init__(self, producer_id: int, producer_epoch: int, partitions: int) -> None:
         self.open: _Batch | None = None
         self.sealed: deque[_Batch] = deque()
-        self.inflight: deque[_Batch] = deque()
-        self.wakeup = anyio.Event()
+        self.inflight: deque[_Batch] = deque()  # sent, in order; the sender drops settled ones from the head
+        self.wakeup = anyio.Event()  # set when the sender has something to look at
+        self.partitions = partitions  # the topic's partition count (the sticky partitioner's)
+        self.last_sent: _Batch | None = None  # the latest batch sent on this sequence line
         # The sequence line of this partition: (producer id, epoch) and the next number.
         self.producer_id = producer_id
         self.producer_epoch = producer_epoch
@@ -236,6 +252,12 @@ class _PartitionQueue:
 
 
 class Producer:
+    """Sends messages (see the module docstring). The batching knobs: `linger` is the
+    longest a message waits in an open batch while a request to its partition is
+    outstanding (an idle partition sends at once, so it costs a lone send nothing);
+    `batch_bytes` seals a batch early; `max_in_flight` bounds the batches sent and not
+    yet settled per partition."""
+
     def __init__(
         self,
         bootstrap: str | list[str] | None = None,
@@ -268,8 +290,12 @@ class Producer:
             self.compression = Compression[compression.upper()]
         except KeyError:
             raise InvalidConfigError(f"compression must be none, gzip or zstd, not {compression!r}") from None
+        if max_in_flight < 1:
+            raise InvalidConfigError("max_in_flight must be at least 1 (a batch in flight per partition)")
         if not 1 <= max_in_flight <= 5 and idempotent:
             raise InvalidConfigError("an idempotent producer keeps 1..5 batches in flight per partition")
+        if linger < 0:
+            raise InvalidConfigError("linger must be 0 or more seconds")
         if transactional_id is not None and not idempotent:
             raise InvalidConfigError("a transactional producer is idempotent (leave idempotent=True)")
         if transactional_id is not None and not 0.1 <= transaction_timeout <= 900:
@@ -560,14 +586,15 @@ class Producer:
             raise MessageTooLargeError(f"message of {size} bytes exceeds the 1 MiB batch limit")
         q = self._queues.get((topic, p))
         if q is None:
-            q = self._queues[(topic, p)] = _PartitionQueue(self.producer_id, self.producer_epoch)
+            q = self._queues[(topic, p)] = _PartitionQueue(self.producer_id, self.producer_epoch, n)
+        q.partitions = n
         batch = q.open
         if batch is not None and batch.size + size > self.batch_bytes and batch.records:
             self._seal(topic, p, q, n)
             batch = None
         if batch is None:
             batch = q.open = _Batch()
-            self._tg.start_soon(self._linger, topic, p, q, batch, n)
+            q.wakeup.set()  # the sender sends it at once if nothing is in flight, else times its linger
         ts = timestamp if timestamp is not None else int(time.time() * 1000)
         batch.records.append((key, value, hdrs, ts))
         batch.size += size
@@ -576,11 +603,6 @@ class Producer:
             q.running = True
             self._tg.start_soon(self._sender, topic, p, q)
         return batch, len(batch.records) - 1, p
-
-    async def _linger(self, topic: str, p: int, q: _PartitionQueue, batch: _Batch, n: int) -> None:
-        await anyio.sleep(self.linger)
-        if q.open is batch:
-            self._seal(topic, p, q, n)
 
     def _seal(self, topic: str, p: int, q: _PartitionQueue, n: int) -> None:
         batch = q.open
@@ -614,6 +636,7 @@ class Producer:
         for batch in list(q.inflight):
             await batch.done.wait()
         q.inflight.clear()
+        q.last_sent = None
         backoff = 0.05
         while True:
             now = time.monotonic()
@@ -650,21 +673,47 @@ class Producer:
                 return
 
     async def _sender(self, topic: str, p: int, q: _PartitionQueue) -> None:
-        """Send sealed batches in order, up to max_in_flight at a time."""
+        """Send the partition's batches in order, at most `max_in_flight` at a time.
+
+        The open batch is sealed and sent at once when nothing is in flight to the
+        partition: a caller awaiting a lone send pays no linger. While a request is
+        outstanding it lingers, gathering records, until the last request in flight has
+        settled, it fills (`_append` seals it), or `linger` has passed since its first
+        record, whichever comes first. So concurrent sends to one partition ride behind
+        the first in one batch (the broker's group commit rewards it), and a partition
+        never waits on a timer while idle. Sealing happens here, when this task runs,
+        so the records appended in the same turn of the event loop share the batch.
+        """
         async with anyio.create_task_group() as tg:
             while True:
-                while not q.sealed:
-                    await q.wakeup.wait()
-                    q.wakeup = anyio.Event()
-                while len(q.inflight) >= self.max_in_flight:
-                    await q.inflight[0].done.wait()
-                    while q.inflight and q.inflight[0].done.is_set():
-                        q.inflight.popleft()
+                # A settled batch at the head no longer counts against max_in_flight;
+                # after this, the queue has a request outstanding iff `inflight` is not
+                # empty (its head has not settled). A batch settled behind an unsettled
+                # one still holds its place: the broker's window of the last five batches
+                # per producer must cover every batch that may still be retried.
+                while q.inflight and q.inflight[0].done.is_set():
+                    q.inflight.popleft()
+                linger_left: float | None = None
+                batch = q.open
+                if not q.sealed and batch is not None and batch.records:
+                    linger_left = batch.created + self.linger - time.monotonic()
+                    if not q.inflight or linger_left <= 0:
+                        self._seal(topic, p, q, q.partitions)
+                        linger_left = None
+                if not q.sealed or len(q.inflight) >= self.max_in_flight:
+                    if linger_left is None:
+                        await q.wakeup.wait()
+                    else:
+                        with anyio.move_on_after(linger_left):
+                            await q.wakeup.wait()
+                    if q.wakeup.is_set():
+                        q.wakeup = anyio.Event()
+                    continue
                 if q.line_broken:
                     await self._new_sequence_line(topic, p, q)
                     continue
                 batch = q.sealed.popleft()
-                predecessor = q.inflight[-1] if q.inflight else None
+                predecessor, q.last_sent = q.last_sent, batch
                 q.inflight.append(batch)
                 tg.start_soon(self._deliver, topic, p, q, batch, predecessor)
 
@@ -718,6 +767,7 @@ class Producer:
             if batch.error is not None and self.idempotent and self.transactional_id is None:
                 q.line_broken = True
             self._settle(topic, p, batch)
+            q.wakeup.set()  # the sender may send the next batch, or the lingering one
 
     def _settle(self, topic: str, p: int, batch: _Batch) -> None:
         """The batch is done, acknowledged or failed: wake its sends, free its buffer."""
@@ -784,9 +834,14 @@ class Producer:
             ) from None
 
     # A partition joins the transaction (AddPartitionsToTxn) before the transaction's first
-    # batch there is sent. Sends only note the partition; one task registers everything
-    # noted within a linger in a single request, as Kafka's sender does, so a transaction
-    # over three partitions costs one coordinator round trip, not three in a row.
+    # batch there is sent. Sends only note the partition; one task registers what is noted
+    # in a single request, as Kafka's sender does, so a transaction over three partitions
+    # costs one coordinator round trip, not three in a row. The rule is the batches' own:
+    # with no registration outstanding the task asks at once (when it first runs, so the
+    # partitions noted in the same turn of the event loop go together); partitions noted
+    # while one is outstanding go together in the next, as soon as it returns. No timer:
+    # a transaction's first send to a partition waits one coordinator round trip, not a
+    # linger on top.
 
     def _want_enlisted(self, txn: _Transaction, tp: tuple[str, int]) -> None:
         if tp in txn.partitions or tp in txn.wanted or tp in txn.registering:
@@ -800,7 +855,6 @@ class Producer:
     async def _enlister(self, txn: _Transaction) -> None:
         try:
             while txn.wanted and self._txn is txn:
-                await anyio.sleep(self.linger)  # gather what the next sends go to
                 wanted, txn.wanted = txn.wanted, set()
                 txn.registering = wanted
                 try:

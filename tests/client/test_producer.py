@@ -9,6 +9,8 @@ import trio
 from client import Admin, Consumer, Producer
 from client.errors import InvalidConfigError, RequestTimeoutError, UnknownTopicError
 from client.partitioner import partition_for_key
+from client.protocol import Produce
+from segments.batch import parse_header
 from tests.cluster import local_cluster, running_cluster
 
 
@@ -44,6 +46,123 @@ async def test_keys_land_where_kafka_puts_them_in_order(tmp_path):
         assert sorted(int(m.value) for m in msgs) == list(range(300))
 
 
+class ProduceLog:
+    """Every produce request a producer hands to its cluster client: (base sequence,
+    record count) in the order they go out, and the most outstanding at once."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.sent: list[tuple[int, int]] = []
+        self.outstanding = self.most_outstanding = 0
+        real = producer.cluster.leader_request
+
+        async def counting(topic, partition, body, *args):
+            if not isinstance(body, Produce):
+                return await real(topic, partition, body, *args)
+            header = parse_header(body.records)
+            self.sent.append((header.base_sequence, header.record_count))
+            self.outstanding += 1
+            self.most_outstanding = max(self.most_outstanding, self.outstanding)
+            try:
+                return await real(topic, partition, body, *args)
+            finally:
+                self.outstanding -= 1
+
+        producer.cluster.leader_request = counting  # type: ignore[method-assign]
+
+    def numbered_in_order(self, first: int) -> bool:
+        """One sequence line without gaps, in the order the requests went out."""
+        expected = first
+        for seq, count in self.sent:
+            if seq != expected:
+                return False
+            expected += count
+        return True
+
+
+async def test_a_lone_send_does_not_pay_the_linger(tmp_path):
+    """Linger is paid only while a request to the partition is outstanding: a caller
+    awaiting one send at a time to an idle partition is answered in a round trip, with
+    any acks, not after the linger (2 s here; it used to be paid by every such send)."""
+    async with local_cluster(tmp_path) as c:
+        async with Admin(c.bootstrap) as admin:
+            await admin.create_topic("lone", partitions=1, replication=3)
+        settings: list[dict] = [{}, {"acks": 1, "idempotent": False}, {"acks": 0, "idempotent": False}]
+        for k, setting in enumerate(settings):
+            async with Producer(c.bootstrap, linger=2.0, **setting) as producer:
+                await producer.send("lone", b"warm-up")  # metadata and connections
+                for i in range(5):
+                    start = trio.current_time()
+                    await producer.send("lone", b"%d" % i)
+                    assert trio.current_time() - start < 1.0, f"{setting}: a lone send waited for the linger"
+                # (read while the acks=0 producer's connection is still open)
+                values = [m.value for m in await read_all(c.bootstrap, "lone", 6 * (k + 1))]
+                assert values == [b"warm-up", b"0", b"1", b"2", b"3", b"4"] * (k + 1)
+
+
+async def test_concurrent_sends_gather_behind_the_one_in_flight(tmp_path):
+    """Many tasks awaiting sends to one partition: the first goes at once, the rest
+    gather into one batch behind it, which goes as soon as the request ahead returns,
+    not when the linger (5 s here) ends, and not before. Fewer requests than messages,
+    each task's messages in its order, none twice."""
+    async with local_cluster(tmp_path) as c:
+        async with Admin(c.bootstrap) as admin:
+            await admin.create_topic("crowd", partitions=1, replication=3)
+        tasks, each = 20, 5
+        async with Producer(c.bootstrap, linger=5.0) as producer:
+            await producer.send("crowd", b"warm-up")
+            produced = ProduceLog(producer)
+            offsets: dict[int, list[int]] = defaultdict(list)
+
+            async def sender(t: int) -> None:
+                for j in range(each):
+                    md = await producer.send("crowd", b"%d.%d" % (t, j))
+                    offsets[t].append(md.offset)
+
+            start = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                for t in range(tasks):
+                    nursery.start_soon(sender, t)
+            elapsed = trio.current_time() - start
+        assert elapsed < 4.0, f"{elapsed:.1f}s: a batch waited for the linger instead of the request ahead"
+        assert len(produced.sent) < tasks * each / 2, produced.sent
+        assert sum(count for _, count in produced.sent) == tasks * each  # no retries, nothing lost
+        assert produced.most_outstanding == 1  # nothing sealed by linger or size: one request at a time
+        assert produced.numbered_in_order(first=1)
+        assert all(v == sorted(v) for v in offsets.values())
+        msgs = await read_all(c.bootstrap, "crowd", 1 + tasks * each)
+        assert len({m.offset for m in msgs}) == len(msgs)
+        per_task = defaultdict(list)
+        for m in msgs[1:]:
+            t, j = m.value.split(b".")
+            per_task[int(t)].append(int(j))
+        assert dict(per_task) == {t: list(range(each)) for t in range(tasks)}
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 5])
+async def test_pipelined_submits_keep_their_order_with_batches_in_flight(tmp_path, max_in_flight):
+    """One task submitting without waiting: batches sealed by size go while others are
+    in flight, up to max_in_flight; the partition's order and numbering hold."""
+    async with local_cluster(tmp_path) as c:
+        async with Admin(c.bootstrap) as admin:
+            await admin.create_topic("pipe", partitions=1, replication=3)
+        async with Producer(c.bootstrap, linger=0.02, batch_bytes=2000, max_in_flight=max_in_flight) as producer:
+            produced = ProduceLog(producer)
+            deliveries = []
+            for i in range(600):
+                deliveries.append(await producer.submit("pipe", b"%d" % i + b"." * 40))
+                if i % 7 == 0:
+                    await trio.sleep(0)
+            mds = [await d for d in deliveries]
+        assert [md.offset for md in mds] == list(range(mds[0].offset, mds[0].offset + 600))
+        assert len(produced.sent) < 600 / 4, len(produced.sent)  # about 28 records fill 2000 B
+        assert produced.numbered_in_order(first=0)
+        assert produced.most_outstanding <= max_in_flight
+        if max_in_flight > 1:
+            assert produced.most_outstanding > 1, "submits far faster than round trips, yet no pipelining"
+        msgs = await read_all(c.bootstrap, "pipe", 600)
+        assert [int(m.value.rstrip(b".")) for m in msgs] == list(range(600))
+
+
 async def test_keyless_messages_spread_over_partitions(tmp_path):
     async with local_cluster(tmp_path, n=1) as c:
         async with Admin(c.bootstrap) as admin:
@@ -64,6 +183,10 @@ async def test_bad_arguments_fail_clearly(tmp_path):
         Producer("127.0.0.1:1", acks=1)  # idempotence needs acks=all
     with pytest.raises(InvalidConfigError):
         Producer("127.0.0.1:1", compression="brotli")
+    with pytest.raises(InvalidConfigError):
+        Producer("127.0.0.1:1", idempotent=False, acks=1, max_in_flight=0)  # would never send
+    with pytest.raises(InvalidConfigError):
+        Producer("127.0.0.1:1", linger=-1)
 
 
 async def test_delivery_timeout_fires(tmp_path):

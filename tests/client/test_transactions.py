@@ -333,6 +333,34 @@ async def test_a_transaction_registers_its_partitions_in_one_request(tmp_path):
         assert values(await read(c, ["spread"])) == sorted(b"m%d" % i for i in range(9))
 
 
+async def test_a_transaction_pays_no_linger_to_register_or_send(tmp_path):
+    """Registering a partition and sending to it follow the producer's batching rule:
+    nothing outstanding, no wait. A transaction of one send at a time commits in round
+    trips, not in lingers (5 s here: the registration used to sleep one, and each batch
+    another); partitions met while a registration is outstanding go in the next one."""
+    async with cluster(tmp_path) as c:
+        await topics(c, ("quick", 3))
+        with trio.fail_after(60):
+            async with Producer(c.bootstrap, transactional_id="quick-1", linger=5.0) as producer:
+                asked = []
+                real = producer._txn_request
+
+                async def counting(body):
+                    asked.append((type(body).__name__, len(getattr(body, "partitions", ()))))
+                    return await real(body)
+
+                producer._txn_request = counting
+                start = trio.current_time()
+                async with producer.transaction():
+                    for i in range(3):
+                        await producer.send("quick", b"q%d" % i, partition=i)
+                    await producer.send("quick", b"again", partition=0)
+                elapsed = trio.current_time() - start
+                assert elapsed < 4.0, f"{elapsed:.1f}s: something waited for the linger"
+                assert asked == [("AddPartitionsToTxn", 1)] * 3 + [("EndTxn", 0)]
+        assert values(await read(c, ["quick"])) == [b"again", b"q0", b"q1", b"q2"]
+
+
 async def test_a_late_duplicate_request_of_an_ended_transaction_begins_nothing(tmp_path):
     """A request whose connection dropped may still run on the node after its
     transaction ended; numbered, it is refused instead of beginning a transaction that
