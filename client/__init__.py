@@ -12,4 +12,9 @@ __all__ = [
     "Consumer",
     "Deliveries",
     "Delivery",
-    "GroupMetadata", "Message", "Producer", "RecordMetadata", "TideMQError"]
+    "GroupMetadata",
+    "Message",
+    "Producer",
+    "RecordMetadata",
+    "TideMQError",
+]

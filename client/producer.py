@@ -62,9 +62,10 @@ import logging
 import time
 from bisect import bisect_right
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
+from itertools import islice
 from typing import Protocol, overload
 
 import anyio
@@ -155,6 +156,7 @@ _ACKS = {
     "none": ACKS_NONE,
 }
 _RECORD_OVERHEAD = 24  # varints and attributes per record, near enough for sizing
+_PLAIN_MAX = 512 * 1024  # submit_many's list path takes values below this (no size check each)
 
 
 def _checked(value: object, key: object, headers: Headers) -> tuple:
@@ -283,6 +285,11 @@ class Deliveries(Sequence[Delivery]):
         topic, p, batch, first, _ = self._spans[at]
         return Delivery(topic, p, batch, first + i - self._starts[at])
 
+    def __iter__(self) -> Iterator[Delivery]:
+        for topic, p, batch, first, count in self._spans:
+            for i in range(first, first + count):
+                yield Delivery(topic, p, batch, i)
+
     @property
     def done(self) -> bool:
         return all(span[2].done.is_set() for span in self._spans)
@@ -297,7 +304,8 @@ class Deliveries(Sequence[Delivery]):
             base = batch.base_offset
             records = batch.records
             results.extend(
-                RecordMetadata(topic, p, base + i if base >= 0 else -1, records[i][3]) for i in range(first, first + count)
+                RecordMetadata(topic, p, base + i if base >= 0 else -1, records[i][3])
+                for i in range(first, first + count)
             )
         return results
 
@@ -558,6 +566,20 @@ class Producer:
             return Deliveries([(d.topic, d.partition, d._batch, d._index, 1) for d in singles])
         n = await self._partition_count(topic)
         spans: list[tuple[str, int, _Batch, int, int]] = []
+        if keys is None and headers is None and all(type(v) is bytes and len(v) < _PLAIN_MAX for v in values):
+            if partition is not None and not 0 <= partition < n:
+                raise InvalidConfigError(f"topic {topic!r} has partitions 0..{n - 1}, not {partition}")
+            i = 0
+            while i < count:
+                while self._buffered >= self.buffer_bytes:
+                    await self._space.wait()
+                p = self._sticky.partition(topic, n) if partition is None else partition
+                if self.transactional_id is not None:
+                    self._want_enlisted(self._check_open(), (topic, p))
+                batch, index, taken = self._place_run(topic, n, p, values, i, timestamp)
+                spans.append((topic, p, batch, index, taken))
+                i += taken
+            return Deliveries(spans)
         last: _Batch | None = None
         place = self._place
         for i in range(count):
@@ -735,6 +757,39 @@ class Producer:
             size += sum(len(k) + len(v or b"") for k, v in hdrs)
         if size + 61 > self.batch_bytes * 4 and size > 1024 * 1024:
             raise MessageTooLargeError(f"message of {size} bytes exceeds the 1 MiB batch limit")
+        q, batch = self._open_batch(topic, p, n, size)
+        ts = timestamp if timestamp is not None else int(time.time() * 1000)
+        batch.records.append((key, value, hdrs, ts))
+        batch.size += size
+        self._buffered += size
+        return batch, len(batch.records) - 1, p
+
+    def _place_run(
+        self, topic: str, n: int, p: int, values: Sequence[bytes | None], start: int, timestamp
+    ) -> tuple[_Batch, int, int]:
+        """Put unkeyed, header-less values from `start` on into partition p's open
+        batch, as many as it has room for and at least one: (batch, index of the
+        first, how many). `submit_many`'s path for a list of plain values."""
+        first = _RECORD_OVERHEAD + len(values[start] or b"")
+        q, batch = self._open_batch(topic, p, n, first)
+        room = max(self.batch_bytes - batch.size, first)
+        end, total = start, 0
+        for v in islice(values, start, None):
+            size = _RECORD_OVERHEAD + (len(v) if v else 0)
+            if total + size > room:
+                break
+            total += size
+            end += 1
+        ts = timestamp if timestamp is not None else int(time.time() * 1000)
+        index = len(batch.records)
+        batch.records.extend([(None, v, (), ts) for v in islice(values, start, end)])
+        batch.size += total
+        self._buffered += total
+        return batch, index, end - start
+
+    def _open_batch(self, topic: str, p: int, n: int, size: int) -> tuple[_PartitionQueue, _Batch]:
+        """The partition's queue and its open batch with room for `size` bytes (a
+        full one is sealed and a new one opened); starts the partition's sender."""
         q = self._queues.get((topic, p))
         if q is None:
             q = self._queues[(topic, p)] = _PartitionQueue(self.producer_id, self.producer_epoch, n)
@@ -746,14 +801,10 @@ class Producer:
         if batch is None:
             batch = q.open = _Batch()
             q.wakeup.set()  # the sender sends it at once if nothing is in flight, else times its linger
-        ts = timestamp if timestamp is not None else int(time.time() * 1000)
-        batch.records.append((key, value, hdrs, ts))
-        batch.size += size
-        self._buffered += size
         if not q.running:
             q.running = True
             self._tg.start_soon(self._sender, topic, p, q)  # type: ignore[union-attr]
-        return batch, len(batch.records) - 1, p
+        return q, batch
 
     def _seal(self, topic: str, p: int, q: _PartitionQueue, n: int) -> None:
         batch = q.open

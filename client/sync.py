@@ -365,7 +365,9 @@ class Consumer(_Blocking[AsyncConsumer]):
             return await self._async.__anext__()
         return None
 
-    def getmany(self, max_records: int | None = None, timeout: float | None = None) -> dict[tuple[str, int], list[Message]]:
+    def getmany(
+        self, max_records: int | None = None, timeout: float | None = None
+    ) -> dict[tuple[str, int], list[Message]]:
         """Every message fetched and not handed out yet, by partition (see
         `client.Consumer.getmany`); {} if none arrives within `timeout` seconds."""
         return self._call(self._async.getmany, max_records, timeout)

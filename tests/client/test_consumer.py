@@ -222,7 +222,7 @@ async def test_getmany_and_batches_hand_out_whole_fetches_and_commit_after_them(
                         got.setdefault(tp, []).extend(msgs)
                 assert await consumer.getmany(timeout=0.3) == {}
                 await consumer.commit()
-        for tp, msgs in got.items():
+        for msgs in got.values():
             offsets = [m.offset for m in msgs]
             assert offsets == sorted(set(offsets))
         assert sorted(int(m.value) for msgs in got.values() for m in msgs) == list(range(400))

@@ -258,11 +258,20 @@ async def test_submit_many_and_send_batch_on_node_processes(tmp_path):
             for m in metas:
                 by_part[m.partition].append(m.offset)
             assert all(offs == sorted(set(offs)) for offs in by_part.values()), "offsets rise in submit order"
+            plain = await producer.send_batch("bulk", [b"p%d" % i for i in range(2000)])  # unkeyed: sticky runs
+            assert len({m.partition for m in plain}) > 1, "full batches move the sticky partition on"
+            assert all(a.offset + 1 == b.offset for a, b in zip(plain, plain[1:]) if a.partition == b.partition)
             more = await producer.send_batch("bulk", [b"tail-%d" % i for i in range(10)], partition=2)
             assert [m.partition for m in more] == [2] * 10
             assert [m.offset for m in more] == list(range(more[0].offset, more[0].offset + 10))
-        got = await read_all(c.bootstrap, "bulk", 3010, timeout=60)
-        mine = [m for m in got if not m.value.startswith(b"tail-")]
+        got = await read_all(c.bootstrap, "bulk", 5010, timeout=60)
+        plain_order = defaultdict(list)
+        for m in got:
+            if m.value.startswith(b"p"):
+                plain_order[m.partition].append(int(m.value[1:]))
+        assert sorted(sum(plain_order.values(), [])) == list(range(2000))
+        assert all(v == sorted(v) for v in plain_order.values())
+        mine = [m for m in got if m.value.startswith(b"v")]
         per_key = defaultdict(list)
         for m in mine:
             per_key[m.key].append(int(m.value[1:]))
