@@ -450,36 +450,33 @@ class RetryPolicy:
             if in_place or self.retry_producer is None:
                 await anyio.sleep(self.delay(attempts))
                 continue
-            headers = (
-                user_headers(msg)
-                + [
-                    (H_ORIGIN_TOPIC, topic.encode()),
-                    (H_ORIGIN_PARTITION, b"%d" % partition),
-                    (H_ORIGIN_OFFSET, b"%d" % offset),
-                    (H_ATTEMPT, b"%d" % attempts),
-                ]
-                + self._ours
-            )
+            headers = self._carried(msg, topic, partition, offset, attempts)
             await self.retry_producer.send(
                 retry_topic(self.group), msg.value, key=msg.key, headers=headers, delay=self.delay(attempts)
             )
             return
 
-    async def _dead_letter(self, msg, topic, partition, offset, attempts, error) -> None:
-        text = f"{type(error).__name__}: {error}"
-        if self.dlq_producer is None:
-            log.error("handler failed on %s-%s@%s after %d attempt(s): %s", topic, partition, offset, attempts, text)
-            return
-        headers = (
+    def _carried(self, msg, topic, partition, offset, attempts) -> list[tuple[str, bytes | None]]:
+        """What a retried or dead message carries: the user's headers, where it came
+        from, its attempts, and this instance's tag."""
+        return (
             user_headers(msg)
             + [
                 (H_ORIGIN_TOPIC, topic.encode()),
                 (H_ORIGIN_PARTITION, b"%d" % partition),
                 (H_ORIGIN_OFFSET, b"%d" % offset),
                 (H_ATTEMPT, b"%d" % attempts),
-                (H_DLQ_ERROR, text.encode()[:4096]),
-                (H_DLQ_TIME, b"%d" % int(time.time() * 1000)),
             ]
             + self._ours
         )
+
+    async def _dead_letter(self, msg, topic, partition, offset, attempts, error) -> None:
+        text = f"{type(error).__name__}: {error}"
+        if self.dlq_producer is None:
+            log.error("handler failed on %s-%s@%s after %d attempt(s): %s", topic, partition, offset, attempts, text)
+            return
+        headers = self._carried(msg, topic, partition, offset, attempts) + [
+            (H_DLQ_ERROR, text.encode()[:4096]),
+            (H_DLQ_TIME, b"%d" % int(time.time() * 1000)),
+        ]
         await self.dlq_producer.send(dead_letter_topic(self.group), msg.value, key=msg.key, headers=headers)

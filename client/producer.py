@@ -60,11 +60,13 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_right
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
-from typing import Protocol
+from itertools import islice
+from typing import Protocol, overload
 
 import anyio
 
@@ -154,6 +156,22 @@ _ACKS = {
     "none": ACKS_NONE,
 }
 _RECORD_OVERHEAD = 24  # varints and attributes per record, near enough for sizing
+_PLAIN_MAX = 512 * 1024  # submit_many's list path takes values below this (no size check each)
+
+
+def _checked(value: object, key: object, headers: Headers) -> tuple:
+    """The message's headers as a tuple, once its parts are checked for type."""
+    if value is not None and not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"value must be bytes or None, not {type(value).__name__}")
+    if key is not None and not isinstance(key, (bytes, bytearray, memoryview)):
+        raise TypeError(f"key must be bytes or None, not {type(key).__name__}")
+    if not headers:
+        return ()
+    hdrs = tuple(headers.items()) if isinstance(headers, Mapping) else tuple(headers)
+    for h in hdrs:
+        if not (isinstance(h[0], str) and (h[1] is None or isinstance(h[1], (bytes, bytearray)))):
+            raise TypeError("headers map str names to bytes values")
+    return hdrs
 
 
 class _Transaction:
@@ -230,6 +248,66 @@ class Delivery:
         if not self._batch.done.is_set():
             yield from self._batch.done.wait().__await__()
         return self.result()
+
+
+class Deliveries(Sequence[Delivery]):
+    """The pending acknowledgements of the messages given to `submit_many`, in their
+    order: `await` it for their RecordMetadata (it raises the first error among them),
+    or index it for one message's `Delivery`. Holds one entry per batch the messages
+    landed in, not one object per message."""
+
+    __slots__ = ("_spans", "_starts", "_count")
+
+    def __init__(self, spans: list[tuple[str, int, _Batch, int, int]]) -> None:
+        self._spans = spans  # (topic, partition, batch, first index in it, how many)
+        self._starts: list[int] = []
+        n = 0
+        for span in spans:
+            self._starts.append(n)
+            n += span[4]
+        self._count = n
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, i: int) -> Delivery: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Delivery]: ...
+    def __getitem__(self, i: int | slice) -> Delivery | list[Delivery]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._count))]
+        if i < 0:
+            i += self._count
+        if not 0 <= i < self._count:
+            raise IndexError("delivery index out of range")
+        at = bisect_right(self._starts, i) - 1
+        topic, p, batch, first, _ = self._spans[at]
+        return Delivery(topic, p, batch, first + i - self._starts[at])
+
+    def __iter__(self) -> Iterator[Delivery]:
+        for topic, p, batch, first, count in self._spans:
+            for i in range(first, first + count):
+                yield Delivery(topic, p, batch, i)
+
+    @property
+    def done(self) -> bool:
+        return all(span[2].done.is_set() for span in self._spans)
+
+    def __await__(self):
+        results: list[RecordMetadata] = []
+        for topic, p, batch, first, count in self._spans:
+            if not batch.done.is_set():
+                yield from batch.done.wait().__await__()
+            if batch.error is not None:
+                raise batch.error
+            base = batch.base_offset
+            records = batch.records
+            results.extend(
+                RecordMetadata(topic, p, base + i if base >= 0 else -1, records[i][3])
+                for i in range(first, first + count)
+            )
+        return results
 
 
 class _PartitionQueue:
@@ -447,6 +525,102 @@ class Producer:
         batch, index, p = await self._append(topic, value, key, headers, partition, timestamp)
         return Delivery(topic, p, batch, index)
 
+    async def submit_many(
+        self,
+        topic: str,
+        values: Sequence[bytes | None],
+        *,
+        keys: Sequence[bytes | None] | None = None,
+        headers: Sequence[Headers] | None = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+        delay: float | None = None,
+        deliver_at: datetime | float | None = None,
+    ) -> Deliveries:
+        """Queue many messages to one topic at once: `submit` for each, without a call,
+        a check of the topic and a `Delivery` per message. `keys` and `headers`, when
+        given, have one entry per value (None for none). Returns `Deliveries`: await it
+        for the RecordMetadata of all, in order. Backpressure as `submit`'s, message by
+        message, so a long list waits for room rather than overfilling the buffer; a
+        message refused (a wrong type, too large) raises, and the ones before it stay queued.
+        """
+        count = len(values)
+        for name, given in (("keys", keys), ("headers", headers)):
+            if given is not None and len(given) != count:
+                raise ValueError(f"{name} has {len(given)} entries for {count} values")
+        if delay is not None or deliver_at is not None:
+            # Each goes through the delay ladder (a tier chosen by its due time).
+            singles = [
+                await self.submit(
+                    topic,
+                    values[i],
+                    key=None if keys is None else keys[i],
+                    headers=None if headers is None else headers[i],
+                    partition=partition,
+                    timestamp=timestamp,
+                    delay=delay,
+                    deliver_at=deliver_at,
+                )
+                for i in range(count)
+            ]
+            return Deliveries([(d.topic, d.partition, d._batch, d._index, 1) for d in singles])
+        n = await self._partition_count(topic)
+        spans: list[tuple[str, int, _Batch, int, int]] = []
+        if keys is None and headers is None and all(type(v) is bytes and len(v) < _PLAIN_MAX for v in values):
+            if partition is not None and not 0 <= partition < n:
+                raise InvalidConfigError(f"topic {topic!r} has partitions 0..{n - 1}, not {partition}")
+            i = 0
+            while i < count:
+                while self._buffered >= self.buffer_bytes:
+                    await self._space.wait()
+                p = self._sticky.partition(topic, n) if partition is None else partition
+                if self.transactional_id is not None:
+                    self._want_enlisted(self._check_open(), (topic, p))
+                batch, index, taken = self._place_run(topic, n, p, values, i, timestamp)
+                spans.append((topic, p, batch, index, taken))
+                i += taken
+            return Deliveries(spans)
+        last: _Batch | None = None
+        place = self._place
+        for i in range(count):
+            while self._buffered >= self.buffer_bytes:
+                await self._space.wait()
+            value, key = values[i], None if keys is None else keys[i]
+            hdrs = _checked(value, key, None if headers is None else headers[i])
+            batch, index, p = place(topic, n, value, key, hdrs, partition, timestamp)
+            if batch is last:
+                t, tp, b, first, c = spans[-1]
+                spans[-1] = (t, tp, b, first, c + 1)
+            else:
+                spans.append((topic, p, batch, index, 1))
+                last = batch
+        return Deliveries(spans)
+
+    async def send_batch(
+        self,
+        topic: str,
+        values: Sequence[bytes | None],
+        *,
+        keys: Sequence[bytes | None] | None = None,
+        headers: Sequence[Headers] | None = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+        delay: float | None = None,
+        deliver_at: datetime | float | None = None,
+    ) -> list[RecordMetadata]:
+        """`submit_many` and wait until every message is acknowledged."""
+        deliveries = await self.submit_many(
+            topic,
+            values,
+            keys=keys,
+            headers=headers,
+            partition=partition,
+            timestamp=timestamp,
+            delay=delay,
+            deliver_at=deliver_at,
+        )
+        return await deliveries
+
     async def send_half(
         self,
         topic: str,
@@ -557,20 +731,19 @@ class Producer:
         return self._tier_list
 
     async def _append(self, topic, value, key, headers, partition, timestamp) -> tuple[_Batch, int, int]:
+        hdrs = _checked(value, key, headers)
+        n = await self._partition_count(topic)
+        return self._place(topic, n, value, key, hdrs, partition, timestamp)
+
+    async def _partition_count(self, topic: str) -> int:
         if self._closed or self._tg is None:
             raise RuntimeError("use the producer inside `async with Producer(...)`")
-        if value is not None and not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError(f"value must be bytes or None, not {type(value).__name__}")
-        if key is not None and not isinstance(key, (bytes, bytearray, memoryview)):
-            raise TypeError(f"key must be bytes or None, not {type(key).__name__}")
-        hdrs: tuple = ()
-        if headers:
-            hdrs = tuple(headers.items()) if isinstance(headers, Mapping) else tuple(headers)
-            for h in hdrs:
-                if not (isinstance(h[0], str) and (h[1] is None or isinstance(h[1], (bytes, bytearray)))):
-                    raise TypeError("headers map str names to bytes values")
         info = self.cluster.topics.get(topic)
-        n = len(info.partitions) if info is not None else await self.cluster.partition_count(topic)
+        return len(info.partitions) if info is not None else await self.cluster.partition_count(topic)
+
+    def _place(self, topic, n, value, key, hdrs, partition, timestamp) -> tuple[_Batch, int, int]:
+        """Put one checked message in its partition's open batch: (batch, index in it,
+        partition)."""
         if partition is None:
             p = partition_for_key(bytes(key), n) if key is not None else self._sticky.partition(topic, n)
         elif not 0 <= partition < n:
@@ -584,6 +757,39 @@ class Producer:
             size += sum(len(k) + len(v or b"") for k, v in hdrs)
         if size + 61 > self.batch_bytes * 4 and size > 1024 * 1024:
             raise MessageTooLargeError(f"message of {size} bytes exceeds the 1 MiB batch limit")
+        q, batch = self._open_batch(topic, p, n, size)
+        ts = timestamp if timestamp is not None else int(time.time() * 1000)
+        batch.records.append((key, value, hdrs, ts))
+        batch.size += size
+        self._buffered += size
+        return batch, len(batch.records) - 1, p
+
+    def _place_run(
+        self, topic: str, n: int, p: int, values: Sequence[bytes | None], start: int, timestamp
+    ) -> tuple[_Batch, int, int]:
+        """Put unkeyed, header-less values from `start` on into partition p's open
+        batch, as many as it has room for and at least one: (batch, index of the
+        first, how many). `submit_many`'s path for a list of plain values."""
+        first = _RECORD_OVERHEAD + len(values[start] or b"")
+        q, batch = self._open_batch(topic, p, n, first)
+        room = max(self.batch_bytes - batch.size, first)
+        end, total = start, 0
+        for v in islice(values, start, None):
+            size = _RECORD_OVERHEAD + (len(v) if v else 0)
+            if total + size > room:
+                break
+            total += size
+            end += 1
+        ts = timestamp if timestamp is not None else int(time.time() * 1000)
+        index = len(batch.records)
+        batch.records.extend([(None, v, (), ts) for v in islice(values, start, end)])
+        batch.size += total
+        self._buffered += total
+        return batch, index, end - start
+
+    def _open_batch(self, topic: str, p: int, n: int, size: int) -> tuple[_PartitionQueue, _Batch]:
+        """The partition's queue and its open batch with room for `size` bytes (a
+        full one is sealed and a new one opened); starts the partition's sender."""
         q = self._queues.get((topic, p))
         if q is None:
             q = self._queues[(topic, p)] = _PartitionQueue(self.producer_id, self.producer_epoch, n)
@@ -595,14 +801,10 @@ class Producer:
         if batch is None:
             batch = q.open = _Batch()
             q.wakeup.set()  # the sender sends it at once if nothing is in flight, else times its linger
-        ts = timestamp if timestamp is not None else int(time.time() * 1000)
-        batch.records.append((key, value, hdrs, ts))
-        batch.size += size
-        self._buffered += size
         if not q.running:
             q.running = True
-            self._tg.start_soon(self._sender, topic, p, q)
-        return batch, len(batch.records) - 1, p
+            self._tg.start_soon(self._sender, topic, p, q)  # type: ignore[union-attr]
+        return q, batch
 
     def _seal(self, topic: str, p: int, q: _PartitionQueue, n: int) -> None:
         batch = q.open

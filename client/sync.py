@@ -257,6 +257,8 @@ class Producer(_Blocking[AsyncProducer]):
     `concurrent.futures.Future` that resolves to its RecordMetadata when acknowledged (or
     raises what made the send fail); the arguments are `client.Producer.submit`'s."""
 
+    send_batch = _forward(AsyncProducer.send_batch)
+
     def flush(self) -> None:
         """Wait until everything sent so far (from any thread) is acknowledged."""
         self._call(self._async.flush)
@@ -362,6 +364,13 @@ class Consumer(_Blocking[AsyncConsumer]):
         with anyio.move_on_after(timeout):
             return await self._async.__anext__()
         return None
+
+    def getmany(
+        self, max_records: int | None = None, timeout: float | None = None
+    ) -> dict[tuple[str, int], list[Message]]:
+        """Every message fetched and not handed out yet, by partition (see
+        `client.Consumer.getmany`); {} if none arrives within `timeout` seconds."""
+        return self._call(self._async.getmany, max_records, timeout)
 
     def commit(self) -> None:
         """Commit the offset after the last message handed out, in every assigned partition."""

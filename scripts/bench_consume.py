@@ -1,7 +1,10 @@
 """Consume throughput on a three-node cluster (replication 3): fill a topic, then read
 it back from the beginning through a Consumer.
 
-    scripts/bench consume [--messages 500000] [--size 100] [--partitions 6]
+    scripts/bench consume [--messages 500000] [--size 100] [--partitions 6] [--bulk]
+
+`--bulk` reads with `Consumer.getmany()` (and fills the topic with `submit_many`)
+instead of the iterator.
 """
 
 from __future__ import annotations
@@ -19,17 +22,24 @@ from client import Consumer
 SETTLE_S = 2.0
 
 
-async def consume(bootstrap: str, topic: str, messages: int, progress=None) -> float:
+async def consume(bootstrap: str, topic: str, messages: int, progress=None, bulk: bool = False) -> float:
     async with Consumer(bootstrap, topics=[topic], offset_reset="earliest") as consumer:
         task = progress.add_task("consuming", total=messages) if progress else None
         start = time.perf_counter()
         count = 0
-        async for _ in consumer:
-            count += 1
-            if progress and count % 10_000 == 0:
-                progress.update(task, completed=count)
-            if count == messages:
-                break
+        if bulk:
+            while count < messages:
+                for batch in (await consumer.getmany()).values():
+                    count += len(batch)
+                if progress:
+                    progress.update(task, completed=count)
+        else:
+            async for _ in consumer:
+                count += 1
+                if progress and count % 10_000 == 0:
+                    progress.update(task, completed=count)
+                if count == messages:
+                    break
         return time.perf_counter() - start
 
 
@@ -37,11 +47,12 @@ async def main(args) -> None:
     async with bench_cluster(fsync=args.fsync) as c:
         await create_topic(c.bootstrap, "bench", args.partitions, 3)
         with Progress(console=console, transient=True) as progress:
-            await produce(c.bootstrap, "bench", args.messages, args.size, progress)
+            await produce(c.bootstrap, "bench", args.messages, args.size, progress, bulk=1000 if args.bulk else 0)
             await trio.sleep(SETTLE_S)  # followers finish applying and syncing: time the reads alone
-            elapsed = await consume(c.bootstrap, "bench", args.messages, progress)
+            elapsed = await consume(c.bootstrap, "bench", args.messages, progress, args.bulk)
     report(
-        f"consume: 3 nodes, replication 3, {args.partitions} partitions, from the beginning",
+        f"consume: 3 nodes, replication 3, {args.partitions} partitions, from the beginning"
+        + (", getmany" if args.bulk else ", iterator"),
         args.messages,
         args.size,
         elapsed,
@@ -55,4 +66,5 @@ if __name__ == "__main__":
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--fsync", choices=["always", "interval", "never"], default="always")
+    p.add_argument("--bulk", action="store_true", help="getmany() instead of the iterator")
     trio.run(main, p.parse_args())

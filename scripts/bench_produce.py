@@ -1,51 +1,68 @@
 """Produce throughput and latency on a three-node cluster (replication 3, acks=all,
 idempotent, fsync=always by default).
 
-    scripts/bench produce [--messages 200000] [--size 100] [--partitions 6]
+    scripts/bench produce [--messages 200000] [--size 100] [--partitions 6] [--bulk N]
 
 One task submits every message (`Producer.submit`, backpressured by the producer's
-buffer); each message's latency is from its submission to its acknowledgement.
+buffer; with `--bulk N`, `Producer.submit_many` N at a time); each message's latency is
+from its submission to its acknowledgement.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 
 import trio
 from _benchlib import bench_cluster, console, create_topic, report
 from rich.progress import Progress
 
-from client import Producer
+from client import Delivery, Producer
 
 
 async def produce(
-    bootstrap: str, topic: str, messages: int, size: int, progress=None, buffer_bytes: int = 4 << 20
+    bootstrap: str,
+    topic: str,
+    messages: int,
+    size: int,
+    progress=None,
+    buffer_bytes: int = 4 << 20,
+    bulk: int = 0,
 ) -> tuple[float, list[float]]:
-    """Submit every message from one task (no task per message) and time each from its
-    submission to its acknowledgement."""
+    """Submit every message from one task (no task per message; `bulk` > 0: lists of
+    that many through `submit_many`) and time each from its submission to its
+    acknowledgement."""
     payload = b"x" * size
-    submitted: list[tuple[float, object]] = []
+    submitted: list[tuple[float, Sequence[Delivery]]] = []
     async with Producer(bootstrap, linger=0.005, buffer_bytes=buffer_bytes) as producer:
         task = progress.add_task("producing", total=messages) if progress else None
         start = time.perf_counter()
-        for i in range(messages):
-            submitted.append((time.monotonic(), await producer.submit(topic, payload)))
-            if progress and i % 5000 == 0:
-                progress.update(task, completed=sum(1 for _, d in submitted[-5000:] if d.done) + i - 5000)
-        for _, delivery in submitted:
-            await delivery
+        sent = 0
+        while sent < messages:
+            n = min(bulk, messages - sent) if bulk else 1
+            at = time.monotonic()
+            if bulk:
+                submitted.append((at, await producer.submit_many(topic, [payload] * n)))
+            else:
+                submitted.append((at, (await producer.submit(topic, payload),)))
+            if progress and sent // 5000 != (sent + n) // 5000:
+                progress.update(task, completed=sent)
+            sent += n
+        for _, deliveries in submitted:
+            await (deliveries if bulk else deliveries[0])
         elapsed = time.perf_counter() - start
-    return elapsed, [d.acked_at - t for t, d in submitted]
+    return elapsed, [d.acked_at - t for t, ds in submitted for d in ds]  # type: ignore[operator]
 
 
 async def main(args) -> None:
     async with bench_cluster(fsync=args.fsync) as c:
         await create_topic(c.bootstrap, "bench", args.partitions, 3)
         with Progress(console=console, transient=True) as progress:
-            elapsed, lat = await produce(c.bootstrap, "bench", args.messages, args.size, progress)
+            elapsed, lat = await produce(c.bootstrap, "bench", args.messages, args.size, progress, bulk=args.bulk)
     report(
-        f"produce: 3 nodes, replication 3, acks=all, fsync={args.fsync}, {args.partitions} partitions",
+        f"produce: 3 nodes, replication 3, acks=all, fsync={args.fsync}, {args.partitions} partitions"
+        + (f", submit_many x{args.bulk}" if args.bulk else ", submit"),
         args.messages,
         args.size,
         elapsed,
@@ -59,4 +76,5 @@ if __name__ == "__main__":
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--fsync", choices=["always", "interval", "never"], default="always")
+    p.add_argument("--bulk", type=int, default=0, help="submit_many N messages at a time (0: submit one by one)")
     trio.run(main, p.parse_args())

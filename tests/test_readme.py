@@ -33,7 +33,7 @@ def examples() -> list[tuple[str, str]]:
 
 def test_readme_examples_run(tmp_path):
     blocks = examples()
-    assert [lang for lang, _ in blocks] == ["bash", "python", "python", "python", "python"], (
+    assert [lang for lang, _ in blocks] == ["bash", "python", "python", "python", "python", "python"], (
         "the README's examples moved: update this test"
     )
     tidemq = Path(sys.executable).with_name("tidemq")

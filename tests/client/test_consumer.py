@@ -204,3 +204,57 @@ async def test_an_undecodable_batch_in_the_log_is_a_typed_error_and_other_partit
                         error = exc
         assert sorted(seen) == [b"good-0", b"good-1", b"later-1"]
         assert error.details["topic"] == "rot" and error.details["partition"] == 0 and "offset" in error.message
+
+
+async def test_getmany_and_batches_hand_out_whole_fetches_and_commit_after_them(tmp_path):
+    async with local_cluster(tmp_path, n=1) as c:
+        await setup(c, partitions=2)
+        async with Producer(c.bootstrap) as producer:
+            await producer.send_batch("t", [b"%d" % i for i in range(400)], keys=[b"%d" % (i % 5) for i in range(400)])
+        got: dict = {}
+        with trio.fail_after(20):
+            async with Consumer(c.bootstrap, group="g", topics=["t"], offset_reset="earliest") as consumer:
+                while sum(map(len, got.values())) < 400:
+                    chunk = await consumer.getmany(max_records=64, timeout=5)
+                    assert 0 < sum(map(len, chunk.values())) <= 64
+                    for tp, msgs in chunk.items():
+                        assert all((m.topic, m.partition) == tp for m in msgs)
+                        got.setdefault(tp, []).extend(msgs)
+                assert await consumer.getmany(timeout=0.3) == {}
+                await consumer.commit()
+        for msgs in got.values():
+            offsets = [m.offset for m in msgs]
+            assert offsets == sorted(set(offsets))
+        assert sorted(int(m.value) for msgs in got.values() for m in msgs) == list(range(400))
+        # The group's next member starts after what getmany handed out; batches() reads on.
+        async with Producer(c.bootstrap) as producer:
+            await producer.send_batch("t", [b"late-%d" % i for i in range(30)], partition=0)
+        seen = []
+        with trio.fail_after(20):
+            async with Consumer(c.bootstrap, group="g", topics=["t"], offset_reset="earliest") as consumer:
+                async for batch in consumer.batches(max_records=7):
+                    assert 0 < len(batch) <= 7 and len({(m.topic, m.partition) for m in batch}) == 1
+                    seen.extend(m.value for m in batch)
+                    if len(seen) == 30:
+                        break
+        assert seen == [b"late-%d" % i for i in range(30)]
+
+
+async def test_getmany_returns_what_came_before_a_broken_partition_then_raises():
+    from client.consumer import _Assigned
+    from client.errors import CorruptBatchError
+    from client.records import Message
+
+    consumer = Consumer("127.0.0.1:1", topics=["t"])
+    good, bad = _Assigned(0), _Assigned(0)
+    error = CorruptBatchError("t-1: damaged", topic="t", partition=1, offset=2)
+    msgs = [Message("t", 1, i, None, b"%d" % i, (), 0) for i in range(2)]
+    await consumer._send.send((bad, [*msgs, error]))
+    await consumer._send.send((good, [Message("t", 0, 0, None, b"x", (), 0)]))
+    assert await consumer.getmany() == {("t", 1): msgs}
+    assert bad.handed == 2
+    with pytest.raises(CorruptBatchError):
+        await consumer.getmany()
+    assert await consumer.getmany(timeout=0) == {("t", 0): [Message("t", 0, 0, None, b"x", (), 0)]}
+    with pytest.raises(InvalidConfigError):
+        await consumer.getmany(max_records=0)

@@ -11,7 +11,7 @@ from client.errors import InvalidConfigError, RequestTimeoutError, UnknownTopicE
 from client.partitioner import partition_for_key
 from client.protocol import Produce
 from segments.batch import parse_header
-from tests.cluster import local_cluster, running_cluster
+from tests.cluster import local_cluster, process_cluster, running_cluster
 
 
 async def read_all(bootstrap, topic, count, timeout=20):
@@ -234,3 +234,76 @@ def test_producer_and_consumer_under_asyncio(tmp_path):
 
     with running_cluster(tmp_path) as c:
         assert asyncio.run(asyncio.wait_for(main(c.bootstrap), 60)) == list(range(50))
+
+
+async def test_submit_many_and_send_batch_on_node_processes(tmp_path):
+    """The bulk face against real nodes: keys where Kafka puts them, order kept,
+    headers and timestamps carried, one RecordMetadata per message in order."""
+    async with process_cluster(tmp_path, n=3) as c:
+        await c.wait_ready()
+        async with Admin(c.bootstrap) as admin:
+            await admin.create_topic("bulk", partitions=3, replication=3)
+        keys = [b"k%d" % (i % 7) for i in range(3000)]
+        values = [b"v%d" % i for i in range(3000)]
+        headers = [{"n": b"%d" % i} if i % 2 else None for i in range(3000)]
+        async with Producer(c.bootstrap, batch_bytes=16 * 1024) as producer:
+            deliveries = await producer.submit_many("bulk", values, keys=keys, headers=headers, timestamp=1234)
+            assert len(deliveries) == 3000
+            metas = await deliveries
+            assert deliveries.done
+            assert [m.partition for m in metas] == [partition_for_key(k, 3) for k in keys]
+            assert deliveries[-1].result() == metas[-1] and deliveries[1500].result() == metas[1500]
+            assert [d.result() for d in deliveries[10:13]] == metas[10:13]
+            by_part = defaultdict(list)
+            for m in metas:
+                by_part[m.partition].append(m.offset)
+            assert all(offs == sorted(set(offs)) for offs in by_part.values()), "offsets rise in submit order"
+            plain = await producer.send_batch("bulk", [b"p%d" % i for i in range(2000)])  # unkeyed: sticky runs
+            assert len({m.partition for m in plain}) > 1, "full batches move the sticky partition on"
+            assert all(a.offset + 1 == b.offset for a, b in zip(plain, plain[1:]) if a.partition == b.partition)
+            more = await producer.send_batch("bulk", [b"tail-%d" % i for i in range(10)], partition=2)
+            assert [m.partition for m in more] == [2] * 10
+            assert [m.offset for m in more] == list(range(more[0].offset, more[0].offset + 10))
+        got = await read_all(c.bootstrap, "bulk", 5010, timeout=60)
+        plain_order = defaultdict(list)
+        for m in got:
+            if m.value.startswith(b"p"):
+                plain_order[m.partition].append(int(m.value[1:]))
+        assert sorted(sum(plain_order.values(), [])) == list(range(2000))
+        assert all(v == sorted(v) for v in plain_order.values())
+        mine = [m for m in got if m.value.startswith(b"v")]
+        per_key = defaultdict(list)
+        for m in mine:
+            per_key[m.key].append(int(m.value[1:]))
+            i = int(m.value[1:])
+            assert m.timestamp == 1234
+            assert m.headers == ((("n", b"%d" % i),) if i % 2 else ())
+        assert sum(len(v) for v in per_key.values()) == 3000
+        assert all(v == sorted(v) for v in per_key.values()), "each key's messages in order"
+
+
+async def test_submit_many_refuses_mismatched_or_bad_input_and_keeps_what_came_before(tmp_path):
+    async with local_cluster(tmp_path, n=1) as c:
+        async with Admin(c.bootstrap) as admin:
+            await admin.create_topic("t", partitions=1, replication=1)
+        async with Producer(c.bootstrap) as producer:
+            with pytest.raises(ValueError, match="keys has 1 entries for 2 values"):
+                await producer.submit_many("t", [b"a", b"b"], keys=[b"k"])
+            with pytest.raises(TypeError, match="bytes"):
+                await producer.submit_many("t", [b"first", "second"])
+            await producer.flush()
+            assert await producer.send_batch("t", []) == []
+        assert [m.value for m in await read_all(c.bootstrap, "t", 1)] == [b"first"]
+
+
+async def test_send_batch_with_a_delay_goes_through_the_ladder(tmp_path):
+    async with local_cluster(tmp_path, n=1) as c:
+        async with Admin(c.bootstrap) as admin:
+            await admin.create_topic("later", partitions=1, replication=1)
+        async with Producer(c.bootstrap) as producer:
+            start = trio.current_time()
+            metas = await producer.send_batch("later", [b"a", b"b"], delay=1.0)
+            assert all(m.topic != "later" for m in metas), "acknowledged by a delay tier"
+        got = await read_all(c.bootstrap, "later", 2)
+        assert trio.current_time() - start >= 1.0
+        assert sorted(m.value for m in got) == [b"a", b"b"]
