@@ -183,7 +183,7 @@ class BatchHeader(NamedTuple):
 
 
 _Buffer: TypeAlias = bytes | bytearray | memoryview
-_Row = TypeVar("_Row", bound=tuple)
+_Row = TypeVar("_Row", bound=tuple[Any, ...])
 
 
 def parse_header(buf: _Buffer, pos: int = 0) -> BatchHeader:
@@ -486,7 +486,7 @@ def decode_records(buf: _Buffer, pos: int = 0) -> list[Record]:
     return decode_records_pure(buf, pos)
 
 
-def decode_rows(cls: type[_Row], prefix: tuple, buf: _Buffer, pos: int = 0) -> list[_Row]:
+def decode_rows(cls: type[_Row], prefix: tuple[Any, ...], buf: _Buffer, pos: int = 0) -> list[_Row]:
     """`decode_records`, each record built straight into `cls`, a tuple type laid out
     as `(*prefix, offset, key, value, headers, timestamp)` (a consumer's message type:
     the prefix is its topic and partition), with no `Record` in between: a consumer's
@@ -786,8 +786,8 @@ def _build_compiled(
 
 
 def _decode_compiled(
-    codec: _CompiledCodec, buf: _Buffer, pos: int, cls: type = Record, prefix: tuple = ()
-) -> list | None:
+    codec: _CompiledCodec, buf: _Buffer, pos: int, cls: type = Record, prefix: tuple[Any, ...] = ()
+) -> list[Any] | None:
     """`decode_records` with aiokafka reading the records; None where it may differ.
 
     Our `verify` runs first (aiokafka checks no CRC unless asked). aiokafka reads
