@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 from unittest import mock
 
 import pytest
@@ -30,6 +31,7 @@ from segments.batch import (
     codec_in_use,
     decode_records,
     decode_records_pure,
+    decode_rows,
     reload_codec,
     validate,
 )
@@ -97,6 +99,29 @@ def stamps(recs) -> list[int | None]:
     return [r.timestamp if isinstance(r, Record) else r[3] for r in recs]
 
 
+class Row(NamedTuple):
+    """A consumer's message layout, for `decode_rows`."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple
+    timestamp: int
+
+
+class Row3(NamedTuple):
+    topic: str
+    partition: int
+    extra: str
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple
+    timestamp: int
+
+
 @pytest.fixture(autouse=True)
 def compiled_on(monkeypatch):
     """These tests choose the codec themselves, whatever the environment says."""
@@ -131,6 +156,9 @@ def test_build_is_byte_identical_and_decode_value_identical(case):
         return
     buf = want[1]
     assert decode_records(buf) == decode_records_pure(buf)
+    rows = [Row("t", 7, o, k, v, h, t) for o, t, k, v, h in decode_records_pure(buf)]
+    assert decode_rows(Row, ("t", 7), buf) == rows
+    assert decode_rows(Row3, ("t", 7, "x"), buf) == [Row3(*r[:2], "x", *r[2:]) for r in rows]
     n = len(recs)
     trusted_times = kwargs["timestamp_type"] or all(t >= 0 for t in ts)
     if trusted_times and kwargs["base_offset"] + n - 1 <= INT64_MAX:
@@ -168,6 +196,8 @@ def test_a_damaged_batch_gets_the_pure_codecs_answer(recs, data):
     damaged = recrc(damaged)
     want = outcome(decode_records_pure, damaged)
     got = outcome(decode_records, damaged)
+    as_rows = outcome(decode_rows, Row, ("t", 7), damaged)
+    assert as_rows == (got if got[0] == "error" else ("ok", [Row("t", 7, o, k, v, h, t) for o, t, k, v, h in got[1]]))
     if want[0] == "ok":
         if all(a < 0x80 for a in record_attributes_bytes(damaged[HEADER_SIZE:])):
             assert got == want
