@@ -327,6 +327,7 @@ class _PartitionQueue:
         self.next_sequence = 0
         self.line_broken = False  # a batch failed: start a new line before sending more
         self.running = False
+        self.retired = False  # dropped by the producer: the sender ends once nothing is left
 
 
 class Producer:
@@ -886,6 +887,12 @@ class Producer:
         never waits on a timer while idle. Sealing happens here, when this task runs,
         so the records appended in the same turn of the event loop share the batch.
         """
+        try:
+            await self._send_batches(topic, p, q)
+        finally:
+            q.running = False
+
+    async def _send_batches(self, topic: str, p: int, q: _PartitionQueue) -> None:
         async with anyio.create_task_group() as tg:
             while True:
                 # A settled batch at the head no longer counts against max_in_flight;
@@ -903,6 +910,8 @@ class Producer:
                         self._seal(topic, p, q, q.partitions)
                         linger_left = None
                 if not q.sealed or len(q.inflight) >= self.max_in_flight:
+                    if q.retired and not q.sealed and not q.inflight and q.open is None:
+                        return
                     if linger_left is None:
                         await q.wakeup.wait()
                     else:
@@ -1183,6 +1192,9 @@ class Producer:
             # A failed send leaves the partition's sequence numbers unknown: start a new
             # epoch (the transaction is complete, so this fences no one but ourselves).
             await self._init_producer_id()
+            for q in self._queues.values():
+                q.retired = True
+                q.wakeup.set()
             self._queues.clear()
 
     async def _end(self, txn: _Transaction, commit: bool) -> None:

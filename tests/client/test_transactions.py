@@ -10,7 +10,7 @@ import trio
 from client import Admin, Consumer, Producer
 from client.cluster import ClusterClient
 from client.dlq import list_dead_letters
-from client.errors import IllegalGenerationError, InvalidConfigError, ProducerFencedError
+from client.errors import IllegalGenerationError, InvalidConfigError, ProducerFencedError, TideMQError
 from client.partitioner import partition_for_key
 from client.protocol import (
     LATEST,
@@ -525,3 +525,25 @@ async def test_a_transaction_left_open_by_a_failed_abort_is_named_as_such(tmp_pa
                 async with p.transaction():
                     await p.send("t", b"y")
         assert values(await read(c, ["t"])) == [b"y"]
+
+
+async def test_a_transaction_aborted_after_a_refused_send_leaves_no_sender_behind(tmp_path):
+    """A refused batch fails the transaction; its abort starts a new epoch and drops
+    the partitions' queues, whose sender tasks end rather than wait forever."""
+    async with cluster(tmp_path) as c:
+        await topics(c, ("a", 1))
+        with trio.fail_after(30):
+            async with Producer(c.bootstrap, transactional_id="refused-1") as producer:
+                await producer.begin_transaction()
+                await producer.send("a", b"fine")
+                with pytest.raises(TideMQError):
+                    await producer.send("a", b"from the far future", timestamp=32_503_680_000_000)  # year 3000
+                old = producer._queues[("a", 0)]
+                epoch = producer.producer_epoch
+                await producer.abort()
+                assert producer.producer_epoch != epoch and ("a", 0) not in producer._queues
+                while old.running:
+                    await trio.sleep(0.01)
+                async with producer.transaction():
+                    await producer.send("a", b"after")
+        assert [m.value for m in await read(c, ["a"])] == [b"after"]
