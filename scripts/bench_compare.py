@@ -183,6 +183,7 @@ class Row:
             "row": self.key,
             "measure": self.measure,
             "ours": self.ours,
+            "ours_text": self.ours_text,
             "peer_label": self.peer_label or None,
             "peer": self.peer.brief() if self.peer else None,
             "ratio": None if self.ratio is None else round(self.ratio, 3),
@@ -335,6 +336,52 @@ def table(rows: list[Row], peers_note: str) -> Table:
     return t
 
 
+def markdown(lines: list[dict]) -> str:
+    """The table of a run's JSON lines (this run's or a saved one) in Markdown, with its
+    settings and machine under it: for docs/performance.md and the issue's closing note."""
+    verdict = {True: "pass", False: "**FAIL**", None: "no peer"}
+
+    def fig(f: dict | None) -> str:
+        return "-" if f is None else f"{f['msgs_per_s']:,.0f}/s"
+
+    out = [
+        "| measure | TideMQ | like-for-like peer | peer | ratio | target | result | NATS Go | nats-py |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in (line for line in lines if "row" in line):
+        peered = r.get("peer_label") is not None
+        out.append(
+            "| "
+            + " | ".join(
+                [
+                    r["measure"],
+                    r["ours_text"],
+                    r["peer_label"] or "",
+                    fig(r["peer"]) if peered else "",
+                    (f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-") if peered else "",
+                    r["target"],
+                    verdict[r["pass"]],
+                    fig(r.get("nats_go")) if peered else "",
+                    fig(r.get("nats_py")) if peered else "",
+                ]
+            )
+            + " |"
+        )
+    summary = next((line["summary"] for line in lines if "summary" in line), None)
+    if summary:
+        m = summary["machine"]
+        settings = ", ".join(
+            f"{k} {v}" for k, v in summary.items() if k not in ("machine", "peers", "passed", "failed", "not_judged")
+        )
+        out += [
+            "",
+            f"Settings: {settings}. Machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}, {m['os']}; "
+            f"{m['date']}; load average {m['loadavg'][0]:g} at the start, {m['loadavg_end'][0]:g} at the end.",
+            f"{summary['peers']}.",
+        ]
+    return "\n".join(out) + "\n"
+
+
 def machine() -> dict:
     model = ""
     try:
@@ -440,6 +487,7 @@ async def measure_ours(args, progress: Progress, phase: Callable[[str], None]) -
         if args.delay_messages > 0:
             phase("delayed messages")
             await create_topic(c.bootstrap, "later", 6, 3)
+            await trio.sleep(SETTLE_S)  # on an otherwise idle cluster: followers done with the runs before
             await wait_for_ladder(c.bootstrap)
             errors, sent = await lateness(
                 c.bootstrap, "later", args.delay_messages, args.delay_min, args.delay_max, 1, progress
@@ -639,6 +687,8 @@ async def main(args) -> int:
     sys.stdout.flush()
     if args.json:
         Path(args.json).write_text(text + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(lines))
     return 0
 
 
@@ -661,12 +711,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--peers-timeout", type=float, default=1200.0, help="seconds before the harness is stopped")
     p.add_argument("--peers-from", help="parse this saved harness output instead of running it")
     p.add_argument("--json", help="also write the JSON lines to this file")
+    p.add_argument("--markdown", help="also write the table, settings and machine in Markdown to this file")
+    p.add_argument("--markdown-from", help="print the Markdown table of a saved --json file and stop")
     return p
 
 
 if __name__ == "__main__":
+    cli = parser().parse_args()
+    if cli.markdown_from:
+        lines = [json.loads(line) for line in Path(cli.markdown_from).read_text().splitlines() if line.strip()]
+        sys.stdout.write(markdown(lines))
+        sys.exit(0)
     try:
-        sys.exit(trio.run(main, parser().parse_args()))
+        sys.exit(trio.run(main, cli))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         sys.exit(130)

@@ -108,10 +108,20 @@ def test_table_and_json_lines():
     lines = [json.loads(json.dumps(r.json())) for r in rows]
     assert lines[0]["peer"]["msgs_per_s"] == 149_830 and lines[0]["ratio"] == 1.335 and lines[0]["pass"] is True
     assert lines[3]["peer"] is None and lines[3]["target"] == "p99 < 3 ms"
-    summary = bc.summary_line(rows, {"messages": 20_000}, "note", bc.machine())["summary"]
-    assert (summary["passed"], summary["failed"], summary["not_judged"]) == (4, 2, 0)
-    assert summary["machine"]["cores"] >= 1 and summary["machine"]["python"]
-    json.dumps(summary)
+    summary = bc.summary_line(rows, {"messages": 20_000}, "peers: from a test", bc.machine())
+    counts = summary["summary"]
+    assert (counts["passed"], counts["failed"], counts["not_judged"]) == (4, 2, 0)
+    assert counts["machine"]["cores"] >= 1 and counts["machine"]["python"]
+    md = bc.markdown(json.loads(json.dumps(lines + [summary])))
+    assert (
+        "| publish, pipelined from one process | 200,000/s | RabbitMQ stream: rstream send_batch | 149,830/s | 1.33x |"
+        in md
+    )
+    assert (
+        "| end to end, paced at 50,000/s | p50 3.0 / p99 25.0 ms at 49,900/s |  |  |  | p99 < 20 ms (pace kept) | **FAIL** |"
+        in md
+    )
+    assert "Settings: messages 20000. Machine: " in md and md.rstrip().endswith("peers: from a test.")
 
 
 def test_peers_that_cannot_run_say_why(tmp_path):
@@ -175,7 +185,7 @@ async def test_a_harness_that_overruns_is_stopped_with_its_brokers(tmp_path):
 def test_a_small_run_of_ours_prints_the_table_and_json(tmp_path):
     out = tmp_path / "lines.json"
     argv = ["--no-peers", "--messages", "2000", "--sync-messages", "200", "--warmup", "20"]
-    argv += ["--delay-messages", "100", "--delay-max", "1.5", "--json", str(out)]
+    argv += ["--delay-messages", "100", "--delay-max", "1.5", "--json", str(out), "--markdown", str(tmp_path / "t.md")]
     done = subprocess.run(
         [sys.executable, str(bc.ROOT / "scripts" / "bench_compare.py"), *argv],
         capture_output=True,
@@ -192,3 +202,4 @@ def test_a_small_run_of_ours_prints_the_table_and_json(tmp_path):
     assert rows["delay"]["ours"]["messages"] == 100 and rows["delay"]["ours"]["early"] == 0
     assert lines[-1]["summary"]["peers"] == "peers not run (--no-peers)"
     assert done.stdout.strip().splitlines()[-1] == out.read_text().strip().splitlines()[-1]
+    assert "| one in flight (send, await, repeat) |" in (tmp_path / "t.md").read_text()
