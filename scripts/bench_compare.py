@@ -57,7 +57,8 @@ DEFAULT_PEERS_DIR = ROOT / "run" / "peers"
 # The ports the harness's brokers listen on (NATS client/cluster/http, AMQP, streams,
 # Erlang distribution): a busy one means another harness run, whose brokers ours would
 # collide with.
-PEER_PORTS = (4222, 4223, 4224, 6222, 6223, 6224, 8222, 8223, 8224, 5672, 5673, 5674, 5552, 5553, 5554)
+PEER_PORTS = (*range(4222, 4225), *range(6222, 6225), *range(8222, 8225), *range(5672, 5675), *range(5552, 5555))
+PEER_PORTS += tuple(range(25672, 25675))
 STOP_GRACE_S = 90.0  # for the harness's trap to stop its brokers after SIGTERM
 TABLE_WIDTH = 200  # columns of the table when the output is not a terminal
 
