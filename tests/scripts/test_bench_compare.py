@@ -146,11 +146,13 @@ def test_the_harness_copy_keeps_what_a_run_installed(tmp_path):
     assert not (work / "venv").exists()
 
 
-def fake_harness(work: Path, body: str) -> None:
+def fake_harness(work: Path, body: str, rmq_stop: str = "") -> None:
     """A harness that starts no broker: its trap and stop scripts leave marks instead."""
     for d in ("nats", "rmq"):
         (work / d).mkdir(parents=True)
-        (work / d / "stop_cluster.sh").write_text(f"echo stopped >> $MQBENCH/{d}.stopped\n")
+        (work / d / "stop_cluster.sh").write_text(
+            (rmq_stop if d == "rmq" else "") + f"echo stopped >> $MQBENCH/{d}.stopped\n"
+        )
     (work / "run_all.sh").write_text(
         "trap '$MQBENCH/nats/stop_cluster.sh; $MQBENCH/rmq/stop_cluster.sh' EXIT\n"
         "chmod +x $MQBENCH/*/stop_cluster.sh\n" + body
@@ -179,6 +181,27 @@ async def test_a_harness_that_overruns_is_stopped_with_its_brokers(tmp_path):
     assert time.monotonic() - start < 20
     assert (tmp_path / "nats.stopped").read_text() == "stopped\n"  # the trap ran, once
     assert (tmp_path / "rmq.stopped").exists()
+
+
+async def test_a_harness_whose_trap_hangs_is_killed_with_what_it_started(tmp_path, monkeypatch):
+    # As rabbitmqctl waiting for the pid file of a node that never started.
+    monkeypatch.setattr(bc, "STOP_GRACE_S", 1.0)
+    fake_harness(tmp_path, "sleep 1000 &\necho $! > $MQBENCH/broker.pid\nsleep 60\n", rmq_stop="sleep 1000\n")
+    start = time.monotonic()
+    _, status = await bc.run_harness(tmp_path, [], timeout=1.0)
+    assert status is None and time.monotonic() - start < 20
+    assert (tmp_path / "nats.stopped").exists() and not (tmp_path / "rmq.stopped").exists()  # the trap was stuck
+    broker = int((tmp_path / "broker.pid").read_text())
+    assert gone(broker)  # the group went, the "broker" with it
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only its zombie waiting for whoever adopted it to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 @pytest.mark.timeout(240)
