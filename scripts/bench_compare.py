@@ -126,7 +126,7 @@ class PeerRun:
     figures: list[PeerFigure] = field(default_factory=list)
     sections: list[str] = field(default_factory=list)
 
-    def feed(self, line: str, section: str | None = None) -> PeerFigure | None:
+    def feed(self, line: str) -> PeerFigure | None:
         """Take one output line; the figure it carried, if any."""
         line = line.strip()
         if line.startswith("### "):
@@ -140,7 +140,7 @@ class PeerRun:
             return None
         if not isinstance(obj, dict) or "test" not in obj or "msgs_per_s" not in obj:
             return None  # e.g. {"stream_leader": ...}
-        current = section if section is not None else (self.sections[-1] if self.sections else "")
+        current = self.sections[-1] if self.sections else ""
         kind = classify(current, obj["test"])
         if kind is None:
             return None
@@ -150,7 +150,7 @@ class PeerRun:
         self.figures.append(fig)
         return fig
 
-    def best(self, system: str, kind: str) -> PeerFigure | None:
+    def newest(self, system: str, kind: str) -> PeerFigure | None:
         """The figure of `system` for `kind`; of several servers (the harness runs
         Debian's and PyPI's nats-server), the newest server's."""
         found = [f for f in self.figures if f.system == system and f.kind == kind]
@@ -224,7 +224,7 @@ def build_rows(ours: dict[str, dict], peers: PeerRun | None) -> list[Row]:
     """Our figures beside the peers' (None: the peers did not run) and the targets."""
 
     def peer(system: str, kind: str) -> PeerFigure | None:
-        return peers.best(system, kind) if peers else None
+        return peers.newest(system, kind) if peers else None
 
     def info(kind: str) -> dict[str, PeerFigure | None]:
         return {"nats_go": peer("nats-go", kind), "nats_py": peer("nats-py", kind)}

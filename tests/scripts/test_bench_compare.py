@@ -62,17 +62,17 @@ def test_the_harness_output_is_read_by_system_and_kind():
     run = bc.parse_harness(HARNESS_OUTPUT.splitlines())
     assert run.sections[-1] == "RabbitMQ 3.10.8 3 nodes, 20000 x 256B"
     assert len(run.figures) == 19  # every test line, whatever its kind
-    assert run.best("rstream", "publish").msgs_per_s == 149_830
-    assert run.best("rstream", "consume").msgs_per_s == 362_219
-    assert run.best("rstream", "one_in_flight").msgs_per_s == 1147
-    assert run.best("rabbitmq-quorum", "one_in_flight").msgs_per_s == 730
-    assert run.best("rabbitmq-quorum", "publish").msgs_per_s == 4360
-    assert run.best("rabbitmq-quorum", "consume").test == "consume (prefetch=1000, auto-ack)"
+    assert run.newest("rstream", "publish").msgs_per_s == 149_830
+    assert run.newest("rstream", "consume").msgs_per_s == 362_219
+    assert run.newest("rstream", "one_in_flight").msgs_per_s == 1147
+    assert run.newest("rabbitmq-quorum", "one_in_flight").msgs_per_s == 730
+    assert run.newest("rabbitmq-quorum", "publish").msgs_per_s == 4360
+    assert run.newest("rabbitmq-quorum", "consume").test == "consume (prefetch=1000, auto-ack)"
     # Two NATS servers ran: the newest one's figures count, whichever came first.
-    go = run.best("nats-go", "publish")
+    go = run.newest("nats-go", "publish")
     assert go.msgs_per_s == 99_359 and go.server.startswith("NATS nats-server: v2.15.1")
-    assert run.best("nats-py", "consume").msgs_per_s == 32_277  # AckNone, not explicit acks
-    assert run.best("nats-go", "one_in_flight").msgs_per_s == 2271
+    assert run.newest("nats-py", "consume").msgs_per_s == 32_277  # AckNone, not explicit acks
+    assert run.newest("nats-go", "one_in_flight").msgs_per_s == 2271
     assert bc.server_version("NATS nats-server: v2.15.1 R3") > bc.server_version("NATS nats-server: v2.9.10 R3")
 
 
@@ -168,7 +168,7 @@ async def test_a_harness_run_is_read_as_it_prints(tmp_path):
     run, status = await bc.run_harness(tmp_path, ["10", "256", "5"], timeout=30)
     assert status == 0
     assert run.sections == ["RabbitMQ 3.10.8 3 nodes, 10 x 256B"]
-    assert run.best("rabbitmq-quorum", "one_in_flight").msgs_per_s == 10
+    assert run.newest("rabbitmq-quorum", "one_in_flight").msgs_per_s == 10
     assert "### RabbitMQ" in (tmp_path / "last-run.log").read_text()
     assert (tmp_path / "nats.stopped").exists() and (tmp_path / "rmq.stopped").exists()
 
