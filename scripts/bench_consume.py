@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import trio
 from _benchlib import bench_cluster, console, create_topic, report
@@ -20,26 +21,39 @@ from rich.progress import Progress
 from client import Consumer
 
 SETTLE_S = 2.0
+PROGRESS_EVERY = 10_000
+
+
+async def read_count(
+    consumer: Consumer, messages: int, tick: Callable[[int], None] | None = None, bulk: bool = False
+) -> None:
+    """The measured call: take `messages` messages from the consumer, one by one through
+    its iterator, or with `bulk` whole fetches at a time through `getmany()`."""
+    count = 0
+    if bulk:
+        while count < messages:
+            before = count
+            for batch in (await consumer.getmany()).values():
+                count += len(batch)
+            if tick is not None and before // PROGRESS_EVERY != count // PROGRESS_EVERY:
+                tick(count)
+        return
+    async for _ in consumer:
+        count += 1
+        if tick is not None and count % PROGRESS_EVERY == 0:
+            tick(count)
+        if count == messages:
+            return
 
 
 async def consume(bootstrap: str, topic: str, messages: int, progress=None, bulk: bool = False) -> float:
+    """Seconds to read `messages` messages of `topic` from its first offset (the
+    consumer's start, its connection and metadata, not counted)."""
     async with Consumer(bootstrap, topics=[topic], offset_reset="earliest") as consumer:
         task = progress.add_task("consuming", total=messages) if progress else None
+        tick = (lambda i: progress.update(task, completed=i)) if progress else None
         start = time.perf_counter()
-        count = 0
-        if bulk:
-            while count < messages:
-                for batch in (await consumer.getmany()).values():
-                    count += len(batch)
-                if progress:
-                    progress.update(task, completed=count)
-        else:
-            async for _ in consumer:
-                count += 1
-                if progress and count % 10_000 == 0:
-                    progress.update(task, completed=count)
-                if count == messages:
-                    break
+        await read_count(consumer, messages, tick, bulk)
         return time.perf_counter() - start
 
 

@@ -21,38 +21,65 @@ from client import Admin, Consumer, Producer
 from client.conventions import DEFAULT_TIERS_MS, tier_name
 
 
-async def main(args) -> None:
-    rng = random.Random(args.seed)
+async def wait_for_ladder(bootstrap: str, timeout: float = 60) -> None:
+    """Until every tier topic of the default ladder exists and has leaders (the
+    controller creates them at start-up)."""
+    async with Admin(bootstrap) as admin:
+        with trio.fail_after(timeout):
+            while not {tier_name(t) for t in DEFAULT_TIERS_MS} <= set(await admin.list_topics(internal=True)):
+                await trio.sleep(0.2)
+            for t in DEFAULT_TIERS_MS:
+                await admin.wait_for_leaders(tier_name(t))
+
+
+async def lateness(
+    bootstrap: str, topic: str, messages: int, low: float, high: float, seed: int = 1, progress=None
+) -> tuple[list[float], float]:
+    """Submit `messages` messages to `topic` with delays drawn uniformly from [low, high]
+    seconds, each carrying its due time, and read them back; (delivered minus due for
+    each, in seconds, sorted; seconds the submitting took)."""
+    rng = random.Random(seed)
     errors: list[float] = []
+    async with (
+        Consumer(bootstrap, topics=[topic], offset_reset="earliest") as consumer,
+        Producer(bootstrap) as producer,
+    ):
+        task = progress.add_task("delayed messages delivered", total=messages) if progress else None
+        start = time.time()
+        for _ in range(messages):
+            delay = rng.uniform(low, high)
+            due = time.time() + delay
+            await producer.submit(topic, struct.pack(">d", due), delay=delay)
+        await producer.flush()
+        sent = time.time() - start
+        async for msg in consumer:
+            errors.append(time.time() - struct.unpack(">d", msg.value)[0])
+            if progress and len(errors) % 200 == 0:
+                progress.update(task, completed=len(errors))
+            if len(errors) == messages:
+                break
+    errors.sort()
+    return errors, sent
+
+
+def summary(errors: list[float]) -> dict[str, float | int]:
+    """p50/p99/max lateness in ms and how many came early, of sorted `errors` (s)."""
+    return {
+        "messages": len(errors),
+        "p50_late_ms": round(percentile(errors, 0.5) * 1000, 1),
+        "p99_late_ms": round(percentile(errors, 0.99) * 1000, 1),
+        "max_late_ms": round(errors[-1] * 1000, 1) if errors else float("nan"),
+        "early": sum(1 for e in errors if e < 0),
+    }
+
+
+async def main(args) -> None:
     async with bench_cluster() as c:
         await create_topic(c.bootstrap, "later", 6, 3)
-        async with Admin(c.bootstrap) as admin:  # the ladder is created at start-up
-            with trio.fail_after(60):
-                while not {tier_name(t) for t in DEFAULT_TIERS_MS} <= set(await admin.list_topics(internal=True)):
-                    await trio.sleep(0.2)
-                for t in DEFAULT_TIERS_MS:
-                    await admin.wait_for_leaders(tier_name(t))
-        async with (
-            Consumer(c.bootstrap, topics=["later"], offset_reset="earliest") as consumer,
-            Producer(c.bootstrap) as producer,
-        ):
-            with Progress(console=console, transient=True) as progress:
-                task = progress.add_task("delivered", total=args.messages)
-                start = time.time()
-                for _ in range(args.messages):
-                    delay = rng.uniform(args.min, args.max)
-                    due = time.time() + delay
-                    await producer.submit("later", struct.pack(">d", due), delay=delay)
-                await producer.flush()
-                sent = time.time() - start
-                async for msg in consumer:
-                    errors.append(time.time() - struct.unpack(">d", msg.value)[0])
-                    if len(errors) % 200 == 0:
-                        progress.update(task, completed=len(errors))
-                    if len(errors) == args.messages:
-                        break
-    errors.sort()
-    early = sum(1 for e in errors if e < 0)
+        await wait_for_ladder(c.bootstrap)
+        with Progress(console=console, transient=True) as progress:
+            errors, sent = await lateness(c.bootstrap, "later", args.messages, args.min, args.max, args.seed, progress)
+    s = summary(errors)
     table = Table(
         "messages",
         "delays s",
@@ -64,13 +91,13 @@ async def main(args) -> None:
         title="delayed delivery: delivered minus due (3 nodes, replication 3, default ladder)",
     )
     table.add_row(
-        f"{len(errors):,}",
+        f"{s['messages']:,}",
         f"{args.min:g}-{args.max:g}",
         f"{sent:.1f}",
-        f"{percentile(errors, 0.5) * 1000:.1f}",
-        f"{percentile(errors, 0.99) * 1000:.1f}",
-        f"{errors[-1] * 1000:.1f}",
-        str(early),
+        f"{s['p50_late_ms']:.1f}",
+        f"{s['p99_late_ms']:.1f}",
+        f"{s['max_late_ms']:.1f}",
+        str(s["early"]),
     )
     console.print(table)
 

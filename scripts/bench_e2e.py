@@ -21,37 +21,48 @@ from rich.progress import Progress
 from client import Consumer, Producer
 
 
-async def main(args) -> None:
-    pad = b"x" * max(0, args.size - 8)
+async def end_to_end(
+    bootstrap: str, topic: str, messages: int, size: int, rate: int = 0, progress=None
+) -> tuple[float, list[float]]:
+    """A producer and a consumer of `topic` at once, in this task's process: every
+    message stamped at `submit()` and timed to the consumer receiving it (one clock).
+    `rate`: pace the producer to that many msgs/s (0: as fast as it goes). Returns
+    (seconds from the first submission to the last message received, latencies)."""
+    pad = b"x" * max(0, size - 8)
     latencies: list[float] = []
+    async with (
+        Consumer(bootstrap, topics=[topic], offset_reset="latest") as consumer,
+        Producer(bootstrap, linger=0.002, buffer_bytes=4 << 20) as producer,
+    ):
+        task = progress.add_task("producing and consuming", total=messages) if progress else None
+        start = time.perf_counter()
+
+        async def produce() -> None:
+            for i in range(messages):
+                if rate and i % 100 == 0:
+                    ahead = start + i / rate - time.perf_counter()
+                    if ahead > 0:
+                        await trio.sleep(ahead)
+                await producer.submit(topic, struct.pack(">d", time.perf_counter()) + pad)
+            await producer.flush()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            async for msg in consumer:
+                latencies.append(time.perf_counter() - struct.unpack_from(">d", msg.value)[0])
+                if progress and len(latencies) % 10_000 == 0:
+                    progress.update(task, completed=len(latencies))
+                if len(latencies) == messages:
+                    break
+        elapsed = time.perf_counter() - start
+    return elapsed, latencies
+
+
+async def main(args) -> None:
     async with bench_cluster(fsync=args.fsync) as c:
         await create_topic(c.bootstrap, "e2e", args.partitions, 3)
-        async with (
-            Consumer(c.bootstrap, topics=["e2e"], offset_reset="latest") as consumer,
-            Producer(c.bootstrap, linger=0.002, buffer_bytes=4 << 20) as producer,
-        ):
-            with Progress(console=console, transient=True) as progress:
-                task = progress.add_task("producing and consuming", total=args.messages)
-                start = time.perf_counter()
-
-                async def produce() -> None:
-                    for i in range(args.messages):
-                        if args.rate and i % 100 == 0:
-                            ahead = start + i / args.rate - time.perf_counter()
-                            if ahead > 0:
-                                await trio.sleep(ahead)
-                        await producer.submit("e2e", struct.pack(">d", time.perf_counter()) + pad)
-                    await producer.flush()
-
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(produce)
-                    async for msg in consumer:
-                        latencies.append(time.perf_counter() - struct.unpack_from(">d", msg.value)[0])
-                        if len(latencies) % 10_000 == 0:
-                            progress.update(task, completed=len(latencies))
-                        if len(latencies) == args.messages:
-                            break
-                elapsed = time.perf_counter() - start
+        with Progress(console=console, transient=True) as progress:
+            elapsed, latencies = await end_to_end(c.bootstrap, "e2e", args.messages, args.size, args.rate, progress)
     report(
         f"end to end: 3 nodes, replication 3, acks=all, {args.partitions} partitions"
         + (f", paced at {args.rate:,} msgs/s" if args.rate else ""),

@@ -12,13 +12,41 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 from _benchlib import bench_cluster, console, create_topic, report
 from rich.progress import Progress
 
 from client import Delivery, Producer
+
+PROGRESS_EVERY = 5000
+
+
+async def submit_all(
+    producer: Producer,
+    topic: str,
+    payload: bytes,
+    messages: int,
+    tick: Callable[[int], None] | None = None,
+    bulk: int = 0,
+) -> list[tuple[float, Sequence[Delivery]]]:
+    """The measured call: queue `messages` copies of `payload` from this one task, each
+    group with the time it was submitted: one by one through `Producer.submit`, or with
+    `bulk` > 0 lists of that many through `Producer.submit_many`."""
+    submitted: list[tuple[float, Sequence[Delivery]]] = []
+    sent = 0
+    while sent < messages:
+        n = min(bulk, messages - sent) if bulk else 1
+        at = time.monotonic()
+        if bulk:
+            submitted.append((at, await producer.submit_many(topic, [payload] * n)))
+        else:
+            submitted.append((at, (await producer.submit(topic, payload),)))
+        if tick is not None and sent // PROGRESS_EVERY != (sent + n) // PROGRESS_EVERY:
+            tick(sent)
+        sent += n
+    return submitted
 
 
 async def produce(
@@ -32,26 +60,19 @@ async def produce(
 ) -> tuple[float, list[float]]:
     """Submit every message from one task (no task per message; `bulk` > 0: lists of
     that many through `submit_many`) and time each from its submission to its
-    acknowledgement."""
+    acknowledgement; (seconds from the first submission to the last acknowledgement,
+    latencies)."""
     payload = b"x" * size
-    submitted: list[tuple[float, Sequence[Delivery]]] = []
     async with Producer(bootstrap, linger=0.005, buffer_bytes=buffer_bytes) as producer:
         task = progress.add_task("producing", total=messages) if progress else None
+        tick = (lambda i: progress.update(task, completed=i)) if progress else None
         start = time.perf_counter()
-        sent = 0
-        while sent < messages:
-            n = min(bulk, messages - sent) if bulk else 1
-            at = time.monotonic()
-            if bulk:
-                submitted.append((at, await producer.submit_many(topic, [payload] * n)))
-            else:
-                submitted.append((at, (await producer.submit(topic, payload),)))
-            if progress and sent // 5000 != (sent + n) // 5000:
-                progress.update(task, completed=sent)
-            sent += n
+        submitted = await submit_all(producer, topic, payload, messages, tick, bulk)
         for _, deliveries in submitted:
-            await (deliveries if bulk else deliveries[0])
+            await (deliveries if bulk else deliveries[0])  # type: ignore[misc]
         elapsed = time.perf_counter() - start
+        if progress:
+            progress.update(task, completed=messages)
     return elapsed, [d.acked_at - t for t, ds in submitted for d in ds]  # type: ignore[operator]
 
 

@@ -23,21 +23,30 @@ from _benchlib import bench_cluster, console, create_topic, percentile, report
 from client import Producer
 
 
-async def send_loop(bootstrap: str, topic: str, messages: int, size: int, tasks: int, warmup: int, linger):
-    """`tasks` tasks each send `messages // tasks` messages one at a time; the time of
-    each send and the elapsed time of the whole."""
+async def send_loop(
+    bootstrap: str, topic: str, messages: int, size: int, tasks: int, warmup: int, linger, progress=None
+):
+    """`tasks` tasks each send `messages // tasks` messages one at a time; the elapsed
+    time of the whole and the time of each send."""
     payload = b"x" * size
     options = {} if linger is None else {"linger": linger}
     latencies: list[float] = []
     async with Producer(bootstrap, **options) as producer:
         for _ in range(warmup):
             await producer.send(topic, payload, partition=0)
+        task = (
+            progress.add_task("one at a time" if tasks == 1 else f"{tasks} at a time", total=messages)
+            if progress
+            else None
+        )
 
         async def sender(count: int) -> None:
-            for _ in range(count):
+            for i in range(count):
                 t0 = time.perf_counter()
                 await producer.send(topic, payload, partition=0)
                 latencies.append(time.perf_counter() - t0)
+                if progress and i % 100 == 0:
+                    progress.update(task, completed=len(latencies))
 
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:

@@ -7,6 +7,7 @@ import trio
 
 from client import Admin, Consumer, Producer
 from client.conventions import DELAY_HEADERS, pick_tier, tier_name
+from node.delay import LANES, final_lane, queue_key
 from tests.cluster import local_cluster
 
 LADDER = [500, 1000, 2000]
@@ -45,6 +46,33 @@ def test_ladder_helpers():
         "__delay_1h",
     ]
     assert pick_tier(LADDER, 1999) == 1000 and pick_tier(LADDER, 5000) == 2000 and pick_tier(LADDER, 10) == 500
+
+
+def test_lanes_of_final_moves():
+    # Lane 0 is for moves to a tier (and records from before lanes); final moves take
+    # 1..LANES by how long they wait past eligible, a tenth of the smallest tier each.
+    assert [final_lane(w, 100) for w in (-5, 0, 9, 10, 55, 99, 100, 10_000)] == [1, 1, 1, 2, 6, 10, 10, 10]
+    assert final_lane(499, 500) == LANES
+    assert queue_key(("orders", 3), 0) == "orders/3"  # the key builds before lanes checkpointed
+    assert queue_key(("orders", 3), 4) == "orders/3@4"
+
+
+async def test_a_message_due_sooner_is_not_held_behind_one_due_later(tmp_path):
+    # Both in the 1 s tier, one tier partition and one target partition (same key):
+    # `late` leaves the tier 450 ms past eligible, `soon` right away. In one FIFO `soon`
+    # waited behind `late`; in its own lane it does not.
+    async with local_cluster(tmp_path, delay_tiers_ms=LADDER) as c:
+        await ready(c.bootstrap, "hol")
+        async with Producer(c.bootstrap) as producer:
+            start = time.time()
+            await producer.submit("hol", b"late", key=b"k", delay=1.45)
+            await producer.submit("hol", b"soon", key=b"k", delay=1.0)
+            await producer.flush()
+        got = await collect(c.bootstrap, "hol", 2, timeout=20)
+    assert [v for v, _, _ in got] == [b"soon", b"late"]
+    arrival = {v: t for v, t, _ in got}
+    assert arrival[b"soon"] >= start + 1.0 and arrival[b"late"] >= start + 1.45
+    assert arrival[b"soon"] < start + 1.35, f"held back: {arrival[b'soon'] - start - 1.0:.3f}s late"
 
 
 async def test_each_tier_and_cascades_never_early(tmp_path):
