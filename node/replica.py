@@ -239,6 +239,7 @@ class Replica:
             last = rd.committed_entries[-1]
             self.applied = last.last
             self.applied_term = last.term
+            self.storage.forget_applied(last.last)
             self._release_committed(rd.committed_entries)
             events, self._hw_waiters = self._hw_waiters, set()
             for ev in events:
