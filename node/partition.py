@@ -455,15 +455,21 @@ class Partition(Replica):
         the answer to send from the file (`node.sendfile`); the caller closes it."""
         log = self.storage.log
         hw = self.high_watermark
-        if not log.log_start_offset <= offset <= hw:
+        if not log.log_start_offset <= offset <= max(hw, log.next_offset):
             raise OffsetOutOfRangeError(
                 f"{self.name}: offset {offset} outside [{log.log_start_offset}, {hw}]",
                 log_start_offset=log.log_start_offset,
                 high_watermark=hw,
             )
         lso = self.last_stable_offset
+        if offset >= hw:
+            # In the log but not known committed here yet (Kafka's rule: out of range is
+            # beyond the log end). A new leader learns the commit its predecessor had
+            # told a consumer only as it commits its own first entry; until then this
+            # consumer waits, where an error would have sent it back to its reset point.
+            return b"", lso, []
         if isolation != READ_COMMITTED:
-            return (b"" if offset == hw else self._read_log(offset, max_bytes, hw, slice_from)), lso, []
+            return self._read_log(offset, max_bytes, hw, slice_from), lso, []
         if offset >= lso:
             return b"", lso, []
         data = self._read_log(offset, max_bytes, lso, slice_from)
