@@ -347,7 +347,10 @@ class Server:
                             continue
                         self.on_peer_messages(client.peer_node, env.body.payload)
                         continue
-                    await inflight.acquire()
+                    try:  # at once when free: acquire() yields a loop iteration before the dispatch
+                        inflight.acquire_nowait()
+                    except trio.WouldBlock:
+                        await inflight.acquire()
                     pending: Awaitable[object | None]
                     if client.peer_node is None and isinstance(env.body, PEER_ONLY):
                         pending = _raise(
