@@ -74,6 +74,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple, TypeAlias
 
@@ -668,6 +669,7 @@ _attr_key = attrgetter("key")
 _attr_value = attrgetter("value")
 _attr_headers = attrgetter("headers")
 _drain = deque  # deque(iterator, 0) runs an iterator to its end in C
+_VALIDATE_CHUNK = 4096  # records decoded and written again at a time (`_validate_compiled`)
 
 
 def codec_in_use() -> str:
@@ -858,7 +860,8 @@ def _validate_compiled(
     timestamp, a timestamp of -1, a negative base timestamp) goes to the pure codec.
 
     Every record is handled in compiled code: the reader and `map` over the builder's
-    `append`; Python runs per batch, not per record.
+    `append`; Python runs per chunk of `_VALIDATE_CHUNK` records, not per record, and
+    only a chunk's records are alive at a time.
     """
     base_ts = header.base_timestamp
     if base_ts < 0:  # aiokafka adds base and delta in int64: with a base >= 0 a wrapped sum is negative
@@ -871,31 +874,31 @@ def _validate_compiled(
             whole = b"".join((head, data, _PAD))
         else:
             whole = b"".join((buf, _PAD))
-        records = list(codec.reader(memoryview(whole)[: len(whole) - len(_PAD)]))
-        if len(records) != count:
+        reader = iter(codec.reader(memoryview(whole)[: len(whole) - len(_PAD)]))
+        records = iter(reader.__next__, None)  # (islice calls iter() each time: the reader's refuses a second)
+        builder = codec.builder(MAGIC, 0, 0, -1, -1, -1, sys.maxsize)
+        append = builder.append
+        base = header.base_offset
+        done = 0
+        oldest, newest = INT64_MAX, INT64_MIN
+        # A chunk at a time: a batch of millions of tiny records never has them all alive.
+        # (Never asked for more than `count`: an exhausted reader starts over.)
+        while done < count:
+            chunk = list(islice(records, min(_VALIDATE_CHUNK, count - done)))
+            n = len(chunk)
+            if list(map(_attr_offset, chunk)) != list(range(base + done, base + done + n)):
+                return False
+            times = list(map(_attr_timestamp, chunk))
+            oldest, newest = min(oldest, min(times)), max(newest, max(times))
+            keys, values, headers = map(_attr_key, chunk), map(_attr_value, chunk), map(_attr_headers, chunk)
+            _drain(map(append, range(done, done + n), times, keys, values, headers), 0)
+            done += n
+        if oldest < 0 or newest != header.max_timestamp:
             return False
-        times = list(map(_attr_timestamp, records))
-        if min(times) < 0 or max(times) != header.max_timestamp:
-            return False
-        if (min_timestamp is not None and min(times) < min_timestamp) or (
-            max_timestamp is not None and max(times) > max_timestamp
+        if (min_timestamp is not None and oldest < min_timestamp) or (
+            max_timestamp is not None and newest > max_timestamp
         ):
             return False
-        base = header.base_offset
-        if list(map(_attr_offset, records)) != list(range(base, base + count)):
-            return False
-        builder = codec.builder(MAGIC, 0, 0, -1, -1, -1, sys.maxsize)
-        _drain(
-            map(
-                builder.append,
-                range(count),
-                times,
-                map(_attr_key, records),
-                map(_attr_value, records),
-                map(_attr_headers, records),
-            ),
-            0,
-        )
         out: bytearray = builder.build()
     except Exception:  # noqa: BLE001 - the pure codec decides, with its own error
         return False

@@ -302,6 +302,30 @@ def test_validate_gives_the_pure_verdict_on_damaged_batches(recs, compression, l
     assert outcome(validate, damaged, **limits) == outcome(pure_validate, damaged, **limits)
 
 
+@pytest.mark.parametrize("damage_at", [None, 0, 4095, 4096, 9999])
+def test_validate_in_chunks_of_records(damage_at):
+    # More records than a chunk: the checks carry across chunks, and a record out of
+    # place in any chunk gets the pure codec's verdict.
+    recs = [(None, b"", (), 1_000 + i % 7) for i in range(10_000)]
+    good = build_batch_pure(recs)
+    assert batch._VALIDATE_CHUNK < len(recs)
+    if damage_at is None:
+        with mock.patch.object(batch, "_decode_section_pure", side_effect=AssertionError("pure codec used")):
+            assert validate(good, max_records_bytes=1 << 20, max_timestamp=1_006).record_count == 10_000
+        return
+    section = bytearray(good[HEADER_SIZE:])
+    # each record: length 6, attributes, ts delta, offset delta (1 or 2 bytes), key -1, value 0, 0 headers
+    pos = 0
+    for _ in range(damage_at):
+        pos += 1 + section[pos] // 2
+    section[pos + 1] = 0x01  # attributes: only the pure codec may say why this is refused
+    damaged = recrc(good[:HEADER_SIZE] + bytes(section))
+    assert outcome(validate, damaged, max_records_bytes=1 << 20) == outcome(
+        pure_validate, damaged, max_records_bytes=1 << 20
+    )
+    assert outcome(validate, damaged, max_records_bytes=1 << 20)[0] == "error"
+
+
 def test_validate_takes_a_valid_batch_the_compiled_codec_does_not_write_through_the_pure_codec():
     # A key length of 1 in two varint bytes (0x82 0x00): needless, but within Kafka's
     # five, so valid. The compiled check cannot prove it canonical and hands it on.
