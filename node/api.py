@@ -42,6 +42,7 @@ from client.protocol import (
 )
 from node.metadata import CreateTopicCmd, DeleteTopicCmd, assign_replicas, validate_topic
 from node.peerprotocol import WriteTxnMarker
+from node.sendfile import SENDFILE_MIN_BYTES, Region, Spliced
 
 if TYPE_CHECKING:
     from node.context import Node
@@ -78,6 +79,8 @@ class Api:
             raise ShuttingDownError(f"node {self.node.id} is shutting down; use another node")
         if isinstance(body, Produce):
             return self.produce(body)
+        if isinstance(body, Fetch):
+            return self.fetch(body, zero_copy=getattr(client, "zero_copy", False))
         if isinstance(body, WriteTxnMarker):
             return self.write_txn_marker(body)
         handler = self._handlers.get(type(body))
@@ -164,7 +167,7 @@ class Api:
 
     # -- consuming ------------------------------------------------------------------------------
 
-    def _read(self, req: Fetch) -> tuple[list[FetchResult], int]:
+    def _read(self, req: Fetch, slice_from: int | None) -> tuple[list[FetchResult], int]:
         results, total = [], 0
         budget = min(req.max_bytes, MAX_FETCH_BYTES)
         for fp in req.partitions:
@@ -173,13 +176,14 @@ class Api:
                 part = self.node.local_partition(fp.topic, fp.partition)
                 if not part.is_leader:
                     raise part.not_leader()
+                records: bytes | Region
                 if budget > 0:
                     records, lso, aborted = part.read_isolated(
-                        fp.offset, max(1, min(fp.max_bytes, budget)), req.isolation
+                        fp.offset, max(1, min(fp.max_bytes, budget)), req.isolation, slice_from=slice_from
                     )
                 else:
                     records, lso, aborted = b"", part.last_stable_offset, []
-                res.records, res.aborted = records, aborted
+                res.records, res.aborted = records, aborted  # type: ignore[assignment]   # a Region: see fetch
                 res.high_watermark, res.last_stable_offset = part.high_watermark, lso
                 res.log_start_offset = part.storage.log.log_start_offset
                 budget -= len(records)
@@ -193,16 +197,20 @@ class Api:
             results.append(res)
         return results, total
 
-    async def fetch(self, req: Fetch) -> FetchResponse:
+    async def fetch(self, req: Fetch, *, zero_copy: bool = False) -> FetchResponse | Spliced:
         """Long poll: answer as soon as min_bytes are there, an error occurs, or
-        max_wait_ms passes."""
+        max_wait_ms passes. With `zero_copy` (the connection is a plain TCP socket),
+        large reads stay in their segment files and the answer is a `Spliced` body whose
+        writer sends them with `os.sendfile` (`node.sendfile`)."""
         if not 0 < len(req.partitions) <= MAX_FETCH_PARTITIONS:
             raise InvalidRequestError(f"a fetch names 1..{MAX_FETCH_PARTITIONS} partitions, not {len(req.partitions)}")
+        slice_from = SENDFILE_MIN_BYTES if zero_copy else None
         deadline = trio.current_time() + min(max(req.max_wait_ms, 0), MAX_WAIT_MS) / 1000
         while True:
-            results, total = self._read(req)
+            results, total = self._read(req, slice_from)
             if total >= req.min_bytes or any(r.error for r in results) or trio.current_time() >= deadline:
                 break
+            _close_regions(results)  # read again once more is there
             event = trio.Event()
             parts = [self.node.partitions[(r.topic, r.partition)] for r in results]
             for part in parts:
@@ -213,10 +221,14 @@ class Api:
             finally:
                 for part in parts:
                     part.remove_hw_waiter(event)
+        holes: list[tuple[object, Region]] = []
         for r in results:
             if r.records:
                 self.node.metrics.bytes_out.labels(r.topic).inc(len(r.records))
-        return FetchResponse(results)
+            if isinstance(r.records, Region):
+                holes.append((r, r.records))
+        response = FetchResponse(results)
+        return Spliced(response, holes) if holes else response
 
     async def list_offsets(self, req: ListOffsets) -> ListOffsetsResponse:
         part = self.node.local_partition(req.topic, req.partition)
@@ -234,3 +246,10 @@ class Api:
             )
         found = log.offset_for_timestamp(req.timestamp)
         return ListOffsetsResponse(end if found is None or found >= end else found, req.timestamp)
+
+
+def _close_regions(results: list[FetchResult]) -> None:
+    for r in results:
+        if isinstance(r.records, Region):
+            r.records.close()
+            r.records = b""

@@ -22,6 +22,11 @@ class NodeMetrics:
         )
         self.bytes_in = Counter("tidemq_produce_bytes", "Record batch bytes accepted", ["topic"], registry=r)
         self.bytes_out = Counter("tidemq_fetch_bytes", "Record batch bytes served", ["topic"], registry=r)
+        self.sendfile_bytes = Counter(
+            "tidemq_fetch_sendfile_bytes",
+            "Record batch bytes of fetch answers sent from the segment files to the socket (os.sendfile)",
+            registry=r,
+        )
         self.protocol_errors = Counter(
             "tidemq_protocol_errors", "Connections closed for a protocol violation", registry=r
         )

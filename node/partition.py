@@ -48,6 +48,7 @@ from client.protocol import ACKS_LEADER, ACKS_NONE, READ_COMMITTED, AbortedTxn, 
 from node.diskspace import DiskSpace
 from node.producers import PRODUCER_EXPIRATION_MS, BatchRef, ProducerState
 from node.replica import Replica
+from node.sendfile import Region
 from raft.types import Entry, EntryKind, Snapshot
 
 
@@ -441,29 +442,59 @@ class Partition(Replica):
 
     def read(self, offset: int, max_bytes: int) -> bytes:
         """Committed batches from `offset` (read_uncommitted: up to the high watermark)."""
-        return self.read_isolated(offset, max_bytes, 0)[0]
+        data = self.read_isolated(offset, max_bytes, 0)[0]
+        assert isinstance(data, bytes)  # (no slices asked for)
+        return data
 
-    def read_isolated(self, offset: int, max_bytes: int, isolation: int) -> tuple[bytes, int, list[AbortedTxn]]:
+    def read_isolated(
+        self, offset: int, max_bytes: int, isolation: int, *, slice_from: int | None = None
+    ) -> tuple[bytes | Region, int, list[AbortedTxn]]:
         """(batches, last stable offset, aborted transactions in what was read). A
-        read_committed read stops at the last stable offset."""
+        read_committed read stops at the last stable offset. With `slice_from`, a read
+        of at least that many bytes comes as a `Region` of the segment file instead, for
+        the answer to send from the file (`node.sendfile`); the caller closes it."""
         log = self.storage.log
         hw = self.high_watermark
-        if not log.log_start_offset <= offset <= hw:
+        if not log.log_start_offset <= offset <= max(hw, log.next_offset):
             raise OffsetOutOfRangeError(
                 f"{self.name}: offset {offset} outside [{log.log_start_offset}, {hw}]",
                 log_start_offset=log.log_start_offset,
                 high_watermark=hw,
             )
         lso = self.last_stable_offset
+        if offset >= hw:
+            # In the log but not known committed here yet (Kafka's rule: out of range is
+            # beyond the log end). A new leader learns the commit its predecessor had
+            # told a consumer only as it commits its own first entry; until then this
+            # consumer waits, where an error would have sent it back to its reset point.
+            return b"", lso, []
         if isolation != READ_COMMITTED:
-            return (b"" if offset == hw else log.read(offset, max_bytes, max_offset=hw)), lso, []
+            return self._read_log(offset, max_bytes, hw, slice_from), lso, []
         if offset >= lso:
             return b"", lso, []
-        data = log.read(offset, max_bytes, max_offset=lso)
-        end = offset
-        for header, _ in segments.iter_batches(data, check_crc=False):
-            end = header.last_offset + 1
+        data = self._read_log(offset, max_bytes, lso, slice_from)
+        if isinstance(data, Region):
+            end = data.next_offset
+        else:
+            end = offset
+            for header, _ in segments.iter_batches(data, check_crc=False):
+                end = header.last_offset + 1
         return data, lso, self.txns.aborted_in(offset, end)
+
+    def _read_log(self, offset: int, max_bytes: int, max_offset: int, slice_from: int | None) -> bytes | Region:
+        log = self.storage.log
+        if slice_from is None or max_bytes < slice_from or not Region.available():
+            return log.read(offset, max_bytes, max_offset)
+        try:
+            part = log.read_slice(offset, max_bytes, max_offset)
+        except OSError:  # no descriptor to spare: from memory, as always
+            return log.read(offset, max_bytes, max_offset)
+        if part is None:
+            return b""
+        if len(part) < slice_from:
+            with part:
+                return part.read()
+        return Region(part)
 
 
 async def _nothing() -> None:

@@ -15,6 +15,7 @@ by a new leader: NOT_LEADER, so the producer retries and idempotence dedups).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -42,8 +43,34 @@ class _Waiter:
 
 
 async def _in_thread(fn: Callable[..., Any], /, *args: Any) -> Any:
-    """The driver's runner: blocking storage calls (fsyncs) in a worker thread."""
-    return await trio.to_thread.run_sync(fn, *args)
+    """The driver's runner: blocking storage calls (fsyncs) in a worker thread.
+
+    `trio.to_thread.run_sync` without its detours, as every Ready of every replica with
+    entries comes here: the thread limiter is taken at once when free (its `acquire`
+    yields to the scheduler first, a loop iteration before the fsync even starts), and
+    the job carries no thread name (two prctl calls each). Not cancellable, as
+    `run_sync` by default: a sync that started is waited for."""
+    task = trio.lowlevel.current_task()
+    limiter = trio.to_thread.current_default_thread_limiter()
+    try:
+        limiter.acquire_on_behalf_of_nowait(task)
+    except trio.WouldBlock:
+        await limiter.acquire_on_behalf_of(task)
+    token = trio.lowlevel.current_trio_token()
+
+    def deliver(result: Any) -> None:  # an outcome.Outcome
+        token.run_sync_soon(_resume, task, result)
+
+    def _resume(task: trio.lowlevel.Task, result: Any) -> None:
+        limiter.release_on_behalf_of(task)
+        trio.lowlevel.reschedule(task, result)
+
+    try:
+        trio.lowlevel.start_thread_soon(functools.partial(fn, *args), deliver)
+    except BaseException:
+        limiter.release_on_behalf_of(task)
+        raise
+    return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
 
 
 class _Host:
@@ -203,15 +230,27 @@ class Replica:
     # -- the driver -----------------------------------------------------------------------
 
     async def run(self) -> None:
+        lock = self.io_lock
         while not self.closed:
-            await self._wakeup.wait()
+            if not self._wakeup.is_set():  # (a set event's wait() yields a loop iteration first)
+                await self._wakeup.wait()
             self._wakeup = trio.Event()
+            rounds = 0
             while self.core.has_ready():
+                rounds += 1
+                if rounds % 16 == 0:  # a long run of Readys (a catch-up applied in pieces) lets others in
+                    await trio.lowlevel.checkpoint()
                 try:
-                    async with self.io_lock:
+                    try:  # the lock at once when free: its acquire() yields a loop iteration first
+                        lock.acquire_nowait()
+                    except trio.WouldBlock:
+                        await lock.acquire()
+                    try:
                         if self.closed:  # close() took the lock first: the storage is gone
                             return
                         await self._handle_ready()
+                    finally:
+                        lock.release()
                 except OSError as exc:
                     # The disk failed or filled under a write: this replica's state on
                     # disk is now uncertain, so it goes offline (Kafka takes a log dir
@@ -239,6 +278,7 @@ class Replica:
             last = rd.committed_entries[-1]
             self.applied = last.last
             self.applied_term = last.term
+            self.storage.forget_applied(last.last)
             self._release_committed(rd.committed_entries)
             events, self._hw_waiters = self._hw_waiters, set()
             for ev in events:

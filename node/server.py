@@ -26,6 +26,7 @@ import dataclasses
 import hmac
 import logging
 import math
+import os
 from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
@@ -57,6 +58,7 @@ from client.protocol import (
 )
 from node.peerauth import PeerCredential
 from node.peerprotocol import NODE_VERSIONS, PEER_ONLY, NodeEnvelope, PeerMessages, decode_node_payload
+from node.sendfile import Spliced, SplicedFrame, sendfile_all
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +81,14 @@ class Handler(Protocol):
 
 class ClientInfo:
     """What the server knows about the far end of one connection; `peer_node` is set
-    only for a node authenticated on the peer listener."""
+    only for a node authenticated on the peer listener; `zero_copy` when answers can
+    be sent from files (`os.sendfile`: a plain TCP socket, not TLS)."""
 
-    def __init__(self, addr: str, client_id: str, peer_node: int | None = None) -> None:
+    def __init__(self, addr: str, client_id: str, peer_node: int | None = None, *, zero_copy: bool = False) -> None:
         self.addr = addr
         self.client_id = client_id
         self.peer_node = peer_node
+        self.zero_copy = zero_copy
 
 
 def error_body(exc: TideMQError) -> ErrorResponse:
@@ -119,20 +123,33 @@ async def _raise(exc: Exception) -> None:
 class _Outbox:
     """Answers waiting to be written, with their bytes counted: past the budget the
     reader stops taking requests until the client reads (TCP backpressure, as Kafka
-    mutes a channel whose sends are pending)."""
+    mutes a channel whose sends are pending). A frame is bytes, or a `SplicedFrame`
+    whose regions the writer sends from their files."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.queued = 0
-        self.send, self.receive = trio.open_memory_channel[bytes](math.inf)
+        self.send, self.receive = trio.open_memory_channel[bytes | SplicedFrame](math.inf)
         self._drained = trio.Event()
 
-    def put(self, frame: bytes) -> None:
+    def put(self, frame: bytes | SplicedFrame) -> None:
         try:
             self.send.send_nowait(frame)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
+            if isinstance(frame, SplicedFrame):
+                frame.close()
             return
         self.queued += len(frame)
+
+    def discard(self) -> None:
+        """The connection is gone: give back what answers still queued hold (descriptors)."""
+        while True:
+            try:
+                frame = self.receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            if isinstance(frame, SplicedFrame):
+                frame.close()
 
     def sent(self, n: int) -> None:
         self.queued -= n
@@ -288,7 +305,12 @@ class Server:
         if refusal is not None:
             return
         decoder.max_frame_bytes = self.max_frame_bytes
-        client = ClientInfo(addr, body.client_id, body.peer_node if self.peer_auth is not None else None)
+        client = ClientInfo(
+            addr,
+            body.client_id,
+            body.peer_node if self.peer_auth is not None else None,
+            zero_copy=isinstance(stream, trio.SocketStream) and hasattr(os, "sendfile"),
+        )
         if client.peer_node is not None:
             self._note_versions(client.peer_node, body)
 
@@ -308,7 +330,7 @@ class Server:
                     return None
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._writer, stream, outbox)
+            nursery.start_soon(self._writer, stream, outbox, self.metrics)
             async with outbox.send:
                 while (got := await next_request()) is not None:
                     version, env = got
@@ -325,7 +347,10 @@ class Server:
                             continue
                         self.on_peer_messages(client.peer_node, env.body.payload)
                         continue
-                    await inflight.acquire()
+                    try:  # at once when free: acquire() yields a loop iteration before the dispatch
+                        inflight.acquire_nowait()
+                    except trio.WouldBlock:
+                        await inflight.acquire()
                     pending: Awaitable[object | None]
                     if client.peer_node is None and isinstance(env.body, PEER_ONLY):
                         pending = _raise(
@@ -424,7 +449,9 @@ class Server:
             except Exception as exc:  # the node must keep serving everyone else
                 log.exception("request %s failed", kind)
                 resp = ErrorResponse(int(ErrorCode.UNKNOWN), f"{type(exc).__name__}: {exc}")
-            if resp is not None:
+            if isinstance(resp, Spliced):  # a fetch's answer with bytes to send from the files
+                outbox.put(resp.frame(env.id, version))
+            elif resp is not None:
                 outbox.put(encode_frame(env.id, resp, version))
         finally:
             inflight.release()
@@ -434,14 +461,60 @@ class Server:
                 )
 
     @staticmethod
-    async def _writer(stream: trio.SocketStream, outbox: _Outbox) -> None:
-        async with outbox.receive:
-            async for frame in outbox.receive:
-                frames = [frame]
-                while len(frames) < 64:
-                    try:
-                        frames.append(outbox.receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):  # nothing more now / the reader finished
-                        break
-                await stream.send_all(b"".join(frames))
-                outbox.sent(sum(len(f) for f in frames))
+    async def _writer(stream: trio.abc.Stream, outbox: _Outbox, metrics=None) -> None:
+        """Write answers as they come, every frame queued meanwhile in one send. A
+        spliced frame's regions go from their files with `os.sendfile` on a plain TCP
+        socket (read into memory on any other stream)."""
+        sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        try:
+            async with outbox.receive:
+                async for frame in outbox.receive:
+                    frames = [frame]
+                    while len(frames) < 64:
+                        try:
+                            frames.append(outbox.receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):  # nothing more now / the reader finished
+                            break
+                    if all(type(f) is bytes for f in frames):
+                        await stream.send_all(b"".join(frames))  # type: ignore[arg-type]
+                    else:
+                        sent = await _send_spliced(stream, sock, frames)
+                        if metrics is not None and sent:
+                            metrics.sendfile_bytes.inc(sent)
+                    outbox.sent(sum(len(f) for f in frames))
+        finally:
+            outbox.discard()
+
+
+async def _send_spliced(stream: trio.abc.Stream, sock: trio.socket.SocketType | None, frames: list) -> int:
+    """Frames some of which are spliced: bytes gathered up to each region, the region
+    from its file; every region is closed whatever happens. The bytes sent from files."""
+    from_files = 0
+    try:
+        pending: list[bytes] = []
+        for frame in frames:
+            if isinstance(frame, bytes):
+                pending.append(frame)
+                continue
+            if sock is None:
+                pending.append(frame.read())
+                continue
+            for part in frame.parts:
+                if isinstance(part, bytes):
+                    pending.append(part)
+                    continue
+                if pending:
+                    await stream.send_all(b"".join(pending))
+                    pending = []
+                region = part.slice
+                assert region is not None
+                await sendfile_all(sock, region.fd, region.position, region.length)
+                from_files += region.length
+                part.close()
+        if pending:
+            await stream.send_all(b"".join(pending))
+        return from_files
+    finally:
+        for frame in frames:
+            if isinstance(frame, SplicedFrame):
+                frame.close()

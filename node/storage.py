@@ -33,6 +33,7 @@ from segments import ControlType, Log, LogConfig, build_control_batch, control_t
 from segments.fs import OS, FileSystem, write_all
 
 NO_TIMESTAMP = -1
+RECENT_BYTES = 4 << 20  # entries kept in memory until applied, at most (per replica)
 
 
 class _SnapFile(msgspec.Struct, array_like=True):
@@ -118,6 +119,10 @@ class LogStorage:
         fs.makedirs(str(self.path))
         self.log = Log.open(str(self.path), log_config, fs=fs)
         self.state_dirty = False
+        # Entries written and not yet applied, by start offset, with their batch sizes:
+        # applying them (and replicating them while fresh) needs no read of the files.
+        self._recent: dict[int, tuple[Entry, int]] = {}
+        self._recent_bytes = 0
         raw = _read_checked(self.fs, self.path / "raft-state")
         if raw is None:
             # Saved by the first Ready's sync, in a worker thread: a crash before then
@@ -198,18 +203,47 @@ class LogStorage:
         return term
 
     def entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
+        """Whole entries from the one holding `lo`: those written and not yet applied
+        from memory (`_recent`), the rest read back from the segment files."""
         if lo >= hi:
             return []
         if lo <= self._state.snap_index or lo > self.last_index():
             raise StorageError(f"entries from {lo}: outside the log [{self.first_index()}, {self.last_index()}]")
         out: list[Entry] = []
         size = 0
-        for header, data in self.log.batches(lo):
+        recent = self._recent
+        while lo < hi and (held := recent.get(lo)) is not None:
+            e, n = held
+            if out and size + n > max_bytes:
+                return out
+            out.append(e)
+            size += n
+            lo = e.last + 1
+        if lo >= hi or lo > self.last_index():
+            return out
+        for header, data in self.log.batches(lo, max(max_bytes - size, 0)):
             if header.base_offset >= hi or (out and size + len(data) > max_bytes):
                 break
             out.append(batch_to_entry(header, data))
             size += len(data)
         return out
+
+    def forget_applied(self, index: int) -> None:
+        """Entries through `index` are applied: drop them from memory (`_recent`); a
+        follower catching up reads them from the files."""
+        recent = self._recent
+        while recent:
+            first = next(iter(recent))
+            e, n = recent[first]
+            if e.last > index:
+                return
+            del recent[first]
+            self._recent_bytes -= n
+
+    def _forget_from(self, index: int) -> None:
+        """The log no longer holds entries from `index` on (cut, reset): forget them."""
+        for start in [k for k in self._recent if k >= index]:
+            self._recent_bytes -= self._recent.pop(start)[1]
 
     def snapshot(self) -> Snapshot:
         st = self._state
@@ -235,11 +269,16 @@ class LogStorage:
                     f"{self._state.hard.commit}; committed entries are never rewritten"
                 )
             self.log.truncate_after(first - 1)
+            self._forget_from(first)
             if any(c.last >= first for c in self._state.configs):
                 self._state.configs = [c for c in self._state.configs if c.last < first]
                 self.state_dirty = True
         for e in entries:
-            self.log.append_at(entry_to_batch(e), e.index, e.term)
+            batch = entry_to_batch(e)
+            self.log.append_at(batch, e.index, e.term)
+            if self._recent_bytes + len(batch) <= RECENT_BYTES:
+                self._recent[e.index] = (e, len(batch))
+                self._recent_bytes += len(batch)
             if e.kind == EntryKind.CONFIG:
                 self._state.configs.append(e)
                 self.state_dirty = True
@@ -282,6 +321,7 @@ class LogStorage:
         (its data written first by `write_snapshot`; `sync` saves the new state, and a
         crash before that finishes the move on open)."""
         self.log.reset_to(snap.index + 1)
+        self._forget_from(-1)
         st = self._state
         st.snap_index, st.snap_term, st.snap_conf, st.configs = snap.index, snap.term, snap.conf, []
         st.hard = HardState(st.hard.term, st.hard.vote, max(st.hard.commit, snap.index))
@@ -310,6 +350,7 @@ class LogStorage:
 
     def drop_compacted(self) -> None:
         self.log.delete_before(self._state.snap_index + 1)
+        self.forget_applied(self._state.snap_index)
 
     async def compact_with(self, run: Runner, index: int, data: bytes = b"") -> None:
         """Drop the log through `index` (applied), recording `data` (if any) as the

@@ -392,7 +392,7 @@ class RaftNode:
         if self.role == Role.LEADER:
             # Our own copy counts towards commit only once it is durable.
             if self.prs[self.id].maybe_update(self.log.last_stable_index()) and self._maybe_commit():
-                self._bcast_append()
+                self._bcast_append(send_if_empty=False)  # the new commit rides on what goes next
 
     def _storage_holds(self, e: Entry) -> bool:
         st = self.log.storage
@@ -743,10 +743,10 @@ class RaftNode:
             if p != self.id:
                 self._send(Heartbeat(to=p, frm=self.id, term=self.term, commit=min(pr.match, self.log.committed)))
 
-    def _bcast_append(self) -> None:
+    def _bcast_append(self, send_if_empty: bool = True) -> None:
         for p in self.prs:
             if p != self.id:
-                self._send_append(p)
+                self._send_append(p, send_if_empty)
 
     def _send_append(self, to: int, send_if_empty: bool = True) -> bool:
         """Send the next append to ``to`` if its progress allows; returns whether one was sent."""
@@ -856,7 +856,11 @@ class RaftNode:
         else:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
-            self._bcast_append()
+            # Entries still to send go now; a follower with nothing new learns the commit
+            # from the next append or heartbeat (its own copy is already durable, and
+            # commit needs no acknowledgement): an empty append per follower per commit
+            # cost a round trip of messages, a Ready and an acknowledgement each.
+            self._bcast_append(send_if_empty=False)
         elif old_paused:
             self._send_append(m.frm)
         # Keep the pipe full: send while the window allows and entries remain.

@@ -13,7 +13,13 @@ so the order the simulator checks is the order production runs. For each Ready:
    commit. Without entries to fsync (or with fsync off), a term or vote change
    (`state_dirty`) is still made durable, without a data fsync;
 2. only then send the messages (persist before send: a vote or an ack never leaves
-   before the state it promises is on disk);
+   before the state it promises is on disk). One exception, Raft's own (the
+   dissertation's 10.2.1): a leader's Appends promise only their term, so once the
+   entries are written, and with no term, vote or membership change waiting to be
+   made durable, they leave before the leader's fsync, and the followers write while
+   the leader syncs. The leader's own copy counts towards commit only once durable
+   (`RaftNode.advance`), so an entry is still committed only when a majority holds it
+   on disk; the simulator's checker holds every other message to the rule;
 3. apply the committed entries;
 4. `advance`, then tell the host (role changes).
 
@@ -31,7 +37,7 @@ from typing import Any, Protocol
 
 from raft.core import RaftNode, Ready
 from raft.storage import MemoryStorage
-from raft.types import Entry, HardState, Message, Snapshot
+from raft.types import Append, Entry, HardState, Message, Snapshot
 
 
 class ReadyStorage(Protocol):
@@ -121,13 +127,19 @@ class ReadyDriver:
             st.append(rd.entries)
         if rd.hard_state is not None:
             st.set_hard_state(rd.hard_state)
+        messages = rd.messages
         if rd.entries and self.fsync:
+            if not st.state_dirty and any(type(m) is Append for m in messages):
+                for m in messages:  # 2., a leader's appends: before its own fsync (see above)
+                    if type(m) is Append:
+                        host.send(m)
+                messages = [m for m in messages if type(m) is not Append]
             await run(st.sync)
             self.fsyncs += 1
         elif st.state_dirty:  # a vote or term is durable before anyone hears of it
             await run(st.sync, False)
         host.persisted(rd)
-        for m in rd.messages:  # 2.
+        for m in messages:  # 2.
             host.send(m)
         if rd.snapshot is not None or rd.committed_entries:  # 3.
             host.apply(rd)

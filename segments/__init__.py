@@ -47,6 +47,7 @@ from .errors import (
     UnsupportedCompressionError,
 )
 from .log import Log
+from .segment import LogSlice
 
 __all__ = [
     "BatchHeader",
@@ -60,6 +61,7 @@ __all__ = [
     "Log",
     "LogClosedError",
     "LogConfig",
+    "LogSlice",
     "OffsetOutOfRangeError",
     "Record",
     "SegmentError",

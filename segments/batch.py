@@ -58,9 +58,12 @@ anything the compiled code would treat differently to the pure codec (control an
 log-append-time batches, negative timestamps, any error) and by checking what it cannot
 be trusted with (offsets, timestamp overflow, reads past the end). Three encodings no
 Kafka producer writes are still read by it where the pure codec refuses or reads them
-otherwise; `validate`, the broker's gate for hostile input, therefore always decodes
-with the pure codec (docs/segments.md, "Compiled codec"). `TIDEMQ_PURE_CODEC=1` in the
-environment at the first use (or at `reload_codec()`) rules the compiled codec out.
+otherwise; `validate`, the broker's gate for hostile input, therefore accepts a batch
+in compiled code only once aiokafka's builder, given the records its reader decoded,
+writes back exactly the bytes sent (none of those three encodings survives that), and
+leaves every other batch to the strict pure decoder (docs/segments.md, "Compiled
+codec"). `TIDEMQ_PURE_CODEC=1` in the environment at the first use (or at
+`reload_codec()`) rules the compiled codec out.
 """
 
 from __future__ import annotations
@@ -70,8 +73,10 @@ import os
 import struct
 import sys
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
-from operator import itemgetter
+from itertools import islice
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 from crc32c import crc32c
@@ -500,13 +505,18 @@ def decode_rows(cls: type[_Row], prefix: tuple[Any, ...], buf: _Buffer, pos: int
 
 
 def decode_records_pure(buf: _Buffer, pos: int = 0, *, strict: bool = False) -> list[Record]:
-    """`decode_records` in pure Python: the reference, and the decoder `validate` uses,
-    being strict where aiokafka's reader is not. With `strict` (validate), a record's
-    attributes byte must be 0: Kafka producers write nothing else, and the compiled
-    reader takes the byte as a varint, so another value would read differently there."""
+    """`decode_records` in pure Python: the reference, and the decoder `validate` falls
+    back to, being strict where aiokafka's reader is not. With `strict` (validate), a
+    record's attributes byte must be 0: Kafka producers write nothing else, and the
+    compiled reader takes the byte as a varint, so another value would read differently
+    there."""
     header = verify(buf, pos)
     section = memoryview(buf)[pos + HEADER_SIZE : pos + header.size]
-    data = decompress(header.compression, section)
+    return _decode_section_pure(header, decompress(header.compression, section), strict)
+
+
+def _decode_section_pure(header: BatchHeader, data: bytes, strict: bool) -> list[Record]:
+    """The records of a verified batch from its records section (decompressed)."""
     end = len(data)
     count = header.record_count
     if count * _MIN_RECORD_SIZE > end:
@@ -568,6 +578,13 @@ def validate(
     timestamp that is the records' own. The bytes are stored as they are, so what
     passes here can always be decoded again (by a consumer, a replica, a scheduler).
 
+    The CRC is computed once and the records decompressed once. With the compiled codec
+    loaded, the records are checked in compiled code (`_validate_compiled`): decoded by
+    aiokafka's reader and written again by its builder, and accepted only if that gives
+    back exactly the bytes sent, which no encoding the pure codec would refuse or read
+    otherwise can; anything else (and every error) is decided by the pure codec, so the
+    verdict and its message are the pure codec's either way.
+
     Raises CorruptBatchError, UnsupportedCompressionError or InvalidTimestampError.
     """
     header = verify(buf)
@@ -580,10 +597,13 @@ def validate(
         raise InvalidTimestampError("producers send create times; the broker sets LogAppendTime itself")
     if header.is_control:
         return header  # the caller decides who may write control batches
-    section = memoryview(buf)[HEADER_SIZE : header.size]
+    data: _Buffer = memoryview(buf)[HEADER_SIZE : header.size]
     if codec is not Compression.NONE:
-        decompress(codec, section, limit=max_records_bytes)  # a bomb fails before decoding
-    records = decode_records_pure(buf, strict=True)
+        data = decompress(codec, data, limit=max_records_bytes)  # once; a bomb fails before decoding
+    compiled = _compiled()
+    if compiled is not None and _validate_compiled(compiled, header, buf, data, min_timestamp, max_timestamp):
+        return header
+    records = _decode_section_pure(header, bytes(data), strict=True)
     if len(records) != header.last_offset_delta + 1:
         raise CorruptBatchError(f"{len(records)} records but the last offset delta says {header.last_offset_delta + 1}")
     newest = -1
@@ -659,6 +679,13 @@ _offset_of = itemgetter(0)
 _timestamp_of = itemgetter(1)
 _row_offset_of, _row_timestamp_of = itemgetter(2), itemgetter(6)
 _new_record = tuple.__new__
+_attr_offset = attrgetter("offset")  # of aiokafka's records
+_attr_timestamp = attrgetter("timestamp")
+_attr_key = attrgetter("key")
+_attr_value = attrgetter("value")
+_attr_headers = attrgetter("headers")
+_drain = deque  # deque(iterator, 0) runs an iterator to its end in C
+_VALIDATE_CHUNK = 4096  # records decoded and written again at a time (`_validate_compiled`)
 
 
 def codec_in_use() -> str:
@@ -835,3 +862,73 @@ def _decode_compiled(
     ):
         return None
     return records
+
+
+def _validate_compiled(
+    codec: _CompiledCodec,
+    header: BatchHeader,
+    buf: _Buffer,
+    data: _Buffer,
+    min_timestamp: int | None,
+    max_timestamp: int | None,
+) -> bool:
+    """`validate`'s record checks in compiled code: True if the batch (verified, its
+    records section `data` decompressed) passes them; False if it may not, and the pure
+    codec must decide (and name the error).
+
+    aiokafka's reader decodes the records (past the end of what it is given it finds 16
+    zero bytes, as in `_decode_compiled`), and its builder writes them again: the
+    batch passes only if that gives back exactly the records section sent. The builder
+    writes what `build_batch_pure` writes, byte for byte (checked when the codec loads),
+    so the section is then the canonical encoding of those records: record attributes
+    0, every null as -1, every varint as short as it can be. Those are the encodings
+    the pure codec reads as aiokafka does, so the strict pure decoder would give these
+    records too, and the checks left (offset deltas 0..n-1, timestamps, the max
+    timestamp) run on them as `validate` runs them. A batch that is valid but written
+    otherwise (a varint with needless bytes, a first record whose time is not the base
+    timestamp, a timestamp of -1, a negative base timestamp) goes to the pure codec.
+
+    Every record is handled in compiled code: the reader and `map` over the builder's
+    `append`; Python runs per chunk of `_VALIDATE_CHUNK` records, not per record, and
+    only a chunk's records are alive at a time.
+    """
+    base_ts = header.base_timestamp
+    if base_ts < 0:  # aiokafka adds base and delta in int64: with a base >= 0 a wrapped sum is negative
+        return False
+    count = header.record_count
+    try:
+        if header.attributes & COMPRESSION_MASK:
+            head = bytearray(memoryview(buf)[:HEADER_SIZE])
+            head[ATTRIBUTES_OFFSET + 1] &= 0xFF ^ COMPRESSION_MASK
+            whole = b"".join((head, data, _PAD))
+        else:
+            whole = b"".join((buf, _PAD))
+        reader = iter(codec.reader(memoryview(whole)[: len(whole) - len(_PAD)]))
+        records = iter(reader.__next__, None)  # (islice calls iter() each time: the reader's refuses a second)
+        builder = codec.builder(MAGIC, 0, 0, -1, -1, -1, sys.maxsize)
+        append = builder.append
+        base = header.base_offset
+        done = 0
+        oldest, newest = INT64_MAX, INT64_MIN
+        # A chunk at a time: a batch of millions of tiny records never has them all alive.
+        # (Never asked for more than `count`: an exhausted reader starts over.)
+        while done < count:
+            chunk = list(islice(records, min(_VALIDATE_CHUNK, count - done)))
+            n = len(chunk)
+            if list(map(_attr_offset, chunk)) != list(range(base + done, base + done + n)):
+                return False
+            times = list(map(_attr_timestamp, chunk))
+            oldest, newest = min(oldest, min(times)), max(newest, max(times))
+            keys, values, headers = map(_attr_key, chunk), map(_attr_value, chunk), map(_attr_headers, chunk)
+            _drain(map(append, range(done, done + n), times, keys, values, headers), 0)
+            done += n
+        if oldest < 0 or newest != header.max_timestamp:
+            return False
+        if (min_timestamp is not None and oldest < min_timestamp) or (
+            max_timestamp is not None and newest > max_timestamp
+        ):
+            return False
+        out: bytearray = builder.build()
+    except Exception:  # noqa: BLE001 - the pure codec decides, with its own error
+        return False
+    return len(out) == HEADER_SIZE + len(data) and out[HEADER_SIZE:] == data

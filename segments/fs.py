@@ -27,6 +27,11 @@ class FileSystem(Protocol):
 
     def close(self, fd: int) -> None: ...
 
+    def dup(self, fd: int) -> int:
+        """Another descriptor of the same open file: it stays valid, and reads the same
+        bytes, after `fd` is closed or the file unlinked (a `LogSlice` holds one)."""
+        ...
+
     def pread(self, fd: int, n: int, pos: int) -> bytes: ...
 
     def write(self, fd: int, data: Buffer) -> int: ...
@@ -72,6 +77,9 @@ class OsFileSystem:
 
     def close(self, fd: int) -> None:
         os.close(fd)
+
+    def dup(self, fd: int) -> int:
+        return os.dup(fd)
 
     def pread(self, fd: int, n: int, pos: int) -> bytes:
         return os.pread(fd, n, pos)

@@ -19,7 +19,9 @@ Public API (offsets are Kafka offsets = Raft indexes; epochs are Raft terms):
   (base_offset must be `next_offset`); `append_many(batches, leader_epoch)` writes
   several with one fsync (group commit).
 - `read(offset, max_bytes, max_offset=None) -> bytes`: whole batches from the one
-  holding `offset`; `batches(from_offset, max_bytes=None)` yields (header, bytes).
+  holding `offset`; `read_slice(...)` says where those bytes lie in the file instead
+  (a `LogSlice`, for `os.sendfile`); `batches(from_offset, max_bytes=None)` yields
+  (header, bytes).
 - `term_at(offset)`, `end_offset_for_epoch(epoch)`, `offset_for_timestamp(ts_ms)`.
 - `truncate_after(offset)`, `reset_to(offset)`, `delete_before(offset)`,
   `retention_offset(now_ms)`, `apply_retention(now_ms)`, `roll()`, `flush()`, `flush_if_due(now_ms=None)`,
@@ -63,7 +65,7 @@ from .errors import (
     OffsetOutOfRangeError,
 )
 from .fs import OS, FileSystem
-from .segment import LogSegment, RecoveryResult
+from .segment import LogSegment, LogSlice, RecoveryResult
 from .varint import INT32_MAX
 
 EPOCH_CHECKPOINT = "leader-epoch-checkpoint"
@@ -479,6 +481,21 @@ class Log:
         if offset == end or (max_offset is not None and offset >= max_offset):
             return b""
         return self._segment_for(offset).read(offset, max_bytes, max_offset)
+
+    def read_slice(self, offset: int, max_bytes: int, max_offset: int | None = None) -> LogSlice | None:
+        """Where the bytes `read` would return lie, as a `LogSlice` on a descriptor of its
+        own (None where `read` returns nothing), without reading them: for sending them
+        from the file (`os.sendfile`). The slice stays readable whatever happens to the
+        segment meanwhile (a roll, retention, close); the caller closes it. Same errors
+        as `read`; OSError if no descriptor is left to duplicate."""
+        if self._closed:
+            raise LogClosedError(f"log {self.path} is closed")
+        end = self._active.next_offset
+        if not self._log_start <= offset <= end:
+            raise OffsetOutOfRangeError(offset, self._log_start, end)
+        if offset == end or (max_offset is not None and offset >= max_offset):
+            return None
+        return self._segment_for(offset).read_slice(offset, max_bytes, max_offset)
 
     def batches(self, from_offset: int, max_bytes: int | None = None) -> Iterator[tuple[BatchHeader, bytes]]:
         """(header, bytes) of each batch from the one holding `from_offset` to the end,

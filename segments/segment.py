@@ -12,6 +12,9 @@ fsync policy; `segments.log.Log` decides those and calls:
 - `find(offset) -> (position, header) | None`: the batch holding `offset`, through the
   offset index and a short forward scan of headers.
 - `read(offset, max_bytes, max_offset) -> bytes`: whole batches, Kafka's size rule.
+- `read_slice(offset, max_bytes, max_offset) -> LogSlice | None`: where those same
+  bytes lie in the file, on a descriptor of the slice's own, without reading them (the
+  node sends them from the file to a socket with `os.sendfile`).
 - `iter_batches(offset) -> (header, bytes)` for replication and tooling.
 - `recover() -> RecoveryResult`: read every batch, verify CRC, offsets contiguous and
   epochs non-decreasing, cut the file at the first batch that fails (a torn write or
@@ -134,6 +137,58 @@ class _Scan:
             yield pos, header, view
             pos += size
             self.end = pos
+
+
+class LogSlice:
+    """Whole batches of a segment file, not read: `length` bytes at `position` of the
+    open file `fd`, a duplicate of the segment's descriptor owned by the slice, so the
+    bytes stay readable (`os.sendfile`, `read()`) after the segment rolls, is deleted by
+    retention or closed. `next_offset` is the offset after the last batch. Close it when
+    done (it is a context manager; dropping it closes it too)."""
+
+    __slots__ = ("_fs", "fd", "position", "length", "next_offset")
+
+    def __init__(self, fs: FileSystem, fd: int, position: int, length: int, next_offset: int) -> None:
+        self._fs = fs
+        self.fd = fd
+        self.position = position
+        self.length = length
+        self.next_offset = next_offset
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self) -> bytes:
+        """The bytes themselves (for a link that cannot take them from the file)."""
+        if self.fd < 0:
+            raise LogClosedError("read from a closed slice")
+        data = self._fs.pread(self.fd, self.length, self.position)
+        while len(data) < self.length:  # a short read: finish it
+            more = self._fs.pread(self.fd, self.length - len(data), self.position + len(data))
+            if not more:
+                raise CorruptBatchError(
+                    f"segment file ends at byte {self.position + len(data)}, inside a slice of committed batches"
+                )
+            data += more
+        return data
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            self._fs.close(fd)
+
+    def __enter__(self) -> LogSlice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if self.fd >= 0:
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"LogSlice(fd={self.fd}, position={self.position}, length={self.length}, next_offset={self.next_offset})"
 
 
 class LogSegment:
@@ -345,6 +400,77 @@ class LogSegment:
             next_offset = last + 1
         self._hint = (next_offset, position + end)
         return buf if end == total else buf[:end]
+
+    def read_slice(self, offset: int, max_bytes: int, max_offset: int | None = None) -> LogSlice | None:
+        """Where the bytes `read` would return lie in the file, as a `LogSlice` (None
+        where `read` returns nothing), found without reading the records: the first
+        batch's header, the end through the offset index and a short walk of headers
+        from the last indexed batch (at most `index_interval_bytes` of small batches),
+        and, below the segment's end, the batch holding `max_offset`. Same rule as
+        `read`, same bytes, and the same memory of where the read stopped."""
+        span = self._span(offset, max_bytes, max_offset)
+        if span is None:
+            return None
+        position, end, next_offset = span
+        return LogSlice(self._fs, self._fs.dup(self._fd), position, end - position, next_offset)
+
+    def _span(self, offset: int, max_bytes: int, max_offset: int | None) -> tuple[int, int, int] | None:
+        """(position, end, next offset) of `read_slice`."""
+        self._check_open()
+        if offset >= self.next_offset:
+            return None
+        hint_offset, position = self._hint
+        if hint_offset == offset and position < self.size:
+            first = self._header_at(position)
+        else:
+            found = self.find(offset)
+            if found is None:
+                return None
+            position, first = found
+        first_last = first.base_offset + first.last_offset_delta
+        if max_offset is not None and first_last >= max_offset:
+            return None
+        size = self.size
+        limit = position + max(max_bytes, HEADER_SIZE)  # as `read` computes it
+        if limit >= size:
+            limit = size
+        else:
+            boundary = self.offset_index.floor_position(limit)
+            if boundary > position and limit - boundary <= max_bytes >> 3:
+                limit = boundary
+        end, next_offset = position + first.size, first_last + 1
+        cut: tuple[int, BatchHeader] | None = None
+        if max_offset is not None and max_offset < self.next_offset:
+            cut = self.find(max_offset)  # the batch holding it: no byte from its start on goes
+            if cut is not None and cut[0] < limit:
+                limit = cut[0]
+        if end < limit:
+            if limit == size:
+                end, next_offset = size, self.next_offset
+            elif cut is not None and limit == cut[0]:
+                end, next_offset = limit, cut[1].base_offset
+            else:  # a batch start at or after the first batch's end, at or before limit
+                end, next_offset = self._last_boundary(max(end, self.offset_index.floor_position(limit)), limit)
+        self._hint = (next_offset, end)
+        return position, end, next_offset
+
+    def _last_boundary(self, start: int, limit: int) -> tuple[int, int]:
+        """(position, offset) of the last batch start at or before `limit`, walking the
+        headers from the batch start `start` (<= `limit`)."""
+        pos = start
+        if pos >= self.size:
+            return pos, self.next_offset
+        head = self._fs.pread(self._fd, _LAST_DELTA_POS + 4, pos)
+        next_offset = _WALK.unpack_from(head, 0)[0]
+        while True:
+            base, length = _WALK.unpack_from(head, 0)
+            stop = pos + length + LOG_OVERHEAD
+            if stop > limit:
+                return pos, next_offset
+            pos, next_offset = stop, base + _LAST_DELTA.unpack_from(head, _LAST_DELTA_POS)[0] + 1
+            if pos >= self.size or pos + _LAST_DELTA_POS + 4 > limit:
+                return pos, next_offset
+            head = self._fs.pread(self._fd, _LAST_DELTA_POS + 4, pos)
 
     def iter_batches(self, offset: int, chunk_bytes: int = _SCAN_CHUNK) -> Iterator[tuple[BatchHeader, bytes]]:
         """(header, bytes) of each batch from the one holding `offset` to the end,

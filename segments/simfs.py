@@ -98,6 +98,13 @@ class SimFileSystem:
         self._fd(fd)
         del self._fds[fd]
 
+    def dup(self, fd: int) -> int:
+        f = self._fd(fd)
+        new = self._next_fd
+        self._next_fd += 1
+        self._fds[new] = _Fd(f.inode, f.append, f.path)
+        return new
+
     def pread(self, fd: int, n: int, pos: int) -> bytes:
         return bytes(self._fd(fd).inode.data[pos : pos + n])
 

@@ -106,6 +106,26 @@ async def test_bad_input_gets_typed_errors(tmp_path):
             assert ok.base_offset == 1
 
 
+async def test_a_fetch_past_the_high_watermark_but_in_the_log_waits_instead_of_failing(tmp_path, monkeypatch):
+    # A new leader may not yet know the commit its predecessor told a consumer about:
+    # the consumer's position is in its log but above its high watermark. Kafka answers
+    # nothing there (out of range is past the log end), and so does a node.
+    from node.replica import Replica
+
+    async with local_cluster(tmp_path, n=1) as cluster:
+        async with open_connection(cluster.peers[1]) as conn:
+            await conn.request(CreateTopic("t", partitions=1, replication=1))
+            await cluster.wait_leaders("t")
+            for i in range(3):
+                await conn.request(Produce("t", 0, batch([b"m%d" % i])))
+            monkeypatch.setattr(Replica, "high_watermark", property(lambda self: 2))
+            for isolation in (0, 1):
+                resp = await conn.request(Fetch([FetchPartition("t", 0, 3)], max_wait_ms=0, isolation=isolation))
+                assert (resp.results[0].error, resp.results[0].records, resp.results[0].high_watermark) == (0, b"", 2)
+            resp = await conn.request(Fetch([FetchPartition("t", 0, 5)], max_wait_ms=0))
+            assert resp.results[0].error == OffsetOutOfRangeError.code
+
+
 async def test_idempotent_retries_do_not_duplicate(tmp_path):
     async with local_cluster(tmp_path, n=1) as cluster:
         async with open_connection(cluster.peers[1]) as conn:

@@ -94,3 +94,50 @@ def test_a_crash_after_a_snapshot_reset_the_log_but_before_raft_state_is_finishe
     again = _open(tmp_path)
     assert (again.first_index(), again.last_index(), again.term(10)) == (11, 10, 3)
     assert again.snapshot() == snap and again.initial_state() == (HardState(1, 1, 10), ConfState((1, 2)))
+
+
+def _shape(entries):
+    """What an entry is, whether it came from memory or back from the files (which stamp
+    the batch's offset and epoch into its bytes)."""
+    return [(e.index, e.last, e.term, e.kind, e.data[16:]) for e in entries]
+
+
+def test_entries_not_yet_applied_come_from_memory_and_the_rest_from_the_files(tmp_path, monkeypatch):
+    st = _open(tmp_path)
+    written = [_entry(i, 1) for i in range(6)]
+    st.append(written)
+    st.sync()
+    with monkeypatch.context() as m:
+        m.setattr(st.log, "batches", lambda *a: pytest.fail("read the files"))
+        assert st.entries(0, 6, 1 << 20) == written
+        assert st.entries(2, 4, 1 << 20) == written[2:4]
+        assert st.entries(2, 6, 1) == written[2:3]  # the byte limit, at least one
+    st.forget_applied(3)
+    assert _shape(st.entries(0, 6, 1 << 20)) == _shape(written)  # 0..3 from the files, 4..5 from memory
+    st.forget_applied(5)
+    assert st._recent == {} and st._recent_bytes == 0
+    assert _shape(st.entries(1, 6, 1 << 20)) == _shape(written[1:])
+
+
+def test_a_cut_suffix_and_a_reset_are_forgotten_in_memory_too(tmp_path):
+    st = _open(tmp_path)
+    st.append([_entry(i, 1) for i in range(4)])
+    st.set_hard_state(HardState(term=1, vote=1, commit=1))
+    st.append([_entry(2, 2)])  # the leader of term 2 overwrote 2 and 3
+    assert [(e.index, e.term) for e in st.entries(0, 10, 1 << 20)] == [(0, 1), (1, 1), (2, 2)]
+    assert sorted(st._recent) == [0, 1, 2]
+    st.install_snapshot(Snapshot(9, 2, ConfState((1, 2, 3)), b""))
+    assert st._recent == {} and st._recent_bytes == 0
+    st.append([_entry(10, 2)])
+    assert st.entries(10, 11, 1 << 20)[0].term == 2
+
+
+def test_memory_for_unapplied_entries_is_bounded(tmp_path, monkeypatch):
+    import node.storage as storage
+
+    monkeypatch.setattr(storage, "RECENT_BYTES", 300)
+    st = _open(tmp_path)
+    written = [_entry(i, 1) for i in range(10)]
+    st.append(written)
+    assert 0 < st._recent_bytes <= 300 and len(st._recent) < 10
+    assert _shape(st.entries(0, 10, 1 << 20)) == _shape(written)

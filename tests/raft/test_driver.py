@@ -77,16 +77,45 @@ def test_a_vote_is_durable_before_the_request_leaves():
     assert journal[-1] == "advanced"
 
 
-def test_entries_are_fsynced_once_before_any_message_and_applied_after():
+def test_a_leaders_appends_leave_once_written_before_its_fsync():
+    # Raft's 10.2.1: the followers write while the leader syncs; its own copy counts
+    # towards commit only once durable (advance), so nothing is acknowledged earlier.
     node, driver, journal, host = _driver()
     node.campaign()
     run_sync(driver.handle_ready())
     node.step(next(iter(_grants(node))))
     journal.clear()
-    run_sync(driver.handle_ready())  # the leader's no-op: appended, fsynced, then sent
+    host.sent.clear()
+    run_sync(driver.handle_ready())  # the leader's no-op: appended, sent, fsynced
     assert journal[0] == "append"
-    assert journal.index("sync") < journal.index("send")
+    assert journal.index("append") < journal.index("send") < journal.index("sync") < journal.index("persisted")
+    assert {type(m).__name__ for m in host.sent} == {"Append"} and len(host.sent) == 2
     assert journal.count("sync") == 1 and driver.fsyncs == 1
+    # its own copy is durable, and counted; one of three is not a majority
+    assert node.status().progress[1].match == node.log.last_index() > node.commit
+
+
+def test_a_followers_acknowledgement_leaves_after_its_fsync():
+    from raft import Append, AppendResponse, Entry
+
+    node, driver, journal, host = _driver()
+    node.step(Append(to=1, frm=2, term=1, prev_index=-1, prev_term=0, entries=(Entry(0, 0, 1),), commit=-1))
+    run_sync(driver.handle_ready())
+    assert [type(m) for m in host.sent] == [AppendResponse]
+    assert journal.index("sync") < journal.index("send")
+
+
+def test_a_leaders_appends_wait_for_a_term_not_yet_durable():
+    # A storage that still has a term or vote to make durable holds every message,
+    # appends included, until its sync.
+    node, driver, journal, host = _driver()
+    node.campaign()
+    run_sync(driver.handle_ready())
+    node.step(next(iter(_grants(node))))
+    driver.storage.dirty = True  # (as if the term were not on disk yet)
+    journal.clear()
+    run_sync(driver.handle_ready())
+    assert journal.index("sync") < journal.index("send")
 
 
 def test_without_fsync_entries_are_not_synced_but_a_new_term_still_is():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from segments.batch import build_batch, decode_records, iter_batches, stamped, verify
 from segments.config import LogConfig
@@ -444,3 +446,82 @@ def test_flush_racing_a_roll_still_syncs_what_was_appended_before_it(tmp_path, m
     assert raced and log.segment_count == 2
     assert f"{0:020d}.log" in synced
     log.close()
+
+
+# -- read_slice: where read's bytes lie, for sendfile ----------------------------------------
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.tuples(st.integers(1, 12), st.integers(0, 900)), min_size=1, max_size=40),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 5000), st.integers(0, 10_000) | st.none()), max_size=30),
+)
+def test_read_slice_locates_exactly_the_bytes_read_returns(tmp_path_factory, shapes, asks):
+    # Batches of many sizes over several segments and index entries: for any offset,
+    # size and high watermark, the slice holds read()'s bytes and names the offset after.
+    log = Log.open(str(tmp_path_factory.mktemp("log")), LogConfig(**{**SMALL.__dict__, "index_interval_bytes": 128}))
+    for i, (n, size) in enumerate(shapes):
+        log.append(build_batch([(None, bytes([i % 256]) * (size // n), (), 1_000 + i)] * n), 1)
+    end = log.next_offset
+    for offset, max_bytes, max_offset in asks:
+        offset %= end + 1
+        want = log.read(offset, max_bytes, max_offset)
+        got = log.read_slice(offset, max_bytes, max_offset)
+        if not want:
+            assert got is None
+            continue
+        assert got is not None
+        with got:
+            assert got.read() == want
+            assert got.next_offset == _offsets(want)[-1][1] + 1
+    # A consumer reading on through the slices (its memory of where it stopped) sees the log.
+    for max_bytes in (1, 300, 1000, 100_000):
+        offset, seen = 0, b""
+        while (part := log.read_slice(offset, max_bytes, end)) is not None:
+            with part:
+                seen += part.read()
+                offset = part.next_offset
+        assert offset == end
+        assert seen == b"".join(log.read(o, 1 << 30) for o in _segment_starts(log))
+
+
+def _segment_starts(log):
+    return log.segment_base_offsets()
+
+
+def test_a_slice_outlives_its_segment(tmp_path):
+    # Retention deletes the segment and the log closes: the slice's own descriptor still
+    # reads the committed bytes it names.
+    log = _open(tmp_path)
+    _fill(log, 30)
+    first_segment_end = log.segment_base_offsets()[1]
+    want = log.read(0, 1 << 20)
+    part = log.read_slice(0, 1 << 20)
+    assert part is not None and part.next_offset == first_segment_end
+    log.delete_before(first_segment_end)
+    assert not os.path.exists(os.path.join(str(tmp_path / "log"), "00000000000000000000.log"))
+    log.close()
+    assert part.read() == want
+    fd = part.fd
+    part.close()
+    part.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    with pytest.raises(LogClosedError):
+        part.read()
+
+
+def test_read_slice_errors_and_edges(tmp_path):
+    log = _open(tmp_path)
+    _fill(log, 5)
+    assert log.read_slice(log.next_offset, 100) is None
+    assert log.read_slice(3, 100, max_offset=3) is None
+    assert log.read_slice(0, 100, max_offset=1) is None  # the first batch holds 0..2: not all below 1
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read_slice(log.next_offset + 1, 100)
+    part = log.read_slice(0, 1)  # the first batch whole, whatever max_bytes says
+    assert part is not None and part.next_offset == 3 and len(part) == len(log.read(0, 1))
+    del part  # dropped: its descriptor is closed
+    log.close()
+    with pytest.raises(LogClosedError):
+        log.read_slice(0, 100)
