@@ -92,6 +92,9 @@ def partition_dir(meta: TopicMeta, p: int) -> str:
 
 
 GOSSIP_INTERVAL_S = 0.5
+#: Every this many gossip rounds a leader names every group it leads; in between only
+#: the changes (a new leader also says so at once).
+GOSSIP_FULL_EVERY = 10
 BALANCE_INTERVAL_S = 2.0
 
 
@@ -158,6 +161,8 @@ class Broker:
         self.ticker = Ticker()
         self.liveness = PeerLiveness([p for p in config.peers if p != self.id], config.election_ticks)
         self._hw_reported: dict[int, int] = {}  # group -> high watermark last set in the gauge
+        self._gossiped: dict[int, tuple[int, int]] = {}  # what the last gossip round said we lead
+        self._beat_frames: dict[int, int] = {}  # peer -> its link's frames_sent at the last heartbeat
         self.coordinator = GroupCoordinator(self)
         self.delay = DelayService(self)
         self.transactions = TransactionCoordinator(self)
@@ -695,20 +700,32 @@ class Broker:
             await trio.sleep(interval)
             self.ticker.tick()
             if n % self.cfg.heartbeat_ticks == 0:
-                for pid in self.transport.links:
-                    self.transport.send(pid, BEAT)
+                for pid, link in self.transport.links.items():
+                    # Any frame is a heartbeat: send one only if none left since the last.
+                    sent = link.frames_sent
+                    if not link.outbox and sent == self._beat_frames.get(pid):
+                        link.send(BEAT)
+                        sent += 1  # (the frame carrying it)
+                    self._beat_frames[pid] = sent
             for peer in self.liveness.tick():
                 log.info("node %s: no word from node %s for %d ticks", self.id, peer, self.liveness.timeout)
                 self._peer_down(peer)
 
     async def _gossip(self) -> None:
-        while True:
+        for n in itertools.count():
             await trio.sleep(GOSSIP_INTERVAL_S)
             led = AllLeaders(
                 (g, (self.id, r.core.term)) for g, r in self.replicas.items() if r.is_leader and not r.closed
             )
             self.leaders.update(led)
-            self._broadcast_leaders(led)
+            if n % GOSSIP_FULL_EVERY == 0:
+                self._broadcast_leaders(led)
+            else:
+                gossiped = self._gossiped
+                changed = {g: v for g, v in led.items() if gossiped.get(g) != v}
+                if changed:
+                    self._broadcast_leaders(changed)
+            self._gossiped = led
             under = 0
             reported = self._hw_reported
             for (topic, p), part in self.partitions.items():

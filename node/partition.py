@@ -102,9 +102,13 @@ class TxnIndex:
             del self.aborted[:i]
 
 
-#: A partition's state is checkpointed after this many applied entries (and on close):
-#: a restart replays at most about this many per partition.
+#: A partition's state is checkpointed after this many applied entries: a restart after a
+#: crash replays at most about this many per partition (after a graceful stop, none).
 STATE_CHECKPOINT_EVERY = 1000
+#: At the retention timer and on close, a checkpoint is written if the producer state or
+#: the transaction index changed since the last, or this many entries were applied (a
+#: partition that only ever applied its leaders' no-ops has nothing worth writing).
+STATE_CHECKPOINT_MIN = 100
 STATE_FILE = "partition-state"
 _STATE_MAGIC = b"TPS1"
 
@@ -259,6 +263,7 @@ class Partition(Replica):
         self._since_checkpoint = 0  # entries applied since
         self._checkpointing = False
         self._checkpoint_due = False
+        self._state_changed = False  # producer state or transaction index, since the checkpoint
         # (A shard that snapshots its state restores the producers from its snapshot,
         # if it keeps them: a checkpoint older than that snapshot would set them back.)
         if saved is not None and (self.shard is None or saved.offset >= self.storage.first_index()):
@@ -283,10 +288,11 @@ class Partition(Replica):
             dict(self.txns.coordinator_epochs),
         )
 
-    async def checkpoint_state(self) -> None:
-        """Write the state checkpoint if anything was applied since the last (under the
-        io lock, so no Ready applies meanwhile; the write in a worker thread)."""
-        if self._checkpointing:
+    async def checkpoint_state(self, *, every: int = STATE_CHECKPOINT_MIN) -> None:
+        """Write the state checkpoint if the state changed or `every` entries were
+        applied since the last (under the io lock, so no Ready applies meanwhile; the
+        write in a worker thread)."""
+        if self._checkpointing or not (self._state_changed or self._since_checkpoint >= every):
             return
         self._checkpointing = True
         try:
@@ -301,12 +307,13 @@ class Partition(Replica):
                     return
                 self._checkpointed = cp.offset
                 self._since_checkpoint = 0
+                self._state_changed = False
         finally:
             self._checkpointing = False
 
     async def _due_checkpoint(self) -> None:
         try:
-            await self.checkpoint_state()
+            await self.checkpoint_state(every=STATE_CHECKPOINT_EVERY)
         finally:
             self._checkpoint_due = False
 
@@ -507,6 +514,7 @@ class Partition(Replica):
             h = segments.parse_header(e.data)
             if h.producer_id < 0:
                 continue
+            self._state_changed = True
             if h.is_control:
                 if h.is_transactional:
                     kind, coordinator_epoch = segments.transaction_marker_of(e.data)
