@@ -257,13 +257,14 @@ class Broker:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
-    @staticmethod
-    def _transfer_target(r: Replica) -> int | None:
+    def _transfer_target(self, r: Replica) -> int | None:
         st = r.core.status()
+        # Live: heard from in this check-quorum period, or (a leader that just woke from
+        # quiescence has heard nobody yet) not called down by the failure detector.
         followers = [
             (p.match, pid)
             for pid, p in st.progress.items()
-            if pid != r.core.id and pid in r.core.conf.voters and p.recent_active
+            if pid != r.core.id and pid in r.core.conf.voters and (p.recent_active or not self.liveness.is_down(pid))
         ]
         return max(followers)[1] if followers else None
 
@@ -736,6 +737,8 @@ class Broker:
                         self.metrics.high_watermark.labels(topic, str(p)).set(hw)
                     under += part.core.lagging()
             self.metrics.under_replicated.set(under)
+            self.metrics.awake_groups.set(len(self.ticker))
+            self.metrics.peers_down.set(len(self.liveness.down))
             self.metrics.fsyncs.set(sum(r.fsyncs for r in self.replicas.values()))
             self.metrics.apply_errors.set(sum(r.apply_errors for r in self.replicas.values()))
 

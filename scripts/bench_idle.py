@@ -1,7 +1,8 @@
 """What idle partitions cost: CPU per node with no traffic, and how long a node that hosts
 them takes to serve again after a restart, on a real three-node cluster on loopback.
 
-    scripts/bench idle [--partitions 1000] [--sample 30] [--restart one|all] [--batches 0] [--tick-ms 50]
+    scripts/bench idle [--partitions 1000] [--sample 30] [--restart one|all] [--kill]
+                       [--batches 0] [--producers N] [--fsync always] [--tick-ms 50]
 
 The cluster (fsync=always, the node's default tick) gets one topic of `--partitions`
 partitions at replication 3, so every node hosts every partition and leads a third of
@@ -11,7 +12,8 @@ the `--sample` window (no client traffic at all; the CPU of the node's worker th
 counts too).
 
 Then `--restart one` stops node 1 (SIGTERM: it hands its leaderships over first) and
-starts it again; `--restart all` stops every node and starts them together. Start-up is
+starts it again; `--restart all` stops every node and starts them together; with
+`--kill` they are killed (SIGKILL) instead, as in a crash. Start-up is
 timed from the start of the process(es) to
 
 * "listening": the node answers Metadata;
@@ -19,9 +21,11 @@ timed from the start of the process(es) to
 * "serving": a produce and a fetch succeed on a partition the restarted node leads
   (with `--restart one`, once the balancer handed its preferred partitions back).
 
-`--batches N` first writes N single-record idempotent batches, each from a producer id
-of its own (InitProducerId), round-robin over the partitions, so the restarted node has
-N producer ids' state to load (or a log of N batches to replay).
+`--batches N` first writes N single-record idempotent batches from `--producers` producer
+ids (InitProducerId; default one per batch), each producer writing its sequence to one
+partition, the producers spread over the partitions, so the restarted node has that
+many producer ids' state to load (or a log of N batches to replay). `--fsync never`
+makes the nodes (and so the filling) faster, for large N.
 
 The last line is the result as one JSON object.
 """
@@ -119,34 +123,41 @@ async def sample_cpu(c: ProcessCluster, seconds: float, progress: Progress) -> d
     return {n: (cpu_seconds(pid) - before[n]) / wall for n, pid in pids.items()}
 
 
-async def fill(c: ProcessCluster, partitions: int, batches: int, progress: Progress) -> None:
-    """`batches` idempotent batches, one producer id each, round-robin over the partitions."""
-    task = progress.add_task(f"write {batches} batches from {batches} producer ids", total=batches)
+async def fill(c: ProcessCluster, partitions: int, batches: int, producers: int, progress: Progress) -> None:
+    """`batches` idempotent batches from `producers` producer ids, each producer writing
+    its sequence to one partition (producer i to partition i mod `partitions`)."""
+    task = progress.add_task(f"write {batches} batches from {producers} producer ids", total=batches)
     known = await leaders(c, list(c.procs), partitions) or {}
-    next_batch = 0
+    ctrl = [await c.wait_ready()]  # producer ids come from the controller leader
+    shares = [batches // producers + (i < batches % producers) for i in range(producers)]
+    next_producer = 0
 
     async def writer() -> None:
-        nonlocal next_batch
-        while next_batch < batches:
-            i, next_batch = next_batch, next_batch + 1
+        nonlocal next_producer
+        while next_producer < producers:
+            i, next_producer = next_producer, next_producer + 1
             p = i % partitions
             pid = None
-            while True:
+            seq = 0
+            while seq < shares[i]:
                 leader = known.get(p, 1)
                 try:
                     if pid is None:
-                        pid = (await c.request(leader, InitProducerId())).producer_id
+                        pid = (await c.request(ctrl[0], InitProducerId())).producer_id
                     data = build_batch(
-                        [(None, b"x" * 20, (), None)], producer_id=pid, producer_epoch=0, base_sequence=0
+                        [(None, b"x" * 20, (), None)], producer_id=pid, producer_epoch=0, base_sequence=seq
                     )
                     await c.request(leader, Produce(TOPIC, p, data, acks=ACKS_ALL, timeout_ms=10_000), timeout=15)
-                    break
+                    seq += 1
+                    progress.advance(task)
                 except (TideMQError, OSError, trio.TooSlowError):
-                    known[p] = await c.leader_of(TOPIC, p)
-            progress.advance(task)
+                    if pid is None:
+                        ctrl[0] = await c.wait_ready()
+                    else:
+                        known[p] = await c.leader_of(TOPIC, p)
 
     async with trio.open_nursery() as nursery:
-        for _ in range(32):
+        for _ in range(min(producers, 128)):
             nursery.start_soon(writer)
     progress.remove_task(task)
 
@@ -164,12 +175,17 @@ async def produce_and_fetch(c: ProcessCluster, node: int, partition: int) -> boo
 
 
 async def time_restart(
-    c: ProcessCluster, restarted: list[int], partitions: int, preferred: dict[int, int], progress: Progress
+    c: ProcessCluster,
+    restarted: list[int],
+    partitions: int,
+    preferred: dict[int, int],
+    progress: Progress,
+    sig: int = signal.SIGTERM,
 ) -> dict[str, float]:
-    """Stop `restarted` (SIGTERM), start them again, and time listening, leaders, serving."""
+    """Stop `restarted` (`sig`), start them again, and time listening, leaders, serving."""
     task = progress.add_task(f"restart node(s) {restarted}", total=None)
     for n in restarted:
-        c.kill(n, signal.SIGTERM)
+        c.kill(n, sig)
     for n in restarted:
         await c.wait_exit(n, timeout=60)
     t0 = time.monotonic()
@@ -203,7 +219,7 @@ async def time_restart(
 
 async def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="tidemq-idle-") as tmp:
-        c = ProcessCluster(Path(tmp), 3, fsync="always", tick_ms=args.tick_ms)
+        c = ProcessCluster(Path(tmp), 3, fsync=args.fsync, tick_ms=args.tick_ms)
         try:
             with Progress(console=console, transient=True) as progress:
                 for n in c.peers:
@@ -216,11 +232,15 @@ async def run(args: argparse.Namespace) -> dict:
                 settled = await wait_settled(c, args.partitions, progress)
                 created_s = time.monotonic() - t0
                 cpu = await sample_cpu(c, args.sample, progress)
+                fill_s = 0.0
                 if args.batches:
-                    await fill(c, args.partitions, args.batches, progress)
+                    t1 = time.monotonic()
+                    await fill(c, args.partitions, args.batches, args.producers or args.batches, progress)
+                    fill_s = time.monotonic() - t1
                     settled = await wait_settled(c, args.partitions, progress)
                 restarted = [1] if args.restart == "one" else sorted(c.peers)
-                startup = await time_restart(c, restarted, args.partitions, settled, progress)
+                sig = signal.SIGKILL if args.kill else signal.SIGTERM
+                startup = await time_restart(c, restarted, args.partitions, settled, progress, sig)
                 cpu_after = await sample_cpu(c, min(args.sample, 10), progress) if args.sample_after else {}
             return {
                 "bench": "idle",
@@ -231,8 +251,11 @@ async def run(args: argparse.Namespace) -> dict:
                 "settled_s": round(created_s, 2),
                 "cpu": {str(n): round(v, 4) for n, v in sorted(cpu.items())},
                 "cpu_after_restart": {str(n): round(v, 4) for n, v in sorted(cpu_after.items())},
-                "restart": args.restart,
+                "restart": args.restart + (" (killed)" if args.kill else ""),
+                "fill_s": round(fill_s, 1),
                 "batches": args.batches,
+                "producers": (args.producers or args.batches) if args.batches else 0,
+                "fsync": args.fsync,
                 "startup_s": {k: round(v, 2) for k, v in startup.items()},
             }
         finally:
@@ -244,9 +267,12 @@ def main() -> None:
     p.add_argument("--partitions", type=int, default=1000)
     p.add_argument("--sample", type=float, default=30.0, help="seconds of CPU sampling with no traffic")
     p.add_argument("--restart", choices=["one", "all"], default="one")
+    p.add_argument("--kill", action="store_true", help="restart after SIGKILL (a crash) instead of SIGTERM")
     p.add_argument(
         "--batches", type=int, default=0, help="idempotent batches (one producer id each) before the restart"
     )
+    p.add_argument("--producers", type=int, default=0, help="producer ids writing the batches (default: one each)")
+    p.add_argument("--fsync", choices=["always", "interval", "never"], default="always", help="the nodes' --fsync")
     p.add_argument("--tick-ms", type=int, default=50, help="Raft tick of the nodes (the node's default is 50)")
     p.add_argument("--sample-after", action="store_true", help="sample CPU again (10 s) after the restart")
     args = p.parse_args()
@@ -262,7 +288,9 @@ def main() -> None:
         )
     st = Table("restart", "batches", "listening s", "leaders s", "serving s", title="start-up")
     s = result["startup_s"]
-    st.add_row(args.restart, str(args.batches), f"{s['listening']:.2f}", f"{s['leaders']:.2f}", f"{s['serving']:.2f}")
+    st.add_row(
+        result["restart"], str(args.batches), f"{s['listening']:.2f}", f"{s['leaders']:.2f}", f"{s['serving']:.2f}"
+    )
     console.print(st)
     print(json.dumps(result))
 
