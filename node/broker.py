@@ -329,7 +329,7 @@ class Broker:
                 result = self.state.apply(cmd)
                 # While replaying, replicas wait: they open at the end, for the topics that are left.
                 if isinstance(result, TopicMeta) and not self._replaying:
-                    self._open_topic(result, fresh=e.last > self._replayed_until)
+                    self._open_topic(result)
                 elif isinstance(cmd, DeleteTopicCmd) and result is None and not self._replaying:
                     self._close_topic(cmd.name)
                 self._cmd_results[e.last] = result
@@ -375,7 +375,7 @@ class Broker:
         for meta in list(self.state.topics.values()):
             self._open_topic(meta)
 
-    def _open_topic(self, meta: TopicMeta, fresh: bool = False) -> None:
+    def _open_topic(self, meta: TopicMeta) -> None:
         for p, replicas in enumerate(meta.replicas):
             if self.id not in replicas or meta.group(p) in self.replicas:
                 continue
@@ -413,7 +413,12 @@ class Broker:
             self.partitions[(meta.name, p)] = part
             if self._nursery is not None:
                 self._nursery.start_soon(part.run)
-            if (fresh or len(replicas) == 1) and replicas[0] == self.id:
+            if replicas[0] == self.id:
+                # The preferred replica campaigns at once, a new topic's or after a
+                # restart: with pre-vote it cannot unseat a live leader (whose followers
+                # are in its lease), and when the whole cluster restarts each group elects
+                # once, where a campaign by timeout would elect whoever comes first and
+                # the balancer elect again to hand it back (twice the term and vote writes).
                 core.campaign()
             part.wake()
 
