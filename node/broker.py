@@ -7,13 +7,20 @@ the preferred leader (first replica) campaigns at once so leaders spread evenly,
 balancer hands leadership back to it after a failover once it has caught up.
 
 Raft messages for all groups travel between two nodes over one link per direction
-(`node.peers`), batched per write: a tick's heartbeats for every group share a frame.
-Leaders also gossip which groups they lead, so any node can answer Metadata for
-partitions it does not host.
+(`node.peers`), batched per write. Idle groups go quiet (`raft.core.Config.quiesce`):
+no heartbeats, no ticks. What stands for all of them is one node-level heartbeat per
+peer per heartbeat interval (every frame carries this node's incarnation), read by a
+failure detector (`raft.liveness.PeerLiveness`): a peer silent for an election timeout,
+or back with a new incarnation, is reported to every group it is a member of
+(`RaftNode.peer_down`), which wakes them. Leaders also gossip which groups they lead,
+so any node can answer Metadata for partitions it does not host, and a quiet follower
+learns from it when its leader's node stopped leading its group (a replica taken
+offline by a storage error).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import re
@@ -58,19 +65,20 @@ from node.metadata import (
     topic_config,
 )
 from node.metrics import NodeMetrics
-from node.partition import BatchLimits, Partition
+from node.partition import BatchLimits, Partition, StateCheckpoint
 from node.peerauth import PeerCredential, new_secret
 from node.peerguard import MAX_TERM
 from node.peerguard import refusal as peer_refusal
 from node.peers import PeerTransport, Reassembler
-from node.replica import Replica
+from node.replica import Replica, Ticker
 from node.runtime import CoordinatorRuntime
 from node.server import ConnectionLimits, Server
 from node.storage import LogStorage
 from node.transactions import TransactionCoordinator
 from raft.core import Config as RaftConfig
 from raft.core import RaftNode
-from raft.types import ConfState, Entry, EntryKind, Message
+from raft.liveness import PeerLiveness
+from raft.types import ConfState, Entry, EntryKind, Message, Role
 
 log = logging.getLogger(__name__)
 
@@ -84,25 +92,42 @@ def partition_dir(meta: TopicMeta, p: int) -> str:
 
 
 GOSSIP_INTERVAL_S = 0.5
+#: Every this many gossip rounds a leader names every group it leads; in between only
+#: the changes (a new leader also says so at once).
+GOSSIP_FULL_EVERY = 10
 BALANCE_INTERVAL_S = 2.0
 
 
 class PeerBatch(msgspec.Struct, array_like=True):
     messages: list[tuple[int, Message]]
     leaders: dict[int, tuple[int, int]] = {}  # group -> (leader, term), from its leader
+    #: The sender's incarnation (drawn at its start; 0: a node from before it was sent):
+    #: a new one tells the receiver's failure detector that the sender restarted.
+    incarnation: int = 0
+    #: `leaders` names every group the sender leads (its periodic gossip).
+    all_leaders: bool = False
 
+
+class AllLeaders(dict):
+    """An outbox item: every group this node leads, (leader, term) each."""
+
+
+#: An outbox item that is only there to make a frame: the node-level heartbeat.
+BEAT = "beat"
 
 _peer_encoder = msgspec.msgpack.Encoder()
 _peer_decoder = msgspec.msgpack.Decoder(PeerBatch)
 
 
-def encode_peer_items(items: list) -> bytes:
+def encode_peer_items(items: list, incarnation: int = 0) -> bytes:
     messages = [i for i in items if isinstance(i, tuple)]
     leaders: dict[int, tuple[int, int]] = {}
+    full = False
     for i in items:
         if isinstance(i, dict):
             leaders.update(i)
-    return _peer_encoder.encode(PeerBatch(messages, leaders))
+            full = full or isinstance(i, AllLeaders)
+    return _peer_encoder.encode(PeerBatch(messages, leaders, incarnation, full))
 
 
 class Broker:
@@ -123,9 +148,21 @@ class Broker:
         self.disk = DiskSpace(str(config.data_dir), config.min_free_bytes)
         self.credential = PeerCredential(self.id, config.peer_secret or new_secret())
         self._reassembler = Reassembler()
+        self.incarnation = random.getrandbits(62) | 1  # never 0 (a sender that sends none)
+        inc = self.incarnation
         self.transport = PeerTransport(
-            self.id, config.peers, self.credential, encode_peer_items, max_payload=config.max_frame_bytes // 2
+            self.id,
+            config.peers,
+            self.credential,
+            lambda items: encode_peer_items(items, inc),
+            max_payload=config.max_frame_bytes // 2,
         )
+        #: The groups that are not quiescent: the only ones the ticker visits.
+        self.ticker = Ticker()
+        self.liveness = PeerLiveness([p for p in config.peers if p != self.id], config.election_ticks)
+        self._hw_reported: dict[int, int] = {}  # group -> high watermark last set in the gauge
+        self._gossiped: dict[int, tuple[int, int]] = {}  # what the last gossip round said we lead
+        self._beat_frames: dict[int, int] = {}  # peer -> its link's frames_sent at the last heartbeat
         self.coordinator = GroupCoordinator(self)
         self.delay = DelayService(self)
         self.transactions = TransactionCoordinator(self)
@@ -220,13 +257,14 @@ class Broker:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
-    @staticmethod
-    def _transfer_target(r: Replica) -> int | None:
+    def _transfer_target(self, r: Replica) -> int | None:
         st = r.core.status()
+        # Live: heard from in this check-quorum period, or (a leader that just woke from
+        # quiescence has heard nobody yet) not called down by the failure detector.
         followers = [
             (p.match, pid)
             for pid, p in st.progress.items()
-            if pid != r.core.id and pid in r.core.conf.voters and p.recent_active
+            if pid != r.core.id and pid in r.core.conf.voters and (p.recent_active or not self.liveness.is_down(pid))
         ]
         return max(followers)[1] if followers else None
 
@@ -240,6 +278,7 @@ class Broker:
             heartbeat_tick=self.cfg.heartbeat_ticks,
             max_size_per_msg=1 << 20,
             applied=applied,
+            quiesce=self.cfg.quiesce,
         )
 
     def _log_config(self, configs: dict[str, str] | None = None) -> segments.LogConfig:
@@ -273,6 +312,7 @@ class Broker:
             fsync=self.cfg.fsync == "always",
             leader_addr=self.addr_of,
             on_restore=self._restore_controller,
+            ticker=self.ticker,
         )
         self.replicas[CONTROLLER_GROUP] = replica
         if len(voters) == 1:
@@ -289,7 +329,7 @@ class Broker:
                 result = self.state.apply(cmd)
                 # While replaying, replicas wait: they open at the end, for the topics that are left.
                 if isinstance(result, TopicMeta) and not self._replaying:
-                    self._open_topic(result, fresh=e.last > self._replayed_until)
+                    self._open_topic(result)
                 elif isinstance(cmd, DeleteTopicCmd) and result is None and not self._replaying:
                     self._close_topic(cmd.name)
                 self._cmd_results[e.last] = result
@@ -335,7 +375,7 @@ class Broker:
         for meta in list(self.state.topics.values()):
             self._open_topic(meta)
 
-    def _open_topic(self, meta: TopicMeta, fresh: bool = False) -> None:
+    def _open_topic(self, meta: TopicMeta) -> None:
         for p, replicas in enumerate(meta.replicas):
             if self.id not in replicas or meta.group(p) in self.replicas:
                 continue
@@ -345,7 +385,11 @@ class Broker:
             if not path.exists() and legacy.is_dir():  # written before directories named their incarnation
                 legacy.rename(path)
             storage = LogStorage(path, self._log_config(meta.configs), ConfState(voters=tuple(sorted(replicas))))
-            core = RaftNode(self._raft_config(), storage)
+            shard = self.runtime.shard_for(meta)
+            saved = StateCheckpoint.read(storage)
+            # A data partition's whole state is in the checkpoint: the log before it is not
+            # applied again. A shard's state comes from its own snapshot and the log after.
+            core = RaftNode(self._raft_config(saved.offset if saved and shard is None else None), storage)
             part = Partition(
                 meta.group(p),
                 name,
@@ -361,13 +405,20 @@ class Broker:
                 limits=self.batch_limits,
                 disk=self.disk,
                 producer_expiration_ms=self.cfg.producer_id_expiration_ms,
-                shard=self.runtime.shard_for(meta),
+                shard=shard,
+                saved=saved,
+                ticker=self.ticker,
             )
             self.replicas[part.group] = part
             self.partitions[(meta.name, p)] = part
             if self._nursery is not None:
                 self._nursery.start_soon(part.run)
-            if (fresh or len(replicas) == 1) and replicas[0] == self.id:
+            if replicas[0] == self.id:
+                # The preferred replica campaigns at once, a new topic's or after a
+                # restart: with pre-vote it cannot unseat a live leader (whose followers
+                # are in its lease), and when the whole cluster restarts each group elects
+                # once, where a campaign by timeout would elect whoever comes first and
+                # the balancer elect again to hand it back (twice the term and vote writes).
                 core.campaign()
             part.wake()
 
@@ -380,6 +431,7 @@ class Broker:
             del self.partitions[(topic, p)]
             self.replicas.pop(part.group, None)
             self.leaders.pop(part.group, None)
+            self._hw_reported.pop(part.group, None)
 
             async def remove(part=part):
                 await part.close()
@@ -536,11 +588,9 @@ class Broker:
 
     def led_partitions(self, topic: str) -> list[Partition]:
         """The partitions of `topic` this node leads and has caught up on."""
-        return [
-            part
-            for (t, _), part in self.partitions.items()
-            if t == topic and part.ready_for_writes() and not part.closed
-        ]
+        meta = self.state.topics.get(topic)
+        parts = (self.partitions.get((topic, p)) for p in range(len(meta.replicas) if meta is not None else 0))
+        return [part for part in parts if part is not None and part.ready_for_writes() and not part.closed]
 
     def internal_client(self, purpose: str) -> ClusterClient:
         """A client for one of this node's services (delay tier, transactions, half
@@ -583,12 +633,18 @@ class Broker:
         except msgspec.DecodeError as exc:
             log.warning("dropping a malformed peer batch from node %s: %s", frm, exc)
             return
+        _, restarted = self.liveness.heard(frm, batch.incarnation or None)
+        if restarted:
+            log.info("node %s restarted (a new incarnation)", frm)
+            self._peer_down(frm)
         for group, (leader, term) in batch.leaders.items():
             if leader not in self.cfg.peers or not 0 <= term <= MAX_TERM:
                 continue
             known = self.leaders.get(group)
             if known is None or term >= known[1]:
                 self.leaders[group] = (leader, term)
+        if batch.all_leaders and frm in self.cfg.peers:
+            self._check_quiet_followers(frm, batch.leaders)
         for group, msg in batch.messages:
             replica = self.replicas.get(group)
             if replica is not None and not replica.closed:
@@ -621,27 +677,73 @@ class Broker:
 
     # -- periodic work ----------------------------------------------------------------------
 
+    def _peer_down(self, peer: int) -> None:
+        """The failure detector lost `peer`, or saw it restart: every group it is a member
+        of hears of it (a quiet one wakes; followers of a leader there stop waiting for it)."""
+        for replica in list(self.replicas.values()):
+            if not replica.closed and peer in replica.core.conf.members():
+                replica.core.peer_down(peer)
+                replica.wake()
+
+    def _check_quiet_followers(self, frm: int, led: dict[int, tuple[int, int]]) -> None:
+        """`frm`'s gossip names every group it leads. A quiet follower of `frm` whose
+        group is not among them (at our term) would wait for a leader that no longer
+        leads (its replica there went offline): it is told its leader is gone. The link
+        delivers in order, so a group `frm` began to lead after this gossip was made
+        cannot have gone quiet before it arrived."""
+        for group, replica in self.replicas.items():
+            core = replica.core
+            if core.quiescent and core.role == Role.FOLLOWER and core.leader == frm and not replica.closed:
+                if led.get(group) != (frm, core.term):
+                    core.peer_down(frm)
+                    replica.wake()
+
     async def _ticker(self) -> None:
+        """One task for every group's time: ticks the groups that are not quiet (a quiet
+        one needs none), sends the node-level heartbeat, runs the failure detector."""
         interval = self.cfg.tick_ms / 1000
-        while True:
+        for n in itertools.count(1):
             await trio.sleep(interval)
-            for replica in list(self.replicas.values()):
-                if not replica.closed:
-                    replica.tick()
+            self.ticker.tick()
+            if n % self.cfg.heartbeat_ticks == 0:
+                for pid, link in self.transport.links.items():
+                    # Any frame is a heartbeat: send one only if none left since the last.
+                    sent = link.frames_sent
+                    if not link.outbox and sent == self._beat_frames.get(pid):
+                        link.send(BEAT)
+                        sent += 1  # (the frame carrying it)
+                    self._beat_frames[pid] = sent
+            for peer in self.liveness.tick():
+                log.info("node %s: no word from node %s for %d ticks", self.id, peer, self.liveness.timeout)
+                self._peer_down(peer)
 
     async def _gossip(self) -> None:
-        while True:
+        for n in itertools.count():
             await trio.sleep(GOSSIP_INTERVAL_S)
-            led = {g: (self.id, r.core.term) for g, r in self.replicas.items() if r.is_leader}
+            led = AllLeaders(
+                (g, (self.id, r.core.term)) for g, r in self.replicas.items() if r.is_leader and not r.closed
+            )
             self.leaders.update(led)
-            if led:
+            if n % GOSSIP_FULL_EVERY == 0:
                 self._broadcast_leaders(led)
+            else:
+                gossiped = self._gossiped
+                changed = {g: v for g, v in led.items() if gossiped.get(g) != v}
+                if changed:
+                    self._broadcast_leaders(changed)
+            self._gossiped = led
             under = 0
+            reported = self._hw_reported
             for (topic, p), part in self.partitions.items():
                 if part.is_leader:
-                    self.metrics.high_watermark.labels(topic, str(p)).set(part.high_watermark)
-                    under += bool(part.core.status().under_replicated())
+                    hw = part.high_watermark
+                    if reported.get(part.group) != hw:
+                        reported[part.group] = hw
+                        self.metrics.high_watermark.labels(topic, str(p)).set(hw)
+                    under += part.core.lagging()
             self.metrics.under_replicated.set(under)
+            self.metrics.awake_groups.set(len(self.ticker))
+            self.metrics.peers_down.set(len(self.liveness.down))
             self.metrics.fsyncs.set(sum(r.fsyncs for r in self.replicas.values()))
             self.metrics.apply_errors.set(sum(r.apply_errors for r in self.replicas.values()))
 

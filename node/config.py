@@ -64,6 +64,7 @@ class NodeConfig:
     tick_ms: int = 50  # one Raft tick
     election_ticks: int = 10
     heartbeat_ticks: int = 2
+    quiesce: bool = True  # idle Raft groups go quiet (docs/raft.md, "Idle groups: quiescence")
     segment_bytes: int = 128 * 1024 * 1024
     min_segment_bytes: int = 1 << 20  # the least segment.bytes a topic may set
     min_segment_ms: int = 60_000  # the least segment.ms a topic may set

@@ -58,6 +58,12 @@ class NodeMetrics:
             registry=r,
         )
         self.fsyncs = Gauge("tidemq_log_fsyncs", "Log fsyncs since start (one per group commit)", registry=r)
+        self.awake_groups = Gauge(
+            "tidemq_raft_groups_awake", "Raft groups not quiescent (the ones ticked); idle groups go quiet", registry=r
+        )
+        self.peers_down = Gauge(
+            "tidemq_peers_down", "Peers the failure detector has heard nothing from for an election timeout", registry=r
+        )
 
     def forget_topic(self, topic: str, partitions: list[int]) -> None:
         """Drop a deleted topic's label sets: topics come and go, series must not pile up."""

@@ -17,16 +17,24 @@ A partition of an internal topic keeps a state machine besides its log (a `Shard
 group offsets and members, transaction states, half messages, a delay tier's
 checkpoint), given by the service that owns the topic and applied after the
 partition's own producer state, on every replica alike.
+
+A restart does not replay the log to rebuild the producer state and the transaction
+index: a checkpoint of both (`StateCheckpoint`, the file `partition-state` beside the
+log) is written every `STATE_CHECKPOINT_EVERY` applied entries, at the retention timer
+when anything was applied since, and on a graceful close; a restarted replica loads it
+and replays only the entries after it (Kafka's producer snapshots do the same).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import NamedTuple
 
+import msgspec
 import trio
 
 import segments
@@ -46,10 +54,13 @@ from client.errors import (
 )
 from client.protocol import ACKS_LEADER, ACKS_NONE, READ_COMMITTED, AbortedTxn, Ok, ProduceResponse
 from node.diskspace import DiskSpace
-from node.producers import PRODUCER_EXPIRATION_MS, BatchRef, ProducerState
-from node.replica import Replica
+from node.producers import PRODUCER_EXPIRATION_MS, BatchRef, ProducerSnapshot, ProducerState
+from node.replica import Replica, _in_thread
 from node.sendfile import Region
+from node.storage import LogStorage
 from raft.types import Entry, EntryKind, Snapshot
+
+log = logging.getLogger(__name__)
 
 
 class Aborted(NamedTuple):
@@ -90,6 +101,48 @@ class TxnIndex:
         i = bisect_left(self.aborted, (offset,))
         if i:
             del self.aborted[:i]
+
+
+#: A partition's state is checkpointed after this many applied entries: a restart after a
+#: crash replays at most about this many per partition (after a graceful stop, none).
+STATE_CHECKPOINT_EVERY = 1000
+#: At the retention timer and on close, a checkpoint is written if the producer state or
+#: the transaction index changed since the last, or this many entries were applied (a
+#: partition that only ever applied its leaders' no-ops has nothing worth writing).
+STATE_CHECKPOINT_MIN = 100
+STATE_FILE = "partition-state"
+_STATE_MAGIC = b"TPS1"
+
+
+class StateCheckpoint(msgspec.Struct, array_like=True):
+    """`partition-state`: what a partition derived from its log through `offset` (the
+    producer state and the transaction index), so a restart replays only what follows."""
+
+    offset: int
+    producers: ProducerSnapshot
+    txn_open: dict[int, int]
+    txn_aborted: list[tuple[int, int, int]]
+    coordinator_epochs: dict[int, int]
+
+    def encode(self) -> bytes:
+        return _STATE_MAGIC + _state_enc.encode(self)
+
+    @staticmethod
+    def read(storage: LogStorage) -> StateCheckpoint | None:
+        """The partition's checkpoint, or None (none yet, or unreadable: then the log is
+        replayed, as before there were checkpoints)."""
+        raw = storage.read_file(STATE_FILE)
+        if raw is None or not raw.startswith(_STATE_MAGIC):
+            return None
+        try:
+            return _state_dec.decode(raw[len(_STATE_MAGIC) :])
+        except msgspec.DecodeError:
+            log.warning("%s: ignoring a malformed %s; replaying the log instead", storage.path, STATE_FILE)
+            return None
+
+
+_state_enc = msgspec.msgpack.Encoder()
+_state_dec = msgspec.msgpack.Decoder(StateCheckpoint)
 
 
 # Asks the transactional id's coordinator whether (topic, partition) is in the ongoing
@@ -188,6 +241,7 @@ class Partition(Replica):
         txn_verifier: TxnVerifier | None = None,
         producer_expiration_ms: int = PRODUCER_EXPIRATION_MS,
         shard: ShardFactory | None = None,
+        saved: StateCheckpoint | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, apply=Partition._apply_entries, **kwargs)
@@ -203,6 +257,71 @@ class Partition(Replica):
         self._verifying: dict[int, _Verification] = {}
         self._tasks: trio.Nursery | None = None
         self.shard = shard(self) if shard is not None else None
+        #: Producer state and transaction index hold the log through here already: the
+        #: entries up to it that are applied again after a restart leave them alone.
+        self.state_at = -1
+        self._checkpointed = -1  # the offset of the last checkpoint written or loaded
+        self._since_checkpoint = 0  # entries applied since
+        self._checkpointing = False
+        self._checkpoint_due = False
+        self._state_changed = False  # producer state or transaction index, since the checkpoint
+        # (A shard that snapshots its state restores the producers from its snapshot,
+        # if it keeps them: a checkpoint older than that snapshot would set them back.)
+        if saved is not None and (self.shard is None or saved.offset >= self.storage.first_index()):
+            self._load_checkpoint(saved)
+
+    # -- the state checkpoint -----------------------------------------------------------------
+
+    def _load_checkpoint(self, saved: StateCheckpoint) -> None:
+        self.producers.restore(saved.producers)
+        self.txns.open = dict(saved.txn_open)
+        self.txns.aborted = [Aborted(*a) for a in saved.txn_aborted]
+        self.txns.coordinator_epochs = dict(saved.coordinator_epochs)
+        self.state_at = self._checkpointed = saved.offset
+
+    def state_checkpoint(self) -> StateCheckpoint:
+        """The producer state and transaction index as they stand (at `applied`)."""
+        return StateCheckpoint(
+            max(self.applied, self.state_at),
+            self.producers.snapshot(),
+            dict(self.txns.open),
+            [(a.marker_offset, a.producer_id, a.first_offset) for a in self.txns.aborted],
+            dict(self.txns.coordinator_epochs),
+        )
+
+    async def checkpoint_state(self, *, every: int = STATE_CHECKPOINT_MIN) -> None:
+        """Write the state checkpoint if the state changed or `every` entries were
+        applied since the last (under the io lock, so no Ready applies meanwhile; the
+        write in a worker thread)."""
+        if self._checkpointing or not (self._state_changed or self._since_checkpoint >= every):
+            return
+        self._checkpointing = True
+        try:
+            async with self.io_lock:
+                if self.closed or self.offline is not None or max(self.applied, self.state_at) <= self._checkpointed:
+                    return
+                cp = self.state_checkpoint()
+                try:
+                    await _in_thread(self.storage.write_file, STATE_FILE, cp.encode())
+                except OSError as exc:  # only slower restarts: the log is replayed instead
+                    log.warning("%s: could not write its state checkpoint: %s", self.name, exc)
+                    return
+                self._checkpointed = cp.offset
+                self._since_checkpoint = 0
+                self._state_changed = False
+        finally:
+            self._checkpointing = False
+
+    async def _due_checkpoint(self) -> None:
+        try:
+            await self.checkpoint_state(every=STATE_CHECKPOINT_EVERY)
+        finally:
+            self._checkpoint_due = False
+
+    async def close(self) -> None:
+        if not self.closed and self.offline is None:
+            await self.checkpoint_state()
+        await super().close()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -386,12 +505,17 @@ class Partition(Replica):
         return Ok()
 
     def _apply_entries(self, entries: list[Entry]) -> None:
+        self._since_checkpoint += len(entries)
+        if self._since_checkpoint >= STATE_CHECKPOINT_EVERY and self._tasks is not None and not self._checkpoint_due:
+            self._checkpoint_due = True
+            self._tasks.start_soon(self._due_checkpoint)
         for e in entries:
-            if e.kind != EntryKind.NORMAL:
+            if e.kind != EntryKind.NORMAL or e.last <= self.state_at:
                 continue
             h = segments.parse_header(e.data)
             if h.producer_id < 0:
                 continue
+            self._state_changed = True
             if h.is_control:
                 if h.is_transactional:
                     kind, coordinator_epoch = segments.transaction_marker_of(e.data)
@@ -424,6 +548,7 @@ class Partition(Replica):
         super().role_changed()
 
     async def apply_retention(self, now_ms: int) -> None:
+        await self.checkpoint_state()
         if self.shard is not None and self.shard.snapshot_every is not None:
             await self.snapshot_state(self.shard.snapshot_every, self.shard.dump)
             return

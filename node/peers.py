@@ -72,6 +72,7 @@ class PeerLink:
         self.wakeup = trio.Event()
         self.connected = False
         self.dropped = 0
+        self.frames_sent = 0  #: (the broker's node-level heartbeat rides on any frame)
         self._fragments = 0
         self.versions: dict[str, int] = {}  # what the link agreed with the peer, per request
 
@@ -174,6 +175,7 @@ class PeerLink:
                         items, self.outbox = self.outbox, []
                         for payload in self._payloads(items):
                             await stream.send_all(encode_frame(0, PeerMessages(payload), version))
+                            self.frames_sent += 1
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
                 log.info("link %s -> %s lost: %s", self.node_id, self.peer_id, exc)
             except TideMQError as exc:  # refused: wrong secret, not a member, not a peer listener

@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+import msgspec
+
 from client.errors import (
     DuplicateSequenceError,
     OutOfOrderSequenceError,
@@ -45,6 +47,17 @@ class BatchRef:
     last_seq: int
     base_offset: int
     last_offset: int
+
+
+class ProducerSnapshot(msgspec.Struct, array_like=True):
+    """The committed state whole, as `ProducerState.snapshot` takes it: what a restart
+    loads instead of replaying the log (`node.partition.StateCheckpoint`)."""
+
+    #: (producer id, epoch, newest batch time, [(first seq, last seq, base, last offset)]),
+    #: least recently written first
+    producers: list[tuple[int, int, int, list[tuple[int, int, int, int]]]]
+    clock: int = -1
+    expired: list[int] = []
 
 
 @dataclass
@@ -86,6 +99,27 @@ class ProducerState:
             pid: _Producer(epoch, deque((BatchRef(*b) for b in batches), maxlen=WINDOW))
             for pid, epoch, batches in exported
         }
+        self._pending.clear()
+
+    def snapshot(self) -> ProducerSnapshot:
+        """Everything `apply` built, batch times and forgotten ids included, so a state
+        restored from it goes on exactly as one that replayed the log."""
+        return ProducerSnapshot(
+            [
+                (pid, p.epoch, p.last_ts, [(b.first_seq, b.last_seq, b.base_offset, b.last_offset) for b in p.batches])
+                for pid, p in self._committed.items()
+            ],
+            self._clock,
+            list(self._expired),
+        )
+
+    def restore(self, snap: ProducerSnapshot) -> None:
+        self._committed = {
+            pid: _Producer(epoch, deque((BatchRef(*b) for b in batches), maxlen=WINDOW), last_ts)
+            for pid, epoch, last_ts, batches in snap.producers
+        }
+        self._clock = snap.clock
+        self._expired = dict.fromkeys(snap.expired)
         self._pending.clear()
 
     def _current(self, pid: int) -> _Producer | None:

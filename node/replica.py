@@ -90,6 +90,7 @@ class _Host:
             r = self.replica
             r.durable = rd.entries[-1].last
             r._release_durable()
+            r.unsynced = not r.driver.fsync  # (the interval policy's timer syncs it)
 
     def send(self, msg: Message) -> None:
         r = self.replica
@@ -101,6 +102,48 @@ class _Host:
     def advanced(self, rd: Ready) -> None:
         if rd.soft_state is not None:
             self.replica.role_changed()
+
+
+#: Readys of this node's groups waiting on the disk (in or queued for a worker thread)
+#: beyond which the election timers of followers and candidates stand still.
+IO_BACKLOG_CALM = 64
+
+
+class Ticker:
+    """The groups whose cores need ticks: those that are not quiescent. One task ticks
+    them every tick (`tick`), so a quiet group costs nothing at all: no tick, no task
+    woken. A replica joins again as soon as its core may have left quiescence (`watch`,
+    from `Replica.wake`), and leaves once a tick finds it quiet.
+
+    While more than `IO_BACKLOG_CALM` Readys wait on the disk (a thousand groups created
+    or electing at once, each saving its term and vote), only leaders are ticked: a
+    campaign needs the disk too (the candidate's term, every voter's vote), so timing
+    out more of them while the votes of the last ones are queued only feeds the queue
+    (found creating 1,000 partitions on one disk: elections never finished). Timers
+    never decide safety; a follower's campaign merely waits for the disk to catch up."""
+
+    def __init__(self) -> None:
+        self.groups: dict[int, Replica] = {}
+        self.io_backlog = 0
+
+    def watch(self, replica: Replica) -> None:
+        self.groups[replica.group] = replica
+
+    def tick(self) -> None:
+        groups = self.groups
+        calm = self.io_backlog <= IO_BACKLOG_CALM
+        for g, r in list(groups.items()):
+            if r.closed:
+                del groups[g]
+                continue
+            if not calm and not r.is_leader:
+                continue
+            r.tick()
+            if r.core.quiescent:
+                del groups[g]
+
+    def __len__(self) -> int:
+        return len(self.groups)
 
 
 class Replica:
@@ -117,6 +160,7 @@ class Replica:
         leader_addr: Callable[[int], str | None],
         on_role_change: Callable[[Replica], None] | None = None,
         on_restore: Callable[[Snapshot], None] | None = None,
+        ticker: Ticker | None = None,
     ) -> None:
         self.group = group
         self.name = name
@@ -137,22 +181,44 @@ class Replica:
         self.applied = core.log.applied
         self.applied_term = 0
         self.closed = False
-        self.driver = ReadyDriver(core, storage, _Host(self), _in_thread, fsync=fsync)
+        self.ticker = ticker
+        self.driver = ReadyDriver(core, storage, _Host(self), self._run_io, fsync=fsync)
         self.apply_errors = 0
         self.offline: OSError | None = None
+        self.unsynced = False  #: entries written and not fsynced (fsync "interval" or "never")
+        if ticker is not None:
+            ticker.watch(self)
+
+    async def _run_io(self, fn: Callable[..., Any], /, *args: Any) -> Any:
+        """The driver's runner: blocking storage calls (fsyncs) in a worker thread,
+        counted in the ticker's disk backlog while they wait and run."""
+        ticker = self.ticker
+        if ticker is None:
+            return await trio.to_thread.run_sync(fn, *args)
+        ticker.io_backlog += 1
+        try:
+            return await trio.to_thread.run_sync(fn, *args)
+        finally:
+            ticker.io_backlog -= 1
 
     # -- inputs ---------------------------------------------------------------------------
 
     def wake(self) -> None:
+        """The core was given something (a message, a proposal, a transfer, a campaign,
+        a peer down): run its Ready, and tick it again if that woke it from quiescence."""
         self._wakeup.set()
+        if self.ticker is not None and not self.core.quiescent:
+            self.ticker.watch(self)
 
     def step(self, msg: Message) -> None:
         self.core.step(msg)
         self.wake()
 
     def tick(self) -> None:
-        self.core.tick()
-        self.wake()
+        core = self.core
+        core.tick()
+        if core.has_ready():  # most ticks only count: no task to wake for them
+            self._wakeup.set()
 
     # -- state ----------------------------------------------------------------------------
 
@@ -336,9 +402,13 @@ class Replica:
                 w.event.set()
 
     async def sync(self) -> None:
-        """fsync in a worker thread (the interval policy's timer)."""
+        """fsync in a worker thread (the interval policy's timer), if anything was
+        written since the last: an idle replica costs the timer nothing."""
+        if not self.unsynced:
+            return
         async with self.io_lock:
             if not self.closed:
+                self.unsynced = False
                 await trio.to_thread.run_sync(self.storage.sync)
 
     async def apply_retention(self, now_ms: int) -> None:

@@ -148,11 +148,15 @@ class CoordinatorRuntime:
         node = self._node
         for t in (t for s in self.services for t in s.topics()):
             node.ensure_internal_topic(t.name, t.partitions, t.configs)
+        # Only the internal topics' partitions: a node's thousands of data partitions
+        # cost the janitor nothing.
         owned: dict[str, list[Partition]] = {s.purpose: [] for s in self.services}
-        for (topic, _), part in list(node.partitions.items()):
-            owner = self._owner.get(topic)
-            if owner is not None and part.shard is not None:
-                owned[owner.purpose].append(part)
+        for topic, owner in list(self._owner.items()):
+            meta = node.state.topics.get(topic)
+            for p in range(len(meta.replicas) if meta is not None else 0):
+                part = node.partitions.get((topic, p))
+                if part is not None and part.shard is not None:
+                    owned[owner.purpose].append(part)
         for s in self.services:
             parts = owned[s.purpose]
             s.sweep([p for p in parts if p.ready_for_writes() and not p.closed], nursery)

@@ -379,6 +379,19 @@ class LogStorage:
             return boundary - 1
         return None
 
+    def write_file(self, name: str, data: bytes) -> None:
+        """Replace `<dir>/<name>` atomically with `data` under a checksum (fsynced:
+        call from a worker thread). For state kept beside the log that a restart could
+        rebuild, only more slowly (`node.partition.StateCheckpoint`)."""
+        _write_atomic(self.fs, self.path / name, data)
+
+    def read_file(self, name: str) -> bytes | None:
+        """What `write_file` wrote; None if there is no such file or it is damaged."""
+        try:
+            return _read_checked(self.fs, self.path / name)
+        except StorageError:
+            return None
+
     def close(self) -> None:
         self._save()
         self.log.close()

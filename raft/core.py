@@ -91,6 +91,11 @@ class Config:
     max_inflight_msgs: int = 256
     max_inflight_bytes: int = 32 << 20
     max_committed_size_per_ready: int = 64 << 20
+    #: Let the group go quiet when idle (docs/raft.md, "Idle groups: quiescence"): the
+    #: leader stops heartbeating and the followers stop their election timers once every
+    #: follower it hears from holds the whole log, committed. The caller must then run a
+    #: node-level failure detector (`raft.liveness.PeerLiveness`) and call `peer_down`.
+    quiesce: bool = False
     #: The last offset the caller's state machine already holds after a restart
     #: (None: the snapshot index, i.e. redeliver every committed entry in the log).
     applied: int | None = None
@@ -142,6 +147,7 @@ class Status:
     transferee: int
     #: Leader only: per member (voters and learners, self included).
     progress: dict[int, PeerStatus]
+    quiescent: bool = False
 
     def under_replicated(self) -> list[int]:
         """Members (leader view) whose log is behind the leader's."""
@@ -188,6 +194,9 @@ class RaftNode:
         self.pending_conf_index = -1
         self._pending_bcast = False
         self._ready_out = False
+        #: Quiet: ticks do nothing and no heartbeats leave (see `Config.quiesce`).
+        self.quiescent = False
+        self._quiet_acks: dict[int, int] = {}  # leader: follower -> the commit it went quiet at
         self._prev_hard = hs
         self._prev_soft = SoftState(NONE, Role.FOLLOWER)
         self._reset_timeout()
@@ -207,7 +216,10 @@ class RaftNode:
         return self.log.term(index)
 
     def tick(self) -> None:
-        """Advance logical time by one tick (the node calls it every N ms)."""
+        """Advance logical time by one tick (the node calls it every N ms). A quiescent
+        node's time stands still: a node may skip ticking it altogether."""
+        if self.quiescent:
+            return
         if self.role == Role.LEADER:
             self._tick_leader()
         else:
@@ -216,7 +228,27 @@ class RaftNode:
     def campaign(self) -> None:
         """Start an election now (pre-vote first if enabled), as if the timeout fired."""
         if self.role != Role.LEADER:
+            self._unquiesce()
             self._hup(transfer=False)
+
+    def wake(self) -> None:
+        """Leave quiescence now (a leader heartbeats at its next tick, a follower's
+        election timer runs again). Proposals, transfers and messages wake a node
+        themselves; this is for the caller's own reasons."""
+        self._unquiesce()
+
+    def peer_down(self, node: int) -> None:
+        """The caller's node-level failure detector says ``node`` is down, or restarted
+        (`raft.liveness.PeerLiveness`). A leader with ``node`` among its members wakes
+        up, so check-quorum runs again; a follower whose leader it is wakes up and gives
+        up its lease, so it campaigns within a randomized part of an election timeout
+        unless the leader speaks first. Timers only: nothing here touches safety."""
+        if self.role == Role.LEADER:
+            if node in self.prs:
+                self._unquiesce()
+        elif node != NONE and node == self.leader:
+            self._unquiesce()
+            self.election_elapsed = max(self.election_elapsed, self.cfg.election_tick)
 
     def propose(self, data: bytes, count: int) -> Entry:
         """Append a record batch of ``count`` records; returns its entry (offsets and
@@ -286,6 +318,7 @@ class RaftNode:
             return
         if to not in self.conf.voters:
             raise ValueError(f"node {to} is not a voter")
+        self._unquiesce()
         if self.lead_transferee == to:
             return
         self.lead_transferee = to
@@ -299,6 +332,8 @@ class RaftNode:
         """Handle one message from a peer."""
         if m.to != self.id:
             return
+        if self.quiescent and not self._keeps_quiet(m):
+            self._unquiesce()
         if m.term > self.term:
             if isinstance(m, Vote) and not m.transfer and self._in_lease():
                 # A leader is alive as far as we know: ignore the campaign instead
@@ -340,8 +375,19 @@ class RaftNode:
             or self.log.unstable
             or self.log.unstable_snapshot is not None
             or self.log.has_next_committed_entries()
-            or self._hard_state() != self._prev_hard
-            or self._soft_state() != self._prev_soft
+            or self._state_changed()
+        )
+
+    def _state_changed(self) -> bool:
+        """Whether the hard or soft state differs from the last Ready's (without building
+        either: `has_ready` runs after every tick and step)."""
+        hs, ss = self._prev_hard, self._prev_soft
+        return (
+            self.term != hs.term
+            or self.vote != hs.vote
+            or self.log.committed != hs.commit
+            or self.leader != ss.leader
+            or self.role != ss.role
         )
 
     def ready(self) -> Ready:
@@ -430,7 +476,16 @@ class RaftNode:
             conf=self.conf,
             transferee=self.lead_transferee,
             progress=progress,
+            quiescent=self.quiescent,
         )
+
+    def lagging(self) -> bool:
+        """Leader: whether some member's log is behind ours (`Status.under_replicated`
+        without building a status)."""
+        if self.role != Role.LEADER:
+            return False
+        last = self.log.last_index()
+        return any(pr.match < last for pr in self.prs.values())
 
     # ------------------------------------------------------------ state changes
 
@@ -448,6 +503,8 @@ class RaftNode:
         if term != self.term:
             self.term = term
             self.vote = NONE
+        self.quiescent = False
+        self._quiet_acks = {}
         self.leader = NONE
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -464,6 +521,7 @@ class RaftNode:
 
     def _become_pre_candidate(self) -> None:
         # Term and vote stay as they are: that is the point of pre-vote.
+        self.quiescent = False
         self.votes = {}
         self.leader = NONE
         self.role = Role.PRE_CANDIDATE
@@ -596,10 +654,19 @@ class RaftNode:
             last = self.log.last_index()
             if self.log.commit_to(min(m.commit, last)):
                 self._fold_committed_conf()
+            # A quiescing heartbeat: go quiet if our log ends at its commit, all committed.
+            quiet = m.quiesce and self.cfg.quiesce and last == m.commit and self.log.committed == m.commit
+            self.quiescent = quiet
             # A healthy follower always holds the commit it is sent (it is <= its match);
             # one that does not lost a tail, and says so, so an idle leader repairs it too.
             self._send(
-                HeartbeatResponse(to=m.frm, frm=self.id, term=self.term, lost_tail=last if last < m.commit else None)
+                HeartbeatResponse(
+                    to=m.frm,
+                    frm=self.id,
+                    term=self.term,
+                    lost_tail=last if last < m.commit else None,
+                    quiesced=m.commit if quiet else None,
+                )
             )
         elif isinstance(m, InstallSnapshot):
             self.election_elapsed = 0
@@ -700,6 +767,7 @@ class RaftNode:
             raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
 
     def _append_local(self, kind: EntryKind, data: bytes, count: int) -> Entry:
+        self._unquiesce()
         index = self.log.last_index() + 1
         e = Entry(index=index, last=index + count - 1, term=self.term, kind=kind, data=data)
         self.log.append((e,))
@@ -731,17 +799,74 @@ class RaftNode:
                     pr.become_probe()
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
-            self._bcast_heartbeat()
+            quiesce = self.cfg.quiesce and self._can_quiesce()
+            self._bcast_heartbeat(quiesce)
+            if quiesce and self._quiet_enough():
+                self.quiescent = True  # (a group of one: nobody to wait for)
 
     def _quorum_active(self) -> bool:
         voters = self.conf.voters
         active = sum(1 for v in voters if v == self.id or (v in self.prs and self.prs[v].recent_active))
         return active >= len(voters) // 2 + 1
 
-    def _bcast_heartbeat(self) -> None:
+    def _bcast_heartbeat(self, quiesce: bool = False) -> None:
         for p, pr in self.prs.items():
             if p != self.id:
-                self._send(Heartbeat(to=p, frm=self.id, term=self.term, commit=min(pr.match, self.log.committed)))
+                self._send(
+                    Heartbeat(
+                        to=p, frm=self.id, term=self.term, commit=min(pr.match, self.log.committed), quiesce=quiesce
+                    )
+                )
+
+    # ---------------------------------------------------------------- quiescence
+
+    def _can_quiesce(self) -> bool:
+        """Leader: the group is idle. Everything is committed and on our own disk, no
+        transfer or broadcast is pending, and every member we heard from this
+        check-quorum period holds the whole log (a member we have not heard from, down
+        or cut off, does not hold the group awake: when it returns it campaigns, and its
+        pre-vote wakes us)."""
+        if self.lead_transferee != NONE or self._pending_bcast:
+            return False
+        last = self.log.last_index()
+        if self.log.committed != last or self.prs[self.id].match != last:
+            return False
+        for p, pr in self.prs.items():
+            if p != self.id and pr.recent_active and (pr.match != last or len(pr.inflights) > 0):
+                return False
+        return True
+
+    def _quiet_enough(self) -> bool:
+        """Leader: a quorum of voters (ourselves included) went quiet at our commit, and
+        so did every member we heard from this check-quorum period."""
+        commit = self.log.committed
+        acks = self._quiet_acks
+        voters = self.conf.voters
+        if sum(1 for v in voters if v == self.id or acks.get(v) == commit) < len(voters) // 2 + 1:
+            return False
+        return all(p == self.id or not pr.recent_active or acks.get(p) == commit for p, pr in self.prs.items())
+
+    def _keeps_quiet(self, m: Message) -> bool:
+        """Whether a quiescent node may take ``m`` and stay quiet: a follower its leader's
+        quiescing heartbeat (it answers it again), a leader a follower's answer to one at
+        its commit (late or duplicated). Anything else wakes it."""
+        if self.role == Role.LEADER:
+            return isinstance(m, HeartbeatResponse) and m.term == self.term and m.quiesced == self.log.committed
+        return isinstance(m, Heartbeat) and m.quiesce and m.term == self.term and m.frm == self.leader
+
+    def _unquiesce(self) -> None:
+        if not self.quiescent:
+            return
+        self.quiescent = False
+        self._quiet_acks = {}
+        if self.role == Role.LEADER:
+            # A fresh check-quorum period (who is there is heard anew), and a heartbeat at
+            # the next tick: quiescing again if nothing changed, so a follower whose
+            # campaign woke us falls back in line and goes quiet with the rest.
+            self.election_elapsed = 0
+            for p, pr in self.prs.items():
+                pr.recent_active = p == self.id
+            self.heartbeat_elapsed = self.cfg.heartbeat_tick
 
     def _bcast_append(self, send_if_empty: bool = True) -> None:
         for p in self.prs:
@@ -814,6 +939,10 @@ class RaftNode:
         if isinstance(m, AppendResponse):
             self._handle_append_response(m, pr)
         elif isinstance(m, HeartbeatResponse):
+            if m.quiesced is not None:
+                self._quiet_acks[m.frm] = m.quiesced
+            else:
+                self._quiet_acks.pop(m.frm, None)
             if m.lost_tail is not None and m.lost_tail < pr.match:
                 # Lost a tail (see above): forget the match, probe from where its log ends.
                 pr.match = -1
@@ -825,6 +954,14 @@ class RaftNode:
                 pr.inflights.free_first()
             if pr.match < self.log.last_index():
                 self._send_append(m.frm)
+            if (
+                m.quiesced is not None
+                and not self.quiescent
+                and self.cfg.quiesce
+                and self._can_quiesce()
+                and self._quiet_enough()
+            ):
+                self.quiescent = True
 
     def _handle_append_response(self, m: AppendResponse, pr: Progress) -> None:
         if m.reject and m.index >= pr.match > m.hint_index:

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from raft.core import Config, NotLeader, ProposalDropped, RaftNode, Ready
 from raft.driver import ReadyDriver, ReadyStorage
+from raft.liveness import PeerLiveness
 from raft.simdisk import SimDisk
 from raft.storage import Storage
 from raft.types import (
@@ -104,7 +105,7 @@ class Violation(Exception):
 
 
 # Event kinds, in the heap as (time, seq, kind, node, payload).
-_TICK, _DELIVER, _IO, _CONTROL, _RESTART, _CRASH = range(6)
+_TICK, _DELIVER, _IO, _CONTROL, _RESTART, _CRASH, _BEAT = range(7)
 
 
 class NodeStorage(Storage, ReadyStorage, Protocol):
@@ -207,6 +208,9 @@ class SimOptions:
     heartbeat_tick: int | None = None
     max_size_per_msg: int | None = None
     max_inflight_msgs: int | None = None
+    #: Idle groups go quiet (`Config.quiesce`); None: on for four seeds in five. The
+    #: node-level heartbeats and failure detector run either way, as on the node.
+    quiesce: bool | None = None
     max_committed_size_per_ready: int = 1024
     elect_bound: int = 300  #: ticks after healing for a settled leader
     commit_bound: int = 40  #: ticks for proposals to commit once accepted (+2 per batch queued before them)
@@ -231,6 +235,8 @@ class SimResult:
     elections: int
     snapshots: int
     violation: str | None = None
+    quiesced: int = 0  #: times a leader went quiet
+    peer_downs: int = 0  #: peers the nodes' failure detectors called down (or restarted)
     trace: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -255,6 +261,9 @@ class SimNode:
         self.registered_commit = -1  # the checker walked this node's commits up to here
         self.seen_role = Role.FOLLOWER
         self.seen_term = 0
+        self.seen_quiet = False
+        self.liveness = PeerLiveness((), 1)
+        self.beat_elapsed = 0
         self.start()
 
     @property
@@ -277,9 +286,14 @@ class SimNode:
                 max_size_per_msg=w.max_size_per_msg,
                 max_inflight_msgs=w.max_inflight_msgs,
                 max_committed_size_per_ready=w.opts.max_committed_size_per_ready,
+                quiesce=w.quiesce,
             ),
             self.storage,
         )
+        # The node-level failure detector starts afresh with the process, as the node's.
+        self.liveness = PeerLiveness([i for i in w.ids if i != self.id], w.opts.election_tick)
+        self.beat_elapsed = 0
+        self.seen_quiet = False
         checked = _CheckedStorage(self, self.storage, self.storage.initial_state()[0])
         self.driver = ReadyDriver(self.core, checked, _SimHost(self), _sim_run)
         self.seen_role = Role.FOLLOWER
@@ -580,6 +594,10 @@ class World:
         self.heartbeat_tick = o.heartbeat_tick or self.rng.choice([1, 2, 3])
         self.max_size_per_msg = o.max_size_per_msg or self.rng.choice([0, 64, 256, 4096])
         self.max_inflight_msgs = o.max_inflight_msgs or self.rng.choice([1, 4, 64])
+        # Drawn apart from the world's generator, so the rest of the seed's draws stay put.
+        self.quiesce = o.quiesce if o.quiesce is not None else Prng(seed ^ 0x51E7).random() < 0.8
+        self.quiesced = 0
+        self.peer_downs = 0
         self.ids = list(range(1, n + 1))
         conf = ConfState(voters=tuple(self.ids))
         self.now = 0.0
@@ -600,6 +618,7 @@ class World:
         self.delay = (0.05, 0.2)
         self.disk = (0.0, 0.0)
         self.chaos_until = 0
+        self.work_rate = 0.5
         self.faults: collections.Counter[str] = collections.Counter()
         self.proposals = 0
         self.elections = 0
@@ -650,6 +669,8 @@ class World:
             self._on_control()
         elif kind == _RESTART:
             self._on_restart(node)
+        elif kind == _BEAT:
+            self._on_beat(payload)
         else:
             self._crash(self.nodes[node], "crash_new_leader")
         return kind
@@ -678,6 +699,8 @@ class World:
             elections=self.elections,
             snapshots=self.snapshots,
             violation=violation,
+            quiesced=self.quiesced,
+            peer_downs=self.peer_downs,
             trace=self.format_trace() if violation else [],
         )
 
@@ -691,8 +714,24 @@ class World:
         node = self.nodes[i]
         if node.core is not None:
             node.core.tick()
+            # The node-level side, as node/broker.py's ticker: a heartbeat to every peer
+            # each heartbeat interval, and the failure detector.
+            node.beat_elapsed += 1
+            if node.beat_elapsed >= self.heartbeat_tick:
+                node.beat_elapsed = 0
+                for o in self.ids:
+                    if o != i:
+                        self._transmit(i, o, _BEAT, (i, o, node.incarnation))
+            for p in node.liveness.tick():
+                self._peer_down(node, p, "down")
             self._after(node)
         self._push(self.now + node.skew, _TICK, i, None)
+
+    def _peer_down(self, node: SimNode, peer: int, why: str) -> None:
+        assert node.core is not None
+        self.peer_downs += 1
+        self.trace.append((self.now, "liveness", node.id, f"{peer} {why}"))
+        node.core.peer_down(peer)
 
     def _on_deliver(self, payload: tuple[int, Message]) -> None:
         epoch, m = payload
@@ -700,8 +739,19 @@ class World:
         if node.core is None or (m.frm, m.to) in self.blocked or epoch != self.net_epoch:
             return
         self.trace.append((self.now, "recv", m.to, m))
+        node.liveness.heard(m.frm)
         node.core.step(m)
         self._after(node)
+
+    def _on_beat(self, payload: tuple[int, tuple[int, int, int]]) -> None:
+        epoch, (frm, to, incarnation) = payload
+        node = self.nodes[to]
+        if node.core is None or (frm, to) in self.blocked or epoch != self.net_epoch:
+            return
+        _, restarted = node.liveness.heard(frm, incarnation)
+        if restarted:
+            self._peer_down(node, frm, "restarted")
+            self._after(node)
 
     def _on_io(self, i: int, payload: tuple[int, Any, _DiskRequest]) -> None:
         incarnation, coro, req = payload
@@ -721,6 +771,11 @@ class World:
     def _after(self, node: SimNode) -> None:
         core = node.core
         assert core is not None
+        if core.quiescent != node.seen_quiet:
+            node.seen_quiet = core.quiescent
+            if core.role == Role.LEADER and core.quiescent:
+                self.quiesced += 1
+            self.trace.append((self.now, "quiet" if core.quiescent else "awake", node.id, f"term={core.term}"))
         if core.role == Role.LEADER and (node.seen_role != Role.LEADER or node.seen_term != core.term):
             self.elections += 1
             self.trace.append((self.now, "leader", node.id, f"term={core.term}"))
@@ -761,22 +816,27 @@ class World:
             value = req.fn(*req.args)
 
     def _send(self, m: Message) -> None:
-        if (m.frm, m.to) in self.blocked:
+        self._transmit(m.frm, m.to, _DELIVER, m)
+
+    def _transmit(self, frm: int, to: int, kind: int, item: Any) -> None:
+        """Put a Raft message (`_DELIVER`) or a node-level heartbeat (`_BEAT`) on the
+        simulated link from ``frm`` to ``to``: both share its cuts, losses and order."""
+        if (frm, to) in self.blocked:
             return
-        dst = self.nodes[m.to]
-        src = self.nodes[m.frm]
+        dst = self.nodes[to]
+        src = self.nodes[frm]
         if self.drop and self.rng.chance(self.drop):
             return
         lo, hi = self.delay
         slow = max(dst.slow, src.slow)
         at = self.now + self.rng.uniform(lo, hi) * slow
         if self.fifo:  # a healed link behaves like a TCP connection: in order
-            link = (m.frm, m.to)
+            link = (frm, to)
             at = max(at, self.link_last.get(link, 0.0) + 1e-6)
             self.link_last[link] = at
-        self._push(at, _DELIVER, m.to, (self.net_epoch, m))
+        self._push(at, kind, to, (self.net_epoch, item))
         if self.dup and self.rng.chance(self.dup):
-            self._push(self.now + self.rng.uniform(lo, hi) * slow, _DELIVER, m.to, (self.net_epoch, m))
+            self._push(self.now + self.rng.uniform(lo, hi) * slow, kind, to, (self.net_epoch, item))
 
     # -- the world's will: faults, workload, healing, liveness ---------------------
 
@@ -785,7 +845,7 @@ class World:
         self._push(self.now + 1.0, _CONTROL, 0, None)
         if self.ticks < self.chaos_until:
             self._chaos()
-            if self.rng.chance(0.5):
+            if self.rng.chance(self.work_rate):
                 self._workload()
         elif self.healed_at is None:
             self._heal()
@@ -818,6 +878,12 @@ class World:
             self._membership()
         if r.chance(0.03):
             self._compact(r.choice(self._up() or list(self.nodes.values())))
+        if r.chance(0.01):
+            # A leader dying while its group is quiet: only the followers' failure
+            # detectors can tell, since a quiet leader sends nothing anyway.
+            quiet = [n for n in self._leaders() if n.core is not None and n.core.quiescent]
+            if quiet:
+                self._crash(r.choice(quiet), "crash_quiet_leader")
 
     def _fault_crash(self) -> None:
         up = self._up()
@@ -961,6 +1027,9 @@ class World:
         self.delay = (0.05, r.choice([0.3, 1.0, 3.0]))
         self.disk = (0.0, r.choice([0.05, 0.3, 1.0]))
         self.fifo = False
+        # How busy clients are: from a proposal every other tick to long idle stretches,
+        # in which a group with quiescence goes quiet and faults find it so.
+        self.work_rate = r.choice([0.5, 0.2, 0.05])
         self.chaos_until = self.ticks + r.randrange(*self.opts.chaos_ticks)
         self.healed_at = None
         self.live_leader = None

@@ -182,22 +182,29 @@ class VoteResponse(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=4
 
 class Heartbeat(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=5):
     """Leader liveness; ``commit`` is min(follower's match, leader commit), which is
-    always safe for the follower to adopt."""
+    always safe for the follower to adopt. ``quiesce``: the group is idle and every
+    follower the leader hears from holds its whole log, committed; a follower whose log
+    ends at ``commit``, all of it committed, goes quiet (stops its election timer) and
+    says so in its response."""
 
     to: int
     frm: int
     term: int
     commit: int
+    quiesce: bool = False
 
 
 class HeartbeatResponse(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=6):
     """``lost_tail`` is the follower's last offset (-1 for an empty log) when its log
-    ends before the commit the heartbeat carried (it lost an acknowledged tail), else None."""
+    ends before the commit the heartbeat carried (it lost an acknowledged tail), else None.
+    ``quiesced`` is the commit (= its last offset) at which the follower went quiet on a
+    ``Heartbeat(quiesce=True)``, else None."""
 
     to: int
     frm: int
     term: int
     lost_tail: int | None = None
+    quiesced: int | None = None
 
 
 class InstallSnapshot(msgspec.Struct, frozen=True, array_like=True, gc=False, tag=7):

@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     faults: collections.Counter[str] = collections.Counter()
     failures: list[SimResult] = []
     elections = proposals = committed = snapshots = 0
+    quiet_seeds = quiesced = peer_downs = 0
     with Progress(
         TextColumn("[bold]simulating"),
         BarColumn(),
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                 proposals += r.proposals
                 committed += r.committed
                 snapshots += r.snapshots
+                quiet_seeds += r.quiesced > 0
+                quiesced += r.quiesced
+                peer_downs += r.peer_downs
                 if not r.ok:
                     failures.append(r)
                 progress.update(task, advance=1, bad=len(failures))
@@ -140,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     table.add_row("elections", f"{elections:,}")
     table.add_row("proposals / committed offsets", f"{proposals:,} / {committed:,}")
     table.add_row("snapshots installed", f"{snapshots:,}")
+    table.add_row("leaders gone quiet (in seeds)", f"{quiesced:,} ({quiet_seeds:,})")
+    table.add_row("peers found down or restarted", f"{peer_downs:,}")
     table.add_row("violations", f"[red]{len(failures)}" if failures else "[green]0")
     if failures:
         table.add_row("failing seeds", ", ".join(str(r.seed) for r in sorted(failures, key=lambda r: r.seed)))

@@ -23,7 +23,7 @@ from client.protocol import (
     encode_frame,
 )
 from segments import build_batch
-from tests.cluster import free_ports, process_cluster
+from tests.cluster import ProcessCluster, free_ports, process_cluster
 
 
 async def create_topic(c, req):
@@ -110,3 +110,50 @@ async def test_metrics_endpoint(tmp_path):
         assert 'tidemq_requests_total{kind="Produce",outcome="ok"} 1.0' in body
         assert 'tidemq_partition_leader{partition="0",topic="m"} 1.0' in body
         assert "tidemq_request_seconds_bucket" in body and "tidemq_under_replicated_partitions" in body
+
+
+async def test_idle_partitions_go_quiet_and_a_killed_leader_is_replaced(tmp_path):
+    """Real processes: once idle, no Raft group on a node is awake (none is even ticked);
+    a leader killed while its groups are quiet is noticed by the other nodes' failure
+    detectors, and its partitions get new leaders that take writes."""
+    (mport,) = free_ports(1)
+    c = ProcessCluster(tmp_path, 3)
+    c.node_settings[1] = {"metrics": f"127.0.0.1:{mport}"}
+    try:
+        for n in c.peers:
+            c.start(n)
+        with trio.fail_after(20):
+            while True:
+                try:
+                    await c.request(await c.wait_ready(), CreateTopic("q", partitions=12, replication=3))
+                    break
+                except NotControllerError:
+                    await trio.sleep(0.05)
+
+        async def metric(name: str) -> float:
+            body = await trio.to_thread.run_sync(
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+            )
+            return float(next(line.split()[1] for line in body.splitlines() if line.startswith(name + " ")))
+
+        with trio.fail_after(30):
+            leaders = {p: await c.leader_of("q", p) for p in range(12)}
+            while await metric("tidemq_raft_groups_awake") > 0:
+                await trio.sleep(0.2)
+        victim = next(n for n in (2, 3) if n in leaders.values())
+        moved = [p for p, n in leaders.items() if n == victim]
+        c.kill(victim)
+        await c.wait_exit(victim)
+        with trio.fail_after(15):
+            for p in moved:
+                new = await c.leader_of("q", p, poll_s=0.05)
+                assert new != victim
+                while True:
+                    try:
+                        await c.request(new, Produce("q", p, build_batch([(None, b"after", (), None)])))
+                        break
+                    except NotLeaderError:
+                        await trio.sleep(0.05)
+            assert await metric("tidemq_peers_down") == 1
+    finally:
+        c.close()

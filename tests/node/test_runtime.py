@@ -48,6 +48,7 @@ class FakePartition:
 class FakeNode:
     def __init__(self) -> None:
         self.partitions: dict[tuple[str, int], FakePartition] = {}
+        self.state = SimpleNamespace(topics={})  # name -> TopicMeta
         self.shutting_down = False
         self.created: list[InternalTopic] = []
 
@@ -96,7 +97,8 @@ def meta(name: str) -> TopicMeta:
 
 
 def attach(node: FakeNode, runtime: CoordinatorRuntime, topic: str) -> list[FakePartition]:
-    factory = runtime.shard_for(meta(topic))
+    node.state.topics[topic] = meta(topic)
+    factory = runtime.shard_for(node.state.topics[topic])
     parts = []
     for p in range(2):
         part = FakePartition(topic, p, group=10 + p)

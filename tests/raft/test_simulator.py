@@ -12,7 +12,7 @@ import pytest
 import raft.core
 import raft.log
 import raft.simulator
-from raft import AppendResponse, Entry, EntryKind, HardState, VoteResponse
+from raft import AppendResponse, Entry, EntryKind, HardState, Role, VoteResponse
 from raft.simdisk import SimDisk
 from raft.simulator import Checker, Prng, SimOptions, SimResult, Violation, World, run_seed
 
@@ -212,3 +212,41 @@ def test_checker_vote_and_ack_rules_on_the_model_disk():
     disk.set_hard_state(HardState(term=3, vote=0))
     disk.sync(False)
     chk.sent(node, AppendResponse(to=3, frm=1, term=2, index=3))
+
+
+def test_seeds_with_quiescence_go_quiet_and_lose_quiet_leaders():
+    results = [run_seed(s, SimOptions(quiesce=True)) for s in range(11, 41, 2)]  # (odd: the model disk)
+    bad = [r for r in results if not r.ok]
+    assert not bad, _report(bad[0])
+    assert sum(r.quiesced for r in results) > 100
+    assert sum(r.faults.get("crash_quiet_leader", 0) for r in results) > 0
+    assert sum(r.peer_downs for r in results) > 0
+
+
+def _quiet_world_loses_its_leader(seed: int) -> tuple[World, int]:
+    """A healthy quiet 3-node world whose leader then dies for good; returns the world
+    and the dead leader's id, after 4 election timeouts of simulated time."""
+    w = World(seed, SimOptions(nodes=3, perfect=True, quiesce=True))
+    while not (w._leaders() and all(n.core is not None and n.core.quiescent for n in w.nodes.values())):
+        w.step()
+    dead = w._leaders()[0]
+    dead.core = None  # (no restart is scheduled: it stays down)
+    dead.incarnation += 1
+    until = w.now + 4 * w.opts.election_tick
+    while w.now < until:
+        w.step()
+    return w, dead.id
+
+
+def test_followers_of_a_quiet_leader_that_dies_elect_another_through_the_failure_detector():
+    w, dead = _quiet_world_loses_its_leader(3)
+    alive = [n for n in w.nodes.values() if n.id != dead]
+    assert any(n.core is not None and n.core.role == Role.LEADER for n in alive)
+    assert w.peer_downs >= 2
+
+
+def test_without_the_failure_detector_quiet_followers_would_wait_forever(monkeypatch):
+    monkeypatch.setattr(raft.core.RaftNode, "peer_down", lambda self, node: None)
+    w, dead = _quiet_world_loses_its_leader(3)
+    alive = [n for n in w.nodes.values() if n.id != dead]
+    assert all(n.core is not None and n.core.role == Role.FOLLOWER and n.core.leader == dead for n in alive)
