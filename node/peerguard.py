@@ -9,7 +9,7 @@ dropped with a warning and a metric; Raft treats it as lost.
 
 from __future__ import annotations
 
-from raft.types import Append, AppendResponse, Heartbeat, InstallSnapshot, Message, Vote
+from raft.types import Append, AppendResponse, Heartbeat, HeartbeatResponse, InstallSnapshot, Message, Vote
 
 MAX_TERM = (1 << 31) - 1  # stored as the batch's partition leader epoch (int32)
 MAX_OFFSET = (1 << 63) - 1
@@ -50,6 +50,9 @@ def refusal(frm: int, me: int, members: frozenset[int] | tuple[int, ...], msg: M
     elif isinstance(msg, Heartbeat):
         if not _offset_ok(msg.commit):
             return "carries a commit out of range"
+    elif isinstance(msg, HeartbeatResponse):
+        if not all(x is None or _offset_ok(x) for x in (msg.lost_tail, msg.quiesced)):
+            return "carries an offset out of range"
     elif isinstance(msg, InstallSnapshot):
         s = msg.snapshot
         if not (_offset_ok(s.index) and _term_ok(s.term)) or s.term > msg.term:

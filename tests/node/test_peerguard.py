@@ -4,7 +4,16 @@ import pytest
 
 from node.peerguard import MAX_TERM, refusal
 from raft import Entry, EntryKind
-from raft.types import Append, AppendResponse, ConfState, Heartbeat, InstallSnapshot, Snapshot, Vote
+from raft.types import (
+    Append,
+    AppendResponse,
+    ConfState,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Snapshot,
+    Vote,
+)
 
 MEMBERS = (1, 2, 3)
 
@@ -29,6 +38,8 @@ def test_a_well_formed_message_passes():
         (2, Heartbeat(to=1, frm=2, term=1, commit=-5), "commit out of range"),
         (2, Vote(to=1, frm=2, term=3, last_index=1 << 63, last_term=1), "out of range"),
         (2, AppendResponse(to=1, frm=2, term=3, index=-7), "out of range"),
+        (2, HeartbeatResponse(to=1, frm=2, term=3, quiesced=-9), "out of range"),
+        (2, HeartbeatResponse(to=1, frm=2, term=3, lost_tail=1 << 63), "out of range"),
         (
             2,
             Append(to=1, frm=2, term=5, prev_index=9, prev_term=4, entries=(E(11, 12, 5),), commit=9),
