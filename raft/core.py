@@ -438,7 +438,7 @@ class RaftNode:
         if self.role == Role.LEADER:
             # Our own copy counts towards commit only once it is durable.
             if self.prs[self.id].maybe_update(self.log.last_stable_index()) and self._maybe_commit():
-                self._bcast_append(send_if_empty=False)  # the new commit rides on what goes next
+                self._bcast_append()
 
     def _storage_holds(self, e: Entry) -> bool:
         st = self.log.storage
@@ -868,10 +868,10 @@ class RaftNode:
                 pr.recent_active = p == self.id
             self.heartbeat_elapsed = self.cfg.heartbeat_tick
 
-    def _bcast_append(self, send_if_empty: bool = True) -> None:
+    def _bcast_append(self) -> None:
         for p in self.prs:
             if p != self.id:
-                self._send_append(p, send_if_empty)
+                self._send_append(p)
 
     def _send_append(self, to: int, send_if_empty: bool = True) -> bool:
         """Send the next append to ``to`` if its progress allows; returns whether one was sent."""
@@ -993,11 +993,7 @@ class RaftNode:
         else:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
-            # Entries still to send go now; a follower with nothing new learns the commit
-            # from the next append or heartbeat (its own copy is already durable, and
-            # commit needs no acknowledgement): an empty append per follower per commit
-            # cost a round trip of messages, a Ready and an acknowledgement each.
-            self._bcast_append(send_if_empty=False)
+            self._bcast_append()
         elif old_paused:
             self._send_append(m.frm)
         # Keep the pipe full: send while the window allows and entries remain.
