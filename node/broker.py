@@ -232,7 +232,7 @@ class Broker:
 
     # -- groups ---------------------------------------------------------------------------
 
-    def _raft_config(self, applied: int | None = None) -> RaftConfig:
+    def _raft_config(self, applied: int | None = None, *, eager_commit: bool = True) -> RaftConfig:
         return RaftConfig(
             id=self.id,
             rng=random.Random(),
@@ -240,6 +240,7 @@ class Broker:
             heartbeat_tick=self.cfg.heartbeat_ticks,
             max_size_per_msg=1 << 20,
             applied=applied,
+            eager_commit=eager_commit,
         )
 
     def _log_config(self, configs: dict[str, str] | None = None) -> segments.LogConfig:
@@ -345,7 +346,9 @@ class Broker:
             if not path.exists() and legacy.is_dir():  # written before directories named their incarnation
                 legacy.rename(path)
             storage = LogStorage(path, self._log_config(meta.configs), ConfState(voters=tuple(sorted(replicas))))
-            core = RaftNode(self._raft_config(), storage)
+            # A partition's followers learn a commit from what goes next (docs/raft.md,
+            # "Commit propagation"); the controller's tell every node at once.
+            core = RaftNode(self._raft_config(eager_commit=False), storage)
             part = Partition(
                 meta.group(p),
                 name,

@@ -91,6 +91,13 @@ class Config:
     max_inflight_msgs: int = 256
     max_inflight_bytes: int = 32 << 20
     max_committed_size_per_ready: int = 64 << 20
+    #: When the commit index moves, send every follower an append, empty if it has
+    #: nothing new (etcd's way: followers learn the commit at once). False: only
+    #: followers with entries still to receive get one; the others learn the commit from
+    #: the next append or heartbeat, which saves each follower a Ready and an
+    #: acknowledgement per commit (a data partition's followers; the node's controller
+    #: group keeps True, as every node answers metadata from its own copy).
+    eager_commit: bool = True
     #: The last offset the caller's state machine already holds after a restart
     #: (None: the snapshot index, i.e. redeliver every committed entry in the log).
     applied: int | None = None
@@ -392,7 +399,7 @@ class RaftNode:
         if self.role == Role.LEADER:
             # Our own copy counts towards commit only once it is durable.
             if self.prs[self.id].maybe_update(self.log.last_stable_index()) and self._maybe_commit():
-                self._bcast_append(send_if_empty=False)  # the new commit rides on what goes next
+                self._bcast_append(send_if_empty=self.cfg.eager_commit)
 
     def _storage_holds(self, e: Entry) -> bool:
         st = self.log.storage
@@ -856,11 +863,7 @@ class RaftNode:
         else:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
-            # Entries still to send go now; a follower with nothing new learns the commit
-            # from the next append or heartbeat (its own copy is already durable, and
-            # commit needs no acknowledgement): an empty append per follower per commit
-            # cost a round trip of messages, a Ready and an acknowledgement each.
-            self._bcast_append(send_if_empty=False)
+            self._bcast_append(send_if_empty=self.cfg.eager_commit)  # (see Config.eager_commit)
         elif old_paused:
             self._send_append(m.frm)
         # Keep the pipe full: send while the window allows and entries remain.

@@ -277,6 +277,7 @@ class SimNode:
                 max_size_per_msg=w.max_size_per_msg,
                 max_inflight_msgs=w.max_inflight_msgs,
                 max_committed_size_per_ready=w.opts.max_committed_size_per_ready,
+                eager_commit=w.eager_commit,
             ),
             self.storage,
         )
@@ -580,6 +581,7 @@ class World:
         self.heartbeat_tick = o.heartbeat_tick or self.rng.choice([1, 2, 3])
         self.max_size_per_msg = o.max_size_per_msg or self.rng.choice([0, 64, 256, 4096])
         self.max_inflight_msgs = o.max_inflight_msgs or self.rng.choice([1, 4, 64])
+        self.eager_commit = (seed >> 1) % 2 == 0  # half the seeds each way (drawing nothing: seeds replay as before)
         self.ids = list(range(1, n + 1))
         conf = ConfState(voters=tuple(self.ids))
         self.now = 0.0
