@@ -18,9 +18,10 @@ def main(argv: list[str] | None = None) -> None:
         format=f"%(asctime)s n{config.node_id} %(levelname)s %(name)s: %(message)s",
     )
     # Latency: everything imported so far lives as long as the process; frozen, a full
-    # collection no longer walks it (they took 20-60 ms each during a send benchmark;
-    # none above 0.2 ms with it frozen). A worker thread back from an fsync waits for the
-    # interpreter lock at most this long while the event loop runs (default 5 ms).
+    # collection no longer walks it (full collections took 20-60 ms each during a send
+    # benchmark; with it frozen none took over 0.2 ms). A worker thread back from an
+    # fsync waits for the interpreter lock at most this long while the event loop runs
+    # (default 5 ms).
     gc.freeze()
     sys.setswitchinterval(0.0005)
     try:

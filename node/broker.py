@@ -270,7 +270,7 @@ class Broker:
 
     # -- groups ---------------------------------------------------------------------------
 
-    def _raft_config(self, applied: int | None = None) -> RaftConfig:
+    def _raft_config(self, applied: int | None = None, *, eager_commit: bool = True) -> RaftConfig:
         return RaftConfig(
             id=self.id,
             rng=random.Random(),
@@ -279,6 +279,7 @@ class Broker:
             max_size_per_msg=1 << 20,
             applied=applied,
             quiesce=self.cfg.quiesce,
+            eager_commit=eager_commit,
         )
 
     def _log_config(self, configs: dict[str, str] | None = None) -> segments.LogConfig:
@@ -389,7 +390,13 @@ class Broker:
             saved = StateCheckpoint.read(storage)
             # A data partition's whole state is in the checkpoint: the log before it is not
             # applied again. A shard's state comes from its own snapshot and the log after.
-            core = RaftNode(self._raft_config(saved.offset if saved and shard is None else None), storage)
+            # A partition's followers learn a commit from what goes next (docs/raft.md,
+            # "Commit propagation"); the controller's tell every node at once.
+            core = RaftNode(
+                self._raft_config(saved.offset if saved and shard is None else None, eager_commit=False), storage
+            )
+            for peer in self.liveness.down:  # (a member down now does not hold the new group awake)
+                core.peer_down(peer)
             part = Partition(
                 meta.group(p),
                 name,
@@ -633,10 +640,12 @@ class Broker:
         except msgspec.DecodeError as exc:
             log.warning("dropping a malformed peer batch from node %s: %s", frm, exc)
             return
-        _, restarted = self.liveness.heard(frm, batch.incarnation or None)
-        if restarted:
+        back, restarted = self.liveness.heard(frm, batch.incarnation or None)
+        if restarted:  # (down and back at once: its groups forgot what was not durable)
             log.info("node %s restarted (a new incarnation)", frm)
             self._peer_down(frm)
+        if back or restarted:
+            self._peer_back(frm)
         for group, (leader, term) in batch.leaders.items():
             if leader not in self.cfg.peers or not 0 <= term <= MAX_TERM:
                 continue
@@ -685,6 +694,17 @@ class Broker:
                 replica.core.peer_down(peer)
                 replica.wake()
 
+    def _peer_back(self, peer: int) -> None:
+        """`peer` is heard from again after the failure detector lost it (or restarted):
+        it holds its groups awake again, and those this node leads quietly wake and speak
+        to it (they went quiet without it, and it learns nothing until spoken to)."""
+        for replica in list(self.replicas.values()):
+            core = replica.core
+            if not replica.closed and peer in core.peers_down:
+                core.peer_back(peer)
+                if not core.quiescent:
+                    replica.wake()
+
     def _check_quiet_followers(self, frm: int, led: dict[int, tuple[int, int]]) -> None:
         """`frm`'s gossip names every group it leads. A quiet follower of `frm` whose
         group is not among them (at our term) would wait for a leader that no longer
@@ -695,7 +715,7 @@ class Broker:
             core = replica.core
             if core.quiescent and core.role == Role.FOLLOWER and core.leader == frm and not replica.closed:
                 if led.get(group) != (frm, core.term):
-                    core.peer_down(frm)
+                    core.leader_gone()
                     replica.wake()
 
     async def _ticker(self) -> None:

@@ -96,6 +96,13 @@ class Config:
     #: follower it hears from holds the whole log, committed. The caller must then run a
     #: node-level failure detector (`raft.liveness.PeerLiveness`) and call `peer_down`.
     quiesce: bool = False
+    #: When the commit index moves, send every follower an append, empty if it has
+    #: nothing new (etcd's way: followers learn the commit at once). False: only
+    #: followers with entries still to receive get one; the others learn the commit from
+    #: the next append or heartbeat, which saves each follower a Ready and an
+    #: acknowledgement per commit (a data partition's followers; the node's controller
+    #: group keeps True, as every node answers metadata from its own copy).
+    eager_commit: bool = True
     #: The last offset the caller's state machine already holds after a restart
     #: (None: the snapshot index, i.e. redeliver every committed entry in the log).
     applied: int | None = None
@@ -197,6 +204,9 @@ class RaftNode:
         #: Quiet: ticks do nothing and no heartbeats leave (see `Config.quiesce`).
         self.quiescent = False
         self._quiet_acks: dict[int, int] = {}  # leader: follower -> the commit it went quiet at
+        #: Peers the caller's failure detector holds down (`peer_down`, until `peer_back`):
+        #: the only members that do not hold a leader awake.
+        self.peers_down: set[int] = set()
         self._prev_hard = hs
         self._prev_soft = SoftState(NONE, Role.FOLLOWER)
         self._reset_timeout()
@@ -243,12 +253,30 @@ class RaftNode:
         up, so check-quorum runs again; a follower whose leader it is wakes up and gives
         up its lease, so it campaigns within a randomized part of an election timeout
         unless the leader speaks first. Timers only: nothing here touches safety."""
+        self.peers_down.add(node)
         if self.role == Role.LEADER:
             if node in self.prs:
                 self._unquiesce()
         elif node != NONE and node == self.leader:
+            self.leader_gone()
+
+    def leader_gone(self) -> None:
+        """A follower's leader no longer leads (the caller knows it some other way: its
+        node is down, or says it leads something else): wake, give up the lease, and
+        campaign within a randomized part of an election timeout unless it speaks first."""
+        if self.role == Role.LEADER:
+            return
+        self._unquiesce()
+        self.election_elapsed = max(self.election_elapsed, self.cfg.election_tick)
+
+    def peer_back(self, node: int) -> None:
+        """The caller's failure detector hears from ``node`` again after calling it down
+        (or after reporting its restart). A quiet leader with ``node`` among its members
+        wakes and heartbeats it: the group went quiet without it, and a quiet member
+        learns nothing until spoken to, not even a newer term."""
+        self.peers_down.discard(node)
+        if self.role == Role.LEADER and node in self.prs:
             self._unquiesce()
-            self.election_elapsed = max(self.election_elapsed, self.cfg.election_tick)
 
     def propose(self, data: bytes, count: int) -> Entry:
         """Append a record batch of ``count`` records; returns its entry (offsets and
@@ -438,7 +466,7 @@ class RaftNode:
         if self.role == Role.LEADER:
             # Our own copy counts towards commit only once it is durable.
             if self.prs[self.id].maybe_update(self.log.last_stable_index()) and self._maybe_commit():
-                self._bcast_append()
+                self._bcast_append(send_if_empty=self.cfg.eager_commit)
 
     def _storage_holds(self, e: Entry) -> bool:
         st = self.log.storage
@@ -822,29 +850,29 @@ class RaftNode:
 
     def _can_quiesce(self) -> bool:
         """Leader: the group is idle. Everything is committed and on our own disk, no
-        transfer or broadcast is pending, and every member we heard from this
-        check-quorum period holds the whole log (a member we have not heard from, down
-        or cut off, does not hold the group awake: when it returns it campaigns, and its
-        pre-vote wakes us)."""
+        transfer or broadcast is pending, and every member holds the whole log but those
+        the failure detector holds down (they do not hold the group awake: `peer_back`
+        wakes us when one returns). A member merely silent in the group holds it awake:
+        it may be up and unable to hear us, and nobody would speak to it once we are quiet."""
         if self.lead_transferee != NONE or self._pending_bcast:
             return False
         last = self.log.last_index()
         if self.log.committed != last or self.prs[self.id].match != last:
             return False
         for p, pr in self.prs.items():
-            if p != self.id and pr.recent_active and (pr.match != last or len(pr.inflights) > 0):
+            if p != self.id and p not in self.peers_down and (pr.match != last or len(pr.inflights) > 0):
                 return False
         return True
 
     def _quiet_enough(self) -> bool:
         """Leader: a quorum of voters (ourselves included) went quiet at our commit, and
-        so did every member we heard from this check-quorum period."""
+        so did every member the failure detector does not hold down."""
         commit = self.log.committed
         acks = self._quiet_acks
         voters = self.conf.voters
         if sum(1 for v in voters if v == self.id or acks.get(v) == commit) < len(voters) // 2 + 1:
             return False
-        return all(p == self.id or not pr.recent_active or acks.get(p) == commit for p, pr in self.prs.items())
+        return all(p == self.id or p in self.peers_down or acks.get(p) == commit for p in self.prs)
 
     def _keeps_quiet(self, m: Message) -> bool:
         """Whether a quiescent node may take ``m`` and stay quiet: a follower its leader's
@@ -868,10 +896,10 @@ class RaftNode:
                 pr.recent_active = p == self.id
             self.heartbeat_elapsed = self.cfg.heartbeat_tick
 
-    def _bcast_append(self) -> None:
+    def _bcast_append(self, send_if_empty: bool = True) -> None:
         for p in self.prs:
             if p != self.id:
-                self._send_append(p)
+                self._send_append(p, send_if_empty)
 
     def _send_append(self, to: int, send_if_empty: bool = True) -> bool:
         """Send the next append to ``to`` if its progress allows; returns whether one was sent."""
@@ -993,7 +1021,7 @@ class RaftNode:
         else:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
-            self._bcast_append()
+            self._bcast_append(send_if_empty=self.cfg.eager_commit)  # (see Config.eager_commit)
         elif old_paused:
             self._send_append(m.frm)
         # Keep the pipe full: send while the window allows and entries remain.

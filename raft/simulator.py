@@ -287,6 +287,7 @@ class SimNode:
                 max_inflight_msgs=w.max_inflight_msgs,
                 max_committed_size_per_ready=w.opts.max_committed_size_per_ready,
                 quiesce=w.quiesce,
+                eager_commit=w.eager_commit,
             ),
             self.storage,
         )
@@ -598,6 +599,7 @@ class World:
         self.quiesce = o.quiesce if o.quiesce is not None else Prng(seed ^ 0x51E7).random() < 0.8
         self.quiesced = 0
         self.peer_downs = 0
+        self.eager_commit = (seed >> 1) % 2 == 0  # half the seeds each way (drawing nothing: seeds replay as before)
         self.ids = list(range(1, n + 1))
         conf = ConfState(voters=tuple(self.ids))
         self.now = 0.0
@@ -733,13 +735,19 @@ class World:
         self.trace.append((self.now, "liveness", node.id, f"{peer} {why}"))
         node.core.peer_down(peer)
 
+    def _peer_back(self, node: SimNode, peer: int) -> None:
+        assert node.core is not None
+        self.trace.append((self.now, "liveness", node.id, f"{peer} back"))
+        node.core.peer_back(peer)
+
     def _on_deliver(self, payload: tuple[int, Message]) -> None:
         epoch, m = payload
         node = self.nodes[m.to]
         if node.core is None or (m.frm, m.to) in self.blocked or epoch != self.net_epoch:
             return
         self.trace.append((self.now, "recv", m.to, m))
-        node.liveness.heard(m.frm)
+        if node.liveness.heard(m.frm)[0]:
+            self._peer_back(node, m.frm)
         node.core.step(m)
         self._after(node)
 
@@ -748,9 +756,11 @@ class World:
         node = self.nodes[to]
         if node.core is None or (frm, to) in self.blocked or epoch != self.net_epoch:
             return
-        _, restarted = node.liveness.heard(frm, incarnation)
-        if restarted:
+        back, restarted = node.liveness.heard(frm, incarnation)
+        if restarted:  # (down and back at once: its groups forgot what was not durable)
             self._peer_down(node, frm, "restarted")
+        if back or restarted:
+            self._peer_back(node, frm)
             self._after(node)
 
     def _on_io(self, i: int, payload: tuple[int, Any, _DiskRequest]) -> None:

@@ -96,12 +96,15 @@ def test_a_lagging_follower_is_caught_up_before_the_group_goes_quiet():
     assert lead.quiescent and c.nodes[3].quiescent
 
 
-def test_a_dead_follower_does_not_hold_the_group_awake():
+def test_a_dead_follower_does_not_hold_the_group_awake_once_the_failure_detector_says_so():
     c = quiet_cluster()
     lead = c.elect(1)
     c.crash(3)
     c.propose(1, b"written while 3 is down")
-    c.tick(2 * ET + 2)  # one check-quorum period marks 3 inactive
+    c.tick(4 * ET)
+    assert not lead.quiescent  # silent in the group is not down: it may be up and unable to hear us
+    lead.peer_down(3)
+    c.tick(3)
     assert lead.role == Role.LEADER and lead.quiescent and c.nodes[2].quiescent
 
 
@@ -246,4 +249,25 @@ def test_learners_go_quiet_too():
     c = quiet_cluster(ids=(1, 2, 3), learners=(4,))
     c.elect(1)
     settle(c)
+    assert all(n.quiescent for n in c.nodes.values())
+
+
+def test_a_member_heard_from_again_wakes_the_quiet_leader_that_went_quiet_without_it():
+    c = quiet_cluster()
+    lead = c.elect(1)
+    settle(c)
+    c.isolate(3)  # 3 stays quiet, in lease, with what it had
+    e = c.propose(1, b"written while 3 is cut off")
+    lead.peer_down(3)  # 1 and 2 go quiet without it
+    c.tick(3)
+    assert lead.quiescent and c.nodes[2].quiescent and c.nodes[3].quiescent
+    c.heal()
+    c.tick(10 * ET)
+    assert c.nodes[3].log.last_index() < e.last  # nobody speaks to a quiet member
+    c.nodes[2].peer_back(3)  # a follower has nothing to do
+    assert c.nodes[2].quiescent
+    lead.peer_back(3)  # the failure detector hears 3 again
+    assert not lead.quiescent
+    c.tick(5)
+    assert c.nodes[3].log.last_index() == e.last and c.nodes[3].commit == e.last
     assert all(n.quiescent for n in c.nodes.values())

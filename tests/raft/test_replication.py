@@ -260,3 +260,29 @@ def test_idle_leader_repairs_a_follower_whose_whole_log_was_lost():
     c.restart(2)
     c.tick(3)
     assert c.log(2) == c.log(1)
+
+
+def test_eagerly_every_follower_hears_of_a_commit_at_once():
+    c = Cluster()
+    lead = c.elect(1)
+    c.sent.clear()
+    e = c.propose(1, b"a", 1)
+    assert lead.commit == e.last == c.nodes[2].commit == c.nodes[3].commit
+    assert len([m for m in c.sent if isinstance(m, Append) and not m.entries]) == 2  # one per follower
+
+
+def test_without_eager_commit_a_commit_costs_no_empty_append_and_followers_learn_it_from_what_goes_next():
+    # The commit index needs no acknowledgement: a follower learns it from the next
+    # append (a proposal) or heartbeat, instead of from an append of its own per commit
+    # (which cost each follower a Ready and an acknowledgement per write).
+    c = Cluster(eager_commit=False)
+    lead = c.elect(1)
+    c.sent.clear()
+    e = c.propose(1, b"a", 1)
+    assert lead.commit == e.last
+    assert not [m for m in c.sent if isinstance(m, Append) and not m.entries]
+    assert c.nodes[2].commit < e.last and c.nodes[3].commit < e.last
+    e2 = c.propose(1, b"b", 1)
+    assert c.nodes[2].commit >= e.last and c.nodes[3].commit >= e.last  # on the next append
+    c.tick()
+    assert c.nodes[2].commit == c.nodes[3].commit == e2.last  # or the next heartbeat
