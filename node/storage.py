@@ -246,10 +246,14 @@ class LogStorage:
             self._recent_bytes -= self._recent.pop(start)[1]
 
     def snapshot(self) -> Snapshot:
+        """The newest snapshot whole on disk. While a compaction runs its file is written
+        (durable, of committed entries) before the log start moves: from then on the
+        file is the snapshot to send, since the one the state still names is gone."""
         st = self._state
         file = self._read_snapshot() if st.snap_index >= 0 else None
-        data = file.data if file is not None and file.index == st.snap_index else b""
-        return Snapshot(st.snap_index, st.snap_term, st.snap_conf, data)
+        if file is not None and file.index >= st.snap_index:
+            return Snapshot(file.index, file.term, file.conf, file.data)
+        return Snapshot(st.snap_index, st.snap_term, st.snap_conf, b"")
 
     def config_entries(self) -> Sequence[Entry]:
         return list(self._state.configs)

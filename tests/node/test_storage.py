@@ -81,6 +81,24 @@ def test_a_crash_between_the_snapshot_file_and_raft_state_is_finished_on_open(tm
     assert again.first_index() == 4 and again.last_index() == 5
 
 
+async def test_a_snapshot_asked_for_during_a_compaction_is_the_new_file_never_empty(tmp_path):
+    st = _open(tmp_path)
+    st.append([_entry(i, 1) for i in range(6)])
+    st.set_hard_state(HardState(term=1, vote=1, commit=5))
+    st.sync()
+    st.compact(1, b"state-at-1")
+    seen = []
+
+    async def run(fn, *args):
+        fn(*args)
+        if fn == st.write_snapshot:  # the leader sends a snapshot between the file and the state
+            seen.append(st.snapshot())
+
+    await st.compact_with(run, 3, b"state-at-3")
+    assert [(s.index, s.term, s.data) for s in seen] == [(3, 1, b"state-at-3")]
+    assert (st.snapshot().index, st.snapshot().data) == (3, b"state-at-3")
+
+
 def test_a_crash_after_a_snapshot_reset_the_log_but_before_raft_state_is_finished_on_open(tmp_path):
     st = _open(tmp_path)
     st.append([_entry(i, 1) for i in range(3)])
