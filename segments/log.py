@@ -473,14 +473,8 @@ class Log:
         segment. Empty at the log end. OffsetOutOfRangeError outside
         [log_start_offset, next_offset].
         """
-        if self._closed:
-            raise LogClosedError(f"log {self.path} is closed")
-        end = self._active.next_offset
-        if not self._log_start <= offset <= end:
-            raise OffsetOutOfRangeError(offset, self._log_start, end)
-        if offset == end or (max_offset is not None and offset >= max_offset):
-            return b""
-        return self._segment_for(offset).read(offset, max_bytes, max_offset)
+        segment = self._readable(offset, max_offset)
+        return b"" if segment is None else segment.read(offset, max_bytes, max_offset)
 
     def read_slice(self, offset: int, max_bytes: int, max_offset: int | None = None) -> LogSlice | None:
         """Where the bytes `read` would return lie, as a `LogSlice` on a descriptor of its
@@ -488,6 +482,12 @@ class Log:
         from the file (`os.sendfile`). The slice stays readable whatever happens to the
         segment meanwhile (a roll, retention, close); the caller closes it. Same errors
         as `read`; OSError if no descriptor is left to duplicate."""
+        segment = self._readable(offset, max_offset)
+        return None if segment is None else segment.read_slice(offset, max_bytes, max_offset)
+
+    def _readable(self, offset: int, max_offset: int | None) -> LogSegment | None:
+        """The segment a read from `offset` starts in; None where there is nothing to read
+        (the log end, or at `max_offset`). The consumer's hot path: no helpers."""
         if self._closed:
             raise LogClosedError(f"log {self.path} is closed")
         end = self._active.next_offset
@@ -495,7 +495,7 @@ class Log:
             raise OffsetOutOfRangeError(offset, self._log_start, end)
         if offset == end or (max_offset is not None and offset >= max_offset):
             return None
-        return self._segment_for(offset).read_slice(offset, max_bytes, max_offset)
+        return self._segment_for(offset)
 
     def batches(self, from_offset: int, max_bytes: int | None = None) -> Iterator[tuple[BatchHeader, bytes]]:
         """(header, bytes) of each batch from the one holding `from_offset` to the end,
