@@ -50,6 +50,8 @@ from node.coordinator import GroupCoordinator
 from node.delay import DelayService
 from node.diskspace import DiskSpace
 from node.half import HalfCoordinator
+from node.kafka_api import KafkaApi
+from node.kafka_server import KafkaServer
 from node.metadata import (
     DAY_MS,
     AllocateProducerIds,
@@ -106,6 +108,8 @@ class PeerBatch(msgspec.Struct, array_like=True):
     incarnation: int = 0
     #: `leaders` names every group the sender leads (its periodic gossip).
     all_leaders: bool = False
+    #: The sender's Kafka address (with its periodic gossip; "": it serves none).
+    kafka: str = ""
 
 
 class AllLeaders(dict):
@@ -119,7 +123,7 @@ _peer_encoder = msgspec.msgpack.Encoder()
 _peer_decoder = msgspec.msgpack.Decoder(PeerBatch)
 
 
-def encode_peer_items(items: list, incarnation: int = 0) -> bytes:
+def encode_peer_items(items: list, incarnation: int = 0, kafka: str = "") -> bytes:
     messages = [i for i in items if isinstance(i, tuple)]
     leaders: dict[int, tuple[int, int]] = {}
     full = False
@@ -127,7 +131,7 @@ def encode_peer_items(items: list, incarnation: int = 0) -> bytes:
         if isinstance(i, dict):
             leaders.update(i)
             full = full or isinstance(i, AllLeaders)
-    return _peer_encoder.encode(PeerBatch(messages, leaders, incarnation, full))
+    return _peer_encoder.encode(PeerBatch(messages, leaders, incarnation, full, kafka if full else ""))
 
 
 class Broker:
@@ -149,12 +153,12 @@ class Broker:
         self.credential = PeerCredential(self.id, config.peer_secret or new_secret())
         self._reassembler = Reassembler()
         self.incarnation = random.getrandbits(62) | 1  # never 0 (a sender that sends none)
-        inc = self.incarnation
+        inc, kafka = self.incarnation, config.kafka_advertise
         self.transport = PeerTransport(
             self.id,
             config.peers,
             self.credential,
-            lambda items: encode_peer_items(items, inc),
+            lambda items: encode_peer_items(items, inc, kafka),
             max_payload=config.max_frame_bytes // 2,
         )
         #: The groups that are not quiescent: the only ones the ticker visits.
@@ -191,6 +195,18 @@ class Broker:
             peer_ids=config.peers,
             limits=limits,
         )
+        #: Every node's Kafka address this node knows: its own, and its peers' gossip.
+        self.kafka_addrs: dict[int, str] = {self.id: config.kafka_advertise} if config.kafka_advertise else {}
+        self.kafka_server = (
+            KafkaServer(
+                KafkaApi(self, self.api, lambda: self.kafka_addrs),
+                max_frame_bytes=config.max_frame_bytes,
+                max_connections=config.max_connections,
+                metrics=self.metrics,
+            )
+            if config.kafka_listen
+            else None
+        )
         self._cmd_results: dict[int, object] = {}
         self._replayed_until = -1
         self._replaying = True
@@ -218,6 +234,9 @@ class Broker:
                 self.cfg.peer_listen = self.cfg.peers[self.id] = f"{host}:{bound[1]}"
             host, port = parse_addr(self.cfg.listen)
             listeners = await nursery.start(self.server.serve, host, port)
+            if self.kafka_server is not None:
+                await nursery.start(self.kafka_server.serve, *parse_addr(self.cfg.kafka_listen))
+                log.info("node %s serving Kafka clients on %s", self.id, self.cfg.kafka_listen)
             nursery.start_soon(self.transport.run)
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._gossip)
@@ -654,6 +673,12 @@ class Broker:
                 self.leaders[group] = (leader, term)
         if batch.all_leaders and frm in self.cfg.peers:
             self._check_quiet_followers(frm, batch.leaders)
+            if batch.kafka and batch.kafka != self.kafka_addrs.get(frm):
+                try:
+                    parse_addr(batch.kafka)
+                    self.kafka_addrs[frm] = batch.kafka
+                except ValueError:
+                    log.warning("node %s gossiped a Kafka address that is not HOST:PORT: %r", frm, batch.kafka)
         for group, msg in batch.messages:
             replica = self.replicas.get(group)
             if replica is not None and not replica.closed:

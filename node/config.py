@@ -56,6 +56,8 @@ class NodeConfig:
     peers: dict[int, str] = field(default_factory=dict)  # node -> its peer listener
     advertise: dict[int, str] = field(default_factory=dict)  # node -> its client address
     peer_listen: str = ""  # default: this node in `peers`, else the client host, any port
+    kafka_listen: str = ""  # HOST:PORT of the Kafka protocol listener; empty: none (docs/kafka.md)
+    kafka_advertise: str = ""  # the Kafka address clients are told for this node (default: kafka_listen)
     peer_secret: str | None = None
     token: str | None = None
     metrics: str | None = None  # HOST:PORT of the Prometheus endpoint, or None
@@ -130,6 +132,13 @@ class NodeConfig:
             )
         for addr in self.advertise.values():
             parse_addr(addr)
+        if self.kafka_listen:
+            parse_addr(self.kafka_listen)
+            if self.kafka_listen in (self.listen, self.peer_listen):
+                raise ValueError("--kafka-listen must differ from --listen and --peer-listen")
+            self.kafka_advertise = self.kafka_advertise or self.kafka_listen
+        if self.kafka_advertise:
+            parse_addr(self.kafka_advertise)
 
     @property
     def config_minimums(self) -> dict[str, int]:
@@ -156,6 +165,14 @@ class NodeConfig:
         p.add_argument("--peers", help="every node's peer listener: ID=HOST:PORT,...")
         p.add_argument(
             "--advertise", help="every node's client address: ID=HOST:PORT,... (this node's default: --listen)"
+        )
+        p.add_argument(
+            "--kafka-listen", dest="kafka_listen", help="HOST:PORT for Kafka protocol clients (default: none)"
+        )
+        p.add_argument(
+            "--kafka-advertise",
+            dest="kafka_advertise",
+            help="the HOST:PORT Kafka clients are told for this node (default: --kafka-listen)",
         )
         p.add_argument(
             "--peer-secret",

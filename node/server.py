@@ -27,7 +27,8 @@ import hmac
 import logging
 import math
 import os
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextlib import asynccontextmanager
 from typing import Protocol
 
 import trio
@@ -89,6 +90,38 @@ class ClientInfo:
         self.client_id = client_id
         self.peer_node = peer_node
         self.zero_copy = zero_copy
+
+
+@asynccontextmanager
+async def contained(
+    stream: trio.abc.AsyncResource, addr: str, protocol_error: type[Exception], metrics=None, what: str = "connection"
+) -> AsyncIterator[None]:
+    """Whatever happens on one connection ends there, and the connection is closed:
+    nothing may escape into the listener's nursery, or one bad client would stop the
+    node. A `protocol_error` is logged as the client's fault and counted."""
+    try:
+        yield
+    except* protocol_error as group:
+        log.warning("closing %s from %s: %s", what, addr, group.exceptions[0])
+        if metrics:
+            metrics.protocol_errors.inc()
+    except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+        pass
+    except* Exception:
+        log.exception("%s from %s failed", what, addr)
+    finally:
+        with trio.move_on_after(1) as cs:
+            cs.shield = True
+            await stream.aclose()
+
+
+def remote_addr(stream: trio.SocketStream) -> str:
+    """HOST:PORT of the other end, for the logs ("?" once it is gone)."""
+    try:
+        peer = stream.socket.getpeername()
+    except OSError:
+        return "?"
+    return f"{peer[0]}:{peer[1]}"
 
 
 def error_body(exc: TideMQError) -> ErrorResponse:
@@ -210,44 +243,21 @@ class Server:
         await trio.serve_listeners(self._serve_connection, listeners)
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        try:
-            peer = stream.socket.getpeername()
-            addr = f"{peer[0]}:{peer[1]}"
-        except OSError:
-            addr = "?"
+        addr = remote_addr(stream)
         self.connections += 1
-        # Whatever happens on one connection ends there: nothing may escape into the
-        # listener's nursery, or one bad client would stop the node.
         try:
-            if self.connections > self.limits.max_connections:
-                if self.metrics:
-                    self.metrics.connections_refused.inc()
-                with trio.move_on_after(1):
-                    await stream.send_all(
-                        encode_frame(
-                            0,
-                            error_body(
-                                ConnectionLimitError(
-                                    f"node {self.node_id} has {self.limits.max_connections} connections open; retry later"
-                                )
-                            ),
-                        )
-                    )
-                return
-            await self._run(stream, addr)
-        except* RemoteProtocolError as group:
-            log.warning("closing connection from %s: %s", addr, group.exceptions[0])
-            if self.metrics:
-                self.metrics.protocol_errors.inc()
-        except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
-            pass
-        except* Exception:
-            log.exception("connection from %s failed", addr)
+            async with contained(stream, addr, RemoteProtocolError, self.metrics):
+                if self.connections > self.limits.max_connections:
+                    if self.metrics:
+                        self.metrics.connections_refused.inc()
+                    limit = self.limits.max_connections
+                    refusal = ConnectionLimitError(f"node {self.node_id} has {limit} connections open; retry later")
+                    with trio.move_on_after(1):
+                        await stream.send_all(encode_frame(0, error_body(refusal)))
+                    return
+                await self._run(stream, addr)
         finally:
             self.connections -= 1
-            with trio.move_on_after(1) as cs:
-                cs.shield = True
-                await stream.aclose()
 
     async def _run(self, stream: trio.SocketStream, addr: str) -> None:
         # Until Hello is accepted a frame may be small: an unauthenticated stranger must

@@ -1,6 +1,6 @@
 """Launch and manage a local TideMQ cluster on loopback.
 
-    scripts/cluster up [--nodes 3] [--port 9401] [--dir .tidemq] [--fsync always]
+    scripts/cluster up [--nodes 3] [--port 9401] [--kafka-port 9092] [--dir .tidemq] [--fsync always]
     scripts/cluster status
     scripts/cluster kill N | pause N | resume N | stop N | start N | restart N
     scripts/cluster down [--wipe]
@@ -105,6 +105,8 @@ def start_node(run_dir: Path, spec: dict, node: int) -> int:
     ]
     if spec.get("token"):
         cmd += ["--token", spec["token"]]
+    if spec.get("kafka"):
+        cmd += ["--kafka-listen", spec["kafka"][str(node)]]
     env = dict(os.environ, TIDEMQ_PEER_SECRET=peer_secret(run_dir))
     with open(ndir / "node.log", "ab") as logf:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=env)
@@ -167,6 +169,9 @@ def cmd_up(args) -> None:
             "fsync": args.fsync,
             "token": args.token or os.environ.get("TIDEMQ_TOKEN"),
             "metrics_base": args.port + 100 - 1,
+            "kafka": {str(i): f"127.0.0.1:{args.kafka_port + i - 1}" for i in range(1, args.nodes + 1)}
+            if args.kafka_port
+            else {},
             "dir": str(run_dir),
         }
         spec_path.write_text(json.dumps(spec, indent=2))
@@ -182,6 +187,8 @@ def cmd_up(args) -> None:
     trio.run(wait_ready, spec, args.timeout)
     console.print(f"[green]cluster up[/] in {run_dir} (scripts/cluster down to stop)")
     print("bootstrap: " + ",".join(spec["peers"].values()), flush=True)
+    if spec.get("kafka"):
+        print("kafka bootstrap: " + ",".join(spec["kafka"].values()), flush=True)
 
 
 def cmd_status(args) -> None:
@@ -300,6 +307,12 @@ def main() -> None:
         type=int,
         default=9401,
         help="first node's client port; node N listens on PORT+N-1, its peer listener on PORT+200+N-1",
+    )
+    up.add_argument(
+        "--kafka-port",
+        type=int,
+        default=9092,
+        help="first node's Kafka protocol port; node N on KAFKA_PORT+N-1 (0: no Kafka listener)",
     )
     up.add_argument("--fsync", choices=["always", "interval", "never"], default="always")
     up.add_argument("--token", default=None, help="cluster token (default: $TIDEMQ_TOKEN)")

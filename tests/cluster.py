@@ -207,10 +207,16 @@ class ProcessCluster:
         # node of another build (tests/nextversion.py)
         self.node_commands: dict[int, list[str]] = {}
         self.procs: dict[int, subprocess.Popen] = {}
+        self.kafka: dict[int, str] = {}  # node -> its Kafka listener (`serve_kafka`)
 
     @property
     def bootstrap(self) -> str:
         return ",".join(self.peers.values())
+
+    def serve_kafka(self) -> str:
+        """Give every node a Kafka listener from its next start; the Kafka bootstrap."""
+        self.kafka = {node: f"127.0.0.1:{port}" for node, port in zip(self.peers, free_ports(len(self.peers)))}
+        return ",".join(self.kafka.values())
 
     def start(self, node: int) -> None:
         """Start one node process (plain subprocess, so sync tests can use it too)."""
@@ -239,6 +245,8 @@ class ProcessCluster:
         ]
         if self.token:
             cmd += ["--token", self.token]
+        if node in self.kafka:
+            cmd += ["--kafka-listen", self.kafka[node]]
         cmd += self.extra_args
         settings = {**self.settings, **self.node_settings.get(node, {})}
         if settings:
@@ -330,8 +338,11 @@ def running_cluster(base: Path, n: int = 3, **kw):
 
 
 @asynccontextmanager
-async def process_cluster(tmp_path: Path, n: int = 3, **kw):
+async def process_cluster(tmp_path: Path, n: int = 3, *, kafka: bool = False, **kw):
+    """Node processes (with `kafka`, each with a Kafka listener: `cluster.kafka`)."""
     cluster = ProcessCluster(tmp_path, n, **kw)
+    if kafka:
+        cluster.serve_kafka()
     try:
         for node in cluster.peers:
             cluster.start(node)

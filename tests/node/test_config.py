@@ -122,3 +122,14 @@ def test_unknown_toml_key(tmp_path, capsys):
     with pytest.raises(SystemExit):
         NodeConfig.from_args(["--config", str(path)])
     assert "whatever" in capsys.readouterr().err
+
+
+def test_the_kafka_listener_is_off_unless_asked_and_advertises_itself_by_default(tmp_path):
+    base = ["--id", "1", "--listen", "127.0.0.1:9401", "--data", str(tmp_path)]
+    assert NodeConfig.from_args(base).kafka_listen == ""
+    cfg = NodeConfig.from_args([*base, "--kafka-listen", "127.0.0.1:9092"])
+    assert (cfg.kafka_listen, cfg.kafka_advertise) == ("127.0.0.1:9092", "127.0.0.1:9092")
+    cfg = NodeConfig.from_args([*base, "--kafka-listen", "127.0.0.1:9092", "--kafka-advertise", "127.0.0.2:19092"])
+    assert cfg.kafka_advertise == "127.0.0.2:19092"
+    with pytest.raises(ValueError, match="--kafka-listen must differ"):
+        NodeConfig(1, "127.0.0.1:9401", tmp_path, kafka_listen="127.0.0.1:9401")

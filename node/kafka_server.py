@@ -1,0 +1,146 @@
+"""The Kafka listener (`--kafka-listen`): accept, frame, dispatch, answer in order.
+
+Kafka answers a connection's requests in the order they came. The reader decodes and
+dispatches each request at once (a produce proposes its batches then, so pipelined
+batches keep their order) and queues what it will answer; the writer awaits the answers
+in that order and sends them. At most `MAX_INFLIGHT` requests wait per connection: the
+reader stops reading past that (backpressure, as Kafka mutes a busy channel).
+
+A frame that breaks the protocol (a size out of bounds, bytes that do not decode as
+the request they claim) closes that connection only. A request for an API or version
+this node does not serve is answered UNSUPPORTED_VERSION where Kafka's schema for it
+is known (an ApiVersions of a newer version gets our ranges at v0, as Kafka answers it).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Awaitable
+from typing import Any
+
+import trio
+from kio.index import UnknownAPIKey, UnknownEntity
+
+from client.errors import TideMQError
+from node.kafka_api import KafkaApi
+from node.kafka_wire import (
+    API_VERSIONS,
+    SUPPORTED,
+    KafkaError,
+    KafkaFrameError,
+    api_versions_fallback,
+    build,
+    decode_request,
+    encode_response,
+    peek_header,
+    response_class,
+)
+from node.server import contained, remote_addr
+
+log = logging.getLogger(__name__)
+
+MAX_INFLIGHT = 64  # requests read and not yet answered, per connection
+READ_CHUNK = 256 * 1024
+_SIZE = struct.Struct(">i")
+
+
+class KafkaServer:
+    def __init__(self, api: KafkaApi, *, max_frame_bytes: int, max_connections: int = 1000, metrics=None) -> None:
+        self.api = api
+        self.max_frame_bytes = max_frame_bytes
+        self.max_connections = max_connections
+        self.metrics = metrics
+        self.connections = 0
+
+    async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with self.api.node.internal_client("kafka") as cluster:
+            self.api.cluster = cluster
+            listeners = await trio.open_tcp_listeners(port, host=host)
+            task_status.started(listeners)
+            await trio.serve_listeners(self._serve_connection, listeners)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        addr = remote_addr(stream)
+        self.connections += 1
+        try:
+            async with contained(stream, addr, KafkaFrameError, self.metrics, "Kafka connection"):
+                if self.connections <= self.max_connections:
+                    await self._run(stream)
+                else:
+                    log.warning("refusing a Kafka connection from %s: %d open", addr, self.max_connections)
+        finally:
+            self.connections -= 1
+
+    async def _run(self, stream: trio.SocketStream) -> None:
+        send, receive = trio.open_memory_channel[tuple[int, Awaitable[Any]]](MAX_INFLIGHT)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer, stream, receive)
+            async with send:
+                buf = bytearray()
+                while True:
+                    frame = await self._next_frame(stream, buf)
+                    if frame is None:
+                        return
+                    answer = self._dispatch(frame)
+                    if answer is not None:
+                        await send.send(answer)
+
+    async def _next_frame(self, stream: trio.SocketStream, buf: bytearray) -> bytes | None:
+        while True:
+            if len(buf) >= 4:
+                (size,) = _SIZE.unpack_from(buf)
+                if not 0 < size <= self.max_frame_bytes:
+                    raise KafkaFrameError(f"request size {size} outside 1..{self.max_frame_bytes}")
+                if len(buf) >= 4 + size:
+                    frame = bytes(buf[4 : 4 + size])
+                    del buf[: 4 + size]
+                    return frame
+            data = await stream.receive_some(READ_CHUNK)
+            if not data:
+                if buf:
+                    raise KafkaFrameError("the connection closed inside a request")
+                return None
+            buf += data
+
+    def _dispatch(self, frame: bytes) -> tuple[int, Awaitable[Any]] | None:
+        """(correlation id, the answer's body to await), or None: nothing to answer."""
+        key, version, correlation = peek_header(frame)
+        lo_hi = SUPPORTED.get(key)
+        if lo_hi is None or not lo_hi[0] <= version <= lo_hi[1]:
+            if key == API_VERSIONS:
+                return correlation, _ready(api_versions_fallback(correlation))
+            return correlation, _ready(_unsupported(key, version, correlation))
+        req = decode_request(frame)
+        try:
+            body = self.api.dispatch(req)
+        except TideMQError as exc:
+            # A whole request refused (too many partitions, the node shutting down): the
+            # connection goes, as Kafka closes on a request it cannot take.
+            raise KafkaFrameError(f"API {key} v{version} refused: {exc.message}") from None
+        if body is None:
+            return None
+        return correlation, _encoded(body, correlation)
+
+    async def _writer(self, stream: trio.SocketStream, receive: trio.MemoryReceiveChannel) -> None:
+        async with receive:
+            async for _correlation, answer in receive:
+                await stream.send_all(await answer)
+
+
+async def _ready(frame: bytes) -> bytes:
+    return frame
+
+
+async def _encoded(body: Awaitable[Any], correlation: int) -> bytes:
+    return encode_response(await body, correlation)
+
+
+def _unsupported(key: int, version: int, correlation: int) -> bytes:
+    """UNSUPPORTED_VERSION in the response Kafka's schema defines for that request (its
+    top-level error code where it has one); a key no schema knows cannot be answered."""
+    try:
+        cls = response_class(key, version)
+    except (UnknownAPIKey, UnknownEntity):
+        raise KafkaFrameError(f"API key {key} v{version} is not a Kafka request this node knows") from None
+    return encode_response(build(cls, {"error_code": KafkaError.unsupported_version}), correlation)

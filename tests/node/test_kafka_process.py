@@ -1,0 +1,265 @@
+"""Kafka clients against real node processes: kafka-python produces (idempotent, keyed,
+with headers) and consumes through the nodes' Kafka listeners, and what crosses between
+the two protocols arrives whole."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import struct
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from client import Admin, Consumer, Producer
+from client.partitioner import partition_for_key
+from node.kafka_wire import SUPPORTED
+from tests.cluster import process_cluster, read_all
+
+TOPIC, PARTITIONS = "orders", 3
+
+
+def kafka_produce(bootstrap: str, n: int) -> list[tuple[int, int]]:
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap.split(","), enable_idempotence=True, acks="all", request_timeout_ms=10_000
+    )
+    try:
+        futures = [
+            producer.send(TOPIC, value=b"kafka-%d" % i, key=b"key-%d" % (i % 7), headers=[("origin", b"kafka")])
+            for i in range(n)
+        ]
+        producer.flush(timeout=30)
+        return [(f.get(timeout=10).partition, f.get(timeout=10).offset) for f in futures]
+    finally:
+        producer.close(timeout=5)
+
+
+def kafka_consume(bootstrap: str, expected: int) -> list:
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap.split(","),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    try:
+        consumer.assign([TopicPartition(TOPIC, p) for p in range(PARTITIONS)])
+        got: list = []
+        for _ in range(60):
+            for records in consumer.poll(timeout_ms=500).values():
+                got.extend(records)
+            if len(got) >= expected:
+                break
+        return got
+    finally:
+        consumer.close()
+
+
+async def wait_kafka_metadata(bootstrap: str, nodes: int) -> None:
+    """Until a node names every node's Kafka address (its peers' come by gossip)."""
+
+    def brokers() -> int:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), request_timeout_ms=5000)
+        try:
+            return len(consumer._client.cluster.brokers()) if consumer.topics() is not None else 0
+        finally:
+            consumer.close()
+
+    with trio.fail_after(30):
+        while await trio.to_thread.run_sync(brokers) < nodes:
+            await trio.sleep(0.2)
+
+
+@asynccontextmanager
+async def kafka_cluster(tmp_path, *topics: str, nodes: int = 3):
+    """Node processes with Kafka listeners, `topics` created (PARTITIONS each); yields the
+    cluster and its Kafka bootstrap once a node names every node's Kafka address."""
+    async with process_cluster(tmp_path, nodes, kafka=True) as c:
+        await c.wait_ready()
+        kafka_bootstrap = ",".join(c.kafka.values())
+        async with Admin(c.bootstrap) as admin:
+            for topic in topics:
+                await admin.create_topic(topic, PARTITIONS, nodes)
+        await wait_kafka_metadata(kafka_bootstrap, nodes)
+        yield c, kafka_bootstrap
+
+
+async def test_kafka_python_and_native_clients_share_one_cluster(tmp_path):
+    async with kafka_cluster(tmp_path, TOPIC) as (c, kafka_bootstrap):
+        placed = await trio.to_thread.run_sync(kafka_produce, kafka_bootstrap, 30)
+        # Keys land where our partitioner puts them: both are Kafka's murmur2.
+        for i, (p, _) in enumerate(placed):
+            assert p == partition_for_key(b"key-%d" % (i % 7), PARTITIONS)
+
+        async with Producer(c.bootstrap) as producer:
+            for i in range(10):
+                await producer.send(TOPIC, b"native-%d" % i, key=b"n", headers={"origin": b"native"})
+
+        # A native consumer reads what the Kafka producer wrote, and its own.
+        async with Consumer(c.bootstrap, topics=[TOPIC], offset_reset="earliest") as consumer:
+            seen = []
+            with trio.fail_after(30):
+                while len(seen) < 40:
+                    for messages in (await consumer.getmany(max_records=100, timeout=1)).values():
+                        seen.extend(messages)
+        by_value = {m.value: m for m in seen}
+        k0 = by_value[b"kafka-0"]
+        assert (k0.key, dict(k0.headers)) == (b"key-0", {"origin": b"kafka"})
+        assert (k0.partition, k0.offset) == placed[0]
+        assert sorted(v for v in by_value if v.startswith(b"kafka-")) == sorted(b"kafka-%d" % i for i in range(30))
+
+        # And a Kafka consumer reads both, with the native messages' keys and headers.
+        records = await trio.to_thread.run_sync(kafka_consume, kafka_bootstrap, 40)
+        values = {r.value: r for r in records}
+        assert set(values) == {b"kafka-%d" % i for i in range(30)} | {b"native-%d" % i for i in range(10)}
+        n0 = values[b"native-0"]
+        assert n0.key == b"n" and dict(n0.headers) == {"origin": b"native"}
+        assert (n0.partition, n0.offset) == (by_value[b"native-0"].partition, by_value[b"native-0"].offset)
+        # Offsets are the partition's: each record sits at the offset the native side saw.
+        assert all((r.partition, r.offset) == (by_value[r.value].partition, by_value[r.value].offset) for r in records)
+
+
+async def test_a_newer_api_versions_gets_our_ranges_and_the_connection_goes_on(tmp_path):
+    async with process_cluster(tmp_path, 1, kafka=True) as c:
+        await c.wait_ready()
+        host, port = c.kafka[1].rsplit(":", 1)
+
+        def exchange() -> tuple[bytes, bytes]:
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                out = []
+                for version in (99, 0):  # ApiVersions v99, then v0 on the same connection
+                    body = struct.pack(">hhih", 18, version, 42 + version, -1)
+                    s.sendall(struct.pack(">i", len(body)) + body)
+                    size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+                    out.append(s.recv(size, socket.MSG_WAITALL))
+                return out[0], out[1]
+
+        newer, v0 = await trio.to_thread.run_sync(exchange)
+        # v0 layout: correlation id, error code, then [api key, min, max]...
+        corr, error, count = struct.unpack_from(">ihi", newer)
+        assert (corr, error, count) == (42 + 99, 35, len(SUPPORTED))  # 35: UNSUPPORTED_VERSION
+        ranges = {
+            struct.unpack_from(">hhh", newer, 10 + 6 * i)[0]: struct.unpack_from(">hhh", newer, 10 + 6 * i)[1:]
+            for i in range(count)
+        }
+        assert ranges == SUPPORTED
+        corr, error, _ = struct.unpack_from(">ihi", v0)
+        assert (corr, error) == (42, 0)
+
+
+def librdkafka_roundtrip(bootstrap: str, topic: str, n: int) -> tuple[list, list]:
+    """confluent-kafka (librdkafka, the flexible versions): an idempotent producer, then a
+    consumer of every partition by assignment."""
+    from confluent_kafka import Consumer as RdConsumer
+    from confluent_kafka import Producer as RdProducer
+    from confluent_kafka import TopicPartition as RdTopicPartition
+
+    acked: list = []
+    # murmur2_random: the Java client's partitioner (and ours); librdkafka's default is CRC32.
+    producer = RdProducer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5, "partitioner": "murmur2_random"}
+    )
+    for i in range(n):
+        producer.produce(
+            topic,
+            value=b"rd-%d" % i,
+            key=b"rk-%d" % (i % 5),
+            headers=[("origin", b"librdkafka")],
+            on_delivery=lambda err, msg: acked.append((err, msg.partition(), msg.offset())),
+        )
+    assert producer.flush(30) == 0
+    consumer = RdConsumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "unused",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        consumer.assign([RdTopicPartition(topic, p, 0) for p in range(PARTITIONS)])  # 0: the first offset
+        got: list = []
+        for _ in range(60):
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                got.append((msg.partition(), msg.offset(), msg.key(), msg.value(), msg.headers()))
+            if len(got) >= n:
+                break
+        return acked, got
+    finally:
+        consumer.close()
+
+
+def aiokafka_roundtrip(bootstrap: str, topic: str, n: int) -> tuple[list, list]:
+    """aiokafka (the legacy, non-flexible versions) on its own asyncio loop."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.structs import TopicPartition as AioTopicPartition
+
+    async def run() -> tuple[list, list]:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+        await producer.start()
+        try:
+            sent = [
+                await producer.send_and_wait(topic, b"aio-%d" % i, key=b"ak", headers=[("origin", b"aiokafka")])
+                for i in range(n)
+            ]
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            consumer.assign([AioTopicPartition(topic, p) for p in range(PARTITIONS)])
+            got: list = []
+            for _ in range(60):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    got.extend((r.partition, r.offset, r.key, r.value, r.headers) for r in records)
+                if len(got) >= n:
+                    break
+            return [(s.partition, s.offset) for s in sent], got
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+async def test_librdkafka_and_aiokafka_produce_and_consume(tmp_path):
+    async with kafka_cluster(tmp_path, "rd", "aio") as (c, kafka_bootstrap):
+        acked, got = await trio.to_thread.run_sync(librdkafka_roundtrip, kafka_bootstrap, "rd", 20)
+        assert all(err is None for err, _, _ in acked) and len(acked) == 20
+        assert sorted((p, o) for _, p, o in acked) == sorted((p, o) for p, o, *_ in got)
+        assert {v for *_, v, _ in got} == {b"rd-%d" % i for i in range(20)}
+        assert all(h == [("origin", b"librdkafka")] for *_, h in got)
+        for p, _, key, _, _ in got:
+            assert p == partition_for_key(key, PARTITIONS)
+
+        sent, got = await trio.to_thread.run_sync(aiokafka_roundtrip, kafka_bootstrap, "aio", 10)
+        assert sorted(sent) == sorted((p, o) for p, o, *_ in got)
+        assert [v for *_, v, _ in sorted(got)] == [b"aio-%d" % i for i in range(10)]  # one key: one partition, in order
+        assert all(k == b"ak" and h == (("origin", b"aiokafka"),) for _, _, k, _, h in got)
+
+        # The native consumer sees the same records at the same offsets.
+        native = await read_all(c.bootstrap, ["rd", "aio"])
+        assert {(m.topic, m.partition, m.offset) for m in native} == {("rd", p, o) for _, p, o in acked} | {
+            ("aio", p, o) for p, o in sent
+        }
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed (.ci/run installs Debian's kcat)")
+async def test_kcat_lists_produces_and_consumes(tmp_path):
+    async with kafka_cluster(tmp_path, "kc") as (c, kafka_bootstrap):
+        with trio.fail_after(60):
+            listing = await trio.run_process(["kcat", "-L", "-b", kafka_bootstrap, "-t", "kc"], capture_stdout=True)
+            assert b"3 brokers" in listing.stdout and b'topic "kc" with 3 partitions' in listing.stdout
+            lines = b"".join(b"k%d:v%d\n" % (i, i) for i in range(12))
+            await trio.run_process(["kcat", "-P", "-b", kafka_bootstrap, "-t", "kc", "-K:"], stdin=lines)
+            out = await trio.run_process(
+                ["kcat", "-C", "-b", kafka_bootstrap, "-t", "kc", "-o", "beginning", "-e", "-q", "-f", "%k=%s\\n"],
+                capture_stdout=True,
+            )
+        assert sorted(out.stdout.split()) == sorted(b"k%d=v%d" % (i, i) for i in range(12))
+        native = await read_all(c.bootstrap, ["kc"])
+        assert sorted(m.value for m in native) == sorted(b"v%d" % i for i in range(12))
