@@ -12,10 +12,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from client.errors import InvalidRequestError, TideMQError, UnknownTopicError
+import trio
+
+from client.errors import InvalidRequestError, RequestTimeoutError, TideMQError, UnknownTopicError
 from client.protocol import (
     READ_COMMITTED,
     READ_UNCOMMITTED,
+    CreateTopic,
+    DeleteTopic,
     Fetch,
     FetchPartition,
     InitProducerId,
@@ -31,6 +35,7 @@ from node.kafka_wire import (
     kafka_error,
     response_class,
 )
+from node.metadata import validate_topic
 
 if TYPE_CHECKING:
     from client.cluster import ClusterClient
@@ -41,6 +46,8 @@ if TYPE_CHECKING:
 #: term would do, but a client that has it fences its fetches by it: not yet served).
 NO_EPOCH = -1
 MAX_PARTITIONS = 1000  # per produce or fetch, as the native fetch
+DEFAULT_PARTITIONS = 1  # a CreateTopics that leaves them to the broker (Kafka's num.partitions)
+DEFAULT_REPLICATION = 3  # (at most the live nodes)
 
 Handler = Callable[[Request], Awaitable[Any] | None]
 
@@ -69,6 +76,8 @@ class KafkaApi:
             2: self.list_offsets,
             3: self.metadata,
             API_VERSIONS: self.api_versions,
+            19: self.create_topics,
+            20: self.delete_topics,
             22: self.init_producer_id,
         }
 
@@ -120,6 +129,64 @@ class KafkaApi:
         controller = b.controller.core.leader or -1
         body = {"brokers": brokers, "controller_id": controller, "cluster_id": "tidemq", "topics": topics}
         return _value(build(response_class(3, req.version), body))
+
+    # -- topics ----------------------------------------------------------------------------
+    # Through this node's cluster client to the controller leader, wherever it is: Kafka's
+    # clients send these to the controller Metadata names, and would retry otherwise.
+
+    def create_topics(self, req: Request) -> Awaitable[Any]:
+        return self._create_topics(req)
+
+    async def _create_topics(self, req: Request) -> Any:
+        body, live = req.body, len(self.node.live_nodes())
+        results = []
+        for t in body.topics:
+            out: dict[str, Any] = {"name": t.name, "num_partitions": -1, "replication_factor": -1}
+            try:
+                if t.assignments:
+                    raise InvalidRequestError(
+                        "replica assignments are chosen by the cluster; give partitions and replication"
+                    )
+                partitions = DEFAULT_PARTITIONS if t.num_partitions == -1 else int(t.num_partitions)
+                replication = (
+                    min(DEFAULT_REPLICATION, live) if t.replication_factor == -1 else int(t.replication_factor)
+                )
+                configs = {c.name: c.value for c in t.configs if c.value is not None}
+                if body.validate_only:
+                    validate_topic(t.name, partitions, replication, live, configs, self.node.cfg.config_minimums)
+                else:
+                    await self._controller(CreateTopic(t.name, partitions, replication, configs), body.timeout)
+                out.update(num_partitions=partitions, replication_factor=replication)
+            except TideMQError as exc:
+                out.update(_failed(exc))
+            results.append(out)
+        return build(response_class(19, req.version), {"topics": results})
+
+    def delete_topics(self, req: Request) -> Awaitable[Any]:
+        return self._delete_topics(req)
+
+    async def _delete_topics(self, req: Request) -> Any:
+        body = req.body
+        names = list(body.topic_names) if hasattr(body, "topic_names") else [t.name for t in body.topics]
+        results = []
+        for name in names:
+            out: dict[str, Any] = {"name": name}
+            try:
+                if name is None:
+                    raise InvalidRequestError("topics are deleted by name here, not by topic id")
+                await self._controller(DeleteTopic(name), body.timeout)
+            except TideMQError as exc:
+                out.update(_failed(exc))
+            results.append(out)
+        return build(response_class(20, req.version), {"responses": results})
+
+    async def _controller(self, request: Any, timeout: Any) -> Any:
+        assert self.cluster is not None, "the Kafka listener serves once its cluster client is open"
+        seconds = max(0.001, timeout.total_seconds()) if timeout.total_seconds() > 0 else 30.0
+        with trio.move_on_after(seconds) as scope:
+            return await self.cluster.controller_request(request)
+        assert scope.cancelled_caught
+        raise RequestTimeoutError(f"the controller did not answer within {seconds:.1f}s")
 
     # -- producing --------------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     2: (1, 7),  # ListOffsets
     3: (0, 12),  # Metadata
     18: (0, 4),  # ApiVersions
+    19: (2, 7),  # CreateTopics
+    20: (1, 6),  # DeleteTopics (v6 names topics by name or id: by name here)
     22: (0, 4),  # InitProducerId
 }
 API_VERSIONS = 18

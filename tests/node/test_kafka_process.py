@@ -263,3 +263,52 @@ async def test_kcat_lists_produces_and_consumes(tmp_path):
         assert sorted(out.stdout.split()) == sorted(b"k%d=v%d" % (i, i) for i in range(12))
         native = await read_all(c.bootstrap, ["kc"])
         assert sorted(m.value for m in native) == sorted(b"v%d" % i for i in range(12))
+
+
+def kafka_python_admin(bootstrap: str) -> tuple[list[str], str, list[str]]:
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=10_000)
+    try:
+        admin.create_topics([NewTopic("made-by-kafka", 2, 3, topic_configs={"retention.ms": "3600000"})])
+        try:
+            admin.create_topics([NewTopic("made-by-kafka", 2, 3)])
+            again = "created twice"
+        except TopicAlreadyExistsError:
+            again = "already exists"
+        listed = sorted(admin.list_topics())
+        admin.delete_topics(["made-by-kafka"])
+        return listed, again, sorted(admin.list_topics())
+    finally:
+        admin.close()
+
+
+def librdkafka_admin(bootstrap: str) -> tuple[str | None, str | None]:
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin import NewTopic as RdNewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    [(_, created)] = admin.create_topics([RdNewTopic("made-by-rd", num_partitions=3, replication_factor=3)]).items()
+    created.result(timeout=30)
+    [(_, refused)] = admin.create_topics([RdNewTopic("bad name!", num_partitions=1, replication_factor=1)]).items()
+    try:
+        refused.result(timeout=30)
+        refusal = None
+    except Exception as exc:  # a KafkaException naming Kafka's error
+        refusal = str(exc)
+    [(_, deleted)] = admin.delete_topics(["made-by-rd"]).items()
+    deleted.result(timeout=30)
+    return "made-by-rd", refusal
+
+
+async def test_kafka_admin_clients_create_and_delete_topics(tmp_path):
+    async with kafka_cluster(tmp_path) as (c, kafka_bootstrap):
+        listed, again, after = await trio.to_thread.run_sync(kafka_python_admin, kafka_bootstrap)
+        assert "made-by-kafka" in listed and again == "already exists" and "made-by-kafka" not in after
+        created, refusal = await trio.to_thread.run_sync(librdkafka_admin, kafka_bootstrap)
+        assert refusal is not None and "INVALID" in refusal.upper()
+        async with Admin(c.bootstrap) as admin:
+            with trio.fail_after(10):
+                while created in await admin.list_topics() or "made-by-kafka" in await admin.list_topics():
+                    await trio.sleep(0.1)  # both deleted, as the native side sees it
