@@ -199,7 +199,7 @@ class Broker:
         self.kafka_addrs: dict[int, str] = {self.id: config.kafka_advertise} if config.kafka_advertise else {}
         self.kafka_server = (
             KafkaServer(
-                KafkaApi(self, self.api, lambda: self.kafka_addrs),
+                KafkaApi(self, self.api, self.coordinator, lambda: self.kafka_addrs),
                 max_frame_bytes=config.max_frame_bytes,
                 max_connections=config.max_connections,
                 metrics=self.metrics,

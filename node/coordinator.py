@@ -410,6 +410,9 @@ class GroupCoordinator(Service):
     def __init__(self, ctx: NodeContext) -> None:
         super().__init__(ctx)
         self._expiry_checked = 0.0
+        #: Whether a group has members of Kafka's classic protocol here (set by the Kafka
+        #: listener): a group is one kind or the other, never both at once.
+        self.kafka_members: Callable[[str], bool] = lambda group: False
 
     def topics(self) -> list[InternalTopic]:
         segment = {"segment.bytes": str(OFFSETS_SEGMENT_BYTES)}
@@ -444,6 +447,11 @@ class GroupCoordinator(Service):
         part = self.ctx.coordinating_partition(OFFSETS_TOPIC, group, f"group {group!r}")
         assert isinstance(part.shard, GroupShard)
         return part.shard.coordination()
+
+    def has_members(self, group: str) -> bool:
+        """Whether a native group of this name has members (on its coordinator)."""
+        g = self._local(group).groups.get(group)
+        return g is not None and bool(g.members)
 
     def find_coordinator(self, req: FindCoordinator) -> Awaitable[CoordinatorResponse]:
         check_name("group", req.group)
@@ -480,6 +488,10 @@ class GroupCoordinator(Service):
                 log.info("group %s: member %s left", req.group, req.member_id)
             return self._after_leave(coord, req.member_id)
         if req.member_epoch == 0:
+            if self.kafka_members(req.group):
+                raise InvalidRequestError(
+                    f"group {req.group!r} has members of Kafka's group protocol; a group is one kind or the other"
+                )
             m = g.join(
                 req.member_id or uuid.uuid4().hex,
                 req.client_id,

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from client.errors import InvalidRequestError, RequestTimeoutError, TideMQError, UnknownTopicError
+from client.conventions import OFFSETS_TOPIC
+from client.errors import (
+    CoordinatorNotAvailableError,
+    InvalidRequestError,
+    RequestTimeoutError,
+    TideMQError,
+    UnknownTopicError,
+)
 from client.protocol import (
     READ_COMMITTED,
     READ_UNCOMMITTED,
@@ -24,8 +31,12 @@ from client.protocol import (
     FetchPartition,
     InitProducerId,
     ListOffsets,
+    OffsetCommit,
+    OffsetFetch,
     Produce,
+    TopicPartition,
 )
+from node.kafka_groups import INCONSISTENT_GROUP_PROTOCOL, ClassicGroups, GroupError
 from node.kafka_wire import (
     API_VERSIONS,
     KafkaError,
@@ -41,6 +52,7 @@ if TYPE_CHECKING:
     from client.cluster import ClusterClient
     from node.api import Api
     from node.context import Node
+    from node.coordinator import GroupCoordinator
 
 #: A Kafka client with no leader epoch to send says -1; we give none either (the Raft
 #: term would do, but a client that has it fences its fetches by it: not yet served).
@@ -52,8 +64,12 @@ DEFAULT_REPLICATION = 3  # (at most the live nodes)
 Handler = Callable[[Request], Awaitable[Any] | None]
 
 
+def _code(exc: TideMQError) -> KafkaError:
+    return KafkaError(exc.kafka_code) if isinstance(exc, GroupError) else kafka_error(exc.code)
+
+
 def _failed(exc: TideMQError) -> dict[str, Any]:
-    return {"error_code": kafka_error(exc.code), "error_message": exc.message}
+    return {"error_code": _code(exc), "error_message": exc.message}
 
 
 async def _value(value: Any) -> Any:
@@ -61,11 +77,16 @@ async def _value(value: Any) -> Any:
 
 
 class KafkaApi:
-    def __init__(self, node: Node, api: Api, kafka_addrs: Callable[[], dict[int, str]]) -> None:
+    def __init__(
+        self, node: Node, api: Api, coordinator: GroupCoordinator, kafka_addrs: Callable[[], dict[int, str]]
+    ) -> None:
         """`kafka_addrs`: every node's Kafka address that this node knows (its own and
         what its peers gossiped)."""
         self.node = node
         self.api = api
+        self.coordinator = coordinator
+        self.groups = ClassicGroups()
+        coordinator.kafka_members = self.groups.active
         self._kafka_addrs = kafka_addrs
         #: This node's client of the cluster (`KafkaServer.serve` opens it): a producer
         #: id comes from the controller, which need not be this node.
@@ -76,6 +97,13 @@ class KafkaApi:
             2: self.list_offsets,
             3: self.metadata,
             API_VERSIONS: self.api_versions,
+            8: self.offset_commit,
+            9: self.offset_fetch,
+            10: self.find_coordinator,
+            11: self.join_group,
+            12: self.heartbeat,
+            13: self.leave_group,
+            14: self.sync_group,
             19: self.create_topics,
             20: self.delete_topics,
             22: self.init_producer_id,
@@ -187,6 +215,191 @@ class KafkaApi:
             return await self.cluster.controller_request(request)
         assert scope.cancelled_caught
         raise RequestTimeoutError(f"the controller did not answer within {seconds:.1f}s")
+
+    # -- groups (Kafka's classic protocol: node.kafka_groups) --------------------------------
+
+    def _coordinate(self, group: str) -> None:
+        """This node coordinates `group`, as for a native group (NOT_COORDINATOR sends
+        the client to FindCoordinator again); a group it no longer coordinates, or one of
+        an earlier term here, is forgotten: its members rejoin."""
+        try:
+            part = self.node.coordinating_partition(OFFSETS_TOPIC, group, f"group {group!r}")
+        except TideMQError:
+            self.groups.forget(group)
+            raise
+        g = self.groups.groups.get(group)
+        if g is not None and g.term != part.core.term:
+            self.groups.forget(group)
+
+    def find_coordinator(self, req: Request) -> Awaitable[Any]:
+        body = req.body
+        keys = list(body.coordinator_keys) if hasattr(body, "coordinator_keys") else [body.key]
+        key_type = int(getattr(body, "key_type", 0))
+        found = []
+        for key in keys:
+            out: dict[str, Any] = {"key": key, "node_id": -1, "host": "", "port": -1}
+            try:
+                if key_type != 0:
+                    raise CoordinatorNotAvailableError("transactions are not served on the Kafka listener yet")
+                node = self.node.find_coordinator(OFFSETS_TOPIC, key, f"group {key!r}").node_id
+                addr = self._kafka_addrs().get(node)
+                if addr is None:
+                    raise CoordinatorNotAvailableError(
+                        f"node {node} coordinates group {key!r}; its Kafka address is not known yet"
+                    )
+                host, _, port = addr.rpartition(":")
+                out.update(node_id=node, host=host, port=int(port))
+            except TideMQError as exc:
+                out.update(_failed(exc))
+            found.append(out)
+        body_out = {"coordinators": found} if req.version >= 4 else found[0]
+        return _value(build(response_class(10, req.version), body_out))
+
+    def join_group(self, req: Request) -> Awaitable[Any]:
+        return self._join_group(req)
+
+    async def _join_group(self, req: Request) -> Any:
+        b = req.body
+        out: dict[str, Any] = {"member_id": b.member_id, "generation_id": -1, "leader": "", "protocol_name": ""}
+        try:
+            self._coordinate(b.group_id)
+            if self.coordinator.has_members(b.group_id):
+                raise GroupError(
+                    INCONSISTENT_GROUP_PROTOCOL,
+                    f"group {b.group_id!r} has native members; a group is one kind or the other",
+                )
+            term = self.node.coordinating_partition(OFFSETS_TOPIC, b.group_id, "").core.term
+            result = await self.groups.join(
+                b.group_id,
+                b.member_id,
+                getattr(b, "group_instance_id", None),
+                b.protocol_type,
+                [(p.name, p.metadata) for p in b.protocols],
+                int(b.session_timeout.total_seconds() * 1000),
+                int(getattr(b, "rebalance_timeout", b.session_timeout).total_seconds() * 1000),
+                term,
+            )
+            out.update(
+                generation_id=result.generation,
+                protocol_type=b.protocol_type,
+                protocol_name=result.protocol,
+                leader=result.leader,
+                member_id=result.member_id,
+                members=[{"member_id": m, "group_instance_id": i, "metadata": md} for m, i, md in result.members],
+            )
+        except TideMQError as exc:
+            out["error_code"] = _code(exc)
+        return build(response_class(11, req.version), out)
+
+    def sync_group(self, req: Request) -> Awaitable[Any]:
+        return self._sync_group(req)
+
+    async def _sync_group(self, req: Request) -> Any:
+        b = req.body
+        out: dict[str, Any] = {"assignment": b""}
+        try:
+            self._coordinate(b.group_id)
+            assignments = {a.member_id: a.assignment for a in b.assignments}
+            out["assignment"] = await self.groups.sync(b.group_id, b.member_id, int(b.generation_id), assignments)
+            g = self.groups.groups[b.group_id]
+            out.update(protocol_type=g.protocol_type, protocol_name=g.protocol)
+        except TideMQError as exc:
+            out["error_code"] = _code(exc)
+        return build(response_class(14, req.version), out)
+
+    def heartbeat(self, req: Request) -> Awaitable[Any]:
+        b = req.body
+        out: dict[str, Any] = {}
+        try:
+            self._coordinate(b.group_id)
+            self.groups.heartbeat(b.group_id, b.member_id, int(b.generation_id))
+        except TideMQError as exc:
+            out["error_code"] = _code(exc)
+        return _value(build(response_class(12, req.version), out))
+
+    def leave_group(self, req: Request) -> Awaitable[Any]:
+        b = req.body
+        leaving = (
+            [(m.member_id, m.group_instance_id) for m in b.members] if hasattr(b, "members") else [(b.member_id, None)]
+        )
+        out: dict[str, Any] = {"members": []}
+        try:
+            self._coordinate(b.group_id)
+            for member_id, instance_id in leaving:
+                result: dict[str, Any] = {"member_id": member_id, "group_instance_id": instance_id}
+                try:
+                    self.groups.leave(b.group_id, member_id, instance_id)
+                except TideMQError as exc:
+                    result["error_code"] = _code(exc)
+                    if len(leaving) == 1:
+                        out["error_code"] = _code(exc)
+                out["members"].append(result)
+        except TideMQError as exc:
+            out["error_code"] = _code(exc)
+        return _value(build(response_class(13, req.version), out))
+
+    def offset_commit(self, req: Request) -> Awaitable[Any]:
+        return self._offset_commit(req)
+
+    async def _offset_commit(self, req: Request) -> Any:
+        b = req.body
+        offsets = [(t.name, int(p.partition_index), int(p.committed_offset)) for t in b.topics for p in t.partitions]
+        error: KafkaError | None = None
+        try:
+            self._coordinate(b.group_id)
+            self.groups.check_commit(b.group_id, b.member_id, int(b.generation_id_or_member_epoch))
+            await self.coordinator.offset_commit(OffsetCommit(b.group_id, offsets))
+        except TideMQError as exc:
+            error = _code(exc)
+        topics = [
+            {
+                "name": t.name,
+                "partitions": [
+                    {"partition_index": p.partition_index, "error_code": error or KafkaError.none} for p in t.partitions
+                ],
+            }
+            for t in b.topics
+        ]
+        return build(response_class(8, req.version), {"topics": topics})
+
+    def offset_fetch(self, req: Request) -> Awaitable[Any]:
+        return self._offset_fetch(req)
+
+    async def _offset_fetch(self, req: Request) -> Any:
+        b = req.body
+        stable = bool(getattr(b, "require_stable", False))
+        if req.version >= 8:
+            groups = [await self._group_offsets(g.group_id, g.topics, stable) for g in b.groups]
+            return build(response_class(9, req.version), {"groups": groups})
+        one = await self._group_offsets(b.group_id, b.topics, stable)
+        return build(response_class(9, req.version), {"topics": one["topics"], "error_code": one["error_code"]})
+
+    async def _group_offsets(self, group: str, topics: Any, stable: bool) -> dict[str, Any]:
+        wanted = (
+            None if topics is None else [TopicPartition(t.name, int(p)) for t in topics for p in t.partition_indexes]
+        )
+        try:
+            self._coordinate(group)
+            resp = await self.coordinator.offset_fetch(OffsetFetch(group, wanted, require_stable=stable))
+        except TideMQError as exc:
+            return {"group_id": group, "topics": [], "error_code": _code(exc)}
+        have = {(t, p): o for t, p, o in resp.offsets}
+        keys = [(tp.topic, tp.partition) for tp in wanted] if wanted is not None else sorted(have)
+        by_topic: dict[str, list[dict[str, Any]]] = {}
+        for t, p in keys:
+            by_topic.setdefault(t, []).append(
+                {
+                    "partition_index": p,
+                    "committed_offset": have.get((t, p), -1),
+                    "committed_leader_epoch": NO_EPOCH,
+                    "metadata": "",
+                }
+            )
+        return {
+            "group_id": group,
+            "topics": [{"name": t, "partitions": ps} for t, ps in by_topic.items()],
+            "error_code": KafkaError.none,
+        }
 
     # -- producing --------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 64  # requests read and not yet answered, per connection
 READ_CHUNK = 256 * 1024
+GROUP_TICK_S = 0.1
 _SIZE = struct.Struct(">i")
 
 
@@ -54,11 +55,18 @@ class KafkaServer:
         self.connections = 0
 
     async def serve(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with self.api.node.internal_client("kafka") as cluster:
+        async with self.api.node.internal_client("kafka") as cluster, trio.open_nursery() as nursery:
             self.api.cluster = cluster
+            nursery.start_soon(self._group_janitor)
             listeners = await trio.open_tcp_listeners(port, host=host)
             task_status.started(listeners)
             await trio.serve_listeners(self._serve_connection, listeners)
+
+    async def _group_janitor(self) -> None:
+        """Members silent past their session, joins that are due (node.kafka_groups)."""
+        while True:
+            await trio.sleep(GROUP_TICK_S)
+            self.api.groups.expire()
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         addr = remote_addr(stream)

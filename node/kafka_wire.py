@@ -36,6 +36,13 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     1: (4, 12),  # Fetch: v4 is the first with record batch v2 (and isolation levels)
     2: (1, 7),  # ListOffsets
     3: (0, 12),  # Metadata
+    8: (2, 8),  # OffsetCommit (9 and up are KIP-848's member epochs)
+    9: (1, 8),  # OffsetFetch
+    10: (0, 4),  # FindCoordinator (groups; transactions not yet)
+    11: (2, 7),  # JoinGroup
+    12: (0, 4),  # Heartbeat
+    13: (0, 4),  # LeaveGroup
+    14: (0, 5),  # SyncGroup
     18: (0, 4),  # ApiVersions
     19: (2, 7),  # CreateTopics
     20: (1, 6),  # DeleteTopics (v6 names topics by name or id: by name here)

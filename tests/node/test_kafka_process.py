@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import socket
 import struct
+import threading
 from contextlib import asynccontextmanager
 
 import pytest
@@ -14,7 +15,9 @@ import trio
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from client import Admin, Consumer, Producer
+from client.errors import InvalidRequestError
 from client.partitioner import partition_for_key
+from client.protocol import OffsetFetch
 from node.kafka_wire import SUPPORTED
 from tests.cluster import process_cluster, read_all
 
@@ -312,3 +315,191 @@ async def test_kafka_admin_clients_create_and_delete_topics(tmp_path):
             with trio.fail_after(10):
                 while created in await admin.list_topics() or "made-by-kafka" in await admin.list_topics():
                     await trio.sleep(0.1)  # both deleted, as the native side sees it
+
+
+def group_member(bootstrap: str, group: str, stop_after: int, results: dict, name: str) -> None:
+    """A kafka-python member of `group` on TOPIC: polls until it has `stop_after` records
+    or the topic goes quiet, committing as it goes; records what it got."""
+    consumer = KafkaConsumer(
+        TOPIC,
+        bootstrap_servers=bootstrap.split(","),
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=300,
+        max_poll_records=50,
+    )
+    got: list = []
+    quiet = 0
+    try:
+        while len(got) < stop_after and quiet < 12:
+            batch = consumer.poll(timeout_ms=500)
+            records = [r for rs in batch.values() for r in rs]
+            got.extend((r.partition, r.offset, r.value) for r in records)
+            if records:
+                consumer.commit()
+                quiet = 0
+            elif consumer.assignment():
+                quiet += 1
+        results[name] = (got, sorted(tp.partition for tp in consumer.assignment()))
+    finally:
+        consumer.close()
+
+
+async def test_a_kafka_consumer_group_shares_partitions_commits_and_resumes(tmp_path):
+    async with kafka_cluster(tmp_path, TOPIC) as (c, kafka_bootstrap):
+        placed = await trio.to_thread.run_sync(kafka_produce, kafka_bootstrap, 60)
+        results: dict = {}
+        async with trio.open_nursery() as nursery:  # two members at once share the three partitions
+            for name in ("a", "b"):
+                nursery.start_soon(trio.to_thread.run_sync, group_member, kafka_bootstrap, "g1", 60, results, name)
+        (got_a, parts_a), (got_b, parts_b) = results["a"], results["b"]
+        assert parts_a and parts_b and not set(parts_a) & set(parts_b), (parts_a, parts_b)
+        everything = sorted((p, o) for p, o, _ in got_a + got_b)
+        assert everything == sorted(placed)  # each record once, by one member
+
+        # What they committed is the group's, as the native side sees it too.
+        async with Admin(c.bootstrap) as admin:
+            described = await admin.cluster.coordinator_request("g1", OffsetFetch("g1"))
+        committed = {p: o for _, p, o in described.offsets}
+        ends = {}
+        for p, o in placed:
+            ends[p] = max(ends.get(p, 0), o + 1)
+        assert committed == ends
+
+        # More records, a new member of the same group: it starts where the group stopped.
+        more = await trio.to_thread.run_sync(kafka_produce, kafka_bootstrap, 9)
+        results.clear()
+        await trio.to_thread.run_sync(group_member, kafka_bootstrap, "g1", 9, results, "c")
+        got_c, parts_c = results["c"]
+        assert sorted(parts_c) == list(range(PARTITIONS))
+        assert sorted((p, o) for p, o, _ in got_c) == sorted(more)
+
+
+def librdkafka_group(bootstrap: str, topic: str, group: str, expected: int) -> list:
+    from confluent_kafka import Consumer as RdConsumer
+
+    consumer = RdConsumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        consumer.subscribe([topic])
+        got: list = []
+        for _ in range(120):
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                got.append((msg.partition(), msg.offset()))
+            if len(got) >= expected:
+                break
+        consumer.commit(asynchronous=False)
+        return got
+    finally:
+        consumer.close()
+
+
+def aiokafka_group(bootstrap: str, topic: str, group: str, expected: int) -> list:
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    async def run() -> list:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            got: list = []
+            for _ in range(60):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    got.extend((r.partition, r.offset) for r in records)
+                if len(got) >= expected:
+                    break
+            await consumer.commit()
+            return got
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+async def test_librdkafka_and_aiokafka_members_of_one_group_take_over_from_each_other(tmp_path):
+    async with kafka_cluster(tmp_path, "shared") as (c, kafka_bootstrap):
+        first = await trio.to_thread.run_sync(aiokafka_roundtrip, kafka_bootstrap, "shared", 12)
+        got = await trio.to_thread.run_sync(librdkafka_group, kafka_bootstrap, "shared", "mixed", 12)
+        assert sorted(got) == sorted(first[0])
+        async with Producer(c.bootstrap) as producer:  # a native producer, for a change
+            more = [await producer.send("shared", b"more-%d" % i, key=b"m") for i in range(5)]
+        got = await trio.to_thread.run_sync(aiokafka_group, kafka_bootstrap, "shared", "mixed", 5)
+        assert sorted(got) == sorted((m.partition, m.offset) for m in more)  # from the group's commit on
+        # A native member may not join a group Kafka clients use while they are in it;
+        # now that they left it is a group with offsets only, and a native consumer
+        # of it starts from them.
+        async with Consumer(c.bootstrap, group="mixed", topics=["shared"], offset_reset="earliest") as consumer:
+            with trio.move_on_after(3):
+                leftover = await consumer.getmany(max_records=100, timeout=2)
+        assert not any(leftover.values())
+
+
+def leaves(group: BaseExceptionGroup) -> list:
+    return [leaf for e in group.exceptions for leaf in (leaves(e) if isinstance(e, BaseExceptionGroup) else [e])]
+
+
+def hold_membership(bootstrap: str, group: str, joined: threading.Event, stop: threading.Event) -> None:
+    consumer = KafkaConsumer(TOPIC, bootstrap_servers=bootstrap.split(","), group_id=group, session_timeout_ms=6000)
+    try:
+        while not stop.is_set():
+            consumer.poll(timeout_ms=200)
+            if consumer.assignment():
+                joined.set()
+    finally:
+        consumer.close()
+
+
+def try_kafka_join(bootstrap: str, group: str) -> str:
+    from kafka.errors import KafkaError as KafkaClientError
+
+    consumer = KafkaConsumer(TOPIC, bootstrap_servers=bootstrap.split(","), group_id=group, session_timeout_ms=6000)
+    try:
+        for _ in range(20):
+            consumer.poll(timeout_ms=200)
+        return "joined" if consumer.assignment() else "not joined"
+    except KafkaClientError as exc:
+        return type(exc).__name__
+    finally:
+        consumer.close()
+
+
+async def test_a_group_is_either_kafka_or_native_never_both(tmp_path):
+    async with kafka_cluster(tmp_path, TOPIC) as (c, kafka_bootstrap):
+        joined, stop = threading.Event(), threading.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, hold_membership, kafka_bootstrap, "kafka-kind", joined, stop)
+            try:
+                with trio.fail_after(20):
+                    while not joined.is_set():
+                        await trio.sleep(0.1)
+                refused: list[InvalidRequestError] = []
+                try:
+                    with trio.fail_after(20):
+                        async with Consumer(c.bootstrap, group="kafka-kind", topics=[TOPIC]) as consumer:
+                            await consumer.getmany(timeout=5)
+                except* InvalidRequestError as group:
+                    refused.extend(leaves(group))
+                assert refused and "Kafka's group protocol" in refused[0].message
+            finally:
+                stop.set()
+
+        async with Producer(c.bootstrap) as producer:
+            await producer.send(TOPIC, b"something to read")
+        async with Consumer(c.bootstrap, group="native-kind", topics=[TOPIC], offset_reset="earliest") as consumer:
+            with trio.fail_after(20):  # a member, with partitions
+                while not await consumer.getmany(max_records=1, timeout=1):
+                    pass
+            outcome = await trio.to_thread.run_sync(try_kafka_join, kafka_bootstrap, "native-kind")
+        assert outcome == "InconsistentGroupProtocolError"
