@@ -30,6 +30,7 @@ from client.protocol import (
     Fetch,
     FetchPartition,
     InitProducerId,
+    ListGroups,
     ListOffsets,
     OffsetCommit,
     OffsetFetch,
@@ -57,7 +58,9 @@ if TYPE_CHECKING:
 #: A Kafka client with no leader epoch to send says -1; we give none either (the Raft
 #: term would do, but a client that has it fences its fetches by it: not yet served).
 NO_EPOCH = -1
+NATIVE_PROTOCOL_TYPE = "tidemq"  # how a native group shows to Kafka's admin tools
 MAX_PARTITIONS = 1000  # per produce or fetch, as the native fetch
+CLUSTER_ID = "tidemq"
 DEFAULT_PARTITIONS = 1  # a CreateTopics that leaves them to the broker (Kafka's num.partitions)
 DEFAULT_REPLICATION = 3  # (at most the live nodes)
 
@@ -104,9 +107,12 @@ class KafkaApi:
             12: self.heartbeat,
             13: self.leave_group,
             14: self.sync_group,
+            15: self.describe_groups,
+            16: self.list_groups,
             19: self.create_topics,
             20: self.delete_topics,
             22: self.init_producer_id,
+            60: self.describe_cluster,
         }
 
     def dispatch(self, req: Request) -> Awaitable[Any] | None:
@@ -117,13 +123,26 @@ class KafkaApi:
     def api_versions(self, req: Request) -> Awaitable[Any]:
         return _value(api_versions_response(req.version))
 
+    def _brokers(self, id_field: str) -> list[dict[str, Any]]:
+        brokers = []
+        for nid, addr in sorted(self._kafka_addrs().items()):
+            host, _, port = addr.rpartition(":")
+            brokers.append({id_field: nid, "host": host, "port": int(port)})
+        return brokers
+
+    def describe_cluster(self, req: Request) -> Awaitable[Any]:
+        body = {
+            "cluster_id": CLUSTER_ID,
+            "controller_id": self.node.controller.core.leader or -1,
+            "brokers": self._brokers("broker_id"),
+            "endpoint_type": 1,  # brokers
+        }
+        return _value(build(response_class(60, req.version), body))
+
     def metadata(self, req: Request) -> Awaitable[Any]:
         b = self.node
         addrs = self._kafka_addrs()
-        brokers = []
-        for nid, addr in sorted(addrs.items()):
-            host, _, port = addr.rpartition(":")
-            brokers.append({"node_id": nid, "host": host, "port": int(port)})
+        brokers = self._brokers("node_id")
         asked = req.body.topics
         if asked is None or (req.version == 0 and not asked):
             names = sorted(b.state.topics)
@@ -155,7 +174,7 @@ class KafkaApi:
                 )
             topics.append({"name": name, "is_internal": meta.internal, "partitions": parts})
         controller = b.controller.core.leader or -1
-        body = {"brokers": brokers, "controller_id": controller, "cluster_id": "tidemq", "topics": topics}
+        body = {"brokers": brokers, "controller_id": controller, "cluster_id": CLUSTER_ID, "topics": topics}
         return _value(build(response_class(3, req.version), body))
 
     # -- topics ----------------------------------------------------------------------------
@@ -278,6 +297,7 @@ class KafkaApi:
                 int(b.session_timeout.total_seconds() * 1000),
                 int(getattr(b, "rebalance_timeout", b.session_timeout).total_seconds() * 1000),
                 term,
+                req.client_id or "",
             )
             out.update(
                 generation_id=result.generation,
@@ -337,6 +357,59 @@ class KafkaApi:
         except TideMQError as exc:
             out["error_code"] = _code(exc)
         return _value(build(response_class(13, req.version), out))
+
+    def list_groups(self, req: Request) -> Awaitable[Any]:
+        return self._list_groups(req)
+
+    async def _list_groups(self, req: Request) -> Any:
+        """The groups this node coordinates, both kinds (a Kafka admin client asks every
+        node and merges): a native group shows protocol type "tidemq"."""
+        wanted = {s.lower() for s in getattr(req.body, "states_filter", ())}
+        listed = []
+        native = await self.coordinator.list_groups(ListGroups())
+        for name in sorted(set(native.groups) | set(self.groups.groups)):
+            kind, state = self._kind(name)
+            if not wanted or state.lower() in wanted:
+                listed.append({"group_id": name, "protocol_type": kind, "group_state": state})
+        return build(response_class(16, req.version), {"groups": listed})
+
+    def _kind(self, group: str) -> tuple[str, str]:
+        g = self.groups.groups.get(group)
+        if g is not None and g.members:
+            return g.protocol_type, g.state.value
+        return NATIVE_PROTOCOL_TYPE, "Stable" if self.coordinator.has_members(group) else "Empty"
+
+    def describe_groups(self, req: Request) -> Awaitable[Any]:
+        described = []
+        for name in req.body.groups:
+            out: dict[str, Any] = {"group_id": name, "group_state": "Dead", "protocol_type": "", "protocol_data": ""}
+            try:
+                self._coordinate(name)
+                g = self.groups.groups.get(name)
+                if g is not None and g.members:
+                    out.update(
+                        group_state=g.state.value,
+                        protocol_type=g.protocol_type,
+                        protocol_data=g.protocol,
+                        members=[
+                            {
+                                "member_id": m.member_id,
+                                "group_instance_id": m.instance_id,
+                                "client_id": m.client_id,
+                                "client_host": "",
+                                "member_metadata": dict(m.protocols).get(g.protocol, b""),
+                                "member_assignment": m.assignment,
+                            }
+                            for m in g.members.values()
+                        ],
+                    )
+                else:
+                    kind, state = self._kind(name)
+                    out.update(group_state=state, protocol_type=kind)
+            except TideMQError as exc:
+                out["error_code"] = _code(exc)
+            described.append(out)
+        return _value(build(response_class(15, req.version), {"groups": described}))
 
     def offset_commit(self, req: Request) -> Awaitable[Any]:
         return self._offset_commit(req)

@@ -73,6 +73,7 @@ class Member:
     rebalance_s: float
     protocols: list[tuple[str, bytes]]
     seen: float  # trio time of its last request
+    client_id: str = ""
     assignment: bytes = b""
     joined: trio.Event | None = None  # set when the join it waits on completes
     join_result: JoinResult | GroupError | None = None
@@ -200,6 +201,7 @@ class ClassicGroups:
         session_ms: int,
         rebalance_ms: int,
         term: int,
+        client_id: str = "",
     ) -> JoinResult:
         if not MIN_SESSION_MS <= session_ms <= MAX_SESSION_MS:
             raise GroupError(
@@ -231,7 +233,7 @@ class ClassicGroups:
         m = g.members.get(member_id)
         if m is None:
             m = g.members[member_id] = Member(
-                member_id, instance_id, session_ms / 1000, rebalance_ms / 1000, list(protocols), now
+                member_id, instance_id, session_ms / 1000, rebalance_ms / 1000, list(protocols), now, client_id
             )
         else:
             m.protocols, m.session_s, m.rebalance_s, m.seen = (

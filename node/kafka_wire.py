@@ -43,10 +43,13 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     12: (0, 4),  # Heartbeat
     13: (0, 4),  # LeaveGroup
     14: (0, 5),  # SyncGroup
+    15: (0, 5),  # DescribeGroups
+    16: (0, 4),  # ListGroups
     18: (0, 4),  # ApiVersions
     19: (2, 7),  # CreateTopics
     20: (1, 6),  # DeleteTopics (v6 names topics by name or id: by name here)
     22: (0, 4),  # InitProducerId
+    60: (0, 1),  # DescribeCluster
 }
 API_VERSIONS = 18
 MAX_FRAME_BYTES = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes default

@@ -461,6 +461,22 @@ def hold_membership(bootstrap: str, group: str, joined: threading.Event, stop: t
         consumer.close()
 
 
+def kafka_admin_view(bootstrap: str, group: str) -> tuple[list, list, dict]:
+    """kafka-python's admin client: the groups listed, `group` described, the cluster."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=10_000)
+    try:
+        listed = sorted((g["group_id"], g["protocol_type"]) for g in admin.list_groups())
+        described = [
+            (name, d["group_state"], d["protocol_type"], len(d["members"]))
+            for name, d in admin.describe_groups([group]).items()
+        ]
+        return listed, described, admin.describe_cluster()
+    finally:
+        admin.close()
+
+
 def try_kafka_join(bootstrap: str, group: str) -> str:
     from kafka.errors import KafkaError as KafkaClientError
 
@@ -492,6 +508,12 @@ async def test_a_group_is_either_kafka_or_native_never_both(tmp_path):
                 except* InvalidRequestError as group:
                     refused.extend(leaves(group))
                 assert refused and "Kafka's group protocol" in refused[0].message
+                listed, described, cluster = await trio.to_thread.run_sync(
+                    kafka_admin_view, kafka_bootstrap, "kafka-kind"
+                )
+                assert ("kafka-kind", "consumer") in listed
+                assert described == [("kafka-kind", "Stable", "consumer", 1)]
+                assert len(cluster["brokers"]) == 3 and cluster["controller_id"] in (1, 2, 3)
             finally:
                 stop.set()
 
@@ -502,4 +524,6 @@ async def test_a_group_is_either_kafka_or_native_never_both(tmp_path):
                 while not await consumer.getmany(max_records=1, timeout=1):
                     pass
             outcome = await trio.to_thread.run_sync(try_kafka_join, kafka_bootstrap, "native-kind")
+            listed, described, _ = await trio.to_thread.run_sync(kafka_admin_view, kafka_bootstrap, "native-kind")
         assert outcome == "InconsistentGroupProtocolError"
+        assert ("native-kind", "tidemq") in listed and described[0][1:3] == ("Stable", "tidemq")
