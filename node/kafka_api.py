@@ -1,8 +1,8 @@
 """What each Kafka request does: the same partitions and handlers as the native
 protocol (`node.api.Api`), one cluster with two front doors (docs/kafka.md).
 
-A handler is called in arrival order and returns an awaitable of the response body, or
-None where Kafka sends no response (a produce with acks=0). Like `Api.produce`, a produce
+A handler is called in arrival order and returns an awaitable of the response body
+(None where Kafka sends no response: a produce with acks=0). Like `Api.produce`, a produce
 proposes every partition's batch before it returns, so an idempotent Kafka producer's
 pipelined requests reach each log in the order it sent them.
 """
@@ -64,7 +64,7 @@ CLUSTER_ID = "tidemq"
 DEFAULT_PARTITIONS = 1  # a CreateTopics that leaves them to the broker (Kafka's num.partitions)
 DEFAULT_REPLICATION = 3  # (at most the live nodes)
 
-Handler = Callable[[Request], Awaitable[Any] | None]
+Handler = Callable[[Request], Awaitable[Any]]
 
 
 def _code(exc: TideMQError) -> KafkaError:
@@ -115,7 +115,7 @@ class KafkaApi:
             60: self.describe_cluster,
         }
 
-    def dispatch(self, req: Request) -> Awaitable[Any] | None:
+    def dispatch(self, req: Request) -> Awaitable[Any]:
         return self.handlers[req.api_key](req)
 
     # -- discovery --------------------------------------------------------------------------
@@ -476,7 +476,7 @@ class KafkaApi:
 
     # -- producing --------------------------------------------------------------------------
 
-    def produce(self, req: Request) -> Awaitable[Any] | None:
+    def produce(self, req: Request) -> Awaitable[Any]:
         body = req.body
         acks = int(body.acks)
         timeout_ms = int(body.timeout.total_seconds() * 1000)
@@ -497,8 +497,18 @@ class KafkaApi:
                 except TideMQError as exc:
                     pending.append((t.name, int(pd.index), _failed(exc)))
         if acks == 0:
-            return None
+            return self._unanswered(pending)
         return self._produced(req.version, pending)
+
+    @staticmethod
+    async def _unanswered(pending: list[tuple[str, int, Any]]) -> None:
+        """acks=0: Kafka sends nothing back, whatever happened."""
+        for _, _, waiter in pending:
+            if not isinstance(waiter, dict):
+                try:
+                    await waiter
+                except TideMQError:
+                    pass
 
     async def _produced(self, version: int, pending: list[tuple[str, int, Any]]) -> Any:
         by_topic: dict[str, list[dict[str, Any]]] = {}

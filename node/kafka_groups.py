@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import itertools
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
@@ -77,7 +77,6 @@ class Member:
     assignment: bytes = b""
     joined: trio.Event | None = None  # set when the join it waits on completes
     join_result: JoinResult | GroupError | None = None
-    synced: trio.Event = field(default_factory=trio.Event)
 
 
 class ClassicGroup:
@@ -131,7 +130,6 @@ class ClassicGroup:
         everyone = [(m.member_id, m.instance_id, dict(m.protocols)[self.protocol]) for m in self.members.values()]
         for m in self.members.values():
             m.assignment = b""
-            m.synced = trio.Event()
             m.join_result = JoinResult(
                 self.generation, self.protocol, self.leader, m.member_id, everyone if m.member_id == self.leader else []
             )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 import trio
@@ -81,7 +81,7 @@ class KafkaServer:
             self.connections -= 1
 
     async def _run(self, stream: trio.SocketStream) -> None:
-        send, receive = trio.open_memory_channel[tuple[int, Awaitable[Any]]](MAX_INFLIGHT)
+        send, receive = trio.open_memory_channel[tuple[int, Coroutine[Any, Any, bytes]]](MAX_INFLIGHT)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer, stream, receive)
             async with send:
@@ -90,9 +90,7 @@ class KafkaServer:
                     frame = await self._next_frame(stream, buf)
                     if frame is None:
                         return
-                    answer = self._dispatch(frame)
-                    if answer is not None:
-                        await send.send(answer)
+                    await send.send(self._dispatch(frame))
 
     async def _next_frame(self, stream: trio.SocketStream, buf: bytearray) -> bytes | None:
         while True:
@@ -111,8 +109,8 @@ class KafkaServer:
                 return None
             buf += data
 
-    def _dispatch(self, frame: bytes) -> tuple[int, Awaitable[Any]] | None:
-        """(correlation id, the answer's body to await), or None: nothing to answer."""
+    def _dispatch(self, frame: bytes) -> tuple[int, Coroutine[Any, Any, bytes]]:
+        """(correlation id, the answer's frame to await: b"" where nothing is answered)."""
         key, version, correlation = peek_header(frame)
         lo_hi = SUPPORTED.get(key)
         if lo_hi is None or not lo_hi[0] <= version <= lo_hi[1]:
@@ -126,14 +124,23 @@ class KafkaServer:
             # A whole request refused (too many partitions, the node shutting down): the
             # connection goes, as Kafka closes on a request it cannot take.
             raise KafkaFrameError(f"API {key} v{version} refused: {exc.message}") from None
-        if body is None:
-            return None
         return correlation, _encoded(body, correlation)
 
     async def _writer(self, stream: trio.SocketStream, receive: trio.MemoryReceiveChannel) -> None:
         async with receive:
-            async for _correlation, answer in receive:
-                await stream.send_all(await answer)
+            try:
+                async for _correlation, answer in receive:
+                    frame = await answer
+                    if frame:
+                        await stream.send_all(frame)
+            finally:
+                # The connection is gone: what was never awaited is closed, not left to
+                # warn (a produce's proposals stand; nobody is there to be answered).
+                while True:
+                    try:
+                        receive.receive_nowait()[1].close()
+                    except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                        break
 
 
 async def _ready(frame: bytes) -> bytes:
@@ -141,7 +148,8 @@ async def _ready(frame: bytes) -> bytes:
 
 
 async def _encoded(body: Awaitable[Any], correlation: int) -> bytes:
-    return encode_response(await body, correlation)
+    answer = await body
+    return b"" if answer is None else encode_response(answer, correlation)
 
 
 def _unsupported(key: int, version: int, correlation: int) -> bytes:

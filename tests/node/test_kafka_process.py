@@ -123,6 +123,22 @@ async def test_kafka_python_and_native_clients_share_one_cluster(tmp_path):
         # Offsets are the partition's: each record sits at the offset the native side saw.
         assert all((r.partition, r.offset) == (by_value[r.value].partition, by_value[r.value].offset) for r in records)
 
+        # acks=0: nothing comes back, and the records are written all the same.
+        await trio.to_thread.run_sync(fire_and_forget, kafka_bootstrap, 5)
+        with trio.fail_after(30):
+            while len([m for m in await read_all(c.bootstrap, [TOPIC], quiet=0.5) if m.value.startswith(b"acks0")]) < 5:
+                await trio.sleep(0.2)
+
+
+def fire_and_forget(bootstrap: str, n: int) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks=0, enable_idempotence=False)
+    try:
+        for i in range(n):
+            producer.send(TOPIC, b"acks0-%d" % i)
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=5)
+
 
 async def test_a_newer_api_versions_gets_our_ranges_and_the_connection_goes_on(tmp_path):
     async with process_cluster(tmp_path, 1, kafka=True) as c:

@@ -121,3 +121,12 @@ def test_times_and_missing_fields_take_kafkas_meanings():
     assert p.log_append_time is None and p.error_code == KafkaError.none and p.record_errors == ()
     _, back = decode_response(0, 9, encode_response(body, 1))
     assert back.responses[0].partition_responses[0].base_offset == 5
+
+
+def test_every_api_advertised_has_a_handler_and_no_handler_goes_unadvertised():
+    from types import SimpleNamespace
+
+    from node.kafka_api import KafkaApi
+
+    api = KafkaApi(None, None, SimpleNamespace(), dict)  # type: ignore[arg-type]
+    assert set(api.handlers) == set(SUPPORTED)
