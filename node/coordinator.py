@@ -80,7 +80,7 @@ from node.assignor import TopicPartition
 from node.context import NodeContext, check_name, now_ms
 from node.membership import Group, Member
 from node.metadata import TopicMeta
-from node.partition import Partition, ShardFactory
+from node.partition import Partition, ShardFactory, SnapshotShard
 from node.peerprotocol import EndTxnOffsets, PendTxnOffsets
 from node.runtime import CoordinatorShard, Handlers, InternalTopic, Service
 from raft.types import Entry, EntryKind
@@ -252,7 +252,7 @@ class OffsetsState:
         return state
 
 
-class GroupShard(CoordinatorShard["Coordination"]):
+class GroupShard(CoordinatorShard["Coordination"], SnapshotShard):
     """A `__consumer_offsets` partition's state: its records applied into `OffsetsState`
     on every replica, snapshotted instead of retention, and, while this node leads it,
     the live group state (`coordination`)."""

@@ -66,7 +66,7 @@ from client.protocol import (
 )
 from node.context import NodeContext, now_ms
 from node.metadata import TopicMeta
-from node.partition import Partition, Shard, ShardFactory
+from node.partition import Partition, ShardFactory, SnapshotShard
 from node.relay import relay
 from node.runtime import Handlers, InternalTopic, Service
 from raft.types import Entry, EntryKind
@@ -179,7 +179,7 @@ def parse_half(rec: Any, offset: int = -1) -> Half:
     )
 
 
-class HalfShard(Shard):
+class HalfShard(SnapshotShard):
     """A `__half_messages` partition's state on every replica: its half messages,
     pending, decided and recently resolved (snapshotted instead of retention)."""
 

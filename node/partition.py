@@ -27,6 +27,7 @@ and replays only the entries after it (Kafka's producer snapshots do the same).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import logging
 import time
@@ -202,11 +203,6 @@ class Shard:
     """The state machine of one partition of an internal topic, on every replica: what
     its service derives from the committed log. The defaults keep nothing."""
 
-    #: Entries between snapshots for a state kept until overwritten (offsets,
-    #: transactions, halves): the partition snapshots `dump()` and drops the log before
-    #: it instead of deleting segments by age or size. None: the topic's retention.
-    snapshot_every: int | None = None
-
     def __init__(self, part: Partition) -> None:
         self.part = part
 
@@ -214,17 +210,26 @@ class Shard:
         """Committed entries, in log order (after the partition's producer state)."""
 
     def restore(self, data: bytes) -> None:
-        """A snapshot replaced the log: rebuild from its data (a `dump()`, or b"")."""
-
-    def dump(self) -> bytes:
-        """The state at the applied index, for the snapshot (with `snapshot_every`)."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no snapshot")
+        """A snapshot replaced the log: rebuild from its data (a `SnapshotShard`'s
+        `dump()`, or b"")."""
 
     def check_produce(self, records: bytes) -> None:
         """Refuse a client's batch (already validated) that this state cannot take."""
 
     def role_changed(self) -> None:
         """Leadership or term changed: drop what was live for the last term."""
+
+
+class SnapshotShard(Shard, abc.ABC):
+    """A shard whose state is kept until overwritten (offsets, transactions, halves):
+    every `snapshot_every` entries the partition snapshots `dump()` and drops the log
+    before it, instead of deleting segments by age or size as the topic's retention."""
+
+    snapshot_every: int
+
+    @abc.abstractmethod
+    def dump(self) -> bytes:
+        """The state at the applied index, for the snapshot."""
 
 
 ShardFactory = Callable[["Partition"], Shard]
@@ -549,7 +554,7 @@ class Partition(Replica):
 
     async def apply_retention(self, now_ms: int) -> None:
         await self.checkpoint_state()
-        if self.shard is not None and self.shard.snapshot_every is not None:
+        if isinstance(self.shard, SnapshotShard):
             await self.snapshot_state(self.shard.snapshot_every, self.shard.dump)
             return
         await super().apply_retention(now_ms)

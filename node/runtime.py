@@ -16,6 +16,7 @@ lives in the partitions of internal topics it owns, one `Shard` per partition (K
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -41,7 +42,7 @@ Handlers = dict[type, Callable[[Any], Awaitable[Any]]]
 L = TypeVar("L")
 
 
-class CoordinatorShard(Shard, Generic[L]):
+class CoordinatorShard(Shard, Generic[L], abc.ABC):
     """A shard that serves requests while this node leads its partition. Its live state
     (members' heartbeats, per-id locks: what is not replicated) belongs to one Raft
     term: built on first use once the leader has caught up, dropped when leadership or
@@ -54,9 +55,9 @@ class CoordinatorShard(Shard, Generic[L]):
         self._live: L | None = None
         self._live_term = -1
 
+    @abc.abstractmethod
     def new_live(self, term: int) -> L:
         """The live state of a new term, from what the log holds."""
-        raise NotImplementedError
 
     def coordination(self) -> L:
         term = self.part.core.term

@@ -80,7 +80,7 @@ from client.protocol import (
 )
 from node.context import NodeContext, check_name, now_ms
 from node.metadata import TopicMeta
-from node.partition import Partition, ShardFactory
+from node.partition import Partition, ShardFactory, SnapshotShard
 from node.peerprotocol import EndTxnOffsets, PendTxnOffsets, WriteTxnMarker
 from node.runtime import CoordinatorShard, Handlers, InternalTopic, Service
 from raft.types import Entry, EntryKind
@@ -128,7 +128,7 @@ _meta_dec = msgspec.msgpack.Decoder(TxnMeta)
 _snap_dec = msgspec.msgpack.Decoder(dict[str, TxnMeta])
 
 
-class TxnShard(CoordinatorShard["TxnCoordination"]):
+class TxnShard(CoordinatorShard["TxnCoordination"], SnapshotShard):
     """A `__transaction_state` partition's state: its records applied into `txn_meta` on
     every replica, snapshotted instead of retention, and, while this node leads it, the
     per-term coordination (locks, running completions)."""
