@@ -109,8 +109,7 @@ class Api:
                 local = b.partitions.get((name, p))
                 info = PartitionInfo(p, b.leader_of(meta.group(p)), list(replicas))
                 if local is not None and local.is_leader:
-                    st = local.core.status()
-                    info.in_sync = sorted(pid for pid, pr in st.progress.items() if pr.recent_active and pr.lag == 0)
+                    info.in_sync = local.in_sync()
                     info.high_watermark = local.high_watermark
                     info.log_start_offset = local.storage.log.log_start_offset
                 parts.append(info)

@@ -158,10 +158,7 @@ class KafkaApi:
             for p, replicas in enumerate(meta.replicas):
                 leader = b.leader_of(meta.group(p))
                 local = b.partitions.get((name, p))
-                isr = list(replicas)
-                if local is not None and local.is_leader:
-                    st = local.core.status()
-                    isr = sorted(pid for pid, pr in st.progress.items() if pr.recent_active and pr.lag == 0)
+                isr = local.in_sync() if local is not None and local.is_leader else list(replicas)
                 parts.append(
                     {
                         "error_code": KafkaError.none if leader in addrs else KafkaError.leader_not_available,
@@ -229,7 +226,7 @@ class KafkaApi:
 
     async def _controller(self, request: Any, timeout: Any) -> Any:
         assert self.cluster is not None, "the Kafka listener serves once its cluster client is open"
-        seconds = max(0.001, timeout.total_seconds()) if timeout.total_seconds() > 0 else 30.0
+        seconds = timeout.total_seconds() if timeout.total_seconds() > 0 else 30.0  # 0 or less: none given
         with trio.move_on_after(seconds) as scope:
             return await self.cluster.controller_request(request)
         assert scope.cancelled_caught

@@ -226,6 +226,10 @@ class Replica:
     def is_leader(self) -> bool:
         return self.core.role == Role.LEADER
 
+    def in_sync(self) -> list[int]:
+        """Leader: the members it heard from lately that hold its whole log."""
+        return sorted(pid for pid, pr in self.core.status().progress.items() if pr.recent_active and pr.lag == 0)
+
     @property
     def high_watermark(self) -> int:
         """The first offset not yet committed (exclusive bound for consumers)."""
