@@ -29,7 +29,8 @@ See client/delay.py for the ladder and the headers. Here:
   partition itself, replicated with it; every replica keeps the latest in memory. A new leader
   resumes from the last checkpoint and replays: the destinations' idempotence answers
   DUPLICATE for what was already written (a batch straddling what was written is
-  retried a record at a time), so nothing is lost and nothing doubles. Lanes begin at
+  retried a record at a time), so nothing is lost and nothing doubles. A tier created
+  with lanes (LANES_CONFIG) lanes every record; in one created before, lanes begin at
   the offset the first leader of a build with lanes found at the log's end
   (`lanes_from`): a build before lanes numbered everything in lane 0, and one that
   takes over again (a mixed cluster, a downgrade) may write a lane's moves since the
@@ -87,6 +88,9 @@ CHECKPOINT_INTERVAL_S = 0.5
 READ_AHEAD_MS = 1000  # read on while the newest record read is eligible within this
 MAX_WINDOW = 20_000  # records read and not yet moved, at most
 STICKY_RUN = 256  # consecutive offsets whose unkeyed messages go to one target partition
+#: A tier topic's config set by builds with lanes: every record of it takes lanes, even
+#: those written before its scheduler first ran (without it, only those after).
+LANES_CONFIG = "delay.lanes"
 
 
 class Checkpoint(msgspec.Struct, array_like=True):
@@ -105,9 +109,10 @@ class TierShard(Shard):
     """A partition of a tier topic: its tier, and its scheduler's latest committed
     checkpoint (on every replica, so a new leader resumes from it)."""
 
-    def __init__(self, part: Partition, tier_ms: int) -> None:
+    def __init__(self, part: Partition, tier_ms: int, laned: bool) -> None:
         super().__init__(part)
         self.tier_ms = tier_ms
+        self.laned = laned
         self.checkpoint: Checkpoint | None = None
 
     def check_produce(self, records: bytes) -> None:
@@ -210,9 +215,10 @@ class Scheduler:
         self.next_seq = dict(ckpt.seqs)
         self.lanes_from = ckpt.lanes_from
         if self.lanes_from < 0:
-            # What the log holds now may have been moved by a build without lanes (all in
-            # lane 0): lanes start after it, recorded before anything moves.
-            self.lanes_from = max(part.high_watermark, ckpt.offset)
+            # What the log of a tier created before lanes holds may have been moved by a
+            # build without them (all in lane 0): lanes start after it. Recorded before
+            # anything moves.
+            self.lanes_from = ckpt.offset if self.shard.laned else max(part.high_watermark, ckpt.offset)
             await self._checkpoint()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._checkpointer)
@@ -414,7 +420,7 @@ class DelayService(Service):
             InternalTopic(
                 tier_name(tier),
                 self.ctx.cfg.delay_partitions,
-                {TIER_CONFIG: str(tier), "retention.ms": str(max(7 * 86_400_000, 3 * tier))},
+                {TIER_CONFIG: str(tier), LANES_CONFIG: "1", "retention.ms": str(max(7 * 86_400_000, 3 * tier))},
             )
             for tier in self.tiers
         ]
@@ -422,7 +428,8 @@ class DelayService(Service):
     def shard(self, meta: TopicMeta) -> ShardFactory | None:
         if meta.internal and meta.name.startswith(TIER_PREFIX):
             tier_ms = int(meta.configs[TIER_CONFIG])
-            return lambda part: TierShard(part, tier_ms)
+            laned = LANES_CONFIG in meta.configs
+            return lambda part: TierShard(part, tier_ms, laned)
         return None
 
     async def lead(self, part: Partition) -> None:
