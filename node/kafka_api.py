@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from client.conventions import OFFSETS_TOPIC
+from client.conventions import OFFSETS_TOPIC, TXN_TOPIC
 from client.errors import (
     CoordinatorNotAvailableError,
     InvalidRequestError,
@@ -25,8 +25,10 @@ from client.errors import (
 from client.protocol import (
     READ_COMMITTED,
     READ_UNCOMMITTED,
+    AddPartitionsToTxn,
     CreateTopic,
     DeleteTopic,
+    EndTxn,
     Fetch,
     FetchPartition,
     InitProducerId,
@@ -36,6 +38,7 @@ from client.protocol import (
     OffsetFetch,
     Produce,
     TopicPartition,
+    TxnOffsetCommit,
 )
 from node.kafka_groups import INCONSISTENT_GROUP_PROTOCOL, ClassicGroups, GroupError
 from node.kafka_wire import (
@@ -112,6 +115,10 @@ class KafkaApi:
             19: self.create_topics,
             20: self.delete_topics,
             22: self.init_producer_id,
+            24: self.add_partitions_to_txn,
+            25: self.add_offsets_to_txn,
+            26: self.end_txn,
+            28: self.txn_offset_commit,
             60: self.describe_cluster,
         }
 
@@ -255,13 +262,16 @@ class KafkaApi:
         for key in keys:
             out: dict[str, Any] = {"key": key, "node_id": -1, "host": "", "port": -1}
             try:
-                if key_type != 0:
-                    raise CoordinatorNotAvailableError("transactions are not served on the Kafka listener yet")
-                node = self.node.find_coordinator(OFFSETS_TOPIC, key, f"group {key!r}").node_id
+                if key_type not in (0, 1):
+                    raise InvalidRequestError(f"coordinator key type {key_type}: only groups (0) and transactions (1)")
+                topic, what = (
+                    (OFFSETS_TOPIC, f"group {key!r}") if key_type == 0 else (TXN_TOPIC, f"transactional id {key!r}")
+                )
+                node = self.node.find_coordinator(topic, key, what).node_id
                 addr = self._kafka_addrs().get(node)
                 if addr is None:
                     raise CoordinatorNotAvailableError(
-                        f"node {node} coordinates group {key!r}; its Kafka address is not known yet"
+                        f"node {node} coordinates {what}; its Kafka address is not known yet"
                     )
                 host, _, port = addr.rpartition(":")
                 out.update(node_id=node, host=host, port=int(port))
@@ -539,6 +549,93 @@ class KafkaApi:
         except TideMQError as exc:
             body = {"error_code": kafka_error(exc.code), "producer_id": -1, "producer_epoch": -1}
         return build(response_class(22, req.version), body)
+
+    # -- transactions (on the native transaction coordinator: node/transactions.py) ------------
+
+    def add_partitions_to_txn(self, req: Request) -> Awaitable[Any]:
+        return self._add_partitions_to_txn(req)
+
+    async def _add_partitions_to_txn(self, req: Request) -> Any:
+        """All or nothing, as in Kafka: a partition that does not exist gets
+        UNKNOWN_TOPIC_OR_PARTITION and the others OPERATION_NOT_ATTEMPTED."""
+        b = req.body
+        tid = b.v3_and_below_transactional_id
+        wanted = [(t.name, int(p)) for t in b.v3_and_below_topics for p in t.partitions]
+        errors = {tp: KafkaError.none for tp in wanted}
+        missing = [(t, p) for t, p in wanted if not self._exists(t, p)]
+        try:
+            if missing:
+                for tp in wanted:
+                    errors[tp] = KafkaError.operation_not_attempted
+                for tp in missing:
+                    errors[tp] = KafkaError.unknown_topic_or_partition
+            else:
+                native = AddPartitionsToTxn(
+                    tid,
+                    int(b.v3_and_below_producer_id),
+                    int(b.v3_and_below_producer_epoch),
+                    [TopicPartition(t, p) for t, p in wanted],
+                )
+                await self.api.dispatch(native, None)
+        except TideMQError as exc:
+            errors = dict.fromkeys(wanted, _code(exc))
+        by_topic: dict[str, list[dict[str, Any]]] = {}
+        for (t, p), code in errors.items():
+            by_topic.setdefault(t, []).append({"partition_index": p, "partition_error_code": code})
+        results = [{"name": t, "results_by_partition": ps} for t, ps in by_topic.items()]
+        return build(response_class(24, req.version), {"results_by_topic_v3_and_below": results})
+
+    def _exists(self, topic: str, partition: int) -> bool:
+        meta = self.node.state.topics.get(topic)
+        return meta is not None and 0 <= partition < len(meta.replicas)
+
+    def add_offsets_to_txn(self, req: Request) -> Awaitable[Any]:
+        """The group's offsets join the transaction: an empty TxnOffsetCommit does that
+        natively (the offsets themselves come next, through the group's coordinator)."""
+        b = req.body
+        native = TxnOffsetCommit(b.transactional_id, int(b.producer_id), int(b.producer_epoch), b.group_id)
+        return self._txn_answer(25, req.version, self.api.dispatch(native, None))
+
+    def end_txn(self, req: Request) -> Awaitable[Any]:
+        b = req.body
+        native = EndTxn(b.transactional_id, int(b.producer_id), int(b.producer_epoch), bool(b.committed))
+        return self._txn_answer(26, req.version, self.api.dispatch(native, None))
+
+    async def _txn_answer(self, api_key: int, version: int, waiter: Awaitable[Any]) -> Any:
+        out: dict[str, Any] = {}
+        try:
+            await waiter
+        except TideMQError as exc:
+            out["error_code"] = _code(exc)
+        return build(response_class(api_key, version), out)
+
+    def txn_offset_commit(self, req: Request) -> Awaitable[Any]:
+        return self._txn_offset_commit(req)
+
+    async def _txn_offset_commit(self, req: Request) -> Any:
+        """Sent to the group's coordinator (here), which checks the member's generation
+        (v3 and up, KIP-447) and hands the offsets to the transaction's coordinator, which
+        holds them with the transaction and commits them when it commits."""
+        b = req.body
+        offsets = [(t.name, int(p.partition_index), int(p.committed_offset)) for t in b.topics for p in t.partitions]
+        error = KafkaError.none
+        try:
+            self._coordinate(b.group_id)
+            if getattr(b, "member_id", ""):
+                self.groups.check_commit(b.group_id, b.member_id, int(b.generation_id))
+            assert self.cluster is not None, "the Kafka listener serves once its cluster client is open"
+            native = TxnOffsetCommit(b.transactional_id, int(b.producer_id), int(b.producer_epoch), b.group_id, offsets)
+            await self.cluster.transaction_coordinator_request(b.transactional_id, native)
+        except TideMQError as exc:
+            error = _code(exc)
+        topics = [
+            {
+                "name": t.name,
+                "partitions": [{"partition_index": p.partition_index, "error_code": error} for p in t.partitions],
+            }
+            for t in b.topics
+        ]
+        return build(response_class(28, req.version), {"topics": topics})
 
     # -- consuming --------------------------------------------------------------------------
 

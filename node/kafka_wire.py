@@ -38,7 +38,7 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     3: (0, 12),  # Metadata
     8: (2, 8),  # OffsetCommit (9 and up are KIP-848's member epochs)
     9: (1, 8),  # OffsetFetch
-    10: (0, 4),  # FindCoordinator (groups; transactions not yet)
+    10: (0, 4),  # FindCoordinator (groups and transactions)
     11: (2, 7),  # JoinGroup
     12: (0, 4),  # Heartbeat
     13: (0, 4),  # LeaveGroup
@@ -49,6 +49,10 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     19: (2, 7),  # CreateTopics
     20: (1, 6),  # DeleteTopics (v6 names topics by name or id: by name here)
     22: (0, 4),  # InitProducerId
+    24: (0, 3),  # AddPartitionsToTxn (4 and up are brokers' batched verification)
+    25: (0, 3),  # AddOffsetsToTxn
+    26: (0, 3),  # EndTxn (4 and up: KIP-890's transactions v2)
+    28: (0, 3),  # TxnOffsetCommit
     60: (0, 1),  # DescribeCluster
 }
 API_VERSIONS = 18
