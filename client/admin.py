@@ -18,6 +18,7 @@ from client.cluster import ClusterClient
 from client.conventions import HALF_TOPIC, TXN_TOPIC
 from client.errors import CoordinatorNotAvailableError, TideMQError
 from client.protocol import (
+    AlterTopicConfigs,
     CreateTopic,
     DeleteTopic,
     DescribeTransaction,
@@ -99,6 +100,15 @@ class Admin:
     async def delete_topic(self, name: str) -> None:
         with anyio.fail_after(self.request_timeout):
             await self.cluster.controller_request(DeleteTopic(name))
+
+    async def alter_topic_configs(
+        self, name: str, configs: dict[str, str | int] | None = None, delete: list[str] | None = None
+    ) -> None:
+        """Set configs of a topic and return those in `delete` to their defaults; its
+        partitions apply them as the change commits."""
+        body = AlterTopicConfigs(name, {k: str(v) for k, v in (configs or {}).items()}, list(delete or []))
+        with anyio.fail_after(self.request_timeout):
+            await self.cluster.controller_request(body)
 
     async def list_topics(self, internal: bool = False) -> list[str]:
         md = await self.cluster.refresh_metadata()

@@ -2,6 +2,7 @@
 
     tidemq topic create orders --partitions 3 --replication 3 --config retention.ms=86400000
     tidemq topic list | topic describe orders | topic delete orders
+    tidemq topic alter orders --config retention.ms=3600000 [--delete-config segment.ms]
     printf 'a\\nb\\n' | tidemq produce orders [--key K | --key-separator :]
     tidemq consume orders [--group G] [--from-beginning] [--max N] [--timeout S] [--format json]
     tidemq consume orders --broadcast [--group G [--instance ID]]
@@ -311,6 +312,17 @@ async def topic_describe(env: Env, args: argparse.Namespace) -> None:
         + (f", {configs}" if configs else "")
     )
     env.out.print(_partition_table("", [info], answers))
+
+
+async def topic_alter(env: Env, args: argparse.Namespace) -> None:
+    if not args.config and not args.delete_config:
+        raise CliError("nothing to change: give --config KEY=VALUE or --delete-config KEY")
+    async with _admin(env) as admin:
+        await _topic(admin, args.name)
+        await admin.alter_topic_configs(args.name, dict(args.config), args.delete_config)
+        info = await admin.describe_topic(args.name)
+    configs = " ".join(f"{k}={v}" for k, v in sorted(info.configs.items()))
+    env.out.print(f"altered topic {info.name}: {configs or 'every config at its default'}")
 
 
 async def topic_delete(env: Env, args: argparse.Namespace) -> None:
@@ -980,18 +992,16 @@ def build_parser() -> argparse.ArgumentParser:
     topic = commands.add_parser("topic", help="create, list, describe, delete topics").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
+    config_help = "topic config, repeatable: retention.ms, retention.bytes, segment.bytes, segment.ms"
     p = leaf(topic, "create", topic_create, "create a topic; returns once every partition has a leader")
     p.add_argument("name")
     p.add_argument("--partitions", type=_positive, default=1)
     p.add_argument("--replication", type=_positive, default=1, help="replicas per partition (<= live nodes)")
-    p.add_argument(
-        "--config",
-        type=_config_pair,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="topic config, repeatable: retention.ms, retention.bytes, segment.bytes, segment.ms",
-    )
+    p.add_argument("--config", type=_config_pair, action="append", default=[], metavar="KEY=VALUE", help=config_help)
+    p = leaf(topic, "alter", topic_alter, "change a topic's configs; its partitions take them at once")
+    p.add_argument("name")
+    p.add_argument("--config", type=_config_pair, action="append", default=[], metavar="KEY=VALUE", help=config_help)
+    p.add_argument("--delete-config", action="append", default=[], metavar="KEY", help="return a config to its default")
     p = leaf(topic, "list", topic_list, "list topics")
     p.add_argument("--internal", action="store_true", help="include internal topics (__consumer_offsets...)")
     p = leaf(topic, "describe", topic_describe, "partitions: leader, replicas, in sync, high watermark")

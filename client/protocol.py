@@ -176,6 +176,15 @@ class DeleteTopic(Request["Ok"]):
     name: str
 
 
+class AlterTopicConfigs(Request["Ok"]):
+    """Set some of a topic's configs and return others to their defaults, live."""
+
+    name: str
+    set: dict[str, str] = {}
+    delete: list[str] = []
+    validate_only: bool = False
+
+
 # --- producing -----------------------------------------------------------------------
 
 
@@ -510,6 +519,7 @@ Body = (
     | MetadataResponse
     | CreateTopic
     | DeleteTopic
+    | AlterTopicConfigs
     | InitProducerId
     | ProducerIdResponse
     | Produce
@@ -559,6 +569,7 @@ CLIENT_VERSIONS: dict[str, tuple[int, int]] = {
     "Metadata": (1, 1),
     "CreateTopic": (1, 1),
     "DeleteTopic": (1, 1),
+    "AlterTopicConfigs": (1, 1),
     "InitProducerId": (1, 1),
     "Produce": (1, 1),
     "Fetch": (1, 1),

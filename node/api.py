@@ -14,15 +14,18 @@ import trio
 
 from client.conventions import HALF_TOPIC, TIER_PREFIX
 from client.errors import (
+    InvalidConfigError,
     InvalidRequestError,
     OffsetOutOfRangeError,
     ShuttingDownError,
     TideMQError,
+    UnknownTopicError,
 )
 from client.protocol import (
     EARLIEST,
     LATEST,
     READ_COMMITTED,
+    AlterTopicConfigs,
     CreateTopic,
     DeleteTopic,
     Fetch,
@@ -40,7 +43,15 @@ from client.protocol import (
     ProducerIdResponse,
     TopicInfo,
 )
-from node.metadata import CreateTopicCmd, DeleteTopicCmd, assign_replicas, validate_topic
+from node.metadata import (
+    TOPIC_CONFIGS,
+    AlterTopicConfigsCmd,
+    CreateTopicCmd,
+    DeleteTopicCmd,
+    assign_replicas,
+    validate_configs,
+    validate_topic,
+)
 from node.peerprotocol import WriteTxnMarker
 from node.sendfile import SENDFILE_MIN_BYTES, Region, Spliced
 
@@ -68,6 +79,7 @@ class Api:
             Metadata: self.metadata,
             CreateTopic: self.create_topic,
             DeleteTopic: self.delete_topic,
+            AlterTopicConfigs: self.alter_topic_configs,
             InitProducerId: self.init_producer_id,
             Fetch: self.fetch,
             ListOffsets: self.list_offsets,
@@ -133,6 +145,26 @@ class Api:
         if meta is not None and meta.internal:
             raise InvalidRequestError(f"{req.name} is an internal topic; it cannot be deleted")
         await self.node.run_command(DeleteTopicCmd(req.name))
+        return Ok()
+
+    async def alter_topic_configs(self, req: AlterTopicConfigs) -> Ok:
+        """On the controller leader: the topic's partitions take the new configs as the
+        command applies on each node (node/broker.py, `_open_topic`)."""
+        b = self.node
+        b.controller_leader_check()
+        meta = b.state.topics.get(req.name)
+        if meta is None:
+            raise UnknownTopicError(f"topic {req.name!r} does not exist")
+        if meta.internal:
+            raise InvalidRequestError(f"{req.name} is an internal topic; its configs are the cluster's")
+        validate_configs(req.set, b.cfg.config_minimums)
+        unknown = [k for k in req.delete if k not in TOPIC_CONFIGS]
+        if unknown:
+            raise InvalidConfigError(f"unknown topic config {unknown[0]!r}; known: {', '.join(sorted(TOPIC_CONFIGS))}")
+        if set(req.set) & set(req.delete):
+            raise InvalidConfigError(f"{sorted(set(req.set) & set(req.delete))[0]!r} is both set and deleted")
+        if not req.validate_only:
+            await b.run_command(AlterTopicConfigsCmd(req.name, dict(req.set), list(req.delete)))
         return Ok()
 
     def init_producer_id(self, req: InitProducerId) -> Awaitable[ProducerIdResponse]:

@@ -301,7 +301,7 @@ class Broker:
             eager_commit=eager_commit,
         )
 
-    def _log_config(self, configs: dict[str, str] | None = None) -> segments.LogConfig:
+    def log_config(self, configs: dict[str, str] | None = None) -> segments.LogConfig:
         configs = configs or {}
         return segments.LogConfig(
             segment_bytes=topic_config(configs, "segment.bytes", self.cfg.segment_bytes, self.cfg.config_minimums),
@@ -314,7 +314,7 @@ class Broker:
 
     def _open_controller(self) -> Replica:
         voters = tuple(sorted(self.cfg.peers))
-        storage = LogStorage(self.cfg.data_dir / "__controller", self._log_config(), ConfState(voters=voters))
+        storage = LogStorage(self.cfg.data_dir / "__controller", self.log_config(), ConfState(voters=voters))
         snap = storage.snapshot()
         if snap.data:
             self.state = decode_state(snap.data)
@@ -345,9 +345,14 @@ class Broker:
             if e.kind != EntryKind.NORMAL:
                 continue
             for rec in segments.decode_records(e.data):
-                cmd = decode_command(rec.value or b"")
+                try:
+                    cmd = decode_command(rec.value or b"")
+                except msgspec.ValidationError as exc:  # a newer build's command
+                    log.error("controller entry %d holds a command this build does not know; skipped: %s", e.last, exc)
+                    continue
                 result = self.state.apply(cmd)
                 # While replaying, replicas wait: they open at the end, for the topics that are left.
+                # (A topic whose configs changed opens again: its open partitions take them.)
                 if isinstance(result, TopicMeta) and not self._replaying:
                     self._open_topic(result)
                 elif isinstance(cmd, DeleteTopicCmd) and result is None and not self._replaying:
@@ -396,15 +401,20 @@ class Broker:
             self._open_topic(meta)
 
     def _open_topic(self, meta: TopicMeta) -> None:
+        """Open this node's replicas of `meta` that are not open yet; those that are take
+        its configs (they may have changed)."""
         for p, replicas in enumerate(meta.replicas):
-            if self.id not in replicas or meta.group(p) in self.replicas:
+            if self.id not in replicas:
+                continue
+            if (open_ := self.replicas.get(meta.group(p))) is not None:
+                open_.storage.log.config = self.log_config(meta.configs)
                 continue
             name = f"{meta.name}-{p}"
             path = self.cfg.data_dir / partition_dir(meta, p)
             legacy = self.cfg.data_dir / name
             if not path.exists() and legacy.is_dir():  # written before directories named their incarnation
                 legacy.rename(path)
-            storage = LogStorage(path, self._log_config(meta.configs), ConfState(voters=tuple(sorted(replicas))))
+            storage = LogStorage(path, self.log_config(meta.configs), ConfState(voters=tuple(sorted(replicas))))
             shard = self.runtime.shard_for(meta)
             saved = StateCheckpoint.read(storage)
             # A data partition's whole state is in the checkpoint: the log before it is not

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from node.metrics import NodeMetrics
     from node.partition import Partition
     from node.replica import Replica
+    from segments import LogConfig
 
 MAX_NAME = 255
 
@@ -73,6 +74,10 @@ class Node(NodeContext, Protocol):
     def ensure_internal_topic(self, name: str, partitions: int, configs: dict[str, str]) -> None: ...
 
     def internal_client(self, purpose: str) -> ClusterClient: ...
+
+    def log_config(self, configs: dict[str, str] | None = None) -> LogConfig:
+        """The log settings a partition with these topic configs runs with."""
+        ...
 
 
 def now_ms() -> int:

@@ -40,6 +40,7 @@ from client.protocol import (
     TopicPartition,
     TxnOffsetCommit,
 )
+from node.kafka_admin import KafkaAdmin
 from node.kafka_groups import INCONSISTENT_GROUP_PROTOCOL, ClassicGroups, GroupError
 from node.kafka_wire import (
     API_VERSIONS,
@@ -47,6 +48,8 @@ from node.kafka_wire import (
     Request,
     api_versions_response,
     build,
+    error_of,
+    failed,
     kafka_error,
     response_class,
 )
@@ -68,14 +71,6 @@ DEFAULT_PARTITIONS = 1  # a CreateTopics that leaves them to the broker (Kafka's
 DEFAULT_REPLICATION = 3  # (at most the live nodes)
 
 Handler = Callable[[Request], Awaitable[Any]]
-
-
-def _code(exc: TideMQError) -> KafkaError:
-    return KafkaError(exc.kafka_code) if isinstance(exc, GroupError) else kafka_error(exc.code)
-
-
-def _failed(exc: TideMQError) -> dict[str, Any]:
-    return {"error_code": _code(exc), "error_message": exc.message}
 
 
 async def _value(value: Any) -> Any:
@@ -121,6 +116,8 @@ class KafkaApi:
             28: self.txn_offset_commit,
             60: self.describe_cluster,
         }
+        self.admin = KafkaAdmin(node, self._controller)
+        self.handlers.update(self.admin.handlers)
 
     def dispatch(self, req: Request) -> Awaitable[Any]:
         return self.handlers[req.api_key](req)
@@ -209,7 +206,7 @@ class KafkaApi:
                     await self._controller(CreateTopic(t.name, partitions, replication, configs), body.timeout)
                 out.update(num_partitions=partitions, replication_factor=replication)
             except TideMQError as exc:
-                out.update(_failed(exc))
+                out.update(failed(exc))
             results.append(out)
         return build(response_class(19, req.version), {"topics": results})
 
@@ -227,13 +224,16 @@ class KafkaApi:
                     raise InvalidRequestError("topics are deleted by name here, not by topic id")
                 await self._controller(DeleteTopic(name), body.timeout)
             except TideMQError as exc:
-                out.update(_failed(exc))
+                out.update(failed(exc))
             results.append(out)
         return build(response_class(20, req.version), {"responses": results})
 
     async def _controller(self, request: Any, timeout: Any) -> Any:
+        """`request` answered by the controller leader within `timeout` (a timedelta; None,
+        zero or less: none given, 30 s)."""
         assert self.cluster is not None, "the Kafka listener serves once its cluster client is open"
-        seconds = timeout.total_seconds() if timeout.total_seconds() > 0 else 30.0  # 0 or less: none given
+        given = timeout.total_seconds() if timeout is not None else 0.0
+        seconds = given if given > 0 else 30.0
         with trio.move_on_after(seconds) as scope:
             return await self.cluster.controller_request(request)
         assert scope.cancelled_caught
@@ -276,7 +276,7 @@ class KafkaApi:
                 host, _, port = addr.rpartition(":")
                 out.update(node_id=node, host=host, port=int(port))
             except TideMQError as exc:
-                out.update(_failed(exc))
+                out.update(failed(exc))
             found.append(out)
         body_out = {"coordinators": found} if req.version >= 4 else found[0]
         return _value(build(response_class(10, req.version), body_out))
@@ -315,7 +315,7 @@ class KafkaApi:
                 members=[{"member_id": m, "group_instance_id": i, "metadata": md} for m, i, md in result.members],
             )
         except TideMQError as exc:
-            out["error_code"] = _code(exc)
+            out["error_code"] = error_of(exc)
         return build(response_class(11, req.version), out)
 
     def sync_group(self, req: Request) -> Awaitable[Any]:
@@ -331,7 +331,7 @@ class KafkaApi:
             g = self.groups.groups[b.group_id]
             out.update(protocol_type=g.protocol_type, protocol_name=g.protocol)
         except TideMQError as exc:
-            out["error_code"] = _code(exc)
+            out["error_code"] = error_of(exc)
         return build(response_class(14, req.version), out)
 
     def heartbeat(self, req: Request) -> Awaitable[Any]:
@@ -341,7 +341,7 @@ class KafkaApi:
             self._coordinate(b.group_id)
             self.groups.heartbeat(b.group_id, b.member_id, int(b.generation_id))
         except TideMQError as exc:
-            out["error_code"] = _code(exc)
+            out["error_code"] = error_of(exc)
         return _value(build(response_class(12, req.version), out))
 
     def leave_group(self, req: Request) -> Awaitable[Any]:
@@ -357,12 +357,12 @@ class KafkaApi:
                 try:
                     self.groups.leave(b.group_id, member_id, instance_id)
                 except TideMQError as exc:
-                    result["error_code"] = _code(exc)
+                    result["error_code"] = error_of(exc)
                     if len(leaving) == 1:
-                        out["error_code"] = _code(exc)
+                        out["error_code"] = error_of(exc)
                 out["members"].append(result)
         except TideMQError as exc:
-            out["error_code"] = _code(exc)
+            out["error_code"] = error_of(exc)
         return _value(build(response_class(13, req.version), out))
 
     def list_groups(self, req: Request) -> Awaitable[Any]:
@@ -414,7 +414,7 @@ class KafkaApi:
                     kind, state = self._kind(name)
                     out.update(group_state=state, protocol_type=kind)
             except TideMQError as exc:
-                out["error_code"] = _code(exc)
+                out["error_code"] = error_of(exc)
             described.append(out)
         return _value(build(response_class(15, req.version), {"groups": described}))
 
@@ -430,7 +430,7 @@ class KafkaApi:
             self.groups.check_commit(b.group_id, b.member_id, int(b.generation_id_or_member_epoch))
             await self.coordinator.offset_commit(OffsetCommit(b.group_id, offsets))
         except TideMQError as exc:
-            error = _code(exc)
+            error = error_of(exc)
         topics = [
             {
                 "name": t.name,
@@ -462,7 +462,7 @@ class KafkaApi:
             self._coordinate(group)
             resp = await self.coordinator.offset_fetch(OffsetFetch(group, wanted, require_stable=stable))
         except TideMQError as exc:
-            return {"group_id": group, "topics": [], "error_code": _code(exc)}
+            return {"group_id": group, "topics": [], "error_code": error_of(exc)}
         have = {(t, p): o for t, p, o in resp.offsets}
         keys = [(tp.topic, tp.partition) for tp in wanted] if wanted is not None else sorted(have)
         by_topic: dict[str, list[dict[str, Any]]] = {}
@@ -502,7 +502,7 @@ class KafkaApi:
                     )
                     pending.append((t.name, int(pd.index), waiter))
                 except TideMQError as exc:
-                    pending.append((t.name, int(pd.index), _failed(exc)))
+                    pending.append((t.name, int(pd.index), failed(exc)))
         if acks == 0:
             return self._unanswered(pending)
         return self._produced(req.version, pending)
@@ -528,7 +528,7 @@ class KafkaApi:
                     resp = await waiter
                     out.update(base_offset=resp.base_offset, log_start_offset=resp.log_start_offset)
                 except TideMQError as exc:
-                    out.update(_failed(exc))
+                    out.update(failed(exc))
             by_topic.setdefault(topic, []).append(out)
         responses = [{"name": t, "partition_responses": ps} for t, ps in by_topic.items()]
         return build(response_class(0, version), {"responses": responses})
@@ -578,7 +578,7 @@ class KafkaApi:
                 )
                 await self.api.dispatch(native, None)
         except TideMQError as exc:
-            errors = dict.fromkeys(wanted, _code(exc))
+            errors = dict.fromkeys(wanted, error_of(exc))
         by_topic: dict[str, list[dict[str, Any]]] = {}
         for (t, p), code in errors.items():
             by_topic.setdefault(t, []).append({"partition_index": p, "partition_error_code": code})
@@ -606,7 +606,7 @@ class KafkaApi:
         try:
             await waiter
         except TideMQError as exc:
-            out["error_code"] = _code(exc)
+            out["error_code"] = error_of(exc)
         return build(response_class(api_key, version), out)
 
     def txn_offset_commit(self, req: Request) -> Awaitable[Any]:
@@ -627,7 +627,7 @@ class KafkaApi:
             native = TxnOffsetCommit(b.transactional_id, int(b.producer_id), int(b.producer_epoch), b.group_id, offsets)
             await self.cluster.transaction_coordinator_request(b.transactional_id, native)
         except TideMQError as exc:
-            error = _code(exc)
+            error = error_of(exc)
         topics = [
             {
                 "name": t.name,

@@ -26,7 +26,7 @@ from kio.schema.errors import ErrorCode as KafkaError
 from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import i16, i32
 
-from client.errors import ErrorCode
+from client.errors import ErrorCode, TideMQError
 
 #: API key -> (lowest, highest) version served. Only versions really implemented: a
 #: client picks the highest both sides know, so an advertised version is a promise.
@@ -53,6 +53,9 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     25: (0, 3),  # AddOffsetsToTxn
     26: (0, 3),  # EndTxn (4 and up: KIP-890's transactions v2)
     28: (0, 3),  # TxnOffsetCommit
+    32: (1, 4),  # DescribeConfigs (v0 has no config sources)
+    33: (0, 2),  # AlterConfigs
+    44: (0, 1),  # IncrementalAlterConfigs
     60: (0, 1),  # DescribeCluster
 }
 API_VERSIONS = 18
@@ -110,6 +113,18 @@ def kafka_error(code: int) -> KafkaError:
         return _KAFKA_CODES[ErrorCode(code)]
     except ValueError:
         return KafkaError.unknown_server_error
+
+
+def error_of(exc: TideMQError) -> KafkaError:
+    """Kafka's code for a refusal: its own where the error carries one (`kafka_code`,
+    as the classic group protocol's do), else the mapping of ours."""
+    code = getattr(exc, "kafka_code", None)
+    return KafkaError(code) if code is not None else kafka_error(exc.code)
+
+
+def failed(exc: TideMQError) -> dict[str, Any]:
+    """The error fields of a Kafka answer that has a message beside its code."""
+    return {"error_code": error_of(exc), "error_message": exc.message}
 
 
 class Request(typing.NamedTuple):

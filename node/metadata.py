@@ -54,7 +54,15 @@ class AllocateProducerIds(_Cmd):
     node_id: int
 
 
-Command = CreateTopicCmd | DeleteTopicCmd | AllocateProducerIds
+class AlterTopicConfigsCmd(_Cmd):
+    """Set some configs of a topic and remove others (back to their defaults)."""
+
+    name: str
+    set: dict[str, str] = {}
+    delete: list[str] = []
+
+
+Command = CreateTopicCmd | DeleteTopicCmd | AllocateProducerIds | AlterTopicConfigsCmd
 _cmd_encoder = msgspec.msgpack.Encoder()
 _cmd_decoder = msgspec.msgpack.Decoder(Command)
 
@@ -91,6 +99,14 @@ class ClusterState(msgspec.Struct):
             if self.topics.pop(cmd.name, None) is None:
                 return UnknownTopicError(f"topic {cmd.name!r} does not exist")
             return None
+        if isinstance(cmd, AlterTopicConfigsCmd):
+            old = self.topics.get(cmd.name)
+            if old is None:
+                return UnknownTopicError(f"topic {cmd.name!r} does not exist")
+            configs = {k: v for k, v in old.configs.items() if k not in cmd.delete}
+            configs.update(cmd.set)
+            new = self.topics[cmd.name] = msgspec.structs.replace(old, configs=configs)
+            return new
         if isinstance(cmd, AllocateProducerIds):
             first = self.next_producer_id
             self.next_producer_id += PRODUCER_ID_BLOCK
@@ -161,6 +177,17 @@ def _clamp(key: str, raw: str, least: int, most: int, default: int | None) -> in
     return min(max(value, least), most)
 
 
+def validate_configs(configs: dict[str, str], least: dict[str, int] | None = None) -> None:
+    """Refuse a topic config a client may not set, or a value out of its range."""
+    for key, value in configs.items():
+        if key not in TOPIC_CONFIGS:
+            raise InvalidConfigError(f"unknown topic config {key!r}; known: {', '.join(sorted(TOPIC_CONFIGS))}")
+        _, least_v, most = TOPIC_CONFIGS[key]
+        least_v = (least or {}).get(key, least_v)
+        if not isinstance(value, str) or not value.isdigit() or not least_v <= int(value) <= most:
+            raise InvalidConfigError(f"topic config {key}={value!r} must be an integer in {least_v}..{most}")
+
+
 def validate_topic(
     name: str,
     partitions: int,
@@ -169,13 +196,7 @@ def validate_topic(
     configs: dict[str, str] | None = None,
     least: dict[str, int] | None = None,
 ) -> None:
-    for key, value in (configs or {}).items():
-        if key not in TOPIC_CONFIGS:
-            raise InvalidConfigError(f"unknown topic config {key!r}; known: {', '.join(sorted(TOPIC_CONFIGS))}")
-        _, least_v, most = TOPIC_CONFIGS[key]
-        least_v = (least or {}).get(key, least_v)
-        if not isinstance(value, str) or not value.isdigit() or not least_v <= int(value) <= most:
-            raise InvalidConfigError(f"topic config {key}={value!r} must be an integer in {least_v}..{most}")
+    validate_configs(configs or {}, least)
     if not TOPIC_NAME.match(name) or name in (".", ".."):
         raise InvalidConfigError(f"topic name {name!r} must be 1-200 of [A-Za-z0-9._-]")
     if not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:

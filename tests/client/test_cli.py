@@ -87,6 +87,11 @@ def test_topic_create_list_describe_delete(tidemq):
         again.code == 1
         and again.err == "tidemq: error: topic 'life' already exists (see `tidemq topic describe life`)\n"
     )
+    altered = tidemq("topic", "alter", "life", "--config", "retention.bytes=1048576", "--delete-config", "retention.ms")
+    assert altered.code == 0 and altered.out == "altered topic life: retention.bytes=1048576\n"
+    bad = tidemq("topic", "alter", "life", "--config", "retention.ms=0")
+    assert bad.code == 1 and "retention.ms='0' must be an integer in 1.." in bad.err
+    assert tidemq("topic", "alter", "life").code != 0
     assert tidemq("topic", "delete", "life").out == "deleted topic life\n"
     gone = tidemq("topic", "describe", "life")
     assert gone.code == 1 and "does not exist: create it with `tidemq topic create life`" in gone.err

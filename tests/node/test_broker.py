@@ -3,6 +3,7 @@
 import pytest
 import trio
 
+from client import Admin, Producer
 from client.cluster import ClusterClient
 from client.connection import open_connection
 from client.errors import (
@@ -191,6 +192,33 @@ async def test_retention_and_follower_restart_from_log_start(tmp_path):
             cluster.brokers[leader].partitions[("r", 0)].storage.log.read(max(log.log_start_offset, start), 1 << 20)
         )
         assert ours and ours[: len(theirs)] == theirs[: len(ours)]
+
+
+async def test_altered_configs_apply_live_on_every_replica(tmp_path):
+    async with local_cluster(tmp_path, retention_check_ms=50, min_segment_bytes=1024) as cluster:
+        async with Admin(cluster.bootstrap) as admin:
+            await admin.create_topic("live", 1, 3, {"segment.bytes": "4096"})
+            with pytest.raises(InvalidConfigError, match="unknown topic config"):
+                await admin.alter_topic_configs("live", {"retention.hours": "1"})
+            with pytest.raises(UnknownTopicError):
+                await admin.alter_topic_configs("nope", {"retention.ms": "1000"})
+            async with Producer(cluster.bootstrap) as producer:
+                for i in range(40):
+                    await producer.submit("live", b"%04d" % i + b"x" * 500)
+                await producer.flush()
+            logs = [b.partitions[("live", 0)].storage.log for b in cluster.brokers.values()]
+            assert all(log.log_start_offset == 0 for log in logs)  # the default keeps a week
+            await admin.alter_topic_configs("live", {"retention.bytes": "8192"})
+            with trio.fail_after(10):  # every replica trims to its newest ~8 KiB
+                while not all(log.log_start_offset > 0 and log.segment_count <= 4 for log in logs):
+                    await trio.sleep(0.05)
+            await admin.alter_topic_configs("live", delete=["retention.bytes", "segment.bytes"])
+            info = await admin.describe_topic("live")
+            assert info.configs == {}
+            assert all(
+                b.partitions[("live", 0)].storage.log.config.segment_bytes == b.cfg.segment_bytes
+                for b in cluster.brokers.values()
+            )
 
 
 async def test_controller_snapshot_brings_a_lagging_node_up_to_date(tmp_path):

@@ -1,0 +1,94 @@
+"""Kafka's admin clients against real node processes: topic and broker configs described
+and altered (librdkafka's incremental alter, kafka-python's legacy alter), seen by the
+native side too."""
+
+from __future__ import annotations
+
+import trio
+
+from client import Admin
+from tests.node.test_kafka_process import kafka_cluster
+
+
+def rd_configs(bootstrap: str, topic: str) -> tuple[dict, dict, str]:
+    """(the topic's configs, after an incremental alter, the error of a refused alter)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+
+    def describe() -> dict:
+        (future,) = admin.describe_configs([resource]).values()
+        return {k: (e.value, e.is_read_only, e.source) for k, e in future.result(30).items()}
+
+    before = describe()
+    change = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("segment.ms", None, incremental_operation=AlterConfigOpType.DELETE),
+        ],
+    )
+    (future,) = admin.incremental_alter_configs([change]).values()
+    future.result(30)
+    after = describe()
+    bad = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[ConfigEntry("retention.ms", "0", incremental_operation=AlterConfigOpType.SET)],
+    )
+    (future,) = admin.incremental_alter_configs([bad]).values()
+    try:
+        future.result(30)
+        refused = ""
+    except KafkaException as exc:
+        refused = exc.args[0].name()
+    return before, after, refused
+
+
+def kafka_python_configs(bootstrap: str, topic: str) -> tuple[dict, dict, dict]:
+    """(a node's configs, the topic's modified ones after a legacy AlterConfigs, which
+    replaces the whole set: kafka-python fills in the modified ones it does not change,
+    then the same after a reset of one through IncrementalAlterConfigs)."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    try:
+        node = admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, "1")], config_filter="all")
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs={"retention.bytes": "1048576"})
+        admin.alter_configs([resource], incremental=False)
+        altered = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        admin.reset_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs={"retention.ms": None})])
+        reset = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        return (
+            {k: c["value"] for k, c in node["broker"]["1"].items()},
+            {k: c["value"] for k, c in altered["topic"][topic].items()},
+            {k: c["value"] for k, c in reset["topic"][topic].items()},
+        )
+    finally:
+        admin.close()
+
+
+async def test_kafka_admin_clients_describe_and_alter_configs(tmp_path):
+    async with kafka_cluster(tmp_path) as (c, kafka_bootstrap):
+        async with Admin(c.bootstrap) as admin:
+            await admin.create_topic("cfg", 2, 3, {"segment.ms": "600000"})
+        before, after, refused = await trio.to_thread.run_sync(rd_configs, kafka_bootstrap, "cfg")
+        # Settable configs with what the partitions run with, and where that comes from.
+        assert before["segment.ms"] == ("600000", False, 1)  # set on the topic
+        assert before["retention.ms"] == (str(7 * 86_400_000), False, 5)  # the default
+        assert before["retention.bytes"][0] == "-1"
+        assert before["cleanup.policy"] == ("delete", True, 5) and before["min.insync.replicas"][0] == "2"
+        assert after["retention.ms"] == ("3600000", False, 1) and after["segment.ms"][2] == 5
+        assert refused == "INVALID_CONFIG"
+        async with Admin(c.bootstrap) as admin:
+            assert (await admin.describe_topic("cfg")).configs == {"retention.ms": "3600000"}
+
+        node, altered, reset = await trio.to_thread.run_sync(kafka_python_configs, kafka_bootstrap, "cfg")
+        assert node["broker.id"] == "1" and int(node["message.max.bytes"]) > 0
+        assert altered == {"retention.bytes": "1048576", "retention.ms": "3600000"}  # only those set on the topic
+        assert reset == {"retention.bytes": "1048576"}
+        async with Admin(c.bootstrap) as admin:
+            assert (await admin.describe_topic("cfg")).configs == {"retention.bytes": "1048576"}
