@@ -1,5 +1,8 @@
-"""Kafka's admin requests on configs: DescribeConfigs, AlterConfigs and
-IncrementalAlterConfigs, on the native topic configs (`node.metadata.TOPIC_CONFIGS`).
+"""Kafka's admin requests that have no client-facing role: configs (DescribeConfigs,
+AlterConfigs, IncrementalAlterConfigs, on the native topic configs of
+`node.metadata.TOPIC_CONFIGS`), and what producers and transactions are doing
+(DescribeProducers, ListTransactions, DescribeTransactions, on the partitions' producer
+state and the native transaction coordinator).
 
 What a topic shows: the configs a client may set, with the value its partitions run
 with (set on the topic, or the node's default), and read-only facts of how TideMQ stores
@@ -14,9 +17,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from client.errors import InvalidConfigError, InvalidRequestError, TideMQError, UnknownTopicError
-from client.protocol import AlterTopicConfigs
-from node.kafka_wire import Request, build, failed, response_class
+from client.errors import InvalidConfigError, InvalidRequestError, NotLeaderError, TideMQError, UnknownTopicError
+from client.protocol import AlterTopicConfigs, DescribeTransaction, ListTransactions, ListTransactionsResponse, TxnInfo
+from node.context import now_ms
+from node.kafka_wire import KafkaError, Request, build, error_of, failed, response_class
 from node.metadata import TOPIC_CONFIGS
 
 if TYPE_CHECKING:
@@ -28,6 +32,15 @@ TOPIC, BROKER = 2, 4  # Kafka's resource types
 TOPIC_CONFIG, STATIC_BROKER_CONFIG, DEFAULT_CONFIG = 1, 4, 5
 STRING, INT, LONG = 2, 3, 5
 SET, DELETE = 0, 1  # IncrementalAlterConfigs operations (APPEND and SUBTRACT are for lists)
+#: Our transaction states (`TxnInfo.state`) as Kafka spells them.
+TXN_STATES = {
+    "empty": "Empty",
+    "ongoing": "Ongoing",
+    "prepare_commit": "PrepareCommit",
+    "prepare_abort": "PrepareAbort",
+    "complete_commit": "CompleteCommit",
+    "complete_abort": "CompleteAbort",
+}
 #: TideMQ's own per-topic configs (the delay tiers'), shown read-only on internal topics.
 _INTERNAL = {"delay.ms", "delay.lanes"}
 
@@ -55,14 +68,28 @@ class Config:
 
 
 class KafkaAdmin:
-    def __init__(self, node: Node, controller: Callable[[Any, Any], Awaitable[Any]]) -> None:
-        """`controller(request, timeout)`: send a native request to the controller leader."""
+    def __init__(
+        self,
+        node: Node,
+        controller: Callable[[Any, Any], Awaitable[Any]],
+        local: Callable[[Any], Awaitable[Any]],
+    ) -> None:
+        """`controller(request, timeout)`: a native request answered by the controller
+        leader; `local(request)`: one answered by this node's own handlers."""
         self.node = node
         self._controller = controller
+        self._local = local
 
     @property
     def handlers(self) -> dict[int, Callable[[Request], Awaitable[Any]]]:
-        return {32: self.describe_configs, 33: self.alter_configs, 44: self.incremental_alter_configs}
+        return {
+            32: self.describe_configs,
+            33: self.alter_configs,
+            44: self.incremental_alter_configs,
+            61: self.describe_producers,
+            65: self.describe_transactions,
+            66: self.list_transactions,
+        }
 
     # -- describing -----------------------------------------------------------------------
 
@@ -182,3 +209,82 @@ class KafkaAdmin:
                 out.update(failed(exc))
             responses.append(out)
         return build(response_class(api_key, req.version), {"responses": responses})
+
+    # -- producers and transactions -------------------------------------------------------
+
+    async def describe_producers(self, req: Request) -> Any:
+        """The producers a partition's committed state holds, from its leader."""
+        topics = []
+        for t in req.body.topics:
+            parts = []
+            for p in t.partition_indexes:
+                out: dict[str, Any] = {"partition_index": p, "active_producers": []}
+                try:
+                    part = self.node.local_partition(t.name, int(p))
+                    if not part.is_leader:
+                        raise NotLeaderError(f"node {self.node.id} does not lead {t.name}-{p}")
+                    txns = part.txns
+                    out["active_producers"] = [
+                        {
+                            "producer_id": pid,
+                            "producer_epoch": epoch,
+                            "last_sequence": seq,
+                            "last_timestamp": ts,
+                            "coordinator_epoch": txns.coordinator_epochs.get(pid, -1),
+                            "current_txn_start_offset": txns.open.get(pid, -1),
+                        }
+                        for pid, epoch, seq, ts in part.producers.active()
+                    ]
+                except TideMQError as exc:
+                    out.update(failed(exc))
+                parts.append(out)
+            topics.append({"name": t.name, "partitions": parts})
+        return build(response_class(61, req.version), {"topics": topics})
+
+    async def list_transactions(self, req: Request) -> Any:
+        """The transactional ids this node coordinates (admin clients ask every node)."""
+        b = req.body
+        wanted_states = set(b.state_filters)
+        wanted_pids = set(b.producer_id_filters)
+        older_than = int(getattr(b, "duration_filter", -1))
+        listed: ListTransactionsResponse = await self._local(ListTransactions())
+        now = now_ms()
+        states = []
+        for t in listed.transactions:
+            state = TXN_STATES.get(t.state, t.state)
+            if wanted_states and state not in wanted_states:
+                continue
+            if wanted_pids and t.producer_id not in wanted_pids:
+                continue
+            if older_than >= 0 and not (t.started_ms and now - t.started_ms > older_than):
+                continue
+            states.append(
+                {"transactional_id": t.transactional_id, "producer_id": t.producer_id, "transaction_state": state}
+            )
+        unknown = sorted(wanted_states - set(TXN_STATES.values()))
+        return build(response_class(66, req.version), {"unknown_state_filters": unknown, "transaction_states": states})
+
+    async def describe_transactions(self, req: Request) -> Any:
+        """Each id as its coordinator (this node, for the ids a client sends here) knows it."""
+        described = []
+        for tid in req.body.transactional_ids:
+            out: dict[str, Any] = {"transactional_id": tid, "transaction_start_time": -1, "producer_id": -1}
+            try:
+                info: TxnInfo = await self._local(DescribeTransaction(tid))
+                by_topic: dict[str, list[int]] = {}
+                for tp in info.partitions:
+                    by_topic.setdefault(tp.topic, []).append(tp.partition)
+                out.update(
+                    transaction_state=TXN_STATES.get(info.state, info.state),
+                    transaction_timeout=info.timeout_ms,
+                    transaction_start_time=info.started_ms or -1,
+                    producer_id=info.producer_id,
+                    producer_epoch=info.producer_epoch,
+                    topics=[{"topic": t, "partitions": ps} for t, ps in by_topic.items()],
+                )
+            except InvalidRequestError:  # the coordinator's answer to an id no producer has used
+                out["error_code"] = KafkaError.transactional_id_not_found
+            except TideMQError as exc:
+                out["error_code"] = error_of(exc)
+            described.append(out)
+        return build(response_class(65, req.version), {"transaction_states": described})

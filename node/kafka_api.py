@@ -116,7 +116,7 @@ class KafkaApi:
             28: self.txn_offset_commit,
             60: self.describe_cluster,
         }
-        self.admin = KafkaAdmin(node, self._controller)
+        self.admin = KafkaAdmin(node, self._controller, lambda body: api.dispatch(body, None))
         self.handlers.update(self.admin.handlers)
 
     def dispatch(self, req: Request) -> Awaitable[Any]:

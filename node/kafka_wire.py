@@ -57,6 +57,9 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     33: (0, 2),  # AlterConfigs
     44: (0, 1),  # IncrementalAlterConfigs
     60: (0, 1),  # DescribeCluster
+    61: (0, 0),  # DescribeProducers
+    65: (0, 0),  # DescribeTransactions
+    66: (0, 1),  # ListTransactions
 }
 API_VERSIONS = 18
 MAX_FRAME_BYTES = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes default

@@ -122,6 +122,11 @@ class ProducerState:
         self._expired = dict.fromkeys(snap.expired)
         self._pending.clear()
 
+    def active(self) -> list[tuple[int, int, int, int]]:
+        """(producer id, epoch, last sequence, newest batch time) of every producer the
+        committed state holds, for DescribeProducers."""
+        return [(pid, p.epoch, p.last_seq, p.last_ts) for pid, p in self._committed.items()]
+
     def _current(self, pid: int) -> _Producer | None:
         return self._pending.get(pid) or self._committed.get(pid)
 

@@ -1,13 +1,17 @@
 """Kafka's admin clients against real node processes: topic and broker configs described
 and altered (librdkafka's incremental alter, kafka-python's legacy alter), seen by the
-native side too."""
+native side too; the producers of partitions and the transactions of coordinators."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
+from kafka import TopicPartition
 
 from client import Admin
-from tests.node.test_kafka_process import kafka_cluster
+from tests.node.test_kafka_process import PARTITIONS, kafka_cluster
+from tests.node.test_kafka_transactions import rd_producer
 
 
 def rd_configs(bootstrap: str, topic: str) -> tuple[dict, dict, str]:
@@ -92,3 +96,50 @@ async def test_kafka_admin_clients_describe_and_alter_configs(tmp_path):
         assert reset == {"retention.bytes": "1048576"}
         async with Admin(c.bootstrap) as admin:
             assert (await admin.describe_topic("cfg")).configs == {"retention.bytes": "1048576"}
+
+
+def kafka_python_txn_views(bootstrap: str, topic: str, tid: str) -> tuple[list, Any, dict]:
+    """(every node's listing, the id's description, the partitions' producers)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    try:
+        listed = [t for per_node in admin.list_transactions().values() for t in per_node]
+        (described,) = admin.describe_transactions([tid]).values()
+        producers = admin.describe_producers([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        return listed, described, producers
+    finally:
+        admin.close()
+
+
+async def test_kafka_admin_clients_see_producers_and_transactions(tmp_path):
+    async with kafka_cluster(tmp_path, "orders") as (c, kafka_bootstrap):
+
+        def open_transaction():
+            producer = rd_producer(kafka_bootstrap, "shipper")
+            producer.begin_transaction()
+            producer.produce("orders", value=b"in flight", key=b"k", partition=1)
+            producer.flush(30)
+            return producer
+
+        producer = await trio.to_thread.run_sync(open_transaction)
+        listed, described, producers = await trio.to_thread.run_sync(
+            kafka_python_txn_views, kafka_bootstrap, "orders", "shipper"
+        )
+        (mine,) = [t for t in listed if t.transactional_id == "shipper"]
+        assert mine.state.value == "Ongoing"
+        assert described.state.value == "Ongoing" and described.producer_id == mine.producer_id
+        assert {(tp.topic, tp.partition) for tp in described.topic_partitions} == {("orders", 1)}
+        assert described.transaction_start_time_ms > 0
+        (active,) = producers[TopicPartition("orders", 1)].active_producers
+        assert active.producer_id == mine.producer_id and active.last_sequence == 0
+        assert active.current_transaction_start_offset >= 0
+        assert producers[TopicPartition("orders", 0)].active_producers == []
+
+        await trio.to_thread.run_sync(producer.commit_transaction, 30)
+        listed, described, producers = await trio.to_thread.run_sync(
+            kafka_python_txn_views, kafka_bootstrap, "orders", "shipper"
+        )
+        assert described.state.value == "CompleteCommit"
+        (active,) = producers[TopicPartition("orders", 1)].active_producers
+        assert active.current_transaction_start_offset == -1 and active.coordinator_epoch >= 0
