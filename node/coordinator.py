@@ -410,9 +410,10 @@ class GroupCoordinator(Service):
     def __init__(self, ctx: NodeContext) -> None:
         super().__init__(ctx)
         self._expiry_checked = 0.0
-        #: Whether a group has members of Kafka's classic protocol here (set by the Kafka
+        #: Whether a member joining (group, member id) must be refused because the group
+        #: has members of a Kafka protocol that the joiner does not speak (set by the Kafka
         #: listener): a group is one kind or the other, never both at once.
-        self.kafka_members: Callable[[str], bool] = lambda group: False
+        self.kafka_members: Callable[[str, str], bool] = lambda group, member_id: False
 
     def topics(self) -> list[InternalTopic]:
         segment = {"segment.bytes": str(OFFSETS_SEGMENT_BYTES)}
@@ -450,8 +451,12 @@ class GroupCoordinator(Service):
 
     def has_members(self, group: str) -> bool:
         """Whether a native group of this name has members (on its coordinator)."""
+        return bool(self.member_ids(group))
+
+    def member_ids(self, group: str) -> set[str]:
+        """The members of a native group of this name (on its coordinator)."""
         g = self._local(group).groups.get(group)
-        return g is not None and bool(g.members)
+        return set(g.members) if g is not None else set()
 
     def find_coordinator(self, req: FindCoordinator) -> Awaitable[CoordinatorResponse]:
         check_name("group", req.group)
@@ -488,7 +493,7 @@ class GroupCoordinator(Service):
                 log.info("group %s: member %s left", req.group, req.member_id)
             return self._after_leave(coord, req.member_id)
         if req.member_epoch == 0:
-            if self.kafka_members(req.group):
+            if self.kafka_members(req.group, req.member_id):
                 raise InvalidRequestError(
                     f"group {req.group!r} has members of Kafka's group protocol; a group is one kind or the other"
                 )

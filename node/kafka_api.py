@@ -41,6 +41,7 @@ from client.protocol import (
     TxnOffsetCommit,
 )
 from node.kafka_admin import KafkaAdmin
+from node.kafka_consumer_groups import ConsumerGroups
 from node.kafka_groups import INCONSISTENT_GROUP_PROTOCOL, ClassicGroups, GroupError
 from node.kafka_wire import (
     API_VERSIONS,
@@ -52,6 +53,7 @@ from node.kafka_wire import (
     failed,
     kafka_error,
     response_class,
+    topic_id,
 )
 from node.metadata import validate_topic
 
@@ -87,7 +89,8 @@ class KafkaApi:
         self.api = api
         self.coordinator = coordinator
         self.groups = ClassicGroups()
-        coordinator.kafka_members = self.groups.active
+        self.consumer_groups = ConsumerGroups(node, coordinator)
+        coordinator.kafka_members = lambda g, m: self.groups.active(g) or self.consumer_groups.refuses(g, m)
         self._kafka_addrs = kafka_addrs
         #: This node's client of the cluster (`KafkaServer.serve` opens it): a producer
         #: id comes from the controller, which need not be this node.
@@ -115,6 +118,8 @@ class KafkaApi:
             26: self.end_txn,
             28: self.txn_offset_commit,
             60: self.describe_cluster,
+            68: self.consumer_group_heartbeat,
+            69: self.consumer_group_describe,
         }
         self.admin = KafkaAdmin(node, self._controller, lambda body: api.dispatch(body, None))
         self.handlers.update(self.admin.handlers)
@@ -149,14 +154,19 @@ class KafkaApi:
         brokers = self._brokers("node_id")
         asked = req.body.topics
         if asked is None or (req.version == 0 and not asked):
-            names = sorted(b.state.topics)
+            names: list[Any] = sorted(b.state.topics)
         else:
-            names = [t.name for t in asked]
+            by_id = {topic_id(m.name, m.first_group): m.name for m in b.state.topics.values()}
+            names = [t.name if t.name is not None else by_id.get(t.topic_id, t.topic_id) for t in asked]
         topics = []
         for name in names:
-            meta = b.state.topics.get(name)
+            meta = b.state.topics.get(name) if isinstance(name, str) else None
             if meta is None:
-                topics.append({"name": name, "error_code": KafkaError.unknown_topic_or_partition})
+                topics.append(
+                    {"name": name, "error_code": KafkaError.unknown_topic_or_partition}
+                    if isinstance(name, str)
+                    else {"name": None, "topic_id": name, "error_code": KafkaError.unknown_topic_id}
+                )
                 continue
             parts = []
             for p, replicas in enumerate(meta.replicas):
@@ -173,7 +183,14 @@ class KafkaApi:
                         "isr_nodes": isr,
                     }
                 )
-            topics.append({"name": name, "is_internal": meta.internal, "partitions": parts})
+            topics.append(
+                {
+                    "name": name,
+                    "topic_id": topic_id(name, meta.first_group),
+                    "is_internal": meta.internal,
+                    "partitions": parts,
+                }
+            )
         controller = b.controller.core.leader or -1
         body = {"brokers": brokers, "controller_id": controller, "cluster_id": CLUSTER_ID, "topics": topics}
         return _value(build(response_class(3, req.version), body))
@@ -253,6 +270,19 @@ class KafkaApi:
         g = self.groups.groups.get(group)
         if g is not None and g.term != part.core.term:
             self.groups.forget(group)
+
+    def consumer_group_heartbeat(self, req: Request) -> Awaitable[Any]:
+        """KIP-848's protocol, on the native coordinator (node/kafka_consumer_groups.py)."""
+        group = req.body.group_id
+        try:
+            self._coordinate(group)
+        except TideMQError as exc:
+            body = {"error_code": error_of(exc), "error_message": exc.message, "member_epoch": -1}
+            return _value(build(response_class(68, req.version), body))
+        return self.consumer_groups.heartbeat(req, self.groups.active(group))
+
+    def consumer_group_describe(self, req: Request) -> Awaitable[Any]:
+        return self.consumer_groups.describe(req)
 
     def find_coordinator(self, req: Request) -> Awaitable[Any]:
         body = req.body
@@ -384,7 +414,8 @@ class KafkaApi:
         g = self.groups.groups.get(group)
         if g is not None and g.members:
             return g.protocol_type, g.state.value
-        return NATIVE_PROTOCOL_TYPE, "Stable" if self.coordinator.has_members(group) else "Empty"
+        kind = "consumer" if self.consumer_groups.kafka_members(group) else NATIVE_PROTOCOL_TYPE  # (KIP-848's)
+        return kind, "Stable" if self.coordinator.has_members(group) else "Empty"
 
     def describe_groups(self, req: Request) -> Awaitable[Any]:
         described = []
@@ -427,8 +458,13 @@ class KafkaApi:
         error: KafkaError | None = None
         try:
             self._coordinate(b.group_id)
-            self.groups.check_commit(b.group_id, b.member_id, int(b.generation_id_or_member_epoch))
-            await self.coordinator.offset_commit(OffsetCommit(b.group_id, offsets))
+            epoch = int(b.generation_id_or_member_epoch)
+            if b.member_id and b.member_id in self.coordinator.member_ids(b.group_id):
+                # A member of Kafka's consumer protocol (KIP-848): the native group checks it.
+                await self.coordinator.offset_commit(OffsetCommit(b.group_id, offsets, b.member_id, epoch))
+            else:
+                self.groups.check_commit(b.group_id, b.member_id, epoch)
+                await self.coordinator.offset_commit(OffsetCommit(b.group_id, offsets))
         except TideMQError as exc:
             error = error_of(exc)
         topics = [

@@ -36,8 +36,8 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     1: (4, 12),  # Fetch: v4 is the first with record batch v2 (and isolation levels)
     2: (1, 7),  # ListOffsets
     3: (0, 12),  # Metadata
-    8: (2, 8),  # OffsetCommit (9 and up are KIP-848's member epochs)
-    9: (1, 8),  # OffsetFetch
+    8: (2, 9),  # OffsetCommit (9: a KIP-848 member's epoch)
+    9: (1, 9),  # OffsetFetch
     10: (0, 4),  # FindCoordinator (groups and transactions)
     11: (2, 7),  # JoinGroup
     12: (0, 4),  # Heartbeat
@@ -60,6 +60,8 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     61: (0, 0),  # DescribeProducers
     65: (0, 0),  # DescribeTransactions
     66: (0, 1),  # ListTransactions
+    68: (0, 1),  # ConsumerGroupHeartbeat (KIP-848)
+    69: (0, 1),  # ConsumerGroupDescribe
 }
 API_VERSIONS = 18
 MAX_FRAME_BYTES = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes default
@@ -128,6 +130,16 @@ def error_of(exc: TideMQError) -> KafkaError:
 def failed(exc: TideMQError) -> dict[str, Any]:
     """The error fields of a Kafka answer that has a message beside its code."""
     return {"error_code": error_of(exc), "error_message": exc.message}
+
+
+#: Topic ids (Kafka's UUIDs for a topic incarnation) are derived, not stored: the same on
+#: every node, and new when a topic is deleted and created again (its first Raft group
+#: is new).
+_TOPIC_IDS = uuid.UUID("6f1d52b4-6e0f-4d8e-9a53-7c1f0c5b2e11")
+
+
+def topic_id(name: str, first_group: int) -> uuid.UUID:
+    return uuid.uuid5(_TOPIC_IDS, f"{name}/{first_group}")
 
 
 class Request(typing.NamedTuple):
