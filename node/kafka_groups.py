@@ -220,6 +220,10 @@ class ClassicGroups:
                 )
         if member_id and member_id not in g.members:
             raise GroupError(UNKNOWN_MEMBER_ID, f"{member_id!r} is not a member of group {group!r}; join with no id")
+        if instance_id is not None and not member_id:
+            back = self._static_return(g, instance_id, protocols, session_ms, rebalance_ms, now, client_id)
+            if back is not None:
+                return back
         if instance_id is not None:
             # A static member back under a new id takes its old place.
             for old in [m for m in g.members.values() if m.instance_id == instance_id and m.member_id != member_id]:
@@ -257,6 +261,46 @@ class ClassicGroups:
         if result is None:
             raise GroupError(REBALANCE_IN_PROGRESS, f"group {group!r} did not finish its rebalance in time; join again")
         return result
+
+    def _static_return(
+        self,
+        g: ClassicGroup,
+        instance_id: str,
+        protocols: list[tuple[str, bytes]],
+        session_ms: int,
+        rebalance_ms: int,
+        now: float,
+        client_id: str,
+    ) -> JoinResult | None:
+        """A static member back (a restart within its session timeout) into a stable
+        group, with the same subscription: it takes its old place under a new id and
+        keeps its assignment, and nobody rebalances (KIP-345). None where a rebalance is
+        due after all (the group is mid-rebalance, or the member's metadata changed)."""
+        old = next((m for m in g.members.values() if m.instance_id == instance_id), None)
+        if (
+            old is None
+            or g.state != State.STABLE
+            or dict(protocols).get(g.protocol) != dict(old.protocols).get(g.protocol)
+        ):
+            return None
+        member_id = f"{instance_id}-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
+        del g.members[old.member_id]
+        g.members[member_id] = Member(
+            member_id,
+            instance_id,
+            session_ms / 1000,
+            rebalance_ms / 1000,
+            list(protocols),
+            now,
+            client_id,
+            old.assignment,
+        )
+        if g.leader == old.member_id:
+            g.leader = member_id
+        # A returning leader gets the members (its client expects them) and may assign
+        # again; a stable group's SyncGroup answers the assignment it has, so that is moot.
+        everyone = [(m.member_id, m.instance_id, dict(m.protocols)[g.protocol]) for m in g.members.values()]
+        return JoinResult(g.generation, g.protocol, g.leader, member_id, everyone if g.leader == member_id else [])
 
     async def sync(self, group: str, member_id: str, generation: int, assignments: dict[str, bytes]) -> bytes:
         g, m = self._member(group, member_id, generation)

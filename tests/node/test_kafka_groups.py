@@ -121,6 +121,37 @@ async def test_a_static_member_back_under_a_new_id_takes_its_old_place():
         groups.heartbeat("g", a.member_id, back.generation)
 
 
+async def test_a_static_member_back_into_a_stable_group_keeps_its_assignment_without_a_rebalance():
+    groups = ClassicGroups()
+    a, b = await join_together(groups, ("", RANGE, "ia"), ("", RANGE, "ib"))
+    leader, other = (a, b) if a.member_id == a.leader else (b, a)
+    assignments = {leader.member_id: b"p0", other.member_id: b"p1"}
+    async with trio.open_nursery() as n:
+        n.start_soon(groups.sync, "g", other.member_id, 1, {})
+        await trio.sleep(0.01)
+        await groups.sync("g", leader.member_id, 1, assignments)
+    # `other` restarts: a join with no id and its instance id, within its session.
+    back = await join(groups, "", RANGE, "ia" if other is a else "ib")
+    assert back.generation == 1 and back.member_id != other.member_id and back.members == []
+    assert await groups.sync("g", back.member_id, 1, {}) == b"p1"
+    groups.heartbeat("g", leader.member_id, 1)  # no rebalance: the leader goes on
+    with pytest.raises(GroupError):
+        groups.heartbeat("g", other.member_id, 1)  # its old id is gone
+    # The leader back: the same, and it keeps leading.
+    again = await join(groups, "", RANGE, "ia" if leader is a else "ib")
+    assert again.generation == 1 and again.leader == again.member_id and len(again.members) == 2
+    assert await groups.sync("g", again.member_id, 1, {again.member_id: b"other"}) == b"p0"
+    # Back with other metadata: a rebalance after all.
+    changed = [("range", b"meta-new"), ("roundrobin", b"meta-rr")]
+    async with trio.open_nursery() as n:
+        n.start_soon(join, groups, "", changed, "ia" if other is a else "ib")
+        await trio.sleep(0.01)
+        with pytest.raises(GroupError) as exc:
+            groups.heartbeat("g", again.member_id, 1)
+        assert exc.value.kafka_code == REBALANCE_IN_PROGRESS
+        await join(groups, again.member_id, RANGE, "ia" if leader is a else "ib")
+
+
 async def test_a_forgotten_group_sends_its_members_to_join_again():
     groups = ClassicGroups()
     (a,) = await join_together(groups, ())

@@ -543,3 +543,74 @@ async def test_a_group_is_either_kafka_or_native_never_both(tmp_path):
             listed, described, _ = await trio.to_thread.run_sync(kafka_admin_view, kafka_bootstrap, "native-kind")
         assert outcome == "InconsistentGroupProtocolError"
         assert ("native-kind", "tidemq") in listed and described[0][1:3] == ("Stable", "tidemq")
+
+
+def static_member(bootstrap: str, instance: str, events: list, stop: threading.Event, ready: threading.Event) -> set:
+    """A librdkafka member with a group.instance.id: polls until `stop`, noting every
+    assignment and revocation; closes without leaving (static members do not)."""
+    from confluent_kafka import Consumer as RdConsumer
+
+    consumer = RdConsumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "static",
+            "group.instance.id": instance,
+            "session.timeout.ms": 20_000,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    held: set = set()
+
+    def assigned(c, parts):
+        events.append((instance, "assign", sorted(p.partition for p in parts)))
+        held.update(p.partition for p in parts)
+        ready.set()
+
+    def revoked(c, parts):
+        events.append((instance, "revoke", sorted(p.partition for p in parts)))
+
+    try:
+        consumer.subscribe([TOPIC], on_assign=assigned, on_revoke=revoked)
+        while not stop.is_set():
+            consumer.poll(0.1)
+        return set(p.partition for p in consumer.assignment())
+    finally:
+        consumer.close()
+
+
+async def test_a_static_member_restarting_within_its_session_causes_no_rebalance(tmp_path):
+    async with kafka_cluster(tmp_path, TOPIC) as (c, kafka_bootstrap):
+        events: list = []
+        stop_a, stop_b = threading.Event(), threading.Event()
+        ready_a, ready_b = threading.Event(), threading.Event()
+        member = trio.to_thread.run_sync
+        async with trio.open_nursery() as outer:
+            outer.start_soon(member, static_member, kafka_bootstrap, "b", events, stop_b, ready_b)
+            try:
+                async with trio.open_nursery() as first:
+                    first.start_soon(member, static_member, kafka_bootstrap, "a", events, stop_a, ready_a)
+                    try:
+                        with trio.fail_after(30):  # settled: both hold partitions
+                            while not (ready_a.is_set() and ready_b.is_set()):
+                                await trio.sleep(0.1)
+                        await trio.sleep(1.0)
+                    finally:
+                        stop_a.set()
+                before = list(events)
+                held_a = next(p for i, kind, p in reversed(before) if i == "a" and kind == "assign")
+                # `a` comes back under the same instance id, well within its 20 s session.
+                stop_a, ready_a = threading.Event(), threading.Event()
+                async with trio.open_nursery() as second:
+                    second.start_soon(member, static_member, kafka_bootstrap, "a", events, stop_a, ready_a)
+                    try:
+                        with trio.fail_after(30):
+                            while not ready_a.is_set():
+                                await trio.sleep(0.1)
+                        await trio.sleep(1.0)
+                        after = events[len(before) :]  # (closing revokes: not counted)
+                    finally:
+                        stop_a.set()
+            finally:
+                stop_b.set()
+        assert [e for e in after if e[0] == "b"] == [], after  # b was never asked to rebalance
+        assert [e for e in after if e[0] == "a"][0] == ("a", "assign", held_a)  # a got its own partitions back
