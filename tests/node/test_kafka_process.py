@@ -614,3 +614,83 @@ async def test_a_static_member_restarting_within_its_session_causes_no_rebalance
                 stop_b.set()
         assert [e for e in after if e[0] == "b"] == [], after  # b was never asked to rebalance
         assert [e for e in after if e[0] == "a"][0] == ("a", "assign", held_a)  # a got its own partitions back
+
+
+def steady_producer(bootstrap: str, client: str, n: int, killed: threading.Event) -> list:
+    """`n` keyed records with unique values, paced so a leader dies mid-stream (the test
+    kills it once a third is sent); the delivery outcome of each."""
+    import time
+
+    half = n // 3
+    if client == "librdkafka":
+        from confluent_kafka import Producer as RdProducer
+
+        outcomes: list = []
+        producer = RdProducer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "partitioner": "murmur2_random",
+                "message.timeout.ms": 60_000,
+            }
+        )
+        for i in range(n):
+            value = b"rd-%d" % i
+            producer.produce(
+                TOPIC, value=value, key=b"k%d" % (i % 9), on_delivery=lambda e, m: outcomes.append((e, m.value()))
+            )
+            producer.poll(0)
+            if i == half:
+                killed.wait(30)
+            time.sleep(0.01)
+        producer.flush(60)
+        return [(e is None, v) for e, v in outcomes]
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap.split(","), enable_idempotence=True, acks="all", request_timeout_ms=10_000
+    )
+    futures = []
+    try:
+        for i in range(n):
+            value = b"kp-%d" % i
+            futures.append((value, producer.send(TOPIC, value=value, key=b"k%d" % (i % 9))))
+            if i == half:
+                killed.wait(30)
+            time.sleep(0.01)
+        producer.flush(timeout=60)
+        results = []
+        for value, f in futures:
+            try:
+                f.get(timeout=30)
+                results.append((True, value))
+            except Exception:  # noqa: BLE001 - a failed send is what the test counts
+                results.append((False, value))
+        return results
+    finally:
+        producer.close(timeout=5)
+
+
+async def test_a_leader_killed_mid_stream_loses_and_duplicates_nothing(tmp_path):
+    async with kafka_cluster(tmp_path, TOPIC) as (c, kafka_bootstrap):
+        n = 300
+        killed = threading.Event()
+        results: dict = {}
+
+        async def produce(client: str) -> None:
+            results[client] = await trio.to_thread.run_sync(steady_producer, kafka_bootstrap, client, n, killed)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce, "librdkafka")
+            nursery.start_soon(produce, "kafka-python")
+            await trio.sleep(1.5)  # a third of the way in
+            victim = await c.leader_of(TOPIC, 0)
+            c.kill(victim)
+            await c.wait_exit(victim)
+            killed.set()
+            await trio.sleep(3)
+            c.start(victim)
+        acked = {v for client in results.values() for ok, v in client if ok}
+        assert len(acked) == 2 * n, [v for client in results.values() for ok, v in client if not ok][:5]
+        got = await read_all(c.bootstrap, [TOPIC])
+        values = [m.value for m in got]
+        assert len(values) == len(set(values))  # nothing twice
+        assert set(values) == acked  # nothing lost
