@@ -20,6 +20,8 @@ from client.errors import CoordinatorNotAvailableError, TideMQError
 from client.protocol import (
     AlterTopicConfigs,
     CreateTopic,
+    DeleteGroup,
+    DeleteOffsets,
     DeleteTopic,
     DescribeTransaction,
     HalfInfo,
@@ -29,6 +31,7 @@ from client.protocol import (
     R,
     Request,
     TopicInfo,
+    TopicPartition,
     TxnInfo,
 )
 
@@ -119,6 +122,21 @@ class Admin:
 
     async def describe_cluster(self) -> MetadataResponse:
         return await self.cluster.refresh_metadata()
+
+    # -- groups ------------------------------------------------------------------------------
+
+    async def delete_group(self, group: str) -> None:
+        """Remove a group with no members, and its committed offsets
+        (GroupNotEmptyError while it has members, GroupNotFoundError if there is none)."""
+        with anyio.fail_after(self.request_timeout):
+            await self.cluster.coordinator_request(group, DeleteGroup(group))
+
+    async def delete_group_offsets(self, group: str, partitions: list[tuple[str, int]]) -> None:
+        """Remove a group's committed offsets of these partitions; refused
+        (GroupSubscribedError) for a topic its members read."""
+        body = DeleteOffsets(group, [TopicPartition(t, p) for t, p in partitions])
+        with anyio.fail_after(self.request_timeout):
+            await self.cluster.coordinator_request(group, body)
 
     # -- transactions ----------------------------------------------------------------------
 

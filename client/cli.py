@@ -6,7 +6,7 @@
     printf 'a\\nb\\n' | tidemq produce orders [--key K | --key-separator :]
     tidemq consume orders [--group G] [--from-beginning] [--max N] [--timeout S] [--format json]
     tidemq consume orders --broadcast [--group G [--instance ID]]
-    tidemq group list | group describe G
+    tidemq group list | group describe G | group delete G
     tidemq txn list | txn describe ID [--format json]
     tidemq half list [--group G] [--resolved] [--format json]
     tidemq cluster status
@@ -46,6 +46,8 @@ from client.dlq import list_dead_letters, replay_dead_letters
 from client.errors import (
     AuthFailedError,
     ConnectionClosedError,
+    GroupNotEmptyError,
+    GroupNotFoundError,
     InvalidRequestError,
     TideMQError,
     TopicExistsError,
@@ -710,6 +712,17 @@ async def group_describe(env: Env, args: argparse.Namespace) -> None:
         _print_instances(env, args.group, inst_states)
 
 
+async def group_delete(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        try:
+            await admin.delete_group(args.group)
+        except GroupNotFoundError:
+            raise CliError(f"group {args.group!r} does not exist (see `tidemq group list`)") from None
+        except GroupNotEmptyError as exc:
+            raise CliError(f"{exc.message} (see `tidemq group describe {args.group}`)") from None
+    env.out.print(f"deleted group {args.group}")
+
+
 def _print_instances(env: Env, group: str, states: dict[str, _GroupState]) -> None:
     env.out.print(f"broadcast group {group}: {len(states)} instance(s), each reading every partition")
     now_ms = time.time() * 1000
@@ -1050,6 +1063,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     leaf(group, "list", group_list, "list the consumer groups of every coordinator")
     p = leaf(group, "describe", group_describe, "members, assignment, committed offsets and lag")
+    p.add_argument("group")
+    p = leaf(group, "delete", group_delete, "remove a group that has no members, with its committed offsets")
     p.add_argument("group")
 
     txn = commands.add_parser("txn", help="transactions (transactional producers)").add_subparsers(

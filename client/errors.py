@@ -49,6 +49,9 @@ class ErrorCode(enum.IntEnum):
     CONNECTION_LIMIT = 30
     STORAGE_ERROR = 31
     LIMIT_EXCEEDED = 32
+    GROUP_NOT_FOUND = 33
+    GROUP_NOT_EMPTY = 34
+    GROUP_SUBSCRIBED = 35
 
 
 class TideMQError(Exception):
@@ -306,6 +309,24 @@ class ClusterAuthorizationError(TideMQError):
     """Only the cluster's own nodes may send this (Raft and broker-to-broker requests), and only on the peer listener."""
 
     code = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+
+
+class GroupNotFoundError(TideMQError):
+    """The group has no members and no committed offsets: there is nothing of it."""
+
+    code = ErrorCode.GROUP_NOT_FOUND
+
+
+class GroupNotEmptyError(TideMQError):
+    """The group has members (or undecided transactional offsets): stop them first."""
+
+    code = ErrorCode.GROUP_NOT_EMPTY
+
+
+class GroupSubscribedError(TideMQError):
+    """The group's members read that topic: its offsets stay while they do."""
+
+    code = ErrorCode.GROUP_SUBSCRIBED
 
 
 _BY_CODE: dict[int, type[TideMQError]] = {

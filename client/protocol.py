@@ -340,6 +340,20 @@ class ListGroupsResponse(WireMessage):
     groups: list[str]
 
 
+class DeleteGroup(Request["Ok"]):
+    """Remove a group with no members: its committed offsets go."""
+
+    group: str
+
+
+class DeleteOffsets(Request["Ok"]):
+    """Remove a group's committed offsets of some partitions (none of them of a topic
+    its members subscribe to)."""
+
+    group: str
+    partitions: list[TopicPartition]
+
+
 class DescribeGroup(Request["DescribeGroupResponse"]):
     group: str
 
@@ -538,6 +552,8 @@ Body = (
     | ListGroups
     | ListGroupsResponse
     | DescribeGroup
+    | DeleteGroup
+    | DeleteOffsets
     | DescribeGroupResponse
     | FindTransactionCoordinator
     | AddPartitionsToTxn
@@ -580,6 +596,8 @@ CLIENT_VERSIONS: dict[str, tuple[int, int]] = {
     "OffsetFetch": (1, 1),
     "ListGroups": (1, 1),
     "DescribeGroup": (1, 1),
+    "DeleteGroup": (1, 1),
+    "DeleteOffsets": (1, 1),
     "FindTransactionCoordinator": (1, 1),
     "AddPartitionsToTxn": (1, 1),
     "TxnOffsetCommit": (1, 1),

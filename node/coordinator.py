@@ -48,6 +48,9 @@ import trio
 import segments
 from client.conventions import OFFSETS_TOPIC
 from client.errors import (
+    GroupNotEmptyError,
+    GroupNotFoundError,
+    GroupSubscribedError,
     IllegalGenerationError,
     InvalidRequestError,
     InvalidTxnStateError,
@@ -60,6 +63,8 @@ from client.errors import (
 )
 from client.protocol import (
     CoordinatorResponse,
+    DeleteGroup,
+    DeleteOffsets,
     DescribeGroup,
     DescribeGroupResponse,
     FindCoordinator,
@@ -430,6 +435,8 @@ class GroupCoordinator(Service):
             OffsetFetch: self.offset_fetch,
             ListGroups: self.list_groups,
             DescribeGroup: self.describe_group,
+            DeleteGroup: self.delete_group,
+            DeleteOffsets: self.delete_offsets,
             PendTxnOffsets: self.pend_txn_offsets,
             EndTxnOffsets: self.end_txn_offsets,
         }
@@ -683,6 +690,53 @@ class GroupCoordinator(Service):
             names |= {n for n, g in shard.coordination().groups.items() if g.members}
             names |= {n for n, d in shard.offsets.groups.items() if d.members or d.offsets}
         return _value(ListGroupsResponse(sorted(names)))
+
+    def _idle_group(self, coord: Coordination, group: str) -> GroupData:
+        """A group's data, if the group exists and has no members of either protocol."""
+        data = coord.shard.offsets.groups.get(group)
+        if data is None or not (data.offsets or data.pending or data.members):
+            raise GroupNotFoundError(f"group {group!r} does not exist: it has no members and no committed offsets")
+        g = coord.groups.get(group)
+        # (The Kafka listener's hook: would it refuse a joiner it does not know? Then
+        # the group has members of a Kafka protocol.)
+        if (g is not None and g.members) or data.members or self.kafka_members(group, ""):
+            raise GroupNotEmptyError(f"group {group!r} has members; stop them (or wait for them to expire) first")
+        return data
+
+    def delete_group(self, req: DeleteGroup) -> Awaitable[Ok]:
+        """Tombstones for every offset of an idle group (refused while a transaction
+        that carries offsets for it is undecided: its end would write them again)."""
+        check_name("group", req.group)
+        coord = self._local(req.group)
+        data = self._idle_group(coord, req.group)
+        now = now_ms()
+        if any(data.pending_on(tp, now) for tp in data.pending):
+            raise GroupNotEmptyError(f"group {req.group!r} has offsets of an undecided transaction; retry once it ends")
+        records = [offset_record(req.group, t, p, None) for t, p in data.offsets]
+        records += [pending_record(req.group, t, p, None) for t, p in data.pending]
+        return self._write(coord, records)
+
+    def delete_offsets(self, req: DeleteOffsets) -> Awaitable[Ok]:
+        check_name("group", req.group)
+        if len(req.partitions) > MAX_COMMIT_PARTITIONS:
+            raise InvalidRequestError(f"at most {MAX_COMMIT_PARTITIONS} partitions per request")
+        coord = self._local(req.group)
+        data = coord.shard.offsets.groups.get(req.group)
+        if data is None:
+            raise GroupNotFoundError(f"group {req.group!r} does not exist: it has no members and no committed offsets")
+        g = coord.groups.get(req.group)
+        subscribed = {t for m in (g.members.values() if g is not None else ()) for t in (m.topics or ())}
+        if self.kafka_members(req.group, ""):
+            subscribed |= {tp.topic for tp in req.partitions}  # (a classic group's subscriptions are its own)
+        busy = sorted({tp.topic for tp in req.partitions} & subscribed)
+        if busy:
+            raise GroupSubscribedError(f"group {req.group!r} has members subscribed to {busy[0]!r}; its offsets stay")
+        records = [
+            offset_record(req.group, tp.topic, tp.partition, None)
+            for tp in req.partitions
+            if (tp.topic, tp.partition) in data.offsets
+        ]
+        return self._write(coord, records)
 
     def describe_group(self, req: DescribeGroup) -> Awaitable[DescribeGroupResponse]:
         coord = self._local(req.group)

@@ -17,6 +17,7 @@ import trio
 from client.conventions import OFFSETS_TOPIC, TXN_TOPIC
 from client.errors import (
     CoordinatorNotAvailableError,
+    GroupSubscribedError,
     InvalidRequestError,
     RequestTimeoutError,
     TideMQError,
@@ -27,6 +28,8 @@ from client.protocol import (
     READ_UNCOMMITTED,
     AddPartitionsToTxn,
     CreateTopic,
+    DeleteGroup,
+    DeleteOffsets,
     DeleteTopic,
     EndTxn,
     Fetch,
@@ -113,6 +116,8 @@ class KafkaApi:
             19: self.create_topics,
             20: self.delete_topics,
             22: self.init_producer_id,
+            42: self.delete_groups,
+            47: self.offset_delete,
             24: self.add_partitions_to_txn,
             25: self.add_offsets_to_txn,
             26: self.end_txn,
@@ -448,6 +453,47 @@ class KafkaApi:
                 out["error_code"] = error_of(exc)
             described.append(out)
         return _value(build(response_class(15, req.version), {"groups": described}))
+
+    def delete_groups(self, req: Request) -> Awaitable[Any]:
+        return self._delete_groups(req)
+
+    async def _delete_groups(self, req: Request) -> Any:
+        """Groups of any kind with no members, at their coordinator (here, for the
+        groups a client sends here)."""
+        results = []
+        for group in req.body.groups_names:
+            out: dict[str, Any] = {"group_id": group}
+            try:
+                self._coordinate(group)
+                await self.coordinator.delete_group(DeleteGroup(group))
+                self.groups.forget(group)
+            except TideMQError as exc:
+                out["error_code"] = error_of(exc)
+            results.append(out)
+        return build(response_class(42, req.version), {"results": results})
+
+    def offset_delete(self, req: Request) -> Awaitable[Any]:
+        return self._offset_delete(req)
+
+    async def _offset_delete(self, req: Request) -> Any:
+        """Topic by topic: one its members read keeps its offsets (GROUP_SUBSCRIBED_TO_TOPIC
+        on its partitions), the others go."""
+        b = req.body
+        out: dict[str, Any] = {"topics": []}
+        try:
+            self._coordinate(b.group_id)
+            for t in b.topics:
+                error = KafkaError.none
+                try:
+                    wanted = [TopicPartition(t.name, int(p.partition_index)) for p in t.partitions]
+                    await self.coordinator.delete_offsets(DeleteOffsets(b.group_id, wanted))
+                except GroupSubscribedError as exc:
+                    error = error_of(exc)
+                parts = [{"partition_index": p.partition_index, "error_code": error} for p in t.partitions]
+                out["topics"].append({"name": t.name, "partitions": parts})
+        except TideMQError as exc:
+            out = {"error_code": error_of(exc), "topics": []}
+        return build(response_class(47, req.version), out)
 
     def offset_commit(self, req: Request) -> Awaitable[Any]:
         return self._offset_commit(req)

@@ -55,7 +55,9 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     28: (0, 3),  # TxnOffsetCommit
     32: (1, 4),  # DescribeConfigs (v0 has no config sources)
     33: (0, 2),  # AlterConfigs
+    42: (0, 2),  # DeleteGroups
     44: (0, 1),  # IncrementalAlterConfigs
+    47: (0, 0),  # OffsetDelete
     60: (0, 1),  # DescribeCluster
     61: (0, 0),  # DescribeProducers
     65: (0, 0),  # DescribeTransactions
@@ -109,6 +111,9 @@ _KAFKA_CODES: dict[ErrorCode, KafkaError] = {
     ErrorCode.CONNECTION_LIMIT: KafkaError.throttling_quota_exceeded,
     ErrorCode.STORAGE_ERROR: KafkaError.kafka_storage_error,
     ErrorCode.LIMIT_EXCEEDED: KafkaError.policy_violation,
+    ErrorCode.GROUP_NOT_FOUND: KafkaError.group_id_not_found,
+    ErrorCode.GROUP_NOT_EMPTY: KafkaError.non_empty_group,
+    ErrorCode.GROUP_SUBSCRIBED: KafkaError.group_subscribed_to_topic,
 }
 
 

@@ -193,6 +193,21 @@ async def test_group_list_and_describe_show_members_offsets_and_lag(tidemq, clus
     assert rows(audit.out, 7) == [["gt", "0", "-", str(last.offset - 2), str(last.offset + 1), "3", "billing-7"]]
 
 
+async def test_group_delete_removes_an_idle_group_and_refuses_a_live_one(tidemq, cluster):
+    cli = trio.to_thread.run_sync
+    assert (await cli(tidemq, "topic", "create", "gd")).code == 0
+    async with ClusterClient(cluster.bootstrap, token=TOKEN) as client:
+        await commit_offsets(client, "stale", {("gd", 0): 1})
+        async with GroupMember(client, "alive", ["gd"]):
+            refused = await cli(tidemq, "group", "delete", "alive")
+    assert refused.code == 1 and "has members" in refused.err and "tidemq group describe alive" in refused.err
+    deleted = await cli(tidemq, "group", "delete", "stale")
+    assert deleted.code == 0 and deleted.out == "deleted group stale\n"
+    again = await cli(tidemq, "group", "delete", "stale")
+    assert again.code == 1 and "group 'stale' does not exist" in again.err
+    assert "stale" not in {row[0] for row in rows((await cli(tidemq, "group", "list")).out, 5)}
+
+
 def test_cluster_status_names_every_node_and_the_controller(tidemq, cluster):
     assert tidemq("topic", "create", "st", "--replication", "3").code == 0
     r = tidemq("cluster", "status")

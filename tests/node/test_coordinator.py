@@ -9,6 +9,9 @@ import node.coordinator as coordinator_module
 from client.cluster import ClusterClient
 from client.connection import open_connection
 from client.errors import (
+    GroupNotEmptyError,
+    GroupNotFoundError,
+    GroupSubscribedError,
     IllegalGenerationError,
     InvalidRequestError,
     InvalidTxnStateError,
@@ -20,6 +23,8 @@ from client.errors import (
 from client.partitioner import partition_for_key
 from client.protocol import (
     CreateTopic,
+    DeleteGroup,
+    DeleteOffsets,
     DeleteTopic,
     DescribeGroup,
     Fetch,
@@ -367,6 +372,40 @@ async def test_describe_and_list_groups(tmp_path):
             assert not listed & set(names), "each group is listed by its coordinator only"
             listed |= set(names)
         assert listed == {"g1", "g2"}
+
+
+async def test_deleting_groups_and_offsets(tmp_path):
+    async with cluster(tmp_path) as c, ClusterClient(c.bootstrap) as client:
+        await setup(c, client)
+        await setup(c, client, topic="u", partitions=2)
+
+        async def ask(group, body):
+            with trio.fail_after(10):
+                return await client.coordinator_request(group, body)
+
+        await ask("idle", OffsetCommit("idle", [("t", 0, 3), ("u", 1, 4)]))
+        with pytest.raises(GroupNotFoundError):
+            await ask("nobody", DeleteGroup("nobody"))
+        a = Member(client, "busy", "a", topics=("t",))
+        await a.take()
+        await ask("busy", OffsetCommit("busy", [("t", 1, 2)], "a"))
+        await ask("busy", OffsetCommit("busy", [("u", 0, 9)]))  # (a tool's reset: no member)
+        with pytest.raises(GroupNotEmptyError):
+            await ask("busy", DeleteGroup("busy"))
+        with pytest.raises(GroupSubscribedError):  # its member reads t
+            await ask("busy", DeleteOffsets("busy", [TopicPartition("t", 1)]))
+        await ask("busy", DeleteOffsets("busy", [TopicPartition("u", 0), TopicPartition("u", 1)]))
+        assert (await ask("busy", OffsetFetch("busy"))).offsets == [("t", 1, 2)]
+
+        await ask("idle", DeleteGroup("idle"))
+        assert (await ask("idle", OffsetFetch("idle"))).offsets == []
+        with pytest.raises(GroupNotFoundError):
+            await ask("idle", DeleteGroup("idle"))
+        names = set()
+        for addr in c.peers.values():
+            async with open_connection(addr) as conn:
+                names |= set((await conn.request(ListGroups())).groups)
+        assert "idle" not in names and "busy" in names
 
 
 def test_offsets_state_applies_records_and_round_trips():

@@ -9,7 +9,8 @@ from typing import Any
 import trio
 from kafka import TopicPartition
 
-from client import Admin
+from client import Admin, Consumer
+from client.protocol import OffsetCommit, OffsetFetch
 from tests.node.test_kafka_process import PARTITIONS, kafka_cluster
 from tests.node.test_kafka_transactions import rd_producer
 
@@ -143,3 +144,36 @@ async def test_kafka_admin_clients_see_producers_and_transactions(tmp_path):
         assert described.state.value == "CompleteCommit"
         (active,) = producers[TopicPartition("orders", 1)].active_producers
         assert active.current_transaction_start_offset == -1 and active.coordinator_epoch >= 0
+
+
+def kafka_python_delete(bootstrap: str) -> tuple[dict, dict]:
+    """(OffsetDelete's per-partition outcome, DeleteGroups' per-group outcome)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    try:
+        offsets = admin.delete_group_offsets("stale", [TopicPartition("orders", 0)])
+        groups = admin.delete_groups(["stale", "live", "never"])
+        return {tp.partition: err.__name__ for tp, err in offsets.items()}, groups
+    finally:
+        admin.close()
+
+
+async def test_kafka_admin_clients_delete_groups_and_offsets(tmp_path):
+    async with kafka_cluster(tmp_path, "orders") as (c, kafka_bootstrap):
+        async with Admin(c.bootstrap) as admin:
+            for group in ("stale", "live"):
+                await admin.cluster.coordinator_request(
+                    group, OffsetCommit(group, [("orders", 0, 1), ("orders", 2, 1)])
+                )
+        async with Consumer(c.bootstrap, topics=["orders"], group="live") as member:
+            with trio.fail_after(20):
+                while not member.assignment:
+                    await member.getmany(timeout=0.2)
+            offsets, groups = await trio.to_thread.run_sync(kafka_python_delete, kafka_bootstrap)
+        assert offsets == {0: "NoError"}
+        assert groups == {"stale": "OK", "live": "NonEmptyGroupError", "never": "GroupIdNotFoundError"}
+        async with Admin(c.bootstrap) as admin:
+            assert (await admin.cluster.coordinator_request("stale", OffsetFetch("stale"))).offsets == []
+            live = (await admin.cluster.coordinator_request("live", OffsetFetch("live"))).offsets
+            assert {("orders", 0, 1), ("orders", 2, 1)} <= set(live)  # kept (its member committed more on leaving)
