@@ -45,6 +45,7 @@ from client.protocol import (
 )
 from node.kafka_admin import KafkaAdmin
 from node.kafka_consumer_groups import ConsumerGroups
+from node.kafka_fetch_sessions import FetchSessionError, FetchSessions
 from node.kafka_groups import INCONSISTENT_GROUP_PROTOCOL, ClassicGroups, GroupError
 from node.kafka_wire import (
     API_VERSIONS,
@@ -93,6 +94,7 @@ class KafkaApi:
         self.coordinator = coordinator
         self.groups = ClassicGroups()
         self.consumer_groups = ConsumerGroups(node, coordinator)
+        self.fetch_sessions = FetchSessions()
         coordinator.kafka_members = lambda g, m: self.groups.active(g) or self.consumer_groups.refuses(g, m)
         self._kafka_addrs = kafka_addrs
         #: This node's client of the cluster (`KafkaServer.serve` opens it): a producer
@@ -725,16 +727,25 @@ class KafkaApi:
         return self._fetch(req)
 
     async def _fetch(self, req: Request) -> Any:
+        """A full fetch, or one of an incremental fetch session (node/kafka_fetch_sessions.py)."""
         body = req.body
-        wanted = [
+        asked = [
             (t.topic, int(p.partition), int(p.fetch_offset), int(p.partition_max_bytes))
             for t in body.topics
             for p in t.partitions
         ]
+        forgotten = [(t.topic, int(p)) for t in getattr(body, "forgotten_topics_data", ()) for p in t.partitions]
+        try:
+            session, wanted, named = self.fetch_sessions.resolve(
+                int(getattr(body, "session_id", 0)), int(getattr(body, "session_epoch", -1)), asked, forgotten
+            )
+        except FetchSessionError as exc:
+            return build(response_class(1, req.version), {"error_code": error_of(exc), "responses": []})
         isolation = READ_COMMITTED if int(body.isolation_level) == 1 else READ_UNCOMMITTED
         by_topic: dict[str, list[dict[str, Any]]] = {}
+        session_id = session.id if session is not None else 0
         if not wanted:
-            return build(response_class(1, req.version), {"responses": []})
+            return build(response_class(1, req.version), {"session_id": session_id, "responses": []})
         if len(wanted) > MAX_PARTITIONS:
             raise InvalidRequestError(f"a fetch names at most {MAX_PARTITIONS} partitions, not {len(wanted)}")
         native = Fetch(
@@ -751,24 +762,30 @@ class KafkaApi:
                 by_topic.setdefault(t, []).append({"partition_index": p, "error_code": kafka_error(exc.code)})
             results = []
         for r in results:
+            hw, lso, start = (-1, -1, -1) if r.error else (r.high_watermark, r.last_stable_offset, r.log_start_offset)
+            records = bytes(r.records)
+            if not self.fetch_sessions.changed(
+                session, (r.topic, r.partition), named, bool(records), bool(r.error), hw, lso, start
+            ):
+                continue
             by_topic.setdefault(r.topic, []).append(
                 {
                     "partition_index": r.partition,
                     "error_code": kafka_error(r.error),
-                    "high_watermark": r.high_watermark if not r.error else -1,
-                    "last_stable_offset": r.last_stable_offset if not r.error else -1,
-                    "log_start_offset": r.log_start_offset if not r.error else -1,
+                    "high_watermark": hw,
+                    "last_stable_offset": lso,
+                    "log_start_offset": start,
                     "aborted_transactions": (
                         [{"producer_id": a.producer_id, "first_offset": a.first_offset} for a in r.aborted]
                         if isolation == READ_COMMITTED
                         else None
                     ),
                     "preferred_read_replica": -1,
-                    "records": bytes(r.records),
+                    "records": records,
                 }
             )
         responses = [{"topic": t, "partitions": ps} for t, ps in by_topic.items()]
-        return build(response_class(1, req.version), {"session_id": 0, "responses": responses})
+        return build(response_class(1, req.version), {"session_id": session_id, "responses": responses})
 
     def list_offsets(self, req: Request) -> Awaitable[Any]:
         return self._list_offsets(req)

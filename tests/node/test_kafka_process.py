@@ -694,3 +694,90 @@ async def test_a_leader_killed_mid_stream_loses_and_duplicates_nothing(tmp_path)
         values = [m.value for m in got]
         assert len(values) == len(set(values))  # nothing twice
         assert set(values) == acked  # nothing lost
+
+
+def kio_exchange(addr: str, requests: list) -> list:
+    """Send kio request objects on one connection, in order; their decoded answers."""
+    import io
+
+    from kio.index import load_response_schema
+    from kio.serial import entity_reader, entity_writer
+    from kio.static.primitive import i16, i32
+
+    host, port = addr.rsplit(":", 1)
+    answers = []
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        for corr, body in enumerate(requests):
+            header_cls = type(body).__header_schema__
+            buf = io.BytesIO()
+            header = header_cls(
+                request_api_key=i16(body.__api_key__),
+                request_api_version=i16(body.__version__),
+                correlation_id=i32(corr),
+                client_id="raw",
+            )
+            entity_writer(header_cls)(buf, header)
+            entity_writer(type(body))(buf, body)
+            s.sendall(struct.pack(">i", buf.tell()) + buf.getvalue())
+            size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+            frame = s.recv(size, socket.MSG_WAITALL)
+            response_cls = load_response_schema(body.__api_key__, body.__version__)
+            _, used = entity_reader(response_cls.__header_schema__)(frame, 0)
+            answers.append(entity_reader(response_cls)(frame, used)[0])
+    return answers
+
+
+async def test_an_incremental_fetch_session_carries_only_what_changed(tmp_path):
+    from datetime import timedelta
+
+    from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
+    from kio.static.primitive import i8, i32, i64
+
+    def fetch(session_id: int, epoch: int, offsets: dict[int, int]) -> FetchRequest:
+        parts = tuple(
+            FetchPartition(
+                partition=i32(p),
+                current_leader_epoch=i32(-1),
+                fetch_offset=i64(o),
+                last_fetched_epoch=i32(-1),
+                log_start_offset=i64(-1),
+                partition_max_bytes=i32(1 << 20),
+            )
+            for p, o in offsets.items()
+        )
+        return FetchRequest(
+            cluster_id=None,
+            replica_id=i32(-1),
+            max_wait=timedelta(milliseconds=100),
+            min_bytes=i32(1),
+            max_bytes=i32(1 << 20),
+            isolation_level=i8(0),
+            session_id=i32(session_id),
+            session_epoch=i32(epoch),
+            topics=(FetchTopic(topic=TOPIC, partitions=parts),) if parts else (),
+            forgotten_topics_data=(),
+            rack_id="",
+        )
+
+    async with kafka_cluster(tmp_path, TOPIC, nodes=1) as (c, kafka_bootstrap):
+        (full,) = await trio.to_thread.run_sync(kio_exchange, kafka_bootstrap, [fetch(0, 0, {0: 0, 1: 0, 2: 0})])
+        sid = full.session_id
+        assert full.error_code == 0 and sid != 0
+        ends = {p.partition_index: p.high_watermark for p in full.responses[0].partitions}
+        assert sorted(ends) == [0, 1, 2]
+        # As a client does after records: the new offsets (the ends), then nothing.
+        caught_up, quiet = await trio.to_thread.run_sync(
+            kio_exchange, kafka_bootstrap, [fetch(sid, 1, ends), fetch(sid, 2, {})]
+        )
+        assert len(caught_up.responses[0].partitions) == 3  # named: carried
+        assert quiet.error_code == 0 and quiet.responses == ()  # nothing changed: nothing carried
+        async with Producer(c.bootstrap) as producer:
+            md = await producer.send(TOPIC, b"news", partition=1)
+        moved, stale, lost = await trio.to_thread.run_sync(
+            kio_exchange, kafka_bootstrap, [fetch(sid, 3, {}), fetch(sid, 3, {}), fetch(sid + 1, 1, {})]
+        )
+        ((topic,),) = [moved.responses]
+        assert [p.partition_index for p in topic.partitions] == [1]  # only the one with news
+        assert topic.partitions[0].high_watermark == md.offset + 1 and topic.partitions[0].records
+        assert stale.error_code == 71  # INVALID_FETCH_SESSION_EPOCH
+        assert lost.error_code == 70  # FETCH_SESSION_ID_NOT_FOUND
