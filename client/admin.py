@@ -22,6 +22,7 @@ from client.protocol import (
     CreateTopic,
     DeleteGroup,
     DeleteOffsets,
+    DeleteRecords,
     DeleteTopic,
     DescribeTransaction,
     HalfInfo,
@@ -122,6 +123,14 @@ class Admin:
 
     async def describe_cluster(self) -> MetadataResponse:
         return await self.cluster.refresh_metadata()
+
+    async def delete_records(self, topic: str, partition: int, before: int = -1) -> int:
+        """Delete a partition's records below offset `before` (-1: everything committed)
+        on every replica; returns the new log start. Consumers behind it reset by their
+        `offset_reset`."""
+        body = DeleteRecords(topic, partition, before, int(self.request_timeout * 1000))
+        with anyio.fail_after(self.request_timeout):
+            return (await self.cluster.leader_request(topic, partition, body)).offset
 
     # -- groups ------------------------------------------------------------------------------
 

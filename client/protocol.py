@@ -272,6 +272,16 @@ class ListOffsetsResponse(WireMessage):
     timestamp: int = -1
 
 
+class DeleteRecords(Request["ListOffsetsResponse"]):
+    """Delete a partition's records below `offset` (-1: the high watermark), on every
+    replica; sent to its leader, answered with the new log start."""
+
+    topic: str
+    partition: int
+    offset: int
+    timeout_ms: int = 30_000
+
+
 # --- consumer groups ---------------------------------------------------------------
 # The coordinator of a group is the leader of partition hash(group) of the internal
 # `__consumer_offsets` topic. Membership follows Kafka's KIP-848 shape: the member
@@ -542,6 +552,7 @@ Body = (
     | FetchResponse
     | ListOffsets
     | ListOffsetsResponse
+    | DeleteRecords
     | FindCoordinator
     | CoordinatorResponse
     | GroupHeartbeat
@@ -590,6 +601,7 @@ CLIENT_VERSIONS: dict[str, tuple[int, int]] = {
     "Produce": (1, 1),
     "Fetch": (1, 1),
     "ListOffsets": (1, 1),
+    "DeleteRecords": (1, 1),
     "FindCoordinator": (1, 1),
     "GroupHeartbeat": (1, 1),
     "OffsetCommit": (1, 1),

@@ -27,6 +27,7 @@ from client.protocol import (
     READ_COMMITTED,
     AlterTopicConfigs,
     CreateTopic,
+    DeleteRecords,
     DeleteTopic,
     Fetch,
     FetchResponse,
@@ -83,6 +84,7 @@ class Api:
             InitProducerId: self.init_producer_id,
             Fetch: self.fetch,
             ListOffsets: self.list_offsets,
+            DeleteRecords: self.delete_records,
         }
         self._handlers.update(services)
 
@@ -277,6 +279,13 @@ class Api:
             )
         found = log.offset_for_timestamp(req.timestamp)
         return ListOffsetsResponse(end if found is None or found >= end else found, req.timestamp)
+
+    async def delete_records(self, req: DeleteRecords) -> ListOffsetsResponse:
+        part = self.node.local_partition(req.topic, req.partition)
+        if not part.is_leader:
+            raise part.not_leader()
+        timeout_s = min(max(req.timeout_ms, 1), 300_000) / 1000
+        return ListOffsetsResponse(await part.delete_records(req.offset, timeout_s))
 
 
 def _close_regions(results: list[FetchResult]) -> None:

@@ -30,6 +30,7 @@ from client.protocol import (
     CreateTopic,
     DeleteGroup,
     DeleteOffsets,
+    DeleteRecords,
     DeleteTopic,
     EndTxn,
     Fetch,
@@ -117,6 +118,7 @@ class KafkaApi:
             16: self.list_groups,
             19: self.create_topics,
             20: self.delete_topics,
+            21: self.delete_records,
             22: self.init_producer_id,
             42: self.delete_groups,
             47: self.offset_delete,
@@ -251,6 +253,29 @@ class KafkaApi:
                 out.update(failed(exc))
             results.append(out)
         return build(response_class(20, req.version), {"responses": results})
+
+    def delete_records(self, req: Request) -> Awaitable[Any]:
+        return self._delete_records(req)
+
+    async def _delete_records(self, req: Request) -> Any:
+        """At each partition's leader (here, for the partitions a client sends here);
+        the partitions are trimmed one after another, each within the request's timeout."""
+        timeout_ms = int(req.body.timeout.total_seconds() * 1000) or 30_000
+        topics = []
+        for t in req.body.topics:
+            parts = []
+            for p in t.partitions:
+                out: dict[str, Any] = {"partition_index": p.partition_index, "low_watermark": -1}
+                try:
+                    if t.name not in self.node.state.topics:
+                        raise UnknownTopicError(f"topic {t.name!r} does not exist")
+                    native = DeleteRecords(t.name, int(p.partition_index), int(p.offset), timeout_ms)
+                    out["low_watermark"] = (await self.api.delete_records(native)).offset
+                except TideMQError as exc:
+                    out["error_code"] = error_of(exc)
+                parts.append(out)
+            topics.append({"name": t.name, "partitions": parts})
+        return build(response_class(21, req.version), {"topics": topics})
 
     async def _controller(self, request: Any, timeout: Any) -> Any:
         """`request` answered by the controller leader within `timeout` (a timedelta; None,

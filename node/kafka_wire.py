@@ -48,6 +48,7 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     18: (0, 4),  # ApiVersions
     19: (2, 7),  # CreateTopics
     20: (1, 6),  # DeleteTopics (v6 names topics by name or id: by name here)
+    21: (0, 2),  # DeleteRecords
     22: (0, 4),  # InitProducerId
     24: (0, 3),  # AddPartitionsToTxn (4 and up are brokers' batched verification)
     25: (0, 3),  # AddOffsetsToTxn

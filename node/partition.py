@@ -124,6 +124,7 @@ class StateCheckpoint(msgspec.Struct, array_like=True):
     txn_open: dict[int, int]
     txn_aborted: list[tuple[int, int, int]]
     coordinator_epochs: dict[int, int]
+    deleted_before: int = 0  # a DeleteRecords' new log start, which retention may not have reached yet
 
     def encode(self) -> bytes:
         return _STATE_MAGIC + _state_enc.encode(self)
@@ -256,6 +257,7 @@ class Partition(Replica):
         self.disk = disk
         self.producers = ProducerState(producer_expiration_ms)
         self.txns = TxnIndex()
+        self.deleted_before = 0  # the log start DeleteRecords asked for (committed)
         self._pending_coordinator_epochs: dict[int, int] = {}
         self._txn_verifier = txn_verifier
         self._txn_verified: dict[int, int] = {}  # producer id -> epoch verified for its open transaction
@@ -282,6 +284,7 @@ class Partition(Replica):
         self.txns.open = dict(saved.txn_open)
         self.txns.aborted = [Aborted(*a) for a in saved.txn_aborted]
         self.txns.coordinator_epochs = dict(saved.coordinator_epochs)
+        self.deleted_before = saved.deleted_before
         self.state_at = self._checkpointed = saved.offset
 
     def state_checkpoint(self) -> StateCheckpoint:
@@ -292,6 +295,7 @@ class Partition(Replica):
             dict(self.txns.open),
             [(a.marker_offset, a.producer_id, a.first_offset) for a in self.txns.aborted],
             dict(self.txns.coordinator_epochs),
+            self.deleted_before,
         )
 
     async def checkpoint_state(self, *, every: int = STATE_CHECKPOINT_MIN) -> None:
@@ -519,6 +523,8 @@ class Partition(Replica):
                 continue
             h = segments.parse_header(e.data)
             if h.producer_id < 0:
+                if h.is_control and not h.is_transactional:
+                    self._maybe_deleted_before(e.data)
                 continue
             self._state_changed = True
             if h.is_control:
@@ -552,13 +558,60 @@ class Partition(Replica):
         self._txn_verified.clear()
         super().role_changed()
 
-    async def apply_retention(self, now_ms: int) -> None:
+    async def apply_retention(self, now_ms: int, log_start_at_least: int = 0) -> None:
         await self.checkpoint_state()
         if isinstance(self.shard, SnapshotShard):
             await self.snapshot_state(self.shard.snapshot_every, self.shard.dump)
             return
-        await super().apply_retention(now_ms)
+        await super().apply_retention(now_ms, max(log_start_at_least, self.deleted_before))
         self.txns.forget_before(self.storage.log.log_start_offset)
+
+    # -- deleting records ---------------------------------------------------------------------
+
+    def delete_records(self, offset: int, timeout_s: float) -> Awaitable[int]:
+        """Move the log start up to `offset` (-1: the high watermark) on every replica,
+        as Kafka's DeleteRecords does: a committed DELETE_RECORDS control batch, which
+        each replica applies by trimming its log (through whole segments, like retention;
+        nothing below the offset is served any more). Returns the new log start here."""
+        hw = self.high_watermark
+        offset = hw if offset == -1 else offset
+        if not 0 <= offset <= hw:
+            raise OffsetOutOfRangeError(
+                f"{self.name}: records are deleted below an offset up to the high watermark {hw}, not {offset}"
+            )
+        if self.shard is not None:
+            raise InvalidRequestError(f"{self.name} is a partition of an internal topic; its records stay")
+        value = offset.to_bytes(8, "big")
+        waiter = self.propose(segments.build_control_batch(segments.ControlType.DELETE_RECORDS, value), 1)
+        return self._records_deleted(waiter, offset, timeout_s)
+
+    async def _records_deleted(self, waiter, offset: int, timeout_s: float) -> int:
+        await self.wait(waiter, timeout_s)
+        await self.apply_retention(int(time.time() * 1000), offset)
+        return self.storage.log.log_start_offset
+
+    def _maybe_deleted_before(self, data: bytes) -> None:
+        """Apply a DELETE_RECORDS batch (other control batches without a producer are
+        the Raft layer's or a shard's). Never raises: it is in the log."""
+        try:
+            if segments.control_type_of(data) != segments.ControlType.DELETE_RECORDS:
+                return
+            value = segments.decode_records(data)[0].value or b""
+        except (ValueError, segments.SegmentError) as exc:
+            log.warning("%s: skipping a control batch that does not decode: %s", self.name, exc)
+            return
+        if len(value) != 8:
+            log.warning("%s: a DELETE_RECORDS batch without an offset; skipped", self.name)
+            return
+        offset = int.from_bytes(value, "big")
+        if offset > self.deleted_before:
+            self.deleted_before = offset
+            self._state_changed = True
+            if self._tasks is not None and not self.is_leader:  # (the leader trims as it answers)
+                self._tasks.start_soon(self._trim)
+
+    async def _trim(self) -> None:
+        await self.apply_retention(int(time.time() * 1000))
 
     # -- consuming ------------------------------------------------------------------------
 

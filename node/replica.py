@@ -415,10 +415,15 @@ class Replica:
                 self.unsynced = False
                 await trio.to_thread.run_sync(self.storage.sync)
 
-    async def apply_retention(self, now_ms: int) -> None:
+    async def apply_retention(self, now_ms: int, log_start_at_least: int = 0) -> None:
+        """Drop what retention lets go, and everything below `log_start_at_least` (a
+        DeleteRecords), never past what is applied."""
         async with self.io_lock:
             if not self.closed:
                 point = self.storage.retention_point(now_ms, self.applied)
+                floor = min(log_start_at_least, self.applied + 1) - 1
+                if floor >= self.storage.log.log_start_offset and (point is None or floor > point):
+                    point = floor
                 if point is not None:
                     await self.storage.compact_with(_in_thread, point)
 

@@ -38,6 +38,7 @@ class ControlType(enum.IntEnum):
     RAFT_CONFIG = 6
     DELAY_CHECKPOINT = 100  # TideMQ's own: a delay scheduler's progress, in its own partition
     HALF_OP = 101  # TideMQ's own: decisions and check-backs of half messages, in their partition
+    DELETE_RECORDS = 102  # TideMQ's own: the partition's log start moves up to this offset (DeleteRecords)
 
 
 def build_control_batch(

@@ -8,6 +8,7 @@ from client.cluster import ClusterClient
 from client.connection import open_connection
 from client.errors import (
     CorruptBatchError,
+    ErrorCode,
     InvalidConfigError,
     NotControllerError,
     NotLeaderError,
@@ -219,6 +220,45 @@ async def test_altered_configs_apply_live_on_every_replica(tmp_path):
                 b.partitions[("live", 0)].storage.log.config.segment_bytes == b.cfg.segment_bytes
                 for b in cluster.brokers.values()
             )
+
+
+async def test_deleted_records_go_on_every_replica_and_stay_gone(tmp_path):
+    async with local_cluster(tmp_path, min_segment_bytes=1024) as cluster:
+        async with Admin(cluster.bootstrap) as admin:
+            await admin.create_topic("dr", 1, 3, {"segment.bytes": "4096"})
+            async with Producer(cluster.bootstrap) as producer:
+                sent = [await producer.submit("dr", b"%04d" % i + b"x" * 200) for i in range(60)]
+                await producer.flush()
+            offsets = [(await d).offset for d in sent]
+            leader = (await cluster.wait_leaders("dr"))[0]
+            lagger = next(n for n in cluster.peers if n != leader)
+            await cluster.stop(lagger, graceful=False)  # down while the records go
+            cut = offsets[30]
+            assert await admin.delete_records("dr", 0, cut) == cut
+            with pytest.raises(OffsetOutOfRangeError):
+                await admin.delete_records("dr", 0, offsets[-1] + 100)
+            assert await admin.delete_records("dr", 0, 5) == cut  # below the start: nothing more goes
+            async with open_connection(cluster.peers[leader]) as conn:
+                assert (await conn.request(ListOffsets("dr", 0, EARLIEST))).offset == cut
+                below = (await conn.request(Fetch([FetchPartition("dr", 0, offsets[0], 1 << 20)]))).results[0]
+                assert below.error == ErrorCode.OFFSET_OUT_OF_RANGE
+                first = (await conn.request(Fetch([FetchPartition("dr", 0, cut, 1 << 20)]))).results[0]
+                # (whole batches, as in Kafka: a consumer skips the records before its offset)
+                assert [r.value[:4] for r in decode_records(first.records) if r.offset >= cut][:1] == [b"0030"]
+            await cluster.start(lagger)
+            with trio.fail_after(15):  # the one that was down applies the deletion as it catches up
+                while True:
+                    part = cluster.brokers[lagger].partitions.get(("dr", 0))
+                    if part is not None and part.storage.log.log_start_offset >= cut:
+                        break
+                    await trio.sleep(0.05)
+            assert all(b.partitions[("dr", 0)].storage.log.log_start_offset == cut for b in cluster.brokers.values())
+            await cluster.stop(lagger)
+            await cluster.start(lagger)  # and it stays gone after a restart
+            with trio.fail_after(15):
+                while ("dr", 0) not in cluster.brokers[lagger].partitions:
+                    await trio.sleep(0.05)
+            assert cluster.brokers[lagger].partitions[("dr", 0)].storage.log.log_start_offset == cut
 
 
 async def test_controller_snapshot_brings_a_lagging_node_up_to_date(tmp_path):

@@ -9,8 +9,9 @@ from typing import Any
 import trio
 from kafka import TopicPartition
 
-from client import Admin, Consumer
+from client import Admin, Consumer, Producer
 from client.protocol import OffsetCommit, OffsetFetch
+from tests.cluster import read_all
 from tests.node.test_kafka_process import PARTITIONS, kafka_cluster
 from tests.node.test_kafka_transactions import rd_producer
 
@@ -177,3 +178,23 @@ async def test_kafka_admin_clients_delete_groups_and_offsets(tmp_path):
             assert (await admin.cluster.coordinator_request("stale", OffsetFetch("stale"))).offsets == []
             live = (await admin.cluster.coordinator_request("live", OffsetFetch("live"))).offsets
             assert {("orders", 0, 1), ("orders", 2, 1)} <= set(live)  # kept (its member committed more on leaving)
+
+
+def rd_delete_records(bootstrap: str, topic: str, upto: dict[int, int]) -> dict[int, int]:
+    from confluent_kafka import TopicPartition as RdTopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.delete_records([RdTopicPartition(topic, p, o) for p, o in upto.items()])
+    return {tp.partition: f.result(30).low_watermark for tp, f in futures.items()}
+
+
+async def test_kafka_admin_clients_delete_records(tmp_path):
+    async with kafka_cluster(tmp_path, "orders") as (c, kafka_bootstrap):
+        async with Producer(c.bootstrap) as producer:
+            sent = [await producer.send("orders", b"v%d" % i, partition=i % 2) for i in range(20)]
+        cut = {0: sent[10].offset, 1: -1}  # partition 1: everything
+        low = await trio.to_thread.run_sync(rd_delete_records, kafka_bootstrap, "orders", cut)
+        assert low == {0: sent[10].offset, 1: sent[-1].offset + 1}
+        left = await read_all(c.bootstrap, ["orders"])
+        assert sorted(m.value for m in left) == sorted(b"v%d" % i for i in range(10, 20, 2))
