@@ -261,6 +261,7 @@ async def open_connection(
     try:
         with anyio.fail_after(connect_timeout):
             # (Frames carry their own lengths: no TLS close_notify is needed to end a stream.)
+            stream: ByteStream
             if ssl_context is None:
                 stream = await anyio.connect_tcp(host, port)
             else:
