@@ -66,8 +66,23 @@ class Admin:
         token: str | None = None,
         request_timeout: float = 30.0,
         client_id: str = "tidemq-admin",
+        tls: bool | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
-        self.cluster = ClusterClient(bootstrap, token=token, client_id=client_id, request_timeout=request_timeout)
+        """TLS: `tls`, `tls_ca`, `tls_cert`, `tls_key` (each from its TIDEMQ_TLS_*
+        variable by default; client/tls.py)."""
+        self.cluster = ClusterClient(
+            bootstrap,
+            token=token,
+            client_id=client_id,
+            request_timeout=request_timeout,
+            tls=tls,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
         self.request_timeout = request_timeout
 
     async def __aenter__(self) -> Admin:

@@ -67,6 +67,7 @@ from client.protocol import (
     TopicInfo,
     TxnInfo,
 )
+from client.tls import TLSOptions
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9401"
 NODE_ANSWER_S = 3.0  # how long one node may take to answer a survey (describe, status, group list)
@@ -83,6 +84,7 @@ class Env:
 
     bootstrap: str
     token: str | None
+    tls: TLSOptions  # --tls-ca, --tls-cert, --tls-key (each defaults to its TIDEMQ_TLS_* variable)
     out: Console  # tables and summaries
     err: Console  # progress spinners (stderr, so stdout stays clean for pipes)
     stdout: IO[str]  # consumed messages, written raw
@@ -95,7 +97,7 @@ class Env:
 async def _admin(env: Env) -> AsyncIterator[Admin]:
     """An Admin that has proven the cluster answers: an unreachable cluster fails here, at
     once and with advice, instead of after an admin call's retries run out."""
-    async with Admin(env.bootstrap, token=env.token, client_id="tidemq-cli") as admin:
+    async with Admin(env.bootstrap, token=env.token, client_id="tidemq-cli", **env.tls) as admin:
         try:
             await admin.cluster.refresh_metadata([])
         except ConnectionClosedError:
@@ -393,7 +395,7 @@ async def produce(env: Env, args: argparse.Namespace, stdin: IO[bytes]) -> None:
     sent = _Sent()
     pending: deque[Delivery] = deque()
     bad_line: CliError | None = None
-    async with Producer(env.bootstrap, token=env.token, client_id="tidemq-cli") as producer:
+    async with Producer(env.bootstrap, token=env.token, client_id="tidemq-cli", **env.tls) as producer:
         with env.err.status("sending...") as status:
             lineno = 0
             while line := await anyio.to_thread.run_sync(stdin.readline):
@@ -443,6 +445,7 @@ async def consume(env: Env, args: argparse.Namespace) -> None:
     consumer = Consumer(
         env.bootstrap,
         token=env.token,
+        **env.tls,
         group=args.group,
         topics=[args.topic],
         broadcast=args.broadcast,
@@ -935,7 +938,7 @@ def _duration(text: str) -> float:
 
 
 async def dlq_list(env: Env, args: argparse.Namespace) -> None:
-    letters = await list_dead_letters(env.bootstrap, args.group, idle=args.idle, token=env.token)
+    letters = await list_dead_letters(env.bootstrap, args.group, idle=args.idle, token=env.token, tls=env.tls)
     instances = any(d.instance is not None for d in letters)  # a broadcast group's: say whose
     table = Table(
         "topic",
@@ -964,7 +967,7 @@ async def dlq_list(env: Env, args: argparse.Namespace) -> None:
 
 
 async def dlq_replay(env: Env, args: argparse.Namespace) -> None:
-    letters = await replay_dead_letters(env.bootstrap, args.group, idle=args.idle, token=env.token)
+    letters = await replay_dead_letters(env.bootstrap, args.group, idle=args.idle, token=env.token, tls=env.tls)
     env.out.print(
         f"replayed {len(letters)} dead letter(s) of group {args.group} to their topics"
         + (f": {', '.join(sorted({d.topic for d in letters}))}" if letters else "")
@@ -991,6 +994,18 @@ def build_parser() -> argparse.ArgumentParser:
             default=os.environ.get("TIDEMQ_TOKEN") if defaults else argparse.SUPPRESS,
             help="the cluster token (default $TIDEMQ_TOKEN)",
         )
+        for flag, what in (
+            ("--tls-ca", "the CA (PEM) the nodes' certificates chain to; turns TLS on"),
+            ("--tls-cert", "a client certificate (PEM) to present"),
+            ("--tls-key", "the client certificate's key (PEM)"),
+        ):
+            var = "TIDEMQ_" + flag[2:].upper().replace("-", "_")
+            p.add_argument(
+                flag,
+                metavar="FILE",
+                default=os.environ.get(var) or None if defaults else argparse.SUPPRESS,
+                help=f"{what} (default ${var})",
+            )
 
     connection_options(parser, defaults=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -1144,6 +1159,7 @@ def main(argv: list[str] | None = None) -> int:
     env = Env(
         bootstrap=args.bootstrap,
         token=args.token or None,
+        tls=TLSOptions(tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key),
         out=Console(file=sys.stdout, markup=False, highlight=False, width=None if interactive else 200),
         err=Console(file=sys.stderr, markup=False, highlight=False),
         stdout=sys.stdout,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -40,6 +41,7 @@ from client.protocol import (
     Request,
     TopicInfo,
 )
+from client.tls import tls_context
 
 T = TypeVar("T")
 RETRY_BACKOFF_S = (0.02, 0.5)  # first and largest backoff between retries
@@ -79,11 +81,18 @@ class ClusterClient:
         connect_timeout: float = 5.0,
         peer: PeerAuth | None = None,
         node_addrs: dict[int, str] | None = None,
+        tls: bool | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """`peer` and `node_addrs` are for a node's own services: it connects as a peer,
         and reaches node N at `node_addrs[N]` (its peer listener) whatever address
-        metadata and hints name for clients."""
+        metadata and hints name for clients. TLS: `tls`, `tls_ca`, `tls_cert`, `tls_key`
+        as client/tls.py says, or a ready `ssl_context`."""
         self.bootstrap = bootstrap_list(bootstrap)
+        self.ssl_context = ssl_context if ssl_context is not None else tls_context(tls, tls_ca, tls_cert, tls_key)
         self.peer = peer
         self.node_addrs = dict(node_addrs or {})
         self.token = token if token is not None else (os.environ.get("TIDEMQ_TOKEN") or None)
@@ -124,6 +133,7 @@ class ClusterClient:
                 connect_timeout=self.connect_timeout,
                 watchdog=True,
                 peer=self.peer,
+                ssl_context=self.ssl_context,
             ) as conn:
                 link.conn = conn
                 link.ready.set()

@@ -23,6 +23,7 @@ connection stays up.
 from __future__ import annotations
 
 import itertools
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol, cast
@@ -30,7 +31,13 @@ from typing import Protocol, cast
 import anyio
 from anyio.abc import ByteStream
 
-from client.errors import ConnectionClosedError, RemoteProtocolError, UnsupportedVersionError, error_for
+from client.errors import (
+    AuthFailedError,
+    ConnectionClosedError,
+    RemoteProtocolError,
+    UnsupportedVersionError,
+    error_for,
+)
 from client.protocol import (
     CLIENT_VERSIONS,
     DEFAULT_MAX_FRAME_BYTES,
@@ -244,14 +251,27 @@ async def open_connection(
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     watchdog: bool = False,
     peer: PeerAuth | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Connection]:
     """Connect and say Hello. With `watchdog`, a request sent with a `timeout` that goes
     unanswered that long fails the connection (see the module docstring). With `peer`,
-    the connection is a node's, to another node's peer listener."""
+    the connection is a node's, to another node's peer listener. With `ssl_context`,
+    over TLS (client/tls.py)."""
     host, port = split_addr(addr)
     try:
         with anyio.fail_after(connect_timeout):
-            stream = await anyio.connect_tcp(host, port)
+            # (Frames carry their own lengths: no TLS close_notify is needed to end a stream.)
+            stream: ByteStream
+            if ssl_context is None:
+                stream = await anyio.connect_tcp(host, port)
+            else:
+                stream = await anyio.connect_tcp(
+                    host, port, ssl_context=ssl_context, tls_hostname=host, tls_standard_compatible=False
+                )
+    except ssl.SSLError as exc:
+        raise AuthFailedError(
+            f"TLS with {addr} failed: {exc.reason or exc}; check the CA (tls_ca / TIDEMQ_TLS_CA) and the address"
+        ) from exc
     except (OSError, TimeoutError) as exc:
         raise ConnectionClosedError(f"cannot connect to {addr}: {exc!r}; is the node running?") from exc
     conn = Connection(stream, addr, max_frame_bytes)
@@ -262,7 +282,8 @@ async def open_connection(
         except TimeoutError as exc:
             raise ConnectionClosedError(f"node at {addr} did not answer Hello within {connect_timeout}s") from exc
         except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
-            raise ConnectionClosedError(f"node at {addr} closed the connection during Hello") from exc
+            hint = "" if ssl_context is not None else " (is it a TLS listener? then pass tls_ca= or set TIDEMQ_TLS_CA)"
+            raise ConnectionClosedError(f"node at {addr} closed the connection during Hello{hint}") from exc
         # The body's own exception is re-raised outside the task group, so callers see
         # it as is rather than wrapped in an ExceptionGroup.
         body_error: BaseException | None = None

@@ -116,6 +116,10 @@ class Consumer:
         buffer: int = 10_000,
         request_timeout: float = 30.0,
         client_id: str = "tidemq-consumer",
+        tls: bool | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
         if offset_reset not in ("earliest", "latest"):
             raise InvalidConfigError(f"offset_reset must be 'earliest' or 'latest', not {offset_reset!r}")
@@ -143,7 +147,16 @@ class Consumer:
         self.max_wait = max_wait
         self.fetch_max_bytes = fetch_max_bytes
         self.client_id = client_id
-        self.cluster = ClusterClient(bootstrap, token=token, client_id=client_id, request_timeout=request_timeout)
+        self.cluster = ClusterClient(
+            bootstrap,
+            token=token,
+            client_id=client_id,
+            request_timeout=request_timeout,
+            tls=tls,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
         self._assigned: dict[TopicPartition, _Assigned] = {}
         # Whole fetched batches travel through the stream; the iterator takes messages
         # from the chunk at the head of `_ready` one by one (a per-message channel hop

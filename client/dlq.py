@@ -32,6 +32,7 @@ from client.conventions import (
 from client.group import commit_offsets, fetch_offsets
 from client.processor import ensure_topics, int_header, origin_of, user_headers
 from client.producer import Producer
+from client.tls import TLSOptions
 
 
 class DeadLetter(NamedTuple):
@@ -61,9 +62,11 @@ def as_dead_letter(msg: Message) -> DeadLetter:
     )
 
 
-async def _read(bootstrap, topic: str, idle: float, limit: int | None, token) -> list[Message]:
+async def _read(bootstrap, topic: str, idle: float, limit: int | None, token, tls: TLSOptions) -> list[Message]:
     out: list[Message] = []
-    async with Consumer(bootstrap, topics=[topic], offset_reset="earliest", token=token, max_wait=0.1) as consumer:
+    async with Consumer(
+        bootstrap, topics=[topic], offset_reset="earliest", token=token, max_wait=0.1, **tls
+    ) as consumer:
         while limit is None or len(out) < limit:
             with anyio.move_on_after(idle) as scope:
                 out.append(await consumer.__anext__())
@@ -79,27 +82,34 @@ async def list_dead_letters(
     idle: float = 1.0,
     limit: int | None = None,
     token: str | None = None,
+    tls: TLSOptions | None = None,
 ) -> list[DeadLetter]:
     """Every dead letter of `group` (reads until `idle` seconds pass with nothing new)."""
-    return [as_dead_letter(m) for m in await _read(bootstrap, dead_letter_topic(group), idle, limit, token)]
+    return [as_dead_letter(m) for m in await _read(bootstrap, dead_letter_topic(group), idle, limit, token, tls or {})]
 
 
 async def replay_dead_letters(
-    bootstrap: str | list[str] | None, group: str, *, idle: float = 1.0, token: str | None = None
+    bootstrap: str | list[str] | None,
+    group: str,
+    *,
+    idle: float = 1.0,
+    token: str | None = None,
+    tls: TLSOptions | None = None,
 ) -> list[DeadLetter]:
     """Send the dead letters of `group` not replayed before back to their topics."""
     replay_group = f"{group}.dlq-replay"
-    async with ClusterClient(bootstrap, token=token) as cluster:
+    tls = tls or {}
+    async with ClusterClient(bootstrap, token=token, **tls) as cluster:
         done = await fetch_offsets(cluster, replay_group)
         msgs = [
             m
-            for m in await _read(bootstrap, dead_letter_topic(group), idle, None, token)
+            for m in await _read(bootstrap, dead_letter_topic(group), idle, None, token, tls)
             if m.offset >= (done.get((m.topic, m.partition)) or 0)
         ]
         letters = [as_dead_letter(m) for m in msgs]
         if any(letter.instance is not None for letter in letters):
             await ensure_topics(cluster, [retry_topic(group)])
-        async with Producer(bootstrap, token=token) as producer:
+        async with Producer(bootstrap, token=token, **tls) as producer:
             for letter in letters:
                 m = letter.message
                 if letter.instance is None:

@@ -359,6 +359,10 @@ class Producer:
         check_after: float = DEFAULT_CHECK_AFTER_S,
         max_checks: int = DEFAULT_MAX_CHECKS,
         checker_timeout: float = 30.0,
+        tls: bool | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
         if acks not in _ACKS:
             raise InvalidConfigError(f"acks must be 'all', 1 or 0, not {acks!r}")
@@ -401,7 +405,16 @@ class Producer:
         self._space = anyio.Event()
         self.request_timeout = request_timeout
         self.delivery_timeout = delivery_timeout
-        self.cluster = ClusterClient(bootstrap, token=token, client_id=client_id, request_timeout=request_timeout)
+        self.cluster = ClusterClient(
+            bootstrap,
+            token=token,
+            client_id=client_id,
+            request_timeout=request_timeout,
+            tls=tls,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
         self.producer_id = -1
         self.producer_epoch = -1
         self._queues: dict[tuple[str, int], _PartitionQueue] = {}

@@ -76,6 +76,7 @@ from node.replica import Replica, Ticker
 from node.runtime import CoordinatorRuntime
 from node.server import ConnectionLimits, Server
 from node.storage import LogStorage
+from node.tls import NodeTLS
 from node.transactions import TransactionCoordinator
 from raft.core import Config as RaftConfig
 from raft.core import RaftNode
@@ -154,12 +155,14 @@ class Broker:
         self._reassembler = Reassembler()
         self.incarnation = random.getrandbits(62) | 1  # never 0 (a sender that sends none)
         inc, kafka = self.incarnation, config.kafka_advertise
+        self.tls = NodeTLS.of(config.tls_cert, config.tls_key, config.tls_ca)
         self.transport = PeerTransport(
             self.id,
             config.peers,
             self.credential,
             lambda items: encode_peer_items(items, inc, kafka),
             max_payload=config.max_frame_bytes // 2,
+            ssl_context=self.tls.peer_links,
         )
         #: The groups that are not quiescent: the only ones the ticker visits.
         self.ticker = Ticker()
@@ -183,6 +186,7 @@ class Broker:
             max_inflight=config.max_inflight_per_connection,
             metrics=self.metrics,
             limits=limits,
+            ssl_context=self.tls.clients,
         )
         self.peer_server = Server(
             self.id,
@@ -194,6 +198,7 @@ class Broker:
             peer_auth=self.credential,
             peer_ids=config.peers,
             limits=limits,
+            ssl_context=self.tls.peer_listener,
         )
         #: Every node's Kafka address this node knows: its own, and its peers' gossip.
         self.kafka_addrs: dict[int, str] = {self.id: config.kafka_advertise} if config.kafka_advertise else {}
@@ -203,6 +208,7 @@ class Broker:
                 max_frame_bytes=config.max_frame_bytes,
                 max_connections=config.max_connections,
                 metrics=self.metrics,
+                ssl_context=self.tls.clients,
             )
             if config.kafka_listen
             else None
@@ -638,6 +644,7 @@ class Broker:
             request_timeout=10.0,
             peer=self.credential,
             node_addrs=self.cfg.peers,
+            ssl_context=self.tls.peer_links,
         )
 
     async def next_producer_id(self) -> int:

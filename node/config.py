@@ -59,6 +59,11 @@ class NodeConfig:
     kafka_listen: str = ""  # HOST:PORT of the Kafka protocol listener; empty: none (docs/kafka.md)
     kafka_advertise: str = ""  # the Kafka address clients are told for this node (default: kafka_listen)
     peer_secret: str | None = None
+    # TLS (node/tls.py): with a certificate and key, the client and Kafka listeners speak
+    # only TLS; with the CA too, the peer links are mutual TLS.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
     token: str | None = None
     metrics: str | None = None  # HOST:PORT of the Prometheus endpoint, or None
     fsync: str = "always"  # always | interval | never (see docs/node.md)
@@ -139,6 +144,13 @@ class NodeConfig:
             self.kafka_advertise = self.kafka_advertise or self.kafka_listen
         if self.kafka_advertise:
             parse_addr(self.kafka_advertise)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-ca needs --tls-cert and --tls-key: the CA checks peers, the certificate is ours")
+        for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key), ("--tls-ca", self.tls_ca)):
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{flag} {path}: no such file")
 
     @property
     def config_minimums(self) -> dict[str, int]:
@@ -178,6 +190,13 @@ class NodeConfig:
             "--peer-secret",
             dest="peer_secret",
             help="shared secret the nodes prove to each other (default: $TIDEMQ_PEER_SECRET)",
+        )
+        p.add_argument("--tls-cert", dest="tls_cert", help="this node's certificate (PEM): listeners speak TLS only")
+        p.add_argument("--tls-key", dest="tls_key", help="the certificate's private key (PEM)")
+        p.add_argument(
+            "--tls-ca",
+            dest="tls_ca",
+            help="CA (PEM) of the cluster: peer links become mutual TLS, client certificates are checked",
         )
         p.add_argument("--data", dest="data_dir", type=Path, help="data directory")
         p.add_argument("--token", help="cluster token (default: $TIDEMQ_TOKEN)")

@@ -15,6 +15,7 @@ is known (an ApiVersions of a newer version gets our ranges at v0, as Kafka answ
 from __future__ import annotations
 
 import logging
+import ssl
 import struct
 from collections.abc import Awaitable, Coroutine
 from typing import Any
@@ -36,7 +37,7 @@ from node.kafka_wire import (
     peek_header,
     response_class,
 )
-from node.server import contained, remote_addr
+from node.server import contained, remote_addr, secured
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,18 @@ _SIZE = struct.Struct(">i")
 
 
 class KafkaServer:
-    def __init__(self, api: KafkaApi, *, max_frame_bytes: int, max_connections: int = 1000, metrics=None) -> None:
+    def __init__(
+        self,
+        api: KafkaApi,
+        *,
+        max_frame_bytes: int,
+        max_connections: int = 1000,
+        metrics=None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """With `ssl_context`, TLS only (Kafka's SSL security protocol)."""
         self.api = api
+        self.ssl_context = ssl_context
         self.max_frame_bytes = max_frame_bytes
         self.max_connections = max_connections
         self.metrics = metrics
@@ -68,11 +79,14 @@ class KafkaServer:
             await trio.sleep(GROUP_TICK_S)
             self.api.groups.expire()
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        addr = remote_addr(stream)
+    async def _serve_connection(self, raw: trio.SocketStream) -> None:
+        addr = remote_addr(raw)
         self.connections += 1
         try:
-            async with contained(stream, addr, KafkaFrameError, self.metrics, "Kafka connection"):
+            async with contained(raw, addr, KafkaFrameError, self.metrics, "Kafka connection"):
+                stream = await secured(raw, self.ssl_context, addr, "Kafka connection", self.metrics)
+                if stream is None:
+                    return
                 if self.connections <= self.max_connections:
                     await self._run(stream)
                 else:
@@ -80,7 +94,7 @@ class KafkaServer:
         finally:
             self.connections -= 1
 
-    async def _run(self, stream: trio.SocketStream) -> None:
+    async def _run(self, stream: trio.abc.Stream) -> None:
         send, receive = trio.open_memory_channel[tuple[int, Coroutine[Any, Any, bytes]]](MAX_INFLIGHT)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer, stream, receive)
@@ -92,7 +106,7 @@ class KafkaServer:
                         return
                     await send.send(self._dispatch(frame))
 
-    async def _next_frame(self, stream: trio.SocketStream, buf: bytearray) -> bytes | None:
+    async def _next_frame(self, stream: trio.abc.Stream, buf: bytearray) -> bytes | None:
         while True:
             if len(buf) >= 4:
                 (size,) = _SIZE.unpack_from(buf)
@@ -126,7 +140,7 @@ class KafkaServer:
             raise KafkaFrameError(f"API {key} v{version} refused: {exc.message}") from None
         return correlation, _encoded(body, correlation)
 
-    async def _writer(self, stream: trio.SocketStream, receive: trio.MemoryReceiveChannel) -> None:
+    async def _writer(self, stream: trio.abc.Stream, receive: trio.MemoryReceiveChannel) -> None:
         async with receive:
             try:
                 async for _correlation, answer in receive:

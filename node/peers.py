@@ -20,6 +20,7 @@ goes at the highest version both speak (`PeerLink.versions`). Where the two node
 from __future__ import annotations
 
 import logging
+import ssl
 import struct
 from collections.abc import Callable
 
@@ -42,6 +43,8 @@ from client.protocol import (
 from node.config import parse_addr
 from node.peerauth import PeerCredential
 from node.peerprotocol import PeerMessages
+from node.tls import connect as tls_connect
+from node.tls import node_id_of
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ class PeerLink:
         credential: PeerCredential,
         encode: Callable[[list], bytes],
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.node_id = node_id
         self.max_payload = max_payload
@@ -68,6 +72,7 @@ class PeerLink:
         self.addr = addr
         self.credential = credential
         self.encode = encode
+        self.ssl_context = ssl_context  # mutual TLS (node/tls.py)
         self.outbox: list = []
         self.wakeup = trio.Event()
         self.connected = False
@@ -108,7 +113,24 @@ class PeerLink:
         half = len(items) // 2
         return self._payloads(items[:half]) + self._payloads(items[half:])
 
-    async def _handshake(self, stream: trio.SocketStream) -> int:
+    async def _connect(self, host: str, port: int) -> trio.abc.Stream:
+        """A stream to the peer's listener: TLS where configured, and then only to a
+        listener whose certificate names the node this link is for."""
+        stream = await trio.open_tcp_stream(host, port)
+        if self.ssl_context is None:
+            return stream
+        try:
+            tls = await tls_connect(stream, self.ssl_context, host)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        named = node_id_of(tls.getpeercert())
+        if named != self.peer_id:
+            await trio.aclose_forcefully(tls)
+            raise AuthFailedError(f"{self.addr} presents a certificate of node {named}, not node {self.peer_id}")
+        return tls
+
+    async def _handshake(self, stream: trio.abc.Stream) -> int:
         """Prove ourselves to the peer's listener and check it holds the secret too; the
         version `PeerMessages` goes at on this link."""
         decoder = FrameDecoder(HANDSHAKE_MAX_FRAME_BYTES)
@@ -118,7 +140,7 @@ class PeerLink:
                 data = await stream.receive_some(HANDSHAKE_MAX_FRAME_BYTES)
                 if not data:
                     raise trio.BrokenResourceError("closed during the handshake")
-                decoder.feed(data)
+                decoder.feed(bytes(data))
             return decode_payload(frame[1]).body
 
         hello = self.credential.hello(f"node-{self.node_id}")
@@ -157,8 +179,15 @@ class PeerLink:
         while True:
             try:
                 with trio.fail_after(CONNECT_TIMEOUT_S):
-                    stream = await trio.open_tcp_stream(host, port)
-            except (OSError, trio.TooSlowError):
+                    stream = await self._connect(host, port)
+            except TideMQError as exc:
+                log.warning("link %s -> %s refused: %s", self.node_id, self.peer_id, exc)
+                self.outbox.clear()
+                await trio.sleep(1.0)
+                continue
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                if isinstance(exc, trio.BrokenResourceError):  # a TLS handshake the peer refused
+                    log.warning("link %s -> %s: TLS handshake failed: %s", self.node_id, self.peer_id, exc.__cause__)
                 self.outbox.clear()
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
@@ -241,9 +270,10 @@ class PeerTransport:
         credential: PeerCredential,
         encode: Callable[[list], bytes],
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.links = {
-            pid: PeerLink(node_id, pid, addr, credential, encode, max_payload)
+            pid: PeerLink(node_id, pid, addr, credential, encode, max_payload, ssl_context)
             for pid, addr in peers.items()
             if pid != node_id
         }

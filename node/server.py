@@ -27,6 +27,7 @@ import hmac
 import logging
 import math
 import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -60,6 +61,7 @@ from client.protocol import (
 from node.peerauth import PeerCredential
 from node.peerprotocol import NODE_VERSIONS, PEER_ONLY, NodeEnvelope, PeerMessages, decode_node_payload
 from node.sendfile import Spliced, SplicedFrame, sendfile_all
+from node.tls import accept, node_id_of
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +117,28 @@ async def contained(
             await stream.aclose()
 
 
-def remote_addr(stream: trio.SocketStream) -> str:
-    """HOST:PORT of the other end, for the logs ("?" once it is gone)."""
+async def secured(stream: trio.SocketStream, ctx: ssl.SSLContext | None, addr: str, what: str, metrics=None):
+    """The stream a listener speaks on: TLS over `stream` where `ctx` is given (None if
+    the handshake failed: a plain-text client, an untrusted certificate; logged and
+    counted as an authentication failure)."""
+    if ctx is None:
+        return stream
     try:
-        peer = stream.socket.getpeername()
+        return await accept(stream, ctx)
+    except (trio.BrokenResourceError, trio.TooSlowError, ssl.SSLError, OSError) as exc:
+        cause = exc.__cause__ or exc
+        log.warning("refused a %s from %s: TLS handshake failed: %s", what, addr, cause)
+        if metrics:
+            metrics.auth_failures.inc()
+        return None
+
+
+def remote_addr(stream: trio.abc.Stream) -> str:
+    """HOST:PORT of the other end, for the logs ("?" once it is gone)."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    try:
+        peer = stream.socket.getpeername()  # type: ignore[attr-defined]
     except OSError:
         return "?"
     return f"{peer[0]}:{peer[1]}"
@@ -218,11 +238,14 @@ class Server:
         peer_auth: PeerCredential | None = None,
         peer_ids: Collection[int] = (),
         limits: ConnectionLimits = ConnectionLimits(),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """With `peer_auth` this is the peer listener: only the nodes in `peer_ids`,
         proving the peer secret, get in; without, the client listener, which refuses
-        every peer and broker-to-broker request."""
+        every peer and broker-to-broker request. With `ssl_context`, TLS only (on the
+        peer listener, a peer's certificate must name the node it claims to be)."""
         self.node_id = node_id
+        self.ssl_context = ssl_context
         self.peer_auth = peer_auth
         self.peer_ids = frozenset(peer_ids)
         self.handler = handler
@@ -242,11 +265,15 @@ class Server:
         task_status.started(listeners)
         await trio.serve_listeners(self._serve_connection, listeners)
 
-    async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        addr = remote_addr(stream)
+    async def _serve_connection(self, raw: trio.SocketStream) -> None:
+        addr = remote_addr(raw)
         self.connections += 1
         try:
-            async with contained(stream, addr, RemoteProtocolError, self.metrics):
+            async with contained(raw, addr, RemoteProtocolError, self.metrics):
+                what = "peer connection" if self.peer_auth is not None else "client connection"
+                stream = await secured(raw, self.ssl_context, addr, what, self.metrics)
+                if stream is None:
+                    return
                 if self.connections > self.limits.max_connections:
                     if self.metrics:
                         self.metrics.connections_refused.inc()
@@ -259,7 +286,7 @@ class Server:
         finally:
             self.connections -= 1
 
-    async def _run(self, stream: trio.SocketStream, addr: str) -> None:
+    async def _run(self, stream: trio.abc.Stream, addr: str) -> None:
         # Until Hello is accepted a frame may be small: an unauthenticated stranger must
         # not make the node buffer and decode megabytes.
         decoder = FrameDecoder(HELLO_MAX_FRAME_BYTES)
@@ -277,7 +304,7 @@ class Server:
                 data = await stream.receive_some(_READ_CHUNK)
                 if not data:
                     return None
-                decoder.feed(data)
+                decoder.feed(bytes(data))
 
         async def next_envelope() -> NodeEnvelope | None:
             """The next handshake envelope (nothing unknown is answered before Hello)."""
@@ -401,7 +428,7 @@ class Server:
             log.info("peer node %s speaks other protocol versions: %s", peer, "; ".join(notes))
 
     async def _admit(
-        self, hello: Hello, frame_version: int, stream: trio.SocketStream, next_envelope
+        self, hello: Hello, frame_version: int, stream: trio.abc.Stream, next_envelope
     ) -> TideMQError | None:
         """Check a Hello (and, on the peer listener, run the secret's challenge); the
         refusal to answer with, or None to go on."""
@@ -424,6 +451,17 @@ class Server:
             return ClusterAuthorizationError("the peer listener serves only the cluster's nodes; clients use --listen")
         if hello.peer_node not in self.peer_ids:
             return ClusterAuthorizationError(f"node {hello.peer_node} is not a member of this cluster")
+        if isinstance(stream, trio.SSLStream):
+            named = node_id_of(stream.getpeercert())
+            if named != hello.peer_node:
+                log.warning(
+                    "refused a peer connection claiming to be node %s: its certificate names node %s",
+                    hello.peer_node,
+                    named,
+                )
+                return ClusterAuthorizationError(
+                    f"the certificate presented names node {named}, not node {hello.peer_node}"
+                )
         challenge, expected = self.peer_auth.challenge(hello)
         await stream.send_all(encode_frame(0, challenge))
         answer = await next_envelope()

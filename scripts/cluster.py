@@ -1,6 +1,6 @@
 """Launch and manage a local TideMQ cluster on loopback.
 
-    scripts/cluster up [--nodes 3] [--port 9401] [--kafka-port 9092] [--dir .tidemq] [--fsync always]
+    scripts/cluster up [--nodes 3] [--port 9401] [--kafka-port 9092] [--dir .tidemq] [--fsync always] [--secure]
     scripts/cluster status
     scripts/cluster kill N | pause N | resume N | stop N | start N | restart N
     scripts/cluster down [--wipe]
@@ -8,7 +8,9 @@
 Every command takes `--dir DIR` (default `.tidemq/` in the repository).
 Each node runs as `python -m node` in its own process, with its data, log file and pid
 under the run directory. `up` waits until every node answers and the controller has a
-leader, then prints the bootstrap address. `down` sends SIGTERM (graceful: leadership
+leader, then prints the bootstrap address. With `--secure`, a CA and node certificates
+are made in the run directory and the nodes speak only TLS (mutual between nodes);
+`<dir>/client.env` holds what a client needs (`source` it). `down` sends SIGTERM (graceful: leadership
 moves away, logs are flushed) and SIGKILLs whatever is still alive after a timeout.
 """
 
@@ -18,8 +20,10 @@ import argparse
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -35,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from client.connection import open_connection  # noqa: E402
 from client.errors import TideMQError  # noqa: E402
 from client.protocol import Metadata  # noqa: E402
+from client.tls import tls_context  # noqa: E402
 
 console = Console()
 
@@ -107,6 +112,9 @@ def start_node(run_dir: Path, spec: dict, node: int) -> int:
         cmd += ["--token", spec["token"]]
     if spec.get("kafka"):
         cmd += ["--kafka-listen", spec["kafka"][str(node)]]
+    if spec.get("tls"):
+        cert, key = spec["tls"]["nodes"][str(node)]
+        cmd += ["--tls-cert", cert, "--tls-key", key, "--tls-ca", spec["tls"]["ca"]]
     env = dict(os.environ, TIDEMQ_PEER_SECRET=peer_secret(run_dir))
     with open(ndir / "node.log", "ab") as logf:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=env)
@@ -129,10 +137,36 @@ def stop_node(run_dir: Path, node: int, sig: int = signal.SIGTERM, timeout: floa
     return True
 
 
-async def probe(addr: str, token: str | None) -> tuple[bool, int | None, str]:
+def client_tls(spec: dict) -> ssl.SSLContext | None:
+    return tls_context(tls_ca=spec["tls"]["ca"]) if spec.get("tls") else None
+
+
+def write_client_env(run_dir: Path, spec: dict) -> Path:
+    """`<dir>/client.env`: `export NAME=value` lines for the CLI and the client library."""
+    values = {"TIDEMQ_BOOTSTRAP": ",".join(spec["peers"].values())}
+    if spec.get("token"):
+        values["TIDEMQ_TOKEN"] = spec["token"]
+    if spec.get("tls"):
+        values["TIDEMQ_TLS_CA"] = spec["tls"]["ca"]
+    path = run_dir / "client.env"
+    path.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items()))
+    path.chmod(0o600)
+    return path
+
+
+def make_certificates(run_dir: Path, nodes: list[str]) -> dict:
+    """A CA and a certificate per node under `<dir>/tls` (scripts/certs.py)."""
+    from scripts.certs import Authority
+
+    ca = Authority(run_dir / "tls")
+    issued = {n: ca.node(int(n)) for n in nodes}
+    return {"ca": str(ca.cert_path), "nodes": {n: [str(i.cert), str(i.key)] for n, i in issued.items()}}
+
+
+async def probe(addr: str, token: str | None, ctx: ssl.SSLContext | None = None) -> tuple[bool, int | None, str]:
     try:
         with trio.fail_after(2):
-            async with open_connection(addr, token=token, connect_timeout=1) as conn:
+            async with open_connection(addr, token=token, connect_timeout=1, ssl_context=ctx) as conn:
                 md = await conn.request(Metadata(topics=[]))
                 return True, md.controller, ""
     except (TideMQError, trio.TooSlowError, OSError) as exc:
@@ -143,7 +177,7 @@ async def wait_ready(spec: dict, timeout: float) -> None:
     deadline = trio.current_time() + timeout
     with console.status("waiting for the nodes and a controller leader...") as status:
         while True:
-            states = [await probe(a, spec.get("token")) for a in spec["peers"].values()]
+            states = [await probe(a, spec.get("token"), client_tls(spec)) for a in spec["peers"].values()]
             up = sum(ok for ok, _, _ in states)
             ctrl = {c for ok, c, _ in states if ok and c is not None}
             status.update(f"{up}/{len(states)} nodes answering, controller: {ctrl or 'none yet'}")
@@ -174,7 +208,11 @@ def cmd_up(args) -> None:
             else {},
             "dir": str(run_dir),
         }
+        if args.secure:
+            spec["tls"] = make_certificates(run_dir, list(spec["peers"]))
         spec_path.write_text(json.dumps(spec, indent=2))
+    if args.secure and not spec.get("tls"):
+        raise SystemExit(f"the cluster in {run_dir} was made without --secure; `scripts/cluster down --wipe` first")
     for node in map(int, spec["peers"]):
         if pid_of(run_dir, node) is None:
             pid = start_node(run_dir, spec, node)
@@ -189,6 +227,8 @@ def cmd_up(args) -> None:
     print("bootstrap: " + ",".join(spec["peers"].values()), flush=True)
     if spec.get("kafka"):
         print("kafka bootstrap: " + ",".join(spec["kafka"].values()), flush=True)
+    env_file = write_client_env(run_dir, spec)
+    print(f"client settings: {env_file} (source it: TLS CA, bootstrap, token)", flush=True)
 
 
 def cmd_status(args) -> None:
@@ -199,7 +239,7 @@ def cmd_status(args) -> None:
 
     async def main():
         for node, addr in spec["peers"].items():
-            ok, ctrl, err = await probe(addr, spec.get("token"))
+            ok, ctrl, err = await probe(addr, spec.get("token"), client_tls(spec))
             pid = pid_of(run_dir, int(node))
             state = "serving" if ok else ("paused or stuck" if pid else "down")
             if pid and process_state(pid) == "T":
@@ -217,7 +257,9 @@ def cmd_status(args) -> None:
         for node, addr in spec["peers"].items():
             try:
                 with trio.fail_after(2):
-                    async with open_connection(addr, token=spec.get("token"), connect_timeout=1) as conn:
+                    async with open_connection(
+                        addr, token=spec.get("token"), connect_timeout=1, ssl_context=client_tls(spec)
+                    ) as conn:
                         answers[int(node)] = await conn.request(Metadata())
             except (TideMQError, trio.TooSlowError, OSError):
                 continue
@@ -317,6 +359,9 @@ def main() -> None:
     up.add_argument("--fsync", choices=["always", "interval", "never"], default="always")
     up.add_argument("--token", default=None, help="cluster token (default: $TIDEMQ_TOKEN)")
     up.add_argument("--timeout", type=float, default=60)
+    up.add_argument(
+        "--secure", action="store_true", help="TLS only: a CA and node certificates in the run directory (tls/)"
+    )
     sub.add_parser("status", parents=[common], help="nodes, and each partition's leader, replicas and high watermark")
     down = sub.add_parser("down", parents=[common], help="stop every node (SIGTERM, then SIGKILL)")
     down.add_argument("--wipe", action="store_true", help="also delete the run directory and its data")

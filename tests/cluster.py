@@ -6,6 +6,7 @@ import json
 import os
 import random
 import socket
+import ssl
 import subprocess
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from client.cluster import ClusterClient
 from client.connection import open_connection
 from client.errors import TideMQError
 from client.protocol import Metadata
+from client.tls import tls_context
 from node.broker import Broker
 from node.config import NodeConfig
 from node.peerauth import PeerCredential
@@ -208,6 +210,9 @@ class ProcessCluster:
         self.node_commands: dict[int, list[str]] = {}
         self.procs: dict[int, subprocess.Popen] = {}
         self.kafka: dict[int, str] = {}  # node -> its Kafka listener (`serve_kafka`)
+        self.tls_ca: str | None = None  # the CA's certificate (`secure`)
+        self.tls_files: dict[int, tuple[str, str]] = {}  # node -> the certificate and key it is started with
+        self.ssl_context: ssl.SSLContext | None = None  # what this harness's own requests use
 
     @property
     def bootstrap(self) -> str:
@@ -217,6 +222,17 @@ class ProcessCluster:
         """Give every node a Kafka listener from its next start; the Kafka bootstrap."""
         self.kafka = {node: f"127.0.0.1:{port}" for node, port in zip(self.peers, free_ports(len(self.peers)))}
         return ",".join(self.kafka.values())
+
+    def secure(self) -> str:
+        """Serve TLS from the next start: a CA and node certificates under `<base>/tls`
+        (scripts/certs.py); the CA certificate's path. Tests may swap `tls_files`."""
+        from scripts.certs import Authority
+
+        ca = Authority(self.base / "tls")
+        self.tls_files = {n: (str((i := ca.node(n)).cert), str(i.key)) for n in self.peers}
+        self.tls_ca = str(ca.cert_path)
+        self.ssl_context = tls_context(tls_ca=self.tls_ca)
+        return self.tls_ca
 
     def start(self, node: int) -> None:
         """Start one node process (plain subprocess, so sync tests can use it too)."""
@@ -247,6 +263,9 @@ class ProcessCluster:
             cmd += ["--token", self.token]
         if node in self.kafka:
             cmd += ["--kafka-listen", self.kafka[node]]
+        if node in self.tls_files and self.tls_ca is not None:
+            cert, key = self.tls_files[node]
+            cmd += ["--tls-cert", cert, "--tls-key", key, "--tls-ca", self.tls_ca]
         cmd += self.extra_args
         settings = {**self.settings, **self.node_settings.get(node, {})}
         if settings:
@@ -276,7 +295,9 @@ class ProcessCluster:
 
     async def request(self, node: int, body, timeout: float = 10):
         with trio.fail_after(timeout):
-            async with open_connection(self.peers[node], token=self.token, connect_timeout=2) as conn:
+            async with open_connection(
+                self.peers[node], token=self.token, connect_timeout=2, ssl_context=self.ssl_context
+            ) as conn:
                 return await conn.request(body)
 
     async def wait_ready(self, timeout: float = 60) -> int:
@@ -338,11 +359,14 @@ def running_cluster(base: Path, n: int = 3, **kw):
 
 
 @asynccontextmanager
-async def process_cluster(tmp_path: Path, n: int = 3, *, kafka: bool = False, **kw):
-    """Node processes (with `kafka`, each with a Kafka listener: `cluster.kafka`)."""
+async def process_cluster(tmp_path: Path, n: int = 3, *, kafka: bool = False, secure: bool = False, **kw):
+    """Node processes (with `kafka`, each with a Kafka listener: `cluster.kafka`; with
+    `secure`, TLS only: `cluster.tls_ca`)."""
     cluster = ProcessCluster(tmp_path, n, **kw)
     if kafka:
         cluster.serve_kafka()
+    if secure:
+        cluster.secure()
     try:
         for node in cluster.peers:
             cluster.start(node)

@@ -1,0 +1,77 @@
+"""`scripts/cluster up --secure`: a TLS-only local cluster whose `client.env`, sourced,
+makes the CLI and the README's Python example work unchanged; `down --wipe` stops it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_readme import README_BOOTSTRAP, examples
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(120)
+
+
+def free_base(nodes: int) -> int:
+    """A first port whose client, peer and metrics ports (as scripts/cluster lays them out) are free."""
+    for base in range(21000, 60000, 397):
+        wanted = [base + off + i for off in (0, 100, 200) for i in range(nodes)]
+        try:
+            for port in wanted:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free port range")
+
+
+def cluster(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "scripts/cluster.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=90
+    )
+
+
+def test_a_secure_cluster_and_its_client_env(tmp_path):
+    run_dir = tmp_path / "secure"
+    up = cluster("--dir", str(run_dir), "up", "--secure", "--port", str(free_base(3)), "--kafka-port", "0")
+    try:
+        assert up.returncode == 0, up.stderr + up.stdout
+        env_file = Path(re.search(r"client settings: (\S+)", up.stdout)[1])
+        assert env_file == run_dir / "client.env" and oct(env_file.stat().st_mode)[-3:] == "600"
+        exported = dict(
+            shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in env_file.read_text().splitlines()
+        )
+        assert set(exported) == {"TIDEMQ_BOOTSTRAP", "TIDEMQ_TLS_CA"}
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("TIDEMQ_")}, **exported}
+        tidemq = [sys.executable, "-m", "client.cli"]
+
+        # Without the CA the nodes are out of reach; with client.env, everything works.
+        plain = {k: v for k, v in env.items() if k != "TIDEMQ_TLS_CA"}
+        refused = subprocess.run([*tidemq, "topic", "list"], cwd=ROOT, env=plain, capture_output=True, text=True)
+        assert refused.returncode != 0
+        made = subprocess.run(
+            [*tidemq, "topic", "create", "greetings", "--partitions", "3", "--replication", "3"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        python_blocks = [code for lang, code in examples() if lang == "python"]
+        first = python_blocks[0].replace(README_BOOTSTRAP, exported["TIDEMQ_BOOTSTRAP"])  # (TLS from the env)
+        run = subprocess.run(
+            [sys.executable, "-c", first], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, run.stderr
+    finally:
+        down = cluster("--dir", str(run_dir), "down", "--wipe")
+        assert down.returncode == 0, down.stderr
