@@ -189,6 +189,7 @@ def librdkafka_roundtrip(bootstrap: str, topic: str, n: int) -> tuple[list, list
             on_delivery=lambda err, msg: acked.append((err, msg.partition(), msg.offset())),
         )
     assert producer.flush(30) == 0
+    assert topic in producer.list_topics(timeout=10).topics  # Metadata for every topic (v12, trailing bytes)
     consumer = RdConsumer(
         {
             "bootstrap.servers": bootstrap,

@@ -92,8 +92,9 @@ def test_frames_we_refuse():
     import kio.schema.api_versions.v3 as av3
 
     good = frame_of(18, 3, av3.ApiVersionsRequest(client_software_name="x", client_software_version="1"))
-    with pytest.raises(KafkaFrameError):
-        decode_request(good + b"\x00")  # bytes after the request
+    # Bytes after a whole request are read past, as Kafka's brokers do: librdkafka 2.16's
+    # Metadata v12 for every topic carries three.
+    assert decode_request(good + b"\x00\x01\x02").body.client_software_name == "x"
     with pytest.raises(KafkaFrameError):
         decode_request(good[:-3])  # cut short
 
