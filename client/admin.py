@@ -16,7 +16,7 @@ import anyio
 
 from client.cluster import ClusterClient
 from client.conventions import HALF_TOPIC, TXN_TOPIC
-from client.errors import CoordinatorNotAvailableError, TideMQError
+from client.errors import CoordinatorNotAvailableError, InvalidRequestError, TideMQError
 from client.protocol import (
     AlterTopicConfigs,
     CreateTopic,
@@ -24,17 +24,21 @@ from client.protocol import (
     DeleteOffsets,
     DeleteRecords,
     DeleteTopic,
+    DeleteUser,
     DescribeTransaction,
     HalfInfo,
     ListHalves,
     ListTransactions,
+    ListUsers,
     MetadataResponse,
+    PutUser,
     R,
     Request,
     TopicInfo,
     TopicPartition,
     TxnInfo,
 )
+from client.scram import DEFAULT_ITERATIONS, credential
 
 NODE_ANSWER_S = 3.0
 
@@ -70,9 +74,12 @@ class Admin:
         tls_ca: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
-        """TLS: `tls`, `tls_ca`, `tls_cert`, `tls_key` (each from its TIDEMQ_TLS_*
-        variable by default; client/tls.py)."""
+        """Security, as every client class takes it (each from its TIDEMQ_* variable by
+        default): TLS with `tls`, `tls_ca`, `tls_cert`, `tls_key` (client/tls.py), a
+        user with `username` and `password` (SCRAM-SHA-256)."""
         self.cluster = ClusterClient(
             bootstrap,
             token=token,
@@ -82,6 +89,8 @@ class Admin:
             tls_ca=tls_ca,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            username=username,
+            password=password,
         )
         self.request_timeout = request_timeout
 
@@ -146,6 +155,34 @@ class Admin:
         body = DeleteRecords(topic, partition, before, int(self.request_timeout * 1000))
         with anyio.fail_after(self.request_timeout):
             return (await self.cluster.leader_request(topic, partition, body)).offset
+
+    # -- users -------------------------------------------------------------------------------
+
+    async def add_user(self, name: str, password: str, *, iterations: int = DEFAULT_ITERATIONS) -> None:
+        """Create a user (InvalidRequestError if it exists). Only its SCRAM-SHA-256
+        credential, derived here, goes to the cluster; the password stays with you."""
+        await self._put_user(name, password, iterations, create_only=True)
+
+    async def change_password(self, name: str, password: str, *, iterations: int = DEFAULT_ITERATIONS) -> None:
+        if name not in await self.list_users():
+            raise InvalidRequestError(f"there is no user {name!r} (tidemq user add {name})")
+        await self._put_user(name, password, iterations, create_only=False)
+
+    async def _put_user(self, name: str, password: str, iterations: int, *, create_only: bool) -> None:
+        if not password:
+            raise ValueError("a user needs a password")
+        c = credential(password, iterations)
+        body = PutUser(name, c.salt, c.iterations, c.stored_key, c.server_key, create_only)
+        with anyio.fail_after(self.request_timeout):
+            await self.cluster.controller_request(body)
+
+    async def delete_user(self, name: str) -> None:
+        with anyio.fail_after(self.request_timeout):
+            await self.cluster.controller_request(DeleteUser(name))
+
+    async def list_users(self) -> list[str]:
+        with anyio.fail_after(self.request_timeout):
+            return [name for name, _ in (await self.cluster.controller_request(ListUsers())).users]
 
     # -- groups ------------------------------------------------------------------------------
 

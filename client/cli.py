@@ -8,6 +8,7 @@
     tidemq consume orders --broadcast [--group G [--instance ID]]
     tidemq group list | group describe G | group delete G
     tidemq txn list | txn describe ID [--format json]
+    tidemq user add NAME [--password PW] | user passwd NAME | user delete NAME | user list
     tidemq half list [--group G] [--resolved] [--format json]
     tidemq cluster status
 
@@ -23,6 +24,7 @@ bytes are never read as markup). Each command runs the async client under trio.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -67,7 +69,7 @@ from client.protocol import (
     TopicInfo,
     TxnInfo,
 )
-from client.tls import TLSOptions
+from client.tls import ConnectOptions
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9401"
 NODE_ANSWER_S = 3.0  # how long one node may take to answer a survey (describe, status, group list)
@@ -84,7 +86,7 @@ class Env:
 
     bootstrap: str
     token: str | None
-    tls: TLSOptions  # --tls-ca, --tls-cert, --tls-key (each defaults to its TIDEMQ_TLS_* variable)
+    security: ConnectOptions  # --tls-*, --user, --password (each defaults to its TIDEMQ_* variable)
     out: Console  # tables and summaries
     err: Console  # progress spinners (stderr, so stdout stays clean for pipes)
     stdout: IO[str]  # consumed messages, written raw
@@ -97,7 +99,7 @@ class Env:
 async def _admin(env: Env) -> AsyncIterator[Admin]:
     """An Admin that has proven the cluster answers: an unreachable cluster fails here, at
     once and with advice, instead of after an admin call's retries run out."""
-    async with Admin(env.bootstrap, token=env.token, client_id="tidemq-cli", **env.tls) as admin:
+    async with Admin(env.bootstrap, token=env.token, client_id="tidemq-cli", **env.security) as admin:
         try:
             await admin.cluster.refresh_metadata([])
         except ConnectionClosedError:
@@ -395,7 +397,7 @@ async def produce(env: Env, args: argparse.Namespace, stdin: IO[bytes]) -> None:
     sent = _Sent()
     pending: deque[Delivery] = deque()
     bad_line: CliError | None = None
-    async with Producer(env.bootstrap, token=env.token, client_id="tidemq-cli", **env.tls) as producer:
+    async with Producer(env.bootstrap, token=env.token, client_id="tidemq-cli", **env.security) as producer:
         with env.err.status("sending...") as status:
             lineno = 0
             while line := await anyio.to_thread.run_sync(stdin.readline):
@@ -445,7 +447,7 @@ async def consume(env: Env, args: argparse.Namespace) -> None:
     consumer = Consumer(
         env.bootstrap,
         token=env.token,
-        **env.tls,
+        **env.security,
         group=args.group,
         topics=[args.topic],
         broadcast=args.broadcast,
@@ -741,6 +743,53 @@ def _print_instances(env: Env, group: str, states: dict[str, _GroupState]) -> No
     env.out.print(f"(partitions of one instance: tidemq group describe {group}@INSTANCE)")
 
 
+# -- user -----------------------------------------------------------------------------------------
+
+
+def _new_password(args: argparse.Namespace) -> str:
+    """--password, else asked for twice on the terminal (never echoed)."""
+    if args.new_password:
+        return args.new_password
+    if not sys.stdin.isatty():
+        raise CliError("give the new user's password with --password (no terminal to ask on)")
+    first = getpass.getpass(f"password for {args.name}: ")
+    if not first or first != getpass.getpass("again: "):
+        raise CliError("the passwords were empty or did not match")
+    return first
+
+
+async def user_add(env: Env, args: argparse.Namespace) -> None:
+    password = _new_password(args)
+    async with _admin(env) as admin:
+        await admin.add_user(args.name, password)
+    env.out.print(f"added user {args.name}")
+
+
+async def user_passwd(env: Env, args: argparse.Namespace) -> None:
+    password = _new_password(args)
+    async with _admin(env) as admin:
+        await admin.change_password(args.name, password)
+    env.out.print(f"changed the password of user {args.name}")
+
+
+async def user_delete(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        await admin.delete_user(args.name)
+    env.out.print(f"deleted user {args.name}")
+
+
+async def user_list(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        names = await admin.list_users()
+    if not names:
+        env.out.print("no users (add one with `tidemq user add NAME`)")
+        return
+    table = Table("user", "mechanism")
+    for name in names:
+        table.add_row(name, "SCRAM-SHA-256")
+    env.out.print(table)
+
+
 # -- txn ------------------------------------------------------------------------------------------
 
 OPEN_STATES = ("ongoing", "prepare_commit", "prepare_abort")
@@ -938,7 +987,7 @@ def _duration(text: str) -> float:
 
 
 async def dlq_list(env: Env, args: argparse.Namespace) -> None:
-    letters = await list_dead_letters(env.bootstrap, args.group, idle=args.idle, token=env.token, tls=env.tls)
+    letters = await list_dead_letters(env.bootstrap, args.group, idle=args.idle, token=env.token, security=env.security)
     instances = any(d.instance is not None for d in letters)  # a broadcast group's: say whose
     table = Table(
         "topic",
@@ -967,7 +1016,9 @@ async def dlq_list(env: Env, args: argparse.Namespace) -> None:
 
 
 async def dlq_replay(env: Env, args: argparse.Namespace) -> None:
-    letters = await replay_dead_letters(env.bootstrap, args.group, idle=args.idle, token=env.token, tls=env.tls)
+    letters = await replay_dead_letters(
+        env.bootstrap, args.group, idle=args.idle, token=env.token, security=env.security
+    )
     env.out.print(
         f"replayed {len(letters)} dead letter(s) of group {args.group} to their topics"
         + (f": {', '.join(sorted({d.topic for d in letters}))}" if letters else "")
@@ -982,7 +1033,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Connection options work before or after the command: the leaf parsers inherit them
     # with SUPPRESS defaults, so a value given after the command wins and none is lost.
-    def connection_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    def connection_options(p: argparse.ArgumentParser, defaults: bool, login_password: bool = True) -> None:
         p.add_argument(
             "--bootstrap",
             metavar="HOST:PORT[,...]",
@@ -998,11 +1049,13 @@ def build_parser() -> argparse.ArgumentParser:
             ("--tls-ca", "the CA (PEM) the nodes' certificates chain to; turns TLS on"),
             ("--tls-cert", "a client certificate (PEM) to present"),
             ("--tls-key", "the client certificate's key (PEM)"),
+            ("--user", "the user to log in as"),
+            *([("--password", "the user's password")] if login_password else []),
         ):
             var = "TIDEMQ_" + flag[2:].upper().replace("-", "_")
             p.add_argument(
                 flag,
-                metavar="FILE",
+                metavar="FILE" if flag.startswith("--tls") else flag[2:].upper(),
                 default=os.environ.get(var) or None if defaults else argparse.SUPPRESS,
                 help=f"{what} (default ${var})",
             )
@@ -1010,10 +1063,16 @@ def build_parser() -> argparse.ArgumentParser:
     connection_options(parser, defaults=True)
     common = argparse.ArgumentParser(add_help=False)
     connection_options(common, defaults=False)
+    # `tidemq user add NAME --password PW`: there --password is the new user's; the login
+    # password comes before the command or from $TIDEMQ_PASSWORD.
+    setting_password = argparse.ArgumentParser(add_help=False)
+    connection_options(setting_password, defaults=False, login_password=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def leaf(group: Any, name: str, run: Callable[..., Awaitable[None]], text: str) -> argparse.ArgumentParser:
-        p = group.add_parser(name, parents=[common], help=text, description=text)
+    def leaf(
+        group: Any, name: str, run: Callable[..., Awaitable[None]], text: str, parent: argparse.ArgumentParser = common
+    ) -> argparse.ArgumentParser:
+        p = group.add_parser(name, parents=[parent], help=text, description=text)
         p.set_defaults(run=run)
         return p
 
@@ -1082,6 +1141,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(group, "delete", group_delete, "remove a group that has no members, with its committed offsets")
     p.add_argument("group")
 
+    user = commands.add_parser("user", help="users who log in with a password (SCRAM-SHA-256)").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    for name, run, text in (
+        ("add", user_add, "create a user; the password never leaves this machine, only its SCRAM keys do"),
+        ("passwd", user_passwd, "change a user's password"),
+    ):
+        p = leaf(user, name, run, text, setting_password)
+        p.add_argument("name")
+        p.add_argument(
+            "--password", dest="new_password", metavar="PW", help="the new password (asked for if not given)"
+        )
+    p = leaf(user, "delete", user_delete, "delete a user: it can no longer log in")
+    p.add_argument("name")
+    leaf(user, "list", user_list, "list the users")
+
     txn = commands.add_parser("txn", help="transactions (transactional producers)").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -1133,7 +1208,9 @@ def _explain(exc: BaseException) -> str | None:
     if isinstance(exc, CliError):
         return str(exc)
     if isinstance(exc, AuthFailedError):
-        return "the cluster refused our token: pass --token or set TIDEMQ_TOKEN to the cluster's token"
+        if "token" in exc.message:
+            return "the cluster refused our token: pass --token or set TIDEMQ_TOKEN to the cluster's token"
+        return f"{exc.message} (--user and --password, or TIDEMQ_USER and TIDEMQ_PASSWORD)"
     if isinstance(exc, ConnectionClosedError):
         return f"lost the cluster ({exc.message}); check it with `tidemq cluster status` or scripts/cluster status"
     if isinstance(exc, TideMQError):
@@ -1159,7 +1236,13 @@ def main(argv: list[str] | None = None) -> int:
     env = Env(
         bootstrap=args.bootstrap,
         token=args.token or None,
-        tls=TLSOptions(tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key),
+        security=ConnectOptions(
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            username=args.user,
+            password=args.password,
+        ),
         out=Console(file=sys.stdout, markup=False, highlight=False, width=None if interactive else 200),
         err=Console(file=sys.stderr, markup=False, highlight=False),
         stdout=sys.stdout,

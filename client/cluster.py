@@ -86,16 +86,21 @@ class ClusterClient:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         """`peer` and `node_addrs` are for a node's own services: it connects as a peer,
         and reaches node N at `node_addrs[N]` (its peer listener) whatever address
         metadata and hints name for clients. TLS: `tls`, `tls_ca`, `tls_cert`, `tls_key`
-        as client/tls.py says, or a ready `ssl_context`."""
+        as client/tls.py says, or a ready `ssl_context`. `username` and `password` (by
+        default $TIDEMQ_USER and $TIDEMQ_PASSWORD): log in as a user (SCRAM-SHA-256)."""
         self.bootstrap = bootstrap_list(bootstrap)
         self.ssl_context = ssl_context if ssl_context is not None else tls_context(tls, tls_ca, tls_cert, tls_key)
         self.peer = peer
         self.node_addrs = dict(node_addrs or {})
         self.token = token if token is not None else (os.environ.get("TIDEMQ_TOKEN") or None)
+        self.username = None if peer is not None else (username or os.environ.get("TIDEMQ_USER") or None)
+        self.password = password if password is not None else os.environ.get("TIDEMQ_PASSWORD")
         self.client_id = client_id
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
@@ -134,6 +139,8 @@ class ClusterClient:
                 watchdog=True,
                 peer=self.peer,
                 ssl_context=self.ssl_context,
+                user=self.username,
+                password=self.password,
             ) as conn:
                 link.conn = conn
                 link.ready.set()

@@ -50,6 +50,8 @@ from client.protocol import (
     PeerProof,
     R,
     Request,
+    ScramChallenge,
+    ScramProof,
     WireMessage,
     agree,
     decode_payload,
@@ -58,6 +60,7 @@ from client.protocol import (
     split_addr,
     tag_of,
 )
+from client.scram import ScramClient, ScramError
 
 
 class _Waiter:
@@ -207,21 +210,46 @@ class Connection:
                 waiter.body = exc
                 waiter.event.set()
 
-    async def _handshake(self, client_id: str, token: str | None, peer: PeerAuth | None) -> None:
-        hello = (
-            Hello(PROTOCOL_VERSION, client_id, token, versions=CLIENT_VERSIONS)
-            if peer is None
-            else peer.hello(client_id)
-        )
+    async def _handshake(
+        self,
+        client_id: str,
+        token: str | None,
+        peer: PeerAuth | None,
+        user: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        scram = ScramClient(user, password or "") if user is not None and peer is None else None
+        if peer is not None:
+            hello = peer.hello(client_id)
+        else:
+            hello = Hello(
+                PROTOCOL_VERSION,
+                client_id,
+                token,
+                versions=CLIENT_VERSIONS,
+                user=user if scram else None,
+                scram=scram.first() if scram else None,
+            )
         await self._send(0, hello)
         env = await self._next_envelope()
         if peer is not None and isinstance(env.body, PeerChallenge):
             await self._send(0, PeerProof(peer.prove(hello, env.body)))
             env = await self._next_envelope()
+        if scram is not None and isinstance(env.body, ScramChallenge):
+            try:
+                await self._send(0, ScramProof(scram.final(env.body.message)))
+            except ScramError as exc:
+                raise AuthFailedError(f"node at {self.addr}: {exc}") from None
+            env = await self._next_envelope()
         if isinstance(env.body, ErrorResponse):
             raise error_for(env.body.code, env.body.message)
         if not isinstance(env.body, HelloOk):
             raise RemoteProtocolError(f"node answered Hello with {type(env.body).__name__}")
+        if scram is not None:
+            try:
+                scram.verify(env.body.scram or "")
+            except ScramError as exc:  # a listener that does not know the password: not the cluster
+                raise AuthFailedError(f"node at {self.addr} could not prove it knows user {user!r}: {exc}") from None
         self.node_id = env.body.node_id
         self.speaks = dict(hello.versions)
         self.node_versions = dict(env.body.versions)
@@ -252,11 +280,13 @@ async def open_connection(
     watchdog: bool = False,
     peer: PeerAuth | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    user: str | None = None,
+    password: str | None = None,
 ) -> AsyncIterator[Connection]:
     """Connect and say Hello. With `watchdog`, a request sent with a `timeout` that goes
     unanswered that long fails the connection (see the module docstring). With `peer`,
     the connection is a node's, to another node's peer listener. With `ssl_context`,
-    over TLS (client/tls.py)."""
+    over TLS (client/tls.py). With `user`, logged in with SCRAM-SHA-256 (client/scram.py)."""
     host, port = split_addr(addr)
     try:
         with anyio.fail_after(connect_timeout):
@@ -278,7 +308,7 @@ async def open_connection(
     async with stream:
         try:
             with anyio.fail_after(connect_timeout):
-                await conn._handshake(client_id, token, peer)
+                await conn._handshake(client_id, token, peer, user, password)
         except TimeoutError as exc:
             raise ConnectionClosedError(f"node at {addr} did not answer Hello within {connect_timeout}s") from exc
         except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:

@@ -120,6 +120,8 @@ class Consumer:
         tls_ca: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         if offset_reset not in ("earliest", "latest"):
             raise InvalidConfigError(f"offset_reset must be 'earliest' or 'latest', not {offset_reset!r}")
@@ -156,6 +158,8 @@ class Consumer:
             tls_ca=tls_ca,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            username=username,
+            password=password,
         )
         self._assigned: dict[TopicPartition, _Assigned] = {}
         # Whole fetched batches travel through the stream; the iterator takes messages

@@ -32,7 +32,7 @@ from client.conventions import (
 from client.group import commit_offsets, fetch_offsets
 from client.processor import ensure_topics, int_header, origin_of, user_headers
 from client.producer import Producer
-from client.tls import TLSOptions
+from client.tls import ConnectOptions
 
 
 class DeadLetter(NamedTuple):
@@ -62,10 +62,12 @@ def as_dead_letter(msg: Message) -> DeadLetter:
     )
 
 
-async def _read(bootstrap, topic: str, idle: float, limit: int | None, token, tls: TLSOptions) -> list[Message]:
+async def _read(
+    bootstrap, topic: str, idle: float, limit: int | None, token, security: ConnectOptions
+) -> list[Message]:
     out: list[Message] = []
     async with Consumer(
-        bootstrap, topics=[topic], offset_reset="earliest", token=token, max_wait=0.1, **tls
+        bootstrap, topics=[topic], offset_reset="earliest", token=token, max_wait=0.1, **security
     ) as consumer:
         while limit is None or len(out) < limit:
             with anyio.move_on_after(idle) as scope:
@@ -82,10 +84,12 @@ async def list_dead_letters(
     idle: float = 1.0,
     limit: int | None = None,
     token: str | None = None,
-    tls: TLSOptions | None = None,
+    security: ConnectOptions | None = None,
 ) -> list[DeadLetter]:
     """Every dead letter of `group` (reads until `idle` seconds pass with nothing new)."""
-    return [as_dead_letter(m) for m in await _read(bootstrap, dead_letter_topic(group), idle, limit, token, tls or {})]
+    return [
+        as_dead_letter(m) for m in await _read(bootstrap, dead_letter_topic(group), idle, limit, token, security or {})
+    ]
 
 
 async def replay_dead_letters(
@@ -94,22 +98,22 @@ async def replay_dead_letters(
     *,
     idle: float = 1.0,
     token: str | None = None,
-    tls: TLSOptions | None = None,
+    security: ConnectOptions | None = None,
 ) -> list[DeadLetter]:
     """Send the dead letters of `group` not replayed before back to their topics."""
     replay_group = f"{group}.dlq-replay"
-    tls = tls or {}
-    async with ClusterClient(bootstrap, token=token, **tls) as cluster:
+    security = security or {}
+    async with ClusterClient(bootstrap, token=token, **security) as cluster:
         done = await fetch_offsets(cluster, replay_group)
         msgs = [
             m
-            for m in await _read(bootstrap, dead_letter_topic(group), idle, None, token, tls)
+            for m in await _read(bootstrap, dead_letter_topic(group), idle, None, token, security)
             if m.offset >= (done.get((m.topic, m.partition)) or 0)
         ]
         letters = [as_dead_letter(m) for m in msgs]
         if any(letter.instance is not None for letter in letters):
             await ensure_topics(cluster, [retry_topic(group)])
-        async with Producer(bootstrap, token=token, **tls) as producer:
+        async with Producer(bootstrap, token=token, **security) as producer:
             for letter in letters:
                 m = letter.message
                 if letter.instance is None:

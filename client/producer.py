@@ -363,6 +363,8 @@ class Producer:
         tls_ca: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         if acks not in _ACKS:
             raise InvalidConfigError(f"acks must be 'all', 1 or 0, not {acks!r}")
@@ -414,6 +416,8 @@ class Producer:
             tls_ca=tls_ca,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            username=username,
+            password=password,
         )
         self.producer_id = -1
         self.producer_epoch = -1

@@ -88,12 +88,27 @@ class Hello(WireMessage):
     peer_node: int | None = None  # set when another broker connects (peer listener only)
     nonce: bytes | None = None  # a peer's challenge to the node it dials
     versions: dict[str, tuple[int, int]] = {}  # the requests the sender speaks: name -> (min, max)
+    user: str | None = None  # a user logging in with SCRAM-SHA-256 (client/scram.py)
+    scram: str | None = None  # its client-first message
 
 
 class HelloOk(WireMessage):
     node_id: int
     version: int = PROTOCOL_VERSION
     versions: dict[str, tuple[int, int]] = {}  # the requests this listener serves: name -> (min, max)
+    scram: str | None = None  # the server-final message, where a user logged in: the node's proof
+
+
+class ScramChallenge(WireMessage):
+    """The client listener's answer to a Hello with a user: SCRAM's server-first message."""
+
+    message: str
+
+
+class ScramProof(WireMessage):
+    """The client's SCRAM client-final message: its proof of the password."""
+
+    message: str
 
 
 class PeerChallenge(WireMessage):
@@ -174,6 +189,31 @@ class CreateTopic(Request["Ok"]):
 
 class DeleteTopic(Request["Ok"]):
     name: str
+
+
+class PutUser(Request["Ok"]):
+    """Create a user (`create_only`) or change its password: the SCRAM-SHA-256
+    credential the client derived from the password (client/scram.py); the password
+    itself never leaves the client."""
+
+    name: str
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+    create_only: bool = False
+
+
+class DeleteUser(Request["Ok"]):
+    name: str
+
+
+class ListUsers(Request["ListUsersResponse"]):
+    pass
+
+
+class ListUsersResponse(WireMessage):
+    users: list[tuple[str, int]]  # (name, SCRAM iterations)
 
 
 class AlterTopicConfigs(Request["Ok"]):
@@ -537,6 +577,8 @@ Body = (
     | HelloOk
     | PeerChallenge
     | PeerProof
+    | ScramChallenge
+    | ScramProof
     | ErrorResponse
     | Ok
     | Metadata
@@ -544,6 +586,10 @@ Body = (
     | CreateTopic
     | DeleteTopic
     | AlterTopicConfigs
+    | PutUser
+    | DeleteUser
+    | ListUsers
+    | ListUsersResponse
     | InitProducerId
     | ProducerIdResponse
     | Produce
@@ -597,6 +643,9 @@ CLIENT_VERSIONS: dict[str, tuple[int, int]] = {
     "CreateTopic": (1, 1),
     "DeleteTopic": (1, 1),
     "AlterTopicConfigs": (1, 1),
+    "PutUser": (1, 1),
+    "DeleteUser": (1, 1),
+    "ListUsers": (1, 1),
     "InitProducerId": (1, 1),
     "Produce": (1, 1),
     "Fetch": (1, 1),

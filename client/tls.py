@@ -16,13 +16,16 @@ import ssl
 from typing import TypedDict
 
 
-class TLSOptions(TypedDict, total=False):
-    """The TLS keyword arguments of every client class, for passing them on."""
+class ConnectOptions(TypedDict, total=False):
+    """The security keyword arguments every client class takes (TLS, and a user to log
+    in as), for passing them on."""
 
     tls: bool | None
     tls_ca: str | None
     tls_cert: str | None
     tls_key: str | None
+    username: str | None
+    password: str | None
 
 
 def tls_context(

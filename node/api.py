@@ -29,12 +29,15 @@ from client.protocol import (
     CreateTopic,
     DeleteRecords,
     DeleteTopic,
+    DeleteUser,
     Fetch,
     FetchResponse,
     FetchResult,
     InitProducerId,
     ListOffsets,
     ListOffsetsResponse,
+    ListUsers,
+    ListUsersResponse,
     Metadata,
     MetadataResponse,
     NodeInfo,
@@ -42,13 +45,18 @@ from client.protocol import (
     PartitionInfo,
     Produce,
     ProducerIdResponse,
+    PutUser,
     TopicInfo,
 )
+from client.scram import MAX_ITERATIONS, MIN_ITERATIONS, UserCredential
+from node.context import check_name
 from node.metadata import (
     TOPIC_CONFIGS,
     AlterTopicConfigsCmd,
     CreateTopicCmd,
     DeleteTopicCmd,
+    DeleteUserCmd,
+    PutUserCmd,
     assign_replicas,
     validate_configs,
     validate_topic,
@@ -81,6 +89,9 @@ class Api:
             CreateTopic: self.create_topic,
             DeleteTopic: self.delete_topic,
             AlterTopicConfigs: self.alter_topic_configs,
+            PutUser: self.put_user,
+            DeleteUser: self.delete_user,
+            ListUsers: self.list_users,
             InitProducerId: self.init_producer_id,
             Fetch: self.fetch,
             ListOffsets: self.list_offsets,
@@ -168,6 +179,30 @@ class Api:
         if not req.validate_only:
             await b.run_command(AlterTopicConfigsCmd(req.name, dict(req.set), list(req.delete)))
         return Ok()
+
+    # -- users ----------------------------------------------------------------------------
+
+    async def put_user(self, req: PutUser) -> Ok:
+        """On the controller leader: the credential goes into the replicated state,
+        checked for shape (it is what every node will verify proofs against)."""
+        self.node.controller_leader_check()
+        check_name("user", req.name)
+        if not MIN_ITERATIONS <= req.iterations <= MAX_ITERATIONS:
+            raise InvalidRequestError(f"SCRAM iterations must be {MIN_ITERATIONS}..{MAX_ITERATIONS}")
+        if not 8 <= len(req.salt) <= 64 or len(req.stored_key) != 32 or len(req.server_key) != 32:
+            raise InvalidRequestError("a SCRAM-SHA-256 credential has an 8-64 byte salt and 32-byte keys")
+        cred = UserCredential(req.salt, req.iterations, req.stored_key, req.server_key)
+        await self.node.run_command(PutUserCmd(req.name, cred, req.create_only))
+        return Ok()
+
+    async def delete_user(self, req: DeleteUser) -> Ok:
+        self.node.controller_leader_check()
+        await self.node.run_command(DeleteUserCmd(req.name))
+        return Ok()
+
+    async def list_users(self, req: ListUsers) -> ListUsersResponse:
+        self.node.controller_leader_check()
+        return ListUsersResponse([(name, c.iterations) for name, c in sorted(self.node.state.users.items())])
 
     def init_producer_id(self, req: InitProducerId) -> Awaitable[ProducerIdResponse]:
         """A transactional id goes to its transaction coordinator (which keeps its

@@ -187,6 +187,8 @@ class Broker:
             metrics=self.metrics,
             limits=limits,
             ssl_context=self.tls.clients,
+            users=lambda name: self.state.users.get(name),
+            require_users=config.require_users,
         )
         self.peer_server = Server(
             self.id,

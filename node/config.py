@@ -64,6 +64,7 @@ class NodeConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    require_users: bool = False  # clients must log in as a user (SCRAM); the token still admits, deprecated
     token: str | None = None
     metrics: str | None = None  # HOST:PORT of the Prometheus endpoint, or None
     fsync: str = "always"  # always | interval | never (see docs/node.md)
@@ -197,6 +198,13 @@ class NodeConfig:
             "--tls-ca",
             dest="tls_ca",
             help="CA (PEM) of the cluster: peer links become mutual TLS, client certificates are checked",
+        )
+        p.add_argument(
+            "--require-users",
+            dest="require_users",
+            action="store_const",
+            const=True,
+            help="clients must log in as a user (tidemq user add); the token, if set, still admits",
         )
         p.add_argument("--data", dest="data_dir", type=Path, help="data directory")
         p.add_argument("--token", help="cluster token (default: $TIDEMQ_TOKEN)")

@@ -15,7 +15,14 @@ from typing import overload
 
 import msgspec
 
-from client.errors import InvalidConfigError, NotEnoughReplicasError, TopicExistsError, UnknownTopicError
+from client.errors import (
+    InvalidConfigError,
+    InvalidRequestError,
+    NotEnoughReplicasError,
+    TopicExistsError,
+    UnknownTopicError,
+)
+from client.scram import UserCredential
 
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 MAX_PARTITIONS = 10_000
@@ -62,7 +69,19 @@ class AlterTopicConfigsCmd(_Cmd):
     delete: list[str] = []
 
 
-Command = CreateTopicCmd | DeleteTopicCmd | AllocateProducerIds | AlterTopicConfigsCmd
+class PutUserCmd(_Cmd):
+    """Create a user or change its password (`create_only`: refused if it exists)."""
+
+    name: str
+    credential: UserCredential
+    create_only: bool = False
+
+
+class DeleteUserCmd(_Cmd):
+    name: str
+
+
+Command = CreateTopicCmd | DeleteTopicCmd | AllocateProducerIds | AlterTopicConfigsCmd | PutUserCmd | DeleteUserCmd
 _cmd_encoder = msgspec.msgpack.Encoder()
 _cmd_decoder = msgspec.msgpack.Decoder(Command)
 
@@ -81,6 +100,7 @@ class ClusterState(msgspec.Struct):
     next_group: int = 1
     next_producer_id: int = 1
     applied: int = -1  # last applied offset of group 0
+    users: dict[str, UserCredential] = {}  # SCRAM credentials (client/scram.py), never passwords
 
     def apply(self, cmd: _Cmd) -> object:
         """Apply one committed command; returns its result, or the error it deserved.
@@ -107,6 +127,15 @@ class ClusterState(msgspec.Struct):
             configs.update(cmd.set)
             new = self.topics[cmd.name] = msgspec.structs.replace(old, configs=configs)
             return new
+        if isinstance(cmd, PutUserCmd):
+            if cmd.create_only and cmd.name in self.users:
+                return InvalidRequestError(f"user {cmd.name!r} exists; change its password instead")
+            self.users[cmd.name] = cmd.credential
+            return None
+        if isinstance(cmd, DeleteUserCmd):
+            if self.users.pop(cmd.name, None) is None:
+                return InvalidRequestError(f"there is no user {cmd.name!r}")
+            return None
         if isinstance(cmd, AllocateProducerIds):
             first = self.next_producer_id
             self.next_producer_id += PRODUCER_ID_BLOCK

@@ -52,16 +52,22 @@ from client.protocol import (
     Hello,
     HelloOk,
     PeerProof,
+    ScramChallenge,
+    ScramProof,
     at_version,
     describe_range,
     encode_frame,
     tag_of,
     version_notes,
 )
+from client.scram import ScramError, ScramServer, UserCredential
 from node.peerauth import PeerCredential
 from node.peerprotocol import NODE_VERSIONS, PEER_ONLY, NodeEnvelope, PeerMessages, decode_node_payload
 from node.sendfile import Spliced, SplicedFrame, sendfile_all
 from node.tls import accept, node_id_of
+
+ANONYMOUS = "User:ANONYMOUS"  # a client of a cluster without token or users
+TOKEN_USER = "User:token"  # the holder of the cluster token (deprecated: make users)
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +93,20 @@ class ClientInfo:
     only for a node authenticated on the peer listener; `zero_copy` when answers can
     be sent from files (`os.sendfile`: a plain TCP socket, not TLS)."""
 
-    def __init__(self, addr: str, client_id: str, peer_node: int | None = None, *, zero_copy: bool = False) -> None:
+    def __init__(
+        self,
+        addr: str,
+        client_id: str,
+        peer_node: int | None = None,
+        *,
+        zero_copy: bool = False,
+        principal: str = ANONYMOUS,
+    ) -> None:
         self.addr = addr
         self.client_id = client_id
         self.peer_node = peer_node
         self.zero_copy = zero_copy
+        self.principal = principal  # "User:NAME" once logged in; who ACLs will be about
 
 
 @asynccontextmanager
@@ -239,13 +254,20 @@ class Server:
         peer_ids: Collection[int] = (),
         limits: ConnectionLimits = ConnectionLimits(),
         ssl_context: ssl.SSLContext | None = None,
+        users: Callable[[str], UserCredential | None] = lambda name: None,
+        require_users: bool = False,
     ) -> None:
-        """With `peer_auth` this is the peer listener: only the nodes in `peer_ids`,
+        """`users` looks a user's stored credential up (the controller's replicated
+        state); with `require_users`, a client must log in as one (or hold the token,
+        the deprecated single user). With `peer_auth` this is the peer listener: only the nodes in `peer_ids`,
         proving the peer secret, get in; without, the client listener, which refuses
         every peer and broker-to-broker request. With `ssl_context`, TLS only (on the
         peer listener, a peer's certificate must name the node it claims to be)."""
         self.node_id = node_id
         self.ssl_context = ssl_context
+        self.users = users
+        self.require_users = require_users
+        self._scram_secret = os.urandom(16)  # the made-up salts of unknown users
         self.peer_auth = peer_auth
         self.peer_ids = frozenset(peer_ids)
         self.handler = handler
@@ -331,22 +353,23 @@ class Server:
             if not isinstance(hello.body, Hello):
                 raise RemoteProtocolError(f"first frame must be Hello, got {type(hello.body).__name__}")
             hello_id, body = hello.id, hello.body
-            refusal = await self._admit(body, hello_version, stream, next_envelope)
+            admitted = await self._admit(body, hello_version, stream, next_envelope, addr)
         if cs.cancelled_caught:
             raise RemoteProtocolError(f"no Hello within {HELLO_TIMEOUT_S}s")
-        if refusal is not None and self.metrics:
-            self.metrics.auth_failures.inc()
-        await stream.send_all(
-            encode_frame(hello_id, error_body(refusal) if refusal else HelloOk(self.node_id, versions=self.versions))
-        )
-        if refusal is not None:
+        if isinstance(admitted, TideMQError):
+            if self.metrics:
+                self.metrics.auth_failures.inc()
+            await stream.send_all(encode_frame(hello_id, error_body(admitted)))
             return
+        principal, server_final = admitted
+        await stream.send_all(encode_frame(hello_id, HelloOk(self.node_id, versions=self.versions, scram=server_final)))
         decoder.max_frame_bytes = self.max_frame_bytes
         client = ClientInfo(
             addr,
             body.client_id,
             body.peer_node if self.peer_auth is not None else None,
             zero_copy=isinstance(stream, trio.SocketStream) and hasattr(os, "sendfile"),
+            principal=principal,
         )
         if client.peer_node is not None:
             self._note_versions(client.peer_node, body)
@@ -428,10 +451,42 @@ class Server:
             log.info("peer node %s speaks other protocol versions: %s", peer, "; ".join(notes))
 
     async def _admit(
+        self, hello: Hello, frame_version: int, stream: trio.abc.Stream, next_envelope, addr: str
+    ) -> TideMQError | tuple[str, str | None]:
+        """Check a Hello (on the client listener, log a user in; on the peer listener,
+        run the secret's challenge): the refusal to answer with, or the connection's
+        principal and the SCRAM server-final message to send in HelloOk."""
+        refusal = await self._check_hello(hello, frame_version, stream, next_envelope)
+        if refusal is not None:
+            return refusal
+        if self.peer_auth is not None:
+            return f"Node:{hello.peer_node}", None
+        if hello.user is not None:
+            return await self._log_in(hello, stream, next_envelope, addr)
+        if self.token is not None:
+            return TOKEN_USER, None  # the deprecated single user (the token was checked)
+        return ANONYMOUS, None
+
+    async def _log_in(
+        self, hello: Hello, stream: trio.abc.Stream, next_envelope, addr: str
+    ) -> TideMQError | tuple[str, str | None]:
+        """SCRAM-SHA-256 (client/scram.py): challenge, proof, and the node's own proof."""
+        server = ScramServer(self.users, self._scram_secret)
+        try:
+            await stream.send_all(encode_frame(0, ScramChallenge(server.first(hello.scram or ""))))
+            answer = await next_envelope()
+            if answer is None or not isinstance(answer.body, ScramProof):
+                raise ScramError("no SCRAM proof came")
+            server_final = server.final(answer.body.message)
+        except ScramError as exc:
+            log.warning("authentication failed for user %r from %s: %s", hello.user, addr, exc)
+            return AuthFailedError(f"authentication failed for user {hello.user!r}: wrong user or password")
+        return f"User:{server.user}", server_final
+
+    async def _check_hello(
         self, hello: Hello, frame_version: int, stream: trio.abc.Stream, next_envelope
     ) -> TideMQError | None:
-        """Check a Hello (and, on the peer listener, run the secret's challenge); the
-        refusal to answer with, or None to go on."""
+        """The protocol version, the token, and the peer secret's challenge."""
         if hello.version != PROTOCOL_VERSION or frame_version != PROTOCOL_VERSION:
             return UnsupportedVersionError(
                 f"node speaks handshake (protocol) version {PROTOCOL_VERSION}, "
@@ -444,7 +499,16 @@ class Server:
                 return ClusterAuthorizationError(
                     "this is the client listener: nodes reach each other on their --peer-listen address"
                 )
-            if self.token is not None and not hmac.compare_digest((hello.token or "").encode(), self.token.encode()):
+            if hello.user is not None:
+                return None  # logs in next (`_log_in`)
+            if self.token is not None and hmac.compare_digest((hello.token or "").encode(), self.token.encode()):
+                return None
+            if self.require_users:
+                return AuthFailedError(
+                    "this cluster admits users only: pass username= and password= "
+                    "(or set TIDEMQ_USER and TIDEMQ_PASSWORD)"
+                )
+            if self.token is not None:
                 return AuthFailedError("missing or wrong cluster token: pass token= or set TIDEMQ_TOKEN")
             return None
         if hello.peer_node is None or not hello.nonce or len(hello.nonce) > 256:

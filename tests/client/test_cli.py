@@ -208,6 +208,25 @@ async def test_group_delete_removes_an_idle_group_and_refuses_a_live_one(tidemq,
     assert "stale" not in {row[0] for row in rows((await cli(tidemq, "group", "list")).out, 5)}
 
 
+def test_users_added_listed_changed_deleted_and_logged_in_as(tidemq):
+    assert tidemq("user", "list").out.startswith("no users")
+    added = tidemq("user", "add", "bob", "--password", "b0b-pw")
+    assert added.code == 0 and added.out == "added user bob\n"
+    again = tidemq("user", "add", "bob", "--password", "x")
+    assert again.code == 1 and "exists" in again.err
+    assert rows(tidemq("user", "list").out, 2) == [["bob", "SCRAM-SHA-256"]]
+    # Logged in as bob (the token from the environment is not needed then).
+    assert tidemq("--user", "bob", "--password", "b0b-pw", "topic", "list").code == 0
+    wrong = tidemq("topic", "list", "--user", "bob", "--password", "nope")
+    assert wrong.code == 1 and "wrong user or password" in wrong.err
+    assert tidemq("user", "passwd", "bob", "--password", "new-pw").out == "changed the password of user bob\n"
+    assert tidemq("topic", "list", "--user", "bob", "--password", "new-pw").code == 0
+    missing = tidemq("user", "passwd", "nobody", "--password", "x")
+    assert missing.code == 1 and "no user 'nobody'" in missing.err
+    assert tidemq("user", "delete", "bob").out == "deleted user bob\n"
+    assert tidemq("topic", "list", "--user", "bob", "--password", "new-pw").code == 1
+
+
 def test_cluster_status_names_every_node_and_the_controller(tidemq, cluster):
     assert tidemq("topic", "create", "st", "--replication", "3").code == 0
     r = tidemq("cluster", "status")

@@ -258,9 +258,11 @@ def test_both_sides_agree_on_the_highest_common_version():
 
 
 def test_a_newer_peers_longer_hello_is_read():
-    newer = msgspec.msgpack.encode([0, ["Hello", PROTOCOL_VERSION, "c", None, None, None, {"Fetch": [1, 2]}, "x", 7]])
+    # (fields as this build knows them, then two it does not)
+    ours = ["Hello", PROTOCOL_VERSION, "c", None, None, None, {"Fetch": [1, 2]}, "alice", "n,,n=alice,r=x"]
+    newer = msgspec.msgpack.encode([0, [*ours, "x", 7]])
     hello = decode_payload(newer).body
-    assert isinstance(hello, Hello) and hello.versions == {"Fetch": (1, 2)}
+    assert isinstance(hello, Hello) and hello.versions == {"Fetch": (1, 2)} and hello.user == "alice"
 
 
 def test_garbage_in_hello_versions_is_a_protocol_error_not_a_crash():
