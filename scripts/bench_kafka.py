@@ -15,7 +15,8 @@ idempotent producers, fsync=always by default. In order:
 - consume: both clients read topic `kafka` (what librdkafka wrote: the same batches
   for both) from its first offset, librdkafka by `assign()` (no group) through
   `consume()`, the native `Consumer` without a group through `getmany()`; each timed
-  from its creation to the last message, and the values' bytes checked.
+  once connected and told the topic's leaders (as bench_consume times ours), with the
+  time from creating it to its first message beside, and the values' bytes checked.
 - one in flight: produce one, wait for its acknowledgement, repeat, `--sync-messages`
   times to partition 0 of a topic each (librdkafka with linger.ms=0, waiting in
   `poll()`; native `await producer.send()`), after `--warmup` sends not counted.
@@ -39,7 +40,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import trio
 from _benchlib import console, create_topic, percentile
@@ -194,6 +195,7 @@ class Figure:
     size: int
     secs: float
     latencies: list[float] = field(default_factory=list, repr=False)  # seconds, one in flight
+    first_s: float | None = None  # consume: from creating the consumer to its first message
 
     @property
     def msgs_per_s(self) -> float:
@@ -218,6 +220,7 @@ class Figure:
             "p50_ms": self.latency_ms(0.5),
             "p99_ms": self.latency_ms(0.99),
             "p999_ms": self.latency_ms(0.999),
+            "first_message_ms": None if self.first_s is None else round(self.first_s * 1000, 1),
         }
 
 
@@ -239,6 +242,14 @@ def ratios(figures: list[Figure]) -> dict[str, float]:
 
 
 # -- librdkafka (in a worker thread) -----------------------------------------------------------
+
+
+class Read(NamedTuple):
+    """What a consumer's read came to."""
+
+    secs: float  # from the timed start to the last message
+    nbytes: int  # of the values: checked against messages x size
+    first_s: float  # from creating the consumer to its first message: what its start costs
 
 
 def delivered(producer: RdProducer, stop: threading.Event) -> None:
@@ -310,20 +321,20 @@ def rd_consume(
     messages: int,
     tick: Callable[[int], None] | None,
     stop: threading.Event,
-) -> tuple[float, int]:
-    """The measured call: a consumer that assigns itself every partition of `topic` at
-    its first offset and consume()s until `messages` came; (seconds from creating it to
-    the last message, the bytes of the values read). Its connection and offset lookup
-    are timed, as `native_consume`'s are: neither client's start can be split from its
-    first fetches (both fetch ahead in the background)."""
-    start = time.perf_counter()
+) -> Read:
+    """The measured call: assign every partition of `topic` at its first offset and
+    consume() until `messages` came. Timed from assign(), once the consumer is connected
+    and knows the topic's leaders, as bench_consume times the native consumer from the
+    end of its `__aenter__`: a client's start is not its reading."""
+    created = time.perf_counter()
     consumer = RdConsumer({**RD_CONSUMER, "bootstrap.servers": bootstrap})
     try:
         count = nbytes = 0
-        # The topic's leaders first, as the native consumer looks them up in __aenter__:
-        # assigned before it knows them, librdkafka retries the offset lookup only 500 ms
-        # later (offset query backoff), which would be timed as reading.
+        first = None
+        # Assigned before it knows the leaders, librdkafka would look the offsets up only
+        # after its 500 ms offset query backoff.
         consumer.list_topics(topic, timeout=10)
+        start = time.perf_counter()
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         while count < messages:
             check(stop)
@@ -334,14 +345,16 @@ def rd_consume(
                     raise KafkaException(msg.error())
                 count += 1
                 nbytes += len(msg.value() or b"")
+            if first is None and count:
+                first = time.perf_counter()
             if tick is not None and before // PROGRESS_EVERY != count // PROGRESS_EVERY:
                 tick(count)
         elapsed = time.perf_counter() - start
     finally:
         consumer.close()
-    if count != messages:
+    if count != messages or first is None:
         raise RuntimeError(f"librdkafka read {count} messages of {topic}, not {messages}")
-    return elapsed, nbytes
+    return Read(elapsed, nbytes, first - created)
 
 
 def rd_one_in_flight(
@@ -408,27 +421,28 @@ async def native_publish(
     return elapsed
 
 
-async def native_consume(
-    bootstrap: str, topic: str, messages: int, tick: Callable[[int], None] | None
-) -> tuple[float, int]:
+async def native_consume(bootstrap: str, topic: str, messages: int, tick: Callable[[int], None] | None) -> Read:
     """The measured call: a `Consumer` without a group reads `topic` from its first
-    offset through `getmany()` until `messages` came; (seconds from creating it to the
-    last message, bytes of the values). Its start is timed, as `rd_consume`'s is: it
-    looks up the offsets and starts fetching before `__aenter__` returns."""
-    start = time.perf_counter()
+    offset through `getmany()` until `messages` came, timed as bench_consume times it:
+    from the end of its `__aenter__` (connected, offsets looked up, first fetches sent)."""
+    created = time.perf_counter()
     async with Consumer(bootstrap, topics=[topic], offset_reset="earliest", **NATIVE_CONSUMER) as consumer:
         count = nbytes = 0
+        first = None
+        start = time.perf_counter()
         while count < messages:
             before = count
             for batch in (await consumer.getmany()).values():
                 count += len(batch)
                 nbytes += sum(len(m.value or b"") for m in batch)
+            if first is None and count:
+                first = time.perf_counter()
             if tick is not None and before // PROGRESS_EVERY != count // PROGRESS_EVERY:
                 tick(count)
         elapsed = time.perf_counter() - start
-    if count != messages:
+    if count != messages or first is None:
         raise RuntimeError(f"the native consumer read {count} messages of {topic}, not {messages}")
-    return elapsed, nbytes
+    return Read(elapsed, nbytes, first - created)
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -476,17 +490,17 @@ async def measure(args: argparse.Namespace, progress: Progress, phase: Callable[
 
         phase("consume: librdkafka")
         with trio.fail_after(args.phase_timeout):
-            secs, nbytes = await in_thread(rd_consume, kafka, "kafka", parts, n, ticker("librdkafka consuming", n))
-        if nbytes != n * size:
-            raise RuntimeError(f"librdkafka read {nbytes} bytes of values, not {n * size}")
-        figures.append(Figure("consume", "librdkafka", n, size, secs))
+            read = await in_thread(rd_consume, kafka, "kafka", parts, n, ticker("librdkafka consuming", n))
+        if read.nbytes != n * size:
+            raise RuntimeError(f"librdkafka read {read.nbytes} bytes of values, not {n * size}")
+        figures.append(Figure("consume", "librdkafka", n, size, read.secs, first_s=read.first_s))
 
         phase("consume: native")
         with trio.fail_after(args.phase_timeout):
-            secs, nbytes = await native_consume(c.bootstrap, "kafka", n, ticker("native consuming", n))
-        if nbytes != n * size:
-            raise RuntimeError(f"the native consumer read {nbytes} bytes of values, not {n * size}")
-        figures.append(Figure("consume", "native", n, size, secs))
+            read = await native_consume(c.bootstrap, "kafka", n, ticker("native consuming", n))
+        if read.nbytes != n * size:
+            raise RuntimeError(f"the native consumer read {read.nbytes} bytes of values, not {n * size}")
+        figures.append(Figure("consume", "native", n, size, read.secs, first_s=read.first_s))
 
         k = args.sync_messages
         phase("one in flight: librdkafka")
@@ -515,6 +529,7 @@ def results_table(run: Run) -> Table:
         "p50 ms",
         "p99 ms",
         "p99.9 ms",
+        "1st msg ms",
         "Kafka/native",
         title=f"librdkafka {s['librdkafka']} beside the native client: 3 nodes, replication 3, acks=all, "
         f"fsync={s['fsync']}, {s['size']}-byte messages, {s['partitions']} partition(s)",
@@ -537,6 +552,7 @@ def results_table(run: Run) -> Table:
             ms(f.latency_ms(0.5)),
             ms(f.latency_ms(0.99)),
             ms(f.latency_ms(0.999)),
+            "-" if f.first_s is None else f"{f.first_s * 1000:.0f}",
             f"{r[f.measure]:.2f}x" if f.client == "librdkafka" and f.measure in r else "",
             end_section=f.client == "native",
         )
@@ -555,6 +571,8 @@ def markdown(line: dict) -> str:
         text = f"{f['msgs_per_s']:,}/s, {f['MB_per_s']:.1f} MB/s"
         if f["p50_ms"] is not None:
             text += f"; p50 {f['p50_ms']:.2f} / p99 {f['p99_ms']:.2f} / p99.9 {f['p999_ms']:.2f} ms"
+        if f.get("first_message_ms") is not None:
+            text += f"; first message {f['first_message_ms']:.0f} ms after creating the consumer"
         return text
 
     for key, name in MEASURES.items():

@@ -75,5 +75,6 @@ def test_a_small_run_reads_back_what_each_client_wrote(tmp_path):
     }
     assert set(line["ratios"]) == {"publish", "consume", "one_in_flight"}
     assert all(r["p99_ms"] is not None for r in line["results"] if r["measure"] == "one_in_flight")
+    assert all(r["first_message_ms"] > 0 for r in line["results"] if r["measure"] == "consume")
     assert done.stdout.strip().splitlines()[-1] == out.read_text().strip()
     assert "beside the native client" in done.stdout
