@@ -584,11 +584,12 @@ def markdown(line: dict) -> str:
         )
     s, m = line["settings"], line["machine"]
     rd = ", ".join(f"{k}={v}" for k, v in s["librdkafka_publish"].items() if k not in RD_COMMON)
+    native = ", ".join(f"{k}={v}" for k, v in s["native_publish"].items())
     out += [
         "",
         f"{s['messages']:,} messages of {s['size']} bytes ({s['sync_messages']:,} one in flight), "
         f"{s['partitions']} partition(s), 3 nodes, replication 3, fsync={s['fsync']}; "
-        f"librdkafka {s['librdkafka']} ({rd}); native publish {s['native_publish']}. "
+        f"librdkafka {s['librdkafka']} ({rd}); native publish ({native}). "
         f"Machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}; {m['date']}; "
         f"load average {m['loadavg'][0]:g} at the start, {m['loadavg_end'][0]:g} at the end.",
     ]
