@@ -25,6 +25,7 @@ from kio.index import UnknownAPIKey, UnknownEntity
 
 from client.errors import TideMQError
 from node.kafka_api import KafkaApi
+from node.kafka_sasl import SASL_AUTHENTICATE, SASL_HANDSHAKE, SaslSession
 from node.kafka_wire import (
     API_VERSIONS,
     SUPPORTED,
@@ -88,23 +89,27 @@ class KafkaServer:
                 if stream is None:
                     return
                 if self.connections <= self.max_connections:
-                    await self._run(stream)
+                    await self._run(stream, addr)
                 else:
                     log.warning("refusing a Kafka connection from %s: %d open", addr, self.max_connections)
         finally:
             self.connections -= 1
 
-    async def _run(self, stream: trio.abc.Stream) -> None:
+    async def _run(self, stream: trio.abc.Stream, addr: str) -> None:
+        node = self.api.node
+        sasl = SaslSession(lambda name: node.state.users.get(name), node.cfg.require_users, addr)
         send, receive = trio.open_memory_channel[tuple[int, Coroutine[Any, Any, bytes]]](MAX_INFLIGHT)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer, stream, receive)
             async with send:
                 buf = bytearray()
-                while True:
+                while not sasl.failed:  # (a failed login is answered, then the connection goes)
                     frame = await self._next_frame(stream, buf)
                     if frame is None:
                         return
-                    await send.send(self._dispatch(frame))
+                    await send.send(self._dispatch(frame, sasl))
+            if sasl.failed and self.metrics:
+                self.metrics.auth_failures.inc()
 
     async def _next_frame(self, stream: trio.abc.Stream, buf: bytearray) -> bytes | None:
         while True:
@@ -123,15 +128,21 @@ class KafkaServer:
                 return None
             buf += data
 
-    def _dispatch(self, frame: bytes) -> tuple[int, Coroutine[Any, Any, bytes]]:
+    def _dispatch(self, frame: bytes, sasl: SaslSession) -> tuple[int, Coroutine[Any, Any, bytes]]:
         """(correlation id, the answer's frame to await: b"" where nothing is answered)."""
         key, version, correlation = peek_header(frame)
+        if not sasl.admits(key):
+            raise KafkaFrameError(f"API {key} before logging in: this node admits users only (SASL)")
         lo_hi = SUPPORTED.get(key)
         if lo_hi is None or not lo_hi[0] <= version <= lo_hi[1]:
             if key == API_VERSIONS:
                 return correlation, _ready(api_versions_fallback(correlation))
             return correlation, _ready(_unsupported(key, version, correlation))
         req = decode_request(frame)
+        if key == SASL_HANDSHAKE:
+            return correlation, _encoded(_ready(sasl.handshake(req)), correlation)
+        if key == SASL_AUTHENTICATE:
+            return correlation, _encoded(_ready(sasl.authenticate(req)), correlation)
         try:
             body = self.api.dispatch(req)
         except TideMQError as exc:

@@ -45,6 +45,7 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     14: (0, 5),  # SyncGroup
     15: (0, 5),  # DescribeGroups
     16: (0, 4),  # ListGroups
+    17: (1, 1),  # SaslHandshake (v1: the tokens go in SaslAuthenticate; node/kafka_sasl.py)
     18: (0, 4),  # ApiVersions
     19: (2, 7),  # CreateTopics
     20: (1, 6),  # DeleteTopics (v6 names topics by name or id: by name here)
@@ -56,6 +57,7 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     28: (0, 3),  # TxnOffsetCommit
     32: (1, 4),  # DescribeConfigs (v0 has no config sources)
     33: (0, 2),  # AlterConfigs
+    36: (0, 2),  # SaslAuthenticate
     42: (0, 2),  # DeleteGroups
     44: (0, 1),  # IncrementalAlterConfigs
     47: (0, 0),  # OffsetDelete

@@ -1,6 +1,7 @@
 """Users on an in-process cluster: created, listed, changed and deleted through the
 controller (only SCRAM keys stored), logging in with SCRAM-SHA-256, the token as the
-deprecated single user, and what a cluster that requires users refuses."""
+deprecated single user, and what a cluster that requires users refuses; and Kafka
+clients logging in over SASL (SCRAM-SHA-256, PLAIN) on real node processes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from client.errors import AuthFailedError, InvalidRequestError
 from client.protocol import Metadata
 from client.scram import credential
 from node.metadata import ClusterState, DeleteUserCmd, PutUserCmd, decode_state, encode_state
-from tests.cluster import local_cluster
+from tests.cluster import local_cluster, process_cluster
 
 TOKEN = "t0ken"
 
@@ -92,3 +93,50 @@ async def test_users_are_optional_where_not_required(tmp_path):
         await log_in(c.peers[1], "carol", "pw-carol")
         with pytest.raises(AuthFailedError):  # a user given is a user checked
             await log_in(c.peers[1], "carol", "wrong")
+
+
+def rd_sasl(bootstrap: str, mechanism: str, user: str, password: str) -> tuple[int, list[bytes]]:
+    """(messages acknowledged, messages read back) for a librdkafka client logged in over SASL."""
+    from confluent_kafka import Consumer as RdConsumer
+    from confluent_kafka import Producer as RdProducer
+    from confluent_kafka import TopicPartition as RdTopicPartition
+
+    auth = {
+        "bootstrap.servers": bootstrap,
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": mechanism,
+        "sasl.username": user,
+        "sasl.password": password,
+    }
+    acked: list = []
+    producer = RdProducer({**auth, "message.timeout.ms": 5000})
+    for i in range(3):
+        producer.produce("kt", value=b"%s-%d" % (mechanism.encode(), i), on_delivery=lambda e, m: acked.append(e))
+    producer.flush(10)
+    consumer = RdConsumer({**auth, "group.id": f"sasl-{mechanism}"})
+    try:
+        consumer.assign([RdTopicPartition("kt", 0, 0)])
+        got: list[bytes] = []
+        for _ in range(20):
+            msg = consumer.poll(0.25)
+            if msg is not None and msg.error() is None:
+                got.append(msg.value())
+        return sum(e is None for e in acked), got
+    finally:
+        consumer.close()
+
+
+async def test_kafka_clients_log_in_with_sasl(tmp_path):
+    async with process_cluster(tmp_path, 1, kafka=True, token=TOKEN, settings={"require_users": True}) as c:
+        await c.wait_ready()
+        async with Admin(c.bootstrap, token=TOKEN) as admin:
+            await admin.add_user("kafka-user", "k-pw")
+            await admin.create_topic("kt", 1, 1)
+        kafka = c.kafka[1]
+        for mechanism in ("SCRAM-SHA-256", "PLAIN"):
+            acked, got = await trio.to_thread.run_sync(rd_sasl, kafka, mechanism, "kafka-user", "k-pw")
+            assert acked == 3 and len([v for v in got if v.startswith(mechanism.encode())]) == 3, (mechanism, got)
+        acked, got = await trio.to_thread.run_sync(rd_sasl, kafka, "SCRAM-SHA-256", "kafka-user", "wrong")
+        assert acked == 0 and got == []
+        log = (tmp_path / "n1.log").read_text()
+        assert "Kafka SASL SCRAM-SHA-256 login failed for 'kafka-user'" in log
