@@ -44,6 +44,7 @@ from client.tls import tls_context  # noqa: E402
 console = Console()
 
 
+ADMIN = "admin"  # the secure cluster's first user
 PEER_PORT_OFFSET = 200  # node N's peer listener: --port + 200 + N - 1
 
 
@@ -114,7 +115,7 @@ def start_node(run_dir: Path, spec: dict, node: int) -> int:
         cmd += ["--kafka-listen", spec["kafka"][str(node)]]
     if spec.get("tls"):
         cert, key = spec["tls"]["nodes"][str(node)]
-        cmd += ["--tls-cert", cert, "--tls-key", key, "--tls-ca", spec["tls"]["ca"]]
+        cmd += ["--tls-cert", cert, "--tls-key", key, "--tls-ca", spec["tls"]["ca"], "--require-users"]
     env = dict(os.environ, TIDEMQ_PEER_SECRET=peer_secret(run_dir))
     with open(ndir / "node.log", "ab") as logf:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=env)
@@ -144,10 +145,11 @@ def client_tls(spec: dict) -> ssl.SSLContext | None:
 def write_client_env(run_dir: Path, spec: dict) -> Path:
     """`<dir>/client.env`: `export NAME=value` lines for the CLI and the client library."""
     values = {"TIDEMQ_BOOTSTRAP": ",".join(spec["peers"].values())}
-    if spec.get("token"):
-        values["TIDEMQ_TOKEN"] = spec["token"]
     if spec.get("tls"):
         values["TIDEMQ_TLS_CA"] = spec["tls"]["ca"]
+        values["TIDEMQ_USER"], values["TIDEMQ_PASSWORD"] = ADMIN, spec["admin_password"]
+    elif spec.get("token"):
+        values["TIDEMQ_TOKEN"] = spec["token"]
     path = run_dir / "client.env"
     path.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items()))
     path.chmod(0o600)
@@ -161,6 +163,18 @@ def make_certificates(run_dir: Path, nodes: list[str]) -> dict:
     ca = Authority(run_dir / "tls")
     issued = {n: ca.node(int(n)) for n in nodes}
     return {"ca": str(ca.cert_path), "nodes": {n: [str(i.cert), str(i.key)] for n, i in issued.items()}}
+
+
+async def ensure_admin(spec: dict) -> None:
+    """The secure cluster's first user, `admin` (its password in client.env)."""
+    from client import Admin
+    from client.errors import InvalidRequestError
+
+    async with Admin(",".join(spec["peers"].values()), token=spec["token"], tls_ca=spec["tls"]["ca"]) as admin:
+        try:
+            await admin.add_user(ADMIN, spec["admin_password"])
+        except InvalidRequestError:
+            pass  # made by an earlier `up`
 
 
 async def probe(addr: str, token: str | None, ctx: ssl.SSLContext | None = None) -> tuple[bool, int | None, str]:
@@ -210,7 +224,11 @@ def cmd_up(args) -> None:
         }
         if args.secure:
             spec["tls"] = make_certificates(run_dir, list(spec["peers"]))
+            # Users only; the token (never handed out) lets this script make the first one.
+            spec["token"] = spec["token"] or secrets.token_urlsafe(24)
+            spec["admin_password"] = secrets.token_urlsafe(18)
         spec_path.write_text(json.dumps(spec, indent=2))
+        spec_path.chmod(0o600)  # (the token, and a secure cluster's admin password)
     if args.secure and not spec.get("tls"):
         raise SystemExit(f"the cluster in {run_dir} was made without --secure; `scripts/cluster down --wipe` first")
     for node in map(int, spec["peers"]):
@@ -223,6 +241,8 @@ def cmd_up(args) -> None:
         else:
             console.print(f"node {node} already running")
     trio.run(wait_ready, spec, args.timeout)
+    if spec.get("tls"):
+        trio.run(ensure_admin, spec)
     console.print(f"[green]cluster up[/] in {run_dir} (scripts/cluster down to stop)")
     print("bootstrap: " + ",".join(spec["peers"].values()), flush=True)
     if spec.get("kafka"):

@@ -1,5 +1,6 @@
-"""`scripts/cluster up --secure`: a TLS-only local cluster whose `client.env`, sourced,
-makes the CLI and the README's Python example work unchanged; `down --wipe` stops it."""
+"""`scripts/cluster up --secure`: a TLS-only local cluster that admits users only, with an
+`admin` user, whose `client.env`, sourced, makes the CLI and the README's Python example
+work unchanged; `down --wipe` stops it."""
 
 from __future__ import annotations
 
@@ -49,14 +50,18 @@ def test_a_secure_cluster_and_its_client_env(tmp_path):
         exported = dict(
             shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in env_file.read_text().splitlines()
         )
-        assert set(exported) == {"TIDEMQ_BOOTSTRAP", "TIDEMQ_TLS_CA"}
+        assert set(exported) == {"TIDEMQ_BOOTSTRAP", "TIDEMQ_TLS_CA", "TIDEMQ_USER", "TIDEMQ_PASSWORD"}
+        assert exported["TIDEMQ_USER"] == "admin"
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("TIDEMQ_")}, **exported}
         tidemq = [sys.executable, "-m", "client.cli"]
 
-        # Without the CA the nodes are out of reach; with client.env, everything works.
-        plain = {k: v for k, v in env.items() if k != "TIDEMQ_TLS_CA"}
-        refused = subprocess.run([*tidemq, "topic", "list"], cwd=ROOT, env=plain, capture_output=True, text=True)
-        assert refused.returncode != 0
+        # Without the CA the nodes are out of reach, without the user they refuse; with
+        # client.env, everything works.
+        for missing in ("TIDEMQ_TLS_CA", "TIDEMQ_USER"):
+            partial = {k: v for k, v in env.items() if k != missing}
+            refused = subprocess.run([*tidemq, "topic", "list"], cwd=ROOT, env=partial, capture_output=True, text=True)
+            assert refused.returncode != 0, missing
+        assert "admits users only" in refused.stderr
         made = subprocess.run(
             [*tidemq, "topic", "create", "greetings", "--partitions", "3", "--replication", "3"],
             cwd=ROOT,
