@@ -128,7 +128,6 @@ def test_every_api_advertised_has_a_handler_and_no_handler_goes_unadvertised():
     from types import SimpleNamespace
 
     from node.kafka_api import KafkaApi
-
     from node.kafka_sasl import SASL_AUTHENTICATE, SASL_HANDSHAKE
 
     api = KafkaApi(None, None, SimpleNamespace(), dict)  # type: ignore[arg-type]
