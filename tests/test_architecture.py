@@ -25,6 +25,7 @@ ALLOWED = {
         "client.partitioner",
         "client.conventions",
         "client.cluster",
+        "client.scram",
     },
 }
 

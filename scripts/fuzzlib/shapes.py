@@ -744,7 +744,7 @@ async def raw_hello_versions(rng, t):
         versions = {wild_name(rng) + long_str(rng)[:1000]: [1, 1] for _ in range(rng.randrange(1, 20))}
     else:
         versions = rng.choice(["x", [1, 2], {"Fetch": "b"}, {"Fetch": [1, 2, 3]}, {"Fetch": [1.5, 2]}])
-    trailing = rng.choice([[], ["from a newer client", 7], [None] * 20])
+    trailing = rng.choice([[], [None, None, "from a newer client", 7], [None] * 20])  # (after user and scram)
     hello = _raw_frame([0, ["Hello", PROTOCOL_VERSION, "fz-versions", None, None, None, versions, *trailing]])
     if kind == "types":
         bodies, closed = await exchange(t.client, hello)

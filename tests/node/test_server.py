@@ -370,7 +370,7 @@ async def test_a_client_refuses_locally_what_the_node_does_not_speak(nursery):
 )
 async def test_a_hello_with_garbage_ranges_is_admitted_and_served(nursery, versions):
     addr, _ = await start(nursery)
-    hello = raw_frame([0, ["Hello", PROTOCOL_VERSION, "c", None, None, None, versions, "a newer field", 7]])
+    hello = raw_frame([0, ["Hello", PROTOCOL_VERSION, "c", None, None, None, versions, None, None, "a newer field", 7]])
     got, closed = await raw_answers(addr, hello + encode_frame(1, ListOffsets("ok", 0, 2)), 2)
     assert isinstance(got[0], HelloOk) and got[1] == ListOffsetsResponse(2) and not closed
 

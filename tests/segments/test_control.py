@@ -28,6 +28,7 @@ def test_kafka_values():
         ("RAFT_CONFIG", 6),
         ("DELAY_CHECKPOINT", 100),
         ("HALF_OP", 101),
+        ("DELETE_RECORDS", 102),
     ]
 
 
