@@ -217,13 +217,15 @@ class Api:
 
     # -- producing ------------------------------------------------------------------------------
 
-    def produce(self, req: Produce) -> Awaitable[object | None]:
+    def produce(self, req: Produce, *, delay_headers: bool = False) -> Awaitable[object | None]:
+        """`delay_headers`: records with a delay header go through the delay tier
+        (node/delay_intake.py; the Kafka listener's produce)."""
         meta = self.node.state.topics.get(req.topic)
         if meta is not None and meta.internal and not (meta.name.startswith(TIER_PREFIX) or meta.name == HALF_TOPIC):
             raise InvalidRequestError(f"{req.topic} is an internal topic; clients may read it but not produce to it")
         part = self.node.local_partition(req.topic, req.partition)
         timeout_s = max(0.001, min(req.timeout_ms, 300_000) / 1000)
-        pending = part.produce(req.records, req.acks, timeout_s, req.transactional_id)
+        pending = part.produce(req.records, req.acks, timeout_s, req.transactional_id, delay_headers=delay_headers)
         self.node.metrics.bytes_in.labels(req.topic).inc(len(req.records))
         return pending
 

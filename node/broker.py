@@ -444,6 +444,7 @@ class Broker:
                 leader_addr=self.addr_of,
                 on_role_change=self._role_changed,
                 txn_verifier=self.transactions.verify_partition,
+                intake_relayer=self.delay.relay_intake,
                 topic=meta.name,
                 partition=p,
                 limits=self.batch_limits,

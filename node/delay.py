@@ -62,6 +62,7 @@ from client.conventions import (
 from client.errors import CoordinatorNotAvailableError, InvalidRequestError, TideMQError, UnknownTopicError
 from client.partitioner import partition_for_key
 from node.context import NodeContext, now_ms
+from node.delay_intake import INTAKE_PID_BASE, relayed_records
 from node.metadata import TOPIC_NAME, TopicMeta
 from node.partition import Partition, Shard, ShardFactory
 from node.relay import relay
@@ -76,6 +77,7 @@ from segments import (
     iter_batches,
     parse_header,
 )
+from segments import OffsetOutOfRangeError as SegmentsOffsetOutOfRange
 
 log = logging.getLogger(__name__)
 
@@ -431,6 +433,26 @@ class DelayService(Service):
             laned = LANES_CONFIG in meta.configs
             return lambda part: TierShard(part, tier_ms, laned)
         return None
+
+    async def relay_intake(self, part: object, offset: int, first_seq: int) -> None:
+        """Copy the delayed messages a Kafka producer wrote into `part` at `offset` into
+        the smallest tier, exactly once (node/delay_intake.py)."""
+        assert isinstance(part, Partition)
+        if self.cluster is None:
+            raise CoordinatorNotAvailableError(f"node {self.ctx.id} is starting its delay tier")
+        try:
+            data = part.storage.log.read(offset, 1)  # (the whole batch at `offset`, whatever its size)
+        except SegmentsOffsetOutOfRange:
+            data = b""
+        carrier = next((bytes(b) for h, b in iter_batches(data) if h.base_offset == offset), None)
+        if carrier is None:  # retention took it: nothing left to relay
+            log.warning("%s: the delayed messages at offset %d are gone from the log", part.name, offset)
+            return
+        records = relayed_records(carrier, part.topic, part.partition)
+        tier = tier_name(self.tiers[0])
+        n = await self.cluster.partition_count(tier)
+        items = [(first_seq + i, r) for i, r in enumerate(records)]
+        await relay(self.cluster, INTAKE_PID_BASE + part.group, (tier, part.partition % n), items)
 
     async def lead(self, part: Partition) -> None:
         """A tier partition's scheduler; a stopped one restarts from its checkpoint."""

@@ -607,7 +607,8 @@ class KafkaApi:
                     if pd.records is None:
                         raise InvalidRequestError("a produce without records")
                     waiter = self.api.produce(
-                        Produce(t.name, int(pd.index), pd.records, acks, timeout_ms, transactional_id=txn)
+                        Produce(t.name, int(pd.index), pd.records, acks, timeout_ms, transactional_id=txn),
+                        delay_headers=True,  # (node/delay_intake.py)
                     )
                     pending.append((t.name, int(pd.index), waiter))
                 except TideMQError as exc:

@@ -54,6 +54,7 @@ from client.errors import (
     UnsupportedCompressionError,
 )
 from client.protocol import ACKS_LEADER, ACKS_NONE, READ_COMMITTED, AbortedTxn, Ok, ProduceResponse
+from node.delay_intake import DelayHeaderError, IntakeState, Relayer, delayed_records
 from node.diskspace import DiskSpace
 from node.producers import PRODUCER_EXPIRATION_MS, BatchRef, ProducerSnapshot, ProducerState
 from node.replica import Replica, _in_thread
@@ -125,6 +126,8 @@ class StateCheckpoint(msgspec.Struct, array_like=True):
     txn_aborted: list[tuple[int, int, int]]
     coordinator_epochs: dict[int, int]
     deleted_before: int = 0  # a DeleteRecords' new log start, which retention may not have reached yet
+    intake_pending: dict[int, int] = {}  # delayed messages from Kafka clients not yet in their tier
+    intake_next_seq: int = 0
 
     def encode(self) -> bytes:
         return _STATE_MAGIC + _state_enc.encode(self)
@@ -248,6 +251,7 @@ class Partition(Replica):
         producer_expiration_ms: int = PRODUCER_EXPIRATION_MS,
         shard: ShardFactory | None = None,
         saved: StateCheckpoint | None = None,
+        intake_relayer: Relayer | None = None,
         **kwargs,
     ) -> None:
         super().__init__(*args, apply=Partition._apply_entries, **kwargs)
@@ -258,6 +262,9 @@ class Partition(Replica):
         self.producers = ProducerState(producer_expiration_ms)
         self.txns = TxnIndex()
         self.deleted_before = 0  # the log start DeleteRecords asked for (committed)
+        self.intake = IntakeState()  # node/delay_intake.py
+        self._intake_relayer = intake_relayer
+        self._relaying = False
         self._pending_coordinator_epochs: dict[int, int] = {}
         self._txn_verifier = txn_verifier
         self._txn_verified: dict[int, int] = {}  # producer id -> epoch verified for its open transaction
@@ -285,6 +292,7 @@ class Partition(Replica):
         self.txns.aborted = [Aborted(*a) for a in saved.txn_aborted]
         self.txns.coordinator_epochs = dict(saved.coordinator_epochs)
         self.deleted_before = saved.deleted_before
+        self.intake = IntakeState(dict(saved.intake_pending), saved.intake_next_seq)
         self.state_at = self._checkpointed = saved.offset
 
     def state_checkpoint(self) -> StateCheckpoint:
@@ -296,6 +304,8 @@ class Partition(Replica):
             [(a.marker_offset, a.producer_id, a.first_offset) for a in self.txns.aborted],
             dict(self.txns.coordinator_epochs),
             self.deleted_before,
+            dict(self.intake.pending),
+            self.intake.next_seq,
         )
 
     async def checkpoint_state(self, *, every: int = STATE_CHECKPOINT_MIN) -> None:
@@ -343,7 +353,13 @@ class Partition(Replica):
     # -- producing ------------------------------------------------------------------------
 
     def produce(
-        self, records: bytes, acks: int, timeout_s: float, transactional_id: str | None = None
+        self,
+        records: bytes,
+        acks: int,
+        timeout_s: float,
+        transactional_id: str | None = None,
+        *,
+        delay_headers: bool = False,
     ) -> Awaitable[ProduceResponse | None]:
         """Synchronous up to the proposal (so pipelined batches keep their order), then
         an awaitable for the acknowledgement. The first batch of a transaction here
@@ -355,6 +371,8 @@ class Partition(Replica):
             self.shard.check_produce(records)
         count = header.last_offset_delta + 1
         pid = header.producer_id
+        if delay_headers:
+            records = self._intake_of(records, header, count)
         unverified = (
             header.is_transactional
             and self._txn_verifier is not None
@@ -381,6 +399,28 @@ class Partition(Replica):
         if acks == ACKS_NONE:
             return _nothing()
         return self._answer(waiter, timeout_s)
+
+    def _intake_of(self, records: bytes, header: segments.BatchHeader, count: int) -> bytes:
+        """The bytes to store for a Kafka producer's batch: itself, or, where a record
+        has a delay header, a DELAY_INTAKE carrier of it (node/delay_intake.py)."""
+        try:
+            delayed = self.shard is None and delayed_records(records, int(time.time() * 1000))
+        except DelayHeaderError as exc:
+            raise InvalidRequestError(f"{self.name}: {exc}") from None
+        if not delayed:
+            return records
+        if header.is_transactional:
+            raise InvalidRequestError(f"{self.name}: a delayed message cannot be part of a transaction")
+        if self._intake_relayer is None:
+            raise InvalidRequestError(f"{self.name}: this node has no delay tier to take delayed messages")
+        return segments.build_carrier(
+            segments.ControlType.DELAY_INTAKE,
+            records,
+            producer_id=header.producer_id,
+            producer_epoch=header.producer_epoch,
+            base_sequence=header.base_sequence,
+            span=count,
+        )
 
     def validate(self, records: bytes) -> segments.BatchHeader:
         """Everything a producer's batch must be before it is proposed: once in the log
@@ -522,12 +562,11 @@ class Partition(Replica):
             if e.kind != EntryKind.NORMAL or e.last <= self.state_at:
                 continue
             h = segments.parse_header(e.data)
-            if h.producer_id < 0:
-                if h.is_control and not h.is_transactional:
-                    self._maybe_deleted_before(e.data)
+            ours = self._ours(e) if h.is_control and not h.is_transactional else None
+            if h.producer_id < 0 or (ours is not None and ours != segments.ControlType.DELAY_INTAKE):
                 continue
             self._state_changed = True
-            if h.is_control:
+            if h.is_control and ours is None:
                 if h.is_transactional:
                     kind, coordinator_epoch = segments.transaction_marker_of(e.data)
                     self.txns.marker(h.producer_id, kind == segments.ControlType.COMMIT, e.index, coordinator_epoch)
@@ -557,6 +596,7 @@ class Partition(Replica):
         self._pending_coordinator_epochs.clear()
         self._txn_verified.clear()
         super().role_changed()
+        self._relay_intakes_soon()
 
     async def apply_retention(self, now_ms: int, log_start_at_least: int = 0) -> None:
         await self.checkpoint_state()
@@ -590,20 +630,66 @@ class Partition(Replica):
         await self.apply_retention(int(time.time() * 1000), offset)
         return self.storage.log.log_start_offset
 
-    def _maybe_deleted_before(self, data: bytes) -> None:
-        """Apply a DELETE_RECORDS batch (other control batches without a producer are
-        the Raft layer's or a shard's). Never raises: it is in the log."""
+    def _ours(self, e: Entry) -> segments.ControlType | None:
+        """Apply one of this module's control batches (DELETE_RECORDS, DELAY_INTAKE,
+        DELAY_INTAKE_DONE) and say which it was; None for any other (a marker, the Raft
+        layer's, a shard's). Never raises: it is in the log."""
+        kind = segments.ControlType
         try:
-            if segments.control_type_of(data) != segments.ControlType.DELETE_RECORDS:
-                return
-            value = segments.decode_records(data)[0].value or b""
+            control = segments.control_type_of(e.data)
+            if control not in (kind.DELETE_RECORDS, kind.DELAY_INTAKE, kind.DELAY_INTAKE_DONE):
+                return None
+            value = segments.decode_records(e.data)[0].value or b""
         except (ValueError, segments.SegmentError) as exc:
             log.warning("%s: skipping a control batch that does not decode: %s", self.name, exc)
+            return None
+        self._state_changed = True
+        if control == kind.DELAY_INTAKE:
+            self.intake.taken(e.index, e.last - e.index + 1)
+            self._relay_intakes_soon()
+        elif len(value) != 8:
+            log.warning("%s: a %s batch without an offset; skipped", self.name, control.name)
+        elif control == kind.DELAY_INTAKE_DONE:
+            self.intake.done(int.from_bytes(value, "big"))
+        else:
+            self._deleted_before(int.from_bytes(value, "big"))
+        return control
+
+    def _relay_intakes_soon(self) -> None:
+        """On the leader: start moving the pending intakes into their tier, unless that
+        is under way."""
+        if self._relaying or self._tasks is None or self._intake_relayer is None:
             return
-        if len(value) != 8:
-            log.warning("%s: a DELETE_RECORDS batch without an offset; skipped", self.name)
-            return
-        offset = int.from_bytes(value, "big")
+        if self.is_leader and not self.closed and self.intake.pending:
+            self._relaying = True
+            self._tasks.start_soon(self._relay_intakes)
+
+    async def _relay_intakes(self) -> None:
+        """Oldest first, each relayed then marked done in the log (a new leader relays
+        what is not marked again, and the tier's idempotence drops the repeats)."""
+        assert self._intake_relayer is not None
+        try:
+            while self.is_leader and not self.closed and self.intake.pending:
+                if not self.ready_for_writes():
+                    await trio.sleep(0.05)
+                    continue
+                offset, first_seq = min(self.intake.pending.items())
+                try:
+                    await self._intake_relayer(self, offset, first_seq)
+                    done = segments.build_control_batch(
+                        segments.ControlType.DELAY_INTAKE_DONE, offset.to_bytes(8, "big")
+                    )
+                    await self.wait(self.propose(done, 1), 10.0)
+                    with trio.move_on_after(1.0):  # (applied just after the commit)
+                        while offset in self.intake.pending:
+                            await trio.sleep(0.005)
+                except (TideMQError, OSError, trio.TooSlowError) as exc:
+                    log.warning("%s: delayed messages at offset %d wait for their tier: %s", self.name, offset, exc)
+                    await trio.sleep(1.0)
+        finally:
+            self._relaying = False
+
+    def _deleted_before(self, offset: int) -> None:
         if offset > self.deleted_before:
             self.deleted_before = offset
             self._state_changed = True

@@ -29,6 +29,7 @@ from .compression import Compression
 from .config import LogConfig
 from .control import (
     ControlType,
+    build_carrier,
     build_control_batch,
     build_transaction_marker,
     control_type_of,
@@ -70,6 +71,7 @@ __all__ = [
     "UnsupportedCompressionError",
     "build_batch",
     "build_batch_pure",
+    "build_carrier",
     "build_control_batch",
     "build_transaction_marker",
     "codec_in_use",

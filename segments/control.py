@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import struct
+import time
 
 from .batch import build_batch, decode_records, parse_header
 from .errors import CorruptBatchError
@@ -39,6 +40,8 @@ class ControlType(enum.IntEnum):
     DELAY_CHECKPOINT = 100  # TideMQ's own: a delay scheduler's progress, in its own partition
     HALF_OP = 101  # TideMQ's own: decisions and check-backs of half messages, in their partition
     DELETE_RECORDS = 102  # TideMQ's own: the partition's log start moves up to this offset (DeleteRecords)
+    DELAY_INTAKE = 103  # TideMQ's own: a producer's batch of delayed messages, held until relayed to a tier
+    DELAY_INTAKE_DONE = 104  # TideMQ's own: the intake at this offset is in its tier
 
 
 def build_control_batch(
@@ -68,6 +71,33 @@ def build_control_batch(
         producer_id=producer_id,
         producer_epoch=producer_epoch,
         transactional=transactional,
+        control=True,
+    )
+
+
+def build_carrier(
+    control_type: ControlType,
+    value: bytes,
+    *,
+    producer_id: int,
+    producer_epoch: int,
+    base_sequence: int,
+    span: int,
+    timestamp: int | None = None,
+) -> bytes:
+    """A control batch that stands in the log for a producer's batch of `span` records:
+    the first record carries `value`, the others are empty, so it takes `span` offsets
+    and their sequence numbers (the producer's idempotence goes on as if the batch were
+    written) while every consumer, ours and Kafka's, skips it."""
+    key = _KEY.pack(CONTROL_KEY_VERSION, ControlType(control_type))
+    if timestamp is None:
+        timestamp = int(time.time() * 1000)
+    records = [(key, value, (), timestamp)] + [(key, b"", (), timestamp)] * (span - 1)
+    return build_batch(
+        records,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
         control=True,
     )
 
