@@ -29,6 +29,8 @@ def test_kafka_values():
         ("DELAY_CHECKPOINT", 100),
         ("HALF_OP", 101),
         ("DELETE_RECORDS", 102),
+        ("DELAY_INTAKE", 103),
+        ("DELAY_INTAKE_DONE", 104),
     ]
 
 
