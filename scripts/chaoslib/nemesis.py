@@ -322,7 +322,7 @@ class Nemesis:
         elif mode == "peer-in":
             self.net.peer[(other, node)].cut()
         else:
-            self.net.client[node].cut(DOWN)
+            self.net.cut(self.net.client_links(node), DOWN)
         await trio.sleep(step.duration)
 
     def _scope(self, step: Step, node: int):
