@@ -11,7 +11,20 @@ it can within `message.timeout.ms`, so an error that reaches us may follow an at
 that was written, and the Python client does not expose librdkafka's persisted status);
 failed only when `produce()` itself refused the message (it was never queued). After any
 error the writer finishes that producer's sends and starts a new session with a new
-producer (a new producer id), and never resends: every duplicate is the system's.
+producer (a new producer id), and never resends.
+
+Epoch bumps. librdkafka's idempotence has one hole of its own: after a message times out
+(or a request that is not the first in flight gets OUT_OF_ORDER_SEQUENCE_NUMBER) it
+drains, bumps the producer epoch, and sends what it still holds again under the new
+epoch from sequence 0, including messages it had sent and the broker had written but not
+yet acknowledged. No broker can tell those apart from new messages (librdkafka issue
+4953; chaos seeds 102 and 103 showed it: the copies are in the log under two epochs).
+So the writer watches librdkafka's own account of bumps (its "eos" debug log), records
+each as an `epoch_bump` event, and records every send outstanding across one with
+`idempotent: false` (and why): the duplicates check does not hold those, every other
+check does. `message.timeout.ms` is 120 s, as librdkafka advises (a long one), so the
+partition waits of 20 s that faults cause here do not time messages out and bump epochs
+as a matter of course.
 
 Consumers. Two members `kc1, kc2` of the classic group `chaos-kafka-group`, read_committed,
 from the earliest offset, no auto-commit: each records every message handed to it and
@@ -55,6 +68,13 @@ FLUSH_SLICE_S = 0.5  # one blocking librdkafka call: how late a cancellation can
 CONSUME_BATCH = 500
 CONSUME_WAIT_S = 0.25
 REPORT_MARGIN_S = 10.0  # past message.timeout.ms, before the rest is purged
+MESSAGE_TIMEOUT_S = 120.0  # librdkafka's message.timeout.ms: long, so faults rarely bump epochs
+BUMPED = "bumped epoch to"  # librdkafka's eos debug line once a drain ends in a new epoch
+BUMPING = "epoch bump for"  # ... and the one that says why it drains
+# librdkafka debug lines worth the clients' log: its idempotence decisions, and produce
+# errors with what it concluded about them ("actions Retry,MsgPossiblyPersisted").
+KEPT_DEBUG = {"DRAIN", "ERRSEQ", "DUPSEQ", "UNKPID", "ERRPID", "NEWPID", "TIMEOUT", "REQTMOUT", "GETPID"}
+UNGUARDED = "outstanding when librdkafka bumped the producer epoch (it re-sends those under new sequence numbers)"
 
 
 class Report(NamedTuple):
@@ -75,6 +95,37 @@ class Sent(NamedTuple):
     t: float
 
 
+class Bump(NamedTuple):
+    """A producer epoch bump, as librdkafka told it."""
+
+    at: float  # time.monotonic() when the line was served
+    line: str
+    reason: str  # librdkafka's line saying why it drained for the bump
+
+
+class RdLog:
+    """librdkafka's `logger` (with debug "eos,msg"): its warnings, its idempotence
+    decisions and its produce errors go to the clients' log, the rest of the debug
+    chatter is dropped; the epoch bumps are also kept for the writer to record (see the
+    module docstring)."""
+
+    def __init__(self, logger: logging.Logger, bumps: deque[Bump]) -> None:
+        self.logger = logger
+        self.bumps = bumps
+        self.reason = ""
+
+    def log(self, level: int, fmt: str, *args: object) -> None:
+        fac = str(args[0]) if args else ""
+        if level < logging.INFO and fac not in KEPT_DEBUG and not (fac == "MSGSET" and "error" in str(args[-1])):
+            return
+        line = fmt % args
+        if BUMPING in line:
+            self.reason = line
+        if BUMPED in line:
+            self.bumps.append(Bump(time.monotonic(), line, self.reason))
+        self.logger.log(max(level, logging.INFO), "%s", line)
+
+
 class KafkaWorkload(QueueWorkload):
     name = "kafka"
     topic = "chaos-kafka"
@@ -84,15 +135,26 @@ class KafkaWorkload(QueueWorkload):
     needs_kafka = True
 
     def __init__(
-        self, ctx: Context, *, writers: int = 2, rate: float = 20.0, consumers: int = 2, **kwargs: Any
+        self,
+        ctx: Context,
+        *,
+        writers: int = 2,
+        rate: float = 20.0,
+        consumers: int = 2,
+        delivery_timeout: float = MESSAGE_TIMEOUT_S,
+        **kwargs: Any,
     ) -> None:
         if not ctx.kafka_bootstrap:
             raise ValueError("the kafka workload needs nodes with Kafka listeners (Context.kafka_bootstrap)")
-        super().__init__(ctx, writers=writers, rate=rate, consumers=consumers, **kwargs)
+        super().__init__(
+            ctx, writers=writers, rate=rate, consumers=consumers, delivery_timeout=delivery_timeout, **kwargs
+        )
+        self._bumps: dict[tuple[str, int], list[float]] = defaultdict(list)  # (writer, session) -> run-clock times
 
     # -- writers ---------------------------------------------------------------------------------
 
     def _producer_config(self, client_id: str) -> dict[str, Any]:
+        """librdkafka's settings (its `logger` and callbacks are added per session)."""
         return {
             "bootstrap.servers": self.ctx.kafka_bootstrap,
             "client.id": client_id,
@@ -104,7 +166,7 @@ class KafkaWorkload(QueueWorkload):
             "message.timeout.ms": int(self.delivery_timeout * 1000),
             "reconnect.backoff.ms": 100,
             "reconnect.backoff.max.ms": 1000,
-            "logger": logging.getLogger(f"{__name__}.{client_id}"),
+            "debug": "eos,msg",  # where epoch bumps and produce errors are told (RdLog keeps those)
         }
 
     async def _write(self, writer: str, stop: trio.Event) -> None:
@@ -116,6 +178,7 @@ class KafkaWorkload(QueueWorkload):
             session += 1
             client_id = f"{writer}.{session}"
             reports: deque[Report] = deque()
+            bumps: deque[Bump] = deque()
             fatal: list[KafkaError] = []
 
             def on_error(err: KafkaError, fatal: list[KafkaError] = fatal, client_id: str = client_id) -> None:
@@ -127,7 +190,8 @@ class KafkaWorkload(QueueWorkload):
             def on_delivery(err: KafkaError | None, msg: Message, reports: deque[Report] = reports) -> None:
                 reports.append(Report(msg.value().decode(), err, msg.partition(), msg.offset(), time.monotonic()))
 
-            producer = Producer({**self._producer_config(client_id), "error_cb": on_error})
+            rdlog = RdLog(logging.getLogger(f"{__name__}.{client_id}"), bumps)
+            producer = Producer({**self._producer_config(client_id), "error_cb": on_error, "logger": rdlog})
             pending: dict[str, Sent] = {}
             h.record("session", writer=writer, session=session, client_id=client_id, producer_id=None)
             try:
@@ -135,7 +199,7 @@ class KafkaWorkload(QueueWorkload):
                 next_at = time.monotonic()
                 while not stop.is_set() and not broken:
                     producer.poll(0)  # serves the callbacks; never blocks
-                    broken = self._resolve_reports(writer, session, pending, reports) or bool(fatal)
+                    broken = self._resolve_reports(writer, session, pending, reports, bumps) or bool(fatal)
                     if broken:
                         break
                     if len(pending) >= MAX_PENDING:
@@ -158,30 +222,56 @@ class KafkaWorkload(QueueWorkload):
                 with trio.move_on_after(self.delivery_timeout + REPORT_MARGIN_S):
                     while pending:
                         await trio.to_thread.run_sync(producer.flush, FLUSH_SLICE_S)
-                        self._resolve_reports(writer, session, pending, reports)
+                        self._resolve_reports(writer, session, pending, reports, bumps)
             finally:
                 with trio.CancelScope(shield=True):
-                    await self._close_producer(producer, writer, session, pending, reports)
+                    await self._close_producer(producer, writer, session, pending, reports, bumps)
             if fatal:
                 h.record("session_error", writer=writer, session=session, error=f"KafkaError({fatal[0]})")
             await trio.sleep(0.5 if broken else 0.0)
 
     async def _close_producer(
-        self, producer: Producer, writer: str, session: int, pending: dict[str, Sent], reports: deque[Report]
+        self,
+        producer: Producer,
+        writer: str,
+        session: int,
+        pending: dict[str, Sent],
+        reports: deque[Report],
+        bumps: deque[Bump],
     ) -> None:
         """Purge what has not reported (bounded: this also runs when the run cancels the
         writer), record those sends as unknown, and destroy the producer."""
         if pending:
             producer.purge(in_queue=True, in_flight=True, blocking=False)
             await trio.to_thread.run_sync(producer.flush, FLUSH_SLICE_S)  # the purge's reports
-        self._resolve_reports(writer, session, pending, reports)
+        self._resolve_reports(writer, session, pending, reports, bumps)
         for value, sent in pending.items():
             self._record_send(writer, session, value, sent, "unknown", error="the producer closed before a report")
         pending.clear()
         await trio.to_thread.run_sync(producer.close)
 
-    def _resolve_reports(self, writer: str, session: int, pending: dict[str, Sent], reports: deque[Report]) -> bool:
-        """Record every delivery report that has come; True if any was an error."""
+    def _resolve_reports(
+        self,
+        writer: str,
+        session: int,
+        pending: dict[str, Sent],
+        reports: deque[Report],
+        bumps: deque[Bump],
+    ) -> bool:
+        """Record the epoch bumps librdkafka told of, then every delivery report that has
+        come; True if any report was an error."""
+        h = self.ctx.history
+        while bumps:
+            bump = bumps.popleft()
+            self._bumps[(writer, session)].append(h.at(bump.at))
+            h.record(
+                "epoch_bump",
+                t=h.at(bump.at),
+                writer=writer,
+                session=session,
+                detail=bump.line[:300],
+                reason=bump.reason[:300],
+            )
         broken = False
         while reports:
             r = reports.popleft()
@@ -216,10 +306,13 @@ class KafkaWorkload(QueueWorkload):
         error: str | None = None,
     ) -> None:
         h = self.ctx.history
+        t_end = h.now() if t_end is None else t_end
+        # librdkafka may have sent it twice if it bumped the epoch while this was outstanding.
+        guarded = not any(sent.t < bump <= t_end for bump in self._bumps[(writer, session)])
         h.record(
             "send",
             t=sent.t,
-            t_end=h.now() if t_end is None else t_end,
+            t_end=t_end,
             writer=writer,
             session=session,
             topic=self.topic,
@@ -229,8 +322,9 @@ class KafkaWorkload(QueueWorkload):
             value=value,
             outcome=outcome,
             offset=offset,
-            idempotent=True,
+            idempotent=guarded,
             **({"error": error[:300]} if error else {}),
+            **({} if guarded else {"unguarded": UNGUARDED}),
         )
 
     # -- consumers -------------------------------------------------------------------------------
