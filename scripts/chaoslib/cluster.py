@@ -57,6 +57,8 @@ class ChaosCluster:
         self.procs: dict[int, subprocess.Popen] = {}
         self.paused: set[int] = set()
         self.peer_secret = secrets.token_urlsafe(32)  # the nodes' shared peer secret for this run
+        self.unsettled: list[str] = []  # what the latest `settle` still missed (read if it is cancelled)
+        self.unsettled_first: list[str] = []  # ... and what it missed when it began
 
     @classmethod
     def on_loopback(cls, run_dir: Path, nodes: int, *, kafka: bool = False, **kw) -> ChaosCluster:
@@ -270,6 +272,8 @@ class ChaosCluster:
         start = trio.current_time()
         seen: dict[tuple[str, int], set[int]] = {}
         missing: list[str] = ["no answer yet"]
+        self.unsettled_first = []
+        first = True
         with trio.move_on_after(timeout):
             while True:
                 answers = await self.all_metadata()
@@ -289,6 +293,9 @@ class ChaosCluster:
                     ]
                 if len(answers) < len(self.nodes):
                     missing.append(f"{len(self.nodes) - len(answers)} node(s) not answering")
+                if first:
+                    self.unsettled_first, first = list(missing), False
+                self.unsettled = missing
                 if parts and not missing:
                     return True, trio.current_time() - start, []
                 await trio.sleep(0.2)

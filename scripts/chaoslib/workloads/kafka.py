@@ -18,9 +18,11 @@ Epoch bumps. librdkafka's idempotence has one hole of its own: after a message t
 drains, bumps the producer epoch, and sends what it still holds again under the new
 epoch from sequence 0, including messages it had sent and the broker had written but not
 yet acknowledged. No broker can tell those apart from new messages (librdkafka issue
-4953; chaos seeds 102 and 103 showed it: the copies are in the log under two epochs).
-So the writer watches librdkafka's own account of bumps (its "eos" debug log), records
-each as an `epoch_bump` event, and records every send outstanding across one with
+4953; chaos seeds 102 and 103 showed it: the copies are in the log under two epochs;
+with a long message timeout, a NOT_LEADER on the first request in flight and
+OUT_OF_ORDER on the next still bump). So the writer watches librdkafka's own account
+of bumps (its "eos,msg" debug log, `RdLog`), records each as an `epoch_bump` event,
+and records every send outstanding across one with
 `idempotent: false` (and why): the duplicates check does not hold those, every other
 check does. `message.timeout.ms` is 120 s, as librdkafka advises (a long one), so the
 partition waits of 20 s that faults cause here do not time messages out and bump epochs
