@@ -84,8 +84,8 @@ class Report(NamedTuple):
 
     value: str
     error: KafkaError | None
-    partition: int
-    offset: int
+    partition: int | None  # None (or -1) before librdkafka picked one
+    offset: int | None
     at: float  # time.monotonic() when it arrived
 
 
@@ -190,7 +190,9 @@ class KafkaWorkload(QueueWorkload):
                 log.info("%s: %s", client_id, err)
 
             def on_delivery(err: KafkaError | None, msg: Message, reports: deque[Report] = reports) -> None:
-                reports.append(Report(msg.value().decode(), err, msg.partition(), msg.offset(), time.monotonic()))
+                value = msg.value()  # every send of ours has one
+                report = Report(value.decode() if value else "", err, msg.partition(), msg.offset(), time.monotonic())
+                reports.append(report)
 
             rdlog = RdLog(logging.getLogger(f"{__name__}.{client_id}"), bumps)
             producer = Producer({**self._producer_config(client_id), "error_cb": on_error, "logger": rdlog})
@@ -282,7 +284,7 @@ class KafkaWorkload(QueueWorkload):
                 log.warning("%s.%d: a report for %s, which is not pending", writer, session, r.value)
                 continue
             at = self.ctx.history.at(r.at)
-            partition = r.partition if r.partition >= 0 else None
+            partition = r.partition if r.partition is not None and r.partition >= 0 else None
             if r.error is None:
                 self._record_send(
                     writer, session, r.value, sent, "acked", partition=partition, offset=r.offset, t_end=at
@@ -443,11 +445,11 @@ class KafkaWorkload(QueueWorkload):
                 group=self.group,
                 partitions=sorted([p.topic, p.partition, p.offset] for p in partitions),
                 outcome="ok" if ok else "failed",
-                **({} if ok else {"error": _describe(err or failed[0].error)}),
+                **({} if ok else {"error": _describe(err if err is not None else failed[0].error)}),
             )
             results.append(ok)
         return results
 
 
-def _describe(err: KafkaError) -> str:
-    return f"{err.name()}: {err.str()}"[:300]
+def _describe(err: KafkaError | None) -> str:
+    return "no error given" if err is None else f"{err.name()}: {err.str()}"[:300]
