@@ -1,6 +1,6 @@
 """Chaos testing: faults against a three-node cluster while clients work, then a verdict.
 
-    scripts/chaos [--duration 300] [--seed S] [--faults kill,pause,partition,...]
+    scripts/chaos [--duration 300] [--seed S] [--faults kill,pause,partition,...] [--kafka]
     scripts/chaos --check RUN_DIR/history.jsonl      # judge an existing history again
 
 Starts three `python -m node` processes on loopback with a fault-injecting TCP proxy on
@@ -10,7 +10,8 @@ replicas, and checks the history. Writes `history.jsonl`, `schedule.json`,
 `summary.json`, the clients' log and each node's log into the run directory. Exits 1 on
 any violation, 2 when the run itself could not finish (or on bad arguments), so a
 failing seed is a bug report: `--seed S --duration D --faults F` replays the same
-schedule. docs/chaos.md explains the faults, the history and the checks.
+schedule. `--kafka` adds the kafka workload (librdkafka through the nodes' Kafka
+listeners) to the chosen ones. docs/chaos.md explains the faults, the history and the checks.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from scripts.chaoslib.checker import Report, check_history  # noqa: E402
 from scripts.chaoslib.history import read_history  # noqa: E402
 from scripts.chaoslib.nemesis import FAULTS  # noqa: E402
 from scripts.chaoslib.runner import Options, run_chaos  # noqa: E402
-from scripts.chaoslib.workloads import WORKLOADS  # noqa: E402
+from scripts.chaoslib.workloads import DEFAULT_WORKLOADS, WORKLOADS  # noqa: E402
 
 console = Console(highlight=False)
 
@@ -120,8 +121,13 @@ def main() -> int:
     )
     p.add_argument(
         "--workloads",
-        default=",".join(WORKLOADS),
-        help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all)",
+        default=",".join(DEFAULT_WORKLOADS),
+        help=f"comma-separated subset of {','.join(WORKLOADS)} (default: {','.join(DEFAULT_WORKLOADS)})",
+    )
+    p.add_argument(
+        "--kafka",
+        action="store_true",
+        help="add the kafka workload: librdkafka producers and a consumer group through the nodes' Kafka listeners",
     )
     p.add_argument("--dir", type=Path, default=None, help="run directory (default .chaos/<time>-seed<S>)")
     p.add_argument("--tick-ms", type=int, default=50, help="the nodes' Raft tick (default 50, the node default)")
@@ -140,6 +146,8 @@ def main() -> int:
         (runs / ".gitignore").write_text("*\n")  # run directories are not source
     run_dir = args.dir or ROOT / ".chaos" / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    if args.kafka and "kafka" not in workloads:
+        workloads.append("kafka")
     unknown = [w for w in workloads if w not in WORKLOADS]
     if unknown:
         p.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(sorted(WORKLOADS))}")

@@ -3,7 +3,9 @@
 Each node listens on its real loopback port, dials its peers through the proxies of its
 outgoing links (`--peers`) and tells clients the client proxies (`--advertise`), so every
 byte between two nodes, and between a client and a node, crosses a proxy the nemesis
-controls. The runner itself (leader lookups, settle checks, the final high watermarks)
+controls. With `kafka`, each node also serves Kafka's protocol on a real port of its own
+and advertises its Kafka proxy (`--kafka-advertise`): a Kafka client dials what Metadata
+names, so that is the address that keeps it behind the proxies. The runner itself (leader lookups, settle checks, the final high watermarks)
 talks to the nodes' real ports: what it observes is not subject to the faults.
 
 Every process is started in its own session (a ^C to the runner does not reach it) and
@@ -55,16 +57,20 @@ class ChaosCluster:
         self.procs: dict[int, subprocess.Popen] = {}
         self.paused: set[int] = set()
         self.peer_secret = secrets.token_urlsafe(32)  # the nodes' shared peer secret for this run
+        self.unsettled: list[str] = []  # what the latest `settle` still missed (read if it is cancelled)
+        self.unsettled_first: list[str] = []  # ... and what it missed when it began
 
     @classmethod
-    def on_loopback(cls, run_dir: Path, nodes: int, **kw) -> ChaosCluster:
-        """`nodes` nodes on free loopback ports, every link through its own proxy."""
+    def on_loopback(cls, run_dir: Path, nodes: int, *, kafka: bool = False, **kw) -> ChaosCluster:
+        """`nodes` nodes on free loopback ports, every link through its own proxy; with
+        `kafka`, each node with a Kafka listener too (behind a proxy of its own)."""
         from tests.cluster import free_ports  # the one place that hands out ports, never twice
 
-        ports = free_ports(2 * nodes)
+        ports = free_ports((3 if kafka else 2) * nodes)
         real = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[:nodes])}
-        real_peer = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[nodes:])}
-        return cls(run_dir, real, ProxyNet(real, real_peer), **kw)
+        real_peer = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[nodes : 2 * nodes])}
+        real_kafka = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[2 * nodes :])}
+        return cls(run_dir, real, ProxyNet(real, real_peer, real_kafka), **kw)
 
     async def start_all(self, nursery: trio.Nursery, timeout: float) -> None:
         """Start the proxies and every node; return once all answer with a controller."""
@@ -102,7 +108,13 @@ class ChaosCluster:
             self.fsync,
             "--tick-ms",
             str(self.tick_ms),
-        ]
+        ] + self.kafka_flags(node)
+
+    def kafka_flags(self, node: int) -> list[str]:
+        """The node's Kafka listener on its real port, advertising its Kafka proxy."""
+        if node not in self.net.kafka:
+            return []
+        return ["--kafka-listen", self.net.kafka[node].target, "--kafka-advertise", self.net.kafka_advertised()[node]]
 
     def start(self, node: int) -> None:
         if self.alive(node):
@@ -260,6 +272,8 @@ class ChaosCluster:
         start = trio.current_time()
         seen: dict[tuple[str, int], set[int]] = {}
         missing: list[str] = ["no answer yet"]
+        self.unsettled_first = []
+        first = True
         with trio.move_on_after(timeout):
             while True:
                 answers = await self.all_metadata()
@@ -279,6 +293,9 @@ class ChaosCluster:
                     ]
                 if len(answers) < len(self.nodes):
                     missing.append(f"{len(self.nodes) - len(answers)} node(s) not answering")
+                if first:
+                    self.unsettled_first, first = list(missing), False
+                self.unsettled = missing
                 if parts and not missing:
                     return True, trio.current_time() - start, []
                 await trio.sleep(0.2)

@@ -209,9 +209,28 @@ class Nemesis:
         for step in schedule:
             await trio.sleep(max(0.0, step.at - self.history.now()))
             caught_up = step.kind == "torn"
-            settled, seconds, missing = await self.cluster.settle(self.settle_timeout, caught_up=caught_up)
+            began = trio.current_time()
+            try:
+                settled, seconds, missing = await self.cluster.settle(self.settle_timeout, caught_up=caught_up)
+            except trio.Cancelled:  # the run's time is up while waiting: say what the cluster lacked
+                self.history.record(
+                    "settle",
+                    step=step.index,
+                    ok=False,
+                    caught_up=caught_up,
+                    seconds=trio.current_time() - began,
+                    missing=self.cluster.unsettled[:10],
+                    cancelled=True,
+                )
+                raise
             self.history.record(
-                "settle", step=step.index, ok=settled, caught_up=caught_up, seconds=seconds, missing=missing[:10]
+                "settle",
+                step=step.index,
+                ok=settled,
+                caught_up=caught_up,
+                seconds=seconds,
+                missing=missing[:10],
+                missing_at_start=self.cluster.unsettled_first[:10],
             )
             if not settled:
                 self.say(
@@ -322,7 +341,7 @@ class Nemesis:
         elif mode == "peer-in":
             self.net.peer[(other, node)].cut()
         else:
-            self.net.client[node].cut(DOWN)
+            self.net.cut(self.net.client_links(node), DOWN)
         await trio.sleep(step.duration)
 
     def _scope(self, step: Step, node: int):

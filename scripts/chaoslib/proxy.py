@@ -22,7 +22,9 @@ Faults, all reversible by `heal()`:
 `ProxyNet` builds the links of an n-node cluster: one per ordered pair of nodes (node i
 dials node j through proxy (i, j), so the two directions of the Raft traffic between
 two nodes are two different links) and one per node for clients (every client reaches
-node j through proxy ("client", j)).
+node j through proxy ("client", j)). With Kafka listeners, each node has a second client
+link (`kafka[j]`, to its Kafka listener); the faults that touch a node's clients touch
+both of its client links.
 """
 
 from __future__ import annotations
@@ -207,8 +209,11 @@ class LinkProxy:
 class ProxyNet:
     """Every link of an n-node cluster through its own proxy (see the module docstring)."""
 
-    def __init__(self, real: dict[int, str], real_peer: dict[int, str] | None = None) -> None:
-        """`real`: the nodes' client listeners; `real_peer`: their peer listeners."""
+    def __init__(
+        self, real: dict[int, str], real_peer: dict[int, str] | None = None, real_kafka: dict[int, str] | None = None
+    ) -> None:
+        """`real`: the nodes' client listeners; `real_peer`: their peer listeners;
+        `real_kafka`: their Kafka listeners, if they have them."""
         self.real = dict(real)
         self.real_peer = dict(real_peer or real)
         self.nodes = sorted(real)
@@ -216,10 +221,17 @@ class ProxyNet:
             (i, j): LinkProxy(f"n{i}->n{j}", self.real_peer[j]) for i in self.nodes for j in self.nodes if i != j
         }
         self.client: dict[int, LinkProxy] = {j: LinkProxy(f"clients->n{j}", real[j]) for j in self.nodes}
+        self.kafka: dict[int, LinkProxy] = {
+            j: LinkProxy(f"kafka-clients->n{j}", addr) for j, addr in sorted((real_kafka or {}).items())
+        }
 
     @property
     def links(self) -> list[LinkProxy]:
-        return list(self.peer.values()) + list(self.client.values())
+        return list(self.peer.values()) + list(self.client.values()) + list(self.kafka.values())
+
+    def client_links(self, node: int) -> list[LinkProxy]:
+        """Every link clients reach `node` by: its native one, and its Kafka one if any."""
+        return [self.client[node]] + ([self.kafka[node]] if node in self.kafka else [])
 
     async def start(self, nursery: trio.Nursery) -> None:
         for link in self.links:
@@ -247,10 +259,24 @@ class ProxyNet:
     def bootstrap(self) -> str:
         return ",".join(self.advertised().values())
 
+    def kafka_advertised(self) -> dict[int, str]:
+        """Each node's `--kafka-advertise`: Kafka clients reach node j through proxy `kafka[j]`
+        (they dial what Metadata names, so the node must name its proxy)."""
+        out = {}
+        for j, link in self.kafka.items():
+            assert link.addr is not None, "start the proxies first"
+            out[j] = link.addr
+        return out
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """The Kafka clients' bootstrap list ("" without Kafka listeners)."""
+        return ",".join(self.kafka_advertised().values())
+
     def touching(self, node: int, clients: bool = True) -> list[LinkProxy]:
-        """Every link into or out of `node` (with its client link if `clients`)."""
+        """Every link into or out of `node` (with its client links if `clients`)."""
         out = [link for (i, j), link in self.peer.items() if node in (i, j)]
-        return out + ([self.client[node]] if clients else [])
+        return out + (self.client_links(node) if clients else [])
 
     @staticmethod
     def cut(links: Iterable[LinkProxy], *directions: Direction) -> None:

@@ -25,7 +25,7 @@ from scripts.chaoslib.cluster import ChaosCluster, partition_path
 from scripts.chaoslib.history import FORMAT_VERSION, History, read_history
 from scripts.chaoslib.nemesis import FAULTS, Nemesis, make_schedule
 from scripts.chaoslib.proxy import ProxyNet
-from scripts.chaoslib.workloads import WORKLOADS, Context
+from scripts.chaoslib.workloads import DEFAULT_WORKLOADS, WORKLOADS, Context
 from segments import Log, LogConfig
 
 
@@ -35,7 +35,7 @@ class Options:
     duration: float = 300.0
     seed: int = 0
     faults: list[str] = field(default_factory=lambda: list(FAULTS))
-    workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
+    workloads: list[str] = field(default_factory=lambda: list(DEFAULT_WORKLOADS))
     nodes: int = 3
     tick_ms: int = 50
     settle_timeout: float = 30.0  # before each fault, after the last
@@ -69,7 +69,8 @@ async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report
         f"seed {opts.seed}: {len(schedule)} faults over {opts.duration:.0f}s ({', '.join(opts.faults) or 'none'}); "
         f"run directory {run_dir}"
     )
-    cluster = ChaosCluster.on_loopback(run_dir, opts.nodes, tick_ms=opts.tick_ms)
+    kafka = any(WORKLOADS[name].needs_kafka for name in opts.workloads)
+    cluster = ChaosCluster.on_loopback(run_dir, opts.nodes, kafka=kafka, tick_ms=opts.tick_ms)
     net = cluster.net
     limit = opts.setup_timeout + opts.duration + 2 * opts.settle_timeout + opts.drain_timeout + 180
     try:
@@ -77,13 +78,14 @@ async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report
             async with trio.open_nursery() as nursery:
                 await cluster.start_all(nursery, opts.setup_timeout)
                 with trio.fail_after(opts.setup_timeout):
-                    ctx = Context(net.bootstrap, history, opts.seed, say)
+                    ctx = Context(net.bootstrap, history, opts.seed, say, kafka_bootstrap=net.kafka_bootstrap)
                     workloads = [WORKLOADS[name](ctx) for name in opts.workloads]
                     for w in workloads:
                         await w.setup()
                     await cluster.settle(opts.settle_timeout)
                 say(
                     f"cluster up (nodes {', '.join(f'n{n}={a}' for n, a in cluster.real.items())}); clients via {net.bootstrap}"
+                    + (f"; Kafka clients via {net.kafka_bootstrap}" if kafka else "")
                 )
                 await _chaos(opts, cluster, net, history, workloads, schedule, say)
                 await compare_replicas(cluster, history, opts.settle_timeout, say)

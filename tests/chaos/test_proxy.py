@@ -195,3 +195,30 @@ async def test_proxy_net_wires_every_link():
         net.heal()
         assert net.faulty == []
         nursery.cancel_scope.cancel()
+
+
+async def test_kafka_client_links_are_client_links(tmp_path):
+    """With Kafka listeners each node has a second client link: the faults on a node's
+    clients (isolate, its answers cut, a node's latency and drops) reach it too, and the
+    node advertises that proxy to Kafka clients."""
+    from scripts.chaoslib.cluster import ChaosCluster
+
+    real = {1: "127.0.0.1:1", 2: "127.0.0.1:2", 3: "127.0.0.1:3"}
+    real_peer = {1: "127.0.0.1:11", 2: "127.0.0.1:12", 3: "127.0.0.1:13"}
+    real_kafka = {1: "127.0.0.1:21", 2: "127.0.0.1:22", 3: "127.0.0.1:23"}
+    net = ProxyNet(real, real_peer, real_kafka)
+    async with trio.open_nursery() as nursery:
+        await net.start(nursery)
+        assert len(net.links) == 6 + 3 + 3 and len({link.addr for link in net.links}) == 12
+        assert [link.name for link in net.client_links(2)] == ["clients->n2", "kafka-clients->n2"]
+        assert net.kafka[2].target == real_kafka[2]
+        assert net.kafka_bootstrap == ",".join(net.kafka[j].addr for j in (1, 2, 3))
+        assert "kafka-clients->n1" in {link.name for link in net.touching(1)}
+        assert "kafka-clients->n1" not in {link.name for link in net.touching(1, clients=False)}
+        cmd = ChaosCluster(tmp_path, real, net).command(3)
+        assert cmd[cmd.index("--kafka-listen") + 1] == real_kafka[3]
+        assert cmd[cmd.index("--kafka-advertise") + 1] == net.kafka[3].addr
+        nursery.cancel_scope.cancel()
+    plain = ProxyNet(real, real_peer)
+    assert plain.kafka_bootstrap == "" and plain.client_links(1) == [plain.client[1]]
+    assert ChaosCluster(tmp_path, real, plain).kafka_flags(1) == [], "no Kafka listener unless a workload needs one"

@@ -2,6 +2,7 @@
 
 import time
 from collections import defaultdict
+from types import SimpleNamespace
 
 from client import Message
 from client.producer import RecordMetadata
@@ -52,7 +53,7 @@ def test_delayed_messages_carry_their_due_time_and_land_by_value(tmp_path):
 
 def test_workloads_own_distinct_topics_groups_and_names():
     classes = list(WORKLOADS.values())
-    assert {c.name for c in classes} == {"queue", "delayed", "transactions", "halves", "pipeline", "broadcast"}
+    assert {c.name for c in classes} == {"queue", "delayed", "transactions", "halves", "pipeline", "broadcast", "kafka"}
     for attr in ("topic", "group", "writer_prefix", "member_prefix"):
         assert len({getattr(c, attr) for c in classes}) == len(classes), attr
 
@@ -105,3 +106,140 @@ def test_broadcast_instances_are_groups_of_their_own_and_only_one_restarts(tmp_p
         True,
         "chaos-broadcast",
     )
+
+
+class FakeError:
+    """What librdkafka hands a callback: a KafkaError's code, name and text."""
+
+    def __init__(self, code: int, name: str) -> None:
+        self._code, self._name = code, name
+
+    def code(self) -> int:
+        return self._code
+
+    def name(self) -> str:
+        return self._name
+
+    def str(self) -> str:
+        return f"{self._name} happened"
+
+
+def kafka_context(tmp_path) -> Context:
+    return Context("127.0.0.1:1", History(tmp_path / "h.jsonl"), 1, print, kafka_bootstrap="127.0.0.1:2")
+
+
+def test_kafka_workload_needs_kafka_listeners(tmp_path):
+    import pytest
+
+    from scripts.chaoslib.workloads import DEFAULT_WORKLOADS, KafkaWorkload
+
+    with pytest.raises(ValueError, match="Kafka listeners"):
+        KafkaWorkload(context(tmp_path))
+    assert KafkaWorkload.needs_kafka and "kafka" not in DEFAULT_WORKLOADS, "a run without --kafka starts none"
+    assert all(not WORKLOADS[name].needs_kafka for name in DEFAULT_WORKLOADS)
+
+
+def test_kafka_delivery_reports_become_send_outcomes(tmp_path):
+    """An acknowledgement keeps its partition and offset; any error in a report is an
+    unknown outcome (librdkafka may have written an earlier attempt) and ends the session;
+    a report for nothing pending is ignored."""
+    from collections import deque
+
+    from confluent_kafka import KafkaError
+
+    from scripts.chaoslib.workloads.kafka import KafkaWorkload, Report, Sent
+
+    ctx = kafka_context(tmp_path)
+    w = KafkaWorkload(ctx)
+    now = time.monotonic()
+    pending = {"kw1-k1-0": Sent("k1", 0, 0.5), "kw1-k2-0": Sent("k2", 0, 0.6), "kw1-k1-1": Sent("k1", 1, 0.7)}
+    reports = deque([Report("kw1-k1-0", None, 3, 41, now)])
+    assert w._resolve_reports("kw1", 1, pending, reports, deque()) is False
+    timed_out = FakeError(KafkaError._MSG_TIMED_OUT, "_MSG_TIMED_OUT")
+    reports.extend([Report("kw1-k2-0", timed_out, -1, -1001, now), Report("kw1-k9-9", None, 0, 1, now)])
+    assert w._resolve_reports("kw1", 1, pending, reports, deque()) is True
+    assert list(pending) == ["kw1-k1-1"] and not reports
+    w._record_send("kw1", 1, "kw1-k1-1", pending.pop("kw1-k1-1"), "unknown", error="the producer closed")
+    ctx.history.close()
+    sends = {e["value"]: e for e in read_history(tmp_path / "h.jsonl")}
+    assert sends["kw1-k1-0"]["outcome"] == "acked" and (
+        sends["kw1-k1-0"]["partition"],
+        sends["kw1-k1-0"]["offset"],
+    ) == (3, 41)
+    assert sends["kw1-k1-0"]["t"] == 0.5 and sends["kw1-k1-0"]["idempotent"] is True
+    assert sends["kw1-k2-0"]["outcome"] == "unknown" and sends["kw1-k2-0"]["partition"] is None
+    assert sends["kw1-k2-0"]["error"].startswith("_MSG_TIMED_OUT")
+    assert sends["kw1-k1-1"]["outcome"] == "unknown" and "kw1-k9-9" not in sends
+
+
+def test_kafka_commit_results_are_recorded_and_nothing_to_commit_is_no_failure(tmp_path):
+    from collections import deque
+
+    from confluent_kafka import KafkaError, TopicPartition
+
+    from scripts.chaoslib.workloads.kafka import KafkaWorkload
+
+    ctx = kafka_context(tmp_path)
+    w = KafkaWorkload(ctx)
+    now = time.monotonic()
+    refused = SimpleNamespace(
+        topic="chaos-kafka", partition=1, offset=9, error=FakeError(KafkaError.ILLEGAL_GENERATION, "ILLEGAL_GENERATION")
+    )  # what librdkafka hands back for a partition it could not commit (the error is read-only there)
+    commits = deque(
+        [
+            (None, [TopicPartition("chaos-kafka", 2, 17), TopicPartition("chaos-kafka", 0, 5)], now),
+            (FakeError(KafkaError._NO_OFFSET, "_NO_OFFSET"), [], now),
+            (None, [refused], now),
+        ]
+    )
+    assert w._record_commits("kc1.1", commits, asked=None) == [True, True, False]
+    ctx.history.close()
+    events = list(read_history(tmp_path / "h.jsonl"))
+    assert [e["outcome"] for e in events] == ["ok", "failed"], "nothing to commit is not recorded"
+    assert events[0]["partitions"] == [["chaos-kafka", 0, 5], ["chaos-kafka", 2, 17]]
+    assert events[1]["error"].startswith("ILLEGAL_GENERATION") and events[1]["group"] == "chaos-kafka-group"
+
+
+def test_sends_outstanding_across_a_librdkafka_epoch_bump_are_not_held_to_idempotence(tmp_path):
+    """librdkafka re-sends what it holds under a new epoch after a bump, so a message
+    outstanding across one may be in the log twice without any fault of the broker's:
+    those sends say so, the bump is recorded, and a send acknowledged before the bump
+    (or submitted after it) stays idempotent."""
+    import logging
+    from collections import deque
+
+    from scripts.chaoslib.workloads.kafka import KafkaWorkload, RdLog, Report, Sent
+
+    ctx = kafka_context(tmp_path)
+    w = KafkaWorkload(ctx)
+    bumps: deque = deque()
+    rdlog = RdLog(logging.getLogger("test-rdlog"), bumps)
+    rdlog.log(logging.DEBUG, "%s [%s] %s", "PRODUCE", "p", "produce messageset with 1 message(s)")
+    rdlog.log(logging.DEBUG, "%s [%s] %s", "DRAIN", "p", "Beginning partition drain ... epoch bump for 1 partition(s)")
+    assert not bumps and "epoch bump for" in rdlog.reason, "a drain is not a bump yet"
+    before = ctx.history.now() - 1.0
+    rdlog.log(logging.DEBUG, "%s [%s] %s", "DRAIN", "p", "All partitions drained, bumped epoch to PID{Id:9,Epoch:1}")
+    assert len(bumps) == 1
+    bump_t = ctx.history.at(bumps[0][0])
+    now = time.monotonic()
+    pending = {
+        "kw1-k1-0": Sent("k1", 0, before),  # submitted before the bump, reported after it
+        "kw1-k1-1": Sent("k1", 1, bump_t + 0.5),  # submitted after the bump
+        "kw1-k2-0": Sent("k2", 0, before),  # acknowledged before the bump
+    }
+    reports = deque(
+        [
+            Report("kw1-k2-0", None, 1, 5, now - 0.5),
+            Report("kw1-k1-0", None, 3, 9, now + 1.0),
+            Report("kw1-k1-1", None, 3, 10, now + 1.0),
+        ]
+    )
+    assert w._resolve_reports("kw1", 1, pending, reports, bumps) is False
+    ctx.history.close()
+    events = list(read_history(tmp_path / "h.jsonl"))
+    assert events[0]["type"] == "epoch_bump" and "bumped epoch" in events[0]["detail"]
+    assert events[0]["reason"].startswith("DRAIN [p] Beginning partition drain")
+    sends = {e["value"]: e for e in events if e["type"] == "send"}
+    assert sends["kw1-k1-0"]["idempotent"] is False and "bumped the producer epoch" in sends["kw1-k1-0"]["unguarded"]
+    assert sends["kw1-k1-1"]["idempotent"] is True and "unguarded" not in sends["kw1-k1-1"]
+    assert sends["kw1-k2-0"]["idempotent"] is True

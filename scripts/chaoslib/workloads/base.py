@@ -44,6 +44,7 @@ class Context:
     say: Callable[[str], None]  # one line to the console
     partitions: int = 6
     replication: int = 3
+    kafka_bootstrap: str = ""  # the Kafka client proxies, when the nodes serve Kafka's protocol
 
     def rng(self, name: str) -> random.Random:
         """A random stream of its own for each part of a workload, from the run's seed."""
@@ -53,6 +54,7 @@ class Context:
 class Workload(ABC):
     name: ClassVar[str]
     partitions: ClassVar[int | None] = None  # per topic; None: the run's default (Context.partitions)
+    needs_kafka: ClassVar[bool] = False  # the nodes must serve Kafka's protocol (Context.kafka_bootstrap)
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
