@@ -529,11 +529,10 @@ class Server:
         challenge, expected = self.peer_auth.challenge(hello)
         await stream.send_all(encode_frame(0, challenge))
         answer = await next_envelope()
-        if (
-            answer is None
-            or not isinstance(answer.body, PeerProof)
-            or not self.peer_auth.verify(expected, answer.body.proof)
-        ):
+        if answer is None:  # (a link cut mid-handshake, as when a partition heals: not a wrong secret)
+            log.info("a peer connection claiming to be node %s closed during the handshake", hello.peer_node)
+            return AuthFailedError("the connection closed during the peer handshake")
+        if not isinstance(answer.body, PeerProof) or not self.peer_auth.verify(expected, answer.body.proof):
             log.warning("refused a peer connection claiming to be node %s: wrong peer secret", hello.peer_node)
             return AuthFailedError("wrong peer secret")
         return None
