@@ -3,6 +3,7 @@ latency percentiles and the results table."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -23,9 +24,14 @@ console = Console()
 
 
 @asynccontextmanager
-async def bench_cluster(nodes: int = 3, fsync: str = "always"):
+async def bench_cluster(nodes: int = 3, fsync: str = "always", secure: bool = False):
+    """Node processes for a bench; with `secure`, TLS only (mutual between nodes), and
+    this process's clients trust the cluster's CA (TIDEMQ_TLS_CA) while it runs."""
     with tempfile.TemporaryDirectory(prefix="tidemq-bench-") as tmp:
-        c = ProcessCluster(Path(tmp), nodes, fsync=fsync, tick_ms=int(__import__("os").environ.get("TICK", "50")))
+        c = ProcessCluster(Path(tmp), nodes, fsync=fsync, tick_ms=int(os.environ.get("TICK", "50")))
+        before = os.environ.get("TIDEMQ_TLS_CA")
+        if secure:
+            os.environ["TIDEMQ_TLS_CA"] = c.secure()
         try:
             for n in c.peers:
                 c.start(n)
@@ -34,6 +40,10 @@ async def bench_cluster(nodes: int = 3, fsync: str = "always"):
         finally:
             with trio.CancelScope(shield=True):
                 await c.aclose()
+            if secure:
+                os.environ.pop("TIDEMQ_TLS_CA", None)
+                if before is not None:
+                    os.environ["TIDEMQ_TLS_CA"] = before
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int, replication: int) -> None:

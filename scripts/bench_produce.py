@@ -1,11 +1,12 @@
 """Produce throughput and latency on a three-node cluster (replication 3, acks=all,
 idempotent, fsync=always by default).
 
-    scripts/bench produce [--messages 200000] [--size 100] [--partitions 6] [--bulk N]
+    scripts/bench produce [--messages 200000] [--size 100] [--partitions 6] [--bulk N] [--secure]
 
 One task submits every message (`Producer.submit`, backpressured by the producer's
 buffer; with `--bulk N`, `Producer.submit_many` N at a time); each message's latency is
-from its submission to its acknowledgement.
+from its submission to its acknowledgement. `--secure` runs again on a TLS cluster
+(scripts/certs.py's certificates, mutual TLS between nodes) and prints what TLS costs.
 """
 
 from __future__ import annotations
@@ -76,19 +77,30 @@ async def produce(
     return elapsed, [d.acked_at - t for t, ds in submitted for d in ds]  # type: ignore[operator]
 
 
-async def main(args) -> None:
-    async with bench_cluster(fsync=args.fsync) as c:
+async def run(args, secure: bool) -> float:
+    """One cluster, one run, its table; the messages per second."""
+    async with bench_cluster(fsync=args.fsync, secure=secure) as c:
         await create_topic(c.bootstrap, "bench", args.partitions, 3)
         with Progress(console=console, transient=True) as progress:
             elapsed, lat = await produce(c.bootstrap, "bench", args.messages, args.size, progress, bulk=args.bulk)
     report(
-        f"produce: 3 nodes, replication 3, acks=all, fsync={args.fsync}, {args.partitions} partitions"
-        + (f", submit_many x{args.bulk}" if args.bulk else ", submit"),
+        f"produce{' over TLS' if secure else ''}: 3 nodes, replication 3, acks=all, fsync={args.fsync}, "
+        f"{args.partitions} partitions" + (f", submit_many x{args.bulk}" if args.bulk else ", submit"),
         args.messages,
         args.size,
         elapsed,
         lat,
     )
+    return args.messages / elapsed
+
+
+async def main(args) -> None:
+    """With --secure: plain TCP, then TLS (mutual between nodes) on a second cluster,
+    and what TLS costs as the ratio of the two."""
+    plain = await run(args, secure=False)
+    if args.secure:
+        tls = await run(args, secure=True)
+        console.print(f"TLS: {tls:,.0f} msgs/s against {plain:,.0f} plain: {tls / plain:.2f}x")
 
 
 if __name__ == "__main__":
@@ -98,4 +110,5 @@ if __name__ == "__main__":
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--fsync", choices=["always", "interval", "never"], default="always")
     p.add_argument("--bulk", type=int, default=0, help="submit_many N messages at a time (0: submit one by one)")
+    p.add_argument("--secure", action="store_true", help="also over TLS, on a second cluster, and the ratio")
     trio.run(main, p.parse_args())
