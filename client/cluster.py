@@ -95,7 +95,10 @@ class ClusterClient:
         as client/tls.py says, or a ready `ssl_context`. `username` and `password` (by
         default $TIDEMQ_USER and $TIDEMQ_PASSWORD): log in as a user (SCRAM-SHA-256)."""
         self.bootstrap = bootstrap_list(bootstrap)
-        self.ssl_context = ssl_context if ssl_context is not None else tls_context(tls, tls_ca, tls_cert, tls_key)
+        # A node's own client takes the node's TLS settings only, never a client's environment.
+        self.ssl_context = (
+            ssl_context if ssl_context is not None or peer is not None else tls_context(tls, tls_ca, tls_cert, tls_key)
+        )
         self.peer = peer
         self.node_addrs = dict(node_addrs or {})
         self.token = token if token is not None else (os.environ.get("TIDEMQ_TOKEN") or None)
