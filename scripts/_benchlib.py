@@ -46,6 +46,23 @@ async def bench_cluster(nodes: int = 3, fsync: str = "always", secure: bool = Fa
                     os.environ["TIDEMQ_TLS_CA"] = before
 
 
+TABLE_WIDTH = 200  # columns of a bench's table when the output is not a terminal
+
+
+def publish(table, text: str, json_path: str | None, markdown_path: str | None, markdown_text) -> None:
+    """A bench's results: its table (full width when piped into a file, a closing note
+    or a log, rather than 80 columns), its JSON on stdout and in `json_path`, and its
+    Markdown (`markdown_text()`, made only if asked for) in `markdown_path`."""
+    out = console if console.is_terminal else Console(width=TABLE_WIDTH)
+    out.print(table)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+    if json_path:
+        Path(json_path).write_text(text + "\n")
+    if markdown_path:
+        Path(markdown_path).write_text(markdown_text())
+
+
 async def create_topic(bootstrap: str, name: str, partitions: int, replication: int) -> None:
     async with Admin(bootstrap) as admin:
         await admin.create_topic(name, partitions, replication)

@@ -44,13 +44,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import trio
-from _benchlib import ROOT, bench_cluster, console, create_topic, percentile
+from _benchlib import ROOT, bench_cluster, console, create_topic, percentile, publish
 from bench_consume import SETTLE_S, consume
 from bench_delay import lateness, summary, wait_for_ladder
 from bench_e2e import end_to_end
 from bench_produce import produce
 from bench_send import send_loop
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -63,7 +62,6 @@ PEER_PORTS = (*range(4222, 4225), *range(6222, 6225), *range(8222, 8225), *range
 PEER_PORTS += tuple(range(25672, 25675))
 PUBLISH_BULK = 1000  # messages per submit_many call in the publish row
 STOP_GRACE_S = 60.0  # for the harness's trap to stop its brokers after SIGTERM
-TABLE_WIDTH = 200  # columns of the table when the output is not a terminal
 
 # Targets (issue 19): ratios against the like-for-like peer, and latency bounds.
 ONE_IN_FLIGHT_P99_MS = 3.0
@@ -692,19 +690,11 @@ async def main(args) -> int:
         else:
             peers, note = await run_peers(args, progress, phase)
     rows = build_rows(ours, peers)
-    # Piped into a file (a closing note, a log) the table keeps its width, not 80 columns.
-    out = console if console.is_terminal else Console(width=TABLE_WIDTH)
-    out.print(table(rows, note))
     lines = [r.json() for r in rows] + [summary_line(rows, settings, note, started)]
     if peers is not None:
         lines += [{"peer": asdict(f)} for f in peers.figures]
     text = "\n".join(json.dumps(line) for line in lines)
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(markdown(lines))
+    publish(table(rows, note), text, args.json, args.markdown, lambda: markdown(lines))
     return 0
 
 

@@ -43,15 +43,14 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import trio
-from _benchlib import console, create_topic, percentile
-from bench_compare import TABLE_WIDTH, machine
+from _benchlib import console, create_topic, percentile, publish
+from bench_compare import machine
 from bench_consume import SETTLE_S
 from bench_produce import submit_all
 from bench_send import send_loop
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Consumer as RdConsumer
 from confluent_kafka import Producer as RdProducer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -648,17 +647,8 @@ async def main(args: argparse.Namespace) -> int:
     with progress_display() as (progress, phase):
         figures = await measure(args, progress, phase)
     run = Run(figures, settings, {**started, "loadavg_end": [round(x, 2) for x in os.getloadavg()]})
-    # Piped into a file (a closing note, a log) the table keeps its width, not 80 columns.
-    out = console if console.is_terminal else Console(width=TABLE_WIDTH)
-    out.print(results_table(run))
     line = json_line(run)
-    text = json.dumps(line)
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(markdown(line))
+    publish(results_table(run), json.dumps(line), args.json, args.markdown, lambda: markdown(line))
     return 0
 
 

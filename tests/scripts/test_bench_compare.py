@@ -9,6 +9,7 @@ from pathlib import Path
 
 import bench_compare as bc
 import pytest
+from _benchlib import TABLE_WIDTH
 from rich.console import Console
 
 # What the shared harness printed on this kind of machine (N=20000, SIZE=256, SYNC_N=2000),
@@ -100,7 +101,7 @@ def test_without_peers_only_our_own_targets_are_judged():
 
 def test_table_and_json_lines():
     rows = bc.build_rows(OURS, bc.parse_harness(HARNESS_OUTPUT.splitlines()))
-    console = Console(record=True, width=bc.TABLE_WIDTH)
+    console = Console(record=True, width=TABLE_WIDTH)
     console.print(bc.table(rows, "peers: from a test"))
     text = console.export_text()
     assert "1.33x" in text and "0.50x" in text and "FAIL" in text and "pass" in text
