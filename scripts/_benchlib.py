@@ -3,15 +3,18 @@ latency percentiles and the results table."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import statistics
 import sys
 import tempfile
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import trio
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +47,26 @@ async def bench_cluster(nodes: int = 3, fsync: str = "always", secure: bool = Fa
                 os.environ.pop("TIDEMQ_TLS_CA", None)
                 if before is not None:
                     os.environ["TIDEMQ_TLS_CA"] = before
+
+
+@contextmanager
+def progress_display() -> Iterator[tuple[Progress, Callable[[str], None]]]:
+    """A bench's progress: bars that vanish when done, and a timestamped line per phase."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        overall = progress.add_task("TideMQ", total=None)
+
+        def phase(what: str) -> None:
+            progress.update(overall, description=f"[bold]{what}[/]")
+            progress.console.print(f"[dim]{datetime.datetime.now():%H:%M:%S} {what}[/]")
+
+        yield progress, phase
 
 
 TABLE_WIDTH = 200  # columns of a bench's table when the output is not a terminal

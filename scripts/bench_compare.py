@@ -44,13 +44,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import trio
-from _benchlib import ROOT, bench_cluster, console, create_topic, percentile, publish
+from _benchlib import ROOT, bench_cluster, console, create_topic, percentile, progress_display, publish
 from bench_consume import SETTLE_S, consume
 from bench_delay import lateness, summary, wait_for_ladder
 from bench_e2e import end_to_end
 from bench_produce import produce
 from bench_send import send_loop
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 DEFAULT_PEERS_SRC = Path(os.environ.get("TIDEMQ_PEERS_SRC", ROOT.parent / "shared" / "peers"))
@@ -670,20 +670,7 @@ async def main(args) -> int:
         "fsync": args.fsync,
         "e2e_rate": args.e2e_rate,
     }
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        overall = progress.add_task("TideMQ", total=None)
-
-        def phase(what: str) -> None:
-            progress.update(overall, description=f"[bold]{what}[/]")
-            progress.console.print(f"[dim]{datetime.datetime.now():%H:%M:%S} {what}[/]")
-
+    with progress_display() as (progress, phase):
         ours = await measure_ours(args, progress, phase)
         if args.no_peers:
             peers, note = None, "peers not run (--no-peers)"

@@ -29,21 +29,20 @@ calls) and kills the nodes before the run ends.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import trio
-from _benchlib import console, create_topic, percentile, publish
+from _benchlib import console, create_topic, percentile, progress_display, publish
 from bench_compare import machine
 from bench_consume import SETTLE_S
 from bench_produce import submit_all
@@ -51,7 +50,7 @@ from bench_send import send_loop
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Consumer as RdConsumer
 from confluent_kafka import Producer as RdProducer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from client import Consumer, Producer
@@ -603,26 +602,6 @@ def json_line(run: Run) -> dict:
         "results": [f.json() for f in run.figures],
         "ratios": ratios(run.figures),
     }
-
-
-@contextmanager
-def progress_display() -> Iterator[tuple[Progress, Callable[[str], None]]]:
-    """bench_compare's progress: bars that vanish, a timestamped line per phase."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        overall = progress.add_task("TideMQ", total=None)
-
-        def phase(what: str) -> None:
-            progress.update(overall, description=f"[bold]{what}[/]")
-            progress.console.print(f"[dim]{datetime.datetime.now():%H:%M:%S} {what}[/]")
-
-        yield progress, phase
 
 
 async def main(args: argparse.Namespace) -> int:
