@@ -64,7 +64,7 @@ from client.scram import ScramError, ScramServer, UserCredential
 from node.peerauth import PeerCredential
 from node.peerprotocol import NODE_VERSIONS, PEER_ONLY, NodeEnvelope, PeerMessages, decode_node_payload
 from node.sendfile import Spliced, SplicedFrame, sendfile_all
-from node.tls import accept, node_id_of
+from node.tls import accept, common_name_of, node_id_of
 
 ANONYMOUS = "User:ANONYMOUS"  # a client of a cluster without token or users
 TOKEN_USER = "User:token"  # the holder of the cluster token (deprecated: make users)
@@ -146,6 +146,17 @@ async def secured(stream: trio.SocketStream, ctx: ssl.SSLContext | None, addr: s
         if metrics:
             metrics.auth_failures.inc()
         return None
+
+
+def certificate_user(stream: trio.abc.Stream) -> str | None:
+    """The user a client certificate stands for (its common name), where the client
+    presented one the cluster's CA signed; None otherwise, and for a node's certificate."""
+    if not isinstance(stream, trio.SSLStream):
+        return None
+    cert = stream.getpeercert()
+    if not cert or node_id_of(cert) is not None:
+        return None
+    return common_name_of(cert)
 
 
 def remote_addr(stream: trio.abc.Stream) -> str:
@@ -463,6 +474,8 @@ class Server:
             return f"Node:{hello.peer_node}", None
         if hello.user is not None:
             return await self._log_in(hello, stream, next_envelope, addr)
+        if (named := certificate_user(stream)) is not None:
+            return f"User:{named}", None  # a client certificate the cluster's CA signed
         if self.token is not None:
             return TOKEN_USER, None  # the deprecated single user (the token was checked)
         return ANONYMOUS, None
@@ -503,6 +516,8 @@ class Server:
                 return None  # logs in next (`_log_in`)
             if self.token is not None and hmac.compare_digest((hello.token or "").encode(), self.token.encode()):
                 return None
+            if certificate_user(stream) is not None:
+                return None  # mutual TLS: the certificate's name is the user
             if self.require_users:
                 return AuthFailedError(
                     "this cluster admits users only: pass username= and password= "

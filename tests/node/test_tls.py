@@ -16,6 +16,7 @@ from client import Admin, Consumer, Producer
 from client.connection import open_connection
 from client.errors import AuthFailedError, ConnectionClosedError, CoordinatorNotAvailableError, TideMQError
 from client.protocol import Metadata
+from client.tls import tls_context
 from node.tls import node_id_of
 from scripts.certs import Authority
 from tests.cluster import process_cluster
@@ -138,3 +139,22 @@ async def test_a_node_with_another_nodes_certificate_is_kept_out(tmp_path):
             assert "t" not in {t.name for t in answer.topics}  # it never heard of the topic
         except CoordinatorNotAvailableError:
             pass  # cut off: it has not even caught up on the cluster's metadata
+
+
+async def test_a_client_certificate_stands_for_its_user(tmp_path):
+    # A cluster for users only: a certificate the cluster's CA signed for "alice" logs
+    # her in (its common name), no password needed; without one, users only.
+    async with process_cluster(tmp_path, 1, secure=True, token="harness", settings={"require_users": True}) as c:
+        await c.wait_ready()
+        alice = Authority(tmp_path / "tls").client("alice")
+        async with Admin(c.bootstrap, tls_ca=c.tls_ca, tls_cert=str(alice.cert), tls_key=str(alice.key)) as admin:
+            await admin.create_topic("mtls", 1, 1)
+        with pytest.raises(AuthFailedError, match="admits users only"):
+            async with open_connection(c.peers[1], ssl_context=tls_context(tls_ca=c.tls_ca)):
+                pass
+        # A certificate from another CA does not even get through the handshake.
+        stranger = Authority(tmp_path / "other-ca").client("alice")
+        foreign = tls_context(tls_ca=c.tls_ca, tls_cert=str(stranger.cert), tls_key=str(stranger.key))
+        with pytest.raises((AuthFailedError, ConnectionClosedError)):
+            async with open_connection(c.peers[1], ssl_context=foreign, connect_timeout=5):
+                pass
