@@ -198,7 +198,13 @@ async def wait_ready(spec: dict, timeout: float) -> None:
             if up == len(states) and ctrl:
                 return
             if trio.current_time() > deadline:
-                raise SystemExit(f"cluster not ready after {timeout}s; see the node.log files under {spec['dir']}")
+                nodes = "; ".join(
+                    f"node {n}: " + (f"answering (controller {c})" if ok else f"not answering ({why})")
+                    for n, (ok, c, why) in zip(spec["peers"], states, strict=True)
+                )
+                raise SystemExit(
+                    f"cluster not ready after {timeout}s ({nodes}); see the node.log files under {spec['dir']}"
+                )
             await trio.sleep(0.2)
 
 

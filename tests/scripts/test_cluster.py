@@ -40,11 +40,19 @@ def cluster(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def node_logs(run_dir: Path, lines: int = 40) -> str:
+    """The end of each node's log, for a failure's message."""
+    return "".join(
+        f"\n--- {log.relative_to(run_dir)} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        for log in sorted(run_dir.glob("n*/node.log"))
+    )
+
+
 def test_a_secure_cluster_and_its_client_env(tmp_path):
     run_dir = tmp_path / "secure"
     up = cluster("--dir", str(run_dir), "up", "--secure", "--port", str(free_base(3)), "--kafka-port", "0")
     try:
-        assert up.returncode == 0, up.stderr + up.stdout
+        assert up.returncode == 0, up.stderr + up.stdout + node_logs(run_dir)
         env_file = Path(re.search(r"client settings: (\S+)", up.stdout)[1])
         assert env_file == run_dir / "client.env" and oct(env_file.stat().st_mode)[-3:] == "600"
         exported = dict(
