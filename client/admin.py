@@ -14,17 +14,23 @@ from typing import NamedTuple
 
 import anyio
 
+from client.acls import check_binding
 from client.cluster import ClusterClient
 from client.conventions import HALF_TOPIC, TXN_TOPIC
-from client.errors import CoordinatorNotAvailableError, InvalidRequestError, TideMQError
+from client.errors import CoordinatorNotAvailableError, TideMQError
 from client.protocol import (
+    AclBinding,
+    AclFilter,
     AlterTopicConfigs,
+    CreateAcls,
     CreateTopic,
+    DeleteAcls,
     DeleteGroup,
     DeleteOffsets,
     DeleteRecords,
     DeleteTopic,
     DeleteUser,
+    DescribeAcls,
     DescribeTransaction,
     HalfInfo,
     ListHalves,
@@ -164,15 +170,16 @@ class Admin:
         await self._put_user(name, password, iterations, create_only=True)
 
     async def change_password(self, name: str, password: str, *, iterations: int = DEFAULT_ITERATIONS) -> None:
-        if name not in await self.list_users():
-            raise InvalidRequestError(f"there is no user {name!r} (tidemq user add {name})")
-        await self._put_user(name, password, iterations, create_only=False)
+        """Any user may change their own; others' need ALTER on the cluster."""
+        await self._put_user(name, password, iterations, create_only=False, must_exist=True)
 
-    async def _put_user(self, name: str, password: str, iterations: int, *, create_only: bool) -> None:
+    async def _put_user(
+        self, name: str, password: str, iterations: int, *, create_only: bool, must_exist: bool = False
+    ) -> None:
         if not password:
             raise ValueError("a user needs a password")
         c = credential(password, iterations)
-        body = PutUser(name, c.salt, c.iterations, c.stored_key, c.server_key, create_only)
+        body = PutUser(name, c.salt, c.iterations, c.stored_key, c.server_key, create_only, must_exist)
         with anyio.fail_after(self.request_timeout):
             await self.cluster.controller_request(body)
 
@@ -183,6 +190,25 @@ class Admin:
     async def list_users(self) -> list[str]:
         with anyio.fail_after(self.request_timeout):
             return [name for name, _ in (await self.cluster.controller_request(ListUsers())).users]
+
+    # -- ACLs --------------------------------------------------------------------------------
+
+    async def create_acls(self, acls: list[AclBinding]) -> None:
+        """Add bindings (client/acls.py has the words; those already there stay once)."""
+        for b in acls:
+            check_binding(b)
+        with anyio.fail_after(self.request_timeout):
+            await self.cluster.controller_request(CreateAcls(list(acls)))
+
+    async def describe_acls(self, filter: AclFilter | None = None) -> list[AclBinding]:
+        """The bindings a filter picks (all of them without one)."""
+        with anyio.fail_after(self.request_timeout):
+            return (await self.cluster.controller_request(DescribeAcls(filter or AclFilter()))).acls
+
+    async def delete_acls(self, filters: list[AclFilter]) -> list[AclBinding]:
+        """Remove every binding any filter picks; returns those removed."""
+        with anyio.fail_after(self.request_timeout):
+            return (await self.cluster.controller_request(DeleteAcls(list(filters)))).acls
 
     # -- groups ------------------------------------------------------------------------------
 

@@ -38,9 +38,11 @@ from functools import partial
 from typing import IO, Any
 
 import anyio
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from client import acls
 from client.admin import Admin
 from client.cluster import ClusterClient
 from client.consumer import Consumer, Message, split_instance_group
@@ -58,6 +60,8 @@ from client.errors import (
 from client.group import describe_group
 from client.producer import Delivery, Producer
 from client.protocol import (
+    AclBinding,
+    AclFilter,
     DescribeGroupResponse,
     HalfInfo,
     ListGroups,
@@ -790,6 +794,78 @@ async def user_list(env: Env, args: argparse.Namespace) -> None:
     env.out.print(table)
 
 
+# -- acl ------------------------------------------------------------------------------------------
+
+
+def _acl_resource(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(resource type, name) from --topic/--group/--transactional-id/--cluster."""
+    if args.cluster:
+        return acls.CLUSTER, acls.CLUSTER_NAME
+    for rtype, name in ((acls.TOPIC, args.topic), (acls.GROUP, args.group), (acls.TRANSACTIONAL_ID, args.txn_id)):
+        if name is not None:
+            return rtype, name
+    return None
+
+
+def _acl_filters(args: argparse.Namespace, *, exact: bool) -> list[AclFilter]:
+    """One filter per --operation (or one for every operation); `exact` (add) wants
+    a principal, an operation and a resource."""
+    resource = _acl_resource(args)
+    if exact and (resource is None or not args.principal or not args.operation):
+        raise CliError(
+            "give --principal User:NAME, --operation OP and one of --topic, --group, --transactional-id, --cluster"
+        )
+    rtype, name = resource or (None, None)
+    return [
+        AclFilter(
+            args.principal,
+            rtype,
+            name,
+            op,
+            acls.PREFIXED if args.prefix else acls.LITERAL if resource else None,
+            acls.DENY if args.deny else acls.ALLOW if exact else None,
+        )
+        for op in args.operation or [None]
+    ]
+
+
+async def acl_add(env: Env, args: argparse.Namespace) -> None:
+    bindings = [AclBinding(**msgspec.structs.asdict(f)) for f in _acl_filters(args, exact=True)]
+    async with _admin(env) as admin:
+        await admin.create_acls(bindings)
+    for b in bindings:
+        env.out.print(f"added: {acls.describe(b)}")
+
+
+async def acl_remove(env: Env, args: argparse.Namespace) -> None:
+    if _acl_resource(args) is None and not args.principal:
+        raise CliError("say what to remove: --principal and/or a resource (--topic, --group, ...)")
+    async with _admin(env) as admin:
+        gone = await admin.delete_acls(_acl_filters(args, exact=False))
+    if not gone:
+        env.out.print("no binding matched; nothing removed (tidemq acl list shows them)")
+    for b in gone:
+        env.out.print(f"removed: {acls.describe(b)}")
+
+
+async def acl_list(env: Env, args: argparse.Namespace) -> None:
+    (wanted,) = _acl_filters(argparse.Namespace(**{**vars(args), "operation": None}), exact=False)
+    if not args.prefix and not args.deny:
+        wanted.pattern = None  # a listing shows literal and prefixed, allow and deny
+    async with _admin(env) as admin:
+        found = await admin.describe_acls(wanted)
+    if args.format == "json":
+        env.stdout.write(json.dumps([msgspec.structs.asdict(b) for b in found]) + "\n")
+        return
+    if not found:
+        env.out.print("no ACLs (tidemq acl add grants access)")
+        return
+    table = Table("principal", "permission", "operation", "resource", "name", "pattern")
+    for b in sorted(found, key=lambda b: (b.principal, b.resource_type, b.name, b.operation)):
+        table.add_row(b.principal, b.permission, b.operation, b.resource_type, b.name, b.pattern)
+    env.out.print(table)
+
+
 # -- txn ------------------------------------------------------------------------------------------
 
 OPEN_STATES = ("ongoing", "prepare_commit", "prepare_abort")
@@ -1156,6 +1232,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(user, "delete", user_delete, "delete a user: it can no longer log in")
     p.add_argument("name")
     leaf(user, "list", user_list, "list the users")
+
+    acl = commands.add_parser("acl", help="who may do what (with --require-users)").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    for name, run, text in (
+        ("add", acl_add, "allow (or --deny) a principal an operation on a resource"),
+        ("remove", acl_remove, "remove the bindings these options pick (every operation without --operation)"),
+        ("list", acl_list, "list the bindings, all or those of a principal or resource"),
+    ):
+        p = leaf(acl, name, run, text)
+        p.add_argument("--principal", metavar="User:NAME", help="who: User:NAME, or User:* for every user")
+        if name != "list":
+            p.add_argument(
+                "--operation",
+                action="append",
+                choices=acls.OPERATIONS,
+                metavar="OP",
+                help=f"repeatable: {', '.join(acls.OPERATIONS)}",
+            )
+        which = p.add_mutually_exclusive_group()
+        which.add_argument("--topic", metavar="NAME")
+        which.add_argument("--group", metavar="NAME")
+        which.add_argument("--transactional-id", dest="txn_id", metavar="NAME")
+        which.add_argument("--cluster", action="store_true", help="the cluster itself (create topics, users, ACLs)")
+        p.add_argument("--prefix", action="store_true", help="NAME is a prefix: every resource whose name starts so")
+        p.add_argument("--deny", action="store_true", help="a deny binding (deny wins over any allow)")
+        if name == "list":
+            p.add_argument("--format", choices=["table", "json"], default="table", help="json: one array on stdout")
 
     txn = commands.add_parser("txn", help="transactions (transactional producers)").add_subparsers(
         dest="action", required=True, metavar="ACTION"

@@ -38,12 +38,14 @@ from sortedcontainers import SortedSet
 from client import processor
 from client.cluster import ClusterClient
 from client.errors import (
+    AuthorizationFailedError,
     CorruptBatchError,
     InvalidConfigError,
     OffsetOutOfRangeError,
     TideMQError,
     UnknownTopicError,
     UnstableOffsetCommitError,
+    error_for,
 )
 from client.group import GroupMember
 from client.processor import Held
@@ -328,6 +330,9 @@ class Consumer:
                     return
                 res = resp.results[0]
                 if res.error:
+                    if res.error == AuthorizationFailedError.code:  # the consumer hears it; others go on
+                        await self._send.send((state, [error_for(res.error, res.error_message)]))
+                        return
                     if res.error == OffsetOutOfRangeError.code:
                         state.position = await self._reset_offset(tp)
                         log.warning(

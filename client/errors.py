@@ -52,6 +52,7 @@ class ErrorCode(enum.IntEnum):
     GROUP_NOT_FOUND = 33
     GROUP_NOT_EMPTY = 34
     GROUP_SUBSCRIBED = 35
+    AUTHORIZATION_FAILED = 36
 
 
 class TideMQError(Exception):
@@ -327,6 +328,13 @@ class GroupSubscribedError(TideMQError):
     """The group's members read that topic: its offsets stay while they do."""
 
     code = ErrorCode.GROUP_SUBSCRIBED
+
+
+class AuthorizationFailedError(TideMQError):
+    """No ACL lets this principal do that operation on that resource (or one denies it);
+    `details` name the principal, operation, resource type and resource."""
+
+    code = ErrorCode.AUTHORIZATION_FAILED
 
 
 _BY_CODE: dict[int, type[TideMQError]] = {

@@ -202,6 +202,9 @@ class PutUser(Request["Ok"]):
     stored_key: bytes
     server_key: bytes
     create_only: bool = False
+    must_exist: bool = False  # change a password only: refused if there is no such user
+
+    added = {"must_exist": 2}
 
 
 class DeleteUser(Request["Ok"]):
@@ -214,6 +217,48 @@ class ListUsers(Request["ListUsersResponse"]):
 
 class ListUsersResponse(WireMessage):
     users: list[tuple[str, int]]  # (name, SCRAM iterations)
+
+
+class AclBinding(WireMessage):
+    """One access rule (client/acls.py has the words): `principal` may (or, `deny`, may
+    not) do `operation` on the resource of `resource_type` named `name`, literally or
+    every name starting with it (`pattern` prefixed)."""
+
+    principal: str  # User:NAME, or User:* for every user
+    resource_type: str  # topic | group | transactional-id | cluster
+    name: str
+    operation: str
+    pattern: str = "literal"
+    permission: str = "allow"
+
+
+class AclFilter(WireMessage):
+    """Picks bindings: each field set must be equal; None matches anything."""
+
+    principal: str | None = None
+    resource_type: str | None = None
+    name: str | None = None
+    operation: str | None = None
+    pattern: str | None = None
+    permission: str | None = None
+
+
+class CreateAcls(Request["Ok"]):
+    acls: list[AclBinding]
+
+
+class DescribeAcls(Request["AclsResponse"]):
+    filter: AclFilter = msgspec.field(default_factory=AclFilter)
+
+
+class DeleteAcls(Request["AclsResponse"]):
+    """Remove every binding a filter picks; the answer lists what was removed."""
+
+    filters: list[AclFilter]
+
+
+class AclsResponse(WireMessage):
+    acls: list[AclBinding]
 
 
 class AlterTopicConfigs(Request["Ok"]):
@@ -590,6 +635,12 @@ Body = (
     | DeleteUser
     | ListUsers
     | ListUsersResponse
+    | AclBinding
+    | AclFilter
+    | CreateAcls
+    | DescribeAcls
+    | DeleteAcls
+    | AclsResponse
     | InitProducerId
     | ProducerIdResponse
     | Produce
@@ -643,9 +694,12 @@ CLIENT_VERSIONS: dict[str, tuple[int, int]] = {
     "CreateTopic": (1, 1),
     "DeleteTopic": (1, 1),
     "AlterTopicConfigs": (1, 1),
-    "PutUser": (1, 1),
+    "PutUser": (1, 2),
     "DeleteUser": (1, 1),
     "ListUsers": (1, 1),
+    "CreateAcls": (1, 1),
+    "DescribeAcls": (1, 1),
+    "DeleteAcls": (1, 1),
     "InitProducerId": (1, 1),
     "Produce": (1, 1),
     "Fetch": (1, 1),

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from client.acls import check_binding, selects
 from client.conventions import HALF_TOPIC, TIER_PREFIX
 from client.errors import (
     InvalidConfigError,
@@ -25,11 +26,15 @@ from client.protocol import (
     EARLIEST,
     LATEST,
     READ_COMMITTED,
+    AclsResponse,
     AlterTopicConfigs,
+    CreateAcls,
     CreateTopic,
+    DeleteAcls,
     DeleteRecords,
     DeleteTopic,
     DeleteUser,
+    DescribeAcls,
     Fetch,
     FetchResponse,
     FetchResult,
@@ -49,14 +54,18 @@ from client.protocol import (
     TopicInfo,
 )
 from client.scram import MAX_ITERATIONS, MIN_ITERATIONS, UserCredential
+from node.access import Access
+from node.acl import Caller
 from node.context import check_name
 from node.metadata import (
     TOPIC_CONFIGS,
+    AddAclsCmd,
     AlterTopicConfigsCmd,
     CreateTopicCmd,
     DeleteTopicCmd,
     DeleteUserCmd,
     PutUserCmd,
+    RemoveAclsCmd,
     assign_replicas,
     validate_configs,
     validate_topic,
@@ -71,6 +80,8 @@ if TYPE_CHECKING:
 MAX_WAIT_MS = 30_000
 MAX_FETCH_BYTES = 16 * 1024 * 1024  # one fetch answer at most (a single larger batch still goes whole)
 MAX_FETCH_PARTITIONS = 1000
+MAX_ACLS = 100_000  # in the cluster (each one is in every node's memory and snapshot)
+MAX_ACLS_PER_REQUEST = 1000
 
 
 class Api:
@@ -83,6 +94,7 @@ class Api:
         """`services`: the coordinators' handlers; `init_transactional_producer`: the
         transaction coordinator's answer to an InitProducerId with a transactional id."""
         self.node = node
+        self.access = Access(node.authorizer)
         self._init_transactional = init_transactional_producer
         self._handlers: Handlers = {
             Metadata: self.metadata,
@@ -92,6 +104,9 @@ class Api:
             PutUser: self.put_user,
             DeleteUser: self.delete_user,
             ListUsers: self.list_users,
+            CreateAcls: self.create_acls,
+            DescribeAcls: self.describe_acls,
+            DeleteAcls: self.delete_acls,
             InitProducerId: self.init_producer_id,
             Fetch: self.fetch,
             ListOffsets: self.list_offsets,
@@ -99,13 +114,23 @@ class Api:
         }
         self._handlers.update(services)
 
-    def dispatch(self, body: object, client) -> Awaitable[object | None]:
+    def dispatch(self, body: object, client: Caller | None) -> Awaitable[object | None]:
+        """Serve a request of `client` (None: this node's own, on behalf of a caller
+        already checked), within what the ACLs let it do (node/access.py)."""
         if self.node.shutting_down:
             raise ShuttingDownError(f"node {self.node.id} is shutting down; use another node")
+        if client is None or self.node.authorizer.is_super(client.principal):
+            return self._serve(body, client, None)
+        self.access.check(body, client)
+        return self.access.filtered(body, client, self._serve(body, client, self.access.may_read(client)))
+
+    def _serve(
+        self, body: object, client: Caller | None, may_read: Callable[[str], None] | None
+    ) -> Awaitable[object | None]:
         if isinstance(body, Produce):
             return self.produce(body)
         if isinstance(body, Fetch):
-            return self.fetch(body, zero_copy=getattr(client, "zero_copy", False))
+            return self.fetch(body, zero_copy=getattr(client, "zero_copy", False), may_read=may_read)
         if isinstance(body, WriteTxnMarker):
             return self.write_txn_marker(body)
         handler = self._handlers.get(type(body))
@@ -192,7 +217,7 @@ class Api:
         if not 8 <= len(req.salt) <= 64 or len(req.stored_key) != 32 or len(req.server_key) != 32:
             raise InvalidRequestError("a SCRAM-SHA-256 credential has an 8-64 byte salt and 32-byte keys")
         cred = UserCredential(req.salt, req.iterations, req.stored_key, req.server_key)
-        await self.node.run_command(PutUserCmd(req.name, cred, req.create_only))
+        await self.node.run_command(PutUserCmd(req.name, cred, req.create_only, req.must_exist))
         return Ok()
 
     async def delete_user(self, req: DeleteUser) -> Ok:
@@ -203,6 +228,33 @@ class Api:
     async def list_users(self, req: ListUsers) -> ListUsersResponse:
         self.node.controller_leader_check()
         return ListUsersResponse([(name, c.iterations) for name, c in sorted(self.node.state.users.items())])
+
+    # -- ACLs -----------------------------------------------------------------------------
+
+    async def create_acls(self, req: CreateAcls) -> Ok:
+        self.node.controller_leader_check()
+        if not 0 < len(req.acls) <= MAX_ACLS_PER_REQUEST:
+            raise InvalidRequestError(f"a request adds 1..{MAX_ACLS_PER_REQUEST} bindings, not {len(req.acls)}")
+        for b in req.acls:
+            check_binding(b)
+        if len(self.node.state.acls) + len(req.acls) > MAX_ACLS:
+            raise InvalidRequestError(f"the cluster holds at most {MAX_ACLS} bindings; remove some first")
+        await self.node.run_command(AddAclsCmd(list(req.acls)))
+        return Ok()
+
+    async def describe_acls(self, req: DescribeAcls) -> AclsResponse:
+        self.node.controller_leader_check()
+        return AclsResponse([b for b in self.node.state.acls if selects(req.filter, b)])
+
+    async def delete_acls(self, req: DeleteAcls) -> AclsResponse:
+        """The filters are resolved here, into the exact bindings the command removes."""
+        self.node.controller_leader_check()
+        if not 0 < len(req.filters) <= MAX_ACLS_PER_REQUEST:
+            raise InvalidRequestError(f"a request has 1..{MAX_ACLS_PER_REQUEST} filters, not {len(req.filters)}")
+        gone = [b for b in self.node.state.acls if any(selects(f, b) for f in req.filters)]
+        if gone:
+            await self.node.run_command(RemoveAclsCmd(gone))
+        return AclsResponse(gone)
 
     def init_producer_id(self, req: InitProducerId) -> Awaitable[ProducerIdResponse]:
         """A transactional id goes to its transaction coordinator (which keeps its
@@ -237,12 +289,16 @@ class Api:
 
     # -- consuming ------------------------------------------------------------------------------
 
-    def _read(self, req: Fetch, slice_from: int | None) -> tuple[list[FetchResult], int]:
+    def _read(
+        self, req: Fetch, slice_from: int | None, may_read: Callable[[str], None] | None
+    ) -> tuple[list[FetchResult], int]:
         results, total = [], 0
         budget = min(req.max_bytes, MAX_FETCH_BYTES)
         for fp in req.partitions:
             res = FetchResult(fp.topic, fp.partition)
             try:
+                if may_read is not None:
+                    may_read(fp.topic)
                 part = self.node.local_partition(fp.topic, fp.partition)
                 if not part.is_leader:
                     raise part.not_leader()
@@ -267,7 +323,9 @@ class Api:
             results.append(res)
         return results, total
 
-    async def fetch(self, req: Fetch, *, zero_copy: bool = False) -> FetchResponse | Spliced:
+    async def fetch(
+        self, req: Fetch, *, zero_copy: bool = False, may_read: Callable[[str], None] | None = None
+    ) -> FetchResponse | Spliced:
         """Long poll: answer as soon as min_bytes are there, an error occurs, or
         max_wait_ms passes. With `zero_copy` (the connection is a plain TCP socket),
         large reads stay in their segment files and the answer is a `Spliced` body whose
@@ -277,7 +335,7 @@ class Api:
         slice_from = SENDFILE_MIN_BYTES if zero_copy else None
         deadline = trio.current_time() + min(max(req.max_wait_ms, 0), MAX_WAIT_MS) / 1000
         while True:
-            results, total = self._read(req, slice_from)
+            results, total = self._read(req, slice_from, may_read)
             if total >= req.min_bytes or any(r.error for r in results) or trio.current_time() >= deadline:
                 break
             _close_regions(results)  # read again once more is there

@@ -44,6 +44,7 @@ from client.errors import (
 )
 from client.partitioner import partition_for_key
 from client.protocol import CoordinatorResponse
+from node.acl import Authorizer
 from node.api import Api
 from node.config import NodeConfig, parse_addr
 from node.coordinator import GroupCoordinator
@@ -175,6 +176,12 @@ class Broker:
         self.transactions = TransactionCoordinator(self)
         self.halves = HalfCoordinator(self)
         self.runtime = CoordinatorRuntime(self, [self.coordinator, self.transactions, self.halves, self.delay])
+        self.authorizer = Authorizer(
+            lambda: self.state.acls,
+            enabled=config.require_users,
+            super_users=frozenset(config.super_users),
+            on_refusal=lambda op, rtype: self.metrics.authorization_failures.labels(op, rtype).inc(),
+        )
         self.api = Api(self, self.runtime.handlers(), self.transactions.init_producer_id)
         limits = ConnectionLimits(config.max_connections, config.max_queued_bytes_per_connection, config.idle_timeout_s)
         self.server = Server(

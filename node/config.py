@@ -48,6 +48,15 @@ def _tiers(spec: str) -> list[int]:
     return tiers
 
 
+def _principals(spec: str | list[str]) -> tuple[str, ...]:
+    names = spec.split(",") if isinstance(spec, str) else spec
+    out = tuple(n.strip() for n in names if n.strip())
+    bad = [n for n in out if not n.startswith("User:") or n == "User:"]
+    if bad:
+        raise argparse.ArgumentTypeError(f"--super-users wants principals like User:admin, not {bad[0]!r}")
+    return out
+
+
 @dataclass
 class NodeConfig:
     node_id: int
@@ -65,6 +74,7 @@ class NodeConfig:
     tls_key: str | None = None
     tls_ca: str | None = None
     require_users: bool = False  # clients must log in as a user (SCRAM); the token still admits, deprecated
+    super_users: tuple[str, ...] = ()  # principals (User:NAME) the ACLs do not bind (node/acl.py)
     token: str | None = None
     metrics: str | None = None  # HOST:PORT of the Prometheus endpoint, or None
     fsync: str = "always"  # always | interval | never (see docs/node.md)
@@ -204,7 +214,14 @@ class NodeConfig:
             dest="require_users",
             action="store_const",
             const=True,
-            help="clients must log in as a user (tidemq user add); the token, if set, still admits",
+            help="clients must log in as a user (tidemq user add); the token, if set, still admits; ACLs apply",
+        )
+        p.add_argument(
+            "--super-users",
+            dest="super_users",
+            type=_principals,
+            metavar="User:A,User:B",
+            help="principals allowed everything whatever the ACLs say (with --require-users)",
         )
         p.add_argument("--data", dest="data_dir", type=Path, help="data directory")
         p.add_argument("--token", help="cluster token (default: $TIDEMQ_TOKEN)")
@@ -231,6 +248,11 @@ class NodeConfig:
             v = getattr(args, fld.name, None)
             if v is not None:
                 values[fld.name] = parse_peers(v) if fld.name in ("peers", "advertise") else v
+        if isinstance(values.get("super_users"), list):  # (from the TOML file)
+            try:
+                values["super_users"] = _principals(values["super_users"])
+            except argparse.ArgumentTypeError as exc:
+                p.error(str(exc))
         values.setdefault("token", os.environ.get("TIDEMQ_TOKEN") or None)
         values.setdefault("peer_secret", os.environ.get("TIDEMQ_PEER_SECRET") or None)
         missing = [n for n in ("node_id", "listen", "data_dir") if values.get(n) is None]

@@ -17,6 +17,7 @@ from client.protocol import CoordinatorResponse
 
 if TYPE_CHECKING:
     from client.cluster import ClusterClient
+    from node.acl import Authorizer
     from node.config import NodeConfig
     from node.metadata import ClusterState
     from node.metrics import NodeMetrics
@@ -53,6 +54,7 @@ class Node(NodeContext, Protocol):
     partitions, the controller, and the internal clients and topics of its services."""
 
     metrics: NodeMetrics
+    authorizer: Authorizer
     controller: Replica
     shutting_down: bool
 

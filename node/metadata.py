@@ -22,6 +22,7 @@ from client.errors import (
     TopicExistsError,
     UnknownTopicError,
 )
+from client.protocol import AclBinding
 from client.scram import UserCredential
 
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -75,13 +76,33 @@ class PutUserCmd(_Cmd):
     name: str
     credential: UserCredential
     create_only: bool = False
+    must_exist: bool = False
 
 
 class DeleteUserCmd(_Cmd):
     name: str
 
 
-Command = CreateTopicCmd | DeleteTopicCmd | AllocateProducerIds | AlterTopicConfigsCmd | PutUserCmd | DeleteUserCmd
+class AddAclsCmd(_Cmd):
+    acls: list[AclBinding]
+
+
+class RemoveAclsCmd(_Cmd):
+    """Remove these exact bindings (the proposer resolved a filter into them)."""
+
+    acls: list[AclBinding]
+
+
+Command = (
+    CreateTopicCmd
+    | DeleteTopicCmd
+    | AllocateProducerIds
+    | AlterTopicConfigsCmd
+    | PutUserCmd
+    | DeleteUserCmd
+    | AddAclsCmd
+    | RemoveAclsCmd
+)
 _cmd_encoder = msgspec.msgpack.Encoder()
 _cmd_decoder = msgspec.msgpack.Decoder(Command)
 
@@ -101,6 +122,7 @@ class ClusterState(msgspec.Struct):
     next_producer_id: int = 1
     applied: int = -1  # last applied offset of group 0
     users: dict[str, UserCredential] = {}  # SCRAM credentials (client/scram.py), never passwords
+    acls: list[AclBinding] = []  # replaced, never changed in place: node/acl.py caches by identity
 
     def apply(self, cmd: _Cmd) -> object:
         """Apply one committed command; returns its result, or the error it deserved.
@@ -130,12 +152,27 @@ class ClusterState(msgspec.Struct):
         if isinstance(cmd, PutUserCmd):
             if cmd.create_only and cmd.name in self.users:
                 return InvalidRequestError(f"user {cmd.name!r} exists; change its password instead")
+            if cmd.must_exist and cmd.name not in self.users:
+                return InvalidRequestError(f"there is no user {cmd.name!r}")
             self.users[cmd.name] = cmd.credential
             return None
         if isinstance(cmd, DeleteUserCmd):
             if self.users.pop(cmd.name, None) is None:
                 return InvalidRequestError(f"there is no user {cmd.name!r}")
             return None
+        if isinstance(cmd, AddAclsCmd):
+            have = {msgspec.structs.astuple(b) for b in self.acls}
+            added = list(
+                {msgspec.structs.astuple(b): b for b in cmd.acls if msgspec.structs.astuple(b) not in have}.values()
+            )
+            self.acls = [*self.acls, *added]
+            return len(added)
+        if isinstance(cmd, RemoveAclsCmd):
+            gone = {msgspec.structs.astuple(b) for b in cmd.acls}
+            kept = [b for b in self.acls if msgspec.structs.astuple(b) not in gone]
+            removed = len(self.acls) - len(kept)
+            self.acls = kept
+            return removed
         if isinstance(cmd, AllocateProducerIds):
             first = self.next_producer_id
             self.next_producer_id += PRODUCER_ID_BLOCK

@@ -35,6 +35,12 @@ class NodeMetrics:
             "Connections refused: bad token, wrong peer secret, or a peer Hello on the client listener",
             registry=r,
         )
+        self.authorization_failures = Counter(
+            "tidemq_authorization_failures",
+            "Requests refused by the ACLs (each also logged with principal, address and resource)",
+            ["operation", "resource_type"],
+            registry=r,
+        )
         self.connections_refused = Counter(
             "tidemq_connections_refused", "Connections refused because the listener was at its cap", registry=r
         )

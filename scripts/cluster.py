@@ -116,6 +116,7 @@ def start_node(run_dir: Path, spec: dict, node: int) -> int:
     if spec.get("tls"):
         cert, key = spec["tls"]["nodes"][str(node)]
         cmd += ["--tls-cert", cert, "--tls-key", key, "--tls-ca", spec["tls"]["ca"], "--require-users"]
+        cmd += ["--super-users", f"User:{ADMIN}"]
     env = dict(os.environ, TIDEMQ_PEER_SECRET=peer_secret(run_dir))
     with open(ndir / "node.log", "ab") as logf:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=env)

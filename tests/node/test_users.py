@@ -10,8 +10,8 @@ import trio
 
 from client import Admin, Producer
 from client.connection import open_connection
-from client.errors import AuthFailedError, InvalidRequestError
-from client.protocol import Metadata
+from client.errors import AuthFailedError, AuthorizationFailedError, InvalidRequestError
+from client.protocol import AclBinding, Metadata
 from client.scram import credential
 from node.metadata import ClusterState, DeleteUserCmd, PutUserCmd, decode_state, encode_state
 from tests.cluster import local_cluster, process_cluster
@@ -46,6 +46,13 @@ async def test_a_cluster_that_requires_users(tmp_path):
             with pytest.raises(InvalidRequestError, match="exists"):
                 await admin.add_user("alice", "again")
             assert await admin.list_users() == ["alice"]
+            # Users are bound by ACLs where users are required (tests/node/test_acl_process.py)
+            await admin.create_acls(
+                [
+                    AclBinding("User:alice", "cluster", "kafka-cluster", "create"),
+                    AclBinding("User:alice", "topic", "t", "write"),
+                ]
+            )
         with trio.fail_after(10):  # every node applies the new user
             while not all("alice" in b.state.users for b in c.brokers.values()):
                 await trio.sleep(0.05)
@@ -60,7 +67,10 @@ async def test_a_cluster_that_requires_users(tmp_path):
 
         async with Admin(c.bootstrap, username="alice", password="wonderland") as admin:
             await admin.create_topic("t", 1, 3)
-            await admin.change_password("alice", "looking-glass")
+            await admin.change_password("alice", "looking-glass")  # anyone may change their own
+            with pytest.raises(AuthorizationFailedError, match="User:alice may not alter the cluster"):
+                await admin.change_password("bob", "x")
+        async with Admin(c.bootstrap, token=TOKEN) as admin:
             with pytest.raises(InvalidRequestError, match="no user"):
                 await admin.change_password("bob", "x")
         with trio.fail_after(10):
