@@ -17,7 +17,7 @@ import anyio
 from client.acls import check_binding
 from client.cluster import ClusterClient
 from client.conventions import HALF_TOPIC, TXN_TOPIC
-from client.errors import CoordinatorNotAvailableError, TideMQError
+from client.errors import AuthorizationFailedError, CoordinatorNotAvailableError, TideMQError
 from client.protocol import (
     AclBinding,
     AclFilter,
@@ -116,13 +116,17 @@ class Admin:
         *,
         wait: bool = True,
     ) -> TopicInfo | None:
-        """Create a topic; with `wait`, return its description once every partition has a leader."""
+        """Create a topic; with `wait`, return its description once every partition has a
+        leader (None at once if the ACLs let us create it but not describe it)."""
         body = CreateTopic(name, partitions, replication, {k: str(v) for k, v in (configs or {}).items()})
         with anyio.fail_after(self.request_timeout):
             await self.cluster.controller_request(body)
             if not wait:
                 return None
-            return await self.wait_for_leaders(name)
+            try:
+                return await self.wait_for_leaders(name)
+            except AuthorizationFailedError:
+                return None
 
     async def wait_for_leaders(self, name: str) -> TopicInfo:
         while True:

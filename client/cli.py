@@ -56,6 +56,7 @@ from client.errors import (
     TideMQError,
     TopicExistsError,
     UnknownTopicError,
+    error_leaves,
 )
 from client.group import describe_group
 from client.producer import Delivery, Producer
@@ -1327,12 +1328,6 @@ def _explain(exc: BaseException) -> str | None:
     return None
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit status is the return value (0 ok, 1 failed, 2 usage, 130 Ctrl-C)."""
     args = build_parser().parse_args(argv)
@@ -1361,7 +1356,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except BaseException as exc:  # noqa: BLE001 - sorted below: explained, Ctrl-C, or re-raised
-        leaves = _leaves(exc)
+        leaves = error_leaves(exc)
         if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
             return 130
         explained = [_explain(leaf) for leaf in leaves]

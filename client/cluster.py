@@ -128,7 +128,9 @@ class ClusterClient:
         for link in self._links.values():
             link.close.set()
         self._tg.cancel_scope.cancel()
-        return await self._tg.__aexit__(*exc)
+        # Not handed the body's exception: it propagates as is, not in an ExceptionGroup.
+        await self._tg.__aexit__(None, None, None)
+        return None
 
     # -- connections ----------------------------------------------------------------------
 

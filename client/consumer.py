@@ -46,6 +46,7 @@ from client.errors import (
     UnknownTopicError,
     UnstableOffsetCommitError,
     error_for,
+    error_leaves,
 )
 from client.group import GroupMember
 from client.processor import Held
@@ -237,8 +238,15 @@ class Consumer:
 
     async def __aexit__(self, *exc: Any) -> None:
         # Unwound without the body's exception, so it propagates as is (not wrapped in
-        # an ExceptionGroup by the task groups on the way out).
-        await self._stack.aclose()
+        # an ExceptionGroup by the task groups on the way out); so does the one error
+        # that ended the group membership (a refused group, say).
+        try:
+            await self._stack.aclose()
+        except BaseExceptionGroup as group:
+            leaves = error_leaves(group)
+            if len(leaves) == 1 and isinstance(leaves[0], Exception):
+                raise leaves[0] from None
+            raise
 
     # -- assignment -----------------------------------------------------------------------------------
 

@@ -358,3 +358,10 @@ def error_for(code: int, message: str = "", **details: object) -> TideMQError:
     """The exception for a wire error code (unknown codes become `UnknownError`)."""
     cls = _BY_CODE.get(code, UnknownError)
     return cls(message, **details)
+
+
+def error_leaves(exc: BaseException) -> list[BaseException]:
+    """The errors inside (nested) exception groups, or the error itself."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in error_leaves(inner)]
+    return [exc]

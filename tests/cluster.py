@@ -359,10 +359,13 @@ def running_cluster(base: Path, n: int = 3, **kw):
 
 
 @asynccontextmanager
-async def process_cluster(tmp_path: Path, n: int = 3, *, kafka: bool = False, secure: bool = False, **kw):
+async def process_cluster(
+    tmp_path: Path, n: int = 3, *, kafka: bool = False, secure: bool = False, args: tuple[str, ...] = (), **kw
+):
     """Node processes (with `kafka`, each with a Kafka listener: `cluster.kafka`; with
-    `secure`, TLS only: `cluster.tls_ca`)."""
+    `secure`, TLS only: `cluster.tls_ca`; `args`: more flags for every node)."""
     cluster = ProcessCluster(tmp_path, n, **kw)
+    cluster.extra_args += args
     if kafka:
         cluster.serve_kafka()
     if secure:

@@ -26,6 +26,7 @@ ALLOWED = {
         "client.conventions",
         "client.cluster",
         "client.scram",
+        "client.acls",
     },
 }
 

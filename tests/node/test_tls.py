@@ -144,7 +144,9 @@ async def test_a_node_with_another_nodes_certificate_is_kept_out(tmp_path):
 async def test_a_client_certificate_stands_for_its_user(tmp_path):
     # A cluster for users only: a certificate the cluster's CA signed for "alice" logs
     # her in (its common name), no password needed; without one, users only.
-    async with process_cluster(tmp_path, 1, secure=True, token="harness", settings={"require_users": True}) as c:
+    async with process_cluster(
+        tmp_path, 1, secure=True, token="harness", settings={"require_users": True, "super_users": ["User:alice"]}
+    ) as c:
         await c.wait_ready()
         alice = Authority(tmp_path / "tls").client("alice")
         async with Admin(c.bootstrap, tls_ca=c.tls_ca, tls_cert=str(alice.cert), tls_key=str(alice.key)) as admin:
