@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from client.acls import (
     ALL,
@@ -42,11 +42,19 @@ from client.protocol import AclBinding
 log = logging.getLogger(__name__)
 
 TOKEN_USER = "User:token"  # the holder of the cluster token (deprecated: make users)
+ANONYMOUS = "User:ANONYMOUS"  # a client of a cluster without token or users
 _IMPLY_DESCRIBE = frozenset({READ, WRITE, DELETE, ALTER, ALL})
 _CACHE_MAX = 50_000
 
 
 class Caller(Protocol):
+    principal: str
+    addr: str
+
+
+class Principal(NamedTuple):
+    """A Caller where there is no connection object to be one (the Kafka listener)."""
+
     principal: str
     addr: str
 

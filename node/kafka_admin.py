@@ -18,7 +18,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from client.errors import InvalidConfigError, InvalidRequestError, NotLeaderError, TideMQError, UnknownTopicError
-from client.protocol import AlterTopicConfigs, DescribeTransaction, ListTransactions, ListTransactionsResponse, TxnInfo
+from client.protocol import (
+    AlterTopicConfigs,
+    DescribeTransaction,
+    ListOffsets,
+    ListTransactions,
+    ListTransactionsResponse,
+    TxnInfo,
+)
 from node.context import now_ms
 from node.kafka_wire import KafkaError, Request, build, error_of, failed, response_class
 from node.metadata import TOPIC_CONFIGS
@@ -73,12 +80,15 @@ class KafkaAdmin:
         node: Node,
         controller: Callable[[Any, Any], Awaitable[Any]],
         local: Callable[[Any], Awaitable[Any]],
+        gate: Callable[[Request, object], None],
     ) -> None:
         """`controller(request, timeout)`: a native request answered by the controller
-        leader; `local(request)`: one answered by this node's own handlers."""
+        leader; `local(request)`: one answered by this node's own handlers; `gate(req,
+        native)`: raises unless the sender of `req` may do what `native` does (ACLs)."""
         self.node = node
         self._controller = controller
         self._local = local
+        self._gate = gate
 
     @property
     def handlers(self) -> dict[int, Callable[[Request], Awaitable[Any]]]:
@@ -100,6 +110,8 @@ class KafkaAdmin:
             out: dict[str, Any] = {"resource_type": r.resource_type, "resource_name": r.resource_name, "configs": []}
             try:
                 wanted = None if r.configuration_keys is None else set(r.configuration_keys)
+                if int(r.resource_type) == TOPIC:
+                    self._gate(req, ListOffsets(r.resource_name, 0))  # (describe on the topic)
                 configs = self._resource_configs(int(r.resource_type), r.resource_name)
                 out["configs"] = [c.answer(docs) for c in configs if wanted is None or c.name in wanted]
             except TideMQError as exc:
@@ -204,6 +216,7 @@ class KafkaAdmin:
                     raise UnknownTopicError(f"topic {r.resource_name!r} does not exist")
                 native = change(r, meta)
                 native.validate_only = bool(req.body.validate_only)
+                self._gate(req, native)
                 await self._controller(native, None)
             except TideMQError as exc:
                 out.update(failed(exc))
@@ -220,6 +233,7 @@ class KafkaAdmin:
             for p in t.partition_indexes:
                 out: dict[str, Any] = {"partition_index": p, "active_producers": []}
                 try:
+                    self._gate(req, ListOffsets(t.name, int(p)))
                     part = self.node.local_partition(t.name, int(p))
                     if not part.is_leader:
                         raise NotLeaderError(f"node {self.node.id} does not lead {t.name}-{p}")
@@ -251,6 +265,10 @@ class KafkaAdmin:
         now = now_ms()
         states = []
         for t in listed.transactions:
+            try:
+                self._gate(req, DescribeTransaction(t.transactional_id))
+            except TideMQError:
+                continue  # not the sender's to see
             state = TXN_STATES.get(t.state, t.state)
             if wanted_states and state not in wanted_states:
                 continue
@@ -270,6 +288,7 @@ class KafkaAdmin:
         for tid in req.body.transactional_ids:
             out: dict[str, Any] = {"transactional_id": tid, "transaction_start_time": -1, "producer_id": -1}
             try:
+                self._gate(req, DescribeTransaction(tid))
                 info: TxnInfo = await self._local(DescribeTransaction(tid))
                 by_topic: dict[str, list[int]] = {}
                 for tp in info.partitions:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from client.acls import DESCRIBE, GROUP, TOPIC
 from client.conventions import OFFSETS_TOPIC, TXN_TOPIC
 from client.errors import (
     CoordinatorNotAvailableError,
@@ -32,9 +33,13 @@ from client.protocol import (
     DeleteOffsets,
     DeleteRecords,
     DeleteTopic,
+    DescribeGroup,
     EndTxn,
     Fetch,
     FetchPartition,
+    FindCoordinator,
+    FindTransactionCoordinator,
+    GroupHeartbeat,
     InitProducerId,
     ListGroups,
     ListOffsets,
@@ -44,6 +49,7 @@ from client.protocol import (
     TopicPartition,
     TxnOffsetCommit,
 )
+from node.access import entry_topic
 from node.kafka_admin import KafkaAdmin
 from node.kafka_consumer_groups import ConsumerGroups
 from node.kafka_fetch_sessions import FetchSessionError, FetchSessions
@@ -130,11 +136,26 @@ class KafkaApi:
             68: self.consumer_group_heartbeat,
             69: self.consumer_group_describe,
         }
-        self.admin = KafkaAdmin(node, self._controller, lambda body: api.dispatch(body, None))
+        self.admin = KafkaAdmin(node, self._controller, lambda body: api.dispatch(body, None), self._gate)
         self.handlers.update(self.admin.handlers)
 
     def dispatch(self, req: Request) -> Awaitable[Any]:
         return self.handlers[req.api_key](req)
+
+    # -- the ACLs: what a native request of the same effect would need (node/access.py) ----
+
+    def _bound(self, req: Request) -> bool:
+        """Whether the ACLs bind this request's sender."""
+        return req.caller is not None and not self.node.authorizer.is_super(req.caller.principal)
+
+    def _gate(self, req: Request, native: object) -> None:
+        """Raise AuthorizationFailedError (each handler answers it in Kafka's place for
+        it) unless the sender may do what `native` does."""
+        if self._bound(req):
+            self.api.access.check(native, req.caller)
+
+    def _sees(self, req: Request, rtype: str, name: str) -> bool:
+        return not self._bound(req) or self.node.authorizer.allows(req.caller.principal, DESCRIBE, rtype, name)
 
     # -- discovery --------------------------------------------------------------------------
 
@@ -167,9 +188,14 @@ class KafkaApi:
         else:
             by_id = {topic_id(m.name, m.first_group): m.name for m in b.state.topics.values()}
             names = [t.name if t.name is not None else by_id.get(t.topic_id, t.topic_id) for t in asked]
+        if asked is None or (req.version == 0 and not asked):
+            names = [n for n in names if entry_topic(n) or self._sees(req, TOPIC, n)]
         topics = []
         for name in names:
             meta = b.state.topics.get(name) if isinstance(name, str) else None
+            if isinstance(name, str) and not entry_topic(name) and not self._sees(req, TOPIC, name):
+                topics.append({"name": name, "error_code": KafkaError.topic_authorization_failed})
+                continue
             if meta is None:
                 topics.append(
                     {"name": name, "error_code": KafkaError.unknown_topic_or_partition}
@@ -226,6 +252,7 @@ class KafkaApi:
                     min(DEFAULT_REPLICATION, live) if t.replication_factor == -1 else int(t.replication_factor)
                 )
                 configs = {c.name: c.value for c in t.configs if c.value is not None}
+                self._gate(req, CreateTopic(t.name))
                 if body.validate_only:
                     validate_topic(t.name, partitions, replication, live, configs, self.node.cfg.config_minimums)
                 else:
@@ -248,6 +275,7 @@ class KafkaApi:
             try:
                 if name is None:
                     raise InvalidRequestError("topics are deleted by name here, not by topic id")
+                self._gate(req, DeleteTopic(name))
                 await self._controller(DeleteTopic(name), body.timeout)
             except TideMQError as exc:
                 out.update(failed(exc))
@@ -270,6 +298,7 @@ class KafkaApi:
                     if t.name not in self.node.state.topics:
                         raise UnknownTopicError(f"topic {t.name!r} does not exist")
                     native = DeleteRecords(t.name, int(p.partition_index), int(p.offset), timeout_ms)
+                    self._gate(req, native)
                     out["low_watermark"] = (await self.api.delete_records(native)).offset
                 except TideMQError as exc:
                     out["error_code"] = error_of(exc)
@@ -290,10 +319,13 @@ class KafkaApi:
 
     # -- groups (Kafka's classic protocol: node.kafka_groups) --------------------------------
 
-    def _coordinate(self, group: str) -> None:
+    def _coordinate(self, group: str, req: Request | None = None, native: object | None = None) -> None:
         """This node coordinates `group`, as for a native group (NOT_COORDINATOR sends
         the client to FindCoordinator again); a group it no longer coordinates, or one of
-        an earlier term here, is forgotten: its members rejoin."""
+        an earlier term here, is forgotten: its members rejoin. With `req`, its sender
+        must be allowed what `native` does (by default a member's heartbeat: read)."""
+        if req is not None:
+            self._gate(req, native if native is not None else GroupHeartbeat(group))
         try:
             part = self.node.coordinating_partition(OFFSETS_TOPIC, group, f"group {group!r}")
         except TideMQError:
@@ -307,7 +339,7 @@ class KafkaApi:
         """KIP-848's protocol, on the native coordinator (node/kafka_consumer_groups.py)."""
         group = req.body.group_id
         try:
-            self._coordinate(group)
+            self._coordinate(group, req, GroupHeartbeat(group, topics=list(req.body.subscribed_topic_names or ())))
         except TideMQError as exc:
             body = {"error_code": error_of(exc), "error_message": exc.message, "member_epoch": -1}
             return _value(build(response_class(68, req.version), body))
@@ -326,6 +358,7 @@ class KafkaApi:
             try:
                 if key_type not in (0, 1):
                     raise InvalidRequestError(f"coordinator key type {key_type}: only groups (0) and transactions (1)")
+                self._gate(req, FindCoordinator(key) if key_type == 0 else FindTransactionCoordinator(key))
                 topic, what = (
                     (OFFSETS_TOPIC, f"group {key!r}") if key_type == 0 else (TXN_TOPIC, f"transactional id {key!r}")
                 )
@@ -350,7 +383,7 @@ class KafkaApi:
         b = req.body
         out: dict[str, Any] = {"member_id": b.member_id, "generation_id": -1, "leader": "", "protocol_name": ""}
         try:
-            self._coordinate(b.group_id)
+            self._coordinate(b.group_id, req)
             if self.coordinator.has_members(b.group_id):
                 raise GroupError(
                     INCONSISTENT_GROUP_PROTOCOL,
@@ -387,7 +420,7 @@ class KafkaApi:
         b = req.body
         out: dict[str, Any] = {"assignment": b""}
         try:
-            self._coordinate(b.group_id)
+            self._coordinate(b.group_id, req)
             assignments = {a.member_id: a.assignment for a in b.assignments}
             out["assignment"] = await self.groups.sync(b.group_id, b.member_id, int(b.generation_id), assignments)
             g = self.groups.groups[b.group_id]
@@ -400,7 +433,7 @@ class KafkaApi:
         b = req.body
         out: dict[str, Any] = {}
         try:
-            self._coordinate(b.group_id)
+            self._coordinate(b.group_id, req)
             self.groups.heartbeat(b.group_id, b.member_id, int(b.generation_id))
         except TideMQError as exc:
             out["error_code"] = error_of(exc)
@@ -413,7 +446,7 @@ class KafkaApi:
         )
         out: dict[str, Any] = {"members": []}
         try:
-            self._coordinate(b.group_id)
+            self._coordinate(b.group_id, req)
             for member_id, instance_id in leaving:
                 result: dict[str, Any] = {"member_id": member_id, "group_instance_id": instance_id}
                 try:
@@ -437,6 +470,8 @@ class KafkaApi:
         listed = []
         native = await self.coordinator.list_groups(ListGroups())
         for name in sorted(set(native.groups) | set(self.groups.groups)):
+            if not self._sees(req, GROUP, name):
+                continue
             kind, state = self._kind(name)
             if not wanted or state.lower() in wanted:
                 listed.append({"group_id": name, "protocol_type": kind, "group_state": state})
@@ -454,7 +489,7 @@ class KafkaApi:
         for name in req.body.groups:
             out: dict[str, Any] = {"group_id": name, "group_state": "Dead", "protocol_type": "", "protocol_data": ""}
             try:
-                self._coordinate(name)
+                self._coordinate(name, req, DescribeGroup(name))
                 g = self.groups.groups.get(name)
                 if g is not None and g.members:
                     out.update(
@@ -491,7 +526,7 @@ class KafkaApi:
         for group in req.body.groups_names:
             out: dict[str, Any] = {"group_id": group}
             try:
-                self._coordinate(group)
+                self._coordinate(group, req, DeleteGroup(group))
                 await self.coordinator.delete_group(DeleteGroup(group))
                 self.groups.forget(group)
             except TideMQError as exc:
@@ -508,7 +543,8 @@ class KafkaApi:
         b = req.body
         out: dict[str, Any] = {"topics": []}
         try:
-            self._coordinate(b.group_id)
+            asked = [TopicPartition(t.name, int(p.partition_index)) for t in b.topics for p in t.partitions]
+            self._coordinate(b.group_id, req, DeleteOffsets(b.group_id, asked))
             for t in b.topics:
                 error = KafkaError.none
                 try:
@@ -530,7 +566,7 @@ class KafkaApi:
         offsets = [(t.name, int(p.partition_index), int(p.committed_offset)) for t in b.topics for p in t.partitions]
         error: KafkaError | None = None
         try:
-            self._coordinate(b.group_id)
+            self._coordinate(b.group_id, req, OffsetCommit(b.group_id, offsets))
             epoch = int(b.generation_id_or_member_epoch)
             if b.member_id and b.member_id in self.coordinator.member_ids(b.group_id):
                 # A member of Kafka's consumer protocol (KIP-848): the native group checks it.
@@ -558,21 +594,21 @@ class KafkaApi:
         b = req.body
         stable = bool(getattr(b, "require_stable", False))
         if req.version >= 8:
-            groups = [await self._group_offsets(g.group_id, g.topics, stable) for g in b.groups]
+            groups = [await self._group_offsets(req, g.group_id, g.topics, stable) for g in b.groups]
             return build(response_class(9, req.version), {"groups": groups})
-        one = await self._group_offsets(b.group_id, b.topics, stable)
+        one = await self._group_offsets(req, b.group_id, b.topics, stable)
         return build(response_class(9, req.version), {"topics": one["topics"], "error_code": one["error_code"]})
 
-    async def _group_offsets(self, group: str, topics: Any, stable: bool) -> dict[str, Any]:
+    async def _group_offsets(self, req: Request, group: str, topics: Any, stable: bool) -> dict[str, Any]:
         wanted = (
             None if topics is None else [TopicPartition(t.name, int(p)) for t in topics for p in t.partition_indexes]
         )
         try:
-            self._coordinate(group)
+            self._coordinate(group, req, OffsetFetch(group))
             resp = await self.coordinator.offset_fetch(OffsetFetch(group, wanted, require_stable=stable))
         except TideMQError as exc:
             return {"group_id": group, "topics": [], "error_code": error_of(exc)}
-        have = {(t, p): o for t, p, o in resp.offsets}
+        have = {(t, p): o for t, p, o in resp.offsets if self._sees(req, TOPIC, t)}
         keys = [(tp.topic, tp.partition) for tp in wanted] if wanted is not None else sorted(have)
         by_topic: dict[str, list[dict[str, Any]]] = {}
         for t, p in keys:
@@ -606,10 +642,9 @@ class KafkaApi:
                 try:
                     if pd.records is None:
                         raise InvalidRequestError("a produce without records")
-                    waiter = self.api.produce(
-                        Produce(t.name, int(pd.index), pd.records, acks, timeout_ms, transactional_id=txn),
-                        delay_headers=True,  # (node/delay_intake.py)
-                    )
+                    native = Produce(t.name, int(pd.index), pd.records, acks, timeout_ms, transactional_id=txn)
+                    self._gate(req, native)
+                    waiter = self.api.produce(native, delay_headers=True)  # (node/delay_intake.py)
                     pending.append((t.name, int(pd.index), waiter))
                 except TideMQError as exc:
                     pending.append((t.name, int(pd.index), failed(exc)))
@@ -649,6 +684,7 @@ class KafkaApi:
     async def _init_producer_id(self, req: Request) -> Any:
         tid = req.body.transactional_id
         try:
+            self._gate(req, InitProducerId(tid))
             if tid is not None:
                 timeout_ms = int(req.body.transaction_timeout.total_seconds() * 1000)
                 resp = await self.api.init_producer_id(InitProducerId(tid, timeout_ms))
@@ -657,7 +693,7 @@ class KafkaApi:
                 resp = await self.cluster.controller_request(InitProducerId())
             body: dict[str, Any] = {"producer_id": resp.producer_id, "producer_epoch": resp.producer_epoch}
         except TideMQError as exc:
-            body = {"error_code": kafka_error(exc.code), "producer_id": -1, "producer_epoch": -1}
+            body = {"error_code": error_of(exc), "producer_id": -1, "producer_epoch": -1}
         return build(response_class(22, req.version), body)
 
     # -- transactions (on the native transaction coordinator: node/transactions.py) ------------
@@ -686,7 +722,7 @@ class KafkaApi:
                     int(b.v3_and_below_producer_epoch),
                     [TopicPartition(t, p) for t, p in wanted],
                 )
-                await self.api.dispatch(native, None)
+                await self.api.dispatch(native, req.caller)
         except TideMQError as exc:
             errors = dict.fromkeys(wanted, error_of(exc))
         by_topic: dict[str, list[dict[str, Any]]] = {}
@@ -704,12 +740,16 @@ class KafkaApi:
         natively (the offsets themselves come next, through the group's coordinator)."""
         b = req.body
         native = TxnOffsetCommit(b.transactional_id, int(b.producer_id), int(b.producer_epoch), b.group_id)
-        return self._txn_answer(25, req.version, self.api.dispatch(native, None))
+        return self._txn_answer(25, req.version, self._dispatch_as(req, native))
 
     def end_txn(self, req: Request) -> Awaitable[Any]:
         b = req.body
         native = EndTxn(b.transactional_id, int(b.producer_id), int(b.producer_epoch), bool(b.committed))
-        return self._txn_answer(26, req.version, self.api.dispatch(native, None))
+        return self._txn_answer(26, req.version, self._dispatch_as(req, native))
+
+    async def _dispatch_as(self, req: Request, native: object) -> Any:
+        """`native` served for the sender of `req` (a refusal raised when awaited)."""
+        return await self.api.dispatch(native, req.caller)
 
     async def _txn_answer(self, api_key: int, version: int, waiter: Awaitable[Any]) -> Any:
         out: dict[str, Any] = {}
@@ -730,11 +770,11 @@ class KafkaApi:
         offsets = [(t.name, int(p.partition_index), int(p.committed_offset)) for t in b.topics for p in t.partitions]
         error = KafkaError.none
         try:
-            self._coordinate(b.group_id)
+            native = TxnOffsetCommit(b.transactional_id, int(b.producer_id), int(b.producer_epoch), b.group_id, offsets)
+            self._coordinate(b.group_id, req, native)
             if getattr(b, "member_id", ""):
                 self.groups.check_commit(b.group_id, b.member_id, int(b.generation_id))
             assert self.cluster is not None, "the Kafka listener serves once its cluster client is open"
-            native = TxnOffsetCommit(b.transactional_id, int(b.producer_id), int(b.producer_epoch), b.group_id, offsets)
             await self.cluster.transaction_coordinator_request(b.transactional_id, native)
         except TideMQError as exc:
             error = error_of(exc)
@@ -782,7 +822,8 @@ class KafkaApi:
             isolation=isolation,
         )
         try:
-            results = (await self.api.fetch(native)).results  # type: ignore[union-attr]  # (no zero copy asked)
+            may_read = self.api.access.may_read(req.caller) if self._bound(req) else None
+            results = (await self.api.fetch(native, may_read=may_read)).results  # type: ignore[union-attr]
         except TideMQError as exc:
             for t, p, _, _ in wanted:
                 by_topic.setdefault(t, []).append({"partition_index": p, "error_code": kafka_error(exc.code)})
@@ -826,12 +867,12 @@ class KafkaApi:
                 try:
                     if t.name not in self.node.state.topics:
                         raise UnknownTopicError(f"topic {t.name!r} does not exist")
-                    resp = await self.api.list_offsets(
-                        ListOffsets(t.name, int(p.partition_index), int(p.timestamp), isolation)
-                    )
+                    native = ListOffsets(t.name, int(p.partition_index), int(p.timestamp), isolation)
+                    self._gate(req, native)
+                    resp = await self.api.list_offsets(native)
                     out.update(offset=resp.offset, timestamp=resp.timestamp)
                 except TideMQError as exc:
-                    out.update(error_code=kafka_error(exc.code), offset=-1, timestamp=-1)
+                    out.update(error_code=error_of(exc), offset=-1, timestamp=-1)
                 parts.append(out)
             topics.append({"name": t.name, "partitions": parts})
         return build(response_class(2, req.version), {"topics": topics})

@@ -17,6 +17,7 @@ from typing import Any
 
 from client.scram import MECHANISM as SCRAM_SHA_256
 from client.scram import ScramError, ScramServer, UserCredential, check_password
+from node.acl import ANONYMOUS, Principal
 from node.kafka_wire import API_VERSIONS, KafkaError, Request, build, response_class
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,10 @@ class SaslSession:
         self.principal: str | None = None  # "User:NAME" once logged in
         self.failed = False  # answer, then close
         self._scram: ScramServer | None = None
+
+    def caller(self) -> Principal:
+        """Who this connection's requests come from, for the ACLs."""
+        return Principal(self.principal or ANONYMOUS, self.addr)
 
     def admits(self, api_key: int) -> bool:
         """Whether a request of this API may be served on the connection now."""

@@ -138,7 +138,7 @@ class KafkaServer:
             if key == API_VERSIONS:
                 return correlation, _ready(api_versions_fallback(correlation))
             return correlation, _ready(_unsupported(key, version, correlation))
-        req = decode_request(frame)
+        req = decode_request(frame)._replace(caller=sasl.caller())
         if key == SASL_HANDSHAKE:
             return correlation, _encoded(_ready(sasl.handshake(req)), correlation)
         if key == SASL_AUTHENTICATE:

@@ -26,7 +26,7 @@ from kio.schema.errors import ErrorCode as KafkaError
 from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import i16, i32
 
-from client.errors import ErrorCode, TideMQError
+from client.errors import AuthorizationFailedError, ErrorCode, TideMQError
 
 #: API key -> (lowest, highest) version served. Only versions really implemented: a
 #: client picks the highest both sides know, so an advertised version is a promise.
@@ -117,6 +117,13 @@ _KAFKA_CODES: dict[ErrorCode, KafkaError] = {
     ErrorCode.GROUP_NOT_FOUND: KafkaError.group_id_not_found,
     ErrorCode.GROUP_NOT_EMPTY: KafkaError.non_empty_group,
     ErrorCode.GROUP_SUBSCRIBED: KafkaError.group_subscribed_to_topic,
+    ErrorCode.AUTHORIZATION_FAILED: KafkaError.topic_authorization_failed,  # (the usual; see error_of)
+}
+_AUTHORIZATION_CODES = {
+    "topic": KafkaError.topic_authorization_failed,
+    "group": KafkaError.group_authorization_failed,
+    "cluster": KafkaError.cluster_authorization_failed,
+    "transactional-id": KafkaError.transactional_id_authorization_failed,
 }
 
 
@@ -132,6 +139,8 @@ def error_of(exc: TideMQError) -> KafkaError:
     """Kafka's code for a refusal: its own where the error carries one (`kafka_code`,
     as the classic group protocol's do), else the mapping of ours."""
     code = getattr(exc, "kafka_code", None)
+    if code is None and isinstance(exc, AuthorizationFailedError):
+        code = _AUTHORIZATION_CODES.get(str(exc.details.get("resource_type")))
     return KafkaError(code) if code is not None else kafka_error(exc.code)
 
 
@@ -156,6 +165,7 @@ class Request(typing.NamedTuple):
     correlation_id: int
     client_id: str | None
     body: Any  # kio's request dataclass
+    caller: Any = None  # who sent it (node/acl.py's Caller): what the ACLs are asked about
 
 
 def peek_header(frame: bytes) -> tuple[int, int, int]:

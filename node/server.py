@@ -61,13 +61,11 @@ from client.protocol import (
     version_notes,
 )
 from client.scram import ScramError, ScramServer, UserCredential
-from node.acl import TOKEN_USER
+from node.acl import ANONYMOUS, TOKEN_USER
 from node.peerauth import PeerCredential
 from node.peerprotocol import NODE_VERSIONS, PEER_ONLY, NodeEnvelope, PeerMessages, decode_node_payload
 from node.sendfile import Spliced, SplicedFrame, sendfile_all
 from node.tls import accept, common_name_of, node_id_of
-
-ANONYMOUS = "User:ANONYMOUS"  # a client of a cluster without token or users
 
 log = logging.getLogger(__name__)
 

@@ -226,3 +226,60 @@ def test_tidemq_acl_commands(tmp_path):
             assert bad.returncode == 1 and "User:NAME" in bad.stderr
 
     trio.run(main)
+
+
+def rd_acl_view(bootstrap: str, user: str, password: str) -> dict:
+    """What a librdkafka client logged in as `user` may do: produce to `kt` and `secret`,
+    consume `kt` in groups `kg` and `other`, see the topics."""
+    from confluent_kafka import Consumer as RdConsumer
+    from confluent_kafka import KafkaError
+    from confluent_kafka import Producer as RdProducer
+
+    auth = {
+        "bootstrap.servers": bootstrap,
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": user,
+        "sasl.password": password,
+    }
+    seen: dict = {}
+    producer = RdProducer({**auth, "message.timeout.ms": 5000})
+    for topic in ("kt", "secret"):
+        producer.produce(topic, value=b"v", on_delivery=lambda e, m, t=topic: seen.__setitem__(f"produce {t}", e))
+    producer.flush(10)
+    seen["topics"] = sorted(t for t in producer.list_topics(timeout=10).topics if not t.startswith("__"))
+    for group in ("kg", "other"):
+        consumer = RdConsumer({**auth, "group.id": group, "auto.offset.reset": "earliest"})
+        try:
+            consumer.subscribe(["kt"])
+            for _ in range(40):
+                msg = consumer.poll(0.25)
+                if msg is None:
+                    continue
+                seen[f"consume {group}"] = msg.error() if msg.error() else msg.value()
+                break
+        finally:
+            consumer.close()
+    return {k: (v.code() if isinstance(v, KafkaError) else v) for k, v in seen.items()}
+
+
+async def test_acls_on_the_kafka_listener(tmp_path):
+    from confluent_kafka import KafkaError
+
+    async with process_cluster(tmp_path, 1, kafka=True, token=TOKEN, args=("--require-users",)) as c:
+        await c.wait_ready()
+        async with Admin(c.bootstrap, token=TOKEN) as admin:
+            await admin.add_user("kbob", "pw-kbob")
+            for topic in ("kt", "secret"):
+                await admin.create_topic(topic, 1, 1)
+            await admin.create_acls(
+                grant("kbob", "topic", "kt", "read", "write") + grant("kbob", "group", "kg", "read")
+            )
+        async with Producer(c.bootstrap, token=TOKEN) as producer:
+            await producer.send("kt", b"first")
+        seen = await trio.to_thread.run_sync(rd_acl_view, c.kafka[1], "kbob", "pw-kbob")
+        assert seen["produce kt"] is None
+        assert seen["produce secret"] == KafkaError.TOPIC_AUTHORIZATION_FAILED
+        assert seen["topics"] == ["kt"]
+        assert seen["consume kg"] == b"first"
+        assert seen["consume other"] == KafkaError.GROUP_AUTHORIZATION_FAILED

@@ -142,6 +142,12 @@ async def test_kafka_clients_log_in_with_sasl(tmp_path):
         async with Admin(c.bootstrap, token=TOKEN) as admin:
             await admin.add_user("kafka-user", "k-pw")
             await admin.create_topic("kt", 1, 1)
+            await admin.create_acls(
+                [
+                    AclBinding("User:kafka-user", "topic", "kt", "all"),
+                    AclBinding("User:kafka-user", "group", "sasl-", "read", "prefixed"),
+                ]
+            )
         kafka = c.kafka[1]
         for mechanism in ("SCRAM-SHA-256", "PLAIN"):
             acked, got = await trio.to_thread.run_sync(rd_sasl, kafka, mechanism, "kafka-user", "k-pw")
