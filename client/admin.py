@@ -21,6 +21,7 @@ from client.errors import AuthorizationFailedError, CoordinatorNotAvailableError
 from client.protocol import (
     AclBinding,
     AclFilter,
+    AlterQuotas,
     AlterTopicConfigs,
     CreateAcls,
     CreateTopic,
@@ -31,6 +32,7 @@ from client.protocol import (
     DeleteTopic,
     DeleteUser,
     DescribeAcls,
+    DescribeQuotas,
     DescribeTransaction,
     HalfInfo,
     ListHalves,
@@ -44,6 +46,7 @@ from client.protocol import (
     TopicPartition,
     TxnInfo,
 )
+from client.quotas import check_quotas
 from client.scram import DEFAULT_ITERATIONS, credential
 
 NODE_ANSWER_S = 3.0
@@ -213,6 +216,23 @@ class Admin:
         """Remove every binding any filter picks; returns those removed."""
         with anyio.fail_after(self.request_timeout):
             return (await self.cluster.controller_request(DeleteAcls(list(filters)))).acls
+
+    # -- quotas ------------------------------------------------------------------------------
+
+    async def alter_quotas(
+        self, principal: str, rates: dict[str, float] | None = None, delete: list[str] | None = None
+    ) -> None:
+        """Set (and remove) quotas of `User:NAME`, or of `User:*` for every user without
+        their own: keys in client/quotas.py, rates per second. Over its quota a client
+        is slowed on each node, never failed."""
+        rates, delete = dict(rates or {}), list(delete or [])
+        check_quotas(principal, rates, delete)
+        with anyio.fail_after(self.request_timeout):
+            await self.cluster.controller_request(AlterQuotas(principal, rates, delete))
+
+    async def describe_quotas(self, principal: str | None = None) -> dict[str, dict[str, float]]:
+        with anyio.fail_after(self.request_timeout):
+            return (await self.cluster.controller_request(DescribeQuotas(principal))).quotas
 
     # -- groups ------------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from client import acls
+from client import acls, quotas
 from client.admin import Admin
 from client.cluster import ClusterClient
 from client.consumer import Consumer, Message, split_instance_group
@@ -867,6 +867,44 @@ async def acl_list(env: Env, args: argparse.Namespace) -> None:
     env.out.print(table)
 
 
+# -- quota ----------------------------------------------------------------------------------------
+
+_QUOTA_FLAGS = (
+    ("produce_rate", quotas.PRODUCE_RATE, "bytes/s"),
+    ("fetch_rate", quotas.FETCH_RATE, "bytes/s"),
+    ("request_rate", quotas.REQUEST_RATE, "requests/s"),
+)
+
+
+async def quota_set(env: Env, args: argparse.Namespace) -> None:
+    rates = {key: getattr(args, flag) for flag, key, _ in _QUOTA_FLAGS if getattr(args, flag) is not None}
+    delete = [key for flag, key, _ in _QUOTA_FLAGS if flag in (args.remove or [])]
+    if not rates and not delete:
+        raise CliError("give at least one of --produce-rate, --fetch-rate, --request-rate or --remove")
+    async with _admin(env) as admin:
+        await admin.alter_quotas(args.principal, rates, delete)
+        now = (await admin.describe_quotas(args.principal)).get(args.principal, {})
+    env.out.print(f"quotas of {args.principal}: {_quota_text(now)}")
+
+
+def _quota_text(rates: dict[str, float]) -> str:
+    shown = [f"{flag.replace('_', ' ')} {rates[key]:g} {unit}" for flag, key, unit in _QUOTA_FLAGS if key in rates]
+    return ", ".join(shown) or "none"
+
+
+async def quota_list(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        found = await admin.describe_quotas(args.principal)
+    found = {p: r for p, r in found.items() if r}
+    if not found:
+        env.out.print("no quotas (tidemq quota set PRINCIPAL --produce-rate ...)")
+        return
+    table = Table("principal", *(f"{flag.replace('_', ' ')} ({unit})" for flag, _, unit in _QUOTA_FLAGS))
+    for principal, rates in sorted(found.items()):
+        table.add_row(principal, *(f"{rates[key]:g}" if key in rates else "-" for _, key, _ in _QUOTA_FLAGS))
+    env.out.print(table)
+
+
 # -- txn ------------------------------------------------------------------------------------------
 
 OPEN_STATES = ("ongoing", "prepare_commit", "prepare_abort")
@@ -1035,6 +1073,18 @@ def _positive(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
     return n
+
+
+def _positive_rate(text: str) -> float:
+    """A rate per second, with k/M/G multiples of 1024 for bytes: 512k, 1.5M."""
+    scale = {"k": 1024, "m": 1024**2, "g": 1024**3}.get(text[-1:].lower(), 1)
+    try:
+        rate = float(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a rate like 1000, 512k or 2M, not {text!r}") from None
+    if not rate > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return rate
 
 
 def _seconds(text: str) -> float:
@@ -1261,6 +1311,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--deny", action="store_true", help="a deny binding (deny wins over any allow)")
         if name == "list":
             p.add_argument("--format", choices=["table", "json"], default="table", help="json: one array on stdout")
+
+    quota = commands.add_parser("quota", help="rates a principal is held to on each node").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    p = leaf(quota, "set", quota_set, "set or remove a principal's quotas; over them a client is slowed, not failed")
+    p.add_argument("principal", metavar="PRINCIPAL", help="User:NAME, or User:* for every user without their own")
+    for flag, _, unit in _QUOTA_FLAGS:
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=_positive_rate, metavar=unit.upper())
+    p.add_argument(
+        "--remove",
+        action="append",
+        choices=[flag for flag, _, _ in _QUOTA_FLAGS],
+        help="remove this quota (repeatable)",
+    )
+    p = leaf(quota, "list", quota_list, "list the quotas")
+    p.add_argument("--principal", metavar="PRINCIPAL", help="only this principal's")
 
     txn = commands.add_parser("txn", help="transactions (transactional producers)").add_subparsers(
         dest="action", required=True, metavar="ACTION"

@@ -261,6 +261,23 @@ class AclsResponse(WireMessage):
     acls: list[AclBinding]
 
 
+class AlterQuotas(Request["Ok"]):
+    """Set some of a principal's quotas (`User:NAME`, or `User:*` for every user without
+    their own) and remove others; keys in client/quotas.py."""
+
+    principal: str
+    set: dict[str, float] = {}
+    delete: list[str] = []
+
+
+class DescribeQuotas(Request["QuotasResponse"]):
+    principal: str | None = None  # None: every principal with a quota
+
+
+class QuotasResponse(WireMessage):
+    quotas: dict[str, dict[str, float]]
+
+
 class AlterTopicConfigs(Request["Ok"]):
     """Set some of a topic's configs and return others to their defaults, live."""
 
@@ -300,6 +317,9 @@ class ProduceResponse(WireMessage):
     last_offset: int
     log_start_offset: int = 0
     duplicate: bool = False  # a retried idempotent batch: these are its original offsets
+    throttle_ms: int = 0  # over a quota: the node reads this connection's next request that much later
+
+    added = {"throttle_ms": 2}
 
 
 # --- consuming -----------------------------------------------------------------------
@@ -340,6 +360,9 @@ class FetchResult(WireMessage):
 
 class FetchResponse(WireMessage):
     results: list[FetchResult]
+    throttle_ms: int = 0  # as in ProduceResponse
+
+    added = {"throttle_ms": 2}
 
 
 class ListOffsets(Request["ListOffsetsResponse"]):
@@ -641,6 +664,9 @@ Body = (
     | DescribeAcls
     | DeleteAcls
     | AclsResponse
+    | AlterQuotas
+    | DescribeQuotas
+    | QuotasResponse
     | InitProducerId
     | ProducerIdResponse
     | Produce
@@ -700,9 +726,11 @@ CLIENT_VERSIONS: dict[str, tuple[int, int]] = {
     "CreateAcls": (1, 1),
     "DescribeAcls": (1, 1),
     "DeleteAcls": (1, 1),
+    "AlterQuotas": (1, 1),
+    "DescribeQuotas": (1, 1),
     "InitProducerId": (1, 1),
-    "Produce": (1, 1),
-    "Fetch": (1, 1),
+    "Produce": (1, 2),
+    "Fetch": (1, 2),
     "ListOffsets": (1, 1),
     "DeleteRecords": (1, 1),
     "FindCoordinator": (1, 1),

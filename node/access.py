@@ -33,6 +33,7 @@ from client.acls import (
 from client.conventions import H_DELAY_TARGET, H_HALF_GROUP, H_HALF_TARGET, HALF_TOPIC, TIER_PREFIX
 from client.protocol import (
     AddPartitionsToTxn,
+    AlterQuotas,
     AlterTopicConfigs,
     CreateAcls,
     CreateTopic,
@@ -44,6 +45,7 @@ from client.protocol import (
     DeleteUser,
     DescribeAcls,
     DescribeGroup,
+    DescribeQuotas,
     DescribeTransaction,
     EndHalf,
     EndTxn,
@@ -118,9 +120,11 @@ def needs_of(body: object, principal: str) -> list[Need]:
             return [(ALTER, TOPIC, name)]
         case PutUser(name=name, must_exist=True) if principal == f"User:{name}":
             return []  # anyone may change their own password
-        case PutUser() | DeleteUser() | CreateAcls() | DeleteAcls():
+        case PutUser() | DeleteUser() | CreateAcls() | DeleteAcls() | AlterQuotas():
             return [(ALTER, *_CLUSTER)]
-        case ListUsers() | DescribeAcls():
+        case DescribeQuotas(principal=who) if who == principal:
+            return []  # anyone may see their own quotas
+        case ListUsers() | DescribeAcls() | DescribeQuotas():
             return [(DESCRIBE, *_CLUSTER)]
         case InitProducerId(transactional_id=None):
             return [(IDEMPOTENT_WRITE, *_CLUSTER)]

@@ -27,6 +27,7 @@ from client.protocol import (
     LATEST,
     READ_COMMITTED,
     AclsResponse,
+    AlterQuotas,
     AlterTopicConfigs,
     CreateAcls,
     CreateTopic,
@@ -35,6 +36,7 @@ from client.protocol import (
     DeleteTopic,
     DeleteUser,
     DescribeAcls,
+    DescribeQuotas,
     Fetch,
     FetchResponse,
     FetchResult,
@@ -49,10 +51,13 @@ from client.protocol import (
     Ok,
     PartitionInfo,
     Produce,
+    ProduceResponse,
     ProducerIdResponse,
     PutUser,
+    QuotasResponse,
     TopicInfo,
 )
+from client.quotas import FETCH_RATE, PRODUCE_RATE, REQUEST_RATE, check_quotas
 from client.scram import MAX_ITERATIONS, MIN_ITERATIONS, UserCredential
 from node.access import Access
 from node.acl import Caller
@@ -66,6 +71,7 @@ from node.metadata import (
     DeleteUserCmd,
     PutUserCmd,
     RemoveAclsCmd,
+    SetQuotasCmd,
     assign_replicas,
     validate_configs,
     validate_topic,
@@ -104,6 +110,8 @@ class Api:
             PutUser: self.put_user,
             DeleteUser: self.delete_user,
             ListUsers: self.list_users,
+            AlterQuotas: self.alter_quotas,
+            DescribeQuotas: self.describe_quotas,
             CreateAcls: self.create_acls,
             DescribeAcls: self.describe_acls,
             DeleteAcls: self.delete_acls,
@@ -119,10 +127,35 @@ class Api:
         already checked), within what the ACLs let it do (node/access.py)."""
         if self.node.shutting_down:
             raise ShuttingDownError(f"node {self.node.id} is shutting down; use another node")
-        if client is None or self.node.authorizer.is_super(client.principal):
+        if client is None:
             return self._serve(body, client, None)
-        self.access.check(body, client)
-        return self.access.filtered(body, client, self._serve(body, client, self.access.may_read(client)))
+        if self.node.authorizer.is_super(client.principal):
+            pending = self._serve(body, client, None)
+        else:
+            self.access.check(body, client)
+            pending = self.access.filtered(body, client, self._serve(body, client, self.access.may_read(client)))
+        return self._metered(body, client.principal, pending) if self.node.state.quotas else pending
+
+    def _metered(self, body: object, principal: str, pending: Awaitable[object | None]) -> Awaitable[object | None]:
+        """Charge the request to the principal's quotas (node/quotas.py); produce and
+        fetch answers say how long the node will now wait before reading more."""
+        quotas = self.node.quotas
+        quotas.charge(principal, REQUEST_RATE, 1)
+        if isinstance(body, Produce):
+            quotas.charge(principal, PRODUCE_RATE, len(body.records))
+        elif not isinstance(body, Fetch):
+            return pending
+
+        async def answer() -> object | None:
+            resp = await pending
+            fetched = resp.body if isinstance(resp, Spliced) else resp
+            if isinstance(fetched, FetchResponse):
+                quotas.charge(principal, FETCH_RATE, sum(len(r.records) for r in fetched.results))
+            if isinstance(fetched, FetchResponse | ProduceResponse):
+                fetched.throttle_ms = int(quotas.throttle_s(principal) * 1000)
+            return resp
+
+        return answer()
 
     def _serve(
         self, body: object, client: Caller | None, may_read: Callable[[str], None] | None
@@ -255,6 +288,19 @@ class Api:
         if gone:
             await self.node.run_command(RemoveAclsCmd(gone))
         return AclsResponse(gone)
+
+    # -- quotas ---------------------------------------------------------------------------
+
+    async def alter_quotas(self, req: AlterQuotas) -> Ok:
+        self.node.controller_leader_check()
+        check_quotas(req.principal, req.set, req.delete)
+        await self.node.run_command(SetQuotasCmd(req.principal, dict(req.set), list(req.delete)))
+        return Ok()
+
+    async def describe_quotas(self, req: DescribeQuotas) -> QuotasResponse:
+        self.node.controller_leader_check()
+        quotas = self.node.state.quotas
+        return QuotasResponse(dict(quotas) if req.principal is None else {req.principal: quotas.get(req.principal, {})})
 
     def init_producer_id(self, req: InitProducerId) -> Awaitable[ProducerIdResponse]:
         """A transactional id goes to its transaction coordinator (which keeps its

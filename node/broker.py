@@ -73,6 +73,7 @@ from node.peerauth import PeerCredential, new_secret
 from node.peerguard import MAX_TERM
 from node.peerguard import refusal as peer_refusal
 from node.peers import PeerTransport, Reassembler
+from node.quotas import Quotas
 from node.replica import Replica, Ticker
 from node.runtime import CoordinatorRuntime
 from node.server import ConnectionLimits, Server
@@ -182,6 +183,7 @@ class Broker:
             super_users=frozenset(config.super_users),
             on_refusal=lambda op, rtype: self.metrics.authorization_failures.labels(op, rtype).inc(),
         )
+        self.quotas = Quotas(lambda: self.state.quotas)
         self.api = Api(self, self.runtime.handlers(), self.transactions.init_producer_id)
         limits = ConnectionLimits(config.max_connections, config.max_queued_bytes_per_connection, config.idle_timeout_s)
         self.server = Server(
@@ -196,6 +198,7 @@ class Broker:
             ssl_context=self.tls.clients,
             users=lambda name: self.state.users.get(name),
             require_users=config.require_users,
+            throttle=self.quotas.throttle_s,
         )
         self.peer_server = Server(
             self.id,

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from node.metadata import ClusterState
     from node.metrics import NodeMetrics
     from node.partition import Partition
+    from node.quotas import Quotas
     from node.replica import Replica
     from segments import LogConfig
 
@@ -55,6 +56,7 @@ class Node(NodeContext, Protocol):
 
     metrics: NodeMetrics
     authorizer: Authorizer
+    quotas: Quotas
     controller: Replica
     shutting_down: bool
 

@@ -9,6 +9,7 @@ pipelined requests reach each log in the order it sent them.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,7 @@ from client.protocol import (
     TopicPartition,
     TxnOffsetCommit,
 )
+from client.quotas import FETCH_RATE, PRODUCE_RATE
 from node.access import entry_topic
 from node.kafka_admin import KafkaAdmin
 from node.kafka_consumer_groups import ConsumerGroups
@@ -153,6 +155,16 @@ class KafkaApi:
         it) unless the sender may do what `native` does."""
         if self._bound(req):
             self.api.access.check(native, req.caller)
+
+    def _charge(self, req: Request, key: str, amount: int) -> None:
+        if req.caller is not None and self.node.state.quotas:
+            self.node.quotas.charge(req.caller.principal, key, amount)
+
+    def _throttle(self, req: Request) -> datetime.timedelta:
+        """The throttle time a produce or fetch answer carries (its quotas' debt)."""
+        if req.caller is None or not self.node.state.quotas:
+            return datetime.timedelta(0)
+        return datetime.timedelta(seconds=self.node.quotas.throttle_s(req.caller.principal))
 
     def _sees(self, req: Request, rtype: str, name: str) -> bool:
         return not self._bound(req) or self.node.authorizer.allows(req.caller.principal, DESCRIBE, rtype, name)
@@ -644,13 +656,14 @@ class KafkaApi:
                         raise InvalidRequestError("a produce without records")
                     native = Produce(t.name, int(pd.index), pd.records, acks, timeout_ms, transactional_id=txn)
                     self._gate(req, native)
+                    self._charge(req, PRODUCE_RATE, len(pd.records))
                     waiter = self.api.produce(native, delay_headers=True)  # (node/delay_intake.py)
                     pending.append((t.name, int(pd.index), waiter))
                 except TideMQError as exc:
                     pending.append((t.name, int(pd.index), failed(exc)))
         if acks == 0:
             return self._unanswered(pending)
-        return self._produced(req.version, pending)
+        return self._produced(req, pending)
 
     @staticmethod
     async def _unanswered(pending: list[tuple[str, int, Any]]) -> None:
@@ -662,7 +675,7 @@ class KafkaApi:
                 except TideMQError:
                     pass
 
-    async def _produced(self, version: int, pending: list[tuple[str, int, Any]]) -> Any:
+    async def _produced(self, req: Request, pending: list[tuple[str, int, Any]]) -> Any:
         by_topic: dict[str, list[dict[str, Any]]] = {}
         for topic, p, waiter in pending:
             out: dict[str, Any] = {"index": p, "base_offset": -1, "log_append_time": -1, "log_start_offset": -1}
@@ -676,7 +689,7 @@ class KafkaApi:
                     out.update(failed(exc))
             by_topic.setdefault(topic, []).append(out)
         responses = [{"name": t, "partition_responses": ps} for t, ps in by_topic.items()]
-        return build(response_class(0, version), {"responses": responses})
+        return build(response_class(0, req.version), {"responses": responses, "throttle_time": self._throttle(req)})
 
     def init_producer_id(self, req: Request) -> Awaitable[Any]:
         return self._init_producer_id(req)
@@ -851,8 +864,10 @@ class KafkaApi:
                     "records": records,
                 }
             )
+        self._charge(req, FETCH_RATE, sum(len(r.records) for r in results))
         responses = [{"topic": t, "partitions": ps} for t, ps in by_topic.items()]
-        return build(response_class(1, req.version), {"session_id": session_id, "responses": responses})
+        out = {"session_id": session_id, "responses": responses, "throttle_time": self._throttle(req)}
+        return build(response_class(1, req.version), out)
 
     def list_offsets(self, req: Request) -> Awaitable[Any]:
         return self._list_offsets(req)

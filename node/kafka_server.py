@@ -24,6 +24,7 @@ import trio
 from kio.index import UnknownAPIKey, UnknownEntity
 
 from client.errors import TideMQError
+from client.quotas import REQUEST_RATE
 from node.kafka_api import KafkaApi
 from node.kafka_sasl import SASL_AUTHENTICATE, SASL_HANDSHAKE, SaslSession
 from node.kafka_wire import (
@@ -104,6 +105,10 @@ class KafkaServer:
             async with send:
                 buf = bytearray()
                 while not sasl.failed:  # (a failed login is answered, then the connection goes)
+                    if node.state.quotas and (wait := node.quotas.throttle_s(sasl.caller().principal)) > 0:
+                        if self.metrics:
+                            self.metrics.throttle_seconds.inc(wait)
+                        await trio.sleep(wait)  # over a quota: slowed, never refused (node/quotas.py)
                     frame = await self._next_frame(stream, buf)
                     if frame is None:
                         return
@@ -139,6 +144,8 @@ class KafkaServer:
                 return correlation, _ready(api_versions_fallback(correlation))
             return correlation, _ready(_unsupported(key, version, correlation))
         req = decode_request(frame)._replace(caller=sasl.caller())
+        if self.api.node.state.quotas:
+            self.api.node.quotas.charge(req.caller.principal, REQUEST_RATE, 1)
         if key == SASL_HANDSHAKE:
             return correlation, _encoded(_ready(sasl.handshake(req)), correlation)
         if key == SASL_AUTHENTICATE:

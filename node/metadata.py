@@ -93,6 +93,14 @@ class RemoveAclsCmd(_Cmd):
     acls: list[AclBinding]
 
 
+class SetQuotasCmd(_Cmd):
+    """Set some of a principal's quotas and remove others (client/quotas.py)."""
+
+    principal: str
+    set: dict[str, float] = {}
+    delete: list[str] = []
+
+
 Command = (
     CreateTopicCmd
     | DeleteTopicCmd
@@ -102,6 +110,7 @@ Command = (
     | DeleteUserCmd
     | AddAclsCmd
     | RemoveAclsCmd
+    | SetQuotasCmd
 )
 _cmd_encoder = msgspec.msgpack.Encoder()
 _cmd_decoder = msgspec.msgpack.Decoder(Command)
@@ -123,6 +132,7 @@ class ClusterState(msgspec.Struct):
     applied: int = -1  # last applied offset of group 0
     users: dict[str, UserCredential] = {}  # SCRAM credentials (client/scram.py), never passwords
     acls: list[AclBinding] = []  # replaced, never changed in place: node/acl.py caches by identity
+    quotas: dict[str, dict[str, float]] = {}  # principal -> quota -> rate (node/quotas.py)
 
     def apply(self, cmd: _Cmd) -> object:
         """Apply one committed command; returns its result, or the error it deserved.
@@ -173,6 +183,14 @@ class ClusterState(msgspec.Struct):
             removed = len(self.acls) - len(kept)
             self.acls = kept
             return removed
+        if isinstance(cmd, SetQuotasCmd):
+            rates = {k: v for k, v in self.quotas.get(cmd.principal, {}).items() if k not in cmd.delete}
+            rates.update(cmd.set)
+            if rates:
+                self.quotas[cmd.principal] = rates
+            else:
+                self.quotas.pop(cmd.principal, None)
+            return None
         if isinstance(cmd, AllocateProducerIds):
             first = self.next_producer_id
             self.next_producer_id += PRODUCER_ID_BLOCK

@@ -41,6 +41,11 @@ class NodeMetrics:
             ["operation", "resource_type"],
             registry=r,
         )
+        self.throttle_seconds = Counter(
+            "tidemq_quota_throttle_seconds",
+            "Time connections of over-quota principals waited before their next request was read",
+            registry=r,
+        )
         self.connections_refused = Counter(
             "tidemq_connections_refused", "Connections refused because the listener was at its cap", registry=r
         )

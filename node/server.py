@@ -265,8 +265,10 @@ class Server:
         ssl_context: ssl.SSLContext | None = None,
         users: Callable[[str], UserCredential | None] = lambda name: None,
         require_users: bool = False,
+        throttle: Callable[[str], float] | None = None,
     ) -> None:
-        """`users` looks a user's stored credential up (the controller's replicated
+        """`throttle(principal)`: how long to wait before reading that principal's next
+        request (its quotas, node/quotas.py). `users` looks a user's stored credential up (the controller's replicated
         state); with `require_users`, a client must log in as one (or hold the token,
         the deprecated single user). With `peer_auth` this is the peer listener: only the nodes in `peer_ids`,
         proving the peer secret, get in; without, the client listener, which refuses
@@ -276,6 +278,7 @@ class Server:
         self.ssl_context = ssl_context
         self.users = users
         self.require_users = require_users
+        self.throttle = throttle
         self._scram_secret = os.urandom(16)  # the made-up salts of unknown users
         self.peer_auth = peer_auth
         self.peer_ids = frozenset(peer_ids)
@@ -392,6 +395,10 @@ class Server:
             too long (nothing asked, nothing owed)."""
             while True:
                 await outbox.wait_below_budget()  # a client that never reads is not read either
+                if self.throttle is not None and (wait := self.throttle(client.principal)) > 0:
+                    if self.metrics:
+                        self.metrics.throttle_seconds.inc(wait)
+                    await trio.sleep(wait)  # over a quota: slowed, never refused
                 with trio.move_on_after(idle_s if idle_s is not None else math.inf) as idle:
                     return await next_frame()
                 if idle.cancelled_caught and inflight.value == self.max_inflight and not outbox.queued:

@@ -27,6 +27,7 @@ ALLOWED = {
         "client.cluster",
         "client.scram",
         "client.acls",
+        "client.quotas",
     },
 }
 
