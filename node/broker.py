@@ -265,7 +265,7 @@ class Broker:
             if self.cfg.fsync == "interval":
                 nursery.start_soon(self._interval_flusher)
             if self.cfg.metrics:
-                self.metrics.serve(self.cfg.metrics)
+                self.metrics.serve(self.cfg.metrics, self.cfg.metrics_token)
             self.ready.set()
             log.info("node %s serving clients on %s, peers on %s", self.id, self.cfg.listen, self.cfg.peer_listen)
             task_status.started(listeners)

@@ -77,6 +77,7 @@ class NodeConfig:
     super_users: tuple[str, ...] = ()  # principals (User:NAME) the ACLs do not bind (node/acl.py)
     token: str | None = None
     metrics: str | None = None  # HOST:PORT of the Prometheus endpoint, or None
+    metrics_token: str | None = None  # scrapes must send it as a bearer token
     fsync: str = "always"  # always | interval | never (see docs/node.md)
     fsync_interval_ms: int = 50
     tick_ms: int = 50  # one Raft tick
@@ -226,6 +227,11 @@ class NodeConfig:
         p.add_argument("--data", dest="data_dir", type=Path, help="data directory")
         p.add_argument("--token", help="cluster token (default: $TIDEMQ_TOKEN)")
         p.add_argument("--metrics", help="HOST:PORT for the Prometheus endpoint")
+        p.add_argument(
+            "--metrics-token",
+            dest="metrics_token",
+            help="scrapes must send 'Authorization: Bearer TOKEN' (default: $TIDEMQ_METRICS_TOKEN)",
+        )
         p.add_argument("--fsync", choices=["always", "interval", "never"])
         p.add_argument("--tick-ms", dest="tick_ms", type=int)
         p.add_argument(
@@ -255,6 +261,7 @@ class NodeConfig:
                 p.error(str(exc))
         values.setdefault("token", os.environ.get("TIDEMQ_TOKEN") or None)
         values.setdefault("peer_secret", os.environ.get("TIDEMQ_PEER_SECRET") or None)
+        values.setdefault("metrics_token", os.environ.get("TIDEMQ_METRICS_TOKEN") or None)
         missing = [n for n in ("node_id", "listen", "data_dir") if values.get(n) is None]
         if missing:
             p.error(

@@ -3,9 +3,18 @@ process in tests) and served over HTTP by prometheus-client on the configured ad
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import hmac
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from node.config import parse_addr
+
+log = logging.getLogger(__name__)
 
 
 class NodeMetrics:
@@ -94,7 +103,32 @@ class NodeMetrics:
         self.requests.labels(kind, outcome).inc()
         self.latency.labels(kind).observe(seconds)
 
-    def serve(self, addr: str) -> None:
-        """Start the HTTP endpoint (a daemon thread of prometheus-client's)."""
+    def serve(self, addr: str, token: str | None = None) -> None:
+        """Start the HTTP endpoint on a daemon thread; with `token`, a scrape must send
+        `Authorization: Bearer <token>` (others get 401 and count as auth failures)."""
         host, port = parse_addr(addr)
-        start_http_server(port, addr=host, registry=self.registry)
+        app = make_wsgi_app(self.registry)
+        if token is not None:
+            app = _bearer_only(app, token, self.auth_failures)
+        httpd = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True).start()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - (the stdlib's name)
+        pass
+
+
+def _bearer_only(app: Callable, token: str, failures: Counter) -> Callable:
+    expected = f"Bearer {token}".encode()
+
+    def guarded(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        given = environ.get("HTTP_AUTHORIZATION", "").encode()
+        if hmac.compare_digest(given, expected):
+            return app(environ, start_response)
+        failures.inc()
+        log.warning("refused a metrics scrape from %s: no or a wrong bearer token", environ.get("REMOTE_ADDR"))
+        start_response("401 Unauthorized", [("WWW-Authenticate", 'Bearer realm="tidemq"'), ("Content-Length", "0")])
+        return [b""]
+
+    return guarded

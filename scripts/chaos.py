@@ -1,6 +1,6 @@
 """Chaos testing: faults against a three-node cluster while clients work, then a verdict.
 
-    scripts/chaos [--duration 300] [--seed S] [--faults kill,pause,partition,...] [--kafka]
+    scripts/chaos [--duration 300] [--seed S] [--faults kill,pause,partition,...] [--kafka] [--secure]
     scripts/chaos --check RUN_DIR/history.jsonl      # judge an existing history again
 
 Starts three `python -m node` processes on loopback with a fault-injecting TCP proxy on
@@ -11,7 +11,8 @@ replicas, and checks the history. Writes `history.jsonl`, `schedule.json`,
 any violation, 2 when the run itself could not finish (or on bad arguments), so a
 failing seed is a bug report: `--seed S --duration D --faults F` replays the same
 schedule. `--kafka` adds the kafka workload (librdkafka through the nodes' Kafka
-listeners) to the chosen ones. docs/chaos.md explains the faults, the history and the checks.
+listeners) to the chosen ones. `--secure` runs them over TLS as a user the ACLs allow
+only the workloads' own names. docs/chaos.md explains the faults, the history and the checks.
 """
 
 from __future__ import annotations
@@ -129,6 +130,11 @@ def main() -> int:
         action="store_true",
         help="add the kafka workload: librdkafka producers and a consumer group through the nodes' Kafka listeners",
     )
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS-only nodes that require users; the workloads log in as a user ACLs restrict to their names",
+    )
     p.add_argument("--dir", type=Path, default=None, help="run directory (default .chaos/<time>-seed<S>)")
     p.add_argument("--tick-ms", type=int, default=50, help="the nodes' Raft tick (default 50, the node default)")
     p.add_argument("--check", type=Path, metavar="HISTORY", help="only check an existing history.jsonl")
@@ -162,6 +168,7 @@ def main() -> int:
         faults=args.faults,
         workloads=workloads,
         tick_ms=args.tick_ms,
+        secure=args.secure,
     )
     try:
         report = trio.run(run_chaos, opts, console.print)

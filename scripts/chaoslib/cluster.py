@@ -18,6 +18,7 @@ import glob
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,23 @@ class ChaosCluster:
         self.peer_secret = secrets.token_urlsafe(32)  # the nodes' shared peer secret for this run
         self.unsettled: list[str] = []  # what the latest `settle` still missed (read if it is cancelled)
         self.unsettled_first: list[str] = []  # ... and what it missed when it began
+        # With `secure()`: TLS only, users required; the harness itself holds the token.
+        self.tls: dict | None = None
+        self.token: str | None = None
+        self.ssl_context: ssl.SSLContext | None = None
+
+    def secure(self) -> str:
+        """From the next start: a CA and node certificates under `<run dir>/tls`, TLS-only
+        listeners, users required (ACLs apply); the harness's own requests use a token
+        (a super-user). Returns the CA certificate's path."""
+        from client.tls import tls_context
+        from scripts.certs import Authority
+
+        ca = Authority(self.run_dir / "tls")
+        self.tls = {"ca": str(ca.cert_path), "nodes": {n: ca.node(n) for n in self.nodes}}
+        self.token = secrets.token_urlsafe(24)
+        self.ssl_context = tls_context(tls_ca=self.tls["ca"])
+        return self.tls["ca"]
 
     @classmethod
     def on_loopback(cls, run_dir: Path, nodes: int, *, kafka: bool = False, **kw) -> ChaosCluster:
@@ -88,27 +106,41 @@ class ChaosCluster:
     def command(self, node: int) -> list[str]:
         peers = ",".join(f"{i}={a}" for i, a in self.net.peers_for(node).items())
         advertise = ",".join(f"{i}={a}" for i, a in self.net.advertised().items())
-        return [
-            sys.executable,
-            "-m",
-            "node",
-            "--id",
-            str(node),
-            "--listen",
-            self.real[node],
-            "--peer-listen",
-            self.net.real_peer[node],
-            "--peers",
-            peers,
-            "--advertise",
-            advertise,
-            "--data",
-            str(self.data_dir(node)),
-            "--fsync",
-            self.fsync,
-            "--tick-ms",
-            str(self.tick_ms),
-        ] + self.kafka_flags(node)
+        return (
+            [
+                sys.executable,
+                "-m",
+                "node",
+                "--id",
+                str(node),
+                "--listen",
+                self.real[node],
+                "--peer-listen",
+                self.net.real_peer[node],
+                "--peers",
+                peers,
+                "--advertise",
+                advertise,
+                "--data",
+                str(self.data_dir(node)),
+                "--fsync",
+                self.fsync,
+                "--tick-ms",
+                str(self.tick_ms),
+            ]
+            + self.kafka_flags(node)
+            + self.secure_flags(node)
+        )
+
+    def secure_flags(self, node: int) -> list[str]:
+        if self.tls is None or self.token is None:
+            return []
+        issued = self.tls["nodes"][node]
+        return ["--tls-cert", str(issued.cert), "--tls-key", str(issued.key), "--tls-ca", self.tls["ca"]] + [
+            "--require-users",
+            "--token",
+            self.token,
+        ]
 
     def kafka_flags(self, node: int) -> list[str]:
         """The node's Kafka listener on its real port, advertising its Kafka proxy."""
@@ -195,7 +227,9 @@ class ChaosCluster:
     ) -> MetadataResponse | None:
         try:
             with trio.fail_after(timeout):
-                async with open_connection(self.real[node], connect_timeout=timeout) as conn:
+                async with open_connection(
+                    self.real[node], connect_timeout=timeout, token=self.token, ssl_context=self.ssl_context
+                ) as conn:
                     return await conn.request(Metadata(topics))
         except (TideMQError, OSError, trio.TooSlowError):
             return None

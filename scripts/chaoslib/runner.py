@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ class Options:
     settle_timeout: float = 30.0  # before each fault, after the last
     drain_timeout: float = 150.0  # workloads finishing after `stop`
     setup_timeout: float = 90.0
+    secure: bool = False  # TLS only, users and ACLs: the workloads run as a user allowed only their own names
 
 
 async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report:
@@ -71,14 +74,25 @@ async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report
     )
     kafka = any(WORKLOADS[name].needs_kafka for name in opts.workloads)
     cluster = ChaosCluster.on_loopback(run_dir, opts.nodes, kafka=kafka, tick_ms=opts.tick_ms)
+    if opts.secure:
+        cluster.secure()
     net = cluster.net
+    saved_env = {k: os.environ.get(k) for k in SECURE_ENV}
     limit = opts.setup_timeout + opts.duration + 2 * opts.settle_timeout + opts.drain_timeout + 180
     try:
         with trio.fail_after(limit):
             async with trio.open_nursery() as nursery:
                 await cluster.start_all(nursery, opts.setup_timeout)
                 with trio.fail_after(opts.setup_timeout):
-                    ctx = Context(net.bootstrap, history, opts.seed, say, kafka_bootstrap=net.kafka_bootstrap)
+                    kafka_security = await secure_clients(cluster) if opts.secure else {}
+                    ctx = Context(
+                        net.bootstrap,
+                        history,
+                        opts.seed,
+                        say,
+                        kafka_bootstrap=net.kafka_bootstrap,
+                        kafka_security=kafka_security,
+                    )
                     workloads = [WORKLOADS[name](ctx) for name in opts.workloads]
                     for w in workloads:
                         await w.setup()
@@ -95,6 +109,11 @@ async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report
     finally:
         cluster.close()
         history.close()
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     report = check_history(read_history(history.path))
     (run_dir / "summary.json").write_text(
         json.dumps(
@@ -202,6 +221,37 @@ def exception_lines(lines: Iterable[str]) -> Iterator[str]:
         elif col is not None and len(line) > col and not line[col].isspace() and set(line[:col]) <= set(" |"):
             yield line[col:].strip()
             col = None
+
+
+SECURE_ENV = ("TIDEMQ_TLS_CA", "TIDEMQ_USER", "TIDEMQ_PASSWORD", "TIDEMQ_TOKEN")
+CHAOS_USER = "chaos"
+
+
+async def secure_clients(cluster: ChaosCluster) -> dict[str, str]:
+    """The workloads' user, allowed everything on names starting `chaos-` (their topics,
+    groups, transactional and producer-group ids) and to create topics, nothing else;
+    every client of this process logs in as it over TLS (the environment the client
+    library reads). Returns librdkafka's settings for the same."""
+    from client import Admin
+    from client.protocol import AclBinding
+
+    assert cluster.tls is not None
+    password = secrets.token_urlsafe(16)
+    async with Admin(cluster.net.bootstrap, token=cluster.token, tls_ca=cluster.tls["ca"]) as admin:
+        await admin.add_user(CHAOS_USER, password)
+        grants = [AclBinding(f"User:{CHAOS_USER}", "cluster", "kafka-cluster", "create")]
+        for rtype in ("topic", "group", "transactional-id"):
+            grants.append(AclBinding(f"User:{CHAOS_USER}", rtype, "chaos-", "all", "prefixed"))
+        await admin.create_acls(grants)
+    os.environ.pop("TIDEMQ_TOKEN", None)
+    os.environ.update(TIDEMQ_TLS_CA=cluster.tls["ca"], TIDEMQ_USER=CHAOS_USER, TIDEMQ_PASSWORD=password)
+    return {
+        "security.protocol": "SASL_SSL",
+        "ssl.ca.location": cluster.tls["ca"],
+        "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": CHAOS_USER,
+        "sasl.password": password,
+    }
 
 
 def record_node_errors(cluster: ChaosCluster, history: History, say: Callable[[str], None]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,9 @@ import trio
 from client import Admin, Consumer, Producer
 from client.conventions import dead_letter_topic
 from client.dlq import replay_dead_letters
-from client.errors import AuthorizationFailedError
+from client.errors import AuthFailedError, AuthorizationFailedError
 from client.protocol import AclBinding, AclFilter
-from tests.cluster import process_cluster
+from tests.cluster import free_ports, process_cluster
 
 pytestmark = pytest.mark.timeout(240)
 TOKEN = "acl-token"
@@ -173,7 +174,9 @@ def test_tidemq_acl_commands(tmp_path):
     """`tidemq acl add|list|remove` against node processes, as the issue names them."""
 
     async def main():
-        async with process_cluster(tmp_path, 1, token=TOKEN, args=("--require-users",)) as c:
+        (metrics_port,) = free_ports(1)
+        metrics = ("--metrics", f"127.0.0.1:{metrics_port}", "--metrics-token", "scrape")
+        async with process_cluster(tmp_path, 1, token=TOKEN, args=("--require-users", *metrics)) as c:
             await c.wait_ready()
             env = {**{k: v for k, v in os.environ.items() if not k.startswith("TIDEMQ_")}}
             env.update(TIDEMQ_BOOTSTRAP=c.bootstrap, TIDEMQ_TOKEN=TOKEN)
@@ -224,6 +227,24 @@ def test_tidemq_acl_commands(tmp_path):
             assert removed.returncode == 0 and removed.stdout.count("removed:") == 2, removed.stdout
             bad = tidemq("acl", "add", "--principal", "erin", "--operation", "read", "--topic", "t")
             assert bad.returncode == 1 and "User:NAME" in bad.stderr
+
+            # The audit: refusals and failed logins are logged and counted.
+            async with Admin(c.bootstrap, token=TOKEN) as admin:
+                await admin.add_user("erin", "pw-erin")
+            with pytest.raises(AuthorizationFailedError):
+                async with Admin(c.bootstrap, username="erin", password="pw-erin") as erin:
+                    await erin.create_topic("t", 1, 1)
+            with pytest.raises(AuthFailedError):
+                async with Admin(c.bootstrap, username="erin", password="wrong") as erin:
+                    await erin.list_topics()
+            scrape = urllib.request.Request(
+                f"http://127.0.0.1:{metrics_port}/metrics", headers={"Authorization": "Bearer scrape"}
+            )
+            text = (await trio.to_thread.run_sync(lambda: urllib.request.urlopen(scrape, timeout=5).read())).decode()
+            assert 'tidemq_authorization_failures_total{operation="create",resource_type="topic"} 1.0' in text
+            assert "tidemq_auth_failures_total 1.0" in text
+            log = (tmp_path / "n1.log").read_text()
+            assert "refused User:erin from 127.0.0.1:" in log and "authentication failed for user 'erin'" in log
 
     trio.run(main)
 

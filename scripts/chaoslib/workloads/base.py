@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import trio
@@ -45,6 +45,7 @@ class Context:
     partitions: int = 6
     replication: int = 3
     kafka_bootstrap: str = ""  # the Kafka client proxies, when the nodes serve Kafka's protocol
+    kafka_security: dict[str, str] = field(default_factory=dict)  # librdkafka's TLS and SASL settings, if any
 
     def rng(self, name: str) -> random.Random:
         """A random stream of its own for each part of a workload, from the run's seed."""

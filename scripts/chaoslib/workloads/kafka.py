@@ -159,6 +159,7 @@ class KafkaWorkload(QueueWorkload):
         """librdkafka's settings (its `logger` and callbacks are added per session)."""
         return {
             "bootstrap.servers": self.ctx.kafka_bootstrap,
+            **self.ctx.kafka_security,
             "client.id": client_id,
             "enable.idempotence": True,
             "acks": "all",
@@ -336,6 +337,7 @@ class KafkaWorkload(QueueWorkload):
     def _consumer_config(self, client_id: str) -> dict[str, Any]:
         return {
             "bootstrap.servers": self.ctx.kafka_bootstrap,
+            **self.ctx.kafka_security,
             "client.id": client_id,
             "group.id": self.group,
             "auto.offset.reset": "earliest",
