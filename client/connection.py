@@ -298,11 +298,15 @@ async def open_connection(
                 stream = await anyio.connect_tcp(
                     host, port, ssl_context=ssl_context, tls_hostname=host, tls_standard_compatible=False
                 )
-    except ssl.SSLError as exc:
+    except ssl.SSLCertVerificationError as exc:
         raise AuthFailedError(
             f"TLS with {addr} failed: {exc.reason or exc}; check the CA (tls_ca / TIDEMQ_TLS_CA) and the address"
         ) from exc
-    except (OSError, TimeoutError) as exc:
+    except ssl.SSLError as exc:  # not the certificate: a plain listener, or a handshake cut (retried)
+        raise ConnectionClosedError(
+            f"TLS with {addr} failed: {exc.reason or exc}; is it a TLS listener, and is the node up?"
+        ) from exc
+    except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError) as exc:
         raise ConnectionClosedError(f"cannot connect to {addr}: {exc!r}; is the node running?") from exc
     conn = Connection(stream, addr, max_frame_bytes)
     async with stream:

@@ -199,6 +199,7 @@ class Broker:
             users=lambda name: self.state.users.get(name),
             require_users=config.require_users,
             throttle=self.quotas.throttle_s,
+            loaded=self.metadata_loaded,
         )
         self.peer_server = Server(
             self.id,

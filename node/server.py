@@ -38,6 +38,7 @@ from client.errors import (
     AuthFailedError,
     ClusterAuthorizationError,
     ConnectionLimitError,
+    CoordinatorNotAvailableError,
     ErrorCode,
     RemoteProtocolError,
     TideMQError,
@@ -266,9 +267,12 @@ class Server:
         users: Callable[[str], UserCredential | None] = lambda name: None,
         require_users: bool = False,
         throttle: Callable[[str], float] | None = None,
+        loaded: Callable[[], bool] = lambda: True,
     ) -> None:
         """`throttle(principal)`: how long to wait before reading that principal's next
-        request (its quotas, node/quotas.py). `users` looks a user's stored credential up (the controller's replicated
+        request (its quotas, node/quotas.py). `loaded()`: whether the node has replayed
+        the cluster's state (before, a user it does not know may merely not be there
+        yet: the client is told to retry). `users` looks a user's stored credential up (the controller's replicated
         state); with `require_users`, a client must log in as one (or hold the token,
         the deprecated single user). With `peer_auth` this is the peer listener: only the nodes in `peer_ids`,
         proving the peer secret, get in; without, the client listener, which refuses
@@ -279,6 +283,7 @@ class Server:
         self.users = users
         self.require_users = require_users
         self.throttle = throttle
+        self.loaded = loaded
         self._scram_secret = os.urandom(16)  # the made-up salts of unknown users
         self.peer_auth = peer_auth
         self.peer_ids = frozenset(peer_ids)
@@ -489,6 +494,10 @@ class Server:
         self, hello: Hello, stream: trio.abc.Stream, next_envelope, addr: str
     ) -> TideMQError | tuple[str, str | None]:
         """SCRAM-SHA-256 (client/scram.py): challenge, proof, and the node's own proof."""
+        if hello.user and self.users(hello.user) is None and not self.loaded():
+            return CoordinatorNotAvailableError(
+                f"node {self.node_id} is still loading the cluster's users; retry or ask another node"
+            )
         server = ScramServer(self.users, self._scram_secret)
         try:
             await stream.send_all(encode_frame(0, ScramChallenge(server.first(hello.scram or ""))))

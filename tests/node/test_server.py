@@ -12,6 +12,7 @@ from client.errors import (
     ClusterAuthorizationError,
     ConnectionClosedError,
     ConnectionLimitError,
+    CoordinatorNotAvailableError,
     ErrorCode,
     UnknownError,
     UnknownTopicError,
@@ -390,3 +391,20 @@ async def test_a_hello_that_cannot_be_read_gets_a_typed_answer_and_the_node_goes
     assert isinstance(got[0], ErrorResponse) and got[0].code == code and closed
     async with open_connection(addr) as conn:
         assert (await conn.request(ListOffsets("ok", 0, 6))).offset == 6
+
+
+async def test_a_user_unknown_before_the_state_is_loaded_is_told_to_retry(nursery):
+    """A restarted node may not have replayed a user yet: not a wrong password."""
+    loaded = False
+    server = Server(
+        1, EchoHandler(), lambda frm, payload: None, max_frame_bytes=1 << 20, require_users=True, loaded=lambda: loaded
+    )
+    listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+    addr = f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+    with pytest.raises(CoordinatorNotAvailableError, match="still loading the cluster's users"):
+        async with open_connection(addr, user="alice", password="pw"):
+            pass
+    loaded = True
+    with pytest.raises(AuthFailedError, match="wrong user or password"):
+        async with open_connection(addr, user="alice", password="pw"):
+            pass
