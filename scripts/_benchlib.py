@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -26,27 +27,53 @@ from tests.cluster import ProcessCluster  # noqa: E402
 console = Console()
 
 
+BENCH_USER = "bench"
+_SECURE_ENV = ("TIDEMQ_TLS_CA", "TIDEMQ_USER", "TIDEMQ_PASSWORD")
+
+
 @asynccontextmanager
 async def bench_cluster(nodes: int = 3, fsync: str = "always", secure: bool = False):
-    """Node processes for a bench; with `secure`, TLS only (mutual between nodes), and
-    this process's clients trust the cluster's CA (TIDEMQ_TLS_CA) while it runs."""
+    """Node processes for a bench; with `secure`, TLS only (mutual between nodes) and
+    users required: this process's clients log in as a user whose ACLs allow every
+    topic, group and transactional id (so the cost measured includes the checks), and
+    trust the cluster's CA, through the environment while it runs."""
     with tempfile.TemporaryDirectory(prefix="tidemq-bench-") as tmp:
         c = ProcessCluster(Path(tmp), nodes, fsync=fsync, tick_ms=int(os.environ.get("TICK", "50")))
-        before = os.environ.get("TIDEMQ_TLS_CA")
+        before = {k: os.environ.get(k) for k in _SECURE_ENV}
         if secure:
+            c.token = secrets.token_urlsafe(16)  # the harness's own requests
+            c.extra_args += ["--require-users"]
             os.environ["TIDEMQ_TLS_CA"] = c.secure()
         try:
             for n in c.peers:
                 c.start(n)
             await c.wait_ready()
+            if secure:
+                await _bench_user(c)
             yield c
         finally:
             with trio.CancelScope(shield=True):
                 await c.aclose()
-            if secure:
-                os.environ.pop("TIDEMQ_TLS_CA", None)
-                if before is not None:
-                    os.environ["TIDEMQ_TLS_CA"] = before
+            for k, v in before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+async def _bench_user(c: ProcessCluster) -> None:
+    from client import Admin
+    from client.protocol import AclBinding
+
+    password = secrets.token_urlsafe(16)
+    async with Admin(c.bootstrap, token=c.token) as admin:
+        await admin.add_user(BENCH_USER, password)
+        who = f"User:{BENCH_USER}"
+        await admin.create_acls(
+            [AclBinding(who, "cluster", "kafka-cluster", "create")]
+            + [AclBinding(who, rtype, "*", "all") for rtype in ("topic", "group", "transactional-id")]
+        )
+    os.environ.update(TIDEMQ_USER=BENCH_USER, TIDEMQ_PASSWORD=password)
 
 
 @contextmanager

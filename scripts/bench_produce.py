@@ -6,7 +6,8 @@ idempotent, fsync=always by default).
 One task submits every message (`Producer.submit`, backpressured by the producer's
 buffer; with `--bulk N`, `Producer.submit_many` N at a time); each message's latency is
 from its submission to its acknowledgement. `--secure` runs again on a TLS cluster
-(scripts/certs.py's certificates, mutual TLS between nodes) and prints what TLS costs.
+(scripts/certs.py's certificates, mutual TLS between nodes) that requires users, as a
+user the ACLs allow, and prints what TLS, the login and the checks cost.
 """
 
 from __future__ import annotations
