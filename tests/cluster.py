@@ -8,6 +8,8 @@ import random
 import socket
 import ssl
 import subprocess
+import sys
+from collections.abc import Callable
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -191,8 +193,6 @@ class ProcessCluster:
         tick_ms: int = 20,
         settings: dict[str, int | str] | None = None,
     ) -> None:
-        import sys
-
         self.base = base
         self.python = sys.executable
         ports = free_ports(2 * n)
@@ -391,3 +391,22 @@ async def read_all(
                     out.append(await cons.__anext__())
                 if idle.cancelled_caught:
                     return out
+
+
+def tidemq_cli(**env: str) -> Callable[..., subprocess.CompletedProcess]:
+    """`tidemq ARGS...` in a subprocess with only these TIDEMQ_* variables (bootstrap,
+    token, ...) set: what a user's shell would run. Returns a runner."""
+    root = Path(__file__).resolve().parent.parent
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TIDEMQ_")}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "client.cli", *args],
+            cwd=root,
+            env={**clean, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    return run

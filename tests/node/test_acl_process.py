@@ -5,11 +5,7 @@ prefix patterns, the refusals audited in the node logs, and `tidemq acl` itself.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
 import trio
@@ -19,11 +15,10 @@ from client.conventions import dead_letter_topic
 from client.dlq import replay_dead_letters
 from client.errors import AuthFailedError, AuthorizationFailedError
 from client.protocol import AclBinding, AclFilter
-from tests.cluster import free_ports, process_cluster
+from tests.cluster import free_ports, process_cluster, tidemq_cli
 
 pytestmark = pytest.mark.timeout(240)
 TOKEN = "acl-token"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def grant(who: str, rtype: str, name: str, *ops: str, pattern: str = "literal", permission: str = "allow"):
@@ -178,18 +173,7 @@ def test_tidemq_acl_commands(tmp_path):
         metrics = ("--metrics", f"127.0.0.1:{metrics_port}", "--metrics-token", "scrape")
         async with process_cluster(tmp_path, 1, token=TOKEN, args=("--require-users", *metrics)) as c:
             await c.wait_ready()
-            env = {**{k: v for k, v in os.environ.items() if not k.startswith("TIDEMQ_")}}
-            env.update(TIDEMQ_BOOTSTRAP=c.bootstrap, TIDEMQ_TOKEN=TOKEN)
-
-            def tidemq(*args: str) -> subprocess.CompletedProcess:
-                return subprocess.run(
-                    [sys.executable, "-m", "client.cli", *args],
-                    cwd=ROOT,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                )
+            tidemq = tidemq_cli(TIDEMQ_BOOTSTRAP=c.bootstrap, TIDEMQ_TOKEN=TOKEN)
 
             add = tidemq(
                 "acl",

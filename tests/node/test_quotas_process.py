@@ -4,11 +4,6 @@ quota set|list` set and show them."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import trio
 
@@ -17,11 +12,10 @@ from client.connection import open_connection
 from client.protocol import AclBinding, Produce
 from client.quotas import FETCH_RATE, PRODUCE_RATE
 from segments import build_batch
-from tests.cluster import process_cluster
+from tests.cluster import process_cluster, tidemq_cli
 
 pytestmark = pytest.mark.timeout(180)
 TOKEN = "quota-token"
-ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
 VALUE = b"q" * 4096
 COUNT = 1024  # 4 MiB of values
@@ -33,18 +27,7 @@ async def test_a_user_over_quota_is_slowed_to_it_and_never_failed(tmp_path):
         async with Admin(c.bootstrap, token=TOKEN) as admin:
             await admin.add_user("slow", "pw-slow")
             await admin.create_topic("q", 1, 1)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEMQ_")}
-        env.update(TIDEMQ_BOOTSTRAP=c.bootstrap, TIDEMQ_TOKEN=TOKEN)
-
-        def tidemq(*args: str) -> subprocess.CompletedProcess:
-            return subprocess.run(
-                [sys.executable, "-m", "client.cli", *args],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+        tidemq = tidemq_cli(TIDEMQ_BOOTSTRAP=c.bootstrap, TIDEMQ_TOKEN=TOKEN)
 
         done = tidemq("quota", "set", "User:slow", "--produce-rate", "1M", "--fetch-rate", "1M")
         assert done.returncode == 0, done.stderr
