@@ -41,8 +41,9 @@ import anyio
 import msgspec
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from client import acls, quotas
+from client import acls, quotas, trace
 from client.admin import Admin
 from client.cluster import ClusterClient
 from client.consumer import Consumer, Message, split_instance_group
@@ -867,6 +868,63 @@ async def acl_list(env: Env, args: argparse.Namespace) -> None:
     env.out.print(table)
 
 
+# -- trace ----------------------------------------------------------------------------------------
+
+TRACE_KEY_MATCHES = 10  # the newest traced for --key
+
+
+def _when(ms: int | None) -> str:
+    if ms is None or ms < 0:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) + f".{ms % 1000:03d}"
+
+
+def _print_trace(env: Env, t: trace.Trace) -> None:
+    m = t.message
+    env.out.print(Text(f"{m.topic}-{m.partition}@{m.offset}  key {_shown(m.key)}  value {_shown(m.value)}"))
+    if m.headers:
+        env.out.print("headers: " + ", ".join(f"{k}={_shown(v)}" for k, v in m.headers))
+    steps = Table("time", "step", "detail", title="its life")
+    for s in t.steps:
+        steps.add_row(_when(s.time_ms), s.what, s.detail)
+    env.out.print(steps)
+    if not t.groups:
+        env.out.print("no consumer group has committed an offset of this partition")
+        return
+    groups = Table("group", "status", "detail", title="per consumer group")
+    for g in t.groups:
+        groups.add_row(g.group, g.status, g.detail)
+    env.out.print(groups)
+
+
+def _shown(data: bytes | None, width: int = 60) -> str:
+    if data is None:
+        return "null"
+    text = data.decode(errors="replace")
+    return repr(text if len(text) <= width else text[:width] + "...")
+
+
+async def trace_cmd(env: Env, args: argparse.Namespace) -> None:
+    if (args.partition is None) == (args.key is None):
+        raise CliError("give PARTITION OFFSET, or --key KEY")
+    async with _admin(env) as admin:
+        cluster = admin.cluster
+        if args.key is not None:
+            found = await trace.find_by_key(cluster, args.topic, args.key.encode())
+            if not found:
+                raise CliError(f"no message with key {args.key!r} in {args.topic} (the newest {trace.SCAN_LIMIT} read)")
+            places = [(s.partition, s.offset) for s in found[-TRACE_KEY_MATCHES:]]
+        else:
+            if args.offset is None:
+                raise CliError("give the OFFSET after the PARTITION")
+            places = [(args.partition, args.offset)]
+        for p, offset in places:
+            t = await trace.trace_message(cluster, args.topic, p, offset)
+            if t is None:
+                raise CliError(f"there is no message at {args.topic}-{p}@{offset}")
+            _print_trace(env, t)
+
+
 # -- quota ----------------------------------------------------------------------------------------
 
 _QUOTA_FLAGS = (
@@ -1311,6 +1369,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--deny", action="store_true", help="a deny binding (deny wins over any allow)")
         if name == "list":
             p.add_argument("--format", choices=["table", "json"], default="table", help="json: one array on stdout")
+
+    p = leaf(commands, "trace", trace_cmd, "a message's whole life: produced, retried, dead, replayed; per group")
+    p.add_argument("topic")
+    p.add_argument("partition", nargs="?", type=int)
+    p.add_argument("offset", nargs="?", type=int)
+    p.add_argument("--key", help="trace the messages with this key instead (the newest ten)")
 
     quota = commands.add_parser("quota", help="rates a principal is held to on each node").add_subparsers(
         dest="action", required=True, metavar="ACTION"

@@ -66,6 +66,7 @@ H_ORIGIN_OFFSET = "tidemq.origin.offset"
 H_DLQ_ERROR = "tidemq.dlq.error"
 H_DLQ_TIME = "tidemq.dlq.time"
 H_INSTANCE = "tidemq.instance"  # the broadcast instance a retry or dead letter belongs to
+H_REPLAYED_FROM = "tidemq.replayed.from"  # on a replayed dead letter: "<dlq topic>/<partition>/<offset>"
 
 
 def retry_topic(group: str) -> str:

@@ -26,6 +26,7 @@ from client.conventions import (
     H_ORIGIN_OFFSET,
     H_ORIGIN_PARTITION,
     H_ORIGIN_TOPIC,
+    H_REPLAYED_FROM,
     dead_letter_topic,
     retry_topic,
 )
@@ -116,16 +117,21 @@ async def replay_dead_letters(
         async with Producer(bootstrap, token=token, **security) as producer:
             for letter in letters:
                 m = letter.message
+                replayed = (H_REPLAYED_FROM, f"{m.topic}/{m.partition}/{m.offset}".encode())  # (for a trace)
                 if letter.instance is None:
                     await producer.submit(
-                        letter.topic, m.value, key=m.key, headers=user_headers(m), partition=letter.partition
+                        letter.topic,
+                        m.value,
+                        key=m.key,
+                        headers=[*user_headers(m), replayed],
+                        partition=letter.partition,
                     )
                     continue
                 await producer.submit(
                     retry_topic(group),
                     m.value,
                     key=m.key,
-                    headers=user_headers(m)
+                    headers=[*user_headers(m), replayed]
                     + [
                         (H_ORIGIN_TOPIC, letter.topic.encode()),
                         (H_ORIGIN_PARTITION, b"%d" % letter.partition),

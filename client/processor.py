@@ -44,6 +44,7 @@ from client.conventions import (
     H_ORIGIN_OFFSET,
     H_ORIGIN_PARTITION,
     H_ORIGIN_TOPIC,
+    H_REPLAYED_FROM,
     dead_letter_topic,
     retry_topic,
 )
@@ -362,7 +363,16 @@ async def _run(
 
 # -- failure handling -------------------------------------------------------------------------
 
-_OURS = (H_ATTEMPT, H_ORIGIN_TOPIC, H_ORIGIN_PARTITION, H_ORIGIN_OFFSET, H_DLQ_ERROR, H_DLQ_TIME, H_INSTANCE)
+_OURS = (
+    H_ATTEMPT,
+    H_ORIGIN_TOPIC,
+    H_ORIGIN_PARTITION,
+    H_ORIGIN_OFFSET,
+    H_DLQ_ERROR,
+    H_DLQ_TIME,
+    H_INSTANCE,
+    H_REPLAYED_FROM,
+)
 
 
 def origin_of(msg: Message) -> tuple[str, int, int, int]:

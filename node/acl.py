@@ -131,9 +131,9 @@ class Authorizer:
         the caller may do `operation` on the resource."""
         if self.allows(caller.principal, operation, resource_type, name):
             return
-        raise self.refusal(caller, operation, resource_type, name)
+        raise self._refusal(caller, operation, resource_type, name)
 
-    def refusal(self, caller: Caller, operation: str, resource_type: str, name: str) -> AuthorizationFailedError:
+    def _refusal(self, caller: Caller, operation: str, resource_type: str, name: str) -> AuthorizationFailedError:
         what = "the cluster" if resource_type == CLUSTER else f"{resource_type} {name!r}"
         log.warning("refused %s from %s: %s on %s", caller.principal, caller.addr, operation, what)
         if self._on_refusal is not None:

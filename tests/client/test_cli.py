@@ -395,3 +395,21 @@ async def test_half_list_shows_pending_and_decided_halves(tidemq, cluster):
     assert by_id[done.id]["state"] == "committed" and by_id[done.id]["landed"] == [landed.partition, landed.offset]
     assert by_id[dropped.id]["state"] == "aborted" and by_id[dropped.id]["reason"] == "the order was cancelled"
     assert by_id[waiting.id]["state"] == "pending" and by_id[waiting.id]["key"] == "wait"
+
+
+def test_trace_by_place_and_by_key(tidemq, cluster):
+    assert tidemq("topic", "create", "traced", "--partitions", "2").code == 0
+    assert tidemq("produce", "traced", "--key", "order-7", stdin=b"shipped\n").code == 0
+    consumed = tidemq("consume", "traced", "--group", "shipping", "--from-beginning", "--max", "1", "--timeout", "10")
+    assert consumed.out.splitlines() == ["shipped"]
+    by_key = tidemq("trace", "traced", "--key", "order-7")
+    assert by_key.code == 0, by_key.err
+    assert "key 'order-7'  value 'shipped'" in by_key.out
+    partition = partition_for_key(b"order-7", 2)
+    offset = int(by_key.out.split(f"traced-{partition}@", 1)[1].split()[0])
+    assert ["shipping", "done", f"committed (the group is at offset {offset + 1})"] in rows(by_key.out, 3)
+    by_place = tidemq("trace", "traced", str(partition), str(offset))
+    assert by_place.code == 0 and by_place.out == by_key.out
+    nothing = tidemq("trace", "traced", str(partition), "99")
+    assert nothing.code == 1 and "there is no message at traced-" in nothing.err
+    assert tidemq("trace", "traced").code == 1  # neither a place nor a key

@@ -8,8 +8,17 @@ from functools import partial
 import trio
 
 from client import Admin, Consumer, Producer
-from client.conventions import H_ATTEMPT, H_DLQ_ERROR, H_DLQ_TIME, H_ORIGIN_OFFSET, H_ORIGIN_TOPIC
+from client.cluster import ClusterClient
+from client.conventions import (
+    H_ATTEMPT,
+    H_DLQ_ERROR,
+    H_DLQ_TIME,
+    H_ORIGIN_OFFSET,
+    H_ORIGIN_TOPIC,
+    H_REPLAYED_FROM,
+)
 from client.dlq import list_dead_letters, replay_dead_letters
+from client.trace import find_by_key, trace_message
 from tests.cluster import local_cluster
 
 LADDER = [100, 500, 1000]
@@ -77,6 +86,17 @@ async def test_concurrent_retries_through_the_delay_tier_then_dead_letter_and_re
                 seen.append((await other.__anext__()).value)  # a retry copy here would be a bug
         assert sorted(seen) == [b"bad", b"flaky", b"good"]
 
+        # The traces say so (client/trace.py): per group, from offsets, retries and dead letters.
+        async with ClusterClient(c.bootstrap) as cluster:
+            (bad,) = await find_by_key(cluster, "jobs", b"bad")
+            t = await trace_message(cluster, "jobs", 0, bad.offset)
+            assert t is not None and [s.what for s in t.steps] == ["produced", "retry", "retry", "dead letter"]
+            assert [(g.group, g.status) for g in t.groups] == [("others", "done"), ("workers", "dead letter")]
+            assert "RuntimeError: cannot handle" in t.groups[1].detail
+            (flaky,) = await find_by_key(cluster, "jobs", b"flaky")
+            t = await trace_message(cluster, "jobs", 0, flaky.offset)
+            assert t is not None and ("workers", "done", "handled on attempt 3") in t.groups
+
         replayed = await replay_dead_letters(c.bootstrap, "workers", idle=0.5)
         assert [r.message.value for r in replayed] == [b"bad"]
         assert await replay_dead_letters(c.bootstrap, "workers", idle=0.5) == []  # never twice
@@ -84,10 +104,18 @@ async def test_concurrent_retries_through_the_delay_tier_then_dead_letter_and_re
             values = []
             with trio.fail_after(10):
                 async for msg in reader:
-                    values.append((msg.value, msg.headers))
+                    values.append((msg.value, msg.headers, msg.offset))
                     if len(values) == 4:
                         break
-        assert values[-1] == (b"bad", (("user", b"bad"),))  # back in its topic, a fresh start
+        assert values[-1][0] == b"bad"  # back in its topic, a fresh start: its own headers, and where it was
+        where = b"workers.dlq/%d/%d" % (letter.message.partition, letter.message.offset)
+        assert values[-1][1] == (("user", b"bad"), (H_REPLAYED_FROM, where))
+        async with ClusterClient(c.bootstrap) as cluster:
+            t = await trace_message(cluster, "jobs", 0, bad.offset)
+            assert (
+                t is not None and ("workers", "replayed", f"sent back to jobs-0 at offset {values[-1][2]}") in t.groups
+            )
+            assert t.steps[-1].what == "replayed"
 
 
 async def test_serial_retries_in_place_keep_key_order_while_other_keys_flow(tmp_path):

@@ -1,0 +1,75 @@
+"""The trace derivation on hand-built histories: each status a group can give a
+message (not yet delivered, done, retrying, done on a retry, dead letter, replayed),
+the steps in time order, and the transaction's outcome."""
+
+from __future__ import annotations
+
+from client.conventions import (
+    H_ATTEMPT,
+    H_DLQ_ERROR,
+    H_DLQ_TIME,
+    H_ORIGIN_OFFSET,
+    H_ORIGIN_PARTITION,
+    H_ORIGIN_TOPIC,
+    H_REPLAYED_FROM,
+)
+from client.trace import GroupView, Stored, derive, fate, is_origin
+
+MSG = Stored("jobs", 0, 7, 1_000, b"k", b"v", [("user", b"1")], 42, False)
+
+
+def origin(attempt: int) -> list[tuple[str, bytes | None]]:
+    return [
+        (H_ORIGIN_TOPIC, b"jobs"),
+        (H_ORIGIN_PARTITION, b"0"),
+        (H_ORIGIN_OFFSET, b"7"),
+        (H_ATTEMPT, b"%d" % attempt),
+    ]
+
+
+def retry(offset: int, attempt: int, at: int) -> Stored:
+    return Stored("g.retry", 1, offset, at, b"k", b"v", origin(attempt), 9, False)
+
+
+def dead(offset: int, at: int) -> Stored:
+    headers = [*origin(3), (H_DLQ_ERROR, b"RuntimeError: no"), (H_DLQ_TIME, b"%d" % at)]
+    return Stored("g.dlq", 2, offset, at, b"k", b"v", headers, 9, False)
+
+
+def test_a_group_that_has_not_reached_it_and_one_that_committed_past_it():
+    assert fate("g", 7, GroupView(None)).status == "not yet delivered"
+    assert fate("g", 7, GroupView(7)).detail == "the group is at offset 7"
+    assert fate("g", 7, GroupView(8)).status == "done"
+
+
+def test_retries_in_flight_and_handled():
+    view = GroupView(8, [retry(3, 1, 2_000), retry(5, 2, 3_000)], positions={("g.retry", 1): 5})
+    assert fate("g", 7, view) == ("g", "retrying", "attempt 3 due at 3000 ms")
+    done = view._replace(positions={("g.retry", 1): 6})
+    assert fate("g", 7, done) == ("g", "done", "handled on attempt 3")
+
+
+def test_a_dead_letter_and_its_replay():
+    view = GroupView(8, [retry(3, 1, 2_000)], [dead(4, 5_000)], {("g.retry", 1): 4})
+    assert fate("g", 7, view) == ("g", "dead letter", "after 3 attempt(s): RuntimeError: no")
+    # The replay group got past it, but the copy is not found (older than the header):
+    assert fate("g", 7, view._replace(positions={("g.dlq", 2): 5})).detail == "sent back to jobs by a replay"
+    copy = Stored("jobs", 0, 12, 6_000, b"k", b"v", [("user", b"1"), (H_REPLAYED_FROM, b"g.dlq/2/4")], 50, False)
+    replayed = view._replace(replays=[copy])
+    assert fate("g", 7, replayed) == ("g", "replayed", "sent back to jobs-0 at offset 12")
+
+    t = derive(MSG, "", {"g": replayed, "other": GroupView(9)})
+    assert [s.what for s in t.steps] == ["produced", "retry", "dead letter", "replayed"]
+    assert [s.time_ms for s in t.steps] == [1_000, 2_000, 5_000, 6_000]
+    assert [(g.group, g.status) for g in t.groups] == [("g", "replayed"), ("other", "done")]
+
+
+def test_the_transaction_and_the_producer_in_the_first_step():
+    t = derive(MSG._replace(transactional=True), "aborted", {})
+    assert t.steps[0].detail == "by producer 42, in a transaction (aborted)" and t.outcome == "aborted"
+    assert derive(MSG._replace(producer_id=-1), "", {}).steps[0].detail == "by a producer without id"
+
+
+def test_only_records_of_this_origin_count():
+    assert is_origin(retry(1, 1, 0), "jobs", 0, 7)
+    assert not is_origin(retry(1, 1, 0), "jobs", 0, 8) and not is_origin(MSG, "jobs", 0, 7)
