@@ -868,6 +868,18 @@ async def acl_list(env: Env, args: argparse.Namespace) -> None:
     env.out.print(table)
 
 
+# -- console --------------------------------------------------------------------------------------
+
+
+async def console_cmd(env: Env, args: argparse.Namespace) -> None:
+    from client.console import serve
+
+    trust = {k: v for k, v in env.security.items() if k.startswith("tls") and v}
+    bootstrap = env.bootstrap or os.environ.get("TIDEMQ_BOOTSTRAP") or DEFAULT_BOOTSTRAP
+    env.out.print(f"console: http://{args.listen} (cluster {bootstrap}; Ctrl-C stops it)")
+    await serve(args.listen, bootstrap, trust)
+
+
 # -- trace ----------------------------------------------------------------------------------------
 
 TRACE_KEY_MATCHES = 10  # the newest traced for --key
@@ -1369,6 +1381,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--deny", action="store_true", help="a deny binding (deny wins over any allow)")
         if name == "list":
             p.add_argument("--format", choices=["table", "json"], default="table", help="json: one array on stdout")
+
+    p = leaf(commands, "console", console_cmd, "the web console: pages of the cluster, its messages and their traces")
+    p.add_argument(
+        "--listen", default="127.0.0.1:9480", metavar="HOST:PORT", help="where it serves (default %(default)s)"
+    )
 
     p = leaf(commands, "trace", trace_cmd, "a message's whole life: produced, retried, dead, replayed; per group")
     p.add_argument("topic")
