@@ -10,7 +10,7 @@ dead-letter topic and its replays. Nothing is written on the hot path to make th
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import anyio
 
@@ -181,9 +181,11 @@ async def read_partition(
     limit: int = SCAN_LIMIT,
     keep: Callable[[Stored], bool] = lambda s: True,
     isolation: int = READ_UNCOMMITTED,
+    control: Callable[[int, list[Any]], None] | None = None,
 ) -> list[Stored]:
     """The records of a partition from `start` (the log start) to its end as it is now,
-    `limit` at most, those `keep` wants."""
+    `limit` at most, those `keep` wants; `control(offset, records)` sees each control
+    batch on the way."""
     first = await _end(cluster, topic, p, EARLIEST)
     pos, end = max(first, start if start is not None else first), await _end(cluster, topic, p, LATEST)
     out: list[Stored] = []
@@ -199,6 +201,8 @@ async def read_partition(
                 continue
             moved, pos = True, header.next_offset
             if header.is_control:
+                if control is not None:
+                    control(header.base_offset, decode_records(batch))
                 continue
             for rec in decode_records(batch):
                 read += 1

@@ -1,6 +1,7 @@
 """Launch and manage a local TideMQ cluster on loopback.
 
-    scripts/cluster up [--nodes 3] [--port 9401] [--kafka-port 9092] [--dir .tidemq] [--fsync always] [--secure]
+    scripts/cluster up [--nodes 3] [--port 9401] [--kafka-port 9092] [--console-port 9480] [--dir .tidemq]
+                       [--fsync always] [--secure]
     scripts/cluster status
     scripts/cluster kill N | pause N | resume N | stop N | start N | restart N
     scripts/cluster down [--wipe]
@@ -10,8 +11,10 @@ Each node runs as `python -m node` in its own process, with its data, log file a
 under the run directory. `up` waits until every node answers and the controller has a
 leader, then prints the bootstrap address. With `--secure`, a CA and node certificates
 are made in the run directory and the nodes speak only TLS (mutual between nodes);
-`<dir>/client.env` holds what a client needs (`source` it). `down` sends SIGTERM (graceful: leadership
-moves away, logs are flushed) and SIGKILLs whatever is still alive after a timeout.
+`<dir>/client.env` holds what a client needs (`source` it). `up` also starts the web
+console (`tidemq console`, its log in `<dir>/console/console.log`). `down` sends SIGTERM
+(graceful: leadership moves away, logs are flushed) and SIGKILLs whatever is still alive
+after a timeout, the console too.
 """
 
 from __future__ import annotations
@@ -71,9 +74,11 @@ def peer_secret(run_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def pid_of(run_dir: Path, node: int) -> int | None:
+def pid_of(run_dir: Path, node: int | str) -> int | None:
+    """The live process of node N (or of "console") in this run directory."""
+    where = run_dir / (f"n{node}" if isinstance(node, int) else node) / "pid"
     try:
-        pid = int((run_dir / f"n{node}" / "pid").read_text())
+        pid = int(where.read_text())
     except (OSError, ValueError):
         return None
     try:
@@ -124,7 +129,34 @@ def start_node(run_dir: Path, spec: dict, node: int) -> int:
     return proc.pid
 
 
-def stop_node(run_dir: Path, node: int, sig: int = signal.SIGTERM, timeout: float = 15.0) -> bool:
+def start_console(run_dir: Path, spec: dict) -> int:
+    """`tidemq console` for this cluster (it acts as whoever logs in: no credentials)."""
+    cdir = run_dir / "console"
+    cdir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "client.cli", "--bootstrap", ",".join(spec["peers"].values())]
+    if spec.get("tls"):
+        cmd += ["--tls-ca", spec["tls"]["ca"]]
+    cmd += ["console", "--listen", spec["console"]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEMQ_")}
+    with open(cdir / "console.log", "ab") as logf:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    (cdir / "pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+async def wait_console(addr: str, timeout: float) -> None:
+    host, port = addr.rsplit(":", 1)
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                stream = await trio.open_tcp_stream(host, int(port))
+                await stream.aclose()
+                return
+            except OSError:
+                await trio.sleep(0.1)
+
+
+def stop_node(run_dir: Path, node: int | str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> bool:
     pid = pid_of(run_dir, node)
     if pid is None:
         return False
@@ -134,7 +166,9 @@ def stop_node(run_dir: Path, node: int, sig: int = signal.SIGTERM, timeout: floa
         if pid_of(run_dir, node) is None:
             return True
         time.sleep(0.05)
-    console.print(f"[yellow]node {node} ignored SIGTERM for {timeout}s; sending SIGKILL[/]")
+    console.print(
+        f"[yellow]{'node ' if isinstance(node, int) else ''}{node} ignored SIGTERM for {timeout}s; sending SIGKILL[/]"
+    )
     os.kill(pid, signal.SIGKILL)
     return True
 
@@ -227,6 +261,7 @@ def cmd_up(args) -> None:
             "kafka": {str(i): f"127.0.0.1:{args.kafka_port + i - 1}" for i in range(1, args.nodes + 1)}
             if args.kafka_port
             else {},
+            "console": f"127.0.0.1:{args.console_port}" if args.console_port else None,
             "dir": str(run_dir),
         }
         if args.secure:
@@ -250,10 +285,18 @@ def cmd_up(args) -> None:
     trio.run(wait_ready, spec, args.timeout)
     if spec.get("tls"):
         trio.run(ensure_admin, spec)
+    if spec.get("console") and pid_of(run_dir, "console") is None:
+        start_console(run_dir, spec)
+        try:
+            trio.run(wait_console, spec["console"], 30)
+        except trio.TooSlowError:
+            raise SystemExit(f"the console did not start; see {run_dir / 'console' / 'console.log'}") from None
     console.print(f"[green]cluster up[/] in {run_dir} (scripts/cluster down to stop)")
     print("bootstrap: " + ",".join(spec["peers"].values()), flush=True)
     if spec.get("kafka"):
         print("kafka bootstrap: " + ",".join(spec["kafka"].values()), flush=True)
+    if spec.get("console"):
+        print(f"console: http://{spec['console']}", flush=True)
     env_file = write_client_env(run_dir, spec)
     print(f"client settings: {env_file} (source it: TLS CA, bootstrap, token)", flush=True)
 
@@ -329,6 +372,8 @@ def cmd_down(args) -> None:
         console.print("no cluster here")
         return
     spec = layout(run_dir)
+    if stop_node(run_dir, "console", timeout=args.timeout):
+        console.print("stopped the console")
     for node in map(int, spec["peers"]):
         if stop_node(run_dir, node, timeout=args.timeout):
             console.print(f"stopped node {node}")
@@ -382,6 +427,9 @@ def main() -> None:
         type=int,
         default=9092,
         help="first node's Kafka protocol port; node N on KAFKA_PORT+N-1 (0: no Kafka listener)",
+    )
+    up.add_argument(
+        "--console-port", type=int, default=9480, help="the web console's port on 127.0.0.1 (0: no console)"
     )
     up.add_argument("--fsync", choices=["always", "interval", "never"], default="always")
     up.add_argument("--token", default=None, help="cluster token (default: $TIDEMQ_TOKEN)")

@@ -188,8 +188,8 @@ def build_app(console: Console) -> Starlette:
                     name: bars(counts, day_labels, title=f"{name}: messages per day", height=80)
                     for name, counts in per_day.items()
                 },
-                dead=data.dead_letter_counts(view, [g.name for g in group_rows]),
-                tiers=data.tier_backlog(view),
+                dead=await data.dead_letter_counts(admin, view, [g.name for g in group_rows]),
+                tiers=await data.tiers(admin, view),
                 open_txns=[t for t in txns if t.state in OPEN_TXN_STATES],
                 pending_halves=[h for h in (halves.halves if halves else []) if h.state == "pending"],
             )
@@ -324,7 +324,7 @@ def build_app(console: Console) -> Starlette:
             view = await data.cluster_view(admin)
             names = [g.name for g in await data.groups(admin, view)]
             letters = {}
-            for name in sorted(data.dead_letter_counts(view, names)):
+            for name in sorted(n for n in names if view.topic(dead_letter_topic(n))):
                 letters[name] = await list_dead_letters(
                     console.bootstrap,
                     name,
@@ -362,7 +362,7 @@ def build_app(console: Console) -> Starlette:
                 request,
                 "waiting.html",
                 login,
-                tiers=data.tier_backlog(view),
+                tiers=await data.tiers(admin, view),
                 txns=[t for t in txns if t.state in OPEN_TXN_STATES],
                 halves=halves.halves if halves else [],
             )

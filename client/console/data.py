@@ -9,15 +9,17 @@ record at or after a time), so the console keeps no history of its own for them.
 from __future__ import annotations
 
 import json
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import anyio
+import msgspec
 
 from client.admin import Admin
-from client.conventions import TIER_CONFIG, TIER_PREFIX, dead_letter_topic
+from client.conventions import H_DELAY_DUE, H_DELAY_TARGET, TIER_CONFIG, TIER_PREFIX, dead_letter_topic
 from client.errors import TideMQError
 from client.group import describe_group, list_groups
 from client.protocol import (
@@ -30,6 +32,7 @@ from client.protocol import (
     PartitionInfo,
     TopicInfo,
 )
+from client.trace import Stored, read_partition
 
 NODE_ANSWER_S = 3.0
 T = TypeVar("T")
@@ -188,7 +191,8 @@ async def groups(admin: Admin, view: ClusterView) -> list[GroupRow]:
 
 
 def records_in(view: ClusterView, topic: str) -> int:
-    """Records a topic holds now (high watermark minus log start, over its partitions)."""
+    """Offsets a topic holds now (high watermark minus log start, over its partitions):
+    its records and the log's own entries between them, as a lag counts them."""
     return sum(
         (p.high_watermark or 0) - (p.log_start or 0)
         for p in view.partitions
@@ -196,22 +200,53 @@ def records_in(view: ClusterView, topic: str) -> int:
     )
 
 
-def dead_letter_counts(view: ClusterView, group_names: list[str]) -> dict[str, int]:
-    return {g: records_in(view, dead_letter_topic(g)) for g in group_names if view.topic(dead_letter_topic(g))}
+async def count_records(admin: Admin, topic: str, partitions: int) -> int:
+    """The records (not control entries) a topic holds, read from the log (bounded)."""
+    return sum([len(await read_partition(admin.cluster, topic, p)) for p in range(partitions)])
 
 
-def tier_backlog(view: ClusterView) -> list[tuple[str, int, int]]:
-    """(tier, its delay in ms, records it holds) of each delay tier, shortest first (the
-    records a tier holds; how far its scheduler got is the scheduler's own)."""
-    tiers = []
+DELAY_CHECKPOINT = 100  # the control type of a tier scheduler's progress (segments.control.ControlType)
+
+
+@dataclass
+class Tier:
+    name: str
+    delay_ms: int
+    pending: list[tuple[int, str]]  # (due ms, target topic) of each record not moved on yet
+
+
+async def tiers(admin: Admin, view: ClusterView) -> list[Tier]:
+    """Each delay tier, shortest first, with the records its scheduler has not moved on
+    yet: those after its latest checkpoint (written every so often, so a few just moved
+    may still show), with their due times and targets."""
+    out = []
     for t in view.md.topics:
         if t.name.startswith(TIER_PREFIX):
             try:
-                ms = int(t.configs.get(TIER_CONFIG, ""))
+                delay_ms = int(t.configs.get(TIER_CONFIG, ""))
             except ValueError:
                 continue
-            tiers.append((t.name, ms, records_in(view, t.name)))
-    return sorted(tiers, key=lambda tier: tier[1])
+            pending = [due for p in range(len(t.partitions)) for due in await _tier_pending(admin, t.name, p)]
+            out.append(Tier(t.name, delay_ms, sorted(pending)))
+    return sorted(out, key=lambda tier: tier.delay_ms)
+
+
+async def _tier_pending(admin: Admin, tier: str, p: int) -> list[tuple[int, str]]:
+    moved_to = 0
+
+    def checkpoint(_offset: int, records: list) -> None:
+        nonlocal moved_to
+        first = records[0] if records else None
+        if first is not None and first.key and struct.unpack(">hh", first.key[:4])[1] == DELAY_CHECKPOINT:
+            moved_to = msgspec.msgpack.decode(first.value or b"\x90")[0]
+
+    records = await bounded(lambda: read_partition(admin.cluster, tier, p, control=checkpoint), list[Stored]())
+    out = []
+    for r in records:
+        if r.offset >= moved_to:
+            h = dict(r.headers)
+            out.append((int(h.get(H_DELAY_DUE) or b"0"), (h.get(H_DELAY_TARGET) or b"?").decode(errors="replace")))
+    return out
 
 
 def now_ms() -> int:
@@ -251,3 +286,13 @@ def age(ms: int | None, now: int | None = None) -> str:
         if s >= size:
             return f"{s / size:.1f}{unit}"
     return f"{s:.1f}s"
+
+
+async def dead_letter_counts(admin: Admin, view: ClusterView, group_names: list[str]) -> dict[str, int]:
+    """Dead letters held per group (records of its `<group>.dlq`)."""
+    out = {}
+    for g in group_names:
+        info = view.topic(dead_letter_topic(g))
+        if info is not None:
+            out[g] = await count_records(admin, info.name, len(info.partitions))
+    return out

@@ -10,10 +10,14 @@ import shlex
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.cluster import free_ports
 from tests.test_readme import README_BOOTSTRAP, examples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +44,11 @@ def cluster(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # (the test looks at each redirect itself)
+
+
 def node_logs(run_dir: Path, lines: int = 40) -> str:
     """The end of each node's log, for a failure's message."""
     return "".join(
@@ -50,7 +59,11 @@ def node_logs(run_dir: Path, lines: int = 40) -> str:
 
 def test_a_secure_cluster_and_its_client_env(tmp_path):
     run_dir = tmp_path / "secure"
-    up = cluster("--dir", str(run_dir), "up", "--secure", "--port", str(free_base(3)), "--kafka-port", "0")
+    (console_port,) = free_ports(1)
+    up = cluster(
+        "--dir", str(run_dir), "up", "--secure", "--port", str(free_base(3)), "--kafka-port", "0",
+        "--console-port", str(console_port),
+    )  # fmt: skip
     try:
         assert up.returncode == 0, up.stderr + up.stdout + node_logs(run_dir)
         env_file = Path(re.search(r"client settings: (\S+)", up.stdout)[1])
@@ -85,6 +98,22 @@ def test_a_secure_cluster_and_its_client_env(tmp_path):
             [sys.executable, "-c", first], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
         )
         assert run.returncode == 0, run.stderr
+
+        # The console: a login as admin (over TLS to the nodes), then its pages.
+        assert f"console: http://127.0.0.1:{console_port}" in up.stdout
+        site = f"http://127.0.0.1:{console_port}"
+        no_redirects = urllib.request.build_opener(NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as first_visit:
+            no_redirects.open(site + "/", timeout=30)
+        assert first_visit.value.code == 303 and first_visit.value.headers["Location"] == "/login?next=/"
+        form = urllib.parse.urlencode({"user": "admin", "password": exported["TIDEMQ_PASSWORD"], "next": "/topics"})
+        with pytest.raises(urllib.error.HTTPError) as logged_in:
+            no_redirects.open(site + "/login", data=form.encode(), timeout=30)
+        assert logged_in.value.code == 303 and logged_in.value.headers["Location"] == "/topics"
+        cookie = logged_in.value.headers["Set-Cookie"].split(";")[0]
+        page = urllib.request.urlopen(urllib.request.Request(site + "/topics", headers={"Cookie": cookie}), timeout=30)
+        assert "greetings" in page.read().decode()
     finally:
         down = cluster("--dir", str(run_dir), "down", "--wipe")
         assert down.returncode == 0, down.stderr
+        assert "stopped the console" in down.stdout
