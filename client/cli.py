@@ -47,7 +47,7 @@ from client import acls, quotas, trace
 from client.admin import Admin
 from client.cluster import ClusterClient
 from client.consumer import Consumer, Message, split_instance_group
-from client.dlq import list_dead_letters, replay_dead_letters
+from client.dlq import decide_dead_letter, list_dead_letters, replay_dead_letters
 from client.errors import (
     AuthFailedError,
     ConnectionClosedError,
@@ -1195,6 +1195,8 @@ async def dlq_list(env: Env, args: argparse.Namespace) -> None:
         "failed at",
         "last error",
         "value",
+        "dlq place",
+        "decided",
         title=f"dead letters of group {args.group} ({len(letters)})",
     )
     for d in letters:
@@ -1208,11 +1210,18 @@ async def dlq_list(env: Env, args: argparse.Namespace) -> None:
             when,
             d.error[:80],
             _text(d.message.value)[:60],
+            f"{d.message.partition}@{d.message.offset}",
+            f"{d.decision}: {d.reason}" if d.decision else "-",
         )
     env.out.print(table)
 
 
 async def dlq_replay(env: Env, args: argparse.Namespace) -> None:
+    if (args.partition is None) != (args.offset is None):
+        raise CliError("name one dead letter with both --partition and --offset (its place in the dead-letter topic)")
+    if args.offset is not None:
+        await _decide(env, args, replay=True)
+        return
     letters = await replay_dead_letters(
         env.bootstrap, args.group, idle=args.idle, token=env.token, security=env.security
     )
@@ -1223,6 +1232,21 @@ async def dlq_replay(env: Env, args: argparse.Namespace) -> None:
     instances = sorted({d.instance for d in letters if d.instance is not None})
     if instances:
         env.out.print(f"(broadcast instances {', '.join(instances)} get theirs back through {args.group}.retry)")
+
+
+async def dlq_discard(env: Env, args: argparse.Namespace) -> None:
+    await _decide(env, args, replay=False)
+
+
+async def _decide(env: Env, args: argparse.Namespace, *, replay: bool) -> None:
+    who = env.security.get("username") or ("the token" if env.token else "anonymous")
+    reason = args.reason or f"{'replayed' if replay else 'discarded'} with tidemq by {who}"
+    d = await decide_dead_letter(
+        env.bootstrap, args.group, args.partition, args.offset, replay=replay, reason=reason, token=env.token,
+        security=env.security,
+    )  # fmt: skip
+    what = f"dead letter {args.group}.dlq-{args.partition}@{args.offset} (from {d.topic}-{d.partition}@{d.offset})"
+    env.out.print(f"{'replayed' if replay else 'discarded'} {what}; recorded in {args.group}.dlq")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1434,11 +1458,16 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True, metavar="ACTION"
     )
     for name, run, text in (
-        ("list", dlq_list, "show the group's dead letters with their origin and last error"),
-        ("replay", dlq_replay, "send the dead letters not replayed before back to their topics"),
+        ("list", dlq_list, "show the group's dead letters with their origin, last error and decision"),
+        ("replay", dlq_replay, "send the dead letters not replayed before back to their topics (or one of them)"),
+        ("discard", dlq_discard, "discard one dead letter, recording who and why in the dead-letter topic"),
     ):
         p = leaf(dlq, name, run, text)
         p.add_argument("group")
+        if name != "list":
+            p.add_argument("--partition", type=int, required=name == "discard", help="the dead letter's partition")
+            p.add_argument("--offset", type=int, required=name == "discard", help="the dead letter's offset")
+            p.add_argument("--reason", help="why (recorded with the decision)")
         p.add_argument(
             "--idle",
             type=_seconds,

@@ -67,6 +67,10 @@ H_DLQ_ERROR = "tidemq.dlq.error"
 H_DLQ_TIME = "tidemq.dlq.time"
 H_INSTANCE = "tidemq.instance"  # the broadcast instance a retry or dead letter belongs to
 H_REPLAYED_FROM = "tidemq.replayed.from"  # on a replayed dead letter: "<dlq topic>/<partition>/<offset>"
+# A decision on one dead letter, recorded in its dead-letter partition (client/dlq.py):
+H_DLQ_DECISION = "tidemq.dlq.decision"  # replayed | discarded
+H_DLQ_OF = "tidemq.dlq.of"  # the offset of the dead letter it decides, in the same partition
+H_DLQ_REASON = "tidemq.dlq.reason"  # why, and by whom
 
 
 def retry_topic(group: str) -> str:

@@ -8,6 +8,12 @@ starts again) and remembers how far it got in the group `<group>.dlq-replay`, so
 second replay never sends the same dead letter twice. A broadcast instance's dead
 letter (it names the instance) goes back to that instance alone, through the group's
 retry topic: its original topic would deliver it to every instance again.
+
+One dead letter can be replayed or discarded on its own (`decide_dead_letter`): the
+decision is a record in the letter's own dead-letter partition (headers
+`tidemq.dlq.decision`, `tidemq.dlq.of`, `tidemq.dlq.reason`), written in one
+transaction with the replayed copy, so it is recorded exactly when it happened, never
+silently lost, and a later replay of them all skips it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ from client.cluster import ClusterClient
 from client.consumer import Consumer, Message
 from client.conventions import (
     H_ATTEMPT,
+    H_DLQ_DECISION,
     H_DLQ_ERROR,
+    H_DLQ_OF,
+    H_DLQ_REASON,
     H_DLQ_TIME,
     H_INSTANCE,
     H_ORIGIN_OFFSET,
@@ -30,10 +39,12 @@ from client.conventions import (
     dead_letter_topic,
     retry_topic,
 )
+from client.errors import InvalidRequestError
 from client.group import commit_offsets, fetch_offsets
 from client.processor import ensure_topics, int_header, origin_of, user_headers
 from client.producer import Producer
 from client.tls import ConnectOptions
+from client.trace import read_partition
 
 
 class DeadLetter(NamedTuple):
@@ -45,6 +56,8 @@ class DeadLetter(NamedTuple):
     error: str
     time_ms: int
     instance: str | None = None  # the broadcast instance that gave up on it
+    decision: str | None = None  # replayed | discarded, when decided on its own
+    reason: str = ""
 
 
 def as_dead_letter(msg: Message) -> DeadLetter:
@@ -78,6 +91,52 @@ async def _read(
     return out
 
 
+def is_decision(msg: Message) -> bool:
+    return any(name == H_DLQ_DECISION for name, _ in msg.headers)
+
+
+def with_decisions(msgs: list[Message]) -> list[DeadLetter]:
+    """The dead letters among a dead-letter topic's records, each with the decision
+    recorded for it, if any (decision records themselves left out)."""
+    decided: dict[tuple[int, int], tuple[str, str]] = {}
+    for m in msgs:
+        if is_decision(m):
+            h = dict(m.headers)
+            try:
+                decided[(m.partition, int(h.get(H_DLQ_OF) or b""))] = (
+                    (h.get(H_DLQ_DECISION) or b"").decode(errors="replace"),
+                    (h.get(H_DLQ_REASON) or b"").decode(errors="replace"),
+                )
+            except ValueError:
+                continue  # (anyone may write to a dead-letter topic: not ours)
+    out = []
+    for m in msgs:
+        if not is_decision(m):
+            decision, reason = decided.get((m.partition, m.offset), (None, ""))
+            out.append(as_dead_letter(m)._replace(decision=decision, reason=reason))
+    return out
+
+
+def _back(group: str, letter: DeadLetter) -> tuple[str, int | None, list[tuple[str, bytes | None]]]:
+    """Where a replayed dead letter goes (topic, partition) and with which headers: its
+    own topic, or a broadcast instance's through the group's retry topic."""
+    m = letter.message
+    headers = [*user_headers(m), (H_REPLAYED_FROM, f"{m.topic}/{m.partition}/{m.offset}".encode())]
+    if letter.instance is None:
+        return letter.topic, letter.partition, headers
+    return (
+        retry_topic(group),
+        None,
+        headers
+        + [
+            (H_ORIGIN_TOPIC, letter.topic.encode()),
+            (H_ORIGIN_PARTITION, b"%d" % letter.partition),
+            (H_ORIGIN_OFFSET, b"%d" % letter.offset),
+            (H_INSTANCE, letter.instance.encode()),
+        ],
+    )
+
+
 async def list_dead_letters(
     bootstrap: str | list[str] | None,
     group: str,
@@ -87,10 +146,9 @@ async def list_dead_letters(
     token: str | None = None,
     security: ConnectOptions | None = None,
 ) -> list[DeadLetter]:
-    """Every dead letter of `group` (reads until `idle` seconds pass with nothing new)."""
-    return [
-        as_dead_letter(m) for m in await _read(bootstrap, dead_letter_topic(group), idle, limit, token, security or {})
-    ]
+    """Every dead letter of `group` with its decision, if one was made on it alone
+    (reads until `idle` seconds pass with nothing new)."""
+    return with_decisions(await _read(bootstrap, dead_letter_topic(group), idle, limit, token, security or {}))
 
 
 async def replay_dead_letters(
@@ -111,33 +169,14 @@ async def replay_dead_letters(
             for m in await _read(bootstrap, dead_letter_topic(group), idle, None, token, security)
             if m.offset >= (done.get((m.topic, m.partition)) or 0)
         ]
-        letters = [as_dead_letter(m) for m in msgs]
+        letters = [d for d in with_decisions(msgs) if d.decision is None]
         if any(letter.instance is not None for letter in letters):
             await ensure_topics(cluster, [retry_topic(group)])
         async with Producer(bootstrap, token=token, **security) as producer:
             for letter in letters:
-                m = letter.message
-                replayed = (H_REPLAYED_FROM, f"{m.topic}/{m.partition}/{m.offset}".encode())  # (for a trace)
-                if letter.instance is None:
-                    await producer.submit(
-                        letter.topic,
-                        m.value,
-                        key=m.key,
-                        headers=[*user_headers(m), replayed],
-                        partition=letter.partition,
-                    )
-                    continue
+                topic, partition, headers = _back(group, letter)
                 await producer.submit(
-                    retry_topic(group),
-                    m.value,
-                    key=m.key,
-                    headers=[*user_headers(m), replayed]
-                    + [
-                        (H_ORIGIN_TOPIC, letter.topic.encode()),
-                        (H_ORIGIN_PARTITION, b"%d" % letter.partition),
-                        (H_ORIGIN_OFFSET, b"%d" % letter.offset),
-                        (H_INSTANCE, letter.instance.encode()),
-                    ],
+                    topic, letter.message.value, key=letter.message.key, headers=headers, partition=partition
                 )
             await producer.flush()
         # Only now that they are resent: a crash before this replays them again, never loses them.
@@ -147,3 +186,52 @@ async def replay_dead_letters(
         if last:
             await commit_offsets(cluster, replay_group, last)
     return letters
+
+
+async def decide_dead_letter(
+    bootstrap: str | list[str] | None,
+    group: str,
+    partition: int,
+    offset: int,
+    *,
+    replay: bool,
+    reason: str = "",
+    token: str | None = None,
+    security: ConnectOptions | None = None,
+) -> DeadLetter:
+    """Replay (`replay=True`) or discard one dead letter of `group`, the one at `offset`
+    of partition `partition` of `<group>.dlq`, recording the decision there in the same
+    transaction as the copy it sends (transactional id `<group>.dlq-decisions`).
+    InvalidRequestError if there is no dead letter there, or it was decided already."""
+    security = security or {}
+    dlq = dead_letter_topic(group)
+    async with ClusterClient(bootstrap, token=token, **security) as cluster:
+        found = await read_partition(cluster, dlq, partition, offset, limit=1, keep=lambda s: s.offset == offset)
+        if not found:
+            raise InvalidRequestError(f"there is no dead letter at {dlq}-{partition}@{offset}")
+        later = await read_partition(
+            cluster, dlq, partition, offset, keep=lambda s: dict(s.headers).get(H_DLQ_OF) == str(offset).encode()
+        )
+        s = found[0]
+        message = Message(s.topic, s.partition, s.offset, s.key, s.value, tuple(s.headers), s.timestamp)
+        if is_decision(message):
+            raise InvalidRequestError(f"{dlq}-{partition}@{offset} is a decision, not a dead letter")
+        letter = as_dead_letter(message)
+        if later:
+            done = dict(later[-1].headers).get(H_DLQ_DECISION, b"") or b""
+            raise InvalidRequestError(f"{dlq}-{partition}@{offset} was {done.decode(errors='replace')} already")
+        replayed_to = (await fetch_offsets(cluster, f"{group}.dlq-replay", [(dlq, partition)])).get((dlq, partition))
+        if replayed_to is not None and replayed_to > offset:
+            raise InvalidRequestError(f"{dlq}-{partition}@{offset} was replayed already, with the others")
+        if letter.instance is not None and replay:
+            await ensure_topics(cluster, [retry_topic(group)])
+    decision = b"replayed" if replay else b"discarded"
+    async with Producer(bootstrap, token=token, transactional_id=f"{group}.dlq-decisions", **security) as producer:
+        await producer.begin_transaction()
+        if replay:
+            topic, to, headers = _back(group, letter)
+            await producer.send(topic, message.value, key=message.key, headers=headers, partition=to)
+        record = [(H_DLQ_DECISION, decision), (H_DLQ_OF, b"%d" % offset), (H_DLQ_REASON, reason.encode())]
+        await producer.send(dlq, None, key=message.key, headers=record, partition=partition)
+        await producer.commit_transaction()
+    return letter._replace(decision=decision.decode(), reason=reason)

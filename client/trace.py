@@ -17,7 +17,10 @@ import anyio
 from client.cluster import ClusterClient
 from client.conventions import (
     H_ATTEMPT,
+    H_DLQ_DECISION,
     H_DLQ_ERROR,
+    H_DLQ_OF,
+    H_DLQ_REASON,
     H_DLQ_TIME,
     H_ORIGIN_OFFSET,
     H_ORIGIN_PARTITION,
@@ -65,7 +68,7 @@ class Step(NamedTuple):
 
 class GroupFate(NamedTuple):
     group: str
-    status: str  # not yet delivered | done | retrying | dead letter | replayed
+    status: str  # not yet delivered | done | retrying | dead letter | replayed | discarded
     detail: str
 
 
@@ -78,6 +81,9 @@ class GroupView(NamedTuple):
     dead: list[Stored] = []  # its records in the group's dead-letter topic
     positions: dict[tuple[str, int], int | None] = {}  # committed offsets of the retry and dead-letter partitions
     replays: list[Stored] = []  # records replayed from those dead letters
+    decisions: dict[
+        tuple[int, int], tuple[str, str, int]
+    ] = {}  # dead letter (partition, offset) -> (decision, reason, when)
 
 
 class Trace(NamedTuple):
@@ -99,6 +105,9 @@ def fate(group: str, offset: int, view: GroupView) -> GroupFate:
     if view.dead:
         last = view.dead[-1]
         h = dict(last.headers)
+        decision, reason, _ = view.decisions.get((last.partition, last.offset), ("", "", 0))
+        if decision == "discarded":
+            return GroupFate(group, "discarded", f"by hand from {last.topic}-{last.partition}@{last.offset}: {reason}")
         replayed = [r for r in view.replays if dict(r.headers).get(H_REPLAYED_FROM) == _coords(last).encode()]
         if replayed:
             r = replayed[-1]
@@ -139,6 +148,9 @@ def derive(message: Stored, outcome: str, groups: dict[str, GroupView]) -> Trace
             steps.append(Step(when, "dead letter", f"{group}: {error} ({d.topic}-{d.partition}@{d.offset})"))
         for r in view.replays:
             steps.append(Step(r.timestamp, "replayed", f"{group}: to {r.topic}-{r.partition}@{r.offset}"))
+        for (p, o), (decision, reason, when) in view.decisions.items():
+            if decision == "discarded":
+                steps.append(Step(when, "discarded", f"{group}: {view.dead[0].topic}-{p}@{o}: {reason}"))
     steps.sort(key=lambda s: (s.time_ms is None, s.time_ms or 0))
     return Trace(message, outcome, steps, [fate(g, message.offset, v) for g, v in sorted(groups.items())])
 
@@ -259,7 +271,21 @@ async def group_view(cluster: ClusterClient, group: str, message: Stored) -> Gro
     mine = lambda s: is_origin(s, t, p, o)  # noqa: E731
     # (in the order they happened: a retry topic's partitions are read one after another)
     retries = sorted(await _topic_records(cluster, retry_topic(group), mine), key=_attempt_order)
-    dead = sorted(await _topic_records(cluster, dead_letter_topic(group), mine), key=_attempt_order)
+    in_dlq = await _topic_records(
+        cluster, dead_letter_topic(group), lambda s: mine(s) or H_DLQ_DECISION in dict(s.headers)
+    )
+    dead = sorted((s for s in in_dlq if mine(s)), key=_attempt_order)
+    letters = {(d.partition, d.offset) for d in dead}
+    decisions = {}
+    for s in in_dlq:
+        h = dict(s.headers)
+        if H_DLQ_DECISION in h and (s.partition, _int(h, H_DLQ_OF)) in letters:
+            decision = (h.get(H_DLQ_DECISION) or b"").decode(errors="replace")
+            decisions[(s.partition, _int(h, H_DLQ_OF))] = (
+                decision,
+                (h.get(H_DLQ_REASON) or b"").decode(errors="replace"),
+                s.timestamp,
+            )
     positions: dict[tuple[str, int], int | None] = {}
     if retries:
         positions.update(await fetch_offsets(cluster, group, {(r.topic, r.partition) for r in retries}))
@@ -269,7 +295,7 @@ async def group_view(cluster: ClusterClient, group: str, message: Stored) -> Gro
         positions.update(await fetch_offsets(cluster, replay_group, {(d.topic, d.partition) for d in dead}))
         marks = {_coords(d).encode() for d in dead}
         replays = await read_partition(cluster, t, p, keep=lambda s: dict(s.headers).get(H_REPLAYED_FROM) in marks)
-    return GroupView(committed, retries, dead, positions, replays)
+    return GroupView(committed, retries, dead, positions, replays, decisions)
 
 
 async def groups_of(cluster: ClusterClient, topic: str, partition: int) -> list[str]:

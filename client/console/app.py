@@ -30,7 +30,7 @@ from client.admin import Admin
 from client.console import data
 from client.console.charts import bars
 from client.conventions import dead_letter_topic
-from client.dlq import list_dead_letters, replay_dead_letters
+from client.dlq import decide_dead_letter, list_dead_letters, replay_dead_letters
 from client.errors import AuthFailedError, AuthorizationFailedError, TideMQError, error_leaves
 from client.half import end_half
 from client.protocol import TxnInfo
@@ -351,6 +351,23 @@ def build_app(console: Console) -> Starlette:
 
         return await guarded(request, render)
 
+    async def decide(request: Request) -> Response:
+        form = await request.form()
+        login = checked(request, form)
+        pp = request.path_params
+        replay = pp["decision"] == "replay"
+
+        async def render(admin: Admin, _: Login) -> Response:
+            reason = str(form.get("reason") or "").strip() or "no reason given"
+            await decide_dead_letter(
+                console.bootstrap, pp["group"], int(pp["partition"]), int(pp["offset"]), replay=replay,
+                reason=f"{reason} ({'replayed' if replay else 'discarded'} in the console by {login.who})",
+                token=login.token or "", security=_opts(console, login),
+            )  # fmt: skip
+            return RedirectResponse(f"/dlq#{pp['group']}", status_code=303)
+
+        return await guarded(request, render)
+
     # -- waiting: delayed, transactions, halves --------------------------------------------------
 
     async def waiting(request: Request) -> Response:
@@ -403,6 +420,7 @@ def build_app(console: Console) -> Starlette:
         Route("/groups/{name}", group),
         Route("/dlq", dead_letters),
         Route("/dlq/{group}/replay", replay, methods=["POST"]),
+        Route("/dlq/{group}/{partition:int}/{offset:int}/{decision:str}", decide, methods=["POST"]),
         Route("/waiting", waiting),
         Route("/halves/{group}/{partition:int}/{offset:int}/{decision:str}", decide_half, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

@@ -19,9 +19,17 @@ import anyio
 import msgspec
 
 from client.admin import Admin
-from client.conventions import H_DELAY_DUE, H_DELAY_TARGET, TIER_CONFIG, TIER_PREFIX, dead_letter_topic
+from client.conventions import (
+    H_DELAY_DUE,
+    H_DELAY_TARGET,
+    H_DLQ_DECISION,
+    H_DLQ_OF,
+    TIER_CONFIG,
+    TIER_PREFIX,
+    dead_letter_topic,
+)
 from client.errors import TideMQError
-from client.group import describe_group, list_groups
+from client.group import describe_group, fetch_offsets, list_groups
 from client.protocol import (
     EARLIEST,
     LATEST,
@@ -200,11 +208,6 @@ def records_in(view: ClusterView, topic: str) -> int:
     )
 
 
-async def count_records(admin: Admin, topic: str, partitions: int) -> int:
-    """The records (not control entries) a topic holds, read from the log (bounded)."""
-    return sum([len(await read_partition(admin.cluster, topic, p)) for p in range(partitions)])
-
-
 DELAY_CHECKPOINT = 100  # the control type of a tier scheduler's progress (segments.control.ControlType)
 
 
@@ -289,10 +292,24 @@ def age(ms: int | None, now: int | None = None) -> str:
 
 
 async def dead_letter_counts(admin: Admin, view: ClusterView, group_names: list[str]) -> dict[str, int]:
-    """Dead letters held per group (records of its `<group>.dlq`)."""
+    """Dead letters per group still waiting for someone: in `<group>.dlq`, neither
+    replayed (with the others, or alone) nor discarded."""
     out = {}
     for g in group_names:
         info = view.topic(dead_letter_topic(g))
-        if info is not None:
-            out[g] = await count_records(admin, info.name, len(info.partitions))
+        if info is None:
+            continue
+        none: dict[tuple[str, int], int | None] = {}
+        replayed = await bounded(lambda: fetch_offsets(admin.cluster, f"{g}.dlq-replay"), none)  # noqa: B023
+        waiting = 0
+        for p in range(len(info.partitions)):
+            records = await bounded(lambda: read_partition(admin.cluster, info.name, p), list[Stored]())  # noqa: B023
+            decided = {int(dict(r.headers).get(H_DLQ_OF) or b"-1") for r in records if _is_decision(r)}
+            start = replayed.get((info.name, p)) or 0
+            waiting += sum(1 for r in records if r.offset >= start and not _is_decision(r) and r.offset not in decided)
+        out[g] = waiting
     return out
+
+
+def _is_decision(s: Stored) -> bool:
+    return any(name == H_DLQ_DECISION for name, _ in s.headers)

@@ -310,8 +310,8 @@ def test_dlq_list_and_replay(tidemq, cluster):
     trio.run(dead_letter)
     listed = tidemq("dlq", "list", "crew", "--idle", "0.5")
     assert listed.code == 0
-    [[topic, partition, offset, attempts, _, error, value]] = rows(listed.out, 7)
-    assert (topic, partition, offset, attempts, value) == ("work", "0", "7", "4", "poison")
+    [[topic, partition, offset, attempts, _, error, value, place, decided]] = rows(listed.out, 9)
+    assert (topic, partition, offset, attempts, value, decided) == ("work", "0", "7", "4", "poison", "-")
     assert error.startswith("ValueError: bad input")
     assert (
         "replayed 1 dead letter(s) of group crew to their topics: work"
@@ -320,6 +320,19 @@ def test_dlq_list_and_replay(tidemq, cluster):
     assert "replayed 0 dead letter(s)" in tidemq("dlq", "replay", "crew", "--idle", "0.5").out
     back = tidemq("consume", "work", "--from-beginning", "--max", "1", "--timeout", "10")
     assert back.out.splitlines() == ["poison"]
+
+    # One dead letter at a time: discarded (recorded, with why), then never replayed.
+    trio.run(dead_letter)
+    listed = tidemq("dlq", "list", "crew", "--idle", "0.5")
+    dlq_partition, dlq_offset = rows(listed.out, 9)[-1][7].split("@")
+    discarded = tidemq(
+        "dlq", "discard", "crew", "--partition", dlq_partition, "--offset", dlq_offset, "--reason", "bad data"
+    )
+    assert discarded.code == 0 and f"discarded dead letter crew.dlq-{dlq_partition}@{dlq_offset}" in discarded.out
+    again = tidemq("dlq", "discard", "crew", "--partition", dlq_partition, "--offset", dlq_offset)
+    assert again.code == 1 and "was discarded already" in again.err
+    assert rows(tidemq("dlq", "list", "crew", "--idle", "0.5").out, 9)[-1][8] == "discarded: bad data"
+    assert "replayed 0 dead letter(s)" in tidemq("dlq", "replay", "crew", "--idle", "0.5").out
 
 
 async def test_txn_list_and_describe_follow_a_transaction(tidemq, cluster):

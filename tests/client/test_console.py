@@ -152,7 +152,8 @@ def test_the_console_in_a_browser(tmp_path):
                 page.goto(site + "/dlq")
                 expect(page.locator("#billing")).to_contain_text("card declined")
                 page.screenshot(path=shots / "dead-letters.png")
-                page.click("#billing button")
+                page.click("#billing tr[id^=letter] button:text('replay')")  # this one alone
+                expect(page.locator("#billing")).to_contain_text("replayed: ")
                 page.goto(trace_url)
                 expect(page.locator("#groups")).to_contain_text("replayed")
                 expect(page.locator("#steps")).to_contain_text("replayed")
@@ -173,7 +174,7 @@ def test_the_console_in_a_browser(tmp_path):
                     >= 3
                 )
                 expect(page.locator("#lag")).to_contain_text("billing")
-                expect(page.locator(".card").nth(2)).to_contain_text("1 dead letter(s)")
+                expect(page.locator(".card").nth(2)).to_contain_text("0 dead letter(s) waiting")  # (replayed)
                 expect(page.locator(".card").nth(2)).to_contain_text("1 delayed message(s) pending")
                 page.screenshot(path=shots / "overview.png", full_page=True)
                 page.goto(site + "/groups/billing")

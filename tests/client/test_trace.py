@@ -73,3 +73,10 @@ def test_the_transaction_and_the_producer_in_the_first_step():
 def test_only_records_of_this_origin_count():
     assert is_origin(retry(1, 1, 0), "jobs", 0, 7)
     assert not is_origin(retry(1, 1, 0), "jobs", 0, 8) and not is_origin(MSG, "jobs", 0, 7)
+
+
+def test_a_dead_letter_discarded_by_hand():
+    view = GroupView(8, [], [dead(4, 5_000)], decisions={(2, 4): ("discarded", "bad data (by User:ops)", 7_000)})
+    assert fate("g", 7, view) == ("g", "discarded", "by hand from g.dlq-2@4: bad data (by User:ops)")
+    t = derive(MSG, "", {"g": view})
+    assert [(s.what, s.time_ms) for s in t.steps][-1] == ("discarded", 7_000)
