@@ -872,12 +872,23 @@ async def acl_list(env: Env, args: argparse.Namespace) -> None:
 
 
 async def console_cmd(env: Env, args: argparse.Namespace) -> None:
-    from client.console import serve
+    from client.console import AlertSettings, serve
 
     trust = {k: v for k, v in env.security.items() if k.startswith("tls") and v}
     bootstrap = env.bootstrap or os.environ.get("TIDEMQ_BOOTSTRAP") or DEFAULT_BOOTSTRAP
+    alerts = None
+    if args.alert_webhook or args.alert_user or args.alert_token:
+        alerts = AlertSettings(
+            args.alert_webhook,
+            args.alert_user,
+            os.environ.get("TIDEMQ_ALERT_PASSWORD"),
+            args.alert_token,
+            args.alert_every,
+            args.alert_lag,
+            args.alert_lag_for,
+        )
     env.out.print(f"console: http://{args.listen} (cluster {bootstrap}; Ctrl-C stops it)")
-    await serve(args.listen, bootstrap, trust)
+    await serve(args.listen, bootstrap, trust, alerts=alerts)
 
 
 # -- trace ----------------------------------------------------------------------------------------
@@ -1410,6 +1421,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--listen", default="127.0.0.1:9480", metavar="HOST:PORT", help="where it serves (default %(default)s)"
     )
+    p.add_argument("--alert-webhook", metavar="URL", help="POST each alert event there as JSON")
+    p.add_argument(
+        "--alert-user",
+        default=os.environ.get("TIDEMQ_ALERT_USER"),
+        metavar="NAME",
+        help="the user the alert rules read the cluster as (password in $TIDEMQ_ALERT_PASSWORD)",
+    )
+    p.add_argument("--alert-token", default=os.environ.get("TIDEMQ_ALERT_TOKEN"), help="or the cluster token")
+    p.add_argument("--alert-every", type=_seconds, default=10.0, metavar="SECONDS", help="check every (default 10)")
+    p.add_argument("--alert-lag", type=int, default=1000, metavar="N", help="alert when a group is N behind ...")
+    p.add_argument("--alert-lag-for", type=_seconds, default=60.0, metavar="SECONDS", help="... for this long")
 
     p = leaf(commands, "trace", trace_cmd, "a message's whole life: produced, retried, dead, replayed; per group")
     p.add_argument("topic")

@@ -28,6 +28,7 @@ from starlette.templating import Jinja2Templates
 from client import trace
 from client.admin import Admin
 from client.console import data
+from client.console.alerts import Rules
 from client.console.charts import bars
 from client.conventions import dead_letter_topic
 from client.dlq import decide_dead_letter, list_dead_letters, replay_dead_letters
@@ -60,6 +61,7 @@ class Console:
         self.bootstrap = bootstrap
         self.security = dict(security or {})  # TLS options: trust, not rights
         self.sessions: dict[str, Login] = {}
+        self.rules: Rules | None = None  # the alert rules, when alerts are watched
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.globals.update(age=data.age, when=_when)
 
@@ -192,6 +194,7 @@ def build_app(console: Console) -> Starlette:
                 tiers=await data.tiers(admin, view),
                 open_txns=[t for t in txns if t.state in OPEN_TXN_STATES],
                 pending_halves=[h for h in (halves.halves if halves else []) if h.state == "pending"],
+                alerts=list(console.rules.active.values()) if console.rules else None,
             )
 
         return await guarded(request, render)

@@ -187,3 +187,66 @@ def test_the_console_in_a_browser(tmp_path):
                 console.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 console.kill()
+
+
+def test_alerts_reach_a_webhook_and_the_overview(tmp_path):
+    """A node killed and started again: the webhook (a local HTTP receiver) gets the
+    node-down event and its resolution; the overview lists the alert while it holds."""
+    import json
+    import threading
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - (the stdlib's name)
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    hook = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    with running_cluster(tmp_path, 3, token=TOKEN) as c:
+        (port,) = free_ports(1)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIDEMQ_")}
+        console = subprocess.Popen(
+            [
+                sys.executable, "-m", "client.cli", "--bootstrap", c.bootstrap, "console",
+                "--listen", f"127.0.0.1:{port}", "--alert-webhook", f"http://127.0.0.1:{hook.server_port}/hook",
+                "--alert-token", TOKEN, "--alert-every", "0.5",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "console.log", "wb"),  # noqa: SIM115 - closed with the process
+        )  # fmt: skip
+        try:
+            wait_port(port)
+            c.kill(3)
+
+            def wait_for(state: str) -> dict:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    for e in received:
+                        if (e["state"], e["rule"], e["subject"]) == (state, "node down", "node 3"):
+                            return e
+                    time.sleep(0.1)
+                raise AssertionError(f"no {state} node-down event; got {received}")
+
+            fired = wait_for("firing")
+            assert "node 3 does not answer" in fired["message"]
+            login = urllib.parse.urlencode({"token": TOKEN}).encode()
+            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+            overview = opener.open(f"http://127.0.0.1:{port}/login", login, timeout=30).read().decode()
+            assert "node down: node 3 does not answer" in overview
+            c.start(3)
+            resolved = wait_for("resolved")
+            assert resolved["since"] == fired["since"]
+        finally:
+            console.terminate()
+            console.wait(timeout=10)
+            hook.shutdown()
