@@ -15,6 +15,8 @@ from client.partitioner import partition_for_key
 OFFSETS_TOPIC = "__consumer_offsets"  # committed offsets and group membership
 TXN_TOPIC = "__transaction_state"  # transactional ids, epochs and states
 HALF_TOPIC = "__half_messages"  # half messages awaiting their producer's decision
+RUNS_TOPIC = "__handler_runs"  # each handler run of `Consumer.run(trace=True)`, keyed by its message
+RUNS_RETENTION_MS = 7 * 86_400_000
 
 # -- delayed delivery (see client/delay.py) ------------------------------------------------------
 
@@ -79,3 +81,18 @@ def retry_topic(group: str) -> str:
 
 def dead_letter_topic(group: str) -> str:
     return f"{group}.dlq"
+
+
+# -- handler runs (Consumer.run(trace=True); see client/trace.py) ---------------------------------
+
+H_RUN_GROUP = "tidemq.run.group"
+H_RUN_MEMBER = "tidemq.run.member"
+H_RUN_START = "tidemq.run.start"  # wall ms
+H_RUN_MS = "tidemq.run.ms"  # how long the handler ran
+H_RUN_OUTCOME = "tidemq.run.outcome"  # ok | failed | cancelled
+H_RUN_ERROR = "tidemq.run.error"
+
+
+def run_key(topic: str, partition: int, offset: int) -> bytes:
+    """The key of a message's handler runs in RUNS_TOPIC: all of them in one partition."""
+    return f"{topic}/{partition}/{offset}".encode()

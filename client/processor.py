@@ -45,8 +45,16 @@ from client.conventions import (
     H_ORIGIN_PARTITION,
     H_ORIGIN_TOPIC,
     H_REPLAYED_FROM,
+    H_RUN_ERROR,
+    H_RUN_GROUP,
+    H_RUN_MEMBER,
+    H_RUN_MS,
+    H_RUN_OUTCOME,
+    H_RUN_START,
+    RUNS_TOPIC,
     dead_letter_topic,
     retry_topic,
+    run_key,
 )
 from client.errors import (
     IllegalGenerationError,
@@ -129,8 +137,13 @@ async def run(
     dead_letter: bool = True,
     max_messages: int | None = None,
     producer: Producer | None = None,
+    trace: bool = False,
 ) -> None:
     """Handle messages until cancelled (or `max_messages` are finished).
+
+    With `trace`, each handler run is recorded (group, member, start, duration, outcome,
+    error) in the internal topic `__handler_runs`, keyed by the message, which keeps
+    them a week; `tidemq trace` and the console show them (client/trace.py).
 
     With `producer` (a transactional Producer; the handler sends through it), each
     message is handled in a transaction of its own that also commits the message's
@@ -159,6 +172,31 @@ async def run(
     if concurrency < 1 or retries < 0 or backoff < 0:
         raise InvalidConfigError("concurrency must be >= 1, retries and backoff >= 0")
     family = consumer.broadcast_group or consumer.group  # names the retry and dead-letter topics; None: no group
+    if trace:
+        await _wait_for_runs_topic(consumer.cluster)
+        async with Producer(
+            consumer.cluster.bootstrap, token=consumer.cluster.token, client_id=f"{consumer.client_id}-runs"
+        ) as runs:
+            traced = recording(handler, runs, consumer.group or "", consumer)
+            try:
+                await run(
+                    consumer,
+                    traced,
+                    mode=mode,
+                    concurrency=concurrency,
+                    timeout=timeout,
+                    order=order,
+                    retries=retries,
+                    backoff=backoff,
+                    max_backoff=max_backoff,
+                    dead_letter=dead_letter,
+                    max_messages=max_messages,
+                    producer=producer,
+                )
+            finally:  # the runs recorded last go out even when the run is cancelled
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await runs.flush()
+        return
 
     def policy_with(retry_producer: Producer | None, dlq_producer: Producer | None) -> RetryPolicy:
         return RetryPolicy(
@@ -373,6 +411,54 @@ _OURS = (
     H_INSTANCE,
     H_REPLAYED_FROM,
 )
+
+
+async def _wait_for_runs_topic(cluster: ClusterClient, timeout: float = 30.0) -> None:
+    """The nodes make RUNS_TOPIC soon after they start; a client cannot."""
+    with anyio.move_on_after(timeout):
+        while True:
+            try:
+                await cluster.partition_count(RUNS_TOPIC)
+                return
+            except UnknownTopicError:
+                await anyio.sleep(0.2)
+    raise InvalidConfigError(
+        f"run(trace=True): the cluster has no {RUNS_TOPIC} topic after {timeout:g}s (are its nodes older than this client?)"
+    )
+
+
+def recording(handler: Handler, runs: Producer, group: str, consumer: Any) -> Handler:
+    """`handler`, each of its runs recorded in RUNS_TOPIC under its message's origin
+    (a retry's run counts for the message it retries)."""
+
+    async def traced(msg: Message) -> None:
+        topic, partition, offset, attempts = origin_of(msg)
+        started, outcome, error = time.time(), "ok", ""
+        try:
+            await handler(msg)
+        except BaseException as exc:
+            outcome = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else "failed"
+            error = f"{type(exc).__name__}: {exc}"[:1000]
+            raise
+        finally:
+            took = int((time.time() - started) * 1000)
+            membership = getattr(consumer, "membership", None)  # (member id, epoch) in a group
+            headers = [
+                (H_RUN_GROUP, group.encode()),
+                (H_RUN_MEMBER, (membership[0] if membership else "").encode()),
+                (H_RUN_START, b"%d" % int(started * 1000)),
+                (H_RUN_MS, b"%d" % took),
+                (H_RUN_OUTCOME, outcome.encode()),
+                (H_RUN_ERROR, error.encode()),
+                (H_ATTEMPT, b"%d" % attempts),
+            ]
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                try:
+                    await runs.submit(RUNS_TOPIC, None, key=run_key(topic, partition, offset), headers=headers)
+                except TideMQError as exc:  # a record lost is a gap in a trace, never a failed handler
+                    log.warning("could not record a run of %s-%s@%s: %s", topic, partition, offset, exc)
+
+    return traced
 
 
 def origin_of(msg: Message) -> tuple[str, int, int, int]:

@@ -26,10 +26,18 @@ from client.conventions import (
     H_ORIGIN_PARTITION,
     H_ORIGIN_TOPIC,
     H_REPLAYED_FROM,
+    H_RUN_ERROR,
+    H_RUN_GROUP,
+    H_RUN_MEMBER,
+    H_RUN_MS,
+    H_RUN_OUTCOME,
+    H_RUN_START,
+    RUNS_TOPIC,
     dead_letter_topic,
     retry_topic,
+    run_key,
 )
-from client.errors import TideMQError, UnknownTopicError
+from client.errors import AuthorizationFailedError, TideMQError, UnknownTopicError
 from client.group import fetch_offsets, list_groups
 from client.partitioner import partition_for_key
 from client.protocol import (
@@ -62,13 +70,13 @@ class Stored(NamedTuple):
 
 class Step(NamedTuple):
     time_ms: int | None
-    what: str  # produced | retry | dead letter | replayed
+    what: str  # produced | handled | retry | dead letter | replayed | discarded
     detail: str
 
 
 class GroupFate(NamedTuple):
     group: str
-    status: str  # not yet delivered | done | retrying | dead letter | replayed | discarded
+    status: str  # not yet delivered | delivered | done | retrying | dead letter | replayed | discarded
     detail: str
 
 
@@ -81,9 +89,9 @@ class GroupView(NamedTuple):
     dead: list[Stored] = []  # its records in the group's dead-letter topic
     positions: dict[tuple[str, int], int | None] = {}  # committed offsets of the retry and dead-letter partitions
     replays: list[Stored] = []  # records replayed from those dead letters
-    decisions: dict[
-        tuple[int, int], tuple[str, str, int]
-    ] = {}  # dead letter (partition, offset) -> (decision, reason, when)
+    # dead letter (partition, offset) -> (decision, reason, when)
+    decisions: dict[tuple[int, int], tuple[str, str, int]] = {}
+    runs: list[Stored] = []  # its handler runs (`Consumer.run(trace=True)`), oldest first
 
 
 class Trace(NamedTuple):
@@ -126,6 +134,10 @@ def fate(group: str, offset: int, view: GroupView) -> GroupFate:
         return GroupFate(group, "retrying", f"attempt {attempt + 1} due at {last.timestamp} ms")
     if view.committed is not None and view.committed > offset:
         return GroupFate(group, "done", f"committed (the group is at offset {view.committed})")
+    if view.runs:
+        latest = dict(view.runs[-1].headers)
+        outcome = (latest.get(H_RUN_OUTCOME) or b"?").decode(errors="replace")
+        return GroupFate(group, "delivered", f"handled {len(view.runs)} time(s), the last {outcome}; not committed yet")
     at = "nothing committed yet" if view.committed is None else f"the group is at offset {view.committed}"
     return GroupFate(group, "not yet delivered", at)
 
@@ -148,6 +160,13 @@ def derive(message: Stored, outcome: str, groups: dict[str, GroupView]) -> Trace
             steps.append(Step(when, "dead letter", f"{group}: {error} ({d.topic}-{d.partition}@{d.offset})"))
         for r in view.replays:
             steps.append(Step(r.timestamp, "replayed", f"{group}: to {r.topic}-{r.partition}@{r.offset}"))
+        for r in view.runs:
+            h = dict(r.headers)
+            ran = (h.get(H_RUN_OUTCOME) or b"?").decode(errors="replace")
+            error = (h.get(H_RUN_ERROR) or b"").decode(errors="replace")
+            member = (h.get(H_RUN_MEMBER) or b"").decode(errors="replace") or "a consumer"
+            detail = f"{group}: {member}, {_int(h, H_RUN_MS)} ms, {ran}{': ' + error if error else ''}"
+            steps.append(Step(_int(h, H_RUN_START) or r.timestamp, "handled", detail))
         for (p, o), (decision, reason, when) in view.decisions.items():
             if decision == "discarded":
                 steps.append(Step(when, "discarded", f"{group}: {view.dead[0].topic}-{p}@{o}: {reason}"))
@@ -298,6 +317,23 @@ async def group_view(cluster: ClusterClient, group: str, message: Stored) -> Gro
     return GroupView(committed, retries, dead, positions, replays, decisions)
 
 
+async def handler_runs(cluster: ClusterClient, message: Stored) -> dict[str, list[Stored]]:
+    """The message's handler runs by group, from RUNS_TOPIC: only the partition its key
+    goes to, from the time the message was written on (runs come after it)."""
+    key = run_key(message.topic, message.partition, message.offset)
+    try:
+        p = partition_for_key(key, await cluster.partition_count(RUNS_TOPIC))
+        since = ListOffsets(RUNS_TOPIC, p, max(message.timestamp - 60_000, 0))
+        start = (await cluster.leader_request(RUNS_TOPIC, p, since)).offset
+        runs = await read_partition(cluster, RUNS_TOPIC, p, start, keep=lambda s: s.key == key)
+    except (UnknownTopicError, AuthorizationFailedError):
+        return {}  # (none recorded yet, or not ours to read)
+    out: dict[str, list[Stored]] = {}
+    for r in runs:
+        out.setdefault((dict(r.headers).get(H_RUN_GROUP) or b"").decode(errors="replace"), []).append(r)
+    return out
+
+
 async def groups_of(cluster: ClusterClient, topic: str, partition: int) -> list[str]:
     """The groups that have committed an offset of this partition (a group's own retry
     and replay bookkeeping groups left out)."""
@@ -321,12 +357,13 @@ async def trace_message(cluster: ClusterClient, topic: str, partition: int, offs
         return None
     message, outcome = found
     views = {}
+    runs = await handler_runs(cluster, message)
     async with anyio.create_task_group() as tg:
 
         async def one(g: str) -> None:
-            views[g] = await group_view(cluster, g, message)
+            views[g] = (await group_view(cluster, g, message))._replace(runs=runs.get(g, []))
 
-        for g in await groups_of(cluster, topic, partition):
+        for g in sorted(set(await groups_of(cluster, topic, partition)) | set(runs)):
             tg.start_soon(one, g)
     return derive(message, outcome, views)
 

@@ -7,7 +7,8 @@ Delayed and half messages enter through internal topics (`__delay_*`,
 `__half_messages`) whose records name the topic they are for: writing one needs WRITE
 on that target topic, so a delay tier cannot be a way around a topic's ACLs. A half
 message's producer group is its transactional identity: sending, deciding and checking
-back halves needs WRITE on the transactional id named like the group.
+back halves needs WRITE on the transactional id named like the group. A handler run
+(`__handler_runs`) needs READ on the group it names.
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ from client.acls import (
     TRANSACTIONAL_ID,
     WRITE,
 )
-from client.conventions import H_DELAY_TARGET, H_HALF_GROUP, H_HALF_TARGET, HALF_TOPIC, TIER_PREFIX
+from client.conventions import (
+    H_DELAY_TARGET,
+    H_HALF_GROUP,
+    H_HALF_TARGET,
+    H_RUN_GROUP,
+    HALF_TOPIC,
+    RUNS_TOPIC,
+    TIER_PREFIX,
+)
 from client.protocol import (
     AddPartitionsToTxn,
     AlterQuotas,
@@ -75,7 +84,7 @@ _CLUSTER = (CLUSTER, CLUSTER_NAME)
 def entry_topic(name: str) -> bool:
     """An internal topic clients write to on their way elsewhere (delay tiers, halves):
     anyone may describe it; its records are checked against their targets."""
-    return name.startswith(TIER_PREFIX) or name == HALF_TOPIC
+    return name.startswith(TIER_PREFIX) or name in (HALF_TOPIC, RUNS_TOPIC)
 
 
 def _topics(op: str, names: Iterable[str]) -> list[Need]:
@@ -94,6 +103,9 @@ def produce_needs(req: Produce) -> list[Need]:
         return needs
     for rec in records:
         headers = dict(rec.headers)
+        if req.topic == RUNS_TOPIC:
+            needs.append((READ, GROUP, (headers.get(H_RUN_GROUP) or b"").decode(errors="replace")))
+            continue
         target = headers.get(H_HALF_TARGET if req.topic == HALF_TOPIC else H_DELAY_TARGET)
         group = headers.get(H_HALF_GROUP) if req.topic == HALF_TOPIC else None
         if target is not None:

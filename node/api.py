@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from client.acls import check_binding, selects
-from client.conventions import HALF_TOPIC, TIER_PREFIX
+from client.conventions import HALF_TOPIC, RUNS_TOPIC, TIER_PREFIX
 from client.errors import (
     InvalidConfigError,
     InvalidRequestError,
@@ -86,6 +86,7 @@ if TYPE_CHECKING:
 MAX_WAIT_MS = 30_000
 MAX_FETCH_BYTES = 16 * 1024 * 1024  # one fetch answer at most (a single larger batch still goes whole)
 MAX_FETCH_PARTITIONS = 1000
+WRITABLE = (HALF_TOPIC, RUNS_TOPIC)  # internal topics clients write to (and the delay tiers)
 MAX_ACLS = 100_000  # in the cluster (each one is in every node's memory and snapshot)
 MAX_ACLS_PER_REQUEST = 1000
 
@@ -319,7 +320,7 @@ class Api:
         """`delay_headers`: records with a delay header go through the delay tier
         (node/delay_intake.py; the Kafka listener's produce)."""
         meta = self.node.state.topics.get(req.topic)
-        if meta is not None and meta.internal and not (meta.name.startswith(TIER_PREFIX) or meta.name == HALF_TOPIC):
+        if meta is not None and meta.internal and not (meta.name.startswith(TIER_PREFIX) or meta.name in WRITABLE):
             raise InvalidRequestError(f"{req.topic} is an internal topic; clients may read it but not produce to it")
         part = self.node.local_partition(req.topic, req.partition)
         timeout_s = max(0.001, min(req.timeout_ms, 300_000) / 1000)

@@ -46,7 +46,7 @@ import msgspec
 import trio
 
 import segments
-from client.conventions import OFFSETS_TOPIC
+from client.conventions import OFFSETS_TOPIC, RUNS_RETENTION_MS, RUNS_TOPIC
 from client.errors import (
     GroupNotEmptyError,
     GroupNotFoundError,
@@ -422,7 +422,11 @@ class GroupCoordinator(Service):
 
     def topics(self) -> list[InternalTopic]:
         segment = {"segment.bytes": str(OFFSETS_SEGMENT_BYTES)}
-        return [InternalTopic(OFFSETS_TOPIC, self.ctx.cfg.offsets_partitions, segment)]
+        runs = {**segment, "retention.ms": str(RUNS_RETENTION_MS)}  # (a plain log: its records age out)
+        return [
+            InternalTopic(OFFSETS_TOPIC, self.ctx.cfg.offsets_partitions, segment),
+            InternalTopic(RUNS_TOPIC, self.ctx.cfg.offsets_partitions, runs),
+        ]
 
     def shard(self, meta: TopicMeta) -> ShardFactory | None:
         return GroupShard if meta.internal and meta.name == OFFSETS_TOPIC else None

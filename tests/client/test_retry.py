@@ -95,7 +95,10 @@ async def test_concurrent_retries_through_the_delay_tier_then_dead_letter_and_re
             assert "RuntimeError: cannot handle" in t.groups[1].detail
             (flaky,) = await find_by_key(cluster, "jobs", b"flaky")
             t = await trace_message(cluster, "jobs", 0, flaky.offset)
-            assert t is not None and ("workers", "done", "handled on attempt 3") in t.groups
+            assert t is not None and [s.what for s in t.steps].count("retry") == 2
+            # (done once the retry reader commits past its last retry: it may not have yet when the consumer stopped)
+            workers = next(g for g in t.groups if g.group == "workers")
+            assert workers in (("workers", "done", "handled on attempt 3"), ("workers", "retrying", workers.detail))
 
         replayed = await replay_dead_letters(c.bootstrap, "workers", idle=0.5)
         assert [r.message.value for r in replayed] == [b"bad"]
@@ -141,3 +144,33 @@ async def test_serial_retries_in_place_keep_key_order_while_other_keys_flow(tmp_
             await run_until(consumer, handler, lambda: len(order) == 6, mode="serial", retries=3, backoff=0.3)
         assert [v for v in order if v.startswith(b"a")] == [b"a0", b"a1", b"a2"]
         assert order.index(b"b2") < order.index(b"a0")  # b did not wait for a's retries
+
+
+async def test_handler_runs_recorded_with_trace_true(tmp_path):
+    async with local_cluster(tmp_path, delay_tiers_ms=LADDER) as c:
+        async with Admin(c.bootstrap) as admin:
+            await admin.create_topic("traced", partitions=1, replication=3)
+        async with Producer(c.bootstrap) as producer:
+            sent = await producer.send("traced", b"job", key=b"j")
+        calls, done = [], []
+
+        async def handler(msg):
+            calls.append(msg.offset)
+            if len(calls) == 1:
+                raise RuntimeError("first time unlucky")
+            done.append(msg.offset)
+
+        async with Consumer(c.bootstrap, group="tracers", topics=["traced"], offset_reset="earliest") as consumer:
+            await run_until(consumer, handler, lambda: done, backoff=0.05, trace=True)
+        async with ClusterClient(c.bootstrap) as cluster:
+            with trio.move_on_after(20):
+                while True:  # (the member's commit and the run records land shortly after)
+                    t = await trace_message(cluster, "traced", 0, sent.offset)
+                    assert t is not None
+                    handled = [s.detail for s in t.steps if s.what == "handled"]
+                    if len(handled) == 2 and t.groups and t.groups[0].status == "done":
+                        break
+                    await trio.sleep(0.2)
+        assert len(handled) == 2 and t.groups[0].status == "done", t
+        assert "failed: RuntimeError: first time unlucky" in handled[0] and handled[1].endswith(", ok")
+        assert handled[0].startswith("tracers: ")

@@ -80,3 +80,28 @@ def test_a_dead_letter_discarded_by_hand():
     assert fate("g", 7, view) == ("g", "discarded", "by hand from g.dlq-2@4: bad data (by User:ops)")
     t = derive(MSG, "", {"g": view})
     assert [(s.what, s.time_ms) for s in t.steps][-1] == ("discarded", 7_000)
+
+
+def test_handler_runs_are_steps_and_make_a_message_delivered():
+    from client.conventions import H_RUN_ERROR, H_RUN_GROUP, H_RUN_MEMBER, H_RUN_MS, H_RUN_OUTCOME, H_RUN_START
+
+    def ran(start: int, outcome: str, error: str = "") -> Stored:
+        headers = [
+            (H_RUN_GROUP, b"g"),
+            (H_RUN_MEMBER, b"m-1"),
+            (H_RUN_START, b"%d" % start),
+            (H_RUN_MS, b"12"),
+            (H_RUN_OUTCOME, outcome.encode()),
+            (H_RUN_ERROR, error.encode()),
+        ]
+        return Stored("__handler_runs", 0, start, start, b"jobs/0/7", None, headers, 3, False)
+
+    view = GroupView(7, runs=[ran(2_000, "failed", "ValueError: no"), ran(3_000, "ok")])
+    assert fate("g", 7, view) == ("g", "delivered", "handled 2 time(s), the last ok; not committed yet")
+    t = derive(MSG, "", {"g": view})
+    assert t.outcome == ""  # (the message's transaction, not a run's)
+    assert [(s.what, s.detail) for s in t.steps[1:]] == [
+        ("handled", "g: m-1, 12 ms, failed: ValueError: no"),
+        ("handled", "g: m-1, 12 ms, ok"),
+    ]
+    assert fate("g", 7, view._replace(committed=8)).status == "done"

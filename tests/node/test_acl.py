@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from client.acls import check_binding
-from client.conventions import H_DELAY_DUE, H_DELAY_TARGET
+from client.conventions import H_DELAY_DUE, H_DELAY_TARGET, H_RUN_GROUP, RUNS_TOPIC
 from client.errors import AuthorizationFailedError, InvalidRequestError
 from client.protocol import (
     AclBinding,
@@ -162,9 +162,11 @@ def test_what_requests_need():
     assert needs_of(Fetch([]), "User:x") == []  # checked per partition
 
 
-def test_a_delayed_message_needs_write_on_its_target():
+def test_a_delayed_message_needs_write_on_its_target_and_a_handler_run_read_on_its_group():
     records = build_batch([(None, b"v", [(H_DELAY_TARGET, b"orders"), (H_DELAY_DUE, b"1")], None)])
     assert needs_of(Produce("__delay_1s", 0, records), "User:x") == [("write", "topic", "orders")]
+    run = build_batch([(b"orders/0/7", None, [(H_RUN_GROUP, b"billing")], None)])
+    assert needs_of(Produce(RUNS_TOPIC, 0, run), "User:x") == [("read", "group", "billing")]
 
 
 def test_create_topic_by_cluster_or_topic_grant():
