@@ -17,8 +17,11 @@ import anyio
 from client.acls import check_binding
 from client.cluster import ClusterClient
 from client.conventions import HALF_TOPIC, TXN_TOPIC
-from client.errors import AuthorizationFailedError, CoordinatorNotAvailableError, TideMQError
+from client.errors import AuthorizationFailedError, CoordinatorNotAvailableError, GroupNotEmptyError, TideMQError
+from client.group import commit_offsets, fetch_offsets
 from client.protocol import (
+    EARLIEST,
+    LATEST,
     AclBinding,
     AclFilter,
     AlterQuotas,
@@ -32,10 +35,12 @@ from client.protocol import (
     DeleteTopic,
     DeleteUser,
     DescribeAcls,
+    DescribeGroup,
     DescribeQuotas,
     DescribeTransaction,
     HalfInfo,
     ListHalves,
+    ListOffsets,
     ListTransactions,
     ListUsers,
     MetadataResponse,
@@ -241,6 +246,53 @@ class Admin:
         (GroupNotEmptyError while it has members, GroupNotFoundError if there is none)."""
         with anyio.fail_after(self.request_timeout):
             await self.cluster.coordinator_request(group, DeleteGroup(group))
+
+    async def reset_offsets(
+        self,
+        group: str,
+        topic: str,
+        *,
+        to: str | None = None,
+        at_ms: int | None = None,
+        offset: int | None = None,
+        shift_by: int | None = None,
+        dry_run: bool = False,
+    ) -> dict[tuple[str, int], tuple[int | None, int]]:
+        """Move a group's committed offsets of `topic`, every partition: `to` "earliest" or
+        "latest", `at_ms` (the first offset at or after that time), `offset`, or
+        `shift_by` from where it is (each kept within the log). Refused
+        (GroupNotEmptyError) while the group has members, who would commit over it.
+        Returns (old, new) per partition; `dry_run` only says what it would do."""
+        if sum(x is not None for x in (to, at_ms, offset, shift_by)) != 1 or to not in (None, "earliest", "latest"):
+            raise ValueError("give exactly one of to='earliest'|'latest', at_ms, offset, shift_by")
+        with anyio.fail_after(self.request_timeout):
+            desc = await self.cluster.coordinator_request(group, DescribeGroup(group))
+            if desc.members:
+                raise GroupNotEmptyError(
+                    f"group {group!r} has {len(desc.members)} member(s): stop them first (they would commit over it)"
+                )
+            n = await self.cluster.partition_count(topic)
+            parts = [(topic, p) for p in range(n)]
+            old = await fetch_offsets(self.cluster, group, parts)
+            moves: dict[tuple[str, int], tuple[int | None, int]] = {}
+            for t, p in parts:
+                first, end = await self._offset(t, p, EARLIEST), await self._offset(t, p, LATEST)
+                was = old.get((t, p))
+                if to is not None:
+                    new = first if to == "earliest" else end
+                elif at_ms is not None:
+                    new = await self._offset(t, p, at_ms)
+                elif offset is not None:
+                    new = offset
+                else:
+                    new = (first if was is None else was) + (shift_by or 0)
+                moves[(t, p)] = (was, min(max(new, first), end))
+            if not dry_run:
+                await commit_offsets(self.cluster, group, {tp: new for tp, (_, new) in moves.items()})
+        return moves
+
+    async def _offset(self, topic: str, partition: int, when: int) -> int:
+        return (await self.cluster.leader_request(topic, partition, ListOffsets(topic, partition, when))).offset
 
     async def delete_group_offsets(self, group: str, partitions: list[tuple[str, int]]) -> None:
         """Remove a group's committed offsets of these partitions; refused

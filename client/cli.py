@@ -24,6 +24,7 @@ bytes are never read as markup). Each command runs the async client under trio.
 from __future__ import annotations
 
 import argparse
+import datetime
 import getpass
 import json
 import os
@@ -749,6 +750,32 @@ def _print_instances(env: Env, group: str, states: dict[str, _GroupState]) -> No
     env.out.print(f"(partitions of one instance: tidemq group describe {group}@INSTANCE)")
 
 
+async def group_reset_offsets(env: Env, args: argparse.Namespace) -> None:
+    at_ms = None
+    if args.to_datetime is not None:
+        try:
+            when = datetime.datetime.fromisoformat(args.to_datetime)
+        except ValueError:
+            raise CliError(
+                f"--to-datetime wants ISO 8601 like 2026-12-05T10:00:00+00:00, not {args.to_datetime!r}"
+            ) from None
+        at_ms = int((when if when.tzinfo else when.astimezone()).timestamp() * 1000)
+    to = "earliest" if args.to_earliest else "latest" if args.to_latest else None
+    async with _admin(env) as admin:
+        try:
+            moves = await admin.reset_offsets(
+                args.group, args.topic, to=to, at_ms=at_ms, offset=args.to_offset, shift_by=args.shift_by,
+                dry_run=args.dry_run,
+            )  # fmt: skip
+        except GroupNotEmptyError as exc:
+            raise CliError(f"{exc.message} (`tidemq group describe {args.group}` shows them)") from None
+    table = Table("topic", "partition", "committed", "new", title=f"group {args.group}")
+    for (t, p), (old, new) in sorted(moves.items()):
+        table.add_row(t, str(p), "-" if old is None else str(old), str(new))
+    env.out.print(table)
+    env.out.print("dry run: nothing changed" if args.dry_run else f"reset {len(moves)} partition(s) of {args.topic}")
+
+
 # -- user -----------------------------------------------------------------------------------------
 
 
@@ -1372,6 +1399,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("group")
     p = leaf(group, "delete", group_delete, "remove a group that has no members, with its committed offsets")
     p.add_argument("group")
+    p = leaf(group, "reset-offsets", group_reset_offsets, "move an idle group's committed offsets of a topic")
+    p.add_argument("group")
+    p.add_argument("--topic", required=True)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to-earliest", action="store_true", help="the log start")
+    where.add_argument("--to-latest", action="store_true", help="the end: skip everything there now")
+    where.add_argument("--to-datetime", metavar="ISO", help="the first message at or after this time")
+    where.add_argument("--to-offset", type=int, metavar="N", help="this offset in every partition")
+    where.add_argument("--shift-by", type=int, metavar="N", help="forward (or back, negative) from where it is")
+    p.add_argument("--dry-run", action="store_true", help="show the new offsets, change nothing")
 
     user = commands.add_parser("user", help="users who log in with a password (SCRAM-SHA-256)").add_subparsers(
         dest="action", required=True, metavar="ACTION"

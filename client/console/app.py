@@ -320,6 +320,25 @@ def build_app(console: Console) -> Starlette:
 
         return await guarded(request, render)
 
+    async def group_reset(request: Request) -> Response:
+        form = await request.form()
+        checked(request, form)
+        name = request.path_params["name"]
+
+        async def render(admin: Admin, _: Login) -> Response:
+            how, value = str(form.get("to", "earliest")), str(form.get("value") or "").strip()
+            kwargs: dict[str, Any] = {"to": how} if how in ("earliest", "latest") else {}
+            if how == "offset":
+                kwargs["offset"] = int(value)
+            elif how == "shift":
+                kwargs["shift_by"] = int(value)
+            elif how == "time":
+                kwargs["at_ms"] = int(time.mktime(time.strptime(value, "%Y-%m-%dT%H:%M")) * 1000)
+            await admin.reset_offsets(name, str(form.get("topic", "")), **kwargs)
+            return RedirectResponse(f"/groups/{name}", status_code=303)
+
+        return await guarded(request, render)
+
     # -- dead letters -------------------------------------------------------------------------
 
     async def dead_letters(request: Request) -> Response:
@@ -421,6 +440,7 @@ def build_app(console: Console) -> Starlette:
         Route("/messages/{topic}/{partition:int}/{offset:int}", message),
         Route("/groups", groups),
         Route("/groups/{name}", group),
+        Route("/groups/{name}/reset", group_reset, methods=["POST"]),
         Route("/dlq", dead_letters),
         Route("/dlq/{group}/replay", replay, methods=["POST"]),
         Route("/dlq/{group}/{partition:int}/{offset:int}/{decision:str}", decide, methods=["POST"]),

@@ -18,7 +18,7 @@ import trio
 
 from client.cli import main
 from client.cluster import ClusterClient
-from client.group import GroupMember, commit_offsets, describe_group
+from client.group import GroupMember, commit_offsets, describe_group, fetch_offsets
 from client.partitioner import partition_for_key
 from client.producer import Producer
 from client.protocol import (
@@ -426,3 +426,32 @@ def test_trace_by_place_and_by_key(tidemq, cluster):
     nothing = tidemq("trace", "traced", str(partition), "99")
     assert nothing.code == 1 and "there is no message at traced-" in nothing.err
     assert tidemq("trace", "traced").code == 1  # neither a place nor a key
+
+
+async def test_group_reset_offsets_each_way_and_not_under_a_live_group(tidemq, cluster):
+    cli = trio.to_thread.run_sync
+    assert (await cli(tidemq, "topic", "create", "rewind")).code == 0
+    async with Producer(cluster.bootstrap, token=TOKEN) as producer:
+        sent = [await producer.send("rewind", b"m%d" % i) for i in range(5)]
+    end = sent[-1].offset + 1
+    async with ClusterClient(cluster.bootstrap, token=TOKEN) as client:
+        await commit_offsets(client, "rew", {("rewind", 0): end})
+
+        async def reset(*how: str) -> list[list[str]]:
+            r = await cli(tidemq, "group", "reset-offsets", "rew", "--topic", "rewind", *how)
+            assert r.code == 0, r.err
+            return rows(r.out, 4)
+
+        dry = await cli(tidemq, "group", "reset-offsets", "rew", "--topic", "rewind", "--to-earliest", "--dry-run")
+        assert rows(dry.out, 4) == [["rewind", "0", str(end), "0"]] and "dry run: nothing changed" in dry.out
+        assert (await fetch_offsets(client, "rew", [("rewind", 0)]))[("rewind", 0)] == end
+        assert await reset("--to-earliest") == [["rewind", "0", str(end), "0"]]
+        assert await reset("--shift-by", "2") == [["rewind", "0", "0", "2"]]
+        assert await reset("--to-offset", "999") == [["rewind", "0", "2", str(end)]]  # kept within the log
+        first = str(sent[0].offset)  # (the first message: a Raft entry before it has no time)
+        assert await reset("--to-datetime", "2000-01-01T00:00:00+00:00") == [["rewind", "0", str(end), first]]
+        assert await reset("--to-latest") == [["rewind", "0", first, str(end)]]
+        assert (await fetch_offsets(client, "rew", [("rewind", 0)]))[("rewind", 0)] == end
+        async with GroupMember(client, "rew", ["rewind"]):
+            refused = await cli(tidemq, "group", "reset-offsets", "rew", "--topic", "rewind", "--to-earliest")
+    assert refused.code == 1 and "has 1 member(s)" in refused.err

@@ -180,6 +180,22 @@ def test_the_console_in_a_browser(tmp_path):
                 page.goto(site + "/groups/billing")
                 expect(page.locator("#lag-chart svg")).to_be_attached()
                 page.screenshot(path=shots / "group.png")
+                # Once the group has no members (its retry reader's session ends), its
+                # offsets can be reset from its page.
+                for _ in range(40):
+                    if page.locator("#reset").count():
+                        break
+                    time.sleep(0.5)
+                    page.reload()
+                page.select_option("#reset select[name=topic]", "orders")
+                page.select_option("#reset select[name=to]", "earliest")
+                page.click("#reset button")
+                expect(page).to_have_url(site + "/groups/billing")
+                rows = [r.locator("td").all_inner_texts() for r in page.locator("#offsets tr").all()[1:]]
+                assert {(p, committed) for p, committed, _ in rows if p.startswith("orders-")} == {
+                    ("orders-0", "0"),
+                    ("orders-1", "0"),
+                }
                 browser.close()
         finally:
             console.terminate()
