@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -62,8 +63,21 @@ class Console:
         self.security = dict(security or {})  # TLS options: trust, not rights
         self.sessions: dict[str, Login] = {}
         self.rules: Rules | None = None  # the alert rules, when alerts are watched
+        # (time s, messages the groups have committed in all): consumption is not in any
+        # index, so the overview samples it as it refreshes, for the last hour.
+        self.consumed: deque[tuple[float, int]] = deque(maxlen=720)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.globals.update(age=data.age, when=_when)
+
+    def consume_rate(self, edges_s: list[float]) -> list[int]:
+        """Messages consumed between consecutive edges, from the samples (0 where none)."""
+        out = []
+        for a, b in zip(edges_s, edges_s[1:]):
+            inside = [total for t, total in self.consumed if a <= t < b]
+            before = [total for t, total in self.consumed if t < a]
+            start = before[-1] if before else (inside[0] if inside else None)
+            out.append(max(inside[-1] - start, 0) if inside and start is not None else 0)
+        return out
 
     def login_of(self, request: Request) -> tuple[str | None, Login]:
         sid = request.cookies.get(SESSION_COOKIE)
@@ -176,6 +190,9 @@ def build_app(console: Console) -> Starlette:
                 rate = [a + b for a, b in zip(rate, counts)]
                 per_day[t.name] = await data.counts_per_bucket(admin, t.name, len(t.partitions), days)
             hour_labels = [time.strftime("%H:%M", time.gmtime(e / 1000)) for e in hour[:-1]]
+            committed = sum(o for g in group_rows if g.desc for _, _, o in g.desc.offsets)
+            console.consumed.append((now / 1000, committed))
+            consumed = console.consume_rate([e / 1000 for e in hour])
             day_labels = [time.strftime("%m-%d", time.gmtime(e / 1000)) for e in days[:-1]]
             txns = await data.bounded(admin.list_transactions, list[TxnInfo]())
             halves = await data.bounded(lambda: admin.list_halves(), None)
@@ -186,6 +203,7 @@ def build_app(console: Console) -> Starlette:
                 view=view,
                 groups=group_rows,
                 produce_chart=bars(rate, hour_labels, title="messages produced, last hour, per 5 minutes"),
+                consume_chart=bars(consumed, hour_labels, title="messages consumed, last hour, per 5 minutes"),
                 day_charts={
                     name: bars(counts, day_labels, title=f"{name}: messages per day", height=80)
                     for name, counts in per_day.items()
