@@ -28,6 +28,16 @@ H_DELAY_TARGET = "tidemq.delay.target"
 H_DELAY_PARTITION = "tidemq.delay.partition"
 H_DELAY_DUE = "tidemq.delay.due"
 DELAY_HEADERS = (H_DELAY_TARGET, H_DELAY_PARTITION, H_DELAY_DUE)
+# Kept on a delayed message when it arrives: "<sent ms>;<tier>,<tier>,..." (the relay
+# appends each tier it passes), so a trace shows its way without a scan.
+H_DELAY_VIA = "tidemq.delay.via"
+
+
+def delay_via(headers: dict[str, bytes | None], tier: str, timestamp: int) -> bytes:
+    """The H_DELAY_VIA value once a record has passed `tier` (`timestamp`: its own, the
+    send time at its first tier)."""
+    via = headers.get(H_DELAY_VIA)
+    return via + b"," + tier.encode() if via else b"%d;%s" % (timestamp, tier.encode())
 
 
 def tier_name(ms: int) -> str:

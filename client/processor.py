@@ -38,6 +38,7 @@ import anyio
 from client.cluster import ClusterClient
 from client.conventions import (
     H_ATTEMPT,
+    H_DELAY_VIA,
     H_DLQ_ERROR,
     H_DLQ_TIME,
     H_INSTANCE,
@@ -410,6 +411,7 @@ _OURS = (
     H_DLQ_TIME,
     H_INSTANCE,
     H_REPLAYED_FROM,
+    H_DELAY_VIA,
 )
 
 

@@ -17,6 +17,7 @@ import anyio
 from client.cluster import ClusterClient
 from client.conventions import (
     H_ATTEMPT,
+    H_DELAY_VIA,
     H_DLQ_DECISION,
     H_DLQ_ERROR,
     H_DLQ_OF,
@@ -70,7 +71,7 @@ class Stored(NamedTuple):
 
 class Step(NamedTuple):
     time_ms: int | None
-    what: str  # produced | handled | retry | dead letter | replayed | discarded
+    what: str  # produced | delayed | handled | retry | dead letter | replayed | discarded
     detail: str
 
 
@@ -146,7 +147,15 @@ def derive(message: Stored, outcome: str, groups: dict[str, GroupView]) -> Trace
     """The trace: the message's steps in time order and each group's status."""
     producer = f"producer {message.producer_id}" if message.producer_id >= 0 else "a producer without id"
     txn = f", in a transaction ({outcome})" if message.transactional else ""
-    steps = [Step(message.timestamp, "produced", f"by {producer}{txn}")]
+    delayed = _delayed(message)
+    if delayed is None:
+        steps = [Step(message.timestamp, "produced", f"by {producer}{txn}")]
+    else:
+        sent, tiers = delayed
+        steps = [
+            Step(sent, "produced", f"with a delay, into {tiers[0] if tiers else 'a delay tier'}"),
+            Step(message.timestamp, "delayed", f"due, through {', '.join(tiers)}; written by {producer}"),
+        ]
     for group, view in groups.items():
         for r in view.retries:
             attempt = _int(dict(r.headers), H_ATTEMPT)
@@ -172,6 +181,15 @@ def derive(message: Stored, outcome: str, groups: dict[str, GroupView]) -> Trace
                 steps.append(Step(when, "discarded", f"{group}: {view.dead[0].topic}-{p}@{o}: {reason}"))
     steps.sort(key=lambda s: (s.time_ms is None, s.time_ms or 0))
     return Trace(message, outcome, steps, [fate(g, message.offset, v) for g, v in sorted(groups.items())])
+
+
+def _delayed(message: Stored) -> tuple[int, list[str]] | None:
+    """(sent ms, tiers passed) of a message that came through the delay tiers."""
+    via = dict(message.headers).get(H_DELAY_VIA)
+    sent, _, tiers = (via or b"").decode(errors="replace").partition(";")
+    if not via or not sent.isdigit():
+        return None
+    return int(sent), [t for t in tiers.split(",") if t]
 
 
 def _attempt_order(s: Stored) -> tuple[int, int]:

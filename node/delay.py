@@ -53,9 +53,11 @@ from client.conventions import (
     H_DELAY_DUE,
     H_DELAY_PARTITION,
     H_DELAY_TARGET,
+    H_DELAY_VIA,
     MAX_DELAY_MS,
     TIER_CONFIG,
     TIER_PREFIX,
+    delay_via,
     pick_tier,
     tier_name,
 )
@@ -329,11 +331,13 @@ class Scheduler:
         cluster = self.service.cluster
         assert cluster is not None  # connected before any scheduler starts
         remaining = due - eligible
+        via = (H_DELAY_VIA, delay_via(headers, self.part.topic, rec.timestamp))
+        kept = tuple(h for h in rec.headers if h[0] != H_DELAY_VIA)
         if remaining >= tiers[0]:
             topic = tier_name(pick_tier(tiers, remaining))
             n = await cluster.partition_count(topic)
             return _Move(
-                rec.offset, eligible, (topic, self.part.partition % n), (rec.key, rec.value, rec.headers, eligible)
+                rec.offset, eligible, (topic, self.part.partition % n), (rec.key, rec.value, (*kept, via), eligible)
             )
         try:
             n = await cluster.partition_count(target)
@@ -354,7 +358,7 @@ class Scheduler:
             # Runs of offsets to one partition: a lane's records due about together share
             # a queue, and so a batch, rather than spread over every partition.
             p = rec.offset // STICKY_RUN % n
-        out_headers = tuple(h for h in rec.headers if h[0] not in DELAY_HEADERS)
+        out_headers = (*(h for h in kept if h[0] not in DELAY_HEADERS), via)
         lane = 0 if rec.offset < self.lanes_from else final_lane(due - eligible, tiers[0])
         return _Move(rec.offset, max(eligible, due), (target, p), (rec.key, rec.value, out_headers, due), lane)
 

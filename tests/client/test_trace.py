@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from client.conventions import (
     H_ATTEMPT,
+    H_DELAY_VIA,
     H_DLQ_ERROR,
     H_DLQ_TIME,
     H_ORIGIN_OFFSET,
@@ -105,3 +106,12 @@ def test_handler_runs_are_steps_and_make_a_message_delivered():
         ("handled", "g: m-1, 12 ms, ok"),
     ]
     assert fate("g", 7, view._replace(committed=8)).status == "done"
+
+
+def test_a_delayed_message_shows_when_it_was_sent_and_its_tiers():
+    via = (H_DELAY_VIA, b"1000;__delay_5s,__delay_1s,__delay_100ms")
+    delayed = MSG._replace(timestamp=7_200, headers=[("user", b"1"), via])
+    t = derive(delayed, "", {})
+    assert [(s.time_ms, s.what) for s in t.steps] == [(1_000, "produced"), (7_200, "delayed")]
+    assert t.steps[0].detail == "with a delay, into __delay_5s"
+    assert t.steps[1].detail == "due, through __delay_5s, __delay_1s, __delay_100ms; written by producer 42"

@@ -6,7 +6,7 @@ import time
 import trio
 
 from client import Admin, Consumer, Producer
-from client.conventions import DELAY_HEADERS, pick_tier, tier_name
+from client.conventions import DELAY_HEADERS, H_DELAY_VIA, pick_tier, tier_name
 from node.delay import LANES, final_lane, queue_key
 from tests.cluster import local_cluster
 
@@ -92,8 +92,12 @@ async def test_each_tier_and_cascades_never_early(tmp_path):
     for value, arrived, msg in got:
         assert arrived >= due[value] - 0.01, f"{value} early by {due[value] - arrived:.3f}s"
         assert arrived - due[value] < 2.0, f"{value} late by {arrived - due[value]:.3f}s"
-        assert msg.headers == (("trace", value),)  # delay headers stripped
-        assert not any(h[0] in DELAY_HEADERS for h in msg.headers)
+        assert msg.headers[0] == ("trace", value) and not any(h[0] in DELAY_HEADERS for h in msg.headers)
+        if msg.headers[1:]:  # the way it came (delay headers stripped), for a trace
+            ((name, via),) = msg.headers[1:]
+            sent, tiers = via.split(b";")
+            assert name == H_DELAY_VIA and abs(int(sent) / 1000 - start) < 5
+            assert tiers.split(b",")[0] == tier_name(pick_tier(LADDER, int(delays[int(value)] * 1000))).encode()
 
 
 async def test_scheduler_leader_failover_loses_and_doubles_nothing(tmp_path):

@@ -12,7 +12,7 @@ import trio
 
 import segments
 from client import Admin, Consumer
-from client.conventions import H_DELAY_DUE, H_DELAY_PARTITION, H_DELAY_TARGET
+from client.conventions import H_DELAY_DUE, H_DELAY_PARTITION, H_DELAY_TARGET, H_DELAY_VIA
 from node.delay_intake import (
     DELAY_MS,
     DELIVER_AT,
@@ -138,7 +138,8 @@ async def test_a_kafka_producers_delayed_messages_arrive_when_due(tmp_path):
         assert got[b"now"][1].offset < min(got[b"in-1.5s"][1].offset, got[b"at+1s"][1].offset)
         assert got[b"in-1.5s"][0] >= start + 1500 and got[b"at+1s"][0] >= start + 1000
         msg = got[b"in-1.5s"][1]
-        assert msg.key == b"key-in-1.5s" and dict(msg.headers) == {"trace": b"2"}  # our headers gone, theirs kept
+        assert msg.key == b"key-in-1.5s" and dict(msg.headers)["trace"] == b"2"  # theirs kept, ours gone:
+        assert set(dict(msg.headers)) == {"trace", H_DELAY_VIA}  # but the way it came
 
 
 async def test_an_intake_relayed_again_arrives_once(tmp_path):
