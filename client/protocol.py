@@ -156,6 +156,9 @@ class PartitionInfo(WireMessage):
     in_sync: list[int] = []
     high_watermark: int = 0
     log_start_offset: int = 0
+    size_bytes: int = -1  # the leader's log on disk (-1: not the leader's answer)
+
+    added = {"size_bytes": 2}
 
 
 class TopicInfo(WireMessage):
@@ -716,7 +719,7 @@ Body = (
 #: (docs/architecture.md, "Evolving the protocol"). Bodies only nodes send each other are
 #: in `node.peerprotocol.PEER_VERSIONS`.
 CLIENT_VERSIONS: dict[str, tuple[int, int]] = {
-    "Metadata": (1, 1),
+    "Metadata": (1, 2),
     "CreateTopic": (1, 1),
     "DeleteTopic": (1, 1),
     "AlterTopicConfigs": (1, 1),

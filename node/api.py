@@ -196,6 +196,7 @@ class Api:
                     info.in_sync = local.in_sync()
                     info.high_watermark = local.high_watermark
                     info.log_start_offset = local.storage.log.log_start_offset
+                    info.size_bytes = local.storage.log.size_bytes
                 parts.append(info)
             topics.append(TopicInfo(name, parts, dict(meta.configs), meta.internal))
         controller = b.controller.core.leader or None

@@ -67,7 +67,7 @@ class Console:
         # index, so the overview samples it as it refreshes, for the last hour.
         self.consumed: deque[tuple[float, int]] = deque(maxlen=720)
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
-        self.templates.env.globals.update(age=data.age, when=_when)
+        self.templates.env.globals.update(age=data.age, when=_when, size=data.size_text)
 
     def consume_rate(self, edges_s: list[float]) -> list[int]:
         """Messages consumed between consecutive edges, from the samples (0 where none)."""

@@ -65,6 +65,7 @@ class PartitionRow:
     in_sync: list[int]
     high_watermark: int | None
     log_start: int | None
+    size_bytes: int | None = None  # on the leader's disk
 
     @property
     def under_replicated(self) -> bool:
@@ -116,6 +117,7 @@ async def cluster_view(admin: Admin, topics: list[str] | None = None) -> Cluster
                     list(mine.in_sync) if mine else [],
                     mine.high_watermark if mine else None,
                     mine.log_start_offset if mine else None,
+                    mine.size_bytes if mine and mine.size_bytes >= 0 else None,
                 )
             )
     return ClusterView(md, rows)
@@ -313,3 +315,12 @@ async def dead_letter_counts(admin: Admin, view: ClusterView, group_names: list[
 
 def _is_decision(s: Stored) -> bool:
     return any(name == H_DLQ_DECISION for name, _ in s.headers)
+
+
+def size_text(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"

@@ -751,7 +751,8 @@ async def raw_hello_versions(rng, t):
         if not bodies or not isinstance(bodies[0], ErrorResponse) or bodies[0].code != ErrorCode.INVALID_REQUEST:
             raise Finding(f"a Hello with versions {str(versions)[:60]}: {_outcome(bodies, closed)}")
         return _outcome(bodies, closed)
-    unspoken = rng.choice([2, 3, 255])
+    newest = CLIENT_VERSIONS["Metadata"][1]
+    unspoken = min(newest + rng.choice([1, 2, 200]), 255)  # (a version past what this build speaks)
     data = (
         hello
         + encode_frame(1, Metadata([]), version=unspoken)

@@ -130,6 +130,7 @@ def test_the_console_in_a_browser(tmp_path):
                 page.click("main form button")
                 expect(page).to_have_url(site + "/topics/orders")
                 expect(page.locator("#partitions tr")).to_have_count(3)  # a header and two partitions
+                expect(page.locator("#partitions")).to_contain_text(" B")  # each leader's size on disk
                 page.screenshot(path=shots / "topic.png")
 
                 make_history(c.bootstrap)

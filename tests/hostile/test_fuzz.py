@@ -1,4 +1,4 @@
-"""The hostile-input fuzzer (scripts/fuzz), seeded, for 60 seconds: four clients
+"""The hostile-input fuzzer (scripts/fuzz), seeded, for 40 seconds: four clients
 send every request shape beside a canary; no node may exit, answer UNKNOWN or leave a
 request unanswered, the canary loses and duplicates nothing, replicas stay identical
 and memory bounded. A failure prints the violations with the requests that caused
@@ -13,7 +13,7 @@ from scripts.fuzzlib.runner import Options, run_fuzz
 from scripts.fuzzlib.shapes import RAW, SHAPES
 
 SEED = 13
-DURATION = 60.0
+DURATION = 40.0
 CLIENTS = 4
 
 

@@ -58,8 +58,11 @@ async def test_a_big_frame_before_hello_costs_nothing(cluster):
     s = await trio.open_tcp_stream(host, port)
     await s.send_all(struct.pack(">IB", (1 << 31) - 1, PROTOCOL_VERSION) + b"\0" * 65536)
     with trio.fail_after(10):
-        while await s.receive_some(4096):
-            pass  # the node closes the connection
+        try:
+            while await s.receive_some(4096):
+                pass  # the node closes the connection
+        except trio.BrokenResourceError:
+            pass  # ... with our bytes unread, so the kernel resets it: closed all the same
     await s.aclose()
     await assert_unharmed(cluster)
 
