@@ -388,6 +388,13 @@ async def trace_message(cluster: ClusterClient, topic: str, partition: int, offs
 
 async def find_by_key(cluster: ClusterClient, topic: str, key: bytes, *, limit: int = SCAN_LIMIT) -> list[Stored]:
     """The records with this key, in the partition keys hash to (as every keyed send
-    without its own partition goes), `limit` records read at most."""
+    without its own partition goes), among its newest `limit` offsets."""
     home = partition_for_key(key, await cluster.partition_count(topic))
-    return await read_partition(cluster, topic, home, limit=limit, keep=lambda s: s.key == key)
+    return await read_partition(
+        cluster, topic, home, await newest(cluster, topic, home, limit), keep=lambda s: s.key == key
+    )
+
+
+async def newest(cluster: ClusterClient, topic: str, partition: int, count: int) -> int:
+    """Where a partition's newest `count` offsets start."""
+    return max((await _end(cluster, topic, partition, LATEST)) - count, 0)

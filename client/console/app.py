@@ -15,13 +15,13 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any, cast
 
-import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -35,6 +35,7 @@ from client.conventions import dead_letter_topic
 from client.dlq import decide_dead_letter, list_dead_letters, replay_dead_letters
 from client.errors import AuthFailedError, AuthorizationFailedError, TideMQError, error_leaves
 from client.half import end_half
+from client.partitioner import partition_for_key
 from client.protocol import TxnInfo
 from client.tls import ConnectOptions
 
@@ -265,6 +266,8 @@ def build_app(console: Console) -> Starlette:
 
     async def messages(request: Request) -> Response:
         q = request.query_params
+        if q.get("topic") and (q.get("key") or q.get("header")):
+            return await search(request)
 
         async def render(admin: Admin, login: Login) -> Response:
             names = sorted(await admin.list_topics())
@@ -275,17 +278,9 @@ def build_app(console: Console) -> Starlette:
             if name:
                 partitions = await admin.cluster.partition_count(name)
                 p = int(q.get("partition") or 0)
-                if q.get("key"):
-                    found = await trace.find_by_key(admin.cluster, name, q["key"].encode(), limit=SEARCH_LIMIT)
-                    note = f"messages with key {q['key']!r} (the {SEARCH_LIMIT} newest records read)"
-                elif q.get("header"):
-                    hname, _, hvalue = q["header"].partition("=")
-                    found = await _header_search(admin, name, partitions, hname, hvalue.encode())
-                    note = f"messages with header {hname}={hvalue} (each partition's first {SEARCH_LIMIT} records read)"
-                else:
-                    start = await _start_offset(admin, name, p, q.get("offset"), q.get("time"))
-                    found = await trace.read_partition(admin.cluster, name, p, start, limit=BROWSE_LIMIT)
-                    note = f"partition {p} from offset {start if start is not None else 'the start'}"
+                start = await _start_offset(admin, name, p, q.get("offset"), q.get("time"))
+                found = await trace.read_partition(admin.cluster, name, p, start, limit=BROWSE_LIMIT)
+                note = f"partition {p} from offset {start if start is not None else 'the start'}"
             return console.page(
                 request,
                 "messages.html",
@@ -293,13 +288,60 @@ def build_app(console: Console) -> Starlette:
                 names=names,
                 topic=name,
                 partitions=partitions,
-                found=found[-BROWSE_LIMIT:] if q.get("key") or q.get("header") else found,
+                found=found,
                 note=note,
                 q=q,
                 pretty=data.pretty_value,
             )
 
         return await guarded(request, render)
+
+    async def search(request: Request) -> Response:
+        """A search by key or header, streamed: the page shows each partition's progress
+        as its scan ends (no JavaScript: the browser renders the page as it comes), then
+        what was found."""
+        q = request.query_params
+
+        async def check(admin: Admin, login: Login) -> Response:
+            names = sorted(await admin.list_topics())
+            partitions = await admin.cluster.partition_count(q["topic"])
+            head = console.templates.get_template("messages.html").render(
+                request=request, login=login, csrf=login.csrf, bootstrap=console.bootstrap, names=names,
+                topic=q["topic"], partitions=partitions, q=q, searching=True,
+            )  # fmt: skip
+            return StreamingResponse(scan(login, head, partitions), media_type="text/html")
+
+        async def scan(login: Login, head: str, partitions: int) -> AsyncIterator[str]:
+            top, _, bottom = head.partition("<!-- results -->")
+            yield top + '<ul id="progress">'
+            topic, key = q["topic"], q.get("key")
+            hname, _, hvalue = (q.get("header") or "").partition("=")
+            found: list[trace.Stored] = []
+            try:
+                async with console.admin(login) as admin:
+                    if key:
+                        home = partition_for_key(key.encode(), partitions)
+                        found = await trace.find_by_key(admin.cluster, topic, key.encode(), limit=SEARCH_LIMIT)
+                        yield f"<li>partition {home} (keys hash there): the newest {SEARCH_LIMIT} offsets read, {len(found)} found</li>"
+                    else:
+                        for p in range(partitions):
+
+                            def keep(s: trace.Stored) -> bool:
+                                return any(k == hname and v == hvalue.encode() for k, v in s.headers)
+
+                            start = await trace.newest(admin.cluster, topic, p, SEARCH_LIMIT)
+                            hits = await trace.read_partition(admin.cluster, topic, p, start, keep=keep)
+                            found += hits
+                            yield f"<li>partition {p}: the newest {SEARCH_LIMIT} offsets read, {len(hits)} found</li>"
+            except (TideMQError, TimeoutError) as exc:
+                yield f'<li class="error" role="alert">{escape(getattr(exc, "message", str(exc)))}</li>'
+            yield "</ul>"
+            rows = console.templates.get_template("found.html").render(
+                found=sorted(found, key=lambda s: s.timestamp)[-BROWSE_LIMIT:], pretty=data.pretty_value, when=_when
+            )
+            yield rows + bottom
+
+        return await guarded(request, check)
 
     async def message(request: Request) -> Response:
         pp = request.path_params
@@ -480,18 +522,3 @@ async def _start_offset(admin: Admin, topic: str, p: int, offset: str | None, wh
         ms = int(time.mktime(time.strptime(when, "%Y-%m-%dT%H:%M")) * 1000)
         return await data.offset_at(admin, topic, p, ms)
     return None
-
-
-async def _header_search(admin: Admin, topic: str, partitions: int, name: str, value: bytes) -> list[trace.Stored]:
-    found: list[trace.Stored] = []
-
-    def keep(s: trace.Stored) -> bool:
-        return any(k == name and v == value for k, v in s.headers)
-
-    async def one(p: int) -> None:
-        found.extend(await trace.read_partition(admin.cluster, topic, p, limit=SEARCH_LIMIT, keep=keep))
-
-    async with anyio.create_task_group() as tg:
-        for p in range(partitions):
-            tg.start_soon(one, p)
-    return sorted(found, key=lambda s: s.timestamp)

@@ -140,7 +140,12 @@ def test_the_console_in_a_browser(tmp_path):
                 page.fill("#search input[name=key]", "order-7")
                 page.click("#search button")
                 expect(page.locator("#found")).to_contain_text("order-7")
+                expect(page.locator("#progress")).to_contain_text("1 found")  # each scan's progress, streamed
                 page.screenshot(path=shots / "messages.png")
+                page.goto(site + "/messages?topic=orders&header=source%3Dweb")
+                expect(page.locator("#progress li")).to_have_count(2)  # a line per partition
+                expect(page.locator("#found")).to_contain_text("order-7")
+                page.goto(site + "/messages?topic=orders&key=order-7")
                 page.click("#found a")
                 expect(page.locator("#value")).to_contain_text('"order": 7')  # JSON, pretty-printed
                 expect(page.locator("#steps")).to_contain_text("retry")
