@@ -314,9 +314,45 @@ class Consumer:
             self._assigned.pop(tp, None)
 
     async def _reset_offset(self, tp: TopicPartition) -> int:
-        ts = EARLIEST if self.offset_reset == "earliest" else LATEST
-        resp = await self.cluster.leader_request(tp[0], tp[1], ListOffsets(tp[0], tp[1], ts, self.isolation))
-        return resp.offset
+        return await self._list_offset(tp, EARLIEST if self.offset_reset == "earliest" else LATEST)
+
+    async def _list_offset(self, tp: TopicPartition, when: int) -> int:
+        return (await self.cluster.leader_request(tp[0], tp[1], ListOffsets(tp[0], tp[1], when, self.isolation))).offset
+
+    # -- moving ----------------------------------------------------------------------------------------
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Read an assigned partition from `offset` next: what was fetched and not handed
+        out yet is dropped, and in a group the next commit of it is from there (Kafka's
+        `seek`). InvalidConfigError for a partition this consumer does not hold."""
+        tp = (topic, partition)
+        old = self._assigned.get(tp)
+        if old is None or old.revoked or self._tg is None:
+            raise InvalidConfigError(f"{topic}-{partition} is not assigned to this consumer (see its .assignment)")
+        old.revoked = True  # its fetched chunks are dropped, its loop ends
+        old.scope.cancel()
+        new = self._assigned[tp] = _Assigned(max(offset, 0), old.epoch)
+        self._tg.start_soon(self._fetch_loop, tp, new)
+
+    async def seek_to_beginning(self, partitions: list[TopicPartition] | None = None) -> None:
+        """Read these partitions (all assigned ones by default) from their log start."""
+        for tp in partitions or sorted(self.assignment):
+            self.seek(*tp, await self._list_offset(tp, EARLIEST))
+
+    async def seek_to_end(self, partitions: list[TopicPartition] | None = None) -> None:
+        """Skip to the end of these partitions (all assigned ones by default): only what
+        is written from now on."""
+        for tp in partitions or sorted(self.assignment):
+            self.seek(*tp, await self._list_offset(tp, LATEST))
+
+    async def offsets_for_times(self, times: dict[TopicPartition, int]) -> dict[TopicPartition, int | None]:
+        """For each partition, the first offset whose record is at or after the time (ms);
+        None where no record is (Kafka's `offsetsForTimes`)."""
+        out: dict[TopicPartition, int | None] = {}
+        for tp, ms in times.items():
+            found, end = await self._list_offset(tp, ms), await self._list_offset(tp, LATEST)
+            out[tp] = None if found >= end else found
+        return out
 
     # -- fetching ---------------------------------------------------------------------------------------
 
