@@ -4,6 +4,7 @@
                        [--fsync always] [--secure]
     scripts/cluster status
     scripts/cluster kill N | pause N | resume N | stop N | start N | restart N
+    scripts/cluster roll                 # restart each node in turn, caught up before the next
     scripts/cluster down [--wipe]
 
 Every command takes `--dir DIR` (default `.tidemq/` in the repository).
@@ -41,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from client.connection import open_connection  # noqa: E402
 from client.errors import TideMQError  # noqa: E402
-from client.protocol import Metadata  # noqa: E402
+from client.protocol import Metadata, PartitionInfo  # noqa: E402
 from client.tls import tls_context  # noqa: E402
 
 console = Console()
@@ -322,27 +323,7 @@ def cmd_status(args) -> None:
                 str(ctrl or "-"),
                 f"http://127.0.0.1:{spec['metrics_base'] + int(node)}/metrics",
             )
-        # Each partition's in-sync set and high watermark come from its leader's answer.
-        answers = {}
-        for node, addr in spec["peers"].items():
-            try:
-                with trio.fail_after(2):
-                    async with open_connection(
-                        addr, token=spec.get("token"), connect_timeout=1, ssl_context=client_tls(spec)
-                    ) as conn:
-                        answers[int(node)] = await conn.request(Metadata())
-            except (TideMQError, trio.TooSlowError, OSError):
-                continue
-        if not answers:
-            return
-        best = {}
-        for node, md in answers.items():
-            for t in md.topics:
-                for p in t.partitions:
-                    key = (t.name, p.partition)
-                    if key not in best or p.leader == node:
-                        best[key] = p
-        for (topic, _), p in sorted(best.items()):
+        for (topic, _), p in sorted((await leader_views(spec)).items()):
             parts.add_row(
                 topic,
                 str(p.partition),
@@ -356,6 +337,70 @@ def cmd_status(args) -> None:
     console.print(nodes)
     if parts.row_count:
         console.print(parts)
+
+
+async def leader_views(spec: dict) -> dict[tuple[str, int], PartitionInfo]:
+    """Each partition as its leader reports it (only a leader knows its in-sync set and
+    high watermark), from every node that answers."""
+    answers = {}
+    for node, addr in spec["peers"].items():
+        try:
+            with trio.fail_after(2):
+                async with open_connection(
+                    addr, token=spec.get("token"), connect_timeout=1, ssl_context=client_tls(spec)
+                ) as conn:
+                    answers[int(node)] = await conn.request(Metadata())
+        except (TideMQError, trio.TooSlowError, OSError):
+            continue
+    best: dict[tuple[str, int], PartitionInfo] = {}
+    for node, md in answers.items():
+        for t in md.topics:
+            for p in t.partitions:
+                key = (t.name, p.partition)
+                if key not in best or p.leader == node:
+                    best[key] = p
+    return best
+
+
+async def wait_caught_up(spec: dict, node: int, timeout: float) -> None:
+    """Until every node answers and `node` is in the in-sync set of every partition it
+    holds a replica of (so taking the next node down leaves every partition a quorum)."""
+    deadline = trio.current_time() + timeout
+    behind: list[str] = []
+    with console.status(f"node {node}: catching up...") as status:
+        while trio.current_time() < deadline:
+            states = [await probe(a, spec.get("token"), client_tls(spec)) for a in spec["peers"].values()]
+            views = await leader_views(spec) if all(ok for ok, _, _ in states) else {}
+            behind = [
+                f"{t}-{p}"
+                for (t, p), info in views.items()
+                if node in info.replicas and (info.leader is None or node not in info.in_sync)
+            ]
+            if views and not behind:
+                return
+            status.update(
+                f"node {node}: {len(behind) if views else 'not every node answers;'} partition(s) to catch up"
+            )
+            await trio.sleep(0.3)
+    raise SystemExit(
+        f"node {node} did not catch up within {timeout}s ({', '.join(behind[:5]) or 'nodes not answering'})"
+    )
+
+
+def cmd_roll(args) -> None:
+    """Restart every node, one at a time: each stops gracefully (its leaderships move
+    away first), starts again, and catches up on every partition it holds before the
+    next one goes, so the cluster keeps a quorum everywhere and serves throughout."""
+    run_dir = Path(args.dir).resolve()
+    spec = layout(run_dir)
+    for node in map(int, spec["peers"]):
+        console.print(f"node {node}: stopping (leadership moves away)")
+        stop_node(run_dir, node, timeout=args.timeout)
+        pid = start_node(run_dir, spec, node)
+        console.print(f"node {node}: started again (pid {pid})")
+        trio.run(wait_caught_up, spec, node, args.timeout * 4)
+        console.print(f"node {node}: caught up")
+    console.print("[green]rolled[/]: every node restarted, every partition in sync")
 
 
 def process_state(pid: int) -> str:
@@ -441,6 +486,10 @@ def main() -> None:
     down = sub.add_parser("down", parents=[common], help="stop every node (SIGTERM, then SIGKILL)")
     down.add_argument("--wipe", action="store_true", help="also delete the run directory and its data")
     down.add_argument("--timeout", type=float, default=15)
+    roll = sub.add_parser(
+        "roll", parents=[common], help="restart the nodes one at a time, each caught up before the next (no downtime)"
+    )
+    roll.add_argument("--timeout", type=float, default=15, help="for each stop (and 4x for each catch-up)")
     for name, text in [
         ("kill", "SIGKILL one node"),
         ("pause", "SIGSTOP one node"),
@@ -452,7 +501,7 @@ def main() -> None:
         sp = sub.add_parser(name, parents=[common], help=text)
         sp.add_argument("node", type=int)
     args = p.parse_args()
-    {"up": cmd_up, "status": cmd_status, "down": cmd_down}.get(args.cmd, cmd_one)(args)
+    {"up": cmd_up, "status": cmd_status, "down": cmd_down, "roll": cmd_roll}.get(args.cmd, cmd_one)(args)
 
 
 if __name__ == "__main__":

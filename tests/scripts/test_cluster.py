@@ -117,3 +117,63 @@ def test_a_secure_cluster_and_its_client_env(tmp_path):
         down = cluster("--dir", str(run_dir), "down", "--wipe")
         assert down.returncode == 0, down.stderr
         assert "stopped the console" in down.stdout
+
+
+def test_a_rolling_restart_under_load_fails_no_send(tmp_path):
+    """`scripts/cluster roll` while an idempotent producer sends all along and a group
+    reads: no send fails, nothing is lost or written twice, the group reads on."""
+    import trio
+
+    from client import Admin, Consumer, Producer
+
+    run_dir = tmp_path / "rolling"
+    up = cluster(
+        "--dir", str(run_dir), "up", "--port", str(free_base(3)), "--kafka-port", "0", "--console-port", "0",
+    )  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stderr + up.stdout + node_logs(run_dir)
+        bootstrap = re.search(r"bootstrap: (\S+)", up.stdout)[1]
+
+        async def main() -> None:
+            async with Admin(bootstrap) as admin:
+                await admin.create_topic("rolling", 3, 3)
+            sent: list[bytes] = []
+            read: list[bytes] = []
+            done = trio.Event()
+
+            async def produce() -> None:
+                async with Producer(bootstrap) as producer:
+                    while not done.is_set():
+                        value = b"v%d" % len(sent)
+                        await producer.send("rolling", value, key=value)  # raises if a send fails
+                        sent.append(value)
+                        await trio.sleep(0.005)
+
+            async def consume() -> None:
+                async with Consumer(bootstrap, group="readers", topics=["rolling"], offset_reset="earliest") as c:
+                    async for msg in c:
+                        read.append(msg.value)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce)
+                nursery.start_soon(consume)
+                rolled = await trio.to_thread.run_sync(lambda: cluster("--dir", str(run_dir), "roll"))
+                assert rolled.returncode == 0, rolled.stderr + rolled.stdout
+                assert rolled.stdout.count("caught up") == 3
+                done.set()
+                with trio.fail_after(60):
+                    while set(read) < set(sent):
+                        await trio.sleep(0.1)
+                nursery.cancel_scope.cancel()
+            assert len(sent) > 100 and len(set(sent)) == len(sent)
+            async with Consumer(bootstrap, topics=["rolling"], offset_reset="earliest") as again:
+                stored = []
+                with trio.move_on_after(3):
+                    async for msg in again:
+                        stored.append(msg.value)
+            assert sorted(stored) == sorted(sent)  # each once
+
+        trio.run(main)
+    finally:
+        down = cluster("--dir", str(run_dir), "down", "--wipe")
+        assert down.returncode == 0, down.stderr
