@@ -24,6 +24,7 @@ from client.protocol import (
     LATEST,
     AclBinding,
     AclFilter,
+    AddPartitions,
     AlterQuotas,
     AlterTopicConfigs,
     CreateAcls,
@@ -142,6 +143,20 @@ class Admin:
             if all(p.leader is not None for p in info.partitions):
                 return info
             await anyio.sleep(0.05)
+
+    async def add_partitions(self, name: str, count: int, *, wait: bool = True) -> TopicInfo | None:
+        """Grow a topic to `count` partitions (never fewer); with `wait`, return once
+        every partition has a leader. Keys map to partitions anew from then on, as in
+        Kafka: a key's messages before and after may be in different partitions."""
+        with anyio.fail_after(self.request_timeout):
+            await self.cluster.controller_request(AddPartitions(name, count))
+            if not wait:
+                return None
+            while True:
+                info = await self.wait_for_leaders(name)
+                if len(info.partitions) >= count:
+                    return info
+                await anyio.sleep(0.05)
 
     async def delete_topic(self, name: str) -> None:
         with anyio.fail_after(self.request_timeout):

@@ -328,14 +328,21 @@ async def topic_describe(env: Env, args: argparse.Namespace) -> None:
 
 
 async def topic_alter(env: Env, args: argparse.Namespace) -> None:
-    if not args.config and not args.delete_config:
-        raise CliError("nothing to change: give --config KEY=VALUE or --delete-config KEY")
+    if not args.config and not args.delete_config and args.partitions is None:
+        raise CliError("nothing to change: give --partitions N, --config KEY=VALUE or --delete-config KEY")
     async with _admin(env) as admin:
-        await _topic(admin, args.name)
-        await admin.alter_topic_configs(args.name, dict(args.config), args.delete_config)
-        info = await admin.describe_topic(args.name)
-    configs = " ".join(f"{k}={v}" for k, v in sorted(info.configs.items()))
-    env.out.print(f"altered topic {info.name}: {configs or 'every config at its default'}")
+        before = await _topic(admin, args.name)
+        if args.partitions is not None:
+            await admin.add_partitions(args.name, args.partitions)
+            env.out.print(
+                f"{args.name}: {len(before.partitions)} -> {args.partitions} partitions "
+                "(keyed messages now map to partitions anew)"
+            )
+        if args.config or args.delete_config:
+            await admin.alter_topic_configs(args.name, dict(args.config), args.delete_config)
+            info = await admin.describe_topic(args.name)
+            configs = " ".join(f"{k}={v}" for k, v in sorted(info.configs.items()))
+            env.out.print(f"altered topic {info.name}: {configs or 'every config at its default'}")
 
 
 async def topic_delete(env: Env, args: argparse.Namespace) -> None:
@@ -1344,8 +1351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=_positive, default=1)
     p.add_argument("--replication", type=_positive, default=1, help="replicas per partition (<= live nodes)")
     p.add_argument("--config", type=_config_pair, action="append", default=[], metavar="KEY=VALUE", help=config_help)
-    p = leaf(topic, "alter", topic_alter, "change a topic's configs; its partitions take them at once")
+    p = leaf(topic, "alter", topic_alter, "add partitions, change configs; the topic takes them at once")
     p.add_argument("name")
+    p.add_argument("--partitions", type=_positive, metavar="N", help="grow to N partitions (never fewer)")
     p.add_argument("--config", type=_config_pair, action="append", default=[], metavar="KEY=VALUE", help=config_help)
     p.add_argument("--delete-config", action="append", default=[], metavar="KEY", help="return a config to its default")
     p = leaf(topic, "list", topic_list, "list topics")

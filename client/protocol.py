@@ -281,6 +281,14 @@ class QuotasResponse(WireMessage):
     quotas: dict[str, dict[str, float]]
 
 
+class AddPartitions(Request["Ok"]):
+    """Grow a topic to `count` partitions (only ever more: keys map to partitions anew)."""
+
+    name: str
+    count: int
+    validate_only: bool = False
+
+
 class AlterTopicConfigs(Request["Ok"]):
     """Set some of a topic's configs and return others to their defaults, live."""
 
@@ -657,6 +665,7 @@ Body = (
     | CreateTopic
     | DeleteTopic
     | AlterTopicConfigs
+    | AddPartitions
     | PutUser
     | DeleteUser
     | ListUsers
@@ -723,6 +732,7 @@ CLIENT_VERSIONS: dict[str, tuple[int, int]] = {
     "CreateTopic": (1, 1),
     "DeleteTopic": (1, 1),
     "AlterTopicConfigs": (1, 1),
+    "AddPartitions": (1, 1),
     "PutUser": (1, 2),
     "DeleteUser": (1, 1),
     "ListUsers": (1, 1),

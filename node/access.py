@@ -41,6 +41,7 @@ from client.conventions import (
     TIER_PREFIX,
 )
 from client.protocol import (
+    AddPartitions,
     AddPartitionsToTxn,
     AlterQuotas,
     AlterTopicConfigs,
@@ -128,7 +129,7 @@ def needs_of(body: object, principal: str) -> list[Need]:
             return [(CREATE, TOPIC, name)]  # (or CREATE on the cluster: see Access.check)
         case DeleteTopic(name=name) | DeleteRecords(topic=name):
             return [(DELETE, TOPIC, name)]
-        case AlterTopicConfigs(name=name):
+        case AlterTopicConfigs(name=name) | AddPartitions(name=name):
             return [(ALTER, TOPIC, name)]
         case PutUser(name=name, must_exist=True) if principal == f"User:{name}":
             return []  # anyone may change their own password

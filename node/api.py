@@ -17,6 +17,7 @@ from client.conventions import HALF_TOPIC, RUNS_TOPIC, TIER_PREFIX
 from client.errors import (
     InvalidConfigError,
     InvalidRequestError,
+    NotEnoughReplicasError,
     OffsetOutOfRangeError,
     ShuttingDownError,
     TideMQError,
@@ -27,6 +28,7 @@ from client.protocol import (
     LATEST,
     READ_COMMITTED,
     AclsResponse,
+    AddPartitions,
     AlterQuotas,
     AlterTopicConfigs,
     CreateAcls,
@@ -63,8 +65,10 @@ from node.access import Access
 from node.acl import Caller
 from node.context import check_name
 from node.metadata import (
+    MAX_PARTITIONS,
     TOPIC_CONFIGS,
     AddAclsCmd,
+    AddPartitionsCmd,
     AlterTopicConfigsCmd,
     CreateTopicCmd,
     DeleteTopicCmd,
@@ -108,6 +112,7 @@ class Api:
             CreateTopic: self.create_topic,
             DeleteTopic: self.delete_topic,
             AlterTopicConfigs: self.alter_topic_configs,
+            AddPartitions: self.add_partitions,
             PutUser: self.put_user,
             DeleteUser: self.delete_user,
             ListUsers: self.list_users,
@@ -238,6 +243,30 @@ class Api:
             raise InvalidConfigError(f"{sorted(set(req.set) & set(req.delete))[0]!r} is both set and deleted")
         if not req.validate_only:
             await b.run_command(AlterTopicConfigsCmd(req.name, dict(req.set), list(req.delete)))
+        return Ok()
+
+    async def add_partitions(self, req: AddPartitions) -> Ok:
+        """On the controller leader: the new partitions are placed like a new topic's
+        (each on the nodes hosting fewest), with the topic's replication."""
+        b = self.node
+        b.controller_leader_check()
+        meta = b.state.topics.get(req.name)
+        if meta is None:
+            raise UnknownTopicError(f"topic {req.name!r} does not exist")
+        if meta.internal:
+            raise InvalidRequestError(f"{req.name} is an internal topic; its partitions are the cluster's")
+        have = len(meta.replicas)
+        if not have < req.count <= MAX_PARTITIONS:
+            raise InvalidRequestError(
+                f"{req.name} has {have} partition(s): it can grow to {have + 1}..{MAX_PARTITIONS}, never shrink"
+            )
+        live = b.live_nodes()
+        replication = len(meta.replicas[0])
+        if replication > len(live):
+            raise NotEnoughReplicasError(f"{req.name} needs {replication} live nodes for its replicas, {len(live)} are")
+        if not req.validate_only:
+            replicas = assign_replicas(b.state, live, req.count - have, replication)
+            await b.run_command(AddPartitionsCmd(req.name, replicas))
         return Ok()
 
     # -- users ----------------------------------------------------------------------------

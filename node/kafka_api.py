@@ -28,6 +28,7 @@ from client.errors import (
 from client.protocol import (
     READ_COMMITTED,
     READ_UNCOMMITTED,
+    AddPartitions,
     AddPartitionsToTxn,
     CreateTopic,
     DeleteGroup,
@@ -126,6 +127,7 @@ class KafkaApi:
             16: self.list_groups,
             19: self.create_topics,
             20: self.delete_topics,
+            37: self.create_partitions,
             21: self.delete_records,
             22: self.init_producer_id,
             42: self.delete_groups,
@@ -293,6 +295,25 @@ class KafkaApi:
                 out.update(failed(exc))
             results.append(out)
         return build(response_class(20, req.version), {"responses": results})
+
+    def create_partitions(self, req: Request) -> Awaitable[Any]:
+        return self._create_partitions(req)
+
+    async def _create_partitions(self, req: Request) -> Any:
+        """Each topic grown to its count (placed by the cluster, as a new topic's are)."""
+        results = []
+        for t in req.body.topics:
+            out: dict[str, Any] = {"name": t.name}
+            try:
+                if t.assignments:
+                    raise InvalidRequestError("replica assignments are chosen by the cluster; give the count")
+                native = AddPartitions(t.name, int(t.count), bool(req.body.validate_only))
+                self._gate(req, native)
+                await self._controller(native, req.body.timeout)
+            except TideMQError as exc:
+                out.update(failed(exc))
+            results.append(out)
+        return build(response_class(37, req.version), {"results": results})
 
     def delete_records(self, req: Request) -> Awaitable[Any]:
         return self._delete_records(req)

@@ -58,6 +58,7 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     32: (1, 4),  # DescribeConfigs (v0 has no config sources)
     33: (0, 2),  # AlterConfigs
     36: (0, 2),  # SaslAuthenticate
+    37: (0, 3),  # CreatePartitions
     42: (0, 2),  # DeleteGroups
     44: (0, 1),  # IncrementalAlterConfigs
     47: (0, 0),  # OffsetDelete

@@ -38,9 +38,11 @@ class TopicMeta(msgspec.Struct):
     replicas: list[list[int]]  # per partition, the preferred leader first
     configs: dict[str, str] = {}
     internal: bool = False
+    added_groups: list[int] = []  # the Raft groups of partitions added after creation, in order
 
     def group(self, partition: int) -> int:
-        return self.first_group + partition
+        created = len(self.replicas) - len(self.added_groups)
+        return self.first_group + partition if partition < created else self.added_groups[partition - created]
 
 
 class _Cmd(msgspec.Struct, tag=True, array_like=True):
@@ -68,6 +70,13 @@ class AlterTopicConfigsCmd(_Cmd):
     name: str
     set: dict[str, str] = {}
     delete: list[str] = []
+
+
+class AddPartitionsCmd(_Cmd):
+    """More partitions for a topic (only ever more), placed by the proposer."""
+
+    name: str
+    replicas: list[list[int]]  # of the new partitions
 
 
 class PutUserCmd(_Cmd):
@@ -111,6 +120,7 @@ Command = (
     | AddAclsCmd
     | RemoveAclsCmd
     | SetQuotasCmd
+    | AddPartitionsCmd
 )
 _cmd_encoder = msgspec.msgpack.Encoder()
 _cmd_decoder = msgspec.msgpack.Decoder(Command)
@@ -158,6 +168,18 @@ class ClusterState(msgspec.Struct):
             configs = {k: v for k, v in old.configs.items() if k not in cmd.delete}
             configs.update(cmd.set)
             new = self.topics[cmd.name] = msgspec.structs.replace(old, configs=configs)
+            return new
+        if isinstance(cmd, AddPartitionsCmd):
+            old = self.topics.get(cmd.name)
+            if old is None:
+                return UnknownTopicError(f"topic {cmd.name!r} does not exist")
+            if not cmd.replicas or len(old.replicas) + len(cmd.replicas) > MAX_PARTITIONS:
+                return InvalidRequestError(f"a topic has 1..{MAX_PARTITIONS} partitions")
+            groups = list(range(self.next_group, self.next_group + len(cmd.replicas)))
+            self.next_group += len(cmd.replicas)
+            new = self.topics[cmd.name] = msgspec.structs.replace(
+                old, replicas=[*old.replicas, *cmd.replicas], added_groups=[*old.added_groups, *groups]
+            )
             return new
         if isinstance(cmd, PutUserCmd):
             if cmd.create_only and cmd.name in self.users:

@@ -92,6 +92,11 @@ def test_topic_create_list_describe_delete(tidemq):
     bad = tidemq("topic", "alter", "life", "--config", "retention.ms=0")
     assert bad.code == 1 and "retention.ms='0' must be an integer in 1.." in bad.err
     assert tidemq("topic", "alter", "life").code != 0
+    grown = tidemq("topic", "alter", "life", "--partitions", "5")
+    assert grown.code == 0 and grown.out.startswith("life: 3 -> 5 partitions"), grown.err
+    assert [p[1] for p in rows(tidemq("topic", "describe", "life").out, 7)] == ["0", "1", "2", "3", "4"]
+    shrink = tidemq("topic", "alter", "life", "--partitions", "2")
+    assert shrink.code == 1 and "never shrink" in shrink.err
     assert tidemq("topic", "delete", "life").out == "deleted topic life\n"
     gone = tidemq("topic", "describe", "life")
     assert gone.code == 1 and "does not exist: create it with `tidemq topic create life`" in gone.err

@@ -77,6 +77,25 @@ def kafka_python_configs(bootstrap: str, topic: str) -> tuple[dict, dict, dict]:
         admin.close()
 
 
+def kafka_python_partitions(bootstrap: str, topic: str) -> tuple[str | None, str | None]:
+    """(error growing `topic` to 4 partitions, error shrinking it to 1) with kafka-python."""
+    from kafka.admin import KafkaAdminClient, NewPartitions
+    from kafka.errors import KafkaError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    outcomes: list[str | None] = []
+    try:
+        for count in (4, 1):
+            try:
+                admin.create_partitions({topic: NewPartitions(count)})
+                outcomes.append(None)
+            except KafkaError as exc:
+                outcomes.append(type(exc).__name__)
+    finally:
+        admin.close()
+    return outcomes[0], outcomes[1]
+
+
 async def test_kafka_admin_clients_describe_and_alter_configs(tmp_path):
     async with kafka_cluster(tmp_path) as (c, kafka_bootstrap):
         async with Admin(c.bootstrap) as admin:
@@ -98,6 +117,12 @@ async def test_kafka_admin_clients_describe_and_alter_configs(tmp_path):
         assert reset == {"retention.bytes": "1048576"}
         async with Admin(c.bootstrap) as admin:
             assert (await admin.describe_topic("cfg")).configs == {"retention.bytes": "1048576"}
+
+        # CreatePartitions grows a topic; it never shrinks one.
+        grown, shrunk = await trio.to_thread.run_sync(kafka_python_partitions, kafka_bootstrap, "cfg")
+        assert grown is None and shrunk == "InvalidRequestError"
+        async with Admin(c.bootstrap) as admin:
+            assert len((await admin.describe_topic("cfg")).partitions) == 4
 
 
 def kafka_python_txn_views(bootstrap: str, topic: str, tid: str) -> tuple[list, Any, dict]:
