@@ -23,6 +23,7 @@ import anyio
 
 from client.admin import Admin
 from client.console import data
+from client.protocol import TxnInfo
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ class Snapshot:
     leaderless: frozenset[str] = frozenset()  # "topic-partition"
     dead_letters: dict[str, int] = field(default_factory=dict)  # group -> dead letters held
     lag: dict[str, int] = field(default_factory=dict)  # group -> total lag
+    # what the metrics show besides (client/console/metrics.py)
+    partition_lag: dict[tuple[str, str, int], int] = field(default_factory=dict)  # (group, topic, p) -> lag
+    under_replicated: int = 0
+    delay_pending: dict[str, int] = field(default_factory=dict)  # tier -> pending
+    open_transactions: int = 0
+    pending_halves: int = 0
 
 
 @dataclass
@@ -62,6 +69,7 @@ class Rules:
     lag: int = 1000
     lag_for: float = 60.0
     active: dict[str, Alert] = field(default_factory=dict)
+    latest: Snapshot | None = None  # what the metrics show
     _lag_since: dict[str, float] = field(default_factory=dict)
     _dead_seen: dict[str, int] | None = None
 
@@ -76,6 +84,7 @@ class Rules:
     def evaluate(self, snap: Snapshot) -> list[dict[str, Any]]:
         """The events this snapshot makes (firing and resolved), in a stable order."""
         now = snap.time_s
+        self.latest = snap
         holding: dict[str, tuple[str, str, str]] = {}
         for n in sorted(snap.nodes_down):
             holding[f"node-down:{n}"] = ("node down", f"node {n}", f"node {n} does not answer")
@@ -111,12 +120,19 @@ class Rules:
 async def snapshot(admin: Admin) -> Snapshot:
     view = await data.cluster_view(admin)
     groups = await data.groups(admin, view)
+    txns = await data.bounded(admin.list_transactions, list[TxnInfo]())
+    halves = await data.bounded(lambda: admin.list_halves(), None)
     return Snapshot(
         time.time(),
         frozenset(n.node_id for n in view.md.nodes if not n.alive),
         frozenset(f"{p.topic}-{p.partition}" for p in view.leaderless),
         await data.dead_letter_counts(admin, view, [g.name for g in groups]),
         {g.name: g.total_lag for g in groups if g.desc is not None},
+        {(g.name, t, p): lag for g in groups for (t, p), lag in g.lag.items()},
+        len(view.under_replicated),
+        {t.name: len(t.pending) for t in await data.tiers(admin, view)},
+        sum(t.state in ("ongoing", "prepare_commit", "prepare_abort") for t in txns),
+        sum(h.state == "pending" for h in (halves.halves if halves else [])),
     )
 
 

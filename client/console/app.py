@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -31,6 +31,7 @@ from client.admin import Admin
 from client.console import data
 from client.console.alerts import Rules
 from client.console.charts import bars
+from client.console.metrics import exposition
 from client.conventions import dead_letter_topic
 from client.dlq import decide_dead_letter, list_dead_letters, replay_dead_letters
 from client.errors import AuthFailedError, AuthorizationFailedError, TideMQError, error_leaves
@@ -483,12 +484,20 @@ def build_app(console: Console) -> Starlette:
 
         return await guarded(request, render)
 
+    async def metrics(request: Request) -> Response:
+        """What operators alert on, for Prometheus (client/console/metrics.py)."""
+        if console.rules is None:
+            text = "no metrics: start the console with --alert-user NAME or --alert-token to watch the cluster\n"
+            return PlainTextResponse(text, status_code=503)
+        return Response(exposition(console.rules), media_type="text/plain; version=0.0.4")
+
     async def forbidden(request: Request, exc: Exception) -> Response:
         _, login = console.login_of(request)
         return console.page(request, "error.html", login, error=exc, status_code=403)
 
     routes = [
         Route("/", overview),
+        Route("/metrics", metrics),
         Route("/login", login_page),
         Route("/login", login_post, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),

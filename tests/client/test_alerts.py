@@ -52,3 +52,36 @@ def test_an_unreachable_cluster_fires_once_and_resolves_with_the_next_snapshot()
     assert states(rules.unreachable(5.0, "ConnectionClosedError")) == [("firing", "cluster unreachable", "cluster")]
     assert rules.unreachable(6.0, "again") == []
     assert states(rules.evaluate(Snapshot(7.0))) == [("resolved", "cluster unreachable", "cluster")]
+
+
+def test_the_metrics_show_the_latest_snapshot():
+    from client.console.metrics import exposition
+
+    rules = Rules()
+    assert exposition(rules) == b""  # nothing watched yet
+    rules.evaluate(
+        Snapshot(
+            5.0,
+            frozenset({3}),
+            frozenset({"orders-1"}),
+            {"billing": 2},
+            {"billing": 7},
+            {("billing", "orders", 0): 7},
+            1,
+            {"__delay_1s": 4},
+            1,
+            2,
+        )
+    )
+    text = exposition(rules).decode()
+    for line in (
+        'tidemq_group_lag{group="billing",partition="0",topic="orders"} 7.0',
+        'tidemq_group_dead_letters{group="billing"} 2.0',
+        'tidemq_delay_pending{tier="__delay_1s"} 4.0',
+        "tidemq_open_transactions 1.0",
+        "tidemq_pending_halves 2.0",
+        "tidemq_partitions_leaderless 1.0",
+        "tidemq_partitions_under_replicated 1.0",
+        "tidemq_nodes_down 1.0",
+    ):
+        assert line in text, text

@@ -265,6 +265,8 @@ def test_alerts_reach_a_webhook_and_the_overview(tmp_path):
             opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
             overview = opener.open(f"http://127.0.0.1:{port}/login", login, timeout=30).read().decode()
             assert "node down: node 3 does not answer" in overview
+            scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+            assert "tidemq_nodes_down 1.0" in scraped and "tidemq_partitions_leaderless" in scraped
             c.start(3)
             resolved = wait_for("resolved")
             assert resolved["since"] == fired["since"]
