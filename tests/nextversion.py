@@ -8,8 +8,8 @@ this one's (tests/node/test_versions_process.py).
                                                      work (JSON: what to do) and prints JSON
 
 What the next version changes, by the rule in docs/architecture.md:
-- `MetadataResponse` appends `served_by` (the node that answered) at version 2, so
-  `Metadata` speaks 1..2;
+- `MetadataResponse` appends `served_by` (the node that answered) at the version after
+  this build's newest (NEXT), so `Metadata` speaks 1..NEXT;
 - `Echo` is a request this build does not have at all (1..1 in the next one).
 """
 
@@ -32,9 +32,13 @@ import client.protocol as protocol
 assert "node.api" not in sys.modules, "install the next version before the node loads"
 
 
+THIS = protocol.CLIENT_VERSIONS["Metadata"][1]  # this build's newest Metadata
+NEXT = THIS + 1
+
+
 class MetadataResponse(protocol.MetadataResponse):
     served_by: int = -1
-    added: ClassVar[dict[str, int]] = {"served_by": 2}
+    added: ClassVar[dict[str, int]] = {**protocol.MetadataResponse.added, "served_by": NEXT}
 
 
 class Echo(protocol.Request["EchoResponse"]):
@@ -57,7 +61,7 @@ def install() -> None:
     p.Body = functools.reduce(operator.or_, body)  # type: ignore[misc,assignment]
     p.Envelope = msgspec.defstruct("Envelope", [("id", int), ("body", p.Body)], array_like=True)  # type: ignore[misc]
     p._decoder = p.EnvelopeDecoder(p.Envelope)
-    p.CLIENT_VERSIONS["Metadata"] = (1, 2)
+    p.CLIENT_VERSIONS["Metadata"] = (1, NEXT)
     p.CLIENT_VERSIONS["Echo"] = (1, 1)
 
 

@@ -164,7 +164,9 @@ async def test_a_failing_handler_retries_and_dead_letters_on_its_own_instance(cl
     assert [(d.message.value, d.instance, d.attempts) for d in letters] == [(b"poison", "b", 2)]
     assert letters[0].error.startswith("ValueError: b cannot take poison")
     code, listed = await trio.to_thread.run_sync(cli, boot, "dlq", "list", "notifier", "--idle", "0.5")
-    assert code == 0 and [(r[0], r[3], r[4], r[7]) for r in rows(listed, 8)] == [("news", "b", "2", "poison")]
+    assert code == 0 and [(r[0], r[3], r[4], r[7], r[9]) for r in rows(listed, 10)] == [
+        ("news", "b", "2", "poison", "-")
+    ]
     # b is fixed; the replay goes to b alone (through the group's retry topic), not to a
     broken.clear()
     seen["a"].clear()

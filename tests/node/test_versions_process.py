@@ -1,5 +1,5 @@
 """Two protocol versions side by side, on real processes (issue 17's rolling upgrade):
-node 3 runs the next version (tests/nextversion.py: `MetadataResponse` v2 appends
+node 3 runs the next version (tests/nextversion.py: `MetadataResponse` v NEXT appends
 `served_by`, and a request `Echo` this build lacks), nodes 1 and 2 run this one, and a
 client of each version produces, fetches and reads in a group against all three."""
 
@@ -18,6 +18,7 @@ from client import Admin, Consumer, Producer
 from client.connection import open_connection
 from client.errors import ErrorCode
 from client.protocol import (
+    CLIENT_VERSIONS,
     PROTOCOL_VERSION,
     ErrorResponse,
     FrameDecoder,
@@ -35,6 +36,8 @@ pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[2]
 NEW = 3  # the node of the next version
+THIS = CLIENT_VERSIONS["Metadata"][1]  # this build's newest Metadata; the next build's is NEXT (tests/nextversion.py)
+NEXT = THIS + 1
 SENT = 15  # messages each client produces
 
 
@@ -86,11 +89,11 @@ async def test_a_node_and_a_client_of_the_next_version_work_beside_this_one(tmp_
             for i in range(SENT):
                 await producer.send("mixed", b"old-%d" % i, key=b"k%d" % i)
 
-        # This build's client and the next node: the node offers Metadata 1..2 and Echo,
-        # the connection speaks Metadata at 1, and the answer (v1) is one this build reads.
+        # This build's client and the next node: the node offers Metadata 1..NEXT and Echo,
+        # the connection speaks Metadata at THIS, and the answer is one this build reads.
         async with open_connection(c.peers[NEW]) as conn:
-            assert conn.node_versions["Metadata"] == (1, 2) and "Echo" in conn.node_versions
-            assert conn.versions["Metadata"] == 1 and "Echo" not in conn.versions
+            assert conn.node_versions["Metadata"] == (1, NEXT) and "Echo" in conn.node_versions
+            assert conn.versions["Metadata"] == THIS and "Echo" not in conn.versions
             md = await conn.request(Metadata(["mixed"]))
             assert type(md) is MetadataResponse and md.topics[0].name == "mixed"
 
@@ -112,13 +115,13 @@ async def test_a_node_and_a_client_of_the_next_version_work_beside_this_one(tmp_
         )
         assert done.returncode == 0, done.stderr.decode()[-3000:]
         result = json.loads(done.stdout.decode().splitlines()[-1])
-        # With the next node: Metadata at v2 (its new field arrives), Echo served.
-        assert result["nodes"][str(NEW)] == {"metadata_version": 2, "served_by": NEW, "echo": NEW, "after": True}
+        # With the next node: Metadata at NEXT (its new field arrives), Echo served.
+        assert result["nodes"][str(NEW)] == {"metadata_version": NEXT, "served_by": NEW, "echo": NEW, "after": True}
         for old in (1, 2):
             seen = result["nodes"][str(old)]
             # With this build's nodes: v1, the new field at its default; Echo refused by
             # negotiation with both ranges named, and the connection still serves.
-            assert (seen["metadata_version"], seen["served_by"], seen["after"]) == (1, -1, True), seen
+            assert (seen["metadata_version"], seen["served_by"], seen["after"]) == (THIS, -1, True), seen
             assert re.match(
                 rf"refused: Echo: no version both sides speak \(this side 1..1, node {old} .* none\)", seen["echo"]
             )
@@ -147,32 +150,35 @@ async def test_a_node_and_a_client_of_the_next_version_work_beside_this_one(tmp_
         hello = encode_frame(0, Hello(PROTOCOL_VERSION))
         echo = msgspec.msgpack.encode([8, ["Echo", "hi"]])
         echo_frame = (len(echo) + 1).to_bytes(4, "big") + bytes([1]) + echo  # framed by hand: no Echo here
-        forced = hello + encode_frame(7, Metadata([]), version=2) + echo_frame + encode_frame(9, Metadata([]))
+        forced = hello + encode_frame(7, Metadata([]), version=NEXT) + echo_frame + encode_frame(9, Metadata([]))
         got = await answers(c.peers[1], forced, 4)
         ok, v2, unknown, after = got[0], got[7], got[8], got[9]
         assert isinstance(ok, HelloOk)
         assert isinstance(v2, ErrorResponse) and v2.code == ErrorCode.UNSUPPORTED_VERSION
-        assert v2.message == "Metadata v2: node 1 speaks Metadata 1..1"
+        assert v2.message == f"Metadata v{NEXT}: node 1 speaks Metadata 1..{THIS}"
         assert isinstance(unknown, ErrorResponse) and unknown.code == ErrorCode.UNSUPPORTED_VERSION
         assert "'Echo'" in unknown.message
         assert isinstance(after, MetadataResponse)
         # The next node serves the same Metadata v2 frame.
-        served = await answers(c.peers[NEW], hello + encode_frame(7, Metadata([]), version=2), 2)
+        served = await answers(c.peers[NEW], hello + encode_frame(7, Metadata([]), version=NEXT), 2)
         assert isinstance(served[7], MetadataResponse)
 
         # The peers negotiated the lower version, and each side says so in its log.
         differ = (
             "protocol versions differ: Echo unspoken (node {a} {ea}, node {b} {eb}); "
-            "Metadata v1 (node {a} {ma}, node {b} {mb})"
+            f"Metadata v{THIS} "
+            "(node {a} {ma}, node {b} {mb})"
         )
         logs = {n: (tmp_path / f"n{n}.log").read_text() for n in c.peers}
         for old in (1, 2):
             assert (
-                f"link {NEW} -> {old} up; " + differ.format(a=NEW, b=old, ea="1..1", eb="none", ma="1..2", mb="1..1")
+                f"link {NEW} -> {old} up; "
+                + differ.format(a=NEW, b=old, ea="1..1", eb="none", ma=f"1..{NEXT}", mb=f"1..{THIS}")
                 in logs[NEW]
             )
             assert (
-                f"link {old} -> {NEW} up; " + differ.format(a=old, b=NEW, ea="none", eb="1..1", ma="1..1", mb="1..2")
+                f"link {old} -> {NEW} up; "
+                + differ.format(a=old, b=NEW, ea="none", eb="1..1", ma=f"1..{THIS}", mb=f"1..{NEXT}")
                 in logs[old]
             )
         assert "link 1 -> 2 up; same protocol versions" in logs[1]
