@@ -139,7 +139,7 @@ def test_a_rolling_restart_under_load_fails_no_send(tmp_path):
                 await admin.create_topic("rolling", 3, 3)
             sent: list[bytes] = []
             read: list[bytes] = []
-            done = trio.Event()
+            done, stopped = trio.Event(), trio.Event()
 
             async def produce() -> None:
                 async with Producer(bootstrap) as producer:
@@ -148,6 +148,7 @@ def test_a_rolling_restart_under_load_fails_no_send(tmp_path):
                         await producer.send("rolling", value, key=value)  # raises if a send fails
                         sent.append(value)
                         await trio.sleep(0.005)
+                stopped.set()
 
             async def consume() -> None:
                 async with Consumer(bootstrap, group="readers", topics=["rolling"], offset_reset="earliest") as c:
@@ -162,6 +163,7 @@ def test_a_rolling_restart_under_load_fails_no_send(tmp_path):
                 assert rolled.stdout.count("caught up") == 3
                 done.set()
                 with trio.fail_after(60):
+                    await stopped.wait()  # (its last send acknowledged: nothing in flight when we compare)
                     while set(read) < set(sent):
                         await trio.sleep(0.1)
                 nursery.cancel_scope.cancel()
