@@ -141,8 +141,9 @@ class Consumer:
         if broadcast and group is not None:
             self.broadcast_group, self.instance_id = group, broadcast_instance(instance_id)
             group = instance_group(group, self.instance_id)
-        elif instance_id is not None:
-            raise InvalidConfigError("instance_id names a broadcast instance: Consumer(..., broadcast=True, group=...)")
+        elif instance_id is not None and group is None:
+            raise InvalidConfigError("instance_id needs a group: a static member, or a broadcast instance")
+        self.static_id = instance_id if not broadcast else None  # a static group member (KIP-345)
         self.group = group
         # (the ephemeral listener keeps no position, so it starts at the end)
         self.offset_reset = "latest" if broadcast and group is None else offset_reset
@@ -222,6 +223,7 @@ class Consumer:
                     client_id=self.client_id,
                     on_assigned=self._on_assigned,
                     on_revoked=self._on_revoked,
+                    instance_id=self.static_id,
                 )
                 await stack.enter_async_context(self._member)
             else:
@@ -240,6 +242,14 @@ class Consumer:
         # Unwound without the body's exception, so it propagates as is (not wrapped in
         # an ExceptionGroup by the task groups on the way out); so does the one error
         # that ended the group membership (a refused group, say).
+        if self._member is not None and self._member.static and exc[0] is None and not self._txn_commits:
+            # A static member keeps its partitions while it is away: what it handled is
+            # committed now, as giving them back would have.
+            with anyio.move_on_after(self.rebalance_timeout):
+                try:
+                    await self.commit()
+                except TideMQError as exc_:
+                    log.warning("group %s: offsets not committed on close: %s", self.group, exc_)
         try:
             await self._stack.aclose()
         except BaseExceptionGroup as group:

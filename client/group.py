@@ -176,7 +176,12 @@ class GroupMember:
         client_id: str = "tidemq",
         on_assigned: PartitionsCallback | None = None,
         on_revoked: PartitionsCallback | None = None,
+        instance_id: str | None = None,
     ) -> None:
+        """With `instance_id`, a static member (Kafka's KIP-345): it joins under an id of
+        its own making, and leaving it does not leave the group, so a restart within
+        `session_timeout` rejoins as the same member and gets its partitions back, with
+        no partition moving in between. One live consumer per instance id."""
         if not group or not isinstance(group, str):
             raise InvalidConfigError(f"group must be a non-empty string, not {group!r}")
         if not topics or isinstance(topics, str) or not all(isinstance(t, str) and t for t in topics):
@@ -189,7 +194,10 @@ class GroupMember:
         self.session_timeout = session_timeout
         self.rebalance_timeout = rebalance_timeout
         self.client_id = client_id
-        self.member_id = uuid.uuid4().hex
+        if instance_id is not None and not (0 < len(instance_id) <= 200):
+            raise InvalidConfigError(f"instance_id must be 1..200 characters, not {instance_id!r}")
+        self.static = instance_id is not None
+        self.member_id = f"static-{instance_id}" if instance_id is not None else uuid.uuid4().hex
         self.member_epoch = 0  # 0: (re)join at the next heartbeat
         self._on_assigned = on_assigned or _nothing
         self._on_revoked = on_revoked or _nothing
@@ -224,7 +232,7 @@ class GroupMember:
         assert self._tg is not None
         suppress = False
         try:
-            if exc_type is None and self._error is None:
+            if exc_type is None and self._error is None and not self.static:
                 self._closing = True  # keep heartbeating, take nothing new, give all back
                 with anyio.move_on_after(self.rebalance_timeout):  # the coordinator fences us then anyway
                     await self._release_all()
@@ -233,8 +241,9 @@ class GroupMember:
             try:
                 suppress = bool(await self._tg.__aexit__(exc_type, exc, tb))
             finally:
-                with anyio.move_on_after(LEAVE_TIMEOUT_S, shield=True):
-                    await self._leave()
+                if not self.static:  # (a static member stays in; its session ends it, or it comes back)
+                    with anyio.move_on_after(LEAVE_TIMEOUT_S, shield=True):
+                        await self._leave()
         if self._error is not None:
             raise self._error
         return suppress

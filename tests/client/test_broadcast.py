@@ -238,7 +238,8 @@ def test_instance_ids_are_checked():
     with pytest.raises(InvalidConfigError):
         Consumer("127.0.0.1:1", topics=["t"], broadcast=True, group="g", instance_id="a@b")
     with pytest.raises(InvalidConfigError):
-        Consumer("127.0.0.1:1", topics=["t"], group="g", instance_id="a")  # not broadcast
+        Consumer("127.0.0.1:1", topics=["t"], instance_id="a")  # neither a group's static member nor broadcast
+    assert Consumer("127.0.0.1:1", topics=["t"], group="g", instance_id="a").static_id == "a"  # (static member)
     import socket
 
     assert Consumer("127.0.0.1:1", topics=["t"], broadcast=True, group="g").group == f"g@{socket.gethostname()}"
