@@ -76,6 +76,7 @@ from node.metadata import (
     PutUserCmd,
     RemoveAclsCmd,
     SetQuotasCmd,
+    TopicMeta,
     assign_replicas,
     validate_configs,
     validate_topic,
@@ -225,16 +226,21 @@ class Api:
         await self.node.run_command(DeleteTopicCmd(req.name))
         return Ok()
 
+    def _user_topic(self, name: str, what: str) -> TopicMeta:
+        """A topic clients may change, as the controller leader knows it."""
+        self.node.controller_leader_check()
+        meta = self.node.state.topics.get(name)
+        if meta is None:
+            raise UnknownTopicError(f"topic {name!r} does not exist")
+        if meta.internal:
+            raise InvalidRequestError(f"{name} is an internal topic; its {what} are the cluster's")
+        return meta
+
     async def alter_topic_configs(self, req: AlterTopicConfigs) -> Ok:
         """On the controller leader: the topic's partitions take the new configs as the
         command applies on each node (node/broker.py, `_open_topic`)."""
         b = self.node
-        b.controller_leader_check()
-        meta = b.state.topics.get(req.name)
-        if meta is None:
-            raise UnknownTopicError(f"topic {req.name!r} does not exist")
-        if meta.internal:
-            raise InvalidRequestError(f"{req.name} is an internal topic; its configs are the cluster's")
+        self._user_topic(req.name, "configs")
         validate_configs(req.set, b.cfg.config_minimums)
         unknown = [k for k in req.delete if k not in TOPIC_CONFIGS]
         if unknown:
@@ -249,12 +255,7 @@ class Api:
         """On the controller leader: the new partitions are placed like a new topic's
         (each on the nodes hosting fewest), with the topic's replication."""
         b = self.node
-        b.controller_leader_check()
-        meta = b.state.topics.get(req.name)
-        if meta is None:
-            raise UnknownTopicError(f"topic {req.name!r} does not exist")
-        if meta.internal:
-            raise InvalidRequestError(f"{req.name} is an internal topic; its partitions are the cluster's")
+        meta = self._user_topic(req.name, "partitions")
         have = len(meta.replicas)
         if not have < req.count <= MAX_PARTITIONS:
             raise InvalidRequestError(
