@@ -44,7 +44,9 @@ from client.protocol import (
     ListOffsets,
     ListTransactions,
     ListUsers,
+    Metadata,
     MetadataResponse,
+    PartitionInfo,
     PutUser,
     R,
     Request,
@@ -55,7 +57,25 @@ from client.protocol import (
 from client.quotas import check_quotas
 from client.scram import DEFAULT_ITERATIONS, credential
 
-NODE_ANSWER_S = 3.0
+NODE_ANSWER_S = 3.0  # how long one node may take to answer a survey (describe, status, group list)
+
+
+def leader_view(topic: TopicInfo, answers: dict[int, MetadataResponse]) -> list[tuple[PartitionInfo, bool]]:
+    """Each partition of `topic` as its leader describes it in `Admin.survey`'s
+    answers, with whether that view is the leader's (else: what any node knows)."""
+    rows = []
+    for p in topic.partitions:
+        view = answers.get(p.leader) if p.leader is not None else None
+        theirs = next((t for t in view.topics if t.name == topic.name), None) if view else None
+        if (
+            theirs is not None
+            and p.partition < len(theirs.partitions)
+            and theirs.partitions[p.partition].leader == p.leader
+        ):
+            rows.append((theirs.partitions[p.partition], True))
+        else:
+            rows.append((p, False))
+    return rows
 
 
 class TransactionSurvey(NamedTuple):
@@ -177,6 +197,28 @@ class Admin:
 
     async def describe_topic(self, name: str) -> TopicInfo:
         return await self.cluster.topic(name, refresh=True)
+
+    async def survey(
+        self, topics: list[str] | None, *, node_timeout: float = NODE_ANSWER_S
+    ) -> tuple[MetadataResponse, dict[int, MetadataResponse]]:
+        """Metadata from one node, then from every live node at once (each bounded by
+        `node_timeout`; one that does not answer is left out). Only a partition's leader
+        knows its in-sync replicas, high watermark and size: `leader_view` takes each
+        partition from its leader's answer."""
+        md = await self.cluster.refresh_metadata(topics)
+        answers: dict[int, MetadataResponse] = {}
+
+        async def ask(node_id: int, addr: str) -> None:
+            with anyio.move_on_after(node_timeout):
+                try:
+                    answers[node_id] = await self.cluster.request(addr, Metadata(topics))
+                except TideMQError:
+                    pass  # (not answering)
+
+        async with anyio.create_task_group() as tg:
+            for node in md.nodes:  # (all: a node another calls down may answer)
+                tg.start_soon(ask, node.node_id, node.addr)
+        return md, answers
 
     async def describe_cluster(self) -> MetadataResponse:
         return await self.cluster.refresh_metadata()

@@ -45,8 +45,7 @@ from rich.table import Table
 from rich.text import Text
 
 from client import acls, quotas, trace
-from client.admin import Admin
-from client.cluster import ClusterClient
+from client.admin import NODE_ANSWER_S, Admin, leader_view
 from client.consumer import Consumer, Message, split_instance_group
 from client.dlq import decide_dead_letter, list_dead_letters, replay_dead_letters
 from client.errors import (
@@ -70,16 +69,13 @@ from client.protocol import (
     ListGroups,
     ListGroupsResponse,
     ListOffsets,
-    Metadata,
     MetadataResponse,
-    PartitionInfo,
     TopicInfo,
     TxnInfo,
 )
 from client.tls import ConnectOptions
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9401"
-NODE_ANSWER_S = 3.0  # how long one node may take to answer a survey (describe, status, group list)
 COMMIT_INTERVAL_S = 1.0  # how often `consume --group` commits while it runs
 
 
@@ -126,50 +122,10 @@ async def _topic(admin: Admin, name: str) -> TopicInfo:
         ) from None
 
 
-async def _survey(
-    cluster: ClusterClient, topics: list[str] | None
-) -> tuple[MetadataResponse, dict[int, MetadataResponse]]:
-    """Metadata from one node, then from every node at once (each bounded by NODE_ANSWER_S).
-
-    Only a partition's leader knows its in-sync replicas and high watermark, so views that
-    show them must ask every node and take each partition from its leader's answer."""
-    md = await cluster.refresh_metadata(topics)
-    answers: dict[int, MetadataResponse] = {}
-
-    async def ask(node_id: int, addr: str) -> None:
-        with anyio.move_on_after(NODE_ANSWER_S):
-            try:
-                answers[node_id] = await cluster.request(addr, Metadata(topics))
-            except TideMQError:
-                pass  # shown as not answering
-
-    async with anyio.create_task_group() as tg:
-        for node in md.nodes:
-            tg.start_soon(ask, node.node_id, node.addr)
-    return md, answers
-
-
-def _leader_view(topic: TopicInfo, answers: dict[int, MetadataResponse]) -> list[tuple[PartitionInfo, bool]]:
-    """Each partition as its leader describes it, with whether that view is the leader's."""
-    rows = []
-    for p in topic.partitions:
-        view = answers.get(p.leader) if p.leader is not None else None
-        theirs = next((t for t in view.topics if t.name == topic.name), None) if view else None
-        if (
-            theirs is not None
-            and p.partition < len(theirs.partitions)
-            and theirs.partitions[p.partition].leader == p.leader
-        ):
-            rows.append((theirs.partitions[p.partition], True))
-        else:
-            rows.append((p, False))
-    return rows
-
-
 def _partition_table(title: str, topics: list[TopicInfo], answers: dict[int, MetadataResponse]) -> Table:
     table = Table("topic", "partition", "leader", "replicas", "in sync", "high watermark", "log start", title=title)
     for t in topics:
-        for p, from_leader in _leader_view(t, answers):
+        for p, from_leader in leader_view(t, answers):
             leader = str(p.leader) if p.leader is not None else "none"
             if from_leader:
                 table.add_row(
@@ -317,7 +273,7 @@ async def topic_list(env: Env, args: argparse.Namespace) -> None:
 async def topic_describe(env: Env, args: argparse.Namespace) -> None:
     async with _admin(env) as admin:
         info = await _topic(admin, args.name)
-        _, answers = await _survey(admin.cluster, [args.name])
+        _, answers = await admin.survey([args.name], node_timeout=NODE_ANSWER_S)
     configs = " ".join(f"{k}={v}" for k, v in sorted(info.configs.items()))
     env.out.print(
         f"topic {info.name}: {len(info.partitions)} partition(s)"
@@ -1149,7 +1105,7 @@ async def txn_describe(env: Env, args: argparse.Namespace) -> None:
 
 async def cluster_status(env: Env, args: argparse.Namespace) -> None:
     async with _admin(env) as admin:
-        md, answers = await _survey(admin.cluster, None)
+        md, answers = await admin.survey(None, node_timeout=NODE_ANSWER_S)
     nodes = Table("node", "address", "alive (controller's view)", "answered us", "role", title="nodes")
     for n in md.nodes:
         nodes.add_row(

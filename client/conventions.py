@@ -8,6 +8,8 @@ cannot drift apart on one side. What only one side needs stays with it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from client.partitioner import partition_for_key
 
 # -- internal topics ---------------------------------------------------------------------------
@@ -83,6 +85,21 @@ H_REPLAYED_FROM = "tidemq.replayed.from"  # on a replayed dead letter: "<dlq top
 H_DLQ_DECISION = "tidemq.dlq.decision"  # replayed | discarded
 H_DLQ_OF = "tidemq.dlq.of"  # the offset of the dead letter it decides, in the same partition
 H_DLQ_REASON = "tidemq.dlq.reason"  # why, and by whom
+
+
+def dlq_decision(headers: Iterable[tuple[str, bytes | None]]) -> tuple[int, str, str] | None:
+    """(offset it decides, decision, reason) of a decision record in a dead-letter
+    partition; None for a dead letter. One whose offset does not parse (anyone may
+    write to a dead-letter topic) decides nothing: offset -1."""
+    h = dict(headers)
+    decision = h.get(H_DLQ_DECISION)
+    if decision is None:
+        return None
+    try:
+        of = int(h.get(H_DLQ_OF) or b"")
+    except ValueError:
+        of = -1
+    return of, decision.decode(errors="replace"), (h.get(H_DLQ_REASON) or b"").decode(errors="replace")
 
 
 def retry_topic(group: str) -> str:

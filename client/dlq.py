@@ -37,6 +37,7 @@ from client.conventions import (
     H_ORIGIN_TOPIC,
     H_REPLAYED_FROM,
     dead_letter_topic,
+    dlq_decision,
     retry_topic,
 )
 from client.errors import InvalidRequestError
@@ -91,29 +92,20 @@ async def _read(
     return out
 
 
-def is_decision(msg: Message) -> bool:
-    return any(name == H_DLQ_DECISION for name, _ in msg.headers)
-
-
 def with_decisions(msgs: list[Message]) -> list[DeadLetter]:
     """The dead letters among a dead-letter topic's records, each with the decision
     recorded for it, if any (decision records themselves left out)."""
     decided: dict[tuple[int, int], tuple[str, str]] = {}
+    letters = []
     for m in msgs:
-        if is_decision(m):
-            h = dict(m.headers)
-            try:
-                decided[(m.partition, int(h.get(H_DLQ_OF) or b""))] = (
-                    (h.get(H_DLQ_DECISION) or b"").decode(errors="replace"),
-                    (h.get(H_DLQ_REASON) or b"").decode(errors="replace"),
-                )
-            except ValueError:
-                continue  # (anyone may write to a dead-letter topic: not ours)
+        if (d := dlq_decision(m.headers)) is None:
+            letters.append(m)
+        else:
+            decided[(m.partition, d[0])] = d[1], d[2]
     out = []
-    for m in msgs:
-        if not is_decision(m):
-            decision, reason = decided.get((m.partition, m.offset), (None, ""))
-            out.append(as_dead_letter(m)._replace(decision=decision, reason=reason))
+    for m in letters:
+        decision, reason = decided.get((m.partition, m.offset), (None, ""))
+        out.append(as_dead_letter(m)._replace(decision=decision, reason=reason))
     return out
 
 
@@ -209,17 +201,18 @@ async def decide_dead_letter(
         found = await read_partition(cluster, dlq, partition, offset, limit=1, keep=lambda s: s.offset == offset)
         if not found:
             raise InvalidRequestError(f"there is no dead letter at {dlq}-{partition}@{offset}")
-        later = await read_partition(
-            cluster, dlq, partition, offset, keep=lambda s: dict(s.headers).get(H_DLQ_OF) == str(offset).encode()
-        )
+        later = [
+            d
+            for r in await read_partition(cluster, dlq, partition, offset)
+            if (d := dlq_decision(r.headers)) is not None and d[0] == offset
+        ]
         s = found[0]
         message = Message(s.topic, s.partition, s.offset, s.key, s.value, tuple(s.headers), s.timestamp)
-        if is_decision(message):
+        if dlq_decision(message.headers) is not None:
             raise InvalidRequestError(f"{dlq}-{partition}@{offset} is a decision, not a dead letter")
         letter = as_dead_letter(message)
         if later:
-            done = dict(later[-1].headers).get(H_DLQ_DECISION, b"") or b""
-            raise InvalidRequestError(f"{dlq}-{partition}@{offset} was {done.decode(errors='replace')} already")
+            raise InvalidRequestError(f"{dlq}-{partition}@{offset} was {later[-1][1]} already")
         replayed_to = (await fetch_offsets(cluster, f"{group}.dlq-replay", [(dlq, partition)])).get((dlq, partition))
         if replayed_to is not None and replayed_to > offset:
             raise InvalidRequestError(f"{dlq}-{partition}@{offset} was replayed already, with the others")

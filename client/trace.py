@@ -18,10 +18,7 @@ from client.cluster import ClusterClient
 from client.conventions import (
     H_ATTEMPT,
     H_DELAY_VIA,
-    H_DLQ_DECISION,
     H_DLQ_ERROR,
-    H_DLQ_OF,
-    H_DLQ_REASON,
     H_DLQ_TIME,
     H_ORIGIN_OFFSET,
     H_ORIGIN_PARTITION,
@@ -35,6 +32,7 @@ from client.conventions import (
     H_RUN_START,
     RUNS_TOPIC,
     dead_letter_topic,
+    dlq_decision,
     retry_topic,
     run_key,
 )
@@ -309,20 +307,15 @@ async def group_view(cluster: ClusterClient, group: str, message: Stored) -> Gro
     # (in the order they happened: a retry topic's partitions are read one after another)
     retries = sorted(await _topic_records(cluster, retry_topic(group), mine), key=_attempt_order)
     in_dlq = await _topic_records(
-        cluster, dead_letter_topic(group), lambda s: mine(s) or H_DLQ_DECISION in dict(s.headers)
+        cluster, dead_letter_topic(group), lambda s: mine(s) or dlq_decision(s.headers) is not None
     )
     dead = sorted((s for s in in_dlq if mine(s)), key=_attempt_order)
     letters = {(d.partition, d.offset) for d in dead}
-    decisions = {}
-    for s in in_dlq:
-        h = dict(s.headers)
-        if H_DLQ_DECISION in h and (s.partition, _int(h, H_DLQ_OF)) in letters:
-            decision = (h.get(H_DLQ_DECISION) or b"").decode(errors="replace")
-            decisions[(s.partition, _int(h, H_DLQ_OF))] = (
-                decision,
-                (h.get(H_DLQ_REASON) or b"").decode(errors="replace"),
-                s.timestamp,
-            )
+    decisions = {
+        (s.partition, d[0]): (d[1], d[2], s.timestamp)
+        for s in in_dlq
+        if (d := dlq_decision(s.headers)) is not None and (s.partition, d[0]) in letters
+    }
     positions: dict[tuple[str, int], int | None] = {}
     if retries:
         positions.update(await fetch_offsets(cluster, group, {(r.topic, r.partition) for r in retries}))

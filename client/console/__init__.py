@@ -14,7 +14,6 @@ from typing import Any, cast
 
 from client.protocol import split_addr
 
-DEFAULT_LISTEN = "127.0.0.1:9480"
 RIGHTS_ENV = ("TIDEMQ_TOKEN", "TIDEMQ_USER", "TIDEMQ_PASSWORD")  # the console never acts on these
 
 

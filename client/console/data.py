@@ -18,31 +18,25 @@ from typing import TypeVar
 import anyio
 import msgspec
 
-from client.admin import Admin
+from client.admin import NODE_ANSWER_S, Admin, leader_view
 from client.conventions import (
     H_DELAY_DUE,
     H_DELAY_TARGET,
-    H_DLQ_DECISION,
-    H_DLQ_OF,
     TIER_CONFIG,
     TIER_PREFIX,
     dead_letter_topic,
+    dlq_decision,
 )
 from client.errors import TideMQError
 from client.group import describe_group, fetch_offsets, list_groups
 from client.protocol import (
-    EARLIEST,
-    LATEST,
     DescribeGroupResponse,
     ListOffsets,
-    Metadata,
     MetadataResponse,
-    PartitionInfo,
     TopicInfo,
 )
 from client.trace import Stored, read_partition
 
-NODE_ANSWER_S = 3.0
 T = TypeVar("T")
 
 
@@ -92,43 +86,23 @@ class ClusterView:
 async def cluster_view(admin: Admin, topics: list[str] | None = None) -> ClusterView:
     """Every partition as its leader reports it (only a leader knows the in-sync set and
     the high watermark): metadata from one node, then from each node at once."""
-    md = await admin.cluster.refresh_metadata(topics)
-    answers: dict[int, MetadataResponse] = {}
-
-    async def ask(node: int, addr: str) -> None:
-        got = await bounded(lambda: admin.cluster.request(addr, Metadata(topics)), None)
-        if got is not None:
-            answers[node] = got
-
-    async with anyio.create_task_group() as tg:
-        for n in md.nodes:
-            if n.alive:
-                tg.start_soon(ask, n.node_id, n.addr)
+    md, answers = await admin.survey(topics, node_timeout=NODE_ANSWER_S)
     rows = []
     for t in md.topics:
-        for p in t.partitions:
-            mine = _leaders_view(answers.get(p.leader) if p.leader else None, t.name, p)
+        for p, known in leader_view(t, answers):
             rows.append(
                 PartitionRow(
                     t.name,
                     p.partition,
                     p.leader,
                     list(p.replicas),
-                    list(mine.in_sync) if mine else [],
-                    mine.high_watermark if mine else None,
-                    mine.log_start_offset if mine else None,
-                    mine.size_bytes if mine and mine.size_bytes >= 0 else None,
+                    list(p.in_sync) if known else [],
+                    p.high_watermark if known else None,
+                    p.log_start_offset if known else None,
+                    p.size_bytes if known and p.size_bytes >= 0 else None,
                 )
             )
     return ClusterView(md, rows)
-
-
-def _leaders_view(answer: MetadataResponse | None, topic: str, p: PartitionInfo) -> PartitionInfo | None:
-    theirs = next((t for t in answer.topics if t.name == topic), None) if answer else None
-    if theirs is None or p.partition >= len(theirs.partitions):
-        return None
-    mine = theirs.partitions[p.partition]
-    return mine if mine.leader == p.leader else None
 
 
 # -- rates from the time index -------------------------------------------------------------------
@@ -200,16 +174,6 @@ async def groups(admin: Admin, view: ClusterView) -> list[GroupRow]:
 # -- what waits ------------------------------------------------------------------------------
 
 
-def records_in(view: ClusterView, topic: str) -> int:
-    """Offsets a topic holds now (high watermark minus log start, over its partitions):
-    its records and the log's own entries between them, as a lag counts them."""
-    return sum(
-        (p.high_watermark or 0) - (p.log_start or 0)
-        for p in view.partitions
-        if p.topic == topic and p.high_watermark is not None
-    )
-
-
 DELAY_CHECKPOINT = 100  # the control type of a tier scheduler's progress (segments.control.ControlType)
 
 
@@ -258,17 +222,6 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def end_offsets(admin: Admin, topic: str, partition: int) -> tuple[int | None, int | None]:
-    """(log start, high watermark) of a partition."""
-    first = await bounded(
-        lambda: admin.cluster.leader_request(topic, partition, ListOffsets(topic, partition, EARLIEST)), None
-    )
-    last = await bounded(
-        lambda: admin.cluster.leader_request(topic, partition, ListOffsets(topic, partition, LATEST)), None
-    )
-    return (first.offset if first else None, last.offset if last else None)
-
-
 def pretty_value(data: bytes | None) -> tuple[str, str]:
     """(kind, text) of a key or value for a page: JSON pretty-printed, text, or hex."""
     if data is None:
@@ -306,15 +259,14 @@ async def dead_letter_counts(admin: Admin, view: ClusterView, group_names: list[
         waiting = 0
         for p in range(len(info.partitions)):
             records = await bounded(lambda: read_partition(admin.cluster, info.name, p), list[Stored]())  # noqa: B023
-            decided = {int(dict(r.headers).get(H_DLQ_OF) or b"-1") for r in records if _is_decision(r)}
+            decisions = {r.offset: dlq_decision(r.headers) for r in records}
+            decided = {d[0] for d in decisions.values() if d is not None}
             start = replayed.get((info.name, p)) or 0
-            waiting += sum(1 for r in records if r.offset >= start and not _is_decision(r) and r.offset not in decided)
+            waiting += sum(
+                1 for r in records if r.offset >= start and decisions[r.offset] is None and r.offset not in decided
+            )
         out[g] = waiting
     return out
-
-
-def _is_decision(s: Stored) -> bool:
-    return any(name == H_DLQ_DECISION for name, _ in s.headers)
 
 
 def size_text(n: int | None) -> str:

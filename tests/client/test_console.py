@@ -26,10 +26,7 @@ from client import Consumer, Producer
 from tests.cluster import free_ports, running_cluster
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [
-    pytest.mark.timeout(240),
-    pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (.ci/run installs Debian's package)"),
-]
+pytestmark = pytest.mark.timeout(240)
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "console-token"
 
@@ -81,6 +78,7 @@ def test_the_tier_checkpoint_type_is_the_logs():
     assert DELAY_CHECKPOINT == ControlType.DELAY_CHECKPOINT
 
 
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (.ci/run installs Debian's package)")
 def test_the_console_in_a_browser(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
