@@ -42,6 +42,7 @@ from client.tls import ConnectOptions
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "tidemq_session"
+MAX_SESSIONS = 10_000  # logins kept in memory (the oldest go first)
 OPEN_TXN_STATES = ("ongoing", "prepare_commit", "prepare_abort")
 BROWSE_LIMIT = 100  # messages a page
 SEARCH_LIMIT = 20_000  # records a key or header search reads a partition
@@ -98,13 +99,27 @@ class Console:
         ) as admin:
             yield admin
 
+    def new_session(self, login: Login) -> str:
+        sid = secrets.token_urlsafe(24)
+        self.sessions[sid] = login
+        while len(self.sessions) > MAX_SESSIONS:
+            self.sessions.pop(next(iter(self.sessions)))  # the oldest
+        return sid
+
     def page(self, request: Request, name: str, login: Login, status_code: int = 200, **context: Any) -> Response:
-        return self.templates.TemplateResponse(
+        fresh = None
+        if not login.csrf:  # a visitor without a session gets an anonymous one: its forms carry a token too
+            login = Login(csrf=secrets.token_urlsafe(16))
+            fresh = self.new_session(login)
+        response = self.templates.TemplateResponse(
             request,
             name,
             {"login": login, "csrf": login.csrf, "bootstrap": self.bootstrap, **context},
             status_code=status_code,
         )
+        if fresh is not None:
+            response.set_cookie(SESSION_COOKIE, fresh, httponly=True, samesite="strict")
+        return response
 
 
 def _when(ms: int | None) -> str:
@@ -134,14 +149,15 @@ def build_app(console: Console) -> Starlette:
 
     def checked(request: Request, form: Any) -> Login:
         _, login = console.login_of(request)
-        if login.csrf and not secrets.compare_digest(str(form.get("csrf", "")), login.csrf):
-            raise PermissionError("stale form: reload the page")
+        if not login.csrf or not secrets.compare_digest(str(form.get("csrf", "")), login.csrf):
+            raise PermissionError("stale form (or not from this console): reload the page")
         return login
 
     # -- login ------------------------------------------------------------------------------
 
     async def login_page(request: Request) -> Response:
-        return console.page(request, "login.html", Login(), next=request.query_params.get("next", "/"), error=None)
+        _, login = console.login_of(request)
+        return console.page(request, "login.html", login, next=request.query_params.get("next", "/"), error=None)
 
     async def login_post(request: Request) -> Response:
         form = await request.form()
@@ -161,9 +177,9 @@ def build_app(console: Console) -> Starlette:
             error = error_leaves(exc)[0]
             if not isinstance(error, TideMQError | TimeoutError):
                 raise
-            return console.page(request, "login.html", Login(), next=target, error=error, status_code=401)
-        sid = secrets.token_urlsafe(24)
-        console.sessions[sid] = login
+            _, current = console.login_of(request)
+            return console.page(request, "login.html", current, next=target, error=error, status_code=401)
+        sid = console.new_session(login)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="strict")
         return response

@@ -214,6 +214,8 @@ def test_alerts_reach_a_webhook_and_the_overview(tmp_path):
     node-down event and its resolution; the overview lists the alert while it holds."""
     import json
     import threading
+    import urllib.error
+    import urllib.parse
     import urllib.request
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -263,6 +265,11 @@ def test_alerts_reach_a_webhook_and_the_overview(tmp_path):
             opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
             overview = opener.open(f"http://127.0.0.1:{port}/login", login, timeout=30).read().decode()
             assert "node down: node 3 does not answer" in overview
+            # A form posted from elsewhere (no session's token) changes nothing, logged in or not.
+            for client in (urllib.request.build_opener(), opener):
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    client.open(f"http://127.0.0.1:{port}/topics", b"name=evil&partitions=1&replication=1", timeout=30)
+                assert refused.value.code == 403
             scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
             assert "tidemq_nodes_down 1.0" in scraped and "tidemq_partitions_leaderless" in scraped
             c.start(3)
