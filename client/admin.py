@@ -10,6 +10,7 @@ partition it leads. `list_halves` does the same for the half messages of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import anyio
@@ -24,6 +25,7 @@ from client.protocol import (
     LATEST,
     AclBinding,
     AclFilter,
+    AddNode,
     AddPartitions,
     AlterQuotas,
     AlterTopicConfigs,
@@ -46,9 +48,14 @@ from client.protocol import (
     ListUsers,
     Metadata,
     MetadataResponse,
+    NodeInfo,
     PartitionInfo,
+    PlannedMove,
     PutUser,
     R,
+    Reassign,
+    Rebalance,
+    RemoveNode,
     Request,
     TopicInfo,
     TopicPartition,
@@ -76,6 +83,27 @@ def leader_view(topic: TopicInfo, answers: dict[int, MetadataResponse]) -> list[
         else:
             rows.append((p, False))
     return rows
+
+
+class Moving(NamedTuple):
+    """A partition whose replicas are moving: from `replicas` to `target`; `behind`:
+    offsets each new replica still lacks (empty when its leader did not answer)."""
+
+    topic: str
+    partition: int
+    replicas: list[int]
+    target: list[int]
+    behind: dict[int, int]
+
+
+def moving(md: MetadataResponse, answers: dict[int, MetadataResponse]) -> list[Moving]:
+    """The moves under way in a survey (`Admin.survey`)."""
+    out = []
+    for t in md.topics:
+        for p, _ in leader_view(t, answers):
+            if p.target:
+                out.append(Moving(t.name, p.partition, list(p.replicas), list(p.target), dict(p.behind)))
+    return out
 
 
 class TransactionSurvey(NamedTuple):
@@ -230,6 +258,102 @@ class Admin:
         body = DeleteRecords(topic, partition, before, int(self.request_timeout * 1000))
         with anyio.fail_after(self.request_timeout):
             return (await self.cluster.leader_request(topic, partition, body)).offset
+
+    # -- nodes and replica moves ------------------------------------------------------------------
+
+    async def add_node(self, node_id: int, peer: str, *, wait: float | None = 120.0) -> NodeInfo | None:
+        """Admit a node started with `--join` (`peer`: the peer listener it announced).
+        With `wait` (seconds), return once it votes in the controller group, that is,
+        once it has caught up on the cluster's metadata."""
+        with anyio.fail_after(self.request_timeout):
+            await self.cluster.controller_request(AddNode(node_id, peer))
+        if wait is None:
+            return None
+        with anyio.fail_after(wait):
+            while True:
+                md = await self.cluster.refresh_metadata([])
+                node = next((n for n in md.nodes if n.node_id == node_id), None)
+                if node is not None and node.state == "voter":
+                    return node
+                await anyio.sleep(0.1)
+
+    async def remove_node(
+        self,
+        node_id: int,
+        *,
+        throttle: int = 0,
+        wait: float | None = 600.0,
+        progress: Callable[[list[Moving]], None] | None = None,
+    ) -> None:
+        """Move every replica off a node, then remove it from the cluster (it stops).
+        `throttle`: bytes/s to each replica taking one of its places (0: no limit).
+        With `wait` (seconds), return once it is gone, calling `progress` with the moves
+        under way each time it looks."""
+        with anyio.fail_after(self.request_timeout):
+            await self.cluster.controller_request(RemoveNode(node_id, throttle))
+        if wait is None:
+            return
+        with anyio.fail_after(wait):
+            while True:
+                md, answers = await self.survey(None)
+                if progress is not None:
+                    progress(moving(md, answers))
+                if all(n.node_id != node_id for n in md.nodes):
+                    return
+                await anyio.sleep(0.25)
+
+    async def reassign(
+        self,
+        topic: str,
+        partition: int,
+        replicas: list[int],
+        *,
+        throttle: int = 0,
+        wait: float | None = 600.0,
+        progress: Callable[[list[Moving]], None] | None = None,
+    ) -> None:
+        """Move a partition's replicas to `replicas` (the preferred leader first), online:
+        the new ones catch up as learners (at most `throttle` bytes/s each, 0: no limit),
+        then the old ones leave. With `wait` (seconds), return once it has moved."""
+        with anyio.fail_after(self.request_timeout):
+            await self.cluster.controller_request(Reassign(topic, partition, list(replicas), throttle))
+        if wait is not None:
+            await self.wait_for_moves({(topic, partition)}, wait, progress)
+
+    async def rebalance(
+        self,
+        *,
+        throttle: int = 0,
+        dry_run: bool = False,
+        wait: float | None = 600.0,
+        progress: Callable[[list[Moving]], None] | None = None,
+    ) -> list[PlannedMove]:
+        """Even out replicas and preferred leaders across the nodes (after one joined);
+        returns the moves planned. With `wait` (seconds), return once they are done."""
+        with anyio.fail_after(self.request_timeout):
+            plan = await self.cluster.controller_request(Rebalance(throttle, dry_run))
+        if wait is not None and not dry_run:
+            await self.wait_for_moves({(m.topic, m.partition) for m in plan.moves}, wait, progress)
+        return plan.moves
+
+    async def moves(self) -> list[Moving]:
+        """The replica moves under way, with how far each new replica is behind."""
+        return moving(*await self.survey(None))
+
+    async def wait_for_moves(
+        self,
+        partitions: set[tuple[str, int]],
+        timeout: float,
+        progress: Callable[[list[Moving]], None] | None = None,
+    ) -> None:
+        with anyio.fail_after(timeout):
+            while True:
+                mine = [m for m in await self.moves() if (m.topic, m.partition) in partitions]
+                if progress is not None:
+                    progress(mine)
+                if not mine:
+                    return
+                await anyio.sleep(0.25)
 
     # -- users -------------------------------------------------------------------------------
 

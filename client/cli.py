@@ -45,7 +45,7 @@ from rich.table import Table
 from rich.text import Text
 
 from client import acls, quotas, trace
-from client.admin import NODE_ANSWER_S, Admin, leader_view
+from client.admin import NODE_ANSWER_S, Admin, Moving, leader_view, moving
 from client.consumer import Consumer, Message, split_instance_group
 from client.dlq import decide_dead_letter, list_dead_letters, replay_dead_letters
 from client.errors import (
@@ -1106,7 +1106,7 @@ async def txn_describe(env: Env, args: argparse.Namespace) -> None:
 async def cluster_status(env: Env, args: argparse.Namespace) -> None:
     async with _admin(env) as admin:
         md, answers = await admin.survey(None, node_timeout=NODE_ANSWER_S)
-    nodes = Table("node", "address", "alive (controller's view)", "answered us", "role", title="nodes")
+    nodes = Table("node", "address", "alive (controller's view)", "answered us", "role", "state", title="nodes")
     for n in md.nodes:
         nodes.add_row(
             str(n.node_id),
@@ -1114,6 +1114,7 @@ async def cluster_status(env: Env, args: argparse.Namespace) -> None:
             "yes" if n.alive else "no",
             "yes" if n.node_id in answers else "no",
             "controller" if n.node_id == md.controller else "",
+            n.state,
         )
     env.out.print(nodes)
     env.out.print(f"controller: node {md.controller}" if md.controller is not None else "controller: none elected")
@@ -1121,6 +1122,13 @@ async def cluster_status(env: Env, args: argparse.Namespace) -> None:
     if shown:
         env.out.print(_partition_table("partitions", shown, answers))
     hidden = [p for t in md.topics if t.internal and not args.internal for p in t.partitions]
+    under_way = moving(md, answers)
+    if under_way:
+        moves = Table("topic", "partition", "replicas", "to", "new replicas behind (offsets)", title="replica moves")
+        for m in under_way:
+            lag = ", ".join(f"node {n}: {b:,}" for n, b in sorted(m.behind.items())) or "switching over"
+            moves.add_row(m.topic, str(m.partition), _ids(m.replicas), _ids(m.target), lag)
+        env.out.print(moves)
     if hidden:
         leaderless = sum(p.leader is None for p in hidden)
         env.out.print(
@@ -1129,7 +1137,115 @@ async def cluster_status(env: Env, args: argparse.Namespace) -> None:
         )
 
 
+def _moves_line(moves: list[Moving]) -> str:
+    """One line for a spinner: each move under way, and what its new replicas lack."""
+    if not moves:
+        return "finishing..."
+    parts = []
+    for m in moves[:4]:
+        lag = ", ".join(f"node {n} {b:,} behind" for n, b in sorted(m.behind.items())) or "switching over"
+        parts.append(f"{m.topic}-{m.partition} {_ids(m.replicas)} -> {_ids(m.target)} ({lag})")
+    more = f" and {len(moves) - 4} more" if len(moves) > 4 else ""
+    return f"{len(moves)} moving: " + "; ".join(parts) + more
+
+
+async def _watching_moves(env: Env, args: argparse.Namespace, what: str, run: Callable[..., Awaitable[Any]]) -> Any:
+    """Run an admin call that moves replicas, with a spinner saying how far they are."""
+    wait = None if args.no_wait else args.timeout
+    if wait is None:
+        return await run(wait=None)
+    start = time.monotonic()
+    with env.err.status(f"{what}...") as status:
+        result = await run(wait=wait, progress=lambda moves: status.update(f"{what}: {_moves_line(moves)}"))
+    env.err.print(f"{what}: done in {time.monotonic() - start:.1f}s")
+    return result
+
+
+def _throttle(args: argparse.Namespace) -> int:
+    return int(args.throttle * 1_000_000) if args.throttle else 0
+
+
+async def topic_reassign(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        info = await _topic(admin, args.name)
+        if not 0 <= args.partition < len(info.partitions):
+            raise CliError(f"{args.name} has partitions 0..{len(info.partitions) - 1}")
+        before = info.partitions[args.partition].replicas
+        await _watching_moves(
+            env,
+            args,
+            f"moving {args.name}-{args.partition}",
+            partial(admin.reassign, args.name, args.partition, args.replicas, throttle=_throttle(args)),
+        )
+    done = "moving" if args.no_wait else "moved"
+    env.out.print(f"{args.name}-{args.partition}: {done} from replicas {_ids(before)} to {_ids(args.replicas)}")
+
+
+async def cluster_add_node(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        with env.err.status(f"admitting node {args.node_id}; it catches up on the cluster's metadata..."):
+            await admin.add_node(args.node_id, args.peer, wait=None if args.no_wait else args.timeout)
+    env.out.print(
+        f"node {args.node_id} ({args.peer}) joined the cluster"
+        + ("" if args.no_wait else " and votes in the controller group")
+        + "; `tidemq cluster rebalance` moves replicas onto it"
+    )
+
+
+async def cluster_remove_node(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        await _watching_moves(
+            env,
+            args,
+            f"removing node {args.node_id}",
+            partial(admin.remove_node, args.node_id, throttle=_throttle(args)),
+        )
+    env.out.print(
+        f"node {args.node_id}: "
+        + ("draining (its replicas move off, then it leaves)" if args.no_wait else "removed; its process stopped")
+    )
+
+
+async def cluster_rebalance(env: Env, args: argparse.Namespace) -> None:
+    async with _admin(env) as admin:
+        plan = await _watching_moves(
+            env,
+            args,
+            "rebalancing",
+            partial(admin.rebalance, throttle=_throttle(args), dry_run=args.dry_run),
+        )
+    if not plan:
+        env.out.print("the replicas and preferred leaders are even already: nothing to move")
+        return
+    table = Table("topic", "partition", "replicas", "to", title="planned" if args.dry_run else "moved")
+    for m in plan:
+        table.add_row(m.topic, str(m.partition), _ids(m.replicas), _ids(m.target))
+    env.out.print(table)
+
+
 # -- the command line --------------------------------------------------------------------------------
+# -- the command line --------------------------------------------------------------------------------
+
+
+def _node_ids(text: str) -> list[int]:
+    try:
+        ids = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"node ids like 1,3,4, not {text!r}") from None
+    if len(set(ids)) != len(ids) or min(ids) < 1:
+        raise argparse.ArgumentTypeError(f"distinct positive node ids, not {text!r}")
+    return ids
+
+
+def _move_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--throttle",
+        type=_positive_rate,
+        metavar="MB/s",
+        help="at most this many MB/s to each new replica while it catches up (default: no limit)",
+    )
+    p.add_argument("--no-wait", action="store_true", help="return once the moves are decided")
+    p.add_argument("--timeout", type=_seconds, default=3600.0, metavar="SECONDS", help="wait at most (default 3600)")
 
 
 def _config_pair(text: str) -> tuple[str, str]:
@@ -1312,6 +1428,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=_positive, metavar="N", help="grow to N partitions (never fewer)")
     p.add_argument("--config", type=_config_pair, action="append", default=[], metavar="KEY=VALUE", help=config_help)
     p.add_argument("--delete-config", action="append", default=[], metavar="KEY", help="return a config to its default")
+    p = leaf(topic, "reassign", topic_reassign, "move a partition's replicas to other nodes, online")
+    p.add_argument("name")
+    p.add_argument("--partition", type=int, required=True)
+    p.add_argument(
+        "--replicas", type=_node_ids, required=True, metavar="1,3,4", help="the new replicas, preferred leader first"
+    )
+    _move_options(p)
     p = leaf(topic, "list", topic_list, "list topics")
     p.add_argument("--internal", action="store_true", help="include internal topics (__consumer_offsets...)")
     p = leaf(topic, "describe", topic_describe, "partitions: leader, replicas, in sync, high watermark")
@@ -1502,8 +1625,19 @@ def build_parser() -> argparse.ArgumentParser:
     cluster = commands.add_parser("cluster", help="the cluster's nodes and partitions").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
-    p = leaf(cluster, "status", cluster_status, "nodes, controller, and every partition's leader")
+    p = leaf(cluster, "status", cluster_status, "nodes, controller, every partition's leader, moves under way")
     p.add_argument("--internal", action="store_true", help="also list the partitions of internal topics")
+    p = leaf(cluster, "add-node", cluster_add_node, "admit a node started with --join; it catches up, then votes")
+    p.add_argument("node_id", type=_positive, metavar="ID")
+    p.add_argument("peer", metavar="HOST:PORT", help="its peer listener, as it announced itself")
+    p.add_argument("--no-wait", action="store_true", help="return once admitted, before it caught up")
+    p.add_argument("--timeout", type=_seconds, default=120.0, metavar="SECONDS", help="wait at most (default 120)")
+    p = leaf(cluster, "remove-node", cluster_remove_node, "move every replica off a node, then remove it")
+    p.add_argument("node_id", type=_positive, metavar="ID")
+    _move_options(p)
+    p = leaf(cluster, "rebalance", cluster_rebalance, "spread replicas and leaders evenly (after a node joined)")
+    p.add_argument("--dry-run", action="store_true", help="show the moves, make none")
+    _move_options(p)
     return parser
 
 

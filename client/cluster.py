@@ -91,7 +91,7 @@ class ClusterClient:
     ) -> None:
         """`peer` and `node_addrs` are for a node's own services: it connects as a peer,
         and reaches node N at `node_addrs[N]` (its peer listener) whatever address
-        metadata and hints name for clients. TLS: `tls`, `tls_ca`, `tls_cert`, `tls_key`
+        metadata and hints name for clients (a live mapping: a node's roster grows). TLS: `tls`, `tls_ca`, `tls_cert`, `tls_key`
         as client/tls.py says, or a ready `ssl_context`. `username` and `password` (by
         default $TIDEMQ_USER and $TIDEMQ_PASSWORD): log in as a user (SCRAM-SHA-256)."""
         self.bootstrap = bootstrap_list(bootstrap)
@@ -100,7 +100,7 @@ class ClusterClient:
             ssl_context if ssl_context is not None or peer is not None else tls_context(tls, tls_ca, tls_cert, tls_key)
         )
         self.peer = peer
-        self.node_addrs = dict(node_addrs or {})
+        self.node_addrs = node_addrs if node_addrs is not None else {}
         self.token = token if token is not None else (os.environ.get("TIDEMQ_TOKEN") or None)
         self.username = None if peer is not None else (username or os.environ.get("TIDEMQ_USER") or None)
         self.password = password if password is not None else os.environ.get("TIDEMQ_PASSWORD")

@@ -147,6 +147,12 @@ class NodeInfo(WireMessage):
     node_id: int
     addr: str
     alive: bool = True
+    #: In the controller group: "voter", "learner" (joining, catching up), "draining"
+    #: (its replicas are moving off before it leaves), or "" (not in it yet).
+    state: str = ""
+    peer: str = ""  # its peer listener (only in answers to nodes)
+
+    added = {"state": 3, "peer": 3}
 
 
 class PartitionInfo(WireMessage):
@@ -157,8 +163,12 @@ class PartitionInfo(WireMessage):
     high_watermark: int = 0
     log_start_offset: int = 0
     size_bytes: int = -1  # the leader's log on disk (-1: not the leader's answer)
+    #: While the replicas move: where to (the preferred leader first), and, in the
+    #: leader's answer, how many offsets each new replica still lacks.
+    target: list[int] = []
+    behind: dict[int, int] = {}
 
-    added = {"size_bytes": 2}
+    added = {"size_bytes": 2, "target": 3, "behind": 3}
 
 
 class TopicInfo(WireMessage):
@@ -287,6 +297,48 @@ class AddPartitions(Request["Ok"]):
     name: str
     count: int
     validate_only: bool = False
+
+
+class AddNode(Request["Ok"]):
+    """Admit a node started with `--join`: it catches up on the controller's log as a
+    learner and then votes. `peer` is its peer listener, as it announced itself."""
+
+    node_id: int
+    peer: str
+
+
+class RemoveNode(Request["Ok"]):
+    """Move every replica off a node, take it out of the controller group, forget it."""
+
+    node_id: int
+    throttle: int = 0  # bytes/s to each new replica while it catches up (0: no limit)
+
+
+class Reassign(Request["Ok"]):
+    """Move a partition's replicas to `replicas` (the preferred leader first)."""
+
+    topic: str
+    partition: int
+    replicas: list[int]
+    throttle: int = 0
+
+
+class Rebalance(Request["RebalanceResponse"]):
+    """Even out replicas and preferred leaders across the nodes."""
+
+    throttle: int = 0
+    dry_run: bool = False
+
+
+class PlannedMove(WireMessage):
+    topic: str
+    partition: int
+    replicas: list[int]
+    target: list[int]
+
+
+class RebalanceResponse(WireMessage):
+    moves: list[PlannedMove]
 
 
 class AlterTopicConfigs(Request["Ok"]):
@@ -666,6 +718,12 @@ Body = (
     | DeleteTopic
     | AlterTopicConfigs
     | AddPartitions
+    | AddNode
+    | RemoveNode
+    | Reassign
+    | Rebalance
+    | PlannedMove
+    | RebalanceResponse
     | PutUser
     | DeleteUser
     | ListUsers
@@ -728,11 +786,15 @@ Body = (
 #: (docs/architecture.md, "Evolving the protocol"). Bodies only nodes send each other are
 #: in `node.peerprotocol.PEER_VERSIONS`.
 CLIENT_VERSIONS: dict[str, tuple[int, int]] = {
-    "Metadata": (1, 2),
+    "Metadata": (1, 3),
     "CreateTopic": (1, 1),
     "DeleteTopic": (1, 1),
     "AlterTopicConfigs": (1, 1),
     "AddPartitions": (1, 1),
+    "AddNode": (1, 1),
+    "RemoveNode": (1, 1),
+    "Reassign": (1, 1),
+    "Rebalance": (1, 1),
     "PutUser": (1, 2),
     "DeleteUser": (1, 1),
     "ListUsers": (1, 1),

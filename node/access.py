@@ -41,6 +41,7 @@ from client.conventions import (
     TIER_PREFIX,
 )
 from client.protocol import (
+    AddNode,
     AddPartitions,
     AddPartitionsToTxn,
     AlterQuotas,
@@ -74,6 +75,9 @@ from client.protocol import (
     PollHalfChecks,
     Produce,
     PutUser,
+    Reassign,
+    Rebalance,
+    RemoveNode,
     TxnOffsetCommit,
 )
 from node.acl import Authorizer, Caller
@@ -133,7 +137,9 @@ def needs_of(body: object, principal: str) -> list[Need]:
             return [(ALTER, TOPIC, name)]
         case PutUser(name=name, must_exist=True) if principal == f"User:{name}":
             return []  # anyone may change their own password
-        case PutUser() | DeleteUser() | CreateAcls() | DeleteAcls() | AlterQuotas():
+        case PutUser() | DeleteUser() | CreateAcls() | DeleteAcls() | AlterQuotas() | AddNode() | RemoveNode():
+            return [(ALTER, *_CLUSTER)]
+        case Reassign() | Rebalance():
             return [(ALTER, *_CLUSTER)]
         case DescribeQuotas(principal=who) if who == principal:
             return []  # anyone may see their own quotas

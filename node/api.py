@@ -49,7 +49,6 @@ from client.protocol import (
     ListUsersResponse,
     Metadata,
     MetadataResponse,
-    NodeInfo,
     Ok,
     PartitionInfo,
     Produce,
@@ -77,11 +76,13 @@ from node.metadata import (
     RemoveAclsCmd,
     SetQuotasCmd,
     TopicMeta,
-    assign_replicas,
     validate_configs,
     validate_topic,
 )
+from node.moves import behind_of
 from node.peerprotocol import WriteTxnMarker
+from node.placement import assign_replicas, placeable
+from node.roster import node_infos
 from node.sendfile import SENDFILE_MIN_BYTES, Region, Spliced
 
 if TYPE_CHECKING:
@@ -185,8 +186,7 @@ class Api:
         b = self.node
         if req.authoritative:
             b.controller_leader_check()  # it has applied every committed topic change
-        live = set(b.live_nodes())
-        nodes = [NodeInfo(nid, b.cfg.advertise[nid], nid in live) for nid in sorted(b.cfg.peers)]
+        nodes = node_infos(b, set(b.live_nodes()))
         names = list(b.state.topics) if req.topics is None else req.topics
         topics, missing = [], []
         for name in names:
@@ -198,7 +198,12 @@ class Api:
             for p, replicas in enumerate(meta.replicas):
                 local = b.partitions.get((name, p))
                 info = PartitionInfo(p, b.leader_of(meta.group(p)), list(replicas))
+                move = meta.moving.get(p)
+                if move is not None:
+                    info.target = list(move.target)
                 if local is not None and local.is_leader:
+                    if move is not None:
+                        info.behind = behind_of(local.core, move.target)
                     info.in_sync = local.in_sync()
                     info.high_watermark = local.high_watermark
                     info.log_start_offset = local.storage.log.log_start_offset
@@ -211,7 +216,7 @@ class Api:
     async def create_topic(self, req: CreateTopic) -> Ok:
         b = self.node
         b.controller_leader_check()
-        live = b.live_nodes()
+        live = placeable(b.state, b.live_nodes())
         validate_topic(req.name, req.partitions, req.replication, len(live), req.configs, b.cfg.config_minimums)
         if req.name.startswith("__"):
             raise InvalidRequestError("topic names starting with '__' are reserved for TideMQ's internal topics")
@@ -261,7 +266,7 @@ class Api:
             raise InvalidRequestError(
                 f"{req.name} has {have} partition(s): it can grow to {have + 1}..{MAX_PARTITIONS}, never shrink"
             )
-        live = b.live_nodes()
+        live = placeable(b.state, b.live_nodes())
         replication = len(meta.replicas[0])
         if replication > len(live):
             raise NotEnoughReplicasError(f"{req.name} needs {replication} live nodes for its replicas, {len(live)} are")

@@ -43,7 +43,7 @@ from client.errors import (
     UnknownTopicError,
 )
 from client.partitioner import partition_for_key
-from client.protocol import CoordinatorResponse
+from client.protocol import AddNode, CoordinatorResponse, Reassign, Rebalance, RemoveNode
 from node.acl import Authorizer
 from node.api import Api
 from node.config import NodeConfig, parse_addr
@@ -59,8 +59,12 @@ from node.metadata import (
     ClusterState,
     CreateTopicCmd,
     DeleteTopicCmd,
+    DrainNodeCmd,
+    ForgetNodeCmd,
+    ReassignCmd,
+    ReassignDoneCmd,
+    RegisterNodeCmd,
     TopicMeta,
-    assign_replicas,
     decode_command,
     decode_state,
     encode_command,
@@ -68,14 +72,18 @@ from node.metadata import (
     topic_config,
 )
 from node.metrics import NodeMetrics
+from node.moves import Mover
 from node.partition import BatchLimits, Partition, StateCheckpoint
 from node.peerauth import PeerCredential, new_secret
 from node.peerguard import MAX_TERM
 from node.peerguard import refusal as peer_refusal
+from node.peerprotocol import JoinCluster, ReassignDone
 from node.peers import PeerTransport, Reassembler
+from node.placement import assign_replicas
 from node.quotas import Quotas
 from node.replica import Replica, Ticker
-from node.runtime import CoordinatorRuntime
+from node.roster import Roster
+from node.runtime import CoordinatorRuntime, Handlers
 from node.server import ConnectionLimits, Server
 from node.storage import LogStorage
 from node.tls import NodeTLS
@@ -142,7 +150,9 @@ class Broker:
         self.cfg = config
         self.id = config.node_id
         self.metrics = NodeMetrics(self.id)
-        self.state = ClusterState(nodes=dict(config.advertise))
+        self.state = ClusterState()
+        self.roster = Roster(self)
+        self.mover = Mover(self)
         self.replicas: dict[int, Replica] = {}
         self.partitions: dict[tuple[str, int], Partition] = {}
         self.leaders: dict[int, tuple[int, int]] = {}
@@ -184,7 +194,16 @@ class Broker:
             on_refusal=lambda op, rtype: self.metrics.authorization_failures.labels(op, rtype).inc(),
         )
         self.quotas = Quotas(lambda: self.state.quotas)
-        self.api = Api(self, self.runtime.handlers(), self.transactions.init_producer_id)
+        services: Handlers = {
+            **self.runtime.handlers(),
+            AddNode: self.roster.add_node,
+            RemoveNode: self.roster.remove_node,
+            JoinCluster: self.roster.join_cluster,
+            Reassign: self.mover.reassign,
+            Rebalance: self.mover.rebalance,
+            ReassignDone: self.mover.reassign_done,
+        }
+        self.api = Api(self, services, self.transactions.init_producer_id)
         limits = ConnectionLimits(config.max_connections, config.max_queued_bytes_per_connection, config.idle_timeout_s)
         self.server = Server(
             self.id,
@@ -209,7 +228,7 @@ class Broker:
             max_inflight=config.max_inflight_per_connection,
             metrics=self.metrics,
             peer_auth=self.credential,
-            peer_ids=config.peers,
+            peer_ids=_Admitted(self.roster),
             limits=limits,
             ssl_context=self.tls.peer_listener,
         )
@@ -242,9 +261,11 @@ class Broker:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        joining = self.cfg.join is not None and not (self.cfg.data_dir / "__controller").exists()
+        voters = await self.roster.join() if joining else None
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self.controller = self._open_controller()
+            self.controller = self._open_controller(voters)
             nursery.start_soon(self.controller.run)
             host, port = parse_addr(self.cfg.peer_listen)
             peer_listeners = await nursery.start(self.peer_server.serve, host, port)
@@ -263,6 +284,9 @@ class Broker:
             nursery.start_soon(self._retention)
             nursery.start_soon(self._controller_snapshots)
             nursery.start_soon(self.runtime.run)
+            nursery.start_soon(self.roster.run)
+            nursery.start_soon(self.mover.run)
+            nursery.start_soon(self._leave_when_removed)
             if self.cfg.fsync == "interval":
                 nursery.start_soon(self._interval_flusher)
             if self.cfg.metrics:
@@ -270,6 +294,11 @@ class Broker:
             self.ready.set()
             log.info("node %s serving clients on %s, peers on %s", self.id, self.cfg.listen, self.cfg.peer_listen)
             task_status.started(listeners)
+
+    async def _leave_when_removed(self) -> None:
+        await self.roster.left.wait()
+        await trio.sleep(1.0)  # (the controller leader hears that this node applied its removal)
+        await self.shutdown()
 
     async def shutdown(self, transfer_timeout_s: float = 5.0) -> None:
         """Graceful stop: hand every led group to a caught-up follower, flush, close."""
@@ -280,7 +309,7 @@ class Broker:
                 for r in self.replicas.values():
                     if not r.is_leader:
                         continue
-                    target = self._transfer_target(r)
+                    target = self.transfer_target(r)
                     if target is None:
                         continue  # nobody to hand it to: the group goes down with us
                     moving = True
@@ -295,7 +324,7 @@ class Broker:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
-    def _transfer_target(self, r: Replica) -> int | None:
+    def transfer_target(self, r: Replica) -> int | None:
         st = r.core.status()
         # Live: heard from in this check-quorum period, or (a leader that just woke from
         # quiescence has heard nobody yet) not called down by the failure detector.
@@ -331,9 +360,16 @@ class Broker:
             max_batch_bytes=self.cfg.max_batch_bytes,
         )
 
-    def _open_controller(self) -> Replica:
-        voters = tuple(sorted(self.cfg.peers))
-        storage = LogStorage(self.cfg.data_dir / "__controller", self.log_config(), ConfState(voters=voters))
+    def _open_controller(self, joining_voters: tuple[int, ...] | None = None) -> Replica:
+        """Group 0: founded by `--peers` (every node a voter), or, for a node admitted
+        through `--join`, a learner of the voters it was told of until the log says more."""
+        if joining_voters is None:
+            voters = tuple(sorted(self.cfg.peers))
+            initial = ConfState(voters=voters)
+        else:
+            voters = tuple(sorted(joining_voters))
+            initial = ConfState(voters=voters, learners=(self.id,))
+        storage = LogStorage(self.cfg.data_dir / "__controller", self.log_config(), initial)
         snap = storage.snapshot()
         if snap.data:
             self.state = decode_state(snap.data)
@@ -354,7 +390,7 @@ class Broker:
             ticker=self.ticker,
         )
         self.replicas[CONTROLLER_GROUP] = replica
-        if len(voters) == 1:
+        if voters == (self.id,):
             core.campaign()
             replica.wake()
         return replica
@@ -371,11 +407,20 @@ class Broker:
                     continue
                 result = self.state.apply(cmd)
                 # While replaying, replicas wait: they open at the end, for the topics that are left.
-                # (A topic whose configs changed opens again: its open partitions take them.)
+                # (A topic whose configs or replicas changed opens again: its open partitions take
+                # the configs, partitions it no longer hosts close.)
                 if isinstance(result, TopicMeta) and not self._replaying:
                     self._open_topic(result)
                 elif isinstance(cmd, DeleteTopicCmd) and result is None and not self._replaying:
                     self._close_topic(cmd.name)
+                elif isinstance(cmd, ReassignCmd) and not self._replaying:
+                    for name in {t for t, _, _ in cmd.moves} & set(self.state.topics):
+                        self._open_topic(self.state.topics[name])
+                if isinstance(cmd, (ReassignCmd, ReassignDoneCmd, DrainNodeCmd)):
+                    self.mover.wake()
+                if isinstance(cmd, (RegisterNodeCmd, DrainNodeCmd, ForgetNodeCmd)):
+                    self.roster.sync()
+                    self.roster.wake()
                 self._cmd_results[e.last] = result
             self.state.applied = e.last
         if self._replaying and entries and entries[-1].last >= self._replayed_until:
@@ -395,6 +440,7 @@ class Broker:
             if name not in new.topics or new.topics[name].first_group != meta.first_group:
                 self._close_topic(name)  # deleted, or deleted and created again
         self.state = new
+        self.roster.sync()
         if self._replaying:
             self._finish_replay()
             return
@@ -408,6 +454,7 @@ class Broker:
         topic deleted and created again under its name never has its old incarnation's
         cleanup run over the new one's data, on replay or ever."""
         self._replaying = False
+        self.roster.sync()
         keep = {partition_dir(meta, p) for meta, p in self.state.partitions_of(self.id)}
         for child in sorted(self.cfg.data_dir.iterdir()) if self.cfg.data_dir.exists() else []:
             m = PARTITION_DIR.match(child.name)
@@ -421,9 +468,12 @@ class Broker:
 
     def _open_topic(self, meta: TopicMeta) -> None:
         """Open this node's replicas of `meta` that are not open yet; those that are take
-        its configs (they may have changed)."""
+        its configs (they may have changed); those it no longer hosts (moved) close."""
         for p, replicas in enumerate(meta.replicas):
-            if self.id not in replicas:
+            if self.id not in meta.hosts(p):
+                if (meta.name, p) in self.partitions and self.partitions[(meta.name, p)].group == meta.group(p):
+                    log.info("%s-%s moved off node %s: removing its replica", meta.name, p, self.id)
+                    self._close_partition(meta.name, p, moved=True)
                 continue
             if (open_ := self.replicas.get(meta.group(p))) is not None:
                 open_.storage.log.config = self.log_config(meta.configs)
@@ -433,7 +483,11 @@ class Broker:
             legacy = self.cfg.data_dir / name
             if not path.exists() and legacy.is_dir():  # written before directories named their incarnation
                 legacy.rename(path)
-            storage = LogStorage(path, self.log_config(meta.configs), ConfState(voters=tuple(sorted(replicas))))
+            # A replica a move adds starts as a learner of the replicas it joins (the
+            # leader's configuration entries say the rest).
+            learners = () if self.id in replicas else (self.id,)
+            initial = ConfState(voters=tuple(sorted(replicas)), learners=learners)
+            storage = LogStorage(path, self.log_config(meta.configs), initial)
             shard = self.runtime.shard_for(meta)
             saved = StateCheckpoint.read(storage)
             # A data partition's whole state is in the checkpoint: the log before it is not
@@ -479,23 +533,27 @@ class Broker:
             part.wake()
 
     def _close_topic(self, name: str) -> None:
-        closed = []
-        for (topic, p), part in list(self.partitions.items()):
-            if topic != name:
-                continue
-            closed.append(p)
-            del self.partitions[(topic, p)]
-            self.replicas.pop(part.group, None)
-            self.leaders.pop(part.group, None)
-            self._hw_reported.pop(part.group, None)
-
-            async def remove(part=part):
-                await part.close()
-                await trio.to_thread.run_sync(shutil.rmtree, part.storage.path, True)
-
-            if self._nursery is not None:
-                self._nursery.start_soon(remove)
+        closed = [p for topic, p in list(self.partitions) if topic == name]
+        for p in closed:
+            self._close_partition(name, p)
         self.metrics.forget_topic(name, closed)
+
+    def _close_partition(self, topic: str, p: int, *, moved: bool = False) -> None:
+        """Close this node's replica of a partition and delete its data (`moved`: the
+        partition lives on elsewhere, and its leader there is still known)."""
+        part = self.partitions.pop((topic, p))
+        self.replicas.pop(part.group, None)
+        if not moved or self.leaders.get(part.group, (self.id,))[0] == self.id:
+            self.leaders.pop(part.group, None)
+        self._hw_reported.pop(part.group, None)
+        self.metrics.leaders.labels(topic, str(p)).set(0)
+
+        async def remove() -> None:
+            await part.close()
+            await trio.to_thread.run_sync(shutil.rmtree, part.storage.path, True)
+
+        if self._nursery is not None:
+            self._nursery.start_soon(remove)
 
     def _role_changed(self, replica: Replica) -> None:
         if isinstance(replica, Partition):
@@ -576,7 +634,7 @@ class Broker:
             async with self._create_lock:
                 if name in self.state.topics:
                     return
-                nodes = sorted(self.cfg.peers)  # every configured node: created once, for good
+                nodes = self.roster.placeable(sorted(self.cfg.peers))  # every node: created once, for good
                 replicas = assign_replicas(self.state, nodes, partitions, min(3, len(nodes)))
                 await self.run_command(CreateTopicCmd(name, replicas, configs, internal=True))
                 log.info("created %s with %d partitions", name, partitions)
@@ -675,6 +733,8 @@ class Broker:
         return self.cfg.client_addr(node) if node else None
 
     def _send_raft(self, group: int, to: int, msg: Message) -> None:
+        if self.mover.throttled and self.mover.hold(group, to, msg):
+            return
         self.transport.send(to, (group, msg))
 
     def _broadcast_leaders(self, leaders: dict[int, tuple[int, int]]) -> None:
@@ -713,7 +773,8 @@ class Broker:
         for group, msg in batch.messages:
             replica = self.replicas.get(group)
             if replica is not None and not replica.closed:
-                why = peer_refusal(frm, self.id, replica.core.conf.members(), msg)
+                conf = replica.core.conf
+                why = peer_refusal(frm, self.id, conf.members(), msg, learning=self.id not in conf.voters)
                 if why is not None:
                     log.warning("%s: dropping %s from node %s: it %s", replica.name, type(msg).__name__, frm, why)
                     self.metrics.peer_messages_refused.inc()
@@ -865,14 +926,29 @@ class Broker:
                 await part.apply_retention(int(time.time() * 1000))
 
 
+class _Admitted:
+    """The peer listener's test of a node id (`Server.peer_ids`): the roster's."""
+
+    def __init__(self, roster: Roster) -> None:
+        self.roster = roster
+
+    def __contains__(self, node_id: object) -> bool:
+        return isinstance(node_id, int) and self.roster.admits(node_id)
+
+
 async def serve(config: NodeConfig) -> None:
-    """Run a node until SIGTERM/SIGINT, then shut down gracefully."""
+    """Run a node until SIGTERM/SIGINT (or until it is removed from the cluster), then
+    shut down gracefully."""
     broker = Broker(config)
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            await nursery.start(broker.run)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+
+        async def on_signal() -> None:
             async for sig in signals:
                 log.info("node %s: signal %s, shutting down", config.node_id, signal.Signals(sig).name)
                 await broker.shutdown()
-                break
-        nursery.cancel_scope.cancel()
+                return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(on_signal)
+            await broker.run()
+            nursery.cancel_scope.cancel()

@@ -68,6 +68,9 @@ class NodeConfig:
     kafka_listen: str = ""  # HOST:PORT of the Kafka protocol listener; empty: none (docs/kafka.md)
     kafka_advertise: str = ""  # the Kafka address clients are told for this node (default: kafka_listen)
     peer_secret: str | None = None
+    #: A node of an existing cluster's peer listener: this node is new and asks to join
+    #: (`tidemq cluster add-node` admits it; node/roster.py). Without it, `peers` founds one.
+    join: str | None = None
     # TLS (node/tls.py): with a certificate and key, the client and Kafka listeners speak
     # only TLS; with the CA too, the peer links are mutual TLS.
     tls_cert: str | None = None
@@ -127,7 +130,11 @@ class NodeConfig:
             raise ValueError(
                 f"--advertise must name the client address of every node in --peers; missing {unadvertised}"
             )
-        if self.peer_secret is None and len(self.peers) > 1:
+        if self.join is not None:
+            parse_addr(self.join)
+            if set(self.peers) != {self.node_id}:
+                raise ValueError("--join and --peers go apart: a joining node learns its peers from the cluster")
+        if self.peer_secret is None and (len(self.peers) > 1 or self.join is not None):
             raise ValueError(
                 "a cluster of several nodes needs a peer secret: set TIDEMQ_PEER_SECRET (or --peer-secret) "
                 "to the same value on every node; scripts/cluster up makes one"
@@ -187,6 +194,11 @@ class NodeConfig:
             "--peer-listen", dest="peer_listen", help="HOST:PORT for the other nodes (default: this node in --peers)"
         )
         p.add_argument("--peers", help="every node's peer listener: ID=HOST:PORT,...")
+        p.add_argument(
+            "--join",
+            metavar="HOST:PORT",
+            help="join an existing cluster through this node's peer listener (then: tidemq cluster add-node)",
+        )
         p.add_argument(
             "--advertise", help="every node's client address: ID=HOST:PORT,... (this node's default: --listen)"
         )

@@ -22,8 +22,12 @@ if TYPE_CHECKING:
     from node.metadata import ClusterState
     from node.metrics import NodeMetrics
     from node.partition import Partition
+    from node.peerauth import PeerCredential
+    from node.peers import PeerTransport
     from node.quotas import Quotas
     from node.replica import Replica
+    from node.tls import NodeTLS
+    from raft.liveness import PeerLiveness
     from segments import LogConfig
 
 MAX_NAME = 255
@@ -82,6 +86,19 @@ class Node(NodeContext, Protocol):
     def log_config(self, configs: dict[str, str] | None = None) -> LogConfig:
         """The log settings a partition with these topic configs runs with."""
         ...
+
+
+class Elastic(Node, Protocol):
+    """What the roster and replica moves (node/roster.py, node/moves.py) use besides:
+    every replica, the peer links and their failure detector."""
+
+    credential: PeerCredential
+    tls: NodeTLS
+    transport: PeerTransport
+    liveness: PeerLiveness
+    replicas: dict[int, Replica]
+
+    def transfer_target(self, r: Replica) -> int | None: ...
 
 
 def now_ms() -> int:

@@ -69,7 +69,7 @@ from node.metadata import TOPIC_NAME, TopicMeta
 from node.partition import Partition, Shard, ShardFactory
 from node.relay import relay
 from node.runtime import InternalTopic, Service
-from raft.types import Entry
+from raft.types import Entry, EntryKind
 from segments import (
     ControlType,
     SegmentError,
@@ -147,7 +147,7 @@ class TierShard(Shard):
 
     def apply(self, entries: list[Entry]) -> None:
         for e in entries:
-            if not e.data:
+            if e.kind != EntryKind.NORMAL:  # (a no-op, a membership change: not a record batch of ours)
                 continue
             h = parse_header(e.data)
             if h.is_control and not h.is_transactional and control_type_of(e.data) == ControlType.DELAY_CHECKPOINT:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
 from typing import overload
 
 import msgspec
@@ -32,6 +31,26 @@ PRODUCER_ID_BLOCK = 1000
 log = logging.getLogger(__name__)
 
 
+class Move(msgspec.Struct, array_like=True):
+    """A partition's replicas on their way to `target` (the preferred leader first):
+    its leader adds the new ones as learners, promotes them once caught up, then
+    removes the old ones, sending to a learner at most `throttle` bytes/s (0: no limit)."""
+
+    target: list[int]
+    throttle: int = 0
+    started_ms: int = 0
+
+
+class NodeEntry(msgspec.Struct, array_like=True):
+    """A node of the cluster as the controller knows it: where its peers and its clients
+    reach it, and whether it is being drained to leave."""
+
+    peer: str
+    client: str
+    draining: bool = False
+    drain_throttle: int = 0  # bytes/s to each replica taking one of its places (0: no limit)
+
+
 class TopicMeta(msgspec.Struct):
     name: str
     first_group: int  # Raft group id of partition 0; partition p is first_group + p
@@ -39,10 +58,19 @@ class TopicMeta(msgspec.Struct):
     configs: dict[str, str] = {}
     internal: bool = False
     added_groups: list[int] = []  # the Raft groups of partitions added after creation, in order
+    #: Partitions whose replicas are moving: partition -> where to (node/moves.py).
+    moving: dict[int, Move] = {}
 
     def group(self, partition: int) -> int:
         created = len(self.replicas) - len(self.added_groups)
         return self.first_group + partition if partition < created else self.added_groups[partition - created]
+
+    def hosts(self, partition: int) -> list[int]:
+        """Every node that keeps a replica of `partition`: its replicas and, while it
+        moves, the replicas it is moving to."""
+        move = self.moving.get(partition)
+        replicas = self.replicas[partition]
+        return replicas if move is None else [*replicas, *(n for n in move.target if n not in replicas)]
 
 
 class _Cmd(msgspec.Struct, tag=True, array_like=True):
@@ -77,6 +105,45 @@ class AddPartitionsCmd(_Cmd):
 
     name: str
     replicas: list[list[int]]  # of the new partitions
+
+
+class RegisterNodeCmd(_Cmd):
+    """A node joins the roster (or a founding node is written into it)."""
+
+    node_id: int
+    peer: str
+    client: str
+
+
+class DrainNodeCmd(_Cmd):
+    """Move every replica off a node, then remove it (node/roster.py)."""
+
+    node_id: int
+    throttle: int = 0
+
+
+class ForgetNodeCmd(_Cmd):
+    """A drained node left the controller group: it is removed for good."""
+
+    node_id: int
+
+
+class ReassignCmd(_Cmd):
+    """Move some partitions' replicas: (topic, partition, target) each. A target that
+    is the same nodes in another order changes the preferred leader at once."""
+
+    moves: list[tuple[str, int, list[int]]]
+    throttle: int = 0
+    now_ms: int = 0
+
+
+class ReassignDoneCmd(_Cmd):
+    """A partition's leader finished a move: its Raft group's voters are the target."""
+
+    topic: str
+    partition: int
+    group: int
+    replicas: list[int]
 
 
 class PutUserCmd(_Cmd):
@@ -121,6 +188,11 @@ Command = (
     | RemoveAclsCmd
     | SetQuotasCmd
     | AddPartitionsCmd
+    | RegisterNodeCmd
+    | DrainNodeCmd
+    | ForgetNodeCmd
+    | ReassignCmd
+    | ReassignDoneCmd
 )
 _cmd_encoder = msgspec.msgpack.Encoder()
 _cmd_decoder = msgspec.msgpack.Decoder(Command)
@@ -135,7 +207,10 @@ def decode_command(data: bytes) -> _Cmd:
 
 
 class ClusterState(msgspec.Struct):
-    nodes: dict[int, str] = {}
+    #: The roster: every node of the cluster (node/roster.py). Empty until the controller's
+    #: first leader writes the founding nodes (`--peers`) into it.
+    members: dict[int, NodeEntry] = {}
+    removed: list[int] = []  # nodes that left: never members again
     topics: dict[str, TopicMeta] = {}
     next_group: int = 1
     next_producer_id: int = 1
@@ -181,6 +256,10 @@ class ClusterState(msgspec.Struct):
                 old, replicas=[*old.replicas, *cmd.replicas], added_groups=[*old.added_groups, *groups]
             )
             return new
+        if isinstance(cmd, (RegisterNodeCmd, DrainNodeCmd, ForgetNodeCmd)):
+            return self._apply_roster(cmd)
+        if isinstance(cmd, (ReassignCmd, ReassignDoneCmd)):
+            return self._apply_move(cmd)
         if isinstance(cmd, PutUserCmd):
             if cmd.create_only and cmd.name in self.users:
                 return InvalidRequestError(f"user {cmd.name!r} exists; change its password instead")
@@ -219,11 +298,81 @@ class ClusterState(msgspec.Struct):
             return range(first, first + PRODUCER_ID_BLOCK)
         raise TypeError(f"unknown command {cmd!r}")
 
+    def _apply_roster(self, cmd: RegisterNodeCmd | DrainNodeCmd | ForgetNodeCmd) -> object:
+        nid = cmd.node_id
+        if nid in self.removed:
+            return InvalidRequestError(f"node {nid} was removed from the cluster; a new node needs a new id")
+        if isinstance(cmd, RegisterNodeCmd):
+            if nid < 1:
+                return InvalidRequestError(f"node ids are positive, not {nid}")
+            self.members = {**self.members, nid: NodeEntry(cmd.peer, cmd.client)}
+            return None
+        entry = self.members.get(nid)
+        if entry is None:
+            return InvalidRequestError(f"node {nid} is not a member of the cluster")
+        if isinstance(cmd, DrainNodeCmd):
+            self.members = {
+                **self.members,
+                nid: msgspec.structs.replace(entry, draining=True, drain_throttle=cmd.throttle),
+            }
+            return None
+        if not entry.draining or any(
+            nid in meta.hosts(p) for meta in self.topics.values() for p in range(len(meta.replicas))
+        ):
+            return InvalidRequestError(f"node {nid} still hosts replicas; drain it first")
+        self.members = {n: e for n, e in self.members.items() if n != nid}
+        self.removed = [*self.removed, nid]
+        return None
+
+    def _apply_move(self, cmd: ReassignCmd | ReassignDoneCmd) -> object:
+        if isinstance(cmd, ReassignDoneCmd):
+            meta = self.topics.get(cmd.topic)
+            move = meta.moving.get(cmd.partition) if meta is not None else None
+            if meta is None or move is None or meta.group(cmd.partition) != cmd.group:
+                return InvalidRequestError(f"{cmd.topic}-{cmd.partition} is not moving")
+            if sorted(cmd.replicas) != sorted(move.target):
+                return InvalidRequestError(
+                    f"{cmd.topic}-{cmd.partition} is moving to {move.target}, not {cmd.replicas}"
+                )
+            replicas = list(meta.replicas)
+            replicas[cmd.partition] = list(move.target)
+            moving = {p: m for p, m in meta.moving.items() if p != cmd.partition}
+            self.topics[cmd.topic] = msgspec.structs.replace(meta, replicas=replicas, moving=moving)
+            return self.topics[cmd.topic]
+        changed: dict[str, TopicMeta] = {}
+        started = 0
+        for topic, p, target in cmd.moves:
+            meta = changed.get(topic) or self.topics.get(topic)
+            if meta is None:
+                return UnknownTopicError(f"topic {topic!r} does not exist")
+            if not 0 <= p < len(meta.replicas):
+                return UnknownTopicError(f"topic {topic!r} has no partition {p}")
+            if p in meta.moving:
+                return InvalidRequestError(f"{topic}-{p} is already moving to {meta.moving[p].target}")
+            if (
+                not target
+                or len(set(target)) != len(target)
+                or any(n not in self.members or self.members[n].draining for n in target)
+            ):
+                return InvalidRequestError(f"{topic}-{p}: {target} must be distinct nodes of the cluster, none leaving")
+            if sorted(target) == sorted(meta.replicas[p]):
+                replicas = list(meta.replicas)
+                replicas[p] = list(target)
+                meta = msgspec.structs.replace(meta, replicas=replicas)
+            else:
+                meta = msgspec.structs.replace(
+                    meta, moving={**meta.moving, p: Move(list(target), cmd.throttle, cmd.now_ms)}
+                )
+                started += 1
+            changed[topic] = meta
+        self.topics.update(changed)
+        return started
+
     def partitions_of(self, node_id: int):
-        """(topic meta, partition) of every replica this node hosts."""
+        """(topic meta, partition) of every replica this node hosts (or is moving to)."""
         for meta in self.topics.values():
-            for p, replicas in enumerate(meta.replicas):
-                if node_id in replicas:
+            for p in range(len(meta.replicas)):
+                if node_id in meta.hosts(p):
                     yield meta, p
 
 
@@ -311,32 +460,3 @@ def validate_topic(
         raise InvalidConfigError(f"replication must be >= 1, got {replication!r}")
     if replication > live_nodes:
         raise NotEnoughReplicasError(f"replication {replication} > {live_nodes} live nodes")
-
-
-def assign_replicas(state: ClusterState, nodes: list[int], partitions: int, replication: int) -> list[list[int]]:
-    """Spread replicas and preferred leaders evenly, counting what nodes already host.
-
-    Each partition goes to the nodes hosting fewest replicas so far (so disk and
-    replication load stay within one partition of each other), and among those the one
-    leading fewest partitions is its preferred leader; topics created one after another
-    still even out across the cluster.
-    """
-    lead = Counter({n: 0 for n in nodes})
-    host = Counter({n: 0 for n in nodes})
-    for meta in state.topics.values():
-        for replicas in meta.replicas:
-            if replicas and replicas[0] in lead:
-                lead[replicas[0]] += 1
-            for r in replicas:
-                if r in host:
-                    host[r] += 1
-    result = []
-    for _ in range(partitions):
-        chosen = sorted(nodes, key=lambda n: (host[n], lead[n], n))[:replication]
-        leader = min(chosen, key=lambda n: (lead[n], host[n], n))
-        replicas = [leader, *sorted((n for n in chosen if n != leader), key=lambda n: (host[n], n))]
-        lead[leader] += 1
-        for r in replicas:
-            host[r] += 1
-        result.append(replicas)
-    return result

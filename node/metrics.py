@@ -81,6 +81,12 @@ class NodeMetrics:
         self.awake_groups = Gauge(
             "tidemq_raft_groups_awake", "Raft groups not quiescent (the ones ticked); idle groups go quiet", registry=r
         )
+        self.move_behind = Gauge(
+            "tidemq_replica_move_behind",
+            "Offsets a replica being added to a partition (a move) still lacks, on the partition's leader",
+            ["topic", "partition", "node"],
+            registry=r,
+        )
         self.peers_down = Gauge(
             "tidemq_peers_down", "Peers the failure detector has heard nothing from for an election timeout", registry=r
         )

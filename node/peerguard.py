@@ -23,13 +23,18 @@ def _term_ok(t: int) -> bool:
     return 0 <= t <= MAX_TERM
 
 
-def refusal(frm: int, me: int, members: frozenset[int] | tuple[int, ...], msg: Message) -> str | None:
-    """Why `msg`, received from authenticated node `frm`, must be dropped (None: fine)."""
+def refusal(
+    frm: int, me: int, members: frozenset[int] | tuple[int, ...], msg: Message, *, learning: bool = False
+) -> str | None:
+    """Why `msg`, received from authenticated node `frm`, must be dropped (None: fine).
+    `learning`: this replica does not vote (a learner, or one a move just opened, whose
+    configuration may predate the leader's): it takes a leader's messages from any node
+    of the cluster, since what it is sent cannot count towards any commit."""
     if msg.frm != frm:
         return f"claims to come from node {msg.frm}"
     if msg.to != me:
         return f"is addressed to node {msg.to}"
-    if frm not in members:
+    if frm not in members and not (learning and isinstance(msg, (Append, Heartbeat, InstallSnapshot))):
         return "comes from a node that is not a member of the group"
     if not _term_ok(msg.term):
         return f"carries term {msg.term}, outside 0..{MAX_TERM}"

@@ -20,6 +20,7 @@ from client.protocol import (
     CLIENT_VERSIONS,
     Body,
     EnvelopeDecoder,
+    MetadataResponse,
     Ok,
     Request,
     TopicPartition,
@@ -64,13 +65,33 @@ class WriteTxnMarker(Request[Ok]):
     coordinator_epoch: int = 0
 
 
+class JoinCluster(Request[MetadataResponse]):
+    """A node started with `--join` announces itself (to any node: it forwards to the
+    controller leader) until an operator admits it (`AddNode`). The answer names every
+    node of the roster with its peer listener (`NodeInfo.peer`) and its state in the
+    controller group, the joiner among them once admitted."""
+
+    node_id: int
+    peer: str
+    client: str
+
+
+class ReassignDone(Request[Ok]):
+    """Partition leader to controller leader: the move is done (node/moves.py)."""
+
+    topic: str
+    partition: int
+    group: int
+    replicas: list[int]
+
+
 class PeerMessages(WireMessage):
     """Raft messages of many groups from one node to another, encoded by the broker."""
 
     payload: bytes
 
 
-PEER_ONLY = (PeerMessages, WriteTxnMarker, PendTxnOffsets, EndTxnOffsets)
+PEER_ONLY = (PeerMessages, WriteTxnMarker, PendTxnOffsets, EndTxnOffsets, JoinCluster, ReassignDone)
 
 #: What nodes send only each other, with the versions this build speaks (min, max); the
 #: rule is `CLIENT_VERSIONS`'s. `PeerMessages` is answered by nothing: its version is the
@@ -80,12 +101,14 @@ PEER_VERSIONS: dict[str, tuple[int, int]] = {
     "WriteTxnMarker": (1, 1),
     "PendTxnOffsets": (1, 1),
     "EndTxnOffsets": (1, 1),
+    "JoinCluster": (3, 3),  # (from 3: its answer needs NodeInfo's `state` and `peer`, Metadata v3's)
+    "ReassignDone": (1, 1),
 }
 
 #: Everything a node speaks: what its peer listener serves and its peer Hello offers.
 NODE_VERSIONS: dict[str, tuple[int, int]] = {**CLIENT_VERSIONS, **PEER_VERSIONS}
 
-NodeBody = Body | PendTxnOffsets | EndTxnOffsets | WriteTxnMarker | PeerMessages
+NodeBody = Body | PendTxnOffsets | EndTxnOffsets | WriteTxnMarker | PeerMessages | JoinCluster | ReassignDone
 
 
 class NodeEnvelope(msgspec.Struct, array_like=True):

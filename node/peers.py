@@ -263,6 +263,8 @@ class Reassembler:
 
 
 class PeerTransport:
+    """One link per peer; the roster (node/roster.py) adds and drops peers while it runs."""
+
     def __init__(
         self,
         node_id: int,
@@ -272,18 +274,41 @@ class PeerTransport:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self.links = {
-            pid: PeerLink(node_id, pid, addr, credential, encode, max_payload, ssl_context)
-            for pid, addr in peers.items()
-            if pid != node_id
-        }
+        self.node_id = node_id
+        self._link = lambda pid, addr: PeerLink(node_id, pid, addr, credential, encode, max_payload, ssl_context)
+        self.links = {pid: self._link(pid, addr) for pid, addr in peers.items() if pid != node_id}
+        self._scopes: dict[int, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
 
     def send(self, to: int, item: object) -> None:
         link = self.links.get(to)
         if link is not None:
             link.send(item)
 
+    def add(self, pid: int, addr: str) -> None:
+        """Link to a new peer, or to a known one at its new address."""
+        link = self.links.get(pid)
+        if pid == self.node_id or (link is not None and link.addr == addr):
+            return
+        self.drop(pid)
+        self.links[pid] = self._link(pid, addr)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._run_link, self.links[pid])
+
+    def drop(self, pid: int) -> None:
+        """Stop talking to a peer that left the cluster."""
+        self.links.pop(pid, None)
+        scope = self._scopes.pop(pid, None)
+        if scope is not None:
+            scope.cancel()
+
+    async def _run_link(self, link: PeerLink) -> None:
+        with trio.CancelScope() as scope:
+            self._scopes[link.peer_id] = scope
+            await link.run()
+
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             for link in self.links.values():
-                nursery.start_soon(link.run)
+                nursery.start_soon(self._run_link, link)

@@ -27,7 +27,7 @@ from client.errors import NotLeaderError, RequestTimeoutError, ShuttingDownError
 from node.storage import LogStorage
 from raft.core import NotLeader, ProposalDropped, RaftNode, Ready
 from raft.driver import ReadyDriver
-from raft.types import Entry, Message, Role, Snapshot
+from raft.types import ConfChange, Entry, Message, Role, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +275,18 @@ class Replica:
         except (NotLeader, ProposalDropped):
             raise self.not_leader() from None
         waiter = _Waiter(entry, durable_only)
+        self._waiters.setdefault(entry.last, []).append(waiter)
+        self.wake()
+        return waiter
+
+    def propose_conf(self, change: ConfChange) -> _Waiter:
+        """Propose one membership step (raft.core: one at a time, a learner promoted
+        only once caught up); `ProposalDropped` says why not now."""
+        try:
+            entry = self.core.propose_conf_change(change)
+        except NotLeader:
+            raise self.not_leader() from None
+        waiter = _Waiter(entry, False)
         self._waiters.setdefault(entry.last, []).append(waiter)
         self.wake()
         return waiter

@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -261,7 +261,7 @@ class Server:
         max_inflight: int = 256,
         metrics=None,
         peer_auth: PeerCredential | None = None,
-        peer_ids: Collection[int] = (),
+        peer_ids: Container[int] = (),
         limits: ConnectionLimits = ConnectionLimits(),
         ssl_context: ssl.SSLContext | None = None,
         users: Callable[[str], UserCredential | None] = lambda name: None,
@@ -286,7 +286,7 @@ class Server:
         self.loaded = loaded
         self._scram_secret = os.urandom(16)  # the made-up salts of unknown users
         self.peer_auth = peer_auth
-        self.peer_ids = frozenset(peer_ids)
+        self.peer_ids = peer_ids  # (a live collection: the roster changes)
         self.handler = handler
         self.on_peer_messages = on_peer_messages
         self.token = token

@@ -60,5 +60,15 @@ class PeerLiveness:
             self.incarnation[peer] = incarnation
         return back, restarted
 
+    def watch(self, peer: int) -> None:
+        """A peer that joined the cluster: heard from now, as far as we know."""
+        self.silent.setdefault(peer, 0)
+
+    def forget(self, peer: int) -> None:
+        """A peer that left the cluster."""
+        self.silent.pop(peer, None)
+        self.incarnation.pop(peer, None)
+        self.down.discard(peer)
+
     def is_down(self, peer: int) -> bool:
         return peer in self.down

@@ -5,6 +5,8 @@
     scripts/cluster status
     scripts/cluster kill N | pause N | resume N | stop N | start N | restart N
     scripts/cluster roll                 # restart each node in turn, caught up before the next
+    scripts/cluster add [--no-rebalance] # start a new node, admit it, spread replicas onto it
+    scripts/cluster remove N             # move node N's replicas off, remove it (it stops)
     scripts/cluster down [--wipe]
 
 Every command takes `--dir DIR` (default `.tidemq/` in the repository).
@@ -41,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from client.connection import open_connection  # noqa: E402
-from client.errors import TideMQError  # noqa: E402
+from client.errors import InvalidRequestError, TideMQError  # noqa: E402
 from client.protocol import Metadata, PartitionInfo  # noqa: E402
 from client.tls import tls_context  # noqa: E402
 
@@ -90,10 +92,19 @@ def pid_of(run_dir: Path, node: int | str) -> int | None:
 
 
 def start_node(run_dir: Path, spec: dict, node: int) -> int:
+    """Start node N: a founding node with every founding node's addresses (`--peers`),
+    one added later (`scripts/cluster add`) through another's peer listener (`--join`)."""
     ndir = run_dir / f"n{node}"
     ndir.mkdir(parents=True, exist_ok=True)
-    peers = ",".join(f"{i}={a}" for i, a in spec["peer_listen"].items())
-    advertise = ",".join(f"{i}={a}" for i, a in spec["peers"].items())
+    joined = spec.get("joined", [])
+    founders = [n for n in spec["peers"] if int(n) not in joined]
+    if int(node) in joined:
+        join = next(spec["peer_listen"][n] for n in spec["peers"] if n != str(node))
+        membership = ["--join", join]
+    else:
+        peers = ",".join(f"{i}={spec['peer_listen'][i]}" for i in founders)
+        advertise = ",".join(f"{i}={spec['peers'][i]}" for i in founders)
+        membership = ["--peers", peers, "--advertise", advertise]
     cmd = [
         sys.executable,
         "-m",
@@ -104,10 +115,7 @@ def start_node(run_dir: Path, spec: dict, node: int) -> int:
         spec["peers"][str(node)],
         "--peer-listen",
         spec["peer_listen"][str(node)],
-        "--peers",
-        peers,
-        "--advertise",
-        advertise,
+        *membership,
         "--data",
         str(ndir / "data"),
         "--fsync",
@@ -403,6 +411,110 @@ def cmd_roll(args) -> None:
     console.print("[green]rolled[/]: every node restarted, every partition in sync")
 
 
+def admin_of(spec: dict):
+    from client import Admin
+
+    if spec.get("tls"):
+        return Admin(
+            ",".join(spec["peers"].values()),
+            tls_ca=spec["tls"]["ca"],
+            username=ADMIN,
+            password=spec["admin_password"],
+        )
+    return Admin(",".join(spec["peers"].values()), token=spec.get("token"))
+
+
+def _port(addr: str) -> int:
+    return int(addr.rsplit(":", 1)[1])
+
+
+def _save(run_dir: Path, spec: dict) -> None:
+    (run_dir / "cluster.json").write_text(json.dumps(spec, indent=2))
+
+
+def _moves_line(moves) -> str:
+    return "; ".join(
+        f"{m.topic}-{m.partition} -> {m.target} "
+        + (", ".join(f"node {n} {b:,} behind" for n, b in m.behind.items()) or "switching over")
+        for m in moves[:3]
+    ) + (f" and {len(moves) - 3} more" if len(moves) > 3 else "")
+
+
+def cmd_add(args) -> None:
+    """A new node: started with --join, admitted (it catches up on the metadata and
+    votes), then, unless --no-rebalance, replicas spread onto it."""
+    run_dir = Path(args.dir).resolve()
+    spec = layout(run_dir)
+    ids = [int(n) for n in spec["peers"]] + spec.get("removed", [])
+    node = max(ids) + 1
+    n1 = min(int(n) for n in spec["peers"])  # node N's ports: the first node's + N - 1
+    shift = node - n1
+    spec["peers"][str(node)] = f"127.0.0.1:{_port(spec['peers'][str(n1)]) + shift}"
+    spec["peer_listen"][str(node)] = f"127.0.0.1:{_port(spec['peer_listen'][str(n1)]) + shift}"
+    if spec.get("kafka"):
+        spec["kafka"][str(node)] = f"127.0.0.1:{_port(spec['kafka'][str(n1)]) + shift}"
+    if spec.get("tls"):
+        spec["tls"]["nodes"].update(make_certificates(run_dir, [str(node)])["nodes"])
+    spec["joined"] = [*spec.get("joined", []), node]
+    _save(run_dir, spec)
+    pid = start_node(run_dir, spec, node)
+    console.print(f"started node {node} (pid {pid}) on {spec['peers'][str(node)]}, joining the cluster")
+
+    async def admit() -> None:
+        async with admin_of(spec) as admin:
+            with console.status(f"admitting node {node}; it catches up on the cluster's metadata..."):
+                with trio.fail_after(args.timeout):
+                    while True:  # (until it has started and announced itself)
+                        try:
+                            await admin.add_node(node, spec["peer_listen"][str(node)], wait=args.timeout)
+                            break
+                        except InvalidRequestError as exc:
+                            if "has not asked to join" not in exc.message:
+                                raise
+                            await trio.sleep(0.2)
+            console.print(f"node {node} joined and votes in the controller group")
+            if args.no_rebalance:
+                return
+            with console.status("rebalancing...") as status:
+                moved = await admin.rebalance(
+                    wait=args.timeout * 10, progress=lambda moves: status.update(f"rebalancing: {_moves_line(moves)}")
+                )
+            console.print(f"rebalanced: {len(moved)} partition(s) moved or handed a new preferred leader")
+
+    trio.run(admit)
+    write_client_env(run_dir, spec)
+    print(f"node {node}: {spec['peers'][str(node)]}", flush=True)
+
+
+def cmd_remove(args) -> None:
+    """Move node N's replicas to the others, remove it from the cluster; it stops."""
+    run_dir = Path(args.dir).resolve()
+    spec = layout(run_dir)
+    if str(args.node) not in spec["peers"]:
+        raise SystemExit(f"no node {args.node} in this cluster (nodes: {', '.join(spec['peers'])})")
+
+    async def remove() -> None:
+        async with admin_of(spec) as admin:
+            with console.status(f"removing node {args.node}...") as status:
+                await admin.remove_node(
+                    args.node,
+                    wait=args.timeout * 10,
+                    progress=lambda moves: status.update(f"removing node {args.node}: {_moves_line(moves)}"),
+                )
+
+    trio.run(remove)
+    deadline = time.monotonic() + args.timeout
+    while pid_of(run_dir, args.node) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop_node(run_dir, args.node, timeout=args.timeout)  # (it stops itself once removed)
+    for key in ("peers", "peer_listen", "kafka"):
+        spec.get(key, {}).pop(str(args.node), None)
+    spec["removed"] = [*spec.get("removed", []), args.node]
+    _save(run_dir, spec)
+    write_client_env(run_dir, spec)
+    console.print(f"[green]removed node {args.node}[/]: its replicas moved to the others and it stopped")
+
+
 def process_state(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -490,6 +602,12 @@ def main() -> None:
         "roll", parents=[common], help="restart the nodes one at a time, each caught up before the next (no downtime)"
     )
     roll.add_argument("--timeout", type=float, default=15, help="for each stop (and 4x for each catch-up)")
+    add = sub.add_parser("add", parents=[common], help="start a new node, admit it, rebalance replicas onto it")
+    add.add_argument("--no-rebalance", action="store_true", help="only admit it; move nothing")
+    add.add_argument("--timeout", type=float, default=60, help="for it to catch up (10x for the rebalance)")
+    remove = sub.add_parser("remove", parents=[common], help="move a node's replicas off, then remove it")
+    remove.add_argument("node", type=int)
+    remove.add_argument("--timeout", type=float, default=60, help="for it to stop (10x for the moves)")
     for name, text in [
         ("kill", "SIGKILL one node"),
         ("pause", "SIGSTOP one node"),
@@ -501,7 +619,9 @@ def main() -> None:
         sp = sub.add_parser(name, parents=[common], help=text)
         sp.add_argument("node", type=int)
     args = p.parse_args()
-    {"up": cmd_up, "status": cmd_status, "down": cmd_down, "roll": cmd_roll}.get(args.cmd, cmd_one)(args)
+    commands = {"up": cmd_up, "status": cmd_status, "down": cmd_down, "roll": cmd_roll, "add": cmd_add}
+    commands["remove"] = cmd_remove
+    commands.get(args.cmd, cmd_one)(args)
 
 
 if __name__ == "__main__":

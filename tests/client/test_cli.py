@@ -235,8 +235,9 @@ def test_users_added_listed_changed_deleted_and_logged_in_as(tidemq):
 def test_cluster_status_names_every_node_and_the_controller(tidemq, cluster):
     assert tidemq("topic", "create", "st", "--replication", "3").code == 0
     r = tidemq("cluster", "status")
-    nodes = rows(r.out, 5)
+    nodes = rows(r.out, 6)
     assert [n[:4] for n in nodes] == [[str(i), cluster.peers[i], "yes", "yes"] for i in (1, 2, 3)]
+    assert [n[5] for n in nodes] == ["voter"] * 3  # (each votes in the controller group)
     [controller] = [n[0] for n in nodes if n[4] == "controller"]
     assert f"controller: node {controller}" in r.out
     [st] = [p for p in rows(r.out, 7) if p[0] == "st"]

@@ -1,0 +1,127 @@
+"""Where replicas go: a new topic's, a leaving node's, and a cluster's after it grew.
+
+Pure functions of the controller's state and the nodes that may take replicas, so the
+controller leader decides and writes the result into a command (node/metadata.py), and
+every rule is tested without a cluster. A partition that is moving counts where it is
+going, and is never moved again before it arrives.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from node.metadata import ClusterState, TopicMeta
+
+Moves = list[tuple[str, int, list[int]]]  # (topic, partition, target replicas, preferred leader first)
+
+
+def _load(state: ClusterState, nodes: list[int]) -> tuple[Counter[int], Counter[int]]:
+    """(replicas hosted, partitions preferred-led) per node, moves counted as arrived."""
+    lead = Counter({n: 0 for n in nodes})
+    host = Counter({n: 0 for n in nodes})
+    for meta in state.topics.values():
+        for p in range(len(meta.replicas)):
+            replicas = _destination(meta, p)
+            if replicas and replicas[0] in lead:
+                lead[replicas[0]] += 1
+            for r in replicas:
+                if r in host:
+                    host[r] += 1
+    return host, lead
+
+
+def _destination(meta: TopicMeta, p: int) -> list[int]:
+    move = meta.moving.get(p)
+    return move.target if move is not None else meta.replicas[p]
+
+
+def placeable(state: ClusterState, nodes: list[int]) -> list[int]:
+    """Of `nodes`, those that may take new replicas: none that is leaving."""
+    return [n for n in nodes if not (n in state.members and state.members[n].draining)]
+
+
+def assign_replicas(state: ClusterState, nodes: list[int], partitions: int, replication: int) -> list[list[int]]:
+    """Spread replicas and preferred leaders evenly, counting what nodes already host.
+
+    Each partition goes to the nodes hosting fewest replicas so far (so disk and
+    replication load stay within one partition of each other), and among those the one
+    leading fewest partitions is its preferred leader; topics created one after another
+    still even out across the cluster.
+    """
+    host, lead = _load(state, nodes)
+    result = []
+    for _ in range(partitions):
+        chosen = sorted(nodes, key=lambda n: (host[n], lead[n], n))[:replication]
+        leader = min(chosen, key=lambda n: (lead[n], host[n], n))
+        replicas = [leader, *sorted((n for n in chosen if n != leader), key=lambda n: (host[n], n))]
+        lead[leader] += 1
+        for r in replicas:
+            host[r] += 1
+        result.append(replicas)
+    return result
+
+
+def drain_moves(state: ClusterState, leaving: int, nodes: list[int]) -> Moves:
+    """Moves that take every replica off `leaving`, each to the node hosting fewest of
+    those that may take it (`nodes`: the members not leaving). The partition's other
+    replicas keep their order, so its preferred leader stays where it was unless it was
+    `leaving`. Raises ValueError naming a partition no node can take."""
+    host, _ = _load(state, nodes)
+    moves: Moves = []
+    for meta in state.topics.values():
+        for p, replicas in enumerate(meta.replicas):
+            if p in meta.moving or leaving not in replicas:
+                continue
+            free = [n for n in nodes if n not in replicas]
+            if not free:
+                raise ValueError(
+                    f"{meta.name}-{p} has {len(replicas)} replicas and no other node can take one from node "
+                    f"{leaving}; add a node first"
+                )
+            to = min(free, key=lambda n: (host[n], n))
+            host[to] += 1
+            moves.append((meta.name, p, [r for r in replicas if r != leaving] + [to]))
+    return moves
+
+
+def rebalance_moves(state: ClusterState, nodes: list[int]) -> Moves:
+    """Moves that even out replicas per node (within one of each other) and then
+    preferred leaders, moving as few replicas as it can: each step takes one replica
+    from a node hosting most to one hosting fewest. Partitions already moving stay."""
+    host, _ = _load(state, nodes)
+    plan: dict[tuple[str, int], list[int]] = {}
+    movable = [
+        (meta.name, p) for meta in state.topics.values() for p in range(len(meta.replicas)) if p not in meta.moving
+    ]
+    current = {(meta.name, p): meta.replicas[p] for meta in state.topics.values() for p in range(len(meta.replicas))}
+    if not nodes:
+        return []
+    for _ in range(sum(host.values()) + 1):
+        hi = max(nodes, key=lambda n: (host[n], -n))
+        lo = min(nodes, key=lambda n: (host[n], n))
+        if host[hi] - host[lo] <= 1:
+            break
+        # A partition on `hi` that `lo` does not host yet; not its preferred leader if
+        # another will do (the leader's replica is the one clients are busy with).
+        options = [tp for tp in movable if hi in plan.get(tp, current[tp]) and lo not in plan.get(tp, current[tp])]
+        if not options:
+            break
+        tp = min(options, key=lambda tp: plan.get(tp, current[tp])[0] == hi)
+        replicas = plan.get(tp, current[tp])
+        plan[tp] = [lo if r == hi else r for r in replicas]
+        host[hi] -= 1
+        host[lo] += 1
+    # Preferred leaders: each partition led by the replica leading fewest so far, its
+    # present leader when that is a tie (no needless hand-over).
+    lead = Counter({n: 0 for n in nodes})
+    for meta in state.topics.values():
+        for p in range(len(meta.replicas)):
+            if p in meta.moving:
+                lead[meta.moving[p].target[0]] += 1
+    for tp in movable:
+        replicas = plan.get(tp, current[tp])
+        leader = min(replicas, key=lambda n: (lead[n], n != replicas[0], n))
+        lead[leader] += 1
+        if leader != replicas[0]:
+            plan[tp] = [leader, *(r for r in replicas if r != leader)]
+    return [(t, p, target) for (t, p), target in plan.items() if target != current[(t, p)]]
