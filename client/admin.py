@@ -318,7 +318,7 @@ class Admin:
         with anyio.fail_after(self.request_timeout):
             await self.cluster.controller_request(Reassign(topic, partition, list(replicas), throttle))
         if wait is not None:
-            await self.wait_for_moves({(topic, partition)}, wait, progress)
+            await self.wait_for_moves({(topic, partition): list(replicas)}, wait, progress)
 
     async def rebalance(
         self,
@@ -333,7 +333,7 @@ class Admin:
         with anyio.fail_after(self.request_timeout):
             plan = await self.cluster.controller_request(Rebalance(throttle, dry_run))
         if wait is not None and not dry_run:
-            await self.wait_for_moves({(m.topic, m.partition) for m in plan.moves}, wait, progress)
+            await self.wait_for_moves({(m.topic, m.partition): m.target for m in plan.moves}, wait, progress)
         return plan.moves
 
     async def moves(self) -> list[Moving]:
@@ -342,16 +342,22 @@ class Admin:
 
     async def wait_for_moves(
         self,
-        partitions: set[tuple[str, int]],
+        targets: dict[tuple[str, int], list[int]],
         timeout: float,
         progress: Callable[[list[Moving]], None] | None = None,
     ) -> None:
+        """Until each partition's replicas are its target (`progress`: the moves under
+        way, each time it looks)."""
         with anyio.fail_after(timeout):
             while True:
-                mine = [m for m in await self.moves() if (m.topic, m.partition) in partitions]
+                md, answers = await self.survey(None)
                 if progress is not None:
-                    progress(mine)
-                if not mine:
+                    progress([m for m in moving(md, answers) if (m.topic, m.partition) in targets])
+                now = {(t.name, p.partition): p for t in md.topics for p in t.partitions}
+                if all(
+                    key not in now or (now[key].replicas == target and not now[key].target)
+                    for key, target in targets.items()
+                ):
                     return
                 await anyio.sleep(0.25)
 

@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STEP_S = 0.2
-MAX_THROTTLE_SLEEP_S = 5.0
 
 
 class _Lane:
@@ -52,7 +51,7 @@ class _Lane:
         self.rate = rate
         self.queue: deque[Message] = deque()
         self.wakeup = trio.Event()
-        self.next_free = 0.0  # when the bytes sent so far are paid for
+        self.next_free = 0.0  # when the bytes sent so far are paid for (trio's clock)
 
     def cost(self, msg: Message) -> float:
         """Seconds `msg` takes of the lane's rate."""
@@ -247,12 +246,10 @@ class Mover:
                 msg = lane.queue.popleft()
                 replica = self.b.replicas.get(group)
                 still = group in self.throttled and replica is not None and to in replica.core.conf.learners
-                if still:
+                if still:  # (a message leaves once the rate has paid for its bytes)
                     now = trio.current_time()
-                    start = max(now, lane.next_free)
-                    lane.next_free = start + lane.cost(msg)
-                    if start > now:
-                        await trio.sleep(min(start - now, MAX_THROTTLE_SLEEP_S))
+                    lane.next_free = max(now, lane.next_free) + lane.cost(msg)
+                    await trio.sleep_until(lane.next_free)
                 transport.send(to, (group, msg))
             if group not in self.throttled:
                 self._lanes.pop((group, to), None)

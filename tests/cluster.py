@@ -209,6 +209,7 @@ class ProcessCluster:
         # node of another build (tests/nextversion.py)
         self.node_commands: dict[int, list[str]] = {}
         self.procs: dict[int, subprocess.Popen] = {}
+        self.joined: set[int] = set()  # nodes added after the start (`add_node`): they start with --join
         self.kafka: dict[int, str] = {}  # node -> its Kafka listener (`serve_kafka`)
         self.tls_ca: str | None = None  # the CA's certificate (`secure`)
         self.tls_files: dict[int, tuple[str, str]] = {}  # node -> the certificate and key it is started with
@@ -234,11 +235,26 @@ class ProcessCluster:
         self.ssl_context = tls_context(tls_ca=self.tls_ca)
         return self.tls_ca
 
+    def add_node(self) -> int:
+        """A new node's id and addresses; `start` it: it asks to join through a founding
+        node (`Admin.add_node` admits it)."""
+        node = max([*self.peers, *self.joined]) + 1
+        client, peer = free_ports(2)
+        self.peers[node], self.peer_addrs[node] = f"127.0.0.1:{client}", f"127.0.0.1:{peer}"
+        self.joined.add(node)
+        return node
+
     def start(self, node: int) -> None:
         """Start one node process (plain subprocess, so sync tests can use it too)."""
         root = Path(__file__).resolve().parent.parent
-        peers = ",".join(f"{i}={a}" for i, a in self.peer_addrs.items())
-        advertise = ",".join(f"{i}={a}" for i, a in self.peers.items())
+        founders = [i for i in self.peer_addrs if i not in self.joined]
+        if node in self.joined:
+            through = next((i for i in self.peers if i != node and self.alive(i)), founders[0])
+            membership = ["--join", self.peer_addrs[through]]
+        else:
+            peers = ",".join(f"{i}={self.peer_addrs[i]}" for i in founders)
+            advertise = ",".join(f"{i}={self.peers[i]}" for i in founders)
+            membership = ["--peers", peers, "--advertise", advertise]
         cmd = [
             self.python,
             *self.node_commands.get(node, ["-m", "node"]),
@@ -248,10 +264,7 @@ class ProcessCluster:
             self.peers[node],
             "--peer-listen",
             self.peer_addrs[node],
-            "--peers",
-            peers,
-            "--advertise",
-            advertise,
+            *membership,
             "--data",
             str(self.base / f"n{node}"),
             "--fsync",
@@ -391,6 +404,21 @@ async def read_all(
                     out.append(await cons.__anext__())
                 if idle.cancelled_caught:
                     return out
+
+
+async def admit(admin, cluster: ProcessCluster, node: int, timeout: float = 30) -> None:
+    """`Admin.add_node` once the started node has asked to join; back once it votes."""
+    from client.errors import InvalidRequestError
+
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                await admin.add_node(node, cluster.peer_addrs[node], wait=timeout)
+                return
+            except InvalidRequestError as exc:
+                if "has not asked to join" not in exc.message:
+                    raise
+                await trio.sleep(0.1)
 
 
 def tidemq_cli(**env: str) -> Callable[..., subprocess.CompletedProcess]:
