@@ -88,7 +88,7 @@ def rebalance_moves(state: ClusterState, nodes: list[int]) -> Moves:
     """Moves that even out replicas per node (within one of each other) and then
     preferred leaders, moving as few replicas as it can: each step takes one replica
     from a node hosting most to one hosting fewest. Partitions already moving stay."""
-    host, _ = _load(state, nodes)
+    host, lead = _load(state, nodes)
     plan: dict[tuple[str, int], list[int]] = {}
     movable = [
         (meta.name, p) for meta in state.topics.values() for p in range(len(meta.replicas)) if p not in meta.moving
@@ -97,31 +97,70 @@ def rebalance_moves(state: ClusterState, nodes: list[int]) -> Moves:
     if not nodes:
         return []
     for _ in range(sum(host.values()) + 1):
-        hi = max(nodes, key=lambda n: (host[n], -n))
-        lo = min(nodes, key=lambda n: (host[n], n))
+        hi = max(nodes, key=lambda n: (host[n], lead[n], -n))
+        lo = min(nodes, key=lambda n: (host[n], lead[n], n))
         if host[hi] - host[lo] <= 1:
             break
-        # A partition on `hi` that `lo` does not host yet; not its preferred leader if
-        # another will do (the leader's replica is the one clients are busy with).
+        # A partition on `hi` that `lo` does not host yet. The new replica takes the old
+        # one's place, leadership included: take a led one only while `hi` leads two
+        # more than `lo` (leaders even out with the replicas), else a follower (the
+        # leader's replica is the one clients are busy with).
         options = [tp for tp in movable if hi in plan.get(tp, current[tp]) and lo not in plan.get(tp, current[tp])]
         if not options:
             break
-        tp = min(options, key=lambda tp: plan.get(tp, current[tp])[0] == hi)
+        give_lead = lead[hi] - lead[lo] >= 2
+        tp = min(options, key=lambda tp: (plan.get(tp, current[tp])[0] == hi) != give_lead)
         replicas = plan.get(tp, current[tp])
+        if replicas[0] == hi:
+            lead[hi] -= 1
+            lead[lo] += 1
         plan[tp] = [lo if r == hi else r for r in replicas]
         host[hi] -= 1
         host[lo] += 1
-    # Preferred leaders: each partition led by the replica leading fewest so far, its
-    # present leader when that is a tie (no needless hand-over).
+    _even_leaders(plan, current, movable, state, nodes)
+    return [(t, p, target) for (t, p), target in plan.items() if target != current[(t, p)]]
+
+
+def _even_leaders(
+    plan: dict[tuple[str, int], list[int]],
+    current: dict[tuple[str, int], list[int]],
+    movable: list[tuple[str, int]],
+    state: ClusterState,
+    nodes: list[int],
+) -> None:
+    """Hand preferred leaderships along chains (A gives one to B, B one to C, ...) from
+    the node leading most to one leading at least two fewer, until no chain is left:
+    each hand-over only reorders a partition's replicas, and the first is its leader."""
     lead = Counter({n: 0 for n in nodes})
     for meta in state.topics.values():
         for p in range(len(meta.replicas)):
-            if p in meta.moving:
-                lead[meta.moving[p].target[0]] += 1
-    for tp in movable:
-        replicas = plan.get(tp, current[tp])
-        leader = min(replicas, key=lambda n: (lead[n], n != replicas[0], n))
-        lead[leader] += 1
-        if leader != replicas[0]:
-            plan[tp] = [leader, *(r for r in replicas if r != leader)]
-    return [(t, p, target) for (t, p), target in plan.items() if target != current[(t, p)]]
+            lead[_destination(meta, p)[0] if (meta.name, p) not in plan else plan[(meta.name, p)][0]] += 1
+    for _ in range(len(movable) * len(nodes) + 1):
+        hi = max(nodes, key=lambda n: (lead[n], -n))
+        came_from: dict[int, tuple[int, tuple[str, int]] | None] = {hi: None}
+        queue, found = [hi], None
+        while queue and found is None:
+            n = queue.pop(0)
+            for tp in movable:
+                replicas = plan.get(tp, current[tp])
+                if replicas[0] != n:
+                    continue
+                for x in replicas[1:]:
+                    if x in lead and x not in came_from:
+                        came_from[x] = (n, tp)
+                        if lead[x] <= lead[hi] - 2:
+                            found = x
+                            break
+                        queue.append(x)
+                if found is not None:
+                    break
+        if found is None:
+            return
+        x = found
+        while (step := came_from[x]) is not None:
+            n, tp = step
+            replicas = plan.get(tp, current[tp])
+            plan[tp] = [x, *(r for r in replicas if r != x)]
+            x = n
+        lead[hi] -= 1
+        lead[found] += 1

@@ -5,13 +5,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.errors import InvalidConfigError, NotEnoughReplicasError, TopicExistsError, UnknownTopicError
+from client.errors import (
+    InvalidConfigError,
+    InvalidRequestError,
+    NotEnoughReplicasError,
+    TideMQError,
+    TopicExistsError,
+    UnknownTopicError,
+)
 from node.metadata import (
     AllocateProducerIds,
     AlterTopicConfigsCmd,
     ClusterState,
     CreateTopicCmd,
     DeleteTopicCmd,
+    DrainNodeCmd,
+    ForgetNodeCmd,
+    ReassignCmd,
+    ReassignDoneCmd,
+    RegisterNodeCmd,
     decode_command,
     decode_state,
     encode_command,
@@ -90,3 +102,49 @@ def test_assignment_is_even(topics):
     hosted = Counter(n for m in s.topics.values() for r in m.replicas for n in r)
     assert max(hosted[n] for n in nodes) - min(hosted[n] for n in nodes) <= 1
     assert max(leaders[n] for n in nodes) - min(leaders[n] for n in nodes) <= 2
+
+
+def test_the_roster_registers_drains_and_forgets_nodes_for_good():
+    s = ClusterState()
+    for n in (1, 2, 3, 4):
+        assert s.apply(RegisterNodeCmd(n, f"p{n}", f"c{n}")) is None
+    s.apply(CreateTopicCmd("t", [[1, 2, 3], [4, 1, 2]]))
+    assert s.apply(DrainNodeCmd(4, throttle=1000)) is None
+    assert s.members[4].draining and s.members[4].drain_throttle == 1000
+    # Forgotten only once it hosts nothing (here it still leads t-1).
+    assert isinstance(s.apply(ForgetNodeCmd(4)), InvalidRequestError)
+    assert isinstance(s.apply(ReassignCmd([("t", 1, [4, 1, 3])])), InvalidRequestError)  # (no replicas onto it)
+    assert s.apply(ReassignCmd([("t", 1, [1, 2, 3])])) == 1
+    assert s.topics["t"].hosts(1) == [4, 1, 2, 3]  # old and new, while it moves
+    assert isinstance(s.apply(ForgetNodeCmd(4)), InvalidRequestError)
+    s.apply(ReassignDoneCmd("t", 1, s.topics["t"].group(1), [1, 2, 3]))
+    assert s.topics["t"].replicas[1] == [1, 2, 3] and not s.topics["t"].moving
+    assert s.apply(ForgetNodeCmd(4)) is None
+    assert 4 not in s.members and s.removed == [4]
+    assert isinstance(s.apply(RegisterNodeCmd(4, "p4", "c4")), InvalidRequestError)  # never again
+    assert list(s.partitions_of(4)) == []
+
+
+def test_a_reassignment_of_the_same_nodes_reorders_at_once_and_bad_ones_change_nothing():
+    s = ClusterState()
+    for n in (1, 2, 3):
+        s.apply(RegisterNodeCmd(n, f"p{n}", f"c{n}"))
+    s.apply(CreateTopicCmd("t", [[1, 2, 3], [2, 3, 1]]))
+    assert s.apply(ReassignCmd([("t", 0, [3, 1, 2])])) == 0  # a new preferred leader, nothing to copy
+    assert s.topics["t"].replicas[0] == [3, 1, 2] and not s.topics["t"].moving
+    before = encode_state(s)
+    for bad in (
+        [("t", 0, [1, 1, 2])],  # not distinct
+        [("t", 0, [1, 2, 9])],  # not a member
+        [("t", 5, [1, 2, 3])],  # no such partition
+        [("nope", 0, [1, 2, 3])],
+        [("t", 1, [1, 2]), ("t", 0, [])],  # the second is bad: neither applies
+    ):
+        assert isinstance(s.apply(ReassignCmd(bad)), TideMQError)
+        assert encode_state(s) == before
+    assert s.apply(ReassignCmd([("t", 1, [1, 2])])) == 1
+    assert isinstance(s.apply(ReassignCmd([("t", 1, [1, 3])])), InvalidRequestError)  # already moving
+    wrong = ReassignDoneCmd("t", 1, s.topics["t"].group(1), [1, 3])
+    assert isinstance(s.apply(wrong), InvalidRequestError)  # not where it was going
+    state = decode_state(encode_state(s))  # (moves survive a snapshot)
+    assert state.topics["t"].moving[1].target == [1, 2]
