@@ -1629,7 +1629,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--internal", action="store_true", help="also list the partitions of internal topics")
     p = leaf(cluster, "add-node", cluster_add_node, "admit a node started with --join; it catches up, then votes")
     p.add_argument("node_id", type=_positive, metavar="ID")
-    p.add_argument("peer", metavar="HOST:PORT", help="its peer listener, as it announced itself")
+    p.add_argument("peer", metavar="HOST:PORT", help="its peer listener, as the other nodes reach it")
     p.add_argument("--no-wait", action="store_true", help="return once admitted, before it caught up")
     p.add_argument("--timeout", type=_seconds, default=120.0, metavar="SECONDS", help="wait at most (default 120)")
     p = leaf(cluster, "remove-node", cluster_remove_node, "move every replica off a node, then remove it")

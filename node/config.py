@@ -69,7 +69,8 @@ class NodeConfig:
     kafka_advertise: str = ""  # the Kafka address clients are told for this node (default: kafka_listen)
     peer_secret: str | None = None
     #: A node of an existing cluster's peer listener: this node is new and asks to join
-    #: (`tidemq cluster add-node` admits it; node/roster.py). Without it, `peers` founds one.
+    #: (`tidemq cluster add-node` admits it; node/roster.py); `peers` is then only how it
+    #: reaches those nodes (the roster names the rest). Without it, `peers` founds a cluster.
     join: str | None = None
     # TLS (node/tls.py): with a certificate and key, the client and Kafka listeners speak
     # only TLS; with the CA too, the peer links are mutual TLS.
@@ -130,10 +131,8 @@ class NodeConfig:
             raise ValueError(
                 f"--advertise must name the client address of every node in --peers; missing {unadvertised}"
             )
-        if self.join is not None:
+        if self.join is not None:  # (its --peers, if any, only say how it reaches those nodes)
             parse_addr(self.join)
-            if set(self.peers) != {self.node_id}:
-                raise ValueError("--join and --peers go apart: a joining node learns its peers from the cluster")
         if self.peer_secret is None and (len(self.peers) > 1 or self.join is not None):
             raise ValueError(
                 "a cluster of several nodes needs a peer secret: set TIDEMQ_PEER_SECRET (or --peer-secret) "

@@ -67,8 +67,10 @@ class Roster:
     def __init__(self, broker: Elastic) -> None:
         self.b = broker
         cfg = broker.cfg
-        # The founding nodes (the first start's --peers); a joining node founds nothing.
-        self.founders = {} if cfg.join else {n: (addr, cfg.advertise[n]) for n, addr in cfg.peers.items()}
+        # The addresses this node's flags give (its own view of the network: they win over
+        # the roster's); without --join they are the founding nodes too.
+        self.book = {n: (addr, cfg.advertise.get(n, "")) for n, addr in cfg.peers.items()}
+        self.founders = {} if cfg.join else dict(self.book)
         self._announced: dict[int, tuple[str, str]] = {}  # controller leader: joiners not admitted yet
         self._client: ClusterClient | None = None
         self._wakeup = trio.Event()
@@ -79,8 +81,9 @@ class Roster:
     def table(self) -> dict[int, tuple[str, str]]:
         """Every node of the cluster: (peer listener, client address)."""
         state = self.b.state
-        table = {n: e for n, e in self.founders.items() if n not in state.removed}
-        table.update({n: (e.peer, e.client) for n, e in state.members.items()})
+        table = {n: (e.peer, e.client) for n, e in state.members.items()}
+        table.update({n: e for n, e in self.founders.items() if n not in state.removed})
+        table.update({n: e for n, e in self.book.items() if n in table})
         return table
 
     def admits(self, node_id: int) -> bool:
@@ -141,7 +144,7 @@ class Roster:
                 else:
                     if any(n.node_id == b.id for n in md.nodes):
                         for n in md.nodes:
-                            if n.node_id != b.id and n.peer:
+                            if n.node_id != b.id and n.peer and n.node_id not in self.book:
                                 cfg.peers[n.node_id] = n.peer
                                 cfg.advertise[n.node_id] = n.addr
                                 b.transport.add(n.node_id, n.peer)
@@ -194,9 +197,9 @@ class Roster:
                 f"node {req.node_id} has not asked to join: start it with --join HOST:PORT (a member's peer "
                 f"listener) and the cluster's peer secret, then run this again"
             )
-        if announced[0] != req.peer:
-            raise InvalidRequestError(f"node {req.node_id} announced itself at {announced[0]}, not {req.peer}")
-        await b.run_command(RegisterNodeCmd(req.node_id, announced[0], announced[1]))
+        if announced[0] != req.peer:  # (the operator's word: the nodes may reach it through a proxy or NAT)
+            log.info("node %s listens on %s; the cluster reaches it at %s", req.node_id, announced[0], req.peer)
+        await b.run_command(RegisterNodeCmd(req.node_id, req.peer, announced[1]))
         self._announced.pop(req.node_id, None)
         self.wake()
         return Ok()

@@ -133,3 +133,16 @@ def test_the_kafka_listener_is_off_unless_asked_and_advertises_itself_by_default
     assert cfg.kafka_advertise == "127.0.0.2:19092"
     with pytest.raises(ValueError, match="--kafka-listen must differ"):
         NodeConfig(1, "127.0.0.1:9401", tmp_path, kafka_listen="127.0.0.1:9401")
+
+
+def test_a_joining_node_needs_the_peer_secret_and_a_node_to_join_through(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("TIDEMQ_PEER_SECRET", raising=False)
+    base = ["--id", "4", "--listen", "127.0.0.1:9404", "--peer-listen", "127.0.0.1:9504", "--data", str(tmp_path)]
+    with pytest.raises(SystemExit):
+        NodeConfig.from_args([*base, "--join", "127.0.0.1:9501"])
+    assert "peer secret" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        NodeConfig.from_args([*base, "--join", "nowhere", "--peer-secret", "s" * 16])
+    assert "nowhere" in capsys.readouterr().err
+    cfg = NodeConfig.from_args([*base, "--join", "127.0.0.1:9501", "--peer-secret", "s" * 16])
+    assert cfg.join == "127.0.0.1:9501" and cfg.peers == {4: "127.0.0.1:9504"}
