@@ -328,6 +328,8 @@ class ClusterClient:
                     leader = self.topics[topic].partitions[partition].leader if topic in self.topics else None
                     if leader is None:
                         raise NotLeaderError(f"{topic}-{partition} has no leader yet")
+                    if leader not in self.nodes:  # (a node just removed, still named by one that lags)
+                        raise NotLeaderError(f"{topic}-{partition}: its leader, node {leader}, is not in the cluster")
                 addr = self.nodes[leader]
             try:
                 return await self.request(addr, body, sent)

@@ -97,6 +97,7 @@ class Elastic(Node, Protocol):
     transport: PeerTransport
     liveness: PeerLiveness
     replicas: dict[int, Replica]
+    leaders: dict[int, tuple[int, int]]  # group -> (leader, term), as this node last heard
 
     def transfer_target(self, r: Replica) -> int | None: ...
 

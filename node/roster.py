@@ -116,6 +116,8 @@ class Roster:
             b.cfg.advertise.pop(n, None)
             b.transport.drop(n)
             b.liveness.forget(n)
+            for group in [g for g, (leader, _) in b.leaders.items() if leader == n]:
+                del b.leaders[group]
         if b.id in b.state.removed and not self.left.is_set():
             log.warning("node %s was removed from the cluster; it stops", b.id)
             self.left.set()
@@ -174,11 +176,8 @@ class Roster:
             return await self._internal().controller_request(req)
         if req.node_id in b.state.removed or req.node_id < 1:
             raise InvalidRequestError(f"node id {req.node_id} was removed from this cluster; start it with a new id")
-        member = b.state.members.get(req.node_id)
-        if member is None:
+        if req.node_id not in b.state.members:
             self._announced[req.node_id] = (req.peer, req.client)
-        elif member.peer != req.peer:
-            raise InvalidRequestError(f"node {req.node_id} is a member at {member.peer}, not {req.peer}")
         return MetadataResponse(node_infos(b, set(b.live_nodes()), with_peer=True), [], b.controller.core.leader)
 
     async def add_node(self, req: AddNode) -> Ok:

@@ -8,6 +8,11 @@ and advertises its Kafka proxy (`--kafka-advertise`): a Kafka client dials what 
 names, so that is the address that keeps it behind the proxies. The runner itself (leader lookups, settle checks, the final high watermarks)
 talks to the nodes' real ports: what it observes is not subject to the faults.
 
+With spare nodes (`spares`), the nemesis can grow and shrink the cluster: `join_spare`
+starts one with `--join` behind links of its own and admits it; `leaving` takes a node
+off the roster of nodes the faults and the checks look at (node/roster.py removes it;
+its process stops by itself).
+
 Every process is started in its own session (a ^C to the runner does not reach it) and
 killed by `close()`, which the runner calls in a `finally`.
 """
@@ -55,6 +60,10 @@ class ChaosCluster:
         self.tick_ms = tick_ms
         self.fsync = fsync
         self.nodes = sorted(real)
+        self.founders = list(self.nodes)
+        self.joined: set[int] = set()
+        self.left: set[int] = set()  # removed from the cluster (their processes stop by themselves)
+        self.spares: dict[int, tuple[str, str, str | None]] = {}  # id -> real client, peer, Kafka listener
         self.procs: dict[int, subprocess.Popen] = {}
         self.paused: set[int] = set()
         self.peer_secret = secrets.token_urlsafe(32)  # the nodes' shared peer secret for this run
@@ -79,16 +88,30 @@ class ChaosCluster:
         return self.tls["ca"]
 
     @classmethod
-    def on_loopback(cls, run_dir: Path, nodes: int, *, kafka: bool = False, **kw) -> ChaosCluster:
+    def on_loopback(cls, run_dir: Path, nodes: int, *, kafka: bool = False, spares: int = 0, **kw) -> ChaosCluster:
         """`nodes` nodes on free loopback ports, every link through its own proxy; with
-        `kafka`, each node with a Kafka listener too (behind a proxy of its own)."""
+        `kafka`, each node with a Kafka listener too (behind a proxy of its own); and the
+        ports of `spares` nodes that may join later."""
         from tests.cluster import free_ports  # the one place that hands out ports, never twice
 
-        ports = free_ports((3 if kafka else 2) * nodes)
-        real = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[:nodes])}
-        real_peer = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[nodes : 2 * nodes])}
-        real_kafka = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[2 * nodes :])}
-        return cls(run_dir, real, ProxyNet(real, real_peer, real_kafka), **kw)
+        total = nodes + spares
+        ports = free_ports((3 if kafka else 2) * total)
+        real = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[:total])}
+        real_peer = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[total : 2 * total])}
+        real_kafka = {i + 1: f"127.0.0.1:{port}" for i, port in enumerate(ports[2 * total :])}
+        founding = range(1, nodes + 1)
+        cluster = cls(
+            run_dir,
+            {n: real[n] for n in founding},
+            ProxyNet(
+                {n: real[n] for n in founding},
+                {n: real_peer[n] for n in founding},
+                {n: real_kafka[n] for n in founding if n in real_kafka},
+            ),
+            **kw,
+        )
+        cluster.spares = {n: (real[n], real_peer[n], real_kafka.get(n)) for n in range(nodes + 1, total + 1)}
+        return cluster
 
     async def start_all(self, nursery: trio.Nursery, timeout: float) -> None:
         """Start the proxies and every node; return once all answer with a controller."""
@@ -104,8 +127,15 @@ class ChaosCluster:
     # -- processes ------------------------------------------------------------------------
 
     def command(self, node: int) -> list[str]:
-        peers = ",".join(f"{i}={a}" for i, a in self.net.peers_for(node).items())
-        advertise = ",".join(f"{i}={a}" for i, a in self.net.advertised().items())
+        """A founding node's flags name the founding nodes; a joined one's name the nodes
+        of the moment (how it reaches them) and the node it joins through."""
+        among = self.founders if node not in self.joined else [n for n in self.nodes if n not in self.left]
+        peers = ",".join(f"{i}={a}" for i, a in self.net.peers_for(node, among).items())
+        advertise = ",".join(f"{i}={a}" for i, a in self.net.advertised([*among, node]).items())
+        join: list[str] = []
+        if node in self.joined:
+            through = next(n for n in among if n != node and self.alive(n))
+            join = ["--join", self.net.peer[(node, through)].addr or ""]
         return (
             [
                 sys.executable,
@@ -121,6 +151,7 @@ class ChaosCluster:
                 peers,
                 "--advertise",
                 advertise,
+                *join,
                 "--data",
                 str(self.data_dir(node)),
                 "--fsync",
@@ -131,6 +162,41 @@ class ChaosCluster:
             + self.kafka_flags(node)
             + self.secure_flags(node)
         )
+
+    async def join_spare(self) -> tuple[int, str] | None:
+        """Start a spare node asking to join: (its id, the address the others reach it
+        at, for `Admin.add_node`), or None when no spare is left."""
+        if not self.spares:
+            return None
+        node = min(self.spares)
+        real, real_peer, real_kafka = self.spares.pop(node)
+        inbound = await self.net.add_node(node, real, real_peer, real_kafka)
+        self.real[node] = real
+        self.joined.add(node)
+        if self.tls is not None:
+            from scripts.certs import Authority
+
+            self.tls["nodes"][node] = Authority(self.run_dir / "tls").node(node)
+        self.nodes = sorted([*self.nodes, node])
+        self.start(node)
+        return node, inbound
+
+    def leaving(self, node: int) -> None:
+        """`node` is being removed from the cluster: no fault, heal or check counts it any more."""
+        self.left.add(node)
+        self.nodes = [n for n in self.nodes if n != node]
+
+    def admin(self):
+        """An Admin on the nodes' real ports (the harness's own view, not subject to faults)."""
+        from client import Admin
+
+        admin = Admin(
+            ",".join(self.real[n] for n in self.nodes),
+            token=self.token,
+            tls_ca=self.tls["ca"] if self.tls else None,
+        )
+        admin.cluster.username = None  # (the token, not the workloads' user in the environment)
+        return admin
 
     def secure_flags(self, node: int) -> list[str]:
         if self.tls is None or self.token is None:

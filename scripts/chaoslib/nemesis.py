@@ -23,12 +23,14 @@ from __future__ import annotations
 import os
 import random
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import trio
 
+from client.errors import TideMQError
 from scripts.chaoslib.cluster import ChaosCluster
 from scripts.chaoslib.history import History
 from scripts.chaoslib.proxy import DOWN, ProxyNet
@@ -43,6 +45,8 @@ FAULTS: dict[str, str] = {
     "oneway": "cut one direction: a node's messages to one peer, a peer's to it, or its answers to clients",
     "latency": "delay every byte on a node's links (or on all links) by 20-300 ms",
     "drop": "reset the connections on a node's links (or all links) every 0.5-3 s",
+    "membership": "a spare node joins (add-node), then a node (leaders preferred) is removed (remove-node)",
+    "move": "move a data partition's replicas (one to a node without it, or a new preferred leader)",
 }
 NODE_FAULTS = ("kill", "pause", "restart", "torn")
 
@@ -147,6 +151,12 @@ def make_schedule(seed: int, duration: float, faults: list[str], nodes: int = 3)
             length = rng.uniform(5, 15)
             params["scope"] = rng.choice(["node", "all"])
             params["delay"] = round(rng.uniform(0.02, 0.3), 3)
+        elif kind == "membership":
+            length = rng.uniform(20, 40)  # (at most this long for the moves; they go on after)
+        elif kind == "move":
+            length = rng.uniform(10, 20)
+            params["replace"] = round(rng.random(), 6)
+            params["throttle"] = rng.choice([0, 0, 4_000_000])
         else:  # drop
             length = rng.uniform(3, 10)
             params["scope"] = rng.choice(["node", "all"])
@@ -187,6 +197,16 @@ def tear_tails(data_dir: Path, tears: list[dict]) -> list[dict]:
                     f.write(bytes([old ^ rng.randint(1, 255)]))
         done.append({"dir": d.name, "segment": active.name, "mode": tear["mode"], "bytes": n, "size": size})
     return done
+
+
+@contextmanager
+def _noted(detail: dict) -> Iterator[None]:
+    """An admin request the cluster refused (or could not answer) under the other faults
+    is part of the history, not the end of the run."""
+    try:
+        yield
+    except (TideMQError, OSError) as exc:
+        detail["error"] = getattr(exc, "message", str(exc))[:200]
 
 
 class Nemesis:
@@ -242,7 +262,8 @@ class Nemesis:
     async def resolve(self, step: Step) -> int:
         nodes = self.cluster.nodes
         if step.target.startswith("n"):
-            return int(step.target[1:])
+            node = int(step.target[1:])
+            return node if node in nodes else nodes[min(int(step.pick * len(nodes)), len(nodes) - 1)]
         if step.target == "controller":
             ctrl = await self.cluster.controller()
             if ctrl is not None:
@@ -351,6 +372,62 @@ class Nemesis:
         for link in self._scope(step, node):
             link.set_delay(step.params["delay"])
         await trio.sleep(step.duration)
+
+    async def _membership(self, step: Step, node: int, other: int, detail: dict) -> None:
+        """The cluster grows by a spare node and loses `node`: its replicas move to the
+        others (the new one first: it hosts least), then it is removed and stops."""
+        from client.errors import InvalidRequestError
+
+        joining = await self.cluster.join_spare()
+        if joining is None:
+            detail["skipped"] = "no spare node left"
+            await trio.sleep(step.duration)
+            return
+        new, addr = joining
+        self.history.record("node", node=new, event="start", joined=True)
+        with trio.move_on_after(step.duration) as bounded, _noted(detail):
+            async with self.cluster.admin() as admin:
+                while True:  # (until it has started and asked to join)
+                    try:
+                        await admin.add_node(new, addr, wait=step.duration)
+                        break
+                    except InvalidRequestError as exc:
+                        if "has not asked to join" not in exc.message:
+                            raise
+                        await trio.sleep(0.2)
+                detail["joined"] = new
+                self.history.record("membership", step=step.index, node=new, event="joined")
+                await admin.remove_node(node, wait=None)
+                self.cluster.leaving(node)
+                detail["removing"] = node
+                self.history.record("membership", step=step.index, node=node, event="removing")
+                code = await self.cluster.wait_exit(node, step.duration)
+                detail["removed"] = code is not None
+        if bounded.cancelled_caught:
+            detail["unfinished"] = True  # (the moves go on; the node stops when they are done)
+
+    async def _move(self, step: Step, node: int, other: int, detail: dict) -> None:
+        """Move a data partition: one replica to a node that has none (or, where every
+        node has one, the preferred leader to another replica)."""
+        parts = await self.cluster.partitions()
+        data = sorted(k for k, p in parts.items() if not p["internal"] and p["leader"] is not None)
+        if not data:
+            detail["skipped"] = "no data partition with a leader"
+            await trio.sleep(step.duration)
+            return
+        topic, p = data[min(int(step.pick * len(data)), len(data) - 1)]
+        replicas = parts[(topic, p)]["replicas"]
+        free = [n for n in self.cluster.nodes if n not in replicas]
+        i = min(int(step.params["replace"] * len(replicas)), len(replicas) - 1)
+        if free:
+            target = [*replicas[:i], free[i % len(free)], *replicas[i + 1 :]]
+        else:
+            target = [replicas[i], *(r for r in replicas if r != replicas[i])]
+        detail.update(partition=f"{topic}-{p}", replicas=replicas, target=target)
+        with trio.move_on_after(step.duration) as bounded, _noted(detail):
+            async with self.cluster.admin() as admin:
+                await admin.reassign(topic, p, target, throttle=step.params["throttle"], wait=step.duration)
+        detail["done"] = not bounded.cancelled_caught
 
     async def _drop(self, step: Step, node: int, other: int, detail: dict) -> None:
         dropped = 0

@@ -25,6 +25,10 @@ two nodes are two different links) and one per node for clients (every client re
 node j through proxy ("client", j)). With Kafka listeners, each node has a second client
 link (`kafka[j]`, to its Kafka listener); the faults that touch a node's clients touch
 both of its client links.
+
+A node that joins later (`add_node`, the nemesis's membership fault) dials the others
+through links of its own, (new, j); the others reach it at the one address the roster
+gives for it, a shared inbound proxy standing for every (i, new).
 """
 
 from __future__ import annotations
@@ -224,33 +228,58 @@ class ProxyNet:
         self.kafka: dict[int, LinkProxy] = {
             j: LinkProxy(f"kafka-clients->n{j}", addr) for j, addr in sorted((real_kafka or {}).items())
         }
+        self.inbound: dict[int, LinkProxy] = {}  # a joined node: what every other node dials it through
+        self._nursery: trio.Nursery | None = None
 
     @property
     def links(self) -> list[LinkProxy]:
-        return list(self.peer.values()) + list(self.client.values()) + list(self.kafka.values())
+        every = list(self.peer.values()) + list(self.client.values()) + list(self.kafka.values())
+        return list({id(link): link for link in every}.values())  # (a shared inbound proxy once)
 
     def client_links(self, node: int) -> list[LinkProxy]:
         """Every link clients reach `node` by: its native one, and its Kafka one if any."""
         return [self.client[node]] + ([self.kafka[node]] if node in self.kafka else [])
 
     async def start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
         for link in self.links:
             await nursery.start(link.serve)
 
-    def peers_for(self, node: int) -> dict[int, str]:
-        """The --peers map of `node`: itself at its real peer listener, every other node
-        at the proxy of the link node -> other."""
-        out = {}
+    async def add_node(self, node: int, real: str, real_peer: str, real_kafka: str | None = None) -> str:
+        """Links for a node joining the cluster; returns the address the others reach it at."""
+        assert self._nursery is not None, "start the proxies first"
+        self.real[node], self.real_peer[node] = real, real_peer
+        new = [LinkProxy(f"peers->n{node}", real_peer), LinkProxy(f"clients->n{node}", real)]
+        self.inbound[node], self.client[node] = new
         for j in self.nodes:
+            self.peer[(j, node)] = self.inbound[node]
+            self.peer[(node, j)] = LinkProxy(f"n{node}->n{j}", self.real_peer[j])
+            new.append(self.peer[(node, j)])
+        if real_kafka is not None:
+            self.kafka[node] = LinkProxy(f"kafka-clients->n{node}", real_kafka)
+            new.append(self.kafka[node])
+        self.nodes.append(node)
+        for link in new:
+            await self._nursery.start(link.serve)
+        assert self.inbound[node].addr is not None
+        return self.inbound[node].addr
+
+    def peers_for(self, node: int, among: Iterable[int] | None = None) -> dict[int, str]:
+        """The --peers map of `node`: itself at its real peer listener, every other node
+        (of `among`, default all) at the proxy of the link node -> other."""
+        out = {}
+        for j in sorted({*(self.nodes if among is None else among), node}):
             addr = self.real_peer[j] if j == node else self.peer[(node, j)].addr
             assert addr is not None, "start the proxies first"
             out[j] = addr
         return out
 
-    def advertised(self) -> dict[int, str]:
+    def advertised(self, among: Iterable[int] | None = None) -> dict[int, str]:
         """The --advertise map every node gets: clients reach node j through proxy ("client", j)."""
         out = {}
         for j, link in self.client.items():
+            if among is not None and j not in among:
+                continue
             assert link.addr is not None, "start the proxies first"
             out[j] = link.addr
         return out

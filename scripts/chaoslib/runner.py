@@ -73,7 +73,11 @@ async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report
         f"run directory {run_dir}"
     )
     kafka = any(WORKLOADS[name].needs_kafka for name in opts.workloads)
-    cluster = ChaosCluster.on_loopback(run_dir, opts.nodes, kafka=kafka, tick_ms=opts.tick_ms)
+    # Membership steps each need a spare node; moves (and membership) a node beyond the
+    # replication factor, which one spare joined before the workloads start gives.
+    elastic = "move" in opts.faults or "membership" in opts.faults
+    spares = elastic + min(sum(s.kind == "membership" for s in schedule), MAX_SPARES)
+    cluster = ChaosCluster.on_loopback(run_dir, opts.nodes, kafka=kafka, tick_ms=opts.tick_ms, spares=spares)
     if opts.secure:
         cluster.secure()
     net = cluster.net
@@ -83,6 +87,8 @@ async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report
         with trio.fail_after(limit):
             async with trio.open_nursery() as nursery:
                 await cluster.start_all(nursery, opts.setup_timeout)
+                if elastic:
+                    await grow(cluster, history, opts.setup_timeout, say)
                 with trio.fail_after(opts.setup_timeout):
                     kafka_security = await secure_clients(cluster) if opts.secure else {}
                     ctx = Context(
@@ -130,6 +136,30 @@ async def run_chaos(opts: Options, say: Callable[[str], None] = print) -> Report
         )
     )
     return report
+
+
+MAX_SPARES = 4
+
+
+async def grow(cluster: ChaosCluster, history: History, timeout: float, say: Callable[[str], None]) -> None:
+    """One spare joins before the workloads: replicas then have somewhere to move."""
+    from client.errors import InvalidRequestError
+
+    joining = await cluster.join_spare()
+    assert joining is not None
+    node, addr = joining
+    history.record("node", node=node, event="start", joined=True)
+    with trio.fail_after(timeout):
+        async with cluster.admin() as admin:
+            while True:
+                try:
+                    await admin.add_node(node, addr, wait=timeout)
+                    break
+                except InvalidRequestError as exc:
+                    if "has not asked to join" not in exc.message:
+                        raise
+                    await trio.sleep(0.2)
+    say(f"node {node} joined: {len(cluster.nodes)} nodes")
 
 
 async def _chaos(
@@ -257,7 +287,7 @@ async def secure_clients(cluster: ChaosCluster) -> dict[str, str]:
 def record_node_errors(cluster: ChaosCluster, history: History, say: Callable[[str], None]) -> None:
     """Scan every node's log for ERROR lines and the exceptions under them: a clean
     run logs none (faults are expected; a node failing while handling them is not)."""
-    for n in cluster.nodes:
+    for n in sorted(cluster.procs):  # (the nodes removed on the way too)
         path = cluster.run_dir / f"n{n}" / "node.log"
         if not path.exists():
             continue

@@ -1,4 +1,5 @@
-"""A seeded chaos run of a minute: the faults the seed draws, every
+"""A seeded chaos run of a minute: the faults the seed draws (the cluster growing and
+shrinking and replicas moving among them), every
 native workload (queue, delayed, transactions, halves, pipeline, broadcast; the kafka one
 has its own run, test_kafka_chaos.py), then the checker (every check,
 node errors included). CI runs it on every `scripts/test`; a failure prints the
@@ -12,7 +13,7 @@ from scripts.chaoslib.nemesis import FAULTS
 from scripts.chaoslib.runner import Options, run_chaos
 from scripts.chaoslib.workloads import DEFAULT_WORKLOADS
 
-SEED = 184  # pause, kill, torn, restart, one-way, drop, latency in 60 s (partitions: the Kafka run's)
+SEED = 115  # torn, kill, membership (node 5 joins, a leader's node leaves), restart, one-way, move in 60 s
 DURATION = 60.0
 
 

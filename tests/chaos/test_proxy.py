@@ -222,3 +222,42 @@ async def test_kafka_client_links_are_client_links(tmp_path):
     plain = ProxyNet(real, real_peer)
     assert plain.kafka_bootstrap == "" and plain.client_links(1) == [plain.client[1]]
     assert ChaosCluster(tmp_path, real, plain).kafka_flags(1) == [], "no Kafka listener unless a workload needs one"
+
+
+async def test_a_joining_node_gets_links_of_its_own_and_one_shared_inbound_proxy(tmp_path):
+    """The nemesis's membership fault: the new node dials each node through its own link;
+    every node reaches it at the one address the roster names, so cutting that cuts all
+    its inbound links at once; a joined node starts with --join and the nodes of the moment."""
+    from scripts.chaoslib.cluster import ChaosCluster
+
+    real = {1: "127.0.0.1:1", 2: "127.0.0.1:2"}
+    real_peer = {1: "127.0.0.1:11", 2: "127.0.0.1:12"}
+    net = ProxyNet(real, real_peer)
+    async with trio.open_nursery() as nursery:
+        await net.start(nursery)
+        inbound = await net.add_node(3, "127.0.0.1:3", "127.0.0.1:13")
+        assert net.peer[(1, 3)] is net.peer[(2, 3)] and net.peer[(1, 3)].addr == inbound
+        assert net.peer[(3, 1)].target == real_peer[1] and net.peer[(3, 2)].target == real_peer[2]
+        assert len(net.links) == 2 + 2 + 1 + 2 + 1  # (the shared one counted once)
+        net.cut(net.touching(3, clients=False))
+        assert set(net.faulty) == {"peers->n3", "n3->n1", "n3->n2"}
+        net.heal()
+        cluster = ChaosCluster(tmp_path, real, net)
+        cluster.joined.add(3)
+        cluster.nodes = [1, 2, 3]
+        cluster.real[3] = "127.0.0.1:3"
+        cluster.procs = {1: _Alive(), 2: _Alive()}  # type: ignore[dict-item]
+        cmd = cluster.command(3)
+        assert cmd[cmd.index("--join") + 1] == net.peer[(3, 1)].addr
+        peers = dict(p.split("=") for p in cmd[cmd.index("--peers") + 1].split(","))
+        assert peers == {"1": net.peer[(3, 1)].addr, "2": net.peer[(3, 2)].addr, "3": "127.0.0.1:13"}
+        founder = cluster.command(1)
+        assert "--join" not in founder and "3=" not in founder[founder.index("--peers") + 1]
+        nursery.cancel_scope.cancel()
+
+
+class _Alive:
+    """A stand-in process that is running."""
+
+    def poll(self) -> None:
+        return None
