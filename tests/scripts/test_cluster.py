@@ -120,15 +120,16 @@ def test_a_secure_cluster_and_its_client_env(tmp_path):
 
 
 def test_a_rolling_restart_under_load_fails_no_send(tmp_path):
-    """`scripts/cluster roll` while an idempotent producer sends all along and a group
-    reads: no send fails, nothing is lost or written twice, the group reads on."""
+    """`scripts/cluster roll`, then `add` (a fourth node joins, replicas spread onto it)
+    and `remove 1`, while an idempotent producer sends all along and a group reads: no
+    send fails, nothing is lost or written twice, the group reads on."""
     import trio
 
     from client import Admin, Consumer, Producer
 
     run_dir = tmp_path / "rolling"
     up = cluster(
-        "--dir", str(run_dir), "up", "--port", str(free_base(3)), "--kafka-port", "0", "--console-port", "0",
+        "--dir", str(run_dir), "up", "--port", str(free_base(4)), "--kafka-port", "0", "--console-port", "0",
     )  # fmt: skip
     try:
         assert up.returncode == 0, up.stderr + up.stdout + node_logs(run_dir)
@@ -161,6 +162,18 @@ def test_a_rolling_restart_under_load_fails_no_send(tmp_path):
                 rolled = await trio.to_thread.run_sync(lambda: cluster("--dir", str(run_dir), "roll"))
                 assert rolled.returncode == 0, rolled.stderr + rolled.stdout
                 assert rolled.stdout.count("caught up") == 3
+                added = await trio.to_thread.run_sync(lambda: cluster("--dir", str(run_dir), "add"))
+                assert added.returncode == 0, added.stderr + added.stdout + node_logs(run_dir)
+                assert "node 4 joined" in added.stdout and "rebalanced" in added.stdout
+                removed = await trio.to_thread.run_sync(lambda: cluster("--dir", str(run_dir), "remove", "1"))
+                assert removed.returncode == 0, removed.stderr + removed.stdout + node_logs(run_dir)
+                assert "removed node 1" in removed.stdout
+                async with Admin(bootstrap) as admin:
+                    md = await admin.describe_cluster()
+                    assert [n.node_id for n in md.nodes] == [2, 3, 4]
+                    assert all(1 not in p.replicas for t in md.topics for p in t.partitions)
+                status = await trio.to_thread.run_sync(lambda: cluster("--dir", str(run_dir), "status"))
+                assert status.returncode == 0 and "│ 4 " in status.stdout
                 done.set()
                 with trio.fail_after(60):
                     await stopped.wait()  # (its last send acknowledged: nothing in flight when we compare)
