@@ -75,6 +75,7 @@ class Roster:
         self._client: ClusterClient | None = None
         self._wakeup = trio.Event()
         self.left = trio.Event()  # this node was removed from the cluster
+        self._stuck: set[int] = set()  # draining nodes already said to wait for room
 
     # -- what every node knows ------------------------------------------------------------
 
@@ -109,7 +110,7 @@ class Roster:
                 b.liveness.watch(n)
         # Only a removed node is dropped (one merely missing may not be replayed yet),
         # once it is out of the controller group too (it hears of its removal first).
-        in_group = b.controller.core.conf.members() if hasattr(b, "controller") else ()
+        in_group = b.controller.core.conf.members() if hasattr(b, "controller") else ()  # (none while it opens)
         for n in [n for n in b.cfg.peers if n in b.state.removed and n not in in_group and n != b.id]:
             log.info("node %s left the cluster: no longer linked", n)
             b.cfg.peers.pop(n, None)
@@ -215,6 +216,13 @@ class Roster:
             raise InvalidRequestError("the controller is still writing the founding nodes into the roster; retry")
         if state.members[req.node_id].draining:
             return Ok()
+        onto = [
+            f"{m.name}-{p}" for m in state.topics.values() for p, mv in m.moving.items() if req.node_id in mv.target
+        ]
+        if onto:
+            raise InvalidRequestError(
+                f"replicas are moving onto node {req.node_id} ({', '.join(onto[:3])}); remove it once they arrive"
+            )
         others = self.placeable([n for n in state.members if n != req.node_id])
         if not others:
             raise InvalidRequestError(f"node {req.node_id} is the last node of the cluster")
@@ -261,18 +269,23 @@ class Roster:
                 log.info("roster: node %s joins the controller group as a learner", n)
                 await self._change(ConfChangeOp.ADD_LEARNER, n)
                 return
-            if n in conf.learners and core.status().progress.get(n, None) is not None:
-                pr = core.status().progress[n]
-                if pr.match >= core.commit:
-                    log.info("roster: node %s caught up; it now votes", n)
-                    await self._change(ConfChangeOp.PROMOTE, n)
-                    return
+            pr = core.prs.get(n)
+            if n in conf.learners and pr is not None and pr.match >= core.commit:
+                log.info("roster: node %s caught up; it now votes", n)
+                await self._change(ConfChangeOp.PROMOTE, n)
+                return
         for n, entry in sorted(state.members.items()):
             if not entry.draining:
                 continue
             if any(n in meta.hosts(p) for meta in state.topics.values() for p in range(len(meta.replicas))):
                 others = self.placeable(list(state.members))
-                moves = drain_moves(state, n, [m for m in others if m != n])
+                try:
+                    moves = drain_moves(state, n, [m for m in others if m != n])
+                except ValueError as exc:  # (nodes left since it was accepted: it waits for one to join)
+                    if n not in self._stuck:
+                        log.warning("roster: node %s cannot be drained now: %s", n, exc)
+                        self._stuck.add(n)
+                    continue
                 if moves:
                     log.info("roster: moving %d replicas off node %s", len(moves), n)
                     await b.run_command(ReassignCmd(moves, entry.drain_throttle, int(time.time() * 1000)))
