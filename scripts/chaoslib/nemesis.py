@@ -152,7 +152,7 @@ def make_schedule(seed: int, duration: float, faults: list[str], nodes: int = 3)
             params["scope"] = rng.choice(["node", "all"])
             params["delay"] = round(rng.uniform(0.02, 0.3), 3)
         elif kind == "membership":
-            length = rng.uniform(20, 40)  # (at most this long for the moves; they go on after)
+            length = rng.uniform(8, 16)  # (at most this long for the moves; they go on after)
         elif kind == "move":
             length = rng.uniform(10, 20)
             params["replace"] = round(rng.random(), 6)

@@ -287,7 +287,7 @@ async def secure_clients(cluster: ChaosCluster) -> dict[str, str]:
 def record_node_errors(cluster: ChaosCluster, history: History, say: Callable[[str], None]) -> None:
     """Scan every node's log for ERROR lines and the exceptions under them: a clean
     run logs none (faults are expected; a node failing while handling them is not)."""
-    for n in sorted(cluster.procs):  # (the nodes removed on the way too)
+    for n in sorted({*cluster.nodes, *cluster.left}):  # (the nodes removed on the way too)
         path = cluster.run_dir / f"n{n}" / "node.log"
         if not path.exists():
             continue

@@ -12,6 +12,7 @@ class FakeCluster:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.nodes = [1, 2]
+        self.left: set[int] = set()
 
 
 def test_node_errors_are_found_in_the_logs(tmp_path):

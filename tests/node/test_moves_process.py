@@ -50,7 +50,7 @@ async def test_moves_while_a_transactional_pipeline_runs(tmp_path):
 
                     async def handler(msg) -> None:
                         await producer.send("mv-out", msg.value.split(b":")[0], key=msg.key)
-                        await trio.sleep(0.01)  # (a pipeline still running while the moves happen)
+                        await trio.sleep(0.005)  # (a pipeline still running while the moves happen)
 
                     await consumer.run(handler, producer=producer, dead_letter=False)
 
