@@ -1,9 +1,10 @@
 """What the services on a node may see of it.
 
-The coordinators (groups, transactions, half messages, delay tiers) and the request
-handlers receive the node through these two protocols, not the broker itself: each
-names the few members its users need, so a service cannot reach into the broker's
-wiring, and node/ has no import circle (`Broker` satisfies both structurally).
+The coordinators (groups, transactions, half messages, delay tiers), the request
+handlers, the roster and the replica moves receive the node through these protocols,
+not the broker itself: each names the few members its users need, so a service cannot
+reach into the broker's wiring, and node/ has no import circle (`Broker` satisfies them
+structurally).
 """
 
 from __future__ import annotations

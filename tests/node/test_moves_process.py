@@ -65,6 +65,14 @@ async def test_moves_while_a_transactional_pipeline_runs(tmp_path):
                 await trio.sleep(0.5)
                 # The input partition with its data, through the CLI and throttled.
                 target = away("mv-in", 0)
+                seen: list = []
+
+                async def watch() -> None:  # what `cluster status` shows while it moves
+                    while True:
+                        seen.extend(m for m in await admin.moves() if m.behind.get(n4, 0) > 0)
+                        await trio.sleep(0.2)
+
+                nursery.start_soon(watch)
                 start = time.monotonic()
                 cli = await trio.to_thread.run_sync(
                     lambda: tidemq(
@@ -80,7 +88,7 @@ async def test_moves_while_a_transactional_pipeline_runs(tmp_path):
                     )  # fmt: skip
                 )
                 took = time.monotonic() - start
-                print(f"throttled move: {took:.2f}s")
+                assert any(m.topic == "mv-in" and m.target == target for m in seen), seen
                 assert cli.returncode == 0, cli.stderr
                 assert (
                     f"mv-in-0: moved from replicas {','.join(map(str, parts[('mv-in', 0)].replicas))} to" in cli.stdout

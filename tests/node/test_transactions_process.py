@@ -139,7 +139,7 @@ trio.run(main, sys.argv[1], sys.argv[2])
 """
 
 INPUTS = 300  # enough that every kill lands mid-stream, however fast the pipeline runs
-KILLS = 6
+KILLS = 5
 
 
 def handled(progress: Path) -> int:
