@@ -18,7 +18,13 @@ import anyio
 from client.acls import check_binding
 from client.cluster import ClusterClient
 from client.conventions import HALF_TOPIC, TXN_TOPIC
-from client.errors import AuthorizationFailedError, CoordinatorNotAvailableError, GroupNotEmptyError, TideMQError
+from client.errors import (
+    AuthorizationFailedError,
+    CoordinatorNotAvailableError,
+    GroupNotEmptyError,
+    InvalidRequestError,
+    TideMQError,
+)
 from client.group import commit_offsets, fetch_offsets
 from client.protocol import (
     EARLIEST,
@@ -64,6 +70,7 @@ from client.protocol import (
 from client.quotas import check_quotas
 from client.scram import DEFAULT_ITERATIONS, credential
 
+ANNOUNCE_GRACE_S = 15.0  # how long add-node waits for a node that has not asked to join yet
 NODE_ANSWER_S = 3.0  # how long one node may take to answer a survey (describe, status, group list)
 
 
@@ -262,11 +269,20 @@ class Admin:
     # -- nodes and replica moves ------------------------------------------------------------------
 
     async def add_node(self, node_id: int, peer: str, *, wait: float | None = 120.0) -> NodeInfo | None:
-        """Admit a node started with `--join` (`peer`: the peer listener it announced).
-        With `wait` (seconds), return once it votes in the controller group, that is,
-        once it has caught up on the cluster's metadata."""
-        with anyio.fail_after(self.request_timeout):
-            await self.cluster.controller_request(AddNode(node_id, peer))
+        """Admit a node started with `--join` (`peer`: where the other nodes reach its
+        peer listener). With `wait` (seconds), a node that has not asked to join yet is
+        given `ANNOUNCE_GRACE_S` to (it may still be starting), and the call returns once
+        it votes in the controller group, that is, once it has caught up on the metadata."""
+        grace = anyio.current_time() + (ANNOUNCE_GRACE_S if wait is not None else 0)
+        with anyio.fail_after(self.request_timeout + ANNOUNCE_GRACE_S):
+            while True:
+                try:
+                    await self.cluster.controller_request(AddNode(node_id, peer))
+                    break
+                except InvalidRequestError as exc:
+                    if "has not asked to join" not in exc.message or anyio.current_time() > grace:
+                        raise
+                    await anyio.sleep(0.2)
         if wait is None:
             return None
         with anyio.fail_after(wait):

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from client.connection import open_connection  # noqa: E402
-from client.errors import InvalidRequestError, TideMQError  # noqa: E402
+from client.errors import TideMQError  # noqa: E402
 from client.protocol import Metadata, PartitionInfo  # noqa: E402
 from client.tls import tls_context  # noqa: E402
 
@@ -463,15 +463,7 @@ def cmd_add(args) -> None:
     async def admit() -> None:
         async with admin_of(spec) as admin:
             with console.status(f"admitting node {node}; it catches up on the cluster's metadata..."):
-                with trio.fail_after(args.timeout):
-                    while True:  # (until it has started and announced itself)
-                        try:
-                            await admin.add_node(node, spec["peer_listen"][str(node)], wait=args.timeout)
-                            break
-                        except InvalidRequestError as exc:
-                            if "has not asked to join" not in exc.message:
-                                raise
-                            await trio.sleep(0.2)
+                await admin.add_node(node, spec["peer_listen"][str(node)], wait=args.timeout)
             console.print(f"node {node} joined and votes in the controller group")
             if args.no_rebalance:
                 return

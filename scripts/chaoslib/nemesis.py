@@ -376,8 +376,6 @@ class Nemesis:
     async def _membership(self, step: Step, node: int, other: int, detail: dict) -> None:
         """The cluster grows by a spare node and loses `node`: its replicas move to the
         others (the new one first: it hosts least), then it is removed and stops."""
-        from client.errors import InvalidRequestError
-
         joining = await self.cluster.join_spare()
         if joining is None:
             detail["skipped"] = "no spare node left"
@@ -387,14 +385,7 @@ class Nemesis:
         self.history.record("node", node=new, event="start", joined=True)
         with trio.move_on_after(step.duration) as bounded, _noted(detail):
             async with self.cluster.admin() as admin:
-                while True:  # (until it has started and asked to join)
-                    try:
-                        await admin.add_node(new, addr, wait=step.duration)
-                        break
-                    except InvalidRequestError as exc:
-                        if "has not asked to join" not in exc.message:
-                            raise
-                        await trio.sleep(0.2)
+                await admin.add_node(new, addr, wait=step.duration)
                 detail["joined"] = new
                 self.history.record("membership", step=step.index, node=new, event="joined")
                 await admin.remove_node(node, wait=None)

@@ -143,22 +143,13 @@ MAX_SPARES = 4
 
 async def grow(cluster: ChaosCluster, history: History, timeout: float, say: Callable[[str], None]) -> None:
     """One spare joins before the workloads: replicas then have somewhere to move."""
-    from client.errors import InvalidRequestError
-
     joining = await cluster.join_spare()
     assert joining is not None
     node, addr = joining
     history.record("node", node=node, event="start", joined=True)
     with trio.fail_after(timeout):
         async with cluster.admin() as admin:
-            while True:
-                try:
-                    await admin.add_node(node, addr, wait=timeout)
-                    break
-                except InvalidRequestError as exc:
-                    if "has not asked to join" not in exc.message:
-                        raise
-                    await trio.sleep(0.2)
+            await admin.add_node(node, addr, wait=timeout)
     say(f"node {node} joined: {len(cluster.nodes)} nodes")
 
 

@@ -52,7 +52,7 @@ async def test_grow_to_five_under_load_rebalance_and_remove_a_founding_node(tmp_
                 new = [cluster.add_node(), cluster.add_node()]
                 for n in new:
                     with pytest.raises(InvalidRequestError, match="has not asked to join"):
-                        await admin.add_node(n, cluster.peer_addrs[n])  # (not started yet)
+                        await admin.add_node(n, cluster.peer_addrs[n], wait=None)  # (not started yet)
                     cluster.start(n)
                 for n in new:
                     await admit(admin, cluster, n)
@@ -72,7 +72,7 @@ async def test_grow_to_five_under_load_rebalance_and_remove_a_founding_node(tmp_
                 assert [n.node_id for n in md.nodes] == [2, 3, 4, 5]
                 assert 1 not in hosted(md)
                 with pytest.raises(TideMQError, match="removed"):
-                    await admin.add_node(1, cluster.peer_addrs[1])
+                    await admin.add_node(1, cluster.peer_addrs[1], wait=None)
                 await trio.sleep(0.5)
                 stop.set()
 
