@@ -261,7 +261,8 @@ class Broker:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        joining = self.cfg.join is not None and not (self.cfg.data_dir / "__controller").exists()
+        # (Its Raft state is saved once it was admitted and opened the controller's log.)
+        joining = self.cfg.join is not None and not (self.cfg.data_dir / "__controller" / "raft-state").exists()
         voters = await self.roster.join() if joining else None
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -390,7 +391,7 @@ class Broker:
             ticker=self.ticker,
         )
         self.replicas[CONTROLLER_GROUP] = replica
-        if voters == (self.id,):
+        if voters == (self.id,) and self.cfg.join is None:  # (a joining node founds nothing)
             core.campaign()
             replica.wake()
         return replica
@@ -892,8 +893,8 @@ class Broker:
                 continue
             for part in list(self.partitions.values()):
                 meta = self.state.topics.get(part.topic)
-                if meta is None or not part.is_leader or part.core.lead_transferee:
-                    continue
+                if meta is None or not part.is_leader or part.core.lead_transferee or part.partition in meta.moving:
+                    continue  # (a moving partition's leadership is the move's: node/moves.py)
                 preferred = meta.replicas[part.partition][0]
                 if preferred == self.id:
                     continue

@@ -99,6 +99,7 @@ class Elastic(Node, Protocol):
     liveness: PeerLiveness
     replicas: dict[int, Replica]
     leaders: dict[int, tuple[int, int]]  # group -> (leader, term), as this node last heard
+    kafka_addrs: dict[int, str]  # node -> the Kafka address it gossiped
 
     def transfer_target(self, r: Replica) -> int | None: ...
 

@@ -117,6 +117,7 @@ class Roster:
             b.cfg.advertise.pop(n, None)
             b.transport.drop(n)
             b.liveness.forget(n)
+            b.kafka_addrs.pop(n, None)  # (Kafka clients are no longer told of it)
             for group in [g for g, (leader, _) in b.leaders.items() if leader == n]:
                 del b.leaders[group]
         if b.id in b.state.removed and not self.left.is_set():
