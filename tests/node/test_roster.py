@@ -9,14 +9,14 @@ import trio
 
 from client import Admin
 from client.errors import InvalidRequestError
-from tests.cluster import local_cluster
+from tests.cluster import local_cluster, tidemq_cli
 
 pytestmark = pytest.mark.timeout(60)
 
 
 async def test_the_founding_nodes_are_in_the_roster_and_refusals_say_what_to_do(tmp_path):
     async with local_cluster(tmp_path) as cluster:
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             while any(len(b.state.members) < 3 for b in cluster.brokers.values()):
                 await trio.sleep(0.05)
         for b in cluster.brokers.values():
@@ -35,6 +35,26 @@ async def test_the_founding_nodes_are_in_the_roster_and_refusals_say_what_to_do(
             with pytest.raises(InvalidRequestError, match="distinct"):
                 await admin.reassign("three", 0, [1, 1, 2], wait=None)
             # The same nodes in another order: a new preferred leader, at once, no move.
-            await admin.reassign("three", 0, [3, 1, 2], wait=10)
+            await admin.reassign("three", 0, [3, 1, 2], wait=30)
             assert (await admin.describe_topic("three")).partitions[0].replicas == [3, 1, 2]
             assert await admin.rebalance(dry_run=True) == []  # (three nodes, every replica everywhere)
+
+
+async def test_the_cli_says_what_a_rebalance_and_a_refused_removal_mean(tmp_path):
+    async with local_cluster(tmp_path) as cluster:
+        tidemq = tidemq_cli(TIDEMQ_BOOTSTRAP=cluster.bootstrap)
+        async with Admin(cluster.bootstrap) as admin:
+            await admin.create_topic("cli", 1, 3)
+
+        def run(*args: str):
+            return trio.to_thread.run_sync(lambda: tidemq(*args))
+
+        dry = await run("cluster", "rebalance", "--dry-run")
+        assert dry.returncode == 0 and "even already: nothing to move" in dry.stdout, dry.stderr
+        refused = await run("cluster", "remove-node", "3")
+        assert refused.returncode == 1 and "add a node first" in refused.stderr
+        moved = await run("topic", "reassign", "cli", "--partition", "0", "--replicas", "2,3,1")
+        assert moved.returncode == 0, moved.stderr
+        assert "cli-0: moved from replicas" in moved.stdout and "to 2,3,1" in moved.stdout
+        bad = await run("topic", "reassign", "cli", "--partition", "0", "--replicas", "1,1")
+        assert bad.returncode == 2 and "distinct" in bad.stderr  # (argparse: before any request)
