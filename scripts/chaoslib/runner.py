@@ -196,8 +196,17 @@ async def compare_replicas(
 ) -> None:
     """Stop every node gracefully and compare each partition's committed bytes (up to the
     high watermark its leader reported before the stop) across its replicas."""
-    settled, _, missing = await cluster.settle(settle_timeout, caught_up=True)
+    settled, seconds, missing = await cluster.settle(settle_timeout, caught_up=True)
     parts = await cluster.partitions()
+    history.record(
+        "settle",
+        step=None,
+        ok=settled,
+        caught_up=True,
+        seconds=seconds,
+        missing=missing[:10],
+        views={f"{t}-{p}": parts[(t, p)] for t, p in parts if f"{t}-{p}" in missing[:10]},
+    )
     for n in cluster.nodes:
         code, by_itself = await cluster.stop(n)
         history.record("node_stop", node=n, code=code, by_itself=by_itself, step=None)
