@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 RECONCILE_S = 0.5
 JOIN_RETRY_S = 1.0
 CONF_CHANGE_TIMEOUT_S = 10.0
+MAX_WAITING = 100  # nodes announced and not admitted, on the controller leader
 
 
 def node_infos(node: Node, live: set[int], *, with_peer: bool = False) -> list[NodeInfo]:
@@ -179,6 +180,8 @@ class Roster:
         if req.node_id in b.state.removed or req.node_id < 1:
             raise InvalidRequestError(f"node id {req.node_id} was removed from this cluster; start it with a new id")
         if req.node_id not in b.state.members:
+            if req.node_id not in self._announced and len(self._announced) >= MAX_WAITING:
+                raise InvalidRequestError(f"{MAX_WAITING} nodes are waiting to be admitted already; admit or stop some")
             self._announced[req.node_id] = (req.peer, req.client)
         return MetadataResponse(node_infos(b, set(b.live_nodes()), with_peer=True), [], b.controller.core.leader)
 
