@@ -336,6 +336,24 @@ class Admin:
         if wait is not None:
             await self.wait_for_moves({(topic, partition): list(replicas)}, wait, progress)
 
+    async def cancel_reassignment(
+        self,
+        topic: str,
+        partition: int,
+        *,
+        wait: float | None = 600.0,
+        progress: Callable[[list[Moving]], None] | None = None,
+    ) -> list[int]:
+        """Send a partition that is moving back to the replicas it had (a new replica
+        is dropped; one already removed comes back as a learner and catches up).
+        Returns those replicas; with `wait` (seconds), once it is back."""
+        with anyio.fail_after(self.request_timeout):
+            before = (await self.cluster.topic(topic, refresh=True)).partitions[partition].replicas
+            await self.cluster.controller_request(Reassign(topic, partition, [], cancel=True))
+        if wait is not None:
+            await self.wait_for_moves({(topic, partition): list(before)}, wait, progress)
+        return list(before)
+
     async def rebalance(
         self,
         *,

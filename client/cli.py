@@ -1171,6 +1171,17 @@ async def topic_reassign(env: Env, args: argparse.Namespace) -> None:
         if not 0 <= args.partition < len(info.partitions):
             raise CliError(f"{args.name} has partitions 0..{len(info.partitions) - 1}")
         before = info.partitions[args.partition].replicas
+        if args.cancel:
+            back = await _watching_moves(
+                env,
+                args,
+                f"cancelling the move of {args.name}-{args.partition}",
+                partial(admin.cancel_reassignment, args.name, args.partition),
+            )
+            env.out.print(f"{args.name}-{args.partition}: back on replicas {_ids(back)}")
+            return
+        if not args.replicas:
+            raise CliError("give --replicas 1,3,4 (or --cancel a move under way)")
         await _watching_moves(
             env,
             args,
@@ -1431,9 +1442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(topic, "reassign", topic_reassign, "move a partition's replicas to other nodes, online")
     p.add_argument("name")
     p.add_argument("--partition", type=int, required=True)
-    p.add_argument(
-        "--replicas", type=_node_ids, required=True, metavar="1,3,4", help="the new replicas, preferred leader first"
-    )
+    p.add_argument("--replicas", type=_node_ids, metavar="1,3,4", help="the new replicas, preferred leader first")
+    p.add_argument("--cancel", action="store_true", help="send a move under way back to where it started")
     _move_options(p)
     p = leaf(topic, "list", topic_list, "list topics")
     p.add_argument("--internal", action="store_true", help="include internal topics (__consumer_offsets...)")

@@ -315,12 +315,16 @@ class RemoveNode(Request["Ok"]):
 
 
 class Reassign(Request["Ok"]):
-    """Move a partition's replicas to `replicas` (the preferred leader first)."""
+    """Move a partition's replicas to `replicas` (the preferred leader first); with
+    `cancel`, a move under way goes back to where it started (`replicas` unused)."""
 
     topic: str
     partition: int
     replicas: list[int]
     throttle: int = 0
+    cancel: bool = False
+
+    added = {"cancel": 2}
 
 
 class Rebalance(Request["RebalanceResponse"]):
@@ -793,7 +797,7 @@ CLIENT_VERSIONS: dict[str, tuple[int, int]] = {
     "AddPartitions": (1, 1),
     "AddNode": (1, 1),
     "RemoveNode": (1, 1),
-    "Reassign": (1, 1),
+    "Reassign": (1, 2),
     "Rebalance": (1, 1),
     "PutUser": (1, 2),
     "DeleteUser": (1, 1),

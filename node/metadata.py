@@ -130,11 +130,13 @@ class ForgetNodeCmd(_Cmd):
 
 class ReassignCmd(_Cmd):
     """Move some partitions' replicas: (topic, partition, target) each. A target that
-    is the same nodes in another order changes the preferred leader at once."""
+    is the same nodes in another order changes the preferred leader at once. `cancel`:
+    each of them, moving, goes back to its replicas instead (the targets are ignored)."""
 
     moves: list[tuple[str, int, list[int]]]
     throttle: int = 0
     now_ms: int = 0
+    cancel: bool = False
 
 
 class ReassignDoneCmd(_Cmd):
@@ -347,6 +349,13 @@ class ClusterState(msgspec.Struct):
                 return UnknownTopicError(f"topic {topic!r} does not exist")
             if not 0 <= p < len(meta.replicas):
                 return UnknownTopicError(f"topic {topic!r} has no partition {p}")
+            if cmd.cancel:
+                if p not in meta.moving:
+                    return InvalidRequestError(f"{topic}-{p} is not moving")
+                back = Move(list(meta.replicas[p]), cmd.throttle, cmd.now_ms)
+                meta = msgspec.structs.replace(meta, moving={**meta.moving, p: back})
+                changed[topic] = meta
+                continue
             if p in meta.moving:
                 return InvalidRequestError(f"{topic}-{p} is already moving to {meta.moving[p].target}")
             if (

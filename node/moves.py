@@ -102,10 +102,15 @@ class Mover:
         meta = b.state.topics.get(req.topic)
         if meta is None:
             raise UnknownTopicError(f"topic {req.topic!r} does not exist")
-        self._check_target(meta, req.partition, req.replicas)
-        await b.run_command(
-            ReassignCmd([(req.topic, req.partition, list(req.replicas))], max(req.throttle, 0), _now_ms())
+        if req.cancel:
+            if req.partition not in meta.moving:
+                raise InvalidRequestError(f"{req.topic}-{req.partition} is not moving")
+        else:
+            self._check_target(meta, req.partition, req.replicas)
+        cmd = ReassignCmd(
+            [(req.topic, req.partition, list(req.replicas))], max(req.throttle, 0), _now_ms(), cancel=req.cancel
         )
+        await b.run_command(cmd)
         return Ok()
 
     async def rebalance(self, req: Rebalance) -> RebalanceResponse:
