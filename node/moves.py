@@ -81,6 +81,8 @@ class Mover:
 
     def _check_target(self, meta: TopicMeta, partition: int, target: list[int]) -> None:
         b = self.b
+        if not b.state.members:
+            raise InvalidRequestError("the controller is still writing the cluster's nodes into its roster; retry")
         if not 0 <= partition < len(meta.replicas):
             raise UnknownTopicError(f"topic {meta.name!r} has partitions 0..{len(meta.replicas) - 1}, not {partition}")
         if partition in meta.moving:

@@ -151,6 +151,13 @@ class LocalCluster:
                         return b.id
                 await trio.sleep(0.02)
 
+    async def wait_roster(self, timeout: float = 30) -> None:
+        """Until every node has the founding nodes in its roster (the controller's first
+        leader writes them: moves and removals name nodes of the roster)."""
+        with trio.fail_after(timeout):
+            while any(len(b.state.members) < len(self.peers) for b in self.brokers.values()):
+                await trio.sleep(0.05)
+
     async def wait_leaders(self, topic: str, timeout: float = 10) -> dict[int, int]:
         """partition -> leader, once every partition has a writable leader."""
         with trio.fail_after(timeout):

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.timeout(60)
 
 async def test_a_cancelled_move_goes_back_to_its_replicas(tmp_path):
     async with local_cluster(tmp_path) as cluster:
+        await cluster.wait_roster()
         async with Admin(cluster.bootstrap) as admin:
             info = await admin.create_topic("back", 1, 2)
             assert info is not None
