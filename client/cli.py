@@ -1137,7 +1137,7 @@ async def cluster_status(env: Env, args: argparse.Namespace) -> None:
         )
 
 
-def _moves_line(moves: list[Moving]) -> str:
+def moves_line(moves: list[Moving]) -> str:
     """One line for a spinner: each move under way, and what its new replicas lack."""
     if not moves:
         return "finishing..."
@@ -1156,7 +1156,7 @@ async def _watching_moves(env: Env, args: argparse.Namespace, what: str, run: Ca
         return await run(wait=None)
     start = time.monotonic()
     with env.err.status(f"{what}...") as status:
-        result = await run(wait=wait, progress=lambda moves: status.update(f"{what}: {_moves_line(moves)}"))
+        result = await run(wait=wait, progress=lambda moves: status.update(f"{what}: {moves_line(moves)}"))
     env.err.print(f"{what}: done in {time.monotonic() - start:.1f}s")
     return result
 

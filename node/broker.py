@@ -79,7 +79,7 @@ from node.peerguard import MAX_TERM
 from node.peerguard import refusal as peer_refusal
 from node.peerprotocol import JoinCluster, ReassignDone
 from node.peers import PeerTransport, Reassembler
-from node.placement import assign_replicas
+from node.placement import assign_replicas, placeable
 from node.quotas import Quotas
 from node.replica import Replica, Ticker
 from node.roster import Roster
@@ -635,7 +635,7 @@ class Broker:
             async with self._create_lock:
                 if name in self.state.topics:
                     return
-                nodes = self.roster.placeable(sorted(self.cfg.peers))  # every node: created once, for good
+                nodes = placeable(self.state, sorted(self.cfg.peers))  # every node: created once, for good
                 replicas = assign_replicas(self.state, nodes, partitions, min(3, len(nodes)))
                 await self.run_command(CreateTopicCmd(name, replicas, configs, internal=True))
                 log.info("created %s with %d partitions", name, partitions)

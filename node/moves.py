@@ -20,7 +20,6 @@ the group's configuration, so a new leader after a failover simply carries on.
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -29,6 +28,7 @@ import trio
 from client.cluster import ClusterClient
 from client.errors import InvalidRequestError, TideMQError, UnknownTopicError
 from client.protocol import Ok, PlannedMove, Reassign, Rebalance, RebalanceResponse
+from node.context import now_ms
 from node.metadata import Move, ReassignCmd, ReassignDoneCmd, TopicMeta
 from node.peerprotocol import ReassignDone
 from node.placement import placeable, rebalance_moves
@@ -110,7 +110,7 @@ class Mover:
         else:
             self._check_target(meta, req.partition, req.replicas)
         cmd = ReassignCmd(
-            [(req.topic, req.partition, list(req.replicas))], max(req.throttle, 0), _now_ms(), cancel=req.cancel
+            [(req.topic, req.partition, list(req.replicas))], max(req.throttle, 0), now_ms(), cancel=req.cancel
         )
         await b.run_command(cmd)
         return Ok()
@@ -122,7 +122,7 @@ class Mover:
         moves = rebalance_moves(b.state, nodes)
         planned = [PlannedMove(t, p, list(b.state.topics[t].replicas[p]), target) for t, p, target in moves]
         if moves and not req.dry_run:
-            await b.run_command(ReassignCmd(moves, max(req.throttle, 0), _now_ms()))
+            await b.run_command(ReassignCmd(moves, max(req.throttle, 0), now_ms()))
         return RebalanceResponse(planned)
 
     async def reassign_done(self, req: ReassignDone) -> Ok:
@@ -274,7 +274,3 @@ def behind_of(core: RaftNode, target: list[int]) -> dict[int, int]:
         pr = core.prs.get(n)
         out[n] = max(last - pr.match, 0) if pr is not None else last + 1
     return out
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -24,7 +24,6 @@ taking the next one, so a new controller leader simply carries on.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 import trio
@@ -32,6 +31,7 @@ import trio
 from client.cluster import ClusterClient
 from client.errors import InvalidRequestError, TideMQError
 from client.protocol import AddNode, MetadataResponse, NodeInfo, Ok, RemoveNode
+from node.context import now_ms
 from node.metadata import DrainNodeCmd, ForgetNodeCmd, ReassignCmd, RegisterNodeCmd
 from node.peerprotocol import JoinCluster
 from node.placement import drain_moves, placeable
@@ -92,10 +92,6 @@ class Roster:
         """Whether a node proving the peer secret may open a peer link: any but a
         removed one (a joiner is not in the roster yet when it announces itself)."""
         return node_id > 0 and node_id not in self.b.state.removed
-
-    def placeable(self, nodes: list[int]) -> list[int]:
-        """Of `nodes`, those that may take new replicas: members not draining."""
-        return placeable(self.b.state, nodes)
 
     def sync(self) -> None:
         """Make the links, the failure detector and the address books match the roster
@@ -227,7 +223,7 @@ class Roster:
             raise InvalidRequestError(
                 f"replicas are moving onto node {req.node_id} ({', '.join(onto[:3])}); remove it once they arrive"
             )
-        others = self.placeable([n for n in state.members if n != req.node_id])
+        others = placeable(state, [n for n in state.members if n != req.node_id])
         if not others:
             raise InvalidRequestError(f"node {req.node_id} is the last node of the cluster")
         try:
@@ -282,7 +278,7 @@ class Roster:
             if not entry.draining:
                 continue
             if any(n in meta.hosts(p) for meta in state.topics.values() for p in range(len(meta.replicas))):
-                others = self.placeable(list(state.members))
+                others = placeable(state, list(state.members))
                 try:
                     moves = drain_moves(state, n, [m for m in others if m != n])
                 except ValueError as exc:  # (nodes left since it was accepted: it waits for one to join)
@@ -292,7 +288,7 @@ class Roster:
                     continue
                 if moves:
                     log.info("roster: moving %d replicas off node %s", len(moves), n)
-                    await b.run_command(ReassignCmd(moves, entry.drain_throttle, int(time.time() * 1000)))
+                    await b.run_command(ReassignCmd(moves, entry.drain_throttle, now_ms()))
                 continue
             if n == b.id:  # the leaving node leads the controller: hand it on first
                 to = b.transfer_target(b.controller)

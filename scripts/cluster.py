@@ -42,6 +42,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from client.cli import moves_line  # noqa: E402
 from client.connection import open_connection  # noqa: E402
 from client.errors import TideMQError  # noqa: E402
 from client.protocol import Metadata, PartitionInfo  # noqa: E402
@@ -432,14 +433,6 @@ def _save(run_dir: Path, spec: dict) -> None:
     (run_dir / "cluster.json").write_text(json.dumps(spec, indent=2))
 
 
-def _moves_line(moves) -> str:
-    return "; ".join(
-        f"{m.topic}-{m.partition} -> {m.target} "
-        + (", ".join(f"node {n} {b:,} behind" for n, b in m.behind.items()) or "switching over")
-        for m in moves[:3]
-    ) + (f" and {len(moves) - 3} more" if len(moves) > 3 else "")
-
-
 def cmd_add(args) -> None:
     """A new node: started with --join, admitted (it catches up on the metadata and
     votes), then, unless --no-rebalance, replicas spread onto it."""
@@ -469,7 +462,7 @@ def cmd_add(args) -> None:
                 return
             with console.status("rebalancing...") as status:
                 moved = await admin.rebalance(
-                    wait=args.timeout * 10, progress=lambda moves: status.update(f"rebalancing: {_moves_line(moves)}")
+                    wait=args.timeout * 10, progress=lambda moves: status.update(f"rebalancing: {moves_line(moves)}")
                 )
             console.print(f"rebalanced: {len(moved)} partition(s) moved or handed a new preferred leader")
 
@@ -491,7 +484,7 @@ def cmd_remove(args) -> None:
                 await admin.remove_node(
                     args.node,
                     wait=args.timeout * 10,
-                    progress=lambda moves: status.update(f"removing node {args.node}: {_moves_line(moves)}"),
+                    progress=lambda moves: status.update(f"removing node {args.node}: {moves_line(moves)}"),
                 )
 
     trio.run(remove)
