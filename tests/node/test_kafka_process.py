@@ -1,6 +1,7 @@
-"""Kafka clients against real node processes: kafka-python produces (idempotent, keyed,
-with headers) and consumes through the nodes' Kafka listeners, and what crosses between
-the two protocols arrives whole."""
+"""Kafka clients against real node processes: kafka-python, librdkafka, aiokafka and kcat
+produce (idempotent, keyed, with headers) and consume through the nodes' Kafka listeners,
+what crosses between the two protocols arrives whole, and a leader killed mid-stream
+loses and duplicates nothing."""
 
 from __future__ import annotations
 
@@ -322,12 +323,36 @@ def librdkafka_admin(bootstrap: str) -> tuple[str | None, str | None]:
     return "made-by-rd", refusal
 
 
+def aiokafka_admin(bootstrap: str) -> tuple[list[str], list[str], list[str]]:
+    """aiokafka's admin client (the legacy versions): create, describe, delete."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin import NewTopic as AioNewTopic
+
+    async def run() -> tuple[list[str], list[str], list[str]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([AioNewTopic("made-by-aio", 2, 3)])
+            listed = sorted(await admin.list_topics())
+            described = [t["topic"] for t in await admin.describe_topics(["made-by-aio"]) if len(t["partitions"]) == 2]
+            await admin.delete_topics(["made-by-aio"])
+            return listed, described, sorted(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    return asyncio.run(run())
+
+
 async def test_kafka_admin_clients_create_and_delete_topics(tmp_path):
     async with kafka_cluster(tmp_path) as (c, kafka_bootstrap):
         listed, again, after = await trio.to_thread.run_sync(kafka_python_admin, kafka_bootstrap)
         assert "made-by-kafka" in listed and again == "already exists" and "made-by-kafka" not in after
         created, refusal = await trio.to_thread.run_sync(librdkafka_admin, kafka_bootstrap)
         assert refusal is not None and "INVALID" in refusal.upper()
+        listed, described, after = await trio.to_thread.run_sync(aiokafka_admin, kafka_bootstrap)
+        assert "made-by-aio" in listed and described == ["made-by-aio"] and "made-by-aio" not in after
         async with Admin(c.bootstrap) as admin:
             with trio.fail_after(10):
                 while created in await admin.list_topics() or "made-by-kafka" in await admin.list_topics():
@@ -646,6 +671,8 @@ def steady_producer(bootstrap: str, client: str, n: int, killed: threading.Event
             time.sleep(0.01)
         producer.flush(60)
         return [(e is None, v) for e, v in outcomes]
+    if client == "aiokafka":
+        return aiokafka_steady(bootstrap, n, half, killed)
     producer = KafkaProducer(
         bootstrap_servers=bootstrap.split(","), enable_idempotence=True, acks="all", request_timeout_ms=10_000
     )
@@ -670,6 +697,31 @@ def steady_producer(bootstrap: str, client: str, n: int, killed: threading.Event
         producer.close(timeout=5)
 
 
+def aiokafka_steady(bootstrap: str, n: int, half: int, killed: threading.Event) -> list:
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    async def run() -> list:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, request_timeout_ms=10_000)
+        await producer.start()
+        try:
+            sent = []
+            for i in range(n):
+                value = b"aio-%d" % i
+                sent.append((value, await producer.send(TOPIC, value=value, key=b"k%d" % (i % 9))))
+                if i == half:
+                    await asyncio.get_running_loop().run_in_executor(None, killed.wait, 30)
+                await asyncio.sleep(0.01)
+            await producer.flush()
+            outcomes = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+            return [(not isinstance(o, BaseException), v) for (v, _), o in zip(sent, outcomes, strict=True)]
+        finally:
+            await producer.stop()
+
+    return asyncio.run(run())
+
+
 async def test_a_leader_killed_mid_stream_loses_and_duplicates_nothing(tmp_path):
     async with kafka_cluster(tmp_path, TOPIC) as (c, kafka_bootstrap):
         n = 300
@@ -682,6 +734,7 @@ async def test_a_leader_killed_mid_stream_loses_and_duplicates_nothing(tmp_path)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(produce, "librdkafka")
             nursery.start_soon(produce, "kafka-python")
+            nursery.start_soon(produce, "aiokafka")
             await trio.sleep(1.5)  # a third of the way in
             victim = await c.leader_of(TOPIC, 0)
             c.kill(victim)
@@ -690,7 +743,7 @@ async def test_a_leader_killed_mid_stream_loses_and_duplicates_nothing(tmp_path)
             await trio.sleep(3)
             c.start(victim)
         acked = {v for client in results.values() for ok, v in client if ok}
-        assert len(acked) == 2 * n, [v for client in results.values() for ok, v in client if not ok][:5]
+        assert len(acked) == 3 * n, [v for client in results.values() for ok, v in client if not ok][:5]
         got = await read_all(c.bootstrap, [TOPIC])
         values = [m.value for m in got]
         assert len(values) == len(set(values))  # nothing twice

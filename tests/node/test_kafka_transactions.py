@@ -1,7 +1,7 @@
 """Kafka transactions against real node processes: librdkafka's, kafka-python's and
 aiokafka's transactional producers commit and abort, read_committed consumers (Kafka's and ours)
-see only what committed, a consume-transform-produce loop moves each record exactly
-once with its offsets in the transaction, and a second producer fences the first."""
+see only what committed, each client's consume-transform-produce loop moves each record
+exactly once with its offsets in the transaction, and a second producer fences the first."""
 
 from __future__ import annotations
 
@@ -140,6 +140,85 @@ def rd_transform(bootstrap: str, source: str, sink: str, group: str, expected: i
         consumer.close()
 
 
+def kp_transform(bootstrap: str, source: str, sink: str, group: str, expected: int) -> int:
+    """`rd_transform` with kafka-python: the offsets go with the consumer's group metadata."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.structs import OffsetAndMetadata
+
+    consumer = KafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap.split(","),
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), transactional_id=f"{group}-kp")
+    moved = 0
+    try:
+        producer.init_transactions()
+        for _ in range(200):
+            records = [r for rs in consumer.poll(timeout_ms=250).values() for r in rs]
+            if not records:
+                if moved >= expected:
+                    break
+                continue
+            producer.begin_transaction()
+            for r in records:
+                producer.send(sink, value=r.value.upper(), key=r.key)
+            offsets = {tp: OffsetAndMetadata(consumer.position(tp), "", -1) for tp in consumer.assignment()}
+            producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
+            producer.commit_transaction()
+            moved += len(records)
+        return moved
+    finally:
+        consumer.close()
+        producer.close(timeout=5)
+
+
+def aio_transform(bootstrap: str, source: str, sink: str, group: str, expected: int) -> int:
+    """`rd_transform` with aiokafka: the offsets go with the group's name."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    async def run() -> int:
+        consumer = AIOKafkaConsumer(
+            source,
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{group}-aio")
+        await consumer.start()
+        await producer.start()
+        moved = 0
+        try:
+            for _ in range(200):
+                records = [r for rs in (await consumer.getmany(timeout_ms=250)).values() for r in rs]
+                if not records:
+                    if moved >= expected:
+                        break
+                    continue
+                async with producer.transaction():
+                    for r in records:
+                        await producer.send(sink, value=r.value.upper(), key=r.key)
+                    offsets = {tp: await consumer.position(tp) for tp in consumer.assignment()}
+                    await producer.send_offsets_to_transaction(offsets, group)
+                moved += len(records)
+            return moved
+        finally:
+            await producer.stop()
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+TRANSFORMS = {"librdkafka": rd_transform, "kafka-python": kp_transform, "aiokafka": aio_transform}
+
+
 def rd_fenced(bootstrap: str, topic: str) -> str:
     """A producer whose transactional id a newer producer took: its commit fails fatally."""
     from confluent_kafka import KafkaException
@@ -190,38 +269,48 @@ async def test_kafka_transactions_commit_abort_and_read_committed(tmp_path):
         assert b"from the new producer" in values and b"from the old producer" not in values
 
 
+async def transform_twice(c, kafka_bootstrap: str, client: str) -> None:
+    """`client`'s loop moves 60 records, then a second run of it the 10 sent after."""
+    raw, cooked, group = f"raw-{client}", f"cooked-{client}", f"transform-{client}"
+    transform = TRANSFORMS[client]
+    n = 60
+    async with Producer(c.bootstrap) as producer:
+        for i in range(n):
+            await producer.submit(raw, b"v%d" % i, key=b"k%d" % (i % 5))
+        await producer.flush()
+    moved = await trio.to_thread.run_sync(transform, kafka_bootstrap, raw, cooked, group, n)
+    assert moved == n, client
+    out = await read_all(c.bootstrap, [cooked])
+    assert sorted(m.value for m in out) == sorted(b"V%d" % i for i in range(n)), client
+
+    # The group's offsets committed with the transactions: past every record of each
+    # partition, and no further than its end (a leader change under load may add a
+    # Raft no-op after the last record, which a Kafka consumer's position passes).
+    records = await read_all(c.bootstrap, [raw])
+    past: dict[int, int] = {}
+    for m in records:
+        past[m.partition] = max(past.get(m.partition, 0), m.offset + 1)
+    async with Admin(c.bootstrap) as admin:
+        fetched = await admin.cluster.coordinator_request(group, OffsetFetch(group))
+        ends = {p: (await admin.cluster.leader_request(raw, p, ListOffsets(raw, p))).offset for p in past}
+    committed = {p: o for _, p, o in fetched.offsets}
+    assert committed.keys() == past.keys(), client
+    assert all(past[p] <= committed[p] <= ends[p] for p in past), (client, committed, past, ends)
+
+    # A second run of the loop, after ten more: it resumes at the committed offsets.
+    async with Producer(c.bootstrap) as producer:
+        for i in range(n, n + 10):
+            await producer.submit(raw, b"v%d" % i, key=b"k%d" % (i % 5))
+        await producer.flush()
+    again = await trio.to_thread.run_sync(transform, kafka_bootstrap, raw, cooked, group, 10)
+    assert again == 10, client
+    out = await read_all(c.bootstrap, [cooked])
+    assert sorted(m.value for m in out) == sorted(b"V%d" % i for i in range(n + 10)), client
+
+
 async def test_kafka_consume_transform_produce_moves_each_record_once(tmp_path):
-    async with kafka_cluster(tmp_path, "raw", "cooked") as (c, kafka_bootstrap):
-        n = 60
-        async with Producer(c.bootstrap) as producer:
-            for i in range(n):
-                await producer.submit("raw", b"v%d" % i, key=b"k%d" % (i % 5))
-            await producer.flush()
-        moved = await trio.to_thread.run_sync(rd_transform, kafka_bootstrap, "raw", "cooked", "transform", n)
-        assert moved == n
-        out = await read_all(c.bootstrap, ["cooked"])
-        assert sorted(m.value for m in out) == sorted(b"V%d" % i for i in range(n))
-
-        # The group's offsets committed with the transactions: past every record of each
-        # partition, and no further than its end (a leader change under load may add a
-        # Raft no-op after the last record, which a Kafka consumer's position passes).
-        raw = await read_all(c.bootstrap, ["raw"])
-        past: dict[int, int] = {}
-        for m in raw:
-            past[m.partition] = max(past.get(m.partition, 0), m.offset + 1)
-        async with Admin(c.bootstrap) as admin:
-            fetched = await admin.cluster.coordinator_request("transform", OffsetFetch("transform"))
-            ends = {p: (await admin.cluster.leader_request("raw", p, ListOffsets("raw", p))).offset for p in past}
-        committed = {p: o for _, p, o in fetched.offsets}
-        assert committed.keys() == past.keys()
-        assert all(past[p] <= committed[p] <= ends[p] for p in past), (committed, past, ends)
-
-        # A second run of the loop, after ten more: it resumes at the committed offsets.
-        async with Producer(c.bootstrap) as producer:
-            for i in range(n, n + 10):
-                await producer.submit("raw", b"v%d" % i, key=b"k%d" % (i % 5))
-            await producer.flush()
-        again = await trio.to_thread.run_sync(rd_transform, kafka_bootstrap, "raw", "cooked", "transform", 10)
-        assert again == 10
-        out = await read_all(c.bootstrap, ["cooked"])
-        assert sorted(m.value for m in out) == sorted(b"V%d" % i for i in range(n + 10))
+    topics = [f"{kind}-{client}" for client in TRANSFORMS for kind in ("raw", "cooked")]
+    async with kafka_cluster(tmp_path, *topics) as (c, kafka_bootstrap):
+        async with trio.open_nursery() as nursery:
+            for client in TRANSFORMS:
+                nursery.start_soon(transform_twice, c, kafka_bootstrap, client)
