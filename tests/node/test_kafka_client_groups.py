@@ -2,7 +2,7 @@
 share the partitions and commit, one leaves and the other takes its partitions over, and
 a member started after both left resumes from the commits. Each client runs its own
 assignor: kafka-python range, aiokafka roundrobin, librdkafka cooperative-sticky
-(incremental rebalances). What they read a native producer wrote."""
+(incremental rebalances). What they read a native producer wrote, and the native side sees their commits."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from client import Producer
+from client import Admin, Producer
+from client.protocol import OffsetFetch
 from tests.node.test_kafka_process import PARTITIONS, kafka_cluster
 
 CLIENTS = ("kafka-python", "aiokafka", "librdkafka")
@@ -163,6 +164,14 @@ async def group_life(bootstrap: str, kafka_bootstrap: str, client: str) -> None:
             await until(lambda: set(got(a, b)) == first | second, f"{client}: the remaining member reads on")
             assert len(got(a, b)) == len(first) + len(second)
             b.stop.set()
+
+        # What they committed is the group's, as the native side sees it too: past each
+        # partition's last record (a Raft no-op after it may be passed too).
+        async with Admin(bootstrap) as admin:
+            fetched = await admin.cluster.coordinator_request(group, OffsetFetch(group))
+        committed = {p: o for _, p, o in fetched.offsets}
+        assert committed.keys() == {p for p, _, _ in sent}, (client, committed)
+        assert all(committed[p] > o for p, o, _ in sent), (client, committed)
 
         # Both left; a member started now resumes from what they committed.
         third = await produce(9)

@@ -18,7 +18,6 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from client import Admin, Consumer, Producer
 from client.errors import InvalidRequestError
 from client.partitioner import partition_for_key
-from client.protocol import OffsetFetch
 from node.kafka_wire import SUPPORTED
 from tests.cluster import process_cluster, read_all
 
@@ -357,66 +356,6 @@ async def test_kafka_admin_clients_create_and_delete_topics(tmp_path):
             with trio.fail_after(10):
                 while created in await admin.list_topics() or "made-by-kafka" in await admin.list_topics():
                     await trio.sleep(0.1)  # both deleted, as the native side sees it
-
-
-def group_member(bootstrap: str, group: str, stop_after: int, results: dict, name: str) -> None:
-    """A kafka-python member of `group` on TOPIC: polls until it has `stop_after` records
-    or the topic goes quiet, committing as it goes; records what it got."""
-    consumer = KafkaConsumer(
-        TOPIC,
-        bootstrap_servers=bootstrap.split(","),
-        group_id=group,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=300,
-        max_poll_records=50,
-    )
-    got: list = []
-    quiet = 0
-    try:
-        while len(got) < stop_after and quiet < 12:
-            batch = consumer.poll(timeout_ms=500)
-            records = [r for rs in batch.values() for r in rs]
-            got.extend((r.partition, r.offset, r.value) for r in records)
-            if records:
-                consumer.commit()
-                quiet = 0
-            elif consumer.assignment():
-                quiet += 1
-        results[name] = (got, sorted(tp.partition for tp in consumer.assignment()))
-    finally:
-        consumer.close()
-
-
-async def test_a_kafka_consumer_group_shares_partitions_commits_and_resumes(tmp_path):
-    async with kafka_cluster(tmp_path, TOPIC) as (c, kafka_bootstrap):
-        placed = await trio.to_thread.run_sync(kafka_produce, kafka_bootstrap, 60)
-        results: dict = {}
-        async with trio.open_nursery() as nursery:  # two members at once share the three partitions
-            for name in ("a", "b"):
-                nursery.start_soon(trio.to_thread.run_sync, group_member, kafka_bootstrap, "g1", 60, results, name)
-        (got_a, parts_a), (got_b, parts_b) = results["a"], results["b"]
-        assert parts_a and parts_b and not set(parts_a) & set(parts_b), (parts_a, parts_b)
-        everything = sorted((p, o) for p, o, _ in got_a + got_b)
-        assert everything == sorted(placed)  # each record once, by one member
-
-        # What they committed is the group's, as the native side sees it too.
-        async with Admin(c.bootstrap) as admin:
-            described = await admin.cluster.coordinator_request("g1", OffsetFetch("g1"))
-        committed = {p: o for _, p, o in described.offsets}
-        ends = {}
-        for p, o in placed:
-            ends[p] = max(ends.get(p, 0), o + 1)
-        assert committed == ends
-
-        # More records, a new member of the same group: it starts where the group stopped.
-        more = await trio.to_thread.run_sync(kafka_produce, kafka_bootstrap, 9)
-        results.clear()
-        await trio.to_thread.run_sync(group_member, kafka_bootstrap, "g1", 9, results, "c")
-        got_c, parts_c = results["c"]
-        assert sorted(parts_c) == list(range(PARTITIONS))
-        assert sorted((p, o) for p, o, _ in got_c) == sorted(more)
 
 
 def librdkafka_group(bootstrap: str, topic: str, group: str, expected: int) -> list:
