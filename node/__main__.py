@@ -1,7 +1,9 @@
 """`python -m node --id 1 --listen 127.0.0.1:9401 --peers ... --data DIR`: run one broker."""
 
+import ctypes
 import gc
 import logging
+import platform
 import sys
 
 import trio
@@ -9,6 +11,36 @@ import trio
 from node.broker import serve
 from node.config import NodeConfig
 from segments.batch import codec_in_use
+
+# glibc's mallopt parameters
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+KEEP_FREED_BYTES = 128 << 20
+OWN_MAPPING_BYTES = 32 << 20  # glibc's largest
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed memory for the next request instead of handing it back.
+
+    A broker's buffers come and go at the same sizes (a 256 KiB batch in, its copies,
+    its frames out). By default each of 128 KiB or more is a fresh mmap and a freed heap
+    top is returned to the kernel, so every request faults its pages in again: 0.58 ms
+    for 256 KiB on a VM whose host backs memory lazily, 0.06 ms reused. Kept (up to
+    KEEP_FREED_BYTES at the heap's top), they are reused warm. False where the C library
+    is not glibc (nothing changed)."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return all(
+        mallopt(param, value) == 1
+        for param, value in (
+            (M_MMAP_THRESHOLD, OWN_MAPPING_BYTES),
+            (M_TRIM_THRESHOLD, KEEP_FREED_BYTES),
+            (M_TOP_PAD, 16 << 20),
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     # (default 5 ms).
     gc.freeze()
     sys.setswitchinterval(0.0005)
+    log.info("freed memory kept for reuse: %s", "yes" if keep_freed_memory() else "no (not glibc)")
     try:
         trio.run(serve, config)
     except KeyboardInterrupt:

@@ -194,10 +194,10 @@ class Replica:
         counted in the ticker's disk backlog while they wait and run."""
         ticker = self.ticker
         if ticker is None:
-            return await trio.to_thread.run_sync(fn, *args)
+            return await _in_thread(fn, *args)
         ticker.io_backlog += 1
         try:
-            return await trio.to_thread.run_sync(fn, *args)
+            return await _in_thread(fn, *args)
         finally:
             ticker.io_backlog -= 1
 

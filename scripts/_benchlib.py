@@ -22,6 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from client import Admin  # noqa: E402
+from client.conventions import (  # noqa: E402
+    DEFAULT_TIERS_MS,
+    HALF_TOPIC,
+    OFFSETS_TOPIC,
+    RUNS_TOPIC,
+    TXN_TOPIC,
+    tier_name,
+)
 from tests.cluster import ProcessCluster  # noqa: E402
 
 console = Console()
@@ -50,6 +58,7 @@ async def bench_cluster(nodes: int = 3, fsync: str = "always", secure: bool = Fa
             await c.wait_ready()
             if secure:
                 await _bench_user(c)
+            await settle(c)
             yield c
         finally:
             with trio.CancelScope(shield=True):
@@ -59,6 +68,48 @@ async def bench_cluster(nodes: int = 3, fsync: str = "always", secure: bool = Fa
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+# The internal topics a cluster creates at start-up (each partition a Raft group).
+START_UP_TOPICS = (OFFSETS_TOPIC, TXN_TOPIC, HALF_TOPIC, RUNS_TOPIC, *(tier_name(t) for t in DEFAULT_TIERS_MS))
+QUIET_CPU = 0.10  # of a core, per node, over QUIET_WINDOW_S
+QUIET_WINDOW_S = 0.5
+
+
+async def settle(c: ProcessCluster, timeout: float = 60) -> None:
+    """Until the cluster is done starting: the internal topics it creates exist with
+    leaders, then every node process is (near) idle. The nodes answer before they have
+    created those topics and elected their leaders, about a second of both cores here;
+    a figure taken meanwhile measures the start-up, which no peer's figure includes.
+    Past `timeout` it says so and goes on."""
+    async with Admin(c.bootstrap) as admin:
+        with trio.move_on_after(timeout) as late:
+            while not set(START_UP_TOPICS) <= set(await admin.list_topics(internal=True)):
+                await trio.sleep(0.1)
+            for topic in START_UP_TOPICS:
+                await admin.wait_for_leaders(topic)
+            while any(share > QUIET_CPU for share in await cpu_shares(c, QUIET_WINDOW_S)):
+                pass
+    if late.cancelled_caught:
+        console.print(f"[yellow]the cluster was still busy starting after {timeout:g}s; measuring anyway")
+
+
+async def cpu_shares(c: ProcessCluster, window: float) -> list[float]:
+    """Each live node's CPU over the next `window` seconds, in cores (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(pid: int) -> float:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone, or no /proc: counts as idle
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    pids = [p.pid for p in c.procs.values() if p.poll() is None]
+    before = [used(pid) for pid in pids]
+    await trio.sleep(window)
+    return [(used(pid) - b) / window for pid, b in zip(pids, before, strict=True)]
 
 
 async def _bench_user(c: ProcessCluster) -> None:

@@ -46,7 +46,7 @@ from pathlib import Path
 import trio
 from _benchlib import ROOT, bench_cluster, console, create_topic, percentile, progress_display, publish
 from bench_consume import SETTLE_S, consume
-from bench_delay import lateness, summary, wait_for_ladder
+from bench_delay import lateness, summary
 from bench_e2e import end_to_end
 from bench_produce import produce
 from bench_send import send_loop
@@ -490,7 +490,6 @@ async def measure_ours(args, progress: Progress, phase: Callable[[str], None]) -
             phase("delayed messages")
             await create_topic(c.bootstrap, "later", 6, 3)
             await trio.sleep(SETTLE_S)  # on an otherwise idle cluster: followers done with the runs before
-            await wait_for_ladder(c.bootstrap)
             errors, sent = await lateness(
                 c.bootstrap, "later", args.delay_messages, args.delay_min, args.delay_max, 1, progress
             )

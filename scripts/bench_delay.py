@@ -17,19 +17,7 @@ from _benchlib import bench_cluster, console, create_topic, percentile
 from rich.progress import Progress
 from rich.table import Table
 
-from client import Admin, Consumer, Producer
-from client.conventions import DEFAULT_TIERS_MS, tier_name
-
-
-async def wait_for_ladder(bootstrap: str, timeout: float = 60) -> None:
-    """Until every tier topic of the default ladder exists and has leaders (the
-    controller creates them at start-up)."""
-    async with Admin(bootstrap) as admin:
-        with trio.fail_after(timeout):
-            while not {tier_name(t) for t in DEFAULT_TIERS_MS} <= set(await admin.list_topics(internal=True)):
-                await trio.sleep(0.2)
-            for t in DEFAULT_TIERS_MS:
-                await admin.wait_for_leaders(tier_name(t))
+from client import Consumer, Producer
 
 
 async def lateness(
@@ -76,7 +64,6 @@ def summary(errors: list[float]) -> dict[str, float | int]:
 async def main(args) -> None:
     async with bench_cluster() as c:
         await create_topic(c.bootstrap, "later", 6, 3)
-        await wait_for_ladder(c.bootstrap)
         with Progress(console=console, transient=True) as progress:
             errors, sent = await lateness(c.bootstrap, "later", args.messages, args.min, args.max, args.seed, progress)
     s = summary(errors)
