@@ -15,24 +15,27 @@ late a very short delay can be.
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime
 
 from client.conventions import MAX_DELAY_MS
 
 
-def due_ms(delay: float | None, deliver_at: datetime | float | None, now_ms: int | None = None) -> int | None:
-    """The due time in epoch ms, or None for an immediate send."""
+def due_ms(delay: float | None, deliver_at: datetime | float | None, now_ms: float | None = None) -> int | None:
+    """The due time in epoch ms, or None for an immediate send. Rounded up: a message
+    is never due before the instant asked for (a due time rounded down to the
+    millisecond would let it arrive up to 2 ms early)."""
     if delay is not None and deliver_at is not None:
         raise ValueError("give delay or deliver_at, not both")
-    now = int(time.time() * 1000) if now_ms is None else now_ms
+    now = time.time() * 1000 if now_ms is None else now_ms
     if delay is not None:
         if not 0 <= delay <= MAX_DELAY_MS / 1000:
             raise ValueError(f"delay must be 0..{MAX_DELAY_MS // 1000} seconds, got {delay}")
-        return now + int(delay * 1000) if delay > 0 else None
+        return math.ceil(now + delay * 1000) if delay > 0 else None
     if deliver_at is not None:
         at = deliver_at.timestamp() if isinstance(deliver_at, datetime) else float(deliver_at)
-        due = int(at * 1000)
+        due = math.ceil(at * 1000)
         if due > now + MAX_DELAY_MS:
             raise ValueError(f"deliver_at may be at most {MAX_DELAY_MS // 86_400_000} days from now")
         return due if due > now else None
