@@ -25,6 +25,9 @@ RUNS_RETENTION_MS = 7 * 86_400_000
 DEFAULT_TIERS_MS = (100, 500, 1_000, 5_000, 30_000, 120_000, 600_000, 3_600_000, 21_600_000, 86_400_000)
 TIER_PREFIX = "__delay_"
 TIER_CONFIG = "delay.ms"
+# Every tier topic names the whole ladder (ms, comma-separated): a client that reads the
+# tiers while the controller is still creating them knows some are missing.
+LADDER_CONFIG = "delay.ladder"
 MAX_DELAY_MS = 366 * 86_400_000  # the furthest a message may be delayed (brokers refuse beyond)
 H_DELAY_TARGET = "tidemq.delay.target"
 H_DELAY_PARTITION = "tidemq.delay.partition"

@@ -81,6 +81,7 @@ from client.conventions import (
     H_HALF_PARTITION,
     H_HALF_TARGET,
     HALF_TOPIC,
+    LADDER_CONFIG,
     TIER_CONFIG,
     TIER_PREFIX,
     half_partition,
@@ -731,22 +732,25 @@ class Producer:
         return tier_name(tier), base + extra, None
 
     async def _tiers(self) -> list[int]:
+        """The cluster's delay ladder, once every tier of it exists: read while the
+        controller was still creating them, it could lack the small tiers, and a message
+        put in too large a tier arrives that tier late (a tier holds each message its
+        whole length). Each tier topic names the ladder (LADDER_CONFIG); a cluster whose
+        tiers do not gets the tiers found."""
         if not self._tier_list:
             with anyio.move_on_after(self.request_timeout):
                 while True:
                     md = await self.cluster.refresh_metadata()
-                    found = sorted(
-                        int(t.configs[TIER_CONFIG])
-                        for t in md.topics
-                        if t.internal and t.name.startswith(TIER_PREFIX) and TIER_CONFIG in t.configs
-                    )
-                    if found:
+                    tiers = [t for t in md.topics if t.internal and t.name.startswith(TIER_PREFIX)]
+                    found = sorted(int(t.configs[TIER_CONFIG]) for t in tiers if TIER_CONFIG in t.configs)
+                    named = {int(ms) for t in tiers for ms in t.configs.get(LADDER_CONFIG, "").split(",") if ms}
+                    if found and named <= set(found):
                         self._tier_list = found
                         break
                     await anyio.sleep(0.1)
             if not self._tier_list:
                 raise InvalidConfigError(
-                    "the cluster has no delay tiers yet (its controller creates them at start); retry"
+                    "the cluster's delay tiers are not all there yet (its controller creates them at start); retry"
                 )
         return self._tier_list
 

@@ -54,6 +54,7 @@ from client.conventions import (
     H_DELAY_PARTITION,
     H_DELAY_TARGET,
     H_DELAY_VIA,
+    LADDER_CONFIG,
     MAX_DELAY_MS,
     TIER_CONFIG,
     TIER_PREFIX,
@@ -426,7 +427,12 @@ class DelayService(Service):
             InternalTopic(
                 tier_name(tier),
                 self.ctx.cfg.delay_partitions,
-                {TIER_CONFIG: str(tier), LANES_CONFIG: "1", "retention.ms": str(max(7 * 86_400_000, 3 * tier))},
+                {
+                    TIER_CONFIG: str(tier),
+                    LADDER_CONFIG: ",".join(map(str, self.tiers)),
+                    LANES_CONFIG: "1",
+                    "retention.ms": str(max(7 * 86_400_000, 3 * tier)),
+                },
             )
             for tier in self.tiers
         ]

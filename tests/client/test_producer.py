@@ -7,9 +7,10 @@ import pytest
 import trio
 
 from client import Admin, Consumer, Producer
+from client.conventions import LADDER_CONFIG, TIER_CONFIG, tier_name
 from client.errors import InvalidConfigError, RequestTimeoutError, UnknownTopicError
 from client.partitioner import partition_for_key
-from client.protocol import Produce
+from client.protocol import MetadataResponse, Produce, TopicInfo
 from segments.batch import parse_header
 from tests.cluster import local_cluster, process_cluster, running_cluster
 
@@ -294,6 +295,33 @@ async def test_submit_many_refuses_mismatched_or_bad_input_and_keeps_what_came_b
             await producer.flush()
             assert await producer.send_batch("t", []) == []
         assert [m.value for m in await read_all(c.bootstrap, "t", 1)] == [b"first"]
+
+
+async def test_the_delay_ladder_is_taken_once_every_tier_it_names_exists():
+    """Read while the controller creates the tiers, the small ones may be missing; a
+    message put in the smallest tier found would wait that whole tier."""
+    ladder = {LADDER_CONFIG: "100,500,120000"}
+
+    def tier(ms: int, **configs: str) -> TopicInfo:
+        return TopicInfo(tier_name(ms), [], {TIER_CONFIG: str(ms), **configs}, internal=True)
+
+    answers = [
+        MetadataResponse([], [tier(120_000, **ladder)]),
+        MetadataResponse([], [tier(120_000, **ladder), tier(500, **ladder)]),
+        MetadataResponse([], [tier(120_000, **ladder), tier(500, **ladder), tier(100, **ladder)]),
+    ]
+    producer = Producer("127.0.0.1:1")
+
+    async def refresh_metadata() -> MetadataResponse:
+        return answers.pop(0)
+
+    producer.cluster.refresh_metadata = refresh_metadata  # type: ignore[method-assign]
+    assert await producer._tiers() == [100, 500, 120_000]
+    assert not answers
+    # A cluster whose tiers do not name the ladder: the tiers found.
+    producer._tier_list = []
+    answers.append(MetadataResponse([], [tier(1_000)]))
+    assert await producer._tiers() == [1_000]
 
 
 async def test_send_batch_with_a_delay_goes_through_the_ladder(tmp_path):
