@@ -73,6 +73,20 @@ async def _in_thread(fn: Callable[..., Any], /, *args: Any) -> Any:
     return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
 
 
+def in_sync_of(core: RaftNode) -> list[int]:
+    """A leader's in-sync members: those holding its whole log that it heard from lately,
+    or, while the group is quiet, that the failure detector does not hold down. A quiet
+    group hears nothing (that is the point), so "lately" goes stale there; it went quiet
+    only once every member not held down had the whole log and said so, and a member
+    going down since would have woken it."""
+    quiet, down = core.quiescent, core.peers_down
+    return sorted(
+        pid
+        for pid, pr in core.status().progress.items()
+        if pr.lag == 0 and (pr.recent_active or (quiet and pid not in down))
+    )
+
+
 class _Host:
     """The replica as the driver's host (a separate object, so that the driver's hook
     names do not crowd the replica's and its subclasses' own)."""
@@ -227,8 +241,8 @@ class Replica:
         return self.core.role == Role.LEADER
 
     def in_sync(self) -> list[int]:
-        """Leader: the members it heard from lately that hold its whole log."""
-        return sorted(pid for pid, pr in self.core.status().progress.items() if pr.recent_active and pr.lag == 0)
+        """Leader: the members that hold its whole log and are there."""
+        return in_sync_of(self.core)
 
     @property
     def high_watermark(self) -> int:

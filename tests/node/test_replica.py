@@ -12,9 +12,11 @@ from client.cluster import ClusterClient
 from client.connection import open_connection
 from client.protocol import CreateTopic, DeleteTopic
 from node.broker import CONTROLLER_GROUP
+from node.replica import in_sync_of
 from segments import build_batch
 from segments.batch import HEADER_SIZE
 from tests.cluster import local_cluster
+from tests.raft.test_quiescence import ET, quiet_cluster
 from tests.segments.helpers import recrc
 
 
@@ -105,3 +107,21 @@ async def test_no_fsync_runs_on_the_event_loop(tmp_path, monkeypatch):
                 await trio.sleep(0.05)
         assert c.brokers[lagger].replicas[CONTROLLER_GROUP].storage.first_index() > 5  # from the snapshot
     assert not on_loop, on_loop[0]
+
+
+def test_a_quiet_group_keeps_its_members_in_sync():
+    """A quiet leader hears nothing, so who it heard from "lately" goes stale (an
+    unquiesce resets it); in sync is then who holds the log and is not held down."""
+    c = quiet_cluster()
+    lead = c.elect(1)
+    c.tick(5)
+    assert lead.quiescent and in_sync_of(lead) == [1, 2, 3]
+    lead.prs[3].recent_active = False  # as after a wake-up whose heartbeat 3 never answered
+    assert in_sync_of(lead) == [1, 2, 3]
+    lead.peers_down.add(3)  # (without waking it: how peer_down leaves it is not the point)
+    assert in_sync_of(lead) == [1, 2]
+    lead.peers_down.discard(3)
+    lead.quiescent = False  # awake, 3 not heard from since: out until it answers
+    assert in_sync_of(lead) == [1, 2]
+    c.tick(ET)
+    assert in_sync_of(lead) == [1, 2, 3]
