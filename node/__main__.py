@@ -21,7 +21,7 @@ OWN_MAPPING_BYTES = 32 << 20  # glibc's largest
 def keep_freed_memory() -> bool:
     """Let glibc keep freed memory for the next request instead of handing it back.
 
-    A broker's buffers come and go at the same sizes (a 256 KiB batch in, its copies,
+    A broker's buffers come and go at the same sizes (a batch in, its copies,
     its frames out). By default each of 128 KiB or more is a fresh mmap and a freed heap
     top is returned to the kernel, so every request faults its pages in again: 0.58 ms
     for 256 KiB on a VM whose host backs memory lazily, 0.06 ms reused. Kept (up to
