@@ -220,6 +220,8 @@ class Mover:
             elif self._client is not None:
                 await self._client.controller_request(done)
             log.info("%s-%s moved to %s", done.topic, done.partition, done.replicas)
+        except InvalidRequestError as exc:  # closed already (a report before this one, seen late)
+            log.info("%s-%s: nothing to report: %s", done.topic, done.partition, exc)
         except TideMQError as exc:
             log.info(
                 "%s-%s: telling the controller the move is done failed, retrying: %s", done.topic, done.partition, exc
