@@ -194,7 +194,8 @@ async def run(
                     max_messages=max_messages,
                     producer=producer,
                 )
-            finally:  # the runs recorded last go out even when the run is cancelled
+            finally:  # the runs queued last go out if the producer's senders still can: a run
+                # ending just as this is cancelled may go unrecorded (a gap in its trace)
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await runs.flush()
         return

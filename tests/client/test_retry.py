@@ -160,10 +160,15 @@ async def test_handler_runs_recorded_with_trace_true(tmp_path):
                 raise RuntimeError("first time unlucky")
             done.append(msg.offset)
 
-        async with Consumer(c.bootstrap, group="tracers", topics=["traced"], offset_reset="earliest") as consumer:
-            await run_until(consumer, handler, lambda: done, backoff=0.05, trace=True)
-        async with ClusterClient(c.bootstrap) as cluster:
-            with trio.move_on_after(20):
+        # The consumer runs on while the trace is read: a run's record goes out after its
+        # handler returns, and one finishing as the run is cancelled may go unrecorded.
+        async with (
+            Consumer(c.bootstrap, group="tracers", topics=["traced"], offset_reset="earliest") as consumer,
+            ClusterClient(c.bootstrap) as cluster,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(partial(consumer.run, handler, backoff=0.05, trace=True))
+            with trio.move_on_after(30):
                 while True:  # (the member's commit and the run records land shortly after)
                     t = await trace_message(cluster, "traced", 0, sent.offset)
                     assert t is not None
@@ -171,6 +176,8 @@ async def test_handler_runs_recorded_with_trace_true(tmp_path):
                     if len(handled) == 2 and t.groups and t.groups[0].status == "done":
                         break
                     await trio.sleep(0.2)
+            nursery.cancel_scope.cancel()
+        assert done, "the handler never succeeded"
         assert len(handled) == 2 and t.groups[0].status == "done", t
         assert "failed: RuntimeError: first time unlucky" in handled[0] and handled[1].endswith(", ok")
         assert handled[0].startswith("tracers: ")
