@@ -736,8 +736,10 @@ class Producer:
         controller was still creating them, it could lack the small tiers, and a message
         put in too large a tier arrives that tier late (a tier holds each message its
         whole length). Each tier topic names the ladder (LADDER_CONFIG); a cluster whose
-        tiers do not gets the tiers found."""
+        tiers do not gets the tiers found, as does one whose ladder is still incomplete
+        after the request timeout (late beats never)."""
         if not self._tier_list:
+            found: list[int] = []
             with anyio.move_on_after(self.request_timeout):
                 while True:
                     md = await self.cluster.refresh_metadata()
@@ -748,6 +750,9 @@ class Producer:
                         self._tier_list = found
                         break
                     await anyio.sleep(0.1)
+            if not self._tier_list and found:  # some tier never came: late beats never
+                log.warning("delay tiers %s exist, the ladder names more; sending through these", found)
+                self._tier_list = found
             if not self._tier_list:
                 raise InvalidConfigError(
                     "the cluster's delay tiers are not all there yet (its controller creates them at start); retry"

@@ -322,6 +322,14 @@ async def test_the_delay_ladder_is_taken_once_every_tier_it_names_exists():
     producer._tier_list = []
     answers.append(MetadataResponse([], [tier(1_000)]))
     assert await producer._tiers() == [1_000]
+    # A ladder still incomplete after the request timeout: the tiers there are.
+    producer._tier_list, producer.request_timeout = [], 0.3
+
+    async def always_partial() -> MetadataResponse:
+        return MetadataResponse([], [tier(120_000, **ladder)])
+
+    producer.cluster.refresh_metadata = always_partial  # type: ignore[method-assign]
+    assert await producer._tiers() == [120_000]
 
 
 async def test_send_batch_with_a_delay_goes_through_the_ladder(tmp_path):
