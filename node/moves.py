@@ -104,10 +104,7 @@ class Mover:
         meta = b.state.topics.get(req.topic)
         if meta is None:
             raise UnknownTopicError(f"topic {req.topic!r} does not exist")
-        if req.cancel:
-            if req.partition not in meta.moving:
-                raise InvalidRequestError(f"{req.topic}-{req.partition} is not moving")
-        else:
+        if not req.cancel:  # (a cancel of a partition not moving: the command refuses it)
             self._check_target(meta, req.partition, req.replicas)
         cmd = ReassignCmd(
             [(req.topic, req.partition, list(req.replicas))], max(req.throttle, 0), now_ms(), cancel=req.cancel

@@ -74,6 +74,7 @@ async def bench_cluster(nodes: int = 3, fsync: str = "always", secure: bool = Fa
 START_UP_TOPICS = (OFFSETS_TOPIC, TXN_TOPIC, HALF_TOPIC, RUNS_TOPIC, *(tier_name(t) for t in DEFAULT_TIERS_MS))
 QUIET_CPU = 0.10  # of a core, per node, over QUIET_WINDOW_S
 QUIET_WINDOW_S = 0.5
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 async def settle(c: ProcessCluster, timeout: float = 60) -> None:
@@ -94,17 +95,21 @@ async def settle(c: ProcessCluster, timeout: float = 60) -> None:
         console.print(f"[yellow]the cluster was still busy starting after {timeout:g}s; measuring anyway")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 async def cpu_shares(c: ProcessCluster, window: float) -> list[float]:
     """Each live node's CPU over the next `window` seconds, in cores (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
 
     def used(pid: int) -> float:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            return cpu_seconds(pid)
         except OSError:  # gone, or no /proc: counts as idle
             return 0.0
-        return (int(fields[11]) + int(fields[12])) / tick
 
     pids = [p.pid for p in c.procs.values() if p.poll() is None]
     before = [used(pid) for pid in pids]

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import tempfile
@@ -42,6 +41,7 @@ import time
 from pathlib import Path
 
 import trio
+from _benchlib import cpu_seconds
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -64,14 +64,6 @@ from tests.cluster import ProcessCluster  # noqa: E402
 
 console = Console()
 TOPIC = "idle"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads), from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 async def leaders(c: ProcessCluster, nodes: list[int], partitions: int) -> dict[int, int] | None:
