@@ -168,7 +168,8 @@ class ClusterClient:
             link = self._links[link_key] = _NodeLink(addr)
             assert self._tg is not None, "use the client inside `async with`"
             self._tg.start_soon(self._own, link)
-        await link.ready.wait()
+        if not link.ready.is_set():  # (a set event's wait() still yields a loop iteration)
+            await link.ready.wait()
         if link.conn is None or link.conn.closed:
             err = link.error
             if isinstance(err, TideMQError):

@@ -23,6 +23,7 @@ connection stays up.
 from __future__ import annotations
 
 import itertools
+import math
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -83,11 +84,12 @@ class Connection:
         self._stream = stream
         self._ids = itertools.count(1)
         self._waiters: dict[int, _Waiter] = {}
-        self._send_lock = anyio.Lock()
+        self._send_lock = anyio.Lock(fast_acquire=True)  # (no loop iteration when free)
         self._decoder = FrameDecoder(max_frame_bytes)
         self._closed: BaseException | None = None
         self._deadlines: dict[int, float] = {}  # request id -> when its answer is overdue
         self._deadline_added = anyio.Event()
+        self._watched = math.inf  # the deadline the watchdog sleeps until
 
     @property
     def closed(self) -> bool:
@@ -106,8 +108,9 @@ class Connection:
         rid = next(self._ids)
         waiter = self._waiters[rid] = _Waiter()
         if timeout is not None:
-            self._deadlines[rid] = anyio.current_time() + timeout
-            self._deadline_added.set()
+            due = self._deadlines[rid] = anyio.current_time() + timeout
+            if due < self._watched:  # (most come due after those already watched: no wake-up)
+                self._deadline_added.set()
         written = False
         try:
             await self._send(rid, body)
@@ -183,19 +186,19 @@ class Connection:
             self._fail(exc)
 
     async def _watchdog(self) -> None:
-        """Fail the connection once any request's answer is overdue."""
+        """Fail the connection once any request's answer is overdue. It sleeps until the
+        earliest deadline it knows of and is woken only for an earlier one, so a stream
+        of requests answered in time costs it one wake-up per timeout, not per request."""
         while self._closed is None:
-            if not self._deadlines:
-                await self._deadline_added.wait()
-                self._deadline_added = anyio.Event()
-                continue
-            due = min(self._deadlines.values())
+            due = min(self._deadlines.values(), default=math.inf)
             if anyio.current_time() >= due:
                 self.abandon(f"node at {self.addr} did not answer a request in time; dropping the connection")
                 return
+            self._watched = due
             with anyio.move_on_after(due - anyio.current_time()):
-                await self._deadline_added.wait()  # an earlier deadline may have come
-                self._deadline_added = anyio.Event()
+                await self._deadline_added.wait()  # an earlier deadline came
+            self._deadline_added = anyio.Event()
+            self._watched = math.inf
 
     def abandon(self, reason: str) -> None:
         """Give the connection up as dead: every waiter fails now with a retriable

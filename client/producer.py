@@ -941,7 +941,8 @@ class Producer:
                     if q.retired and not q.sealed and not q.inflight and q.open is None:
                         return
                     if linger_left is None:
-                        await q.wakeup.wait()
+                        if not q.wakeup.is_set():  # (a set event's wait() still yields a loop iteration)
+                            await q.wakeup.wait()
                     else:
                         with anyio.move_on_after(linger_left):
                             await q.wakeup.wait()
@@ -971,7 +972,7 @@ class Producer:
                 else:
                     if self.transactional_id is not None:
                         await self._enlisted((topic, p))
-                    if predecessor is not None:
+                    if predecessor is not None and not predecessor.sent.is_set():
                         await predecessor.sent.wait()  # keep the wire order of the sequence numbers
                     while True:
                         try:
