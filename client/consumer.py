@@ -50,6 +50,7 @@ from client.errors import (
 )
 from client.group import GroupMember
 from client.processor import Held
+from client.producer import Producer
 from client.protocol import (
     EARLIEST,
     LATEST,
@@ -179,6 +180,12 @@ class Consumer:
         self._tg: anyio.abc.TaskGroup | None = None
         self._member: GroupMember | None = None
         self._stack: AsyncExitStack
+        # run(trace=True)'s producer of run records: owned by a task of this consumer,
+        # so it outlives a run that is cancelled (`runs_producer`).
+        self._runs: Producer | BaseException | None = None
+        self._runs_ready: anyio.Event | None = None
+        self._runs_closing = anyio.Event()
+        self._runs_closed = anyio.Event()
 
     @property
     def assignment(self) -> set[TopicPartition]:
@@ -242,6 +249,10 @@ class Consumer:
         # Unwound without the body's exception, so it propagates as is (not wrapped in
         # an ExceptionGroup by the task groups on the way out); so does the one error
         # that ended the group membership (a refused group, say).
+        if self._runs_ready is not None:  # the run records still queued go out first
+            self._runs_closing.set()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(processor.RUNS_FLUSH_S):
+                await self._runs_closed.wait()
         if self._member is not None and self._member.static and exc[0] is None and not self._txn_commits:
             # A static member keeps its partitions while it is away: what it handled is
             # committed now, as giving them back would have.
@@ -651,6 +662,35 @@ class Consumer:
             max_wait=self.max_wait,
             client_id=f"{self.client_id}-retries",
         )
+
+    async def runs_producer(self) -> Producer:
+        """The producer that records `run(trace=True)`'s handler runs. It belongs to the
+        consumer, not to a run: a run cancelled just as a handler finishes still gets
+        that run's record out, and the consumer's close sends what is queued."""
+        if self._tg is None:
+            raise RuntimeError("use the consumer inside `async with Consumer(...)`")
+        if self._runs_ready is None:
+            self._runs_ready = anyio.Event()
+            self._tg.start_soon(self._own_runs_producer, self._runs_ready)
+        await self._runs_ready.wait()
+        if isinstance(self._runs, BaseException):
+            raise self._runs
+        assert self._runs is not None
+        return self._runs
+
+    async def _own_runs_producer(self, ready: anyio.Event) -> None:
+        try:
+            async with Producer(
+                self.cluster.bootstrap, token=self.cluster.token, client_id=f"{self.client_id}-runs"
+            ) as runs:
+                self._runs = runs
+                ready.set()
+                await self._runs_closing.wait()  # (a clean exit: the producer flushes)
+        except Exception as exc:  # no producer: the run that asked for it fails with why
+            self._runs = exc
+        finally:
+            ready.set()
+            self._runs_closed.set()
 
     # -- run: handlers with modes (client/processor.py) ------------------------------------------------
 

@@ -73,6 +73,7 @@ from client.records import GroupMetadata, Message
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 1.0
+RUNS_FLUSH_S = 5.0  # the run records still queued get this long to go out when a run ends
 REFUSED_RETRY_S = 0.2  # in a transaction: offsets refused, partition still held: try again after
 
 Handler = Callable[[Message], Awaitable[Any]]
@@ -122,6 +123,8 @@ class Source(Protocol):
     def commit_points(self) -> dict[tuple[str, int], int]: ...
 
     def group_metadata(self) -> GroupMetadata: ...
+
+    async def runs_producer(self) -> Producer: ...
 
 
 async def run(
@@ -175,29 +178,26 @@ async def run(
     family = consumer.broadcast_group or consumer.group  # names the retry and dead-letter topics; None: no group
     if trace:
         await _wait_for_runs_topic(consumer.cluster)
-        async with Producer(
-            consumer.cluster.bootstrap, token=consumer.cluster.token, client_id=f"{consumer.client_id}-runs"
-        ) as runs:
-            traced = recording(handler, runs, consumer.group or "", consumer)
-            try:
-                await run(
-                    consumer,
-                    traced,
-                    mode=mode,
-                    concurrency=concurrency,
-                    timeout=timeout,
-                    order=order,
-                    retries=retries,
-                    backoff=backoff,
-                    max_backoff=max_backoff,
-                    dead_letter=dead_letter,
-                    max_messages=max_messages,
-                    producer=producer,
-                )
-            finally:  # the runs queued last go out if the producer's senders still can: a run
-                # ending just as this is cancelled may go unrecorded (a gap in its trace)
-                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                    await runs.flush()
+        runs = await consumer.runs_producer()  # (the consumer's: it outlives this run if cancelled)
+        traced = recording(handler, runs, consumer.group or "", consumer)
+        try:
+            await run(
+                consumer,
+                traced,
+                mode=mode,
+                concurrency=concurrency,
+                timeout=timeout,
+                order=order,
+                retries=retries,
+                backoff=backoff,
+                max_backoff=max_backoff,
+                dead_letter=dead_letter,
+                max_messages=max_messages,
+                producer=producer,
+            )
+        finally:  # every run is recorded by the time this returns (bounded)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(RUNS_FLUSH_S):
+                await runs.flush()
         return
 
     def policy_with(retry_producer: Producer | None, dlq_producer: Producer | None) -> RetryPolicy:

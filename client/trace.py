@@ -51,6 +51,7 @@ from client.protocol import (
 from segments.batch import decode_records, iter_batches
 
 SCAN_LIMIT = 100_000  # records read from one partition at most, in any scan
+NO_GROUP = "(no group)"  # stands for the runs of consumers outside any group
 
 
 class Stored(NamedTuple):
@@ -136,7 +137,8 @@ def fate(group: str, offset: int, view: GroupView) -> GroupFate:
     if view.runs:
         latest = dict(view.runs[-1].headers)
         outcome = (latest.get(H_RUN_OUTCOME) or b"?").decode(errors="replace")
-        return GroupFate(group, "delivered", f"handled {len(view.runs)} time(s), the last {outcome}; not committed yet")
+        pending = "a consumer outside a group commits nothing" if group == NO_GROUP else "not committed yet"
+        return GroupFate(group, "delivered", f"handled {len(view.runs)} time(s), the last {outcome}; {pending}")
     at = "nothing committed yet" if view.committed is None else f"the group is at offset {view.committed}"
     return GroupFate(group, "not yet delivered", at)
 
@@ -369,6 +371,8 @@ async def trace_message(cluster: ClusterClient, topic: str, partition: int, offs
     message, outcome = found
     views = {}
     runs = await handler_runs(cluster, message)
+    if "" in runs:  # no offsets, retries or dead letters to look up for these
+        views[NO_GROUP] = GroupView(None, runs=runs.pop(""))
     async with anyio.create_task_group() as tg:
 
         async def one(g: str) -> None:

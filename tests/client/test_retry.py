@@ -18,7 +18,7 @@ from client.conventions import (
     H_REPLAYED_FROM,
 )
 from client.dlq import list_dead_letters, replay_dead_letters
-from client.trace import find_by_key, trace_message
+from client.trace import NO_GROUP, find_by_key, trace_message
 from tests.cluster import local_cluster
 
 LADDER = [100, 500, 1000]
@@ -160,8 +160,7 @@ async def test_handler_runs_recorded_with_trace_true(tmp_path):
                 raise RuntimeError("first time unlucky")
             done.append(msg.offset)
 
-        # The consumer runs on while the trace is read: a run's record goes out after its
-        # handler returns, and one finishing as the run is cancelled may go unrecorded.
+        # The consumer runs on while the trace is read (the member's commit comes later).
         async with (
             Consumer(c.bootstrap, group="tracers", topics=["traced"], offset_reset="earliest") as consumer,
             ClusterClient(c.bootstrap) as cluster,
@@ -181,3 +180,33 @@ async def test_handler_runs_recorded_with_trace_true(tmp_path):
         assert len(handled) == 2 and t.groups[0].status == "done", t
         assert "failed: RuntimeError: first time unlucky" in handled[0] and handled[1].endswith(", ok")
         assert handled[0].startswith("tracers: ")
+
+
+async def test_a_run_cancelled_as_its_handler_returns_is_still_recorded(tmp_path):
+    """The handler cancels its own run() as it returns: the run's record is queued
+    after that, and still goes out (the consumer owns the producer of run records, so
+    a cancelled run does not take it down)."""
+    async with local_cluster(tmp_path, delay_tiers_ms=LADDER) as c:
+        async with Admin(c.bootstrap) as admin:
+            await admin.create_topic("last-words", partitions=1, replication=3)
+        async with Producer(c.bootstrap) as producer:
+            sent = await producer.send("last-words", b"job", key=b"j")
+        async with Consumer(c.bootstrap, topics=["last-words"], offset_reset="earliest") as consumer:
+            async with trio.open_nursery() as nursery:
+
+                async def handler(msg):
+                    nursery.cancel_scope.cancel()  # the run ends as this handler returns
+
+                nursery.start_soon(partial(consumer.run, handler, trace=True))
+        async with ClusterClient(c.bootstrap) as cluster:
+            with trio.fail_after(30):
+                while True:
+                    t = await trace_message(cluster, "last-words", 0, sent.offset)
+                    assert t is not None
+                    handled = [s.detail for s in t.steps if s.what == "handled"]
+                    if handled:
+                        break
+                    await trio.sleep(0.2)
+        assert len(handled) == 1 and handled[0].startswith(f"{NO_GROUP}: a consumer, "), handled
+        assert handled[0].endswith(", ok"), handled
+        assert [(g.group, g.status) for g in t.groups] == [(NO_GROUP, "delivered")], t.groups
