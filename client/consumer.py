@@ -675,7 +675,8 @@ class Consumer:
         await self._runs_ready.wait()
         if isinstance(self._runs, BaseException):
             raise self._runs
-        assert self._runs is not None
+        if self._runs is None:  # (its task was cancelled before it had one)
+            raise RuntimeError("the consumer is closing")
         return self._runs
 
     async def _own_runs_producer(self, ready: anyio.Event) -> None:
