@@ -36,6 +36,11 @@ async def test_a_static_member_restarting_in_its_session_gets_its_partitions_bac
             async with Consumer(c.bootstrap, instance_id="a", **common) as a:
                 await settled([a, b], 4)
                 mine, theirs = set(a.assignment), set(b.assignment)
+                # The group learns what a member holds from its next heartbeat: wait for
+                # that before a goes, so what the group shows after is a's going alone.
+                with trio.fail_after(10):
+                    while await holdings(c.bootstrap, "stock") != {"static-a": mine, "static-b": theirs}:
+                        await trio.sleep(0.1)
                 with trio.fail_after(10):
                     while len({(await a.__anext__()).partition for _ in range(len(mine))}) < len(mine):
                         pass
