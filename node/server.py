@@ -63,6 +63,7 @@ from client.protocol import (
 )
 from client.scram import ScramError, ScramServer, UserCredential
 from node.acl import ANONYMOUS, TOKEN_USER
+from node.eager import EagerWriter
 from node.peerauth import PeerCredential
 from node.peerprotocol import NODE_VERSIONS, PEER_ONLY, NodeEnvelope, PeerMessages, decode_node_payload
 from node.sendfile import Spliced, SplicedFrame, sendfile_all
@@ -209,8 +210,14 @@ class _Outbox:
         self.queued = 0
         self.send, self.receive = trio.open_memory_channel[bytes | SplicedFrame](math.inf)
         self._drained = trio.Event()
+        self.eager: EagerWriter | None = None  # with nothing queued, an answer may go at once
 
     def put(self, frame: bytes | SplicedFrame) -> None:
+        eager = self.eager
+        if not self.queued and type(frame) is bytes and eager is not None and eager.ready() and eager.write(frame):
+            if not eager.rest:
+                return
+            frame, eager.rest = bytes(eager.rest), b""  # the writer sends the remainder
         try:
             self.send.send_nowait(frame)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -392,6 +399,7 @@ class Server:
             self._note_versions(client.peer_node, body)
 
         outbox = _Outbox(self.limits.max_queued_bytes)
+        outbox.eager = EagerWriter(stream)
         inflight = trio.Semaphore(self.max_inflight)
         idle_s = None if client.peer_node is not None else self.limits.idle_timeout_s
 

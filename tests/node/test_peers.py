@@ -66,3 +66,40 @@ async def test_a_link_delivers_a_large_drain_in_pieces(nursery):
         while sum(len(p) for _, p in got) < 10_000:
             await trio.sleep(0.01)
     assert len(got) >= 5 and b"".join(p for _, p in got) == b"".join(items) and {f for f, _ in got} == {2}
+
+
+async def test_an_idle_link_sends_at_once_and_a_burst_still_gathers(nursery):
+    """The first message of a burst leaves from the sender's task (the link task was
+    idle, nothing else runnable); the rest gather in the outbox and leave in one frame,
+    in order."""
+    got = []
+
+    class Nothing:
+        def dispatch(self, body, client):
+            raise AssertionError("no requests here")
+
+    server = Server(
+        1,
+        Nothing(),
+        lambda frm, payload: got.append(payload),
+        max_frame_bytes=1 << 20,
+        peer_auth=PeerCredential(1, SECRET),
+        peer_ids=(1, 2),
+    )
+    listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+    link = _link(1 << 20, f"127.0.0.1:{listeners[0].socket.getsockname()[1]}")
+    nursery.start_soon(link.run)
+    with trio.fail_after(10):
+        while not link.connected:
+            await trio.sleep(0.01)
+    await trio.sleep(0.05)  # (the link task waits for work)
+    sent = link.frames_sent
+    link.send(b"first")
+    assert link.frames_sent == sent + 1 and not link.outbox  # written by this task, now
+    for i in range(4):
+        link.send(b"then%d" % i)
+    assert len(link.outbox) == 4
+    with trio.fail_after(10):
+        while len(got) < 2:
+            await trio.sleep(0.01)
+    assert got == [b"first", b"then0then1then2then3"]

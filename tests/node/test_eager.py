@@ -1,0 +1,78 @@
+"""Eager writes (node/eager.py): a frame goes at once only while nothing else is
+runnable, a partial write's remainder goes before anything after it, and a stream that
+is not a plain socket is left to its writer."""
+
+from __future__ import annotations
+
+import socket
+
+import trio
+import trio.testing
+
+from node.eager import EagerWriter
+from node.server import Server, _Outbox
+
+
+def _pair(sndbuf: int | None = None) -> tuple[trio.SocketStream, trio.SocketStream]:
+    a, b = socket.socketpair()
+    if sndbuf is not None:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    return trio.SocketStream(trio.socket.from_stdlib_socket(a)), trio.SocketStream(trio.socket.from_stdlib_socket(b))
+
+
+async def _read(stream: trio.SocketStream, n: int) -> bytes:
+    got = bytearray()
+    with trio.fail_after(10):
+        while len(got) < n:
+            got += await stream.receive_some(1 << 16)
+    return bytes(got)
+
+
+async def test_a_frame_goes_at_once_when_nothing_else_is_runnable():
+    left, right = _pair()
+    w = EagerWriter(left)
+    assert w.ready() and w.write(b"hello")
+    assert w.rest == b"" and await _read(right, 5) == b"hello"
+
+
+async def test_nothing_goes_at_once_while_another_task_is_runnable(nursery):
+    left, _ = _pair()
+    w = EagerWriter(left)
+    nursery.start_soon(trio.sleep, 0)  # runnable until the scheduler's next pass
+    assert not w.ready()
+    await trio.sleep(0.01)
+    assert w.ready()
+
+
+async def test_a_stream_that_is_not_a_plain_socket_is_never_written_at_once():
+    one, _ = trio.testing.memory_stream_pair()
+    assert not EagerWriter(one).ready()
+
+
+async def test_a_partial_write_leaves_its_remainder_first_in_line():
+    left, right = _pair(sndbuf=4096)
+    w = EagerWriter(left)
+    big = bytes(range(256)) * 4096  # 1 MiB: more than the socket takes at once
+    assert w.ready() and w.write(big)
+    assert 0 < len(w.rest) < len(big) and not w.ready()  # nothing else may go before it
+    async with trio.open_nursery() as n:
+        n.start_soon(w.send_rest, left)
+        got = await _read(right, len(big))
+    assert got == big and w.rest == b"" and w.ready()
+
+
+async def test_an_answer_that_fits_goes_at_once_and_a_remainder_is_queued_for_the_writer():
+    left, right = _pair(sndbuf=4096)
+    outbox = _Outbox(1 << 30)
+    outbox.eager = EagerWriter(left)
+    outbox.put(b"small")
+    assert outbox.queued == 0 and await _read(right, 5) == b"small"
+    big = b"z" * (1 << 20)
+    outbox.put(big)  # partly written; the rest waits in the channel, counted
+    assert 0 < outbox.queued < len(big)
+    outbox.put(b"after")  # behind it, in order
+    async with trio.open_nursery() as n:
+        n.start_soon(Server._writer, left, outbox)
+        got = await _read(right, len(big) + 5)
+        await outbox.send.aclose()
+    assert got == big + b"after" and outbox.queued == 0
