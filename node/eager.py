@@ -23,16 +23,22 @@ import trio
 class EagerWriter:
     """Writes frames at once where it may; the writer task sends `rest` first."""
 
-    __slots__ = ("_fd", "rest")
+    __slots__ = ("_socket", "_fd", "rest")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
-        self._fd = stream.socket.fileno() if type(stream) is trio.SocketStream else -1
+        self._socket = stream.socket if type(stream) is trio.SocketStream else None
+        self._fd = -1
         self.rest: bytes | memoryview = b""  # a partial write's remainder, for the writer task
 
     def ready(self) -> bool:
-        """Whether a frame may go now: a plain socket, no remainder pending, and nothing
-        else runnable (the caller knows its own queue is empty)."""
-        return self._fd >= 0 and not self.rest and not trio.lowlevel.current_statistics().tasks_runnable
+        """Whether a frame may go now: an open plain socket, no remainder pending, and
+        nothing else runnable (the caller knows its own queue is empty). The descriptor
+        is read afresh each time: once the socket is closed its number may belong to
+        another file."""
+        if self._socket is None or self.rest or trio.lowlevel.current_statistics().tasks_runnable:
+            return False
+        self._fd = self._socket.fileno()  # (-1 once closed)
+        return self._fd >= 0
 
     def write(self, frame: bytes) -> bool:
         """Write `frame` now (after `ready()`): True if it was taken (wholly written, or

@@ -82,8 +82,8 @@ class PeerLink:
         self._fragments = 0
         self.versions: dict[str, int] = {}  # what the link agreed with the peer, per request
         # While connected over plain TCP and waiting for work, a message goes out from
-        # the sender's task at once when nothing else is runnable (node/eager.py); one
-        # a pass of the link task, so a burst from one task still gathers.
+        # the sender's task at once when nothing else is runnable (node/eager.py): one
+        # per pass of the link task, so a burst from one task still gathers.
         self._eager: EagerWriter | None = None
         self._version = 0
         self._idle = False

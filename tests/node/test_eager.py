@@ -76,3 +76,11 @@ async def test_an_answer_that_fits_goes_at_once_and_a_remainder_is_queued_for_th
         got = await _read(right, len(big) + 5)
         await outbox.send.aclose()
     assert got == big + b"after" and outbox.queued == 0
+
+
+async def test_a_closed_socket_is_never_written_at_once():
+    left, _ = _pair()
+    w = EagerWriter(left)
+    assert w.ready()
+    await left.aclose()  # its descriptor's number may now be another file's
+    assert not w.ready()
