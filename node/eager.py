@@ -6,8 +6,14 @@ thousand groups leave as one frame), but each frame it sends waits a scheduler p
 that task to run first. With one message in flight that pass is on the path of every
 hop: the leader's append, each follower's acknowledgement, the answer to the client.
 asyncio's transports write at once when their buffer is empty for the same reason.
-Here that happens only while nothing else is runnable, so whenever other work is
-waiting (other groups, other requests) frames still gather in the queue as before.
+
+Batching must not suffer, so a connection writes at once at most once per scheduler
+pass, and only while no task waits for the next pass. The tasks of the pass being run
+are not counted as runnable by trio (they have left its run queue), so the first of a
+thousand replica tasks woken together writes its frame at once and the others find the
+connection's one eager write of this pass taken: theirs gather in the queue and leave
+together, as before. The passes are counted by a trio instrument (`after_io_wait` runs
+once per pass).
 
 Plain TCP only: a TLS stream's bytes go through its `SSLObject`, which only its own
 `send_all` may drive.
@@ -20,22 +26,50 @@ import os
 import trio
 
 
+class _Passes(trio.abc.Instrument):
+    """Counts the scheduler's passes in one run."""
+
+    def __init__(self, root: trio.lowlevel.Task) -> None:
+        self.root = root
+        self.count = 0
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.count += 1
+
+
+_passes: _Passes | None = None
+
+
+def current_pass() -> int:
+    """The number of the scheduler pass running now (counting starts at first use)."""
+    global _passes
+    root = trio.lowlevel.current_root_task()
+    if _passes is None or _passes.root is not root:  # (a new trio.run: a counter of its own)
+        assert root is not None
+        _passes = _Passes(root)
+        trio.lowlevel.add_instrument(_passes)
+    return _passes.count
+
+
 class EagerWriter:
     """Writes frames at once where it may; the writer task sends `rest` first."""
 
-    __slots__ = ("_socket", "_fd", "rest")
+    __slots__ = ("_socket", "_fd", "_pass", "rest")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._socket = stream.socket if type(stream) is trio.SocketStream else None
         self._fd = -1
+        self._pass = -1  # the pass of the last eager write
         self.rest: bytes | memoryview = b""  # a partial write's remainder, for the writer task
 
     def ready(self) -> bool:
-        """Whether a frame may go now: an open plain socket, no remainder pending, and
-        nothing else runnable (the caller knows its own queue is empty). The descriptor
-        is read afresh each time: once the socket is closed its number may belong to
-        another file."""
+        """Whether a frame may go now: an open plain socket, no remainder pending, no
+        eager write yet in this pass and no task waiting for the next (the caller knows
+        its own queue is empty). The descriptor is read afresh each time: once the
+        socket is closed its number may belong to another file."""
         if self._socket is None or self.rest or trio.lowlevel.current_statistics().tasks_runnable:
+            return False
+        if self._pass == current_pass():
             return False
         self._fd = self._socket.fileno()  # (-1 once closed)
         return self._fd >= 0
@@ -44,6 +78,7 @@ class EagerWriter:
         """Write `frame` now (after `ready()`): True if it was taken (wholly written, or
         its remainder left in `rest`, which must go before anything else), False to
         queue it as usual."""
+        self._pass = current_pass()
         try:
             n = os.write(self._fd, frame)
         except OSError:  # full (EAGAIN) or broken: the writer task's send finds out which

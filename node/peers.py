@@ -82,8 +82,7 @@ class PeerLink:
         self._fragments = 0
         self.versions: dict[str, int] = {}  # what the link agreed with the peer, per request
         # While connected over plain TCP and waiting for work, a message goes out from
-        # the sender's task at once when nothing else is runnable (node/eager.py): one
-        # per pass of the link task, so a burst from one task still gathers.
+        # the sender's task at once when nothing else is runnable (node/eager.py).
         self._eager: EagerWriter | None = None
         self._version = 0
         self._idle = False
@@ -95,10 +94,9 @@ class PeerLink:
                 encode_frame(0, PeerMessages(payload), self._version)
             ):
                 self.frames_sent += 1
-                # Busy until the link task has run: what else is sent meanwhile gathers
-                # behind this in the outbox (and a partial write's rest goes first).
-                self._idle = False
-                self.wakeup.set()
+                if self._eager.rest:  # the link task sends it before anything else
+                    self._idle = False
+                    self.wakeup.set()
                 return
         if len(self.outbox) >= MAX_OUTBOX:
             self.dropped += len(self.outbox)

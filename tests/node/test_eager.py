@@ -84,3 +84,13 @@ async def test_a_closed_socket_is_never_written_at_once():
     assert w.ready()
     await left.aclose()  # its descriptor's number may now be another file's
     assert not w.ready()
+
+
+async def test_one_eager_write_a_pass():
+    left, right = _pair()
+    w = EagerWriter(left)
+    assert w.ready() and w.write(b"a")
+    assert not w.ready()  # this pass had its eager write: the next frame queues
+    await trio.sleep(0)  # the next pass
+    assert w.ready() and w.write(b"b")
+    assert await _read(right, 2) == b"ab"

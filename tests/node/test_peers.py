@@ -41,24 +41,31 @@ def test_pieces_out_of_turn_or_too_many_bytes_are_dropped(monkeypatch):
     assert [r.feed(3, p) for p in pieces] == [None] * len(pieces)
 
 
-async def test_a_link_delivers_a_large_drain_in_pieces(nursery):
-    got = []
+class _NoRequests:
+    def dispatch(self, body, client):
+        raise AssertionError("no requests here")
 
-    class Nothing:
-        def dispatch(self, body, client):
-            raise AssertionError("no requests here")
 
+async def _linked(nursery, got: list, max_frame_bytes: int, max_payload: int) -> PeerLink:
+    """A running link from node 2 to a peer listener of node 1 that keeps what arrives
+    in `got` as (sender, payload)."""
     server = Server(
         1,
-        Nothing(),
+        _NoRequests(),
         lambda frm, payload: got.append((frm, payload)),
-        max_frame_bytes=4096,
+        max_frame_bytes=max_frame_bytes,
         peer_auth=PeerCredential(1, SECRET),
         peer_ids=(1, 2),
     )
     listeners = await nursery.start(server.serve, "127.0.0.1", 0)
-    link = _link(2048, f"127.0.0.1:{listeners[0].socket.getsockname()[1]}")
+    link = _link(max_payload, f"127.0.0.1:{listeners[0].socket.getsockname()[1]}")
     nursery.start_soon(link.run)
+    return link
+
+
+async def test_a_link_delivers_a_large_drain_in_pieces(nursery):
+    got: list = []
+    link = await _linked(nursery, got, max_frame_bytes=4096, max_payload=2048)
     items = [bytes([i]) * 1000 for i in range(10)]  # 10 KB: more than one frame may hold
     for item in items:
         link.send(item)
@@ -68,38 +75,36 @@ async def test_a_link_delivers_a_large_drain_in_pieces(nursery):
     assert len(got) >= 5 and b"".join(p for _, p in got) == b"".join(items) and {f for f, _ in got} == {2}
 
 
-async def test_an_idle_link_sends_at_once_and_a_burst_still_gathers(nursery):
-    """The first message of a burst leaves from the sender's task (the link task was
-    idle, nothing else runnable); the rest gather in the outbox and leave in one frame,
-    in order."""
-    got = []
-
-    class Nothing:
-        def dispatch(self, body, client):
-            raise AssertionError("no requests here")
-
-    server = Server(
-        1,
-        Nothing(),
-        lambda frm, payload: got.append(payload),
-        max_frame_bytes=1 << 20,
-        peer_auth=PeerCredential(1, SECRET),
-        peer_ids=(1, 2),
-    )
-    listeners = await nursery.start(server.serve, "127.0.0.1", 0)
-    link = _link(1 << 20, f"127.0.0.1:{listeners[0].socket.getsockname()[1]}")
-    nursery.start_soon(link.run)
+async def test_an_idle_link_sends_at_once_once_a_pass_and_the_rest_gathers(nursery):
+    """With the link task idle and nothing else runnable, a message leaves from the
+    sender's task; what follows in the same scheduler pass, from that task or from the
+    tasks woken with it, gathers in the outbox and leaves in one frame."""
+    got: list = []
+    link = await _linked(nursery, got, max_frame_bytes=1 << 20, max_payload=1 << 20)
     with trio.fail_after(10):
         while not link.connected:
             await trio.sleep(0.01)
     await trio.sleep(0.05)  # (the link task waits for work)
     sent = link.frames_sent
-    link.send(b"first")
+    link.send(b"one")
     assert link.frames_sent == sent + 1 and not link.outbox  # written by this task, now
-    for i in range(4):
-        link.send(b"then%d" % i)
-    assert len(link.outbox) == 4
+    link.send(b"two")
+    assert link.outbox == [b"two"]  # this pass had its eager write
     with trio.fail_after(10):
         while len(got) < 2:
             await trio.sleep(0.01)
-    assert got == [b"first", b"then0then1then2then3"]
+    assert got == [(2, b"one"), (2, b"two")]
+    await trio.sleep(0.05)
+
+    async def send(item: bytes) -> None:
+        link.send(item)
+
+    async with trio.open_nursery() as tasks:  # four tasks run in one pass
+        for i in range(4):
+            tasks.start_soon(send, b"then%d" % i)
+    with trio.fail_after(10):
+        while len(got) < 4:
+            await trio.sleep(0.01)
+    first, rest = got[2][1], got[3][1]
+    assert len(got) == 4 and len(first) == 5 and len(rest) == 15  # one at once, three together
+    assert sorted([first] + [rest[i : i + 5] for i in range(0, 15, 5)]) == [b"then%d" % i for i in range(4)]
