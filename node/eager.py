@@ -29,26 +29,26 @@ import trio
 class _Passes(trio.abc.Instrument):
     """Counts the scheduler's passes in one run."""
 
-    def __init__(self, root: trio.lowlevel.Task) -> None:
-        self.root = root
+    def __init__(self) -> None:
         self.count = 0
 
     def after_io_wait(self, timeout: float) -> None:
         self.count += 1
 
 
-_passes: _Passes | None = None
+_passes: trio.lowlevel.RunVar[_Passes] = trio.lowlevel.RunVar("tidemq_eager_passes")
 
 
 def current_pass() -> int:
-    """The number of the scheduler pass running now (counting starts at first use)."""
-    global _passes
-    root = trio.lowlevel.current_root_task()
-    if _passes is None or _passes.root is not root:  # (a new trio.run: a counter of its own)
-        assert root is not None
-        _passes = _Passes(root)
-        trio.lowlevel.add_instrument(_passes)
-    return _passes.count
+    """The number of the scheduler pass running now (counting starts at first use in
+    each run)."""
+    try:
+        return _passes.get().count
+    except LookupError:
+        counter = _Passes()
+        trio.lowlevel.add_instrument(counter)
+        _passes.set(counter)
+        return 0
 
 
 class EagerWriter:
