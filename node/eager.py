@@ -52,43 +52,34 @@ def current_pass() -> int:
 
 
 class EagerWriter:
-    """Writes frames at once where it may; the writer task sends `rest` first."""
+    """Writes frames at once where it may (`ready`, then `write`)."""
 
-    __slots__ = ("_socket", "_fd", "_pass", "rest")
+    __slots__ = ("_socket", "_fd", "_pass")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._socket = stream.socket if type(stream) is trio.SocketStream else None
         self._fd = -1
         self._pass = -1  # the pass of the last eager write
-        self.rest: bytes | memoryview = b""  # a partial write's remainder, for the writer task
 
     def ready(self) -> bool:
-        """Whether a frame may go now: an open plain socket, no remainder pending, no
-        eager write yet in this pass and no task waiting for the next (the caller knows
-        its own queue is empty). The descriptor is read afresh each time: once the
+        """Whether a frame may go now: an open plain socket, no eager write yet in this
+        pass and no task waiting for the next (the caller knows that nothing of its own
+        is queued or left over). The descriptor is read afresh each time: once the
         socket is closed its number may belong to another file."""
-        if self._socket is None or self.rest or trio.lowlevel.current_statistics().tasks_runnable:
+        if self._socket is None or trio.lowlevel.current_statistics().tasks_runnable:
             return False
         if self._pass == current_pass():
             return False
         self._fd = self._socket.fileno()  # (-1 once closed)
         return self._fd >= 0
 
-    def write(self, frame: bytes) -> bool:
-        """Write `frame` now (after `ready()`): True if it was taken (wholly written, or
-        its remainder left in `rest`, which must go before anything else), False to
-        queue it as usual."""
+    def write(self, frame: bytes) -> memoryview | None:
+        """Write `frame` now (after `ready()`): None if nothing went (queue it as usual),
+        else what is left of it (empty when all went), which the caller's writer must
+        send before anything else."""
         self._pass = current_pass()
         try:
             n = os.write(self._fd, frame)
         except OSError:  # full (EAGAIN) or broken: the writer task's send finds out which
-            return False
-        if n < len(frame):
-            self.rest = memoryview(frame)[n:]
-        return True
-
-    async def send_rest(self, stream: trio.abc.SendStream) -> None:
-        """The writer task's first step after waking: what a partial write left."""
-        if self.rest:
-            rest, self.rest = self.rest, b""
-            await stream.send_all(rest)
+            return None
+        return memoryview(frame)[n:]

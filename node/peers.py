@@ -84,20 +84,21 @@ class PeerLink:
         # While connected over plain TCP and waiting for work, a message goes out from
         # the sender's task at once when nothing else is runnable (node/eager.py).
         self._eager: EagerWriter | None = None
+        self._rest: bytes | memoryview = b""  # what an eager write left, to go first
         self._version = 0
         self._idle = False
 
     def send(self, item: object) -> None:
         if self._idle and not self.outbox and self._eager is not None and self._eager.ready():
             payload = self.encode([item])
-            if len(payload) <= self.max_payload and self._eager.write(
-                encode_frame(0, PeerMessages(payload), self._version)
-            ):
-                self.frames_sent += 1
-                if self._eager.rest:  # the link task sends it before anything else
-                    self._idle = False
-                    self.wakeup.set()
-                return
+            if len(payload) <= self.max_payload:
+                rest = self._eager.write(encode_frame(0, PeerMessages(payload), self._version))
+                if rest is not None:
+                    self.frames_sent += 1
+                    if rest:  # the link task sends it before anything else
+                        self._rest, self._idle = rest, False
+                        self.wakeup.set()
+                    return
         if len(self.outbox) >= MAX_OUTBOX:
             self.dropped += len(self.outbox)
             self.outbox.clear()
@@ -214,14 +215,15 @@ class PeerLink:
                         version = await self._handshake(stream)
                     self.connected = True
                     backoff = 0.05
-                    eager = self._eager = EagerWriter(stream)
-                    self._version = version
+                    self._eager, self._version = EagerWriter(stream), version
                     while True:
                         self._idle = True
                         await self.wakeup.wait()
                         self._idle = False
                         self.wakeup = trio.Event()
-                        await eager.send_rest(stream)
+                        if self._rest:
+                            rest, self._rest = self._rest, b""
+                            await stream.send_all(rest)
                         items, self.outbox = self.outbox, []
                         for payload in self._payloads(items):
                             await stream.send_all(encode_frame(0, PeerMessages(payload), version))
@@ -233,7 +235,7 @@ class PeerLink:
                 self.outbox.clear()
             finally:
                 self.connected = False
-                self._eager, self._idle = None, False
+                self._eager, self._idle, self._rest = None, False, b""
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 

@@ -214,10 +214,12 @@ class _Outbox:
 
     def put(self, frame: bytes | SplicedFrame) -> None:
         eager = self.eager
-        if not self.queued and type(frame) is bytes and eager is not None and eager.ready() and eager.write(frame):
-            if not eager.rest:
-                return
-            frame, eager.rest = bytes(eager.rest), b""  # the writer sends the remainder
+        if not self.queued and type(frame) is bytes and eager is not None and eager.ready():
+            rest = eager.write(frame)
+            if rest is not None:
+                if not rest:
+                    return
+                frame = bytes(rest)  # the writer sends what is left, ahead of anything later
         try:
             self.send.send_nowait(frame)
         except (trio.ClosedResourceError, trio.BrokenResourceError):

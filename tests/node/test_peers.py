@@ -1,8 +1,11 @@
 """Peer links: authenticated to the peer listener, and a large drain split into frames
 the peer accepts."""
 
+import os
+
 import trio
 
+import node.eager
 import node.peers
 from node.peerauth import PeerCredential
 from node.peers import PeerLink, Reassembler
@@ -108,3 +111,25 @@ async def test_an_idle_link_sends_at_once_once_a_pass_and_the_rest_gathers(nurse
     first, rest = got[2][1], got[3][1]
     assert len(got) == 4 and len(first) == 5 and len(rest) == 15  # one at once, three together
     assert sorted([first] + [rest[i : i + 5] for i in range(0, 15, 5)]) == [b"then%d" % i for i in range(4)]
+
+
+async def test_what_a_partial_eager_write_left_goes_before_anything_after_it(nursery, monkeypatch):
+    """The socket takes half of an eager frame: the link task sends the other half
+    first, and a message sent meanwhile queues behind it."""
+    got: list = []
+    link = await _linked(nursery, got, max_frame_bytes=1 << 20, max_payload=1 << 20)
+    with trio.fail_after(10):
+        while not link.connected:
+            await trio.sleep(0.01)
+    await trio.sleep(0.05)
+    write = os.write
+    monkeypatch.setattr(node.eager.os, "write", lambda fd, data: write(fd, data[: len(data) // 2]))
+    link.send(b"x" * 1000)
+    monkeypatch.setattr(node.eager.os, "write", write)
+    assert not link.outbox
+    link.send(b"after")  # (the rest is pending: this one queues)
+    assert link.outbox == [b"after"]
+    with trio.fail_after(10):
+        while len(got) < 2:
+            await trio.sleep(0.01)
+    assert got == [(2, b"x" * 1000), (2, b"after")]
