@@ -51,9 +51,17 @@ def assign_replicas(state: ClusterState, nodes: list[int], partitions: int, repl
     host, lead = _load(state, nodes)
     result = []
     for _ in range(partitions):
-        chosen = sorted(nodes, key=lambda n: (host[n], lead[n], n))[:replication]
-        leader = min(chosen, key=lambda n: (lead[n], host[n], n))
-        replicas = [leader, *sorted((n for n in chosen if n != leader), key=lambda n: (host[n], n))]
+        # The least hosted nodes take it; where more are tied than it needs, the one
+        # leading least leads it and those leading most follow, so that the nodes leading
+        # least stay among the least hosted and lead what comes next (a topic of one
+        # replica can only go to the least hosted node).
+        bar = sorted(host[n] for n in nodes)[replication - 1]
+        below = [n for n in nodes if host[n] < bar]
+        tied = [n for n in nodes if host[n] == bar]
+        leader = min(below + tied, key=lambda n: (lead[n], host[n], n))
+        others = [n for n in below if n != leader]
+        others += sorted((n for n in tied if n != leader), key=lambda n: (-lead[n], n))[: replication - 1 - len(others)]
+        replicas = [leader, *sorted(others, key=lambda n: (host[n], n))]
         lead[leader] += 1
         for r in replicas:
             host[r] += 1
