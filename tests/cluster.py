@@ -37,32 +37,53 @@ def _ephemeral_range() -> tuple[int, int]:
 _handed_out: set[int] = set()
 
 
+def port_range() -> tuple[int, int]:
+    """[first, end) of the ports this process hands out: below the kernel's ephemeral
+    range, and, under pytest-xdist, a slice of it of its own per worker, so two workers
+    never pick the same port for servers that bind it only later."""
+    low, _ = _ephemeral_range()
+    floor = 10000 if low > 12000 else 1024
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count <= 1:
+        return floor, low
+    index = int(worker[2:]) % count
+    width = (low - floor) // count
+    return floor + index * width, floor + (index + 1) * width
+
+
+def claim(ports: list[int]) -> bool:
+    """Hand out `ports` if every one is free now and none was handed out before."""
+    if any(port in _handed_out for port in ports):
+        return False
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    _handed_out.update(ports)
+    return True
+
+
 def free_ports(n: int) -> list[int]:
-    """Ports for servers that start (and restart) later, below the kernel's ephemeral range.
+    """Ports for servers that start (and restart) later, from `port_range()`.
 
     A port taken from bind(0) and closed again is one the kernel may hand to the next
     bind(0) (a chaos proxy) or use as the source port of an outgoing connection before the
     node binds it, or while a killed node is down: "Address already in use". Ports below the
     ephemeral range are never chosen by the kernel; this process never hands one out twice.
     """
-    low, _ = _ephemeral_range()
-    floor = 10000 if low > 12000 else 1024
+    first, end = port_range()
     rng = random.Random()
     ports: list[int] = []
     for _ in range(5000):
         if len(ports) == n:
             return ports
-        port = rng.randrange(floor, low)
-        if port in _handed_out:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        ports.append(port)
-    raise RuntimeError(f"no {n} free loopback ports between {floor} and {low}")
+        port = rng.randrange(first, end)
+        if claim([port]):
+            ports.append(port)
+    raise RuntimeError(f"no {n} free loopback ports between {first} and {end}")
 
 
 PEER_SECRET = "tidemq-tests-peer-secret-0123456789"

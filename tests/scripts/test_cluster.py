@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import free_ports
+from tests.cluster import claim, free_ports, port_range
 from tests.test_readme import README_BOOTSTRAP, examples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,15 +25,10 @@ pytestmark = pytest.mark.timeout(120)
 
 def free_base(nodes: int) -> int:
     """A first port whose client, peer and metrics ports (as scripts/cluster lays them out) are free."""
-    for base in range(21000, 60000, 397):
-        wanted = [base + off + i for off in (0, 100, 200) for i in range(nodes)]
-        try:
-            for port in wanted:
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
+    first, end = port_range()
+    for base in range(first + 397, end - 300, 397):
+        if claim([base + off + i for off in (0, 100, 200) for i in range(nodes)]):
+            return base
     raise RuntimeError("no free port range")
 
 
