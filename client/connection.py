@@ -188,14 +188,24 @@ class Connection:
     async def _watchdog(self) -> None:
         """Fail the connection once any request's answer is overdue. It sleeps until the
         earliest deadline it knows of and is woken only for an earlier one, so a stream
-        of requests answered in time costs it one wake-up per timeout, not per request."""
+        of requests answered in time costs it one wake-up per timeout, not per request.
+
+        It acts on a deadline only in a scheduler pass that started after it: a pass
+        starts by expiring every deadline due, in order, so a caller's timeout that
+        falls before the connection's (`ClusterClient.request` sets both, its own
+        first) has landed by then, and the caller gets its TimeoutError. Acting on a
+        clock read late in the pass that woke it could fail that request with
+        ConnectionClosedError first."""
         while self._closed is None:
             due = min(self._deadlines.values(), default=math.inf)
             if anyio.current_time() >= due:
-                self.abandon(f"node at {self.addr} did not answer a request in time; dropping the connection")
-                return
+                await anyio.lowlevel.checkpoint()  # see above: the next pass starts past `due`
+                if min(self._deadlines.values(), default=math.inf) <= due:
+                    self.abandon(f"node at {self.addr} did not answer a request in time; dropping the connection")
+                    return
+                continue
             self._watched = due
-            with anyio.move_on_after(due - anyio.current_time()):
+            with anyio.CancelScope(deadline=due):
                 await self._deadline_added.wait()  # an earlier deadline came
             self._deadline_added = anyio.Event()
             self._watched = math.inf

@@ -4,8 +4,10 @@ against a listener that says Hello and then never answers (a SIGSTOPped node).""
 from __future__ import annotations
 
 import functools
+import math
 import time
 
+import anyio
 import pytest
 import trio
 
@@ -14,32 +16,34 @@ from client.errors import ConnectionClosedError
 from client.protocol import CLIENT_VERSIONS, FrameDecoder, Hello, HelloOk, Metadata, decode_payload, encode_frame
 
 
-def _node(answer: bool):
-    """A listener that says Hello, then answers every request at once (`answer`) or
-    never."""
+def _node(answers: float):
+    """A listener that says Hello, then answers the first `answers` requests at once
+    and never another (math.inf: all of them)."""
 
     async def serve(stream: trio.SocketStream) -> None:
         decoder = FrameDecoder(1 << 20)
+        left = answers
         async for data in stream:
             decoder.feed(bytes(data))
             while (frame := decoder.next_frame()) is not None:
                 env = decode_payload(frame[1])
                 if isinstance(env.body, Hello):
                     await stream.send_all(encode_frame(env.id, HelloOk(1, versions=CLIENT_VERSIONS)))
-                elif answer:
+                elif left > 0:
+                    left -= 1
                     await stream.send_all(encode_frame(env.id, HelloOk(1)))
 
     return serve
 
 
-async def _listen(nursery, answer: bool) -> str:
-    listeners = await nursery.start(functools.partial(trio.serve_tcp, _node(answer), 0, host="127.0.0.1"))
+async def _listen(nursery, answers: float) -> str:
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, _node(answers), 0, host="127.0.0.1"))
     host, port = listeners[0].socket.getsockname()[:2]
     return f"{host}:{port}"
 
 
 async def test_an_overdue_answer_fails_every_request_on_the_connection(nursery):
-    silent_addr = await _listen(nursery, answer=False)
+    silent_addr = await _listen(nursery, answers=0)
     failed: list[tuple[str, float]] = []
     start = time.monotonic()
     with trio.fail_after(10):
@@ -64,7 +68,7 @@ async def test_requests_answered_in_time_keep_the_connection(nursery):
     """Each request is due 0.2 s after it is sent, and requests go on for 1 s: the
     watchdog wakes at deadlines whose requests were answered long ago, and must let
     the connection be."""
-    addr = await _listen(nursery, answer=True)
+    addr = await _listen(nursery, answers=math.inf)
     with trio.fail_after(10):
         async with open_connection(addr, watchdog=True) as conn:
             end = trio.current_time() + 1.0
@@ -75,3 +79,37 @@ async def test_requests_answered_in_time_keep_the_connection(nursery):
                 await trio.sleep(0.01)
             assert not conn.closed
     assert answered > 20
+
+
+async def _hold_the_loop_at(when: float) -> None:
+    await trio.sleep_until(when)  # wakes in the same pass as a task due then
+    time.sleep(0.02)
+
+
+async def test_a_callers_own_timeout_lands_before_the_connection_is_dropped(nursery):
+    """`ClusterClient.request` bounds a request twice: its caller's deadline, then (a
+    moment later) the connection's. A caller must get its TimeoutError even when the
+    watchdog wakes for an earlier, answered request's deadline in a pass that a task
+    holds for 20 ms, past both deadlines (trio runs a pass's tasks in a random order:
+    12 tries with the watchdog asleep on that earlier deadline)."""
+    armed = 0
+    for _ in range(60):
+        addr = await _listen(nursery, answers=1)
+        with trio.fail_after(10):
+            async with open_connection(addr, watchdog=True) as conn:
+                await conn.request(Metadata([]), timeout=0.3)  # answered; the watchdog may sleep until its due
+                earlier = conn._watched
+                if earlier == math.inf:
+                    continue  # it had not started watching it
+                armed += 1
+
+                nursery.start_soon(_hold_the_loop_at, earlier)
+                await trio.sleep(0.005)  # the next request is due 5 ms after the answered one
+                with pytest.raises(TimeoutError):
+                    with anyio.fail_after(0.3):
+                        await conn.request(Metadata([]), timeout=0.3)
+                await trio.sleep(0.05)
+                assert conn.closed, "the unanswered request dropped its connection"
+        if armed == 12:
+            break
+    assert armed == 12
