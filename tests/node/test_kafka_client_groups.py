@@ -7,6 +7,8 @@ assignor: kafka-python range, aiokafka roundrobin, librdkafka cooperative-sticky
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import trio
@@ -112,6 +114,18 @@ def librdkafka_member(m: Member, bootstrap: str) -> None:
 RUN = {"kafka-python": kafka_python_member, "aiokafka": aiokafka_member, "librdkafka": librdkafka_member}
 
 
+@contextmanager
+def stopping(members: list[Member]) -> Iterator[None]:
+    """Tell the members' threads to stop when the block ends, however it ends: a thread
+    cannot be cancelled, so a failed check inside must not leave its nursery waiting on
+    threads that poll forever (until pytest's timeout, which then fails the next test)."""
+    try:
+        yield
+    finally:
+        for m in members:
+            m.stop.set()
+
+
 async def until(condition, what: str, timeout: float = 30) -> None:
     with trio.move_on_after(timeout):
         while not condition():
@@ -139,8 +153,8 @@ async def group_life(bootstrap: str, kafka_bootstrap: str, client: str) -> None:
     def got(*ms: Member) -> list:
         return [r for m in ms for r in m.got]
 
-    try:
-        async with trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
+        with stopping([a, b]):
             nursery.start_soon(trio.to_thread.run_sync, RUN[client], a, kafka_bootstrap)
             await until(lambda: a.assigned == EVERY_PARTITION, f"{client}: the first member holds every partition")
             nursery.start_soon(trio.to_thread.run_sync, RUN[client], b, kafka_bootstrap)
@@ -165,25 +179,23 @@ async def group_life(bootstrap: str, kafka_bootstrap: str, client: str) -> None:
             assert len(got(a, b)) == len(first) + len(second)
             b.stop.set()
 
-        # What they committed is the group's, as the native side sees it too: past each
-        # partition's last record (a Raft no-op after it may be passed too).
-        async with Admin(bootstrap) as admin:
-            fetched = await admin.cluster.coordinator_request(group, OffsetFetch(group))
-        committed = {p: o for _, p, o in fetched.offsets}
-        assert committed.keys() == {p for p, _, _ in sent}, (client, committed)
-        assert all(committed[p] > o for p, o, _ in sent), (client, committed)
+    # What they committed is the group's, as the native side sees it too: past each
+    # partition's last record (a Raft no-op after it may be passed too).
+    async with Admin(bootstrap) as admin:
+        fetched = await admin.cluster.coordinator_request(group, OffsetFetch(group))
+    committed = {p: o for _, p, o in fetched.offsets}
+    assert committed.keys() == {p for p, _, _ in sent}, (client, committed)
+    assert all(committed[p] > o for p, o, _ in sent), (client, committed)
 
-        # Both left; a member started now resumes from what they committed.
-        third = await produce(9)
-        async with trio.open_nursery() as nursery:
+    # Both left; a member started now resumes from what they committed.
+    third = await produce(9)
+    async with trio.open_nursery() as nursery:
+        with stopping([c]):
             nursery.start_soon(trio.to_thread.run_sync, RUN[client], c, kafka_bootstrap)
             await until(lambda: len(c.got) >= len(third), f"{client}: a new member reads what came after")
             await trio.sleep(0.5)  # anything before the commits would have come first
             c.stop.set()
-        assert set(c.got) == third and len(c.got) == len(third), (client, sorted(c.got))
-    finally:
-        for m in members:
-            m.stop.set()
+    assert set(c.got) == third and len(c.got) == len(third), (client, sorted(c.got))
 
 
 async def test_each_kafka_client_shares_a_group_rebalances_as_members_leave_and_resumes(tmp_path):

@@ -75,6 +75,21 @@ async def wait_kafka_metadata(bootstrap: str, nodes: int) -> None:
             await trio.sleep(0.2)
 
 
+async def wait_preferred_leaders(admin: Admin, topics: tuple[str, ...]) -> None:
+    """Until each partition of `topics` is led by its preferred replica. On a loaded
+    machine another replica may win a new topic's first election and the balancer hand
+    leadership back a moment later; aiokafka's consumer, resetting a position, retries
+    NOT_LEADER_OR_FOLLOWER at the leader it cached without refreshing its metadata
+    (until `metadata_max_age_ms`, 5 min: docs/kafka.md), so a test must not start one
+    on metadata read in between."""
+    with trio.fail_after(30):
+        while True:
+            md = await admin.cluster.refresh_metadata(list(topics))
+            if all(p.leader == p.replicas[0] for t in md.topics for p in t.partitions):
+                return
+            await trio.sleep(0.1)
+
+
 @asynccontextmanager
 async def kafka_cluster(tmp_path, *topics: str, nodes: int = 3):
     """Node processes with Kafka listeners, `topics` created (PARTITIONS each); yields the
@@ -85,6 +100,7 @@ async def kafka_cluster(tmp_path, *topics: str, nodes: int = 3):
         async with Admin(c.bootstrap) as admin:
             for topic in topics:
                 await admin.create_topic(topic, PARTITIONS, nodes)
+            await wait_preferred_leaders(admin, topics)
         await wait_kafka_metadata(kafka_bootstrap, nodes)
         yield c, kafka_bootstrap
 
