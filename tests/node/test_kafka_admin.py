@@ -201,8 +201,12 @@ async def test_kafka_admin_clients_delete_groups_and_offsets(tmp_path):
         assert groups == {"stale": "OK", "live": "NonEmptyGroupError", "never": "GroupIdNotFoundError"}
         async with Admin(c.bootstrap) as admin:
             assert (await admin.cluster.coordinator_request("stale", OffsetFetch("stale"))).offsets == []
-            live = (await admin.cluster.coordinator_request("live", OffsetFetch("live"))).offsets
-            assert {("orders", 0, 1), ("orders", 2, 1)} <= set(live)  # kept (its member committed more on leaving)
+            live = {
+                (t, p): o for t, p, o in (await admin.cluster.coordinator_request("live", OffsetFetch("live"))).offsets
+            }
+            # Kept: at 1, or further if its member read past a new leader's no-op and
+            # committed that on leaving.
+            assert live.get(("orders", 0), -1) >= 1 and live.get(("orders", 2), -1) >= 1, live
 
 
 def rd_delete_records(bootstrap: str, topic: str, upto: dict[int, int]) -> dict[int, int]:
