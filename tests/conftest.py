@@ -1,8 +1,8 @@
 """How scripts/test spreads the suite over its pytest-xdist workers (`--dist loadfile`):
 a file's tests stay together on one worker, and the files whose runs load the whole
 machine (seeded chaos and fuzz runs, a rolling restart under load) count as one file,
-so one worker runs them one after another. Two at once on two cores starve each other:
-a 40 s chaos schedule carried out three of its five faults beside the fuzz run."""
+so one worker runs them one after another. Beside other work a 40 s chaos schedule
+carried out three of its five faults; two such runs at once would starve each other."""
 
 from __future__ import annotations
 
