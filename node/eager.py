@@ -66,9 +66,9 @@ class EagerWriter:
         pass and no task waiting for the next (the caller knows that nothing of its own
         is queued or left over). The descriptor is read afresh each time: once the
         socket is closed its number may belong to another file."""
-        if self._socket is None or trio.lowlevel.current_statistics().tasks_runnable:
+        if self._socket is None or self._pass == current_pass():
             return False
-        if self._pass == current_pass():
+        if trio.lowlevel.current_statistics().tasks_runnable:
             return False
         self._fd = self._socket.fileno()  # (-1 once closed)
         return self._fd >= 0

@@ -81,22 +81,27 @@ class PeerLink:
         self.frames_sent = 0  #: (the broker's node-level heartbeat rides on any frame)
         self._fragments = 0
         self.versions: dict[str, int] = {}  # what the link agreed with the peer, per request
-        # While connected over plain TCP and waiting for work, a message goes out from
-        # the sender's task at once when nothing else is runnable (node/eager.py).
+        # While connected over plain TCP and the link task waits for work, a message
+        # goes out from the sender's task at once when nothing else is runnable
+        # (node/eager.py).
         self._eager: EagerWriter | None = None
         self._rest: bytes | memoryview = b""  # what an eager write left, to go first
         self._version = 0
-        self._idle = False
 
     def send(self, item: object) -> None:
-        if self._idle and not self.outbox and self._eager is not None and self._eager.ready():
+        if (
+            self._eager is not None
+            and not self.outbox
+            and self.wakeup.statistics().tasks_waiting  # the link task is parked, not mid-send
+            and self._eager.ready()
+        ):
             payload = self.encode([item])
             if len(payload) <= self.max_payload:
                 rest = self._eager.write(encode_frame(0, PeerMessages(payload), self._version))
                 if rest is not None:
                     self.frames_sent += 1
                     if rest:  # the link task sends it before anything else
-                        self._rest, self._idle = rest, False
+                        self._rest = rest
                         self.wakeup.set()
                     return
         if len(self.outbox) >= MAX_OUTBOX:
@@ -217,9 +222,7 @@ class PeerLink:
                     backoff = 0.05
                     self._eager, self._version = EagerWriter(stream), version
                     while True:
-                        self._idle = True
                         await self.wakeup.wait()
-                        self._idle = False
                         self.wakeup = trio.Event()
                         if self._rest:
                             rest, self._rest = self._rest, b""
@@ -235,7 +238,7 @@ class PeerLink:
                 self.outbox.clear()
             finally:
                 self.connected = False
-                self._eager, self._idle, self._rest = None, False, b""
+                self._eager, self._rest = None, b""
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 

@@ -95,3 +95,27 @@ async def test_one_eager_write_a_pass():
     await trio.sleep(0)  # the next pass
     assert w.ready() and w.write(b"b") == b""
     assert await _read(right, 2) == b"ab"
+
+
+async def test_an_answer_waits_behind_one_the_writer_is_sending(nursery, monkeypatch):
+    """The writer has taken an answer and waits for the socket (a slow reader): one put
+    in a later pass queues behind it instead of going at once, ahead of it."""
+    left, right = _pair()
+    outbox = _Outbox(1 << 30)
+    outbox.eager = EagerWriter(left)
+    socket_free = trio.Event()
+    send_all = trio.SocketStream.send_all
+
+    async def slow_send_all(self, data):
+        await socket_free.wait()
+        await send_all(self, data)
+
+    monkeypatch.setattr(trio.SocketStream, "send_all", slow_send_all)
+    nursery.start_soon(Server._writer, left, outbox)
+    await trio.sleep(0.01)
+    outbox.put(b"first")  # at once
+    outbox.put(b"second")  # this pass had its eager write: the writer takes it
+    await trio.sleep(0.01)
+    outbox.put(b"late")
+    socket_free.set()
+    assert await _read(right, 15) == b"firstsecondlate"

@@ -133,3 +133,34 @@ async def test_what_a_partial_eager_write_left_goes_before_anything_after_it(nur
         while len(got) < 2:
             await trio.sleep(0.01)
     assert got == [(2, b"x" * 1000), (2, b"after")]
+
+
+async def test_nothing_goes_at_once_while_the_link_task_is_in_a_send(nursery, monkeypatch):
+    """The link task has taken the outbox and waits for the socket to take a frame (a
+    slow reader): a message sent meanwhile, in a later pass, queues behind that frame
+    instead of going at once (it would jump it, or land inside it)."""
+    got: list = []
+    link = await _linked(nursery, got, max_frame_bytes=1 << 20, max_payload=1 << 20)
+    with trio.fail_after(10):
+        while not link.connected:
+            await trio.sleep(0.01)
+    await trio.sleep(0.05)
+    socket_free = trio.Event()
+    send_all = trio.SocketStream.send_all
+
+    async def slow_send_all(self, data):
+        await socket_free.wait()
+        await send_all(self, data)
+
+    monkeypatch.setattr(trio.SocketStream, "send_all", slow_send_all)
+    link.send(b"first")  # at once
+    link.send(b"second")  # queued: the link task takes it and waits for the socket
+    await trio.sleep(0.05)
+    assert not link.outbox
+    link.send(b"late")
+    assert link.outbox == [b"late"]
+    socket_free.set()
+    with trio.fail_after(10):
+        while len(got) < 3:
+            await trio.sleep(0.01)
+    assert [p for _, p in got] == [b"first", b"second", b"late"]
