@@ -20,6 +20,20 @@ def _pair(sndbuf: int | None = None) -> tuple[trio.SocketStream, trio.SocketStre
     return trio.SocketStream(trio.socket.from_stdlib_socket(a)), trio.SocketStream(trio.socket.from_stdlib_socket(b))
 
 
+def hold_socket_sends(monkeypatch) -> trio.Event:
+    """Every socket stream's `send_all` waits for the event returned (a reader that does
+    not read), so a writer task stays in its send."""
+    free = trio.Event()
+    send_all = trio.SocketStream.send_all
+
+    async def held(self, data):
+        await free.wait()
+        await send_all(self, data)
+
+    monkeypatch.setattr(trio.SocketStream, "send_all", held)
+    return free
+
+
 async def _read(stream: trio.SocketStream, n: int) -> bytes:
     got = bytearray()
     with trio.fail_after(10):
@@ -103,14 +117,7 @@ async def test_an_answer_waits_behind_one_the_writer_is_sending(nursery, monkeyp
     left, right = _pair()
     outbox = _Outbox(1 << 30)
     outbox.eager = EagerWriter(left)
-    socket_free = trio.Event()
-    send_all = trio.SocketStream.send_all
-
-    async def slow_send_all(self, data):
-        await socket_free.wait()
-        await send_all(self, data)
-
-    monkeypatch.setattr(trio.SocketStream, "send_all", slow_send_all)
+    socket_free = hold_socket_sends(monkeypatch)
     nursery.start_soon(Server._writer, left, outbox)
     await trio.sleep(0.01)
     outbox.put(b"first")  # at once

@@ -10,6 +10,7 @@ import node.peers
 from node.peerauth import PeerCredential
 from node.peers import PeerLink, Reassembler
 from node.server import Server
+from tests.node.test_eager import hold_socket_sends
 
 SECRET = "peer-secret-for-the-link-tests"
 
@@ -66,6 +67,16 @@ async def _linked(nursery, got: list, max_frame_bytes: int, max_payload: int) ->
     return link
 
 
+async def _idle_link(nursery, got: list) -> PeerLink:
+    """`_linked` with room for any frame, once connected and its task waits for work."""
+    link = await _linked(nursery, got, max_frame_bytes=1 << 20, max_payload=1 << 20)
+    with trio.fail_after(10):
+        while not link.connected:
+            await trio.sleep(0.01)
+    await trio.sleep(0.05)
+    return link
+
+
 async def test_a_link_delivers_a_large_drain_in_pieces(nursery):
     got: list = []
     link = await _linked(nursery, got, max_frame_bytes=4096, max_payload=2048)
@@ -83,11 +94,7 @@ async def test_an_idle_link_sends_at_once_once_a_pass_and_the_rest_gathers(nurse
     sender's task; what follows in the same scheduler pass, from that task or from the
     tasks woken with it, gathers in the outbox and leaves in one frame."""
     got: list = []
-    link = await _linked(nursery, got, max_frame_bytes=1 << 20, max_payload=1 << 20)
-    with trio.fail_after(10):
-        while not link.connected:
-            await trio.sleep(0.01)
-    await trio.sleep(0.05)  # (the link task waits for work)
+    link = await _idle_link(nursery, got)
     sent = link.frames_sent
     link.send(b"one")
     assert link.frames_sent == sent + 1 and not link.outbox  # written by this task, now
@@ -117,11 +124,7 @@ async def test_what_a_partial_eager_write_left_goes_before_anything_after_it(nur
     """The socket takes half of an eager frame: the link task sends the other half
     first, and a message sent meanwhile queues behind it."""
     got: list = []
-    link = await _linked(nursery, got, max_frame_bytes=1 << 20, max_payload=1 << 20)
-    with trio.fail_after(10):
-        while not link.connected:
-            await trio.sleep(0.01)
-    await trio.sleep(0.05)
+    link = await _idle_link(nursery, got)
     write = os.write
     monkeypatch.setattr(node.eager.os, "write", lambda fd, data: write(fd, data[: len(data) // 2]))
     link.send(b"x" * 1000)
@@ -140,19 +143,8 @@ async def test_nothing_goes_at_once_while_the_link_task_is_in_a_send(nursery, mo
     slow reader): a message sent meanwhile, in a later pass, queues behind that frame
     instead of going at once (it would jump it, or land inside it)."""
     got: list = []
-    link = await _linked(nursery, got, max_frame_bytes=1 << 20, max_payload=1 << 20)
-    with trio.fail_after(10):
-        while not link.connected:
-            await trio.sleep(0.01)
-    await trio.sleep(0.05)
-    socket_free = trio.Event()
-    send_all = trio.SocketStream.send_all
-
-    async def slow_send_all(self, data):
-        await socket_free.wait()
-        await send_all(self, data)
-
-    monkeypatch.setattr(trio.SocketStream, "send_all", slow_send_all)
+    link = await _idle_link(nursery, got)
+    socket_free = hold_socket_sends(monkeypatch)
     link.send(b"first")  # at once
     link.send(b"second")  # queued: the link task takes it and waits for the socket
     await trio.sleep(0.05)
