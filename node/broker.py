@@ -45,6 +45,7 @@ from client.errors import (
 from client.partitioner import partition_for_key
 from client.protocol import AddNode, CoordinatorResponse, Reassign, Rebalance, RemoveNode
 from node.acl import Authorizer
+from node.aio import DiskSync
 from node.api import Api
 from node.config import NodeConfig, parse_addr
 from node.coordinator import GroupCoordinator
@@ -178,6 +179,8 @@ class Broker:
         )
         #: The groups that are not quiescent: the only ones the ticker visits.
         self.ticker = Ticker()
+        #: The replicas' log fsyncs, in the kernel where it offers them (opened by `run`).
+        self.syncer = DiskSync()
         self.liveness = PeerLiveness([p for p in config.peers if p != self.id], config.election_ticks)
         self._hw_reported: dict[int, int] = {}  # group -> high watermark last set in the gauge
         self._gossiped: dict[int, tuple[int, int]] = {}  # what the last gossip round said we lead
@@ -264,6 +267,13 @@ class Broker:
         # (Its Raft state is saved once it was admitted and opened the controller's log.)
         joining = self.cfg.join is not None and not (self.cfg.data_dir / "__controller" / "raft-state").exists()
         voters = await self.roster.join() if joining else None
+        self.syncer.open()
+        try:
+            await self._serve(voters, task_status)
+        finally:
+            self.syncer.close()
+
+    async def _serve(self, voters: tuple[int, ...] | None, task_status: trio.TaskStatus) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.controller = self._open_controller(voters)
@@ -389,6 +399,7 @@ class Broker:
             leader_addr=self.addr_of,
             on_restore=self._restore_controller,
             ticker=self.ticker,
+            syncer=self.syncer,
         )
         self.replicas[CONTROLLER_GROUP] = replica
         if voters == (self.id,) and self.cfg.join is None:  # (a joining node founds nothing)
@@ -519,6 +530,7 @@ class Broker:
                 shard=shard,
                 saved=saved,
                 ticker=self.ticker,
+                syncer=self.syncer,
             )
             self.replicas[part.group] = part
             self.partitions[(meta.name, p)] = part
@@ -883,6 +895,7 @@ class Broker:
             self.metrics.awake_groups.set(len(self.ticker))
             self.metrics.peers_down.set(len(self.liveness.down))
             self.metrics.fsyncs.set(sum(r.fsyncs for r in self.replicas.values()))
+            self.metrics.fsyncs_in_kernel.set(self.syncer.syncs)
             self.metrics.apply_errors.set(sum(r.apply_errors for r in self.replicas.values()))
 
     async def _balancer(self) -> None:

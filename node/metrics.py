@@ -78,6 +78,11 @@ class NodeMetrics:
             registry=r,
         )
         self.fsyncs = Gauge("tidemq_log_fsyncs", "Log fsyncs since start (one per group commit)", registry=r)
+        self.fsyncs_in_kernel = Gauge(
+            "tidemq_log_fsyncs_in_kernel",
+            "Log fdatasyncs done by the kernel's asynchronous I/O, without a worker thread (node/aio.py)",
+            registry=r,
+        )
         self.awake_groups = Gauge(
             "tidemq_raft_groups_awake", "Raft groups not quiescent (the ones ticked); idle groups go quiet", registry=r
         )

@@ -4,7 +4,8 @@ The core is pure and synchronous, so any task may call `step`, `tick` or `propos
 it at any time (trio runs one task at a time); it then calls `wake()`. The replica's
 task hands each Ready to the shared driver (`raft.driver.ReadyDriver`: persist with a
 group-commit fsync, then send, apply, advance; the order is documented there once),
-holding the io lock for each, with the fsyncs in worker threads. What is the node's
+holding the io lock for each, with the fsyncs off the event loop (the kernel's
+asynchronous fdatasync where it offers one, node/aio.py; else a worker thread). What is the node's
 own stays here: waiters, the io lock, going offline on a storage error, retention and
 state-machine snapshots.
 
@@ -24,6 +25,7 @@ import trio
 from sortedcontainers import SortedDict
 
 from client.errors import NotLeaderError, RequestTimeoutError, ShuttingDownError
+from node.aio import DiskSync
 from node.storage import LogStorage
 from raft.core import NotLeader, ProposalDropped, RaftNode, Ready
 from raft.driver import ReadyDriver
@@ -175,6 +177,7 @@ class Replica:
         on_role_change: Callable[[Replica], None] | None = None,
         on_restore: Callable[[Snapshot], None] | None = None,
         ticker: Ticker | None = None,
+        syncer: DiskSync | None = None,
     ) -> None:
         self.group = group
         self.name = name
@@ -196,6 +199,8 @@ class Replica:
         self.applied_term = 0
         self.closed = False
         self.ticker = ticker
+        self.syncer = syncer
+        self._storage_sync = storage.sync
         self.driver = ReadyDriver(core, storage, _Host(self), self._run_io, fsync=fsync)
         self.apply_errors = 0
         self.offline: OSError | None = None
@@ -204,16 +209,33 @@ class Replica:
             ticker.watch(self)
 
     async def _run_io(self, fn: Callable[..., Any], /, *args: Any) -> Any:
-        """The driver's runner: blocking storage calls (fsyncs) in a worker thread,
-        counted in the ticker's disk backlog while they wait and run."""
+        """The driver's runner: blocking storage calls (fsyncs) in a worker thread, or
+        the log's sync as the kernel's asynchronous fdatasync where that is all it owes
+        (node/aio.py); counted in the ticker's disk backlog while they wait and run."""
         ticker = self.ticker
-        if ticker is None:
-            return await _in_thread(fn, *args)
-        ticker.io_backlog += 1
+        if ticker is not None:
+            ticker.io_backlog += 1
         try:
+            if fn == self._storage_sync and not args and self.syncer is not None and await self._sync_in_kernel():
+                return None
             return await _in_thread(fn, *args)
         finally:
-            ticker.io_backlog -= 1
+            if ticker is not None:
+                ticker.io_backlog -= 1
+
+    async def _sync_in_kernel(self) -> bool:
+        """The storage's `sync()` through the node's `DiskSync`: True when done, False
+        when it owes more than one file's data or the kernel refused (a thread does it)."""
+        assert self.syncer is not None
+        fd = self.storage.claim_sync()
+        if fd is None:
+            return False
+        done = False
+        try:
+            done = fd < 0 or await self.syncer.fdatasync(fd)
+        finally:
+            self.storage.synced(done)
+        return done
 
     # -- inputs ---------------------------------------------------------------------------
 

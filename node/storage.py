@@ -298,6 +298,14 @@ class LogStorage:
         if log:
             self.log.flush()
 
+    def claim_sync(self) -> int | None:
+        """`sync()` for a caller that fdatasyncs by its own means, when all it owes is
+        one file's data (no state to save): see `Log.claim_sync`; report with `synced`."""
+        return None if self.state_dirty else self.log.claim_sync()
+
+    def synced(self, ok: bool) -> None:
+        self.log.synced(ok)
+
     def flush_log(self) -> None:
         """fsync the log's files (the driver's step after `install_snapshot`; blocking)."""
         self.log.flush()

@@ -111,6 +111,7 @@ class Log:
         self._pending_sync: list[LogSegment] = []
         self._dir_unsynced = True
         self._checkpoints_unsynced: set[str] = set()
+        self._claimed: LogSegment | None = None  # the segment a `claim_sync` handed out
         self._closed = False
 
     # -- opening and recovery --------------------------------------------------------
@@ -423,6 +424,30 @@ class Log:
         """
         self._check_open()
         self._sync()
+
+    def claim_sync(self) -> int | None:
+        """`flush()` for a caller that fdatasyncs by its own means (the node's
+        asynchronous fdatasync), when all it owes is the active segment's data: the
+        descriptor to fdatasync, or -1 when nothing is owed. None when more is owed (a
+        sealed segment, a checkpoint, the directory): then `flush()` must do it. Report
+        the outcome with `synced`; one claim at a time."""
+        self._check_open()
+        if self._pending_sync or self._checkpoints_unsynced or self._dir_unsynced:
+            return None
+        self._claimed = self._active
+        return self._active.claim_sync()
+
+    def synced(self, ok: bool) -> None:
+        """The outcome of the sync `claim_sync` handed out; a failed one is owed again."""
+        segment, self._claimed = self._claimed, None
+        if segment is None:
+            return
+        if not ok:
+            if not segment.closed:
+                segment.sync_failed()
+            return
+        self._unsynced = False
+        self._last_sync_ms = self._clock_ms()
 
     def flush_if_due(self, now_ms: int | None = None) -> bool:
         """Under the "interval" policy, fsync if `fsync_interval_ms` passed since the

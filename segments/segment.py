@@ -263,6 +263,20 @@ class LogSegment:
                 self._dirty = True
                 raise
 
+    def claim_sync(self) -> int:
+        """`sync` for a caller that fdatasyncs by its own means: the descriptor to sync
+        (marked clean, as `sync` does before its call), or -1 when nothing was written
+        since the last. A failed sync must be reported with `sync_failed`."""
+        self._check_open()
+        if not self._dirty:
+            return -1
+        self._dirty = False
+        return self._fd
+
+    def sync_failed(self) -> None:
+        """The sync `claim_sync` handed out did not happen: the next sync owes it."""
+        self._dirty = True
+
     def flush(self, fsync: bool) -> None:
         """Write buffered index entries; with `fsync`, make data and indexes durable
         (when the segment is sealed by a roll)."""

@@ -118,6 +118,7 @@ class LocalCluster:
         return ",".join(self.peers.values())
 
     def config(self, node: int) -> NodeConfig:
+        settings = {"fsync": "never", "tick_ms": 20, **self.overrides}
         return NodeConfig(
             node_id=node,
             listen=self.peers[node],
@@ -126,9 +127,7 @@ class LocalCluster:
             peers=dict(self.peer_addrs),
             advertise=dict(self.advertise),
             peer_secret=PEER_SECRET,
-            fsync="never",
-            tick_ms=20,
-            **self.overrides,
+            **settings,
         )
 
     def peer_client(self, as_node: int = 1) -> ClusterClient:

@@ -374,6 +374,36 @@ def test_fsync_policies(tmp_path, monkeypatch):
     never.close()
 
 
+def test_a_sync_claimed_by_the_caller_is_the_active_segment_alone(tmp_path, monkeypatch):
+    """`claim_sync` hands out the descriptor only when the active segment's data is all
+    a flush owes; anything else (a sealed segment, a checkpoint, the directory) is
+    left to `flush()`. A claimed sync that failed is owed again."""
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fdatasync", synced.append)
+    log = _open(tmp_path)
+    log.append(make_batch(), 1)
+    assert log.claim_sync() is None  # a new log: its directory and epoch checkpoint are owed
+    log.flush()
+    assert log.claim_sync() == -1  # nothing written since
+    log.synced(True)
+    log.append(make_batch(), 1)
+    fd = log.claim_sync()
+    assert fd is not None and fd >= 0 and os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).endswith(".log")
+    log.synced(False)  # it did not happen: the next sync owes it
+    synced.clear()
+    log.flush()
+    assert synced == [fd]
+    log.append(make_batch(), 1)
+    assert log.claim_sync() == fd
+    log.synced(True)
+    synced.clear()
+    log.flush()
+    assert synced == []  # done by the caller: nothing left to sync
+    _fill(log, 30)  # rolls: sealed segments and the directory are owed
+    assert log.claim_sync() is None
+    log.close()
+
+
 def test_closed_log_refuses_use(tmp_path):
     log = _open(tmp_path)
     log.close()

@@ -1,0 +1,93 @@
+"""DiskSync: fdatasync in the kernel, waited for on the event loop, never abandoned."""
+
+import os
+
+import pytest
+import trio
+
+from node.aio import DiskSync
+
+
+@pytest.fixture
+def syncer():
+    s = DiskSync()
+    if not s.open():
+        pytest.skip("this kernel or machine offers no Linux AIO")
+    yield s
+    s.close()
+
+
+async def test_a_sync_is_done_in_the_kernel_without_a_thread(syncer, tmp_path):
+    fd = os.open(tmp_path / "log", os.O_CREAT | os.O_WRONLY)
+    try:
+        threads = trio.to_thread.current_default_thread_limiter().borrowed_tokens
+        for _ in range(20):
+            os.write(fd, b"x" * 300)
+            assert await syncer.fdatasync(fd)
+            assert trio.to_thread.current_default_thread_limiter().borrowed_tokens == threads
+        assert (syncer.syncs, syncer.refused) == (20, 0)
+    finally:
+        os.close(fd)
+
+
+async def test_concurrent_syncs_each_get_their_own_result(syncer, tmp_path):
+    """One context serves every replica: a waiter that reaps another's completion leaves
+    it for that one."""
+    fds = [os.open(tmp_path / f"log{i}", os.O_CREAT | os.O_WRONLY) for i in range(8)]
+    done = []
+
+    async def sync(fd):
+        for _ in range(10):
+            os.write(fd, b"y" * 100)
+            assert await syncer.fdatasync(fd)
+        done.append(fd)
+
+    try:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as n:
+                for fd in fds:
+                    n.start_soon(sync, fd)
+        assert sorted(done) == sorted(fds) and syncer.syncs == 80
+        assert not syncer._results  # every result claimed by its own waiter
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+async def test_a_cancelled_caller_still_waits_for_its_started_sync(syncer, tmp_path):
+    """As with a worker thread: a started sync is waited for (the replica's io lock
+    must not be let go while a sync may still run), then the cancellation lands."""
+    fd = os.open(tmp_path / "log", os.O_CREAT | os.O_WRONLY)
+    try:
+        os.write(fd, b"z" * 100)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await syncer.fdatasync(fd)
+        assert scope.cancelled_caught
+        assert syncer.syncs == 1 and not syncer._results
+    finally:
+        os.close(fd)
+
+
+async def test_what_the_kernel_refuses_is_left_to_a_thread(syncer):
+    """A pipe cannot be synced this way: nothing is done, the caller is told to use a
+    worker thread, and the next sync goes on as usual."""
+    r, w = os.pipe()
+    try:
+        assert not await syncer.fdatasync(w)
+        assert syncer.refused == 1 and syncer.syncs == 0
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+async def test_closed_or_never_opened_means_a_thread(tmp_path):
+    s = DiskSync()
+    fd = os.open(tmp_path / "log", os.O_CREAT | os.O_WRONLY)
+    try:
+        assert not await s.fdatasync(fd)
+        if s.open():
+            s.close()
+            assert not s.active and not await s.fdatasync(fd)
+    finally:
+        os.close(fd)
