@@ -23,6 +23,7 @@ import itertools
 import logging
 import os
 import platform
+from typing import NamedTuple
 
 import trio
 
@@ -66,6 +67,13 @@ class _Event(ctypes.Structure):
 
 class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class SyncRequest(NamedTuple):
+    """An fdatasync submitted to the kernel (`DiskSync.submit`)."""
+
+    key: int
+    eventfd: int
 
 
 class DiskSync:
@@ -117,8 +125,17 @@ class DiskSync:
         """fdatasync `fd` in the kernel and wait for it: True once done, False if the
         request was refused (nothing was done: use a worker thread). A failed sync
         raises OSError, as `os.fdatasync` would."""
-        if self._ctx is None or self._libc is None:
+        request = self.submit(fd)
+        if request is None:
             return False
+        await self.wait(request)
+        return True
+
+    def submit(self, fd: int) -> SyncRequest | None:
+        """Start fdatasync of `fd` now, without waiting; None if refused (nothing was
+        done). Every request submitted must be waited for (`wait`)."""
+        if self._ctx is None or self._libc is None:
+            return None
         efd = self._eventfds.pop() if self._eventfds else os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         key = next(self._keys)
         iocb = _Iocb(
@@ -131,13 +148,19 @@ class DiskSync:
         if submitted != 1:
             self._eventfds.append(efd)
             self.refused += 1
-            return False
+            return None
+        return SyncRequest(key, efd)
+
+    async def wait(self, request: SyncRequest) -> None:
+        """Wait until a submitted fdatasync is done; raises OSError if it failed. A
+        cancelled caller still waits for it (as for a worker thread's), then the
+        cancellation goes on."""
+        key, efd = request
         try:
             try:
                 await self._wait(efd, key)
             except trio.Cancelled:
-                # Started, so waited for, as a worker thread's would be. (A shield on
-                # every wait would cost a cancel-status update each; only this needs it.)
+                # (A shield on every wait would cost a cancel-status update each.)
                 with trio.CancelScope(shield=True):
                     await self._wait(efd, key)
                 raise
@@ -148,7 +171,6 @@ class DiskSync:
                 self.syncs += 1
         if res is not None and res < 0:
             raise OSError(-res, f"fdatasync: {os.strerror(-res)}")
-        return True
 
     async def _wait(self, efd: int, key: int) -> None:
         while key not in self._results:

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 from sortedcontainers import SortedDict
 
 from client.errors import NotLeaderError, RequestTimeoutError, ShuttingDownError
-from node.aio import DiskSync
+from node.aio import DiskSync, SyncRequest
+from node.eager import current_pass
 from node.storage import LogStorage
 from raft.core import NotLeader, ProposalDropped, RaftNode, Ready
 from raft.driver import ReadyDriver
@@ -73,6 +74,10 @@ async def _in_thread(fn: Callable[..., Any], /, *args: Any) -> Any:
         limiter.release_on_behalf_of(task)
         raise
     return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def in_sync_of(core: RaftNode) -> list[int]:
@@ -191,7 +196,9 @@ class Replica:
         self._wakeup = trio.Event()
         # Held while the storage changes shape (append, truncate, snapshot, retention)
         # or syncs in a worker thread: a sync must never overlap a truncation.
-        self.io_lock = trio.Lock()
+        # (A semaphore, not a Lock: a Ready begun in another task holds it until the
+        # driver's task finishes that Ready.)
+        self.io_lock = trio.Semaphore(1, max_value=1)
         self._waiters: SortedDict = SortedDict()  # last offset -> [_Waiter]
         self._hw_waiters: set[trio.Event] = set()
         self.durable = storage.last_index()
@@ -200,6 +207,8 @@ class Replica:
         self.closed = False
         self.ticker = ticker
         self.syncer = syncer
+        self._beginning = False
+        self._begun_pass = -1
         self._storage_sync = storage.sync
         self.driver = ReadyDriver(core, storage, _Host(self), self._run_io, fsync=fsync)
         self.apply_errors = 0
@@ -208,43 +217,88 @@ class Replica:
         if ticker is not None:
             ticker.watch(self)
 
-    async def _run_io(self, fn: Callable[..., Any], /, *args: Any) -> Any:
-        """The driver's runner: blocking storage calls (fsyncs) in a worker thread, or
-        the log's sync as the kernel's asynchronous fdatasync where that is all it owes
-        (node/aio.py); counted in the ticker's disk backlog while they wait and run."""
-        ticker = self.ticker
-        if ticker is not None:
-            ticker.io_backlog += 1
-        try:
-            if fn == self._storage_sync and not args and self.syncer is not None and await self._sync_in_kernel():
-                return None
-            return await _in_thread(fn, *args)
-        finally:
-            if ticker is not None:
-                ticker.io_backlog -= 1
+    def _run_io(self, fn: Callable[..., Any], /, *args: Any) -> Awaitable[Any]:
+        """The driver's runner. The log's sync, where all it owes is one file's data,
+        goes to the kernel at once, when called (node/aio.py): a Ready begun in the task
+        that stepped the core has the disk at work before the driver's task runs. Any
+        other blocking call (or one the kernel refuses) runs in a worker thread once
+        awaited. Both count in the ticker's disk backlog while they wait and run."""
+        if fn == self._storage_sync and not args and self.syncer is not None:
+            fd = self.storage.claim_sync()
+            if fd is not None:
+                if fd < 0:
+                    self.storage.synced(True)
+                    return _nothing()
+                request = self.syncer.submit(fd)
+                if request is not None:
+                    return self._synced_in_kernel(request)
+                self.storage.synced(False)  # refused: the thread's sync owes it
+        return self._in_thread(fn, *args)
 
-    async def _sync_in_kernel(self) -> bool:
-        """The storage's `sync()` through the node's `DiskSync`: True when done, False
-        when it owes more than one file's data or the kernel refused (a thread does it)."""
+    async def _synced_in_kernel(self, request: SyncRequest) -> None:
         assert self.syncer is not None
-        fd = self.storage.claim_sync()
-        if fd is None:
-            return False
         done = False
+        self._backlog(1)
         try:
-            done = fd < 0 or await self.syncer.fdatasync(fd)
+            await self.syncer.wait(request)
+            done = True
         finally:
             self.storage.synced(done)
-        return done
+            self._backlog(-1)
+
+    async def _in_thread(self, fn: Callable[..., Any], /, *args: Any) -> Any:
+        self._backlog(1)
+        try:
+            return await _in_thread(fn, *args)
+        finally:
+            self._backlog(-1)
+
+    def _backlog(self, n: int) -> None:
+        if self.ticker is not None:
+            self.ticker.io_backlog += n
 
     # -- inputs ---------------------------------------------------------------------------
 
     def wake(self) -> None:
         """The core was given something (a message, a proposal, a transfer, a campaign,
-        a peer down): run its Ready, and tick it again if that woke it from quiescence."""
-        self._wakeup.set()
+        a peer down): run its Ready, and tick it again if that woke it from quiescence.
+        The Ready is begun here when the driver's task may be bypassed (`_begin_here`);
+        that task is woken only for what is left."""
+        if not self._begin_here() or self.driver.begun or self.core.has_ready():
+            self._wakeup.set()
         if self.ticker is not None and not self.core.quiescent:
             self.ticker.watch(self)
+
+    def _begin_here(self) -> bool:
+        """Begin the next Ready in the task that gave the core its input (see
+        `ReadyDriver.begin`): a leader's Appends and a follower's fsync start a
+        scheduler pass sooner, and a Ready with nothing to wait for (a commit that
+        releases a produce) is done at once. Only while the driver's task is parked
+        with nothing begun, the io lock is free (taken here on the Ready's behalf; the
+        driver's task lets it go), and, as with eager writes (node/eager.py), nothing
+        else is runnable and this replica has not begun one in this pass: a burst of
+        proposals still gathers into the driver's next Ready, one fsync for all."""
+        if (
+            self.closed
+            or self._beginning
+            or self.driver.begun
+            or not self._wakeup.statistics().tasks_waiting
+            or self._begun_pass == current_pass()
+            or trio.lowlevel.current_statistics().tasks_runnable
+        ):
+            return False
+        try:
+            self.io_lock.acquire_nowait()
+        except trio.WouldBlock:
+            return False
+        self._begun_pass = current_pass()
+        self._beginning = True  # (applying may propose again: that waits for the driver's task)
+        try:
+            return self.driver.begin()
+        finally:
+            self._beginning = False
+            if not self.driver.begun:
+                self.io_lock.release()
 
     def step(self, msg: Message) -> None:
         self.core.step(msg)
@@ -348,23 +402,39 @@ class Replica:
     # -- the driver -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        lock = self.io_lock
+        try:
+            await self._drive()
+        finally:
+            if self.driver.begun:  # cancelled with a Ready begun: its sync is waited for, nothing more
+                sync = self.driver.abandon()
+                with trio.CancelScope(shield=True):
+                    try:
+                        if sync is not None:
+                            await sync
+                    except OSError:
+                        pass
+                    finally:
+                        self.io_lock.release()
+
+    async def _drive(self) -> None:
+        lock, driver = self.io_lock, self.driver
         while not self.closed:
             if not self._wakeup.is_set():  # (a set event's wait() yields a loop iteration first)
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
             rounds = 0
-            while self.core.has_ready():
+            while driver.begun or self.core.has_ready():
                 rounds += 1
                 if rounds % 16 == 0:  # a long run of Readys (a catch-up applied in pieces) lets others in
                     await trio.lowlevel.checkpoint()
                 try:
-                    try:  # the lock at once when free: its acquire() yields a loop iteration first
-                        lock.acquire_nowait()
-                    except trio.WouldBlock:
-                        await lock.acquire()
+                    if not driver.begun:  # (a begun Ready holds the lock already)
+                        try:  # the lock at once when free: its acquire() yields a loop iteration first
+                            lock.acquire_nowait()
+                        except trio.WouldBlock:
+                            await lock.acquire()
                     try:
-                        if self.closed:  # close() took the lock first: the storage is gone
+                        if self.closed and not driver.begun:  # close() took the lock first: the storage is gone
                             return
                         await self._handle_ready()
                     finally:

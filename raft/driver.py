@@ -113,39 +113,109 @@ class ReadyDriver:
         self.run = run
         self.fsync = fsync  #: fsync appended entries at each Ready (the node's `--fsync always`)
         self.fsyncs = 0  #: data fsyncs made (one per group commit)
+        self._begun: _Begun | None = None
+
+    @property
+    def begun(self) -> bool:
+        """A Ready was begun (`begin`) and waits for `handle_ready` to finish it."""
+        return self._begun is not None
+
+    def begin(self) -> bool:
+        """Take the next Ready and do now what needs no waiting: write its entries and
+        hard state, send a leader's Appends (step 2's exception), and ask the runner for
+        its sync (a runner that starts work when called, as the node's kernel fsync
+        does, has the disk at it before this returns). A Ready with nothing to wait for
+        is carried through to its end here. What is left is done by the next
+        `handle_ready`, from any task. False if nothing was taken: a Ready is begun
+        already, there is none, or it brings a snapshot (step 0 blocks first).
+
+        For a host that learns of input in one task and drives Readys in another: the
+        Ready's first writes and sends leave from the task that stepped the core, a
+        scheduler pass sooner. An OSError from the storage is kept for `handle_ready`
+        to raise, where the host handles the others."""
+        core = self.core
+        if self._begun is not None or not core.has_ready() or core.log.unstable_snapshot is not None:
+            return False
+        begun = _Begun(core.ready())
+        try:
+            self._start(begun)
+        except OSError as exc:
+            begun.error = exc
+        if begun.sync is None and begun.error is None:
+            self._finish(begun)
+        else:
+            self._begun = begun
+        return True
 
     async def handle_ready(self) -> Ready:
-        """Take one Ready from the core and carry it through steps 0-4."""
-        core, st, host, run = self.core, self.storage, self.host, self.run
-        rd = core.ready()
-        if rd.snapshot is not None:  # 0.
-            await run(st.write_snapshot, rd.snapshot)
-            st.install_snapshot(rd.snapshot)
-            await run(st.flush_log)
-            host.restored(rd.snapshot)
+        """Carry one Ready through steps 0-4: the one `begin` left, else the next."""
+        begun, self._begun = self._begun, None
+        if begun is None:
+            rd = self.core.ready()
+            if rd.snapshot is not None:  # 0.
+                st, run = self.storage, self.run
+                await run(st.write_snapshot, rd.snapshot)
+                st.install_snapshot(rd.snapshot)
+                await run(st.flush_log)
+                self.host.restored(rd.snapshot)
+            begun = _Begun(rd)
+            self._start(begun)
+        elif begun.error is not None:
+            raise begun.error
+        if begun.sync is not None:
+            await begun.sync
+            if begun.counted:
+                self.fsyncs += 1
+        self._finish(begun)
+        return begun.rd
+
+    def _start(self, begun: _Begun) -> None:
+        """Steps 1-2 up to the sync: writes, a leader's early Appends, the sync asked."""
+        rd, st = begun.rd, self.storage
         if rd.entries:  # 1.
             st.append(rd.entries)
         if rd.hard_state is not None:
             st.set_hard_state(rd.hard_state)
-        messages = rd.messages
         if rd.entries and self.fsync:
-            if not st.state_dirty and any(type(m) is Append for m in messages):
-                for m in messages:  # 2., a leader's appends: before its own fsync (see above)
+            if not st.state_dirty and any(type(m) is Append for m in rd.messages):
+                for m in rd.messages:  # 2., a leader's appends: before its own fsync (see above)
                     if type(m) is Append:
-                        host.send(m)
-                messages = [m for m in messages if type(m) is not Append]
-            await run(st.sync)
-            self.fsyncs += 1
+                        self.host.send(m)
+                begun.messages = [m for m in rd.messages if type(m) is not Append]
+            begun.sync = self.run(self.storage.sync)
+            begun.counted = True
         elif st.state_dirty:  # a vote or term is durable before anyone hears of it
-            await run(st.sync, False)
+            begun.sync = self.run(st.sync, False)
+
+    def _finish(self, begun: _Begun) -> None:
+        """Steps 2-4 once the sync is done: persisted, send, apply, advance."""
+        rd, host = begun.rd, self.host
         host.persisted(rd)
-        for m in messages:  # 2.
+        for m in begun.messages:  # 2.
             host.send(m)
         if rd.snapshot is not None or rd.committed_entries:  # 3.
             host.apply(rd)
-        core.advance(rd)  # 4.
+        self.core.advance(rd)  # 4.
         host.advanced(rd)
-        return rd
+
+    def abandon(self) -> Awaitable[Any] | None:
+        """Drop a begun Ready (the host is closing): the sync it asked for, to await or
+        close. Its entries were written, not made durable; its messages never leave."""
+        begun, self._begun = self._begun, None
+        return begun.sync if begun is not None else None
+
+
+class _Begun:
+    """A Ready taken from the core, its first steps done (`ReadyDriver.begin`)."""
+
+    __slots__ = ("rd", "messages", "sync", "counted", "error")
+
+    def __init__(self, rd: Ready) -> None:
+        self.rd = rd
+        self.messages: Sequence[Message] = rd.messages  # what is left to send once persisted
+        self.sync: Awaitable[Any] | None = None
+        self.counted = False  # the sync is a data fsync (counted in `fsyncs`)
+        self.error: OSError | None = None
 
 
 async def run_now(fn: Callable[..., Any], /, *args: Any) -> Any:

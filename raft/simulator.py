@@ -37,7 +37,7 @@ import dataclasses
 import heapq
 import traceback
 import zlib
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, Protocol
 
 from raft.core import Config, NotLeader, ProposalDropped, RaftNode, Ready
@@ -105,7 +105,7 @@ class Violation(Exception):
 
 
 # Event kinds, in the heap as (time, seq, kind, node, payload).
-_TICK, _DELIVER, _IO, _CONTROL, _RESTART, _CRASH, _BEAT = range(7)
+_TICK, _DELIVER, _IO, _CONTROL, _RESTART, _CRASH, _BEAT, _FINISH = range(8)
 
 
 class NodeStorage(Storage, ReadyStorage, Protocol):
@@ -191,9 +191,10 @@ class _DiskRequest:
         return (yield self)
 
 
-async def _sim_run(fn: Callable[..., Any], /, *args: Any) -> Any:
-    """The driver's runner in the simulator: suspend until the world runs the call."""
-    return await _DiskRequest(fn, args)
+def _sim_run(fn: Callable[..., Any], /, *args: Any) -> Awaitable[Any]:
+    """The driver's runner in the simulator: suspend until the world runs the call
+    (nothing starts before it is awaited, and a crash may drop it unawaited)."""
+    return _DiskRequest(fn, args)
 
 
 @dataclasses.dataclass
@@ -221,6 +222,10 @@ class SimOptions:
     #: the nodes' disks: None is the model (`ModelDisks`); scripts/simulate passes the
     #: production storage (`node.simstorage.SegmentsDisks`) for a share of the seeds
     disks: DiskKind | None = None
+    #: Share of Readys begun at once (`ReadyDriver.begin`, as a node does in the task
+    #: that stepped the core) and finished a drawn moment later, with deliveries and
+    #: ticks in between. Drawn apart from the world's generator.
+    begin_share: float = 0.5
 
 
 @dataclasses.dataclass
@@ -597,6 +602,7 @@ class World:
         self.max_inflight_msgs = o.max_inflight_msgs or self.rng.choice([1, 4, 64])
         # Drawn apart from the world's generator, so the rest of the seed's draws stay put.
         self.quiesce = o.quiesce if o.quiesce is not None else Prng(seed ^ 0x51E7).random() < 0.8
+        self.begin_rng = Prng(seed ^ 0xB3617)
         self.quiesced = 0
         self.peer_downs = 0
         self.eager_commit = (seed >> 1) % 2 == 0  # half the seeds each way (drawing nothing: seeds replay as before)
@@ -673,6 +679,8 @@ class World:
             self._on_restart(node)
         elif kind == _BEAT:
             self._on_beat(payload)
+        elif kind == _FINISH:
+            self._on_finish(node, payload)
         else:
             self._crash(self.nodes[node], "crash_new_leader")
         return kind
@@ -799,12 +807,28 @@ class World:
             self._start_ready(node)
 
     def _start_ready(self, node: SimNode) -> None:
-        """Hand Readys to the node's driver until one waits on the (simulated) disk."""
+        """Hand Readys to the node's driver until one waits on the (simulated) disk or
+        was begun (its finish comes a drawn moment later, as the node's driver task
+        runs a scheduler pass after the task that began it)."""
         core, driver = node.core, node.driver
         assert core is not None and driver is not None
         while not node.io_busy and core.has_ready():
+            if self.begin_rng.random() < self.opts.begin_share and driver.begin():
+                if driver.begun:
+                    node.io_busy = True
+                    later = self.now + self.begin_rng.uniform(0.0, self.delay[1])
+                    self._push(later, _FINISH, node.id, node.incarnation)
+                continue
             node.io_busy = True
             self._drive(node, driver.handle_ready(), None)
+
+    def _on_finish(self, i: int, incarnation: int) -> None:
+        node = self.nodes[i]
+        if node.core is None or node.incarnation != incarnation:
+            return  # crashed meanwhile: what it began never became durable
+        assert node.driver is not None
+        self._drive(node, node.driver.handle_ready(), None)
+        self._start_ready(node)
 
     def _drive(self, node: SimNode, coro: Any, value: Any) -> None:
         """Run the driver's coroutine to its next disk call, and schedule that call's

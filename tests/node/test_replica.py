@@ -6,7 +6,9 @@ import os
 import threading
 import traceback
 
+import pytest
 import trio
+import trio.testing
 
 from client.cluster import ClusterClient
 from client.connection import open_connection
@@ -132,3 +134,74 @@ def test_a_quiet_group_keeps_its_members_in_sync():
     assert in_sync_of(lead) == [1, 2]
     c.tick(ET)
     assert in_sync_of(lead) == [1, 2, 3]
+
+
+def _lone_follower(tmp_path, syncer):
+    """A follower replica of group 7 on real storage, its sends collected."""
+    import random
+
+    from node.replica import Replica
+    from node.storage import LogStorage
+    from raft import ConfState
+    from raft.core import Config, RaftNode
+    from segments import LogConfig
+
+    st = LogStorage(tmp_path / "g", LogConfig(fsync="never"), ConfState((1, 2, 3)))
+    core = RaftNode(Config(id=1, rng=random.Random(1)), st)
+    sent: list = []
+    replica = Replica(
+        7,
+        "g",
+        st,
+        core,
+        lambda group, to, msg: sent.append(msg),
+        apply=lambda r, entries: None,
+        fsync=True,
+        leader_addr=lambda n: None,
+        syncer=syncer,
+    )
+    return replica, sent
+
+
+def _append(index: int):
+    from raft import Append, Entry, EntryKind
+
+    entry = Entry(index, index, 1, EntryKind.NORMAL, build_batch([(None, b"v%d" % index, (), 0)]))
+    return Append(to=1, frm=2, term=1, prev_index=index - 1, prev_term=1 if index else 0, entries=(entry,), commit=-1)
+
+
+async def test_a_ready_is_begun_by_the_task_that_stepped_the_core(tmp_path):
+    """Written, and its fsync handed to the kernel, before the driver's task runs; the
+    acknowledgement waits for that sync; the io lock is held for the Ready until the
+    driver's task finishes it; cancelled with a Ready begun, the task still waits for
+    the sync and lets the lock go."""
+    from node.aio import DiskSync
+    from raft import AppendResponse
+
+    syncer = DiskSync()
+    if not syncer.open():
+        pytest.skip("no Linux AIO here: a Ready's sync would wait for a worker thread")
+    replica, sent = _lone_follower(tmp_path, syncer)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(replica.run)
+            for i in range(2):  # (a new log's first sync owes its directory too: a thread's)
+                await trio.testing.wait_all_tasks_blocked()
+                replica.step(_append(i))
+                assert replica.driver.begun and replica.io_lock.value == 0
+                assert replica.storage.last_index() == i and len(sent) == i
+                with trio.fail_after(5):
+                    while len(sent) == i:
+                        await trio.sleep(0.001)
+                assert type(sent[i]) is AppendResponse and sent[i].index == i
+                assert not replica.driver.begun and replica.io_lock.value == 1
+            assert syncer.syncs == 1
+
+            await trio.testing.wait_all_tasks_blocked()
+            replica.step(_append(2))
+            assert replica.driver.begun
+            nursery.cancel_scope.cancel()
+        assert not replica.driver.begun and replica.io_lock.value == 1 and syncer.syncs == 2
+        assert len(sent) == 2  # the cancelled Ready's acknowledgement never left
+    finally:
+        syncer.close()

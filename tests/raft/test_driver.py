@@ -178,3 +178,82 @@ def _grants(node):
     from raft import VoteResponse
 
     return [VoteResponse(to=1, frm=v, term=node.term, granted=True) for v in (2, 3)]
+
+
+# -- a Ready begun in one task and finished in another (ReadyDriver.begin) --------------
+
+
+def _eager_runner(journal):
+    """A runner that starts its work when called, as the node's kernel fsync does; the
+    awaitable only collects it."""
+
+    def run(fn, *args):
+        journal.append("asked")
+        result = fn(*args)
+
+        async def collected():
+            journal.append("collected")
+            return result
+
+        return collected()
+
+    return run
+
+
+def test_a_begun_followers_ready_writes_and_syncs_at_once_and_acks_only_when_finished():
+    from raft import Append, AppendResponse, Entry
+
+    node, st = make_node(1, voters=(1, 2, 3), pre_vote=False)
+    journal: list[str] = []
+    host = Host(journal)
+    driver = ReadyDriver(node, Recording(st, journal), host, _eager_runner(journal))
+    node.step(Append(to=1, frm=2, term=1, prev_index=-1, prev_term=0, entries=(Entry(0, 0, 1),), commit=-1))
+    assert driver.begin() and driver.begun
+    assert journal == ["append", "hard_state", "asked", "sync"] and not host.sent  # the ack waits
+    assert not driver.begin() and not node.has_ready()  # one at a time; the core's Ready is out
+    node.step(Append(to=1, frm=2, term=1, prev_index=0, prev_term=1, entries=(Entry(1, 1, 1),), commit=0))
+    run_sync(driver.handle_ready())  # finishes the begun one only
+    assert [type(m) for m in host.sent] == [AppendResponse] and host.sent[0].index == 0
+    assert journal.index("collected") < journal.index("send") and driver.fsyncs == 1 and not driver.begun
+    run_sync(driver.handle_ready())  # then the next, as usual
+    assert [m.index for m in host.sent] == [0, 1]
+
+
+def test_a_begun_ready_with_nothing_to_wait_for_is_done_at_once():
+    """A commit that releases a produce: applied and advanced in the task that began it."""
+    node, driver, journal, host = _driver()
+    node.campaign()
+    run_sync(driver.handle_ready())
+    node.step(next(iter(_grants(node))))
+    run_sync(driver.handle_ready())  # the no-op, sent
+    journal.clear()
+    from raft import AppendResponse
+
+    node.step(AppendResponse(to=1, frm=2, term=node.term, index=node.log.last_index(), reject=False))
+    assert driver.begin() and not driver.begun
+    assert "sync" not in journal and journal[-2:] == ["apply", "advanced"]
+    assert node.commit == node.log.last_index()
+
+
+def test_begin_leaves_a_snapshot_to_handle_ready_and_an_error_to_raise_there():
+    import pytest
+
+    from raft import Append, Entry, InstallSnapshot
+
+    node, st = make_node(2, voters=(1, 2, 3))
+    driver = ReadyDriver(node, MemoryWriter(st), Host([]), run_now)
+    snap = Snapshot(index=9, term=1, conf=ConfState(voters=(1, 2, 3)), data=b"state")
+    node.step(InstallSnapshot(to=2, frm=1, term=1, snapshot=snap))
+    assert not driver.begin() and node.has_ready()  # step 0 blocks: the driver's task does it all
+    run_sync(driver.handle_ready())
+
+    class Full(MemoryWriter):
+        def append(self, entries):
+            raise OSError(28, "No space left on device")
+
+    node, st = make_node(1, voters=(1, 2, 3), pre_vote=False)
+    driver = ReadyDriver(node, Full(st), Host([]), run_now)
+    node.step(Append(to=1, frm=2, term=1, prev_index=-1, prev_term=0, entries=(Entry(0, 0, 1),), commit=-1))
+    assert driver.begin() and driver.begun
+    with pytest.raises(OSError, match="No space"):
+        run_sync(driver.handle_ready())
