@@ -175,6 +175,14 @@ def _checked(value: object, key: object, headers: Headers) -> tuple:
     return hdrs
 
 
+def _cancellation(exc: BaseException) -> bool:
+    """Whether `exc` is a cancellation (or a group of nothing else)."""
+    cancelled = anyio.get_cancelled_exc_class()
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(cancelled)[1] is None
+    return isinstance(exc, cancelled)
+
+
 class _Transaction:
     """One open transaction of a transactional producer: where it has written, what is
     being registered with the coordinator, and what went wrong (after a failed send or
@@ -506,6 +514,12 @@ class Producer:
         time; it is acknowledged once durably stored in the delay tier, and the metadata
         returned says where (the tier topic).
         """
+        if delay is None and deliver_at is None:
+            at_once = self._send_at_once(topic, value, key, headers, partition, timestamp)
+            if at_once is not None:
+                batch, p, q, predecessor = at_once
+                await self._deliver(topic, p, q, batch, predecessor, caller=True)
+                return Delivery(topic, p, batch, 0).result()
         delivery = await self.submit(
             topic,
             value,
@@ -770,22 +784,71 @@ class Producer:
         info = self.cluster.topics.get(topic)
         return len(info.partitions) if info is not None else await self.cluster.partition_count(topic)
 
-    def _place(self, topic, n, value, key, hdrs, partition, timestamp) -> tuple[_Batch, int, int]:
-        """Put one checked message in its partition's open batch: (batch, index in it,
-        partition)."""
+    def _send_at_once(
+        self, topic, value, key, headers, partition, timestamp
+    ) -> tuple[_Batch, int, _PartitionQueue, _Batch | None] | None:
+        """`send()` to a partition with nothing open, queued or in flight: the message
+        becomes a batch of its own, numbered and registered in flight here, for the
+        caller to deliver from its own task (`_deliver(caller=True)`). Without the
+        partition's sender and a delivery task, a lone send skips two scheduler passes
+        before its request leaves and one after its answer comes. None where that does
+        not hold (the usual path then): a transaction, acks=0, metadata not known yet,
+        a full buffer, or anything of the partition's not settled."""
+        info = self.cluster.topics.get(topic)
+        if (
+            info is None
+            or self.transactional_id is not None
+            or self.acks == ACKS_NONE
+            or self._buffered >= self.buffer_bytes
+            or self._closed
+            or self._tg is None
+        ):
+            return None
+        hdrs = _checked(value, key, headers)
+        n = len(info.partitions)
+        p = self._partition_of(topic, n, key, partition)
+        q = self._queues.get((topic, p))
+        if q is not None:
+            while q.inflight and q.inflight[0].done.is_set():  # (settled: no longer in flight, as the sender has it)
+                q.inflight.popleft()
+            if q.open is not None or q.sealed or q.inflight or q.line_broken or q.retired:
+                return None
+        if q is None:
+            q = self._queues[(topic, p)] = _PartitionQueue(self.producer_id, self.producer_epoch, n)
+        size = self._record_size(value, key, hdrs)
+        batch = _Batch()
+        batch.records.append((key, value, hdrs, timestamp if timestamp is not None else int(time.time() * 1000)))
+        batch.size += size
+        self._buffered += size
+        self._number(q, batch)
+        if key is None:
+            self._sticky.next_batch(topic, n)
+        predecessor, q.last_sent = q.last_sent, batch
+        q.inflight.append(batch)
+        return batch, p, q, predecessor
+
+    def _partition_of(self, topic: str, n: int, key, partition: int | None) -> int:
         if partition is None:
-            p = partition_for_key(bytes(key), n) if key is not None else self._sticky.partition(topic, n)
-        elif not 0 <= partition < n:
+            return partition_for_key(bytes(key), n) if key is not None else self._sticky.partition(topic, n)
+        if not 0 <= partition < n:
             raise InvalidConfigError(f"topic {topic!r} has partitions 0..{n - 1}, not {partition}")
-        else:
-            p = partition
-        if self.transactional_id is not None:
-            self._want_enlisted(self._check_open(), (topic, p))
+        return partition
+
+    def _record_size(self, value, key, hdrs) -> int:
         size = _RECORD_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
         if hdrs:
             size += sum(len(k) + len(v or b"") for k, v in hdrs)
         if size + 61 > self.batch_bytes * 4 and size > 1024 * 1024:
             raise MessageTooLargeError(f"message of {size} bytes exceeds the 1 MiB batch limit")
+        return size
+
+    def _place(self, topic, n, value, key, hdrs, partition, timestamp) -> tuple[_Batch, int, int]:
+        """Put one checked message in its partition's open batch: (batch, index in it,
+        partition)."""
+        p = self._partition_of(topic, n, key, partition)
+        if self.transactional_id is not None:
+            self._want_enlisted(self._check_open(), (topic, p))
+        size = self._record_size(value, key, hdrs)
         q, batch = self._open_batch(topic, p, n, size)
         ts = timestamp if timestamp is not None else int(time.time() * 1000)
         batch.records.append((key, value, hdrs, ts))
@@ -957,7 +1020,22 @@ class Producer:
                 q.inflight.append(batch)
                 tg.start_soon(self._deliver, topic, p, q, batch, predecessor)
 
-    async def _deliver(self, topic: str, p: int, q: _PartitionQueue, batch: _Batch, predecessor: _Batch | None) -> None:
+    async def _deliver(
+        self,
+        topic: str,
+        p: int,
+        q: _PartitionQueue,
+        batch: _Batch,
+        predecessor: _Batch | None,
+        *,
+        caller: bool = False,
+    ) -> None:
+        """Deliver one batch, retrying until acknowledged or failed for good, then settle
+        it. From a delivery task, or (`caller`) from the task of the `send()` that made
+        it: cancelled there, the send's caller gave up waiting, not the producer, so a
+        delivery task takes the batch over (a resend is recognised by its sequence
+        numbers) and the cancellation goes on."""
+        handed_over = False
         remaining = batch.created + self.delivery_timeout - time.monotonic()
         request = Produce(topic, p, batch.data, self.acks, int(self.request_timeout * 1000), self.transactional_id)
         try:
@@ -995,7 +1073,11 @@ class Producer:
             )
         except (TideMQError, OSError) as exc:
             batch.error = exc
-        except BaseException:
+        except BaseException as exc:
+            if caller and _cancellation(exc) and not self._closed and self._tg is not None:
+                handed_over = True
+                self._tg.start_soon(self._deliver, topic, p, q, batch, predecessor)
+                raise
             # Cancelled (the producer is closing on an error): the outcome is unknown,
             # and a waiting send must not read that as an acknowledgement.
             batch.error = ConnectionClosedError(
@@ -1004,10 +1086,11 @@ class Producer:
             )
             raise
         finally:
-            if batch.error is not None and self.idempotent and self.transactional_id is None:
-                q.line_broken = True
-            self._settle(topic, p, batch)
-            q.wakeup.set()  # the sender may send the next batch, or the lingering one
+            if not handed_over:
+                if batch.error is not None and self.idempotent and self.transactional_id is None:
+                    q.line_broken = True
+                self._settle(topic, p, batch)
+                q.wakeup.set()  # the sender may send the next batch, or the lingering one
 
     def _settle(self, topic: str, p: int, batch: _Batch) -> None:
         """The batch is done, acknowledged or failed: wake its sends, free its buffer."""

@@ -100,6 +100,63 @@ async def test_a_lone_send_does_not_pay_the_linger(tmp_path):
                 assert values == [b"warm-up", b"0", b"1", b"2", b"3", b"4"] * (k + 1)
 
 
+async def test_a_lone_send_goes_from_its_callers_task(tmp_path):
+    """With nothing of its partition unsettled, `send()` delivers from the caller's own
+    task: no sender task, no delivery task. A caller who gives up waiting (cancelled
+    with the request on the wire) leaves the message to a delivery task: it is written
+    once, and the partition's sequence line goes on (no new producer id)."""
+    async with local_cluster(tmp_path) as c:
+        async with Admin(c.bootstrap) as admin:
+            await admin.create_topic("own", partitions=1, replication=3)
+        async with Producer(c.bootstrap) as producer:
+            produced = ProduceLog(producer)
+            await producer.send("own", b"0")  # (the topic's metadata: the usual path)
+            at_once = []
+            real_at_once = producer._send_at_once
+            producer._send_at_once = lambda *a: at_once.append(real_at_once(*a)) or at_once[-1]  # type: ignore[method-assign]
+            offsets = [(await producer.send("own", b"%d" % i)).offset for i in (1, 2)]
+            assert offsets[1] == offsets[0] + 1 and len(at_once) == 2 and None not in at_once
+            q = producer._queues[("own", 0)]
+            line = q.producer_id
+
+            real = producer.cluster.leader_request
+            on_the_wire = trio.Event()
+
+            async def cut_short(topic, partition, body, sent=None):
+                async def written():
+                    await sent.wait()
+                    on_the_wire.set()
+
+                async with trio.open_nursery() as n:
+                    n.start_soon(written)
+                    try:
+                        return await real(topic, partition, body, sent)
+                    finally:
+                        n.cancel_scope.cancel()
+
+            producer.cluster.leader_request = cut_short  # type: ignore[method-assign]
+            with trio.CancelScope() as scope:
+
+                async def cancel_once_written():
+                    await on_the_wire.wait()
+                    scope.cancel()
+
+                async with trio.open_nursery() as n:
+                    n.start_soon(cancel_once_written)
+                    await producer.send("own", b"given up")
+            assert scope.cancelled_caught
+            producer.cluster.leader_request = real  # type: ignore[method-assign]
+            await producer.flush()
+            assert (await producer.send("own", b"after")).offset == offsets[0] + 3
+            assert None not in at_once, [a is None for a in at_once]
+            assert q.producer_id == line and not q.line_broken
+        # The given-up batch went twice (its caller's request, the delivery task's
+        # resend), and was written once.
+        assert [seq for seq, _ in produced.sent] == [0, 1, 2, 3, 3, 4]
+        values = [m.value for m in await read_all(c.bootstrap, "own", 5)]
+        assert values == [b"0", b"1", b"2", b"given up", b"after"]
+
+
 async def test_concurrent_sends_gather_behind_the_one_in_flight(tmp_path):
     """Many tasks awaiting sends to one partition: the first goes at once, the rest
     gather into one batch behind it, which goes as soon as the request ahead returns,
