@@ -125,6 +125,14 @@ class _Host:
             self.replica.role_changed()
 
 
+#: A Ready writing at most this much is begun where its input arrives and synced in the
+#: kernel (node/aio.py): a lone message waits on every step. Larger writes are what
+#: throughput is made of: they wait for the driver's task, which gathers what a
+#: scheduler pass brought into one Ready, and are synced in a worker thread, which the
+#: scheduler may put on another core (the kernel syncs on the core that asked, beside
+#: the event loop).
+SMALL_WRITE_BYTES = 64 * 1024
+
 #: Readys of this node's groups waiting on the disk (in or queued for a worker thread)
 #: beyond which the election timers of followers and candidates stand still.
 IO_BACKLOG_CALM = 64
@@ -224,13 +232,14 @@ class Replica:
         other blocking call (or one the kernel refuses) runs in a worker thread once
         awaited. Both count in the ticker's disk backlog while they wait and run."""
         if fn == self._storage_sync and not args and self.syncer is not None:
-            fd = self.storage.claim_sync()
+            fd = self.storage.claim_sync(SMALL_WRITE_BYTES)
             if fd is not None:
                 if fd < 0:
                     self.storage.synced(True)
                     return _nothing()
                 request = self.syncer.submit(fd)
                 if request is not None:
+                    self._backlog(1)  # (from now: the disk is at it)
                     return self._synced_in_kernel(request)
                 self.storage.synced(False)  # refused: the thread's sync owes it
         return self._in_thread(fn, *args)
@@ -238,7 +247,6 @@ class Replica:
     async def _synced_in_kernel(self, request: SyncRequest) -> None:
         assert self.syncer is not None
         done = False
-        self._backlog(1)
         try:
             await self.syncer.wait(request)
             done = True
@@ -273,11 +281,15 @@ class Replica:
         """Begin the next Ready in the task that gave the core its input (see
         `ReadyDriver.begin`): a leader's Appends and a follower's fsync start a
         scheduler pass sooner, and a Ready with nothing to wait for (a commit that
-        releases a produce) is done at once. Only while the driver's task is parked
-        with nothing begun, the io lock is free (taken here on the Ready's behalf; the
-        driver's task lets it go), and, as with eager writes (node/eager.py), nothing
-        else is runnable and this replica has not begun one in this pass: a burst of
-        proposals still gathers into the driver's next Ready, one fsync for all."""
+        releases a produce) is done at once.
+
+        That is for a node waiting on one message, not one at work: only while the
+        driver's task is parked with nothing begun, the io lock is free (taken here on
+        the Ready's behalf; the driver's task lets it go), no Ready of the node waits
+        on the disk, the write is small (`SMALL_WRITE_BYTES`), and, as with eager
+        writes (node/eager.py), nothing else is runnable and this replica has not
+        begun one in this pass. Under load, proposals gather into the driver's next
+        Ready as before, one fsync for all."""
         if (
             self.closed
             or self._beginning
@@ -285,6 +297,8 @@ class Replica:
             or not self._wakeup.statistics().tasks_waiting
             or self._begun_pass == current_pass()
             or trio.lowlevel.current_statistics().tasks_runnable
+            or (self.ticker is not None and self.ticker.io_backlog)
+            or sum(len(e.data) for e in self.core.log.unstable) > SMALL_WRITE_BYTES
         ):
             return False
         try:

@@ -119,6 +119,7 @@ class LogStorage:
         fs.makedirs(str(self.path))
         self.log = Log.open(str(self.path), log_config, fs=fs)
         self.state_dirty = False
+        self.unsynced_bytes = 0  # written by `append` since the last sync began
         # Entries written and not yet applied, by start offset, with their batch sizes:
         # applying them (and replicating them while fresh) needs no read of the files.
         self._recent: dict[int, tuple[Entry, int]] = {}
@@ -280,6 +281,7 @@ class LogStorage:
         for e in entries:
             batch = entry_to_batch(e)
             self.log.append_at(batch, e.index, e.term)
+            self.unsynced_bytes += len(batch)
             if self._recent_bytes + len(batch) <= RECENT_BYTES:
                 self._recent[e.index] = (e, len(batch))
                 self._recent_bytes += len(batch)
@@ -296,12 +298,19 @@ class LogStorage:
             self.state_dirty = False
             self._save()
         if log:
+            self.unsynced_bytes = 0
             self.log.flush()
 
-    def claim_sync(self) -> int | None:
+    def claim_sync(self, max_bytes: int) -> int | None:
         """`sync()` for a caller that fdatasyncs by its own means, when all it owes is
-        one file's data (no state to save): see `Log.claim_sync`; report with `synced`."""
-        return None if self.state_dirty else self.log.claim_sync()
+        one file's data (no state to save), at most `max_bytes` written since the last
+        sync: see `Log.claim_sync`; report with `synced`."""
+        if self.state_dirty or self.unsynced_bytes > max_bytes:
+            return None
+        fd = self.log.claim_sync()
+        if fd is not None:
+            self.unsynced_bytes = 0
+        return fd
 
     def synced(self, ok: bool) -> None:
         self.log.synced(ok)

@@ -163,10 +163,10 @@ def _lone_follower(tmp_path, syncer):
     return replica, sent
 
 
-def _append(index: int):
+def _append(index: int, value: bytes | None = None):
     from raft import Append, Entry, EntryKind
 
-    entry = Entry(index, index, 1, EntryKind.NORMAL, build_batch([(None, b"v%d" % index, (), 0)]))
+    entry = Entry(index, index, 1, EntryKind.NORMAL, build_batch([(None, value or b"v%d" % index, (), 0)]))
     return Append(to=1, frm=2, term=1, prev_index=index - 1, prev_term=1 if index else 0, entries=(entry,), commit=-1)
 
 
@@ -203,5 +203,31 @@ async def test_a_ready_is_begun_by_the_task_that_stepped_the_core(tmp_path):
             nursery.cancel_scope.cancel()
         assert not replica.driver.begun and replica.io_lock.value == 1 and syncer.syncs == 2
         assert len(sent) == 2  # the cancelled Ready's acknowledgement never left
+    finally:
+        syncer.close()
+
+
+async def test_a_large_write_waits_for_the_drivers_task_and_a_thread(tmp_path):
+    """Throughput's writes keep their batching: past SMALL_WRITE_BYTES a Ready is not
+    begun where it arrives, and its sync goes to a worker thread, not the kernel."""
+    from node.aio import DiskSync
+    from node.replica import SMALL_WRITE_BYTES
+
+    syncer = DiskSync()
+    if not syncer.open():
+        pytest.skip("no Linux AIO here")
+    replica, sent = _lone_follower(tmp_path, syncer)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(replica.run)
+            for i, value in enumerate((None, None, b"x" * (SMALL_WRITE_BYTES + 1))):
+                await trio.testing.wait_all_tasks_blocked()
+                replica.step(_append(i, value))
+                assert replica.driver.begun == (i < 2)
+                with trio.fail_after(5):
+                    while len(sent) == i:
+                        await trio.sleep(0.001)
+            assert syncer.syncs == 1  # the second; the first owed the new log's directory too
+            nursery.cancel_scope.cancel()
     finally:
         syncer.close()

@@ -159,3 +159,17 @@ def test_memory_for_unapplied_entries_is_bounded(tmp_path, monkeypatch):
     st.append(written)
     assert 0 < st._recent_bytes <= 300 and len(st._recent) < 10
     assert _shape(st.entries(0, 10, 1 << 20)) == _shape(written)
+
+
+def test_a_sync_is_claimed_only_for_a_small_write_and_no_state(tmp_path):
+    st = LogStorage(tmp_path / "g", LogConfig(fsync="never"), ConfState((1, 2, 3)))  # (as the node opens it)
+    st.append([_entry(0, 1)])
+    st.sync()  # the new log's directory and the first raft-state
+    st.append([_entry(1, 1)])
+    assert st.claim_sync(10) is None  # more than 10 bytes written since
+    fd = st.claim_sync(1 << 20)
+    assert fd is not None and fd >= 0
+    st.synced(True)
+    st.set_hard_state(HardState(term=2, vote=1, commit=0))
+    st.append([_entry(2, 2)])
+    assert st.claim_sync(1 << 20) is None  # a vote to save first: a thread's sync
