@@ -12,7 +12,7 @@ The kernel's request holds its own reference to the file, so closing the descrip
 meanwhile is harmless; a started sync is waited for whatever cancels its caller, as a
 worker thread's is. Where the kernel refuses (no AIO in it, a seccomp filter, the
 system's `fs.aio-max-nr` reached, a file that cannot be synced this way, another
-architecture), `fdatasync` says so and the caller uses a worker thread.
+architecture), `submit` says so and the caller uses a worker thread.
 """
 
 from __future__ import annotations
@@ -120,16 +120,6 @@ class DiskSync:
         for fd in self._eventfds:
             os.close(fd)
         self._eventfds.clear()
-
-    async def fdatasync(self, fd: int) -> bool:
-        """fdatasync `fd` in the kernel and wait for it: True once done, False if the
-        request was refused (nothing was done: use a worker thread). A failed sync
-        raises OSError, as `os.fdatasync` would."""
-        request = self.submit(fd)
-        if request is None:
-            return False
-        await self.wait(request)
-        return True
 
     def submit(self, fd: int) -> SyncRequest | None:
         """Start fdatasync of `fd` now, without waiting; None if refused (nothing was

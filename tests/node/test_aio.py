@@ -8,6 +8,15 @@ import trio
 from node.aio import DiskSync
 
 
+async def fdatasync(syncer: DiskSync, fd: int) -> bool:
+    """Submit and wait: False if the kernel refused."""
+    request = syncer.submit(fd)
+    if request is None:
+        return False
+    await syncer.wait(request)
+    return True
+
+
 @pytest.fixture
 def syncer():
     s = DiskSync()
@@ -23,7 +32,7 @@ async def test_a_sync_is_done_in_the_kernel_without_a_thread(syncer, tmp_path):
         threads = trio.to_thread.current_default_thread_limiter().borrowed_tokens
         for _ in range(20):
             os.write(fd, b"x" * 300)
-            assert await syncer.fdatasync(fd)
+            assert await fdatasync(syncer, fd)
             assert trio.to_thread.current_default_thread_limiter().borrowed_tokens == threads
         assert (syncer.syncs, syncer.refused) == (20, 0)
     finally:
@@ -39,7 +48,7 @@ async def test_concurrent_syncs_each_get_their_own_result(syncer, tmp_path):
     async def sync(fd):
         for _ in range(10):
             os.write(fd, b"y" * 100)
-            assert await syncer.fdatasync(fd)
+            assert await fdatasync(syncer, fd)
         done.append(fd)
 
     try:
@@ -62,7 +71,7 @@ async def test_a_cancelled_caller_still_waits_for_its_started_sync(syncer, tmp_p
         os.write(fd, b"z" * 100)
         with trio.CancelScope() as scope:
             scope.cancel()
-            await syncer.fdatasync(fd)
+            await fdatasync(syncer, fd)
         assert scope.cancelled_caught
         assert syncer.syncs == 1 and not syncer._results
     finally:
@@ -74,7 +83,7 @@ async def test_what_the_kernel_refuses_is_left_to_a_thread(syncer):
     worker thread, and the next sync goes on as usual."""
     r, w = os.pipe()
     try:
-        assert not await syncer.fdatasync(w)
+        assert not await fdatasync(syncer, w)
         assert syncer.refused == 1 and syncer.syncs == 0
     finally:
         os.close(r)
@@ -85,9 +94,9 @@ async def test_closed_or_never_opened_means_a_thread(tmp_path):
     s = DiskSync()
     fd = os.open(tmp_path / "log", os.O_CREAT | os.O_WRONLY)
     try:
-        assert not await s.fdatasync(fd)
+        assert not await fdatasync(s, fd)
         if s.open():
             s.close()
-            assert not s.active and not await s.fdatasync(fd)
+            assert not s.active and not await fdatasync(s, fd)
     finally:
         os.close(fd)

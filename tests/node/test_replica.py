@@ -136,6 +136,24 @@ def test_a_quiet_group_keeps_its_members_in_sync():
     assert in_sync_of(lead) == [1, 2, 3]
 
 
+@pytest.fixture
+def kernel_syncer():
+    from node.aio import DiskSync
+
+    syncer = DiskSync()
+    if not syncer.open():
+        pytest.skip("no Linux AIO here: every sync goes to a worker thread")
+    yield syncer
+    syncer.close()
+
+
+async def _acknowledged(sent: list, i: int) -> None:
+    """Until the acknowledgement of the `i`th append has been sent."""
+    with trio.fail_after(5):
+        while len(sent) == i:
+            await trio.sleep(0.001)
+
+
 def _lone_follower(tmp_path, syncer):
     """A follower replica of group 7 on real storage, its sends collected."""
     import random
@@ -170,64 +188,46 @@ def _append(index: int, value: bytes | None = None):
     return Append(to=1, frm=2, term=1, prev_index=index - 1, prev_term=1 if index else 0, entries=(entry,), commit=-1)
 
 
-async def test_a_ready_is_begun_by_the_task_that_stepped_the_core(tmp_path):
+async def test_a_ready_is_begun_by_the_task_that_stepped_the_core(tmp_path, kernel_syncer):
     """Written, and its fsync handed to the kernel, before the driver's task runs; the
     acknowledgement waits for that sync; the io lock is held for the Ready until the
     driver's task finishes it; cancelled with a Ready begun, the task still waits for
     the sync and lets the lock go."""
-    from node.aio import DiskSync
     from raft import AppendResponse
 
-    syncer = DiskSync()
-    if not syncer.open():
-        pytest.skip("no Linux AIO here: a Ready's sync would wait for a worker thread")
-    replica, sent = _lone_follower(tmp_path, syncer)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(replica.run)
-            for i in range(2):  # (a new log's first sync owes its directory too: a thread's)
-                await trio.testing.wait_all_tasks_blocked()
-                replica.step(_append(i))
-                assert replica.driver.begun and replica.io_lock.value == 0
-                assert replica.storage.last_index() == i and len(sent) == i
-                with trio.fail_after(5):
-                    while len(sent) == i:
-                        await trio.sleep(0.001)
-                assert type(sent[i]) is AppendResponse and sent[i].index == i
-                assert not replica.driver.begun and replica.io_lock.value == 1
-            assert syncer.syncs == 1
-
+    replica, sent = _lone_follower(tmp_path, kernel_syncer)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(replica.run)
+        for i in range(2):  # (a new log's first sync owes its directory too: a thread's)
             await trio.testing.wait_all_tasks_blocked()
-            replica.step(_append(2))
-            assert replica.driver.begun
-            nursery.cancel_scope.cancel()
-        assert not replica.driver.begun and replica.io_lock.value == 1 and syncer.syncs == 2
-        assert len(sent) == 2  # the cancelled Ready's acknowledgement never left
-    finally:
-        syncer.close()
+            replica.step(_append(i))
+            assert replica.driver.begun and replica.io_lock.value == 0
+            assert replica.storage.last_index() == i and len(sent) == i
+            await _acknowledged(sent, i)
+            assert type(sent[i]) is AppendResponse and sent[i].index == i
+            assert not replica.driver.begun and replica.io_lock.value == 1
+        assert kernel_syncer.syncs == 1
+
+        await trio.testing.wait_all_tasks_blocked()
+        replica.step(_append(2))
+        assert replica.driver.begun
+        nursery.cancel_scope.cancel()
+    assert not replica.driver.begun and replica.io_lock.value == 1 and kernel_syncer.syncs == 2
+    assert len(sent) == 2  # the cancelled Ready's acknowledgement never left
 
 
-async def test_a_large_write_waits_for_the_drivers_task_and_a_thread(tmp_path):
+async def test_a_large_write_waits_for_the_drivers_task_and_a_thread(tmp_path, kernel_syncer):
     """Throughput's writes keep their batching: past SMALL_WRITE_BYTES a Ready is not
     begun where it arrives, and its sync goes to a worker thread, not the kernel."""
-    from node.aio import DiskSync
     from node.replica import SMALL_WRITE_BYTES
 
-    syncer = DiskSync()
-    if not syncer.open():
-        pytest.skip("no Linux AIO here")
-    replica, sent = _lone_follower(tmp_path, syncer)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(replica.run)
-            for i, value in enumerate((None, None, b"x" * (SMALL_WRITE_BYTES + 1))):
-                await trio.testing.wait_all_tasks_blocked()
-                replica.step(_append(i, value))
-                assert replica.driver.begun == (i < 2)
-                with trio.fail_after(5):
-                    while len(sent) == i:
-                        await trio.sleep(0.001)
-            assert syncer.syncs == 1  # the second; the first owed the new log's directory too
-            nursery.cancel_scope.cancel()
-    finally:
-        syncer.close()
+    replica, sent = _lone_follower(tmp_path, kernel_syncer)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(replica.run)
+        for i, value in enumerate((None, None, b"x" * (SMALL_WRITE_BYTES + 1))):
+            await trio.testing.wait_all_tasks_blocked()
+            replica.step(_append(i, value))
+            assert replica.driver.begun == (i < 2)
+            await _acknowledged(sent, i)
+        assert kernel_syncer.syncs == 1  # the second; the first owed the new log's directory too
+        nursery.cancel_scope.cancel()
