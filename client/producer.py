@@ -792,11 +792,13 @@ class Producer:
         caller to deliver from its own task (`_deliver(caller=True)`). Without the
         partition's sender and a delivery task, a lone send skips two scheduler passes
         before its request leaves and one after its answer comes. None where that does
-        not hold (the usual path then): a transaction, acks=0, metadata not known yet,
-        a full buffer, or anything of the partition's not settled."""
+        not hold (the usual path then): a transaction, acks=0, a producer that is not
+        idempotent (a cancelled caller's batch is sent again, see `_deliver`), metadata
+        not known yet, a full buffer, or anything of the partition's not settled."""
         info = self.cluster.topics.get(topic)
         if (
             info is None
+            or not self.idempotent
             or self.transactional_id is not None
             or self.acks == ACKS_NONE
             or self._buffered >= self.buffer_bytes

@@ -182,7 +182,7 @@ class ReadyDriver:
                     if type(m) is Append:
                         self.host.send(m)
                 begun.messages = [m for m in rd.messages if type(m) is not Append]
-            begun.sync = self.run(self.storage.sync)
+            begun.sync = self.run(st.sync)
             begun.counted = True
         elif st.state_dirty:  # a vote or term is durable before anyone hears of it
             begun.sync = self.run(st.sync, False)

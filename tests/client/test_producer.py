@@ -155,6 +155,10 @@ async def test_a_lone_send_goes_from_its_callers_task(tmp_path):
         assert [seq for seq, _ in produced.sent] == [0, 1, 2, 3, 3, 4]
         values = [m.value for m in await read_all(c.bootstrap, "own", 5)]
         assert values == [b"0", b"1", b"2", b"given up", b"after"]
+        async with Producer(c.bootstrap, idempotent=False, acks=1) as plain:
+            await plain.send("own", b"plain")  # (metadata)
+            # Without sequence numbers a given-up batch sent again could be written twice.
+            assert plain._send_at_once("own", b"plain", None, None, 0, None) is None
 
 
 async def test_concurrent_sends_gather_behind_the_one_in_flight(tmp_path):
