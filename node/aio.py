@@ -126,7 +126,11 @@ class DiskSync:
         done). Every request submitted must be waited for (`wait`)."""
         if self._ctx is None or self._libc is None:
             return None
-        efd = self._eventfds.pop() if self._eventfds else os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        try:
+            efd = self._eventfds.pop() if self._eventfds else os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        except OSError:  # (out of descriptors: the thread's sync says what the disk says)
+            self.refused += 1
+            return None
         key = next(self._keys)
         iocb = _Iocb(
             aio_data=key, aio_lio_opcode=_IOCB_CMD_FDSYNC, aio_fildes=fd, aio_flags=_IOCB_FLAG_RESFD, aio_resfd=efd

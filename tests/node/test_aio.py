@@ -100,3 +100,18 @@ async def test_closed_or_never_opened_means_a_thread(tmp_path):
             assert not s.active and not await fdatasync(s, fd)
     finally:
         os.close(fd)
+
+
+async def test_no_descriptor_for_the_wait_means_a_thread(syncer, tmp_path, monkeypatch):
+    """Out of descriptors for an eventfd is not a disk error: the sync is refused (the
+    caller's thread then syncs), and no replica goes offline for it."""
+
+    def no_more(*args):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "eventfd", no_more)
+    fd = os.open(tmp_path / "log", os.O_CREAT | os.O_WRONLY)
+    try:
+        assert syncer.submit(fd) is None and syncer.refused == 1
+    finally:
+        os.close(fd)
