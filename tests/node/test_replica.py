@@ -6,7 +6,6 @@ import os
 import threading
 import traceback
 
-import pytest
 import trio
 import trio.testing
 
@@ -134,17 +133,6 @@ def test_a_quiet_group_keeps_its_members_in_sync():
     assert in_sync_of(lead) == [1, 2]
     c.tick(ET)
     assert in_sync_of(lead) == [1, 2, 3]
-
-
-@pytest.fixture
-def kernel_syncer():
-    from node.aio import DiskSync
-
-    syncer = DiskSync()
-    if not syncer.open():
-        pytest.skip("no Linux AIO here: every sync goes to a worker thread")
-    yield syncer
-    syncer.close()
 
 
 async def _acknowledged(sent: list, i: int) -> None:
