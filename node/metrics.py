@@ -80,7 +80,7 @@ class NodeMetrics:
         self.fsyncs = Gauge("tidemq_log_fsyncs", "Log fsyncs since start (one per group commit)", registry=r)
         self.fsyncs_in_kernel = Gauge(
             "tidemq_log_fsyncs_in_kernel",
-            "Log fdatasyncs done by the kernel's asynchronous I/O, without a worker thread (node/aio.py)",
+            "Log fdatasyncs done by io_uring, without a worker thread (node/aio.py)",
             registry=r,
         )
         self.awake_groups = Gauge(

@@ -7,9 +7,9 @@ from node.aio import DiskSync
 
 @pytest.fixture
 def kernel_syncer():
-    """An open `DiskSync` (skipped where the kernel offers no Linux AIO)."""
+    """An open `DiskSync` (skipped where io_uring is not to be had)."""
     syncer = DiskSync()
     if not syncer.open():
-        pytest.skip("this kernel or machine offers no Linux AIO: every sync goes to a worker thread")
+        pytest.skip("no io_uring here: every sync goes to a worker thread")
     yield syncer
     syncer.close()

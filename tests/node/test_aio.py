@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import trio
 
 from node.aio import DiskSync
@@ -30,8 +31,7 @@ async def test_a_sync_is_done_in_the_kernel_without_a_thread(kernel_syncer, tmp_
 
 
 async def test_concurrent_syncs_each_get_their_own_result(kernel_syncer, tmp_path):
-    """One context serves every replica: a waiter that reaps another's completion leaves
-    it for that one."""
+    """Each sync in flight has a ring of its own, made when needed and kept for reuse."""
     fds = [os.open(tmp_path / f"log{i}", os.O_CREAT | os.O_WRONLY) for i in range(8)]
     done = []
 
@@ -47,7 +47,7 @@ async def test_concurrent_syncs_each_get_their_own_result(kernel_syncer, tmp_pat
                 for fd in fds:
                     n.start_soon(sync, fd)
         assert sorted(done) == sorted(fds) and kernel_syncer.syncs == 80
-        assert not kernel_syncer._results  # every result claimed by its own waiter
+        assert 1 < kernel_syncer._rings <= 8 and len(kernel_syncer._free) == kernel_syncer._rings
     finally:
         for fd in fds:
             os.close(fd)
@@ -63,21 +63,39 @@ async def test_a_cancelled_caller_still_waits_for_its_started_sync(kernel_syncer
             scope.cancel()
             await fdatasync(kernel_syncer, fd)
         assert scope.cancelled_caught
-        assert kernel_syncer.syncs == 1 and not kernel_syncer._results
+        assert kernel_syncer.syncs == 1 and len(kernel_syncer._free) == kernel_syncer._rings == 1
     finally:
         os.close(fd)
 
 
-async def test_what_the_kernel_refuses_is_left_to_a_thread(kernel_syncer):
-    """A pipe cannot be synced this way: nothing is done, the caller is told to use a
-    worker thread, and the next sync goes on as usual."""
+async def test_a_failed_sync_raises_as_fdatasync_would(kernel_syncer):
+    """A pipe cannot be synced: the error comes back from the kernel, as from
+    os.fdatasync, and the next sync goes on as usual."""
+    import errno
+
     r, w = os.pipe()
     try:
-        assert not await fdatasync(kernel_syncer, w)
-        assert kernel_syncer.refused == 1 and kernel_syncer.syncs == 0
+        with pytest.raises(OSError) as err:
+            await fdatasync(kernel_syncer, w)
+        assert err.value.errno == errno.EINVAL and kernel_syncer.syncs == 0
     finally:
         os.close(r)
         os.close(w)
+
+
+async def test_more_in_flight_than_rings_are_left_to_a_thread(kernel_syncer, tmp_path, monkeypatch):
+    import node.aio
+
+    monkeypatch.setattr(node.aio, "MAX_RINGS", 1)
+    fd = os.open(tmp_path / "log", os.O_CREAT | os.O_WRONLY)
+    try:
+        first = kernel_syncer.submit(fd)
+        assert first is not None
+        assert kernel_syncer.submit(fd) is None and kernel_syncer.refused == 1  # (a worker thread's, then)
+        await kernel_syncer.wait(first)
+        assert await fdatasync(kernel_syncer, fd) and kernel_syncer.syncs == 2  # its ring, reused
+    finally:
+        os.close(fd)
 
 
 async def test_closed_or_never_opened_means_a_thread(tmp_path):
@@ -92,16 +110,19 @@ async def test_closed_or_never_opened_means_a_thread(tmp_path):
         os.close(fd)
 
 
-async def test_no_descriptor_for_the_wait_means_a_thread(kernel_syncer, tmp_path, monkeypatch):
-    """Out of descriptors for an eventfd is not a disk error: the sync is refused (the
+async def test_no_descriptor_for_a_new_ring_means_a_thread(kernel_syncer, tmp_path, monkeypatch):
+    """Out of descriptors for another ring is not a disk error: the sync is refused (the
     caller's thread then syncs), and no replica goes offline for it."""
-
-    def no_more(*args):
-        raise OSError(24, "Too many open files")
-
-    monkeypatch.setattr(os, "eventfd", no_more)
     fd = os.open(tmp_path / "log", os.O_CREAT | os.O_WRONLY)
     try:
+        first = kernel_syncer.submit(fd)  # (the ring made at open)
+        assert first is not None
+
+        def no_more(*args):
+            raise OSError(24, "Too many open files")
+
+        monkeypatch.setattr(os, "eventfd", no_more)
         assert kernel_syncer.submit(fd) is None and kernel_syncer.refused == 1
+        await kernel_syncer.wait(first)
     finally:
         os.close(fd)

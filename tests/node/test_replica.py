@@ -112,7 +112,7 @@ async def test_no_fsync_runs_on_the_event_loop(tmp_path, monkeypatch):
             ):
                 await trio.sleep(0.05)
         assert c.brokers[lagger].replicas[CONTROLLER_GROUP].storage.first_index() > 5  # from the snapshot
-        if c.brokers[ctrl].syncer.active:  # (Linux AIO: most log syncs need no thread)
+        if c.brokers[ctrl].syncer.active:  # (io_uring: most log syncs need no thread)
             assert c.brokers[ctrl].syncer.syncs > 0
     assert not on_loop, on_loop[0]
 
