@@ -10,8 +10,8 @@ machinery was a quarter of a follower's busy time (docs/performance.md).
 
 io_uring, not Linux AIO: AIO's fsync runs on a per-CPU work queue, on the core that
 asked; with that core busy it waits for a time slice (a write and sync loop beside two
-busy processes: p50 3.9 ms, against 0.15 ms here and 0.22 ms in a thread). io_uring's
-workers go wherever the scheduler has room.
+busy processes: p90 4.0 ms, against 0.19-0.21 ms here and 0.27-0.31 ms in a worker
+thread). io_uring's workers go wherever the scheduler has room.
 
 Each request in flight has a small ring of its own (kept for reuse), so its task waits
 on that ring's eventfd alone. The kernel's request holds its own reference to the file,
