@@ -70,7 +70,7 @@ class _Ring:
             raise OSError(err, f"io_uring_setup: {os.strerror(err)}")
         self.fd = fd
         sq_entries, cq_entries = struct.unpack_from("II", params, 0)
-        self.sq_head, self.sq_tail, sq_mask, _, _, _, self.sq_array, _ = struct.unpack_from("8I", params, 40)
+        _, self.sq_tail, sq_mask, _, _, _, self.sq_array, _ = struct.unpack_from("8I", params, 40)
         self.cq_head, self.cq_tail, cq_mask, _, _, self.cq_cqes, _, _ = struct.unpack_from("8I", params, 80)
         flags, prot = mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ | mmap.PROT_WRITE
         self.sq = mmap.mmap(fd, self.sq_array + 4 * sq_entries, flags, prot, offset=0)
