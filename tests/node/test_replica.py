@@ -195,11 +195,17 @@ async def test_a_ready_is_begun_by_the_task_that_stepped_the_core(tmp_path, kern
             assert type(sent[i]) is AppendResponse and sent[i].index == i
             assert not replica.driver.begun and replica.io_lock.value == 1
         assert kernel_syncer.syncs == 1
-
-        await trio.testing.wait_all_tasks_blocked()
-        replica.step(_append(2))
-        assert replica.driver.begun
         nursery.cancel_scope.cancel()
+
+    # The driver's task cancelled with a Ready begun (its sync in the kernel): it waits
+    # for the sync, lets the lock go and sends nothing. (As `_begin_here` would, by hand:
+    # with the task running, its Ready may finish before the cancellation lands.)
+    replica.core.step(_append(2))
+    replica.io_lock.acquire_nowait()
+    assert replica.driver.begin() and replica.driver.begun
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await replica.run()
     assert not replica.driver.begun and replica.io_lock.value == 1 and kernel_syncer.syncs == 2
     assert len(sent) == 2  # the cancelled Ready's acknowledgement never left
 
