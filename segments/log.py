@@ -411,6 +411,9 @@ class Log:
             self._dir_unsynced = False
             fsync_directory(self.path, self.fs)
         active.sync()
+        self._mark_synced()
+
+    def _mark_synced(self) -> None:
         self._unsynced = False
         self._last_sync_ms = self._clock_ms()
 
@@ -446,8 +449,7 @@ class Log:
             if not segment.closed:
                 segment.sync_failed()
             return
-        self._unsynced = False
-        self._last_sync_ms = self._clock_ms()
+        self._mark_synced()
 
     def flush_if_due(self, now_ms: int | None = None) -> bool:
         """Under the "interval" policy, fsync if `fsync_interval_ms` passed since the

@@ -252,21 +252,21 @@ class LogSegment:
         Only the data: the active segment's indexes are rebuilt on open anyway, so
         syncing them on every append would buy nothing.
         """
-        self._check_open()
-        if self._dirty:
-            # Cleared first: an append racing this sync (from another thread) marks
-            # the segment dirty again for the next sync instead of being forgotten.
-            self._dirty = False
-            try:
-                self._fs.fdatasync(self._fd)
-            except BaseException:
-                self._dirty = True
-                raise
+        fd = self.claim_sync()
+        if fd < 0:
+            return
+        try:
+            self._fs.fdatasync(fd)
+        except BaseException:
+            self.sync_failed()
+            raise
 
     def claim_sync(self) -> int:
-        """`sync` for a caller that fdatasyncs by its own means: the descriptor to sync
-        (marked clean, as `sync` does before its call), or -1 when nothing was written
-        since the last. A failed sync must be reported with `sync_failed`."""
+        """`sync` for a caller that fdatasyncs by its own means: the descriptor to sync,
+        or -1 when nothing was written since the last. A failed sync must be reported
+        with `sync_failed`. Marked clean first: an append racing the sync (from another
+        thread) marks the segment dirty again for the next sync instead of being
+        forgotten."""
         self._check_open()
         if not self._dirty:
             return -1
