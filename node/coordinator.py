@@ -304,8 +304,8 @@ class Coordination:
         self.term = term
         state = shard.offsets
         self.groups: dict[str, Group] = {}
-        # (group, partition) -> pending-offset writes proposed, not yet committed: a
-        # stable fetch must not read past them
+        # (group, partition) -> offset and pending-offset writes proposed, not yet
+        # committed: a stable fetch must not read past them
         self.pending_writes: dict[tuple[str, TopicPartition], int] = {}
         for name, data in state.groups.items():
             if data.members:
@@ -574,7 +574,10 @@ class GroupCoordinator(Service):
             # overtaken by the commit on revoke): writing it would move the offset back.
             offsets = [(t, p, o) for t, p, o in offsets if o >= m.committed.get((t, p), 0)]
             m.committed.update({(t, p): o for t, p, o in offsets})
-        return self._write(coord, [offset_record(req.group, t, p, o) for t, p, o in offsets])
+        # Pending until committed: the partition may move to another member meanwhile,
+        # and its first (stable) fetch must not read the offset from before this write.
+        records = [offset_record(req.group, t, p, o) for t, p, o in offsets]
+        return self._write(coord, records, {(req.group, (t, p)) for t, p, _ in offsets})
 
     def _write(
         self,
@@ -619,11 +622,15 @@ class GroupCoordinator(Service):
             now = now_ms()
             for tp in wanted:
                 pend = data.pending_on(tp, now)
-                if pend is not None or (req.group, tp) in coord.pending_writes:
-                    who = f"transaction {pend[0]!r}" if pend else "a transaction"
+                if pend is not None:
                     raise UnstableOffsetCommitError(
-                        f"group {req.group!r}: {who} will commit the offset of {tp[0]}-{tp[1]} and is not decided "
-                        "yet; retry shortly"
+                        f"group {req.group!r}: transaction {pend[0]!r} will commit the offset of {tp[0]}-{tp[1]} "
+                        "and is not decided yet; retry shortly"
+                    )
+                if (req.group, tp) in coord.pending_writes:
+                    raise UnstableOffsetCommitError(
+                        f"group {req.group!r}: a write of the offset of {tp[0]}-{tp[1]} is not committed yet; "
+                        "retry shortly"
                     )
         return _value(OffsetFetchResponse([(t, p, offsets[(t, p)]) for t, p in wanted if (t, p) in offsets]))
 

@@ -240,6 +240,41 @@ async def test_commits_fetches_and_who_may_commit(tmp_path):
         assert (await fetch())[mine] == 4
 
 
+async def test_a_stable_fetch_waits_for_a_commit_still_in_flight(tmp_path):
+    """A member's commit proposed before its partition moves, committed after: the next
+    owner's first (stable) fetch must not read the offset from before it, or it would
+    start there and commit that older offset over the newer one."""
+    async with cluster(tmp_path, election_ticks=200) as c, ClusterClient(c.bootstrap) as client:
+        await setup(c, client)
+        a = Member(client, "g", "a")
+        await settle([a])
+        tp = sorted(a.owned)[0]
+
+        async def fetch(stable=True):
+            with trio.fail_after(10):
+                resp = await client.coordinator_request("g", OffsetFetch("g", [TopicPartition(*tp)], stable))
+            return {(t, p): o for t, p, o in resp.offsets}.get(tp)
+
+        await client.coordinator_request("g", OffsetCommit("g", [(*tp, 19)], "a"))
+        leader = coordinator_of(c, "g")
+        coord = c.brokers[leader].partitions[(OFFSETS_TOPIC, partition_for_key(b"g", OFFSETS_PARTITIONS))]
+        followers = [n for n in c.peers if n != leader]
+        for n in followers:  # the next commit cannot reach a quorum until they are back
+            await c.stop(n, graceful=False)
+        before = coord.storage.last_index()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.coordinator_request, "g", OffsetCommit("g", [(*tp, 20)], "a"))
+            with trio.fail_after(10):
+                while coord.storage.last_index() == before:  # proposed, not committed
+                    await trio.sleep(0.01)
+            with pytest.raises(UnstableOffsetCommitError, match="not committed yet"):
+                await fetch()
+            assert await fetch(stable=False) == 19  # tools still see the committed offset
+            for n in followers:
+                await c.start(n)
+        assert await fetch() == 20
+
+
 async def test_transactional_offsets_are_checked_held_pending_and_written_once(tmp_path):
     """KIP-447: a transaction's offsets are checked against the member that sends them
     and held pending; a consumer starting there waits for the outcome."""
