@@ -26,7 +26,7 @@ from sortedcontainers import SortedDict
 
 from client.errors import NotLeaderError, RequestTimeoutError, ShuttingDownError
 from node.aio import DiskSync, SyncRequest
-from node.eager import current_pass
+from node.eager import current_pass, tasks_runnable
 from node.storage import LogStorage
 from raft.core import NotLeader, ProposalDropped, RaftNode, Ready
 from raft.driver import ReadyDriver
@@ -296,7 +296,7 @@ class Replica:
             or self.driver.begun
             or not self._wakeup.statistics().tasks_waiting
             or self._begun_pass == current_pass()
-            or trio.lowlevel.current_statistics().tasks_runnable
+            or tasks_runnable()
             or (self.ticker is not None and self.ticker.io_backlog)
             or sum(len(e.data) for e in self.core.log.unstable) > SMALL_WRITE_BYTES
         ):

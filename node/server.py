@@ -414,7 +414,9 @@ class Server:
                     if self.metrics:
                         self.metrics.throttle_seconds.inc(wait)
                     await trio.sleep(wait)  # over a quota: slowed, never refused
-                with trio.move_on_after(idle_s if idle_s is not None else math.inf) as idle:
+                if idle_s is None:  # a peer: no cancel scope on every frame of every hop
+                    return await next_frame()
+                with trio.move_on_after(idle_s) as idle:
                     return await next_frame()
                 if idle.cancelled_caught and inflight.value == self.max_inflight and not outbox.queued:
                     log.info("closing connection from %s: idle for %ss", addr, idle_s)

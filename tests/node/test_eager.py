@@ -9,7 +9,8 @@ import socket
 import trio
 import trio.testing
 
-from node.eager import EagerWriter
+import node.eager
+from node.eager import EagerWriter, tasks_runnable
 from node.server import Server, _Outbox
 
 
@@ -56,6 +57,21 @@ async def test_nothing_goes_at_once_while_another_task_is_runnable(nursery):
     assert not w.ready()
     await trio.sleep(0.01)
     assert w.ready()
+
+
+async def test_the_run_queue_check_agrees_with_trios_statistics(nursery, monkeypatch):
+    """`tasks_runnable` reads trio's run queue (private); on a trio that keeps it
+    elsewhere it must fall back to the statistics, never answer wrongly."""
+
+    def public() -> bool:
+        return bool(trio.lowlevel.current_statistics().tasks_runnable)
+
+    for context in (node.eager._run_context, None):
+        monkeypatch.setattr(node.eager, "_run_context", context)
+        await trio.sleep(0.01)
+        assert tasks_runnable() is public() is False
+        nursery.start_soon(trio.sleep, 0)
+        assert tasks_runnable() is public() is True
 
 
 async def test_a_stream_that_is_not_a_plain_socket_is_never_written_at_once():
