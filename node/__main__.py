@@ -6,11 +6,17 @@ import logging
 import platform
 import sys
 
-import trio
+# kio (the Kafka schemas) imports hypothesis wherever it is installed, and importing
+# hypothesis turns trio's scheduler into its deterministic test mode (each pass's tasks
+# sorted and shuffled, about 2% of a node's CPU) and adds a start-up import. A node
+# never uses it.
+sys.modules.setdefault("hypothesis", None)  # type: ignore[arg-type]
 
-from node.broker import serve
-from node.config import NodeConfig
-from segments.batch import codec_in_use
+import trio  # noqa: E402
+
+from node.broker import serve  # noqa: E402
+from node.config import NodeConfig  # noqa: E402
+from segments.batch import codec_in_use  # noqa: E402
 
 # glibc's mallopt parameters
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
