@@ -66,6 +66,7 @@ from node.acl import ANONYMOUS, TOKEN_USER
 from node.eager import EagerWriter
 from node.peerauth import PeerCredential
 from node.peerprotocol import NODE_VERSIONS, PEER_ONLY, NodeEnvelope, PeerMessages, decode_node_payload
+from node.reader import SocketReader
 from node.sendfile import Spliced, SplicedFrame, sendfile_all
 from node.tls import accept, common_name_of, node_id_of
 
@@ -338,6 +339,7 @@ class Server:
         # Until Hello is accepted a frame may be small: an unauthenticated stranger must
         # not make the node buffer and decode megabytes.
         decoder = FrameDecoder(HELLO_MAX_FRAME_BYTES)
+        receive_some = SocketReader(stream).receive_some if type(stream) is trio.SocketStream else stream.receive_some
 
         async def next_frame() -> tuple[int, NodeEnvelope | UnknownMessageError] | None:
             """(version, envelope) of the next frame, or an envelope of a message this
@@ -349,7 +351,7 @@ class Server:
                         return frame[0], decode_node_payload(frame[1])
                     except UnknownMessageError as exc:
                         return frame[0], exc
-                data = await stream.receive_some(_READ_CHUNK)
+                data = await receive_some(_READ_CHUNK)
                 if not data:
                     return None
                 decoder.feed(bytes(data))
