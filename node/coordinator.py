@@ -304,14 +304,45 @@ class Coordination:
         self.term = term
         state = shard.offsets
         self.groups: dict[str, Group] = {}
-        # (group, partition) -> offset and pending-offset writes proposed, not yet
-        # committed: a stable fetch must not read past them
-        self.pending_writes: dict[tuple[str, TopicPartition], int] = {}
+        # (group, partition) -> offset and pending-offset writes proposed and not yet
+        # known to be committed or lost: a stable fetch must not read past them
+        self._pending_writes: dict[tuple[str, TopicPartition], int] = {}
+        self._undecided: list[tuple[Any, set[tuple[str, TopicPartition]]]] = []
         for name, data in state.groups.items():
             if data.members:
                 g = self.groups[name] = Group(name, data.epoch)
                 for member_id, meta in data.members.items():
                     g.load(member_id, meta, now)
+
+    def pend(self, keys: set[tuple[str, TopicPartition]]) -> None:
+        for key in keys:
+            self._pending_writes[key] = self._pending_writes.get(key, 0) + 1
+
+    def answered(self, waiter: Any, keys: set[tuple[str, TopicPartition]]) -> None:
+        """A write's request is answered (or gave up). Its keys stop counting once the
+        write is decided: one whose answer timed out, or whose request was cancelled,
+        is still in the log and may commit yet, so it counts until then."""
+        if waiter.event.is_set():
+            self._release(keys)
+        elif keys:
+            self._undecided.append((waiter, keys))
+
+    def is_pending(self, key: tuple[str, TopicPartition]) -> bool:
+        if self._undecided:
+            undecided = []
+            for waiter, keys in self._undecided:
+                if waiter.event.is_set():
+                    self._release(keys)
+                else:
+                    undecided.append((waiter, keys))
+            self._undecided = undecided
+        return key in self._pending_writes
+
+    def _release(self, keys: set[tuple[str, TopicPartition]]) -> None:
+        for key in keys:
+            left = self._pending_writes.pop(key) - 1
+            if left:
+                self._pending_writes[key] = left
 
     def group(self, name: str, state: OffsetsState) -> Group:
         g = self.groups.get(name)
@@ -594,8 +625,7 @@ class GroupCoordinator(Service):
         except NotLeaderError as exc:
             raise _not_coordinator(exc) from None
         pending = pending or set()
-        for key in pending:
-            coord.pending_writes[key] = coord.pending_writes.get(key, 0) + 1
+        coord.pend(pending)
         return self._committed(coord, waiter, pending)
 
     async def _committed(self, coord: Coordination, waiter, pending: set[tuple[str, TopicPartition]]) -> Ok:
@@ -604,10 +634,7 @@ class GroupCoordinator(Service):
         except NotLeaderError as exc:
             raise _not_coordinator(exc) from None
         finally:
-            for key in pending:
-                left = coord.pending_writes.pop(key) - 1
-                if left:
-                    coord.pending_writes[key] = left
+            coord.answered(waiter, pending)
         return Ok()
 
     def offset_fetch(self, req: OffsetFetch) -> Awaitable[OffsetFetchResponse]:
@@ -627,7 +654,7 @@ class GroupCoordinator(Service):
                         f"group {req.group!r}: transaction {pend[0]!r} will commit the offset of {tp[0]}-{tp[1]} "
                         "and is not decided yet; retry shortly"
                     )
-                if (req.group, tp) in coord.pending_writes:
+                if coord.is_pending((req.group, tp)):
                     raise UnstableOffsetCommitError(
                         f"group {req.group!r}: a write of the offset of {tp[0]}-{tp[1]} is not committed yet; "
                         "retry shortly"

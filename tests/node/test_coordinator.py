@@ -16,6 +16,7 @@ from client.errors import (
     InvalidRequestError,
     InvalidTxnStateError,
     NotCoordinatorError,
+    RequestTimeoutError,
     UnknownMemberError,
     UnknownTopicError,
     UnstableOffsetCommitError,
@@ -240,10 +241,12 @@ async def test_commits_fetches_and_who_may_commit(tmp_path):
         assert (await fetch())[mine] == 4
 
 
-async def test_a_stable_fetch_waits_for_a_commit_still_in_flight(tmp_path):
+async def test_a_stable_fetch_waits_for_a_commit_still_in_flight(tmp_path, monkeypatch):
     """A member's commit proposed before its partition moves, committed after: the next
     owner's first (stable) fetch must not read the offset from before it, or it would
-    start there and commit that older offset over the newer one."""
+    start there and commit that older offset over the newer one. That holds after the
+    commit's own answer gave up waiting too: the write is still in the log."""
+    monkeypatch.setattr(coordinator_module, "WRITE_TIMEOUT_S", 0.5)
     async with cluster(tmp_path, election_ticks=200) as c, ClusterClient(c.bootstrap) as client:
         await setup(c, client)
         a = Member(client, "g", "a")
@@ -262,17 +265,33 @@ async def test_a_stable_fetch_waits_for_a_commit_still_in_flight(tmp_path):
         for n in followers:  # the next commit cannot reach a quorum until they are back
             await c.stop(n, graceful=False)
         before = coord.storage.last_index()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client.coordinator_request, "g", OffsetCommit("g", [(*tp, 20)], "a"))
-            with trio.fail_after(10):
+        answers = []
+
+        async def commit():
+            with pytest.raises(RequestTimeoutError) as answer:
+                await client.request(c.peers[leader], OffsetCommit("g", [(*tp, 20)], "a"))
+            answers.append(answer.value)
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(commit)
                 while coord.storage.last_index() == before:  # proposed, not committed
                     await trio.sleep(0.01)
-            with pytest.raises(UnstableOffsetCommitError, match="not committed yet"):
-                await fetch()
-            assert await fetch(stable=False) == 19  # tools still see the committed offset
-            for n in followers:
-                await c.start(n)
-        assert await fetch() == 20
+                with pytest.raises(UnstableOffsetCommitError, match="not committed yet"):
+                    await fetch()
+                assert await fetch(stable=False) == 19  # tools still see the committed offset
+        assert answers, "the commit's answer timed out"  # and the write may still commit:
+        with pytest.raises(UnstableOffsetCommitError, match="not committed yet"):
+            await fetch()
+        for n in followers:
+            await c.start(n)
+        with trio.fail_after(20):
+            while True:
+                try:
+                    assert await fetch() == 20
+                    break
+                except UnstableOffsetCommitError:
+                    await trio.sleep(0.05)
 
 
 async def test_transactional_offsets_are_checked_held_pending_and_written_once(tmp_path):
