@@ -13,10 +13,16 @@ from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
-import trio
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+# The benches' own process is the client measured: keep hypothesis out of it, as a
+# user's application would (tests.cluster imports the node, whose Kafka schemas import
+# hypothesis where installed, and that puts trio's scheduler in its test mode; see
+# node/__main__.py). Under pytest it is loaded already and this changes nothing.
+sys.modules.setdefault("hypothesis", None)  # type: ignore[arg-type]
+
+import trio  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.table import Table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
