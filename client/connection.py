@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import itertools
 import math
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol, cast
 
 import anyio
+import anyio.abc
+import sniffio
 from anyio.abc import ByteStream
 
 from client.errors import (
@@ -64,6 +67,15 @@ from client.protocol import (
 from client.scram import ScramClient, ScramError
 
 
+def _raw_socket(stream: ByteStream) -> socket.socket | None:
+    """The socket under a plain TCP stream when running under trio (`client.rawsocket`);
+    None over TLS or under asyncio, whose stream is used as it is."""
+    if not isinstance(stream, anyio.abc.SocketStream) or sniffio.current_async_library() != "trio":
+        return None
+    sock = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+    return sock if sock is not None and sock.type == socket.SOCK_STREAM and sock.family != socket.AF_UNIX else None
+
+
 class _Waiter:
     __slots__ = ("event", "body")
 
@@ -82,6 +94,15 @@ class Connection:
         self.node_versions: dict[str, tuple[int, int]] = {}  # the node's, as its HelloOk said
         self.versions: dict[str, int] = {}  # request -> the version it goes at on this connection
         self._stream = stream
+        self._raw = _raw_socket(stream)
+        if self._raw is not None:  # (trio only then: asyncio users never import it)
+            from client import rawsocket
+
+            self._reader: rawsocket.SocketReader | None = rawsocket.SocketReader(self._raw)
+            self._write_now = rawsocket.write_now
+            self._reader_errors: tuple[type[Exception], ...] = rawsocket.STREAM_ERRORS
+        else:
+            self._reader = None
         self._ids = itertools.count(1)
         self._waiters: dict[int, _Waiter] = {}
         self._send_lock = anyio.Lock(fast_acquire=True)  # (no loop iteration when free)
@@ -133,7 +154,7 @@ class Connection:
         """Send a request that gets no answer (a produce with acks=0)."""
         if self._closed is not None:
             raise ConnectionClosedError(f"connection to {self.addr} is closed: {self._closed}")
-        await self._send(next(self._ids), body)
+        await self._send(next(self._ids), body, at_once=False)  # (the send is this caller's only pass)
 
     def version_for(self, body: object) -> int:
         """The version `body` goes at: the highest both sides speak. A body this side does
@@ -154,9 +175,19 @@ class Connection:
             )
         return version
 
-    async def _send(self, rid: int, body: object) -> None:
+    async def _send(self, rid: int, body: object, *, at_once: bool = True) -> None:
+        """Write a frame. Under trio on plain TCP, with no other send under way, it goes
+        with one `os.write` and no scheduler pass (trio's send yields one after every
+        write): a caller that then waits for the answer yields anyway. The rest of a
+        frame the socket did not take goes the usual way, under the lock, taken before
+        anything could come between."""
         frame = encode_frame(rid, body, self.version_for(body))
         try:
+            if at_once and self._raw is not None and not self._send_lock.locked():
+                sent = self._write_now(self._raw, frame)
+                if sent == len(frame):
+                    return
+                frame = frame[sent:]  # (a copy, of a partial write only)
             async with self._send_lock:
                 await self._stream.send(frame)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
@@ -168,7 +199,15 @@ class Connection:
             frame = self._decoder.next_frame()
             if frame is not None:
                 return decode_payload(frame[1])
-            data = await self._stream.receive(256 * 1024)
+            if self._reader is not None:
+                try:
+                    data = await self._reader.receive_some(256 * 1024)
+                except self._reader_errors as exc:
+                    raise anyio.BrokenResourceError(str(exc)) from exc
+                if not data:
+                    raise anyio.EndOfStream
+            else:
+                data = await self._stream.receive(256 * 1024)
             self._decoder.feed(data)
 
     async def _read_loop(self) -> None:

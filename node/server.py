@@ -61,12 +61,12 @@ from client.protocol import (
     tag_of,
     version_notes,
 )
+from client.rawsocket import SocketReader
 from client.scram import ScramError, ScramServer, UserCredential
 from node.acl import ANONYMOUS, TOKEN_USER
 from node.eager import EagerWriter
 from node.peerauth import PeerCredential
 from node.peerprotocol import NODE_VERSIONS, PEER_ONLY, NodeEnvelope, PeerMessages, decode_node_payload
-from node.reader import SocketReader
 from node.sendfile import Spliced, SplicedFrame, sendfile_all
 from node.tls import accept, common_name_of, node_id_of
 
@@ -339,7 +339,9 @@ class Server:
         # Until Hello is accepted a frame may be small: an unauthenticated stranger must
         # not make the node buffer and decode megabytes.
         decoder = FrameDecoder(HELLO_MAX_FRAME_BYTES)
-        receive_some = SocketReader(stream).receive_some if type(stream) is trio.SocketStream else stream.receive_some
+        receive_some = (
+            SocketReader(stream.socket).receive_some if type(stream) is trio.SocketStream else stream.receive_some
+        )
 
         async def next_frame() -> tuple[int, NodeEnvelope | UnknownMessageError] | None:
             """(version, envelope) of the next frame, or an envelope of a message this

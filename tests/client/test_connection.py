@@ -1,10 +1,12 @@
 """The connection's watchdog: an answer overdue fails the whole connection at once,
-against a listener that says Hello and then never answers (a SIGSTOPped node)."""
+against a listener that says Hello and then never answers (a SIGSTOPped node); and
+frames written at once that the socket takes only in part."""
 
 from __future__ import annotations
 
 import functools
 import math
+import socket
 import time
 
 import anyio
@@ -115,3 +117,21 @@ async def test_a_callers_own_timeout_lands_before_the_connection_is_dropped(nurs
         if armed == 12:
             break
     assert armed == 12
+
+
+async def test_frames_the_socket_takes_in_part_still_go_whole_and_apart(nursery):
+    """Under trio a frame goes with one write when no other send is under way; what the
+    socket does not take goes after it under the send lock, so two large requests
+    sent at once reach the node whole, one after the other."""
+    addr = await _listen(nursery, answers=math.inf)
+    with trio.fail_after(10):
+        async with open_connection(addr) as conn:
+            assert conn._raw is not None  # (trio, plain TCP: the at-once path)
+            conn._raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            big = Metadata([f"topic-{i:06d}" for i in range(30_000)])  # about 450 KB
+
+            async with trio.open_nursery() as n:
+                for _ in range(2):
+                    n.start_soon(conn.request, big)
+            await conn.request(Metadata([]))
+            assert not conn.closed

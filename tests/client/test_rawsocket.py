@@ -1,5 +1,5 @@
-"""SocketReader (node/reader.py): trio's `receive_some` answers with one system call a
-read, waiting first once the socket was emptied."""
+"""client/rawsocket.py: trio's `receive_some` answers with one system call a read,
+waiting first once the socket was emptied; a write at once where the socket takes it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import trio
 import trio.testing
 
-import node.reader
-from node.reader import SocketReader
+import client.rawsocket
+from client.rawsocket import SocketReader, write_now
 
 
 def _pair() -> tuple[trio.SocketStream, socket.socket]:
@@ -21,7 +21,7 @@ def _pair() -> tuple[trio.SocketStream, socket.socket]:
 
 async def test_it_reads_what_comes_and_eof_as_empty():
     stream, peer = _pair()
-    reader = SocketReader(stream)
+    reader = SocketReader(stream.socket)
     peer.sendall(b"hello")
     with trio.fail_after(5):
         assert await reader.receive_some(1024) == b"hello"
@@ -34,16 +34,16 @@ async def test_it_reads_what_comes_and_eof_as_empty():
 
 async def test_a_drained_socket_is_waited_on_without_a_failed_read(monkeypatch, nursery):
     stream, peer = _pair()
-    reader = SocketReader(stream)
+    reader = SocketReader(stream.socket)
     reads = []
-    real_read = node.reader.os.read
+    real_read = client.rawsocket.os.read
 
     def counted(fd, n):
         data = real_read(fd, n)
         reads.append(len(data))
         return data
 
-    monkeypatch.setattr(node.reader.os, "read", counted)
+    monkeypatch.setattr(client.rawsocket.os, "read", counted)
     got = []
 
     async def read_one():
@@ -62,7 +62,7 @@ async def test_a_drained_socket_is_waited_on_without_a_failed_read(monkeypatch, 
 async def test_a_full_read_is_followed_by_a_scheduler_pass():
     """A flood on one connection must let the other tasks run."""
     stream, peer = _pair()
-    reader = SocketReader(stream)
+    reader = SocketReader(stream.socket)
     peer.sendall(b"y" * 100)
     ran = []
 
@@ -78,7 +78,7 @@ async def test_a_full_read_is_followed_by_a_scheduler_pass():
 
 async def test_closed_and_broken_sockets_raise_as_trio_does():
     stream, _peer = _pair()
-    reader = SocketReader(stream)
+    reader = SocketReader(stream.socket)
     stream.socket.close()
     with pytest.raises(trio.ClosedResourceError):
         await reader.receive_some(10)
@@ -86,8 +86,9 @@ async def test_closed_and_broken_sockets_raise_as_trio_does():
     listener = socket.create_server(("127.0.0.1", 0))
     peer = socket.create_connection(listener.getsockname())
     accepted, _ = listener.accept()
+    accepted.setblocking(False)
     listener.close()
-    reader = SocketReader(trio.SocketStream(trio.socket.from_stdlib_socket(accepted)))
+    reader = SocketReader(accepted)
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     peer.close()  # a linger of 0: a reset, not an orderly close
     with trio.fail_after(5), pytest.raises(trio.BrokenResourceError, match="broken"):
@@ -96,7 +97,21 @@ async def test_closed_and_broken_sockets_raise_as_trio_does():
 
 async def test_a_waiting_read_is_cancelled():
     stream, _peer = _pair()
-    reader = SocketReader(stream)
+    reader = SocketReader(stream.socket)
     with trio.move_on_after(0.05) as scope:
         await reader.receive_some(10)
     assert scope.cancelled_caught
+
+
+async def test_a_write_goes_at_once_and_says_how_much_went():
+    stream, peer = _pair()
+    assert write_now(stream.socket, b"now") == 3
+    assert peer.recv(10) == b"now"
+    peer.setblocking(False)
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sent = 0
+    while (n := write_now(stream.socket, b"f" * 65536)) > 0:  # until the socket takes no more
+        sent += n
+    assert sent > 0
+    stream.socket.close()
+    assert write_now(stream.socket, b"late") == 0  # closed: nothing, never an exception
