@@ -38,6 +38,15 @@ class FileSystem(Protocol):
 
     def writev(self, fd: int, parts: Sequence[Buffer]) -> int: ...
 
+    def pwritev(self, fd: int, parts: Sequence[Buffer], pos: int) -> int:
+        """Write at `pos` (not moving the file position); the bytes written."""
+        ...
+
+    def allocate(self, fd: int, length: int) -> None:
+        """Make the file `length` bytes long, the new bytes zeros with their disk space
+        reserved (posix_fallocate); OSError where it cannot (a full disk)."""
+        ...
+
     def fsync(self, fd: int) -> None: ...
 
     def fdatasync(self, fd: int) -> None: ...
@@ -89,6 +98,14 @@ class OsFileSystem:
 
     def writev(self, fd: int, parts: Sequence[Buffer]) -> int:
         return os.writev(fd, parts)
+
+    def pwritev(self, fd: int, parts: Sequence[Buffer], pos: int) -> int:
+        return os.pwritev(fd, parts, pos)
+
+    def allocate(self, fd: int, length: int) -> None:
+        size = os.fstat(fd).st_size
+        if length > size:
+            os.posix_fallocate(fd, size, length - size)
 
     def fsync(self, fd: int) -> None:
         os.fsync(fd)

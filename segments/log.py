@@ -248,6 +248,7 @@ class Log:
     # -- properties -------------------------------------------------------------------
 
     def _add_segment(self, segment: LogSegment) -> None:
+        segment.allocate_limit = self.config.segment_bytes  # (it rolls there: no space is allocated past it)
         self._segments[segment.base_offset] = segment
         self._active = self._segments.peekitem(-1)[1]
 
@@ -380,6 +381,7 @@ class Log:
     def _roll(self) -> None:
         sealed = self._active
         durable = self.config.fsync != "never"
+        sealed.trim()
         sealed.flush(fsync=durable)
         if not durable:
             self._pending_sync.append(sealed)

@@ -24,10 +24,18 @@ fsync policy; `segments.log.Log` decides those and calls:
 - `truncate_to(offset)`: drop every batch holding an offset >= `offset`.
 - `sync()` (data only), `flush(fsync)` (indexes too), `close()`, `delete()`.
 
-I/O is plain blocking `pread`/`writev` (through `segments.fs`) on a file opened O_APPEND: reads never
-move a file position, appends always land at the end (also after a truncate), and
-there is no user-space buffer, so a read sees every completed append and a crash
-leaves at worst one torn batch at the tail for `recover()` to cut.
+I/O is plain blocking `pread`/`pwritev` (through `segments.fs`) at positions the
+segment keeps: reads never move a file position, and there is no user-space buffer, so
+a read sees every completed append and a crash leaves at worst one torn batch at the
+tail for `recover()` to cut.
+
+The active segment's file runs ahead of its data: space is allocated in steps (zeros,
+`allocate`), so an append does not change the file's size and its fdatasync has no
+size to journal (on ext4 here, three processes appending 350 B and syncing each:
+p50 125-156 us a sync into allocated space, 182-219 us growing the file). Only
+`size` (the data's end) is read by readers; the zeros after it end the scan of
+`recover()` as a torn tail does, and a sealed or closed segment is cut to its data
+(`trim`).
 """
 
 from __future__ import annotations
@@ -43,6 +51,11 @@ from .fs import OS, FileSystem
 from .index import OffsetIndex, TimeIndex
 
 _SCAN_CHUNK = 1 << 20
+#: The active segment's file is allocated ahead of its data by a quarter of its size,
+#: within these bounds (an idle partition holds little unused space, a busy one
+#: allocates seldom).
+ALLOCATE_MIN_BYTES = 64 << 10
+ALLOCATE_MAX_BYTES = 8 << 20
 _WALK = struct.Struct(">qi")  # baseOffset, batchLength
 _LAST_DELTA = struct.Struct(">i")  # lastOffsetDelta, at byte 23
 _LAST_DELTA_POS = 23
@@ -210,6 +223,9 @@ class LogSegment:
         )
         self._fd = fd
         self.size = fs.size(fd)
+        self._allocated = self.size  # the file's size: `size` plus the zeros allocated ahead
+        self._allocating = True  # until allocation fails (a full disk): then appends grow the file
+        self.allocate_limit: int | None = None  # no space allocated past this (the log's roll size)
         self.next_offset = base_offset
         self.first_timestamp: int | None = None  # max timestamp of the first batch
         self.max_timestamp: int | None = None
@@ -223,7 +239,7 @@ class LogSegment:
     def create(cls, directory: str, base_offset: int, index_interval_bytes: int, fs: FileSystem = OS) -> LogSegment:
         """A new empty segment (replacing any leftover files of that name)."""
         path = os.path.join(directory, segment_file_name(base_offset, ".log"))
-        fd = fs.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        fd = fs.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         segment = cls(directory, base_offset, index_interval_bytes, fd, fs)
         segment.offset_index.reset()
         segment.time_index.reset()
@@ -233,7 +249,7 @@ class LogSegment:
     def open(cls, directory: str, base_offset: int, index_interval_bytes: int, fs: FileSystem = OS) -> LogSegment:
         """An existing segment; call `load()` or `recover()` before using it."""
         path = os.path.join(directory, segment_file_name(base_offset, ".log"))
-        fd = fs.open(path, os.O_RDWR | os.O_APPEND)
+        fd = fs.open(path, os.O_RDWR)
         segment = cls(directory, base_offset, index_interval_bytes, fd, fs)
         segment._dirty = True  # a previous process may have left pages unsynced
         return segment
@@ -286,10 +302,24 @@ class LogSegment:
         if fsync:
             self.sync()
 
+    def trim(self) -> None:
+        """Cut the file to its data (the space allocated ahead goes): a sealed segment
+        is exactly its batches."""
+        self._check_open()
+        if self._allocated > self.size:
+            self._fs.ftruncate(self._fd, self.size)
+            self._allocated = self.size
+            self._dirty = True
+
     def close(self) -> None:
-        """Write buffered index entries and close the file (no fsync: see `flush`)."""
+        """Write buffered index entries, cut the file to its data and close it (no
+        fsync: see `flush`)."""
         if self._fd < 0:
             return
+        try:
+            self.trim()
+        except OSError:
+            pass  # (the zeros stay; the next open's recovery cuts them)
         self.offset_index.flush(False)
         self.time_index.flush(False)
         self._fs.close(self._fd)
@@ -320,14 +350,30 @@ class LogSegment:
         position = self.size
         parts: list[bytes | memoryview] = [stamped_prefix(header, base_offset, leader_epoch), memoryview(batch)[16:]]
         total = header.length + LOG_OVERHEAD
-        written = self._fs.writev(self._fd, parts)
+        if position + total > self._allocated and self._allocating:
+            self._allocate(position + total)
+        written = self._fs.pwritev(self._fd, parts, position)
         while written < total:  # a short write: finish it from where it stopped
             view = memoryview(b"".join(parts))[written:]
-            written += self._fs.write(self._fd, view)
+            written += self._fs.pwritev(self._fd, [view], position + written)
         self.size = position + total
+        self._allocated = max(self._allocated, self.size)
         self._dirty = True
         self._track(position, base_offset, header)
         return position
+
+    def _allocate(self, needed: int) -> None:
+        """Allocate the file ahead of `needed` bytes (see the module docstring)."""
+        step = min(ALLOCATE_MAX_BYTES, max(ALLOCATE_MIN_BYTES, self.size // 4))
+        target = -(-(needed + step) // 4096) * 4096
+        if self.allocate_limit is not None:
+            target = max(needed, min(target, self.allocate_limit))
+        try:
+            self._fs.allocate(self._fd, target)
+        except OSError:
+            self._allocating = False  # (a full disk: the write itself then says so, or fits)
+            return
+        self._allocated = target
 
     def _track(self, position: int, base_offset: int, header: BatchHeader) -> None:
         """Account for a batch now at `position` with base offset `base_offset`:
@@ -544,11 +590,14 @@ class LogSegment:
             if not epochs or epochs[-1][0] != header.leader_epoch:
                 epochs.append((header.leader_epoch, header.base_offset))
         truncated = file_size - scan.end
+        error = scan.error
         if truncated:
+            if error is not None and not any(self._fs.pread(self._fd, HEADER_SIZE, scan.end)):
+                error = None  # zeros: space allocated ahead (or never written), not a torn batch
             self._fs.ftruncate(self._fd, scan.end)
             self._dirty = True
-        self.size = scan.end
-        return RecoveryResult(scan.end, truncated, scan.error, epochs)
+        self.size = self._allocated = scan.end
+        return RecoveryResult(scan.end, truncated, error, epochs)
 
     def load(self, next_segment_base: int) -> bool:
         """Adopt a sealed segment's indexes if they are sound.
@@ -602,7 +651,7 @@ class LogSegment:
         position = found[0]
         removed = self.size - position
         self._fs.ftruncate(self._fd, position)
-        self.size = position
+        self.size = self._allocated = position
         self._dirty = True
         self.offset_index.truncate_to_position(position)
         self.time_index.truncate_to_offset(found[1].base_offset)

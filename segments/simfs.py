@@ -7,9 +7,12 @@ two maps the same way: names as they are, and names as of the last `fsync_direct
 of their directory (creations, renames and unlinks are durable only then). `crash()`
 keeps the durable names, and for each surviving file its durable bytes, plus:
 
-- after unsynced appends, a prefix of them cut at an arbitrary byte (a torn write);
-- after an unsynced truncation or overwrite, either the old durable bytes (nothing
-  reached the disk) or the new bytes up to an arbitrary cut past what both share.
+- after unsynced appends, or writes into space allocated (zeros) and made durable
+  before, a prefix of them cut at an arbitrary byte (a torn write), the durable zeros
+  after it kept;
+- after another unsynced truncation or overwrite, either the old durable bytes
+  (nothing reached the disk) or the new bytes up to an arbitrary cut past what both
+  share.
 
 Every choice comes from the `rng` passed in (anything with `randrange`), so a seed
 replays the same crash. Directories themselves are durable once made (the simulator
@@ -31,11 +34,15 @@ class _Rng(Protocol):
 
 
 class _Inode:
-    __slots__ = ("data", "durable")
+    __slots__ = ("data", "durable", "dirty_from")
 
     def __init__(self) -> None:
         self.data = bytearray()
         self.durable = b""
+        self.dirty_from: int | None = None  # the lowest byte changed since the last sync
+
+    def changed(self, pos: int) -> None:
+        self.dirty_from = pos if self.dirty_from is None else min(self.dirty_from, pos)
 
 
 class _Fd:
@@ -89,6 +96,7 @@ class SimFileSystem:
             inode = self._names[path] = _Inode()
         elif flags & os.O_TRUNC:
             del inode.data[:]
+            inode.changed(0)
         fd = self._next_fd
         self._next_fd += 1
         self._fds[fd] = _Fd(inode, bool(flags & os.O_APPEND), path)
@@ -112,6 +120,7 @@ class SimFileSystem:
         f = self._fd(fd)
         buf = f.inode.data
         pos = len(buf) if f.append else f.pos
+        f.inode.changed(min(pos, len(buf)))
         if pos > len(buf):
             buf += bytes(pos - len(buf))
         buf[pos : pos + len(data)] = data
@@ -121,9 +130,25 @@ class SimFileSystem:
     def writev(self, fd: int, parts: Sequence[Buffer]) -> int:
         return sum(self.write(fd, p) for p in parts)
 
+    def pwritev(self, fd: int, parts: Sequence[Buffer], pos: int) -> int:
+        inode = self._fd(fd).inode
+        buf, data = inode.data, b"".join(parts)
+        inode.changed(min(pos, len(buf)))
+        if pos > len(buf):
+            buf += bytes(pos - len(buf))
+        buf[pos : pos + len(data)] = data
+        return len(data)
+
+    def allocate(self, fd: int, length: int) -> None:
+        inode = self._fd(fd).inode
+        if length > len(inode.data):  # (unsynced, as any write: a crash may keep part)
+            inode.changed(len(inode.data))
+            inode.data += bytes(length - len(inode.data))
+
     def fsync(self, fd: int) -> None:
         inode = self._fd(fd).inode
         inode.durable = bytes(inode.data)
+        inode.dirty_from = None
 
     fdatasync = fsync
 
@@ -131,7 +156,9 @@ class SimFileSystem:
         return len(self._fd(fd).inode.data)
 
     def ftruncate(self, fd: int, length: int) -> None:
-        data = self._fd(fd).inode.data
+        inode = self._fd(fd).inode
+        data = inode.data
+        inode.changed(min(length, len(data)))
         if length <= len(data):
             del data[length:]
         else:
@@ -193,22 +220,25 @@ class SimFileSystem:
             if data == durable:
                 continue
             self.lost += 1
-            if data.startswith(durable):  # unsynced appends: a prefix survives
-                keep = self.rng.randrange(len(durable), len(data) + 1)
-            else:  # an unsynced truncation or rewrite: all old, or new up to a cut
-                shared = 0
-                limit = min(len(data), len(durable))
-                while shared < limit and data[shared] == durable[shared]:
-                    shared += 1
-                keep = -1 if self.rng.randrange(0, 2) == 0 else self.rng.randrange(shared, len(data) + 1)
-            if keep < 0:
+            shared = 0
+            limit = min(len(data), len(durable), len(data) if inode.dirty_from is None else inode.dirty_from)
+            while shared < limit and data[shared] == durable[shared]:
+                shared += 1
+            if not any(durable[shared:]):  # unsynced appends, or writes into allocated zeros
+                keep = self.rng.randrange(shared, len(data) + 1)  # a prefix survives
+                survivor = data[:keep] + durable[keep:]  # (durable allocated zeros stay)
+                if shared < keep < len(data):
+                    self.torn += 1
+            elif self.rng.randrange(0, 2) == 0:  # an unsynced truncation or rewrite: all old,
                 survivor = durable
-            else:
+            else:  # or new up to a cut
+                keep = self.rng.randrange(shared, len(data) + 1)
                 survivor = data[:keep]
                 if len(durable) < keep < len(data):
                     self.torn += 1
             inode.data = bytearray(survivor)
             inode.durable = survivor
+            inode.dirty_from = None
 
     # -- what a crash now would leave (for checkers) ----------------------------------
 

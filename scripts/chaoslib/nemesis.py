@@ -182,7 +182,10 @@ def tear_tails(data_dir: Path, tears: list[dict]) -> list[dict]:
             done.append({"dir": d.name, "skipped": "empty active segment"})
             continue
         active = segments[-1]
-        size = active.stat().st_size
+        size = _data_end(active)  # (a killed node's active segment runs on in allocated zeros)
+        if size == 0:
+            done.append({"dir": d.name, "skipped": "empty active segment"})
+            continue
         n = min(tear["bytes"], size)
         if tear["mode"] == "cut":
             os.truncate(active, size - n)
@@ -197,6 +200,21 @@ def tear_tails(data_dir: Path, tears: list[dict]) -> list[dict]:
                     f.write(bytes([old ^ rng.randint(1, 255)]))
         done.append({"dir": d.name, "segment": active.name, "mode": tear["mode"], "bytes": n, "size": size})
     return done
+
+
+def _data_end(path: Path) -> int:
+    """Where a segment file's batches end, walking their length fields: a killed node's
+    active segment runs on in space allocated ahead (zeros), which the walk stops at,
+    as it does at a length that runs past the file."""
+    with open(path, "rb") as f:
+        size, pos = f.seek(0, os.SEEK_END), 0
+        while pos + 12 <= size:
+            f.seek(pos + 8)
+            length = int.from_bytes(f.read(4), "big", signed=True)
+            if length <= 0 or pos + 12 + length > size:
+                break
+            pos += 12 + length
+    return pos
 
 
 @contextmanager

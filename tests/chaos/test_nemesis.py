@@ -97,6 +97,21 @@ def test_a_torn_tail_is_cut_by_recovery_and_nothing_before_it(tmp_path, mode):
     assert read_values(data / "t-1") == values, "other partitions are untouched"
 
 
+def test_a_tear_lands_in_the_data_not_in_the_space_allocated_after_it(tmp_path):
+    """A killed node's active segment runs on in allocated zeros: the tear must still
+    take the last batches."""
+    data = tmp_path / "data"
+    values = write_log(data / "t-0", 50)
+    path = data / "t-0" / "00000000000000000000.log"
+    size = os.path.getsize(path)
+    with open(path, "ab") as f:
+        f.write(bytes(65536))
+    done = tear_tails(data, [{"pick": 0.0, "mode": "cut", "bytes": 150, "salt": 7}])
+    assert done[0]["size"] == size and os.path.getsize(path) == size - 150
+    survived = read_values(data / "t-0")
+    assert 0 < len(survived) < len(values) and survived == values[: len(survived)]
+
+
 def test_tear_picks_topic_partitions_only_and_skips_empty_segments(tmp_path):
     data = tmp_path / "data"
     (data / "__controller").mkdir(parents=True)

@@ -162,7 +162,10 @@ def test_roll_by_size_and_offsets_stay_contiguous(tmp_path):
     assert len(bases) == log.segment_count > 3
     for base in bases:
         name = os.path.join(log.path, f"{base:020d}.log")
-        assert os.path.getsize(name) <= SMALL.segment_bytes
+        assert os.path.getsize(name) <= SMALL.segment_bytes  # (the active one's allocated space too)
+    for base, following in zip(bases, bases[1:]):  # sealed: exactly their batches
+        name = os.path.join(log.path, f"{base:020d}.log")
+        assert os.path.getsize(name) == len(log.read(base, 10**9, max_offset=following))
     for base in bases[1:]:
         assert log.term_at(base) == 1
         assert _offsets(log.read(base, 1))[0][0] == base

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
 
 from segments.batch import iter_batches, stamped, verify
 from segments.errors import LogClosedError
+from segments.fs import OsFileSystem
 from segments.segment import LogSegment, segment_file_name
 
 from .helpers import make_batch
@@ -33,10 +35,12 @@ def test_file_names_are_twenty_digits():
 def test_append_stamps_and_indexes(tmp_path):
     segment, written = _filled(tmp_path)
     assert segment.next_offset == written[-1][1] + 1
-    assert segment.size == os.path.getsize(segment.log_path)
+    # The file runs ahead of the data with allocated zeros, which a close cuts.
+    on_disk = open(segment.log_path, "rb").read()
+    assert len(on_disk) > segment.size and not any(on_disk[segment.size :])
     assert len(segment.offset_index) > 5
     assert segment.first_timestamp == 1000  # the first batch: one record at ts 1000
-    data = open(segment.log_path, "rb").read()
+    data = on_disk[: segment.size]
     headers = [h for h, _ in iter_batches(data)]
     assert [(h.base_offset, h.last_offset) for h in headers] == written
     assert [h.leader_epoch for h in headers] == [1 + i // 10 for i in range(40)]
@@ -67,8 +71,9 @@ def test_read_respects_limits(tmp_path):
     assert [h.base_offset for h, _ in iter_batches(capped)] == [w[0] for w in written[5:8]]
     assert segment.read(written[5][0], 10**6, max_offset=written[5][1]) == b""
     everything = segment.read(0, 10**9)
-    assert everything == open(segment.log_path, "rb").read()
+    assert everything == open(segment.log_path, "rb").read()[: segment.size]
     segment.close()
+    assert everything == open(segment.log_path, "rb").read()  # closed: cut to its data
 
 
 def test_sequential_reads_follow_the_hint(tmp_path):
@@ -112,6 +117,44 @@ def test_recover_cuts_a_torn_tail(tmp_path):
     assert reopened.next_offset == written[-1][0]
     assert os.path.getsize(segment.log_path) == result.valid_bytes
     reopened.close()
+
+
+def test_recovery_cuts_the_space_allocated_ahead_without_calling_it_damage(tmp_path):
+    """A killed node leaves its active segment's allocated zeros after the data."""
+    segment, written = _filled(tmp_path)
+    data = segment.read(0, 10**9)
+    os.close(segment._fd)  # (killed: no close, no trim)
+    assert os.path.getsize(segment.log_path) > len(data)
+    reopened = LogSegment.open(str(tmp_path), 0, 256)
+    result = reopened.recover()
+    assert result.error is None and result.truncated_bytes > 0
+    assert result.valid_bytes == len(data) == os.path.getsize(segment.log_path)
+    assert reopened.next_offset == written[-1][1] + 1
+    # A torn batch before the zeros is still damage, and named.
+    batch = make_batch(2, size=50)
+    reopened.append(verify(batch), batch, reopened.next_offset, 5)
+    with open(segment.log_path, "r+b") as f:
+        f.seek(len(data) + 20)
+        f.write(b"\x7f")
+    os.close(reopened._fd)
+    again = LogSegment.open(str(tmp_path), 0, 256)
+    result = again.recover()
+    assert result.error is not None and result.valid_bytes == len(data)
+    again.close()
+
+
+def test_a_segment_that_cannot_allocate_grows_with_its_writes(tmp_path):
+    class Full(OsFileSystem):
+        def allocate(self, fd, length):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    segment = LogSegment.create(str(tmp_path), 0, 256, fs=Full())
+    for i in range(5):
+        batch = make_batch(1, size=50)
+        segment.append(verify(batch), batch, i, 1)
+        assert os.path.getsize(segment.log_path) == segment.size
+    assert [h.base_offset for h, _ in iter_batches(segment.read(0, 10**6))] == [0, 1, 2, 3, 4]
+    segment.close()
 
 
 def test_load_trusts_a_sound_sealed_segment_and_refuses_a_damaged_one(tmp_path):
