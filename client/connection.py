@@ -68,12 +68,11 @@ from client.scram import ScramClient, ScramError
 
 
 def _raw_socket(stream: ByteStream) -> socket.socket | None:
-    """The socket under a plain TCP stream when running under trio (`client.rawsocket`);
+    """The socket under a plain stream when running under trio (`client.rawsocket`);
     None over TLS or under asyncio, whose stream is used as it is."""
     if not isinstance(stream, anyio.abc.SocketStream) or sniffio.current_async_library() != "trio":
         return None
-    sock = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
-    return sock if sock is not None and sock.type == socket.SOCK_STREAM and sock.family != socket.AF_UNIX else None
+    return stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
 
 
 class _Waiter:
