@@ -28,6 +28,7 @@ ALLOWED = {
         "client.scram",
         "client.acls",
         "client.quotas",
+        "client.rawsocket",
     },
 }
 
