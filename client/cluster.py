@@ -187,7 +187,17 @@ class ClusterClient:
         ConnectionClosedError, and the next request dials afresh.
         """
         patience = self.request_timeout + max(getattr(body, "max_wait_ms", 0) or 0, 0) / 1000
-        conn: Connection | None = None
+        link = self._links.get(addr)
+        conn: Connection | None = link.conn if link is not None and link.ready.is_set() else None
+        if conn is not None and not conn.closed:
+            # Connected: the connection's watchdog bounds the wait (a cancel scope of our
+            # own on every request cost the client more than any other step of a send).
+            try:
+                return await conn.request(body, sent, timeout=patience)
+            except (TimeoutError, ConnectionClosedError):
+                self._drop(addr, conn)
+                raise
+        conn = None
         try:
             with anyio.fail_after(patience):
                 conn = await self.connection(addr)

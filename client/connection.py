@@ -121,7 +121,9 @@ class Connection:
         `sent` is set once the request is written, so a caller can order pipelined
         requests on the wire. Bound the caller's wait with a cancel scope; `timeout` is
         not that: it says when a missing answer means the connection is dead (see the
-        module docstring), which needs `open_connection(..., watchdog=True)`.
+        module docstring), which needs `open_connection(..., watchdog=True)`. The request
+        whose answer was overdue raises TimeoutError; the others on the connection,
+        ConnectionClosedError.
         """
         if self._closed is not None:
             raise ConnectionClosedError(f"connection to {self.addr} is closed: {self._closed}")
@@ -144,6 +146,8 @@ class Connection:
                 self._deadlines.pop(rid, None)  # never on the wire: no answer is owed
         resp = waiter.body
         if isinstance(resp, BaseException):
+            if timeout is not None and isinstance(resp, ConnectionClosedError) and anyio.current_time() >= due:
+                raise TimeoutError(f"node at {self.addr} did not answer within {timeout:g}s") from resp
             raise resp
         if isinstance(resp, ErrorResponse):
             raise error_for(resp.code, resp.message, leader_id=resp.leader_id, leader_addr=resp.leader_addr)
@@ -229,17 +233,21 @@ class Connection:
         of requests answered in time costs it one wake-up per timeout, not per request.
 
         It acts on a deadline only in a scheduler pass that started after it: a pass
-        starts by expiring every deadline due, in order, so a caller's timeout that
-        falls before the connection's (`ClusterClient.request` sets both, its own
-        first) has landed by then, and the caller gets its TimeoutError. Acting on a
-        clock read late in the pass that woke it could fail that request with
-        ConnectionClosedError first."""
+        starts by expiring every deadline due, in order, so a caller's own timeout that
+        falls at or before the connection's has landed by then, and the caller gets its
+        TimeoutError. Acting on a clock read late in the pass that woke it could fail
+        that request with ConnectionClosedError first.
+
+        The socket is closed too: a request still being written (to a node that stopped
+        reading) fails now instead of waiting for the owner to close it."""
         while self._closed is None:
             due = min(self._deadlines.values(), default=math.inf)
             if anyio.current_time() >= due:
                 await anyio.lowlevel.checkpoint()  # see above: the next pass starts past `due`
                 if min(self._deadlines.values(), default=math.inf) <= due:
                     self.abandon(f"node at {self.addr} did not answer a request in time; dropping the connection")
+                    with anyio.CancelScope(shield=True):
+                        await self._stream.aclose()
                     return
                 continue
             self._watched = due

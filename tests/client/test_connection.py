@@ -52,7 +52,8 @@ async def test_an_overdue_answer_fails_every_request_on_the_connection(nursery):
         async with open_connection(silent_addr, watchdog=True) as conn:
 
             async def ask(name: str, timeout: float) -> None:
-                with pytest.raises(ConnectionClosedError):
+                # The overdue request times out; the other goes down with the connection.
+                with pytest.raises(TimeoutError if name == "hasty" else ConnectionClosedError):
                     await conn.request(Metadata([]), timeout=timeout)
                 failed.append((name, time.monotonic() - start))
 
@@ -135,3 +136,33 @@ async def test_frames_the_socket_takes_in_part_still_go_whole_and_apart(nursery)
                     n.start_soon(conn.request, big)
             await conn.request(Metadata([]))
             assert not conn.closed
+
+
+async def test_a_request_stuck_in_the_write_fails_with_the_overdue_connection(nursery):
+    """A node that stopped reading: a request the socket no longer takes must not wait
+    on the write past its timeout (the watchdog closes the socket)."""
+
+    async def deaf(stream: trio.SocketStream) -> None:
+        decoder = FrameDecoder(1 << 20)
+        while (frame := decoder.next_frame()) is None:
+            decoder.feed(bytes(await stream.receive_some(65536)))
+        await stream.send_all(encode_frame(decode_payload(frame[1]).id, HelloOk(1, versions=CLIENT_VERSIONS)))
+        await trio.sleep_forever()  # never reads again
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, deaf, 0, host="127.0.0.1"))
+    host, port = listeners[0].socket.getsockname()[:2]
+    big = Metadata([f"topic-{i:06d}" for i in range(30_000)])  # about 450 KB a request
+    with trio.fail_after(10):
+        async with open_connection(f"{host}:{port}", watchdog=True) as conn:
+            outcomes = []
+
+            async def ask() -> None:
+                try:
+                    await conn.request(big, timeout=0.5)
+                except (TimeoutError, ConnectionClosedError) as exc:
+                    outcomes.append(type(exc))
+
+            async with trio.open_nursery() as n:
+                for _ in range(40):  # far more than the socket buffers hold
+                    n.start_soon(ask)
+            assert len(outcomes) == 40 and conn.closed
