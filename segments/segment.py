@@ -31,11 +31,9 @@ tail for `recover()` to cut.
 
 The active segment's file runs ahead of its data: space is allocated in steps (zeros,
 `allocate`), so an append does not change the file's size and its fdatasync has no
-size to journal (on ext4 here, three processes appending 350 B and syncing each:
-p50 125-156 us a sync into allocated space, 182-219 us growing the file). Only
-`size` (the data's end) is read by readers; the zeros after it end the scan of
-`recover()` as a torn tail does, and a sealed or closed segment is cut to its data
-(`trim`).
+size to journal (docs/segments.md has the figures). Readers go by `size` (the data's
+end) alone; the zeros after it end the scan of `recover()` as a torn tail does, and a
+sealed or closed segment is cut to its data (`trim`).
 """
 
 from __future__ import annotations
