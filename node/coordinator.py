@@ -40,7 +40,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import trio
@@ -295,6 +295,13 @@ class GroupShard(CoordinatorShard["Coordination"], SnapshotShard):
         return self.part.propose(data, len(records))
 
 
+class _Decided(Protocol):
+    """A proposal's waiter (`Replica.propose`): its event is set once the log decided
+    the entry, committed or lost."""
+
+    event: trio.Event
+
+
 class Coordination:
     """The live groups of one offsets partition while this node leads it, for one term:
     the shard a request works on, from its arrival to its answer."""
@@ -307,7 +314,7 @@ class Coordination:
         # (group, partition) -> offset and pending-offset writes proposed and not yet
         # known to be committed or lost: a stable fetch must not read past them
         self._pending_writes: dict[tuple[str, TopicPartition], int] = {}
-        self._undecided: list[tuple[Any, set[tuple[str, TopicPartition]]]] = []
+        self._undecided: list[tuple[_Decided, set[tuple[str, TopicPartition]]]] = []
         for name, data in state.groups.items():
             if data.members:
                 g = self.groups[name] = Group(name, data.epoch)
@@ -318,7 +325,7 @@ class Coordination:
         for key in keys:
             self._pending_writes[key] = self._pending_writes.get(key, 0) + 1
 
-    def answered(self, waiter: Any, keys: set[tuple[str, TopicPartition]]) -> None:
+    def answered(self, waiter: _Decided, keys: set[tuple[str, TopicPartition]]) -> None:
         """A write's request is answered (or gave up). Its keys stop counting once the
         write is decided: one whose answer timed out, or whose request was cancelled,
         is still in the log and may commit yet, so it counts until then."""

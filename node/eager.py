@@ -21,10 +21,11 @@ Plain TCP only: a TLS stream's bytes go through its `SSLObject`, which only its 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import trio
+
+from client.rawsocket import write_now
 
 
 class _Passes(trio.abc.Instrument):
@@ -72,32 +73,28 @@ def current_pass() -> int:
 class EagerWriter:
     """Writes frames at once where it may (`ready`, then `write`)."""
 
-    __slots__ = ("_socket", "_fd", "_pass")
+    __slots__ = ("_socket", "_pass")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._socket = stream.socket if type(stream) is trio.SocketStream else None
-        self._fd = -1
         self._pass = -1  # the pass of the last eager write
 
     def ready(self) -> bool:
         """Whether a frame may go now: an open plain socket, no eager write yet in this
         pass and no task waiting for the next (the caller knows that nothing of its own
-        is queued or left over). The descriptor is read afresh each time: once the
-        socket is closed its number may belong to another file."""
-        if self._socket is None or self._pass == current_pass():
-            return False
-        if tasks_runnable():
-            return False
-        self._fd = self._socket.fileno()  # (-1 once closed)
-        return self._fd >= 0
+        is queued or left over)."""
+        return (
+            self._socket is not None
+            and self._pass != current_pass()
+            and not tasks_runnable()
+            and self._socket.fileno() >= 0  # (-1 once closed)
+        )
 
     def write(self, frame: bytes) -> memoryview | None:
         """Write `frame` now (after `ready()`): None if nothing went (queue it as usual),
         else what is left of it (empty when all went), which the caller's writer must
         send before anything else."""
+        assert self._socket is not None
         self._pass = current_pass()
-        try:
-            n = os.write(self._fd, frame)
-        except OSError:  # full (EAGAIN) or broken: the writer task's send finds out which
-            return None
-        return memoryview(frame)[n:]
+        n = write_now(self._socket, frame)  # (0: full or broken: the writer task's send finds out which)
+        return memoryview(frame)[n:] if n else None

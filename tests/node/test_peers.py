@@ -5,7 +5,7 @@ import os
 
 import trio
 
-import node.eager
+import client.rawsocket
 import node.peers
 from node.peerauth import PeerCredential
 from node.peers import PeerLink, Reassembler
@@ -126,9 +126,9 @@ async def test_what_a_partial_eager_write_left_goes_before_anything_after_it(nur
     got: list = []
     link = await _idle_link(nursery, got)
     write = os.write
-    monkeypatch.setattr(node.eager.os, "write", lambda fd, data: write(fd, data[: len(data) // 2]))
+    monkeypatch.setattr(client.rawsocket.os, "write", lambda fd, data: write(fd, data[: len(data) // 2]))
     link.send(b"x" * 1000)
-    monkeypatch.setattr(node.eager.os, "write", write)
+    monkeypatch.setattr(client.rawsocket.os, "write", write)
     assert not link.outbox
     link.send(b"after")  # (the rest is pending: this one queues)
     assert link.outbox == [b"after"]
