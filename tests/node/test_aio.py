@@ -58,7 +58,7 @@ async def test_a_cancelled_caller_still_waits_for_its_started_sync(kernel_syncer
     must not be let go while a sync may still run), then the cancellation lands."""
     fd = os.open(tmp_path / "log", os.O_CREAT | os.O_WRONLY)
     try:
-        os.write(fd, b"z" * 100)
+        os.write(fd, b"z" * (8 << 20))  # (enough that the sync is not done as the wait begins)
         with trio.CancelScope() as scope:
             scope.cancel()
             await fdatasync(kernel_syncer, fd)
@@ -126,3 +126,81 @@ async def test_no_descriptor_for_a_new_ring_means_a_thread(kernel_syncer, tmp_pa
         await kernel_syncer.wait(first)
     finally:
         os.close(fd)
+
+
+async def test_a_durable_write_sends_its_frame_once_done(kernel_syncer, tmp_path):
+    """The bytes are written again (unchanged) with RWF_DSYNC, then the kernel sends
+    the frame: all of it, once, from our copy."""
+    import socket
+
+    path = tmp_path / "log"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR)
+    ours, theirs = socket.socketpair()
+    try:
+        frame = bytes(range(256)) * 8
+        for round in range(3):  # (the ring's two entries, reused)
+            data = bytes([round + 1]) * 300
+            os.pwrite(fd, data, 300 * round)
+            request = kernel_syncer.submit_write(fd, 300 * round, data, ours.fileno(), frame)
+            assert request is not None
+            assert await kernel_syncer.wait(request) == len(frame)
+            got = b""
+            while len(got) < len(frame):
+                got += theirs.recv(65536)
+            assert got == frame
+        assert path.read_bytes() == b"\x01" * 300 + b"\x02" * 300 + b"\x03" * 300
+        assert (kernel_syncer.syncs, kernel_syncer.sent_after) == (3, 3)
+        assert len(kernel_syncer._free) == kernel_syncer._rings == 1
+    finally:
+        os.close(fd)
+        ours.close()
+        theirs.close()
+
+
+async def test_a_failed_durable_write_sends_nothing(kernel_syncer, tmp_path):
+    """The send starts only once its write has succeeded: nothing leaves that the disk
+    may not hold. (An fsync's failure would not stop it: see node/aio.py.)"""
+    import errno
+    import socket
+
+    path = tmp_path / "log"
+    path.write_bytes(b"z" * 300)
+    fd = os.open(path, os.O_RDONLY)  # (a write fails as a disk error would)
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    try:
+        request = kernel_syncer.submit_write(fd, 0, b"z" * 300, ours.fileno(), b"ack")
+        assert request is not None
+        with pytest.raises(OSError) as err:
+            await kernel_syncer.wait(request)
+        assert err.value.errno == errno.EBADF and kernel_syncer.sent_after == kernel_syncer.syncs == 0
+        with pytest.raises(BlockingIOError):
+            theirs.recv(16)
+        assert len(kernel_syncer._free) == kernel_syncer._rings == 1  # both completions reaped
+    finally:
+        os.close(fd)
+        ours.close()
+        theirs.close()
+
+
+async def test_a_cancelled_caller_waits_for_the_send_too(kernel_syncer, tmp_path):
+    """The kernel reads the frame and looks the socket up until the send is done: the
+    caller must not let either go sooner, cancelled or not."""
+    import socket
+
+    fd = os.open(tmp_path / "log", os.O_CREAT | os.O_RDWR)
+    ours, theirs = socket.socketpair()
+    try:
+        data = b"z" * (8 << 20)  # (enough that the write is not done as the wait begins)
+        os.write(fd, data)
+        request = kernel_syncer.submit_write(fd, 0, data, ours.fileno(), b"ack" * 10)
+        assert request is not None
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await kernel_syncer.wait(request)
+        assert scope.cancelled_caught and request.ring.pending == 0
+        assert theirs.recv(64) == b"ack" * 10 and kernel_syncer.sent_after == 1
+    finally:
+        os.close(fd)
+        ours.close()
+        theirs.close()

@@ -156,3 +156,88 @@ async def test_nothing_goes_at_once_while_the_link_task_is_in_a_send(nursery, mo
         while len(got) < 3:
             await trio.sleep(0.01)
     assert [p for _, p in got] == [b"first", b"second", b"late"]
+
+
+async def test_a_claimed_frame_goes_first_and_holds_the_rest_back(nursery):
+    """A frame lent to the kernel (`claim`): while it waits for its sync, the link sends
+    nothing else and lends nothing else; once released, what queued goes after it. The
+    test writes the frame itself, as the kernel would."""
+    got: list = []
+    link = await _idle_link(nursery, got)
+    fd, frame = link.claim([b"acked"])
+    assert link.claim([b"again"]) is None
+    link.send(b"after")
+    await trio.sleep(0.05)
+    assert link.outbox == [b"after"] and not got  # held back, the link task not woken
+    os.write(fd, frame)
+    link.release(len(frame), frame)
+    with trio.fail_after(10):
+        while len(got) < 2:
+            await trio.sleep(0.01)
+    assert got == [(2, b"acked"), (2, b"after")]
+
+
+async def test_what_a_short_claimed_send_left_goes_first_and_one_never_sent_is_dropped(nursery):
+    got: list = []
+    link = await _idle_link(nursery, got)
+    fd, frame = link.claim([b"x" * 1000])
+    half = os.write(fd, frame[: len(frame) // 2])
+    link.send(b"after")
+    link.release(half, frame)
+    with trio.fail_after(10):
+        while len(got) < 2:
+            await trio.sleep(0.01)
+    assert got == [(2, b"x" * 1000), (2, b"after")]
+    await trio.sleep(0.05)
+    fd, frame = link.claim([b"never"])
+    link.release(-32, frame)  # (EPIPE: nothing went; Raft resends what matters)
+    link.send(b"next")
+    with trio.fail_after(10):
+        while len(got) < 3:
+            await trio.sleep(0.01)
+    assert got[2] == (2, b"next")
+
+
+async def test_a_link_lends_only_when_idle(nursery):
+    got: list = []
+    link = await _idle_link(nursery, got)
+    link.outbox.append(b"queued")
+    assert link.claim([b"m"]) is None  # something would go before it
+    link.outbox.clear()
+    link.wakeup.set()  # the link task is about to run: not parked
+    assert link.claim([b"m"]) is None
+    await trio.sleep(0.05)
+    claim = link.claim([b"m"])
+    assert claim is not None
+    link.release(None, claim[1])  # (a link keeps its socket open until then)
+
+
+async def test_a_dropped_link_keeps_its_socket_until_the_claim_is_released(nursery):
+    """The kernel looks the descriptor up only when its send starts: closing it sooner
+    could hand the frame to whatever socket took the number next."""
+    got: list = []
+    first = await _idle_link(nursery, got)  # (for its listener's address)
+    link = _link(1 << 20, first.addr)
+    scope = trio.CancelScope()
+
+    async def run() -> None:
+        with scope:  # as PeerTransport runs a link, and cancels it to drop the peer
+            await link.run()
+
+    nursery.start_soon(run)
+    with trio.fail_after(10):
+        while not link.connected:
+            await trio.sleep(0.01)
+    await trio.sleep(0.05)
+    fd, frame = link.claim([b"late"])
+    socket_inode = os.fstat(fd).st_ino
+    scope.cancel()
+    await trio.sleep(0.05)
+    assert os.fstat(fd).st_ino == socket_inode  # it waits, shielded, for the release
+    link.release(None, frame)
+    await trio.sleep(0.05)
+    try:
+        still_open = os.fstat(fd).st_ino == socket_inode
+    except OSError:
+        still_open = False
+    assert not still_open
