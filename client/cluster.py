@@ -212,6 +212,19 @@ class ClusterClient:
                 self._drop(addr, conn)
             raise
 
+    def connected_leader(self, topic: str, partition: int) -> str | None:
+        """The address of the partition's leader as last known, when a connection to it
+        is up (a request there is bounded by that connection's watchdog); else None."""
+        info = self.topics.get(topic)
+        if info is None or not 0 <= partition < len(info.partitions):
+            return None
+        leader = info.partitions[partition].leader
+        addr = self.nodes.get(leader) if leader is not None else None
+        link = self._links.get(addr) if addr is not None else None
+        if link is None or not link.ready.is_set() or link.conn is None or link.conn.closed:
+            return None
+        return addr
+
     def _drop(self, addr: str, conn: Connection) -> None:
         """Close the link that owns `conn` (not a newer one another task dialed since)."""
         link = self._links.get(addr)

@@ -1041,6 +1041,9 @@ class Producer:
         remaining = batch.created + self.delivery_timeout - time.monotonic()
         request = Produce(topic, p, batch.data, self.acks, int(self.request_timeout * 1000), self.transactional_id)
         try:
+            if caller and await self._deliver_at_once(topic, p, request, batch, remaining):
+                return
+            remaining = batch.created + self.delivery_timeout - time.monotonic()
             with anyio.fail_after(max(remaining, 0.001)):
                 if self.acks == ACKS_NONE:
                     info = await self.cluster.topic(topic)
@@ -1093,6 +1096,26 @@ class Producer:
                     q.line_broken = True
                 self._settle(topic, p, batch)
                 q.wakeup.set()  # the sender may send the next batch, or the lingering one
+
+    async def _deliver_at_once(self, topic: str, p: int, request: Produce, batch: _Batch, remaining: float) -> bool:
+        """A lone send's first try (`_send_at_once`'s batch, from the caller's task): one
+        request to the leader on its open connection, bounded by that connection's
+        watchdog, without a cancel scope of its own (one per send was the largest item
+        in the client's profile). True if acknowledged; False if that could not be
+        tried (no connection up, too little time left for a whole request) or failed:
+        the usual retrying path takes the batch over, its sequence numbers unchanged."""
+        cluster = self.cluster
+        if remaining <= cluster.request_timeout:
+            return False
+        addr = cluster.connected_leader(topic, p)
+        if addr is None:
+            return False
+        try:
+            resp: ProduceResponse = await cluster.request(addr, request, batch.sent)
+        except (TideMQError, OSError, TimeoutError):
+            return False
+        batch.base_offset = resp.base_offset
+        return True
 
     def _settle(self, topic: str, p: int, batch: _Batch) -> None:
         """The batch is done, acknowledged or failed: wake its sends, free its buffer."""

@@ -54,21 +54,21 @@ class ProduceLog:
     def __init__(self, producer: Producer) -> None:
         self.sent: list[tuple[int, int]] = []
         self.outstanding = self.most_outstanding = 0
-        real = producer.cluster.leader_request
+        real = producer.cluster.request  # (what a lone send's first try and the retrying path both call)
 
-        async def counting(topic, partition, body, *args):
+        async def counting(addr, body, *args):
             if not isinstance(body, Produce):
-                return await real(topic, partition, body, *args)
+                return await real(addr, body, *args)
             header = parse_header(body.records)
             self.sent.append((header.base_sequence, header.record_count))
             self.outstanding += 1
             self.most_outstanding = max(self.most_outstanding, self.outstanding)
             try:
-                return await real(topic, partition, body, *args)
+                return await real(addr, body, *args)
             finally:
                 self.outstanding -= 1
 
-        producer.cluster.leader_request = counting  # type: ignore[method-assign]
+        producer.cluster.request = counting  # type: ignore[method-assign]
 
     def numbered_in_order(self, first: int) -> bool:
         """One sequence line without gaps, in the order the requests went out."""
@@ -119,10 +119,10 @@ async def test_a_lone_send_goes_from_its_callers_task(tmp_path):
             q = producer._queues[("own", 0)]
             line = q.producer_id
 
-            real = producer.cluster.leader_request
+            real = producer.cluster.request
             on_the_wire = trio.Event()
 
-            async def cut_short(topic, partition, body, sent=None):
+            async def cut_short(addr, body, sent=None):
                 async def written():
                     await sent.wait()
                     on_the_wire.set()
@@ -130,11 +130,11 @@ async def test_a_lone_send_goes_from_its_callers_task(tmp_path):
                 async with trio.open_nursery() as n:
                     n.start_soon(written)
                     try:
-                        return await real(topic, partition, body, sent)
+                        return await real(addr, body, sent)
                     finally:
                         n.cancel_scope.cancel()
 
-            producer.cluster.leader_request = cut_short  # type: ignore[method-assign]
+            producer.cluster.request = cut_short  # type: ignore[method-assign]
             with trio.CancelScope() as scope:
 
                 async def cancel_once_written():
@@ -145,7 +145,7 @@ async def test_a_lone_send_goes_from_its_callers_task(tmp_path):
                     n.start_soon(cancel_once_written)
                     await producer.send("own", b"given up")
             assert scope.cancelled_caught
-            producer.cluster.leader_request = real  # type: ignore[method-assign]
+            producer.cluster.request = real  # type: ignore[method-assign]
             await producer.flush()
             assert (await producer.send("own", b"after")).offset == offsets[0] + 3
             assert None not in at_once, [a is None for a in at_once]
@@ -159,6 +159,41 @@ async def test_a_lone_send_goes_from_its_callers_task(tmp_path):
             await plain.send("own", b"plain")  # (metadata)
             # Without sequence numbers a given-up batch sent again could be written twice.
             assert plain._send_at_once("own", b"plain", None, None, 0, None) is None
+
+
+async def test_a_lone_sends_first_try_needs_no_cancel_scope_and_a_failed_one_is_retried(tmp_path, monkeypatch):
+    """On an open connection to the leader, a lone send's request is bounded by that
+    connection's watchdog alone (no `fail_after` of its own, the client's largest cost
+    per send); a first try that fails (a leader that moved) goes the usual retrying
+    way, with its sequence numbers: written once."""
+    import client.producer
+    from client.errors import NotLeaderError
+
+    async with local_cluster(tmp_path) as c:
+        async with Admin(c.bootstrap) as admin:
+            await admin.create_topic("scope", partitions=1, replication=3)
+        async with Producer(c.bootstrap) as producer:
+            produced = ProduceLog(producer)
+            await producer.send("scope", b"0")  # (metadata and the connection)
+            scopes = []
+            fail_after = client.producer.anyio.fail_after
+            monkeypatch.setattr(client.producer.anyio, "fail_after", lambda s: scopes.append(s) or fail_after(s))
+            assert (await producer.send("scope", b"1")).offset == 2 and scopes == []
+            real = producer.cluster.request
+            refused = []
+
+            async def moved_once(addr, body, sent=None):
+                if not refused:
+                    refused.append(addr)
+                    raise NotLeaderError("the leader moved (as if)")
+                return await real(addr, body, sent)
+
+            producer.cluster.request = moved_once  # type: ignore[method-assign]
+            assert (await producer.send("scope", b"2")).offset == 3
+            assert refused and len(scopes) == 1  # the retrying way, under the delivery timeout
+            producer.cluster.request = real  # type: ignore[method-assign]
+        assert [seq for seq, _ in produced.sent] == [0, 1, 2]
+        assert [m.value for m in await read_all(c.bootstrap, "scope", 3)] == [b"0", b"1", b"2"]
 
 
 async def test_concurrent_sends_gather_behind_the_one_in_flight(tmp_path):
