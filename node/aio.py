@@ -21,21 +21,6 @@ written without barriers, which x86's store order makes safe. Where io_uring is 
 be had (another architecture, an old kernel, `kernel.io_uring_disabled`, a seccomp
 filter such as Docker's default, the locked-memory limit), `submit` says so and the
 caller uses a worker thread.
-
-A sync may carry a frame to send once it is done (`submit_write`), so that a follower's
-acknowledgement leaves the moment its entries are durable, without waiting for the
-event loop to wake and run: the send is a second entry linked to the first
-(IOSQE_IO_LINK), which the kernel starts, from the same worker, only if the first
-succeeded. The first is not an fsync: the kernel does not fail a link on an fsync's
-error (io_fsync sets the result only; a failed fsync on this kernel, 6.18, still
-sent the frame), but it does on a write that does not write all it was given. So the
-bytes written since the last sync are written again, unchanged, with RWF_DSYNC: the
-write returns only once that range and the metadata needed to read it are durable, as
-fdatasync would make them (ext4 runs the same `ext4_sync_file` for both, over the range
-instead of the whole file), and an error in that sync is the write's error, which
-cancels the send. Nothing leaves that the disk may not hold. The caller keeps the
-socket open and to itself until `wait` returns: the kernel looks its number up only
-when the send starts.
 """
 
 from __future__ import annotations
@@ -56,13 +41,7 @@ log = logging.getLogger(__name__)
 _SETUP, _ENTER, _REGISTER = 425, 426, 427  # x86-64 system call numbers
 _REGISTER_EVENTFD = 4
 _OP_FSYNC = 3
-_OP_WRITE = 23
-_OP_SEND = 26
 _FSYNC_DATASYNC = 1
-_RWF_DSYNC = 2
-_IO_LINK = 4  # IOSQE_IO_LINK: the next entry starts once this one has succeeded
-_SEND_FLAGS = 0x4000 | 0x100  # MSG_NOSIGNAL | MSG_WAITALL (a short send goes on to the end)
-_SYNC, _SEND = 1, 2  # the entries' user_data
 _OFF_CQ_RING = 0x8000000
 _OFF_SQES = 0x10000000
 #: Rings kept for reuse, and so syncs in flight at once; beyond it a sync goes to a
@@ -71,13 +50,11 @@ MAX_RINGS = 256
 
 
 class _Ring:
-    """One io_uring of two entries (a sync and the send linked to it), with the eventfd
-    it signals."""
+    """One io_uring of one entry, with the eventfd it signals."""
 
     def __init__(self, libc: ctypes.CDLL) -> None:
         self.libc = libc
         self.fd = self.eventfd = -1
-        self.pending = 0  # completions still to come
         self.maps: list[mmap.mmap] = []
         try:
             self._setup()
@@ -87,7 +64,7 @@ class _Ring:
 
     def _setup(self) -> None:
         params = bytearray(120)  # struct io_uring_params
-        fd = self.libc.syscall(ctypes.c_long(_SETUP), ctypes.c_uint(2), (ctypes.c_char * 120).from_buffer(params))
+        fd = self.libc.syscall(ctypes.c_long(_SETUP), ctypes.c_uint(1), (ctypes.c_char * 120).from_buffer(params))
         if fd < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"io_uring_setup: {os.strerror(err)}")
@@ -110,57 +87,38 @@ class _Ring:
             err = ctypes.get_errno()
             raise OSError(err, f"io_uring_register: {os.strerror(err)}")
 
-    def fsync(self, fd: int) -> bool:
+    def submit(self, fd: int) -> bool:
         """Queue fdatasync of `fd` and enter it; False if the kernel would not take it."""
         tail = struct.unpack_from("I", self.sq, self.sq_tail)[0]
-        self._put(tail, _OP_FSYNC, 0, fd, 0, 0, 0, _FSYNC_DATASYNC, _SYNC)
-        return self._enter(tail, 1)
-
-    def write_then_send(self, fd: int, position: int, data: ctypes.Array, sock: int, frame: ctypes.Array) -> bool:
-        """Queue a durable write of `data` at `position` of `fd` and the send of `frame`
-        on `sock` linked after it, and enter them; False if the kernel would not."""
-        tail = struct.unpack_from("I", self.sq, self.sq_tail)[0]
-        self._put(tail, _OP_WRITE, _IO_LINK, fd, position, ctypes.addressof(data), len(data), _RWF_DSYNC, _SYNC)
-        self._put(tail + 1, _OP_SEND, 0, sock, 0, ctypes.addressof(frame), len(frame), _SEND_FLAGS, _SEND)
-        return self._enter(tail, 2)
-
-    def _put(
-        self, at: int, op: int, flags: int, fd: int, off: int, addr: int, length: int, op_flags: int, user: int
-    ) -> None:
-        slot = at & self.sq_mask
-        # struct io_uring_sqe: opcode, flags, ioprio, fd, off, addr, len, op_flags, user_data
-        struct.pack_into("BBHiQQIIQ", self.sqes, 64 * slot, op, flags, 0, fd, off, addr, length, op_flags, user)
+        slot = tail & self.sq_mask
+        # struct io_uring_sqe: opcode, flags, ioprio, fd, off, addr, len, fsync_flags, user_data
+        struct.pack_into("BBHiQQIIQ", self.sqes, 64 * slot, _OP_FSYNC, 0, 0, fd, 0, 0, 0, _FSYNC_DATASYNC, 1)
         struct.pack_into("I", self.sq, self.sq_array + 4 * slot, slot)
-
-    def _enter(self, tail: int, count: int) -> bool:
-        struct.pack_into("I", self.sq, self.sq_tail, (tail + count) & 0xFFFFFFFF)
-        self.pending = count
+        struct.pack_into("I", self.sq, self.sq_tail, (tail + 1) & 0xFFFFFFFF)
         while True:
             n = self.libc.syscall(
                 ctypes.c_long(_ENTER),
                 self.fd,
-                ctypes.c_uint(count),
+                ctypes.c_uint(1),
                 ctypes.c_uint(0),
                 ctypes.c_uint(0),
                 None,
                 ctypes.c_size_t(0),
             )
-            if n == count:
+            if n == 1:
                 return True
             if n < 0 and ctypes.get_errno() == errno.EINTR:
                 continue
-            return False  # (what was not taken stays queued: this ring is closed, not reused)
+            return False  # (the entry stays queued: this ring is closed, not reused)
 
-    def result(self) -> tuple[int, int] | None:
-        """The next completion, (user_data, result: 0 or a count, or -errno), once there
-        is one."""
+    def result(self) -> int | None:
+        """The completion's result (0, or -errno), once there is one."""
         head = struct.unpack_from("I", self.cq, self.cq_head)[0]
         if head == struct.unpack_from("I", self.cq, self.cq_tail)[0]:
             return None
-        user, res = struct.unpack_from("Qi", self.cq, self.cq_cqes + 16 * (head & self.cq_mask))
+        res = struct.unpack_from("i", self.cq, self.cq_cqes + 16 * (head & self.cq_mask) + 8)[0]
         struct.pack_into("I", self.cq, self.cq_head, (head + 1) & 0xFFFFFFFF)
-        self.pending -= 1
-        return user, res
+        return res
 
     def close(self) -> None:
         for m in self.maps:
@@ -173,11 +131,9 @@ class _Ring:
 
 
 class SyncRequest(NamedTuple):
-    """A sync submitted to the kernel (`DiskSync.submit`, `DiskSync.submit_write`)."""
+    """An fdatasync submitted to the kernel (`DiskSync.submit`)."""
 
     ring: _Ring
-    expected: int = 0  # the sync's result when it succeeded (a write's: all its bytes)
-    buffers: tuple[ctypes.Array, ...] = ()  # what the kernel reads until `wait` returns
 
 
 class DiskSync:
@@ -187,9 +143,8 @@ class DiskSync:
         self._libc: ctypes.CDLL | None = None
         self._free: list[_Ring] = []  # rings with nothing in flight
         self._rings = 0  # rings made and not closed
-        self.syncs = 0  #: syncs done this way (fdatasyncs, and durable writes)
+        self.syncs = 0  #: fdatasyncs done this way
         self.refused = 0  #: requests the kernel would not take (done in a worker thread)
-        self.sent_after = 0  #: frames the kernel sent right after their sync
 
     @property
     def active(self) -> bool:
@@ -227,31 +182,13 @@ class DiskSync:
         if self._libc is None:
             return None
         ring = self._ring()
-        if ring is None or not ring.fsync(fd):
-            self._refused(ring)
+        if ring is None or not ring.submit(fd):
+            if ring is not None:
+                ring.close()
+                self._rings -= 1
+            self.refused += 1
             return None
         return SyncRequest(ring)
-
-    def submit_write(self, fd: int, position: int, data: bytes, sock: int, frame: bytes) -> SyncRequest | None:
-        """Start writing `data` (bytes already written at `position` of `fd`, and not
-        synced) again with RWF_DSYNC, and the send of `frame` on the socket `sock` once
-        that write has succeeded (see the module docstring); None if refused (nothing
-        was done). Every request submitted must be waited for (`wait`)."""
-        if self._libc is None:
-            return None
-        ring = self._ring()
-        data_buf = ctypes.create_string_buffer(data, len(data))
-        frame_buf = ctypes.create_string_buffer(frame, len(frame))
-        if ring is None or not ring.write_then_send(fd, position, data_buf, sock, frame_buf):
-            self._refused(ring)
-            return None
-        return SyncRequest(ring, len(data), (data_buf, frame_buf))
-
-    def _refused(self, ring: _Ring | None) -> None:
-        if ring is not None:
-            ring.close()
-            self._rings -= 1
-        self.refused += 1
 
     def _ring(self) -> _Ring | None:
         if self._free:
@@ -266,49 +203,39 @@ class DiskSync:
         self._rings += 1
         return ring
 
-    async def wait(self, request: SyncRequest) -> int | None:
-        """Wait until a submitted sync is done, and its send if it has one; raises
-        OSError if the sync failed (its send never started). Returns what the send
-        returned (bytes sent, or -errno), None without one. A cancelled caller still
-        waits for both (as for a worker thread's sync), then the cancellation goes on."""
+    async def wait(self, request: SyncRequest) -> None:
+        """Wait until a submitted fdatasync is done; raises OSError if it failed. A
+        cancelled caller still waits for it (as for a worker thread's), then the
+        cancellation goes on."""
         ring = request.ring
-        done: dict[int, int] = {}  # user_data -> result
+        res: int | None = None
         try:
             try:
-                await self._wait(ring, done)
+                res = await self._wait(ring)
             except trio.Cancelled:
                 # (A shield on every wait would cost a cancel-status update each.)
                 with trio.CancelScope(shield=True):
-                    await self._wait(ring, done)
+                    res = await self._wait(ring)
                 raise
         finally:
-            res, sent = done.get(_SYNC), done.get(_SEND)
-            if ring.pending:  # (never finished: not to be reused)
+            if res is None:  # (never finished: not to be reused)
                 ring.close()
                 self._rings -= 1
             elif self._libc is None:  # closed meanwhile
                 ring.close()
             else:
                 self._free.append(ring)
-            if res == request.expected:
+            if res == 0:
                 self.syncs += 1
-            if sent is not None and sent > 0:
-                self.sent_after += 1
         assert res is not None
         if res < 0:
-            raise OSError(-res, f"{'a durable write' if request.expected else 'fdatasync'}: {os.strerror(-res)}")
-        if res != request.expected:
-            raise OSError(errno.EIO, f"a durable write wrote {res} of {request.expected} bytes")
-        return sent
+            raise OSError(-res, f"fdatasync: {os.strerror(-res)}")
 
-    async def _wait(self, ring: _Ring, done: dict[int, int]) -> None:
-        while ring.pending:
-            got = ring.result()
-            if got is not None:
-                done[got[0]] = got[1]
-                continue
+    async def _wait(self, ring: _Ring) -> int:
+        while (res := ring.result()) is None:
             await trio.lowlevel.wait_readable(ring.eventfd)
             try:
                 os.eventfd_read(ring.eventfd)
             except BlockingIOError:
                 pass
+        return res

@@ -82,7 +82,7 @@ from node.peerprotocol import JoinCluster, ReassignDone
 from node.peers import PeerTransport, Reassembler
 from node.placement import assign_replicas, placeable
 from node.quotas import Quotas
-from node.replica import Claim, Replica, Ticker
+from node.replica import Replica, Ticker
 from node.roster import Roster
 from node.runtime import CoordinatorRuntime, Handlers
 from node.server import ConnectionLimits, Server
@@ -400,7 +400,6 @@ class Broker:
             on_restore=self._restore_controller,
             ticker=self.ticker,
             syncer=self.syncer,
-            claim=self._claim_link,
         )
         self.replicas[CONTROLLER_GROUP] = replica
         if voters == (self.id,) and self.cfg.join is None:  # (a joining node founds nothing)
@@ -532,7 +531,6 @@ class Broker:
                 saved=saved,
                 ticker=self.ticker,
                 syncer=self.syncer,
-                claim=self._claim_link,
             )
             self.replicas[part.group] = part
             self.partitions[(meta.name, p)] = part
@@ -752,14 +750,6 @@ class Broker:
             return
         self.transport.send(to, (group, msg))
 
-    def _claim_link(self, group: int, to: int, msgs: list[Message]) -> Claim | None:
-        """The link to `to`, lent for `msgs` to go with a sync (Replica.sync_then_send)."""
-        link = self.transport.links.get(to)
-        if link is None or group in self.mover.throttled:  # (a throttled move's messages keep their lane)
-            return None
-        lent = link.claim([(group, m) for m in msgs])
-        return None if lent is None else Claim(link, *lent)
-
     def _broadcast_leaders(self, leaders: dict[int, tuple[int, int]]) -> None:
         for pid in self.transport.links:
             self.transport.send(pid, leaders)
@@ -906,7 +896,6 @@ class Broker:
             self.metrics.peers_down.set(len(self.liveness.down))
             self.metrics.fsyncs.set(sum(r.fsyncs for r in self.replicas.values()))
             self.metrics.fsyncs_in_kernel.set(self.syncer.syncs)
-            self.metrics.sends_after_sync.set(self.syncer.sent_after)
             self.metrics.apply_errors.set(sum(r.apply_errors for r in self.replicas.values()))
 
     async def _balancer(self) -> None:

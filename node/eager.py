@@ -90,10 +90,6 @@ class EagerWriter:
             and self._socket.fileno() >= 0  # (-1 once closed)
         )
 
-    def descriptor(self) -> int:
-        """The plain socket's descriptor, -1 for a TLS stream or a closed socket."""
-        return -1 if self._socket is None else self._socket.fileno()
-
     def write(self, frame: bytes) -> memoryview | None:
         """Write `frame` now (after `ready()`): None if nothing went (queue it as usual),
         else what is left of it (empty when all went), which the caller's writer must

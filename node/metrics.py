@@ -83,12 +83,6 @@ class NodeMetrics:
             "Log fdatasyncs done by io_uring, without a worker thread (node/aio.py)",
             registry=r,
         )
-        self.sends_after_sync = Gauge(
-            "tidemq_raft_sends_after_sync",
-            "Raft messages (a follower's acknowledgements) the kernel sent the moment the write they "
-            "wait on was durable, linked to it in io_uring (node/aio.py)",
-            registry=r,
-        )
         self.awake_groups = Gauge(
             "tidemq_raft_groups_awake", "Raft groups not quiescent (the ones ticked); idle groups go quiet", registry=r
         )

@@ -2,10 +2,6 @@
 carries the Raft messages of every group, batched. Each link first runs the peer
 secret's challenge-response (node.peerauth) both ways.
 
-A message that must wait for an fsync may instead go with it (`claim`, `release`): the
-kernel sends its frame once the sync is done (node/aio.py), and the link holds
-everything else back, and keeps its socket open, until then.
-
 A drain larger than a frame goes in several; a single message larger than a frame (a big
 snapshot) goes in pieces the receiver's `Reassembler` puts back together.
 
@@ -91,47 +87,8 @@ class PeerLink:
         self._eager: EagerWriter | None = None
         self._rest: bytes | memoryview = b""  # what an eager write left, to go first
         self._version = 0
-        self._claimed: trio.Event | None = None  # set when a claimed frame is done with
-
-    def claim(self, items: list) -> tuple[int, bytes] | None:
-        """The socket's descriptor and a frame of `items`, for the caller to have sent
-        by the kernel after a sync (node/aio.py), when the link is connected over plain
-        TCP with nothing queued and its task parked; None otherwise (send them as
-        usual). Until `release`, the link's other messages wait and its socket stays
-        open (the kernel looks the descriptor up only when the send starts)."""
-        eager = self._eager
-        if eager is None or self._claimed is not None or self.outbox or self._rest:
-            return None
-        if not self.wakeup.statistics().tasks_waiting:
-            return None
-        fd = eager.descriptor()
-        if fd < 0:
-            return None
-        payload = self.encode(items)
-        if len(payload) > self.max_payload:
-            return None
-        self._claimed = trio.Event()
-        return fd, encode_frame(0, PeerMessages(payload), self._version)
-
-    def release(self, sent: int | None, frame: bytes) -> None:
-        """The claimed frame is done with: `sent` is what the kernel's send returned
-        (bytes, or -errno; None if it never started). What did not go of a short send
-        goes first; a frame that never went is lost, as a message on a broken link is
-        (Raft resends)."""
-        claimed, self._claimed = self._claimed, None
-        if claimed is not None:
-            claimed.set()
-        if sent is not None and sent > 0:
-            self.frames_sent += 1
-            if sent < len(frame):
-                self._rest = memoryview(frame)[sent:]
-        if self._rest or self.outbox:
-            self.wakeup.set()
 
     def send(self, item: object) -> None:
-        if self._claimed is not None:  # (behind the claimed frame: the link task sends it after)
-            self._queue(item, wake=False)
-            return
         if (
             self._eager is not None
             and not self.outbox
@@ -147,15 +104,11 @@ class PeerLink:
                         self._rest = rest
                         self.wakeup.set()
                     return
-        self._queue(item, wake=True)
-
-    def _queue(self, item: object, wake: bool) -> None:
         if len(self.outbox) >= MAX_OUTBOX:
             self.dropped += len(self.outbox)
             self.outbox.clear()
         self.outbox.append(item)
-        if wake:
-            self.wakeup.set()
+        self.wakeup.set()
 
     def _payloads(self, items: list) -> list[bytes]:
         """The outbox encoded in as few frames as fit the peer's frame limit: a follower
@@ -263,17 +216,21 @@ class PeerLink:
                 continue
             try:
                 async with stream:
-                    try:
-                        with trio.fail_after(CONNECT_TIMEOUT_S):
-                            version = await self._handshake(stream)
-                        self.connected = True
-                        backoff = 0.05
-                        self._eager, self._version = EagerWriter(stream), version
-                        await self._drain(stream, version)
-                    finally:
-                        if self._claimed is not None:  # the kernel may yet look the descriptor up
-                            with trio.CancelScope(shield=True):
-                                await self._claimed.wait()
+                    with trio.fail_after(CONNECT_TIMEOUT_S):
+                        version = await self._handshake(stream)
+                    self.connected = True
+                    backoff = 0.05
+                    self._eager, self._version = EagerWriter(stream), version
+                    while True:
+                        await self.wakeup.wait()
+                        self.wakeup = trio.Event()
+                        if self._rest:
+                            rest, self._rest = self._rest, b""
+                            await stream.send_all(rest)
+                        items, self.outbox = self.outbox, []
+                        for payload in self._payloads(items):
+                            await stream.send_all(encode_frame(0, PeerMessages(payload), version))
+                            self.frames_sent += 1
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
                 log.info("link %s -> %s lost: %s", self.node_id, self.peer_id, exc)
             except TideMQError as exc:  # refused: wrong secret, not a member, not a peer listener
@@ -284,18 +241,6 @@ class PeerLink:
                 self._eager, self._rest = None, b""
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
-
-    async def _drain(self, stream: trio.abc.Stream, version: int) -> None:
-        while True:
-            await self.wakeup.wait()
-            self.wakeup = trio.Event()
-            if self._rest:
-                rest, self._rest = self._rest, b""
-                await stream.send_all(rest)
-            items, self.outbox = self.outbox, []
-            for payload in self._payloads(items):
-                await stream.send_all(encode_frame(0, PeerMessages(payload), version))
-                self.frames_sent += 1
 
 
 _FRAGMENT = struct.Struct(">4sQII")  # magic, message number, piece index, piece count

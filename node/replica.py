@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 from sortedcontainers import SortedDict
@@ -76,19 +76,6 @@ async def _in_thread(fn: Callable[..., Any], /, *args: Any) -> Any:
     return await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
 
 
-class _Lender(Protocol):
-    def release(self, sent: int | None, frame: bytes) -> None: ...
-
-
-class Claim(NamedTuple):
-    """A peer link's socket lent for one frame the kernel sends after a sync
-    (node/peers.py, `PeerLink.claim`); `link.release` once the kernel is done with it."""
-
-    link: _Lender
-    fd: int
-    frame: bytes
-
-
 async def _nothing() -> None:
     return None
 
@@ -129,9 +116,6 @@ class _Host:
     def send(self, msg: Message) -> None:
         r = self.replica
         r._send(r.group, msg.to, msg)
-
-    def sync_then_send(self, messages: Sequence[Message]) -> Awaitable[Any] | None:
-        return self.replica.sync_then_send(messages)
 
     def apply(self, rd: Ready) -> None:
         self.replica._applied(rd)
@@ -207,7 +191,6 @@ class Replica:
         on_restore: Callable[[Snapshot], None] | None = None,
         ticker: Ticker | None = None,
         syncer: DiskSync | None = None,
-        claim: Callable[[int, int, list[Message]], Claim | None] | None = None,
     ) -> None:
         self.group = group
         self.name = name
@@ -232,7 +215,6 @@ class Replica:
         self.closed = False
         self.ticker = ticker
         self.syncer = syncer
-        self._claim = claim
         self._beginning = False
         self._begun_pass = -1
         self._storage_sync = storage.sync
@@ -262,49 +244,15 @@ class Replica:
                 self.storage.synced(False)  # refused: the thread's sync owes it
         return self._in_thread(fn, *args)
 
-    def sync_then_send(self, messages: Sequence[Message]) -> Awaitable[Any] | None:
-        """The driver's other way through step 2 (raft/driver.py): the log's new bytes
-        written again durably in the kernel, and the messages' frame sent by the kernel
-        once that write succeeded (node/aio.py). For messages to one peer whose link
-        lends its socket (`PeerLink.claim`): a follower's acknowledgement, which
-        commits the leader's write, leaves without waiting for this node's event loop
-        to wake. None where any of that is not to be had."""
-        syncer = self.syncer
-        if self._claim is None or syncer is None or not syncer.active:
-            return None
-        to = messages[0].to
-        if any(m.to != to for m in messages):
-            return None
-        claim = self._claim(self.group, to, list(messages))
-        if claim is None:
-            return None
-        request = None
-        written = self.storage.claim_sync_write(SMALL_WRITE_BYTES)
-        try:
-            if written is not None:
-                request = syncer.submit_write(*written, claim.fd, claim.frame)
-        finally:
-            if request is None:
-                if written is not None:
-                    self.storage.synced(False)  # (the driver's own sync owes it)
-                claim.link.release(None, claim.frame)
-        if request is None:
-            return None
-        self._backlog(1)
-        return self._synced_in_kernel(request, claim)
-
-    async def _synced_in_kernel(self, request: SyncRequest, claim: Claim | None = None) -> None:
+    async def _synced_in_kernel(self, request: SyncRequest) -> None:
         assert self.syncer is not None
         done = False
-        sent: int | None = None
         try:
-            sent = await self.syncer.wait(request)
+            await self.syncer.wait(request)
             done = True
         finally:
             self.storage.synced(done)
             self._backlog(-1)
-            if claim is not None:
-                claim.link.release(sent, claim.frame)
 
     async def _in_thread(self, fn: Callable[..., Any], /, *args: Any) -> Any:
         self._backlog(1)

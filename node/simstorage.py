@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from node.replica import SMALL_WRITE_BYTES
 from node.storage import LogStorage, decode_raft_state
 from raft.simulator import Prng
 from raft.types import ConfState, HardState
@@ -91,16 +90,6 @@ class SegmentsDisk:
 
     def reopen(self) -> None:
         self.storage = LogStorage(self.path, _CONFIG, self.conf, fs=self.fs)
-
-    def sync_log_by_write(self) -> bool:
-        """As the node's replica does for a send linked to its sync (node/aio.py)."""
-        claim = self.storage.claim_sync_write(SMALL_WRITE_BYTES)
-        if claim is None:
-            return False
-        fd, position, data = claim
-        self.fs.pwrite_dsync(fd, data, position)
-        self.storage.synced(True)
-        return True
 
 
 class SegmentsDisks:

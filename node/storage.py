@@ -312,16 +312,6 @@ class LogStorage:
             self.unsynced_bytes = 0
         return fd
 
-    def claim_sync_write(self, max_bytes: int) -> tuple[int, int, bytes] | None:
-        """`claim_sync` for a caller that writes the unsynced bytes again with O_DSYNC
-        semantics (`Log.claim_sync_write`): (descriptor, position, bytes) or None."""
-        if self.state_dirty or self.unsynced_bytes > max_bytes:
-            return None
-        claim = self.log.claim_sync_write(max_bytes)
-        if claim is not None:
-            self.unsynced_bytes = 0
-        return claim
-
     def synced(self, ok: bool) -> None:
         self.log.synced(ok)
 

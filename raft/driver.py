@@ -19,11 +19,7 @@ so the order the simulator checks is the order production runs. For each Ready:
    made durable, they leave before the leader's fsync, and the followers write while
    the leader syncs. The leader's own copy counts towards commit only once durable
    (`RaftNode.advance`), so an entry is still committed only when a majority holds it
-   on disk; the simulator's checker holds every other message to the rule. The
-   messages that wait for a sync of the log alone may also leave with it: a host whose
-   I/O can send once the sync is done takes them (`sync_then_send`; the node links a
-   send to the kernel's fsync, node/aio.py), so a follower's acknowledgement leaves
-   the moment its entries are durable, not when the driver's task next runs;
+   on disk; the simulator's checker holds every other message to the rule;
 3. apply the committed entries;
 4. `advance`, then tell the host (role changes).
 
@@ -89,13 +85,6 @@ class ReadyHost(Protocol):
         ...
 
     def send(self, msg: Message) -> None: ...
-
-    def sync_then_send(self, messages: Sequence[Message]) -> Awaitable[Any] | None:
-        """The storage's `sync()`, with `messages` sent as soon as it has succeeded,
-        by the host's own I/O: what the driver awaits in place of `run(storage.sync)`,
-        and the messages are the host's from here (a failed sync sends none). None
-        where the host does not (the driver syncs, then sends, itself)."""
-        ...
 
     def apply(self, rd: Ready) -> None:
         """Apply `rd.committed_entries` (and note `rd.snapshot`'s index as applied)."""
@@ -188,18 +177,12 @@ class ReadyDriver:
         if rd.hard_state is not None:
             st.set_hard_state(rd.hard_state)
         if rd.entries and self.fsync:
-            sync = None
-            if not st.state_dirty:
-                if any(type(m) is Append for m in rd.messages):
-                    for m in rd.messages:  # 2., a leader's appends: before its own fsync (see above)
-                        if type(m) is Append:
-                            self.host.send(m)
-                    begun.messages = [m for m in rd.messages if type(m) is not Append]
-                if begun.messages:  # 2., sent with the sync by the host (see above)
-                    sync = self.host.sync_then_send(begun.messages)
-                    if sync is not None:
-                        begun.messages = ()
-            begun.sync = sync if sync is not None else self.run(st.sync)
+            if not st.state_dirty and any(type(m) is Append for m in rd.messages):
+                for m in rd.messages:  # 2., a leader's appends: before its own fsync (see above)
+                    if type(m) is Append:
+                        self.host.send(m)
+                begun.messages = [m for m in rd.messages if type(m) is not Append]
+            begun.sync = self.run(st.sync)
             begun.counted = True
         elif st.state_dirty:  # a vote or term is durable before anyone hears of it
             begun.sync = self.run(st.sync, False)

@@ -104,9 +104,6 @@ class SimDisk:
         if log:
             self.flush_log()
 
-    def sync_log_by_write(self) -> bool:
-        return False  # (one way to sync: the model has no files)
-
     def write_snapshot(self, snap: Snapshot) -> None:
         pass  # the data travels inside the snapshot that install_snapshot stores
 

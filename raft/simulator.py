@@ -139,12 +139,6 @@ class NodeDisk(Protocol):
         """Open the storage again from what the crash left (recovery)."""
         ...
 
-    def sync_log_by_write(self) -> bool:
-        """Make the log durable as the node does when a send is linked to the sync
-        (node/aio.py): the bytes written since the last sync written again, durably.
-        False where it does not (then `storage.sync()`)."""
-        ...
-
 
 class DiskKind(Protocol):
     """A kind of simulated disk: the model (`ModelDisks`) or the production storage
@@ -197,23 +191,6 @@ class _DiskRequest:
         return (yield self)
 
 
-class _SyncThenSend:
-    """A disk call whose messages leave once it completes (`_SimHost.sync_then_send`);
-    never started if a crash comes first, and then nothing leaves."""
-
-    __slots__ = ("request", "host", "messages")
-
-    def __init__(self, request: Awaitable[Any], host: _SimHost, messages: list[Message]) -> None:
-        self.request, self.host, self.messages = request, host, messages
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        value = yield from self.request.__await__()
-        for m in self.messages:
-            self.host.send(m)
-        self.host.node.world.sent_with_sync += len(self.messages)
-        return value
-
-
 def _sim_run(fn: Callable[..., Any], /, *args: Any) -> Awaitable[Any]:
     """The driver's runner in the simulator: suspend until the world runs the call
     (nothing starts before it is awaited, and a crash may drop it unawaited)."""
@@ -249,10 +226,6 @@ class SimOptions:
     #: that stepped the core) and finished a drawn moment later, with deliveries and
     #: ticks in between. Drawn apart from the world's generator.
     begin_share: float = 0.5
-    #: Share of syncs that owe the log alone with their messages sent by the host as the
-    #: sync completes (`ReadyHost.sync_then_send`, as the node's io_uring does). Drawn
-    #: apart from the world's generator.
-    chain_share: float = 0.5
 
 
 @dataclasses.dataclass
@@ -269,7 +242,6 @@ class SimResult:
     violation: str | None = None
     quiesced: int = 0  #: times a leader went quiet
     peer_downs: int = 0  #: peers the nodes' failure detectors called down (or restarted)
-    sent_with_sync: int = 0  #: messages sent as their sync completed (`ReadyHost.sync_then_send`)
     trace: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -415,20 +387,6 @@ class _SimHost:
     def send(self, msg: Message) -> None:
         self.node.world.check.sent(self.node, msg)
         self.node.world._send(msg)
-
-    def sync_then_send(self, messages: Sequence[Message]) -> Awaitable[Any] | None:
-        """As the node's kernel does for a share of syncs: the messages leave the
-        moment the sync completes, checked as any send is."""
-        w = self.node.world
-        if w.chain_rng.random() >= w.opts.chain_share:
-            return None
-        return _SyncThenSend(_sim_run(self._sync_log), self, list(messages))
-
-    def _sync_log(self) -> None:
-        node = self.node
-        if not node.disk.sync_log_by_write():
-            assert node.driver is not None
-            node.driver.storage.sync()
 
     def apply(self, rd: Ready) -> None:
         node, w = self.node, self.node.world
@@ -645,7 +603,6 @@ class World:
         # Drawn apart from the world's generator, so the rest of the seed's draws stay put.
         self.quiesce = o.quiesce if o.quiesce is not None else Prng(seed ^ 0x51E7).random() < 0.8
         self.begin_rng = Prng(seed ^ 0xB3617)
-        self.chain_rng = Prng(seed ^ 0x5E4D)
         self.quiesced = 0
         self.peer_downs = 0
         self.eager_commit = (seed >> 1) % 2 == 0  # half the seeds each way (drawing nothing: seeds replay as before)
@@ -674,7 +631,6 @@ class World:
         self.proposals = 0
         self.elections = 0
         self.snapshots = 0
-        self.sent_with_sync = 0
         self.trace: collections.deque[tuple[float, str, int, Any]] = collections.deque(maxlen=self.opts.trace_len)
         # Liveness bookkeeping after the heal.
         self.healed_at: int | None = None
@@ -755,7 +711,6 @@ class World:
             violation=violation,
             quiesced=self.quiesced,
             peer_downs=self.peer_downs,
-            sent_with_sync=self.sent_with_sync,
             trace=self.format_trace() if violation else [],
         )
 

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     faults: collections.Counter[str] = collections.Counter()
     failures: list[SimResult] = []
     elections = proposals = committed = snapshots = 0
-    quiet_seeds = quiesced = peer_downs = sent_with_sync = 0
+    quiet_seeds = quiesced = peer_downs = 0
     with Progress(
         TextColumn("[bold]simulating"),
         BarColumn(),
@@ -121,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
                 quiet_seeds += r.quiesced > 0
                 quiesced += r.quiesced
                 peer_downs += r.peer_downs
-                sent_with_sync += r.sent_with_sync
                 if not r.ok:
                     failures.append(r)
                 progress.update(task, advance=1, bad=len(failures))
@@ -147,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     table.add_row("snapshots installed", f"{snapshots:,}")
     table.add_row("leaders gone quiet (in seeds)", f"{quiesced:,} ({quiet_seeds:,})")
     table.add_row("peers found down or restarted", f"{peer_downs:,}")
-    table.add_row("messages sent with their sync", f"{sent_with_sync:,}")
     table.add_row("violations", f"[red]{len(failures)}" if failures else "[green]0")
     if failures:
         table.add_row("failing seeds", ", ".join(str(r.seed) for r in sorted(failures, key=lambda r: r.seed)))

@@ -442,19 +442,6 @@ class Log:
         self._claimed = self._active
         return self._active.claim_sync()
 
-    def claim_sync_write(self, max_bytes: int) -> tuple[int, int, bytes] | None:
-        """`claim_sync` for a caller that makes the active segment's new data durable
-        by writing it again with O_DSYNC semantics (`LogSegment.claim_sync_write`):
-        (descriptor, position, bytes), or None, claiming nothing, where `flush()` or
-        `claim_sync` must do it. Report with `synced`."""
-        self._check_open()
-        if self._pending_sync or self._checkpoints_unsynced or self._dir_unsynced:
-            return None
-        claim = self._active.claim_sync_write(max_bytes)
-        if claim is not None:
-            self._claimed = self._active
-        return claim
-
     def synced(self, ok: bool) -> None:
         """The outcome of the sync `claim_sync` handed out; a failed one is owed again."""
         segment, self._claimed = self._claimed, None

@@ -229,7 +229,6 @@ class LogSegment:
         self.max_timestamp: int | None = None
         self._offset_of_max_ts = base_offset
         self._dirty = False
-        self._dirty_from = 0  # while dirty: the lowest position written since the last sync
         self._hint = (-1, 0)  # (offset, position) where the last read stopped
 
     # -- life cycle ---------------------------------------------------------------
@@ -250,7 +249,7 @@ class LogSegment:
         path = os.path.join(directory, segment_file_name(base_offset, ".log"))
         fd = fs.open(path, os.O_RDWR)
         segment = cls(directory, base_offset, index_interval_bytes, fd, fs)
-        segment._dirty = True  # a previous process may have left pages unsynced (anywhere)
+        segment._dirty = True  # a previous process may have left pages unsynced
         return segment
 
     @property
@@ -288,29 +287,8 @@ class LogSegment:
         self._dirty = False
         return self._fd
 
-    def claim_sync_write(self, max_bytes: int) -> tuple[int, int, bytes] | None:
-        """`claim_sync` for a caller that makes the data durable by writing it again
-        with O_DSYNC semantics (io_uring's RWF_DSYNC write, node/aio.py), which syncs
-        that range and the metadata it needs: the descriptor, the position, and the
-        bytes written since the last sync, read back. None (nothing claimed) when
-        there are more than `max_bytes`, none at all, or a change that is not a
-        range of data (a cut file: an fdatasync owes it). Report as `claim_sync`."""
-        self._check_open()
-        start = self._dirty_from
-        if not self._dirty or not 0 < self.size - start <= max_bytes:
-            return None
-        data = self._fs.pread(self._fd, self.size - start, start)
-        if len(data) != self.size - start:
-            return None
-        self._dirty = False
-        return self._fd, start, data
-
     def sync_failed(self) -> None:
         """The sync `claim_sync` handed out did not happen: the next sync owes it."""
-        self._dirty_at(0)  # (what it covered is not known here: all of it)
-
-    def _dirty_at(self, position: int) -> None:
-        self._dirty_from = min(self._dirty_from, position) if self._dirty else position
         self._dirty = True
 
     def flush(self, fsync: bool) -> None:
@@ -329,7 +307,7 @@ class LogSegment:
         if self._allocated > self.size:
             self._fs.ftruncate(self._fd, self.size)
             self._allocated = self.size
-            self._dirty_at(self.size)
+            self._dirty = True
 
     def close(self) -> None:
         """Write buffered index entries, cut the file to its data and close it (no
@@ -378,7 +356,7 @@ class LogSegment:
             written += self._fs.pwritev(self._fd, [view], position + written)
         self.size = position + total
         self._allocated = max(self._allocated, self.size)
-        self._dirty_at(position)
+        self._dirty = True
         self._track(position, base_offset, header)
         return position
 
@@ -615,7 +593,7 @@ class LogSegment:
             if error is not None and not any(self._fs.pread(self._fd, HEADER_SIZE, scan.end)):
                 error = None  # zeros: space allocated ahead (or never written), not a torn batch
             self._fs.ftruncate(self._fd, scan.end)
-            self._dirty_at(0)
+            self._dirty = True
         self.size = self._allocated = scan.end
         return RecoveryResult(scan.end, truncated, error, epochs)
 
@@ -672,7 +650,7 @@ class LogSegment:
         removed = self.size - position
         self._fs.ftruncate(self._fd, position)
         self.size = self._allocated = position
-        self._dirty_at(position)
+        self._dirty = True
         self.offset_index.truncate_to_position(position)
         self.time_index.truncate_to_offset(found[1].base_offset)
         self._reset_stats()

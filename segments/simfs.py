@@ -152,23 +152,6 @@ class SimFileSystem:
 
     fdatasync = fsync
 
-    def pwrite_dsync(self, fd: int, data: Buffer, pos: int) -> None:
-        """`pwritev` with RWF_DSYNC (the node's io_uring write, node/aio.py): on
-        return, that range and the file's size are durable, and nothing else is.
-        Bytes changed before it and not synced stay as volatile as they were; the ones
-        between what was durable and the range read as zeros after a crash (the size
-        reached the disk, their data did not)."""
-        inode = self._fd(fd).inode
-        earlier = inode.dirty_from
-        self.pwritev(fd, [data], pos)
-        end, size, durable = pos + len(data), len(inode.data), inode.durable
-        head = durable[:pos] + bytes(max(0, pos - len(durable)))
-        tail = durable[end:size] + bytes(max(0, size - max(end, len(durable))))
-        inode.durable = head + bytes(inode.data[pos:end]) + tail
-        inode.dirty_from = earlier if earlier is not None and earlier < pos else None
-        if inode.dirty_from is None and inode.durable != inode.data:
-            inode.dirty_from = end  # (what differs past the range: written there, not synced)
-
     def size(self, fd: int) -> int:
         return len(self._fd(fd).inode.data)
 

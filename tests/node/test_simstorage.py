@@ -61,33 +61,6 @@ def test_the_checker_catches_a_storage_that_acks_an_fsync_it_skipped(monkeypatch
 # -- persist before send, on the production storage ---------------------------------------
 
 
-def test_syncs_by_a_durable_write_run_in_the_seeds_and_a_range_left_out_is_caught(monkeypatch):
-    # With every offered sync done as the node's linked send does it (the new bytes
-    # written again with RWF_DSYNC), seeds run clean; a segment that remembered only
-    # its last write as unsynced would acknowledge bytes a crash can take.
-    import segments.segment
-
-    done = []
-    by_write = SegmentsDisk.sync_log_by_write
-
-    def counted(self):
-        done.append(by_write(self))
-        return done[-1]
-
-    monkeypatch.setattr(SegmentsDisk, "sync_log_by_write", counted)
-    for seed in range(3):
-        r = run_seed(seed, SimOptions(disks=SegmentsDisks(), chain_share=1.0))
-        assert r.ok and r.sent_with_sync > 0, r.violation
-    assert done.count(True) > 20
-
-    def forgets_earlier_writes(self, position):
-        self._dirty_from, self._dirty = position, True
-
-    monkeypatch.setattr(segments.segment.LogSegment, "_dirty_at", forgets_earlier_writes)
-    r = run_seed(0, SimOptions(disks=SegmentsDisks(), chain_share=1.0))
-    assert r.violation is not None and "before the log through it was durable" in r.violation, r.violation
-
-
 def test_the_checker_catches_sends_before_persisting_on_segments(monkeypatch):
     monkeypatch.setattr(raft.simulator, "ReadyDriver", SendsEarly)
     r = _run(0)

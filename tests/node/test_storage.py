@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from node.storage import LogStorage
@@ -175,17 +173,3 @@ def test_a_sync_is_claimed_only_for_a_small_write_and_no_state(tmp_path):
     st.set_hard_state(HardState(term=2, vote=1, commit=0))
     st.append([_entry(2, 2)])
     assert st.claim_sync(1 << 20) is None  # a vote to save first: a thread's sync
-
-
-def test_a_durable_write_is_claimed_only_for_a_small_write_and_no_state(tmp_path):
-    st = LogStorage(tmp_path / "g", LogConfig(fsync="never"), ConfState((1, 2, 3)))
-    st.append([_entry(0, 1)])
-    st.sync()
-    st.append([_entry(1, 1)])
-    assert st.claim_sync_write(10) is None  # more than 10 bytes written since
-    fd, position, data = st.claim_sync_write(1 << 20)
-    assert os.pread(fd, len(data), position) == data and st.unsynced_bytes == 0
-    st.synced(True)
-    st.set_hard_state(HardState(term=2, vote=1, commit=0))
-    st.append([_entry(2, 2)])
-    assert st.claim_sync_write(1 << 20) is None  # a vote to save first: a thread's sync

@@ -7,7 +7,7 @@ exactly which messages move, which lets each test pin down one rule.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 from raft import (
     Config,
@@ -51,9 +51,6 @@ class _Collect:
 
     def send(self, msg: Message) -> None:
         pass  # the caller moves rd.messages
-
-    def sync_then_send(self, messages: Sequence[Message]) -> None:
-        return None  # (the caller moves rd.messages)
 
     def apply(self, rd: Ready) -> None:
         if self.applied is not None:

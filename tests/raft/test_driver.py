@@ -53,9 +53,6 @@ class Host:
         self.journal.append("send")
         self.sent.append(msg)
 
-    def sync_then_send(self, messages: Sequence[Message]) -> None:
-        return None
-
     def apply(self, rd: Ready) -> None:
         self.journal.append("apply")
 
@@ -106,91 +103,6 @@ def test_a_followers_acknowledgement_leaves_after_its_fsync():
     run_sync(driver.handle_ready())
     assert [type(m) for m in host.sent] == [AppendResponse]
     assert journal.index("sync") < journal.index("send")
-
-
-class Chaining(Host):
-    """A host whose I/O sends messages once their sync is done (the node's io_uring)."""
-
-    def __init__(self, journal: list[str], storage: Recording) -> None:
-        super().__init__(journal)
-        self.storage = storage
-        self.offered: list[list[Message]] = []
-
-    def sync_then_send(self, messages: Sequence[Message]) -> Any:
-        self.offered.append(list(messages))
-        return self._chained(list(messages))
-
-    async def _chained(self, messages: list[Message]) -> None:
-        await run_now(self.storage.sync)
-        for m in messages:
-            self.journal.append("chained send")
-            self.sent.append(m)
-
-
-def _chaining_driver():
-    node, st = make_node(1, voters=(1, 2, 3), pre_vote=False)
-    journal: list[str] = []
-    storage = Recording(st, journal)
-    host = Chaining(journal, storage)
-    return node, ReadyDriver(node, storage, host, run_now), journal, host
-
-
-def test_a_followers_acknowledgement_may_go_with_its_sync():
-    from raft import Append, AppendResponse, Entry
-
-    node, driver, journal, host = _chaining_driver()
-    node.step(Append(to=1, frm=2, term=1, prev_index=-1, prev_term=0, entries=(Entry(0, 0, 1),), commit=-1))
-    run_sync(driver.handle_ready())  # a new term to make durable first: sent by the driver
-    assert not host.offered and journal.count("send") == 1
-    journal.clear()
-    host.sent.clear()
-    node.step(Append(to=1, frm=2, term=1, prev_index=0, prev_term=1, entries=(Entry(1, 1, 1),), commit=0))
-    run_sync(driver.handle_ready())
-    assert [type(m) for m in host.sent] == [AppendResponse] and "send" not in journal  # the host's, once
-    assert journal.index("append") < journal.index("sync") < journal.index("chained send") < journal.index("persisted")
-    assert driver.fsyncs == 2 and journal.count("sync") == 1
-
-
-def test_a_chained_sync_cut_short_by_a_crash_sends_nothing():
-    from raft import Append, Entry
-
-    node, st = make_node(1, voters=(1, 2, 3), pre_vote=False)
-    journal: list[str] = []
-    storage = Recording(st, journal)
-
-    class Stalled(Chaining):
-        async def _chained(self, messages: list[Message]) -> None:
-            await _Disk()
-            await super()._chained(messages)
-
-    host = Stalled(journal, storage)
-    driver = ReadyDriver(node, storage, host, run_now)
-    node.step(Append(to=1, frm=2, term=1, prev_index=-1, prev_term=0, entries=(Entry(0, 0, 1),), commit=-1))
-    run_sync(driver.handle_ready())
-    journal.clear()
-    host.sent.clear()
-    node.step(Append(to=1, frm=2, term=1, prev_index=0, prev_term=1, entries=(Entry(1, 1, 1),), commit=0))
-    coro = driver.handle_ready()
-    assert coro.send(None) == "disk" and host.offered  # waiting on the chained sync
-    coro.close()  # the machine stops
-    assert not host.sent and "sync" not in journal
-
-
-def test_only_messages_waiting_on_the_log_alone_are_offered_with_the_sync():
-    # A vote waits on a term and vote, not the log (and has no entries to sync); a
-    # leader's appends leave before its sync and nothing is left to offer.
-    node, driver, journal, host = _chaining_driver()
-    node.campaign()
-    run_sync(driver.handle_ready())
-    node.step(next(iter(_grants(node))))
-    run_sync(driver.handle_ready())  # the no-op: written, appends sent, synced
-    assert not host.offered and "chained send" not in journal
-    assert "Append" in {type(m).__name__ for m in host.sent}
-
-
-class _Disk:
-    def __await__(self):
-        yield "disk"
 
 
 def test_a_leaders_appends_wait_for_a_term_not_yet_durable():

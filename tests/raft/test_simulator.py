@@ -182,23 +182,6 @@ def test_checker_catches_acks_sent_before_the_entries_fsync(monkeypatch):
     assert found is not None and "acknowledged" in found[1] and "before the log through it" in found[1], found
 
 
-def test_messages_sent_with_their_sync_are_checked_as_any_send(monkeypatch):
-    # Half the syncs that owe the log alone send their messages as they complete (the
-    # node's io_uring link): the seeds run clean that way, and a host that let them go
-    # as the sync starts instead is caught.
-    clean = run_seed(3)
-    assert clean.ok and clean.sent_with_sync > 0, clean.violation
-
-    def sends_first(self):
-        for m in self.messages:
-            self.host.send(m)
-        return (yield from self.request.__await__())
-
-    monkeypatch.setattr(raft.simulator._SyncThenSend, "__await__", sends_first)
-    found = _first_violation(range(3), SimOptions(chain_share=1.0))
-    assert found is not None and "before the log through it" in found[1], found
-
-
 def test_checker_vote_and_ack_rules_on_the_model_disk():
     w = World(5, SimOptions(nodes=3))
     node = w.nodes[1]

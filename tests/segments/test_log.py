@@ -407,50 +407,6 @@ def test_a_sync_claimed_by_the_caller_is_the_active_segment_alone(tmp_path, monk
     log.close()
 
 
-def test_a_sync_by_a_durable_write_is_handed_the_bytes_written_since_the_last(tmp_path, monkeypatch):
-    """`claim_sync_write` hands out where the unsynced bytes are and the bytes, read
-    back, for the caller to write again durably: every byte changed since the last
-    sync, after a cut too; nothing when anything else is owed, or more than asked."""
-    synced: list[int] = []
-    monkeypatch.setattr(os, "fdatasync", synced.append)
-    log = _open(tmp_path)
-    log.append(make_batch(), 1)
-    assert log.claim_sync_write(1 << 20) is None  # a new log: its directory and epoch checkpoint are owed
-    log.flush()
-    assert log.claim_sync_write(1 << 20) is None  # nothing written since
-
-    def on_disk(fd: int) -> bytes:  # (the data: the file holds zeros allocated ahead too)
-        return os.pread(fd, log.size_bytes, 0)
-
-    size = log.size_bytes
-    log.append(make_batch(), 1)
-    log.append(make_batch(), 1)
-    assert log.claim_sync_write(10) is None  # more than asked for: claims nothing
-    fd, position, data = log.claim_sync_write(1 << 20)
-    assert position == size and data == on_disk(fd)[size:] and len(data) > 0
-    log.synced(True)
-    synced.clear()
-    log.flush()
-    assert synced == []  # done by the caller
-    log.append(make_batch(), 1)
-    assert log.claim_sync_write(1 << 20) is not None
-    log.synced(False)  # it did not happen: the whole file is owed again, by either way
-    assert log.claim_sync_write(1 << 20)[1:] == (0, on_disk(fd))
-    log.synced(True)
-    log.truncate_after(log.next_offset - 4)  # a conflicting suffix: cut, then written anew
-    log.append(make_batch(), 2)
-    assert log.claim_sync_write(1 << 20) is None  # (the epochs' checkpoint is owed)
-    log.flush()
-    kept = len(on_disk(fd))
-    log.append(make_batch(), 2)
-    _, position, data = log.claim_sync_write(1 << 20)
-    assert position == kept and data == on_disk(fd)[kept:]
-    log.synced(True)
-    _fill(log, 30, epoch=2)  # rolls: sealed segments and the directory are owed
-    assert log.claim_sync_write(1 << 20) is None
-    log.close()
-
-
 def test_closed_log_refuses_use(tmp_path):
     log = _open(tmp_path)
     log.close()

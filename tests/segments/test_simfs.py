@@ -64,27 +64,6 @@ def test_unsynced_appends_are_lost_or_torn():
     assert fs.read_file("/d/a") == b"abc" and fs.torn == 1
 
 
-def test_a_durable_write_keeps_its_range_and_nothing_else_unsynced():
-    """RWF_DSYNC: the range written and the size are durable on return; an earlier
-    unsynced write stays volatile (lost here), and reads as zeros under that size."""
-    fs = _fs("low")  # the crash keeps nothing it need not
-    fd = fs.open("/d/a", os.O_RDWR | os.O_CREAT)
-    fs.pwritev(fd, [b"base"], 0)
-    fs.fsync(fd)
-    fs.fsync_directory("/d")
-    fs.pwritev(fd, [b"-lost-"], 4)  # unsynced, before the range
-    fs.pwrite_dsync(fd, b"kept", 10)
-    assert fs.read_file("/d/a") == b"base-lost-kept"
-    fs.crash()
-    assert fs.read_file("/d/a") == b"base" + bytes(6) + b"kept"
-
-    fd = fs.open("/d/a", os.O_RDWR)
-    fs.pwritev(fd, [b"more"], 14)
-    fs.pwrite_dsync(fd, b"more", 14)  # the whole unsynced range, written again: as fsync
-    fs.crash()
-    assert fs.read_file("/d/a") == b"base" + bytes(6) + b"keptmore"
-
-
 def test_descriptors_die_with_the_crash():
     fs = _fs()
     fd = fs.open("/d/a", CREATE)
