@@ -70,6 +70,26 @@ class _NodeLink:
         self.close = anyio.Event()
 
 
+_RETRIED = (
+    NotLeaderError,
+    NotControllerError,
+    NotCoordinatorError,
+    CoordinatorNotAvailableError,
+    ConnectionClosedError,
+    ShuttingDownError,
+    RequestTimeoutError,
+    StorageError,
+    TimeoutError,
+)
+
+
+def retried(exc: BaseException) -> bool:
+    """Whether a request that failed with `exc` is tried again (after a backoff, or
+    elsewhere): the node could not serve it now (not the leader, closing, cut off, out
+    of time), not that the request is wrong."""
+    return isinstance(exc, _RETRIED) and not (isinstance(exc, TideMQError) and not exc.retriable)
+
+
 class ClusterClient:
     def __init__(
         self,
@@ -312,24 +332,15 @@ class ClusterClient:
     # -- routing with retries ---------------------------------------------------------------
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
-        """Run `attempt` until it succeeds or fails with a non-retriable error; retriable
-        failures back off with jitter. Bound it with the caller's cancel scope."""
+        """Run `attempt` until it succeeds or fails with an error it should not retry
+        (`retried`); retried failures back off with jitter. Bound it with the caller's
+        cancel scope."""
         backoff = RETRY_BACKOFF_S[0]
         while True:
             try:
                 return await attempt()
-            except (
-                NotLeaderError,
-                NotControllerError,
-                NotCoordinatorError,
-                CoordinatorNotAvailableError,
-                ConnectionClosedError,
-                ShuttingDownError,
-                RequestTimeoutError,
-                StorageError,
-                TimeoutError,
-            ) as exc:
-                if isinstance(exc, TideMQError) and not exc.retriable:
+            except Exception as exc:
+                if not retried(exc):
                     raise
                 await anyio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, RETRY_BACKOFF_S[1])

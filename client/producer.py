@@ -70,7 +70,7 @@ from typing import Protocol, overload
 
 import anyio
 
-from client.cluster import ClusterClient
+from client.cluster import ClusterClient, retried
 from client.conventions import (
     H_DELAY_DUE,
     H_DELAY_PARTITION,
@@ -1103,7 +1103,8 @@ class Producer:
         watchdog, without a cancel scope of its own (one per send was the largest item
         in the client's profile). True if acknowledged; False if that could not be
         tried (no connection up, too little time left for a whole request) or failed:
-        the usual retrying path takes the batch over, its sequence numbers unchanged."""
+        the usual retrying path takes the batch over, its sequence numbers unchanged.
+        A failure that path would not retry is the send's outcome at once."""
         cluster = self.cluster
         if remaining <= cluster.request_timeout:
             return False
@@ -1112,7 +1113,9 @@ class Producer:
             return False
         try:
             resp: ProduceResponse = await cluster.request(addr, request, batch.sent)
-        except (TideMQError, OSError, TimeoutError):
+        except Exception as exc:
+            if not retried(exc):
+                raise  # (the request is wrong, not the moment: the retrying path would not retry it)
             return False
         batch.base_offset = resp.base_offset
         return True

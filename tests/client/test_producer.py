@@ -167,7 +167,7 @@ async def test_a_lone_sends_first_try_needs_no_cancel_scope_and_a_failed_one_is_
     per send); a first try that fails (a leader that moved) goes the usual retrying
     way, with its sequence numbers: written once."""
     import client.producer
-    from client.errors import NotLeaderError
+    from client.errors import CorruptBatchError, NotLeaderError
 
     async with local_cluster(tmp_path) as c:
         async with Admin(c.bootstrap) as admin:
@@ -191,6 +191,14 @@ async def test_a_lone_sends_first_try_needs_no_cancel_scope_and_a_failed_one_is_
             producer.cluster.request = moved_once  # type: ignore[method-assign]
             assert (await producer.send("scope", b"2")).offset == 3
             assert refused and len(scopes) == 1  # the retrying way, under the delivery timeout
+
+            async def corrupt(addr, body, sent=None):
+                raise CorruptBatchError("refused as corrupt (as if)")
+
+            producer.cluster.request = corrupt  # type: ignore[method-assign]
+            with pytest.raises(CorruptBatchError):
+                await producer.send("scope", b"never")  # not the moment but the request: not retried
+            assert len(scopes) == 1
             producer.cluster.request = real  # type: ignore[method-assign]
         assert [seq for seq, _ in produced.sent] == [0, 1, 2]
         assert [m.value for m in await read_all(c.bootstrap, "scope", 3)] == [b"0", b"1", b"2"]
