@@ -165,7 +165,8 @@ async def test_a_lone_sends_first_try_needs_no_cancel_scope_and_a_failed_one_is_
     """On an open connection to the leader, a lone send's request is bounded by that
     connection's watchdog alone (no `fail_after` of its own, the client's largest cost
     per send); a first try that fails (a leader that moved) goes the usual retrying
-    way, with its sequence numbers: written once."""
+    way, with its sequence numbers: written once. One that the retrying way would not
+    retry (the request is wrong) is the send's outcome, and is not sent again."""
     import client.producer
     from client.errors import CorruptBatchError, NotLeaderError
 
