@@ -207,9 +207,8 @@ class ClusterClient:
         ConnectionClosedError, and the next request dials afresh.
         """
         patience = self.request_timeout + max(getattr(body, "max_wait_ms", 0) or 0, 0) / 1000
-        link = self._links.get(addr)
-        conn: Connection | None = link.conn if link is not None and link.ready.is_set() else None
-        if conn is not None and not conn.closed:
+        conn = self._ready(addr)
+        if conn is not None:
             # Connected: the connection's watchdog bounds the wait (a cancel scope of our
             # own on every request cost the client more than any other step of a send).
             try:
@@ -217,7 +216,6 @@ class ClusterClient:
             except (TimeoutError, ConnectionClosedError):
                 self._drop(addr, conn)
                 raise
-        conn = None
         try:
             with anyio.fail_after(patience):
                 conn = await self.connection(addr)
@@ -232,6 +230,12 @@ class ClusterClient:
                 self._drop(addr, conn)
             raise
 
+    def _ready(self, addr: str) -> Connection | None:
+        """The open connection to `addr`, if one is up now (no dialing)."""
+        link = self._links.get(addr)
+        conn = link.conn if link is not None and link.ready.is_set() else None
+        return conn if conn is not None and not conn.closed else None
+
     def connected_leader(self, topic: str, partition: int) -> str | None:
         """The address of the partition's leader as last known, when a connection to it
         is up (a request there is bounded by that connection's watchdog); else None."""
@@ -240,10 +244,7 @@ class ClusterClient:
             return None
         leader = info.partitions[partition].leader
         addr = self.nodes.get(leader) if leader is not None else None
-        link = self._links.get(addr) if addr is not None else None
-        if link is None or not link.ready.is_set() or link.conn is None or link.conn.closed:
-            return None
-        return addr
+        return addr if addr is not None and self._ready(addr) is not None else None
 
     def _drop(self, addr: str, conn: Connection) -> None:
         """Close the link that owns `conn` (not a newer one another task dialed since)."""

@@ -1038,10 +1038,9 @@ class Producer:
         delivery task takes the batch over (a resend is recognised by its sequence
         numbers) and the cancellation goes on."""
         handed_over = False
-        remaining = batch.created + self.delivery_timeout - time.monotonic()
         request = Produce(topic, p, batch.data, self.acks, int(self.request_timeout * 1000), self.transactional_id)
         try:
-            if caller and await self._deliver_at_once(topic, p, request, batch, remaining):
+            if caller and await self._deliver_at_once(topic, p, request, batch):
                 return
             remaining = batch.created + self.delivery_timeout - time.monotonic()
             with anyio.fail_after(max(remaining, 0.001)):
@@ -1097,7 +1096,7 @@ class Producer:
                 self._settle(topic, p, batch)
                 q.wakeup.set()  # the sender may send the next batch, or the lingering one
 
-    async def _deliver_at_once(self, topic: str, p: int, request: Produce, batch: _Batch, remaining: float) -> bool:
+    async def _deliver_at_once(self, topic: str, p: int, request: Produce, batch: _Batch) -> bool:
         """A lone send's first try (`_send_at_once`'s batch, from the caller's task): one
         request to the leader on its open connection, bounded by that connection's
         watchdog, without a cancel scope of its own (one per send was the largest item
@@ -1106,7 +1105,7 @@ class Producer:
         the usual retrying path takes the batch over, its sequence numbers unchanged.
         A failure that path would not retry is the send's outcome at once."""
         cluster = self.cluster
-        if remaining <= cluster.request_timeout:
+        if batch.created + self.delivery_timeout - time.monotonic() <= cluster.request_timeout:
             return False
         addr = cluster.connected_leader(topic, p)
         if addr is None:
