@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -87,7 +88,9 @@ def retried(exc: BaseException) -> bool:
     """Whether a request that failed with `exc` is tried again (after a backoff, or
     elsewhere): the node could not serve it now (not the leader, closing, cut off, out
     of time), not that the request is wrong."""
-    return isinstance(exc, _RETRIED) and not (isinstance(exc, TideMQError) and not exc.retriable)
+    if isinstance(exc, TideMQError) and not exc.retriable:
+        return False
+    return isinstance(exc, _RETRIED)
 
 
 class ClusterClient:
@@ -236,7 +239,7 @@ class ClusterClient:
         conn = link.conn if link is not None and link.ready.is_set() else None
         return conn if conn is not None and not conn.closed else None
 
-    def connected_leader(self, topic: str, partition: int) -> str | None:
+    def _connected_leader(self, topic: str, partition: int) -> str | None:
         """The address of the partition's leader as last known, when a connection to it
         is up (a request there is bounded by that connection's watchdog); else None."""
         info = self.topics.get(topic)
@@ -332,7 +335,7 @@ class ClusterClient:
 
     # -- routing with retries ---------------------------------------------------------------
 
-    async def _retrying(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run `attempt` until it succeeds or fails with an error it should not retry
         (`retried`); retried failures back off with jitter. Bound it with the caller's
         cancel scope."""
@@ -346,8 +349,21 @@ class ClusterClient:
                 await anyio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, RETRY_BACKOFF_S[1])
 
-    async def leader_request(self, topic: str, partition: int, body: Request[R], sent: anyio.Event | None = None) -> R:
-        """Send to the partition's leader, following leadership changes."""
+    async def leader_request(
+        self,
+        topic: str,
+        partition: int,
+        body: Request[R],
+        sent: anyio.Event | None = None,
+        *,
+        within: float | None = None,
+    ) -> R:
+        """Send to the partition's leader, following leadership changes.
+
+        `within` (seconds) bounds the whole, retries included; a first try to the known
+        leader on an open connection then goes without a cancel scope of its own (that
+        connection's watchdog bounds it: a scope per request was the largest cost of a
+        producer's lone send), and one that fails is rerouted and retried as any."""
         hint: list[str | None] = [None]
 
         async def attempt() -> R:
@@ -379,7 +395,19 @@ class ClusterClient:
                 await self.refresh_metadata([topic], seen=seen)
                 raise
 
-        return await self._retrying(attempt, f"{topic}-{partition}")
+        if within is None:
+            return await self._retrying(attempt)
+        start = time.monotonic()
+        first = self._connected_leader(topic, partition) if within > self.request_timeout else None
+        if first is not None:
+            hint[0] = first
+            try:
+                return await attempt()
+            except Exception as exc:
+                if not retried(exc):
+                    raise
+        with anyio.fail_after(max(within - (time.monotonic() - start), 0.001)):
+            return await self._retrying(attempt)
 
     async def controller_request(self, body: Request[R]) -> R:
         hint: list[str | None] = [None]
@@ -403,7 +431,7 @@ class ClusterClient:
                 self.controller = None
                 raise
 
-        return await self._retrying(attempt, "controller")
+        return await self._retrying(attempt)
 
     def _hinted(self, exc: TideMQError) -> str | None:
         """Where an error says the leader is (by id first: a node's own client routes
@@ -415,20 +443,15 @@ class ClusterClient:
 
     async def coordinator_request(self, group: str, body: Request[R]) -> R:
         """Send to the group's coordinator, following it as it moves."""
-        return await self._via_coordinator(group, FindCoordinator(group), body, f"group {group}")
+        return await self._via_coordinator(group, FindCoordinator(group), body)
 
     async def transaction_coordinator_request(self, transactional_id: str, body: Request[R]) -> R:
         """Send to the transactional id's coordinator, following it as it moves."""
         return await self._via_coordinator(
-            "\0txn:" + transactional_id,
-            FindTransactionCoordinator(transactional_id),
-            body,
-            f"transactional id {transactional_id}",
+            "\0txn:" + transactional_id, FindTransactionCoordinator(transactional_id), body
         )
 
-    async def _via_coordinator(
-        self, cache_key: str, find: Request[CoordinatorResponse], body: Request[R], what: str
-    ) -> R:
+    async def _via_coordinator(self, cache_key: str, find: Request[CoordinatorResponse], body: Request[R]) -> R:
         async def attempt() -> R:
             addr = self._coordinators.get(cache_key)
             if addr is None:
@@ -440,4 +463,4 @@ class ClusterClient:
                 self._coordinators.pop(cache_key, None)
                 raise
 
-        return await self._retrying(attempt, what)
+        return await self._retrying(attempt)

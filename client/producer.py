@@ -70,7 +70,7 @@ from typing import Protocol, overload
 
 import anyio
 
-from client.cluster import ClusterClient, retried
+from client.cluster import ClusterClient
 from client.conventions import (
     H_DELAY_DUE,
     H_DELAY_PARTITION,
@@ -1040,9 +1040,12 @@ class Producer:
         handed_over = False
         request = Produce(topic, p, batch.data, self.acks, int(self.request_timeout * 1000), self.transactional_id)
         try:
-            if caller and await self._deliver_at_once(topic, p, request, batch):
-                return
             remaining = batch.created + self.delivery_timeout - time.monotonic()
+            if caller:  # a lone send (`_send_at_once`): nothing ahead of it to wait for
+                batch.base_offset = (
+                    await self.cluster.leader_request(topic, p, request, batch.sent, within=remaining)
+                ).base_offset
+                return
             with anyio.fail_after(max(remaining, 0.001)):
                 if self.acks == ACKS_NONE:
                     info = await self.cluster.topic(topic)
@@ -1095,29 +1098,6 @@ class Producer:
                     q.line_broken = True
                 self._settle(topic, p, batch)
                 q.wakeup.set()  # the sender may send the next batch, or the lingering one
-
-    async def _deliver_at_once(self, topic: str, p: int, request: Produce, batch: _Batch) -> bool:
-        """A lone send's first try (`_send_at_once`'s batch, from the caller's task): one
-        request to the leader on its open connection, bounded by that connection's
-        watchdog, without a cancel scope of its own (one per send was the largest item
-        in the client's profile). True if acknowledged; False if that could not be
-        tried (no connection up, too little time left for a whole request) or failed:
-        the usual retrying path takes the batch over, its sequence numbers unchanged.
-        A failure that path would not retry is the send's outcome at once."""
-        cluster = self.cluster
-        if batch.created + self.delivery_timeout - time.monotonic() <= cluster.request_timeout:
-            return False
-        addr = cluster.connected_leader(topic, p)
-        if addr is None:
-            return False
-        try:
-            resp: ProduceResponse = await cluster.request(addr, request, batch.sent)
-        except Exception as exc:
-            if not retried(exc):
-                raise  # (the request is wrong, not the moment: the retrying path would not retry it)
-            return False
-        batch.base_offset = resp.base_offset
-        return True
 
     def _settle(self, topic: str, p: int, batch: _Batch) -> None:
         """The batch is done, acknowledged or failed: wake its sends, free its buffer."""
