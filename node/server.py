@@ -605,16 +605,16 @@ class Server:
             except Exception as exc:  # the node must keep serving everyone else
                 log.exception("request %s failed", kind)
                 resp = ErrorResponse(int(ErrorCode.UNKNOWN), f"{type(exc).__name__}: {exc}")
-            if isinstance(resp, Spliced):  # a fetch's answer with bytes to send from the files
-                outbox.put(resp.frame(env.id, version))
-            elif resp is not None:
-                outbox.put(encode_frame(env.id, resp, version))
-        finally:
+        finally:  # (counted before the answer leaves: a client that has it finds it counted)
             inflight.release()
             if self.metrics:
                 self.metrics.observe_request(
                     kind, trio.current_time() - start, "error" if isinstance(resp, ErrorResponse) else "ok"
                 )
+        if isinstance(resp, Spliced):  # a fetch's answer with bytes to send from the files
+            outbox.put(resp.frame(env.id, version))
+        elif resp is not None:
+            outbox.put(encode_frame(env.id, resp, version))
 
     @staticmethod
     async def _writer(stream: trio.abc.Stream, outbox: _Outbox, metrics=None) -> None:

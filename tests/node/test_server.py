@@ -408,3 +408,30 @@ async def test_a_user_unknown_before_the_state_is_loaded_is_told_to_retry(nurser
     with pytest.raises(AuthFailedError, match="wrong user or password"):
         async with open_connection(addr, user="alice", password="pw"):
             pass
+
+
+async def test_a_request_is_counted_before_its_answer_leaves(nursery, monkeypatch):
+    """A client that has its answer and then scrapes /metrics finds its request counted:
+    the answer may be written at once (node/eager.py), so counting after it raced the
+    scrape."""
+    import node.server
+    from node.metrics import NodeMetrics
+
+    metrics = NodeMetrics(1)
+    server = Server(1, EchoHandler(), lambda frm, payload: None, max_frame_bytes=1 << 20, metrics=metrics)
+    listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+    addr = f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+    counted_at_put = []
+    put = node.server._Outbox.put
+
+    def watching_put(self, frame):
+        counted_at_put.append(
+            metrics.registry.get_sample_value("tidemq_requests_total", {"kind": "ListOffsets", "outcome": "ok"})
+        )
+        put(self, frame)
+
+    monkeypatch.setattr(node.server._Outbox, "put", watching_put)
+    async with open_connection(addr) as conn:
+        for n in range(1, 4):
+            assert (await conn.request(ListOffsets("t", 0, n))).offset == n
+    assert counted_at_put[-3:] == [1.0, 2.0, 3.0]
