@@ -348,7 +348,10 @@ class Broker:
 
     # -- groups ---------------------------------------------------------------------------
 
-    def _raft_config(self, applied: int | None = None, *, eager_commit: bool = True) -> RaftConfig:
+    def _raft_config(self, applied: int | None = None, *, partition: bool = False) -> RaftConfig:
+        """A partition's followers learn a commit from what goes next, and only a quorum
+        gets its entries at once (docs/raft.md, "Commit propagation" and "Thrifty
+        appends"); the controller's tell every node at once."""
         return RaftConfig(
             id=self.id,
             rng=random.Random(),
@@ -357,7 +360,8 @@ class Broker:
             max_size_per_msg=1 << 20,
             applied=applied,
             quiesce=self.cfg.quiesce,
-            eager_commit=eager_commit,
+            eager_commit=not partition,
+            thrifty=partition and self.cfg.thrifty_appends,
         )
 
     def log_config(self, configs: dict[str, str] | None = None) -> segments.LogConfig:
@@ -504,10 +508,8 @@ class Broker:
             saved = StateCheckpoint.read(storage)
             # A data partition's whole state is in the checkpoint: the log before it is not
             # applied again. A shard's state comes from its own snapshot and the log after.
-            # A partition's followers learn a commit from what goes next (docs/raft.md,
-            # "Commit propagation"); the controller's tell every node at once.
             core = RaftNode(
-                self._raft_config(saved.offset if saved and shard is None else None, eager_commit=False), storage
+                self._raft_config(saved.offset if saved and shard is None else None, partition=True), storage
             )
             for peer in self.liveness.down:  # (a member down now does not hold the new group awake)
                 core.peer_down(peer)

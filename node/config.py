@@ -88,6 +88,9 @@ class NodeConfig:
     election_ticks: int = 10
     heartbeat_ticks: int = 2
     quiesce: bool = True  # idle Raft groups go quiet (docs/raft.md, "Idle groups: quiescence")
+    #: A partition's new entries go at once to a commit's quorum, the other replicas
+    #: trail by up to a tick (docs/raft.md, "Thrifty appends").
+    thrifty_appends: bool = True
     segment_bytes: int = 128 * 1024 * 1024
     min_segment_bytes: int = 1 << 20  # the least segment.bytes a topic may set
     min_segment_ms: int = 60_000  # the least segment.ms a topic may set
@@ -245,6 +248,13 @@ class NodeConfig:
         )
         p.add_argument("--fsync", choices=["always", "interval", "never"])
         p.add_argument("--tick-ms", dest="tick_ms", type=int)
+        p.add_argument(
+            "--no-thrifty-appends",
+            dest="thrifty_appends",
+            action="store_const",
+            const=False,
+            help="send a partition's new entries to every replica at once, not only to a commit's quorum",
+        )
         p.add_argument(
             "--delay-tiers",
             dest="delay_tiers_ms",

@@ -81,16 +81,17 @@ async def _nothing() -> None:
 
 
 def in_sync_of(core: RaftNode) -> list[int]:
-    """A leader's in-sync members: those holding its whole log that it heard from lately,
-    or, while the group is quiet, that the failure detector does not hold down. A quiet
-    group hears nothing (that is the point), so "lately" goes stale there; it went quiet
+    """A leader's in-sync members: those holding what its log held a tick ago (a
+    trailing follower of thrifty appends gets a tick's entries at a time) that it heard
+    from lately or that the node's failure detector does not hold down. "Lately" alone
+    (`recent_active`) is cleared each check-quorum period: a member that speaks only
+    now and then (a quiet group's hears nothing, which is the point; a trailing follower
+    answers once a tick) would drop out until it next spoke. A quiet group went quiet
     only once every member not held down had the whole log and said so, and a member
     going down since would have woken it."""
-    quiet, down = core.quiescent, core.peers_down
+    down = core.peers_down
     return sorted(
-        pid
-        for pid, pr in core.status().progress.items()
-        if pr.lag == 0 and (pr.recent_active or (quiet and pid not in down))
+        pid for pid, pr in core.status().progress.items() if pr.caught_up and (pr.recent_active or pid not in down)
     )
 
 

@@ -103,6 +103,14 @@ class Config:
     #: acknowledgement per commit (a data partition's followers; the node's controller
     #: group keeps True, as every node answers metadata from its own copy).
     eager_commit: bool = True
+    #: Thrifty appends (docs/raft.md, "Thrifty appends"): a new entry goes at once only to
+    #: as many voters as its commit needs, preferring the follower whose acknowledgement
+    #: last completed a commit; the other voters are sent what they lack at each tick,
+    #: or as soon as it reaches ``trailing_batch_bytes``. Each write then waits on (and
+    #: wakes) one follower in three instead of two, and the trailing one writes and syncs
+    #: a tick's entries at once. Learners and a leadership transferee get entries at once.
+    thrifty: bool = False
+    trailing_batch_bytes: int = 256 << 10
     #: The last offset the caller's state machine already holds after a restart
     #: (None: the snapshot index, i.e. redeliver every committed entry in the log).
     applied: int | None = None
@@ -137,6 +145,9 @@ class PeerStatus:
     learner: bool
     inflight: int
     lag: int  #: leader's last offset - match
+    #: Holds every entry the leader had one tick ago: a follower sent entries in batches
+    #: (`Config.thrifty`), or one whose acknowledgement is on its way, is not behind.
+    caught_up: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,8 +168,8 @@ class Status:
     quiescent: bool = False
 
     def under_replicated(self) -> list[int]:
-        """Members (leader view) whose log is behind the leader's."""
-        return [p for p, s in self.progress.items() if s.lag > 0]
+        """Members (leader view) that lack entries the leader had a tick ago."""
+        return [p for p, s in self.progress.items() if not s.caught_up]
 
 
 class RaftNode:
@@ -201,6 +212,12 @@ class RaftNode:
         self.pending_conf_index = -1
         self._pending_bcast = False
         self._ready_out = False
+        # Leader: the follower whose acknowledgement last completed a commit, the bytes
+        # proposed so far (against `Progress.sent_bytes`), and the log's last offset at
+        # the two latest ticks (the older one is what "caught up" means).
+        self._fast = NONE
+        self._proposed_bytes = 0
+        self._tick_lasts = (-1, -1)
         #: Quiet: ticks do nothing and no heartbeats leave (see `Config.quiesce`).
         self.quiescent = False
         self._quiet_acks: dict[int, int] = {}  # leader: follower -> the commit it went quiet at
@@ -481,6 +498,7 @@ class RaftNode:
         progress: dict[int, PeerStatus] = {}
         if self.role == Role.LEADER:
             last = self.log.last_index()
+            bound = self._caught_up_bound()
             for p, pr in self.prs.items():
                 progress[p] = PeerStatus(
                     match=pr.match,
@@ -490,6 +508,7 @@ class RaftNode:
                     learner=pr.learner,
                     inflight=len(pr.inflights),
                     lag=max(0, last - pr.match),
+                    caught_up=pr.match >= bound,
                 )
         return Status(
             id=self.id,
@@ -508,12 +527,15 @@ class RaftNode:
         )
 
     def lagging(self) -> bool:
-        """Leader: whether some member's log is behind ours (`Status.under_replicated`
-        without building a status)."""
+        """Leader: whether some member lacks entries we had a tick ago
+        (`Status.under_replicated` without building a status)."""
         if self.role != Role.LEADER:
             return False
-        last = self.log.last_index()
-        return any(pr.match < last for pr in self.prs.values())
+        bound = self._caught_up_bound()
+        return any(pr.match < bound for pr in self.prs.values())
+
+    def _caught_up_bound(self) -> int:
+        return min(self._tick_lasts[0], self.log.last_index())
 
     # ------------------------------------------------------------ state changes
 
@@ -570,6 +592,8 @@ class RaftNode:
         me.maybe_update(self.log.last_stable_index())
         me.become_replicate()
         me.recent_active = True
+        self._fast = NONE
+        self._tick_lasts = (last, last)
         # No membership change before the new term's no-op commits.
         self.pending_conf_index = last + 1
         self._append_local(EntryKind.NOOP, b"", 1)
@@ -799,6 +823,7 @@ class RaftNode:
         index = self.log.last_index() + 1
         e = Entry(index=index, last=index + count - 1, term=self.term, kind=kind, data=data)
         self.log.append((e,))
+        self._proposed_bytes += e.size
         if kind == EntryKind.CONFIG:
             self.pending_conf_index = index
             self._conf_log.append((index, self.term, ConfState.decode(data)))
@@ -809,6 +834,13 @@ class RaftNode:
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        last = self.log.last_index()
+        self._tick_lasts = (self._tick_lasts[1], last)
+        if self.cfg.thrifty:
+            # The trailing followers' batch (a no-op for those that have everything).
+            for p, pr in self.prs.items():
+                if p != self.id and pr.next <= last:
+                    self._send_append(p, send_if_empty=False)
         if self.election_elapsed >= self.cfg.election_tick:
             self.election_elapsed = 0
             if self.cfg.check_quorum:
@@ -897,9 +929,31 @@ class RaftNode:
             self.heartbeat_elapsed = self.cfg.heartbeat_tick
 
     def _bcast_append(self, send_if_empty: bool = True) -> None:
-        for p in self.prs:
-            if p != self.id:
+        trailing = self._trailing()
+        for p, pr in self.prs.items():
+            if p != self.id and (p not in trailing or self._batch_due(pr)):
                 self._send_append(p, send_if_empty)
+
+    def _trailing(self) -> list[int]:
+        """Leader: the voters a new entry need not go to at once (`Config.thrifty`): all
+        but the quorum's worth we expect to acknowledge first. Those are, in order, the
+        members the failure detector does not hold down, the one that last completed a
+        commit, and the furthest along; so if that one stops answering, the next tick's
+        batch lets another complete a commit, and it takes its place."""
+        if not self.cfg.thrifty or self.lead_transferee != NONE:
+            return []
+        voters = self.conf.voters
+        others = [v for v in voters if v != self.id and v in self.prs]
+        need = len(voters) // 2 + 1 - (self.id in voters)
+        if len(others) <= need:
+            return []
+        down, fast, prs = self.peers_down, self._fast, self.prs
+        others.sort(key=lambda v: (v not in down, v == fast, prs[v].match), reverse=True)
+        return others[need:]
+
+    def _batch_due(self, pr: Progress) -> bool:
+        """A trailing follower's backlog is a batch's worth: send it now, not at the tick."""
+        return self._proposed_bytes - pr.sent_bytes >= self.cfg.trailing_batch_bytes
 
     def _send_append(self, to: int, send_if_empty: bool = True) -> bool:
         """Send the next append to ``to`` if its progress allows; returns whether one was sent."""
@@ -926,6 +980,8 @@ class RaftNode:
             )
         )
         if ents:
+            if ents[-1].last == last:
+                pr.sent_bytes = self._proposed_bytes
             if pr.state == ProgressState.REPLICATE:
                 pr.next = ents[-1].last + 1
                 pr.inflights.add(ents[-1].last, sum(e.size for e in ents))
@@ -1021,13 +1077,16 @@ class RaftNode:
         else:
             pr.inflights.free_le(m.index)
         if self._maybe_commit():
+            self._fast = m.frm
             self._bcast_append(send_if_empty=self.cfg.eager_commit)  # (see Config.eager_commit)
         elif old_paused:
             self._send_append(m.frm)
-        # Keep the pipe full: send while the window allows and entries remain.
-        while pr.next <= self.log.last_index() and self._send_append(m.frm, send_if_empty=False):
-            if pr.state != ProgressState.REPLICATE:
-                break
+        # Keep the pipe full: send while the window allows and entries remain (to a
+        # trailing follower only a batch's worth; the rest goes at the next tick).
+        if not self.cfg.thrifty or self._batch_due(pr) or m.frm not in self._trailing():
+            while pr.next <= self.log.last_index() and self._send_append(m.frm, send_if_empty=False):
+                if pr.state != ProgressState.REPLICATE:
+                    break
         if m.frm == self.lead_transferee and pr.match == self.log.last_index():
             self._send(TimeoutNow(to=m.frm, frm=self.id, term=self.term))
 

@@ -70,6 +70,9 @@ class Progress:
         self.snapshot_ticks = 0
         self.recent_active = False
         self.learner = learner
+        #: The leader's proposed-bytes count when an append last took this follower to the
+        #: end of its log (how big a trailing follower's backlog is: `Config.thrifty`).
+        self.sent_bytes = 0
         self.inflights = Inflights(max_inflight, max_inflight_bytes)
 
     def _reset_state(self, state: ProgressState) -> None:

@@ -212,6 +212,9 @@ class SimOptions:
     #: Idle groups go quiet (`Config.quiesce`); None: on for four seeds in five. The
     #: node-level heartbeats and failure detector run either way, as on the node.
     quiesce: bool | None = None
+    #: Thrifty appends (`Config.thrifty`); None: on for half the seeds, with a trailing
+    #: batch of 64 B, 1 KiB or 1 MiB (the last: trailing followers hear only at ticks).
+    thrifty: bool | None = None
     max_committed_size_per_ready: int = 1024
     elect_bound: int = 300  #: ticks after healing for a settled leader
     commit_bound: int = 40  #: ticks for proposals to commit once accepted (+2 per batch queued before them)
@@ -293,6 +296,8 @@ class SimNode:
                 max_committed_size_per_ready=w.opts.max_committed_size_per_ready,
                 quiesce=w.quiesce,
                 eager_commit=w.eager_commit,
+                thrifty=w.thrifty,
+                trailing_batch_bytes=w.trailing_batch_bytes,
             ),
             self.storage,
         )
@@ -603,6 +608,9 @@ class World:
         # Drawn apart from the world's generator, so the rest of the seed's draws stay put.
         self.quiesce = o.quiesce if o.quiesce is not None else Prng(seed ^ 0x51E7).random() < 0.8
         self.begin_rng = Prng(seed ^ 0xB3617)
+        thrifty_rng = Prng(seed ^ 0x7F1F7)
+        self.thrifty = o.thrifty if o.thrifty is not None else thrifty_rng.random() < 0.5
+        self.trailing_batch_bytes = thrifty_rng.choice([64, 1024, 1 << 20])
         self.quiesced = 0
         self.peer_downs = 0
         self.eager_commit = (seed >> 1) % 2 == 0  # half the seeds each way (drawing nothing: seeds replay as before)

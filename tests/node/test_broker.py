@@ -87,6 +87,19 @@ async def test_create_produce_fetch(tmp_path):
             assert [p.leader for p in md.topics[0].partitions] == [leaders[p] for p in range(3)]
 
 
+@pytest.mark.parametrize("thrifty", [True, False])
+async def test_partitions_send_new_entries_to_a_quorum_first_unless_told_not_to(tmp_path, thrifty):
+    """docs/raft.md, "Thrifty appends": every replica of a partition follows the node's
+    setting; the controller group always sends to every node at once."""
+    async with local_cluster(tmp_path, thrifty_appends=thrifty) as cluster:
+        async with open_connection(await controller_conn_addr(cluster)) as conn:
+            await conn.request(CreateTopic("t", partitions=1, replication=3))
+        await cluster.wait_leaders("t")
+        for b in cluster.brokers.values():
+            assert b.partitions[("t", 0)].core.cfg.thrifty is thrifty
+            assert b.controller.core.cfg.thrifty is False
+
+
 async def test_bad_input_gets_typed_errors(tmp_path):
     async with local_cluster(tmp_path, n=1) as cluster:
         async with open_connection(cluster.peers[1]) as conn:

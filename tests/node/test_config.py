@@ -52,6 +52,12 @@ def test_peer_secret_comes_from_the_environment(tmp_path, monkeypatch):
     assert cfg.peer_secret == "from-the-environment"
 
 
+def test_thrifty_appends_are_on_unless_turned_off(tmp_path):
+    base = ["--id", "1", "--listen", "127.0.0.1:9401", "--data", str(tmp_path)]
+    assert NodeConfig.from_args(base).thrifty_appends is True
+    assert NodeConfig.from_args([*base, "--no-thrifty-appends"]).thrifty_appends is False
+
+
 def test_a_single_node_needs_no_peer_settings(tmp_path):
     cfg = NodeConfig.from_args(["--id", "1", "--listen", "127.0.0.1:9401", "--data", str(tmp_path)])
     assert cfg.peer_listen == "127.0.0.1:0" and cfg.peer_secret is None and cfg.client_addr(1) == "127.0.0.1:9401"

@@ -1,5 +1,6 @@
 """A live node process: admin, every acks level, hostile frames, token, metrics."""
 
+import signal
 import struct
 import urllib.request
 
@@ -158,3 +159,52 @@ async def test_idle_partitions_go_quiet_and_a_killed_leader_is_replaced(tmp_path
                 await trio.sleep(0.05)
     finally:
         c.close()
+
+
+async def test_writes_go_on_whichever_follower_stops_and_the_trailing_one_stays_in_sync(tmp_path):
+    """Thrifty appends (docs/raft.md): a new entry goes at once to one follower of two, the
+    other gets a tick's entries at a time. While writes go one at a time both followers
+    are reported in sync; a paused follower, whichever of the two, costs a write about a
+    tick, not a stall; and once both answer again every replica holds every write."""
+    async with process_cluster(tmp_path, n=3) as c:
+        controller = await c.wait_ready()
+        with trio.fail_after(10):
+            while True:
+                try:
+                    await c.request(controller, CreateTopic("t", partitions=1, replication=3))
+                    break
+                except NotControllerError:
+                    await trio.sleep(0.02)
+        leader = await c.leader_of("t", 0)
+
+        async def produce(value: bytes) -> float:
+            t0 = trio.current_time()
+            with trio.fail_after(10):
+                while True:
+                    try:
+                        await c.request(leader, Produce("t", 0, build_batch([(None, value, (), None)])))
+                        return trio.current_time() - t0
+                    except NotLeaderError:  # (a new leader applies its no-op first)
+                        await trio.sleep(0.02)
+
+        async def partition_info():
+            return (await c.request(leader, Metadata(["t"]))).topics[0].partitions[0]
+
+        await produce(b"first")
+        reported = []
+        for i in range(60):
+            await produce(b"steady %d" % i)
+            if i % 6 == 5:
+                reported.append((await partition_info()).in_sync)
+        assert reported == [[1, 2, 3]] * 10
+        for follower in (n for n in (1, 2, 3) if n != leader):
+            c.kill(follower, signal.SIGSTOP)
+            try:
+                slowest = max([await produce(b"without %d" % follower) for _ in range(20)])
+            finally:
+                c.kill(follower, signal.SIGCONT)
+            assert slowest < 1.0, f"a write took {slowest:.2f} s with node {follower} paused"
+        with trio.fail_after(10):
+            while (info := await partition_info()).in_sync != [1, 2, 3]:
+                await trio.sleep(0.05)
+        assert info.high_watermark == 1 + 1 + 60 + 40  # (the leader's no-op first)

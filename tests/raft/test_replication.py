@@ -185,7 +185,15 @@ def test_status_reports_lag_and_under_replication():
     s = lead.status()
     assert s.role == Role.LEADER and s.leader == 1 and s.commit == lead.commit
     assert s.progress[2].lag == 0 and s.progress[3].lag == 5
-    assert s.under_replicated() == [3]
+    # Behind means lacking what the leader had a tick ago: an acknowledgement on its way
+    # (or a trailing follower's batch, `Config.thrifty`) is not under-replication.
+    assert s.under_replicated() == [] and not lead.lagging()
+    c.tick()
+    assert lead.status().under_replicated() == [] and not lead.lagging()
+    c.tick()
+    s = lead.status()
+    assert s.under_replicated() == [3] and lead.lagging()
+    assert s.progress[2].caught_up and not s.progress[3].caught_up
     assert c.nodes[2].status().progress == {}
 
 
