@@ -118,9 +118,11 @@ async def test_no_fsync_runs_on_the_event_loop(tmp_path, monkeypatch):
     assert not on_loop, on_loop[0]
 
 
-def test_a_quiet_group_keeps_its_members_in_sync():
+def test_a_member_is_in_sync_while_it_holds_the_log_of_a_tick_ago_and_is_not_held_down():
     """A quiet leader hears nothing, so who it heard from "lately" goes stale (an
-    unquiesce resets it); in sync is then who holds the log and is not held down."""
+    unquiesce resets it), as it does for a trailing follower of thrifty appends between
+    its batches; in sync is who holds what the leader had a tick ago and is heard from
+    lately or not held down by the failure detector."""
     c = quiet_cluster()
     lead = c.elect(1)
     c.tick(5)
@@ -130,8 +132,14 @@ def test_a_quiet_group_keeps_its_members_in_sync():
     lead.peers_down.add(3)  # (without waking it: how peer_down leaves it is not the point)
     assert in_sync_of(lead) == [1, 2]
     lead.peers_down.discard(3)
-    lead.quiescent = False  # awake, 3 not heard from since: out until it answers
-    assert in_sync_of(lead) == [1, 2]
+    lead.quiescent = False  # awake, 3 not heard from since: it holds the log and is up
+    assert in_sync_of(lead) == [1, 2, 3]
+    c.isolate(3)
+    c.propose(1, b"x")
+    assert in_sync_of(lead) == [1, 2, 3]  # (its acknowledgement may be on its way)
+    c.tick(2)
+    assert in_sync_of(lead) == [1, 2]  # it lacks what the leader had a tick ago
+    c.heal()
     c.tick(ET)
     assert in_sync_of(lead) == [1, 2, 3]
 
