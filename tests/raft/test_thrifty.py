@@ -11,6 +11,14 @@ def entry_appends(c: Cluster) -> list[Append]:
     return [m for m in c.sent if isinstance(m, Append) and m.entries]
 
 
+def waited_on(c: Cluster, data: bytes = b"a") -> int:
+    """Propose one entry; the one follower it went to at once."""
+    c.sent.clear()
+    c.propose(1, data)
+    (fast,) = {m.to for m in entry_appends(c)}
+    return fast
+
+
 def thrifty_cluster(ids: tuple[int, ...] = (1, 2, 3), **cfg: object) -> Cluster:
     c = Cluster(ids, thrifty=True, eager_commit=False, **cfg)
     c.elect(1)
@@ -42,9 +50,7 @@ def test_a_new_entry_goes_at_once_to_one_follower_of_two_and_to_the_other_at_the
 def test_when_the_fast_follower_stops_answering_the_next_tick_commits_through_the_other():
     c = thrifty_cluster()
     lead = c.nodes[1]
-    c.sent.clear()
-    c.propose(1, b"a")
-    (fast,) = {m.to for m in entry_appends(c)}
+    fast = waited_on(c)
     other = 5 - fast
     c.isolate(fast)
     e = c.propose(1, b"b")
@@ -62,10 +68,7 @@ def test_when_the_fast_follower_stops_answering_the_next_tick_commits_through_th
 
 def test_a_backlog_of_a_batch_goes_at_once():
     c = thrifty_cluster(trailing_batch_bytes=100)
-    c.sent.clear()
-    c.propose(1, b"x" * 60)
-    (fast,) = {m.to for m in entry_appends(c)}
-    trailing = 5 - fast
+    trailing = 5 - waited_on(c, b"x" * 60)
     e = c.propose(1, b"y" * 60)  # 120 bytes are waiting for the trailing follower: a batch
     assert [len(m.entries) for m in entry_appends(c) if m.to == trailing] == [2]
     assert c.nodes[trailing].log.last_index() == e.last
@@ -96,9 +99,7 @@ def test_learners_get_new_entries_at_once():
 def test_a_follower_the_failure_detector_holds_down_is_not_the_one_waited_on():
     c = thrifty_cluster()
     lead = c.nodes[1]
-    c.sent.clear()
-    c.propose(1, b"a")
-    (fast,) = {m.to for m in entry_appends(c)}
+    fast = waited_on(c)
     lead.peer_down(fast)
     c.sent.clear()
     e = c.propose(1, b"b")
