@@ -1083,7 +1083,9 @@ class RaftNode:
             self._send_append(m.frm)
         # Keep the pipe full: send while the window allows and entries remain (to a
         # trailing follower only a batch's worth; the rest goes at the next tick).
-        if not self.cfg.thrifty or self._batch_due(pr) or m.frm not in self._trailing():
+        if pr.next <= self.log.last_index() and (
+            not self.cfg.thrifty or self._batch_due(pr) or m.frm not in self._trailing()
+        ):
             while pr.next <= self.log.last_index() and self._send_append(m.frm, send_if_empty=False):
                 if pr.state != ProgressState.REPLICATE:
                     break
