@@ -379,6 +379,12 @@ class RaftNode:
             return
         if self.quiescent and not self._keeps_quiet(m):
             self._unquiesce()
+            if self.role == Role.FOLLOWER and self.leader not in (NONE, m.frm):
+                # Our election timer runs again, and the leader, still quiet, would not
+                # reset it: wake the leader too (its heartbeat quiets us again). A
+                # campaign we refuse may not reach it (a removed node's, or one cut
+                # off from it), and two of us woken so could elect without it.
+                self._send(HeartbeatResponse(to=self.leader, frm=self.id, term=self.term))
         if m.term > self.term:
             if isinstance(m, Vote) and not m.transfer and self._in_lease():
                 # A leader is alive as far as we know: ignore the campaign instead

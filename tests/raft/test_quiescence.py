@@ -4,7 +4,7 @@ detector calling a member down (`RaftNode.peer_down`)."""
 
 from __future__ import annotations
 
-from raft import Heartbeat, HeartbeatResponse, Role, Vote
+from raft import ConfState, Heartbeat, HeartbeatResponse, Role, Vote
 from tests.raft.harness import Cluster, drain, make_node
 
 ET = 10
@@ -207,6 +207,25 @@ def test_a_stray_message_wakes_a_quiet_node_which_settles_again():
     assert not lead.quiescent
     settle(c)
     assert all(n.quiescent for n in c.nodes.values()) and lead.term == 1
+
+
+def test_followers_woken_by_a_campaign_that_misses_the_leader_wake_it_and_it_keeps_the_lead():
+    """Simulator seed 2084153: a removed node (its own stale membership leaves the
+    leader out) campaigned to two quiet followers. They woke and refused it, their
+    election timers ran again, and the leader slept on: one election timeout later
+    each granted the other's pre-vote, and they elected without it. A follower woken
+    by anyone but its leader now wakes the leader, whose heartbeats hold them."""
+    c = quiet_cluster()
+    lead = c.elect(1)
+    settle(c)
+    c.add_node(4, ConfState(voters=(2, 3, 4)))  # stale: thinks 1 is not a member
+    c.nodes[4].campaign()
+    c.flush()
+    assert not c.nodes[2].quiescent and not c.nodes[3].quiescent
+    assert not lead.quiescent  # woken by their word, not by the campaign
+    c.tick(4 * ET, only=[1, 2, 3])
+    assert lead.role == Role.LEADER and lead.term == 1
+    assert all(c.nodes[i].quiescent and c.nodes[i].leader == 1 for i in (1, 2, 3))
 
 
 def test_duplicate_acknowledgements_leave_a_quiet_leader_quiet():

@@ -142,6 +142,12 @@ def test_seed_777667_replays_clean():
     assert run_seed(777667).ok
 
 
+def test_seed_2084153_replays_clean():
+    # Followers woken by a removed node's campaign elected without their quiet leader
+    # (docs/raft.md, "Waking"; the rule is pinned down in test_quiescence).
+    assert run_seed(2084153).ok
+
+
 def test_checker_tells_replaced_from_rewritten():
     w = World(5, SimOptions(nodes=3))
     chk = Checker()
