@@ -106,9 +106,9 @@ class Config:
     #: Thrifty appends (docs/raft.md, "Thrifty appends"): a new entry goes at once only to
     #: as many voters as its commit needs, preferring the follower whose acknowledgement
     #: last completed a commit; the other voters are sent what they lack at each tick,
-    #: or as soon as it reaches ``trailing_batch_bytes``. Each write then waits on (and
-    #: wakes) one follower in three instead of two, and the trailing one writes and syncs
-    #: a tick's entries at once. Learners and a leadership transferee get entries at once.
+    #: or as soon as it reaches ``trailing_batch_bytes``. With three replicas a write then
+    #: wakes one follower instead of two, and the other writes and syncs a tick's entries
+    #: at once. Learners, and every member during a leadership transfer, get them at once.
     thrifty: bool = False
     trailing_batch_bytes: int = 256 << 10
     #: The last offset the caller's state machine already holds after a restart
