@@ -504,7 +504,7 @@ class RaftNode:
         progress: dict[int, PeerStatus] = {}
         if self.role == Role.LEADER:
             last = self.log.last_index()
-            bound = self._caught_up_bound()
+            bound = self._tick_lasts[0]  # (a leader's log only grows: never past its end)
             for p, pr in self.prs.items():
                 progress[p] = PeerStatus(
                     match=pr.match,
@@ -537,11 +537,8 @@ class RaftNode:
         (`Status.under_replicated` without building a status)."""
         if self.role != Role.LEADER:
             return False
-        bound = self._caught_up_bound()
+        bound = self._tick_lasts[0]
         return any(pr.match < bound for pr in self.prs.values())
-
-    def _caught_up_bound(self) -> int:
-        return min(self._tick_lasts[0], self.log.last_index())
 
     # ------------------------------------------------------------ state changes
 
